@@ -1,0 +1,312 @@
+"""Pipeline configuration: ``config/pipeline.yaml`` plus ``NETSEC_*`` environment overrides.
+
+Lookup of the file: ``$NETSEC_CONFIG`` if set, else ``./config/pipeline.yaml``, else the
+``config/pipeline.yaml`` beside this package (a source checkout). Data-set schemas live in
+``<config dir>/schema/<dataset>.yaml``.
+
+Overrides: ``NETSEC_<SECTION>__<KEY>=value`` sets ``section.key`` (``__`` separates levels, names
+are case-insensitive, the value is parsed as YAML so ``5``, ``true`` and ``[a, b]`` work), e.g.
+``NETSEC_SOURCE__KIND=mongo`` or ``NETSEC_TRAINING__CV_FOLDS=3``. ``NETSEC_HOME`` sets the work
+directory, ``MLFLOW_TRACKING_URI`` is honoured when ``registry.tracking_uri`` is not overridden.
+Every value is validated at start-up; an unknown or invalid key raises :class:`ConfigError`
+naming the key (and the environment variable, when it came from one).
+
+Strings may contain ``{workdir}`` and ``{config_dir}``; they are expanded after loading so the
+embedded defaults keep all local state under one directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from netsec_tasks.errors import ConfigError
+
+ENV_PREFIX = "NETSEC_"
+# Environment variables with the prefix that are not config keys.
+_RESERVED_ENV = {"NETSEC_CONFIG", "NETSEC_HOME"}
+
+PACKAGE_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class MongoSourceConfig(_Section):
+    # Same URI form as Airflow's ``netsec_mongo`` connection (``mongo://`` is accepted too).
+    uri: str = "mongodb://localhost:27017/netsec"
+    database: str = "netsec"
+    collection: str = "phishing"
+    batch_size: int = Field(5000, ge=1, le=100_000)
+    server_selection_timeout_ms: int = Field(5000, ge=100)
+    # None: the watermark is the document ObjectId; otherwise a field that increases with inserts.
+    watermark_field: str | None = None
+
+    @field_validator("uri")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if v.startswith("mongo://"):
+            v = "mongodb://" + v[len("mongo://"):]
+        if not v.startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError("must start with mongodb://, mongodb+srv:// or mongo://")
+        return v
+
+
+class SourceConfig(_Section):
+    kind: Literal["file", "mongo"] = "file"
+    # CSV or Parquet path or glob, for kind=file. Empty: the synthetic sample (made on demand).
+    path: str | None = None
+    mongo: MongoSourceConfig = MongoSourceConfig()
+    # Train on the rows of the last N days only (by watermark time); None: all rows.
+    window_days: float | None = Field(None, gt=0)
+
+
+class SplitConfig(_Section):
+    test_size: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+    # Identical rows never straddle train and test (the UCI file is ~half duplicates).
+    duplicate_aware: bool = True
+
+
+class ValidationConfig(_Section):
+    # The run fails when more than this share of rows is quarantined.
+    max_invalid_share: float = Field(0.05, ge=0, le=1)
+    # A row with more than this share of null features is quarantined.
+    max_row_null_share: float = Field(0.5, ge=0, le=1)
+    # A column with more than this share of nulls fails validation.
+    max_column_null_share: float = Field(0.2, ge=0, le=1)
+    min_rows: int = Field(20, ge=1)
+
+
+class DriftConfig(_Section):
+    alpha: float = Field(0.05, gt=0, lt=1)
+    correction: Literal["bonferroni", "holm", "fdr_bh", "none"] = "holm"
+    # Data-set drift when more than this share of columns drifts.
+    drift_share: float = Field(0.2, ge=0, le=1)
+    # Columns with at most this many distinct values are tested as discrete (chi-square).
+    max_discrete_values: int = Field(20, ge=2)
+    # With very large samples every tiny difference is "significant": also require an effect of
+    # at least this size (Jensen-Shannon distance for discrete, Wasserstein/IQR for continuous).
+    min_effect: float = Field(0.05, ge=0)
+
+
+Candidate = Literal[
+    "random_forest", "decision_tree", "hist_gradient_boosting",
+    "logistic_regression", "adaboost", "xgboost",
+]
+
+
+class TrainingConfig(_Section):
+    candidates: list[Candidate] = [
+        "random_forest", "decision_tree", "hist_gradient_boosting",
+        "logistic_regression", "adaboost", "xgboost",
+    ]
+    # Selection metric, computed for the threat class: f1, precision, recall, roc_auc,
+    # average_precision, accuracy.
+    metric: Literal["f1", "precision", "recall", "roc_auc", "average_precision", "accuracy"] = "f1"
+    cv_folds: int = Field(5, ge=2, le=20)
+    search: Literal["halving", "random"] = "halving"
+    # Parameter settings tried per candidate (random search) or first-round candidates (halving).
+    n_iter: int = Field(12, ge=1, le=500)
+    n_jobs: int = Field(2, ge=-1)
+    seed: int = 42
+    progress: bool = True
+
+
+class RegistryConfig(_Section):
+    tracking_uri: str = "sqlite:///{workdir}/mlflow.db"
+    # Artifact root for a new experiment on a local tracking store (ignored by a server).
+    artifact_location: str | None = "{workdir}/mlartifacts"
+    experiment: str = "netsec"
+    model_name: str = "netsec-phishing"
+    alias: str = "production"
+    # Promote when new_score >= production_score + margin and new_score >= min_score.
+    promotion_margin: float = Field(0.0, ge=-1, le=1)
+    min_score: float = Field(0.8, ge=0, le=1)
+
+
+class StorageConfig(_Section):
+    # s3://bucket/prefix (boto3; endpoint_url for MinIO) or file:///dir (embedded default).
+    uri: str = "file://{workdir}/storage"
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    multipart_threshold_mb: int = Field(8, ge=5)
+    retries: int = Field(3, ge=0, le=10)
+
+    @field_validator("uri")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not v.startswith(("s3://", "file://")):
+            raise ValueError("must start with s3:// or file://")
+        return v
+
+
+class DagConfig(_Section):
+    schedule: str | None = "0 2 * * *"
+    retries: int = Field(2, ge=0)
+    retry_delay_seconds: int = Field(30, ge=1)
+    max_retry_delay_seconds: int = Field(600, ge=1)
+    task_timeout_minutes: int = Field(60, ge=1)
+
+
+class PipelineConfig(_Section):
+    dataset: str = "phishing"
+    workdir: str = ".netsec"
+    source: SourceConfig = SourceConfig()
+    split: SplitConfig = SplitConfig()
+    validation: ValidationConfig = ValidationConfig()
+    drift: DriftConfig = DriftConfig()
+    training: TrainingConfig = TrainingConfig()
+    registry: RegistryConfig = RegistryConfig()
+    storage: StorageConfig = StorageConfig()
+    dag: DagConfig = DagConfig()
+    # Where this config was loaded from (set by load_config, not by the file).
+    config_dir: str = Field(str(PACKAGE_CONFIG_DIR), exclude=True)
+
+    @model_validator(mode="after")
+    def _no_empty_candidates(self) -> "PipelineConfig":
+        if not self.training.candidates:
+            raise ValueError("training.candidates must list at least one model")
+        return self
+
+    @property
+    def workdir_path(self) -> Path:
+        return Path(self.workdir)
+
+    @property
+    def schema_path(self) -> Path:
+        return Path(self.config_dir) / "schema" / f"{self.dataset}.yaml"
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "PipelineConfig":
+        """A copy with dotted-key overrides (``{"source.kind": "mongo"}``), validated again."""
+        data = self.model_dump(mode="python")
+        data["config_dir"] = self.config_dir
+        for dotted, value in overrides.items():
+            _set_dotted(data, dotted.split("."), value, origin=dotted)
+        return _validate(data, origin_of={})
+
+
+def _set_dotted(data: dict, keys: list[str], value: Any, origin: str) -> None:
+    node = data
+    for key in keys[:-1]:
+        nxt = node.get(key)
+        if nxt is None:
+            nxt = node[key] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{origin}: '{key}' is a value, not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def find_config_file(path: str | os.PathLike | None = None) -> Path:
+    candidates = [Path(path)] if path else []
+    if not path and os.environ.get("NETSEC_CONFIG"):
+        candidates.append(Path(os.environ["NETSEC_CONFIG"]))
+    if not candidates:
+        candidates += [Path.cwd() / "config" / "pipeline.yaml", PACKAGE_CONFIG_DIR / "pipeline.yaml"]
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    raise ConfigError(
+        "no pipeline config found (looked at " + ", ".join(str(c) for c in candidates)
+        + "); pass --config or set NETSEC_CONFIG"
+    )
+
+
+def _env_overrides(environ: dict[str, str]) -> tuple[dict, dict[str, str]]:
+    """Nested dict of overrides from NETSEC_* variables, and a map dotted key -> variable name."""
+    tree: dict = {}
+    origin: dict[str, str] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in _RESERVED_ENV:
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__") if k]
+        if not keys:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(tree, keys, value, origin=name)
+        origin[".".join(keys)] = name
+    return tree, origin
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _validate(data: dict, origin_of: dict[str, str], source: str = "config") -> PipelineConfig:
+    try:
+        cfg = PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            where = f" (from ${origin_of[key]})" if key in origin_of else ""
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key '{key}'{where}")
+            else:
+                problems.append(f"'{key}'{where}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError(f"{source}: invalid configuration: " + "; ".join(problems)) from None
+    return _expand(cfg)
+
+
+def _expand(cfg: PipelineConfig) -> PipelineConfig:
+    """Resolve the work dir and expand {workdir}/{config_dir} in every string value."""
+    workdir = Path(os.path.expanduser(cfg.workdir))
+    if not workdir.is_absolute():
+        workdir = (Path.cwd() / workdir).resolve()
+    subst = {"workdir": str(workdir), "config_dir": cfg.config_dir}
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, str):
+            for k, s in subst.items():
+                v = v.replace("{" + k + "}", s)
+            return v
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return v
+
+    data = walk(cfg.model_dump(mode="python"))
+    data["workdir"] = str(workdir)
+    data["config_dir"] = cfg.config_dir
+    return PipelineConfig.model_validate(data)
+
+
+def load_config(path: str | os.PathLike | None = None, *, environ: dict[str, str] | None = None,
+                overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Load, merge and validate the configuration. Raises ConfigError naming any bad key."""
+    environ = dict(os.environ if environ is None else environ)
+    file = find_config_file(path)
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: top level must be a mapping of sections")
+    raw["config_dir"] = str(file.parent)
+    env_tree, origin = _env_overrides(environ)
+    data = _deep_merge(raw, env_tree)
+    if environ.get("NETSEC_HOME"):
+        data["workdir"] = environ["NETSEC_HOME"]
+        origin["workdir"] = "NETSEC_HOME"
+    if environ.get("MLFLOW_TRACKING_URI") and "registry.tracking_uri" not in origin:
+        data.setdefault("registry", {})["tracking_uri"] = environ["MLFLOW_TRACKING_URI"]
+        origin["registry.tracking_uri"] = "MLFLOW_TRACKING_URI"
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted.split("."), value, origin=dotted)
+    return _validate(data, origin, source=str(file))
