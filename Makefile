@@ -1,0 +1,36 @@
+# netsec: the two commands a newcomer needs are `make run` and `make test` (see README.md).
+VENV ?= .venv
+BIN  := $(VENV)/bin
+
+.PHONY: setup setup-test run run-quick test test-fast bench serve clean
+
+setup:
+	scripts/setup.sh
+
+setup-test:
+	scripts/setup.sh --test
+
+## The main job on the embedded defaults: the Airflow DAG end to end on the synthetic sample.
+run: setup
+	$(BIN)/netsec run
+
+## The same steps in process, without Airflow.
+run-quick: setup
+	$(BIN)/netsec run
+
+## Every test, with the real servers the fixtures start.
+test: setup-test
+	$(BIN)/python -m pytest -q
+
+test-fast: setup-test
+	$(BIN)/python -m pytest -q -m "not slow"
+
+serve: setup
+	$(BIN)/netsec serve
+
+bench: setup-test
+	$(BIN)/python bench/bench_training.py
+	$(BIN)/python bench/bench_serving.py
+
+clean:
+	rm -rf .netsec

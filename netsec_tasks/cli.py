@@ -1,0 +1,256 @@
+"""The ``netsec`` command.
+
+    netsec run [--source file|mongo] [--source-path P] [--force-retrain]   all steps, in process
+    netsec push-data CSV                  load a CSV into the Mongo collection (idempotent)
+    netsec validate FILE                  schema + data-quality checks, report and quarantine
+    netsec drift REF CUR                  drift report between two files
+    netsec predict CSV [--out OUT]        predictions of the Production model
+    netsec make-sample [--rows N]         the deterministic synthetic data set
+    netsec fetch-dataset [--out P]        the real UCI data from OpenML (needs internet)
+    netsec serve                          the FastAPI serving service
+    netsec config                         the effective configuration (file + env)
+
+Errors in the input or the environment print one line naming the problem and exit non-zero
+(2 bad input/config, 3 service unavailable), with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from netsec_tasks.errors import NetsecError
+
+
+def _cfg(args: argparse.Namespace, **overrides: Any):
+    from netsec_tasks.config import load_config
+
+    dotted = {k: v for k, v in overrides.items() if v is not None}
+    for item in getattr(args, "set", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise NetsecError(f"--set takes KEY=VALUE, got {item!r}")
+        import yaml
+
+        dotted[key.strip()] = yaml.safe_load(value)
+    return load_config(args.config, overrides=dotted)
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from netsec_tasks.pipeline import run_pipeline
+
+    cfg = _cfg(args, **{"source.kind": args.source, "source.path": args.source_path})
+    result = run_pipeline(cfg, run_id=args.run_id, force_retrain=args.force_retrain, trigger="cli")
+    summary = result.summary()
+    _print(summary)
+    print()
+    print(f"outcome: {result.outcome.outcome} - {result.outcome.reason}")
+    if result.train is not None:
+        m = result.train.test_metrics
+        print(f"winner: {result.train.winner}  test F1 (threat class) {m.get('f1', float('nan')):.4f}"
+              f"  ROC AUC {m.get('roc_auc', float('nan')):.4f}")
+    if result.register is not None:
+        print(f"registry: {result.register.model_name} production version = "
+              f"{result.register.production_version}")
+    print(f"run artifacts: {result.run.run_dir}")
+    if result.drift.html_uri:
+        print(f"drift report:  {result.drift.html_uri}")
+    print(f"MLflow UI:     mlflow ui --backend-store-uri {cfg.registry.tracking_uri} --port 5000")
+    return 0
+
+
+def cmd_push_data(args: argparse.Namespace) -> int:
+    from netsec_tasks.mongo import push_data
+
+    cfg = _cfg(args, **{"source.mongo.uri": args.uri, "source.mongo.collection": args.collection})
+    result = push_data(args.csv, cfg, batch_size=args.batch_size)
+    data = result.model_dump() if hasattr(result, "model_dump") else vars(result)
+    _print(data)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from netsec_tasks.schema import load_schema
+    from netsec_tasks.tabular import read_table
+    from netsec_tasks.validate import validate_frame, write_report
+
+    cfg = _cfg(args)
+    schema = load_schema(args.schema or cfg.schema_path)
+    frame = read_table(args.file)
+    result = validate_frame(frame, schema, cfg.validation, source=str(args.file))
+    out = Path(args.out or Path(cfg.workdir) / "validate")
+    out.mkdir(parents=True, exist_ok=True)
+    report = write_report(result, out)
+    print(f"{'PASSED' if result.passed else 'FAILED'}: {len(result.clean)} valid rows, "
+          f"{result.rows_invalid} quarantined; report: {report}")
+    for check in result.checks:
+        if check.get("status") != "pass":
+            print(f"  [{check.get('status')}] {check.get('name')}: {check.get('detail', '')}")
+    return 0 if result.passed else 1
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from netsec_tasks.drift import drift_between_files
+
+    cfg = _cfg(args)
+    out = Path(args.out or Path(cfg.workdir) / "drift")
+    record = drift_between_files(args.reference, args.current, cfg, out)
+    print(f"drift {'DETECTED' if record.drift_detected else 'not detected'}: "
+          f"{record.drift_share:.0%} of {record.columns_tested} columns drifted"
+          + (f" ({', '.join(record.drifted_columns)})" if record.drifted_columns else ""))
+    print(f"report: {record.report_uri}\nhtml:   {record.html_uri}")
+    return 1 if record.drift_detected and args.fail_on_drift else 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from netsec_tasks.registry import load_production_model
+    from netsec_tasks.schema import load_schema
+    from netsec_tasks.tabular import read_table
+
+    cfg = _cfg(args)
+    schema = load_schema(cfg.schema_path)
+    frame = read_table(args.csv)
+    missing = [c for c in schema.features if c not in frame.columns]
+    if missing:
+        raise NetsecError(f"{args.csv}: missing feature columns: {', '.join(missing)}")
+    model, version = load_production_model(cfg)
+    proba = model.predict_proba(frame[schema.features])[:, 1]
+    is_threat = (proba >= 0.5).astype(int)
+    out = frame.copy()
+    out["threat_probability"] = np.round(proba, 6)
+    out["is_threat"] = is_threat
+    out["predicted_" + schema.target.column] = np.where(is_threat == 1, schema.target.positive,
+                                                         schema.negative_label)
+    out["model_version"] = version
+    if args.out:
+        out.to_csv(args.out, index=False)
+        print(f"{len(out)} rows, {int(is_threat.sum())} threats; written to {args.out} "
+              f"(model {cfg.registry.model_name} v{version})")
+    else:
+        out.to_csv(sys.stdout, index=False)
+    return 0
+
+
+def cmd_make_sample(args: argparse.Namespace) -> int:
+    from netsec_tasks.sample import make_sample
+
+    frame = make_sample(args.rows, seed=args.seed, shift=args.shift)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(args.out, index=False)
+    print(f"{len(frame)} rows written to {args.out}")
+    return 0
+
+
+def cmd_fetch_dataset(args: argparse.Namespace) -> int:
+    from netsec_tasks.datasets import fetch_dataset
+
+    path = fetch_dataset(args.out, data_id=args.data_id)
+    print(f"written to {path}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from serving.cli import serve
+
+    serve(host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    cfg = _cfg(args)
+    import yaml
+
+    print(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="netsec", description="Network-threat detection MLOps pipeline.")
+    p.add_argument("--config", help="pipeline YAML (default: $NETSEC_CONFIG or config/pipeline.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set training.n_iter=4 (repeatable)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run all steps in process (the quick path without Airflow)")
+    r.add_argument("--source", choices=["file", "mongo"])
+    r.add_argument("--source-path", help="CSV/Parquet path or glob for the file source")
+    r.add_argument("--force-retrain", action="store_true")
+    r.add_argument("--run-id")
+    r.set_defaults(func=cmd_run)
+
+    pd_ = sub.add_parser("push-data", help="load a CSV into the Mongo collection, idempotently")
+    pd_.add_argument("csv")
+    pd_.add_argument("--uri", help="MongoDB URI (default: source.mongo.uri)")
+    pd_.add_argument("--collection")
+    pd_.add_argument("--batch-size", type=int)
+    pd_.set_defaults(func=cmd_push_data)
+
+    v = sub.add_parser("validate", help="validate a CSV/Parquet file against the schema")
+    v.add_argument("file")
+    v.add_argument("--schema", help="schema YAML (default: the configured data set's)")
+    v.add_argument("--out", help="directory for the report and invalid rows")
+    v.set_defaults(func=cmd_validate)
+
+    d = sub.add_parser("drift", help="drift report between a reference and a current file")
+    d.add_argument("reference")
+    d.add_argument("current")
+    d.add_argument("--out")
+    d.add_argument("--fail-on-drift", action="store_true", help="exit 1 when drift is detected")
+    d.set_defaults(func=cmd_drift)
+
+    pr = sub.add_parser("predict", help="predict a CSV with the Production model")
+    pr.add_argument("csv")
+    pr.add_argument("--out", help="output CSV (default: stdout)")
+    pr.set_defaults(func=cmd_predict)
+
+    ms = sub.add_parser("make-sample", help="write the deterministic synthetic data set")
+    ms.add_argument("--rows", type=int, default=5000)
+    ms.add_argument("--seed", type=int, default=0)
+    ms.add_argument("--shift", type=float, default=0.0, help="0..1, a drifted copy for demos")
+    ms.add_argument("--out", default="data/phishing_sample.csv")
+    ms.set_defaults(func=cmd_make_sample)
+
+    fd = sub.add_parser("fetch-dataset", help="download the UCI phishing data from OpenML")
+    fd.add_argument("--out", default="data/phishing_websites.csv")
+    fd.add_argument("--data-id", type=int, default=4534)
+    fd.set_defaults(func=cmd_fetch_dataset)
+
+    sv = sub.add_parser("serve", help="start the FastAPI serving service")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--workers", type=int, default=1)
+    sv.set_defaults(func=cmd_serve)
+
+    c = sub.add_parser("config", help="print the effective configuration")
+    c.set_defaults(func=cmd_config)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("alembic", "urllib3", "botocore", "matplotlib", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except NetsecError as exc:
+        print(f"netsec {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
