@@ -1,0 +1,359 @@
+"""Airflow 3 DAG ``netsec_training``: ingest -> validate -> drift branch -> train -> register -> sync.
+
+Every task is a thin wrapper over one step function in ``netsec_tasks`` (the same functions
+``netsec run`` calls in process). Parsing this file imports only the Airflow SDK, the standard
+operators and ``netsec_tasks.config`` (pydantic + yaml, to read the schedule): the step modules,
+pandas, scikit-learn, MLflow, pymongo and boto3 are imported inside the task callables.
+
+XCom carries only the steps' small records (``record.to_xcom()``): URIs, counts, metrics.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import typing
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
+from airflow.sdk import DAG, ExceptionRetryPolicy, Param, RetryAction, RetryRule, TriggerRule
+
+from netsec_tasks.config import Candidate, load_config
+
+log = logging.getLogger("netsec.dag")
+
+DAG_ID = "netsec_training"
+MONGO_CONN_ID = "netsec_mongo"
+S3_CONN_ID = "netsec_s3"
+
+# DAG-run param -> dotted config key. A param left at None keeps the configured value.
+PARAM_TO_CONFIG = {
+    "source": "source.kind",
+    "source_path": "source.path",
+    "n_iter": "training.n_iter",
+    "cv_folds": "training.cv_folds",
+    "candidates": "training.candidates",
+    "promotion_margin": "registry.promotion_margin",
+    "min_score": "registry.min_score",
+}
+
+# Read once at parse time for the schedule, retry budget and the defaults shown in the UI.
+# A broken config shows up as an import error of this DAG, naming the bad key.
+CFG = load_config()
+
+
+# --------------------------------------------------------------------------- task helpers
+
+
+def _config(params: dict) -> typing.Any:
+    """Config file + NETSEC_* env + this run's params, validated (ConfigError names the key)."""
+    from netsec_tasks.pipeline import load_pipeline_config
+
+    overrides = {}
+    for name, dotted in PARAM_TO_CONFIG.items():
+        value = params.get(name)
+        if value in (None, "", []):
+            continue
+        overrides[dotted.replace(".", "__")] = value
+    return load_pipeline_config(**overrides)
+
+
+def _run(ti: typing.Any) -> typing.Any:
+    from netsec_tasks.records import RunContext
+
+    return RunContext.from_xcom(ti.xcom_pull(task_ids="ingest", key="run"))
+
+
+def _pull(ti: typing.Any, record_cls: type, task_id: str, key: str = "return_value") -> typing.Any:
+    """The record a task pushed, or None when that task was skipped."""
+    data = ti.xcom_pull(task_ids=task_id, key=key)
+    return None if data is None else record_cls.from_xcom(data)
+
+
+def _trigger(dag_run: typing.Any) -> str:
+    run_type = getattr(dag_run, "run_type", None)
+    return str(getattr(run_type, "value", run_type) or "manual")
+
+
+def _connection_defined(conn_id: str) -> bool:
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return False
+    return True
+
+
+def _mongo_client(cfg: typing.Any) -> tuple[typing.Any, str]:
+    """A MongoClient from the ``netsec_mongo`` connection, and a description for messages.
+
+    Without the connection the step falls back to ``source.mongo.uri`` from the config, and says so.
+    """
+    if not _connection_defined(MONGO_CONN_ID):
+        log.warning("Airflow connection '%s' is not defined: reading MongoDB at source.mongo.uri "
+                    "from the config instead (define AIRFLOW_CONN_NETSEC_MONGO to use a connection)",
+                    MONGO_CONN_ID)
+        return None, "source.mongo.uri in the config (no Airflow connection 'netsec_mongo')"
+    from airflow.providers.mongo.hooks.mongo import MongoHook
+
+    hook = MongoHook(mongo_conn_id=MONGO_CONN_ID)
+    # An unreachable server should fail this try quickly and leave the waiting to the retries;
+    # the connection's extra may still set its own serverSelectionTimeoutMS.
+    hook.extras.setdefault("serverSelectionTimeoutMS", cfg.source.mongo.server_selection_timeout_ms)
+    where = f"Airflow connection '{MONGO_CONN_ID}' ({hook.connection.host}:{hook.connection.port or 27017})"
+    return hook.get_conn(), where
+
+
+def _s3_client() -> typing.Any:
+    """boto3 S3 client from the ``netsec_s3`` connection (endpoint_url for MinIO in its extra)."""
+    if not _connection_defined(S3_CONN_ID):
+        log.warning("Airflow connection '%s' is not defined: the sync step uses the storage config "
+                    "and the default AWS credential chain", S3_CONN_ID)
+        return None
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=S3_CONN_ID).get_conn()
+
+
+# --------------------------------------------------------------------------- task callables
+
+
+def ingest_task(ti, dag_run, params, **_):
+    """Snapshot the source (file, or MongoDB through the netsec_mongo connection), split."""
+    from netsec_tasks.errors import SourceUnavailable
+    from netsec_tasks.ingest import ingest
+    from netsec_tasks.records import RunContext
+
+    cfg = _config(params)
+    run = RunContext.create(cfg, run_id=dag_run.run_id, trigger=_trigger(dag_run),
+                            force_retrain=bool(params.get("force_retrain")))
+    ti.xcom_push(key="run", value=run.to_xcom())
+    log.info("run %s: source=%s work dir=%s", run.run_id, cfg.source.kind, run.run_dir)
+    if cfg.source.kind != "mongo":
+        return ingest(cfg, run).to_xcom()
+
+    import pymongo.errors
+
+    client, where = _mongo_client(cfg)
+    try:
+        record = ingest(cfg, run, mongo_client=client)
+    except (SourceUnavailable, pymongo.errors.PyMongoError) as exc:
+        raise SourceUnavailable(f"MongoDB via {where} is unavailable: {exc}") from exc
+    finally:
+        if client is not None:
+            client.close()
+    return record.to_xcom()
+
+
+def validate_task(ti, params, **_):
+    """Schema and quality checks; a failed validation stops the run before training."""
+    from netsec_tasks.records import IngestRecord
+    from netsec_tasks.validate import validate
+
+    record = validate(_config(params), _run(ti), _pull(ti, IngestRecord, "ingest"))
+    return record.to_xcom()
+
+
+def check_drift_task(ti, params, **_):
+    """Compare the new batch with Production's training data and choose the branch."""
+    from netsec_tasks.drift import check_drift
+    from netsec_tasks.pipeline import decide_retrain
+    from netsec_tasks.records import ValidationRecord
+    from netsec_tasks.registry import production_reference_uri
+
+    cfg, run = _config(params), _run(ti)
+    validation = _pull(ti, ValidationRecord, "validate")
+    drift = check_drift(cfg, run, validation, reference_uri=production_reference_uri(cfg))
+    retrain, reason = decide_retrain(drift, force_retrain=run.force_retrain)
+    log.info("branch: %s because %s (report: %s)", "retrain" if retrain else "skip", reason,
+             drift.html_uri)
+    ti.xcom_push(key="drift", value=drift.to_xcom())
+    ti.xcom_push(key="branch_reason", value=reason)
+    (run.path / "branch.txt").write_text(("retrain" if retrain else "skip") + f": {reason}\n",
+                                         encoding="utf-8")
+    return "transform" if retrain else "skip_training"
+
+
+def transform_task(ti, params, **_):
+    from netsec_tasks.records import ValidationRecord
+    from netsec_tasks.transform import transform
+
+    return transform(_config(params), _run(ti), _pull(ti, ValidationRecord, "validate")).to_xcom()
+
+
+def train_task(ti, params, **_):
+    from netsec_tasks.records import TransformRecord, ValidationRecord
+    from netsec_tasks.train import train
+
+    record = train(_config(params), _run(ti), _pull(ti, ValidationRecord, "validate"),
+                   _pull(ti, TransformRecord, "transform"))
+    log.info("winner %s: %s", record.winner, record.test_metrics)
+    return record.to_xcom()
+
+
+def register_task(ti, params, **_):
+    from netsec_tasks.records import TrainRecord, ValidationRecord
+    from netsec_tasks.registry import register
+
+    record = register(_config(params), _run(ti), _pull(ti, TrainRecord, "train"),
+                      _pull(ti, ValidationRecord, "validate"))
+    log.info("registry: %s", record.reason)
+    return record.to_xcom()
+
+
+def sync_task(ti, params, **_):
+    """Upload the run's artifacts to s3:// (netsec_s3 connection) or file:// storage."""
+    from netsec_tasks.records import RegisterRecord
+    from netsec_tasks.sync import sync
+
+    cfg = _config(params)
+    s3_client = _s3_client() if cfg.storage.uri.startswith("s3://") else None
+    record = sync(cfg, _run(ti), register=_pull(ti, RegisterRecord, "register"), s3_client=s3_client)
+    return record.to_xcom()
+
+
+def record_outcome_task(ti, params, **_):
+    """Close the run after either branch: commit the watermark, write outcome.json."""
+    from netsec_tasks.pipeline import record_outcome
+    from netsec_tasks.records import DriftRecord, IngestRecord, RegisterRecord, TrainRecord
+
+    reason = ti.xcom_pull(task_ids="check_drift", key="branch_reason")
+    outcome = record_outcome(
+        _config(params), _run(ti), ingest=_pull(ti, IngestRecord, "ingest"),
+        drift=_pull(ti, DriftRecord, "check_drift", key="drift"),
+        train=_pull(ti, TrainRecord, "train"), register=_pull(ti, RegisterRecord, "register"),
+        branch_reason=reason)
+    ti.xcom_push(key="branch_reason", value=reason)
+    return outcome.to_xcom()
+
+
+def log_task_failure(context):
+    """on_failure_callback: one log line saying which task of which run failed, and why."""
+    ti = context.get("ti")
+    exc = context.get("exception")
+    log.error("%s: task %s failed in run %s (try %s of %s): %s: %s", DAG_ID,
+              getattr(ti, "task_id", "?"), getattr(ti, "run_id", "?"),
+              getattr(ti, "try_number", "?"), getattr(ti, "max_tries", "?"),
+              type(exc).__name__ if exc else "unknown error", exc)
+
+
+# --------------------------------------------------------------------------- the DAG
+
+# Bad data or a bad key will not fix itself: fail at once. Anything else (a network error) retries.
+NO_RETRY_ON_BAD_INPUT = ExceptionRetryPolicy(rules=[
+    RetryRule(exception=["netsec_tasks.errors.DataError", "netsec_tasks.errors.ConfigError"],
+              action=RetryAction.FAIL, reason="bad input or config: retrying cannot help"),
+])
+
+IO_RETRIES = {
+    "retries": CFG.dag.retries,
+    "retry_delay": dt.timedelta(seconds=CFG.dag.retry_delay_seconds),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": dt.timedelta(seconds=CFG.dag.max_retry_delay_seconds),
+    "retry_policy": NO_RETRY_ON_BAD_INPUT,
+}
+
+CANDIDATES = list(typing.get_args(Candidate))
+
+
+def _config_default(dotted: str) -> typing.Any:
+    node: typing.Any = CFG
+    for key in dotted.split("."):
+        node = getattr(node, key)
+    return node
+
+
+PARAMS = {
+    "force_retrain": Param(
+        False, type="boolean", title="Force retraining",
+        description="Train, register and compare with Production even when no drift is detected."),
+    "source": Param(
+        None, type=["null", "string"], enum=[None, "file", "mongo"], title="Source",
+        description="Where to ingest from: 'file' (source_path, or the synthetic sample) or "
+                    f"'mongo' (Airflow connection '{MONGO_CONN_ID}'). Empty: the configured "
+                    f"source.kind ({_config_default('source.kind')})."),
+    "source_path": Param(
+        None, type=["null", "string"], title="Source file",
+        description="CSV or Parquet path or glob for source=file, as seen by the worker. Empty: "
+                    "source.path from the config (none: the synthetic sample)."),
+    "n_iter": Param(
+        None, type=["null", "integer"], minimum=1, maximum=500, title="Search budget",
+        description="Parameter settings tried per candidate model. Empty: training.n_iter "
+                    f"({_config_default('training.n_iter')})."),
+    "cv_folds": Param(
+        None, type=["null", "integer"], minimum=2, maximum=20, title="CV folds",
+        description=f"Cross-validation folds. Empty: training.cv_folds "
+                    f"({_config_default('training.cv_folds')})."),
+    "candidates": Param(
+        None, type=["null", "array"], items={"type": "string", "enum": CANDIDATES},
+        uniqueItems=True, title="Candidate models",
+        description="Models to tune and compare, a subset of: " + ", ".join(CANDIDATES)
+                    + ". Empty: training.candidates from the config."),
+    "promotion_margin": Param(
+        None, type=["null", "number"], minimum=-1, maximum=1, title="Promotion margin",
+        description="Promote the new model only if its test score beats Production's by at least "
+                    f"this much. Empty: registry.promotion_margin "
+                    f"({_config_default('registry.promotion_margin')})."),
+    "min_score": Param(
+        None, type=["null", "number"], minimum=0, maximum=1, title="Minimum score",
+        description="Never promote a model scoring below this. Empty: registry.min_score "
+                    f"({_config_default('registry.min_score')})."),
+}
+
+DOC_MD = f"""
+### netsec_training
+
+Trains the threat classifier for **{CFG.dataset}** and promotes it only when it beats Production.
+
+`ingest` → `validate` → `check_drift` → either `transform` → `train` → `register` → `sync_s3`
+(drift, no Production model, or *force_retrain*) or `skip_training`, then `record_outcome`
+(commits the ingest watermark and writes `outcome.json` in the run directory).
+
+* **Connections**: `{MONGO_CONN_ID}` (MongoHook, only for `source=mongo`), `{S3_CONN_ID}`
+  (S3Hook, only for `s3://` storage; MinIO's `endpoint_url` goes in its extra).
+* **Config**: `config/pipeline.yaml` + `NETSEC_<SECTION>__<KEY>` environment variables; the
+  params below override single keys for one run.
+* The branch reason is in the `check_drift` log and XCom (`branch_reason`) and in the outcome.
+* Extra links (netsec plugin): MLflow run (train, register), drift report (check_drift).
+"""
+
+with DAG(
+    dag_id=DAG_ID,
+    description="Ingest, validate, drift-check, train, register and sync the threat classifier",
+    schedule=CFG.dag.schedule,
+    start_date=dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    tags=["netsec", "mlops", "training"],
+    params=PARAMS,
+    doc_md=DOC_MD,
+    default_args={
+        "owner": "netsec",
+        "retries": 0,
+        "execution_timeout": dt.timedelta(minutes=CFG.dag.task_timeout_minutes),
+        "on_failure_callback": log_task_failure,
+    },
+) as dag:
+    ingest = PythonOperator(task_id="ingest", python_callable=ingest_task, **IO_RETRIES,
+                            doc_md="Snapshot the source and split train/test (retries with back-off).")
+    validate = PythonOperator(task_id="validate", python_callable=validate_task,
+                              doc_md="Schema and data-quality checks; quarantines bad rows.")
+    check_drift = BranchPythonOperator(task_id="check_drift", python_callable=check_drift_task,
+                                       doc_md="Drift vs Production's training data; picks the branch.")
+    transform = PythonOperator(task_id="transform", python_callable=transform_task)
+    train = PythonOperator(task_id="train", python_callable=train_task,
+                           doc_md="Tune every candidate by CV, evaluate the winner once.")
+    register = PythonOperator(task_id="register", python_callable=register_task,
+                              doc_md="Register the winner; promote only if it beats Production.")
+    sync_s3 = PythonOperator(task_id="sync_s3", python_callable=sync_task, **IO_RETRIES,
+                             doc_md="Upload the run's artifacts (retries with back-off).")
+    skip_training = EmptyOperator(task_id="skip_training")
+    outcome = PythonOperator(task_id="record_outcome", python_callable=record_outcome_task,
+                             trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+                             doc_md="Runs after either branch, never after a failure.")
+
+    ingest >> validate >> check_drift
+    check_drift >> transform >> train >> register >> sync_s3 >> outcome
+    check_drift >> skip_training >> outcome

@@ -1,0 +1,267 @@
+"""netsec Airflow plugin: links from task instances to MLflow and to the drift report, and a
+listener that appends every ``netsec_training`` DAG-run outcome to ``<workdir>/dag_runs.jsonl``.
+
+* Extra links (computed on the API server from the XCom the tasks pushed):
+  "MLflow run" on ``train`` and ``register`` (the pipeline run's parent MLflow run),
+  "MLflow model version" on ``register``, "Drift report" on ``check_drift``.
+  The MLflow UI address is ``[netsec] mlflow_ui_url`` (``AIRFLOW__NETSEC__MLFLOW_UI_URL``), else
+  the tracking URI when it is http(s), else http://localhost:5000.
+* ``/netsec/drift/{dag_id}/{run_id}``: the drift report HTML of a run, for the link above. Plugin
+  apps are not protected by Airflow, so the route checks the caller's Airflow token itself
+  (read access to the DAG's runs) and only serves the ``.html`` file the run recorded, inside
+  the work directory.
+* The listener runs where DAG-run states change (scheduler, API server, ``dags test``); it never
+  raises, a failure to write is only logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+from airflow.listeners import hookimpl
+from airflow.plugins_manager import AirflowPlugin
+from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
+from airflow.sdk import BaseOperatorLink
+
+log = logging.getLogger("netsec.plugin")
+
+DAG_ID = "netsec_training"
+RUNS_FILE = "dag_runs.jsonl"
+DRIFT_ROUTE_PREFIX = "/netsec"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _config() -> Any:
+    from netsec_tasks.config import load_config
+
+    return load_config()
+
+
+def read_xcom(dag_id: str, run_id: str, task_id: str, key: str = "return_value",
+              map_index: int = -1) -> Any:
+    """A task's XCom value from the metadata DB (API-server side), or None."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.execute(
+            XComModel.get_many(key=key, run_id=run_id, dag_ids=dag_id, task_ids=task_id,
+                               map_indexes=map_index).with_only_columns(XComModel.value)
+        ).first()
+    if not row or row[0] is None:
+        return None
+    value = row[0]
+    # Stored as JSON text; plain dicts of str/number come back as they went in.
+    while isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            break
+    return value
+
+
+def mlflow_ui_url() -> str:
+    from airflow.configuration import conf
+
+    url = conf.get("netsec", "mlflow_ui_url", fallback=None)
+    if not url:
+        try:
+            tracking = _config().registry.tracking_uri
+        except Exception:  # a broken config must not break the UI
+            tracking = ""
+        url = tracking if tracking.startswith(("http://", "https://")) else "http://localhost:5000"
+    return url.rstrip("/")
+
+
+def airflow_base_url() -> str:
+    from airflow.configuration import conf
+
+    return (conf.get("api", "base_url", fallback=None) or "").rstrip("/")
+
+
+# --------------------------------------------------------------------------- extra links
+
+
+class _NetsecLink(BaseOperatorLink):
+    """A link shown on some tasks of netsec_training only; empty elsewhere."""
+
+    operators: ClassVar[list[type]] = [PythonOperator, BranchPythonOperator]
+    task_ids: ClassVar[tuple[str, ...]] = ()
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        if ti_key.dag_id != DAG_ID or ti_key.task_id not in self.task_ids:
+            return ""
+        try:
+            return self.url(ti_key) or ""
+        except Exception:
+            log.exception("netsec link %r for %s failed", self.name, ti_key)
+            return ""
+
+    def url(self, ti_key: Any) -> str | None:
+        raise NotImplementedError
+
+
+class MlflowRunLink(_NetsecLink):
+    name = "MLflow run"
+    task_ids = ("train", "register")
+
+    def url(self, ti_key: Any) -> str | None:
+        rec = read_xcom(ti_key.dag_id, ti_key.run_id, "train")
+        if not rec or not rec.get("mlflow_run_id"):
+            return None
+        return (f"{mlflow_ui_url()}/#/experiments/{quote(str(rec['experiment_id']))}"
+                f"/runs/{quote(rec['mlflow_run_id'])}")
+
+
+class MlflowModelVersionLink(_NetsecLink):
+    name = "MLflow model version"
+    task_ids = ("register",)
+
+    def url(self, ti_key: Any) -> str | None:
+        rec = read_xcom(ti_key.dag_id, ti_key.run_id, "register")
+        if not rec or not rec.get("version"):
+            return None
+        return (f"{mlflow_ui_url()}/#/models/{quote(rec['model_name'], safe='')}"
+                f"/versions/{quote(str(rec['version']))}")
+
+
+class DriftReportLink(_NetsecLink):
+    name = "Drift report"
+    task_ids = ("check_drift",)
+
+    def url(self, ti_key: Any) -> str | None:
+        rec = read_xcom(ti_key.dag_id, ti_key.run_id, "check_drift", key="drift")
+        if not rec or not rec.get("html_uri"):
+            return None
+        if rec["html_uri"].startswith(("http://", "https://")):
+            return rec["html_uri"]
+        return (f"{airflow_base_url()}{DRIFT_ROUTE_PREFIX}/drift/{quote(ti_key.dag_id, safe='')}"
+                f"/{quote(ti_key.run_id, safe='')}")
+
+
+# --------------------------------------------------------------------------- drift report route
+
+
+def safe_report_path(uri: str | None, workdir: str | Path) -> Path | None:
+    """``uri`` as a path, only if it is an existing .html file inside the work directory."""
+    if not uri:
+        return None
+    path = Path(uri.removeprefix("file://")).resolve()
+    root = Path(workdir).resolve()
+    if path.suffix != ".html" or not path.is_relative_to(root) or not path.is_file():
+        return None
+    return path
+
+
+def _drift_app() -> Any:
+    from fastapi import Depends, FastAPI, HTTPException
+    from fastapi.responses import FileResponse
+
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    app = FastAPI(title="netsec", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/drift/{dag_id}/{run_id}",
+             dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN))])
+    def drift_report(dag_id: str, run_id: str) -> FileResponse:
+        rec = read_xcom(dag_id, run_id, "check_drift", key="drift") or {}
+        path = safe_report_path(rec.get("html_uri"), _config().workdir)
+        if path is None:
+            raise HTTPException(404, f"no drift report recorded for run {run_id!r} of {dag_id!r}")
+        return FileResponse(path, media_type="text/html")
+
+    return app
+
+
+class LazyDriftApp:
+    """ASGI app that builds the FastAPI route on first use.
+
+    Every Airflow process loads plugins (workers too, for macros); the API-server security module
+    costs ~0.8 s to import, so only the API server, which serves requests, pays for it.
+    """
+
+    def __init__(self) -> None:
+        self._app: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self._app is None:
+            self._app = _drift_app()
+        await self._app(scope, receive, send)
+
+
+# --------------------------------------------------------------------------- listener
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if isinstance(value, dt.datetime) else None
+
+
+class DagRunOutcomeListener:
+    """Appends one JSON line per finished netsec_training run: state, reason, failed tasks, outcome."""
+
+    @hookimpl
+    def on_dag_run_success(self, dag_run: Any, msg: str) -> None:
+        self.record(dag_run, "success", msg)
+
+    @hookimpl
+    def on_dag_run_failed(self, dag_run: Any, msg: str) -> None:
+        self.record(dag_run, "failed", msg)
+
+    def record(self, dag_run: Any, state: str, msg: str) -> None:
+        if dag_run.dag_id != DAG_ID:
+            return
+        try:
+            line = self.describe(dag_run, state, msg)
+            workdir = Path(_config().workdir)
+            workdir.mkdir(parents=True, exist_ok=True)
+            # One write() with O_APPEND: concurrent writers never interleave within a line.
+            fd = os.open(workdir / RUNS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, (json.dumps(line, default=str) + "\n").encode("utf-8"))
+            finally:
+                os.close(fd)
+        except Exception:
+            log.exception("netsec listener could not record run %s", getattr(dag_run, "run_id", "?"))
+
+    @staticmethod
+    def describe(dag_run: Any, state: str, msg: str) -> dict[str, Any]:
+        from netsec_tasks.records import safe_name
+
+        start, end = dag_run.start_date, dag_run.end_date
+        line: dict[str, Any] = {
+            "dag_id": dag_run.dag_id, "run_id": dag_run.run_id, "state": state, "msg": msg,
+            "run_type": str(getattr(dag_run.run_type, "value", dag_run.run_type)),
+            "start_date": _iso(start), "end_date": _iso(end),
+            "duration_seconds": round((end - start).total_seconds(), 3) if start and end else None,
+            "conf": dag_run.conf or {},
+        }
+        try:
+            tis = list(dag_run.task_instances)
+            line["failed_tasks"] = sorted(ti.task_id for ti in tis
+                                          if str(getattr(ti.state, "value", ti.state)) == "failed")
+            line["task_states"] = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in tis}
+        except Exception:  # detached instance: the states are a bonus, not the record
+            line["failed_tasks"] = None
+        outcome = Path(_config().workdir) / "runs" / safe_name(dag_run.run_id) / "outcome.json"
+        line["outcome"] = json.loads(outcome.read_text(encoding="utf-8")) if outcome.is_file() else None
+        return line
+
+
+# --------------------------------------------------------------------------- plugin
+
+
+class NetsecPlugin(AirflowPlugin):
+    name = "netsec"
+    operator_extra_links = [MlflowRunLink(), MlflowModelVersionLink(), DriftReportLink()]
+    listeners = [DagRunOutcomeListener()]
+    fastapi_apps = [{"app": LazyDriftApp(), "url_prefix": DRIFT_ROUTE_PREFIX,
+                     "name": "netsec drift reports"}]

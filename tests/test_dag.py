@@ -1,0 +1,267 @@
+"""Structure of the Airflow DAG ``netsec_training`` and of the netsec plugin (fast, no run).
+
+Airflow reads its configuration when first imported, so the environment (a temp AIRFLOW_HOME,
+this repo's dags/ and plugins/, no examples) is set by a module fixture before the first import.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.airflow
+
+REPO = Path(__file__).resolve().parent.parent
+DAGS = REPO / "dags"
+PLUGINS = REPO / "plugins"
+
+EXPECTED_EDGES = {
+    "ingest": {"validate"},
+    "validate": {"check_drift"},
+    "check_drift": {"transform", "skip_training"},
+    "transform": {"train"},
+    "train": {"register"},
+    "register": {"sync_s3"},
+    "sync_s3": {"record_outcome"},
+    "skip_training": {"record_outcome"},
+    "record_outcome": set(),
+}
+
+
+def airflow_env(home: Path) -> dict[str, str]:
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+    }
+
+
+@pytest.fixture(scope="module")
+def dagbag(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    for key, value in airflow_env(tmp_path_factory.mktemp("airflow_home")).items():
+        mp.setenv(key, value)
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS))
+    yield bag
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def dag(dagbag):
+    return dagbag.dags["netsec_training"]
+
+
+def test_dagbag_has_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert list(dagbag.dags) == ["netsec_training"]
+
+
+def test_tasks_and_edges(dag):
+    assert {t.task_id: set(t.downstream_task_ids) for t in dag.tasks} == EXPECTED_EDGES
+
+
+def test_operators_and_branch_targets(dag):
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
+
+    kinds = {t.task_id: type(t) for t in dag.tasks}
+    assert kinds.pop("check_drift") is BranchPythonOperator
+    assert kinds.pop("skip_training") is EmptyOperator
+    assert set(kinds.values()) == {PythonOperator}
+
+
+def test_trigger_rules(dag):
+    from airflow.sdk import TriggerRule
+
+    rules = {t.task_id: t.trigger_rule for t in dag.tasks}
+    assert rules.pop("record_outcome") == TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+    assert set(rules.values()) == {TriggerRule.ALL_SUCCESS}
+
+
+def test_schedule_and_run_limits(dag):
+    from netsec_tasks.config import load_config
+
+    assert dag.schedule == load_config().dag.schedule == "0 2 * * *"
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert {"netsec", "training"} <= set(dag.tags)
+    assert dag.doc_md and "netsec_training" in dag.doc_md
+    assert dag.start_date.tzinfo is not None
+
+
+def test_io_tasks_retry_with_exponential_backoff_and_everything_has_a_timeout(dag):
+    from netsec_tasks.config import load_config
+    from netsec_tasks.errors import DataError, SourceUnavailable, ValidationFailed
+
+    cfg = load_config().dag
+    for task in dag.tasks:
+        assert task.execution_timeout == dt.timedelta(minutes=cfg.task_timeout_minutes), task.task_id
+        assert task.on_failure_callback, task.task_id
+    for task_id in ("ingest", "sync_s3"):
+        task = dag.get_task(task_id)
+        assert task.retries == cfg.retries
+        assert task.retry_delay == dt.timedelta(seconds=cfg.retry_delay_seconds)
+        assert task.retry_exponential_backoff == 2.0
+        assert task.max_retry_delay == dt.timedelta(seconds=cfg.max_retry_delay_seconds)
+        policy = task.retry_policy
+        assert policy.evaluate(SourceUnavailable("down"), 1, 3).action.value == "default"
+        assert policy.evaluate(ValidationFailed("bad rows"), 1, 3).action.value == "fail"
+        assert policy.evaluate(DataError("no file"), 1, 3).action.value == "fail"
+    for task_id in ("validate", "check_drift", "transform", "train", "register", "record_outcome"):
+        assert dag.get_task(task_id).retries == 0, task_id
+
+
+def test_retry_settings_follow_the_config(tmp_path):
+    """NETSEC_DAG__* env changes the parsed DAG (checked in a fresh interpreter)."""
+    env = {**os.environ, **airflow_env(tmp_path), "NETSEC_DAG__RETRIES": "1",
+           "NETSEC_DAG__RETRY_DELAY_SECONDS": "3", "NETSEC_DAG__SCHEDULE": "null"}
+    code = ("from airflow.dag_processing.dagbag import DagBag; import json; "
+            f"d = DagBag(dag_folder={str(DAGS)!r}).dags['netsec_training']; t = d.get_task('ingest'); "
+            "print(json.dumps([d.schedule, t.retries, t.retry_delay.total_seconds()]))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [None, 1, 3.0]
+
+
+def test_params_are_typed_documented_and_validated(dag):
+    params = dag.params
+    expected_types = {
+        "force_retrain": "boolean", "source": ["null", "string"], "source_path": ["null", "string"],
+        "n_iter": ["null", "integer"], "cv_folds": ["null", "integer"],
+        "candidates": ["null", "array"], "promotion_margin": ["null", "number"],
+        "min_score": ["null", "number"],
+    }
+    assert set(params.keys()) == set(expected_types)
+    for name, type_ in expected_types.items():
+        param = params.get_param(name)
+        assert param.schema["type"] == type_, name
+        assert len(param.description or "") > 20, name
+    assert params.get_param("source").schema["enum"] == [None, "file", "mongo"]
+    assert params["force_retrain"] is False
+    assert all(params[name] is None for name in expected_types if name != "force_retrain")
+    # A run conf that breaks the schema is refused before anything runs.
+    import copy
+
+    from airflow.sdk.exceptions import ParamValidationError
+
+    for name, bad in (("source", "ftp"), ("n_iter", 0), ("candidates", ["svm"]),
+                      ("force_retrain", "yes"), ("promotion_margin", 2)):
+        with pytest.raises(ParamValidationError):
+            copy.deepcopy(params.get_param(name)).resolve(value=bad)
+    assert copy.deepcopy(params.get_param("candidates")).resolve(value=["xgboost"]) == ["xgboost"]
+
+
+def test_params_map_to_config_overrides(dag):
+    """Every param except force_retrain is a config key; None keeps the config's value."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("netsec_training_dag", DAGS / "netsec_training.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert set(mod.PARAM_TO_CONFIG) == set(dag.params.keys()) - {"force_retrain"}
+    cfg = mod._config({"source": "mongo", "n_iter": 3, "candidates": ["decision_tree"],
+                       "promotion_margin": 0.5, "source_path": "", "cv_folds": None})
+    assert cfg.source.kind == "mongo"
+    assert cfg.training.n_iter == 3
+    assert cfg.training.candidates == ["decision_tree"]
+    assert cfg.registry.promotion_margin == 0.5
+    assert cfg.source.path is None  # "" from the UI form means "not set"
+    default = mod._config({})
+    assert default.training.cv_folds == cfg.training.cv_folds
+
+
+def test_parsing_the_dag_imports_nothing_heavy(tmp_path):
+    """Fresh interpreter: parse the DAG file and list the heavy modules it pulled in."""
+    heavy = ["pandas", "numpy", "sklearn", "mlflow", "xgboost", "pyarrow", "scipy", "pymongo",
+             "boto3", "netsec_tasks.ingest", "netsec_tasks.train", "netsec_tasks.registry",
+             "netsec_tasks.drift", "netsec_tasks.pipeline"]
+    code = (
+        "import sys, json, time\n"
+        "t = time.perf_counter()\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        "t1 = time.perf_counter()\n"
+        f"bag = DagBag(dag_folder={str(DAGS)!r})\n"
+        "t2 = time.perf_counter()\n"
+        f"print(json.dumps({{'errors': {{str(k): v for k, v in bag.import_errors.items()}}, "
+        f"'heavy': [m for m in {heavy!r} if m in sys.modules], 'airflow_import_s': t1 - t, "
+        "'dag_parse_s': t2 - t1}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **airflow_env(tmp_path)},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["errors"] == {}
+    assert result["heavy"] == []
+    print(f"airflow import {result['airflow_import_s']:.2f}s, DAG parse {result['dag_parse_s']:.3f}s")
+
+
+def test_plugin_registers_links_listener_and_route(dagbag):
+    from airflow import plugins_manager
+
+    plugins_manager.ensure_plugins_loaded()
+    assert plugins_manager.get_import_errors() == {}
+    links = {link.name: link for link in plugins_manager.get_operator_extra_links()}
+    assert set(links) == {"MLflow run", "MLflow model version", "Drift report"}
+    assert links["MLflow run"].task_ids == ("train", "register")
+    assert links["Drift report"].task_ids == ("check_drift",)
+    apps, _ = plugins_manager.get_fastapi_plugins()
+    assert [a["url_prefix"] for a in apps] == ["/netsec"]
+    from airflow.listeners.listener import get_listener_manager
+
+    hooks = get_listener_manager().hook
+    for hook in (hooks.on_dag_run_success, hooks.on_dag_run_failed):
+        owners = {type(impl.plugin).__name__ for impl in hook.get_hookimpls()}
+        assert "DagRunOutcomeListener" in owners, owners
+
+
+def test_extra_links_attach_to_the_serialized_dag(dag):
+    """Deserialized (as the API server sees it), the right tasks carry the plugin's links."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    sdag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    links = {t.task_id: set(t.extra_links) for t in sdag.tasks}
+    assert {"MLflow run", "MLflow model version"} <= links["register"]
+    assert "MLflow run" in links["train"]
+    assert "Drift report" in links["check_drift"]
+    assert links["skip_training"] == set()
+
+
+def test_drift_route_refuses_anonymous_callers(dagbag):
+    from fastapi.testclient import TestClient
+
+    from airflow import plugins_manager
+
+    apps, _ = plugins_manager.get_fastapi_plugins()
+    with TestClient(apps[0]["app"]) as client:
+        resp = client.get("/drift/netsec_training/manual__2025-01-01")
+    assert resp.status_code == 401
+
+
+def test_drift_report_path_stays_inside_the_workdir(tmp_path, dagbag):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("netsec_plugin_t", PLUGINS / "netsec_plugin.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    work = tmp_path / "work"
+    report = work / "runs" / "r1" / "drift" / "report.html"
+    report.parent.mkdir(parents=True)
+    report.write_text("<html></html>")
+    (report.parent / "report.yaml").write_text("a: 1")
+    (tmp_path / "secret.html").write_text("no")
+    assert mod.safe_report_path(str(report), work) == report.resolve()
+    assert mod.safe_report_path("file://" + str(report), work) == report.resolve()
+    for uri in (str(tmp_path / "secret.html"), str(work / ".." / "secret.html"),
+                str(report.parent / "report.yaml"), str(work / "runs" / "missing.html"), None, ""):
+        assert mod.safe_report_path(uri, work) is None, uri
