@@ -1,0 +1,343 @@
+"""Step 1, ingestion: file and MongoDB sources, watermarks, snapshot, duplicate-aware split."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import struct
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import free_port
+from netsec_tasks.errors import ConfigError, DataError, SourceUnavailable
+from netsec_tasks.ingest import (commit_watermark, ingest, read_watermark, snapshot_digest,
+                                 split_rows, watermark_path)
+from netsec_tasks.mongo import push_data
+from netsec_tasks.records import IngestRecord, RunContext, sha256_file
+from netsec_tasks.sample import make_sample
+
+FEATURES_AND_TARGET = [c for c in make_sample(1).columns]
+
+
+def run_ingest(cfg, run_id, **kw) -> IngestRecord:
+    record = ingest(cfg, RunContext.create(cfg, run_id, trigger="test"), **kw)
+    return IngestRecord.from_xcom(record.to_xcom())  # what the next Airflow task would get
+
+
+@pytest.fixture()
+def mongo_cfg(make_cfg, mongo_server, mongo_db):
+    _, db = mongo_db
+
+    def _make(**overrides):
+        return make_cfg(**{"source.kind": "mongo", "source.mongo.uri": mongo_server.uri,
+                           "source.mongo.database": db, **overrides})
+
+    return _make
+
+
+def write_csv(frame: pd.DataFrame, path) -> str:
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def fresh_rows(frame: pd.DataFrame, seen: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``frame`` that are not copies of a row in ``seen``: push-data keys rows by
+    content, so a copy of an already loaded row counts as already present."""
+    merged = frame.merge(seen.drop_duplicates(), how="left", indicator=True)
+    return frame[(merged["_merge"] == "left_only").to_numpy()].drop_duplicates().reset_index(drop=True)
+
+
+def threat_share(path) -> float:
+    return float((pd.read_parquet(path)["Result"] == -1).mean())
+
+
+# ----------------------------------------------------------------------------- file source
+
+def test_default_file_source_is_the_sample_written_once(make_cfg):
+    cfg = make_cfg()
+    rec = run_ingest(cfg, "first")
+    sample = os.path.join(cfg.workdir, "sample", "phishing_sample.csv")
+    assert rec.source == f"file:{sample}"
+    assert len(pd.read_csv(sample)) == 5000 == rec.rows == rec.new_rows
+    assert rec.train_rows + rec.test_rows == rec.rows
+    assert rec.watermark == sha256_file(sample) and rec.previous_watermark is None
+    # Content-addressed, immutable snapshot: reused as is by the next run.
+    assert os.path.basename(rec.snapshot_uri) == f"{rec.snapshot_sha256}.parquet"
+    assert snapshot_digest(rec.snapshot_uri) == rec.snapshot_sha256
+    mtime = os.stat(rec.snapshot_uri).st_mtime_ns
+    again = run_ingest(cfg, "second")
+    assert again.snapshot_uri == rec.snapshot_uri and os.stat(rec.snapshot_uri).st_mtime_ns == mtime
+    snap = pd.read_parquet(rec.snapshot_uri)
+    assert list(snap.columns) == FEATURES_AND_TARGET
+    pd.testing.assert_frame_equal(snap, pd.read_csv(sample))
+    train, test = pd.read_parquet(rec.train_uri), pd.read_parquet(rec.test_uri)
+    assert len(train) == rec.train_rows and len(test) == rec.test_rows
+    assert len(pd.read_parquet(rec.new_batch_uri)) == rec.rows
+
+
+def test_file_watermark_previous_is_last_committed(make_cfg, sample_csv, tmp_path):
+    cfg = make_cfg(**{"source.path": str(sample_csv)})
+    first = run_ingest(cfg, "a")
+    assert first.previous_watermark is None
+    assert not watermark_path(cfg, first.source).exists()
+    commit_watermark(cfg, first)
+    state = read_watermark(cfg, first.source)
+    assert state["watermark"] == first.watermark == sha256_file(sample_csv)
+    write_csv(make_sample(300, seed=5), sample_csv)  # the file is replaced with new data
+    second = run_ingest(cfg, "b")
+    assert second.previous_watermark == first.watermark != second.watermark
+    assert second.rows == second.new_rows == 300
+
+
+def test_uci_duplicate_aware_split_has_no_leak_and_plain_split_leaks(make_cfg, uci_csv):
+    frame = pd.read_csv(uci_csv)
+    overall = float((frame["Result"] == -1).mean())
+    aware = run_ingest(make_cfg(**{"source.path": str(uci_csv)}), "aware")
+    plain = run_ingest(make_cfg(**{"source.path": str(uci_csv), "split.duplicate_aware": False}),
+                       "plain")
+    print(f"UCI: duplicate rows {aware.duplicate_rows}; leak rows dup-aware "
+          f"{aware.duplicate_leak_rows}, plain {plain.duplicate_leak_rows} of {plain.test_rows}")
+    assert aware.duplicate_rows == plain.duplicate_rows == int(frame.duplicated().sum())
+    assert aware.duplicate_leak_rows == 0
+    assert plain.duplicate_leak_rows > 0
+    # The leak count is what it claims: test rows with an exact copy in train.
+    for rec in (aware, plain):
+        train, test = pd.read_parquet(rec.train_uri), pd.read_parquet(rec.test_uri)
+        in_train = test.merge(train.drop_duplicates(), how="left", indicator=True)["_merge"] == "both"
+        assert int(in_train.sum()) == rec.duplicate_leak_rows
+        assert abs(rec.test_rows / rec.rows - 0.2) < 0.01
+        for split in (rec.train_uri, rec.test_uri):
+            assert abs(threat_share(split) - overall) < 0.02
+
+
+def test_split_is_deterministic_per_seed(make_cfg, uci_csv):
+    def split(seed, run_id):
+        rec = run_ingest(make_cfg(**{"source.path": str(uci_csv), "split.seed": seed}), run_id)
+        return pd.read_parquet(rec.train_uri), pd.read_parquet(rec.test_uri)
+
+    a_train, a_test = split(7, "a")
+    b_train, b_test = split(7, "b")
+    c_train, c_test = split(8, "c")
+    pd.testing.assert_frame_equal(a_train, b_train)
+    pd.testing.assert_frame_equal(a_test, b_test)
+    assert not a_test.equals(c_test)
+
+
+def test_split_rows_keeps_every_duplicate_group_on_one_side():
+    rng = np.random.default_rng(3)
+    hashes = rng.integers(0, 400, 3000).astype(np.uint64)  # ~7 copies of each row
+    labels = np.where(hashes % 3 == 0, -1, 1)               # label is a function of the row
+    test = split_rows(hashes, labels, test_size=0.25, seed=1)
+    assert not set(hashes[test]) & set(hashes[~test])
+    assert abs(test.mean() - 0.25) < 0.03
+    assert abs((labels[test] == -1).mean() - (labels == -1).mean()) < 0.02
+
+
+def test_missing_target_column_names_it_and_the_file(make_cfg, tmp_path):
+    path = write_csv(make_sample(100, seed=1).drop(columns=["Result"]), tmp_path / "no_target.csv")
+    with pytest.raises(DataError) as info:
+        run_ingest(make_cfg(**{"source.path": path}), "r")
+    assert "'Result'" in str(info.value) and path in str(info.value)
+    assert info.value.columns == ["Result"]
+
+
+def test_empty_file_is_a_data_error(make_cfg, tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        run_ingest(make_cfg(**{"source.path": str(empty)}), "r")
+
+
+@pytest.mark.parametrize("sep,bom", [(";", False), (",", True), (";", True)])
+def test_bom_and_semicolon_csvs_read_fine(make_cfg, tmp_path, sep, bom):
+    frame = make_sample(200, seed=4)
+    path = tmp_path / "export.csv"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + frame.to_csv(index=False, sep=sep).encode())
+    rec = run_ingest(make_cfg(**{"source.path": str(path)}), "r")
+    assert rec.rows == 200
+    pd.testing.assert_frame_equal(pd.read_parquet(rec.snapshot_uri), frame)
+
+
+def test_glob_source_concatenates_files(make_cfg, tmp_path):
+    write_csv(make_sample(100, seed=1), tmp_path / "part-1.csv")
+    write_csv(make_sample(150, seed=2), tmp_path / "part-2.csv")
+    rec = run_ingest(make_cfg(**{"source.path": str(tmp_path / "part-*.csv")}), "r")
+    assert rec.rows == rec.new_rows == 250
+
+
+# ----------------------------------------------------------------------------- MongoDB source
+
+def test_mongo_ingest_of_uci_equals_the_file(mongo_cfg, make_cfg, uci_csv):
+    cfg = mongo_cfg()
+    push_data(uci_csv, cfg)
+    from_mongo = run_ingest(cfg, "mongo")
+    from_file = run_ingest(make_cfg(**{"source.path": str(uci_csv)}), "file")
+    snap = pd.read_parquet(from_mongo.snapshot_uri)
+    assert list(snap.columns) == FEATURES_AND_TARGET  # no _id, _netsec_key, ingested_at
+    pd.testing.assert_frame_equal(snap, pd.read_csv(uci_csv))
+    assert from_mongo.snapshot_sha256 == from_file.snapshot_sha256
+    assert from_mongo.rows == from_mongo.new_rows == 11055
+    assert from_mongo.duplicate_leak_rows == 0
+    assert from_mongo.source == f"mongo:{cfg.source.mongo.database}.phishing"
+
+
+def test_watermark_new_batch_only_after_commit(mongo_cfg, tmp_path):
+    cfg = mongo_cfg()
+    batch1 = make_sample(300, seed=11)
+    batch2 = fresh_rows(make_sample(80, seed=12), batch1)
+    n2 = len(batch2)
+    assert n2 > 50
+    push_data(write_csv(batch1, tmp_path / "b1.csv"), cfg)
+
+    run1 = run_ingest(cfg, "run1")
+    assert (run1.rows, run1.new_rows, run1.previous_watermark) == (300, 300, None)
+    commit_watermark(cfg, run1)
+    assert json.loads(watermark_path(cfg, run1.source).read_text())["watermark"] == run1.watermark
+
+    push_data(write_csv(batch2, tmp_path / "b2.csv"), cfg)
+    run2 = run_ingest(cfg, "run2")
+    assert run2.previous_watermark == run1.watermark
+    assert run2.watermark > run1.watermark  # ObjectId hex order is insertion order
+    assert (run2.rows, run2.new_rows) == (300 + n2, n2)
+    assert run2.train_rows + run2.test_rows == 300 + n2
+    pd.testing.assert_frame_equal(pd.read_parquet(run2.new_batch_uri), batch2)
+
+    # run2 fails (never committed): the next run gets the same new batch again.
+    run3 = run_ingest(cfg, "run3")
+    assert run3.previous_watermark == run1.watermark and run3.new_rows == n2
+    commit_watermark(cfg, run3)
+    run4 = run_ingest(cfg, "run4")
+    assert (run4.previous_watermark, run4.new_rows, run4.rows) == (run3.watermark, 0, 300 + n2)
+    empty = pd.read_parquet(run4.new_batch_uri)
+    assert len(empty) == 0 and list(empty.columns) == FEATURES_AND_TARGET
+
+
+def test_watermark_on_a_datetime_field(mongo_cfg, tmp_path):
+    cfg = mongo_cfg(**{"source.mongo.watermark_field": "ingested_at"})
+    first = make_sample(120, seed=1)
+    later = fresh_rows(make_sample(30, seed=2), first)
+    push_data(write_csv(first, tmp_path / "a.csv"), cfg)
+    run1 = run_ingest(cfg, "r1")
+    assert run1.new_rows == 120
+    assert dt.datetime.fromisoformat(run1.watermark).tzinfo is not None
+    commit_watermark(cfg, run1)
+    push_data(write_csv(later, tmp_path / "b.csv"), cfg)
+    run2 = run_ingest(cfg, "r2")
+    assert (run2.previous_watermark, run2.rows, run2.new_rows) == (run1.watermark, 120 + len(later),
+                                                                   len(later))
+    pd.testing.assert_frame_equal(pd.read_parquet(run2.new_batch_uri), later)
+    assert "ingested_at" not in pd.read_parquet(run2.snapshot_uri).columns
+
+
+def _oid_at(when: dt.datetime, n: int):
+    from bson import ObjectId
+
+    return ObjectId(struct.pack(">I", int(when.timestamp())) + struct.pack(">Q", n)[-8:])
+
+
+def test_window_days_trains_on_recent_rows_only(mongo_cfg, mongo_db):
+    client, db = mongo_db
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    rows = make_sample(300, seed=3).to_dict("records")
+    ages = [40] * 100 + [10] * 100 + [0] * 100  # days before now
+    docs = [{"_id": _oid_at(now - dt.timedelta(days=age), i), **row}
+            for i, (age, row) in enumerate(zip(ages, rows))]
+    client[db]["phishing"].insert_many(docs)
+
+    windowed = run_ingest(mongo_cfg(**{"source.window_days": 15}), "w")
+    assert windowed.rows == 200 and windowed.new_rows == 300
+    everything = run_ingest(mongo_cfg(), "all")
+    assert everything.rows == 300
+
+
+def test_window_days_needs_a_time_watermark(mongo_cfg, mongo_db):
+    client, db = mongo_db
+    client[db]["phishing"].insert_many([{"seq": i, **r} for i, r in
+                                        enumerate(make_sample(50, seed=1).to_dict("records"))])
+    with pytest.raises(ConfigError, match="window_days"):
+        run_ingest(mongo_cfg(**{"source.mongo.watermark_field": "seq", "source.window_days": 3}), "r")
+    rec = run_ingest(mongo_cfg(**{"source.mongo.watermark_field": "seq"}), "ok")
+    assert rec.watermark == "49" and "seq" in pd.read_parquet(rec.snapshot_uri).columns
+
+
+def test_mongo_reads_in_batches_and_writes_in_chunks(mongo_cfg, mongo_server, sample_csv):
+    import pymongo
+    from pymongo import monitoring
+
+    class Commands(monitoring.CommandListener):
+        def __init__(self):
+            self.names = []
+
+        def started(self, event):
+            self.names.append(event.command_name)
+
+        def succeeded(self, event):
+            pass
+
+        def failed(self, event):
+            pass
+
+    cfg = mongo_cfg(**{"source.mongo.batch_size": 100})
+    push_data(sample_csv, cfg)
+    listener = Commands()
+    client = pymongo.MongoClient(mongo_server.uri, event_listeners=[listener])
+    try:
+        rec = run_ingest(cfg, "batched", mongo_client=client)
+        client.admin.command("ping")  # the caller's client (e.g. MongoHook's) stays open
+    finally:
+        client.close()
+    n = len(pd.read_csv(sample_csv))
+    assert listener.names.count("getMore") >= n // 100 - 1
+    meta = pq.ParquetFile(rec.snapshot_uri).metadata
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert len(sizes) > 1 and max(sizes) <= 100 and sum(sizes) == n
+
+
+def test_heterogeneous_documents_are_kept_for_validation(mongo_cfg, mongo_db):
+    client, db = mongo_db
+    rows = make_sample(60, seed=8).to_dict("records")
+    rows[5]["SFH"] = "n/a"                  # a bad value: validation's job, not a crash here
+    rows[50]["url"] = "http://example.test"  # a field only late documents have
+    client[db]["phishing"].insert_many(rows)
+    rec = run_ingest(mongo_cfg(**{"source.mongo.batch_size": 20}), "r")
+    snap = pd.read_parquet(rec.snapshot_uri)
+    assert rec.rows == 60
+    assert snap["url"].notna().sum() == 1 and snap.loc[50, "url"] == "http://example.test"
+    assert snap.loc[5, "SFH"] == "n/a" and snap.loc[6, "SFH"] == str(rows[6]["SFH"])
+
+
+def test_mongo_missing_target_names_it_and_the_collection(mongo_cfg, mongo_db):
+    client, db = mongo_db
+    client[db]["phishing"].insert_many(make_sample(30, seed=1).drop(columns=["Result"]).to_dict("records"))
+    with pytest.raises(DataError) as info:
+        run_ingest(mongo_cfg(), "r")
+    assert "'Result'" in str(info.value) and f"mongo:{db}.phishing" in str(info.value)
+
+
+def test_empty_collection_is_a_data_error(mongo_cfg):
+    with pytest.raises(DataError, match="empty"):
+        run_ingest(mongo_cfg(), "r")
+
+
+def test_non_objectid_ids_need_a_watermark_field(mongo_cfg, mongo_db):
+    client, db = mongo_db
+    client[db]["phishing"].insert_many([{"_id": i, **r} for i, r in
+                                        enumerate(make_sample(20, seed=1).to_dict("records"))])
+    with pytest.raises(DataError, match="watermark_field"):
+        run_ingest(mongo_cfg(), "r")
+
+
+def test_unreachable_mongo_names_the_uri_and_timeout(make_cfg):
+    port = free_port()
+    cfg = make_cfg(**{"source.kind": "mongo",
+                      "source.mongo.uri": f"mongodb://netsec:hunter2@127.0.0.1:{port}/netsec",
+                      "source.mongo.server_selection_timeout_ms": 300})
+    with pytest.raises(SourceUnavailable) as info:
+        run_ingest(cfg, "r")
+    msg = str(info.value)
+    assert f"mongodb://netsec:***@127.0.0.1:{port}/netsec" in msg and "300 ms" in msg
+    assert "hunter2" not in msg
