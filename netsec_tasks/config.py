@@ -29,6 +29,9 @@ from netsec_tasks.errors import ConfigError
 ENV_PREFIX = "NETSEC_"
 # Environment variables with the prefix that are not config keys.
 _RESERVED_ENV = {"NETSEC_CONFIG", "NETSEC_HOME"}
+# The serving service's settings (serving/settings.py): not pipeline keys, so a CLI command run
+# inside the serving container (e.g. `netsec predict`) does not reject them as unknown keys.
+_RESERVED_PREFIXES = ("NETSEC_SERVING_",)
 
 PACKAGE_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
@@ -223,7 +226,7 @@ def _env_overrides(environ: dict[str, str]) -> tuple[dict, dict[str, str]]:
     tree: dict = {}
     origin: dict[str, str] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in _RESERVED_ENV:
+        if not name.startswith(ENV_PREFIX) or name in _RESERVED_ENV or name.startswith(_RESERVED_PREFIXES):
             continue
         keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__") if k]
         if not keys:
