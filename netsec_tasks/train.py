@@ -1,11 +1,376 @@
-"""Step 5, training: tune candidates by CV on the training split, evaluate the winner once."""
+"""Step 5, training: tune candidates by CV on the training split, evaluate the winner once.
+
+Honesty rules this module keeps:
+
+- Tuning sees the training split only. Each candidate is tuned as
+  ``Pipeline([("preprocess", clone(unfitted preprocessor)), ("model", estimator)])`` so the
+  imputer is fitted inside every CV fold, never on the fold's validation rows.
+- With ``split.duplicate_aware`` the folds are ``StratifiedGroupKFold`` over a hash of the feature
+  values: identical rows never sit on both sides of a fold (they would inflate CV scores).
+- The winner is chosen by mean CV score; the test split is read for one evaluation of that winner.
+
+The final model is ``Pipeline([("preprocess", <the transform step's fitted preprocessor>),
+("model", <winner refit on the transformed training split>)])``. Everything is tracked in MLflow:
+a parent run per pipeline run (reused when a task is retried), a nested run per candidate, and the
+model logged with skops. Any failure ends the parent run FAILED without a logged model, so nothing
+half-trained can be registered.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
 from netsec_tasks.config import PipelineConfig
-from netsec_tasks.records import RunContext, TrainRecord, TransformRecord, ValidationRecord
+from netsec_tasks.errors import DataError, NetsecError
+from netsec_tasks.evaluation import evaluate, save_plots
+from netsec_tasks.models import get_candidate, prefixed, single_threaded, unprefixed
+from netsec_tasks.records import CandidateResult, RunContext, TrainRecord, TransformRecord, ValidationRecord
+from netsec_tasks.schema import DatasetSchema, load_schema
+from netsec_tasks.tabular import expand_paths, read_table
+from netsec_tasks.tracking import PIPELINE_RUN_TAG, configure_mlflow, log_pipeline_model
+from netsec_tasks.transform import feature_frame, load_preprocessor, threat_target
+
+log = logging.getLogger("netsec.train")
+
+ROLE_TAG = "netsec.role"
+CANDIDATE_TAG = "netsec.candidate"
+MODEL_FILE = "model.skops"
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and cross-validation
+
+
+class _Split:
+    """A validated split: the raw frame (for MLflow), features and the 0/1 threat target."""
+
+    def __init__(self, uri: str, schema: DatasetSchema):
+        self.uri = uri
+        self.frame = read_table(uri)
+        self.X = feature_frame(self.frame, schema, uri)
+        self.y = threat_target(self.frame, schema, uri)
+
+
+def row_groups(X: pd.DataFrame) -> np.ndarray:
+    """One group id per distinct feature vector (identical rows share a group)."""
+    return pd.util.hash_pandas_object(X, index=False).to_numpy()
+
+
+def make_cv(cfg: PipelineConfig, X: pd.DataFrame, y: np.ndarray) -> tuple[Any, np.ndarray | None]:
+    """The CV splitter and its groups (None unless duplicate-aware)."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    folds, seed = cfg.training.cv_folds, cfg.training.seed
+    minority = int(min(np.bincount(y, minlength=2)))
+    if minority < folds:
+        raise DataError(f"the training split has only {minority} rows of its smaller class, fewer "
+                        f"than training.cv_folds={folds}; lower cv_folds or add data")
+    if cfg.split.duplicate_aware:
+        return StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed), row_groups(X)
+    return StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed), None
+
+
+def _make_search(cfg: PipelineConfig, pipeline, space: dict[str, Any], cv):
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401  (registers the class)
+    from sklearn.model_selection import HalvingRandomSearchCV, RandomizedSearchCV
+
+    t = cfg.training
+    common = dict(scoring=t.metric, cv=cv, n_jobs=t.n_jobs, refit=False, random_state=t.seed,
+                  error_score=np.nan)
+    if t.search == "halving":
+        # n_iter first-round candidates on a small subsample; the best third go on with 3x the rows.
+        return HalvingRandomSearchCV(pipeline, space, n_candidates=t.n_iter, factor=3,
+                                     min_resources="exhaust", **common)
+    return RandomizedSearchCV(pipeline, space, n_iter=t.n_iter, **common)
+
+
+def tune_candidate(cfg: PipelineConfig, name: str, preprocessor, X: pd.DataFrame, y: np.ndarray,
+                   cv, groups: np.ndarray | None) -> CandidateResult:
+    """Search one candidate's space by CV on the training rows; best params and mean CV score."""
+    from sklearn.base import clone
+    from sklearn.pipeline import Pipeline
+
+    spec = get_candidate(name)
+    pipeline = Pipeline([("preprocess", clone(preprocessor)), ("model", spec.build(cfg.training.seed))])
+    search = _make_search(cfg, pipeline, prefixed(spec.space()), cv)
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            # Partial fit failures are counted below; sklearn's per-fit warnings are noise here.
+            warnings.simplefilter("ignore", category=UserWarning)
+            search.fit(X, y, groups=groups)
+    except Exception as exc:
+        raise NetsecError(f"training candidate '{name}' failed during cross-validation: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    seconds = time.perf_counter() - start
+    i = search.best_index_
+    score = float(search.cv_results_["mean_test_score"][i])
+    if not math.isfinite(score):
+        raise NetsecError(f"training candidate '{name}' has no finite CV {cfg.training.metric} score "
+                          "(its fits failed); check its search space in netsec_tasks/models.py")
+    return CandidateResult(
+        name=name,
+        cv_score=score,
+        cv_std=float(search.cv_results_["std_test_score"][i]),
+        best_params=_plain(unprefixed(search.best_params_)),
+        fit_seconds=round(seconds, 3),
+    )
+
+
+def _plain(params: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe parameter values (numpy scalars -> Python)."""
+    out = {}
+    for k, v in params.items():
+        out[k] = v.item() if isinstance(v, np.generic) else v
+    return out
+
+
+def fit_final(cfg: PipelineConfig, winner: CandidateResult, preprocessor, X: pd.DataFrame, y: np.ndarray):
+    """The served model: fitted preprocessor + winner refit on the transformed training split."""
+    from sklearn.pipeline import Pipeline
+
+    estimator = get_candidate(winner.name).build(cfg.training.seed).set_params(**winner.best_params)
+    estimator = single_threaded(estimator)
+    estimator.fit(preprocessor.transform(X), y)
+    return Pipeline([("preprocess", preprocessor), ("model", estimator)])
+
+
+def _save_local_model(model, path: Path) -> Path:
+    import skops.io
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    skops.io.dump(model, tmp)
+    tmp.replace(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# MLflow helpers
+
+
+def _find_parent_run(client, experiment_id: str, pipeline_run_id: str):
+    """The parent run of this pipeline run from an earlier attempt, if any (oldest first)."""
+    quoted = pipeline_run_id.replace("'", "\\'")
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{PIPELINE_RUN_TAG}` = '{quoted}' and tags.`{ROLE_TAG}` = 'pipeline'",
+        order_by=["attributes.start_time ASC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def _find_child_run(client, experiment_id: str, parent_id: str, candidate: str):
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`{CANDIDATE_TAG}` = '{candidate}'",
+        order_by=["attributes.start_time ASC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def _log_params(params: dict[str, Any]) -> None:
+    """Log params; on a reused run a changed value goes to a tag (MLflow params are immutable)."""
+    import mlflow
+
+    run = mlflow.active_run()
+    existing = mlflow.MlflowClient().get_run(run.info.run_id).data.params
+    fresh = {}
+    for key, value in params.items():
+        text = str(value)[:6000]
+        if key not in existing:
+            fresh[key] = text
+        elif existing[key] != text:
+            log.warning("param %s changed on retry (%s -> %s); recorded as tag netsec.param.%s",
+                        key, existing[key], text, key)
+            mlflow.set_tag(f"netsec.param.{key}", text[:5000])
+    if fresh:
+        mlflow.log_params(fresh)
+
+
+def _log_candidate_run(client, experiment_id: str, parent_id: str, result: CandidateResult) -> str:
+    import mlflow
+
+    previous = _find_child_run(client, experiment_id, parent_id, result.name)
+    kwargs = {"run_id": previous.info.run_id} if previous else {"run_name": result.name}
+    with mlflow.start_run(nested=True, tags={CANDIDATE_TAG: result.name, ROLE_TAG: "candidate"},
+                          **kwargs) as child:
+        _log_params(result.best_params)
+        mlflow.log_metrics({"cv_mean": result.cv_score, "cv_std": result.cv_std,
+                            "fit_seconds": result.fit_seconds})
+        return child.info.run_id
+
+
+def _log_data(cfg: PipelineConfig, schema: DatasetSchema, validation: ValidationRecord,
+              train: _Split, test: _Split) -> None:
+    """The training data set as an MLflow input, and both splits as Parquet artifacts.
+
+    ``data/train.parquet`` is the drift reference the registry points at.
+    """
+    import mlflow
+
+    target = schema.target.column
+    columns = [*schema.features, target]
+    splits = (("train", "training", train, validation.train_uri, validation.dataset_digest[:32]),
+              ("test", "testing", test, validation.test_uri, None))
+    for part, context, split, uri, digest in splits:
+        with warnings.catch_warnings():
+            # Schema-inference hints about int columns and source-type guessing: not actionable.
+            warnings.simplefilter("ignore", category=UserWarning)
+            # MLflow stores at most 36 characters of a dataset digest.
+            dataset = mlflow.data.from_pandas(split.frame[columns], source=uri, targets=target,
+                                              name=f"{cfg.dataset}-{part}", digest=digest)
+            mlflow.log_input(dataset, context=context)
+    with tempfile.TemporaryDirectory(prefix="netsec-data-") as tmp:
+        for name, uri in (("train.parquet", validation.train_uri), ("test.parquet", validation.test_uri)):
+            shutil.copyfile(expand_paths(uri)[0], Path(tmp) / name)
+        mlflow.log_artifacts(tmp, artifact_path="data")
+
+
+# ---------------------------------------------------------------------------------------------
+# The step
+
+
+class _Progress:
+    def __init__(self, enabled: bool):
+        self.level = logging.INFO if enabled else logging.DEBUG
+
+    def __call__(self, msg: str, *args: Any) -> None:
+        log.log(self.level, msg, *args)
+
+
+def _tune_all(cfg: PipelineConfig, preprocessor, train: _Split, on_result=None) -> list[CandidateResult]:
+    cv, groups = make_cv(cfg, train.X, train.y)
+    t = cfg.training
+    say = _Progress(t.progress)
+    fold_kind = (f"StratifiedGroupKFold over {len(np.unique(groups))} distinct rows" if groups is not None
+                 else "StratifiedKFold")
+    say("tuning %d candidates on %d training rows: %s search, n_iter=%d, %d-fold %s, n_jobs=%d, metric=%s",
+        len(t.candidates), len(train.y), t.search, t.n_iter, t.cv_folds, fold_kind, t.n_jobs, t.metric)
+    results = []
+    for i, name in enumerate(t.candidates, 1):
+        result = tune_candidate(cfg, name, preprocessor, train.X, train.y, cv, groups)
+        if on_result is not None:
+            result = result.model_copy(update={"mlflow_run_id": on_result(result)})
+        results.append(result)
+        say("[%d/%d] %-22s cv %s %.4f ± %.4f  %.1f s", i, len(t.candidates), name, t.metric,
+            result.cv_score, result.cv_std, result.fit_seconds)
+    return results
+
+
+def _train_and_evaluate(cfg: PipelineConfig, run: RunContext, schema: DatasetSchema,
+                        validation: ValidationRecord, transform: TransformRecord, on_result=None):
+    start = time.perf_counter()
+    train_split = _Split(validation.train_uri, schema)
+    if len(np.unique(train_split.y)) < 2:
+        raise DataError(f"the training split has only one class; both the threat label "
+                        f"{schema.target.positive!r} and another label are needed", source=validation.train_uri)
+    preprocessor = load_preprocessor(transform.preprocessor_uri)
+    candidates = _tune_all(cfg, preprocessor, train_split, on_result)
+    winner = max(candidates, key=lambda c: c.cv_score)  # first listed wins a tie
+    model = fit_final(cfg, winner, preprocessor, train_split.X, train_split.y)
+    training_seconds = time.perf_counter() - start
+
+    # The one and only look at the test split.
+    test_split = _Split(validation.test_uri, schema)
+    metrics, cm, y_pred, scores = evaluate(model, test_split.X, test_split.y)
+    step_dir = run.step_dir("train")
+    plots = save_plots(test_split.y, y_pred, scores, step_dir / "plots",
+                       labels=(f"benign ({schema.negative_label})", f"threat ({schema.target.positive})"),
+                       title=f"- {winner.name}")
+    local = _save_local_model(model, step_dir / MODEL_FILE)
+    _Progress(cfg.training.progress)(
+        "winner %s (cv %s %.4f); test: %s; trained in %.1f s", winner.name, cfg.training.metric,
+        winner.cv_score, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), training_seconds)
+    return dict(model=model, train=train_split, test=test_split, candidates=candidates, winner=winner,
+                metrics=metrics, cm=cm, plots=plots, local=local, training_seconds=training_seconds)
+
+
+def _record(cfg: PipelineConfig, out: dict, *, model_uri: str, run_id: str, experiment_id: str) -> TrainRecord:
+    return TrainRecord(
+        model_uri=model_uri, local_model_uri=str(out["local"]), mlflow_run_id=run_id,
+        experiment_id=experiment_id, winner=out["winner"].name, metric=cfg.training.metric,
+        cv_score=out["winner"].cv_score, test_metrics=out["metrics"], confusion_matrix=out["cm"],
+        candidates=out["candidates"], plots=out["plots"], train_rows=len(out["train"].y),
+        test_rows=len(out["test"].y), training_seconds=round(out["training_seconds"], 3))
 
 
 def train(cfg: PipelineConfig, run: RunContext, validation: ValidationRecord,
-          transform: TransformRecord) -> TrainRecord:
-    raise NotImplementedError
+          transform: TransformRecord, *, tracking: bool = True) -> TrainRecord:
+    """Tune every configured candidate, refit the best, evaluate it once, track it in MLflow.
+
+    ``tracking=False`` skips MLflow (benchmarks): the record's model URI is then the local skops
+    file and its run/experiment ids are empty.
+    """
+    return train_model(cfg, run, validation, transform, tracking=tracking)[0]
+
+
+def train_model(cfg: PipelineConfig, run: RunContext, validation: ValidationRecord,
+                transform: TransformRecord, *, tracking: bool = True):
+    """:func:`train`, also returning the in-memory fitted pipeline: ``(record, model)``."""
+    schema = load_schema(cfg.schema_path)
+    if not tracking:
+        out = _train_and_evaluate(cfg, run, schema, validation, transform)
+        uri = Path(out["local"]).resolve().as_uri()
+        return _record(cfg, out, model_uri=uri, run_id="", experiment_id=""), out["model"]
+
+    import mlflow
+
+    experiment_id = configure_mlflow(cfg)
+    client = mlflow.MlflowClient()
+    previous = _find_parent_run(client, experiment_id, run.run_id)
+    if mlflow.active_run() is not None:  # a run leaked from an earlier crash in this process
+        mlflow.end_run(status="FAILED")
+    kwargs = ({"run_id": previous.info.run_id} if previous
+              else {"run_name": run.run_id, "experiment_id": experiment_id})
+    parent = mlflow.start_run(tags={PIPELINE_RUN_TAG: run.run_id, ROLE_TAG: "pipeline",
+                                    "netsec.dataset_digest": validation.dataset_digest}, **kwargs)
+    parent_id = parent.info.run_id
+    if previous:
+        log.info("reusing MLflow parent run %s of pipeline run %s (retry)", parent_id, run.run_id)
+    try:
+        out = _train_and_evaluate(
+            cfg, run, schema, validation, transform,
+            on_result=lambda r: _log_candidate_run(client, experiment_id, parent_id, r))
+        model_uri = _log_parent(cfg, schema, validation, out)
+    except BaseException:
+        # Ends nested runs still open too; no model was logged, so nothing can be registered.
+        while mlflow.active_run() is not None:
+            mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run(status="FINISHED")
+    record = _record(cfg, out, model_uri=model_uri, run_id=parent_id, experiment_id=experiment_id)
+    return record, out["model"]
+
+
+def _log_parent(cfg: PipelineConfig, schema: DatasetSchema, validation: ValidationRecord, out: dict) -> str:
+    """Params, metrics, data, plots and (last) the model into the active parent run."""
+    import mlflow
+
+    t = cfg.training
+    winner = out["winner"]
+    _log_params({
+        "winner": winner.name, "metric": t.metric, "cv_folds": t.cv_folds, "search": t.search,
+        "n_iter": t.n_iter, "candidates": ",".join(t.candidates), "training_seed": t.seed,
+        "split_seed": cfg.split.seed, "duplicate_aware": cfg.split.duplicate_aware,
+        "train_rows": len(out["train"].y), "test_rows": len(out["test"].y),
+        "target": schema.target.column, "positive_label": schema.target.positive,
+        **{f"winner.{k}": v for k, v in winner.best_params.items()},
+    })
+    mlflow.log_metrics({**{f"test_{k}": v for k, v in out["metrics"].items()},
+                        "cv_score": winner.cv_score, "cv_std": winner.cv_std,
+                        "training_seconds": out["training_seconds"]})
+    cm = out["cm"]
+    mlflow.log_dict({"labels": ["benign", "threat"], "rows_truth_cols_pred": cm}, "confusion_matrix.json")
+    _log_data(cfg, schema, validation, out["train"], out["test"])
+    for plot in out["plots"]:
+        mlflow.log_artifact(plot, artifact_path="plots")
+    # Logged last: a model in the run means everything before it succeeded.
+    return log_pipeline_model(out["model"], out["train"].X.head(50), name="model")

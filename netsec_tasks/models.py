@@ -1,0 +1,170 @@
+"""Candidate estimators and their search spaces.
+
+Every candidate is built with ``n_jobs=1``: parallelism lives at the search level (one fold fit
+per core), because nested parallelism oversubscribes a small machine. Spaces are deliberately
+compact around values that work for tabular threat data; the search budget (``training.n_iter``)
+samples from them. Parameter names are those of the estimator itself; :func:`prefixed` adds the
+pipeline step prefix used during the search.
+
+The logistic regression is the only candidate that needs scaled inputs, so its estimator is
+``Pipeline(StandardScaler, LogisticRegression)``; trees get no scaler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from scipy.stats import loguniform, randint, uniform
+from sklearn.base import BaseEstimator
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    name: str
+    build: Callable[[int], BaseEstimator]        # seed -> unfitted estimator
+    space: Callable[[], dict[str, Any]]          # parameter distributions for the estimator
+
+
+def _random_forest(seed: int) -> BaseEstimator:
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(n_estimators=150, n_jobs=1, random_state=seed)
+
+
+def _random_forest_space() -> dict[str, Any]:
+    return {
+        "n_estimators": randint(80, 200),
+        "max_features": ["sqrt", "log2", 0.3],
+        "min_samples_leaf": [1, 1, 2, 3],
+        "max_depth": [None, None, 16, 24],
+        "criterion": ["gini", "entropy"],
+        "class_weight": [None, "balanced"],
+    }
+
+
+def _decision_tree(seed: int) -> BaseEstimator:
+    from sklearn.tree import DecisionTreeClassifier
+
+    return DecisionTreeClassifier(random_state=seed)
+
+
+def _decision_tree_space() -> dict[str, Any]:
+    return {
+        "criterion": ["gini", "entropy", "log_loss"],
+        "max_depth": [None, 8, 12, 16, 24],
+        "min_samples_leaf": [1, 2, 4, 8],
+        "ccp_alpha": [0.0, 0.0, 1e-4, 5e-4],
+        "class_weight": [None, "balanced"],
+    }
+
+
+def _hist_gradient_boosting(seed: int) -> BaseEstimator:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    # No n_jobs parameter: it uses OpenMP threads, which joblib's workers limit to their share.
+    return HistGradientBoostingClassifier(random_state=seed, early_stopping=False)
+
+
+def _hist_gradient_boosting_space() -> dict[str, Any]:
+    return {
+        "learning_rate": loguniform(0.04, 0.3),
+        "max_iter": randint(100, 300),
+        "max_leaf_nodes": [15, 31, 63],
+        "min_samples_leaf": [5, 10, 20],
+        "l2_regularization": loguniform(1e-4, 1.0),
+    }
+
+
+def _logistic_regression(seed: int) -> BaseEstimator:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return Pipeline([
+        ("scale", StandardScaler()),
+        ("clf", LogisticRegression(max_iter=2000, random_state=seed)),
+    ])
+
+
+def _logistic_regression_space() -> dict[str, Any]:
+    return {
+        "clf__C": loguniform(1e-2, 1e2),
+        "clf__class_weight": [None, "balanced"],
+    }
+
+
+def _adaboost(seed: int) -> BaseEstimator:
+    from sklearn.ensemble import AdaBoostClassifier
+    from sklearn.tree import DecisionTreeClassifier
+
+    return AdaBoostClassifier(estimator=DecisionTreeClassifier(max_depth=2), random_state=seed)
+
+
+def _adaboost_space() -> dict[str, Any]:
+    return {
+        "n_estimators": randint(60, 250),
+        "learning_rate": loguniform(0.1, 1.5),
+        "estimator__max_depth": [1, 2, 3, 4],
+    }
+
+
+def _xgboost(seed: int) -> BaseEstimator:
+    from xgboost import XGBClassifier
+
+    return XGBClassifier(tree_method="hist", n_jobs=1, random_state=seed, eval_metric="logloss",
+                         verbosity=0)
+
+
+def _xgboost_space() -> dict[str, Any]:
+    return {
+        "n_estimators": randint(100, 350),
+        "max_depth": randint(3, 9),
+        "learning_rate": loguniform(0.03, 0.3),
+        "subsample": uniform(0.7, 0.3),
+        "colsample_bytree": uniform(0.5, 0.5),
+        "min_child_weight": [1, 2, 4],
+        "reg_lambda": loguniform(0.1, 10.0),
+    }
+
+
+CANDIDATES: dict[str, CandidateSpec] = {
+    spec.name: spec
+    for spec in (
+        CandidateSpec("random_forest", _random_forest, _random_forest_space),
+        CandidateSpec("decision_tree", _decision_tree, _decision_tree_space),
+        CandidateSpec("hist_gradient_boosting", _hist_gradient_boosting, _hist_gradient_boosting_space),
+        CandidateSpec("logistic_regression", _logistic_regression, _logistic_regression_space),
+        CandidateSpec("adaboost", _adaboost, _adaboost_space),
+        CandidateSpec("xgboost", _xgboost, _xgboost_space),
+    )
+}
+
+
+def get_candidate(name: str) -> CandidateSpec:
+    try:
+        return CANDIDATES[name]
+    except KeyError:
+        raise KeyError(f"unknown candidate '{name}'; known: {sorted(CANDIDATES)}") from None
+
+
+def prefixed(params: dict[str, Any], step: str = "model") -> dict[str, Any]:
+    """Estimator parameters -> the names they have inside Pipeline([..., (step, estimator)])."""
+    return {f"{step}__{k}": v for k, v in params.items()}
+
+
+def unprefixed(params: dict[str, Any], step: str = "model") -> dict[str, Any]:
+    head = f"{step}__"
+    return {k[len(head):] if k.startswith(head) else k: v for k, v in params.items()}
+
+
+def single_threaded(estimator: BaseEstimator) -> BaseEstimator:
+    """Set every explicit ``n_jobs`` inside the estimator to 1 (serving predicts one row at a time).
+
+    ``None`` values are left alone: they already mean one job, and some estimators (logistic
+    regression) deprecate setting the parameter at all.
+    """
+    params = estimator.get_params(deep=True)
+    jobs = {k: 1 for k, v in params.items()
+            if (k == "n_jobs" or k.endswith("__n_jobs")) and v is not None and v != 1}
+    return estimator.set_params(**jobs) if jobs else estimator

@@ -1,0 +1,156 @@
+"""MLflow plumbing shared by training and the registry: experiment set-up and model logging.
+
+Models are logged with skops, never pickle. skops refuses to load any type outside its
+``trusted`` list, and MLflow stores that list in the model's MLmodel file, so the list we log is
+what every later loader (registry, serving) trusts. We compute it from the model itself and then
+check it against :data:`ALLOWED_TRUSTED_TYPES`: an unexpected type (a custom class, a new
+estimator) fails loudly at logging time instead of being trusted silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from netsec_tasks.config import PipelineConfig
+from netsec_tasks.errors import NetsecError, SourceUnavailable
+
+if TYPE_CHECKING:  # mlflow is heavy; import it only where it is used
+    import pandas as pd
+
+# Non-sklearn-default types our candidates need (measured with skops.io.get_untrusted_types).
+ALLOWED_TRUSTED_TYPES = frozenset({
+    "numpy.dtype",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "xgboost.core.Booster",
+    "xgboost.sklearn.XGBClassifier",
+})
+
+PIPELINE_RUN_TAG = "netsec.pipeline_run_id"
+
+
+def _is_local_store(uri: str) -> bool:
+    """A tracking store that writes artifacts where we tell it (SQLite/file), not a server."""
+    return uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri
+
+
+def _artifact_location_uri(location: str | None) -> str | None:
+    if not location:
+        return None
+    if "://" in location:
+        return location
+    path = Path(location).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path.as_uri()
+
+
+def configure_mlflow(cfg: PipelineConfig) -> str:
+    """Point MLflow at ``cfg.registry.tracking_uri`` and return the experiment id.
+
+    Creates the experiment (with ``cfg.registry.artifact_location`` on a local store) when it is
+    missing, restores it when it was deleted, and tolerates a concurrent task creating it first.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = cfg.registry.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    name = cfg.registry.experiment
+    try:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            location = _artifact_location_uri(cfg.registry.artifact_location) if _is_local_store(uri) else None
+            try:
+                exp_id = client.create_experiment(name, artifact_location=location)
+            except MlflowException as exc:
+                if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code) and "already exists" not in str(exc):
+                    raise
+                exp_id = client.get_experiment_by_name(name).experiment_id  # created concurrently
+        else:
+            exp_id = exp.experiment_id
+            if exp.lifecycle_stage == "deleted":
+                client.restore_experiment(exp_id)
+    except MlflowException as exc:
+        raise NetsecError(f"MLflow at {uri} refused experiment '{name}': {exc}") from exc
+    except Exception as exc:  # connection refused, DNS, bad SQLite path...
+        raise SourceUnavailable(
+            f"cannot reach the MLflow tracking store {uri} ({type(exc).__name__}: {exc}); "
+            "check registry.tracking_uri / MLFLOW_TRACKING_URI") from exc
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+def trusted_types_for(model: Any) -> list[str]:
+    """The minimal skops trusted-type list for ``model``; raises if it needs an unknown type."""
+    import skops.io
+
+    needed = sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+    unknown = [t for t in needed if t not in ALLOWED_TRUSTED_TYPES]
+    if unknown:
+        raise NetsecError(
+            f"model needs skops types that are not on the allow-list: {unknown}; add them to "
+            "netsec_tasks.tracking.ALLOWED_TRUSTED_TYPES only if they are safe to load")
+    return needed
+
+
+def signature_frame(X: "pd.DataFrame") -> "pd.DataFrame":
+    """Numeric features as float64, so the signature admits NaN (the KNN imputer fills it)."""
+    import pandas as pd
+
+    out = X.copy()
+    for col in out.columns:
+        if pd.api.types.is_numeric_dtype(out[col]) and not pd.api.types.is_bool_dtype(out[col]):
+            out[col] = out[col].astype("float64")
+    return out
+
+
+def pip_requirements_for(trusted_types: list[str]) -> list[str]:
+    """Pinned requirements of a logged pipeline, stated rather than inferred.
+
+    MLflow would otherwise infer them by loading the model in a subprocess (~10 s per model).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = ["scikit-learn", "skops", "numpy", "scipy", "pandas"]
+    if any(t.startswith("xgboost.") for t in trusted_types):
+        packages.append("xgboost-cpu")
+    pins = []
+    for name in packages:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            if name == "xgboost-cpu":  # the full "xgboost" wheel installed instead
+                pins.append(f"xgboost=={version('xgboost')}")
+            else:
+                pins.append(name)
+    return pins
+
+
+def log_pipeline_model(model: Any, X_example: "pd.DataFrame", name: str = "model", *,
+                       n_example_rows: int = 5, signature: Any = None) -> str:
+    """Log the fitted pipeline into the active MLflow run (skops); return the model URI.
+
+    The signature is inferred from the feature frame and the model's ``predict`` output unless
+    given; the input example is the first ``n_example_rows`` rows.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    frame = signature_frame(X_example)
+    if signature is None:
+        signature = infer_signature(frame, model.predict(frame))
+    trusted = trusted_types_for(model)
+    info = mlflow.sklearn.log_model(
+        model,
+        name=name,
+        serialization_format="skops",
+        skops_trusted_types=trusted,
+        pip_requirements=pip_requirements_for(trusted),
+        signature=signature,
+        input_example=frame.head(n_example_rows),
+    )
+    return info.model_uri

@@ -1,0 +1,291 @@
+"""Step 5: candidates, honest tuning, one test evaluation, MLflow tracking of the winner."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+from sklearn.model_selection import ParameterSampler
+from sklearn.pipeline import Pipeline
+from sklearn.tree import DecisionTreeClassifier
+from threadpoolctl import threadpool_limits
+
+from netsec_tasks import models
+from netsec_tasks.errors import NetsecError
+from netsec_tasks.records import RunContext, TrainRecord, TransformRecord, ValidationRecord
+from netsec_tasks.sample import make_sample
+from netsec_tasks.schema import load_schema
+from netsec_tasks.tabular import frame_digest, write_parquet
+from netsec_tasks.tracking import PIPELINE_RUN_TAG, trusted_types_for
+from netsec_tasks.train import make_cv, row_groups, train, train_model
+from netsec_tasks.transform import build_preprocessor, save_preprocessor
+
+TARGET = "Result"
+
+
+def _inputs(cfg, tmp_path, train: pd.DataFrame, test: pd.DataFrame) -> tuple[ValidationRecord, TransformRecord]:
+    """Validated splits as Parquet, and a preprocessor fitted on the training split."""
+    d = tmp_path / "inputs"
+    write_parquet(train, d / "train.parquet")
+    write_parquet(test, d / "test.parquet")
+    validation = ValidationRecord(
+        passed=True, report_uri=str(d / "report.yaml"), train_uri=str(d / "train.parquet"),
+        test_uri=str(d / "test.parquet"), new_batch_uri=str(d / "train.parquet"),
+        rows_checked=len(train) + len(test), rows_invalid=0, invalid_share=0.0,
+        train_rows=len(train), test_rows=len(test), dataset_digest=frame_digest(train))
+    schema = load_schema(cfg.schema_path)
+    pre = build_preprocessor(schema).fit(train[schema.features])
+    path = save_preprocessor(pre, d / "preprocessor.skops")
+    record = TransformRecord(preprocessor_uri=str(path), numeric_features=schema.numeric_features,
+                             categorical_features=schema.categorical_features, features_out=30,
+                             missing_values_imputed=0, fitted_on_rows=len(train))
+    return validation, record
+
+
+def _sample_splits(n: int = 400, seed: int = 11, test_share: float = 0.25):
+    frame = make_sample(n, seed=seed)
+    cut = int(n * (1 - test_share))
+    return frame.iloc[:cut].reset_index(drop=True), frame.iloc[cut:].reset_index(drop=True)
+
+
+# --- candidates --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(models.CANDIDATES))
+def test_each_candidate_builds_fits_and_serialises(name):
+    from netsec_tasks.config import PipelineConfig
+
+    schema = load_schema(PipelineConfig().schema_path)
+    train, test = _sample_splits(120, seed=5)
+    spec = models.get_candidate(name)
+    # One thread per fit, as in training (parallelism is at the search level): a busy 2-core
+    # machine makes OpenMP thread teams (hist gradient boosting) crawl.
+    with threadpool_limits(1):
+        _fit_two_settings(spec, schema, train, test)
+
+
+def _fit_two_settings(spec, schema, train, test):
+    for params in ParameterSampler(spec.space(), n_iter=2, random_state=0):
+        model = Pipeline([("preprocess", build_preprocessor(schema)), ("model", spec.build(0))])
+        model.set_params(**models.prefixed(params))
+        model.fit(train[schema.features], (train[TARGET] == -1).astype(int))
+        proba = model.predict_proba(test[schema.features])
+        assert proba.shape == (len(test), 2)
+        assert np.allclose(proba.sum(axis=1), 1.0)
+        assert set(model.predict(test[schema.features])) <= {0, 1}
+    # Every candidate's fitted pipeline round-trips through skops with the allow-listed types.
+    import skops.io
+
+    loaded = skops.io.loads(skops.io.dumps(model), trusted=trusted_types_for(model))
+    np.testing.assert_allclose(loaded.predict_proba(test[schema.features]), proba)
+
+
+# --- honest cross-validation -------------------------------------------------------------------
+
+
+def test_duplicate_aware_folds_keep_identical_rows_together(make_cfg):
+    base = make_sample(150, seed=2)
+    frame = pd.concat([base, base.iloc[:100]], ignore_index=True)  # 100 rows appear twice
+    X, y = frame.drop(columns=[TARGET]), (frame[TARGET] == -1).astype(int).to_numpy()
+    groups = row_groups(X)
+
+    def straddling(cfg) -> int:
+        cv, g = make_cv(cfg, X, y)
+        n = 0
+        for tr, va in cv.split(X, y, groups=g):
+            n += len(set(groups[tr]) & set(groups[va]))
+        return n
+
+    assert straddling(make_cfg(**{"split.duplicate_aware": True})) == 0
+    # The check can fail: plain stratified folds do split copies of the same row.
+    assert straddling(make_cfg(**{"split.duplicate_aware": False})) > 0
+
+
+EVENTS: list[tuple[str, int, bool]] = []
+SENTINEL = 99  # a feature value only test rows carry
+
+
+class SpyTree(DecisionTreeClassifier):
+    """Records every fit/predict: how many rows and whether any test row was among them."""
+
+    def _note(self, kind, X):
+        EVENTS.append((kind, len(X), bool((np.asarray(X) == SENTINEL).any())))
+
+    def fit(self, X, y, *args, **kwargs):
+        self._note("fit", X)
+        return super().fit(X, y, *args, **kwargs)
+
+    def predict(self, X, *args, **kwargs):
+        self._note("predict", X)
+        return super().predict(X, *args, **kwargs)
+
+    def predict_proba(self, X, *args, **kwargs):
+        self._note("predict_proba", X)
+        return super().predict_proba(X, *args, **kwargs)
+
+
+@pytest.mark.parametrize("search", ["halving", "random"])
+def test_tuning_never_sees_test_rows_and_test_is_scored_once(make_cfg, tmp_path, monkeypatch, search):
+    spy = models.CandidateSpec("decision_tree", lambda seed: SpyTree(random_state=seed),
+                               lambda: {"max_depth": [2, 3, 4, 6, None], "min_samples_leaf": [1, 3]})
+    monkeypatch.setitem(models.CANDIDATES, "decision_tree", spy)
+    EVENTS.clear()
+    cfg = make_cfg(**{"training.candidates": ["decision_tree"], "training.n_iter": 4,
+                      "training.search": search})
+    train_df, test_df = _sample_splits(400, seed=8)
+    test_df["web_traffic"] = SENTINEL
+    validation, transform = _inputs(cfg, tmp_path, train_df, test_df)
+
+    record = train(cfg, RunContext.create(cfg, run_id=f"test__spy_{search}"), validation, transform,
+                   tracking=False)
+
+    fits = [i for i, e in enumerate(EVENTS) if e[0] == "fit"]
+    cv_fits = [EVENTS[i] for i in fits[:-1]]
+    assert len(cv_fits) >= cfg.training.cv_folds  # cross-validation happened ...
+    assert all(n < len(train_df) for _, n, _ in cv_fits)  # ... on folds of the training split
+    assert not any(e[2] for e in EVENTS[:fits[-1] + 1])  # no fit and no CV score saw a test row
+    assert EVENTS[fits[-1]] == ("fit", len(train_df), False)  # final refit: the whole train split
+    test_calls = [e for e in EVENTS if e[2]]
+    assert sorted(k for k, _, _ in test_calls) == ["predict", "predict_proba"]  # one evaluation
+    assert all(n == len(test_df) for _, n, _ in test_calls)
+    assert record.test_rows == len(test_df) and record.train_rows == len(train_df)
+
+
+# --- the threat class is the positive class ----------------------------------------------------
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_metrics_are_those_of_the_threat_label(make_cfg, tmp_path, flip):
+    cfg = make_cfg(**{"training.candidates": ["decision_tree"], "training.n_iter": 2})
+    train_df, test_df = _sample_splits(400, seed=21)
+    if flip:  # -1 now marks the other population; the schema still says -1 is the threat
+        train_df[TARGET] *= -1
+        test_df[TARGET] *= -1
+    n_threat = int((test_df[TARGET] == -1).sum())
+    assert n_threat != len(test_df) - n_threat  # otherwise a swapped class could pass unnoticed
+    validation, transform = _inputs(cfg, tmp_path, train_df, test_df)
+
+    record, model = train_model(cfg, RunContext.create(cfg, run_id=f"test__flip_{flip}"),
+                                validation, transform, tracking=False)
+
+    cm = np.array(record.confusion_matrix)
+    assert cm[1].sum() == n_threat  # row 1 = truth "threat" = label -1
+    labels_pred = np.where(model.predict(test_df.drop(columns=[TARGET])) == 1, -1, 1)
+    truth = test_df[TARGET].to_numpy()
+    assert record.test_metrics["recall"] == pytest.approx(skm.recall_score(truth, labels_pred, pos_label=-1))
+    assert record.test_metrics["precision"] == pytest.approx(skm.precision_score(truth, labels_pred, pos_label=-1))
+    assert record.test_metrics["f1"] == pytest.approx(skm.f1_score(truth, labels_pred, pos_label=-1))
+    # The threat probability ranks threats first.
+    assert record.test_metrics["roc_auc"] > 0.7
+
+
+# --- MLflow tracking -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared_mlflow_uri(tmp_path_factory):
+    """One SQLite store for this module's tracking tests (creating one costs seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture()
+def tracked_cfg(make_cfg, shared_mlflow_uri, tmp_path, monkeypatch):
+    # Loading a logged model deserialises it; MLflow requires this opt-in (even for skops).
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    return make_cfg(**{"registry.tracking_uri": shared_mlflow_uri,
+                       "registry.artifact_location": str(tmp_path / "artifacts"),
+                       "training.candidates": ["logistic_regression", "decision_tree"]})
+
+
+def test_train_tracks_runs_and_logs_a_loadable_model(tracked_cfg, tmp_path):
+    import mlflow
+
+    cfg = tracked_cfg
+    train_df, test_df = _sample_splits(400, seed=13)
+    validation, transform = _inputs(cfg, tmp_path, train_df, test_df)
+    run = RunContext.create(cfg, run_id="scheduled__2026-01-01T02:00:00+00:00")
+
+    record, model = train_model(cfg, run, validation, transform)
+
+    assert TrainRecord.from_xcom(record.to_xcom()) == record
+    client = mlflow.MlflowClient(cfg.registry.tracking_uri)
+    parent = client.get_run(record.mlflow_run_id)
+    assert parent.info.status == "FINISHED" and parent.info.run_name == run.run_id
+    assert parent.data.tags[PIPELINE_RUN_TAG] == run.run_id
+    assert parent.data.params["winner"] == record.winner
+    assert record.winner == max(record.candidates, key=lambda c: c.cv_score).name
+    for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc"):
+        assert parent.data.metrics[f"test_{key}"] == pytest.approx(record.test_metrics[key])
+    assert parent.data.metrics["cv_score"] == pytest.approx(record.cv_score)
+
+    children = client.search_runs([record.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(c.info.run_name for c in children) == ["decision_tree", "logistic_regression"]
+    by_name = {c.name: c for c in record.candidates}
+    for child in children:
+        result = by_name[child.info.run_name]
+        assert child.info.run_id == result.mlflow_run_id
+        assert child.data.metrics["cv_mean"] == pytest.approx(result.cv_score)
+        assert set(child.data.metrics) >= {"cv_mean", "cv_std", "fit_seconds"}
+        assert child.data.params == {k: str(v) for k, v in result.best_params.items()}
+
+    (inp,) = [d for d in parent.inputs.dataset_inputs
+              if any(t.key == "mlflow.data.context" and t.value == "training" for t in d.tags)]
+    assert inp.dataset.digest == validation.dataset_digest[:32]
+    # The drift reference the registry points at: runs:/<run>/data/train.parquet.
+    ref = mlflow.artifacts.download_artifacts(f"runs:/{parent.info.run_id}/data/train.parquet",
+                                              dst_path=str(tmp_path / "dl"))
+    pd.testing.assert_frame_equal(pd.read_parquet(ref), train_df)
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert plots == {"plots/confusion_matrix.png", "plots/roc_curve.png", "plots/pr_curve.png"}
+
+    loaded = mlflow.sklearn.load_model(record.model_uri)
+    X_test = test_df.drop(columns=[TARGET])
+    np.testing.assert_array_equal(loaded.predict(X_test), model.predict(X_test))
+    np.testing.assert_allclose(loaded.predict_proba(X_test), model.predict_proba(X_test))
+    threat_pred = loaded.predict(X_test) == 1
+    assert record.test_metrics["f1"] == pytest.approx(skm.f1_score(test_df[TARGET] == -1, threat_pred))
+
+
+def test_failing_candidate_fails_the_parent_run_and_a_retry_reuses_it(tracked_cfg, tmp_path, monkeypatch):
+    import mlflow
+
+    cfg = tracked_cfg
+    validation, transform = _inputs(cfg, tmp_path, *_sample_splits(300, seed=17))
+    run = RunContext.create(cfg, run_id="manual__retry")
+    broken = models.CandidateSpec("decision_tree", models.CANDIDATES["decision_tree"].build,
+                                  lambda: {"max_depth": [-3]})  # every fit raises
+    monkeypatch.setitem(models.CANDIDATES, "decision_tree", broken)
+
+    with pytest.raises(NetsecError, match="decision_tree"):
+        train(cfg, run, validation, transform)
+
+    client = mlflow.MlflowClient(cfg.registry.tracking_uri)
+    exp = client.get_experiment_by_name(cfg.registry.experiment)
+
+    def parents():
+        return client.search_runs([exp.experiment_id],
+                                  filter_string=f"tags.`{PIPELINE_RUN_TAG}` = '{run.run_id}'")
+
+    def models_of(run_id):
+        return mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list",
+                                           filter_string=f"source_run_id = '{run_id}'")
+
+    (failed,) = parents()
+    assert failed.info.status == "FAILED"
+    assert models_of(failed.info.run_id) == []  # nothing a registry could pick up
+    assert mlflow.active_run() is None
+
+    monkeypatch.undo()
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    record = train(cfg, run, validation, transform)
+
+    (parent,) = parents()  # the retry reused the parent run instead of adding one
+    assert parent.info.run_id == failed.info.run_id == record.mlflow_run_id
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs([exp.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(c.info.run_name for c in children) == ["decision_tree", "logistic_regression"]
+    (logged,) = models_of(parent.info.run_id)
+    assert record.model_uri == f"models:/{logged.model_id}"
