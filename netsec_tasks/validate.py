@@ -1,10 +1,610 @@
-"""Step 2, validation: schema and data-quality checks, row quarantine, YAML report."""
+"""Step 2, validation: schema and data-quality checks, row quarantine, YAML report.
+
+Two levels of problems:
+
+- *Data-set* problems make the data unusable as a whole (missing or unexpected columns, no rows,
+  one class only, a column that is mostly null, unknown target labels, too few rows, too many
+  invalid rows). They fail the run with :class:`ValidationFailed` after the report is written,
+  so the operator has the full picture, not only the first problem.
+- *Row* problems (a value that is not a number, a value outside the allowed set or range, a null
+  where none is allowed, a row that is mostly null, a missing label) quarantine the row: it goes
+  to ``invalid.csv`` with its split, original row index, column and reason. Rows are never
+  dropped silently.
+
+Clean rows are typed per the schema (int columns holding nulls become float64 so the imputer
+can fill them; str columns are strings) and written as Parquet for the next steps.
+
+``validate_frame`` is the pure core (also used by ``netsec validate FILE``); ``validate`` is the
+pipeline step built on it.
+"""
 
 from __future__ import annotations
 
-from netsec_tasks.config import PipelineConfig
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from netsec_tasks.config import PipelineConfig, ValidationConfig
+from netsec_tasks.errors import DataError, ValidationFailed
 from netsec_tasks.records import IngestRecord, RunContext, ValidationRecord
+from netsec_tasks.schema import ColumnSpec, DatasetSchema, load_schema
+from netsec_tasks.tabular import frame_digest, read_table, write_parquet
+
+Status = Literal["pass", "warn", "fail"]
+# How strict the size/class-balance checks are: training data must be usable on its own; a test
+# split may be small; a new batch only feeds drift, so it may be empty, tiny or one-class.
+Role = Literal["data", "train", "test", "batch"]
+
+INVALID_COLUMNS = ["split", "row", "column", "value", "reason"]
+ROW_SCOPE = "*"  # the "column" of a problem that concerns the whole row
+_TRUE = {"true", "t", "yes", "y", "1", "1.0"}
+_FALSE = {"false", "f", "no", "n", "0", "0.0"}
+_MAX_VALUE_CHARS = 80
+_MAX_LISTED = 10
 
 
-def validate(cfg: PipelineConfig, run: RunContext, ingest: IngestRecord) -> ValidationRecord:
-    raise NotImplementedError
+@dataclass
+class Check:
+    """One named check with its outcome; ``count`` is rows or columns affected."""
+
+    name: str
+    status: Status
+    count: int = 0
+    details: str = ""
+    columns: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "status": self.status, "count": int(self.count),
+                               "details": self.details}
+        if self.columns:
+            out["columns"] = list(self.columns)
+        return out
+
+
+@dataclass
+class FrameValidation:
+    """Outcome of validating one frame: typed clean rows, quarantined problems, every check."""
+
+    source: str
+    clean: pd.DataFrame
+    invalid: pd.DataFrame          # one line per problem: split, row, column, value, reason
+    checks: list[Check]
+    rows_checked: int
+    rows_invalid: int              # distinct rows quarantined
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "fail"]
+
+    @property
+    def invalid_share(self) -> float:
+        return self.rows_invalid / self.rows_checked if self.rows_checked else 0.0
+
+    def check(self, name: str) -> Check:
+        return next(c for c in self.checks if c.name == name)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "passed": self.passed,
+            "rows_checked": int(self.rows_checked),
+            "rows_valid": int(len(self.clean)),
+            "rows_invalid": int(self.rows_invalid),
+            "invalid_share": round(float(self.invalid_share), 6),
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+    def failure_message(self, label: str | None = None) -> str:
+        prefix = f"{label}: " if label else ""
+        return "; ".join(f"{prefix}{c.details}" for c in self.failures)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _listed(items: Iterable[Any], limit: int = _MAX_LISTED) -> str:
+    items = [str(i) for i in items]
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def _null_mask(raw: pd.Series) -> pd.Series:
+    """Null, NaN, or a blank string (a CSV cell with only spaces is as empty as no cell)."""
+    null = raw.isna()
+    if raw.dtype == object or pd.api.types.is_string_dtype(raw):
+        text = raw[~null]
+        blank = text.map(lambda v: isinstance(v, str) and not v.strip())
+        null.loc[blank.index[blank.to_numpy(dtype=bool)]] = True
+    return null
+
+
+def _show(values: pd.Series) -> pd.Series:
+    return values.map(lambda v: str(v)[:_MAX_VALUE_CHARS])
+
+
+def _as_text(raw: pd.Series) -> pd.Series:
+    """Values as strings; integral floats print as integers (a str column read as 1.0 means '1')."""
+    if pd.api.types.is_float_dtype(raw):
+        return raw.map(lambda v: str(int(v)) if float(v).is_integer() else str(v))
+    return raw.map(lambda v: v.strip() if isinstance(v, str) else str(v))
+
+
+@dataclass
+class _Coerced:
+    typed: pd.Series               # typed values, NaN/None where null or unusable
+    bad: list[tuple[pd.Series, str]]  # (mask, reason): value present but not of the column type
+    out_of_domain: pd.Series       # typed fine but outside allowed/min/max
+    domain_reason: str
+
+
+def _coerce(raw: pd.Series, spec: ColumnSpec, null: pd.Series) -> _Coerced:
+    """Type one column per its spec, and flag values that cannot be typed or are out of domain."""
+    present = ~null
+    no = pd.Series(False, index=raw.index)
+    if spec.dtype in ("int", "float"):
+        if pd.api.types.is_bool_dtype(raw):
+            numbers = raw.astype(float)
+        elif pd.api.types.is_numeric_dtype(raw):
+            numbers = raw.astype(float)
+        else:
+            numbers = pd.to_numeric(raw.where(present).map(
+                lambda v: v.strip() if isinstance(v, str) else v), errors="coerce").astype(float)
+        finite = np.isfinite(numbers)
+        not_number = present & numbers.isna()
+        bad = [(not_number, f"not a number ({spec.dtype} column)"),
+               (present & numbers.notna() & ~finite, "not a finite number")]
+        if spec.dtype == "int":
+            bad.append((present & finite & (numbers % 1 != 0), "not an integer"))
+        any_bad = bad[0][0] | bad[1][0] | (bad[2][0] if len(bad) > 2 else False)
+        typed = numbers.where(present & ~any_bad)
+        ok = typed.notna()
+        ood = no.copy()
+        conditions = []
+        if spec.allowed is not None:
+            allowed = [float(a) for a in spec.allowed if _is_number(a)]
+            ood |= ok & ~typed.isin(allowed)
+            conditions.append(f"allowed values {spec.allowed}")
+        if spec.min is not None:
+            ood |= ok & (typed < spec.min)
+            conditions.append(f"min {spec.min:g}")
+        if spec.max is not None:
+            ood |= ok & (typed > spec.max)
+            conditions.append(f"max {spec.max:g}")
+        return _Coerced(typed, bad, ood, "outside " + ", ".join(conditions))
+    if spec.dtype == "bool":
+        text = raw.where(present).map(lambda v: str(v).strip().lower() if v is not None else v)
+        truthy, falsy = text.isin(_TRUE), text.isin(_FALSE)
+        bad = present & ~truthy & ~falsy
+        typed = pd.Series(np.where(truthy, True, np.where(falsy, False, None)), index=raw.index,
+                          dtype=object)
+        ood = no.copy()
+        if spec.allowed is not None:
+            allowed = {str(a).lower() in _TRUE for a in spec.allowed}
+            ood = (truthy | falsy) & ~typed.isin(list(allowed))
+        return _Coerced(typed, [(bad, "not a boolean (true/false, yes/no, 1/0)")], ood,
+                        f"outside allowed values {spec.allowed}")
+    # str
+    text = _as_text(raw.where(present).dropna())
+    typed = pd.Series(np.nan, index=raw.index, dtype=object)
+    typed.loc[text.index] = text
+    typed = typed.astype("str") if text.size else typed
+    ood = no.copy()
+    reasons = []
+    if spec.allowed is not None:
+        ood |= present & ~typed.isin([str(a) for a in spec.allowed])
+        reasons.append(f"allowed values {spec.allowed}")
+    if spec.min is not None or spec.max is not None:
+        reasons.append("(min/max ignored for a str column)")
+    return _Coerced(typed, [], ood, "outside " + " ".join(reasons))
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+class _Quarantine:
+    """Collects row problems as (index, column, value, reason) without looping over rows."""
+
+    def __init__(self, index: pd.Index, default_split: str):
+        self.index = index
+        self.default_split = default_split
+        self.parts: list[pd.DataFrame] = []
+        self.rows = pd.Series(False, index=index)
+
+    def add(self, mask: pd.Series, column: str, values: pd.Series | str, reason: str) -> int:
+        mask = mask.fillna(False).astype(bool)
+        n = int(mask.sum())
+        if not n:
+            return 0
+        self.rows |= mask
+        idx = self.index[mask.to_numpy()]
+        if isinstance(idx, pd.MultiIndex):
+            split, row = idx.get_level_values(0), idx.get_level_values(1)
+        else:
+            split, row = [self.default_split] * n, idx
+        shown = _show(values[mask]) if isinstance(values, pd.Series) else [values] * n
+        self.parts.append(pd.DataFrame({
+            "split": list(split), "row": list(row), "column": column,
+            "value": list(shown), "reason": reason}))
+        return n
+
+    def frame(self) -> pd.DataFrame:
+        if not self.parts:
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in INVALID_COLUMNS})
+        out = pd.concat(self.parts, ignore_index=True)
+        return out.sort_values(["split", "row", "column"], kind="stable", ignore_index=True)
+
+
+def _status(bad: bool, fatal: bool) -> Status:
+    if not bad:
+        return "pass"
+    return "fail" if fatal else "warn"
+
+
+# --------------------------------------------------------------------------- pure core
+
+def validate_frame(frame: pd.DataFrame, schema: DatasetSchema, vcfg: ValidationConfig, *,
+                   source: str = "<frame>", split: str = "data", role: Role = "data",
+                   require_target: bool = True) -> FrameValidation:
+    """Validate one frame against the schema; never raises on bad data, reports it instead.
+
+    ``frame`` may carry a (split, row) MultiIndex so several splits are checked as one data set
+    while quarantined rows keep their split and original row index. ``role`` sets which size and
+    class-balance checks are fatal (see :data:`Role`). With ``require_target=False`` a frame
+    without the target column (unlabelled traffic) is accepted.
+    """
+    checks: list[Check] = []
+    target = schema.target.column
+    features = schema.features
+    fatal_size = role in ("data", "train")
+    fatal_empty = role != "batch"
+
+    # Columns: ignored ones are dropped, the rest must match the schema exactly.
+    frame = frame.drop(columns=[c for c in frame.columns if c in set(schema.ignore)])
+    expected = features + ([target] if require_target or target in frame.columns else [])
+    missing = [c for c in expected if c not in frame.columns]
+    unexpected = [c for c in frame.columns if c not in expected]
+    checks.append(Check("columns_missing", _status(bool(missing), True), len(missing),
+                        _missing_details(missing, frame.columns), missing))
+    checks.append(Check("columns_unexpected", _status(bool(unexpected), True), len(unexpected),
+                        f"unexpected columns not in the schema (add them to the schema's "
+                        f"columns or ignore list): {_listed(unexpected)}" if unexpected
+                        else "no unexpected columns", unexpected))
+    n = len(frame)
+    checks.append(Check("not_empty", _status(n == 0, fatal_empty), n,
+                        "data set has no rows" if n == 0 else f"{n} rows"))
+
+    quarantine = _Quarantine(frame.index, split)
+    present_features = [c for c in features if c in frame.columns]
+    nulls = {c: _null_mask(frame[c]) for c in present_features}
+    typed: dict[str, pd.Series] = {}
+    counts = {"uncoercible": 0, "domain": 0, "non_nullable": 0}
+    bad_cols: dict[str, list[str]] = {"uncoercible": [], "domain": [], "non_nullable": []}
+    for col in present_features:
+        spec = schema.columns[col]
+        co = _coerce(frame[col], spec, nulls[col])
+        typed[col] = co.typed
+        for key, mask, reason in ([("uncoercible", m, r) for m, r in co.bad]
+                                  + [("domain", co.out_of_domain, co.domain_reason)]):
+            k = quarantine.add(mask, col, frame[col], reason)
+            counts[key] += k
+            if k and col not in bad_cols[key]:
+                bad_cols[key].append(col)
+        if not spec.nullable:
+            k = quarantine.add(nulls[col], col, "<null>", "null in a non-nullable column")
+            counts["non_nullable"] += k
+            if k:
+                bad_cols["non_nullable"].append(col)
+
+    checks.append(_row_check("uncoercible_values", counts["uncoercible"], bad_cols["uncoercible"],
+                             "values that cannot be converted to the column type"))
+    checks.append(_row_check("out_of_domain_values", counts["domain"], bad_cols["domain"],
+                             "values outside the allowed set or range"))
+    checks.append(_row_check("null_in_non_nullable", counts["non_nullable"],
+                             bad_cols["non_nullable"], "nulls in non-nullable columns"))
+
+    # Rows that are mostly null carry too little to learn from or to impute reliably.
+    if present_features and n:
+        null_count = pd.concat(nulls, axis=1).sum(axis=1)
+        limit = vcfg.max_row_null_share * len(features)
+        too_null = null_count > limit
+        shown = null_count.map(lambda k: f"{k}/{len(features)} null")
+        k = quarantine.add(too_null, ROW_SCOPE, shown,
+                           f"more than {vcfg.max_row_null_share:.0%} of the features are null")
+    else:
+        k = 0
+    checks.append(_row_check("row_null_share", k, [],
+                             f"rows with more than {vcfg.max_row_null_share:.0%} null features"))
+
+    # Columns that are mostly null: imputing them would invent the data.
+    shares = {c: float(nulls[c].mean()) for c in present_features} if n else {}
+    heavy = {c: s for c, s in shares.items() if s > vcfg.max_column_null_share}
+    checks.append(Check(
+        "column_null_share", _status(bool(heavy), True), len(heavy),
+        (f"columns with more than {vcfg.max_column_null_share:.0%} nulls: "
+         + _listed(f"{c} ({s:.1%})" for c, s in heavy.items())) if heavy
+        else f"no column above {vcfg.max_column_null_share:.0%} nulls"
+             + (f" (highest: {max(shares, key=shares.get)} {max(shares.values()):.2%})"
+                if shares and max(shares.values()) > 0 else ""),
+        list(heavy)))
+
+    typed_target = None
+    if target in frame.columns:
+        typed_target = _check_target(frame[target], schema, quarantine, checks)
+    elif not require_target:
+        checks.append(Check("target_present", "pass", 0, "no target column (unlabelled data)"))
+
+    clean_mask = ~quarantine.rows
+    clean = pd.DataFrame({c: typed[c][clean_mask] for c in present_features}, index=frame.index[clean_mask])
+    if typed_target is not None:
+        clean[target] = typed_target[clean_mask]
+    clean = _final_dtypes(clean, schema)
+
+    rows_invalid = int(quarantine.rows.sum())
+    share = rows_invalid / n if n else 0.0
+    checks.append(Check(
+        "invalid_share", _status(share > vcfg.max_invalid_share, True), rows_invalid,
+        f"{rows_invalid} of {n} rows invalid ({share:.2%}), above the limit "
+        f"validation.max_invalid_share={vcfg.max_invalid_share:.2%}; see invalid.csv for the rows"
+        if share > vcfg.max_invalid_share
+        else f"{rows_invalid} of {n} rows invalid ({share:.2%}, limit {vcfg.max_invalid_share:.2%})"))
+    valid = len(clean)
+    checks.append(Check(
+        "min_rows", _status(valid < vcfg.min_rows, fatal_size and n > 0), valid,
+        f"only {valid} valid rows, fewer than validation.min_rows={vcfg.min_rows}"
+        if valid < vcfg.min_rows else f"{valid} valid rows (min {vcfg.min_rows})"))
+    if typed_target is not None:
+        checks.append(_class_check(clean[target], fatal_size and n > 0))
+    dups = int(clean.duplicated().sum()) if valid else 0
+    checks.append(Check("duplicate_rows", "warn" if dups else "pass", dups,
+                        f"{dups} rows are exact copies of an earlier valid row" if dups
+                        else "no duplicate rows"))
+    return FrameValidation(source=source, clean=clean, invalid=quarantine.frame(), checks=checks,
+                           rows_checked=n, rows_invalid=rows_invalid)
+
+
+def _missing_details(missing: list[str], present: Iterable[str]) -> str:
+    if not missing:
+        return "all schema columns present"
+    lower = {str(c).lower(): c for c in present}
+    hints = [f"{m} (found '{lower[m.lower()]}': names are case-sensitive)" if m.lower() in lower else m
+             for m in missing]
+    return f"missing columns required by the schema: {_listed(hints)}"
+
+
+def _row_check(name: str, count: int, columns: list[str], what: str) -> Check:
+    if not count:
+        return Check(name, "pass", 0, f"no {what}")
+    where = f" in {_listed(columns)}" if columns else ""
+    return Check(name, "warn", count, f"{what}: {count}{where}; those rows are quarantined", columns)
+
+
+def _check_target(raw: pd.Series, schema: DatasetSchema, quarantine: _Quarantine,
+                  checks: list[Check]) -> pd.Series:
+    """Quarantine rows with no label; fail on labels the schema does not know."""
+    spec = schema.target
+    null = _null_mask(raw)
+    k = quarantine.add(null, spec.column, "<null>", "missing target")
+    checks.append(_row_check("target_missing", k, [spec.column] if k else [],
+                             "rows without a target label"))
+    labels = spec.labels or None
+    co = _coerce(raw, ColumnSpec(dtype=spec.dtype, allowed=labels), null)
+    unknown = co.out_of_domain.copy()
+    for mask, _ in co.bad:
+        unknown |= mask
+    if unknown.any():
+        quarantine.add(unknown, spec.column, raw, f"target value not in labels {labels}")
+        counts = raw[unknown].map(lambda v: str(v).strip()).value_counts()
+        listed = _listed(f"{v!r} x{c}" for v, c in counts.items())
+        checks.append(Check("target_labels", "fail", int(unknown.sum()),
+                            f"target column {spec.column} has {int(unknown.sum())} values outside "
+                            f"labels {labels}: {listed}", [spec.column]))
+    else:
+        checks.append(Check("target_labels", "pass", 0,
+                            f"all target values in {labels}" if labels else "no label list in schema"))
+    return co.typed
+
+
+def _class_check(target: pd.Series, fatal: bool, *, name: str = "target_classes",
+                 where: str = "") -> Check:
+    counts = target.value_counts()
+    if len(counts) >= 2:
+        return Check(name, "pass", len(counts),
+                     where + "classes: " + ", ".join(f"{_label(v)}={c}" for v, c in counts.items()))
+    if len(counts) == 1:
+        only = _label(counts.index[0])
+        return Check(name, _status(True, fatal), 1,
+                     f"{where}target {target.name} has a single class ({only!r} x{int(counts.iloc[0])});"
+                     f" a classifier needs both classes", [str(target.name)])
+    return Check(name, _status(True, fatal), 0, f"{where}no valid target labels")
+
+
+def _label(v: Any) -> Any:
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v.item() if hasattr(v, "item") else v
+
+
+def _final_dtypes(clean: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
+    """int columns without nulls are int64, with nulls float64 (NaN for the imputer)."""
+    specs = dict(schema.columns)
+    specs[schema.target.column] = ColumnSpec(dtype=schema.target.dtype)
+    for col in clean.columns:
+        dtype = specs[col].dtype
+        if dtype == "int":
+            clean[col] = clean[col].astype("int64") if not clean[col].isna().any() else clean[col].astype("float64")
+        elif dtype == "float":
+            clean[col] = clean[col].astype("float64")
+        elif dtype == "str":
+            clean[col] = clean[col].astype("str")
+        elif dtype == "bool" and not clean[col].isna().any():
+            clean[col] = clean[col].astype(bool)
+    return clean
+
+
+def harmonise_dtypes(frames: dict[str, pd.DataFrame], schema: DatasetSchema) -> dict[str, pd.DataFrame]:
+    """Same dtype for a column in every split: float64 everywhere if any split needs NaN."""
+    out = {k: f.copy() for k, f in frames.items()}
+    for col, spec in schema.columns.items():
+        if spec.dtype not in ("int", "bool"):
+            continue
+        kinds = {str(f[col].dtype) for f in out.values() if col in f.columns}
+        if len(kinds) > 1:
+            for f in out.values():
+                if col in f.columns:
+                    f[col] = f[col].astype("float64" if spec.dtype == "int" else object)
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+def write_report(path: str | os.PathLike, sections: dict[str, FrameValidation] | FrameValidation, *,
+                 passed: bool | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Write the YAML report (atomic): overall verdict, then every check per section."""
+    if isinstance(sections, FrameValidation):
+        sections = {"data": sections}
+    if passed is None:
+        passed = all(s.passed for s in sections.values())
+    failures = [f"{name}: {c.details}" for name, s in sections.items() for c in s.failures]
+    doc: dict[str, Any] = {
+        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "passed": bool(passed),
+        "failures": failures,
+    }
+    doc.update(_plain(extra or {}))
+    doc["sections"] = {name: s.summary() for name, s in sections.items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def write_invalid(path: str | os.PathLike, invalid: pd.DataFrame) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    invalid.reindex(columns=INVALID_COLUMNS).to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def _plain(obj: Any) -> Any:
+    """YAML-safe copy: numpy scalars to Python."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        return obj.item()
+    return obj
+
+
+# --------------------------------------------------------------------------- pipeline step
+
+def _local_path(uri: str) -> str:
+    return uri[len("file://"):] if uri.startswith("file://") else uri
+
+
+def read_split(uri: str, split: str) -> pd.DataFrame:
+    """Read one split as stored by ingest; an empty Parquet is an empty frame, not an error."""
+    path = _local_path(uri)
+    if not Path(path).is_file() and not any(ch in path for ch in "*?["):
+        raise DataError(f"{split} split not found (did ingest finish?)", source=path)
+    if path.endswith((".parquet", ".pq")) and Path(path).is_file():
+        try:
+            return pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise DataError(f"cannot read {split} split Parquet: {exc}", source=path) from None
+    return read_table(path)
+
+
+def validate(cfg: PipelineConfig, run: RunContext, ingest: IngestRecord, *,
+             schema: DatasetSchema | None = None) -> ValidationRecord:
+    """Validate train+test as one data set and the new batch on its own; write typed Parquet.
+
+    Train and test are checked together (one invalid share, one duplicate count, one column
+    null share) so a small test split cannot fail on its own; the train split must still hold
+    both classes after quarantine. Raises ValidationFailed (after writing the report and
+    invalid.csv) when a data-set level check fails.
+    """
+    schema = schema or load_schema(cfg.schema_path)
+    vcfg = cfg.validation
+    out = run.step_dir("validate")
+    train_raw = read_split(ingest.train_uri, "train")
+    test_raw = read_split(ingest.test_uri, "test")
+    batch_raw = read_split(ingest.new_batch_uri, "new batch")
+
+    both = pd.concat({"train": train_raw, "test": test_raw}, names=["split", "row"])
+    data = validate_frame(both, schema, vcfg, source=f"{ingest.train_uri} + {ingest.test_uri}",
+                          split="train+test", role="data")
+    batch = validate_frame(batch_raw, schema, vcfg, source=ingest.new_batch_uri, split="new_batch",
+                           role="batch")
+    clean = {"train": _split_part(data.clean, "train"), "test": _split_part(data.clean, "test"),
+             "new_batch": batch.clean.reset_index(drop=True)}
+    if data.passed:
+        # Training needs both classes in train itself, and a test split to score on.
+        data.checks.append(_class_check(clean["train"][schema.target.column], True,
+                                        name="train_target_classes", where="train split: "))
+        n_test = len(clean["test"])
+        data.checks.append(Check("test_not_empty", _status(n_test == 0, True), n_test,
+                                 "test split has no valid rows" if n_test == 0
+                                 else f"{n_test} valid test rows"))
+    clean = harmonise_dtypes(clean, schema)
+
+    sections = {"train+test": data, "new_batch": batch}
+    passed = data.passed and batch.passed
+    invalid = pd.concat([data.invalid, batch.invalid], ignore_index=True)
+    invalid_path = write_invalid(out / "invalid.csv", invalid)
+    report_path = out / "validation_report.yaml"
+    extra = {
+        "run_id": run.run_id,
+        "schema": schema.name,
+        "limits": vcfg.model_dump(),
+        "splits": {k: {"rows_valid": int(len(v))} for k, v in clean.items()},
+    }
+    write_report(report_path, sections, passed=passed, extra=extra)
+    if not passed:
+        problems = "; ".join(filter(None, (data.failure_message("train+test"),
+                                          batch.failure_message("new batch"))))
+        raise ValidationFailed(f"validation failed: {problems} (report: {report_path})",
+                               source=ingest.snapshot_uri,
+                               columns=sorted({c for s in sections.values() for f in s.failures
+                                               for c in f.columns}))
+
+    paths = {k: write_parquet(v, out / f"{k}.parquet") for k, v in clean.items()}
+    rows_checked = data.rows_checked
+    return ValidationRecord(
+        passed=True,
+        report_uri=str(report_path),
+        invalid_uri=str(invalid_path),
+        train_uri=str(paths["train"]),
+        test_uri=str(paths["test"]),
+        new_batch_uri=str(paths["new_batch"]),
+        rows_checked=rows_checked,
+        rows_invalid=data.rows_invalid,
+        invalid_share=data.invalid_share,
+        train_rows=len(clean["train"]),
+        test_rows=len(clean["test"]),
+        dataset_digest=frame_digest(clean["train"]),
+    )
+
+
+def _split_part(clean: pd.DataFrame, split: str) -> pd.DataFrame:
+    if split not in clean.index.get_level_values(0):
+        return clean.iloc[0:0].reset_index(drop=True)
+    return clean.xs(split, level=0).reset_index(drop=True)
