@@ -1,0 +1,1 @@
+"""netsec serving: a FastAPI service for the MLflow Production model (``serving.app:app``)."""

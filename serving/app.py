@@ -1,0 +1,126 @@
+"""The netsec serving application: ``uvicorn serving.app:app`` or ``netsec serve``.
+
+``create_app(settings)`` builds an app (tests build several); the module-level ``app`` reads the
+environment (``NETSEC_SERVING_*``, ``MLFLOW_TRACKING_URI``). Start-up never waits for the model
+registry: the model loads in the background and /ready says when it is there.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from serving.deps import ServingState
+from serving.inputs import InputError
+from serving.manager import ModelManager
+from serving.metrics import BodyTooLarge, Metrics, ObserveMiddleware
+from serving.predlog import make_prediction_log
+from serving.routers import model as model_router
+from serving.routers import predict as predict_router
+from serving.routers import train as train_router
+from serving.routers import ui as ui_router
+from serving.routers.ui import ASSETS
+from serving.schemas import PredictRequest, TrainRequest
+from serving.settings import Settings
+
+log = logging.getLogger("netsec.serving")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state = ServingState(
+            settings=settings, metrics=metrics,
+            manager=ModelManager(settings, on_swap=metrics.model_swapped),
+            executor=ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="netsec-infer"),
+            predlog=make_prediction_log(settings, on_drop=metrics.log_dropped.inc,
+                                        on_write=metrics.log_written.inc),
+        )
+        app.state.serving = state
+        await state.manager.start()
+        try:
+            yield
+        finally:
+            await state.manager.stop()
+            if state.predlog:
+                state.predlog.close()
+            state.executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="netsec serving",
+        description="Scores rows with the Production model of the MLflow registry.",
+        version="0.1.0", lifespan=lifespan,
+    )
+    app.include_router(ui_router.router)
+    app.include_router(predict_router.router)
+    app.include_router(model_router.router)
+    app.include_router(train_router.router)
+    app.mount("/static", StaticFiles(directory=ASSETS / "static"), name="static")
+    _install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST"], allow_headers=["Content-Type", "X-API-Key"])
+    app.add_middleware(ObserveMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.openapi = lambda: _openapi(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(InputError)
+    async def _input_error(request: Request, exc: InputError):
+        body = {"detail": exc.message, "column": exc.column, "row": exc.row}
+        return JSONResponse(body, status_code=exc.status_code)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge):
+        limit = request.app.state.serving.settings.max_body_bytes
+        return JSONResponse({"detail": f"request body is larger than the limit of {limit} bytes"},
+                            status_code=413)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        # A bug, not bad input: log the traceback here, never send it to the client.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; the server log has the details"},
+                            status_code=500)
+
+
+def _openapi(app: FastAPI) -> dict:
+    """The OpenAPI document, with the request schema narrowed to the loaded model's features."""
+    state = getattr(app.state, "serving", None)
+    model = state.manager.current if state else None
+    key = model.version if model else None
+    cached = getattr(app.state, "openapi_cache", None)
+    if cached and cached[0] == key:
+        return cached[1]
+    doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                      routes=app.routes)
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas["TrainRequest"] = TrainRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    request_schema = PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    if model is not None:
+        numeric = {"long", "integer", "double", "float"}
+        row = {"type": "object", "additionalProperties": False, "required": list(model.features),
+               "properties": {f: ({"type": "number"} if t in numeric else {"type": "string"})
+                              for f, t in zip(model.features, model.feature_types)}}
+        request_schema["properties"]["records"] = {
+            "type": "array", "items": row, "minItems": 1,
+            "maxItems": state.settings.max_rows}
+        request_schema["description"] = (f"Rows for model {model.name} v{model.version}: exactly "
+                                          f"these {len(model.features)} features, numbers only.")
+    schemas["PredictRequest"] = request_schema
+    app.state.openapi_cache = (key, doc)
+    return doc
+
+
+app = create_app()

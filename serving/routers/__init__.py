@@ -1,0 +1,1 @@
+"""Routers by concern: predict, model/health/metrics, ui, train."""

@@ -1,0 +1,57 @@
+"""POST /train: trigger the training DAG in Airflow."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from serving.airflow_client import AirflowRefused, AirflowUnavailable, trigger_dag_run
+from serving.deps import ServingState, get_state, require_api_key
+from serving.inputs import InputError
+from serving.schemas import ERRORS, ErrorResponse, TrainRequest, TrainResponse
+
+router = APIRouter(tags=["train"], dependencies=[Depends(require_api_key)])
+
+
+@router.post(
+    "/train", response_model=TrainResponse,
+    responses={401: ERRORS[401], 415: ERRORS[415], 422: ERRORS[422],
+               502: {"model": ErrorResponse, "description": "Airflow answered with an error"},
+               503: {"model": ErrorResponse, "description": "Airflow is unreachable"}},
+    openapi_extra={"requestBody": {"required": False, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/TrainRequest"}}}}},
+    summary="Trigger the netsec_training DAG; extra body keys become the run's conf",
+)
+async def train(request: Request, state: ServingState = Depends(get_state)) -> JSONResponse:
+    conf = _conf_from(await request.body(), request.headers.get("content-type", ""))
+    settings = state.settings
+    try:
+        run = await trigger_dag_run(settings, conf)
+    except AirflowUnavailable as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+    except AirflowRefused as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=502)
+    return JSONResponse(TrainResponse(dag_id=settings.airflow_dag_id, dag_run_id=run["dag_run_id"],
+                                      state=run.get("state"), conf=conf).model_dump())
+
+
+def _conf_from(body: bytes, content_type: str) -> dict:
+    if not body.strip():
+        return {"force_retrain": False}
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise InputError("send the options as JSON (Content-Type: application/json)", status_code=415)
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"body is not valid JSON: {str(exc)[:200]}") from None
+    try:
+        req = TrainRequest.model_validate(payload)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        col = ".".join(str(p) for p in err["loc"]) or None
+        raise InputError(f"{col or 'body'}: {err['msg']}", column=col) from None
+    return req.model_dump()

@@ -1,0 +1,98 @@
+"""Serving settings: environment variables ``NETSEC_SERVING_<FIELD>`` (plus ``MLFLOW_TRACKING_URI``).
+
+Examples: ``NETSEC_SERVING_MODEL_NAME=netsec-phishing``, ``NETSEC_SERVING_API_KEY=s3cret``,
+``NETSEC_SERVING_CORS_ORIGINS='["http://localhost:3000"]'``,
+``NETSEC_SERVING_MONGO_URI=mongodb://mongo:27017/netsec`` (prediction log in MongoDB instead of
+the local JSONL files), ``NETSEC_SERVING_AIRFLOW_URL=http://airflow-apiserver:8080``.
+
+The embedded defaults mirror the pipeline's (``config/pipeline.yaml``): the MLflow store is
+``sqlite:///<NETSEC_HOME or .netsec>/mlflow.db`` and the prediction log lives beside it, so
+``netsec run`` followed by ``netsec serve`` works with no configuration at all.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def netsec_home() -> Path:
+    """The work directory shared with the pipeline (``NETSEC_HOME``, else ``./.netsec``)."""
+    return Path(os.environ.get("NETSEC_HOME") or ".netsec").expanduser().resolve()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NETSEC_SERVING_", extra="ignore",
+                                      populate_by_name=True)
+
+    # --- model registry -------------------------------------------------------------------
+    # MLFLOW_TRACKING_URI is what every MLflow tool reads, so it is honoured without the prefix.
+    mlflow_tracking_uri: str | None = Field(
+        None, validation_alias=AliasChoices("NETSEC_SERVING_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI",
+                                            "mlflow_tracking_uri"))
+    model_name: str = "netsec-phishing"
+    model_alias: str = "production"
+    # Fall back to the (deprecated) stage when no version carries the alias.
+    model_stage: str = "Production"
+    poll_interval_seconds: float = Field(30.0, gt=0)
+    # How often to retry while no model could be loaded yet (registry down at start-up).
+    retry_interval_seconds: float = Field(5.0, gt=0)
+    # MLflow refuses to deserialize any model (skops included) unless told the registry is
+    # trusted; the serving container only loads models our own pipeline registered.
+    trust_registry: bool = True
+
+    # --- HTTP -----------------------------------------------------------------------------
+    # When set, /predict* and /train require the header X-API-Key with this value.
+    api_key: SecretStr | None = None
+    cors_origins: Annotated[list[str], NoDecode] = []
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_rows: int = Field(100_000, ge=1)
+    # Threads that run inference, so the event loop keeps accepting requests.
+    inference_threads: int = Field(2, ge=1, le=64)
+
+    # --- prediction log -------------------------------------------------------------------
+    mongo_uri: str | None = None
+    mongo_database: str | None = None  # default: the database named in the URI, else "netsec"
+    mongo_collection: str = "predictions"
+    log_dir: str | None = None  # default: <NETSEC_HOME>/predictions
+    log_enabled: bool = True
+    log_batch_rows: int = Field(1000, ge=1)
+    log_flush_seconds: float = Field(2.0, gt=0)
+    # Requests waiting to be written; beyond it new ones are dropped and counted.
+    log_queue_requests: int = Field(10_000, ge=1)
+
+    # --- Airflow (POST /train) ------------------------------------------------------------
+    airflow_url: str | None = None  # e.g. http://airflow-apiserver:8080
+    airflow_username: str = "admin"
+    airflow_password: SecretStr = SecretStr("admin")
+    airflow_dag_id: str = "netsec_training"
+    airflow_timeout_seconds: float = Field(10.0, gt=0)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, v):
+        # Accept "a,b" as well as the JSON list pydantic-settings expects for list fields.
+        if isinstance(v, str):
+            if v.strip().startswith("["):
+                import json
+
+                return json.loads(v)
+            return [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+    @cached_property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{netsec_home() / 'mlflow.db'}"
+
+    @cached_property
+    def log_path(self) -> Path:
+        return Path(self.log_dir).expanduser() if self.log_dir else netsec_home() / "predictions"
+
+
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,102 @@
+// Upload a CSV to /predict/csv, show the scored rows (threats highlighted), offer a CSV download.
+"use strict";
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const MAX_SHOWN = 2000;  // the download has every row; the table stays responsive
+  const PRED = ["label", "is_threat", "threat_probability", "model_version"];
+  let last = null;
+
+  const keyHeaders = () => {
+    const k = $("apikey").value.trim();
+    return k ? { "X-API-Key": k } : {};
+  };
+
+  fetch("model").then((r) => r.ok ? r.json() : Promise.reject(r))
+    .then((m) => { $("model").textContent = `model ${m.name} v${m.version} · ${m.model_class}` +
+      (m.metrics.test_f1 !== undefined ? ` · test F1 ${m.metrics.test_f1.toFixed(3)}` : ""); })
+    .catch(() => { $("model").textContent = "no model loaded yet"; });
+
+  function setStatus(text, isError) {
+    $("status").textContent = text;
+    $("status").className = "status" + (isError ? " error" : "");
+  }
+
+  async function score() {
+    const file = $("file").files[0];
+    if (!file) { setStatus("Choose a CSV file first.", true); return; }
+    const body = new FormData();
+    body.append("file", file, file.name);
+    $("score").disabled = true;
+    setStatus(`Scoring ${file.name}…`);
+    try {
+      const resp = await fetch("predict/csv", { method: "POST", body,
+        headers: { Accept: "application/json", ...keyHeaders() } });
+      const data = await resp.json().catch(() => ({ detail: resp.statusText }));
+      if (!resp.ok) { setStatus(`Error ${resp.status}: ${data.detail}`, true); return; }
+      last = data;
+      render();
+      setStatus(`Scored ${data.n_rows} rows with model v${data.model_version}.`);
+    } catch (err) {
+      setStatus(`Request failed: ${err}`, true);
+    } finally {
+      $("score").disabled = false;
+    }
+  }
+
+  function render() {
+    const data = last;
+    const inputs = data.columns.filter((c) => !PRED.includes(c));
+    const cols = ["#", "verdict", "threat_probability", "label", ...inputs];
+    const rows = $("onlythreats").checked ? data.records.filter((r) => r.is_threat === 1)
+                                          : data.records;
+    const table = $("table");
+    table.textContent = "";
+    const head = table.createTHead().insertRow();
+    for (const c of cols) {
+      const th = document.createElement("th");
+      th.textContent = c === "threat_probability" ? "P(threat)" : c;
+      if (["verdict", "threat_probability", "label"].includes(c)) th.className = "pred";
+      head.appendChild(th);
+    }
+    const tbody = table.createTBody();
+    rows.slice(0, MAX_SHOWN).forEach((r) => {
+      const tr = tbody.insertRow();
+      tr.className = r.is_threat === 1 ? "threat" : "benign";
+      for (const c of cols) {
+        const td = tr.insertCell();
+        if (c === "#") td.textContent = data.records.indexOf(r) + 1;
+        else if (c === "verdict") { td.textContent = r.is_threat === 1 ? "THREAT" : "ok";
+                                    td.className = "pred verdict"; }
+        else if (c === "threat_probability") { td.textContent = r[c] === null ? "" : r[c].toFixed(3);
+                                               td.className = "pred"; }
+        else { td.textContent = r[c] === null ? "" : r[c]; if (c === "label") td.className = "pred"; }
+      }
+    });
+    const shown = Math.min(rows.length, MAX_SHOWN);
+    $("summary").innerHTML = "";
+    const s = $("summary");
+    s.append(`${data.n_rows} rows · `);
+    const t = document.createElement("span");
+    t.className = "count-threat";
+    t.textContent = `${data.n_threats} threats`;
+    s.append(t, ` · showing ${shown}`);
+    const a = $("download");
+    if (a.href.startsWith("blob:")) URL.revokeObjectURL(a.href);
+    a.href = URL.createObjectURL(new Blob([toCsv(data)], { type: "text/csv" }));
+    $("results").hidden = false;
+  }
+
+  function toCsv(data) {
+    const esc = (v) => {
+      const s = v === null || v === undefined ? "" : String(v);
+      return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+    };
+    const lines = [data.columns.map(esc).join(",")];
+    for (const r of data.records) lines.push(data.columns.map((c) => esc(r[c])).join(","));
+    return lines.join("\n") + "\n";
+  }
+
+  $("upload").addEventListener("submit", (e) => { e.preventDefault(); score(); });
+  $("file").addEventListener("change", score);
+  $("onlythreats").addEventListener("change", () => last && render());
+})();

@@ -1,0 +1,209 @@
+"""Helpers for the serving tests: train a small pipeline, register it the netsec way, run servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0, proc=None) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+MODEL_NAME = "netsec-phishing"
+TARGET = "Result"
+
+
+def build_pipeline(kind: str = "random_forest", seed: int = 0):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import ExtraTreesClassifier, HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.impute import KNNImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeClassifier
+
+    from netsec_tasks.sample import FEATURE_NAMES
+
+    estimators = {
+        "random_forest": lambda: RandomForestClassifier(n_estimators=25, random_state=seed, n_jobs=1),
+        "extra_trees": lambda: ExtraTreesClassifier(n_estimators=15, random_state=seed, n_jobs=1),
+        "decision_tree": lambda: DecisionTreeClassifier(random_state=seed, max_depth=8),
+        "hist_gradient_boosting": lambda: HistGradientBoostingClassifier(max_iter=20, random_state=seed),
+        "logistic_regression": lambda: LogisticRegression(max_iter=500),
+    }
+    numeric = Pipeline([("impute", KNNImputer(n_neighbors=3)), ("scale", StandardScaler())])
+    pre = ColumnTransformer([("numeric", numeric, list(FEATURE_NAMES))])
+    return Pipeline([("preprocess", pre), ("model", estimators[kind]())])
+
+
+def training_frame(n_rows: int = 600, seed: int = 3) -> pd.DataFrame:
+    from netsec_tasks.sample import make_sample
+
+    return make_sample(n_rows, seed=seed)
+
+
+def fit(kind: str = "random_forest", seed: int = 0, n_rows: int = 600):
+    frame = training_frame(n_rows, seed=seed + 3)
+    x = frame.drop(columns=[TARGET])
+    y = (frame[TARGET] == -1).astype(int)  # is_threat: -1 (phishing) is the threat
+    return build_pipeline(kind, seed).fit(x, y), frame
+
+
+def register(tracking_uri: str, pipeline, frame: pd.DataFrame, *, promote: bool = True,
+             name: str = MODEL_NAME, artifact_root: Path | None = None) -> str:
+    """Log with skops, register, tag and (optionally) promote, following the netsec conventions."""
+    import mlflow
+    import skops.io
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    mlflow.set_tracking_uri(tracking_uri)
+    exp_name = "netsec"
+    client = MlflowClient(tracking_uri)
+    if client.get_experiment_by_name(exp_name) is None:
+        client.create_experiment(exp_name, artifact_location=(artifact_root.as_uri()
+                                                              if artifact_root else None))
+    mlflow.set_experiment(exp_name)
+    x = frame.drop(columns=[TARGET])
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+    with mlflow.start_run(run_name="test-run") as run:
+        mlflow.log_metrics({"test_f1": 0.9, "test_accuracy": 0.91, "cv_score": 0.89})
+        info = mlflow.sklearn.log_model(
+            pipeline, name="model", serialization_format="skops", skops_trusted_types=trusted,
+            signature=infer_signature(x.head(20), pipeline.predict(x.head(20))),
+            input_example=x.head(5))
+    mv = mlflow.register_model(info.model_uri, name)
+    tags = {
+        "netsec.pipeline_run_id": "test-run", "netsec.dataset_digest": "sha256:test-" + run.info.run_id[:8],
+        "netsec.features": json.dumps(list(x.columns)), "netsec.target": TARGET,
+        "netsec.positive_label": "-1", "netsec.negative_label": "1", "netsec.metric": "f1",
+        "netsec.test_score": "0.9",
+    }
+    for k, v in tags.items():
+        client.set_model_version_tag(name, mv.version, k, v)
+    if promote:
+        promote_version(tracking_uri, mv.version, name=name)
+    return str(mv.version)
+
+
+def promote_version(tracking_uri: str, version: str, name: str = MODEL_NAME) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    client.set_registered_model_alias(name, "production", version)
+    client.transition_model_version_stage(name, version, "Production", archive_existing_versions=True)
+
+
+@dataclass
+class Registered:
+    tracking_uri: str
+    pipeline: object
+    frame: pd.DataFrame
+    version: str
+    root: Path
+
+    @property
+    def features(self) -> list[str]:
+        return [c for c in self.frame.columns if c != TARGET]
+
+
+def serving_settings(tracking_uri: str, tmp: Path, **kw):
+    from serving.settings import Settings
+
+    base = dict(mlflow_tracking_uri=tracking_uri, log_dir=str(tmp / "predictions"),
+                poll_interval_seconds=60, retry_interval_seconds=0.5, log_flush_seconds=0.2,
+                inference_threads=1)
+    base.update(kw)
+    return Settings(**base)
+
+
+def wait_ready(client, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = client.get("/ready")
+        if last.status_code == 200:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"/ready never became 200: {last.status_code if last else None} "
+                       f"{last.text if last else ''}")
+
+
+class UvicornServer:
+    """``python -m uvicorn serving.app:app`` configured only through the environment."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.port = free_port()
+        self.env = {**{k: v for k, v in os.environ.items()
+                       if not k.startswith("NETSEC_") and k != "MLFLOW_TRACKING_URI"}, **env}
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "UvicornServer":
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
+             "--port", str(self.port), "--no-access-log"],
+            cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, timeout=60, proc=self.proc)
+        return self
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+def wait_ready_http(url: str, timeout: float = 90.0) -> None:
+    with httpx.Client(base_url=url, timeout=5) as c:
+        wait_ready(c, timeout)
+
+
+def records_of(frame: pd.DataFrame) -> list[dict]:
+    x = frame.drop(columns=[TARGET], errors="ignore")
+    return [{k: int(v) if isinstance(v, (np.integer,)) else v for k, v in row.items()}
+            for row in x.to_dict(orient="records")]

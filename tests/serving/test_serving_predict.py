@@ -1,0 +1,143 @@
+"""Predictions through the API equal the registered pipeline's own predictions."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from serving_helpers import TARGET, fit, records_of, register, training_frame
+
+
+def _expected(pipeline, frame: pd.DataFrame):
+    x = frame.drop(columns=[TARGET], errors="ignore")
+    return pipeline.predict(x), pipeline.predict_proba(x)[:, 1]
+
+
+def test_predict_json_equals_pipeline(registered, make_client):
+    client = make_client(registered.tracking_uri)
+    rows = training_frame(300, seed=99)  # rows the model has not seen
+    resp = client.post("/predict", json={"records": records_of(rows)})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    pred, proba = _expected(registered.pipeline, rows)
+    got = body["predictions"]
+    assert [p["is_threat"] for p in got] == pred.tolist()
+    assert [p["label"] for p in got] == [-1 if t else 1 for t in pred.tolist()]
+    np.testing.assert_array_equal([p["threat_probability"] for p in got], proba)
+    assert {p["model_version"] for p in got} == {registered.version} == {body["model_version"]}
+
+
+def test_single_row_uses_compiled_path_and_agrees(registered, make_client):
+    client = make_client(registered.tracking_uri)
+    info = client.get("/model").json()
+    assert info["inference_path"] == "compiled"
+    rows = training_frame(40, seed=5)
+    pred, proba = _expected(registered.pipeline, rows)
+    for i, record in enumerate(records_of(rows)):
+        p = client.post("/predict", json={"records": [record]}).json()["predictions"][0]
+        assert p["is_threat"] == pred[i] and p["threat_probability"] == proba[i]
+
+
+def test_predict_csv_json_and_csv_answers(registered, make_client):
+    client = make_client(registered.tracking_uri)
+    rows = training_frame(120, seed=11)  # includes the target column: passed through
+    data = rows.to_csv(index=False).encode()
+    pred, proba = _expected(registered.pipeline, rows)
+
+    resp = client.post("/predict/csv", files={"file": ("x.csv", data, "text/csv")})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["n_rows"] == 120 and body["n_threats"] == int(pred.sum())
+    assert body["columns"][: len(rows.columns)] == list(rows.columns)
+    assert [r["is_threat"] for r in body["records"]] == pred.tolist()
+    assert [r[TARGET] for r in body["records"]] == rows[TARGET].tolist()
+
+    resp = client.post("/predict/csv", files={"file": ("x.csv", data, "text/csv")},
+                       headers={"Accept": "text/csv"})
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/csv")
+    out = pd.read_csv(io.BytesIO(resp.content))
+    assert list(out.columns) == list(rows.columns) + ["label", "is_threat", "threat_probability",
+                                                      "model_version"]
+    assert out["is_threat"].tolist() == pred.tolist()
+    np.testing.assert_allclose(out["threat_probability"], proba, rtol=1e-12)
+
+
+OTHER_KINDS = ["extra_trees", "decision_tree", "hist_gradient_boosting", "logistic_regression"]
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    """One store, one registered model per estimator kind (creating a store costs ~10 s)."""
+    root = tmp_path_factory.mktemp("zoo")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    pipes = {}
+    for kind in OTHER_KINDS:
+        pipe, frame = fit(kind, n_rows=400)
+        register(uri, pipe, frame, name=f"netsec-{kind}", artifact_root=root / "artifacts")
+        pipes[kind] = pipe
+    return uri, pipes
+
+
+@pytest.mark.parametrize("kind", OTHER_KINDS)
+def test_other_estimators_agree(kind, zoo, make_client):
+    uri, pipes = zoo
+    pipe = pipes[kind]
+    client = make_client(uri, model_name=f"netsec-{kind}")
+    info = client.get("/model").json()
+    compiled = kind in ("extra_trees", "decision_tree")
+    assert (info["inference_path"] == "compiled") == compiled, info["inference_path"]
+    rows = training_frame(150, seed=21)
+    for part in (rows, rows.head(1)):  # the pipeline itself on the same batch (BLAS varies by size)
+        pred, proba = _expected(pipe, part)
+        got = client.post("/predict", json={"records": records_of(part)}).json()["predictions"]
+        assert [p["is_threat"] for p in got] == pred.tolist()
+        np.testing.assert_array_equal([p["threat_probability"] for p in got], proba)
+
+
+def test_model_health_ready_metrics(registered, make_client):
+    client = make_client(registered.tracking_uri)
+    info = client.get("/model").json()
+    assert info["name"] == "netsec-phishing" and info["version"] == registered.version
+    assert info["metrics"]["test_f1"] == pytest.approx(0.9)
+    assert info["dataset_digest"].startswith("sha256:test-")
+    assert [f["name"] for f in info["features"]] == registered.features
+    assert info["positive_label"] == -1 and info["negative_label"] == 1
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["model_version"] == registered.version
+
+    rows = records_of(training_frame(10, seed=1))
+    client.post("/predict", json={"records": rows})
+    resp = client.post("/predict", json={"records": rows[:1]})
+    assert "app;dur=" in resp.headers["server-timing"]
+    text = client.get("/metrics").text
+    assert 'netsec_http_requests_total{method="POST",route="/predict",status="200"} 2.0' in text
+    assert 'netsec_http_request_duration_seconds_bucket{le="0.001",route="/predict"}' in text
+    answers = client.post("/predict", json={"records": rows}).json()["predictions"]
+    threats = sum(p["is_threat"] for p in answers)
+    text = client.get("/metrics").text
+    assert f'netsec_predictions_total{{class_="threat"}} {float(2 * threats + answers[0]["is_threat"])}' in text
+    assert f'netsec_predictions_total{{class_="benign"}} {float(21 - 2 * threats - answers[0]["is_threat"])}' in text
+    assert f'netsec_model_version{{name="netsec-phishing"}} {float(registered.version)}' in text
+    assert f'version="{registered.version}"' in text  # netsec_model_info
+
+
+def test_prediction_log_jsonl(registered, make_client, tmp_path):
+    client = make_client(registered.tracking_uri, log_flush_seconds=0.1)
+    rows = records_of(training_frame(7, seed=2))
+    body = client.post("/predict", json={"records": rows}).json()
+    deadline = time.monotonic() + 10
+    logged: list[dict] = []
+    while time.monotonic() < deadline and len(logged) < 7:
+        logged = [json.loads(line) for f in (tmp_path / "predictions").glob("*.jsonl")
+                  for line in f.read_text().splitlines()]
+        time.sleep(0.1)
+    assert len(logged) == 7
+    assert [d["features"] for d in logged] == [{k: float(v) for k, v in r.items()} for r in rows]
+    assert [d["is_threat"] for d in logged] == [p["is_threat"] for p in body["predictions"]]
+    assert {d["model_version"] for d in logged} == {registered.version}
+    assert all(d["time"].endswith("+00:00") for d in logged)
