@@ -59,6 +59,10 @@ class Check:
     details: str = ""
     columns: list[str] = field(default_factory=list)
 
+    def get(self, key: str, default: Any = None) -> Any:
+        """Mapping-style read (``check.get("status")``), as the report YAML shows it."""
+        return self.to_dict().get(key, default)
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "status": self.status, "count": int(self.count),
                                "details": self.details}
@@ -471,11 +475,21 @@ def harmonise_dtypes(frames: dict[str, pd.DataFrame], schema: DatasetSchema) -> 
 
 # --------------------------------------------------------------------------- report
 
-def write_report(path: str | os.PathLike, sections: dict[str, FrameValidation] | FrameValidation, *,
+def write_report(sections: dict[str, FrameValidation] | FrameValidation, path: str | os.PathLike, *,
                  passed: bool | None = None, extra: dict[str, Any] | None = None) -> Path:
-    """Write the YAML report (atomic): overall verdict, then every check per section."""
+    """Write the YAML report (atomic): overall verdict, then every check per section.
+
+    ``path`` is the report file, or a directory: then ``validation_report.yaml`` and the
+    quarantined rows (``invalid.csv``) are written into it (what ``netsec validate`` wants).
+    """
     if isinstance(sections, FrameValidation):
         sections = {"data": sections}
+    path = Path(path)
+    if path.is_dir() or not path.suffix:
+        path.mkdir(parents=True, exist_ok=True)
+        write_invalid(path / "invalid.csv", pd.concat([s.invalid for s in sections.values()],
+                                                      ignore_index=True))
+        path = path / "validation_report.yaml"
     if passed is None:
         passed = all(s.passed for s in sections.values())
     failures = [f"{name}: {c.details}" for name, s in sections.items() for c in s.failures]
@@ -486,7 +500,6 @@ def write_report(path: str | os.PathLike, sections: dict[str, FrameValidation] |
     }
     doc.update(_plain(extra or {}))
     doc["sections"] = {name: s.summary() for name, s in sections.items()}
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120), encoding="utf-8")
@@ -577,7 +590,7 @@ def validate(cfg: PipelineConfig, run: RunContext, ingest: IngestRecord, *,
         "limits": vcfg.model_dump(),
         "splits": {k: {"rows_valid": int(len(v))} for k, v in clean.items()},
     }
-    write_report(report_path, sections, passed=passed, extra=extra)
+    write_report(sections, report_path, passed=passed, extra=extra)
     if not passed:
         problems = "; ".join(filter(None, (data.failure_message("train+test"),
                                           batch.failure_message("new batch"))))

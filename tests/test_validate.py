@@ -369,3 +369,20 @@ def test_unlabelled_frame_allowed_when_target_not_required(cfg):
     assert not validate_frame(frame, schema, cfg.validation).passed
     result = validate_frame(frame, schema, cfg.validation, require_target=False)
     assert result.passed and "Result" not in result.clean.columns
+
+
+def test_write_report_into_a_directory_for_the_cli(tmp_path, cfg):
+    from netsec_tasks.validate import write_report
+
+    schema = load_schema(cfg.schema_path)
+    frame = make_sample(80, seed=13).astype(object)
+    frame.loc[2, "SFH"] = "zzz"
+    result = validate_frame(frame, schema, cfg.validation, source="upload.csv")
+    report_path = write_report(result, tmp_path / "out")
+    assert report_path == tmp_path / "out" / "validation_report.yaml"
+    report = yaml.safe_load(report_path.read_text())
+    assert report["passed"] is True
+    assert {c["name"] for c in report["sections"]["data"]["checks"]} >= ALL_CHECKS
+    invalid = pd.read_csv(tmp_path / "out" / "invalid.csv")
+    assert invalid[["row", "column"]].values.tolist() == [[2, "SFH"]]
+    assert result.check("uncoercible_values").get("status") == "warn"
