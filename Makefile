@@ -10,9 +10,11 @@ setup:
 setup-test:
 	scripts/setup.sh --test
 
-## The main job on the embedded defaults: the Airflow DAG end to end on the synthetic sample.
+## The main job on the embedded defaults: the Airflow DAG end to end on the synthetic sample
+## (SQLite Airflow + MLflow, file:// storage, all under .netsec/). Params: make run CONF='{"force_retrain": true}'
+CONF ?= {}
 run: setup
-	$(BIN)/netsec run
+	$(BIN)/python scripts/airflow_local.py -c '$(CONF)'
 
 ## The same steps in process, without Airflow.
 run-quick: setup

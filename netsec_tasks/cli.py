@@ -93,7 +93,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
           f"{result.rows_invalid} quarantined; report: {report}")
     for check in result.checks:
         if check.get("status") != "pass":
-            print(f"  [{check.get('status')}] {check.get('name')}: {check.get('detail', '')}")
+            print(f"  [{check.get('status')}] {check.get('name')}: {check.get('details', '')}")
     return 0 if result.passed else 1
 
 
