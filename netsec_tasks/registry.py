@@ -1,16 +1,481 @@
-"""Step 6, registry: register the winner, promote it only when it beats Production."""
+"""Step 6, registry: register the winner, promote it only when it beats Production.
+
+The Production model is the version holding alias ``cfg.registry.alias`` *and* stage "Production"
+(stages are deprecated since MLflow 2.9 but still work in 3.x; they are kept so clients that read
+``models:/<name>/Production`` keep working). A version is looked up by alias first and by stage
+only as a fallback, so the alias is the source of truth.
+
+Promotion compares both models on the *same* validated test split with the *same* metric code,
+so a score change means a model change, not a different evaluation. Both decisions (promoted or
+rejected) are recorded as tags on the model version and on the pipeline's parent MLflow run.
+
+Registration is idempotent and never half-written: a version is keyed by the pipeline run id and
+the logged model URI; a retry reuses it, and a version whose set-up fails is deleted again.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
 from netsec_tasks.config import PipelineConfig
+from netsec_tasks.errors import DataError, NetsecError, RegistryError, SourceUnavailable
 from netsec_tasks.records import RegisterRecord, RunContext, TrainRecord, ValidationRecord
+from netsec_tasks.schema import DatasetSchema, load_schema
+
+log = logging.getLogger(__name__)
+
+PRODUCTION_STAGE = "Production"
+TAG = "netsec."
+# Metrics that need a threat probability rather than a hard 0/1 prediction.
+_PROBA_METRICS = {"roc_auc", "average_precision", "pr_auc"}
+
+
+@dataclass(frozen=True)
+class ProductionModel:
+    """The current Production version and what serving/drift need to know about it."""
+
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    stage: str | None = None
+
+    @property
+    def model_uri(self) -> str:
+        """A URI pinned to this version (an alias may move between lookup and load)."""
+        return f"models:/{self.name}/{self.version}"
+
+    @property
+    def reference_uri(self) -> str | None:
+        return self.tags.get(TAG + "reference_uri")
+
+
+# --------------------------------------------------------------------------- MLflow access
+
+
+def mlflow_client(cfg: PipelineConfig):
+    """An MlflowClient for the configured store; also points the fluent API (load_model,
+    download_artifacts with ``models:/`` URIs) at the same tracking and registry URI."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = cfg.registry.tracking_uri
+    if uri.startswith("sqlite:///"):  # the embedded default: the store lives in the work dir
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """True when the error means the tracking store could not be reached (not a refusal)."""
+    text = str(exc)
+    if "API request to" in text and "failed with" in text:
+        return True  # MLflow's REST client after its own retries (connection refused, DNS, timeout)
+    name = type(exc).__name__
+    return name == "OperationalError" and "unable to open database" in text
+
+
+@contextlib.contextmanager
+def mlflow_errors(cfg: PipelineConfig, action: str) -> Iterator[None]:
+    """Turn an unreachable tracking store into SourceUnavailable naming the URI."""
+    try:
+        yield
+    except NetsecError:
+        raise
+    except Exception as exc:
+        if _is_unreachable(exc):
+            raise SourceUnavailable(
+                f"MLflow tracking store {cfg.registry.tracking_uri} is unreachable while trying to "
+                f"{action}: {_first_line(exc)}. Check registry.tracking_uri / MLFLOW_TRACKING_URI "
+                "and that the MLflow server (or the SQLite file's directory) is up."
+            ) from exc
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _error_code(exc: BaseException) -> str | None:
+    return getattr(exc, "error_code", None)
+
+
+# --------------------------------------------------------------------------- Production lookup
+
+
+def _production_version(client, cfg: PipelineConfig):
+    """The ModelVersion holding the alias, else the newest one in stage Production, else None."""
+    from mlflow.exceptions import MlflowException
+
+    name = cfg.registry.model_name
+    try:
+        registered = client.get_registered_model(name)
+    except MlflowException as exc:
+        if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    version = registered.aliases.get(cfg.registry.alias)
+    if version is not None:
+        return client.get_model_version(name, str(version))
+    in_stage = [mv for mv in _all_versions(client, name) if mv.current_stage == PRODUCTION_STAGE]
+    return max(in_stage, key=lambda mv: int(mv.version)) if in_stage else None
+
+
+def _all_versions(client, name: str, extra_filter: str = "") -> list:
+    flt = f"name = '{_quote(name)}'" + (f" and {extra_filter}" if extra_filter else "")
+    out, token = [], None
+    while True:
+        page = client.search_model_versions(flt, max_results=200, page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "\\'")
+
+
+def get_production(cfg: PipelineConfig) -> ProductionModel | None:
+    """The current Production model (alias, falling back to stage), or None when there is none."""
+    with mlflow_errors(cfg, f"look up the Production version of {cfg.registry.model_name!r}"):
+        client = mlflow_client(cfg)
+        mv = _production_version(client, cfg)
+        if mv is None:
+            return None
+        metrics: dict[str, float] = {}
+        if mv.run_id:
+            try:
+                metrics = dict(client.get_run(mv.run_id).data.metrics)
+            except Exception as exc:  # a deleted source run must not hide the Production model
+                log.warning("source run %s of %s v%s unreadable: %s", mv.run_id, mv.name,
+                            mv.version, _first_line(exc))
+        return ProductionModel(
+            name=mv.name, version=str(mv.version), run_id=mv.run_id, source=mv.source,
+            tags=dict(mv.tags or {}), metrics=metrics, aliases=tuple(mv.aliases or ()),
+            stage=mv.current_stage)
 
 
 def production_reference_uri(cfg: PipelineConfig) -> str | None:
     """URI of the training data of the current Production model; None when there is none."""
-    raise NotImplementedError
+    prod = get_production(cfg)
+    return prod.reference_uri if prod else None
+
+
+def load_production_model(cfg: PipelineConfig) -> tuple[Any, str]:
+    """(sklearn Pipeline, version) of the Production model.
+
+    The version is resolved first (alias, then stage) and the model loaded by that exact version,
+    so the returned version is always the one that was loaded even if the alias moves meanwhile.
+    Raises RegistryError when there is no Production model.
+    """
+    prod = get_production(cfg)
+    if prod is None:
+        raise RegistryError(
+            f"no Production model: registered model {cfg.registry.model_name!r} has no alias "
+            f"{cfg.registry.alias!r} and no version in stage {PRODUCTION_STAGE!r} at "
+            f"{cfg.registry.tracking_uri}; run the training pipeline first")
+    return _load_version(cfg, prod.name, prod.version), prod.version
+
+
+def _load_version(cfg: PipelineConfig, name: str, version: str) -> Any:
+    """Load one version with the sklearn flavour. skops trusted types are read from the MLmodel
+    flavour conf (MLflow records ``skops_trusted_types`` at log time), so no argument is needed."""
+    import mlflow.sklearn
+
+    with mlflow_errors(cfg, f"load model {name} v{version}"):
+        mlflow_client(cfg)
+        try:
+            return mlflow.sklearn.load_model(f"models:/{name}/{version}")
+        except NetsecError:
+            raise
+        except Exception as exc:
+            if _is_unreachable(exc):
+                raise
+            raise RegistryError(
+                f"model {name} v{version} cannot be loaded: {_first_line(exc)}") from exc
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def check_test_columns(frame, schema: DatasetSchema, source: str) -> None:
+    missing = [c for c in schema.features + [schema.target.column] if c not in frame.columns]
+    if missing:
+        raise DataError("columns missing from the test split: " + ", ".join(missing)
+                        + " (it must hold the schema's features and target)",
+                        source=source, columns=missing)
+
+
+def score_model(model: Any, frame, schema: DatasetSchema, metric: str, source: str = "test split") -> float:
+    """``metric`` of the threat class (y = label == positive -> 1) for a 0/1 model on ``frame``."""
+    import numpy as np
+    from sklearn import metrics as skm
+
+    check_test_columns(frame, schema, source)
+    X = frame[schema.features]
+    y = np.asarray(schema.is_threat(frame[schema.target.column]), dtype=int)
+    if metric in _PROBA_METRICS:
+        proba = model.predict_proba(X)[:, 1]
+        if metric == "roc_auc":
+            return float(skm.roc_auc_score(y, proba))
+        return float(skm.average_precision_score(y, proba))
+    pred = np.asarray(model.predict(X)).astype(int)
+    if metric == "accuracy":
+        return float(skm.accuracy_score(y, pred))
+    fn = {"f1": skm.f1_score, "precision": skm.precision_score, "recall": skm.recall_score}.get(metric)
+    if fn is None:
+        raise RegistryError(f"unknown promotion metric {metric!r}; expected f1, precision, recall, "
+                            "roc_auc, average_precision or accuracy (training.metric)")
+    return float(fn(y, pred, pos_label=1, zero_division=0))
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def _version_tags(cfg: PipelineConfig, run: RunContext, train: TrainRecord,
+                  validation: ValidationRecord, schema: DatasetSchema) -> dict[str, str]:
+    return {
+        TAG + "pipeline_run_id": run.run_id,
+        TAG + "model_uri": train.model_uri,
+        TAG + "dataset_digest": validation.dataset_digest,
+        TAG + "reference_uri": f"runs:/{train.mlflow_run_id}/data/train.parquet",
+        TAG + "features": json.dumps(schema.features),
+        TAG + "target": schema.target.column,
+        TAG + "positive_label": json.dumps(schema.target.positive),
+        TAG + "negative_label": json.dumps(schema.negative_label),
+        TAG + "metric": train.metric,
+        TAG + "test_score": repr(_test_score(train)),
+        TAG + "winner": train.winner,
+    }
+
+
+def _test_score(train: TrainRecord) -> float:
+    """The training step's test score for the selection metric (its key for
+    average_precision is pr_auc); nan when it did not report it."""
+    key = {"average_precision": "pr_auc"}.get(train.metric, train.metric)
+    return float(train.test_metrics.get(key, train.test_metrics.get(train.metric, float("nan"))))
+
+
+def _ensure_registered_model(client, cfg: PipelineConfig, schema: DatasetSchema) -> None:
+    from mlflow.exceptions import MlflowException
+
+    name = cfg.registry.model_name
+    try:
+        client.get_registered_model(name)
+        return
+    except MlflowException as exc:
+        if _error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
+            raise
+    description = (
+        f"netsec threat classifier for the '{schema.name}' data set: one sklearn Pipeline "
+        f"(preprocess + model) over the schema's {len(schema.features)} feature columns; "
+        f"predict() returns 1 for threat (label {schema.target.column} == {schema.target.positive!r}), "
+        f"predict_proba[:, 1] is the threat probability. Alias '{cfg.registry.alias}' and stage "
+        f"'{PRODUCTION_STAGE}' mark the serving model; versions are promoted only when they beat it.")
+    try:
+        client.create_registered_model(name, tags={TAG + "dataset": schema.name}, description=description)
+    except MlflowException as exc:  # created concurrently by another run: fine
+        if _error_code(exc) not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+
+
+def _find_version(client, cfg: PipelineConfig, run: RunContext, train: TrainRecord):
+    """The version a previous attempt of this pipeline run registered for this model, if any."""
+    found = _all_versions(client, cfg.registry.model_name,
+                          f"tags.`{TAG}pipeline_run_id` = '{_quote(run.run_id)}'")
+    same = [mv for mv in found if (mv.tags or {}).get(TAG + "model_uri") == train.model_uri]
+    return max(same, key=lambda mv: int(mv.version)) if same else None
+
+
+def _create_version(client, cfg: PipelineConfig, train: TrainRecord, tags: dict[str, str]):
+    """A new version of the logged model; all tags go in with the creation, atomically."""
+    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
+    from mlflow.store.artifact.utils.models import _parse_model_id_if_present
+
+    source, run_id, model_id = train.model_uri, train.mlflow_run_id, None
+    if RunsArtifactRepository.is_runs_uri(train.model_uri):
+        import mlflow
+
+        # runs:/<id>/model: MLflow 3 resolves it to the logged model (models:/m-...) itself.
+        return mlflow.register_model(train.model_uri, cfg.registry.model_name, tags=tags)
+    model_id = _parse_model_id_if_present(train.model_uri)
+    if model_id:
+        run_id = client.get_logged_model(model_id).source_run_id or run_id
+    return client.create_model_version(cfg.registry.model_name, source, run_id=run_id, tags=tags,
+                                       model_id=model_id)
+
+
+def _describe(run: RunContext, train: TrainRecord, validation: ValidationRecord) -> str:
+    score = _test_score(train)
+    return (f"{train.winner} from pipeline run {run.run_id}: test {train.metric} {score:.4f} on "
+            f"{train.test_rows} rows (CV {train.cv_score:.4f}), trained on {train.train_rows} rows, "
+            f"data digest {validation.dataset_digest[:12]}.")
+
+
+def _delete_quietly(client, name: str, version: str) -> None:
+    try:
+        client.delete_model_version(name, version)
+    except Exception as exc:  # the original error matters more; say that cleanup failed too
+        log.error("could not delete half-registered %s v%s: %s", name, version, _first_line(exc))
+
+
+def _register_version(client, cfg: PipelineConfig, run: RunContext, train: TrainRecord,
+                      validation: ValidationRecord, schema: DatasetSchema, frame) -> tuple[Any, float]:
+    """Register (or reuse) the version and score it as loaded *from the registry*.
+
+    Loading through ``models:/<name>/<version>`` proves the registered version is servable; when
+    any step after creation fails, the new version is deleted so no partial model stays.
+    """
+    name = cfg.registry.model_name
+    mv = _find_version(client, cfg, run, train)
+    created = mv is None
+    if created:
+        mv = _create_version(client, cfg, train, _version_tags(cfg, run, train, validation, schema))
+        log.info("registered %s v%s from %s", name, mv.version, train.model_uri)
+    else:
+        log.info("reusing %s v%s registered by an earlier attempt of %s", name, mv.version, run.run_id)
+    version = str(mv.version)
+    try:
+        client.update_model_version(name, version, description=_describe(run, train, validation))
+        model = _load_version(cfg, name, version)
+        new_score = score_model(model, frame, schema, train.metric, source=validation.test_uri)
+    except Exception as exc:
+        if created:
+            _delete_quietly(client, name, version)
+        if isinstance(exc, NetsecError) and not isinstance(exc, RegistryError):
+            raise
+        raise RegistryError(
+            f"registering {train.model_uri} as {name} failed ({_first_line(exc)}); "
+            f"{'version ' + version + ' was removed again' if created else 'kept version ' + version}"
+        ) from exc
+    return mv, new_score
+
+
+# --------------------------------------------------------------------------- promotion
+
+
+def _decide(cfg: PipelineConfig, metric: str, new_score: float, prod_version: str | None,
+            prod_score: float | None) -> tuple[bool, str]:
+    """(promote?, one-line reason). A rejection names every rule the new model failed."""
+    reg = cfg.registry
+    failed, passed = [], []
+    floor = f"min_score {reg.min_score:.4f}"
+    (failed if new_score < reg.min_score else passed).append(
+        f"new {metric} {new_score:.4f} {'<' if new_score < reg.min_score else '>='} {floor}")
+    if prod_version is None:
+        passed.insert(0, "no Production model")
+    elif prod_score is None:
+        passed.insert(0, f"Production v{prod_version} could not be loaded or scored on this test "
+                         "split (see the task log)")
+    else:
+        bar = prod_score + reg.promotion_margin
+        beats = new_score >= bar
+        (passed if beats else failed).insert(0, (
+            f"new {metric} {new_score:.4f} {'>=' if beats else '<'} Production v{prod_version} "
+            f"{prod_score:.4f} + margin {reg.promotion_margin:.4f}"))
+    return (False, "; ".join(failed)) if failed else (True, "; ".join(passed))
+
+
+def _production_score(cfg: PipelineConfig, prod, frame, schema: DatasetSchema, metric: str,
+                      source: str) -> float | None:
+    """The Production model's score on the same split; None when it cannot be scored on it.
+
+    An unreachable store raises (transient: the task retries). A Production model that cannot be
+    loaded (artifacts gone, corrupt) or cannot predict on this split's features is unusable for
+    this data, so it must not block its replacement: it loses the comparison.
+    """
+    try:
+        model = _load_version(cfg, prod.name, str(prod.version))
+        return score_model(model, frame, schema, metric, source=source)
+    except (RegistryError, ValueError, KeyError, TypeError) as exc:
+        log.warning("Production v%s cannot be scored on %s: %s", prod.version, source,
+                    _first_line(exc))
+        return None
+
+
+def _promote(client, cfg: PipelineConfig, version: str) -> None:
+    """Alias first (what netsec reads), then the deprecated stage for stage-reading clients."""
+    name = cfg.registry.model_name
+    client.set_registered_model_alias(name, cfg.registry.alias, version)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # stages are deprecated, and used here on purpose
+        client.transition_model_version_stage(name, version, PRODUCTION_STAGE,
+                                              archive_existing_versions=True)
+
+
+def _record_decision(client, cfg: PipelineConfig, train: TrainRecord, version: str,
+                     tags: dict[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    for key, value in tags.items():
+        client.set_model_version_tag(cfg.registry.model_name, version, key, value)
+    client.log_batch(train.mlflow_run_id, tags=[RunTag(k, v) for k, v in tags.items()]
+                     + [RunTag(TAG + "model_version", version)])
 
 
 def register(cfg: PipelineConfig, run: RunContext, train: TrainRecord,
              validation: ValidationRecord) -> RegisterRecord:
-    raise NotImplementedError
+    """Register the winner and promote it only when it beats Production on the same test split."""
+    from netsec_tasks.tabular import read_table
+
+    if not train.mlflow_run_id:
+        raise RegistryError(
+            f"nothing to register: the training record has no MLflow run (model {train.model_uri} "
+            "was trained with tracking off); run training with MLflow tracking")
+    schema = load_schema(cfg.schema_path)
+    frame = read_table(validation.test_uri)
+    check_test_columns(frame, schema, validation.test_uri)  # before anything is registered
+    name = cfg.registry.model_name
+    with mlflow_errors(cfg, f"register {train.model_uri} as {name!r}"):
+        client = mlflow_client(cfg)
+        _ensure_registered_model(client, cfg, schema)
+        mv, new_score = _register_version(client, cfg, run, train, validation, schema, frame)
+        version = str(mv.version)
+        prod = _production_version(client, cfg)
+        if prod is not None and str(prod.version) == version:
+            # An earlier attempt already promoted it; finish the stage move in case it crashed.
+            previous = (mv.tags or {}).get(TAG + "previous_production_version") or None
+            prev_score = (mv.tags or {}).get(TAG + "production_score")
+            production_score = float(prev_score) if prev_score not in (None, "", "None") else None
+            promoted, reason = True, (mv.tags or {}).get(TAG + "promotion_reason") or "already Production"
+        else:
+            previous = str(prod.version) if prod is not None else None
+            production_score = (_production_score(cfg, prod, frame, schema, train.metric,
+                                                  validation.test_uri) if prod is not None else None)
+            promoted, reason = _decide(cfg, train.metric, new_score, previous, production_score)
+        decision = {
+            TAG + "promotion": "promoted" if promoted else "rejected",
+            TAG + "promotion_reason": reason,
+            TAG + "production_score": repr(production_score),
+            TAG + "new_score": repr(new_score),
+            TAG + "previous_production_version": previous or "",
+        }
+        try:
+            _record_decision(client, cfg, train, version, decision)
+            if promoted:
+                _promote(client, cfg, version)
+        except Exception as exc:
+            if _is_unreachable(exc):
+                raise
+            raise RegistryError(f"{name} v{version} is registered but recording the promotion "
+                                f"decision failed: {_first_line(exc)}; retry the task") from exc
+        log.info("%s v%s %s: %s", name, version, decision[TAG + "promotion"], reason)
+    record = RegisterRecord(
+        model_name=name, version=version, promoted=promoted,
+        production_version=version if promoted else previous,
+        previous_production_version=previous, new_score=new_score,
+        production_score=production_score, reason=reason)
+    record.write(run.step_dir("register") / "register.json")
+    return record

@@ -1,0 +1,345 @@
+"""Registry step against a real MLflow SQLite store: registration, promotion, idempotence, failures.
+
+Creating a fresh MLflow SQLite store runs every schema migration (~5 s), so one empty store is
+made per session and copied for each test: every test still gets its own, isolated store.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from netsec_tasks.errors import DataError, RegistryError, SourceUnavailable
+from netsec_tasks.records import RunContext, TrainRecord, ValidationRecord
+from netsec_tasks.schema import load_schema
+from netsec_tasks.storage import file_uri_to_path
+
+MODEL = "netsec-test-model"
+
+
+# --------------------------------------------------------------------------- fixtures/helpers
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()  # creates and migrates the schema
+    return path
+
+
+@pytest.fixture()
+def registry_cfg(make_cfg, tmp_path, empty_mlflow_db):
+    """A config whose MLflow store is a fresh copy of the empty template, in tmp_path."""
+    db = tmp_path / "mlflow" / "mlflow.db"
+    db.parent.mkdir()
+    shutil.copyfile(empty_mlflow_db, db)
+
+    def _make(**overrides):
+        base = {"registry.tracking_uri": f"sqlite:///{db}",
+                "registry.artifact_location": str(tmp_path / "mlartifacts"),
+                "registry.model_name": MODEL,
+                "registry.min_score": 0.5}
+        base.update(overrides)
+        return make_cfg(**base)
+
+    return _make
+
+
+@pytest.fixture()
+def splits(tmp_path):
+    """Synthetic UCI-schema train/test frames and the validated test split on disk."""
+    from netsec_tasks.sample import make_sample
+
+    frame = make_sample(900, seed=11)
+    train, test = frame.iloc[:600].reset_index(drop=True), frame.iloc[600:].reset_index(drop=True)
+    test_uri = tmp_path / "test.parquet"
+    test.to_parquet(test_uri, index=False)
+    return train, test, str(test_uri)
+
+
+def fit_pipeline(cfg, train: pd.DataFrame, depth: int, shuffle_labels: bool = False, seed: int = 0):
+    """The conventional model: Pipeline(preprocess, estimator) on 0/1 is_threat."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.tree import DecisionTreeClassifier
+
+    schema = load_schema(cfg.schema_path)
+    X = train[schema.features]
+    y = np.asarray(schema.is_threat(train[schema.target.column]), dtype=int)
+    if shuffle_labels:  # a model that learned nothing: a clearly worse candidate
+        y = np.random.default_rng(seed).permutation(y)
+    pre = ColumnTransformer([("num", "passthrough", schema.features)])
+    model = Pipeline([("preprocess", pre),
+                      ("model", DecisionTreeClassifier(max_depth=depth, random_state=seed))])
+    return model.fit(X, y)
+
+
+def log_training_run(cfg, run: RunContext, model, train: pd.DataFrame, test: pd.DataFrame) -> TrainRecord:
+    """What the training step leaves behind: a parent run with the model, metrics, train data."""
+    import mlflow
+    from sklearn import metrics as skm
+
+    from netsec_tasks.tracking import configure_mlflow, log_pipeline_model
+
+    schema = load_schema(cfg.schema_path)
+    exp_id = configure_mlflow(cfg)
+    y_test = np.asarray(schema.is_threat(test[schema.target.column]), dtype=int)
+    pred = model.predict(test[schema.features])
+    f1 = float(skm.f1_score(y_test, pred, zero_division=0))
+    with mlflow.start_run(experiment_id=exp_id, run_name=run.run_id,
+                          tags={"netsec.pipeline_run_id": run.run_id}) as parent:
+        mlflow.log_metrics({"test_f1": f1, "cv_score": f1})
+        data = run.step_dir("train") / "train.parquet"
+        train.to_parquet(data, index=False)
+        mlflow.log_artifact(str(data), artifact_path="data")
+        model_uri = log_pipeline_model(model, train[schema.features].head(20), name="model")
+    return TrainRecord(
+        model_uri=model_uri, mlflow_run_id=parent.info.run_id, experiment_id=exp_id,
+        winner="decision_tree", metric="f1", cv_score=f1, test_metrics={"f1": f1},
+        confusion_matrix=[[0, 0], [0, 0]], candidates=[], train_rows=len(train),
+        test_rows=len(test), training_seconds=0.1)
+
+
+def validation_record(test_uri: str, digest: str = "d" * 64) -> ValidationRecord:
+    return ValidationRecord(passed=True, report_uri="report.yaml", train_uri="train.parquet",
+                            test_uri=test_uri, new_batch_uri=test_uri, rows_checked=900,
+                            rows_invalid=0, invalid_share=0.0, train_rows=600, test_rows=300,
+                            dataset_digest=digest)
+
+
+def new_run(cfg, name: str) -> RunContext:
+    return RunContext.create(cfg, run_id=f"test__{name}", trigger="test")
+
+
+def train_and_register(cfg, name, splits, depth, shuffle_labels=False):
+    from netsec_tasks.registry import register
+
+    train, test, test_uri = splits
+    run = new_run(cfg, name)
+    model = fit_pipeline(cfg, train, depth, shuffle_labels=shuffle_labels)
+    rec = log_training_run(cfg, run, model, train, test)
+    return run, rec, register(cfg, run, rec, validation_record(test_uri))
+
+
+def client_for(cfg):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=cfg.registry.tracking_uri, registry_uri=cfg.registry.tracking_uri)
+
+
+def versions(cfg) -> list:
+    return client_for(cfg).search_model_versions(f"name = '{cfg.registry.model_name}'")
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_promotes_first_rejects_worse_promotes_better(registry_cfg, splits):
+    from netsec_tasks.registry import get_production, load_production_model, production_reference_uri
+
+    cfg = registry_cfg()
+    client = client_for(cfg)
+    assert get_production(cfg) is None and production_reference_uri(cfg) is None
+
+    # v1: no Production yet -> promoted (alias and stage), reasons recorded on version and run.
+    run1, tr1, r1 = train_and_register(cfg, "one", splits, depth=1)
+    assert (r1.version, r1.promoted, r1.production_version) == ("1", True, "1")
+    assert r1.previous_production_version is None and r1.production_score is None
+    assert r1.new_score == pytest.approx(tr1.test_metrics["f1"])  # same split, same metric
+    mv1 = client.get_model_version(MODEL, "1")
+    assert mv1.current_stage == "Production" and "production" in mv1.aliases
+    schema = load_schema(cfg.schema_path)
+    assert mv1.tags["netsec.pipeline_run_id"] == run1.run_id
+    assert mv1.tags["netsec.reference_uri"] == f"runs:/{tr1.mlflow_run_id}/data/train.parquet"
+    assert json.loads(mv1.tags["netsec.features"]) == schema.features
+    assert mv1.tags["netsec.target"] == "Result"
+    assert json.loads(mv1.tags["netsec.positive_label"]) == -1
+    assert json.loads(mv1.tags["netsec.negative_label"]) == 1
+    assert mv1.tags["netsec.metric"] == "f1"
+    assert float(mv1.tags["netsec.test_score"]) == pytest.approx(tr1.test_metrics["f1"])
+    assert mv1.tags["netsec.promotion"] == "promoted" and mv1.description
+    assert client.get_registered_model(MODEL).description
+    run_tags = client.get_run(tr1.mlflow_run_id).data.tags
+    assert run_tags["netsec.promotion"] == "promoted" and run_tags["netsec.model_version"] == "1"
+
+    # v2: a model trained on shuffled labels -> registered, not promoted, Production unchanged.
+    _, tr2, r2 = train_and_register(cfg, "two", splits, depth=1, shuffle_labels=True)
+    assert r2.new_score < r1.new_score, "precondition: v2 must be worse than v1"
+    assert (r2.version, r2.promoted, r2.production_version) == ("2", False, "1")
+    assert r2.production_score == pytest.approx(r1.new_score)
+    assert str(client.get_registered_model(MODEL).aliases["production"]) == "1"
+    mv2 = client.get_model_version(MODEL, "2")
+    assert mv2.current_stage == "None" and not mv2.aliases
+    run2_tags = client.get_run(tr2.mlflow_run_id).data.tags
+    for tags in (mv2.tags, run2_tags):
+        assert tags["netsec.promotion"] == "rejected"
+        assert "Production v1" in tags["netsec.promotion_reason"]
+        assert float(tags["netsec.production_score"]) == pytest.approx(r1.new_score)
+        assert float(tags["netsec.new_score"]) == pytest.approx(r2.new_score)
+
+    # v3: a depth-2 tree beats the v1 stump -> promoted, v1 archived.
+    _, tr3, r3 = train_and_register(cfg, "three", splits, depth=2)
+    assert r3.new_score >= r1.new_score, "precondition: v3 must not be worse than v1"
+    assert (r3.version, r3.promoted, r3.previous_production_version) == ("3", True, "1")
+    assert client.get_model_version(MODEL, "1").current_stage == "Archived"
+    assert client.get_model_version(MODEL, "3").current_stage == "Production"
+    assert str(client.get_registered_model(MODEL).aliases["production"]) == "3"
+
+    prod = get_production(cfg)
+    assert (prod.version, prod.run_id) == ("3", tr3.mlflow_run_id)
+    assert prod.metrics["test_f1"] == pytest.approx(tr3.test_metrics["f1"])
+    assert production_reference_uri(cfg) == f"runs:/{tr3.mlflow_run_id}/data/train.parquet"
+
+    # skops trusted types come from the MLmodel file: load_model needs no extra argument.
+    model, version = load_production_model(cfg)
+    train, test, _ = splits
+    assert version == "3" and type(model).__name__ == "Pipeline"
+    assert set(np.unique(model.predict(test[schema.features]))) <= {0, 1}
+
+
+def test_reference_uri_is_loadable(registry_cfg, splits):
+    import mlflow.artifacts
+
+    from netsec_tasks.registry import production_reference_uri
+
+    cfg = registry_cfg()
+    train_and_register(cfg, "ref", splits, depth=3)
+    uri = production_reference_uri(cfg)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=cfg.registry.tracking_uri)
+    assert pd.read_parquet(local).equals(splits[0])
+
+
+def test_min_score_floor_blocks_promotion(registry_cfg, splits):
+    from netsec_tasks.registry import get_production
+
+    cfg = registry_cfg(**{"registry.min_score": 1.0})
+    _, _, rec = train_and_register(cfg, "floor", splits, depth=1)
+    assert rec.new_score < 1.0, "precondition: a depth-1 tree is not perfect"
+    assert rec.version == "1" and not rec.promoted and rec.production_version is None
+    assert "min_score" in rec.reason
+    assert get_production(cfg) is None
+    assert client_for(cfg).get_model_version(MODEL, "1").tags["netsec.promotion"] == "rejected"
+
+
+def test_margin_requires_a_real_improvement(registry_cfg, splits):
+    cfg = registry_cfg(**{"registry.promotion_margin": 0.5})
+    _, _, first = train_and_register(cfg, "m1", splits, depth=2)
+    _, _, second = train_and_register(cfg, "m2", splits, depth=6)
+    assert first.promoted and second.new_score < first.new_score + 0.5
+    assert not second.promoted and "margin 0.5000" in second.reason
+    assert second.production_version == "1"
+
+
+def test_retry_reuses_the_version_and_finishes_promotion(registry_cfg, splits):
+    from netsec_tasks.registry import register
+
+    cfg = registry_cfg()
+    run, tr, first = train_and_register(cfg, "retry", splits, depth=3)
+    client = client_for(cfg)
+    # Simulate a crash between setting the alias and moving the stage.
+    client.transition_model_version_stage(MODEL, first.version, "None")
+    again = register(cfg, run, tr, validation_record(splits[2]))
+    assert again.version == first.version and again.promoted
+    assert [str(mv.version) for mv in versions(cfg)] == [first.version]
+    assert client.get_model_version(MODEL, first.version).current_stage == "Production"
+    assert again.new_score == pytest.approx(first.new_score)
+
+    # Clients without the alias still find Production by its stage.
+    from netsec_tasks.registry import get_production, load_production_model
+
+    client.delete_registered_model_alias(MODEL, "production")
+    assert get_production(cfg).version == first.version
+    assert load_production_model(cfg)[1] == first.version
+
+
+def test_runs_uri_of_the_model_registers_too(registry_cfg, splits):
+    from netsec_tasks.registry import load_production_model, register
+
+    cfg = registry_cfg()
+    train, test, test_uri = splits
+    run = new_run(cfg, "runs-uri")
+    rec = log_training_run(cfg, run, fit_pipeline(cfg, train, 2), train, test)
+    rec = rec.model_copy(update={"model_uri": f"runs:/{rec.mlflow_run_id}/model"})
+    out = register(cfg, run, rec, validation_record(test_uri))
+    assert out.version == "1" and out.promoted
+    mv = client_for(cfg).get_model_version(MODEL, "1")
+    assert mv.run_id == rec.mlflow_run_id and mv.tags["netsec.model_uri"] == rec.model_uri
+    assert load_production_model(cfg)[1] == "1"
+    assert register(cfg, run, rec, validation_record(test_uri)).version == "1"  # retry: reused
+
+
+def test_broken_production_model_does_not_block_its_replacement(registry_cfg, splits):
+    cfg = registry_cfg()
+    _, tr1, first = train_and_register(cfg, "good-then-broken", splits, depth=2)
+    location = client_for(cfg).get_logged_model(tr1.model_uri.split("/")[-1]).artifact_location
+    (file_uri_to_path(location) / "model.skops").write_bytes(b"corrupted after promotion")
+    _, _, second = train_and_register(cfg, "replacement", splits, depth=1)
+    assert second.promoted and second.production_score is None
+    assert "could not be loaded" in second.reason and second.previous_production_version == "1"
+
+
+def test_failure_mid_registration_leaves_no_version(registry_cfg, splits):
+    from netsec_tasks.registry import register
+
+    cfg = registry_cfg()
+    train, test, test_uri = splits
+    run = new_run(cfg, "broken")
+    rec = log_training_run(cfg, run, fit_pipeline(cfg, train, 2), train, test)
+    # Corrupt the logged model file: the version is created, then fails to load from the registry.
+    location = client_for(cfg).get_logged_model(rec.model_uri.split("/")[-1]).artifact_location
+    artifacts = file_uri_to_path(location)
+    (artifacts / "model.skops").write_bytes(b"not a skops file")
+    with pytest.raises(RegistryError, match="removed again") as err:
+        register(cfg, run, rec, validation_record(test_uri))
+    assert rec.model_uri in str(err.value)
+    assert versions(cfg) == []
+    from netsec_tasks.registry import get_production
+    assert get_production(cfg) is None
+
+
+def test_test_split_without_schema_columns_registers_nothing(registry_cfg, splits, tmp_path):
+    from netsec_tasks.registry import register
+
+    cfg = registry_cfg()
+    train, test, _ = splits
+    run = new_run(cfg, "cols")
+    rec = log_training_run(cfg, run, fit_pipeline(cfg, train, 2), train, test)
+    bad = tmp_path / "bad.parquet"
+    test.drop(columns=["SFH"]).to_parquet(bad)
+    with pytest.raises(DataError, match="SFH"):
+        register(cfg, run, rec, validation_record(str(bad)))
+    assert versions(cfg) == []
+
+
+def test_unreachable_tracking_server_names_the_uri(make_cfg, monkeypatch):
+    from conftest import free_port
+
+    from netsec_tasks.registry import get_production, load_production_model
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    uri = f"http://127.0.0.1:{free_port()}"
+    cfg = make_cfg(**{"registry.tracking_uri": uri})
+    for call in (get_production, load_production_model):
+        with pytest.raises(SourceUnavailable, match=uri.replace(".", r"\.")):
+            call(cfg)
+
+
+def test_untracked_training_record_is_refused(registry_cfg, splits):
+    from netsec_tasks.registry import register
+
+    cfg = registry_cfg()
+    run = new_run(cfg, "untracked")
+    rec = TrainRecord(model_uri="file:///tmp/model.skops", mlflow_run_id="", experiment_id="",
+                      winner="decision_tree", metric="f1", cv_score=0.9, test_metrics={"f1": 0.9},
+                      confusion_matrix=[[0, 0], [0, 0]], candidates=[], train_rows=1, test_rows=1,
+                      training_seconds=0.0)
+    with pytest.raises(RegistryError, match="tracking off"):
+        register(cfg, run, rec, validation_record(splits[2]))
