@@ -125,11 +125,13 @@ def frame_to_input(frame, model: LoadedModel, max_rows: int, *, passthrough: tup
     got = set(frame.columns)
     wanted = set(model.features)
     allowed = wanted | set(passthrough)
+    for col in got - allowed:
+        # pandas renames a repeated header "port" to "port.1": report the repetition.
+        base, dot, suffix = str(col).rpartition(".")
+        if dot and suffix.isdigit() and base in got:
+            raise InputError(f"CSV header: column '{base}' appears more than once", column=base)
     if not wanted <= got or not got <= allowed:
         _raise_column_mismatch(got - set(passthrough), wanted, model.features, "CSV header", row=None)
-    if len(frame.columns) != len(got):
-        dup = next(c for c in frame.columns if list(frame.columns).count(c) > 1)
-        raise InputError(f"CSV header: column '{dup}' appears more than once", column=dup)
     features = frame[list(model.features)]
     checked = validate_frame_types(features, model, where=lambda r: f"line {r + 2}", row_offset=2)
     if model.numeric_only:
