@@ -128,7 +128,7 @@ class RegistryConfig(_Section):
     experiment: str = "netsec"
     model_name: str = "netsec-phishing"
     alias: str = "production"
-    # Promote when new_score >= production_score + margin and new_score >= min_score.
+    # Promote when new_score > production_score + margin (strictly beats) and new_score >= min_score.
     promotion_margin: float = Field(0.0, ge=-1, le=1)
     min_score: float = Field(0.8, ge=0, le=1)
 

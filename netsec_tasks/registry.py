@@ -380,10 +380,12 @@ def _decide(cfg: PipelineConfig, metric: str, new_score: float, prod_version: st
         passed.insert(0, f"Production v{prod_version} could not be loaded or scored on this test "
                          "split (see the task log)")
     else:
+        # "Beats" is strict: a retrained model that only ties Production does not replace it
+        # (a tie would churn versions and restart serving for no gain).
         bar = prod_score + reg.promotion_margin
-        beats = new_score >= bar
+        beats = new_score > bar
         (passed if beats else failed).insert(0, (
-            f"new {metric} {new_score:.4f} {'>=' if beats else '<'} Production v{prod_version} "
+            f"new {metric} {new_score:.4f} {'>' if beats else '<='} Production v{prod_version} "
             f"{prod_score:.4f} + margin {reg.promotion_margin:.4f}"))
     return (False, "; ".join(failed)) if failed else (True, "; ".join(passed))
 
