@@ -245,11 +245,15 @@ class DagRunOutcomeListener:
             "conf": dag_run.conf or {},
         }
         try:
-            tis = list(dag_run.task_instances)
+            try:
+                tis = list(dag_run.task_instances)
+            except Exception:  # detached from its session: read them in a session of our own
+                tis = list(dag_run.get_task_instances())
             line["failed_tasks"] = sorted(ti.task_id for ti in tis
                                           if str(getattr(ti.state, "value", ti.state)) == "failed")
             line["task_states"] = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in tis}
-        except Exception:  # detached instance: the states are a bonus, not the record
+        except Exception:  # the states are a bonus, not the record
+            log.warning("netsec listener: no task states for %s", dag_run.run_id, exc_info=True)
             line["failed_tasks"] = None
         outcome = Path(_config().workdir) / "runs" / safe_name(dag_run.run_id) / "outcome.json"
         line["outcome"] = json.loads(outcome.read_text(encoding="utf-8")) if outcome.is_file() else None
