@@ -1,0 +1,110 @@
+"""POST /train: the Airflow 3 REST contract, and clear errors when Airflow is down or refuses."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from serving_helpers import free_port, wait_for_port
+
+
+@pytest.fixture()
+def client(registered, make_client):
+    def _make(**kw):
+        return make_client(registered.tracking_uri, **kw)
+    return _make
+
+
+def test_train_without_airflow_configured_is_503(client):
+    resp = client().post("/train")
+    assert resp.status_code == 503 and "NETSEC_SERVING_AIRFLOW_URL" in resp.json()["detail"]
+
+
+def test_train_with_airflow_unreachable_is_503(client):
+    port = free_port()
+    resp = client(airflow_url=f"http://127.0.0.1:{port}").post("/train", json={"force_retrain": True})
+    assert resp.status_code == 503
+    assert "unreachable" in resp.json()["detail"] and str(port) in resp.json()["detail"]
+
+
+def test_train_bad_bodies(client):
+    c = client(airflow_url="http://127.0.0.1:9")
+    assert c.post("/train", content=b"force", headers={"Content-Type": "text/plain"}).status_code == 415
+    assert c.post("/train", content=b"{bad", headers={"Content-Type": "application/json"}).status_code == 422
+    resp = c.post("/train", json={"force_retrain": "maybe"})
+    assert resp.status_code == 422 and resp.json()["column"] == "force_retrain"
+
+
+class FakeAirflow:
+    """A stand-in for the Airflow 3.3 api-server that parses requests with Airflow's own
+    request models (LoginBody, TriggerDAGRunPostBody), so the client is checked against the
+    real contract without starting Airflow's scheduler, database and DAG processor."""
+
+    def __init__(self, known_dag: str = "netsec_training", password: str = "pw"):
+        from airflow.api_fastapi.auth.managers.simple.datamodels.login import LoginBody
+        from airflow.api_fastapi.core_api.datamodels.dag_run import TriggerDAGRunPostBody
+
+        self.calls: list[dict] = []
+        app = FastAPI()
+
+        @app.post("/auth/token", status_code=201)
+        async def token(request: Request):
+            body = LoginBody.model_validate_json(await request.body())
+            if body.password != password:
+                raise HTTPException(401, "Invalid credentials")
+            return {"access_token": "jwt-for-" + body.username}
+
+        @app.post("/api/v2/dags/{dag_id}/dagRuns")
+        async def trigger(dag_id: str, request: Request, authorization: str = Header("")):
+            if not authorization.startswith("Bearer jwt-for-"):
+                raise HTTPException(401, "Not authenticated")
+            raw = await request.json()
+            body = TriggerDAGRunPostBody.model_validate(raw)  # 'logical_date' is required
+            self.calls.append(raw)
+            if dag_id != known_dag:
+                return JSONResponse({"detail": f"Dag with dag_id: '{dag_id}' not found"}, 404)
+            return {"dag_run_id": "manual__2026-01-01T00:00:00+00:00", "dag_id": dag_id,
+                    "state": "queued", "conf": body.conf, "logical_date": None}
+
+        import uvicorn
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        wait_for_port(self.port)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.mark.airflow
+def test_train_triggers_dag_run(client):
+    pytest.importorskip("airflow")
+    with FakeAirflow() as airflow:
+        c = client(airflow_url=f"http://127.0.0.1:{airflow.port}", airflow_username="admin",
+                   airflow_password="pw")
+        resp = c.post("/train", json={"force_retrain": True, "note": "from test"})
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert body["dag_id"] == "netsec_training" and body["dag_run_id"].startswith("manual__")
+        assert airflow.calls == [{"logical_date": None,
+                                  "conf": {"force_retrain": True, "note": "from test"}}]
+        assert c.post("/train").json()["conf"] == {"force_retrain": False}
+
+        wrong_pw = client(airflow_url=f"http://127.0.0.1:{airflow.port}", airflow_password="nope")
+        resp = wrong_pw.post("/train")
+        assert resp.status_code == 502 and "401" in resp.json()["detail"]
+
+        wrong_dag = client(airflow_url=f"http://127.0.0.1:{airflow.port}", airflow_password="pw",
+                           airflow_dag_id="nope")
+        resp = wrong_dag.post("/train")
+        assert resp.status_code == 502 and "not found" in resp.json()["detail"]
