@@ -1,0 +1,154 @@
+"""The upload page in headless Chromium, driven over the DevTools protocol (websockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from serving_helpers import TARGET, training_frame, wait_ready_http
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
+                  "--window-size=1366,860", "--remote-debugging-port=0"]
+
+
+def _chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium); the UI test needs it")
+    return exe
+
+
+class Cdp:
+    """Minimal Chrome DevTools Protocol client: numbered commands, events ignored."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.next_id = 0
+
+    async def call(self, method: str, **params):
+        self.next_id += 1
+        my_id = self.next_id
+        await self.ws.send(json.dumps({"id": my_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(await asyncio.wait_for(self.ws.recv(), 60))
+            if msg.get("id") == my_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+
+    async def js(self, expression: str):
+        res = await self.call("Runtime.evaluate", expression=expression, returnByValue=True,
+                              awaitPromise=True)
+        if "exceptionDetails" in res:
+            raise RuntimeError(f"JS error in {expression!r}: {res['exceptionDetails']}")
+        return res["result"].get("value")
+
+    async def wait_for(self, expression: str, timeout: float = 60.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = await self.js(expression)
+            if value:
+                return value
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"never true: {expression}")
+
+
+def _devtools_url(proc: subprocess.Popen, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline().decode(errors="replace")
+        seen.append(line)
+        m = re.search(r"DevTools listening on (ws://\S+)", line)
+        if m:
+            return m.group(1)
+        if not line and proc.poll() is not None:
+            break
+    raise RuntimeError("chromium did not start: " + "".join(seen)[-2000:])
+
+
+async def _drive(ws_browser: str, page_url: str, csv_path: Path, shot: Path) -> dict:
+    import websockets
+
+    port = re.search(r":(\d+)/", ws_browser).group(1)
+    targets = httpx.get(f"http://127.0.0.1:{port}/json/list").json()
+    page = next(t for t in targets if t["type"] == "page")
+    async with websockets.connect(page["webSocketDebuggerUrl"], max_size=50_000_000) as ws:
+        cdp = Cdp(ws)
+        await cdp.call("Page.enable")
+        await cdp.call("Page.navigate", url=page_url)
+        await cdp.wait_for("document.readyState === 'complete' && !!document.getElementById('file')")
+        await cdp.wait_for("document.getElementById('model').textContent.startsWith('model ')")
+        root = await cdp.call("DOM.getDocument")
+        node = await cdp.call("DOM.querySelector", nodeId=root["root"]["nodeId"], selector="#file")
+        await cdp.call("DOM.setFileInputFiles", files=[str(csv_path)], nodeId=node["nodeId"])
+        # setFileInputFiles fires 'change', which uploads; submitting covers older builds.
+        try:
+            await cdp.wait_for("document.querySelectorAll('#table tbody tr').length > 0", 10)
+        except TimeoutError:
+            await cdp.js("document.getElementById('upload').requestSubmit()")
+            await cdp.wait_for("document.querySelectorAll('#table tbody tr').length > 0", 60)
+        result = await cdp.js("""(async () => ({
+            rows: document.querySelectorAll('#table tbody tr').length,
+            threats: document.querySelectorAll('#table tbody tr.threat').length,
+            threatBg: getComputedStyle(document.querySelector('#table tbody tr.threat td')).backgroundColor,
+            benignBg: getComputedStyle(document.querySelector('#table tbody tr.benign td')).backgroundColor,
+            header: [...document.querySelectorAll('#table th')].map(th => th.textContent),
+            status: document.getElementById('status').textContent,
+            download: document.getElementById('download').href,
+            csv: await (await fetch(document.getElementById('download').href)).text(),
+            external: [...document.querySelectorAll('script[src],link[href]')]
+                .map(e => e.src || e.href).filter(u => !u.startsWith(location.origin)),
+        }))()""")
+        shot_data = await cdp.call("Page.captureScreenshot", format="png")
+        shot.write_bytes(base64.b64decode(shot_data["data"]))
+        return result
+
+
+def test_upload_page_renders_results(registered, uvicorn_server, tmp_path):
+    exe = _chromium()
+    server = uvicorn_server(registered.tracking_uri)
+    wait_ready_http(server.url)
+    rows = training_frame(40, seed=31)
+    csv_path = tmp_path / "traffic.csv"
+    rows.to_csv(csv_path, index=False)
+    expected = registered.pipeline.predict(rows.drop(columns=[TARGET]))
+
+    profile = tmp_path / "chromium-profile"
+    proc = subprocess.Popen([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    shot = tmp_path / "ui.png"
+    try:
+        result = asyncio.run(_drive(_devtools_url(proc), f"{server.url}/", csv_path, shot))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    assert result["rows"] == 40
+    assert result["threats"] == int(expected.sum()) > 0
+    assert result["threatBg"] != result["benignBg"]  # threats are highlighted
+    assert result["header"][:4] == ["#", "verdict", "P(threat)", "label"]
+    assert "Scored 40 rows" in result["status"]
+    assert result["download"].startswith("blob:")
+    csv_lines = result["csv"].strip().splitlines()
+    assert len(csv_lines) == 41 and csv_lines[0].endswith("label,is_threat,threat_probability,model_version")
+    assert result["external"] == []  # no CDN: every asset comes from the service
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("SERVING_TEST_ARTIFACTS"):
+        dest = Path(os.environ["SERVING_TEST_ARTIFACTS"])
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, dest / "serving-ui.png")
