@@ -31,6 +31,7 @@ DAG_ID = "netsec_training"
 MODEL = "netsec-phishing"
 BUCKET = "netsec-e2e"
 MARK = "NETSEC_E2E_RESULT "
+API_PASSWORD = "e2e-admin-password"
 
 # Runs one DAG run in a fresh interpreter and prints what the test checks as one JSON line.
 RUNNER = r"""
@@ -63,15 +64,40 @@ print("NETSEC_E2E_RESULT " + json.dumps({
 """
 
 
+# The Airflow API server app in process: the plugin's drift route, anonymous and with a token.
+API_CHECK = r"""
+import json, sys
+from fastapi.testclient import TestClient
+from airflow.api_fastapi.app import create_app
+
+path, password = sys.argv[1], sys.argv[2]
+with TestClient(create_app()) as client:
+    anonymous = client.get(path).status_code
+    token = client.post("/auth/token", json={"username": "admin", "password": password}).json()
+    auth = {"Authorization": "Bearer " + token["access_token"]}
+    ok = client.get(path, headers=auth)
+    missing = client.get(path.rsplit("/", 1)[0] + "/no_such_run", headers=auth).status_code
+print("NETSEC_E2E_RESULT " + json.dumps({"anonymous": anonymous, "status": ok.status_code,
+      "type": ok.headers.get("content-type"), "body": ok.text, "missing": missing}))
+"""
+
+
 class Stack:
     """Shared state of the scenario: environment, work dir, services."""
 
     def __init__(self, home: Path, work: Path, env: dict[str, str], mongo_uri: str, s3):
         self.home, self.work, self.env, self.mongo_uri, self.s3 = home, work, env, mongo_uri, s3
+        self.results: list[dict] = []
 
     def run(self, conf: dict | None = None, env: dict[str, str] | None = None) -> dict:
+        result = self.python(RUNNER, str(REPO / "dags"), json.dumps(conf or {}), env=env)
+        self.results.append(result)
+        return result
+
+    def python(self, code: str, *args: str, env: dict[str, str] | None = None) -> dict:
+        """Run ``code`` in a fresh interpreter with the stack's environment; its result line."""
         proc = subprocess.run(
-            [sys.executable, "-c", RUNNER, str(REPO / "dags"), json.dumps(conf or {})],
+            [sys.executable, "-c", code, *args],
             env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=900)
         out = proc.stdout + proc.stderr
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
@@ -157,7 +183,11 @@ def stack(tmp_path_factory, mongo_server, s3_server):
         "NETSEC_DAG__RETRY_DELAY_SECONDS": "1",
         "NETSEC_DAG__MAX_RETRY_DELAY_SECONDS": "2",
         "GIT_PYTHON_REFRESH": "quiet",
+        # Simple auth manager with a known password, for the API-server check of the drift route.
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(root / "passwords.json"),
     })
+    (root / "passwords.json").write_text(json.dumps({"admin": API_PASSWORD}))
     migrate = subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
                              env=env, capture_output=True, text=True, timeout=600)
     assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
@@ -210,6 +240,21 @@ def test_run1_no_production_model_trains_registers_promotes_and_syncs(stack):
     assert (last["run_id"], last["state"], last["outcome"]["outcome"]) == (r["run_id"], "success",
                                                                            "promoted")
     assert last["failed_tasks"] == []
+
+
+def test_drift_report_link_serves_the_report_to_authenticated_users_only(stack):
+    """The "Drift report" link of run 1, through the real API server app and its auth."""
+    from urllib.parse import urlsplit
+
+    assert stack.results, "runs after run 1 of the scenario"
+    run1 = stack.results[0]
+    path = urlsplit(run1["links"]["check_drift:Drift report"]).path
+    r = stack.python(API_CHECK, path, API_PASSWORD)
+    assert r["anonymous"] == 401
+    assert r["status"] == 200 and r["type"].startswith("text/html")
+    html_uri = run1["xcoms"]["check_drift"]["drift"]["html_uri"]
+    assert r["body"] == Path(html_uri.removeprefix("file://")).read_text(encoding="utf-8")
+    assert r["missing"] == 404
 
 
 def test_run2_same_data_no_drift_skips_training(stack):
