@@ -67,7 +67,7 @@ def record_outcome(cfg: PipelineConfig, run: RunContext, *, ingest: IngestRecord
         version = None
     metrics = dict(train.test_metrics) if train is not None else {}
     record = OutcomeRecord(run_id=run.run_id, outcome=outcome, reason=reason,
-                           model_version=version, metrics=metrics)
+                           branch_reason=branch_reason, model_version=version, metrics=metrics)
     commit_watermark(cfg, ingest)
     record.write(run.path / "outcome.json")
     log.info("run %s: %s (%s)", run.run_id, outcome, reason)

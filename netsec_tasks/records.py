@@ -190,5 +190,6 @@ class OutcomeRecord(Record):
     run_id: str
     outcome: str                     # promoted | kept_production | skipped_no_drift | failed
     reason: str
+    branch_reason: str | None = None # why the drift branch retrained or skipped
     model_version: str | None = None
     metrics: dict[str, float] = {}
