@@ -46,7 +46,7 @@ def evaluate_predictions(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndar
 
 
 def evaluate(model: Any, X, y_true: np.ndarray) -> tuple[dict[str, float], list[list[int]], np.ndarray, np.ndarray]:
-    """One pass over the test split: metrics, confusion matrix, predictions, threat scores."""
+    """The one evaluation of the test split: metrics, confusion matrix, predictions, threat scores."""
     scores = threat_scores(model, X)
     y_pred = model.predict(X)
     result = evaluate_predictions(y_true, y_pred, scores)

@@ -11,7 +11,8 @@ from netsec_tasks.records import RunContext, ValidationRecord
 from netsec_tasks.sample import make_sample
 from netsec_tasks.schema import DatasetSchema, load_schema
 from netsec_tasks.tabular import frame_digest, write_parquet
-from netsec_tasks.transform import build_preprocessor, load_preprocessor, load_split, transform
+from netsec_tasks.transform import (build_preprocessor, load_preprocessor, load_split, save_preprocessor,
+                                    transform)
 
 
 def _mixed_schema() -> DatasetSchema:
@@ -33,7 +34,7 @@ def _mixed_frame() -> pd.DataFrame:
     return frame
 
 
-def test_preprocessor_knn_imputes_numbers_and_one_hot_encodes_strings():
+def test_preprocessor_knn_imputes_numbers_and_one_hot_encodes_strings(tmp_path):
     schema = _mixed_schema()
     frame = _mixed_frame()
     pre = build_preprocessor(schema)
@@ -51,6 +52,9 @@ def test_preprocessor_knn_imputes_numbers_and_one_hot_encodes_strings():
     # An unseen category at serving time encodes as all zeros instead of failing.
     unseen = pd.DataFrame({"a": [1.0], "b": [1.0], "proto": pd.array(["icmp"], dtype="str")})
     assert pre.transform(unseen)[0, 2:].tolist() == [0.0, 0.0]
+    # It survives the skops round trip the transform step relies on.
+    loaded = load_preprocessor(save_preprocessor(pre, tmp_path / "pre.skops"))
+    np.testing.assert_array_equal(loaded.transform(frame[schema.features]), out)
 
 
 def _write_splits(tmp_path, train: pd.DataFrame, test: pd.DataFrame) -> ValidationRecord:
