@@ -10,6 +10,8 @@ Prints figures, asserts nothing. On ../shared/data/phishing_websites.csv:
   winner on the test split. Run on the seed's plain random split AND on our duplicate-aware split
   (the honest figure: on a random split ~half the test rows have an exact copy in train).
   ``--tracked`` also times the default path with MLflow tracking into a temp SQLite store.
+- time: wall seconds (what the goal is stated in) and CPU seconds of the process and its joblib
+  workers (the machine is shared; CPU seconds barely move with other people's load).
 - baseline: what the seed repo did: GridSearchCV(cv=3) per model over its grids, then the best
   model picked ON THE TEST SPLIT (optimistic by construction), on train_test_split(test_size=0.2,
   random_state=42). It gets the same cores (GridSearchCV n_jobs) so the time ratio is fair.
@@ -216,15 +218,19 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((f"seed baseline (best on test: {base['winner']})", "random", base))
 
     print()
-    print(f"{'method':<48} {'split':<16} {'train s':>9} {'threat F1':>10} {'time / baseline':>16}")
+    print(f"{'method':<46} {'split':<16} {'train s':>8} {'cpu s':>7} {'threat F1':>10} "
+          f"{'time ratio':>11} {'cpu ratio':>10}")
     for method, split, r in rows:
         ratio = f"{r['seconds'] / base['seconds']:.3f}" if base else "-"
-        print(f"{method:<48} {split:<16} {r['seconds']:9.1f} {r['f1']:10.4f} {ratio:>16}")
+        cpu_ratio = f"{r['cpu'] / base['cpu']:.3f}" if base else "-"
+        print(f"{method:<46} {split:<16} {r['seconds']:8.1f} {r['cpu']:7.1f} {r['f1']:10.4f} "
+              f"{ratio:>11} {cpu_ratio:>10}")
     if base:
-        ok = ours["f1"] >= base["f1"] and ours["seconds"] <= base["seconds"] / 4
+        wall, cpu = ours["seconds"] / base["seconds"], ours["cpu"] / base["cpu"]
+        ok = ours["f1"] >= base["f1"] and wall <= 0.25
         print(f"\ngoal (random split: our F1 >= baseline F1 in <= 1/4 of its time): "
               f"{'MET' if ok else 'NOT MET'} (F1 {ours['f1']:.4f} vs {base['f1']:.4f}; "
-              f"time ratio {ours['seconds'] / base['seconds']:.3f})"
+              f"time ratio {wall:.3f}, cpu ratio {cpu:.3f})"
               + ("  [quick baseline: not the real comparison]" if args.quick else ""))
     return 0
 
