@@ -124,3 +124,16 @@ def test_validate_command_reports_and_exits_nonzero_on_failure(tmp_path):
     invalid = pd.read_csv(tmp_path / "out" / "invalid.csv")
     assert sorted(set(invalid["row"])) == list(range(30))
     assert set(invalid["column"]) == {"URL_Length"}
+
+
+def test_run_on_the_uci_file_promotes_a_model_with_f1_above_097_on_a_random_split(tmp_path, uci_csv):
+    """The issue's bar: default training on the real data, plain random split."""
+    home = tmp_path / "home"
+    res = netsec("--set", "split.duplicate_aware=false", "run", "--source-path", str(uci_csv),
+                 home=home, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout[: res.stdout.rindex("}") + 1])
+    assert summary["registry"]["promoted"] is True
+    assert summary["rows"]["snapshot"] == 11055
+    f1 = summary["model"]["test_metrics"]["f1"]
+    assert f1 >= 0.97, f"threat-class test F1 {f1}"
