@@ -40,6 +40,14 @@ PROGRESS = re.compile(r"\[DAG TEST\] (starting|end)|netsec\.|Marking task as|Tas
                       r"Traceback|Error:", re.IGNORECASE)
 
 
+def _relative(path: Path) -> Path:
+    """``path`` relative to the current directory when it lies below it (shorter to copy)."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,8 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     ui_env = (f"AIRFLOW_HOME={shlex.quote(str(home))} NETSEC_HOME={shlex.quote(env['NETSEC_HOME'])} "
               f"NETSEC_CONFIG={shlex.quote(env['NETSEC_CONFIG'])}")
-    summary["airflow_ui"] = f"{ui_env} airflow standalone   # then http://localhost:8080"
-    summary["mlflow_ui"] = f"mlflow ui --backend-store-uri {cfg.registry.tracking_uri} --port 5000"
+    # The commands live in this interpreter's environment (.venv/bin), which need not be on PATH.
+    bindir = Path(sys.executable).parent
+    airflow_bin = shlex.quote(str(_relative(bindir / "airflow")))
+    mlflow_bin = shlex.quote(str(_relative(bindir / "mlflow")))
+    summary["airflow_ui"] = f"{ui_env} {airflow_bin} standalone   # then http://localhost:8080"
+    summary["mlflow_ui"] = (f"{mlflow_bin} ui --backend-store-uri {cfg.registry.tracking_uri} "
+                            "--port 5000   # then http://localhost:5000")
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0 if rc == 0 else 1
@@ -214,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{home / 'simple_auth_manager_passwords.json.generated'}):")
     print(f"  {summary['airflow_ui']}")
     print("MLflow UI:")
-    print(f"  {summary['mlflow_ui']}   # then http://localhost:5000")
+    print(f"  {summary['mlflow_ui']}")
     return 0
 
 
