@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN  := $(VENV)/bin
 
-.PHONY: setup setup-test run run-quick test test-fast bench serve clean
+.PHONY: setup setup-test run run-quick test test-fast bench serve local-stack clean
 
 setup:
 	scripts/setup.sh
@@ -33,6 +33,11 @@ serve: setup
 bench: setup-test
 	$(BIN)/python bench/bench_training.py
 	$(BIN)/python bench/bench_serving.py
+
+## The docker compose stack's local twin (no Docker): its services as loopback processes, driven
+## end to end (DAG runs on two Celery workers, bucket, serving, screenshots in .netsec/local_stack/).
+local-stack: setup-test
+	$(BIN)/python scripts/local_stack.py
 
 clean:
 	rm -rf .netsec
