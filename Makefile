@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN  := $(VENV)/bin
 
-.PHONY: setup setup-test run run-quick test test-fast bench serve local-stack clean
+.PHONY: setup setup-test run run-quick test test-fast bench serve airflow-ui mlflow-ui local-stack clean
 
 setup:
 	scripts/setup.sh
@@ -29,6 +29,16 @@ test-fast: setup-test
 
 serve: setup
 	$(BIN)/netsec serve
+
+## The Airflow UI on the state `make run` left (same runs; trigger with params). Port 8080.
+## `airflow standalone` starts its components as `airflow ...` subprocesses, hence the PATH.
+airflow-ui: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" AIRFLOW_HOME="$(CURDIR)/.netsec/airflow" NETSEC_HOME="$(CURDIR)/.netsec" \
+	  NETSEC_CONFIG="$(CURDIR)/config/pipeline.yaml" airflow standalone
+
+## The MLflow UI on the same local registry. Port 5000.
+mlflow-ui: setup
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/.netsec/mlflow.db" --port 5000
 
 bench: setup-test
 	$(BIN)/python bench/bench_training.py

@@ -198,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     bindir = Path(sys.executable).parent
     airflow_bin = shlex.quote(str(_relative(bindir / "airflow")))
     mlflow_bin = shlex.quote(str(_relative(bindir / "mlflow")))
-    summary["airflow_ui"] = f"{ui_env} {airflow_bin} standalone   # then http://localhost:8080"
+    # `airflow standalone` starts its components as `airflow ...` subprocesses: PATH must have it.
+    path_env = f"PATH={shlex.quote(str(bindir))}:$PATH"
+    summary["airflow_ui"] = (f"{path_env} {ui_env} {airflow_bin} standalone   "
+                             "# or: make airflow-ui; then http://localhost:8080")
     summary["mlflow_ui"] = (f"{mlflow_bin} ui --backend-store-uri {cfg.registry.tracking_uri} "
                             "--port 5000   # then http://localhost:5000")
     if args.json:
