@@ -9,6 +9,7 @@ and scikit-learn both accept.
 from __future__ import annotations
 
 import math
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -76,7 +77,11 @@ def _raise_column_mismatch(got: set, wanted: set, order, where: str, row: int | 
 
 
 def _numeric_matrix(records: list[dict], features, strict_types: bool) -> np.ndarray:
-    rows = [[r[f] for f in features] for r in records]
+    if len(features) > 1:
+        pick = itemgetter(*features)
+        rows = [pick(r) for r in records]
+    else:
+        rows = [[r[features[0]]] for r in records]
     try:
         matrix = np.array(rows)
     except (ValueError, TypeError):

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,9 @@ log = logging.getLogger("netsec.serving")
 
 # MLflow type names that carry numbers; anything else ("string", "boolean"...) is passed as is.
 NUMERIC_TYPES = {"double", "float", "long", "integer"}
-PROBE_ROWS = 200
+# One load at a time per process: the download sets MLflow's global URIs.
+_LOAD_LOCK = threading.Lock()
+PROBE_ROWS = 400  # > 2 x TreeApplyForest.MIN_ROWS_PER_THREAD: the threaded path is verified too
 
 
 @dataclass(frozen=True)
@@ -149,11 +152,17 @@ def load_version(settings, client, mv) -> LoadedModel:
     import mlflow.sklearn
     from mlflow.models import Model
 
+    import mlflow
+
     configure_mlflow_client(settings)
     uri = f"models:/{mv.name}/{mv.version}"
-    with tempfile.TemporaryDirectory(prefix="netsec-serving-") as tmp:
+    with _LOAD_LOCK, tempfile.TemporaryDirectory(prefix="netsec-serving-") as tmp:
         import mlflow.artifacts
 
+        # models:/ (and MLflow 3's models:/m-<id> sources) resolve through the *global* registry
+        # URI, whatever tracking_uri= says: point it at our registry for the download.
+        mlflow.set_tracking_uri(settings.tracking_uri)
+        mlflow.set_registry_uri(settings.tracking_uri)
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,
                                                     tracking_uri=settings.tracking_uri)
         pipeline = mlflow.sklearn.load_model(local)
@@ -181,7 +190,7 @@ def load_version(settings, client, mv) -> LoadedModel:
         inference_path="scikit-learn", loaded_at=dt.datetime.now(dt.timezone.utc),
         threat_column=classes.index(1),
     )
-    return _with_fast_path(model, example)
+    return _with_fast_path(model, example, settings.batch_threads)
 
 
 def _single_threaded(pipeline) -> None:
@@ -242,7 +251,7 @@ def _probe_rows(model: LoadedModel, example) -> np.ndarray:
     return np.take_along_axis(base, idx, axis=0) if len(base) > 1 else np.repeat(base, PROBE_ROWS, 0)
 
 
-def _with_fast_path(model: LoadedModel, example) -> LoadedModel:
+def _with_fast_path(model: LoadedModel, example, batch_threads: int) -> LoadedModel:
     from dataclasses import replace
 
     from serving.fastpath import compile_pipeline
@@ -251,7 +260,8 @@ def _with_fast_path(model: LoadedModel, example) -> LoadedModel:
         return replace(model, inference_path="scikit-learn (non-numeric features)")
     probe = _probe_rows(model, example)
     fast, why = compile_pipeline(model.pipeline, list(model.features), probe,
-                                 lambda a: model.pipeline.predict_proba(model._frame(a)))
+                                 lambda a: model.pipeline.predict_proba(model._frame(a)),
+                                 batch_threads=batch_threads)
     model = replace(model, fast=fast, inference_path=why)
     model.predict(probe[:1])  # warm-up: first-call allocations happen here, not in a request
     log.info("model %s v%s ready; inference path: %s", model.name, model.version, why)

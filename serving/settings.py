@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     max_rows: int = Field(100_000, ge=1)
     # Threads that run inference, so the event loop keeps accepting requests.
     inference_threads: int = Field(2, ge=1, le=64)
+    # Threads one large batch is split across (tree ensembles; 0 = one per CPU).
+    batch_threads: int = Field(0, ge=0, le=64, validate_default=True)
 
     # --- prediction log -------------------------------------------------------------------
     mongo_uri: str | None = None
@@ -84,6 +86,11 @@ class Settings(BaseSettings):
                 return json.loads(v)
             return [s.strip() for s in v.split(",") if s.strip()]
         return v
+
+    @field_validator("batch_threads")
+    @classmethod
+    def _per_cpu(cls, v: int) -> int:
+        return v or (os.cpu_count() or 1)
 
     @cached_property
     def tracking_uri(self) -> str:

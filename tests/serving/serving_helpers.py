@@ -89,6 +89,7 @@ def register(tracking_uri: str, pipeline, frame: pd.DataFrame, *, promote: bool 
     from mlflow.models import infer_signature
 
     mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
     exp_name = "netsec"
     client = MlflowClient(tracking_uri)
     if client.get_experiment_by_name(exp_name) is None:
