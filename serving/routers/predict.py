@@ -48,22 +48,58 @@ async def predict(request: Request, model: LoadedModel = Depends(current_model),
 
 
 def _score_json(state: ServingState, model: LoadedModel, body: bytes) -> bytes:
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise InputError(f"body is not valid JSON: {str(exc)[:200]}") from None
-    records = records_from_payload(payload, state.settings.max_rows)
-    # numpy turns JSON booleans into 1/0 silently; only pay for the per-cell check if one is there.
-    maybe_bools = b"true" in body or b"false" in body
-    x = records_to_input(records, model, strict_types=maybe_bools)
+    x = _fast_numeric_input(model, body, state.settings.max_rows)
+    if x is None:
+        x = _checked_input(model, body, state.settings.max_rows)
     is_threat, proba = state.infer(model, x)
     labels = [model.label_for(t) for t in is_threat.tolist()]
     state.log_predictions(model, x, is_threat, proba, labels, "/predict")
     version = model.version
     preds = [{"label": lbl, "is_threat": t, "threat_probability": p, "model_version": version}
              for lbl, t, p in zip(labels, is_threat.tolist(), proba.tolist())]
-    return json.dumps({"model_name": model.name, "model_version": version,
-                       "predictions": preds}).encode()
+    return _encode({"model_name": model.name, "model_version": version, "predictions": preds})
+
+
+def _checked_input(model: LoadedModel, body: bytes, max_rows: int):
+    """The general path: every problem reported with its row and column."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"body is not valid JSON: {str(exc)[:200]}") from None
+    records = records_from_payload(payload, max_rows)
+    # numpy turns JSON booleans into 1/0 silently; only pay for the per-cell check if one is there.
+    maybe_bools = b"true" in body or b"false" in body
+    return records_to_input(records, model, strict_types=maybe_bools)
+
+
+try:  # msgspec (C) decodes and type-checks {"records": [{str: float}]} ~4x faster than json + checks
+    import msgspec
+
+    class _NumericPayload(msgspec.Struct, forbid_unknown_fields=True):
+        records: list[dict[str, float]]
+
+    _numeric_decoder = msgspec.json.Decoder(_NumericPayload)
+    _encode = msgspec.json.encode
+except ImportError:  # pragma: no cover - msgspec is in the serving extra
+    msgspec = None
+
+    def _encode(obj) -> bytes:
+        return json.dumps(obj).encode()
+
+
+def _fast_numeric_input(model: LoadedModel, body: bytes, max_rows: int):
+    """Valid numeric payloads in one C pass; None means "take the checked path", which then
+    produces the precise error (msgspec already refused strings, booleans, nulls, non-finite
+    numbers and unknown top-level keys)."""
+    if msgspec is None or not model.numeric_only:
+        return None
+    try:
+        records = _numeric_decoder.decode(body).records
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    if not 0 < len(records) <= max_rows:
+        return None
+    return records_to_input(records, model, strict_types=False)
 
 
 @router.post(
