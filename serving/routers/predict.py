@@ -72,13 +72,11 @@ def _checked_input(model: LoadedModel, body: bytes, max_rows: int):
     return records_to_input(records, model, strict_types=maybe_bools)
 
 
-try:  # msgspec (C) decodes and type-checks {"records": [{str: float}]} ~4x faster than json + checks
+try:  # msgspec (C) decodes and type-checks {"records": [{feature: number}]} ~5x faster than
+    # json.loads plus per-cell checks in Python.
     import msgspec
+    import msgspec.structs
 
-    class _NumericPayload(msgspec.Struct, forbid_unknown_fields=True):
-        records: list[dict[str, float]]
-
-    _numeric_decoder = msgspec.json.Decoder(_NumericPayload)
     _encode = msgspec.json.encode
 except ImportError:  # pragma: no cover - msgspec is in the serving extra
     msgspec = None
@@ -86,20 +84,38 @@ except ImportError:  # pragma: no cover - msgspec is in the serving extra
     def _encode(obj) -> bytes:
         return json.dumps(obj).encode()
 
+_decoders: dict[tuple[str, ...], object] = {}
+
+
+def _decoder_for(features: tuple[str, ...]):
+    """A decoder whose row type has exactly the model's features, all required floats: missing,
+    unknown, non-numeric (incl. booleans and null) and out-of-range cells are refused in C."""
+    dec = _decoders.get(features)
+    if dec is None:
+        row = msgspec.defstruct("Row", [(f"f{i}", float) for i in range(len(features))],
+                                rename={f"f{i}": name for i, name in enumerate(features)},
+                                forbid_unknown_fields=True)
+        payload = msgspec.defstruct("Payload", [("records", list[row])], forbid_unknown_fields=True)
+        dec = msgspec.json.Decoder(payload)
+        if len(_decoders) > 16:  # a few model versions at most; never grow without bound
+            _decoders.clear()
+        _decoders[features] = dec
+    return dec
+
 
 def _fast_numeric_input(model: LoadedModel, body: bytes, max_rows: int):
     """Valid numeric payloads in one C pass; None means "take the checked path", which then
-    produces the precise error (msgspec already refused strings, booleans, nulls, non-finite
-    numbers and unknown top-level keys)."""
+    produces the precise error message with row and column."""
     if msgspec is None or not model.numeric_only:
         return None
     try:
-        records = _numeric_decoder.decode(body).records
+        records = _decoder_for(model.features).decode(body).records
     except (msgspec.DecodeError, RecursionError):
         return None
     if not 0 < len(records) <= max_rows:
         return None
-    return records_to_input(records, model, strict_types=False)
+    astuple = msgspec.structs.astuple
+    return np.array([astuple(r) for r in records], dtype=np.float64).reshape(len(records), -1)
 
 
 @router.post(
