@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO, free_port
+from netsec_testing import REPO, free_port
 
 NETSEC = [sys.executable, "-m", "netsec_tasks.cli"]
 SMALL_BUDGET = ["--set", "training.candidates=[random_forest, logistic_regression]",

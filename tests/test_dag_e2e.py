@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from netsec_testing import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]
 

@@ -10,7 +10,7 @@ import threading
 import pandas as pd
 import pytest
 
-from conftest import REPO, free_port
+from netsec_testing import REPO, free_port
 from netsec_tasks.datasets import fetch_dataset, parse_arff, to_schema_frame
 from netsec_tasks.errors import DataError, NetsecError, SourceUnavailable
 from netsec_tasks.sample import make_sample

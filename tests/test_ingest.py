@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import free_port
+from netsec_testing import free_port
 from netsec_tasks.errors import ConfigError, DataError, SourceUnavailable
 from netsec_tasks.ingest import (commit_watermark, ingest, read_watermark, snapshot_digest,
                                  split_rows, watermark_path)

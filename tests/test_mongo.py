@@ -7,7 +7,7 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from conftest import free_port
+from netsec_testing import free_port
 from netsec_tasks.errors import DataError, SourceUnavailable
 from netsec_tasks.mongo import (INGESTED_AT_FIELD, KEY_FIELD, connect, mask_uri, push_data,
                                 row_keys)

@@ -319,7 +319,7 @@ def test_test_split_without_schema_columns_registers_nothing(registry_cfg, split
 
 
 def test_unreachable_tracking_server_names_the_uri(make_cfg, monkeypatch):
-    from conftest import free_port
+    from netsec_testing import free_port
 
     from netsec_tasks.registry import get_production, load_production_model
 

@@ -9,7 +9,7 @@ from netsec_tasks.sample import FEATURES, TARGET, make_sample
 from netsec_tasks.schema import load_schema
 from netsec_tasks.tabular import frame_digest, read_csv_bytes, read_table, write_parquet
 
-from conftest import REPO
+from netsec_testing import REPO
 
 
 def test_sample_is_deterministic_and_matches_the_schema():

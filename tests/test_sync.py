@@ -125,7 +125,7 @@ def test_wrong_credentials_are_reported(make_cfg, s3_server, s3_bucket, run, mon
 
 
 def test_unreachable_endpoint_is_reported_after_retries(make_cfg, run):
-    from conftest import free_port
+    from netsec_testing import free_port
 
     endpoint = f"http://127.0.0.1:{free_port()}"
     cfg = make_cfg(**{"storage.uri": "s3://netsec/runs", "storage.endpoint_url": endpoint,
