@@ -106,6 +106,9 @@ def configure_mlflow_client(settings) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    # The service runs offline; MLflow's telemetry thread also edits os.environ while request
+    # threads read it (seen as KeyError '_MLFLOW_TELEMETRY_SESSION_ID' elsewhere in the stack).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     if settings.trust_registry:
         # MLflow 3.17 gates every sklearn deserialization (skops too) behind this flag.
         os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"

@@ -16,6 +16,8 @@ import httpx
 import pytest
 from serving_helpers import TARGET, training_frame, wait_ready_http
 
+pytestmark = pytest.mark.slow  # real servers and processes, ~15-30 s each
+
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
                   "--window-size=1366,860", "--remote-debugging-port=0"]

@@ -16,6 +16,8 @@ import pytest
 from serving_helpers import (TARGET, fit, free_port, promote_version, records_of, register,
                              training_frame, wait_for_port, wait_ready_http)
 
+pytestmark = pytest.mark.slow  # real servers and processes, ~15-30 s each
+
 
 def test_hot_swap_under_load_loses_no_request(tmp_path, uvicorn_server):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
