@@ -190,14 +190,14 @@ def load_production_model(cfg: PipelineConfig) -> tuple[Any, str]:
 
 
 def _load_version(cfg: PipelineConfig, name: str, version: str) -> Any:
-    """Load one version with the sklearn flavour. skops trusted types are read from the MLmodel
-    flavour conf (MLflow records ``skops_trusted_types`` at log time), so no argument is needed."""
-    import mlflow.sklearn
+    """Load one version with the sklearn flavour, after checking it is skops with allowed types
+    only (the trusted-type list is read from the model's own MLmodel file)."""
+    from netsec_tasks.tracking import load_verified_model
 
     with mlflow_errors(cfg, f"load model {name} v{version}"):
         mlflow_client(cfg)
         try:
-            return mlflow.sklearn.load_model(f"models:/{name}/{version}")
+            return load_verified_model(f"models:/{name}/{version}", cfg.registry.tracking_uri)
         except NetsecError:
             raise
         except Exception as exc:

@@ -154,3 +154,49 @@ def log_pipeline_model(model: Any, X_example: "pd.DataFrame", name: str = "model
         input_example=frame.head(n_example_rows),
     )
     return info.model_uri
+
+
+def verify_model_dir(model_dir: str | Path) -> list[str]:
+    """Refuse to deserialize a model that is not ours to trust; returns its trusted types.
+
+    MLflow reads the skops ``trusted`` list from the model's own MLmodel file, so a crafted or
+    foreign model could whitelist anything (and MLflow would load pickle as readily). Before any
+    load we check the flavour conf: sklearn flavour, skops format, and no trusted type outside
+    :data:`ALLOWED_TRUSTED_TYPES`.
+    """
+    import yaml
+
+    from netsec_tasks.errors import RegistryError
+
+    mlmodel = Path(model_dir) / "MLmodel"
+    try:
+        conf = yaml.safe_load(mlmodel.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise RegistryError(f"{mlmodel}: not a readable MLflow model ({exc})") from None
+    flavor = (conf.get("flavors") or {}).get("sklearn")
+    if not flavor:
+        raise RegistryError(f"{mlmodel}: no sklearn flavour; netsec serves sklearn Pipelines only")
+    fmt = flavor.get("serialization_format")
+    if fmt != "skops":
+        raise RegistryError(f"{mlmodel}: serialization format {fmt!r} refused; netsec loads skops "
+                            "models only (pickle can run arbitrary code)")
+    trusted = list(flavor.get("skops_trusted_types") or [])
+    extra = sorted(set(trusted) - ALLOWED_TRUSTED_TYPES)
+    if extra:
+        raise RegistryError(f"{mlmodel}: trusts types outside netsec's allow-list: {', '.join(extra)}")
+    return trusted
+
+
+def load_verified_model(model_uri: str, tracking_uri: str | None = None) -> Any:
+    """Download ``model_uri`` (``models:/``, ``runs:/``, a path), verify it, load the Pipeline."""
+    import tempfile
+
+    import mlflow.artifacts
+    import mlflow.sklearn
+
+    with tempfile.TemporaryDirectory(prefix="netsec-model-") as tmp:
+        local = Path(model_uri) if Path(model_uri).is_dir() else Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp,
+                                                tracking_uri=tracking_uri))
+        verify_model_dir(local)
+        return mlflow.sklearn.load_model(str(local))

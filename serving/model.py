@@ -155,6 +155,8 @@ def load_version(settings, client, mv) -> LoadedModel:
     import mlflow.sklearn
     from mlflow.models import Model
 
+    from netsec_tasks.tracking import verify_model_dir
+
     import mlflow
 
     configure_mlflow_client(settings)
@@ -168,6 +170,7 @@ def load_version(settings, client, mv) -> LoadedModel:
         mlflow.set_registry_uri(settings.tracking_uri)
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,
                                                     tracking_uri=settings.tracking_uri)
+        verify_model_dir(local)  # skops only, no type outside netsec's allow-list
         pipeline = mlflow.sklearn.load_model(local)
         meta = Model.load(os.path.join(local, "MLmodel"))
         try:
