@@ -17,6 +17,17 @@ import pytest
 from netsec_testing import REPO, UCI_CSV, MongoServer, S3Server, free_port, wait_for_port  # noqa: F401
 
 
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Undo what a test leaves in os.environ. MLflow's set_tracking_uri/set_registry_uri write
+    MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI there, and later tests' subprocesses (netsec run,
+    airflow dags test) would otherwise inherit another test's registry."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def mongo_server(tmp_path_factory):
     server = MongoServer(tmp_path_factory.mktemp("mongo")).start()

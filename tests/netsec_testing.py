@@ -6,11 +6,13 @@ test directories have one).
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,8 +22,22 @@ REPO = Path(__file__).resolve().parent.parent
 UCI_CSV = REPO.parent / "shared" / "data" / "phishing_websites.csv"
 
 # Never let a developer's environment leak into tests.
-for _k in [k for k in os.environ if k.startswith("NETSEC_") or k == "MLFLOW_TRACKING_URI"]:
+_LEAKY = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+for _k in [k for k in os.environ if k.startswith(("NETSEC_", "AIRFLOW")) or k in _LEAKY]:
     os.environ.pop(_k)
+
+# Airflow reads its configuration once, at first import, and several test modules import it
+# in process (DAG structure, plugin, compose connection checks): give the whole session one
+# consistent, throw-away Airflow home that sees this repo's dags/ and plugins/.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="netsec-test-airflow-"))
+atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
+os.environ.update({
+    "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
+})
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 

@@ -156,7 +156,7 @@ def stack(tmp_path_factory, mongo_server, s3_server):
     home.mkdir()
     db = "netsec_dag_e2e"
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("NETSEC_", "AIRFLOW", "MLFLOW_TRACKING_URI"))}
+           if not k.startswith(("NETSEC_", "AIRFLOW", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"))}
     env.update({
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
@@ -359,7 +359,7 @@ def test_validation_failure_stops_the_run_before_training(stack):
 def test_local_runner_script_on_the_embedded_defaults(tmp_path):
     """scripts/airflow_local.py from scratch: file source (synthetic sample), file:// storage."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("NETSEC_", "AIRFLOW", "MLFLOW_TRACKING_URI"))}
+           if not k.startswith(("NETSEC_", "AIRFLOW", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"))}
     env["NETSEC_TRAINING__N_JOBS"] = "1"
     conf = {"n_iter": 2, "cv_folds": 3, "candidates": ["logistic_regression", "decision_tree"]}
     proc = subprocess.run(
