@@ -152,7 +152,7 @@ def production_model(cfg: Any) -> dict[str, Any] | None:
         from mlflow.tracking import MlflowClient
     except ImportError:
         return None
-    client = MlflowClient(tracking_uri=cfg.registry.tracking_uri)
+    client = MlflowClient(tracking_uri=cfg.registry.tracking_uri, registry_uri=cfg.registry.tracking_uri)
     try:
         mv = client.get_model_version_by_alias(cfg.registry.model_name, cfg.registry.alias)
     except MlflowException:

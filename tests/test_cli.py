@@ -20,7 +20,9 @@ SMALL_BUDGET = ["--set", "training.candidates=[random_forest, logistic_regressio
 
 
 def netsec(*args: str, home: Path, env: dict | None = None, timeout: int = 600):
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("NETSEC_")}
+    # No NETSEC_* and no MLflow URIs from the test process (another test's registry).
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith("NETSEC_") and k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     full_env.update({"NETSEC_HOME": str(home), **(env or {})})
     return subprocess.run([*NETSEC, *args], cwd=REPO, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
@@ -86,7 +88,8 @@ def test_missing_column_fails_validation_and_registers_nothing(tmp_path):
 def _no_versions(home: Path) -> bool:
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     return client.search_model_versions("name='netsec-phishing'") == []
 
 

@@ -124,7 +124,9 @@ class Stack:
     def mlflow(self):
         from mlflow.tracking import MlflowClient
 
-        return MlflowClient(tracking_uri=self.cfg().registry.tracking_uri)
+        uri = self.cfg().registry.tracking_uri
+        # registry_uri too: without it MlflowClient falls back to the process-wide registry URI.
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
     def production(self) -> str | None:
         from mlflow.exceptions import MlflowException
@@ -372,7 +374,8 @@ def test_local_runner_script_on_the_embedded_defaults(tmp_path):
     assert summary["outcome"]["outcome"] == "promoted"
     assert summary["production"]["version"] == "1"
     assert summary["production"]["metrics"]["test_f1"] > 0.8
-    assert summary["airflow_ui"].startswith(f"AIRFLOW_HOME={tmp_path / 'w' / 'airflow'} ")
+    assert f" AIRFLOW_HOME={tmp_path / 'w' / 'airflow'} " in summary["airflow_ui"]
+    assert summary["airflow_ui"].startswith("PATH=")   # standalone spawns `airflow` by name
     assert "mlflow ui --backend-store-uri sqlite:///" in summary["mlflow_ui"]
     # airflow.cfg now points at the repo, so `airflow standalone` on that home sees the same DAG.
     cfg_text = (tmp_path / "w" / "airflow" / "airflow.cfg").read_text()
