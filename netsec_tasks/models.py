@@ -36,7 +36,7 @@ def _random_forest_space() -> dict[str, Any]:
     return {
         # Fully grown trees win on these indicator features (measured on the UCI file); the
         # search varies what decorrelates the trees rather than how much they may overfit.
-        "n_estimators": randint(100, 250),
+        "n_estimators": randint(60, 150),
         "max_features": ["sqrt", "log2", 0.3],
         "min_samples_leaf": [1, 1, 2],
         "criterion": ["gini", "entropy"],
