@@ -27,6 +27,7 @@ from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import DataError, NetsecError, RegistryError, SourceUnavailable
 from netsec_tasks.records import RegisterRecord, RunContext, TrainRecord, ValidationRecord
 from netsec_tasks.schema import DatasetSchema, load_schema
+from netsec_tasks.tracking import mlflow_client
 
 log = logging.getLogger(__name__)
 
@@ -60,20 +61,6 @@ class ProductionModel:
 
 
 # --------------------------------------------------------------------------- MLflow access
-
-
-def mlflow_client(cfg: PipelineConfig):
-    """An MlflowClient for the configured store; also points the fluent API (load_model,
-    download_artifacts with ``models:/`` URIs) at the same tracking and registry URI."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    uri = cfg.registry.tracking_uri
-    if uri.startswith("sqlite:///"):  # the embedded default: the store lives in the work dir
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def _is_unreachable(exc: BaseException) -> bool:

@@ -93,7 +93,8 @@ def _model_files(cfg: PipelineConfig, register: RegisterRecord | None, tmp: Path
         return []
     import mlflow.artifacts
 
-    from netsec_tasks.registry import mlflow_client, mlflow_errors
+    from netsec_tasks.registry import mlflow_errors
+    from netsec_tasks.tracking import mlflow_client
 
     uri = f"models:/{register.model_name}/{register.version}"
     dst = tmp / MODEL_DIR

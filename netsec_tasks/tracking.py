@@ -45,6 +45,20 @@ def _artifact_location_uri(location: str | None) -> str | None:
     return path.as_uri()
 
 
+def mlflow_client(cfg: PipelineConfig):
+    """An MlflowClient for the configured store; also points the fluent API (start_run,
+    load_model, download_artifacts with ``models:/`` URIs) at the same tracking and registry URI."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = cfg.registry.tracking_uri
+    if uri.startswith("sqlite:///"):  # the embedded default: the store lives in the work dir
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 def configure_mlflow(cfg: PipelineConfig) -> str:
     """Point MLflow at ``cfg.registry.tracking_uri`` and return the experiment id.
 
@@ -55,10 +69,7 @@ def configure_mlflow(cfg: PipelineConfig) -> str:
     from mlflow.exceptions import MlflowException
 
     uri = cfg.registry.tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient(tracking_uri=uri)
+    client = mlflow_client(cfg)
     name = cfg.registry.experiment
     try:
         exp = client.get_experiment_by_name(name)
