@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("drift", help="drift report between a reference and a current file")
     d.add_argument("reference")
-    d.add_argument("current")
+    d.add_argument("current", help="a CSV/Parquet file or glob, or serving's prediction log "
+                                    "(its directory or predictions-*.jsonl files)")
     d.add_argument("--out")
     d.add_argument("--fail-on-drift", action="store_true", help="exit 1 when drift is detected")
     d.set_defaults(func=cmd_drift)

@@ -581,11 +581,19 @@ def _is_local(uri: str) -> bool:
 
 
 def _read_local(path: str | Path, what: str) -> pd.DataFrame:
-    """A file, a glob, or a directory holding the data (train.parquet preferred)."""
+    """A file, a glob, or a directory holding the data (train.parquet preferred), or serving's
+    prediction log (its directory or ``.jsonl`` files: the served features, one row each)."""
+    from netsec_tasks.prediction_log import is_prediction_log, read_prediction_log
+
     path = str(path)
     if path.startswith("file://"):
         path = path[len("file://"):]
     p = Path(path)
+    if is_prediction_log(p):
+        try:
+            return read_prediction_log(p, outputs=False)
+        except DataError as exc:
+            raise DataError(f"{what}: {exc}", source=None) from None
     if p.is_dir():
         preferred = sorted(p.rglob("train.parquet"))
         files = preferred or sorted(p.rglob("*.parquet")) or sorted(p.rglob("*.csv"))

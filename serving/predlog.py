@@ -1,7 +1,8 @@
 """The prediction log: every served prediction, for later drift checks, written off the hot path.
 
 A request only does ``queue.put_nowait`` of references it already holds (the input matrix and the
-outputs); a daemon thread turns them into documents and writes them in batches (every
+outputs); a daemon thread turns them into columnar documents, one per request (the format is
+``netsec_tasks.prediction_log``, which also reads it back), and writes them in batches (every
 ``log_batch_rows`` rows or ``log_flush_seconds``) to MongoDB or to daily JSONL files. The queue is
 bounded: when the sink is slower than the traffic, new entries are dropped and counted
 (``netsec_prediction_log_dropped_rows_total``) instead of slowing requests down or growing memory.
@@ -10,7 +11,6 @@ bounded: when the sink is slower than the traffic, new entries are dropped and c
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import queue
 import threading
@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
+
+from netsec_tasks.prediction_log import prediction_documents
 
 log = logging.getLogger("netsec.serving")
 
@@ -36,61 +39,38 @@ class LogEntry:
     labels: list
     route: str
 
-    def jsonl_lines(self) -> list[str]:
-        """One JSON line per row, formatted from the matrix without building dicts (a dict and a
-        json.dumps per row cost ~25 ms per 1000 rows, more than the forest itself)."""
-        if not isinstance(self.inputs, np.ndarray):
-            return [json.dumps({**d, "time": d["time"].isoformat()}, default=str)
-                    for d in self.documents()]
-        head = json.dumps({"time": self.time.isoformat(), "model_name": self.model_name,
-                           "model_version": self.model_version, "route": self.route})[:-1]
-        feats = ", ".join(f"{json.dumps(f)}: %r" for f in self.features)
-        template = (head + ', "features": {' + feats.replace("%", "%%").replace("%%r", "%r")
-                    + '}, "is_threat": %d, "threat_probability": %r, "label": %s}')
-        encoded = {}
-        out = []
-        for row, threat, p, label in zip(self.inputs.tolist(), self.is_threat.tolist(),
-                                         self.probability.tolist(), self.labels):
-            lbl = encoded.get(label)
-            if lbl is None:
-                lbl = encoded[label] = json.dumps(label)
-            out.append(template % (*row, threat, p, lbl))
-        return out
+    @property
+    def n_rows(self) -> int:
+        return len(self.is_threat)
 
     def documents(self) -> list[dict]:
-        values = (self.inputs.tolist() if isinstance(self.inputs, np.ndarray)
-                  else self.inputs.astype(object).values.tolist())
-        docs = []
-        for row, threat, p, label in zip(values, self.is_threat.tolist(), self.probability.tolist(),
-                                         self.labels):
-            docs.append({
-                "time": self.time, "model_name": self.model_name,
-                "model_version": self.model_version, "route": self.route,
-                "features": dict(zip(self.features, row)),
-                "is_threat": int(threat), "threat_probability": float(p), "label": label,
-            })
-        return docs
+        return prediction_documents(
+            time=self.time, model_name=self.model_name, model_version=self.model_version,
+            route=self.route, features=self.features, inputs=self.inputs,
+            is_threat=self.is_threat, probability=self.probability, labels=self.labels)
 
 
 class JsonlSink:
-    """``<dir>/predictions-YYYY-MM-DD.jsonl``, appended; one JSON document per line."""
+    """``<dir>/predictions-YYYY-MM-DD.jsonl``, appended; one JSON document (request) per line."""
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
+        # Times as RFC 3339; anything else JSON lacks (a Timestamp in a text column) as its str().
+        self._encoder = msgspec.json.Encoder(enc_hook=str)
 
-    def convert(self, entry: LogEntry) -> list[str]:
-        return entry.jsonl_lines()
+    def convert(self, entry: LogEntry) -> list[tuple[int, bytes]]:
+        return [(doc["n_rows"], self._encoder.encode(doc)) for doc in entry.documents()]
 
-    def write(self, items: list[tuple[str, str]]) -> None:
+    def write(self, items: list[tuple[str, bytes]]) -> None:
         """``items``: (day, JSON line) pairs."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        by_day: dict[str, list[str]] = {}
+        by_day: dict[str, list[bytes]] = {}
         for day, line in items:
             by_day.setdefault(day, []).append(line)
         for day, lines in by_day.items():
             # One write call per batch: lines from concurrent workers do not interleave mid-line.
-            with open(self.directory / f"predictions-{day}.jsonl", "a", encoding="utf-8") as fh:
-                fh.write("\n".join(lines) + "\n")
+            with open(self.directory / f"predictions-{day}.jsonl", "ab") as fh:
+                fh.write(b"\n".join(lines) + b"\n")
 
     def describe(self) -> str:
         return f"jsonl:{self.directory}"
@@ -108,8 +88,8 @@ class MongoSink:
         self.collection = self.client[db][collection]
         self.name = f"mongo:{db}.{collection}"
 
-    def convert(self, entry: LogEntry) -> list[dict]:
-        return entry.documents()
+    def convert(self, entry: LogEntry) -> list[tuple[int, dict]]:
+        return [(doc["n_rows"], doc) for doc in entry.documents()]
 
     def write(self, items: list[tuple[str, dict]]) -> None:
         self.collection.insert_many([doc for _, doc in items], ordered=False)
@@ -146,7 +126,7 @@ class PredictionLog:
             self.queue.put_nowait(entry)
             return True
         except queue.Full:
-            n = len(entry.is_threat)
+            n = entry.n_rows
             self.dropped_rows += n
             if self.on_drop:
                 self.on_drop(n)
@@ -162,7 +142,8 @@ class PredictionLog:
         self.sink.close()
 
     def _run(self) -> None:
-        pending: list[tuple[str, Any]] = []
+        pending: list[tuple[str, Any]] = []  # (day, sink item)
+        rows = 0
         deadline = time.monotonic() + self.flush_seconds
         while True:
             try:
@@ -170,28 +151,38 @@ class PredictionLog:
             except queue.Empty:
                 entry = ...
             if entry is None:
-                self._flush(pending)
+                self._flush(pending, rows)
                 return
             if entry is not ...:
                 day = entry.time.strftime("%Y-%m-%d")
-                pending.extend((day, item) for item in self.sink.convert(entry))
-            if len(pending) >= self.batch_rows or time.monotonic() >= deadline:
-                self._flush(pending)
-                pending = []
+                try:
+                    items = self.sink.convert(entry)
+                except Exception as exc:  # an unencodable value loses this entry, never the log
+                    self._failed(entry.n_rows, exc)
+                    items = []
+                for n, item in items:
+                    pending.append((day, item))
+                    rows += n
+            if rows >= self.batch_rows or time.monotonic() >= deadline:
+                self._flush(pending, rows)
+                pending, rows = [], 0
                 deadline = time.monotonic() + self.flush_seconds
 
-    def _flush(self, docs: list) -> None:
-        if not docs:
+    def _flush(self, items: list, rows: int) -> None:
+        if not items:
             return
         try:
-            self.sink.write(docs)
-            self.written_rows += len(docs)
+            self.sink.write(items)
+            self.written_rows += rows
             if self.on_write:
-                self.on_write(len(docs))
+                self.on_write(rows)
         except Exception as exc:  # a sink outage loses this batch, never the service
-            self.failed_rows += len(docs)
-            log.warning("prediction log: could not write %d rows to %s: %s", len(docs),
-                        self.sink.describe(), exc)
+            self._failed(rows, exc)
+
+    def _failed(self, rows: int, exc: Exception) -> None:
+        self.failed_rows += rows
+        log.warning("prediction log: could not write %d rows to %s: %s", rows,
+                    self.sink.describe(), exc)
 
 
 def make_prediction_log(settings, on_drop=None, on_write=None) -> PredictionLog | None:

@@ -9,7 +9,10 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from netsec_testing import REPO
 from serving_helpers import TARGET, fit, records_of, register, training_frame
+
+from netsec_tasks.prediction_log import read_prediction_log
 
 
 def _expected(pipeline, frame: pd.DataFrame):
@@ -126,18 +129,50 @@ def test_model_health_ready_metrics(registered, make_client):
     assert f'version="{registered.version}"' in text  # netsec_model_info
 
 
+def _wait_logged(log_dir, rows: int, timeout: float = 10.0) -> pd.DataFrame:
+    """The log as read back, once it holds ``rows`` predictions (it is written off the request)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = read_prediction_log(log_dir) if list(log_dir.glob("*.jsonl")) else pd.DataFrame()
+        if len(frame) >= rows or time.monotonic() > deadline:
+            assert len(frame) == rows
+            return frame
+        time.sleep(0.1)
+
+
 def test_prediction_log_jsonl(registered, make_client, tmp_path):
     client = make_client(registered.tracking_uri, log_flush_seconds=0.1)
     rows = records_of(training_frame(7, seed=2))
     body = client.post("/predict", json={"records": rows}).json()
-    deadline = time.monotonic() + 10
-    logged: list[dict] = []
-    while time.monotonic() < deadline and len(logged) < 7:
-        logged = [json.loads(line) for f in (tmp_path / "predictions").glob("*.jsonl")
-                  for line in f.read_text().splitlines()]
-        time.sleep(0.1)
-    assert len(logged) == 7
-    assert [d["features"] for d in logged] == [{k: float(v) for k, v in r.items()} for r in rows]
-    assert [d["is_threat"] for d in logged] == [p["is_threat"] for p in body["predictions"]]
-    assert {d["model_version"] for d in logged} == {registered.version}
-    assert all(d["time"].endswith("+00:00") for d in logged)
+    logged = _wait_logged(tmp_path / "predictions", 7)
+    assert logged[list(rows[0])].to_dict(orient="records") == [
+        {k: float(v) for k, v in r.items()} for r in rows]
+    assert logged["is_threat"].tolist() == [p["is_threat"] for p in body["predictions"]]
+    assert logged["threat_probability"].tolist() == [p["threat_probability"] for p in body["predictions"]]
+    assert set(logged["model_version"]) == {registered.version}
+    assert str(logged["time"].dt.tz) == "UTC"
+
+
+def test_served_traffic_drift_is_detected_from_the_log(registered, make_client, tmp_path):
+    """The log's purpose: `netsec drift TRAIN <log dir>` compares served rows with training data."""
+    from netsec_tasks.config import load_config
+    from netsec_tasks.drift import drift_between_files
+    from netsec_tasks.sample import make_sample
+
+    reference = tmp_path / "train.csv"
+    registered.frame.to_csv(reference, index=False)
+    cfg = load_config(REPO / "config" / "pipeline.yaml", environ={"NETSEC_HOME": str(tmp_path)})
+    detected = {}
+    for shift in (0.0, 0.8):
+        log_dir = tmp_path / f"log-{shift}"
+        client = make_client(registered.tracking_uri, log_dir=str(log_dir), log_flush_seconds=0.1)
+        served = make_sample(600, seed=11, shift=shift).drop(columns=[TARGET])
+        for start in range(0, 600, 200):  # a few requests, like real traffic
+            part = served.iloc[start:start + 200]
+            assert client.post("/predict", json={"records": records_of(part)}).status_code == 200
+        _wait_logged(log_dir, 600)
+        record = drift_between_files(reference, log_dir, cfg, tmp_path / f"drift-{shift}")
+        detected[shift] = record.drift_detected
+    assert detected == {0.0: False, 0.8: True}
+
+

@@ -1,5 +1,5 @@
-"""Small pieces: no Airflow import, the prediction log's bounded queue and its MongoDB sink,
-the compiled fast path's refusal of what it cannot reproduce."""
+"""Small pieces: no Airflow import, the prediction log's bounded queue, its record format and its
+MongoDB sink, the compiled fast path's refusal of what it cannot reproduce."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ import time
 import numpy as np
 from serving_helpers import REPO
 
-from serving.predlog import LogEntry, MongoSink, PredictionLog
+import pandas as pd
+import pytest
+
+from netsec_tasks.errors import DataError
+from netsec_tasks.prediction_log import prediction_documents, prediction_frame, read_prediction_log
+from serving.predlog import JsonlSink, LogEntry, MongoSink, PredictionLog
 
 FEATURES = ("a", "b")
 
@@ -37,11 +42,11 @@ class BlockingSink:
         self.rows = 0
 
     def convert(self, entry):
-        return entry.jsonl_lines()
+        return [(entry.n_rows, entry)]
 
     def write(self, items):
         self.release.wait(30)
-        self.rows += len(items)
+        self.rows += sum(entry.n_rows for _, entry in items)
 
     def describe(self):
         return "blocking"
@@ -68,23 +73,73 @@ def test_mongo_sink_writes_documents(mongo_server, mongo_db):
     client, name = mongo_db
     plog = PredictionLog(MongoSink(mongo_server.uri, name, "predictions"), batch_rows=100,
                          flush_seconds=0.1, max_queued=100).start()
-    plog.submit(_entry(3))
+    entry = _entry(3)
+    plog.submit(entry)
     plog.close()
+    assert plog.written_rows == 3
     docs = list(client[name]["predictions"].find({}, {"_id": 0}))
-    assert len(docs) == 3
-    assert docs[1]["features"] == {"a": 2.0, "b": 3.0}
-    assert docs[0]["model_version"] == "7" and docs[0]["label"] == -1
-    assert [d["is_threat"] for d in docs] == [1, 0, 1]
+    assert len(docs) == 1 and docs[0]["n_rows"] == 3  # one columnar document per request
+    assert docs[0]["features"] == {"a": [0, 2, 4], "b": [1, 3, 5]}
+    frame = prediction_frame(docs)  # what a drift check on the Mongo log reads back
+    np.testing.assert_array_equal(frame[["a", "b"]].to_numpy(float), entry.inputs)
+    assert frame["is_threat"].tolist() == [1, 0, 1] and frame["label"].tolist() == [-1] * 3
+    assert set(frame["model_version"]) == {"7"}
 
 
-def test_jsonl_lines_are_the_documents():
-    import json
+def test_jsonl_log_reads_back_row_for_row(tmp_path):
+    now = dt.datetime(2026, 11, 21, 23, 59, 59, 123456, tzinfo=dt.timezone.utc)
+    rng = np.random.default_rng(0)
+    whole = rng.integers(-1, 2, size=(25, 2)).astype(float)
+    fractional = np.column_stack([whole[:, 0], rng.random(25)])
+    fractional[3, 1] = np.nan  # a missing value the imputer would fill
+    plog = PredictionLog(JsonlSink(tmp_path), batch_rows=10_000, flush_seconds=60, max_queued=10).start()
+    entries = [LogEntry(time=now, model_name="m", model_version=v, features=FEATURES, inputs=x,
+                        is_threat=(x[:, 0] > 0).astype(np.int8), probability=np.linspace(0, 1, 25),
+                        labels=["phish" if t else "ok" for t in (x[:, 0] > 0)], route="/predict")
+               for v, x in (("1", whole), ("2", fractional))]
+    for e in entries:
+        plog.submit(e)
+    plog.close()
+    assert plog.written_rows == 50
+    assert [f.name for f in tmp_path.iterdir()] == ["predictions-2026-11-21.jsonl"]
+    assert len((tmp_path / "predictions-2026-11-21.jsonl").read_text().splitlines()) == 2
+    frame = read_prediction_log(tmp_path)
+    assert list(frame.columns) == ["a", "b", "is_threat", "threat_probability", "label",
+                                   "time", "model_name", "model_version", "route"]
+    np.testing.assert_array_equal(frame[["a", "b"]].to_numpy(float),
+                                  np.vstack([whole, fractional]))  # NaN included
+    assert frame["is_threat"].tolist() == [int(t) for e in entries for t in e.is_threat]
+    assert frame["threat_probability"].tolist() == np.linspace(0, 1, 25).tolist() * 2
+    assert frame["label"].tolist() == entries[0].labels + entries[1].labels
+    assert frame["model_version"].tolist() == ["1"] * 25 + ["2"] * 25
+    assert (frame["time"] == pd.Timestamp(now)).all()
+    assert list(read_prediction_log(tmp_path, outputs=False).columns) == ["a", "b"]
 
-    e = _entry(3)
-    lines = [json.loads(line) for line in e.jsonl_lines()]
-    docs = e.documents()
-    for line, doc in zip(lines, docs):
-        assert line == {**doc, "time": doc["time"].isoformat()}
+
+def test_log_documents_split_large_requests_and_keep_text_columns():
+    frame = pd.DataFrame({"a": [1.5, 2.0, np.nan, 4.0, 5.0], "b": ["x", "y", "z", None, "w"]})
+    docs = prediction_documents(time=dt.datetime.now(dt.timezone.utc), model_name="m",
+                                model_version="1", route="/predict/csv", features=("a", "b"),
+                                inputs=frame, is_threat=np.array([0, 1, 0, 1, 0]),
+                                probability=np.full(5, 0.25), labels=[1, -1, 1, -1, 1], max_rows=2)
+    assert [d["n_rows"] for d in docs] == [2, 2, 1]
+    back = prediction_frame(docs)
+    pd.testing.assert_series_equal(back["a"], frame["a"])
+    assert back["b"].tolist()[:3] == ["x", "y", "z"] and back["b"].isna().tolist()[3]
+
+
+def test_damaged_log_is_named(tmp_path):
+    path = tmp_path / "predictions-2026-11-21.jsonl"
+    path.write_text('{"n_rows": 1, "features": {"a": [1]}')  # cut short mid-write
+    with pytest.raises(DataError, match=r"predictions-2026-11-21.jsonl: line 1 is not JSON"):
+        read_prediction_log(tmp_path)
+    path.write_text('{"n_rows": 2, "features": {"a": [1]}}\n')
+    with pytest.raises(DataError, match="document 1 is not a prediction-log record"):
+        read_prediction_log(path, outputs=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"no prediction log files"):
+        read_prediction_log(empty)
 
 
 def test_fast_path_refuses_unknown_steps_and_disagreement():
@@ -110,3 +165,4 @@ def test_fast_path_refuses_unknown_steps_and_disagreement():
     assert fast is None and "disagreed" in why
     fast, why = compile_pipeline(plain, feats, x, lambda a: plain.predict_proba(pd.DataFrame(a, columns=feats)))
     assert why == "compiled"
+
