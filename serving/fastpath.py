@@ -20,6 +20,7 @@ scikit-learn, whose per-tree loops beat level-by-level gathers once the overhead
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -220,26 +221,41 @@ class TreeApplyForest:
         self.values = values
         self.threads = max(1, threads)
         self._pool = None
+        self._lock = threading.Lock()
+        self._active = 0  # batches being predicted right now
 
     def _rows(self, x32: np.ndarray) -> np.ndarray:
         out = np.zeros((x32.shape[0], self.values[0].shape[1]))
+        leaf_values = np.empty_like(out)
         for tree, value in zip(self.trees, self.values):
-            out += value[tree.apply(x32)]
+            # take into a reused buffer, add in place: same sums as ``out += value[leaves]``
+            # at a third of the cost (this part holds the GIL; ``apply`` does not).
+            np.take(value, tree.apply(x32), axis=0, out=leaf_values)
+            np.add(out, leaf_values, out=out)
         if len(self.trees) > 1:
             out /= len(self.trees)
         return out
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         x32 = np.ascontiguousarray(x, dtype=np.float32)
-        k = min(self.threads, x32.shape[0] // self.MIN_ROWS_PER_THREAD)
-        if k <= 1:
-            return self._rows(x32)
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
+        with self._lock:
+            self._active += 1
+            active = self._active
+        try:
+            # Split across the threads other concurrent batches leave free: when every core
+            # already runs a batch, splitting only adds switching and cache misses.
+            k = min(self.threads // active, x32.shape[0] // self.MIN_ROWS_PER_THREAD)
+            if k <= 1:
+                return self._rows(x32)
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
 
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="netsec-forest")
-        chunks = np.array_split(x32, k)
-        return np.vstack(list(self._pool.map(self._rows, chunks)))
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="netsec-forest")
+            chunks = np.array_split(x32, k)
+            return np.vstack(list(self._pool.map(self._rows, chunks)))
+        finally:
+            with self._lock:
+                self._active -= 1
 
 
 class FastPipeline:

@@ -166,3 +166,25 @@ def test_fast_path_refuses_unknown_steps_and_disagreement():
     fast, why = compile_pipeline(plain, feats, x, lambda a: plain.predict_proba(pd.DataFrame(a, columns=feats)))
     assert why == "compiled"
 
+
+def test_concurrent_batches_give_the_same_probabilities():
+    """Batches split across threads only when other batches leave threads free; either way the
+    probabilities are bit-identical to the forest's own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sklearn.ensemble import RandomForestClassifier
+
+    from serving.fastpath import TreeApplyForest, compile_model
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(-1, 2, size=(2000, 6)).astype(float)
+    y = (x[:, 0] + x[:, 1] + rng.normal(0, 0.5, 2000) > 0).astype(int)
+    rf = RandomForestClassifier(20, random_state=0).fit(x, y)
+    forest = TreeApplyForest(rf.estimators_, compile_model(rf).tree_values, threads=2)
+    expected = rf.predict_proba(x)
+    np.testing.assert_array_equal(forest.predict_proba(x), expected)  # alone: split in two
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: forest.predict_proba(x), range(16)))
+    for got in results:
+        np.testing.assert_array_equal(got, expected)
+    assert forest._active == 0
