@@ -173,7 +173,13 @@ def main() -> None:
     try:
         uri = f"sqlite:///{tmp / 'mlflow.db'}"
         x = train_and_register(uri, tmp / "artifacts", args.trees)
+        # The pipeline's NETSEC_* settings are not the bench's business; the service's own
+        # (NETSEC_SERVING_*) pass through, so a setting's effect can be measured.
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("NETSEC_")}
+        ours_env = {k: v for k, v in os.environ.items() if k.startswith("NETSEC_SERVING_")}
+        if ours_env:
+            print("netsec settings from the environment: "
+                  + " ".join(f"{k}={v}" for k, v in sorted(ours_env.items())), flush=True)
         base_env.update(MLFLOW_TRACKING_URI=uri, MLFLOW_ALLOW_PICKLE_DESERIALIZATION="true",
                         GIT_PYTHON_REFRESH="quiet",
                         # mlflow models serve execs `uvicorn` by name: the venv must be on PATH.
@@ -182,7 +188,8 @@ def main() -> None:
         ours_log, mlflow_log = tmp / "netsec.log", tmp / "mlflow.log"
         procs.append(start([sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
                             "--port", str(ours_port), "--no-access-log", "--log-level", "warning"],
-                           {**base_env, "NETSEC_SERVING_LOG_DIR": str(tmp / "predictions")}, ours_log))
+                           {**base_env, "NETSEC_SERVING_LOG_DIR": str(tmp / "predictions"), **ours_env},
+                           ours_log))
         mlflow_exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
         procs.append(start([mlflow_exe, "models", "serve", "-m", f"models:/{MODEL}@production",
                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(mlflow_port),
