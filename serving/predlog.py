@@ -1,9 +1,9 @@
 """The prediction log: every served prediction, for later drift checks, written off the hot path.
 
-A request only does ``queue.put_nowait`` of references it already holds (the input matrix and the
-outputs); a daemon thread turns them into columnar documents, one per request (the format is
+A request only appends references it already holds (the input matrix and the outputs) to a
+buffer; a daemon thread turns them into columnar documents, one per request (the format is
 ``netsec_tasks.prediction_log``, which also reads it back), and writes them in batches (every
-``log_batch_rows`` rows or ``log_flush_seconds``) to MongoDB or to daily JSONL files. The queue is
+``log_batch_rows`` rows or ``log_flush_seconds``) to MongoDB or to daily JSONL files. The buffer is
 bounded: when the sink is slower than the traffic, new entries are dropped and counted
 (``netsec_prediction_log_dropped_rows_total``) instead of slowing requests down or growing memory.
 """
@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import queue
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,71 +100,89 @@ class MongoSink:
 
 
 class PredictionLog:
+    """Entries wait in a bounded buffer; one thread writes them every ``flush_seconds``, or as
+    soon as ``batch_rows`` rows wait.
+
+    A request only appends to the buffer: the writer is not woken per request (with one-row
+    traffic, waking it on every request cost ~0.4 ms of GIL hand-overs, a third of the
+    request), only when a batch is due.
+    """
+
     def __init__(self, sink, *, batch_rows: int, flush_seconds: float, max_queued: int,
                  on_drop=None, on_write=None):
         self.sink = sink
         self.batch_rows = batch_rows
         self.flush_seconds = flush_seconds
-        self.queue: queue.Queue[LogEntry | None] = queue.Queue(maxsize=max_queued)
+        self.max_queued = max_queued  # requests waiting; beyond it new ones are dropped
         self.dropped_rows = 0
         self.written_rows = 0
         self.failed_rows = 0
         self.on_drop = on_drop
         self.on_write = on_write
+        self._buffer: list[LogEntry] = []
+        self._buffered_rows = 0
+        self._lock = threading.Lock()
+        self._due = threading.Event()  # a batch is due, or close() was called
+        self._closing = False
         self._thread = threading.Thread(target=self._run, name="netsec-prediction-log", daemon=True)
-        self._idle = threading.Event()
 
     def start(self) -> "PredictionLog":
         self._thread.start()
         return self
 
     def submit(self, entry: LogEntry) -> bool:
-        """Never blocks: a full queue drops the entry and counts its rows."""
-        try:
-            self.queue.put_nowait(entry)
-            return True
-        except queue.Full:
-            n = entry.n_rows
+        """Never blocks: a full buffer drops the entry and counts its rows."""
+        n = entry.n_rows
+        with self._lock:
+            accepted = len(self._buffer) < self.max_queued and not self._closing
+            if accepted:
+                self._buffer.append(entry)
+                self._buffered_rows += n
+                due = self._buffered_rows >= self.batch_rows
+        if not accepted:
             self.dropped_rows += n
             if self.on_drop:
                 self.on_drop(n)
             return False
+        if due:
+            self._due.set()
+        return True
 
     def close(self, timeout: float = 10.0) -> None:
-        """Flush what is queued, then stop the thread."""
-        try:
-            self.queue.put(None, timeout=timeout)
-        except queue.Full:
-            pass
+        """Write what is buffered, then stop the thread."""
+        with self._lock:
+            self._closing = True
+        self._due.set()
         self._thread.join(timeout)
         self.sink.close()
 
+    def _take(self) -> tuple[list[LogEntry], bool]:
+        """(the buffered entries, whether this is the last take)."""
+        with self._lock:
+            entries, self._buffer, self._buffered_rows = self._buffer, [], 0
+            if not self._closing:
+                self._due.clear()
+            return entries, self._closing
+
     def _run(self) -> None:
-        pending: list[tuple[str, Any]] = []  # (day, sink item)
-        rows = 0
-        deadline = time.monotonic() + self.flush_seconds
         while True:
-            try:
-                entry = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                entry = ...
-            if entry is None:
-                self._flush(pending, rows)
-                return
-            if entry is not ...:
-                day = entry.time.strftime("%Y-%m-%d")
+            self._due.wait(self.flush_seconds)
+            entries, closing = self._take()
+            items: list[tuple[str, Any]] = []  # (day, sink item)
+            rows = 0
+            for entry in entries:
                 try:
-                    items = self.sink.convert(entry)
+                    converted = self.sink.convert(entry)
                 except Exception as exc:  # an unencodable value loses this entry, never the log
                     self._failed(entry.n_rows, exc)
-                    items = []
-                for n, item in items:
-                    pending.append((day, item))
+                    continue
+                day = entry.time.strftime("%Y-%m-%d")
+                for n, item in converted:
+                    items.append((day, item))
                     rows += n
-            if rows >= self.batch_rows or time.monotonic() >= deadline:
-                self._flush(pending, rows)
-                pending, rows = [], 0
-                deadline = time.monotonic() + self.flush_seconds
+            self._flush(items, rows)
+            if closing:
+                return
 
     def _flush(self, items: list, rows: int) -> None:
         if not items:
