@@ -69,6 +69,35 @@ def test_full_queue_drops_and_counts_instead_of_blocking():
     assert sink.rows == 3 * accepted
 
 
+class ListSink(BlockingSink):
+    def __init__(self):
+        super().__init__()
+        self.release.set()
+        self.writes = 0
+
+    def write(self, items):
+        super().write(items)
+        self.writes += 1
+
+
+def test_log_writes_when_a_batch_is_due_not_per_request():
+    sink = ListSink()
+    plog = PredictionLog(sink, batch_rows=10, flush_seconds=60, max_queued=100).start()
+    for _ in range(3):
+        plog.submit(_entry(3))  # 9 rows: below the batch, and the flush is a minute away
+    time.sleep(0.3)
+    assert sink.rows == 0
+    plog.submit(_entry(3))  # 12 rows: a batch is due now
+    deadline = time.monotonic() + 5
+    while sink.rows < 12 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (sink.rows, sink.writes) == (12, 1)
+    plog.submit(_entry(1))
+    plog.close()  # writes the rest
+    assert (sink.rows, sink.writes, plog.written_rows) == (13, 2, 13)
+    assert not plog.submit(_entry(1)) and plog.dropped_rows == 1  # closed: dropped, counted
+
+
 def test_mongo_sink_writes_documents(mongo_server, mongo_db):
     client, name = mongo_db
     plog = PredictionLog(MongoSink(mongo_server.uri, name, "predictions"), batch_rows=100,
