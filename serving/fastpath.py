@@ -240,17 +240,16 @@ class TreeApplyForest:
         x32 = np.ascontiguousarray(x, dtype=np.float32)
         with self._lock:
             self._active += 1
-            active = self._active
-        try:
             # Split across the threads other concurrent batches leave free: when every core
             # already runs a batch, splitting only adds switching and cache misses.
-            k = min(self.threads // active, x32.shape[0] // self.MIN_ROWS_PER_THREAD)
-            if k <= 1:
-                return self._rows(x32)
-            if self._pool is None:
+            k = min(self.threads // self._active, x32.shape[0] // self.MIN_ROWS_PER_THREAD)
+            if k > 1 and self._pool is None:
                 from concurrent.futures import ThreadPoolExecutor
 
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="netsec-forest")
+        try:
+            if k <= 1:
+                return self._rows(x32)
             chunks = np.array_split(x32, k)
             return np.vstack(list(self._pool.map(self._rows, chunks)))
         finally:
