@@ -157,6 +157,24 @@ def test_log_documents_split_large_requests_and_keep_text_columns():
     assert back["b"].tolist()[:3] == ["x", "y", "z"] and back["b"].isna().tolist()[3]
 
 
+def test_log_of_models_with_other_features_keeps_log_order():
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def docs(features, x, version):
+        return prediction_documents(time=now, model_name="m", model_version=version, route="/predict",
+                                    features=features, inputs=np.asarray(x, dtype=float),
+                                    is_threat=np.zeros(len(x)), probability=np.zeros(len(x)),
+                                    labels=[1] * len(x))
+
+    log = (docs(("a", "b"), [[1, 2]], "1") + docs(("a", "c"), [[3, 4], [5, 6]], "2")
+           + docs(("a", "b"), [[7, 8]], "1"))
+    frame = prediction_frame(log)
+    assert frame["a"].tolist() == [1, 3, 5, 7]
+    assert frame["model_version"].tolist() == ["1", "2", "2", "1"]
+    assert frame["b"].tolist()[::3] == [2, 8] and frame["b"].isna().tolist()[1:3] == [True, True]
+    assert frame["c"].tolist()[1:3] == [4, 6]
+
+
 def test_damaged_log_is_named(tmp_path):
     path = tmp_path / "predictions-2026-11-21.jsonl"
     path.write_text('{"n_rows": 1, "features": {"a": [1]}')  # cut short mid-write
