@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 # Paths and loopback helpers are shared with the rest of the suite.
-from netsec_testing import REPO, free_port, wait_for_port  # noqa: E402,F401
+from netsec_testing import REPO, free_port, stop_process, wait_for_port  # noqa: E402,F401
 
 MODEL_NAME = "netsec-phishing"
 TARGET = "Result"
@@ -166,13 +166,7 @@ class UvicornServer:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 15)
         if getattr(self, "_log", None):
             self._log.close()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from netsec_testing import stop_process
 from serving_helpers import TARGET, training_frame, wait_ready_http
 
 pytestmark = pytest.mark.slow  # real servers and processes, ~15-30 s each
@@ -133,12 +134,7 @@ def test_upload_page_renders_results(registered, uvicorn_server, tmp_path):
     try:
         result = asyncio.run(_drive(_devtools_url(proc), f"{server.url}/", csv_path, shot))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, 15)
 
     assert result["rows"] == 40
     assert result["threats"] == int(expected.sum()) > 0
