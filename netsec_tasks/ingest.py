@@ -392,8 +392,8 @@ def _stage_mongo(cfg: PipelineConfig, staging: Path,
                  client: "pymongo.MongoClient | None") -> _Staged:
     from pymongo import errors
 
-    from netsec_tasks.mongo import (BOOKKEEPING_FIELDS, KEY_FIELD, connect, describe_client,
-                                    mask_uri, unavailable)
+    from netsec_tasks.mongo import (BOOKKEEPING_FIELDS, KEY_FIELD, connect_source,
+                                    describe_client, mask_uri, unavailable)
 
     mcfg = cfg.source.mongo
     source = f"mongo:{mcfg.database}.{mcfg.collection}"
@@ -402,7 +402,7 @@ def _stage_mongo(cfg: PipelineConfig, staging: Path,
     own = client is None
     where = mask_uri(mcfg.uri)
     if own:
-        client = connect(mcfg.uri, mcfg.server_selection_timeout_ms)
+        client = connect_source(mcfg)
     else:
         where = describe_client(client)
     parts: list[Path] = []
