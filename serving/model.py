@@ -155,7 +155,7 @@ def load_version(settings, client, mv) -> LoadedModel:
     import mlflow.sklearn
     from mlflow.models import Model
 
-    from netsec_tasks.tracking import verify_model_dir
+    from netsec_tasks.tracking import load_model_dir, version_label
 
     import mlflow
 
@@ -170,8 +170,8 @@ def load_version(settings, client, mv) -> LoadedModel:
         mlflow.set_registry_uri(settings.tracking_uri)
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,
                                                     tracking_uri=settings.tracking_uri)
-        verify_model_dir(local)  # skops only, no type outside netsec's allow-list
-        pipeline = mlflow.sklearn.load_model(local)
+        # skops only, no type outside netsec's allow-list; errors name the version, not `tmp`
+        pipeline = load_model_dir(local, version_label(mv.name, mv.version, mv.run_id))
         meta = Model.load(os.path.join(local, "MLmodel"))
         try:
             example = meta.load_input_example(local)
