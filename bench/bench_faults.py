@@ -48,7 +48,8 @@ SMALL = ["training.candidates=[random_forest, logistic_regression]", "training.n
 class NetsecRun:
     """``netsec run`` as a subprocess whose stderr lines are collected with their arrival time."""
 
-    def __init__(self, code: Path, home: Path, sets: list[str], *args: str, env: dict | None = None):
+    def __init__(self, code: Path, home: Path, sets: list[str], *args: str, env: dict | None = None,
+                 command: str = "run"):
         self.lines: list[tuple[float, str]] = []
         self.cond = threading.Condition()
         full_env = {k: v for k, v in os.environ.items()
@@ -58,7 +59,7 @@ class NetsecRun:
         cmd = [sys.executable, "-m", "netsec_tasks.cli", "--config", str(code / "config" / "pipeline.yaml")]
         for s in sets:
             cmd += ["--set", s]
-        cmd += ["run", "--source-path", str(UCI_CSV), *args]
+        cmd += [command, *(["--source-path", str(UCI_CSV)] if command == "run" else []), *args]
         self.proc = subprocess.Popen(cmd, cwd=home.parent, env=full_env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
         self.start = time.monotonic()
@@ -116,6 +117,8 @@ def _row(name: str, seconds: float | None, cap: float, rc: int | None, run: Nets
         row["tracebacks"] = sum("Traceback (most recent call last)" in line for line in late)
         errors = run.error_lines(after)
         row["error"] = errors[-1][:240] if errors else (late[-1][:240] if late else "")
+        if not errors and late:
+            row["stderr_tail"] = [line[:160] for line in late[-4:]]
     row.update(left)
     print(json.dumps(row), flush=True)
     return row
@@ -151,8 +154,12 @@ def _registry_fault(code: Path, tmp: Path, cap: float, sig: int, name: str) -> d
         server.stop()
         server.start()
         runs_after = _parent_runs(server.uri)
+        # What the next run's reconciliation makes of it (the code under test may predate it).
+        rec = NetsecRun(code, tmp / "work", [f"registry.tracking_uri={server.uri}"], command="reconcile")
+        rec.wait(300)
+        after_reconcile = _parent_runs(server.uri) if rec.proc.returncode == 0 else "no reconcile command"
         return _row(name, seconds, cap, run.proc.returncode, run, t_fault,
-                    mlflow_runs_after=runs_after)
+                    mlflow_runs_after=runs_after, after_netsec_reconcile=after_reconcile)
     finally:
         server.stop()
 
@@ -277,10 +284,15 @@ def _signal_during_tuning(code: Path, tmp: Path, cap: float, sig: int, name: str
     run.proc.send_signal(sig)
     seconds = run.wait(cap)
     lifetime, n = _orphan_lifetime([c.pid for c in children], cap)
+    runs_after = _parent_runs(uri)
+    rec = NetsecRun(code, tmp / "work", [f"registry.tracking_uri={uri}"], command="reconcile")
+    rec.wait(300)
     return _row(name, seconds, cap, run.proc.returncode, run, t_fault,
                 child_processes=n,
                 orphans_gone_after_s=(round(lifetime, 1) if lifetime is not None else f">{cap:.0f}"),
-                mlflow_runs_after=_parent_runs(uri))
+                mlflow_runs_after=runs_after,
+                after_netsec_reconcile=(_parent_runs(uri) if rec.proc.returncode == 0
+                                        else "no reconcile command"))
 
 
 def orphans(code: Path, tmp: Path, cap: float) -> dict:
