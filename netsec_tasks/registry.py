@@ -28,7 +28,7 @@ from netsec_tasks.records import RegisterRecord, RunContext, TrainRecord, Valida
 # "Is the store unreachable" and the error it becomes live in netsec_tasks.outages (one place for
 # MLflow, S3 and MongoDB); mlflow_errors stays importable from here.
 from netsec_tasks.outages import is_unreachable as _is_unreachable
-from netsec_tasks.outages import mlflow_errors, owner_id
+from netsec_tasks.outages import mlflow_errors, owner_id, quick_mlflow
 from netsec_tasks.schema import DatasetSchema, load_schema
 from netsec_tasks.tracking import OWNER_TAG, mlflow_client, version_label
 
@@ -294,10 +294,14 @@ def _describe(run: RunContext, train: TrainRecord, validation: ValidationRecord)
 
 
 def _delete_quietly(client, name: str, version: str) -> None:
+    """A failure handler's clean-up: one short attempt (the store may be what failed); a version
+    it cannot delete stays undecided and the next run's reconciliation abandons or decides it."""
     try:
-        client.delete_model_version(name, version)
+        with quick_mlflow():
+            client.delete_model_version(name, version)
     except Exception as exc:  # the original error matters more; say that cleanup failed too
-        log.error("could not delete half-registered %s v%s: %s", name, version, _first_line(exc))
+        log.error("could not delete half-registered %s v%s (%s); the next run's reconciliation "
+                  "will decide or abandon it", name, version, _first_line(exc))
 
 
 def _register_version(client, cfg: PipelineConfig, run: RunContext, train: TrainRecord,
