@@ -34,11 +34,11 @@ from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import DataError, NetsecError
 from netsec_tasks.evaluation import evaluate, save_plots
 from netsec_tasks.models import get_candidate, prefixed, single_threaded, unprefixed
+from netsec_tasks.outages import mlflow_errors, owner_id, quick_mlflow
+from netsec_tasks.processes import sigterm_raises, workers_exit_with_parent
 from netsec_tasks.records import CandidateResult, RunContext, TrainRecord, TransformRecord, ValidationRecord
 from netsec_tasks.schema import DatasetSchema, load_schema
 from netsec_tasks.tabular import expand_paths, read_table
-from netsec_tasks.outages import mlflow_errors, owner_id, quick_mlflow
-from netsec_tasks.processes import sigterm_raises, workers_exit_with_parent
 from netsec_tasks.tracking import (END_REASON_TAG, OWNER_TAG, PIPELINE_RUN_TAG, configure_mlflow,
                                    log_pipeline_model)
 from netsec_tasks.transform import feature_frame, load_preprocessor, threat_target
