@@ -60,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.register is not None:
         print(f"registry: {result.register.model_name} production version = "
               f"{result.register.production_version}")
-    print(f"run artifacts: {result.run.run_dir}")
+    print(f"run artifacts: {result.run.storage_uri}")
     if result.drift.html_uri:
         print(f"drift report:  {result.drift.html_uri}")
     print(f"MLflow UI:     mlflow ui --backend-store-uri {cfg.registry.tracking_uri} --port 5000")
@@ -68,10 +68,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_push_data(args: argparse.Namespace) -> int:
-    from netsec_tasks.mongo import push_data
+    from netsec_tasks.sources.mongo import push_data
 
     cfg = _cfg(args, **{"source.mongo.uri": args.uri, "source.mongo.collection": args.collection})
-    result = push_data(args.csv, cfg, batch_size=args.batch_size)
+    result = push_data(args.csv, cfg, batch_size=args.batch_size, load_id=args.load_id)
     data = result.model_dump() if hasattr(result, "model_dump") else vars(result)
     _print(data)
     return 0
@@ -79,7 +79,7 @@ def cmd_push_data(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from netsec_tasks.schema import load_schema
-    from netsec_tasks.tabular import read_table
+    from netsec_tasks.table_io import read_table
     from netsec_tasks.validate import validate_frame, write_report
 
     cfg = _cfg(args)
@@ -115,7 +115,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from netsec_tasks.registry import load_production_model
     from netsec_tasks.schema import load_schema
-    from netsec_tasks.tabular import read_table
+    from netsec_tasks.table_io import read_table
 
     cfg = _cfg(args)
     schema = load_schema(cfg.schema_path)
@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--uri", help="MongoDB URI (default: source.mongo.uri)")
     pd_.add_argument("--collection")
     pd_.add_argument("--batch-size", type=int)
+    pd_.add_argument("--load-id", help="idempotency key of this load (default: the file's content "
+                                       "hash); reuse it to push a file that grew, inserting only "
+                                       "its new rows")
     pd_.set_defaults(func=cmd_push_data)
 
     v = sub.add_parser("validate", help="validate a CSV/Parquet file against the schema")

@@ -38,8 +38,10 @@ import yaml
 from netsec_tasks.config import DriftConfig, PipelineConfig
 from netsec_tasks.errors import DataError, SourceUnavailable, ValidationFailed
 from netsec_tasks.records import DriftRecord, RunContext, ValidationRecord
+from netsec_tasks.catalog import RunCatalog
 from netsec_tasks.schema import ColumnSpec, DatasetSchema, load_schema
-from netsec_tasks.tabular import read_table
+from netsec_tasks.storage import Storage, atomic_write, is_s3
+from netsec_tasks.table_io import read_table
 
 Correction = Literal["bonferroni", "holm", "fdr_bh", "none"]
 NULL_CATEGORY = "<null>"
@@ -418,13 +420,13 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, schema: Dataset
 
 # --------------------------------------------------------------------------- reports
 
-def write_yaml_report(path: str | os.PathLike, result: DriftResult | None, *,
-                      extra: dict[str, Any] | None = None) -> Path:
+def render_yaml(result: DriftResult | None, *, extra: dict[str, Any] | None = None) -> str:
+    """The YAML report: the generation time, ``extra`` and every column's test."""
     doc: dict[str, Any] = {"generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     doc.update(extra or {})
     if result is not None:
         doc.update(result.to_dict())
-    return _atomic_write(path, yaml.safe_dump(_plain(doc), sort_keys=False, allow_unicode=True, width=120))
+    return yaml.safe_dump(_plain(doc), sort_keys=False, allow_unicode=True, width=120)
 
 
 def _plain(obj: Any) -> Any:
@@ -435,15 +437,6 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
-
-
-def _atomic_write(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
 
 
 _CSS = """
@@ -611,8 +604,12 @@ def _read_local(path: str | Path, what: str) -> pd.DataFrame:
         raise DataError(f"{what}: {exc}", source=None) from None
 
 
-def load_reference(uri: str, *, tracking_uri: str | None = None) -> pd.DataFrame:
-    """Reference data from a local path, file:// URI or any MLflow artifact URI."""
+def load_reference(uri: str, *, tracking_uri: str | None = None,
+                   storage: Storage | None = None) -> pd.DataFrame:
+    """Reference data from a local path, a ``file://`` or ``s3://`` URI in storage, or an MLflow
+    artifact URI (``runs:/...``: models registered before the storage hand-off)."""
+    if is_s3(uri) and storage is not None:
+        return storage.read_frame(uri)
     if _is_local(uri):
         return _read_local(uri, "reference data")
     import mlflow.artifacts
@@ -635,18 +632,28 @@ def load_reference(uri: str, *, tracking_uri: str | None = None) -> pd.DataFrame
 
 # --------------------------------------------------------------------------- pipeline step
 
-def _write_reports(out_dir: Path, result: DriftResult | None, *, reference: str | None,
-                   current: str, reason: str, extra: dict[str, Any]) -> tuple[Path, Path]:
-    yaml_path = write_yaml_report(out_dir / "drift_report.yaml", result,
-                                  extra={"reference_uri": reference, "current_uri": current,
-                                         **({"reason": reason} if result is None else {}), **extra})
-    html_path = _atomic_write(out_dir / "drift_report.html",
-                              render_html(result, reference=reference, current=current, reason=reason))
-    return yaml_path, html_path
+def _report_texts(result: DriftResult | None, *, reference: str | None, current: str,
+                  reason: str, extra: dict[str, Any]) -> tuple[str, str]:
+    """(YAML, HTML) of one comparison."""
+    doc_extra = {"reference_uri": reference, "current_uri": current,
+                 **({"reason": reason} if result is None else {}), **extra}
+    return (render_yaml(result, extra=doc_extra),
+            render_html(result, reference=reference, current=current, reason=reason))
+
+
+def _write_reports(catalog: RunCatalog, result: DriftResult | None, **kw: Any) -> tuple[str, str]:
+    yaml_text, html_text = _report_texts(result, **kw)
+    return catalog.save_text("drift_report", yaml_text), catalog.save_text("drift_html", html_text)
+
+
+def _write_local_reports(out_dir: Path, result: DriftResult | None, **kw: Any) -> tuple[Path, Path]:
+    yaml_text, html_text = _report_texts(result, **kw)
+    return atomic_write(out_dir / "drift_report.yaml", yaml_text), atomic_write(
+        out_dir / "drift_report.html", html_text)
 
 
 def _record(result: DriftResult | None, *, reference: str | None, current: str, reason: str,
-            paths: tuple[Path, Path], has_reference: bool) -> DriftRecord:
+            paths: tuple[Any, Any], has_reference: bool) -> DriftRecord:
     return DriftRecord(
         drift_detected=bool(result is not None and result.dataset_drift),
         has_reference=has_reference, reference_uri=reference, current_uri=current,
@@ -660,25 +667,26 @@ def check_drift(cfg: PipelineConfig, run: RunContext, validation: ValidationReco
                 reference_uri: str | None, schema: DatasetSchema | None = None) -> DriftRecord:
     """Compare the validated new batch with the Production model's training data."""
     schema = schema or load_schema(cfg.schema_path)
-    out = run.step_dir("drift")
+    catalog = RunCatalog.of(cfg, run)
     current_uri = validation.new_batch_uri
     extra = {"run_id": run.run_id}
     if reference_uri is None:
         reason = "no production model: nothing to compare against (first run)"
-        paths = _write_reports(out, None, reference=None, current=current_uri, reason=reason, extra=extra)
+        paths = _write_reports(catalog, None, reference=None, current=current_uri, reason=reason, extra=extra)
         return _record(None, reference=None, current=current_uri, reason=reason, paths=paths,
                        has_reference=False)
-    current = _read_local(current_uri, "new batch")
+    current = catalog.load_frame(current_uri)
     if current.empty:
         reason = "new batch is empty: no new rows to compare"
-        paths = _write_reports(out, None, reference=reference_uri, current=current_uri, reason=reason,
+        paths = _write_reports(catalog, None, reference=reference_uri, current=current_uri, reason=reason,
                                extra=extra)
         return _record(None, reference=reference_uri, current=current_uri, reason=reason, paths=paths,
                        has_reference=True)
-    reference = load_reference(reference_uri, tracking_uri=cfg.registry.tracking_uri)
+    reference = load_reference(reference_uri, tracking_uri=cfg.registry.tracking_uri,
+                               storage=catalog.storage)
     result = detect_drift(reference, current, schema, cfg.drift)
     reason = result.reason()
-    paths = _write_reports(out, result, reference=reference_uri, current=current_uri, reason=reason,
+    paths = _write_reports(catalog, result, reference=reference_uri, current=current_uri, reason=reason,
                            extra=extra)
     return _record(result, reference=reference_uri, current=current_uri, reason=reason, paths=paths,
                    has_reference=True)
@@ -705,7 +713,7 @@ def drift_between_files(ref_path: str | os.PathLike, cur_path: str | os.PathLike
         frames[what] = checked.clean
     result = detect_drift(frames["reference"], frames["current"], schema, cfg.drift)
     reason = result.reason()
-    paths = _write_reports(Path(out_dir), result, reference=str(ref_path), current=str(cur_path),
-                           reason=reason, extra={})
+    paths = _write_local_reports(Path(out_dir), result, reference=str(ref_path),
+                                 current=str(cur_path), reason=reason, extra={})
     return _record(result, reference=str(ref_path), current=str(cur_path), reason=reason,
                    paths=paths, has_reference=True)

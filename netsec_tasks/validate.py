@@ -34,7 +34,10 @@ from netsec_tasks.config import PipelineConfig, ValidationConfig
 from netsec_tasks.errors import DataError, ValidationFailed
 from netsec_tasks.records import IngestRecord, RunContext, ValidationRecord
 from netsec_tasks.schema import ColumnSpec, DatasetSchema, load_schema
-from netsec_tasks.tabular import frame_digest, read_table, write_parquet
+from netsec_tasks.split import lineage_frame, lineage_hashes
+from netsec_tasks.catalog import RunCatalog
+from netsec_tasks.storage import atomic_write
+from netsec_tasks.table_io import frame_digest
 
 Status = Literal["pass", "warn", "fail"]
 # How strict the size/class-balance checks are: training data must be usable on its own; a test
@@ -475,9 +478,32 @@ def harmonise_dtypes(frames: dict[str, pd.DataFrame], schema: DatasetSchema) -> 
 
 # --------------------------------------------------------------------------- report
 
+def render_report(sections: dict[str, FrameValidation] | FrameValidation, *,
+                  passed: bool | None = None, extra: dict[str, Any] | None = None) -> str:
+    """The YAML report: overall verdict, then every check per section."""
+    if isinstance(sections, FrameValidation):
+        sections = {"data": sections}
+    if passed is None:
+        passed = all(s.passed for s in sections.values())
+    failures = [f"{name}: {c.details}" for name, s in sections.items() for c in s.failures]
+    doc: dict[str, Any] = {
+        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "passed": bool(passed),
+        "failures": failures,
+    }
+    doc.update(_plain(extra or {}))
+    doc["sections"] = {name: s.summary() for name, s in sections.items()}
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120)
+
+
+def invalid_csv(invalid: pd.DataFrame) -> str:
+    """The quarantined rows as CSV text (split, row, column, value, reason)."""
+    return invalid.reindex(columns=INVALID_COLUMNS).to_csv(index=False)
+
+
 def write_report(sections: dict[str, FrameValidation] | FrameValidation, path: str | os.PathLike, *,
                  passed: bool | None = None, extra: dict[str, Any] | None = None) -> Path:
-    """Write the YAML report (atomic): overall verdict, then every check per section.
+    """Write the YAML report to a local file (atomic).
 
     ``path`` is the report file, or a directory: then ``validation_report.yaml`` and the
     quarantined rows (``invalid.csv``) are written into it (what ``netsec validate`` wants).
@@ -490,30 +516,11 @@ def write_report(sections: dict[str, FrameValidation] | FrameValidation, path: s
         write_invalid(path / "invalid.csv", pd.concat([s.invalid for s in sections.values()],
                                                       ignore_index=True))
         path = path / "validation_report.yaml"
-    if passed is None:
-        passed = all(s.passed for s in sections.values())
-    failures = [f"{name}: {c.details}" for name, s in sections.items() for c in s.failures]
-    doc: dict[str, Any] = {
-        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "passed": bool(passed),
-        "failures": failures,
-    }
-    doc.update(_plain(extra or {}))
-    doc["sections"] = {name: s.summary() for name, s in sections.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, render_report(sections, passed=passed, extra=extra))
 
 
 def write_invalid(path: str | os.PathLike, invalid: pd.DataFrame) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    invalid.reindex(columns=INVALID_COLUMNS).to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, invalid_csv(invalid))
 
 
 def _plain(obj: Any) -> Any:
@@ -529,23 +536,6 @@ def _plain(obj: Any) -> Any:
 
 # --------------------------------------------------------------------------- pipeline step
 
-def _local_path(uri: str) -> str:
-    return uri[len("file://"):] if uri.startswith("file://") else uri
-
-
-def read_split(uri: str, split: str) -> pd.DataFrame:
-    """Read one split as stored by ingest; an empty Parquet is an empty frame, not an error."""
-    path = _local_path(uri)
-    if not Path(path).is_file() and not any(ch in path for ch in "*?["):
-        raise DataError(f"{split} split not found (did ingest finish?)", source=path)
-    if path.endswith((".parquet", ".pq")) and Path(path).is_file():
-        try:
-            return pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise DataError(f"cannot read {split} split Parquet: {exc}", source=path) from None
-    return read_table(path)
-
-
 def validate(cfg: PipelineConfig, run: RunContext, ingest: IngestRecord, *,
              schema: DatasetSchema | None = None) -> ValidationRecord:
     """Validate train+test as one data set and the new batch on its own; write typed Parquet.
@@ -557,10 +547,10 @@ def validate(cfg: PipelineConfig, run: RunContext, ingest: IngestRecord, *,
     """
     schema = schema or load_schema(cfg.schema_path)
     vcfg = cfg.validation
-    out = run.step_dir("validate")
-    train_raw = read_split(ingest.train_uri, "train")
-    test_raw = read_split(ingest.test_uri, "test")
-    batch_raw = read_split(ingest.new_batch_uri, "new batch")
+    catalog = RunCatalog.of(cfg, run)
+    train_raw = catalog.load_frame(ingest.train_uri)
+    test_raw = catalog.load_frame(ingest.test_uri)
+    batch_raw = catalog.load_frame(ingest.new_batch_uri)
 
     both = pd.concat({"train": train_raw, "test": test_raw}, names=["split", "row"])
     data = validate_frame(both, schema, vcfg, source=f"{ingest.train_uri} + {ingest.test_uri}",
@@ -582,32 +572,35 @@ def validate(cfg: PipelineConfig, run: RunContext, ingest: IngestRecord, *,
     sections = {"train+test": data, "new_batch": batch}
     passed = data.passed and batch.passed
     invalid = pd.concat([data.invalid, batch.invalid], ignore_index=True)
-    invalid_path = write_invalid(out / "invalid.csv", invalid)
-    report_path = out / "validation_report.yaml"
+    invalid_uri = catalog.save_text("invalid_rows", invalid_csv(invalid))
+    report_uri = catalog.uri("validation_report")
     extra = {
         "run_id": run.run_id,
         "schema": schema.name,
         "limits": vcfg.model_dump(),
         "splits": {k: {"rows_valid": int(len(v))} for k, v in clean.items()},
     }
-    write_report(sections, report_path, passed=passed, extra=extra)
+    catalog.save_text("validation_report", render_report(sections, passed=passed, extra=extra))
     if not passed:
         problems = "; ".join(filter(None, (data.failure_message("train+test"),
                                           batch.failure_message("new batch"))))
-        raise ValidationFailed(f"validation failed: {problems} (report: {report_path})",
+        raise ValidationFailed(f"validation failed: {problems} (report: {report_uri})",
                                source=ingest.snapshot_uri,
                                columns=sorted({c for s in sections.values() for f in s.failures
                                                for c in f.columns}))
 
-    paths = {k: write_parquet(v, out / f"{k}.parquet") for k, v in clean.items()}
+    uris = {k: catalog.save_frame(f"validated_{k}", v) for k, v in clean.items()}
+    hashes_uri = catalog.save_frame("train_row_hashes", lineage_frame(
+        lineage_hashes(clean["train"], schema)))
     rows_checked = data.rows_checked
     return ValidationRecord(
         passed=True,
-        report_uri=str(report_path),
-        invalid_uri=str(invalid_path),
-        train_uri=str(paths["train"]),
-        test_uri=str(paths["test"]),
-        new_batch_uri=str(paths["new_batch"]),
+        report_uri=report_uri,
+        invalid_uri=invalid_uri,
+        train_uri=uris["train"],
+        test_uri=uris["test"],
+        new_batch_uri=uris["new_batch"],
+        train_row_hashes_uri=hashes_uri,
         rows_checked=rows_checked,
         rows_invalid=data.rows_invalid,
         invalid_share=data.invalid_share,

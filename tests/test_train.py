@@ -16,10 +16,10 @@ from netsec_tasks.errors import NetsecError
 from netsec_tasks.records import RunContext, TrainRecord, TransformRecord, ValidationRecord
 from netsec_tasks.sample import make_sample
 from netsec_tasks.schema import load_schema
-from netsec_tasks.tabular import frame_digest, write_parquet
+from netsec_tasks.table_io import frame_digest, write_parquet
 from netsec_tasks.tracking import PIPELINE_RUN_TAG, trusted_types_for
 from netsec_tasks.train import make_cv, row_groups, train, train_model
-from netsec_tasks.transform import build_preprocessor, save_preprocessor
+from netsec_tasks.transform import build_preprocessor, preprocessor_bytes
 
 TARGET = "Result"
 
@@ -33,10 +33,12 @@ def _inputs(cfg, tmp_path, train: pd.DataFrame, test: pd.DataFrame) -> tuple[Val
         passed=True, report_uri=str(d / "report.yaml"), train_uri=str(d / "train.parquet"),
         test_uri=str(d / "test.parquet"), new_batch_uri=str(d / "train.parquet"),
         rows_checked=len(train) + len(test), rows_invalid=0, invalid_share=0.0,
-        train_rows=len(train), test_rows=len(test), dataset_digest=frame_digest(train))
+        train_rows=len(train), test_rows=len(test), dataset_digest=frame_digest(train),
+        train_row_hashes_uri=str(d / "train_row_hashes.parquet"))
     schema = load_schema(cfg.schema_path)
     pre = build_preprocessor(schema).fit(train[schema.features])
-    path = save_preprocessor(pre, d / "preprocessor.skops")
+    path = d / "preprocessor.skops"
+    path.write_bytes(preprocessor_bytes(pre))
     record = TransformRecord(preprocessor_uri=str(path), numeric_features=schema.numeric_features,
                              categorical_features=schema.categorical_features, features_out=30,
                              missing_values_imputed=0, fitted_on_rows=len(train))
@@ -233,12 +235,16 @@ def test_train_tracks_runs_and_logs_a_loadable_model(tracked_cfg, tmp_path):
     (inp,) = [d for d in parent.inputs.dataset_inputs
               if any(t.key == "mlflow.data.context" and t.value == "training" for t in d.tags)]
     assert inp.dataset.digest == validation.dataset_digest[:32]
-    # The drift reference the registry points at: runs:/<run>/data/train.parquet.
-    ref = mlflow.artifacts.download_artifacts(f"runs:/{parent.info.run_id}/data/train.parquet",
-                                              dst_path=str(tmp_path / "dl"))
-    pd.testing.assert_frame_equal(pd.read_parquet(ref), train_df)
+    # The data is stored once, in storage: MLflow's dataset input points at it, no copy.
+    assert validation.train_uri in inp.dataset.source
+    assert [a.path for a in client.list_artifacts(parent.info.run_id)
+            if a.path.startswith("data")] == []
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert plots == {"plots/confusion_matrix.png", "plots/roc_curve.png", "plots/pr_curve.png"}
+    assert record.plots == [run.step_uri("train", f"plots/{p.split('/')[-1]}")
+                            for p in sorted(plots, key=["plots/confusion_matrix.png",
+                                                        "plots/roc_curve.png",
+                                                        "plots/pr_curve.png"].index)]
 
     loaded = mlflow.sklearn.load_model(record.model_uri)
     X_test = test_df.drop(columns=[TARGET])

@@ -164,7 +164,7 @@ async def _read_upload(request: Request) -> tuple[str, bytes]:
 
 def _score_csv(state: ServingState, model: LoadedModel, data: bytes, name: str,
                want_csv: bool) -> tuple[bytes, str]:
-    from netsec_tasks.tabular import read_csv_bytes
+    from netsec_tasks.table_io import read_csv_bytes
 
     max_rows = state.settings.max_rows
     try:

@@ -98,12 +98,12 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def write_parquet(frame: pd.DataFrame, path: str | os.PathLike, *, index: bool = False) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    frame.to_parquet(tmp, index=index)
-    tmp.replace(path)
-    return path
+    """A local Parquet file, written atomically."""
+    from netsec_tasks.storage import atomic_path
+
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=index)
+    return Path(path)
 
 
 def frame_digest(frame: pd.DataFrame) -> str:
