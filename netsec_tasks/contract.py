@@ -417,7 +417,7 @@ class Contract:
             isnull = np.isnan(arr)
             finite = np.isfinite(arr)
             is_int = np.array([self.schema.columns[c].dtype == "int" for c in block])
-            not_int = finite & is_int & (arr % 1 != 0)
+            not_int = finite & is_int & (np.where(finite, arr, 0.0) % 1 != 0)
             bad = (~isnull & ~finite, not_int)
             for j, col in enumerate(block):
                 nulls[col] = pd.Series(isnull[:, j])
