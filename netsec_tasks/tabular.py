@@ -89,8 +89,10 @@ def read_csv_bytes(data: bytes, source: str = "<upload>", *, max_rows: int | Non
     return frame
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """One CSV/Parquet file, or all files matching a glob concatenated (same columns)."""
+def read_table(path: str | os.PathLike, *, text_columns: Iterable[str] = ()) -> pd.DataFrame:
+    """One CSV/Parquet file, or all files matching a glob concatenated (same columns).
+
+    ``text_columns``: CSV columns read as text exactly as written (see ``read_csv_bytes``)."""
     frames = []
     for p in expand_paths(path):
         with open(p, "rb") as fh:
@@ -101,7 +103,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
             except Exception as exc:  # pyarrow raises several types for a damaged file
                 raise DataError(f"cannot read Parquet: {exc}", source=str(p)) from None
         else:
-            frames.append(read_csv_bytes(p.read_bytes(), source=str(p)))
+            frames.append(read_csv_bytes(p.read_bytes(), source=str(p), text_columns=text_columns))
     if len(frames) > 1:
         cols = list(frames[0].columns)
         for p, f in zip(expand_paths(path)[1:], frames[1:]):
