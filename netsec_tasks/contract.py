@@ -104,6 +104,10 @@ def null_mask(raw: pd.Series) -> pd.Series:
 
 
 def show(value: Any) -> str:
+    """A value for a message, as the user wrote it: a CSV column with blanks is read as floats,
+    so 5 arrives as 5.0 and is shown as 5."""
+    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
+        value = int(value)
     return str(value)[:_MAX_VALUE_CHARS]
 
 
@@ -614,7 +618,9 @@ def csv_chunks(frame: pd.DataFrame, *, chunk_rows: int = 5000) -> Iterator[bytes
     for start in range(0, max(len(frame), 1), chunk_rows):
         part = safe_for_csv(frame.iloc[start:start + chunk_rows])
         buf = io.StringIO()
-        part.to_csv(buf, index=False, header=start == 0, lineterminator="\n")
+        # CRLF (RFC 4180): the csv module then quotes any cell holding a CR or LF; with "\n"
+        # alone a bare CR inside a cell would be written unquoted and split the row on reading.
+        part.to_csv(buf, index=False, header=start == 0, lineterminator="\r\n")
         yield buf.getvalue().encode("utf-8")
 
 

@@ -24,11 +24,24 @@ RELEASE_AFTER_ROWS = 10_000
 def infer(state, model: LoadedModel, x) -> tuple[np.ndarray, np.ndarray]:
     """(is_threat 0/1, threat probability) for ``x``; records model time and class counts."""
     start = time.perf_counter()
-    is_threat, proba = model.predict(x)
+    is_threat, proba = model.predict(_imputable(model, x))
     n = len(is_threat)
     state.metrics.inference.labels(Metrics.rows_bucket(n)).observe(time.perf_counter() - start)
     state.metrics.count_predictions(int(is_threat.sum()), n)
     return is_threat, proba
+
+
+def _imputable(model: LoadedModel, x):
+    """Rows holding NaN (nullable cells sent as null) go through the Pipeline, whose imputer
+    fills them, unless the compiled fast path says it reproduces the imputer
+    (``fast.supports_nan``, verified at load on rows with NaN cells)."""
+    fast = getattr(model, "fast", None)
+    if (isinstance(x, np.ndarray) and fast is not None and not getattr(fast, "supports_nan", False)
+            and np.isnan(x).any()):
+        import pandas as pd
+
+        return pd.DataFrame(x, columns=list(model.features))
+    return x
 
 
 def log_predictions(state, model: LoadedModel, x, is_threat, proba, labels, route: str) -> None:
