@@ -194,13 +194,22 @@ def _score_csv(state: ServingState, model: LoadedModel, contract: Contract, data
 
 
 def _csv_json(model: LoadedModel, out: pd.DataFrame, summary: dict[str, Any]) -> bytes:
+    """The JSON answer, encoded a few thousand records at a time: a 100k-row answer never
+    exists as 100k Python dicts at once."""
     columns = [str(c) for c in out.columns]
-    values = {c: [_jsonable(v) for v in out[c].tolist()] for c in out.columns}
-    records = [dict(zip(columns, row)) for row in zip(*values.values())]
+    head = _encode({"model_name": model.name, "model_version": model.version,
+                    "columns": columns, **summary})
+    parts = [head[:-1], b',"records":[']
+    for start in range(0, len(out), 5000):
+        part = out.iloc[start:start + 5000]
+        values = [[_jsonable(v) for v in part[c].tolist()] for c in out.columns]
+        chunk = _encode([dict(zip(columns, row)) for row in zip(*values)])
+        parts.append((b"," if start else b"") + chunk[1:-1])
+    parts.append(b"]}")
     n = len(out)
-    content = _encode({"model_name": model.name, "model_version": model.version,
-                       "columns": columns, "records": records, **summary})
-    del records, values
+    del out
+    content = b"".join(parts)
+    del parts
     release_memory(n)
     return content
 

@@ -375,3 +375,60 @@ def test_traffic_drift_reports_excluded_rows_and_why(registered, tmp_path):
     html = Path(record.html_uri).read_text()
     assert "Excluded rows" in html and "120 of 300 rows excluded" in html
     assert "every feature is blank" in html
+
+
+# --------------------------------------------------------------------------- large batches
+
+def _settled_rss(proc, before: int, within: int = 100 * 1024 * 1024, timeout: float = 20.0) -> int:
+    """RSS once the answer is out: the prediction log writes the rows off the request (within
+    log_flush_seconds), so give it that long before reading the final figure."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    rss = proc.memory_info().rss
+    while rss - before >= within and time.monotonic() < deadline:
+        time.sleep(0.5)
+        rss = proc.memory_info().rss
+    return rss
+
+
+@pytest.mark.slow
+def test_large_upload_is_streamed_and_memory_comes_back(registered, uvicorn_server):
+    """A 100k-row upload against a real uvicorn process: the CSV answer is streamed, the JSON
+    answer does not echo the features, and once answered the server's RSS is back within
+    100 MB of where it was before the upload."""
+    import httpx
+    import psutil
+    from serving_helpers import wait_ready_http
+
+    server = uvicorn_server(registered.tracking_uri, max_rows=100_000,
+                            max_body_bytes=50 * 1024 * 1024)
+    wait_ready_http(server.url)
+    proc = psutil.Process(server.proc.pid)
+    rows = training_frame(100_000, seed=70)
+    rows.insert(0, "id", [f"row-{i}" for i in range(len(rows))])
+    data = rows.to_csv(index=False).encode()
+    with httpx.Client(base_url=server.url, timeout=300) as c:
+        # Warm: the first requests load code paths and pools that stay; measure after them.
+        small = rows.head(2000).to_csv(index=False).encode()
+        for fmt in ("csv", "json"):
+            assert c.post(f"/predict/csv?format={fmt}",
+                          files={"file": ("s.csv", small, "text/csv")}).status_code == 200
+        before = proc.memory_info().rss
+        with c.stream("POST", "/predict/csv?format=csv",
+                      files={"file": ("big.csv", data, "text/csv")}) as resp:
+            assert resp.status_code == 200
+            assert "content-length" not in resp.headers  # streamed (chunked)
+            chunks = [len(b) for b in resp.iter_bytes()]
+        assert len(chunks) > 1 and sum(chunks) > len(data)
+        after_csv = _settled_rss(proc, before)
+        resp = c.post("/predict/csv", files={"file": ("big.csv", data, "text/csv")})
+        assert resp.status_code == 200
+        body = resp.json()
+        assert body["n_rows"] == 100_000 and body["columns"] == ["id", TARGET, *OUTPUT_COLUMNS]
+        after_json = _settled_rss(proc, before)
+    mb = 1024 * 1024
+    print(f"server RSS: before {before / mb:.0f} MB, after CSV answer {after_csv / mb:.0f} MB, "
+          f"after JSON answer {after_json / mb:.0f} MB")
+    assert after_csv - before < 100 * mb
+    assert after_json - before < 100 * mb
