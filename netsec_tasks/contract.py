@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from netsec_tasks.errors import DataError
-from netsec_tasks.schema import ColumnSpec, DatasetSchema
+from netsec_tasks.schema import RESERVED_COLUMNS, ColumnSpec, DatasetSchema
 
 Kind = Literal["uncoercible", "domain", "non_nullable", "row_null"]
 InvalidPolicy = Literal["refuse", "flag"]
@@ -54,8 +54,7 @@ InvalidPolicy = Literal["refuse", "flag"]
 ROW_SCOPE = "*"  # the "column" of a problem that concerns the whole row
 PROBLEM_COLUMNS = ["row", "column", "value", "reason", "allowed", "kind"]
 # What every scoring door adds after the echoed input columns, in this order.
-OUTPUT_COLUMNS = ("predicted_label", "is_threat", "threat_probability", "imputed_cells",
-                  "status", "reason", "model_version")
+OUTPUT_COLUMNS = RESERVED_COLUMNS
 NULL_WORDS = frozenset({"", "na", "n/a", "nan", "null", "none", "<na>"})
 _TRUE = {"true", "t", "yes", "y", "1", "1.0"}
 _FALSE = {"false", "f", "no", "n", "0", "0.0"}

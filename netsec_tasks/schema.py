@@ -24,6 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from netsec_tasks.errors import ConfigError
 
 Dtype = Literal["int", "float", "str", "bool"]
+# The columns every scoring door adds to its output (netsec_tasks.contract.OUTPUT_COLUMNS): no
+# input column may be called so, or an echoed column would collide with an output.
+RESERVED_COLUMNS = ("predicted_label", "is_threat", "threat_probability", "imputed_cells",
+                    "status", "reason", "model_version")
 
 
 class ColumnSpec(BaseModel):
@@ -108,6 +112,11 @@ class DatasetSchema(BaseModel):
             clash = [c for c in names if c in self.columns or c == self.target.column]
             if clash:
                 raise ValueError(f"{what} must not name a feature or the target column: {clash}")
+        reserved = [c for c in [*self.columns, *self.ignore, *self.id_columns, self.target.column]
+                    if c in RESERVED_COLUMNS]
+        if reserved:
+            raise ValueError(f"{reserved}: reserved for the scoring outputs "
+                             f"({', '.join(RESERVED_COLUMNS)}); rename the column")
         both = sorted(set(self.ignore) & set(self.id_columns))
         if both:
             raise ValueError(f"{both} are in both ignore and id_columns; list each column once")

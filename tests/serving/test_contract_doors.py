@@ -432,3 +432,16 @@ def test_large_upload_is_streamed_and_memory_comes_back(registered, uvicorn_serv
           f"after JSON answer {after_json / mb:.0f} MB")
     assert after_csv - before < 100 * mb
     assert after_json - before < 100 * mb
+
+
+def test_openapi_request_schema_is_the_contract_and_model_names_the_data_set(client):
+    doc = client.get("/openapi.json").json()
+    body = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    row = body["properties"]["records"]["items"]
+    assert row["required"] == load_schema(SCHEMA_PATH).features
+    assert row["properties"]["having_IP_Address"] == {"type": ["integer", "null"],
+                                                      "enum": [-1, 1, None]}
+    assert {"id", "url", TARGET} <= set(row["properties"]) and row["additionalProperties"] is False
+    assert body["properties"]["records"]["maxItems"] == 1000
+    info = client.get("/model").json()
+    assert info["dataset"] == "phishing" and info["schema_version"] == "1"
