@@ -49,7 +49,6 @@ from netsec_tasks.errors import DataError
 from netsec_tasks.schema import RESERVED_COLUMNS, ColumnSpec, DatasetSchema
 
 Kind = Literal["uncoercible", "domain", "non_nullable", "row_null"]
-InvalidPolicy = Literal["refuse", "flag"]
 
 ROW_SCOPE = "*"  # the "column" of a problem that concerns the whole row
 PROBLEM_COLUMNS = ["row", "column", "value", "reason", "allowed", "kind"]
@@ -194,7 +193,6 @@ def coerce(raw: pd.Series, spec: ColumnSpec, null: pd.Series, *, strict: bool = 
             wrong_type = present & raw.map(lambda v: type(v) is not bool and not isinstance(v, np.bool_))
             text = raw.where(present & ~wrong_type).map(
                 lambda v: str(v).strip().lower() if v is not None and v == v else v)
-            bad_value = pd.Series(False, index=raw.index)
         else:
             wrong_type = pd.Series(False, index=raw.index)
             text = raw.where(present).map(lambda v: str(v).strip().lower() if v is not None else v)

@@ -31,7 +31,7 @@ import pandas as pd
 import yaml
 
 from netsec_tasks.config import PipelineConfig, ValidationConfig
-from netsec_tasks.contract import ROW_SCOPE, Contract, allowed_values, coerce, listed, null_mask, show
+from netsec_tasks.contract import Contract, allowed_values, coerce, listed, null_mask, show
 from netsec_tasks.errors import DataError, ValidationFailed
 from netsec_tasks.records import IngestRecord, RunContext, ValidationRecord
 from netsec_tasks.schema import ColumnSpec, DatasetSchema, load_schema

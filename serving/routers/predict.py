@@ -19,8 +19,7 @@ from fastapi.responses import Response, StreamingResponse
 from netsec_tasks.contract import Contract, csv_chunks, scored_frame
 from serving.deps import ContractDep, ModelDep, ServingState, StateDep, require_api_key
 from serving.inference import count_inputs, infer, log_predictions, release_memory
-from serving.inputs import (InputError, ModelInput, csv_input, fast_json_input, json_input,
-                            records_frame, records_from_body, checked_input)
+from serving.inputs import InputError, ModelInput, csv_input, fast_json_input, json_input
 from serving.limits import BodyTooLarge
 from serving.model import LoadedModel
 from serving.schemas import ERRORS, CsvPredictResponse, PredictResponse, predict_request_schema
