@@ -509,7 +509,8 @@ def _fmt(x: float | None, spec: str = ".3g") -> str:
 
 
 def render_html(result: DriftResult | None, *, reference: str | None, current: str,
-                reason: str, title: str = "netsec drift report") -> str:
+                reason: str, title: str = "netsec drift report",
+                excluded: dict[str, dict] | None = None) -> str:
     """A self-contained page: inline CSS and SVG only, no scripts, fonts or remote assets."""
     e = html.escape
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -560,8 +561,35 @@ def render_html(result: DriftResult | None, *, reference: str | None, current: s
                 f'<td class="num">{_fmt(c.effect)}<div class="note">{e(c.effect_name)}</div></td>'
                 f"<td>{tag}</td><td>{_bars_svg(c)}</td></tr>")
         out.append("</tbody></table>")
+    if excluded:
+        out += _excluded_html(excluded)
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _excluded_html(excluded: dict[str, dict]) -> list[str]:
+    """The rows left out of the comparison, per file, with the reasons and the first few."""
+    e = html.escape
+    out = ["<h2>Excluded rows</h2>",
+           '<p class="note">Rows that break the data set\'s input contract are not compared; '
+           "row numbers are 0-based positions in the file or the prediction log.</p>"]
+    for what, info in excluded.items():
+        n, k = info.get("rows_checked", 0), info.get("rows_excluded", 0)
+        out.append(f"<h3>{e(what)}: {k:,} of {n:,} rows excluded</h3>")
+        if not k:
+            continue
+        out.append("<table><thead><tr><th>Reason</th><th>Rows</th></tr></thead><tbody>")
+        out += [f'<tr><td>{e(r)}</td><td class="num">{c:,}</td></tr>'
+                for r, c in info.get("reasons", {}).items()]
+        out.append("</tbody></table>")
+        if info.get("examples"):
+            out.append('<table><thead><tr><th>Row</th><th>Column</th><th>Value</th><th>Reason</th>'
+                       "</tr></thead><tbody>")
+            out += [f'<tr><td class="num">{x["row"]}</td><td>{e(x["column"])}</td>'
+                    f'<td>{e(x["value"])}</td><td>{e(x["reason"])}</td></tr>'
+                    for x in info["examples"]]
+            out.append("</tbody></table>")
+    return out
 
 
 # --------------------------------------------------------------------------- loading
@@ -633,12 +661,14 @@ def load_reference(uri: str, *, tracking_uri: str | None = None,
 # --------------------------------------------------------------------------- pipeline step
 
 def _report_texts(result: DriftResult | None, *, reference: str | None, current: str,
-                  reason: str, extra: dict[str, Any]) -> tuple[str, str]:
-    """(YAML, HTML) of one comparison."""
+                  reason: str, extra: dict[str, Any],
+                  excluded: dict[str, dict] | None = None) -> tuple[str, str]:
+    """(YAML, HTML) of one comparison; ``excluded``: rows left out, per input, with reasons."""
     doc_extra = {"reference_uri": reference, "current_uri": current,
                  **({"reason": reason} if result is None else {}), **extra}
     return (render_yaml(result, extra=doc_extra),
-            render_html(result, reference=reference, current=current, reason=reason))
+            render_html(result, reference=reference, current=current, reason=reason,
+                        excluded=excluded))
 
 
 def _write_reports(catalog: RunCatalog, result: DriftResult | None, **kw: Any) -> tuple[str, str]:
@@ -692,28 +722,65 @@ def check_drift(cfg: PipelineConfig, run: RunContext, validation: ValidationReco
                    has_reference=True)
 
 
+# Checks that say something about the rows, not about whether two files can be compared: for
+# drift they are reported (the excluded rows), never a reason to refuse.
+_ROW_LEVEL_CHECKS = {"invalid_share", "column_null_share", "min_rows", "not_empty",
+                     "target_classes", "target_labels"}
+MAX_EXCLUDED_EXAMPLES = 20
+
+
+def checked_rows(raw: pd.DataFrame, schema: DatasetSchema, cfg: PipelineConfig, *, source: str,
+                 what: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The rows of ``raw`` that pass the input contract (``validate_frame``), and a summary of
+    the excluded ones: how many, how many per reason, the first few problems (row = 0-based
+    position in the file or in the prediction log). Raises ValidationFailed when the frame
+    cannot be compared at all."""
+    from netsec_tasks.validate import validate_frame
+
+    checked = validate_frame(raw, schema, cfg.validation, source=source, split=what,
+                             role="batch", require_target=False)
+    fatal = [c for c in checked.failures if c.name not in _ROW_LEVEL_CHECKS]
+    if fatal:
+        raise ValidationFailed(f"{what} file cannot be compared: "
+                               + "; ".join(c.details for c in fatal), source=source)
+    invalid = checked.invalid
+    per_reason = (invalid.drop_duplicates(["row", "reason"])["reason"].value_counts()
+                  if len(invalid) else pd.Series(dtype=int))
+    summary = {
+        "rows_checked": int(checked.rows_checked),
+        "rows_excluded": int(checked.rows_invalid),
+        "reasons": {str(k): int(v) for k, v in per_reason.items()},
+        "examples": [{"row": int(r.row), "column": str(r.column), "value": str(r.value),
+                      "reason": str(r.reason)}
+                     for r in invalid.head(MAX_EXCLUDED_EXAMPLES).itertuples(index=False)],
+    }
+    if checked.rows_checked and checked.clean.empty:
+        raise ValidationFailed(f"{what} file: all {checked.rows_checked} rows break the input "
+                               "contract, nothing left to compare: "
+                               + "; ".join(f"{k} ({v} rows)" for k, v in summary["reasons"].items()),
+                               source=source)
+    return checked.clean, summary
+
+
 def drift_between_files(ref_path: str | os.PathLike, cur_path: str | os.PathLike, cfg: PipelineConfig,
                         out_dir: str | os.PathLike, *, schema: DatasetSchema | None = None) -> DriftRecord:
     """``netsec drift REF CUR``: validate both files against the schema, then compare them.
 
-    Invalid rows are left out of the comparison (a broken row says nothing about the
-    distribution); a file that fails validation as a whole raises ValidationFailed.
+    Rows that break the input contract are left out of the comparison (a broken row says
+    nothing about the distribution) and reported, with their reasons, under ``excluded`` in the
+    YAML and in the HTML report; however many there are, the rest is still compared. A file
+    that cannot be compared at all (a missing feature column, an unknown column, no valid row
+    left) raises ValidationFailed.
     """
-    from netsec_tasks.validate import validate_frame
-
     schema = schema or load_schema(cfg.schema_path)
-    frames = {}
+    frames, excluded = {}, {}
     for what, path in (("reference", ref_path), ("current", cur_path)):
-        raw = _read_local(path, f"{what} file")
-        checked = validate_frame(raw, schema, cfg.validation, source=str(path), split=what,
-                                 role="batch", require_target=False)
-        if not checked.passed:
-            raise ValidationFailed(f"{what} file fails validation: {checked.failure_message()}",
-                                   source=str(path))
-        frames[what] = checked.clean
+        frames[what], excluded[what] = checked_rows(_read_local(path, f"{what} file"), schema, cfg,
+                                                    source=str(path), what=what)
     result = detect_drift(frames["reference"], frames["current"], schema, cfg.drift)
     reason = result.reason()
     paths = _write_local_reports(Path(out_dir), result, reference=str(ref_path),
-                                 current=str(cur_path), reason=reason, extra={})
+                                 current=str(cur_path), reason=reason,
+                                 extra={"excluded": excluded}, excluded=excluded)
     return _record(result, reference=str(ref_path), current=str(cur_path), reason=reason,
                    paths=paths, has_reference=True)

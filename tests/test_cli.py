@@ -54,10 +54,11 @@ def test_run_then_predict_on_the_embedded_defaults(tmp_path):
     assert set(frame["is_threat"].unique()) <= {0, 1}
     assert frame["threat_probability"].between(0, 1).all()
     # Threat rows are labelled with the schema's threat label (-1), benign with the other.
-    assert (frame.loc[frame.is_threat == 1, "predicted_Result"] == -1).all()
+    assert (frame.loc[frame.is_threat == 1, "predicted_label"] == -1).all()
     assert (frame["model_version"] == 1).all()
     # A useful model on the same distribution.
-    assert (frame["predicted_Result"] == frame["Result"]).mean() > 0.85
+    assert (frame["predicted_label"] == frame["Result"]).mean() > 0.85
+    assert (frame["status"] == "ok").all() and (frame["imputed_cells"] == 0).all()
 
 
 def test_bad_configuration_is_named_with_exit_2(tmp_path):
