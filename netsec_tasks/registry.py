@@ -20,7 +20,6 @@ import json
 import logging
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 from netsec_tasks.config import PipelineConfig

@@ -36,7 +36,7 @@ from netsec_tasks.storage import scratch_dir
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import DataError, NetsecError
 from netsec_tasks.evaluation import evaluate, save_plots
-from netsec_tasks.models import get_candidate, prefixed, single_threaded, unprefixed
+from netsec_tasks.candidates import get_candidate, prefixed, single_threaded, unprefixed
 from netsec_tasks.records import CandidateResult, RunContext, TrainRecord, TransformRecord, ValidationRecord
 from netsec_tasks.schema import DatasetSchema, load_schema
 from netsec_tasks.tracking import PIPELINE_RUN_TAG, configure_mlflow, log_pipeline_model
@@ -119,7 +119,7 @@ def tune_candidate(cfg: PipelineConfig, name: str, preprocessor, X: pd.DataFrame
     score = float(search.cv_results_["mean_test_score"][i])
     if not math.isfinite(score):
         raise NetsecError(f"training candidate '{name}' has no finite CV {cfg.training.metric} score "
-                          "(its fits failed); check its search space in netsec_tasks/models.py")
+                          "(its fits failed); check its search space in netsec_tasks/candidates.py")
     return CandidateResult(
         name=name,
         cv_score=score,

@@ -5,7 +5,7 @@ which suits correlated indicator columns better than a column mean); categorical
 most frequent value and a one-hot encoding that ignores unseen categories at serving time. The
 preprocessor is fitted on the validated TRAINING split only, so nothing about the test rows leaks
 into imputation. Scaling is not done here: only the logistic-regression candidate needs it and it
-carries its own scaler (see :mod:`netsec_tasks.models`).
+carries its own scaler (see :mod:`netsec_tasks.candidates`).
 """
 
 from __future__ import annotations

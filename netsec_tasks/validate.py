@@ -32,7 +32,7 @@ import yaml
 
 from netsec_tasks.config import PipelineConfig, ValidationConfig
 from netsec_tasks.contract import Contract, allowed_values, coerce, listed, null_mask, show
-from netsec_tasks.errors import DataError, ValidationFailed
+from netsec_tasks.errors import ValidationFailed
 from netsec_tasks.records import IngestRecord, RunContext, ValidationRecord
 from netsec_tasks.schema import ColumnSpec, DatasetSchema, load_schema
 from netsec_tasks.split import lineage_frame, lineage_hashes

@@ -11,7 +11,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.tree import DecisionTreeClassifier
 from threadpoolctl import threadpool_limits
 
-from netsec_tasks import models
+from netsec_tasks import candidates
 from netsec_tasks.errors import NetsecError
 from netsec_tasks.records import RunContext, TrainRecord, TransformRecord, ValidationRecord
 from netsec_tasks.sample import make_sample
@@ -54,13 +54,13 @@ def _sample_splits(n: int = 400, seed: int = 11, test_share: float = 0.25):
 # --- candidates --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(models.CANDIDATES))
+@pytest.mark.parametrize("name", sorted(candidates.CANDIDATES))
 def test_each_candidate_builds_fits_and_serialises(name):
     from netsec_tasks.config import PipelineConfig
 
     schema = load_schema(PipelineConfig().schema_path)
     train, test = _sample_splits(120, seed=5)
-    spec = models.get_candidate(name)
+    spec = candidates.get_candidate(name)
     # One thread per fit, as in training (parallelism is at the search level): a busy 2-core
     # machine makes OpenMP thread teams (hist gradient boosting) crawl.
     with threadpool_limits(1):
@@ -70,7 +70,7 @@ def test_each_candidate_builds_fits_and_serialises(name):
 def _fit_two_settings(spec, schema, train, test):
     for params in ParameterSampler(spec.space(), n_iter=2, random_state=0):
         model = Pipeline([("preprocess", build_preprocessor(schema)), ("model", spec.build(0))])
-        model.set_params(**models.prefixed(params))
+        model.set_params(**candidates.prefixed(params))
         model.fit(train[schema.features], (train[TARGET] == -1).astype(int))
         proba = model.predict_proba(test[schema.features])
         assert proba.shape == (len(test), 2)
@@ -129,9 +129,9 @@ class SpyTree(DecisionTreeClassifier):
 
 @pytest.mark.parametrize("search", ["halving", "random"])
 def test_tuning_never_sees_test_rows_and_test_is_scored_once(make_cfg, tmp_path, monkeypatch, search):
-    spy = models.CandidateSpec("decision_tree", lambda seed: SpyTree(random_state=seed),
+    spy = candidates.CandidateSpec("decision_tree", lambda seed: SpyTree(random_state=seed),
                                lambda: {"max_depth": [2, 3, 4, 6, None], "min_samples_leaf": [1, 3]})
-    monkeypatch.setitem(models.CANDIDATES, "decision_tree", spy)
+    monkeypatch.setitem(candidates.CANDIDATES, "decision_tree", spy)
     EVENTS.clear()
     cfg = make_cfg(**{"training.candidates": ["decision_tree"], "training.n_iter": 4,
                       "training.search": search})
@@ -260,9 +260,9 @@ def test_failing_candidate_fails_the_parent_run_and_a_retry_reuses_it(tracked_cf
     cfg = tracked_cfg
     validation, transform = _inputs(cfg, tmp_path, *_sample_splits(300, seed=17))
     run = RunContext.create(cfg, run_id="manual__retry")
-    broken = models.CandidateSpec("decision_tree", models.CANDIDATES["decision_tree"].build,
+    broken = candidates.CandidateSpec("decision_tree", candidates.CANDIDATES["decision_tree"].build,
                                   lambda: {"max_depth": [-3]})  # every fit raises
-    monkeypatch.setitem(models.CANDIDATES, "decision_tree", broken)
+    monkeypatch.setitem(candidates.CANDIDATES, "decision_tree", broken)
 
     with pytest.raises(NetsecError, match="decision_tree"):
         train(cfg, run, validation, transform)
