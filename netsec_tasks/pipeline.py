@@ -58,7 +58,8 @@ def record_outcome(cfg: PipelineConfig, run: RunContext, *, ingest: IngestRecord
                    reconciled: ReconcileRecord | None = None) -> OutcomeRecord:
     """Close a successful run: commit the ingest watermark and write ``outcome.json`` (with what
     the run's start reconciled for earlier runs)."""
-    from netsec_tasks.ingest import commit_watermark
+    from netsec_tasks.catalog import RunCatalog
+    from netsec_tasks.ingest import commit
 
     if register is not None:
         outcome = "promoted" if register.promoted else "kept_production"
@@ -72,8 +73,8 @@ def record_outcome(cfg: PipelineConfig, run: RunContext, *, ingest: IngestRecord
     record = OutcomeRecord(run_id=run.run_id, outcome=outcome, reason=reason,
                            branch_reason=branch_reason, model_version=version, metrics=metrics,
                            reconciled=reconciled.items if reconciled is not None else [])
-    commit_watermark(cfg, ingest)
-    record.write(run.path / "outcome.json")
+    commit(cfg, ingest)
+    RunCatalog.of(cfg, run).save_record("outcome", record)
     log.info("run %s: %s (%s)", run.run_id, outcome, reason)
     return record
 
@@ -97,10 +98,11 @@ class PipelineResult:
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "run_id": self.run.run_id,
-            "run_dir": self.run.run_dir,
+            "storage": self.run.storage_uri,
             "outcome": self.outcome.outcome,
             "reason": self.outcome.reason,
-            "rows": {"snapshot": self.ingest.rows, "new": self.ingest.new_rows,
+            "rows": {"read": self.ingest.documents_read, "snapshot": self.ingest.rows,
+                     "new": self.ingest.new_rows,
                      "train": self.validation.train_rows, "test": self.validation.test_rows,
                      "invalid": self.validation.rows_invalid},
             "drift": {"detected": self.drift.drift_detected, "share": round(self.drift.drift_share, 4),
@@ -121,8 +123,7 @@ class PipelineResult:
 
 
 def run_pipeline(cfg: PipelineConfig, *, run_id: str | None = None, force_retrain: bool = False,
-                 trigger: str = "cli", mongo_client: Any | None = None,
-                 s3_client: Any | None = None) -> PipelineResult:
+                 trigger: str = "cli", mongo_client: Any | None = None) -> PipelineResult:
     """Run every step in process. Raises the first step's NetsecError; the watermark then stays.
 
     The first action reconciles what earlier runs left (:mod:`netsec_tasks.reconcile`)."""
@@ -135,8 +136,10 @@ def run_pipeline(cfg: PipelineConfig, *, run_id: str | None = None, force_retrai
     from netsec_tasks.transform import transform
     from netsec_tasks.validate import validate
 
+    from netsec_tasks.catalog import RunCatalog
+
     run = RunContext.create(cfg, run_id=run_id, trigger=trigger, force_retrain=force_retrain)
-    log.info("run %s in %s", run.run_id, run.run_dir)
+    log.info("run %s in %s", run.run_id, run.storage_uri)
     rec = reconcile(cfg, by=f"pipeline run {run.run_id}")
     ing = ingest(cfg, run, mongo_client=mongo_client)
     val = validate(cfg, run, ing)
@@ -148,11 +151,11 @@ def run_pipeline(cfg: PipelineConfig, *, run_id: str | None = None, force_retrai
         tr = transform(cfg, run, val)
         trn = train(cfg, run, val, tr)
         reg = register(cfg, run, trn, val)
-        syn = sync(cfg, run, register=reg, s3_client=s3_client)
+        syn = sync(cfg, run, register=reg)
     outcome = record_outcome(cfg, run, ingest=ing, drift=drift, train=trn, register=reg,
                              branch_reason=reason, reconciled=rec)
     result = PipelineResult(run=run, ingest=ing, validation=val, drift=drift, retrain=retrain,
                             branch_reason=reason, outcome=outcome, transform=tr, train=trn,
                             register=reg, sync=syn, reconciled=rec)
-    (run.path / "summary.json").write_text(json.dumps(result.summary(), indent=2, default=str))
+    RunCatalog.of(cfg, run).save_text("summary", json.dumps(result.summary(), indent=2, default=str))
     return result

@@ -13,6 +13,11 @@ Runs at the start of every pipeline run (``netsec run``, the DAG's first task) a
   cannot be decided (its run, test split or artifacts are gone) is tagged
   ``netsec.promotion=abandoned`` with the reason. A version tagged promoted whose promotion did not
   finish (alias/stage not moved) is promoted. A version whose owner is alive is left alone.
+- **Unfinished syncs.** A run of this storage that registered a version but has no
+  ``manifest.json`` (its sync step failed or was killed) is synced now; the sync is idempotent
+  and the manifest, written last, proves it finished. When storage is still down this raises
+  SourceUnavailable, so the run that called it stops before it commits a watermark: the watermark
+  never gets ahead of a run whose artifacts are missing from storage.
 
 Every action is logged and returned in a :class:`ReconcileRecord`; the pipeline copies it into
 the run's outcome.
@@ -20,6 +25,7 @@ the run's outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
@@ -51,6 +57,7 @@ def reconcile(cfg: PipelineConfig, *, by: str = "netsec reconcile") -> Reconcile
         if experiment is not None:
             items += end_stale_runs(client, cfg, experiment.experiment_id, by=by)
         items += decide_undecided_versions(client, cfg, by=by)
+        items += sync_unsynced_runs(client, cfg)
     record = ReconcileRecord(items=items)
     for item in items:
         log.info("reconciled %s %s: %s (%s)", item.kind, item.id, item.action, item.reason)
@@ -176,12 +183,50 @@ def _decide_left_over(client, cfg: PipelineConfig, mv, *, by: str) -> Decision:
                             _production_label(client, cfg), outcome="abandoned")
         apply_decision(client, cfg, mv.run_id, decision, extra)
         return decision
-    decision = decide_version(client, cfg, mv, new_score, frame, schema, metric, test_uri)
-    decision = Decision(decision.version, decision.promoted,
-                        f"decided late (its run ended before the decision): {decision.reason}",
-                        decision.new_score, decision.production_score, decision.previous)
+    decision = decide_version(client, cfg, mv, model, new_score, frame, schema, metric, test_uri)
+    decision = dataclasses.replace(
+        decision, reason=f"decided late (its run ended before the decision): {decision.reason}")
     apply_decision(client, cfg, mv.run_id, decision, extra)
     return decision
+
+
+# --------------------------------------------------------------------------- syncs
+
+
+def sync_unsynced_runs(client, cfg: PipelineConfig) -> list[ReconciledItem]:
+    """Finish the sync of every run of this storage that registered a version but has no manifest.
+
+    A version belongs to this storage when its recorded training split (``netsec.train_uri``)
+    lies under ``storage.uri``; versions registered before the storage hand-off, or into another
+    storage, are not this storage's to complete.
+    """
+    from netsec_tasks.records import RegisterRecord, RunContext, safe_name
+    from netsec_tasks.storage import join_uri, validate_root
+    from netsec_tasks.sync import is_synced, sync
+
+    root = validate_root(cfg.storage.uri)
+    runs_root = join_uri(root, "runs") + "/"
+    name = cfg.registry.model_name
+    out: list[ReconciledItem] = []
+    for mv in sorted(_all_versions(client, name), key=lambda v: int(v.version)):
+        tags = dict(mv.tags or {})
+        pipeline_run = tags.get(TAG + "pipeline_run_id")
+        if not pipeline_run or not (tags.get(TAG + "train_uri") or "").startswith(runs_root):
+            continue
+        if tags.get(PROMOTION_TAG) is None:
+            continue  # still being registered (reconcile left it alone above): its run syncs it
+        run = RunContext(run_id=pipeline_run, storage_uri=join_uri(root, "runs", safe_name(pipeline_run)))
+        if is_synced(cfg, run):
+            continue
+        version = str(mv.version)
+        record = sync(cfg, run, register=RegisterRecord(
+            model_name=name, version=version, promoted=tags.get(PROMOTION_TAG) == "promoted",
+            production_version=None, reason="synced by reconcile"))
+        out.append(ReconciledItem(
+            kind="sync", id=pipeline_run, action="synced",
+            reason=f"{name} v{version} had no manifest in {run.storage_uri} (its sync did not "
+                   f"finish); {record.uploaded} object(s) uploaded now, {record.skipped} already there"))
+    return out
 
 
 def _production_label(client, cfg: PipelineConfig) -> str | None:
@@ -190,16 +235,16 @@ def _production_label(client, cfg: PipelineConfig) -> str | None:
 
 
 def _read_split(cfg: PipelineConfig, uri: str) -> Any:
-    """A split from a path / file:// URI, or any MLflow artifact URI (``runs:/...``)."""
-    from netsec_tasks.tabular import read_table
+    """A split from storage (``file://``/``s3://``, a path) or an MLflow artifact URI
+    (``runs:/...``: versions registered before the storage hand-off)."""
+    from netsec_tasks.storage import is_local, is_s3, storage_for
 
-    if "://" not in uri and not uri.startswith(("runs:/", "models:/")):
-        return read_table(uri)
-    if uri.startswith("file://"):
-        return read_table(uri[len("file://"):])
+    if is_s3(uri) or is_local(uri):
+        return storage_for(cfg).read_frame(uri)
     import mlflow.artifacts
 
     from netsec_tasks.outages import is_unreachable
+    from netsec_tasks.table_io import read_table
 
     with tempfile.TemporaryDirectory(prefix="netsec-reconcile-") as tmp:
         try:

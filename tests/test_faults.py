@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from netsec_testing import MlflowServerProcess, NetsecProcess, pid_running
@@ -112,14 +113,9 @@ def test_kill_after_register_then_the_next_run_decides_the_version(tmp_path, dat
     summary = json.loads(second.stdout.split("\n\n", 1)[0])  # the JSON before the text lines
     assert [(i["id"], i["action"]) for i in summary["reconciled"] if i["kind"] == "model_version"] \
         == [(f"netsec-phishing/{version}", tags["netsec.promotion"])]
-    outcome = json.loads((tmp_path / "work" / "runs" / second_run_dir(second) / "outcome.json").read_text())
+    storage = json.loads(second.stdout.split("\n\n", 1)[0])["storage"]
+    outcome = json.loads(Path(storage.removeprefix("file://"), "outcome.json").read_text())
     assert outcome["reconciled"] == summary["reconciled"]
-
-
-def second_run_dir(proc: NetsecProcess) -> str:
-    from pathlib import Path
-
-    return Path(json.loads(proc.stdout.split("\n\n", 1)[0])["run_dir"]).name
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])

@@ -190,7 +190,7 @@ def test_a_mongo_server_that_stops_answering_fails_within_the_socket_timeout(mak
 
     from netsec_testing import MongoServer
 
-    from netsec_tasks.mongo import connect_source
+    from netsec_tasks.sources.mongo import connect_source
 
     server = MongoServer(tmp_path / "mongo").start()
     try:
