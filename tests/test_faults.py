@@ -60,10 +60,12 @@ def assert_no_workers_left(pids: list[int], guard: float = 60.0) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["kill", "freeze"])
-def test_registry_lost_mid_training_exits_3_and_the_run_ends(tmp_path, data_csv, fault):
+def test_registry_lost_mid_training_exits_3_and_the_run_ends(make_cfg, tmp_path, data_csv, fault):
     """kill: connection refused from then on; freeze (SIGSTOP): every request hangs until its
     timeout. Either way: one error line naming the store, exit 3, and the MLflow run does not
     stay RUNNING (ended FAILED by the handler, or KILLED by the next run's reconciliation)."""
+    from netsec_tasks.reconcile import reconcile
+
     server = MlflowServerProcess(tmp_path / "mlflow").start()
     try:
         run = NetsecProcess(tmp_path / "work", "run", "--source-path", str(data_csv),
@@ -76,14 +78,16 @@ def test_registry_lost_mid_training_exits_3_and_the_run_ends(tmp_path, data_csv,
         assert "unreachable" in line
         assert_no_workers_left(run.worker_pids())
 
-        server.stop()
-        server.start()
+        if fault == "kill":
+            server.start()  # the same store, back up
+        else:
+            server.signal(signal.SIGCONT)  # it now answers the requests that timed out
         parents = runs_by_role(server.uri)["pipeline"]
         assert len(parents) == 1
         if parents[0].info.status == "RUNNING":  # the handler could not reach the store
-            rec = NetsecProcess(tmp_path / "work", "reconcile", sets=(f"registry.tracking_uri={server.uri}",))
-            assert rec.wait(300) == 0, rec.stderr[-3000:]
-            assert "KILLED" in rec.stdout
+            record = reconcile(make_cfg(**{"registry.tracking_uri": server.uri}), by="test")
+            assert ("mlflow_run", parents[0].info.run_id, "KILLED") in {
+                (i.kind, i.id, i.action) for i in record.items}
         statuses = {r.info.status for r in sum(runs_by_role(server.uri).values(), [])}
         assert "RUNNING" not in statuses, statuses
     finally:
@@ -147,3 +151,65 @@ def test_killed_run_leaves_no_workers_and_no_running_run(tmp_path, data_csv, sig
         (parent,) = runs_by_role(uri)["pipeline"]
         assert parent.info.status == "KILLED"
         assert "is gone" in parent.data.tags["netsec.reconcile"]
+
+
+@pytest.mark.slow
+def test_s3_down_at_sync_then_the_next_run_finishes_the_sync(make_cfg, tmp_path, data_csv, s3_server,
+                                                             s3_bucket):
+    """moto's S3 behind a TCP gate: run 1 goes as far as register, S3 goes down, its sync fails
+    (exit 3); a run while S3 is still down stops at reconcile with exit 3 and commits no
+    watermark; once S3 is back, a run that skips training finishes run 1's sync first."""
+    from netsec_testing import TcpGate
+
+    from netsec_tasks.drift import check_drift
+    from netsec_tasks.errors import SourceUnavailable
+    from netsec_tasks.ingest import ingest
+    from netsec_tasks.records import RunContext
+    from netsec_tasks.registry import production_reference_uri, register
+    from netsec_tasks.state import read_state
+    from netsec_tasks.storage import storage_for
+    from netsec_tasks.sync import is_synced, sync
+    from netsec_tasks.train import train
+    from netsec_tasks.transform import transform
+    from netsec_tasks.validate import validate
+
+    gate = TcpGate(s3_server.port)
+    sets = {"storage.uri": f"s3://{s3_bucket}/netsec", "storage.endpoint_url": gate.url,
+            "storage.max_attempts": 2, "storage.connect_timeout_seconds": 2,
+            "storage.request_timeout_seconds": 5, "source.path": str(data_csv),
+            "registry.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "registry.artifact_location": str(tmp_path / "mlartifacts"), "training.n_jobs": 1}
+    cfg = make_cfg(**sets)
+    cli_sets = (*SMALL, *(f"{k}={v}" for k, v in sets.items()))
+    try:
+        run1 = RunContext.create(cfg, run_id="first")
+        ing = ingest(cfg, run1)
+        val = validate(cfg, run1, ing)
+        check_drift(cfg, run1, val, reference_uri=production_reference_uri(cfg))
+        reg = register(cfg, run1, train(cfg, run1, val, transform(cfg, run1, val)), val)
+        assert reg.promoted and reg.version == "1"
+
+        gate.close()
+        with pytest.raises(SourceUnavailable, match=gate.url.split("//")[1]):
+            sync(cfg, run1, register=reg)
+
+        still_down = NetsecProcess(tmp_path / "work", "run", sets=cli_sets)
+        assert still_down.wait(300) == 3, still_down.stderr[-3000:]
+        assert "S3 storage at" in one_error_line(still_down)
+
+        gate.open()
+        assert not is_synced(cfg, run1)
+        assert read_state(storage_for(cfg), ing.source) is None  # no watermark got ahead of run 1
+        skip = NetsecProcess(tmp_path / "work", "run", sets=cli_sets)
+        assert skip.wait(600) == 0, skip.stderr[-4000:]
+        summary = json.loads(skip.stdout.split("\n\n", 1)[0])
+        assert summary["outcome"] == "skipped_no_drift"
+        assert [(i["kind"], i["id"], i["action"]) for i in summary["reconciled"]] == [
+            ("sync", "first", "synced")]
+        assert is_synced(cfg, run1)
+        keys = {o.uri.rsplit("/netsec/runs/first/", 1)[1]
+                for o in storage_for(cfg).list(run1.storage_uri)}
+        assert {"manifest.json", "model/MLmodel", "model/model.skops"} <= keys
+        assert read_state(storage_for(cfg), ing.source).run_id == summary["run_id"]
+    finally:
+        gate.close()

@@ -164,3 +164,28 @@ def test_reconcile_with_the_store_down_is_one_line_exit_3(make_cfg, tmp_path):
     assert proc.wait(300) == 3
     errors = [line for line in proc.stderr.splitlines() if line.startswith("netsec reconcile: error:")]
     assert len(errors) == 1 and uri in errors[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_runs_whose_sync_did_not_finish_are_synced_once(cfg, client, tmp_path):
+    """A decided version of this storage with no manifest (its sync failed) is synced; a version
+    whose training split lies elsewhere (another storage, before the hand-off) is not ours."""
+    from netsec_tasks.reconcile import reconcile
+    from netsec_tasks.records import RunContext
+    from netsec_tasks.storage import storage_for
+    from netsec_tasks.sync import is_synced
+
+    ours = left_over_version(cfg, client, tmp_path, owner=dead_owner())
+    other = left_over_version(cfg, client, tmp_path, owner=dead_owner(), depth=3, seed=4)
+    run = RunContext.create(cfg, run_id="unsynced run")
+    client.set_model_version_tag(MODEL, ours, "netsec.pipeline_run_id", run.run_id)
+    client.set_model_version_tag(MODEL, ours, "netsec.train_uri", run.step_uri("validate", "train.parquet"))
+    client.set_model_version_tag(MODEL, other, "netsec.train_uri", "s3://elsewhere/runs/x/train.parquet")
+
+    first = reconcile(cfg, by="first")
+    synced = [i for i in first.items if i.kind == "sync"]
+    assert [(i.id, i.action) for i in synced] == [(run.run_id, "synced")]
+    assert f"{MODEL} v{ours} had no manifest" in synced[0].reason
+    assert is_synced(cfg, run)
+    names = {o.uri.rsplit("/", 1)[-1] for o in storage_for(cfg).list(run.storage_uri)}
+    assert {"manifest.json", "MLmodel", "model.skops"} <= names
+    assert reconcile(cfg, by="second").items == []  # the manifest proves it: nothing to redo
