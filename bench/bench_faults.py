@@ -52,6 +52,7 @@ class NetsecRun:
                  command: str = "run"):
         self.lines: list[tuple[float, str]] = []
         self.cond = threading.Condition()
+        self.capped = False
         full_env = {k: v for k, v in os.environ.items()
                     if not k.startswith(("NETSEC_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY"))}
         full_env.update({"NETSEC_HOME": str(home), "PYTHONPATH": str(code),
@@ -93,6 +94,7 @@ class NetsecRun:
         try:
             self.proc.wait(cap)
         except subprocess.TimeoutExpired:
+            self.capped = True
             self.proc.kill()
             self.proc.wait()
             return None
@@ -108,8 +110,9 @@ class NetsecRun:
 
 def _row(name: str, seconds: float | None, cap: float, rc: int | None, run: NetsecRun | None,
          after: float = 0.0, **left) -> dict:
-    row = {"scenario": name, "exit_code": rc}
-    if rc != -9:  # SIGKILLed by the bench: no time to fail
+    capped = run is not None and run.capped
+    row = {"scenario": name, "exit_code": "none: still running at the cap" if capped else rc}
+    if capped or rc != -9:  # -9 otherwise: SIGKILLed by the scenario itself, no time to fail
         row["time_to_fail_s"] = round(seconds, 1) if seconds is not None else f">{cap:.0f}"
     if run is not None:
         late = [line for t, line in run.lines if t >= after]
