@@ -154,9 +154,12 @@ class StorageConfig(_Section):
     endpoint_url: str | None = None
     region: str = "us-east-1"
     # One S3 outage costs at most about attempts x (connect + request timeout) before the step
-    # fails with exit 3; Airflow's task retries are the long-term retry.
+    # fails with exit 3; Airflow's task retries are the long-term retry. The request timeout is
+    # how long a request may stall without a byte (curl's low-speed limit in the AWS SDK, also on
+    # Linux, whatever pyarrow's docstring says), not a cap on a large upload: 15 s keeps a frozen
+    # server to ~50 s (measured: 30 s gave 100 s, bench/bench_faults.py s3_hung).
     connect_timeout_seconds: float = Field(5.0, gt=0, le=300)
-    request_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    request_timeout_seconds: float = Field(15.0, gt=0, le=3600)
     max_attempts: int = Field(3, ge=1, le=10)
 
     @field_validator("uri")
