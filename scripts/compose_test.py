@@ -84,6 +84,10 @@ CI_ENV = {
     "NETSEC_SERVING_POLL_INTERVAL_SECONDS": "5",
     # Two slots per worker: two workers share 2 cores here; tasks still spread over both.
     "AIRFLOW_WORKER_CONCURRENCY": "2",
+    # One process each: on 2 busy cores, uvicorn's supervisor killed MLflow workers that were
+    # still importing at start-up (its 5 s ping), again and again.
+    "MLFLOW_WORKERS": "1",
+    "NETSEC_SERVING_WORKERS": "1",
 }
 PORT_VARS = ("AIRFLOW_PORT", "MLFLOW_PORT", "MINIO_API_PORT", "MINIO_CONSOLE_PORT", "MONGO_PORT",
              "SERVING_PORT")
@@ -976,6 +980,17 @@ class Scenario:
         if unused:
             raise StepFailed(f"worker containers {[workers[h] for h in unused]} ran no task", services=("airflow-worker",))
         self.summary["tasks_per_worker"] = {workers[h]: len(t) for h, t in ran.items()}
+        # No volume is shared between Airflow containers: the api-server reads a task's log from
+        # the worker that ran it (its log server, by the host name the task instance records).
+        for host in sorted(ran):
+            # A step that returns its record (the branch and the skip task do not).
+            ti = next(t for t in tis if t.get("hostname") == host and t.get("state") == "success"
+                      and t["task_id"] not in ("check_drift", "skip_training"))
+            log = self.airflow.task_log(ti["dag_run_id"], ti["task_id"], ti.get("try_number") or 1)
+            if "Done. Returned value was" not in log:
+                raise StepFailed(f"the log of {ti['task_id']} (run on {workers[host]}) is not readable through "
+                                 f"the API:\n{tail_text(log, 15)}", services=("airflow-apiserver", "airflow-worker"))
+            say(f"   log of {ti['task_id']} from {workers[host]} through the API: {len(log.splitlines())} lines")
 
     def screenshots(self) -> None:
         shots = {"airflow": self.out / "airflow_dag.png", "serving": self.out / "serving.png"}
