@@ -890,10 +890,23 @@ class Scenario:
         if not mlmodels:
             raise StepFailed(f"no MLmodel in bucket {artifacts.netloc}: MLflow's artifacts are not in S3",
                              services=("mlflow",))
-        say(f"   s3://{dest.netloc}/{prefix}: {len(keys)} objects ({len(model_files)} under model/), manifest "
-            f"lists {len(listed)}; bucket {artifacts.netloc}: {len(mlmodels)} MLmodel file(s)")
-        self.summary["bucket"] = {"prefix": f"s3://{dest.netloc}/{prefix}", "objects": len(keys),
-                                  "mlflow_models": len(mlmodels)}
+        steps = sorted({k[len(prefix):].split("/", 1)[0] for k in keys if "/" in k[len(prefix):]})
+        # Beside the runs: what runs share (the committed watermark and the snapshot it names).
+        parts = prefix.rstrip("/").split("/")
+        if parts[-2:-1] != ["runs"]:
+            raise StepFailed(f"sync_s3 wrote to {sync['destination']}, not <storage root>/runs/<run id>")
+        root = "".join(p + "/" for p in parts[:-2])
+        shared = {top: sum(1 for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=dest.netloc, Prefix=f"{root}{top}/") for _ in page.get("Contents", []))
+            for top in ("state", "snapshots")}
+        if not all(shared.values()):
+            raise StepFailed(f"s3://{dest.netloc}/{root}: nothing under {[t for t, n in shared.items() if not n]}/ "
+                             "(the state shared across runs lives in storage)")
+        say(f"   s3://{dest.netloc}/{prefix}: {len(keys)} objects in {', '.join(steps)} ({len(model_files)} under "
+            f"model/), manifest lists {len(listed)}; state/: {shared['state']}, snapshots/: {shared['snapshots']}; "
+            f"bucket {artifacts.netloc}: {len(mlmodels)} MLmodel file(s)")
+        self.summary["bucket"] = {"prefix": f"s3://{dest.netloc}/{prefix}", "objects": len(keys), "steps": steps,
+                                  "mlflow_models": len(mlmodels), **shared}
 
     def production_version(self) -> str:
         env = self.services["serving"]["environment"]
@@ -980,6 +993,20 @@ class Scenario:
         if unused:
             raise StepFailed(f"worker containers {[workers[h] for h in unused]} ran no task", services=("airflow-worker",))
         self.summary["tasks_per_worker"] = {workers[h]: len(t) for h, t in ran.items()}
+        # The storage hand-off between containers: a task whose upstream task ran in the other
+        # worker container read that task's outputs from the bucket (they share no disk).
+        downstream = {t["task_id"]: t.get("downstream_task_ids") or []
+                      for t in self.airflow.call("GET", f"/api/v2/dags/{DAG_ID}/tasks")["tasks"]}
+        where = {(t["dag_run_id"], t["task_id"]): t.get("hostname") for t in tis if t.get("state") == "success"}
+        crossed = sorted({f"{up} ({workers[h_up]}) -> {down} ({workers[h_down]})"
+                          for (run_id, up), h_up in where.items() for down in downstream.get(up, [])
+                          if (h_down := where.get((run_id, down))) and h_up and h_down != h_up})
+        if not crossed:
+            raise StepFailed("no task read its upstream's outputs across worker containers: every run's tasks "
+                             "ran in one container, so the storage hand-off between them went untested")
+        say(f"   hand-offs across worker containers (through the bucket): {len(crossed)} kinds, e.g. "
+            + "; ".join(crossed[:3]))
+        self.summary["cross_worker_handoffs"] = crossed
         # No volume is shared between Airflow containers: the api-server reads a task's log from
         # the worker that ran it (its log server, by the host name the task instance records).
         for host in sorted(ran):

@@ -66,4 +66,9 @@ def test_docker_compose_stack_end_to_end():
     assert len(summary["tasks_per_worker"]) == 2 and all(summary["tasks_per_worker"].values())
     assert summary["dag_runs"] and set(summary["dag_runs"].values()) == {"success"}
     assert summary["bucket"]["objects"] > 1 and summary["bucket"]["mlflow_models"] >= 1
+    # No disk shared between the Airflow containers: tasks read their upstream's outputs, written
+    # in the other worker container, from the bucket, where the state across runs lives too.
+    assert summary["cross_worker_handoffs"]
+    assert summary["bucket"]["state"] >= 1 and summary["bucket"]["snapshots"] >= 1
+    assert {"ingest", "validate", "transform", "train"} <= set(summary["bucket"]["steps"])
     assert summary["production_version"]
