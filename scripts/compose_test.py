@@ -281,6 +281,7 @@ class Engine:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
+        shutil.rmtree(self.exec_root, ignore_errors=True)
 
     # ------------------------------------------------------------------ talking to it
 
