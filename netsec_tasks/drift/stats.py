@@ -354,11 +354,10 @@ def _target_shift(reference: pd.DataFrame, current: pd.DataFrame, schema: Datase
     cats, r_counts, c_counts = _category_counts(r_keys, c_keys)
     labels = [_label(c) for c in cats]
     r_share, c_share = r_counts / r_counts.sum(), c_counts / c_counts.sum()
-    pos = _label(schema.target.positive)
-    change = None
-    if pos in labels:
-        i = labels.index(pos)
-        change = _round(float(c_share[i] - r_share[i]))
+    pos = _label(schema.positive_label)
+    # The threat class may be several raw labels (or every label but the benign ones).
+    threat = np.asarray(schema.is_threat(pd.Series(list(cats), dtype=object)), dtype=bool)
+    change = _round(float(c_share[threat].sum() - r_share[threat].sum()))
     return {
         "column": col,
         "positive_label": pos,
