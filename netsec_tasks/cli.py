@@ -85,6 +85,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.register is not None:
         print(f"registry: {result.register.model_name} production version = "
               f"{result.register.production_version}")
+    if result.evaluation is not None:
+        ev = result.evaluation
+        print(f"hold-out:      {ev.source}: " + "  ".join(f"{k} {v:.4f}" for k, v in ev.metrics.items())
+              + f"\n               {ev.html_uri}")
     print(f"run artifacts: {result.run.storage_uri}")
     if result.drift.html_uri:
         print(f"drift report:  {result.drift.html_uri}")

@@ -141,6 +141,13 @@ class RegistryConfig(_Section):
     min_score: float = Field(0.8, ge=0, le=1)
 
 
+class EvaluationConfig(_Section):
+    # A labelled hold-out file (CSV/Parquet path or s3:// URI) that every newly registered
+    # version is evaluated on after training (netsec evaluate; reports beside the run and on
+    # the version in MLflow). None: off.
+    holdout_path: str | None = None
+
+
 class StorageConfig(_Section):
     # Root of everything tasks hand to each other and keep across runs: runs/<run id>/<step>/,
     # snapshots/, state/. s3://bucket[/prefix] (MinIO: endpoint_url) or file:///dir (embedded).
@@ -184,6 +191,7 @@ class PipelineConfig(_Section):
     drift: DriftConfig = DriftConfig()
     training: TrainingConfig = TrainingConfig()
     registry: RegistryConfig = RegistryConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     storage: StorageConfig = StorageConfig()
     dag: DagConfig = DagConfig()
     # Where this config was loaded from (set by load_config, not by the file).
