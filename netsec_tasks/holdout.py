@@ -308,6 +308,14 @@ def _metric_key(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", text)[:200]
 
 
+def logged_model_id(mv) -> str | None:
+    """The MLflow 3 logged model behind a model version (``m-...``): the version's ``model_id``,
+    else parsed from its ``models:/m-...`` source (the SQL store leaves ``model_id`` empty)."""
+    from mlflow.store.artifact.utils.models import _parse_model_id_if_present
+
+    return getattr(mv, "model_id", None) or _parse_model_id_if_present(mv.source or "")
+
+
 def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
     """A run linked to the model version (metrics on its logged model), reports as artifacts,
     and the headline figures as tags on the version. Returns the run id."""
@@ -334,7 +342,7 @@ def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
                                "model_uri": doc["model"]["uri"], "rows_scored": doc["rows"]["scored"],
                                "rows_excluded": doc["rows"]["excluded"]})
             # model_id links the metrics (and the run) to the logged model behind the version.
-            mlflow.log_metrics(metrics, model_id=getattr(mv, "model_id", None) or None)
+            mlflow.log_metrics(metrics, model_id=logged_model_id(mv))
             mlflow.log_artifacts(str(out), artifact_path="evaluation")
         run_id = run.info.run_id
         summary = {"run_id": run_id, "file": doc["file"], "rows": doc["rows"]["scored"],
