@@ -96,7 +96,9 @@ class DriftConfig(_Section):
     correction: Literal["bonferroni", "holm", "fdr_bh", "none"] = "holm"
     # Data-set drift when more than this share of columns drifts.
     drift_share: float = Field(0.2, ge=0, le=1)
-    # Columns with at most this many distinct values are tested as discrete (chi-square).
+    # A column is tested as discrete (chi-square) when it is categorical, has an `allowed` list
+    # of at most this many values, holds at most this many distinct values in the compared
+    # data, or holds text; otherwise as continuous (Kolmogorov-Smirnov). See drift/stats.py.
     max_discrete_values: int = Field(20, ge=2)
     # With very large samples every tiny difference is "significant": also require an effect of
     # at least this size (Jensen-Shannon distance for discrete, Wasserstein/IQR for continuous).

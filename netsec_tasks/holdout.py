@@ -254,8 +254,7 @@ def _per_label(raw: np.ndarray, y: np.ndarray, pred: np.ndarray,
 def _plots(y, pred, proba, per_label, out: Path, schema) -> list[str]:
     from netsec_tasks.evaluation import save_plots
 
-    paths = save_plots(y, pred, proba, out, labels=(f"benign ({schema.negative_label})",
-                                                    f"threat ({schema.positive_label})"),
+    paths = save_plots(y, pred, proba, out, labels=schema.class_names,
                        title="- evaluation")
     if per_label:
         paths.append(_per_label_plot(per_label, out / "per_label_recall.png"))

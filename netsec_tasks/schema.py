@@ -298,6 +298,14 @@ class DatasetSchema(BaseModel):
         """What a threat prediction is called (see :attr:`TargetSpec.threat_label`)."""
         return self.target.threat_label
 
+    @property
+    def class_names(self) -> tuple[str, str]:
+        """(benign, threat) as plots and reports name them: ``("benign (1)", "threat (-1)")``,
+        ``("benign (normal)", "threat")``."""
+        def name(kind: str, label: Any) -> str:
+            return kind if str(label) == kind else f"{kind} ({label})"
+        return name("benign", self.negative_label), name("threat", self.positive_label)
+
     def is_threat(self, labels) -> Any:
         """Which labels are the threat class: the binary model's target (1 = threat).
 
@@ -355,16 +363,14 @@ class DatasetSchema(BaseModel):
 
 
 def label_keys(series) -> Any:
-    """The comparison key (:func:`_key`) of every label of a Series (vectorised for numbers)."""
+    """The comparison key (:func:`_key`) of every label of a Series; None where null. Computed
+    once per distinct label (``pd.factorize``), not per row."""
+    import numpy as np
     import pandas as pd
 
-    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-        values = series.astype(float)
-        integral = values.notna() & (values % 1 == 0)
-        out = values.map(lambda v: repr(v))
-        out[integral] = values[integral].astype("int64").astype(str)
-        return out.where(series.notna(), None)
-    return series.map(lambda v: None if v is None or (isinstance(v, float) and v != v) else _key(v))
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    keys = np.array([_key(u) for u in uniques] + [None], dtype=object)  # code -1 (null) -> None
+    return pd.Series(keys[codes], index=series.index, dtype=object)
 
 
 def load_schema(path: str | Path) -> DatasetSchema:

@@ -272,8 +272,7 @@ def _train_and_evaluate(cfg: PipelineConfig, run: RunContext, schema: DatasetSch
     metrics, cm, y_pred, scores = evaluate(model, test_split.X, test_split.y)
     plot_dir = Path(tempfile.mkdtemp(prefix="netsec-plots-", dir=scratch_dir(cfg)))
     plot_files = save_plots(test_split.y, y_pred, scores, plot_dir,
-                            labels=(f"benign ({schema.negative_label})",
-                                    f"threat ({schema.positive_label})"),
+                            labels=schema.class_names,
                             title=f"- {winner.name}")
     plots = [catalog.save_file("plots", path, Path(path).name) for path in plot_files]
     _Progress(cfg.training.progress)(

@@ -314,11 +314,14 @@ def _check_target(raw: pd.Series, schema: DatasetSchema, quarantine: _Quarantine
                             f"{check.vocabulary}: {check.refused_summary()}. {UNLISTED_HINT}",
                             [spec.column]))
     elif spec.everything_but:
-        new = check.new_threat_labels
+        # Labels the schema does not name are threats by definition; a new attack type is
+        # still worth a look, so it is a warning when the schema lists the known ones.
+        new = check.new_threat_labels if spec.labels else []
         detail = (f"every label but {spec.benign_labels} is a threat"
-                  + (f"; threat labels not in target.labels: {_listed(new)}" if new and spec.labels
-                     else ""))
-        checks.append(Check("target_labels", "pass", 0, detail))
+                  + (f"; threat labels not in target.labels: {_listed(new)}" if new else ""))
+        checks.append(Check("target_labels", "warn" if new else "pass",
+                            sum(check.counts[k]["rows"] for k in new), detail,
+                            [spec.column] if new else []))
     else:
         checks.append(Check("target_labels", "pass", 0, f"all target values in {check.vocabulary}"))
     labels_out.update(check.counts)
