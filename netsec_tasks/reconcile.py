@@ -36,9 +36,9 @@ from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import DataError, RegistryError
 from netsec_tasks.outages import mlflow_errors, owner_alive
 from netsec_tasks.records import ReconciledItem, ReconcileRecord
-from netsec_tasks.registry import (PROMOTION_TAG, TAG, Decision, _all_versions, _load_version,
-                                   _production_version, _promote, apply_decision, check_test_columns,
-                                   decide_version, score_model)
+from netsec_tasks.registry import (PROMOTION_TAG, TAG, Decision, _all_versions, _differences,
+                                   _load_version, _production_version, _promote, apply_decision,
+                                   check_test_columns, decide_version, score_model)
 from netsec_tasks.tracking import OWNER_TAG, mlflow_client
 
 log = logging.getLogger("netsec.reconcile")
@@ -174,6 +174,14 @@ def _decide_left_over(client, cfg: PipelineConfig, mv, *, by: str) -> Decision:
         if test_uri is None:
             raise RegistryError("it records no test split")
         schema = load_schema(cfg.schema_path)
+        # Another data set's model under this name (see registry.check_comparable) is not ours
+        # to compare; neither is one when Production is another data set's.
+        prod = _production_version(client, cfg)
+        differs = _differences(tags, schema) or (
+            _differences(dict(prod.tags or {}), schema) if prod is not None else [])
+        if differs:
+            raise RegistryError(f"it is not comparable with this data set's ('{schema.name}') "
+                                "models: " + "; ".join(differs))
         frame = _read_split(cfg, test_uri)
         check_test_columns(frame, schema, test_uri)
         model = _load_version(cfg, mv.name, version, mv.run_id)
