@@ -53,6 +53,8 @@ class ModelInfo(BaseModel):
     model_class: str
     metrics: dict[str, float] = Field(..., description="test_* metrics of the training run")
     dataset_digest: str | None = Field(..., description="netsec.dataset_digest of the training data")
+    dataset: str | None = Field(None, description="netsec.dataset: the data set's schema name")
+    schema_version: str | None = Field(None, description="netsec.schema_version of that schema")
     features: list[FeatureSpec]
     target: str | None
     positive_label: Label
