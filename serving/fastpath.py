@@ -25,7 +25,8 @@ estimator                     predictor                                   1 row 
 RandomForest / ExtraTrees,    onnxruntime (skl2onnx), float32             13 us          25-45 us/row
 DecisionTree                  (sklearn: 13 ms / 42 us; the former hand-written walker: 190 us /
                               30-40 us: it no longer earns its place)
-XGBClassifier                 ``Booster.inplace_predict`` (exact)         190 us         3 us/row
+XGBClassifier                 treelite GTIL up to 4 rows (56 us; ``inplace_predict`` costs 190 us
+                              even for one row), ``Booster.inplace_predict`` above (exact, 3 us/row)
 HistGradientBoosting          treelite GTIL up to 128 rows (2 ms -> 55 us);  exact scikit-learn
                               above (its OpenMP predictor, 14 us/row; GTIL 27 us/row)
 LogisticRegression            onnxruntime, float64                        10 us          0.1 us/row
@@ -37,8 +38,9 @@ anything else                 the estimator's own ``predict_proba`` (exact; skip
 
 **Exactness.** Preprocessing, ``inplace_predict`` and the estimator's own ``predict_proba`` are
 *exact*: bit-identical probabilities. onnxruntime and treelite are *within* :data:`ATOL`
-(``|p_fast - p_pipeline| <= 1e-5`` on P(threat)), because they sum leaf values in float32
-(onnxruntime) or apply the sigmoid with another libm call (treelite). The class is always the
+(``|p_fast - p_pipeline| <= 1e-5`` on P(threat); measured 1e-6 or less), because they sum leaf
+values in float32 in another order (onnxruntime, treelite on XGBoost) or apply the sigmoid with
+another libm call (treelite on HistGradientBoosting). The class is always the
 Pipeline's: a row whose fast P(threat) is within ATOL of 0.5 is re-scored by the estimator itself
 (on the same, exact, preprocessed row), so ties break as scikit-learn breaks them. ONNX stores split
 thresholds in float32 while scikit-learn compares float32 features with float64 thresholds, so
@@ -242,20 +244,35 @@ def _xgboost(est: Any) -> Predictor:
     return Predictor("xgboost inplace_predict", proba, exact=True)
 
 
-def _treelite(est: Any) -> Predictor:
-    import treelite
+def _gtil(model: Any, dtype: type) -> Callable[[np.ndarray], np.ndarray]:
     import treelite.gtil
+
+    def proba(z: np.ndarray) -> np.ndarray:
+        p = treelite.gtil.predict(model, np.ascontiguousarray(z, dtype=dtype), nthread=1)
+        p = p.reshape(len(z))
+        return np.stack((1.0 - p, p), axis=1)
+    return proba
+
+
+def _treelite_hgb(est: Any) -> Predictor:
+    import treelite
 
     if getattr(est, "n_trees_per_iteration_", 1) != 1:
         raise NotCompilable("multi-class HistGradientBoostingClassifier")
-    model = treelite.sklearn.import_model(est)
+    # HGB compares float64 features with float64 thresholds; so does GTIL on float64 input.
+    return Predictor("treelite GTIL", _gtil(treelite.sklearn.import_model(est), np.float64), exact=False)
 
-    def proba(z: np.ndarray) -> np.ndarray:
-        # HGB compares float64 features with float64 thresholds; so does GTIL on float64 input.
-        p = treelite.gtil.predict(model, np.ascontiguousarray(z, dtype=np.float64), nthread=1)
-        p = p.reshape(len(z))
-        return np.stack((1.0 - p, p), axis=1)
-    return Predictor("treelite GTIL", proba, exact=False)
+
+def _treelite_xgb(est: Any) -> Predictor:
+    import treelite
+
+    booster = est.get_booster()
+    begin, end = est._get_iteration_range(None) if hasattr(est, "_get_iteration_range") else (0, 0)
+    if (begin, end) != (0, 0):
+        booster = booster[begin:end]  # the trees predict_proba uses (early stopping)
+    # XGBoost itself compares float32 features with float32 thresholds.
+    return Predictor("treelite GTIL", _gtil(treelite.frontend.from_xgboost(booster), np.float32),
+                     exact=False)
 
 
 def _float32_thresholds(est: Any) -> Any:
@@ -329,11 +346,12 @@ def plan_for(est: Any, n_features: int) -> Plan:
 
     final = _final_estimator(est)
     if type(final).__name__ == "XGBClassifier":
-        p = _xgboost(final)
-        return Plan(p, p, small_max_rows=0, split_large=False)
+        # inplace_predict costs ~190 us even for one row; GTIL 56 us + 26 us/row: it wins up to
+        # 4 rows (measured: 1 row 56/201 us, 4 rows 134/248, 8 rows 231/263).
+        return Plan(_treelite_xgb(final), _xgboost(final), small_max_rows=4, split_large=False)
     if isinstance(final, HistGradientBoostingClassifier):
         # GTIL wins below ~150 rows (55 us + 27 us/row against 2 ms + 14 us/row).
-        return Plan(_treelite(final), _sklearn(final), small_max_rows=128, split_large=False)
+        return Plan(_treelite_hgb(final), _sklearn(final), small_max_rows=128, split_large=False)
     if isinstance(final, (RandomForestClassifier, ExtraTreesClassifier, DecisionTreeClassifier,
                           ExtraTreeClassifier, AdaBoostClassifier)):
         if getattr(final, "n_outputs_", 1) != 1:

@@ -29,7 +29,7 @@ PREDICTOR = {
     "random_forest": "onnxruntime float32", "decision_tree": "onnxruntime float32",
     "hist_gradient_boosting": "treelite GTIL up to 128 rows, scikit-learn predict_proba above",
     "logistic_regression": "onnxruntime float64", "adaboost": "onnxruntime float32",
-    "xgboost": "xgboost inplace_predict",
+    "xgboost": "treelite GTIL up to 4 rows, xgboost inplace_predict above",
 }
 
 
@@ -165,8 +165,9 @@ def test_loaded_model_is_verified_on_its_test_split_and_scores_nan_rows(store, m
     client = make_client(uri, model_name="netsec-xgb")
     info = client.get("/model").json()
     assert info["model_class"] == "XGBClassifier"
-    assert info["inference_path"].startswith("compiled: xgboost inplace_predict"), info["inference_path"]
-    assert "data/test.parquet: exact" in info["inference_path"]
+    assert info["inference_path"].startswith("compiled: treelite GTIL up to 4 rows, xgboost "
+                                             "inplace_predict above"), info["inference_path"]
+    assert "data/test.parquet: max |dp|" in info["inference_path"]
     model = client.app.state.serving.manager.current
     assert model.fast is not None
     rows = training_frame(60, seed=31).drop(columns=[TARGET])
@@ -175,8 +176,11 @@ def test_loaded_model_is_verified_on_its_test_split_and_scores_nan_rows(store, m
     x[1::3, [0, 5, 9]] = np.nan
     is_threat, proba = model.predict(x)
     expected = pipe.predict_proba(pd.DataFrame(x, columns=rows.columns))[:, 1]
-    np.testing.assert_array_equal(proba, expected)
+    np.testing.assert_array_equal(proba, expected)  # 60 rows: inplace_predict, exact
     np.testing.assert_array_equal(is_threat, (expected > 0.5).astype(np.int8))
+    for i in (0, 1, 2):  # one row: treelite, within ATOL
+        _is_threat, p = model.predict(x[i:i + 1])
+        assert abs(p[0] - expected[i]) <= ATOL
 
 
 def test_version_without_test_split_keeps_the_pipeline(store, make_client):
@@ -206,7 +210,7 @@ def test_wrong_fast_path_is_dropped_at_load(store, make_client, monkeypatch, cap
         client = make_client(uri, model_name="netsec-xgb")
     info = client.get("/model").json()
     assert info["inference_path"].startswith("scikit-learn (fast path disagreed on "), info
-    assert "differs (exact predictor)" in info["inference_path"]
+    assert "differs (exact predictor)" in info["inference_path"], info["inference_path"]
     assert any("fast path dropped" in r.getMessage() for r in caplog.records)
     assert client.app.state.serving.manager.current.fast is None
     rows = training_frame(20, seed=2).drop(columns=[TARGET])
