@@ -421,7 +421,10 @@ class FastPipeline:
         return f"{model}; preprocessing: {self.preprocess.kind}"
 
     def predict_proba(self, x: Any) -> np.ndarray:
-        z = self.preprocess(x)
+        return self.from_preprocessed(self.preprocess(x))
+
+    def from_preprocessed(self, z: np.ndarray) -> np.ndarray:
+        """The estimator's probabilities for preprocessed rows ``z``."""
         if np.isnan(z).any():
             # The netsec imputers leave no NaN; if a step did, the estimator's own NaN handling
             # decides (compilers differ there), and it is exact by construction.
@@ -486,49 +489,58 @@ class Verdict:
     max_abs_diff: float
 
 
-SINGLE_ROWS = 32  # rows also checked one request at a time (the one-row path)
+SINGLE_ROWS = 32  # rows also checked one request at a time (half clean, half with NaN)
 
 
 def verify(fast: FastPipeline, pipeline: Any, rows: Any, threat_column: int = 1) -> Verdict:
     """Compare ``fast`` with ``pipeline.predict_proba`` on ``rows`` (float matrix or DataFrame).
 
-    Every row goes through the large-batch predictor (the whole set at once) and the small-batch
-    one (chunks of its size, and the first :data:`SINGLE_ROWS` rows one at a time). Exact
-    predictors must give identical probabilities; the others must stay within :data:`ATOL` on
-    P(threat). Every row must get the Pipeline's class.
+    All rows go through the whole fast path at once (large-batch predictor); their preprocessed
+    matrix goes through the small-batch predictor in chunks of its size (imputing a row does not
+    depend on the batch, so the costly KNN imputation runs once); :data:`SINGLE_ROWS` rows, with
+    and without NaN, go through the whole fast path one at a time. Exact predictors must give
+    identical probabilities; the others must stay within :data:`ATOL` on P(threat). Every row
+    must get the Pipeline's class.
     """
     import pandas as pd
 
-    named = isinstance(rows, pd.DataFrame) or not hasattr(pipeline, "feature_names_in_")
+    is_frame = isinstance(rows, pd.DataFrame)
+    named = is_frame or not hasattr(pipeline, "feature_names_in_")
     frame = rows if named else pd.DataFrame(rows, columns=fast.preprocess.features)
     expected = np.asarray(pipeline.predict_proba(frame))
     n = len(expected)
-    take = (lambda a, b: rows.iloc[a:b]) if isinstance(rows, pd.DataFrame) else (lambda a, b: rows[a:b])
-    runs: list[tuple[str, np.ndarray]] = [("whole batch", fast.predict_proba(rows))]
-    step = max(1, fast.plan.small_max_rows)
-    if fast.plan.small_max_rows:
-        runs.append((f"batches of {step}",
-                     np.vstack([fast.predict_proba(take(i, i + step)) for i in range(0, n, step)])))
-    singles = min(SINGLE_ROWS, n)
-    single = np.vstack([fast.predict_proba(take(i, i + 1)) for i in range(singles)])
+    take = (lambda idx: rows.iloc[idx]) if is_frame else (lambda idx: rows[idx])
+    z = fast.preprocess(rows)
+    runs: list[tuple[str, np.ndarray, np.ndarray]] = [
+        ("whole batch", fast.from_preprocessed(z), np.arange(n))]
+    step = fast.plan.small_max_rows
+    if step:
+        runs.append((f"batches of {step}", np.vstack([fast.from_preprocessed(z[i:i + step])
+                                                      for i in range(0, n, step)]), np.arange(n)))
+    gaps = (frame.isna() if is_frame else pd.DataFrame(np.isnan(rows))).any(axis=1).to_numpy()
+    picks = np.concatenate([np.flatnonzero(~gaps)[: SINGLE_ROWS // 2],
+                            np.flatnonzero(gaps)[: SINGLE_ROWS // 2]])
+    runs.append(("one row at a time",
+                 np.vstack([fast.predict_proba(take(slice(i, i + 1))) for i in picks]), picks))
     worst = 0.0
-    for label, got in [*runs, ("one row at a time", single)]:
-        ref = expected[: len(got)]
+    for label, got, idx in runs:
+        ref = expected[idx]
         if got.shape != ref.shape:
             return Verdict(False, f"{label}: shape {got.shape}, the pipeline's is {ref.shape}", n, np.inf)
         diff = np.abs(got[:, threat_column].astype(np.float64) - ref[:, threat_column])
         worst = max(worst, float(diff.max(initial=0.0)))
         if fast.exact:
             if not np.array_equal(got, ref):
-                bad = int(np.flatnonzero((got != ref).any(axis=1))[0])
+                bad = int(idx[np.flatnonzero((got != ref).any(axis=1))[0]])
                 return Verdict(False, f"{label}: row {bad} differs (exact predictor)", n, worst)
             continue
         if not np.all(diff <= ATOL):
             bad = int(np.argmax(diff))
-            return Verdict(False, f"{label}: row {bad} differs by {diff[bad]:.3g} > {ATOL:g}", n, worst)
+            return Verdict(False, f"{label}: row {int(idx[bad])} differs by {diff[bad]:.3g} > {ATOL:g}",
+                           n, worst)
         flipped = got.argmax(axis=1) != ref.argmax(axis=1)
         if flipped.any():
-            bad = int(np.flatnonzero(flipped)[0])
+            bad = int(idx[np.flatnonzero(flipped)[0]])
             return Verdict(False, f"{label}: row {bad} gets another class", n, worst)
     return Verdict(True, "exact" if fast.exact else f"max |dp| {worst:.1e} <= {ATOL:g}", n, worst)
 
