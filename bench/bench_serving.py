@@ -13,7 +13,8 @@ it uses the Production version there (``--version`` must be that version: the se
 Production only), and its logged test split for the request rows.
 
 Then it starts both servers as subprocesses on loopback ports (one worker each) and drives them
-with an async httpx client: one-row requests and 1000-row batches at a few concurrency levels,
+with a lean asyncio HTTP/1.1 keep-alive client (:class:`Connection`; httpx's ~1 ms of CPU per
+request made the client the bottleneck): one-row requests and 1000-row batches at a few concurrency levels,
 each level bounded by time and request count. Prints requests/s, rows/s, p50/p99 client latency,
 the p50 server time of a one-row request (our ``Server-Timing`` header), the ratios, and the
 goals of issue 11: one-row p50 server time < 1 ms, one-row throughput >= 20x, 1000-row batches
@@ -173,37 +174,88 @@ def payloads(kind: str, x: pd.DataFrame, rows: int, n: int = 64) -> list[bytes]:
     return out
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection that sends prepared POSTs and reads the status, the
+    headers and the body (Content-Length or chunked).
+
+    A load generator on the same 2-core machine must cost little per request: httpx spends ~1 ms
+    of CPU on each, which capped both servers at the client's speed rather than theirs.
+    """
+
+    def __init__(self, url: str):
+        parsed = httpx.URL(url)
+        self.host, self.port, self.path = parsed.host, parsed.port, parsed.raw_path.decode()
+        self.reader = self.writer = None
+
+    async def open(self) -> "Connection":
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        return self
+
+    def request(self, body: bytes) -> bytes:
+        return (f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                ).encode() + body
+
+    async def post(self, request: bytes) -> tuple[int, dict[str, str]]:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {k.strip().lower(): v.strip()
+                   for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        if "content-length" in headers:
+            await self.reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        return status, headers
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except OSError:
+            pass
+
+
 async def load(url: str, bodies: list[bytes], concurrency: int, seconds: float,
                max_requests: int) -> dict:
     latencies: list[float] = []
     server_ms: list[float] = []
     errors = 0
     sent = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        for b in bodies[:3]:  # warm-up (connections, first-call allocations)
-            await client.post(url, content=b, headers={"Content-Type": "application/json"})
-        deadline = time.perf_counter() + seconds
+    conns = [await Connection(url).open() for _ in range(concurrency)]
+    requests = [conns[0].request(b) for b in bodies]
+    for conn in conns:  # warm-up (connections, first-call allocations)
+        await conn.post(requests[0])
+    deadline = time.perf_counter() + seconds
 
-        async def worker(w: int):
-            nonlocal errors, sent
-            i = w
-            while time.perf_counter() < deadline and sent < max_requests:
-                sent += 1
-                t0 = time.perf_counter()
-                r = await client.post(url, content=bodies[i % len(bodies)],
-                                      headers={"Content-Type": "application/json"})
-                latencies.append(time.perf_counter() - t0)
-                if r.status_code != 200:
-                    errors += 1
-                st = r.headers.get("server-timing", "")
-                if "dur=" in st:
-                    server_ms.append(float(st.split("dur=")[1].split(";")[0]))
-                i += concurrency
+    async def worker(w: int):
+        nonlocal errors, sent
+        i = w
+        conn = conns[w]
+        while time.perf_counter() < deadline and sent < max_requests:
+            sent += 1
+            t0 = time.perf_counter()
+            status, headers = await conn.post(requests[i % len(requests)])
+            latencies.append(time.perf_counter() - t0)
+            if status != 200:
+                errors += 1
+            st = headers.get("server-timing", "")
+            if "dur=" in st:
+                server_ms.append(float(st.split("dur=")[1].split(";")[0]))
+            i += concurrency
 
-        t0 = time.perf_counter()
+    t0 = time.perf_counter()
+    try:
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    finally:
         elapsed = time.perf_counter() - t0
+        for conn in conns:
+            await conn.close()
     lat = sorted(latencies)
     return {"requests": len(lat), "elapsed": elapsed, "errors": errors,
             "rps": len(lat) / elapsed, "p50": lat[len(lat) // 2] * 1000,

@@ -16,25 +16,22 @@ of imputers (KNNImputer on numeric columns, SimpleImputer + OneHotEncoder on cat
   through the fitted ``preprocess`` step itself: the real KNNImputer fills its gaps. Imputation of
   a row does not depend on the other rows of the batch, so rows are split by "has NaN".
 
-**Estimators** (``netsec_tasks.models`` candidates), measured in process on the UCI file
-(300 trees; one row / per row in a 1000-row batch; the machine was shared, so +-30%):
+**Estimators** (``netsec_tasks.models`` candidates). Measured in process on the UCI file, bench
+sizes (300 trees...), as "one row; per row in a 1000-row batch"; the machine was shared (+-30%):
 
-============================  ==========================================  =============  ==========
-estimator                     predictor                                   1 row          1000 rows
-============================  ==========================================  =============  ==========
-RandomForest / ExtraTrees,    onnxruntime (skl2onnx), float32             13 us          25-45 us/row
-DecisionTree                  (sklearn: 13 ms / 42 us; the former hand-written walker: 190 us /
-                              30-40 us: it no longer earns its place)
-XGBClassifier                 treelite GTIL up to 4 rows (56 us; ``inplace_predict`` costs 190 us
-                              even for one row), ``Booster.inplace_predict`` above (exact, 3 us/row)
-HistGradientBoosting          treelite GTIL up to 128 rows (2 ms -> 55 us);  exact scikit-learn
-                              above (its OpenMP predictor, 14 us/row; GTIL 27 us/row)
-LogisticRegression            onnxruntime, float64                        10 us          0.1 us/row
-(with its StandardScaler)
-AdaBoost                      onnxruntime (skl2onnx), float32             240 us         5 us/row
-anything else                 the estimator's own ``predict_proba`` (exact; skips the
-                              ColumnTransformer's pandas overhead)
-============================  ==========================================  =============  ==========
+- RandomForest, ExtraTrees, DecisionTree, AdaBoost: onnxruntime on the skl2onnx conversion,
+  float32. Forest: 13 us; 25-45 us/row (Pipeline 15.7 ms; 47 us/row. The former hand-written
+  walker: 190 us; 30-40 us/row with its threaded batch path, so it no longer earned its place
+  and is gone). AdaBoost: 240 us; 5 us/row (Pipeline 10.6 ms; 15 us/row).
+- XGBClassifier: treelite GTIL up to 4 rows (56 us: ``Booster.inplace_predict`` costs ~190 us
+  even for one row), ``inplace_predict`` above (exact, 3 us/row; Pipeline 4.3 ms; 11 us/row).
+- HistGradientBoosting: treelite GTIL up to 128 rows (55 us; 27 us/row), scikit-learn's own
+  OpenMP predictor above (exact, 14 us/row; Pipeline 4.4 ms; 15 us/row).
+- LogisticRegression (with its StandardScaler): onnxruntime, float64: 10 us; 0.1 us/row.
+- anything else: the estimator's own ``predict_proba`` (exact; skips the ColumnTransformer).
+
+Large batches of the onnxruntime predictors are split by rows across ``batch_threads`` threads
+(:class:`RowSplitter`; onnxruntime releases the GIL).
 
 **Exactness.** Preprocessing, ``inplace_predict`` and the estimator's own ``predict_proba`` are
 *exact*: bit-identical probabilities. onnxruntime and treelite are *within* :data:`ATOL`
