@@ -25,13 +25,14 @@ sizes (300 trees...), as "one row; per row in a 1000-row batch"; the machine was
   and is gone). AdaBoost: 240 us; 5 us/row (Pipeline 10.6 ms; 15 us/row).
 - XGBClassifier: treelite GTIL up to 4 rows (56 us: ``Booster.inplace_predict`` costs ~190 us
   even for one row), ``inplace_predict`` above (exact, 3 us/row; Pipeline 4.3 ms; 11 us/row).
-- HistGradientBoosting: treelite GTIL up to 128 rows (55 us; 27 us/row), scikit-learn's own
-  OpenMP predictor above (exact, 14 us/row; Pipeline 4.4 ms; 15 us/row).
+- HistGradientBoosting: treelite GTIL (55 us; 27 us/row, 22-27 us/row split over 2 threads;
+  Pipeline 4.4 ms; 15 us/row on idle cores, up to 80 us/row when its per-tree OpenMP regions
+  compete with other work: see :func:`plan_for`).
 - LogisticRegression (with its StandardScaler): onnxruntime, float64: 10 us; 0.1 us/row.
 - anything else: the estimator's own ``predict_proba`` (exact; skips the ColumnTransformer).
 
-Large batches of the onnxruntime predictors are split by rows across ``batch_threads`` threads
-(:class:`RowSplitter`; onnxruntime releases the GIL).
+Large batches of the onnxruntime and treelite predictors are split by rows across
+``batch_threads`` threads (:class:`RowSplitter`; both release the GIL).
 
 **Exactness.** Preprocessing, ``inplace_predict`` and the estimator's own ``predict_proba`` are
 *exact*: bit-identical probabilities. onnxruntime and treelite are *within* :data:`ATOL`
@@ -347,8 +348,13 @@ def plan_for(est: Any, n_features: int) -> Plan:
         # 4 rows (measured: 1 row 56/201 us, 4 rows 134/248, 8 rows 231/263).
         return Plan(_treelite_xgb(final), _xgboost(final), small_max_rows=4, split_large=False)
     if isinstance(final, HistGradientBoostingClassifier):
-        # GTIL wins below ~150 rows (55 us + 27 us/row against 2 ms + 14 us/row).
-        return Plan(_treelite_hgb(final), _sklearn(final), small_max_rows=128, split_large=False)
+        # GTIL: 55 us for one row against 2 ms. For large batches scikit-learn's predictor is
+        # faster on idle cores (14 against 27 us/row) but it opens an OpenMP region per tree,
+        # and with concurrent requests or a busy host those regions oversubscribe the cores:
+        # 1000 rows took 14-79 ms (485 ms under a profiler) against GTIL's steady 22-29 ms when
+        # split over 2 threads. GTIL releases the GIL, so the split runs in parallel.
+        p = _treelite_hgb(final)
+        return Plan(p, p, small_max_rows=0, split_large=True)
     if isinstance(final, (RandomForestClassifier, ExtraTreesClassifier, DecisionTreeClassifier,
                           ExtraTreeClassifier, AdaBoostClassifier)):
         if getattr(final, "n_outputs_", 1) != 1:

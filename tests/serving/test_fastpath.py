@@ -27,7 +27,7 @@ SMALL = {
 # What each type must be served by (the table in serving/fastpath.py).
 PREDICTOR = {
     "random_forest": "onnxruntime float32", "decision_tree": "onnxruntime float32",
-    "hist_gradient_boosting": "treelite GTIL up to 128 rows, scikit-learn predict_proba above",
+    "hist_gradient_boosting": "treelite GTIL",
     "logistic_regression": "onnxruntime float64", "adaboost": "onnxruntime float32",
     "xgboost": "treelite GTIL up to 4 rows, xgboost inplace_predict above",
 }
@@ -67,7 +67,7 @@ def test_every_candidate_compiles_and_agrees_with_and_without_nan(kind, schema):
     rows = verification_rows(training_frame(300, seed=8), features, types)
     assert np.isnan(rows).any(axis=1).sum() == 300 and not np.isnan(rows[:300]).any()
 
-    fast, why = fast_path_for(pipe, features, rows, rows_source="test")
+    fast, why = fast_path_for(pipe, features, rows, rows_source="test", batch_threads=2)
     assert fast is not None, why
     assert why.startswith(f"compiled: {PREDICTOR[kind]}; preprocessing: identity on rows without "
                           "NaN, fitted steps otherwise; verified on 600 rows of test"), why
