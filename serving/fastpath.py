@@ -25,13 +25,14 @@ sizes (300 trees...), as "one row; per row in a 1000-row batch"; the machine was
   and is gone). AdaBoost: 240 us; 5 us/row (Pipeline 10.6 ms; 15 us/row).
 - XGBClassifier: treelite GTIL up to 4 rows (56 us: ``Booster.inplace_predict`` costs ~190 us
   even for one row), ``inplace_predict`` above (exact, 3 us/row; Pipeline 4.3 ms; 11 us/row).
-- HistGradientBoosting: treelite GTIL (55 us; 27 us/row, 22-27 us/row split over 2 threads;
-  Pipeline 4.4 ms; 15 us/row on idle cores, up to 80 us/row when its per-tree OpenMP regions
-  compete with other work: see :func:`plan_for`).
+- HistGradientBoosting: treelite GTIL up to 128 rows (55 us; GTIL 27 us/row), above them
+  scikit-learn's own predictor on one OpenMP thread, split over our threads (exact; 19 us/row.
+  Pipeline 4.4 ms; 15 us/row on idle cores but up to 800 us/row when its per-tree OpenMP
+  regions compete with other work: see :func:`plan_for`).
 - LogisticRegression (with its StandardScaler): onnxruntime, float64: 10 us; 0.1 us/row.
 - anything else: the estimator's own ``predict_proba`` (exact; skips the ColumnTransformer).
 
-Large batches of the onnxruntime and treelite predictors are split by rows across
+Large batches of the onnxruntime and HistGradientBoosting predictors are split by rows across
 ``batch_threads`` threads (:class:`RowSplitter`; both release the GIL).
 
 **Exactness.** Preprocessing, ``inplace_predict`` and the estimator's own ``predict_proba`` are
@@ -261,6 +262,18 @@ def _treelite_hgb(est: Any) -> Predictor:
     return Predictor("treelite GTIL", _gtil(treelite.sklearn.import_model(est), np.float64), exact=False)
 
 
+def _hgb_one_thread(est: Any) -> Predictor:
+    """``HistGradientBoostingClassifier.predict_proba`` (``_loss.predict_proba(_raw_predict(X))``)
+    on one OpenMP thread. The predictor loops over rows without the GIL, and a row's sum does
+    not depend on the thread count, so the result is identical."""
+    if not (hasattr(est, "_raw_predict") and hasattr(est, "_loss")):
+        raise NotCompilable("HistGradientBoostingClassifier without _raw_predict")
+
+    def proba(z: np.ndarray) -> np.ndarray:
+        return est._loss.predict_proba(est._raw_predict(z, n_threads=1))
+    return Predictor("scikit-learn predict_proba (1 OpenMP thread)", proba, exact=True)
+
+
 def _treelite_xgb(est: Any) -> Predictor:
     import treelite
 
@@ -348,13 +361,13 @@ def plan_for(est: Any, n_features: int) -> Plan:
         # 4 rows (measured: 1 row 56/201 us, 4 rows 134/248, 8 rows 231/263).
         return Plan(_treelite_xgb(final), _xgboost(final), small_max_rows=4, split_large=False)
     if isinstance(final, HistGradientBoostingClassifier):
-        # GTIL: 55 us for one row against 2 ms. For large batches scikit-learn's predictor is
-        # faster on idle cores (14 against 27 us/row) but it opens an OpenMP region per tree,
-        # and with concurrent requests or a busy host those regions oversubscribe the cores:
-        # 1000 rows took 14-79 ms (485 ms under a profiler) against GTIL's steady 22-29 ms when
-        # split over 2 threads. GTIL releases the GIL, so the split runs in parallel.
-        p = _treelite_hgb(final)
-        return Plan(p, p, small_max_rows=0, split_large=True)
+        # Small batches: GTIL, 55 us for one row against 2 ms. Large batches: scikit-learn's
+        # own predictor (exact; 1.5-2x faster than GTIL per row) on ONE OpenMP thread, split
+        # over our threads instead: its default opens an OpenMP region per tree with every
+        # core, and with concurrent requests or a busy host those oversubscribe the cores
+        # (1000 rows: 14-800 ms against 19-50 ms single-threaded on the same shared machine).
+        return Plan(_treelite_hgb(final), _hgb_one_thread(final), small_max_rows=128,
+                    split_large=True)
     if isinstance(final, (RandomForestClassifier, ExtraTreesClassifier, DecisionTreeClassifier,
                           ExtraTreeClassifier, AdaBoostClassifier)):
         if getattr(final, "n_outputs_", 1) != 1:

@@ -27,7 +27,8 @@ SMALL = {
 # What each type must be served by (the table in serving/fastpath.py).
 PREDICTOR = {
     "random_forest": "onnxruntime float32", "decision_tree": "onnxruntime float32",
-    "hist_gradient_boosting": "treelite GTIL",
+    "hist_gradient_boosting": "treelite GTIL up to 128 rows, scikit-learn predict_proba (1 OpenMP "
+                              "thread) above",
     "logistic_regression": "onnxruntime float64", "adaboost": "onnxruntime float32",
     "xgboost": "treelite GTIL up to 4 rows, xgboost inplace_predict above",
 }
