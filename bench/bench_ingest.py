@@ -54,7 +54,7 @@ def main() -> None:
 
     from netsec_tasks.config import load_config
     from netsec_tasks.ingest import ingest
-    from netsec_tasks.mongo import push_data
+    from netsec_tasks.sources.mongo import push_data
     from netsec_tasks.records import RunContext
     from netsec_tasks.sample import make_sample
 
@@ -73,7 +73,9 @@ def main() -> None:
                   f"({pushed.inserted / push_s:,.0f} rows/s)")
             print(f"{'batch_size':>10} {'seconds':>8} {'rows/s':>9} {'py heap peak MB':>16}")
             for batch in args.batch_sizes:
-                cfg_b = cfg.with_overrides({"source.mongo.batch_size": batch})
+                # Not incremental: every ingest reads the whole collection, which is what is timed.
+                cfg_b = cfg.with_overrides({"source.mongo.batch_size": batch,
+                                            "source.mongo.incremental": False})
                 t0 = time.perf_counter()
                 rec = ingest(cfg_b, RunContext.create(cfg_b, f"bench-{batch}"))
                 secs = time.perf_counter() - t0

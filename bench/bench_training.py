@@ -130,7 +130,7 @@ def run_baseline(train: pd.DataFrame, test: pd.DataFrame, quick: bool, n_jobs: i
 
 def _validation_record(tmp: Path, train: pd.DataFrame, test: pd.DataFrame):
     from netsec_tasks.records import ValidationRecord
-    from netsec_tasks.tabular import frame_digest, write_parquet
+    from netsec_tasks.table_io import frame_digest, write_parquet
 
     write_parquet(train, tmp / "train.parquet")
     write_parquet(test, tmp / "test.parquet")
@@ -184,13 +184,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from sklearn.model_selection import train_test_split
 
-    from netsec_tasks.ingest import split_rows
+    from netsec_tasks.split import row_hashes, split_rows
 
     data = pd.read_csv(args.data)
     rand_train, rand_test = train_test_split(data, test_size=0.2, random_state=42)
-    hashes = pd.util.hash_pandas_object(data, index=False).to_numpy()
+    hashes = row_hashes(data, list(data.columns))
     leak = int(np.isin(hashes[rand_test.index], hashes[rand_train.index]).sum())
-    test_mask = split_rows(hashes, data[TARGET], test_size=0.2, seed=42, duplicate_aware=True)
+    test_mask, _ = split_rows(hashes, data[TARGET], test_size=0.2, seed=42)
     dup_train, dup_test = data[~test_mask], data[test_mask]
     print(f"data: {len(data)} rows; random split {len(rand_train)}/{len(rand_test)} "
           f"({leak} test rows have an exact copy in train); duplicate-aware split "

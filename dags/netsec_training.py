@@ -18,13 +18,12 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
 from airflow.sdk import DAG, ExceptionRetryPolicy, Param, RetryAction, RetryRule, TriggerRule
 
+from netsec_airflow import MONGO_CONN_ID, S3_CONN_ID
 from netsec_tasks.config import Candidate, load_config
 
 log = logging.getLogger("netsec.dag")
 
 DAG_ID = "netsec_training"
-MONGO_CONN_ID = "netsec_mongo"
-S3_CONN_ID = "netsec_s3"
 
 # DAG-run param -> dotted config key. A param left at None keeps the configured value.
 PARAM_TO_CONFIG = {
@@ -46,7 +45,11 @@ CFG = load_config()
 
 
 def _config(params: dict) -> typing.Any:
-    """Config file + NETSEC_* env + this run's params, validated (ConfigError names the key)."""
+    """Config file + NETSEC_* env + this run's params, validated (ConfigError names the key).
+
+    Also points the storage layer at the ``netsec_s3`` connection's credentials when storage is
+    ``s3://``: every task reads its inputs from and writes its outputs to storage.
+    """
     from netsec_tasks.pipeline import load_pipeline_config
 
     overrides = {}
@@ -55,10 +58,16 @@ def _config(params: dict) -> typing.Any:
         if value in (None, "", []):
             continue
         overrides[dotted.replace(".", "__")] = value
-    return load_pipeline_config(**overrides)
+    cfg = load_pipeline_config(**overrides)
+    if cfg.storage.uri.startswith("s3://"):
+        from netsec_airflow import use_storage_connection
+
+        use_storage_connection()
+    return cfg
 
 
-def _run(ti: typing.Any) -> typing.Any:
+def _run_context(ti: typing.Any) -> typing.Any:
+    """The RunContext the ingest task created (run id, storage root, trigger)."""
     from netsec_tasks.records import RunContext
 
     return RunContext.from_xcom(ti.xcom_pull(task_ids="ingest", key="run"))
@@ -75,48 +84,6 @@ def _trigger(dag_run: typing.Any) -> str:
     return str(getattr(run_type, "value", run_type) or "manual")
 
 
-def _connection_defined(conn_id: str) -> bool:
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        return False
-    return True
-
-
-def _mongo_client(cfg: typing.Any) -> tuple[typing.Any, str]:
-    """A MongoClient from the ``netsec_mongo`` connection, and a description for messages.
-
-    Without the connection the step falls back to ``source.mongo.uri`` from the config, and says so.
-    """
-    if not _connection_defined(MONGO_CONN_ID):
-        log.warning("Airflow connection '%s' is not defined: reading MongoDB at source.mongo.uri "
-                    "from the config instead (define AIRFLOW_CONN_NETSEC_MONGO to use a connection)",
-                    MONGO_CONN_ID)
-        return None, "source.mongo.uri in the config (no Airflow connection 'netsec_mongo')"
-    from airflow.providers.mongo.hooks.mongo import MongoHook
-
-    hook = MongoHook(mongo_conn_id=MONGO_CONN_ID)
-    # An unreachable server should fail this try quickly and leave the waiting to the retries;
-    # the connection's extra may still set its own serverSelectionTimeoutMS.
-    hook.extras.setdefault("serverSelectionTimeoutMS", cfg.source.mongo.server_selection_timeout_ms)
-    where = f"Airflow connection '{MONGO_CONN_ID}' ({hook.connection.host}:{hook.connection.port or 27017})"
-    return hook.get_conn(), where
-
-
-def _s3_client() -> typing.Any:
-    """boto3 S3 client from the ``netsec_s3`` connection (endpoint_url for MinIO in its extra)."""
-    if not _connection_defined(S3_CONN_ID):
-        log.warning("Airflow connection '%s' is not defined: the sync step uses the storage config "
-                    "and the default AWS credential chain", S3_CONN_ID)
-        return None
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    return S3Hook(aws_conn_id=S3_CONN_ID).get_conn()
-
-
 # --------------------------------------------------------------------------- task callables
 
 
@@ -130,13 +97,15 @@ def ingest_task(ti, dag_run, params, **_):
     run = RunContext.create(cfg, run_id=dag_run.run_id, trigger=_trigger(dag_run),
                             force_retrain=bool(params.get("force_retrain")))
     ti.xcom_push(key="run", value=run.to_xcom())
-    log.info("run %s: source=%s work dir=%s", run.run_id, cfg.source.kind, run.run_dir)
+    log.info("run %s: source=%s storage=%s", run.run_id, cfg.source.kind, run.storage_uri)
     if cfg.source.kind != "mongo":
         return ingest(cfg, run).to_xcom()
 
     import pymongo.errors
 
-    client, where = _mongo_client(cfg)
+    from netsec_airflow import mongo_client
+
+    client, where = mongo_client(cfg)
     try:
         record = ingest(cfg, run, mongo_client=client)
     except (SourceUnavailable, pymongo.errors.PyMongoError) as exc:
@@ -152,18 +121,19 @@ def validate_task(ti, params, **_):
     from netsec_tasks.records import IngestRecord
     from netsec_tasks.validate import validate
 
-    record = validate(_config(params), _run(ti), _pull(ti, IngestRecord, "ingest"))
+    record = validate(_config(params), _run_context(ti), _pull(ti, IngestRecord, "ingest"))
     return record.to_xcom()
 
 
 def check_drift_task(ti, params, **_):
     """Compare the new batch with Production's training data and choose the branch."""
+    from netsec_tasks.catalog import RunCatalog
     from netsec_tasks.drift import check_drift
     from netsec_tasks.pipeline import decide_retrain
     from netsec_tasks.records import ValidationRecord
     from netsec_tasks.registry import production_reference_uri
 
-    cfg, run = _config(params), _run(ti)
+    cfg, run = _config(params), _run_context(ti)
     validation = _pull(ti, ValidationRecord, "validate")
     drift = check_drift(cfg, run, validation, reference_uri=production_reference_uri(cfg))
     retrain, reason = decide_retrain(drift, force_retrain=run.force_retrain)
@@ -171,8 +141,7 @@ def check_drift_task(ti, params, **_):
              drift.html_uri)
     ti.xcom_push(key="drift", value=drift.to_xcom())
     ti.xcom_push(key="branch_reason", value=reason)
-    (run.path / "branch.txt").write_text(("retrain" if retrain else "skip") + f": {reason}\n",
-                                         encoding="utf-8")
+    RunCatalog.of(cfg, run).save_text("branch", ("retrain" if retrain else "skip") + f": {reason}\n")
     return "transform" if retrain else "skip_training"
 
 
@@ -180,14 +149,14 @@ def transform_task(ti, params, **_):
     from netsec_tasks.records import ValidationRecord
     from netsec_tasks.transform import transform
 
-    return transform(_config(params), _run(ti), _pull(ti, ValidationRecord, "validate")).to_xcom()
+    return transform(_config(params), _run_context(ti), _pull(ti, ValidationRecord, "validate")).to_xcom()
 
 
 def train_task(ti, params, **_):
     from netsec_tasks.records import TransformRecord, ValidationRecord
     from netsec_tasks.train import train
 
-    record = train(_config(params), _run(ti), _pull(ti, ValidationRecord, "validate"),
+    record = train(_config(params), _run_context(ti), _pull(ti, ValidationRecord, "validate"),
                    _pull(ti, TransformRecord, "transform"))
     log.info("winner %s: %s", record.winner, record.test_metrics)
     return record.to_xcom()
@@ -197,20 +166,18 @@ def register_task(ti, params, **_):
     from netsec_tasks.records import TrainRecord, ValidationRecord
     from netsec_tasks.registry import register
 
-    record = register(_config(params), _run(ti), _pull(ti, TrainRecord, "train"),
+    record = register(_config(params), _run_context(ti), _pull(ti, TrainRecord, "train"),
                       _pull(ti, ValidationRecord, "validate"))
     log.info("registry: %s", record.reason)
     return record.to_xcom()
 
 
 def sync_task(ti, params, **_):
-    """Upload the run's artifacts to s3:// (netsec_s3 connection) or file:// storage."""
+    """Copy the registered model beside the run in storage and write the manifest (last)."""
     from netsec_tasks.records import RegisterRecord
     from netsec_tasks.sync import sync
 
-    cfg = _config(params)
-    s3_client = _s3_client() if cfg.storage.uri.startswith("s3://") else None
-    record = sync(cfg, _run(ti), register=_pull(ti, RegisterRecord, "register"), s3_client=s3_client)
+    record = sync(_config(params), _run_context(ti), register=_pull(ti, RegisterRecord, "register"))
     return record.to_xcom()
 
 
@@ -221,7 +188,7 @@ def record_outcome_task(ti, params, **_):
 
     reason = ti.xcom_pull(task_ids="check_drift", key="branch_reason")
     outcome = record_outcome(
-        _config(params), _run(ti), ingest=_pull(ti, IngestRecord, "ingest"),
+        _config(params), _run_context(ti), ingest=_pull(ti, IngestRecord, "ingest"),
         drift=_pull(ti, DriftRecord, "check_drift", key="drift"),
         train=_pull(ti, TrainRecord, "train"), register=_pull(ti, RegisterRecord, "register"),
         branch_reason=reason)

@@ -4,7 +4,7 @@
     netsec push-data CSV                  load a CSV into the Mongo collection (idempotent)
     netsec validate FILE                  schema + data-quality checks, report and quarantine
     netsec drift REF CUR                  drift report between two files
-    netsec predict CSV [--out OUT]        predictions of the Production model
+    netsec predict CSV [--out OUT] [--invalid refuse|flag]   predictions of the Production model
     netsec make-sample [--rows N]         the deterministic synthetic data set
     netsec fetch-dataset [--out P]        the real UCI data from OpenML (needs internet)
     netsec serve                          the FastAPI serving service
@@ -60,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.register is not None:
         print(f"registry: {result.register.model_name} production version = "
               f"{result.register.production_version}")
-    print(f"run artifacts: {result.run.run_dir}")
+    print(f"run artifacts: {result.run.storage_uri}")
     if result.drift.html_uri:
         print(f"drift report:  {result.drift.html_uri}")
     print(f"MLflow UI:     mlflow ui --backend-store-uri {cfg.registry.tracking_uri} --port 5000")
@@ -68,10 +68,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_push_data(args: argparse.Namespace) -> int:
-    from netsec_tasks.mongo import push_data
+    from netsec_tasks.sources.mongo import push_data
 
     cfg = _cfg(args, **{"source.mongo.uri": args.uri, "source.mongo.collection": args.collection})
-    result = push_data(args.csv, cfg, batch_size=args.batch_size)
+    result = push_data(args.csv, cfg, batch_size=args.batch_size, load_id=args.load_id)
     data = result.model_dump() if hasattr(result, "model_dump") else vars(result)
     _print(data)
     return 0
@@ -79,7 +79,7 @@ def cmd_push_data(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from netsec_tasks.schema import load_schema
-    from netsec_tasks.tabular import read_table
+    from netsec_tasks.table_io import read_table
     from netsec_tasks.validate import validate_frame, write_report
 
     cfg = _cfg(args)
@@ -111,33 +111,52 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """Score a file with the Production model, through the data set's input contract: the same
+    rules and output columns as serving's /predict/csv (netsec_tasks.contract)."""
     import numpy as np
 
+    from netsec_tasks.contract import Contract, scored_frame, write_csv
     from netsec_tasks.registry import load_production_model
-    from netsec_tasks.schema import load_schema
-    from netsec_tasks.tabular import read_table
+    from netsec_tasks.table_io import read_table
 
     cfg = _cfg(args)
-    schema = load_schema(cfg.schema_path)
-    frame = read_table(args.csv)
-    missing = [c for c in schema.features if c not in frame.columns]
-    if missing:
-        raise NetsecError(f"{args.csv}: missing feature columns: {', '.join(missing)}")
+    contract = Contract.from_config(cfg)
+    source = str(args.csv)
+    frame = read_table(args.csv, text_columns=contract.passthrough)
+    contract.check_columns(frame, source=source)
+    check = contract.check_rows(frame)
+    is_csv = not source.lower().endswith((".parquet", ".pq"))
+    where = (lambda r: f"line {r + 2}") if is_csv else (lambda r: f"row {r}")
+    if check.n_invalid and args.invalid == "refuse":
+        raise check.refusal(where, source=source)
     model, version = load_production_model(cfg)
-    proba = model.predict_proba(frame[schema.features])[:, 1]
-    is_threat = (proba >= 0.5).astype(int)
-    out = frame.copy()
-    out["threat_probability"] = np.round(proba, 6)
-    out["is_threat"] = is_threat
-    out["predicted_" + schema.target.column] = np.where(is_threat == 1, schema.target.positive,
-                                                         schema.negative_label)
-    out["model_version"] = version
-    if args.out:
-        out.to_csv(args.out, index=False)
-        print(f"{len(out)} rows, {int(is_threat.sum())} threats; written to {args.out} "
-              f"(model {cfg.registry.model_name} v{version})")
+    rows = np.flatnonzero(check.valid)
+    if len(rows):
+        x = contract.model_input(check, rows)[contract.features]
+        proba = model.predict_proba(x)[:, list(model.classes_).index(1)]
     else:
-        out.to_csv(sys.stdout, index=False)
+        proba = np.zeros(0)
+    # Class 1 (threat) when it is the more probable one; a tie goes to class 0, as in the
+    # pipeline's own predict() and in serving.
+    is_threat = (proba > 1.0 - proba).astype(np.int8)
+    schema = contract.schema
+    labels = [schema.target.positive if t else schema.negative_label for t in is_threat.tolist()]
+    out = scored_frame(frame, check, is_threat=is_threat, probability=proba, labels=labels,
+                       model_version=str(version))
+    imputed = int(np.count_nonzero(check.null_cells[check.valid]))
+    summary = (f"{len(rows)} rows scored, {int(is_threat.sum())} threats, {imputed} with imputed "
+               f"cells, {check.n_invalid} invalid (status=invalid, not scored); "
+               f"model {cfg.registry.model_name} v{version}")
+    if args.out:
+        from netsec_tasks.storage import atomic_path
+
+        # Nothing half-written: a temp file beside the target, renamed when complete.
+        with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:
+            write_csv(out, fh)
+        print(f"{summary}; written to {args.out}")
+    else:
+        write_csv(out, sys.stdout.buffer)
+        print(summary, file=sys.stderr)
     return 0
 
 
@@ -194,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--uri", help="MongoDB URI (default: source.mongo.uri)")
     pd_.add_argument("--collection")
     pd_.add_argument("--batch-size", type=int)
+    pd_.add_argument("--load-id", help="idempotency key of this load (default: the file's content "
+                                       "hash); reuse it to push a file that grew, inserting only "
+                                       "its new rows")
     pd_.set_defaults(func=cmd_push_data)
 
     v = sub.add_parser("validate", help="validate a CSV/Parquet file against the schema")
@@ -213,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="predict a CSV with the Production model")
     pr.add_argument("csv")
     pr.add_argument("--out", help="output CSV (default: stdout)")
+    pr.add_argument("--invalid", choices=["refuse", "flag"], default="refuse",
+                    help="refuse (default): a row that breaks the data set's contract stops the "
+                         "run (exit 2) naming its line, column, value and what is allowed; flag: "
+                         "score the valid rows, write invalid ones unscored with status=invalid "
+                         "and the reason")
     pr.set_defaults(func=cmd_predict)
 
     ms = sub.add_parser("make-sample", help="write the deterministic synthetic data set")

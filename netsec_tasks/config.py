@@ -49,6 +49,10 @@ class MongoSourceConfig(_Section):
     server_selection_timeout_ms: int = Field(5000, ge=100)
     # None: the watermark is the document ObjectId; otherwise a field that increases with inserts.
     watermark_field: str | None = None
+    # true: a run reads only documents after the committed watermark and appends them to the last
+    # committed snapshot (in storage). false: every run re-reads the training window (use when
+    # documents are deleted or corrected in place).
+    incremental: bool = True
 
     @field_validator("uri")
     @classmethod
@@ -134,12 +138,16 @@ class RegistryConfig(_Section):
 
 
 class StorageConfig(_Section):
-    # s3://bucket/prefix (boto3; endpoint_url for MinIO) or file:///dir (embedded default).
+    # Root of everything tasks hand to each other and keep across runs: runs/<run id>/<step>/,
+    # snapshots/, state/. s3://bucket[/prefix] (MinIO: endpoint_url) or file:///dir (embedded).
     uri: str = "file://{workdir}/storage"
     endpoint_url: str | None = None
     region: str = "us-east-1"
-    multipart_threshold_mb: int = Field(8, ge=5)
-    retries: int = Field(3, ge=0, le=10)
+    # One S3 outage costs at most about attempts x (connect + request timeout) before the step
+    # fails with exit 3; Airflow's task retries are the long-term retry.
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    request_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    max_attempts: int = Field(3, ge=1, le=10)
 
     @field_validator("uri")
     @classmethod

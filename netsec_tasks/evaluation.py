@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
+from netsec_tasks.storage import atomic_path
+
 SCORERS = {
     # training.metric -> name of the matching test metric
     "f1": "f1", "precision": "precision", "recall": "recall", "roc_auc": "roc_auc",
@@ -68,10 +70,9 @@ def save_plots(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray, out_d
 
     def _save(fig, name: str) -> None:
         path = out_dir / name
-        tmp = path.with_name(f".{name}.tmp.png")
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
         plt.close(fig)
-        tmp.replace(path)
         paths.append(str(path))
 
     fig, ax = plt.subplots(figsize=(4.5, 4))

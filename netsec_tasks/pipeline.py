@@ -55,7 +55,8 @@ def record_outcome(cfg: PipelineConfig, run: RunContext, *, ingest: IngestRecord
                    drift: DriftRecord | None = None, train: TrainRecord | None = None,
                    register: RegisterRecord | None = None, branch_reason: str | None = None) -> OutcomeRecord:
     """Close a successful run: commit the ingest watermark and write ``outcome.json``."""
-    from netsec_tasks.ingest import commit_watermark
+    from netsec_tasks.catalog import RunCatalog
+    from netsec_tasks.ingest import commit
 
     if register is not None:
         outcome = "promoted" if register.promoted else "kept_production"
@@ -68,8 +69,8 @@ def record_outcome(cfg: PipelineConfig, run: RunContext, *, ingest: IngestRecord
     metrics = dict(train.test_metrics) if train is not None else {}
     record = OutcomeRecord(run_id=run.run_id, outcome=outcome, reason=reason,
                            branch_reason=branch_reason, model_version=version, metrics=metrics)
-    commit_watermark(cfg, ingest)
-    record.write(run.path / "outcome.json")
+    commit(cfg, ingest)
+    RunCatalog.of(cfg, run).save_record("outcome", record)
     log.info("run %s: %s (%s)", run.run_id, outcome, reason)
     return record
 
@@ -92,10 +93,11 @@ class PipelineResult:
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "run_id": self.run.run_id,
-            "run_dir": self.run.run_dir,
+            "storage": self.run.storage_uri,
             "outcome": self.outcome.outcome,
             "reason": self.outcome.reason,
-            "rows": {"snapshot": self.ingest.rows, "new": self.ingest.new_rows,
+            "rows": {"read": self.ingest.documents_read, "snapshot": self.ingest.rows,
+                     "new": self.ingest.new_rows,
                      "train": self.validation.train_rows, "test": self.validation.test_rows,
                      "invalid": self.validation.rows_invalid},
             "drift": {"detected": self.drift.drift_detected, "share": round(self.drift.drift_share, 4),
@@ -114,8 +116,7 @@ class PipelineResult:
 
 
 def run_pipeline(cfg: PipelineConfig, *, run_id: str | None = None, force_retrain: bool = False,
-                 trigger: str = "cli", mongo_client: Any | None = None,
-                 s3_client: Any | None = None) -> PipelineResult:
+                 trigger: str = "cli", mongo_client: Any | None = None) -> PipelineResult:
     """Run every step in process. Raises the first step's NetsecError; the watermark then stays."""
     from netsec_tasks.drift import check_drift
     from netsec_tasks.ingest import ingest
@@ -125,8 +126,10 @@ def run_pipeline(cfg: PipelineConfig, *, run_id: str | None = None, force_retrai
     from netsec_tasks.transform import transform
     from netsec_tasks.validate import validate
 
+    from netsec_tasks.catalog import RunCatalog
+
     run = RunContext.create(cfg, run_id=run_id, trigger=trigger, force_retrain=force_retrain)
-    log.info("run %s in %s", run.run_id, run.run_dir)
+    log.info("run %s in %s", run.run_id, run.storage_uri)
     ing = ingest(cfg, run, mongo_client=mongo_client)
     val = validate(cfg, run, ing)
     drift = check_drift(cfg, run, val, reference_uri=production_reference_uri(cfg))
@@ -137,11 +140,11 @@ def run_pipeline(cfg: PipelineConfig, *, run_id: str | None = None, force_retrai
         tr = transform(cfg, run, val)
         trn = train(cfg, run, val, tr)
         reg = register(cfg, run, trn, val)
-        syn = sync(cfg, run, register=reg, s3_client=s3_client)
+        syn = sync(cfg, run, register=reg)
     outcome = record_outcome(cfg, run, ingest=ing, drift=drift, train=trn, register=reg,
                              branch_reason=reason)
     result = PipelineResult(run=run, ingest=ing, validation=val, drift=drift, retrain=retrain,
                             branch_reason=reason, outcome=outcome, transform=tr, train=trn,
                             register=reg, sync=syn)
-    (run.path / "summary.json").write_text(json.dumps(result.summary(), indent=2, default=str))
+    RunCatalog.of(cfg, run).save_text("summary", json.dumps(result.summary(), indent=2, default=str))
     return result

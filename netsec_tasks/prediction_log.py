@@ -124,7 +124,7 @@ def prediction_frame(documents: Iterable[Mapping[str, Any]], *, outputs: bool = 
 
 def log_files(path: str | os.PathLike) -> list[Path]:
     """The JSONL files of a log directory (``predictions-*.jsonl``), one file, or a glob."""
-    from netsec_tasks.tabular import expand_paths
+    from netsec_tasks.table_io import expand_paths
 
     p = Path(str(path).removeprefix("file://"))
     if p.is_dir():

@@ -50,55 +50,57 @@ class Record(BaseModel):
     def from_xcom(cls, data: dict[str, Any] | Self) -> Self:
         return data if isinstance(data, cls) else cls.model_validate(data)
 
-    def write(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(self.model_dump_json(indent=2), encoding="utf-8")
-        tmp.replace(path)
-        return path
 
 
 class RunContext(Record):
-    """Identity and working directory of one pipeline run (one DAG run, or one `netsec run`)."""
+    """Identity of one pipeline run (one DAG run, or one ``netsec run``) and its storage root.
+
+    Every step writes its artifacts under ``storage_uri`` (``<storage.uri>/runs/<safe run id>``),
+    so tasks of one run may execute on different machines: nothing is handed over on a local disk.
+    """
 
     run_id: str
-    run_dir: str
+    storage_uri: str
     started_at: dt.datetime = Field(default_factory=utcnow)
-    # manual | scheduled | cli | test: who asked for this run.
+    # manual | scheduled | asset_triggered | cli | test: who asked for this run.
     trigger: str = "cli"
     force_retrain: bool = False
 
     @classmethod
     def create(cls, cfg: PipelineConfig, run_id: str | None = None, **kw: Any) -> "RunContext":
+        from netsec_tasks.storage import join_uri, validate_root
+
         run_id = run_id or new_run_id(kw.get("trigger", "cli"))
-        run_dir = Path(cfg.workdir) / "runs" / safe_name(run_id)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        return cls(run_id=run_id, run_dir=str(run_dir), **kw)
+        root = join_uri(validate_root(cfg.storage.uri), "runs", safe_name(run_id))
+        return cls(run_id=run_id, storage_uri=root, **kw)
 
-    @property
-    def path(self) -> Path:
-        return Path(self.run_dir)
+    def step_uri(self, step: str, name: str = "") -> str:
+        """``<run storage>/<step>/<name>`` (``step`` may be "" for run-level artifacts)."""
+        from netsec_tasks.storage import join_uri
 
-    def step_dir(self, step: str) -> Path:
-        d = self.path / step
-        d.mkdir(parents=True, exist_ok=True)
-        return d
+        return join_uri(self.storage_uri, step, name)
 
 
 class IngestRecord(Record):
-    source: str                      # "file:<path>" or "mongo:<db>.<collection>"
-    snapshot_uri: str                # immutable raw snapshot (Parquet), named by its hash
+    run_id: str
+    source: str                      # "file:<path or URI>" or "mongo:<db>.<collection>"
+    snapshot_uri: str                # immutable snapshot (Parquet) in storage, named by its hash
     snapshot_sha256: str             # content hash of the snapshot data
-    rows: int                        # rows in the snapshot (all rows up to the new watermark)
+    rows: int                        # rows in the snapshot (the training window)
     new_rows: int                    # rows after the previous watermark (the new batch)
+    documents_read: int              # rows read from the source by this run
+    rows_reused: int = 0             # rows taken from the last committed snapshot (incremental)
     new_batch_uri: str               # Parquet of the new batch (the whole file for a file source)
     previous_watermark: str | None = None
     watermark: str | None = None
+    watermark_type: str | None = None  # objectid | datetime | int | float | str | file
     train_uri: str
     test_uri: str
     train_rows: int
     test_rows: int
+    row_hash: str                    # name of the row-hash scheme (split.ROW_HASH)
+    split_seed: int
+    test_size: float
     duplicate_rows: int              # rows that are exact copies of an earlier row
     duplicate_leak_rows: int         # test rows whose exact copy sits in train (0 when dup-aware)
     duplicate_aware: bool
@@ -111,6 +113,7 @@ class ValidationRecord(Record):
     train_uri: str                   # validated, typed training split (Parquet)
     test_uri: str                    # validated, typed test split (Parquet)
     new_batch_uri: str               # validated new batch, for drift
+    train_row_hashes_uri: str        # content hashes of the training rows (lineage, split.py)
     rows_checked: int
     rows_invalid: int
     invalid_share: float
@@ -133,7 +136,7 @@ class DriftRecord(Record):
 
 
 class TransformRecord(Record):
-    preprocessor_uri: str            # fitted ColumnTransformer (skops)
+    preprocessor_uri: str            # fitted ColumnTransformer (skops), in storage
     numeric_features: list[str]
     categorical_features: list[str]
     features_out: int
@@ -152,7 +155,6 @@ class CandidateResult(Record):
 
 class TrainRecord(Record):
     model_uri: str                   # logged model URI in MLflow (runs:/... or models:/m-...)
-    local_model_uri: str | None = None
     mlflow_run_id: str               # parent run of this pipeline run
     experiment_id: str
     winner: str
@@ -175,6 +177,9 @@ class RegisterRecord(Record):
     previous_production_version: str | None = None
     new_score: float | None = None
     production_score: float | None = None   # old Production on the same test split
+    # Test rows the compared Production model was trained on (0 by construction of the split);
+    # None when Production has no lineage to check (trained before lineage was recorded).
+    production_rows_in_test: int | None = None
     reason: str
 
 

@@ -20,7 +20,6 @@ import json
 import logging
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 from netsec_tasks.config import PipelineConfig
@@ -57,7 +56,9 @@ class ProductionModel:
 
     @property
     def reference_uri(self) -> str | None:
-        return self.tags.get(TAG + "reference_uri")
+        """The training split: the drift reference (storage URI; runs:/ for older versions)."""
+        return self.tags.get(TAG + "train_uri") or self.tags.get(TAG + "reference_uri")
+
 
 
 # --------------------------------------------------------------------------- MLflow access
@@ -101,22 +102,28 @@ def _error_code(exc: BaseException) -> str | None:
 # --------------------------------------------------------------------------- Production lookup
 
 
-def _production_version(client, cfg: PipelineConfig):
-    """The ModelVersion holding the alias, else the newest one in stage Production, else None."""
+def find_production_version(client, name: str, alias: str, stage: str = PRODUCTION_STAGE):
+    """The ModelVersion of ``name`` holding ``alias``, else the newest one in ``stage``, else None.
+
+    The one "which version is Production" lookup: the pipeline and serving both use it.
+    """
     from mlflow.exceptions import MlflowException
 
-    name = cfg.registry.model_name
     try:
         registered = client.get_registered_model(name)
     except MlflowException as exc:
         if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise
-    version = registered.aliases.get(cfg.registry.alias)
+    version = (registered.aliases or {}).get(alias)
     if version is not None:
         return client.get_model_version(name, str(version))
-    in_stage = [mv for mv in _all_versions(client, name) if mv.current_stage == PRODUCTION_STAGE]
+    in_stage = [mv for mv in _all_versions(client, name) if mv.current_stage == stage]
     return max(in_stage, key=lambda mv: int(mv.version)) if in_stage else None
+
+
+def _production_version(client, cfg: PipelineConfig):
+    return find_production_version(client, cfg.registry.model_name, cfg.registry.alias)
 
 
 def _all_versions(client, name: str, extra_filter: str = "") -> list:
@@ -233,11 +240,22 @@ def score_model(model: Any, frame, schema: DatasetSchema, metric: str, source: s
 
 def _version_tags(cfg: PipelineConfig, run: RunContext, train: TrainRecord,
                   validation: ValidationRecord, schema: DatasetSchema) -> dict[str, str]:
+    from netsec_tasks.split import ROW_HASH
+
     return {
         TAG + "pipeline_run_id": run.run_id,
         TAG + "model_uri": train.model_uri,
+        TAG + "dataset": schema.name,
         TAG + "dataset_digest": validation.dataset_digest,
-        TAG + "reference_uri": f"runs:/{train.mlflow_run_id}/data/train.parquet",
+        # Lineage, all in storage: the training split (drift reference), the test split (serving
+        # verifies its fast path on it) and the training rows' hashes (register checks them).
+        TAG + "train_uri": validation.train_uri,
+        TAG + "reference_uri": validation.train_uri,
+        TAG + "test_uri": validation.test_uri,
+        TAG + "train_hashes_uri": validation.train_row_hashes_uri,
+        TAG + "split": json.dumps({"seed": cfg.split.seed, "test_size": cfg.split.test_size,
+                                   "row_hash": ROW_HASH,
+                                   "duplicate_aware": cfg.split.duplicate_aware}),
         TAG + "features": json.dumps(schema.features),
         TAG + "target": schema.target.column,
         TAG + "positive_label": json.dumps(schema.target.positive),
@@ -319,8 +337,9 @@ def _delete_quietly(client, name: str, version: str) -> None:
 
 
 def _register_version(client, cfg: PipelineConfig, run: RunContext, train: TrainRecord,
-                      validation: ValidationRecord, schema: DatasetSchema, frame) -> tuple[Any, float]:
-    """Register (or reuse) the version and score it as loaded *from the registry*.
+                      validation: ValidationRecord, schema: DatasetSchema, frame) -> tuple[Any, Any, float]:
+    """Register (or reuse) the version and score it as loaded *from the registry*:
+    ``(model version, loaded model, score on frame)``.
 
     Loading through ``models:/<name>/<version>`` proves the registered version is servable; when
     any step after creation fails, the new version is deleted so no partial model stays.
@@ -347,7 +366,7 @@ def _register_version(client, cfg: PipelineConfig, run: RunContext, train: Train
             f"registering {train.model_uri} as {name} failed ({_first_line(exc)}); "
             f"{'version ' + version + ' was removed again' if created else 'kept version ' + version}"
         ) from exc
-    return mv, new_score
+    return mv, model, new_score
 
 
 # --------------------------------------------------------------------------- promotion
@@ -394,6 +413,29 @@ def _production_score(cfg: PipelineConfig, prod, frame, schema: DatasetSchema, m
         return None
 
 
+def production_rows_in(cfg: PipelineConfig, version: str, tags: dict[str, str], frame,
+                       schema: DatasetSchema):
+    """Mask of ``frame``'s rows that model ``version`` (with version ``tags``) was trained on,
+    from its recorded training-row hashes; None when it has no lineage (registered before
+    lineage was recorded) or the lineage cannot be read."""
+    from netsec_tasks.split import lineage_hashes, rows_in
+    from netsec_tasks.storage import storage_for
+
+    uri = tags.get(TAG + "train_hashes_uri")
+    if not uri:
+        log.warning("Production v%s has no training lineage (it was registered before netsec "
+                    "recorded one): it is compared on the whole test split, as before, and may "
+                    "have been trained on some of its rows", version)
+        return None
+    try:
+        trained = storage_for(cfg).read_frame(uri)["row_hash"].to_numpy()
+    except (DataError, KeyError) as exc:
+        log.warning("the training lineage of Production v%s is unreadable (%s): it is compared on "
+                    "the whole test split", version, _first_line(exc))
+        return None
+    return rows_in(lineage_hashes(frame, schema), trained)
+
+
 def _promote(client, cfg: PipelineConfig, version: str) -> None:
     """Alias first (what netsec reads), then the deprecated stage for stage-reading clients."""
     name = cfg.registry.model_name
@@ -416,40 +458,72 @@ def _record_decision(client, cfg: PipelineConfig, train: TrainRecord, version: s
 
 def register(cfg: PipelineConfig, run: RunContext, train: TrainRecord,
              validation: ValidationRecord) -> RegisterRecord:
-    """Register the winner and promote it only when it beats Production on the same test split."""
-    from netsec_tasks.tabular import read_table
+    """Register the winner and promote it only when it beats Production on the same test rows.
+
+    Production is graded only on test rows it was never trained on: the split is built so that
+    there are none (``netsec_tasks.split``), this step counts them from Production's recorded
+    training-row hashes, and if any exist (e.g. ``split.seed`` changed) both models are compared
+    on the remaining rows. The count is in the record and on the MLflow run.
+    """
+    from netsec_tasks.catalog import RunCatalog
 
     if not train.mlflow_run_id:
         raise RegistryError(
             f"nothing to register: the training record has no MLflow run (model {train.model_uri} "
             "was trained with tracking off); run training with MLflow tracking")
     schema = load_schema(cfg.schema_path)
-    frame = read_table(validation.test_uri)
+    catalog = RunCatalog.of(cfg, run)
+    frame = catalog.load_frame(validation.test_uri)
     check_test_columns(frame, schema, validation.test_uri)  # before anything is registered
     name = cfg.registry.model_name
+    rows_in_test = None
     with mlflow_errors(cfg, f"register {train.model_uri} as {name!r}"):
         client = mlflow_client(cfg)
         _ensure_registered_model(client, cfg, schema)
-        mv, new_score = _register_version(client, cfg, run, train, validation, schema, frame)
+        mv, model, new_score = _register_version(client, cfg, run, train, validation, schema, frame)
         version = str(mv.version)
         prod = _production_version(client, cfg)
+        tags = mv.tags or {}
         if prod is not None and str(prod.version) == version:
             # An earlier attempt already promoted it; finish the stage move in case it crashed.
-            previous = (mv.tags or {}).get(TAG + "previous_production_version") or None
-            prev_score = (mv.tags or {}).get(TAG + "production_score")
+            previous = tags.get(TAG + "previous_production_version") or None
+            prev_score = tags.get(TAG + "production_score")
             production_score = float(prev_score) if prev_score not in (None, "", "None") else None
-            promoted, reason = True, (mv.tags or {}).get(TAG + "promotion_reason") or "already Production"
+            seen = tags.get(TAG + "production_rows_in_test")
+            rows_in_test = int(seen) if seen not in (None, "", "None") else None
+            promoted, reason = True, tags.get(TAG + "promotion_reason") or "already Production"
         else:
             previous = str(prod.version) if prod is not None else None
-            production_score = (_production_score(cfg, prod, frame, schema, train.metric,
-                                                  validation.test_uri) if prod is not None else None)
+            production_score = None
+            note = ""
+            if prod is not None:
+                seen_mask = production_rows_in(cfg, previous, dict(prod.tags or {}), frame, schema)
+                compared = frame
+                if seen_mask is not None:
+                    rows_in_test = int(seen_mask.sum())
+                    if rows_in_test:
+                        compared = frame[~seen_mask]
+                        note = (f" (compared on the {len(compared)} test rows Production "
+                                f"v{previous} never saw; it was trained on {rows_in_test})")
+                        log.warning("Production v%s was trained on %d of the %d test rows (did "
+                                    "split.seed or split.test_size change?): both models are "
+                                    "compared on the other %d", previous, rows_in_test,
+                                    len(frame), len(compared))
+                        new_score = (score_model(model, compared, schema, train.metric,
+                                                 source=validation.test_uri)
+                                     if len(compared) else new_score)
+                if len(compared):
+                    production_score = _production_score(cfg, prod, compared, schema, train.metric,
+                                                         validation.test_uri)
             promoted, reason = _decide(cfg, train.metric, new_score, previous, production_score)
+            reason += note
         decision = {
             TAG + "promotion": "promoted" if promoted else "rejected",
             TAG + "promotion_reason": reason,
             TAG + "production_score": repr(production_score),
             TAG + "new_score": repr(new_score),
             TAG + "previous_production_version": previous or "",
+            TAG + "production_rows_in_test": "" if rows_in_test is None else str(rows_in_test),
         }
         try:
             _record_decision(client, cfg, train, version, decision)
@@ -465,6 +539,6 @@ def register(cfg: PipelineConfig, run: RunContext, train: TrainRecord,
         model_name=name, version=version, promoted=promoted,
         production_version=version if promoted else previous,
         previous_production_version=previous, new_score=new_score,
-        production_score=production_score, reason=reason)
-    record.write(run.step_dir("register") / "register.json")
+        production_score=production_score, production_rows_in_test=rows_in_test, reason=reason)
+    catalog.save_record("register", record)
     return record

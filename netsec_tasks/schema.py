@@ -3,7 +3,11 @@
 A new data set is a new schema file, not new code. A schema lists the feature columns with their
 dtype (``int``, ``float``, ``str``, ``bool``), allowed values or a ``min``/``max`` range and
 nullability; the columns to ignore (identifiers, raw URLs); and the target column with its threat
-label (``positive``), which may be an integer or a string.
+label (``positive``), which may be an integer or a string. ``id_columns`` names identifier
+columns (a flow id, a row key) that are not features: every door that scores rows accepts them
+and echoes them back unchanged, like the ignored columns and the target. ``version`` is the
+schema's own version (free text, e.g. ``"2"`` or a date), shown by serving's ``/model`` and
+recorded on the model version so a model can be matched with the contract it was trained under.
 
 Feature *kind* drives preprocessing and drift tests: ``str``/``bool`` columns and columns with a
 short ``allowed`` list are ``categorical``/``discrete``; the rest are ``continuous``.
@@ -15,11 +19,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from netsec_tasks.errors import ConfigError
 
 Dtype = Literal["int", "float", "str", "bool"]
+# The columns every scoring door adds to its output (netsec_tasks.contract.OUTPUT_COLUMNS): no
+# input column may be called so, or an echoed column would collide with an output.
+RESERVED_COLUMNS = ("predicted_label", "is_threat", "threat_probability", "imputed_cells",
+                    "status", "reason", "model_version")
 
 
 class ColumnSpec(BaseModel):
@@ -76,10 +84,20 @@ class DatasetSchema(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
+    version: str | None = None
     description: str | None = None
     target: TargetSpec
     columns: dict[str, ColumnSpec]
     ignore: list[str] = []
+    id_columns: list[str] = []
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, v: Any) -> Any:
+        # `version: 2` and `version: "2"` mean the same; a float such as 1.10 would lose its zero.
+        if isinstance(v, bool) or isinstance(v, float):
+            raise ValueError("version must be text or an integer (quote it: \"1.10\")")
+        return str(v) if isinstance(v, int) else v
 
     @model_validator(mode="after")
     def _target_not_feature(self) -> "DatasetSchema":
@@ -87,11 +105,31 @@ class DatasetSchema(BaseModel):
             raise ValueError(f"target column {self.target.column!r} must not also be a feature column")
         if not self.columns:
             raise ValueError("columns must list at least one feature")
+        for what, names in (("ignore", self.ignore), ("id_columns", self.id_columns)):
+            dup = sorted({c for c in names if names.count(c) > 1})
+            if dup:
+                raise ValueError(f"{what} lists {dup} more than once")
+            clash = [c for c in names if c in self.columns or c == self.target.column]
+            if clash:
+                raise ValueError(f"{what} must not name a feature or the target column: {clash}")
+        reserved = [c for c in [*self.columns, *self.ignore, *self.id_columns, self.target.column]
+                    if c in RESERVED_COLUMNS]
+        if reserved:
+            raise ValueError(f"{reserved}: reserved for the scoring outputs "
+                             f"({', '.join(RESERVED_COLUMNS)}); rename the column")
+        both = sorted(set(self.ignore) & set(self.id_columns))
+        if both:
+            raise ValueError(f"{both} are in both ignore and id_columns; list each column once")
         return self
 
     @property
     def features(self) -> list[str]:
         return list(self.columns)
+
+    @property
+    def passthrough(self) -> list[str]:
+        """Columns that are not features but are accepted and echoed back: ids, ignored, target."""
+        return [*self.id_columns, *self.ignore, self.target.column]
 
     @property
     def categorical_features(self) -> list[str]:

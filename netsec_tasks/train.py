@@ -24,19 +24,21 @@ import shutil
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from netsec_tasks.catalog import RunCatalog
+from netsec_tasks.storage import scratch_dir
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import DataError, NetsecError
 from netsec_tasks.evaluation import evaluate, save_plots
-from netsec_tasks.models import get_candidate, prefixed, single_threaded, unprefixed
+from netsec_tasks.candidates import get_candidate, prefixed, single_threaded, unprefixed
 from netsec_tasks.records import CandidateResult, RunContext, TrainRecord, TransformRecord, ValidationRecord
 from netsec_tasks.schema import DatasetSchema, load_schema
-from netsec_tasks.tabular import expand_paths, read_table
 from netsec_tasks.tracking import PIPELINE_RUN_TAG, configure_mlflow, log_pipeline_model
 from netsec_tasks.transform import feature_frame, load_preprocessor, threat_target
 
@@ -54,9 +56,9 @@ MODEL_FILE = "model.skops"
 class _Split:
     """A validated split: the raw frame (for MLflow), features and the 0/1 threat target."""
 
-    def __init__(self, uri: str, schema: DatasetSchema):
+    def __init__(self, catalog: RunCatalog, uri: str, schema: DatasetSchema):
         self.uri = uri
-        self.frame = read_table(uri)
+        self.frame = catalog.load_frame(uri)
         self.X = feature_frame(self.frame, schema, uri)
         self.y = threat_target(self.frame, schema, uri)
 
@@ -117,7 +119,7 @@ def tune_candidate(cfg: PipelineConfig, name: str, preprocessor, X: pd.DataFrame
     score = float(search.cv_results_["mean_test_score"][i])
     if not math.isfinite(score):
         raise NetsecError(f"training candidate '{name}' has no finite CV {cfg.training.metric} score "
-                          "(its fits failed); check its search space in netsec_tasks/models.py")
+                          "(its fits failed); check its search space in netsec_tasks/candidates.py")
     return CandidateResult(
         name=name,
         cv_score=score,
@@ -143,15 +145,6 @@ def fit_final(cfg: PipelineConfig, winner: CandidateResult, preprocessor, X: pd.
     estimator = single_threaded(estimator)
     estimator.fit(preprocessor.transform(X), y)
     return Pipeline([("preprocess", preprocessor), ("model", estimator)])
-
-
-def _save_local_model(model, path: Path) -> Path:
-    import skops.io
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    skops.io.dump(model, tmp)
-    tmp.replace(path)
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,10 +203,8 @@ def _log_candidate_run(client, experiment_id: str, parent_id: str, result: Candi
 
 def _log_data(cfg: PipelineConfig, schema: DatasetSchema, validation: ValidationRecord,
               train: _Split, test: _Split) -> None:
-    """The training data set as an MLflow input, and both splits as Parquet artifacts.
-
-    ``data/train.parquet`` is the drift reference the registry points at.
-    """
+    """Both splits as MLflow dataset inputs that point at their copy in storage (the data itself
+    is stored once, in storage; the registry's ``netsec.train_uri`` tag is the drift reference)."""
     import mlflow
 
     target = schema.target.column
@@ -228,10 +219,6 @@ def _log_data(cfg: PipelineConfig, schema: DatasetSchema, validation: Validation
             dataset = mlflow.data.from_pandas(split.frame[columns], source=uri, targets=target,
                                               name=f"{cfg.dataset}-{part}", digest=digest)
             mlflow.log_input(dataset, context=context)
-    with tempfile.TemporaryDirectory(prefix="netsec-data-") as tmp:
-        for name, uri in (("train.parquet", validation.train_uri), ("test.parquet", validation.test_uri)):
-            shutil.copyfile(expand_paths(uri)[0], Path(tmp) / name)
-        mlflow.log_artifacts(tmp, artifact_path="data")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,38 +255,60 @@ def _tune_all(cfg: PipelineConfig, preprocessor, train: _Split, on_result=None) 
 def _train_and_evaluate(cfg: PipelineConfig, run: RunContext, schema: DatasetSchema,
                         validation: ValidationRecord, transform: TransformRecord, on_result=None):
     start = time.perf_counter()
-    train_split = _Split(validation.train_uri, schema)
+    catalog = RunCatalog.of(cfg, run)
+    train_split = _Split(catalog, validation.train_uri, schema)
     if len(np.unique(train_split.y)) < 2:
         raise DataError(f"the training split has only one class; both the threat label "
                         f"{schema.target.positive!r} and another label are needed", source=validation.train_uri)
-    preprocessor = load_preprocessor(transform.preprocessor_uri)
+    preprocessor = load_preprocessor(catalog.storage.read_bytes(transform.preprocessor_uri),
+                                     transform.preprocessor_uri)
     candidates = _tune_all(cfg, preprocessor, train_split, on_result)
     winner = max(candidates, key=lambda c: c.cv_score)  # first listed wins a tie
     model = fit_final(cfg, winner, preprocessor, train_split.X, train_split.y)
     training_seconds = time.perf_counter() - start
 
     # The one and only look at the test split.
-    test_split = _Split(validation.test_uri, schema)
+    test_split = _Split(catalog, validation.test_uri, schema)
     metrics, cm, y_pred, scores = evaluate(model, test_split.X, test_split.y)
-    step_dir = run.step_dir("train")
-    plots = save_plots(test_split.y, y_pred, scores, step_dir / "plots",
-                       labels=(f"benign ({schema.negative_label})", f"threat ({schema.target.positive})"),
-                       title=f"- {winner.name}")
-    local = _save_local_model(model, step_dir / MODEL_FILE)
+    plot_dir = Path(tempfile.mkdtemp(prefix="netsec-plots-", dir=scratch_dir(cfg)))
+    plot_files = save_plots(test_split.y, y_pred, scores, plot_dir,
+                            labels=(f"benign ({schema.negative_label})",
+                                    f"threat ({schema.target.positive})"),
+                            title=f"- {winner.name}")
+    plots = [catalog.save_file("plots", path, Path(path).name) for path in plot_files]
     _Progress(cfg.training.progress)(
         "winner %s (cv %s %.4f); test: %s; trained in %.1f s", winner.name, cfg.training.metric,
         winner.cv_score, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), training_seconds)
-    return dict(model=model, train=train_split, test=test_split, candidates=candidates, winner=winner,
-                metrics=metrics, cm=cm, plots=plots, local=local, training_seconds=training_seconds)
+    return _Trained(model=model, train=train_split, test=test_split, candidates=candidates,
+                    winner=winner, metrics=metrics, cm=cm, plots=plots, plot_dir=plot_dir,
+                    training_seconds=training_seconds)
 
 
-def _record(cfg: PipelineConfig, out: dict, *, model_uri: str, run_id: str, experiment_id: str) -> TrainRecord:
-    return TrainRecord(
-        model_uri=model_uri, local_model_uri=str(out["local"]), mlflow_run_id=run_id,
-        experiment_id=experiment_id, winner=out["winner"].name, metric=cfg.training.metric,
-        cv_score=out["winner"].cv_score, test_metrics=out["metrics"], confusion_matrix=out["cm"],
-        candidates=out["candidates"], plots=out["plots"], train_rows=len(out["train"].y),
-        test_rows=len(out["test"].y), training_seconds=round(out["training_seconds"], 3))
+
+
+@dataclass
+class _Trained:
+    """What tuning, refitting and the one test evaluation produced, before tracking."""
+
+    model: Any
+    train: _Split
+    test: _Split
+    candidates: list[CandidateResult]
+    winner: CandidateResult
+    metrics: dict[str, float]
+    cm: list[list[int]]
+    plots: list[str]          # URIs in storage
+    plot_dir: Path            # this task's local copies (logged to MLflow, then removed)
+    training_seconds: float
+
+    def record(self, cfg: PipelineConfig, *, model_uri: str, run_id: str,
+               experiment_id: str) -> TrainRecord:
+        return TrainRecord(
+            model_uri=model_uri, mlflow_run_id=run_id, experiment_id=experiment_id,
+            winner=self.winner.name, metric=cfg.training.metric, cv_score=self.winner.cv_score,
+            test_metrics=self.metrics, confusion_matrix=self.cm, candidates=self.candidates,
+            plots=self.plots, train_rows=len(self.train.y), test_rows=len(self.test.y),
+            training_seconds=round(self.training_seconds, 3))
 
 
 def train(cfg: PipelineConfig, run: RunContext, validation: ValidationRecord,
@@ -317,9 +326,13 @@ def train_model(cfg: PipelineConfig, run: RunContext, validation: ValidationReco
     """:func:`train`, also returning the in-memory fitted pipeline: ``(record, model)``."""
     schema = load_schema(cfg.schema_path)
     if not tracking:
+        import skops.io
+
         out = _train_and_evaluate(cfg, run, schema, validation, transform)
-        uri = Path(out["local"]).resolve().as_uri()
-        return _record(cfg, out, model_uri=uri, run_id="", experiment_id=""), out["model"]
+        shutil.rmtree(out.plot_dir, ignore_errors=True)
+        storage = RunCatalog.of(cfg, run).storage
+        uri = storage.write_bytes(run.step_uri("train", MODEL_FILE), skops.io.dumps(out.model))
+        return out.record(cfg, model_uri=uri, run_id="", experiment_id=""), out.model
 
     import mlflow
 
@@ -340,37 +353,38 @@ def train_model(cfg: PipelineConfig, run: RunContext, validation: ValidationReco
             cfg, run, schema, validation, transform,
             on_result=lambda r: _log_candidate_run(client, experiment_id, parent_id, r))
         model_uri = _log_parent(cfg, schema, validation, out)
+        shutil.rmtree(out.plot_dir, ignore_errors=True)
     except BaseException:
         # Ends nested runs still open too; no model was logged, so nothing can be registered.
         while mlflow.active_run() is not None:
             mlflow.end_run(status="FAILED")
         raise
     mlflow.end_run(status="FINISHED")
-    record = _record(cfg, out, model_uri=model_uri, run_id=parent_id, experiment_id=experiment_id)
-    return record, out["model"]
+    record = out.record(cfg, model_uri=model_uri, run_id=parent_id, experiment_id=experiment_id)
+    return record, out.model
 
 
-def _log_parent(cfg: PipelineConfig, schema: DatasetSchema, validation: ValidationRecord, out: dict) -> str:
+def _log_parent(cfg: PipelineConfig, schema: DatasetSchema, validation: ValidationRecord,
+                out: _Trained) -> str:
     """Params, metrics, data, plots and (last) the model into the active parent run."""
     import mlflow
 
     t = cfg.training
-    winner = out["winner"]
+    winner = out.winner
     _log_params({
         "winner": winner.name, "metric": t.metric, "cv_folds": t.cv_folds, "search": t.search,
         "n_iter": t.n_iter, "candidates": ",".join(t.candidates), "training_seed": t.seed,
         "split_seed": cfg.split.seed, "duplicate_aware": cfg.split.duplicate_aware,
-        "train_rows": len(out["train"].y), "test_rows": len(out["test"].y),
+        "train_rows": len(out.train.y), "test_rows": len(out.test.y),
         "target": schema.target.column, "positive_label": schema.target.positive,
         **{f"winner.{k}": v for k, v in winner.best_params.items()},
     })
-    mlflow.log_metrics({**{f"test_{k}": v for k, v in out["metrics"].items()},
+    mlflow.log_metrics({**{f"test_{k}": v for k, v in out.metrics.items()},
                         "cv_score": winner.cv_score, "cv_std": winner.cv_std,
-                        "training_seconds": out["training_seconds"]})
-    cm = out["cm"]
+                        "training_seconds": out.training_seconds})
+    cm = out.cm
     mlflow.log_dict({"labels": ["benign", "threat"], "rows_truth_cols_pred": cm}, "confusion_matrix.json")
-    _log_data(cfg, schema, validation, out["train"], out["test"])
-    for plot in out["plots"]:
-        mlflow.log_artifact(plot, artifact_path="plots")
+    _log_data(cfg, schema, validation, out.train, out.test)
+    mlflow.log_artifacts(str(out.plot_dir), artifact_path="plots")
     # Logged last: a model in the run means everything before it succeeded.
-    return log_pipeline_model(out["model"], out["train"].X.head(50), name="model")
+    return log_pipeline_model(out.model, out.train.X.head(50), name="model")

@@ -5,13 +5,12 @@ which suits correlated indicator columns better than a column mean); categorical
 most frequent value and a one-hot encoding that ignores unseen categories at serving time. The
 preprocessor is fitted on the validated TRAINING split only, so nothing about the test rows leaks
 into imputation. Scaling is not done here: only the logistic-regression candidate needs it and it
-carries its own scaler (see :mod:`netsec_tasks.models`).
+carries its own scaler (see :mod:`netsec_tasks.candidates`).
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,11 +23,10 @@ from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import DataError
 from netsec_tasks.records import RunContext, TransformRecord, ValidationRecord
 from netsec_tasks.schema import DatasetSchema, load_schema
-from netsec_tasks.tabular import read_table
+from netsec_tasks.catalog import RunCatalog
 
 log = logging.getLogger("netsec.transform")
 
-PREPROCESSOR_FILE = "preprocessor.skops"
 KNN_NEIGHBORS = 5
 
 
@@ -71,49 +69,42 @@ def threat_target(frame: pd.DataFrame, schema: DatasetSchema, source: str = "") 
     return np.asarray(schema.is_threat(labels), dtype=np.int64)
 
 
-def load_split(uri: str, schema: DatasetSchema) -> tuple[pd.DataFrame, np.ndarray]:
-    """Features and 0/1 threat target of a validated split (Parquet)."""
-    frame = read_table(uri)
-    return feature_frame(frame, schema, uri), threat_target(frame, schema, uri)
+def features_and_target(frame: pd.DataFrame, schema: DatasetSchema,
+               source: str = "") -> tuple[pd.DataFrame, np.ndarray]:
+    """Features and 0/1 threat target of a validated split."""
+    return feature_frame(frame, schema, source), threat_target(frame, schema, source)
 
 
-def save_preprocessor(preprocessor: ColumnTransformer, path: str | Path) -> Path:
-    """skops, written to a temp file and renamed (never a half-written artifact)."""
+def preprocessor_bytes(preprocessor: ColumnTransformer) -> bytes:
+    """The fitted preprocessor serialised with skops (never pickle)."""
     import skops.io
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    skops.io.dump(preprocessor, tmp)
-    tmp.replace(path)
-    return path
+    return skops.io.dumps(preprocessor)
 
 
-def load_preprocessor(path: str | Path) -> ColumnTransformer:
+def load_preprocessor(data: bytes, source: str = "preprocessor") -> ColumnTransformer:
     """Load a preprocessor we saved; sklearn's own types are trusted by skops by default."""
     import skops.io
 
-    path = str(path)
-    if path.startswith("file://"):
-        path = path[len("file://"):]
-    trusted = skops.io.get_untrusted_types(file=path)
+    trusted = skops.io.get_untrusted_types(data=data)
     unexpected = [t for t in trusted if t != "numpy.dtype"]
     if unexpected:
-        raise DataError(f"preprocessor file contains unexpected types {unexpected}", source=path)
-    return skops.io.load(path, trusted=trusted)
+        raise DataError(f"preprocessor file contains unexpected types {unexpected}", source=source)
+    return skops.io.loads(data, trusted=trusted)
 
 
 def transform(cfg: PipelineConfig, run: RunContext, validation: ValidationRecord) -> TransformRecord:
     """Fit the preprocessor on the validated training split and save it with skops."""
     schema = load_schema(cfg.schema_path)
-    X_train, _ = load_split(validation.train_uri, schema)
+    catalog = RunCatalog.of(cfg, run)
+    X_train, _ = features_and_target(catalog.load_frame(validation.train_uri), schema, validation.train_uri)
     if X_train.empty:
         raise DataError("training split has no rows", source=validation.train_uri)
     preprocessor = build_preprocessor(schema).fit(X_train)
-    path = save_preprocessor(preprocessor, run.step_dir("transform") / PREPROCESSOR_FILE)
+    uri = catalog.save_bytes("preprocessor", preprocessor_bytes(preprocessor))
     missing = int(X_train.isna().to_numpy().sum())
     record = TransformRecord(
-        preprocessor_uri=str(path),
+        preprocessor_uri=uri,
         numeric_features=schema.numeric_features,
         categorical_features=schema.categorical_features,
         features_out=len(preprocessor.get_feature_names_out()),
@@ -121,5 +112,5 @@ def transform(cfg: PipelineConfig, run: RunContext, validation: ValidationRecord
         fitted_on_rows=len(X_train),
     )
     log.info("preprocessor fitted on %d training rows: %d features in, %d out, %d missing values "
-             "imputed -> %s", len(X_train), len(schema.features), record.features_out, missing, path)
+             "imputed -> %s", len(X_train), len(schema.features), record.features_out, missing, uri)
     return record

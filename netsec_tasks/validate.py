@@ -31,10 +31,14 @@ import pandas as pd
 import yaml
 
 from netsec_tasks.config import PipelineConfig, ValidationConfig
-from netsec_tasks.errors import DataError, ValidationFailed
+from netsec_tasks.contract import Contract, allowed_values, coerce, listed, null_mask, show
+from netsec_tasks.errors import ValidationFailed
 from netsec_tasks.records import IngestRecord, RunContext, ValidationRecord
 from netsec_tasks.schema import ColumnSpec, DatasetSchema, load_schema
-from netsec_tasks.tabular import frame_digest, read_table, write_parquet
+from netsec_tasks.split import lineage_frame, lineage_hashes
+from netsec_tasks.catalog import RunCatalog
+from netsec_tasks.storage import atomic_write
+from netsec_tasks.table_io import frame_digest
 
 Status = Literal["pass", "warn", "fail"]
 # How strict the size/class-balance checks are: training data must be usable on its own; a test
@@ -42,11 +46,6 @@ Status = Literal["pass", "warn", "fail"]
 Role = Literal["data", "train", "test", "batch"]
 
 INVALID_COLUMNS = ["split", "row", "column", "value", "reason"]
-ROW_SCOPE = "*"  # the "column" of a problem that concerns the whole row
-_TRUE = {"true", "t", "yes", "y", "1", "1.0"}
-_FALSE = {"false", "f", "no", "n", "0", "0.0"}
-_MAX_VALUE_CHARS = 80
-_MAX_LISTED = 10
 
 
 @dataclass
@@ -115,108 +114,10 @@ class FrameValidation:
 
 # --------------------------------------------------------------------------- helpers
 
-def _listed(items: Iterable[Any], limit: int = _MAX_LISTED) -> str:
-    items = [str(i) for i in items]
-    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
-
-
-def _null_mask(raw: pd.Series) -> pd.Series:
-    """Null, NaN, or a blank string (a CSV cell with only spaces is as empty as no cell)."""
-    null = raw.isna()
-    if raw.dtype == object or pd.api.types.is_string_dtype(raw):
-        text = raw[~null]
-        blank = text.map(lambda v: isinstance(v, str) and not v.strip())
-        null.loc[blank.index[blank.to_numpy(dtype=bool)]] = True
-    return null
-
-
-def _show(values: pd.Series) -> pd.Series:
-    return values.map(lambda v: str(v)[:_MAX_VALUE_CHARS])
-
-
-def _as_text(raw: pd.Series) -> pd.Series:
-    """Values as strings; integral floats print as integers (a str column read as 1.0 means '1')."""
-    if pd.api.types.is_float_dtype(raw):
-        return raw.map(lambda v: str(int(v)) if float(v).is_integer() else str(v))
-    return raw.map(lambda v: v.strip() if isinstance(v, str) else str(v))
-
-
-@dataclass
-class _Coerced:
-    typed: pd.Series               # typed values, NaN/None where null or unusable
-    bad: list[tuple[pd.Series, str]]  # (mask, reason): value present but not of the column type
-    out_of_domain: pd.Series       # typed fine but outside allowed/min/max
-    domain_reason: str
-
-
-def _coerce(raw: pd.Series, spec: ColumnSpec, null: pd.Series) -> _Coerced:
-    """Type one column per its spec, and flag values that cannot be typed or are out of domain."""
-    present = ~null
-    no = pd.Series(False, index=raw.index)
-    if spec.dtype in ("int", "float"):
-        if pd.api.types.is_bool_dtype(raw):
-            numbers = raw.astype(float)
-        elif pd.api.types.is_numeric_dtype(raw):
-            numbers = raw.astype(float)
-        else:
-            numbers = pd.to_numeric(raw.where(present).map(
-                lambda v: v.strip() if isinstance(v, str) else v), errors="coerce").astype(float)
-        finite = np.isfinite(numbers)
-        not_number = present & numbers.isna()
-        bad = [(not_number, f"not a number ({spec.dtype} column)"),
-               (present & numbers.notna() & ~finite, "not a finite number")]
-        if spec.dtype == "int":
-            bad.append((present & finite & (numbers % 1 != 0), "not an integer"))
-        any_bad = bad[0][0] | bad[1][0] | (bad[2][0] if len(bad) > 2 else False)
-        typed = numbers.where(present & ~any_bad)
-        ok = typed.notna()
-        ood = no.copy()
-        conditions = []
-        if spec.allowed is not None:
-            allowed = [float(a) for a in spec.allowed if _is_number(a)]
-            ood |= ok & ~typed.isin(allowed)
-            conditions.append(f"allowed values {spec.allowed}")
-        if spec.min is not None:
-            ood |= ok & (typed < spec.min)
-            conditions.append(f"min {spec.min:g}")
-        if spec.max is not None:
-            ood |= ok & (typed > spec.max)
-            conditions.append(f"max {spec.max:g}")
-        return _Coerced(typed, bad, ood, "outside " + ", ".join(conditions))
-    if spec.dtype == "bool":
-        text = raw.where(present).map(lambda v: str(v).strip().lower() if v is not None else v)
-        truthy, falsy = text.isin(_TRUE), text.isin(_FALSE)
-        bad = present & ~truthy & ~falsy
-        typed = pd.Series(np.where(truthy, True, np.where(falsy, False, None)), index=raw.index,
-                          dtype=object)
-        ood = no.copy()
-        if spec.allowed is not None:
-            allowed = {str(a).lower() in _TRUE for a in spec.allowed}
-            ood = (truthy | falsy) & ~typed.isin(list(allowed))
-        return _Coerced(typed, [(bad, "not a boolean (true/false, yes/no, 1/0)")], ood,
-                        f"outside allowed values {spec.allowed}")
-    # str
-    text = _as_text(raw.where(present).dropna())
-    typed = pd.Series(np.nan, index=raw.index, dtype=object)
-    typed.loc[text.index] = text
-    typed = typed.astype("str") if text.size else typed
-    ood = no.copy()
-    reasons = []
-    if spec.allowed is not None:
-        ood |= present & ~typed.isin([str(a) for a in spec.allowed])
-        reasons.append(f"allowed values {spec.allowed}")
-    if spec.min is not None or spec.max is not None:
-        reasons.append("(min/max ignored for a str column)")
-    return _Coerced(typed, [], ood, "outside " + " ".join(reasons))
-
-
-def _is_number(v: Any) -> bool:
-    try:
-        float(v)
-        return True
-    except (TypeError, ValueError):
-        return False
+# Typing, null detection and the row checks are the contract's (netsec_tasks.contract): the
+# same rules serving and `netsec predict` apply to the rows they score.
+_listed = listed
+_null_mask = null_mask
 
 
 class _Quarantine:
@@ -239,11 +140,27 @@ class _Quarantine:
             split, row = idx.get_level_values(0), idx.get_level_values(1)
         else:
             split, row = [self.default_split] * n, idx
-        shown = _show(values[mask]) if isinstance(values, pd.Series) else [values] * n
+        shown = values[mask].map(show) if isinstance(values, pd.Series) else [values] * n
         self.parts.append(pd.DataFrame({
             "split": list(split), "row": list(row), "column": column,
             "value": list(shown), "reason": reason}))
         return n
+
+    def add_problems(self, problems: pd.DataFrame) -> None:
+        """The contract's problem lines (rows by position) under this frame's split/row."""
+        if problems.empty:
+            return
+        pos = problems["row"].to_numpy(dtype=np.int64)
+        self.rows.iloc[np.unique(pos)] = True
+        idx = self.index[pos]
+        if isinstance(idx, pd.MultiIndex):
+            split, row = list(idx.get_level_values(0)), list(idx.get_level_values(1))
+        else:
+            split, row = [self.default_split] * len(pos), list(idx)
+        self.parts.append(pd.DataFrame({"split": split, "row": row,
+                                        "column": list(problems["column"]),
+                                        "value": list(problems["value"]),
+                                        "reason": list(problems["reason"])}))
 
     def frame(self) -> pd.DataFrame:
         if not self.parts:
@@ -276,65 +193,43 @@ def validate_frame(frame: pd.DataFrame, schema: DatasetSchema, vcfg: ValidationC
     fatal_size = role in ("data", "train")
     fatal_empty = role != "batch"
 
-    # Columns: ignored ones are dropped, the rest must match the schema exactly.
-    frame = frame.drop(columns=[c for c in frame.columns if c in set(schema.ignore)])
+    contract = Contract(schema, max_row_null_share=vcfg.max_row_null_share)
+    # Columns: ignored and id columns are dropped, the rest must match the schema exactly.
+    dropped = set(schema.ignore) | set(schema.id_columns)
+    frame = frame.drop(columns=[c for c in frame.columns if c in dropped])
     expected = features + ([target] if require_target or target in frame.columns else [])
     missing = [c for c in expected if c not in frame.columns]
     unexpected = [c for c in frame.columns if c not in expected]
     checks.append(Check("columns_missing", _status(bool(missing), True), len(missing),
                         _missing_details(missing, frame.columns), missing))
     checks.append(Check("columns_unexpected", _status(bool(unexpected), True), len(unexpected),
-                        f"unexpected columns not in the schema (add them to the schema's "
-                        f"columns or ignore list): {_listed(unexpected)}" if unexpected
-                        else "no unexpected columns", unexpected))
+                        contract.unknown_columns_message([str(c) for c in unexpected], frame)
+                        if unexpected else "no unexpected columns", [str(c) for c in unexpected]))
     n = len(frame)
     checks.append(Check("not_empty", _status(n == 0, fatal_empty), n,
                         "data set has no rows" if n == 0 else f"{n} rows"))
 
     quarantine = _Quarantine(frame.index, split)
     present_features = [c for c in features if c in frame.columns]
-    nulls = {c: _null_mask(frame[c]) for c in present_features}
-    typed: dict[str, pd.Series] = {}
-    counts = {"uncoercible": 0, "domain": 0, "non_nullable": 0}
-    bad_cols: dict[str, list[str]] = {"uncoercible": [], "domain": [], "non_nullable": []}
-    for col in present_features:
-        spec = schema.columns[col]
-        co = _coerce(frame[col], spec, nulls[col])
-        typed[col] = co.typed
-        for key, mask, reason in ([("uncoercible", m, r) for m, r in co.bad]
-                                  + [("domain", co.out_of_domain, co.domain_reason)]):
-            k = quarantine.add(mask, col, frame[col], reason)
-            counts[key] += k
-            if k and col not in bad_cols[key]:
-                bad_cols[key].append(col)
-        if not spec.nullable:
-            k = quarantine.add(nulls[col], col, "<null>", "null in a non-nullable column")
-            counts["non_nullable"] += k
-            if k:
-                bad_cols["non_nullable"].append(col)
-
-    checks.append(_row_check("uncoercible_values", counts["uncoercible"], bad_cols["uncoercible"],
-                             "values that cannot be converted to the column type"))
-    checks.append(_row_check("out_of_domain_values", counts["domain"], bad_cols["domain"],
-                             "values outside the allowed set or range"))
-    checks.append(_row_check("null_in_non_nullable", counts["non_nullable"],
-                             bad_cols["non_nullable"], "nulls in non-nullable columns"))
+    rows = contract.check_rows(frame[present_features])
+    problems = rows.problems
+    quarantine.add_problems(problems)
+    typed = {c: rows.typed[c].set_axis(frame.index) for c in present_features}
+    kind_checks = (("uncoercible", "uncoercible_values",
+                    "values that cannot be converted to the column type"),
+                   ("domain", "out_of_domain_values", "values outside the allowed set or range"),
+                   ("non_nullable", "null_in_non_nullable", "nulls in non-nullable columns"))
+    for kind, name, what in kind_checks:
+        mine = problems[problems["kind"] == kind]
+        checks.append(_row_check(name, len(mine), list(dict.fromkeys(mine["column"])), what))
 
     # Rows that are mostly null carry too little to learn from or to impute reliably.
-    if present_features and n:
-        null_count = pd.concat(nulls, axis=1).sum(axis=1)
-        limit = vcfg.max_row_null_share * len(features)
-        too_null = null_count > limit
-        shown = null_count.map(lambda k: f"{k}/{len(features)} null")
-        k = quarantine.add(too_null, ROW_SCOPE, shown,
-                           f"more than {vcfg.max_row_null_share:.0%} of the features are null")
-    else:
-        k = 0
+    k = int((problems["kind"] == "row_null").sum())
     checks.append(_row_check("row_null_share", k, [],
                              f"rows with more than {vcfg.max_row_null_share:.0%} null features"))
 
     # Columns that are mostly null: imputing them would invent the data.
-    shares = {c: float(nulls[c].mean()) for c in present_features} if n else {}
+    shares = {c: float(rows.nulls[c].mean()) for c in present_features} if n else {}
     heavy = {c: s for c, s in shares.items() if s > vcfg.max_column_null_share}
     checks.append(Check(
         "column_null_share", _status(bool(heavy), True), len(heavy),
@@ -405,10 +300,12 @@ def _check_target(raw: pd.Series, schema: DatasetSchema, quarantine: _Quarantine
     checks.append(_row_check("target_missing", k, [spec.column] if k else [],
                              "rows without a target label"))
     labels = spec.labels or None
-    co = _coerce(raw, ColumnSpec(dtype=spec.dtype, allowed=labels), null)
-    unknown = co.out_of_domain.copy()
+    co = coerce(raw, ColumnSpec(dtype=spec.dtype, allowed=labels), null)
+    unknown = pd.Series(False, index=raw.index)
     for mask, _ in co.bad:
-        unknown |= mask
+        unknown |= mask.fillna(False).astype(bool)
+    if labels is not None:
+        unknown |= co.typed.notna() & ~co.typed.isin(allowed_values(labels, spec.dtype))
     if unknown.any():
         quarantine.add(unknown, spec.column, raw, f"target value not in labels {labels}")
         counts = raw[unknown].map(lambda v: str(v).strip()).value_counts()
@@ -475,9 +372,32 @@ def harmonise_dtypes(frames: dict[str, pd.DataFrame], schema: DatasetSchema) -> 
 
 # --------------------------------------------------------------------------- report
 
+def render_report(sections: dict[str, FrameValidation] | FrameValidation, *,
+                  passed: bool | None = None, extra: dict[str, Any] | None = None) -> str:
+    """The YAML report: overall verdict, then every check per section."""
+    if isinstance(sections, FrameValidation):
+        sections = {"data": sections}
+    if passed is None:
+        passed = all(s.passed for s in sections.values())
+    failures = [f"{name}: {c.details}" for name, s in sections.items() for c in s.failures]
+    doc: dict[str, Any] = {
+        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "passed": bool(passed),
+        "failures": failures,
+    }
+    doc.update(_plain(extra or {}))
+    doc["sections"] = {name: s.summary() for name, s in sections.items()}
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120)
+
+
+def invalid_csv(invalid: pd.DataFrame) -> str:
+    """The quarantined rows as CSV text (split, row, column, value, reason)."""
+    return invalid.reindex(columns=INVALID_COLUMNS).to_csv(index=False)
+
+
 def write_report(sections: dict[str, FrameValidation] | FrameValidation, path: str | os.PathLike, *,
                  passed: bool | None = None, extra: dict[str, Any] | None = None) -> Path:
-    """Write the YAML report (atomic): overall verdict, then every check per section.
+    """Write the YAML report to a local file (atomic).
 
     ``path`` is the report file, or a directory: then ``validation_report.yaml`` and the
     quarantined rows (``invalid.csv``) are written into it (what ``netsec validate`` wants).
@@ -490,30 +410,11 @@ def write_report(sections: dict[str, FrameValidation] | FrameValidation, path: s
         write_invalid(path / "invalid.csv", pd.concat([s.invalid for s in sections.values()],
                                                       ignore_index=True))
         path = path / "validation_report.yaml"
-    if passed is None:
-        passed = all(s.passed for s in sections.values())
-    failures = [f"{name}: {c.details}" for name, s in sections.items() for c in s.failures]
-    doc: dict[str, Any] = {
-        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "passed": bool(passed),
-        "failures": failures,
-    }
-    doc.update(_plain(extra or {}))
-    doc["sections"] = {name: s.summary() for name, s in sections.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, render_report(sections, passed=passed, extra=extra))
 
 
 def write_invalid(path: str | os.PathLike, invalid: pd.DataFrame) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    invalid.reindex(columns=INVALID_COLUMNS).to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, invalid_csv(invalid))
 
 
 def _plain(obj: Any) -> Any:
@@ -529,23 +430,6 @@ def _plain(obj: Any) -> Any:
 
 # --------------------------------------------------------------------------- pipeline step
 
-def _local_path(uri: str) -> str:
-    return uri[len("file://"):] if uri.startswith("file://") else uri
-
-
-def read_split(uri: str, split: str) -> pd.DataFrame:
-    """Read one split as stored by ingest; an empty Parquet is an empty frame, not an error."""
-    path = _local_path(uri)
-    if not Path(path).is_file() and not any(ch in path for ch in "*?["):
-        raise DataError(f"{split} split not found (did ingest finish?)", source=path)
-    if path.endswith((".parquet", ".pq")) and Path(path).is_file():
-        try:
-            return pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise DataError(f"cannot read {split} split Parquet: {exc}", source=path) from None
-    return read_table(path)
-
-
 def validate(cfg: PipelineConfig, run: RunContext, ingest: IngestRecord, *,
              schema: DatasetSchema | None = None) -> ValidationRecord:
     """Validate train+test as one data set and the new batch on its own; write typed Parquet.
@@ -557,10 +441,10 @@ def validate(cfg: PipelineConfig, run: RunContext, ingest: IngestRecord, *,
     """
     schema = schema or load_schema(cfg.schema_path)
     vcfg = cfg.validation
-    out = run.step_dir("validate")
-    train_raw = read_split(ingest.train_uri, "train")
-    test_raw = read_split(ingest.test_uri, "test")
-    batch_raw = read_split(ingest.new_batch_uri, "new batch")
+    catalog = RunCatalog.of(cfg, run)
+    train_raw = catalog.load_frame(ingest.train_uri)
+    test_raw = catalog.load_frame(ingest.test_uri)
+    batch_raw = catalog.load_frame(ingest.new_batch_uri)
 
     both = pd.concat({"train": train_raw, "test": test_raw}, names=["split", "row"])
     data = validate_frame(both, schema, vcfg, source=f"{ingest.train_uri} + {ingest.test_uri}",
@@ -582,32 +466,35 @@ def validate(cfg: PipelineConfig, run: RunContext, ingest: IngestRecord, *,
     sections = {"train+test": data, "new_batch": batch}
     passed = data.passed and batch.passed
     invalid = pd.concat([data.invalid, batch.invalid], ignore_index=True)
-    invalid_path = write_invalid(out / "invalid.csv", invalid)
-    report_path = out / "validation_report.yaml"
+    invalid_uri = catalog.save_text("invalid_rows", invalid_csv(invalid))
+    report_uri = catalog.uri("validation_report")
     extra = {
         "run_id": run.run_id,
         "schema": schema.name,
         "limits": vcfg.model_dump(),
         "splits": {k: {"rows_valid": int(len(v))} for k, v in clean.items()},
     }
-    write_report(sections, report_path, passed=passed, extra=extra)
+    catalog.save_text("validation_report", render_report(sections, passed=passed, extra=extra))
     if not passed:
         problems = "; ".join(filter(None, (data.failure_message("train+test"),
                                           batch.failure_message("new batch"))))
-        raise ValidationFailed(f"validation failed: {problems} (report: {report_path})",
+        raise ValidationFailed(f"validation failed: {problems} (report: {report_uri})",
                                source=ingest.snapshot_uri,
                                columns=sorted({c for s in sections.values() for f in s.failures
                                                for c in f.columns}))
 
-    paths = {k: write_parquet(v, out / f"{k}.parquet") for k, v in clean.items()}
+    uris = {k: catalog.save_frame(f"validated_{k}", v) for k, v in clean.items()}
+    hashes_uri = catalog.save_frame("train_row_hashes", lineage_frame(
+        lineage_hashes(clean["train"], schema)))
     rows_checked = data.rows_checked
     return ValidationRecord(
         passed=True,
-        report_uri=str(report_path),
-        invalid_uri=str(invalid_path),
-        train_uri=str(paths["train"]),
-        test_uri=str(paths["test"]),
-        new_batch_uri=str(paths["new_batch"]),
+        report_uri=report_uri,
+        invalid_uri=invalid_uri,
+        train_uri=uris["train"],
+        test_uri=uris["test"],
+        new_batch_uri=uris["new_batch"],
+        train_row_hashes_uri=hashes_uri,
         rows_checked=rows_checked,
         rows_invalid=data.rows_invalid,
         invalid_share=data.invalid_share,

@@ -8,8 +8,8 @@ listener that appends every ``netsec_training`` DAG-run outcome to ``<workdir>/d
   the tracking URI when it is http(s), else http://localhost:5000.
 * ``/netsec/drift/{dag_id}/{run_id}``: the drift report HTML of a run, for the link above. Plugin
   apps are not protected by Airflow, so the route checks the caller's Airflow token itself
-  (read access to the DAG's runs) and only serves the ``.html`` file the run recorded, inside
-  the work directory.
+  (read access to the DAG's runs) and only serves the ``.html`` object the run recorded, under
+  the runs of the configured storage (file:// or s3://).
 * The listener runs where DAG-run states change (scheduler, API server, ``dags test``); it never
   raises, a failure to write is only logged.
 """
@@ -150,20 +150,23 @@ class DriftReportLink(_NetsecLink):
 # --------------------------------------------------------------------------- drift report route
 
 
-def safe_report_path(uri: str | None, workdir: str | Path) -> Path | None:
-    """``uri`` as a path, only if it is an existing .html file inside the work directory."""
-    if not uri:
+def safe_report_uri(uri: str | None, storage_root: str) -> str | None:
+    """``uri`` only if it is an ``.html`` object under the runs of the configured storage."""
+    import posixpath
+
+    if not uri or not uri.endswith(".html"):
         return None
-    path = Path(uri.removeprefix("file://")).resolve()
-    root = Path(workdir).resolve()
-    if path.suffix != ".html" or not path.is_relative_to(root) or not path.is_file():
+    runs = storage_root.rstrip("/") + "/runs/"
+    scheme, sep, rest = uri.partition("://")
+    normalised = f"{scheme}{sep}{posixpath.normpath(rest)}" if sep else posixpath.normpath(uri)
+    if normalised != uri or not uri.startswith(runs):
         return None
-    return path
+    return uri
 
 
 def _drift_app() -> Any:
     from fastapi import Depends, FastAPI, HTTPException
-    from fastapi.responses import FileResponse
+    from fastapi.responses import HTMLResponse
 
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
     from airflow.api_fastapi.core_api.security import requires_access_dag
@@ -172,12 +175,24 @@ def _drift_app() -> Any:
 
     @app.get("/drift/{dag_id}/{run_id}",
              dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN))])
-    def drift_report(dag_id: str, run_id: str) -> FileResponse:
+    def drift_report(dag_id: str, run_id: str) -> HTMLResponse:
+        from netsec_tasks.errors import NetsecError
+        from netsec_tasks.storage import storage_for
+
+        cfg = _config()
+        if cfg.storage.uri.startswith("s3://"):
+            from netsec_airflow import use_storage_connection
+
+            use_storage_connection()
+        storage = storage_for(cfg)
         rec = read_xcom(dag_id, run_id, "check_drift", key="drift") or {}
-        path = safe_report_path(rec.get("html_uri"), _config().workdir)
-        if path is None:
+        uri = safe_report_uri(rec.get("html_uri"), storage.root)
+        if uri is None:
             raise HTTPException(404, f"no drift report recorded for run {run_id!r} of {dag_id!r}")
-        return FileResponse(path, media_type="text/html")
+        try:
+            return HTMLResponse(storage.read_text(uri))
+        except NetsecError as exc:
+            raise HTTPException(404, f"drift report of run {run_id!r} unavailable: {exc}") from None
 
     return app
 
@@ -234,8 +249,6 @@ class DagRunOutcomeListener:
 
     @staticmethod
     def describe(dag_run: Any, state: str, msg: str) -> dict[str, Any]:
-        from netsec_tasks.records import safe_name
-
         start, end = dag_run.start_date, dag_run.end_date
         line: dict[str, Any] = {
             "dag_id": dag_run.dag_id, "run_id": dag_run.run_id, "state": state, "msg": msg,
@@ -255,8 +268,17 @@ class DagRunOutcomeListener:
         except Exception:  # the states are a bonus, not the record
             log.warning("netsec listener: no task states for %s", dag_run.run_id, exc_info=True)
             line["failed_tasks"] = None
-        outcome = Path(_config().workdir) / "runs" / safe_name(dag_run.run_id) / "outcome.json"
-        line["outcome"] = json.loads(outcome.read_text(encoding="utf-8")) if outcome.is_file() else None
+        from netsec_tasks.catalog import RunCatalog
+        from netsec_tasks.records import RunContext
+
+        cfg = _config()
+        catalog = RunCatalog.of(cfg, RunContext.create(cfg, run_id=dag_run.run_id))
+        try:
+            line["outcome"] = (json.loads(catalog.load_text("outcome"))
+                               if catalog.exists("outcome") else None)
+        except Exception:  # storage unreachable: the rest of the line still matters
+            log.warning("netsec listener: outcome of %s unreadable", dag_run.run_id, exc_info=True)
+            line["outcome"] = None
         return line
 
 

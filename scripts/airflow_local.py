@@ -224,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<16} {value}")
     else:
         print("Production model: none")
-    print(f"run artifacts: {Path(env['NETSEC_HOME']) / 'runs'}")
+    from netsec_tasks.records import RunContext
+
+    print(f"run artifacts: {RunContext.create(cfg, run_id=run['run_id']).storage_uri}")
     print()
     print("Airflow UI (same runs; login admin, password in "
           f"{home / 'simple_auth_manager_passwords.json.generated'}):")

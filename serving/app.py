@@ -13,22 +13,21 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from serving.deps import ServingState
 from serving.inputs import InputError
 from serving.manager import ModelManager
-from serving.metrics import BodyTooLarge, Metrics, ObserveMiddleware
+from serving.limits import BodySizeLimitMiddleware, BodyTooLarge, too_large_body
+from serving.metrics import Metrics, ObserveMiddleware
 from serving.predlog import make_prediction_log
 from serving.routers import model as model_router
 from serving.routers import predict as predict_router
 from serving.routers import train as train_router
 from serving.routers import ui as ui_router
 from serving.routers.ui import ASSETS
-from serving.schemas import PredictRequest, TrainRequest
-from serving.settings import Settings
+from serving.settings import Settings, load_contract
 
 log = logging.getLogger("netsec.serving")
 
@@ -36,6 +35,7 @@ log = logging.getLogger("netsec.serving")
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
+    contract = load_contract(settings)  # a bad schema stops the start, naming the file
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings, metrics=metrics,
             manager=ModelManager(settings, on_swap=metrics.model_swapped),
             executor=ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="netsec-infer"),
+            contract=contract,
             predlog=make_prediction_log(settings, on_drop=metrics.log_dropped.inc,
                                         on_write=metrics.log_written.inc),
         )
@@ -62,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0", lifespan=lifespan,
     )
     app.include_router(ui_router.router)
-    app.include_router(predict_router.router)
+    app.include_router(predict_router.make_router(contract, settings.max_rows))
     app.include_router(model_router.router)
     app.include_router(train_router.router)
     app.mount("/static", StaticFiles(directory=ASSETS / "static"), name="static")
@@ -70,22 +71,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["Content-Type", "X-API-Key"])
-    app.add_middleware(ObserveMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
-    app.openapi = lambda: _openapi(app)
+    # Added last = outermost: the size cap's 413 is timed and counted like any response.
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(ObserveMiddleware, metrics=metrics)
     return app
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InputError)
     async def _input_error(request: Request, exc: InputError):
-        body = {"detail": exc.message, "column": exc.column, "row": exc.row}
-        return JSONResponse(body, status_code=exc.status_code)
+        return JSONResponse(exc.body(), status_code=exc.status_code)
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge):
         limit = request.app.state.serving.settings.max_body_bytes
-        return JSONResponse({"detail": f"request body is larger than the limit of {limit} bytes"},
-                            status_code=413)
+        return JSONResponse(too_large_body(limit), status_code=413)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
@@ -93,34 +93,6 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error; the server log has the details"},
                             status_code=500)
-
-
-def _openapi(app: FastAPI) -> dict:
-    """The OpenAPI document, with the request schema narrowed to the loaded model's features."""
-    state = getattr(app.state, "serving", None)
-    model = state.manager.current if state else None
-    key = model.version if model else None
-    cached = getattr(app.state, "openapi_cache", None)
-    if cached and cached[0] == key:
-        return cached[1]
-    doc = get_openapi(title=app.title, version=app.version, description=app.description,
-                      routes=app.routes)
-    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-    schemas["TrainRequest"] = TrainRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-    request_schema = PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-    if model is not None:
-        numeric = {"long", "integer", "double", "float"}
-        row = {"type": "object", "additionalProperties": False, "required": list(model.features),
-               "properties": {f: ({"type": "number"} if t in numeric else {"type": "string"})
-                              for f, t in zip(model.features, model.feature_types)}}
-        request_schema["properties"]["records"] = {
-            "type": "array", "items": row, "minItems": 1,
-            "maxItems": state.settings.max_rows}
-        request_schema["description"] = (f"Rows for model {model.name} v{model.version}: exactly "
-                                          f"these {len(model.features)} features, numbers only.")
-    schemas["PredictRequest"] = request_schema
-    app.state.openapi_cache = (key, doc)
-    return doc
 
 
 app = create_app()

@@ -1,4 +1,4 @@
-"""Prometheus metrics and the ASGI middleware that times every request and caps body size.
+"""Prometheus metrics and the ASGI middleware that times and counts every request.
 
 The middleware is plain ASGI (not ``BaseHTTPMiddleware``, which costs a task and a queue per
 request). It adds ``Server-Timing: app;dur=<ms>`` to every response: the time from the first
@@ -41,6 +41,13 @@ class Metrics:
                                    registry=r)
         self.log_written = Counter("netsec_prediction_log_written_rows",
                                    "Prediction-log rows written to the sink", registry=r)
+        # The input contract at the scoring doors: rows refused (the request was answered
+        # 422), flagged (returned unscored with status=invalid), scored with imputed cells.
+        self.input_rows = Counter("netsec_input_rows", "Rows checked by the input contract, by "
+                                  "outcome: refused, flagged, imputed", ["outcome", "route"],
+                                  registry=r)
+        self.imputed_cells = Counter("netsec_imputed_cells", "Null feature cells sent to the "
+                                     "model's imputer", ["route"], registry=r)
 
     def model_swapped(self, model) -> None:
         self.model_info.info({"name": model.name, "version": model.version,
@@ -63,46 +70,23 @@ class Metrics:
         return "1" if n == 1 else "2-64" if n <= 64 else "65-1000" if n <= 1000 else ">1000"
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class ObserveMiddleware:
-    """Timing, counting, Server-Timing header and the request-body size cap."""
+    """Timing, counting and the Server-Timing header (the body-size cap is
+    :mod:`serving.limits`, installed inside this one so a 413 is timed and counted too)."""
 
-    def __init__(self, app, metrics: Metrics, max_body_bytes: int):
+    def __init__(self, app, metrics: Metrics):
         self.app = app
         self.metrics = metrics
-        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
-        status = {"code": 500, "started": False}
-        limit = self.max_body_bytes
-
-        declared = _content_length(scope)
-        if declared is not None and declared > limit:
-            await _send_413(send, limit)
-            self._observe(scope, 413, start)
-            return
-
-        seen = 0
-
-        async def limited_receive():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise BodyTooLarge()
-            return message
+        status = {"code": 500}
 
         async def timed_send(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                status["started"] = True
                 dur_ms = (time.perf_counter() - start) * 1000.0
                 headers = list(message.get("headers", []))
                 headers.append((b"server-timing", f"app;dur={dur_ms:.3f}".encode()))
@@ -110,11 +94,7 @@ class ObserveMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, timed_send)
-        except BodyTooLarge:
-            if not status["started"]:
-                await _send_413(send, limit)
-                status["code"] = 413
+            await self.app(scope, receive, timed_send)
         finally:
             self._observe(scope, status["code"], start)
 
@@ -123,24 +103,3 @@ class ObserveMiddleware:
         label = getattr(route, "path", None) or "<unmatched>"
         self.metrics.latency.labels(label).observe(time.perf_counter() - start)
         self.metrics.requests.labels(label, scope.get("method", ""), str(code)).inc()
-
-
-def _content_length(scope) -> int | None:
-    for k, v in scope.get("headers", []):
-        if k == b"content-length":
-            try:
-                return int(v)
-            except ValueError:
-                return None
-    return None
-
-
-async def _send_413(send, limit: int) -> None:
-    import json
-
-    body = json.dumps({"detail": f"request body is larger than the limit of {limit} bytes"}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})

@@ -194,6 +194,12 @@ class PredictionLog:
                 self.on_write(rows)
         except Exception as exc:  # a sink outage loses this batch, never the service
             self._failed(rows, exc)
+        finally:
+            del items[:]
+            # A large upload's rows were held until now: hand their memory back to the OS.
+            from serving.inference import release_memory
+
+            release_memory(rows)
 
     def _failed(self, rows: int, exc: Exception) -> None:
         self.failed_rows += rows

@@ -9,19 +9,35 @@ from pydantic import BaseModel, ConfigDict, Field
 Label = int | float | str | bool | None
 
 
-class PredictRequest(BaseModel):
-    """Rows to score. Every record has exactly the model's feature columns (GET /model)."""
-
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "example": {"records": [{"having_IP_Address": -1, "URL_Length": 1, "...": 0}]}})
-
-    records: list[dict[str, float]] = Field(..., min_length=1)
+def predict_request_schema(contract, max_rows: int) -> dict[str, Any]:
+    """The one JSON request schema of POST /predict, generated from the input contract (the
+    data set's schema): each feature with its type, allowed values or range and nullability,
+    the passthrough columns, and the row limit. The route declares it; nothing patches it."""
+    return {
+        "title": "PredictRequest",
+        "description": (f"Rows to score for the '{contract.name}' data set"
+                        + (f" (schema version {contract.version})" if contract.version else "")
+                        + ": every feature column, null where a nullable value is missing (the "
+                        f"model imputes it); {', '.join(contract.passthrough)} may be sent and "
+                        "are echoed back."),
+        "type": "object", "required": ["records"], "additionalProperties": False,
+        "properties": {"records": {"type": "array", "minItems": 1, "maxItems": max_rows,
+                                   "items": contract.record_json_schema()}},
+        "example": {"records": [{f: (s.allowed[0] if s.allowed else 0)
+                                 for f, s in contract.schema.columns.items()}]},
+    }
 
 
 class Prediction(BaseModel):
-    label: Label = Field(..., description="the data set's label, e.g. -1 (phishing) or 1")
+    """One scored row. Passthrough columns sent with the row (ids, ignored columns, the
+    target) follow, and with ``echo=true`` every input column."""
+
+    model_config = ConfigDict(extra="allow")
+
+    predicted_label: Label = Field(..., description="the data set's label, e.g. -1 (phishing) or 1")
     is_threat: Literal[0, 1]
     threat_probability: float | None = Field(..., ge=0, le=1)
+    imputed_cells: int = Field(..., ge=0, description="null features the model's imputer filled")
     model_version: str
 
 
@@ -34,11 +50,16 @@ class PredictResponse(BaseModel):
 class CsvPredictResponse(BaseModel):
     model_name: str
     model_version: str
-    columns: list[str] = Field(..., description="input columns, then label, is_threat, "
-                                                "threat_probability, model_version")
+    columns: list[str] = Field(..., description="echoed input columns (passthrough columns; all "
+                                                "of them with echo=true), then predicted_label, "
+                                                "is_threat, threat_probability, imputed_cells, "
+                                                "status, reason, model_version")
     records: list[dict[str, Any]]
     n_rows: int
     n_threats: int
+    n_invalid: int = Field(..., description="rows returned unscored with status=invalid "
+                                            "(invalid=flag)")
+    n_imputed_rows: int
 
 
 class FeatureSpec(BaseModel):
@@ -61,6 +82,8 @@ class ModelInfo(BaseModel):
     negative_label: Label
     inference_path: str
     loaded_at: str
+    dataset: str | None = Field(None, description="the data set whose schema checks the inputs")
+    schema_version: str | None = Field(None, description="that schema's version")
 
 
 class Health(BaseModel):
@@ -89,16 +112,29 @@ class TrainResponse(BaseModel):
     conf: dict[str, Any] = {}
 
 
+class Problem(BaseModel):
+    row: int | None = Field(None, description="0-based: records[row], or CSV line row + 2")
+    column: str | None
+    value: Any = None
+    reason: str
+    allowed: str | None = None
+
+
 class ErrorResponse(BaseModel):
     detail: str
     column: str | None = None
     row: int | None = None
+    value: Any = Field(None, description="the offending value, as sent")
+    allowed: str | None = Field(None, description="what the column accepts")
+    problems: list[Problem] | None = Field(None, description="every row problem found")
 
 
 ERRORS = {
     401: {"model": ErrorResponse, "description": "missing or wrong X-API-Key"},
     413: {"model": ErrorResponse, "description": "body or row count over the limit"},
     415: {"model": ErrorResponse, "description": "wrong content type"},
-    422: {"model": ErrorResponse, "description": "input does not match the model's features"},
+    422: {"model": ErrorResponse, "description": "input breaks the data set's contract: a "
+                                                 "missing or unknown column, a value of the wrong "
+                                                 "type, outside its domain, or too many nulls"},
     503: {"model": ErrorResponse, "description": "no model loaded yet"},
 }

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     # trusted; the serving container only loads models our own pipeline registered.
     trust_registry: bool = True
 
+    # --- input contract -------------------------------------------------------------------
+    # The data-set schema requests are checked against. Default: the pipeline config's data set
+    # (NETSEC_CONFIG, else ./config/pipeline.yaml; NETSEC_DATASET picks another schema), with
+    # its validation.max_row_null_share.
+    schema_path: str | None = None
+
     # --- HTTP -----------------------------------------------------------------------------
     # When set, /predict* and /train require the header X-API-Key with this value.
     api_key: SecretStr | None = None
@@ -103,3 +109,15 @@ class Settings(BaseSettings):
 
 def get_settings() -> Settings:
     return Settings()
+
+
+def load_contract(settings: Settings):
+    """The input contract this service applies: the configured data set's schema and null
+    limit (see ``netsec_tasks.contract``). Raises ConfigError naming a missing or bad file."""
+    from netsec_tasks.config import load_config
+    from netsec_tasks.contract import Contract
+    from netsec_tasks.schema import load_schema
+
+    cfg = load_config()
+    schema = load_schema(settings.schema_path or cfg.schema_path)
+    return Contract(schema, max_row_null_share=cfg.validation.max_row_null_share)

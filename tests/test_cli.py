@@ -34,8 +34,9 @@ def test_run_then_predict_on_the_embedded_defaults(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert "outcome: promoted" in first.stdout
     assert (home / "mlflow.db").is_file()
-    storage_runs = list((home / "storage").iterdir())
+    storage_runs = list((home / "storage" / "runs").iterdir())
     assert len(storage_runs) == 1 and (storage_runs[0] / "manifest.json").is_file()
+    assert (storage_runs[0] / "model" / "model.skops").is_file()
 
     # Same data again: no drift, the Production model stays.
     second = netsec(*SMALL_BUDGET, "run", home=home)
@@ -53,10 +54,11 @@ def test_run_then_predict_on_the_embedded_defaults(tmp_path):
     assert set(frame["is_threat"].unique()) <= {0, 1}
     assert frame["threat_probability"].between(0, 1).all()
     # Threat rows are labelled with the schema's threat label (-1), benign with the other.
-    assert (frame.loc[frame.is_threat == 1, "predicted_Result"] == -1).all()
+    assert (frame.loc[frame.is_threat == 1, "predicted_label"] == -1).all()
     assert (frame["model_version"] == 1).all()
     # A useful model on the same distribution.
-    assert (frame["predicted_Result"] == frame["Result"]).mean() > 0.85
+    assert (frame["predicted_label"] == frame["Result"]).mean() > 0.85
+    assert (frame["status"] == "ok").all() and (frame["imputed_cells"] == 0).all()
 
 
 def test_bad_configuration_is_named_with_exit_2(tmp_path):
@@ -70,8 +72,8 @@ def test_missing_input_file_is_named(tmp_path):
     res = netsec("run", "--source-path", str(tmp_path / "nope.csv"), home=tmp_path)
     assert res.returncode == 2
     assert "nope.csv" in res.stderr and "Traceback" not in res.stderr
-    # Nothing registered, no storage written.
-    assert not (tmp_path / "storage").exists()
+    # Nothing registered, no run in storage.
+    assert not (tmp_path / "storage" / "runs").exists()
 
 
 def test_missing_column_fails_validation_and_registers_nothing(tmp_path):

@@ -248,20 +248,16 @@ def test_drift_route_refuses_anonymous_callers(dagbag):
     assert resp.status_code == 401
 
 
-def test_drift_report_path_stays_inside_the_workdir(tmp_path, dagbag):
+def test_drift_report_uri_stays_inside_the_runs_of_storage(tmp_path, dagbag):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("netsec_plugin_t", PLUGINS / "netsec_plugin.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    work = tmp_path / "work"
-    report = work / "runs" / "r1" / "drift" / "report.html"
-    report.parent.mkdir(parents=True)
-    report.write_text("<html></html>")
-    (report.parent / "report.yaml").write_text("a: 1")
-    (tmp_path / "secret.html").write_text("no")
-    assert mod.safe_report_path(str(report), work) == report.resolve()
-    assert mod.safe_report_path("file://" + str(report), work) == report.resolve()
-    for uri in (str(tmp_path / "secret.html"), str(work / ".." / "secret.html"),
-                str(report.parent / "report.yaml"), str(work / "runs" / "missing.html"), None, ""):
-        assert mod.safe_report_path(uri, work) is None, uri
+    for root in ((tmp_path / "store").as_uri(), "s3://netsec/prefix"):
+        report = f"{root}/runs/r1/drift/drift_report.html"
+        assert mod.safe_report_uri(report, root) == report
+        for uri in (f"{root}/secret.html", f"{root}/runs/../secret.html",
+                    f"{root}/runs/r1/drift/drift_report.yaml", f"{root}/runs/r1/../../x.html",
+                    f"{root}-other/runs/r1/drift/drift_report.html", None, ""):
+            assert mod.safe_report_uri(uri, root) is None, uri

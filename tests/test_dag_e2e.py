@@ -35,14 +35,38 @@ API_PASSWORD = "e2e-admin-password"
 
 # Runs one DAG run in a fresh interpreter and prints what the test checks as one JSON line.
 RUNNER = r"""
-import json, sys
+import json, os, shutil, sys, tempfile
 from airflow.dag_processing.dagbag import DagBag
 from airflow.models.xcom import XComModel
 from airflow.serialization.serialized_objects import DagSerialization
 from airflow.utils.session import create_session
 
 dag = DagBag(dag_folder=sys.argv[1]).dags["netsec_training"]
+# Every task runs in its own empty work directory, removed when it ends, as on Celery workers on
+# different machines: only storage (moto's S3), MongoDB and MLflow are shared.
+shared_home, homes = os.environ["NETSEC_HOME"], []
+
+
+def private_home(task_id, callable_):
+    def run_in_private_home(*args, **kwargs):
+        for earlier in homes:  # whatever an earlier task left on "its machine" is gone
+            shutil.rmtree(earlier["home"], ignore_errors=True)
+        home = tempfile.mkdtemp(prefix=f"netsec-task-{task_id}-")
+        homes.append({"task": task_id, "home": home, "files": os.listdir(home)})
+        os.environ["NETSEC_HOME"] = home
+        try:
+            return callable_(*args, **kwargs)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+            os.environ["NETSEC_HOME"] = shared_home
+    return run_in_private_home
+
+
+for task in dag.tasks:
+    if getattr(task, "python_callable", None) is not None:
+        task.python_callable = private_home(task.task_id, task.python_callable)
 dr = dag.test(run_conf=json.loads(sys.argv[2]))
+os.environ["NETSEC_HOME"] = shared_home
 tis = dr.get_task_instances()
 with create_session() as session:
     xcoms = {}
@@ -60,7 +84,7 @@ print("NETSEC_E2E_RESULT " + json.dumps({
     "run_id": dr.run_id, "state": str(dr.state),
     "tasks": {ti.task_id: str(ti.state) for ti in tis},
     "tries": {ti.task_id: ti.try_number for ti in tis},
-    "xcoms": xcoms, "links": links}, default=str))
+    "xcoms": xcoms, "links": links, "homes": homes}, default=str))
 """
 
 
@@ -96,8 +120,11 @@ class Stack:
 
     def python(self, code: str, *args: str, env: dict[str, str] | None = None) -> dict:
         """Run ``code`` in a fresh interpreter with the stack's environment; its result line."""
+        # A file, not -c: serialising the DAG reads the source of the task hooks RUNNER sets.
+        script = self.home / f"script-{abs(hash(code))}.py"
+        script.write_text(code, encoding="utf-8")
         proc = subprocess.run(
-            [sys.executable, "-c", code, *args],
+            [sys.executable, str(script), *args],
             env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=900)
         out = proc.stdout + proc.stderr
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
@@ -114,7 +141,7 @@ class Stack:
 
     def push(self, frame) -> int:
         """Load rows into the collection the way operators do (`netsec push-data`)."""
-        from netsec_tasks.mongo import push_data
+        from netsec_tasks.sources.mongo import push_data
 
         csv = self.work.parent / f"push-{len(list(self.work.parent.glob('push-*.csv')))}.csv"
         frame.to_csv(csv, index=False)
@@ -175,6 +202,9 @@ def stack(tmp_path_factory, mongo_server, s3_server):
         "NETSEC_SOURCE__MONGO__DATABASE": db,
         "NETSEC_SOURCE__MONGO__SERVER_SELECTION_TIMEOUT_MS": "1000",
         "NETSEC_STORAGE__URI": f"s3://{BUCKET}/netsec",
+        # The shared MLflow "server": outside every task's private work dir.
+        "NETSEC_REGISTRY__TRACKING_URI": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
+        "NETSEC_REGISTRY__ARTIFACT_LOCATION": str(root / "mlflow" / "artifacts"),
         "NETSEC_TRAINING__CANDIDATES": "[random_forest, logistic_regression]",
         "NETSEC_TRAINING__N_ITER": "2",
         "NETSEC_TRAINING__CV_FOLDS": "3",
@@ -190,6 +220,7 @@ def stack(tmp_path_factory, mongo_server, s3_server):
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(root / "passwords.json"),
     })
     (root / "passwords.json").write_text(json.dumps({"admin": API_PASSWORD}))
+    (root / "mlflow").mkdir()
     migrate = subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
                              env=env, capture_output=True, text=True, timeout=600)
     assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
@@ -219,14 +250,24 @@ def test_run1_no_production_model_trains_registers_promotes_and_syncs(stack):
     assert outcome["outcome"] == "promoted" and outcome["model_version"] == "1"
     assert outcome["metrics"]["f1"] > 0.8
     assert stack.production() == "1"
+    # Each task had its own empty work dir: the hand-off went through storage alone.
+    homes = {h["home"] for h in r["homes"]}
+    assert len(homes) == len(r["homes"]) == len(TRAIN_PATH) + 4  # every PythonOperator
+    assert [h for h in r["homes"] if h["files"] or Path(h["home"]).exists()] == []
     # The Production version carries the run's lineage.
     mv = stack.mlflow().get_model_version(MODEL, "1")
     assert mv.tags["netsec.pipeline_run_id"] == r["run_id"]
     # Sync went to moto's S3 through the netsec_s3 connection.
     sync = r["xcoms"]["sync_s3"]["return_value"]
-    assert sync["destination"].startswith(f"s3://{BUCKET}/netsec")
-    keys = stack.bucket_keys()
-    assert len(keys) == sync["objects"] > 0
+    assert sync["destination"].startswith(f"s3://{BUCKET}/netsec/runs/")
+    run_prefix = sync["destination"][len(f"s3://{BUCKET}/"):] + "/"
+    keys = [k for k in stack.bucket_keys() if k.startswith(run_prefix)]
+    # Every object of the run is in the manifest, but outcome.json, written after the sync.
+    assert len(set(keys) - {run_prefix + "outcome.json"}) == sync["objects"] > 0
+    assert {run_prefix + k for k in ("manifest.json", "model/model.skops",
+                                     "validate/train.parquet", "ingest/new_batch.parquet")} <= set(keys)
+    # State shared across runs is in storage too.
+    assert any(k.startswith("netsec/state/") for k in stack.bucket_keys())
     # XCom stays small: records only, no frames or models.
     for task, values in r["xcoms"].items():
         assert len(json.dumps(values)) < 64_000, task
@@ -255,7 +296,10 @@ def test_drift_report_link_serves_the_report_to_authenticated_users_only(stack):
     assert r["anonymous"] == 401
     assert r["status"] == 200 and r["type"].startswith("text/html")
     html_uri = run1["xcoms"]["check_drift"]["drift"]["html_uri"]
-    assert r["body"] == Path(html_uri.removeprefix("file://")).read_text(encoding="utf-8")
+    assert html_uri.startswith(f"s3://{BUCKET}/netsec/runs/")
+    key = html_uri[len(f"s3://{BUCKET}/"):]
+    body = stack.s3.client().get_object(Bucket=BUCKET, Key=key)["Body"].read().decode("utf-8")
+    assert r["body"] == body
     assert r["missing"] == 404
 
 

@@ -13,6 +13,7 @@ from netsec_tasks.drift import (adjust_pvalues, check_drift, chi_square_test, de
 from netsec_tasks.errors import DataError, ValidationFailed
 from netsec_tasks.records import RunContext, ValidationRecord
 from netsec_tasks.sample import FEATURE_NAMES, make_sample
+from netsec_tasks.storage import file_uri_to_path
 from netsec_tasks.schema import DatasetSchema, load_schema
 
 SEEDS = range(100)
@@ -240,7 +241,8 @@ def validation_record(tmp_path, batch: pd.DataFrame) -> ValidationRecord:
     return ValidationRecord(
         passed=True, report_uri="r.yaml", train_uri=str(path), test_uri=str(path),
         new_batch_uri=str(path), rows_checked=len(batch), rows_invalid=0, invalid_share=0.0,
-        train_rows=len(batch), test_rows=0, dataset_digest="x")
+        train_rows=len(batch), test_rows=0, dataset_digest="x",
+        train_row_hashes_uri=str(tmp_path / "hashes.parquet"))
 
 
 def assert_self_contained(page: str) -> None:
@@ -255,7 +257,7 @@ def test_first_run_has_no_reference(tmp_path, cfg):
     assert rec.has_reference is False and rec.drift_detected is False
     assert "no production model" in rec.reason
     assert rec.columns_tested == 0
-    assert_self_contained(open(rec.html_uri).read())
+    assert_self_contained(open(file_uri_to_path(rec.html_uri)).read())
 
 
 def test_check_drift_writes_yaml_and_html(tmp_path, cfg):
@@ -272,7 +274,7 @@ def test_check_drift_writes_yaml_and_html(tmp_path, cfg):
     assert rec.drift_share == pytest.approx(len(rec.drifted_columns) / 30)
     assert rec.reason.startswith("data-set drift")
 
-    report = yaml.safe_load(open(rec.report_uri))
+    report = yaml.safe_load(open(file_uri_to_path(rec.report_uri)))
     assert report["dataset_drift"] is True and report["correction"] == "holm"
     assert report["drifted_columns"] == rec.drifted_columns
     first = report["columns"][0]
@@ -280,7 +282,7 @@ def test_check_drift_writes_yaml_and_html(tmp_path, cfg):
         assert key in first
     assert report["target"]["column"] == "Result"
 
-    page = open(rec.html_uri).read()
+    page = open(file_uri_to_path(rec.html_uri)).read()
     assert_self_contained(page)
     assert "Data-set drift detected" in page and page.count("<svg") == 30
     for name in rec.drifted_columns:

@@ -1,9 +1,8 @@
-"""Step 1, ingestion: file and MongoDB sources, watermarks, snapshot, duplicate-aware split."""
+"""Step 1, ingestion: file and MongoDB sources, watermarks, snapshots in storage, the split."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import struct
 
@@ -14,13 +13,25 @@ import pytest
 
 from netsec_testing import free_port
 from netsec_tasks.errors import ConfigError, DataError, SourceUnavailable
-from netsec_tasks.ingest import (commit_watermark, ingest, read_watermark, snapshot_digest,
-                                 split_rows, watermark_path)
-from netsec_tasks.mongo import push_data
+from netsec_tasks.ingest import commit, ingest
 from netsec_tasks.records import IngestRecord, RunContext, sha256_file
 from netsec_tasks.sample import make_sample
+from netsec_tasks.snapshot import TIME_COLUMN, snapshot_digest
+from netsec_tasks.sources.mongo import push_data
+from netsec_tasks.state import read_state, state_uri
+from netsec_tasks.storage import file_uri_to_path, storage_for
 
 FEATURES_AND_TARGET = [c for c in make_sample(1).columns]
+
+
+def local(uri: str) -> str:
+    return str(file_uri_to_path(uri))
+
+
+def read(uri: str) -> pd.DataFrame:
+    """A Parquet artifact in (file://) storage; a snapshot without its bookkeeping column."""
+    frame = pd.read_parquet(local(uri))
+    return frame.drop(columns=[TIME_COLUMN]) if TIME_COLUMN in frame.columns else frame
 
 
 def run_ingest(cfg, run_id, **kw) -> IngestRecord:
@@ -44,15 +55,8 @@ def write_csv(frame: pd.DataFrame, path) -> str:
     return str(path)
 
 
-def fresh_rows(frame: pd.DataFrame, seen: pd.DataFrame) -> pd.DataFrame:
-    """Rows of ``frame`` that are not copies of a row in ``seen``: push-data keys rows by
-    content, so a copy of an already loaded row counts as already present."""
-    merged = frame.merge(seen.drop_duplicates(), how="left", indicator=True)
-    return frame[(merged["_merge"] == "left_only").to_numpy()].drop_duplicates().reset_index(drop=True)
-
-
-def threat_share(path) -> float:
-    return float((pd.read_parquet(path)["Result"] == -1).mean())
+def threat_share(uri) -> float:
+    return float((read(uri)["Result"] == -1).mean())
 
 
 # ----------------------------------------------------------------------------- file source
@@ -65,28 +69,34 @@ def test_default_file_source_is_the_sample_written_once(make_cfg):
     assert len(pd.read_csv(sample)) == 5000 == rec.rows == rec.new_rows
     assert rec.train_rows + rec.test_rows == rec.rows
     assert rec.watermark == sha256_file(sample) and rec.previous_watermark is None
-    # Content-addressed, immutable snapshot: reused as is by the next run.
-    assert os.path.basename(rec.snapshot_uri) == f"{rec.snapshot_sha256}.parquet"
-    assert snapshot_digest(rec.snapshot_uri) == rec.snapshot_sha256
-    mtime = os.stat(rec.snapshot_uri).st_mtime_ns
+    # Everything is in storage, under the run or content-addressed.
+    store = storage_for(cfg)
+    assert rec.snapshot_uri == store.uri("snapshots", f"{rec.snapshot_sha256}.parquet")
+    assert rec.train_uri == store.uri("runs", "first", "ingest", "train.parquet")
+    assert snapshot_digest(store, rec.snapshot_uri) == rec.snapshot_sha256
+    mtime = os.stat(local(rec.snapshot_uri)).st_mtime_ns
     again = run_ingest(cfg, "second")
-    assert again.snapshot_uri == rec.snapshot_uri and os.stat(rec.snapshot_uri).st_mtime_ns == mtime
-    snap = pd.read_parquet(rec.snapshot_uri)
+    assert again.snapshot_uri == rec.snapshot_uri
+    assert os.stat(local(rec.snapshot_uri)).st_mtime_ns == mtime  # immutable: not rewritten
+    snap = read(rec.snapshot_uri)
     assert list(snap.columns) == FEATURES_AND_TARGET
     pd.testing.assert_frame_equal(snap, pd.read_csv(sample))
-    train, test = pd.read_parquet(rec.train_uri), pd.read_parquet(rec.test_uri)
+    train, test = read(rec.train_uri), read(rec.test_uri)
+    assert list(train.columns) == FEATURES_AND_TARGET  # no bookkeeping column in the splits
     assert len(train) == rec.train_rows and len(test) == rec.test_rows
-    assert len(pd.read_parquet(rec.new_batch_uri)) == rec.rows
+    assert len(read(rec.new_batch_uri)) == rec.rows
 
 
 def test_file_watermark_previous_is_last_committed(make_cfg, sample_csv, tmp_path):
     cfg = make_cfg(**{"source.path": str(sample_csv)})
     first = run_ingest(cfg, "a")
+    store = storage_for(cfg)
     assert first.previous_watermark is None
-    assert not watermark_path(cfg, first.source).exists()
-    commit_watermark(cfg, first)
-    state = read_watermark(cfg, first.source)
-    assert state["watermark"] == first.watermark == sha256_file(sample_csv)
+    assert not store.exists(state_uri(store, first.source))
+    commit(cfg, first)
+    state = read_state(store, first.source)
+    assert state.watermark == first.watermark == sha256_file(sample_csv)
+    assert state.snapshot_uri == first.snapshot_uri and state.run_id == "a"
     write_csv(make_sample(300, seed=5), sample_csv)  # the file is replaced with new data
     second = run_ingest(cfg, "b")
     assert second.previous_watermark == first.watermark != second.watermark
@@ -106,7 +116,7 @@ def test_uci_duplicate_aware_split_has_no_leak_and_plain_split_leaks(make_cfg, u
     assert plain.duplicate_leak_rows > 0
     # The leak count is what it claims: test rows with an exact copy in train.
     for rec in (aware, plain):
-        train, test = pd.read_parquet(rec.train_uri), pd.read_parquet(rec.test_uri)
+        train, test = read(rec.train_uri), read(rec.test_uri)
         in_train = test.merge(train.drop_duplicates(), how="left", indicator=True)["_merge"] == "both"
         assert int(in_train.sum()) == rec.duplicate_leak_rows
         assert abs(rec.test_rows / rec.rows - 0.2) < 0.01
@@ -117,7 +127,7 @@ def test_uci_duplicate_aware_split_has_no_leak_and_plain_split_leaks(make_cfg, u
 def test_split_is_deterministic_per_seed(make_cfg, uci_csv):
     def split(seed, run_id):
         rec = run_ingest(make_cfg(**{"source.path": str(uci_csv), "split.seed": seed}), run_id)
-        return pd.read_parquet(rec.train_uri), pd.read_parquet(rec.test_uri)
+        return read(rec.train_uri), read(rec.test_uri)
 
     a_train, a_test = split(7, "a")
     b_train, b_test = split(7, "b")
@@ -125,16 +135,6 @@ def test_split_is_deterministic_per_seed(make_cfg, uci_csv):
     pd.testing.assert_frame_equal(a_train, b_train)
     pd.testing.assert_frame_equal(a_test, b_test)
     assert not a_test.equals(c_test)
-
-
-def test_split_rows_keeps_every_duplicate_group_on_one_side():
-    rng = np.random.default_rng(3)
-    hashes = rng.integers(0, 400, 3000).astype(np.uint64)  # ~7 copies of each row
-    labels = np.where(hashes % 3 == 0, -1, 1)               # label is a function of the row
-    test = split_rows(hashes, labels, test_size=0.25, seed=1)
-    assert not set(hashes[test]) & set(hashes[~test])
-    assert abs(test.mean() - 0.25) < 0.03
-    assert abs((labels[test] == -1).mean() - (labels == -1).mean()) < 0.02
 
 
 def test_missing_target_column_names_it_and_the_file(make_cfg, tmp_path):
@@ -159,7 +159,7 @@ def test_bom_and_semicolon_csvs_read_fine(make_cfg, tmp_path, sep, bom):
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + frame.to_csv(index=False, sep=sep).encode())
     rec = run_ingest(make_cfg(**{"source.path": str(path)}), "r")
     assert rec.rows == 200
-    pd.testing.assert_frame_equal(pd.read_parquet(rec.snapshot_uri), frame)
+    pd.testing.assert_frame_equal(read(rec.snapshot_uri), frame)
 
 
 def test_glob_source_concatenates_files(make_cfg, tmp_path):
@@ -176,61 +176,106 @@ def test_mongo_ingest_of_uci_equals_the_file(mongo_cfg, make_cfg, uci_csv):
     push_data(uci_csv, cfg)
     from_mongo = run_ingest(cfg, "mongo")
     from_file = run_ingest(make_cfg(**{"source.path": str(uci_csv)}), "file")
-    snap = pd.read_parquet(from_mongo.snapshot_uri)
+    snap = read(from_mongo.snapshot_uri)
     assert list(snap.columns) == FEATURES_AND_TARGET  # no _id, _netsec_key, ingested_at
     pd.testing.assert_frame_equal(snap, pd.read_csv(uci_csv))
     assert from_mongo.snapshot_sha256 == from_file.snapshot_sha256
-    assert from_mongo.rows == from_mongo.new_rows == 11055
+    assert from_mongo.rows == from_mongo.new_rows == from_mongo.documents_read == 11055
     assert from_mongo.duplicate_leak_rows == 0
     assert from_mongo.source == f"mongo:{cfg.source.mongo.database}.phishing"
+    # Same rows, same sides, whichever source they came from.
+    pd.testing.assert_frame_equal(read(from_mongo.test_uri), read(from_file.test_uri))
 
 
-def test_watermark_new_batch_only_after_commit(mongo_cfg, tmp_path):
+def test_two_nights_read_only_new_documents(mongo_cfg, uci_csv, tmp_path):
+    """Night 1 trains on UCI rows 1-8,000; rows 8,001-11,055 arrive; night 2 reads only them
+    from MongoDB (the rest comes from night 1's snapshot in storage) and no row changes side."""
+    cfg = mongo_cfg()
+    frame = pd.read_csv(uci_csv)
+    push_data(write_csv(frame.iloc[:8000], tmp_path / "day1.csv"), cfg)
+    night1 = run_ingest(cfg, "night1")
+    assert (night1.documents_read, night1.rows, night1.rows_reused) == (8000, 8000, 0)
+    commit(cfg, night1)
+
+    push_data(write_csv(frame.iloc[8000:], tmp_path / "day2.csv"), cfg)
+    night2 = run_ingest(cfg, "night2")
+    print(f"night 2 read {night2.documents_read} documents of a {len(frame)}-document collection "
+          f"({night2.rows_reused} rows reused from night 1's snapshot)")
+    assert night2.documents_read == night2.new_rows == len(frame) - 8000
+    assert (night2.rows, night2.rows_reused) == (len(frame), 8000)
+    assert night2.previous_watermark == night1.watermark != night2.watermark
+    pd.testing.assert_frame_equal(read(night2.new_batch_uri), frame.iloc[8000:].reset_index(drop=True))
+    pd.testing.assert_frame_equal(read(night2.snapshot_uri), frame)
+    # Training sees the whole window; nothing of night 1's training rows is in night 2's test.
+    key = list(frame.columns)
+    train1 = read(night1.train_uri).drop_duplicates()
+    test2 = read(night2.test_uri)
+    assert test2.merge(train1, on=key, how="inner").empty
+    assert night2.train_rows + night2.test_rows == len(frame)
+    old_test = read(night1.test_uri)
+    assert len(old_test.merge(read(night2.train_uri).drop_duplicates(), on=key)) == 0
+
+
+def test_watermark_advances_only_on_commit(mongo_cfg, tmp_path):
     cfg = mongo_cfg()
     batch1 = make_sample(300, seed=11)
-    batch2 = fresh_rows(make_sample(80, seed=12), batch1)
-    n2 = len(batch2)
-    assert n2 > 50
+    batch2 = make_sample(80, seed=12)
     push_data(write_csv(batch1, tmp_path / "b1.csv"), cfg)
 
     run1 = run_ingest(cfg, "run1")
     assert (run1.rows, run1.new_rows, run1.previous_watermark) == (300, 300, None)
-    commit_watermark(cfg, run1)
-    assert json.loads(watermark_path(cfg, run1.source).read_text())["watermark"] == run1.watermark
+    commit(cfg, run1)
+    store = storage_for(cfg)
+    assert read_state(store, run1.source).watermark == run1.watermark
 
     push_data(write_csv(batch2, tmp_path / "b2.csv"), cfg)
     run2 = run_ingest(cfg, "run2")
     assert run2.previous_watermark == run1.watermark
     assert run2.watermark > run1.watermark  # ObjectId hex order is insertion order
-    assert (run2.rows, run2.new_rows) == (300 + n2, n2)
-    assert run2.train_rows + run2.test_rows == 300 + n2
-    pd.testing.assert_frame_equal(pd.read_parquet(run2.new_batch_uri), batch2)
+    assert (run2.rows, run2.new_rows, run2.documents_read) == (380, 80, 80)
+    pd.testing.assert_frame_equal(read(run2.new_batch_uri), batch2)
 
     # run2 fails (never committed): the next run gets the same new batch again.
     run3 = run_ingest(cfg, "run3")
-    assert run3.previous_watermark == run1.watermark and run3.new_rows == n2
-    commit_watermark(cfg, run3)
+    assert run3.previous_watermark == run1.watermark and run3.new_rows == 80
+    assert run3.snapshot_sha256 == run2.snapshot_sha256
+    commit(cfg, run3)
     run4 = run_ingest(cfg, "run4")
-    assert (run4.previous_watermark, run4.new_rows, run4.rows) == (run3.watermark, 0, 300 + n2)
-    empty = pd.read_parquet(run4.new_batch_uri)
+    assert (run4.previous_watermark, run4.new_rows, run4.rows) == (run3.watermark, 0, 380)
+    assert run4.documents_read == 0
+    empty = read(run4.new_batch_uri)
     assert len(empty) == 0 and list(empty.columns) == FEATURES_AND_TARGET
+
+
+def test_lost_snapshot_falls_back_to_a_full_read(mongo_cfg, tmp_path):
+    cfg = mongo_cfg()
+    push_data(write_csv(make_sample(200, seed=1), tmp_path / "a.csv"), cfg)
+    first = run_ingest(cfg, "a")
+    commit(cfg, first)
+    push_data(write_csv(make_sample(50, seed=2), tmp_path / "b.csv"), cfg)
+    os.remove(local(first.snapshot_uri))
+    again = run_ingest(cfg, "b")
+    assert (again.documents_read, again.rows, again.new_rows, again.rows_reused) == (250, 250, 50, 0)
+    # Not incremental: every run reads the window, the new batch is still what came after.
+    full = run_ingest(mongo_cfg(**{"source.mongo.incremental": False}), "c")
+    assert (full.documents_read, full.new_rows) == (250, 50)
 
 
 def test_watermark_on_a_datetime_field(mongo_cfg, tmp_path):
     cfg = mongo_cfg(**{"source.mongo.watermark_field": "ingested_at"})
     first = make_sample(120, seed=1)
-    later = fresh_rows(make_sample(30, seed=2), first)
+    later = make_sample(30, seed=2)
     push_data(write_csv(first, tmp_path / "a.csv"), cfg)
     run1 = run_ingest(cfg, "r1")
-    assert run1.new_rows == 120
+    assert run1.new_rows == 120 and run1.watermark_type == "datetime"
     assert dt.datetime.fromisoformat(run1.watermark).tzinfo is not None
-    commit_watermark(cfg, run1)
+    commit(cfg, run1)
     push_data(write_csv(later, tmp_path / "b.csv"), cfg)
     run2 = run_ingest(cfg, "r2")
-    assert (run2.previous_watermark, run2.rows, run2.new_rows) == (run1.watermark, 120 + len(later),
-                                                                   len(later))
-    pd.testing.assert_frame_equal(pd.read_parquet(run2.new_batch_uri), later)
-    assert "ingested_at" not in pd.read_parquet(run2.snapshot_uri).columns
+    assert (run2.previous_watermark, run2.rows, run2.new_rows) == (run1.watermark, 150, 30)
+    assert run2.documents_read == 30
+    pd.testing.assert_frame_equal(read(run2.new_batch_uri), later)
+    assert "ingested_at" not in read(run2.snapshot_uri).columns
 
 
 def _oid_at(when: dt.datetime, n: int):
@@ -242,16 +287,26 @@ def _oid_at(when: dt.datetime, n: int):
 def test_window_days_trains_on_recent_rows_only(mongo_cfg, mongo_db):
     client, db = mongo_db
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    rows = make_sample(300, seed=3).to_dict("records")
+    rows = make_sample(400, seed=3).to_dict("records")
     ages = [40] * 100 + [10] * 100 + [0] * 100  # days before now
     docs = [{"_id": _oid_at(now - dt.timedelta(days=age), i), **row}
-            for i, (age, row) in enumerate(zip(ages, rows))]
+            for i, (age, row) in enumerate(zip(ages, rows[:300]))]
     client[db]["phishing"].insert_many(docs)
 
-    windowed = run_ingest(mongo_cfg(**{"source.window_days": 15}), "w")
-    assert windowed.rows == 200 and windowed.new_rows == 300
+    cfg = mongo_cfg(**{"source.window_days": 15})
+    windowed = run_ingest(cfg, "w")
+    assert windowed.rows == windowed.documents_read == 200  # the server answered the window
     everything = run_ingest(mongo_cfg(), "all")
     assert everything.rows == 300
+
+    # The window moves with the data: 12 days later, the 10-day-old rows fall out of it.
+    commit(cfg, windowed)
+    later = [{"_id": _oid_at(now + dt.timedelta(days=12), 1000 + i), **row}
+             for i, row in enumerate(rows[300:])]
+    client[db]["phishing"].insert_many(later)
+    moved = run_ingest(cfg, "w2")
+    assert (moved.documents_read, moved.new_rows) == (100, 100)
+    assert (moved.rows, moved.rows_reused) == (200, 100)  # now 22 days old: dropped
 
 
 def test_window_days_needs_a_time_watermark(mongo_cfg, mongo_db):
@@ -261,7 +316,7 @@ def test_window_days_needs_a_time_watermark(mongo_cfg, mongo_db):
     with pytest.raises(ConfigError, match="window_days"):
         run_ingest(mongo_cfg(**{"source.mongo.watermark_field": "seq", "source.window_days": 3}), "r")
     rec = run_ingest(mongo_cfg(**{"source.mongo.watermark_field": "seq"}), "ok")
-    assert rec.watermark == "49" and "seq" in pd.read_parquet(rec.snapshot_uri).columns
+    assert rec.watermark == "49" and "seq" in read(rec.snapshot_uri).columns
 
 
 def test_mongo_reads_in_batches_and_writes_in_chunks(mongo_cfg, mongo_server, sample_csv):
@@ -292,7 +347,7 @@ def test_mongo_reads_in_batches_and_writes_in_chunks(mongo_cfg, mongo_server, sa
         client.close()
     n = len(pd.read_csv(sample_csv))
     assert listener.names.count("getMore") >= n // 100 - 1
-    meta = pq.ParquetFile(rec.snapshot_uri).metadata
+    meta = pq.ParquetFile(local(rec.snapshot_uri)).metadata
     sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
     assert len(sizes) > 1 and max(sizes) <= 100 and sum(sizes) == n
 
@@ -304,7 +359,7 @@ def test_heterogeneous_documents_are_kept_for_validation(mongo_cfg, mongo_db):
     rows[50]["url"] = "http://example.test"  # a field only late documents have
     client[db]["phishing"].insert_many(rows)
     rec = run_ingest(mongo_cfg(**{"source.mongo.batch_size": 20}), "r")
-    snap = pd.read_parquet(rec.snapshot_uri)
+    snap = read(rec.snapshot_uri)
     assert rec.rows == 60
     assert snap["url"].notna().sum() == 1 and snap.loc[50, "url"] == "http://example.test"
     assert snap.loc[5, "SFH"] == "n/a" and snap.loc[6, "SFH"] == str(rows[6]["SFH"])

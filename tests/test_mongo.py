@@ -9,8 +9,8 @@ import pytest
 
 from netsec_testing import free_port
 from netsec_tasks.errors import DataError, SourceUnavailable
-from netsec_tasks.mongo import (INGESTED_AT_FIELD, KEY_FIELD, connect, mask_uri, push_data,
-                                row_keys)
+from netsec_tasks.sources.mongo import (INGESTED_AT_FIELD, KEY_FIELD, LOAD_FIELD, connect,
+                                        mask_uri, push_data)
 from netsec_tasks.sample import make_sample
 
 
@@ -32,37 +32,52 @@ def test_mask_uri_hides_password_only():
     assert "tok" not in mask_uri("mongodb+srv://u:p@c.example/?authMechanismProperties=AWS_SESSION_TOKEN:tok")
 
 
-def test_push_sample_is_idempotent_and_appends(mongo_cfg, mongo_db, sample_csv, tmp_path):
+def test_push_is_idempotent_per_load(mongo_cfg, mongo_db, sample_csv, tmp_path):
     client, db = mongo_db
     cfg = mongo_cfg(**{"source.mongo.batch_size": 400})
     first = push_data(sample_csv, cfg)
     n = len(pd.read_csv(sample_csv))
-    assert (first.read, first.inserted, first.already_present, first.collection_count) == (n, n, 0, n)
+    assert (first.read, first.inserted, first.skipped, first.collection_count) == (n, n, 0, n)
 
     again = push_data(sample_csv, cfg)
-    assert (again.inserted, again.already_present, again.collection_count) == (0, n, n)
-
-    extra = make_sample(120, seed=99)
-    grown = tmp_path / "grown.csv"
-    pd.concat([pd.read_csv(sample_csv), extra]).to_csv(grown, index=False)
-    third = push_data(grown, cfg)
-    assert (third.read, third.inserted, third.already_present) == (n + 120, 120, n)
-    assert third.collection_count == client[db]["phishing"].count_documents({}) == n + 120
+    assert again.load_id == first.load_id
+    assert (again.inserted, again.skipped, again.collection_count) == (0, n, n)
 
     doc = client[db]["phishing"].find_one()
     assert isinstance(doc[INGESTED_AT_FIELD], dt.datetime)
-    assert isinstance(doc[KEY_FIELD], str)
+    assert doc[KEY_FIELD].startswith(first.load_id + ":") and doc[LOAD_FIELD] == first.load_id
     assert isinstance(doc["Result"], int)
+    # The reader's range queries are answered from indexes push-data made.
+    indexed = {tuple(k for k, _ in ix["key"]) for ix in client[db]["phishing"].index_information().values()}
+    assert (KEY_FIELD,) in indexed and (INGESTED_AT_FIELD,) in indexed
 
 
-def test_push_keys_ignore_column_order(mongo_cfg, sample_csv, tmp_path):
+def test_two_loads_sharing_identical_rows_keep_every_row(mongo_cfg, mongo_db, uci_csv, tmp_path):
+    """The issue's operator flow: push UCI rows 1-8,000, then rows 8,001-11,055. Rows of the
+    second file equal to rows of the first are real repeated events: all are inserted."""
     cfg = mongo_cfg()
-    push_data(sample_csv, cfg)
-    frame = pd.read_csv(sample_csv)
-    shuffled = tmp_path / "reordered.csv"
-    frame[list(reversed(frame.columns))].to_csv(shuffled, index=False)
-    result = push_data(shuffled, cfg)
-    assert result.inserted == 0 and result.already_present == len(frame)
+    frame = pd.read_csv(uci_csv)
+    day1, day2 = tmp_path / "day1.csv", tmp_path / "day2.csv"
+    frame.iloc[:8000].to_csv(day1, index=False)
+    frame.iloc[8000:].to_csv(day2, index=False)
+    shared = frame.iloc[8000:].merge(frame.iloc[:8000].drop_duplicates(), how="inner")
+    assert len(shared) > 300  # the point of the test: day 2 repeats day-1 rows
+    first, second = push_data(day1, cfg), push_data(day2, cfg)
+    print(f"push-data day 1: {first.model_dump()}\npush-data day 2: {second.model_dump()}")
+    assert (first.inserted, second.inserted, second.skipped) == (8000, len(frame) - 8000, 0)
+    assert second.collection_count == len(frame)
+    assert (push_data(day1, cfg).inserted, push_data(day2, cfg).inserted) == (0, 0)
+
+
+def test_a_grown_file_under_the_same_load_id_adds_only_new_rows(mongo_cfg, sample_csv, tmp_path):
+    cfg = mongo_cfg()
+    n = len(pd.read_csv(sample_csv))
+    push_data(sample_csv, cfg, load_id="daily-export")
+    grown = tmp_path / "grown.csv"
+    pd.concat([pd.read_csv(sample_csv), make_sample(120, seed=99)]).to_csv(grown, index=False)
+    third = push_data(grown, cfg, load_id="daily-export")
+    assert (third.read, third.inserted, third.skipped) == (n + 120, 120, n)
+    assert third.collection_count == n + 120
 
 
 def test_push_real_uci_file_keeps_every_duplicate(mongo_cfg, mongo_db, uci_csv):
@@ -94,7 +109,8 @@ def test_push_bom_semicolon_csv(mongo_cfg, mongo_db, tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + frame.to_csv(index=False, sep=";").encode())
     result = push_data(path, mongo_cfg())
     assert result.inserted == 40
-    doc = client[db]["phishing"].find_one({}, {"_id": 0, KEY_FIELD: 0, INGESTED_AT_FIELD: 0})
+    doc = client[db]["phishing"].find_one({}, {"_id": 0, KEY_FIELD: 0, LOAD_FIELD: 0,
+                                               INGESTED_AT_FIELD: 0})
     assert list(doc) == list(frame.columns)  # BOM not glued to the first column name
 
 
@@ -126,10 +142,3 @@ def test_push_unreachable_raises_source_unavailable(make_cfg, sample_csv):
                       "source.mongo.server_selection_timeout_ms": 200})
     with pytest.raises(SourceUnavailable, match=f"127.0.0.1:{port}"):
         push_data(sample_csv, cfg)
-
-
-def test_row_keys_number_repeated_rows():
-    docs = [{"a": 1, "b": 2}, {"b": 2, "a": 1}, {"a": 1, "b": 3}]
-    keys = row_keys(docs)
-    assert keys[0].split("-")[0] == keys[1].split("-")[0] != keys[2].split("-")[0]
-    assert [k.split("-")[1] for k in keys] == ["0", "1", "0"]

@@ -20,6 +20,7 @@ from netsec_tasks.schema import load_schema
 from netsec_tasks.storage import file_uri_to_path
 
 MODEL = "netsec-test-model"
+REPO_SCHEMA = Path(__file__).resolve().parent.parent / "config" / "schema" / "phishing.yaml"
 
 
 # --------------------------------------------------------------------------- fixtures/helpers
@@ -52,16 +53,27 @@ def registry_cfg(make_cfg, tmp_path, empty_mlflow_db):
     return _make
 
 
+def write_splits(directory: Path, train: pd.DataFrame, test: pd.DataFrame) -> str:
+    """What validation leaves in storage: both splits and the training rows' hashes; returns
+    the test split's URI (the others sit beside it, see validation_record)."""
+    from netsec_tasks.split import lineage_frame, lineage_hashes
+
+    schema = load_schema(REPO_SCHEMA)
+    directory.mkdir(parents=True, exist_ok=True)
+    train.to_parquet(directory / "train.parquet", index=False)
+    test.to_parquet(directory / "test.parquet", index=False)
+    lineage_frame(lineage_hashes(train, schema)).to_parquet(directory / "train_row_hashes.parquet")
+    return (directory / "test.parquet").as_uri()
+
+
 @pytest.fixture()
 def splits(tmp_path):
-    """Synthetic UCI-schema train/test frames and the validated test split on disk."""
+    """Synthetic UCI-schema train/test frames, and the validated splits in (file://) storage."""
     from netsec_tasks.sample import make_sample
 
     frame = make_sample(900, seed=11)
     train, test = frame.iloc[:600].reset_index(drop=True), frame.iloc[600:].reset_index(drop=True)
-    test_uri = tmp_path / "test.parquet"
-    test.to_parquet(test_uri, index=False)
-    return train, test, str(test_uri)
+    return train, test, write_splits(tmp_path / "validated", train, test)
 
 
 def fit_pipeline(cfg, train: pd.DataFrame, depth: int, shuffle_labels: bool = False, seed: int = 0):
@@ -96,9 +108,6 @@ def log_training_run(cfg, run: RunContext, model, train: pd.DataFrame, test: pd.
     with mlflow.start_run(experiment_id=exp_id, run_name=run.run_id,
                           tags={"netsec.pipeline_run_id": run.run_id}) as parent:
         mlflow.log_metrics({"test_f1": f1, "cv_score": f1})
-        data = run.step_dir("train") / "train.parquet"
-        train.to_parquet(data, index=False)
-        mlflow.log_artifact(str(data), artifact_path="data")
         model_uri = log_pipeline_model(model, train[schema.features].head(20), name="model")
     return TrainRecord(
         model_uri=model_uri, mlflow_run_id=parent.info.run_id, experiment_id=exp_id,
@@ -108,10 +117,12 @@ def log_training_run(cfg, run: RunContext, model, train: pd.DataFrame, test: pd.
 
 
 def validation_record(test_uri: str, digest: str = "d" * 64) -> ValidationRecord:
-    return ValidationRecord(passed=True, report_uri="report.yaml", train_uri="train.parquet",
-                            test_uri=test_uri, new_batch_uri=test_uri, rows_checked=900,
-                            rows_invalid=0, invalid_share=0.0, train_rows=600, test_rows=300,
-                            dataset_digest=digest)
+    base = test_uri.rsplit("/", 1)[0]
+    return ValidationRecord(passed=True, report_uri=f"{base}/report.yaml",
+                            train_uri=f"{base}/train.parquet", test_uri=test_uri,
+                            new_batch_uri=test_uri, train_row_hashes_uri=f"{base}/train_row_hashes.parquet",
+                            rows_checked=900, rows_invalid=0, invalid_share=0.0, train_rows=600,
+                            test_rows=300, dataset_digest=digest)
 
 
 def new_run(cfg, name: str) -> RunContext:
@@ -157,7 +168,11 @@ def test_promotes_first_rejects_worse_promotes_better(registry_cfg, splits):
     assert mv1.current_stage == "Production" and "production" in mv1.aliases
     schema = load_schema(cfg.schema_path)
     assert mv1.tags["netsec.pipeline_run_id"] == run1.run_id
-    assert mv1.tags["netsec.reference_uri"] == f"runs:/{tr1.mlflow_run_id}/data/train.parquet"
+    base = splits[2].rsplit("/", 1)[0]
+    assert mv1.tags["netsec.train_uri"] == mv1.tags["netsec.reference_uri"] == f"{base}/train.parquet"
+    assert mv1.tags["netsec.test_uri"] == splits[2]
+    assert mv1.tags["netsec.train_hashes_uri"] == f"{base}/train_row_hashes.parquet"
+    assert json.loads(mv1.tags["netsec.split"])["seed"] == cfg.split.seed
     assert json.loads(mv1.tags["netsec.features"]) == schema.features
     assert mv1.tags["netsec.target"] == "Result"
     assert json.loads(mv1.tags["netsec.positive_label"]) == -1
@@ -174,6 +189,7 @@ def test_promotes_first_rejects_worse_promotes_better(registry_cfg, splits):
     assert r2.new_score < r1.new_score, "precondition: v2 must be worse than v1"
     assert (r2.version, r2.promoted, r2.production_version) == ("2", False, "1")
     assert r2.production_score == pytest.approx(r1.new_score)
+    assert r2.production_rows_in_test == 0  # Production never saw a test row
     assert str(client.get_registered_model(MODEL).aliases["production"]) == "1"
     mv2 = client.get_model_version(MODEL, "2")
     assert mv2.current_stage == "None" and not mv2.aliases
@@ -195,7 +211,7 @@ def test_promotes_first_rejects_worse_promotes_better(registry_cfg, splits):
     prod = get_production(cfg)
     assert (prod.version, prod.run_id) == ("3", tr3.mlflow_run_id)
     assert prod.metrics["test_f1"] == pytest.approx(tr3.test_metrics["f1"])
-    assert production_reference_uri(cfg) == f"runs:/{tr3.mlflow_run_id}/data/train.parquet"
+    assert production_reference_uri(cfg) == f"{base}/train.parquet"
 
     # skops trusted types come from the MLmodel file: load_model needs no extra argument.
     model, version = load_production_model(cfg)
@@ -205,15 +221,43 @@ def test_promotes_first_rejects_worse_promotes_better(registry_cfg, splits):
 
 
 def test_reference_uri_is_loadable(registry_cfg, splits):
-    import mlflow.artifacts
-
     from netsec_tasks.registry import production_reference_uri
+    from netsec_tasks.storage import storage_for
 
     cfg = registry_cfg()
     train_and_register(cfg, "ref", splits, depth=3)
     uri = production_reference_uri(cfg)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=cfg.registry.tracking_uri)
-    assert pd.read_parquet(local).equals(splits[0])
+    assert storage_for(cfg).read_frame(uri).equals(splits[0])
+
+
+def test_production_is_graded_only_on_rows_it_never_saw(registry_cfg, splits, tmp_path, caplog):
+    """If Production was trained on some of today's test rows (a changed split.seed, say), the
+    record counts them and both models are compared on the rest."""
+    from netsec_tasks.registry import register
+
+    cfg = registry_cfg()
+    train, test, test_uri = splits
+    leaked = pd.concat([train, test.iloc[:100]], ignore_index=True)
+    run = new_run(cfg, "leaky-production")
+    rec = log_training_run(cfg, run, fit_pipeline(cfg, leaked, 3), leaked, test)
+    first = register(cfg, run, rec, validation_record(write_splits(tmp_path / "v1", leaked, test)))
+    assert first.promoted
+    distinct_seen = test.iloc[:100].merge(test, how="inner")  # copies of those rows in test count too
+    _, _, second = train_and_register(cfg, "next", splits, depth=3)
+    assert second.production_rows_in_test == len(distinct_seen) > 0
+    assert "never saw" in second.reason and "trained on" in caplog.text
+    tags = client_for(cfg).get_model_version(MODEL, second.version).tags
+    assert tags["netsec.production_rows_in_test"] == str(second.production_rows_in_test)
+
+
+def test_production_without_lineage_is_compared_as_before(registry_cfg, splits, caplog):
+    """A version registered before lineage existed: compared on the whole split, with a warning."""
+    cfg = registry_cfg()
+    _, _, first = train_and_register(cfg, "old", splits, depth=2)
+    client_for(cfg).delete_model_version_tag(MODEL, first.version, "netsec.train_hashes_uri")
+    _, _, second = train_and_register(cfg, "new", splits, depth=2)
+    assert second.production_rows_in_test is None and second.production_score is not None
+    assert "no training lineage" in caplog.text
 
 
 def test_min_score_floor_blocks_promotion(registry_cfg, splits):
@@ -311,10 +355,9 @@ def test_test_split_without_schema_columns_registers_nothing(registry_cfg, split
     train, test, _ = splits
     run = new_run(cfg, "cols")
     rec = log_training_run(cfg, run, fit_pipeline(cfg, train, 2), train, test)
-    bad = tmp_path / "bad.parquet"
-    test.drop(columns=["SFH"]).to_parquet(bad)
+    bad = write_splits(tmp_path / "bad", train, test.drop(columns=["SFH"]))
     with pytest.raises(DataError, match="SFH"):
-        register(cfg, run, rec, validation_record(str(bad)))
+        register(cfg, run, rec, validation_record(bad))
     assert versions(cfg) == []
 
 

@@ -11,15 +11,15 @@ from sklearn.pipeline import Pipeline
 from sklearn.tree import DecisionTreeClassifier
 from threadpoolctl import threadpool_limits
 
-from netsec_tasks import models
+from netsec_tasks import candidates
 from netsec_tasks.errors import NetsecError
 from netsec_tasks.records import RunContext, TrainRecord, TransformRecord, ValidationRecord
 from netsec_tasks.sample import make_sample
 from netsec_tasks.schema import load_schema
-from netsec_tasks.tabular import frame_digest, write_parquet
+from netsec_tasks.table_io import frame_digest, write_parquet
 from netsec_tasks.tracking import PIPELINE_RUN_TAG, trusted_types_for
 from netsec_tasks.train import make_cv, row_groups, train, train_model
-from netsec_tasks.transform import build_preprocessor, save_preprocessor
+from netsec_tasks.transform import build_preprocessor, preprocessor_bytes
 
 TARGET = "Result"
 
@@ -33,10 +33,12 @@ def _inputs(cfg, tmp_path, train: pd.DataFrame, test: pd.DataFrame) -> tuple[Val
         passed=True, report_uri=str(d / "report.yaml"), train_uri=str(d / "train.parquet"),
         test_uri=str(d / "test.parquet"), new_batch_uri=str(d / "train.parquet"),
         rows_checked=len(train) + len(test), rows_invalid=0, invalid_share=0.0,
-        train_rows=len(train), test_rows=len(test), dataset_digest=frame_digest(train))
+        train_rows=len(train), test_rows=len(test), dataset_digest=frame_digest(train),
+        train_row_hashes_uri=str(d / "train_row_hashes.parquet"))
     schema = load_schema(cfg.schema_path)
     pre = build_preprocessor(schema).fit(train[schema.features])
-    path = save_preprocessor(pre, d / "preprocessor.skops")
+    path = d / "preprocessor.skops"
+    path.write_bytes(preprocessor_bytes(pre))
     record = TransformRecord(preprocessor_uri=str(path), numeric_features=schema.numeric_features,
                              categorical_features=schema.categorical_features, features_out=30,
                              missing_values_imputed=0, fitted_on_rows=len(train))
@@ -52,13 +54,13 @@ def _sample_splits(n: int = 400, seed: int = 11, test_share: float = 0.25):
 # --- candidates --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(models.CANDIDATES))
+@pytest.mark.parametrize("name", sorted(candidates.CANDIDATES))
 def test_each_candidate_builds_fits_and_serialises(name):
     from netsec_tasks.config import PipelineConfig
 
     schema = load_schema(PipelineConfig().schema_path)
     train, test = _sample_splits(120, seed=5)
-    spec = models.get_candidate(name)
+    spec = candidates.get_candidate(name)
     # One thread per fit, as in training (parallelism is at the search level): a busy 2-core
     # machine makes OpenMP thread teams (hist gradient boosting) crawl.
     with threadpool_limits(1):
@@ -68,7 +70,7 @@ def test_each_candidate_builds_fits_and_serialises(name):
 def _fit_two_settings(spec, schema, train, test):
     for params in ParameterSampler(spec.space(), n_iter=2, random_state=0):
         model = Pipeline([("preprocess", build_preprocessor(schema)), ("model", spec.build(0))])
-        model.set_params(**models.prefixed(params))
+        model.set_params(**candidates.prefixed(params))
         model.fit(train[schema.features], (train[TARGET] == -1).astype(int))
         proba = model.predict_proba(test[schema.features])
         assert proba.shape == (len(test), 2)
@@ -127,9 +129,9 @@ class SpyTree(DecisionTreeClassifier):
 
 @pytest.mark.parametrize("search", ["halving", "random"])
 def test_tuning_never_sees_test_rows_and_test_is_scored_once(make_cfg, tmp_path, monkeypatch, search):
-    spy = models.CandidateSpec("decision_tree", lambda seed: SpyTree(random_state=seed),
+    spy = candidates.CandidateSpec("decision_tree", lambda seed: SpyTree(random_state=seed),
                                lambda: {"max_depth": [2, 3, 4, 6, None], "min_samples_leaf": [1, 3]})
-    monkeypatch.setitem(models.CANDIDATES, "decision_tree", spy)
+    monkeypatch.setitem(candidates.CANDIDATES, "decision_tree", spy)
     EVENTS.clear()
     cfg = make_cfg(**{"training.candidates": ["decision_tree"], "training.n_iter": 4,
                       "training.search": search})
@@ -233,12 +235,16 @@ def test_train_tracks_runs_and_logs_a_loadable_model(tracked_cfg, tmp_path):
     (inp,) = [d for d in parent.inputs.dataset_inputs
               if any(t.key == "mlflow.data.context" and t.value == "training" for t in d.tags)]
     assert inp.dataset.digest == validation.dataset_digest[:32]
-    # The drift reference the registry points at: runs:/<run>/data/train.parquet.
-    ref = mlflow.artifacts.download_artifacts(f"runs:/{parent.info.run_id}/data/train.parquet",
-                                              dst_path=str(tmp_path / "dl"))
-    pd.testing.assert_frame_equal(pd.read_parquet(ref), train_df)
+    # The data is stored once, in storage: MLflow's dataset input points at it, no copy.
+    assert validation.train_uri in inp.dataset.source
+    assert [a.path for a in client.list_artifacts(parent.info.run_id)
+            if a.path.startswith("data")] == []
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert plots == {"plots/confusion_matrix.png", "plots/roc_curve.png", "plots/pr_curve.png"}
+    assert record.plots == [run.step_uri("train", f"plots/{p.split('/')[-1]}")
+                            for p in sorted(plots, key=["plots/confusion_matrix.png",
+                                                        "plots/roc_curve.png",
+                                                        "plots/pr_curve.png"].index)]
 
     loaded = mlflow.sklearn.load_model(record.model_uri)
     X_test = test_df.drop(columns=[TARGET])
@@ -254,9 +260,9 @@ def test_failing_candidate_fails_the_parent_run_and_a_retry_reuses_it(tracked_cf
     cfg = tracked_cfg
     validation, transform = _inputs(cfg, tmp_path, *_sample_splits(300, seed=17))
     run = RunContext.create(cfg, run_id="manual__retry")
-    broken = models.CandidateSpec("decision_tree", models.CANDIDATES["decision_tree"].build,
+    broken = candidates.CandidateSpec("decision_tree", candidates.CANDIDATES["decision_tree"].build,
                                   lambda: {"max_depth": [-3]})  # every fit raises
-    monkeypatch.setitem(models.CANDIDATES, "decision_tree", broken)
+    monkeypatch.setitem(candidates.CANDIDATES, "decision_tree", broken)
 
     with pytest.raises(NetsecError, match="decision_tree"):
         train(cfg, run, validation, transform)

@@ -10,9 +10,10 @@ from netsec_tasks.errors import DataError
 from netsec_tasks.records import RunContext, ValidationRecord
 from netsec_tasks.sample import make_sample
 from netsec_tasks.schema import DatasetSchema, load_schema
-from netsec_tasks.tabular import frame_digest, write_parquet
-from netsec_tasks.transform import (build_preprocessor, load_preprocessor, load_split, save_preprocessor,
-                                    transform)
+from netsec_tasks.table_io import frame_digest, write_parquet
+from netsec_tasks.storage import file_uri_to_path
+from netsec_tasks.transform import (build_preprocessor, features_and_target, load_preprocessor,
+                                    preprocessor_bytes, transform)
 
 
 def _mixed_schema() -> DatasetSchema:
@@ -53,7 +54,7 @@ def test_preprocessor_knn_imputes_numbers_and_one_hot_encodes_strings(tmp_path):
     unseen = pd.DataFrame({"a": [1.0], "b": [1.0], "proto": pd.array(["icmp"], dtype="str")})
     assert pre.transform(unseen)[0, 2:].tolist() == [0.0, 0.0]
     # It survives the skops round trip the transform step relies on.
-    loaded = load_preprocessor(save_preprocessor(pre, tmp_path / "pre.skops"))
+    loaded = load_preprocessor(preprocessor_bytes(pre))
     np.testing.assert_array_equal(loaded.transform(frame[schema.features]), out)
 
 
@@ -64,7 +65,8 @@ def _write_splits(tmp_path, train: pd.DataFrame, test: pd.DataFrame) -> Validati
     return ValidationRecord(
         passed=True, report_uri=str(tmp_path / "report.yaml"), train_uri=str(tr), test_uri=str(te),
         new_batch_uri=str(tr), rows_checked=len(train) + len(test), rows_invalid=0, invalid_share=0.0,
-        train_rows=len(train), test_rows=len(test), dataset_digest=frame_digest(train))
+        train_rows=len(train), test_rows=len(test), dataset_digest=frame_digest(train),
+        train_row_hashes_uri=str(tmp_path / "train_row_hashes.parquet"))
 
 
 def test_transform_fits_on_the_training_split_only(make_cfg, tmp_path):
@@ -85,13 +87,14 @@ def test_transform_fits_on_the_training_split_only(make_cfg, tmp_path):
     assert record.missing_values_imputed == 7
     assert record.features_out == 30
     assert record.numeric_features == list(frame.columns[:-1]) and record.categorical_features == []
-    pre = load_preprocessor(record.preprocessor_uri)
+    assert record.preprocessor_uri == run.step_uri("transform", "preprocessor.skops")
+    pre = load_preprocessor(file_uri_to_path(record.preprocessor_uri).read_bytes())
     knn = pre.named_transformers_["numeric"]
     assert knn._fit_X.shape[0] == 240
     col = list(pre.feature_names_in_).index("web_traffic")
     assert 99 not in set(knn._fit_X[:, col].tolist())
     # The saved preprocessor is the fitted one: it imputes the training NaNs.
-    X_train, _ = load_split(validation.train_uri, load_schema(cfg.schema_path))
+    X_train, _ = features_and_target(pd.read_parquet(validation.train_uri), load_schema(cfg.schema_path))
     assert not np.isnan(pre.transform(X_train)).any()
 
 

@@ -9,12 +9,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from netsec_tasks.errors import ValidationFailed
+from netsec_tasks.errors import DataError, ValidationFailed
 from netsec_tasks.records import IngestRecord, RunContext
 from netsec_tasks.sample import make_sample
 from netsec_tasks.schema import load_schema
-from netsec_tasks.tabular import frame_digest
-from netsec_tasks.validate import read_split, validate, validate_frame
+from netsec_tasks.catalog import RunCatalog
+from netsec_tasks.storage import file_uri_to_path
+from netsec_tasks.table_io import frame_digest, read_table
+from netsec_tasks.validate import validate, validate_frame
 
 ALL_CHECKS = {
     "columns_missing", "columns_unexpected", "not_empty", "uncoercible_values",
@@ -35,10 +37,12 @@ def make_ingest(tmp_path: Path, train: pd.DataFrame, test: pd.DataFrame,
         paths[name] = d / f"{name}.parquet"
         _storable(frame).to_parquet(paths[name], index=False)
     return IngestRecord(
-        source="file:test", snapshot_uri=str(paths["new_batch"]), snapshot_sha256="0" * 64,
-        rows=len(train) + len(test), new_rows=len(batch), new_batch_uri=str(paths["new_batch"]),
-        train_uri=str(paths["train"]), test_uri=str(paths["test"]), train_rows=len(train),
-        test_rows=len(test), duplicate_rows=0, duplicate_leak_rows=0, duplicate_aware=True)
+        run_id="test", source="file:test", snapshot_uri=paths["new_batch"].as_uri(),
+        snapshot_sha256="0" * 64, rows=len(train) + len(test), new_rows=len(batch),
+        documents_read=len(batch), new_batch_uri=paths["new_batch"].as_uri(),
+        train_uri=paths["train"].as_uri(), test_uri=paths["test"].as_uri(), train_rows=len(train),
+        test_rows=len(test), row_hash="netsec-row-v1", split_seed=42, test_size=0.2,
+        duplicate_rows=0, duplicate_leak_rows=0, duplicate_aware=True)
 
 
 def _storable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -66,8 +70,14 @@ def split(frame: pd.DataFrame, test_share: float = 0.2, seed: int = 0):
             frame.iloc[idx[cut:]].reset_index(drop=True))
 
 
+def artifact(cfg, run: RunContext, name: str) -> Path:
+    """The local file of a run artifact in (file://) storage."""
+    return file_uri_to_path(RunCatalog.of(cfg, run).uri(name))
+
+
 def report_of(run: RunContext) -> dict:
-    return yaml.safe_load((run.step_dir("validate") / "validation_report.yaml").read_text())
+    return yaml.safe_load(file_uri_to_path(run.step_uri("validate", "validation_report.yaml"))
+                          .read_text())
 
 
 def check_status(report: dict, name: str, section: str = "train+test") -> dict:
@@ -238,9 +248,8 @@ def test_dataset_failures_raise_after_writing_the_report(tmp_path, cfg, run, cas
     assert failing == set(check.split("+"))
     assert report["sections"]["new_batch"]["passed"] is True
     # Nothing half-written: no typed splits for a failed run, but the quarantine file is there.
-    step = run.step_dir("validate")
-    assert not (step / "train.parquet").exists()
-    assert (step / "invalid.csv").exists()
+    assert not artifact(cfg, run, "validated_train").exists()
+    assert artifact(cfg, run, "invalid_rows").exists()
 
 
 def test_single_class_in_train_split_fails(tmp_path, cfg, run):
@@ -269,8 +278,8 @@ def test_empty_or_single_class_new_batch_only_warns(tmp_path, cfg, run):
 def test_missing_split_file_names_the_split(tmp_path, cfg, run):
     train, test = split(make_sample(100, seed=8))
     ingest = make_ingest(tmp_path, train, test)
-    Path(ingest.test_uri).unlink()
-    with pytest.raises(Exception, match="test split not found"):
+    file_uri_to_path(ingest.test_uri).unlink()
+    with pytest.raises(DataError, match="ingest/test.parquet: not found"):
         validate(cfg, run, ingest)
 
 
@@ -347,7 +356,7 @@ def test_string_labels_and_string_features(tmp_path, make_cfg):
 
 def test_validate_frame_reads_a_csv_like_the_cli(tmp_path, cfg, sample_csv):
     schema = load_schema(cfg.schema_path)
-    frame = read_split(str(sample_csv), "file")
+    frame = read_table(sample_csv)
     result = validate_frame(frame, schema, cfg.validation, source=str(sample_csv))
     assert result.passed and result.rows_checked == 1500 and result.rows_invalid == 0
     assert {c.name for c in result.checks} >= ALL_CHECKS
@@ -358,7 +367,7 @@ def test_validate_frame_reads_a_csv_like_the_cli(tmp_path, cfg, sample_csv):
     rows[4] = "x" + rows[4]                      # first field becomes e.g. "x-1"
     broken = tmp_path / "broken.csv"
     broken.write_text("\n".join([header] + rows) + "\n")
-    result = validate_frame(read_split(str(broken), "file"), schema, cfg.validation, source=str(broken))
+    result = validate_frame(read_table(broken), schema, cfg.validation, source=str(broken))
     assert result.passed and result.rows_invalid == 1
     assert result.invalid.iloc[0]["row"] == 4 and result.invalid.iloc[0]["column"] == schema.features[0]
 

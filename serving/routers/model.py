@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from serving.deps import ServingState, current_model, get_state
-from serving.model import LoadedModel
+from serving.deps import ContractDep, ModelDep, StateDep
 from serving.schemas import ERRORS, Health, ModelInfo, Readiness
 
 router = APIRouter(tags=["model"])
 
 
 @router.get("/model", response_model=ModelInfo, responses={503: ERRORS[503]},
-            summary="The served model: version, test metrics, training-data digest, features")
-async def model_info(model: LoadedModel = Depends(current_model)) -> ModelInfo:
-    return ModelInfo.model_validate(model.describe())
+            summary="The served model: version, test metrics, training-data digest, features, data set and schema version")
+async def model_info(model: ModelDep, contract: ContractDep) -> ModelInfo:
+    return ModelInfo.model_validate({**model.describe(), "dataset": contract.name,
+                                     "schema_version": contract.version})
 
 
 @router.get("/health", response_model=Health, summary="Liveness: the process answers")
@@ -26,7 +26,7 @@ async def health() -> Health:
 
 @router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}},
             summary="Readiness: a model is loaded")
-async def ready(state: ServingState = Depends(get_state)):
+async def ready(state: StateDep):
     model = state.manager.current
     body = Readiness(ready=model is not None, model_name=state.settings.model_name,
                      model_version=model.version if model else None,
@@ -36,5 +36,5 @@ async def ready(state: ServingState = Depends(get_state)):
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics (text format)",
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-async def metrics(state: ServingState = Depends(get_state)) -> Response:
+async def metrics(state: StateDep) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

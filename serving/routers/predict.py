@@ -1,26 +1,39 @@
-"""POST /predict (JSON records) and POST /predict/csv (multipart CSV upload)."""
+"""POST /predict (JSON records) and POST /predict/csv (multipart CSV upload).
+
+Both apply the data set's input contract (serving.inputs, netsec_tasks.contract) and answer with
+the same output columns as ``netsec predict``: the echoed input columns, then
+``predicted_label, is_threat, threat_probability, imputed_cells, status, reason, model_version``.
+"""
 
 from __future__ import annotations
 
-import io
-import itertools
 import json
 import math
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+import pandas as pd
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response, StreamingResponse
 
-from netsec_tasks.errors import DataError
-from serving.deps import ServingState, current_model, get_state, require_api_key
-from serving.inputs import InputError, frame_to_input, records_from_payload, records_to_input
-from serving.metrics import BodyTooLarge
+from netsec_tasks.contract import Contract, csv_chunks, scored_frame
+from serving.deps import ContractDep, ModelDep, ServingState, StateDep, require_api_key
+from serving.inference import count_inputs, infer, log_predictions, release_memory
+from serving.inputs import InputError, ModelInput, csv_input, fast_json_input, json_input
+from serving.limits import BodyTooLarge
 from serving.model import LoadedModel
-from serving.schemas import ERRORS, CsvPredictResponse, PredictRequest, PredictResponse
+from serving.schemas import ERRORS, CsvPredictResponse, PredictResponse, predict_request_schema
 
-router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key)])
+try:
+    import msgspec
 
-OUTPUT_COLUMNS = ("label", "is_threat", "threat_probability", "model_version")
+    _encode = msgspec.json.Encoder(enc_hook=str).encode
+except ImportError:  # pragma: no cover - msgspec is in the serving extra
+    def _encode(obj) -> bytes:
+        return json.dumps(obj, default=str).encode()
+
+EchoQuery = Annotated[bool, Query(description="also return every input column (features "
+                                              "included); passthrough columns always come back")]
 
 
 def _is_json(content_type: str) -> bool:
@@ -28,123 +41,115 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
-@router.post(
-    "/predict", response_model=PredictResponse,
-    responses={k: ERRORS[k] for k in (401, 413, 415, 422, 503)},
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/PredictRequest"}}}}},
-    summary="Score rows sent as JSON records",
-)
-async def predict(request: Request, model: LoadedModel = Depends(current_model),
-                  state: ServingState = Depends(get_state)) -> Response:
-    # The body is parsed by hand: FastAPI's body parameter would answer a wrong content type
-    # with 422 (we owe 415) and validate every cell twice.
-    if not _is_json(request.headers.get("content-type", "")):
-        raise InputError("send the records as JSON (Content-Type: application/json)", status_code=415)
-    body = await request.body()
-    if not body.strip():
-        raise InputError('empty body; send {"records": [{feature: value, ...}]}')
-    content = await state.run(_score_json, state, model, body)
-    return Response(content, media_type="application/json")
+def make_router(contract: Contract, max_rows: int) -> APIRouter:
+    """The predict routes; the JSON request schema is generated from ``contract``."""
+    router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key)])
+
+    @router.post(
+        "/predict", response_model=PredictResponse,
+        responses={k: ERRORS[k] for k in (401, 413, 415, 422, 503)},
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+            "schema": predict_request_schema(contract, max_rows)}}}},
+        summary="Score rows sent as JSON records",
+    )
+    async def predict(request: Request, model: ModelDep, state: StateDep,
+                      echo: EchoQuery = False) -> Response:
+        # The body is parsed by hand: FastAPI's body parameter would answer a wrong content
+        # type with 422 (we owe 415) and validate every cell twice.
+        if not _is_json(request.headers.get("content-type", "")):
+            raise InputError("send the records as JSON (Content-Type: application/json)",
+                             status_code=415)
+        body = await request.body()
+        if not body.strip():
+            raise InputError('empty body; send {"records": [{feature: value, ...}]}')
+        content = await state.run(_score_json, state, model, body, echo)
+        return Response(content, media_type="application/json")
+
+    @router.post(
+        "/predict/csv",
+        response_model=CsvPredictResponse,
+        responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV (streamed) "
+                                                                     "when Accept: text/csv or "
+                                                                     "?format=csv"},
+                   400: ERRORS[422] | {"description": "malformed multipart body"},
+                   **{k: ERRORS[k] for k in (401, 413, 415, 422, 503)}},
+        openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
+            "schema": {"type": "object", "required": ["file"], "properties": {
+                "file": {"type": "string", "format": "binary",
+                         "description": "CSV with a header row: the feature columns of the "
+                                        f"'{contract.name}' schema; "
+                                        f"{', '.join(contract.passthrough)} may be present and "
+                                        "are echoed back"}}}}}}},
+        summary="Score an uploaded CSV; answers JSON or CSV (Accept: text/csv)",
+    )
+    async def predict_csv(
+        request: Request, model: ModelDep, state: StateDep, contract: ContractDep,
+        format: Annotated[Literal["json", "csv"] | None, Query(
+            description="csv: answer CSV (streamed), as Accept: text/csv does")] = None,
+        invalid: Annotated[Literal["refuse", "flag"], Query(
+            description="refuse (default): a row that breaks the contract makes the request "
+                        "422. flag: valid rows are scored, invalid ones come back unscored with "
+                        "status=invalid and the reason")] = "refuse",
+        echo: EchoQuery = False,
+    ) -> Response:
+        if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            raise InputError("upload the CSV as multipart/form-data with the field 'file'",
+                             status_code=415)
+        name, data = await _read_upload(request)
+        want_csv = format == "csv" or (format is None and
+                                       "text/csv" in request.headers.get("accept", ""))
+        out, summary = await state.run(_score_csv, state, model, contract, data, name, invalid,
+                                       echo or want_csv)
+        del data
+        if want_csv:
+            # Streamed: the body is encoded chunk by chunk as the client reads it.
+            return StreamingResponse(
+                _streamed(out), media_type="text/csv",
+                headers={"Content-Disposition": 'attachment; filename="predictions.csv"'})
+        content = await state.run(_csv_json, model, out, summary)
+        return Response(content, media_type="application/json")
+
+    return router
 
 
-def _score_json(state: ServingState, model: LoadedModel, body: bytes) -> bytes:
-    x = _fast_numeric_input(model, body, state.settings.max_rows)
-    if x is None:
-        x = _checked_input(model, body, state.settings.max_rows)
-    is_threat, proba = state.infer(model, x)
+def _streamed(out: pd.DataFrame):
+    n = len(out)
+    yield from csv_chunks(out)
+    del out
+    release_memory(n)
+
+
+def _score_json(state: ServingState, model: LoadedModel, body: bytes, echo: bool) -> bytes:
+    contract = state.contract
+    max_rows = state.settings.max_rows
+    inp = None if echo else fast_json_input(body, contract, model, max_rows)
+    try:
+        if inp is None:
+            inp = json_input(body, contract, model, max_rows)
+    except InputError as exc:
+        count_inputs(state, "/predict", refused=len({p["row"] for p in exc.problems}))
+        raise
+    is_threat, proba = infer(state, model, inp.x)
     labels = [model.label_for(t) for t in is_threat.tolist()]
-    state.log_predictions(model, x, is_threat, proba, labels, "/predict")
+    log_predictions(state, model, inp.x, is_threat, proba, labels, "/predict")
+    count_inputs(state, "/predict", null_cells=inp.null_cells)
     version = model.version
-    preds = [{"label": lbl, "is_threat": t, "threat_probability": p, "model_version": version}
-             for lbl, t, p in zip(labels, is_threat.tolist(), proba.tolist())]
+    preds = [{"predicted_label": lbl, "is_threat": t, "threat_probability": p,
+              "imputed_cells": k, "model_version": version}
+             for lbl, t, p, k in zip(labels, is_threat.tolist(), proba.tolist(),
+                                     inp.null_cells.tolist())]
+    for name, values in _json_echo(inp, contract, echo).items():
+        for pred, v in zip(preds, values):
+            pred[name] = v
     return _encode({"model_name": model.name, "model_version": version, "predictions": preds})
 
 
-def _checked_input(model: LoadedModel, body: bytes, max_rows: int):
-    """The general path: every problem reported with its row and column."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise InputError(f"body is not valid JSON: {str(exc)[:200]}") from None
-    records = records_from_payload(payload, max_rows)
-    # numpy turns JSON booleans into 1/0 silently; only pay for the per-cell check if one is there.
-    maybe_bools = b"true" in body or b"false" in body
-    return records_to_input(records, model, strict_types=maybe_bools)
-
-
-try:  # msgspec (C) decodes and type-checks {"records": [{feature: number}]} ~5x faster than
-    # json.loads plus per-cell checks in Python.
-    import msgspec
-    import msgspec.structs
-
-    _encode = msgspec.json.encode
-except ImportError:  # pragma: no cover - msgspec is in the serving extra
-    msgspec = None
-
-    def _encode(obj) -> bytes:
-        return json.dumps(obj).encode()
-
-_decoders: dict[tuple[str, ...], object] = {}
-
-
-def _decoder_for(features: tuple[str, ...]):
-    """A decoder whose row type has exactly the model's features, all required floats: missing,
-    unknown, non-numeric (incl. booleans and null) and out-of-range cells are refused in C."""
-    dec = _decoders.get(features)
-    if dec is None:
-        row = msgspec.defstruct("Row", [(f"f{i}", float) for i in range(len(features))],
-                                rename={f"f{i}": name for i, name in enumerate(features)},
-                                forbid_unknown_fields=True)
-        payload = msgspec.defstruct("Payload", [("records", list[row])], forbid_unknown_fields=True)
-        dec = msgspec.json.Decoder(payload)
-        if len(_decoders) > 16:  # a few model versions at most; never grow without bound
-            _decoders.clear()
-        _decoders[features] = dec
-    return dec
-
-
-def _fast_numeric_input(model: LoadedModel, body: bytes, max_rows: int):
-    """Valid numeric payloads in one C pass; None means "take the checked path", which then
-    produces the precise error message with row and column."""
-    if msgspec is None or not model.numeric_only:
-        return None
-    try:
-        records = _decoder_for(model.features).decode(body).records
-    except (msgspec.DecodeError, RecursionError):
-        return None
-    if not 0 < len(records) <= max_rows:
-        return None
-    cells = itertools.chain.from_iterable(map(msgspec.structs.astuple, records))
-    return np.fromiter(cells, dtype=np.float64,
-                       count=len(records) * len(model.features)).reshape(len(records), -1)
-
-
-@router.post(
-    "/predict/csv",
-    response_model=CsvPredictResponse,
-    responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV when Accept: "
-                                                                 "text/csv or ?format=csv"},
-               400: ERRORS[422] | {"description": "malformed multipart body"},
-               **{k: ERRORS[k] for k in (401, 413, 415, 422, 503)}},
-    openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
-        "schema": {"type": "object", "required": ["file"], "properties": {
-            "file": {"type": "string", "format": "binary",
-                     "description": "CSV with a header row: the model's feature columns "
-                                    "(the target column may be present and is passed through)"}}}}}}},
-    summary="Score an uploaded CSV; answers JSON or CSV (Accept: text/csv)",
-)
-async def predict_csv(request: Request, model: LoadedModel = Depends(current_model),
-                      state: ServingState = Depends(get_state), format: str | None = None) -> Response:
-    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        raise InputError("upload the CSV as multipart/form-data with the field 'file'",
-                         status_code=415)
-    upload = await _read_upload(request)
-    name, data = upload
-    want_csv = (format or "").lower() == "csv" or "text/csv" in request.headers.get("accept", "")
-    content, media = await state.run(_score_csv, state, model, data, name, want_csv)
-    headers = {"Content-Disposition": 'attachment; filename="predictions.csv"'} if want_csv else None
-    return Response(content, media_type=media, headers=headers)
+def _json_echo(inp: ModelInput, contract: Contract, echo: bool) -> dict[str, list]:
+    """Columns to send back as they came: passthrough columns, and every column with echo."""
+    if inp.frame is None:
+        return inp.echo
+    keep = [c for c in inp.frame.columns if echo or c not in set(contract.features)]
+    return {c: [_jsonable(v) for v in inp.frame[c].tolist()] for c in keep}
 
 
 async def _read_upload(request: Request) -> tuple[str, bytes]:
@@ -162,43 +167,60 @@ async def _read_upload(request: Request) -> tuple[str, bytes]:
     return upload.filename or "upload.csv", data
 
 
-def _score_csv(state: ServingState, model: LoadedModel, data: bytes, name: str,
-               want_csv: bool) -> tuple[bytes, str]:
-    from netsec_tasks.tabular import read_csv_bytes
-
-    max_rows = state.settings.max_rows
+def _score_csv(state: ServingState, model: LoadedModel, contract: Contract, data: bytes,
+               name: str, policy: str, echo_all: bool) -> tuple[pd.DataFrame, dict[str, Any]]:
     try:
-        frame = read_csv_bytes(data, source=name, max_rows=max_rows + 1)
-    except DataError as exc:
-        raise InputError(str(exc), column=(exc.columns or [None])[0]) from None
-    passthrough = (model.target,) if model.target else ()
-    x = frame_to_input(frame, model, max_rows, passthrough=passthrough)
-    is_threat, proba = state.infer(model, x)
+        inp = csv_input(data, name, contract, model, state.settings.max_rows, policy=policy)
+    except InputError as exc:
+        count_inputs(state, "/predict/csv", refused=len({p["row"] for p in exc.problems}))
+        raise
+    if inp.x is not None and len(inp.valid) and inp.valid.any():
+        is_threat, proba = infer(state, model, inp.x)
+    else:
+        is_threat, proba = np.zeros(0, dtype=np.int8), np.zeros(0)
     labels = [model.label_for(t) for t in is_threat.tolist()]
-    state.log_predictions(model, x, is_threat, proba, labels, "/predict/csv")
-    out = frame.copy()
-    out["label"] = labels
-    out["is_threat"] = is_threat.astype(int)
-    out["threat_probability"] = proba
-    out["model_version"] = model.version
-    if want_csv:
-        buf = io.StringIO()
-        out.to_csv(buf, index=False)
-        return buf.getvalue().encode(), "text/csv"
-    records = [{k: _jsonable(v) for k, v in row.items()} for row in out.to_dict(orient="records")]
-    return json.dumps({
-        "model_name": model.name, "model_version": model.version,
-        "columns": [str(c) for c in out.columns], "records": records,
-        "n_rows": len(out), "n_threats": int(is_threat.sum()),
-    }).encode(), "application/json"
+    log_predictions(state, model, inp.x, is_threat, proba, labels, "/predict/csv")
+    count_inputs(state, "/predict/csv", flagged=inp.n_invalid,
+                 null_cells=inp.null_cells[inp.valid])
+    frame = inp.frame
+    keep = [c for c in frame.columns if echo_all or c not in set(contract.features)]
+    out = scored_frame(frame[keep], inp.check, is_threat=is_threat, probability=proba,
+                       labels=labels, model_version=model.version)
+    summary = {"n_rows": inp.n_rows, "n_threats": int(is_threat.sum()),
+               "n_invalid": inp.n_invalid,
+               "n_imputed_rows": int(np.count_nonzero(inp.null_cells[inp.valid]))}
+    return out, summary
+
+
+def _csv_json(model: LoadedModel, out: pd.DataFrame, summary: dict[str, Any]) -> bytes:
+    """The JSON answer, encoded a few thousand records at a time: a 100k-row answer never
+    exists as 100k Python dicts at once."""
+    columns = [str(c) for c in out.columns]
+    head = _encode({"model_name": model.name, "model_version": model.version,
+                    "columns": columns, **summary})
+    parts = [head[:-1], b',"records":[']
+    for start in range(0, len(out), 5000):
+        part = out.iloc[start:start + 5000]
+        values = [[_jsonable(v) for v in part[c].tolist()] for c in out.columns]
+        chunk = _encode([dict(zip(columns, row)) for row in zip(*values)])
+        parts.append((b"," if start else b"") + chunk[1:-1])
+    parts.append(b"]}")
+    n = len(out)
+    del out
+    content = b"".join(parts)
+    del parts
+    release_memory(n)
+    return content
 
 
 def _jsonable(v):
     if isinstance(v, np.generic):
         v = v.item()
+    if v is pd.NA or v is None:
+        return None
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
 
 
-__all__ = ["router", "PredictRequest"]
+__all__ = ["make_router"]

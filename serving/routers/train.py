@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from serving.airflow_client import AirflowRefused, AirflowUnavailable, trigger_dag_run
-from serving.deps import ServingState, get_state, require_api_key
+from serving.deps import StateDep, require_api_key
 from serving.inputs import InputError
 from serving.schemas import ERRORS, ErrorResponse, TrainRequest, TrainResponse
 
@@ -22,10 +22,10 @@ router = APIRouter(tags=["train"], dependencies=[Depends(require_api_key)])
                502: {"model": ErrorResponse, "description": "Airflow answered with an error"},
                503: {"model": ErrorResponse, "description": "Airflow is unreachable"}},
     openapi_extra={"requestBody": {"required": False, "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/TrainRequest"}}}}},
+        "schema": TrainRequest.model_json_schema()}}}},
     summary="Trigger the netsec_training DAG; extra body keys become the run's conf",
 )
-async def train(request: Request, state: ServingState = Depends(get_state)) -> JSONResponse:
+async def train(request: Request, state: StateDep) -> JSONResponse:
     conf = _conf_from(await request.body(), request.headers.get("content-type", ""))
     settings = state.settings
     try:

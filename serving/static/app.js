@@ -3,7 +3,9 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const MAX_SHOWN = 2000;  // the download has every row; the table stays responsive
-  const PRED = ["label", "is_threat", "threat_probability", "model_version"];
+  // The output columns every door adds (netsec_tasks.contract.OUTPUT_COLUMNS).
+  const PRED = ["predicted_label", "is_threat", "threat_probability", "imputed_cells", "status",
+                "reason", "model_version"];
   let last = null;
 
   const keyHeaders = () => {
@@ -29,13 +31,17 @@
     $("score").disabled = true;
     setStatus(`Scoring ${file.name}…`);
     try {
-      const resp = await fetch("predict/csv", { method: "POST", body,
+      // echo=true: the table shows the uploaded columns; invalid=flag: bad rows are listed
+      // with their reason instead of failing the whole file.
+      const resp = await fetch("predict/csv?echo=true&invalid=flag", { method: "POST", body,
         headers: { Accept: "application/json", ...keyHeaders() } });
       const data = await resp.json().catch(() => ({ detail: resp.statusText }));
       if (!resp.ok) { setStatus(`Error ${resp.status}: ${data.detail}`, true); return; }
       last = data;
       render();
-      setStatus(`Scored ${data.n_rows} rows with model v${data.model_version}.`);
+      setStatus(`Scored ${data.n_rows - data.n_invalid} rows with model v${data.model_version}` +
+        (data.n_invalid ? `; ${data.n_invalid} invalid rows not scored (see their reason).` : ".") +
+        (data.n_imputed_rows ? ` ${data.n_imputed_rows} rows had empty cells, imputed by the model.` : ""));
     } catch (err) {
       setStatus(`Request failed: ${err}`, true);
     } finally {
@@ -46,7 +52,8 @@
   function render() {
     const data = last;
     const inputs = data.columns.filter((c) => !PRED.includes(c));
-    const cols = ["#", "verdict", "threat_probability", "label", ...inputs];
+    const cols = ["#", "verdict", "threat_probability", "predicted_label", "imputed_cells",
+                  ...(data.n_invalid ? ["reason"] : []), ...inputs];
     const rows = $("onlythreats").checked ? data.records.filter((r) => r.is_threat === 1)
                                           : data.records;
     const table = $("table");
@@ -65,11 +72,15 @@
       for (const c of cols) {
         const td = tr.insertCell();
         if (c === "#") td.textContent = data.records.indexOf(r) + 1;
-        else if (c === "verdict") { td.textContent = r.is_threat === 1 ? "THREAT" : "ok";
-                                    td.className = "pred verdict"; }
+        else if (c === "verdict") {
+          td.textContent = r.status === "invalid" ? "invalid" : r.is_threat === 1 ? "THREAT" : "ok";
+          if (r.status === "invalid") { td.title = r.reason; tr.className = "invalid"; }
+          td.className = "pred verdict";
+        }
         else if (c === "threat_probability") { td.textContent = r[c] === null ? "" : r[c].toFixed(3);
                                                td.className = "pred"; }
-        else { td.textContent = r[c] === null ? "" : r[c]; if (c === "label") td.className = "pred"; }
+        else { td.textContent = r[c] === null ? "" : r[c];
+               if (c === "predicted_label" || c === "imputed_cells") td.className = "pred"; }
       }
     });
     const shown = Math.min(rows.length, MAX_SHOWN);
@@ -86,10 +97,17 @@
     $("results").hidden = false;
   }
 
+  // A text cell starting with = + - @ tab or CR runs as a formula when the file is opened in a
+  // spreadsheet (CSV injection): prefix it with ' as the server's CSV writer does. Numbers,
+  // including negative ones such as -1, stay numbers.
+  const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+  const neutralise = (s) => /^[=+\-@\t\r]/.test(s) && !NUMBER.test(s) ? "'" + s : s;
+
   function toCsv(data) {
     const esc = (v) => {
-      const s = v === null || v === undefined ? "" : String(v);
-      return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+      const s = v === null || v === undefined ? "" :
+        typeof v === "number" ? String(v) : neutralise(String(v));
+      return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
     };
     const lines = [data.columns.map(esc).join(",")];
     for (const r of data.records) lines.push(data.columns.map((c) => esc(r[c])).join(","));

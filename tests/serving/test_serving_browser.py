@@ -17,6 +17,8 @@ import pytest
 from netsec_testing import stop_process
 from serving_helpers import TARGET, training_frame, wait_ready_http
 
+from netsec_tasks.contract import OUTPUT_COLUMNS
+
 pytestmark = pytest.mark.slow  # real servers and processes, ~15-30 s each
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -123,9 +125,13 @@ def test_upload_page_renders_results(registered, uvicorn_server, tmp_path):
     server = uvicorn_server(registered.tracking_uri)
     wait_ready_http(server.url)
     rows = training_frame(40, seed=31)
+    # A schema id column with cells a spreadsheet would run: the download must neutralise them.
+    ids = [f"row-{i}" for i in range(40)]
+    ids[:3] = ['=HYPERLINK("http://evil.example","x")', "@SUM(1+1)", "-1"]
+    rows.insert(0, "id", ids)
     csv_path = tmp_path / "traffic.csv"
     rows.to_csv(csv_path, index=False)
-    expected = registered.pipeline.predict(rows.drop(columns=[TARGET]))
+    expected = registered.pipeline.predict(rows.drop(columns=[TARGET, "id"]))
 
     profile = tmp_path / "chromium-profile"
     proc = subprocess.Popen([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
@@ -139,11 +145,13 @@ def test_upload_page_renders_results(registered, uvicorn_server, tmp_path):
     assert result["rows"] == 40
     assert result["threats"] == int(expected.sum()) > 0
     assert result["threatBg"] != result["benignBg"]  # threats are highlighted
-    assert result["header"][:4] == ["#", "verdict", "P(threat)", "label"]
+    assert result["header"][:5] == ["#", "verdict", "P(threat)", "predicted_label", "imputed_cells"]
     assert "Scored 40 rows" in result["status"]
     assert result["download"].startswith("blob:")
     csv_lines = result["csv"].strip().splitlines()
-    assert len(csv_lines) == 41 and csv_lines[0].endswith("label,is_threat,threat_probability,model_version")
+    assert len(csv_lines) == 41 and csv_lines[0].endswith(",".join(OUTPUT_COLUMNS))
+    assert csv_lines[1].startswith('"\'=HYPERLINK(""http://evil.example"",""x"")"')
+    assert csv_lines[2].startswith("'@SUM(1+1),") and csv_lines[3].startswith("-1,")
     assert result["external"] == []  # no CDN: every asset comes from the service
     assert shot.stat().st_size > 10_000
     if os.environ.get("SERVING_TEST_ARTIFACTS"):

@@ -12,6 +12,7 @@ import pytest
 from netsec_testing import REPO
 from serving_helpers import TARGET, fit, records_of, register, training_frame
 
+from netsec_tasks.contract import OUTPUT_COLUMNS
 from netsec_tasks.prediction_log import read_prediction_log
 from serving.fastpath import ATOL
 
@@ -30,7 +31,8 @@ def test_predict_json_equals_pipeline(registered, make_client):
     pred, proba = _expected(registered.pipeline, rows)
     got = body["predictions"]
     assert [p["is_threat"] for p in got] == pred.tolist()
-    assert [p["label"] for p in got] == [-1 if t else 1 for t in pred.tolist()]
+    assert [p["predicted_label"] for p in got] == [-1 if t else 1 for t in pred.tolist()]
+    assert {p["imputed_cells"] for p in got} == {0}
     # A forest is served through onnxruntime: float32 sums, within ATOL (serving/fastpath.py).
     np.testing.assert_allclose([p["threat_probability"] for p in got], proba, rtol=0, atol=ATOL)
     assert {p["model_version"] for p in got} == {registered.version} == {body["model_version"]}
@@ -58,16 +60,19 @@ def test_predict_csv_json_and_csv_answers(registered, make_client):
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["n_rows"] == 120 and body["n_threats"] == int(pred.sum())
-    assert body["columns"][: len(rows.columns)] == list(rows.columns)
+    # JSON echoes the passthrough columns (here the target), not the features, unless asked.
+    assert body["columns"] == [TARGET, *OUTPUT_COLUMNS]
     assert [r["is_threat"] for r in body["records"]] == pred.tolist()
-    assert [r[TARGET] for r in body["records"]] == rows[TARGET].tolist()
+    # Passthrough cells come back as written in the file (text), so "007" stays "007".
+    assert [r[TARGET] for r in body["records"]] == rows[TARGET].astype(str).tolist()
 
     resp = client.post("/predict/csv", files={"file": ("x.csv", data, "text/csv")},
                        headers={"Accept": "text/csv"})
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/csv")
     out = pd.read_csv(io.BytesIO(resp.content))
-    assert list(out.columns) == list(rows.columns) + ["label", "is_threat", "threat_probability",
-                                                      "model_version"]
+    # The CSV answer is the uploaded table with the same output columns as `netsec predict`.
+    assert list(out.columns) == list(rows.columns) + list(OUTPUT_COLUMNS)
+    assert set(out["status"]) == {"ok"} and set(out["imputed_cells"]) == {0}
     assert out["is_threat"].tolist() == pred.tolist()
     np.testing.assert_allclose(out["threat_probability"], proba, rtol=0, atol=ATOL)
 

@@ -12,6 +12,7 @@ import csv
 import glob
 import io
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -47,8 +48,13 @@ def _sniff_delimiter(text: str, source: str) -> str:
         return best
 
 
-def read_csv_bytes(data: bytes, source: str = "<upload>", *, max_rows: int | None = None) -> pd.DataFrame:
-    """Parse CSV bytes (BOM and delimiter detected). Raises DataError naming ``source``."""
+def read_csv_bytes(data: bytes, source: str = "<upload>", *, max_rows: int | None = None,
+                   text_columns: Iterable[str] = ()) -> pd.DataFrame:
+    """Parse CSV bytes (BOM and delimiter detected). Raises DataError naming ``source``.
+
+    ``text_columns`` (e.g. ids to echo back) are read as text exactly as written: ``007``
+    stays ``007`` and ``NA`` stays ``NA``; every other column is parsed as usual.
+    """
     if not data or not data.strip():
         raise DataError("file is empty; expected a CSV with a header row", source=source)
     if b"\x00" in data[:4096] or data[:4] == PARQUET_MAGIC:
@@ -59,8 +65,19 @@ def read_csv_bytes(data: bytes, source: str = "<upload>", *, max_rows: int | Non
         raise DataError(f"file is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV",
                         source=source) from None
     sep = _sniff_delimiter(text, source)
+    options: dict = {}
+    text_columns = set(text_columns)
+    if text_columns:
+        header = next(csv.reader([text.split("\n", 1)[0]], delimiter=sep), [])
+        as_text = [h for h in header if h.strip() in text_columns]
+        if as_text:
+            from pandas._libs.parsers import STR_NA_VALUES
+
+            options = {"dtype": {h: str for h in as_text}, "keep_default_na": False,
+                       "na_values": {h: list(STR_NA_VALUES) for h in header if h not in as_text}}
     try:
-        frame = pd.read_csv(io.StringIO(text), sep=sep, nrows=max_rows, skipinitialspace=True)
+        frame = pd.read_csv(io.StringIO(text), sep=sep, nrows=max_rows, skipinitialspace=True,
+                            **options)
     except pd.errors.ParserError as exc:
         raise DataError(f"malformed CSV: {exc}", source=source) from None
     except pd.errors.EmptyDataError:
@@ -72,8 +89,10 @@ def read_csv_bytes(data: bytes, source: str = "<upload>", *, max_rows: int | Non
     return frame
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """One CSV/Parquet file, or all files matching a glob concatenated (same columns)."""
+def read_table(path: str | os.PathLike, *, text_columns: Iterable[str] = ()) -> pd.DataFrame:
+    """One CSV/Parquet file, or all files matching a glob concatenated (same columns).
+
+    ``text_columns``: CSV columns read as text exactly as written (see ``read_csv_bytes``)."""
     frames = []
     for p in expand_paths(path):
         with open(p, "rb") as fh:
@@ -84,7 +103,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
             except Exception as exc:  # pyarrow raises several types for a damaged file
                 raise DataError(f"cannot read Parquet: {exc}", source=str(p)) from None
         else:
-            frames.append(read_csv_bytes(p.read_bytes(), source=str(p)))
+            frames.append(read_csv_bytes(p.read_bytes(), source=str(p), text_columns=text_columns))
     if len(frames) > 1:
         cols = list(frames[0].columns)
         for p, f in zip(expand_paths(path)[1:], frames[1:]):
@@ -98,12 +117,12 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def write_parquet(frame: pd.DataFrame, path: str | os.PathLike, *, index: bool = False) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    frame.to_parquet(tmp, index=index)
-    tmp.replace(path)
-    return path
+    """A local Parquet file, written atomically."""
+    from netsec_tasks.storage import atomic_path
+
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=index)
+    return Path(path)
 
 
 def frame_digest(frame: pd.DataFrame) -> str:

@@ -1,0 +1,185 @@
+"""Drift reports: the YAML record and a self-contained HTML page (inline CSS and SVG only)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from typing import Any
+
+import numpy as np
+import yaml
+
+from netsec_tasks.drift.stats import ColumnDrift, DriftResult
+
+
+
+def render_yaml(result: DriftResult | None, *, extra: dict[str, Any] | None = None) -> str:
+    """The YAML report: the generation time, ``extra`` and every column's test."""
+    doc: dict[str, Any] = {"generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    doc.update(extra or {})
+    if result is not None:
+        doc.update(result.to_dict())
+    return yaml.safe_dump(_plain(doc), sort_keys=False, allow_unicode=True, width=120)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;padding:1.5rem;
+ color:#1d2330;background:#f6f7f9;max-width:1200px}
+h1{font-size:1.4rem;margin:0 0 .8rem} h2{font-size:1.1rem;margin:1.5rem 0 .5rem}
+.summary{border-radius:8px;padding:1rem 1.2rem;background:#fff;border-left:6px solid #2e8540;
+ box-shadow:0 1px 3px rgba(0,0,0,.08)}
+.summary.drift{border-left-color:#c62828} .summary.none{border-left-color:#8a8f98}
+.verdict{font-size:1.15rem;font-weight:600;margin-bottom:.4rem}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:.6rem 0 0}
+dt{color:#5b6270} dd{margin:0}
+table{border-collapse:collapse;width:100%;background:#fff;box-shadow:0 1px 3px rgba(0,0,0,.08)}
+th,td{padding:.3rem .5rem;border-bottom:1px solid #e3e6ea;text-align:left;vertical-align:middle;
+ font-size:.9rem} th{background:#eef0f3;position:sticky;top:0}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap} td.nw{white-space:nowrap}
+tr.drifted td{background:#fdecea} tr.drifted td:first-child{border-left:4px solid #c62828}
+.tag{display:inline-block;padding:0 .45rem;border-radius:4px;font-size:.8rem;font-weight:600}
+.tag.yes{background:#c62828;color:#fff} .tag.no{background:#e3e6ea;color:#3a404c}
+.legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 .8rem;
+ vertical-align:middle;border-radius:2px}
+.note{color:#5b6270;font-size:.8rem}
+svg text{font-size:9px;fill:#5b6270}
+"""
+_REF_COLOUR, _CUR_COLOUR = "#5b7db1", "#e8833a"
+
+
+def _bars_svg(col: ColumnDrift, width: int = 220, height: int = 60) -> str:
+    """Inline SVG: reference vs current shares side by side (categories or histogram bins)."""
+    if not col.reference_share:
+        return '<span class="note">no distribution</span>'
+    ref, cur = np.asarray(col.reference_share), np.asarray(col.current_share)
+    k = len(ref)
+    top = max(float(ref.max()), float(cur.max()), 1e-9)
+    plot_h, base = height - 16, height - 14
+    slot = width / k
+    parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="distribution of {html.escape(col.column)}">']
+    for i in range(k):
+        bar_w = max(slot / 2 - 1, 0.8) if col.kind == "discrete" else slot / 2
+        for j, (share, colour) in enumerate(((ref[i], _REF_COLOUR), (cur[i], _CUR_COLOUR))):
+            h = plot_h * share / top
+            x = i * slot + j * bar_w + (0.5 if col.kind == "discrete" else 0)
+            parts.append(f'<rect x="{x:.1f}" y="{base - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
+                         f'fill="{colour}"><title>{html.escape(_bar_label(col, i))}: '
+                         f'{"reference" if j == 0 else "current"} {share:.1%}</title></rect>')
+    parts.append(f'<line x1="0" y1="{base}" x2="{width}" y2="{base}" stroke="#b8bec7"/>')
+    if col.kind == "discrete":
+        for i, lbl in enumerate(col.labels):
+            if k <= 12:
+                parts.append(f'<text x="{i * slot + slot / 2:.1f}" y="{height - 3}" text-anchor="middle">'
+                             f'{html.escape(lbl[:10])}</text>')
+    else:
+        parts.append(f'<text x="0" y="{height - 3}">{html.escape(col.labels[0])}</text>')
+        parts.append(f'<text x="{width}" y="{height - 3}" text-anchor="end">{html.escape(col.labels[-1])}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _bar_label(col: ColumnDrift, i: int) -> str:
+    if col.kind == "discrete":
+        return col.labels[i]
+    return f"[{col.labels[i]}, {col.labels[i + 1]})"
+
+
+def _fmt(x: float | None, spec: str = ".3g") -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "–"
+    return format(x, spec)
+
+
+def render_html(result: DriftResult | None, *, reference: str | None, current: str,
+                reason: str, title: str = "netsec drift report",
+                excluded: dict[str, dict] | None = None) -> str:
+    """A self-contained page: inline CSS and SVG only, no scripts, fonts or remote assets."""
+    e = html.escape
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if result is None:
+        cls, verdict = "none", "No comparison"
+    elif result.dataset_drift:
+        cls, verdict = "drift", "Data-set drift detected"
+    else:
+        cls, verdict = "", "No data-set drift"
+    out = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+           '<meta name="viewport" content="width=device-width,initial-scale=1">',
+           f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
+           f"<h1>{e(title)}</h1>", f'<section class="summary {cls}"><div class="verdict">{e(verdict)}</div>',
+           f"<div>{e(reason)}</div><dl>",
+           f"<dt>Reference</dt><dd>{e(reference or 'none')}</dd><dt>Current</dt><dd>{e(current)}</dd>"]
+    if result is not None:
+        out += [
+            f"<dt>Rows</dt><dd>reference {result.n_reference:,} · current {result.n_current:,}</dd>",
+            f"<dt>Drifted columns</dt><dd>{len(result.drifted_columns)} of {result.columns_tested} "
+            f"({result.drift_share:.1%}; data-set drift above {result.drift_share_threshold:.0%})</dd>",
+            f"<dt>Rule</dt><dd>adjusted p &lt; {result.alpha:g} ({e(result.correction)}) and effect "
+            f"&ge; {result.min_effect:g}</dd>",
+        ]
+        if result.target:
+            t = result.target
+            shares = " · ".join(f"{e(str(k))}: {t['reference'].get(k, 0):.1%} → {t['current'].get(k, 0):.1%}"
+                                for k in t["current"] | t["reference"])
+            change = t.get("positive_share_change")
+            out.append(f"<dt>Target {e(t['column'])} (info)</dt><dd>{shares}"
+                       + (f"; threat share change {change:+.1%}" if change is not None else "") + "</dd>")
+    out.append(f"<dt>Generated</dt><dd>{now}</dd></dl></section>")
+    if result is not None and result.columns:
+        out += ["<h2>Columns</h2>",
+                f'<p class="legend">Distribution:<span style="background:{_REF_COLOUR}"></span>reference'
+                f'<span style="background:{_CUR_COLOUR}"></span>current</p>',
+                "<table><thead><tr><th>Column</th><th>Type</th><th>Test</th><th>Statistic</th>"
+                "<th>p</th><th>Adjusted p</th><th>Effect</th><th>Drifted</th><th>Distribution</th>"
+                "</tr></thead><tbody>"]
+        order = sorted(result.columns, key=lambda c: (not c.drifted, -(c.effect or 0)))
+        for c in order:
+            tag = '<span class="tag yes">drift</span>' if c.drifted else '<span class="tag no">no</span>'
+            note = f'<div class="note">{e(c.note)}</div>' if c.note else ""
+            out.append(
+                f'<tr class="{"drifted" if c.drifted else ""}"><td><strong>{e(c.column)}</strong>{note}</td>'
+                f'<td>{e(c.kind)}</td><td class="nw">{e(c.test)}{f" (dof {c.dof})" if c.dof else ""}</td>'
+                f'<td class="num">{_fmt(c.statistic)}</td><td class="num">{_fmt(c.p_value)}</td>'
+                f'<td class="num">{_fmt(c.p_adjusted)}</td>'
+                f'<td class="num">{_fmt(c.effect)}<div class="note">{e(c.effect_name)}</div></td>'
+                f"<td>{tag}</td><td>{_bars_svg(c)}</td></tr>")
+        out.append("</tbody></table>")
+    if excluded:
+        out += _excluded_html(excluded)
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def _excluded_html(excluded: dict[str, dict]) -> list[str]:
+    """The rows left out of the comparison, per file, with the reasons and the first few."""
+    e = html.escape
+    out = ["<h2>Excluded rows</h2>",
+           '<p class="note">Rows that break the data set\'s input contract are not compared; '
+           "row numbers are 0-based positions in the file or the prediction log.</p>"]
+    for what, info in excluded.items():
+        n, k = info.get("rows_checked", 0), info.get("rows_excluded", 0)
+        out.append(f"<h3>{e(what)}: {k:,} of {n:,} rows excluded</h3>")
+        if not k:
+            continue
+        out.append("<table><thead><tr><th>Reason</th><th>Rows</th></tr></thead><tbody>")
+        out += [f'<tr><td>{e(r)}</td><td class="num">{c:,}</td></tr>'
+                for r, c in info.get("reasons", {}).items()]
+        out.append("</tbody></table>")
+        if info.get("examples"):
+            out.append('<table><thead><tr><th>Row</th><th>Column</th><th>Value</th><th>Reason</th>'
+                       "</tr></thead><tbody>")
+            out += [f'<tr><td class="num">{x["row"]}</td><td>{e(x["column"])}</td>'
+                    f'<td>{e(x["value"])}</td><td>{e(x["reason"])}</td></tr>'
+                    for x in info["examples"]]
+            out.append("</tbody></table>")
+    return out

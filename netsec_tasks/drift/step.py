@@ -1,0 +1,212 @@
+"""The drift step (``check_drift``: new batch vs the Production model's training data) and
+``netsec drift REF CUR`` (``drift_between_files``), with the loading of both sides.
+
+The reference is the Production model version's ``netsec.train_uri`` (its validated training
+split, in storage); versions registered before the storage hand-off point at an MLflow artifact
+(``runs:/...``), which still loads.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from netsec_tasks.catalog import RunCatalog
+from netsec_tasks.config import PipelineConfig
+from netsec_tasks.drift.report import render_html, render_yaml
+from netsec_tasks.drift.stats import DriftResult, detect_drift
+from netsec_tasks.errors import DataError, SourceUnavailable, ValidationFailed
+from netsec_tasks.records import DriftRecord, RunContext, ValidationRecord
+from netsec_tasks.schema import DatasetSchema, load_schema
+from netsec_tasks.storage import Storage, atomic_write, is_local, is_s3
+from netsec_tasks.table_io import read_table
+
+
+def _read_local(path: str | Path, what: str) -> pd.DataFrame:
+    """A file, a glob, or a directory holding the data (train.parquet preferred), or serving's
+    prediction log (its directory or ``.jsonl`` files: the served features, one row each)."""
+    from netsec_tasks.prediction_log import is_prediction_log, read_prediction_log
+
+    path = str(path)
+    if path.startswith("file://"):
+        path = path[len("file://"):]
+    p = Path(path)
+    if is_prediction_log(p):
+        try:
+            return read_prediction_log(p, outputs=False)
+        except DataError as exc:
+            raise DataError(f"{what}: {exc}", source=None) from None
+    if p.is_dir():
+        preferred = sorted(p.rglob("train.parquet"))
+        files = preferred or sorted(p.rglob("*.parquet")) or sorted(p.rglob("*.csv"))
+        if not files:
+            raise DataError(f"{what}: directory holds no Parquet or CSV file", source=path)
+        return pd.concat([_read_local(f, what) for f in files], ignore_index=True)
+    if p.is_file() and p.suffix.lower() in (".parquet", ".pq"):
+        try:
+            return pd.read_parquet(p)
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise DataError(f"{what}: cannot read Parquet: {exc}", source=path) from None
+    try:
+        return read_table(path)
+    except DataError as exc:
+        raise DataError(f"{what}: {exc}", source=None) from None
+
+
+def load_reference(uri: str, *, tracking_uri: str | None = None,
+                   storage: Storage | None = None) -> pd.DataFrame:
+    """Reference data from a local path, a ``file://`` or ``s3://`` URI in storage, or an MLflow
+    artifact URI (``runs:/...``: models registered before the storage hand-off)."""
+    if is_s3(uri) and storage is not None:
+        return storage.read_frame(uri)
+    if is_local(uri):
+        return _read_local(uri, "reference data")
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    tmp = tempfile.mkdtemp(prefix="netsec-reference-")
+    try:
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,
+                                                        tracking_uri=tracking_uri)
+        except MlflowException as exc:
+            raise DataError(f"cannot download the Production model's reference data: {exc}; "
+                            f"check the model version tag netsec.reference_uri", source=uri) from None
+        except (OSError, ConnectionError) as exc:
+            raise SourceUnavailable(f"{uri}: cannot reach the artifact store ({tracking_uri}): {exc}") from None
+        return _read_local(local, f"reference data {uri}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- pipeline step
+
+def _report_texts(result: DriftResult | None, *, reference: str | None, current: str,
+                  reason: str, extra: dict[str, Any],
+                  excluded: dict[str, dict] | None = None) -> tuple[str, str]:
+    """(YAML, HTML) of one comparison; ``excluded``: rows left out, per input, with reasons."""
+    doc_extra = {"reference_uri": reference, "current_uri": current,
+                 **({"reason": reason} if result is None else {}), **extra}
+    return (render_yaml(result, extra=doc_extra),
+            render_html(result, reference=reference, current=current, reason=reason,
+                        excluded=excluded))
+
+
+def _write_reports(catalog: RunCatalog, result: DriftResult | None, **kw: Any) -> tuple[str, str]:
+    yaml_text, html_text = _report_texts(result, **kw)
+    return catalog.save_text("drift_report", yaml_text), catalog.save_text("drift_html", html_text)
+
+
+def _write_local_reports(out_dir: Path, result: DriftResult | None, **kw: Any) -> tuple[Path, Path]:
+    yaml_text, html_text = _report_texts(result, **kw)
+    return atomic_write(out_dir / "drift_report.yaml", yaml_text), atomic_write(
+        out_dir / "drift_report.html", html_text)
+
+
+def _record(result: DriftResult | None, *, reference: str | None, current: str, reason: str,
+            paths: tuple[Any, Any], has_reference: bool) -> DriftRecord:
+    return DriftRecord(
+        drift_detected=bool(result is not None and result.dataset_drift),
+        has_reference=has_reference, reference_uri=reference, current_uri=current,
+        drift_share=float(result.drift_share) if result else 0.0,
+        drifted_columns=result.drifted_columns if result else [],
+        columns_tested=result.columns_tested if result else 0,
+        report_uri=str(paths[0]), html_uri=str(paths[1]), reason=reason)
+
+
+def check_drift(cfg: PipelineConfig, run: RunContext, validation: ValidationRecord, *,
+                reference_uri: str | None, schema: DatasetSchema | None = None) -> DriftRecord:
+    """Compare the validated new batch with the Production model's training data."""
+    schema = schema or load_schema(cfg.schema_path)
+    catalog = RunCatalog.of(cfg, run)
+    current_uri = validation.new_batch_uri
+    extra = {"run_id": run.run_id}
+    if reference_uri is None:
+        reason = "no production model: nothing to compare against (first run)"
+        paths = _write_reports(catalog, None, reference=None, current=current_uri, reason=reason, extra=extra)
+        return _record(None, reference=None, current=current_uri, reason=reason, paths=paths,
+                       has_reference=False)
+    current = catalog.load_frame(current_uri)
+    if current.empty:
+        reason = "new batch is empty: no new rows to compare"
+        paths = _write_reports(catalog, None, reference=reference_uri, current=current_uri, reason=reason,
+                               extra=extra)
+        return _record(None, reference=reference_uri, current=current_uri, reason=reason, paths=paths,
+                       has_reference=True)
+    reference = load_reference(reference_uri, tracking_uri=cfg.registry.tracking_uri,
+                               storage=catalog.storage)
+    result = detect_drift(reference, current, schema, cfg.drift)
+    reason = result.reason()
+    paths = _write_reports(catalog, result, reference=reference_uri, current=current_uri, reason=reason,
+                           extra=extra)
+    return _record(result, reference=reference_uri, current=current_uri, reason=reason, paths=paths,
+                   has_reference=True)
+
+
+# Checks that say something about the rows, not about whether two files can be compared: for
+# drift they are reported (the excluded rows), never a reason to refuse.
+_ROW_LEVEL_CHECKS = {"invalid_share", "column_null_share", "min_rows", "not_empty",
+                     "target_classes", "target_labels"}
+MAX_EXCLUDED_EXAMPLES = 20
+
+
+def checked_rows(raw: pd.DataFrame, schema: DatasetSchema, cfg: PipelineConfig, *, source: str,
+                 what: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The rows of ``raw`` that pass the input contract (``validate_frame``), and a summary of
+    the excluded ones: how many, how many per reason, the first few problems (row = 0-based
+    position in the file or in the prediction log). Raises ValidationFailed when the frame
+    cannot be compared at all."""
+    from netsec_tasks.validate import validate_frame
+
+    checked = validate_frame(raw, schema, cfg.validation, source=source, split=what,
+                             role="batch", require_target=False)
+    fatal = [c for c in checked.failures if c.name not in _ROW_LEVEL_CHECKS]
+    if fatal:
+        raise ValidationFailed(f"{what} file cannot be compared: "
+                               + "; ".join(c.details for c in fatal), source=source)
+    invalid = checked.invalid
+    per_reason = (invalid.drop_duplicates(["row", "reason"])["reason"].value_counts()
+                  if len(invalid) else pd.Series(dtype=int))
+    summary = {
+        "rows_checked": int(checked.rows_checked),
+        "rows_excluded": int(checked.rows_invalid),
+        "reasons": {str(k): int(v) for k, v in per_reason.items()},
+        "examples": [{"row": int(r.row), "column": str(r.column), "value": str(r.value),
+                      "reason": str(r.reason)}
+                     for r in invalid.head(MAX_EXCLUDED_EXAMPLES).itertuples(index=False)],
+    }
+    if checked.rows_checked and checked.clean.empty:
+        raise ValidationFailed(f"{what} file: all {checked.rows_checked} rows break the input "
+                               "contract, nothing left to compare: "
+                               + "; ".join(f"{k} ({v} rows)" for k, v in summary["reasons"].items()),
+                               source=source)
+    return checked.clean, summary
+
+
+def drift_between_files(ref_path: str | os.PathLike, cur_path: str | os.PathLike, cfg: PipelineConfig,
+                        out_dir: str | os.PathLike, *, schema: DatasetSchema | None = None) -> DriftRecord:
+    """``netsec drift REF CUR``: validate both files against the schema, then compare them.
+
+    Rows that break the input contract are left out of the comparison (a broken row says
+    nothing about the distribution) and reported, with their reasons, under ``excluded`` in the
+    YAML and in the HTML report; however many there are, the rest is still compared. A file
+    that cannot be compared at all (a missing feature column, an unknown column, no valid row
+    left) raises ValidationFailed.
+    """
+    schema = schema or load_schema(cfg.schema_path)
+    frames, excluded = {}, {}
+    for what, path in (("reference", ref_path), ("current", cur_path)):
+        frames[what], excluded[what] = checked_rows(_read_local(path, f"{what} file"), schema, cfg,
+                                                    source=str(path), what=what)
+    result = detect_drift(frames["reference"], frames["current"], schema, cfg.drift)
+    reason = result.reason()
+    paths = _write_local_reports(Path(out_dir), result, reference=str(ref_path),
+                                 current=str(cur_path), reason=reason,
+                                 extra={"excluded": excluded}, excluded=excluded)
+    return _record(result, reference=str(ref_path), current=str(cur_path), reason=reason,
+                   paths=paths, has_reference=True)

@@ -1,0 +1,267 @@
+"""The immutable snapshot a run trains on: ``<storage>/snapshots/<sha256>.parquet``.
+
+A snapshot holds the rows of the training window in a stable order: for a file source, the
+file's rows; for MongoDB, the last committed snapshot's rows (minus those that fell out of
+``source.window_days``) followed by the documents read after the watermark. It is named by the
+digest of its content (:func:`content_digest`), written once and reused: a run on unchanged data
+points at the same object. Column :data:`TIME_COLUMN` keeps each row's watermark time so a later
+run can apply the window without reading the source again; it is not data and is dropped from
+the splits.
+
+While writing, :func:`build` also streams out the run's new batch and collects, per row, what the
+split needs (content hash, label code, occurrence hash), so the snapshot is read once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from netsec_tasks.errors import DataError
+from netsec_tasks.schema import DatasetSchema
+from netsec_tasks.sources import SourceRead
+from netsec_tasks.split import row_hashes
+from netsec_tasks.storage import Storage
+
+log = logging.getLogger(__name__)
+
+TIME_COLUMN = "_netsec_time"       # watermark time of the row, epoch seconds (NaN: none)
+BATCH_ROWS = 65_536
+_DAY_SECONDS = 86_400.0
+
+
+# --------------------------------------------------------------------------- schema unification
+
+
+def unify_type(types: list[pa.DataType]) -> pa.DataType:
+    """One column type for all chunks: widen ints to float, anything else mixed becomes text."""
+    seen = [pa.string() if pa.types.is_large_string(t) else t
+            for t in types if not pa.types.is_null(t)]
+    if not seen:
+        return pa.null()
+    if len(set(seen)) == 1:
+        return seen[0]
+    if all(pa.types.is_integer(t) for t in seen):
+        return pa.int64()
+    if all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in seen):
+        return pa.float64()
+    return pa.string()
+
+
+def unify_schemas(schemas: list[pa.Schema]) -> pa.Schema:
+    """Every column of every chunk (first-seen order), each with one unified type."""
+    types: dict[str, list[pa.DataType]] = {}
+    for schema in schemas:
+        for f in schema:
+            types.setdefault(f.name, []).append(f.type)
+    return pa.schema([pa.field(name, unify_type(ts)) for name, ts in types.items()])
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns and types (missing columns as nulls)."""
+    cols = []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name)
+            if col.type != f.type:
+                try:
+                    col = pc.cast(col, f.type)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    col = pc.cast(pc.cast(col, pa.string()), f.type)
+            cols.append(col)
+        else:
+            cols.append(pa.nulls(table.num_rows, f.type))
+    return pa.table(cols, schema=schema)
+
+
+# --------------------------------------------------------------------------- digest
+
+
+def content_digest(schema: pa.Schema, hashes: list[np.ndarray]) -> str:
+    """sha256 over the data columns' names and types and every row's content hash, in order."""
+    h = hashlib.sha256()
+    h.update(",".join(f"{f.name}:{f.type}" for f in schema if f.name != TIME_COLUMN).encode())
+    for chunk in hashes:
+        h.update(np.ascontiguousarray(chunk, dtype=np.uint64).tobytes())
+    return h.hexdigest()
+
+
+def data_columns(schema: pa.Schema) -> list[str]:
+    return [f.name for f in schema if f.name != TIME_COLUMN]
+
+
+def snapshot_digest(storage: Storage, uri: str) -> str:
+    """Recompute a stored snapshot's digest from its content (streamed), to verify its name."""
+    hashes = []
+    with storage.parquet_file(uri) as pf:
+        schema = pf.schema_arrow
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS):
+            frame = pa.Table.from_batches([batch]).drop_columns([TIME_COLUMN]).to_pandas()
+            hashes.append(row_hashes(frame, list(frame.columns)))
+    return content_digest(schema, hashes)
+
+
+# --------------------------------------------------------------------------- build
+
+
+@dataclass
+class Snapshot:
+    """A written snapshot and the per-row arrays the split needs."""
+
+    uri: str
+    local_path: Path                 # the task's private copy, for the split pass
+    sha256: str
+    schema: pa.Schema
+    rows: int
+    new_rows: int
+    rows_reused: int
+    content_hashes: np.ndarray       # features + target (identical examples share one)
+    label_codes: np.ndarray          # int32 codes into ``labels``
+    labels: list = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class _Collector:
+    """Per-row hashes and label codes, chunk by chunk."""
+
+    def __init__(self, hash_columns: list[str], target: str):
+        self.hash_columns = hash_columns
+        self.target = target
+        self.content: list[np.ndarray] = []
+        self.all_columns: list[np.ndarray] = []
+        self.codes: list[np.ndarray] = []
+        self.labels: dict = {}
+
+    def add(self, table: pa.Table) -> None:
+        frame = table.drop_columns([TIME_COLUMN]).to_pandas()
+        self.all_columns.append(row_hashes(frame, list(frame.columns)))
+        self.content.append(row_hashes(frame, [c for c in self.hash_columns if c in frame.columns]))
+        values = frame[self.target].tolist()
+        codes = np.empty(len(values), dtype=np.int32)
+        for i, v in enumerate(values):
+            key = None if v is None or (isinstance(v, float) and np.isnan(v)) else v
+            codes[i] = self.labels.setdefault(key, len(self.labels))
+        self.codes.append(codes)
+
+
+def _window_cutoff(times: list[np.ndarray], window_days: float | None, source: str,
+                   field_name: str | None) -> float | None:
+    if window_days is None:
+        return None
+    finite = [t[~np.isnan(t)] for t in times if len(t)]
+    newest = max((float(t.max()) for t in finite if len(t)), default=None)
+    if newest is None:
+        from netsec_tasks.errors import ConfigError
+
+        raise ConfigError(f"source.window_days needs a time watermark, but {field_name or '_id'} "
+                          f"of {source} holds no dates; use ObjectId _ids or a datetime "
+                          "watermark_field, or unset window_days")
+    return newest - window_days * _DAY_SECONDS
+
+
+def build(storage: Storage, read: SourceRead, schema: DatasetSchema, *, scratch: Path,
+          new_batch_uri: str, window_days: float | None,
+          base_schema: pa.Schema | None = None) -> Snapshot:
+    """Write the snapshot (base rows in the window + the source's rows) and the new batch.
+
+    Raises DataError when no row is left (an empty source, or nothing within the window).
+    """
+    started = time.perf_counter()
+    base_uri = read.base_snapshot_uri
+    schemas = [read.schema] + ([base_schema] if base_schema is not None else [])
+    out_schema = unify_schemas([s for s in schemas if s is not None])
+    if TIME_COLUMN not in out_schema.names:
+        out_schema = out_schema.append(pa.field(TIME_COLUMN, pa.float64()))
+    batch_schema = pa.schema([f for f in out_schema if f.name != TIME_COLUMN])
+    target = schema.target.column
+    if target not in out_schema.names:
+        names = data_columns(out_schema)
+        raise DataError(f"target column {target!r} is missing (found: {', '.join(names[:12])}"
+                        f"{'...' if len(names) > 12 else ''}); the split needs it",
+                        source=read.source, columns=[target])
+    hash_columns = [c for c in schema.features + [target] if c in out_schema.names]
+    collect = _Collector(hash_columns, target)
+
+    base_times = []
+    if base_uri is not None:
+        with storage.parquet_file(base_uri) as pf:
+            base_times = [pf.read(columns=[TIME_COLUMN]).column(0).to_numpy(zero_copy_only=False)]
+    cutoff = _window_cutoff(base_times + [read.times], window_days, read.source,
+                            None if read.watermark_type == "objectid" else read.watermark_type)
+
+    local = scratch / "snapshot.parquet"
+    rows = new_rows = reused = 0
+    with pq.ParquetWriter(local, out_schema) as snap_w, \
+            storage.parquet_writer(new_batch_uri, batch_schema) as new_w:
+
+        def keep(table: pa.Table, times: np.ndarray) -> pa.Table:
+            if cutoff is None:
+                return table
+            with np.errstate(invalid="ignore"):
+                mask = times >= cutoff
+            return table if mask.all() else table.filter(pa.array(mask))
+
+        if base_uri is not None:
+            with storage.parquet_file(base_uri) as pf:
+                for batch in pf.iter_batches(batch_size=BATCH_ROWS):
+                    table = conform(pa.Table.from_batches([batch]), out_schema)
+                    table = keep(table, table.column(TIME_COLUMN).to_numpy(zero_copy_only=False))
+                    if table.num_rows:
+                        snap_w.write_table(table)
+                        collect.add(table)
+                        rows += table.num_rows
+                        reused += table.num_rows
+        for table, new, times in read.chunks():
+            table = table.append_column(TIME_COLUMN, pa.array(times, type=pa.float64()))
+            table = conform(table, out_schema)
+            if new.any():
+                fresh = table if new.all() else table.filter(pa.array(new))
+                new_w.write_table(conform(fresh.drop_columns([TIME_COLUMN]), batch_schema))
+                new_rows += fresh.num_rows
+            table = keep(table, times)
+            if table.num_rows:
+                snap_w.write_table(table)
+                collect.add(table)
+                rows += table.num_rows
+    if rows == 0:
+        where = f" within source.window_days={window_days}" if window_days is not None else ""
+        raise DataError(f"no rows{where}: the source is empty; load data first "
+                        "(netsec push-data <csv>)", source=read.source)
+    sha = content_digest(out_schema, collect.all_columns)
+    uri = storage.uri("snapshots", f"{sha}.parquet")
+    if not storage.exists(uri):  # immutable: the same content is already there otherwise
+        storage.upload(local, uri)
+    log.info("snapshot %s: %d rows (%d reused from the committed snapshot, %d new) in %.1f s",
+             sha[:12], rows, reused, new_rows, time.perf_counter() - started)
+    return Snapshot(uri=uri, local_path=local, sha256=sha, schema=out_schema, rows=rows,
+                    new_rows=new_rows, rows_reused=reused,
+                    content_hashes=np.concatenate(collect.content),
+                    label_codes=np.concatenate(collect.codes), labels=list(collect.labels))
+
+
+def write_splits(storage: Storage, snap: Snapshot, test_mask: np.ndarray, *, train_uri: str,
+                 test_uri: str) -> tuple[int, int]:
+    """Stream the snapshot into the train and test splits (data columns only)."""
+    data_schema = pa.schema([f for f in snap.schema if f.name != TIME_COLUMN])
+    counts = {"train": 0, "test": 0}
+    pf = pq.ParquetFile(snap.local_path)
+    offset = 0
+    with storage.parquet_writer(train_uri, data_schema) as train_w, \
+            storage.parquet_writer(test_uri, data_schema) as test_w:
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS):
+            table = pa.Table.from_batches([batch]).drop_columns([TIME_COLUMN])
+            mask = test_mask[offset:offset + table.num_rows]
+            offset += table.num_rows
+            test_w.write_table(table.filter(pa.array(mask)))
+            train_w.write_table(table.filter(pa.array(~mask)))
+            counts["test"] += int(mask.sum())
+            counts["train"] += int((~mask).sum())
+    return counts["train"], counts["test"]

@@ -1,0 +1,115 @@
+"""File source: a CSV or Parquet file or glob, on a local disk or at an ``s3://`` URI.
+
+The whole file is the training data and the new batch; its watermark is its content hash, so an
+unchanged file is recognised by the next run. With no ``source.path`` the deterministic synthetic
+sample (:mod:`netsec_tasks.sample`) is written on demand into the work dir, by the task that needs
+it (it is the same bytes on every machine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from netsec_tasks.config import PipelineConfig
+from netsec_tasks.records import sha256_file
+from netsec_tasks.sources import SourceRead
+from netsec_tasks.state import SourceState
+from netsec_tasks.storage import Storage, atomic_path, is_s3
+
+log = logging.getLogger(__name__)
+
+SAMPLE_ROWS = 5000
+SAMPLE_SEED = 0
+CHUNK_ROWS = 65_536  # rows per staged chunk
+
+
+def sample_path(cfg: PipelineConfig) -> Path:
+    return Path(cfg.workdir) / "sample" / "phishing_sample.csv"
+
+
+def ensure_sample(cfg: PipelineConfig) -> Path:
+    """``<workdir>/sample/phishing_sample.csv`` (the synthetic sample), written once, atomically."""
+    from netsec_tasks.sample import make_sample
+
+    path = sample_path(cfg)
+    if not path.is_file():
+        with atomic_path(path) as tmp:
+            make_sample(SAMPLE_ROWS, seed=SAMPLE_SEED).to_csv(tmp, index=False)
+        log.info("no source.path configured: wrote the synthetic sample to %s", path)
+    return path
+
+
+def file_location(cfg: PipelineConfig) -> str:
+    """The configured file, glob or ``s3://`` URI (the synthetic sample when none is set)."""
+    if cfg.source.path is None:
+        return str(sample_path(cfg))
+    path = cfg.source.path
+    if is_s3(path):
+        return path
+    if path.startswith("file://"):
+        path = path[len("file://"):]
+    return path if any(ch in path for ch in "*?[") else str(Path(path).resolve())
+
+
+def source_name(cfg: PipelineConfig) -> str:
+    return f"file:{file_location(cfg)}"
+
+
+def _content_hash(location: str, storage: Storage) -> str:
+    """Content hash of a file, of all files of a glob (names and contents), or of an S3 object."""
+    from netsec_tasks.table_io import expand_paths
+
+    if is_s3(location):
+        return hashlib.sha256(storage.read_bytes(location)).hexdigest()
+    paths = expand_paths(location)
+    if len(paths) == 1:
+        return sha256_file(paths[0])
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(f"{p.name}:{sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
+def frame_table(frame: pd.DataFrame) -> pa.Table:
+    """A DataFrame as Arrow; an object column mixing numbers and text is kept as text
+    (validation judges its values)."""
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        fixed = frame.copy()
+        for c in fixed.columns:
+            if fixed[c].dtype == object:
+                fixed[c] = fixed[c].map(lambda v: None if pd.isna(v) else str(v))
+        table = pa.Table.from_pandas(fixed, preserve_index=False)
+    return table.replace_schema_metadata(None)
+
+
+def read_file(cfg: PipelineConfig, storage: Storage, previous: SourceState | None) -> SourceRead:
+    """Read the whole file (it is also the new batch)."""
+    from netsec_tasks.snapshot import unify_schemas
+    from netsec_tasks.sources.mongo import BOOKKEEPING_FIELDS
+    from netsec_tasks.table_io import read_table
+
+    if cfg.source.path is None:
+        ensure_sample(cfg)
+    location = file_location(cfg)
+    frame = storage.read_frame(location) if is_s3(location) else read_table(location)
+    frame = frame.drop(columns=[c for c in BOOKKEEPING_FIELDS if c in frame.columns])
+    if cfg.source.window_days is not None:
+        log.warning("source.window_days applies to MongoDB sources only (rows have no time in a "
+                    "file); %s is used whole", location)
+    table = frame_table(frame)
+    parts = [pa.Table.from_batches([b], schema=table.schema)
+             for b in table.to_batches(max_chunksize=CHUNK_ROWS)]
+    n = table.num_rows
+    return SourceRead(
+        source=f"file:{location}", schema=unify_schemas([table.schema]),
+        previous_watermark=previous.watermark if previous else None,
+        watermark=_content_hash(location, storage), watermark_type="file", documents_read=n,
+        parts=list(parts), new_mask=np.ones(n, bool), times=np.full(n, np.nan))

@@ -1,0 +1,66 @@
+"""Airflow-side wiring shared by the netsec DAG and plugin: connections to the services.
+
+Airflow puts its plugins folder on ``sys.path`` in every component (scheduler, workers, API
+server), so the DAG file and the plugin both import this module; ``netsec_tasks`` itself never
+imports Airflow. Heavy imports (providers, pymongo, boto) happen inside the functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing
+
+log = logging.getLogger("netsec.airflow")
+
+MONGO_CONN_ID = "netsec_mongo"
+S3_CONN_ID = "netsec_s3"
+
+
+def connection_defined(conn_id: str) -> bool:
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return False
+    return True
+
+
+def mongo_client(cfg: typing.Any) -> tuple[typing.Any, str]:
+    """A MongoClient from the ``netsec_mongo`` connection, and a description for messages.
+
+    Without the connection the step falls back to ``source.mongo.uri`` from the config, and says so.
+    """
+    if not connection_defined(MONGO_CONN_ID):
+        log.warning("Airflow connection '%s' is not defined: reading MongoDB at source.mongo.uri "
+                    "from the config instead (define AIRFLOW_CONN_NETSEC_MONGO to use a connection)",
+                    MONGO_CONN_ID)
+        return None, "source.mongo.uri in the config (no Airflow connection 'netsec_mongo')"
+    from airflow.providers.mongo.hooks.mongo import MongoHook
+
+    hook = MongoHook(mongo_conn_id=MONGO_CONN_ID)
+    # An unreachable server should fail this try quickly and leave the waiting to the retries;
+    # the connection's extra may still set its own serverSelectionTimeoutMS.
+    hook.extras.setdefault("serverSelectionTimeoutMS", cfg.source.mongo.server_selection_timeout_ms)
+    where = f"Airflow connection '{MONGO_CONN_ID}' ({hook.connection.host}:{hook.connection.port or 27017})"
+    return hook.get_conn(), where
+
+
+def use_storage_connection() -> None:
+    """Storage credentials and endpoint from the ``netsec_s3`` connection (MinIO's endpoint_url in
+    its extra); without the connection, the storage config and the AWS credential chain apply."""
+    from netsec_tasks.storage import S3Credentials, use_s3_credentials
+
+    if not connection_defined(S3_CONN_ID):
+        log.warning("Airflow connection '%s' is not defined: storage uses the storage config and "
+                    "the default AWS credential chain", S3_CONN_ID)
+        use_s3_credentials(None)
+        return
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    hook = S3Hook(aws_conn_id=S3_CONN_ID)
+    creds = hook.get_credentials()
+    use_s3_credentials(S3Credentials(
+        access_key=creds.access_key, secret_key=creds.secret_key, session_token=creds.token,
+        endpoint_url=hook.conn_config.endpoint_url, region=hook.conn_region_name))

@@ -1,0 +1,75 @@
+"""The request-body size cap, as plain ASGI middleware.
+
+A declared ``Content-Length`` over the limit is answered 413 before the body is read; a body
+without one (chunked) is counted while it streams and cut off with :class:`BodyTooLarge` at
+the limit, so a client cannot make the service buffer more than ``max_body_bytes``.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+class BodyTooLarge(Exception):
+    """Raised from ``receive`` when a streamed body passes the limit."""
+
+
+class BodySizeLimitMiddleware:
+    def __init__(self, app, max_body_bytes: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.max_body_bytes
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await send_413(send, limit)
+            return
+        seen = 0
+        started = False
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge()
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await send_413(send, limit)
+
+
+def _content_length(scope) -> int | None:
+    for k, v in scope.get("headers", []):
+        if k == b"content-length":
+            try:
+                return int(v)
+            except ValueError:
+                return None
+    return None
+
+
+def too_large_body(limit: int) -> dict:
+    return {"detail": f"request body is larger than the limit of {limit} bytes"}
+
+
+async def send_413(send, limit: int) -> None:
+    body = json.dumps(too_large_body(limit)).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
