@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_serving.py --registry sqlite:///.netsec/mlflow.db \
         --model-name netsec-phishing [--version 3]      # the version `netsec run` promoted
 
-Without ``--registry`` it trains each ``--model`` (netsec_tasks.models candidates, at the sizes
+Without ``--registry`` it trains each ``--model`` (netsec_tasks.candidates, at the sizes
 the search produces: 300 trees for forests and XGBoost...) as the netsec Pipeline (the schema's
 preprocessor: KNNImputer; then the estimator) on the UCI file ``../shared/data/
 phishing_websites.csv`` (80/20 split), logs it like ``netsec_tasks.train`` (skops, signature, the
@@ -50,7 +50,7 @@ UCI = REPO.parent / "shared" / "data" / "phishing_websites.csv"
 MODEL = "netsec-phishing"
 TARGET = "Result"
 # Bench sizes: the measurements (300 trees; XGBoost depth 6) and the upper end of the
-# search spaces in netsec_tasks.models.
+# search spaces in netsec_tasks.candidates.
 SIZES = {
     "random_forest": {"n_estimators": 300},
     "decision_tree": {},
@@ -77,7 +77,7 @@ def train_and_register(tracking_uri: str, artifacts: Path, kind: str) -> str:
     from sklearn.model_selection import train_test_split
     from sklearn.pipeline import Pipeline
 
-    from netsec_tasks.models import get_candidate
+    from netsec_tasks.candidates import get_candidate
     from netsec_tasks.schema import load_schema
     from netsec_tasks.transform import build_preprocessor
 
@@ -264,7 +264,7 @@ async def load(url: str, bodies: list[bytes], concurrency: int, seconds: float,
 
 
 def main() -> None:
-    from netsec_tasks.models import CANDIDATES
+    from netsec_tasks.candidates import CANDIDATES
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="random_forest",

@@ -16,7 +16,7 @@ of imputers (KNNImputer on numeric columns, SimpleImputer + OneHotEncoder on cat
   through the fitted ``preprocess`` step itself: the real KNNImputer fills its gaps. Imputation of
   a row does not depend on the other rows of the batch, so rows are split by "has NaN".
 
-**Estimators** (``netsec_tasks.models`` candidates). Measured in process on the UCI file, bench
+**Estimators** (the ``netsec_tasks.candidates``). Measured in process on the UCI file, bench
 sizes (300 trees...), as "one row; per row in a 1000-row batch"; the machine was shared (+-30%):
 
 - RandomForest, ExtraTrees, DecisionTree, AdaBoost: onnxruntime on the skl2onnx conversion,
@@ -429,6 +429,10 @@ class FastPipeline:
     @property
     def exact(self) -> bool:
         return self.plan.small.exact and self.plan.large.exact
+
+    # Rows with NaN go through the fitted imputer here (verified at load on rows with NaN), so
+    # serving.inference hands them to the fast path rather than to the Pipeline.
+    supports_nan = True
 
     def describe(self) -> str:
         p = self.plan

@@ -7,8 +7,9 @@ One place each:
 - :func:`download_verified`: download, check (sklearn flavour, skops only, trusted types within
   netsec's allow-list) and deserialize;
 - :func:`feature_schema`: feature names and MLflow types from tags / signature;
-- :func:`test_split`: the registered model's own test split (the rows the fast path must agree
-  on), and :func:`verification_rows`: those rows plus copies with cells set to NaN;
+- :func:`test_split`: the registered model's own test split (``netsec.test_uri`` in storage:
+  the rows the fast path must agree on), and :func:`verification_rows`: those rows plus copies
+  with cells set to NaN;
 - :func:`load_version`: all of the above into one immutable :class:`LoadedModel`, with the fast
   path from :mod:`serving.fastpath` when it agrees with the Pipeline.
 """
@@ -36,7 +37,7 @@ _LOAD_LOCK = threading.Lock()
 # Verification rows: up to this many test rows, plus up to this many copies holding NaN.
 VERIFY_ROWS = 2000
 VERIFY_NAN_ROWS = 1000
-TEST_ARTIFACT = "data/test.parquet"  # logged by netsec_tasks.train in the model's run
+TEST_ARTIFACT = "data/test.parquet"  # where runs before the storage hand-off logged it
 
 
 def configure_mlflow_client(settings) -> None:
@@ -55,37 +56,32 @@ def configure_mlflow_client(settings) -> None:
 # --- which version ------------------------------------------------------------------------------
 
 def resolve_production_version(settings):
-    """(client, ModelVersion) holding the alias, else the newest in the stage.
+    """(client, ModelVersion) of the Production version: the one lookup,
+    :func:`netsec_tasks.registry.find_production_version` (alias, else newest in the stage).
 
     Raises SourceUnavailable (registry unreachable) / RegistryError (no such version).
     """
-    # TODO(issue 14): use netsec_tasks.registry.find_production_version(client, name, alias,
-    # stage) once it lands on main: the lookup must exist once.
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from netsec_tasks.registry import find_production_version
+
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     try:
-        try:
-            return client, client.get_model_version_by_alias(settings.model_name, settings.model_alias)
-        except MlflowException as exc:
-            if _is_connection_problem(exc):
-                raise
-            found = client.get_latest_versions(settings.model_name, stages=[settings.model_stage])
-            if found:
-                return client, found[0]
-            raise RegistryError(
-                f"registered model '{settings.model_name}' has no version with alias "
-                f"'{settings.model_alias}' or stage '{settings.model_stage}' at "
-                f"{settings.tracking_uri}; run the training pipeline first") from None
-    except RegistryError:
-        raise
+        mv = find_production_version(client, settings.model_name, settings.model_alias,
+                                     settings.model_stage)
     except Exception as exc:
         if isinstance(exc, MlflowException) and not _is_connection_problem(exc):
             raise RegistryError(f"MLflow registry at {settings.tracking_uri}: {exc.message}") from None
         raise SourceUnavailable(
             f"MLflow registry at {settings.tracking_uri} is unreachable: "
             f"{type(exc).__name__}: {str(exc)[:300]}") from None
+    if mv is None:
+        raise RegistryError(
+            f"registered model '{settings.model_name}' has no version with alias "
+            f"'{settings.model_alias}' or stage '{settings.model_stage}' at "
+            f"{settings.tracking_uri}; run the training pipeline first")
+    return client, mv
 
 
 def _is_connection_problem(exc: Exception) -> bool:
@@ -165,15 +161,30 @@ def run_metrics(client, run_id: str | None) -> dict[str, float]:
 def test_split(settings, mv):
     """(DataFrame, where it came from): the registered model's own validated test split.
 
-    Raises DataError when the version has none.
+    The Parquet at the version's ``netsec.test_uri`` tag, read through the pipeline's storage
+    (``storage.uri``, ``storage.endpoint_url``, S3 credentials from the environment); for versions
+    registered before that tag, the copy their run logged as ``data/test.parquet``. Raises
+    DataError when neither can be read.
     """
-    # TODO(storage hand-off, issue 9): return the Parquet at mv.tags["netsec.test_uri"] read with
-    # netsec_tasks.storage once that lands on main; until then the copy logged in the model's run.
+    uri = (mv.tags or {}).get("netsec.test_uri")
+    if uri:
+        from netsec_tasks.config import load_config
+        from netsec_tasks.errors import NetsecError
+        from netsec_tasks.storage import storage_for
+
+        try:
+            return storage_for(load_config()).read_frame(uri), uri
+        except NetsecError as exc:
+            raise DataError(f"netsec.test_uri {uri} cannot be read: {exc}") from None
+    return _logged_test_split(settings, mv)
+
+
+def _logged_test_split(settings, mv):
     import mlflow.artifacts
     import pandas as pd
 
     if not mv.run_id:
-        raise DataError("the model version has no source run, so no test split")
+        raise DataError("the model version has no netsec.test_uri tag and no source run")
     with tempfile.TemporaryDirectory(prefix="netsec-test-split-") as tmp:
         try:
             path = mlflow.artifacts.download_artifacts(
@@ -181,8 +192,8 @@ def test_split(settings, mv):
                 tracking_uri=settings.tracking_uri)
             frame = pd.read_parquet(path)
         except Exception as exc:
-            raise DataError(f"run {mv.run_id} has no readable {TEST_ARTIFACT}: "
-                            f"{type(exc).__name__}: {str(exc)[:200]}") from None
+            raise DataError(f"the version has no netsec.test_uri tag and run {mv.run_id} has no "
+                            f"readable {TEST_ARTIFACT}: {type(exc).__name__}: {str(exc)[:200]}") from None
     return frame, f"run {mv.run_id} {TEST_ARTIFACT}"
 
 

@@ -74,16 +74,17 @@ class ModelInfo(BaseModel):
     model_class: str
     metrics: dict[str, float] = Field(..., description="test_* metrics of the training run")
     dataset_digest: str | None = Field(..., description="netsec.dataset_digest of the training data")
-    dataset: str | None = Field(None, description="netsec.dataset: the data set's schema name")
-    schema_version: str | None = Field(None, description="netsec.schema_version of that schema")
     features: list[FeatureSpec]
     target: str | None
     positive_label: Label
     negative_label: Label
     inference_path: str
     loaded_at: str
-    dataset: str | None = Field(None, description="the data set whose schema checks the inputs")
-    schema_version: str | None = Field(None, description="that schema's version")
+    dataset: str | None = Field(None, description="the data set the version was trained on "
+                                                  "(tag netsec.dataset), else the one whose schema "
+                                                  "checks the inputs")
+    schema_version: str | None = Field(None, description="that schema's version (tag "
+                                                         "netsec.schema_version, else the schema's)")
 
 
 class Health(BaseModel):

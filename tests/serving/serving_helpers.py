@@ -67,11 +67,13 @@ def fit(kind: str = "random_forest", seed: int = 0, n_rows: int = 600):
 
 def register(tracking_uri: str, pipeline, frame: pd.DataFrame, *, promote: bool = True,
              name: str = MODEL_NAME, artifact_root: Path | None = None,
-             test_frame: pd.DataFrame | None = None, log_test_split: bool = True) -> str:
+             test_frame: pd.DataFrame | None = None, test_split: str | None = "tag") -> str:
     """Log with skops, register, tag and (optionally) promote, following the netsec conventions.
 
-    Like ``netsec_tasks.train``, the run also gets the test split as ``data/test.parquet`` (the
-    rows serving verifies its fast path on): ``test_frame``, else 200 rows the model has not seen.
+    The test split (the rows serving verifies its fast path on: ``test_frame``, else 200 rows the
+    model has not seen) is a Parquet file named by the version's ``netsec.test_uri`` tag, as
+    ``netsec_tasks.registry`` does (``test_split="tag"``), or the run's ``data/test.parquet`` as
+    runs logged it before the storage hand-off (``"artifact"``), or absent (None).
     """
     import mlflow
     import skops.io
@@ -94,12 +96,18 @@ def register(tracking_uri: str, pipeline, frame: pd.DataFrame, *, promote: bool 
             pipeline, name="model", serialization_format="skops", skops_trusted_types=trusted,
             signature=infer_signature(x.head(20), pipeline.predict(x.head(20))),
             input_example=x.head(5))
-        if log_test_split:
-            test = test_frame if test_frame is not None else training_frame(200, seed=77)
+        test = test_frame if test_frame is not None else training_frame(200, seed=77)
+        if test_split == "artifact":
             with tempfile.TemporaryDirectory() as tmp:
                 test.to_parquet(Path(tmp) / "test.parquet", index=False)
                 mlflow.log_artifact(str(Path(tmp) / "test.parquet"), artifact_path="data")
     mv = mlflow.register_model(info.model_uri, name)
+    if test_split == "tag":
+        where = Path(artifact_root or tempfile.mkdtemp(prefix="netsec-test-")) / "splits"
+        where.mkdir(parents=True, exist_ok=True)
+        path = where / f"{name}-v{mv.version}-test.parquet"
+        test.to_parquet(path, index=False)
+        client.set_model_version_tag(name, mv.version, "netsec.test_uri", path.as_uri())
     tags = {
         "netsec.pipeline_run_id": "test-run", "netsec.dataset_digest": "sha256:test-" + run.info.run_id[:8],
         "netsec.features": json.dumps(list(x.columns)), "netsec.target": TARGET,

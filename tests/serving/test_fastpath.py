@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 from serving_helpers import TARGET, fit, register, training_frame
 
-from netsec_tasks.models import get_candidate
+from netsec_tasks.candidates import get_candidate
 from netsec_tasks.schema import load_schema
 from netsec_tasks.transform import build_preprocessor
 from netsec_testing import REPO
 from serving.fastpath import ATOL, fast_path_for
 from serving.loading import verification_rows
 
-# netsec_tasks.models candidates, shrunk so that each fits in well under a second.
+# netsec_tasks.candidates, shrunk so that each fits in well under a second.
 SMALL = {
     "random_forest": {"n_estimators": 12},
     "decision_tree": {"max_depth": 10},
@@ -151,13 +151,16 @@ def test_mixed_type_model_uses_the_fitted_preprocessing_and_a_fast_estimator():
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """One registry: an XGBoost version with its test split, and one logged without it."""
+    """One registry, one XGBoost pipeline registered three times: its test split in storage
+    (``netsec.test_uri``), logged in its run (before the storage hand-off), and without one."""
     root = tmp_path_factory.mktemp("fastpath-store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     pipe, frame = fit("xgboost", n_rows=400)
     register(uri, pipe, frame, name="netsec-xgb", artifact_root=root / "artifacts")
+    register(uri, pipe, frame, name="netsec-legacy", artifact_root=root / "artifacts",
+             test_split="artifact")
     register(uri, pipe, frame, name="netsec-no-test", artifact_root=root / "artifacts",
-             log_test_split=False)
+             test_split=None)
     return uri, pipe
 
 
@@ -168,7 +171,7 @@ def test_loaded_model_is_verified_on_its_test_split_and_scores_nan_rows(store, m
     assert info["model_class"] == "XGBClassifier"
     assert info["inference_path"].startswith("compiled: treelite GTIL up to 4 rows, xgboost "
                                              "inplace_predict above"), info["inference_path"]
-    assert "data/test.parquet: max |dp|" in info["inference_path"]
+    assert "-test.parquet: max |dp|" in info["inference_path"]  # netsec.test_uri, read from storage
     model = client.app.state.serving.manager.current
     assert model.fast is not None
     rows = training_frame(60, seed=31).drop(columns=[TARGET])
@@ -182,6 +185,13 @@ def test_loaded_model_is_verified_on_its_test_split_and_scores_nan_rows(store, m
     for i in (0, 1, 2):  # one row: treelite, within ATOL
         _is_threat, p = model.predict(x[i:i + 1])
         assert abs(p[0] - expected[i]) <= ATOL
+
+
+def test_version_from_before_the_storage_hand_off_is_verified_on_its_logged_split(store, make_client):
+    uri, _pipe = store
+    info = make_client(uri, model_name="netsec-legacy").get("/model").json()
+    assert info["inference_path"].startswith("compiled: "), info["inference_path"]
+    assert "data/test.parquet: max |dp|" in info["inference_path"]
 
 
 def test_version_without_test_split_keeps_the_pipeline(store, make_client):

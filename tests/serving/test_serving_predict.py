@@ -120,7 +120,11 @@ def test_model_health_ready_metrics(registered, make_client):
     assert info["name"] == "netsec-phishing" and info["version"] == registered.version
     assert info["metrics"]["test_f1"] == pytest.approx(0.9)
     assert info["dataset_digest"].startswith("sha256:test-")
-    assert info["dataset"] == "phishing" and info["schema_version"] is None  # no tag: None
+    # netsec.dataset from the version's tags; no netsec.schema_version tag: the schema's own.
+    from netsec_tasks.schema import load_schema
+
+    assert info["dataset"] == "phishing"
+    assert info["schema_version"] == load_schema(REPO / "config" / "schema" / "phishing.yaml").version
     assert [f["name"] for f in info["features"]] == registered.features
     assert info["positive_label"] == -1 and info["negative_label"] == 1
     assert client.get("/health").json() == {"status": "ok"}
