@@ -311,9 +311,11 @@ def bench_version(uri: str, name: str, version: str | None, tmp: Path, args, lev
     procs: list[subprocess.Popen] = []
     try:
         # The pipeline's NETSEC_* settings are not the bench's business; the service's own
-        # (NETSEC_SERVING_*) pass through, so a setting's effect can be measured.
+        # (NETSEC_SERVING_*) pass through, so a setting's effect can be measured, and so does
+        # the storage the version's test split is read from (NETSEC_STORAGE__*).
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("NETSEC_")}
-        ours_env = {k: v for k, v in os.environ.items() if k.startswith("NETSEC_SERVING_")}
+        ours_env = {k: v for k, v in os.environ.items()
+                    if k.startswith(("NETSEC_SERVING_", "NETSEC_STORAGE__"))}
         if ours_env:
             print("netsec settings from the environment: "
                   + " ".join(f"{k}={v}" for k, v in sorted(ours_env.items())), flush=True)
