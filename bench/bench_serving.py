@@ -7,8 +7,9 @@
 Without ``--registry`` it trains each ``--model`` (netsec_tasks.candidates, at the sizes
 the search produces: 300 trees for forests and XGBoost...) as the netsec Pipeline (the schema's
 preprocessor: KNNImputer; then the estimator) on the UCI file ``../shared/data/
-phishing_websites.csv`` (80/20 split), logs it like ``netsec_tasks.train`` (skops, signature, the
-test split as ``data/test.parquet``) and promotes it in a temp MLflow store. With ``--registry``
+phishing_websites.csv`` (80/20 split), logs it like ``netsec_tasks.train`` (skops, signature) with
+the test split as a Parquet file named by the version's ``netsec.test_uri`` tag, and promotes it
+in a temp MLflow store. With ``--registry``
 it uses the Production version there (``--version`` must be that version: the service serves
 Production only), and its logged test split for the request rows.
 
@@ -100,16 +101,18 @@ def train_and_register(tracking_uri: str, artifacts: Path, kind: str) -> str:
         client.create_experiment("netsec-bench", artifact_location=artifacts.as_uri())
     mlflow.set_experiment("netsec-bench")
     trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipe))
-    with mlflow.start_run(run_name=f"bench-{kind}"), tempfile.TemporaryDirectory() as tmp:
+    with mlflow.start_run(run_name=f"bench-{kind}"):
         info = mlflow.sklearn.log_model(
             pipe, name="model", serialization_format="skops", skops_trusted_types=trusted,
             signature=infer_signature(x.head(50), pipe.predict(x.head(50))), input_example=x.head(5))
-        test.to_parquet(Path(tmp) / "test.parquet", index=False)  # as netsec_tasks.train logs it
-        mlflow.log_artifact(str(Path(tmp) / "test.parquet"), artifact_path="data")
     mv = mlflow.register_model(info.model_uri, name)
+    # The test split in storage, named by the version's netsec.test_uri (as netsec_tasks.registry).
+    test_path = artifacts / f"{name}-test.parquet"
+    test_path.parent.mkdir(parents=True, exist_ok=True)
+    test.to_parquet(test_path, index=False)
     for k, v in {"netsec.features": json.dumps(schema.features), "netsec.target": TARGET,
                  "netsec.positive_label": "-1", "netsec.negative_label": "1",
-                 "netsec.dataset": schema.name}.items():
+                 "netsec.dataset": schema.name, "netsec.test_uri": test_path.as_uri()}.items():
         client.set_model_version_tag(name, mv.version, k, v)
     client.set_registered_model_alias(name, "production", mv.version)
     return name
@@ -198,7 +201,15 @@ class Connection:
 
     async def post(self, request: bytes) -> tuple[int, dict[str, str]]:
         self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
+        try:
+            head = await self.reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            # The server closed the idle keep-alive connection (uvicorn: after 5 s): reconnect
+            # and send again, as a client's connection pool does.
+            await self.close()
+            await self.open()
+            self.writer.write(request)
+            head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
         headers = {k.strip().lower(): v.strip()
@@ -217,7 +228,7 @@ class Connection:
         self.writer.close()
         try:
             await self.writer.wait_closed()
-        except OSError:
+        except (OSError, asyncio.IncompleteReadError):
             pass
 
 
@@ -229,7 +240,7 @@ async def load(url: str, bodies: list[bytes], concurrency: int, seconds: float,
     sent = 0
     conns = [await Connection(url).open() for _ in range(concurrency)]
     requests = [conns[0].request(b) for b in bodies]
-    for conn in conns:  # warm-up (connections, first-call allocations)
+    for conn in conns[:3]:  # warm-up (first-call allocations)
         await conn.post(requests[0])
     deadline = time.perf_counter() + seconds
 
