@@ -851,7 +851,7 @@ class Scenario:
 
     def report_outcome(self, run_id: str) -> None:
         outcome = self.airflow.xcom(run_id, "record_outcome") or {}
-        say(f"   outcome: {outcome.get('outcome')} (model version {outcome.get('model_version')}): "
+        say(f"   outcome: {outcome.get('outcome')} (Production v{outcome.get('production_after')}): "
             f"{outcome.get('reason')}")
         self.summary.setdefault("outcomes", {})[run_id] = outcome.get("outcome")
 
