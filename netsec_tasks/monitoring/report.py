@@ -150,8 +150,7 @@ def render_html(doc: dict[str, Any], history: list[dict[str, Any]], *,
            f"requests" + (f" ({_fmt(traffic.get('rows_per_hour'), '.1f')} per hour)" if traffic.get('rows_per_hour') else "")
            + "</dd>",
            f"<dt>Traffic drift</dt><dd>{e(str(drift.get('reason', '')))}</dd>",
-           f"<dt>Live F1</dt><dd class=\"kv\">{_fmt(live.get('f1'))} (CI {_ci(live.get('f1_ci'))}) on "
-           f"{live.get('labelled', 0)} verdicts; {e(str(live.get('decision', '')))}</dd>",
+           f"<dt>Live F1</dt><dd class=\"kv\">{e(str(live.get('decision', '')))}</dd>",
            f"<dt>Generated</dt><dd>{now}</dd></dl></section>"]
 
     # Trend over past runs.
