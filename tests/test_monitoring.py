@@ -387,3 +387,22 @@ def test_verdicts_become_mongo_documents_under_push_datas_key(cfg, mongo_server,
     assert (second.new_rows, second.rows) == (15, 415)
     new_batch = pd.read_parquet(second.new_batch_uri.removeprefix("file://"))
     assert not [c for c in new_batch.columns if c.startswith("_netsec_")]
+
+
+def test_netsec_monitor_runs_the_steps_in_process(cfg):
+    import os
+    import subprocess
+    import sys
+
+    with serving(cfg) as client:
+        score(client, make_sample(300, seed=112, shift=0.8))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NETSEC_", "MLFLOW_"))}
+    env.update({"NETSEC_HOME": cfg.workdir, "NETSEC_MONITORING__LOG_DIR": cfg.monitoring.log_dir,
+                "NETSEC_STORAGE__URI": cfg.storage.uri})
+    netsec = [sys.executable, "-m", "netsec_tasks.cli", "--config", str(REPO / "config" / "pipeline.yaml")]
+    out = subprocess.run([*netsec, "monitor"], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "traffic: 300 new rows; data-set drift" in out.stdout
+    assert "WOULD REQUEST retraining" in out.stdout and "monitoring_report.html" in out.stdout
+    again = subprocess.run([*netsec, "monitor"], env=env, capture_output=True, text=True, timeout=300)
+    assert "traffic: 0 new rows" in again.stdout  # the first run committed its watermark
