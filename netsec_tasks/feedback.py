@@ -341,69 +341,98 @@ def find_conflicts(rows: pd.DataFrame, known: pd.DataFrame,
     return pd.DataFrame(out, columns=cols)
 
 
-def _production_rows(cfg: "PipelineConfig", storage: "Storage") -> tuple[pd.DataFrame, str | None]:
-    """Production's training and test splits (what its verdicts may contradict)."""
+def _production_rows(cfg: "PipelineConfig", storage: "Storage",
+                     schema: "DatasetSchema") -> tuple[pd.DataFrame, str | None]:
+    """Production's training and test splits, features and target only (what a verdict may
+    contradict), and its version."""
     from netsec_tasks.registry import get_production
 
     prod = get_production(cfg)
     if prod is None:
         return pd.DataFrame(), None
+    columns = schema.features + [schema.target.column]
     frames = []
     for key in ("netsec.train_uri", "netsec.test_uri"):
         uri = prod.tags.get(key)
         if uri and storage.exists(uri):
-            frames.append(storage.read_frame(uri))
+            frames.append(storage.read_frame(uri, columns=columns))
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), prod.version
 
 
-def _append_to_mongo(cfg: "PipelineConfig", client, rows: pd.DataFrame,
-                     schema: "DatasetSchema") -> tuple[int, dict[str, Any]]:
-    """Insert ``rows`` into the source collection; (inserted, stored label by prediction id of
-    the rows already there)."""
-    from netsec_tasks.sources.mongo import (INGESTED_AT_FIELD, KEY_FIELD, LOAD_FIELD,
-                                            _insert_batch, ensure_indexes, frame_documents)
+class _MongoRows:
+    """The verdict rows in a MongoDB source collection (``_netsec_key = feedback:<id>``)."""
 
-    mcfg = cfg.source.mongo
-    collection = client[mcfg.database][mcfg.collection]
-    ensure_indexes(collection, mcfg.watermark_field)
-    keys = [KEY_PREFIX + pid for pid in rows[PREDICTION_ID_FIELD]]
-    target = schema.target.column
-    present: dict[str, Any] = {}
-    for start in range(0, len(keys), 1000):
-        for doc in collection.find({KEY_FIELD: {"$in": keys[start:start + 1000]}},
-                                   projection={KEY_FIELD: 1, target: 1, "_id": 0}):
-            present[doc[KEY_FIELD][len(KEY_PREFIX):]] = doc.get(target)
-    new = rows[~rows[PREDICTION_ID_FIELD].isin(set(present))]
-    if new.empty:
-        return 0, present
-    int_cols = {c for c, s in schema.columns.items() if s.dtype == "int"}
-    if schema.target.dtype == "int":
-        int_cols.add(target)
-    now = utcnow()
-    docs = []
-    for doc in frame_documents(new, int_cols):
-        doc.update({KEY_FIELD: KEY_PREFIX + doc[PREDICTION_ID_FIELD], LOAD_FIELD: SOURCE,
-                    INGESTED_AT_FIELD: now})
-        if mcfg.watermark_field and mcfg.watermark_field not in doc:
-            doc[mcfg.watermark_field] = now
-        docs.append(doc)
-    inserted = 0
-    for start in range(0, len(docs), mcfg.batch_size):
-        ins, _ = _insert_batch(collection, docs[start:start + mcfg.batch_size])
-        inserted += ins
-    return inserted, present
+    def __init__(self, cfg: "PipelineConfig", client, schema: "DatasetSchema"):
+        from netsec_tasks.sources.mongo import ensure_indexes
+
+        self.cfg, self.schema = cfg, schema
+        mcfg = cfg.source.mongo
+        self.collection = client[mcfg.database][mcfg.collection]
+        ensure_indexes(self.collection, mcfg.watermark_field)
+
+    def present(self, ids: list[str]) -> dict[str, Any]:
+        """Stored target label by prediction id, for the ids already there."""
+        from netsec_tasks.sources.mongo import KEY_FIELD
+
+        keys = [KEY_PREFIX + pid for pid in ids]
+        target = self.schema.target.column
+        out: dict[str, Any] = {}
+        for start in range(0, len(keys), 1000):
+            for doc in self.collection.find({KEY_FIELD: {"$in": keys[start:start + 1000]}},
+                                            projection={KEY_FIELD: 1, target: 1, "_id": 0}):
+                out[doc[KEY_FIELD][len(KEY_PREFIX):]] = doc.get(target)
+        return out
+
+    def append(self, rows: pd.DataFrame) -> int:
+        """Insert ``rows`` (unordered; one racing or repeated insert is skipped by the key)."""
+        from netsec_tasks.sources.mongo import (INGESTED_AT_FIELD, KEY_FIELD, LOAD_FIELD,
+                                                _insert_batch, frame_documents)
+
+        if rows.empty:
+            return 0
+        schema, mcfg = self.schema, self.cfg.source.mongo
+        int_cols = {c for c, spec in schema.columns.items() if spec.dtype == "int"}
+        if schema.target.dtype == "int":
+            int_cols.add(schema.target.column)
+        now = utcnow()
+        docs = []
+        for doc in frame_documents(rows, int_cols):
+            doc.update({KEY_FIELD: KEY_PREFIX + doc[PREDICTION_ID_FIELD], LOAD_FIELD: SOURCE,
+                        INGESTED_AT_FIELD: now})
+            if mcfg.watermark_field and mcfg.watermark_field not in doc:
+                doc[mcfg.watermark_field] = now
+            docs.append(doc)
+        inserted = 0
+        for start in range(0, len(docs), mcfg.batch_size):
+            inserted += _insert_batch(self.collection, docs[start:start + mcfg.batch_size])[0]
+        return inserted
 
 
-def _append_to_file(storage: "Storage", rows: pd.DataFrame,
-                    schema: "DatasetSchema") -> tuple[int, dict[str, Any]]:
-    uri = feedback_rows_uri(storage)
-    existing = storage.read_frame(uri) if storage.exists(uri) else pd.DataFrame(columns=rows.columns)
-    present = dict(zip(existing[PREDICTION_ID_FIELD].astype(str), existing[schema.target.column]))
-    new = rows[~rows[PREDICTION_ID_FIELD].isin(set(present))]
-    if not new.empty:
-        frame = pd.concat([existing, new], ignore_index=True) if len(existing) else new
-        storage.write_frame(uri, frame.reset_index(drop=True))
-    return len(new), present
+class _FileRows:
+    """The verdict rows of a file source: ``<storage>/feedback/training_rows.parquet``."""
+
+    def __init__(self, storage: "Storage", schema: "DatasetSchema"):
+        self.storage, self.schema = storage, schema
+        self.uri = feedback_rows_uri(storage)
+        self.frame = storage.read_frame(self.uri) if storage.exists(self.uri) else None
+
+    def present(self, ids: list[str]) -> dict[str, Any]:
+        if self.frame is None:
+            return {}
+        stored = dict(zip(self.frame[PREDICTION_ID_FIELD].astype(str),
+                          self.frame[self.schema.target.column]))
+        return {pid: stored[pid] for pid in ids if pid in stored}
+
+    def append(self, rows: pd.DataFrame) -> int:
+        """Rewrite the file with ``rows`` added (atomically; a prediction id once)."""
+        if self.frame is not None:
+            rows = rows[~rows[PREDICTION_ID_FIELD].isin(set(self.frame[PREDICTION_ID_FIELD]))]
+        if rows.empty:
+            return 0
+        frame = rows if self.frame is None else pd.concat([self.frame, rows], ignore_index=True)
+        self.storage.write_frame(self.uri, frame.reset_index(drop=True))
+        self.frame = frame
+        return len(rows)
 
 
 def feedback_to_training(cfg: "PipelineConfig", *, store, log_reader,
@@ -413,7 +442,9 @@ def feedback_to_training(cfg: "PipelineConfig", *, store, log_reader,
     ``store``: the verdict store (:class:`JsonlFeedbackStore` / :class:`MongoFeedbackStore`);
     ``log_reader``: the prediction log (``netsec_tasks.prediction_log`` readers), for the
     features; ``mongo_client``: for a MongoDB source (None: ``source.mongo.uri``).
-    Idempotent: a prediction id is appended once.
+    Idempotent: a prediction id is appended once. Only the verdicts not yet appended are looked
+    up in the log and checked against Production's data, so a run with nothing new reads
+    neither.
     """
     from netsec_tasks.prediction_log import parse_prediction_id, rows_of
     from netsec_tasks.records import FeedbackRecord
@@ -427,36 +458,37 @@ def feedback_to_training(cfg: "PipelineConfig", *, store, log_reader,
                    if cfg.source.kind == "mongo" else feedback_rows_uri(storage))
     if verdicts.empty:
         return FeedbackRecord(verdicts=0, destination=destination, reason="no verdicts yet")
-    rids = {parse_prediction_id(p)[0] for p in verdicts["prediction_id"]}
-    logged = rows_of(log_reader.find_requests(rids), verdicts["prediction_id"])
-    rows = training_rows(verdicts, logged, schema)
-    missing = sorted(set(verdicts["prediction_id"]) - set(rows[PREDICTION_ID_FIELD]))
+    own = cfg.source.kind == "mongo" and mongo_client is None
+    if own:
+        from netsec_tasks.sources.mongo import connect
 
-    known, prod_version = _production_rows(cfg, storage)
-    conflicts = find_conflicts(rows, known, schema)
-    held = set()
-    if cfg.monitoring.on_conflict == "hold":
-        held = set(conflicts["prediction_id"])
-    to_append = rows[~rows[PREDICTION_ID_FIELD].isin(held)]
+        mongo_client = connect(cfg.source.mongo.uri, cfg.source.mongo.server_selection_timeout_ms)
+    try:
+        target_rows = (_MongoRows(cfg, mongo_client, schema) if cfg.source.kind == "mongo"
+                       else _FileRows(storage, schema))
+        ids = verdicts["prediction_id"].astype(str).tolist()
+        present = target_rows.present(ids)
+        standing = dict(zip(ids, verdicts["label"]))
+        changed = sorted(pid for pid, stored in present.items() if str(stored) != str(standing[pid]))
+        pending = verdicts[~verdicts["prediction_id"].isin(set(present))]
 
-    if cfg.source.kind == "mongo":
-        own = mongo_client is None
+        rows = training_rows(pending, pd.DataFrame(columns=["prediction_id"]), schema)
+        conflicts = find_conflicts(rows, pd.DataFrame(), schema)
+        prod_version, held, appended = None, set(), 0
+        if not pending.empty:
+            rids = {parse_prediction_id(p)[0] for p in pending["prediction_id"]}
+            rows = training_rows(pending, rows_of(log_reader.find_requests(rids),
+                                                  pending["prediction_id"]), schema)
+            if not rows.empty:
+                known, prod_version = _production_rows(cfg, storage, schema)
+                conflicts = find_conflicts(rows, known, schema)
+            if cfg.monitoring.on_conflict == "hold":
+                held = set(conflicts["prediction_id"])
+            appended = target_rows.append(rows[~rows[PREDICTION_ID_FIELD].isin(held)])
+    finally:
         if own:
-            from netsec_tasks.sources.mongo import connect
-
-            mongo_client = connect(cfg.source.mongo.uri, cfg.source.mongo.server_selection_timeout_ms)
-        try:
-            appended, present = _append_to_mongo(cfg, mongo_client, to_append, schema)
-        finally:
-            if own:
-                mongo_client.close()
-    else:
-        appended, present = _append_to_file(storage, to_append, schema)
-
-    target = schema.target.column
-    standing = dict(zip(rows[PREDICTION_ID_FIELD], rows[target]))
-    changed = sorted(pid for pid, stored in present.items()
-                     if pid in standing and str(stored) != str(standing[pid]))
+            mongo_client.close()
+    missing = sorted(set(pending["prediction_id"]) - set(rows[PREDICTION_ID_FIELD]))
     record = FeedbackRecord(
         verdicts=len(verdicts), destination=destination, with_features=len(rows),
         appended=appended, already_present=len(present), missing_predictions=len(missing),

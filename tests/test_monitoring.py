@@ -346,9 +346,15 @@ def test_verdicts_become_file_source_training_rows_once_and_reach_the_next_snaps
     mine = row_hashes(traffic.assign(**{TARGET: labels}), FEATURE_NAMES + [TARGET])
     assert np.isin(mine, row_hashes(snapshot, FEATURE_NAMES + [TARGET])).all()
 
-    held = feedback_to_training(cfg.with_overrides({"monitoring.on_conflict": "hold"}),
-                                store=store, log_reader=reader)
-    assert held.conflicts == 1 and held.conflicts_held == 1
+    # With on_conflict=hold, a new contradiction is listed and not appended, run after run.
+    other = train.iloc[[1]][FEATURE_NAMES + [TARGET]].astype(int)
+    (held_id,) = _verdict_rows(cfg, other, [-int(other[TARGET].iloc[0])])
+    hold = cfg.with_overrides({"monitoring.on_conflict": "hold"})
+    for _ in range(2):
+        held = feedback_to_training(hold, store=store, log_reader=reader)
+        assert (held.conflicts, held.conflicts_held, held.appended) == (1, 1, 0)
+        assert held.conflict_examples[0]["prediction_id"] == held_id
+    assert held_id not in set(storage.read_frame(feedback_rows_uri(storage))[PREDICTION_ID_FIELD])
 
 
 def test_verdicts_become_mongo_documents_under_push_datas_key(cfg, mongo_server, mongo_db,
