@@ -142,7 +142,11 @@ def test_same_distribution_traffic_no_drift_good_live_f1_no_request(cfg):
     assert run.data.metrics["live_f1"] == pytest.approx(live["f1"])
     assert run.data.metrics["drift_share"] == pytest.approx(rec.drift_share)
     assert run.data.tags["netsec.model_version"] == rec.model_version
-    tags = client.get_model_version(rec.model_name, rec.model_version).tags
+    version = client.get_model_version(rec.model_name, rec.model_version)
+    logged = client.get_logged_model(version.source.removeprefix("models:/"))
+    linked = {m.key: m.value for m in logged.metrics if m.run_id == rec.mlflow_run_id}
+    assert linked["live_f1"] == pytest.approx(live["f1"])  # on the version's logged model
+    tags = version.tags
     assert float(tags["netsec.monitoring.live_f1"]) == pytest.approx(live["f1"])
     assert tags["netsec.monitoring.run_id"] == "unshifted-1"
 

@@ -171,8 +171,12 @@ def log_to_mlflow(cfg: PipelineConfig, record: MonitoringRecord, texts: dict[str
     with mlflow_errors(cfg, "log the monitoring figures"):
         exp_id = configure_mlflow(cfg.with_overrides({"registry.experiment": cfg.monitoring.experiment}))
         client = mlflow_client(cfg)
+        from mlflow.store.artifact.utils.models import _parse_model_id_if_present
+
         mv = client.get_model_version(record.model_name, record.model_version)
-        model_id = getattr(mv, "model_id", None)
+        # The version's logged model (MLflow 3), so the figures show on the model's page; the
+        # SQLite store leaves model_id empty, its source models:/m-<id> names it.
+        model_id = getattr(mv, "model_id", None) or _parse_model_id_if_present(mv.source)
         found = client.search_runs([exp_id], filter_string=f"tags.`netsec.monitoring_run_id` = "
                                                            f"'{record.run_id.replace(chr(39), '')}'",
                                    max_results=1)
