@@ -77,38 +77,42 @@ def utcnow() -> dt.datetime:
 # --------------------------------------------------------------------------- label vocabulary
 
 
-def target_labels(schema: "DatasetSchema") -> list[Any]:
-    """The schema's target labels: ``target.labels``, else the threat label alone."""
-    labels = list(schema.target.labels or [])
-    if schema.target.positive not in labels:
-        labels.insert(0, schema.target.positive)
-    return labels
-
-
 def label_vocabulary(schema: "DatasetSchema") -> list[Any]:
-    """What a verdict's label may be: ``threat``, ``benign``, or a target label of the schema."""
-    return [*VERDICT_WORDS, *target_labels(schema)]
+    """What a verdict's label may be: ``threat``, ``benign``, or a label the schema names
+    (in the "everything but" form, any label: every label but the benign ones is a threat)."""
+    return [*VERDICT_WORDS, *schema.target.known_labels]
 
 
 def feedback_label(schema: "DatasetSchema", value: Any) -> tuple[Any, bool]:
     """(the target label to train with, is it the threat class) for a verdict's ``value``.
 
-    ``threat``/``benign`` (any case) map to the schema's threat label and its other label; a
-    target label is taken as it is (``"-1"`` is accepted for an integer ``-1``). Raises
-    ValueError naming the value and the vocabulary.
+    ``threat``/``benign`` (any case) stand for the schema's threat label and its benign label
+    when there is exactly one of each; a target label is taken as it is (labels compare by
+    value: ``"-1"`` is ``-1``). Raises ValueError naming the value and the vocabulary.
     """
-    negative = schema.negative_label
+    from netsec_tasks.schema import THREAT_NAME, _key
+
+    target = schema.target
+    allowed = ", ".join(json.dumps(v, default=str) for v in label_vocabulary(schema))
     if isinstance(value, str) and value.strip().lower() in VERDICT_WORDS:
         is_threat = VERDICT_WORDS[value.strip().lower()]
-        if not is_threat and negative is None:
-            raise ValueError(f"label {value!r}: the schema names no benign label (target.labels), "
-                             "so send the benign class's own label")
-        return (schema.target.positive if is_threat else negative), is_threat
-    if not isinstance(value, bool) or schema.target.dtype == "bool":
-        for label in target_labels(schema):
-            if value == label and type(value) is not bool or str(value).strip() == str(label):
-                return label, bool(schema.is_threat(label))
-    allowed = ", ".join(json.dumps(v) for v in label_vocabulary(schema))
+        label = target.threat_label if is_threat else target.benign_label
+        if label == (THREAT_NAME if is_threat else "benign") and not any(
+                _key(v) == _key(label) for v in target.known_labels):
+            kind = "threat" if is_threat else "benign"
+            raise ValueError(f"label {value!r}: the '{schema.name}' data set has several {kind} "
+                             f"labels; send the row's own label ({allowed})")
+        return label, is_threat
+    if isinstance(value, bool) and target.dtype != "bool" or value is None:
+        raise ValueError(f"label {json.dumps(value)} is not in the label vocabulary of the "
+                         f"'{schema.name}' data set ({allowed})")
+    for label in target.known_labels:
+        if _key(label) == _key(value):
+            return label, bool(schema.is_threat(label))
+    if target.everything_but and isinstance(value, (str, int)) and str(value).strip():
+        # Any label but the benign ones is a threat in this form (a new attack type).
+        label = str(value).strip() if target.dtype == "str" else value
+        return label, True
     raise ValueError(f"label {json.dumps(value, default=str)} is not in the label vocabulary of "
                      f"the '{schema.name}' data set ({allowed})")
 
@@ -319,6 +323,7 @@ def find_conflicts(rows: pd.DataFrame, known: pd.DataFrame,
                    schema: "DatasetSchema") -> pd.DataFrame:
     """The rows of ``rows`` whose features equal a row of ``known`` (training data) that has a
     different label: prediction id, the verdict's label, the labels of the identical rows."""
+    from netsec_tasks.schema import _key
     from netsec_tasks.split import row_hashes
 
     cols = ["prediction_id", "label", "training_labels", "identical_rows"]
@@ -328,14 +333,14 @@ def find_conflicts(rows: pd.DataFrame, known: pd.DataFrame,
         return pd.DataFrame(columns=cols)
     mine = row_hashes(rows, schema.features)
     theirs = pd.DataFrame({"h": row_hashes(known, schema.features),
-                           "label": known[target].astype(str).to_numpy()})
+                           "label": known[target].map(_key).to_numpy()})
     seen = theirs[theirs["h"].isin(set(mine.tolist()))].groupby("h")["label"].agg(
         lambda s: sorted(set(s)))
     counts = theirs["h"].value_counts()
     out = []
     for h, pid, label in zip(mine.tolist(), rows[PREDICTION_ID_FIELD], rows[target]):
         labels = seen.get(h)
-        if labels is not None and any(lbl != str(label) for lbl in labels):
+        if labels is not None and any(lbl != _key(label) for lbl in labels):
             out.append({"prediction_id": pid, "label": label, "training_labels": labels,
                         "identical_rows": int(counts[h])})
     return pd.DataFrame(out, columns=cols)
@@ -448,7 +453,7 @@ def feedback_to_training(cfg: "PipelineConfig", *, store, log_reader,
     """
     from netsec_tasks.prediction_log import parse_prediction_id, rows_of
     from netsec_tasks.records import FeedbackRecord
-    from netsec_tasks.schema import load_schema
+    from netsec_tasks.schema import _key, load_schema
     from netsec_tasks.storage import storage_for
 
     schema = load_schema(cfg.schema_path)
@@ -469,7 +474,8 @@ def feedback_to_training(cfg: "PipelineConfig", *, store, log_reader,
         ids = verdicts["prediction_id"].astype(str).tolist()
         present = target_rows.present(ids)
         standing = dict(zip(ids, verdicts["label"]))
-        changed = sorted(pid for pid, stored in present.items() if str(stored) != str(standing[pid]))
+        changed = sorted(pid for pid, stored in present.items()
+                         if _key(stored) != _key(standing[pid]))
         pending = verdicts[~verdicts["prediction_id"].isin(set(present))]
 
         rows = training_rows(pending, pd.DataFrame(columns=["prediction_id"]), schema)

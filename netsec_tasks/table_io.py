@@ -12,7 +12,7 @@ import csv
 import glob
 import io
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -48,12 +48,38 @@ def _sniff_delimiter(text: str, source: str) -> str:
         return best
 
 
+def header_names(first_line: str, sep: str, names: Sequence[str], *, required: Iterable[str] = (),
+                 optional: Iterable[str] = (), source: str = "<upload>") -> list[str] | None:
+    """The column names of a file whose schema lists them (``file_columns``): None when the
+    first line is a header row (it names every ``required`` column), else ``names``, or
+    ``names`` without the ``optional`` columns (a file to score has no label column) when that
+    is the first line's field count. Raises DataError when the field count fits neither."""
+    fields = [f.strip() for f in next(csv.reader([first_line], delimiter=sep), [])]
+    required = list(required) or list(names)
+    if set(required) <= set(fields):
+        return None
+    if len(fields) == len(names):
+        return list(names)
+    optional = set(optional)
+    without = [n for n in names if n not in optional]
+    if optional and len(fields) == len(without):
+        return without
+    counts = (f"{len(names)}" + (f" (or {len(without)} without {sorted(optional & set(names))})"
+                                 if len(without) != len(names) else ""))
+    raise DataError(f"the first line has {len(fields)} fields and is not a header row; the schema's "
+                    f"file_columns lists {counts} columns: {', '.join(names)}", source=source)
+
+
 def read_csv_bytes(data: bytes, source: str = "<upload>", *, max_rows: int | None = None,
-                   text_columns: Iterable[str] = ()) -> pd.DataFrame:
+                   text_columns: Iterable[str] = (), names: Sequence[str] | None = None,
+                   required: Iterable[str] = (), optional: Iterable[str] = ()) -> pd.DataFrame:
     """Parse CSV bytes (BOM and delimiter detected). Raises DataError naming ``source``.
 
     ``text_columns`` (e.g. ids to echo back) are read as text exactly as written: ``007``
     stays ``007`` and ``NA`` stays ``NA``; every other column is parsed as usual.
+    ``names``: the schema's ``file_columns`` for header-less files; a file that does start with
+    a header row naming the ``required`` columns is read by its header (see
+    :func:`header_names`).
     """
     if not data or not data.strip():
         raise DataError("file is empty; expected a CSV with a header row", source=source)
@@ -67,14 +93,20 @@ def read_csv_bytes(data: bytes, source: str = "<upload>", *, max_rows: int | Non
     sep = _sniff_delimiter(text, source)
     options: dict = {}
     text_columns = set(text_columns)
+    first_line = text.split("\n", 1)[0].rstrip("\r")
+    given = header_names(first_line, sep, names, required=required, optional=optional,
+                         source=source) if names else None
+    if given is not None:
+        options.update(header=None, names=given)
     if text_columns:
-        header = next(csv.reader([text.split("\n", 1)[0]], delimiter=sep), [])
+        header = given or next(csv.reader([first_line], delimiter=sep), [])
         as_text = [h for h in header if h.strip() in text_columns]
         if as_text:
             from pandas._libs.parsers import STR_NA_VALUES
 
-            options = {"dtype": {h: str for h in as_text}, "keep_default_na": False,
-                       "na_values": {h: list(STR_NA_VALUES) for h in header if h not in as_text}}
+            options.update({"dtype": {h: str for h in as_text}, "keep_default_na": False,
+                            "na_values": {h: list(STR_NA_VALUES) for h in header
+                                          if h not in as_text}})
     try:
         frame = pd.read_csv(io.StringIO(text), sep=sep, nrows=max_rows, skipinitialspace=True,
                             **options)
@@ -89,10 +121,33 @@ def read_csv_bytes(data: bytes, source: str = "<upload>", *, max_rows: int | Non
     return frame
 
 
-def read_table(path: str | os.PathLike, *, text_columns: Iterable[str] = ()) -> pd.DataFrame:
+def first_data_line(source: str | os.PathLike | bytes, *, names: Sequence[str] | None = None,
+                    required: Iterable[str] = (), optional: Iterable[str] = ()) -> int:
+    """The line number of the first data row of a CSV file (a path, or its bytes): 2 after a
+    header row, 1 in a header-less file (the schema's ``file_columns``), so messages can name
+    lines."""
+    if not names:
+        return 2
+    try:
+        if isinstance(source, bytes):
+            head = source[:65536]
+        else:
+            with open(source, "rb") as fh:
+                head = fh.readline()
+        first = head.decode("utf-8-sig", errors="replace").split("\n", 1)[0].rstrip("\r")
+        sep = _sniff_delimiter(first, "<csv>")
+        return 2 if header_names(first, sep, names, required=required, optional=optional) is None else 1
+    except (OSError, DataError):
+        return 2
+
+
+def read_table(path: str | os.PathLike, *, text_columns: Iterable[str] = (),
+               names: Sequence[str] | None = None, required: Iterable[str] = (),
+               optional: Iterable[str] = ()) -> pd.DataFrame:
     """One CSV/Parquet file, or all files matching a glob concatenated (same columns).
 
-    ``text_columns``: CSV columns read as text exactly as written (see ``read_csv_bytes``)."""
+    ``text_columns``: CSV columns read as text exactly as written; ``names``/``required``/
+    ``optional``: header-less CSV files (see ``read_csv_bytes``)."""
     frames = []
     for p in expand_paths(path):
         with open(p, "rb") as fh:
@@ -103,7 +158,8 @@ def read_table(path: str | os.PathLike, *, text_columns: Iterable[str] = ()) -> 
             except Exception as exc:  # pyarrow raises several types for a damaged file
                 raise DataError(f"cannot read Parquet: {exc}", source=str(p)) from None
         else:
-            frames.append(read_csv_bytes(p.read_bytes(), source=str(p), text_columns=text_columns))
+            frames.append(read_csv_bytes(p.read_bytes(), source=str(p), text_columns=text_columns,
+                                         names=names, required=required, optional=optional))
     if len(frames) > 1:
         cols = list(frames[0].columns)
         for p, f in zip(expand_paths(path)[1:], frames[1:]):

@@ -258,8 +258,8 @@ def _train_and_evaluate(cfg: PipelineConfig, run: RunContext, schema: DatasetSch
     catalog = RunCatalog.of(cfg, run)
     train_split = _Split(catalog, validation.train_uri, schema)
     if len(np.unique(train_split.y)) < 2:
-        raise DataError(f"the training split has only one class; both the threat label "
-                        f"{schema.target.positive!r} and another label are needed", source=validation.train_uri)
+        raise DataError(f"the training split has only one class; both threat and benign rows are "
+                        f"needed (label mapping: {schema.target.mapping()})", source=validation.train_uri)
     preprocessor = load_preprocessor(catalog.storage.read_bytes(transform.preprocessor_uri),
                                      transform.preprocessor_uri)
     candidates = _tune_all(cfg, preprocessor, train_split, on_result)
@@ -272,8 +272,7 @@ def _train_and_evaluate(cfg: PipelineConfig, run: RunContext, schema: DatasetSch
     metrics, cm, y_pred, scores = evaluate(model, test_split.X, test_split.y)
     plot_dir = Path(tempfile.mkdtemp(prefix="netsec-plots-", dir=scratch_dir(cfg)))
     plot_files = save_plots(test_split.y, y_pred, scores, plot_dir,
-                            labels=(f"benign ({schema.negative_label})",
-                                    f"threat ({schema.target.positive})"),
+                            labels=schema.class_names,
                             title=f"- {winner.name}")
     plots = [catalog.save_file("plots", path, Path(path).name) for path in plot_files]
     _Progress(cfg.training.progress)(
@@ -376,7 +375,8 @@ def _log_parent(cfg: PipelineConfig, schema: DatasetSchema, validation: Validati
         "n_iter": t.n_iter, "candidates": ",".join(t.candidates), "training_seed": t.seed,
         "split_seed": cfg.split.seed, "duplicate_aware": cfg.split.duplicate_aware,
         "train_rows": len(out.train.y), "test_rows": len(out.test.y),
-        "target": schema.target.column, "positive_label": schema.target.positive,
+        "target": schema.target.column, "positive_label": schema.positive_label,
+        "label_mapping": schema.target.mapping(),
         **{f"winner.{k}": v for k, v in winner.best_params.items()},
     })
     mlflow.log_metrics({**{f"test_{k}": v for k, v in out.metrics.items()},

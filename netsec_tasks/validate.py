@@ -31,7 +31,7 @@ import pandas as pd
 import yaml
 
 from netsec_tasks.config import PipelineConfig, ValidationConfig
-from netsec_tasks.contract import Contract, allowed_values, coerce, listed, null_mask, show
+from netsec_tasks.contract import UNLISTED_HINT, Contract, listed, null_mask, show
 from netsec_tasks.errors import ValidationFailed
 from netsec_tasks.records import IngestRecord, RunContext, ValidationRecord
 from netsec_tasks.schema import ColumnSpec, DatasetSchema, load_schema
@@ -80,6 +80,8 @@ class FrameValidation:
     checks: list[Check]
     rows_checked: int
     rows_invalid: int              # distinct rows quarantined
+    # Rows per target label (as text) and whether the schema maps it to the threat class.
+    labels: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -104,6 +106,7 @@ class FrameValidation:
             "rows_valid": int(len(self.clean)),
             "rows_invalid": int(self.rows_invalid),
             "invalid_share": round(float(self.invalid_share), 6),
+            **({"labels": self.labels} if self.labels else {}),
             "checks": [c.to_dict() for c in self.checks],
         }
 
@@ -241,8 +244,9 @@ def validate_frame(frame: pd.DataFrame, schema: DatasetSchema, vcfg: ValidationC
         list(heavy)))
 
     typed_target = None
+    label_counts: dict[str, Any] = {}
     if target in frame.columns:
-        typed_target = _check_target(frame[target], schema, quarantine, checks)
+        typed_target = _check_target(frame[target], schema, quarantine, checks, label_counts)
     elif not require_target:
         checks.append(Check("target_present", "pass", 0, "no target column (unlabelled data)"))
 
@@ -266,13 +270,13 @@ def validate_frame(frame: pd.DataFrame, schema: DatasetSchema, vcfg: ValidationC
         f"only {valid} valid rows, fewer than validation.min_rows={vcfg.min_rows}"
         if valid < vcfg.min_rows else f"{valid} valid rows (min {vcfg.min_rows})"))
     if typed_target is not None:
-        checks.append(_class_check(clean[target], fatal_size and n > 0))
+        checks.append(_class_check(clean[target], schema, fatal_size and n > 0))
     dups = int(clean.duplicated().sum()) if valid else 0
     checks.append(Check("duplicate_rows", "warn" if dups else "pass", dups,
                         f"{dups} rows are exact copies of an earlier valid row" if dups
                         else "no duplicate rows"))
     return FrameValidation(source=source, clean=clean, invalid=quarantine.frame(), checks=checks,
-                           rows_checked=n, rows_invalid=rows_invalid)
+                           rows_checked=n, rows_invalid=rows_invalid, labels=label_counts)
 
 
 def _missing_details(missing: list[str], present: Iterable[str]) -> str:
@@ -292,45 +296,60 @@ def _row_check(name: str, count: int, columns: list[str], what: str) -> Check:
 
 
 def _check_target(raw: pd.Series, schema: DatasetSchema, quarantine: _Quarantine,
-                  checks: list[Check]) -> pd.Series:
-    """Quarantine rows with no label; fail on labels the schema does not know."""
+                  checks: list[Check], labels_out: dict[str, Any]) -> pd.Series:
+    """Quarantine rows with no label; fail on labels the schema does not list (the contract's
+    label check). ``labels_out`` receives the rows per label and whether each is a threat."""
     spec = schema.target
-    null = _null_mask(raw)
+    check = Contract(schema).check_labels(raw)
+    null = pd.Series(check.null, index=raw.index)
     k = quarantine.add(null, spec.column, "<null>", "missing target")
     checks.append(_row_check("target_missing", k, [spec.column] if k else [],
                              "rows without a target label"))
-    labels = spec.labels or None
-    co = coerce(raw, ColumnSpec(dtype=spec.dtype, allowed=labels), null)
-    unknown = pd.Series(False, index=raw.index)
-    for mask, _ in co.bad:
-        unknown |= mask.fillna(False).astype(bool)
-    if labels is not None:
-        unknown |= co.typed.notna() & ~co.typed.isin(allowed_values(labels, spec.dtype))
-    if unknown.any():
-        quarantine.add(unknown, spec.column, raw, f"target value not in labels {labels}")
-        counts = raw[unknown].map(lambda v: str(v).strip()).value_counts()
-        listed = _listed(f"{v!r} x{c}" for v, c in counts.items())
-        checks.append(Check("target_labels", "fail", int(unknown.sum()),
-                            f"target column {spec.column} has {int(unknown.sum())} values outside "
-                            f"labels {labels}: {listed}", [spec.column]))
+    refused = pd.Series(check.refused, index=raw.index)
+    if refused.any():
+        quarantine.add(refused, spec.column, raw, f"target value not in labels {check.vocabulary}")
+        n = int(refused.sum())
+        checks.append(Check("target_labels", "fail", n,
+                            f"target column {spec.column} has {n} values outside labels "
+                            f"{check.vocabulary}: {check.refused_summary()}. {UNLISTED_HINT}",
+                            [spec.column]))
+    elif spec.everything_but:
+        # Labels the schema does not name are threats by definition; a new attack type is
+        # still worth a look, so it is a warning when the schema lists the known ones.
+        new = check.new_threat_labels if spec.labels else []
+        detail = (f"every label but {spec.benign_labels} is a threat"
+                  + (f"; threat labels not in target.labels: {_listed(new)}" if new else ""))
+        checks.append(Check("target_labels", "warn" if new else "pass",
+                            sum(check.counts[k]["rows"] for k in new), detail,
+                            [spec.column] if new else []))
     else:
-        checks.append(Check("target_labels", "pass", 0,
-                            f"all target values in {labels}" if labels else "no label list in schema"))
-    return co.typed
+        checks.append(Check("target_labels", "pass", 0, f"all target values in {check.vocabulary}"))
+    labels_out.update(check.counts)
+    return check.typed.set_axis(raw.index)
 
 
-def _class_check(target: pd.Series, fatal: bool, *, name: str = "target_classes",
-                 where: str = "") -> Check:
+def _class_check(target: pd.Series, schema: DatasetSchema, fatal: bool, *,
+                 name: str = "target_classes", where: str = "") -> Check:
+    """Both sides of the binary task present: threat rows and benign rows (per the schema's
+    label mapping; the raw label may have more classes)."""
     counts = target.value_counts()
-    if len(counts) >= 2:
-        return Check(name, "pass", len(counts),
-                     where + "classes: " + ", ".join(f"{_label(v)}={c}" for v, c in counts.items()))
+    raw = ", ".join(f"{_label(v)}={c}" for v, c in counts.items())
+    if not len(counts):
+        return Check(name, _status(True, fatal), 0, f"{where}no valid target labels")
+    threat = np.asarray(schema.is_threat(target.dropna()), dtype=bool)
+    n_threat, n_benign = int(threat.sum()), int((~threat).sum())
+    if n_threat and n_benign:
+        split_text = f" (threat {n_threat}, benign {n_benign})" if len(counts) > 2 else ""
+        return Check(name, "pass", len(counts), where + "classes: " + raw + split_text)
     if len(counts) == 1:
         only = _label(counts.index[0])
         return Check(name, _status(True, fatal), 1,
                      f"{where}target {target.name} has a single class ({only!r} x{int(counts.iloc[0])});"
                      f" a classifier needs both classes", [str(target.name)])
-    return Check(name, _status(True, fatal), 0, f"{where}no valid target labels")
+    side, other = ("threat", "benign") if n_threat else ("benign", "threat")
+    return Check(name, _status(True, fatal), len(counts),
+                 f"{where}target {target.name} has {side} labels only ({raw}); the model needs "
+                 f"{other} rows too (label mapping: {schema.target.mapping()})", [str(target.name)])
 
 
 def _label(v: Any) -> Any:
@@ -455,7 +474,7 @@ def validate(cfg: PipelineConfig, run: RunContext, ingest: IngestRecord, *,
              "new_batch": batch.clean.reset_index(drop=True)}
     if data.passed:
         # Training needs both classes in train itself, and a test split to score on.
-        data.checks.append(_class_check(clean["train"][schema.target.column], True,
+        data.checks.append(_class_check(clean["train"][schema.target.column], schema, True,
                                         name="train_target_classes", where="train split: "))
         n_test = len(clean["test"])
         data.checks.append(Check("test_not_empty", _status(n_test == 0, True), n_test,

@@ -13,7 +13,8 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 
-from serving.model import LoadedModel, configure_mlflow_client, load_version, resolve_production_version
+from serving.loading import configure_mlflow_client, load_version, resolve_production_version
+from serving.model import LoadedModel
 
 log = logging.getLogger("netsec.serving")
 

@@ -83,8 +83,11 @@ class ModelInfo(BaseModel):
     negative_label: Label
     inference_path: str
     loaded_at: str
-    dataset: str | None = Field(None, description="the data set whose schema checks the inputs")
-    schema_version: str | None = Field(None, description="that schema's version")
+    dataset: str | None = Field(None, description="the data set the version was trained on "
+                                                  "(tag netsec.dataset), else the one whose schema "
+                                                  "checks the inputs")
+    schema_version: str | None = Field(None, description="that schema's version (tag "
+                                                         "netsec.schema_version, else the schema's)")
 
 
 class Health(BaseModel):

@@ -416,3 +416,25 @@ def test_netsec_monitor_runs_the_steps_in_process(cfg):
     assert "WOULD REQUEST retraining" in out.stdout and "monitoring_report.html" in out.stdout
     again = subprocess.run([*netsec, "monitor"], env=env, capture_output=True, text=True, timeout=300)
     assert "traffic: 0 new rows" in again.stdout  # the first run committed its watermark
+
+
+def test_verdict_labels_follow_the_schemas_label_mapping():
+    from netsec_tasks.feedback import feedback_label, label_vocabulary
+    from netsec_tasks.schema import load_schema
+
+    phishing = load_schema(REPO / "config" / "schema" / "phishing.yaml")
+    assert feedback_label(phishing, "threat") == (-1, True)
+    assert feedback_label(phishing, " Benign ") == (1, False)
+    assert feedback_label(phishing, "-1") == (-1, True) and feedback_label(phishing, 1.0) == (1, False)
+    for bad in (0, True, None, "phishing", ""):
+        with pytest.raises(ValueError, match="label vocabulary of the 'phishing' data set"):
+            feedback_label(phishing, bad)
+    assert label_vocabulary(phishing) == ["threat", "benign", -1, 1]
+
+    # "Everything but normal": any attack name is a threat; "threat" alone names no label.
+    intrusion = load_schema(REPO / "config" / "schema" / "intrusion_demo.yaml")
+    assert feedback_label(intrusion, "benign") == ("normal", False)
+    assert feedback_label(intrusion, "neptune") == ("neptune", True)
+    assert feedback_label(intrusion, "a_new_attack") == ("a_new_attack", True)
+    with pytest.raises(ValueError, match="several threat labels; send the row's own label"):
+        feedback_label(intrusion, "threat")

@@ -36,9 +36,17 @@ def sample_path(cfg: PipelineConfig) -> Path:
 
 
 def ensure_sample(cfg: PipelineConfig) -> Path:
-    """``<workdir>/sample/phishing_sample.csv`` (the synthetic sample), written once, atomically."""
+    """``<workdir>/sample/phishing_sample.csv`` (the synthetic sample), written once, atomically.
+
+    The sample has the UCI phishing schema: another data set needs ``source.path``."""
+    from netsec_tasks.errors import ConfigError
     from netsec_tasks.sample import make_sample
 
+    if cfg.dataset != "phishing":
+        raise ConfigError(
+            f"source.path is not set and the built-in synthetic sample has the phishing schema, "
+            f"not the '{cfg.dataset}' one: set source.path (NETSEC_SOURCE__PATH or "
+            f"--source-path) to the data set's file")
     path = sample_path(cfg)
     if not path.is_file():
         with atomic_path(path) as tmp:
@@ -93,15 +101,22 @@ def frame_table(frame: pd.DataFrame) -> pa.Table:
 
 
 def read_file(cfg: PipelineConfig, storage: Storage, previous: SourceState | None) -> SourceRead:
-    """Read the whole file (it is also the new batch)."""
+    """Read the whole file (it is also the new batch). A CSV file without a header row is read
+    with the schema's ``file_columns``."""
+    from netsec_tasks.schema import load_schema
     from netsec_tasks.snapshot import unify_schemas
     from netsec_tasks.sources.mongo import BOOKKEEPING_FIELDS
-    from netsec_tasks.table_io import read_table
+    from netsec_tasks.table_io import read_csv_bytes, read_table
 
     if cfg.source.path is None:
         ensure_sample(cfg)
     location = file_location(cfg)
-    frame = storage.read_frame(location) if is_s3(location) else read_table(location)
+    options = load_schema(cfg.schema_path).read_options()
+    if is_s3(location):
+        frame = (read_csv_bytes(storage.read_bytes(location), source=location, **options)
+                 if options and location.lower().endswith(".csv") else storage.read_frame(location))
+    else:
+        frame = read_table(location, **options)
     frame = frame.drop(columns=[c for c in BOOKKEEPING_FIELDS if c in frame.columns])
     if cfg.source.window_days is not None:
         log.warning("source.window_days applies to MongoDB sources only (rows have no time in a "
