@@ -154,7 +154,7 @@ def render_html(doc: dict[str, Any], history: list[dict[str, Any]], *,
            f"<dt>Generated</dt><dd>{now}</dd></dl></section>"]
 
     # Trend over past runs.
-    hist = history[-max(len(history), 1):]
+    hist = history
     labels = [str(h.get("at", ""))[:16].replace("T", " ") for h in hist]
     marks = [bool(h.get("trigger")) for h in hist]
     out.append("<h2>Trend</h2><div class=\"trend\">")

@@ -45,10 +45,6 @@ from netsec_tasks.monitoring.traffic import threat_scores, traffic_drift, traffi
 log = logging.getLogger(__name__)
 
 TAG = "netsec.monitoring."
-# The figures serving exposes on /metrics (model version tags netsec.monitoring.<name>).
-SERVED_FIGURES = ("drift_share", "drift_detected", "live_f1", "live_f1_low", "live_f1_high",
-                  "labelled", "threat_rate", "rows", "trigger", "at", "run_id")
-
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)

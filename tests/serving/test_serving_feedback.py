@@ -4,12 +4,10 @@ beside the prediction log (JSONL, and MongoDB on nx-27017), and the monitoring g
 from __future__ import annotations
 
 import io
-import json
 import time
 
 import pandas as pd
-import pytest
-from serving_helpers import TARGET, fit, records_of, register, training_frame
+from serving_helpers import fit, records_of, register, training_frame
 
 from netsec_tasks.feedback import JsonlFeedbackStore
 from netsec_tasks.prediction_log import parse_prediction_id, read_prediction_log, request_time
