@@ -1,8 +1,9 @@
 """Analysts' verdicts on served predictions, and their way into the training data.
 
 **Verdicts.** ``POST /feedback`` (serving) takes ``[{prediction_id, label, source?, note?}]``.
-The label is in the data set's label vocabulary (:func:`label_vocabulary`): ``"threat"`` or
-``"benign"``, or one of the schema's target labels (``-1``/``1`` for the UCI phishing data). A
+The label is in the data set's label vocabulary (:func:`label_vocabulary`): a target label the
+schema names (``-1``/``1`` for the UCI phishing data; any attack name in the "everything but
+``normal``" form), or ``"threat"``/``"benign"`` where the schema has exactly one such label. A
 verdict store keeps every verdict as an event (prediction id, sequence number, label, time,
 source, note): re-sending the verdict that stands changes nothing (idempotent); a different one
 is appended with its time, and the latest is the one that counts (:meth:`current`). Stores:

@@ -209,12 +209,12 @@ class FeedbackRecord(Record):
 
     verdicts: int                    # standing verdicts in the store
     destination: str                 # mongo:<db>.<collection> or the feedback rows' URI
-    with_features: int = 0           # verdicts whose prediction was found in the log
+    with_features: int = 0           # verdicts not yet appended whose prediction is in the log
     appended: int = 0                # rows added to the training source by this run
     already_present: int = 0         # verdicts already training rows (earlier runs)
-    missing_predictions: int = 0     # verdicts whose prediction is not in the log
+    missing_predictions: int = 0     # verdicts not yet appended whose prediction is not in the log
     missing_examples: list[str] = []
-    conflicts: int = 0               # verdicts contradicting an identical training/test row
+    conflicts: int = 0               # new verdicts contradicting an identical training/test row
     conflicts_held: int = 0          # of those, held back (monitoring.on_conflict=hold)
     conflict_examples: list[dict[str, Any]] = []
     conflicts_checked_against: str | None = None  # Production version whose data was compared
