@@ -117,7 +117,7 @@ async def feedback(request: Request, state: StateDep) -> JSONResponse:
         verdicts.append({"prediction_id": item.prediction_id, "label": label,
                          "is_threat": is_threat, "source": item.source, "note": item.note})
     ids = [v["prediction_id"] for v in verdicts]
-    known = await asyncio.to_thread(state.predlog.known, ids)
+    known = await _store_call(state.predlog.sink.describe(), state.predlog.known, ids)
     unknown = [(row, pid) for row, pid in enumerate(ids) if pid not in known]
     if unknown:
         names = ", ".join(pid for _, pid in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
@@ -127,12 +127,24 @@ async def feedback(request: Request, state: StateDep) -> JSONResponse:
             row=unknown[0][0], column="prediction_id", value=unknown[0][1],
             problems=[{"row": row, "column": "prediction_id", "value": pid,
                        "reason": "unknown prediction id"} for row, pid in unknown])
-    results = await asyncio.to_thread(state.feedback.record, verdicts)
+    results = await _store_call(state.feedback.describe(), state.feedback.record, verdicts)
     counts = {k: sum(r["status"] == k for r in results) for k in ("recorded", "changed", "unchanged")}
     for outcome, n in counts.items():
         if n:
             state.metrics.feedback.labels(outcome).inc(n)
     return JSONResponse(FeedbackResponse(**counts, results=results).model_dump(mode="json"))
+
+
+async def _store_call(where: str, fn, *args):
+    """Run a blocking store call off the event loop; an unreachable store is a 503 naming it."""
+    from pymongo.errors import PyMongoError
+
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except (PyMongoError, OSError) as exc:
+        raise InputError(f"{where} is unavailable ({type(exc).__name__}: {str(exc)[:200]}); "
+                         "nothing was stored, send the verdicts again later",
+                         status_code=503) from None
 
 
 def make_feedback_store(settings, predlog):

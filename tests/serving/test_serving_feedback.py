@@ -189,3 +189,14 @@ def test_metrics_expose_the_served_versions_monitoring_figures(make_client, tmp_
                  "netsec_monitoring_live_f1 0.71", "netsec_monitoring_labelled 120.0",
                  "netsec_monitoring_last_run_timestamp_seconds 1.767323045e+09"):
         assert line in text, line
+
+
+def test_feedback_store_down_is_a_503_naming_it(registered, make_client):
+    from netsec_testing import free_port
+
+    dead = f"mongodb://127.0.0.1:{free_port()}/netsec?serverSelectionTimeoutMS=500"
+    client = make_client(registered.tracking_uri, mongo_uri=dead)
+    never_logged = "0123456789ab0123456789-0"  # not in this process: MongoDB must be asked
+    resp = client.post("/feedback", json=[{"prediction_id": never_logged, "label": "threat"}])
+    assert resp.status_code == 503
+    assert resp.json()["detail"].startswith("mongo:netsec.predictions is unavailable")
