@@ -20,6 +20,7 @@ imports only the Airflow SDK and the config.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import typing
@@ -50,16 +51,36 @@ def _config() -> typing.Any:
     return cfg
 
 
-def _mongo(cfg: typing.Any) -> typing.Any:
+def _mongo(cfg: typing.Any) -> tuple[typing.Any, str]:
     """A MongoDB client from netsec_mongo when the log or the source is in MongoDB (None: the
-    steps connect to source.mongo.uri themselves)."""
+    steps connect to source.mongo.uri themselves), and where it points, for messages."""
     if cfg.monitoring.store != "mongo" and cfg.source.kind != "mongo":
-        return None
+        return None, "no MongoDB"
     from netsec_airflow import mongo_client
 
     client, where = mongo_client(cfg)
     log.info("MongoDB through %s", where)
-    return client
+    return client, where
+
+
+@contextlib.contextmanager
+def _services(cfg: typing.Any) -> typing.Iterator[tuple[typing.Any, typing.Any, typing.Any]]:
+    """(log reader, verdict store, MongoDB client) for one task; a MongoDB outage becomes
+    SourceUnavailable naming the connection (the task retries)."""
+    import pymongo.errors
+
+    from netsec_tasks.errors import SourceUnavailable
+    from netsec_tasks.monitoring.step import log_and_verdicts
+
+    client, where = _mongo(cfg)
+    try:
+        reader, store = log_and_verdicts(cfg, client)
+        yield reader, store, client
+    except pymongo.errors.PyMongoError as exc:
+        raise SourceUnavailable(f"MongoDB via {where} is unavailable: {exc}") from exc
+    finally:
+        if client is not None:
+            client.close()
 
 
 def _record(ti: typing.Any, cls: type, task_id: str) -> typing.Any:
@@ -69,34 +90,22 @@ def _record(ti: typing.Any, cls: type, task_id: str) -> typing.Any:
 
 def feedback_task(**_):
     from netsec_tasks.feedback import feedback_to_training
-    from netsec_tasks.monitoring.step import log_and_verdicts
 
     cfg = _config()
-    client = _mongo(cfg)
-    try:
-        reader, store = log_and_verdicts(cfg, client)
+    with _services(cfg) as (reader, store, client):
         record = feedback_to_training(cfg, store=store, log_reader=reader, mongo_client=client)
-    finally:
-        if client is not None:
-            client.close()
     log.info("feedback: %s", record.reason)
     return record.to_xcom()
 
 
 def monitor_task(ti, dag_run, **_):
     from netsec_tasks.monitoring import monitor
-    from netsec_tasks.monitoring.step import log_and_verdicts
     from netsec_tasks.records import FeedbackRecord
 
     cfg = _config()
-    client = _mongo(cfg)
-    try:
-        reader, store = log_and_verdicts(cfg, client)
+    with _services(cfg) as (reader, store, _client):
         record = monitor(cfg, dag_run.run_id, reader=reader, store=store,
                          feedback=_record(ti, FeedbackRecord, "feedback_to_training"))
-    finally:
-        if client is not None:
-            client.close()
     log.info("%s: %s (report: %s)", "retraining requested" if record.trigger else "no request",
              record.trigger_reason, record.html_uri)
     return record.to_xcom()

@@ -438,3 +438,35 @@ def test_verdict_labels_follow_the_schemas_label_mapping():
     assert feedback_label(intrusion, "a_new_attack") == ("a_new_attack", True)
     with pytest.raises(ValueError, match="several threat labels; send the row's own label"):
         feedback_label(intrusion, "threat")
+
+
+def test_monitoring_reads_the_log_and_verdicts_from_mongodb(cfg, mongo_server, mongo_db):
+    """Compose's setting: serving logs to MongoDB, the monitoring step reads it there."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from netsec_tasks.monitoring import commit
+    from serving.app import create_app
+    from serving.settings import Settings
+
+    mongo, db = mongo_db
+    mcfg = cfg.with_overrides({"monitoring.store": "mongo", "source.mongo.uri": mongo_server.uri,
+                               "source.mongo.database": db, "monitoring.min_labels": 20})
+    settings = Settings(mlflow_tracking_uri=cfg.registry.tracking_uri, log_flush_seconds=0.2,
+                        mongo_uri=mongo_server.uri.rsplit("/", 1)[0] + f"/{db}")
+    traffic = make_sample(300, seed=113, shift=0.8)
+    with TestClient(create_app(settings)) as client:
+        while client.get("/ready").status_code != 200:
+            time.sleep(0.1)
+        preds = score(client, traffic[:150]) + score(client, traffic[150:])
+        verdicts(client, preds[:30], traffic[TARGET][:30])
+    assert mongo[db]["predictions"].count_documents({}) == 2
+    assert mongo[db]["feedback"].count_documents({}) == 30
+    rec = run_monitor(mcfg, "mongo-log-1")
+    assert rec.log == f"mongo:{db}.predictions" and rec.documents_read == 2
+    assert rec.rows_read == rec.rows_tested == 300 and rec.drift_detected
+    assert rec.labelled == 30 and rec.trigger
+    assert set(rec.watermark) == {"last_id"}
+    commit(mcfg, rec, requested=True)
+    assert run_monitor(mcfg, "mongo-log-2").rows_read == 0
