@@ -1,4 +1,5 @@
-"""Airflow 3 DAG ``netsec_training``: ingest -> validate -> drift branch -> train -> register -> sync.
+"""Airflow 3 DAG ``netsec_training``: reconcile -> ingest -> validate -> drift branch -> train ->
+register -> sync.
 
 Every task is a thin wrapper over one step function in ``netsec_tasks`` (the same functions
 ``netsec run`` calls in process). Parsing this file imports only the Airflow SDK, the standard
@@ -102,6 +103,15 @@ def _trigger(dag_run: typing.Any, triggering_asset_events: typing.Any = None) ->
 
 
 # --------------------------------------------------------------------------- task callables
+
+
+def reconcile_task(dag_run, params, **_):
+    """First: end what earlier runs left (stale MLflow runs, undecided model versions)."""
+    from netsec_tasks.reconcile import reconcile
+
+    record = reconcile(_config(params), by=f"pipeline run {dag_run.run_id}")
+    log.info("reconcile: %s", record.summary())
+    return record.to_xcom()
 
 
 def ingest_task(ti, dag_run, params, triggering_asset_events=None, **_):
@@ -213,14 +223,15 @@ def sync_task(ti, params, **_):
 def record_outcome_task(ti, params, **_):
     """Close the run after either branch: commit the watermark, write outcome.json."""
     from netsec_tasks.pipeline import record_outcome
-    from netsec_tasks.records import DriftRecord, IngestRecord, RegisterRecord, TrainRecord
+    from netsec_tasks.records import (DriftRecord, IngestRecord, ReconcileRecord, RegisterRecord,
+                                      TrainRecord)
 
     reason = ti.xcom_pull(task_ids="check_drift", key="branch_reason")
     outcome = record_outcome(
         _config(params), _run_context(ti), ingest=_pull(ti, IngestRecord, "ingest"),
         drift=_pull(ti, DriftRecord, "check_drift", key="drift"),
         train=_pull(ti, TrainRecord, "train"), register=_pull(ti, RegisterRecord, "register"),
-        branch_reason=reason)
+        branch_reason=reason, reconciled=_pull(ti, ReconcileRecord, "reconcile"))
     ti.xcom_push(key="branch_reason", value=reason)
     return outcome.to_xcom()
 
@@ -243,6 +254,13 @@ NO_RETRY_ON_BAD_INPUT = ExceptionRetryPolicy(rules=[
               action=RetryAction.FAIL, reason="bad input or config: retrying cannot help"),
 ])
 
+# Training and registering retry only when a service was unreachable (SourceUnavailable: the
+# per-call budgets make that a short failure); any other error would repeat itself.
+ONLY_OUTAGES_RETRY = ExceptionRetryPolicy(rules=[
+    RetryRule(exception="netsec_tasks.errors.SourceUnavailable", action=RetryAction.RETRY,
+              reason="a service was unreachable: retry later"),
+], default=RetryAction.FAIL)
+
 IO_RETRIES = {
     "retries": CFG.dag.retries,
     "retry_delay": dt.timedelta(seconds=CFG.dag.retry_delay_seconds),
@@ -250,6 +268,8 @@ IO_RETRIES = {
     "max_retry_delay": dt.timedelta(seconds=CFG.dag.max_retry_delay_seconds),
     "retry_policy": NO_RETRY_ON_BAD_INPUT,
 }
+
+OUTAGE_RETRIES = {**IO_RETRIES, "retry_policy": ONLY_OUTAGES_RETRY}
 
 CANDIDATES = list(typing.get_args(Candidate))
 
@@ -303,6 +323,7 @@ DOC_MD = f"""
 
 Trains the threat classifier for **{CFG.dataset}** and promotes it only when it beats Production.
 
+`reconcile` (ends stale MLflow runs, decides model versions earlier runs left undecided) →
 `ingest` → `validate` → `check_drift` → either `transform` → `train` → `register` → `sync_s3`
 (drift, no Production model, *force_retrain*, or a request of `netsec_monitoring`) or
 `skip_training`, then `record_outcome` (commits the ingest watermark and writes `outcome.json`
@@ -346,6 +367,8 @@ with DAG(
         "on_failure_callback": log_task_failure,
     },
 ) as dag:
+    reconcile = PythonOperator(task_id="reconcile", python_callable=reconcile_task, **IO_RETRIES,
+                               doc_md="End stale MLflow runs; decide versions left undecided.")
     ingest = PythonOperator(task_id="ingest", python_callable=ingest_task, **IO_RETRIES,
                             doc_md="Snapshot the source and split train/test (retries with back-off).")
     validate = PythonOperator(task_id="validate", python_callable=validate_task,
@@ -353,9 +376,9 @@ with DAG(
     check_drift = BranchPythonOperator(task_id="check_drift", python_callable=check_drift_task,
                                        doc_md="Drift vs Production's training data; picks the branch.")
     transform = PythonOperator(task_id="transform", python_callable=transform_task)
-    train = PythonOperator(task_id="train", python_callable=train_task,
+    train = PythonOperator(task_id="train", python_callable=train_task, **OUTAGE_RETRIES,
                            doc_md="Tune every candidate by CV, evaluate the winner once.")
-    register = PythonOperator(task_id="register", python_callable=register_task,
+    register = PythonOperator(task_id="register", python_callable=register_task, **OUTAGE_RETRIES,
                               doc_md="Register the winner; promote only if it beats Production.")
     sync_s3 = PythonOperator(task_id="sync_s3", python_callable=sync_task, **IO_RETRIES,
                              doc_md="Upload the run's artifacts (retries with back-off).")
@@ -364,6 +387,6 @@ with DAG(
                              trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
                              doc_md="Runs after either branch, never after a failure.")
 
-    ingest >> validate >> check_drift
+    reconcile >> ingest >> validate >> check_drift
     check_drift >> transform >> train >> register >> sync_s3 >> outcome
     check_drift >> skip_training >> outcome

@@ -1,6 +1,7 @@
 """The ``netsec`` command.
 
     netsec run [--source file|mongo] [--source-path P] [--force-retrain]   all steps, in process
+    netsec reconcile                      end stale runs, decide left-over model versions
     netsec push-data CSV                  load a CSV into the Mongo collection (idempotent)
     netsec validate FILE                  schema + data-quality checks, report and quarantine
     netsec drift REF CUR                  drift report between two files
@@ -13,7 +14,7 @@
 
 Global options (``--config``, ``--set KEY=VALUE``, ``-v``) go before or after the command.
 Errors in the input or the environment print one line naming the problem and exit non-zero
-(2 bad input/config, 3 service unavailable), with no traceback.
+(2 bad input/config, 3 service unavailable, 143 SIGTERM), with no traceback.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from netsec_tasks.errors import NetsecError
+from netsec_tasks.errors import NetsecError, Terminated
 
 
 def _cfg(args: argparse.Namespace, **overrides: Any):
@@ -85,6 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.register is not None:
         print(f"registry: {result.register.model_name} production version = "
               f"{result.register.production_version}")
+    if result.reconciled is not None and result.reconciled.items:
+        print(f"reconciled:    {result.reconciled.summary()}")
     if result.evaluation is not None:
         ev = result.evaluation
         print(f"hold-out:      {ev.source}: " + "  ".join(f"{k} {v:.4f}" for k, v in ev.metrics.items())
@@ -93,6 +96,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.drift.html_uri:
         print(f"drift report:  {result.drift.html_uri}")
     print(f"MLflow UI:     mlflow ui --backend-store-uri {cfg.registry.tracking_uri} --port 5000")
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from netsec_tasks.reconcile import reconcile
+
+    record = reconcile(_cfg(args))
+    _print(record.to_xcom())
+    print(f"reconciled: {record.summary()}")
     return 0
 
 
@@ -330,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run-id")
     r.set_defaults(func=cmd_run)
 
+    rc = add("reconcile", help="end stale MLflow runs and decide model versions that earlier "
+                               "(failed or killed) runs left without a decision")
+    rc.set_defaults(func=cmd_reconcile)
+
     pd_ = add("push-data", help="load a CSV into the Mongo collection, idempotently")
     pd_.add_argument("csv")
     pd_.add_argument("--uri", help="MongoDB URI (default: source.mongo.uri)")
@@ -422,11 +438,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("alembic", "urllib3", "botocore", "matplotlib", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Each retry of an unreachable service is a warning from urllib3; our one error line says
+    # what failed and after how many attempts.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    from netsec_tasks.processes import sigterm_raises
+
     try:
-        return int(args.func(args) or 0)
+        with sigterm_raises():
+            return int(args.func(args) or 0)
     except NetsecError as exc:
         print(f"netsec {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print(f"netsec {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return Terminated.exit_code
     except KeyboardInterrupt:
         return 130
 

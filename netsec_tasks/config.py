@@ -48,6 +48,9 @@ class MongoSourceConfig(_Section):
     collection: str = "phishing"
     batch_size: int = Field(5000, ge=1, le=100_000)
     server_selection_timeout_ms: int = Field(5000, ge=100)
+    # Per-call budget: opening a connection, and waiting for a reply on an open one.
+    connect_timeout_ms: int = Field(5000, ge=100)
+    socket_timeout_ms: int = Field(30000, ge=100)
     # None: the watermark is the document ObjectId; otherwise a field that increases with inserts.
     watermark_field: str | None = None
     # true: a run reads only documents after the committed watermark and appends them to the last
@@ -144,6 +147,13 @@ class RegistryConfig(_Section):
     # Promote when new_score > production_score + margin (strictly beats) and new_score >= min_score.
     promotion_margin: float = Field(0.0, ge=-1, le=1)
     min_score: float = Field(0.8, ge=0, le=1)
+    # The per-call budget against an MLflow server (MLflow's MLFLOW_HTTP_REQUEST_TIMEOUT,
+    # _MAX_RETRIES and _BACKOFF_FACTOR are set from these): one call during an outage fails after
+    # at most (max_retries + 1) * request_timeout_seconds plus back-off (~33 s with these values).
+    # Airflow's task retries are the long-term retry.
+    request_timeout_seconds: int = Field(10, ge=1, le=600)
+    max_retries: int = Field(2, ge=0, le=10)
+    backoff_factor: int = Field(1, ge=0, le=60)
 
 
 class EvaluationConfig(_Section):
@@ -160,9 +170,12 @@ class StorageConfig(_Section):
     endpoint_url: str | None = None
     region: str = "us-east-1"
     # One S3 outage costs at most about attempts x (connect + request timeout) before the step
-    # fails with exit 3; Airflow's task retries are the long-term retry.
+    # fails with exit 3; Airflow's task retries are the long-term retry. The request timeout is
+    # how long a request may stall without a byte (curl's low-speed limit in the AWS SDK, also on
+    # Linux, whatever pyarrow's docstring says), not a cap on a large upload: 15 s keeps a frozen
+    # server to ~50 s (measured: 30 s gave 100 s, bench/bench_faults.py s3_hung).
     connect_timeout_seconds: float = Field(5.0, gt=0, le=300)
-    request_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    request_timeout_seconds: float = Field(15.0, gt=0, le=3600)
     max_attempts: int = Field(3, ge=1, le=10)
 
     @field_validator("uri")

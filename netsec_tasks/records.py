@@ -193,6 +193,24 @@ class SyncRecord(Record):
     skipped: int
 
 
+class ReconciledItem(Record):
+    kind: str                        # mlflow_run | model_version | sync
+    id: str                          # run id, <model>/<version>, pipeline run id
+    action: str                      # KILLED | promoted | rejected | abandoned | promotion finished | synced
+    reason: str
+
+
+class ReconcileRecord(Record):
+    """What the start of a run (or ``netsec reconcile``) closed or finished for earlier runs."""
+
+    items: list[ReconciledItem] = []
+
+    def summary(self) -> str:
+        if not self.items:
+            return "nothing to reconcile"
+        return "; ".join(f"{i.kind} {i.id}: {i.action}" for i in self.items)
+
+
 class OutcomeRecord(Record):
     run_id: str
     outcome: str                     # promoted | kept_production | skipped_no_drift | failed
@@ -202,6 +220,7 @@ class OutcomeRecord(Record):
     metrics: dict[str, float] = {}
     trigger: str | None = None       # who started the run: manual | scheduled | monitoring | cli
     trigger_reason: str | None = None  # monitoring: the evidence (drift, live F1) it acted on
+    reconciled: list[ReconciledItem] = []  # what this run's start finished for earlier runs
 
 
 class FeedbackRecord(Record):

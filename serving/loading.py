@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from netsec_tasks.errors import DataError, RegistryError, SourceUnavailable
+from netsec_tasks.tracking import version_label
 from serving.model import NUMERIC_TYPES, LoadedModel, tag_value
 
 log = logging.getLogger("netsec.serving")
@@ -92,15 +93,15 @@ def _is_connection_problem(exc: Exception) -> bool:
 
 # --- download and verification ------------------------------------------------------------------
 
-def download_verified(settings, model_uri: str) -> tuple[Any, Any]:
+def download_verified(settings, model_uri: str, label: str | None = None) -> tuple[Any, Any]:
     """(sklearn Pipeline, MLflow ``Model`` metadata) of ``model_uri``, after checking the model
-    directory (skops only, trusted types within the allow-list) and before deserializing it."""
+    directory (skops only, trusted types within the allow-list) and before deserializing it.
+    Errors name ``label`` (default ``model_uri``) and the artifact, never the temp directory."""
     import mlflow
     import mlflow.artifacts
-    import mlflow.sklearn
     from mlflow.models import Model
 
-    from netsec_tasks.tracking import verify_model_dir
+    from netsec_tasks.tracking import load_model_dir
 
     with _LOAD_LOCK, tempfile.TemporaryDirectory(prefix="netsec-serving-") as tmp:
         # models:/ (and MLflow 3's models:/m-<id> sources) resolve through the *global* registry
@@ -109,8 +110,7 @@ def download_verified(settings, model_uri: str) -> tuple[Any, Any]:
         mlflow.set_registry_uri(settings.tracking_uri)
         local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp,
                                                     tracking_uri=settings.tracking_uri)
-        verify_model_dir(local)
-        pipeline = mlflow.sklearn.load_model(local)
+        pipeline = load_model_dir(local, label or model_uri)  # verifies first
         meta = Model.load(os.path.join(local, "MLmodel"))
     return pipeline, meta
 
@@ -238,7 +238,7 @@ def load_version(settings, client, mv) -> LoadedModel:
     """Download, verify, deserialize and prepare (n_jobs=1, fast path, warm-up) one version."""
     configure_mlflow_client(settings)
     uri = f"models:/{mv.name}/{mv.version}"
-    pipeline, meta = download_verified(settings, uri)
+    pipeline, meta = download_verified(settings, uri, version_label(mv.name, mv.version, mv.run_id))
     single_threaded(pipeline)
     tags = dict(mv.tags or {})
     features, types = feature_schema(tags, meta, pipeline)

@@ -23,6 +23,7 @@ DAGS = REPO / "dags"
 PLUGINS = REPO / "plugins"
 
 EXPECTED_EDGES = {
+    "reconcile": {"ingest"},
     "ingest": {"validate"},
     "validate": {"check_drift"},
     "check_drift": {"transform", "skip_training"},
@@ -114,23 +115,27 @@ def test_schedule_and_run_limits(dag):
 
 def test_io_tasks_retry_with_exponential_backoff_and_everything_has_a_timeout(dag):
     from netsec_tasks.config import load_config
-    from netsec_tasks.errors import DataError, SourceUnavailable, ValidationFailed
+    from netsec_tasks.errors import DataError, NetsecError, SourceUnavailable, ValidationFailed
 
     cfg = load_config().dag
     for task in dag.tasks:
         assert task.execution_timeout == dt.timedelta(minutes=cfg.task_timeout_minutes), task.task_id
         assert task.on_failure_callback, task.task_id
-    for task_id in ("ingest", "sync_s3"):
+    for task_id in ("reconcile", "ingest", "sync_s3", "train", "register"):
         task = dag.get_task(task_id)
         assert task.retries == cfg.retries
         assert task.retry_delay == dt.timedelta(seconds=cfg.retry_delay_seconds)
         assert task.retry_exponential_backoff == 2.0
         assert task.max_retry_delay == dt.timedelta(seconds=cfg.max_retry_delay_seconds)
         policy = task.retry_policy
-        assert policy.evaluate(SourceUnavailable("down"), 1, 3).action.value == "default"
+        assert policy.evaluate(SourceUnavailable("down"), 1, 3).action.value in ("default", "retry")
         assert policy.evaluate(ValidationFailed("bad rows"), 1, 3).action.value == "fail"
         assert policy.evaluate(DataError("no file"), 1, 3).action.value == "fail"
-    for task_id in ("validate", "check_drift", "transform", "train", "register", "record_outcome"):
+    for task_id in ("train", "register"):  # expensive or deterministic: only an outage retries
+        policy = dag.get_task(task_id).retry_policy
+        assert policy.evaluate(SourceUnavailable("down"), 1, 3).action.value == "retry"
+        assert policy.evaluate(NetsecError("CV failed"), 1, 3).action.value == "fail"
+    for task_id in ("validate", "check_drift", "transform", "record_outcome"):
         assert dag.get_task(task_id).retries == 0, task_id
 
 
