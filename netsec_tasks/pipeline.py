@@ -41,12 +41,16 @@ def load_pipeline_config(**overrides: Any) -> PipelineConfig:
     return load_config(overrides=dotted)
 
 
-def decide_retrain(drift: DriftRecord, *, force_retrain: bool) -> tuple[bool, str]:
-    """The branch rule: retrain on data-set drift, when no Production model exists, or when forced."""
+def decide_retrain(drift: DriftRecord, *, force_retrain: bool,
+                   requested_by_monitoring: str | None = None) -> tuple[bool, str]:
+    """The branch rule: retrain on data-set drift, when no Production model exists, when forced,
+    or when the monitoring DAG requested it (``requested_by_monitoring``: its evidence)."""
     if not drift.has_reference:
         return True, "no production model"
     if force_retrain:
         return True, f"forced (drift share {drift.drift_share:.2f}, drift {'detected' if drift.drift_detected else 'not detected'})"
+    if requested_by_monitoring:
+        return True, f"requested by monitoring: {requested_by_monitoring}"
     if drift.drift_detected:
         cols = ", ".join(drift.drifted_columns[:10]) + (" ..." if len(drift.drifted_columns) > 10 else "")
         return True, f"data-set drift: {drift.drift_share:.0%} of {drift.columns_tested} columns drifted ({cols})"
@@ -73,6 +77,7 @@ def record_outcome(cfg: PipelineConfig, run: RunContext, *, ingest: IngestRecord
     metrics = dict(train.test_metrics) if train is not None else {}
     record = OutcomeRecord(run_id=run.run_id, outcome=outcome, reason=reason,
                            branch_reason=branch_reason, model_version=version, metrics=metrics,
+                           trigger=run.trigger, trigger_reason=run.trigger_reason,
                            reconciled=reconciled.items if reconciled is not None else [])
     commit(cfg, ingest)
     RunCatalog.of(cfg, run).save_record("outcome", record)
