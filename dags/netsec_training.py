@@ -17,9 +17,10 @@ import typing
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
-from airflow.sdk import DAG, ExceptionRetryPolicy, Param, RetryAction, RetryRule, TriggerRule
+from airflow.sdk import (DAG, AssetOrTimeSchedule, CronTriggerTimetable, ExceptionRetryPolicy,
+                         Param, RetryAction, RetryRule, TriggerRule)
 
-from netsec_airflow import MONGO_CONN_ID, S3_CONN_ID
+from netsec_airflow import MONGO_CONN_ID, S3_CONN_ID, retrain_asset
 from netsec_tasks.config import Candidate, load_config
 
 log = logging.getLogger("netsec.dag")
@@ -40,6 +41,8 @@ PARAM_TO_CONFIG = {
 # Read once at parse time for the schedule, retry budget and the defaults shown in the UI.
 # A broken config shows up as an import error of this DAG, naming the bad key.
 CFG = load_config()
+# Emitted by netsec_monitoring when served traffic drifts or live F1 falls below its floor.
+RETRAIN_REQUESTED = retrain_asset(CFG)
 
 
 # --------------------------------------------------------------------------- task helpers
@@ -80,9 +83,23 @@ def _pull(ti: typing.Any, record_cls: type, task_id: str, key: str = "return_val
     return None if data is None else record_cls.from_xcom(data)
 
 
-def _trigger(dag_run: typing.Any) -> str:
+def _trigger(dag_run: typing.Any, triggering_asset_events: typing.Any = None) -> tuple[str, str | None]:
+    """(who started the run, why): a run started by the monitoring DAG's asset event is
+    ``monitoring``, with the evidence the events carry; other runs are their run type."""
     run_type = getattr(dag_run, "run_type", None)
-    return str(getattr(run_type, "value", run_type) or "manual")
+    kind = str(getattr(run_type, "value", run_type) or "manual")
+    if kind != "asset_triggered":
+        return kind, None
+    try:
+        events = list(triggering_asset_events[RETRAIN_REQUESTED]) if triggering_asset_events else []
+    except KeyError:
+        events = []
+    reasons = list(dict.fromkeys(
+        str((e.extra or {}).get("reason")) for e in events if (e.extra or {}).get("reason")))
+    if not events:
+        return kind, None
+    runs = ", ".join(dict.fromkeys(str((e.extra or {}).get("monitoring_run_id", "?")) for e in events))
+    return "monitoring", ("; ".join(reasons) or "retraining requested") + f" (monitoring run {runs})"
 
 
 # --------------------------------------------------------------------------- task callables
@@ -97,17 +114,20 @@ def reconcile_task(dag_run, params, **_):
     return record.to_xcom()
 
 
-def ingest_task(ti, dag_run, params, **_):
+def ingest_task(ti, dag_run, params, triggering_asset_events=None, **_):
     """Snapshot the source (file, or MongoDB through the netsec_mongo connection), split."""
     from netsec_tasks.errors import SourceUnavailable
     from netsec_tasks.ingest import ingest
     from netsec_tasks.records import RunContext
 
     cfg = _config(params)
-    run = RunContext.create(cfg, run_id=dag_run.run_id, trigger=_trigger(dag_run),
+    trigger, trigger_reason = _trigger(dag_run, triggering_asset_events)
+    run = RunContext.create(cfg, run_id=dag_run.run_id, trigger=trigger,
+                            trigger_reason=trigger_reason,
                             force_retrain=bool(params.get("force_retrain")))
     ti.xcom_push(key="run", value=run.to_xcom())
-    log.info("run %s: source=%s storage=%s", run.run_id, cfg.source.kind, run.storage_uri)
+    log.info("run %s (%s%s): source=%s storage=%s", run.run_id, trigger,
+             f": {trigger_reason}" if trigger_reason else "", cfg.source.kind, run.storage_uri)
     if cfg.source.kind != "mongo":
         return ingest(cfg, run).to_xcom()
 
@@ -148,7 +168,9 @@ def check_drift_task(ti, params, **_):
     reference_uri, reference_version = production_reference(cfg)
     drift = check_drift(cfg, run, validation, reference_uri=reference_uri,
                         reference_version=reference_version)
-    retrain, reason = decide_retrain(drift, force_retrain=run.force_retrain)
+    retrain, reason = decide_retrain(
+        drift, force_retrain=run.force_retrain,
+        requested_by_monitoring=run.trigger_reason if run.trigger == "monitoring" else None)
     log.info("branch: %s because %s (report: %s)", "retrain" if retrain else "skip", reason,
              drift.html_uri)
     ti.xcom_push(key="drift", value=drift.to_xcom())
@@ -330,8 +352,13 @@ Trains the threat classifier for **{CFG.dataset}** and promotes it only when it 
 
 `reconcile` (ends stale MLflow runs, decides model versions earlier runs left undecided) →
 `ingest` → `validate` → `check_drift` → either `transform` → `train` → `register` → `sync_s3`
-(drift, no Production model, or *force_retrain*) or `skip_training`, then `record_outcome`
-(commits the ingest watermark and writes `outcome.json` in the run directory).
+(drift, no Production model, *force_retrain*, or a request of `netsec_monitoring`) or
+`skip_training`, then `record_outcome` (commits the ingest watermark and writes `outcome.json`
+in the run directory).
+
+* **Schedule**: `{CFG.dag.schedule or "no cron"}` **or** the asset `{RETRAIN_REQUESTED.name}`, which
+  `netsec_monitoring` updates when served traffic drifts or live F1 falls below its floor; such a
+  run's outcome says `trigger: monitoring` and why.
 
 * **Connections**: `{MONGO_CONN_ID}` (MongoHook, only for `source=mongo`), `{S3_CONN_ID}`
   (S3Hook, only for `s3://` storage; MinIO's `endpoint_url` goes in its extra).
@@ -341,10 +368,19 @@ Trains the threat classifier for **{CFG.dataset}** and promotes it only when it 
 * Extra links (netsec plugin): MLflow run (train, register), drift report (check_drift).
 """
 
+def _schedule(cron: str | None) -> typing.Any:
+    """The cron (``dag.schedule``) or the monitoring DAG's retraining request, whichever comes
+    first; without a cron, only the request (and manual runs)."""
+    if cron is None:
+        return [RETRAIN_REQUESTED]
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC"),
+                               assets=[RETRAIN_REQUESTED])
+
+
 with DAG(
     dag_id=DAG_ID,
     description="Ingest, validate, drift-check, train, register and sync the threat classifier",
-    schedule=CFG.dag.schedule,
+    schedule=_schedule(CFG.dag.schedule),
     start_date=dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc),
     catchup=False,
     max_active_runs=1,

@@ -205,6 +205,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """The netsec_monitoring DAG's steps in process: verdicts into training data, then the
+    monitoring run and its commit. Only the DAG emits the retraining request (an Airflow asset
+    event); this command says whether it would."""
+    from netsec_tasks.feedback import feedback_to_training
+    from netsec_tasks.monitoring import commit, monitor
+    from netsec_tasks.monitoring.step import log_and_verdicts
+    from netsec_tasks.records import new_run_id
+
+    cfg = _cfg(args)
+    reader, store = log_and_verdicts(cfg)
+    feedback = feedback_to_training(cfg, store=store, log_reader=reader)
+    record = monitor(cfg, args.run_id or new_run_id("monitor"), reader=reader, store=store,
+                     feedback=feedback)
+    if not args.dry_run:
+        commit(cfg, record, requested=False)
+    live = record.live
+    print(f"traffic: {record.rows_read} new rows; {record.drift_reason}")
+    print(f"live:    {live.get('decision')}")
+    print(f"verdicts into training data: {feedback.reason}")
+    print(f"{'WOULD REQUEST' if record.trigger else 'no'} retraining: {record.trigger_reason}"
+          + (" (the netsec_monitoring DAG emits the request)" if record.trigger else ""))
+    print(f"report:  {record.html_uri}")
+    return 0
+
+
 def cmd_make_sample(args: argparse.Namespace) -> int:
     from netsec_tasks.storage import atomic_path
 
@@ -353,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "score the valid rows, write invalid ones unscored with status=invalid "
                          "and the reason")
     pr.set_defaults(func=cmd_predict)
+
+    mo = add("monitor", help="served traffic and verdicts: drift, live F1, report "
+                                        "(the netsec_monitoring DAG's steps, in process)")
+    mo.add_argument("--run-id")
+    mo.add_argument("--dry-run", action="store_true",
+                    help="do not move the prediction log's watermark (the next run reads the "
+                         "same rows)")
+    mo.set_defaults(func=cmd_monitor)
 
     ev = add("evaluate", help="score a labelled file with the Production model: metrics, "
                               "confusion matrix, per-label recall, plots, YAML + HTML report")

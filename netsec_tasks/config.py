@@ -80,6 +80,9 @@ class SourceConfig(_Section):
     mongo: MongoSourceConfig = MongoSourceConfig()
     # Train on the rows of the last N days only (by watermark time); None: all rows.
     window_days: float | None = Field(None, gt=0)
+    # kind=file: also train on analysts' verdicts (<storage>/feedback/training_rows.parquet,
+    # written by the netsec_monitoring DAG). A MongoDB source gets them as documents instead.
+    include_feedback: bool = True
 
 
 class SplitConfig(_Section):
@@ -207,6 +210,43 @@ def model_name_for(dataset: str) -> str:
     return f"netsec-{dataset}"
 
 
+class MonitoringConfig(_Section):
+    """The netsec_monitoring DAG: served traffic and analysts' verdicts (netsec_tasks.monitoring)."""
+
+    # Cron expression (or an Airflow preset such as @hourly); None: manual runs only.
+    schedule: str | None = "0 * * * *"
+    # Where serving writes its prediction log and takes verdicts: file (JSONL in log_dir, the
+    # embedded default) or mongo (collections of source.mongo.database, through netsec_mongo).
+    store: Literal["file", "mongo"] = "file"
+    log_dir: str = "{workdir}/predictions"
+    predictions_collection: str = "predictions"
+    feedback_collection: str = "feedback"
+    # Log documents (requests) read per run at most; the rest are read by the next run.
+    max_documents: int = Field(100_000, ge=1)
+    # Traffic drift is tested once this many new rows are logged; fewer wait for the next run
+    # (the watermark stays), so an hour of thin traffic never decides anything.
+    min_rows: int = Field(200, ge=1)
+    # Live precision/recall/F1 of the threat class over the verdicts on predictions of the
+    # Production version made in the last window_hours.
+    window_hours: float = Field(168.0, gt=0)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    bootstrap: int = Field(1000, ge=100, le=100_000)
+    # Retrain when live F1 is below the floor with confidence: at least min_labels verdicts and
+    # the upper end of F1's confidence interval below f1_floor (few labels never raise it).
+    f1_floor: float = Field(0.8, ge=0, le=1)
+    min_labels: int = Field(50, ge=1)
+    retrain_on_drift: bool = True
+    # After requesting a retraining, no new request for the same Production version for this
+    # long (a retraining that could not fix the drift must not run every hour).
+    cooldown_hours: float = Field(24.0, ge=0)
+    trend_runs: int = Field(168, ge=2, le=10_000)
+    # A verdict contradicting an identical training row: append it anyway, or hold it back;
+    # either way it is counted and listed in the report.
+    on_conflict: Literal["append", "hold"] = "append"
+    experiment: str = "netsec-monitoring"
+    seed: int = 0
+
+
 class PipelineConfig(_Section):
     dataset: str = "phishing"
     workdir: str = ".netsec"
@@ -219,6 +259,7 @@ class PipelineConfig(_Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     storage: StorageConfig = StorageConfig()
     dag: DagConfig = DagConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     # Where this config was loaded from (set by load_config, not by the file).
     config_dir: str = Field(str(PACKAGE_CONFIG_DIR), exclude=True)
 

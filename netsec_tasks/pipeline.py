@@ -66,14 +66,19 @@ def drift_sentence(drift: DriftRecord) -> str:
             f"not above{threshold or ' the threshold'}){listed}")
 
 
-def decide_retrain(drift: DriftRecord, *, force_retrain: bool) -> tuple[bool, str]:
-    """The branch rule: retrain on data-set drift, when no Production model exists, or when
-    forced. The reason is a plain sentence (it is the outcome's reason when training is skipped)."""
+def decide_retrain(drift: DriftRecord, *, force_retrain: bool,
+                   requested_by_monitoring: str | None = None) -> tuple[bool, str]:
+    """The branch rule: retrain on data-set drift, when no Production model exists, when forced,
+    or when the monitoring DAG requested it (``requested_by_monitoring``: its evidence). The
+    reason is a plain sentence (it is the outcome's reason when training is skipped)."""
     found = drift_sentence(drift)
     if not drift.has_reference:
         return True, "Retrained because there is no Production model yet."
     if force_retrain:
         return True, f"Retrained because force_retrain was set; {found}."
+    if requested_by_monitoring:
+        evidence = requested_by_monitoring.strip().rstrip(".")
+        return True, f"Retrained because monitoring requested it: {evidence}. In this run, {found}."
     if drift.drift_detected:
         return True, f"Retrained because {found}."
     return False, f"Training skipped because {found}."
@@ -135,7 +140,8 @@ def record_outcome(cfg: PipelineConfig, run: RunContext, *, ingest: IngestRecord
         before = ModelOutcome(version=version)
         after = version
     record = OutcomeRecord(
-        run_id=run.run_id, trigger=run.trigger, outcome=outcome, reason=reason,
+        run_id=run.run_id, trigger=run.trigger, trigger_reason=run.trigger_reason,
+        outcome=outcome, reason=reason,
         branch_reason=branch_reason, model_name=cfg.registry.model_name,
         metric=cfg.training.metric if train is not None else None,
         production_before=before, candidate=candidate, production_after=after,

@@ -16,6 +16,18 @@ MONGO_CONN_ID = "netsec_mongo"
 S3_CONN_ID = "netsec_s3"
 
 
+def retrain_asset(cfg: typing.Any) -> typing.Any:
+    """The Airflow asset "retraining requested" of the configured model: the netsec_monitoring
+    DAG emits an event on it (with the evidence in the event's extra) and netsec_training is
+    scheduled on its cron *or* this asset (``AssetOrTimeSchedule``). The ``x-`` scheme is
+    Airflow's convention for a scheme no provider normalises (so parsing loads no provider)."""
+    from airflow.sdk import Asset
+
+    name = cfg.registry.model_name
+    return Asset(name=f"netsec_retraining_requested__{name}", uri=f"x-netsec://retraining/{name}",
+                 group="netsec")
+
+
 def connection_defined(conn_id: str) -> bool:
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException

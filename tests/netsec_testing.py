@@ -7,6 +7,7 @@ test directories have one).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import socket
@@ -40,6 +41,19 @@ os.environ.update({
 })
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@contextlib.contextmanager
+def environ_restored():
+    """Undo what the enclosed code writes to os.environ. For session-scoped fixtures: pytest
+    sets them up before the per-module and per-test restore points are taken, so anything they
+    leave there (MLflow's set_tracking_uri writes MLFLOW_TRACKING_URI) would outlive them."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def stop_process(proc: subprocess.Popen | None, timeout: float = 15.0) -> None:

@@ -42,6 +42,15 @@ def test_no_drift_means_skip_unless_forced():
     assert retrain and reason.startswith("Retrained because force_retrain was set; the new batch did not drift")
 
 
+def test_monitoring_request_retrains_and_says_what_the_batch_showed():
+    retrain, reason = decide_retrain(
+        drift(drift_share=0.0), force_retrain=False,
+        requested_by_monitoring="traffic data-set drift: 9 of 30 columns (run monitor_1).")
+    assert retrain and sentence(reason) and ".." not in reason
+    assert reason.startswith("Retrained because monitoring requested it: traffic data-set drift: "
+                             "9 of 30 columns (run monitor_1). In this run, the new batch did not drift")
+
+
 @pytest.mark.parametrize("force", [False, True])
 def test_an_empty_new_batch_says_so(force):
     retrain, reason = decide_retrain(drift(current_rows=0, columns_tested=0), force_retrain=force)
@@ -84,7 +93,7 @@ def test_kept_production_names_both_versions_each_with_its_own_metrics(records):
                "margin 0.0000 (registry.promotion_margin).")
     out = record_outcome(cfg, run, ingest=ingest, validation=validation, drift=drift(),
                          train=train, register=register, branch_reason="Retrained because x.")
-    assert out.outcome == "kept_production" and out.trigger == "manual"
+    assert out.outcome == "kept_production" and out.trigger == "manual" and out.trigger_reason is None
     assert out.production_before.version == "3" == out.production_after
     assert out.production_before.metrics == {"f1": 0.93, "roc_auc": 0.98}
     assert out.production_before.score == 0.93

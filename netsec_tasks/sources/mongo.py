@@ -22,8 +22,9 @@ ObjectIds are made by the inserting client: with several writers whose clocks di
 server-side increasing ``watermark_field`` instead. Documents without the watermark field never
 match a range query: they are read only by a full read.
 
-Bookkeeping fields (``_id``, ``_netsec_key``, ``_netsec_load``, ``ingested_at``) are never data:
-the reader drops them (:data:`BOOKKEEPING_FIELDS`).
+Bookkeeping fields (``_id``, ``_netsec_key``, ``_netsec_load``, ``ingested_at``, and the
+provenance of rows that came from analysts' verdicts, ``netsec_tasks.feedback.PROVENANCE_FIELDS``)
+are never data: the reader drops them (:data:`BOOKKEEPING_FIELDS`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from pydantic import BaseModel
 
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import DataError, SourceUnavailable
+from netsec_tasks.feedback import PROVENANCE_FIELDS
 
 if TYPE_CHECKING:
     import pymongo
@@ -59,7 +61,7 @@ log = logging.getLogger(__name__)
 KEY_FIELD = "_netsec_key"
 LOAD_FIELD = "_netsec_load"
 INGESTED_AT_FIELD = "ingested_at"
-BOOKKEEPING_FIELDS = ("_id", KEY_FIELD, LOAD_FIELD, INGESTED_AT_FIELD)
+BOOKKEEPING_FIELDS = ("_id", KEY_FIELD, LOAD_FIELD, INGESTED_AT_FIELD, *PROVENANCE_FIELDS)
 KEY_INDEX_NAME = "netsec_key_unique"
 DUPLICATE_KEY = 11000
 

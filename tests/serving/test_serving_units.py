@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from netsec_tasks.errors import DataError
-from netsec_tasks.prediction_log import prediction_documents, prediction_frame, read_prediction_log
+from netsec_tasks.prediction_log import (new_request_id, prediction_documents, prediction_frame,
+                                         read_prediction_log, request_time)
 from serving.predlog import JsonlSink, LogEntry, MongoSink, PredictionLog
 
 FEATURES = ("a", "b")
@@ -124,7 +125,8 @@ def test_jsonl_log_reads_back_row_for_row(tmp_path):
     plog = PredictionLog(JsonlSink(tmp_path), batch_rows=10_000, flush_seconds=60, max_queued=10).start()
     entries = [LogEntry(time=now, model_name="m", model_version=v, features=FEATURES, inputs=x,
                         is_threat=(x[:, 0] > 0).astype(np.int8), probability=np.linspace(0, 1, 25),
-                        labels=["phish" if t else "ok" for t in (x[:, 0] > 0)], route="/predict")
+                        labels=["phish" if t else "ok" for t in (x[:, 0] > 0)], route="/predict",
+                        request_id=new_request_id(now))
                for v, x in (("1", whole), ("2", fractional))]
     for e in entries:
         plog.submit(e)
@@ -134,7 +136,10 @@ def test_jsonl_log_reads_back_row_for_row(tmp_path):
     assert len((tmp_path / "predictions-2026-11-21.jsonl").read_text().splitlines()) == 2
     frame = read_prediction_log(tmp_path)
     assert list(frame.columns) == ["a", "b", "is_threat", "threat_probability", "label",
-                                   "time", "model_name", "model_version", "route"]
+                                   "time", "model_name", "model_version", "route", "prediction_id"]
+    assert frame["prediction_id"].tolist() == [f"{e.request_id}-{k}" for e in entries
+                                               for k in range(25)]
+    assert request_time(entries[0].request_id) == now.replace(microsecond=123000)
     np.testing.assert_array_equal(frame[["a", "b"]].to_numpy(float),
                                   np.vstack([whole, fractional]))  # NaN included
     assert frame["is_threat"].tolist() == [int(t) for e in entries for t in e.is_threat]
@@ -150,9 +155,12 @@ def test_log_documents_split_large_requests_and_keep_text_columns():
     docs = prediction_documents(time=dt.datetime.now(dt.timezone.utc), model_name="m",
                                 model_version="1", route="/predict/csv", features=("a", "b"),
                                 inputs=frame, is_threat=np.array([0, 1, 0, 1, 0]),
-                                probability=np.full(5, 0.25), labels=[1, -1, 1, -1, 1], max_rows=2)
+                                probability=np.full(5, 0.25), labels=[1, -1, 1, -1, 1], max_rows=2,
+                                request_id="0" * 22)
     assert [d["n_rows"] for d in docs] == [2, 2, 1]
     back = prediction_frame(docs)
+    # One request id across the documents of a split request: ids number its rows.
+    assert back["prediction_id"].tolist() == [f"{'0' * 22}-{k}" for k in range(5)]
     pd.testing.assert_series_equal(back["a"], frame["a"])
     assert back["b"].tolist()[:3] == ["x", "y", "z"] and back["b"].isna().tolist()[3]
 
