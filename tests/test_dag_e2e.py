@@ -434,9 +434,10 @@ def test_local_runner_script_on_the_embedded_defaults(tmp_path):
     assert summary["outcome"]["outcome"] == "promoted"
     assert summary["production"]["version"] == "1"
     assert summary["production"]["metrics"]["test_f1"] > 0.8
-    assert f" AIRFLOW_HOME={tmp_path / 'w' / 'airflow'} " in summary["airflow_ui"]
-    assert summary["airflow_ui"].startswith("PATH=")   # standalone spawns `airflow` by name
+    assert summary["airflow_ui"].startswith(f"NETSEC_HOME={tmp_path / 'w'} ")
+    assert "scripts/airflow_ui.py" in summary["airflow_ui"]  # standalone on loopback only
     assert "mlflow ui --backend-store-uri sqlite:///" in summary["mlflow_ui"]
+    assert "--host 127.0.0.1" in summary["mlflow_ui"]
     # airflow.cfg now points at the repo, so `airflow standalone` on that home sees the same DAG.
     cfg_text = (tmp_path / "w" / "airflow" / "airflow.cfg").read_text()
     assert f"dags_folder = {REPO / 'dags'}\n" in cfg_text
