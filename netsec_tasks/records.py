@@ -216,6 +216,16 @@ class ReconcileRecord(Record):
         return "; ".join(f"{i.kind} {i.id}: {i.action}" for i in self.items)
 
 
+class RollbackRecord(Record):
+    """What ``netsec rollback`` did: Production moved back from one version to another."""
+
+    model_name: str
+    from_version: str                # Production before the rollback
+    to_version: str                  # Production now (holds the alias)
+    rolled_back: list[str]           # versions tagged netsec.promotion=rolled_back
+    reason: str
+
+
 class ModelOutcome(Record):
     """One model version as a run's outcome names it, with its own metrics."""
 

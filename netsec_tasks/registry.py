@@ -23,7 +23,8 @@ from typing import Any
 
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import ConfigError, DataError, NetsecError, RegistryError
-from netsec_tasks.records import RegisterRecord, RunContext, TrainRecord, ValidationRecord
+from netsec_tasks.records import (RegisterRecord, RollbackRecord, RunContext, TrainRecord,
+                                  ValidationRecord)
 # "Is the store unreachable" and the error it becomes live in netsec_tasks.outages (one place for
 # MLflow, S3 and MongoDB); mlflow_errors stays importable from here.
 from netsec_tasks.outages import is_unreachable as _is_unreachable
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 PRODUCTION_STAGE = "Production"
 TAG = "netsec."
-PROMOTION_TAG = TAG + "promotion"   # promoted | rejected | abandoned: the version's decision
+PROMOTION_TAG = TAG + "promotion"   # promoted | rejected | abandoned | rolled_back: the version's decision
 # Metrics that need a threat probability rather than a hard 0/1 prediction.
 _PROBA_METRICS = {"roc_auc", "average_precision", "pr_auc"}
 
@@ -544,6 +545,56 @@ def _promote(client, cfg: PipelineConfig, version: str) -> None:
         warnings.simplefilter("ignore")  # stages are deprecated, and used here on purpose
         client.transition_model_version_stage(name, version, PRODUCTION_STAGE,
                                               archive_existing_versions=True)
+
+
+def rollback(cfg: PipelineConfig, *, to_version: str | None = None, reason: str = "") -> RollbackRecord:
+    """Move Production (``registry.alias``, and the deprecated stage) back to ``to_version``,
+    by default the version the current one replaced (its tag ``netsec.previous_production_version``).
+
+    Every promoted version newer than the target is tagged ``netsec.promotion=rolled_back``
+    (with ``netsec.rolled_back_to`` and ``netsec.rollback_reason``) *before* the alias moves, so
+    reconcile, which finishes promotions that did not move the alias, never promotes one of them
+    again. Serving follows the alias at its next registry poll; the next run compares its
+    candidate with the restored version.
+
+    Raises ConfigError when there is no Production model, no recorded previous version and no
+    ``to_version``, or the target does not exist or already is Production; SourceUnavailable when
+    the registry is unreachable."""
+    from mlflow.exceptions import MlflowException
+
+
+    name = cfg.registry.model_name
+    with mlflow_errors(cfg, f"roll back {name}"):
+        client = mlflow_client(cfg)
+        prod = _production_version(client, cfg)
+        if prod is None:
+            raise ConfigError(f"{name} has no Production model (alias '{cfg.registry.alias}'): "
+                              "nothing to roll back")
+        current = str(prod.version)
+        target = to_version or (prod.tags or {}).get(TAG + "previous_production_version")
+        if not target or target == "None":
+            raise ConfigError(f"{name} v{current} records no previous Production version: "
+                              "name the version to restore (netsec rollback --to VERSION)")
+        target = str(target)
+        if target == current:
+            raise ConfigError(f"{name} v{target} already is Production")
+        try:
+            client.get_model_version(name, target)
+        except MlflowException as exc:
+            raise ConfigError(f"{name} has no version {target!r} to roll back to: "
+                              f"{str(exc).splitlines()[0]}") from None
+        why = reason or f"rolled back from v{current} to v{target} by an operator"
+        undone = [str(mv.version) for mv in _all_versions(client, name)
+                  if int(mv.version) > int(target)
+                  and (mv.tags or {}).get(PROMOTION_TAG) == "promoted"]
+        for version in sorted(set(undone) | {current}, key=int):
+            client.set_model_version_tag(name, version, PROMOTION_TAG, "rolled_back")
+            client.set_model_version_tag(name, version, TAG + "rolled_back_to", target)
+            client.set_model_version_tag(name, version, TAG + "rollback_reason", why)
+        _promote(client, cfg, target)
+    log.info("%s: Production rolled back from v%s to v%s (%s)", name, current, target, why)
+    return RollbackRecord(model_name=name, from_version=current, to_version=target,
+                          rolled_back=sorted(set(undone) | {current}, key=int), reason=why)
 
 
 @dataclass(frozen=True)
