@@ -291,6 +291,8 @@ def test_run1_no_production_model_trains_registers_promotes_and_syncs(stack):
     assert (last["run_id"], last["state"], last["outcome"]["outcome"]) == (r["run_id"], "success",
                                                                            "promoted")
     assert last["failed_tasks"] == []
+    # dag_runs.jsonl carries the same record as outcome.json and the XCom, field for field.
+    assert last["outcome"] == outcome
 
 
 def test_drift_report_link_serves_the_report_to_authenticated_users_only(stack):
@@ -372,6 +374,8 @@ def test_run5_worse_than_production_by_the_margin_keeps_production(stack):
     assert outcome["production_before"]["metrics"]["f1"] == pytest.approx(register["production_score"])
     assert outcome["candidate"]["score"] == pytest.approx(register["new_score"])
     assert outcome["rows"]["production_rows_in_test"] == 0
+    last = stack.dag_runs()[-1]
+    assert last["run_id"] == r["run_id"] and last["outcome"] == outcome
     assert stack.production() == production
     assert len(stack.versions()) == len(versions) + 1
 
