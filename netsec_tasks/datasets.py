@@ -13,9 +13,9 @@ import logging
 import os
 import socket
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 from urllib.error import HTTPError, URLError
 
 import pandas as pd
