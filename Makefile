@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN  := $(VENV)/bin
 
-.PHONY: setup setup-test run run-quick test test-fast bench serve airflow-ui mlflow-ui compose-test clean
+.PHONY: setup setup-test run run-quick lint format test test-fast bench serve airflow-ui mlflow-ui compose-test clean
 
 setup:
 	scripts/setup.sh
@@ -23,6 +23,17 @@ run: setup
 ## The same steps in process, without Airflow.
 run-quick: setup
 	$(BIN)/netsec run
+
+## Lint, format check and type check (ruff and mypy, configured in pyproject.toml; the same
+## hooks run on commit after `pre-commit install`). `make format` applies ruff's fixes.
+lint: setup-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup-test
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 ## Every test, with the real servers the fixtures start.
 test: setup-test

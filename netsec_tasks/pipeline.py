@@ -206,6 +206,7 @@ def run_pipeline(cfg: PipelineConfig, *, run_id: str | None = None, force_retrai
     """Run every step in process. Raises the first step's NetsecError; the watermark then stays.
 
     The first action reconciles what earlier runs left (:mod:`netsec_tasks.reconcile`)."""
+    from netsec_tasks.catalog import RunCatalog
     from netsec_tasks.drift import check_drift
     from netsec_tasks.holdout import evaluate_holdout
     from netsec_tasks.ingest import ingest
@@ -215,8 +216,6 @@ def run_pipeline(cfg: PipelineConfig, *, run_id: str | None = None, force_retrai
     from netsec_tasks.train import train
     from netsec_tasks.transform import transform
     from netsec_tasks.validate import validate
-
-    from netsec_tasks.catalog import RunCatalog
 
     run = RunContext.create(cfg, run_id=run_id, trigger=trigger, force_retrain=force_retrain)
     log.info("run %s in %s", run.run_id, run.storage_uri)

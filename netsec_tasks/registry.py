@@ -23,12 +23,12 @@ from typing import Any
 
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import ConfigError, DataError, NetsecError, RegistryError
-from netsec_tasks.records import (RegisterRecord, RollbackRecord, RunContext, TrainRecord,
-                                  ValidationRecord)
+
 # "Is the store unreachable" and the error it becomes live in netsec_tasks.outages (one place for
 # MLflow, S3 and MongoDB); mlflow_errors stays importable from here.
 from netsec_tasks.outages import is_unreachable as _is_unreachable
 from netsec_tasks.outages import mlflow_errors, owner_id, quick_mlflow
+from netsec_tasks.records import RegisterRecord, RollbackRecord, RunContext, TrainRecord, ValidationRecord
 from netsec_tasks.schema import DatasetSchema, load_schema
 from netsec_tasks.tracking import OWNER_TAG, mlflow_client, version_label
 

@@ -413,6 +413,26 @@ def pid_running(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+# --------------------------------------------------------------------------- the netsec CLI
+
+NETSEC = [sys.executable, "-m", "netsec_tasks.cli"]
+# A small training budget for CLI runs (after the sub-command or before it: both are accepted).
+SMALL_BUDGET = ["--set", "training.candidates=[random_forest, logistic_regression]",
+                "--set", "training.n_iter=2", "--set", "training.cv_folds=3",
+                "--set", "training.n_jobs=1"]
+
+
+def netsec(*args: str, home: Path, env: dict | None = None, timeout: int = 600):
+    """``netsec *args`` as a user runs it, in a subprocess with ``NETSEC_HOME=home`` (the
+    CompletedProcess, text). No NETSEC_* and no MLflow URIs from the test process (another
+    test's registry)."""
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith("NETSEC_") and k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    full_env.update({"NETSEC_HOME": str(home), **(env or {})})
+    return subprocess.run([*NETSEC, *args], cwd=REPO, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
 # --------------------------------------------------------------------------- headless Chromium
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from netsec_testing import CHROMIUM_FLAGS, REPO, Cdp, chromium, devtools_url, free_port, stop_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]
@@ -56,9 +57,10 @@ def airflow_ui(tmp_path_factory):
     })
     (root / "passwords.json").write_text(json.dumps({"admin": PASSWORD}))
     log_path = root / "airflow.log"
-    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "airflow_ui.py")], env=env,
-                            cwd=root, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    with open(log_path, "wb") as log:  # the launcher keeps its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "airflow_ui.py")], env=env,
+                                cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 600

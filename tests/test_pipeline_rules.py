@@ -5,8 +5,14 @@ import json
 import pytest
 
 from netsec_tasks.pipeline import decide_retrain, record_outcome
-from netsec_tasks.records import (DriftRecord, IngestRecord, RegisterRecord, RunContext,
-                                  TrainRecord, ValidationRecord)
+from netsec_tasks.records import (
+    DriftRecord,
+    IngestRecord,
+    RegisterRecord,
+    RunContext,
+    TrainRecord,
+    ValidationRecord,
+)
 
 
 def drift(**kw):

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from netsec_testing import CHROMIUM_FLAGS, Cdp, stop_process
-from netsec_testing import chromium as _chromium
-from netsec_testing import devtools_url as _devtools_url
 from serving_helpers import TARGET, training_frame, wait_ready_http
 
 from netsec_tasks.contract import OUTPUT_COLUMNS
 from netsec_tasks.feedback import JsonlFeedbackStore
+from netsec_testing import CHROMIUM_FLAGS, Cdp, stop_process
+from netsec_testing import chromium as _chromium
+from netsec_testing import devtools_url as _devtools_url
 
 pytestmark = pytest.mark.slow  # real servers and processes, ~15-30 s each
 

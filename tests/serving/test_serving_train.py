@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from serving_helpers import free_port, wait_for_port
-
 
 KEY = "train-key"
 
@@ -47,9 +45,9 @@ def test_serving_refuses_to_start_with_the_default_airflow_password(tmp_path):
     import sys
     from pathlib import Path
 
+    from netsec_tasks.errors import ConfigError
     from serving.app import create_app
     from serving.settings import Settings
-    from netsec_tasks.errors import ConfigError
 
     remote = dict(mlflow_tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", log_dir=str(tmp_path / "p"),
                   airflow_url="http://airflow-apiserver:8080")
