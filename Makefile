@@ -13,6 +13,10 @@ setup-test:
 ## The main job on the embedded defaults: the Airflow DAG end to end on the synthetic sample
 ## (SQLite Airflow + MLflow, file:// storage, all under .netsec/). Params: make run CONF='{"force_retrain": true}'
 CONF ?= {}
+## Address the local servers listen on (serve, airflow-ui, mlflow-ui). Loopback: this machine only.
+## HOST=0.0.0.0 exposes them to every network the machine is on (README, "Operating it").
+HOST ?= 127.0.0.1
+AIRFLOW_PORT ?= 8080
 run: setup
 	$(BIN)/python scripts/airflow_local.py -c '$(CONF)'
 
@@ -39,17 +43,17 @@ test-fast: setup-test
 	$(BIN)/python -m pytest -q -m "not slow"
 
 serve: setup
-	$(BIN)/netsec serve
+	$(BIN)/netsec serve --host $(HOST)
 
 ## The Airflow UI on the state `make run` left (same runs; trigger with params). Port 8080.
-## `airflow standalone` starts its components as `airflow ...` subprocesses, hence the PATH.
+## `airflow standalone` with the API server on $(HOST) and no log servers (scripts/airflow_ui.py).
 airflow-ui: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" AIRFLOW_HOME="$(CURDIR)/.netsec/airflow" NETSEC_HOME="$(CURDIR)/.netsec" \
-	  NETSEC_CONFIG="$(CURDIR)/config/pipeline.yaml" airflow standalone
+	AIRFLOW__API__HOST=$(HOST) AIRFLOW__API__PORT=$(AIRFLOW_PORT) NETSEC_HOME="$(CURDIR)/.netsec" \
+	  NETSEC_CONFIG="$(CURDIR)/config/pipeline.yaml" $(BIN)/python scripts/airflow_ui.py
 
 ## The MLflow UI on the same local registry. Port 5000.
 mlflow-ui: setup
-	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/.netsec/mlflow.db" --port 5000
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/.netsec/mlflow.db" --host $(HOST) --port 5000
 
 bench: setup-test
 	$(BIN)/python bench/bench_training.py

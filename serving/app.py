@@ -35,6 +35,7 @@ log = logging.getLogger("netsec.serving")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    settings.check_train_settings()  # ConfigError: refuse to start, naming the settings
     metrics = Metrics()
     contract = load_contract(settings)  # a bad schema stops the start, naming the file
 

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from netsec_tasks.drift.report import _CSS as DRIFT_CSS
-from netsec_tasks.drift.report import _plain
+from netsec_tasks.plain import plain
 
 _CSS = DRIFT_CSS + """
 .trend{display:grid;grid-template-columns:repeat(auto-fill,minmax(380px,1fr));gap:1rem}
@@ -23,7 +23,7 @@ _LINE, _BAND, _REF, _MARK = "#2457c5", "#c9d6f3", "#8a8f98", "#c62828"
 
 
 def render_yaml(doc: dict[str, Any]) -> str:
-    return yaml.safe_dump(_plain(doc), sort_keys=False, allow_unicode=True, width=120)
+    return yaml.safe_dump(plain(doc), sort_keys=False, allow_unicode=True, width=120)
 
 
 def _num(x: Any) -> float | None:
