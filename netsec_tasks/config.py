@@ -146,9 +146,10 @@ class RegistryConfig(_Section):
     # Artifact root for a new experiment on a local tracking store (ignored by a server).
     artifact_location: str | None = "{workdir}/mlartifacts"
     experiment: str = "netsec"
-    # None: one registered model per data set, netsec-<dataset> (model_name_for). Set it to
-    # register a data set under another name (serving: NETSEC_SERVING_MODEL_NAME).
-    model_name: str | None = None
+    # Unset (null): one registered model per data set, netsec-<dataset> (model_name_for), filled
+    # in after validation, so it is always a name once loaded. Set it to register a data set
+    # under another name (serving: NETSEC_SERVING_MODEL_NAME).
+    model_name: str = ""
     _derived: bool = PrivateAttr(False)
     alias: str = "production"
     # Promote when new_score > production_score + margin (strictly beats) and new_score >= min_score.
@@ -164,6 +165,11 @@ class RegistryConfig(_Section):
     request_timeout_seconds: int = Field(10, ge=1, le=600)
     max_retries: int = Field(2, ge=0, le=10)
     backoff_factor: int = Field(1, ge=0, le=60)
+
+    @field_validator("model_name", mode="before")
+    @classmethod
+    def _unset_name(cls, v: Any) -> Any:
+        return "" if v is None else v  # null in YAML or the environment: derive it
 
 
 class EvaluationConfig(_Section):
@@ -272,7 +278,7 @@ class PipelineConfig(_Section):
     @model_validator(mode="after")
     def _derived_model_name(self) -> "PipelineConfig":
         # Remember that the name was derived, so a later change of data set derives it again.
-        if self.registry.model_name is None:
+        if not self.registry.model_name:
             self.registry.model_name = model_name_for(self.dataset)
             self.registry._derived = True
         return self

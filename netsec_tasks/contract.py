@@ -199,8 +199,9 @@ def coerce(raw: pd.Series, spec: ColumnSpec, null: pd.Series, *, strict: bool = 
             text = raw.where(present).map(lambda v: str(v).strip().lower() if v is not None else v)
         truthy, falsy = text.isin(_TRUE), text.isin(_FALSE)
         bad_value = present & ~wrong_type & ~truthy & ~falsy
-        typed = pd.Series(np.where(truthy, True, np.where(falsy, False, None)), index=raw.index,
-                          dtype=object)
+        typed = pd.Series(None, index=raw.index, dtype=object)
+        typed[truthy.to_numpy()] = True
+        typed[falsy.to_numpy()] = False
         return Coerced(typed, [(wrong_type, "must be true or false (bool column)"),
                                (bad_value, "not a boolean (true/false, yes/no, 1/0)")])
     # str

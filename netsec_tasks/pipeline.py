@@ -127,6 +127,7 @@ def record_outcome(cfg: PipelineConfig, run: RunContext, *, ingest: IngestRecord
                                  score=register.new_score if register else None)
     if register is not None:
         outcome = "promoted" if register.promoted else "kept_production"
+        assert candidate is not None  # a version is registered only after training
         reason = _outcome_reason(register, candidate)
         before = ModelOutcome(version=register.previous_production_version,
                               metrics=dict(register.production_metrics),

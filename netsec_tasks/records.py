@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Self
@@ -27,7 +28,7 @@ def new_run_id(prefix: str = "manual") -> str:
     return f"{prefix}__{utcnow().strftime('%Y%m%dT%H%M%S.%fZ')}"
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):

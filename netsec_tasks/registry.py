@@ -651,7 +651,7 @@ def decide_version(client, cfg: PipelineConfig, mv, model, new_score: float, fra
     production_metrics: dict[str, float] = {}
     note = ""
     if prod is not None:
-        seen_mask = production_rows_in(cfg, previous, dict(prod.tags or {}), frame, schema)
+        seen_mask = production_rows_in(cfg, str(prod.version), dict(prod.tags or {}), frame, schema)
         compared = frame
         if seen_mask is not None:
             rows_in_test = int(seen_mask.sum())

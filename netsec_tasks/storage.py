@@ -23,6 +23,7 @@ files (reports written for a user, the CLI's outputs, state files under a work d
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import tempfile
@@ -291,7 +292,7 @@ class Storage:
     def read_text(self, uri: str, encoding: str = "utf-8") -> str:
         return self.read_bytes(uri).decode(encoding)
 
-    def read_frame(self, uri: str, columns: list[str] | None = None) -> "pd.DataFrame":
+    def read_frame(self, uri: str, columns: builtins.list[str] | None = None) -> "pd.DataFrame":  # builtins: Storage.list shadows list here
         """A Parquet (or ``.csv``) object as a DataFrame; DataError names a damaged file."""
         import pyarrow.parquet as pq
 
@@ -338,7 +339,7 @@ class Storage:
                 self.upload(tmp.name, uri)
             return
         path = file_uri_to_path(uri)
-        with self._errors("write", uri), atomic_path(path) as tmp, open(tmp, "wb") as f:
+        with self._errors("write", uri), atomic_path(path) as part, open(part, "wb") as f:
             yield f
 
     def write_bytes(self, uri: str, data: bytes) -> str:

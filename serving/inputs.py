@@ -25,6 +25,7 @@ import itertools
 import json
 import math
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -180,7 +181,7 @@ try:  # msgspec decodes and type-checks {"records": [...]} in C, ~5x faster than
     import msgspec
     import msgspec.structs
 except ImportError:  # pragma: no cover - msgspec is in the serving extra
-    msgspec = None
+    msgspec = None  # type: ignore[assignment]  # the contract path still works
 
 _decoders: dict[tuple, Any] = {}
 
@@ -231,7 +232,8 @@ def fast_decoder(contract: Contract, features: tuple[str, ...]):
             fields.append((f"p{j}", Any, msgspec.UNSET))
             rename[f"p{j}"] = name
         row = msgspec.defstruct("Row", fields, rename=rename, forbid_unknown_fields=True)
-        payload = msgspec.defstruct("Payload", [("records", list[row])], forbid_unknown_fields=True)
+        records = list[row]  # type: ignore[valid-type]  # a struct built at run time
+        payload = msgspec.defstruct("Payload", [("records", records)], forbid_unknown_fields=True)
         dec = msgspec.json.Decoder(payload)
     if len(_decoders) > 16:  # a few model versions at most; never grow without bound
         _decoders.clear()
@@ -257,7 +259,7 @@ def fast_json_input(body: bytes, contract: Contract, model: LoadedModel,
         return None
     k = len(model.features)
     width = k + len(contract.passthrough)
-    rows = map(msgspec.structs.astuple, records)
+    rows: Iterable[tuple] = map(msgspec.structs.astuple, records)
     if width > k:
         rows = (r[:k] for r in rows)
     flat = list(itertools.chain.from_iterable(rows))
@@ -294,7 +296,7 @@ def csv_frame(data: bytes, name: str, contract: Contract, max_rows: int) -> pd.D
         frame = read_csv_bytes(data, source=name, max_rows=max_rows + 1,
                                text_columns=contract.passthrough, **contract.schema.read_options())
     except DataError as exc:
-        raise InputError(str(exc), column=(exc.columns or [None])[0]) from None
+        raise InputError(str(exc), column=exc.columns[0] if exc.columns else None) from None
     check_row_count(len(frame), max_rows, "the CSV")
     try:
         contract.check_columns(frame, source=f"{name} header")

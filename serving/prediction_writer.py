@@ -92,7 +92,8 @@ class MongoSink:
     def __init__(self, uri: str, database: str | None, collection: str):
         import pymongo
 
-        self.client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000, connect=False)
+        self.client: pymongo.MongoClient = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000,
+                                                               connect=False)
         db = database or (pymongo.uri_parser.parse_uri(uri).get("database") or "netsec")
         self.collection = self.client[db][collection]
         self.name = f"mongo:{db}.{collection}"
@@ -256,6 +257,7 @@ class PredictionLog:
 def make_prediction_log(settings, on_drop=None, on_write=None) -> PredictionLog | None:
     if not settings.log_enabled:
         return None
+    sink: MongoSink | JsonlSink
     if settings.mongo_uri:
         sink = MongoSink(settings.mongo_uri, settings.mongo_database, settings.mongo_collection)
     else:
