@@ -5,7 +5,7 @@
     netsec validate FILE                  schema + data-quality checks, report and quarantine
     netsec drift REF CUR                  drift report between two files
     netsec predict CSV [--out OUT] [--invalid refuse|flag]   predictions of the Production model
-    netsec make-sample [--rows N]         the deterministic synthetic data set
+    netsec make-sample [--rows N] [--missing 0.02]   the deterministic synthetic data set
     netsec fetch-dataset [--out P]        the real UCI data from OpenML (needs internet)
     netsec serve                          the FastAPI serving service
     netsec config                         the effective configuration (file + env)
@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from netsec_tasks.errors import NetsecError
+from netsec_tasks.errors import ConfigError, NetsecError
 
 
 def _cfg(args: argparse.Namespace, **overrides: Any):
@@ -163,9 +163,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_make_sample(args: argparse.Namespace) -> int:
     from netsec_tasks.sample import make_sample
 
-    frame = make_sample(args.rows, seed=args.seed, shift=args.shift)
+    try:
+        frame = make_sample(args.rows, seed=args.seed, shift=args.shift, missing=args.missing)
+    except ValueError as exc:
+        raise ConfigError(f"make-sample: {exc}") from None
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(args.out, index=False)
+    # %g: a column with gaps is float (NaN) but its values are whole numbers; write "1", not "1.0".
+    frame.to_csv(args.out, index=False, float_format="%g")
     print(f"{len(frame)} rows written to {args.out}")
     return 0
 
@@ -246,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--rows", type=int, default=5000)
     ms.add_argument("--seed", type=int, default=0)
     ms.add_argument("--shift", type=float, default=0.0, help="0..1, a drifted copy for demos")
+    ms.add_argument("--missing", type=float, default=0.0,
+                    help="share of feature cells left empty, 0..1 (e.g. 0.02); the other values "
+                         "are those of the sample without gaps")
     ms.add_argument("--out", default="data/phishing_sample.csv")
     ms.set_defaults(func=cmd_make_sample)
 
