@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN  := $(VENV)/bin
 
-.PHONY: setup setup-test run run-quick test test-fast bench serve airflow-ui mlflow-ui local-stack clean
+.PHONY: setup setup-test run run-quick test test-fast bench serve airflow-ui mlflow-ui compose-test clean
 
 setup:
 	scripts/setup.sh
@@ -44,10 +44,12 @@ bench: setup-test
 	$(BIN)/python bench/bench_training.py
 	$(BIN)/python bench/bench_serving.py
 
-## The docker compose stack's local twin (no Docker): its services as loopback processes, driven
-## end to end (DAG runs on two Celery workers, bucket, serving, screenshots in .netsec/local_stack/).
-local-stack: setup-test
-	$(BIN)/python scripts/local_stack.py
+## The docker compose stack under a real Docker engine (starts dockerd as root when none runs):
+## builds both images and CI's stand-ins, `up` with two Celery workers, drives the users' paths,
+## screenshots, `down -v`. Logs and screenshots in .netsec/compose-test/. COMPOSE=v1 for docker-compose 1.29.
+COMPOSE ?= v2
+compose-test: setup-test
+	$(BIN)/python scripts/compose_test.py --compose $(COMPOSE)
 
 clean:
 	rm -rf .netsec

@@ -166,9 +166,16 @@ def register_task(ti, params, **_):
     from netsec_tasks.records import TrainRecord, ValidationRecord
     from netsec_tasks.registry import register
 
-    record = register(_config(params), _run_context(ti), _pull(ti, TrainRecord, "train"),
-                      _pull(ti, ValidationRecord, "validate"))
+    cfg, run = _config(params), _run_context(ti)
+    record = register(cfg, run, _pull(ti, TrainRecord, "train"), _pull(ti, ValidationRecord, "validate"))
     log.info("registry: %s", record.reason)
+    if cfg.evaluation.holdout_path:  # off by default: the new version on a labelled hold-out file
+        from netsec_tasks.holdout import evaluate_holdout
+
+        evaluation = evaluate_holdout(cfg, run, record)
+        if evaluation is not None:
+            log.info("hold-out %s: %s (report: %s)", evaluation.source, evaluation.metrics,
+                     evaluation.html_uri)
     return record.to_xcom()
 
 

@@ -18,6 +18,7 @@ branch                 drift/branch.txt                            check_drift (
 preprocessor           transform/preprocessor.skops                transform
 plots                  train/plots/                                train
 register               register/register.json                      register
+evaluation             evaluate/                                   register (evaluation.holdout_path)
 model                  model/                                      sync (the registered model)
 manifest               manifest.json                               sync (written last)
 outcome, summary       outcome.json, summary.json                  record_outcome / netsec run
@@ -55,6 +56,7 @@ ARTIFACTS: dict[str, tuple[str, str]] = {
     "preprocessor": ("transform", "preprocessor.skops"),
     "plots": ("train", "plots"),
     "register": ("register", "register.json"),
+    "evaluation": ("evaluate", ""),
     "model": ("model", ""),
     "manifest": ("", "manifest.json"),
     "outcome": ("", "outcome.json"),

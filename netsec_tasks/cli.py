@@ -5,11 +5,13 @@
     netsec validate FILE                  schema + data-quality checks, report and quarantine
     netsec drift REF CUR                  drift report between two files
     netsec predict CSV [--out OUT] [--invalid refuse|flag]   predictions of the Production model
-    netsec make-sample [--rows N] [--missing 0.02]   the deterministic synthetic data set
+    netsec evaluate FILE [--model models:/NAME/VERSION] [--out DIR]   metrics on a labelled file
+    netsec make-sample [--rows N] [--dataset D] [--missing 0.02]   a deterministic synthetic data set
     netsec fetch-dataset [--out P]        the real UCI data from OpenML (needs internet)
     netsec serve                          the FastAPI serving service
     netsec config                         the effective configuration (file + env)
 
+Global options (``--config``, ``--set KEY=VALUE``, ``-v``) go before or after the command.
 Errors in the input or the environment print one line naming the problem and exit non-zero
 (2 bad input/config, 3 service unavailable), with no traceback.
 """
@@ -30,14 +32,37 @@ def _cfg(args: argparse.Namespace, **overrides: Any):
     from netsec_tasks.config import load_config
 
     dotted = {k: v for k, v in overrides.items() if v is not None}
-    for item in getattr(args, "set", None) or []:
+    for item in [*(getattr(args, "set", None) or []), *(getattr(args, "set_after", None) or [])]:
         key, sep, value = item.partition("=")
         if not sep:
             raise NetsecError(f"--set takes KEY=VALUE, got {item!r}")
         import yaml
 
         dotted[key.strip()] = yaml.safe_load(value)
-    return load_config(args.config, overrides=dotted)
+    return load_config(getattr(args, "config_after", None) or args.config, overrides=dotted)
+
+
+def _output_file(path: str | Path) -> Path:
+    """An output file's path with its folder created; one clear error when it cannot be."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NetsecError(f"cannot create the folder of the output file {path}: "
+                          f"{exc.strerror or exc}") from None
+    if path.is_dir():
+        raise NetsecError(f"the output file {path} is a folder; give a file name")
+    return path
+
+
+def _output_dir(path: str | Path) -> Path:
+    """An output folder, created; one clear error when it cannot be."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NetsecError(f"cannot create the output folder {path}: {exc.strerror or exc}") from None
+    return path
 
 
 def _print(obj: Any) -> None:
@@ -60,6 +85,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.register is not None:
         print(f"registry: {result.register.model_name} production version = "
               f"{result.register.production_version}")
+    if result.evaluation is not None:
+        ev = result.evaluation
+        print(f"hold-out:      {ev.source}: " + "  ".join(f"{k} {v:.4f}" for k, v in ev.metrics.items())
+              + f"\n               {ev.html_uri}")
     print(f"run artifacts: {result.run.storage_uri}")
     if result.drift.html_uri:
         print(f"drift report:  {result.drift.html_uri}")
@@ -84,10 +113,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     cfg = _cfg(args)
     schema = load_schema(args.schema or cfg.schema_path)
-    frame = read_table(args.file)
+    frame = read_table(args.file, **schema.read_options())
     result = validate_frame(frame, schema, cfg.validation, source=str(args.file))
-    out = Path(args.out or Path(cfg.workdir) / "validate")
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_dir(args.out or Path(cfg.workdir) / "validate")
     report = write_report(result, out)
     print(f"{'PASSED' if result.passed else 'FAILED'}: {len(result.clean)} valid rows, "
           f"{result.rows_invalid} quarantined; report: {report}")
@@ -101,7 +129,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     from netsec_tasks.drift import drift_between_files
 
     cfg = _cfg(args)
-    out = Path(args.out or Path(cfg.workdir) / "drift")
+    out = _output_dir(args.out or Path(cfg.workdir) / "drift")
     record = drift_between_files(args.reference, args.current, cfg, out)
     print(f"drift {'DETECTED' if record.drift_detected else 'not detected'}: "
           f"{record.drift_share:.0%} of {record.columns_tested} columns drifted"
@@ -122,11 +150,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
     contract = Contract.from_config(cfg)
     source = str(args.csv)
-    frame = read_table(args.csv, text_columns=contract.passthrough)
+    from netsec_tasks.table_io import first_data_line
+
+    options = contract.schema.read_options()  # a header-less file: the schema's file_columns
+    out_path = _output_file(args.out) if args.out else None
+    frame = read_table(args.csv, text_columns=contract.passthrough, **options)
     contract.check_columns(frame, source=source)
     check = contract.check_rows(frame)
     is_csv = not source.lower().endswith((".parquet", ".pq"))
-    where = (lambda r: f"line {r + 2}") if is_csv else (lambda r: f"row {r}")
+    first = first_data_line(args.csv, **options) if is_csv else 0
+    where = (lambda r: f"line {r + first}") if is_csv else (lambda r: f"row {r}")
     if check.n_invalid and args.invalid == "refuse":
         raise check.refusal(where, source=source)
     model, version = load_production_model(cfg)
@@ -140,20 +173,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # pipeline's own predict() and in serving.
     is_threat = (proba > 1.0 - proba).astype(np.int8)
     schema = contract.schema
-    labels = [schema.target.positive if t else schema.negative_label for t in is_threat.tolist()]
+    labels = [schema.positive_label if t else schema.negative_label for t in is_threat.tolist()]
     out = scored_frame(frame, check, is_threat=is_threat, probability=proba, labels=labels,
                        model_version=str(version))
     imputed = int(np.count_nonzero(check.null_cells[check.valid]))
     summary = (f"{len(rows)} rows scored, {int(is_threat.sum())} threats, {imputed} with imputed "
                f"cells, {check.n_invalid} invalid (status=invalid, not scored); "
                f"model {cfg.registry.model_name} v{version}")
-    if args.out:
+    if out_path is not None:
         from netsec_tasks.storage import atomic_path
 
         # Nothing half-written: a temp file beside the target, renamed when complete.
-        with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:
+        with atomic_path(out_path) as tmp, open(tmp, "wb") as fh:
             write_csv(out, fh)
-        print(f"{summary}; written to {args.out}")
+        print(f"{summary}; written to {out_path}")
     else:
         write_csv(out, sys.stdout.buffer)
         print(summary, file=sys.stderr)
@@ -161,23 +194,73 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_make_sample(args: argparse.Namespace) -> int:
-    from netsec_tasks.sample import make_sample
+    from netsec_tasks.storage import atomic_path
 
-    try:
-        frame = make_sample(args.rows, seed=args.seed, shift=args.shift, missing=args.missing)
-    except ValueError as exc:
-        raise ConfigError(f"make-sample: {exc}") from None
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    # %g: a column with gaps is float (NaN) but its values are whole numbers; write "1", not "1.0".
-    frame.to_csv(args.out, index=False, float_format="%g")
-    print(f"{len(frame)} rows written to {args.out}")
+    dataset = args.dataset or _cfg(args).dataset
+    if dataset == "intrusion_demo":
+        from netsec_tasks.intrusion_sample import make_intrusion_sample
+
+        if args.shift:
+            raise NetsecError("--shift applies to the phishing sample; for intrusion_demo use "
+                              "--holdout (the harder test file)")
+        if args.missing:
+            raise NetsecError("--missing applies to the phishing sample")
+        frame = make_intrusion_sample(args.rows, seed=args.seed, holdout=args.holdout)
+        header = args.header  # its schema lists file_columns: header-less like the real files
+        float_format = None
+        out = args.out or "data/intrusion_demo_sample.csv"
+    elif dataset == "phishing":
+        from netsec_tasks.sample import make_sample
+
+        if args.holdout:
+            raise NetsecError("--holdout applies to the intrusion_demo sample")
+        try:
+            frame = make_sample(args.rows, seed=args.seed, shift=args.shift, missing=args.missing)
+        except ValueError as exc:
+            raise ConfigError(f"make-sample: {exc}") from None
+        header = True
+        out = args.out or "data/phishing_sample.csv"
+        # A column with gaps is float (NaN) but holds whole numbers: write "1", not "1.0".
+        float_format = "%g"
+    else:
+        raise NetsecError(f"no synthetic sample for data set {dataset!r}; samples exist for "
+                          "phishing and intrusion_demo")
+    with atomic_path(_output_file(out)) as tmp:
+        frame.to_csv(tmp, index=False, header=header, float_format=float_format)
+    print(f"{len(frame)} rows written to {out}" + ("" if header else " (no header row)"))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score a labelled file with the Production model (or --model) and write the reports."""
+    from netsec_tasks.holdout import evaluate_file
+
+    cfg = _cfg(args)
+    out = _output_dir(args.out) if args.out else None
+    rec = evaluate_file(cfg, args.file, model_uri=args.model, out_dir=out, invalid=args.invalid,
+                        track=not args.no_mlflow)
+    m = rec.metrics
+    print(f"{rec.model_name} v{rec.model_version} on {rec.source}: {rec.rows_scored} rows scored"
+          + (f", {rec.rows_excluded} left out" if rec.rows_excluded else ""))
+    print("threat class: " + "  ".join(f"{k} {v:.4f}" for k, v in m.items()))
+    (tn, fp), (fn, tp) = rec.confusion_matrix
+    print(f"confusion matrix (truth x predicted, benign/threat): TN {tn}  FP {fp}  FN {fn}  TP {tp}")
+    if rec.per_label:
+        print("per label (recall = share put in the right class):")
+        for label, v in sorted(rec.per_label.items(), key=lambda kv: kv[1]["recall"]):
+            new = "  (not in the training data)" if v.get("in_training") is False else ""
+            print(f"  {label:<24} {'threat' if v['threat'] else 'benign':<7} {v['rows']:>7} rows  "
+                  f"recall {v['recall']:.3f}{new}")
+    print(f"report: {rec.report_uri}\nhtml:   {rec.html_uri}")
+    if rec.mlflow_run_id:
+        print(f"MLflow run: {rec.mlflow_run_id} (linked to {rec.model_name} v{rec.model_version})")
     return 0
 
 
 def cmd_fetch_dataset(args: argparse.Namespace) -> int:
     from netsec_tasks.datasets import fetch_dataset
 
-    path = fetch_dataset(args.out, data_id=args.data_id)
+    path = fetch_dataset(_output_file(args.out), data_id=args.data_id)
     print(f"written to {path}")
     return 0
 
@@ -197,22 +280,39 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _global_options(p: argparse.ArgumentParser, *, after: bool) -> None:
+    """--config, --set and -v: on the main parser, and again on every sub-command so they may
+    follow it (``netsec run --set training.n_iter=4``). After the command they go to their own
+    destinations: a sub-parser's values would otherwise replace the main parser's."""
+    suffix = "_after" if after else ""
+    default = argparse.SUPPRESS if after else None
+    p.add_argument("--config", dest="config" + suffix, default=default,
+                   help="pipeline YAML (default: $NETSEC_CONFIG or config/pipeline.yaml)")
+    p.add_argument("--set", dest="set" + suffix, action="append", metavar="KEY=VALUE",
+                   default=default,
+                   help="override a config key, e.g. --set training.n_iter=4 (repeatable)")
+    p.add_argument("-v", "--verbose", dest="verbose" + suffix, action="store_true",
+                   default=argparse.SUPPRESS if after else False, help="debug logging")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="netsec", description="Network-threat detection MLOps pipeline.")
-    p.add_argument("--config", help="pipeline YAML (default: $NETSEC_CONFIG or config/pipeline.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set training.n_iter=4 (repeatable)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _global_options(p, after=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, after=True)
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run all steps in process (the quick path without Airflow)")
+    def add(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    r = add("run", help="run all steps in process (the quick path without Airflow)")
     r.add_argument("--source", choices=["file", "mongo"])
     r.add_argument("--source-path", help="CSV/Parquet path or glob for the file source")
     r.add_argument("--force-retrain", action="store_true")
     r.add_argument("--run-id")
     r.set_defaults(func=cmd_run)
 
-    pd_ = sub.add_parser("push-data", help="load a CSV into the Mongo collection, idempotently")
+    pd_ = add("push-data", help="load a CSV into the Mongo collection, idempotently")
     pd_.add_argument("csv")
     pd_.add_argument("--uri", help="MongoDB URI (default: source.mongo.uri)")
     pd_.add_argument("--collection")
@@ -222,13 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
                                        "its new rows")
     pd_.set_defaults(func=cmd_push_data)
 
-    v = sub.add_parser("validate", help="validate a CSV/Parquet file against the schema")
+    v = add("validate", help="validate a CSV/Parquet file against the schema")
     v.add_argument("file")
     v.add_argument("--schema", help="schema YAML (default: the configured data set's)")
     v.add_argument("--out", help="directory for the report and invalid rows")
     v.set_defaults(func=cmd_validate)
 
-    d = sub.add_parser("drift", help="drift report between a reference and a current file")
+    d = add("drift", help="drift report between a reference and a current file")
     d.add_argument("reference")
     d.add_argument("current", help="a CSV/Parquet file or glob, or serving's prediction log "
                                     "(its directory or predictions-*.jsonl files)")
@@ -236,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--fail-on-drift", action="store_true", help="exit 1 when drift is detected")
     d.set_defaults(func=cmd_drift)
 
-    pr = sub.add_parser("predict", help="predict a CSV with the Production model")
+    pr = add("predict", help="predict a CSV with the Production model")
     pr.add_argument("csv")
     pr.add_argument("--out", help="output CSV (default: stdout)")
     pr.add_argument("--invalid", choices=["refuse", "flag"], default="refuse",
@@ -246,35 +346,56 @@ def build_parser() -> argparse.ArgumentParser:
                          "and the reason")
     pr.set_defaults(func=cmd_predict)
 
-    ms = sub.add_parser("make-sample", help="write the deterministic synthetic data set")
+    ev = add("evaluate", help="score a labelled file with the Production model: metrics, "
+                              "confusion matrix, per-label recall, plots, YAML + HTML report")
+    ev.add_argument("file", help="CSV/Parquet file with the schema's features and target column")
+    ev.add_argument("--model", help="models:/<name>/<version> or models:/<name>@<alias> "
+                                    "(default: the configured data set's Production model)")
+    ev.add_argument("--out", help="folder for the reports (default: <workdir>/evaluate/<model>-"
+                                  "v<version>-<file>)")
+    ev.add_argument("--invalid", choices=["refuse", "flag"], default="refuse",
+                    help="refuse (default): a row that breaks the contract or has no label stops "
+                         "the run (exit 2) naming it; flag: leave such rows out and count them")
+    ev.add_argument("--no-mlflow", action="store_true",
+                    help="do not log the evaluation to MLflow (reports are still written)")
+    ev.set_defaults(func=cmd_evaluate)
+
+    ms = add("make-sample", help="write a deterministic synthetic data set")
+    ms.add_argument("--dataset", help="phishing or intrusion_demo (default: the configured one)")
     ms.add_argument("--rows", type=int, default=5000)
     ms.add_argument("--seed", type=int, default=0)
-    ms.add_argument("--shift", type=float, default=0.0, help="0..1, a drifted copy for demos")
+    ms.add_argument("--shift", type=float, default=0.0, help="0..1, a drifted copy for demos "
+                                                             "(phishing)")
     ms.add_argument("--missing", type=float, default=0.0,
-                    help="share of feature cells left empty, 0..1 (e.g. 0.02); the other values "
-                         "are those of the sample without gaps")
-    ms.add_argument("--out", default="data/phishing_sample.csv")
+                    help="phishing: share of feature cells left empty, 0..1 (e.g. 0.02); the other "
+                         "values are those of the sample without gaps")
+    ms.add_argument("--holdout", action="store_true",
+                    help="intrusion_demo: the harder test file (other mix, unseen attack types)")
+    ms.add_argument("--header", action="store_true",
+                    help="intrusion_demo: write a header row (its files have none by default)")
+    ms.add_argument("--out", help="output CSV (default: data/<dataset>_sample.csv)")
     ms.set_defaults(func=cmd_make_sample)
 
-    fd = sub.add_parser("fetch-dataset", help="download the UCI phishing data from OpenML")
+    fd = add("fetch-dataset", help="download the UCI phishing data from OpenML")
     fd.add_argument("--out", default="data/phishing_websites.csv")
     fd.add_argument("--data-id", type=int, default=4534)
     fd.set_defaults(func=cmd_fetch_dataset)
 
-    sv = sub.add_parser("serve", help="start the FastAPI serving service")
+    sv = add("serve", help="start the FastAPI serving service")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--workers", type=int, default=1)
     sv.set_defaults(func=cmd_serve)
 
-    c = sub.add_parser("config", help="print the effective configuration")
+    c = add("config", help="print the effective configuration")
     c.set_defaults(func=cmd_config)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    verbose = args.verbose or getattr(args, "verbose_after", False)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("alembic", "urllib3", "botocore", "matplotlib", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

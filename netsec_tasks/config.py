@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
+                      model_validator)
 
 from netsec_tasks.errors import ConfigError
 
@@ -95,7 +96,9 @@ class DriftConfig(_Section):
     correction: Literal["bonferroni", "holm", "fdr_bh", "none"] = "holm"
     # Data-set drift when more than this share of columns drifts.
     drift_share: float = Field(0.2, ge=0, le=1)
-    # Columns with at most this many distinct values are tested as discrete (chi-square).
+    # A column is tested as discrete (chi-square) when it is categorical, has an `allowed` list
+    # of at most this many values, holds at most this many distinct values in the compared
+    # data, or holds text; otherwise as continuous (Kolmogorov-Smirnov). See drift/stats.py.
     max_discrete_values: int = Field(20, ge=2)
     # With very large samples every tiny difference is "significant": also require an effect of
     # at least this size (Jensen-Shannon distance for discrete, Wasserstein/IQR for continuous).
@@ -139,11 +142,21 @@ class RegistryConfig(_Section):
     # Artifact root for a new experiment on a local tracking store (ignored by a server).
     artifact_location: str | None = "{workdir}/mlartifacts"
     experiment: str = "netsec"
-    model_name: str = "netsec-phishing"
+    # None: one registered model per data set, netsec-<dataset> (model_name_for). Set it to
+    # register a data set under another name (serving: NETSEC_SERVING_MODEL_NAME).
+    model_name: str | None = None
+    _derived: bool = PrivateAttr(False)
     alias: str = "production"
     # Promote when new_score > production_score + margin (strictly beats) and new_score >= min_score.
     promotion_margin: float = Field(0.0, ge=-1, le=1)
     min_score: float = Field(0.8, ge=0, le=1)
+
+
+class EvaluationConfig(_Section):
+    # A labelled hold-out file (CSV/Parquet path or s3:// URI) that every newly registered
+    # version is evaluated on after training (netsec evaluate; reports beside the run and on
+    # the version in MLflow). None: off.
+    holdout_path: str | None = None
 
 
 class StorageConfig(_Section):
@@ -174,6 +187,12 @@ class DagConfig(_Section):
     task_timeout_minutes: int = Field(60, ge=1)
 
 
+def model_name_for(dataset: str) -> str:
+    """The default registered-model name of a data set: ``netsec-<dataset>``. The one place this
+    is derived (the pipeline's ``registry.model_name`` and serving's model name use it)."""
+    return f"netsec-{dataset}"
+
+
 class PipelineConfig(_Section):
     dataset: str = "phishing"
     workdir: str = ".netsec"
@@ -184,6 +203,7 @@ class PipelineConfig(_Section):
     transform: TransformConfig = TransformConfig()
     training: TrainingConfig = TrainingConfig()
     registry: RegistryConfig = RegistryConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     storage: StorageConfig = StorageConfig()
     dag: DagConfig = DagConfig()
     # Where this config was loaded from (set by load_config, not by the file).
@@ -195,6 +215,19 @@ class PipelineConfig(_Section):
             raise ValueError("training.candidates must list at least one model")
         return self
 
+    @model_validator(mode="after")
+    def _derived_model_name(self) -> "PipelineConfig":
+        # Remember that the name was derived, so a later change of data set derives it again.
+        if self.registry.model_name is None:
+            self.registry.model_name = model_name_for(self.dataset)
+            self.registry._derived = True
+        return self
+
+    @property
+    def model_name_derived(self) -> bool:
+        """True when ``registry.model_name`` was not set and is ``netsec-<dataset>``."""
+        return self.registry._derived
+
     @property
     def workdir_path(self) -> Path:
         return Path(self.workdir)
@@ -205,8 +238,7 @@ class PipelineConfig(_Section):
 
     def with_overrides(self, overrides: dict[str, Any]) -> "PipelineConfig":
         """A copy with dotted-key overrides (``{"source.kind": "mongo"}``), validated again."""
-        data = self.model_dump(mode="python")
-        data["config_dir"] = self.config_dir
+        data = _dump(self)
         for dotted, value in overrides.items():
             _set_dotted(data, dotted.split("."), value, origin=dotted)
         return _validate(data, origin_of={})
@@ -302,10 +334,19 @@ def _expand(cfg: PipelineConfig) -> PipelineConfig:
             return [walk(x) for x in v]
         return v
 
-    data = walk(cfg.model_dump(mode="python"))
+    data = walk(_dump(cfg))
     data["workdir"] = str(workdir)
-    data["config_dir"] = cfg.config_dir
     return PipelineConfig.model_validate(data)
+
+
+def _dump(cfg: PipelineConfig) -> dict:
+    """The config as data to validate again: a derived model name is left out (derived again,
+    from the data set then in force)."""
+    data = cfg.model_dump(mode="python")
+    data["config_dir"] = cfg.config_dir
+    if cfg.model_name_derived:
+        data["registry"]["model_name"] = None
+    return data
 
 
 def load_config(path: str | os.PathLike | None = None, *, environ: dict[str, str] | None = None,

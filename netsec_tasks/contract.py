@@ -516,6 +516,61 @@ class Contract:
                         else s.astype(object).where(s.notna(), np.nan))
         return pd.DataFrame(out, index=x.index)
 
+    # -- labels (the doors that take a target: training validation, evaluate) ---------------
+
+    def check_labels(self, raw: pd.Series) -> "LabelCheck":
+        """Type the target column and map it to the threat class (see :class:`LabelCheck`).
+
+        ``raw``: the target column as read. Never raises; :meth:`LabelCheck.error` is the error a
+        door raises when it refuses unlisted or untypable labels.
+        """
+        spec = self.schema.target
+        raw = raw.reset_index(drop=True)
+        # A label column has a handful of distinct values: type and map each once, then spread
+        # the results over the rows by their codes (a million rows cost a factorize, not a
+        # million Python calls).
+        codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+        distinct = pd.Series(uniques, dtype=object)
+        u_null = null_mask(distinct).to_numpy(dtype=bool)
+        co = coerce(distinct, ColumnSpec(dtype=spec.dtype), pd.Series(u_null))
+        u_bad = np.zeros(len(distinct), dtype=bool)
+        for mask, _ in co.bad:
+            u_bad |= mask.fillna(False).to_numpy(dtype=bool)
+        u_ok = ~u_null & ~u_bad
+        u_typed = co.typed
+        unlisted_values = self.schema.unlisted_labels(u_typed[u_ok])
+        u_unlisted = np.zeros(len(distinct), dtype=bool)
+        if unlisted_values:
+            from netsec_tasks.schema import label_keys
+
+            listed_keys = set(label_keys(pd.Series(self.schema.target.vocabulary, dtype=object)))
+            u_unlisted = u_ok & ~label_keys(u_typed).isin(listed_keys).to_numpy(dtype=bool)
+        u_threat = np.zeros(len(distinct), dtype=bool)
+        u_good = u_ok & ~u_unlisted
+        if u_good.any():
+            u_threat[u_good] = np.asarray(self.schema.is_threat(u_typed[u_good]), dtype=bool)
+
+        def spread(values: np.ndarray, fill: bool) -> np.ndarray:
+            return np.append(values, fill)[codes]  # code -1 (a null) takes the last element
+
+        null, bad = spread(u_null, True), spread(u_bad, False)
+        unlisted, threat = spread(u_unlisted, False), spread(u_threat, False)
+        typed = pd.Series(np.append(u_typed.to_numpy(dtype=object), np.nan)[codes], dtype=object)
+        if spec.dtype in ("int", "float"):
+            typed = typed.astype(float)
+        counts: dict[str, dict[str, Any]] = {}
+        n_per_code = np.bincount(codes[codes >= 0], minlength=len(distinct))
+        for i in np.argsort(-n_per_code, kind="stable"):
+            if u_good[i] and n_per_code[i]:
+                entry = counts.setdefault(show(u_typed.iloc[i]), {"rows": 0, "threat": bool(u_threat[i])})
+                entry["rows"] += int(n_per_code[i])
+        known = {show(v) for v in self.schema.target.known_labels}
+        new = [k for k in counts if k not in known] if self.schema.target.everything_but else []
+        return LabelCheck(column=spec.column, raw=raw, typed=typed, null=null,
+                          uncoercible=bad, unlisted=unlisted,
+                          unlisted_values=unlisted_values, is_threat=threat, counts=counts,
+                          new_threat_labels=new, vocabulary=self.schema.target.vocabulary)
+
     @property
     def numeric_only(self) -> bool:
         return all(s.dtype in ("int", "float") for s in self.schema.columns.values())
@@ -543,6 +598,61 @@ class Contract:
             props[col] = {"description": "passed through and echoed back unchanged"}
         return {"type": "object", "properties": props, "required": list(self.features),
                 "additionalProperties": False}
+
+
+@dataclass
+class LabelCheck:
+    """The target column of a labelled file, typed and mapped to the threat class.
+
+    Rows are positions. ``null``: no label; ``uncoercible``: a label that is not of the target's
+    dtype; ``unlisted``: a label the schema does not list (only in the ``positive`` form; in the
+    "everything but" form every other label is a threat). ``is_threat`` holds for the usable
+    rows (:attr:`usable`). ``counts``: rows per label (as text), with whether it is a threat;
+    ``new_threat_labels``: labels of the "everything but" form the schema does not name.
+    """
+
+    column: str
+    raw: pd.Series
+    typed: pd.Series
+    null: np.ndarray
+    uncoercible: np.ndarray
+    unlisted: np.ndarray
+    unlisted_values: list[Any]
+    is_threat: np.ndarray
+    counts: dict[str, dict[str, Any]]
+    new_threat_labels: list[str]
+    vocabulary: list[Any] | None
+
+    @property
+    def usable(self) -> np.ndarray:
+        return ~(self.null | self.uncoercible | self.unlisted)
+
+    @property
+    def refused(self) -> np.ndarray:
+        """Rows whose label is present but unusable (untypable or unlisted)."""
+        return self.uncoercible | self.unlisted
+
+    def refused_summary(self) -> str:
+        """``'spam' x2, '0' x3``: the refused labels as written, with their row counts."""
+        values = self.raw[self.refused].map(lambda v: str(v).strip()).value_counts()
+        return listed(f"{v!r} x{c}" for v, c in values.items())
+
+    def error(self, *, source: str | None = None, where: Callable[[int], str] | None = None) -> ContractError:
+        """The error a door raises for refused labels: names every unlisted label (and the first
+        rows) and says how to list them."""
+        rows = np.flatnonzero(self.refused)
+        where = where or (lambda r: f"row {r}")
+        problems = [{"row": int(r), "where": where(int(r)), "column": self.column,
+                     "value": show(self.raw.iloc[r]), "reason": "label not in the schema",
+                     "allowed": str(self.vocabulary)} for r in rows[:20]]
+        msg = (f"target column {self.column} has {len(rows)} label{'s' if len(rows) != 1 else ''} "
+               f"outside labels {self.vocabulary}: {self.refused_summary()}. {UNLISTED_HINT}")
+        return ContractError(msg, problems=problems, columns=[self.column], source=source)
+
+
+UNLISTED_HINT = ("List each label in the schema's target.labels (and the threat ones in "
+                 "target.positive), or write target.negative: [<benign labels>] alone so that every "
+                 "other label is a threat")
 
 
 def looks_like_index(name: Any, values: pd.Series | None = None) -> bool:

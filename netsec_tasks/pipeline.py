@@ -16,6 +16,7 @@ from typing import Any
 from netsec_tasks.config import PipelineConfig, load_config
 from netsec_tasks.records import (
     DriftRecord,
+    EvaluationRecord,
     IngestRecord,
     OutcomeRecord,
     RegisterRecord,
@@ -88,6 +89,7 @@ class PipelineResult:
     train: TrainRecord | None = None
     register: RegisterRecord | None = None
     sync: SyncRecord | None = None
+    evaluation: EvaluationRecord | None = None   # the hold-out file (evaluation.holdout_path)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -112,6 +114,10 @@ class PipelineResult:
             out["registry"] = self.register.to_xcom()
         if self.sync is not None:
             out["sync"] = {"destination": self.sync.destination, "objects": self.sync.objects}
+        if self.evaluation is not None:
+            out["holdout"] = {"file": self.evaluation.source, "rows": self.evaluation.rows_scored,
+                              "metrics": {k: round(v, 4) for k, v in self.evaluation.metrics.items()},
+                              "report": self.evaluation.html_uri}
         return out
 
 
@@ -119,6 +125,7 @@ def run_pipeline(cfg: PipelineConfig, *, run_id: str | None = None, force_retrai
                  trigger: str = "cli", mongo_client: Any | None = None) -> PipelineResult:
     """Run every step in process. Raises the first step's NetsecError; the watermark then stays."""
     from netsec_tasks.drift import check_drift
+    from netsec_tasks.holdout import evaluate_holdout
     from netsec_tasks.ingest import ingest
     from netsec_tasks.registry import production_reference_uri, register
     from netsec_tasks.sync import sync
@@ -135,16 +142,17 @@ def run_pipeline(cfg: PipelineConfig, *, run_id: str | None = None, force_retrai
     drift = check_drift(cfg, run, val, reference_uri=production_reference_uri(cfg))
     retrain, reason = decide_retrain(drift, force_retrain=force_retrain)
     log.info("branch: %s (%s)", "retrain" if retrain else "skip", reason)
-    tr = trn = reg = syn = None
+    tr = trn = reg = syn = evaluation = None
     if retrain:
         tr = transform(cfg, run, val)
         trn = train(cfg, run, val, tr)
         reg = register(cfg, run, trn, val)
+        evaluation = evaluate_holdout(cfg, run, reg)  # only with evaluation.holdout_path
         syn = sync(cfg, run, register=reg)
     outcome = record_outcome(cfg, run, ingest=ing, drift=drift, train=trn, register=reg,
                              branch_reason=reason)
     result = PipelineResult(run=run, ingest=ing, validation=val, drift=drift, retrain=retrain,
                             branch_reason=reason, outcome=outcome, transform=tr, train=trn,
-                            register=reg, sync=syn)
+                            register=reg, sync=syn, evaluation=evaluation)
     RunCatalog.of(cfg, run).save_text("summary", json.dumps(result.summary(), indent=2, default=str))
     return result

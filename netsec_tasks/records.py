@@ -200,3 +200,23 @@ class OutcomeRecord(Record):
     branch_reason: str | None = None # why the drift branch retrained or skipped
     model_version: str | None = None
     metrics: dict[str, float] = {}
+
+
+class EvaluationRecord(Record):
+    """``netsec evaluate FILE``: one model version scored on one labelled file."""
+
+    model_name: str
+    model_version: str
+    source: str                      # the evaluated file
+    source_sha256: str | None = None
+    rows_read: int
+    rows_scored: int
+    rows_excluded: int = 0           # invalid rows or missing labels (--invalid flag)
+    metrics: dict[str, float]        # threat class: f1, precision, recall, roc_auc, pr_auc, accuracy
+    confusion_matrix: list[list[int]]  # [[TN, FP], [FN, TP]], rows = truth
+    # Per raw label (multi-class labels only): rows, threat?, rows in the right class, recall.
+    per_label: dict[str, dict[str, Any]] | None = None
+    report_uri: str                  # YAML
+    html_uri: str                    # self-contained HTML
+    plots: list[str] = []
+    mlflow_run_id: str | None = None

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from netsec_tasks.config import PipelineConfig
-from netsec_tasks.errors import DataError, NetsecError, RegistryError, SourceUnavailable
+from netsec_tasks.errors import ConfigError, DataError, NetsecError, RegistryError, SourceUnavailable
 from netsec_tasks.records import RegisterRecord, RunContext, TrainRecord, ValidationRecord
 from netsec_tasks.schema import DatasetSchema, load_schema
 from netsec_tasks.tracking import mlflow_client
@@ -162,8 +162,14 @@ def get_production(cfg: PipelineConfig) -> ProductionModel | None:
 
 
 def production_reference_uri(cfg: PipelineConfig) -> str | None:
-    """URI of the training data of the current Production model; None when there is none."""
+    """URI of the training data of the current Production model; None when there is none.
+
+    Raises ConfigError when that model is another data set's (other features, target or label
+    mapping, see :func:`check_comparable`): the run stops before drift and training instead of
+    comparing two data sets and failing at registration."""
     prod = get_production(cfg)
+    if prod is not None:
+        check_comparable(cfg, prod, load_schema(cfg.schema_path))
     return prod.reference_uri if prod else None
 
 
@@ -262,8 +268,12 @@ def _version_tags(cfg: PipelineConfig, run: RunContext, train: TrainRecord,
                                    "duplicate_aware": cfg.split.duplicate_aware}),
         TAG + "features": json.dumps(schema.features),
         TAG + "target": schema.target.column,
-        TAG + "positive_label": json.dumps(schema.target.positive),
+        # What serving calls a threat / benign prediction (predicted_label), and the mapping
+        # of raw labels to the threat class the model was trained with.
+        TAG + "positive_label": json.dumps(schema.positive_label),
         TAG + "negative_label": json.dumps(schema.negative_label),
+        TAG + "label_mapping": json.dumps(schema.target.mapping()),
+        TAG + "schema_version": schema.version or "",
         TAG + "metric": train.metric,
         TAG + "test_score": repr(_test_score(train)),
         TAG + "winner": train.winner,
@@ -290,7 +300,7 @@ def _ensure_registered_model(client, cfg: PipelineConfig, schema: DatasetSchema)
     description = (
         f"netsec threat classifier for the '{schema.name}' data set: one sklearn Pipeline "
         f"(preprocess + model) over the schema's {len(schema.features)} feature columns; "
-        f"predict() returns 1 for threat (label {schema.target.column} == {schema.target.positive!r}), "
+        f"predict() returns 1 for threat ({_mapping_text(schema)}), "
         f"predict_proba[:, 1] is the threat probability. Alias '{cfg.registry.alias}' and stage "
         f"'{PRODUCTION_STAGE}' mark the serving model; versions are promoted only when they beat it.")
     try:
@@ -298,6 +308,75 @@ def _ensure_registered_model(client, cfg: PipelineConfig, schema: DatasetSchema)
     except MlflowException as exc:  # created concurrently by another run: fine
         if _error_code(exc) not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
+
+
+def _mapping_text(schema: DatasetSchema) -> str:
+    t = schema.target
+    if t.everything_but:
+        return f"every label of {t.column} but {t.benign_labels}"
+    return f"label {t.column} in {t.threat_labels}"
+
+
+def _differences(tags: dict[str, str], schema: DatasetSchema) -> list[str]:
+    """What makes a model version (its tags) a different model from one trained on ``schema``:
+    other features, another target column, another label mapping. Empty when comparable."""
+    out = []
+    try:
+        theirs = json.loads(tags[TAG + "features"]) if tags.get(TAG + "features") else None
+    except ValueError:
+        theirs = None
+    if theirs is not None:
+        ours = schema.features
+        gone = [c for c in theirs if c not in ours]
+        new = [c for c in ours if c not in theirs]
+        if gone:
+            out.append(f"features it has and the candidate lacks: {_short(gone)}")
+        if new:
+            out.append(f"features only the candidate has: {_short(new)}")
+    target = tags.get(TAG + "target")
+    if target and target != schema.target.column:
+        out.append(f"target column {target!r}, the candidate's is {schema.target.column!r}")
+    if tags.get(TAG + "label_mapping"):
+        try:
+            theirs_map = json.loads(tags[TAG + "label_mapping"])
+        except ValueError:
+            theirs_map = None
+        ours_map = schema.target.mapping()
+        if theirs_map is not None and any(
+                sorted(map(str, theirs_map.get(k) or [])) != sorted(map(str, ours_map.get(k) or []))
+                for k in ("positive", "negative")):
+            shown = {k: v for k, v in theirs_map.items() if k != "labels"}
+            out.append(f"label mapping {shown}, the candidate's is "
+                       f"{ {k: v for k, v in ours_map.items() if k != 'labels'} }")
+    return out
+
+
+def _short(names: list[str], limit: int = 8) -> str:
+    return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def check_comparable(cfg: PipelineConfig, prod, schema: DatasetSchema) -> None:
+    """Refuse to register a candidate under a model name whose Production version is another
+    model (other features, target or label mapping): it would be compared with it as if they
+    were the same model, and serving would answer one data set's requests with the other's
+    model. Raises ConfigError saying what differs and how to name the new model."""
+    if prod is None:
+        return
+    tags = dict(prod.tags or {})
+    diff = _differences(tags, schema)
+    if not diff:
+        return
+    name = cfg.registry.model_name
+    theirs = tags.get(TAG + "dataset") or "?"
+    how = (f"set registry.model_name (NETSEC_REGISTRY__MODEL_NAME) to a new name"
+           if not cfg.model_name_derived else
+           f"the name {name!r} is derived from the data set '{cfg.dataset}', so another data set "
+           f"registered under it; set registry.model_name (NETSEC_REGISTRY__MODEL_NAME) to a new "
+           f"name")
+    raise ConfigError(
+        f"registered model {name!r}: Production v{prod.version} (data set '{theirs}') is not a "
+        f"model of the data set '{schema.name}' being trained: " + "; ".join(diff)
+        + f". Nothing was registered and Production is unchanged; to keep both, {how}")
 
 
 def _find_version(client, cfg: PipelineConfig, run: RunContext, train: TrainRecord):
@@ -483,6 +562,11 @@ def register(cfg: PipelineConfig, run: RunContext, train: TrainRecord,
     rows_in_test = None
     with mlflow_errors(cfg, f"register {train.model_uri} as {name!r}"):
         client = mlflow_client(cfg)
+        # Before anything is registered: a candidate of another data set never replaces (or
+        # is compared with) this name's Production model.
+        existing = _production_version(client, cfg)
+        if existing is not None and (existing.tags or {}).get(TAG + "pipeline_run_id") != run.run_id:
+            check_comparable(cfg, existing, schema)
         _ensure_registered_model(client, cfg, schema)
         mv, model, new_score = _register_version(client, cfg, run, train, validation, schema, frame)
         version = str(mv.version)

@@ -1,16 +1,23 @@
 """Data-set schema: ``config/schema/<dataset>.yaml``.
 
-A new data set is a new schema file, not new code. A schema lists the feature columns with their
-dtype (``int``, ``float``, ``str``, ``bool``), allowed values or a ``min``/``max`` range and
-nullability; the columns to ignore (identifiers, raw URLs); and the target column with its threat
-label (``positive``), which may be an integer or a string. ``id_columns`` names identifier
-columns (a flow id, a row key) that are not features: every door that scores rows accepts them
-and echoes them back unchanged, like the ignored columns and the target. ``version`` is the
-schema's own version (free text, e.g. ``"2"`` or a date), shown by serving's ``/model`` and
-recorded on the model version so a model can be matched with the contract it was trained under.
+A new data set is a new schema file, not new code (worked example: ``docs/new-dataset.md``).
+A schema lists the feature columns with their dtype (``int``, ``float``, ``str``, ``bool``),
+allowed values or a ``min``/``max`` range, nullability and encoding; the columns to ignore
+(identifiers, raw URLs); the identifier columns (``id_columns``: accepted and echoed back by every
+scoring door, like the ignored columns and the target); and the target column with its label
+mapping (:class:`TargetSpec`: which raw labels are the threat class; the model itself is always
+binary, threat or benign). ``file_columns`` names the columns of a header-less file in file
+order. ``version`` is the schema's own version (free text, e.g. ``"2"`` or a date), shown by
+serving's ``/model`` and recorded on the model version (``netsec.schema_version``) so a model can
+be matched with the contract it was trained under.
 
-Feature *kind* drives preprocessing and drift tests: ``str``/``bool`` columns and columns with a
-short ``allowed`` list are ``categorical``/``discrete``; the rest are ``continuous``.
+Encoding: a ``categorical`` column (default for ``str`` and ``bool``) is one-hot encoded after
+imputing its most frequent value, and an unseen category scores as all zeros; a ``numeric``
+column (default for ``int`` and ``float``) is KNN-imputed and used as a number
+(:func:`netsec_tasks.transform.build_preprocessor`). Drift testing (``netsec_tasks.drift.stats``)
+treats a column as discrete (chi-square) when it is categorical, when it has an ``allowed`` list
+of at most ``drift.max_discrete_values`` values, when the compared data hold at most that many
+distinct values, or when its values are text; otherwise continuous (Kolmogorov-Smirnov).
 """
 
 from __future__ import annotations
@@ -62,22 +69,149 @@ class ColumnSpec(BaseModel):
         return self.is_categorical or (self.allowed is not None and len(self.allowed) <= max_values)
 
 
+THREAT_NAME = "threat"
+BENIGN_NAME = "benign"
+
+
+def _as_list(value: Any) -> list[Any] | None:
+    if value is None:
+        return None
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 class TargetSpec(BaseModel):
+    """The label column and which of its labels are the threat class.
+
+    The model is always binary (``is_threat`` 0/1); the raw label may be binary or multi-class.
+    Exactly one of two forms says which labels are threats:
+
+    - ``positive``: the threat labels (one value or a list). The benign side must be listed too,
+      in ``labels`` (every label: threat and benign) or in ``negative``. A label seen in the data
+      that is not listed is an error naming it.
+    - ``negative`` alone: "everything but": the benign labels; every other label is a threat
+      by definition (a multi-class intrusion set: ``negative: [normal]``). ``labels`` is then
+      optional: the attack types known when the schema was written, so the validation report
+      can point out new ones (they are still threats).
+    """
+
     model_config = ConfigDict(extra="forbid")
 
     column: str
     dtype: Dtype = "int"
-    positive: Any = Field(..., description="the threat label, e.g. -1 or 'phishing'")
+    positive: Any = Field(None, description="the threat label(s), e.g. -1, 'phishing' or a list")
+    negative: Any = Field(None, description="the benign label(s); alone: every other label is a threat")
     labels: list[Any] | None = None
 
     @model_validator(mode="after")
-    def _positive_in_labels(self) -> "TargetSpec":
-        if self.labels is not None:
-            if len(self.labels) != 2:
-                raise ValueError("target.labels must list exactly two labels (binary task)")
-            if self.positive not in self.labels:
-                raise ValueError(f"target.positive {self.positive!r} is not in labels {self.labels}")
+    def _mapping(self) -> "TargetSpec":
+        pos, neg, labels = _as_list(self.positive), _as_list(self.negative), self.labels
+        for what, values in (("positive", pos), ("negative", neg), ("labels", labels)):
+            if values is not None and not values:
+                raise ValueError(f"target.{what} must not be empty")
+            if values is not None:
+                keys = [_key(v) for v in values]
+                dup = sorted({str(v) for v, k in zip(values, keys) if keys.count(k) > 1})
+                if dup:
+                    raise ValueError(f"target.{what} lists {dup} more than once")
+        if pos is None and neg is None:
+            raise ValueError("target needs positive (the threat labels) or negative (the benign "
+                             "labels: every other label is then a threat)")
+        if pos is not None and neg is not None:
+            both = [v for v in pos if _key(v) in {_key(n) for n in neg}]
+            if both:
+                raise ValueError(f"target labels {both} are in both positive and negative")
+        if labels is not None:
+            known = {_key(v) for v in labels}
+            for what, values in (("positive", pos), ("negative", neg)):
+                missing = [v for v in values or [] if _key(v) not in known]
+                if missing:
+                    shown = repr(missing[0]) if len(missing) == 1 else str(missing)
+                    raise ValueError(f"target.{what} {shown} {'is' if len(missing) == 1 else 'are'} "
+                                     f"not in labels {labels}")
+        if pos is not None:
+            benign = self.benign_labels
+            if not benign:
+                raise ValueError(
+                    f"target.positive {self.positive!r} names the threat labels but no label is "
+                    "benign: list every label in target.labels (threat and benign), or the benign "
+                    "ones in target.negative; for 'every label but normal is a threat' write "
+                    "negative: [normal] instead of positive")
         return self
+
+    @property
+    def everything_but(self) -> bool:
+        """True in the "everything but ``negative``" form: unlisted labels are threats."""
+        return self.positive is None
+
+    @property
+    def threat_labels(self) -> list[Any] | None:
+        """The listed threat labels; None in the "everything but" form (any other label)."""
+        return _as_list(self.positive)
+
+    @property
+    def benign_labels(self) -> list[Any]:
+        """The benign labels: ``negative``, else ``labels`` minus ``positive``."""
+        neg = _as_list(self.negative)
+        if neg is not None:
+            return neg
+        threats = {_key(v) for v in _as_list(self.positive) or []}
+        return [v for v in self.labels or [] if _key(v) not in threats]
+
+    @property
+    def vocabulary(self) -> list[Any] | None:
+        """Every label the schema accepts; None when any label is accepted ("everything but")."""
+        if self.everything_but:
+            return None
+        out = list(self.labels) if self.labels is not None else []
+        keys = {_key(v) for v in out}
+        for v in [*(self.threat_labels or []), *self.benign_labels]:
+            if _key(v) not in keys:
+                out.append(v)
+                keys.add(_key(v))
+        return out
+
+    @property
+    def known_labels(self) -> list[Any]:
+        """The labels the schema names (``labels``, ``positive``, ``negative``)."""
+        out: list[Any] = []
+        for v in [*(self.labels or []), *(self.threat_labels or []), *self.benign_labels]:
+            if _key(v) not in {_key(x) for x in out}:
+                out.append(v)
+        return out
+
+    @property
+    def threat_label(self) -> Any:
+        """What a threat prediction is called (``predicted_label``): the threat label when there
+        is exactly one, else ``"threat"``."""
+        threats = self.threat_labels
+        return threats[0] if threats is not None and len(threats) == 1 else THREAT_NAME
+
+    @property
+    def benign_label(self) -> Any:
+        """What a benign prediction is called: the benign label when there is exactly one, else
+        ``"benign"``."""
+        benign = self.benign_labels
+        return benign[0] if len(benign) == 1 else BENIGN_NAME
+
+    def mapping(self) -> dict[str, list[Any]]:
+        """The label mapping as data (recorded on the model version): ``{"positive": [...]}`` or
+        ``{"negative": [...]}`` (everything but), plus ``labels`` when listed."""
+        out = ({"negative": self.benign_labels} if self.everything_but
+               else {"positive": self.threat_labels, "negative": self.benign_labels})
+        if self.labels is not None:
+            out["labels"] = list(self.labels)
+        return out
+
+
+def _key(value: Any) -> str:
+    """Comparison key of a label: ``-1``, ``-1.0`` and ``"-1"`` are the same label."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)) and float(value).is_integer():
+        return str(int(value))
+    if hasattr(value, "item") and not isinstance(value, str):
+        return _key(value.item())
+    return str(value).strip()
 
 
 class DatasetSchema(BaseModel):
@@ -90,6 +224,8 @@ class DatasetSchema(BaseModel):
     columns: dict[str, ColumnSpec]
     ignore: list[str] = []
     id_columns: list[str] = []
+    # The column names of a header-less file, in file order (e.g. the KDD/NSL-KDD files).
+    file_columns: list[str] | None = None
 
     @field_validator("version", mode="before")
     @classmethod
@@ -120,6 +256,19 @@ class DatasetSchema(BaseModel):
         both = sorted(set(self.ignore) & set(self.id_columns))
         if both:
             raise ValueError(f"{both} are in both ignore and id_columns; list each column once")
+        if self.file_columns is not None:
+            names = self.file_columns
+            dup = sorted({c for c in names if names.count(c) > 1})
+            if dup:
+                raise ValueError(f"file_columns lists {dup} more than once")
+            known = {*self.columns, *self.ignore, *self.id_columns, self.target.column}
+            unknown = [c for c in names if c not in known]
+            if unknown:
+                raise ValueError(f"file_columns names {unknown}, which are not features, the "
+                                 "target, ignore or id_columns; add them to one of those")
+            missing = [c for c in self.columns if c not in names]
+            if missing:
+                raise ValueError(f"file_columns must list every feature; missing {missing}")
         return self
 
     @property
@@ -141,13 +290,87 @@ class DatasetSchema(BaseModel):
 
     @property
     def negative_label(self) -> Any:
-        if self.target.labels:
-            return next(lbl for lbl in self.target.labels if lbl != self.target.positive)
-        return None
+        """What a benign prediction is called (see :attr:`TargetSpec.benign_label`)."""
+        return self.target.benign_label
+
+    @property
+    def positive_label(self) -> Any:
+        """What a threat prediction is called (see :attr:`TargetSpec.threat_label`)."""
+        return self.target.threat_label
+
+    @property
+    def class_names(self) -> tuple[str, str]:
+        """(benign, threat) as plots and reports name them: ``("benign (1)", "threat (-1)")``,
+        ``("benign (normal)", "threat")``."""
+        def name(kind: str, label: Any) -> str:
+            return kind if str(label) == kind else f"{kind} ({label})"
+        return name("benign", self.negative_label), name("threat", self.positive_label)
 
     def is_threat(self, labels) -> Any:
-        """Boolean mask/array: which labels are the threat class (``y == positive``)."""
-        return labels == self.target.positive
+        """Which labels are the threat class: the binary model's target (1 = threat).
+
+        ``labels``: a Series (returns a boolean Series on the same index), an array or list
+        (returns a boolean array), or one label (returns a bool). Labels compare by value across
+        types (``-1``, ``-1.0`` and ``"-1"`` are the same label). In the "everything but" form
+        every label not in ``negative`` is a threat; otherwise a label is a threat when it is in
+        ``positive`` (unlisted labels are refused at the doors, see
+        :meth:`netsec_tasks.contract.Contract.check_labels`).
+        """
+        import numpy as np
+        import pandas as pd
+
+        scalar = not isinstance(labels, (pd.Series, pd.Index, np.ndarray, list, tuple))
+        series = labels if isinstance(labels, pd.Series) else pd.Series(
+            [labels] if scalar else list(labels), dtype=object)
+        keys = label_keys(series)
+        t = self.target
+        if t.everything_but:
+            out = ~keys.isin([_key(v) for v in t.benign_labels]) & series.notna()
+        else:
+            out = keys.isin([_key(v) for v in t.threat_labels])
+        if scalar:
+            return bool(out.iloc[0])
+        return out if isinstance(labels, pd.Series) else out.to_numpy(dtype=bool)
+
+    def unlisted_labels(self, labels) -> list[Any]:
+        """Distinct non-null labels of ``labels`` that the schema does not list (always empty in
+        the "everything but" form, where any other label is a threat), in order of appearance."""
+        import pandas as pd
+
+        vocab = self.target.vocabulary
+        if vocab is None:
+            return []
+        series = labels if isinstance(labels, pd.Series) else pd.Series(list(labels), dtype=object)
+        series = series[series.notna()]
+        keys = label_keys(series)
+        known = {_key(v) for v in vocab}
+        seen: dict[str, Any] = {}
+        for key, value in zip(keys, series):
+            if key not in known and key not in seen:
+                seen[key] = value
+        return list(seen.values())
+
+    def read_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`netsec_tasks.table_io.read_table` (and
+        ``read_csv_bytes``) for this data set's files: with ``file_columns``, a CSV file without
+        a header row gets those names (without the target column when its field count says so:
+        a file to score); a file that starts with a header row naming the features is read by
+        its header. Empty without ``file_columns``."""
+        if not self.file_columns:
+            return {}
+        return {"names": list(self.file_columns), "required": self.features,
+                "optional": [self.target.column]}
+
+
+def label_keys(series) -> Any:
+    """The comparison key (:func:`_key`) of every label of a Series; None where null. Computed
+    once per distinct label (``pd.factorize``), not per row."""
+    import numpy as np
+    import pandas as pd
+
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    keys = np.array([_key(u) for u in uniques] + [None], dtype=object)  # code -1 (null) -> None
+    return pd.Series(keys[codes], index=series.index, dtype=object)
 
 
 def load_schema(path: str | Path) -> DatasetSchema:

@@ -13,7 +13,7 @@ import csv
 import glob
 import io
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -49,12 +49,38 @@ def _sniff_delimiter(text: str, source: str) -> str:
         return best
 
 
+def header_names(first_line: str, sep: str, names: Sequence[str], *, required: Iterable[str] = (),
+                 optional: Iterable[str] = (), source: str = "<upload>") -> list[str] | None:
+    """The column names of a file whose schema lists them (``file_columns``): None when the
+    first line is a header row (it names every ``required`` column), else ``names``, or
+    ``names`` without the ``optional`` columns (a file to score has no label column) when that
+    is the first line's field count. Raises DataError when the field count fits neither."""
+    fields = [f.strip() for f in next(csv.reader([first_line], delimiter=sep), [])]
+    required = list(required) or list(names)
+    if set(required) <= set(fields):
+        return None
+    if len(fields) == len(names):
+        return list(names)
+    optional = set(optional)
+    without = [n for n in names if n not in optional]
+    if optional and len(fields) == len(without):
+        return without
+    counts = (f"{len(names)}" + (f" (or {len(without)} without {sorted(optional & set(names))})"
+                                 if len(without) != len(names) else ""))
+    raise DataError(f"the first line has {len(fields)} fields and is not a header row; the schema's "
+                    f"file_columns lists {counts} columns: {', '.join(names)}", source=source)
+
+
 def read_csv_bytes(data: bytes, source: str = "<upload>", *, max_rows: int | None = None,
-                   text_columns: Iterable[str] = ()) -> pd.DataFrame:
+                   text_columns: Iterable[str] = (), names: Sequence[str] | None = None,
+                   required: Iterable[str] = (), optional: Iterable[str] = ()) -> pd.DataFrame:
     """Parse CSV bytes (BOM and delimiter detected). Raises DataError naming ``source``.
 
     ``text_columns`` (e.g. ids to echo back) are read as text exactly as written: ``007``
     stays ``007`` and ``NA`` stays ``NA``; every other column is parsed as usual.
+    ``names``: the schema's ``file_columns`` for header-less files; a file that does start with
+    a header row naming the ``required`` columns is read by its header (see
+    :func:`header_names`).
     """
     if not data or not data.strip():
         raise DataError("file is empty; expected a CSV with a header row", source=source)
@@ -68,14 +94,20 @@ def read_csv_bytes(data: bytes, source: str = "<upload>", *, max_rows: int | Non
     sep = _sniff_delimiter(text, source)
     options: dict = {}
     text_columns = set(text_columns)
+    first_line = text.split("\n", 1)[0].rstrip("\r")
+    given = header_names(first_line, sep, names, required=required, optional=optional,
+                         source=source) if names else None
+    if given is not None:
+        options.update(header=None, names=given)
     if text_columns:
-        header = next(csv.reader([text.split("\n", 1)[0]], delimiter=sep), [])
+        header = given or next(csv.reader([first_line], delimiter=sep), [])
         as_text = [h for h in header if h.strip() in text_columns]
         if as_text:
             from pandas._libs.parsers import STR_NA_VALUES
 
-            options = {"dtype": {h: str for h in as_text}, "keep_default_na": False,
-                       "na_values": {h: list(STR_NA_VALUES) for h in header if h not in as_text}}
+            options.update({"dtype": {h: str for h in as_text}, "keep_default_na": False,
+                            "na_values": {h: list(STR_NA_VALUES) for h in header
+                                          if h not in as_text}})
     try:
         frame = pd.read_csv(io.StringIO(text), sep=sep, nrows=max_rows, skipinitialspace=True,
                             **options)
@@ -90,7 +122,27 @@ def read_csv_bytes(data: bytes, source: str = "<upload>", *, max_rows: int | Non
     return frame
 
 
-def _csv_head_checks(head: bytes, source: str) -> str:
+def first_data_line(source: str | os.PathLike | bytes, *, names: Sequence[str] | None = None,
+                    required: Iterable[str] = (), optional: Iterable[str] = ()) -> int:
+    """The line number of the first data row of a CSV file (a path, or its bytes): 2 after a
+    header row, 1 in a header-less file (the schema's ``file_columns``), so messages can name
+    lines."""
+    if not names:
+        return 2
+    try:
+        if isinstance(source, bytes):
+            head = source[:65536]
+        else:
+            with open(source, "rb") as fh:
+                head = fh.readline()
+        first = head.decode("utf-8-sig", errors="replace").split("\n", 1)[0].rstrip("\r")
+        sep = _sniff_delimiter(first, "<csv>")
+        return 2 if header_names(first, sep, names, required=required, optional=optional) is None else 1
+    except (OSError, DataError):
+        return 2
+
+
+def _csv_first_line(head: bytes, source: str) -> str:
     """The first line of a CSV file from its first bytes, after the checks ``read_csv_bytes``
     makes (empty, binary, not UTF-8); raises DataError naming ``source``."""
     if not head or not head.strip():
@@ -99,13 +151,14 @@ def _csv_head_checks(head: bytes, source: str) -> str:
         raise DataError("file is binary, not CSV text", source=source)
     line = head.split(b"\n", 1)[0]
     try:
-        return line.decode("utf-8-sig")
+        return line.decode("utf-8-sig").rstrip("\r")
     except UnicodeDecodeError as exc:
         raise DataError(f"file is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV",
                         source=source) from None
 
 
-def _file_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+def _file_chunks(path: Path, chunk_rows: int, names: Sequence[str] | None,
+                 required: Iterable[str], optional: Iterable[str]) -> Iterator[pd.DataFrame]:
     """One CSV or Parquet file, ``chunk_rows`` rows at a time (each chunk's dtypes inferred on
     its own rows; the caller unifies them)."""
     import pyarrow as pa
@@ -124,34 +177,43 @@ def _file_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise DataError(f"cannot read Parquet: {exc}", source=source) from None
         return
-    sep = _sniff_delimiter(_csv_head_checks(head, source), source)
+    first_line = _csv_first_line(head, source)
+    sep = _sniff_delimiter(first_line, source)
+    options: dict = {}
+    given = header_names(first_line, sep, names, required=required, optional=optional,
+                         source=source) if names else None
+    if given is not None:
+        options.update(header=None, names=given)
     try:
         with open(path, encoding="utf-8-sig", newline="") as text:
             first = True
-            for chunk in pd.read_csv(text, sep=sep, skipinitialspace=True, chunksize=chunk_rows):
+            for chunk in pd.read_csv(text, sep=sep, skipinitialspace=True, chunksize=chunk_rows,
+                                     **options):
                 chunk.columns = [str(c).strip() for c in chunk.columns]
                 if first and all(c.startswith("Unnamed:") for c in chunk.columns):
                     raise DataError("header row is missing or empty", source=source)
                 first = False
                 yield chunk
     except UnicodeDecodeError as exc:
-        raise DataError(f"file is not UTF-8 text ({exc.reason} in a chunk read); save it as "
-                        "UTF-8 CSV", source=source) from None
+        raise DataError(f"file is not UTF-8 text ({exc.reason}); save it as UTF-8 CSV",
+                        source=source) from None
     except pd.errors.ParserError as exc:
         raise DataError(f"malformed CSV: {exc}", source=source) from None
     except pd.errors.EmptyDataError:
         raise DataError("file has no columns", source=source) from None
 
 
-def iter_table_chunks(path: str | os.PathLike, *, chunk_rows: int = 65_536) -> Iterator[pd.DataFrame]:
+def iter_table_chunks(path: str | os.PathLike, *, chunk_rows: int = 65_536,
+                      names: Sequence[str] | None = None, required: Iterable[str] = (),
+                      optional: Iterable[str] = ()) -> Iterator[pd.DataFrame]:
     """:func:`read_table` in chunks of at most ``chunk_rows`` rows, so a large file is never
-    held whole: the same files (path or glob), checks and errors. Each chunk's dtypes are
-    inferred on its own rows: a column may be int64 in one chunk and float64 (gaps) or text in
-    another; the caller unifies them (e.g. :func:`netsec_tasks.snapshot.unify_schemas`)."""
+    held whole: the same files (path or glob), options, checks and errors. Each chunk's dtypes
+    are inferred on its own rows: a column may be int64 in one chunk and float64 (gaps) or text
+    in another; the caller unifies them (:func:`netsec_tasks.snapshot.unify_schemas`)."""
     columns: list[str] | None = None
     rows = 0
     for p in expand_paths(path):
-        for chunk in _file_chunks(p, chunk_rows):
+        for chunk in _file_chunks(p, chunk_rows, names, required, optional):
             if columns is None:
                 columns = list(chunk.columns)
             elif list(chunk.columns) != columns:
@@ -163,10 +225,13 @@ def iter_table_chunks(path: str | os.PathLike, *, chunk_rows: int = 65_536) -> I
         raise DataError("no data rows (only a header?)", source=str(path))
 
 
-def read_table(path: str | os.PathLike, *, text_columns: Iterable[str] = ()) -> pd.DataFrame:
+def read_table(path: str | os.PathLike, *, text_columns: Iterable[str] = (),
+               names: Sequence[str] | None = None, required: Iterable[str] = (),
+               optional: Iterable[str] = ()) -> pd.DataFrame:
     """One CSV/Parquet file, or all files matching a glob concatenated (same columns).
 
-    ``text_columns``: CSV columns read as text exactly as written (see ``read_csv_bytes``)."""
+    ``text_columns``: CSV columns read as text exactly as written; ``names``/``required``/
+    ``optional``: header-less CSV files (see ``read_csv_bytes``)."""
     frames = []
     for p in expand_paths(path):
         with open(p, "rb") as fh:
@@ -177,7 +242,8 @@ def read_table(path: str | os.PathLike, *, text_columns: Iterable[str] = ()) -> 
             except Exception as exc:  # pyarrow raises several types for a damaged file
                 raise DataError(f"cannot read Parquet: {exc}", source=str(p)) from None
         else:
-            frames.append(read_csv_bytes(p.read_bytes(), source=str(p), text_columns=text_columns))
+            frames.append(read_csv_bytes(p.read_bytes(), source=str(p), text_columns=text_columns,
+                                         names=names, required=required, optional=optional))
     if len(frames) > 1:
         cols = list(frames[0].columns)
         for p, f in zip(expand_paths(path)[1:], frames[1:]):

@@ -107,7 +107,12 @@ class SearchData:
     eval_set: tuple[np.ndarray, np.ndarray] | None
     rows: int
     description: str
-    early_stopping_rows: np.ndarray | None = None   # mask over the split: held out of the refit
+    # Masks over the training split: the sample (all rows when not sampled), the search imputer's
+    # donors (None when the imputer is fitted inside each fold) and the early-stopping rows (held
+    # out of the refit too; None when there are none).
+    sample_rows: np.ndarray | None = None
+    imputer_rows: np.ndarray | None = None
+    early_stopping_rows: np.ndarray | None = None
 
     @property
     def sampled(self) -> bool:
@@ -126,7 +131,7 @@ def search_data(cfg: PipelineConfig, schema: DatasetSchema, train: "_Split") -> 
         cv, groups = make_cv(cfg, train.X, train.y)
         return SearchData(X=train.X, y=train.y, groups=groups, cv=cv,
                           preprocess=build_preprocessor(schema), eval_set=None, rows=len(train.y),
-                          description="the whole training split (the imputer is fitted inside "
+                          sample_rows=chosen, description="the whole training split (the imputer is fitted inside "
                                       "each CV fold)")
     outside = ~chosen
     donors = np.zeros_like(chosen)
@@ -149,6 +154,7 @@ def search_data(cfg: PipelineConfig, schema: DatasetSchema, train: "_Split") -> 
     cv, groups = make_cv(cfg, train.X[chosen], y)
     return SearchData(
         X=X, y=y, groups=groups, cv=cv, preprocess=None, eval_set=eval_set, rows=len(y),
+        sample_rows=chosen, imputer_rows=donors,
         early_stopping_rows=held if eval_set is not None else None,
         description=(f"a sample of {len(y)} of the {len(train.y)} training rows "
                      f"(training.search_max_rows={t.search_max_rows}; identical rows together, "
@@ -386,8 +392,8 @@ def _train_and_evaluate(cfg: PipelineConfig, run: RunContext, schema: DatasetSch
     catalog = RunCatalog.of(cfg, run)
     train_split = _Split(catalog, validation.train_uri, schema)
     if len(np.unique(train_split.y)) < 2:
-        raise DataError(f"the training split has only one class; both the threat label "
-                        f"{schema.target.positive!r} and another label are needed", source=validation.train_uri)
+        raise DataError(f"the training split has only one class; both threat and benign rows are "
+                        f"needed (label mapping: {schema.target.mapping()})", source=validation.train_uri)
     preprocessor = load_preprocessor(catalog.storage.read_bytes(transform.preprocessor_uri),
                                      transform.preprocessor_uri)
     data = search_data(cfg, schema, train_split)
@@ -411,8 +417,7 @@ def _train_and_evaluate(cfg: PipelineConfig, run: RunContext, schema: DatasetSch
         metrics, cm, y_pred, scores = evaluate(model[-1], test_features, test_split.y)
     plot_dir = Path(tempfile.mkdtemp(prefix="netsec-plots-", dir=scratch_dir(cfg)))
     plot_files = save_plots(test_split.y, y_pred, scores, plot_dir,
-                            labels=(f"benign ({schema.negative_label})",
-                                    f"threat ({schema.target.positive})"),
+                            labels=schema.class_names,
                             title=f"- {winner.name}")
     plots = [catalog.save_file("plots", path, Path(path).name) for path in plot_files]
     _Progress(cfg.training.progress)(
@@ -517,7 +522,9 @@ def _log_parent(cfg: PipelineConfig, schema: DatasetSchema, validation: Validati
         "split_seed": cfg.split.seed, "duplicate_aware": cfg.split.duplicate_aware,
         "train_rows": len(out.train.y), "test_rows": len(out.test.y),
         "search_rows": out.search_rows, "search_max_rows": t.search_max_rows,
-        "imputer_max_rows": cfg.transform.imputer_max_rows, "target": schema.target.column, "positive_label": schema.target.positive,
+        "imputer_max_rows": cfg.transform.imputer_max_rows,
+        "target": schema.target.column, "positive_label": schema.positive_label,
+        "label_mapping": schema.target.mapping(),
         **{f"winner.{k}": v for k, v in winner.best_params.items()},
     })
     mlflow.log_metrics({**{f"test_{k}": v for k, v in out.metrics.items()},

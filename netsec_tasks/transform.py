@@ -125,7 +125,7 @@ def feature_frame(frame: pd.DataFrame, schema: DatasetSchema, source: str = "") 
 
 
 def threat_target(frame: pd.DataFrame, schema: DatasetSchema, source: str = "") -> np.ndarray:
-    """y = 1 for the threat label (schema.target.positive), 0 otherwise."""
+    """y = 1 for a threat label (the schema's label mapping, ``schema.is_threat``), 0 otherwise."""
     col = schema.target.column
     if col not in frame.columns:
         raise DataError(f"missing target column '{col}'", source=source or None, columns=[col])

@@ -31,7 +31,7 @@ import pandas as pd
 import yaml
 
 from netsec_tasks.config import PipelineConfig, ValidationConfig
-from netsec_tasks.contract import Contract, allowed_values, coerce, listed, null_mask, show
+from netsec_tasks.contract import UNLISTED_HINT, Contract, listed, null_mask, show
 from netsec_tasks.errors import ValidationFailed
 from netsec_tasks.records import IngestRecord, RunContext, ValidationRecord
 from netsec_tasks.schema import ColumnSpec, DatasetSchema, load_schema
@@ -80,6 +80,8 @@ class FrameValidation:
     checks: list[Check]
     rows_checked: int
     rows_invalid: int              # distinct rows quarantined
+    # Rows per target label (as text) and whether the schema maps it to the threat class.
+    labels: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Valid rows, when ``clean`` does not hold them (the step streams them to storage instead).
     valid_rows: int | None = None
 
@@ -106,6 +108,7 @@ class FrameValidation:
             "rows_valid": int(len(self.clean) if self.valid_rows is None else self.valid_rows),
             "rows_invalid": int(self.rows_invalid),
             "invalid_share": round(float(self.invalid_share), 6),
+            **({"labels": self.labels} if self.labels else {}),
             "checks": [c.to_dict() for c in self.checks],
         }
 
@@ -196,7 +199,8 @@ class _Tally:
     nulls: dict[str, int] = field(default_factory=dict)          # feature -> null cells
     has_target: bool = False
     target_missing: int = 0
-    unknown_labels: dict[str, int] = field(default_factory=dict)  # shown label -> rows
+    refused: dict[str, int] = field(default_factory=dict)        # unusable label as written -> rows
+    labels: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> rows, threat
     rows_invalid: int = 0
     rows_valid: int = 0
     classes: dict[Any, int] = field(default_factory=dict)        # label -> valid rows
@@ -222,11 +226,20 @@ class _Tally:
             nulls=counts(self.nulls, other.nulls),
             has_target=self.has_target or other.has_target,
             target_missing=self.target_missing + other.target_missing,
-            unknown_labels=counts(self.unknown_labels, other.unknown_labels),
+            refused=counts(self.refused, other.refused),
+            labels={k: {"rows": self.labels.get(k, {}).get("rows", 0)
+                                + other.labels.get(k, {}).get("rows", 0),
+                        "threat": (self.labels.get(k) or other.labels[k])["threat"]}
+                    for k in dict.fromkeys([*self.labels, *other.labels])},
             rows_invalid=self.rows_invalid + other.rows_invalid,
             rows_valid=self.rows_valid + other.rows_valid,
             classes=counts(self.classes, other.classes),
             clean_hashes=[*self.clean_hashes, *other.clean_hashes])
+
+    @property
+    def label_counts(self) -> dict[str, dict[str, Any]]:
+        """Rows per usable label, most frequent first (as the contract's LabelCheck orders them)."""
+        return dict(sorted(self.labels.items(), key=lambda kv: -kv[1]["rows"]))
 
     @property
     def duplicates(self) -> int:
@@ -253,7 +266,8 @@ def validate_frame(frame: pd.DataFrame, schema: DatasetSchema, vcfg: ValidationC
     tally, clean, invalid = _scan(frame, schema, vcfg, split=split)
     checks = _checks(tally, schema, vcfg, role=role, require_target=require_target)
     return FrameValidation(source=source, clean=clean, invalid=invalid, checks=checks,
-                           rows_checked=tally.rows, rows_invalid=tally.rows_invalid)
+                           rows_checked=tally.rows, rows_invalid=tally.rows_invalid,
+                           labels=tally.label_counts)
 
 
 def _scan(frame: pd.DataFrame, schema: DatasetSchema, vcfg: ValidationConfig, *,
@@ -349,20 +363,7 @@ def _checks(tally: _Tally, schema: DatasetSchema, vcfg: ValidationConfig, *, rol
         list(heavy)))
 
     if tally.has_target:
-        k = tally.target_missing
-        checks.append(_row_check("target_missing", k, [target] if k else [],
-                                 "rows without a target label"))
-        labels = schema.target.labels or None
-        if tally.unknown_labels:
-            count = sum(tally.unknown_labels.values())
-            ordered = sorted(tally.unknown_labels.items(), key=lambda kv: -kv[1])
-            listed_ = _listed(f"{v!r} x{c}" for v, c in ordered)
-            checks.append(Check("target_labels", "fail", count,
-                                f"target column {target} has {count} values outside "
-                                f"labels {labels}: {listed_}", [target]))
-        else:
-            checks.append(Check("target_labels", "pass", 0,
-                                f"all target values in {labels}" if labels else "no label list in schema"))
+        checks += _target_checks(tally, schema)
     elif not require_target:
         checks.append(Check("target_present", "pass", 0, "no target column (unlabelled data)"))
 
@@ -380,7 +381,7 @@ def _checks(tally: _Tally, schema: DatasetSchema, vcfg: ValidationConfig, *, rol
         f"only {valid} valid rows, fewer than validation.min_rows={vcfg.min_rows}"
         if valid < vcfg.min_rows else f"{valid} valid rows (min {vcfg.min_rows})"))
     if tally.has_target:
-        checks.append(_class_check(tally.classes, target, fatal_size and n > 0))
+        checks.append(_class_check(tally.classes, schema, fatal_size and n > 0))
     dups = tally.duplicates
     checks.append(Check("duplicate_rows", "warn" if dups else "pass", dups,
                         f"{dups} rows are exact copies of an earlier valid row" if dups
@@ -406,37 +407,74 @@ def _row_check(name: str, count: int, columns: list[str], what: str) -> Check:
 
 def _check_target(raw: pd.Series, schema: DatasetSchema, quarantine: _Quarantine,
                   tally: _Tally) -> pd.Series:
-    """Quarantine rows with no label or a label the schema does not know; count both."""
+    """Quarantine rows with no label or a label the schema does not list (the contract's label
+    check); count them, and the rows per usable label, in ``tally``."""
     spec = schema.target
-    null = _null_mask(raw)
+    check = Contract(schema).check_labels(raw)
+    null = pd.Series(check.null, index=raw.index)
     tally.target_missing = quarantine.add(null, spec.column, "<null>", "missing target")
-    labels = spec.labels or None
-    co = coerce(raw, ColumnSpec(dtype=spec.dtype, allowed=labels), null)
-    unknown = pd.Series(False, index=raw.index)
-    for mask, _ in co.bad:
-        unknown |= mask.fillna(False).astype(bool)
-    if labels is not None:
-        unknown |= co.typed.notna() & ~co.typed.isin(allowed_values(labels, spec.dtype))
-    if unknown.any():
-        quarantine.add(unknown, spec.column, raw, f"target value not in labels {labels}")
-        counts = raw[unknown].map(lambda v: str(v).strip()).value_counts()
-        tally.unknown_labels = {str(v): int(c) for v, c in counts.items()}
-    return co.typed
+    refused = pd.Series(check.refused, index=raw.index)
+    if refused.any():
+        quarantine.add(refused, spec.column, raw, f"target value not in labels {check.vocabulary}")
+        values = raw[refused].map(lambda v: str(v).strip()).value_counts()
+        tally.refused = {str(v): int(c) for v, c in values.items()}
+    tally.labels = {k: dict(v) for k, v in check.counts.items()}
+    return check.typed.set_axis(raw.index)
 
 
-def _class_check(counts: dict[Any, int], column: str, fatal: bool, *,
+def _target_checks(tally: _Tally, schema: DatasetSchema) -> list[Check]:
+    """``target_missing`` and ``target_labels`` from the tally (see :func:`_check_target`)."""
+    spec = schema.target
+    k = tally.target_missing
+    checks = [_row_check("target_missing", k, [spec.column] if k else [], "rows without a target label")]
+    vocabulary = spec.vocabulary
+    if tally.refused:
+        n = sum(tally.refused.values())
+        summary = listed(f"{v!r} x{c}" for v, c in sorted(tally.refused.items(), key=lambda kv: -kv[1]))
+        checks.append(Check("target_labels", "fail", n,
+                            f"target column {spec.column} has {n} values outside labels "
+                            f"{vocabulary}: {summary}. {UNLISTED_HINT}", [spec.column]))
+    elif spec.everything_but:
+        # Labels the schema does not name are threats by definition; a new attack type is
+        # still worth a look, so it is a warning when the schema lists the known ones.
+        counts = tally.label_counts
+        known = {show(v) for v in spec.known_labels}
+        new = [k for k in counts if k not in known] if spec.labels else []
+        detail = (f"every label but {spec.benign_labels} is a threat"
+                  + (f"; threat labels not in target.labels: {_listed(new)}" if new else ""))
+        checks.append(Check("target_labels", "warn" if new else "pass",
+                            sum(counts[k]["rows"] for k in new), detail,
+                            [spec.column] if new else []))
+    else:
+        checks.append(Check("target_labels", "pass", 0, f"all target values in {vocabulary}"))
+    return checks
+
+
+def _class_check(counts: dict[Any, int], schema: DatasetSchema, fatal: bool, *,
                  name: str = "target_classes", where: str = "") -> Check:
-    """Both classes among the valid rows? ``counts``: label -> valid rows."""
+    """Both sides of the binary task present among the valid rows: threat rows and benign rows
+    (per the schema's label mapping; the raw label may have more classes). ``counts``: typed
+    label -> valid rows."""
+    column = schema.target.column
     ordered = sorted(((v, c) for v, c in counts.items() if c), key=lambda kv: -kv[1])
-    if len(ordered) >= 2:
-        return Check(name, "pass", len(ordered),
-                     where + "classes: " + ", ".join(f"{_label(v)}={c}" for v, c in ordered))
+    raw = ", ".join(f"{_label(v)}={c}" for v, c in ordered)
+    if not ordered:
+        return Check(name, _status(True, fatal), 0, f"{where}no valid target labels")
+    threat = np.asarray(schema.is_threat(pd.Series([v for v, _ in ordered], dtype=object)), dtype=bool)
+    rows = np.array([c for _, c in ordered])
+    n_threat, n_benign = int(rows[threat].sum()), int(rows[~threat].sum())
+    if n_threat and n_benign:
+        split_text = f" (threat {n_threat}, benign {n_benign})" if len(ordered) > 2 else ""
+        return Check(name, "pass", len(ordered), where + "classes: " + raw + split_text)
     if len(ordered) == 1:
         only = _label(ordered[0][0])
         return Check(name, _status(True, fatal), 1,
                      f"{where}target {column} has a single class ({only!r} x{int(ordered[0][1])});"
                      f" a classifier needs both classes", [str(column)])
-    return Check(name, _status(True, fatal), 0, f"{where}no valid target labels")
+    side, other = ("threat", "benign") if n_threat else ("benign", "threat")
+    return Check(name, _status(True, fatal), len(ordered),
+                 f"{where}target {column} has {side} labels only ({raw}); the model needs "
+                 f"{other} rows too (label mapping: {schema.target.mapping()})", [str(column)])
 
 
 def _label(v: Any) -> Any:
@@ -676,7 +714,7 @@ def validate(cfg: PipelineConfig, run: RunContext, ingest: IngestRecord, *,
         valid = {k: v.tally.rows_valid for k, v in scans.items()}
         if data.passed:
             # Training needs both classes in train itself, and a test split to score on.
-            data.checks.append(_class_check(scans["train"].tally.classes, schema.target.column, True,
+            data.checks.append(_class_check(scans["train"].tally.classes, schema, True,
                                             name="train_target_classes", where="train split: "))
             n_test = valid["test"]
             data.checks.append(Check("test_not_empty", _status(n_test == 0, True), n_test,
@@ -739,4 +777,4 @@ def _section(tally: _Tally, invalid: list[pd.DataFrame], schema: DatasetSchema,
     return FrameValidation(source=source, clean=pd.DataFrame(), invalid=problems,
                            checks=_checks(tally, schema, vcfg, role=role, require_target=True),
                            rows_checked=tally.rows, rows_invalid=tally.rows_invalid,
-                           valid_rows=tally.rows_valid)
+                           labels=tally.label_counts, valid_rows=tally.rows_valid)

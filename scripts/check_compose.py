@@ -9,7 +9,10 @@
    a required variable missing from the file is reported by name.
 2. Validates the result against the Compose Specification's JSON schema
    (``tests/data/compose-spec.json``, vendored with its source and licence noted beside it).
-3. Lints ``Dockerfile.airflow`` and ``Dockerfile.serving`` with hadolint.
+3. Lints ``Dockerfile.airflow``, ``Dockerfile.serving`` and CI's stand-ins
+   (``docker/ci/*.Dockerfile``) with hadolint.
+
+``scripts/compose_test.py`` builds and runs the stack under a real Docker engine.
 
 Exit status 0 when everything passes, 1 otherwise; each problem is printed on one line.
 ``tests/test_compose.py`` uses these functions, plus reviewer checks on top.
@@ -32,6 +35,8 @@ COMPOSE_FILE = REPO / "docker-compose.yaml"
 ENV_EXAMPLE = REPO / ".env.example"
 SCHEMA_FILE = REPO / "tests" / "data" / "compose-spec.json"
 DOCKERFILES = (REPO / "Dockerfile.airflow", REPO / "Dockerfile.serving")
+# The stand-ins docker-compose.ci.yaml builds for CI (scripts/compose_test.py).
+CI_DOCKERFILES = tuple(sorted((REPO / "docker" / "ci").glob("*.Dockerfile")))
 
 
 class InterpolationError(ValueError):
@@ -273,7 +278,7 @@ def hadolint_executable() -> str | None:
     return str(beside) if beside.exists() else shutil.which("hadolint")
 
 
-def hadolint(paths: tuple[Path, ...] = DOCKERFILES) -> list[str]:
+def hadolint(paths: tuple[Path, ...] = DOCKERFILES + CI_DOCKERFILES) -> list[str]:
     """hadolint findings (at any level), one line each; empty when the Dockerfiles are clean."""
     exe = hadolint_executable()
     if exe is None:
@@ -312,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     if not problems:
         print(f"OK: {Path(args.compose).name} (variables from {env_file.name}) matches the Compose "
-              f"Specification; {', '.join(d.name for d in DOCKERFILES)} pass hadolint")
+              f"Specification; {', '.join(d.name for d in DOCKERFILES)} and {len(CI_DOCKERFILES)} CI "
+              "Dockerfiles pass hadolint")
     return 1 if problems else 0
 
 

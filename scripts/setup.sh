@@ -33,17 +33,29 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements/constr
 fi
 
 if [ "$want_test" = 1 ]; then
-  # Debian packages the tests drive: headless Chromium for page checks, PostgreSQL and Redis
-  # for the local twin of the compose stack. Installed only when missing.
+  # Debian packages the tests drive: headless Chromium for page checks; for the compose stack
+  # under a real engine (scripts/compose_test.py): Docker Engine (docker.io), debootstrap for the
+  # CI base image, and docker-compose 1.29 (Compose v2 comes from PyPI, see compose_test.py).
+  # Installed only when missing.
   need=()
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
-  { command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; } || need+=(postgresql)
-  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+  command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ] || need+=(docker.io)
+  command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+  command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
   if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       echo "== apt-get install ${need[*]}"
+      # No system-wide services from the packages (a dockerd on /var/run/docker.sock): the
+      # standard policy-rc.d "deny", only while installing, only if none is there.
+      policy=""
+      if [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy"
+      fi
       apt-get update -qq >/dev/null
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
+        || { if [ -n "$policy" ]; then rm -f "$policy"; fi; exit 1; }
+      if [ -n "$policy" ]; then rm -f "$policy"; fi
     else
       echo "warning: missing ${need[*]} (install them; the tests that need them will fail)" >&2
     fi

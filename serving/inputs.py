@@ -298,8 +298,9 @@ def csv_frame(data: bytes, name: str, contract: Contract, max_rows: int) -> pd.D
     from netsec_tasks.table_io import read_csv_bytes
 
     try:
+        # A header-less upload is read with the schema's file_columns.
         frame = read_csv_bytes(data, source=name, max_rows=max_rows + 1,
-                               text_columns=contract.passthrough)
+                               text_columns=contract.passthrough, **contract.schema.read_options())
     except DataError as exc:
         raise InputError(str(exc), column=(exc.columns or [None])[0]) from None
     check_row_count(len(frame), max_rows, "the CSV")
@@ -312,6 +313,9 @@ def csv_frame(data: bytes, name: str, contract: Contract, max_rows: int) -> pd.D
 
 def csv_input(data: bytes, name: str, contract: Contract, model: LoadedModel, max_rows: int, *,
               policy: InvalidPolicy = "refuse") -> ModelInput:
-    """Rows are reported as CSV line numbers (the header is line 1)."""
+    """Rows are reported as CSV line numbers (the header, if any, is line 1)."""
+    from netsec_tasks.table_io import first_data_line
+
     frame = csv_frame(data, name, contract, max_rows)
-    return checked_input(frame, contract, model, where=lambda r: f"line {r + 2}", policy=policy)
+    first = first_data_line(data, **contract.schema.read_options())
+    return checked_input(frame, contract, model, where=lambda r: f"line {r + first}", policy=policy)

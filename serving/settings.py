@@ -1,6 +1,8 @@
 """Serving settings: environment variables ``NETSEC_SERVING_<FIELD>`` (plus ``MLFLOW_TRACKING_URI``).
 
-Examples: ``NETSEC_SERVING_MODEL_NAME=netsec-phishing``, ``NETSEC_SERVING_API_KEY=s3cret``,
+Examples: ``NETSEC_SERVING_MODEL_NAME=netsec-phishing`` (default: the pipeline config's
+``registry.model_name``, which is ``netsec-<dataset>`` unless set, so ``NETSEC_DATASET=x`` serves
+``netsec-x`` with the ``x`` schema), ``NETSEC_SERVING_API_KEY=s3cret``,
 ``NETSEC_SERVING_CORS_ORIGINS='["http://localhost:3000"]'``,
 ``NETSEC_SERVING_MONGO_URI=mongodb://mongo:27017/netsec`` (prediction log in MongoDB instead of
 the local JSONL files), ``NETSEC_SERVING_AIRFLOW_URL=http://airflow-apiserver:8080``.
@@ -17,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -35,7 +37,9 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(
         None, validation_alias=AliasChoices("NETSEC_SERVING_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI",
                                             "mlflow_tracking_uri"))
-    model_name: str = "netsec-phishing"
+    # None: the pipeline config's registry.model_name (netsec-<dataset> unless set there), so
+    # serving answers with the model of the data set whose schema checks its inputs.
+    model_name: str | None = None
     model_alias: str = "production"
     # Fall back to the (deprecated) stage when no version carries the alias.
     model_stage: str = "Production"
@@ -92,6 +96,14 @@ class Settings(BaseSettings):
                 return json.loads(v)
             return [s.strip() for s in v.split(",") if s.strip()]
         return v
+
+    @model_validator(mode="after")
+    def _derived_model_name(self) -> "Settings":
+        if self.model_name is None:
+            from netsec_tasks.config import load_config
+
+            self.model_name = load_config().registry.model_name
+        return self
 
     @field_validator("batch_threads")
     @classmethod

@@ -224,7 +224,9 @@ def test_env_example_sets_every_variable_compose_reads_and_no_others():
     required = sorted(v for v, op in used.items() if op.endswith("?"))
     assert required, "no ${VAR:?} in docker-compose.yaml: secrets would silently be empty"
     assert [v for v in required if not ENV.get(v)] == []
-    assert sorted(set(ENV) - set(used)) == [], ".env.example sets variables compose never reads"
+    # COMPOSE_*: docker compose's own settings (COMPOSE_PROJECT_NAME), read from .env, not interpolated.
+    own = {v for v in ENV if v.startswith("COMPOSE_")}
+    assert sorted(set(ENV) - set(used) - own) == [], ".env.example sets variables compose never reads"
     unset_plain = sorted(v for v, op in used.items() if op == "" and v not in ENV)
     assert unset_plain == [], "plain ${VAR} without default or .env.example value"
 
@@ -362,20 +364,17 @@ def test_the_celery_worker_scales():
     assert "CeleryExecutor" == env_of(worker[0])["AIRFLOW__CORE__EXECUTOR"]
 
 
-def test_airflow_services_share_one_configuration_and_work_dir():
+def test_airflow_services_share_one_configuration_and_no_disk():
+    """Same settings everywhere; no volume mounted into an Airflow container: tasks hand data over
+    through storage, workers serve their own task logs (they may run on other machines)."""
     assert len(AIRFLOW) >= 6
     shared = re.compile(r"^(NETSEC_|MLFLOW_|AWS_|AIRFLOW_CONN_|AIRFLOW__(?!CELERY__WORKER))")
     reference = {k: v for k, v in env_of(AIRFLOW[0]).items() if shared.match(k)}
-    home = reference["NETSEC_HOME"]
-    top_volumes = set(DOC.get("volumes") or {})
-    mounts = set()
     for name in AIRFLOW:
         env = env_of(name)
         assert {k: v for k, v in env.items() if shared.match(k)} == reference, name
-        targets = {str(v).split(":")[1]: str(v).split(":")[0] for v in SERVICES[name].get("volumes", [])}
-        assert home in targets, f"{name} does not mount the work dir {home}"
-        mounts.add(targets[home])
-    assert len(mounts) == 1 and mounts <= top_volumes, f"work dir volumes {mounts}: must be one named volume"
+        assert not SERVICES[name].get("volumes"), f"{name} mounts {SERVICES[name]['volumes']}"
+    assert urlparse(reference["NETSEC_STORAGE__URI"]).scheme == "s3", "a local storage root is one machine's disk"
 
 
 def test_pipeline_config_points_at_the_stack():
@@ -574,19 +573,65 @@ def test_dockerfiles_pass_hadolint():
 
 
 def test_airflow_image_matches_the_pins():
+    """Airflow from pip on the official Python image (the base a build argument, see the
+    Dockerfile), at the pinned version, the way the official image lays it out."""
     stages = cc.parse_dockerfile(REPO / "Dockerfile.airflow")
-    base = stages[-1].base
-    match = re.fullmatch(r"apache/airflow:(\d+\.\d+\.\d+)-python(\d+\.\d+)", base)
-    assert match, f"FROM {base}: expected apache/airflow:<version>-python<X.Y>"
-    assert match.group(1) == PIN["apache-airflow"], "image tag differs from constraints.txt"
-    assert match.group(2) == "%d.%d" % sys.version_info[:2], "image Python differs from the tests'"
-    run = " ".join(a for i, a in stages[-1].instructions if i == "RUN")
+    final = stages[-1]
+    python = re.fullmatch(r"python:(\d+\.\d+)\.\d+-slim-\w+", final.base)
+    assert python, f"FROM {final.base}: expected the official python:<X.Y.Z>-slim-<debian> image"
+    assert python.group(1) == "%d.%d" % sys.version_info[:2], "image Python differs from the tests'"
+    text = (REPO / "Dockerfile.airflow").read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=", text, re.M) and "FROM ${PYTHON_IMAGE}" in text, \
+        "the base must stay a build argument (CI builds on its own Python image)"
+    version = re.search(r"^ARG AIRFLOW_VERSION=(\S+)$", text, re.M)
+    assert version and version.group(1) == PIN["apache-airflow"], "AIRFLOW_VERSION differs from constraints.txt"
+    run = " ".join(a for i, a in final.instructions if i == "RUN")
     assert '"apache-airflow==${AIRFLOW_VERSION}"' in run and "--constraint requirements/constraints.txt" in run
     assert '".[airflow]"' in run
-    users = [a for i, a in stages[-1].instructions if i == "USER"]
+    # The metadata DB drivers (SQL_ALCHEMY_CONN names psycopg2; the api-server's async engine
+    # uses asyncpg), pinned in the lock like everything else.
+    for driver in ("psycopg2-binary", "asyncpg"):
+        assert driver in run and driver in PIN, driver
+    users = [a for i, a in final.instructions if i == "USER"]
     assert users[-1] == "50000", "the image must end as the airflow user (uid 50000)"
+    env = cc.dockerfile_env(REPO / "Dockerfile.airflow")
+    assert env["AIRFLOW_HOME"] == "/opt/airflow"
+    entrypoint = json.loads([a for i, a in final.instructions if i == "ENTRYPOINT"][-1])
+    assert entrypoint[:2] == ["/usr/bin/dumb-init", "--"], "dumb-init as PID 1 (DUMB_INIT_SETSID in compose)"
     mlflow_image = SERVICES[service_with_image("ghcr.io/mlflow/mlflow:")]["image"]
     assert mlflow_image == f"ghcr.io/mlflow/mlflow:v{PIN['mlflow']}-full", "MLflow server != client pin"
+
+
+def test_airflow_entrypoint_runs_what_compose_asks_for(tmp_path):
+    """docker/airflow/entrypoint.sh: the init service's set-up variables, then `airflow <cmd>`;
+    run here with a stand-in `airflow` that records its arguments."""
+    final = cc.parse_dockerfile(REPO / "Dockerfile.airflow")[-1]
+    entry = [a for i, a in final.instructions if i == "COPY" and a.split()[-1] == "/entrypoint"]
+    script = REPO / [w for w in entry[0].split() if not w.startswith("--")][0]
+    fake = tmp_path / "airflow"
+    fake.write_text('#!/bin/sh\necho "airflow $*" >> "$CALLS"\n')
+    fake.chmod(0o755)
+    calls = tmp_path / "calls"
+
+    def run_entrypoint(service: str) -> list[str]:
+        calls.write_text("")
+        env = {**{k: v for k, v in env_of(service).items() if k.startswith("_AIRFLOW")},
+               "PATH": f"{tmp_path}:/usr/bin:/bin", "CALLS": str(calls)}
+        out = subprocess.run(["bash", str(script), *map(str, SERVICES[service]["command"])], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return calls.read_text().splitlines()
+
+    init = run_entrypoint("airflow-init")
+    assert init[0] == "airflow db migrate"
+    user = shlex.split(init[1])
+    assert user[:3] == ["airflow", "users", "create"]
+    assert user[user.index("--username") + 1] == env_of("airflow-init")["_AIRFLOW_WWW_USER_USERNAME"]
+    assert user[user.index("--password") + 1] == env_of("airflow-init")["_AIRFLOW_WWW_USER_PASSWORD"]
+    assert user[user.index("--role") + 1] == "Admin"
+    assert init[2:] == ["airflow " + command_text("airflow-init")]
+    worker = [n for n in AIRFLOW if "worker" in command_text(n).split()][0]
+    assert run_entrypoint(worker) == [f"airflow {command_text(worker)}"]
 
 
 def test_serving_image_is_small_non_root_and_healthy():
@@ -629,3 +674,78 @@ def test_copied_and_mounted_files_exist():
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert "apache-airflow-providers-fab" in " ".join(pyproject["project"]["optional-dependencies"]["airflow"]), \
         "docker-compose.yaml uses FabAuthManager"
+
+
+# --------------------------------------------------------------------------- both compose CLIs
+
+
+def _compose_config(kind: str, files: tuple[str, ...], tmp_path: Path) -> dict:
+    """What `config` of docker compose v2 (the CLI plugin) or docker-compose 1.29 makes of the
+    files, in one shape: per service the keys whose meaning matters here."""
+    import yaml
+
+    _ct = importlib.util.spec_from_file_location("compose_test", REPO / "scripts" / "compose_test.py")
+    ct = importlib.util.module_from_spec(_ct)
+    _ct.loader.exec_module(ct)
+    if kind == "v2":
+        ct.ensure_compose_v2(tmp_path / "download.log")
+        docker = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else shutil.which("docker")
+        assert docker, "no docker CLI: scripts/setup.sh --test installs Debian's docker.io"
+        base = [docker, "compose"]
+    else:
+        exe = shutil.which("docker-compose")
+        assert exe, "no docker-compose (1.29): scripts/setup.sh --test installs it"
+        base = [exe]
+    argv = [*base, "-p", "netsec", "--project-directory", str(REPO), "--env-file", str(cc.ENV_EXAMPLE),
+            *[a for f in files for a in ("-f", str(REPO / f))], "config"]
+    env = {"PATH": os.environ.get("PATH", ""), "DOCKER_CONFIG": str(ct.DOCKER_CONFIG), "HOME": str(tmp_path)}
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+    assert out.returncode == 0, f"{kind} config {files}: {out.stderr[-3000:]}"
+    doc = yaml.safe_load(out.stdout)
+
+    def ports(svc):
+        got = set()
+        for p in svc.get("ports") or []:
+            if isinstance(p, dict):
+                got.add((p.get("host_ip"), str(p["published"]), int(p["target"])))
+            else:
+                host_ip, published, target = str(p).split("/")[0].split(":")
+                got.add((host_ip, published, int(target)))
+        return got
+
+    def volumes(svc):
+        got = set()
+        for v in svc.get("volumes") or []:
+            if isinstance(v, dict):
+                got.add((v.get("source"), v["target"]))
+            else:
+                got.add(tuple(str(v).split(":")[:2]))
+        return got
+
+    def build(svc):
+        b = svc.get("build")
+        if not b:
+            return None
+        return (str(Path(b["context"]).resolve()), b.get("dockerfile"),
+                tuple(sorted((k, str(v)) for k, v in (b.get("args") or {}).items())))
+
+    return {name: {
+        "image": svc.get("image"), "build": build(svc), "command": svc.get("command"),
+        "entrypoint": svc.get("entrypoint"), "environment": {k: str(v) for k, v in (svc.get("environment") or {}).items()},
+        "healthcheck": (svc.get("healthcheck") or {}).get("test"),
+        "depends_on": {d: c["condition"] for d, c in (svc.get("depends_on") or {}).items()},
+        "ports": ports(svc), "volumes": volumes(svc), "restart": svc.get("restart"),
+    } for name, svc in doc["services"].items()}
+
+
+@pytest.mark.parametrize("files", [("docker-compose.yaml",), ("docker-compose.yaml", "docker-compose.ci.yaml")],
+                         ids=["users", "ci"])
+def test_compose_v2_and_docker_compose_1_29_read_the_files_alike(files, tmp_path):
+    """Users run Compose v2; docker-compose 1.29 is what Debian 12 packages. Both accept the
+    files (1.29 knows no top-level `name:`, `!reset` or `include`) and read the same stack."""
+    v2 = _compose_config("v2", files, tmp_path)
+    v1 = _compose_config("v1", files, tmp_path)
+    assert sorted(v1) == sorted(v2) == sorted(SERVICES)
+    for name in v2:
+        for key in v2[name]:
+            assert v1[name][key] == v2[name][key], f"{files}: {name}.{key}: 1.29 {v1[name][key]!r} != v2 {v2[name][key]!r}"

@@ -52,15 +52,68 @@ tr.drifted td{background:#fdecea} tr.drifted td:first-child{border-left:4px soli
 .legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 .8rem;
  vertical-align:middle;border-radius:2px}
 .note{color:#5b6270;font-size:.8rem}
-svg text{font-size:9px;fill:#5b6270}
+.cat{font-size:.8rem;margin-top:.15rem} .cat.new strong{color:#c62828} .cat.vanished strong{color:#5b6270}
+svg text{font-size:10px;fill:#3a404c}
 """
 _REF_COLOUR, _CUR_COLOUR = "#5b7db1", "#e8833a"
 
 
-def _bars_svg(col: ColumnDrift, width: int = 220, height: int = 60) -> str:
-    """Inline SVG: reference vs current shares side by side (categories or histogram bins)."""
+TOP_K = 8            # categories drawn per discrete column; the rest are pooled as "other"
+_LABEL_CHARS = 18    # longer category names are shortened (the full name is in the tooltip)
+
+
+def top_categories(col: ColumnDrift, k: int = TOP_K) -> tuple[list[str], np.ndarray, np.ndarray, int]:
+    """The ``k`` categories with the largest share in either sample, most common first, plus
+    an "other (n)" row pooling the rest: (labels, reference shares, current shares, pooled)."""
+    ref, cur = np.asarray(col.reference_share, float), np.asarray(col.current_share, float)
+    order = np.argsort(-np.maximum(ref, cur), kind="stable")
+    if len(order) <= k + 1:  # pooling a single category would hide it for nothing
+        return [col.labels[i] for i in order], ref[order], cur[order], 0
+    top, rest = order[:k], order[k:]
+    labels = [col.labels[i] for i in top] + [f"other ({len(rest)})"]
+    return (labels, np.append(ref[top], ref[rest].sum()), np.append(cur[top], cur[rest].sum()),
+            len(rest))
+
+
+def _short(text: str, limit: int = _LABEL_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _category_svg(col: ColumnDrift, width: int = 300) -> str:
+    """Horizontal bars, one row per category (top-k + "other"): the name on the left, the
+    reference and current share as two bars, the shares as text. Rows never overlap, however
+    many categories the column has."""
+    e = html.escape
+    labels, ref, cur, _ = top_categories(col)
+    new, vanished = set(col.new_categories), set(col.vanished_categories)
+    row_h, label_w, text_w = 16, 112, 74
+    bar_w = width - label_w - text_w
+    top = max(float(ref.max(initial=0)), float(cur.max(initial=0)), 1e-9)
+    height = row_h * len(labels) + 2
+    parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="categories of {e(col.column)}">']
+    for i, (lbl, r, c) in enumerate(zip(labels, ref, cur)):
+        y = i * row_h + 1
+        mark = " (new)" if lbl in new else " (vanished)" if lbl in vanished else ""
+        weight = ' font-weight="700"' if mark else ""
+        parts.append(f'<text x="{label_w - 4}" y="{y + 11}" text-anchor="end"{weight}>'
+                     f'<title>{e(lbl + mark)}</title>{e(_short(lbl))}</text>')
+        for j, (share, colour) in enumerate(((r, _REF_COLOUR), (c, _CUR_COLOUR))):
+            w = bar_w * share / top
+            parts.append(f'<rect x="{label_w}" y="{y + 1 + j * 7}" width="{max(w, 0.0):.1f}" '
+                         f'height="6" fill="{colour}"><title>{e(lbl)}: '
+                         f'{"reference" if j == 0 else "current"} {share:.1%}</title></rect>')
+        parts.append(f'<text x="{width}" y="{y + 11}" text-anchor="end">{r:.0%} → {c:.0%}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _bars_svg(col: ColumnDrift, width: int = 300, height: int = 60) -> str:
+    """Inline SVG: reference vs current (categories as rows, or a histogram's bins)."""
     if not col.reference_share:
         return '<span class="note">no distribution</span>'
+    if col.kind == "discrete":
+        return _category_svg(col, width)
     ref, cur = np.asarray(col.reference_share), np.asarray(col.current_share)
     k = len(ref)
     top = max(float(ref.max()), float(cur.max()), 1e-9)
@@ -69,24 +122,33 @@ def _bars_svg(col: ColumnDrift, width: int = 220, height: int = 60) -> str:
     parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
              f'aria-label="distribution of {html.escape(col.column)}">']
     for i in range(k):
-        bar_w = max(slot / 2 - 1, 0.8) if col.kind == "discrete" else slot / 2
+        bar_w = slot / 2
         for j, (share, colour) in enumerate(((ref[i], _REF_COLOUR), (cur[i], _CUR_COLOUR))):
             h = plot_h * share / top
-            x = i * slot + j * bar_w + (0.5 if col.kind == "discrete" else 0)
+            x = i * slot + j * bar_w
             parts.append(f'<rect x="{x:.1f}" y="{base - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
                          f'fill="{colour}"><title>{html.escape(_bar_label(col, i))}: '
                          f'{"reference" if j == 0 else "current"} {share:.1%}</title></rect>')
     parts.append(f'<line x1="0" y1="{base}" x2="{width}" y2="{base}" stroke="#b8bec7"/>')
-    if col.kind == "discrete":
-        for i, lbl in enumerate(col.labels):
-            if k <= 12:
-                parts.append(f'<text x="{i * slot + slot / 2:.1f}" y="{height - 3}" text-anchor="middle">'
-                             f'{html.escape(lbl[:10])}</text>')
-    else:
-        parts.append(f'<text x="0" y="{height - 3}">{html.escape(col.labels[0])}</text>')
-        parts.append(f'<text x="{width}" y="{height - 3}" text-anchor="end">{html.escape(col.labels[-1])}</text>')
+    parts.append(f'<text x="0" y="{height - 3}">{html.escape(col.labels[0])}</text>')
+    parts.append(f'<text x="{width}" y="{height - 3}" text-anchor="end">{html.escape(col.labels[-1])}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _category_changes(col: ColumnDrift, limit: int = 6) -> str:
+    """One line per kind of change: categories new in the current data, and vanished ones."""
+    e = html.escape
+    out = []
+    for what, cats, shares in (("new", col.new_categories, col.current_share),
+                               ("vanished", col.vanished_categories, col.reference_share)):
+        if not cats:
+            continue
+        share = {lbl: s for lbl, s in zip(col.labels, shares)}
+        shown = ", ".join(f"{e(c)} ({share.get(c, 0):.1%})" for c in cats[:limit])
+        more = f" (+{len(cats) - limit} more)" if len(cats) > limit else ""
+        out.append(f'<div class="cat {what}"><strong>{what}:</strong> {shown}{more}</div>')
+    return "".join(out)
 
 
 def _bar_label(col: ColumnDrift, i: int) -> str:
@@ -134,18 +196,30 @@ def render_html(result: DriftResult | None, *, reference: str | None, current: s
             change = t.get("positive_share_change")
             out.append(f"<dt>Target {e(t['column'])} (info)</dt><dd>{shares}"
                        + (f"; threat share change {change:+.1%}" if change is not None else "") + "</dd>")
+    if result is not None:
+        changed = [c for c in result.columns if c.new_categories or c.vanished_categories]
+        if changed:
+            out.append("<dt>Categories</dt><dd>" + "; ".join(
+                f"{e(c.column)}: " + ", ".join(
+                    ([f"{len(c.new_categories)} new ({e(', '.join(c.new_categories[:3]))}"
+                      + (" ..." if len(c.new_categories) > 3 else "") + ")"] if c.new_categories else [])
+                    + ([f"{len(c.vanished_categories)} vanished"] if c.vanished_categories else []))
+                for c in changed) + "</dd>")
     out.append(f"<dt>Generated</dt><dd>{now}</dd></dl></section>")
     if result is not None and result.columns:
         out += ["<h2>Columns</h2>",
                 f'<p class="legend">Distribution:<span style="background:{_REF_COLOUR}"></span>reference'
                 f'<span style="background:{_CUR_COLOUR}"></span>current</p>',
+                f'<p class="note">Drifted columns first, then every column by effect size, largest first. Categorical columns show '
+                f"their {TOP_K} most common categories and pool the rest as \"other\"; categories "
+                "only the current data has are marked new, those it lost vanished.</p>",
                 "<table><thead><tr><th>Column</th><th>Type</th><th>Test</th><th>Statistic</th>"
                 "<th>p</th><th>Adjusted p</th><th>Effect</th><th>Drifted</th><th>Distribution</th>"
                 "</tr></thead><tbody>"]
-        order = sorted(result.columns, key=lambda c: (not c.drifted, -(c.effect or 0)))
+        order = result.by_effect()
         for c in order:
             tag = '<span class="tag yes">drift</span>' if c.drifted else '<span class="tag no">no</span>'
-            note = f'<div class="note">{e(c.note)}</div>' if c.note else ""
+            note = (f'<div class="note">{e(c.note)}</div>' if c.note else "") + _category_changes(c)
             out.append(
                 f'<tr class="{"drifted" if c.drifted else ""}"><td><strong>{e(c.column)}</strong>{note}</td>'
                 f'<td>{e(c.kind)}</td><td class="nw">{e(c.test)}{f" (dof {c.dof})" if c.dof else ""}</td>'

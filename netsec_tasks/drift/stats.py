@@ -61,6 +61,9 @@ class ColumnDrift:
     labels: list[str] = field(default_factory=list)
     reference_share: list[float] = field(default_factory=list)
     current_share: list[float] = field(default_factory=list)
+    # Discrete columns: categories only the current data has, and ones it no longer has.
+    new_categories: list[str] = field(default_factory=list)
+    vanished_categories: list[str] = field(default_factory=list)
 
     @property
     def tested(self) -> bool:
@@ -110,6 +113,13 @@ class DriftResult:
     def column(self, name: str) -> ColumnDrift:
         return next(c for c in self.columns if c.column == name)
 
+    def by_effect(self) -> list[ColumnDrift]:
+        """Drifted columns first, each group by effect size, largest first (the report order;
+        effects of different tests are on different scales, the drift decision is not)."""
+        def effect(c: ColumnDrift) -> float:
+            return float(c.effect) if c.effect is not None and np.isfinite(c.effect) else 0.0
+        return sorted(self.columns, key=lambda c: (not c.drifted, -effect(c)))
+
     def reason(self) -> str:
         k, n = len(self.drifted_columns), self.columns_tested
         if not n:
@@ -136,7 +146,7 @@ class DriftResult:
             "n_reference": self.n_reference,
             "n_current": self.n_current,
             "target": self.target,
-            "columns": [c.to_dict() for c in self.columns],
+            "columns": [c.to_dict() for c in self.by_effect()],
         }
 
 
@@ -276,12 +286,15 @@ def _test_discrete(name: str, ref: pd.Series, cur: pd.Series) -> ColumnDrift:
         labels.append(NULL_CATEGORY)
     stat, p, dof, pooled = chi_square_test(r_counts, c_counts)
     note = f"{pooled} sparse categories pooled" if pooled else ""
+    new = [lbl for lbl, r, c in zip(labels, r_counts, c_counts) if r == 0 and c > 0]
+    vanished = [lbl for lbl, r, c in zip(labels, r_counts, c_counts) if r > 0 and c == 0]
     return ColumnDrift(
         column=name, kind="discrete", test="chi_square", statistic=stat, p_value=p,
         effect=jensen_shannon(r_counts, c_counts), effect_name="jensen_shannon",
         n_reference=int(r_counts.sum()), n_current=int(c_counts.sum()), dof=dof, note=note,
         labels=labels, reference_share=list(r_counts / r_counts.sum()),
-        current_share=list(c_counts / c_counts.sum()))
+        current_share=list(c_counts / c_counts.sum()), new_categories=new,
+        vanished_categories=vanished)
 
 
 def _test_continuous(name: str, ref: pd.Series, cur: pd.Series) -> ColumnDrift:
@@ -354,11 +367,10 @@ def _target_shift(reference: pd.DataFrame, current: pd.DataFrame, schema: Datase
     cats, r_counts, c_counts = _category_counts(r_keys, c_keys)
     labels = [_label(c) for c in cats]
     r_share, c_share = r_counts / r_counts.sum(), c_counts / c_counts.sum()
-    pos = _label(schema.target.positive)
-    change = None
-    if pos in labels:
-        i = labels.index(pos)
-        change = _round(float(c_share[i] - r_share[i]))
+    pos = _label(schema.positive_label)
+    # The threat class may be several raw labels (or every label but the benign ones).
+    threat = np.asarray(schema.is_threat(pd.Series(list(cats), dtype=object)), dtype=bool)
+    change = _round(float(c_share[threat].sum() - r_share[threat].sum()))
     return {
         "column": col,
         "positive_label": pos,

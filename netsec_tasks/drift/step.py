@@ -31,9 +31,10 @@ from netsec_tasks.storage import Storage, atomic_write, is_local, is_s3
 from netsec_tasks.table_io import read_table
 
 
-def _read_local(path: str | Path, what: str) -> pd.DataFrame:
+def _read_local(path: str | Path, what: str, schema: DatasetSchema | None = None) -> pd.DataFrame:
     """A file, a glob, or a directory holding the data (train.parquet preferred), or serving's
-    prediction log (its directory or ``.jsonl`` files: the served features, one row each)."""
+    prediction log (its directory or ``.jsonl`` files: the served features, one row each).
+    ``schema``: CSV files without a header row are read with its ``file_columns``."""
     from netsec_tasks.prediction_log import is_prediction_log, read_prediction_log
 
     path = str(path)
@@ -50,14 +51,14 @@ def _read_local(path: str | Path, what: str) -> pd.DataFrame:
         files = preferred or sorted(p.rglob("*.parquet")) or sorted(p.rglob("*.csv"))
         if not files:
             raise DataError(f"{what}: directory holds no Parquet or CSV file", source=path)
-        return pd.concat([_read_local(f, what) for f in files], ignore_index=True)
+        return pd.concat([_read_local(f, what, schema) for f in files], ignore_index=True)
     if p.is_file() and p.suffix.lower() in (".parquet", ".pq"):
         try:
             return pd.read_parquet(p)
         except Exception as exc:  # pyarrow raises several types for a damaged file
             raise DataError(f"{what}: cannot read Parquet: {exc}", source=path) from None
     try:
-        return read_table(path)
+        return read_table(path, **(schema.read_options() if schema is not None else {}))
     except DataError as exc:
         raise DataError(f"{what}: {exc}", source=None) from None
 
@@ -241,7 +242,7 @@ def drift_between_files(ref_path: str | os.PathLike, cur_path: str | os.PathLike
     schema = schema or load_schema(cfg.schema_path)
     frames, excluded = {}, {}
     for what, path in (("reference", ref_path), ("current", cur_path)):
-        frames[what], excluded[what] = checked_rows(_read_local(path, f"{what} file"), schema, cfg,
+        frames[what], excluded[what] = checked_rows(_read_local(path, f"{what} file", schema), schema, cfg,
                                                     source=str(path), what=what)
     result = detect_drift(frames["reference"], frames["current"], schema, cfg.drift)
     reason = result.reason()

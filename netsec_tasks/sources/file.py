@@ -34,9 +34,17 @@ def sample_path(cfg: PipelineConfig) -> Path:
 
 
 def ensure_sample(cfg: PipelineConfig) -> Path:
-    """``<workdir>/sample/phishing_sample.csv`` (the synthetic sample), written once, atomically."""
+    """``<workdir>/sample/phishing_sample.csv`` (the synthetic sample), written once, atomically.
+
+    The sample has the UCI phishing schema: another data set needs ``source.path``."""
+    from netsec_tasks.errors import ConfigError
     from netsec_tasks.sample import make_sample
 
+    if cfg.dataset != "phishing":
+        raise ConfigError(
+            f"source.path is not set and the built-in synthetic sample has the phishing schema, "
+            f"not the '{cfg.dataset}' one: set source.path (NETSEC_SOURCE__PATH or "
+            f"--source-path) to the data set's file")
     path = sample_path(cfg)
     if not path.is_file():
         with atomic_path(path) as tmp:
@@ -92,7 +100,8 @@ def frame_table(frame: pd.DataFrame) -> pa.Table:
 
 def read_file(cfg: PipelineConfig, storage: Storage, previous: SourceState | None,
               scratch: Path | None = None) -> SourceRead:
-    """Read the whole file (it is also the new batch).
+    """Read the whole file (it is also the new batch). A CSV file without a header row is read
+    with the schema's ``file_columns``.
 
     A local file (or glob) is read :data:`CHUNK_ROWS` rows at a time and each chunk staged as a
     Parquet part in ``scratch`` (this task's private directory), so memory holds one chunk
@@ -100,13 +109,15 @@ def read_file(cfg: PipelineConfig, storage: Storage, previous: SourceState | Non
     """
     import pyarrow.parquet as pq
 
+    from netsec_tasks.schema import load_schema
     from netsec_tasks.snapshot import unify_schemas
     from netsec_tasks.sources.mongo import BOOKKEEPING_FIELDS
-    from netsec_tasks.table_io import iter_table_chunks, read_table
+    from netsec_tasks.table_io import iter_table_chunks, read_csv_bytes, read_table
 
     if cfg.source.path is None:
         ensure_sample(cfg)
     location = file_location(cfg)
+    options = load_schema(cfg.schema_path).read_options()
     if cfg.source.window_days is not None:
         log.warning("source.window_days applies to MongoDB sources only (rows have no time in a "
                     "file); %s is used whole", location)
@@ -114,7 +125,7 @@ def read_file(cfg: PipelineConfig, storage: Storage, previous: SourceState | Non
     schemas: list[pa.Schema] = []
     n = 0
     if scratch is not None and not is_s3(location):
-        for frame in iter_table_chunks(location, chunk_rows=CHUNK_ROWS):
+        for frame in iter_table_chunks(location, chunk_rows=CHUNK_ROWS, **options):
             table = frame_table(frame.drop(columns=[c for c in BOOKKEEPING_FIELDS if c in frame.columns]))
             part = scratch / f"file-{len(parts):06d}.parquet"
             pq.write_table(table, part)
@@ -122,7 +133,11 @@ def read_file(cfg: PipelineConfig, storage: Storage, previous: SourceState | Non
             schemas.append(table.schema)
             n += table.num_rows
     else:
-        frame = storage.read_frame(location) if is_s3(location) else read_table(location)
+        if is_s3(location):
+            frame = (read_csv_bytes(storage.read_bytes(location), source=location, **options)
+                     if options and location.lower().endswith(".csv") else storage.read_frame(location))
+        else:
+            frame = read_table(location, **options)
         table = frame_table(frame.drop(columns=[c for c in BOOKKEEPING_FIELDS if c in frame.columns]))
         parts = [pa.Table.from_batches([b], schema=table.schema)
                  for b in table.to_batches(max_chunksize=CHUNK_ROWS)]

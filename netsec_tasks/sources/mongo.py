@@ -203,7 +203,7 @@ def push_data(csv_path: str | os.PathLike, cfg: PipelineConfig, *,
     mcfg = cfg.source.mongo
     schema = load_schema(cfg.schema_path)
     source = str(csv_path)
-    frame = read_table(csv_path)
+    frame = read_table(csv_path, **schema.read_options())  # header-less: the schema's file_columns
     required = schema.features + [schema.target.column]
     missing = [c for c in required if c not in frame.columns]
     if missing:

@@ -1,0 +1,471 @@
+"""``netsec evaluate FILE``: score a labelled file with a registered model and report how it did.
+
+Intrusion data sets ship a separate, harder test file (other proportions, attack types the
+training file never has). The internal test split says how well the model fits its own data;
+this says how it does on that file:
+
+1. The file is read like every other door reads one (header-less files by the schema's
+   ``file_columns``) and goes through the input contract (:mod:`netsec_tasks.contract`): the
+   feature rules, and the label check (a label the schema does not list is refused, naming it).
+   Rows that break the contract are refused by default; ``invalid="flag"`` leaves them (and rows
+   without a label) out and reports how many and why.
+2. The model is the configured data set's Production version, or ``models:/<name>/<version>``
+   (or ``models:/<name>@<alias>``). A model trained on other features, another target or another
+   label mapping is refused (it is not a model of this data set).
+3. The report: the threat class's F1, precision, recall, ROC AUC, PR AUC and accuracy; the
+   confusion matrix ``[[TN, FP], [FN, TP]]``; per raw label (when the label is multi-class) the
+   rows, whether it is a threat, the rows put in the right class and that share (for an attack
+   type: the share detected; for a benign label: the share not flagged), and whether the label
+   occurs in the model's training data; the plots. Written as YAML and as one self-contained HTML
+   page (inline CSS, images embedded), and logged to MLflow: a run (tag ``netsec.role =
+   evaluation``) whose metrics are linked to the model version's logged model, with the reports
+   as artifacts; the model version gets the tags ``netsec.evaluation_run_id`` and
+   ``netsec.evaluation`` (the headline figures as JSON).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from netsec_tasks.config import PipelineConfig
+from netsec_tasks.contract import Contract, show
+from netsec_tasks.errors import ConfigError, DataError, NetsecError, RegistryError
+from netsec_tasks.records import EvaluationRecord, safe_name, sha256_file
+from netsec_tasks.storage import atomic_write
+
+log = logging.getLogger("netsec.evaluate")
+
+TAG = "netsec."
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w.-]+))$")
+METRIC_ORDER = ("f1", "precision", "recall", "roc_auc", "pr_auc", "accuracy")
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def resolve_model(cfg: PipelineConfig, model_uri: str | None):
+    """The MLflow ModelVersion to evaluate: ``model_uri`` (``models:/<name>/<version>`` or
+    ``models:/<name>@<alias>``), else the configured model's Production version.
+    Raises ConfigError (a malformed URI), RegistryError (no such version, no Production)."""
+    from mlflow.exceptions import MlflowException
+
+    from netsec_tasks.registry import find_production_version, mlflow_errors
+    from netsec_tasks.tracking import mlflow_client
+
+    what = model_uri or f"the Production version of {cfg.registry.model_name!r}"
+    with mlflow_errors(cfg, f"look up {what}"):
+        client = mlflow_client(cfg)
+        if model_uri is None:
+            mv = find_production_version(client, cfg.registry.model_name, cfg.registry.alias)
+            if mv is None:
+                raise RegistryError(
+                    f"no Production model: registered model {cfg.registry.model_name!r} has no "
+                    f"alias {cfg.registry.alias!r} at {cfg.registry.tracking_uri}; train the "
+                    f"'{cfg.dataset}' data set first (netsec run) or pass --model "
+                    "models:/<name>/<version>")
+            return mv
+        m = _MODEL_URI.match(model_uri.strip())
+        if not m:
+            raise ConfigError(f"--model {model_uri!r}: expected models:/<name>/<version> or "
+                              "models:/<name>@<alias>")
+        try:
+            if m["version"]:
+                return client.get_model_version(m["name"], m["version"])
+            return client.get_model_version_by_alias(m["name"], m["alias"])
+        except MlflowException as exc:
+            if getattr(exc, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise RegistryError(f"{model_uri}: no such model version at "
+                                    f"{cfg.registry.tracking_uri}") from None
+            raise
+
+
+def _training_labels(cfg: PipelineConfig, tags: dict[str, str], target: str) -> set[str] | None:
+    """The raw labels of the model's training split (its ``netsec.train_uri``), as text; None
+    when it cannot be read (then "in training" is left out of the report)."""
+    from netsec_tasks.storage import storage_for
+
+    uri = tags.get(TAG + "train_uri")
+    if not uri:
+        return None
+    try:
+        frame = storage_for(cfg).read_frame(uri, columns=[target])
+    except (NetsecError, KeyError, OSError, ValueError) as exc:
+        log.info("training labels of the model unreadable (%s): per-label 'in_training' left out", exc)
+        return None
+    return {show(v) for v in frame[target].dropna().unique()}
+
+
+# --------------------------------------------------------------------------- the evaluation
+
+
+def evaluate_file(cfg: PipelineConfig, path: str | os.PathLike, *, model_uri: str | None = None,
+                  out_dir: str | os.PathLike | None = None, invalid: str = "refuse",
+                  track: bool = True) -> EvaluationRecord:
+    """Score the labelled file ``path`` and write the reports (see the module docstring).
+
+    ``out_dir``: where ``evaluation_report.yaml``, ``evaluation_report.html`` and ``plots/`` go
+    (default ``<workdir>/evaluate/<model>-v<version>-<file name>``, created). ``invalid``:
+    ``refuse`` (a row breaking the contract, or without a label, stops with exit 2 naming it)
+    or ``flag`` (such rows are left out and counted). ``track``: log to MLflow.
+    Raises DataError/ContractError (the file), ConfigError (a model of another data set),
+    RegistryError (no model), SourceUnavailable (registry unreachable).
+    """
+    from netsec_tasks.evaluation import evaluate_predictions
+    from netsec_tasks.registry import _differences, _load_version
+    from netsec_tasks.table_io import first_data_line, read_table
+
+    contract = Contract.from_config(cfg)
+    schema = contract.schema
+    source = str(path)
+    target = schema.target.column
+    frame = read_table(path, text_columns=contract.passthrough, **schema.read_options())
+    if target not in frame.columns:
+        raise DataError(f"no label column '{target}': evaluate needs a labelled file (the "
+                        "schema's target column); to score unlabelled rows use netsec predict",
+                        source=source, columns=[target])
+    contract.check_columns(frame, source=source)
+    is_csv = not source.lower().endswith((".parquet", ".pq"))
+    first = first_data_line(path, **schema.read_options()) if is_csv else 0
+    where = (lambda r: f"line {r + first}") if is_csv else (lambda r: f"row {r}")
+    labels = contract.check_labels(frame[target])
+    if labels.refused.any():
+        raise labels.error(source=source, where=where)  # unlisted labels: always an error
+    check = contract.check_rows(frame)
+    excluded: dict[str, int] = {}
+    if invalid == "refuse":
+        if check.n_invalid:
+            raise check.refusal(where, source=source)
+        if labels.null.any():
+            rows = np.flatnonzero(labels.null)
+            raise DataError(f"{len(rows)} rows have no label in column '{target}' (first: "
+                            f"{', '.join(where(int(r)) for r in rows[:5])}); pass --invalid flag "
+                            "to leave them out", source=source, columns=[target],
+                            rows=[int(r) for r in rows[:20]])
+    else:
+        if check.n_invalid:
+            excluded["break the input contract"] = check.n_invalid
+        if labels.null.any():
+            excluded["no label"] = int((labels.null & check.valid).sum())
+    rows = np.flatnonzero(check.valid & labels.usable)
+    if not len(rows):
+        raise DataError("no row left to evaluate (every row breaks the contract or has no label)",
+                        source=source)
+
+    mv = resolve_model(cfg, model_uri)
+    name, version, tags = mv.name, str(mv.version), dict(mv.tags or {})
+    diff = _differences(tags, schema)
+    if diff:
+        raise ConfigError(
+            f"models:/{name}/{version} (data set '{tags.get(TAG + 'dataset', '?')}') is not a model "
+            f"of the '{schema.name}' data set: " + "; ".join(diff)
+            + ". Set NETSEC_DATASET to the model's data set, or evaluate a model of this one")
+    model = _load_version(cfg, name, version)
+    x = contract.model_input(check, rows)[contract.features]
+    classes = list(getattr(model, "classes_", [0, 1]))
+    proba = np.asarray(model.predict_proba(x))[:, classes.index(1)]
+    # Class 1 when it is the more probable one (ties: 0), as predict() and serving decide.
+    pred = (proba > 1.0 - proba).astype(int)
+    y = labels.is_threat[rows].astype(int)
+    result = evaluate_predictions(y, pred, proba)
+    metrics = {k: result["metrics"][k] for k in METRIC_ORDER if k in result["metrics"]}
+    raw_labels = labels.typed.iloc[rows].map(show).to_numpy(dtype=object)
+    multi = len(set(raw_labels)) > 2 or schema.target.vocabulary is None or len(
+        schema.target.vocabulary) > 2
+    trained_on = _training_labels(cfg, tags, target) if multi else None
+    per_label = _per_label(raw_labels, y, pred, trained_on) if multi else None
+
+    stem = safe_name(Path(source).name)
+    out = Path(out_dir) if out_dir else Path(cfg.workdir) / "evaluate" / f"{safe_name(name)}-v{version}-{stem}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the output folder: {exc.strerror}", source=str(out)) from None
+    plots = _plots(y, pred, proba, per_label, out / "plots", schema)
+    sha = sha256_file(path) if Path(path).is_file() else None
+    doc = {
+        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "file": source, "file_sha256": sha,
+        "data_set": schema.name, "schema_version": schema.version,
+        "model": {"name": name, "version": version, "uri": f"models:/{name}/{version}",
+                  "data_set": tags.get(TAG + "dataset"),
+                  "schema_version": tags.get(TAG + "schema_version") or None,
+                  "test_split_score": _float(tags.get(TAG + "test_score")),
+                  "metric": tags.get(TAG + "metric")},
+        "label_mapping": schema.target.mapping(),
+        "rows": {"read": len(frame), "scored": int(len(rows)), "excluded": int(len(frame) - len(rows)),
+                 **({"excluded_because": excluded} if excluded else {})},
+        "threshold": "threat when P(threat) > 0.5",
+        "metrics": {k: round(v, 6) for k, v in metrics.items()},
+        "confusion_matrix": {"order": ["benign", "threat"], "rows_truth_cols_predicted":
+                             result["confusion_matrix"]},
+        **({"per_label": per_label} if per_label is not None else {}),
+    }
+    report = atomic_write(out / "evaluation_report.yaml",
+                          yaml.safe_dump(_plain(doc), sort_keys=False, allow_unicode=True, width=120))
+    page = atomic_write(out / "evaluation_report.html", render_html(doc, plots))
+    run_id = _track(cfg, mv, doc, out) if track else None
+    log.info("evaluated %s v%s on %s: %s", name, version, source,
+             ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return EvaluationRecord(
+        model_name=name, model_version=version, source=source, source_sha256=sha,
+        rows_read=len(frame), rows_scored=int(len(rows)), rows_excluded=int(len(frame) - len(rows)),
+        metrics=metrics, confusion_matrix=result["confusion_matrix"], per_label=per_label,
+        report_uri=report.resolve().as_uri(), html_uri=page.resolve().as_uri(),
+        plots=[Path(p).resolve().as_uri() for p in plots], mlflow_run_id=run_id)
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _per_label(raw: np.ndarray, y: np.ndarray, pred: np.ndarray,
+               trained_on: set[str] | None) -> dict[str, dict[str, Any]]:
+    """Per raw label: rows, threat?, rows in the right class, recall (that share), most rows first."""
+    out: dict[str, dict[str, Any]] = {}
+    series = pd.Series(raw)
+    for label, n in series.value_counts(sort=True).items():
+        mask = (series == label).to_numpy()
+        threat = bool(y[mask][0])
+        right = int((pred[mask] == y[mask]).sum())
+        entry: dict[str, Any] = {"rows": int(n), "threat": threat,
+                                 ("detected" if threat else "not_flagged"): right,
+                                 "recall": round(right / int(n), 6)}
+        if trained_on is not None:
+            entry["in_training"] = str(label) in trained_on
+        out[str(label)] = entry
+    return out
+
+
+def _plots(y, pred, proba, per_label, out: Path, schema) -> list[str]:
+    from netsec_tasks.evaluation import save_plots
+
+    paths = save_plots(y, pred, proba, out, labels=schema.class_names,
+                       title="- evaluation")
+    if per_label:
+        paths.append(_per_label_plot(per_label, out / "per_label_recall.png"))
+    return paths
+
+
+def _per_label_plot(per_label: dict[str, dict[str, Any]], path: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from netsec_tasks.storage import atomic_path
+
+    items = sorted(per_label.items(), key=lambda kv: kv[1]["recall"])
+    names = [k if len(k) <= 24 else k[:23] + "…" for k, _ in items]
+    values = [v["recall"] for _, v in items]
+    colours = ["#c62828" if v["threat"] else "#5b7db1" for _, v in items]
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(items) + 1.2))
+    ax.barh(range(len(items)), values, color=colours)
+    ax.set_yticks(range(len(items)), names)
+    ax.invert_yaxis()  # lowest recall on top: the labels the model misses come first
+    ax.set_xlim(0, 1.3)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
+    ax.set_xlabel("recall: share of the label's rows put in the right class")
+    for i, (_, v) in enumerate(items):
+        ax.text(v["recall"] + 0.01, i, f"{v['recall']:.0%} of {v['rows']:,}", va="center", fontsize=8)
+    ax.set_title("Per-label recall (red: threat labels, blue: benign)")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return str(path)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+# --------------------------------------------------------------------------- MLflow
+
+
+def _metric_key(text: str) -> str:
+    """MLflow metric names allow letters, digits, ``_ - . / space``."""
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", text)[:200]
+
+
+def logged_model_id(mv) -> str | None:
+    """The MLflow 3 logged model behind a model version (``m-...``): the version's ``model_id``,
+    else parsed from its ``models:/m-...`` source (the SQL store leaves ``model_id`` empty)."""
+    from mlflow.store.artifact.utils.models import _parse_model_id_if_present
+
+    return getattr(mv, "model_id", None) or _parse_model_id_if_present(mv.source or "")
+
+
+def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
+    """A run linked to the model version (metrics on its logged model), reports as artifacts,
+    and the headline figures as tags on the version. Returns the run id."""
+    import mlflow
+
+    from netsec_tasks.registry import mlflow_errors
+    from netsec_tasks.tracking import configure_mlflow, mlflow_client
+
+    name, version = mv.name, str(mv.version)
+    with mlflow_errors(cfg, f"log the evaluation of {name} v{version}"):
+        exp_id = configure_mlflow(cfg)
+        client = mlflow_client(cfg)
+        metrics = {f"eval_{k}": float(v) for k, v in doc["metrics"].items()}
+        for label, entry in (doc.get("per_label") or {}).items():
+            metrics[_metric_key(f"eval_recall.{label}")] = float(entry["recall"])
+        if mlflow.active_run() is not None:  # a run left open by an earlier failure here
+            mlflow.end_run(status="FAILED")
+        tags = {"netsec.role": "evaluation", "netsec.model_name": name,
+                "netsec.model_version": version, "netsec.evaluated_file": doc["file"],
+                "netsec.dataset": doc["data_set"]}
+        with mlflow.start_run(experiment_id=exp_id, tags=tags,
+                              run_name=f"evaluate {Path(doc['file']).name} - {name} v{version}") as run:
+            mlflow.log_params({"file": doc["file"][:500], "file_sha256": doc["file_sha256"] or "",
+                               "model_uri": doc["model"]["uri"], "rows_scored": doc["rows"]["scored"],
+                               "rows_excluded": doc["rows"]["excluded"]})
+            # model_id links the metrics (and the run) to the logged model behind the version.
+            mlflow.log_metrics(metrics, model_id=logged_model_id(mv))
+            mlflow.log_artifacts(str(out), artifact_path="evaluation")
+        run_id = run.info.run_id
+        summary = {"run_id": run_id, "file": doc["file"], "rows": doc["rows"]["scored"],
+                   **{k: round(v, 4) for k, v in doc["metrics"].items()}}
+        client.set_model_version_tag(name, version, TAG + "evaluation_run_id", run_id)
+        client.set_model_version_tag(name, version, TAG + "evaluation", json.dumps(summary)[:5000])
+    return run_id
+
+
+# --------------------------------------------------------------------------- HTML
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;padding:1.5rem;
+ color:#1d2330;background:#f6f7f9;max-width:1100px}
+h1{font-size:1.4rem;margin:0 0 .8rem} h2{font-size:1.1rem;margin:1.5rem 0 .5rem}
+section.summary{border-radius:8px;padding:1rem 1.2rem;background:#fff;border-left:6px solid #5b7db1;
+ box-shadow:0 1px 3px rgba(0,0,0,.08)}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:.6rem 0 0}
+dt{color:#5b6270} dd{margin:0}
+table{border-collapse:collapse;background:#fff;box-shadow:0 1px 3px rgba(0,0,0,.08)}
+th,td{padding:.3rem .6rem;border-bottom:1px solid #e3e6ea;text-align:left;font-size:.9rem}
+th{background:#eef0f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.low td{background:#fdecea}
+.bar{display:inline-block;height:.7rem;background:#c62828;vertical-align:middle}
+.bar.benign{background:#5b7db1}
+.note{color:#5b6270;font-size:.8rem}
+img{max-width:100%;background:#fff;margin:.3rem .6rem .3rem 0;box-shadow:0 1px 3px rgba(0,0,0,.08)}
+"""
+
+
+def render_html(doc: dict[str, Any], plots: list[str]) -> str:
+    """One self-contained page: inline CSS, plots embedded as data URIs, no scripts."""
+    e = html.escape
+    m, rows, model = doc["metrics"], doc["rows"], doc["model"]
+    out = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+           '<meta name="viewport" content="width=device-width,initial-scale=1">',
+           f"<title>netsec evaluation: {e(Path(doc['file']).name)}</title><style>{_CSS}</style></head><body>",
+           f"<h1>Evaluation of {e(model['name'])} v{e(model['version'])} on {e(Path(doc['file']).name)}</h1>",
+           '<section class="summary"><dl>',
+           f"<dt>File</dt><dd>{e(doc['file'])}</dd>",
+           f"<dt>Data set</dt><dd>{e(str(doc['data_set']))} (schema version "
+           f"{e(str(doc['schema_version']))})</dd>",
+           f"<dt>Model</dt><dd>{e(model['uri'])}"
+           + (f"; its test split {e(str(model['metric']))} {model['test_split_score']:.4f}"
+              if model.get("test_split_score") is not None else "") + "</dd>",
+           f"<dt>Label mapping</dt><dd>{e(json.dumps(doc['label_mapping']))}</dd>",
+           f"<dt>Rows</dt><dd>{rows['scored']:,} scored of {rows['read']:,}"
+           + (f"; left out: {e(', '.join(f'{v} {k}' for k, v in rows['excluded_because'].items()))}"
+              if rows.get("excluded_because") else "") + "</dd>",
+           f"<dt>Generated</dt><dd>{e(doc['generated_at'])}</dd></dl></section>",
+           "<h2>Threat class</h2><table><thead><tr>"
+           + "".join(f"<th>{e(k)}</th>" for k in m) + "</tr></thead><tbody><tr>"
+           + "".join(f'<td class="num">{v:.4f}</td>' for v in m.values()) + "</tr></tbody></table>"]
+    cm = doc["confusion_matrix"]["rows_truth_cols_predicted"]
+    out += ["<h2>Confusion matrix</h2>",
+            "<table><thead><tr><th>truth \\ predicted</th><th>benign</th><th>threat</th></tr></thead><tbody>",
+            f'<tr><th>benign</th><td class="num">{cm[0][0]:,}</td><td class="num">{cm[0][1]:,}</td></tr>',
+            f'<tr><th>threat</th><td class="num">{cm[1][0]:,}</td><td class="num">{cm[1][1]:,}</td></tr>',
+            "</tbody></table>"]
+    per_label = doc.get("per_label")
+    if per_label:
+        has_training = any("in_training" in v for v in per_label.values())
+        out += ["<h2>Per label</h2>",
+                '<p class="note">Recall: the share of a label\'s rows the model puts in the right '
+                "class (detected, for a threat label; not flagged, for a benign one). Lowest first."
+                + (" <em>New</em>: the label does not occur in the model's training data." if has_training else "")
+                + "</p><table><thead><tr><th>Label</th><th>Class</th><th>Rows</th><th>Right</th>"
+                "<th>Recall</th><th></th>" + ("<th>In training</th>" if has_training else "")
+                + "</tr></thead><tbody>"]
+        for label, v in sorted(per_label.items(), key=lambda kv: kv[1]["recall"]):
+            right = v.get("detected", v.get("not_flagged", 0))
+            cls = "threat" if v["threat"] else "benign"
+            seen = ("" if not has_training else
+                    f"<td>{'yes' if v.get('in_training') else '<strong>new</strong>'}</td>")
+            out.append(f'<tr class="{"low" if v["recall"] < 0.5 else ""}"><td>{e(label)}</td>'
+                       f'<td>{cls}</td><td class="num">{v["rows"]:,}</td><td class="num">{right:,}</td>'
+                       f'<td class="num">{v["recall"]:.1%}</td><td><span class="bar {cls}" '
+                       f'style="width:{120 * v["recall"]:.0f}px"></span></td>{seen}</tr>')
+        out.append("</tbody></table>")
+    if plots:
+        out.append("<h2>Plots</h2><div>")
+        for p in plots:
+            data = base64.b64encode(Path(p).read_bytes()).decode("ascii")
+            out.append(f'<img alt="{e(Path(p).stem)}" src="data:image/png;base64,{data}">')
+        out.append("</div>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- after training
+
+
+def evaluate_holdout(cfg: PipelineConfig, run, register) -> EvaluationRecord | None:
+    """Evaluate the version ``register`` (a RegisterRecord) just registered on
+    ``evaluation.holdout_path``, when configured; the reports go to the run's ``evaluate/``
+    folder in storage (and to MLflow, on the version). None when off or nothing was registered."""
+    import shutil
+    import tempfile
+
+    from netsec_tasks.catalog import RunCatalog
+    from netsec_tasks.storage import is_s3, scratch_dir
+
+    path = cfg.evaluation.holdout_path
+    if not path or not register.version:
+        return None
+    catalog = RunCatalog.of(cfg, run)
+    tmp = Path(tempfile.mkdtemp(prefix="netsec-evaluate-", dir=scratch_dir(cfg)))
+    try:
+        local = path
+        if is_s3(path):
+            local = str(catalog.storage.download(path, tmp / Path(path).name))
+        rec = evaluate_file(cfg, local, model_uri=f"models:/{register.model_name}/{register.version}",
+                            out_dir=tmp / "report")
+        uris = {}
+        for f in sorted((tmp / "report").rglob("*")):
+            if f.is_file():
+                rel = f.relative_to(tmp / "report").as_posix()
+                uris[rel] = catalog.save_file("evaluation", str(f), rel)
+        rec = rec.model_copy(update={
+            "source": path, "report_uri": uris["evaluation_report.yaml"],
+            "html_uri": uris["evaluation_report.html"],
+            "plots": [u for k, u in uris.items() if k.startswith("plots/")]})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    catalog.storage.write_text(catalog.run.step_uri("evaluate", "evaluation.json"),
+                               rec.model_dump_json(indent=2))
+    return rec
