@@ -1,4 +1,5 @@
-"""Airflow 3 DAG ``netsec_training``: ingest -> validate -> drift branch -> train -> register -> sync.
+"""Airflow 3 DAG ``netsec_training``: reconcile -> ingest -> validate -> drift branch -> train ->
+register -> sync.
 
 Every task is a thin wrapper over one step function in ``netsec_tasks`` (the same functions
 ``netsec run`` calls in process). Parsing this file imports only the Airflow SDK, the standard
@@ -16,9 +17,10 @@ import typing
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
-from airflow.sdk import DAG, ExceptionRetryPolicy, Param, RetryAction, RetryRule, TriggerRule
+from airflow.sdk import (DAG, AssetOrTimeSchedule, CronTriggerTimetable, ExceptionRetryPolicy,
+                         Param, RetryAction, RetryRule, TriggerRule)
 
-from netsec_airflow import MONGO_CONN_ID, S3_CONN_ID
+from netsec_airflow import MONGO_CONN_ID, S3_CONN_ID, retrain_asset
 from netsec_tasks.config import Candidate, load_config
 
 log = logging.getLogger("netsec.dag")
@@ -39,6 +41,8 @@ PARAM_TO_CONFIG = {
 # Read once at parse time for the schedule, retry budget and the defaults shown in the UI.
 # A broken config shows up as an import error of this DAG, naming the bad key.
 CFG = load_config()
+# Emitted by netsec_monitoring when served traffic drifts or live F1 falls below its floor.
+RETRAIN_REQUESTED = retrain_asset(CFG)
 
 
 # --------------------------------------------------------------------------- task helpers
@@ -79,25 +83,51 @@ def _pull(ti: typing.Any, record_cls: type, task_id: str, key: str = "return_val
     return None if data is None else record_cls.from_xcom(data)
 
 
-def _trigger(dag_run: typing.Any) -> str:
+def _trigger(dag_run: typing.Any, triggering_asset_events: typing.Any = None) -> tuple[str, str | None]:
+    """(who started the run, why): a run started by the monitoring DAG's asset event is
+    ``monitoring``, with the evidence the events carry; other runs are their run type."""
     run_type = getattr(dag_run, "run_type", None)
-    return str(getattr(run_type, "value", run_type) or "manual")
+    kind = str(getattr(run_type, "value", run_type) or "manual")
+    if kind != "asset_triggered":
+        return kind, None
+    try:
+        events = list(triggering_asset_events[RETRAIN_REQUESTED]) if triggering_asset_events else []
+    except KeyError:
+        events = []
+    reasons = list(dict.fromkeys(
+        str((e.extra or {}).get("reason")) for e in events if (e.extra or {}).get("reason")))
+    if not events:
+        return kind, None
+    runs = ", ".join(dict.fromkeys(str((e.extra or {}).get("monitoring_run_id", "?")) for e in events))
+    return "monitoring", ("; ".join(reasons) or "retraining requested") + f" (monitoring run {runs})"
 
 
 # --------------------------------------------------------------------------- task callables
 
 
-def ingest_task(ti, dag_run, params, **_):
+def reconcile_task(dag_run, params, **_):
+    """First: end what earlier runs left (stale MLflow runs, undecided model versions)."""
+    from netsec_tasks.reconcile import reconcile
+
+    record = reconcile(_config(params), by=f"pipeline run {dag_run.run_id}")
+    log.info("reconcile: %s", record.summary())
+    return record.to_xcom()
+
+
+def ingest_task(ti, dag_run, params, triggering_asset_events=None, **_):
     """Snapshot the source (file, or MongoDB through the netsec_mongo connection), split."""
     from netsec_tasks.errors import SourceUnavailable
     from netsec_tasks.ingest import ingest
     from netsec_tasks.records import RunContext
 
     cfg = _config(params)
-    run = RunContext.create(cfg, run_id=dag_run.run_id, trigger=_trigger(dag_run),
+    trigger, trigger_reason = _trigger(dag_run, triggering_asset_events)
+    run = RunContext.create(cfg, run_id=dag_run.run_id, trigger=trigger,
+                            trigger_reason=trigger_reason,
                             force_retrain=bool(params.get("force_retrain")))
     ti.xcom_push(key="run", value=run.to_xcom())
-    log.info("run %s: source=%s storage=%s", run.run_id, cfg.source.kind, run.storage_uri)
+    log.info("run %s (%s%s): source=%s storage=%s", run.run_id, trigger,
+             f": {trigger_reason}" if trigger_reason else "", cfg.source.kind, run.storage_uri)
     if cfg.source.kind != "mongo":
         return ingest(cfg, run).to_xcom()
 
@@ -136,7 +166,9 @@ def check_drift_task(ti, params, **_):
     cfg, run = _config(params), _run_context(ti)
     validation = _pull(ti, ValidationRecord, "validate")
     drift = check_drift(cfg, run, validation, reference_uri=production_reference_uri(cfg))
-    retrain, reason = decide_retrain(drift, force_retrain=run.force_retrain)
+    retrain, reason = decide_retrain(
+        drift, force_retrain=run.force_retrain,
+        requested_by_monitoring=run.trigger_reason if run.trigger == "monitoring" else None)
     log.info("branch: %s because %s (report: %s)", "retrain" if retrain else "skip", reason,
              drift.html_uri)
     ti.xcom_push(key="drift", value=drift.to_xcom())
@@ -191,14 +223,15 @@ def sync_task(ti, params, **_):
 def record_outcome_task(ti, params, **_):
     """Close the run after either branch: commit the watermark, write outcome.json."""
     from netsec_tasks.pipeline import record_outcome
-    from netsec_tasks.records import DriftRecord, IngestRecord, RegisterRecord, TrainRecord
+    from netsec_tasks.records import (DriftRecord, IngestRecord, ReconcileRecord, RegisterRecord,
+                                      TrainRecord)
 
     reason = ti.xcom_pull(task_ids="check_drift", key="branch_reason")
     outcome = record_outcome(
         _config(params), _run_context(ti), ingest=_pull(ti, IngestRecord, "ingest"),
         drift=_pull(ti, DriftRecord, "check_drift", key="drift"),
         train=_pull(ti, TrainRecord, "train"), register=_pull(ti, RegisterRecord, "register"),
-        branch_reason=reason)
+        branch_reason=reason, reconciled=_pull(ti, ReconcileRecord, "reconcile"))
     ti.xcom_push(key="branch_reason", value=reason)
     return outcome.to_xcom()
 
@@ -221,6 +254,13 @@ NO_RETRY_ON_BAD_INPUT = ExceptionRetryPolicy(rules=[
               action=RetryAction.FAIL, reason="bad input or config: retrying cannot help"),
 ])
 
+# Training and registering retry only when a service was unreachable (SourceUnavailable: the
+# per-call budgets make that a short failure); any other error would repeat itself.
+ONLY_OUTAGES_RETRY = ExceptionRetryPolicy(rules=[
+    RetryRule(exception="netsec_tasks.errors.SourceUnavailable", action=RetryAction.RETRY,
+              reason="a service was unreachable: retry later"),
+], default=RetryAction.FAIL)
+
 IO_RETRIES = {
     "retries": CFG.dag.retries,
     "retry_delay": dt.timedelta(seconds=CFG.dag.retry_delay_seconds),
@@ -228,6 +268,8 @@ IO_RETRIES = {
     "max_retry_delay": dt.timedelta(seconds=CFG.dag.max_retry_delay_seconds),
     "retry_policy": NO_RETRY_ON_BAD_INPUT,
 }
+
+OUTAGE_RETRIES = {**IO_RETRIES, "retry_policy": ONLY_OUTAGES_RETRY}
 
 CANDIDATES = list(typing.get_args(Candidate))
 
@@ -281,9 +323,15 @@ DOC_MD = f"""
 
 Trains the threat classifier for **{CFG.dataset}** and promotes it only when it beats Production.
 
+`reconcile` (ends stale MLflow runs, decides model versions earlier runs left undecided) →
 `ingest` → `validate` → `check_drift` → either `transform` → `train` → `register` → `sync_s3`
-(drift, no Production model, or *force_retrain*) or `skip_training`, then `record_outcome`
-(commits the ingest watermark and writes `outcome.json` in the run directory).
+(drift, no Production model, *force_retrain*, or a request of `netsec_monitoring`) or
+`skip_training`, then `record_outcome` (commits the ingest watermark and writes `outcome.json`
+in the run directory).
+
+* **Schedule**: `{CFG.dag.schedule or "no cron"}` **or** the asset `{RETRAIN_REQUESTED.name}`, which
+  `netsec_monitoring` updates when served traffic drifts or live F1 falls below its floor; such a
+  run's outcome says `trigger: monitoring` and why.
 
 * **Connections**: `{MONGO_CONN_ID}` (MongoHook, only for `source=mongo`), `{S3_CONN_ID}`
   (S3Hook, only for `s3://` storage; MinIO's `endpoint_url` goes in its extra).
@@ -293,10 +341,19 @@ Trains the threat classifier for **{CFG.dataset}** and promotes it only when it 
 * Extra links (netsec plugin): MLflow run (train, register), drift report (check_drift).
 """
 
+def _schedule(cron: str | None) -> typing.Any:
+    """The cron (``dag.schedule``) or the monitoring DAG's retraining request, whichever comes
+    first; without a cron, only the request (and manual runs)."""
+    if cron is None:
+        return [RETRAIN_REQUESTED]
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC"),
+                               assets=[RETRAIN_REQUESTED])
+
+
 with DAG(
     dag_id=DAG_ID,
     description="Ingest, validate, drift-check, train, register and sync the threat classifier",
-    schedule=CFG.dag.schedule,
+    schedule=_schedule(CFG.dag.schedule),
     start_date=dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc),
     catchup=False,
     max_active_runs=1,
@@ -310,6 +367,8 @@ with DAG(
         "on_failure_callback": log_task_failure,
     },
 ) as dag:
+    reconcile = PythonOperator(task_id="reconcile", python_callable=reconcile_task, **IO_RETRIES,
+                               doc_md="End stale MLflow runs; decide versions left undecided.")
     ingest = PythonOperator(task_id="ingest", python_callable=ingest_task, **IO_RETRIES,
                             doc_md="Snapshot the source and split train/test (retries with back-off).")
     validate = PythonOperator(task_id="validate", python_callable=validate_task,
@@ -317,9 +376,9 @@ with DAG(
     check_drift = BranchPythonOperator(task_id="check_drift", python_callable=check_drift_task,
                                        doc_md="Drift vs Production's training data; picks the branch.")
     transform = PythonOperator(task_id="transform", python_callable=transform_task)
-    train = PythonOperator(task_id="train", python_callable=train_task,
+    train = PythonOperator(task_id="train", python_callable=train_task, **OUTAGE_RETRIES,
                            doc_md="Tune every candidate by CV, evaluate the winner once.")
-    register = PythonOperator(task_id="register", python_callable=register_task,
+    register = PythonOperator(task_id="register", python_callable=register_task, **OUTAGE_RETRIES,
                               doc_md="Register the winner; promote only if it beats Production.")
     sync_s3 = PythonOperator(task_id="sync_s3", python_callable=sync_task, **IO_RETRIES,
                              doc_md="Upload the run's artifacts (retries with back-off).")
@@ -328,6 +387,6 @@ with DAG(
                              trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
                              doc_md="Runs after either branch, never after a failure.")
 
-    ingest >> validate >> check_drift
+    reconcile >> ingest >> validate >> check_drift
     check_drift >> transform >> train >> register >> sync_s3 >> outcome
     check_drift >> skip_training >> outcome

@@ -1,6 +1,7 @@
 """The ``netsec`` command.
 
     netsec run [--source file|mongo] [--source-path P] [--force-retrain]   all steps, in process
+    netsec reconcile                      end stale runs, decide left-over model versions
     netsec push-data CSV                  load a CSV into the Mongo collection (idempotent)
     netsec validate FILE                  schema + data-quality checks, report and quarantine
     netsec drift REF CUR                  drift report between two files
@@ -13,7 +14,7 @@
 
 Global options (``--config``, ``--set KEY=VALUE``, ``-v``) go before or after the command.
 Errors in the input or the environment print one line naming the problem and exit non-zero
-(2 bad input/config, 3 service unavailable), with no traceback.
+(2 bad input/config, 3 service unavailable, 143 SIGTERM), with no traceback.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from netsec_tasks.errors import ConfigError, NetsecError
+from netsec_tasks.errors import ConfigError, NetsecError, Terminated
 
 
 def _cfg(args: argparse.Namespace, **overrides: Any):
@@ -85,6 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.register is not None:
         print(f"registry: {result.register.model_name} production version = "
               f"{result.register.production_version}")
+    if result.reconciled is not None and result.reconciled.items:
+        print(f"reconciled:    {result.reconciled.summary()}")
     if result.evaluation is not None:
         ev = result.evaluation
         print(f"hold-out:      {ev.source}: " + "  ".join(f"{k} {v:.4f}" for k, v in ev.metrics.items())
@@ -93,6 +96,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.drift.html_uri:
         print(f"drift report:  {result.drift.html_uri}")
     print(f"MLflow UI:     mlflow ui --backend-store-uri {cfg.registry.tracking_uri} --port 5000")
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from netsec_tasks.reconcile import reconcile
+
+    record = reconcile(_cfg(args))
+    _print(record.to_xcom())
+    print(f"reconciled: {record.summary()}")
     return 0
 
 
@@ -190,6 +202,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         write_csv(out, sys.stdout.buffer)
         print(summary, file=sys.stderr)
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """The netsec_monitoring DAG's steps in process: verdicts into training data, then the
+    monitoring run and its commit. Only the DAG emits the retraining request (an Airflow asset
+    event); this command says whether it would."""
+    from netsec_tasks.feedback import feedback_to_training
+    from netsec_tasks.monitoring import commit, monitor
+    from netsec_tasks.monitoring.step import log_and_verdicts
+    from netsec_tasks.records import new_run_id
+
+    cfg = _cfg(args)
+    reader, store = log_and_verdicts(cfg)
+    feedback = feedback_to_training(cfg, store=store, log_reader=reader)
+    record = monitor(cfg, args.run_id or new_run_id("monitor"), reader=reader, store=store,
+                     feedback=feedback)
+    if not args.dry_run:
+        commit(cfg, record, requested=False)
+    live = record.live
+    print(f"traffic: {record.rows_read} new rows; {record.drift_reason}")
+    print(f"live:    {live.get('decision')}")
+    print(f"verdicts into training data: {feedback.reason}")
+    print(f"{'WOULD REQUEST' if record.trigger else 'no'} retraining: {record.trigger_reason}"
+          + (" (the netsec_monitoring DAG emits the request)" if record.trigger else ""))
+    print(f"report:  {record.html_uri}")
     return 0
 
 
@@ -312,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run-id")
     r.set_defaults(func=cmd_run)
 
+    rc = add("reconcile", help="end stale MLflow runs and decide model versions that earlier "
+                               "(failed or killed) runs left without a decision")
+    rc.set_defaults(func=cmd_reconcile)
+
     pd_ = add("push-data", help="load a CSV into the Mongo collection, idempotently")
     pd_.add_argument("csv")
     pd_.add_argument("--uri", help="MongoDB URI (default: source.mongo.uri)")
@@ -345,6 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "score the valid rows, write invalid ones unscored with status=invalid "
                          "and the reason")
     pr.set_defaults(func=cmd_predict)
+
+    mo = add("monitor", help="served traffic and verdicts: drift, live F1, report "
+                                        "(the netsec_monitoring DAG's steps, in process)")
+    mo.add_argument("--run-id")
+    mo.add_argument("--dry-run", action="store_true",
+                    help="do not move the prediction log's watermark (the next run reads the "
+                         "same rows)")
+    mo.set_defaults(func=cmd_monitor)
 
     ev = add("evaluate", help="score a labelled file with the Production model: metrics, "
                               "confusion matrix, per-label recall, plots, YAML + HTML report")
@@ -399,11 +449,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("alembic", "urllib3", "botocore", "matplotlib", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Each retry of an unreachable service is a warning from urllib3; our one error line says
+    # what failed and after how many attempts.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    from netsec_tasks.processes import sigterm_raises
+
     try:
-        return int(args.func(args) or 0)
+        with sigterm_raises():
+            return int(args.func(args) or 0)
     except NetsecError as exc:
         print(f"netsec {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print(f"netsec {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return Terminated.exit_code
     except KeyboardInterrupt:
         return 130
 

@@ -48,6 +48,9 @@ class MongoSourceConfig(_Section):
     collection: str = "phishing"
     batch_size: int = Field(5000, ge=1, le=100_000)
     server_selection_timeout_ms: int = Field(5000, ge=100)
+    # Per-call budget: opening a connection, and waiting for a reply on an open one.
+    connect_timeout_ms: int = Field(5000, ge=100)
+    socket_timeout_ms: int = Field(30000, ge=100)
     # None: the watermark is the document ObjectId; otherwise a field that increases with inserts.
     watermark_field: str | None = None
     # true: a run reads only documents after the committed watermark and appends them to the last
@@ -72,6 +75,9 @@ class SourceConfig(_Section):
     mongo: MongoSourceConfig = MongoSourceConfig()
     # Train on the rows of the last N days only (by watermark time); None: all rows.
     window_days: float | None = Field(None, gt=0)
+    # kind=file: also train on analysts' verdicts (<storage>/feedback/training_rows.parquet,
+    # written by the netsec_monitoring DAG). A MongoDB source gets them as documents instead.
+    include_feedback: bool = True
 
 
 class SplitConfig(_Section):
@@ -150,6 +156,13 @@ class RegistryConfig(_Section):
     # Promote when new_score > production_score + margin (strictly beats) and new_score >= min_score.
     promotion_margin: float = Field(0.0, ge=-1, le=1)
     min_score: float = Field(0.8, ge=0, le=1)
+    # The per-call budget against an MLflow server (MLflow's MLFLOW_HTTP_REQUEST_TIMEOUT,
+    # _MAX_RETRIES and _BACKOFF_FACTOR are set from these): one call during an outage fails after
+    # at most (max_retries + 1) * request_timeout_seconds plus back-off (~33 s with these values).
+    # Airflow's task retries are the long-term retry.
+    request_timeout_seconds: int = Field(10, ge=1, le=600)
+    max_retries: int = Field(2, ge=0, le=10)
+    backoff_factor: int = Field(1, ge=0, le=60)
 
 
 class EvaluationConfig(_Section):
@@ -166,9 +179,12 @@ class StorageConfig(_Section):
     endpoint_url: str | None = None
     region: str = "us-east-1"
     # One S3 outage costs at most about attempts x (connect + request timeout) before the step
-    # fails with exit 3; Airflow's task retries are the long-term retry.
+    # fails with exit 3; Airflow's task retries are the long-term retry. The request timeout is
+    # how long a request may stall without a byte (curl's low-speed limit in the AWS SDK, also on
+    # Linux, whatever pyarrow's docstring says), not a cap on a large upload: 15 s keeps a frozen
+    # server to ~50 s (measured: 30 s gave 100 s, bench/bench_faults.py s3_hung).
     connect_timeout_seconds: float = Field(5.0, gt=0, le=300)
-    request_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    request_timeout_seconds: float = Field(15.0, gt=0, le=3600)
     max_attempts: int = Field(3, ge=1, le=10)
 
     @field_validator("uri")
@@ -193,6 +209,43 @@ def model_name_for(dataset: str) -> str:
     return f"netsec-{dataset}"
 
 
+class MonitoringConfig(_Section):
+    """The netsec_monitoring DAG: served traffic and analysts' verdicts (netsec_tasks.monitoring)."""
+
+    # Cron expression (or an Airflow preset such as @hourly); None: manual runs only.
+    schedule: str | None = "0 * * * *"
+    # Where serving writes its prediction log and takes verdicts: file (JSONL in log_dir, the
+    # embedded default) or mongo (collections of source.mongo.database, through netsec_mongo).
+    store: Literal["file", "mongo"] = "file"
+    log_dir: str = "{workdir}/predictions"
+    predictions_collection: str = "predictions"
+    feedback_collection: str = "feedback"
+    # Log documents (requests) read per run at most; the rest are read by the next run.
+    max_documents: int = Field(100_000, ge=1)
+    # Traffic drift is tested once this many new rows are logged; fewer wait for the next run
+    # (the watermark stays), so an hour of thin traffic never decides anything.
+    min_rows: int = Field(200, ge=1)
+    # Live precision/recall/F1 of the threat class over the verdicts on predictions of the
+    # Production version made in the last window_hours.
+    window_hours: float = Field(168.0, gt=0)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    bootstrap: int = Field(1000, ge=100, le=100_000)
+    # Retrain when live F1 is below the floor with confidence: at least min_labels verdicts and
+    # the upper end of F1's confidence interval below f1_floor (few labels never raise it).
+    f1_floor: float = Field(0.8, ge=0, le=1)
+    min_labels: int = Field(50, ge=1)
+    retrain_on_drift: bool = True
+    # After requesting a retraining, no new request for the same Production version for this
+    # long (a retraining that could not fix the drift must not run every hour).
+    cooldown_hours: float = Field(24.0, ge=0)
+    trend_runs: int = Field(168, ge=2, le=10_000)
+    # A verdict contradicting an identical training row: append it anyway, or hold it back;
+    # either way it is counted and listed in the report.
+    on_conflict: Literal["append", "hold"] = "append"
+    experiment: str = "netsec-monitoring"
+    seed: int = 0
+
+
 class PipelineConfig(_Section):
     dataset: str = "phishing"
     workdir: str = ".netsec"
@@ -206,6 +259,7 @@ class PipelineConfig(_Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     storage: StorageConfig = StorageConfig()
     dag: DagConfig = DagConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     # Where this config was loaded from (set by load_config, not by the file).
     config_dir: str = Field(str(PACKAGE_CONFIG_DIR), exclude=True)
 

@@ -30,7 +30,8 @@ quarantines the rows, JSON answers 422, CSV and the CLI refuse by default or fla
 
 Outputs are the same at every door (:data:`OUTPUT_COLUMNS`): the echoed input columns, then
 ``predicted_label``, ``is_threat``, ``threat_probability``, ``imputed_cells``, ``status``,
-``reason``, ``model_version``. CSV outputs go through :func:`csv_chunks`, which neutralises
+``reason``, ``model_version``, ``prediction_id`` (the id ``POST /feedback`` takes; empty where the
+prediction is not logged: ``netsec predict``, invalid rows). CSV outputs go through :func:`csv_chunks`, which neutralises
 cells a spreadsheet would run as a formula.
 """
 
@@ -670,11 +671,12 @@ def looks_like_index(name: Any, values: pd.Series | None = None) -> bool:
 # --------------------------------------------------------------------------- scored output
 
 def scored_frame(echo: pd.DataFrame, check: RowCheck, *, is_threat: np.ndarray,
-                 probability: np.ndarray, labels: Sequence[Any], model_version: str) -> pd.DataFrame:
+                 probability: np.ndarray, labels: Sequence[Any], model_version: str,
+                 prediction_ids: Sequence[str] | None = None) -> pd.DataFrame:
     """The output table of a scoring door: ``echo`` (input columns to return, one row per
-    checked row), then :data:`OUTPUT_COLUMNS`. ``is_threat``, ``probability`` and ``labels``
-    are for the valid rows only, in order; invalid rows come back unscored with
-    ``status=invalid`` and their reason."""
+    checked row), then :data:`OUTPUT_COLUMNS`. ``is_threat``, ``probability``, ``labels`` and
+    ``prediction_ids`` (None: not logged, left empty) are for the valid rows only, in order;
+    invalid rows come back unscored with ``status=invalid`` and their reason."""
     n = check.n_rows
     valid = check.valid
     out = echo.reset_index(drop=True).copy() if len(echo.columns) else pd.DataFrame(index=range(n))
@@ -693,6 +695,10 @@ def scored_frame(echo: pd.DataFrame, check: RowCheck, *, is_threat: np.ndarray,
     out["status"] = np.where(valid, "ok", "invalid")
     out["reason"] = [reasons.get(i, "") for i in range(n)]
     out["model_version"] = str(model_version)
+    ids = np.full(n, None, dtype=object)
+    if prediction_ids is not None:
+        ids[np.asarray(valid, dtype=bool)] = prediction_ids
+    out["prediction_id"] = pd.Series(ids, dtype=object)
     return out
 
 

@@ -43,3 +43,11 @@ class SourceUnavailable(NetsecError):
 
 class RegistryError(NetsecError):
     """The MLflow registry refused an operation or has no model where one is needed."""
+
+
+class Terminated(BaseException):
+    """The process was asked to stop (SIGTERM). A BaseException, like KeyboardInterrupt, so no
+    ``except Exception`` on the way up swallows it; clean-up in ``finally``/``except BaseException``
+    still runs. The CLI exits 143 (128 + SIGTERM)."""
+
+    exit_code = 143

@@ -19,6 +19,7 @@ from netsec_tasks.records import (
     EvaluationRecord,
     IngestRecord,
     OutcomeRecord,
+    ReconcileRecord,
     RegisterRecord,
     RunContext,
     SyncRecord,
@@ -40,12 +41,16 @@ def load_pipeline_config(**overrides: Any) -> PipelineConfig:
     return load_config(overrides=dotted)
 
 
-def decide_retrain(drift: DriftRecord, *, force_retrain: bool) -> tuple[bool, str]:
-    """The branch rule: retrain on data-set drift, when no Production model exists, or when forced."""
+def decide_retrain(drift: DriftRecord, *, force_retrain: bool,
+                   requested_by_monitoring: str | None = None) -> tuple[bool, str]:
+    """The branch rule: retrain on data-set drift, when no Production model exists, when forced,
+    or when the monitoring DAG requested it (``requested_by_monitoring``: its evidence)."""
     if not drift.has_reference:
         return True, "no production model"
     if force_retrain:
         return True, f"forced (drift share {drift.drift_share:.2f}, drift {'detected' if drift.drift_detected else 'not detected'})"
+    if requested_by_monitoring:
+        return True, f"requested by monitoring: {requested_by_monitoring}"
     if drift.drift_detected:
         cols = ", ".join(drift.drifted_columns[:10]) + (" ..." if len(drift.drifted_columns) > 10 else "")
         return True, f"data-set drift: {drift.drift_share:.0%} of {drift.columns_tested} columns drifted ({cols})"
@@ -54,8 +59,10 @@ def decide_retrain(drift: DriftRecord, *, force_retrain: bool) -> tuple[bool, st
 
 def record_outcome(cfg: PipelineConfig, run: RunContext, *, ingest: IngestRecord,
                    drift: DriftRecord | None = None, train: TrainRecord | None = None,
-                   register: RegisterRecord | None = None, branch_reason: str | None = None) -> OutcomeRecord:
-    """Close a successful run: commit the ingest watermark and write ``outcome.json``."""
+                   register: RegisterRecord | None = None, branch_reason: str | None = None,
+                   reconciled: ReconcileRecord | None = None) -> OutcomeRecord:
+    """Close a successful run: commit the ingest watermark and write ``outcome.json`` (with what
+    the run's start reconciled for earlier runs)."""
     from netsec_tasks.catalog import RunCatalog
     from netsec_tasks.ingest import commit
 
@@ -69,7 +76,9 @@ def record_outcome(cfg: PipelineConfig, run: RunContext, *, ingest: IngestRecord
         version = None
     metrics = dict(train.test_metrics) if train is not None else {}
     record = OutcomeRecord(run_id=run.run_id, outcome=outcome, reason=reason,
-                           branch_reason=branch_reason, model_version=version, metrics=metrics)
+                           branch_reason=branch_reason, model_version=version, metrics=metrics,
+                           trigger=run.trigger, trigger_reason=run.trigger_reason,
+                           reconciled=reconciled.items if reconciled is not None else [])
     commit(cfg, ingest)
     RunCatalog.of(cfg, run).save_record("outcome", record)
     log.info("run %s: %s (%s)", run.run_id, outcome, reason)
@@ -89,6 +98,7 @@ class PipelineResult:
     train: TrainRecord | None = None
     register: RegisterRecord | None = None
     sync: SyncRecord | None = None
+    reconciled: ReconcileRecord | None = None
     evaluation: EvaluationRecord | None = None   # the hold-out file (evaluation.holdout_path)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -105,6 +115,8 @@ class PipelineResult:
             "drift": {"detected": self.drift.drift_detected, "share": round(self.drift.drift_share, 4),
                       "report": self.drift.html_uri},
             "branch": self.branch_reason,
+            "reconciled": ([i.model_dump() for i in self.reconciled.items]
+                           if self.reconciled is not None else []),
         }
         if self.train is not None:
             out["model"] = {"winner": self.train.winner, "cv_score": round(self.train.cv_score, 4),
@@ -123,10 +135,13 @@ class PipelineResult:
 
 def run_pipeline(cfg: PipelineConfig, *, run_id: str | None = None, force_retrain: bool = False,
                  trigger: str = "cli", mongo_client: Any | None = None) -> PipelineResult:
-    """Run every step in process. Raises the first step's NetsecError; the watermark then stays."""
+    """Run every step in process. Raises the first step's NetsecError; the watermark then stays.
+
+    The first action reconciles what earlier runs left (:mod:`netsec_tasks.reconcile`)."""
     from netsec_tasks.drift import check_drift
     from netsec_tasks.holdout import evaluate_holdout
     from netsec_tasks.ingest import ingest
+    from netsec_tasks.reconcile import reconcile
     from netsec_tasks.registry import production_reference_uri, register
     from netsec_tasks.sync import sync
     from netsec_tasks.train import train
@@ -137,6 +152,7 @@ def run_pipeline(cfg: PipelineConfig, *, run_id: str | None = None, force_retrai
 
     run = RunContext.create(cfg, run_id=run_id, trigger=trigger, force_retrain=force_retrain)
     log.info("run %s in %s", run.run_id, run.storage_uri)
+    rec = reconcile(cfg, by=f"pipeline run {run.run_id}")
     ing = ingest(cfg, run, mongo_client=mongo_client)
     val = validate(cfg, run, ing)
     drift = check_drift(cfg, run, val, reference_uri=production_reference_uri(cfg))
@@ -150,9 +166,9 @@ def run_pipeline(cfg: PipelineConfig, *, run_id: str | None = None, force_retrai
         evaluation = evaluate_holdout(cfg, run, reg)  # only with evaluation.holdout_path
         syn = sync(cfg, run, register=reg)
     outcome = record_outcome(cfg, run, ingest=ing, drift=drift, train=trn, register=reg,
-                             branch_reason=reason)
+                             branch_reason=reason, reconciled=rec)
     result = PipelineResult(run=run, ingest=ing, validation=val, drift=drift, retrain=retrain,
                             branch_reason=reason, outcome=outcome, transform=tr, train=trn,
-                            register=reg, sync=syn, evaluation=evaluation)
+                            register=reg, sync=syn, reconciled=rec, evaluation=evaluation)
     RunCatalog.of(cfg, run).save_text("summary", json.dumps(result.summary(), indent=2, default=str))
     return result

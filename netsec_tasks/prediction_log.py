@@ -3,9 +3,16 @@
 One document per request (large requests split every ``MAX_ROWS_PER_DOCUMENT`` rows), columnar::
 
     {"time": ..., "model_name": "netsec-phishing", "model_version": "3", "route": "/predict",
-     "n_rows": 2,
+     "request_id": "0192f3a4b5c6d7e8f9a0b1", "row_offset": 0, "n_rows": 2,
      "features": {"having_IP_Address": [1, -1], "URL_Length": [1, 0], ...},
      "is_threat": [0, 1], "threat_probability": [0.02, 0.97], "label": [1, -1]}
+
+**Prediction ids.** Row ``k`` of a request is ``<request_id>-<k>`` (:func:`prediction_ids`); the
+API returns it with every scored row and ``POST /feedback`` takes it back. A request id is 12 hex
+digits of the log time in milliseconds, then 10 random hex digits (:func:`new_request_id`): ids
+sort by time, and the id alone says which day file holds the request. A request split into
+several documents keeps one request id; ``row_offset`` is the first row of each document.
+Documents written before ids existed read back with ``prediction_id`` None.
 
 Columnar per request, like the payload logs of KServe or Databricks inference tables, because a
 row-per-document log costs more CPU to format than the forest spends predicting: formatting 1000
@@ -14,6 +21,11 @@ columns takes ~0.5 ms. ``read_prediction_log`` and ``prediction_frame`` turn doc
 one row per prediction, so ``netsec drift TRAIN <log dir>`` compares served traffic with the
 training data. Files are ``<log dir>/predictions-YYYY-MM-DD.jsonl`` (UTC days); MongoDB holds the
 same documents, with ``time`` a BSON date.
+
+Readers for the monitoring step and the feedback route: :class:`JsonlLogReader` (a directory of
+day files; its watermark is the byte offset read in each file, so a line still being written is
+left for the next read) and :class:`MongoLogReader` (its watermark is the last ``_id``, an
+ObjectId that grows with insert time). Both find the documents of given request ids.
 """
 
 from __future__ import annotations
@@ -21,6 +33,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +49,39 @@ MAX_ROWS_PER_DOCUMENT = 10_000
 OUTPUT_COLUMNS = ("is_threat", "threat_probability", "label")
 META_COLUMNS = ("time", "model_name", "model_version", "route")
 FILE_GLOB = "predictions-*.jsonl"
+FILE_PREFIX = "predictions-"
+
+_REQUEST_ID = re.compile(r"[0-9a-f]{22}")
+_PREDICTION_ID = re.compile(r"([0-9a-f]{22})-(\d{1,9})")
+_REQUEST_ID_FIELD = re.compile(rb'"request_id"\s*:\s*"([0-9a-f]{22})"')
+
+
+# --------------------------------------------------------------------------- ids
+
+
+def new_request_id(time: dt.datetime) -> str:
+    """A request id: ``time`` in ms since the epoch (12 hex digits), then 10 random hex digits."""
+    ms = int(time.timestamp() * 1000)
+    return f"{ms:012x}{secrets.token_hex(5)}"
+
+
+def request_time(request_id: str) -> dt.datetime:
+    """The log time a request id was made from (UTC, millisecond resolution)."""
+    return dt.datetime.fromtimestamp(int(request_id[:12], 16) / 1000, tz=dt.timezone.utc)
+
+
+def prediction_ids(request_id: str, n: int, offset: int = 0) -> list[str]:
+    """The prediction ids of rows ``offset .. offset+n-1`` of a request."""
+    return [f"{request_id}-{k}" for k in range(offset, offset + n)]
+
+
+def parse_prediction_id(prediction_id: Any) -> tuple[str, int]:
+    """(request id, row) of a prediction id; ValueError saying what a valid one looks like."""
+    m = _PREDICTION_ID.fullmatch(prediction_id) if isinstance(prediction_id, str) else None
+    if m is None:
+        raise ValueError(f"{prediction_id!r} is not a prediction id (22 hex digits, '-', the row "
+                         "number, as returned by /predict)")
+    return m.group(1), int(m.group(2))
 
 _EXACT_INT = 2.0 ** 53  # beyond it float64 no longer holds every integer
 
@@ -52,9 +99,11 @@ def _column_values(values: np.ndarray) -> list:
 def prediction_documents(*, time: dt.datetime, model_name: str, model_version: str, route: str,
                          features: Sequence[str], inputs: Any, is_threat: np.ndarray,
                          probability: np.ndarray, labels: Sequence[Any],
+                         request_id: str | None = None,
                          max_rows: int = MAX_ROWS_PER_DOCUMENT) -> list[dict[str, Any]]:
     """The log documents of one request. ``inputs`` is the model input: a float matrix in
-    ``features`` order, or a DataFrame (models with non-numeric features)."""
+    ``features`` order, or a DataFrame (models with non-numeric features). ``request_id``
+    (:func:`new_request_id`) makes the rows' prediction ids."""
     n = len(is_threat)
     docs = []
     for start in range(0, n, max_rows):
@@ -69,7 +118,8 @@ def prediction_documents(*, time: dt.datetime, model_name: str, model_version: s
                     for name in features}
         docs.append({
             "time": time, "model_name": model_name, "model_version": model_version,
-            "route": route, "n_rows": part.stop - part.start, "features": cols,
+            "route": route, "request_id": request_id, "row_offset": start,
+            "n_rows": part.stop - part.start, "features": cols,
             "is_threat": np.asarray(is_threat[part]).astype(np.int64).tolist(),
             "threat_probability": np.asarray(probability[part], dtype=np.float64).tolist(),
             "label": list(labels[part]),
@@ -81,7 +131,7 @@ def prediction_frame(documents: Iterable[Mapping[str, Any]], *, outputs: bool = 
     """One row per prediction from log documents (parsed JSONL lines or MongoDB documents).
 
     Columns: the features, then (``outputs=True``) ``is_threat``, ``threat_probability``,
-    ``label`` and ``time``, ``model_name``, ``model_version``, ``route``.
+    ``label`` and ``time``, ``model_name``, ``model_version``, ``route``, ``prediction_id``.
     """
     # Columns grow by list.extend and become one frame per feature set at the end: a frame per
     # document took 41 s for 20,000 one-row requests, this takes 0.65 s.
@@ -100,6 +150,9 @@ def prediction_frame(documents: Iterable[Mapping[str, Any]], *, outputs: bool = 
                     raise ValueError(f"{len(v)} values of {k} for n_rows={n}")
             if outputs:
                 values.update({k: [doc[k]] * n for k in META_COLUMNS})
+                rid = doc.get("request_id")
+                values["prediction_id"] = (prediction_ids(rid, n, int(doc.get("row_offset") or 0))
+                                           if rid else [None] * n)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DataError(f"document {i + 1} is not a prediction-log record ({type(exc).__name__}: "
                             f"{exc})") from None
@@ -160,3 +213,145 @@ def read_prediction_log(path: str | os.PathLike, *, outputs: bool = True) -> pd.
                         raise DataError(f"line {lineno} is not JSON ({exc})", source=str(f)) from None
 
     return prediction_frame(documents(), outputs=outputs)
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def _parse_line(line: bytes, source: str, lineno: int | None = None) -> dict[str, Any]:
+    try:
+        return json.loads(line)
+    except ValueError as exc:
+        where = f"line {lineno} " if lineno else "a line "
+        raise DataError(f"{where}is not JSON ({exc})", source=source) from None
+
+
+class JsonlLogReader:
+    """Serving's JSONL log directory (``predictions-YYYY-MM-DD.jsonl``).
+
+    The watermark is ``{"offsets": {file name: bytes read}}``: files are only appended to, so a
+    read continues where the last one ended, and a line not yet ended by its newline (being
+    written) is left for the next read.
+    """
+
+    kind = "file"
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(str(directory).removeprefix("file://"))
+
+    def describe(self) -> str:
+        return f"jsonl:{self.directory}"
+
+    def files(self) -> list[Path]:
+        return sorted(self.directory.glob(FILE_GLOB)) if self.directory.is_dir() else []
+
+    def read_since(self, watermark: Mapping[str, Any] | None,
+                   max_documents: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """(documents after ``watermark``, the watermark after them)."""
+        offsets = dict((watermark or {}).get("offsets") or {})
+        docs: list[dict[str, Any]] = []
+        for f in self.files():
+            start = int(offsets.get(f.name, 0))
+            size = f.stat().st_size
+            if size < start:  # the file was replaced (restored from a backup): read it again
+                start = 0
+            if size == start:
+                continue
+            with open(f, "rb") as fh:
+                fh.seek(start)
+                data = fh.read(size - start)
+            end = data.rfind(b"\n") + 1  # only whole lines
+            pos = start
+            for line in data[:end].splitlines(keepends=True):
+                if max_documents is not None and len(docs) >= max_documents:
+                    break
+                pos += len(line)
+                if line.strip():
+                    docs.append(_parse_line(line, str(f)))
+            offsets[f.name] = pos
+            if max_documents is not None and len(docs) >= max_documents:
+                break
+        return docs, {"offsets": offsets}
+
+    def find_requests(self, request_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        """The documents of each request id found, by id (a request may span documents). Only
+        the day files the ids' times point at are read."""
+        wanted: dict[str, set[str]] = {}
+        for rid in request_ids:
+            if _REQUEST_ID.fullmatch(rid or ""):
+                wanted.setdefault(request_time(rid).strftime("%Y-%m-%d"), set()).add(rid)
+        found: dict[str, list[dict[str, Any]]] = {}
+        for day, rids in sorted(wanted.items()):
+            path = self.directory / f"{FILE_PREFIX}{day}.jsonl"
+            if not path.is_file():
+                continue
+            with open(path, "rb") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    m = _REQUEST_ID_FIELD.search(line)
+                    if m is None or m.group(1).decode() not in rids or not line.endswith(b"\n"):
+                        continue
+                    doc = _parse_line(line, str(path), lineno)
+                    found.setdefault(doc["request_id"], []).append(doc)
+        return found
+
+
+class MongoLogReader:
+    """Serving's log in a MongoDB collection; the watermark is ``{"last_id": <ObjectId hex>}``."""
+
+    kind = "mongo"
+
+    def __init__(self, collection):
+        self.collection = collection
+
+    def describe(self) -> str:
+        return f"mongo:{self.collection.full_name}"
+
+    def read_since(self, watermark: Mapping[str, Any] | None,
+                   max_documents: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        from bson import ObjectId
+
+        last = (watermark or {}).get("last_id")
+        query = {"_id": {"$gt": ObjectId(last)}} if last else {}
+        cursor = self.collection.find(query, sort=[("_id", 1)])
+        if max_documents is not None:
+            cursor = cursor.limit(max_documents)
+        docs = list(cursor)
+        if docs:
+            last = str(docs[-1]["_id"])
+        for d in docs:
+            d.pop("_id", None)
+            if isinstance(d.get("time"), dt.datetime) and d["time"].tzinfo is None:
+                d["time"] = d["time"].replace(tzinfo=dt.timezone.utc)  # BSON dates are UTC
+        return docs, {"last_id": last}
+
+    def find_requests(self, request_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        ids = sorted({r for r in request_ids if _REQUEST_ID.fullmatch(r or "")})
+        found: dict[str, list[dict[str, Any]]] = {}
+        for start in range(0, len(ids), 1000):
+            for doc in self.collection.find({"request_id": {"$in": ids[start:start + 1000]}},
+                                            projection={"_id": 0}):
+                if isinstance(doc.get("time"), dt.datetime) and doc["time"].tzinfo is None:
+                    doc["time"] = doc["time"].replace(tzinfo=dt.timezone.utc)
+                found.setdefault(doc["request_id"], []).append(doc)
+        return found
+
+    def ensure_indexes(self) -> None:
+        """The index ``find_requests`` (the feedback route, the monitoring join) reads through."""
+        self.collection.create_index([("request_id", 1)], name="netsec_request_id")
+
+
+def rows_of(docs_by_request: Mapping[str, list[dict[str, Any]]],
+            wanted: Iterable[str]) -> pd.DataFrame:
+    """The logged rows of the prediction ids ``wanted`` (one row each, in ``prediction_frame``
+    columns); ids whose request or row is not in ``docs_by_request`` are left out."""
+    docs = [d for ds in docs_by_request.values() for d in ds]
+    if not docs:
+        return pd.DataFrame(columns=["prediction_id"])
+    frame = prediction_frame(docs)
+    return frame[frame["prediction_id"].isin(set(wanted))].reset_index(drop=True)
+
+
+def has_prediction(docs: list[dict[str, Any]], row: int) -> bool:
+    """True when one of a request's documents holds row ``row``."""
+    return any(int(d.get("row_offset") or 0) <= row < int(d.get("row_offset") or 0) + int(d["n_rows"])
+               for d in docs)

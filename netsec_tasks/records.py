@@ -62,8 +62,10 @@ class RunContext(Record):
     run_id: str
     storage_uri: str
     started_at: dt.datetime = Field(default_factory=utcnow)
-    # manual | scheduled | asset_triggered | cli | test: who asked for this run.
+    # manual | scheduled | monitoring | cli | test: who asked for this run.
     trigger: str = "cli"
+    # Why, when the trigger says more than who (monitoring: the evidence it acted on).
+    trigger_reason: str | None = None
     force_retrain: bool = False
 
     @classmethod
@@ -193,6 +195,24 @@ class SyncRecord(Record):
     skipped: int
 
 
+class ReconciledItem(Record):
+    kind: str                        # mlflow_run | model_version | sync
+    id: str                          # run id, <model>/<version>, pipeline run id
+    action: str                      # KILLED | promoted | rejected | abandoned | promotion finished | synced
+    reason: str
+
+
+class ReconcileRecord(Record):
+    """What the start of a run (or ``netsec reconcile``) closed or finished for earlier runs."""
+
+    items: list[ReconciledItem] = []
+
+    def summary(self) -> str:
+        if not self.items:
+            return "nothing to reconcile"
+        return "; ".join(f"{i.kind} {i.id}: {i.action}" for i in self.items)
+
+
 class OutcomeRecord(Record):
     run_id: str
     outcome: str                     # promoted | kept_production | skipped_no_drift | failed
@@ -200,6 +220,57 @@ class OutcomeRecord(Record):
     branch_reason: str | None = None # why the drift branch retrained or skipped
     model_version: str | None = None
     metrics: dict[str, float] = {}
+    trigger: str | None = None       # who started the run: manual | scheduled | monitoring | cli
+    trigger_reason: str | None = None  # monitoring: the evidence (drift, live F1) it acted on
+    reconciled: list[ReconciledItem] = []  # what this run's start finished for earlier runs
+
+
+class FeedbackRecord(Record):
+    """Analysts' verdicts turned into training rows (netsec_tasks.feedback)."""
+
+    verdicts: int                    # standing verdicts in the store
+    destination: str                 # mongo:<db>.<collection> or the feedback rows' URI
+    with_features: int = 0           # verdicts not yet appended whose prediction is in the log
+    appended: int = 0                # rows added to the training source by this run
+    already_present: int = 0         # verdicts already training rows (earlier runs)
+    missing_predictions: int = 0     # verdicts not yet appended whose prediction is not in the log
+    missing_examples: list[str] = []
+    conflicts: int = 0               # new verdicts contradicting an identical training/test row
+    conflicts_held: int = 0          # of those, held back (monitoring.on_conflict=hold)
+    conflict_examples: list[dict[str, Any]] = []
+    conflicts_checked_against: str | None = None  # Production version whose data was compared
+    changed_after_append: int = 0    # verdicts changed after their row was appended (not applied)
+    changed_examples: list[str] = []
+    threat_verdicts: int = 0
+    reason: str = ""
+
+
+class MonitoringRecord(Record):
+    """One run of the monitoring step: the figures, the decision and where the reports are."""
+
+    run_id: str
+    model_name: str
+    model_version: str | None        # Production when the run looked
+    log: str                         # the prediction log read (jsonl:<dir> or mongo:<db>.<coll>)
+    documents_read: int
+    rows_read: int                   # new logged rows since the watermark
+    rows_tested: int = 0             # rows in the drift test (valid under the contract)
+    rows_excluded: int = 0           # rows that break the input contract (reported)
+    drift_tested: bool = False
+    drift_detected: bool = False
+    drift_share: float | None = None
+    drifted_columns: list[str] = []
+    drift_reason: str = ""
+    labelled: int = 0                # verdicts on the Production version's predictions in window
+    live: dict[str, Any] = {}        # precision/recall/F1 with intervals and counts
+    traffic: dict[str, Any] = {}     # volume, threat rate, score distribution vs the test split
+    trigger: bool = False            # retraining requested
+    trigger_reason: str = ""
+    report_uri: str | None = None    # YAML
+    html_uri: str | None = None      # self-contained HTML with the trend
+    mlflow_run_id: str | None = None
+    watermark: dict[str, Any] = {}   # what the commit step records as read
+    advance: bool = True             # False: too few rows, the same rows are read again next run
 
 
 class EvaluationRecord(Record):

@@ -15,23 +15,27 @@ the logged model URI; a retry reuses it, and a version whose set-up fails is del
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from netsec_tasks.config import PipelineConfig
-from netsec_tasks.errors import ConfigError, DataError, NetsecError, RegistryError, SourceUnavailable
+from netsec_tasks.errors import ConfigError, DataError, NetsecError, RegistryError
 from netsec_tasks.records import RegisterRecord, RunContext, TrainRecord, ValidationRecord
+# "Is the store unreachable" and the error it becomes live in netsec_tasks.outages (one place for
+# MLflow, S3 and MongoDB); mlflow_errors stays importable from here.
+from netsec_tasks.outages import is_unreachable as _is_unreachable
+from netsec_tasks.outages import mlflow_errors, owner_id, quick_mlflow
 from netsec_tasks.schema import DatasetSchema, load_schema
-from netsec_tasks.tracking import mlflow_client
+from netsec_tasks.tracking import OWNER_TAG, mlflow_client, version_label
 
 log = logging.getLogger(__name__)
 
 PRODUCTION_STAGE = "Production"
 TAG = "netsec."
+PROMOTION_TAG = TAG + "promotion"   # promoted | rejected | abandoned: the version's decision
 # Metrics that need a threat probability rather than a hard 0/1 prediction.
 _PROBA_METRICS = {"roc_auc", "average_precision", "pr_auc"}
 
@@ -62,32 +66,6 @@ class ProductionModel:
 
 
 # --------------------------------------------------------------------------- MLflow access
-
-
-def _is_unreachable(exc: BaseException) -> bool:
-    """True when the error means the tracking store could not be reached (not a refusal)."""
-    text = str(exc)
-    if "API request to" in text and "failed with" in text:
-        return True  # MLflow's REST client after its own retries (connection refused, DNS, timeout)
-    name = type(exc).__name__
-    return name == "OperationalError" and "unable to open database" in text
-
-
-@contextlib.contextmanager
-def mlflow_errors(cfg: PipelineConfig, action: str) -> Iterator[None]:
-    """Turn an unreachable tracking store into SourceUnavailable naming the URI."""
-    try:
-        yield
-    except NetsecError:
-        raise
-    except Exception as exc:
-        if _is_unreachable(exc):
-            raise SourceUnavailable(
-                f"MLflow tracking store {cfg.registry.tracking_uri} is unreachable while trying to "
-                f"{action}: {_first_line(exc)}. Check registry.tracking_uri / MLFLOW_TRACKING_URI "
-                "and that the MLflow server (or the SQLite file's directory) is up."
-            ) from exc
-        raise
 
 
 def _first_line(exc: BaseException) -> str:
@@ -186,25 +164,27 @@ def load_production_model(cfg: PipelineConfig) -> tuple[Any, str]:
             f"no Production model: registered model {cfg.registry.model_name!r} has no alias "
             f"{cfg.registry.alias!r} and no version in stage {PRODUCTION_STAGE!r} at "
             f"{cfg.registry.tracking_uri}; run the training pipeline first")
-    return _load_version(cfg, prod.name, prod.version), prod.version
+    return _load_version(cfg, prod.name, prod.version, prod.run_id), prod.version
 
 
-def _load_version(cfg: PipelineConfig, name: str, version: str) -> Any:
+def _load_version(cfg: PipelineConfig, name: str, version: str, run_id: str | None = None) -> Any:
     """Load one version with the sklearn flavour, after checking it is skops with allowed types
-    only (the trusted-type list is read from the model's own MLmodel file)."""
+    only (the trusted-type list is read from the model's own MLmodel file). Errors name
+    ``models:/<name>/<version>``, its run and the artifact, never a temporary path."""
     from netsec_tasks.tracking import load_verified_model
 
-    with mlflow_errors(cfg, f"load model {name} v{version}"):
+    label = version_label(name, version, run_id)
+    with mlflow_errors(cfg, f"load {label}"):
         mlflow_client(cfg)
         try:
-            return load_verified_model(f"models:/{name}/{version}", cfg.registry.tracking_uri)
+            return load_verified_model(f"models:/{name}/{version}", cfg.registry.tracking_uri,
+                                       label=label)
         except NetsecError:
             raise
         except Exception as exc:
             if _is_unreachable(exc):
                 raise
-            raise RegistryError(
-                f"model {name} v{version} cannot be loaded: {_first_line(exc)}") from exc
+            raise RegistryError(f"{label} cannot be loaded: {_first_line(exc)}") from exc
 
 
 # --------------------------------------------------------------------------- scoring
@@ -277,6 +257,8 @@ def _version_tags(cfg: PipelineConfig, run: RunContext, train: TrainRecord,
         TAG + "metric": train.metric,
         TAG + "test_score": repr(_test_score(train)),
         TAG + "winner": train.winner,
+        # The process registering it: reconcile leaves an undecided version alone while it lives.
+        OWNER_TAG: owner_id(),
     }
 
 
@@ -413,10 +395,14 @@ def _describe(run: RunContext, train: TrainRecord, validation: ValidationRecord)
 
 
 def _delete_quietly(client, name: str, version: str) -> None:
+    """A failure handler's clean-up: one short attempt (the store may be what failed); a version
+    it cannot delete stays undecided and the next run's reconciliation abandons or decides it."""
     try:
-        client.delete_model_version(name, version)
+        with quick_mlflow():
+            client.delete_model_version(name, version)
     except Exception as exc:  # the original error matters more; say that cleanup failed too
-        log.error("could not delete half-registered %s v%s: %s", name, version, _first_line(exc))
+        log.error("could not delete half-registered %s v%s (%s); the next run's reconciliation "
+                  "will decide or abandon it", name, version, _first_line(exc))
 
 
 def _register_version(client, cfg: PipelineConfig, run: RunContext, train: TrainRecord,
@@ -438,12 +424,14 @@ def _register_version(client, cfg: PipelineConfig, run: RunContext, train: Train
     version = str(mv.version)
     try:
         client.update_model_version(name, version, description=_describe(run, train, validation))
-        model = _load_version(cfg, name, version)
+        model = _load_version(cfg, name, version, train.mlflow_run_id)
         new_score = score_model(model, frame, schema, train.metric, source=validation.test_uri)
     except Exception as exc:
         if created:
             _delete_quietly(client, name, version)
         if isinstance(exc, NetsecError) and not isinstance(exc, RegistryError):
+            raise
+        if _is_unreachable(exc):
             raise
         raise RegistryError(
             f"registering {train.model_uri} as {name} failed ({_first_line(exc)}); "
@@ -488,7 +476,7 @@ def _production_score(cfg: PipelineConfig, prod, frame, schema: DatasetSchema, m
     this data, so it must not block its replacement: it loses the comparison.
     """
     try:
-        model = _load_version(cfg, prod.name, str(prod.version))
+        model = _load_version(cfg, prod.name, str(prod.version), prod.run_id)
         return score_model(model, frame, schema, metric, source=source)
     except (RegistryError, ValueError, KeyError, TypeError) as exc:
         log.warning("Production v%s cannot be scored on %s: %s", prod.version, source,
@@ -529,14 +517,103 @@ def _promote(client, cfg: PipelineConfig, version: str) -> None:
                                               archive_existing_versions=True)
 
 
-def _record_decision(client, cfg: PipelineConfig, train: TrainRecord, version: str,
+@dataclass(frozen=True)
+class Decision:
+    """A version's promotion decision, as recorded in its tags and its run's."""
+
+    version: str
+    promoted: bool
+    reason: str
+    new_score: float | None
+    production_score: float | None
+    previous: str | None            # Production before the decision
+    rows_in_test: int | None = None  # test rows Production was trained on (None: no lineage)
+    outcome: str = ""               # promoted | rejected | abandoned (default: from ``promoted``)
+
+    @property
+    def label(self) -> str:
+        return self.outcome or ("promoted" if self.promoted else "rejected")
+
+    def tags(self) -> dict[str, str]:
+        return {
+            PROMOTION_TAG: self.label,
+            TAG + "promotion_reason": self.reason,
+            TAG + "production_score": repr(self.production_score),
+            TAG + "new_score": repr(self.new_score),
+            TAG + "previous_production_version": self.previous or "",
+            TAG + "production_rows_in_test": "" if self.rows_in_test is None else str(self.rows_in_test),
+        }
+
+
+def decide_version(client, cfg: PipelineConfig, mv, model, new_score: float, frame,
+                   schema: DatasetSchema, metric: str, source: str) -> Decision:
+    """Compare version ``mv`` (the loaded ``model``, scored ``new_score`` on ``frame``) with the
+    current Production model on the same rows, leaving out test rows Production was trained on.
+    A version that already is Production keeps its earlier decision (a retry finishes it)."""
+    version = str(mv.version)
+    tags = mv.tags or {}
+    prod = _production_version(client, cfg)
+    if prod is not None and str(prod.version) == version:
+        # An earlier attempt already promoted it; finish the stage move in case it crashed.
+        prev_score = tags.get(TAG + "production_score")
+        seen = tags.get(TAG + "production_rows_in_test")
+        return Decision(
+            version, True, tags.get(TAG + "promotion_reason") or "already Production", new_score,
+            float(prev_score) if prev_score not in (None, "", "None") else None,
+            tags.get(TAG + "previous_production_version") or None,
+            int(seen) if seen not in (None, "", "None") else None)
+    previous = str(prod.version) if prod is not None else None
+    production_score = rows_in_test = None
+    note = ""
+    if prod is not None:
+        seen_mask = production_rows_in(cfg, previous, dict(prod.tags or {}), frame, schema)
+        compared = frame
+        if seen_mask is not None:
+            rows_in_test = int(seen_mask.sum())
+            if rows_in_test:
+                compared = frame[~seen_mask]
+                note = (f" (compared on the {len(compared)} test rows Production "
+                        f"v{previous} never saw; it was trained on {rows_in_test})")
+                log.warning("Production v%s was trained on %d of the %d test rows (did "
+                            "split.seed or split.test_size change?): both models are "
+                            "compared on the other %d", previous, rows_in_test,
+                            len(frame), len(compared))
+                new_score = (score_model(model, compared, schema, metric, source=source)
+                             if len(compared) else new_score)
+        if len(compared):
+            production_score = _production_score(cfg, prod, compared, schema, metric, source)
+    promoted, reason = _decide(cfg, metric, new_score, previous, production_score)
+    return Decision(version, promoted, reason + note, new_score, production_score, previous,
+                    rows_in_test)
+
+
+def _record_decision(client, cfg: PipelineConfig, run_id: str | None, version: str,
                      tags: dict[str, str]) -> None:
     from mlflow.entities import RunTag
 
     for key, value in tags.items():
         client.set_model_version_tag(cfg.registry.model_name, version, key, value)
-    client.log_batch(train.mlflow_run_id, tags=[RunTag(k, v) for k, v in tags.items()]
-                     + [RunTag(TAG + "model_version", version)])
+    if run_id:
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()]
+                         + [RunTag(TAG + "model_version", version)])
+
+
+def apply_decision(client, cfg: PipelineConfig, run_id: str | None, decision: Decision,
+                   extra_tags: dict[str, str] | None = None) -> None:
+    """Record the decision (version and run tags), then promote when it says so.
+
+    Tags go first: a crash between the two leaves a version tagged promoted that is not
+    Production, which :mod:`netsec_tasks.reconcile` finishes."""
+    name = cfg.registry.model_name
+    try:
+        _record_decision(client, cfg, run_id, decision.version, {**decision.tags(), **(extra_tags or {})})
+        if decision.promoted:
+            _promote(client, cfg, decision.version)
+    except Exception as exc:
+        if _is_unreachable(exc):
+            raise
+        raise RegistryError(f"{name} v{decision.version} is registered but recording the promotion "
+                            f"decision failed: {_first_line(exc)}; retry the task") from exc
 
 
 def register(cfg: PipelineConfig, run: RunContext, train: TrainRecord,
@@ -559,7 +636,6 @@ def register(cfg: PipelineConfig, run: RunContext, train: TrainRecord,
     frame = catalog.load_frame(validation.test_uri)
     check_test_columns(frame, schema, validation.test_uri)  # before anything is registered
     name = cfg.registry.model_name
-    rows_in_test = None
     with mlflow_errors(cfg, f"register {train.model_uri} as {name!r}"):
         client = mlflow_client(cfg)
         # Before anything is registered: a candidate of another data set never replaces (or
@@ -569,64 +645,15 @@ def register(cfg: PipelineConfig, run: RunContext, train: TrainRecord,
             check_comparable(cfg, existing, schema)
         _ensure_registered_model(client, cfg, schema)
         mv, model, new_score = _register_version(client, cfg, run, train, validation, schema, frame)
-        version = str(mv.version)
-        prod = _production_version(client, cfg)
-        tags = mv.tags or {}
-        if prod is not None and str(prod.version) == version:
-            # An earlier attempt already promoted it; finish the stage move in case it crashed.
-            previous = tags.get(TAG + "previous_production_version") or None
-            prev_score = tags.get(TAG + "production_score")
-            production_score = float(prev_score) if prev_score not in (None, "", "None") else None
-            seen = tags.get(TAG + "production_rows_in_test")
-            rows_in_test = int(seen) if seen not in (None, "", "None") else None
-            promoted, reason = True, tags.get(TAG + "promotion_reason") or "already Production"
-        else:
-            previous = str(prod.version) if prod is not None else None
-            production_score = None
-            note = ""
-            if prod is not None:
-                seen_mask = production_rows_in(cfg, previous, dict(prod.tags or {}), frame, schema)
-                compared = frame
-                if seen_mask is not None:
-                    rows_in_test = int(seen_mask.sum())
-                    if rows_in_test:
-                        compared = frame[~seen_mask]
-                        note = (f" (compared on the {len(compared)} test rows Production "
-                                f"v{previous} never saw; it was trained on {rows_in_test})")
-                        log.warning("Production v%s was trained on %d of the %d test rows (did "
-                                    "split.seed or split.test_size change?): both models are "
-                                    "compared on the other %d", previous, rows_in_test,
-                                    len(frame), len(compared))
-                        new_score = (score_model(model, compared, schema, train.metric,
-                                                 source=validation.test_uri)
-                                     if len(compared) else new_score)
-                if len(compared):
-                    production_score = _production_score(cfg, prod, compared, schema, train.metric,
-                                                         validation.test_uri)
-            promoted, reason = _decide(cfg, train.metric, new_score, previous, production_score)
-            reason += note
-        decision = {
-            TAG + "promotion": "promoted" if promoted else "rejected",
-            TAG + "promotion_reason": reason,
-            TAG + "production_score": repr(production_score),
-            TAG + "new_score": repr(new_score),
-            TAG + "previous_production_version": previous or "",
-            TAG + "production_rows_in_test": "" if rows_in_test is None else str(rows_in_test),
-        }
-        try:
-            _record_decision(client, cfg, train, version, decision)
-            if promoted:
-                _promote(client, cfg, version)
-        except Exception as exc:
-            if _is_unreachable(exc):
-                raise
-            raise RegistryError(f"{name} v{version} is registered but recording the promotion "
-                                f"decision failed: {_first_line(exc)}; retry the task") from exc
-        log.info("%s v%s %s: %s", name, version, decision[TAG + "promotion"], reason)
+        decision = decide_version(client, cfg, mv, model, new_score, frame, schema, train.metric,
+                                  validation.test_uri)
+        apply_decision(client, cfg, train.mlflow_run_id, decision)
+        log.info("%s v%s %s: %s", name, decision.version, decision.label, decision.reason)
     record = RegisterRecord(
-        model_name=name, version=version, promoted=promoted,
-        production_version=version if promoted else previous,
-        previous_production_version=previous, new_score=new_score,
-        production_score=production_score, production_rows_in_test=rows_in_test, reason=reason)
+        model_name=name, version=decision.version, promoted=decision.promoted,
+        production_version=decision.version if decision.promoted else decision.previous,
+        previous_production_version=decision.previous, new_score=decision.new_score,
+        production_score=decision.production_score, production_rows_in_test=decision.rows_in_test,
+        reason=decision.reason)
     catalog.save_record("register", record)
     return record

@@ -34,7 +34,7 @@ Dtype = Literal["int", "float", "str", "bool"]
 # The columns every scoring door adds to its output (netsec_tasks.contract.OUTPUT_COLUMNS): no
 # input column may be called so, or an echoed column would collide with an output.
 RESERVED_COLUMNS = ("predicted_label", "is_threat", "threat_probability", "imputed_cells",
-                    "status", "reason", "model_version")
+                    "status", "reason", "model_version", "prediction_id")
 
 
 class ColumnSpec(BaseModel):

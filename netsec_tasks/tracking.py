@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netsec_tasks.config import PipelineConfig
-from netsec_tasks.errors import NetsecError, SourceUnavailable
+from netsec_tasks.errors import NetsecError, RegistryError
 
 if TYPE_CHECKING:  # mlflow is heavy; import it only where it is used
     import pandas as pd
@@ -28,6 +28,9 @@ ALLOWED_TRUSTED_TYPES = frozenset({
 })
 
 PIPELINE_RUN_TAG = "netsec.pipeline_run_id"
+# The process that owns a run (netsec_tasks.outages.owner_id), and why a run ended early.
+OWNER_TAG = "netsec.owner"
+END_REASON_TAG = "netsec.end_reason"
 
 
 def _is_local_store(uri: str) -> bool:
@@ -51,6 +54,9 @@ def mlflow_client(cfg: PipelineConfig):
     import mlflow
     from mlflow import MlflowClient
 
+    from netsec_tasks.outages import apply_mlflow_budget
+
+    apply_mlflow_budget(cfg)  # before any request: MLflow reads its HTTP settings per request
     uri = cfg.registry.tracking_uri
     if uri.startswith("sqlite:///"):  # the embedded default: the store lives in the work dir
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +73,8 @@ def configure_mlflow(cfg: PipelineConfig) -> str:
     """
     import mlflow
     from mlflow.exceptions import MlflowException
+
+    from netsec_tasks.outages import is_unreachable, mlflow_unavailable
 
     uri = cfg.registry.tracking_uri
     client = mlflow_client(cfg)
@@ -85,12 +93,12 @@ def configure_mlflow(cfg: PipelineConfig) -> str:
             exp_id = exp.experiment_id
             if exp.lifecycle_stage == "deleted":
                 client.restore_experiment(exp_id)
-    except MlflowException as exc:
-        raise NetsecError(f"MLflow at {uri} refused experiment '{name}': {exc}") from exc
-    except Exception as exc:  # connection refused, DNS, bad SQLite path...
-        raise SourceUnavailable(
-            f"cannot reach the MLflow tracking store {uri} ({type(exc).__name__}: {exc}); "
-            "check registry.tracking_uri / MLFLOW_TRACKING_URI") from exc
+    except Exception as exc:
+        if is_unreachable(exc):  # connection refused, timed out, DNS, SQLite directory gone...
+            raise mlflow_unavailable(cfg, f"set up experiment '{name}'", exc) from exc
+        if isinstance(exc, MlflowException):
+            raise NetsecError(f"MLflow at {uri} refused experiment '{name}': {exc.message}") from exc
+        raise
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
@@ -167,47 +175,104 @@ def log_pipeline_model(model: Any, X_example: "pd.DataFrame", name: str = "model
     return info.model_uri
 
 
-def verify_model_dir(model_dir: str | Path) -> list[str]:
+def version_label(name: str, version: str | int, run_id: str | None = None) -> str:
+    """How errors name a model version: ``models:/<name>/<version> (run <id>)``."""
+    return f"models:/{name}/{version}" + (f" (run {run_id})" if run_id else "")
+
+
+def verify_model_dir(model_dir: str | Path, *, label: str | None = None) -> list[str]:
     """Refuse to deserialize a model that is not ours to trust; returns its trusted types.
 
     MLflow reads the skops ``trusted`` list from the model's own MLmodel file, so a crafted or
     foreign model could whitelist anything (and MLflow would load pickle as readily). Before any
     load we check the flavour conf: sklearn flavour, skops format, and no trusted type outside
-    :data:`ALLOWED_TRUSTED_TYPES`.
+    :data:`ALLOWED_TRUSTED_TYPES`. Errors (:class:`RegistryError`) name ``label`` (e.g.
+    ``models:/netsec-phishing/3 (run ...)``) when given, else the directory.
     """
+    _, trusted = _verified_flavor(Path(model_dir), label)
+    return trusted
+
+
+def _verified_flavor(model_dir: Path, label: str | None) -> tuple[dict, list[str]]:
     import yaml
 
-    from netsec_tasks.errors import RegistryError
-
-    mlmodel = Path(model_dir) / "MLmodel"
+    mlmodel = model_dir / "MLmodel"
+    where = f"{label}: MLmodel" if label else str(mlmodel)
+    if not mlmodel.is_file():  # MLflow "downloads" an empty directory when the artifacts are gone
+        raise RegistryError(f"{label or model_dir}: the model's artifacts are missing (no MLmodel "
+                            "file); the artifact store lost them or the upload never finished")
     try:
         conf = yaml.safe_load(mlmodel.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise RegistryError(f"{mlmodel}: not a readable MLflow model ({exc})") from None
-    flavor = (conf.get("flavors") or {}).get("sklearn")
+        detail = _scrub(f"{type(exc).__name__}: {exc}", model_dir, label)
+        raise RegistryError(f"{where}: not a readable MLflow model ({detail})") from None
+    flavor = (conf.get("flavors") or {}).get("sklearn") if isinstance(conf, dict) else None
     if not flavor:
-        raise RegistryError(f"{mlmodel}: no sklearn flavour; netsec serves sklearn Pipelines only")
+        raise RegistryError(f"{where}: no sklearn flavour; netsec serves sklearn Pipelines only")
     fmt = flavor.get("serialization_format")
     if fmt != "skops":
-        raise RegistryError(f"{mlmodel}: serialization format {fmt!r} refused; netsec loads skops "
+        raise RegistryError(f"{where}: serialization format {fmt!r} refused; netsec loads skops "
                             "models only (pickle can run arbitrary code)")
     trusted = list(flavor.get("skops_trusted_types") or [])
     extra = sorted(set(trusted) - ALLOWED_TRUSTED_TYPES)
     if extra:
-        raise RegistryError(f"{mlmodel}: trusts types outside netsec's allow-list: {', '.join(extra)}")
-    return trusted
+        raise RegistryError(f"{where}: trusts types outside netsec's allow-list: {', '.join(extra)}")
+    return flavor, trusted
 
 
-def load_verified_model(model_uri: str, tracking_uri: str | None = None) -> Any:
-    """Download ``model_uri`` (``models:/``, ``runs:/``, a path), verify it, load the Pipeline."""
+def _scrub(text: str, model_dir: Path, label: str | None) -> str:
+    """An error text with the (temporary) local directory replaced by what it holds."""
+    text = " ".join(str(text).split())
+    if label:
+        for form in {str(model_dir), str(model_dir.resolve())}:
+            text = text.replace(form, label)
+    return text[:300]
+
+
+def load_model_dir(model_dir: str | Path, label: str) -> Any:
+    """Verify (:func:`verify_model_dir`) and load the sklearn Pipeline of a downloaded model.
+
+    Every error is a :class:`RegistryError` naming ``label`` and the artifact file (e.g.
+    ``models:/netsec-phishing/3 (run 1f2e...): artifact model.skops cannot be loaded:
+    BadZipFile: File is not a zip file``), never the local directory.
+    """
+    import mlflow.sklearn
+
+    model_dir = Path(model_dir)
+    flavor, _ = _verified_flavor(model_dir, label)
+    artifact = flavor.get("pickled_model") or "the model file"
+    try:
+        return mlflow.sklearn.load_model(str(model_dir))
+    except Exception as exc:
+        detail = _scrub(f"{type(exc).__name__}: {exc}", model_dir, label)
+        raise RegistryError(f"{label}: artifact {artifact} cannot be loaded ({detail})") from exc
+
+
+def load_verified_model(model_uri: str, tracking_uri: str | None = None, *,
+                        label: str | None = None) -> Any:
+    """Download ``model_uri`` (``models:/``, ``runs:/``, a path), verify it, load the Pipeline.
+
+    ``label`` (default: ``model_uri``) is what errors call the model, e.g.
+    ``models:/netsec-phishing/3 (run 1f2e...)``. Raises :class:`RegistryError` for a model that
+    is missing, refused or unreadable; an unreachable store's error propagates as it is (the
+    caller maps it to SourceUnavailable, :func:`netsec_tasks.outages.mlflow_errors`).
+    """
     import tempfile
 
     import mlflow.artifacts
-    import mlflow.sklearn
 
+    from netsec_tasks.outages import is_unreachable
+
+    label = label or model_uri
+    if Path(model_uri).is_dir():
+        return load_model_dir(model_uri, label)
     with tempfile.TemporaryDirectory(prefix="netsec-model-") as tmp:
-        local = Path(model_uri) if Path(model_uri).is_dir() else Path(
-            mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp,
-                                                tracking_uri=tracking_uri))
-        verify_model_dir(local)
-        return mlflow.sklearn.load_model(str(local))
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp,
+                                                             tracking_uri=tracking_uri))
+        except Exception as exc:
+            if is_unreachable(exc):
+                raise
+            detail = _scrub(f"{type(exc).__name__}: {exc}", Path(tmp), label)
+            raise RegistryError(f"{label}: the model's artifacts cannot be downloaded ({detail})") from exc
+        return load_model_dir(local, label)

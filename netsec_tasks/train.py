@@ -49,11 +49,14 @@ from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import DataError, NetsecError
 from netsec_tasks.evaluation import evaluate, save_plots
 from netsec_tasks.candidates import get_candidate, prefixed, single_threaded, unprefixed
+from netsec_tasks.outages import mlflow_errors, owner_id, quick_mlflow
+from netsec_tasks.processes import sigterm_raises, workers_exit_with_parent
 from netsec_tasks.records import CandidateResult, RunContext, TrainRecord, TransformRecord, ValidationRecord
 from netsec_tasks.sampling import EARLY_STOPPING_SALT, IMPUTER_SALT, SEARCH_SALT, bounded_sample
 from netsec_tasks.schema import DatasetSchema, load_schema
 from netsec_tasks.split import lineage_hashes
-from netsec_tasks.tracking import PIPELINE_RUN_TAG, configure_mlflow, log_pipeline_model
+from netsec_tasks.tracking import (END_REASON_TAG, OWNER_TAG, PIPELINE_RUN_TAG, configure_mlflow,
+                                   log_pipeline_model)
 from netsec_tasks.transform import (compute_limits, build_preprocessor, feature_frame,
                                     fit_preprocessor, load_preprocessor, threat_target)
 
@@ -312,13 +315,14 @@ def _log_params(params: dict[str, Any]) -> None:
         mlflow.log_params(fresh)
 
 
-def _log_candidate_run(client, experiment_id: str, parent_id: str, result: CandidateResult) -> str:
+def _log_candidate_run(client, experiment_id: str, parent_id: str, result: CandidateResult,
+                       owner: str) -> str:
     import mlflow
 
     previous = _find_child_run(client, experiment_id, parent_id, result.name)
     kwargs = {"run_id": previous.info.run_id} if previous else {"run_name": result.name}
-    with mlflow.start_run(nested=True, tags={CANDIDATE_TAG: result.name, ROLE_TAG: "candidate"},
-                          **kwargs) as child:
+    with mlflow.start_run(nested=True, tags={CANDIDATE_TAG: result.name, ROLE_TAG: "candidate",
+                                             OWNER_TAG: owner}, **kwargs) as child:
         _log_params(result.best_params)
         mlflow.log_metrics({"cv_mean": result.cv_score, "cv_std": result.cv_std,
                             "fit_seconds": result.fit_seconds})
@@ -476,45 +480,91 @@ def train(cfg: PipelineConfig, run: RunContext, validation: ValidationRecord,
 
 def train_model(cfg: PipelineConfig, run: RunContext, validation: ValidationRecord,
                 transform: TransformRecord, *, tracking: bool = True):
-    """:func:`train`, also returning the in-memory fitted pipeline: ``(record, model)``."""
+    """:func:`train`, also returning the in-memory fitted pipeline: ``(record, model)``.
+
+    With tracking, every MLflow call runs under the ``registry.*`` request budget and an
+    unreachable store raises :class:`SourceUnavailable` (exit 3) naming it. Whatever ends the
+    step early (an error, SIGTERM, Ctrl-C) ends its MLflow runs FAILED with one short attempt;
+    when even that cannot reach the store, the next run's reconciliation ends them. joblib's
+    worker processes exit with this process, even when it is SIGKILLed.
+    """
     schema = load_schema(cfg.schema_path)
-    if not tracking:
-        import skops.io
+    with sigterm_raises(), workers_exit_with_parent():
+        if not tracking:
+            import skops.io
 
-        out = _train_and_evaluate(cfg, run, schema, validation, transform)
-        shutil.rmtree(out.plot_dir, ignore_errors=True)
-        storage = RunCatalog.of(cfg, run).storage
-        uri = storage.write_bytes(run.step_uri("train", MODEL_FILE), skops.io.dumps(out.model))
-        return out.record(cfg, model_uri=uri, run_id="", experiment_id=""), out.model
+            out = _train_and_evaluate(cfg, run, schema, validation, transform)
+            shutil.rmtree(out.plot_dir, ignore_errors=True)
+            storage = RunCatalog.of(cfg, run).storage
+            uri = storage.write_bytes(run.step_uri("train", MODEL_FILE), skops.io.dumps(out.model))
+            return out.record(cfg, model_uri=uri, run_id="", experiment_id=""), out.model
+        return _train_tracked(cfg, run, schema, validation, transform)
 
+
+def _train_tracked(cfg: PipelineConfig, run: RunContext, schema: DatasetSchema,
+                   validation: ValidationRecord, transform: TransformRecord):
     import mlflow
 
     experiment_id = configure_mlflow(cfg)
-    client = mlflow.MlflowClient()
-    previous = _find_parent_run(client, experiment_id, run.run_id)
-    if mlflow.active_run() is not None:  # a run leaked from an earlier crash in this process
-        mlflow.end_run(status="FAILED")
-    kwargs = ({"run_id": previous.info.run_id} if previous
-              else {"run_name": run.run_id, "experiment_id": experiment_id})
-    parent = mlflow.start_run(tags={PIPELINE_RUN_TAG: run.run_id, ROLE_TAG: "pipeline",
-                                    "netsec.dataset_digest": validation.dataset_digest}, **kwargs)
+    owner = owner_id()
+    with mlflow_errors(cfg, f"start the MLflow run of pipeline run {run.run_id}"):
+        client = mlflow.MlflowClient()
+        previous = _find_parent_run(client, experiment_id, run.run_id)
+        if mlflow.active_run() is not None:  # a run leaked from an earlier crash in this process
+            _end_runs_quietly("FAILED", "a run left open in this process")
+        kwargs = ({"run_id": previous.info.run_id} if previous
+                  else {"run_name": run.run_id, "experiment_id": experiment_id})
+        parent = mlflow.start_run(tags={PIPELINE_RUN_TAG: run.run_id, ROLE_TAG: "pipeline",
+                                        OWNER_TAG: owner,
+                                        "netsec.dataset_digest": validation.dataset_digest}, **kwargs)
     parent_id = parent.info.run_id
     if previous:
         log.info("reusing MLflow parent run %s of pipeline run %s (retry)", parent_id, run.run_id)
     try:
-        out = _train_and_evaluate(
-            cfg, run, schema, validation, transform,
-            on_result=lambda r: _log_candidate_run(client, experiment_id, parent_id, r))
-        model_uri = _log_parent(cfg, schema, validation, out)
-        shutil.rmtree(out.plot_dir, ignore_errors=True)
-    except BaseException:
+        with mlflow_errors(cfg, f"track MLflow run {parent_id} of pipeline run {run.run_id}"):
+            out = _train_and_evaluate(
+                cfg, run, schema, validation, transform,
+                on_result=lambda r: _log_candidate_run(client, experiment_id, parent_id, r, owner))
+            model_uri = _log_parent(cfg, schema, validation, out)
+            shutil.rmtree(out.plot_dir, ignore_errors=True)
+            mlflow.end_run(status="FINISHED")
+    except BaseException as exc:
         # Ends nested runs still open too; no model was logged, so nothing can be registered.
-        while mlflow.active_run() is not None:
-            mlflow.end_run(status="FAILED")
+        _end_runs_quietly("FAILED", _end_reason(exc))
         raise
-    mlflow.end_run(status="FINISHED")
     record = out.record(cfg, model_uri=model_uri, run_id=parent_id, experiment_id=experiment_id)
     return record, out.model
+
+
+def _end_reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _end_runs_quietly(status: str, reason: str) -> None:
+    """End every active MLflow run with ``status`` and tag why; never raises, never waits long.
+
+    A failure handler: the store may be the very thing that failed, so each call gets one short
+    attempt (:func:`quick_mlflow`), the first unreachable answer stops the rest, and what could
+    not be ended is left to the next run's reconciliation (it ends runs whose owner is gone).
+    """
+    import mlflow
+
+    reachable = True
+    while (active := mlflow.active_run()) is not None:
+        run_id = active.info.run_id
+        # Once the store proved unreachable, the remaining runs get a 1 s attempt each: ending
+        # them only pops MLflow's local run stack, and the next run's reconciliation ends them.
+        with quick_mlflow(3 if reachable else 1):
+            try:
+                if reachable:
+                    mlflow.MlflowClient().set_tag(run_id, END_REASON_TAG, reason[:5000])
+                mlflow.end_run(status=status)  # pops the run before its request: the loop advances
+            except Exception as exc:
+                if reachable:
+                    log.warning("could not mark MLflow run %s %s (%s); the next run's "
+                                "reconciliation will end it", run_id, status, _end_reason(exc)[:200])
+                reachable = False
 
 
 def _log_parent(cfg: PipelineConfig, schema: DatasetSchema, validation: ValidationRecord,

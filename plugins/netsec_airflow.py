@@ -16,6 +16,18 @@ MONGO_CONN_ID = "netsec_mongo"
 S3_CONN_ID = "netsec_s3"
 
 
+def retrain_asset(cfg: typing.Any) -> typing.Any:
+    """The Airflow asset "retraining requested" of the configured model: the netsec_monitoring
+    DAG emits an event on it (with the evidence in the event's extra) and netsec_training is
+    scheduled on its cron *or* this asset (``AssetOrTimeSchedule``). The ``x-`` scheme is
+    Airflow's convention for a scheme no provider normalises (so parsing loads no provider)."""
+    from airflow.sdk import Asset
+
+    name = cfg.registry.model_name
+    return Asset(name=f"netsec_retraining_requested__{name}", uri=f"x-netsec://retraining/{name}",
+                 group="netsec")
+
+
 def connection_defined(conn_id: str) -> bool:
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException
@@ -39,10 +51,13 @@ def mongo_client(cfg: typing.Any) -> tuple[typing.Any, str]:
         return None, "source.mongo.uri in the config (no Airflow connection 'netsec_mongo')"
     from airflow.providers.mongo.hooks.mongo import MongoHook
 
+    from netsec_tasks.sources.mongo import client_options
+
     hook = MongoHook(mongo_conn_id=MONGO_CONN_ID)
-    # An unreachable server should fail this try quickly and leave the waiting to the retries;
-    # the connection's extra may still set its own serverSelectionTimeoutMS.
-    hook.extras.setdefault("serverSelectionTimeoutMS", cfg.source.mongo.server_selection_timeout_ms)
+    # An unreachable or silent server should fail this try quickly and leave the waiting to the
+    # retries; the connection's extra may still set its own timeouts.
+    for option, value in client_options(cfg.source.mongo).items():
+        hook.extras.setdefault(option, value)
     where = f"Airflow connection '{MONGO_CONN_ID}' ({hook.connection.host}:{hook.connection.port or 27017})"
     return hook.get_conn(), where
 

@@ -22,6 +22,7 @@ from serving.manager import ModelManager
 from serving.limits import BodySizeLimitMiddleware, BodyTooLarge, too_large_body
 from serving.metrics import Metrics, ObserveMiddleware
 from serving.predlog import make_prediction_log
+from serving.routers import feedback as feedback_router
 from serving.routers import model as model_router
 from serving.routers import predict as predict_router
 from serving.routers import train as train_router
@@ -41,12 +42,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         state = ServingState(
             settings=settings, metrics=metrics,
-            manager=ModelManager(settings, on_swap=metrics.model_swapped),
+            manager=ModelManager(settings, on_swap=metrics.model_swapped,
+                                 on_check=metrics.monitoring_figures),
             executor=ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="netsec-infer"),
             contract=contract,
             predlog=make_prediction_log(settings, on_drop=metrics.log_dropped.inc,
                                         on_write=metrics.log_written.inc),
         )
+        state.feedback = feedback_router.make_feedback_store(settings, state.predlog)
         app.state.serving = state
         await state.manager.start()
         try:
@@ -64,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(ui_router.router)
     app.include_router(predict_router.make_router(contract, settings.max_rows))
+    app.include_router(feedback_router.router)
     app.include_router(model_router.router)
     app.include_router(train_router.router)
     app.mount("/static", StaticFiles(directory=ASSETS / "static"), name="static")

@@ -28,6 +28,7 @@ class ServingState:
     executor: ThreadPoolExecutor
     contract: Contract
     predlog: PredictionLog | None = None
+    feedback: Any = None  # the verdict store (netsec_tasks.feedback), beside the prediction log
     extra: dict[str, Any] = field(default_factory=dict)
 
     async def run(self, fn, *args):
@@ -74,7 +75,7 @@ async def get_contract(state: StateDep) -> Contract:
 ContractDep = Annotated[Contract, Depends(get_contract)]
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
-                              description="required on /predict* and /train when the server "
+                              description="required on /predict*, /feedback and /train when the server "
                                           "sets NETSEC_SERVING_API_KEY")
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from netsec_tasks.prediction_log import new_request_id
 from serving.metrics import Metrics
 from serving.model import LoadedModel
 from serving.predlog import LogEntry
@@ -44,14 +45,18 @@ def _imputable(model: LoadedModel, x):
     return x
 
 
-def log_predictions(state, model: LoadedModel, x, is_threat, proba, labels, route: str) -> None:
-    """Hand the request's rows to the prediction log (never blocks; see serving.predlog)."""
+def log_predictions(state, model: LoadedModel, x, is_threat, proba, labels, route: str) -> str:
+    """Hand the request's rows to the prediction log (never blocks; see serving.predlog).
+    Returns the request id: row ``k`` is prediction ``<request id>-<k>``."""
+    now = dt.datetime.now(dt.timezone.utc)
+    request_id = new_request_id(now)
     if state.predlog is None or len(is_threat) == 0:
-        return
+        return request_id
     state.predlog.submit(LogEntry(
-        time=dt.datetime.now(dt.timezone.utc), model_name=model.name,
-        model_version=model.version, features=model.features, inputs=x,
-        is_threat=is_threat, probability=proba, labels=labels, route=route))
+        time=now, model_name=model.name, model_version=model.version, features=model.features,
+        inputs=x, is_threat=is_threat, probability=proba, labels=labels, route=route,
+        request_id=request_id))
+    return request_id
 
 
 def count_inputs(state, route: str, *, refused: int = 0, flagged: int = 0,

@@ -13,15 +13,19 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 
-from serving.model import LoadedModel, configure_mlflow_client, load_version, resolve_production_version
+from serving.loading import configure_mlflow_client, load_version, resolve_production_version
+from serving.model import LoadedModel
 
 log = logging.getLogger("netsec.serving")
 
 
 class ModelManager:
-    def __init__(self, settings, on_swap: Callable[[LoadedModel], None] | None = None):
+    def __init__(self, settings, on_swap: Callable[[LoadedModel], None] | None = None,
+                 on_check: Callable[[dict[str, str]], None] | None = None):
         self.settings = settings
         self.current: LoadedModel | None = None
+        # Called with the Production version's tags on every check (monitoring figures).
+        self.on_check = on_check
         self.last_error: str | None = None
         self.last_check: dt.datetime | None = None
         self.on_swap = on_swap
@@ -57,6 +61,7 @@ class ModelManager:
         current = self.current
         if current is not None and current.name == mv.name and current.version == str(mv.version):
             self.last_error = None
+            self._checked(mv)
             return False
         # Load beside the old one; requests keep using the old object until the assignment.
         loaded = load_version(self.settings, client, mv)
@@ -66,7 +71,15 @@ class ModelManager:
                  current.version if current else "none")
         if self.on_swap:
             self.on_swap(loaded)
+        self._checked(mv)
         return True
+
+    def _checked(self, mv) -> None:
+        if self.on_check:
+            try:
+                self.on_check(dict(mv.tags or {}))
+            except Exception as exc:  # figures are informative: never fail a refresh over them
+                log.warning("could not read the monitoring figures of v%s: %s", mv.version, exc)
 
     async def _poll_forever(self) -> None:
         while True:

@@ -13,6 +13,20 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+# Gauge name (netsec_monitoring_<name>) -> help; the value is the served version's tag
+# netsec.monitoring.<name> written by the monitoring step (netsec_tasks/monitoring/step.py).
+MONITORING_GAUGES = {
+    "drift_share": "Share of feature columns drifted in served traffic (last monitoring run)",
+    "drift_detected": "1 when the last monitoring run found data-set drift in served traffic",
+    "live_f1": "Threat-class F1 from analysts' verdicts (last monitoring run)",
+    "live_f1_low": "Lower end of live F1's confidence interval",
+    "live_f1_high": "Upper end of live F1's confidence interval",
+    "labelled": "Verdicts on the served version's predictions in the monitoring window",
+    "threat_rate": "Share of the served version's predictions that were threats (last run)",
+    "trigger": "1 when the last monitoring run requested a retraining",
+    "last_run_timestamp_seconds": "When the last monitoring run looked (Unix time)",
+}
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25,
                    0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -48,6 +62,13 @@ class Metrics:
                                   registry=r)
         self.imputed_cells = Counter("netsec_imputed_cells", "Null feature cells sent to the "
                                      "model's imputer", ["route"], registry=r)
+        # Analysts' verdicts (POST /feedback), and the latest figures of the netsec_monitoring
+        # DAG for the served version (its model version tags netsec.monitoring.*; NaN: none yet).
+        self.feedback = Counter("netsec_feedback_verdicts", "Verdicts received, by outcome: "
+                                "recorded, changed, unchanged", ["outcome"], registry=r)
+        self.monitoring = {
+            name: Gauge(f"netsec_monitoring_{name}", doc, registry=r)
+            for name, doc in MONITORING_GAUGES.items()}
 
     def model_swapped(self, model) -> None:
         self.model_info.info({"name": model.name, "version": model.version,
@@ -58,6 +79,26 @@ class Metrics:
         except ValueError:
             pass
         self.model_loaded.set(1)
+
+    def monitoring_figures(self, tags: dict[str, str] | None) -> None:
+        """Set the monitoring gauges from a model version's tags (missing: NaN)."""
+        import datetime as dt
+
+        tags = tags or {}
+        for name, gauge in self.monitoring.items():
+            raw = tags.get("netsec.monitoring." + name, "")
+            if name == "last_run_timestamp_seconds":
+                raw = tags.get("netsec.monitoring.at", "")
+                try:
+                    value = dt.datetime.fromisoformat(raw).timestamp() if raw else float("nan")
+                except ValueError:
+                    value = float("nan")
+            else:
+                try:
+                    value = float(raw) if raw != "" else float("nan")
+                except ValueError:
+                    value = float("nan")
+            gauge.set(value)
 
     def count_predictions(self, n_threat: int, n_rows: int) -> None:
         if n_threat:

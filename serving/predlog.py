@@ -6,6 +6,11 @@ buffer; a daemon thread turns them into columnar documents, one per request (the
 ``log_batch_rows`` rows or ``log_flush_seconds``) to MongoDB or to daily JSONL files. The buffer is
 bounded: when the sink is slower than the traffic, new entries are dropped and counted
 (``netsec_prediction_log_dropped_rows_total``) instead of slowing requests down or growing memory.
+
+Every request has a request id (``netsec_tasks.prediction_log.new_request_id``); its rows' ids are
+the prediction ids ``POST /feedback`` takes back. :meth:`PredictionLog.known` says which ids the
+log holds: the ids of recent requests are remembered here (so feedback on rows still waiting in
+the buffer is accepted), older ones are looked up in the sink.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +27,8 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from netsec_tasks.prediction_log import prediction_documents
+from netsec_tasks.prediction_log import (JsonlLogReader, MongoLogReader, has_prediction,
+                                         parse_prediction_id, prediction_documents)
 
 log = logging.getLogger("netsec.serving")
 
@@ -36,6 +44,7 @@ class LogEntry:
     probability: np.ndarray
     labels: list
     route: str
+    request_id: str | None = None
 
     @property
     def n_rows(self) -> int:
@@ -45,7 +54,8 @@ class LogEntry:
         return prediction_documents(
             time=self.time, model_name=self.model_name, model_version=self.model_version,
             route=self.route, features=self.features, inputs=self.inputs,
-            is_threat=self.is_threat, probability=self.probability, labels=self.labels)
+            is_threat=self.is_threat, probability=self.probability, labels=self.labels,
+            request_id=self.request_id)
 
 
 class JsonlSink:
@@ -53,6 +63,7 @@ class JsonlSink:
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
+        self.reader = JsonlLogReader(self.directory)
         # Times as RFC 3339; anything else JSON lacks (a Timestamp in a text column) as its str().
         self._encoder = msgspec.json.Encoder(enc_hook=str)
 
@@ -85,11 +96,16 @@ class MongoSink:
         db = database or (pymongo.uri_parser.parse_uri(uri).get("database") or "netsec")
         self.collection = self.client[db][collection]
         self.name = f"mongo:{db}.{collection}"
+        self.reader = MongoLogReader(self.collection)
+        self._indexed = False
 
     def convert(self, entry: LogEntry) -> list[tuple[int, dict]]:
         return [(doc["n_rows"], doc) for doc in entry.documents()]
 
     def write(self, items: list[tuple[str, dict]]) -> None:
+        if not self._indexed:  # here, not at start-up: the service starts with MongoDB down
+            self.reader.ensure_indexes()
+            self._indexed = True
         self.collection.insert_many([doc for _, doc in items], ordered=False)
 
     def describe(self) -> str:
@@ -108,6 +124,9 @@ class PredictionLog:
     request), only when a batch is due.
     """
 
+    # Request ids remembered for feedback lookups, newest last (~100 bytes each).
+    RECENT_REQUESTS = 100_000
+
     def __init__(self, sink, *, batch_rows: int, flush_seconds: float, max_queued: int,
                  on_drop=None, on_write=None):
         self.sink = sink
@@ -121,6 +140,7 @@ class PredictionLog:
         self.on_write = on_write
         self._buffer: list[LogEntry] = []
         self._buffered_rows = 0
+        self._recent: OrderedDict[str, int] = OrderedDict()  # request id -> rows
         self._lock = threading.Lock()
         self._due = threading.Event()  # a batch is due, or close() was called
         self._closing = False
@@ -139,6 +159,10 @@ class PredictionLog:
                 self._buffer.append(entry)
                 self._buffered_rows += n
                 due = self._buffered_rows >= self.batch_rows
+                if entry.request_id is not None:
+                    self._recent[entry.request_id] = n
+                    if len(self._recent) > self.RECENT_REQUESTS:
+                        self._recent.popitem(last=False)
         if not accepted:
             self.dropped_rows += n
             if self.on_drop:
@@ -147,6 +171,28 @@ class PredictionLog:
         if due:
             self._due.set()
         return True
+
+    def known(self, prediction_ids: Iterable[str]) -> set[str]:
+        """The ids among ``prediction_ids`` that this log holds (or is about to write). Blocking:
+        ids of older requests are looked up in the sink."""
+        wanted: dict[str, list[tuple[str, int]]] = {}
+        for pid in prediction_ids:
+            try:
+                rid, row = parse_prediction_id(pid)
+            except ValueError:
+                continue
+            wanted.setdefault(rid, []).append((pid, row))
+        found: set[str] = set()
+        with self._lock:
+            recent = {rid: self._recent.get(rid) for rid in wanted}
+        for rid, n in recent.items():
+            if n is not None:
+                found.update(pid for pid, row in wanted.pop(rid) if row < n)
+        if wanted:
+            docs = self.sink.reader.find_requests(list(wanted))
+            for rid, rows in wanted.items():
+                found.update(pid for pid, row in rows if has_prediction(docs.get(rid, []), row))
+        return found
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is buffered, then stop the thread."""

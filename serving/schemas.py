@@ -39,6 +39,8 @@ class Prediction(BaseModel):
     threat_probability: float | None = Field(..., ge=0, le=1)
     imputed_cells: int = Field(..., ge=0, description="null features the model's imputer filled")
     model_version: str
+    prediction_id: str = Field(..., description="this prediction's id: send it to POST /feedback "
+                                                "with the analyst's verdict")
 
 
 class PredictResponse(BaseModel):
@@ -53,7 +55,8 @@ class CsvPredictResponse(BaseModel):
     columns: list[str] = Field(..., description="echoed input columns (passthrough columns; all "
                                                 "of them with echo=true), then predicted_label, "
                                                 "is_threat, threat_probability, imputed_cells, "
-                                                "status, reason, model_version")
+                                                "status, reason, model_version, prediction_id "
+                                                "(null for invalid rows)")
     records: list[dict[str, Any]]
     n_rows: int
     n_threats: int
@@ -80,8 +83,11 @@ class ModelInfo(BaseModel):
     negative_label: Label
     inference_path: str
     loaded_at: str
-    dataset: str | None = Field(None, description="the data set whose schema checks the inputs")
-    schema_version: str | None = Field(None, description="that schema's version")
+    dataset: str | None = Field(None, description="the data set the version was trained on "
+                                                  "(tag netsec.dataset), else the one whose schema "
+                                                  "checks the inputs")
+    schema_version: str | None = Field(None, description="that schema's version (tag "
+                                                         "netsec.schema_version, else the schema's)")
 
 
 class Health(BaseModel):

@@ -4,8 +4,8 @@ Examples: ``NETSEC_SERVING_MODEL_NAME=netsec-phishing`` (default: the pipeline c
 ``registry.model_name``, which is ``netsec-<dataset>`` unless set, so ``NETSEC_DATASET=x`` serves
 ``netsec-x`` with the ``x`` schema), ``NETSEC_SERVING_API_KEY=s3cret``,
 ``NETSEC_SERVING_CORS_ORIGINS='["http://localhost:3000"]'``,
-``NETSEC_SERVING_MONGO_URI=mongodb://mongo:27017/netsec`` (prediction log in MongoDB instead of
-the local JSONL files), ``NETSEC_SERVING_AIRFLOW_URL=http://airflow-apiserver:8080``.
+``NETSEC_SERVING_MONGO_URI=mongodb://mongo:27017/netsec`` (prediction log and analysts' verdicts
+in MongoDB instead of the local JSONL files), ``NETSEC_SERVING_AIRFLOW_URL=http://airflow-apiserver:8080``.
 
 The embedded defaults mirror the pipeline's (``config/pipeline.yaml``): the MLflow store is
 ``sqlite:///<NETSEC_HOME or .netsec>/mlflow.db`` and the prediction log lives beside it, so
@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     schema_path: str | None = None
 
     # --- HTTP -----------------------------------------------------------------------------
-    # When set, /predict* and /train require the header X-API-Key with this value.
+    # When set, /predict*, /feedback and /train require the header X-API-Key with this value.
     api_key: SecretStr | None = None
     cors_origins: Annotated[list[str], NoDecode] = []
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     log_flush_seconds: float = Field(2.0, gt=0)
     # Requests waiting to be written; beyond it new ones are dropped and counted.
     log_queue_requests: int = Field(10_000, ge=1)
+
+    # --- analysts' verdicts (POST /feedback) ---------------------------------------------
+    # Stored beside the prediction log: this collection of the log's MongoDB database, or
+    # feedback.jsonl in the log directory (feedback_path overrides the file).
+    feedback_collection: str = "feedback"
+    feedback_path: str | None = None
+    max_feedback_items: int = Field(10_000, ge=1)
 
     # --- Airflow (POST /train) ------------------------------------------------------------
     airflow_url: str | None = None  # e.g. http://airflow-apiserver:8080
@@ -117,6 +124,12 @@ class Settings(BaseSettings):
     @cached_property
     def log_path(self) -> Path:
         return Path(self.log_dir).expanduser() if self.log_dir else netsec_home() / "predictions"
+
+    @cached_property
+    def feedback_file(self) -> Path:
+        from netsec_tasks.feedback import FILE_NAME
+
+        return Path(self.feedback_path).expanduser() if self.feedback_path else self.log_path / FILE_NAME
 
 
 def get_settings() -> Settings:

@@ -17,6 +17,16 @@ import pytest
 from netsec_testing import REPO, UCI_CSV, MongoServer, S3Server, free_port, wait_for_port  # noqa: F401
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _restore_environment_per_module():
+    """The same for module-scoped fixtures (set up before any test's own restore point): an
+    MLflow store a module's fixture points the process at must not outlive the module."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(autouse=True)
 def _restore_environment():
     """Undo what a test leaves in os.environ. MLflow's set_tracking_uri/set_registry_uri write

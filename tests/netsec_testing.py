@@ -7,6 +7,7 @@ test directories have one).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import socket
@@ -40,6 +41,19 @@ os.environ.update({
 })
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@contextlib.contextmanager
+def environ_restored():
+    """Undo what the enclosed code writes to os.environ. For session-scoped fixtures: pytest
+    sets them up before the per-module and per-test restore points are taken, so anything they
+    leave there (MLflow's set_tracking_uri writes MLFLOW_TRACKING_URI) would outlive them."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def stop_process(proc: subprocess.Popen | None, timeout: float = 15.0) -> None:
@@ -117,3 +131,280 @@ class S3Server:
 
         return boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
                             aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+class TcpGate:
+    """A TCP forwarder in front of a real server that can be cut and restored: a network outage
+    (connection refused, open connections reset) that keeps the server's state, which killing an
+    in-memory server like moto's would lose.
+    """
+
+    def __init__(self, target_port: int, port: int | None = None):
+        import threading
+
+        self.target_port = target_port
+        self.port = port or free_port()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._conns: set[socket.socket] = set()
+        self.open()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def open(self) -> None:
+        import threading
+
+        with self._lock:
+            if self._listener is not None:
+                return
+            srv = socket.socket()
+            srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            srv.bind(("127.0.0.1", self.port))
+            srv.listen(64)
+            self._listener = srv
+        threading.Thread(target=self._accept, args=(srv,), daemon=True).start()
+
+    def close(self) -> None:
+        """Refuse new connections and reset the open ones."""
+        import struct
+
+        with self._lock:
+            srv, self._listener = self._listener, None
+            conns, self._conns = self._conns, set()
+        if srv is not None:
+            srv.close()
+        for c in conns:
+            try:  # SO_LINGER 0: close sends RST, as a vanished peer would
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                c.close()
+            except OSError:
+                pass
+
+    def _accept(self, srv: socket.socket) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = srv.accept()
+            except OSError:
+                return  # closed
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not srv:
+                    client.close()
+                    upstream.close()
+                    return
+                self._conns.update((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def bin_path(name: str) -> str:
+    """An executable of this virtualenv (mlflow, moto_server, netsec)."""
+    exe = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if exe is None:
+        pytest.fail(f"{name} is not installed: run `make setup-test`")
+    return exe
+
+
+class MlflowServerProcess:
+    """A real ``mlflow server`` (SQLite backend, artifacts served by the server) in its own
+    process group, so a test can kill it (and its uvicorn workers) or freeze it with SIGSTOP."""
+
+    def __init__(self, workdir: Path, port: int | None = None):
+        self.workdir = Path(workdir)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 180.0) -> "MlflowServerProcess":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        self.proc = subprocess.Popen(
+            [bin_path("mlflow"), "server", "--backend-store-uri",
+             f"sqlite:///{self.workdir / 'mlflow.db'}", "--artifacts-destination",
+             str(self.workdir / "artifacts"), "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1"],
+            cwd=self.workdir, stdout=open(self.workdir / "server.log", "ab"),
+            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        wait_for_port(self.port, timeout=timeout, proc=self.proc)
+        return self
+
+    def signal(self, sig: int) -> None:
+        import signal as _signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+        if sig == _signal.SIGKILL and self.proc is not None:
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        import signal as _signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.signal(_signal.SIGCONT)
+            self.signal(_signal.SIGKILL)
+
+
+class MotoServerProcess:
+    """moto's standalone S3 server as a process (state in memory: see :class:`TcpGate`)."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = Path(workdir)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "MotoServerProcess":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [bin_path("moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=open(self.workdir / "moto.log", "ab"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        wait_for_port(self.port, timeout=60, proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.proc, 10)
+
+
+class NetsecProcess:
+    """``netsec <args>`` as a subprocess whose stderr lines are kept with their arrival time.
+
+    ``code`` is the source tree to run (PYTHONPATH; default this checkout) and ``home`` its work
+    directory (NETSEC_HOME). The environment is cleaned of NETSEC_*/MLFLOW_* settings.
+    """
+
+    def __init__(self, home: Path, *args: str, sets: tuple[str, ...] = (), code: Path = REPO,
+                 env: dict | None = None):
+        import threading
+
+        self.lines: list[tuple[float, str]] = []
+        self._cond = threading.Condition()
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NETSEC_", "MLFLOW_"))}
+        full_env.update({"NETSEC_HOME": str(home), "PYTHONPATH": str(code),
+                         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", **(env or {})})
+        cmd = [sys.executable, "-m", "netsec_tasks.cli", "--config", str(code / "config" / "pipeline.yaml")]
+        for s in sets:
+            cmd += ["--set", s]
+        self.proc = subprocess.Popen([*cmd, *args], cwd=Path(home).parent, env=full_env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.stdout = ""
+        threading.Thread(target=self._read_err, daemon=True).start()
+        self._out_reader = threading.Thread(target=self._read_out, daemon=True)
+        self._out_reader.start()
+
+    def _read_err(self) -> None:
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append((time.monotonic(), line.rstrip("\n")))
+                self._cond.notify_all()
+
+    def _read_out(self) -> None:
+        self.stdout = self.proc.stdout.read()
+
+    def wait_for(self, pattern: str, timeout: float = 600) -> str:
+        """The first stderr line matching ``pattern``; fails if the process exits first."""
+        import re
+
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for _, line in self.lines:
+                    if rx.search(line):
+                        return line
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"netsec exited ({self.proc.returncode}) before a line "
+                                         f"matching {pattern!r}:\n{self.stderr[-3000:]}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no line matching {pattern!r} within {timeout} s")
+                self._cond.wait(min(left, 1.0))
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit code, or None when it was still running after ``timeout`` (then killed)."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+        self._out_reader.join(10)
+        time.sleep(0.2)  # the stderr reader takes the last lines
+        return self.proc.returncode
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(line for _, line in self.lines)
+
+    def lines_since(self, t: float) -> list[str]:
+        return [line for at, line in self.lines if at >= t]
+
+    def worker_pids(self) -> list[int]:
+        """pids of this process's joblib/loky children (and their children), from /proc."""
+        return [pid for pid in _descendants(self.proc.pid) if "loky" in _cmdline(pid)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(errors="replace")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[-1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def pid_running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"

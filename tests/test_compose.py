@@ -486,6 +486,14 @@ def test_serving_settings_resolve_to_the_stack(monkeypatch):
     assert settings.airflow_username == init["_AIRFLOW_WWW_USER_USERNAME"]
     assert settings.airflow_password.get_secret_value() == init["_AIRFLOW_WWW_USER_PASSWORD"]
     assert host_port(settings.mongo_uri) == (service_with_image("mongo:"), 27017)
+    # netsec_monitoring reads the log and the verdicts where serving writes them.
+    import pymongo.uri_parser
+
+    assert pipeline.monitoring.store == "mongo"
+    assert (settings.mongo_database or pymongo.uri_parser.parse_uri(settings.mongo_uri)["database"]
+            ) == pipeline.source.mongo.database
+    assert (settings.mongo_collection, settings.feedback_collection) == (
+        pipeline.monitoring.predictions_collection, pipeline.monitoring.feedback_collection)
 
 
 def test_mlflow_server_uses_postgres_and_minio_through_the_server():

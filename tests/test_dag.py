@@ -1,4 +1,5 @@
-"""Structure of the Airflow DAG ``netsec_training`` and of the netsec plugin (fast, no run).
+"""Structure of the Airflow DAGs ``netsec_training`` and ``netsec_monitoring`` and of the netsec
+plugin (fast, no run).
 
 Airflow reads its configuration when first imported, so the environment (a temp AIRFLOW_HOME,
 this repo's dags/ and plugins/, no examples) is set by a module fixture before the first import.
@@ -22,6 +23,7 @@ DAGS = REPO / "dags"
 PLUGINS = REPO / "plugins"
 
 EXPECTED_EDGES = {
+    "reconcile": {"ingest"},
     "ingest": {"validate"},
     "validate": {"check_drift"},
     "check_drift": {"transform", "skip_training"},
@@ -61,9 +63,14 @@ def dag(dagbag):
     return dagbag.dags["netsec_training"]
 
 
+@pytest.fixture(scope="module")
+def monitoring_dag(dagbag):
+    return dagbag.dags["netsec_monitoring"]
+
+
 def test_dagbag_has_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert list(dagbag.dags) == ["netsec_training"]
+    assert sorted(dagbag.dags) == ["netsec_monitoring", "netsec_training"]
 
 
 def test_tasks_and_edges(dag):
@@ -89,9 +96,16 @@ def test_trigger_rules(dag):
 
 
 def test_schedule_and_run_limits(dag):
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+
     from netsec_tasks.config import load_config
 
-    assert dag.schedule == load_config().dag.schedule == "0 2 * * *"
+    # The nightly cron *or* the monitoring DAG's retraining request, whichever comes first.
+    schedule = dag.schedule
+    assert isinstance(schedule, AssetOrTimeSchedule)
+    assert isinstance(schedule.timetable, CronTriggerTimetable)
+    assert schedule.timetable.expression == load_config().dag.schedule == "0 2 * * *"
+    assert [a.uri for a in schedule.asset_condition.objects] == ["x-netsec://retraining/netsec-phishing"]
     assert dag.catchup is False
     assert dag.max_active_runs == 1
     assert {"netsec", "training"} <= set(dag.tags)
@@ -101,23 +115,27 @@ def test_schedule_and_run_limits(dag):
 
 def test_io_tasks_retry_with_exponential_backoff_and_everything_has_a_timeout(dag):
     from netsec_tasks.config import load_config
-    from netsec_tasks.errors import DataError, SourceUnavailable, ValidationFailed
+    from netsec_tasks.errors import DataError, NetsecError, SourceUnavailable, ValidationFailed
 
     cfg = load_config().dag
     for task in dag.tasks:
         assert task.execution_timeout == dt.timedelta(minutes=cfg.task_timeout_minutes), task.task_id
         assert task.on_failure_callback, task.task_id
-    for task_id in ("ingest", "sync_s3"):
+    for task_id in ("reconcile", "ingest", "sync_s3", "train", "register"):
         task = dag.get_task(task_id)
         assert task.retries == cfg.retries
         assert task.retry_delay == dt.timedelta(seconds=cfg.retry_delay_seconds)
         assert task.retry_exponential_backoff == 2.0
         assert task.max_retry_delay == dt.timedelta(seconds=cfg.max_retry_delay_seconds)
         policy = task.retry_policy
-        assert policy.evaluate(SourceUnavailable("down"), 1, 3).action.value == "default"
+        assert policy.evaluate(SourceUnavailable("down"), 1, 3).action.value in ("default", "retry")
         assert policy.evaluate(ValidationFailed("bad rows"), 1, 3).action.value == "fail"
         assert policy.evaluate(DataError("no file"), 1, 3).action.value == "fail"
-    for task_id in ("validate", "check_drift", "transform", "train", "register", "record_outcome"):
+    for task_id in ("train", "register"):  # expensive or deterministic: only an outage retries
+        policy = dag.get_task(task_id).retry_policy
+        assert policy.evaluate(SourceUnavailable("down"), 1, 3).action.value == "retry"
+        assert policy.evaluate(NetsecError("CV failed"), 1, 3).action.value == "fail"
+    for task_id in ("validate", "check_drift", "transform", "record_outcome"):
         assert dag.get_task(task_id).retries == 0, task_id
 
 
@@ -127,11 +145,13 @@ def test_retry_settings_follow_the_config(tmp_path):
            "NETSEC_DAG__RETRY_DELAY_SECONDS": "3", "NETSEC_DAG__SCHEDULE": "null"}
     code = ("from airflow.dag_processing.dagbag import DagBag; import json; "
             f"d = DagBag(dag_folder={str(DAGS)!r}).dags['netsec_training']; t = d.get_task('ingest'); "
-            "print(json.dumps([d.schedule, t.retries, t.retry_delay.total_seconds()]))")
+            "print(json.dumps([[a.uri for a in d.schedule], t.retries, t.retry_delay.total_seconds()]))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == [None, 1, 3.0]
+    # No cron: the DAG runs when triggered, or when monitoring requests it.
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [
+        ["x-netsec://retraining/netsec-phishing"], 1, 3.0]
 
 
 def test_params_are_typed_documented_and_validated(dag):
@@ -261,3 +281,37 @@ def test_drift_report_uri_stays_inside_the_runs_of_storage(tmp_path, dagbag):
                     f"{root}/runs/r1/drift/drift_report.yaml", f"{root}/runs/r1/../../x.html",
                     f"{root}-other/runs/r1/drift/drift_report.html", None, ""):
             assert mod.safe_report_uri(uri, root) is None, uri
+
+
+# --------------------------------------------------------------------------- netsec_monitoring
+
+
+def test_monitoring_dag_tasks_schedule_and_asset(monitoring_dag, dag):
+    from airflow.sdk import TriggerRule
+
+    from netsec_tasks.config import load_config
+
+    m = monitoring_dag
+    assert {t.task_id: set(t.downstream_task_ids) for t in m.tasks} == {
+        "feedback_to_training": {"monitor"}, "monitor": {"request_retraining"},
+        "request_retraining": {"commit"}, "commit": set()}
+    assert m.schedule == load_config().monitoring.schedule == "0 * * * *"  # hourly, from config
+    assert m.catchup is False and m.max_active_runs == 1
+    assert m.get_task("commit").trigger_rule == TriggerRule.NONE_FAILED  # after a skipped request
+    # The request task's outlet is the asset netsec_training is scheduled on; nothing else emits.
+    outlets = {t.task_id: [a.uri for a in t.outlets] for t in m.tasks}
+    training_assets = [a.uri for a in dag.schedule.asset_condition.objects]
+    assert outlets == {"feedback_to_training": [], "monitor": [], "commit": [],
+                       "request_retraining": training_assets}
+    for task_id in ("feedback_to_training", "monitor"):
+        assert m.get_task(task_id).retries == load_config().dag.retries
+
+
+def test_monitoring_schedule_follows_the_config(tmp_path):
+    env = {**os.environ, **airflow_env(tmp_path), "NETSEC_MONITORING__SCHEDULE": "'*/15 * * * *'"}
+    code = ("from airflow.dag_processing.dagbag import DagBag; "
+            f"d = DagBag(dag_folder={str(DAGS)!r}).dags['netsec_monitoring']; print(d.schedule)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "*/15 * * * *"

@@ -249,10 +249,14 @@ def test_run1_no_production_model_trains_registers_promotes_and_syncs(stack):
     outcome = _outcome(r)
     assert outcome["outcome"] == "promoted" and outcome["model_version"] == "1"
     assert outcome["metrics"]["f1"] > 0.8
+    # The first task reconciled what earlier runs left: nothing, on a fresh registry.
+    assert r["tasks"]["reconcile"] == "success" and outcome["reconciled"] == []
+    assert r["xcoms"]["reconcile"]["return_value"] == {"items": []}
     assert stack.production() == "1"
     # Each task had its own empty work dir: the hand-off went through storage alone.
     homes = {h["home"] for h in r["homes"]}
-    assert len(homes) == len(r["homes"]) == len(TRAIN_PATH) + 4  # every PythonOperator
+    # every PythonOperator: reconcile, ingest, validate, check_drift, the train path, record_outcome
+    assert len(homes) == len(r["homes"]) == len(TRAIN_PATH) + 5
     assert [h for h in r["homes"] if h["files"] or Path(h["home"]).exists()] == []
     # The Production version carries the run's lineage.
     mv = stack.mlflow().get_model_version(MODEL, "1")

@@ -361,15 +361,14 @@ def test_test_split_without_schema_columns_registers_nothing(registry_cfg, split
     assert versions(cfg) == []
 
 
-def test_unreachable_tracking_server_names_the_uri(make_cfg, monkeypatch):
+def test_unreachable_tracking_server_names_the_uri(make_cfg):
     from netsec_testing import free_port
 
     from netsec_tasks.registry import get_production, load_production_model
 
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     uri = f"http://127.0.0.1:{free_port()}"
-    cfg = make_cfg(**{"registry.tracking_uri": uri})
+    cfg = make_cfg(**{"registry.tracking_uri": uri, "registry.max_retries": 0,
+                      "registry.request_timeout_seconds": 5})
     for call in (get_production, load_production_model):
         with pytest.raises(SourceUnavailable, match=uri.replace(".", r"\.")):
             call(cfg)

@@ -109,16 +109,23 @@ def load_reference(uri: str, *, tracking_uri: str | None = None,
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
+    from netsec_tasks.outages import is_unreachable
+    from netsec_tasks.outages import reason as unreachable_reason
+
     tmp = tempfile.mkdtemp(prefix="netsec-reference-")
     try:
         try:
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,
                                                         tracking_uri=tracking_uri)
-        except MlflowException as exc:
-            raise DataError(f"cannot download the Production model's reference data: {exc}; "
-                            f"check the model version tag netsec.reference_uri", source=uri) from None
-        except (OSError, ConnectionError) as exc:
-            raise SourceUnavailable(f"{uri}: cannot reach the artifact store ({tracking_uri}): {exc}") from None
+        except Exception as exc:
+            # MLflow wraps a refused connection in MlflowException too: decide by the chain.
+            if is_unreachable(exc):
+                raise SourceUnavailable(f"{uri}: cannot reach the artifact store ({tracking_uri}): "
+                                        f"{unreachable_reason(exc)}") from None
+            if isinstance(exc, (MlflowException, OSError)):
+                raise DataError(f"cannot download the Production model's reference data: {exc}; "
+                                f"check the model version tag netsec.reference_uri", source=uri) from None
+            raise
         return _read_local(local, f"reference data {uri}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,7 +1,9 @@
 """File source: a CSV or Parquet file or glob, on a local disk or at an ``s3://`` URI.
 
 The whole file is the training data and the new batch; its watermark is its content hash, so an
-unchanged file is recognised by the next run. With no ``source.path`` the deterministic synthetic
+unchanged file is recognised by the next run. Analysts' verdicts that became training rows
+(``netsec_tasks.feedback``) are kept apart, in ``<storage>/feedback/training_rows.parquet``, and
+read after the file (``source.include_feedback``); the user's file is never edited. With no ``source.path`` the deterministic synthetic
 sample (:mod:`netsec_tasks.sample`) is written on demand into the work dir, by the task that needs
 it (it is the same bytes on every machine).
 """
@@ -142,8 +144,34 @@ def read_file(cfg: PipelineConfig, storage: Storage, previous: SourceState | Non
         parts = [pa.Table.from_batches([b], schema=table.schema)
                  for b in table.to_batches(max_chunksize=CHUNK_ROWS)]
         schemas, n = [table.schema], table.num_rows
+    watermark = _content_hash(location, storage)
+    feedback = _feedback_rows(cfg, storage)
+    if feedback is not None:
+        table, digest = feedback
+        parts.extend(pa.Table.from_batches([b], schema=table.schema)
+                     for b in table.to_batches(max_chunksize=CHUNK_ROWS))
+        schemas.append(table.schema)
+        n += table.num_rows
+        watermark = hashlib.sha256(f"{watermark}+feedback:{digest}".encode()).hexdigest()
     return SourceRead(
         source=f"file:{location}", schema=unify_schemas(schemas),
         previous_watermark=previous.watermark if previous else None,
-        watermark=_content_hash(location, storage), watermark_type="file", documents_read=n,
+        watermark=watermark, watermark_type="file", documents_read=n,
         parts=list(parts), new_mask=np.ones(n, bool), times=np.full(n, np.nan))
+
+
+def _feedback_rows(cfg: PipelineConfig, storage: Storage) -> tuple[pa.Table, str] | None:
+    """(the verdicts' training rows without their provenance, their content hash), or None."""
+    from netsec_tasks.feedback import feedback_rows_uri
+    from netsec_tasks.sources.mongo import BOOKKEEPING_FIELDS
+
+    uri = feedback_rows_uri(storage)
+    if not cfg.source.include_feedback or not storage.exists(uri):
+        return None
+    import io
+
+    data = storage.read_bytes(uri)
+    frame = pd.read_parquet(io.BytesIO(data))
+    frame = frame.drop(columns=[c for c in BOOKKEEPING_FIELDS if c in frame.columns])
+    log.info("file source: %d row(s) from analysts' verdicts (%s)", len(frame), uri)
+    return frame_table(frame), hashlib.sha256(data).hexdigest()

@@ -22,8 +22,9 @@ ObjectIds are made by the inserting client: with several writers whose clocks di
 server-side increasing ``watermark_field`` instead. Documents without the watermark field never
 match a range query: they are read only by a full read.
 
-Bookkeeping fields (``_id``, ``_netsec_key``, ``_netsec_load``, ``ingested_at``) are never data:
-the reader drops them (:data:`BOOKKEEPING_FIELDS`).
+Bookkeeping fields (``_id``, ``_netsec_key``, ``_netsec_load``, ``ingested_at``, and the
+provenance of rows that came from analysts' verdicts, ``netsec_tasks.feedback.PROVENANCE_FIELDS``)
+are never data: the reader drops them (:data:`BOOKKEEPING_FIELDS`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from pydantic import BaseModel
 
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import DataError, SourceUnavailable
+from netsec_tasks.feedback import PROVENANCE_FIELDS
 
 if TYPE_CHECKING:
     import pymongo
@@ -59,7 +61,7 @@ log = logging.getLogger(__name__)
 KEY_FIELD = "_netsec_key"
 LOAD_FIELD = "_netsec_load"
 INGESTED_AT_FIELD = "ingested_at"
-BOOKKEEPING_FIELDS = ("_id", KEY_FIELD, LOAD_FIELD, INGESTED_AT_FIELD)
+BOOKKEEPING_FIELDS = ("_id", KEY_FIELD, LOAD_FIELD, INGESTED_AT_FIELD, *PROVENANCE_FIELDS)
 KEY_INDEX_NAME = "netsec_key_unique"
 DUPLICATE_KEY = 11000
 
@@ -106,8 +108,28 @@ def _short(exc: Exception, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def connect(uri: str, timeout_ms: int = 5000) -> "pymongo.MongoClient":
-    """A client whose server answered ``ping``; SourceUnavailable (password masked) otherwise."""
+def client_options(mcfg: Any) -> dict[str, int]:
+    """The per-call budget of ``source.mongo`` as MongoClient options: choosing a server,
+    opening a connection, and waiting for a reply on an open one (pymongo's default for the
+    last is to wait for ever, so a server that stops answering would hang the step)."""
+    return {"serverSelectionTimeoutMS": mcfg.server_selection_timeout_ms,
+            "connectTimeoutMS": mcfg.connect_timeout_ms,
+            "socketTimeoutMS": mcfg.socket_timeout_ms}
+
+
+def connect_source(mcfg: Any) -> "pymongo.MongoClient":
+    """:func:`connect` to ``source.mongo.uri`` with its configured budget."""
+    return connect(mcfg.uri, mcfg.server_selection_timeout_ms,
+                   connect_timeout_ms=mcfg.connect_timeout_ms, socket_timeout_ms=mcfg.socket_timeout_ms)
+
+
+def connect(uri: str, timeout_ms: int = 5000, *, connect_timeout_ms: int | None = None,
+            socket_timeout_ms: int | None = None) -> "pymongo.MongoClient":
+    """A client whose server answered ``ping``; SourceUnavailable (password masked) otherwise.
+
+    ``timeout_ms`` bounds server selection (and, unless given, connecting); ``socket_timeout_ms``
+    bounds the wait for each reply (None: pymongo's default, no limit).
+    """
     import pymongo
     from pymongo import errors
 
@@ -115,7 +137,8 @@ def connect(uri: str, timeout_ms: int = 5000) -> "pymongo.MongoClient":
         uri = "mongodb://" + uri[len("mongo://"):]
     try:
         client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=timeout_ms,
-                                     connectTimeoutMS=timeout_ms, appname="netsec")
+                                     connectTimeoutMS=connect_timeout_ms or timeout_ms,
+                                     socketTimeoutMS=socket_timeout_ms, appname="netsec")
     except errors.ConfigurationError as exc:
         raise SourceUnavailable(f"invalid MongoDB URI {mask_uri(uri)}: {exc}") from None
     try:
@@ -225,7 +248,7 @@ def push_data(csv_path: str | os.PathLike, cfg: PipelineConfig, *,
 
     own = client is None
     where = mask_uri(mcfg.uri) if own else None
-    client = client or connect(mcfg.uri, mcfg.server_selection_timeout_ms)
+    client = client or connect_source(mcfg)
     where = where or describe_client(client)
     inserted = skipped = 0
     try:
@@ -366,7 +389,7 @@ def read_documents(cfg: PipelineConfig, *, previous: "SourceState | None", base_
     own = client is None
     where = mask_uri(mcfg.uri)
     if own:
-        client = connect(mcfg.uri, mcfg.server_selection_timeout_ms)
+        client = connect_source(mcfg)
     else:
         where = describe_client(client)
     collection = client[mcfg.database][mcfg.collection]

@@ -15,8 +15,10 @@ router = APIRouter(tags=["model"])
 @router.get("/model", response_model=ModelInfo, responses={503: ERRORS[503]},
             summary="The served model: version, test metrics, training-data digest, features, data set and schema version")
 async def model_info(model: ModelDep, contract: ContractDep) -> ModelInfo:
-    return ModelInfo.model_validate({**model.describe(), "dataset": contract.name,
-                                     "schema_version": contract.version})
+    info = model.describe()
+    # What the version's tags say it was trained on; the schema checking the inputs otherwise.
+    return ModelInfo.model_validate({**info, "dataset": info["dataset"] or contract.name,
+                                     "schema_version": info["schema_version"] or contract.version})
 
 
 @router.get("/health", response_model=Health, summary="Liveness: the process answers")

@@ -2,7 +2,8 @@
 
 Both apply the data set's input contract (serving.inputs, netsec_tasks.contract) and answer with
 the same output columns as ``netsec predict``: the echoed input columns, then
-``predicted_label, is_threat, threat_probability, imputed_cells, status, reason, model_version``.
+``predicted_label, is_threat, threat_probability, imputed_cells, status, reason, model_version,
+prediction_id``; the prediction id is what ``POST /feedback`` takes back.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from netsec_tasks.contract import Contract, csv_chunks, scored_frame
+from netsec_tasks.prediction_log import prediction_ids
 from serving.deps import ContractDep, ModelDep, ServingState, StateDep, require_api_key
 from serving.inference import count_inputs, infer, log_predictions, release_memory
 from serving.inputs import InputError, ModelInput, csv_input, fast_json_input, json_input
@@ -131,13 +133,14 @@ def _score_json(state: ServingState, model: LoadedModel, body: bytes, echo: bool
         raise
     is_threat, proba = infer(state, model, inp.x)
     labels = [model.label_for(t) for t in is_threat.tolist()]
-    log_predictions(state, model, inp.x, is_threat, proba, labels, "/predict")
+    request_id = log_predictions(state, model, inp.x, is_threat, proba, labels, "/predict")
     count_inputs(state, "/predict", null_cells=inp.null_cells)
     version = model.version
     preds = [{"predicted_label": lbl, "is_threat": t, "threat_probability": p,
-              "imputed_cells": k, "model_version": version}
-             for lbl, t, p, k in zip(labels, is_threat.tolist(), proba.tolist(),
-                                     inp.null_cells.tolist())]
+              "imputed_cells": k, "model_version": version, "prediction_id": pid}
+             for lbl, t, p, k, pid in zip(labels, is_threat.tolist(), proba.tolist(),
+                                          inp.null_cells.tolist(),
+                                          prediction_ids(request_id, len(labels)))]
     for name, values in _json_echo(inp, contract, echo).items():
         for pred, v in zip(preds, values):
             pred[name] = v
@@ -179,13 +182,14 @@ def _score_csv(state: ServingState, model: LoadedModel, contract: Contract, data
     else:
         is_threat, proba = np.zeros(0, dtype=np.int8), np.zeros(0)
     labels = [model.label_for(t) for t in is_threat.tolist()]
-    log_predictions(state, model, inp.x, is_threat, proba, labels, "/predict/csv")
+    request_id = log_predictions(state, model, inp.x, is_threat, proba, labels, "/predict/csv")
     count_inputs(state, "/predict/csv", flagged=inp.n_invalid,
                  null_cells=inp.null_cells[inp.valid])
     frame = inp.frame
     keep = [c for c in frame.columns if echo_all or c not in set(contract.features)]
     out = scored_frame(frame[keep], inp.check, is_threat=is_threat, probability=proba,
-                       labels=labels, model_version=model.version)
+                       labels=labels, model_version=model.version,
+                       prediction_ids=prediction_ids(request_id, len(labels)))
     summary = {"n_rows": inp.n_rows, "n_threats": int(is_threat.sum()),
                "n_invalid": inp.n_invalid,
                "n_imputed_rows": int(np.count_nonzero(inp.null_cells[inp.valid]))}

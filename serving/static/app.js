@@ -1,12 +1,15 @@
-// Upload a CSV to /predict/csv, show the scored rows (threats highlighted), offer a CSV download.
+// Upload a CSV to /predict/csv, show the scored rows (threats highlighted), offer a CSV download,
+// and let an analyst mark each scored row "threat" or "benign" (POST /feedback with its
+// prediction_id); the verdicts feed the monitoring DAG's live metrics and the next training.
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
   const MAX_SHOWN = 2000;  // the download has every row; the table stays responsive
   // The output columns every door adds (netsec_tasks.contract.OUTPUT_COLUMNS).
   const PRED = ["predicted_label", "is_threat", "threat_probability", "imputed_cells", "status",
-                "reason", "model_version"];
+                "reason", "model_version", "prediction_id"];
   let last = null;
+  const verdicts = new Map();  // prediction_id -> "threat" | "benign", as the server stored it
 
   const keyHeaders = () => {
     const k = $("apikey").value.trim();
@@ -38,6 +41,7 @@
       const data = await resp.json().catch(() => ({ detail: resp.statusText }));
       if (!resp.ok) { setStatus(`Error ${resp.status}: ${data.detail}`, true); return; }
       last = data;
+      verdicts.clear();
       render();
       setStatus(`Scored ${data.n_rows - data.n_invalid} rows with model v${data.model_version}` +
         (data.n_invalid ? `; ${data.n_invalid} invalid rows not scored (see their reason).` : ".") +
@@ -52,8 +56,8 @@
   function render() {
     const data = last;
     const inputs = data.columns.filter((c) => !PRED.includes(c));
-    const cols = ["#", "verdict", "threat_probability", "predicted_label", "imputed_cells",
-                  ...(data.n_invalid ? ["reason"] : []), ...inputs];
+    const cols = ["#", "verdict", "analyst", "threat_probability", "predicted_label",
+                  "imputed_cells", ...(data.n_invalid ? ["reason"] : []), ...inputs];
     const rows = $("onlythreats").checked ? data.records.filter((r) => r.is_threat === 1)
                                           : data.records;
     const table = $("table");
@@ -77,6 +81,10 @@
           if (r.status === "invalid") { td.title = r.reason; tr.className = "invalid"; }
           td.className = "pred verdict";
         }
+        else if (c === "analyst") {
+          td.className = "analyst";
+          if (r.prediction_id) td.append(...["threat", "benign"].map((v) => verdictButton(r, v)));
+        }
         else if (c === "threat_probability") { td.textContent = r[c] === null ? "" : r[c].toFixed(3);
                                                td.className = "pred"; }
         else { td.textContent = r[c] === null ? "" : r[c];
@@ -95,6 +103,42 @@
     if (a.href.startsWith("blob:")) URL.revokeObjectURL(a.href);
     a.href = URL.createObjectURL(new Blob([toCsv(data)], { type: "text/csv" }));
     $("results").hidden = false;
+  }
+
+  // One button of a row's verdict pair; pressed when that verdict stands.
+  function verdictButton(r, verdict) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = `mark ${verdict}`;
+    b.textContent = verdict;
+    b.dataset.id = r.prediction_id;
+    b.setAttribute("aria-pressed", String(verdicts.get(r.prediction_id) === verdict));
+    b.title = `mark this row as ${verdict} (sent to /feedback)`;
+    b.addEventListener("click", () => sendVerdict(r.prediction_id, verdict, b,
+                                                  last.records.indexOf(r) + 1));
+    return b;
+  }
+
+  async function sendVerdict(id, verdict, button, rowNumber) {
+    const cell = button.parentElement;
+    cell.querySelectorAll("button").forEach((x) => { x.disabled = true; });
+    try {
+      const resp = await fetch("feedback", { method: "POST",
+        headers: { "Content-Type": "application/json", ...keyHeaders() },
+        body: JSON.stringify([{ prediction_id: id, label: verdict, source: "page" }]) });
+      const data = await resp.json().catch(() => ({ detail: resp.statusText }));
+      if (!resp.ok) { setStatus(`Verdict not stored: error ${resp.status}: ${data.detail}`, true); return; }
+      verdicts.set(id, verdict);
+      cell.querySelectorAll("button").forEach((x) => {
+        x.setAttribute("aria-pressed", String(x.textContent === verdict)); });
+      const n = verdicts.size;
+      setStatus(`Verdict "${verdict}" ${data.results[0].status} for row ${rowNumber} (prediction ` +
+        `${id}); ${n} row${n > 1 ? "s" : ""} marked on this page.`);
+    } catch (err) {
+      setStatus(`Verdict not stored: ${err}`, true);
+    } finally {
+      cell.querySelectorAll("button").forEach((x) => { x.disabled = false; });
+    }
   }
 
   // A text cell starting with = + - @ tab or CR runs as a formula when the file is opened in a

@@ -4,6 +4,7 @@ in-process (TestClient) and as a real uvicorn subprocess on a loopback port."""
 from __future__ import annotations
 
 import pytest
+from netsec_testing import environ_restored
 from serving_helpers import Registered, UvicornServer, fit, register, serving_settings, wait_ready
 
 
@@ -13,7 +14,8 @@ def registered(tmp_path_factory) -> Registered:
     root = tmp_path_factory.mktemp("mlflow-ro")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     pipe, frame = fit("random_forest")
-    version = register(uri, pipe, frame, artifact_root=root / "artifacts")
+    with environ_restored():  # register() points MLflow's globals (and env) at this store
+        version = register(uri, pipe, frame, artifact_root=root / "artifacts")
     return Registered(uri, pipe, frame, version, root)
 
 

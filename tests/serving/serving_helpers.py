@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +25,14 @@ TARGET = "Result"
 
 def build_pipeline(kind: str = "random_forest", seed: int = 0):
     from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import ExtraTreesClassifier, HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.ensemble import (AdaBoostClassifier, ExtraTreesClassifier, HistGradientBoostingClassifier,
+                                  RandomForestClassifier)
     from sklearn.impute import KNNImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.tree import DecisionTreeClassifier
+    from xgboost import XGBClassifier
 
     from netsec_tasks.sample import FEATURE_NAMES
 
@@ -39,6 +42,10 @@ def build_pipeline(kind: str = "random_forest", seed: int = 0):
         "decision_tree": lambda: DecisionTreeClassifier(random_state=seed, max_depth=8),
         "hist_gradient_boosting": lambda: HistGradientBoostingClassifier(max_iter=20, random_state=seed),
         "logistic_regression": lambda: LogisticRegression(max_iter=500),
+        "adaboost": lambda: AdaBoostClassifier(DecisionTreeClassifier(max_depth=2), n_estimators=10,
+                                               random_state=seed),
+        "xgboost": lambda: XGBClassifier(n_estimators=20, max_depth=4, n_jobs=1, random_state=seed,
+                                         tree_method="hist", verbosity=0),
     }
     numeric = Pipeline([("impute", KNNImputer(n_neighbors=3)), ("scale", StandardScaler())])
     pre = ColumnTransformer([("numeric", numeric, list(FEATURE_NAMES))])
@@ -59,8 +66,15 @@ def fit(kind: str = "random_forest", seed: int = 0, n_rows: int = 600):
 
 
 def register(tracking_uri: str, pipeline, frame: pd.DataFrame, *, promote: bool = True,
-             name: str = MODEL_NAME, artifact_root: Path | None = None) -> str:
-    """Log with skops, register, tag and (optionally) promote, following the netsec conventions."""
+             name: str = MODEL_NAME, artifact_root: Path | None = None,
+             test_frame: pd.DataFrame | None = None, test_split: str | None = "tag") -> str:
+    """Log with skops, register, tag and (optionally) promote, following the netsec conventions.
+
+    The test split (the rows serving verifies its fast path on: ``test_frame``, else 200 rows the
+    model has not seen) is a Parquet file named by the version's ``netsec.test_uri`` tag, as
+    ``netsec_tasks.registry`` does (``test_split="tag"``), or the run's ``data/test.parquet`` as
+    runs logged it before the storage hand-off (``"artifact"``), or absent (None).
+    """
     import mlflow
     import skops.io
     from mlflow import MlflowClient
@@ -82,12 +96,23 @@ def register(tracking_uri: str, pipeline, frame: pd.DataFrame, *, promote: bool 
             pipeline, name="model", serialization_format="skops", skops_trusted_types=trusted,
             signature=infer_signature(x.head(20), pipeline.predict(x.head(20))),
             input_example=x.head(5))
+        test = test_frame if test_frame is not None else training_frame(200, seed=77)
+        if test_split == "artifact":
+            with tempfile.TemporaryDirectory() as tmp:
+                test.to_parquet(Path(tmp) / "test.parquet", index=False)
+                mlflow.log_artifact(str(Path(tmp) / "test.parquet"), artifact_path="data")
     mv = mlflow.register_model(info.model_uri, name)
+    if test_split == "tag":
+        where = Path(artifact_root or tempfile.mkdtemp(prefix="netsec-test-")) / "splits"
+        where.mkdir(parents=True, exist_ok=True)
+        path = where / f"{name}-v{mv.version}-test.parquet"
+        test.to_parquet(path, index=False)
+        client.set_model_version_tag(name, mv.version, "netsec.test_uri", path.as_uri())
     tags = {
         "netsec.pipeline_run_id": "test-run", "netsec.dataset_digest": "sha256:test-" + run.info.run_id[:8],
         "netsec.features": json.dumps(list(x.columns)), "netsec.target": TARGET,
         "netsec.positive_label": "-1", "netsec.negative_label": "1", "netsec.metric": "f1",
-        "netsec.test_score": "0.9",
+        "netsec.test_score": "0.9", "netsec.dataset": "phishing",
     }
     for k, v in tags.items():
         client.set_model_version_tag(name, mv.version, k, v)

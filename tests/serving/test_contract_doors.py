@@ -27,6 +27,8 @@ from serving_helpers import TARGET, records_of, training_frame
 
 from netsec_tasks.contract import OUTPUT_COLUMNS, Contract
 from netsec_tasks.schema import load_schema
+# The forest is served through onnxruntime: within ATOL of the Pipeline (serving/fastpath.py).
+from serving.fastpath import ATOL
 
 SCHEMA_PATH = REPO / "config" / "schema" / "phishing.yaml"
 FORMULAS = ['=HYPERLINK("http://evil.example","x")', "@SUM(1+1)", "+1+cmd", "-2+3", "\tTAB",
@@ -81,7 +83,7 @@ def test_json_nulls_are_imputed_by_the_model_and_counted(client, registered):
     frame.loc[2, "Iframe"] = np.nan
     frame.loc[3, "port"] = np.nan
     np.testing.assert_allclose([p["threat_probability"] for p in got],
-                               _expected_proba(registered.pipeline, frame), rtol=1e-12)
+                               _expected_proba(registered.pipeline, frame), rtol=0, atol=ATOL)
     metrics = client.get("/metrics").text
     assert _metric(metrics, "netsec_input_rows_total", outcome="imputed", route="/predict") == 3
     assert _metric(metrics, "netsec_imputed_cells_total", route="/predict") == 4
@@ -212,7 +214,7 @@ def test_csv_blank_cells_are_imputed_and_counted(client, registered):
     assert [r["imputed_cells"] for r in body["records"]] == [0, 1, 0, 3, 0]
     assert body["n_imputed_rows"] == 2 and body["n_invalid"] == 0
     np.testing.assert_allclose([r["threat_probability"] for r in body["records"]],
-                               _expected_proba(registered.pipeline, rows), rtol=1e-12)
+                               _expected_proba(registered.pipeline, rows), rtol=0, atol=ATOL)
     metrics = client.get("/metrics").text
     assert _metric(metrics, "netsec_input_rows_total", outcome="imputed", route="/predict/csv") == 2
 
@@ -251,7 +253,7 @@ def test_csv_refuses_invalid_rows_by_default_and_flags_them_on_request(client, r
     assert [r["id"] for r in recs] == list(rows["id"])
     valid = rows.iloc[[0, 6, 7]]
     np.testing.assert_allclose([recs[i]["threat_probability"] for i in (0, 6, 7)],
-                               _expected_proba(registered.pipeline, valid), rtol=1e-12)
+                               _expected_proba(registered.pipeline, valid), rtol=0, atol=ATOL)
     metrics = client.get("/metrics").text
     assert _metric(metrics, "netsec_input_rows_total", outcome="refused", route="/predict/csv") == 5
     assert _metric(metrics, "netsec_input_rows_total", outcome="flagged", route="/predict/csv") == 5
@@ -321,8 +323,11 @@ def test_cli_predict_applies_the_same_contract_and_columns(registered, client, t
     api = _upload(client, rows, "?format=csv&invalid=flag")
     api_out = pd.read_csv(io.StringIO(api.text), dtype={"id": str})
     assert list(api_out.columns) == list(out.columns) == list(rows.columns) + list(OUTPUT_COLUMNS)
-    pd.testing.assert_frame_equal(out.drop(columns="model_version"),
-                                  api_out.drop(columns="model_version"))
+    # Only the API's rows are logged, so only they have prediction ids.
+    assert out["prediction_id"].isna().all()
+    assert api_out["prediction_id"].notna().tolist() == (api_out["status"] == "ok").tolist()
+    pd.testing.assert_frame_equal(out.drop(columns=["model_version", "prediction_id"]),
+                                  api_out.drop(columns=["model_version", "prediction_id"]))
 
 
 # --------------------------------------------------------------------------- traffic drift

@@ -18,6 +18,7 @@ from netsec_testing import stop_process
 from serving_helpers import TARGET, training_frame, wait_ready_http
 
 from netsec_tasks.contract import OUTPUT_COLUMNS
+from netsec_tasks.feedback import JsonlFeedbackStore
 
 pytestmark = pytest.mark.slow  # real servers and processes, ~15-30 s each
 
@@ -115,6 +116,21 @@ async def _drive(ws_browser: str, page_url: str, csv_path: Path, shot: Path) -> 
             external: [...document.querySelectorAll('script[src],link[href]')]
                 .map(e => e.src || e.href).filter(u => !u.startsWith(location.origin)),
         }))()""")
+        # An analyst marks the first row threat, then benign (a changed verdict), the second
+        # benign twice (the second click stores nothing).
+        marks = []
+        for row, verdict in ((1, "threat"), (1, "benign"), (2, "benign"), (2, "benign")):
+            before = await cdp.js("document.getElementById('status').textContent")
+            await cdp.js(f"document.querySelector('#table tbody tr:nth-child({row}) "
+                         f"button.mark.{verdict}').click()")
+            status = await cdp.wait_for(
+                f"(s => s !== {json.dumps(before)} && s.startsWith('Verdict') && s)"
+                "(document.getElementById('status').textContent)", 30)
+            marks.append(status)
+        result["marks"] = marks
+        result["pressed"] = await cdp.js("""[...document.querySelectorAll('#table tbody tr')]
+            .slice(0, 2).map(tr => [...tr.querySelectorAll('button.mark[aria-pressed=true]')]
+            .map(b => b.textContent + ':' + b.dataset.id))""")
         shot_data = await cdp.call("Page.captureScreenshot", format="png")
         shot.write_bytes(base64.b64decode(shot_data["data"]))
         return result
@@ -145,7 +161,8 @@ def test_upload_page_renders_results(registered, uvicorn_server, tmp_path):
     assert result["rows"] == 40
     assert result["threats"] == int(expected.sum()) > 0
     assert result["threatBg"] != result["benignBg"]  # threats are highlighted
-    assert result["header"][:5] == ["#", "verdict", "P(threat)", "predicted_label", "imputed_cells"]
+    assert result["header"][:6] == ["#", "verdict", "analyst", "P(threat)", "predicted_label",
+                                    "imputed_cells"]
     assert "Scored 40 rows" in result["status"]
     assert result["download"].startswith("blob:")
     csv_lines = result["csv"].strip().splitlines()
@@ -154,6 +171,15 @@ def test_upload_page_renders_results(registered, uvicorn_server, tmp_path):
     assert csv_lines[2].startswith("'@SUM(1+1),") and csv_lines[3].startswith("-1,")
     assert result["external"] == []  # no CDN: every asset comes from the service
     assert shot.stat().st_size > 10_000
+    # The verdicts went to POST /feedback with the rows' prediction ids, and were stored.
+    assert [m.split('"')[1] for m in result["marks"]] == ["threat", "benign", "benign", "benign"]
+    assert ["recorded" in result["marks"][0], "changed" in result["marks"][1],
+            "recorded" in result["marks"][2], "unchanged" in result["marks"][3]] == [True] * 4
+    (first,), (second,) = result["pressed"]
+    assert first.startswith("benign:") and second.startswith("benign:")
+    events = JsonlFeedbackStore(tmp_path / "predictions" / "feedback.jsonl").events()
+    assert [(e["prediction_id"], e["verdict"], e["source"]) for e in events] == [
+        (first[7:], "threat", "page"), (first[7:], "benign", "page"), (second[7:], "benign", "page")]
     if os.environ.get("SERVING_TEST_ARTIFACTS"):
         dest = Path(os.environ["SERVING_TEST_ARTIFACTS"])
         dest.mkdir(parents=True, exist_ok=True)

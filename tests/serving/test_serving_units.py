@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from netsec_tasks.errors import DataError
-from netsec_tasks.prediction_log import prediction_documents, prediction_frame, read_prediction_log
+from netsec_tasks.prediction_log import (new_request_id, prediction_documents, prediction_frame,
+                                         read_prediction_log, request_time)
 from serving.predlog import JsonlSink, LogEntry, MongoSink, PredictionLog
 
 FEATURES = ("a", "b")
@@ -124,7 +125,8 @@ def test_jsonl_log_reads_back_row_for_row(tmp_path):
     plog = PredictionLog(JsonlSink(tmp_path), batch_rows=10_000, flush_seconds=60, max_queued=10).start()
     entries = [LogEntry(time=now, model_name="m", model_version=v, features=FEATURES, inputs=x,
                         is_threat=(x[:, 0] > 0).astype(np.int8), probability=np.linspace(0, 1, 25),
-                        labels=["phish" if t else "ok" for t in (x[:, 0] > 0)], route="/predict")
+                        labels=["phish" if t else "ok" for t in (x[:, 0] > 0)], route="/predict",
+                        request_id=new_request_id(now))
                for v, x in (("1", whole), ("2", fractional))]
     for e in entries:
         plog.submit(e)
@@ -134,7 +136,10 @@ def test_jsonl_log_reads_back_row_for_row(tmp_path):
     assert len((tmp_path / "predictions-2026-11-21.jsonl").read_text().splitlines()) == 2
     frame = read_prediction_log(tmp_path)
     assert list(frame.columns) == ["a", "b", "is_threat", "threat_probability", "label",
-                                   "time", "model_name", "model_version", "route"]
+                                   "time", "model_name", "model_version", "route", "prediction_id"]
+    assert frame["prediction_id"].tolist() == [f"{e.request_id}-{k}" for e in entries
+                                               for k in range(25)]
+    assert request_time(entries[0].request_id) == now.replace(microsecond=123000)
     np.testing.assert_array_equal(frame[["a", "b"]].to_numpy(float),
                                   np.vstack([whole, fractional]))  # NaN included
     assert frame["is_threat"].tolist() == [int(t) for e in entries for t in e.is_threat]
@@ -150,9 +155,12 @@ def test_log_documents_split_large_requests_and_keep_text_columns():
     docs = prediction_documents(time=dt.datetime.now(dt.timezone.utc), model_name="m",
                                 model_version="1", route="/predict/csv", features=("a", "b"),
                                 inputs=frame, is_threat=np.array([0, 1, 0, 1, 0]),
-                                probability=np.full(5, 0.25), labels=[1, -1, 1, -1, 1], max_rows=2)
+                                probability=np.full(5, 0.25), labels=[1, -1, 1, -1, 1], max_rows=2,
+                                request_id="0" * 22)
     assert [d["n_rows"] for d in docs] == [2, 2, 1]
     back = prediction_frame(docs)
+    # One request id across the documents of a split request: ids number its rows.
+    assert back["prediction_id"].tolist() == [f"{'0' * 22}-{k}" for k in range(5)]
     pd.testing.assert_series_equal(back["a"], frame["a"])
     assert back["b"].tolist()[:3] == ["x", "y", "z"] and back["b"].isna().tolist()[3]
 
@@ -189,13 +197,15 @@ def test_damaged_log_is_named(tmp_path):
         read_prediction_log(empty)
 
 
-def test_fast_path_refuses_unknown_steps_and_disagreement():
+def test_fast_path_calls_unknown_preprocessing_steps_and_refuses_disagreement(monkeypatch):
+    """A step the fast path does not know is the identity on clean rows is called itself; a fast
+    path that disagrees with the pipeline is refused, naming what disagreed."""
     import pandas as pd
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import PolynomialFeatures
 
-    from serving.fastpath import compile_pipeline
+    from serving import fastpath
 
     rng = np.random.default_rng(0)
     x = rng.integers(-1, 2, size=(300, 4)).astype(float)
@@ -204,34 +214,44 @@ def test_fast_path_refuses_unknown_steps_and_disagreement():
     frame = pd.DataFrame(x, columns=feats)
     pipe = Pipeline([("poly", PolynomialFeatures()), ("model", RandomForestClassifier(5, random_state=0))])
     pipe.fit(frame, y)
-    fast, why = compile_pipeline(pipe, feats, x, lambda a: pipe.predict_proba(pd.DataFrame(a, columns=feats)))
-    assert fast is None and "PolynomialFeatures" in why
+    fast, why = fastpath.fast_path_for(pipe, feats, x)
+    assert fast is not None and "preprocessing: fitted steps;" in why, why
 
     plain = Pipeline([("model", RandomForestClassifier(5, random_state=0))]).fit(frame, y)
-    fast, why = compile_pipeline(plain, feats, x, lambda a: plain.predict_proba(a) * 0.5)
-    assert fast is None and "disagreed" in why
-    fast, why = compile_pipeline(plain, feats, x, lambda a: plain.predict_proba(pd.DataFrame(a, columns=feats)))
-    assert why == "compiled"
+    fast, why = fastpath.fast_path_for(plain, feats, x)
+    assert why.startswith("compiled: onnxruntime"), why
+
+    real_plan = fastpath.plan_for
+
+    def half(est, n):
+        plan = real_plan(est, n)
+        wrong = fastpath.Predictor("wrong", lambda z: plan.small.fn(z) * 0.5, exact=False)
+        return fastpath.Plan(wrong, wrong, 0, False)
+    monkeypatch.setattr(fastpath, "plan_for", half)
+    fast, why = fastpath.fast_path_for(plain, feats, x)
+    assert fast is None and "disagreed" in why and "differs by" in why, why
 
 
-def test_concurrent_batches_give_the_same_probabilities():
-    """Batches split across threads only when other batches leave threads free; either way the
-    probabilities are bit-identical to the forest's own."""
+def test_concurrent_split_batches_give_the_same_probabilities():
+    """Large batches are split across threads only when other batches leave threads free; either
+    way every row gets the result it gets alone."""
     from concurrent.futures import ThreadPoolExecutor
 
     from sklearn.ensemble import RandomForestClassifier
 
-    from serving.fastpath import TreeApplyForest, compile_model
+    from serving.fastpath import RowSplitter, plan_for
 
     rng = np.random.default_rng(1)
     x = rng.integers(-1, 2, size=(2000, 6)).astype(float)
     y = (x[:, 0] + x[:, 1] + rng.normal(0, 0.5, 2000) > 0).astype(int)
     rf = RandomForestClassifier(20, random_state=0).fit(x, y)
-    forest = TreeApplyForest(rf.estimators_, compile_model(rf).tree_values, threads=2)
-    expected = rf.predict_proba(x)
-    np.testing.assert_array_equal(forest.predict_proba(x), expected)  # alone: split in two
+    plan = plan_for(rf, 6)
+    assert plan.split_large
+    split = RowSplitter(plan.large.fn, threads=2)
+    expected = plan.large.fn(x)
+    np.testing.assert_array_equal(split(x), expected)  # alone: split in two
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: forest.predict_proba(x), range(16)))
+        results = list(pool.map(lambda _: split(x), range(16)))
     for got in results:
         np.testing.assert_array_equal(got, expected)
-    assert forest._active == 0
+    assert split._active == 0

@@ -1,0 +1,89 @@
+"""What the monitoring DAG keeps across runs, in storage (like ingest's watermark):
+
+- ``<storage>/state/monitoring-<log>.json``: the prediction log's watermark (what was read up
+  to), written by the last successful run's commit task only, so a failed run reads the same
+  rows again; and the last retraining request (version, time, reason), for the cooldown.
+- ``<storage>/monitoring/history.jsonl``: one line of figures per run, for the report's trend
+  (rewritten whole: a run's line replaces an earlier attempt's, at most ``keep`` lines stay).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from netsec_tasks.errors import DataError
+from netsec_tasks.records import safe_name
+from netsec_tasks.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+class LastTrigger(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    at: dt.datetime
+    model_version: str | None
+    reason: str
+    run_id: str
+
+
+class MonitoringState(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    log: str
+    watermark: dict[str, Any] = {}
+    run_id: str | None = None
+    committed_at: dt.datetime | None = None
+    last_trigger: LastTrigger | None = None
+
+
+def state_uri(storage: Storage, log_name: str) -> str:
+    return storage.uri("state", f"monitoring-{safe_name(log_name)[:100]}.json")
+
+
+def read_state(storage: Storage, log_name: str) -> MonitoringState | None:
+    uri = state_uri(storage, log_name)
+    if not storage.exists(uri):
+        return None
+    try:
+        return MonitoringState.model_validate(json.loads(storage.read_text(uri)))
+    except ValueError as exc:
+        raise DataError(f"monitoring state is unreadable ({exc}); delete it to read the whole "
+                        "prediction log again", source=uri) from None
+
+
+def write_state(storage: Storage, state: MonitoringState) -> str:
+    state = state.model_copy(update={"committed_at": dt.datetime.now(dt.timezone.utc)})
+    return storage.write_text(state_uri(storage, state.log), state.model_dump_json(indent=2))
+
+
+def history_uri(storage: Storage) -> str:
+    return storage.uri("monitoring", "history.jsonl")
+
+
+def read_history(storage: Storage) -> list[dict[str, Any]]:
+    uri = history_uri(storage)
+    if not storage.exists(uri):
+        return []
+    out = []
+    for line in storage.read_text(uri).splitlines():
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                log.warning("%s: skipping a damaged history line", uri)
+    return out
+
+
+def append_history(storage: Storage, entry: dict[str, Any], keep: int) -> list[dict[str, Any]]:
+    """The history with ``entry`` last (replacing an earlier line of the same run), trimmed."""
+    history = [h for h in read_history(storage) if h.get("run_id") != entry["run_id"]]
+    history = (history + [entry])[-keep:]
+    storage.write_text(history_uri(storage),
+                       "".join(json.dumps(h, default=str) + "\n" for h in history))
+    return history

@@ -1,0 +1,111 @@
+"""What the served traffic looks like: drift of its features from Production's training data,
+and volume, threat rate and score distribution against Production's test split.
+
+Feature drift is the drift step's own test (``netsec_tasks.drift``: chi-square or KS per column,
+multiple-testing correction, an effect-size floor, a share of drifted columns) on the rows logged
+since the last run, after the input contract: rows that break it (logged under an older schema,
+or by another writer) are left out and reported, never compared. Fewer than
+``monitoring.min_rows`` valid rows are not tested at all: the rows wait for the next run.
+
+The threat rate and the score distribution are compared with the Production model's own
+predictions on its test split (a two-sample chi-square on the counts, and KS with the
+Wasserstein distance in IQRs on the probabilities). They are reported, not acted on: a change
+in the share of threats is what a threat detector exists to see.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from netsec_tasks.config import PipelineConfig
+from netsec_tasks.drift.stats import DriftResult, _test_continuous, chi_square_test, detect_drift
+from netsec_tasks.errors import ValidationFailed
+from netsec_tasks.schema import DatasetSchema
+
+
+def traffic_drift(reference: pd.DataFrame | None, traffic: pd.DataFrame, schema: DatasetSchema,
+                  cfg: PipelineConfig, *, source: str) -> tuple[DriftResult | None, dict[str, Any], str]:
+    """(the drift result or None when not tested, the excluded rows' summary, one-line reason).
+
+    ``traffic``: logged rows (``prediction_frame``), of which the schema's features are tested.
+    """
+    from netsec_tasks.drift import checked_rows
+
+    empty = {"rows_checked": len(traffic), "rows_excluded": 0, "reasons": {}, "examples": []}
+    if reference is None:
+        return None, empty, "no Production model with a training reference (netsec.train_uri)"
+    if traffic.empty:
+        return None, empty, "no new traffic since the last run"
+    features = [c for c in schema.features if c in traffic.columns]
+    if not features:
+        return None, empty, ("the logged rows hold none of the schema's features (a model "
+                             "of another data set?)")
+    try:
+        clean, excluded = checked_rows(traffic[features], schema, cfg, source=source, what="traffic")
+    except ValidationFailed as exc:
+        return None, {**empty, "rows_excluded": len(traffic), "reasons": {str(exc): len(traffic)}}, (
+            f"traffic cannot be compared: {exc}")
+    n = len(clean)
+    if n < cfg.monitoring.min_rows:
+        return None, excluded, (f"{n} valid new row(s), fewer than monitoring.min_rows="
+                                f"{cfg.monitoring.min_rows}: they are tested with the next run's")
+    result = detect_drift(reference, clean, schema, cfg.drift)
+    return result, excluded, result.reason()
+
+
+def threat_scores(model: Any, test: pd.DataFrame, schema: DatasetSchema) -> np.ndarray:
+    """Production's threat probability for each row of its test split."""
+    proba = model.predict_proba(test[schema.features])
+    classes = list(getattr(model, "classes_", [0, 1]))
+    return np.asarray(proba[:, classes.index(1) if 1 in classes else -1], dtype=float)
+
+
+def traffic_figures(traffic: pd.DataFrame, *, production_version: str | None,
+                    test_scores: np.ndarray | None, cfg: PipelineConfig, documents: int,
+                    since: dt.datetime | None, until: dt.datetime) -> dict[str, Any]:
+    """Volume (rows, requests, rows per hour from ``since``, the previous run, to ``until``;
+    from the first logged row on a first run), threat rate and score distribution of the
+    Production version's rows against its test split."""
+    out: dict[str, Any] = {"rows": int(len(traffic)), "requests": int(documents)}
+    if traffic.empty:
+        out["rows_per_hour"] = 0.0 if since is not None else None
+        return out
+    times = pd.to_datetime(traffic["time"], utc=True)
+    first, last = times.min(), times.max()
+    start = pd.Timestamp(since) if since is not None else first
+    hours = max((pd.Timestamp(until) - start).total_seconds() / 3600.0, 1.0 / 60)
+    out.update(first_time=first.isoformat(), last_time=last.isoformat(),
+               rows_per_hour=round(len(traffic) / hours, 3),
+               by_version={str(k): int(v) for k, v in traffic["model_version"].value_counts().items()})
+    mine = traffic[traffic["model_version"] == str(production_version)]
+    out["production_rows"] = int(len(mine))
+    if mine.empty:
+        return out
+    alpha, min_effect = cfg.drift.alpha, cfg.drift.min_effect
+    threats = int(pd.to_numeric(mine["is_threat"]).sum())
+    rate = threats / len(mine)
+    out["threat_rate"] = round(rate, 6)
+    if test_scores is None or not len(test_scores):
+        return out
+    test_threats = int((test_scores > 0.5).sum())
+    test_rate = test_threats / len(test_scores)
+    stat, p, _, _ = chi_square_test(np.array([test_threats, len(test_scores) - test_threats]),
+                                    np.array([threats, len(mine) - threats]))
+    out["threat_rate_test"] = round(test_rate, 6)
+    out["threat_rate_p"] = round(p, 6)
+    out["threat_rate_shifted"] = bool(p < alpha and abs(rate - test_rate) >= min_effect)
+    scores = pd.to_numeric(mine["threat_probability"], errors="coerce").dropna()
+    if len(scores):
+        col = _test_continuous("threat_probability", pd.Series(test_scores), scores)
+        out["score"] = {
+            "mean": round(float(scores.mean()), 6), "mean_test": round(float(np.mean(test_scores)), 6),
+            "ks": round(col.statistic, 6), "p": round(col.p_value, 6),
+            "wasserstein_iqr": round(col.effect, 6),
+            "shifted": bool(col.p_value < alpha and col.effect >= min_effect),
+            "edges": col.labels, "test_share": [round(x, 6) for x in col.reference_share],
+            "traffic_share": [round(x, 6) for x in col.current_share]}
+    return out
