@@ -133,3 +133,92 @@ def test_preprocessor_with_frozen_parts_is_plain_sklearn_for_skops():
     data = preprocessor_bytes(pre)
     assert skops.io.get_untrusted_types(data=data) in ([], ["numpy.dtype"])
     np.testing.assert_array_equal(load_preprocessor(data).transform(X), pre.transform(X))
+
+
+# --- the bounded imputer through the steps ---------------------------------------------------------
+
+
+def _validated_splits(tmp_path, frame: pd.DataFrame, test_share: float = 0.2):
+    """The frame's rows as validated train/test splits in Parquet (what validate hands over)."""
+    from netsec_tasks.records import ValidationRecord
+    from netsec_tasks.table_io import frame_digest, write_parquet
+
+    cut = int(len(frame) * (1 - test_share))
+    train, test = frame.iloc[:cut].reset_index(drop=True), frame.iloc[cut:].reset_index(drop=True)
+    tr, te = tmp_path / "train.parquet", tmp_path / "test.parquet"
+    write_parquet(train, tr)
+    write_parquet(test, te)
+    return ValidationRecord(
+        passed=True, report_uri=str(tmp_path / "report.yaml"), train_uri=str(tr), test_uri=str(te),
+        new_batch_uri=str(tr), rows_checked=len(frame), rows_invalid=0, invalid_share=0.0,
+        train_rows=len(train), test_rows=len(test), dataset_digest=frame_digest(train),
+        train_row_hashes_uri=str(tmp_path / "train_row_hashes.parquet"))
+
+
+def test_transform_step_stores_an_imputer_that_stops_growing_with_the_rows(make_cfg, tmp_path):
+    """The transform step on data with gaps: the KNN imputer keeps at most
+    transform.imputer_max_rows training rows, so the stored preprocessor has the same size
+    whatever the split's size, and it still fills every gap of the split."""
+    from netsec_tasks.records import RunContext
+    from netsec_tasks.storage import file_uri_to_path
+    from netsec_tasks.transform import load_preprocessor, transform
+
+    cfg = make_cfg(**{"transform.imputer_max_rows": 150})
+    schema = load_schema(cfg.schema_path)
+    stored = {}
+    for n in (500, 3000):
+        d = tmp_path / str(n)
+        d.mkdir()
+        validation = _validated_splits(d, _with_gaps(n, seed=n, share=0.03))
+        record = transform(cfg, RunContext.create(cfg, run_id=f"test__imputer_{n}"), validation)
+
+        data = file_uri_to_path(record.preprocessor_uri).read_bytes()
+        pre = load_preprocessor(data)
+        donors = pre.named_transformers_["numeric"]._fit_X
+        assert record.fitted_on_rows == int(n * 0.8) and record.missing_values_imputed > 0
+        assert 140 <= record.imputer_rows <= 150 and donors.shape[0] == record.imputer_rows
+        X = pd.read_parquet(validation.train_uri)[schema.features]
+        # The donors are training rows (some with gaps of their own: KNNImputer keeps them).
+        key = lambda a: map(tuple, np.nan_to_num(a, nan=-99.0).tolist())  # noqa: E731
+        assert set(key(donors)) <= set(key(X.to_numpy(dtype=float)))
+        assert not np.isnan(pre.transform(X)).any()
+        stored[n] = len(data)
+    # Six times the rows, the same stored size (to a few hundred bytes of encoding noise).
+    assert abs(stored[3000] - stored[500]) < 0.02 * stored[500]
+
+
+def test_the_model_pipeline_imputes_with_the_transform_steps_bounded_imputer(make_cfg, tmp_path):
+    """The trained model is Pipeline([preprocess, model]) whose preprocess is the transform
+    step's bounded imputer, not one refit on the whole split: a skops round trip (what MLflow
+    stores and serving loads) scores raw rows with gaps exactly as training scored them."""
+    import skops.io
+
+    from netsec_tasks.records import RunContext
+    from netsec_tasks.storage import file_uri_to_path
+    from netsec_tasks.tracking import trusted_types_for
+    from netsec_tasks.train import train_model
+    from netsec_tasks.transform import load_preprocessor, transform
+
+    cfg = make_cfg(**{"transform.imputer_max_rows": 100, "training.search_max_rows": 300,
+                      "training.candidates": ["decision_tree"], "training.n_iter": 2})
+    schema = load_schema(cfg.schema_path)
+    validation = _validated_splits(tmp_path, _with_gaps(1200, seed=21, share=0.03))
+    run = RunContext.create(cfg, run_id="test__pipeline_imputes")
+    transformed = transform(cfg, run, validation)
+    record, model = train_model(cfg, run, validation, transformed, tracking=False)
+
+    assert [name for name, _ in model.steps] == ["preprocess", "model"]
+    assert record.search_rows <= 300  # the sampled search ran
+    stored = load_preprocessor(file_uri_to_path(transformed.preprocessor_uri).read_bytes())
+    knn = model.named_steps["preprocess"].named_transformers_["numeric"]
+    np.testing.assert_array_equal(knn._fit_X, stored.named_transformers_["numeric"]._fit_X)
+    assert knn._fit_X.shape[0] <= 100
+
+    test = pd.read_parquet(validation.test_uri)[schema.features]
+    gappy = test[test.isna().any(axis=1)]
+    assert len(gappy) > 10
+    loaded = skops.io.loads(skops.io.dumps(model), trusted=trusted_types_for(model))
+    proba = loaded.predict_proba(gappy)
+    np.testing.assert_array_equal(proba, model.predict_proba(gappy))
+    np.testing.assert_array_equal(
+        proba, model.named_steps["model"].predict_proba(stored.transform(gappy)))
