@@ -389,9 +389,11 @@ def _tune_all(cfg: PipelineConfig, data: SearchData, on_result=None) -> list[Can
         say("[%d/%d] %-22s cv %s %.4f ± %.4f  %.1f s (search %s so far%s)", i, len(t.candidates),
             name, t.metric, result.cv_score, result.cv_std, result.fit_seconds, _duration(elapsed),
             eta)
-    if t.n_jobs != 1:
+    if t.n_jobs != 1 and data.sampled:
         # The search's worker processes idle from here on, holding ~250 MB each: stop them
-        # before the refit, the step's largest allocation (joblib starts new ones when needed).
+        # before the refit of a split larger than the sample, the step's largest allocation
+        # (joblib starts new ones when needed). Below the bound the refit is small, and a
+        # process that trains again (bench_training) would pay ~4 CPU s per worker to restart.
         from joblib.externals.loky import get_reusable_executor
 
         get_reusable_executor().shutdown(wait=True)
