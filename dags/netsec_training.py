@@ -161,11 +161,13 @@ def check_drift_task(ti, params, **_):
     from netsec_tasks.drift import check_drift
     from netsec_tasks.pipeline import decide_retrain
     from netsec_tasks.records import ValidationRecord
-    from netsec_tasks.registry import production_reference_uri
+    from netsec_tasks.registry import production_reference
 
     cfg, run = _config(params), _run_context(ti)
     validation = _pull(ti, ValidationRecord, "validate")
-    drift = check_drift(cfg, run, validation, reference_uri=production_reference_uri(cfg))
+    reference_uri, reference_version = production_reference(cfg)
+    drift = check_drift(cfg, run, validation, reference_uri=reference_uri,
+                        reference_version=reference_version)
     retrain, reason = decide_retrain(
         drift, force_retrain=run.force_retrain,
         requested_by_monitoring=run.trigger_reason if run.trigger == "monitoring" else None)
@@ -224,11 +226,12 @@ def record_outcome_task(ti, params, **_):
     """Close the run after either branch: commit the watermark, write outcome.json."""
     from netsec_tasks.pipeline import record_outcome
     from netsec_tasks.records import (DriftRecord, IngestRecord, ReconcileRecord, RegisterRecord,
-                                      TrainRecord)
+                                      TrainRecord, ValidationRecord)
 
     reason = ti.xcom_pull(task_ids="check_drift", key="branch_reason")
     outcome = record_outcome(
         _config(params), _run_context(ti), ingest=_pull(ti, IngestRecord, "ingest"),
+        validation=_pull(ti, ValidationRecord, "validate"),
         drift=_pull(ti, DriftRecord, "check_drift", key="drift"),
         train=_pull(ti, TrainRecord, "train"), register=_pull(ti, RegisterRecord, "register"),
         branch_reason=reason, reconciled=_pull(ti, ReconcileRecord, "reconcile"))
@@ -281,41 +284,65 @@ def _config_default(dotted: str) -> typing.Any:
     return node
 
 
+def _shown(value: typing.Any) -> str:
+    """A configured value as the form's help text shows it."""
+    if value is None:
+        return "not set"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def config_param(name: str, title: str, note: str = "",
+                 values_display: dict[typing.Any, str] | None = None) -> Param:
+    """The trigger-form field of param ``name``, derived from the config key it overrides
+    (``PARAM_TO_CONFIG``): the JSON schema (type, range, allowed values) and the help text are
+    the config field's, plus the value this deployment configured, so the form and the config
+    cannot disagree. Empty (null) keeps the configured value.
+
+    A list of known names (``training.candidates``) becomes a multi-select: Airflow's form draws
+    one for an array whose schema lists ``examples`` (its ``example_params_ui_tutorial``);
+    ``items.enum`` still refuses any other name."""
+    dotted = PARAM_TO_CONFIG[name]
+    section, key = dotted.rsplit(".", 1)
+    field = type(_config_default(section))
+    schema = dict(field.model_json_schema()["properties"][key])
+    help_text = schema.pop("description", "")
+    for k in ("default", "title"):
+        schema.pop(k, None)
+    if "anyOf" in schema:
+        types = [branch["type"] for branch in schema.pop("anyOf")]
+    else:
+        types = [schema.pop("type")]
+    schema["type"] = ["null", *(t for t in types if t != "null")]
+    value = _config_default(dotted)
+    if "enum" in schema:
+        schema["enum"] = [None, *schema["enum"]]
+        values_display = {None: f"configured default ({_shown(value)})", **(values_display or {})}
+    if "array" in schema["type"] and "enum" in schema.get("items", {}):
+        schema["examples"] = list(schema["items"]["enum"])
+        schema["uniqueItems"] = True
+    if values_display:
+        schema["values_display"] = values_display
+    env = "NETSEC_" + dotted.upper().replace(".", "__")
+    description = (f"{help_text}{note} Empty: the configured {dotted} ({_shown(value)}; "
+                   f"config/pipeline.yaml or {env}).")
+    return Param(None, title=title, description=description, **schema)
+
+
 PARAMS = {
     "force_retrain": Param(
         False, type="boolean", title="Force retraining",
         description="Train, register and compare with Production even when no drift is detected."),
-    "source": Param(
-        None, type=["null", "string"], enum=[None, "file", "mongo"], title="Source",
-        description="Where to ingest from: 'file' (source_path, or the synthetic sample) or "
-                    f"'mongo' (Airflow connection '{MONGO_CONN_ID}'). Empty: the configured "
-                    f"source.kind ({_config_default('source.kind')})."),
-    "source_path": Param(
-        None, type=["null", "string"], title="Source file",
-        description="CSV or Parquet path or glob for source=file, as seen by the worker. Empty: "
-                    "source.path from the config (none: the synthetic sample)."),
-    "n_iter": Param(
-        None, type=["null", "integer"], minimum=1, maximum=500, title="Search budget",
-        description="Parameter settings tried per candidate model. Empty: training.n_iter "
-                    f"({_config_default('training.n_iter')})."),
-    "cv_folds": Param(
-        None, type=["null", "integer"], minimum=2, maximum=20, title="CV folds",
-        description=f"Cross-validation folds. Empty: training.cv_folds "
-                    f"({_config_default('training.cv_folds')})."),
-    "candidates": Param(
-        None, type=["null", "array"], items={"type": "string", "enum": CANDIDATES},
-        uniqueItems=True, title="Candidate models",
-        description="Models to tune and compare, a subset of: " + ", ".join(CANDIDATES)
-                    + ". Empty: training.candidates from the config."),
-    "promotion_margin": Param(
-        None, type=["null", "number"], minimum=-1, maximum=1, title="Promotion margin",
-        description="Promote the new model only if its test score beats Production's by at least "
-                    f"this much. Empty: registry.promotion_margin "
-                    f"({_config_default('registry.promotion_margin')})."),
-    "min_score": Param(
-        None, type=["null", "number"], minimum=0, maximum=1, title="Minimum score",
-        description="Never promote a model scoring below this. Empty: registry.min_score "
-                    f"({_config_default('registry.min_score')})."),
+    "source": config_param(
+        "source", "Source", f" Here 'mongo' reads through the Airflow connection '{MONGO_CONN_ID}'.",
+        values_display={"file": "file", "mongo": f"mongo (connection {MONGO_CONN_ID})"}),
+    "source_path": config_param("source_path", "Source file"),
+    "n_iter": config_param("n_iter", "Search budget"),
+    "cv_folds": config_param("cv_folds", "CV folds"),
+    "candidates": config_param("candidates", "Candidate models"),
+    "promotion_margin": config_param("promotion_margin", "Promotion margin"),
+    "min_score": config_param("min_score", "Minimum score"),
 }
 
 DOC_MD = f"""

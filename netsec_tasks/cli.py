@@ -2,6 +2,7 @@
 
     netsec run [--source file|mongo] [--source-path P] [--force-retrain]   all steps, in process
     netsec reconcile                      end stale runs, decide left-over model versions
+    netsec rollback [--to VERSION]        Production back to an earlier version (alias + tags)
     netsec push-data CSV                  load a CSV into the Mongo collection (idempotent)
     netsec validate FILE                  schema + data-quality checks, report and quarantine
     netsec drift REF CUR                  drift report between two files
@@ -105,6 +106,17 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     record = reconcile(_cfg(args))
     _print(record.to_xcom())
     print(f"reconciled: {record.summary()}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from netsec_tasks.registry import rollback
+
+    record = rollback(_cfg(args), to_version=args.to, reason=args.reason or "")
+    _print(record.to_xcom())
+    print(f"{record.model_name}: Production is v{record.to_version} again (was v{record.from_version}); "
+          f"tagged rolled_back: {', '.join('v' + v for v in record.rolled_back)}. Serving follows "
+          "at its next registry poll.")
     return 0
 
 
@@ -353,6 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
     rc = add("reconcile", help="end stale MLflow runs and decide model versions that earlier "
                                "(failed or killed) runs left without a decision")
     rc.set_defaults(func=cmd_reconcile)
+
+    rb = add("rollback", help="move Production (the registry alias) back to an earlier version "
+                              "and mark the newer ones rolled_back, so nothing promotes them again")
+    rb.add_argument("--to", help="version to restore (default: the one the current Production "
+                                 "replaced)")
+    rb.add_argument("--reason", help="kept on the rolled-back versions (netsec.rollback_reason)")
+    rb.set_defaults(func=cmd_rollback)
 
     pd_ = add("push-data", help="load a CSV into the Mongo collection, idempotently")
     pd_.add_argument("csv")

@@ -69,9 +69,14 @@ class MongoSourceConfig(_Section):
 
 
 class SourceConfig(_Section):
-    kind: Literal["file", "mongo"] = "file"
-    # CSV or Parquet path or glob, for kind=file. Empty: the synthetic sample (made on demand).
-    path: str | None = None
+    # The descriptions of the fields a DAG run can override are its trigger form's help texts
+    # (dags/netsec_training.py), so the form and the config say the same thing.
+    kind: Literal["file", "mongo"] = Field(
+        "file", description="Where to ingest from: 'file' (source.path, or the synthetic sample) "
+                            "or 'mongo' (the MongoDB collection of source.mongo).")
+    path: str | None = Field(
+        None, description="CSV or Parquet path or glob for source.kind=file, as seen by the "
+                          "worker; not set: the synthetic sample (made on demand).")
     mongo: MongoSourceConfig = MongoSourceConfig()
     # Train on the rows of the last N days only (by watermark time); None: all rows.
     window_days: float | None = Field(None, gt=0)
@@ -118,17 +123,19 @@ Candidate = Literal[
 
 
 class TrainingConfig(_Section):
-    candidates: list[Candidate] = [
-        "random_forest", "decision_tree", "hist_gradient_boosting",
-        "logistic_regression", "adaboost", "xgboost",
-    ]
+    candidates: list[Candidate] = Field(
+        ["random_forest", "decision_tree", "hist_gradient_boosting",
+         "logistic_regression", "adaboost", "xgboost"],
+        description="The models tuned and compared by cross-validation; the best one is "
+                    "evaluated on the test split and registered.")
     # Selection metric, computed for the threat class: f1, precision, recall, roc_auc,
     # average_precision, accuracy.
     metric: Literal["f1", "precision", "recall", "roc_auc", "average_precision", "accuracy"] = "f1"
-    cv_folds: int = Field(5, ge=2, le=20)
+    cv_folds: int = Field(5, ge=2, le=20, description="Cross-validation folds of the search.")
     search: Literal["halving", "random"] = "halving"
-    # Parameter settings tried per candidate (random search) or first-round candidates (halving).
-    n_iter: int = Field(12, ge=1, le=500)
+    n_iter: int = Field(12, ge=1, le=500, description=(
+        "Parameter settings tried per candidate model (random search), or the first-round "
+        "settings of successive halving (training.search)."))
     n_jobs: int = Field(2, ge=-1)
     seed: int = 42
     progress: bool = True
@@ -154,8 +161,11 @@ class RegistryConfig(_Section):
     _derived: bool = PrivateAttr(False)
     alias: str = "production"
     # Promote when new_score > production_score + margin (strictly beats) and new_score >= min_score.
-    promotion_margin: float = Field(0.0, ge=-1, le=1)
-    min_score: float = Field(0.8, ge=0, le=1)
+    promotion_margin: float = Field(0.0, ge=-1, le=1, description=(
+        "Promote the new model only if its test score (training.metric) beats Production's on "
+        "the same test rows by more than this."))
+    min_score: float = Field(0.8, ge=0, le=1, description=(
+        "Never promote a model whose test score (training.metric) is below this."))
     # The per-call budget against an MLflow server (MLflow's MLFLOW_HTTP_REQUEST_TIMEOUT,
     # _MAX_RETRIES and _BACKOFF_FACTOR are set from these): one call during an outage fails after
     # at most (max_retries + 1) * request_timeout_seconds plus back-off (~33 s with these values).

@@ -216,8 +216,22 @@ def coerce(raw: pd.Series, spec: ColumnSpec, null: pd.Series, *, strict: bool = 
 
 # --------------------------------------------------------------------------- row checks
 
+class RowValidity:
+    """Counts from a ``valid`` mask (bool per row), for every holder of one."""
+
+    valid: np.ndarray
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.valid)
+
+    @property
+    def n_invalid(self) -> int:
+        return int((~self.valid).sum())
+
+
 @dataclass
-class RowCheck:
+class RowCheck(RowValidity):
     """The outcome of checking rows: typed features, problems, nulls per row.
 
     Rows are positions (0 .. n-1) in the checked frame. ``typed`` holds every row (problem
@@ -230,14 +244,6 @@ class RowCheck:
     null_cells: np.ndarray     # int per row
     valid: np.ndarray          # bool per row
     nulls: pd.DataFrame        # bool per (row, feature): the cell was null
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.valid)
-
-    @property
-    def n_invalid(self) -> int:
-        return int((~self.valid).sum())
 
     @property
     def imputed_rows(self) -> int:

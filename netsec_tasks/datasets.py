@@ -1,140 +1,42 @@
 """Fetching the real UCI Phishing Websites data from OpenML (``netsec fetch-dataset``).
 
-Plain HTTP with urllib, no OpenML client: ``GET /api/v1/json/data/<id>`` gives the data
-description (ARFF file URL, MD5 checksum, default target), then the ARFF file is downloaded,
-checked against the checksum, parsed here (:func:`parse_arff`) and converted to the exact
-columns and types of the configured schema (:func:`to_schema_frame`): OpenML 4534 stores every
-attribute as nominal ``{-1,1}``-style strings, the schema wants ints, and the target ``Result``
-in ``-1/1`` (-1 = phishing).
+The download, MD5 check, cache and ARFF parsing are scikit-learn's
+:func:`sklearn.datasets.fetch_openml`; what is ours is the conversion to the exact columns and
+types of the configured schema (:func:`to_schema_frame`): OpenML 4534 stores every attribute as
+nominal ``{-1,1}``-style strings, the schema wants ints, and the target ``Result`` in ``-1/1``
+(-1 = phishing), and the errors, which say what to do.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
 import logging
 import os
-import re
 import socket
-import urllib.error
-import urllib.request
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.error import HTTPError, URLError
 
 import pandas as pd
 
 from netsec_tasks.errors import DataError, SourceUnavailable
 from netsec_tasks.schema import DatasetSchema
+from netsec_tasks.storage import atomic_path
 
 log = logging.getLogger(__name__)
 
-OPENML_URL = "https://www.openml.org"
 UCI_PHISHING_ID = 4534
-_MISSING = "?"
-
-
-def _http_get(url: str, timeout: float) -> bytes:
-    req = urllib.request.Request(url, headers={"User-Agent": "netsec-fetch-dataset"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.read()
-    except urllib.error.HTTPError as exc:
-        raise SourceUnavailable(f"GET {url} failed: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise SourceUnavailable(
-            f"cannot download {url} within {timeout:g} s: {reason}. Without internet, put the "
-            "CSV on this machine yourself and set source.path (or NETSEC_SOURCE__PATH)") from None
-
-
-def describe(data_id: int, *, base_url: str = OPENML_URL, timeout: float = 60) -> dict:
-    """OpenML's data description of ``data_id`` (``url``, ``md5_checksum``, ``format``, ...)."""
-    url = f"{base_url.rstrip('/')}/api/v1/json/data/{data_id}"
-    raw = _http_get(url, timeout)
-    try:
-        desc = json.loads(raw)["data_set_description"]
-    except (ValueError, KeyError, TypeError):
-        raise DataError("not an OpenML data description (no data_set_description)", source=url) from None
-    if str(desc.get("format", "ARFF")).lower() != "arff":
-        raise DataError(f"format {desc.get('format')!r} is not supported (ARFF only)", source=url)
-    if not desc.get("url"):
-        raise DataError("the data description has no file url", source=url)
-    return desc
-
-
-# ----------------------------------------------------------------------------- ARFF
-
-_ATTR = re.compile(r"""^@attribute\s+(?P<name>'[^']*'|"[^"]*"|\S+)\s+(?P<type>.+?)\s*$""", re.I)
-
-
-def _unquote(text: str) -> str:
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    return text
-
-
-def parse_arff(text: str, source: str = "<arff>") -> pd.DataFrame:
-    """A dense ARFF as a frame: nominal and string attributes as text, numeric ones as numbers.
-
-    Handles comments (``%``), quoted names and values, ``{ a, b }`` with spaces and ``?`` for a
-    missing value. Sparse ARFF (``{0 x, 3 y}`` data rows) is rejected with a DataError.
-    """
-    names: list[str] = []
-    numeric: list[bool] = []
-    lines = text.splitlines()
-    data_at = None
-    for i, line in enumerate(lines):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("%"):
-            continue
-        low = stripped.lower()
-        if low.startswith("@relation"):
-            continue
-        if low.startswith("@attribute"):
-            m = _ATTR.match(stripped)
-            if not m:
-                raise DataError(f"line {i + 1}: cannot parse attribute {stripped!r}", source=source)
-            names.append(_unquote(m["name"]))
-            kind = m["type"].strip().lower()
-            numeric.append(kind in ("numeric", "real", "integer"))
-            continue
-        if low.startswith("@data"):
-            data_at = i + 1
-            break
-        raise DataError(f"line {i + 1}: unexpected header line {stripped!r}", source=source)
-    if not names:
-        raise DataError("no @attribute lines: not an ARFF file", source=source)
-    if data_at is None:
-        raise DataError("no @data section: not an ARFF file", source=source)
-
-    rows = []
-    body = [(n, ln) for n, ln in enumerate(lines[data_at:], start=data_at + 1)
-            if ln.strip() and not ln.lstrip().startswith("%")]
-    for (lineno, line), values in zip(body, csv.reader(
-            (ln for _, ln in body), quotechar="'", skipinitialspace=True)):
-        if line.lstrip().startswith("{"):
-            raise DataError(f"line {lineno}: sparse ARFF rows are not supported", source=source)
-        if len(values) != len(names):
-            raise DataError(f"line {lineno}: {len(values)} values, expected {len(names)}",
-                            source=source, rows=[lineno])
-        rows.append([None if v.strip() == _MISSING else _unquote(v) for v in values])
-    if not rows:
-        raise DataError("the @data section has no rows", source=source)
-    frame = pd.DataFrame(rows, columns=names, dtype=object)
-    for name, is_num in zip(names, numeric):
-        if is_num:
-            frame[name] = pd.to_numeric(frame[name], errors="raise")
-    return frame
 
 
 def to_schema_frame(frame: pd.DataFrame, schema: DatasetSchema, *, target: str | None = None,
-                    source: str = "<arff>") -> pd.DataFrame:
+                    source: str = "<openml>") -> pd.DataFrame:
     """Exactly the schema's feature columns then the target, with the schema's types.
 
     Columns are matched by name, then case-insensitively; ``target`` (OpenML's default target
-    attribute) is renamed to the schema's target column when the names differ.
+    attribute) is renamed to the schema's target column when the names differ. Values may be
+    text (OpenML's nominal ``'-1'``), categories or numbers; missing ones are None or NaN.
+    Raises DataError naming the column for a missing column or a value the schema does not allow.
     """
     lookup = {str(c).lower(): c for c in frame.columns}
     if target and target in frame.columns and schema.target.column not in frame.columns:
@@ -146,7 +48,9 @@ def to_schema_frame(frame: pd.DataFrame, schema: DatasetSchema, *, target: str |
     if missing:
         raise DataError(f"missing column(s) {', '.join(missing)}; the file has "
                         f"{', '.join(map(str, frame.columns))}", source=source, columns=missing)
-    out = pd.DataFrame({col: frame[found] for col, found in resolved.items()})
+    # Categories (fetch_openml's nominal columns) as plain values, every missing value as None.
+    out = pd.DataFrame({col: frame[found].astype(object) for col, found in resolved.items()})
+    out = out.where(out.notna(), None)
     specs = dict(schema.columns)
     for col in wanted:
         dtype = specs[col].dtype if col in specs else schema.target.dtype
@@ -181,37 +85,81 @@ def _convert(values: pd.Series, dtype: str, col: str, source: str) -> pd.Series:
 
 # ----------------------------------------------------------------------------- entry point
 
+def default_data_home() -> Path:
+    """``$XDG_CACHE_HOME/netsec/openml`` (default ``~/.cache/netsec/openml``): the OpenML cache."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "netsec" / "openml"
+
+
+def description_url(data_id: int) -> str:
+    """The first URL fetch_openml requests for ``data_id`` (OpenML's data description)."""
+    from sklearn.datasets import _openml
+
+    return _openml._DATA_INFO.format(data_id)
+
+
+@contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    # fetch_openml has no timeout parameter; its urlopen calls use the process default, which
+    # is "wait forever". Set it for the download only and put back what was there.
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(before)
+
+
 def fetch_dataset(dest_csv: str | os.PathLike, *, data_id: int = UCI_PHISHING_ID, timeout: float = 60,
-                  base_url: str = OPENML_URL, schema: DatasetSchema | None = None) -> Path:
+                  schema: DatasetSchema | None = None, data_home: str | os.PathLike | None = None,
+                  n_retries: int = 3) -> Path:
     """Download OpenML ``data_id``, convert it to the schema, write ``dest_csv`` atomically.
 
-    Network failures raise SourceUnavailable naming the URL; a checksum mismatch or data that
-    does not fit the schema raises DataError. The default schema is the packaged phishing one.
+    The download is cached under ``data_home`` (default :func:`default_data_home`) and checked
+    against OpenML's MD5. Network failures (after ``n_retries`` tries, ``timeout`` seconds per
+    request) raise SourceUnavailable naming the URL; a checksum mismatch, an unknown data id or
+    data that does not fit the schema raise DataError. The default schema is the packaged
+    phishing one. Nothing is written unless it all succeeds.
     """
+    from sklearn.datasets import fetch_openml
+    from sklearn.datasets._openml import OpenMLError
+    from sklearn.externals._arff import ArffException
+
     if schema is None:
         from netsec_tasks.config import PACKAGE_CONFIG_DIR
         from netsec_tasks.schema import load_schema
 
         schema = load_schema(PACKAGE_CONFIG_DIR / "schema" / "phishing.yaml")
-    desc = describe(data_id, base_url=base_url, timeout=timeout)
-    url = desc["url"]
-    raw = _http_get(url, timeout)
-    expected = desc.get("md5_checksum")
-    if expected and hashlib.md5(raw).hexdigest() != expected:
-        raise DataError(f"checksum mismatch (md5 {hashlib.md5(raw).hexdigest()}, OpenML says "
-                        f"{expected}): truncated or altered download, try again", source=url)
+    home = Path(data_home) if data_home is not None else default_data_home()
+    url = description_url(data_id)
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-    frame = to_schema_frame(parse_arff(text, source=url), schema,
-                            target=desc.get("default_target_attribute"), source=url)
+        with _socket_timeout(timeout), warnings.catch_warnings():
+            # fetch_openml warns on every retry and on a cache it cleans; the errors below say it.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.filterwarnings("ignore", message="A network error occurred")
+            # parser="liac-arff": with pandas 3, sklearn 1.9's pandas parser reads unquoted
+            # numeric nominals ({-1,1}, i.e. all of 4534) as int categories and then fails
+            # stripping their quotes (scikit-learn issue 34892, fixed by PR 34902).
+            bunch = fetch_openml(data_id=data_id, as_frame=True, parser="liac-arff",
+                                 data_home=str(home), n_retries=n_retries)
+    except HTTPError as exc:
+        raise SourceUnavailable(f"GET {exc.url or url} failed: HTTP {exc.code} {exc.reason}") from None
+    except (URLError, TimeoutError, ConnectionError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SourceUnavailable(
+            f"cannot download OpenML data {data_id} from {url} within {timeout:g} s: {reason}. "
+            "Without internet, put the CSV on this machine yourself and set source.path "
+            "(or NETSEC_SOURCE__PATH)") from None
+    except OpenMLError as exc:  # HTTP 412: OpenML's "no such data set" and kin
+        raise DataError(f"OpenML refused data id {data_id}: {exc}", source=url) from None
+    except (ValueError, KeyError, ArffException) as exc:
+        # The MD5 check, a target with missing values, an ARFF that does not parse or does not
+        # match OpenML's feature list.
+        raise DataError(f"OpenML data {data_id} is not usable: {exc}", source=url) from None
+    source = bunch.details.get("url") or url
+    target = bunch.target_names[0] if bunch.target_names else None
+    frame = to_schema_frame(bunch.frame, schema, target=target, source=source)
     dest = Path(dest_csv)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    buf = io.StringIO()
-    frame.to_csv(buf, index=False)
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
-    tmp.replace(dest)
-    log.info("OpenML %s (%s, %d rows) written to %s", data_id, desc.get("name"), len(frame), dest)
+    with atomic_path(dest) as tmp:
+        frame.to_csv(tmp, index=False)
+    log.info("OpenML %s (%s, %d rows) written to %s", data_id, bunch.details.get("name"), len(frame), dest)
     return dest

@@ -42,6 +42,7 @@ import yaml
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.contract import Contract, show
 from netsec_tasks.errors import ConfigError, DataError, NetsecError, RegistryError
+from netsec_tasks.plain import plain
 from netsec_tasks.records import EvaluationRecord, safe_name, sha256_file
 from netsec_tasks.storage import atomic_write
 
@@ -213,7 +214,7 @@ def evaluate_file(cfg: PipelineConfig, path: str | os.PathLike, *, model_uri: st
         **({"per_label": per_label} if per_label is not None else {}),
     }
     report = atomic_write(out / "evaluation_report.yaml",
-                          yaml.safe_dump(_plain(doc), sort_keys=False, allow_unicode=True, width=120))
+                          yaml.safe_dump(plain(doc), sort_keys=False, allow_unicode=True, width=120))
     page = atomic_write(out / "evaluation_report.html", render_html(doc, plots))
     run_id = _track(cfg, mv, doc, out) if track else None
     log.info("evaluated %s v%s on %s: %s", name, version, source,
@@ -287,16 +288,6 @@ def _per_label_plot(per_label: dict[str, dict[str, Any]], path: Path) -> str:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return str(path)
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 # --------------------------------------------------------------------------- MLflow

@@ -18,9 +18,11 @@ from netsec_tasks.records import (
     DriftRecord,
     EvaluationRecord,
     IngestRecord,
+    ModelOutcome,
     OutcomeRecord,
     ReconcileRecord,
     RegisterRecord,
+    RowCounts,
     RunContext,
     SyncRecord,
     TrainRecord,
@@ -41,44 +43,113 @@ def load_pipeline_config(**overrides: Any) -> PipelineConfig:
     return load_config(overrides=dotted)
 
 
+def _columns(names: list[str], limit: int = 10) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def drift_sentence(drift: DriftRecord) -> str:
+    """What the drift check found, as a clause: "the new batch drifted: 8 of 30 columns ..."."""
+    if not drift.has_reference:
+        return "there is no Production model yet, so the new batch was not compared with anything"
+    if drift.current_rows == 0:
+        return "the new batch is empty (no rows since the last successful run), so there was nothing to test for drift"
+    if not drift.columns_tested:
+        return "no column of the new batch could be tested for drift"
+    k, n = len(drift.drifted_columns), drift.columns_tested
+    threshold = ("" if drift.drift_share_threshold is None
+                 else f" the {drift.drift_share_threshold:.0%} threshold")
+    listed = f": {_columns(drift.drifted_columns)}" if k else ""
+    if drift.drift_detected:
+        return (f"the new batch drifted: {k} of {n} columns ({drift.drift_share:.0%}, above"
+                f"{threshold or ' the threshold'}){listed}")
+    return (f"the new batch did not drift: {k} of {n} columns drifted ({drift.drift_share:.0%}, "
+            f"not above{threshold or ' the threshold'}){listed}")
+
+
 def decide_retrain(drift: DriftRecord, *, force_retrain: bool,
                    requested_by_monitoring: str | None = None) -> tuple[bool, str]:
     """The branch rule: retrain on data-set drift, when no Production model exists, when forced,
-    or when the monitoring DAG requested it (``requested_by_monitoring``: its evidence)."""
+    or when the monitoring DAG requested it (``requested_by_monitoring``: its evidence). The
+    reason is a plain sentence (it is the outcome's reason when training is skipped)."""
+    found = drift_sentence(drift)
     if not drift.has_reference:
-        return True, "no production model"
+        return True, "Retrained because there is no Production model yet."
     if force_retrain:
-        return True, f"forced (drift share {drift.drift_share:.2f}, drift {'detected' if drift.drift_detected else 'not detected'})"
+        return True, f"Retrained because force_retrain was set; {found}."
     if requested_by_monitoring:
-        return True, f"requested by monitoring: {requested_by_monitoring}"
+        evidence = requested_by_monitoring.strip().rstrip(".")
+        return True, f"Retrained because monitoring requested it: {evidence}. In this run, {found}."
     if drift.drift_detected:
-        cols = ", ".join(drift.drifted_columns[:10]) + (" ..." if len(drift.drifted_columns) > 10 else "")
-        return True, f"data-set drift: {drift.drift_share:.0%} of {drift.columns_tested} columns drifted ({cols})"
-    return False, f"no drift: {drift.drift_share:.0%} of {drift.columns_tested} columns drifted (threshold passed only above the configured share)"
+        return True, f"Retrained because {found}."
+    return False, f"Training skipped because {found}."
+
+
+def _rows(ingest: IngestRecord, validation: ValidationRecord | None,
+          register: RegisterRecord | None) -> RowCounts:
+    return RowCounts(
+        documents_read=ingest.documents_read, new_batch=ingest.new_rows, snapshot=ingest.rows,
+        train=validation.train_rows if validation else None,
+        test=validation.test_rows if validation else None,
+        quarantined=validation.rows_invalid if validation else None,
+        production_rows_in_test=register.production_rows_in_test if register else None)
+
+
+def _outcome_reason(register: RegisterRecord, candidate: ModelOutcome) -> str:
+    """The registry's decision, led by what it means for Production."""
+    what = f"v{candidate.version}" + (f" ({candidate.estimator})" if candidate.estimator else "")
+    if register.promoted:
+        return f"Candidate {what} is the new Production model. {register.reason}"
+    if register.previous_production_version:
+        return (f"Production v{register.previous_production_version} stays; candidate {what} was "
+                f"registered but not promoted. {register.reason}")
+    return f"Candidate {what} was registered but not promoted, and there is no Production model. {register.reason}"
 
 
 def record_outcome(cfg: PipelineConfig, run: RunContext, *, ingest: IngestRecord,
                    drift: DriftRecord | None = None, train: TrainRecord | None = None,
                    register: RegisterRecord | None = None, branch_reason: str | None = None,
-                   reconciled: ReconcileRecord | None = None) -> OutcomeRecord:
-    """Close a successful run: commit the ingest watermark and write ``outcome.json`` (with what
-    the run's start reconciled for earlier runs)."""
+                   reconciled: ReconcileRecord | None = None,
+                   validation: ValidationRecord | None = None) -> OutcomeRecord:
+    """Close a successful run: commit the ingest watermark and write ``outcome.json``.
+
+    The record names Production when the run started (``production_before``, with its metrics
+    on this run's test split when it was compared), the version this run trained
+    (``candidate``, with its own metrics) and Production when it ended (``production_after``),
+    the row counts, where the drift report and the MLflow run are, and what the run's start
+    reconciled for earlier runs."""
     from netsec_tasks.catalog import RunCatalog
     from netsec_tasks.ingest import commit
 
+    candidate = None
+    if train is not None:
+        candidate = ModelOutcome(version=register.version if register else None,
+                                 estimator=train.winner, metrics=dict(train.test_metrics),
+                                 score=register.new_score if register else None)
     if register is not None:
         outcome = "promoted" if register.promoted else "kept_production"
-        reason = register.reason
-        version = register.production_version
+        reason = _outcome_reason(register, candidate)
+        before = ModelOutcome(version=register.previous_production_version,
+                              metrics=dict(register.production_metrics),
+                              score=register.production_score)
+        after = register.production_version
     else:
         outcome = "skipped_no_drift"
-        reason = branch_reason or (drift.reason if drift else "training skipped")
-        version = None
-    metrics = dict(train.test_metrics) if train is not None else {}
-    record = OutcomeRecord(run_id=run.run_id, outcome=outcome, reason=reason,
-                           branch_reason=branch_reason, model_version=version, metrics=metrics,
-                           trigger=run.trigger, trigger_reason=run.trigger_reason,
-                           reconciled=reconciled.items if reconciled is not None else [])
+        version = drift.reference_version if drift else None
+        stays = f" Production v{version} stays." if version else ""
+        reason = (branch_reason or (drift.reason if drift else "Training skipped.")) + stays
+        before = ModelOutcome(version=version)
+        after = version
+    record = OutcomeRecord(
+        run_id=run.run_id, trigger=run.trigger, trigger_reason=run.trigger_reason,
+        outcome=outcome, reason=reason,
+        branch_reason=branch_reason, model_name=cfg.registry.model_name,
+        metric=cfg.training.metric if train is not None else None,
+        production_before=before, candidate=candidate, production_after=after,
+        rows=_rows(ingest, validation, register),
+        drift_report=drift.html_uri if drift else None,
+        mlflow_run_id=train.mlflow_run_id if train else None,
+        mlflow_experiment_id=train.experiment_id if train else None,
+        reconciled=reconciled.items if reconciled is not None else [])
     commit(cfg, ingest)
     RunCatalog.of(cfg, run).save_record("outcome", record)
     log.info("run %s: %s (%s)", run.run_id, outcome, reason)
@@ -108,10 +179,7 @@ class PipelineResult:
             "storage": self.run.storage_uri,
             "outcome": self.outcome.outcome,
             "reason": self.outcome.reason,
-            "rows": {"read": self.ingest.documents_read, "snapshot": self.ingest.rows,
-                     "new": self.ingest.new_rows,
-                     "train": self.validation.train_rows, "test": self.validation.test_rows,
-                     "invalid": self.validation.rows_invalid},
+            "rows": (self.outcome.rows.model_dump() if self.outcome.rows is not None else None),
             "drift": {"detected": self.drift.drift_detected, "share": round(self.drift.drift_share, 4),
                       "report": self.drift.html_uri},
             "branch": self.branch_reason,
@@ -138,24 +206,25 @@ def run_pipeline(cfg: PipelineConfig, *, run_id: str | None = None, force_retrai
     """Run every step in process. Raises the first step's NetsecError; the watermark then stays.
 
     The first action reconciles what earlier runs left (:mod:`netsec_tasks.reconcile`)."""
+    from netsec_tasks.catalog import RunCatalog
     from netsec_tasks.drift import check_drift
     from netsec_tasks.holdout import evaluate_holdout
     from netsec_tasks.ingest import ingest
     from netsec_tasks.reconcile import reconcile
-    from netsec_tasks.registry import production_reference_uri, register
+    from netsec_tasks.registry import production_reference, register
     from netsec_tasks.sync import sync
     from netsec_tasks.train import train
     from netsec_tasks.transform import transform
     from netsec_tasks.validate import validate
-
-    from netsec_tasks.catalog import RunCatalog
 
     run = RunContext.create(cfg, run_id=run_id, trigger=trigger, force_retrain=force_retrain)
     log.info("run %s in %s", run.run_id, run.storage_uri)
     rec = reconcile(cfg, by=f"pipeline run {run.run_id}")
     ing = ingest(cfg, run, mongo_client=mongo_client)
     val = validate(cfg, run, ing)
-    drift = check_drift(cfg, run, val, reference_uri=production_reference_uri(cfg))
+    reference_uri, reference_version = production_reference(cfg)
+    drift = check_drift(cfg, run, val, reference_uri=reference_uri,
+                        reference_version=reference_version)
     retrain, reason = decide_retrain(drift, force_retrain=force_retrain)
     log.info("branch: %s (%s)", "retrain" if retrain else "skip", reason)
     tr = trn = reg = syn = evaluation = None
@@ -166,7 +235,7 @@ def run_pipeline(cfg: PipelineConfig, *, run_id: str | None = None, force_retrai
         evaluation = evaluate_holdout(cfg, run, reg)  # only with evaluation.holdout_path
         syn = sync(cfg, run, register=reg)
     outcome = record_outcome(cfg, run, ingest=ing, drift=drift, train=trn, register=reg,
-                             branch_reason=reason, reconciled=rec)
+                             branch_reason=reason, reconciled=rec, validation=val)
     result = PipelineResult(run=run, ingest=ing, validation=val, drift=drift, retrain=retrain,
                             branch_reason=reason, outcome=outcome, transform=tr, train=trn,
                             register=reg, sync=syn, reconciled=rec, evaluation=evaluation)

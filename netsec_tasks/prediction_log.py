@@ -1,4 +1,4 @@
-"""The prediction log's record format: written by serving, read back here for drift checks.
+"""The prediction log's record format and readers (``serving.prediction_writer`` writes it).
 
 One document per request (large requests split every ``MAX_ROWS_PER_DOCUMENT`` rows), columnar::
 

@@ -128,8 +128,11 @@ class DriftRecord(Record):
     drift_detected: bool
     has_reference: bool              # False on the first run (no Production model)
     reference_uri: str | None = None
+    reference_version: str | None = None  # the Production version whose training data it is
     current_uri: str
+    current_rows: int | None = None  # rows of the new batch compared (None: not read)
     drift_share: float               # share of columns that drifted
+    drift_share_threshold: float | None = None  # data-set drift when drift_share is above it
     drifted_columns: list[str] = []
     columns_tested: int = 0
     report_uri: str | None = None    # YAML
@@ -184,6 +187,8 @@ class RegisterRecord(Record):
     # Test rows the compared Production model was trained on (0 by construction of the split);
     # None when Production has no lineage to check (trained before lineage was recorded).
     production_rows_in_test: int | None = None
+    # The compared Production model's threat-class metrics on the same test rows ({}: none).
+    production_metrics: dict[str, float] = {}
     reason: str
 
 
@@ -213,15 +218,62 @@ class ReconcileRecord(Record):
         return "; ".join(f"{i.kind} {i.id}: {i.action}" for i in self.items)
 
 
-class OutcomeRecord(Record):
-    run_id: str
-    outcome: str                     # promoted | kept_production | skipped_no_drift | failed
+class RollbackRecord(Record):
+    """What ``netsec rollback`` did: Production moved back from one version to another."""
+
+    model_name: str
+    from_version: str                # Production before the rollback
+    to_version: str                  # Production now (holds the alias)
+    rolled_back: list[str]           # versions tagged netsec.promotion=rolled_back
     reason: str
-    branch_reason: str | None = None # why the drift branch retrained or skipped
-    model_version: str | None = None
+
+
+class ModelOutcome(Record):
+    """One model version as a run's outcome names it, with its own metrics."""
+
+    version: str | None = None       # None: there was no such model
+    estimator: str | None = None     # candidate: the winning estimator (random_forest, ...)
+    # Threat-class metrics (f1, precision, recall, roc_auc, pr_auc, accuracy) on this run's test
+    # split; {} when this run did not evaluate the model (training skipped).
     metrics: dict[str, float] = {}
+    # The promotion metric as compared: on the test rows Production was never trained on.
+    score: float | None = None
+
+
+class RowCounts(Record):
+    """Rows a run read and used (None: the step that counts them did not run)."""
+
+    documents_read: int              # read from the source by this run
+    new_batch: int                   # after the previous watermark (drift compares these)
+    snapshot: int                    # the training window: last snapshot + the new batch
+    train: int | None = None         # validated training split
+    test: int | None = None          # validated test split
+    quarantined: int | None = None   # rows validation set aside, with a reason each
+    # Test rows the compared Production model was trained on (0 by construction; None: not
+    # compared, or Production has no recorded lineage).
+    production_rows_in_test: int | None = None
+
+
+class OutcomeRecord(Record):
+    """``outcome.json``: what one successful run decided, in words and figures."""
+
+    run_id: str
     trigger: str | None = None       # who started the run: manual | scheduled | monitoring | cli
     trigger_reason: str | None = None  # monitoring: the evidence (drift, live F1) it acted on
+    outcome: str                     # promoted | kept_production | skipped_no_drift
+    reason: str                      # plain sentences: what happened and why
+    branch_reason: str | None = None # why the drift branch retrained or skipped
+    model_name: str | None = None    # the registered model (netsec-<dataset>)
+    metric: str | None = None        # the promotion metric (training.metric)
+    # Production when the run started: the model the candidate was compared with.
+    production_before: ModelOutcome = ModelOutcome()
+    # The version this run trained and registered; None when training was skipped.
+    candidate: ModelOutcome | None = None
+    production_after: str | None = None  # Production when the run ended: what serving loads
+    rows: RowCounts | None = None
+    drift_report: str | None = None  # the drift report (HTML) of this run
+    mlflow_run_id: str | None = None # the pipeline run's parent MLflow run (training only)
+    mlflow_experiment_id: str | None = None
     reconciled: list[ReconciledItem] = []  # what this run's start finished for earlier runs
 
 

@@ -23,11 +23,12 @@ from typing import Any
 
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import ConfigError, DataError, NetsecError, RegistryError
-from netsec_tasks.records import RegisterRecord, RunContext, TrainRecord, ValidationRecord
+
 # "Is the store unreachable" and the error it becomes live in netsec_tasks.outages (one place for
 # MLflow, S3 and MongoDB); mlflow_errors stays importable from here.
 from netsec_tasks.outages import is_unreachable as _is_unreachable
 from netsec_tasks.outages import mlflow_errors, owner_id, quick_mlflow
+from netsec_tasks.records import RegisterRecord, RollbackRecord, RunContext, TrainRecord, ValidationRecord
 from netsec_tasks.schema import DatasetSchema, load_schema
 from netsec_tasks.tracking import OWNER_TAG, mlflow_client, version_label
 
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 PRODUCTION_STAGE = "Production"
 TAG = "netsec."
-PROMOTION_TAG = TAG + "promotion"   # promoted | rejected | abandoned: the version's decision
+PROMOTION_TAG = TAG + "promotion"   # promoted | rejected | abandoned | rolled_back: the version's decision
 # Metrics that need a threat probability rather than a hard 0/1 prediction.
 _PROBA_METRICS = {"roc_auc", "average_precision", "pr_auc"}
 
@@ -139,16 +140,24 @@ def get_production(cfg: PipelineConfig) -> ProductionModel | None:
             stage=mv.current_stage)
 
 
-def production_reference_uri(cfg: PipelineConfig) -> str | None:
-    """URI of the training data of the current Production model; None when there is none.
+def production_reference(cfg: PipelineConfig) -> tuple[str | None, str | None]:
+    """(URI of the current Production model's training data, its version); (None, None) when
+    there is no Production model.
 
     Raises ConfigError when that model is another data set's (other features, target or label
     mapping, see :func:`check_comparable`): the run stops before drift and training instead of
     comparing two data sets and failing at registration."""
     prod = get_production(cfg)
-    if prod is not None:
-        check_comparable(cfg, prod, load_schema(cfg.schema_path))
-    return prod.reference_uri if prod else None
+    if prod is None:
+        return None, None
+    check_comparable(cfg, prod, load_schema(cfg.schema_path))
+    return prod.reference_uri, prod.version
+
+
+def production_reference_uri(cfg: PipelineConfig) -> str | None:
+    """URI of the training data of the current Production model; None when there is none
+    (:func:`production_reference` without the version)."""
+    return production_reference(cfg)[0]
 
 
 def load_production_model(cfg: PipelineConfig) -> tuple[Any, str]:
@@ -443,45 +452,70 @@ def _register_version(client, cfg: PipelineConfig, run: RunContext, train: Train
 # --------------------------------------------------------------------------- promotion
 
 
+def _json_dict(text: str | None) -> dict[str, float]:
+    """A metrics tag back as a dict; {} when absent or not JSON (tags written before it existed)."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _decide(cfg: PipelineConfig, metric: str, new_score: float, prod_version: str | None,
             prod_score: float | None) -> tuple[bool, str]:
-    """(promote?, one-line reason). A rejection names every rule the new model failed."""
+    """(promote?, the reason in plain sentences). A rejection names every rule the new model
+    failed; the settings are named by their config keys."""
     reg = cfg.registry
-    failed, passed = [], []
-    floor = f"min_score {reg.min_score:.4f}"
-    (failed if new_score < reg.min_score else passed).append(
-        f"new {metric} {new_score:.4f} {'<' if new_score < reg.min_score else '>='} {floor}")
+    cand = f"The candidate's {metric} {new_score:.4f}"
+    floor_ok = new_score >= reg.min_score
+    floor = f"the floor of {reg.min_score:.4f} (registry.min_score)"
+    clears = f"clears {floor}" if floor_ok else f"is below {floor}"
     if prod_version is None:
-        passed.insert(0, "no Production model")
-    elif prod_score is None:
-        passed.insert(0, f"Production v{prod_version} could not be loaded or scored on this test "
-                         "split (see the task log)")
-    else:
-        # "Beats" is strict: a retrained model that only ties Production does not replace it
-        # (a tie would churn versions and restart serving for no gain).
-        bar = prod_score + reg.promotion_margin
-        beats = new_score > bar
-        (passed if beats else failed).insert(0, (
-            f"new {metric} {new_score:.4f} {'>' if beats else '<='} Production v{prod_version} "
-            f"{prod_score:.4f} + margin {reg.promotion_margin:.4f}"))
-    return (False, "; ".join(failed)) if failed else (True, "; ".join(passed))
+        if floor_ok:
+            return True, f"There was no Production model, and {cand[0].lower() + cand[1:]} {clears}."
+        return False, f"There is no Production model, but {cand[0].lower() + cand[1:]} {clears}."
+    if prod_score is None:
+        head = (f"Production v{prod_version} could not be loaded or scored on this test split "
+                "(see the task log)")
+        joint = "and" if floor_ok else "but"
+        return floor_ok, f"{head}, {joint} {cand[0].lower() + cand[1:]} {clears}."
+    # "Beats" is strict: a retrained model that only ties Production does not replace it
+    # (a tie would churn versions and restart serving for no gain).
+    bar = prod_score + reg.promotion_margin
+    beats = new_score > bar
+    compared = (f"{cand} {'beats' if beats else 'does not beat'} Production v{prod_version}'s "
+                f"{prod_score:.4f} plus the promotion margin {reg.promotion_margin:.4f} "
+                "(registry.promotion_margin)")
+    if beats and floor_ok:
+        return True, f"{compared}, and {clears}."
+    if beats:
+        return False, f"{compared}, but {clears}."
+    return False, f"{compared}" + ("." if floor_ok else f", and {clears}.")
 
 
 def _production_score(cfg: PipelineConfig, prod, frame, schema: DatasetSchema, metric: str,
-                      source: str) -> float | None:
-    """The Production model's score on the same split; None when it cannot be scored on it.
+                      source: str) -> tuple[float | None, dict[str, float]]:
+    """The Production model's score on the same split and its threat-class metrics there
+    (:func:`netsec_tasks.evaluation.evaluate`); (None, {}) when it cannot be scored on it.
 
     An unreachable store raises (transient: the task retries). A Production model that cannot be
     loaded (artifacts gone, corrupt) or cannot predict on this split's features is unusable for
     this data, so it must not block its replacement: it loses the comparison.
     """
+    import numpy as np
+
+    from netsec_tasks.evaluation import evaluate
+
     try:
         model = _load_version(cfg, prod.name, str(prod.version), prod.run_id)
-        return score_model(model, frame, schema, metric, source=source)
+        score = score_model(model, frame, schema, metric, source=source)
+        y = np.asarray(schema.is_threat(frame[schema.target.column]), dtype=int)
+        metrics = evaluate(model, frame[schema.features], y)[0]
+        return score, metrics
     except (RegistryError, ValueError, KeyError, TypeError) as exc:
         log.warning("Production v%s cannot be scored on %s: %s", prod.version, source,
                     _first_line(exc))
-        return None
+        return None, {}
 
 
 def production_rows_in(cfg: PipelineConfig, version: str, tags: dict[str, str], frame,
@@ -517,6 +551,56 @@ def _promote(client, cfg: PipelineConfig, version: str) -> None:
                                               archive_existing_versions=True)
 
 
+def rollback(cfg: PipelineConfig, *, to_version: str | None = None, reason: str = "") -> RollbackRecord:
+    """Move Production (``registry.alias``, and the deprecated stage) back to ``to_version``,
+    by default the version the current one replaced (its tag ``netsec.previous_production_version``).
+
+    Every promoted version newer than the target is tagged ``netsec.promotion=rolled_back``
+    (with ``netsec.rolled_back_to`` and ``netsec.rollback_reason``) *before* the alias moves, so
+    reconcile, which finishes promotions that did not move the alias, never promotes one of them
+    again. Serving follows the alias at its next registry poll; the next run compares its
+    candidate with the restored version.
+
+    Raises ConfigError when there is no Production model, no recorded previous version and no
+    ``to_version``, or the target does not exist or already is Production; SourceUnavailable when
+    the registry is unreachable."""
+    from mlflow.exceptions import MlflowException
+
+
+    name = cfg.registry.model_name
+    with mlflow_errors(cfg, f"roll back {name}"):
+        client = mlflow_client(cfg)
+        prod = _production_version(client, cfg)
+        if prod is None:
+            raise ConfigError(f"{name} has no Production model (alias '{cfg.registry.alias}'): "
+                              "nothing to roll back")
+        current = str(prod.version)
+        target = to_version or (prod.tags or {}).get(TAG + "previous_production_version")
+        if not target or target == "None":
+            raise ConfigError(f"{name} v{current} records no previous Production version: "
+                              "name the version to restore (netsec rollback --to VERSION)")
+        target = str(target)
+        if target == current:
+            raise ConfigError(f"{name} v{target} already is Production")
+        try:
+            client.get_model_version(name, target)
+        except MlflowException as exc:
+            raise ConfigError(f"{name} has no version {target!r} to roll back to: "
+                              f"{str(exc).splitlines()[0]}") from None
+        why = reason or f"rolled back from v{current} to v{target} by an operator"
+        undone = [str(mv.version) for mv in _all_versions(client, name)
+                  if int(mv.version) > int(target)
+                  and (mv.tags or {}).get(PROMOTION_TAG) == "promoted"]
+        for version in sorted(set(undone) | {current}, key=int):
+            client.set_model_version_tag(name, version, PROMOTION_TAG, "rolled_back")
+            client.set_model_version_tag(name, version, TAG + "rolled_back_to", target)
+            client.set_model_version_tag(name, version, TAG + "rollback_reason", why)
+        _promote(client, cfg, target)
+    log.info("%s: Production rolled back from v%s to v%s (%s)", name, current, target, why)
+    return RollbackRecord(model_name=name, from_version=current, to_version=target,
+                          rolled_back=sorted(set(undone) | {current}, key=int), reason=why)
+
+
 @dataclass(frozen=True)
 class Decision:
     """A version's promotion decision, as recorded in its tags and its run's."""
@@ -529,6 +613,8 @@ class Decision:
     previous: str | None            # Production before the decision
     rows_in_test: int | None = None  # test rows Production was trained on (None: no lineage)
     outcome: str = ""               # promoted | rejected | abandoned (default: from ``promoted``)
+    # The previous Production's metrics on the compared rows ({}: not compared, or a retry).
+    production_metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -542,6 +628,7 @@ class Decision:
             TAG + "new_score": repr(self.new_score),
             TAG + "previous_production_version": self.previous or "",
             TAG + "production_rows_in_test": "" if self.rows_in_test is None else str(self.rows_in_test),
+            TAG + "production_metrics": json.dumps(self.production_metrics, sort_keys=True),
         }
 
 
@@ -561,9 +648,11 @@ def decide_version(client, cfg: PipelineConfig, mv, model, new_score: float, fra
             version, True, tags.get(TAG + "promotion_reason") or "already Production", new_score,
             float(prev_score) if prev_score not in (None, "", "None") else None,
             tags.get(TAG + "previous_production_version") or None,
-            int(seen) if seen not in (None, "", "None") else None)
+            int(seen) if seen not in (None, "", "None") else None,
+            production_metrics=_json_dict(tags.get(TAG + "production_metrics")))
     previous = str(prod.version) if prod is not None else None
     production_score = rows_in_test = None
+    production_metrics: dict[str, float] = {}
     note = ""
     if prod is not None:
         seen_mask = production_rows_in(cfg, previous, dict(prod.tags or {}), frame, schema)
@@ -572,8 +661,8 @@ def decide_version(client, cfg: PipelineConfig, mv, model, new_score: float, fra
             rows_in_test = int(seen_mask.sum())
             if rows_in_test:
                 compared = frame[~seen_mask]
-                note = (f" (compared on the {len(compared)} test rows Production "
-                        f"v{previous} never saw; it was trained on {rows_in_test})")
+                note = (f" Both were compared on the {len(compared)} test rows Production "
+                        f"v{previous} never saw (it was trained on {rows_in_test} of them).")
                 log.warning("Production v%s was trained on %d of the %d test rows (did "
                             "split.seed or split.test_size change?): both models are "
                             "compared on the other %d", previous, rows_in_test,
@@ -581,10 +670,11 @@ def decide_version(client, cfg: PipelineConfig, mv, model, new_score: float, fra
                 new_score = (score_model(model, compared, schema, metric, source=source)
                              if len(compared) else new_score)
         if len(compared):
-            production_score = _production_score(cfg, prod, compared, schema, metric, source)
+            production_score, production_metrics = _production_score(
+                cfg, prod, compared, schema, metric, source)
     promoted, reason = _decide(cfg, metric, new_score, previous, production_score)
     return Decision(version, promoted, reason + note, new_score, production_score, previous,
-                    rows_in_test)
+                    rows_in_test, production_metrics=production_metrics)
 
 
 def _record_decision(client, cfg: PipelineConfig, run_id: str | None, version: str,
@@ -654,6 +744,6 @@ def register(cfg: PipelineConfig, run: RunContext, train: TrainRecord,
         production_version=decision.version if decision.promoted else decision.previous,
         previous_production_version=decision.previous, new_score=decision.new_score,
         production_score=decision.production_score, production_rows_in_test=decision.rows_in_test,
-        reason=decision.reason)
+        production_metrics=decision.production_metrics, reason=decision.reason)
     catalog.save_record("register", record)
     return record

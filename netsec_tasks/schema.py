@@ -193,10 +193,10 @@ class TargetSpec(BaseModel):
         benign = self.benign_labels
         return benign[0] if len(benign) == 1 else BENIGN_NAME
 
-    def mapping(self) -> dict[str, list[Any]]:
+    def mapping(self) -> dict[str, list[Any] | None]:
         """The label mapping as data (recorded on the model version): ``{"positive": [...]}`` or
         ``{"negative": [...]}`` (everything but), plus ``labels`` when listed."""
-        out = ({"negative": self.benign_labels} if self.everything_but
+        out: dict[str, list[Any] | None] = ({"negative": self.benign_labels} if self.everything_but
                else {"positive": self.threat_labels, "negative": self.benign_labels})
         if self.labels is not None:
             out["labels"] = list(self.labels)
@@ -327,7 +327,7 @@ class DatasetSchema(BaseModel):
         if t.everything_but:
             out = ~keys.isin([_key(v) for v in t.benign_labels]) & series.notna()
         else:
-            out = keys.isin([_key(v) for v in t.threat_labels])
+            out = keys.isin([_key(v) for v in t.threat_labels or []])  # listed unless everything_but
         if scalar:
             return bool(out.iloc[0])
         return out if isinstance(labels, pd.Series) else out.to_numpy(dtype=bool)

@@ -77,7 +77,7 @@ def value_hashes(values: pd.Series) -> np.ndarray:
         bits = (np.where(null | text, 0.0, numbers) + 0.0).view(np.uint64)  # -0.0 -> 0.0
     out = _splitmix(bits)
     out[null] = _NULL
-    if text.any():
+    if stripped is not None and text.any():
         out[text] = _text_hash(stripped[text].astype(str).to_numpy()) ^ _TEXT_SALT
     return out
 

@@ -41,7 +41,7 @@ def _sniff_delimiter(text: str, source: str) -> str:
         return csv.Sniffer().sniff(first, delimiters=_DELIMITERS).delimiter
     except csv.Error:
         counts = {d: first.count(d) for d in _DELIMITERS}
-        best = max(counts, key=counts.get)
+        best = max(counts, key=lambda d: counts[d])
         if counts[best] == 0:
             raise DataError(
                 "cannot find a column delimiter in the header line; expected a CSV with a header "

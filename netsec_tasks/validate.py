@@ -33,6 +33,7 @@ import yaml
 from netsec_tasks.config import PipelineConfig, ValidationConfig
 from netsec_tasks.contract import UNLISTED_HINT, Contract, listed, null_mask, show
 from netsec_tasks.errors import ValidationFailed
+from netsec_tasks.plain import plain
 from netsec_tasks.records import IngestRecord, RunContext, ValidationRecord
 from netsec_tasks.schema import ColumnSpec, DatasetSchema, load_schema
 from netsec_tasks.split import lineage_frame, lineage_hashes, row_hashes
@@ -529,7 +530,7 @@ def render_report(sections: dict[str, FrameValidation] | FrameValidation, *,
         "passed": bool(passed),
         "failures": failures,
     }
-    doc.update(_plain(extra or {}))
+    doc.update(plain(extra or {}))
     doc["sections"] = {name: s.summary() for name, s in sections.items()}
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120)
 
@@ -559,17 +560,6 @@ def write_report(sections: dict[str, FrameValidation] | FrameValidation, path: s
 
 def write_invalid(path: str | os.PathLike, invalid: pd.DataFrame) -> Path:
     return atomic_write(path, invalid_csv(invalid))
-
-
-def _plain(obj: Any) -> Any:
-    """YAML-safe copy: numpy scalars to Python."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        return obj.item()
-    return obj
 
 
 # --------------------------------------------------------------------------- pipeline step

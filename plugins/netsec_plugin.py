@@ -47,7 +47,16 @@ def _config() -> Any:
 
 def read_xcom(dag_id: str, run_id: str, task_id: str, key: str = "return_value",
               map_index: int = -1) -> Any:
-    """A task's XCom value from the metadata DB (API-server side), or None."""
+    """A task's XCom value from the metadata DB (API-server side), or None.
+
+    The one place this plugin touches Airflow's ORM. Its links and its route run inside the API
+    server, where Airflow 3 has no public Python accessor: ``airflow.sdk``'s ``XCom`` talks to a
+    task's supervisor and only works while a task runs, and the public REST API (``GET
+    /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}``) would
+    mean a token and an HTTP round trip from the API server to itself. Airflow's own
+    XCom-backed operator links (``airflow/serialization/definitions/operatorlink.py``) read
+    ``XComModel.get_many`` in the same way.
+    """
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
@@ -91,32 +100,48 @@ def airflow_base_url() -> str:
 
 
 class _NetsecLink(BaseOperatorLink):
-    """A link shown on some tasks of netsec_training only; empty elsewhere."""
+    """A link shown on some tasks of netsec_training only; empty elsewhere, and empty until the
+    XCom record it is built from has the field it needs (``source``: task id, key, field)."""
 
     operators: ClassVar[list[type]] = [PythonOperator, BranchPythonOperator]
     task_ids: ClassVar[tuple[str, ...]] = ()
+    source: ClassVar[tuple[str, str, str]] = ("", "return_value", "")
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
         if ti_key.dag_id != DAG_ID or ti_key.task_id not in self.task_ids:
             return ""
         try:
-            return self.url(ti_key) or ""
+            task_id, key, needs = self.source
+            rec = read_xcom(ti_key.dag_id, ti_key.run_id, task_id, key=key)
+            if not rec or not rec.get(needs):
+                return ""
+            return self.url(rec, ti_key)
         except Exception:
             log.exception("netsec link %r for %s failed", self.name, ti_key)
             return ""
 
-    def url(self, ti_key: Any) -> str | None:
+    def url(self, rec: dict[str, Any], ti_key: Any) -> str:
         raise NotImplementedError
+
+
+class DriftReportLink(_NetsecLink):
+    name = "Drift report"
+    task_ids = ("check_drift",)
+    source = ("check_drift", "drift", "html_uri")
+
+    def url(self, rec: dict[str, Any], ti_key: Any) -> str:
+        if rec["html_uri"].startswith(("http://", "https://")):
+            return rec["html_uri"]
+        return (f"{airflow_base_url()}{DRIFT_ROUTE_PREFIX}/drift/{quote(ti_key.dag_id, safe='')}"
+                f"/{quote(ti_key.run_id, safe='')}")
 
 
 class MlflowRunLink(_NetsecLink):
     name = "MLflow run"
     task_ids = ("train", "register")
+    source = ("train", "return_value", "mlflow_run_id")
 
-    def url(self, ti_key: Any) -> str | None:
-        rec = read_xcom(ti_key.dag_id, ti_key.run_id, "train")
-        if not rec or not rec.get("mlflow_run_id"):
-            return None
+    def url(self, rec: dict[str, Any], ti_key: Any) -> str:
         return (f"{mlflow_ui_url()}/#/experiments/{quote(str(rec['experiment_id']))}"
                 f"/runs/{quote(rec['mlflow_run_id'])}")
 
@@ -124,27 +149,11 @@ class MlflowRunLink(_NetsecLink):
 class MlflowModelVersionLink(_NetsecLink):
     name = "MLflow model version"
     task_ids = ("register",)
+    source = ("register", "return_value", "version")
 
-    def url(self, ti_key: Any) -> str | None:
-        rec = read_xcom(ti_key.dag_id, ti_key.run_id, "register")
-        if not rec or not rec.get("version"):
-            return None
+    def url(self, rec: dict[str, Any], ti_key: Any) -> str:
         return (f"{mlflow_ui_url()}/#/models/{quote(rec['model_name'], safe='')}"
                 f"/versions/{quote(str(rec['version']))}")
-
-
-class DriftReportLink(_NetsecLink):
-    name = "Drift report"
-    task_ids = ("check_drift",)
-
-    def url(self, ti_key: Any) -> str | None:
-        rec = read_xcom(ti_key.dag_id, ti_key.run_id, "check_drift", key="drift")
-        if not rec or not rec.get("html_uri"):
-            return None
-        if rec["html_uri"].startswith(("http://", "https://")):
-            return rec["html_uri"]
-        return (f"{airflow_base_url()}{DRIFT_ROUTE_PREFIX}/drift/{quote(ti_key.dag_id, safe='')}"
-                f"/{quote(ti_key.run_id, safe='')}")
 
 
 # --------------------------------------------------------------------------- drift report route

@@ -9,8 +9,8 @@ What it does, from a fresh clone once the package is installed (``scripts/setup.
 
 1. AIRFLOW_HOME = ``<workdir>/airflow`` (workdir: ``NETSEC_HOME`` or the config's ``workdir``,
    ``.netsec`` by default), SQLite metadata DB, ``airflow db migrate``; ``airflow.cfg`` points at
-   this repo's ``dags/`` and ``plugins/`` with the examples off, so ``airflow standalone`` on the
-   same home later shows the same runs.
+   this repo's ``dags/`` and ``plugins/`` with the examples off, so ``make airflow-ui``
+   (``scripts/airflow_ui.py``: ``airflow standalone`` on loopback) later shows the same runs.
 2. ``airflow dags test netsec_training -c <conf>``: the real DAG, task by task, in one process
    (MLflow on SQLite and ``file://`` storage under the workdir, unless the config says otherwise).
 3. Prints the outcome, the Production model version with its test metrics, and the commands that
@@ -192,18 +192,18 @@ def main(argv: list[str] | None = None) -> int:
         "production": production_model(cfg),
         "airflow_home": str(home), "work_dir": env["NETSEC_HOME"], "log": str(log_path),
     }
-    ui_env = (f"AIRFLOW_HOME={shlex.quote(str(home))} NETSEC_HOME={shlex.quote(env['NETSEC_HOME'])} "
+    ui_env = (f"NETSEC_HOME={shlex.quote(env['NETSEC_HOME'])} "
               f"NETSEC_CONFIG={shlex.quote(env['NETSEC_CONFIG'])}")
     # The commands live in this interpreter's environment (.venv/bin), which need not be on PATH.
     bindir = Path(sys.executable).parent
-    airflow_bin = shlex.quote(str(_relative(bindir / "airflow")))
+    python_bin = shlex.quote(str(_relative(bindir / "python")))
     mlflow_bin = shlex.quote(str(_relative(bindir / "mlflow")))
-    # `airflow standalone` starts its components as `airflow ...` subprocesses: PATH must have it.
-    path_env = f"PATH={shlex.quote(str(bindir))}:$PATH"
-    summary["airflow_ui"] = (f"{path_env} {ui_env} {airflow_bin} standalone   "
+    ui_script = shlex.quote(str(_relative(REPO / "scripts" / "airflow_ui.py")))
+    # `airflow standalone` on the same home, listening on 127.0.0.1 only (scripts/airflow_ui.py).
+    summary["airflow_ui"] = (f"{ui_env} {python_bin} {ui_script}   "
                              "# or: make airflow-ui; then http://localhost:8080")
     summary["mlflow_ui"] = (f"{mlflow_bin} ui --backend-store-uri {cfg.registry.tracking_uri} "
-                            "--port 5000   # then http://localhost:5000")
+                            "--host 127.0.0.1 --port 5000   # then http://localhost:5000")
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0 if rc == 0 else 1

@@ -88,7 +88,10 @@ CI_ENV = {
     # still importing at start-up (its 5 s ping), again and again.
     "MLFLOW_WORKERS": "1",
     "NETSEC_SERVING_WORKERS": "1",
+    # POST /train is off without a key; the scenario triggers a run through it.
+    "NETSEC_SERVING_API_KEY": "ci-serving-key",
 }
+SERVING_KEY = {"X-API-Key": CI_ENV["NETSEC_SERVING_API_KEY"]}
 PORT_VARS = ("AIRFLOW_PORT", "MLFLOW_PORT", "MINIO_API_PORT", "MINIO_CONSOLE_PORT", "MONGO_PORT",
              "SERVING_PORT")
 # The training budget of the DAG runs this script triggers (DAG params, as a user sets them in
@@ -851,7 +854,7 @@ class Scenario:
 
     def report_outcome(self, run_id: str) -> None:
         outcome = self.airflow.xcom(run_id, "record_outcome") or {}
-        say(f"   outcome: {outcome.get('outcome')} (model version {outcome.get('model_version')}): "
+        say(f"   outcome: {outcome.get('outcome')} (Production v{outcome.get('production_after')}): "
             f"{outcome.get('reason')}")
         self.summary.setdefault("outcomes", {})[run_id] = outcome.get("outcome")
 
@@ -938,7 +941,7 @@ class Scenario:
             raise StepFailed(f"/ready: HTTP {status} {ready}", services=("serving",))
         features = [f["name"] for f in info["features"]]
         rows = self.sample_rows(features, 5)
-        status, body = http("POST", f"{serving}/predict", {"records": rows})
+        status, body = http("POST", f"{serving}/predict", {"records": rows}, headers=SERVING_KEY)
         if status != 200 or len(body.get("predictions", [])) != len(rows):
             raise StepFailed(f"/predict: HTTP {status} {str(body)[:500]}", services=("serving",))
         if body["model_version"] != version:
@@ -963,7 +966,8 @@ class Scenario:
             return [{f: float(row[f]) for f in features} for _, row in zip(range(n), reader)]
 
     def trigger_via_serving(self) -> str:
-        status, body = http("POST", f"{self.url('SERVING_PORT')}/train", RUN_CONF, timeout=60)
+        status, body = http("POST", f"{self.url('SERVING_PORT')}/train", RUN_CONF, headers=SERVING_KEY,
+                            timeout=60)
         if status != 200 or "dag_run_id" not in body:
             raise StepFailed(f"serving POST /train: HTTP {status} {str(body)[:500]}", services=("serving",))
         say(f"   serving triggered {body['dag_run_id']} with conf {json.dumps(body.get('conf'))}")
@@ -1065,6 +1069,7 @@ class Scenario:
         b.wait_for("serving's page to show the model",
                    "document.getElementById('model') && "
                    "!document.getElementById('model').innerText.includes('loading')", 60)
+        b.js(f"document.getElementById('apikey').value = {json.dumps(SERVING_KEY['X-API-Key'])}, true")
         b.upload("#file", self.sample_csv())
         b.js("document.getElementById('score').click(), true")
         b.wait_for("serving's page to show the scored rows",

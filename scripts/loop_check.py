@@ -210,7 +210,7 @@ def run_loop(serving: str, airflow_url: str, username: str, password: str, *,
     outcome = af.xcom(TRAINING, started["dag_run_id"], "record_outcome")
     ingest = af.xcom(TRAINING, started["dag_run_id"], "ingest")
     summary["training"] = {"run_id": started["dag_run_id"], "outcome": outcome.get("outcome"),
-                           "model_version": outcome.get("model_version"),
+                           "model_version": (outcome.get("candidate") or {}).get("version"),
                            "trigger": outcome.get("trigger"),
                            "trigger_reason": outcome.get("trigger_reason"),
                            "snapshot_rows": ingest.get("rows"), "new_rows": ingest.get("new_rows")}
@@ -221,11 +221,11 @@ def run_loop(serving: str, airflow_url: str, username: str, password: str, *,
         raise LoopFailed(f"{appended} verdict rows were appended but the training run read "
                          f"{ingest.get('new_rows')} new rows")
     say(f"4. netsec_training {started['dag_run_id']} ran by itself: {outcome['outcome']} "
-        f"(v{outcome.get('model_version')}); trigger {outcome['trigger']}")
+        f"(candidate v{(outcome.get('candidate') or {}).get('version')}); trigger {outcome['trigger']}")
 
     # 5. serving swaps to a promoted version.
     if outcome.get("outcome") == "promoted":
-        new = str(outcome["model_version"])
+        new = str(outcome["production_after"])
 
         def swapped() -> bool:
             status, body = http("GET", f"{serving}/model")

@@ -21,7 +21,7 @@ from serving.inputs import InputError
 from serving.manager import ModelManager
 from serving.limits import BodySizeLimitMiddleware, BodyTooLarge, too_large_body
 from serving.metrics import Metrics, ObserveMiddleware
-from serving.predlog import make_prediction_log
+from serving.prediction_writer import make_prediction_log
 from serving.routers import feedback as feedback_router
 from serving.routers import model as model_router
 from serving.routers import predict as predict_router
@@ -35,6 +35,7 @@ log = logging.getLogger("netsec.serving")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    settings.check_train_settings()  # ConfigError: refuse to start, naming the settings
     metrics = Metrics()
     contract = load_contract(settings)  # a bad schema stops the start, naming the file
 
@@ -46,18 +47,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                  on_check=metrics.monitoring_figures),
             executor=ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="netsec-infer"),
             contract=contract,
-            predlog=make_prediction_log(settings, on_drop=metrics.log_dropped.inc,
+            prediction_log=make_prediction_log(settings, on_drop=metrics.log_dropped.inc,
                                         on_write=metrics.log_written.inc),
         )
-        state.feedback = feedback_router.make_feedback_store(settings, state.predlog)
+        state.feedback = feedback_router.make_feedback_store(settings, state.prediction_log)
         app.state.serving = state
         await state.manager.start()
         try:
             yield
         finally:
             await state.manager.stop()
-            if state.predlog:
-                state.predlog.close()
+            if state.prediction_log:
+                state.prediction_log.close()
             state.executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(

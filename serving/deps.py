@@ -16,7 +16,7 @@ from netsec_tasks.contract import Contract
 from serving.manager import ModelManager
 from serving.metrics import Metrics
 from serving.model import LoadedModel
-from serving.predlog import PredictionLog
+from serving.prediction_writer import PredictionLog
 from serving.settings import Settings
 
 
@@ -27,7 +27,7 @@ class ServingState:
     manager: ModelManager
     executor: ThreadPoolExecutor
     contract: Contract
-    predlog: PredictionLog | None = None
+    prediction_log: PredictionLog | None = None
     feedback: Any = None  # the verdict store (netsec_tasks.feedback), beside the prediction log
     extra: dict[str, Any] = field(default_factory=dict)
 

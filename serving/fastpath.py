@@ -58,6 +58,7 @@ import copy
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -394,7 +395,7 @@ class RowSplitter:
     def __init__(self, fn: Callable[[np.ndarray], np.ndarray], threads: int):
         self.fn = fn
         self.threads = max(1, threads)
-        self._pool = None
+        self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._active = 0  # batches being predicted right now
 
@@ -403,12 +404,11 @@ class RowSplitter:
             self._active += 1
             k = min(self.threads // self._active, z.shape[0] // self.MIN_ROWS_PER_THREAD)
             if k > 1 and self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="netsec-batch")
         try:
             if k <= 1:
                 return self.fn(z)
+            assert self._pool is not None  # created above under the lock when k > 1
             return np.vstack(list(self._pool.map(self.fn, np.array_split(z, k))))
         finally:
             with self._lock:
@@ -471,16 +471,19 @@ def compile_pipeline(pipeline: Any, features: list[str], *, batch_threads: int =
 
     if isinstance(pipeline, Pipeline) and len(pipeline.steps) > 1:
         steps, est = pipeline[:-1], pipeline.steps[-1][1]
+        clean: Transform | None
         try:
             if frames:
                 raise NotCompilable("DataFrame input")
             pre_fns = [_clean_preprocess(s, features) if i == 0 else _clean_step(s)
                        for i, (_, s) in enumerate(steps.steps)]
 
-            def clean(x: np.ndarray) -> np.ndarray:
+            def chained(x: np.ndarray) -> np.ndarray:
                 for fn in pre_fns:
                     x = fn(x)
                 return x
+
+            clean = chained
         except NotCompilable as exc:
             log.debug("preprocessing goes through the fitted steps for every row: %s", exc)
             clean = None

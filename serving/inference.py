@@ -14,7 +14,7 @@ import numpy as np
 from netsec_tasks.prediction_log import new_request_id
 from serving.metrics import Metrics
 from serving.model import LoadedModel
-from serving.predlog import LogEntry
+from serving.prediction_writer import LogEntry
 
 log = logging.getLogger("netsec.serving")
 
@@ -46,13 +46,13 @@ def _imputable(model: LoadedModel, x):
 
 
 def log_predictions(state, model: LoadedModel, x, is_threat, proba, labels, route: str) -> str:
-    """Hand the request's rows to the prediction log (never blocks; see serving.predlog).
+    """Hand the request's rows to the prediction log (never blocks; see serving.prediction_writer).
     Returns the request id: row ``k`` is prediction ``<request id>-<k>``."""
     now = dt.datetime.now(dt.timezone.utc)
     request_id = new_request_id(now)
-    if state.predlog is None or len(is_threat) == 0:
+    if state.prediction_log is None or len(is_threat) == 0:
         return request_id
-    state.predlog.submit(LogEntry(
+    state.prediction_log.submit(LogEntry(
         time=now, model_name=model.name, model_version=model.version, features=model.features,
         inputs=x, is_threat=is_threat, probability=proba, labels=labels, route=route,
         request_id=request_id))

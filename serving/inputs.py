@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import pandas as pd
 
-from netsec_tasks.contract import ROW_SCOPE, Contract, ContractError, RowCheck
+from netsec_tasks.contract import ROW_SCOPE, Contract, ContractError, RowCheck, RowValidity
 from netsec_tasks.errors import DataError
 from serving.model import LoadedModel
 
@@ -83,7 +83,7 @@ def check_row_count(n: int, max_rows: int, where: str) -> None:
 
 
 @dataclass
-class ModelInput:
+class ModelInput(RowValidity):
     """What a door hands to the model, and what it needs to answer.
 
     ``x``: the valid rows in the model's feature order (float matrix or DataFrame);
@@ -99,14 +99,6 @@ class ModelInput:
     check: RowCheck | None = None
     frame: pd.DataFrame | None = None
     echo: dict[str, list] = field(default_factory=dict)
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.valid)
-
-    @property
-    def n_invalid(self) -> int:
-        return int((~self.valid).sum())
 
 
 def _model_x(contract: Contract, model: LoadedModel, check: RowCheck) -> Any:

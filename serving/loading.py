@@ -65,6 +65,7 @@ def resolve_production_version(settings):
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from netsec_tasks.outages import is_unreachable
     from netsec_tasks.registry import find_production_version
 
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
@@ -72,7 +73,9 @@ def resolve_production_version(settings):
         mv = find_production_version(client, settings.model_name, settings.model_alias,
                                      settings.model_stage)
     except Exception as exc:
-        if isinstance(exc, MlflowException) and not _is_connection_problem(exc):
+        # By exception type along the chain (MLflow wraps the requests error it gave up on,
+        # a 5xx included: its retries end in requests' RetryError), as the pipeline decides it.
+        if isinstance(exc, MlflowException) and not is_unreachable(exc):
             raise RegistryError(f"MLflow registry at {settings.tracking_uri}: {exc.message}") from None
         raise SourceUnavailable(
             f"MLflow registry at {settings.tracking_uri} is unreachable: "
@@ -83,12 +86,6 @@ def resolve_production_version(settings):
             f"'{settings.model_alias}' or stage '{settings.model_stage}' at "
             f"{settings.tracking_uri}; run the training pipeline first")
     return client, mv
-
-
-def _is_connection_problem(exc: Exception) -> bool:
-    text = str(exc)
-    return any(s in text for s in ("Max retries exceeded", "Connection refused", "ConnectionError",
-                                   "timed out", "NewConnectionError", "API request to"))
 
 
 # --- download and verification ------------------------------------------------------------------

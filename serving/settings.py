@@ -28,6 +28,10 @@ def netsec_home() -> Path:
     return Path(os.environ.get("NETSEC_HOME") or ".netsec").expanduser().resolve()
 
 
+DEFAULT_AIRFLOW_PASSWORD = "admin"
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NETSEC_SERVING_", extra="ignore",
                                       populate_by_name=True)
@@ -58,6 +62,8 @@ class Settings(BaseSettings):
 
     # --- HTTP -----------------------------------------------------------------------------
     # When set, /predict*, /feedback and /train require the header X-API-Key with this value.
+    # Unset (or empty), inference stays open and POST /train is off (403): a control-plane
+    # action that starts a DAG run with serving's Airflow credentials needs a key.
     api_key: SecretStr | None = None
     cors_origins: Annotated[list[str], NoDecode] = []
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
@@ -85,10 +91,12 @@ class Settings(BaseSettings):
     feedback_path: str | None = None
     max_feedback_items: int = Field(10_000, ge=1)
 
-    # --- Airflow (POST /train) ------------------------------------------------------------
+    # --- Airflow (POST /train, only with api_key) -------------------------------------------
     airflow_url: str | None = None  # e.g. http://airflow-apiserver:8080
     airflow_username: str = "admin"
-    airflow_password: SecretStr = SecretStr("admin")
+    # The default is only good for an Airflow on this machine: with /train enabled and an
+    # Airflow elsewhere, serving refuses to start with it (check_train_settings).
+    airflow_password: SecretStr = SecretStr(DEFAULT_AIRFLOW_PASSWORD)
     airflow_dag_id: str = "netsec_training"
     airflow_timeout_seconds: float = Field(10.0, gt=0)
 
@@ -103,6 +111,41 @@ class Settings(BaseSettings):
                 return json.loads(v)
             return [s.strip() for s in v.split(",") if s.strip()]
         return v
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, v):
+        # docker compose passes an unset variable as "" (NETSEC_SERVING_API_KEY: ${...:-}).
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return None
+        return v
+
+    @property
+    def train_enabled(self) -> bool:
+        """POST /train is on only with an API key (it starts a DAG run as the Airflow user)."""
+        return self.api_key is not None
+
+    def check_train_settings(self) -> None:
+        """Refuse a set-up where anyone who learns Airflow's default password could drive it:
+        /train enabled (an API key is set) against an Airflow that is not on this machine
+        (``airflow_url``'s host is not loopback) with ``airflow_password`` still ``admin``.
+
+        Raises ConfigError naming the settings to change."""
+        from urllib.parse import urlsplit
+
+        from netsec_tasks.errors import ConfigError
+
+        if not self.train_enabled or not self.airflow_url:
+            return
+        host = (urlsplit(self.airflow_url).hostname or "").lower()
+        if host in LOOPBACK_HOSTS or host.startswith("127."):
+            return
+        if self.airflow_password.get_secret_value() == DEFAULT_AIRFLOW_PASSWORD:
+            raise ConfigError(
+                f"POST /train is enabled (NETSEC_SERVING_API_KEY is set) against the Airflow at "
+                f"{self.airflow_url}, but NETSEC_SERVING_AIRFLOW_PASSWORD is Airflow's default "
+                f"'{DEFAULT_AIRFLOW_PASSWORD}': set it to that Airflow user's real password, or "
+                "unset NETSEC_SERVING_API_KEY to turn /train off")
 
     @model_validator(mode="after")
     def _derived_model_name(self) -> "Settings":

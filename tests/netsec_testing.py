@@ -6,9 +6,12 @@ test directories have one).
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -408,3 +411,89 @@ def pid_running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+# --------------------------------------------------------------------------- the netsec CLI
+
+NETSEC = [sys.executable, "-m", "netsec_tasks.cli"]
+# A small training budget for CLI runs (after the sub-command or before it: both are accepted).
+SMALL_BUDGET = ["--set", "training.candidates=[random_forest, logistic_regression]",
+                "--set", "training.n_iter=2", "--set", "training.cv_folds=3",
+                "--set", "training.n_jobs=1"]
+
+
+def netsec(*args: str, home: Path, env: dict | None = None, timeout: int = 600):
+    """``netsec *args`` as a user runs it, in a subprocess with ``NETSEC_HOME=home`` (the
+    CompletedProcess, text). No NETSEC_* and no MLflow URIs from the test process (another
+    test's registry)."""
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith("NETSEC_") and k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    full_env.update({"NETSEC_HOME": str(home), **(env or {})})
+    return subprocess.run([*NETSEC, *args], cwd=REPO, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+# --------------------------------------------------------------------------- headless Chromium
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
+                  "--window-size=1366,860", "--remote-debugging-port=0"]
+
+
+def chromium() -> str:
+    """The Debian `chromium` binary; skips the test when it is not installed."""
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium); the UI test needs it")
+    return exe
+
+
+class Cdp:
+    """Minimal Chrome DevTools Protocol client: numbered commands, events ignored."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.next_id = 0
+
+    async def call(self, method: str, **params):
+        self.next_id += 1
+        my_id = self.next_id
+        await self.ws.send(json.dumps({"id": my_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(await asyncio.wait_for(self.ws.recv(), 60))
+            if msg.get("id") == my_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+
+    async def js(self, expression: str):
+        res = await self.call("Runtime.evaluate", expression=expression, returnByValue=True,
+                              awaitPromise=True)
+        if "exceptionDetails" in res:
+            raise RuntimeError(f"JS error in {expression!r}: {res['exceptionDetails']}")
+        return res["result"].get("value")
+
+    async def wait_for(self, expression: str, timeout: float = 60.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = await self.js(expression)
+            if value:
+                return value
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"never true: {expression}")
+
+
+def devtools_url(proc: subprocess.Popen, timeout: float = 60.0) -> str:
+    """The browser's DevTools websocket URL, read from its stderr (--remote-debugging-port=0)."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline().decode(errors="replace")
+        seen.append(line)
+        m = re.search(r"DevTools listening on (ws://\S+)", line)
+        if m:
+            return m.group(1)
+        if not line and proc.poll() is not None:
+            break
+    raise RuntimeError("chromium did not start: " + "".join(seen)[-2000:])

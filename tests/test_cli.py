@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from netsec_testing import REPO, free_port
-
-NETSEC = [sys.executable, "-m", "netsec_tasks.cli"]
-SMALL_BUDGET = ["--set", "training.candidates=[random_forest, logistic_regression]",
-                "--set", "training.n_iter=2", "--set", "training.cv_folds=3",
-                "--set", "training.n_jobs=1"]
-
-
-def netsec(*args: str, home: Path, env: dict | None = None, timeout: int = 600):
-    # No NETSEC_* and no MLflow URIs from the test process (another test's registry).
-    full_env = {k: v for k, v in os.environ.items()
-                if not k.startswith("NETSEC_") and k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    full_env.update({"NETSEC_HOME": str(home), **(env or {})})
-    return subprocess.run([*NETSEC, *args], cwd=REPO, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+from netsec_testing import SMALL_BUDGET, free_port, netsec
 
 
 def _copies(root: Path, original: Path) -> list[Path]:

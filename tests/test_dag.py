@@ -182,13 +182,57 @@ def test_params_are_typed_documented_and_validated(dag):
     assert copy.deepcopy(params.get_param("candidates")).resolve(value=["xgboost"]) == ["xgboost"]
 
 
-def test_params_map_to_config_overrides(dag):
-    """Every param except force_retrain is a config key; None keeps the config's value."""
+def _load_dag_module(name: str = "netsec_training_dag"):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("netsec_training_dag", DAGS / "netsec_training.py")
+    spec = importlib.util.spec_from_file_location(name, DAGS / "netsec_training.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_trigger_form_follows_the_config(dag, monkeypatch):
+    """Each field's type, range, allowed values and help text come from the config key it
+    overrides, with the value this deployment configured; a change of config shows in the form."""
+    from netsec_tasks.config import TrainingConfig, load_config
+
+    cfg = load_config()
+    params = dag.params
+    candidates = params.get_param("candidates").schema
+    known = list(TrainingConfig.model_json_schema()["properties"]["candidates"]["items"]["enum"])
+    # Airflow's form draws a multi-select for an array with `examples`; items.enum still checks.
+    assert candidates["examples"] == known == candidates["items"]["enum"]
+    assert candidates["uniqueItems"] is True
+    source = params.get_param("source").schema
+    assert source["values_display"][None] == f"configured default ({cfg.source.kind})"
+    n_iter = params.get_param("n_iter")
+    assert (n_iter.schema["minimum"], n_iter.schema["maximum"]) == (1, 500)  # TrainingConfig's
+    assert f"training.n_iter ({cfg.training.n_iter};" in n_iter.description
+    assert ", ".join(cfg.training.candidates) in params.get_param("candidates").description
+    # Another configuration, another form.
+    monkeypatch.setenv("NETSEC_TRAINING__N_ITER", "9")
+    monkeypatch.setenv("NETSEC_SOURCE__KIND", "mongo")
+    monkeypatch.setenv("NETSEC_TRAINING__CANDIDATES", "[xgboost]")
+    other = _load_dag_module("netsec_training_other").PARAMS
+    assert "training.n_iter (9;" in other["n_iter"].description
+    assert other["source"].schema["values_display"][None] == "configured default (mongo)"
+    assert "training.candidates (xgboost;" in other["candidates"].description
+
+
+def test_the_form_fields_survive_serialization(dag):
+    """The UI reads the params of the serialized DAG: the multi-select and the labels survive."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    serialized = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+    schema = serialized.params.get_param("candidates").schema
+    assert schema["examples"] == schema["items"]["enum"] and len(schema["examples"]) == 6
+    labels = serialized.params.get_param("source").schema["values_display"]
+    assert any(str(k) in ("None", "null") and v.startswith("configured default") for k, v in labels.items())
+
+
+def test_params_map_to_config_overrides(dag):
+    """Every param except force_retrain is a config key; None keeps the config's value."""
+    mod = _load_dag_module()
     assert set(mod.PARAM_TO_CONFIG) == set(dag.params.keys()) - {"force_retrain"}
     cfg = mod._config({"source": "mongo", "n_iter": 3, "candidates": ["decision_tree"],
                        "promotion_margin": 0.5, "source_path": "", "cv_folds": None})

@@ -245,10 +245,14 @@ def test_run1_no_production_model_trains_registers_promotes_and_syncs(stack):
     assert {t: r["tasks"][t] for t in TRAIN_PATH | {"record_outcome"}} == dict.fromkeys(
         TRAIN_PATH | {"record_outcome"}, "success")
     assert r["tasks"]["skip_training"] == "skipped"
-    assert r["xcoms"]["check_drift"]["branch_reason"] == "no production model"
+    assert r["xcoms"]["check_drift"]["branch_reason"] == "Retrained because there is no Production model yet."
     outcome = _outcome(r)
-    assert outcome["outcome"] == "promoted" and outcome["model_version"] == "1"
-    assert outcome["metrics"]["f1"] > 0.8
+    assert outcome["outcome"] == "promoted" and outcome["production_after"] == "1"
+    assert outcome["production_before"]["version"] is None and outcome["candidate"]["version"] == "1"
+    assert outcome["candidate"]["metrics"]["f1"] > 0.8
+    rows = outcome["rows"]
+    assert rows["documents_read"] == rows["new_batch"] == rows["snapshot"] > 900
+    assert rows["train"] + rows["test"] + rows["quarantined"] <= rows["snapshot"]
     # The first task reconciled what earlier runs left: nothing, on a fresh registry.
     assert r["tasks"]["reconcile"] == "success" and outcome["reconciled"] == []
     assert r["xcoms"]["reconcile"]["return_value"] == {"items": []}
@@ -287,6 +291,8 @@ def test_run1_no_production_model_trains_registers_promotes_and_syncs(stack):
     assert (last["run_id"], last["state"], last["outcome"]["outcome"]) == (r["run_id"], "success",
                                                                            "promoted")
     assert last["failed_tasks"] == []
+    # dag_runs.jsonl carries the same record as outcome.json and the XCom, field for field.
+    assert last["outcome"] == outcome
 
 
 def test_drift_report_link_serves_the_report_to_authenticated_users_only(stack):
@@ -317,8 +323,11 @@ def test_run2_same_data_no_drift_skips_training(stack):
     drift = r["xcoms"]["check_drift"]["drift"]
     assert drift["has_reference"] and not drift["drift_detected"]
     outcome = _outcome(r)
-    assert outcome["outcome"] == "skipped_no_drift"
-    assert outcome["reason"] == r["xcoms"]["check_drift"]["branch_reason"]
+    assert outcome["outcome"] == "skipped_no_drift" and outcome["candidate"] is None
+    # Nothing new since run 1: the reason says the batch is empty, not "0% of 0 columns".
+    assert outcome["reason"] == r["xcoms"]["check_drift"]["branch_reason"] + " Production v1 stays."
+    assert "new batch is empty" in outcome["reason"] and "%" not in outcome["reason"]
+    assert outcome["rows"]["new_batch"] == 0 and outcome["production_after"] == "1"
     assert stack.versions() == versions and stack.production() == "1"
 
 
@@ -345,7 +354,7 @@ def test_run4_force_retrain_without_drift(stack):
     assert r["state"] == "success", r["log"][-5000:]
     drift = r["xcoms"]["check_drift"]["drift"]
     assert not drift["drift_detected"]  # nothing new since run 3
-    assert r["xcoms"]["check_drift"]["branch_reason"].startswith("forced")
+    assert r["xcoms"]["check_drift"]["branch_reason"].startswith("Retrained because force_retrain was set")
     assert {r["tasks"][t] for t in TRAIN_PATH} == {"success"}
     assert len(stack.versions()) == len(versions) + 1
 
@@ -359,7 +368,14 @@ def test_run5_worse_than_production_by_the_margin_keeps_production(stack):
     assert register["promoted"] is False and register["version"] not in (None, production)
     outcome = _outcome(r)
     assert outcome["outcome"] == "kept_production"
-    assert outcome["model_version"] == production
+    # Production and the rejected candidate each with their own version and metrics.
+    assert outcome["production_before"]["version"] == outcome["production_after"] == production
+    assert outcome["candidate"]["version"] == register["version"] != production
+    assert outcome["production_before"]["metrics"]["f1"] == pytest.approx(register["production_score"])
+    assert outcome["candidate"]["score"] == pytest.approx(register["new_score"])
+    assert outcome["rows"]["production_rows_in_test"] == 0
+    last = stack.dag_runs()[-1]
+    assert last["run_id"] == r["run_id"] and last["outcome"] == outcome
     assert stack.production() == production
     assert len(stack.versions()) == len(versions) + 1
 
@@ -422,9 +438,10 @@ def test_local_runner_script_on_the_embedded_defaults(tmp_path):
     assert summary["outcome"]["outcome"] == "promoted"
     assert summary["production"]["version"] == "1"
     assert summary["production"]["metrics"]["test_f1"] > 0.8
-    assert f" AIRFLOW_HOME={tmp_path / 'w' / 'airflow'} " in summary["airflow_ui"]
-    assert summary["airflow_ui"].startswith("PATH=")   # standalone spawns `airflow` by name
+    assert summary["airflow_ui"].startswith(f"NETSEC_HOME={tmp_path / 'w'} ")
+    assert "scripts/airflow_ui.py" in summary["airflow_ui"]  # standalone on loopback only
     assert "mlflow ui --backend-store-uri sqlite:///" in summary["mlflow_ui"]
+    assert "--host 127.0.0.1" in summary["mlflow_ui"]
     # airflow.cfg now points at the repo, so `airflow standalone` on that home sees the same DAG.
     cfg_text = (tmp_path / "w" / "airflow" / "airflow.cfg").read_text()
     assert f"dags_folder = {REPO / 'dags'}\n" in cfg_text

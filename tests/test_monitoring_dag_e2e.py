@@ -129,7 +129,7 @@ def loop(tmp_path_factory):
     from netsec_tasks.pipeline import run_pipeline
 
     cfg = load_config(REPO / "config" / "pipeline.yaml", environ=netsec)
-    assert run_pipeline(cfg, trigger="test").outcome.model_version == "1"
+    assert run_pipeline(cfg, trigger="test").outcome.production_after == "1"
     return env, cfg
 
 
@@ -208,7 +208,8 @@ def test_shifted_traffic_starts_training_by_asset_and_the_outcome_says_monitorin
     assert outcome["trigger"] == "monitoring"
     assert outcome["trigger_reason"].startswith(monitor["trigger_reason"])
     assert mon["run_id"] in outcome["trigger_reason"]
-    assert outcome["branch_reason"].startswith("requested by monitoring: traffic data-set drift")
+    assert outcome["branch_reason"].startswith(
+        "Retrained because monitoring requested it: traffic data-set drift")
     assert outcome["outcome"] in {"promoted", "kept_production"}
     assert training["xcoms"]["ingest"]["run"]["trigger"] == "monitoring"
 

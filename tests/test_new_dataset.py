@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,24 +15,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from netsec_testing import REPO
+from netsec_testing import REPO, SMALL_BUDGET, netsec
 from netsec_tasks.intrusion_sample import NOVEL_ATTACKS, make_intrusion_sample, write_intrusion_sample
 
-NETSEC = [sys.executable, "-m", "netsec_tasks.cli"]
 DATASET = "intrusion_demo"
 MODEL = "netsec-intrusion_demo"
-# After the sub-command: --set is accepted on either side of it.
-SMALL_BUDGET = ["--set", "training.candidates=[random_forest, logistic_regression]",
-                "--set", "training.n_iter=2", "--set", "training.cv_folds=3",
-                "--set", "training.n_jobs=1"]
-
-
-def netsec(*args: str, home: Path, env: dict | None = None, timeout: int = 600):
-    full_env = {k: v for k, v in os.environ.items()
-                if not k.startswith("NETSEC_") and k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    full_env.update({"NETSEC_HOME": str(home), **(env or {})})
-    return subprocess.run([*NETSEC, *args], cwd=REPO, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def client_for(home: Path):

@@ -124,6 +124,37 @@ def test_unfinished_promotion_is_finished(cfg, client, tmp_path):
     assert client.get_model_version(MODEL, v2).current_stage == "Production"
 
 
+def test_rollback_moves_the_alias_back_and_reconcile_leaves_it_there(cfg, client, tmp_path):
+    """The README's rollback: Production back to the version it replaced; the rolled-back
+    version is tagged so reconcile (which finishes promotions that did not move the alias)
+    does not promote it again."""
+    from netsec_tasks.errors import ConfigError
+    from netsec_tasks.reconcile import reconcile
+    from netsec_tasks.registry import get_production, rollback
+
+    v1 = left_over_version(cfg, client, tmp_path, owner=dead_owner())
+    reconcile(cfg, by="first")
+    v2 = left_over_version(cfg, client, tmp_path, owner=dead_owner(), depth=4, seed=3)
+    client.set_model_version_tag(MODEL, v2, "netsec.promotion", "promoted")
+    client.set_model_version_tag(MODEL, v2, "netsec.previous_production_version", v1)
+    reconcile(cfg, by="second")
+    assert get_production(cfg).version == v2
+
+    record = rollback(cfg, reason="v2 flags every login page")
+    assert (record.from_version, record.to_version, record.rolled_back) == (v2, v1, [v2])
+    assert get_production(cfg).version == v1
+    assert client.get_model_version(MODEL, v1).current_stage == "Production"
+    tags = client.get_model_version(MODEL, v2).tags
+    assert tags["netsec.promotion"] == "rolled_back" and tags["netsec.rolled_back_to"] == v1
+    assert tags["netsec.rollback_reason"] == "v2 flags every login page"
+    assert reconcile(cfg, by="third").items == []  # v2 is not promoted again
+    assert get_production(cfg).version == v1
+    with pytest.raises(ConfigError, match="already is Production"):
+        rollback(cfg, to_version=v1)
+    with pytest.raises(ConfigError, match="no version '99'"):
+        rollback(cfg, to_version="99")
+
+
 def test_stale_runs_end_killed_and_live_ones_stay(cfg, client):
     from netsec_tasks.reconcile import reconcile
     from netsec_tasks.tracking import OWNER_TAG

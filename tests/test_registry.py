@@ -279,6 +279,13 @@ def test_margin_requires_a_real_improvement(registry_cfg, splits):
     assert first.promoted and second.new_score < first.new_score + 0.5
     assert not second.promoted and "margin 0.5000" in second.reason
     assert second.production_version == "1"
+    # The reason is a sentence naming both models; Production's own metrics on the same test
+    # rows are recorded beside the candidate's score (the outcome shows them side by side).
+    assert second.reason.startswith("The candidate's f1 ") and second.reason.endswith(".")
+    assert "does not beat Production v1's" in second.reason
+    assert first.production_metrics == {}  # nothing to compare with
+    assert second.production_metrics["f1"] == pytest.approx(second.production_score)
+    assert {"precision", "recall", "roc_auc", "pr_auc", "accuracy"} <= set(second.production_metrics)
 
 
 def test_retry_reuses_the_version_and_finishes_promotion(registry_cfg, splits):

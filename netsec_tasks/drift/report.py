@@ -10,7 +10,7 @@ import numpy as np
 import yaml
 
 from netsec_tasks.drift.stats import ColumnDrift, DriftResult
-
+from netsec_tasks.plain import plain
 
 
 def render_yaml(result: DriftResult | None, *, extra: dict[str, Any] | None = None) -> str:
@@ -19,17 +19,7 @@ def render_yaml(result: DriftResult | None, *, extra: dict[str, Any] | None = No
     doc.update(extra or {})
     if result is not None:
         doc.update(result.to_dict())
-    return yaml.safe_dump(_plain(doc), sort_keys=False, allow_unicode=True, width=120)
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
+    return yaml.safe_dump(plain(doc), sort_keys=False, allow_unicode=True, width=120)
 
 
 _CSS = """

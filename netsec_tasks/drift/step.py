@@ -156,28 +156,35 @@ def _write_local_reports(out_dir: Path, result: DriftResult | None, **kw: Any) -
 
 
 def _record(result: DriftResult | None, *, reference: str | None, current: str, reason: str,
-            paths: tuple[Any, Any], has_reference: bool) -> DriftRecord:
+            paths: tuple[Any, Any], has_reference: bool, reference_version: str | None = None,
+            current_rows: int | None = None, threshold: float | None = None) -> DriftRecord:
     return DriftRecord(
         drift_detected=bool(result is not None and result.dataset_drift),
         has_reference=has_reference, reference_uri=reference, current_uri=current,
+        reference_version=reference_version,
+        current_rows=result.n_current if result else current_rows,
         drift_share=float(result.drift_share) if result else 0.0,
+        drift_share_threshold=result.drift_share_threshold if result else threshold,
         drifted_columns=result.drifted_columns if result else [],
         columns_tested=result.columns_tested if result else 0,
         report_uri=str(paths[0]), html_uri=str(paths[1]), reason=reason)
 
 
 def check_drift(cfg: PipelineConfig, run: RunContext, validation: ValidationRecord, *,
-                reference_uri: str | None, schema: DatasetSchema | None = None) -> DriftRecord:
-    """Compare the validated new batch with the Production model's training data."""
+                reference_uri: str | None, schema: DatasetSchema | None = None,
+                reference_version: str | None = None) -> DriftRecord:
+    """Compare the validated new batch with the Production model's training data
+    (``reference_uri``; ``reference_version`` names that model version in the record)."""
     schema = schema or load_schema(cfg.schema_path)
     catalog = RunCatalog.of(cfg, run)
     current_uri = validation.new_batch_uri
     extra = {"run_id": run.run_id}
+    threshold = cfg.drift.drift_share
     if reference_uri is None:
         reason = "no production model: nothing to compare against (first run)"
         paths = _write_reports(catalog, None, reference=None, current=current_uri, reason=reason, extra=extra)
         return _record(None, reference=None, current=current_uri, reason=reason, paths=paths,
-                       has_reference=False)
+                       has_reference=False, threshold=threshold)
     current = (ParquetColumns(catalog.storage, current_uri) if _is_parquet(current_uri)
                else catalog.load_frame(current_uri))
     if current.empty:
@@ -185,7 +192,8 @@ def check_drift(cfg: PipelineConfig, run: RunContext, validation: ValidationReco
         paths = _write_reports(catalog, None, reference=reference_uri, current=current_uri, reason=reason,
                                extra=extra)
         return _record(None, reference=reference_uri, current=current_uri, reason=reason, paths=paths,
-                       has_reference=True)
+                       has_reference=True, reference_version=reference_version, current_rows=0,
+                       threshold=threshold)
     reference = load_reference(reference_uri, tracking_uri=cfg.registry.tracking_uri,
                                storage=catalog.storage)
     result = detect_drift(reference, current, schema, cfg.drift)
@@ -193,7 +201,7 @@ def check_drift(cfg: PipelineConfig, run: RunContext, validation: ValidationReco
     paths = _write_reports(catalog, result, reference=reference_uri, current=current_uri, reason=reason,
                            extra=extra)
     return _record(result, reference=reference_uri, current=current_uri, reason=reason, paths=paths,
-                   has_reference=True)
+                   has_reference=True, reference_version=reference_version)
 
 
 # Checks that say something about the rows, not about whether two files can be compared: for

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from netsec_tasks.drift.report import _CSS as DRIFT_CSS
-from netsec_tasks.drift.report import _plain
+from netsec_tasks.plain import plain
 
 _CSS = DRIFT_CSS + """
 .trend{display:grid;grid-template-columns:repeat(auto-fill,minmax(380px,1fr));gap:1rem}
@@ -23,7 +23,7 @@ _LINE, _BAND, _REF, _MARK = "#2457c5", "#c9d6f3", "#8a8f98", "#c62828"
 
 
 def render_yaml(doc: dict[str, Any]) -> str:
-    return yaml.safe_dump(_plain(doc), sort_keys=False, allow_unicode=True, width=120)
+    return yaml.safe_dump(plain(doc), sort_keys=False, allow_unicode=True, width=120)
 
 
 def _num(x: Any) -> float | None:
@@ -66,8 +66,10 @@ def line_svg(values: list[Any], *, lo: float | None = None, hi: float | None = N
            f'<text x="{left - 4}" y="{top + 8}" text-anchor="end">{format(hi, fmt)}</text>',
            f'<text x="{left - 4}" y="{top + h}" text-anchor="end">{format(lo, fmt)}</text>']
     if band:
-        upper = [(x(i), y(_num(b[1]))) for i, b in enumerate(band) if _num(b[0]) is not None and _num(b[1]) is not None]
-        lower = [(x(i), y(_num(b[0]))) for i, b in enumerate(band) if _num(b[0]) is not None and _num(b[1]) is not None]
+        known_band = [(i, lo_b, hi_b) for i, b in enumerate(band)
+                      if (lo_b := _num(b[0])) is not None and (hi_b := _num(b[1])) is not None]
+        upper = [(x(i), y(hi_b)) for i, _, hi_b in known_band]
+        lower = [(x(i), y(lo_b)) for i, lo_b, _ in known_band]
         if len(upper) > 1:
             poly = " ".join(f"{a:.1f},{b:.1f}" for a, b in upper + lower[::-1])
             out.append(f'<polygon points="{poly}" fill="{_BAND}" opacity="0.7"/>')

@@ -265,7 +265,7 @@ def monitor(cfg: PipelineConfig, run_id: str, *, reader, store,
     # Volume, threat rate and scores against the test split.
     test_scores = None
     test_uri = prod.tags.get("netsec.test_uri") if prod else None
-    if test_uri and not traffic.empty and (traffic["model_version"] == str(version)).any():
+    if prod is not None and test_uri and not traffic.empty and (traffic["model_version"] == str(version)).any():
         model = _load_version(cfg, prod.name, prod.version)
         test_scores = threat_scores(model, storage.read_frame(test_uri), schema)
     figures = traffic_figures(traffic, production_version=version, test_scores=test_scores,

@@ -36,7 +36,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -136,7 +136,7 @@ def connect(uri: str, timeout_ms: int = 5000, *, connect_timeout_ms: int | None 
     if uri.startswith("mongo://"):  # Airflow's connection form
         uri = "mongodb://" + uri[len("mongo://"):]
     try:
-        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=timeout_ms,
+        client: pymongo.MongoClient = pymongo.MongoClient(uri, serverSelectionTimeoutMS=timeout_ms,
                                      connectTimeoutMS=connect_timeout_ms or timeout_ms,
                                      socketTimeoutMS=socket_timeout_ms, appname="netsec")
     except errors.ConfigurationError as exc:
@@ -170,7 +170,7 @@ def _native(value: Any, as_int: bool) -> Any:
     return value
 
 
-def frame_documents(frame: pd.DataFrame, int_columns: set[str] = frozenset()) -> list[dict]:
+def frame_documents(frame: pd.DataFrame, int_columns: Set[str] = frozenset()) -> list[dict]:
     """Rows as dicts of native values, in column order (nulls as None)."""
     cols = list(frame.columns)
     values = [[_native(v, c in int_columns) for v in frame[c].tolist()] for c in cols]
@@ -387,9 +387,8 @@ def read_documents(cfg: PipelineConfig, *, previous: "SourceState | None", base_
     prev_value = (parse_watermark(previous.watermark, previous.watermark_type, source)
                   if previous is not None and previous.watermark is not None else None)
     own = client is None
-    where = mask_uri(mcfg.uri)
-    if own:
-        client = connect_source(mcfg)
+    if client is None:
+        client, where = connect_source(mcfg), mask_uri(mcfg.uri)
     else:
         where = describe_client(client)
     collection = client[mcfg.database][mcfg.collection]
@@ -474,7 +473,7 @@ def read_documents(cfg: PipelineConfig, *, previous: "SourceState | None", base_
         raise unavailable(exc, where, mcfg.server_selection_timeout_ms if own else None) from None
     finally:
         if own:
-            client.close()
+            client.close()  # ours: opened above
     read = sum(len(m) for m in new_masks)
     if missing:
         log.warning("%d document(s) of %s have no %s: they are never new, and read only by a full "

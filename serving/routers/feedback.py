@@ -96,7 +96,7 @@ def _items(body: bytes, content_type: str, max_items: int) -> list[FeedbackItem]
     summary="Analysts' verdicts on predictions: recorded, changed or unchanged",
 )
 async def feedback(request: Request, state: StateDep) -> JSONResponse:
-    if state.predlog is None or state.feedback is None:
+    if state.prediction_log is None or state.feedback is None:
         return JSONResponse({"detail": "feedback needs the prediction log, which is off "
                                        "(NETSEC_SERVING_LOG_ENABLED=false)"}, status_code=503)
     items = _items(await request.body(), request.headers.get("content-type", ""),
@@ -117,7 +117,7 @@ async def feedback(request: Request, state: StateDep) -> JSONResponse:
         verdicts.append({"prediction_id": item.prediction_id, "label": label,
                          "is_threat": is_threat, "source": item.source, "note": item.note})
     ids = [v["prediction_id"] for v in verdicts]
-    known = await _store_call(state.predlog.sink.describe(), state.predlog.known, ids)
+    known = await _store_call(state.prediction_log.sink.describe(), state.prediction_log.known, ids)
     unknown = [(row, pid) for row, pid in enumerate(ids) if pid not in known]
     if unknown:
         names = ", ".join(pid for _, pid in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
@@ -147,14 +147,14 @@ async def _store_call(where: str, fn, *args):
                          status_code=503) from None
 
 
-def make_feedback_store(settings, predlog):
+def make_feedback_store(settings, prediction_log):
     """The verdict store beside the prediction log: the log's MongoDB database, or JSONL."""
     from netsec_tasks.feedback import JsonlFeedbackStore, MongoFeedbackStore
-    from serving.predlog import MongoSink
+    from serving.prediction_writer import MongoSink
 
-    if predlog is None:
+    if prediction_log is None:
         return None
-    if isinstance(predlog.sink, MongoSink):
-        db = predlog.sink.collection.database
+    if isinstance(prediction_log.sink, MongoSink):
+        db = prediction_log.sink.collection.database
         return MongoFeedbackStore(db[settings.feedback_collection])
     return JsonlFeedbackStore(settings.feedback_file)

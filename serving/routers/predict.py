@@ -21,7 +21,7 @@ from netsec_tasks.contract import Contract, csv_chunks, scored_frame
 from netsec_tasks.prediction_log import prediction_ids
 from serving.deps import ContractDep, ModelDep, ServingState, StateDep, require_api_key
 from serving.inference import count_inputs, infer, log_predictions, release_memory
-from serving.inputs import InputError, ModelInput, csv_input, fast_json_input, json_input
+from serving.inputs import InputError, InvalidPolicy, ModelInput, csv_input, fast_json_input, json_input
 from serving.limits import BodyTooLarge
 from serving.model import LoadedModel
 from serving.schemas import ERRORS, CsvPredictResponse, PredictResponse, predict_request_schema
@@ -171,7 +171,7 @@ async def _read_upload(request: Request) -> tuple[str, bytes]:
 
 
 def _score_csv(state: ServingState, model: LoadedModel, contract: Contract, data: bytes,
-               name: str, policy: str, echo_all: bool) -> tuple[pd.DataFrame, dict[str, Any]]:
+               name: str, policy: InvalidPolicy, echo_all: bool) -> tuple[pd.DataFrame, dict[str, Any]]:
     try:
         inp = csv_input(data, name, contract, model, state.settings.max_rows, policy=policy)
     except InputError as exc:
@@ -186,6 +186,7 @@ def _score_csv(state: ServingState, model: LoadedModel, contract: Contract, data
     count_inputs(state, "/predict/csv", flagged=inp.n_invalid,
                  null_cells=inp.null_cells[inp.valid])
     frame = inp.frame
+    assert frame is not None and inp.check is not None  # the CSV door always runs the contract
     keep = [c for c in frame.columns if echo_all or c not in set(contract.features)]
     out = scored_frame(frame[keep], inp.check, is_threat=is_threat, probability=proba,
                        labels=labels, model_version=model.version,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
@@ -13,12 +13,27 @@ from serving.deps import StateDep, require_api_key
 from serving.inputs import InputError
 from serving.schemas import ERRORS, ErrorResponse, TrainRequest, TrainResponse
 
-router = APIRouter(tags=["train"], dependencies=[Depends(require_api_key)])
+TRAIN_OFF = ("POST /train is off: it starts a training run in Airflow with this service's "
+             "Airflow credentials, so it needs an API key. To enable it, set "
+             "NETSEC_SERVING_API_KEY on the serving service and send that key in the X-API-Key "
+             "header.")
+
+
+async def require_train_enabled(state: StateDep) -> None:
+    """403 unless an API key is configured (checked before the key itself)."""
+    if not state.settings.train_enabled:
+        raise HTTPException(403, TRAIN_OFF)
+
+
+router = APIRouter(tags=["train"],
+                   dependencies=[Depends(require_train_enabled), Depends(require_api_key)])
 
 
 @router.post(
     "/train", response_model=TrainResponse,
-    responses={401: ERRORS[401], 415: ERRORS[415], 422: ERRORS[422],
+    responses={401: ERRORS[401],
+               403: {"model": ErrorResponse, "description": "/train is off: no API key is configured"},
+               415: ERRORS[415], 422: ERRORS[422],
                502: {"model": ErrorResponse, "description": "Airflow answered with an error"},
                503: {"model": ErrorResponse, "description": "Airflow is unreachable"}},
     openapi_extra={"requestBody": {"required": False, "content": {"application/json": {

@@ -9,79 +9,19 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from netsec_testing import stop_process
 from serving_helpers import TARGET, training_frame, wait_ready_http
 
 from netsec_tasks.contract import OUTPUT_COLUMNS
 from netsec_tasks.feedback import JsonlFeedbackStore
+from netsec_testing import CHROMIUM_FLAGS, Cdp, stop_process
+from netsec_testing import chromium as _chromium
+from netsec_testing import devtools_url as _devtools_url
 
 pytestmark = pytest.mark.slow  # real servers and processes, ~15-30 s each
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
-                  "--window-size=1366,860", "--remote-debugging-port=0"]
-
-
-def _chromium() -> str:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium); the UI test needs it")
-    return exe
-
-
-class Cdp:
-    """Minimal Chrome DevTools Protocol client: numbered commands, events ignored."""
-
-    def __init__(self, ws):
-        self.ws = ws
-        self.next_id = 0
-
-    async def call(self, method: str, **params):
-        self.next_id += 1
-        my_id = self.next_id
-        await self.ws.send(json.dumps({"id": my_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(await asyncio.wait_for(self.ws.recv(), 60))
-            if msg.get("id") == my_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-
-    async def js(self, expression: str):
-        res = await self.call("Runtime.evaluate", expression=expression, returnByValue=True,
-                              awaitPromise=True)
-        if "exceptionDetails" in res:
-            raise RuntimeError(f"JS error in {expression!r}: {res['exceptionDetails']}")
-        return res["result"].get("value")
-
-    async def wait_for(self, expression: str, timeout: float = 60.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = await self.js(expression)
-            if value:
-                return value
-            await asyncio.sleep(0.2)
-        raise TimeoutError(f"never true: {expression}")
-
-
-def _devtools_url(proc: subprocess.Popen, timeout: float = 60.0) -> str:
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline().decode(errors="replace")
-        seen.append(line)
-        m = re.search(r"DevTools listening on (ws://\S+)", line)
-        if m:
-            return m.group(1)
-        if not line and proc.poll() is not None:
-            break
-    raise RuntimeError("chromium did not start: " + "".join(seen)[-2000:])
-
 
 async def _drive(ws_browser: str, page_url: str, csv_path: Path, shot: Path) -> dict:
     import websockets

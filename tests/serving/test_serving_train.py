@@ -3,19 +3,70 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from serving_helpers import free_port, wait_for_port
 
+KEY = "train-key"
+
 
 @pytest.fixture()
 def client(registered, make_client):
+    """A serving app with /train enabled (an API key), sending that key unless told otherwise."""
     def _make(**kw):
-        return make_client(registered.tracking_uri, **kw)
+        kw.setdefault("api_key", KEY)
+        c = make_client(registered.tracking_uri, **kw)
+        if kw["api_key"]:
+            c.headers["X-API-Key"] = kw["api_key"]
+        return c
     return _make
+
+
+def test_train_is_off_without_an_api_key_and_says_how_to_enable_it(client, registered):
+    c = client(api_key=None, airflow_url="http://127.0.0.1:9")
+    resp = c.post("/train", json={"force_retrain": True})
+    assert resp.status_code == 403
+    detail = resp.json()["detail"]
+    assert "off" in detail and "NETSEC_SERVING_API_KEY" in detail and "X-API-Key" in detail
+    # Inference stays open without a key.
+    rows = registered.frame.drop(columns=["Result"]).head(3).to_dict(orient="records")
+    assert c.post("/predict", json={"records": rows}).status_code == 200
+    # An empty key (compose passes an unset variable as "") is no key.
+    assert client(api_key="", airflow_url="http://127.0.0.1:9").post("/train").status_code == 403
+
+
+def test_serving_refuses_to_start_with_the_default_airflow_password(tmp_path):
+    """/train enabled against a remote Airflow with the password 'admin': no app, and `netsec
+    serve` exits 2 naming the setting. Local defaults, a real password or /train off: it starts."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from netsec_tasks.errors import ConfigError
+    from serving.app import create_app
+    from serving.settings import Settings
+
+    remote = dict(mlflow_tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", log_dir=str(tmp_path / "p"),
+                  airflow_url="http://airflow-apiserver:8080")
+    with pytest.raises(ConfigError, match="NETSEC_SERVING_AIRFLOW_PASSWORD is Airflow's default"):
+        create_app(Settings(api_key=KEY, **remote))
+    Settings(api_key=KEY, airflow_password="s3cret-pw", **remote).check_train_settings()
+    Settings(**remote).check_train_settings()  # /train off: nothing to protect
+    Settings(api_key=KEY, **{**remote, "airflow_url": "http://localhost:8080"}).check_train_settings()
+
+    env = {**os.environ, "NETSEC_SERVING_API_KEY": KEY,
+           "NETSEC_SERVING_AIRFLOW_URL": "http://airflow.example.org:8080",
+           "NETSEC_SERVING_MLFLOW_TRACKING_URI": remote["mlflow_tracking_uri"],
+           "NETSEC_HOME": str(tmp_path)}
+    env.pop("NETSEC_SERVING_AIRFLOW_PASSWORD", None)
+    netsec = Path(sys.executable).parent / "netsec"
+    proc = subprocess.run([str(netsec), "serve", "--port", "9"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "NETSEC_SERVING_AIRFLOW_PASSWORD" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_train_without_airflow_configured_is_503(client):

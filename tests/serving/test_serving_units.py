@@ -18,7 +18,7 @@ import pytest
 from netsec_tasks.errors import DataError
 from netsec_tasks.prediction_log import (new_request_id, prediction_documents, prediction_frame,
                                          read_prediction_log, request_time)
-from serving.predlog import JsonlSink, LogEntry, MongoSink, PredictionLog
+from serving.prediction_writer import JsonlSink, LogEntry, MongoSink, PredictionLog
 
 FEATURES = ("a", "b")
 

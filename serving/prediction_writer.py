@@ -1,4 +1,4 @@
-"""The prediction log: every served prediction, for later drift checks, written off the hot path.
+"""Writing the prediction log: every served prediction, for later drift checks, off the hot path.
 
 A request only appends references it already holds (the input matrix and the outputs) to a
 buffer; a daemon thread turns them into columnar documents, one per request (the format is
