@@ -137,6 +137,7 @@ def _validation_record(tmp: Path, train: pd.DataFrame, test: pd.DataFrame):
     return ValidationRecord(
         passed=True, report_uri=str(tmp / "report.yaml"), train_uri=str(tmp / "train.parquet"),
         test_uri=str(tmp / "test.parquet"), new_batch_uri=str(tmp / "train.parquet"),
+        train_row_hashes_uri=str(tmp / "train_row_hashes.parquet"),
         rows_checked=len(train) + len(test), rows_invalid=0, invalid_share=0.0,
         train_rows=len(train), test_rows=len(test), dataset_digest=frame_digest(train))
 

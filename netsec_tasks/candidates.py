@@ -24,12 +24,26 @@ class CandidateSpec:
     name: str
     build: Callable[[int], BaseEstimator]        # seed -> unfitted estimator
     space: Callable[[], dict[str, Any]]          # parameter distributions for the estimator
+    # (rows per fit in the search, rows of the refit) -> parameters for the refit of the winner
+    # on the whole split, when the search ran on a sample: keeps a slow candidate's refit (time
+    # and model size) at what the search measured.
+    refit_budget: Callable[[int, int], dict[str, Any]] | None = None
+    # Name of the fit parameter that takes an early-stopping eval set ([(X, y)]), if any; the
+    # estimator then also gets ``early_stopping_rounds`` (XGBoost's API).
+    eval_set_param: str | None = None
 
 
 def _random_forest(seed: int) -> BaseEstimator:
     from sklearn.ensemble import RandomForestClassifier
 
     return RandomForestClassifier(n_estimators=100, n_jobs=1, random_state=seed)
+
+
+def _random_forest_refit(search_rows: int, rows: int) -> dict[str, Any]:
+    # Each tree of the refit draws as many rows as the searched trees had (bootstrap): fully
+    # grown trees on the whole split would multiply the refit's time and the model's size by
+    # the split's growth, for a forest the search never measured.
+    return {"max_samples": search_rows} if rows > search_rows else {}
 
 
 def _random_forest_space() -> dict[str, Any]:
@@ -135,12 +149,13 @@ def _xgboost_space() -> dict[str, Any]:
 CANDIDATES: dict[str, CandidateSpec] = {
     spec.name: spec
     for spec in (
-        CandidateSpec("random_forest", _random_forest, _random_forest_space),
+        CandidateSpec("random_forest", _random_forest, _random_forest_space,
+                      refit_budget=_random_forest_refit),
         CandidateSpec("decision_tree", _decision_tree, _decision_tree_space),
         CandidateSpec("hist_gradient_boosting", _hist_gradient_boosting, _hist_gradient_boosting_space),
         CandidateSpec("logistic_regression", _logistic_regression, _logistic_regression_space),
         CandidateSpec("adaboost", _adaboost, _adaboost_space),
-        CandidateSpec("xgboost", _xgboost, _xgboost_space),
+        CandidateSpec("xgboost", _xgboost, _xgboost_space, eval_set_param="eval_set"),
     )
 }
 

@@ -8,7 +8,7 @@
     netsec drift REF CUR                  drift report between two files
     netsec predict CSV [--out OUT] [--invalid refuse|flag]   predictions of the Production model
     netsec evaluate FILE [--model models:/NAME/VERSION] [--out DIR]   metrics on a labelled file
-    netsec make-sample [--rows N] [--dataset D]   a deterministic synthetic data set
+    netsec make-sample [--rows N] [--dataset D] [--missing 0.02]   a deterministic synthetic data set
     netsec fetch-dataset [--out P]        the real UCI data from OpenML (needs internet)
     netsec serve                          the FastAPI serving service
     netsec config                         the effective configuration (file + env)
@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from netsec_tasks.errors import NetsecError, Terminated
+from netsec_tasks.errors import ConfigError, NetsecError, Terminated
 
 
 def _cfg(args: argparse.Namespace, **overrides: Any):
@@ -253,22 +253,30 @@ def cmd_make_sample(args: argparse.Namespace) -> int:
         if args.shift:
             raise NetsecError("--shift applies to the phishing sample; for intrusion_demo use "
                               "--holdout (the harder test file)")
+        if args.missing:
+            raise NetsecError("--missing applies to the phishing sample")
         frame = make_intrusion_sample(args.rows, seed=args.seed, holdout=args.holdout)
         header = args.header  # its schema lists file_columns: header-less like the real files
+        float_format = None
         out = args.out or "data/intrusion_demo_sample.csv"
     elif dataset == "phishing":
         from netsec_tasks.sample import make_sample
 
         if args.holdout:
             raise NetsecError("--holdout applies to the intrusion_demo sample")
-        frame = make_sample(args.rows, seed=args.seed, shift=args.shift)
+        try:
+            frame = make_sample(args.rows, seed=args.seed, shift=args.shift, missing=args.missing)
+        except ValueError as exc:
+            raise ConfigError(f"make-sample: {exc}") from None
         header = True
         out = args.out or "data/phishing_sample.csv"
+        # A column with gaps is float (NaN) but holds whole numbers: write "1", not "1.0".
+        float_format = "%g"
     else:
         raise NetsecError(f"no synthetic sample for data set {dataset!r}; samples exist for "
                           "phishing and intrusion_demo")
     with atomic_path(_output_file(out)) as tmp:
-        frame.to_csv(tmp, index=False, header=header)
+        frame.to_csv(tmp, index=False, header=header, float_format=float_format)
     print(f"{len(frame)} rows written to {out}" + ("" if header else " (no header row)"))
     return 0
 
@@ -427,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--seed", type=int, default=0)
     ms.add_argument("--shift", type=float, default=0.0, help="0..1, a drifted copy for demos "
                                                              "(phishing)")
+    ms.add_argument("--missing", type=float, default=0.0,
+                    help="phishing: share of feature cells left empty, 0..1 (e.g. 0.02); the other "
+                         "values are those of the sample without gaps")
     ms.add_argument("--holdout", action="store_true",
                     help="intrusion_demo: the harder test file (other mix, unseen attack types)")
     ms.add_argument("--header", action="store_true",

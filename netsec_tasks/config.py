@@ -139,6 +139,15 @@ class TrainingConfig(_Section):
     n_jobs: int = Field(2, ge=-1)
     seed: int = 42
     progress: bool = True
+    # The search tunes on a bounded, grouped, stratified sample of the training split this big
+    # (netsec_tasks.sampling); the winner is refit on the whole split. None: the whole split.
+    search_max_rows: int | None = Field(20_000, ge=100)
+
+
+class TransformConfig(_Section):
+    # The KNN imputer keeps this many training rows as its donors (a bounded sample): the model's
+    # size and the cost of imputing a row stop growing with the data. None: every training row.
+    imputer_max_rows: int | None = Field(2_000, ge=10)
 
 
 class RegistryConfig(_Section):
@@ -260,6 +269,7 @@ class PipelineConfig(_Section):
     split: SplitConfig = SplitConfig()
     validation: ValidationConfig = ValidationConfig()
     drift: DriftConfig = DriftConfig()
+    transform: TransformConfig = TransformConfig()
     training: TrainingConfig = TrainingConfig()
     registry: RegistryConfig = RegistryConfig()
     evaluation: EvaluationConfig = EvaluationConfig()

@@ -95,7 +95,7 @@ def ingest(cfg: PipelineConfig, run: RunContext, *,
         else:
             from netsec_tasks.sources.file import read_file
 
-            read = read_file(cfg, storage, state)
+            read = read_file(cfg, storage, state, scratch=scratch)
         base_schema = None
         if read.base_snapshot_uri is not None:
             with storage.parquet_file(read.base_snapshot_uri) as pf:

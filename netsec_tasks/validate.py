@@ -36,7 +36,7 @@ from netsec_tasks.errors import ValidationFailed
 from netsec_tasks.plain import plain
 from netsec_tasks.records import IngestRecord, RunContext, ValidationRecord
 from netsec_tasks.schema import ColumnSpec, DatasetSchema, load_schema
-from netsec_tasks.split import lineage_frame, lineage_hashes
+from netsec_tasks.split import lineage_frame, lineage_hashes, row_hashes
 from netsec_tasks.catalog import RunCatalog
 from netsec_tasks.storage import atomic_write
 from netsec_tasks.table_io import frame_digest
@@ -83,6 +83,8 @@ class FrameValidation:
     rows_invalid: int              # distinct rows quarantined
     # Rows per target label (as text) and whether the schema maps it to the threat class.
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Valid rows, when ``clean`` does not hold them (the step streams them to storage instead).
+    valid_rows: int | None = None
 
     @property
     def passed(self) -> bool:
@@ -104,7 +106,7 @@ class FrameValidation:
             "source": self.source,
             "passed": self.passed,
             "rows_checked": int(self.rows_checked),
-            "rows_valid": int(len(self.clean)),
+            "rows_valid": int(len(self.clean) if self.valid_rows is None else self.valid_rows),
             "rows_invalid": int(self.rows_invalid),
             "invalid_share": round(float(self.invalid_share), 6),
             **({"labels": self.labels} if self.labels else {}),
@@ -179,7 +181,78 @@ def _status(bad: bool, fatal: bool) -> Status:
     return "fail" if fatal else "warn"
 
 
+def _union(a: list[str], b: list[str]) -> list[str]:
+    return list(dict.fromkeys([*a, *b]))
+
+
+@dataclass
+class _Tally:
+    """What validating rows found, as counts: the tallies of a data set's batches add up (``+``)
+    to the tally of the whole, so a split can be validated batch by batch in bounded memory."""
+
+    rows: int = 0
+    present: list[str] = field(default_factory=list)            # the data's columns
+    unexpected: list[str] = field(default_factory=list)         # data columns not in the schema
+    unexpected_details: str = "no unexpected columns"
+    problems: dict[str, int] = field(default_factory=dict)       # contract kind -> problem lines
+    problem_columns: dict[str, list[str]] = field(default_factory=dict)
+    row_null: int = 0                                            # rows mostly null
+    nulls: dict[str, int] = field(default_factory=dict)          # feature -> null cells
+    has_target: bool = False
+    target_missing: int = 0
+    refused: dict[str, int] = field(default_factory=dict)        # unusable label as written -> rows
+    labels: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> rows, threat
+    rows_invalid: int = 0
+    rows_valid: int = 0
+    classes: dict[Any, int] = field(default_factory=dict)        # label -> valid rows
+    clean_hashes: list[np.ndarray] = field(default_factory=list)  # content hash per valid row
+
+    def __add__(self, other: "_Tally") -> "_Tally":
+        def counts(a: dict, b: dict) -> dict:
+            out = dict(a)
+            for k, v in b.items():
+                out[k] = out.get(k, 0) + v
+            return out
+
+        return _Tally(
+            rows=self.rows + other.rows,
+            present=_union(self.present, other.present),
+            unexpected=_union(self.unexpected, other.unexpected),
+            unexpected_details=self.unexpected_details if self.unexpected or not other.unexpected
+            else other.unexpected_details,
+            problems=counts(self.problems, other.problems),
+            problem_columns={k: _union(self.problem_columns.get(k, []), other.problem_columns.get(k, []))
+                             for k in dict.fromkeys([*self.problem_columns, *other.problem_columns])},
+            row_null=self.row_null + other.row_null,
+            nulls=counts(self.nulls, other.nulls),
+            has_target=self.has_target or other.has_target,
+            target_missing=self.target_missing + other.target_missing,
+            refused=counts(self.refused, other.refused),
+            labels={k: {"rows": self.labels.get(k, {}).get("rows", 0)
+                                + other.labels.get(k, {}).get("rows", 0),
+                        "threat": (self.labels.get(k) or other.labels[k])["threat"]}
+                    for k in dict.fromkeys([*self.labels, *other.labels])},
+            rows_invalid=self.rows_invalid + other.rows_invalid,
+            rows_valid=self.rows_valid + other.rows_valid,
+            classes=counts(self.classes, other.classes),
+            clean_hashes=[*self.clean_hashes, *other.clean_hashes])
+
+    @property
+    def label_counts(self) -> dict[str, dict[str, Any]]:
+        """Rows per usable label, most frequent first (as the contract's LabelCheck orders them)."""
+        return dict(sorted(self.labels.items(), key=lambda kv: -kv[1]["rows"]))
+
+    @property
+    def duplicates(self) -> int:
+        """Valid rows that are exact copies of an earlier valid row."""
+        if not self.clean_hashes:
+            return 0
+        hashes = np.concatenate(self.clean_hashes)
+        return int(len(hashes) - len(np.unique(hashes)))
+
+
 # --------------------------------------------------------------------------- pure core
+
 
 def validate_frame(frame: pd.DataFrame, schema: DatasetSchema, vcfg: ValidationConfig, *,
                    source: str = "<frame>", split: str = "data", role: Role = "data",
@@ -191,27 +264,30 @@ def validate_frame(frame: pd.DataFrame, schema: DatasetSchema, vcfg: ValidationC
     class-balance checks are fatal (see :data:`Role`). With ``require_target=False`` a frame
     without the target column (unlabelled traffic) is accepted.
     """
-    checks: list[Check] = []
+    tally, clean, invalid = _scan(frame, schema, vcfg, split=split)
+    checks = _checks(tally, schema, vcfg, role=role, require_target=require_target)
+    return FrameValidation(source=source, clean=clean, invalid=invalid, checks=checks,
+                           rows_checked=tally.rows, rows_invalid=tally.rows_invalid,
+                           labels=tally.label_counts)
+
+
+def _scan(frame: pd.DataFrame, schema: DatasetSchema, vcfg: ValidationConfig, *,
+          split: str) -> tuple[_Tally, pd.DataFrame, pd.DataFrame]:
+    """Check the rows of ``frame``: (tally, typed clean rows, quarantined problems)."""
+    tally = _Tally()
     target = schema.target.column
     features = schema.features
-    fatal_size = role in ("data", "train")
-    fatal_empty = role != "batch"
 
     contract = Contract(schema, max_row_null_share=vcfg.max_row_null_share)
     # Columns: ignored and id columns are dropped, the rest must match the schema exactly.
     dropped = set(schema.ignore) | set(schema.id_columns)
     frame = frame.drop(columns=[c for c in frame.columns if c in dropped])
-    expected = features + ([target] if require_target or target in frame.columns else [])
-    missing = [c for c in expected if c not in frame.columns]
-    unexpected = [c for c in frame.columns if c not in expected]
-    checks.append(Check("columns_missing", _status(bool(missing), True), len(missing),
-                        _missing_details(missing, frame.columns), missing))
-    checks.append(Check("columns_unexpected", _status(bool(unexpected), True), len(unexpected),
-                        contract.unknown_columns_message([str(c) for c in unexpected], frame)
-                        if unexpected else "no unexpected columns", [str(c) for c in unexpected]))
-    n = len(frame)
-    checks.append(Check("not_empty", _status(n == 0, fatal_empty), n,
-                        "data set has no rows" if n == 0 else f"{n} rows"))
+    expected = features + ([target] if target in frame.columns else [])
+    tally.present = [str(c) for c in frame.columns]
+    tally.unexpected = [str(c) for c in frame.columns if c not in expected]
+    if tally.unexpected:
+        tally.unexpected_details = contract.unknown_columns_message(tally.unexpected, frame)
+    tally.rows = n = len(frame)
 
     quarantine = _Quarantine(frame.index, split)
     present_features = [c for c in features if c in frame.columns]
@@ -219,21 +295,64 @@ def validate_frame(frame: pd.DataFrame, schema: DatasetSchema, vcfg: ValidationC
     problems = rows.problems
     quarantine.add_problems(problems)
     typed = {c: rows.typed[c].set_axis(frame.index) for c in present_features}
+    for kind in ("uncoercible", "domain", "non_nullable"):
+        mine = problems[problems["kind"] == kind]
+        if len(mine):
+            tally.problems[kind] = len(mine)
+            tally.problem_columns[kind] = list(dict.fromkeys(mine["column"]))
+    tally.row_null = int((problems["kind"] == "row_null").sum())
+    tally.nulls = {c: int(rows.nulls[c].sum()) for c in present_features} if n else {}
+
+    typed_target = None
+    if target in frame.columns:
+        tally.has_target = True
+        typed_target = _check_target(frame[target], schema, quarantine, tally)
+
+    clean_mask = ~quarantine.rows
+    clean = pd.DataFrame({c: typed[c][clean_mask] for c in present_features}, index=frame.index[clean_mask])
+    if typed_target is not None:
+        clean[target] = typed_target[clean_mask]
+    clean = _final_dtypes(clean, schema)
+
+    tally.rows_invalid = int(quarantine.rows.sum())
+    tally.rows_valid = len(clean)
+    if typed_target is not None:
+        tally.classes = {k: int(v) for k, v in clean[target].value_counts().items()}
+    if len(clean):
+        tally.clean_hashes = [row_hashes(clean, list(clean.columns))]
+    return tally, clean, quarantine.frame()
+
+
+def _checks(tally: _Tally, schema: DatasetSchema, vcfg: ValidationConfig, *, role: Role,
+            require_target: bool) -> list[Check]:
+    """Every check of a data set, from the tally of its rows (see the module doc)."""
+    fatal_size = role in ("data", "train")
+    fatal_empty = role != "batch"
+    target = schema.target.column
+    expected = schema.features + ([target] if require_target or tally.has_target else [])
+    missing = [c for c in expected if c not in tally.present]
+    n = tally.rows
+    checks = [
+        Check("columns_missing", _status(bool(missing), True), len(missing),
+              _missing_details(missing, tally.present), missing),
+        Check("columns_unexpected", _status(bool(tally.unexpected), True), len(tally.unexpected),
+              tally.unexpected_details, list(tally.unexpected)),
+        Check("not_empty", _status(n == 0, fatal_empty), n,
+              "data set has no rows" if n == 0 else f"{n} rows"),
+    ]
     kind_checks = (("uncoercible", "uncoercible_values",
                     "values that cannot be converted to the column type"),
                    ("domain", "out_of_domain_values", "values outside the allowed set or range"),
                    ("non_nullable", "null_in_non_nullable", "nulls in non-nullable columns"))
     for kind, name, what in kind_checks:
-        mine = problems[problems["kind"] == kind]
-        checks.append(_row_check(name, len(mine), list(dict.fromkeys(mine["column"])), what))
-
+        checks.append(_row_check(name, tally.problems.get(kind, 0),
+                                 tally.problem_columns.get(kind, []), what))
     # Rows that are mostly null carry too little to learn from or to impute reliably.
-    k = int((problems["kind"] == "row_null").sum())
-    checks.append(_row_check("row_null_share", k, [],
+    checks.append(_row_check("row_null_share", tally.row_null, [],
                              f"rows with more than {vcfg.max_row_null_share:.0%} null features"))
 
     # Columns that are mostly null: imputing them would invent the data.
-    shares = {c: float(rows.nulls[c].mean()) for c in present_features} if n else {}
+    shares = {c: k / n for c, k in tally.nulls.items()} if n else {}
     heavy = {c: s for c, s in shares.items() if s > vcfg.max_column_null_share}
     checks.append(Check(
         "column_null_share", _status(bool(heavy), True), len(heavy),
@@ -244,20 +363,12 @@ def validate_frame(frame: pd.DataFrame, schema: DatasetSchema, vcfg: ValidationC
                 if shares and max(shares.values()) > 0 else ""),
         list(heavy)))
 
-    typed_target = None
-    label_counts: dict[str, Any] = {}
-    if target in frame.columns:
-        typed_target = _check_target(frame[target], schema, quarantine, checks, label_counts)
+    if tally.has_target:
+        checks += _target_checks(tally, schema)
     elif not require_target:
         checks.append(Check("target_present", "pass", 0, "no target column (unlabelled data)"))
 
-    clean_mask = ~quarantine.rows
-    clean = pd.DataFrame({c: typed[c][clean_mask] for c in present_features}, index=frame.index[clean_mask])
-    if typed_target is not None:
-        clean[target] = typed_target[clean_mask]
-    clean = _final_dtypes(clean, schema)
-
-    rows_invalid = int(quarantine.rows.sum())
+    rows_invalid = tally.rows_invalid
     share = rows_invalid / n if n else 0.0
     checks.append(Check(
         "invalid_share", _status(share > vcfg.max_invalid_share, True), rows_invalid,
@@ -265,19 +376,18 @@ def validate_frame(frame: pd.DataFrame, schema: DatasetSchema, vcfg: ValidationC
         f"validation.max_invalid_share={vcfg.max_invalid_share:.2%}; see invalid.csv for the rows"
         if share > vcfg.max_invalid_share
         else f"{rows_invalid} of {n} rows invalid ({share:.2%}, limit {vcfg.max_invalid_share:.2%})"))
-    valid = len(clean)
+    valid = tally.rows_valid
     checks.append(Check(
         "min_rows", _status(valid < vcfg.min_rows, fatal_size and n > 0), valid,
         f"only {valid} valid rows, fewer than validation.min_rows={vcfg.min_rows}"
         if valid < vcfg.min_rows else f"{valid} valid rows (min {vcfg.min_rows})"))
-    if typed_target is not None:
-        checks.append(_class_check(clean[target], schema, fatal_size and n > 0))
-    dups = int(clean.duplicated().sum()) if valid else 0
+    if tally.has_target:
+        checks.append(_class_check(tally.classes, schema, fatal_size and n > 0))
+    dups = tally.duplicates
     checks.append(Check("duplicate_rows", "warn" if dups else "pass", dups,
                         f"{dups} rows are exact copies of an earlier valid row" if dups
                         else "no duplicate rows"))
-    return FrameValidation(source=source, clean=clean, invalid=quarantine.frame(), checks=checks,
-                           rows_checked=n, rows_invalid=rows_invalid, labels=label_counts)
+    return checks
 
 
 def _missing_details(missing: list[str], present: Iterable[str]) -> str:
@@ -297,60 +407,75 @@ def _row_check(name: str, count: int, columns: list[str], what: str) -> Check:
 
 
 def _check_target(raw: pd.Series, schema: DatasetSchema, quarantine: _Quarantine,
-                  checks: list[Check], labels_out: dict[str, Any]) -> pd.Series:
-    """Quarantine rows with no label; fail on labels the schema does not list (the contract's
-    label check). ``labels_out`` receives the rows per label and whether each is a threat."""
+                  tally: _Tally) -> pd.Series:
+    """Quarantine rows with no label or a label the schema does not list (the contract's label
+    check); count them, and the rows per usable label, in ``tally``."""
     spec = schema.target
     check = Contract(schema).check_labels(raw)
     null = pd.Series(check.null, index=raw.index)
-    k = quarantine.add(null, spec.column, "<null>", "missing target")
-    checks.append(_row_check("target_missing", k, [spec.column] if k else [],
-                             "rows without a target label"))
+    tally.target_missing = quarantine.add(null, spec.column, "<null>", "missing target")
     refused = pd.Series(check.refused, index=raw.index)
     if refused.any():
         quarantine.add(refused, spec.column, raw, f"target value not in labels {check.vocabulary}")
-        n = int(refused.sum())
-        checks.append(Check("target_labels", "fail", n,
-                            f"target column {spec.column} has {n} values outside labels "
-                            f"{check.vocabulary}: {check.refused_summary()}. {UNLISTED_HINT}",
-                            [spec.column]))
-    elif spec.everything_but:
-        # Labels the schema does not name are threats by definition; a new attack type is
-        # still worth a look, so it is a warning when the schema lists the known ones.
-        new = check.new_threat_labels if spec.labels else []
-        detail = (f"every label but {spec.benign_labels} is a threat"
-                  + (f"; threat labels not in target.labels: {_listed(new)}" if new else ""))
-        checks.append(Check("target_labels", "warn" if new else "pass",
-                            sum(check.counts[k]["rows"] for k in new), detail,
-                            [spec.column] if new else []))
-    else:
-        checks.append(Check("target_labels", "pass", 0, f"all target values in {check.vocabulary}"))
-    labels_out.update(check.counts)
+        values = raw[refused].map(lambda v: str(v).strip()).value_counts()
+        tally.refused = {str(v): int(c) for v, c in values.items()}
+    tally.labels = {k: dict(v) for k, v in check.counts.items()}
     return check.typed.set_axis(raw.index)
 
 
-def _class_check(target: pd.Series, schema: DatasetSchema, fatal: bool, *,
+def _target_checks(tally: _Tally, schema: DatasetSchema) -> list[Check]:
+    """``target_missing`` and ``target_labels`` from the tally (see :func:`_check_target`)."""
+    spec = schema.target
+    k = tally.target_missing
+    checks = [_row_check("target_missing", k, [spec.column] if k else [], "rows without a target label")]
+    vocabulary = spec.vocabulary
+    if tally.refused:
+        n = sum(tally.refused.values())
+        summary = listed(f"{v!r} x{c}" for v, c in sorted(tally.refused.items(), key=lambda kv: -kv[1]))
+        checks.append(Check("target_labels", "fail", n,
+                            f"target column {spec.column} has {n} values outside labels "
+                            f"{vocabulary}: {summary}. {UNLISTED_HINT}", [spec.column]))
+    elif spec.everything_but:
+        # Labels the schema does not name are threats by definition; a new attack type is
+        # still worth a look, so it is a warning when the schema lists the known ones.
+        counts = tally.label_counts
+        known = {show(v) for v in spec.known_labels}
+        new = [k for k in counts if k not in known] if spec.labels else []
+        detail = (f"every label but {spec.benign_labels} is a threat"
+                  + (f"; threat labels not in target.labels: {_listed(new)}" if new else ""))
+        checks.append(Check("target_labels", "warn" if new else "pass",
+                            sum(counts[k]["rows"] for k in new), detail,
+                            [spec.column] if new else []))
+    else:
+        checks.append(Check("target_labels", "pass", 0, f"all target values in {vocabulary}"))
+    return checks
+
+
+def _class_check(counts: dict[Any, int], schema: DatasetSchema, fatal: bool, *,
                  name: str = "target_classes", where: str = "") -> Check:
-    """Both sides of the binary task present: threat rows and benign rows (per the schema's
-    label mapping; the raw label may have more classes)."""
-    counts = target.value_counts()
-    raw = ", ".join(f"{_label(v)}={c}" for v, c in counts.items())
-    if not len(counts):
+    """Both sides of the binary task present among the valid rows: threat rows and benign rows
+    (per the schema's label mapping; the raw label may have more classes). ``counts``: typed
+    label -> valid rows."""
+    column = schema.target.column
+    ordered = sorted(((v, c) for v, c in counts.items() if c), key=lambda kv: -kv[1])
+    raw = ", ".join(f"{_label(v)}={c}" for v, c in ordered)
+    if not ordered:
         return Check(name, _status(True, fatal), 0, f"{where}no valid target labels")
-    threat = np.asarray(schema.is_threat(target.dropna()), dtype=bool)
-    n_threat, n_benign = int(threat.sum()), int((~threat).sum())
+    threat = np.asarray(schema.is_threat(pd.Series([v for v, _ in ordered], dtype=object)), dtype=bool)
+    rows = np.array([c for _, c in ordered])
+    n_threat, n_benign = int(rows[threat].sum()), int(rows[~threat].sum())
     if n_threat and n_benign:
-        split_text = f" (threat {n_threat}, benign {n_benign})" if len(counts) > 2 else ""
-        return Check(name, "pass", len(counts), where + "classes: " + raw + split_text)
-    if len(counts) == 1:
-        only = _label(counts.index[0])
+        split_text = f" (threat {n_threat}, benign {n_benign})" if len(ordered) > 2 else ""
+        return Check(name, "pass", len(ordered), where + "classes: " + raw + split_text)
+    if len(ordered) == 1:
+        only = _label(ordered[0][0])
         return Check(name, _status(True, fatal), 1,
-                     f"{where}target {target.name} has a single class ({only!r} x{int(counts.iloc[0])});"
-                     f" a classifier needs both classes", [str(target.name)])
+                     f"{where}target {column} has a single class ({only!r} x{int(ordered[0][1])});"
+                     f" a classifier needs both classes", [str(column)])
     side, other = ("threat", "benign") if n_threat else ("benign", "threat")
-    return Check(name, _status(True, fatal), len(counts),
-                 f"{where}target {target.name} has {side} labels only ({raw}); the model needs "
-                 f"{other} rows too (label mapping: {schema.target.mapping()})", [str(target.name)])
+    return Check(name, _status(True, fatal), len(ordered),
+                 f"{where}target {column} has {side} labels only ({raw}); the model needs "
+                 f"{other} rows too (label mapping: {schema.target.mapping()})", [str(column)])
 
 
 def _label(v: Any) -> Any:
@@ -439,6 +564,111 @@ def write_invalid(path: str | os.PathLike, invalid: pd.DataFrame) -> Path:
 
 # --------------------------------------------------------------------------- pipeline step
 
+# Rows per batch when the step validates a split: a batch's copies (raw, typed, clean) stay near
+# 100 MB whatever the split's size. Every check is computed from the batches' tallies together.
+BATCH_ROWS = 100_000
+
+
+@dataclass
+class _SplitScan:
+    """One split validated batch by batch: its tally, quarantined problems, and its clean rows
+    as local Parquet pieces (one per batch) with each piece's dtypes."""
+
+    tally: _Tally
+    invalid: list[pd.DataFrame]
+    pieces: list[Path]
+    dtypes: list[dict[str, str]]
+    row_hashes: list[np.ndarray]     # lineage hashes of the clean rows (features + target)
+
+
+def _scan_split(catalog: RunCatalog, uri: str, split: str, schema: DatasetSchema,
+                vcfg: ValidationConfig, scratch: Path) -> _SplitScan:
+    import pyarrow as pa
+
+    out = _SplitScan(_Tally(), [], [], [], [])
+    with catalog.storage.parquet_file(uri) as pf:
+        arrow_schema = pf.schema_arrow
+        batches = (pf.iter_batches(batch_size=BATCH_ROWS) if pf.metadata.num_rows
+                   else iter([arrow_schema.empty_table()]))
+        offset = 0
+        for i, batch in enumerate(batches):
+            table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch], arrow_schema)
+            frame = table.to_pandas()
+            frame.index = pd.RangeIndex(offset, offset + len(frame))  # rows keep their file position
+            offset += len(frame)
+            tally, clean, invalid = _scan(frame, schema, vcfg, split=split)
+            del frame, table
+            out.tally = out.tally + tally
+            if len(invalid):
+                out.invalid.append(invalid)
+            clean = clean.reset_index(drop=True)
+            piece = scratch / f"{split}-{i:05d}.parquet"
+            clean.to_parquet(piece, index=False)
+            out.pieces.append(piece)
+            out.dtypes.append({c: str(t) for c, t in clean.dtypes.items()})
+            if split == "train" and len(clean):
+                out.row_hashes.append(lineage_hashes(clean, schema))
+    return out
+
+
+def _harmonised(scans: Iterable[_SplitScan], schema: DatasetSchema) -> dict[str, str]:
+    """One dtype per int/bool column for every split and batch (:func:`harmonise_dtypes`'s rule:
+    float64, or object for bool, when any batch needed NaN)."""
+    kinds: dict[str, set[str]] = {}
+    for scan in scans:
+        for dtypes in scan.dtypes:
+            for col, kind in dtypes.items():
+                kinds.setdefault(col, set()).add(kind)
+    out = {}
+    for col, spec in schema.columns.items():
+        if spec.dtype in ("int", "bool") and len(kinds.get(col, ())) > 1:
+            out[col] = "float64" if spec.dtype == "int" else "object"
+    return out
+
+
+def _write_split(catalog: RunCatalog, name: str, scan: _SplitScan, dtypes: dict[str, str],
+                 digest: "_Digest | None" = None) -> str:
+    """Stream the split's clean pieces, in their harmonised dtypes, to artifact ``name``."""
+    import contextlib
+
+    import pyarrow as pa
+
+    uri = catalog.uri(name)
+    with contextlib.ExitStack() as stack:
+        writer = arrow_schema = None
+        for piece in scan.pieces:
+            frame = pd.read_parquet(piece)
+            cast = {c: t for c, t in dtypes.items() if c in frame.columns and str(frame[c].dtype) != t}
+            if cast:
+                frame = frame.astype(cast)
+            if digest is not None:
+                digest.add(frame)
+            if writer is None:  # the first piece fixes the schema (every piece has its dtypes now)
+                arrow_schema = pa.Schema.from_pandas(frame, preserve_index=False)
+                writer = stack.enter_context(catalog.storage.parquet_writer(uri, arrow_schema))
+            writer.write_table(pa.Table.from_pandas(frame, schema=arrow_schema, preserve_index=False))
+    return uri
+
+
+class _Digest:
+    """:func:`netsec_tasks.table_io.frame_digest` of the concatenated batches, batch by batch."""
+
+    def __init__(self):
+        import hashlib
+
+        self.h = hashlib.sha256()
+        self.started = False
+
+    def add(self, frame: pd.DataFrame) -> None:
+        if not self.started:
+            self.h.update(",".join(f"{c}:{frame[c].dtype}" for c in frame.columns).encode())
+            self.started = True
+        self.h.update(pd.util.hash_pandas_object(frame, index=False).values.tobytes())
+
+    def hexdigest(self) -> str:
+        return self.h.hexdigest()
+
+
 def validate(cfg: PipelineConfig, run: RunContext, ingest: IngestRecord, *,
              schema: DatasetSchema | None = None) -> ValidationRecord:
     """Validate train+test as one data set and the new batch on its own; write typed Parquet.
@@ -447,55 +677,70 @@ def validate(cfg: PipelineConfig, run: RunContext, ingest: IngestRecord, *,
     null share) so a small test split cannot fail on its own; the train split must still hold
     both classes after quarantine. Raises ValidationFailed (after writing the report and
     invalid.csv) when a data-set level check fails.
+
+    Memory stays flat with the data: each split is read and checked in batches of
+    :data:`BATCH_ROWS` rows, the checks are computed from the batches' tallies together, and the
+    clean rows go to this task's scratch directory, then (once every check passed and the
+    dtypes are harmonised across splits) to storage, batch by batch.
     """
+    import shutil
+    import tempfile
+
+    from netsec_tasks.storage import scratch_dir
+
     schema = schema or load_schema(cfg.schema_path)
     vcfg = cfg.validation
     catalog = RunCatalog.of(cfg, run)
-    train_raw = catalog.load_frame(ingest.train_uri)
-    test_raw = catalog.load_frame(ingest.test_uri)
-    batch_raw = catalog.load_frame(ingest.new_batch_uri)
+    scratch = Path(tempfile.mkdtemp(prefix="netsec-validate-", dir=scratch_dir(cfg)))
+    try:
+        scans = {split: _scan_split(catalog, uri, split, schema, vcfg, scratch)
+                 for split, uri in (("train", ingest.train_uri), ("test", ingest.test_uri),
+                                    ("new_batch", ingest.new_batch_uri))}
+        data_tally = scans["train"].tally + scans["test"].tally
+        data = _section(data_tally, scans["train"].invalid + scans["test"].invalid, schema, vcfg,
+                        source=f"{ingest.train_uri} + {ingest.test_uri}", role="data")
+        batch = _section(scans["new_batch"].tally, scans["new_batch"].invalid, schema, vcfg,
+                         source=ingest.new_batch_uri, role="batch")
+        valid = {k: v.tally.rows_valid for k, v in scans.items()}
+        if data.passed:
+            # Training needs both classes in train itself, and a test split to score on.
+            data.checks.append(_class_check(scans["train"].tally.classes, schema, True,
+                                            name="train_target_classes", where="train split: "))
+            n_test = valid["test"]
+            data.checks.append(Check("test_not_empty", _status(n_test == 0, True), n_test,
+                                     "test split has no valid rows" if n_test == 0
+                                     else f"{n_test} valid test rows"))
 
-    both = pd.concat({"train": train_raw, "test": test_raw}, names=["split", "row"])
-    data = validate_frame(both, schema, vcfg, source=f"{ingest.train_uri} + {ingest.test_uri}",
-                          split="train+test", role="data")
-    batch = validate_frame(batch_raw, schema, vcfg, source=ingest.new_batch_uri, split="new_batch",
-                           role="batch")
-    clean = {"train": _split_part(data.clean, "train"), "test": _split_part(data.clean, "test"),
-             "new_batch": batch.clean.reset_index(drop=True)}
-    if data.passed:
-        # Training needs both classes in train itself, and a test split to score on.
-        data.checks.append(_class_check(clean["train"][schema.target.column], schema, True,
-                                        name="train_target_classes", where="train split: "))
-        n_test = len(clean["test"])
-        data.checks.append(Check("test_not_empty", _status(n_test == 0, True), n_test,
-                                 "test split has no valid rows" if n_test == 0
-                                 else f"{n_test} valid test rows"))
-    clean = harmonise_dtypes(clean, schema)
+        sections = {"train+test": data, "new_batch": batch}
+        passed = data.passed and batch.passed
+        invalid = pd.concat([data.invalid, batch.invalid], ignore_index=True)
+        invalid_uri = catalog.save_text("invalid_rows", invalid_csv(invalid))
+        report_uri = catalog.uri("validation_report")
+        extra = {
+            "run_id": run.run_id,
+            "schema": schema.name,
+            "limits": vcfg.model_dump(),
+            "splits": {k: {"rows_valid": int(v)} for k, v in valid.items()},
+        }
+        catalog.save_text("validation_report", render_report(sections, passed=passed, extra=extra))
+        if not passed:
+            problems = "; ".join(filter(None, (data.failure_message("train+test"),
+                                              batch.failure_message("new batch"))))
+            raise ValidationFailed(f"validation failed: {problems} (report: {report_uri})",
+                                   source=ingest.snapshot_uri,
+                                   columns=sorted({c for s in sections.values() for f in s.failures
+                                                   for c in f.columns}))
 
-    sections = {"train+test": data, "new_batch": batch}
-    passed = data.passed and batch.passed
-    invalid = pd.concat([data.invalid, batch.invalid], ignore_index=True)
-    invalid_uri = catalog.save_text("invalid_rows", invalid_csv(invalid))
-    report_uri = catalog.uri("validation_report")
-    extra = {
-        "run_id": run.run_id,
-        "schema": schema.name,
-        "limits": vcfg.model_dump(),
-        "splits": {k: {"rows_valid": int(len(v))} for k, v in clean.items()},
-    }
-    catalog.save_text("validation_report", render_report(sections, passed=passed, extra=extra))
-    if not passed:
-        problems = "; ".join(filter(None, (data.failure_message("train+test"),
-                                          batch.failure_message("new batch"))))
-        raise ValidationFailed(f"validation failed: {problems} (report: {report_uri})",
-                               source=ingest.snapshot_uri,
-                               columns=sorted({c for s in sections.values() for f in s.failures
-                                               for c in f.columns}))
-
-    uris = {k: catalog.save_frame(f"validated_{k}", v) for k, v in clean.items()}
-    hashes_uri = catalog.save_frame("train_row_hashes", lineage_frame(
-        lineage_hashes(clean["train"], schema)))
-    rows_checked = data.rows_checked
+        dtypes = _harmonised(scans.values(), schema)
+        digest = _Digest()
+        uris = {k: _write_split(catalog, f"validated_{k}", scan, dtypes,
+                                digest=digest if k == "train" else None)
+                for k, scan in scans.items()}
+        train_hashes = (np.concatenate(scans["train"].row_hashes) if scans["train"].row_hashes
+                        else np.zeros(0, dtype=np.uint64))
+        hashes_uri = catalog.save_frame("train_row_hashes", lineage_frame(train_hashes))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return ValidationRecord(
         passed=True,
         report_uri=report_uri,
@@ -504,16 +749,22 @@ def validate(cfg: PipelineConfig, run: RunContext, ingest: IngestRecord, *,
         test_uri=uris["test"],
         new_batch_uri=uris["new_batch"],
         train_row_hashes_uri=hashes_uri,
-        rows_checked=rows_checked,
+        rows_checked=data.rows_checked,
         rows_invalid=data.rows_invalid,
         invalid_share=data.invalid_share,
-        train_rows=len(clean["train"]),
-        test_rows=len(clean["test"]),
-        dataset_digest=frame_digest(clean["train"]),
+        train_rows=valid["train"],
+        test_rows=valid["test"],
+        dataset_digest=digest.hexdigest(),
     )
 
 
-def _split_part(clean: pd.DataFrame, split: str) -> pd.DataFrame:
-    if split not in clean.index.get_level_values(0):
-        return clean.iloc[0:0].reset_index(drop=True)
-    return clean.xs(split, level=0).reset_index(drop=True)
+def _section(tally: _Tally, invalid: list[pd.DataFrame], schema: DatasetSchema,
+             vcfg: ValidationConfig, *, source: str, role: Role) -> FrameValidation:
+    """The FrameValidation of a data set validated in batches (its clean rows are not kept)."""
+    problems = (pd.concat(invalid, ignore_index=True).sort_values(
+                    ["split", "row", "column"], kind="stable", ignore_index=True) if invalid
+                else pd.DataFrame({c: pd.Series(dtype=object) for c in INVALID_COLUMNS}))
+    return FrameValidation(source=source, clean=pd.DataFrame(), invalid=problems,
+                           checks=_checks(tally, schema, vcfg, role=role, require_target=True),
+                           rows_checked=tally.rows, rows_invalid=tally.rows_invalid,
+                           labels=tally.label_counts, valid_rows=tally.rows_valid)

@@ -11,6 +11,13 @@ import pytest
 from netsec_testing import SMALL_BUDGET, free_port, netsec
 
 
+def _copies(root: Path, original: Path) -> list[Path]:
+    """Every file under ``root`` with the same bytes as ``original``."""
+    data = original.read_bytes()
+    return sorted(p for p in root.rglob("*")
+                  if p.is_file() and p.stat().st_size == len(data) and p.read_bytes() == data)
+
+
 def test_run_then_predict_on_the_embedded_defaults(tmp_path):
     home = tmp_path / "home"
     first = netsec(*SMALL_BUDGET, "run", home=home)
@@ -20,11 +27,18 @@ def test_run_then_predict_on_the_embedded_defaults(tmp_path):
     storage_runs = list((home / "storage" / "runs").iterdir())
     assert len(storage_runs) == 1 and (storage_runs[0] / "manifest.json").is_file()
     assert (storage_runs[0] / "model" / "model.skops").is_file()
+    # Each artifact once in storage, plus MLflow's copy of the model: two files with the model's
+    # bytes under the work dir, one in the run's storage, one in MLflow's artifact store.
+    model_copies = _copies(home, storage_runs[0] / "model" / "model.skops")
+    assert len(model_copies) == 2, model_copies
+    assert sum(p.is_relative_to(storage_runs[0]) for p in model_copies) == 1
+    assert len(_copies(home, storage_runs[0] / "transform" / "preprocessor.skops")) == 1
 
     # Same data again: no drift, the Production model stays.
     second = netsec(*SMALL_BUDGET, "run", home=home)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "outcome: skipped_no_drift" in second.stdout
+    assert _copies(home, storage_runs[0] / "model" / "model.skops") == model_copies
 
     sample = tmp_path / "rows.csv"
     made = netsec("make-sample", "--rows", "200", "--seed", "9", "--out", str(sample), home=home)

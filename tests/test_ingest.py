@@ -162,6 +162,35 @@ def test_bom_and_semicolon_csvs_read_fine(make_cfg, tmp_path, sep, bom):
     pd.testing.assert_frame_equal(read(rec.snapshot_uri), frame)
 
 
+def test_file_read_in_chunks_equals_the_file_read_whole(make_cfg, tmp_path, monkeypatch):
+    """A local file is staged chunk by chunk (bounded memory); chunks infer their own dtypes
+    (gaps make a column float in one chunk, int in another; text in one chunk), yet the snapshot's
+    rows, its digest and the split are those of the file read whole (a number in a column that
+    also holds text may be spelt "0" instead of "0.0": the content hash reads them alike)."""
+    from netsec_tasks.split import row_hashes
+
+    import netsec_tasks.sources.file as file_source
+
+    frame = make_sample(300, seed=6, missing=0.01).astype(object)
+    frame.loc[250, "SFH"] = "abc"                      # text in the last chunk only
+    frame.loc[:99, "Favicon"] = frame.loc[:99, "Favicon"].fillna(1)  # no gap in the first chunk
+    path = write_csv(frame, tmp_path / "gaps.csv")
+    records = {}
+    for rows in (10**6, 100):
+        monkeypatch.setattr(file_source, "CHUNK_ROWS", rows)
+        cfg = make_cfg(**{"source.path": path, "workdir": str(tmp_path / f"w{rows}")})
+        records[rows] = run_ingest(cfg, f"r{rows}")
+    whole, chunked = records.values()
+    assert chunked.snapshot_sha256 == whole.snapshot_sha256
+    assert (chunked.train_rows, chunked.test_rows) == (whole.train_rows, whole.test_rows)
+    for uri in ("snapshot_uri", "train_uri", "test_uri"):
+        a, b = read(getattr(chunked, uri)), read(getattr(whole, uri))
+        assert list(a.columns) == list(b.columns) == FEATURES_AND_TARGET
+        np.testing.assert_array_equal(row_hashes(a, list(a.columns)), row_hashes(b, list(b.columns)))
+    snap = read(chunked.snapshot_uri)
+    assert snap["SFH"].tolist()[250] == "abc" and snap["Favicon"].isna().sum() > 0
+
+
 def test_glob_source_concatenates_files(make_cfg, tmp_path):
     write_csv(make_sample(100, seed=1), tmp_path / "part-1.csv")
     write_csv(make_sample(150, seed=2), tmp_path / "part-2.csv")

@@ -154,6 +154,75 @@ def test_tuning_never_sees_test_rows_and_test_is_scored_once(make_cfg, tmp_path,
     assert record.test_rows == len(test_df) and record.train_rows == len(train_df)
 
 
+def test_sampled_search_never_sees_test_rows_and_the_winner_is_refit_on_every_row(make_cfg, tmp_path,
+                                                                                  monkeypatch):
+    """Above training.search_max_rows the search tunes on a bounded sample; the winner is still
+    refit on the whole split and the test split is scored once."""
+    spy = candidates.CandidateSpec("decision_tree", lambda seed: SpyTree(random_state=seed),
+                                   lambda: {"max_depth": [2, 3, 4, 6, None], "min_samples_leaf": [1, 3]})
+    monkeypatch.setitem(candidates.CANDIDATES, "decision_tree", spy)
+    EVENTS.clear()
+    cfg = make_cfg(**{"training.candidates": ["decision_tree"], "training.n_iter": 4,
+                      "training.search_max_rows": 150, "transform.imputer_max_rows": 60})
+    frame = make_sample(500, seed=8, missing=0.03)
+    train_df, test_df = frame.iloc[:400].reset_index(drop=True), frame.iloc[400:].reset_index(drop=True)
+    test_df["web_traffic"] = SENTINEL
+    validation, transform = _inputs(cfg, tmp_path, train_df, test_df)
+
+    record = train(cfg, RunContext.create(cfg, run_id="test__spy_sampled"), validation, transform,
+                   tracking=False)
+
+    fits = [i for i, e in enumerate(EVENTS) if e[0] == "fit"]
+    assert len(fits) > cfg.training.cv_folds
+    assert all(n <= 150 for _, n, _ in (EVENTS[i] for i in fits[:-1]))  # CV on the sample
+    assert not any(e[2] for e in EVENTS[:fits[-1] + 1])
+    assert EVENTS[fits[-1]] == ("fit", len(train_df), False)  # refit: every training row
+    test_calls = [e for e in EVENTS if e[2]]
+    assert sorted(k for k, _, _ in test_calls) == ["predict", "predict_proba"]
+    assert record.search_rows <= 150 and record.train_rows == len(train_df)
+
+
+def test_sampled_search_imputes_with_donors_outside_the_sample(make_cfg):
+    """Honest CV on a sample: the search's imputer is fitted on training rows outside it (no CV
+    row, training or validation, shaped it); early-stopping rows are apart from both."""
+    from netsec_tasks.train import _Split, search_data
+
+    cfg = make_cfg(**{"training.search_max_rows": 300, "transform.imputer_max_rows": 100})
+    schema = load_schema(cfg.schema_path)
+    frame = make_sample(1000, seed=12, missing=0.03)
+    split = _Split.__new__(_Split)
+    split.uri, split.frame = "mem", frame
+    split.X, split.y = frame[schema.features], (frame[TARGET] == -1).astype(int).to_numpy()
+
+    data = search_data(cfg, schema, split)
+
+    assert data.sampled and data.rows == data.sample_rows.sum() <= 300
+    assert 90 <= data.imputer_rows.sum() <= 100
+    assert not (data.sample_rows & data.imputer_rows).any()
+    held = data.early_stopping_rows
+    assert held is not None and 0 < held.sum() <= 300 // 4
+    assert not (held & (data.sample_rows | data.imputer_rows)).any()
+    assert data.X.shape == (data.rows, len(schema.features)) and not np.isnan(data.X).any()
+    assert not np.isnan(data.eval_set[0]).any() and len(data.eval_set[1]) == held.sum()
+    # Below the bound: the whole split, the imputer fitted inside each fold.
+    whole = search_data(make_cfg(**{"training.search_max_rows": 1000}), schema, split)
+    assert not whole.sampled and whole.rows == 1000 and whole.imputer_rows is None
+
+
+def test_boosted_candidates_stop_early_on_a_sampled_search(make_cfg, tmp_path):
+    cfg = make_cfg(**{"training.candidates": ["xgboost"], "training.n_iter": 2,
+                      "training.search_max_rows": 200, "transform.imputer_max_rows": 80})
+    frame = make_sample(700, seed=14, missing=0.02)
+    validation, transform = _inputs(cfg, tmp_path, frame.iloc[:560].reset_index(drop=True),
+                                    frame.iloc[560:].reset_index(drop=True))
+    with threadpool_limits(1):
+        record, model = train_model(cfg, RunContext.create(cfg, run_id="test__early"), validation,
+                                    transform, tracking=False)
+    booster = model[-1]
+    assert booster.get_params()["early_stopping_rounds"] is not None
+    assert booster.best_iteration < record.candidates[0].best_params["n_estimators"]
+
+
 # --- the threat class is the positive class ----------------------------------------------------
 
 

@@ -175,6 +175,60 @@ def test_bad_rows_are_quarantined_with_split_row_column_and_reason(tmp_path, cfg
     assert check_status(report, "target_missing")["count"] == 1
 
 
+@pytest.mark.parametrize("case", ["quarantine", "labels", "single_class"])
+def test_batches_give_the_same_result_as_one_pass(tmp_path, cfg, monkeypatch, case):
+    """The step validates each split in batches (bounded memory); every output is the same as
+    when a split is one batch: record, report, quarantine file, typed splits and their dtypes."""
+    import netsec_tasks.validate as validate_module
+
+    train, test = split(make_sample(400, seed=2))
+    train, test = train.astype(object), test.astype(object)
+    train.loc[17, "URL_Length"] = "abc"
+    train.loc[150, "Favicon"] = 7
+    train.loc[151, "Favicon"] = 7
+    train.loc[301, "Result"] = None
+    test.loc[70, "port"] = None          # a null in the last batch only: float64 in every batch
+    if case == "labels":
+        train.loc[[0, 200], "Result"] = 0
+    elif case == "single_class":
+        train["Result"] = 1
+    train = pd.concat([train, train.iloc[:40]], ignore_index=True)  # copies (row 17 too) in a later batch
+    ingest = make_ingest(tmp_path, train, test)
+
+    outcomes = {}
+    for rows in (10**6, 37):
+        monkeypatch.setattr(validate_module, "BATCH_ROWS", rows)
+        run = RunContext.create(cfg, run_id=f"test__batches_{rows}")
+        try:
+            rec = validate(cfg, run, ingest)
+            error = None
+        except ValidationFailed as exc:
+            rec, error = None, str(exc).replace(f"test__batches_{rows}", "RUN")
+        report = report_of(run)
+        report.pop("generated_at"), report.pop("run_id")
+        frames = {}
+        if rec is not None:
+            frames = {k: pd.read_parquet(getattr(rec, f"{k}_uri")) for k in ("train", "test", "new_batch")}
+            rec = rec.model_dump(exclude={"report_uri", "invalid_uri", "train_uri", "test_uri",
+                                          "new_batch_uri", "train_row_hashes_uri"})
+            frames["hashes"] = pd.read_parquet(RunCatalog.of(cfg, run).uri("train_row_hashes"))
+        invalid = pd.read_csv(RunCatalog.of(cfg, run).uri("invalid_rows"))
+        outcomes[rows] = (rec, error, report, invalid, frames)
+
+    (rec1, err1, report1, inv1, frames1), (rec2, err2, report2, inv2, frames2) = outcomes.values()
+    assert (rec1, err1) == (rec2, err2)
+    assert report1 == report2
+    pd.testing.assert_frame_equal(inv1, inv2)
+    assert frames1.keys() == frames2.keys()
+    for k in frames1:
+        pd.testing.assert_frame_equal(frames1[k], frames2[k])
+    if case == "quarantine":
+        assert rec1["rows_invalid"] == 5 and frames1["train"]["port"].dtype == "float64"
+        assert check_status(report1, "duplicate_rows")["count"] >= 40
+    else:
+        assert err1 is not None
+
+
 def test_null_in_non_nullable_column_is_quarantined(tmp_path, cfg):
     schema = load_schema(cfg.schema_path)
     schema.columns["SSLfinal_State"] = schema.columns["SSLfinal_State"].model_copy(update={"nullable": False})

@@ -100,39 +100,61 @@ def frame_table(frame: pd.DataFrame) -> pa.Table:
     return table.replace_schema_metadata(None)
 
 
-def read_file(cfg: PipelineConfig, storage: Storage, previous: SourceState | None) -> SourceRead:
+def read_file(cfg: PipelineConfig, storage: Storage, previous: SourceState | None,
+              scratch: Path | None = None) -> SourceRead:
     """Read the whole file (it is also the new batch). A CSV file without a header row is read
-    with the schema's ``file_columns``."""
+    with the schema's ``file_columns``.
+
+    A local file (or glob) is read :data:`CHUNK_ROWS` rows at a time and each chunk staged as a
+    Parquet part in ``scratch`` (this task's private directory), so memory holds one chunk
+    whatever the file's size; without ``scratch``, or for an ``s3://`` object, it is read whole.
+    """
+    import pyarrow.parquet as pq
+
     from netsec_tasks.schema import load_schema
     from netsec_tasks.snapshot import unify_schemas
     from netsec_tasks.sources.mongo import BOOKKEEPING_FIELDS
-    from netsec_tasks.table_io import read_csv_bytes, read_table
+    from netsec_tasks.table_io import iter_table_chunks, read_csv_bytes, read_table
 
     if cfg.source.path is None:
         ensure_sample(cfg)
     location = file_location(cfg)
     options = load_schema(cfg.schema_path).read_options()
-    if is_s3(location):
-        frame = (read_csv_bytes(storage.read_bytes(location), source=location, **options)
-                 if options and location.lower().endswith(".csv") else storage.read_frame(location))
-    else:
-        frame = read_table(location, **options)
-    frame = frame.drop(columns=[c for c in BOOKKEEPING_FIELDS if c in frame.columns])
     if cfg.source.window_days is not None:
         log.warning("source.window_days applies to MongoDB sources only (rows have no time in a "
                     "file); %s is used whole", location)
-    tables = [frame_table(frame)]
+    parts: list[pa.Table | Path] = []
+    schemas: list[pa.Schema] = []
+    n = 0
+    if scratch is not None and not is_s3(location):
+        for frame in iter_table_chunks(location, chunk_rows=CHUNK_ROWS, **options):
+            table = frame_table(frame.drop(columns=[c for c in BOOKKEEPING_FIELDS if c in frame.columns]))
+            part = scratch / f"file-{len(parts):06d}.parquet"
+            pq.write_table(table, part)
+            parts.append(part)
+            schemas.append(table.schema)
+            n += table.num_rows
+    else:
+        if is_s3(location):
+            frame = (read_csv_bytes(storage.read_bytes(location), source=location, **options)
+                     if options and location.lower().endswith(".csv") else storage.read_frame(location))
+        else:
+            frame = read_table(location, **options)
+        table = frame_table(frame.drop(columns=[c for c in BOOKKEEPING_FIELDS if c in frame.columns]))
+        parts = [pa.Table.from_batches([b], schema=table.schema)
+                 for b in table.to_batches(max_chunksize=CHUNK_ROWS)]
+        schemas, n = [table.schema], table.num_rows
     watermark = _content_hash(location, storage)
     feedback = _feedback_rows(cfg, storage)
     if feedback is not None:
         table, digest = feedback
-        tables.append(table)
+        parts.extend(pa.Table.from_batches([b], schema=table.schema)
+                     for b in table.to_batches(max_chunksize=CHUNK_ROWS))
+        schemas.append(table.schema)
+        n += table.num_rows
         watermark = hashlib.sha256(f"{watermark}+feedback:{digest}".encode()).hexdigest()
-    parts = [pa.Table.from_batches([b], schema=t.schema)
-             for t in tables for b in t.to_batches(max_chunksize=CHUNK_ROWS)]
-    n = sum(t.num_rows for t in tables)
     return SourceRead(
-        source=f"file:{location}", schema=unify_schemas([t.schema for t in tables]),
+        source=f"file:{location}", schema=unify_schemas(schemas),
         previous_watermark=previous.watermark if previous else None,
         watermark=watermark, watermark_type="file", documents_read=n,
         parts=list(parts), new_mask=np.ones(n, bool), times=np.full(n, np.nan))
