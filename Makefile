@@ -35,8 +35,8 @@ format: setup-test
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## Every test, with the real servers the fixtures start.
-test: setup-test
+## Lint and type check, then every test, with the real servers the fixtures start.
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-fast: setup-test

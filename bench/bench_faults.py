@@ -38,31 +38,51 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from netsec_testing import (UCI_CSV, MlflowServerProcess, MotoServerProcess,  # noqa: E402
-                            TcpGate)
+from netsec_testing import UCI_CSV, MlflowServerProcess, MotoServerProcess, TcpGate  # noqa: E402
 
-SMALL = ["training.candidates=[random_forest, logistic_regression]", "training.n_iter=2",
-         "training.cv_folds=3", "training.n_jobs=2"]
+SMALL = [
+    "training.candidates=[random_forest, logistic_regression]",
+    "training.n_iter=2",
+    "training.cv_folds=3",
+    "training.n_jobs=2",
+]
 
 
 class NetsecRun:
     """``netsec run`` as a subprocess whose stderr lines are collected with their arrival time."""
 
-    def __init__(self, code: Path, home: Path, sets: list[str], *args: str, env: dict | None = None,
-                 command: str = "run"):
+    def __init__(
+        self,
+        code: Path,
+        home: Path,
+        sets: list[str],
+        *args: str,
+        env: dict | None = None,
+        command: str = "run",
+    ):
         self.lines: list[tuple[float, str]] = []
         self.cond = threading.Condition()
         self.capped = False
-        full_env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("NETSEC_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY"))}
-        full_env.update({"NETSEC_HOME": str(home), "PYTHONPATH": str(code),
-                         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", **(env or {})})
+        full_env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("NETSEC_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY"))
+        }
+        full_env.update(
+            {
+                "NETSEC_HOME": str(home),
+                "PYTHONPATH": str(code),
+                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+                **(env or {}),
+            }
+        )
         cmd = [sys.executable, "-m", "netsec_tasks.cli", "--config", str(code / "config" / "pipeline.yaml")]
         for s in sets:
             cmd += ["--set", s]
         cmd += [command, *(["--source-path", str(UCI_CSV)] if command == "run" else []), *args]
-        self.proc = subprocess.Popen(cmd, cwd=home.parent, env=full_env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=home.parent, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         self.start = time.monotonic()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -81,8 +101,9 @@ class NetsecRun:
                     if rx.search(line):
                         return line
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"netsec exited ({self.proc.returncode}) before {pattern!r}:\n"
-                                       + self.text()[-3000:])
+                    raise RuntimeError(
+                        f"netsec exited ({self.proc.returncode}) before {pattern!r}:\n" + self.text()[-3000:]
+                    )
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"no {pattern!r} within {timeout}s")
@@ -108,8 +129,15 @@ class NetsecRun:
         return [line for t, line in self.lines if t >= after and "netsec run:" in line]
 
 
-def _row(name: str, seconds: float | None, cap: float, rc: int | None, run: NetsecRun | None,
-         after: float = 0.0, **left) -> dict:
+def _row(
+    name: str,
+    seconds: float | None,
+    cap: float,
+    rc: int | None,
+    run: NetsecRun | None,
+    after: float = 0.0,
+    **left,
+) -> dict:
     capped = run is not None and run.capped
     row = {"scenario": name, "exit_code": "none: still running at the cap" if capped else rc}
     if capped or rc != -9:  # -9 otherwise: SIGKILLed by the scenario itself, no time to fail
@@ -140,15 +168,23 @@ def _versions(tracking_uri: str, name: str = "netsec-phishing") -> dict[str, str
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    return {str(mv.version): (mv.tags or {}).get("netsec.promotion", "<undecided>")
-            for mv in client.search_model_versions(f"name = '{name}'")}
+    return {
+        str(mv.version): (mv.tags or {}).get("netsec.promotion", "<undecided>")
+        for mv in client.search_model_versions(f"name = '{name}'")
+    }
 
 
 def _registry_fault(code: Path, tmp: Path, cap: float, sig: int, name: str) -> dict:
     server = MlflowServerProcess(tmp / "mlflow").start()
     try:
-        run = NetsecRun(code, tmp / "work", SMALL + [f"registry.tracking_uri={server.uri}"],
-                        "--force-retrain", "--run-id", "faulty")
+        run = NetsecRun(
+            code,
+            tmp / "work",
+            SMALL + [f"registry.tracking_uri={server.uri}"],
+            "--force-retrain",
+            "--run-id",
+            "faulty",
+        )
         run.wait_for(r"tuning \d+ candidates")
         t_fault = time.monotonic()
         server.signal(sig)
@@ -161,8 +197,16 @@ def _registry_fault(code: Path, tmp: Path, cap: float, sig: int, name: str) -> d
         rec = NetsecRun(code, tmp / "work", [f"registry.tracking_uri={server.uri}"], command="reconcile")
         rec.wait(300)
         after_reconcile = _parent_runs(server.uri) if rec.proc.returncode == 0 else "no reconcile command"
-        return _row(name, seconds, cap, run.proc.returncode, run, t_fault,
-                    mlflow_runs_after=runs_after, after_netsec_reconcile=after_reconcile)
+        return _row(
+            name,
+            seconds,
+            cap,
+            run.proc.returncode,
+            run,
+            t_fault,
+            mlflow_runs_after=runs_after,
+            after_netsec_reconcile=after_reconcile,
+        )
     finally:
         server.stop()
 
@@ -180,13 +224,24 @@ def _s3_fault(code: Path, tmp: Path, cap: float, mode: str) -> dict:
 
     moto = MotoServerProcess(tmp / "moto").start()
     gate = TcpGate(moto.port)
-    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-             "AWS_DEFAULT_REGION": "us-east-1"}
-    s3 = boto3.client("s3", endpoint_url=moto.endpoint_url, region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    creds = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     s3.create_bucket(Bucket="netsec")
-    sets = SMALL + ["storage.uri=s3://netsec/runs", f"storage.endpoint_url={gate.url}",
-                    f"registry.tracking_uri=sqlite:///{tmp / 'mlflow.db'}"]
+    sets = SMALL + [
+        "storage.uri=s3://netsec/runs",
+        f"storage.endpoint_url={gate.url}",
+        f"registry.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
+    ]
     try:
         first = NetsecRun(code, tmp / "work", sets, "--run-id", "first", env=creds)
         first.wait_for(r"registered \S+ v\d+")
@@ -205,10 +260,18 @@ def _s3_fault(code: Path, tmp: Path, cap: float, mode: str) -> dict:
         second.wait(900)
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket="netsec").get("Contents", [])]
         first_keys = [k for k in keys if "/first/" in k or k.startswith("runs/first")]
-        return _row(f"s3_{mode}", seconds, cap, rc1, first, t_fault, second_rc=second.proc.returncode,
-                    second_says=(second.text().splitlines() or [""])[-1][:200],
-                    first_run_objects_in_storage=len(first_keys),
-                    first_run_manifest=any(k.endswith("manifest.json") for k in first_keys))
+        return _row(
+            f"s3_{mode}",
+            seconds,
+            cap,
+            rc1,
+            first,
+            t_fault,
+            second_rc=second.proc.returncode,
+            second_says=(second.text().splitlines() or [""])[-1][:200],
+            first_run_objects_in_storage=len(first_keys),
+            first_run_manifest=any(k.endswith("manifest.json") for k in first_keys),
+        )
     finally:
         gate.close()
         if moto.proc is not None and moto.proc.poll() is None:
@@ -236,10 +299,19 @@ def kill_after_register(code: Path, tmp: Path, cap: float) -> dict:
     second = NetsecRun(code, tmp / "work", sets, "--run-id", "next")
     seconds = second.wait(cap)
     after = _versions(uri)
-    return _row("kill_after_register", None, cap, -9, None, killed_version=killed_version,
-                decision_after_kill=before, next_run_rc=second.proc.returncode,
-                next_run_seconds=round(seconds, 1) if seconds else None,
-                versions_after_next_run=after, runs_after=_parent_runs(uri))
+    return _row(
+        "kill_after_register",
+        None,
+        cap,
+        -9,
+        None,
+        killed_version=killed_version,
+        decision_after_kill=before,
+        next_run_rc=second.proc.returncode,
+        next_run_seconds=round(seconds, 1) if seconds else None,
+        versions_after_next_run=after,
+        runs_after=_parent_runs(uri),
+    )
 
 
 def _orphan_lifetime(pids: list[int], cap: float) -> tuple[float | None, int]:
@@ -270,8 +342,14 @@ def _signal_during_tuning(code: Path, tmp: Path, cap: float, sig: int, name: str
 
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     # A longer search so the workers are mid-fit when the signal lands.
-    sets = ["training.candidates=[random_forest]", "training.n_iter=12", "training.search=random",
-            "training.cv_folds=5", "training.n_jobs=2", f"registry.tracking_uri={uri}"]
+    sets = [
+        "training.candidates=[random_forest]",
+        "training.n_iter=12",
+        "training.search=random",
+        "training.cv_folds=5",
+        "training.n_jobs=2",
+        f"registry.tracking_uri={uri}",
+    ]
     run = NetsecRun(code, tmp / "work", sets, "--force-retrain", "--run-id", name)
     run.wait_for(r"tuning \d+ candidates")
     deadline = time.monotonic() + 60
@@ -290,12 +368,18 @@ def _signal_during_tuning(code: Path, tmp: Path, cap: float, sig: int, name: str
     runs_after = _parent_runs(uri)
     rec = NetsecRun(code, tmp / "work", [f"registry.tracking_uri={uri}"], command="reconcile")
     rec.wait(300)
-    return _row(name, seconds, cap, run.proc.returncode, run, t_fault,
-                child_processes=n,
-                orphans_gone_after_s=(round(lifetime, 1) if lifetime is not None else f">{cap:.0f}"),
-                mlflow_runs_after=runs_after,
-                after_netsec_reconcile=(_parent_runs(uri) if rec.proc.returncode == 0
-                                        else "no reconcile command"))
+    return _row(
+        name,
+        seconds,
+        cap,
+        run.proc.returncode,
+        run,
+        t_fault,
+        child_processes=n,
+        orphans_gone_after_s=(round(lifetime, 1) if lifetime is not None else f">{cap:.0f}"),
+        mlflow_runs_after=runs_after,
+        after_netsec_reconcile=(_parent_runs(uri) if rec.proc.returncode == 0 else "no reconcile command"),
+    )
 
 
 def orphans(code: Path, tmp: Path, cap: float) -> dict:
@@ -306,8 +390,10 @@ def sigterm(code: Path, tmp: Path, cap: float) -> dict:
     return _signal_during_tuning(code, tmp, cap, signal.SIGTERM, "sigterm")
 
 
-SCENARIOS = {f.__name__: f for f in (registry_killed, registry_hung, s3_down, s3_hung,
-                                     kill_after_register, orphans, sigterm)}
+SCENARIOS = {
+    f.__name__: f
+    for f in (registry_killed, registry_hung, s3_down, s3_hung, kill_after_register, orphans, sigterm)
+}
 
 
 def main() -> int:
@@ -322,8 +408,10 @@ def main() -> int:
             try:
                 rows.append(SCENARIOS[name](args.code.resolve(), Path(tmp), args.cap))
             except Exception as exc:  # one broken scenario must not hide the others' figures
-                print(json.dumps({"scenario": name, "bench_error": f"{type(exc).__name__}: {exc}"[:2000]}),
-                      flush=True)
+                print(
+                    json.dumps({"scenario": name, "bench_error": f"{type(exc).__name__}: {exc}"[:2000]}),
+                    flush=True,
+                )
     return 0
 
 

@@ -32,9 +32,21 @@ def free_port() -> int:
 def start_server(workdir: Path) -> tuple[subprocess.Popen, str]:
     exe = shutil.which("nx-27017", path=str(Path(sys.executable).parent)) or "nx-27017"
     port = free_port()
-    proc = subprocess.Popen([exe, "--db", str(workdir / "mongo.db"), "-p", str(port),
-                             "--log-file", str(workdir / "nx.log"), "--pid-file", str(workdir / "nx.pid")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            exe,
+            "--db",
+            str(workdir / "mongo.db"),
+            "-p",
+            str(port),
+            "--log-file",
+            str(workdir / "nx.log"),
+            "--pid-file",
+            str(workdir / "nx.pid"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -54,9 +66,9 @@ def main() -> None:
 
     from netsec_tasks.config import load_config
     from netsec_tasks.ingest import ingest
-    from netsec_tasks.sources.mongo import push_data
     from netsec_tasks.records import RunContext
     from netsec_tasks.sample import make_sample
+    from netsec_tasks.sources.mongo import push_data
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -69,13 +81,16 @@ def main() -> None:
             t0 = time.perf_counter()
             pushed = push_data(csv, cfg, batch_size=5000)
             push_s = time.perf_counter() - t0
-            print(f"push-data: {pushed.inserted} rows in {push_s:.1f} s "
-                  f"({pushed.inserted / push_s:,.0f} rows/s)")
+            print(
+                f"push-data: {pushed.inserted} rows in {push_s:.1f} s "
+                f"({pushed.inserted / push_s:,.0f} rows/s)"
+            )
             print(f"{'batch_size':>10} {'seconds':>8} {'rows/s':>9} {'py heap peak MB':>16}")
             for batch in args.batch_sizes:
                 # Not incremental: every ingest reads the whole collection, which is what is timed.
-                cfg_b = cfg.with_overrides({"source.mongo.batch_size": batch,
-                                            "source.mongo.incremental": False})
+                cfg_b = cfg.with_overrides(
+                    {"source.mongo.batch_size": batch, "source.mongo.incremental": False}
+                )
                 t0 = time.perf_counter()
                 rec = ingest(cfg_b, RunContext.create(cfg_b, f"bench-{batch}"))
                 secs = time.perf_counter() - t0

@@ -53,12 +53,12 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
-STEPS = ["ingest", "validate", "drift", "drift@ref", "transform", "train", "register", "sync",
-         "outcome"]
+STEPS = ["ingest", "validate", "drift", "drift@ref", "transform", "train", "register", "sync", "outcome"]
 MB = 1024 * 1024
 
 
 # --------------------------------------------------------------------------- child side
+
 
 def _cpu_seconds() -> float:
     """CPU seconds of this process, its reaped children and its live descendants."""
@@ -87,8 +87,9 @@ def run_step(step: str, state_file: Path) -> int:
     from netsec_tasks import records as R
     from netsec_tasks.pipeline import load_pipeline_config
 
-    logging.basicConfig(level=logging.INFO, format="    %(asctime)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="    %(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     for noisy in ("alembic", "urllib3", "botocore", "matplotlib", "git", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     state = json.loads(state_file.read_text())
@@ -99,48 +100,66 @@ def run_step(step: str, state_file: Path) -> int:
     wall0, cpu0 = time.perf_counter(), _cpu_seconds()
     if step == "ingest":
         from netsec_tasks.ingest import ingest
+
         out = ingest(cfg, run)
     elif step == "validate":
         from netsec_tasks.validate import validate
+
         out = validate(cfg, run, ing)
     elif step == "drift":
         from netsec_tasks.drift import check_drift
         from netsec_tasks.registry import production_reference_uri
+
         out = check_drift(cfg, run, val, reference_uri=production_reference_uri(cfg))
     elif step == "drift@ref":
         from netsec_tasks.drift import check_drift
+
         # Its own run id: the run's drift report stays as the first run wrote it.
         other = R.RunContext.create(cfg, run_id=run.run_id + "-drift-at-ref", trigger="cli")
         out = check_drift(cfg, other, val, reference_uri=val.train_uri)
     elif step == "transform":
         from netsec_tasks.transform import transform
+
         out = transform(cfg, run, val)
     elif step == "train":
         from netsec_tasks.train import train
+
         out = train(cfg, run, val, get("transform", R.TransformRecord))
     elif step == "register":
         from netsec_tasks.registry import register
+
         out = register(cfg, run, get("train", R.TrainRecord), val)
     elif step == "sync":
         from netsec_tasks.sync import sync
+
         out = sync(cfg, run, register=get("register", R.RegisterRecord))
     elif step == "outcome":
         from netsec_tasks.pipeline import record_outcome
-        out = record_outcome(cfg, run, ingest=ing, drift=get("drift", R.DriftRecord),
-                             train=get("train", R.TrainRecord),
-                             register=get("register", R.RegisterRecord), branch_reason="bench")
+
+        out = record_outcome(
+            cfg,
+            run,
+            ingest=ing,
+            drift=get("drift", R.DriftRecord),
+            train=get("train", R.TrainRecord),
+            register=get("register", R.RegisterRecord),
+            branch_reason="bench",
+        )
     else:
         raise SystemExit(f"unknown step {step}")
     wall, cpu = time.perf_counter() - wall0, _cpu_seconds() - cpu0
     state[step] = out.to_xcom()
     state.setdefault("_measured", {})[step] = {
-        "wall": wall, "cpu": cpu,
-        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        "wall": wall,
+        "cpu": cpu,
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
     state_file.write_text(json.dumps(state))
     return 0
 
 
 # --------------------------------------------------------------------------- parent side
+
 
 class TreeSampler:
     """Peak summed RSS of a process and its descendants, and the CPU seconds each of them used
@@ -188,10 +207,14 @@ class TreeSampler:
 
 
 def _env(home: Path, sets: list[str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NETSEC_")
-           and k != "MLFLOW_TRACKING_URI"}
-    env.update({"NETSEC_HOME": str(home), "GIT_PYTHON_REFRESH": "quiet",
-                "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO)]))})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETSEC_") and k != "MLFLOW_TRACKING_URI"}
+    env.update(
+        {
+            "NETSEC_HOME": str(home),
+            "GIT_PYTHON_REFRESH": "quiet",
+            "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO)])),
+        }
+    )
     for item in sets:
         key, _, value = item.partition("=")
         env["NETSEC_" + key.strip().upper().replace(".", "__")] = value
@@ -203,14 +226,28 @@ def make_data(rows: int, missing: float, data_dir: Path) -> Path:
     if not path.is_file():
         data_dir.mkdir(parents=True, exist_ok=True)
         print(f"  generating {path.name} ...", flush=True)
-        subprocess.run([PY, "-m", "netsec_tasks.cli", "make-sample", "--rows", str(rows),
-                        "--missing", str(missing), "--out", str(path)], check=True, cwd=REPO,
-                       stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
+        subprocess.run(
+            [
+                PY,
+                "-m",
+                "netsec_tasks.cli",
+                "make-sample",
+                "--rows",
+                str(rows),
+                "--missing",
+                str(missing),
+                "--out",
+                str(path),
+            ],
+            check=True,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
     return path
 
 
-def run_steps(data: Path, home: Path, sets: list[str], until: str | None,
-              log_file: Path) -> dict[str, Any]:
+def run_steps(data: Path, home: Path, sets: list[str], until: str | None, log_file: Path) -> dict[str, Any]:
     """Every step in a child process; returns per-step figures and the records."""
     from netsec_tasks.config import load_config
     from netsec_tasks.records import RunContext
@@ -221,16 +258,20 @@ def run_steps(data: Path, home: Path, sets: list[str], until: str | None,
     state_file = home / "bench_state.json"
     home.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps({"run": run.to_xcom()}))
-    steps = STEPS[:STEPS.index(until) + 1] if until else STEPS
+    steps = STEPS[: STEPS.index(until) + 1] if until else STEPS
     figures: dict[str, dict[str, float]] = {}
     with open(log_file, "a") as log:
         for step in steps:
             log.write(f"== {step}\n")
             log.flush()
             # cwd: the work dir, so the config is the imported package's own (config/ beside it)
-            proc = subprocess.Popen([PY, str(Path(__file__).resolve()), "--step", step,
-                                     "--state", str(state_file)], cwd=home, env=env, stdout=log,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [PY, str(Path(__file__).resolve()), "--step", step, "--state", str(state_file)],
+                cwd=home,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
             sampler = TreeSampler(proc.pid)
             rc = proc.wait()
             sampler.stop()
@@ -238,8 +279,11 @@ def run_steps(data: Path, home: Path, sets: list[str], until: str | None,
                 raise SystemExit(f"step {step} failed (exit {rc}); see {log_file}")
             measured = json.loads(state_file.read_text())["_measured"][step]
             figures[step] = {**measured, "peak_mb": sampler.peak / MB, "procs": sampler.peak_procs}
-            print(f"    {step:<11} {measured['wall']:8.1f} s {measured['cpu']:8.1f} cpu-s "
-                  f"{sampler.peak / MB:8.0f} MB peak ({sampler.peak_procs} proc)", flush=True)
+            print(
+                f"    {step:<11} {measured['wall']:8.1f} s {measured['cpu']:8.1f} cpu-s "
+                f"{sampler.peak / MB:8.0f} MB peak ({sampler.peak_procs} proc)",
+                flush=True,
+            )
     return {"steps": figures, "state": json.loads(state_file.read_text())}
 
 
@@ -250,8 +294,9 @@ def run_whole(data: Path, home: Path, sets: list[str], log_file: Path) -> dict[s
         log.write("== netsec run (one process)\n")
         log.flush()
         t0 = time.perf_counter()
-        proc = subprocess.Popen([PY, "-m", "netsec_tasks.cli", "run"], cwd=home, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [PY, "-m", "netsec_tasks.cli", "run"], cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         sampler = TreeSampler(proc.pid)
         _, status, ru = os.wait4(proc.pid, 0)
         sampler.stop()
@@ -259,8 +304,13 @@ def run_whole(data: Path, home: Path, sets: list[str], log_file: Path) -> dict[s
     if status != 0:
         raise SystemExit(f"netsec run failed (status {status}); see {log_file}")
     workers = sum(c for pid, c in sampler.cpu.items() if pid != proc.pid)
-    return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime + workers, "peak_mb": sampler.peak / MB,
-            "maxrss_mb": ru.ru_maxrss / 1024, "procs": sampler.peak_procs}
+    return {
+        "wall": wall,
+        "cpu": ru.ru_utime + ru.ru_stime + workers,
+        "peak_mb": sampler.peak / MB,
+        "maxrss_mb": ru.ru_maxrss / 1024,
+        "procs": sampler.peak_procs,
+    }
 
 
 def _sha256(path: Path) -> str:
@@ -280,12 +330,16 @@ def artifacts(home: Path) -> dict[str, Any]:
         out["model_mb"] = model.stat().st_size / MB
         digest = _sha256(model)
         size = model.stat().st_size
-        out["model_copies"] = [str(p.relative_to(home)) for p in home.rglob("*")
-                               if p.is_file() and p.stat().st_size == size and _sha256(p) == digest]
+        out["model_copies"] = [
+            str(p.relative_to(home))
+            for p in home.rglob("*")
+            if p.is_file() and p.stat().st_size == size and _sha256(p) == digest
+        ]
     for area in ("storage/runs", "storage/snapshots", "mlartifacts"):
         root = home / area
-        out["areas_mb"][area] = (sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / MB
-                                 if root.exists() else 0.0)
+        out["areas_mb"][area] = (
+            sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / MB if root.exists() else 0.0
+        )
     pre = sorted(home.rglob("preprocessor.skops"))
     out["preprocessor_mb"] = pre[0].stat().st_size / MB if pre else None
     return out
@@ -304,7 +358,7 @@ def _label(rows: int) -> str:
 def print_tables(results: dict[int, dict[str, Any]]) -> None:
     sizes = sorted(results)
     print("\nper step (wall s / cpu s / peak RSS MB of the step's process tree):")
-    head = f"| step | " + " | ".join(_label(n) for n in sizes) + " |"
+    head = "| step | " + " | ".join(_label(n) for n in sizes) + " |"
     print(head)
     print("|---" * (len(sizes) + 1) + "|")
     steps = [s for s in STEPS if any(s in results[n]["steps"] for n in sizes)]
@@ -315,8 +369,10 @@ def print_tables(results: dict[int, dict[str, Any]]) -> None:
             cells.append(f"{f['wall']:.1f} / {f['cpu']:.1f} / {f['peak_mb']:.0f}" if f else "-")
         print(f"| {step} | " + " | ".join(cells) + " |")
     print("\nper size:")
-    print("| rows | end to end wall s | cpu s | peak RSS MB (largest step) | model MB | "
-          "preprocessor MB | model copies | storage per run MB | threat F1 (test) | winner |")
+    print(
+        "| rows | end to end wall s | cpu s | peak RSS MB (largest step) | model MB | "
+        "preprocessor MB | model copies | storage per run MB | threat F1 (test) | winner |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for n in sizes:
         r = results[n]
@@ -327,27 +383,39 @@ def print_tables(results: dict[int, dict[str, Any]]) -> None:
         train = r["state"].get("train") or {}
         f1 = (train.get("test_metrics") or {}).get("f1")
         fmt = lambda v, p=1: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
-        print(f"| {_label(n)} | {wall:.0f} | {cpu:.0f} | {peak:.0f} | {fmt(a.get('model_mb'))} | "
-              f"{fmt(a.get('preprocessor_mb'), 2)} | {len(a.get('model_copies') or [])} | "
-              f"{fmt((a.get('areas_mb') or {}).get('storage/runs'))} | {fmt(f1, 4)} | "
-              f"{train.get('winner', '-')} |")
+        print(
+            f"| {_label(n)} | {wall:.0f} | {cpu:.0f} | {peak:.0f} | {fmt(a.get('model_mb'))} | "
+            f"{fmt(a.get('preprocessor_mb'), 2)} | {len(a.get('model_copies') or [])} | "
+            f"{fmt((a.get('areas_mb') or {}).get('storage/runs'))} | {fmt(f1, 4)} | "
+            f"{train.get('winner', '-')} |"
+        )
         if r.get("whole"):
             w = r["whole"]
-            print(f"|   `netsec run`, one process | {w['wall']:.0f} | {w['cpu']:.0f} | "
-                  f"{w['peak_mb']:.0f} (main maxrss {w['maxrss_mb']:.0f}) | | | | | | |")
+            print(
+                f"|   `netsec run`, one process | {w['wall']:.0f} | {w['cpu']:.0f} | "
+                f"{w['peak_mb']:.0f} (main maxrss {w['maxrss_mb']:.0f}) | | | | | | |"
+            )
     if len(sizes) > 1:
         lo, hi = sizes[0], sizes[-1]
         print(f"\ngrowth {_label(lo)} -> {_label(hi)} (x{hi / lo:g} rows):")
         for step in steps:
             a, b = results[lo]["steps"].get(step), results[hi]["steps"].get(step)
             if a and b:
-                print(f"  {step:<11} wall x{b['wall'] / max(a['wall'], 1e-9):5.2f}  "
-                      f"cpu x{b['cpu'] / max(a['cpu'], 1e-9):5.2f}  "
-                      f"peak RSS x{b['peak_mb'] / max(a['peak_mb'], 1e-9):5.2f}")
-        tot = {n: (sum(v["wall"] for v in results[n]["steps"].values()),
-                   sum(v["cpu"] for v in results[n]["steps"].values())) for n in (lo, hi)}
-        print(f"  {'end to end':<11} wall x{tot[hi][0] / tot[lo][0]:5.2f}  "
-              f"cpu x{tot[hi][1] / tot[lo][1]:5.2f}")
+                print(
+                    f"  {step:<11} wall x{b['wall'] / max(a['wall'], 1e-9):5.2f}  "
+                    f"cpu x{b['cpu'] / max(a['cpu'], 1e-9):5.2f}  "
+                    f"peak RSS x{b['peak_mb'] / max(a['peak_mb'], 1e-9):5.2f}"
+                )
+        tot = {
+            n: (
+                sum(v["wall"] for v in results[n]["steps"].values()),
+                sum(v["cpu"] for v in results[n]["steps"].values()),
+            )
+            for n in (lo, hi)
+        }
+        print(
+            f"  {'end to end':<11} wall x{tot[hi][0] / tot[lo][0]:5.2f}  cpu x{tot[hi][1] / tot[lo][1]:5.2f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -355,10 +423,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="100k,300k,1M", help="comma-separated row counts")
     ap.add_argument("--missing", type=float, default=0.02, help="share of empty feature cells")
     ap.add_argument("--data-dir", default=str(REPO / ".netsec" / "bench_scale" / "data"))
-    ap.add_argument("--work-dir", default=str(REPO / ".netsec" / "bench_scale" / "work"),
-                    help="one fresh sub-directory per size (removed first)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="config override for every step, e.g. training.search_max_rows=50000")
+    ap.add_argument(
+        "--work-dir",
+        default=str(REPO / ".netsec" / "bench_scale" / "work"),
+        help="one fresh sub-directory per size (removed first)",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every step, e.g. training.search_max_rows=50000",
+    )
     ap.add_argument("--until", choices=STEPS, help="stop after this step (e.g. validate)")
     ap.add_argument("--whole", action="store_true", help="also time `netsec run` in one process")
     ap.add_argument("--json", help="write every figure to this JSON file")
@@ -373,9 +449,12 @@ def main(argv: list[str] | None = None) -> int:
 
     sizes = [_rows(s) for s in args.sizes.split(",")]
     load = os.getloadavg()
-    print(f"cores: {os.cpu_count()} (psutil: {psutil.cpu_count()}), load average {load[0]:.1f} "
-          f"{load[1]:.1f} {load[2]:.1f}; missing cells {args.missing:.0%}; overrides "
-          f"{args.set or 'none'}", flush=True)
+    print(
+        f"cores: {os.cpu_count()} (psutil: {psutil.cpu_count()}), load average {load[0]:.1f} "
+        f"{load[1]:.1f} {load[2]:.1f}; missing cells {args.missing:.0%}; overrides "
+        f"{args.set or 'none'}",
+        flush=True,
+    )
     results: dict[int, dict[str, Any]] = {}
     for n in sizes:
         data = make_data(n, args.missing, Path(args.data_dir))
@@ -388,24 +467,31 @@ def main(argv: list[str] | None = None) -> int:
         results[n] = run_steps(data, home, args.set, args.until, log_file)
         results[n]["artifacts"] = artifacts(home)
         a = results[n]["artifacts"]
-        print(f"    model {a['model_mb'] or 0:.1f} MB, copies: {a['model_copies']}; "
-              f"stored MB: {json.dumps({k: round(v, 1) for k, v in a['areas_mb'].items()})}; "
-              f"{time.perf_counter() - started:.0f} s for the size", flush=True)
+        print(
+            f"    model {a['model_mb'] or 0:.1f} MB, copies: {a['model_copies']}; "
+            f"stored MB: {json.dumps({k: round(v, 1) for k, v in a['areas_mb'].items()})}; "
+            f"{time.perf_counter() - started:.0f} s for the size",
+            flush=True,
+        )
         if args.whole:
             whole_home = Path(args.work_dir) / f"{_label(n)}-whole"
             shutil.rmtree(whole_home, ignore_errors=True)
             whole_home.mkdir(parents=True)
             results[n]["whole"] = run_whole(data, whole_home, args.set, whole_home / "bench.log")
             w = results[n]["whole"]
-            print(f"    netsec run in one process: {w['wall']:.1f} s, {w['cpu']:.1f} cpu-s, "
-                  f"{w['peak_mb']:.0f} MB peak", flush=True)
+            print(
+                f"    netsec run in one process: {w['wall']:.1f} s, {w['cpu']:.1f} cpu-s, "
+                f"{w['peak_mb']:.0f} MB peak",
+                flush=True,
+            )
     load = os.getloadavg()
-    print(f"\nload average at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} (2 shared cores: "
-          "wall seconds include other people's work)")
+    print(
+        f"\nload average at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} (2 shared cores: "
+        "wall seconds include other people's work)"
+    )
     print_tables(results)
     if args.json:
-        Path(args.json).write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1,
-                                              default=str))
+        Path(args.json).write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1, default=str))
     return 0
 
 

@@ -103,16 +103,26 @@ def train_and_register(tracking_uri: str, artifacts: Path, kind: str) -> str:
     trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipe))
     with mlflow.start_run(run_name=f"bench-{kind}"):
         info = mlflow.sklearn.log_model(
-            pipe, name="model", serialization_format="skops", skops_trusted_types=trusted,
-            signature=infer_signature(x.head(50), pipe.predict(x.head(50))), input_example=x.head(5))
+            pipe,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=trusted,
+            signature=infer_signature(x.head(50), pipe.predict(x.head(50))),
+            input_example=x.head(5),
+        )
     mv = mlflow.register_model(info.model_uri, name)
     # The test split in storage, named by the version's netsec.test_uri (as netsec_tasks.registry).
     test_path = artifacts / f"{name}-test.parquet"
     test_path.parent.mkdir(parents=True, exist_ok=True)
     test.to_parquet(test_path, index=False)
-    for k, v in {"netsec.features": json.dumps(schema.features), "netsec.target": TARGET,
-                 "netsec.positive_label": "-1", "netsec.negative_label": "1",
-                 "netsec.dataset": schema.name, "netsec.test_uri": test_path.as_uri()}.items():
+    for k, v in {
+        "netsec.features": json.dumps(schema.features),
+        "netsec.target": TARGET,
+        "netsec.positive_label": "-1",
+        "netsec.negative_label": "1",
+        "netsec.dataset": schema.name,
+        "netsec.test_uri": test_path.as_uri(),
+    }.items():
         client.set_model_version_tag(name, mv.version, k, v)
     client.set_registered_model_alias(name, "production", mv.version)
     return name
@@ -124,12 +134,15 @@ def production_version(tracking_uri: str, name: str, version: str | None):
 
     from serving.loading import resolve_production_version
 
-    settings = SimpleNamespace(tracking_uri=tracking_uri, model_name=name,
-                               model_alias="production", model_stage="Production")
+    settings = SimpleNamespace(
+        tracking_uri=tracking_uri, model_name=name, model_alias="production", model_stage="Production"
+    )
     _client, mv = resolve_production_version(settings)
     if version is not None and str(mv.version) != str(version):
-        sys.exit(f"{name} version {version} is not the Production version ({mv.version}) at "
-                 f"{tracking_uri}: the service serves Production only; promote it or omit --version")
+        sys.exit(
+            f"{name} version {version} is not the Production version ({mv.version}) at "
+            f"{tracking_uri}: the service serves Production only; promote it or omit --version"
+        )
     return MlflowClient(tracking_uri), mv
 
 
@@ -139,7 +152,8 @@ def request_rows(tracking_uri: str, mv) -> pd.DataFrame:
 
     frame, _source = test_split(SimpleNamespace(tracking_uri=tracking_uri), mv)
     features = json.loads((mv.tags or {}).get("netsec.features", "null")) or [
-        c for c in frame.columns if c != (mv.tags or {}).get("netsec.target", TARGET)]
+        c for c in frame.columns if c != (mv.tags or {}).get("netsec.target", TARGET)
+    ]
     # Rows with gaps are left out: JSON has no NaN, and mlflow's schema refuses nulls in ints.
     return frame[features].dropna().reset_index(drop=True)
 
@@ -190,14 +204,15 @@ class Connection:
         self.host, self.port, self.path = parsed.host, parsed.port, parsed.raw_path.decode()
         self.reader = self.writer = None
 
-    async def open(self) -> "Connection":
+    async def open(self) -> Connection:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         return self
 
     def request(self, body: bytes) -> bytes:
-        return (f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-                ).encode() + body
+        return (
+            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
 
     async def post(self, request: bytes) -> tuple[int, dict[str, str]]:
         self.writer.write(request)
@@ -212,8 +227,9 @@ class Connection:
             head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
-        headers = {k.strip().lower(): v.strip()
-                   for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        headers = {
+            k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
+        }
         if "content-length" in headers:
             await self.reader.readexactly(int(headers["content-length"]))
         elif headers.get("transfer-encoding", "").lower() == "chunked":
@@ -232,8 +248,7 @@ class Connection:
             pass
 
 
-async def load(url: str, bodies: list[bytes], concurrency: int, seconds: float,
-               max_requests: int) -> dict:
+async def load(url: str, bodies: list[bytes], concurrency: int, seconds: float, max_requests: int) -> dict:
     latencies: list[float] = []
     server_ms: list[float] = []
     errors = 0
@@ -268,21 +283,31 @@ async def load(url: str, bodies: list[bytes], concurrency: int, seconds: float,
         for conn in conns:
             await conn.close()
     lat = sorted(latencies)
-    return {"requests": len(lat), "elapsed": elapsed, "errors": errors,
-            "rps": len(lat) / elapsed, "p50": lat[len(lat) // 2] * 1000,
-            "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
-            "server_p50": statistics.median(server_ms) if server_ms else None}
+    return {
+        "requests": len(lat),
+        "elapsed": elapsed,
+        "errors": errors,
+        "rps": len(lat) / elapsed,
+        "p50": lat[len(lat) // 2] * 1000,
+        "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+        "server_p50": statistics.median(server_ms) if server_ms else None,
+    }
 
 
 def main() -> None:
     from netsec_tasks.candidates import CANDIDATES
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="random_forest",
-                    help=f"comma-separated candidate types to train and bench: {', '.join(CANDIDATES)} "
-                         "(or 'all'); ignored with --registry")
-    ap.add_argument("--registry", help="bench the Production version of an existing registry "
-                                       "(tracking URI) instead of training")
+    ap.add_argument(
+        "--model",
+        default="random_forest",
+        help=f"comma-separated candidate types to train and bench: {', '.join(CANDIDATES)} "
+        "(or 'all'); ignored with --registry",
+    )
+    ap.add_argument(
+        "--registry",
+        help="bench the Production version of an existing registry (tracking URI) instead of training",
+    )
     ap.add_argument("--model-name", default=MODEL, help="with --registry")
     ap.add_argument("--version", help="with --registry: must be the Production version")
     ap.add_argument("--seconds", type=float, default=5.0, help="per level and server")
@@ -297,8 +322,11 @@ def main() -> None:
         sys.exit(f"unknown --model {unknown}; choose from {sorted(CANDIDATES)} or 'all'")
     if not args.registry and not UCI.is_file():
         sys.exit(f"the UCI data set is expected at {UCI}")
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
-          "(shared: figures move with other users' load)", flush=True)
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
+        "(shared: figures move with other users' load)",
+        flush=True,
+    )
 
     tmp = Path(tempfile.mkdtemp(prefix="netsec-bench-"))
     summary = []
@@ -325,33 +353,83 @@ def bench_version(uri: str, name: str, version: str | None, tmp: Path, args, lev
         # (NETSEC_SERVING_*) pass through, so a setting's effect can be measured, and so does
         # the storage the version's test split is read from (NETSEC_STORAGE__*).
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("NETSEC_")}
-        ours_env = {k: v for k, v in os.environ.items()
-                    if k.startswith(("NETSEC_SERVING_", "NETSEC_STORAGE__"))}
+        ours_env = {
+            k: v for k, v in os.environ.items() if k.startswith(("NETSEC_SERVING_", "NETSEC_STORAGE__"))
+        }
         if ours_env:
-            print("netsec settings from the environment: "
-                  + " ".join(f"{k}={v}" for k, v in sorted(ours_env.items())), flush=True)
-        base_env.update(MLFLOW_TRACKING_URI=uri, MLFLOW_ALLOW_PICKLE_DESERIALIZATION="true",
-                        GIT_PYTHON_REFRESH="quiet",
-                        # mlflow models serve execs `uvicorn` by name: the venv must be on PATH.
-                        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+            print(
+                "netsec settings from the environment: "
+                + " ".join(f"{k}={v}" for k, v in sorted(ours_env.items())),
+                flush=True,
+            )
+        base_env.update(
+            MLFLOW_TRACKING_URI=uri,
+            MLFLOW_ALLOW_PICKLE_DESERIALIZATION="true",
+            GIT_PYTHON_REFRESH="quiet",
+            # mlflow models serve execs `uvicorn` by name: the venv must be on PATH.
+            PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        )
         ours_port, mlflow_port = free_port(), free_port()
         ours_log, mlflow_log = tmp / f"netsec-{name}.log", tmp / f"mlflow-{name}.log"
-        procs.append(start([sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
-                            "--port", str(ours_port), "--no-access-log", "--log-level", "warning"],
-                           {**base_env, "NETSEC_SERVING_LOG_DIR": str(tmp / "predictions"),
-                            "NETSEC_SERVING_MODEL_NAME": name, **ours_env}, ours_log))
+        procs.append(
+            start(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "serving.app:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(ours_port),
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ],
+                {
+                    **base_env,
+                    "NETSEC_SERVING_LOG_DIR": str(tmp / "predictions"),
+                    "NETSEC_SERVING_MODEL_NAME": name,
+                    **ours_env,
+                },
+                ours_log,
+            )
+        )
         mlflow_exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
-        procs.append(start([mlflow_exe, "models", "serve", "-m", f"models:/{name}/{mv.version}",
-                            "--env-manager", "local", "-h", "127.0.0.1", "-p", str(mlflow_port),
-                            "-w", "1"], base_env, mlflow_log))
+        procs.append(
+            start(
+                [
+                    mlflow_exe,
+                    "models",
+                    "serve",
+                    "-m",
+                    f"models:/{name}/{mv.version}",
+                    "--env-manager",
+                    "local",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(mlflow_port),
+                    "-w",
+                    "1",
+                ],
+                base_env,
+                mlflow_log,
+            )
+        )
         wait_http(f"http://127.0.0.1:{ours_port}/ready", procs[0], ours_log)
         wait_http(f"http://127.0.0.1:{mlflow_port}/ping", procs[1], mlflow_log)
         info = httpx.get(f"http://127.0.0.1:{ours_port}/model").json()
-        print(f"\n== {name} v{mv.version}: {info['model_class']}; netsec inference path: "
-              f"{info['inference_path']}", flush=True)
+        print(
+            f"\n== {name} v{mv.version}: {info['model_class']}; netsec inference path: "
+            f"{info['inference_path']}",
+            flush=True,
+        )
 
-        servers = {"netsec": f"http://127.0.0.1:{ours_port}/predict",
-                   "mlflow": f"http://127.0.0.1:{mlflow_port}/invocations"}
+        servers = {
+            "netsec": f"http://127.0.0.1:{ours_port}/predict",
+            "mlflow": f"http://127.0.0.1:{mlflow_port}/invocations",
+        }
         results: dict[tuple[str, str, int], dict] = {}
         for mode, rows in (("1 row", 1), (f"{args.batch} rows", args.batch)):
             bodies = {server: payloads(server, x, rows) for server in servers}
@@ -361,12 +439,21 @@ def bench_version(uri: str, name: str, version: str | None, tmp: Path, args, lev
                     r["rows_per_s"] = r["rps"] * rows
                     results[(mode, server, c)] = r
                     st = f"{r['server_p50']:.3f}" if r["server_p50"] is not None else "-"
-                    print(f"{mode:>10} {server:>7} c={c:<3} {r['requests']:>6} req "
-                          f"{r['rps']:>8.1f} req/s {r['rows_per_s']:>10.0f} rows/s "
-                          f"p50 {r['p50']:>8.2f} ms p99 {r['p99']:>8.2f} ms "
-                          f"server p50 {st} ms errors {r['errors']}", flush=True)
-        return report(results, levels, args.batch, name=name, model_class=info["model_class"],
-                      path=info["inference_path"])
+                    print(
+                        f"{mode:>10} {server:>7} c={c:<3} {r['requests']:>6} req "
+                        f"{r['rps']:>8.1f} req/s {r['rows_per_s']:>10.0f} rows/s "
+                        f"p50 {r['p50']:>8.2f} ms p99 {r['p99']:>8.2f} ms "
+                        f"server p50 {st} ms errors {r['errors']}",
+                        flush=True,
+                    )
+        return report(
+            results,
+            levels,
+            args.batch,
+            name=name,
+            model_class=info["model_class"],
+            path=info["inference_path"],
+        )
     finally:
         for p in procs:
             if p.poll() is None:
@@ -382,31 +469,46 @@ def report(results: dict, levels: list[int], batch: int, **about) -> dict:
     print("|---|---|---|---|---|---|---|---|---|")
     for (mode, name, c), r in results.items():
         st = f"{r['server_p50']:.3f}" if r["server_p50"] is not None else "-"
-        print(f"| {mode} | {c} | {name} | {r['rps']:.1f} | {r['rows_per_s']:.0f} | {r['p50']:.2f} | "
-              f"{r['p99']:.2f} | {st} | {r['errors']} |")
+        print(
+            f"| {mode} | {c} | {name} | {r['rps']:.1f} | {r['rows_per_s']:.0f} | {r['p50']:.2f} | "
+            f"{r['p99']:.2f} | {st} | {r['errors']} |"
+        )
     print()
     best = {}
     for mode in ("1 row", f"{batch} rows"):
         for name in ("netsec", "mlflow"):
             best[(mode, name)] = max(results[(mode, name, c)]["rows_per_s"] for c in levels)
-        print(f"{mode:>10}: best rows/s netsec {best[(mode, 'netsec')]:.0f} vs mlflow "
-              f"{best[(mode, 'mlflow')]:.0f} -> {best[(mode, 'netsec')] / best[(mode, 'mlflow')]:.1f}x")
+        print(
+            f"{mode:>10}: best rows/s netsec {best[(mode, 'netsec')]:.0f} vs mlflow "
+            f"{best[(mode, 'mlflow')]:.0f} -> {best[(mode, 'netsec')] / best[(mode, 'mlflow')]:.1f}x"
+        )
     for c in levels:
         one = results[("1 row", "netsec", c)]["rps"] / results[("1 row", "mlflow", c)]["rps"]
-        many = (results[(f"{batch} rows", "netsec", c)]["rows_per_s"]
-                / results[(f"{batch} rows", "mlflow", c)]["rows_per_s"])
+        many = (
+            results[(f"{batch} rows", "netsec", c)]["rows_per_s"]
+            / results[(f"{batch} rows", "mlflow", c)]["rows_per_s"]
+        )
         print(f"  c={c:<3} one-row throughput {one:.1f}x, batch rows/s {many:.1f}x")
     server = results[("1 row", "netsec", levels[0])]["server_p50"]
     one_row = best[("1 row", "netsec")] / best[("1 row", "mlflow")]
     batch_x = best[(f"{batch} rows", "netsec")] / best[(f"{batch} rows", "mlflow")]
     print(f"netsec p50 server time, one row, c={levels[0]}: {server:.3f} ms")
-    print(f"goals: server p50 < {GOAL_SERVER_MS:g} ms: {_met(server < GOAL_SERVER_MS)}; one-row >= "
-          f"{GOAL_ONE_ROW:g}x: {_met(one_row >= GOAL_ONE_ROW)}; {batch}-row batches >= {GOAL_BATCH:g}x: "
-          f"{_met(batch_x >= GOAL_BATCH)}", flush=True)
-    return {**about, "server_p50": server, "one_row_x": one_row, "batch_x": batch_x,
-            "one_row_rps": best[("1 row", "netsec")], "mlflow_one_row_rps": best[("1 row", "mlflow")],
-            "batch_rows_s": best[(f"{batch} rows", "netsec")],
-            "mlflow_batch_rows_s": best[(f"{batch} rows", "mlflow")]}
+    print(
+        f"goals: server p50 < {GOAL_SERVER_MS:g} ms: {_met(server < GOAL_SERVER_MS)}; one-row >= "
+        f"{GOAL_ONE_ROW:g}x: {_met(one_row >= GOAL_ONE_ROW)}; {batch}-row batches >= {GOAL_BATCH:g}x: "
+        f"{_met(batch_x >= GOAL_BATCH)}",
+        flush=True,
+    )
+    return {
+        **about,
+        "server_p50": server,
+        "one_row_x": one_row,
+        "batch_x": batch_x,
+        "one_row_rps": best[("1 row", "netsec")],
+        "mlflow_one_row_rps": best[("1 row", "mlflow")],
+        "batch_rows_s": best[(f"{batch} rows", "netsec")],
+        "mlflow_batch_rows_s": best[(f"{batch} rows", "mlflow")],
+    }
 
 
 def _met(ok: bool) -> str:
@@ -414,13 +516,17 @@ def _met(ok: bool) -> str:
 
 
 def print_summary(summary: list[dict], batch: int) -> None:
-    print(f"\n| model | estimator | server p50 ms (< {GOAL_SERVER_MS:g}) | one-row req/s netsec / mlflow "
-          f"| x (>= {GOAL_ONE_ROW:g}) | {batch}-row rows/s netsec / mlflow | x (>= {GOAL_BATCH:g}) |")
+    print(
+        f"\n| model | estimator | server p50 ms (< {GOAL_SERVER_MS:g}) | one-row req/s netsec / mlflow "
+        f"| x (>= {GOAL_ONE_ROW:g}) | {batch}-row rows/s netsec / mlflow | x (>= {GOAL_BATCH:g}) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in summary:
-        print(f"| {r['name']} | {r['model_class']} | {r['server_p50']:.3f} | {r['one_row_rps']:.0f} / "
-              f"{r['mlflow_one_row_rps']:.0f} | {r['one_row_x']:.1f} | {r['batch_rows_s']:.0f} / "
-              f"{r['mlflow_batch_rows_s']:.0f} | {r['batch_x']:.1f} |")
+        print(
+            f"| {r['name']} | {r['model_class']} | {r['server_p50']:.3f} | {r['one_row_rps']:.0f} / "
+            f"{r['mlflow_one_row_rps']:.0f} | {r['one_row_x']:.1f} | {r['batch_rows_s']:.0f} / "
+            f"{r['mlflow_batch_rows_s']:.0f} | {r['batch_x']:.1f} |"
+        )
     for r in summary:
         print(f"{r['name']}: {r['path']}")
 

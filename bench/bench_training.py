@@ -44,22 +44,29 @@ def seed_grids(quick: bool):
         return {
             "RandomForest": (RandomForestClassifier(), {"n_estimators": [8, 32]}),
             "DecisionTree": (DecisionTreeClassifier(), {"criterion": ["gini", "entropy"]}),
-            "GradientBoosting": (GradientBoostingClassifier(),
-                                 {"learning_rate": [0.1], "subsample": [0.85], "n_estimators": [32, 64]}),
+            "GradientBoosting": (
+                GradientBoostingClassifier(),
+                {"learning_rate": [0.1], "subsample": [0.85], "n_estimators": [32, 64]},
+            ),
             "LogisticRegression": (LogisticRegression(), {}),
             "AdaBoost": (AdaBoostClassifier(), {"learning_rate": [0.1], "n_estimators": [32, 64]}),
         }
     return {
         "RandomForest": (RandomForestClassifier(), {"n_estimators": [8, 16, 32, 128, 256]}),
         "DecisionTree": (DecisionTreeClassifier(), {"criterion": ["gini", "entropy", "log_loss"]}),
-        "GradientBoosting": (GradientBoostingClassifier(), {
-            "learning_rate": [0.1, 0.01, 0.05, 0.001],
-            "subsample": [0.6, 0.7, 0.75, 0.85, 0.9],
-            "n_estimators": [8, 16, 32, 64, 128, 256]}),
+        "GradientBoosting": (
+            GradientBoostingClassifier(),
+            {
+                "learning_rate": [0.1, 0.01, 0.05, 0.001],
+                "subsample": [0.6, 0.7, 0.75, 0.85, 0.9],
+                "n_estimators": [8, 16, 32, 64, 128, 256],
+            },
+        ),
         "LogisticRegression": (LogisticRegression(), {}),
-        "AdaBoost": (AdaBoostClassifier(), {
-            "learning_rate": [0.1, 0.01, 0.001],
-            "n_estimators": [8, 16, 32, 64, 128, 256]}),
+        "AdaBoost": (
+            AdaBoostClassifier(),
+            {"learning_rate": [0.1, 0.01, 0.001], "n_estimators": [8, 16, 32, 64, 128, 256]},
+        ),
     }
 
 
@@ -122,8 +129,11 @@ def run_baseline(train: pd.DataFrame, test: pd.DataFrame, quick: bool, n_jobs: i
         seconds += took
         cpu += took_cpu
         scores[name] = threat_f1(y_te, search.predict(X_te))
-        print(f"  baseline {name:<20} {took:7.1f} s ({took_cpu:6.1f} cpu-s)  best {search.best_params_}  "
-              f"test threat F1 {scores[name]:.4f}", flush=True)
+        print(
+            f"  baseline {name:<20} {took:7.1f} s ({took_cpu:6.1f} cpu-s)  best {search.best_params_}  "
+            f"test threat F1 {scores[name]:.4f}",
+            flush=True,
+        )
     best = max(scores, key=scores.get)
     return {"seconds": seconds, "cpu": cpu, "f1": scores[best], "winner": best}
 
@@ -135,15 +145,31 @@ def _validation_record(tmp: Path, train: pd.DataFrame, test: pd.DataFrame):
     write_parquet(train, tmp / "train.parquet")
     write_parquet(test, tmp / "test.parquet")
     return ValidationRecord(
-        passed=True, report_uri=str(tmp / "report.yaml"), train_uri=str(tmp / "train.parquet"),
-        test_uri=str(tmp / "test.parquet"), new_batch_uri=str(tmp / "train.parquet"),
+        passed=True,
+        report_uri=str(tmp / "report.yaml"),
+        train_uri=str(tmp / "train.parquet"),
+        test_uri=str(tmp / "test.parquet"),
+        new_batch_uri=str(tmp / "train.parquet"),
         train_row_hashes_uri=str(tmp / "train_row_hashes.parquet"),
-        rows_checked=len(train) + len(test), rows_invalid=0, invalid_share=0.0,
-        train_rows=len(train), test_rows=len(test), dataset_digest=frame_digest(train))
+        rows_checked=len(train) + len(test),
+        rows_invalid=0,
+        invalid_share=0.0,
+        train_rows=len(train),
+        test_rows=len(test),
+        dataset_digest=frame_digest(train),
+    )
 
 
-def run_ours(train: pd.DataFrame, test: pd.DataFrame, label: str, n_jobs: int, *,
-             duplicate_aware_cv: bool, tracked: bool = False, overrides: dict | None = None) -> dict:
+def run_ours(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    label: str,
+    n_jobs: int,
+    *,
+    duplicate_aware_cv: bool,
+    tracked: bool = False,
+    overrides: dict | None = None,
+) -> dict:
     from netsec_tasks.config import load_config
     from netsec_tasks.records import RunContext
     from netsec_tasks.train import train as train_step
@@ -151,10 +177,14 @@ def run_ours(train: pd.DataFrame, test: pd.DataFrame, label: str, n_jobs: int, *
 
     with tempfile.TemporaryDirectory(prefix="netsec-bench-") as tmp:
         tmp = Path(tmp)
-        overrides = {"workdir": str(tmp / "work"), "training.n_jobs": n_jobs,
-                     # CV folds follow the split: group-aware folds only where the split is.
-                     "split.duplicate_aware": duplicate_aware_cv,
-                     "registry.tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}", **(overrides or {})}
+        overrides = {
+            "workdir": str(tmp / "work"),
+            "training.n_jobs": n_jobs,
+            # CV folds follow the split: group-aware folds only where the split is.
+            "split.duplicate_aware": duplicate_aware_cv,
+            "registry.tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
+            **(overrides or {}),
+        }
         cfg = load_config(REPO / "config" / "pipeline.yaml", environ={}, overrides=overrides)
         validation = _validation_record(tmp, train, test)
         run = RunContext.create(cfg, run_id=f"bench__{label}")
@@ -163,9 +193,15 @@ def run_ours(train: pd.DataFrame, test: pd.DataFrame, label: str, n_jobs: int, *
         record = train_step(cfg, run, validation, tr, tracking=tracked)
         seconds, cpu = clock.stop()
     t = cfg.training
-    return {"seconds": seconds, "cpu": cpu, "f1": record.test_metrics["f1"], "winner": record.winner,
-            "cv": record.cv_score, "train_seconds_in_record": record.training_seconds,
-            "config": f"search={t.search} n_iter={t.n_iter} cv_folds={t.cv_folds} n_jobs={t.n_jobs}"}
+    return {
+        "seconds": seconds,
+        "cpu": cpu,
+        "f1": record.test_metrics["f1"],
+        "winner": record.winner,
+        "cv": record.cv_score,
+        "train_seconds_in_record": record.training_seconds,
+        "config": f"search={t.search} n_iter={t.n_iter} cv_folds={t.cv_folds} n_jobs={t.n_jobs}",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="shortened baseline grids (smoke run)")
     ap.add_argument("--n-jobs", type=int, default=2, help="cores for both methods (default 2)")
     ap.add_argument("--skip-baseline", action="store_true")
-    ap.add_argument("--tracked", action="store_true",
-                    help="also time the default path with MLflow tracking (temp SQLite)")
+    ap.add_argument(
+        "--tracked", action="store_true", help="also time the default path with MLflow tracking (temp SQLite)"
+    )
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(REPO))
@@ -193,9 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     leak = int(np.isin(hashes[rand_test.index], hashes[rand_train.index]).sum())
     test_mask, _ = split_rows(hashes, data[TARGET], test_size=0.2, seed=42)
     dup_train, dup_test = data[~test_mask], data[test_mask]
-    print(f"data: {len(data)} rows; random split {len(rand_train)}/{len(rand_test)} "
-          f"({leak} test rows have an exact copy in train); duplicate-aware split "
-          f"{len(dup_train)}/{len(dup_test)}; cores available: {os.cpu_count()}", flush=True)
+    print(
+        f"data: {len(data)} rows; random split {len(rand_train)}/{len(rand_test)} "
+        f"({leak} test rows have an exact copy in train); duplicate-aware split "
+        f"{len(dup_train)}/{len(dup_test)}; cores available: {os.cpu_count()}",
+        flush=True,
+    )
 
     rows = []
     print("ours, random split:", flush=True)
@@ -208,31 +248,46 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("ours (transform+train)", "duplicate-aware", ours_dup))
     if args.tracked:
         print("ours with MLflow tracking, random split:", flush=True)
-        rows.append(("ours + MLflow logging", "random",
-                     run_ours(rand_train, rand_test, "tracked", args.n_jobs, duplicate_aware_cv=False,
-                              tracked=True)))
+        rows.append(
+            (
+                "ours + MLflow logging",
+                "random",
+                run_ours(
+                    rand_train, rand_test, "tracked", args.n_jobs, duplicate_aware_cv=False, tracked=True
+                ),
+            )
+        )
     base = None
     if not args.skip_baseline:
-        print(f"baseline (seed GridSearchCV cv=3{', QUICK grids' if args.quick else ''}, "
-              f"n_jobs={args.n_jobs}), random split:", flush=True)
+        print(
+            f"baseline (seed GridSearchCV cv=3{', QUICK grids' if args.quick else ''}, "
+            f"n_jobs={args.n_jobs}), random split:",
+            flush=True,
+        )
         base = run_baseline(rand_train, rand_test, args.quick, args.n_jobs)
         rows.append((f"seed baseline (best on test: {base['winner']})", "random", base))
 
     print()
-    print(f"{'method':<46} {'split':<16} {'train s':>8} {'cpu s':>7} {'threat F1':>10} "
-          f"{'time ratio':>11} {'cpu ratio':>10}")
+    print(
+        f"{'method':<46} {'split':<16} {'train s':>8} {'cpu s':>7} {'threat F1':>10} "
+        f"{'time ratio':>11} {'cpu ratio':>10}"
+    )
     for method, split, r in rows:
         ratio = f"{r['seconds'] / base['seconds']:.3f}" if base else "-"
         cpu_ratio = f"{r['cpu'] / base['cpu']:.3f}" if base else "-"
-        print(f"{method:<46} {split:<16} {r['seconds']:8.1f} {r['cpu']:7.1f} {r['f1']:10.4f} "
-              f"{ratio:>11} {cpu_ratio:>10}")
+        print(
+            f"{method:<46} {split:<16} {r['seconds']:8.1f} {r['cpu']:7.1f} {r['f1']:10.4f} "
+            f"{ratio:>11} {cpu_ratio:>10}"
+        )
     if base:
         wall, cpu = ours["seconds"] / base["seconds"], ours["cpu"] / base["cpu"]
         ok = ours["f1"] >= base["f1"] and wall <= 0.25
-        print(f"\ngoal (random split: our F1 >= baseline F1 in <= 1/4 of its time): "
-              f"{'MET' if ok else 'NOT MET'} (F1 {ours['f1']:.4f} vs {base['f1']:.4f}; "
-              f"time ratio {wall:.3f}, cpu ratio {cpu:.3f})"
-              + ("  [quick baseline: not the real comparison]" if args.quick else ""))
+        print(
+            f"\ngoal (random split: our F1 >= baseline F1 in <= 1/4 of its time): "
+            f"{'MET' if ok else 'NOT MET'} (F1 {ours['f1']:.4f} vs {base['f1']:.4f}; "
+            f"time ratio {wall:.3f}, cpu ratio {cpu:.3f})"
+            + ("  [quick baseline: not the real comparison]" if args.quick else "")
+        )
     return 0
 
 

@@ -104,10 +104,19 @@ def monitor_task(ti, dag_run, **_):
 
     cfg = _config()
     with _services(cfg) as (reader, store, _client):
-        record = monitor(cfg, dag_run.run_id, reader=reader, store=store,
-                         feedback=_record(ti, FeedbackRecord, "feedback_to_training"))
-    log.info("%s: %s (report: %s)", "retraining requested" if record.trigger else "no request",
-             record.trigger_reason, record.html_uri)
+        record = monitor(
+            cfg,
+            dag_run.run_id,
+            reader=reader,
+            store=store,
+            feedback=_record(ti, FeedbackRecord, "feedback_to_training"),
+        )
+    log.info(
+        "%s: %s (report: %s)",
+        "retraining requested" if record.trigger else "no request",
+        record.trigger_reason,
+        record.html_uri,
+    )
     return record.to_xcom()
 
 
@@ -118,14 +127,22 @@ def request_retraining_task(ti, outlet_events, **_):
     record = _record(ti, MonitoringRecord, "monitor")
     if not record.trigger:
         raise AirflowSkipException(f"no retraining requested: {record.trigger_reason}")
-    extra = {"reason": record.trigger_reason, "monitoring_run_id": record.run_id,
-             "model_name": record.model_name, "model_version": record.model_version,
-             "drift_share": record.drift_share, "drift_detected": record.drift_detected,
-             "live_f1": record.live.get("f1"), "live_f1_ci": record.live.get("f1_ci"),
-             "labelled": record.labelled, "report": record.html_uri}
+    extra = {
+        "reason": record.trigger_reason,
+        "monitoring_run_id": record.run_id,
+        "model_name": record.model_name,
+        "model_version": record.model_version,
+        "drift_share": record.drift_share,
+        "drift_detected": record.drift_detected,
+        "live_f1": record.live.get("f1"),
+        "live_f1_ci": record.live.get("f1_ci"),
+        "labelled": record.labelled,
+        "report": record.html_uri,
+    }
     outlet_events[RETRAIN_REQUESTED].extra = extra
-    log.info("retraining requested for %s v%s: %s", record.model_name, record.model_version,
-             record.trigger_reason)
+    log.info(
+        "retraining requested for %s v%s: %s", record.model_name, record.model_version, record.trigger_reason
+    )
     return extra
 
 
@@ -142,14 +159,25 @@ def commit_task(ti, **_):
 def log_task_failure(context):
     ti = context.get("ti")
     exc = context.get("exception")
-    log.error("%s: task %s failed in run %s: %s: %s", DAG_ID, getattr(ti, "task_id", "?"),
-              getattr(ti, "run_id", "?"), type(exc).__name__ if exc else "unknown error", exc)
+    log.error(
+        "%s: task %s failed in run %s: %s: %s",
+        DAG_ID,
+        getattr(ti, "task_id", "?"),
+        getattr(ti, "run_id", "?"),
+        type(exc).__name__ if exc else "unknown error",
+        exc,
+    )
 
 
-NO_RETRY_ON_BAD_INPUT = ExceptionRetryPolicy(rules=[
-    RetryRule(exception=["netsec_tasks.errors.DataError", "netsec_tasks.errors.ConfigError"],
-              action=RetryAction.FAIL, reason="bad input or config: retrying cannot help"),
-])
+NO_RETRY_ON_BAD_INPUT = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            exception=["netsec_tasks.errors.DataError", "netsec_tasks.errors.ConfigError"],
+            action=RetryAction.FAIL,
+            reason="bad input or config: retrying cannot help",
+        ),
+    ]
+)
 
 DOC_MD = f"""
 ### netsec_monitoring
@@ -182,7 +210,7 @@ with DAG(
     dag_id=DAG_ID,
     description="Monitor served traffic and analysts' verdicts; request retraining on evidence",
     schedule=CFG.monitoring.schedule,
-    start_date=dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     tags=["netsec", "mlops", "monitoring"],
@@ -194,16 +222,29 @@ with DAG(
         "on_failure_callback": log_task_failure,
     },
 ) as dag:
-    feedback = PythonOperator(task_id="feedback_to_training", python_callable=feedback_task,
-                              **IO_RETRIES,
-                              doc_md="Analysts' verdicts become training rows (once each).")
-    monitor = PythonOperator(task_id="monitor", python_callable=monitor_task, **IO_RETRIES,
-                             doc_md="Traffic drift, live metrics, report, MLflow.")
-    request = PythonOperator(task_id="request_retraining", python_callable=request_retraining_task,
-                             outlets=[RETRAIN_REQUESTED],
-                             doc_md="Asset event for netsec_training, or skipped.")
-    commit = PythonOperator(task_id="commit", python_callable=commit_task,
-                            trigger_rule=TriggerRule.NONE_FAILED,
-                            doc_md="Record the log watermark (and the request) after success.")
+    feedback = PythonOperator(
+        task_id="feedback_to_training",
+        python_callable=feedback_task,
+        **IO_RETRIES,
+        doc_md="Analysts' verdicts become training rows (once each).",
+    )
+    monitor = PythonOperator(
+        task_id="monitor",
+        python_callable=monitor_task,
+        **IO_RETRIES,
+        doc_md="Traffic drift, live metrics, report, MLflow.",
+    )
+    request = PythonOperator(
+        task_id="request_retraining",
+        python_callable=request_retraining_task,
+        outlets=[RETRAIN_REQUESTED],
+        doc_md="Asset event for netsec_training, or skipped.",
+    )
+    commit = PythonOperator(
+        task_id="commit",
+        python_callable=commit_task,
+        trigger_rule=TriggerRule.NONE_FAILED,
+        doc_md="Record the log watermark (and the request) after success.",
+    )
 
     feedback >> monitor >> request >> commit

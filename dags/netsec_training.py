@@ -17,8 +17,16 @@ import typing
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
-from airflow.sdk import (DAG, AssetOrTimeSchedule, CronTriggerTimetable, ExceptionRetryPolicy,
-                         Param, RetryAction, RetryRule, TriggerRule)
+from airflow.sdk import (
+    DAG,
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    ExceptionRetryPolicy,
+    Param,
+    RetryAction,
+    RetryRule,
+    TriggerRule,
+)
 
 from netsec_airflow import MONGO_CONN_ID, S3_CONN_ID, retrain_asset
 from netsec_tasks.config import Candidate, load_config
@@ -94,8 +102,9 @@ def _trigger(dag_run: typing.Any, triggering_asset_events: typing.Any = None) ->
         events = list(triggering_asset_events[RETRAIN_REQUESTED]) if triggering_asset_events else []
     except KeyError:
         events = []
-    reasons = list(dict.fromkeys(
-        str((e.extra or {}).get("reason")) for e in events if (e.extra or {}).get("reason")))
+    reasons = list(
+        dict.fromkeys(str((e.extra or {}).get("reason")) for e in events if (e.extra or {}).get("reason"))
+    )
     if not events:
         return kind, None
     runs = ", ".join(dict.fromkeys(str((e.extra or {}).get("monitoring_run_id", "?")) for e in events))
@@ -122,12 +131,22 @@ def ingest_task(ti, dag_run, params, triggering_asset_events=None, **_):
 
     cfg = _config(params)
     trigger, trigger_reason = _trigger(dag_run, triggering_asset_events)
-    run = RunContext.create(cfg, run_id=dag_run.run_id, trigger=trigger,
-                            trigger_reason=trigger_reason,
-                            force_retrain=bool(params.get("force_retrain")))
+    run = RunContext.create(
+        cfg,
+        run_id=dag_run.run_id,
+        trigger=trigger,
+        trigger_reason=trigger_reason,
+        force_retrain=bool(params.get("force_retrain")),
+    )
     ti.xcom_push(key="run", value=run.to_xcom())
-    log.info("run %s (%s%s): source=%s storage=%s", run.run_id, trigger,
-             f": {trigger_reason}" if trigger_reason else "", cfg.source.kind, run.storage_uri)
+    log.info(
+        "run %s (%s%s): source=%s storage=%s",
+        run.run_id,
+        trigger,
+        f": {trigger_reason}" if trigger_reason else "",
+        cfg.source.kind,
+        run.storage_uri,
+    )
     if cfg.source.kind != "mongo":
         return ingest(cfg, run).to_xcom()
 
@@ -166,13 +185,15 @@ def check_drift_task(ti, params, **_):
     cfg, run = _config(params), _run_context(ti)
     validation = _pull(ti, ValidationRecord, "validate")
     reference_uri, reference_version = production_reference(cfg)
-    drift = check_drift(cfg, run, validation, reference_uri=reference_uri,
-                        reference_version=reference_version)
+    drift = check_drift(
+        cfg, run, validation, reference_uri=reference_uri, reference_version=reference_version
+    )
     retrain, reason = decide_retrain(
-        drift, force_retrain=run.force_retrain,
-        requested_by_monitoring=run.trigger_reason if run.trigger == "monitoring" else None)
-    log.info("branch: %s because %s (report: %s)", "retrain" if retrain else "skip", reason,
-             drift.html_uri)
+        drift,
+        force_retrain=run.force_retrain,
+        requested_by_monitoring=run.trigger_reason if run.trigger == "monitoring" else None,
+    )
+    log.info("branch: %s because %s (report: %s)", "retrain" if retrain else "skip", reason, drift.html_uri)
     ti.xcom_push(key="drift", value=drift.to_xcom())
     ti.xcom_push(key="branch_reason", value=reason)
     RunCatalog.of(cfg, run).save_text("branch", ("retrain" if retrain else "skip") + f": {reason}\n")
@@ -190,8 +211,12 @@ def train_task(ti, params, **_):
     from netsec_tasks.records import TransformRecord, ValidationRecord
     from netsec_tasks.train import train
 
-    record = train(_config(params), _run_context(ti), _pull(ti, ValidationRecord, "validate"),
-                   _pull(ti, TransformRecord, "transform"))
+    record = train(
+        _config(params),
+        _run_context(ti),
+        _pull(ti, ValidationRecord, "validate"),
+        _pull(ti, TransformRecord, "transform"),
+    )
     log.info("winner %s: %s", record.winner, record.test_metrics)
     return record.to_xcom()
 
@@ -208,8 +233,9 @@ def register_task(ti, params, **_):
 
         evaluation = evaluate_holdout(cfg, run, record)
         if evaluation is not None:
-            log.info("hold-out %s: %s (report: %s)", evaluation.source, evaluation.metrics,
-                     evaluation.html_uri)
+            log.info(
+                "hold-out %s: %s (report: %s)", evaluation.source, evaluation.metrics, evaluation.html_uri
+            )
     return record.to_xcom()
 
 
@@ -225,16 +251,27 @@ def sync_task(ti, params, **_):
 def record_outcome_task(ti, params, **_):
     """Close the run after either branch: commit the watermark, write outcome.json."""
     from netsec_tasks.pipeline import record_outcome
-    from netsec_tasks.records import (DriftRecord, IngestRecord, ReconcileRecord, RegisterRecord,
-                                      TrainRecord, ValidationRecord)
+    from netsec_tasks.records import (
+        DriftRecord,
+        IngestRecord,
+        ReconcileRecord,
+        RegisterRecord,
+        TrainRecord,
+        ValidationRecord,
+    )
 
     reason = ti.xcom_pull(task_ids="check_drift", key="branch_reason")
     outcome = record_outcome(
-        _config(params), _run_context(ti), ingest=_pull(ti, IngestRecord, "ingest"),
+        _config(params),
+        _run_context(ti),
+        ingest=_pull(ti, IngestRecord, "ingest"),
         validation=_pull(ti, ValidationRecord, "validate"),
         drift=_pull(ti, DriftRecord, "check_drift", key="drift"),
-        train=_pull(ti, TrainRecord, "train"), register=_pull(ti, RegisterRecord, "register"),
-        branch_reason=reason, reconciled=_pull(ti, ReconcileRecord, "reconcile"))
+        train=_pull(ti, TrainRecord, "train"),
+        register=_pull(ti, RegisterRecord, "register"),
+        branch_reason=reason,
+        reconciled=_pull(ti, ReconcileRecord, "reconcile"),
+    )
     ti.xcom_push(key="branch_reason", value=reason)
     return outcome.to_xcom()
 
@@ -243,26 +280,43 @@ def log_task_failure(context):
     """on_failure_callback: one log line saying which task of which run failed, and why."""
     ti = context.get("ti")
     exc = context.get("exception")
-    log.error("%s: task %s failed in run %s (try %s of %s): %s: %s", DAG_ID,
-              getattr(ti, "task_id", "?"), getattr(ti, "run_id", "?"),
-              getattr(ti, "try_number", "?"), getattr(ti, "max_tries", "?"),
-              type(exc).__name__ if exc else "unknown error", exc)
+    log.error(
+        "%s: task %s failed in run %s (try %s of %s): %s: %s",
+        DAG_ID,
+        getattr(ti, "task_id", "?"),
+        getattr(ti, "run_id", "?"),
+        getattr(ti, "try_number", "?"),
+        getattr(ti, "max_tries", "?"),
+        type(exc).__name__ if exc else "unknown error",
+        exc,
+    )
 
 
 # --------------------------------------------------------------------------- the DAG
 
 # Bad data or a bad key will not fix itself: fail at once. Anything else (a network error) retries.
-NO_RETRY_ON_BAD_INPUT = ExceptionRetryPolicy(rules=[
-    RetryRule(exception=["netsec_tasks.errors.DataError", "netsec_tasks.errors.ConfigError"],
-              action=RetryAction.FAIL, reason="bad input or config: retrying cannot help"),
-])
+NO_RETRY_ON_BAD_INPUT = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            exception=["netsec_tasks.errors.DataError", "netsec_tasks.errors.ConfigError"],
+            action=RetryAction.FAIL,
+            reason="bad input or config: retrying cannot help",
+        ),
+    ]
+)
 
 # Training and registering retry only when a service was unreachable (SourceUnavailable: the
 # per-call budgets make that a short failure); any other error would repeat itself.
-ONLY_OUTAGES_RETRY = ExceptionRetryPolicy(rules=[
-    RetryRule(exception="netsec_tasks.errors.SourceUnavailable", action=RetryAction.RETRY,
-              reason="a service was unreachable: retry later"),
-], default=RetryAction.FAIL)
+ONLY_OUTAGES_RETRY = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            exception="netsec_tasks.errors.SourceUnavailable",
+            action=RetryAction.RETRY,
+            reason="a service was unreachable: retry later",
+        ),
+    ],
+    default=RetryAction.FAIL,
+)
 
 IO_RETRIES = {
     "retries": CFG.dag.retries,
@@ -293,8 +347,9 @@ def _shown(value: typing.Any) -> str:
     return str(value)
 
 
-def config_param(name: str, title: str, note: str = "",
-                 values_display: dict[typing.Any, str] | None = None) -> Param:
+def config_param(
+    name: str, title: str, note: str = "", values_display: dict[typing.Any, str] | None = None
+) -> Param:
     """The trigger-form field of param ``name``, derived from the config key it overrides
     (``PARAM_TO_CONFIG``): the JSON schema (type, range, allowed values) and the help text are
     the config field's, plus the value this deployment configured, so the form and the config
@@ -325,18 +380,25 @@ def config_param(name: str, title: str, note: str = "",
     if values_display:
         schema["values_display"] = values_display
     env = "NETSEC_" + dotted.upper().replace(".", "__")
-    description = (f"{help_text}{note} Empty: the configured {dotted} ({_shown(value)}; "
-                   f"config/pipeline.yaml or {env}).")
+    description = (
+        f"{help_text}{note} Empty: the configured {dotted} ({_shown(value)}; config/pipeline.yaml or {env})."
+    )
     return Param(None, title=title, description=description, **schema)
 
 
 PARAMS = {
     "force_retrain": Param(
-        False, type="boolean", title="Force retraining",
-        description="Train, register and compare with Production even when no drift is detected."),
+        False,
+        type="boolean",
+        title="Force retraining",
+        description="Train, register and compare with Production even when no drift is detected.",
+    ),
     "source": config_param(
-        "source", "Source", f" Here 'mongo' reads through the Airflow connection '{MONGO_CONN_ID}'.",
-        values_display={"file": "file", "mongo": f"mongo (connection {MONGO_CONN_ID})"}),
+        "source",
+        "Source",
+        f" Here 'mongo' reads through the Airflow connection '{MONGO_CONN_ID}'.",
+        values_display={"file": "file", "mongo": f"mongo (connection {MONGO_CONN_ID})"},
+    ),
     "source_path": config_param("source_path", "Source file"),
     "n_iter": config_param("n_iter", "Search budget"),
     "cv_folds": config_param("cv_folds", "CV folds"),
@@ -368,20 +430,22 @@ in the run directory).
 * Extra links (netsec plugin): MLflow run (train, register), drift report (check_drift).
 """
 
+
 def _schedule(cron: str | None) -> typing.Any:
     """The cron (``dag.schedule``) or the monitoring DAG's retraining request, whichever comes
     first; without a cron, only the request (and manual runs)."""
     if cron is None:
         return [RETRAIN_REQUESTED]
-    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC"),
-                               assets=[RETRAIN_REQUESTED])
+    return AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(cron, timezone="UTC"), assets=[RETRAIN_REQUESTED]
+    )
 
 
 with DAG(
     dag_id=DAG_ID,
     description="Ingest, validate, drift-check, train, register and sync the threat classifier",
     schedule=_schedule(CFG.dag.schedule),
-    start_date=dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     tags=["netsec", "mlops", "training"],
@@ -394,25 +458,54 @@ with DAG(
         "on_failure_callback": log_task_failure,
     },
 ) as dag:
-    reconcile = PythonOperator(task_id="reconcile", python_callable=reconcile_task, **IO_RETRIES,
-                               doc_md="End stale MLflow runs; decide versions left undecided.")
-    ingest = PythonOperator(task_id="ingest", python_callable=ingest_task, **IO_RETRIES,
-                            doc_md="Snapshot the source and split train/test (retries with back-off).")
-    validate = PythonOperator(task_id="validate", python_callable=validate_task,
-                              doc_md="Schema and data-quality checks; quarantines bad rows.")
-    check_drift = BranchPythonOperator(task_id="check_drift", python_callable=check_drift_task,
-                                       doc_md="Drift vs Production's training data; picks the branch.")
+    reconcile = PythonOperator(
+        task_id="reconcile",
+        python_callable=reconcile_task,
+        **IO_RETRIES,
+        doc_md="End stale MLflow runs; decide versions left undecided.",
+    )
+    ingest = PythonOperator(
+        task_id="ingest",
+        python_callable=ingest_task,
+        **IO_RETRIES,
+        doc_md="Snapshot the source and split train/test (retries with back-off).",
+    )
+    validate = PythonOperator(
+        task_id="validate",
+        python_callable=validate_task,
+        doc_md="Schema and data-quality checks; quarantines bad rows.",
+    )
+    check_drift = BranchPythonOperator(
+        task_id="check_drift",
+        python_callable=check_drift_task,
+        doc_md="Drift vs Production's training data; picks the branch.",
+    )
     transform = PythonOperator(task_id="transform", python_callable=transform_task)
-    train = PythonOperator(task_id="train", python_callable=train_task, **OUTAGE_RETRIES,
-                           doc_md="Tune every candidate by CV, evaluate the winner once.")
-    register = PythonOperator(task_id="register", python_callable=register_task, **OUTAGE_RETRIES,
-                              doc_md="Register the winner; promote only if it beats Production.")
-    sync_s3 = PythonOperator(task_id="sync_s3", python_callable=sync_task, **IO_RETRIES,
-                             doc_md="Upload the run's artifacts (retries with back-off).")
+    train = PythonOperator(
+        task_id="train",
+        python_callable=train_task,
+        **OUTAGE_RETRIES,
+        doc_md="Tune every candidate by CV, evaluate the winner once.",
+    )
+    register = PythonOperator(
+        task_id="register",
+        python_callable=register_task,
+        **OUTAGE_RETRIES,
+        doc_md="Register the winner; promote only if it beats Production.",
+    )
+    sync_s3 = PythonOperator(
+        task_id="sync_s3",
+        python_callable=sync_task,
+        **IO_RETRIES,
+        doc_md="Upload the run's artifacts (retries with back-off).",
+    )
     skip_training = EmptyOperator(task_id="skip_training")
-    outcome = PythonOperator(task_id="record_outcome", python_callable=record_outcome_task,
-                             trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
-                             doc_md="Runs after either branch, never after a failure.")
+    outcome = PythonOperator(
+        task_id="record_outcome",
+        python_callable=record_outcome_task,
+        trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+        doc_md="Runs after either branch, never after a failure.",
+    )
 
     reconcile >> ingest >> validate >> check_drift
     check_drift >> transform >> train >> register >> sync_s3 >> outcome

@@ -12,8 +12,9 @@ The logistic regression is the only candidate that needs scaled inputs, so its e
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from scipy.stats import loguniform, randint, uniform
 from sklearn.base import BaseEstimator
@@ -22,8 +23,8 @@ from sklearn.base import BaseEstimator
 @dataclass(frozen=True)
 class CandidateSpec:
     name: str
-    build: Callable[[int], BaseEstimator]        # seed -> unfitted estimator
-    space: Callable[[], dict[str, Any]]          # parameter distributions for the estimator
+    build: Callable[[int], BaseEstimator]  # seed -> unfitted estimator
+    space: Callable[[], dict[str, Any]]  # parameter distributions for the estimator
     # (rows per fit in the search, rows of the refit) -> parameters for the refit of the winner
     # on the whole split, when the search ran on a sample: keeps a slow candidate's refit (time
     # and model size) at what the search measured.
@@ -80,8 +81,9 @@ def _hist_gradient_boosting(seed: int) -> BaseEstimator:
     # No n_jobs parameter: it uses OpenMP threads, which joblib's workers limit to their share.
     # Early stopping on a 10% hold-out of the (fold's) training rows: boosting stops once the
     # loss stalls, which is most of the tuning-time saving on small data.
-    return HistGradientBoostingClassifier(random_state=seed, early_stopping=True,
-                                          validation_fraction=0.1, n_iter_no_change=10)
+    return HistGradientBoostingClassifier(
+        random_state=seed, early_stopping=True, validation_fraction=0.1, n_iter_no_change=10
+    )
 
 
 def _hist_gradient_boosting_space() -> dict[str, Any]:
@@ -99,10 +101,12 @@ def _logistic_regression(seed: int) -> BaseEstimator:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return Pipeline([
-        ("scale", StandardScaler()),
-        ("clf", LogisticRegression(max_iter=2000, random_state=seed)),
-    ])
+    return Pipeline(
+        [
+            ("scale", StandardScaler()),
+            ("clf", LogisticRegression(max_iter=2000, random_state=seed)),
+        ]
+    )
 
 
 def _logistic_regression_space() -> dict[str, Any]:
@@ -130,8 +134,7 @@ def _adaboost_space() -> dict[str, Any]:
 def _xgboost(seed: int) -> BaseEstimator:
     from xgboost import XGBClassifier
 
-    return XGBClassifier(tree_method="hist", n_jobs=1, random_state=seed, eval_metric="logloss",
-                         verbosity=0)
+    return XGBClassifier(tree_method="hist", n_jobs=1, random_state=seed, eval_metric="logloss", verbosity=0)
 
 
 def _xgboost_space() -> dict[str, Any]:
@@ -149,8 +152,9 @@ def _xgboost_space() -> dict[str, Any]:
 CANDIDATES: dict[str, CandidateSpec] = {
     spec.name: spec
     for spec in (
-        CandidateSpec("random_forest", _random_forest, _random_forest_space,
-                      refit_budget=_random_forest_refit),
+        CandidateSpec(
+            "random_forest", _random_forest, _random_forest_space, refit_budget=_random_forest_refit
+        ),
         CandidateSpec("decision_tree", _decision_tree, _decision_tree_space),
         CandidateSpec("hist_gradient_boosting", _hist_gradient_boosting, _hist_gradient_boosting_space),
         CandidateSpec("logistic_regression", _logistic_regression, _logistic_regression_space),
@@ -174,7 +178,7 @@ def prefixed(params: dict[str, Any], step: str = "model") -> dict[str, Any]:
 
 def unprefixed(params: dict[str, Any], step: str = "model") -> dict[str, Any]:
     head = f"{step}__"
-    return {k[len(head):] if k.startswith(head) else k: v for k, v in params.items()}
+    return {k[len(head) :] if k.startswith(head) else k: v for k, v in params.items()}
 
 
 def single_threaded(estimator: BaseEstimator) -> BaseEstimator:
@@ -184,6 +188,9 @@ def single_threaded(estimator: BaseEstimator) -> BaseEstimator:
     regression) deprecate setting the parameter at all.
     """
     params = estimator.get_params(deep=True)
-    jobs = {k: 1 for k, v in params.items()
-            if (k == "n_jobs" or k.endswith("__n_jobs")) and v is not None and v != 1}
+    jobs = {
+        k: 1
+        for k, v in params.items()
+        if (k == "n_jobs" or k.endswith("__n_jobs")) and v is not None and v != 1
+    }
     return estimator.set_params(**jobs) if jobs else estimator

@@ -67,12 +67,12 @@ ARTIFACTS: dict[str, tuple[str, str]] = {
 class RunCatalog:
     """The named artifacts of one run, in one storage."""
 
-    def __init__(self, storage: Storage, run: "RunContext"):
+    def __init__(self, storage: Storage, run: RunContext):
         self.storage = storage
         self.run = run
 
     @classmethod
-    def of(cls, cfg: "PipelineConfig", run: "RunContext") -> "RunCatalog":
+    def of(cls, cfg: PipelineConfig, run: RunContext) -> RunCatalog:
         return cls(storage_for(cfg), run)
 
     def uri(self, name: str) -> str:
@@ -88,7 +88,7 @@ class RunCatalog:
     def _where(self, name_or_uri: str) -> str:
         return self.uri(name_or_uri) if name_or_uri in ARTIFACTS else name_or_uri
 
-    def load_frame(self, name_or_uri: str, columns: list[str] | None = None) -> "pd.DataFrame":
+    def load_frame(self, name_or_uri: str, columns: list[str] | None = None) -> pd.DataFrame:
         return self.storage.read_frame(self._where(name_or_uri), columns=columns)
 
     def load_text(self, name_or_uri: str) -> str:
@@ -99,7 +99,7 @@ class RunCatalog:
 
     # -- writing: by name ----------------------------------------------------------------------
 
-    def save_frame(self, name: str, frame: "pd.DataFrame") -> str:
+    def save_frame(self, name: str, frame: pd.DataFrame) -> str:
         return self.storage.write_frame(self.uri(name), frame)
 
     def save_text(self, name: str, text: str) -> str:
@@ -108,7 +108,7 @@ class RunCatalog:
     def save_bytes(self, name: str, data: bytes) -> str:
         return self.storage.write_bytes(self.uri(name), data)
 
-    def save_record(self, name: str, record: "Record") -> str:
+    def save_record(self, name: str, record: Record) -> str:
         return self.save_text(name, record.model_dump_json(indent=2))
 
     def save_file(self, name: str, path: str, relative: str = "") -> str:

@@ -24,8 +24,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from netsec_tasks.errors import ConfigError, NetsecError, Terminated
 
@@ -50,8 +51,9 @@ def _output_file(path: str | Path) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise NetsecError(f"cannot create the folder of the output file {path}: "
-                          f"{exc.strerror or exc}") from None
+        raise NetsecError(
+            f"cannot create the folder of the output file {path}: {exc.strerror or exc}"
+        ) from None
     if path.is_dir():
         raise NetsecError(f"the output file {path} is a folder; give a file name")
     return path
@@ -82,17 +84,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"outcome: {result.outcome.outcome} - {result.outcome.reason}")
     if result.train is not None:
         m = result.train.test_metrics
-        print(f"winner: {result.train.winner}  test F1 (threat class) {m.get('f1', float('nan')):.4f}"
-              f"  ROC AUC {m.get('roc_auc', float('nan')):.4f}")
+        print(
+            f"winner: {result.train.winner}  test F1 (threat class) {m.get('f1', float('nan')):.4f}"
+            f"  ROC AUC {m.get('roc_auc', float('nan')):.4f}"
+        )
     if result.register is not None:
-        print(f"registry: {result.register.model_name} production version = "
-              f"{result.register.production_version}")
+        print(
+            f"registry: {result.register.model_name} production version = "
+            f"{result.register.production_version}"
+        )
     if result.reconciled is not None and result.reconciled.items:
         print(f"reconciled:    {result.reconciled.summary()}")
     if result.evaluation is not None:
         ev = result.evaluation
-        print(f"hold-out:      {ev.source}: " + "  ".join(f"{k} {v:.4f}" for k, v in ev.metrics.items())
-              + f"\n               {ev.html_uri}")
+        print(
+            f"hold-out:      {ev.source}: "
+            + "  ".join(f"{k} {v:.4f}" for k, v in ev.metrics.items())
+            + f"\n               {ev.html_uri}"
+        )
     print(f"run artifacts: {result.run.storage_uri}")
     if result.drift.html_uri:
         print(f"drift report:  {result.drift.html_uri}")
@@ -114,9 +123,11 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     record = rollback(_cfg(args), to_version=args.to, reason=args.reason or "")
     _print(record.to_xcom())
-    print(f"{record.model_name}: Production is v{record.to_version} again (was v{record.from_version}); "
-          f"tagged rolled_back: {', '.join('v' + v for v in record.rolled_back)}. Serving follows "
-          "at its next registry poll.")
+    print(
+        f"{record.model_name}: Production is v{record.to_version} again (was v{record.from_version}); "
+        f"tagged rolled_back: {', '.join('v' + v for v in record.rolled_back)}. Serving follows "
+        "at its next registry poll."
+    )
     return 0
 
 
@@ -141,8 +152,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     result = validate_frame(frame, schema, cfg.validation, source=str(args.file))
     out = _output_dir(args.out or Path(cfg.workdir) / "validate")
     report = write_report(result, out)
-    print(f"{'PASSED' if result.passed else 'FAILED'}: {len(result.clean)} valid rows, "
-          f"{result.rows_invalid} quarantined; report: {report}")
+    print(
+        f"{'PASSED' if result.passed else 'FAILED'}: {len(result.clean)} valid rows, "
+        f"{result.rows_invalid} quarantined; report: {report}"
+    )
     for check in result.checks:
         if check.get("status") != "pass":
             print(f"  [{check.get('status')}] {check.get('name')}: {check.get('details', '')}")
@@ -155,9 +168,11 @@ def cmd_drift(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
     out = _output_dir(args.out or Path(cfg.workdir) / "drift")
     record = drift_between_files(args.reference, args.current, cfg, out)
-    print(f"drift {'DETECTED' if record.drift_detected else 'not detected'}: "
-          f"{record.drift_share:.0%} of {record.columns_tested} columns drifted"
-          + (f" ({', '.join(record.drifted_columns)})" if record.drifted_columns else ""))
+    print(
+        f"drift {'DETECTED' if record.drift_detected else 'not detected'}: "
+        f"{record.drift_share:.0%} of {record.columns_tested} columns drifted"
+        + (f" ({', '.join(record.drifted_columns)})" if record.drifted_columns else "")
+    )
     print(f"report: {record.report_uri}\nhtml:   {record.html_uri}")
     return 1 if record.drift_detected and args.fail_on_drift else 0
 
@@ -198,12 +213,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     is_threat = (proba > 1.0 - proba).astype(np.int8)
     schema = contract.schema
     labels = [schema.positive_label if t else schema.negative_label for t in is_threat.tolist()]
-    out = scored_frame(frame, check, is_threat=is_threat, probability=proba, labels=labels,
-                       model_version=str(version))
+    out = scored_frame(
+        frame, check, is_threat=is_threat, probability=proba, labels=labels, model_version=str(version)
+    )
     imputed = int(np.count_nonzero(check.null_cells[check.valid]))
-    summary = (f"{len(rows)} rows scored, {int(is_threat.sum())} threats, {imputed} with imputed "
-               f"cells, {check.n_invalid} invalid (status=invalid, not scored); "
-               f"model {cfg.registry.model_name} v{version}")
+    summary = (
+        f"{len(rows)} rows scored, {int(is_threat.sum())} threats, {imputed} with imputed "
+        f"cells, {check.n_invalid} invalid (status=invalid, not scored); "
+        f"model {cfg.registry.model_name} v{version}"
+    )
     if out_path is not None:
         from netsec_tasks.storage import atomic_path
 
@@ -229,16 +247,17 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
     reader, store = log_and_verdicts(cfg)
     feedback = feedback_to_training(cfg, store=store, log_reader=reader)
-    record = monitor(cfg, args.run_id or new_run_id("monitor"), reader=reader, store=store,
-                     feedback=feedback)
+    record = monitor(cfg, args.run_id or new_run_id("monitor"), reader=reader, store=store, feedback=feedback)
     if not args.dry_run:
         commit(cfg, record, requested=False)
     live = record.live
     print(f"traffic: {record.rows_read} new rows; {record.drift_reason}")
     print(f"live:    {live.get('decision')}")
     print(f"verdicts into training data: {feedback.reason}")
-    print(f"{'WOULD REQUEST' if record.trigger else 'no'} retraining: {record.trigger_reason}"
-          + (" (the netsec_monitoring DAG emits the request)" if record.trigger else ""))
+    print(
+        f"{'WOULD REQUEST' if record.trigger else 'no'} retraining: {record.trigger_reason}"
+        + (" (the netsec_monitoring DAG emits the request)" if record.trigger else "")
+    )
     print(f"report:  {record.html_uri}")
     return 0
 
@@ -251,8 +270,10 @@ def cmd_make_sample(args: argparse.Namespace) -> int:
         from netsec_tasks.intrusion_sample import make_intrusion_sample
 
         if args.shift:
-            raise NetsecError("--shift applies to the phishing sample; for intrusion_demo use "
-                              "--holdout (the harder test file)")
+            raise NetsecError(
+                "--shift applies to the phishing sample; for intrusion_demo use "
+                "--holdout (the harder test file)"
+            )
         if args.missing:
             raise NetsecError("--missing applies to the phishing sample")
         frame = make_intrusion_sample(args.rows, seed=args.seed, holdout=args.holdout)
@@ -273,8 +294,9 @@ def cmd_make_sample(args: argparse.Namespace) -> int:
         # A column with gaps is float (NaN) but holds whole numbers: write "1", not "1.0".
         float_format = "%g"
     else:
-        raise NetsecError(f"no synthetic sample for data set {dataset!r}; samples exist for "
-                          "phishing and intrusion_demo")
+        raise NetsecError(
+            f"no synthetic sample for data set {dataset!r}; samples exist for phishing and intrusion_demo"
+        )
     with atomic_path(_output_file(out)) as tmp:
         frame.to_csv(tmp, index=False, header=header, float_format=float_format)
     print(f"{len(frame)} rows written to {out}" + ("" if header else " (no header row)"))
@@ -287,11 +309,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     cfg = _cfg(args)
     out = _output_dir(args.out) if args.out else None
-    rec = evaluate_file(cfg, args.file, model_uri=args.model, out_dir=out, invalid=args.invalid,
-                        track=not args.no_mlflow)
+    rec = evaluate_file(
+        cfg, args.file, model_uri=args.model, out_dir=out, invalid=args.invalid, track=not args.no_mlflow
+    )
     m = rec.metrics
-    print(f"{rec.model_name} v{rec.model_version} on {rec.source}: {rec.rows_scored} rows scored"
-          + (f", {rec.rows_excluded} left out" if rec.rows_excluded else ""))
+    print(
+        f"{rec.model_name} v{rec.model_version} on {rec.source}: {rec.rows_scored} rows scored"
+        + (f", {rec.rows_excluded} left out" if rec.rows_excluded else "")
+    )
     print("threat class: " + "  ".join(f"{k} {v:.4f}" for k, v in m.items()))
     (tn, fp), (fn, tp) = rec.confusion_matrix
     print(f"confusion matrix (truth x predicted, benign/threat): TN {tn}  FP {fp}  FN {fn}  TP {tp}")
@@ -299,8 +324,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("per label (recall = share put in the right class):")
         for label, v in sorted(rec.per_label.items(), key=lambda kv: kv[1]["recall"]):
             new = "  (not in the training data)" if v.get("in_training") is False else ""
-            print(f"  {label:<24} {'threat' if v['threat'] else 'benign':<7} {v['rows']:>7} rows  "
-                  f"recall {v['recall']:.3f}{new}")
+            print(
+                f"  {label:<24} {'threat' if v['threat'] else 'benign':<7} {v['rows']:>7} rows  "
+                f"recall {v['recall']:.3f}{new}"
+            )
     print(f"report: {rec.report_uri}\nhtml:   {rec.html_uri}")
     if rec.mlflow_run_id:
         print(f"MLflow run: {rec.mlflow_run_id} (linked to {rec.model_name} v{rec.model_version})")
@@ -336,13 +363,28 @@ def _global_options(p: argparse.ArgumentParser, *, after: bool) -> None:
     destinations: a sub-parser's values would otherwise replace the main parser's."""
     suffix = "_after" if after else ""
     default = argparse.SUPPRESS if after else None
-    p.add_argument("--config", dest="config" + suffix, default=default,
-                   help="pipeline YAML (default: $NETSEC_CONFIG or config/pipeline.yaml)")
-    p.add_argument("--set", dest="set" + suffix, action="append", metavar="KEY=VALUE",
-                   default=default,
-                   help="override a config key, e.g. --set training.n_iter=4 (repeatable)")
-    p.add_argument("-v", "--verbose", dest="verbose" + suffix, action="store_true",
-                   default=argparse.SUPPRESS if after else False, help="debug logging")
+    p.add_argument(
+        "--config",
+        dest="config" + suffix,
+        default=default,
+        help="pipeline YAML (default: $NETSEC_CONFIG or config/pipeline.yaml)",
+    )
+    p.add_argument(
+        "--set",
+        dest="set" + suffix,
+        action="append",
+        metavar="KEY=VALUE",
+        default=default,
+        help="override a config key, e.g. --set training.n_iter=4 (repeatable)",
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        dest="verbose" + suffix,
+        action="store_true",
+        default=argparse.SUPPRESS if after else False,
+        help="debug logging",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -362,14 +404,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run-id")
     r.set_defaults(func=cmd_run)
 
-    rc = add("reconcile", help="end stale MLflow runs and decide model versions that earlier "
-                               "(failed or killed) runs left without a decision")
+    rc = add(
+        "reconcile",
+        help="end stale MLflow runs and decide model versions that earlier "
+        "(failed or killed) runs left without a decision",
+    )
     rc.set_defaults(func=cmd_reconcile)
 
-    rb = add("rollback", help="move Production (the registry alias) back to an earlier version "
-                              "and mark the newer ones rolled_back, so nothing promotes them again")
-    rb.add_argument("--to", help="version to restore (default: the one the current Production "
-                                 "replaced)")
+    rb = add(
+        "rollback",
+        help="move Production (the registry alias) back to an earlier version "
+        "and mark the newer ones rolled_back, so nothing promotes them again",
+    )
+    rb.add_argument("--to", help="version to restore (default: the one the current Production replaced)")
     rb.add_argument("--reason", help="kept on the rolled-back versions (netsec.rollback_reason)")
     rb.set_defaults(func=cmd_rollback)
 
@@ -378,9 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--uri", help="MongoDB URI (default: source.mongo.uri)")
     pd_.add_argument("--collection")
     pd_.add_argument("--batch-size", type=int)
-    pd_.add_argument("--load-id", help="idempotency key of this load (default: the file's content "
-                                       "hash); reuse it to push a file that grew, inserting only "
-                                       "its new rows")
+    pd_.add_argument(
+        "--load-id",
+        help="idempotency key of this load (default: the file's content "
+        "hash); reuse it to push a file that grew, inserting only "
+        "its new rows",
+    )
     pd_.set_defaults(func=cmd_push_data)
 
     v = add("validate", help="validate a CSV/Parquet file against the schema")
@@ -391,8 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = add("drift", help="drift report between a reference and a current file")
     d.add_argument("reference")
-    d.add_argument("current", help="a CSV/Parquet file or glob, or serving's prediction log "
-                                    "(its directory or predictions-*.jsonl files)")
+    d.add_argument(
+        "current",
+        help="a CSV/Parquet file or glob, or serving's prediction log "
+        "(its directory or predictions-*.jsonl files)",
+    )
     d.add_argument("--out")
     d.add_argument("--fail-on-drift", action="store_true", help="exit 1 when drift is detected")
     d.set_defaults(func=cmd_drift)
@@ -400,48 +453,80 @@ def build_parser() -> argparse.ArgumentParser:
     pr = add("predict", help="predict a CSV with the Production model")
     pr.add_argument("csv")
     pr.add_argument("--out", help="output CSV (default: stdout)")
-    pr.add_argument("--invalid", choices=["refuse", "flag"], default="refuse",
-                    help="refuse (default): a row that breaks the data set's contract stops the "
-                         "run (exit 2) naming its line, column, value and what is allowed; flag: "
-                         "score the valid rows, write invalid ones unscored with status=invalid "
-                         "and the reason")
+    pr.add_argument(
+        "--invalid",
+        choices=["refuse", "flag"],
+        default="refuse",
+        help="refuse (default): a row that breaks the data set's contract stops the "
+        "run (exit 2) naming its line, column, value and what is allowed; flag: "
+        "score the valid rows, write invalid ones unscored with status=invalid "
+        "and the reason",
+    )
     pr.set_defaults(func=cmd_predict)
 
-    mo = add("monitor", help="served traffic and verdicts: drift, live F1, report "
-                                        "(the netsec_monitoring DAG's steps, in process)")
+    mo = add(
+        "monitor",
+        help="served traffic and verdicts: drift, live F1, report "
+        "(the netsec_monitoring DAG's steps, in process)",
+    )
     mo.add_argument("--run-id")
-    mo.add_argument("--dry-run", action="store_true",
-                    help="do not move the prediction log's watermark (the next run reads the "
-                         "same rows)")
+    mo.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="do not move the prediction log's watermark (the next run reads the same rows)",
+    )
     mo.set_defaults(func=cmd_monitor)
 
-    ev = add("evaluate", help="score a labelled file with the Production model: metrics, "
-                              "confusion matrix, per-label recall, plots, YAML + HTML report")
+    ev = add(
+        "evaluate",
+        help="score a labelled file with the Production model: metrics, "
+        "confusion matrix, per-label recall, plots, YAML + HTML report",
+    )
     ev.add_argument("file", help="CSV/Parquet file with the schema's features and target column")
-    ev.add_argument("--model", help="models:/<name>/<version> or models:/<name>@<alias> "
-                                    "(default: the configured data set's Production model)")
-    ev.add_argument("--out", help="folder for the reports (default: <workdir>/evaluate/<model>-"
-                                  "v<version>-<file>)")
-    ev.add_argument("--invalid", choices=["refuse", "flag"], default="refuse",
-                    help="refuse (default): a row that breaks the contract or has no label stops "
-                         "the run (exit 2) naming it; flag: leave such rows out and count them")
-    ev.add_argument("--no-mlflow", action="store_true",
-                    help="do not log the evaluation to MLflow (reports are still written)")
+    ev.add_argument(
+        "--model",
+        help="models:/<name>/<version> or models:/<name>@<alias> "
+        "(default: the configured data set's Production model)",
+    )
+    ev.add_argument(
+        "--out", help="folder for the reports (default: <workdir>/evaluate/<model>-v<version>-<file>)"
+    )
+    ev.add_argument(
+        "--invalid",
+        choices=["refuse", "flag"],
+        default="refuse",
+        help="refuse (default): a row that breaks the contract or has no label stops "
+        "the run (exit 2) naming it; flag: leave such rows out and count them",
+    )
+    ev.add_argument(
+        "--no-mlflow",
+        action="store_true",
+        help="do not log the evaluation to MLflow (reports are still written)",
+    )
     ev.set_defaults(func=cmd_evaluate)
 
     ms = add("make-sample", help="write a deterministic synthetic data set")
     ms.add_argument("--dataset", help="phishing or intrusion_demo (default: the configured one)")
     ms.add_argument("--rows", type=int, default=5000)
     ms.add_argument("--seed", type=int, default=0)
-    ms.add_argument("--shift", type=float, default=0.0, help="0..1, a drifted copy for demos "
-                                                             "(phishing)")
-    ms.add_argument("--missing", type=float, default=0.0,
-                    help="phishing: share of feature cells left empty, 0..1 (e.g. 0.02); the other "
-                         "values are those of the sample without gaps")
-    ms.add_argument("--holdout", action="store_true",
-                    help="intrusion_demo: the harder test file (other mix, unseen attack types)")
-    ms.add_argument("--header", action="store_true",
-                    help="intrusion_demo: write a header row (its files have none by default)")
+    ms.add_argument("--shift", type=float, default=0.0, help="0..1, a drifted copy for demos (phishing)")
+    ms.add_argument(
+        "--missing",
+        type=float,
+        default=0.0,
+        help="phishing: share of feature cells left empty, 0..1 (e.g. 0.02); the other "
+        "values are those of the sample without gaps",
+    )
+    ms.add_argument(
+        "--holdout",
+        action="store_true",
+        help="intrusion_demo: the harder test file (other mix, unseen attack types)",
+    )
+    ms.add_argument(
+        "--header",
+        action="store_true",
+        help="intrusion_demo: write a header row (its files have none by default)",
+    )
     ms.add_argument("--out", help="output CSV (default: data/<dataset>_sample.csv)")
     ms.set_defaults(func=cmd_make_sample)
 
@@ -464,8 +549,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     verbose = args.verbose or getattr(args, "verbose_after", False)
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     for noisy in ("alembic", "urllib3", "botocore", "matplotlib", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Each retry of an unreachable service is a warning from urllib3; our one error line says

@@ -22,8 +22,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from netsec_tasks.errors import ConfigError
 
@@ -62,7 +69,7 @@ class MongoSourceConfig(_Section):
     @classmethod
     def _scheme(cls, v: str) -> str:
         if v.startswith("mongo://"):
-            v = "mongodb://" + v[len("mongo://"):]
+            v = "mongodb://" + v[len("mongo://") :]
         if not v.startswith(("mongodb://", "mongodb+srv://")):
             raise ValueError("must start with mongodb://, mongodb+srv:// or mongo://")
         return v
@@ -72,11 +79,15 @@ class SourceConfig(_Section):
     # The descriptions of the fields a DAG run can override are its trigger form's help texts
     # (dags/netsec_training.py), so the form and the config say the same thing.
     kind: Literal["file", "mongo"] = Field(
-        "file", description="Where to ingest from: 'file' (source.path, or the synthetic sample) "
-                            "or 'mongo' (the MongoDB collection of source.mongo).")
+        "file",
+        description="Where to ingest from: 'file' (source.path, or the synthetic sample) "
+        "or 'mongo' (the MongoDB collection of source.mongo).",
+    )
     path: str | None = Field(
-        None, description="CSV or Parquet path or glob for source.kind=file, as seen by the "
-                          "worker; not set: the synthetic sample (made on demand).")
+        None,
+        description="CSV or Parquet path or glob for source.kind=file, as seen by the "
+        "worker; not set: the synthetic sample (made on demand).",
+    )
     mongo: MongoSourceConfig = MongoSourceConfig()
     # Train on the rows of the last N days only (by watermark time); None: all rows.
     window_days: float | None = Field(None, gt=0)
@@ -117,25 +128,42 @@ class DriftConfig(_Section):
 
 
 Candidate = Literal[
-    "random_forest", "decision_tree", "hist_gradient_boosting",
-    "logistic_regression", "adaboost", "xgboost",
+    "random_forest",
+    "decision_tree",
+    "hist_gradient_boosting",
+    "logistic_regression",
+    "adaboost",
+    "xgboost",
 ]
 
 
 class TrainingConfig(_Section):
     candidates: list[Candidate] = Field(
-        ["random_forest", "decision_tree", "hist_gradient_boosting",
-         "logistic_regression", "adaboost", "xgboost"],
+        [
+            "random_forest",
+            "decision_tree",
+            "hist_gradient_boosting",
+            "logistic_regression",
+            "adaboost",
+            "xgboost",
+        ],
         description="The models tuned and compared by cross-validation; the best one is "
-                    "evaluated on the test split and registered.")
+        "evaluated on the test split and registered.",
+    )
     # Selection metric, computed for the threat class: f1, precision, recall, roc_auc,
     # average_precision, accuracy.
     metric: Literal["f1", "precision", "recall", "roc_auc", "average_precision", "accuracy"] = "f1"
     cv_folds: int = Field(5, ge=2, le=20, description="Cross-validation folds of the search.")
     search: Literal["halving", "random"] = "halving"
-    n_iter: int = Field(12, ge=1, le=500, description=(
-        "Parameter settings tried per candidate model (random search), or the first-round "
-        "settings of successive halving (training.search)."))
+    n_iter: int = Field(
+        12,
+        ge=1,
+        le=500,
+        description=(
+            "Parameter settings tried per candidate model (random search), or the first-round "
+            "settings of successive halving (training.search)."
+        ),
+    )
     n_jobs: int = Field(2, ge=-1)
     seed: int = 42
     progress: bool = True
@@ -162,11 +190,21 @@ class RegistryConfig(_Section):
     _derived: bool = PrivateAttr(False)
     alias: str = "production"
     # Promote when new_score > production_score + margin (strictly beats) and new_score >= min_score.
-    promotion_margin: float = Field(0.0, ge=-1, le=1, description=(
-        "Promote the new model only if its test score (training.metric) beats Production's on "
-        "the same test rows by more than this."))
-    min_score: float = Field(0.8, ge=0, le=1, description=(
-        "Never promote a model whose test score (training.metric) is below this."))
+    promotion_margin: float = Field(
+        0.0,
+        ge=-1,
+        le=1,
+        description=(
+            "Promote the new model only if its test score (training.metric) beats Production's on "
+            "the same test rows by more than this."
+        ),
+    )
+    min_score: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description=("Never promote a model whose test score (training.metric) is below this."),
+    )
     # The per-call budget against an MLflow server (MLflow's MLFLOW_HTTP_REQUEST_TIMEOUT,
     # _MAX_RETRIES and _BACKOFF_FACTOR are set from these): one call during an outage fails after
     # at most (max_retries + 1) * request_timeout_seconds plus back-off (~33 s with these values).
@@ -280,13 +318,13 @@ class PipelineConfig(_Section):
     config_dir: str = Field(str(PACKAGE_CONFIG_DIR), exclude=True)
 
     @model_validator(mode="after")
-    def _no_empty_candidates(self) -> "PipelineConfig":
+    def _no_empty_candidates(self) -> PipelineConfig:
         if not self.training.candidates:
             raise ValueError("training.candidates must list at least one model")
         return self
 
     @model_validator(mode="after")
-    def _derived_model_name(self) -> "PipelineConfig":
+    def _derived_model_name(self) -> PipelineConfig:
         # Remember that the name was derived, so a later change of data set derives it again.
         if not self.registry.model_name:
             self.registry.model_name = model_name_for(self.dataset)
@@ -306,7 +344,7 @@ class PipelineConfig(_Section):
     def schema_path(self) -> Path:
         return Path(self.config_dir) / "schema" / f"{self.dataset}.yaml"
 
-    def with_overrides(self, overrides: dict[str, Any]) -> "PipelineConfig":
+    def with_overrides(self, overrides: dict[str, Any]) -> PipelineConfig:
         """A copy with dotted-key overrides (``{"source.kind": "mongo"}``), validated again."""
         data = _dump(self)
         for dotted, value in overrides.items():
@@ -336,7 +374,8 @@ def find_config_file(path: str | os.PathLike | None = None) -> Path:
         if c.is_file():
             return c.resolve()
     raise ConfigError(
-        "no pipeline config found (looked at " + ", ".join(str(c) for c in candidates)
+        "no pipeline config found (looked at "
+        + ", ".join(str(c) for c in candidates)
         + "); pass --config or set NETSEC_CONFIG"
     )
 
@@ -348,7 +387,7 @@ def _env_overrides(environ: dict[str, str]) -> tuple[dict, dict[str, str]]:
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name in _RESERVED_ENV or name.startswith(_RESERVED_PREFIXES):
             continue
-        keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__") if k]
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__") if k]
         if not keys:
             continue
         try:
@@ -419,8 +458,12 @@ def _dump(cfg: PipelineConfig) -> dict:
     return data
 
 
-def load_config(path: str | os.PathLike | None = None, *, environ: dict[str, str] | None = None,
-                overrides: dict[str, Any] | None = None) -> PipelineConfig:
+def load_config(
+    path: str | os.PathLike | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> PipelineConfig:
     """Load, merge and validate the configuration. Raises ConfigError naming any bad key."""
     environ = dict(os.environ if environ is None else environ)
     file = find_config_file(path)

@@ -70,8 +70,14 @@ class ContractError(DataError):
     ``row`` (0-based position), ``column``, ``value``, ``reason``, ``allowed``; ``where`` renders
     a row for the door ("records[3]", "line 5")."""
 
-    def __init__(self, message: str, *, problems: list[dict[str, Any]] | None = None,
-                 columns: list[str] | None = None, source: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        problems: list[dict[str, Any]] | None = None,
+        columns: list[str] | None = None,
+        source: str | None = None,
+    ):
         self.problems = list(problems or [])
         first = self.problems[0] if self.problems else {}
         cols = columns if columns is not None else ([first["column"]] if first.get("column") else [])
@@ -85,6 +91,7 @@ class ContractError(DataError):
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def listed(items: Iterable[Any], limit: int = _MAX_LISTED) -> str:
     items = [str(i) for i in items]
@@ -131,8 +138,9 @@ def allowed_text(spec: ColumnSpec) -> str:
     if spec.allowed is not None:
         parts.append(f"one of {spec.allowed}")
     else:
-        parts.append({"int": "an integer", "float": "a number", "str": "text",
-                      "bool": "true/false"}[spec.dtype])
+        parts.append(
+            {"int": "an integer", "float": "a number", "str": "text", "bool": "true/false"}[spec.dtype]
+        )
     if spec.dtype in ("int", "float"):
         if spec.min is not None:
             parts.append(f">= {spec.min:g}")
@@ -154,7 +162,7 @@ def allowed_values(allowed: Sequence[Any], dtype: str) -> list[Any]:
 
 @dataclass
 class Coerced:
-    typed: pd.Series               # typed values, NaN/None where null or unusable
+    typed: pd.Series  # typed values, NaN/None where null or unusable
     bad: list[tuple[pd.Series, str]]  # (mask, reason): value present but not of the column type
 
 
@@ -176,13 +184,17 @@ def coerce(raw: pd.Series, spec: ColumnSpec, null: pd.Series, *, strict: bool = 
         else:
             if strict:
                 wrong_type = present & raw.map(lambda v: type(v) is bool or not isinstance(v, (int, float)))
-            numbers = pd.to_numeric(raw.where(present & ~wrong_type).map(
-                lambda v: v.strip() if isinstance(v, str) else v), errors="coerce").astype(float)
+            numbers = pd.to_numeric(
+                raw.where(present & ~wrong_type).map(lambda v: v.strip() if isinstance(v, str) else v),
+                errors="coerce",
+            ).astype(float)
         finite = np.isfinite(numbers)
         not_number = present & ~wrong_type & numbers.isna()
-        bad = [(wrong_type, f"must be a number ({spec.dtype} column)"),
-               (not_number, f"not a number ({spec.dtype} column)"),
-               (present & numbers.notna() & ~finite, "not a finite number")]
+        bad = [
+            (wrong_type, f"must be a number ({spec.dtype} column)"),
+            (not_number, f"not a number ({spec.dtype} column)"),
+            (present & numbers.notna() & ~finite, "not a finite number"),
+        ]
         if spec.dtype == "int":
             bad.append((present & finite & (numbers % 1 != 0), "not an integer"))
         any_bad = bad[0][0].copy()
@@ -193,7 +205,8 @@ def coerce(raw: pd.Series, spec: ColumnSpec, null: pd.Series, *, strict: bool = 
         if strict:
             wrong_type = present & raw.map(lambda v: type(v) is not bool and not isinstance(v, np.bool_))
             text = raw.where(present & ~wrong_type).map(
-                lambda v: str(v).strip().lower() if v is not None and v == v else v)
+                lambda v: str(v).strip().lower() if v is not None and v == v else v
+            )
         else:
             wrong_type = pd.Series(False, index=raw.index)
             text = raw.where(present).map(lambda v: str(v).strip().lower() if v is not None else v)
@@ -202,8 +215,13 @@ def coerce(raw: pd.Series, spec: ColumnSpec, null: pd.Series, *, strict: bool = 
         typed = pd.Series(None, index=raw.index, dtype=object)
         typed[truthy.to_numpy()] = True
         typed[falsy.to_numpy()] = False
-        return Coerced(typed, [(wrong_type, "must be true or false (bool column)"),
-                               (bad_value, "not a boolean (true/false, yes/no, 1/0)")])
+        return Coerced(
+            typed,
+            [
+                (wrong_type, "must be true or false (bool column)"),
+                (bad_value, "not a boolean (true/false, yes/no, 1/0)"),
+            ],
+        )
     # str
     wrong_type = pd.Series(False, index=raw.index)
     if strict and (raw.dtype == object):
@@ -216,6 +234,7 @@ def coerce(raw: pd.Series, spec: ColumnSpec, null: pd.Series, *, strict: bool = 
 
 
 # --------------------------------------------------------------------------- row checks
+
 
 class RowValidity:
     """Counts from a ``valid`` mask (bool per row), for every holder of one."""
@@ -241,10 +260,10 @@ class RowCheck(RowValidity):
     """
 
     typed: pd.DataFrame
-    problems: pd.DataFrame     # PROBLEM_COLUMNS, sorted by row then column
-    null_cells: np.ndarray     # int per row
-    valid: np.ndarray          # bool per row
-    nulls: pd.DataFrame        # bool per (row, feature): the cell was null
+    problems: pd.DataFrame  # PROBLEM_COLUMNS, sorted by row then column
+    null_cells: np.ndarray  # int per row
+    valid: np.ndarray  # bool per row
+    nulls: pd.DataFrame  # bool per (row, feature): the cell was null
 
     @property
     def imputed_rows(self) -> int:
@@ -257,20 +276,33 @@ class RowCheck(RowValidity):
             out.setdefault(int(p.row), []).append(describe(p.column, p.value, p.reason))
         return {r: "; ".join(v) for r, v in out.items()}
 
-    def refusal(self, where: Callable[[int], str], *, source: str | None = None,
-                limit: int = 20) -> ContractError:
+    def refusal(
+        self, where: Callable[[int], str], *, source: str | None = None, limit: int = 20
+    ) -> ContractError:
         """The error a door raises when it refuses these rows: the first problems, each naming
         its row (as the door numbers them), column, value and what is allowed."""
-        problems = [{"row": int(p.row), "where": where(int(p.row)), "column": p.column,
-                     "value": p.value, "reason": p.reason, "allowed": p.allowed}
-                    for p in self.problems.head(limit).itertuples(index=False)]
+        problems = [
+            {
+                "row": int(p.row),
+                "where": where(int(p.row)),
+                "column": p.column,
+                "value": p.value,
+                "reason": p.reason,
+                "allowed": p.allowed,
+            }
+            for p in self.problems.head(limit).itertuples(index=False)
+        ]
         n_rows, n = self.n_invalid, len(self.problems)
-        head = "; ".join(f"{p['where']}: {describe(p['column'], p['value'], p['reason'])}"
-                         + (f" (allowed: {p['allowed']})" if p["allowed"] else "")
-                         for p in problems[:3])
+        head = "; ".join(
+            f"{p['where']}: {describe(p['column'], p['value'], p['reason'])}"
+            + (f" (allowed: {p['allowed']})" if p["allowed"] else "")
+            for p in problems[:3]
+        )
         more = f" (+{n - 3} more problems)" if n > 3 else ""
-        msg = (f"{n_rows} row{'s' if n_rows != 1 else ''} break{'s' if n_rows == 1 else ''} "
-               f"the data set's contract: {head}{more}")
+        msg = (
+            f"{n_rows} row{'s' if n_rows != 1 else ''} break{'s' if n_rows == 1 else ''} "
+            f"the data set's contract: {head}{more}"
+        )
         return ContractError(msg, problems=problems, source=source)
 
 
@@ -292,11 +324,12 @@ class Contract:
         self._pandera = None
 
     @classmethod
-    def from_config(cls, cfg, schema: DatasetSchema | None = None) -> "Contract":
+    def from_config(cls, cfg, schema: DatasetSchema | None = None) -> Contract:
         from netsec_tasks.schema import load_schema
 
-        return cls(schema or load_schema(cfg.schema_path),
-                   max_row_null_share=cfg.validation.max_row_null_share)
+        return cls(
+            schema or load_schema(cfg.schema_path), max_row_null_share=cfg.validation.max_row_null_share
+        )
 
     # -- columns --------------------------------------------------------------------------
 
@@ -331,22 +364,29 @@ class Contract:
 
     def unknown_columns_message(self, unknown: Sequence[str], frame: pd.DataFrame | None = None) -> str:
         """Names the columns, says how to allow them, and hints at a written-out index."""
-        msg = (f"unknown column{'s' if len(unknown) != 1 else ''} {listed(repr(c) for c in unknown)}: "
-               f"not a feature of the '{self.name}' schema. To send a column through and get it "
-               f"back unchanged, list it under id_columns (or ignore) in the schema "
-               f"(config/schema/{self.name}.yaml); otherwise drop it")
-        index_like = [c for c in unknown if looks_like_index(c, None if frame is None or c not in frame
-                                                             else frame[c])]
+        msg = (
+            f"unknown column{'s' if len(unknown) != 1 else ''} {listed(repr(c) for c in unknown)}: "
+            f"not a feature of the '{self.name}' schema. To send a column through and get it "
+            f"back unchanged, list it under id_columns (or ignore) in the schema "
+            f"(config/schema/{self.name}.yaml); otherwise drop it"
+        )
+        index_like = [
+            c for c in unknown if looks_like_index(c, None if frame is None or c not in frame else frame[c])
+        ]
         if index_like:
-            msg += (f". {listed(repr(c) for c in index_like)} looks like a row index written out "
-                    "with the data (pandas DataFrame.to_csv without index=False): write the file "
-                    "with index=False or drop that column")
+            msg += (
+                f". {listed(repr(c) for c in index_like)} looks like a row index written out "
+                "with the data (pandas DataFrame.to_csv without index=False): write the file "
+                "with index=False or drop that column"
+            )
         return msg
 
     def missing_columns_message(self, missing: Sequence[str], present: Iterable[Any]) -> str:
         lower = {str(c).lower(): str(c) for c in present}
-        hints = [f"{m} (found '{lower[m.lower()]}': names are case-sensitive)" if m.lower() in lower
-                 else m for m in missing]
+        hints = [
+            f"{m} (found '{lower[m.lower()]}': names are case-sensitive)" if m.lower() in lower else m
+            for m in missing
+        ]
         return f"missing columns required by the schema: {listed(hints)}"
 
     def check_columns(self, frame: pd.DataFrame, *, source: str | None = None) -> None:
@@ -356,16 +396,15 @@ class Contract:
             # pandas renames a repeated header "port" to "port.1": report the repetition.
             base, dot, suffix = col.rpartition(".")
             if dot and suffix.isdigit() and base in got and col not in self.passthrough:
-                raise ContractError(f"column '{base}' appears more than once in the header",
-                                    columns=[base], source=source)
+                raise ContractError(
+                    f"column '{base}' appears more than once in the header", columns=[base], source=source
+                )
         missing = [c for c in self.features if c not in got]
         if missing:
-            raise ContractError(self.missing_columns_message(missing, got), columns=missing,
-                                source=source)
+            raise ContractError(self.missing_columns_message(missing, got), columns=missing, source=source)
         unknown = self.unknown_columns(got)
         if unknown:
-            raise ContractError(self.unknown_columns_message(unknown, frame), columns=unknown,
-                                source=source)
+            raise ContractError(self.unknown_columns_message(unknown, frame), columns=unknown, source=source)
 
     # -- rows -----------------------------------------------------------------------------
 
@@ -385,8 +424,12 @@ class Contract:
         for name, spec in self.schema.columns.items():
             checks = []
             if spec.allowed is not None:
-                checks.append(pa.Check.isin(allowed_values(spec.allowed, spec.dtype),
-                                            error=f"outside allowed values {spec.allowed}"))
+                checks.append(
+                    pa.Check.isin(
+                        allowed_values(spec.allowed, spec.dtype),
+                        error=f"outside allowed values {spec.allowed}",
+                    )
+                )
             if spec.dtype in ("int", "float"):
                 if spec.min is not None:
                     checks.append(pa.Check.ge(spec.min, error=f"below the minimum {spec.min:g}"))
@@ -395,13 +438,18 @@ class Contract:
             columns[name] = pa.Column(nullable=spec.nullable, checks=checks, required=False)
         n = len(self.features)
         limit = self.max_null_cells
-        columns["__null_cells__"] = pa.Column(int, checks=[
-            # An all-blank row gets its own reason (below), not this one too.
-            pa.Check(lambda s: (s <= limit) | (s >= n),
-                     error=f"more than {self.max_row_null_share:.0%} of the features are null "
-                           f"(validation.max_row_null_share)"),
-            pa.Check.lt(n, error="every feature is blank"),
-        ])
+        columns["__null_cells__"] = pa.Column(
+            int,
+            checks=[
+                # An all-blank row gets its own reason (below), not this one too.
+                pa.Check(
+                    lambda s: (s <= limit) | (s >= n),
+                    error=f"more than {self.max_row_null_share:.0%} of the features are null "
+                    f"(validation.max_row_null_share)",
+                ),
+                pa.Check.lt(n, error="every feature is blank"),
+            ],
+        )
         return pa.DataFrameSchema(columns, strict=False, coerce=False)
 
     def check_rows(self, frame: pd.DataFrame, *, strict_types: bool = False) -> RowCheck:
@@ -431,14 +479,23 @@ class Contract:
             for j, col in enumerate(block):
                 nulls[col] = pd.Series(isnull[:, j])
                 typed[col] = pd.Series(np.where(finite[:, j] & ~not_int[:, j], arr[:, j], np.nan))
-                for mask, reason in zip((bad[0][:, j], bad[1][:, j]),
-                                        ("not a finite number", "not an integer")):
+                for mask, reason in zip(
+                    (bad[0][:, j], bad[1][:, j]), ("not a finite number", "not an integer")
+                ):
                     if mask.any():
                         rows = np.flatnonzero(mask)
-                        parts.append(pd.DataFrame({
-                            "row": rows, "column": col, "value": [show(v) for v in arr[rows, j]],
-                            "reason": reason, "allowed": allowed_text(self.schema.columns[col]),
-                            "kind": "uncoercible"}))
+                        parts.append(
+                            pd.DataFrame(
+                                {
+                                    "row": rows,
+                                    "column": col,
+                                    "value": [show(v) for v in arr[rows, j]],
+                                    "reason": reason,
+                                    "allowed": allowed_text(self.schema.columns[col]),
+                                    "kind": "uncoercible",
+                                }
+                            )
+                        )
         for col in features:
             if col in typed:
                 continue
@@ -451,9 +508,18 @@ class Contract:
                 mask = mask.fillna(False).to_numpy(dtype=bool)
                 if mask.any():
                     rows = np.flatnonzero(mask)
-                    parts.append(pd.DataFrame({
-                        "row": rows, "column": col, "value": [show(v) for v in raw.iloc[rows]],
-                        "reason": reason, "allowed": allowed_text(spec), "kind": "uncoercible"}))
+                    parts.append(
+                        pd.DataFrame(
+                            {
+                                "row": rows,
+                                "column": col,
+                                "value": [show(v) for v in raw.iloc[rows]],
+                                "reason": reason,
+                                "allowed": allowed_text(spec),
+                                "kind": "uncoercible",
+                            }
+                        )
+                    )
         null_frame = pd.DataFrame(nulls, index=pd.RangeIndex(n), columns=features, dtype=bool)
         null_cells = null_frame.sum(axis=1).to_numpy(dtype=np.int64)
         checked = pd.DataFrame(typed, index=pd.RangeIndex(n), columns=features)
@@ -462,16 +528,23 @@ class Contract:
         try:
             self.pandera_schema.validate(checked, lazy=True)
         except pandera.errors.SchemaErrors as exc:
-            parts.append(self._pandera_problems(exc.failure_cases, frame, nulls, null_cells,
-                                                uncoercible))
-        problems = (pd.concat(parts, ignore_index=True) if parts
-                    else pd.DataFrame({c: pd.Series(dtype=object) for c in PROBLEM_COLUMNS}))
+            parts.append(self._pandera_problems(exc.failure_cases, frame, nulls, null_cells, uncoercible))
+        problems = (
+            pd.concat(parts, ignore_index=True)
+            if parts
+            else pd.DataFrame({c: pd.Series(dtype=object) for c in PROBLEM_COLUMNS})
+        )
         problems = problems.sort_values(["row", "column"], kind="stable", ignore_index=True)
         valid = np.ones(n, dtype=bool)
         if len(problems):
             valid[problems["row"].to_numpy(dtype=np.int64)] = False
-        return RowCheck(typed=checked.drop(columns="__null_cells__"), problems=problems,
-                        null_cells=null_cells, valid=valid, nulls=null_frame)
+        return RowCheck(
+            typed=checked.drop(columns="__null_cells__"),
+            problems=problems,
+            null_cells=null_cells,
+            valid=valid,
+            nulls=null_frame,
+        )
 
     def _numeric_block(self, frame: pd.DataFrame) -> list[str]:
         """Numeric features whose column already holds numbers (not bools, not text)."""
@@ -484,9 +557,14 @@ class Contract:
                 out.append(col)
         return out
 
-    def _pandera_problems(self, cases: pd.DataFrame, frame: pd.DataFrame,
-                          nulls: dict[str, pd.Series], null_cells: np.ndarray,
-                          uncoercible: set[tuple[int, str]]) -> pd.DataFrame:
+    def _pandera_problems(
+        self,
+        cases: pd.DataFrame,
+        frame: pd.DataFrame,
+        nulls: dict[str, pd.Series],
+        null_cells: np.ndarray,
+        uncoercible: set[tuple[int, str]],
+    ) -> pd.DataFrame:
         """pandera's failure cases -> our problem lines (value as sent, reason, allowed)."""
         cases = cases[cases["index"].notna()]
         out = []
@@ -495,19 +573,28 @@ class Contract:
             row, col, check = int(case.index), str(case.column), str(case.check)
             if col == "__null_cells__":
                 k = int(null_cells[row])
-                out.append((row, ROW_SCOPE, f"{k}/{n} null", check,
-                            f"at most {int(self.max_null_cells)} null features" if k < n
-                            else "at least one feature", "row_null"))
+                out.append(
+                    (
+                        row,
+                        ROW_SCOPE,
+                        f"{k}/{n} null",
+                        check,
+                        f"at most {int(self.max_null_cells)} null features"
+                        if k < n
+                        else "at least one feature",
+                        "row_null",
+                    )
+                )
                 continue
             if (row, col) in uncoercible:  # already reported as "not a number" etc.
                 continue
             spec = self.schema.columns[col]
             if check == "not_nullable":
-                out.append((row, col, "null", "null in a non-nullable column", allowed_text(spec),
-                            "non_nullable"))
+                out.append(
+                    (row, col, "null", "null in a non-nullable column", allowed_text(spec), "non_nullable")
+                )
             else:
-                out.append((row, col, show(frame[col].iloc[row]), check, allowed_text(spec),
-                            "domain"))
+                out.append((row, col, show(frame[col].iloc[row]), check, allowed_text(spec), "domain"))
         return pd.DataFrame(out, columns=PROBLEM_COLUMNS)
 
     # -- model input ----------------------------------------------------------------------
@@ -520,13 +607,16 @@ class Contract:
         for col in self.features:
             spec = self.schema.columns[col]
             s = x[col]
-            out[col] = (s.astype("float64") if spec.dtype in ("int", "float")
-                        else s.astype(object).where(s.notna(), np.nan))
+            out[col] = (
+                s.astype("float64")
+                if spec.dtype in ("int", "float")
+                else s.astype(object).where(s.notna(), np.nan)
+            )
         return pd.DataFrame(out, index=x.index)
 
     # -- labels (the doors that take a target: training validation, evaluate) ---------------
 
-    def check_labels(self, raw: pd.Series) -> "LabelCheck":
+    def check_labels(self, raw: pd.Series) -> LabelCheck:
         """Type the target column and map it to the threat class (see :class:`LabelCheck`).
 
         ``raw``: the target column as read. Never raises; :meth:`LabelCheck.error` is the error a
@@ -574,10 +664,19 @@ class Contract:
                 entry["rows"] += int(n_per_code[i])
         known = {show(v) for v in self.schema.target.known_labels}
         new = [k for k in counts if k not in known] if self.schema.target.everything_but else []
-        return LabelCheck(column=spec.column, raw=raw, typed=typed, null=null,
-                          uncoercible=bad, unlisted=unlisted,
-                          unlisted_values=unlisted_values, is_threat=threat, counts=counts,
-                          new_threat_labels=new, vocabulary=self.schema.target.vocabulary)
+        return LabelCheck(
+            column=spec.column,
+            raw=raw,
+            typed=typed,
+            null=null,
+            uncoercible=bad,
+            unlisted=unlisted,
+            unlisted_values=unlisted_values,
+            is_threat=threat,
+            counts=counts,
+            new_threat_labels=new,
+            vocabulary=self.schema.target.vocabulary,
+        )
 
     @property
     def numeric_only(self) -> bool:
@@ -604,8 +703,12 @@ class Contract:
             props[col] = p
         for col in self.passthrough:
             props[col] = {"description": "passed through and echoed back unchanged"}
-        return {"type": "object", "properties": props, "required": list(self.features),
-                "additionalProperties": False}
+        return {
+            "type": "object",
+            "properties": props,
+            "required": list(self.features),
+            "additionalProperties": False,
+        }
 
 
 @dataclass
@@ -650,17 +753,29 @@ class LabelCheck:
         rows) and says how to list them."""
         rows = np.flatnonzero(self.refused)
         where = where or (lambda r: f"row {r}")
-        problems = [{"row": int(r), "where": where(int(r)), "column": self.column,
-                     "value": show(self.raw.iloc[r]), "reason": "label not in the schema",
-                     "allowed": str(self.vocabulary)} for r in rows[:20]]
-        msg = (f"target column {self.column} has {len(rows)} label{'s' if len(rows) != 1 else ''} "
-               f"outside labels {self.vocabulary}: {self.refused_summary()}. {UNLISTED_HINT}")
+        problems = [
+            {
+                "row": int(r),
+                "where": where(int(r)),
+                "column": self.column,
+                "value": show(self.raw.iloc[r]),
+                "reason": "label not in the schema",
+                "allowed": str(self.vocabulary),
+            }
+            for r in rows[:20]
+        ]
+        msg = (
+            f"target column {self.column} has {len(rows)} label{'s' if len(rows) != 1 else ''} "
+            f"outside labels {self.vocabulary}: {self.refused_summary()}. {UNLISTED_HINT}"
+        )
         return ContractError(msg, problems=problems, columns=[self.column], source=source)
 
 
-UNLISTED_HINT = ("List each label in the schema's target.labels (and the threat ones in "
-                 "target.positive), or write target.negative: [<benign labels>] alone so that every "
-                 "other label is a threat")
+UNLISTED_HINT = (
+    "List each label in the schema's target.labels (and the threat ones in "
+    "target.positive), or write target.negative: [<benign labels>] alone so that every "
+    "other label is a threat"
+)
 
 
 def looks_like_index(name: Any, values: pd.Series | None = None) -> bool:
@@ -677,9 +792,17 @@ def looks_like_index(name: Any, values: pd.Series | None = None) -> bool:
 
 # --------------------------------------------------------------------------- scored output
 
-def scored_frame(echo: pd.DataFrame, check: RowCheck, *, is_threat: np.ndarray,
-                 probability: np.ndarray, labels: Sequence[Any], model_version: str,
-                 prediction_ids: Sequence[str] | None = None) -> pd.DataFrame:
+
+def scored_frame(
+    echo: pd.DataFrame,
+    check: RowCheck,
+    *,
+    is_threat: np.ndarray,
+    probability: np.ndarray,
+    labels: Sequence[Any],
+    model_version: str,
+    prediction_ids: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """The output table of a scoring door: ``echo`` (input columns to return, one row per
     checked row), then :data:`OUTPUT_COLUMNS`. ``is_threat``, ``probability``, ``labels`` and
     ``prediction_ids`` (None: not logged, left empty) are for the valid rows only, in order;
@@ -711,6 +834,7 @@ def scored_frame(echo: pd.DataFrame, check: RowCheck, *, is_threat: np.ndarray,
 
 # --------------------------------------------------------------------------- safe CSV
 
+
 def neutralise(value: Any) -> Any:
     """A text cell a spreadsheet would run as a formula, made inert with a leading ``'``
     (OWASP's advice for CSV injection). Numbers, and text that is a plain number such as
@@ -736,7 +860,7 @@ def csv_chunks(frame: pd.DataFrame, *, chunk_rows: int = 5000) -> Iterator[bytes
     """``frame`` as UTF-8 CSV (header first), neutralised, ``chunk_rows`` rows per chunk, so a
     large result is streamed instead of built as one string."""
     for start in range(0, max(len(frame), 1), chunk_rows):
-        part = safe_for_csv(frame.iloc[start:start + chunk_rows])
+        part = safe_for_csv(frame.iloc[start : start + chunk_rows])
         buf = io.StringIO()
         # CRLF (RFC 4180): the csv module then quotes any cell holding a CR or LF; with "\n"
         # alone a bare CR inside a cell would be written unquoted and split the row on reading.

@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 UCI_PHISHING_ID = 4534
 
 
-def to_schema_frame(frame: pd.DataFrame, schema: DatasetSchema, *, target: str | None = None,
-                    source: str = "<openml>") -> pd.DataFrame:
+def to_schema_frame(
+    frame: pd.DataFrame, schema: DatasetSchema, *, target: str | None = None, source: str = "<openml>"
+) -> pd.DataFrame:
     """Exactly the schema's feature columns then the target, with the schema's types.
 
     Columns are matched by name, then case-insensitively; ``target`` (OpenML's default target
@@ -46,8 +47,11 @@ def to_schema_frame(frame: pd.DataFrame, schema: DatasetSchema, *, target: str |
     resolved = {col: (col if col in frame.columns else lookup.get(col.lower())) for col in wanted}
     missing = [c for c, found in resolved.items() if found is None]
     if missing:
-        raise DataError(f"missing column(s) {', '.join(missing)}; the file has "
-                        f"{', '.join(map(str, frame.columns))}", source=source, columns=missing)
+        raise DataError(
+            f"missing column(s) {', '.join(missing)}; the file has {', '.join(map(str, frame.columns))}",
+            source=source,
+            columns=missing,
+        )
     # Categories (fetch_openml's nominal columns) as plain values, every missing value as None.
     out = pd.DataFrame({col: frame[found].astype(object) for col, found in resolved.items()})
     out = out.where(out.notna(), None)
@@ -59,8 +63,9 @@ def to_schema_frame(frame: pd.DataFrame, schema: DatasetSchema, *, target: str |
         if allowed is not None:
             bad = sorted(set(out[col].dropna().tolist()) - set(allowed), key=str)
             if bad:
-                raise DataError(f"column {col!r} has values {bad[:5]} outside {allowed}",
-                                source=source, columns=[col])
+                raise DataError(
+                    f"column {col!r} has values {bad[:5]} outside {allowed}", source=source, columns=[col]
+                )
     return out
 
 
@@ -73,17 +78,22 @@ def _convert(values: pd.Series, dtype: str, col: str, source: str) -> pd.Series:
     numbers = pd.to_numeric(values, errors="coerce")
     bad = values[numbers.isna() & values.notna()]
     if len(bad):
-        raise DataError(f"column {col!r} has non-numeric values {sorted(set(bad.astype(str)))[:5]}",
-                        source=source, columns=[col])
+        raise DataError(
+            f"column {col!r} has non-numeric values {sorted(set(bad.astype(str)))[:5]}",
+            source=source,
+            columns=[col],
+        )
     if dtype == "int":
         if (numbers.dropna() % 1 != 0).any():
-            raise DataError(f"column {col!r} has fractional values, expected integers",
-                            source=source, columns=[col])
+            raise DataError(
+                f"column {col!r} has fractional values, expected integers", source=source, columns=[col]
+            )
         return numbers.astype("int64") if not numbers.isna().any() else numbers.astype("Int64")
     return numbers.astype("float64")
 
 
 # ----------------------------------------------------------------------------- entry point
+
 
 def default_data_home() -> Path:
     """``$XDG_CACHE_HOME/netsec/openml`` (default ``~/.cache/netsec/openml``): the OpenML cache."""
@@ -109,9 +119,15 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(before)
 
 
-def fetch_dataset(dest_csv: str | os.PathLike, *, data_id: int = UCI_PHISHING_ID, timeout: float = 60,
-                  schema: DatasetSchema | None = None, data_home: str | os.PathLike | None = None,
-                  n_retries: int = 3) -> Path:
+def fetch_dataset(
+    dest_csv: str | os.PathLike,
+    *,
+    data_id: int = UCI_PHISHING_ID,
+    timeout: float = 60,
+    schema: DatasetSchema | None = None,
+    data_home: str | os.PathLike | None = None,
+    n_retries: int = 3,
+) -> Path:
     """Download OpenML ``data_id``, convert it to the schema, write ``dest_csv`` atomically.
 
     The download is cached under ``data_home`` (default :func:`default_data_home`) and checked
@@ -139,8 +155,9 @@ def fetch_dataset(dest_csv: str | os.PathLike, *, data_id: int = UCI_PHISHING_ID
             # parser="liac-arff": with pandas 3, sklearn 1.9's pandas parser reads unquoted
             # numeric nominals ({-1,1}, i.e. all of 4534) as int categories and then fails
             # stripping their quotes (scikit-learn issue 34892, fixed by PR 34902).
-            bunch = fetch_openml(data_id=data_id, as_frame=True, parser="liac-arff",
-                                 data_home=str(home), n_retries=n_retries)
+            bunch = fetch_openml(
+                data_id=data_id, as_frame=True, parser="liac-arff", data_home=str(home), n_retries=n_retries
+            )
     except HTTPError as exc:
         raise SourceUnavailable(f"GET {exc.url or url} failed: HTTP {exc.code} {exc.reason}") from None
     except (URLError, TimeoutError, ConnectionError) as exc:
@@ -148,7 +165,8 @@ def fetch_dataset(dest_csv: str | os.PathLike, *, data_id: int = UCI_PHISHING_ID
         raise SourceUnavailable(
             f"cannot download OpenML data {data_id} from {url} within {timeout:g} s: {reason}. "
             "Without internet, put the CSV on this machine yourself and set source.path "
-            "(or NETSEC_SOURCE__PATH)") from None
+            "(or NETSEC_SOURCE__PATH)"
+        ) from None
     except OpenMLError as exc:  # HTTP 412: OpenML's "no such data set" and kin
         raise DataError(f"OpenML refused data id {data_id}: {exc}", source=url) from None
     except (ValueError, KeyError, ArffException) as exc:

@@ -22,8 +22,14 @@ class ConfigError(NetsecError):
 class DataError(NetsecError):
     """Input data is unusable: unreadable file, missing/unexpected columns, empty, one class..."""
 
-    def __init__(self, message: str, *, source: str | None = None, columns: list[str] | None = None,
-                 rows: list[int] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        columns: list[str] | None = None,
+        rows: list[int] | None = None,
+    ):
         self.source = source
         self.columns = list(columns or [])
         self.rows = list(rows or [])

@@ -17,8 +17,12 @@ from netsec_tasks.storage import atomic_path
 
 SCORERS = {
     # training.metric -> name of the matching test metric
-    "f1": "f1", "precision": "precision", "recall": "recall", "roc_auc": "roc_auc",
-    "average_precision": "pr_auc", "accuracy": "accuracy",
+    "f1": "f1",
+    "precision": "precision",
+    "recall": "recall",
+    "roc_auc": "roc_auc",
+    "average_precision": "pr_auc",
+    "accuracy": "accuracy",
 }
 
 
@@ -47,7 +51,9 @@ def evaluate_predictions(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndar
     return {"metrics": out, "confusion_matrix": cm.astype(int).tolist()}
 
 
-def evaluate(model: Any, X, y_true: np.ndarray) -> tuple[dict[str, float], list[list[int]], np.ndarray, np.ndarray]:
+def evaluate(
+    model: Any, X, y_true: np.ndarray
+) -> tuple[dict[str, float], list[list[int]], np.ndarray, np.ndarray]:
     """The one evaluation of the test split: metrics, confusion matrix, predictions, threat scores."""
     scores = threat_scores(model, X)
     y_pred = model.predict(X)
@@ -55,8 +61,15 @@ def evaluate(model: Any, X, y_true: np.ndarray) -> tuple[dict[str, float], list[
     return result["metrics"], result["confusion_matrix"], np.asarray(y_pred), np.asarray(scores)
 
 
-def save_plots(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray, out_dir: str | Path,
-               *, labels: tuple[str, str] = ("benign", "threat"), title: str = "") -> list[str]:
+def save_plots(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    scores: np.ndarray,
+    out_dir: str | Path,
+    *,
+    labels: tuple[str, str] = ("benign", "threat"),
+    title: str = "",
+) -> list[str]:
     """Confusion matrix, ROC and precision-recall curves as PNG files; returns their paths."""
     import matplotlib
 
@@ -76,8 +89,9 @@ def save_plots(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray, out_d
         paths.append(str(path))
 
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    skm.ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=[0, 1], display_labels=list(labels),
-                                                ax=ax, colorbar=False)
+    skm.ConfusionMatrixDisplay.from_predictions(
+        y_true, y_pred, labels=[0, 1], display_labels=list(labels), ax=ax, colorbar=False
+    )
     ax.set_title(f"Confusion matrix {title}".strip())
     _save(fig, "confusion_matrix.png")
 

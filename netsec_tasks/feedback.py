@@ -67,24 +67,23 @@ MODEL_VERSION_FIELD = "_netsec_model_version"
 PROVENANCE_FIELDS = (SOURCE_FIELD, PREDICTION_ID_FIELD, FEEDBACK_AT_FIELD, MODEL_VERSION_FIELD)
 FILE_NAME = "feedback.jsonl"
 MAX_EXAMPLES = 20
-VERDICT_COLUMNS = ["prediction_id", "label", "is_threat", "source", "note", "at", "first_at",
-                   "changes"]
+VERDICT_COLUMNS = ["prediction_id", "label", "is_threat", "source", "note", "at", "first_at", "changes"]
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 # --------------------------------------------------------------------------- label vocabulary
 
 
-def label_vocabulary(schema: "DatasetSchema") -> list[Any]:
+def label_vocabulary(schema: DatasetSchema) -> list[Any]:
     """What a verdict's label may be: ``threat``, ``benign``, or a label the schema names
     (in the "everything but" form, any label: every label but the benign ones is a threat)."""
     return [*VERDICT_WORDS, *schema.target.known_labels]
 
 
-def feedback_label(schema: "DatasetSchema", value: Any) -> tuple[Any, bool]:
+def feedback_label(schema: DatasetSchema, value: Any) -> tuple[Any, bool]:
     """(the target label to train with, is it the threat class) for a verdict's ``value``.
 
     ``threat``/``benign`` (any case) stand for the schema's threat label and its benign label
@@ -99,14 +98,19 @@ def feedback_label(schema: "DatasetSchema", value: Any) -> tuple[Any, bool]:
         is_threat = VERDICT_WORDS[value.strip().lower()]
         label = target.threat_label if is_threat else target.benign_label
         if label == (THREAT_NAME if is_threat else "benign") and not any(
-                _key(v) == _key(label) for v in target.known_labels):
+            _key(v) == _key(label) for v in target.known_labels
+        ):
             kind = "threat" if is_threat else "benign"
-            raise ValueError(f"label {value!r}: the '{schema.name}' data set has several {kind} "
-                             f"labels; send the row's own label ({allowed})")
+            raise ValueError(
+                f"label {value!r}: the '{schema.name}' data set has several {kind} "
+                f"labels; send the row's own label ({allowed})"
+            )
         return label, is_threat
     if isinstance(value, bool) and target.dtype != "bool" or value is None:
-        raise ValueError(f"label {json.dumps(value)} is not in the label vocabulary of the "
-                         f"'{schema.name}' data set ({allowed})")
+        raise ValueError(
+            f"label {json.dumps(value)} is not in the label vocabulary of the "
+            f"'{schema.name}' data set ({allowed})"
+        )
     for label in target.known_labels:
         if _key(label) == _key(value):
             return label, bool(schema.is_threat(label))
@@ -114,29 +118,52 @@ def feedback_label(schema: "DatasetSchema", value: Any) -> tuple[Any, bool]:
         # Any label but the benign ones is a threat in this form (a new attack type).
         label = str(value).strip() if target.dtype == "str" else value
         return label, True
-    raise ValueError(f"label {json.dumps(value, default=str)} is not in the label vocabulary of "
-                     f"the '{schema.name}' data set ({allowed})")
+    raise ValueError(
+        f"label {json.dumps(value, default=str)} is not in the label vocabulary of "
+        f"the '{schema.name}' data set ({allowed})"
+    )
 
 
 # --------------------------------------------------------------------------- verdict stores
 
 
-def _event(prediction_id: str, seq: int, label: Any, is_threat: bool, source: str | None,
-           note: str | None, at: dt.datetime) -> dict[str, Any]:
-    return {"prediction_id": prediction_id, "seq": seq, "label": label,
-            "verdict": "threat" if is_threat else "benign", "source": source, "note": note,
-            "at": at}
+def _event(
+    prediction_id: str,
+    seq: int,
+    label: Any,
+    is_threat: bool,
+    source: str | None,
+    note: str | None,
+    at: dt.datetime,
+) -> dict[str, Any]:
+    return {
+        "prediction_id": prediction_id,
+        "seq": seq,
+        "label": label,
+        "verdict": "threat" if is_threat else "benign",
+        "source": source,
+        "note": note,
+        "at": at,
+    }
 
 
-def _decide(last: Mapping[str, Any] | None, verdict: Mapping[str, Any],
-            now: dt.datetime) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+def _decide(
+    last: Mapping[str, Any] | None, verdict: Mapping[str, Any], now: dt.datetime
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """(the event to append or None, the result to answer) for one verdict."""
     pid = verdict["prediction_id"]
     result: dict[str, Any] = {"prediction_id": pid, "label": verdict["label"]}
     if last is not None and last["label"] == verdict["label"]:
         return None, {**result, "status": "unchanged", "at": _iso(last["at"])}
-    event = _event(pid, 0 if last is None else int(last["seq"]) + 1, verdict["label"],
-                   bool(verdict["is_threat"]), verdict.get("source"), verdict.get("note"), now)
+    event = _event(
+        pid,
+        0 if last is None else int(last["seq"]) + 1,
+        verdict["label"],
+        bool(verdict["is_threat"]),
+        verdict.get("source"),
+        verdict.get("note"),
+        now,
+    )
     result.update(status="recorded" if last is None else "changed", at=_iso(now))
     if last is not None:
         result.update(previous_label=last["label"], previous_at=_iso(last["at"]))
@@ -146,8 +173,8 @@ def _decide(last: Mapping[str, Any] | None, verdict: Mapping[str, Any],
 def _iso(value: Any) -> str:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
-        return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
+            value = value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC).isoformat(timespec="milliseconds")
     return str(value)
 
 
@@ -162,10 +189,19 @@ def current_verdicts(events: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
             latest[pid] = e
         if int(e["seq"]) == 0:
             first[pid] = e["at"]
-    rows = [{"prediction_id": pid, "label": e["label"], "is_threat": e["verdict"] == "threat",
-             "source": e.get("source"), "note": e.get("note"), "at": e["at"],
-             "first_at": first.get(pid, e["at"]), "changes": int(e["seq"])}
-            for pid, e in latest.items()]
+    rows = [
+        {
+            "prediction_id": pid,
+            "label": e["label"],
+            "is_threat": e["verdict"] == "threat",
+            "source": e.get("source"),
+            "note": e.get("note"),
+            "at": e["at"],
+            "first_at": first.get(pid, e["at"]),
+            "changes": int(e["seq"]),
+        }
+        for pid, e in latest.items()
+    ]
     frame = pd.DataFrame(rows, columns=VERDICT_COLUMNS)
     for col in ("at", "first_at"):
         frame[col] = pd.to_datetime(frame[col], utc=True, format="ISO8601")
@@ -255,8 +291,9 @@ class MongoFeedbackStore:
 
     def _index(self) -> None:
         if not self._indexed:
-            self.collection.create_index([("prediction_id", 1), ("seq", -1)],
-                                         name="netsec_feedback_prediction")
+            self.collection.create_index(
+                [("prediction_id", 1), ("seq", -1)], name="netsec_feedback_prediction"
+            )
             self._indexed = True
 
     def events(self) -> list[dict[str, Any]]:
@@ -270,14 +307,14 @@ class MongoFeedbackStore:
         results = []
         for v in verdicts:
             for _ in range(5):  # another writer took this sequence number: read and decide again
-                last = self.collection.find_one({"prediction_id": v["prediction_id"]},
-                                                sort=[("seq", -1)], projection={"_id": 0})
+                last = self.collection.find_one(
+                    {"prediction_id": v["prediction_id"]}, sort=[("seq", -1)], projection={"_id": 0}
+                )
                 event, result = _decide(last, v, now)
                 if event is None:
                     break
                 try:
-                    self.collection.insert_one({"_id": f"{event['prediction_id']}#{event['seq']}",
-                                                **event})
+                    self.collection.insert_one({"_id": f"{event['prediction_id']}#{event['seq']}", **event})
                     break
                 except DuplicateKeyError:
                     continue
@@ -291,13 +328,12 @@ class MongoFeedbackStore:
 # --------------------------------------------------------------------------- training rows
 
 
-def feedback_rows_uri(storage: "Storage") -> str:
+def feedback_rows_uri(storage: Storage) -> str:
     """Where a file source's feedback rows live: ``<storage>/feedback/training_rows.parquet``."""
     return storage.uri("feedback", "training_rows.parquet")
 
 
-def training_rows(verdicts: pd.DataFrame, logged: pd.DataFrame,
-                  schema: "DatasetSchema") -> pd.DataFrame:
+def training_rows(verdicts: pd.DataFrame, logged: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
     """Training rows for the verdicts whose prediction is in ``logged`` (prediction-log rows):
     the schema's features as logged, the verdict's label as the target, provenance fields."""
     joined = verdicts.merge(logged, on="prediction_id", how="inner", suffixes=("", "_logged"))
@@ -315,13 +351,13 @@ def training_rows(verdicts: pd.DataFrame, logged: pd.DataFrame,
     out[SOURCE_FIELD] = SOURCE
     out[PREDICTION_ID_FIELD] = joined["prediction_id"].astype(str)
     out[FEEDBACK_AT_FIELD] = joined["at"].map(_iso)
-    out[MODEL_VERSION_FIELD] = (joined["model_version"].astype(str)
-                                if "model_version" in joined.columns else None)
+    out[MODEL_VERSION_FIELD] = (
+        joined["model_version"].astype(str) if "model_version" in joined.columns else None
+    )
     return out.reset_index(drop=True)
 
 
-def find_conflicts(rows: pd.DataFrame, known: pd.DataFrame,
-                   schema: "DatasetSchema") -> pd.DataFrame:
+def find_conflicts(rows: pd.DataFrame, known: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
     """The rows of ``rows`` whose features equal a row of ``known`` (training data) that has a
     different label: prediction id, the verdict's label, the labels of the identical rows."""
     from netsec_tasks.schema import _key
@@ -333,22 +369,29 @@ def find_conflicts(rows: pd.DataFrame, known: pd.DataFrame,
     if rows.empty or known.empty or target not in known.columns or len(features) < len(schema.features):
         return pd.DataFrame(columns=cols)
     mine = row_hashes(rows, schema.features)
-    theirs = pd.DataFrame({"h": row_hashes(known, schema.features),
-                           "label": known[target].map(_key).to_numpy()})
-    seen = theirs[theirs["h"].isin(set(mine.tolist()))].groupby("h")["label"].agg(
-        lambda s: sorted(set(s)))
+    theirs = pd.DataFrame(
+        {"h": row_hashes(known, schema.features), "label": known[target].map(_key).to_numpy()}
+    )
+    seen = theirs[theirs["h"].isin(set(mine.tolist()))].groupby("h")["label"].agg(lambda s: sorted(set(s)))
     counts = theirs["h"].value_counts()
     out = []
     for h, pid, label in zip(mine.tolist(), rows[PREDICTION_ID_FIELD], rows[target]):
         labels = seen.get(h)
         if labels is not None and any(lbl != _key(label) for lbl in labels):
-            out.append({"prediction_id": pid, "label": label, "training_labels": labels,
-                        "identical_rows": int(counts[h])})
+            out.append(
+                {
+                    "prediction_id": pid,
+                    "label": label,
+                    "training_labels": labels,
+                    "identical_rows": int(counts[h]),
+                }
+            )
     return pd.DataFrame(out, columns=cols)
 
 
-def _production_rows(cfg: "PipelineConfig", storage: "Storage",
-                     schema: "DatasetSchema") -> tuple[pd.DataFrame, str | None]:
+def _production_rows(
+    cfg: PipelineConfig, storage: Storage, schema: DatasetSchema
+) -> tuple[pd.DataFrame, str | None]:
     """Production's training and test splits, features and target only (what a verdict may
     contradict), and its version."""
     from netsec_tasks.registry import get_production
@@ -368,7 +411,7 @@ def _production_rows(cfg: "PipelineConfig", storage: "Storage",
 class _MongoRows:
     """The verdict rows in a MongoDB source collection (``_netsec_key = feedback:<id>``)."""
 
-    def __init__(self, cfg: "PipelineConfig", client, schema: "DatasetSchema"):
+    def __init__(self, cfg: PipelineConfig, client, schema: DatasetSchema):
         from netsec_tasks.sources.mongo import ensure_indexes
 
         self.cfg, self.schema = cfg, schema
@@ -384,15 +427,22 @@ class _MongoRows:
         target = self.schema.target.column
         out: dict[str, Any] = {}
         for start in range(0, len(keys), 1000):
-            for doc in self.collection.find({KEY_FIELD: {"$in": keys[start:start + 1000]}},
-                                            projection={KEY_FIELD: 1, target: 1, "_id": 0}):
-                out[doc[KEY_FIELD][len(KEY_PREFIX):]] = doc.get(target)
+            for doc in self.collection.find(
+                {KEY_FIELD: {"$in": keys[start : start + 1000]}},
+                projection={KEY_FIELD: 1, target: 1, "_id": 0},
+            ):
+                out[doc[KEY_FIELD][len(KEY_PREFIX) :]] = doc.get(target)
         return out
 
     def append(self, rows: pd.DataFrame) -> int:
         """Insert ``rows`` (unordered; one racing or repeated insert is skipped by the key)."""
-        from netsec_tasks.sources.mongo import (INGESTED_AT_FIELD, KEY_FIELD, LOAD_FIELD,
-                                                _insert_batch, frame_documents)
+        from netsec_tasks.sources.mongo import (
+            INGESTED_AT_FIELD,
+            KEY_FIELD,
+            LOAD_FIELD,
+            _insert_batch,
+            frame_documents,
+        )
 
         if rows.empty:
             return 0
@@ -403,21 +453,22 @@ class _MongoRows:
         now = utcnow()
         docs = []
         for doc in frame_documents(rows, int_cols):
-            doc.update({KEY_FIELD: KEY_PREFIX + doc[PREDICTION_ID_FIELD], LOAD_FIELD: SOURCE,
-                        INGESTED_AT_FIELD: now})
+            doc.update(
+                {KEY_FIELD: KEY_PREFIX + doc[PREDICTION_ID_FIELD], LOAD_FIELD: SOURCE, INGESTED_AT_FIELD: now}
+            )
             if mcfg.watermark_field and mcfg.watermark_field not in doc:
                 doc[mcfg.watermark_field] = now
             docs.append(doc)
         inserted = 0
         for start in range(0, len(docs), mcfg.batch_size):
-            inserted += _insert_batch(self.collection, docs[start:start + mcfg.batch_size])[0]
+            inserted += _insert_batch(self.collection, docs[start : start + mcfg.batch_size])[0]
         return inserted
 
 
 class _FileRows:
     """The verdict rows of a file source: ``<storage>/feedback/training_rows.parquet``."""
 
-    def __init__(self, storage: "Storage", schema: "DatasetSchema"):
+    def __init__(self, storage: Storage, schema: DatasetSchema):
         self.storage, self.schema = storage, schema
         self.uri = feedback_rows_uri(storage)
         self.frame = storage.read_frame(self.uri) if storage.exists(self.uri) else None
@@ -425,8 +476,7 @@ class _FileRows:
     def present(self, ids: list[str]) -> dict[str, Any]:
         if self.frame is None:
             return {}
-        stored = dict(zip(self.frame[PREDICTION_ID_FIELD].astype(str),
-                          self.frame[self.schema.target.column]))
+        stored = dict(zip(self.frame[PREDICTION_ID_FIELD].astype(str), self.frame[self.schema.target.column]))
         return {pid: stored[pid] for pid in ids if pid in stored}
 
     def append(self, rows: pd.DataFrame) -> int:
@@ -441,8 +491,7 @@ class _FileRows:
         return len(rows)
 
 
-def feedback_to_training(cfg: "PipelineConfig", *, store, log_reader,
-                         mongo_client=None) -> "FeedbackRecord":
+def feedback_to_training(cfg: PipelineConfig, *, store, log_reader, mongo_client=None) -> FeedbackRecord:
     """Append the standing verdicts that are not training rows yet to the training source.
 
     ``store``: the verdict store (:class:`JsonlFeedbackStore` / :class:`MongoFeedbackStore`);
@@ -460,8 +509,11 @@ def feedback_to_training(cfg: "PipelineConfig", *, store, log_reader,
     schema = load_schema(cfg.schema_path)
     storage = storage_for(cfg)
     verdicts = store.current()
-    destination = (f"mongo:{cfg.source.mongo.database}.{cfg.source.mongo.collection}"
-                   if cfg.source.kind == "mongo" else feedback_rows_uri(storage))
+    destination = (
+        f"mongo:{cfg.source.mongo.database}.{cfg.source.mongo.collection}"
+        if cfg.source.kind == "mongo"
+        else feedback_rows_uri(storage)
+    )
     if verdicts.empty:
         return FeedbackRecord(verdicts=0, destination=destination, reason="no verdicts yet")
     own = cfg.source.kind == "mongo" and mongo_client is None
@@ -470,13 +522,15 @@ def feedback_to_training(cfg: "PipelineConfig", *, store, log_reader,
 
         mongo_client = connect(cfg.source.mongo.uri, cfg.source.mongo.server_selection_timeout_ms)
     try:
-        target_rows = (_MongoRows(cfg, mongo_client, schema) if cfg.source.kind == "mongo"
-                       else _FileRows(storage, schema))
+        target_rows = (
+            _MongoRows(cfg, mongo_client, schema)
+            if cfg.source.kind == "mongo"
+            else _FileRows(storage, schema)
+        )
         ids = verdicts["prediction_id"].astype(str).tolist()
         present = target_rows.present(ids)
         standing = dict(zip(ids, verdicts["label"]))
-        changed = sorted(pid for pid, stored in present.items()
-                         if _key(stored) != _key(standing[pid]))
+        changed = sorted(pid for pid, stored in present.items() if _key(stored) != _key(standing[pid]))
         pending = verdicts[~verdicts["prediction_id"].isin(set(present))]
 
         rows = training_rows(pending, pd.DataFrame(columns=["prediction_id"]), schema)
@@ -484,8 +538,9 @@ def feedback_to_training(cfg: "PipelineConfig", *, store, log_reader,
         prod_version, held, appended = None, set(), 0
         if not pending.empty:
             rids = {parse_prediction_id(p)[0] for p in pending["prediction_id"]}
-            rows = training_rows(pending, rows_of(log_reader.find_requests(rids),
-                                                  pending["prediction_id"]), schema)
+            rows = training_rows(
+                pending, rows_of(log_reader.find_requests(rids), pending["prediction_id"]), schema
+            )
             if not rows.empty:
                 known, prod_version = _production_rows(cfg, storage, schema)
                 conflicts = find_conflicts(rows, known, schema)
@@ -497,19 +552,33 @@ def feedback_to_training(cfg: "PipelineConfig", *, store, log_reader,
             mongo_client.close()
     missing = sorted(set(pending["prediction_id"]) - set(rows[PREDICTION_ID_FIELD]))
     record = FeedbackRecord(
-        verdicts=len(verdicts), destination=destination, with_features=len(rows),
-        appended=appended, already_present=len(present), missing_predictions=len(missing),
-        missing_examples=missing[:MAX_EXAMPLES], conflicts=len(conflicts),
-        conflicts_held=len(held), conflict_examples=[
-            {"prediction_id": r.prediction_id, "label": str(r.label),
-             "training_labels": list(r.training_labels), "identical_rows": int(r.identical_rows)}
-            for r in conflicts.head(MAX_EXAMPLES).itertuples(index=False)],
-        conflicts_checked_against=prod_version, changed_after_append=len(changed),
+        verdicts=len(verdicts),
+        destination=destination,
+        with_features=len(rows),
+        appended=appended,
+        already_present=len(present),
+        missing_predictions=len(missing),
+        missing_examples=missing[:MAX_EXAMPLES],
+        conflicts=len(conflicts),
+        conflicts_held=len(held),
+        conflict_examples=[
+            {
+                "prediction_id": r.prediction_id,
+                "label": str(r.label),
+                "training_labels": list(r.training_labels),
+                "identical_rows": int(r.identical_rows),
+            }
+            for r in conflicts.head(MAX_EXAMPLES).itertuples(index=False)
+        ],
+        conflicts_checked_against=prod_version,
+        changed_after_append=len(changed),
         changed_examples=changed[:MAX_EXAMPLES],
         threat_verdicts=int(verdicts["is_threat"].sum()),
-        reason=(f"{appended} verdict row(s) appended to {destination}, {len(present)} already "
-                f"there, {len(missing)} without a logged prediction, {len(conflicts)} "
-                f"contradicting identical training rows"
-                + (f" ({len(held)} held back)" if held else "")))
+        reason=(
+            f"{appended} verdict row(s) appended to {destination}, {len(present)} already "
+            f"there, {len(missing)} without a logged prediction, {len(conflicts)} "
+            f"contradicting identical training rows" + (f" ({len(held)} held back)" if held else "")
+        ),
+    )
     log.info("feedback: %s", record.reason)
     return record

@@ -75,20 +75,23 @@ def resolve_model(cfg: PipelineConfig, model_uri: str | None):
                     f"no Production model: registered model {cfg.registry.model_name!r} has no "
                     f"alias {cfg.registry.alias!r} at {cfg.registry.tracking_uri}; train the "
                     f"'{cfg.dataset}' data set first (netsec run) or pass --model "
-                    "models:/<name>/<version>")
+                    "models:/<name>/<version>"
+                )
             return mv
         m = _MODEL_URI.match(model_uri.strip())
         if not m:
-            raise ConfigError(f"--model {model_uri!r}: expected models:/<name>/<version> or "
-                              "models:/<name>@<alias>")
+            raise ConfigError(
+                f"--model {model_uri!r}: expected models:/<name>/<version> or models:/<name>@<alias>"
+            )
         try:
             if m["version"]:
                 return client.get_model_version(m["name"], m["version"])
             return client.get_model_version_by_alias(m["name"], m["alias"])
         except MlflowException as exc:
             if getattr(exc, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                raise RegistryError(f"{model_uri}: no such model version at "
-                                    f"{cfg.registry.tracking_uri}") from None
+                raise RegistryError(
+                    f"{model_uri}: no such model version at {cfg.registry.tracking_uri}"
+                ) from None
             raise
 
 
@@ -111,9 +114,15 @@ def _training_labels(cfg: PipelineConfig, tags: dict[str, str], target: str) -> 
 # --------------------------------------------------------------------------- the evaluation
 
 
-def evaluate_file(cfg: PipelineConfig, path: str | os.PathLike, *, model_uri: str | None = None,
-                  out_dir: str | os.PathLike | None = None, invalid: str = "refuse",
-                  track: bool = True) -> EvaluationRecord:
+def evaluate_file(
+    cfg: PipelineConfig,
+    path: str | os.PathLike,
+    *,
+    model_uri: str | None = None,
+    out_dir: str | os.PathLike | None = None,
+    invalid: str = "refuse",
+    track: bool = True,
+) -> EvaluationRecord:
     """Score the labelled file ``path`` and write the reports (see the module docstring).
 
     ``out_dir``: where ``evaluation_report.yaml``, ``evaluation_report.html`` and ``plots/`` go
@@ -133,9 +142,12 @@ def evaluate_file(cfg: PipelineConfig, path: str | os.PathLike, *, model_uri: st
     target = schema.target.column
     frame = read_table(path, text_columns=contract.passthrough, **schema.read_options())
     if target not in frame.columns:
-        raise DataError(f"no label column '{target}': evaluate needs a labelled file (the "
-                        "schema's target column); to score unlabelled rows use netsec predict",
-                        source=source, columns=[target])
+        raise DataError(
+            f"no label column '{target}': evaluate needs a labelled file (the "
+            "schema's target column); to score unlabelled rows use netsec predict",
+            source=source,
+            columns=[target],
+        )
     contract.check_columns(frame, source=source)
     is_csv = not source.lower().endswith((".parquet", ".pq"))
     first = first_data_line(path, **schema.read_options()) if is_csv else 0
@@ -150,10 +162,14 @@ def evaluate_file(cfg: PipelineConfig, path: str | os.PathLike, *, model_uri: st
             raise check.refusal(where, source=source)
         if labels.null.any():
             rows = np.flatnonzero(labels.null)
-            raise DataError(f"{len(rows)} rows have no label in column '{target}' (first: "
-                            f"{', '.join(where(int(r)) for r in rows[:5])}); pass --invalid flag "
-                            "to leave them out", source=source, columns=[target],
-                            rows=[int(r) for r in rows[:20]])
+            raise DataError(
+                f"{len(rows)} rows have no label in column '{target}' (first: "
+                f"{', '.join(where(int(r)) for r in rows[:5])}); pass --invalid flag "
+                "to leave them out",
+                source=source,
+                columns=[target],
+                rows=[int(r) for r in rows[:20]],
+            )
     else:
         if check.n_invalid:
             excluded["break the input contract"] = check.n_invalid
@@ -161,8 +177,9 @@ def evaluate_file(cfg: PipelineConfig, path: str | os.PathLike, *, model_uri: st
             excluded["no label"] = int((labels.null & check.valid).sum())
     rows = np.flatnonzero(check.valid & labels.usable)
     if not len(rows):
-        raise DataError("no row left to evaluate (every row breaks the contract or has no label)",
-                        source=source)
+        raise DataError(
+            "no row left to evaluate (every row breaks the contract or has no label)", source=source
+        )
 
     mv = resolve_model(cfg, model_uri)
     name, version, tags = mv.name, str(mv.version), dict(mv.tags or {})
@@ -170,8 +187,10 @@ def evaluate_file(cfg: PipelineConfig, path: str | os.PathLike, *, model_uri: st
     if diff:
         raise ConfigError(
             f"models:/{name}/{version} (data set '{tags.get(TAG + 'dataset', '?')}') is not a model "
-            f"of the '{schema.name}' data set: " + "; ".join(diff)
-            + ". Set NETSEC_DATASET to the model's data set, or evaluate a model of this one")
+            f"of the '{schema.name}' data set: "
+            + "; ".join(diff)
+            + ". Set NETSEC_DATASET to the model's data set, or evaluate a model of this one"
+        )
     model = _load_version(cfg, name, version)
     x = contract.model_input(check, rows)[contract.features]
     classes = list(getattr(model, "classes_", [0, 1]))
@@ -182,13 +201,14 @@ def evaluate_file(cfg: PipelineConfig, path: str | os.PathLike, *, model_uri: st
     result = evaluate_predictions(y, pred, proba)
     metrics = {k: result["metrics"][k] for k in METRIC_ORDER if k in result["metrics"]}
     raw_labels = labels.typed.iloc[rows].map(show).to_numpy(dtype=object)
-    multi = len(set(raw_labels)) > 2 or schema.target.vocabulary is None or len(
-        schema.target.vocabulary) > 2
+    multi = len(set(raw_labels)) > 2 or schema.target.vocabulary is None or len(schema.target.vocabulary) > 2
     trained_on = _training_labels(cfg, tags, target) if multi else None
     per_label = _per_label(raw_labels, y, pred, trained_on) if multi else None
 
     stem = safe_name(Path(source).name)
-    out = Path(out_dir) if out_dir else Path(cfg.workdir) / "evaluate" / f"{safe_name(name)}-v{version}-{stem}"
+    out = (
+        Path(out_dir) if out_dir else Path(cfg.workdir) / "evaluate" / f"{safe_name(name)}-v{version}-{stem}"
+    )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -196,35 +216,64 @@ def evaluate_file(cfg: PipelineConfig, path: str | os.PathLike, *, model_uri: st
     plots = _plots(y, pred, proba, per_label, out / "plots", schema)
     sha = sha256_file(path) if Path(path).is_file() else None
     doc = {
-        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "file": source, "file_sha256": sha,
-        "data_set": schema.name, "schema_version": schema.version,
-        "model": {"name": name, "version": version, "uri": f"models:/{name}/{version}",
-                  "data_set": tags.get(TAG + "dataset"),
-                  "schema_version": tags.get(TAG + "schema_version") or None,
-                  "test_split_score": _float(tags.get(TAG + "test_score")),
-                  "metric": tags.get(TAG + "metric")},
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "file": source,
+        "file_sha256": sha,
+        "data_set": schema.name,
+        "schema_version": schema.version,
+        "model": {
+            "name": name,
+            "version": version,
+            "uri": f"models:/{name}/{version}",
+            "data_set": tags.get(TAG + "dataset"),
+            "schema_version": tags.get(TAG + "schema_version") or None,
+            "test_split_score": _float(tags.get(TAG + "test_score")),
+            "metric": tags.get(TAG + "metric"),
+        },
         "label_mapping": schema.target.mapping(),
-        "rows": {"read": len(frame), "scored": int(len(rows)), "excluded": int(len(frame) - len(rows)),
-                 **({"excluded_because": excluded} if excluded else {})},
+        "rows": {
+            "read": len(frame),
+            "scored": int(len(rows)),
+            "excluded": int(len(frame) - len(rows)),
+            **({"excluded_because": excluded} if excluded else {}),
+        },
         "threshold": "threat when P(threat) > 0.5",
         "metrics": {k: round(v, 6) for k, v in metrics.items()},
-        "confusion_matrix": {"order": ["benign", "threat"], "rows_truth_cols_predicted":
-                             result["confusion_matrix"]},
+        "confusion_matrix": {
+            "order": ["benign", "threat"],
+            "rows_truth_cols_predicted": result["confusion_matrix"],
+        },
         **({"per_label": per_label} if per_label is not None else {}),
     }
-    report = atomic_write(out / "evaluation_report.yaml",
-                          yaml.safe_dump(plain(doc), sort_keys=False, allow_unicode=True, width=120))
+    report = atomic_write(
+        out / "evaluation_report.yaml",
+        yaml.safe_dump(plain(doc), sort_keys=False, allow_unicode=True, width=120),
+    )
     page = atomic_write(out / "evaluation_report.html", render_html(doc, plots))
     run_id = _track(cfg, mv, doc, out) if track else None
-    log.info("evaluated %s v%s on %s: %s", name, version, source,
-             ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    log.info(
+        "evaluated %s v%s on %s: %s",
+        name,
+        version,
+        source,
+        ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
+    )
     return EvaluationRecord(
-        model_name=name, model_version=version, source=source, source_sha256=sha,
-        rows_read=len(frame), rows_scored=int(len(rows)), rows_excluded=int(len(frame) - len(rows)),
-        metrics=metrics, confusion_matrix=result["confusion_matrix"], per_label=per_label,
-        report_uri=report.resolve().as_uri(), html_uri=page.resolve().as_uri(),
-        plots=[Path(p).resolve().as_uri() for p in plots], mlflow_run_id=run_id)
+        model_name=name,
+        model_version=version,
+        source=source,
+        source_sha256=sha,
+        rows_read=len(frame),
+        rows_scored=int(len(rows)),
+        rows_excluded=int(len(frame) - len(rows)),
+        metrics=metrics,
+        confusion_matrix=result["confusion_matrix"],
+        per_label=per_label,
+        report_uri=report.resolve().as_uri(),
+        html_uri=page.resolve().as_uri(),
+        plots=[Path(p).resolve().as_uri() for p in plots],
+        mlflow_run_id=run_id,
+    )
 
 
 def _float(text: str | None) -> float | None:
@@ -234,8 +283,9 @@ def _float(text: str | None) -> float | None:
         return None
 
 
-def _per_label(raw: np.ndarray, y: np.ndarray, pred: np.ndarray,
-               trained_on: set[str] | None) -> dict[str, dict[str, Any]]:
+def _per_label(
+    raw: np.ndarray, y: np.ndarray, pred: np.ndarray, trained_on: set[str] | None
+) -> dict[str, dict[str, Any]]:
     """Per raw label: rows, threat?, rows in the right class, recall (that share), most rows first."""
     out: dict[str, dict[str, Any]] = {}
     series = pd.Series(raw)
@@ -243,9 +293,12 @@ def _per_label(raw: np.ndarray, y: np.ndarray, pred: np.ndarray,
         mask = (series == label).to_numpy()
         threat = bool(y[mask][0])
         right = int((pred[mask] == y[mask]).sum())
-        entry: dict[str, Any] = {"rows": int(n), "threat": threat,
-                                 ("detected" if threat else "not_flagged"): right,
-                                 "recall": round(right / int(n), 6)}
+        entry: dict[str, Any] = {
+            "rows": int(n),
+            "threat": threat,
+            ("detected" if threat else "not_flagged"): right,
+            "recall": round(right / int(n), 6),
+        }
         if trained_on is not None:
             entry["in_training"] = str(label) in trained_on
         out[str(label)] = entry
@@ -255,8 +308,7 @@ def _per_label(raw: np.ndarray, y: np.ndarray, pred: np.ndarray,
 def _plots(y, pred, proba, per_label, out: Path, schema) -> list[str]:
     from netsec_tasks.evaluation import save_plots
 
-    paths = save_plots(y, pred, proba, out, labels=schema.class_names,
-                       title="- evaluation")
+    paths = save_plots(y, pred, proba, out, labels=schema.class_names, title="- evaluation")
     if per_label:
         paths.append(_per_label_plot(per_label, out / "per_label_recall.png"))
     return paths
@@ -323,20 +375,35 @@ def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
             metrics[_metric_key(f"eval_recall.{label}")] = float(entry["recall"])
         if mlflow.active_run() is not None:  # a run left open by an earlier failure here
             mlflow.end_run(status="FAILED")
-        tags = {"netsec.role": "evaluation", "netsec.model_name": name,
-                "netsec.model_version": version, "netsec.evaluated_file": doc["file"],
-                "netsec.dataset": doc["data_set"]}
-        with mlflow.start_run(experiment_id=exp_id, tags=tags,
-                              run_name=f"evaluate {Path(doc['file']).name} - {name} v{version}") as run:
-            mlflow.log_params({"file": doc["file"][:500], "file_sha256": doc["file_sha256"] or "",
-                               "model_uri": doc["model"]["uri"], "rows_scored": doc["rows"]["scored"],
-                               "rows_excluded": doc["rows"]["excluded"]})
+        tags = {
+            "netsec.role": "evaluation",
+            "netsec.model_name": name,
+            "netsec.model_version": version,
+            "netsec.evaluated_file": doc["file"],
+            "netsec.dataset": doc["data_set"],
+        }
+        with mlflow.start_run(
+            experiment_id=exp_id, tags=tags, run_name=f"evaluate {Path(doc['file']).name} - {name} v{version}"
+        ) as run:
+            mlflow.log_params(
+                {
+                    "file": doc["file"][:500],
+                    "file_sha256": doc["file_sha256"] or "",
+                    "model_uri": doc["model"]["uri"],
+                    "rows_scored": doc["rows"]["scored"],
+                    "rows_excluded": doc["rows"]["excluded"],
+                }
+            )
             # model_id links the metrics (and the run) to the logged model behind the version.
             mlflow.log_metrics(metrics, model_id=logged_model_id(mv))
             mlflow.log_artifacts(str(out), artifact_path="evaluation")
         run_id = run.info.run_id
-        summary = {"run_id": run_id, "file": doc["file"], "rows": doc["rows"]["scored"],
-                   **{k: round(v, 4) for k, v in doc["metrics"].items()}}
+        summary = {
+            "run_id": run_id,
+            "file": doc["file"],
+            "rows": doc["rows"]["scored"],
+            **{k: round(v, 4) for k, v in doc["metrics"].items()},
+        }
         client.set_model_version_tag(name, version, TAG + "evaluation_run_id", run_id)
         client.set_model_version_tag(name, version, TAG + "evaluation", json.dumps(summary)[:5000])
     return run_id
@@ -367,50 +434,76 @@ def render_html(doc: dict[str, Any], plots: list[str]) -> str:
     """One self-contained page: inline CSS, plots embedded as data URIs, no scripts."""
     e = html.escape
     m, rows, model = doc["metrics"], doc["rows"], doc["model"]
-    out = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
-           '<meta name="viewport" content="width=device-width,initial-scale=1">',
-           f"<title>netsec evaluation: {e(Path(doc['file']).name)}</title><style>{_CSS}</style></head><body>",
-           f"<h1>Evaluation of {e(model['name'])} v{e(model['version'])} on {e(Path(doc['file']).name)}</h1>",
-           '<section class="summary"><dl>',
-           f"<dt>File</dt><dd>{e(doc['file'])}</dd>",
-           f"<dt>Data set</dt><dd>{e(str(doc['data_set']))} (schema version "
-           f"{e(str(doc['schema_version']))})</dd>",
-           f"<dt>Model</dt><dd>{e(model['uri'])}"
-           + (f"; its test split {e(str(model['metric']))} {model['test_split_score']:.4f}"
-              if model.get("test_split_score") is not None else "") + "</dd>",
-           f"<dt>Label mapping</dt><dd>{e(json.dumps(doc['label_mapping']))}</dd>",
-           f"<dt>Rows</dt><dd>{rows['scored']:,} scored of {rows['read']:,}"
-           + (f"; left out: {e(', '.join(f'{v} {k}' for k, v in rows['excluded_because'].items()))}"
-              if rows.get("excluded_because") else "") + "</dd>",
-           f"<dt>Generated</dt><dd>{e(doc['generated_at'])}</dd></dl></section>",
-           "<h2>Threat class</h2><table><thead><tr>"
-           + "".join(f"<th>{e(k)}</th>" for k in m) + "</tr></thead><tbody><tr>"
-           + "".join(f'<td class="num">{v:.4f}</td>' for v in m.values()) + "</tr></tbody></table>"]
+    out = [
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width,initial-scale=1">',
+        f"<title>netsec evaluation: {e(Path(doc['file']).name)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Evaluation of {e(model['name'])} v{e(model['version'])} on {e(Path(doc['file']).name)}</h1>",
+        '<section class="summary"><dl>',
+        f"<dt>File</dt><dd>{e(doc['file'])}</dd>",
+        f"<dt>Data set</dt><dd>{e(str(doc['data_set']))} (schema version "
+        f"{e(str(doc['schema_version']))})</dd>",
+        f"<dt>Model</dt><dd>{e(model['uri'])}"
+        + (
+            f"; its test split {e(str(model['metric']))} {model['test_split_score']:.4f}"
+            if model.get("test_split_score") is not None
+            else ""
+        )
+        + "</dd>",
+        f"<dt>Label mapping</dt><dd>{e(json.dumps(doc['label_mapping']))}</dd>",
+        f"<dt>Rows</dt><dd>{rows['scored']:,} scored of {rows['read']:,}"
+        + (
+            f"; left out: {e(', '.join(f'{v} {k}' for k, v in rows['excluded_because'].items()))}"
+            if rows.get("excluded_because")
+            else ""
+        )
+        + "</dd>",
+        f"<dt>Generated</dt><dd>{e(doc['generated_at'])}</dd></dl></section>",
+        "<h2>Threat class</h2><table><thead><tr>"
+        + "".join(f"<th>{e(k)}</th>" for k in m)
+        + "</tr></thead><tbody><tr>"
+        + "".join(f'<td class="num">{v:.4f}</td>' for v in m.values())
+        + "</tr></tbody></table>",
+    ]
     cm = doc["confusion_matrix"]["rows_truth_cols_predicted"]
-    out += ["<h2>Confusion matrix</h2>",
-            "<table><thead><tr><th>truth \\ predicted</th><th>benign</th><th>threat</th></tr></thead><tbody>",
-            f'<tr><th>benign</th><td class="num">{cm[0][0]:,}</td><td class="num">{cm[0][1]:,}</td></tr>',
-            f'<tr><th>threat</th><td class="num">{cm[1][0]:,}</td><td class="num">{cm[1][1]:,}</td></tr>',
-            "</tbody></table>"]
+    out += [
+        "<h2>Confusion matrix</h2>",
+        "<table><thead><tr><th>truth \\ predicted</th><th>benign</th><th>threat</th></tr></thead><tbody>",
+        f'<tr><th>benign</th><td class="num">{cm[0][0]:,}</td><td class="num">{cm[0][1]:,}</td></tr>',
+        f'<tr><th>threat</th><td class="num">{cm[1][0]:,}</td><td class="num">{cm[1][1]:,}</td></tr>',
+        "</tbody></table>",
+    ]
     per_label = doc.get("per_label")
     if per_label:
         has_training = any("in_training" in v for v in per_label.values())
-        out += ["<h2>Per label</h2>",
-                '<p class="note">Recall: the share of a label\'s rows the model puts in the right '
-                "class (detected, for a threat label; not flagged, for a benign one). Lowest first."
-                + (" <em>New</em>: the label does not occur in the model's training data." if has_training else "")
-                + "</p><table><thead><tr><th>Label</th><th>Class</th><th>Rows</th><th>Right</th>"
-                "<th>Recall</th><th></th>" + ("<th>In training</th>" if has_training else "")
-                + "</tr></thead><tbody>"]
+        out += [
+            "<h2>Per label</h2>",
+            '<p class="note">Recall: the share of a label\'s rows the model puts in the right '
+            "class (detected, for a threat label; not flagged, for a benign one). Lowest first."
+            + (
+                " <em>New</em>: the label does not occur in the model's training data."
+                if has_training
+                else ""
+            )
+            + "</p><table><thead><tr><th>Label</th><th>Class</th><th>Rows</th><th>Right</th>"
+            "<th>Recall</th><th></th>"
+            + ("<th>In training</th>" if has_training else "")
+            + "</tr></thead><tbody>",
+        ]
         for label, v in sorted(per_label.items(), key=lambda kv: kv[1]["recall"]):
             right = v.get("detected", v.get("not_flagged", 0))
             cls = "threat" if v["threat"] else "benign"
-            seen = ("" if not has_training else
-                    f"<td>{'yes' if v.get('in_training') else '<strong>new</strong>'}</td>")
-            out.append(f'<tr class="{"low" if v["recall"] < 0.5 else ""}"><td>{e(label)}</td>'
-                       f'<td>{cls}</td><td class="num">{v["rows"]:,}</td><td class="num">{right:,}</td>'
-                       f'<td class="num">{v["recall"]:.1%}</td><td><span class="bar {cls}" '
-                       f'style="width:{120 * v["recall"]:.0f}px"></span></td>{seen}</tr>')
+            seen = (
+                ""
+                if not has_training
+                else f"<td>{'yes' if v.get('in_training') else '<strong>new</strong>'}</td>"
+            )
+            out.append(
+                f'<tr class="{"low" if v["recall"] < 0.5 else ""}"><td>{e(label)}</td>'
+                f'<td>{cls}</td><td class="num">{v["rows"]:,}</td><td class="num">{right:,}</td>'
+                f'<td class="num">{v["recall"]:.1%}</td><td><span class="bar {cls}" '
+                f'style="width:{120 * v["recall"]:.0f}px"></span></td>{seen}</tr>'
+            )
         out.append("</tbody></table>")
     if plots:
         out.append("<h2>Plots</h2><div>")
@@ -444,19 +537,25 @@ def evaluate_holdout(cfg: PipelineConfig, run, register) -> EvaluationRecord | N
         local = path
         if is_s3(path):
             local = str(catalog.storage.download(path, tmp / Path(path).name))
-        rec = evaluate_file(cfg, local, model_uri=f"models:/{register.model_name}/{register.version}",
-                            out_dir=tmp / "report")
+        rec = evaluate_file(
+            cfg, local, model_uri=f"models:/{register.model_name}/{register.version}", out_dir=tmp / "report"
+        )
         uris = {}
         for f in sorted((tmp / "report").rglob("*")):
             if f.is_file():
                 rel = f.relative_to(tmp / "report").as_posix()
                 uris[rel] = catalog.save_file("evaluation", str(f), rel)
-        rec = rec.model_copy(update={
-            "source": path, "report_uri": uris["evaluation_report.yaml"],
-            "html_uri": uris["evaluation_report.html"],
-            "plots": [u for k, u in uris.items() if k.startswith("plots/")]})
+        rec = rec.model_copy(
+            update={
+                "source": path,
+                "report_uri": uris["evaluation_report.yaml"],
+                "html_uri": uris["evaluation_report.html"],
+                "plots": [u for k, u in uris.items() if k.startswith("plots/")],
+            }
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    catalog.storage.write_text(catalog.run.step_uri("evaluate", "evaluation.json"),
-                               rec.model_dump_json(indent=2))
+    catalog.storage.write_text(
+        catalog.run.step_uri("evaluate", "evaluation.json"), rec.model_dump_json(indent=2)
+    )
     return rec

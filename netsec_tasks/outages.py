@@ -24,7 +24,8 @@ import logging
 import os
 import socket
 import sys
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from netsec_tasks.errors import NetsecError, SourceUnavailable
 
@@ -72,8 +73,13 @@ def _unreachable_types() -> tuple[type, ...]:
     if "urllib3" in sys.modules:
         from urllib3 import exceptions as u3
 
-        types += [u3.NewConnectionError, u3.ConnectTimeoutError, u3.ReadTimeoutError,
-                  u3.ProtocolError, u3.MaxRetryError]
+        types += [
+            u3.NewConnectionError,
+            u3.ConnectTimeoutError,
+            u3.ReadTimeoutError,
+            u3.ProtocolError,
+            u3.MaxRetryError,
+        ]
     if "botocore" in sys.modules:
         from botocore import exceptions as bc
 
@@ -123,7 +129,7 @@ def reason(exc: BaseException, limit: int = 160) -> str:
 # --------------------------------------------------------------------------- MLflow budget
 
 
-def mlflow_budget_seconds(cfg: "PipelineConfig") -> float:
+def mlflow_budget_seconds(cfg: PipelineConfig) -> float:
     """Worst case of one MLflow call against a hung server: every attempt times out, plus
     urllib3's back-off sleeps between them (0, then 2f, 4f, ... each with up to 1 s of jitter)."""
     r = cfg.registry
@@ -131,7 +137,7 @@ def mlflow_budget_seconds(cfg: "PipelineConfig") -> float:
     return (r.max_retries + 1) * r.request_timeout_seconds + sleeps
 
 
-def apply_mlflow_budget(cfg: "PipelineConfig") -> None:
+def apply_mlflow_budget(cfg: PipelineConfig) -> None:
     """Set MLflow's HTTP timeout and retry settings from ``cfg.registry`` (process-wide)."""
     r = cfg.registry
     os.environ[_MLFLOW_TIMEOUT] = str(r.request_timeout_seconds)
@@ -158,18 +164,19 @@ def quick_mlflow(timeout_seconds: int = 3) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def mlflow_unavailable(cfg: "PipelineConfig", action: str, exc: BaseException) -> SourceUnavailable:
+def mlflow_unavailable(cfg: PipelineConfig, action: str, exc: BaseException) -> SourceUnavailable:
     r = cfg.registry
     return SourceUnavailable(
         f"MLflow tracking store {r.tracking_uri} is unreachable while trying to {action} "
         f"({reason(exc)}; gave up after {r.max_retries + 1} attempt(s) of at most "
         f"{r.request_timeout_seconds} s, registry.request_timeout_seconds / registry.max_retries). "
         "Check registry.tracking_uri / MLFLOW_TRACKING_URI and that the MLflow server (or the "
-        "SQLite file's directory) is up.")
+        "SQLite file's directory) is up."
+    )
 
 
 @contextlib.contextmanager
-def mlflow_errors(cfg: "PipelineConfig", action: str) -> Iterator[None]:
+def mlflow_errors(cfg: PipelineConfig, action: str) -> Iterator[None]:
     """Turn an unreachable tracking store into SourceUnavailable naming the URI (one line)."""
     try:
         yield
@@ -228,9 +235,7 @@ def owner_alive(owner: str | None) -> bool | None:
         pass  # exists, owned by another user
     if ticks and _start_ticks(pid) not in ("", ticks):
         return False  # the pid now belongs to another process
-    if _is_zombie(pid):
-        return False
-    return True
+    return not _is_zombie(pid)  # a zombie has exited; only its process-table entry is left
 
 
 def _is_zombie(pid: int) -> bool:

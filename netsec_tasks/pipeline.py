@@ -56,18 +56,24 @@ def drift_sentence(drift: DriftRecord) -> str:
     if not drift.columns_tested:
         return "no column of the new batch could be tested for drift"
     k, n = len(drift.drifted_columns), drift.columns_tested
-    threshold = ("" if drift.drift_share_threshold is None
-                 else f" the {drift.drift_share_threshold:.0%} threshold")
+    threshold = (
+        "" if drift.drift_share_threshold is None else f" the {drift.drift_share_threshold:.0%} threshold"
+    )
     listed = f": {_columns(drift.drifted_columns)}" if k else ""
     if drift.drift_detected:
-        return (f"the new batch drifted: {k} of {n} columns ({drift.drift_share:.0%}, above"
-                f"{threshold or ' the threshold'}){listed}")
-    return (f"the new batch did not drift: {k} of {n} columns drifted ({drift.drift_share:.0%}, "
-            f"not above{threshold or ' the threshold'}){listed}")
+        return (
+            f"the new batch drifted: {k} of {n} columns ({drift.drift_share:.0%}, above"
+            f"{threshold or ' the threshold'}){listed}"
+        )
+    return (
+        f"the new batch did not drift: {k} of {n} columns drifted ({drift.drift_share:.0%}, "
+        f"not above{threshold or ' the threshold'}){listed}"
+    )
 
 
-def decide_retrain(drift: DriftRecord, *, force_retrain: bool,
-                   requested_by_monitoring: str | None = None) -> tuple[bool, str]:
+def decide_retrain(
+    drift: DriftRecord, *, force_retrain: bool, requested_by_monitoring: str | None = None
+) -> tuple[bool, str]:
     """The branch rule: retrain on data-set drift, when no Production model exists, when forced,
     or when the monitoring DAG requested it (``requested_by_monitoring``: its evidence). The
     reason is a plain sentence (it is the outcome's reason when training is skipped)."""
@@ -84,14 +90,18 @@ def decide_retrain(drift: DriftRecord, *, force_retrain: bool,
     return False, f"Training skipped because {found}."
 
 
-def _rows(ingest: IngestRecord, validation: ValidationRecord | None,
-          register: RegisterRecord | None) -> RowCounts:
+def _rows(
+    ingest: IngestRecord, validation: ValidationRecord | None, register: RegisterRecord | None
+) -> RowCounts:
     return RowCounts(
-        documents_read=ingest.documents_read, new_batch=ingest.new_rows, snapshot=ingest.rows,
+        documents_read=ingest.documents_read,
+        new_batch=ingest.new_rows,
+        snapshot=ingest.rows,
         train=validation.train_rows if validation else None,
         test=validation.test_rows if validation else None,
         quarantined=validation.rows_invalid if validation else None,
-        production_rows_in_test=register.production_rows_in_test if register else None)
+        production_rows_in_test=register.production_rows_in_test if register else None,
+    )
 
 
 def _outcome_reason(register: RegisterRecord, candidate: ModelOutcome) -> str:
@@ -100,16 +110,25 @@ def _outcome_reason(register: RegisterRecord, candidate: ModelOutcome) -> str:
     if register.promoted:
         return f"Candidate {what} is the new Production model. {register.reason}"
     if register.previous_production_version:
-        return (f"Production v{register.previous_production_version} stays; candidate {what} was "
-                f"registered but not promoted. {register.reason}")
+        return (
+            f"Production v{register.previous_production_version} stays; candidate {what} was "
+            f"registered but not promoted. {register.reason}"
+        )
     return f"Candidate {what} was registered but not promoted, and there is no Production model. {register.reason}"
 
 
-def record_outcome(cfg: PipelineConfig, run: RunContext, *, ingest: IngestRecord,
-                   drift: DriftRecord | None = None, train: TrainRecord | None = None,
-                   register: RegisterRecord | None = None, branch_reason: str | None = None,
-                   reconciled: ReconcileRecord | None = None,
-                   validation: ValidationRecord | None = None) -> OutcomeRecord:
+def record_outcome(
+    cfg: PipelineConfig,
+    run: RunContext,
+    *,
+    ingest: IngestRecord,
+    drift: DriftRecord | None = None,
+    train: TrainRecord | None = None,
+    register: RegisterRecord | None = None,
+    branch_reason: str | None = None,
+    reconciled: ReconcileRecord | None = None,
+    validation: ValidationRecord | None = None,
+) -> OutcomeRecord:
     """Close a successful run: commit the ingest watermark and write ``outcome.json``.
 
     The record names Production when the run started (``production_before``, with its metrics
@@ -122,16 +141,21 @@ def record_outcome(cfg: PipelineConfig, run: RunContext, *, ingest: IngestRecord
 
     candidate = None
     if train is not None:
-        candidate = ModelOutcome(version=register.version if register else None,
-                                 estimator=train.winner, metrics=dict(train.test_metrics),
-                                 score=register.new_score if register else None)
+        candidate = ModelOutcome(
+            version=register.version if register else None,
+            estimator=train.winner,
+            metrics=dict(train.test_metrics),
+            score=register.new_score if register else None,
+        )
     if register is not None:
         outcome = "promoted" if register.promoted else "kept_production"
         assert candidate is not None  # a version is registered only after training
         reason = _outcome_reason(register, candidate)
-        before = ModelOutcome(version=register.previous_production_version,
-                              metrics=dict(register.production_metrics),
-                              score=register.production_score)
+        before = ModelOutcome(
+            version=register.previous_production_version,
+            metrics=dict(register.production_metrics),
+            score=register.production_score,
+        )
         after = register.production_version
     else:
         outcome = "skipped_no_drift"
@@ -141,16 +165,23 @@ def record_outcome(cfg: PipelineConfig, run: RunContext, *, ingest: IngestRecord
         before = ModelOutcome(version=version)
         after = version
     record = OutcomeRecord(
-        run_id=run.run_id, trigger=run.trigger, trigger_reason=run.trigger_reason,
-        outcome=outcome, reason=reason,
-        branch_reason=branch_reason, model_name=cfg.registry.model_name,
+        run_id=run.run_id,
+        trigger=run.trigger,
+        trigger_reason=run.trigger_reason,
+        outcome=outcome,
+        reason=reason,
+        branch_reason=branch_reason,
+        model_name=cfg.registry.model_name,
         metric=cfg.training.metric if train is not None else None,
-        production_before=before, candidate=candidate, production_after=after,
+        production_before=before,
+        candidate=candidate,
+        production_after=after,
         rows=_rows(ingest, validation, register),
         drift_report=drift.html_uri if drift else None,
         mlflow_run_id=train.mlflow_run_id if train else None,
         mlflow_experiment_id=train.experiment_id if train else None,
-        reconciled=reconciled.items if reconciled is not None else [])
+        reconciled=reconciled.items if reconciled is not None else [],
+    )
     commit(cfg, ingest)
     RunCatalog.of(cfg, run).save_record("outcome", record)
     log.info("run %s: %s (%s)", run.run_id, outcome, reason)
@@ -171,7 +202,7 @@ class PipelineResult:
     register: RegisterRecord | None = None
     sync: SyncRecord | None = None
     reconciled: ReconcileRecord | None = None
-    evaluation: EvaluationRecord | None = None   # the hold-out file (evaluation.holdout_path)
+    evaluation: EvaluationRecord | None = None  # the hold-out file (evaluation.holdout_path)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -181,29 +212,45 @@ class PipelineResult:
             "outcome": self.outcome.outcome,
             "reason": self.outcome.reason,
             "rows": (self.outcome.rows.model_dump() if self.outcome.rows is not None else None),
-            "drift": {"detected": self.drift.drift_detected, "share": round(self.drift.drift_share, 4),
-                      "report": self.drift.html_uri},
+            "drift": {
+                "detected": self.drift.drift_detected,
+                "share": round(self.drift.drift_share, 4),
+                "report": self.drift.html_uri,
+            },
             "branch": self.branch_reason,
-            "reconciled": ([i.model_dump() for i in self.reconciled.items]
-                           if self.reconciled is not None else []),
+            "reconciled": (
+                [i.model_dump() for i in self.reconciled.items] if self.reconciled is not None else []
+            ),
         }
         if self.train is not None:
-            out["model"] = {"winner": self.train.winner, "cv_score": round(self.train.cv_score, 4),
-                            "test_metrics": {k: round(v, 4) for k, v in self.train.test_metrics.items()},
-                            "mlflow_run_id": self.train.mlflow_run_id}
+            out["model"] = {
+                "winner": self.train.winner,
+                "cv_score": round(self.train.cv_score, 4),
+                "test_metrics": {k: round(v, 4) for k, v in self.train.test_metrics.items()},
+                "mlflow_run_id": self.train.mlflow_run_id,
+            }
         if self.register is not None:
             out["registry"] = self.register.to_xcom()
         if self.sync is not None:
             out["sync"] = {"destination": self.sync.destination, "objects": self.sync.objects}
         if self.evaluation is not None:
-            out["holdout"] = {"file": self.evaluation.source, "rows": self.evaluation.rows_scored,
-                              "metrics": {k: round(v, 4) for k, v in self.evaluation.metrics.items()},
-                              "report": self.evaluation.html_uri}
+            out["holdout"] = {
+                "file": self.evaluation.source,
+                "rows": self.evaluation.rows_scored,
+                "metrics": {k: round(v, 4) for k, v in self.evaluation.metrics.items()},
+                "report": self.evaluation.html_uri,
+            }
         return out
 
 
-def run_pipeline(cfg: PipelineConfig, *, run_id: str | None = None, force_retrain: bool = False,
-                 trigger: str = "cli", mongo_client: Any | None = None) -> PipelineResult:
+def run_pipeline(
+    cfg: PipelineConfig,
+    *,
+    run_id: str | None = None,
+    force_retrain: bool = False,
+    trigger: str = "cli",
+    mongo_client: Any | None = None,
+) -> PipelineResult:
     """Run every step in process. Raises the first step's NetsecError; the watermark then stays.
 
     The first action reconciles what earlier runs left (:mod:`netsec_tasks.reconcile`)."""
@@ -224,8 +271,7 @@ def run_pipeline(cfg: PipelineConfig, *, run_id: str | None = None, force_retrai
     ing = ingest(cfg, run, mongo_client=mongo_client)
     val = validate(cfg, run, ing)
     reference_uri, reference_version = production_reference(cfg)
-    drift = check_drift(cfg, run, val, reference_uri=reference_uri,
-                        reference_version=reference_version)
+    drift = check_drift(cfg, run, val, reference_uri=reference_uri, reference_version=reference_version)
     retrain, reason = decide_retrain(drift, force_retrain=force_retrain)
     log.info("branch: %s (%s)", "retrain" if retrain else "skip", reason)
     tr = trn = reg = syn = evaluation = None
@@ -235,10 +281,31 @@ def run_pipeline(cfg: PipelineConfig, *, run_id: str | None = None, force_retrai
         reg = register(cfg, run, trn, val)
         evaluation = evaluate_holdout(cfg, run, reg)  # only with evaluation.holdout_path
         syn = sync(cfg, run, register=reg)
-    outcome = record_outcome(cfg, run, ingest=ing, drift=drift, train=trn, register=reg,
-                             branch_reason=reason, reconciled=rec, validation=val)
-    result = PipelineResult(run=run, ingest=ing, validation=val, drift=drift, retrain=retrain,
-                            branch_reason=reason, outcome=outcome, transform=tr, train=trn,
-                            register=reg, sync=syn, reconciled=rec, evaluation=evaluation)
+    outcome = record_outcome(
+        cfg,
+        run,
+        ingest=ing,
+        drift=drift,
+        train=trn,
+        register=reg,
+        branch_reason=reason,
+        reconciled=rec,
+        validation=val,
+    )
+    result = PipelineResult(
+        run=run,
+        ingest=ing,
+        validation=val,
+        drift=drift,
+        retrain=retrain,
+        branch_reason=reason,
+        outcome=outcome,
+        transform=tr,
+        train=trn,
+        register=reg,
+        sync=syn,
+        reconciled=rec,
+        evaluation=evaluation,
+    )
     RunCatalog.of(cfg, run).save_text("summary", json.dumps(result.summary(), indent=2, default=str))
     return result

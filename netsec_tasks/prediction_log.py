@@ -67,7 +67,7 @@ def new_request_id(time: dt.datetime) -> str:
 
 def request_time(request_id: str) -> dt.datetime:
     """The log time a request id was made from (UTC, millisecond resolution)."""
-    return dt.datetime.fromtimestamp(int(request_id[:12], 16) / 1000, tz=dt.timezone.utc)
+    return dt.datetime.fromtimestamp(int(request_id[:12], 16) / 1000, tz=dt.UTC)
 
 
 def prediction_ids(request_id: str, n: int, offset: int = 0) -> list[str]:
@@ -79,28 +79,44 @@ def parse_prediction_id(prediction_id: Any) -> tuple[str, int]:
     """(request id, row) of a prediction id; ValueError saying what a valid one looks like."""
     m = _PREDICTION_ID.fullmatch(prediction_id) if isinstance(prediction_id, str) else None
     if m is None:
-        raise ValueError(f"{prediction_id!r} is not a prediction id (22 hex digits, '-', the row "
-                         "number, as returned by /predict)")
+        raise ValueError(
+            f"{prediction_id!r} is not a prediction id (22 hex digits, '-', the row "
+            "number, as returned by /predict)"
+        )
     return m.group(1), int(m.group(2))
 
-_EXACT_INT = 2.0 ** 53  # beyond it float64 no longer holds every integer
+
+_EXACT_INT = 2.0**53  # beyond it float64 no longer holds every integer
 
 
 def _column_values(values: np.ndarray) -> list:
     """A float column as JSON-ready values: integers when every value is a whole number (the
     usual case for encoded categorical features; ints encode ~5x faster than floats), else
     floats. The numbers are equal either way; the reader casts back to float."""
-    if values.dtype.kind == "f" and values.size and np.abs(values).max() < _EXACT_INT \
-            and np.array_equal(values, np.rint(values)):  # NaN fails the comparison: stays float
+    if (
+        values.dtype.kind == "f"
+        and values.size
+        and np.abs(values).max() < _EXACT_INT
+        and np.array_equal(values, np.rint(values))
+    ):  # NaN fails the comparison: stays float
         return values.astype(np.int64).tolist()
     return values.tolist()
 
 
-def prediction_documents(*, time: dt.datetime, model_name: str, model_version: str, route: str,
-                         features: Sequence[str], inputs: Any, is_threat: np.ndarray,
-                         probability: np.ndarray, labels: Sequence[Any],
-                         request_id: str | None = None,
-                         max_rows: int = MAX_ROWS_PER_DOCUMENT) -> list[dict[str, Any]]:
+def prediction_documents(
+    *,
+    time: dt.datetime,
+    model_name: str,
+    model_version: str,
+    route: str,
+    features: Sequence[str],
+    inputs: Any,
+    is_threat: np.ndarray,
+    probability: np.ndarray,
+    labels: Sequence[Any],
+    request_id: str | None = None,
+    max_rows: int = MAX_ROWS_PER_DOCUMENT,
+) -> list[dict[str, Any]]:
     """The log documents of one request. ``inputs`` is the model input: a float matrix in
     ``features`` order, or a DataFrame (models with non-numeric features). ``request_id``
     (:func:`new_request_id`) makes the rows' prediction ids."""
@@ -113,17 +129,29 @@ def prediction_documents(*, time: dt.datetime, model_name: str, model_version: s
             cols = {name: _column_values(block[:, j]) for j, name in enumerate(features)}
         else:
             block = inputs.iloc[part]
-            cols = {name: (_column_values(block[name].to_numpy())
-                           if block[name].dtype.kind == "f" else block[name].tolist())
-                    for name in features}
-        docs.append({
-            "time": time, "model_name": model_name, "model_version": model_version,
-            "route": route, "request_id": request_id, "row_offset": start,
-            "n_rows": part.stop - part.start, "features": cols,
-            "is_threat": np.asarray(is_threat[part]).astype(np.int64).tolist(),
-            "threat_probability": np.asarray(probability[part], dtype=np.float64).tolist(),
-            "label": list(labels[part]),
-        })
+            cols = {
+                name: (
+                    _column_values(block[name].to_numpy())
+                    if block[name].dtype.kind == "f"
+                    else block[name].tolist()
+                )
+                for name in features
+            }
+        docs.append(
+            {
+                "time": time,
+                "model_name": model_name,
+                "model_version": model_version,
+                "route": route,
+                "request_id": request_id,
+                "row_offset": start,
+                "n_rows": part.stop - part.start,
+                "features": cols,
+                "is_threat": np.asarray(is_threat[part]).astype(np.int64).tolist(),
+                "threat_probability": np.asarray(probability[part], dtype=np.float64).tolist(),
+                "label": list(labels[part]),
+            }
+        )
     return docs
 
 
@@ -151,11 +179,13 @@ def prediction_frame(documents: Iterable[Mapping[str, Any]], *, outputs: bool = 
             if outputs:
                 values.update({k: [doc[k]] * n for k in META_COLUMNS})
                 rid = doc.get("request_id")
-                values["prediction_id"] = (prediction_ids(rid, n, int(doc.get("row_offset") or 0))
-                                           if rid else [None] * n)
+                values["prediction_id"] = (
+                    prediction_ids(rid, n, int(doc.get("row_offset") or 0)) if rid else [None] * n
+                )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise DataError(f"document {i + 1} is not a prediction-log record ({type(exc).__name__}: "
-                            f"{exc})") from None
+            raise DataError(
+                f"document {i + 1} is not a prediction-log record ({type(exc).__name__}: {exc})"
+            ) from None
         columns = groups.setdefault(names, {"_row": [], **{k: [] for k in values}})
         columns["_row"].extend(range(rows, rows + n))
         for k, v in values.items():
@@ -201,6 +231,7 @@ def read_prediction_log(path: str | os.PathLike, *, outputs: bool = True) -> pd.
 
     A line cut short (the service killed mid-write) is reported with its file and line number.
     """
+
     def documents():
         for f in log_files(path):
             with open(f, encoding="utf-8") as fh:
@@ -245,8 +276,9 @@ class JsonlLogReader:
     def files(self) -> list[Path]:
         return sorted(self.directory.glob(FILE_GLOB)) if self.directory.is_dir() else []
 
-    def read_since(self, watermark: Mapping[str, Any] | None,
-                   max_documents: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    def read_since(
+        self, watermark: Mapping[str, Any] | None, max_documents: int | None = None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """(documents after ``watermark``, the watermark after them)."""
         offsets = dict((watermark or {}).get("offsets") or {})
         docs: list[dict[str, Any]] = []
@@ -306,8 +338,9 @@ class MongoLogReader:
     def describe(self) -> str:
         return f"mongo:{self.collection.full_name}"
 
-    def read_since(self, watermark: Mapping[str, Any] | None,
-                   max_documents: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    def read_since(
+        self, watermark: Mapping[str, Any] | None, max_documents: int | None = None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         from bson import ObjectId
 
         last = (watermark or {}).get("last_id")
@@ -321,17 +354,18 @@ class MongoLogReader:
         for d in docs:
             d.pop("_id", None)
             if isinstance(d.get("time"), dt.datetime) and d["time"].tzinfo is None:
-                d["time"] = d["time"].replace(tzinfo=dt.timezone.utc)  # BSON dates are UTC
+                d["time"] = d["time"].replace(tzinfo=dt.UTC)  # BSON dates are UTC
         return docs, {"last_id": last}
 
     def find_requests(self, request_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
         ids = sorted({r for r in request_ids if _REQUEST_ID.fullmatch(r or "")})
         found: dict[str, list[dict[str, Any]]] = {}
         for start in range(0, len(ids), 1000):
-            for doc in self.collection.find({"request_id": {"$in": ids[start:start + 1000]}},
-                                            projection={"_id": 0}):
+            for doc in self.collection.find(
+                {"request_id": {"$in": ids[start : start + 1000]}}, projection={"_id": 0}
+            ):
                 if isinstance(doc.get("time"), dt.datetime) and doc["time"].tzinfo is None:
-                    doc["time"] = doc["time"].replace(tzinfo=dt.timezone.utc)
+                    doc["time"] = doc["time"].replace(tzinfo=dt.UTC)
                 found.setdefault(doc["request_id"], []).append(doc)
         return found
 
@@ -340,8 +374,7 @@ class MongoLogReader:
         self.collection.create_index([("request_id", 1)], name="netsec_request_id")
 
 
-def rows_of(docs_by_request: Mapping[str, list[dict[str, Any]]],
-            wanted: Iterable[str]) -> pd.DataFrame:
+def rows_of(docs_by_request: Mapping[str, list[dict[str, Any]]], wanted: Iterable[str]) -> pd.DataFrame:
     """The logged rows of the prediction ids ``wanted`` (one row each, in ``prediction_frame``
     columns); ids whose request or row is not in ``docs_by_request`` are left out."""
     docs = [d for ds in docs_by_request.values() for d in ds]
@@ -353,5 +386,6 @@ def rows_of(docs_by_request: Mapping[str, list[dict[str, Any]]],
 
 def has_prediction(docs: list[dict[str, Any]], row: int) -> bool:
     """True when one of a request's documents holds row ``row``."""
-    return any(int(d.get("row_offset") or 0) <= row < int(d.get("row_offset") or 0) + int(d["n_rows"])
-               for d in docs)
+    return any(
+        int(d.get("row_offset") or 0) <= row < int(d.get("row_offset") or 0) + int(d["n_rows"]) for d in docs
+    )

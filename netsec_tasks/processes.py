@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from netsec_tasks.errors import Terminated
 
@@ -38,8 +38,9 @@ def exit_with_parent(parent_pid: int) -> None:
     is no longer its parent."""
     if os.getppid() != parent_pid:
         os._exit(1)  # the parent died before we even started
-    threading.Thread(target=_watch_parent, args=(parent_pid,), name="netsec-parent-watch",
-                     daemon=True).start()
+    threading.Thread(
+        target=_watch_parent, args=(parent_pid,), name="netsec-parent-watch", daemon=True
+    ).start()
 
 
 @contextlib.contextmanager

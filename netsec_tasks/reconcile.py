@@ -36,9 +36,20 @@ from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import DataError, RegistryError
 from netsec_tasks.outages import mlflow_errors, owner_alive
 from netsec_tasks.records import ReconciledItem, ReconcileRecord
-from netsec_tasks.registry import (PROMOTION_TAG, TAG, Decision, _all_versions, _differences,
-                                   _load_version, _production_version, _promote, apply_decision,
-                                   check_test_columns, decide_version, score_model)
+from netsec_tasks.registry import (
+    PROMOTION_TAG,
+    TAG,
+    Decision,
+    _all_versions,
+    _differences,
+    _load_version,
+    _production_version,
+    _promote,
+    apply_decision,
+    check_test_columns,
+    decide_version,
+    score_model,
+)
 from netsec_tasks.tracking import OWNER_TAG, mlflow_client
 
 log = logging.getLogger("netsec.reconcile")
@@ -79,9 +90,13 @@ def end_stale_runs(client, cfg: PipelineConfig, experiment_id: str, *, by: str) 
     out: list[ReconciledItem] = []
     token = None
     while True:
-        page = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
-                                  run_view_type=ViewType.ACTIVE_ONLY, max_results=200,
-                                  page_token=token)
+        page = client.search_runs(
+            [experiment_id],
+            filter_string="attributes.status = 'RUNNING'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=200,
+            page_token=token,
+        )
         for run in page:
             age = now - (run.info.start_time or now)
             owner = run.data.tags.get(OWNER_TAG)
@@ -89,19 +104,29 @@ def end_stale_runs(client, cfg: PipelineConfig, experiment_id: str, *, by: str) 
             if alive:
                 continue
             if alive is False:
-                why = (f"its owner process ({_describe_owner(owner)}) is gone; "
-                       f"it had been RUNNING for {_minutes(age)}")
+                why = (
+                    f"its owner process ({_describe_owner(owner)}) is gone; "
+                    f"it had been RUNNING for {_minutes(age)}"
+                )
             elif age > timeout_ms:
-                why = (f"RUNNING for {_minutes(age)}, longer than dag.task_timeout_minutes="
-                       f"{cfg.dag.task_timeout_minutes}, and its owner "
-                       f"({_describe_owner(owner) if owner else 'not recorded'}) cannot be checked from here")
+                why = (
+                    f"RUNNING for {_minutes(age)}, longer than dag.task_timeout_minutes="
+                    f"{cfg.dag.task_timeout_minutes}, and its owner "
+                    f"({_describe_owner(owner) if owner else 'not recorded'}) cannot be checked from here"
+                )
             else:
                 continue
             client.set_tag(run.info.run_id, RECONCILE_TAG, f"ended KILLED by {by}: {why}"[:5000])
             client.set_terminated(run.info.run_id, "KILLED")
             role = run.data.tags.get(TAG + "role", "run")
-            out.append(ReconciledItem(kind="mlflow_run", id=run.info.run_id, action="KILLED",
-                                      reason=f"{role} run {run.info.run_name or ''}: {why}".strip()))
+            out.append(
+                ReconciledItem(
+                    kind="mlflow_run",
+                    id=run.info.run_id,
+                    action="KILLED",
+                    reason=f"{role} run {run.info.run_name or ''}: {why}".strip(),
+                )
+            )
         token = page.token
         if not token:
             return out
@@ -135,13 +160,20 @@ def decide_undecided_versions(client, cfg: PipelineConfig, *, by: str) -> list[R
         alive = owner_alive(tags.get(OWNER_TAG))
         age = now - (mv.creation_timestamp or now)
         if alive or (alive is None and age <= timeout_ms):
-            log.info("%s v%s has no promotion decision yet, but its registering process may still "
-                     "be deciding it (owner %s); left alone", name, version,
-                     _describe_owner(tags.get(OWNER_TAG)))
+            log.info(
+                "%s v%s has no promotion decision yet, but its registering process may still "
+                "be deciding it (owner %s); left alone",
+                name,
+                version,
+                _describe_owner(tags.get(OWNER_TAG)),
+            )
             continue
         result = _decide_left_over(client, cfg, mv, by=by)
-        out.append(ReconciledItem(kind="model_version", id=f"{name}/{version}", action=result.label,
-                                  reason=result.reason))
+        out.append(
+            ReconciledItem(
+                kind="model_version", id=f"{name}/{version}", action=result.label, reason=result.reason
+            )
+        )
     return out
 
 
@@ -153,10 +185,13 @@ def _finish_promotion(client, cfg: PipelineConfig, mv) -> ReconciledItem | None:
     if prod is not None and int(prod.version) >= int(version):
         return None  # it is Production, or a later version was promoted since
     _promote(client, cfg, version)
-    return ReconciledItem(kind="model_version", id=f"{cfg.registry.model_name}/{version}",
-                          action="promotion finished",
-                          reason=f"tagged promoted, but alias '{cfg.registry.alias}' was on "
-                                 f"{'v' + str(prod.version) if prod is not None else 'no version'}")
+    return ReconciledItem(
+        kind="model_version",
+        id=f"{cfg.registry.model_name}/{version}",
+        action="promotion finished",
+        reason=f"tagged promoted, but alias '{cfg.registry.alias}' was on "
+        f"{'v' + str(prod.version) if prod is not None else 'no version'}",
+    )
 
 
 def _decide_left_over(client, cfg: PipelineConfig, mv, *, by: str) -> Decision:
@@ -178,22 +213,32 @@ def _decide_left_over(client, cfg: PipelineConfig, mv, *, by: str) -> Decision:
         # to compare; neither is one when Production is another data set's.
         prod = _production_version(client, cfg)
         differs = _differences(tags, schema) or (
-            _differences(dict(prod.tags or {}), schema) if prod is not None else [])
+            _differences(dict(prod.tags or {}), schema) if prod is not None else []
+        )
         if differs:
-            raise RegistryError(f"it is not comparable with this data set's ('{schema.name}') "
-                                "models: " + "; ".join(differs))
+            raise RegistryError(
+                f"it is not comparable with this data set's ('{schema.name}') models: " + "; ".join(differs)
+            )
         frame = _read_split(cfg, test_uri)
         check_test_columns(frame, schema, test_uri)
         model = _load_version(cfg, mv.name, version, mv.run_id)
         new_score = score_model(model, frame, schema, metric, source=test_uri)
     except (RegistryError, DataError) as exc:
-        decision = Decision(version, False, f"cannot be decided: {exc}"[:1000], None, None,
-                            _production_label(client, cfg), outcome="abandoned")
+        decision = Decision(
+            version,
+            False,
+            f"cannot be decided: {exc}"[:1000],
+            None,
+            None,
+            _production_label(client, cfg),
+            outcome="abandoned",
+        )
         apply_decision(client, cfg, mv.run_id, decision, extra)
         return decision
     decision = decide_version(client, cfg, mv, model, new_score, frame, schema, metric, test_uri)
     decision = dataclasses.replace(
-        decision, reason=f"decided late (its run ended before the decision): {decision.reason}")
+        decision, reason=f"decided late (its run ended before the decision): {decision.reason}"
+    )
     apply_decision(client, cfg, mv.run_id, decision, extra)
     return decision
 
@@ -227,13 +272,26 @@ def sync_unsynced_runs(client, cfg: PipelineConfig) -> list[ReconciledItem]:
         if is_synced(cfg, run):
             continue
         version = str(mv.version)
-        record = sync(cfg, run, register=RegisterRecord(
-            model_name=name, version=version, promoted=tags.get(PROMOTION_TAG) == "promoted",
-            production_version=None, reason="synced by reconcile"))
-        out.append(ReconciledItem(
-            kind="sync", id=pipeline_run, action="synced",
-            reason=f"{name} v{version} had no manifest in {run.storage_uri} (its sync did not "
-                   f"finish); {record.uploaded} object(s) uploaded now, {record.skipped} already there"))
+        record = sync(
+            cfg,
+            run,
+            register=RegisterRecord(
+                model_name=name,
+                version=version,
+                promoted=tags.get(PROMOTION_TAG) == "promoted",
+                production_version=None,
+                reason="synced by reconcile",
+            ),
+        )
+        out.append(
+            ReconciledItem(
+                kind="sync",
+                id=pipeline_run,
+                action="synced",
+                reason=f"{name} v{version} had no manifest in {run.storage_uri} (its sync did not "
+                f"finish); {record.uploaded} object(s) uploaded now, {record.skipped} already there",
+            )
+        )
     return out
 
 
@@ -256,8 +314,9 @@ def _read_split(cfg: PipelineConfig, uri: str) -> Any:
 
     with tempfile.TemporaryDirectory(prefix="netsec-reconcile-") as tmp:
         try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,
-                                                        tracking_uri=cfg.registry.tracking_uri)
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=tmp, tracking_uri=cfg.registry.tracking_uri
+            )
         except Exception as exc:
             if is_unreachable(exc):
                 raise

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-from pathlib import Path
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,7 +20,7 @@ from netsec_tasks.config import PipelineConfig
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def new_run_id(prefix: str = "manual") -> str:
@@ -52,7 +51,6 @@ class Record(BaseModel):
         return data if isinstance(data, cls) else cls.model_validate(data)
 
 
-
 class RunContext(Record):
     """Identity of one pipeline run (one DAG run, or one ``netsec run``) and its storage root.
 
@@ -70,7 +68,7 @@ class RunContext(Record):
     force_retrain: bool = False
 
     @classmethod
-    def create(cls, cfg: PipelineConfig, run_id: str | None = None, **kw: Any) -> "RunContext":
+    def create(cls, cfg: PipelineConfig, run_id: str | None = None, **kw: Any) -> RunContext:
         from netsec_tasks.storage import join_uri, validate_root
 
         run_id = run_id or new_run_id(kw.get("trigger", "cli"))
@@ -86,14 +84,14 @@ class RunContext(Record):
 
 class IngestRecord(Record):
     run_id: str
-    source: str                      # "file:<path or URI>" or "mongo:<db>.<collection>"
-    snapshot_uri: str                # immutable snapshot (Parquet) in storage, named by its hash
-    snapshot_sha256: str             # content hash of the snapshot data
-    rows: int                        # rows in the snapshot (the training window)
-    new_rows: int                    # rows after the previous watermark (the new batch)
-    documents_read: int              # rows read from the source by this run
-    rows_reused: int = 0             # rows taken from the last committed snapshot (incremental)
-    new_batch_uri: str               # Parquet of the new batch (the whole file for a file source)
+    source: str  # "file:<path or URI>" or "mongo:<db>.<collection>"
+    snapshot_uri: str  # immutable snapshot (Parquet) in storage, named by its hash
+    snapshot_sha256: str  # content hash of the snapshot data
+    rows: int  # rows in the snapshot (the training window)
+    new_rows: int  # rows after the previous watermark (the new batch)
+    documents_read: int  # rows read from the source by this run
+    rows_reused: int = 0  # rows taken from the last committed snapshot (incremental)
+    new_batch_uri: str  # Parquet of the new batch (the whole file for a file source)
     previous_watermark: str | None = None
     watermark: str | None = None
     watermark_type: str | None = None  # objectid | datetime | int | float | str | file
@@ -101,48 +99,48 @@ class IngestRecord(Record):
     test_uri: str
     train_rows: int
     test_rows: int
-    row_hash: str                    # name of the row-hash scheme (split.ROW_HASH)
+    row_hash: str  # name of the row-hash scheme (split.ROW_HASH)
     split_seed: int
     test_size: float
-    duplicate_rows: int              # rows that are exact copies of an earlier row
-    duplicate_leak_rows: int         # test rows whose exact copy sits in train (0 when dup-aware)
+    duplicate_rows: int  # rows that are exact copies of an earlier row
+    duplicate_leak_rows: int  # test rows whose exact copy sits in train (0 when dup-aware)
     duplicate_aware: bool
 
 
 class ValidationRecord(Record):
     passed: bool
-    report_uri: str                  # YAML listing every check
-    invalid_uri: str | None = None   # quarantined rows with a reason each (CSV)
-    train_uri: str                   # validated, typed training split (Parquet)
-    test_uri: str                    # validated, typed test split (Parquet)
-    new_batch_uri: str               # validated new batch, for drift
-    train_row_hashes_uri: str        # content hashes of the training rows (lineage, split.py)
+    report_uri: str  # YAML listing every check
+    invalid_uri: str | None = None  # quarantined rows with a reason each (CSV)
+    train_uri: str  # validated, typed training split (Parquet)
+    test_uri: str  # validated, typed test split (Parquet)
+    new_batch_uri: str  # validated new batch, for drift
+    train_row_hashes_uri: str  # content hashes of the training rows (lineage, split.py)
     rows_checked: int
     rows_invalid: int
     invalid_share: float
     train_rows: int
     test_rows: int
-    dataset_digest: str              # digest of the validated training data
+    dataset_digest: str  # digest of the validated training data
 
 
 class DriftRecord(Record):
     drift_detected: bool
-    has_reference: bool              # False on the first run (no Production model)
+    has_reference: bool  # False on the first run (no Production model)
     reference_uri: str | None = None
     reference_version: str | None = None  # the Production version whose training data it is
     current_uri: str
     current_rows: int | None = None  # rows of the new batch compared (None: not read)
-    drift_share: float               # share of columns that drifted
+    drift_share: float  # share of columns that drifted
     drift_share_threshold: float | None = None  # data-set drift when drift_share is above it
     drifted_columns: list[str] = []
     columns_tested: int = 0
-    report_uri: str | None = None    # YAML
-    html_uri: str | None = None      # self-contained HTML page
-    reason: str                      # one line: why retrain or skip
+    report_uri: str | None = None  # YAML
+    html_uri: str | None = None  # self-contained HTML page
+    reason: str  # one line: why retrain or skip
 
 
 class TransformRecord(Record):
-    preprocessor_uri: str            # fitted ColumnTransformer (skops), in storage
+    preprocessor_uri: str  # fitted ColumnTransformer (skops), in storage
     numeric_features: list[str]
     categorical_features: list[str]
     features_out: int
@@ -161,30 +159,30 @@ class CandidateResult(Record):
 
 
 class TrainRecord(Record):
-    model_uri: str                   # logged model URI in MLflow (runs:/... or models:/m-...)
-    mlflow_run_id: str               # parent run of this pipeline run
+    model_uri: str  # logged model URI in MLflow (runs:/... or models:/m-...)
+    mlflow_run_id: str  # parent run of this pipeline run
     experiment_id: str
     winner: str
     metric: str
     cv_score: float
-    test_metrics: dict[str, float]   # accuracy, precision, recall, f1, roc_auc, pr_auc
+    test_metrics: dict[str, float]  # accuracy, precision, recall, f1, roc_auc, pr_auc
     confusion_matrix: list[list[int]]
     candidates: list[CandidateResult]
     plots: list[str] = []
     train_rows: int
     test_rows: int
     training_seconds: float
-    search_rows: int | None = None   # rows the search tuned on (training.search_max_rows)
+    search_rows: int | None = None  # rows the search tuned on (training.search_max_rows)
 
 
 class RegisterRecord(Record):
     model_name: str
-    version: str | None              # the new version (None when nothing was registered)
+    version: str | None  # the new version (None when nothing was registered)
     promoted: bool
-    production_version: str | None   # Production after this step
+    production_version: str | None  # Production after this step
     previous_production_version: str | None = None
     new_score: float | None = None
-    production_score: float | None = None   # old Production on the same test split
+    production_score: float | None = None  # old Production on the same test split
     # Test rows the compared Production model was trained on (0 by construction of the split);
     # None when Production has no lineage to check (trained before lineage was recorded).
     production_rows_in_test: int | None = None
@@ -194,17 +192,17 @@ class RegisterRecord(Record):
 
 
 class SyncRecord(Record):
-    destination: str                 # s3://bucket/prefix/run or file:///dir/run
+    destination: str  # s3://bucket/prefix/run or file:///dir/run
     objects: int
     bytes: int
-    uploaded: int                    # objects actually sent (the rest were already there)
+    uploaded: int  # objects actually sent (the rest were already there)
     skipped: int
 
 
 class ReconciledItem(Record):
-    kind: str                        # mlflow_run | model_version | sync
-    id: str                          # run id, <model>/<version>, pipeline run id
-    action: str                      # KILLED | promoted | rejected | abandoned | promotion finished | synced
+    kind: str  # mlflow_run | model_version | sync
+    id: str  # run id, <model>/<version>, pipeline run id
+    action: str  # KILLED | promoted | rejected | abandoned | promotion finished | synced
     reason: str
 
 
@@ -223,17 +221,17 @@ class RollbackRecord(Record):
     """What ``netsec rollback`` did: Production moved back from one version to another."""
 
     model_name: str
-    from_version: str                # Production before the rollback
-    to_version: str                  # Production now (holds the alias)
-    rolled_back: list[str]           # versions tagged netsec.promotion=rolled_back
+    from_version: str  # Production before the rollback
+    to_version: str  # Production now (holds the alias)
+    rolled_back: list[str]  # versions tagged netsec.promotion=rolled_back
     reason: str
 
 
 class ModelOutcome(Record):
     """One model version as a run's outcome names it, with its own metrics."""
 
-    version: str | None = None       # None: there was no such model
-    estimator: str | None = None     # candidate: the winning estimator (random_forest, ...)
+    version: str | None = None  # None: there was no such model
+    estimator: str | None = None  # candidate: the winning estimator (random_forest, ...)
     # Threat-class metrics (f1, precision, recall, roc_auc, pr_auc, accuracy) on this run's test
     # split; {} when this run did not evaluate the model (training skipped).
     metrics: dict[str, float] = {}
@@ -244,12 +242,12 @@ class ModelOutcome(Record):
 class RowCounts(Record):
     """Rows a run read and used (None: the step that counts them did not run)."""
 
-    documents_read: int              # read from the source by this run
-    new_batch: int                   # after the previous watermark (drift compares these)
-    snapshot: int                    # the training window: last snapshot + the new batch
-    train: int | None = None         # validated training split
-    test: int | None = None          # validated test split
-    quarantined: int | None = None   # rows validation set aside, with a reason each
+    documents_read: int  # read from the source by this run
+    new_batch: int  # after the previous watermark (drift compares these)
+    snapshot: int  # the training window: last snapshot + the new batch
+    train: int | None = None  # validated training split
+    test: int | None = None  # validated test split
+    quarantined: int | None = None  # rows validation set aside, with a reason each
     # Test rows the compared Production model was trained on (0 by construction; None: not
     # compared, or Production has no recorded lineage).
     production_rows_in_test: int | None = None
@@ -259,13 +257,13 @@ class OutcomeRecord(Record):
     """``outcome.json``: what one successful run decided, in words and figures."""
 
     run_id: str
-    trigger: str | None = None       # who started the run: manual | scheduled | monitoring | cli
+    trigger: str | None = None  # who started the run: manual | scheduled | monitoring | cli
     trigger_reason: str | None = None  # monitoring: the evidence (drift, live F1) it acted on
-    outcome: str                     # promoted | kept_production | skipped_no_drift
-    reason: str                      # plain sentences: what happened and why
-    branch_reason: str | None = None # why the drift branch retrained or skipped
-    model_name: str | None = None    # the registered model (netsec-<dataset>)
-    metric: str | None = None        # the promotion metric (training.metric)
+    outcome: str  # promoted | kept_production | skipped_no_drift
+    reason: str  # plain sentences: what happened and why
+    branch_reason: str | None = None  # why the drift branch retrained or skipped
+    model_name: str | None = None  # the registered model (netsec-<dataset>)
+    metric: str | None = None  # the promotion metric (training.metric)
     # Production when the run started: the model the candidate was compared with.
     production_before: ModelOutcome = ModelOutcome()
     # The version this run trained and registered; None when training was skipped.
@@ -273,7 +271,7 @@ class OutcomeRecord(Record):
     production_after: str | None = None  # Production when the run ended: what serving loads
     rows: RowCounts | None = None
     drift_report: str | None = None  # the drift report (HTML) of this run
-    mlflow_run_id: str | None = None # the pipeline run's parent MLflow run (training only)
+    mlflow_run_id: str | None = None  # the pipeline run's parent MLflow run (training only)
     mlflow_experiment_id: str | None = None
     reconciled: list[ReconciledItem] = []  # what this run's start finished for earlier runs
 
@@ -281,18 +279,18 @@ class OutcomeRecord(Record):
 class FeedbackRecord(Record):
     """Analysts' verdicts turned into training rows (netsec_tasks.feedback)."""
 
-    verdicts: int                    # standing verdicts in the store
-    destination: str                 # mongo:<db>.<collection> or the feedback rows' URI
-    with_features: int = 0           # verdicts not yet appended whose prediction is in the log
-    appended: int = 0                # rows added to the training source by this run
-    already_present: int = 0         # verdicts already training rows (earlier runs)
-    missing_predictions: int = 0     # verdicts not yet appended whose prediction is not in the log
+    verdicts: int  # standing verdicts in the store
+    destination: str  # mongo:<db>.<collection> or the feedback rows' URI
+    with_features: int = 0  # verdicts not yet appended whose prediction is in the log
+    appended: int = 0  # rows added to the training source by this run
+    already_present: int = 0  # verdicts already training rows (earlier runs)
+    missing_predictions: int = 0  # verdicts not yet appended whose prediction is not in the log
     missing_examples: list[str] = []
-    conflicts: int = 0               # new verdicts contradicting an identical training/test row
-    conflicts_held: int = 0          # of those, held back (monitoring.on_conflict=hold)
+    conflicts: int = 0  # new verdicts contradicting an identical training/test row
+    conflicts_held: int = 0  # of those, held back (monitoring.on_conflict=hold)
     conflict_examples: list[dict[str, Any]] = []
     conflicts_checked_against: str | None = None  # Production version whose data was compared
-    changed_after_append: int = 0    # verdicts changed after their row was appended (not applied)
+    changed_after_append: int = 0  # verdicts changed after their row was appended (not applied)
     changed_examples: list[str] = []
     threat_verdicts: int = 0
     reason: str = ""
@@ -303,27 +301,27 @@ class MonitoringRecord(Record):
 
     run_id: str
     model_name: str
-    model_version: str | None        # Production when the run looked
-    log: str                         # the prediction log read (jsonl:<dir> or mongo:<db>.<coll>)
+    model_version: str | None  # Production when the run looked
+    log: str  # the prediction log read (jsonl:<dir> or mongo:<db>.<coll>)
     documents_read: int
-    rows_read: int                   # new logged rows since the watermark
-    rows_tested: int = 0             # rows in the drift test (valid under the contract)
-    rows_excluded: int = 0           # rows that break the input contract (reported)
+    rows_read: int  # new logged rows since the watermark
+    rows_tested: int = 0  # rows in the drift test (valid under the contract)
+    rows_excluded: int = 0  # rows that break the input contract (reported)
     drift_tested: bool = False
     drift_detected: bool = False
     drift_share: float | None = None
     drifted_columns: list[str] = []
     drift_reason: str = ""
-    labelled: int = 0                # verdicts on the Production version's predictions in window
-    live: dict[str, Any] = {}        # precision/recall/F1 with intervals and counts
-    traffic: dict[str, Any] = {}     # volume, threat rate, score distribution vs the test split
-    trigger: bool = False            # retraining requested
+    labelled: int = 0  # verdicts on the Production version's predictions in window
+    live: dict[str, Any] = {}  # precision/recall/F1 with intervals and counts
+    traffic: dict[str, Any] = {}  # volume, threat rate, score distribution vs the test split
+    trigger: bool = False  # retraining requested
     trigger_reason: str = ""
-    report_uri: str | None = None    # YAML
-    html_uri: str | None = None      # self-contained HTML with the trend
+    report_uri: str | None = None  # YAML
+    html_uri: str | None = None  # self-contained HTML with the trend
     mlflow_run_id: str | None = None
-    watermark: dict[str, Any] = {}   # what the commit step records as read
-    advance: bool = True             # False: too few rows, the same rows are read again next run
+    watermark: dict[str, Any] = {}  # what the commit step records as read
+    advance: bool = True  # False: too few rows, the same rows are read again next run
 
 
 class EvaluationRecord(Record):
@@ -331,16 +329,16 @@ class EvaluationRecord(Record):
 
     model_name: str
     model_version: str
-    source: str                      # the evaluated file
+    source: str  # the evaluated file
     source_sha256: str | None = None
     rows_read: int
     rows_scored: int
-    rows_excluded: int = 0           # invalid rows or missing labels (--invalid flag)
-    metrics: dict[str, float]        # threat class: f1, precision, recall, roc_auc, pr_auc, accuracy
+    rows_excluded: int = 0  # invalid rows or missing labels (--invalid flag)
+    metrics: dict[str, float]  # threat class: f1, precision, recall, roc_auc, pr_auc, accuracy
     confusion_matrix: list[list[int]]  # [[TN, FP], [FN, TP]], rows = truth
     # Per raw label (multi-class labels only): rows, threat?, rows in the right class, recall.
     per_label: dict[str, dict[str, Any]] | None = None
-    report_uri: str                  # YAML
-    html_uri: str                    # self-contained HTML
+    report_uri: str  # YAML
+    html_uri: str  # self-contained HTML
     plots: list[str] = []
     mlflow_run_id: str | None = None

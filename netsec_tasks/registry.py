@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 PRODUCTION_STAGE = "Production"
 TAG = "netsec."
-PROMOTION_TAG = TAG + "promotion"   # promoted | rejected | abandoned | rolled_back: the version's decision
+PROMOTION_TAG = TAG + "promotion"  # promoted | rejected | abandoned | rolled_back: the version's decision
 # Metrics that need a threat probability rather than a hard 0/1 prediction.
 _PROBA_METRICS = {"roc_auc", "average_precision", "pr_auc"}
 
@@ -63,7 +63,6 @@ class ProductionModel:
     def reference_uri(self) -> str | None:
         """The training split: the drift reference (storage URI; runs:/ for older versions)."""
         return self.tags.get(TAG + "train_uri") or self.tags.get(TAG + "reference_uri")
-
 
 
 # --------------------------------------------------------------------------- MLflow access
@@ -132,12 +131,19 @@ def get_production(cfg: PipelineConfig) -> ProductionModel | None:
             try:
                 metrics = dict(client.get_run(mv.run_id).data.metrics)
             except Exception as exc:  # a deleted source run must not hide the Production model
-                log.warning("source run %s of %s v%s unreadable: %s", mv.run_id, mv.name,
-                            mv.version, _first_line(exc))
+                log.warning(
+                    "source run %s of %s v%s unreadable: %s", mv.run_id, mv.name, mv.version, _first_line(exc)
+                )
         return ProductionModel(
-            name=mv.name, version=str(mv.version), run_id=mv.run_id, source=mv.source,
-            tags=dict(mv.tags or {}), metrics=metrics, aliases=tuple(mv.aliases or ()),
-            stage=mv.current_stage)
+            name=mv.name,
+            version=str(mv.version),
+            run_id=mv.run_id,
+            source=mv.source,
+            tags=dict(mv.tags or {}),
+            metrics=metrics,
+            aliases=tuple(mv.aliases or ()),
+            stage=mv.current_stage,
+        )
 
 
 def production_reference(cfg: PipelineConfig) -> tuple[str | None, str | None]:
@@ -172,7 +178,8 @@ def load_production_model(cfg: PipelineConfig) -> tuple[Any, str]:
         raise RegistryError(
             f"no Production model: registered model {cfg.registry.model_name!r} has no alias "
             f"{cfg.registry.alias!r} and no version in stage {PRODUCTION_STAGE!r} at "
-            f"{cfg.registry.tracking_uri}; run the training pipeline first")
+            f"{cfg.registry.tracking_uri}; run the training pipeline first"
+        )
     return _load_version(cfg, prod.name, prod.version, prod.run_id), prod.version
 
 
@@ -186,8 +193,7 @@ def _load_version(cfg: PipelineConfig, name: str, version: str, run_id: str | No
     with mlflow_errors(cfg, f"load {label}"):
         mlflow_client(cfg)
         try:
-            return load_verified_model(f"models:/{name}/{version}", cfg.registry.tracking_uri,
-                                       label=label)
+            return load_verified_model(f"models:/{name}/{version}", cfg.registry.tracking_uri, label=label)
         except NetsecError:
             raise
         except Exception as exc:
@@ -202,9 +208,13 @@ def _load_version(cfg: PipelineConfig, name: str, version: str, run_id: str | No
 def check_test_columns(frame, schema: DatasetSchema, source: str) -> None:
     missing = [c for c in schema.features + [schema.target.column] if c not in frame.columns]
     if missing:
-        raise DataError("columns missing from the test split: " + ", ".join(missing)
-                        + " (it must hold the schema's features and target)",
-                        source=source, columns=missing)
+        raise DataError(
+            "columns missing from the test split: "
+            + ", ".join(missing)
+            + " (it must hold the schema's features and target)",
+            source=source,
+            columns=missing,
+        )
 
 
 def score_model(model: Any, frame, schema: DatasetSchema, metric: str, source: str = "test split") -> float:
@@ -229,16 +239,23 @@ def score_model(model: Any, frame, schema: DatasetSchema, metric: str, source: s
         return float(skm.accuracy_score(y, pred))
     fn = {"f1": skm.f1_score, "precision": skm.precision_score, "recall": skm.recall_score}.get(metric)
     if fn is None:
-        raise RegistryError(f"unknown promotion metric {metric!r}; expected f1, precision, recall, "
-                            "roc_auc, average_precision or accuracy (training.metric)")
+        raise RegistryError(
+            f"unknown promotion metric {metric!r}; expected f1, precision, recall, "
+            "roc_auc, average_precision or accuracy (training.metric)"
+        )
     return float(fn(y, pred, pos_label=1, zero_division=0))
 
 
 # --------------------------------------------------------------------------- registration
 
 
-def _version_tags(cfg: PipelineConfig, run: RunContext, train: TrainRecord,
-                  validation: ValidationRecord, schema: DatasetSchema) -> dict[str, str]:
+def _version_tags(
+    cfg: PipelineConfig,
+    run: RunContext,
+    train: TrainRecord,
+    validation: ValidationRecord,
+    schema: DatasetSchema,
+) -> dict[str, str]:
     from netsec_tasks.split import ROW_HASH
 
     return {
@@ -252,9 +269,14 @@ def _version_tags(cfg: PipelineConfig, run: RunContext, train: TrainRecord,
         TAG + "reference_uri": validation.train_uri,
         TAG + "test_uri": validation.test_uri,
         TAG + "train_hashes_uri": validation.train_row_hashes_uri,
-        TAG + "split": json.dumps({"seed": cfg.split.seed, "test_size": cfg.split.test_size,
-                                   "row_hash": ROW_HASH,
-                                   "duplicate_aware": cfg.split.duplicate_aware}),
+        TAG + "split": json.dumps(
+            {
+                "seed": cfg.split.seed,
+                "test_size": cfg.split.test_size,
+                "row_hash": ROW_HASH,
+                "duplicate_aware": cfg.split.duplicate_aware,
+            }
+        ),
         TAG + "features": json.dumps(schema.features),
         TAG + "target": schema.target.column,
         # What serving calls a threat / benign prediction (predicted_label), and the mapping
@@ -293,7 +315,8 @@ def _ensure_registered_model(client, cfg: PipelineConfig, schema: DatasetSchema)
         f"(preprocess + model) over the schema's {len(schema.features)} feature columns; "
         f"predict() returns 1 for threat ({_mapping_text(schema)}), "
         f"predict_proba[:, 1] is the threat probability. Alias '{cfg.registry.alias}' and stage "
-        f"'{PRODUCTION_STAGE}' mark the serving model; versions are promoted only when they beat it.")
+        f"'{PRODUCTION_STAGE}' mark the serving model; versions are promoted only when they beat it."
+    )
     try:
         client.create_registered_model(name, tags={TAG + "dataset": schema.name}, description=description)
     except MlflowException as exc:  # created concurrently by another run: fine
@@ -334,11 +357,14 @@ def _differences(tags: dict[str, str], schema: DatasetSchema) -> list[str]:
             theirs_map = None
         ours_map = schema.target.mapping()
         if theirs_map is not None and any(
-                sorted(map(str, theirs_map.get(k) or [])) != sorted(map(str, ours_map.get(k) or []))
-                for k in ("positive", "negative")):
+            sorted(map(str, theirs_map.get(k) or [])) != sorted(map(str, ours_map.get(k) or []))
+            for k in ("positive", "negative")
+        ):
             shown = {k: v for k, v in theirs_map.items() if k != "labels"}
-            out.append(f"label mapping {shown}, the candidate's is "
-                       f"{ {k: v for k, v in ours_map.items() if k != 'labels'} }")
+            out.append(
+                f"label mapping {shown}, the candidate's is "
+                f"{ {k: v for k, v in ours_map.items() if k != 'labels'} }"
+            )
     return out
 
 
@@ -359,21 +385,26 @@ def check_comparable(cfg: PipelineConfig, prod, schema: DatasetSchema) -> None:
         return
     name = cfg.registry.model_name
     theirs = tags.get(TAG + "dataset") or "?"
-    how = (f"set registry.model_name (NETSEC_REGISTRY__MODEL_NAME) to a new name"
-           if not cfg.model_name_derived else
-           f"the name {name!r} is derived from the data set '{cfg.dataset}', so another data set "
-           f"registered under it; set registry.model_name (NETSEC_REGISTRY__MODEL_NAME) to a new "
-           f"name")
+    how = (
+        "set registry.model_name (NETSEC_REGISTRY__MODEL_NAME) to a new name"
+        if not cfg.model_name_derived
+        else f"the name {name!r} is derived from the data set '{cfg.dataset}', so another data set "
+        f"registered under it; set registry.model_name (NETSEC_REGISTRY__MODEL_NAME) to a new "
+        f"name"
+    )
     raise ConfigError(
         f"registered model {name!r}: Production v{prod.version} (data set '{theirs}') is not a "
-        f"model of the data set '{schema.name}' being trained: " + "; ".join(diff)
-        + f". Nothing was registered and Production is unchanged; to keep both, {how}")
+        f"model of the data set '{schema.name}' being trained: "
+        + "; ".join(diff)
+        + f". Nothing was registered and Production is unchanged; to keep both, {how}"
+    )
 
 
 def _find_version(client, cfg: PipelineConfig, run: RunContext, train: TrainRecord):
     """The version a previous attempt of this pipeline run registered for this model, if any."""
-    found = _all_versions(client, cfg.registry.model_name,
-                          f"tags.`{TAG}pipeline_run_id` = '{_quote(run.run_id)}'")
+    found = _all_versions(
+        client, cfg.registry.model_name, f"tags.`{TAG}pipeline_run_id` = '{_quote(run.run_id)}'"
+    )
     same = [mv for mv in found if (mv.tags or {}).get(TAG + "model_uri") == train.model_uri]
     return max(same, key=lambda mv: int(mv.version)) if same else None
 
@@ -392,15 +423,18 @@ def _create_version(client, cfg: PipelineConfig, train: TrainRecord, tags: dict[
     model_id = _parse_model_id_if_present(train.model_uri)
     if model_id:
         run_id = client.get_logged_model(model_id).source_run_id or run_id
-    return client.create_model_version(cfg.registry.model_name, source, run_id=run_id, tags=tags,
-                                       model_id=model_id)
+    return client.create_model_version(
+        cfg.registry.model_name, source, run_id=run_id, tags=tags, model_id=model_id
+    )
 
 
 def _describe(run: RunContext, train: TrainRecord, validation: ValidationRecord) -> str:
     score = _test_score(train)
-    return (f"{train.winner} from pipeline run {run.run_id}: test {train.metric} {score:.4f} on "
-            f"{train.test_rows} rows (CV {train.cv_score:.4f}), trained on {train.train_rows} rows, "
-            f"data digest {validation.dataset_digest[:12]}.")
+    return (
+        f"{train.winner} from pipeline run {run.run_id}: test {train.metric} {score:.4f} on "
+        f"{train.test_rows} rows (CV {train.cv_score:.4f}), trained on {train.train_rows} rows, "
+        f"data digest {validation.dataset_digest[:12]}."
+    )
 
 
 def _delete_quietly(client, name: str, version: str) -> None:
@@ -410,12 +444,24 @@ def _delete_quietly(client, name: str, version: str) -> None:
         with quick_mlflow():
             client.delete_model_version(name, version)
     except Exception as exc:  # the original error matters more; say that cleanup failed too
-        log.error("could not delete half-registered %s v%s (%s); the next run's reconciliation "
-                  "will decide or abandon it", name, version, _first_line(exc))
+        log.error(
+            "could not delete half-registered %s v%s (%s); the next run's reconciliation "
+            "will decide or abandon it",
+            name,
+            version,
+            _first_line(exc),
+        )
 
 
-def _register_version(client, cfg: PipelineConfig, run: RunContext, train: TrainRecord,
-                      validation: ValidationRecord, schema: DatasetSchema, frame) -> tuple[Any, Any, float]:
+def _register_version(
+    client,
+    cfg: PipelineConfig,
+    run: RunContext,
+    train: TrainRecord,
+    validation: ValidationRecord,
+    schema: DatasetSchema,
+    frame,
+) -> tuple[Any, Any, float]:
     """Register (or reuse) the version and score it as loaded *from the registry*:
     ``(model version, loaded model, score on frame)``.
 
@@ -461,8 +507,9 @@ def _json_dict(text: str | None) -> dict[str, float]:
     return value if isinstance(value, dict) else {}
 
 
-def _decide(cfg: PipelineConfig, metric: str, new_score: float, prod_version: str | None,
-            prod_score: float | None) -> tuple[bool, str]:
+def _decide(
+    cfg: PipelineConfig, metric: str, new_score: float, prod_version: str | None, prod_score: float | None
+) -> tuple[bool, str]:
     """(promote?, the reason in plain sentences). A rejection names every rule the new model
     failed; the settings are named by their config keys."""
     reg = cfg.registry
@@ -475,17 +522,20 @@ def _decide(cfg: PipelineConfig, metric: str, new_score: float, prod_version: st
             return True, f"There was no Production model, and {cand[0].lower() + cand[1:]} {clears}."
         return False, f"There is no Production model, but {cand[0].lower() + cand[1:]} {clears}."
     if prod_score is None:
-        head = (f"Production v{prod_version} could not be loaded or scored on this test split "
-                "(see the task log)")
+        head = (
+            f"Production v{prod_version} could not be loaded or scored on this test split (see the task log)"
+        )
         joint = "and" if floor_ok else "but"
         return floor_ok, f"{head}, {joint} {cand[0].lower() + cand[1:]} {clears}."
     # "Beats" is strict: a retrained model that only ties Production does not replace it
     # (a tie would churn versions and restart serving for no gain).
     bar = prod_score + reg.promotion_margin
     beats = new_score > bar
-    compared = (f"{cand} {'beats' if beats else 'does not beat'} Production v{prod_version}'s "
-                f"{prod_score:.4f} plus the promotion margin {reg.promotion_margin:.4f} "
-                "(registry.promotion_margin)")
+    compared = (
+        f"{cand} {'beats' if beats else 'does not beat'} Production v{prod_version}'s "
+        f"{prod_score:.4f} plus the promotion margin {reg.promotion_margin:.4f} "
+        "(registry.promotion_margin)"
+    )
     if beats and floor_ok:
         return True, f"{compared}, and {clears}."
     if beats:
@@ -493,8 +543,9 @@ def _decide(cfg: PipelineConfig, metric: str, new_score: float, prod_version: st
     return False, f"{compared}" + ("." if floor_ok else f", and {clears}.")
 
 
-def _production_score(cfg: PipelineConfig, prod, frame, schema: DatasetSchema, metric: str,
-                      source: str) -> tuple[float | None, dict[str, float]]:
+def _production_score(
+    cfg: PipelineConfig, prod, frame, schema: DatasetSchema, metric: str, source: str
+) -> tuple[float | None, dict[str, float]]:
     """The Production model's score on the same split and its threat-class metrics there
     (:func:`netsec_tasks.evaluation.evaluate`); (None, {}) when it cannot be scored on it.
 
@@ -513,13 +564,11 @@ def _production_score(cfg: PipelineConfig, prod, frame, schema: DatasetSchema, m
         metrics = evaluate(model, frame[schema.features], y)[0]
         return score, metrics
     except (RegistryError, ValueError, KeyError, TypeError) as exc:
-        log.warning("Production v%s cannot be scored on %s: %s", prod.version, source,
-                    _first_line(exc))
+        log.warning("Production v%s cannot be scored on %s: %s", prod.version, source, _first_line(exc))
         return None, {}
 
 
-def production_rows_in(cfg: PipelineConfig, version: str, tags: dict[str, str], frame,
-                       schema: DatasetSchema):
+def production_rows_in(cfg: PipelineConfig, version: str, tags: dict[str, str], frame, schema: DatasetSchema):
     """Mask of ``frame``'s rows that model ``version`` (with version ``tags``) was trained on,
     from its recorded training-row hashes; None when it has no lineage (registered before
     lineage was recorded) or the lineage cannot be read."""
@@ -528,15 +577,22 @@ def production_rows_in(cfg: PipelineConfig, version: str, tags: dict[str, str], 
 
     uri = tags.get(TAG + "train_hashes_uri")
     if not uri:
-        log.warning("Production v%s has no training lineage (it was registered before netsec "
-                    "recorded one): it is compared on the whole test split, as before, and may "
-                    "have been trained on some of its rows", version)
+        log.warning(
+            "Production v%s has no training lineage (it was registered before netsec "
+            "recorded one): it is compared on the whole test split, as before, and may "
+            "have been trained on some of its rows",
+            version,
+        )
         return None
     try:
         trained = storage_for(cfg).read_frame(uri)["row_hash"].to_numpy()
     except (DataError, KeyError) as exc:
-        log.warning("the training lineage of Production v%s is unreadable (%s): it is compared on "
-                    "the whole test split", version, _first_line(exc))
+        log.warning(
+            "the training lineage of Production v%s is unreadable (%s): it is compared on "
+            "the whole test split",
+            version,
+            _first_line(exc),
+        )
         return None
     return rows_in(lineage_hashes(frame, schema), trained)
 
@@ -547,8 +603,7 @@ def _promote(client, cfg: PipelineConfig, version: str) -> None:
     client.set_registered_model_alias(name, cfg.registry.alias, version)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # stages are deprecated, and used here on purpose
-        client.transition_model_version_stage(name, version, PRODUCTION_STAGE,
-                                              archive_existing_versions=True)
+        client.transition_model_version_stage(name, version, PRODUCTION_STAGE, archive_existing_versions=True)
 
 
 def rollback(cfg: PipelineConfig, *, to_version: str | None = None, reason: str = "") -> RollbackRecord:
@@ -566,39 +621,49 @@ def rollback(cfg: PipelineConfig, *, to_version: str | None = None, reason: str 
     the registry is unreachable."""
     from mlflow.exceptions import MlflowException
 
-
     name = cfg.registry.model_name
     with mlflow_errors(cfg, f"roll back {name}"):
         client = mlflow_client(cfg)
         prod = _production_version(client, cfg)
         if prod is None:
-            raise ConfigError(f"{name} has no Production model (alias '{cfg.registry.alias}'): "
-                              "nothing to roll back")
+            raise ConfigError(
+                f"{name} has no Production model (alias '{cfg.registry.alias}'): nothing to roll back"
+            )
         current = str(prod.version)
         target = to_version or (prod.tags or {}).get(TAG + "previous_production_version")
         if not target or target == "None":
-            raise ConfigError(f"{name} v{current} records no previous Production version: "
-                              "name the version to restore (netsec rollback --to VERSION)")
+            raise ConfigError(
+                f"{name} v{current} records no previous Production version: "
+                "name the version to restore (netsec rollback --to VERSION)"
+            )
         target = str(target)
         if target == current:
             raise ConfigError(f"{name} v{target} already is Production")
         try:
             client.get_model_version(name, target)
         except MlflowException as exc:
-            raise ConfigError(f"{name} has no version {target!r} to roll back to: "
-                              f"{str(exc).splitlines()[0]}") from None
+            raise ConfigError(
+                f"{name} has no version {target!r} to roll back to: {str(exc).splitlines()[0]}"
+            ) from None
         why = reason or f"rolled back from v{current} to v{target} by an operator"
-        undone = [str(mv.version) for mv in _all_versions(client, name)
-                  if int(mv.version) > int(target)
-                  and (mv.tags or {}).get(PROMOTION_TAG) == "promoted"]
+        undone = [
+            str(mv.version)
+            for mv in _all_versions(client, name)
+            if int(mv.version) > int(target) and (mv.tags or {}).get(PROMOTION_TAG) == "promoted"
+        ]
         for version in sorted(set(undone) | {current}, key=int):
             client.set_model_version_tag(name, version, PROMOTION_TAG, "rolled_back")
             client.set_model_version_tag(name, version, TAG + "rolled_back_to", target)
             client.set_model_version_tag(name, version, TAG + "rollback_reason", why)
         _promote(client, cfg, target)
     log.info("%s: Production rolled back from v%s to v%s (%s)", name, current, target, why)
-    return RollbackRecord(model_name=name, from_version=current, to_version=target,
-                          rolled_back=sorted(set(undone) | {current}, key=int), reason=why)
+    return RollbackRecord(
+        model_name=name,
+        from_version=current,
+        to_version=target,
+        rolled_back=sorted(set(undone) | {current}, key=int),
+        reason=why,
+    )
 
 
 @dataclass(frozen=True)
@@ -610,9 +675,9 @@ class Decision:
     reason: str
     new_score: float | None
     production_score: float | None
-    previous: str | None            # Production before the decision
+    previous: str | None  # Production before the decision
     rows_in_test: int | None = None  # test rows Production was trained on (None: no lineage)
-    outcome: str = ""               # promoted | rejected | abandoned (default: from ``promoted``)
+    outcome: str = ""  # promoted | rejected | abandoned (default: from ``promoted``)
     # The previous Production's metrics on the compared rows ({}: not compared, or a retry).
     production_metrics: dict[str, float] = field(default_factory=dict)
 
@@ -632,8 +697,17 @@ class Decision:
         }
 
 
-def decide_version(client, cfg: PipelineConfig, mv, model, new_score: float, frame,
-                   schema: DatasetSchema, metric: str, source: str) -> Decision:
+def decide_version(
+    client,
+    cfg: PipelineConfig,
+    mv,
+    model,
+    new_score: float,
+    frame,
+    schema: DatasetSchema,
+    metric: str,
+    source: str,
+) -> Decision:
     """Compare version ``mv`` (the loaded ``model``, scored ``new_score`` on ``frame``) with the
     current Production model on the same rows, leaving out test rows Production was trained on.
     A version that already is Production keeps its earlier decision (a retry finishes it)."""
@@ -645,11 +719,15 @@ def decide_version(client, cfg: PipelineConfig, mv, model, new_score: float, fra
         prev_score = tags.get(TAG + "production_score")
         seen = tags.get(TAG + "production_rows_in_test")
         return Decision(
-            version, True, tags.get(TAG + "promotion_reason") or "already Production", new_score,
+            version,
+            True,
+            tags.get(TAG + "promotion_reason") or "already Production",
+            new_score,
             float(prev_score) if prev_score not in (None, "", "None") else None,
             tags.get(TAG + "previous_production_version") or None,
             int(seen) if seen not in (None, "", "None") else None,
-            production_metrics=_json_dict(tags.get(TAG + "production_metrics")))
+            production_metrics=_json_dict(tags.get(TAG + "production_metrics")),
+        )
     previous = str(prod.version) if prod is not None else None
     production_score = rows_in_test = None
     production_metrics: dict[str, float] = {}
@@ -661,35 +739,61 @@ def decide_version(client, cfg: PipelineConfig, mv, model, new_score: float, fra
             rows_in_test = int(seen_mask.sum())
             if rows_in_test:
                 compared = frame[~seen_mask]
-                note = (f" Both were compared on the {len(compared)} test rows Production "
-                        f"v{previous} never saw (it was trained on {rows_in_test} of them).")
-                log.warning("Production v%s was trained on %d of the %d test rows (did "
-                            "split.seed or split.test_size change?): both models are "
-                            "compared on the other %d", previous, rows_in_test,
-                            len(frame), len(compared))
-                new_score = (score_model(model, compared, schema, metric, source=source)
-                             if len(compared) else new_score)
+                note = (
+                    f" Both were compared on the {len(compared)} test rows Production "
+                    f"v{previous} never saw (it was trained on {rows_in_test} of them)."
+                )
+                log.warning(
+                    "Production v%s was trained on %d of the %d test rows (did "
+                    "split.seed or split.test_size change?): both models are "
+                    "compared on the other %d",
+                    previous,
+                    rows_in_test,
+                    len(frame),
+                    len(compared),
+                )
+                new_score = (
+                    score_model(model, compared, schema, metric, source=source)
+                    if len(compared)
+                    else new_score
+                )
         if len(compared):
             production_score, production_metrics = _production_score(
-                cfg, prod, compared, schema, metric, source)
+                cfg, prod, compared, schema, metric, source
+            )
     promoted, reason = _decide(cfg, metric, new_score, previous, production_score)
-    return Decision(version, promoted, reason + note, new_score, production_score, previous,
-                    rows_in_test, production_metrics=production_metrics)
+    return Decision(
+        version,
+        promoted,
+        reason + note,
+        new_score,
+        production_score,
+        previous,
+        rows_in_test,
+        production_metrics=production_metrics,
+    )
 
 
-def _record_decision(client, cfg: PipelineConfig, run_id: str | None, version: str,
-                     tags: dict[str, str]) -> None:
+def _record_decision(
+    client, cfg: PipelineConfig, run_id: str | None, version: str, tags: dict[str, str]
+) -> None:
     from mlflow.entities import RunTag
 
     for key, value in tags.items():
         client.set_model_version_tag(cfg.registry.model_name, version, key, value)
     if run_id:
-        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()]
-                         + [RunTag(TAG + "model_version", version)])
+        client.log_batch(
+            run_id, tags=[RunTag(k, v) for k, v in tags.items()] + [RunTag(TAG + "model_version", version)]
+        )
 
 
-def apply_decision(client, cfg: PipelineConfig, run_id: str | None, decision: Decision,
-                   extra_tags: dict[str, str] | None = None) -> None:
+def apply_decision(
+    client,
+    cfg: PipelineConfig,
+    run_id: str | None,
+    decision: Decision,
+    extra_tags: dict[str, str] | None = None,
+) -> None:
     """Record the decision (version and run tags), then promote when it says so.
 
     Tags go first: a crash between the two leaves a version tagged promoted that is not
@@ -702,12 +806,15 @@ def apply_decision(client, cfg: PipelineConfig, run_id: str | None, decision: De
     except Exception as exc:
         if _is_unreachable(exc):
             raise
-        raise RegistryError(f"{name} v{decision.version} is registered but recording the promotion "
-                            f"decision failed: {_first_line(exc)}; retry the task") from exc
+        raise RegistryError(
+            f"{name} v{decision.version} is registered but recording the promotion "
+            f"decision failed: {_first_line(exc)}; retry the task"
+        ) from exc
 
 
-def register(cfg: PipelineConfig, run: RunContext, train: TrainRecord,
-             validation: ValidationRecord) -> RegisterRecord:
+def register(
+    cfg: PipelineConfig, run: RunContext, train: TrainRecord, validation: ValidationRecord
+) -> RegisterRecord:
     """Register the winner and promote it only when it beats Production on the same test rows.
 
     Production is graded only on test rows it was never trained on: the split is built so that
@@ -720,7 +827,8 @@ def register(cfg: PipelineConfig, run: RunContext, train: TrainRecord,
     if not train.mlflow_run_id:
         raise RegistryError(
             f"nothing to register: the training record has no MLflow run (model {train.model_uri} "
-            "was trained with tracking off); run training with MLflow tracking")
+            "was trained with tracking off); run training with MLflow tracking"
+        )
     schema = load_schema(cfg.schema_path)
     catalog = RunCatalog.of(cfg, run)
     frame = catalog.load_frame(validation.test_uri)
@@ -735,15 +843,22 @@ def register(cfg: PipelineConfig, run: RunContext, train: TrainRecord,
             check_comparable(cfg, existing, schema)
         _ensure_registered_model(client, cfg, schema)
         mv, model, new_score = _register_version(client, cfg, run, train, validation, schema, frame)
-        decision = decide_version(client, cfg, mv, model, new_score, frame, schema, train.metric,
-                                  validation.test_uri)
+        decision = decide_version(
+            client, cfg, mv, model, new_score, frame, schema, train.metric, validation.test_uri
+        )
         apply_decision(client, cfg, train.mlflow_run_id, decision)
         log.info("%s v%s %s: %s", name, decision.version, decision.label, decision.reason)
     record = RegisterRecord(
-        model_name=name, version=decision.version, promoted=decision.promoted,
+        model_name=name,
+        version=decision.version,
+        promoted=decision.promoted,
         production_version=decision.version if decision.promoted else decision.previous,
-        previous_production_version=decision.previous, new_score=decision.new_score,
-        production_score=decision.production_score, production_rows_in_test=decision.rows_in_test,
-        production_metrics=decision.production_metrics, reason=decision.reason)
+        previous_production_version=decision.previous,
+        new_score=decision.new_score,
+        production_score=decision.production_score,
+        production_rows_in_test=decision.rows_in_test,
+        production_metrics=decision.production_metrics,
+        reason=decision.reason,
+    )
     catalog.save_record("register", record)
     return record

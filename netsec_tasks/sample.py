@@ -62,11 +62,31 @@ FEATURE_NAMES = [f[0] for f in FEATURES]
 _MISSING_STREAM = 0x6D697373  # "miss": the random stream that places the gaps
 
 # Latent groups (columns that move together within a class in the real data).
-_PAGE_TRICKS = {"Favicon", "popUpWidnow", "Iframe", "on_mouseover", "RightClick", "port",
-                "Submitting_to_email", "double_slash_redirecting", "HTTPS_token", "Abnormal_URL",
-                "Shortining_Service", "having_At_Symbol", "Redirect"}
-_REPUTATION = {"Domain_registeration_length", "age_of_domain", "DNSRecord", "web_traffic",
-               "Page_Rank", "Google_Index", "Statistical_report", "SSLfinal_State"}
+_PAGE_TRICKS = {
+    "Favicon",
+    "popUpWidnow",
+    "Iframe",
+    "on_mouseover",
+    "RightClick",
+    "port",
+    "Submitting_to_email",
+    "double_slash_redirecting",
+    "HTTPS_token",
+    "Abnormal_URL",
+    "Shortining_Service",
+    "having_At_Symbol",
+    "Redirect",
+}
+_REPUTATION = {
+    "Domain_registeration_length",
+    "age_of_domain",
+    "DNSRecord",
+    "web_traffic",
+    "Page_Rank",
+    "Google_Index",
+    "Statistical_report",
+    "SSLfinal_State",
+}
 
 
 def _loadings() -> np.ndarray:
@@ -79,8 +99,9 @@ def _loadings() -> np.ndarray:
     return lam
 
 
-def make_sample(n_rows: int = 4000, seed: int = 0, shift: float = 0.0,
-                shift_columns: int = 10, missing: float = 0.0) -> pd.DataFrame:
+def make_sample(
+    n_rows: int = 4000, seed: int = 0, shift: float = 0.0, shift_columns: int = 10, missing: float = 0.0
+) -> pd.DataFrame:
     """``n_rows`` synthetic rows; same ``seed`` -> identical frame.
 
     ``shift`` in [0, 1]; ``missing`` in [0, 1): the share of feature cells left empty (NaN).
@@ -96,7 +117,7 @@ def make_sample(n_rows: int = 4000, seed: int = 0, shift: float = 0.0,
     y = np.where(rng.random(n_rows) < THREAT_PRIOR, THREAT_LABEL, 1)
     lam = _loadings()
     factors = rng.standard_normal((n_rows, lam.shape[1]))
-    noise_sd = np.sqrt(np.clip(1.0 - (lam ** 2).sum(axis=1), 0.05, None))
+    noise_sd = np.sqrt(np.clip(1.0 - (lam**2).sum(axis=1), 0.05, None))
     latent = factors @ lam.T + rng.standard_normal((n_rows, len(FEATURES))) * noise_sd
     u = norm.cdf(latent)  # uniform margins, dependent across columns
     out: dict[str, np.ndarray] = {}

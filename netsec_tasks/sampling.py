@@ -29,8 +29,9 @@ IMPUTER_SALT = 0x1A9B7E
 EARLY_STOPPING_SALT = 0xE5709
 
 
-def bounded_sample(hashes: np.ndarray, labels, max_rows: int | None, *, seed: int,
-                   salt: int = SEARCH_SALT) -> np.ndarray:
+def bounded_sample(
+    hashes: np.ndarray, labels, max_rows: int | None, *, seed: int, salt: int = SEARCH_SALT
+) -> np.ndarray:
     """Boolean mask of at most ``max_rows`` rows: whole groups of equal ``hashes``, each label in
     proportion to its rows, lowest (hash, seed) scores first.
 

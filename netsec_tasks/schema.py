@@ -33,8 +33,16 @@ from netsec_tasks.errors import ConfigError
 Dtype = Literal["int", "float", "str", "bool"]
 # The columns every scoring door adds to its output (netsec_tasks.contract.OUTPUT_COLUMNS): no
 # input column may be called so, or an echoed column would collide with an output.
-RESERVED_COLUMNS = ("predicted_label", "is_threat", "threat_probability", "imputed_cells",
-                    "status", "reason", "model_version", "prediction_id")
+RESERVED_COLUMNS = (
+    "predicted_label",
+    "is_threat",
+    "threat_probability",
+    "imputed_cells",
+    "status",
+    "reason",
+    "model_version",
+    "prediction_id",
+)
 
 
 class ColumnSpec(BaseModel):
@@ -51,7 +59,7 @@ class ColumnSpec(BaseModel):
     description: str | None = None
 
     @model_validator(mode="after")
-    def _range(self) -> "ColumnSpec":
+    def _range(self) -> ColumnSpec:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} > max {self.max}")
         if self.allowed is not None and len(self.allowed) == 0:
@@ -103,7 +111,7 @@ class TargetSpec(BaseModel):
     labels: list[Any] | None = None
 
     @model_validator(mode="after")
-    def _mapping(self) -> "TargetSpec":
+    def _mapping(self) -> TargetSpec:
         pos, neg, labels = _as_list(self.positive), _as_list(self.negative), self.labels
         for what, values in (("positive", pos), ("negative", neg), ("labels", labels)):
             if values is not None and not values:
@@ -114,8 +122,10 @@ class TargetSpec(BaseModel):
                 if dup:
                     raise ValueError(f"target.{what} lists {dup} more than once")
         if pos is None and neg is None:
-            raise ValueError("target needs positive (the threat labels) or negative (the benign "
-                             "labels: every other label is then a threat)")
+            raise ValueError(
+                "target needs positive (the threat labels) or negative (the benign "
+                "labels: every other label is then a threat)"
+            )
         if pos is not None and neg is not None:
             both = [v for v in pos if _key(v) in {_key(n) for n in neg}]
             if both:
@@ -126,8 +136,9 @@ class TargetSpec(BaseModel):
                 missing = [v for v in values or [] if _key(v) not in known]
                 if missing:
                     shown = repr(missing[0]) if len(missing) == 1 else str(missing)
-                    raise ValueError(f"target.{what} {shown} {'is' if len(missing) == 1 else 'are'} "
-                                     f"not in labels {labels}")
+                    raise ValueError(
+                        f"target.{what} {shown} {'is' if len(missing) == 1 else 'are'} not in labels {labels}"
+                    )
         if pos is not None:
             benign = self.benign_labels
             if not benign:
@@ -135,7 +146,8 @@ class TargetSpec(BaseModel):
                     f"target.positive {self.positive!r} names the threat labels but no label is "
                     "benign: list every label in target.labels (threat and benign), or the benign "
                     "ones in target.negative; for 'every label but normal is a threat' write "
-                    "negative: [normal] instead of positive")
+                    "negative: [normal] instead of positive"
+                )
         return self
 
     @property
@@ -196,8 +208,11 @@ class TargetSpec(BaseModel):
     def mapping(self) -> dict[str, list[Any] | None]:
         """The label mapping as data (recorded on the model version): ``{"positive": [...]}`` or
         ``{"negative": [...]}`` (everything but), plus ``labels`` when listed."""
-        out: dict[str, list[Any] | None] = ({"negative": self.benign_labels} if self.everything_but
-               else {"positive": self.threat_labels, "negative": self.benign_labels})
+        out: dict[str, list[Any] | None] = (
+            {"negative": self.benign_labels}
+            if self.everything_but
+            else {"positive": self.threat_labels, "negative": self.benign_labels}
+        )
         if self.labels is not None:
             out["labels"] = list(self.labels)
         return out
@@ -231,12 +246,12 @@ class DatasetSchema(BaseModel):
     @classmethod
     def _version_text(cls, v: Any) -> Any:
         # `version: 2` and `version: "2"` mean the same; a float such as 1.10 would lose its zero.
-        if isinstance(v, bool) or isinstance(v, float):
-            raise ValueError("version must be text or an integer (quote it: \"1.10\")")
+        if isinstance(v, (bool, float)):
+            raise ValueError('version must be text or an integer (quote it: "1.10")')
         return str(v) if isinstance(v, int) else v
 
     @model_validator(mode="after")
-    def _target_not_feature(self) -> "DatasetSchema":
+    def _target_not_feature(self) -> DatasetSchema:
         if self.target.column in self.columns:
             raise ValueError(f"target column {self.target.column!r} must not also be a feature column")
         if not self.columns:
@@ -248,11 +263,16 @@ class DatasetSchema(BaseModel):
             clash = [c for c in names if c in self.columns or c == self.target.column]
             if clash:
                 raise ValueError(f"{what} must not name a feature or the target column: {clash}")
-        reserved = [c for c in [*self.columns, *self.ignore, *self.id_columns, self.target.column]
-                    if c in RESERVED_COLUMNS]
+        reserved = [
+            c
+            for c in [*self.columns, *self.ignore, *self.id_columns, self.target.column]
+            if c in RESERVED_COLUMNS
+        ]
         if reserved:
-            raise ValueError(f"{reserved}: reserved for the scoring outputs "
-                             f"({', '.join(RESERVED_COLUMNS)}); rename the column")
+            raise ValueError(
+                f"{reserved}: reserved for the scoring outputs "
+                f"({', '.join(RESERVED_COLUMNS)}); rename the column"
+            )
         both = sorted(set(self.ignore) & set(self.id_columns))
         if both:
             raise ValueError(f"{both} are in both ignore and id_columns; list each column once")
@@ -264,8 +284,10 @@ class DatasetSchema(BaseModel):
             known = {*self.columns, *self.ignore, *self.id_columns, self.target.column}
             unknown = [c for c in names if c not in known]
             if unknown:
-                raise ValueError(f"file_columns names {unknown}, which are not features, the "
-                                 "target, ignore or id_columns; add them to one of those")
+                raise ValueError(
+                    f"file_columns names {unknown}, which are not features, the "
+                    "target, ignore or id_columns; add them to one of those"
+                )
             missing = [c for c in self.columns if c not in names]
             if missing:
                 raise ValueError(f"file_columns must list every feature; missing {missing}")
@@ -302,8 +324,10 @@ class DatasetSchema(BaseModel):
     def class_names(self) -> tuple[str, str]:
         """(benign, threat) as plots and reports name them: ``("benign (1)", "threat (-1)")``,
         ``("benign (normal)", "threat")``."""
+
         def name(kind: str, label: Any) -> str:
             return kind if str(label) == kind else f"{kind} ({label})"
+
         return name("benign", self.negative_label), name("threat", self.positive_label)
 
     def is_threat(self, labels) -> Any:
@@ -320,8 +344,11 @@ class DatasetSchema(BaseModel):
         import pandas as pd
 
         scalar = not isinstance(labels, (pd.Series, pd.Index, np.ndarray, list, tuple))
-        series = labels if isinstance(labels, pd.Series) else pd.Series(
-            [labels] if scalar else list(labels), dtype=object)
+        series = (
+            labels
+            if isinstance(labels, pd.Series)
+            else pd.Series([labels] if scalar else list(labels), dtype=object)
+        )
         keys = label_keys(series)
         t = self.target
         if t.everything_but:
@@ -358,8 +385,7 @@ class DatasetSchema(BaseModel):
         its header. Empty without ``file_columns``."""
         if not self.file_columns:
             return {}
-        return {"names": list(self.file_columns), "required": self.features,
-                "optional": [self.target.column]}
+        return {"names": list(self.file_columns), "required": self.features, "optional": [self.target.column]}
 
 
 def label_keys(series) -> Any:

@@ -33,7 +33,7 @@ from netsec_tasks.storage import Storage
 
 log = logging.getLogger(__name__)
 
-TIME_COLUMN = "_netsec_time"       # watermark time of the row, epoch seconds (NaN: none)
+TIME_COLUMN = "_netsec_time"  # watermark time of the row, epoch seconds (NaN: none)
 BATCH_ROWS = 65_536
 _DAY_SECONDS = 86_400.0
 
@@ -43,8 +43,7 @@ _DAY_SECONDS = 86_400.0
 
 def unify_type(types: list[pa.DataType]) -> pa.DataType:
     """One column type for all chunks: widen ints to float, anything else mixed becomes text."""
-    seen = [pa.string() if pa.types.is_large_string(t) else t
-            for t in types if not pa.types.is_null(t)]
+    seen = [pa.string() if pa.types.is_large_string(t) else t for t in types if not pa.types.is_null(t)]
     if not seen:
         return pa.null()
     if len(set(seen)) == 1:
@@ -117,14 +116,14 @@ class Snapshot:
     """A written snapshot and the per-row arrays the split needs."""
 
     uri: str
-    local_path: Path                 # the task's private copy, for the split pass
+    local_path: Path  # the task's private copy, for the split pass
     sha256: str
     schema: pa.Schema
     rows: int
     new_rows: int
     rows_reused: int
-    content_hashes: np.ndarray       # features + target (identical examples share one)
-    label_codes: np.ndarray          # int32 codes into ``labels``
+    content_hashes: np.ndarray  # features + target (identical examples share one)
+    label_codes: np.ndarray  # int32 codes into ``labels``
     labels: list = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -152,8 +151,9 @@ class _Collector:
         self.codes.append(codes)
 
 
-def _window_cutoff(times: list[np.ndarray], window_days: float | None, source: str,
-                   field_name: str | None) -> float | None:
+def _window_cutoff(
+    times: list[np.ndarray], window_days: float | None, source: str, field_name: str | None
+) -> float | None:
     if window_days is None:
         return None
     finite = [t[~np.isnan(t)] for t in times if len(t)]
@@ -161,15 +161,24 @@ def _window_cutoff(times: list[np.ndarray], window_days: float | None, source: s
     if newest is None:
         from netsec_tasks.errors import ConfigError
 
-        raise ConfigError(f"source.window_days needs a time watermark, but {field_name or '_id'} "
-                          f"of {source} holds no dates; use ObjectId _ids or a datetime "
-                          "watermark_field, or unset window_days")
+        raise ConfigError(
+            f"source.window_days needs a time watermark, but {field_name or '_id'} "
+            f"of {source} holds no dates; use ObjectId _ids or a datetime "
+            "watermark_field, or unset window_days"
+        )
     return newest - window_days * _DAY_SECONDS
 
 
-def build(storage: Storage, read: SourceRead, schema: DatasetSchema, *, scratch: Path,
-          new_batch_uri: str, window_days: float | None,
-          base_schema: pa.Schema | None = None) -> Snapshot:
+def build(
+    storage: Storage,
+    read: SourceRead,
+    schema: DatasetSchema,
+    *,
+    scratch: Path,
+    new_batch_uri: str,
+    window_days: float | None,
+    base_schema: pa.Schema | None = None,
+) -> Snapshot:
     """Write the snapshot (base rows in the window + the source's rows) and the new batch.
 
     Raises DataError when no row is left (an empty source, or nothing within the window).
@@ -184,9 +193,12 @@ def build(storage: Storage, read: SourceRead, schema: DatasetSchema, *, scratch:
     target = schema.target.column
     if target not in out_schema.names:
         names = data_columns(out_schema)
-        raise DataError(f"target column {target!r} is missing (found: {', '.join(names[:12])}"
-                        f"{'...' if len(names) > 12 else ''}); the split needs it",
-                        source=read.source, columns=[target])
+        raise DataError(
+            f"target column {target!r} is missing (found: {', '.join(names[:12])}"
+            f"{'...' if len(names) > 12 else ''}); the split needs it",
+            source=read.source,
+            columns=[target],
+        )
     hash_columns = [c for c in schema.features + [target] if c in out_schema.names]
     collect = _Collector(hash_columns, target)
 
@@ -194,13 +206,19 @@ def build(storage: Storage, read: SourceRead, schema: DatasetSchema, *, scratch:
     if base_uri is not None:
         with storage.parquet_file(base_uri) as pf:
             base_times = [pf.read(columns=[TIME_COLUMN]).column(0).to_numpy(zero_copy_only=False)]
-    cutoff = _window_cutoff(base_times + [read.times], window_days, read.source,
-                            None if read.watermark_type == "objectid" else read.watermark_type)
+    cutoff = _window_cutoff(
+        base_times + [read.times],
+        window_days,
+        read.source,
+        None if read.watermark_type == "objectid" else read.watermark_type,
+    )
 
     local = scratch / "snapshot.parquet"
     rows = new_rows = reused = 0
-    with pq.ParquetWriter(local, out_schema) as snap_w, \
-            storage.parquet_writer(new_batch_uri, batch_schema) as new_w:
+    with (
+        pq.ParquetWriter(local, out_schema) as snap_w,
+        storage.parquet_writer(new_batch_uri, batch_schema) as new_w,
+    ):
 
         def keep(table: pa.Table, times: np.ndarray) -> pa.Table:
             if cutoff is None:
@@ -233,32 +251,51 @@ def build(storage: Storage, read: SourceRead, schema: DatasetSchema, *, scratch:
                 rows += table.num_rows
     if rows == 0:
         where = f" within source.window_days={window_days}" if window_days is not None else ""
-        raise DataError(f"no rows{where}: the source is empty; load data first "
-                        "(netsec push-data <csv>)", source=read.source)
+        raise DataError(
+            f"no rows{where}: the source is empty; load data first (netsec push-data <csv>)",
+            source=read.source,
+        )
     sha = content_digest(out_schema, collect.all_columns)
     uri = storage.uri("snapshots", f"{sha}.parquet")
     if not storage.exists(uri):  # immutable: the same content is already there otherwise
         storage.upload(local, uri)
-    log.info("snapshot %s: %d rows (%d reused from the committed snapshot, %d new) in %.1f s",
-             sha[:12], rows, reused, new_rows, time.perf_counter() - started)
-    return Snapshot(uri=uri, local_path=local, sha256=sha, schema=out_schema, rows=rows,
-                    new_rows=new_rows, rows_reused=reused,
-                    content_hashes=np.concatenate(collect.content),
-                    label_codes=np.concatenate(collect.codes), labels=list(collect.labels))
+    log.info(
+        "snapshot %s: %d rows (%d reused from the committed snapshot, %d new) in %.1f s",
+        sha[:12],
+        rows,
+        reused,
+        new_rows,
+        time.perf_counter() - started,
+    )
+    return Snapshot(
+        uri=uri,
+        local_path=local,
+        sha256=sha,
+        schema=out_schema,
+        rows=rows,
+        new_rows=new_rows,
+        rows_reused=reused,
+        content_hashes=np.concatenate(collect.content),
+        label_codes=np.concatenate(collect.codes),
+        labels=list(collect.labels),
+    )
 
 
-def write_splits(storage: Storage, snap: Snapshot, test_mask: np.ndarray, *, train_uri: str,
-                 test_uri: str) -> tuple[int, int]:
+def write_splits(
+    storage: Storage, snap: Snapshot, test_mask: np.ndarray, *, train_uri: str, test_uri: str
+) -> tuple[int, int]:
     """Stream the snapshot into the train and test splits (data columns only)."""
     data_schema = pa.schema([f for f in snap.schema if f.name != TIME_COLUMN])
     counts = {"train": 0, "test": 0}
     pf = pq.ParquetFile(snap.local_path)
     offset = 0
-    with storage.parquet_writer(train_uri, data_schema) as train_w, \
-            storage.parquet_writer(test_uri, data_schema) as test_w:
+    with (
+        storage.parquet_writer(train_uri, data_schema) as train_w,
+        storage.parquet_writer(test_uri, data_schema) as test_w,
+    ):
         for batch in pf.iter_batches(batch_size=BATCH_ROWS):
             table = pa.Table.from_batches([batch]).drop_columns([TIME_COLUMN])
-            mask = test_mask[offset:offset + table.num_rows]
+            mask = test_mask[offset : offset + table.num_rows]
             offset += table.num_rows
             test_w.write_table(table.filter(pa.array(mask)))
             train_w.write_table(table.filter(pa.array(~mask)))

@@ -115,8 +115,9 @@ def side_scores(hashes: np.ndarray, seed: int) -> np.ndarray:
     return (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def split_rows(hashes: np.ndarray, labels, *, test_size: float, seed: int,
-               source: str | None = None) -> tuple[np.ndarray, list[str]]:
+def split_rows(
+    hashes: np.ndarray, labels, *, test_size: float, seed: int, source: str | None = None
+) -> tuple[np.ndarray, list[str]]:
     """(test mask, notes): hash-decided sides, every label on both sides where possible.
 
     ``hashes`` are the values that decide sides (:func:`row_hashes`, or
@@ -138,16 +139,23 @@ def split_rows(hashes: np.ndarray, labels, *, test_size: float, seed: int,
         if not test[rows].any():
             move = rows & (hashes == hashes[rows][np.argmin(scores[rows])])
             test[move] = True
-            notes.append(f"label {label!r} had no test row: moved its {int(move.sum())} row(s) "
-                         "nearest the threshold to test")
+            notes.append(
+                f"label {label!r} had no test row: moved its {int(move.sum())} row(s) "
+                "nearest the threshold to test"
+            )
         elif test[rows].all():
             move = rows & (hashes == hashes[rows][np.argmax(scores[rows])])
             test[move] = False
-            notes.append(f"label {label!r} had no training row: moved its {int(move.sum())} "
-                         "row(s) nearest the threshold to train")
+            notes.append(
+                f"label {label!r} had no training row: moved its {int(move.sum())} "
+                "row(s) nearest the threshold to train"
+            )
     if test.all() or not test.any():
-        raise DataError(f"cannot split {n} rows ({len(np.unique(hashes))} distinct) into "
-                        f"non-empty train and test with test_size={test_size}", source=source)
+        raise DataError(
+            f"cannot split {n} rows ({len(np.unique(hashes))} distinct) into "
+            f"non-empty train and test with test_size={test_size}",
+            source=source,
+        )
     return test, notes
 
 

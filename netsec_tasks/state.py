@@ -33,7 +33,7 @@ class SourceState(BaseModel):
     source: str
     watermark: str | None
     watermark_field: str | None = None
-    watermark_type: str | None = None    # objectid | datetime | int | float | str | file
+    watermark_type: str | None = None  # objectid | datetime | int | float | str | file
     snapshot_uri: str | None = None
     snapshot_sha256: str | None = None
     rows: int | None = None
@@ -57,15 +57,20 @@ def read_state(storage: Storage, source: str) -> SourceState | None:
     try:
         return SourceState.model_validate(json.loads(storage.read_text(uri)))
     except ValueError as exc:
-        raise DataError(f"source state is unreadable ({exc}); delete it to re-ingest everything",
-                        source=uri) from None
+        raise DataError(
+            f"source state is unreadable ({exc}); delete it to re-ingest everything", source=uri
+        ) from None
 
 
 def commit(storage: Storage, state: SourceState) -> str:
     """Write ``state`` as the last successful run's (atomically); returns its URI."""
     data: dict[str, Any] = state.model_dump()
-    data["committed_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+    data["committed_at"] = dt.datetime.now(dt.UTC).isoformat()
     uri = storage.write_text(state_uri(storage, state.source), json.dumps(data, indent=2))
-    log.info("state of %s committed: watermark %s, snapshot %s", state.source, state.watermark,
-             (state.snapshot_sha256 or "")[:12])
+    log.info(
+        "state of %s committed: watermark %s, snapshot %s",
+        state.source,
+        state.watermark,
+        (state.snapshot_sha256 or "")[:12],
+    )
     return uri

@@ -78,7 +78,7 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and ".tmp-" in name
 
 
-def scratch_dir(cfg: "PipelineConfig") -> Path:
+def scratch_dir(cfg: PipelineConfig) -> Path:
     """``<workdir>/tmp``: this process's private scratch space (never a hand-off between tasks)."""
     path = Path(cfg.workdir) / "tmp"
     path.mkdir(parents=True, exist_ok=True)
@@ -92,10 +92,10 @@ def file_uri_to_path(uri: str) -> Path:
     """Path of a ``file://`` URI; a plain path is returned unchanged."""
     if not uri.startswith("file://"):
         return Path(uri)
-    rest = uri[len("file://"):]
+    rest = uri[len("file://") :]
     # file://localhost/x is /x; file:///x is /x; anything else is a path the user meant literally.
     if rest.startswith("localhost/"):
-        rest = rest[len("localhost"):]
+        rest = rest[len("localhost") :]
     return Path(unquote(rest))
 
 
@@ -159,7 +159,7 @@ class S3Credentials:
 
 
 _CREDENTIALS: S3Credentials | None = None
-_CACHE: dict[tuple, "Storage"] = {}
+_CACHE: dict[tuple, Storage] = {}
 _LOCK = threading.Lock()
 
 
@@ -188,8 +188,14 @@ class Storage:
     this storage's S3 client (one endpoint and credential set per process).
     """
 
-    def __init__(self, root: str, *, s3: "pafs.S3FileSystem | None" = None,
-                 endpoint: str | None = None, scratch: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        root: str,
+        *,
+        s3: pafs.S3FileSystem | None = None,
+        endpoint: str | None = None,
+        scratch: str | os.PathLike | None = None,
+    ):
         self.root = validate_root(root)
         self._s3 = s3
         self.endpoint = endpoint or "AWS S3"
@@ -204,13 +210,15 @@ class Storage:
         """A URI under the root: ``storage.uri("runs", run, "ingest", "train.parquet")``."""
         return join_uri(self.root, *parts)
 
-    def _fs(self, uri: str) -> tuple["pafs.FileSystem", str]:
+    def _fs(self, uri: str) -> tuple[pafs.FileSystem, str]:
         import pyarrow.fs as pafs
 
         if is_s3(uri):
             if self._s3 is None:
-                raise ConfigError(f"{uri}: this storage ({self.root}) has no S3 client; set "
-                                  "storage.uri to an s3:// URI to read or write S3 objects")
+                raise ConfigError(
+                    f"{uri}: this storage ({self.root}) has no S3 client; set "
+                    "storage.uri to an s3:// URI to read or write S3 objects"
+                )
             return self._s3, _s3_path(uri)
         if is_local(uri):
             return pafs.LocalFileSystem(), str(file_uri_to_path(uri).expanduser().resolve())
@@ -224,17 +232,23 @@ class Storage:
         except (DataError, SourceUnavailable, ConfigError):
             raise
         except FileNotFoundError:
-            raise DataError(f"not found (while trying to {action}): did the step that writes it "
-                            "finish, and do all tasks use the same storage.uri?", source=uri) from None
+            raise DataError(
+                f"not found (while trying to {action}): did the step that writes it "
+                "finish, and do all tasks use the same storage.uri?",
+                source=uri,
+            ) from None
         except (OSError, ValueError) as exc:
             if is_s3(uri):
                 raise SourceUnavailable(
                     f"S3 storage at {self.endpoint} failed to {action} {uri}: {_first_line(exc)}. "
                     "Check storage.endpoint_url, the bucket and the credentials (AWS_ACCESS_KEY_ID"
-                    "/AWS_SECRET_ACCESS_KEY or the Airflow connection netsec_s3).") from None
-            raise SourceUnavailable(f"cannot {action} {uri}: {_first_line(exc)}. Check storage.uri "
-                                    "and that the directory is writable (and mounted, in a "
-                                    "container).") from None
+                    "/AWS_SECRET_ACCESS_KEY or the Airflow connection netsec_s3)."
+                ) from None
+            raise SourceUnavailable(
+                f"cannot {action} {uri}: {_first_line(exc)}. Check storage.uri "
+                "and that the directory is writable (and mounted, in a "
+                "container)."
+            ) from None
 
     # -- queries ------------------------------------------------------------------------
 
@@ -267,14 +281,14 @@ class Storage:
         for info in infos:
             if info.type != pafs.FileType.File or is_temp_name(info.base_name):
                 continue
-            rel = info.path[len(path):].lstrip("/")
+            rel = info.path[len(path) :].lstrip("/")
             out.append(ObjectInfo(f"{base}/{rel}", int(info.size)))
         return sorted(out, key=lambda o: o.uri)
 
     # -- reading ------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def open_input(self, uri: str) -> Iterator["pa.NativeFile"]:
+    def open_input(self, uri: str) -> Iterator[pa.NativeFile]:
         """A seekable binary reader (what Parquet needs)."""
         fs, path = self._fs(uri)
         with self._errors("read", uri):
@@ -292,7 +306,9 @@ class Storage:
     def read_text(self, uri: str, encoding: str = "utf-8") -> str:
         return self.read_bytes(uri).decode(encoding)
 
-    def read_frame(self, uri: str, columns: builtins.list[str] | None = None) -> "pd.DataFrame":  # builtins: Storage.list shadows list here
+    def read_frame(
+        self, uri: str, columns: builtins.list[str] | None = None
+    ) -> pd.DataFrame:  # builtins: Storage.list shadows list here
         """A Parquet (or ``.csv``) object as a DataFrame; DataError names a damaged file."""
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -312,7 +328,7 @@ class Storage:
         return frame
 
     @contextlib.contextmanager
-    def parquet_file(self, uri: str) -> Iterator["pq.ParquetFile"]:
+    def parquet_file(self, uri: str) -> Iterator[pq.ParquetFile]:
         """A ``pyarrow.parquet.ParquetFile`` to stream row groups / batches from."""
         import pyarrow.parquet as pq
 
@@ -325,8 +341,12 @@ class Storage:
 
     def download(self, uri: str, path: str | os.PathLike) -> Path:
         """Copy ``uri`` to the local file ``path`` (atomically)."""
-        with self.open_input(uri) as src, atomic_path(path) as tmp, open(tmp, "wb") as dst, \
-                self._errors("download", uri):
+        with (
+            self.open_input(uri) as src,
+            atomic_path(path) as tmp,
+            open(tmp, "wb") as dst,
+            self._errors("download", uri),
+        ):
             while block := src.read(1 << 20):
                 dst.write(block)
         return Path(path)
@@ -355,14 +375,14 @@ class Storage:
     def write_text(self, uri: str, text: str, encoding: str = "utf-8") -> str:
         return self.write_bytes(uri, text.encode(encoding))
 
-    def write_frame(self, uri: str, frame: "pd.DataFrame") -> str:
+    def write_frame(self, uri: str, frame: pd.DataFrame) -> str:
         """A DataFrame as Parquet (no index)."""
         with self.open_output(uri) as f:
             frame.to_parquet(f, index=False)
         return uri
 
     @contextlib.contextmanager
-    def parquet_writer(self, uri: str, schema: "pa.Schema") -> Iterator["pq.ParquetWriter"]:
+    def parquet_writer(self, uri: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
         """A streaming ``ParquetWriter`` whose file appears at ``uri`` only on success."""
         import pyarrow.parquet as pq
 
@@ -378,8 +398,7 @@ class Storage:
                 shutil.copyfile(path, tmp)
             return uri
         fs, key = self._fs(uri)
-        with self._errors("upload to", uri), open(path, "rb") as src, \
-                fs.open_output_stream(key) as dst:
+        with self._errors("upload to", uri), open(path, "rb") as src, fs.open_output_stream(key) as dst:
             while block := src.read(8 << 20):
                 dst.write(block)
         return uri
@@ -396,7 +415,7 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def _s3_filesystem(cfg: "PipelineConfig", creds: S3Credentials | None) -> tuple[Any, str]:
+def _s3_filesystem(cfg: PipelineConfig, creds: S3Credentials | None) -> tuple[Any, str]:
     import pyarrow.fs as pafs
 
     st = cfg.storage
@@ -414,17 +433,25 @@ def _s3_filesystem(cfg: "PipelineConfig", creds: S3Credentials | None) -> tuple[
         # MinIO and moto serve buckets by path; virtual-host style needs DNS per bucket.
         kwargs["force_virtual_addressing"] = False
     if creds and creds.access_key:
-        kwargs.update(access_key=creds.access_key, secret_key=creds.secret_key,
-                      session_token=creds.session_token)
+        kwargs.update(
+            access_key=creds.access_key, secret_key=creds.secret_key, session_token=creds.session_token
+        )
     return pafs.S3FileSystem(**kwargs), endpoint or "AWS S3"
 
 
-def storage_for(cfg: "PipelineConfig") -> Storage:
+def storage_for(cfg: PipelineConfig) -> Storage:
     """The :class:`Storage` of ``cfg.storage`` (cached per root, endpoint and credentials)."""
     root = validate_root(cfg.storage.uri)
     st = cfg.storage
-    key = (root, st.endpoint_url, st.region, st.connect_timeout_seconds, st.request_timeout_seconds,
-           st.max_attempts, _CREDENTIALS)
+    key = (
+        root,
+        st.endpoint_url,
+        st.region,
+        st.connect_timeout_seconds,
+        st.request_timeout_seconds,
+        st.max_attempts,
+        _CREDENTIALS,
+    )
     with _LOCK:
         cached = _CACHE.get(key)
         if cached is not None:
@@ -437,6 +464,20 @@ def storage_for(cfg: "PipelineConfig") -> Storage:
         return storage
 
 
-__all__ = ["ObjectInfo", "S3Credentials", "Storage", "atomic_path", "atomic_write",
-           "file_uri_to_path", "is_local", "is_s3", "is_temp_name", "join_uri", "path_to_uri",
-           "scratch_dir", "storage_for", "use_s3_credentials", "validate_root"]
+__all__ = [
+    "ObjectInfo",
+    "S3Credentials",
+    "Storage",
+    "atomic_path",
+    "atomic_write",
+    "file_uri_to_path",
+    "is_local",
+    "is_s3",
+    "is_temp_name",
+    "join_uri",
+    "path_to_uri",
+    "scratch_dir",
+    "storage_for",
+    "use_s3_credentials",
+    "validate_root",
+]

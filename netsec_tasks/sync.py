@@ -23,9 +23,9 @@ import tempfile
 from pathlib import Path
 
 from netsec_tasks.catalog import RunCatalog
-from netsec_tasks.storage import scratch_dir
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.records import RegisterRecord, RunContext, SyncRecord
+from netsec_tasks.storage import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,11 @@ def sync(cfg: PipelineConfig, run: RunContext, *, register: RegisterRecord | Non
                 data = path.read_bytes()
                 entry = {"key": f"{MODEL_DIR}/{rel}", "size": len(data), "sha256": _sha256(data)}
                 target = catalog.uri("model") + "/" + rel
-                if (storage.exists(target) and storage.size(target) == entry["size"]
-                        and _sha256(storage.read_bytes(target)) == entry["sha256"]):
+                if (
+                    storage.exists(target)
+                    and storage.size(target) == entry["size"]
+                    and _sha256(storage.read_bytes(target)) == entry["sha256"]
+                ):
                     skipped += 1
                 else:
                     storage.upload(path, target)
@@ -76,24 +79,42 @@ def sync(cfg: PipelineConfig, run: RunContext, *, register: RegisterRecord | Non
     base = run.storage_uri.rstrip("/") + "/"
     hashed = {f["key"]: f for f in model_files}
     objects = [o for o in storage.list(run.storage_uri) if o.uri != manifest_uri]
-    files = [hashed.get(o.uri[len(base):], {"key": o.uri[len(base):], "size": o.size})
-             for o in objects]
-    body = json.dumps({
-        "run_id": run.run_id,
-        "model": ({"name": register.model_name, "version": register.version}
-                  if register is not None and register.version else None),
-        "files": sorted(files, key=lambda f: f["key"]),
-    }, indent=2, sort_keys=True) + "\n"
+    files = [hashed.get(o.uri[len(base) :], {"key": o.uri[len(base) :], "size": o.size}) for o in objects]
+    body = (
+        json.dumps(
+            {
+                "run_id": run.run_id,
+                "model": (
+                    {"name": register.model_name, "version": register.version}
+                    if register is not None and register.version
+                    else None
+                ),
+                "files": sorted(files, key=lambda f: f["key"]),
+            },
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n"
+    )
     if storage.exists(manifest_uri) and storage.read_text(manifest_uri) == body:
         skipped += 1
     else:
         storage.write_text(manifest_uri, body)
         uploaded += 1
-    record = SyncRecord(destination=run.storage_uri, objects=len(files) + 1,
-                        bytes=sum(f["size"] for f in files) + len(body.encode()),
-                        uploaded=uploaded, skipped=skipped)
-    log.info("synced %s: %d objects in storage, %d uploaded now, %d already there",
-             record.destination, record.objects, uploaded, skipped)
+    record = SyncRecord(
+        destination=run.storage_uri,
+        objects=len(files) + 1,
+        bytes=sum(f["size"] for f in files) + len(body.encode()),
+        uploaded=uploaded,
+        skipped=skipped,
+    )
+    log.info(
+        "synced %s: %d objects in storage, %d uploaded now, %d already there",
+        record.destination,
+        record.objects,
+        uploaded,
+        skipped,
+    )
     return record
 
 

@@ -27,7 +27,7 @@ _DELIMITERS = ",;\t|"
 def expand_paths(pattern: str | os.PathLike) -> list[Path]:
     pattern = str(pattern)
     if pattern.startswith("file://"):
-        pattern = pattern[len("file://"):]
+        pattern = pattern[len("file://") :]
     matches = sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]
     paths = [Path(p) for p in matches if Path(p).is_file()]
     if not paths:
@@ -45,12 +45,21 @@ def _sniff_delimiter(text: str, source: str) -> str:
         if counts[best] == 0:
             raise DataError(
                 "cannot find a column delimiter in the header line; expected a CSV with a header "
-                "row delimited by ',', ';', tab or '|'", source=source) from None
+                "row delimited by ',', ';', tab or '|'",
+                source=source,
+            ) from None
         return best
 
 
-def header_names(first_line: str, sep: str, names: Sequence[str], *, required: Iterable[str] = (),
-                 optional: Iterable[str] = (), source: str = "<upload>") -> list[str] | None:
+def header_names(
+    first_line: str,
+    sep: str,
+    names: Sequence[str],
+    *,
+    required: Iterable[str] = (),
+    optional: Iterable[str] = (),
+    source: str = "<upload>",
+) -> list[str] | None:
     """The column names of a file whose schema lists them (``file_columns``): None when the
     first line is a header row (it names every ``required`` column), else ``names``, or
     ``names`` without the ``optional`` columns (a file to score has no label column) when that
@@ -65,15 +74,26 @@ def header_names(first_line: str, sep: str, names: Sequence[str], *, required: I
     without = [n for n in names if n not in optional]
     if optional and len(fields) == len(without):
         return without
-    counts = (f"{len(names)}" + (f" (or {len(without)} without {sorted(optional & set(names))})"
-                                 if len(without) != len(names) else ""))
-    raise DataError(f"the first line has {len(fields)} fields and is not a header row; the schema's "
-                    f"file_columns lists {counts} columns: {', '.join(names)}", source=source)
+    counts = f"{len(names)}" + (
+        f" (or {len(without)} without {sorted(optional & set(names))})" if len(without) != len(names) else ""
+    )
+    raise DataError(
+        f"the first line has {len(fields)} fields and is not a header row; the schema's "
+        f"file_columns lists {counts} columns: {', '.join(names)}",
+        source=source,
+    )
 
 
-def read_csv_bytes(data: bytes, source: str = "<upload>", *, max_rows: int | None = None,
-                   text_columns: Iterable[str] = (), names: Sequence[str] | None = None,
-                   required: Iterable[str] = (), optional: Iterable[str] = ()) -> pd.DataFrame:
+def read_csv_bytes(
+    data: bytes,
+    source: str = "<upload>",
+    *,
+    max_rows: int | None = None,
+    text_columns: Iterable[str] = (),
+    names: Sequence[str] | None = None,
+    required: Iterable[str] = (),
+    optional: Iterable[str] = (),
+) -> pd.DataFrame:
     """Parse CSV bytes (BOM and delimiter detected). Raises DataError naming ``source``.
 
     ``text_columns`` (e.g. ids to echo back) are read as text exactly as written: ``007``
@@ -89,14 +109,18 @@ def read_csv_bytes(data: bytes, source: str = "<upload>", *, max_rows: int | Non
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(f"file is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV",
-                        source=source) from None
+        raise DataError(
+            f"file is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV", source=source
+        ) from None
     sep = _sniff_delimiter(text, source)
     options: dict = {}
     text_columns = set(text_columns)
     first_line = text.split("\n", 1)[0].rstrip("\r")
-    given = header_names(first_line, sep, names, required=required, optional=optional,
-                         source=source) if names else None
+    given = (
+        header_names(first_line, sep, names, required=required, optional=optional, source=source)
+        if names
+        else None
+    )
     if given is not None:
         options.update(header=None, names=given)
     if text_columns:
@@ -105,12 +129,15 @@ def read_csv_bytes(data: bytes, source: str = "<upload>", *, max_rows: int | Non
         if as_text:
             from pandas._libs.parsers import STR_NA_VALUES
 
-            options.update({"dtype": {h: str for h in as_text}, "keep_default_na": False,
-                            "na_values": {h: list(STR_NA_VALUES) for h in header
-                                          if h not in as_text}})
+            options.update(
+                {
+                    "dtype": {h: str for h in as_text},
+                    "keep_default_na": False,
+                    "na_values": {h: list(STR_NA_VALUES) for h in header if h not in as_text},
+                }
+            )
     try:
-        frame = pd.read_csv(io.StringIO(text), sep=sep, nrows=max_rows, skipinitialspace=True,
-                            **options)
+        frame = pd.read_csv(io.StringIO(text), sep=sep, nrows=max_rows, skipinitialspace=True, **options)
     except pd.errors.ParserError as exc:
         raise DataError(f"malformed CSV: {exc}", source=source) from None
     except pd.errors.EmptyDataError:
@@ -122,8 +149,13 @@ def read_csv_bytes(data: bytes, source: str = "<upload>", *, max_rows: int | Non
     return frame
 
 
-def first_data_line(source: str | os.PathLike | bytes, *, names: Sequence[str] | None = None,
-                    required: Iterable[str] = (), optional: Iterable[str] = ()) -> int:
+def first_data_line(
+    source: str | os.PathLike | bytes,
+    *,
+    names: Sequence[str] | None = None,
+    required: Iterable[str] = (),
+    optional: Iterable[str] = (),
+) -> int:
     """The line number of the first data row of a CSV file (a path, or its bytes): 2 after a
     header row, 1 in a header-less file (the schema's ``file_columns``), so messages can name
     lines."""
@@ -153,12 +185,14 @@ def _csv_first_line(head: bytes, source: str) -> str:
     try:
         return line.decode("utf-8-sig").rstrip("\r")
     except UnicodeDecodeError as exc:
-        raise DataError(f"file is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV",
-                        source=source) from None
+        raise DataError(
+            f"file is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV", source=source
+        ) from None
 
 
-def _file_chunks(path: Path, chunk_rows: int, names: Sequence[str] | None,
-                 required: Iterable[str], optional: Iterable[str]) -> Iterator[pd.DataFrame]:
+def _file_chunks(
+    path: Path, chunk_rows: int, names: Sequence[str] | None, required: Iterable[str], optional: Iterable[str]
+) -> Iterator[pd.DataFrame]:
     """One CSV or Parquet file, ``chunk_rows`` rows at a time (each chunk's dtypes inferred on
     its own rows; the caller unifies them)."""
     import pyarrow as pa
@@ -180,32 +214,40 @@ def _file_chunks(path: Path, chunk_rows: int, names: Sequence[str] | None,
     first_line = _csv_first_line(head, source)
     sep = _sniff_delimiter(first_line, source)
     options: dict = {}
-    given = header_names(first_line, sep, names, required=required, optional=optional,
-                         source=source) if names else None
+    given = (
+        header_names(first_line, sep, names, required=required, optional=optional, source=source)
+        if names
+        else None
+    )
     if given is not None:
         options.update(header=None, names=given)
     try:
         with open(path, encoding="utf-8-sig", newline="") as text:
             first = True
-            for chunk in pd.read_csv(text, sep=sep, skipinitialspace=True, chunksize=chunk_rows,
-                                     **options):
+            for chunk in pd.read_csv(text, sep=sep, skipinitialspace=True, chunksize=chunk_rows, **options):
                 chunk.columns = [str(c).strip() for c in chunk.columns]
                 if first and all(c.startswith("Unnamed:") for c in chunk.columns):
                     raise DataError("header row is missing or empty", source=source)
                 first = False
                 yield chunk
     except UnicodeDecodeError as exc:
-        raise DataError(f"file is not UTF-8 text ({exc.reason}); save it as UTF-8 CSV",
-                        source=source) from None
+        raise DataError(
+            f"file is not UTF-8 text ({exc.reason}); save it as UTF-8 CSV", source=source
+        ) from None
     except pd.errors.ParserError as exc:
         raise DataError(f"malformed CSV: {exc}", source=source) from None
     except pd.errors.EmptyDataError:
         raise DataError("file has no columns", source=source) from None
 
 
-def iter_table_chunks(path: str | os.PathLike, *, chunk_rows: int = 65_536,
-                      names: Sequence[str] | None = None, required: Iterable[str] = (),
-                      optional: Iterable[str] = ()) -> Iterator[pd.DataFrame]:
+def iter_table_chunks(
+    path: str | os.PathLike,
+    *,
+    chunk_rows: int = 65_536,
+    names: Sequence[str] | None = None,
+    required: Iterable[str] = (),
+    optional: Iterable[str] = (),
+) -> Iterator[pd.DataFrame]:
     """:func:`read_table` in chunks of at most ``chunk_rows`` rows, so a large file is never
     held whole: the same files (path or glob), options, checks and errors. Each chunk's dtypes
     are inferred on its own rows: a column may be int64 in one chunk and float64 (gaps) or text
@@ -217,17 +259,25 @@ def iter_table_chunks(path: str | os.PathLike, *, chunk_rows: int = 65_536,
             if columns is None:
                 columns = list(chunk.columns)
             elif list(chunk.columns) != columns:
-                raise DataError("columns differ from the first file of the glob", source=str(p),
-                                columns=sorted(set(chunk.columns) ^ set(columns)))
+                raise DataError(
+                    "columns differ from the first file of the glob",
+                    source=str(p),
+                    columns=sorted(set(chunk.columns) ^ set(columns)),
+                )
             rows += len(chunk)
             yield chunk
     if rows == 0:
         raise DataError("no data rows (only a header?)", source=str(path))
 
 
-def read_table(path: str | os.PathLike, *, text_columns: Iterable[str] = (),
-               names: Sequence[str] | None = None, required: Iterable[str] = (),
-               optional: Iterable[str] = ()) -> pd.DataFrame:
+def read_table(
+    path: str | os.PathLike,
+    *,
+    text_columns: Iterable[str] = (),
+    names: Sequence[str] | None = None,
+    required: Iterable[str] = (),
+    optional: Iterable[str] = (),
+) -> pd.DataFrame:
     """One CSV/Parquet file, or all files matching a glob concatenated (same columns).
 
     ``text_columns``: CSV columns read as text exactly as written; ``names``/``required``/
@@ -242,14 +292,25 @@ def read_table(path: str | os.PathLike, *, text_columns: Iterable[str] = (),
             except Exception as exc:  # pyarrow raises several types for a damaged file
                 raise DataError(f"cannot read Parquet: {exc}", source=str(p)) from None
         else:
-            frames.append(read_csv_bytes(p.read_bytes(), source=str(p), text_columns=text_columns,
-                                         names=names, required=required, optional=optional))
+            frames.append(
+                read_csv_bytes(
+                    p.read_bytes(),
+                    source=str(p),
+                    text_columns=text_columns,
+                    names=names,
+                    required=required,
+                    optional=optional,
+                )
+            )
     if len(frames) > 1:
         cols = list(frames[0].columns)
         for p, f in zip(expand_paths(path)[1:], frames[1:]):
             if list(f.columns) != cols:
-                raise DataError("columns differ from the first file of the glob", source=str(p),
-                                columns=sorted(set(f.columns) ^ set(cols)))
+                raise DataError(
+                    "columns differ from the first file of the glob",
+                    source=str(p),
+                    columns=sorted(set(f.columns) ^ set(cols)),
+                )
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     if frame.empty:
         raise DataError("no data rows (only a header?)", source=str(path))

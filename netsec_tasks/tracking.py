@@ -19,13 +19,15 @@ if TYPE_CHECKING:  # mlflow is heavy; import it only where it is used
     import pandas as pd
 
 # Non-sklearn-default types our candidates need (measured with skops.io.get_untrusted_types).
-ALLOWED_TRUSTED_TYPES = frozenset({
-    "numpy.dtype",
-    "sklearn.tree._tree.Tree",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "xgboost.core.Booster",
-    "xgboost.sklearn.XGBClassifier",
-})
+ALLOWED_TRUSTED_TYPES = frozenset(
+    {
+        "numpy.dtype",
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "xgboost.core.Booster",
+        "xgboost.sklearn.XGBClassifier",
+    }
+)
 
 PIPELINE_RUN_TAG = "netsec.pipeline_run_id"
 # The process that owns a run (netsec_tasks.outages.owner_id), and why a run ended early.
@@ -59,7 +61,7 @@ def mlflow_client(cfg: PipelineConfig):
     apply_mlflow_budget(cfg)  # before any request: MLflow reads its HTTP settings per request
     uri = cfg.registry.tracking_uri
     if uri.startswith("sqlite:///"):  # the embedded default: the store lives in the work dir
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -82,7 +84,9 @@ def configure_mlflow(cfg: PipelineConfig) -> str:
     try:
         exp = client.get_experiment_by_name(name)
         if exp is None:
-            location = _artifact_location_uri(cfg.registry.artifact_location) if _is_local_store(uri) else None
+            location = (
+                _artifact_location_uri(cfg.registry.artifact_location) if _is_local_store(uri) else None
+            )
             try:
                 exp_id = client.create_experiment(name, artifact_location=location)
             except MlflowException as exc:
@@ -112,11 +116,12 @@ def trusted_types_for(model: Any) -> list[str]:
     if unknown:
         raise NetsecError(
             f"model needs skops types that are not on the allow-list: {unknown}; add them to "
-            "netsec_tasks.tracking.ALLOWED_TRUSTED_TYPES only if they are safe to load")
+            "netsec_tasks.tracking.ALLOWED_TRUSTED_TYPES only if they are safe to load"
+        )
     return needed
 
 
-def signature_frame(X: "pd.DataFrame") -> "pd.DataFrame":
+def signature_frame(X: pd.DataFrame) -> pd.DataFrame:
     """Numeric features as float64, so the signature admits NaN (the KNN imputer fills it)."""
     import pandas as pd
 
@@ -149,8 +154,14 @@ def pip_requirements_for(trusted_types: list[str]) -> list[str]:
     return pins
 
 
-def log_pipeline_model(model: Any, X_example: "pd.DataFrame", name: str = "model", *,
-                       n_example_rows: int = 5, signature: Any = None) -> str:
+def log_pipeline_model(
+    model: Any,
+    X_example: pd.DataFrame,
+    name: str = "model",
+    *,
+    n_example_rows: int = 5,
+    signature: Any = None,
+) -> str:
     """Log the fitted pipeline into the active MLflow run (skops); return the model URI.
 
     The signature is inferred from the feature frame and the model's ``predict`` output unless
@@ -199,8 +210,10 @@ def _verified_flavor(model_dir: Path, label: str | None) -> tuple[dict, list[str
     mlmodel = model_dir / "MLmodel"
     where = f"{label}: MLmodel" if label else str(mlmodel)
     if not mlmodel.is_file():  # MLflow "downloads" an empty directory when the artifacts are gone
-        raise RegistryError(f"{label or model_dir}: the model's artifacts are missing (no MLmodel "
-                            "file); the artifact store lost them or the upload never finished")
+        raise RegistryError(
+            f"{label or model_dir}: the model's artifacts are missing (no MLmodel "
+            "file); the artifact store lost them or the upload never finished"
+        )
     try:
         conf = yaml.safe_load(mlmodel.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -211,8 +224,10 @@ def _verified_flavor(model_dir: Path, label: str | None) -> tuple[dict, list[str
         raise RegistryError(f"{where}: no sklearn flavour; netsec serves sklearn Pipelines only")
     fmt = flavor.get("serialization_format")
     if fmt != "skops":
-        raise RegistryError(f"{where}: serialization format {fmt!r} refused; netsec loads skops "
-                            "models only (pickle can run arbitrary code)")
+        raise RegistryError(
+            f"{where}: serialization format {fmt!r} refused; netsec loads skops "
+            "models only (pickle can run arbitrary code)"
+        )
     trusted = list(flavor.get("skops_trusted_types") or [])
     extra = sorted(set(trusted) - ALLOWED_TRUSTED_TYPES)
     if extra:
@@ -248,8 +263,7 @@ def load_model_dir(model_dir: str | Path, label: str) -> Any:
         raise RegistryError(f"{label}: artifact {artifact} cannot be loaded ({detail})") from exc
 
 
-def load_verified_model(model_uri: str, tracking_uri: str | None = None, *,
-                        label: str | None = None) -> Any:
+def load_verified_model(model_uri: str, tracking_uri: str | None = None, *, label: str | None = None) -> Any:
     """Download ``model_uri`` (``models:/``, ``runs:/``, a path), verify it, load the Pipeline.
 
     ``label`` (default: ``model_uri``) is what errors call the model, e.g.
@@ -268,8 +282,11 @@ def load_verified_model(model_uri: str, tracking_uri: str | None = None, *,
         return load_model_dir(model_uri, label)
     with tempfile.TemporaryDirectory(prefix="netsec-model-") as tmp:
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp,
-                                                             tracking_uri=tracking_uri))
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=model_uri, dst_path=tmp, tracking_uri=tracking_uri
+                )
+            )
         except Exception as exc:
             if is_unreachable(exc):
                 raise

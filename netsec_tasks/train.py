@@ -43,22 +43,33 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from netsec_tasks.candidates import get_candidate, prefixed, single_threaded, unprefixed
 from netsec_tasks.catalog import RunCatalog
-from netsec_tasks.storage import scratch_dir
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import DataError, NetsecError
 from netsec_tasks.evaluation import evaluate, save_plots
-from netsec_tasks.candidates import get_candidate, prefixed, single_threaded, unprefixed
 from netsec_tasks.outages import mlflow_errors, owner_id, quick_mlflow
 from netsec_tasks.processes import sigterm_raises, workers_exit_with_parent
 from netsec_tasks.records import CandidateResult, RunContext, TrainRecord, TransformRecord, ValidationRecord
 from netsec_tasks.sampling import EARLY_STOPPING_SALT, IMPUTER_SALT, SEARCH_SALT, bounded_sample
 from netsec_tasks.schema import DatasetSchema, load_schema
 from netsec_tasks.split import lineage_hashes
-from netsec_tasks.tracking import (END_REASON_TAG, OWNER_TAG, PIPELINE_RUN_TAG, configure_mlflow,
-                                   log_pipeline_model)
-from netsec_tasks.transform import (compute_limits, build_preprocessor, feature_frame,
-                                    fit_preprocessor, load_preprocessor, threat_target)
+from netsec_tasks.storage import scratch_dir
+from netsec_tasks.tracking import (
+    END_REASON_TAG,
+    OWNER_TAG,
+    PIPELINE_RUN_TAG,
+    configure_mlflow,
+    log_pipeline_model,
+)
+from netsec_tasks.transform import (
+    build_preprocessor,
+    compute_limits,
+    feature_frame,
+    fit_preprocessor,
+    load_preprocessor,
+    threat_target,
+)
 
 log = logging.getLogger("netsec.train")
 
@@ -123,7 +134,7 @@ class SearchData:
         return self.preprocess is None
 
 
-def search_data(cfg: PipelineConfig, schema: DatasetSchema, train: "_Split") -> SearchData:
+def search_data(cfg: PipelineConfig, schema: DatasetSchema, train: _Split) -> SearchData:
     """The rows the search tunes on (see the module doc): the whole split when it has at most
     ``training.search_max_rows`` rows, else a bounded, grouped, stratified sample of it, imputed
     by a KNN imputer whose donors are training rows outside the sample."""
@@ -132,38 +143,62 @@ def search_data(cfg: PipelineConfig, schema: DatasetSchema, train: "_Split") -> 
     chosen = bounded_sample(hashes, train.y, t.search_max_rows, seed=t.seed, salt=SEARCH_SALT)
     if chosen.all():
         cv, groups = make_cv(cfg, train.X, train.y)
-        return SearchData(X=train.X, y=train.y, groups=groups, cv=cv,
-                          preprocess=build_preprocessor(schema), eval_set=None, rows=len(train.y),
-                          sample_rows=chosen, description="the whole training split (the imputer is fitted inside "
-                                      "each CV fold)")
+        return SearchData(
+            X=train.X,
+            y=train.y,
+            groups=groups,
+            cv=cv,
+            preprocess=build_preprocessor(schema),
+            eval_set=None,
+            rows=len(train.y),
+            sample_rows=chosen,
+            description="the whole training split (the imputer is fitted inside each CV fold)",
+        )
     outside = ~chosen
     donors = np.zeros_like(chosen)
-    donors[outside] = bounded_sample(hashes[outside], train.y[outside],
-                                     cfg.transform.imputer_max_rows, seed=t.seed, salt=IMPUTER_SALT)
+    donors[outside] = bounded_sample(
+        hashes[outside], train.y[outside], cfg.transform.imputer_max_rows, seed=t.seed, salt=IMPUTER_SALT
+    )
     spare = outside & ~donors
     held = np.zeros_like(chosen)
     if spare.any():
-        held[spare] = bounded_sample(hashes[spare], train.y[spare],
-                                     min(EARLY_STOPPING_MAX_ROWS, int(chosen.sum()) // 4 or 1),
-                                     seed=t.seed, salt=EARLY_STOPPING_SALT)
+        held[spare] = bounded_sample(
+            hashes[spare],
+            train.y[spare],
+            min(EARLY_STOPPING_MAX_ROWS, int(chosen.sum()) // 4 or 1),
+            seed=t.seed,
+            salt=EARLY_STOPPING_SALT,
+        )
     # Fitted on rows outside the sample only: the categorical parts on all of them, the KNN
     # imputer on its bounded donors. No CV row (training or validation) shaped it.
     preprocess = fit_preprocessor(schema, train.X, imputer_rows=donors, rows=outside)
     with compute_limits():
         X = preprocess.transform(train.X[chosen])
-        eval_set = ((preprocess.transform(train.X[held]), train.y[held])
-                    if held.any() and len(np.unique(train.y[held])) == 2 else None)
+        eval_set = (
+            (preprocess.transform(train.X[held]), train.y[held])
+            if held.any() and len(np.unique(train.y[held])) == 2
+            else None
+        )
     y = train.y[chosen]
     cv, groups = make_cv(cfg, train.X[chosen], y)
     return SearchData(
-        X=X, y=y, groups=groups, cv=cv, preprocess=None, eval_set=eval_set, rows=len(y),
-        sample_rows=chosen, imputer_rows=donors,
+        X=X,
+        y=y,
+        groups=groups,
+        cv=cv,
+        preprocess=None,
+        eval_set=eval_set,
+        rows=len(y),
+        sample_rows=chosen,
+        imputer_rows=donors,
         early_stopping_rows=held if eval_set is not None else None,
-        description=(f"a sample of {len(y)} of the {len(train.y)} training rows "
-                     f"(training.search_max_rows={t.search_max_rows}; identical rows together, "
-                     f"stratified), imputed by a KNN imputer on {int(donors.sum())} rows outside it"
-                     + (f"; {int(held.sum())} other rows held out for early stopping"
-                        if eval_set is not None else "")))
+        description=(
+            f"a sample of {len(y)} of the {len(train.y)} training rows "
+            f"(training.search_max_rows={t.search_max_rows}; identical rows together, "
+            f"stratified), imputed by a KNN imputer on {int(donors.sum())} rows outside it"
+            + (f"; {int(held.sum())} other rows held out for early stopping" if eval_set is not None else "")
+        ),
+    )
 
 
 def make_cv(cfg: PipelineConfig, X: pd.DataFrame, y: np.ndarray) -> tuple[Any, np.ndarray | None]:
@@ -173,8 +208,10 @@ def make_cv(cfg: PipelineConfig, X: pd.DataFrame, y: np.ndarray) -> tuple[Any, n
     folds, seed = cfg.training.cv_folds, cfg.training.seed
     minority = int(min(np.bincount(y, minlength=2)))
     if minority < folds:
-        raise DataError(f"the training split has only {minority} rows of its smaller class, fewer "
-                        f"than training.cv_folds={folds}; lower cv_folds or add data")
+        raise DataError(
+            f"the training split has only {minority} rows of its smaller class, fewer "
+            f"than training.cv_folds={folds}; lower cv_folds or add data"
+        )
     if cfg.split.duplicate_aware:
         return StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed), row_groups(X)
     return StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed), None
@@ -185,12 +222,14 @@ def _make_search(cfg: PipelineConfig, pipeline, space: dict[str, Any], cv):
     from sklearn.model_selection import HalvingRandomSearchCV, RandomizedSearchCV
 
     t = cfg.training
-    common = dict(scoring=t.metric, cv=cv, n_jobs=t.n_jobs, refit=False, random_state=t.seed,
-                  error_score=np.nan)
+    common = dict(
+        scoring=t.metric, cv=cv, n_jobs=t.n_jobs, refit=False, random_state=t.seed, error_score=np.nan
+    )
     if t.search == "halving":
         # n_iter first-round candidates on a small subsample; the best third go on with 3x the rows.
-        return HalvingRandomSearchCV(pipeline, space, n_candidates=t.n_iter, factor=3,
-                                     min_resources="exhaust", **common)
+        return HalvingRandomSearchCV(
+            pipeline, space, n_candidates=t.n_iter, factor=3, min_resources="exhaust", **common
+        )
     return RandomizedSearchCV(pipeline, space, n_iter=t.n_iter, **common)
 
 
@@ -208,8 +247,9 @@ def tune_candidate(cfg: PipelineConfig, name: str, data: SearchData) -> Candidat
     from sklearn.pipeline import Pipeline
 
     spec = get_candidate(name)
-    estimator, fit_params = _with_early_stopping(spec, spec.build(cfg.training.seed), data.eval_set,
-                                                 prefix="model__")
+    estimator, fit_params = _with_early_stopping(
+        spec, spec.build(cfg.training.seed), data.eval_set, prefix="model__"
+    )
     steps = [("preprocess", clone(data.preprocess))] if data.preprocess is not None else []
     pipeline = Pipeline([*steps, ("model", estimator)])
     search = _make_search(cfg, pipeline, prefixed(spec.space()), data.cv)
@@ -220,14 +260,17 @@ def tune_candidate(cfg: PipelineConfig, name: str, data: SearchData) -> Candidat
             warnings.simplefilter("ignore", category=UserWarning)
             search.fit(data.X, data.y, groups=data.groups, **fit_params)
     except Exception as exc:
-        raise NetsecError(f"training candidate '{name}' failed during cross-validation: "
-                          f"{type(exc).__name__}: {exc}") from exc
+        raise NetsecError(
+            f"training candidate '{name}' failed during cross-validation: {type(exc).__name__}: {exc}"
+        ) from exc
     seconds = time.perf_counter() - start
     i = search.best_index_
     score = float(search.cv_results_["mean_test_score"][i])
     if not math.isfinite(score):
-        raise NetsecError(f"training candidate '{name}' has no finite CV {cfg.training.metric} score "
-                          "(its fits failed); check its search space in netsec_tasks/candidates.py")
+        raise NetsecError(
+            f"training candidate '{name}' has no finite CV {cfg.training.metric} score "
+            "(its fits failed); check its search space in netsec_tasks/candidates.py"
+        )
     return CandidateResult(
         name=name,
         cv_score=score,
@@ -245,9 +288,16 @@ def _plain(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def fit_final(cfg: PipelineConfig, winner: CandidateResult, preprocessor, X: pd.DataFrame,
-              y: np.ndarray, *, search_rows: int | None = None,
-              early_stopping_rows: np.ndarray | None = None):
+def fit_final(
+    cfg: PipelineConfig,
+    winner: CandidateResult,
+    preprocessor,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    *,
+    search_rows: int | None = None,
+    early_stopping_rows: np.ndarray | None = None,
+):
     """The served model: fitted preprocessor + winner refit on the transformed training split.
 
     ``search_rows``: rows the search fitted on, for the candidate's refit budget;
@@ -284,7 +334,9 @@ def _find_parent_run(client, experiment_id: str, pipeline_run_id: str):
     runs = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{PIPELINE_RUN_TAG}` = '{quoted}' and tags.`{ROLE_TAG}` = 'pipeline'",
-        order_by=["attributes.start_time ASC"], max_results=1)
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
     return runs[0] if runs else None
 
 
@@ -292,7 +344,9 @@ def _find_child_run(client, experiment_id: str, parent_id: str, candidate: str):
     runs = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`{CANDIDATE_TAG}` = '{candidate}'",
-        order_by=["attributes.start_time ASC"], max_results=1)
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
     return runs[0] if runs else None
 
 
@@ -301,6 +355,7 @@ def _log_params(params: dict[str, Any]) -> None:
     import mlflow
 
     run = mlflow.active_run()
+    assert run is not None  # called inside the training run
     existing = mlflow.MlflowClient().get_run(run.info.run_id).data.params
     fresh = {}
     for key, value in params.items():
@@ -308,44 +363,57 @@ def _log_params(params: dict[str, Any]) -> None:
         if key not in existing:
             fresh[key] = text
         elif existing[key] != text:
-            log.warning("param %s changed on retry (%s -> %s); recorded as tag netsec.param.%s",
-                        key, existing[key], text, key)
+            log.warning(
+                "param %s changed on retry (%s -> %s); recorded as tag netsec.param.%s",
+                key,
+                existing[key],
+                text,
+                key,
+            )
             mlflow.set_tag(f"netsec.param.{key}", text[:5000])
     if fresh:
         mlflow.log_params(fresh)
 
 
-def _log_candidate_run(client, experiment_id: str, parent_id: str, result: CandidateResult,
-                       owner: str) -> str:
+def _log_candidate_run(
+    client, experiment_id: str, parent_id: str, result: CandidateResult, owner: str
+) -> str:
     import mlflow
 
     previous = _find_child_run(client, experiment_id, parent_id, result.name)
     kwargs = {"run_id": previous.info.run_id} if previous else {"run_name": result.name}
-    with mlflow.start_run(nested=True, tags={CANDIDATE_TAG: result.name, ROLE_TAG: "candidate",
-                                             OWNER_TAG: owner}, **kwargs) as child:
+    with mlflow.start_run(
+        nested=True, tags={CANDIDATE_TAG: result.name, ROLE_TAG: "candidate", OWNER_TAG: owner}, **kwargs
+    ) as child:
         _log_params(result.best_params)
-        mlflow.log_metrics({"cv_mean": result.cv_score, "cv_std": result.cv_std,
-                            "fit_seconds": result.fit_seconds})
+        mlflow.log_metrics(
+            {"cv_mean": result.cv_score, "cv_std": result.cv_std, "fit_seconds": result.fit_seconds}
+        )
         return child.info.run_id
 
 
-def _log_data(cfg: PipelineConfig, schema: DatasetSchema, validation: ValidationRecord,
-              train: _Split, test: _Split) -> None:
+def _log_data(
+    cfg: PipelineConfig, schema: DatasetSchema, validation: ValidationRecord, train: _Split, test: _Split
+) -> None:
     """Both splits as MLflow dataset inputs that point at their copy in storage (the data itself
     is stored once, in storage; the registry's ``netsec.train_uri`` tag is the drift reference)."""
     import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
 
     target = schema.target.column
     columns = [*schema.features, target]
-    splits = (("train", "training", train, validation.train_uri, validation.dataset_digest[:32]),
-              ("test", "testing", test, validation.test_uri, None))
+    splits = (
+        ("train", "training", train, validation.train_uri, validation.dataset_digest[:32]),
+        ("test", "testing", test, validation.test_uri, None),
+    )
     for part, context, split, uri, digest in splits:
         with warnings.catch_warnings():
             # Schema-inference hints about int columns and source-type guessing: not actionable.
             warnings.simplefilter("ignore", category=UserWarning)
             # MLflow stores at most 36 characters of a dataset digest.
-            dataset = mlflow.data.from_pandas(split.frame[columns], source=uri, targets=target,
-                                              name=f"{cfg.dataset}-{part}", digest=digest)
+            dataset = from_pandas(
+                split.frame[columns], source=uri, targets=target, name=f"{cfg.dataset}-{part}", digest=digest
+            )
             mlflow.log_input(dataset, context=context)
 
 
@@ -370,11 +438,22 @@ def _tune_all(cfg: PipelineConfig, data: SearchData, on_result=None) -> list[Can
     t = cfg.training
     say = _Progress(t.progress)
     groups = data.groups
-    fold_kind = (f"StratifiedGroupKFold over {len(np.unique(groups))} distinct rows" if groups is not None
-                 else "StratifiedKFold")
-    say("tuning %d candidates on %s: %s search, n_iter=%d, %d-fold %s, n_jobs=%d, metric=%s",
-        len(t.candidates), data.description, t.search, t.n_iter, t.cv_folds, fold_kind, t.n_jobs,
-        t.metric)
+    fold_kind = (
+        f"StratifiedGroupKFold over {len(np.unique(groups))} distinct rows"
+        if groups is not None
+        else "StratifiedKFold"
+    )
+    say(
+        "tuning %d candidates on %s: %s search, n_iter=%d, %d-fold %s, n_jobs=%d, metric=%s",
+        len(t.candidates),
+        data.description,
+        t.search,
+        t.n_iter,
+        t.cv_folds,
+        fold_kind,
+        t.n_jobs,
+        t.metric,
+    )
     results: list[CandidateResult] = []
     started = time.perf_counter()
     for i, name in enumerate(t.candidates, 1):
@@ -386,9 +465,18 @@ def _tune_all(cfg: PipelineConfig, data: SearchData, on_result=None) -> list[Can
         left = len(t.candidates) - i
         # A rough estimate: the candidates so far took this long on average.
         eta = f", about {_duration(elapsed / i * left)} left" if left else ""
-        say("[%d/%d] %-22s cv %s %.4f ± %.4f  %.1f s (search %s so far%s)", i, len(t.candidates),
-            name, t.metric, result.cv_score, result.cv_std, result.fit_seconds, _duration(elapsed),
-            eta)
+        say(
+            "[%d/%d] %-22s cv %s %.4f ± %.4f  %.1f s (search %s so far%s)",
+            i,
+            len(t.candidates),
+            name,
+            t.metric,
+            result.cv_score,
+            result.cv_std,
+            result.fit_seconds,
+            _duration(elapsed),
+            eta,
+        )
     if t.n_jobs != 1 and data.sampled:
         # The search's worker processes idle from here on, holding ~250 MB each: stop them
         # before the refit of a split larger than the sample, the step's largest allocation
@@ -400,27 +488,44 @@ def _tune_all(cfg: PipelineConfig, data: SearchData, on_result=None) -> list[Can
     return results
 
 
-def _train_and_evaluate(cfg: PipelineConfig, run: RunContext, schema: DatasetSchema,
-                        validation: ValidationRecord, transform: TransformRecord, on_result=None):
+def _train_and_evaluate(
+    cfg: PipelineConfig,
+    run: RunContext,
+    schema: DatasetSchema,
+    validation: ValidationRecord,
+    transform: TransformRecord,
+    on_result=None,
+):
     start = time.perf_counter()
     catalog = RunCatalog.of(cfg, run)
     train_split = _Split(catalog, validation.train_uri, schema)
     if len(np.unique(train_split.y)) < 2:
-        raise DataError(f"the training split has only one class; both threat and benign rows are "
-                        f"needed (label mapping: {schema.target.mapping()})", source=validation.train_uri)
-    preprocessor = load_preprocessor(catalog.storage.read_bytes(transform.preprocessor_uri),
-                                     transform.preprocessor_uri)
+        raise DataError(
+            f"the training split has only one class; both threat and benign rows are "
+            f"needed (label mapping: {schema.target.mapping()})",
+            source=validation.train_uri,
+        )
+    preprocessor = load_preprocessor(
+        catalog.storage.read_bytes(transform.preprocessor_uri), transform.preprocessor_uri
+    )
     data = search_data(cfg, schema, train_split)
     candidates = _tune_all(cfg, data, on_result)
     winner = max(candidates, key=lambda c: c.cv_score)  # first listed wins a tie
     say = _Progress(cfg.training.progress)
     say("refitting %s on the %d training rows", winner.name, len(train_split.y))
     refit_start = time.perf_counter()
-    model = fit_final(cfg, winner, preprocessor, train_split.X, train_split.y,
-                      # Rows per fit in the search: what a budgeted refit keeps per tree.
-                      search_rows=(data.rows * (cfg.training.cv_folds - 1) // cfg.training.cv_folds
-                                   if data.sampled else None),
-                      early_stopping_rows=data.early_stopping_rows)
+    model = fit_final(
+        cfg,
+        winner,
+        preprocessor,
+        train_split.X,
+        train_split.y,
+        # Rows per fit in the search: what a budgeted refit keeps per tree.
+        search_rows=(
+            data.rows * (cfg.training.cv_folds - 1) // cfg.training.cv_folds if data.sampled else None
+        ),
+        early_stopping_rows=data.early_stopping_rows,
+    )
     say("refit in %.1f s", time.perf_counter() - refit_start)
     training_seconds = time.perf_counter() - start
 
@@ -430,18 +535,31 @@ def _train_and_evaluate(cfg: PipelineConfig, run: RunContext, schema: DatasetSch
         test_features = model[:-1].transform(test_split.X)
         metrics, cm, y_pred, scores = evaluate(model[-1], test_features, test_split.y)
     plot_dir = Path(tempfile.mkdtemp(prefix="netsec-plots-", dir=scratch_dir(cfg)))
-    plot_files = save_plots(test_split.y, y_pred, scores, plot_dir,
-                            labels=schema.class_names,
-                            title=f"- {winner.name}")
+    plot_files = save_plots(
+        test_split.y, y_pred, scores, plot_dir, labels=schema.class_names, title=f"- {winner.name}"
+    )
     plots = [catalog.save_file("plots", path, Path(path).name) for path in plot_files]
     _Progress(cfg.training.progress)(
-        "winner %s (cv %s %.4f); test: %s; trained in %.1f s", winner.name, cfg.training.metric,
-        winner.cv_score, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), training_seconds)
-    return _Trained(model=model, train=train_split, test=test_split, candidates=candidates,
-                    winner=winner, metrics=metrics, cm=cm, plots=plots, plot_dir=plot_dir,
-                    training_seconds=training_seconds, search_rows=data.rows)
-
-
+        "winner %s (cv %s %.4f); test: %s; trained in %.1f s",
+        winner.name,
+        cfg.training.metric,
+        winner.cv_score,
+        ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
+        training_seconds,
+    )
+    return _Trained(
+        model=model,
+        train=train_split,
+        test=test_split,
+        candidates=candidates,
+        winner=winner,
+        metrics=metrics,
+        cm=cm,
+        plots=plots,
+        plot_dir=plot_dir,
+        training_seconds=training_seconds,
+        search_rows=data.rows,
+    )
 
 
 @dataclass
@@ -455,23 +573,38 @@ class _Trained:
     winner: CandidateResult
     metrics: dict[str, float]
     cm: list[list[int]]
-    plots: list[str]          # URIs in storage
-    plot_dir: Path            # this task's local copies (logged to MLflow, then removed)
+    plots: list[str]  # URIs in storage
+    plot_dir: Path  # this task's local copies (logged to MLflow, then removed)
     training_seconds: float
     search_rows: int
 
-    def record(self, cfg: PipelineConfig, *, model_uri: str, run_id: str,
-               experiment_id: str) -> TrainRecord:
+    def record(self, cfg: PipelineConfig, *, model_uri: str, run_id: str, experiment_id: str) -> TrainRecord:
         return TrainRecord(
-            model_uri=model_uri, mlflow_run_id=run_id, experiment_id=experiment_id,
-            winner=self.winner.name, metric=cfg.training.metric, cv_score=self.winner.cv_score,
-            test_metrics=self.metrics, confusion_matrix=self.cm, candidates=self.candidates,
-            plots=self.plots, train_rows=len(self.train.y), test_rows=len(self.test.y),
-            training_seconds=round(self.training_seconds, 3), search_rows=self.search_rows)
+            model_uri=model_uri,
+            mlflow_run_id=run_id,
+            experiment_id=experiment_id,
+            winner=self.winner.name,
+            metric=cfg.training.metric,
+            cv_score=self.winner.cv_score,
+            test_metrics=self.metrics,
+            confusion_matrix=self.cm,
+            candidates=self.candidates,
+            plots=self.plots,
+            train_rows=len(self.train.y),
+            test_rows=len(self.test.y),
+            training_seconds=round(self.training_seconds, 3),
+            search_rows=self.search_rows,
+        )
 
 
-def train(cfg: PipelineConfig, run: RunContext, validation: ValidationRecord,
-          transform: TransformRecord, *, tracking: bool = True) -> TrainRecord:
+def train(
+    cfg: PipelineConfig,
+    run: RunContext,
+    validation: ValidationRecord,
+    transform: TransformRecord,
+    *,
+    tracking: bool = True,
+) -> TrainRecord:
     """Tune every configured candidate, refit the best, evaluate it once, track it in MLflow.
 
     ``tracking=False`` skips MLflow (benchmarks): the record's model URI is then the local skops
@@ -480,8 +613,14 @@ def train(cfg: PipelineConfig, run: RunContext, validation: ValidationRecord,
     return train_model(cfg, run, validation, transform, tracking=tracking)[0]
 
 
-def train_model(cfg: PipelineConfig, run: RunContext, validation: ValidationRecord,
-                transform: TransformRecord, *, tracking: bool = True):
+def train_model(
+    cfg: PipelineConfig,
+    run: RunContext,
+    validation: ValidationRecord,
+    transform: TransformRecord,
+    *,
+    tracking: bool = True,
+):
     """:func:`train`, also returning the in-memory fitted pipeline: ``(record, model)``.
 
     With tracking, every MLflow call runs under the ``registry.*`` request budget and an
@@ -503,8 +642,13 @@ def train_model(cfg: PipelineConfig, run: RunContext, validation: ValidationReco
         return _train_tracked(cfg, run, schema, validation, transform)
 
 
-def _train_tracked(cfg: PipelineConfig, run: RunContext, schema: DatasetSchema,
-                   validation: ValidationRecord, transform: TransformRecord):
+def _train_tracked(
+    cfg: PipelineConfig,
+    run: RunContext,
+    schema: DatasetSchema,
+    validation: ValidationRecord,
+    transform: TransformRecord,
+):
     import mlflow
 
     experiment_id = configure_mlflow(cfg)
@@ -514,19 +658,33 @@ def _train_tracked(cfg: PipelineConfig, run: RunContext, schema: DatasetSchema,
         previous = _find_parent_run(client, experiment_id, run.run_id)
         if mlflow.active_run() is not None:  # a run leaked from an earlier crash in this process
             _end_runs_quietly("FAILED", "a run left open in this process")
-        kwargs = ({"run_id": previous.info.run_id} if previous
-                  else {"run_name": run.run_id, "experiment_id": experiment_id})
-        parent = mlflow.start_run(tags={PIPELINE_RUN_TAG: run.run_id, ROLE_TAG: "pipeline",
-                                        OWNER_TAG: owner,
-                                        "netsec.dataset_digest": validation.dataset_digest}, **kwargs)
+        kwargs = (
+            {"run_id": previous.info.run_id}
+            if previous
+            else {"run_name": run.run_id, "experiment_id": experiment_id}
+        )
+        parent = mlflow.start_run(
+            tags={
+                PIPELINE_RUN_TAG: run.run_id,
+                ROLE_TAG: "pipeline",
+                OWNER_TAG: owner,
+                "netsec.dataset_digest": validation.dataset_digest,
+            },
+            **kwargs,
+        )
     parent_id = parent.info.run_id
     if previous:
         log.info("reusing MLflow parent run %s of pipeline run %s (retry)", parent_id, run.run_id)
     try:
         with mlflow_errors(cfg, f"track MLflow run {parent_id} of pipeline run {run.run_id}"):
             out = _train_and_evaluate(
-                cfg, run, schema, validation, transform,
-                on_result=lambda r: _log_candidate_run(client, experiment_id, parent_id, r, owner))
+                cfg,
+                run,
+                schema,
+                validation,
+                transform,
+                on_result=lambda r: _log_candidate_run(client, experiment_id, parent_id, r, owner),
+            )
             model_uri = _log_parent(cfg, schema, validation, out)
             shutil.rmtree(out.plot_dir, ignore_errors=True)
             mlflow.end_run(status="FINISHED")
@@ -564,32 +722,53 @@ def _end_runs_quietly(status: str, reason: str) -> None:
                 mlflow.end_run(status=status)  # pops the run before its request: the loop advances
             except Exception as exc:
                 if reachable:
-                    log.warning("could not mark MLflow run %s %s (%s); the next run's "
-                                "reconciliation will end it", run_id, status, _end_reason(exc)[:200])
+                    log.warning(
+                        "could not mark MLflow run %s %s (%s); the next run's reconciliation will end it",
+                        run_id,
+                        status,
+                        _end_reason(exc)[:200],
+                    )
                 reachable = False
 
 
-def _log_parent(cfg: PipelineConfig, schema: DatasetSchema, validation: ValidationRecord,
-                out: _Trained) -> str:
+def _log_parent(
+    cfg: PipelineConfig, schema: DatasetSchema, validation: ValidationRecord, out: _Trained
+) -> str:
     """Params, metrics, data, plots and (last) the model into the active parent run."""
     import mlflow
 
     t = cfg.training
     winner = out.winner
-    _log_params({
-        "winner": winner.name, "metric": t.metric, "cv_folds": t.cv_folds, "search": t.search,
-        "n_iter": t.n_iter, "candidates": ",".join(t.candidates), "training_seed": t.seed,
-        "split_seed": cfg.split.seed, "duplicate_aware": cfg.split.duplicate_aware,
-        "train_rows": len(out.train.y), "test_rows": len(out.test.y),
-        "search_rows": out.search_rows, "search_max_rows": t.search_max_rows,
-        "imputer_max_rows": cfg.transform.imputer_max_rows,
-        "target": schema.target.column, "positive_label": schema.positive_label,
-        "label_mapping": schema.target.mapping(),
-        **{f"winner.{k}": v for k, v in winner.best_params.items()},
-    })
-    mlflow.log_metrics({**{f"test_{k}": v for k, v in out.metrics.items()},
-                        "cv_score": winner.cv_score, "cv_std": winner.cv_std,
-                        "training_seconds": out.training_seconds})
+    _log_params(
+        {
+            "winner": winner.name,
+            "metric": t.metric,
+            "cv_folds": t.cv_folds,
+            "search": t.search,
+            "n_iter": t.n_iter,
+            "candidates": ",".join(t.candidates),
+            "training_seed": t.seed,
+            "split_seed": cfg.split.seed,
+            "duplicate_aware": cfg.split.duplicate_aware,
+            "train_rows": len(out.train.y),
+            "test_rows": len(out.test.y),
+            "search_rows": out.search_rows,
+            "search_max_rows": t.search_max_rows,
+            "imputer_max_rows": cfg.transform.imputer_max_rows,
+            "target": schema.target.column,
+            "positive_label": schema.positive_label,
+            "label_mapping": schema.target.mapping(),
+            **{f"winner.{k}": v for k, v in winner.best_params.items()},
+        }
+    )
+    mlflow.log_metrics(
+        {
+            **{f"test_{k}": v for k, v in out.metrics.items()},
+            "cv_score": winner.cv_score,
+            "cv_std": winner.cv_std,
+            "training_seconds": out.training_seconds,
+        }
+    )
     cm = out.cm
     mlflow.log_dict({"labels": ["benign", "threat"], "rows_truth_cols_pred": cm}, "confusion_matrix.json")
     _log_data(cfg, schema, validation, out.train, out.test)

@@ -41,12 +41,12 @@ from sklearn.impute import KNNImputer, SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
+from netsec_tasks.catalog import RunCatalog
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import DataError
 from netsec_tasks.records import RunContext, TransformRecord, ValidationRecord
 from netsec_tasks.sampling import IMPUTER_SALT, bounded_sample
 from netsec_tasks.schema import DatasetSchema, load_schema
-from netsec_tasks.catalog import RunCatalog
 from netsec_tasks.split import lineage_hashes
 
 log = logging.getLogger("netsec.transform")
@@ -64,15 +64,27 @@ def build_preprocessor(schema: DatasetSchema) -> ColumnTransformer:
     if schema.numeric_features:
         # keep_empty_features: an all-missing column stays (as 0) so the output width never
         # depends on the batch.
-        parts.append(("numeric", KNNImputer(n_neighbors=KNN_NEIGHBORS, keep_empty_features=True),
-                      schema.numeric_features))
+        parts.append(
+            (
+                "numeric",
+                KNNImputer(n_neighbors=KNN_NEIGHBORS, keep_empty_features=True),
+                schema.numeric_features,
+            )
+        )
     if schema.categorical_features:
-        parts.append(("categorical", Pipeline([
-            ("impute", SimpleImputer(strategy="most_frequent", keep_empty_features=True)),
-            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
-        ]), schema.categorical_features))
-    return ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0,
-                             verbose_feature_names_out=False)
+        parts.append(
+            (
+                "categorical",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="most_frequent", keep_empty_features=True)),
+                        ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+                    ]
+                ),
+                schema.categorical_features,
+            )
+        )
+    return ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0, verbose_feature_names_out=False)
 
 
 @contextlib.contextmanager
@@ -84,8 +96,12 @@ def compute_limits() -> Iterator[None]:
         yield
 
 
-def fit_preprocessor(schema: DatasetSchema, X: pd.DataFrame, imputer_rows: np.ndarray | None = None,
-                     rows: np.ndarray | None = None) -> ColumnTransformer:
+def fit_preprocessor(
+    schema: DatasetSchema,
+    X: pd.DataFrame,
+    imputer_rows: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
+) -> ColumnTransformer:
     """The preprocessor for ``X`` (schema features, n rows): the KNN imputer fitted on the rows
     ``imputer_rows``, the other parts on the rows ``rows`` (boolean masks of n; None: every row).
 
@@ -107,20 +123,29 @@ def fit_preprocessor(schema: DatasetSchema, X: pd.DataFrame, imputer_rows: np.nd
     return wired.fit(X.iloc[:1])
 
 
-def imputer_sample(cfg: PipelineConfig, frame: pd.DataFrame, schema: DatasetSchema,
-                   y: np.ndarray) -> np.ndarray:
+def imputer_sample(
+    cfg: PipelineConfig, frame: pd.DataFrame, schema: DatasetSchema, y: np.ndarray
+) -> np.ndarray:
     """The imputer's donors among ``frame``'s rows: a bounded, grouped, stratified sample of at
     most ``transform.imputer_max_rows`` rows (boolean mask)."""
-    return bounded_sample(lineage_hashes(frame, schema), y, cfg.transform.imputer_max_rows,
-                          seed=cfg.training.seed, salt=IMPUTER_SALT)
+    return bounded_sample(
+        lineage_hashes(frame, schema),
+        y,
+        cfg.transform.imputer_max_rows,
+        seed=cfg.training.seed,
+        salt=IMPUTER_SALT,
+    )
 
 
 def feature_frame(frame: pd.DataFrame, schema: DatasetSchema, source: str = "") -> pd.DataFrame:
     """Exactly the schema's feature columns, in schema order (the model's input contract)."""
     missing = [c for c in schema.features if c not in frame.columns]
     if missing:
-        raise DataError(f"missing feature columns {missing}; the schema '{schema.name}' needs them",
-                        source=source or None, columns=missing)
+        raise DataError(
+            f"missing feature columns {missing}; the schema '{schema.name}' needs them",
+            source=source or None,
+            columns=missing,
+        )
     return frame[schema.features]
 
 
@@ -132,13 +157,15 @@ def threat_target(frame: pd.DataFrame, schema: DatasetSchema, source: str = "") 
     labels = frame[col]
     if labels.isna().any():
         rows = [int(i) for i in np.flatnonzero(labels.isna().to_numpy())[:10]]
-        raise DataError(f"target column '{col}' has missing labels", source=source or None,
-                        columns=[col], rows=rows)
+        raise DataError(
+            f"target column '{col}' has missing labels", source=source or None, columns=[col], rows=rows
+        )
     return np.asarray(schema.is_threat(labels), dtype=np.int64)
 
 
-def features_and_target(frame: pd.DataFrame, schema: DatasetSchema,
-               source: str = "") -> tuple[pd.DataFrame, np.ndarray]:
+def features_and_target(
+    frame: pd.DataFrame, schema: DatasetSchema, source: str = ""
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Features and 0/1 threat target of a validated split."""
     return feature_frame(frame, schema, source), threat_target(frame, schema, source)
 
@@ -183,9 +210,17 @@ def transform(cfg: PipelineConfig, run: RunContext, validation: ValidationRecord
         fitted_on_rows=len(X_train),
         imputer_rows=int(donors.sum()),
     )
-    log.info("preprocessor fitted on %d training rows (the KNN imputer on %d of them, "
-             "transform.imputer_max_rows=%s): %d features in, %d out, %d missing values in the "
-             "split; %.1f s -> %s", len(X_train), record.imputer_rows,
-             cfg.transform.imputer_max_rows, len(schema.features), record.features_out, missing,
-             time.perf_counter() - started, uri)
+    log.info(
+        "preprocessor fitted on %d training rows (the KNN imputer on %d of them, "
+        "transform.imputer_max_rows=%s): %d features in, %d out, %d missing values in the "
+        "split; %.1f s -> %s",
+        len(X_train),
+        record.imputer_rows,
+        cfg.transform.imputer_max_rows,
+        len(schema.features),
+        record.features_out,
+        missing,
+        time.perf_counter() - started,
+        uri,
+    )
     return record

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import yaml
 
+from netsec_tasks.catalog import RunCatalog
 from netsec_tasks.config import PipelineConfig, ValidationConfig
 from netsec_tasks.contract import UNLISTED_HINT, Contract, listed, null_mask, show
 from netsec_tasks.errors import ValidationFailed
@@ -37,9 +39,7 @@ from netsec_tasks.plain import plain
 from netsec_tasks.records import IngestRecord, RunContext, ValidationRecord
 from netsec_tasks.schema import ColumnSpec, DatasetSchema, load_schema
 from netsec_tasks.split import lineage_frame, lineage_hashes, row_hashes
-from netsec_tasks.catalog import RunCatalog
 from netsec_tasks.storage import atomic_write
-from netsec_tasks.table_io import frame_digest
 
 Status = Literal["pass", "warn", "fail"]
 # How strict the size/class-balance checks are: training data must be usable on its own; a test
@@ -64,8 +64,12 @@ class Check:
         return self.to_dict().get(key, default)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "status": self.status, "count": int(self.count),
-                               "details": self.details}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "status": self.status,
+            "count": int(self.count),
+            "details": self.details,
+        }
         if self.columns:
             out["columns"] = list(self.columns)
         return out
@@ -77,10 +81,10 @@ class FrameValidation:
 
     source: str
     clean: pd.DataFrame
-    invalid: pd.DataFrame          # one line per problem: split, row, column, value, reason
+    invalid: pd.DataFrame  # one line per problem: split, row, column, value, reason
     checks: list[Check]
     rows_checked: int
-    rows_invalid: int              # distinct rows quarantined
+    rows_invalid: int  # distinct rows quarantined
     # Rows per target label (as text) and whether the schema maps it to the threat class.
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Valid rows, when ``clean`` does not hold them (the step streams them to storage instead).
@@ -147,9 +151,17 @@ class _Quarantine:
         else:
             split, row = [self.default_split] * n, idx
         shown = values[mask].map(show) if isinstance(values, pd.Series) else [values] * n
-        self.parts.append(pd.DataFrame({
-            "split": list(split), "row": list(row), "column": column,
-            "value": list(shown), "reason": reason}))
+        self.parts.append(
+            pd.DataFrame(
+                {
+                    "split": list(split),
+                    "row": list(row),
+                    "column": column,
+                    "value": list(shown),
+                    "reason": reason,
+                }
+            )
+        )
         return n
 
     def add_problems(self, problems: pd.DataFrame) -> None:
@@ -163,10 +175,17 @@ class _Quarantine:
             split, row = list(idx.get_level_values(0)), list(idx.get_level_values(1))
         else:
             split, row = [self.default_split] * len(pos), list(idx)
-        self.parts.append(pd.DataFrame({"split": split, "row": row,
-                                        "column": list(problems["column"]),
-                                        "value": list(problems["value"]),
-                                        "reason": list(problems["reason"])}))
+        self.parts.append(
+            pd.DataFrame(
+                {
+                    "split": split,
+                    "row": row,
+                    "column": list(problems["column"]),
+                    "value": list(problems["value"]),
+                    "reason": list(problems["reason"]),
+                }
+            )
+        )
 
     def frame(self) -> pd.DataFrame:
         if not self.parts:
@@ -191,23 +210,23 @@ class _Tally:
     to the tally of the whole, so a split can be validated batch by batch in bounded memory."""
 
     rows: int = 0
-    present: list[str] = field(default_factory=list)            # the data's columns
-    unexpected: list[str] = field(default_factory=list)         # data columns not in the schema
+    present: list[str] = field(default_factory=list)  # the data's columns
+    unexpected: list[str] = field(default_factory=list)  # data columns not in the schema
     unexpected_details: str = "no unexpected columns"
-    problems: dict[str, int] = field(default_factory=dict)       # contract kind -> problem lines
+    problems: dict[str, int] = field(default_factory=dict)  # contract kind -> problem lines
     problem_columns: dict[str, list[str]] = field(default_factory=dict)
-    row_null: int = 0                                            # rows mostly null
-    nulls: dict[str, int] = field(default_factory=dict)          # feature -> null cells
+    row_null: int = 0  # rows mostly null
+    nulls: dict[str, int] = field(default_factory=dict)  # feature -> null cells
     has_target: bool = False
     target_missing: int = 0
-    refused: dict[str, int] = field(default_factory=dict)        # unusable label as written -> rows
+    refused: dict[str, int] = field(default_factory=dict)  # unusable label as written -> rows
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> rows, threat
     rows_invalid: int = 0
     rows_valid: int = 0
-    classes: dict[Any, int] = field(default_factory=dict)        # label -> valid rows
+    classes: dict[Any, int] = field(default_factory=dict)  # label -> valid rows
     clean_hashes: list[np.ndarray] = field(default_factory=list)  # content hash per valid row
 
-    def __add__(self, other: "_Tally") -> "_Tally":
+    def __add__(self, other: _Tally) -> _Tally:
         def counts(a: dict, b: dict) -> dict:
             out = dict(a)
             for k, v in b.items():
@@ -218,24 +237,31 @@ class _Tally:
             rows=self.rows + other.rows,
             present=_union(self.present, other.present),
             unexpected=_union(self.unexpected, other.unexpected),
-            unexpected_details=self.unexpected_details if self.unexpected or not other.unexpected
+            unexpected_details=self.unexpected_details
+            if self.unexpected or not other.unexpected
             else other.unexpected_details,
             problems=counts(self.problems, other.problems),
-            problem_columns={k: _union(self.problem_columns.get(k, []), other.problem_columns.get(k, []))
-                             for k in dict.fromkeys([*self.problem_columns, *other.problem_columns])},
+            problem_columns={
+                k: _union(self.problem_columns.get(k, []), other.problem_columns.get(k, []))
+                for k in dict.fromkeys([*self.problem_columns, *other.problem_columns])
+            },
             row_null=self.row_null + other.row_null,
             nulls=counts(self.nulls, other.nulls),
             has_target=self.has_target or other.has_target,
             target_missing=self.target_missing + other.target_missing,
             refused=counts(self.refused, other.refused),
-            labels={k: {"rows": self.labels.get(k, {}).get("rows", 0)
-                                + other.labels.get(k, {}).get("rows", 0),
-                        "threat": (self.labels.get(k) or other.labels[k])["threat"]}
-                    for k in dict.fromkeys([*self.labels, *other.labels])},
+            labels={
+                k: {
+                    "rows": self.labels.get(k, {}).get("rows", 0) + other.labels.get(k, {}).get("rows", 0),
+                    "threat": (self.labels.get(k) or other.labels[k])["threat"],
+                }
+                for k in dict.fromkeys([*self.labels, *other.labels])
+            },
             rows_invalid=self.rows_invalid + other.rows_invalid,
             rows_valid=self.rows_valid + other.rows_valid,
             classes=counts(self.classes, other.classes),
-            clean_hashes=[*self.clean_hashes, *other.clean_hashes])
+            clean_hashes=[*self.clean_hashes, *other.clean_hashes],
+        )
 
     @property
     def label_counts(self) -> dict[str, dict[str, Any]]:
@@ -254,9 +280,16 @@ class _Tally:
 # --------------------------------------------------------------------------- pure core
 
 
-def validate_frame(frame: pd.DataFrame, schema: DatasetSchema, vcfg: ValidationConfig, *,
-                   source: str = "<frame>", split: str = "data", role: Role = "data",
-                   require_target: bool = True) -> FrameValidation:
+def validate_frame(
+    frame: pd.DataFrame,
+    schema: DatasetSchema,
+    vcfg: ValidationConfig,
+    *,
+    source: str = "<frame>",
+    split: str = "data",
+    role: Role = "data",
+    require_target: bool = True,
+) -> FrameValidation:
     """Validate one frame against the schema; never raises on bad data, reports it instead.
 
     ``frame`` may carry a (split, row) MultiIndex so several splits are checked as one data set
@@ -266,13 +299,20 @@ def validate_frame(frame: pd.DataFrame, schema: DatasetSchema, vcfg: ValidationC
     """
     tally, clean, invalid = _scan(frame, schema, vcfg, split=split)
     checks = _checks(tally, schema, vcfg, role=role, require_target=require_target)
-    return FrameValidation(source=source, clean=clean, invalid=invalid, checks=checks,
-                           rows_checked=tally.rows, rows_invalid=tally.rows_invalid,
-                           labels=tally.label_counts)
+    return FrameValidation(
+        source=source,
+        clean=clean,
+        invalid=invalid,
+        checks=checks,
+        rows_checked=tally.rows,
+        rows_invalid=tally.rows_invalid,
+        labels=tally.label_counts,
+    )
 
 
-def _scan(frame: pd.DataFrame, schema: DatasetSchema, vcfg: ValidationConfig, *,
-          split: str) -> tuple[_Tally, pd.DataFrame, pd.DataFrame]:
+def _scan(
+    frame: pd.DataFrame, schema: DatasetSchema, vcfg: ValidationConfig, *, split: str
+) -> tuple[_Tally, pd.DataFrame, pd.DataFrame]:
     """Check the rows of ``frame``: (tally, typed clean rows, quarantined problems)."""
     tally = _Tally()
     target = schema.target.column
@@ -323,8 +363,9 @@ def _scan(frame: pd.DataFrame, schema: DatasetSchema, vcfg: ValidationConfig, *,
     return tally, clean, quarantine.frame()
 
 
-def _checks(tally: _Tally, schema: DatasetSchema, vcfg: ValidationConfig, *, role: Role,
-            require_target: bool) -> list[Check]:
+def _checks(
+    tally: _Tally, schema: DatasetSchema, vcfg: ValidationConfig, *, role: Role, require_target: bool
+) -> list[Check]:
     """Every check of a data set, from the tally of its rows (see the module doc)."""
     fatal_size = role in ("data", "train")
     fatal_empty = role != "batch"
@@ -333,35 +374,65 @@ def _checks(tally: _Tally, schema: DatasetSchema, vcfg: ValidationConfig, *, rol
     missing = [c for c in expected if c not in tally.present]
     n = tally.rows
     checks = [
-        Check("columns_missing", _status(bool(missing), True), len(missing),
-              _missing_details(missing, tally.present), missing),
-        Check("columns_unexpected", _status(bool(tally.unexpected), True), len(tally.unexpected),
-              tally.unexpected_details, list(tally.unexpected)),
-        Check("not_empty", _status(n == 0, fatal_empty), n,
-              "data set has no rows" if n == 0 else f"{n} rows"),
+        Check(
+            "columns_missing",
+            _status(bool(missing), True),
+            len(missing),
+            _missing_details(missing, tally.present),
+            missing,
+        ),
+        Check(
+            "columns_unexpected",
+            _status(bool(tally.unexpected), True),
+            len(tally.unexpected),
+            tally.unexpected_details,
+            list(tally.unexpected),
+        ),
+        Check(
+            "not_empty", _status(n == 0, fatal_empty), n, "data set has no rows" if n == 0 else f"{n} rows"
+        ),
     ]
-    kind_checks = (("uncoercible", "uncoercible_values",
-                    "values that cannot be converted to the column type"),
-                   ("domain", "out_of_domain_values", "values outside the allowed set or range"),
-                   ("non_nullable", "null_in_non_nullable", "nulls in non-nullable columns"))
+    kind_checks = (
+        ("uncoercible", "uncoercible_values", "values that cannot be converted to the column type"),
+        ("domain", "out_of_domain_values", "values outside the allowed set or range"),
+        ("non_nullable", "null_in_non_nullable", "nulls in non-nullable columns"),
+    )
     for kind, name, what in kind_checks:
-        checks.append(_row_check(name, tally.problems.get(kind, 0),
-                                 tally.problem_columns.get(kind, []), what))
+        checks.append(
+            _row_check(name, tally.problems.get(kind, 0), tally.problem_columns.get(kind, []), what)
+        )
     # Rows that are mostly null carry too little to learn from or to impute reliably.
-    checks.append(_row_check("row_null_share", tally.row_null, [],
-                             f"rows with more than {vcfg.max_row_null_share:.0%} null features"))
+    checks.append(
+        _row_check(
+            "row_null_share",
+            tally.row_null,
+            [],
+            f"rows with more than {vcfg.max_row_null_share:.0%} null features",
+        )
+    )
 
     # Columns that are mostly null: imputing them would invent the data.
     shares = {c: k / n for c, k in tally.nulls.items()} if n else {}
     heavy = {c: s for c, s in shares.items() if s > vcfg.max_column_null_share}
-    checks.append(Check(
-        "column_null_share", _status(bool(heavy), True), len(heavy),
-        (f"columns with more than {vcfg.max_column_null_share:.0%} nulls: "
-         + _listed(f"{c} ({s:.1%})" for c, s in heavy.items())) if heavy
-        else f"no column above {vcfg.max_column_null_share:.0%} nulls"
-             + (f" (highest: {max(shares, key=shares.get)} {max(shares.values()):.2%})"
-                if shares and max(shares.values()) > 0 else ""),
-        list(heavy)))
+    checks.append(
+        Check(
+            "column_null_share",
+            _status(bool(heavy), True),
+            len(heavy),
+            (
+                f"columns with more than {vcfg.max_column_null_share:.0%} nulls: "
+                + _listed(f"{c} ({s:.1%})" for c, s in heavy.items())
+            )
+            if heavy
+            else f"no column above {vcfg.max_column_null_share:.0%} nulls"
+            + (
+                f" (highest: {max(shares, key=lambda c: shares[c])} {max(shares.values()):.2%})"
+                if shares and max(shares.values()) > 0
+                else ""
+            ),
+            list(heavy),
+        )
+    )
 
     if tally.has_target:
         checks += _target_checks(tally, schema)
@@ -370,23 +441,39 @@ def _checks(tally: _Tally, schema: DatasetSchema, vcfg: ValidationConfig, *, rol
 
     rows_invalid = tally.rows_invalid
     share = rows_invalid / n if n else 0.0
-    checks.append(Check(
-        "invalid_share", _status(share > vcfg.max_invalid_share, True), rows_invalid,
-        f"{rows_invalid} of {n} rows invalid ({share:.2%}), above the limit "
-        f"validation.max_invalid_share={vcfg.max_invalid_share:.2%}; see invalid.csv for the rows"
-        if share > vcfg.max_invalid_share
-        else f"{rows_invalid} of {n} rows invalid ({share:.2%}, limit {vcfg.max_invalid_share:.2%})"))
+    checks.append(
+        Check(
+            "invalid_share",
+            _status(share > vcfg.max_invalid_share, True),
+            rows_invalid,
+            f"{rows_invalid} of {n} rows invalid ({share:.2%}), above the limit "
+            f"validation.max_invalid_share={vcfg.max_invalid_share:.2%}; see invalid.csv for the rows"
+            if share > vcfg.max_invalid_share
+            else f"{rows_invalid} of {n} rows invalid ({share:.2%}, limit {vcfg.max_invalid_share:.2%})",
+        )
+    )
     valid = tally.rows_valid
-    checks.append(Check(
-        "min_rows", _status(valid < vcfg.min_rows, fatal_size and n > 0), valid,
-        f"only {valid} valid rows, fewer than validation.min_rows={vcfg.min_rows}"
-        if valid < vcfg.min_rows else f"{valid} valid rows (min {vcfg.min_rows})"))
+    checks.append(
+        Check(
+            "min_rows",
+            _status(valid < vcfg.min_rows, fatal_size and n > 0),
+            valid,
+            f"only {valid} valid rows, fewer than validation.min_rows={vcfg.min_rows}"
+            if valid < vcfg.min_rows
+            else f"{valid} valid rows (min {vcfg.min_rows})",
+        )
+    )
     if tally.has_target:
         checks.append(_class_check(tally.classes, schema, fatal_size and n > 0))
     dups = tally.duplicates
-    checks.append(Check("duplicate_rows", "warn" if dups else "pass", dups,
-                        f"{dups} rows are exact copies of an earlier valid row" if dups
-                        else "no duplicate rows"))
+    checks.append(
+        Check(
+            "duplicate_rows",
+            "warn" if dups else "pass",
+            dups,
+            f"{dups} rows are exact copies of an earlier valid row" if dups else "no duplicate rows",
+        )
+    )
     return checks
 
 
@@ -394,8 +481,10 @@ def _missing_details(missing: list[str], present: Iterable[str]) -> str:
     if not missing:
         return "all schema columns present"
     lower = {str(c).lower(): c for c in present}
-    hints = [f"{m} (found '{lower[m.lower()]}': names are case-sensitive)" if m.lower() in lower else m
-             for m in missing]
+    hints = [
+        f"{m} (found '{lower[m.lower()]}': names are case-sensitive)" if m.lower() in lower else m
+        for m in missing
+    ]
     return f"missing columns required by the schema: {_listed(hints)}"
 
 
@@ -406,8 +495,7 @@ def _row_check(name: str, count: int, columns: list[str], what: str) -> Check:
     return Check(name, "warn", count, f"{what}: {count}{where}; those rows are quarantined", columns)
 
 
-def _check_target(raw: pd.Series, schema: DatasetSchema, quarantine: _Quarantine,
-                  tally: _Tally) -> pd.Series:
+def _check_target(raw: pd.Series, schema: DatasetSchema, quarantine: _Quarantine, tally: _Tally) -> pd.Series:
     """Quarantine rows with no label or a label the schema does not list (the contract's label
     check); count them, and the rows per usable label, in ``tally``."""
     spec = schema.target
@@ -432,27 +520,47 @@ def _target_checks(tally: _Tally, schema: DatasetSchema) -> list[Check]:
     if tally.refused:
         n = sum(tally.refused.values())
         summary = listed(f"{v!r} x{c}" for v, c in sorted(tally.refused.items(), key=lambda kv: -kv[1]))
-        checks.append(Check("target_labels", "fail", n,
-                            f"target column {spec.column} has {n} values outside labels "
-                            f"{vocabulary}: {summary}. {UNLISTED_HINT}", [spec.column]))
+        checks.append(
+            Check(
+                "target_labels",
+                "fail",
+                n,
+                f"target column {spec.column} has {n} values outside labels "
+                f"{vocabulary}: {summary}. {UNLISTED_HINT}",
+                [spec.column],
+            )
+        )
     elif spec.everything_but:
         # Labels the schema does not name are threats by definition; a new attack type is
         # still worth a look, so it is a warning when the schema lists the known ones.
         counts = tally.label_counts
         known = {show(v) for v in spec.known_labels}
         new = [k for k in counts if k not in known] if spec.labels else []
-        detail = (f"every label but {spec.benign_labels} is a threat"
-                  + (f"; threat labels not in target.labels: {_listed(new)}" if new else ""))
-        checks.append(Check("target_labels", "warn" if new else "pass",
-                            sum(counts[k]["rows"] for k in new), detail,
-                            [spec.column] if new else []))
+        detail = f"every label but {spec.benign_labels} is a threat" + (
+            f"; threat labels not in target.labels: {_listed(new)}" if new else ""
+        )
+        checks.append(
+            Check(
+                "target_labels",
+                "warn" if new else "pass",
+                sum(counts[k]["rows"] for k in new),
+                detail,
+                [spec.column] if new else [],
+            )
+        )
     else:
         checks.append(Check("target_labels", "pass", 0, f"all target values in {vocabulary}"))
     return checks
 
 
-def _class_check(counts: dict[Any, int], schema: DatasetSchema, fatal: bool, *,
-                 name: str = "target_classes", where: str = "") -> Check:
+def _class_check(
+    counts: dict[Any, int],
+    schema: DatasetSchema,
+    fatal: bool,
+    *,
+    name: str = "target_classes",
+    where: str = "",
+) -> Check:
     """Both sides of the binary task present among the valid rows: threat rows and benign rows
     (per the schema's label mapping; the raw label may have more classes). ``counts``: typed
     label -> valid rows."""
@@ -469,13 +577,23 @@ def _class_check(counts: dict[Any, int], schema: DatasetSchema, fatal: bool, *,
         return Check(name, "pass", len(ordered), where + "classes: " + raw + split_text)
     if len(ordered) == 1:
         only = _label(ordered[0][0])
-        return Check(name, _status(True, fatal), 1,
-                     f"{where}target {column} has a single class ({only!r} x{int(ordered[0][1])});"
-                     f" a classifier needs both classes", [str(column)])
+        return Check(
+            name,
+            _status(True, fatal),
+            1,
+            f"{where}target {column} has a single class ({only!r} x{int(ordered[0][1])});"
+            f" a classifier needs both classes",
+            [str(column)],
+        )
     side, other = ("threat", "benign") if n_threat else ("benign", "threat")
-    return Check(name, _status(True, fatal), len(ordered),
-                 f"{where}target {column} has {side} labels only ({raw}); the model needs "
-                 f"{other} rows too (label mapping: {schema.target.mapping()})", [str(column)])
+    return Check(
+        name,
+        _status(True, fatal),
+        len(ordered),
+        f"{where}target {column} has {side} labels only ({raw}); the model needs "
+        f"{other} rows too (label mapping: {schema.target.mapping()})",
+        [str(column)],
+    )
 
 
 def _label(v: Any) -> Any:
@@ -491,7 +609,9 @@ def _final_dtypes(clean: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
     for col in clean.columns:
         dtype = specs[col].dtype
         if dtype == "int":
-            clean[col] = clean[col].astype("int64") if not clean[col].isna().any() else clean[col].astype("float64")
+            clean[col] = (
+                clean[col].astype("int64") if not clean[col].isna().any() else clean[col].astype("float64")
+            )
         elif dtype == "float":
             clean[col] = clean[col].astype("float64")
         elif dtype == "str":
@@ -517,8 +637,13 @@ def harmonise_dtypes(frames: dict[str, pd.DataFrame], schema: DatasetSchema) -> 
 
 # --------------------------------------------------------------------------- report
 
-def render_report(sections: dict[str, FrameValidation] | FrameValidation, *,
-                  passed: bool | None = None, extra: dict[str, Any] | None = None) -> str:
+
+def render_report(
+    sections: dict[str, FrameValidation] | FrameValidation,
+    *,
+    passed: bool | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
     """The YAML report: overall verdict, then every check per section."""
     if isinstance(sections, FrameValidation):
         sections = {"data": sections}
@@ -526,7 +651,7 @@ def render_report(sections: dict[str, FrameValidation] | FrameValidation, *,
         passed = all(s.passed for s in sections.values())
     failures = [f"{name}: {c.details}" for name, s in sections.items() for c in s.failures]
     doc: dict[str, Any] = {
-        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "passed": bool(passed),
         "failures": failures,
     }
@@ -540,8 +665,13 @@ def invalid_csv(invalid: pd.DataFrame) -> str:
     return invalid.reindex(columns=INVALID_COLUMNS).to_csv(index=False)
 
 
-def write_report(sections: dict[str, FrameValidation] | FrameValidation, path: str | os.PathLike, *,
-                 passed: bool | None = None, extra: dict[str, Any] | None = None) -> Path:
+def write_report(
+    sections: dict[str, FrameValidation] | FrameValidation,
+    path: str | os.PathLike,
+    *,
+    passed: bool | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write the YAML report to a local file (atomic).
 
     ``path`` is the report file, or a directory: then ``validation_report.yaml`` and the
@@ -552,8 +682,9 @@ def write_report(sections: dict[str, FrameValidation] | FrameValidation, path: s
     path = Path(path)
     if path.is_dir() or not path.suffix:
         path.mkdir(parents=True, exist_ok=True)
-        write_invalid(path / "invalid.csv", pd.concat([s.invalid for s in sections.values()],
-                                                      ignore_index=True))
+        write_invalid(
+            path / "invalid.csv", pd.concat([s.invalid for s in sections.values()], ignore_index=True)
+        )
         path = path / "validation_report.yaml"
     return atomic_write(path, render_report(sections, passed=passed, extra=extra))
 
@@ -578,18 +709,22 @@ class _SplitScan:
     invalid: list[pd.DataFrame]
     pieces: list[Path]
     dtypes: list[dict[str, str]]
-    row_hashes: list[np.ndarray]     # lineage hashes of the clean rows (features + target)
+    row_hashes: list[np.ndarray]  # lineage hashes of the clean rows (features + target)
 
 
-def _scan_split(catalog: RunCatalog, uri: str, split: str, schema: DatasetSchema,
-                vcfg: ValidationConfig, scratch: Path) -> _SplitScan:
+def _scan_split(
+    catalog: RunCatalog, uri: str, split: str, schema: DatasetSchema, vcfg: ValidationConfig, scratch: Path
+) -> _SplitScan:
     import pyarrow as pa
 
     out = _SplitScan(_Tally(), [], [], [], [])
     with catalog.storage.parquet_file(uri) as pf:
         arrow_schema = pf.schema_arrow
-        batches = (pf.iter_batches(batch_size=BATCH_ROWS) if pf.metadata.num_rows
-                   else iter([arrow_schema.empty_table()]))
+        batches = (
+            pf.iter_batches(batch_size=BATCH_ROWS)
+            if pf.metadata.num_rows
+            else iter([arrow_schema.empty_table()])
+        )
         offset = 0
         for i, batch in enumerate(batches):
             table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch], arrow_schema)
@@ -626,8 +761,9 @@ def _harmonised(scans: Iterable[_SplitScan], schema: DatasetSchema) -> dict[str,
     return out
 
 
-def _write_split(catalog: RunCatalog, name: str, scan: _SplitScan, dtypes: dict[str, str],
-                 digest: "_Digest | None" = None) -> str:
+def _write_split(
+    catalog: RunCatalog, name: str, scan: _SplitScan, dtypes: dict[str, str], digest: _Digest | None = None
+) -> str:
     """Stream the split's clean pieces, in their harmonised dtypes, to artifact ``name``."""
     import contextlib
 
@@ -669,8 +805,9 @@ class _Digest:
         return self.h.hexdigest()
 
 
-def validate(cfg: PipelineConfig, run: RunContext, ingest: IngestRecord, *,
-             schema: DatasetSchema | None = None) -> ValidationRecord:
+def validate(
+    cfg: PipelineConfig, run: RunContext, ingest: IngestRecord, *, schema: DatasetSchema | None = None
+) -> ValidationRecord:
     """Validate train+test as one data set and the new batch on its own; write typed Parquet.
 
     Train and test are checked together (one invalid share, one duplicate count, one column
@@ -693,23 +830,52 @@ def validate(cfg: PipelineConfig, run: RunContext, ingest: IngestRecord, *,
     catalog = RunCatalog.of(cfg, run)
     scratch = Path(tempfile.mkdtemp(prefix="netsec-validate-", dir=scratch_dir(cfg)))
     try:
-        scans = {split: _scan_split(catalog, uri, split, schema, vcfg, scratch)
-                 for split, uri in (("train", ingest.train_uri), ("test", ingest.test_uri),
-                                    ("new_batch", ingest.new_batch_uri))}
+        scans = {
+            split: _scan_split(catalog, uri, split, schema, vcfg, scratch)
+            for split, uri in (
+                ("train", ingest.train_uri),
+                ("test", ingest.test_uri),
+                ("new_batch", ingest.new_batch_uri),
+            )
+        }
         data_tally = scans["train"].tally + scans["test"].tally
-        data = _section(data_tally, scans["train"].invalid + scans["test"].invalid, schema, vcfg,
-                        source=f"{ingest.train_uri} + {ingest.test_uri}", role="data")
-        batch = _section(scans["new_batch"].tally, scans["new_batch"].invalid, schema, vcfg,
-                         source=ingest.new_batch_uri, role="batch")
+        data = _section(
+            data_tally,
+            scans["train"].invalid + scans["test"].invalid,
+            schema,
+            vcfg,
+            source=f"{ingest.train_uri} + {ingest.test_uri}",
+            role="data",
+        )
+        batch = _section(
+            scans["new_batch"].tally,
+            scans["new_batch"].invalid,
+            schema,
+            vcfg,
+            source=ingest.new_batch_uri,
+            role="batch",
+        )
         valid = {k: v.tally.rows_valid for k, v in scans.items()}
         if data.passed:
             # Training needs both classes in train itself, and a test split to score on.
-            data.checks.append(_class_check(scans["train"].tally.classes, schema, True,
-                                            name="train_target_classes", where="train split: "))
+            data.checks.append(
+                _class_check(
+                    scans["train"].tally.classes,
+                    schema,
+                    True,
+                    name="train_target_classes",
+                    where="train split: ",
+                )
+            )
             n_test = valid["test"]
-            data.checks.append(Check("test_not_empty", _status(n_test == 0, True), n_test,
-                                     "test split has no valid rows" if n_test == 0
-                                     else f"{n_test} valid test rows"))
+            data.checks.append(
+                Check(
+                    "test_not_empty",
+                    _status(n_test == 0, True),
+                    n_test,
+                    "test split has no valid rows" if n_test == 0 else f"{n_test} valid test rows",
+                )
+            )
 
         sections = {"train+test": data, "new_batch": batch}
         passed = data.passed and batch.passed
@@ -724,20 +890,26 @@ def validate(cfg: PipelineConfig, run: RunContext, ingest: IngestRecord, *,
         }
         catalog.save_text("validation_report", render_report(sections, passed=passed, extra=extra))
         if not passed:
-            problems = "; ".join(filter(None, (data.failure_message("train+test"),
-                                              batch.failure_message("new batch"))))
-            raise ValidationFailed(f"validation failed: {problems} (report: {report_uri})",
-                                   source=ingest.snapshot_uri,
-                                   columns=sorted({c for s in sections.values() for f in s.failures
-                                                   for c in f.columns}))
+            problems = "; ".join(
+                filter(None, (data.failure_message("train+test"), batch.failure_message("new batch")))
+            )
+            raise ValidationFailed(
+                f"validation failed: {problems} (report: {report_uri})",
+                source=ingest.snapshot_uri,
+                columns=sorted({c for s in sections.values() for f in s.failures for c in f.columns}),
+            )
 
         dtypes = _harmonised(scans.values(), schema)
         digest = _Digest()
-        uris = {k: _write_split(catalog, f"validated_{k}", scan, dtypes,
-                                digest=digest if k == "train" else None)
-                for k, scan in scans.items()}
-        train_hashes = (np.concatenate(scans["train"].row_hashes) if scans["train"].row_hashes
-                        else np.zeros(0, dtype=np.uint64))
+        uris = {
+            k: _write_split(catalog, f"validated_{k}", scan, dtypes, digest=digest if k == "train" else None)
+            for k, scan in scans.items()
+        }
+        train_hashes = (
+            np.concatenate(scans["train"].row_hashes)
+            if scans["train"].row_hashes
+            else np.zeros(0, dtype=np.uint64)
+        )
         hashes_uri = catalog.save_frame("train_row_hashes", lineage_frame(train_hashes))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -758,13 +930,30 @@ def validate(cfg: PipelineConfig, run: RunContext, ingest: IngestRecord, *,
     )
 
 
-def _section(tally: _Tally, invalid: list[pd.DataFrame], schema: DatasetSchema,
-             vcfg: ValidationConfig, *, source: str, role: Role) -> FrameValidation:
+def _section(
+    tally: _Tally,
+    invalid: list[pd.DataFrame],
+    schema: DatasetSchema,
+    vcfg: ValidationConfig,
+    *,
+    source: str,
+    role: Role,
+) -> FrameValidation:
     """The FrameValidation of a data set validated in batches (its clean rows are not kept)."""
-    problems = (pd.concat(invalid, ignore_index=True).sort_values(
-                    ["split", "row", "column"], kind="stable", ignore_index=True) if invalid
-                else pd.DataFrame({c: pd.Series(dtype=object) for c in INVALID_COLUMNS}))
-    return FrameValidation(source=source, clean=pd.DataFrame(), invalid=problems,
-                           checks=_checks(tally, schema, vcfg, role=role, require_target=True),
-                           rows_checked=tally.rows, rows_invalid=tally.rows_invalid,
-                           labels=tally.label_counts, valid_rows=tally.rows_valid)
+    problems = (
+        pd.concat(invalid, ignore_index=True).sort_values(
+            ["split", "row", "column"], kind="stable", ignore_index=True
+        )
+        if invalid
+        else pd.DataFrame({c: pd.Series(dtype=object) for c in INVALID_COLUMNS})
+    )
+    return FrameValidation(
+        source=source,
+        clean=pd.DataFrame(),
+        invalid=problems,
+        checks=_checks(tally, schema, vcfg, role=role, require_target=True),
+        rows_checked=tally.rows,
+        rows_invalid=tally.rows_invalid,
+        labels=tally.label_counts,
+        valid_rows=tally.rows_valid,
+    )

@@ -24,8 +24,9 @@ def retrain_asset(cfg: typing.Any) -> typing.Any:
     from airflow.sdk import Asset
 
     name = cfg.registry.model_name
-    return Asset(name=f"netsec_retraining_requested__{name}", uri=f"x-netsec://retraining/{name}",
-                 group="netsec")
+    return Asset(
+        name=f"netsec_retraining_requested__{name}", uri=f"x-netsec://retraining/{name}", group="netsec"
+    )
 
 
 def connection_defined(conn_id: str) -> bool:
@@ -45,9 +46,11 @@ def mongo_client(cfg: typing.Any) -> tuple[typing.Any, str]:
     Without the connection the step falls back to ``source.mongo.uri`` from the config, and says so.
     """
     if not connection_defined(MONGO_CONN_ID):
-        log.warning("Airflow connection '%s' is not defined: reading MongoDB at source.mongo.uri "
-                    "from the config instead (define AIRFLOW_CONN_NETSEC_MONGO to use a connection)",
-                    MONGO_CONN_ID)
+        log.warning(
+            "Airflow connection '%s' is not defined: reading MongoDB at source.mongo.uri "
+            "from the config instead (define AIRFLOW_CONN_NETSEC_MONGO to use a connection)",
+            MONGO_CONN_ID,
+        )
         return None, "source.mongo.uri in the config (no Airflow connection 'netsec_mongo')"
     from airflow.providers.mongo.hooks.mongo import MongoHook
 
@@ -68,14 +71,23 @@ def use_storage_connection() -> None:
     from netsec_tasks.storage import S3Credentials, use_s3_credentials
 
     if not connection_defined(S3_CONN_ID):
-        log.warning("Airflow connection '%s' is not defined: storage uses the storage config and "
-                    "the default AWS credential chain", S3_CONN_ID)
+        log.warning(
+            "Airflow connection '%s' is not defined: storage uses the storage config and "
+            "the default AWS credential chain",
+            S3_CONN_ID,
+        )
         use_s3_credentials(None)
         return
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     hook = S3Hook(aws_conn_id=S3_CONN_ID)
     creds = hook.get_credentials()
-    use_s3_credentials(S3Credentials(
-        access_key=creds.access_key, secret_key=creds.secret_key, session_token=creds.token,
-        endpoint_url=hook.conn_config.endpoint_url, region=hook.conn_region_name))
+    use_s3_credentials(
+        S3Credentials(
+            access_key=creds.access_key,
+            secret_key=creds.secret_key,
+            session_token=creds.token,
+            endpoint_url=hook.conn_config.endpoint_url,
+            region=hook.conn_region_name,
+        )
+    )

@@ -45,8 +45,7 @@ def _config() -> Any:
     return load_config()
 
 
-def read_xcom(dag_id: str, run_id: str, task_id: str, key: str = "return_value",
-              map_index: int = -1) -> Any:
+def read_xcom(dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
     """A task's XCom value from the metadata DB (API-server side), or None.
 
     The one place this plugin touches Airflow's ORM. Its links and its route run inside the API
@@ -62,8 +61,9 @@ def read_xcom(dag_id: str, run_id: str, task_id: str, key: str = "return_value",
 
     with create_session() as session:
         row = session.execute(
-            XComModel.get_many(key=key, run_id=run_id, dag_ids=dag_id, task_ids=task_id,
-                               map_indexes=map_index).with_only_columns(XComModel.value)
+            XComModel.get_many(
+                key=key, run_id=run_id, dag_ids=dag_id, task_ids=task_id, map_indexes=map_index
+            ).with_only_columns(XComModel.value)
         ).first()
     if not row or row[0] is None:
         return None
@@ -132,8 +132,10 @@ class DriftReportLink(_NetsecLink):
     def url(self, rec: dict[str, Any], ti_key: Any) -> str:
         if rec["html_uri"].startswith(("http://", "https://")):
             return rec["html_uri"]
-        return (f"{airflow_base_url()}{DRIFT_ROUTE_PREFIX}/drift/{quote(ti_key.dag_id, safe='')}"
-                f"/{quote(ti_key.run_id, safe='')}")
+        return (
+            f"{airflow_base_url()}{DRIFT_ROUTE_PREFIX}/drift/{quote(ti_key.dag_id, safe='')}"
+            f"/{quote(ti_key.run_id, safe='')}"
+        )
 
 
 class MlflowRunLink(_NetsecLink):
@@ -142,8 +144,10 @@ class MlflowRunLink(_NetsecLink):
     source = ("train", "return_value", "mlflow_run_id")
 
     def url(self, rec: dict[str, Any], ti_key: Any) -> str:
-        return (f"{mlflow_ui_url()}/#/experiments/{quote(str(rec['experiment_id']))}"
-                f"/runs/{quote(rec['mlflow_run_id'])}")
+        return (
+            f"{mlflow_ui_url()}/#/experiments/{quote(str(rec['experiment_id']))}"
+            f"/runs/{quote(rec['mlflow_run_id'])}"
+        )
 
 
 class MlflowModelVersionLink(_NetsecLink):
@@ -152,8 +156,10 @@ class MlflowModelVersionLink(_NetsecLink):
     source = ("register", "return_value", "version")
 
     def url(self, rec: dict[str, Any], ti_key: Any) -> str:
-        return (f"{mlflow_ui_url()}/#/models/{quote(rec['model_name'], safe='')}"
-                f"/versions/{quote(str(rec['version']))}")
+        return (
+            f"{mlflow_ui_url()}/#/models/{quote(rec['model_name'], safe='')}"
+            f"/versions/{quote(str(rec['version']))}"
+        )
 
 
 # --------------------------------------------------------------------------- drift report route
@@ -174,16 +180,16 @@ def safe_report_uri(uri: str | None, storage_root: str) -> str | None:
 
 
 def _drift_app() -> Any:
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import requires_access_dag
     from fastapi import Depends, FastAPI, HTTPException
     from fastapi.responses import HTMLResponse
 
-    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-    from airflow.api_fastapi.core_api.security import requires_access_dag
-
     app = FastAPI(title="netsec", docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.get("/drift/{dag_id}/{run_id}",
-             dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN))])
+    @app.get(
+        "/drift/{dag_id}/{run_id}", dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN))]
+    )
     def drift_report(dag_id: str, run_id: str) -> HTMLResponse:
         from netsec_tasks.errors import NetsecError
         from netsec_tasks.storage import storage_for
@@ -260,9 +266,13 @@ class DagRunOutcomeListener:
     def describe(dag_run: Any, state: str, msg: str) -> dict[str, Any]:
         start, end = dag_run.start_date, dag_run.end_date
         line: dict[str, Any] = {
-            "dag_id": dag_run.dag_id, "run_id": dag_run.run_id, "state": state, "msg": msg,
+            "dag_id": dag_run.dag_id,
+            "run_id": dag_run.run_id,
+            "state": state,
+            "msg": msg,
             "run_type": str(getattr(dag_run.run_type, "value", dag_run.run_type)),
-            "start_date": _iso(start), "end_date": _iso(end),
+            "start_date": _iso(start),
+            "end_date": _iso(end),
             "duration_seconds": round((end - start).total_seconds(), 3) if start and end else None,
             "conf": dag_run.conf or {},
         }
@@ -271,8 +281,9 @@ class DagRunOutcomeListener:
                 tis = list(dag_run.task_instances)
             except Exception:  # detached from its session: read them in a session of our own
                 tis = list(dag_run.get_task_instances())
-            line["failed_tasks"] = sorted(ti.task_id for ti in tis
-                                          if str(getattr(ti.state, "value", ti.state)) == "failed")
+            line["failed_tasks"] = sorted(
+                ti.task_id for ti in tis if str(getattr(ti.state, "value", ti.state)) == "failed"
+            )
             line["task_states"] = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in tis}
         except Exception:  # the states are a bonus, not the record
             log.warning("netsec listener: no task states for %s", dag_run.run_id, exc_info=True)
@@ -283,8 +294,7 @@ class DagRunOutcomeListener:
         cfg = _config()
         catalog = RunCatalog.of(cfg, RunContext.create(cfg, run_id=dag_run.run_id))
         try:
-            line["outcome"] = (json.loads(catalog.load_text("outcome"))
-                               if catalog.exists("outcome") else None)
+            line["outcome"] = json.loads(catalog.load_text("outcome")) if catalog.exists("outcome") else None
         except Exception:  # storage unreachable: the rest of the line still matters
             log.warning("netsec listener: outcome of %s unreadable", dag_run.run_id, exc_info=True)
             line["outcome"] = None
@@ -298,5 +308,4 @@ class NetsecPlugin(AirflowPlugin):
     name = "netsec"
     operator_extra_links = [MlflowRunLink(), MlflowModelVersionLink(), DriftReportLink()]
     listeners = [DagRunOutcomeListener()]
-    fastapi_apps = [{"app": LazyDriftApp(), "url_prefix": DRIFT_ROUTE_PREFIX,
-                     "name": "netsec drift reports"}]
+    fastapi_apps = [{"app": LazyDriftApp(), "url_prefix": DRIFT_ROUTE_PREFIX, "name": "netsec drift reports"}]

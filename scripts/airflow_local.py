@@ -36,8 +36,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 DAG_ID = "netsec_training"
 # Lines of the Airflow log worth showing while the run goes (the rest is in last_run.log).
-PROGRESS = re.compile(r"\[DAG TEST\] (starting|end)|netsec\.|Marking task as|Task failed|ERROR|"
-                      r"Traceback|Error:", re.IGNORECASE)
+PROGRESS = re.compile(
+    r"\[DAG TEST\] (starting|end)|netsec\.|Marking task as|Task failed|ERROR|"
+    r"Traceback|Error:",
+    re.IGNORECASE,
+)
 
 
 def _relative(path: Path) -> Path:
@@ -49,10 +52,12 @@ def _relative(path: Path) -> Path:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--conf", default="{}",
-                   help="DAG-run params as JSON, e.g. '{\"force_retrain\": true}'")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "-c", "--conf", default="{}", help="DAG-run params as JSON, e.g. '{\"force_retrain\": true}'"
+    )
     p.add_argument("--home", help="work directory (default: NETSEC_HOME or the config's workdir)")
     p.add_argument("--verbose", action="store_true", help="stream the whole Airflow log")
     p.add_argument("--json", action="store_true", help="print the summary as JSON only")
@@ -78,18 +83,20 @@ def netsec_env(home: str | None) -> tuple[dict[str, str], Any]:
     airflow_home = workdir / "airflow"
     airflow_home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env.update({
-        # Absolute, so tasks resolve the same work dir whatever their working directory.
-        "NETSEC_HOME": str(workdir),
-        "NETSEC_CONFIG": str(find_config_file()),
-        "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
-        "GIT_PYTHON_REFRESH": "quiet",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    })
+    env.update(
+        {
+            # Absolute, so tasks resolve the same work dir whatever their working directory.
+            "NETSEC_HOME": str(workdir),
+            "NETSEC_CONFIG": str(find_config_file()),
+            "AIRFLOW_HOME": str(airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+            "GIT_PYTHON_REFRESH": "quiet",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        }
+    )
     return env, cfg
 
 
@@ -117,8 +124,9 @@ def pin_airflow_cfg(path: Path, env: dict[str, str]) -> None:
     text = "".join(lines)
     for (section, key), value in wanted.items():
         if (section, key) not in done:  # absent from the file: add it under its section
-            text = re.sub(rf"^\[{section}\]\s*$", f"[{section}]\n{key} = {value}", text,
-                          count=1, flags=re.MULTILINE)
+            text = re.sub(
+                rf"^\[{section}\]\s*$", f"[{section}]\n{key} = {value}", text, count=1, flags=re.MULTILINE
+            )
     path.write_text(text, encoding="utf-8")
 
 
@@ -128,8 +136,9 @@ def airflow(args: list[str], env: dict[str, str], log_path: Path, verbose: bool)
     cmd = [str(exe) if exe.exists() else "airflow", *args]
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"\n$ {shlex.join(cmd)}\n")
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, bufsize=1)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
@@ -158,8 +167,12 @@ def production_model(cfg: Any) -> dict[str, Any] | None:
     except MlflowException:
         return None
     metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
-    return {"name": cfg.registry.model_name, "version": str(mv.version), "run_id": mv.run_id,
-            "metrics": {k: round(v, 4) for k, v in sorted(metrics.items()) if k.startswith("test_")}}
+    return {
+        "name": cfg.registry.model_name,
+        "version": str(mv.version),
+        "run_id": mv.run_id,
+        "metrics": {k: round(v, 4) for k, v in sorted(metrics.items()) if k.startswith("test_")},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,30 +193,37 @@ def main(argv: list[str] | None = None) -> int:
     runs_file = Path(env["NETSEC_HOME"]) / "dag_runs.jsonl"
     seen = len(new_runs(runs_file, 0))
     say(f"== airflow dags test {DAG_ID} -c '{json.dumps(args.conf_dict)}'")
-    rc = airflow(["dags", "test", DAG_ID, "-c", json.dumps(args.conf_dict)], env, log_path,
-                 args.verbose)
+    rc = airflow(["dags", "test", DAG_ID, "-c", json.dumps(args.conf_dict)], env, log_path, args.verbose)
     runs = new_runs(runs_file, seen)
     run = runs[-1] if runs else None
     summary: dict[str, Any] = {
-        "exit_code": rc, "seconds": round(time.monotonic() - t0, 1),
-        "run_id": run and run["run_id"], "state": run and run["state"],
+        "exit_code": rc,
+        "seconds": round(time.monotonic() - t0, 1),
+        "run_id": run and run["run_id"],
+        "state": run and run["state"],
         "failed_tasks": run and run.get("failed_tasks"),
         "outcome": run and run.get("outcome"),
         "production": production_model(cfg),
-        "airflow_home": str(home), "work_dir": env["NETSEC_HOME"], "log": str(log_path),
+        "airflow_home": str(home),
+        "work_dir": env["NETSEC_HOME"],
+        "log": str(log_path),
     }
-    ui_env = (f"NETSEC_HOME={shlex.quote(env['NETSEC_HOME'])} "
-              f"NETSEC_CONFIG={shlex.quote(env['NETSEC_CONFIG'])}")
+    ui_env = (
+        f"NETSEC_HOME={shlex.quote(env['NETSEC_HOME'])} NETSEC_CONFIG={shlex.quote(env['NETSEC_CONFIG'])}"
+    )
     # The commands live in this interpreter's environment (.venv/bin), which need not be on PATH.
     bindir = Path(sys.executable).parent
     python_bin = shlex.quote(str(_relative(bindir / "python")))
     mlflow_bin = shlex.quote(str(_relative(bindir / "mlflow")))
     ui_script = shlex.quote(str(_relative(REPO / "scripts" / "airflow_ui.py")))
     # `airflow standalone` on the same home, listening on 127.0.0.1 only (scripts/airflow_ui.py).
-    summary["airflow_ui"] = (f"{ui_env} {python_bin} {ui_script}   "
-                             "# or: make airflow-ui; then http://localhost:8080")
-    summary["mlflow_ui"] = (f"{mlflow_bin} ui --backend-store-uri {cfg.registry.tracking_uri} "
-                            "--host 127.0.0.1 --port 5000   # then http://localhost:5000")
+    summary["airflow_ui"] = (
+        f"{ui_env} {python_bin} {ui_script}   # or: make airflow-ui; then http://localhost:8080"
+    )
+    summary["mlflow_ui"] = (
+        f"{mlflow_bin} ui --backend-store-uri {cfg.registry.tracking_uri} "
+        "--host 127.0.0.1 --port 5000   # then http://localhost:5000"
+    )
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0 if rc == 0 else 1
@@ -218,8 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"outcome: {outcome.get('outcome')} - {outcome.get('reason')}")
     prod = summary["production"]
     if prod:
-        print(f"Production model: {prod['name']} version {prod['version']}"
-              + (" (promoted by this run)" if outcome.get("outcome") == "promoted" else ""))
+        print(
+            f"Production model: {prod['name']} version {prod['version']}"
+            + (" (promoted by this run)" if outcome.get("outcome") == "promoted" else "")
+        )
         for name, value in prod["metrics"].items():
             print(f"  {name:<16} {value}")
     else:
@@ -228,8 +250,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"run artifacts: {RunContext.create(cfg, run_id=run['run_id']).storage_uri}")
     print()
-    print("Airflow UI (same runs; login admin, password in "
-          f"{home / 'simple_auth_manager_passwords.json.generated'}):")
+    print(
+        "Airflow UI (same runs; login admin, password in "
+        f"{home / 'simple_auth_manager_passwords.json.generated'}):"
+    )
     print(f"  {summary['airflow_ui']}")
     print("MLflow UI:")
     print(f"  {summary['mlflow_ui']}")

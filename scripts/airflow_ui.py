@@ -65,10 +65,14 @@ def main() -> int:
     host, port = os.environ["AIRFLOW__API__HOST"], os.environ["AIRFLOW__API__PORT"]
     local = host in (LOOPBACK, "localhost", "::1")
     passwords = os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE") or (
-        Path(os.environ["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated")
-    print(f"Airflow UI: http://localhost:{port} (listening on {host}: "
-          f"{'this machine only' if local else 'EVERY NETWORK this machine is on'}); "
-          f"login admin, password in {passwords}", flush=True)
+        Path(os.environ["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
+    )
+    print(
+        f"Airflow UI: http://localhost:{port} (listening on {host}: "
+        f"{'this machine only' if local else 'EVERY NETWORK this machine is on'}); "
+        f"login admin, password in {passwords}",
+        flush=True,
+    )
     LoopbackStandalone().run()
     return 0
 

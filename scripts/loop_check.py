@@ -33,8 +33,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 MONITORING, TRAINING = "netsec_monitoring", "netsec_training"
@@ -44,12 +45,20 @@ class LoopFailed(RuntimeError):
     """A step of the loop failed; the message says which and what was seen."""
 
 
-def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-         timeout: float = 60) -> tuple[int, Any]:
+def http(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 60
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={
-        "Accept": "application/json", **({"Content-Type": "application/json"} if data else {}),
-        **(headers or {})})
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={
+            "Accept": "application/json",
+            **({"Content-Type": "application/json"} if data else {}),
+            **(headers or {}),
+        },
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw, status = resp.read(), resp.status
@@ -80,8 +89,9 @@ class Airflow:
         self.token: str | None = None
 
     def login(self) -> None:
-        status, body = http("POST", f"{self.base}/auth/token",
-                            {"username": self.username, "password": self.password})
+        status, body = http(
+            "POST", f"{self.base}/auth/token", {"username": self.username, "password": self.password}
+        )
         if status not in (200, 201) or not isinstance(body, dict) or "access_token" not in body:
             raise LoopFailed(f"Airflow login: POST /auth/token: HTTP {status}: {str(body)[:300]}")
         self.token = body["access_token"]
@@ -90,8 +100,7 @@ class Airflow:
         status, data = http(method, self.base + path, body, {"Authorization": f"Bearer {self.token}"})
         if status == 401:  # the token expired during a long wait
             self.login()
-            status, data = http(method, self.base + path, body,
-                                {"Authorization": f"Bearer {self.token}"})
+            status, data = http(method, self.base + path, body, {"Authorization": f"Bearer {self.token}"})
         if status not in ok:
             raise LoopFailed(f"Airflow {method} {path}: HTTP {status}: {str(data)[:500]}")
         return data
@@ -106,8 +115,11 @@ class Airflow:
 
     def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
         q = urllib.parse.quote(run_id, safe="")
-        data = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{q}/taskInstances/{task_id}"
-                                "/xcomEntries/return_value?deserialize=true")
+        data = self.call(
+            "GET",
+            f"/api/v2/dags/{dag_id}/dagRuns/{q}/taskInstances/{task_id}"
+            "/xcomEntries/return_value?deserialize=true",
+        )
         value = data.get("value")
         return json.loads(value) if isinstance(value, str) else value
 
@@ -125,10 +137,20 @@ class Airflow:
         return tasks
 
 
-def run_loop(serving: str, airflow_url: str, username: str, password: str, *,
-             api_key: str | None = None, rows: int = 1500, verdicts: int = 1500,
-             shift: float = 0.8, seed: int = 4242, timeout: float = 1800,
-             say: Callable[[str], None] = print) -> dict[str, Any]:
+def run_loop(
+    serving: str,
+    airflow_url: str,
+    username: str,
+    password: str,
+    *,
+    api_key: str | None = None,
+    rows: int = 1500,
+    verdicts: int = 1500,
+    shift: float = 0.8,
+    seed: int = 4242,
+    timeout: float = 1800,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Run the loop (module doc); returns what each step saw."""
     from netsec_tasks.sample import TARGET, make_sample
 
@@ -148,21 +170,24 @@ def run_loop(serving: str, airflow_url: str, username: str, password: str, *,
 
     # 2. shifted traffic, and the analysts' verdicts on it.
     traffic = make_sample(rows, seed=seed, shift=shift)
-    records = [{k: int(v) for k, v in r.items()}
-               for r in traffic.drop(columns=[TARGET]).to_dict(orient="records")]
+    records = [
+        {k: int(v) for k, v in r.items()} for r in traffic.drop(columns=[TARGET]).to_dict(orient="records")
+    ]
     ids: list[str] = []
     for start in range(0, rows, 500):
-        status, body = http("POST", f"{serving}/predict", {"records": records[start:start + 500]}, key)
+        status, body = http("POST", f"{serving}/predict", {"records": records[start : start + 500]}, key)
         if status != 200:
             raise LoopFailed(f"POST /predict: HTTP {status}: {str(body)[:300]}")
         ids += [p["prediction_id"] for p in body["predictions"]]
     labels = traffic[TARGET].tolist()
     stored = 0
     for start in range(0, min(verdicts, rows), 500):
-        batch = [{"prediction_id": i, "label": int(y), "source": "loop_check"}
-                 for i, y in zip(ids[start:start + 500], labels[start:start + 500])][:verdicts - start]
+        batch = [
+            {"prediction_id": i, "label": int(y), "source": "loop_check"}
+            for i, y in zip(ids[start : start + 500], labels[start : start + 500])
+        ][: verdicts - start]
 
-        def send():
+        def send(batch=batch):
             status, body = http("POST", f"{serving}/feedback", batch, key)
             if status == 404:  # another worker has not flushed its log yet
                 return None
@@ -179,9 +204,15 @@ def run_loop(serving: str, airflow_url: str, username: str, password: str, *,
     af = Airflow(airflow_url, username, password)
     af.login()
     for dag_id in (MONITORING, TRAINING):
-        wait_until(f"the DAG {dag_id} in the API", lambda d=dag_id: http(
-            "GET", f"{af.base}/api/v2/dags/{d}", headers={"Authorization": f"Bearer {af.token}"}
-        )[0] == 200, 300, 3)
+        wait_until(
+            f"the DAG {dag_id} in the API",
+            lambda d=dag_id: (
+                http("GET", f"{af.base}/api/v2/dags/{d}", headers={"Authorization": f"Bearer {af.token}"})[0]
+                == 200
+            ),
+            300,
+            3,
+        )
         if af.call("GET", f"/api/v2/dags/{dag_id}").get("is_paused"):
             af.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
     seen_training = {r["dag_run_id"] for r in af.runs(TRAINING)}
@@ -189,39 +220,57 @@ def run_loop(serving: str, airflow_url: str, username: str, password: str, *,
     tasks = af.wait_run(MONITORING, run["dag_run_id"], timeout)
     monitor = af.xcom(MONITORING, run["dag_run_id"], "monitor")
     feedback = af.xcom(MONITORING, run["dag_run_id"], "feedback_to_training")
-    summary["monitoring"] = {"run_id": run["dag_run_id"], "tasks": tasks,
-                             "drift_share": monitor.get("drift_share"),
-                             "live_f1": (monitor.get("live") or {}).get("f1"),
-                             "trigger_reason": monitor.get("trigger_reason"),
-                             "verdict_rows_appended": feedback.get("appended"),
-                             "report": monitor.get("html_uri")}
+    summary["monitoring"] = {
+        "run_id": run["dag_run_id"],
+        "tasks": tasks,
+        "drift_share": monitor.get("drift_share"),
+        "live_f1": (monitor.get("live") or {}).get("f1"),
+        "trigger_reason": monitor.get("trigger_reason"),
+        "verdict_rows_appended": feedback.get("appended"),
+        "report": monitor.get("html_uri"),
+    }
     if tasks.get("request_retraining") != "success" or not monitor.get("trigger"):
-        raise LoopFailed(f"netsec_monitoring did not request a retraining: "
-                         f"{monitor.get('trigger_reason')} (tasks {tasks})")
+        raise LoopFailed(
+            f"netsec_monitoring did not request a retraining: {monitor.get('trigger_reason')} (tasks {tasks})"
+        )
     say(f"3. netsec_monitoring requested a retraining: {monitor['trigger_reason'][:160]}")
 
     # 4. netsec_training starts by itself, on the asset event.
     def asset_run():
-        return next((r for r in af.runs(TRAINING) if r["dag_run_id"] not in seen_training
-                     and r.get("run_type") == "asset_triggered"), None)
+        return next(
+            (
+                r
+                for r in af.runs(TRAINING)
+                if r["dag_run_id"] not in seen_training and r.get("run_type") == "asset_triggered"
+            ),
+            None,
+        )
 
     started = wait_until("an asset-triggered netsec_training run", asset_run, 600, 3)
     tasks = af.wait_run(TRAINING, started["dag_run_id"], timeout)
     outcome = af.xcom(TRAINING, started["dag_run_id"], "record_outcome")
     ingest = af.xcom(TRAINING, started["dag_run_id"], "ingest")
-    summary["training"] = {"run_id": started["dag_run_id"], "outcome": outcome.get("outcome"),
-                           "model_version": (outcome.get("candidate") or {}).get("version"),
-                           "trigger": outcome.get("trigger"),
-                           "trigger_reason": outcome.get("trigger_reason"),
-                           "snapshot_rows": ingest.get("rows"), "new_rows": ingest.get("new_rows")}
+    summary["training"] = {
+        "run_id": started["dag_run_id"],
+        "outcome": outcome.get("outcome"),
+        "model_version": (outcome.get("candidate") or {}).get("version"),
+        "trigger": outcome.get("trigger"),
+        "trigger_reason": outcome.get("trigger_reason"),
+        "snapshot_rows": ingest.get("rows"),
+        "new_rows": ingest.get("new_rows"),
+    }
     if outcome.get("trigger") != "monitoring" or not outcome.get("trigger_reason"):
         raise LoopFailed(f"the training run's outcome does not say monitoring started it: {outcome}")
     appended = feedback.get("appended") or 0
     if appended and (ingest.get("new_rows") or 0) < appended:
-        raise LoopFailed(f"{appended} verdict rows were appended but the training run read "
-                         f"{ingest.get('new_rows')} new rows")
-    say(f"4. netsec_training {started['dag_run_id']} ran by itself: {outcome['outcome']} "
-        f"(candidate v{(outcome.get('candidate') or {}).get('version')}); trigger {outcome['trigger']}")
+        raise LoopFailed(
+            f"{appended} verdict rows were appended but the training run read "
+            f"{ingest.get('new_rows')} new rows"
+        )
+    say(
+        f"4. netsec_training {started['dag_run_id']} ran by itself: {outcome['outcome']} "
+        f"(candidate v{(outcome.get('candidate') or {}).get('version')}); trigger {outcome['trigger']}"
+    )
 
     # 5. serving swaps to a promoted version.
     if outcome.get("outcome") == "promoted":
@@ -253,9 +302,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = p.parse_args(argv)
     try:
-        summary = run_loop(args.serving, args.airflow, args.user, args.password,
-                           api_key=args.api_key, rows=args.rows, verdicts=args.verdicts,
-                           timeout=args.timeout, say=(lambda s: None) if args.json else print)
+        summary = run_loop(
+            args.serving,
+            args.airflow,
+            args.user,
+            args.password,
+            api_key=args.api_key,
+            rows=args.rows,
+            verdicts=args.verdicts,
+            timeout=args.timeout,
+            say=(lambda s: None) if args.json else print,
+        )
     except LoopFailed as exc:
         print(f"loop check failed: {exc}", file=sys.stderr)
         return 1

@@ -28,8 +28,9 @@ class AirflowRefused(Exception):
 
 async def trigger_dag_run(settings, conf: dict[str, Any]) -> dict[str, Any]:
     if not settings.airflow_url:
-        raise AirflowUnavailable("Airflow is not configured: set NETSEC_SERVING_AIRFLOW_URL "
-                                 "(e.g. http://airflow-apiserver:8080)")
+        raise AirflowUnavailable(
+            "Airflow is not configured: set NETSEC_SERVING_AIRFLOW_URL (e.g. http://airflow-apiserver:8080)"
+        )
     base = settings.airflow_url.rstrip("/")
     try:
         async with httpx.AsyncClient(base_url=base, timeout=settings.airflow_timeout_seconds) as http:
@@ -37,12 +38,14 @@ async def trigger_dag_run(settings, conf: dict[str, Any]) -> dict[str, Any]:
             resp = await http.post(
                 f"/api/v2/dags/{settings.airflow_dag_id}/dagRuns",
                 json={"logical_date": None, "conf": conf},
-                headers={"Authorization": f"Bearer {token}"})
+                headers={"Authorization": f"Bearer {token}"},
+            )
             _raise_for(resp, f"triggering DAG '{settings.airflow_dag_id}'")
             body = resp.json()
     except (httpx.TransportError, httpx.InvalidURL) as exc:
-        raise AirflowUnavailable(f"Airflow at {base} is unreachable ({type(exc).__name__}: {exc}); "
-                                 "is the api-server running?") from None
+        raise AirflowUnavailable(
+            f"Airflow at {base} is unreachable ({type(exc).__name__}: {exc}); is the api-server running?"
+        ) from None
     except ValueError:
         raise AirflowRefused(f"Airflow at {base} answered with a body that is not JSON", 502) from None
     if "dag_run_id" not in body:
@@ -51,9 +54,13 @@ async def trigger_dag_run(settings, conf: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _token(http: httpx.AsyncClient, settings) -> str:
-    resp = await http.post("/auth/token", json={
-        "username": settings.airflow_username,
-        "password": settings.airflow_password.get_secret_value()})
+    resp = await http.post(
+        "/auth/token",
+        json={
+            "username": settings.airflow_username,
+            "password": settings.airflow_password.get_secret_value(),
+        },
+    )
     _raise_for(resp, "logging in (POST /auth/token)")
     token = resp.json().get("access_token")
     if not token:
@@ -68,5 +75,6 @@ def _raise_for(resp: httpx.Response, doing: str) -> None:
         detail = resp.json().get("detail", resp.text)
     except ValueError:
         detail = resp.text
-    raise AirflowRefused(f"Airflow refused {doing}: HTTP {resp.status_code}: {str(detail)[:500]}",
-                         resp.status_code)
+    raise AirflowRefused(
+        f"Airflow refused {doing}: HTTP {resp.status_code}: {str(detail)[:500]}", resp.status_code
+    )

@@ -18,8 +18,8 @@ from fastapi.staticfiles import StaticFiles
 
 from serving.deps import ServingState
 from serving.inputs import InputError
-from serving.manager import ModelManager
 from serving.limits import BodySizeLimitMiddleware, BodyTooLarge, too_large_body
+from serving.manager import ModelManager
 from serving.metrics import Metrics, ObserveMiddleware
 from serving.prediction_writer import make_prediction_log
 from serving.routers import feedback as feedback_router
@@ -42,13 +42,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state = ServingState(
-            settings=settings, metrics=metrics,
-            manager=ModelManager(settings, on_swap=metrics.model_swapped,
-                                 on_check=metrics.monitoring_figures),
+            settings=settings,
+            metrics=metrics,
+            manager=ModelManager(
+                settings, on_swap=metrics.model_swapped, on_check=metrics.monitoring_figures
+            ),
             executor=ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="netsec-infer"),
             contract=contract,
-            prediction_log=make_prediction_log(settings, on_drop=metrics.log_dropped.inc,
-                                        on_write=metrics.log_written.inc),
+            prediction_log=make_prediction_log(
+                settings, on_drop=metrics.log_dropped.inc, on_write=metrics.log_written.inc
+            ),
         )
         state.feedback = feedback_router.make_feedback_store(settings, state.prediction_log)
         app.state.serving = state
@@ -64,7 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="netsec serving",
         description="Scores rows with the Production model of the MLflow registry.",
-        version="0.1.0", lifespan=lifespan,
+        version="0.1.0",
+        lifespan=lifespan,
     )
     app.include_router(ui_router.router)
     app.include_router(predict_router.make_router(contract, settings.max_rows))
@@ -74,8 +78,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=ASSETS / "static"), name="static")
     _install_error_handlers(app)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["GET", "POST"], allow_headers=["Content-Type", "X-API-Key"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "X-API-Key"],
+        )
     # Added last = outermost: the size cap's 413 is timed and counted like any response.
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
@@ -96,8 +104,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception):
         # A bug, not bad input: log the traceback here, never send it to the client.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal error; the server log has the details"},
-                            status_code=500)
+        return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)
 
 
 app = create_app()

@@ -16,5 +16,12 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     # The app checks this too; here a refused set-up is the CLI's exit 2 with one line, before
     # uvicorn prints an import traceback.
     Settings().check_train_settings()
-    uvicorn.run("serving.app:app", host=host, port=port, workers=workers,
-                proxy_headers=True, access_log=False, log_level="info")
+    uvicorn.run(
+        "serving.app:app",
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=True,
+        access_log=False,
+        log_level="info",
+    )

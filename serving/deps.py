@@ -40,6 +40,7 @@ class ServingState:
 # dependency in its thread pool, and three thread hops per request cost more than a one-row
 # prediction. They do no blocking work, so the event loop runs them directly.
 
+
 async def get_state(request: Request) -> ServingState:
     return request.app.state.serving
 
@@ -52,16 +53,20 @@ async def current_model(state: StateDep) -> LoadedModel:
     model = state.manager.current
     if model is None:
         why = state.manager.last_error or "the first load is still running"
-        raise HTTPException(503, f"no model loaded yet ({why}); retrying every "
-                                 f"{state.settings.retry_interval_seconds:g}s")
+        raise HTTPException(
+            503, f"no model loaded yet ({why}); retrying every {state.settings.retry_interval_seconds:g}s"
+        )
     contract = state.contract
     if set(model.features) != set(contract.features):
         extra = sorted(set(model.features) - set(contract.features))
         lacking = sorted(set(contract.features) - set(model.features))
-        raise HTTPException(503, f"model {model.name} v{model.version} does not match the "
-                                 f"'{contract.name}' schema this service checks inputs with "
-                                 f"(model-only features: {extra[:5]}, schema-only: {lacking[:5]}); "
-                                 "set NETSEC_DATASET / NETSEC_CONFIG to the model's data set")
+        raise HTTPException(
+            503,
+            f"model {model.name} v{model.version} does not match the "
+            f"'{contract.name}' schema this service checks inputs with "
+            f"(model-only features: {extra[:5]}, schema-only: {lacking[:5]}); "
+            "set NETSEC_DATASET / NETSEC_CONFIG to the model's data set",
+        )
     return model
 
 
@@ -74,16 +79,18 @@ async def get_contract(state: StateDep) -> Contract:
 
 ContractDep = Annotated[Contract, Depends(get_contract)]
 
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
-                              description="required on /predict*, /feedback and /train when the server "
-                                          "sets NETSEC_SERVING_API_KEY")
+api_key_header = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="required on /predict*, /feedback and /train when the server sets NETSEC_SERVING_API_KEY",
+)
 
 
-async def require_api_key(key: Annotated[str | None, Depends(api_key_header)],
-                          state: StateDep) -> None:
+async def require_api_key(key: Annotated[str | None, Depends(api_key_header)], state: StateDep) -> None:
     expected = state.settings.api_key
     if expected is None:
         return
     if key is None or not hmac.compare_digest(key.encode(), expected.get_secret_value().encode()):
-        raise HTTPException(401, "missing or wrong X-API-Key header",
-                            headers={"WWW-Authenticate": "X-API-Key"})
+        raise HTTPException(
+            401, "missing or wrong X-API-Key header", headers={"WWW-Authenticate": "X-API-Key"}
+        )

@@ -77,6 +77,7 @@ class NotCompilable(Exception):
 
 # --- preprocessing ------------------------------------------------------------------------------
 
+
 def _clean_step(step: Any) -> Transform:
     """One fitted transformer, for rows *without* NaN -> a function on the float matrix.
 
@@ -94,6 +95,7 @@ def _clean_step(step: Any) -> Transform:
             for part in parts:
                 x = part(x)
             return x
+
         return chain
     if isinstance(step, KNNImputer):
         if step.add_indicator:
@@ -146,6 +148,7 @@ def _clean_preprocess(pre: Any, features: list[str]) -> Transform:
     def transform(x: np.ndarray) -> np.ndarray:
         parts = [fn(x[:, idx]) for idx, fn in blocks]
         return parts[0] if len(parts) == 1 else np.hstack(parts)
+
     return transform
 
 
@@ -202,6 +205,7 @@ class Preprocess:
 
 # --- estimator predictors -----------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Predictor:
     """``fn(z)`` -> (rows, classes) probabilities in the estimator's class order."""
@@ -238,9 +242,11 @@ def _xgboost(est: Any) -> Predictor:
     missing = est.missing
 
     def proba(z: np.ndarray) -> np.ndarray:
-        p = booster.inplace_predict(z, iteration_range=iteration_range, missing=missing,
-                                    validate_features=False)
+        p = booster.inplace_predict(
+            z, iteration_range=iteration_range, missing=missing, validate_features=False
+        )
         return np.vstack((1.0 - p, p)).T  # as xgboost's _cls_predict_proba (float32)
+
     return Predictor("xgboost inplace_predict", proba, exact=True)
 
 
@@ -251,6 +257,7 @@ def _gtil(model: Any, dtype: type) -> Callable[[np.ndarray], np.ndarray]:
         p = treelite.gtil.predict(model, np.ascontiguousarray(z, dtype=dtype), nthread=1)
         p = p.reshape(len(z))
         return np.stack((1.0 - p, p), axis=1)
+
     return proba
 
 
@@ -272,6 +279,7 @@ def _hgb_one_thread(est: Any) -> Predictor:
 
     def proba(z: np.ndarray) -> np.ndarray:
         return est._loss.predict_proba(est._raw_predict(z, n_threads=1))
+
     return Predictor("scikit-learn predict_proba (1 OpenMP thread)", proba, exact=True)
 
 
@@ -283,8 +291,7 @@ def _treelite_xgb(est: Any) -> Predictor:
     if (begin, end) != (0, 0):
         booster = booster[begin:end]  # the trees predict_proba uses (early stopping)
     # XGBoost itself compares float32 features with float32 thresholds.
-    return Predictor("treelite GTIL", _gtil(treelite.frontend.from_xgboost(booster), np.float32),
-                     exact=False)
+    return Predictor("treelite GTIL", _gtil(treelite.frontend.from_xgboost(booster), np.float32), exact=False)
 
 
 def _float32_thresholds(est: Any) -> Any:
@@ -319,8 +326,9 @@ def _onnx(est: Any, n_features: int, *, double: bool) -> Predictor:
     dtype = np.float64 if double else np.float32
     tensor = DoubleTensorType if double else FloatTensorType
     final = _final_estimator(est)
-    onx = to_onnx(est, initial_types=[("x", tensor([None, n_features]))],
-                  options={id(final): {"zipmap": False}})
+    onx = to_onnx(
+        est, initial_types=[("x", tensor([None, n_features]))], options={id(final): {"zipmap": False}}
+    )
     opts = ort.SessionOptions()
     # One thread per call: concurrency comes from requests (and from splitting large batches).
     opts.intra_op_num_threads = 1
@@ -336,6 +344,7 @@ def _onnx(est: Any, n_features: int, *, double: bool) -> Predictor:
     def proba(z: np.ndarray) -> np.ndarray:
         out = session.run([prob_name], {"x": np.ascontiguousarray(z, dtype=dtype)})[0]
         return np.asarray(out, dtype=np.float64)
+
     return Predictor(f"onnxruntime float{'64' if double else '32'}", proba, exact=False)
 
 
@@ -346,13 +355,17 @@ class Plan:
     small: Predictor
     large: Predictor
     small_max_rows: int  # batches up to this size use ``small``
-    split_large: bool    # ``large`` releases the GIL: split big batches across threads
+    split_large: bool  # ``large`` releases the GIL: split big batches across threads
 
 
 def plan_for(est: Any, n_features: int) -> Plan:
     """The predictors for one fitted estimator (see the table in the module docstring)."""
-    from sklearn.ensemble import (AdaBoostClassifier, ExtraTreesClassifier,
-                                  HistGradientBoostingClassifier, RandomForestClassifier)
+    from sklearn.ensemble import (
+        AdaBoostClassifier,
+        ExtraTreesClassifier,
+        HistGradientBoostingClassifier,
+        RandomForestClassifier,
+    )
     from sklearn.linear_model import LogisticRegression
     from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
 
@@ -367,10 +380,17 @@ def plan_for(est: Any, n_features: int) -> Plan:
         # over our threads instead: its default opens an OpenMP region per tree with every
         # core, and with concurrent requests or a busy host those oversubscribe the cores
         # (1000 rows: 14-800 ms against 19-50 ms single-threaded on the same shared machine).
-        return Plan(_treelite_hgb(final), _hgb_one_thread(final), small_max_rows=128,
-                    split_large=True)
-    if isinstance(final, (RandomForestClassifier, ExtraTreesClassifier, DecisionTreeClassifier,
-                          ExtraTreeClassifier, AdaBoostClassifier)):
+        return Plan(_treelite_hgb(final), _hgb_one_thread(final), small_max_rows=128, split_large=True)
+    if isinstance(
+        final,
+        (
+            RandomForestClassifier,
+            ExtraTreesClassifier,
+            DecisionTreeClassifier,
+            ExtraTreeClassifier,
+            AdaBoostClassifier,
+        ),
+    ):
         if getattr(final, "n_outputs_", 1) != 1:
             raise NotCompilable(f"multi-output {type(final).__name__}")
         p = _onnx(est, n_features, double=False)
@@ -423,8 +443,7 @@ class FastPipeline:
         self.preprocess = preprocess
         self.plan = plan
         self.estimator = estimator
-        self._large = (RowSplitter(plan.large.fn, batch_threads) if plan.split_large
-                       else plan.large.fn)
+        self._large = RowSplitter(plan.large.fn, batch_threads) if plan.split_large else plan.large.fn
 
     @property
     def exact(self) -> bool:
@@ -436,8 +455,11 @@ class FastPipeline:
 
     def describe(self) -> str:
         p = self.plan
-        model = (p.small.name if p.small is p.large else
-                 f"{p.small.name} up to {p.small_max_rows} rows, {p.large.name} above")
+        model = (
+            p.small.name
+            if p.small is p.large
+            else f"{p.small.name} up to {p.small_max_rows} rows, {p.large.name} above"
+        )
         return f"{model}; preprocessing: {self.preprocess.kind}"
 
     def predict_proba(self, x: Any) -> np.ndarray:
@@ -460,8 +482,9 @@ class FastPipeline:
         return proba
 
 
-def compile_pipeline(pipeline: Any, features: list[str], *, batch_threads: int = 1,
-                     frames: bool = False) -> FastPipeline:
+def compile_pipeline(
+    pipeline: Any, features: list[str], *, batch_threads: int = 1, frames: bool = False
+) -> FastPipeline:
     """A fast path for a fitted ``Pipeline`` (or bare estimator). Raises NotCompilable.
 
     ``frames``: requests arrive as DataFrames (non-numeric features), so every row goes through
@@ -475,8 +498,10 @@ def compile_pipeline(pipeline: Any, features: list[str], *, batch_threads: int =
         try:
             if frames:
                 raise NotCompilable("DataFrame input")
-            pre_fns = [_clean_preprocess(s, features) if i == 0 else _clean_step(s)
-                       for i, (_, s) in enumerate(steps.steps)]
+            pre_fns = [
+                _clean_preprocess(s, features) if i == 0 else _clean_step(s)
+                for i, (_, s) in enumerate(steps.steps)
+            ]
 
             def chained(x: np.ndarray) -> np.ndarray:
                 for fn in pre_fns:
@@ -504,10 +529,11 @@ class _Identity:
 
 # --- verification -------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
-    why: str          # what disagreed, or the summary of what was checked
+    why: str  # what disagreed, or the summary of what was checked
     rows: int
     max_abs_diff: float
 
@@ -535,16 +561,24 @@ def verify(fast: FastPipeline, pipeline: Any, rows: Any, threat_column: int = 1)
     take = (lambda idx: rows.iloc[idx]) if is_frame else (lambda idx: rows[idx])
     z = fast.preprocess(rows)
     runs: list[tuple[str, np.ndarray, np.ndarray]] = [
-        ("whole batch", fast.from_preprocessed(z), np.arange(n))]
+        ("whole batch", fast.from_preprocessed(z), np.arange(n))
+    ]
     step = fast.plan.small_max_rows
     if step:
-        runs.append((f"batches of {step}", np.vstack([fast.from_preprocessed(z[i:i + step])
-                                                      for i in range(0, n, step)]), np.arange(n)))
+        runs.append(
+            (
+                f"batches of {step}",
+                np.vstack([fast.from_preprocessed(z[i : i + step]) for i in range(0, n, step)]),
+                np.arange(n),
+            )
+        )
     gaps = (frame.isna() if is_frame else pd.DataFrame(np.isnan(rows))).any(axis=1).to_numpy()
-    picks = np.concatenate([np.flatnonzero(~gaps)[: SINGLE_ROWS // 2],
-                            np.flatnonzero(gaps)[: SINGLE_ROWS // 2]])
-    runs.append(("one row at a time",
-                 np.vstack([fast.predict_proba(take(slice(i, i + 1))) for i in picks]), picks))
+    picks = np.concatenate(
+        [np.flatnonzero(~gaps)[: SINGLE_ROWS // 2], np.flatnonzero(gaps)[: SINGLE_ROWS // 2]]
+    )
+    runs.append(
+        ("one row at a time", np.vstack([fast.predict_proba(take(slice(i, i + 1))) for i in picks]), picks)
+    )
     worst = 0.0
     for label, got, idx in runs:
         ref = expected[idx]
@@ -559,8 +593,9 @@ def verify(fast: FastPipeline, pipeline: Any, rows: Any, threat_column: int = 1)
             continue
         if not np.all(diff <= ATOL):
             bad = int(np.argmax(diff))
-            return Verdict(False, f"{label}: row {int(idx[bad])} differs by {diff[bad]:.3g} > {ATOL:g}",
-                           n, worst)
+            return Verdict(
+                False, f"{label}: row {int(idx[bad])} differs by {diff[bad]:.3g} > {ATOL:g}", n, worst
+            )
         flipped = got.argmax(axis=1) != ref.argmax(axis=1)
         if flipped.any():
             bad = int(idx[np.flatnonzero(flipped)[0]])
@@ -568,15 +603,23 @@ def verify(fast: FastPipeline, pipeline: Any, rows: Any, threat_column: int = 1)
     return Verdict(True, "exact" if fast.exact else f"max |dp| {worst:.1e} <= {ATOL:g}", n, worst)
 
 
-def fast_path_for(pipeline: Any, features: list[str], rows: Any, *, threat_column: int = 1,
-                  batch_threads: int = 1, rows_source: str = "") -> tuple[FastPipeline | None, str]:
+def fast_path_for(
+    pipeline: Any,
+    features: list[str],
+    rows: Any,
+    *,
+    threat_column: int = 1,
+    batch_threads: int = 1,
+    rows_source: str = "",
+) -> tuple[FastPipeline | None, str]:
     """A verified fast path, or (None, why not). ``rows``: real rows to verify on (float matrix
     for numeric models, DataFrame otherwise), including rows with NaN."""
     import pandas as pd
 
     try:
-        fast = compile_pipeline(pipeline, features, batch_threads=batch_threads,
-                                frames=isinstance(rows, pd.DataFrame))
+        fast = compile_pipeline(
+            pipeline, features, batch_threads=batch_threads, frames=isinstance(rows, pd.DataFrame)
+        )
     except NotCompilable as exc:
         return None, f"scikit-learn ({exc} has no fast path)"
     except Exception as exc:  # a converter or an unexpected fitted layout: keep the safe path
@@ -589,7 +632,11 @@ def fast_path_for(pipeline: Any, features: list[str], rows: Any, *, threat_colum
         return None, f"scikit-learn (fast path failed on verification rows: {type(exc).__name__})"
     where = f" on {verdict.rows} rows{' of ' + rows_source if rows_source else ''}"
     if not verdict.ok:
-        log.warning("fast path dropped, it disagreed with the pipeline%s: %s (%s)",
-                    where, verdict.why, fast.describe())
+        log.warning(
+            "fast path dropped, it disagreed with the pipeline%s: %s (%s)",
+            where,
+            verdict.why,
+            fast.describe(),
+        )
         return None, f"scikit-learn (fast path disagreed{where}: {verdict.why})"
     return fast, f"compiled: {fast.describe()}; verified{where}: {verdict.why}"

@@ -37,8 +37,12 @@ def _imputable(model: LoadedModel, x):
     fills them, unless the compiled fast path says it reproduces the imputer
     (``fast.supports_nan``, verified at load on rows with NaN cells)."""
     fast = getattr(model, "fast", None)
-    if (isinstance(x, np.ndarray) and fast is not None and not getattr(fast, "supports_nan", False)
-            and np.isnan(x).any()):
+    if (
+        isinstance(x, np.ndarray)
+        and fast is not None
+        and not getattr(fast, "supports_nan", False)
+        and np.isnan(x).any()
+    ):
         import pandas as pd
 
         return pd.DataFrame(x, columns=list(model.features))
@@ -48,19 +52,30 @@ def _imputable(model: LoadedModel, x):
 def log_predictions(state, model: LoadedModel, x, is_threat, proba, labels, route: str) -> str:
     """Hand the request's rows to the prediction log (never blocks; see serving.prediction_writer).
     Returns the request id: row ``k`` is prediction ``<request id>-<k>``."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     request_id = new_request_id(now)
     if state.prediction_log is None or len(is_threat) == 0:
         return request_id
-    state.prediction_log.submit(LogEntry(
-        time=now, model_name=model.name, model_version=model.version, features=model.features,
-        inputs=x, is_threat=is_threat, probability=proba, labels=labels, route=route,
-        request_id=request_id))
+    state.prediction_log.submit(
+        LogEntry(
+            time=now,
+            model_name=model.name,
+            model_version=model.version,
+            features=model.features,
+            inputs=x,
+            is_threat=is_threat,
+            probability=proba,
+            labels=labels,
+            route=route,
+            request_id=request_id,
+        )
+    )
     return request_id
 
 
-def count_inputs(state, route: str, *, refused: int = 0, flagged: int = 0,
-                 null_cells: np.ndarray | None = None) -> None:
+def count_inputs(
+    state, route: str, *, refused: int = 0, flagged: int = 0, null_cells: np.ndarray | None = None
+) -> None:
     """The contract's counters: refused and flagged rows, rows scored with imputed cells."""
     m = state.metrics
     if refused:

@@ -24,8 +24,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -43,9 +43,17 @@ class InputError(Exception):
     problem found (row, column, value, reason, allowed), the first one also in ``row``,
     ``column``, ``value`` and ``allowed``."""
 
-    def __init__(self, message: str, *, status_code: int = 422, column: str | None = None,
-                 row: int | None = None, value: Any = None, allowed: str | None = None,
-                 problems: list[dict] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 422,
+        column: str | None = None,
+        row: int | None = None,
+        value: Any = None,
+        allowed: str | None = None,
+        problems: list[dict] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.status_code = status_code
@@ -66,21 +74,28 @@ class InputError(Exception):
         return out
 
     @classmethod
-    def from_contract(cls, exc: ContractError) -> "InputError":
+    def from_contract(cls, exc: ContractError) -> InputError:
         first = exc.first
         column = first.get("column") or (exc.columns[0] if exc.columns else None)
-        return cls(exc.message, column=None if column == ROW_SCOPE else column,
-                   row=first.get("row"), value=first.get("value"), allowed=first.get("allowed") or None,
-                   problems=[{k: p.get(k) for k in ("row", "column", "value", "reason", "allowed")}
-                             for p in exc.problems])
+        return cls(
+            exc.message,
+            column=None if column == ROW_SCOPE else column,
+            row=first.get("row"),
+            value=first.get("value"),
+            allowed=first.get("allowed") or None,
+            problems=[
+                {k: p.get(k) for k in ("row", "column", "value", "reason", "allowed")} for p in exc.problems
+            ],
+        )
 
 
 def check_row_count(n: int, max_rows: int, where: str) -> None:
     if n == 0:
         raise InputError(f"{where} has no rows; send at least one record")
     if n > max_rows:
-        raise InputError(f"{where} has {n} rows; the limit is {max_rows} per request "
-                         "(split the batch)", status_code=413)
+        raise InputError(
+            f"{where} has {n} rows; the limit is {max_rows} per request (split the batch)", status_code=413
+        )
 
 
 @dataclass
@@ -109,18 +124,31 @@ def _model_x(contract: Contract, model: LoadedModel, check: RowCheck) -> Any:
     return contract.model_input(check, rows)[list(model.features)].reset_index(drop=True)
 
 
-def checked_input(frame: pd.DataFrame, contract: Contract, model: LoadedModel, *,
-                  where, policy: InvalidPolicy = "refuse", strict_types: bool = False) -> ModelInput:
+def checked_input(
+    frame: pd.DataFrame,
+    contract: Contract,
+    model: LoadedModel,
+    *,
+    where,
+    policy: InvalidPolicy = "refuse",
+    strict_types: bool = False,
+) -> ModelInput:
     """The contract path for a table whose columns are already checked: type and check every
     row; refuse (422) or flag the invalid ones."""
     check = contract.check_rows(frame, strict_types=strict_types)
     if check.n_invalid and policy == "refuse":
         raise InputError.from_contract(check.refusal(where))
-    return ModelInput(x=_model_x(contract, model, check), valid=check.valid,
-                      null_cells=check.null_cells, check=check, frame=frame)
+    return ModelInput(
+        x=_model_x(contract, model, check),
+        valid=check.valid,
+        null_cells=check.null_cells,
+        check=check,
+        frame=frame,
+    )
 
 
 # --- JSON records -------------------------------------------------------------------------------
+
 
 def records_from_body(body: bytes, max_rows: int) -> list[dict]:
     try:
@@ -155,12 +183,12 @@ def records_frame(records: list, contract: Contract) -> pd.DataFrame:
         missing = [f for f in features if f not in keys]
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise InputError(f"records[{i}]: missing column '{missing[0]}'{more}",
-                             column=missing[0], row=i)
+            raise InputError(f"records[{i}]: missing column '{missing[0]}'{more}", column=missing[0], row=i)
         unknown = [str(k) for k in keys if k not in allowed]
         if unknown:
-            raise InputError(f"records[{i}]: {contract.unknown_columns_message(unknown)}",
-                             column=unknown[0], row=i)
+            raise InputError(
+                f"records[{i}]: {contract.unknown_columns_message(unknown)}", column=unknown[0], row=i
+            )
         for k in keys:
             if k not in wanted:
                 seen_passthrough[k] = None
@@ -172,8 +200,7 @@ def json_input(body: bytes, contract: Contract, model: LoadedModel, max_rows: in
     """The contract path for a JSON body: every problem reported with its row and column."""
     records = records_from_body(body, max_rows)
     frame = records_frame(records, contract)
-    return checked_input(frame, contract, model, where=lambda r: f"records[{r}]",
-                         strict_types=True)
+    return checked_input(frame, contract, model, where=lambda r: f"records[{r}]", strict_types=True)
 
 
 try:  # msgspec decodes and type-checks {"records": [...]} in C, ~5x faster than json.loads
@@ -241,8 +268,7 @@ def fast_decoder(contract: Contract, features: tuple[str, ...]):
     return dec
 
 
-def fast_json_input(body: bytes, contract: Contract, model: LoadedModel,
-                    max_rows: int) -> ModelInput | None:
+def fast_json_input(body: bytes, contract: Contract, model: LoadedModel, max_rows: int) -> ModelInput | None:
     """Well-formed numeric payloads in one C pass; None means "take the contract path", which
     then accepts the same rows or names the problem."""
     if msgspec is None or not (model.numeric_only and contract.numeric_only):
@@ -271,8 +297,9 @@ def fast_json_input(body: bytes, contract: Contract, model: LoadedModel,
     if np.isinf(x).any():  # 1e999 decodes as inf: the contract path names it
         return None
     null_cells = np.isnan(x).sum(axis=1)
-    if null_cells.any() and ((null_cells > contract.max_null_cells).any()
-                             or (null_cells >= len(contract.features)).any()):
+    if null_cells.any() and (
+        (null_cells > contract.max_null_cells).any() or (null_cells >= len(contract.features)).any()
+    ):
         return None
     echo: dict[str, list] = {}
     if width > k:
@@ -286,6 +313,7 @@ def fast_json_input(body: bytes, contract: Contract, model: LoadedModel,
 
 # --- CSV tables ---------------------------------------------------------------------------------
 
+
 def csv_frame(data: bytes, name: str, contract: Contract, max_rows: int) -> pd.DataFrame:
     """An uploaded CSV as a table after the column rules; passthrough columns are read as text,
     so an id such as 007 comes back as 007."""
@@ -293,8 +321,13 @@ def csv_frame(data: bytes, name: str, contract: Contract, max_rows: int) -> pd.D
 
     try:
         # A header-less upload is read with the schema's file_columns.
-        frame = read_csv_bytes(data, source=name, max_rows=max_rows + 1,
-                               text_columns=contract.passthrough, **contract.schema.read_options())
+        frame = read_csv_bytes(
+            data,
+            source=name,
+            max_rows=max_rows + 1,
+            text_columns=contract.passthrough,
+            **contract.schema.read_options(),
+        )
     except DataError as exc:
         raise InputError(str(exc), column=exc.columns[0] if exc.columns else None) from None
     check_row_count(len(frame), max_rows, "the CSV")
@@ -305,8 +338,15 @@ def csv_frame(data: bytes, name: str, contract: Contract, max_rows: int) -> pd.D
     return frame
 
 
-def csv_input(data: bytes, name: str, contract: Contract, model: LoadedModel, max_rows: int, *,
-              policy: InvalidPolicy = "refuse") -> ModelInput:
+def csv_input(
+    data: bytes,
+    name: str,
+    contract: Contract,
+    model: LoadedModel,
+    max_rows: int,
+    *,
+    policy: InvalidPolicy = "refuse",
+) -> ModelInput:
     """Rows are reported as CSV line numbers (the header, if any, is line 1)."""
     from netsec_tasks.table_io import first_data_line
 

@@ -56,6 +56,7 @@ def configure_mlflow_client(settings) -> None:
 
 # --- which version ------------------------------------------------------------------------------
 
+
 def resolve_production_version(settings):
     """(client, ModelVersion) of the Production version: the one lookup,
     :func:`netsec_tasks.registry.find_production_version` (alias, else newest in the stage).
@@ -70,8 +71,7 @@ def resolve_production_version(settings):
 
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     try:
-        mv = find_production_version(client, settings.model_name, settings.model_alias,
-                                     settings.model_stage)
+        mv = find_production_version(client, settings.model_name, settings.model_alias, settings.model_stage)
     except Exception as exc:
         # By exception type along the chain (MLflow wraps the requests error it gave up on,
         # a 5xx included: its retries end in requests' RetryError), as the pipeline decides it.
@@ -79,16 +79,19 @@ def resolve_production_version(settings):
             raise RegistryError(f"MLflow registry at {settings.tracking_uri}: {exc.message}") from None
         raise SourceUnavailable(
             f"MLflow registry at {settings.tracking_uri} is unreachable: "
-            f"{type(exc).__name__}: {str(exc)[:300]}") from None
+            f"{type(exc).__name__}: {str(exc)[:300]}"
+        ) from None
     if mv is None:
         raise RegistryError(
             f"registered model '{settings.model_name}' has no version with alias "
             f"'{settings.model_alias}' or stage '{settings.model_stage}' at "
-            f"{settings.tracking_uri}; run the training pipeline first")
+            f"{settings.tracking_uri}; run the training pipeline first"
+        )
     return client, mv
 
 
 # --- download and verification ------------------------------------------------------------------
+
 
 def download_verified(settings, model_uri: str, label: str | None = None) -> tuple[Any, Any]:
     """(sklearn Pipeline, MLflow ``Model`` metadata) of ``model_uri``, after checking the model
@@ -105,8 +108,9 @@ def download_verified(settings, model_uri: str, label: str | None = None) -> tup
         # URI, whatever tracking_uri= says: point it at our registry for the download.
         mlflow.set_tracking_uri(settings.tracking_uri)
         mlflow.set_registry_uri(settings.tracking_uri)
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp,
-                                                    tracking_uri=settings.tracking_uri)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=model_uri, dst_path=tmp, tracking_uri=settings.tracking_uri
+        )
         pipeline = load_model_dir(local, label or model_uri)  # verifies first
         meta = Model.load(os.path.join(local, "MLmodel"))
     return pipeline, meta
@@ -138,8 +142,10 @@ def feature_schema(tags: dict, meta, pipeline) -> tuple[list[str], list[str]]:
     elif hasattr(pipeline, "feature_names_in_"):
         features = [str(c) for c in pipeline.feature_names_in_]
     else:
-        raise RegistryError("the model version has no netsec.features tag, no signature and no "
-                            "feature names: cannot validate requests against it")
+        raise RegistryError(
+            "the model version has no netsec.features tag, no signature and no "
+            "feature names: cannot validate requests against it"
+        )
     return features, [sig_types.get(f, "double") for f in features]
 
 
@@ -154,6 +160,7 @@ def run_metrics(client, run_id: str | None) -> dict[str, float]:
 
 
 # --- the rows a fast path must agree on ---------------------------------------------------------
+
 
 def test_split(settings, mv):
     """(DataFrame, where it came from): the registered model's own validated test split.
@@ -185,12 +192,17 @@ def _logged_test_split(settings, mv):
     with tempfile.TemporaryDirectory(prefix="netsec-test-split-") as tmp:
         try:
             path = mlflow.artifacts.download_artifacts(
-                run_id=mv.run_id, artifact_path=TEST_ARTIFACT, dst_path=tmp,
-                tracking_uri=settings.tracking_uri)
+                run_id=mv.run_id,
+                artifact_path=TEST_ARTIFACT,
+                dst_path=tmp,
+                tracking_uri=settings.tracking_uri,
+            )
             frame = pd.read_parquet(path)
         except Exception as exc:
-            raise DataError(f"the version has no netsec.test_uri tag and run {mv.run_id} has no "
-                            f"readable {TEST_ARTIFACT}: {type(exc).__name__}: {str(exc)[:200]}") from None
+            raise DataError(
+                f"the version has no netsec.test_uri tag and run {mv.run_id} has no "
+                f"readable {TEST_ARTIFACT}: {type(exc).__name__}: {str(exc)[:200]}"
+            ) from None
     return frame, f"run {mv.run_id} {TEST_ARTIFACT}"
 
 
@@ -231,6 +243,7 @@ def verification_rows(frame, features, feature_types, *, seed: int = 0):
 
 # --- the whole load -----------------------------------------------------------------------------
 
+
 def load_version(settings, client, mv) -> LoadedModel:
     """Download, verify, deserialize and prepare (n_jobs=1, fast path, warm-up) one version."""
     configure_mlflow_client(settings)
@@ -241,19 +254,29 @@ def load_version(settings, client, mv) -> LoadedModel:
     features, types = feature_schema(tags, meta, pipeline)
     classes = list(getattr(pipeline, "classes_", [0, 1]))
     if 1 not in classes:
-        raise RegistryError(f"{uri}: the model's classes are {classes}; the netsec convention is "
-                            "is_threat 0/1 (retrain with the current pipeline)")
+        raise RegistryError(
+            f"{uri}: the model's classes are {classes}; the netsec convention is "
+            "is_threat 0/1 (retrain with the current pipeline)"
+        )
     from serving.fastpath import estimator_name
 
     model = LoadedModel(
-        name=mv.name, version=str(mv.version), run_id=mv.run_id, pipeline=pipeline,
-        features=tuple(features), feature_types=tuple(types),
+        name=mv.name,
+        version=str(mv.version),
+        run_id=mv.run_id,
+        pipeline=pipeline,
+        features=tuple(features),
+        feature_types=tuple(types),
         target=tags.get("netsec.target"),
         positive_label=tag_value(tags.get("netsec.positive_label", "1")),
         negative_label=tag_value(tags.get("netsec.negative_label", "0")),
-        metrics=run_metrics(client, mv.run_id), dataset_digest=tags.get("netsec.dataset_digest"),
-        tags=tags, model_class=estimator_name(pipeline), inference_path="scikit-learn",
-        loaded_at=dt.datetime.now(dt.timezone.utc), threat_column=classes.index(1),
+        metrics=run_metrics(client, mv.run_id),
+        dataset_digest=tags.get("netsec.dataset_digest"),
+        tags=tags,
+        model_class=estimator_name(pipeline),
+        inference_path="scikit-learn",
+        loaded_at=dt.datetime.now(dt.UTC),
+        threat_column=classes.index(1),
     )
     return with_fast_path(model, settings, mv)
 
@@ -269,11 +292,15 @@ def with_fast_path(model: LoadedModel, settings, mv) -> LoadedModel:
         why = f"scikit-learn (no test split to verify a fast path on: {exc})"
         log.warning("model %s v%s: %s", model.name, model.version, why)
         return replace(model, inference_path=why)
-    fast, why = fast_path_for(model.pipeline, list(model.features), rows,
-                              threat_column=model.threat_column,
-                              batch_threads=settings.batch_threads, rows_source=source)
+    fast, why = fast_path_for(
+        model.pipeline,
+        list(model.features),
+        rows,
+        threat_column=model.threat_column,
+        batch_threads=settings.batch_threads,
+        rows_source=source,
+    )
     model = replace(model, fast=fast, inference_path=why)
     model.predict(rows[:1])  # warm-up: first-call allocations happen here, not in a request
-    log.info("model %s v%s (%s) ready; inference path: %s", model.name, model.version,
-             model.model_class, why)
+    log.info("model %s v%s (%s) ready; inference path: %s", model.name, model.version, model.model_class, why)
     return model

@@ -20,8 +20,12 @@ log = logging.getLogger("netsec.serving")
 
 
 class ModelManager:
-    def __init__(self, settings, on_swap: Callable[[LoadedModel], None] | None = None,
-                 on_check: Callable[[dict[str, str]], None] | None = None):
+    def __init__(
+        self,
+        settings,
+        on_swap: Callable[[LoadedModel], None] | None = None,
+        on_check: Callable[[dict[str, str]], None] | None = None,
+    ):
         self.settings = settings
         self.current: LoadedModel | None = None
         # Called with the Production version's tags on every check (monitoring figures).
@@ -54,7 +58,7 @@ class ModelManager:
             log.warning("model refresh failed: %s", self.last_error)
             return False
         finally:
-            self.last_check = dt.datetime.now(dt.timezone.utc)
+            self.last_check = dt.datetime.now(dt.UTC)
 
     def _refresh_blocking(self) -> bool:
         client, mv = resolve_production_version(self.settings)
@@ -67,8 +71,12 @@ class ModelManager:
         loaded = load_version(self.settings, client, mv)
         self.current = loaded
         self.last_error = None
-        log.info("serving %s version %s (was %s)", loaded.name, loaded.version,
-                 current.version if current else "none")
+        log.info(
+            "serving %s version %s (was %s)",
+            loaded.name,
+            loaded.version,
+            current.version if current else "none",
+        )
         if self.on_swap:
             self.on_swap(loaded)
         self._checked(mv)
@@ -84,6 +92,9 @@ class ModelManager:
     async def _poll_forever(self) -> None:
         while True:
             await self.refresh()
-            wait = (self.settings.poll_interval_seconds if self.current is not None
-                    else self.settings.retry_interval_seconds)
+            wait = (
+                self.settings.poll_interval_seconds
+                if self.current is not None
+                else self.settings.retry_interval_seconds
+            )
             await asyncio.sleep(wait)

@@ -27,53 +27,98 @@ MONITORING_GAUGES = {
     "last_run_timestamp_seconds": "When the last monitoring run looked (Unix time)",
 }
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25,
-                   0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 class Metrics:
     def __init__(self):
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("netsec_http_requests", "HTTP requests by route, method and status",
-                                ["route", "method", "status"], registry=r)
-        self.latency = Histogram("netsec_http_request_duration_seconds",
-                                 "Time from request to response start, by route", ["route"],
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.inference = Histogram("netsec_inference_seconds", "Model time per request (validation "
-                                   "excluded), by request size", ["rows"],
-                                   buckets=LATENCY_BUCKETS, registry=r)
-        self.predictions = Counter("netsec_predictions", "Predicted rows by class", ["class_"],
-                                   registry=r)
+        self.requests = Counter(
+            "netsec_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "netsec_http_request_duration_seconds",
+            "Time from request to response start, by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "netsec_inference_seconds",
+            "Model time per request (validation excluded), by request size",
+            ["rows"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.predictions = Counter("netsec_predictions", "Predicted rows by class", ["class_"], registry=r)
         self.model_info = Info("netsec_model", "The model being served", registry=r)
-        self.model_version = Gauge("netsec_model_version", "Version number of the served model",
-                                   ["name"], registry=r)
-        self.model_loaded = Gauge("netsec_model_loaded", "1 when a model is loaded (ready)",
-                                  registry=r)
-        self.log_dropped = Counter("netsec_prediction_log_dropped_rows",
-                                   "Prediction-log rows dropped because the queue was full",
-                                   registry=r)
-        self.log_written = Counter("netsec_prediction_log_written_rows",
-                                   "Prediction-log rows written to the sink", registry=r)
+        self.model_version = Gauge(
+            "netsec_model_version", "Version number of the served model", ["name"], registry=r
+        )
+        self.model_loaded = Gauge("netsec_model_loaded", "1 when a model is loaded (ready)", registry=r)
+        self.log_dropped = Counter(
+            "netsec_prediction_log_dropped_rows",
+            "Prediction-log rows dropped because the queue was full",
+            registry=r,
+        )
+        self.log_written = Counter(
+            "netsec_prediction_log_written_rows", "Prediction-log rows written to the sink", registry=r
+        )
         # The input contract at the scoring doors: rows refused (the request was answered
         # 422), flagged (returned unscored with status=invalid), scored with imputed cells.
-        self.input_rows = Counter("netsec_input_rows", "Rows checked by the input contract, by "
-                                  "outcome: refused, flagged, imputed", ["outcome", "route"],
-                                  registry=r)
-        self.imputed_cells = Counter("netsec_imputed_cells", "Null feature cells sent to the "
-                                     "model's imputer", ["route"], registry=r)
+        self.input_rows = Counter(
+            "netsec_input_rows",
+            "Rows checked by the input contract, by outcome: refused, flagged, imputed",
+            ["outcome", "route"],
+            registry=r,
+        )
+        self.imputed_cells = Counter(
+            "netsec_imputed_cells", "Null feature cells sent to the model's imputer", ["route"], registry=r
+        )
         # Analysts' verdicts (POST /feedback), and the latest figures of the netsec_monitoring
         # DAG for the served version (its model version tags netsec.monitoring.*; NaN: none yet).
-        self.feedback = Counter("netsec_feedback_verdicts", "Verdicts received, by outcome: "
-                                "recorded, changed, unchanged", ["outcome"], registry=r)
+        self.feedback = Counter(
+            "netsec_feedback_verdicts",
+            "Verdicts received, by outcome: recorded, changed, unchanged",
+            ["outcome"],
+            registry=r,
+        )
         self.monitoring = {
             name: Gauge(f"netsec_monitoring_{name}", doc, registry=r)
-            for name, doc in MONITORING_GAUGES.items()}
+            for name, doc in MONITORING_GAUGES.items()
+        }
 
     def model_swapped(self, model) -> None:
-        self.model_info.info({"name": model.name, "version": model.version,
-                              "run_id": model.run_id or "", "model_class": model.model_class,
-                              "inference_path": model.inference_path})
+        self.model_info.info(
+            {
+                "name": model.name,
+                "version": model.version,
+                "run_id": model.run_id or "",
+                "model_class": model.model_class,
+                "inference_path": model.inference_path,
+            }
+        )
         try:
             self.model_version.labels(model.name).set(float(model.version))
         except ValueError:

@@ -72,15 +72,20 @@ class LoadedModel:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "name": self.name, "version": self.version, "run_id": self.run_id,
-            "model_class": self.model_class, "metrics": self.metrics,
+            "name": self.name,
+            "version": self.version,
+            "run_id": self.run_id,
+            "model_class": self.model_class,
+            "metrics": self.metrics,
             "dataset_digest": self.dataset_digest,
             # Set by the pipeline when it knows them; None for versions registered before.
             "dataset": self.tags.get("netsec.dataset"),
             "schema_version": self.tags.get("netsec.schema_version"),
             "features": [{"name": f, "type": t} for f, t in zip(self.features, self.feature_types)],
-            "target": self.target, "positive_label": self.positive_label,
-            "negative_label": self.negative_label, "inference_path": self.inference_path,
+            "target": self.target,
+            "positive_label": self.positive_label,
+            "negative_label": self.negative_label,
+            "inference_path": self.inference_path,
             "loaded_at": self.loaded_at.isoformat(),
         }
 

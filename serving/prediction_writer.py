@@ -27,8 +27,13 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from netsec_tasks.prediction_log import (JsonlLogReader, MongoLogReader, has_prediction,
-                                         parse_prediction_id, prediction_documents)
+from netsec_tasks.prediction_log import (
+    JsonlLogReader,
+    MongoLogReader,
+    has_prediction,
+    parse_prediction_id,
+    prediction_documents,
+)
 
 log = logging.getLogger("netsec.serving")
 
@@ -52,10 +57,17 @@ class LogEntry:
 
     def documents(self) -> list[dict]:
         return prediction_documents(
-            time=self.time, model_name=self.model_name, model_version=self.model_version,
-            route=self.route, features=self.features, inputs=self.inputs,
-            is_threat=self.is_threat, probability=self.probability, labels=self.labels,
-            request_id=self.request_id)
+            time=self.time,
+            model_name=self.model_name,
+            model_version=self.model_version,
+            route=self.route,
+            features=self.features,
+            inputs=self.inputs,
+            is_threat=self.is_threat,
+            probability=self.probability,
+            labels=self.labels,
+            request_id=self.request_id,
+        )
 
 
 class JsonlSink:
@@ -92,8 +104,9 @@ class MongoSink:
     def __init__(self, uri: str, database: str | None, collection: str):
         import pymongo
 
-        self.client: pymongo.MongoClient = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000,
-                                                               connect=False)
+        self.client: pymongo.MongoClient = pymongo.MongoClient(
+            uri, serverSelectionTimeoutMS=5000, connect=False
+        )
         db = database or (pymongo.uri_parser.parse_uri(uri).get("database") or "netsec")
         self.collection = self.client[db][collection]
         self.name = f"mongo:{db}.{collection}"
@@ -128,8 +141,9 @@ class PredictionLog:
     # Request ids remembered for feedback lookups, newest last (~100 bytes each).
     RECENT_REQUESTS = 100_000
 
-    def __init__(self, sink, *, batch_rows: int, flush_seconds: float, max_queued: int,
-                 on_drop=None, on_write=None):
+    def __init__(
+        self, sink, *, batch_rows: int, flush_seconds: float, max_queued: int, on_drop=None, on_write=None
+    ):
         self.sink = sink
         self.batch_rows = batch_rows
         self.flush_seconds = flush_seconds
@@ -147,7 +161,7 @@ class PredictionLog:
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="netsec-prediction-log", daemon=True)
 
-    def start(self) -> "PredictionLog":
+    def start(self) -> PredictionLog:
         self._thread.start()
         return self
 
@@ -250,8 +264,7 @@ class PredictionLog:
 
     def _failed(self, rows: int, exc: Exception) -> None:
         self.failed_rows += rows
-        log.warning("prediction log: could not write %d rows to %s: %s", rows,
-                    self.sink.describe(), exc)
+        log.warning("prediction log: could not write %d rows to %s: %s", rows, self.sink.describe(), exc)
 
 
 def make_prediction_log(settings, on_drop=None, on_write=None) -> PredictionLog | None:
@@ -262,7 +275,11 @@ def make_prediction_log(settings, on_drop=None, on_write=None) -> PredictionLog 
         sink = MongoSink(settings.mongo_uri, settings.mongo_database, settings.mongo_collection)
     else:
         sink = JsonlSink(settings.log_path)
-    return PredictionLog(sink, batch_rows=settings.log_batch_rows,
-                         flush_seconds=settings.log_flush_seconds,
-                         max_queued=settings.log_queue_requests, on_drop=on_drop,
-                         on_write=on_write).start()
+    return PredictionLog(
+        sink,
+        batch_rows=settings.log_batch_rows,
+        flush_seconds=settings.log_flush_seconds,
+        max_queued=settings.log_queue_requests,
+        on_drop=on_drop,
+        on_write=on_write,
+    ).start()

@@ -15,16 +15,27 @@ def predict_request_schema(contract, max_rows: int) -> dict[str, Any]:
     the passthrough columns, and the row limit. The route declares it; nothing patches it."""
     return {
         "title": "PredictRequest",
-        "description": (f"Rows to score for the '{contract.name}' data set"
-                        + (f" (schema version {contract.version})" if contract.version else "")
-                        + ": every feature column, null where a nullable value is missing (the "
-                        f"model imputes it); {', '.join(contract.passthrough)} may be sent and "
-                        "are echoed back."),
-        "type": "object", "required": ["records"], "additionalProperties": False,
-        "properties": {"records": {"type": "array", "minItems": 1, "maxItems": max_rows,
-                                   "items": contract.record_json_schema()}},
-        "example": {"records": [{f: (s.allowed[0] if s.allowed else 0)
-                                 for f, s in contract.schema.columns.items()}]},
+        "description": (
+            f"Rows to score for the '{contract.name}' data set"
+            + (f" (schema version {contract.version})" if contract.version else "")
+            + ": every feature column, null where a nullable value is missing (the "
+            f"model imputes it); {', '.join(contract.passthrough)} may be sent and "
+            "are echoed back."
+        ),
+        "type": "object",
+        "required": ["records"],
+        "additionalProperties": False,
+        "properties": {
+            "records": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": max_rows,
+                "items": contract.record_json_schema(),
+            }
+        },
+        "example": {
+            "records": [{f: (s.allowed[0] if s.allowed else 0) for f, s in contract.schema.columns.items()}]
+        },
     }
 
 
@@ -39,8 +50,9 @@ class Prediction(BaseModel):
     threat_probability: float | None = Field(..., ge=0, le=1)
     imputed_cells: int = Field(..., ge=0, description="null features the model's imputer filled")
     model_version: str
-    prediction_id: str = Field(..., description="this prediction's id: send it to POST /feedback "
-                                                "with the analyst's verdict")
+    prediction_id: str = Field(
+        ..., description="this prediction's id: send it to POST /feedback with the analyst's verdict"
+    )
 
 
 class PredictResponse(BaseModel):
@@ -52,16 +64,18 @@ class PredictResponse(BaseModel):
 class CsvPredictResponse(BaseModel):
     model_name: str
     model_version: str
-    columns: list[str] = Field(..., description="echoed input columns (passthrough columns; all "
-                                                "of them with echo=true), then predicted_label, "
-                                                "is_threat, threat_probability, imputed_cells, "
-                                                "status, reason, model_version, prediction_id "
-                                                "(null for invalid rows)")
+    columns: list[str] = Field(
+        ...,
+        description="echoed input columns (passthrough columns; all "
+        "of them with echo=true), then predicted_label, "
+        "is_threat, threat_probability, imputed_cells, "
+        "status, reason, model_version, prediction_id "
+        "(null for invalid rows)",
+    )
     records: list[dict[str, Any]]
     n_rows: int
     n_threats: int
-    n_invalid: int = Field(..., description="rows returned unscored with status=invalid "
-                                            "(invalid=flag)")
+    n_invalid: int = Field(..., description="rows returned unscored with status=invalid (invalid=flag)")
     n_imputed_rows: int
 
 
@@ -83,11 +97,15 @@ class ModelInfo(BaseModel):
     negative_label: Label
     inference_path: str
     loaded_at: str
-    dataset: str | None = Field(None, description="the data set the version was trained on "
-                                                  "(tag netsec.dataset), else the one whose schema "
-                                                  "checks the inputs")
-    schema_version: str | None = Field(None, description="that schema's version (tag "
-                                                         "netsec.schema_version, else the schema's)")
+    dataset: str | None = Field(
+        None,
+        description="the data set the version was trained on "
+        "(tag netsec.dataset), else the one whose schema "
+        "checks the inputs",
+    )
+    schema_version: str | None = Field(
+        None, description="that schema's version (tag netsec.schema_version, else the schema's)"
+    )
 
 
 class Health(BaseModel):
@@ -137,8 +155,11 @@ ERRORS = {
     401: {"model": ErrorResponse, "description": "missing or wrong X-API-Key"},
     413: {"model": ErrorResponse, "description": "body or row count over the limit"},
     415: {"model": ErrorResponse, "description": "wrong content type"},
-    422: {"model": ErrorResponse, "description": "input breaks the data set's contract: a "
-                                                 "missing or unknown column, a value of the wrong "
-                                                 "type, outside its domain, or too many nulls"},
+    422: {
+        "model": ErrorResponse,
+        "description": "input breaks the data set's contract: a "
+        "missing or unknown column, a value of the wrong "
+        "type, outside its domain, or too many nulls",
+    },
     503: {"model": ErrorResponse, "description": "no model loaded yet"},
 }

@@ -33,14 +33,16 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NETSEC_SERVING_", extra="ignore",
-                                      populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="NETSEC_SERVING_", extra="ignore", populate_by_name=True)
 
     # --- model registry -------------------------------------------------------------------
     # MLFLOW_TRACKING_URI is what every MLflow tool reads, so it is honoured without the prefix.
     mlflow_tracking_uri: str | None = Field(
-        None, validation_alias=AliasChoices("NETSEC_SERVING_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI",
-                                            "mlflow_tracking_uri"))
+        None,
+        validation_alias=AliasChoices(
+            "NETSEC_SERVING_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI", "mlflow_tracking_uri"
+        ),
+    )
     # None: the pipeline config's registry.model_name (netsec-<dataset> unless set there), so
     # serving answers with the model of the data set whose schema checks its inputs.
     model_name: str | None = None
@@ -145,10 +147,11 @@ class Settings(BaseSettings):
                 f"POST /train is enabled (NETSEC_SERVING_API_KEY is set) against the Airflow at "
                 f"{self.airflow_url}, but NETSEC_SERVING_AIRFLOW_PASSWORD is Airflow's default "
                 f"'{DEFAULT_AIRFLOW_PASSWORD}': set it to that Airflow user's real password, or "
-                "unset NETSEC_SERVING_API_KEY to turn /train off")
+                "unset NETSEC_SERVING_API_KEY to turn /train off"
+            )
 
     @model_validator(mode="after")
-    def _derived_model_name(self) -> "Settings":
+    def _derived_model_name(self) -> Settings:
         if self.model_name is None:
             from netsec_tasks.config import load_config
 

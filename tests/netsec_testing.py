@@ -35,13 +35,15 @@ for _k in [k for k in os.environ if k.startswith(("NETSEC_", "AIRFLOW")) or k in
 # consistent, throw-away Airflow home that sees this repo's dags/ and plugins/.
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="netsec-test-airflow-"))
 atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
-os.environ.update({
-    "AIRFLOW_HOME": str(_AIRFLOW_HOME),
-    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
-})
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
+    }
+)
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -102,15 +104,28 @@ class MongoServer:
     def uri(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}/netsec"
 
-    def start(self) -> "MongoServer":
+    def start(self) -> MongoServer:
         exe = shutil.which("nx-27017", path=str(Path(sys.executable).parent)) or shutil.which("nx-27017")
         if exe is None:
             pytest.fail("nx-27017 is not installed: run the README's test command (it installs .[test])")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [exe, "--db", str(self.workdir / "mongo.db"), "--host", "127.0.0.1", "-p", str(self.port),
-             "--log-file", str(self.workdir / "nx.log"), "--pid-file", str(self.workdir / "nx.pid")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            [
+                exe,
+                "--db",
+                str(self.workdir / "mongo.db"),
+                "--host",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "--log-file",
+                str(self.workdir / "nx.log"),
+                "--pid-file",
+                str(self.workdir / "nx.pid"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
         wait_for_port(self.port, proc=self.proc)
         return self
 
@@ -132,8 +147,13 @@ class S3Server:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
 
 
 class TcpGate:
@@ -243,16 +263,30 @@ class MlflowServerProcess:
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 180.0) -> "MlflowServerProcess":
+    def start(self, timeout: float = 180.0) -> MlflowServerProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         self.proc = subprocess.Popen(
-            [bin_path("mlflow"), "server", "--backend-store-uri",
-             f"sqlite:///{self.workdir / 'mlflow.db'}", "--artifacts-destination",
-             str(self.workdir / "artifacts"), "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", "1"],
-            cwd=self.workdir, stdout=open(self.workdir / "server.log", "ab"),
-            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            [
+                bin_path("mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{self.workdir / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(self.workdir / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+            ],
+            cwd=self.workdir,
+            stdout=open(self.workdir / "server.log", "ab"),
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         wait_for_port(self.port, timeout=timeout, proc=self.proc)
         return self
 
@@ -287,12 +321,14 @@ class MotoServerProcess:
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "MotoServerProcess":
+    def start(self) -> MotoServerProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [bin_path("moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=open(self.workdir / "moto.log", "ab"), stderr=subprocess.STDOUT,
-            start_new_session=True)
+            stdout=open(self.workdir / "moto.log", "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         wait_for_port(self.port, timeout=60, proc=self.proc)
         return self
 
@@ -307,20 +343,33 @@ class NetsecProcess:
     directory (NETSEC_HOME). The environment is cleaned of NETSEC_*/MLFLOW_* settings.
     """
 
-    def __init__(self, home: Path, *args: str, sets: tuple[str, ...] = (), code: Path = REPO,
-                 env: dict | None = None):
+    def __init__(
+        self, home: Path, *args: str, sets: tuple[str, ...] = (), code: Path = REPO, env: dict | None = None
+    ):
         import threading
 
         self.lines: list[tuple[float, str]] = []
         self._cond = threading.Condition()
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NETSEC_", "MLFLOW_"))}
-        full_env.update({"NETSEC_HOME": str(home), "PYTHONPATH": str(code),
-                         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", **(env or {})})
+        full_env.update(
+            {
+                "NETSEC_HOME": str(home),
+                "PYTHONPATH": str(code),
+                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+                **(env or {}),
+            }
+        )
         cmd = [sys.executable, "-m", "netsec_tasks.cli", "--config", str(code / "config" / "pipeline.yaml")]
         for s in sets:
             cmd += ["--set", s]
-        self.proc = subprocess.Popen([*cmd, *args], cwd=Path(home).parent, env=full_env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [*cmd, *args],
+            cwd=Path(home).parent,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.stdout = ""
         threading.Thread(target=self._read_err, daemon=True).start()
         self._out_reader = threading.Thread(target=self._read_out, daemon=True)
@@ -347,8 +396,10 @@ class NetsecProcess:
                     if rx.search(line):
                         return line
                 if self.proc.poll() is not None:
-                    raise AssertionError(f"netsec exited ({self.proc.returncode}) before a line "
-                                         f"matching {pattern!r}:\n{self.stderr[-3000:]}")
+                    raise AssertionError(
+                        f"netsec exited ({self.proc.returncode}) before a line "
+                        f"matching {pattern!r}:\n{self.stderr[-3000:]}"
+                    )
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"no line matching {pattern!r} within {timeout} s")
@@ -417,28 +468,47 @@ def pid_running(pid: int) -> bool:
 
 NETSEC = [sys.executable, "-m", "netsec_tasks.cli"]
 # A small training budget for CLI runs (after the sub-command or before it: both are accepted).
-SMALL_BUDGET = ["--set", "training.candidates=[random_forest, logistic_regression]",
-                "--set", "training.n_iter=2", "--set", "training.cv_folds=3",
-                "--set", "training.n_jobs=1"]
+SMALL_BUDGET = [
+    "--set",
+    "training.candidates=[random_forest, logistic_regression]",
+    "--set",
+    "training.n_iter=2",
+    "--set",
+    "training.cv_folds=3",
+    "--set",
+    "training.n_jobs=1",
+]
 
 
 def netsec(*args: str, home: Path, env: dict | None = None, timeout: int = 600):
     """``netsec *args`` as a user runs it, in a subprocess with ``NETSEC_HOME=home`` (the
     CompletedProcess, text). No NETSEC_* and no MLflow URIs from the test process (another
     test's registry)."""
-    full_env = {k: v for k, v in os.environ.items()
-                if not k.startswith("NETSEC_") and k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("NETSEC_") and k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    }
     full_env.update({"NETSEC_HOME": str(home), **(env or {})})
-    return subprocess.run([*NETSEC, *args], cwd=REPO, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [*NETSEC, *args], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 # --------------------------------------------------------------------------- headless Chromium
 
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
-                  "--window-size=1366,860", "--remote-debugging-port=0"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    "--window-size=1366,860",
+    "--remote-debugging-port=0",
+]
 
 
 def chromium() -> str:
@@ -468,8 +538,9 @@ class Cdp:
                 return msg.get("result", {})
 
     async def js(self, expression: str):
-        res = await self.call("Runtime.evaluate", expression=expression, returnByValue=True,
-                              awaitPromise=True)
+        res = await self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
         if "exceptionDetails" in res:
             raise RuntimeError(f"JS error in {expression!r}: {res['exceptionDetails']}")
         return res["result"].get("value")

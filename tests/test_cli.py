@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from netsec_testing import SMALL_BUDGET, free_port, netsec
 
@@ -14,8 +13,9 @@ from netsec_testing import SMALL_BUDGET, free_port, netsec
 def _copies(root: Path, original: Path) -> list[Path]:
     """Every file under ``root`` with the same bytes as ``original``."""
     data = original.read_bytes()
-    return sorted(p for p in root.rglob("*")
-                  if p.is_file() and p.stat().st_size == len(data) and p.read_bytes() == data)
+    return sorted(
+        p for p in root.rglob("*") if p.is_file() and p.stat().st_size == len(data) and p.read_bytes() == data
+    )
 
 
 def test_run_then_predict_on_the_embedded_defaults(tmp_path):
@@ -94,9 +94,15 @@ def _no_versions(home: Path) -> bool:
 
 def test_unreachable_mongo_exits_3_naming_the_server(tmp_path, sample_csv):
     port = free_port()
-    res = netsec("push-data", str(sample_csv), "--uri", f"mongodb://user:secret@127.0.0.1:{port}/netsec",
-                 home=tmp_path, env={"NETSEC_SOURCE__MONGO__SERVER_SELECTION_TIMEOUT_MS": "500"},
-                 timeout=60)
+    res = netsec(
+        "push-data",
+        str(sample_csv),
+        "--uri",
+        f"mongodb://user:secret@127.0.0.1:{port}/netsec",
+        home=tmp_path,
+        env={"NETSEC_SOURCE__MONGO__SERVER_SELECTION_TIMEOUT_MS": "500"},
+        timeout=60,
+    )
     assert res.returncode == 3
     assert f"127.0.0.1:{port}" in res.stderr
     assert "secret" not in res.stderr
@@ -108,8 +114,9 @@ def test_push_data_prints_counts_and_is_idempotent(tmp_path, mongo_server, sampl
     assert first.returncode == 0, first.stderr
     counts = json.loads(first.stdout)
     assert counts["inserted"] == 1500
-    again = json.loads(netsec("push-data", str(sample_csv), "--uri", mongo_server.uri,
-                              home=tmp_path, env=env).stdout)
+    again = json.loads(
+        netsec("push-data", str(sample_csv), "--uri", mongo_server.uri, home=tmp_path, env=env).stdout
+    )
     assert again["inserted"] == 0 and again["collection_count"] == 1500
 
 
@@ -117,7 +124,7 @@ def test_validate_command_reports_and_exits_nonzero_on_failure(tmp_path):
     from netsec_tasks.sample import make_sample
 
     frame = make_sample(200, seed=2).astype({"URL_Length": object})
-    frame.loc[:29, "URL_Length"] = "long"          # 15% uncoercible: above the 5% bound
+    frame.loc[:29, "URL_Length"] = "long"  # 15% uncoercible: above the 5% bound
     path = tmp_path / "v.csv"
     frame.to_csv(path, index=False)
     res = netsec("validate", str(path), "--out", str(tmp_path / "out"), home=tmp_path)
@@ -131,8 +138,9 @@ def test_validate_command_reports_and_exits_nonzero_on_failure(tmp_path):
 def test_run_on_the_uci_file_promotes_a_model_with_f1_above_097_on_a_random_split(tmp_path, uci_csv):
     """The issue's bar: default training on the real data, plain random split."""
     home = tmp_path / "home"
-    res = netsec("--set", "split.duplicate_aware=false", "run", "--source-path", str(uci_csv),
-                 home=home, timeout=900)
+    res = netsec(
+        "--set", "split.duplicate_aware=false", "run", "--source-path", str(uci_csv), home=home, timeout=900
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads(res.stdout[: res.stdout.rindex("}") + 1])
     assert summary["registry"]["promoted"] is True

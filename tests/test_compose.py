@@ -38,8 +38,10 @@ RAW = cc.load_raw_compose()
 DOC = cc.load_compose(env=ENV)
 SERVICES: dict[str, dict] = DOC["services"]
 CONSTRAINTS = dict(
-    line.split("==", 1) for line in (REPO / "requirements" / "constraints.txt").read_text().splitlines()
-    if "==" in line and not line.startswith("#"))
+    line.split("==", 1)
+    for line in (REPO / "requirements" / "constraints.txt").read_text().splitlines()
+    if "==" in line and not line.startswith("#")
+)
 PIN = {name.lower(): version for name, version in CONSTRAINTS.items()}
 
 # Which code runs in which service: the Airflow image runs the DAG, its plugin and the step
@@ -155,7 +157,7 @@ def image_path_to_repo(dockerfile: str, image_path: str) -> Path:
         words = [w for w in args.split() if not w.startswith("--")]
         src, dest = words[0], words[-1].rstrip("/")
         if image_path == dest or image_path.startswith(dest + "/"):
-            return REPO / src / image_path[len(dest):].lstrip("/")
+            return REPO / src / image_path[len(dest) :].lstrip("/")
     raise AssertionError(f"{dockerfile}: no COPY puts anything at {image_path}")
 
 
@@ -247,8 +249,10 @@ def test_a_missing_secret_stops_compose_naming_it():
 
 def test_interpolation_follows_the_compose_rules():
     env = {"SET": "x", "EMPTY": ""}
-    assert cc.interpolate("a$$b ${SET} $SET ${EMPTY:-d} ${EMPTY-d} ${NOPE-d} ${SET:+alt}", env) \
+    assert (
+        cc.interpolate("a$$b ${SET} $SET ${EMPTY:-d} ${EMPTY-d} ${NOPE-d} ${SET:+alt}", env)
         == "a$b x x d  d alt"
+    )
     assert cc.interpolate("${NOPE:-${SET}}", env) == "x"
     with pytest.raises(cc.InterpolationError, match="EMPTY"):
         cc.interpolate("${EMPTY:?give it}", env)
@@ -323,8 +327,9 @@ def test_images_are_pinned():
     for name, svc in SERVICES.items():
         image = str(svc.get("image", ""))
         assert image, f"{name} has no image name"
-        assert pinned(image) or (built_from(name) and ":" in image and "latest" not in image), \
+        assert pinned(image) or (built_from(name) and ":" in image and "latest" not in image), (
             f"{name}: image {image!r} is not pinned to a version"
+        )
     for dockerfile in CODE_IN:
         stages = cc.parse_dockerfile(REPO / dockerfile)
         names = {s.name for s in stages}
@@ -351,7 +356,9 @@ def test_published_host_ports_do_not_clash_and_stay_local():
             assert port not in seen, f"host port {port}: {seen.get(port)} and {name}"
             seen[port] = name
             assert host_ip == ENV["NETSEC_BIND"] == "127.0.0.1", f"{name}:{port} is exposed beyond localhost"
-    assert set(seen) >= {ENV[k] for k in ("AIRFLOW_PORT", "MLFLOW_PORT", "MINIO_CONSOLE_PORT", "SERVING_PORT")}
+    assert set(seen) >= {
+        ENV[k] for k in ("AIRFLOW_PORT", "MLFLOW_PORT", "MINIO_CONSOLE_PORT", "SERVING_PORT")
+    }
 
 
 def test_the_celery_worker_scales():
@@ -361,7 +368,7 @@ def test_the_celery_worker_scales():
     for key in ("container_name", "ports", "hostname"):
         assert key not in svc, f"{worker[0]} sets {key}: --scale {worker[0]}=N would clash"
     assert [n for n, s in SERVICES.items() if "container_name" in s] == []
-    assert "CeleryExecutor" == env_of(worker[0])["AIRFLOW__CORE__EXECUTOR"]
+    assert env_of(worker[0])["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
 
 
 def test_airflow_services_share_one_configuration_and_no_disk():
@@ -374,13 +381,18 @@ def test_airflow_services_share_one_configuration_and_no_disk():
         env = env_of(name)
         assert {k: v for k, v in env.items() if shared.match(k)} == reference, name
         assert not SERVICES[name].get("volumes"), f"{name} mounts {SERVICES[name]['volumes']}"
-    assert urlparse(reference["NETSEC_STORAGE__URI"]).scheme == "s3", "a local storage root is one machine's disk"
+    assert urlparse(reference["NETSEC_STORAGE__URI"]).scheme == "s3", (
+        "a local storage root is one machine's disk"
+    )
 
 
 def test_pipeline_config_points_at_the_stack():
     """The config a task loads (file in the image + compose env) is valid and uses these services."""
-    mongo, minio, mlflow = service_with_image("mongo:"), service_with_image("minio/minio:"), \
-        service_with_image("ghcr.io/mlflow/mlflow:")
+    mongo, minio, mlflow = (
+        service_with_image("mongo:"),
+        service_with_image("minio/minio:"),
+        service_with_image("ghcr.io/mlflow/mlflow:"),
+    )
     for name in AIRFLOW:
         cfg = pipeline_config(name)
         assert cfg.source.kind == "mongo"
@@ -409,8 +421,10 @@ def test_every_env_var_the_code_reads_is_set_where_it_runs():
                 if var in env or ("*", var) in OPTIONAL_ENV or (service, var) in OPTIONAL_ENV:
                     continue
                 missing.append(f"{service}: {var} (read at {', '.join(places)})")
-    assert missing == [], ("set these in docker-compose.yaml, or add them to OPTIONAL_ENV with "
-                           "the reason they may stay unset:\n" + "\n".join(missing))
+    assert missing == [], (
+        "set these in docker-compose.yaml, or add them to OPTIONAL_ENV with "
+        "the reason they may stay unset:\n" + "\n".join(missing)
+    )
 
 
 def test_airflow_connections_resolve_to_the_stack(tmp_path):
@@ -431,10 +445,18 @@ print(json.dumps({"mongo_uri": mongo.uri, "endpoint_url": s3.endpoint_url,
         env = env_of(name)
         for conn_id in conn_ids:
             assert f"AIRFLOW_CONN_{conn_id.upper()}" in env, f"{name}: no connection {conn_id}"
-        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
-                             # Only the connections: the metadata DB (PostgreSQL) is not here.
-                             env={"PATH": os.environ.get("PATH", ""), "AIRFLOW_HOME": str(tmp_path),
-                                  **{k: v for k, v in env.items() if k.startswith("AIRFLOW_CONN_")}})
+        out = subprocess.run(
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            # Only the connections: the metadata DB (PostgreSQL) is not here.
+            env={
+                "PATH": os.environ.get("PATH", ""),
+                "AIRFLOW_HOME": str(tmp_path),
+                **{k: v for k, v in env.items() if k.startswith("AIRFLOW_CONN_")},
+            },
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         got = json.loads(out.stdout.strip().splitlines()[-1])
         # The DAG reads Mongo through the connection, the seed job through the config: same DB.
@@ -450,12 +472,21 @@ def test_airflow_commands_exist_in_the_pinned_airflow(tmp_path):
         test = SERVICES[name].get("healthcheck", {}).get("test", [])
         if test[:1] == ["CMD-SHELL"] and test[1].startswith("airflow "):
             commands[name + " healthcheck"] = shlex.split(test[1].replace("$${HOSTNAME}", "h"))[1:]
-    probe = ("import json, sys\nfrom airflow.cli.cli_parser import get_parser\np = get_parser()\n"
-             "for cmd in json.loads(sys.argv[1]).values():\n    p.parse_args(cmd)\nprint('ok')")
-    out = subprocess.run([sys.executable, "-c", probe, json.dumps(commands)], capture_output=True,
-                         text=True, timeout=300,
-                         env={"PATH": os.environ.get("PATH", ""), "AIRFLOW_HOME": str(tmp_path),
-                              "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"})
+    probe = (
+        "import json, sys\nfrom airflow.cli.cli_parser import get_parser\np = get_parser()\n"
+        "for cmd in json.loads(sys.argv[1]).values():\n    p.parse_args(cmd)\nprint('ok')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, json.dumps(commands)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "AIRFLOW_HOME": str(tmp_path),
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        },
+    )
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
 
 
@@ -465,10 +496,11 @@ def test_serving_settings_resolve_to_the_stack(monkeypatch):
     name = "serving"
     env = env_of(name)
     fields = set(Settings.model_fields)
-    serving_cmd = " ".join(a for i, a in cc.parse_dockerfile(REPO / built_from(name))[-1].instructions
-                           if i == "CMD")
+    serving_cmd = " ".join(
+        a for i, a in cc.parse_dockerfile(REPO / built_from(name))[-1].instructions if i == "CMD"
+    )
     for var in (k for k in env if k.startswith("NETSEC_SERVING_")):
-        field = var[len("NETSEC_SERVING_"):].lower()
+        field = var[len("NETSEC_SERVING_") :].lower()
         assert field in fields or var in serving_cmd, f"{var} is read by nothing (typo?)"
     for var in [k for k in os.environ if k.startswith(("NETSEC_", "MLFLOW_"))]:
         monkeypatch.delenv(var)
@@ -477,7 +509,10 @@ def test_serving_settings_resolve_to_the_stack(monkeypatch):
     settings = Settings()
     pipeline = pipeline_config(AIRFLOW[0])
     assert settings.tracking_uri == pipeline.registry.tracking_uri
-    assert (settings.model_name, settings.model_alias) == (pipeline.registry.model_name, pipeline.registry.alias)
+    assert (settings.model_name, settings.model_alias) == (
+        pipeline.registry.model_name,
+        pipeline.registry.alias,
+    )
     dag_id = re.search(r'^DAG_ID\s*=\s*"(\w+)"', (REPO / "dags" / "netsec_training.py").read_text(), re.M)
     assert settings.airflow_dag_id == dag_id.group(1)
     api = [n for n in AIRFLOW if command_text(n) == "api-server"][0]
@@ -490,10 +525,13 @@ def test_serving_settings_resolve_to_the_stack(monkeypatch):
     import pymongo.uri_parser
 
     assert pipeline.monitoring.store == "mongo"
-    assert (settings.mongo_database or pymongo.uri_parser.parse_uri(settings.mongo_uri)["database"]
-            ) == pipeline.source.mongo.database
+    assert (
+        settings.mongo_database or pymongo.uri_parser.parse_uri(settings.mongo_uri)["database"]
+    ) == pipeline.source.mongo.database
     assert (settings.mongo_collection, settings.feedback_collection) == (
-        pipeline.monitoring.predictions_collection, pipeline.monitoring.feedback_collection)
+        pipeline.monitoring.predictions_collection,
+        pipeline.monitoring.feedback_collection,
+    )
 
 
 def test_mlflow_server_uses_postgres_and_minio_through_the_server():
@@ -527,8 +565,12 @@ def test_mongo_application_user_matches_the_uris():
     assert env_of(service_with_image("mongo:"))["NETSEC_MONGO_PASSWORD"] == uri.password
     node = shutil.which("node")
     if node:  # syntax only; mongosh provides `db`
-        out = subprocess.run([node, "--check", str(REPO / script_mount.split(":")[0])],
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [node, "--check", str(REPO / script_mount.split(":")[0])],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
 
 
@@ -545,8 +587,12 @@ def test_shell_snippets_parse():
     for where, script in snippets.items():
         out = subprocess.run(["sh", "-n", "-c", script], capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, f"{where}: {out.stderr}"
-    out = subprocess.run(["bash", "-n", str(REPO / "docker/postgres/10-mlflow-db.sh")],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        ["bash", "-n", str(REPO / "docker/postgres/10-mlflow-db.sh")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0, out.stderr
 
 
@@ -587,14 +633,19 @@ def test_airflow_image_matches_the_pins():
     final = stages[-1]
     python = re.fullmatch(r"python:(\d+\.\d+)\.\d+-slim-\w+", final.base)
     assert python, f"FROM {final.base}: expected the official python:<X.Y.Z>-slim-<debian> image"
-    assert python.group(1) == "%d.%d" % sys.version_info[:2], "image Python differs from the tests'"
+    assert python.group(1) == "{}.{}".format(*sys.version_info[:2]), "image Python differs from the tests'"
     text = (REPO / "Dockerfile.airflow").read_text()
-    assert re.search(r"^ARG PYTHON_IMAGE=", text, re.M) and "FROM ${PYTHON_IMAGE}" in text, \
+    assert re.search(r"^ARG PYTHON_IMAGE=", text, re.M) and "FROM ${PYTHON_IMAGE}" in text, (
         "the base must stay a build argument (CI builds on its own Python image)"
+    )
     version = re.search(r"^ARG AIRFLOW_VERSION=(\S+)$", text, re.M)
-    assert version and version.group(1) == PIN["apache-airflow"], "AIRFLOW_VERSION differs from constraints.txt"
+    assert version and version.group(1) == PIN["apache-airflow"], (
+        "AIRFLOW_VERSION differs from constraints.txt"
+    )
     run = " ".join(a for i, a in final.instructions if i == "RUN")
-    assert '"apache-airflow==${AIRFLOW_VERSION}"' in run and "--constraint requirements/constraints.txt" in run
+    assert (
+        '"apache-airflow==${AIRFLOW_VERSION}"' in run and "--constraint requirements/constraints.txt" in run
+    )
     assert '".[airflow]"' in run
     # The metadata DB drivers (SQL_ALCHEMY_CONN names psycopg2; the api-server's async engine
     # uses asyncpg), pinned in the lock like everything else.
@@ -623,10 +674,18 @@ def test_airflow_entrypoint_runs_what_compose_asks_for(tmp_path):
 
     def run_entrypoint(service: str) -> list[str]:
         calls.write_text("")
-        env = {**{k: v for k, v in env_of(service).items() if k.startswith("_AIRFLOW")},
-               "PATH": f"{tmp_path}:/usr/bin:/bin", "CALLS": str(calls)}
-        out = subprocess.run(["bash", str(script), *map(str, SERVICES[service]["command"])], env=env,
-                             capture_output=True, text=True, timeout=60)
+        env = {
+            **{k: v for k, v in env_of(service).items() if k.startswith("_AIRFLOW")},
+            "PATH": f"{tmp_path}:/usr/bin:/bin",
+            "CALLS": str(calls),
+        }
+        out = subprocess.run(
+            ["bash", str(script), *map(str, SERVICES[service]["command"])],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         return calls.read_text().splitlines()
 
@@ -647,7 +706,7 @@ def test_serving_image_is_small_non_root_and_healthy():
     assert len(stages) >= 2, "multi-stage: build the venv, copy it to a clean runtime"
     final = stages[-1]
     python = re.fullmatch(r"python:(\d+\.\d+)\.\d+-slim-\w+", final.base)
-    assert python and python.group(1) == "%d.%d" % sys.version_info[:2]
+    assert python and python.group(1) == "{}.{}".format(*sys.version_info[:2])
     instrs = dict()
     for i, a in final.instructions:
         instrs.setdefault(i, []).append(a)
@@ -680,8 +739,9 @@ def test_copied_and_mounted_files_exist():
         if build:
             assert (REPO / build.get("context", ".") / build["dockerfile"]).is_file()
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    assert "apache-airflow-providers-fab" in " ".join(pyproject["project"]["optional-dependencies"]["airflow"]), \
-        "docker-compose.yaml uses FabAuthManager"
+    assert "apache-airflow-providers-fab" in " ".join(
+        pyproject["project"]["optional-dependencies"]["airflow"]
+    ), "docker-compose.yaml uses FabAuthManager"
 
 
 # --------------------------------------------------------------------------- both compose CLIs
@@ -704,8 +764,17 @@ def _compose_config(kind: str, files: tuple[str, ...], tmp_path: Path) -> dict:
         exe = shutil.which("docker-compose")
         assert exe, "no docker-compose (1.29): scripts/setup.sh --test installs it"
         base = [exe]
-    argv = [*base, "-p", "netsec", "--project-directory", str(REPO), "--env-file", str(cc.ENV_EXAMPLE),
-            *[a for f in files for a in ("-f", str(REPO / f))], "config"]
+    argv = [
+        *base,
+        "-p",
+        "netsec",
+        "--project-directory",
+        str(REPO),
+        "--env-file",
+        str(cc.ENV_EXAMPLE),
+        *[a for f in files for a in ("-f", str(REPO / f))],
+        "config",
+    ]
     env = {"PATH": os.environ.get("PATH", ""), "DOCKER_CONFIG": str(ct.DOCKER_CONFIG), "HOME": str(tmp_path)}
     out = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
     assert out.returncode == 0, f"{kind} config {files}: {out.stderr[-3000:]}"
@@ -734,20 +803,34 @@ def _compose_config(kind: str, files: tuple[str, ...], tmp_path: Path) -> dict:
         b = svc.get("build")
         if not b:
             return None
-        return (str(Path(b["context"]).resolve()), b.get("dockerfile"),
-                tuple(sorted((k, str(v)) for k, v in (b.get("args") or {}).items())))
+        return (
+            str(Path(b["context"]).resolve()),
+            b.get("dockerfile"),
+            tuple(sorted((k, str(v)) for k, v in (b.get("args") or {}).items())),
+        )
 
-    return {name: {
-        "image": svc.get("image"), "build": build(svc), "command": svc.get("command"),
-        "entrypoint": svc.get("entrypoint"), "environment": {k: str(v) for k, v in (svc.get("environment") or {}).items()},
-        "healthcheck": (svc.get("healthcheck") or {}).get("test"),
-        "depends_on": {d: c["condition"] for d, c in (svc.get("depends_on") or {}).items()},
-        "ports": ports(svc), "volumes": volumes(svc), "restart": svc.get("restart"),
-    } for name, svc in doc["services"].items()}
+    return {
+        name: {
+            "image": svc.get("image"),
+            "build": build(svc),
+            "command": svc.get("command"),
+            "entrypoint": svc.get("entrypoint"),
+            "environment": {k: str(v) for k, v in (svc.get("environment") or {}).items()},
+            "healthcheck": (svc.get("healthcheck") or {}).get("test"),
+            "depends_on": {d: c["condition"] for d, c in (svc.get("depends_on") or {}).items()},
+            "ports": ports(svc),
+            "volumes": volumes(svc),
+            "restart": svc.get("restart"),
+        }
+        for name, svc in doc["services"].items()
+    }
 
 
-@pytest.mark.parametrize("files", [("docker-compose.yaml",), ("docker-compose.yaml", "docker-compose.ci.yaml")],
-                         ids=["users", "ci"])
+@pytest.mark.parametrize(
+    "files",
+    [("docker-compose.yaml",), ("docker-compose.yaml", "docker-compose.ci.yaml")],
+    ids=["users", "ci"],
+)
 def test_compose_v2_and_docker_compose_1_29_read_the_files_alike(files, tmp_path):
     """Users run Compose v2; docker-compose 1.29 is what Debian 12 packages. Both accept the
     files (1.29 knows no top-level `name:`, `!reset` or `include`) and read the same stack."""
@@ -756,4 +839,6 @@ def test_compose_v2_and_docker_compose_1_29_read_the_files_alike(files, tmp_path
     assert sorted(v1) == sorted(v2) == sorted(SERVICES)
     for name in v2:
         for key in v2[name]:
-            assert v1[name][key] == v2[name][key], f"{files}: {name}.{key}: 1.29 {v1[name][key]!r} != v2 {v2[name][key]!r}"
+            assert v1[name][key] == v2[name][key], (
+                f"{files}: {name}.{key}: 1.29 {v1[name][key]!r} != v2 {v2[name][key]!r}"
+            )

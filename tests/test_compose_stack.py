@@ -35,8 +35,13 @@ def test_docker_compose_stack_end_to_end():
     log = REPO / ".netsec" / "compose-test.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "compose_test.py"), "--out", str(OUT)],
-                                cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "scripts" / "compose_test.py"), "--out", str(OUT)],
+            cwd=REPO,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         try:
             code = proc.wait(BUDGET_SECONDS)
         except subprocess.TimeoutExpired:

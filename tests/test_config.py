@@ -21,13 +21,16 @@ def test_defaults_are_embedded_and_local(tmp_path):
 
 
 def test_env_overrides_are_typed_and_nested():
-    cfg = load_config(CONFIG, environ={
-        "NETSEC_SOURCE__KIND": "mongo",
-        "NETSEC_SOURCE__MONGO__URI": "mongo://user:pw@db:27017/netsec",
-        "NETSEC_TRAINING__CV_FOLDS": "3",
-        "NETSEC_TRAINING__CANDIDATES": "[random_forest, xgboost]",
-        "NETSEC_SPLIT__DUPLICATE_AWARE": "false",
-    })
+    cfg = load_config(
+        CONFIG,
+        environ={
+            "NETSEC_SOURCE__KIND": "mongo",
+            "NETSEC_SOURCE__MONGO__URI": "mongo://user:pw@db:27017/netsec",
+            "NETSEC_TRAINING__CV_FOLDS": "3",
+            "NETSEC_TRAINING__CANDIDATES": "[random_forest, xgboost]",
+            "NETSEC_SPLIT__DUPLICATE_AWARE": "false",
+        },
+    )
     assert cfg.source.kind == "mongo"
     # Airflow's mongo:// connection form is normalised for pymongo.
     assert cfg.source.mongo.uri == "mongodb://user:pw@db:27017/netsec"
@@ -39,18 +42,26 @@ def test_env_overrides_are_typed_and_nested():
 def test_mlflow_tracking_uri_env_is_honoured_unless_overridden():
     cfg = load_config(CONFIG, environ={"MLFLOW_TRACKING_URI": "http://mlflow:5000"})
     assert cfg.registry.tracking_uri == "http://mlflow:5000"
-    cfg = load_config(CONFIG, environ={"MLFLOW_TRACKING_URI": "http://mlflow:5000",
-                                       "NETSEC_REGISTRY__TRACKING_URI": "http://other:5000"})
+    cfg = load_config(
+        CONFIG,
+        environ={
+            "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+            "NETSEC_REGISTRY__TRACKING_URI": "http://other:5000",
+        },
+    )
     assert cfg.registry.tracking_uri == "http://other:5000"
 
 
-@pytest.mark.parametrize("env, named", [
-    ({"NETSEC_TRAINING__CV_FOLDZ": "3"}, ["training.cv_foldz", "NETSEC_TRAINING__CV_FOLDZ"]),
-    ({"NETSEC_TRAINING__CV_FOLDS": "many"}, ["training.cv_folds", "NETSEC_TRAINING__CV_FOLDS"]),
-    ({"NETSEC_SOURCE__KIND": "kafka"}, ["source.kind"]),
-    ({"NETSEC_STORAGE__URI": "ftp://x"}, ["storage.uri"]),
-    ({"NETSEC_TRAINING__CANDIDATES": "[svm]"}, ["training.candidates"]),
-])
+@pytest.mark.parametrize(
+    "env, named",
+    [
+        ({"NETSEC_TRAINING__CV_FOLDZ": "3"}, ["training.cv_foldz", "NETSEC_TRAINING__CV_FOLDZ"]),
+        ({"NETSEC_TRAINING__CV_FOLDS": "many"}, ["training.cv_folds", "NETSEC_TRAINING__CV_FOLDS"]),
+        ({"NETSEC_SOURCE__KIND": "kafka"}, ["source.kind"]),
+        ({"NETSEC_STORAGE__URI": "ftp://x"}, ["storage.uri"]),
+        ({"NETSEC_TRAINING__CANDIDATES": "[svm]"}, ["training.candidates"]),
+    ],
+)
 def test_bad_values_name_the_key_and_variable(env, named):
     with pytest.raises(ConfigError) as err:
         load_config(CONFIG, environ=env)

@@ -39,14 +39,17 @@ def phishing(make_cfg):
     return Contract.from_config(make_cfg())
 
 
-@pytest.mark.parametrize("extra,needle", [
-    ("id_columns: [bytes]", "must not name a feature"),
-    ("id_columns: [label]", "must not name a feature or the target"),
-    ("id_columns: [url]", "in both ignore and id_columns"),
-    ("id_columns: [a, a]", "more than once"),
-    ("id_columns: [status]", "reserved for the scoring outputs"),
-    ("version: 1.10", "version must be text"),
-])
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        ("id_columns: [bytes]", "must not name a feature"),
+        ("id_columns: [label]", "must not name a feature or the target"),
+        ("id_columns: [url]", "in both ignore and id_columns"),
+        ("id_columns: [a, a]", "more than once"),
+        ("id_columns: [status]", "reserved for the scoring outputs"),
+        ("version: 1.10", "version must be text"),
+    ],
+)
 def test_schema_keys_are_validated(tmp_path, extra, needle):
     text = MIXED.replace("id_columns: [flow_id]\n", "").replace("version: 3\n", "")
     path = tmp_path / "bad.yaml"
@@ -61,17 +64,19 @@ def test_version_and_passthrough(mixed):
 
 
 def test_mixed_types_nulls_and_domains(mixed):
-    frame = pd.DataFrame({
-        "flow_id": ["a", "b", "c", "d", "e", "f"],
-        "proto": ["tcp", "icmp", None, "udp", "", "tcp"],
-        "bytes": ["10", "-5", "7", "1.5", "", "20"],
-        "rate": [0.5, 0.1, np.nan, 0.2, None, 0.3],
-        "tls": ["yes", "no", "maybe", "true", "", "0"],
-    })
+    frame = pd.DataFrame(
+        {
+            "flow_id": ["a", "b", "c", "d", "e", "f"],
+            "proto": ["tcp", "icmp", None, "udp", "", "tcp"],
+            "bytes": ["10", "-5", "7", "1.5", "", "20"],
+            "rate": [0.5, 0.1, np.nan, 0.2, None, 0.3],
+            "tls": ["yes", "no", "maybe", "true", "", "0"],
+        }
+    )
     rows = mixed.check_rows(frame)
     got = {(r.row, r.column): r.reason for r in rows.problems.itertuples()}
     assert got == {
-        (1, "proto"): "outside allowed values ['tcp', 'udp']",   # an unseen category
+        (1, "proto"): "outside allowed values ['tcp', 'udp']",  # an unseen category
         (1, "bytes"): "below the minimum 0",
         (2, "rate"): "null in a non-nullable column",
         (2, "tls"): "not a boolean (true/false, yes/no, 1/0)",
@@ -87,8 +92,9 @@ def test_mixed_types_nulls_and_domains(mixed):
 
 
 def test_strict_types_refuse_what_text_would_allow(mixed):
-    frame = pd.DataFrame({"proto": ["tcp", 5], "bytes": ["10", True], "rate": [0.5, "0.5"],
-                          "tls": [True, "yes"]}, dtype=object)
+    frame = pd.DataFrame(
+        {"proto": ["tcp", 5], "bytes": ["10", True], "rate": [0.5, "0.5"], "tls": [True, "yes"]}, dtype=object
+    )
     rows = mixed.check_rows(frame, strict_types=True)
     assert rows.valid.tolist() == [False, False]
     reasons = set(rows.problems["reason"])
@@ -120,11 +126,23 @@ def test_refusal_names_row_column_value_and_what_is_allowed(phishing):
     assert err.first["row"] == 2 and err.first["value"] == "5"
 
 
-@pytest.mark.parametrize("cell,out", [
-    ("=1+1", "'=1+1"), ("+cmd", "'+cmd"), ("-cmd", "'-cmd"), ("@SUM(A1)", "'@SUM(A1)"),
-    ("\tx", "'\tx"), ("\rx", "'\rx"), ("-1", "-1"), ("+3.5", "+3.5"), ("-1e3", "-1e3"),
-    ("plain", "plain"), (-1, -1), (None, None),
-])
+@pytest.mark.parametrize(
+    "cell,out",
+    [
+        ("=1+1", "'=1+1"),
+        ("+cmd", "'+cmd"),
+        ("-cmd", "'-cmd"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("-1", "-1"),
+        ("+3.5", "+3.5"),
+        ("-1e3", "-1e3"),
+        ("plain", "plain"),
+        (-1, -1),
+        (None, None),
+    ],
+)
 def test_neutralise(cell, out):
     assert neutralise(cell) == out
 

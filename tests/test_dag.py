@@ -141,25 +141,38 @@ def test_io_tasks_retry_with_exponential_backoff_and_everything_has_a_timeout(da
 
 def test_retry_settings_follow_the_config(tmp_path):
     """NETSEC_DAG__* env changes the parsed DAG (checked in a fresh interpreter)."""
-    env = {**os.environ, **airflow_env(tmp_path), "NETSEC_DAG__RETRIES": "1",
-           "NETSEC_DAG__RETRY_DELAY_SECONDS": "3", "NETSEC_DAG__SCHEDULE": "null"}
-    code = ("from airflow.dag_processing.dagbag import DagBag; import json; "
-            f"d = DagBag(dag_folder={str(DAGS)!r}).dags['netsec_training']; t = d.get_task('ingest'); "
-            "print(json.dumps([[a.uri for a in d.schedule], t.retries, t.retry_delay.total_seconds()]))")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120)
+    env = {
+        **os.environ,
+        **airflow_env(tmp_path),
+        "NETSEC_DAG__RETRIES": "1",
+        "NETSEC_DAG__RETRY_DELAY_SECONDS": "3",
+        "NETSEC_DAG__SCHEDULE": "null",
+    }
+    code = (
+        "from airflow.dag_processing.dagbag import DagBag; import json; "
+        f"d = DagBag(dag_folder={str(DAGS)!r}).dags['netsec_training']; t = d.get_task('ingest'); "
+        "print(json.dumps([[a.uri for a in d.schedule], t.retries, t.retry_delay.total_seconds()]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     # No cron: the DAG runs when triggered, or when monitoring requests it.
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [
-        ["x-netsec://retraining/netsec-phishing"], 1, 3.0]
+        ["x-netsec://retraining/netsec-phishing"],
+        1,
+        3.0,
+    ]
 
 
 def test_params_are_typed_documented_and_validated(dag):
     params = dag.params
     expected_types = {
-        "force_retrain": "boolean", "source": ["null", "string"], "source_path": ["null", "string"],
-        "n_iter": ["null", "integer"], "cv_folds": ["null", "integer"],
-        "candidates": ["null", "array"], "promotion_margin": ["null", "number"],
+        "force_retrain": "boolean",
+        "source": ["null", "string"],
+        "source_path": ["null", "string"],
+        "n_iter": ["null", "integer"],
+        "cv_folds": ["null", "integer"],
+        "candidates": ["null", "array"],
+        "promotion_margin": ["null", "number"],
         "min_score": ["null", "number"],
     }
     assert set(params.keys()) == set(expected_types)
@@ -175,8 +188,13 @@ def test_params_are_typed_documented_and_validated(dag):
 
     from airflow.sdk.exceptions import ParamValidationError
 
-    for name, bad in (("source", "ftp"), ("n_iter", 0), ("candidates", ["svm"]),
-                      ("force_retrain", "yes"), ("promotion_margin", 2)):
+    for name, bad in (
+        ("source", "ftp"),
+        ("n_iter", 0),
+        ("candidates", ["svm"]),
+        ("force_retrain", "yes"),
+        ("promotion_margin", 2),
+    ):
         with pytest.raises(ParamValidationError):
             copy.deepcopy(params.get_param(name)).resolve(value=bad)
     assert copy.deepcopy(params.get_param("candidates")).resolve(value=["xgboost"]) == ["xgboost"]
@@ -234,8 +252,16 @@ def test_params_map_to_config_overrides(dag):
     """Every param except force_retrain is a config key; None keeps the config's value."""
     mod = _load_dag_module()
     assert set(mod.PARAM_TO_CONFIG) == set(dag.params.keys()) - {"force_retrain"}
-    cfg = mod._config({"source": "mongo", "n_iter": 3, "candidates": ["decision_tree"],
-                       "promotion_margin": 0.5, "source_path": "", "cv_folds": None})
+    cfg = mod._config(
+        {
+            "source": "mongo",
+            "n_iter": 3,
+            "candidates": ["decision_tree"],
+            "promotion_margin": 0.5,
+            "source_path": "",
+            "cv_folds": None,
+        }
+    )
     assert cfg.source.kind == "mongo"
     assert cfg.training.n_iter == 3
     assert cfg.training.candidates == ["decision_tree"]
@@ -247,9 +273,22 @@ def test_params_map_to_config_overrides(dag):
 
 def test_parsing_the_dag_imports_nothing_heavy(tmp_path):
     """Fresh interpreter: parse the DAG file and list the heavy modules it pulled in."""
-    heavy = ["pandas", "numpy", "sklearn", "mlflow", "xgboost", "pyarrow", "scipy", "pymongo",
-             "boto3", "netsec_tasks.ingest", "netsec_tasks.train", "netsec_tasks.registry",
-             "netsec_tasks.drift", "netsec_tasks.pipeline"]
+    heavy = [
+        "pandas",
+        "numpy",
+        "sklearn",
+        "mlflow",
+        "xgboost",
+        "pyarrow",
+        "scipy",
+        "pymongo",
+        "boto3",
+        "netsec_tasks.ingest",
+        "netsec_tasks.train",
+        "netsec_tasks.registry",
+        "netsec_tasks.drift",
+        "netsec_tasks.pipeline",
+    ]
     code = (
         "import sys, json, time\n"
         "t = time.perf_counter()\n"
@@ -261,8 +300,13 @@ def test_parsing_the_dag_imports_nothing_heavy(tmp_path):
         f"'heavy': [m for m in {heavy!r} if m in sys.modules], 'airflow_import_s': t1 - t, "
         "'dag_parse_s': t2 - t1}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **airflow_env(tmp_path)},
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **airflow_env(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["errors"] == {}
@@ -302,9 +346,8 @@ def test_extra_links_attach_to_the_serialized_dag(dag):
 
 
 def test_drift_route_refuses_anonymous_callers(dagbag):
-    from fastapi.testclient import TestClient
-
     from airflow import plugins_manager
+    from fastapi.testclient import TestClient
 
     apps, _ = plugins_manager.get_fastapi_plugins()
     with TestClient(apps[0]["app"]) as client:
@@ -321,9 +364,15 @@ def test_drift_report_uri_stays_inside_the_runs_of_storage(tmp_path, dagbag):
     for root in ((tmp_path / "store").as_uri(), "s3://netsec/prefix"):
         report = f"{root}/runs/r1/drift/drift_report.html"
         assert mod.safe_report_uri(report, root) == report
-        for uri in (f"{root}/secret.html", f"{root}/runs/../secret.html",
-                    f"{root}/runs/r1/drift/drift_report.yaml", f"{root}/runs/r1/../../x.html",
-                    f"{root}-other/runs/r1/drift/drift_report.html", None, ""):
+        for uri in (
+            f"{root}/secret.html",
+            f"{root}/runs/../secret.html",
+            f"{root}/runs/r1/drift/drift_report.yaml",
+            f"{root}/runs/r1/../../x.html",
+            f"{root}-other/runs/r1/drift/drift_report.html",
+            None,
+            "",
+        ):
             assert mod.safe_report_uri(uri, root) is None, uri
 
 
@@ -337,25 +386,33 @@ def test_monitoring_dag_tasks_schedule_and_asset(monitoring_dag, dag):
 
     m = monitoring_dag
     assert {t.task_id: set(t.downstream_task_ids) for t in m.tasks} == {
-        "feedback_to_training": {"monitor"}, "monitor": {"request_retraining"},
-        "request_retraining": {"commit"}, "commit": set()}
+        "feedback_to_training": {"monitor"},
+        "monitor": {"request_retraining"},
+        "request_retraining": {"commit"},
+        "commit": set(),
+    }
     assert m.schedule == load_config().monitoring.schedule == "0 * * * *"  # hourly, from config
     assert m.catchup is False and m.max_active_runs == 1
     assert m.get_task("commit").trigger_rule == TriggerRule.NONE_FAILED  # after a skipped request
     # The request task's outlet is the asset netsec_training is scheduled on; nothing else emits.
     outlets = {t.task_id: [a.uri for a in t.outlets] for t in m.tasks}
     training_assets = [a.uri for a in dag.schedule.asset_condition.objects]
-    assert outlets == {"feedback_to_training": [], "monitor": [], "commit": [],
-                       "request_retraining": training_assets}
+    assert outlets == {
+        "feedback_to_training": [],
+        "monitor": [],
+        "commit": [],
+        "request_retraining": training_assets,
+    }
     for task_id in ("feedback_to_training", "monitor"):
         assert m.get_task(task_id).retries == load_config().dag.retries
 
 
 def test_monitoring_schedule_follows_the_config(tmp_path):
     env = {**os.environ, **airflow_env(tmp_path), "NETSEC_MONITORING__SCHEDULE": "'*/15 * * * *'"}
-    code = ("from airflow.dag_processing.dagbag import DagBag; "
-            f"d = DagBag(dag_folder={str(DAGS)!r}).dags['netsec_monitoring']; print(d.schedule)")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120)
+    code = (
+        "from airflow.dag_processing.dagbag import DagBag; "
+        f"d = DagBag(dag_folder={str(DAGS)!r}).dags['netsec_monitoring']; print(d.schedule)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "*/15 * * * *"

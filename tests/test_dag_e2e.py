@@ -125,11 +125,15 @@ class Stack:
         script.write_text(code, encoding="utf-8")
         proc = subprocess.run(
             [sys.executable, str(script), *args],
-            env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=900)
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         out = proc.stdout + proc.stderr
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
         assert proc.returncode == 0 and lines, f"runner failed ({proc.returncode}):\n{out[-6000:]}"
-        result = json.loads(lines[-1][len(MARK):])
+        result = json.loads(lines[-1][len(MARK) :])
         result["log"] = out
         return result
 
@@ -164,8 +168,9 @@ class Stack:
             return None
 
     def versions(self) -> list[str]:
-        return sorted((str(mv.version) for mv in self.mlflow().search_model_versions(f"name='{MODEL}'")),
-                      key=int)
+        return sorted(
+            (str(mv.version) for mv in self.mlflow().search_model_versions(f"name='{MODEL}'")), key=int
+        )
 
     def bucket_keys(self) -> list[str]:
         pages = self.s3.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
@@ -184,45 +189,61 @@ def stack(tmp_path_factory, mongo_server, s3_server):
     home, work = root / "airflow", root / "work"
     home.mkdir()
     db = "netsec_dag_e2e"
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("NETSEC_", "AIRFLOW", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"))}
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW_CONN_NETSEC_MONGO": json.dumps({
-            "conn_type": "mongo", "host": "127.0.0.1", "port": mongo_server.port, "schema": db}),
-        "AIRFLOW_CONN_NETSEC_S3": json.dumps({
-            "conn_type": "aws", "login": "testing", "password": "testing",
-            "extra": {"endpoint_url": s3_server.endpoint_url, "region_name": "us-east-1"}}),
-        "NETSEC_HOME": str(work),
-        "NETSEC_SOURCE__KIND": "mongo",
-        "NETSEC_SOURCE__MONGO__DATABASE": db,
-        "NETSEC_SOURCE__MONGO__SERVER_SELECTION_TIMEOUT_MS": "1000",
-        "NETSEC_STORAGE__URI": f"s3://{BUCKET}/netsec",
-        # The shared MLflow "server": outside every task's private work dir.
-        "NETSEC_REGISTRY__TRACKING_URI": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
-        "NETSEC_REGISTRY__ARTIFACT_LOCATION": str(root / "mlflow" / "artifacts"),
-        "NETSEC_TRAINING__CANDIDATES": "[random_forest, logistic_regression]",
-        "NETSEC_TRAINING__N_ITER": "2",
-        "NETSEC_TRAINING__CV_FOLDS": "3",
-        "NETSEC_TRAINING__N_JOBS": "1",
-        "NETSEC_TRAINING__PROGRESS": "false",
-        # One quick retry, so the unreachable-Mongo case shows the retry without waiting.
-        "NETSEC_DAG__RETRIES": "1",
-        "NETSEC_DAG__RETRY_DELAY_SECONDS": "1",
-        "NETSEC_DAG__MAX_RETRY_DELAY_SECONDS": "2",
-        "GIT_PYTHON_REFRESH": "quiet",
-        # Simple auth manager with a known password, for the API-server check of the drift route.
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(root / "passwords.json"),
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("NETSEC_", "AIRFLOW", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"))
+    }
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW_CONN_NETSEC_MONGO": json.dumps(
+                {"conn_type": "mongo", "host": "127.0.0.1", "port": mongo_server.port, "schema": db}
+            ),
+            "AIRFLOW_CONN_NETSEC_S3": json.dumps(
+                {
+                    "conn_type": "aws",
+                    "login": "testing",
+                    "password": "testing",
+                    "extra": {"endpoint_url": s3_server.endpoint_url, "region_name": "us-east-1"},
+                }
+            ),
+            "NETSEC_HOME": str(work),
+            "NETSEC_SOURCE__KIND": "mongo",
+            "NETSEC_SOURCE__MONGO__DATABASE": db,
+            "NETSEC_SOURCE__MONGO__SERVER_SELECTION_TIMEOUT_MS": "1000",
+            "NETSEC_STORAGE__URI": f"s3://{BUCKET}/netsec",
+            # The shared MLflow "server": outside every task's private work dir.
+            "NETSEC_REGISTRY__TRACKING_URI": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
+            "NETSEC_REGISTRY__ARTIFACT_LOCATION": str(root / "mlflow" / "artifacts"),
+            "NETSEC_TRAINING__CANDIDATES": "[random_forest, logistic_regression]",
+            "NETSEC_TRAINING__N_ITER": "2",
+            "NETSEC_TRAINING__CV_FOLDS": "3",
+            "NETSEC_TRAINING__N_JOBS": "1",
+            "NETSEC_TRAINING__PROGRESS": "false",
+            # One quick retry, so the unreachable-Mongo case shows the retry without waiting.
+            "NETSEC_DAG__RETRIES": "1",
+            "NETSEC_DAG__RETRY_DELAY_SECONDS": "1",
+            "NETSEC_DAG__MAX_RETRY_DELAY_SECONDS": "2",
+            "GIT_PYTHON_REFRESH": "quiet",
+            # Simple auth manager with a known password, for the API-server check of the drift route.
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(root / "passwords.json"),
+        }
+    )
     (root / "passwords.json").write_text(json.dumps({"admin": API_PASSWORD}))
     (root / "mlflow").mkdir()
-    migrate = subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-                             env=env, capture_output=True, text=True, timeout=600)
+    migrate = subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
     s3_server.client().create_bucket(Bucket=BUCKET)
     yield Stack(home, work, env, mongo_server.uri.rsplit("/", 1)[0] + f"/{db}", s3_server)
@@ -243,7 +264,8 @@ def test_run1_no_production_model_trains_registers_promotes_and_syncs(stack):
     r = stack.run()
     assert r["state"] == "success", r["log"][-5000:]
     assert {t: r["tasks"][t] for t in TRAIN_PATH | {"record_outcome"}} == dict.fromkeys(
-        TRAIN_PATH | {"record_outcome"}, "success")
+        TRAIN_PATH | {"record_outcome"}, "success"
+    )
     assert r["tasks"]["skip_training"] == "skipped"
     assert r["xcoms"]["check_drift"]["branch_reason"] == "Retrained because there is no Production model yet."
     outcome = _outcome(r)
@@ -268,12 +290,14 @@ def test_run1_no_production_model_trains_registers_promotes_and_syncs(stack):
     # Sync went to moto's S3 through the netsec_s3 connection.
     sync = r["xcoms"]["sync_s3"]["return_value"]
     assert sync["destination"].startswith(f"s3://{BUCKET}/netsec/runs/")
-    run_prefix = sync["destination"][len(f"s3://{BUCKET}/"):] + "/"
+    run_prefix = sync["destination"][len(f"s3://{BUCKET}/") :] + "/"
     keys = [k for k in stack.bucket_keys() if k.startswith(run_prefix)]
     # Every object of the run is in the manifest, but outcome.json, written after the sync.
     assert len(set(keys) - {run_prefix + "outcome.json"}) == sync["objects"] > 0
-    assert {run_prefix + k for k in ("manifest.json", "model/model.skops",
-                                     "validate/train.parquet", "ingest/new_batch.parquet")} <= set(keys)
+    assert {
+        run_prefix + k
+        for k in ("manifest.json", "model/model.skops", "validate/train.parquet", "ingest/new_batch.parquet")
+    } <= set(keys)
     # State shared across runs is in storage too.
     assert any(k.startswith("netsec/state/") for k in stack.bucket_keys())
     # XCom stays small: records only, no frames or models.
@@ -282,14 +306,14 @@ def test_run1_no_production_model_trains_registers_promotes_and_syncs(stack):
     # Extra links point at this run's MLflow run and model version.
     train = r["xcoms"]["train"]["return_value"]
     assert r["links"]["train:MLflow run"].endswith(
-        f"/#/experiments/{train['experiment_id']}/runs/{train['mlflow_run_id']}")
+        f"/#/experiments/{train['experiment_id']}/runs/{train['mlflow_run_id']}"
+    )
     assert r["links"]["register:MLflow model version"].endswith(f"/#/models/{MODEL}/versions/1")
     assert "/netsec/drift/netsec_training/" in r["links"]["check_drift:Drift report"]
     assert r["links"]["ingest:MLflow run"] == ""
     # The listener recorded the run with its outcome.
     last = stack.dag_runs()[-1]
-    assert (last["run_id"], last["state"], last["outcome"]["outcome"]) == (r["run_id"], "success",
-                                                                           "promoted")
+    assert (last["run_id"], last["state"], last["outcome"]["outcome"]) == (r["run_id"], "success", "promoted")
     assert last["failed_tasks"] == []
     # dag_runs.jsonl carries the same record as outcome.json and the XCom, field for field.
     assert last["outcome"] == outcome
@@ -307,7 +331,7 @@ def test_drift_report_link_serves_the_report_to_authenticated_users_only(stack):
     assert r["status"] == 200 and r["type"].startswith("text/html")
     html_uri = run1["xcoms"]["check_drift"]["drift"]["html_uri"]
     assert html_uri.startswith(f"s3://{BUCKET}/netsec/runs/")
-    key = html_uri[len(f"s3://{BUCKET}/"):]
+    key = html_uri[len(f"s3://{BUCKET}/") :]
     body = stack.s3.client().get_object(Bucket=BUCKET, Key=key)["Body"].read().decode("utf-8")
     assert r["body"] == body
     assert r["missing"] == 404
@@ -382,14 +406,14 @@ def test_run5_worse_than_production_by_the_margin_keeps_production(stack):
 
 def test_mongo_unreachable_retries_then_fails_naming_the_connection(stack):
     versions, production = stack.versions(), stack.production()
-    dead = json.dumps({"conn_type": "mongo", "host": "127.0.0.1", "port": free_port(),
-                       "schema": "netsec_dag_e2e"})
+    dead = json.dumps(
+        {"conn_type": "mongo", "host": "127.0.0.1", "port": free_port(), "schema": "netsec_dag_e2e"}
+    )
     r = stack.run(env={"AIRFLOW_CONN_NETSEC_MONGO": dead})
     assert r["state"] == "failed"
     assert r["tasks"]["ingest"] == "failed"
     assert r["tries"]["ingest"] == 2  # first try + NETSEC_DAG__RETRIES=1
-    assert {r["tasks"][t] for t in ("validate", "train", "register", "record_outcome")} == {
-        "upstream_failed"}
+    assert {r["tasks"][t] for t in ("validate", "train", "register", "record_outcome")} == {"upstream_failed"}
     assert "Airflow connection 'netsec_mongo'" in r["log"]
     # The failure callback said which task failed and why.
     assert "netsec_training: task ingest failed" in r["log"]
@@ -406,8 +430,7 @@ def test_validation_failure_stops_the_run_before_training(stack):
 
     versions, production = stack.versions(), stack.production()
     # 400 rows with a value outside having_IP_Address's allowed set: far above max_invalid_share.
-    bad = [{**dict.fromkeys(FEATURE_NAMES, 1), "having_IP_Address": 7, "Result": 1}
-           for _ in range(400)]
+    bad = [{**dict.fromkeys(FEATURE_NAMES, 1), "having_IP_Address": 7, "Result": 1} for _ in range(400)]
     client = pymongo.MongoClient(stack.mongo_uri)
     client.get_default_database()["phishing"].insert_many(bad)
     client.close()
@@ -416,22 +439,36 @@ def test_validation_failure_stops_the_run_before_training(stack):
     assert r["tasks"]["ingest"] == "success"
     assert r["tasks"]["validate"] == "failed"
     assert r["tries"]["validate"] == 1
-    assert {r["tasks"][t] for t in ("check_drift", "transform", "train", "register")} == {
-        "upstream_failed"}
+    assert {r["tasks"][t] for t in ("check_drift", "transform", "train", "register")} == {"upstream_failed"}
     assert "ValidationFailed" in r["log"]
     assert stack.versions() == versions and stack.production() == production
 
 
 def test_local_runner_script_on_the_embedded_defaults(tmp_path):
     """scripts/airflow_local.py from scratch: file source (synthetic sample), file:// storage."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("NETSEC_", "AIRFLOW", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("NETSEC_", "AIRFLOW", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"))
+    }
     env["NETSEC_TRAINING__N_JOBS"] = "1"
     conf = {"n_iter": 2, "cv_folds": 3, "candidates": ["logistic_regression", "decision_tree"]}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "airflow_local.py"), "--home", str(tmp_path / "w"),
-         "--json", "-c", json.dumps(conf)],
-        env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+        [
+            sys.executable,
+            str(REPO / "scripts" / "airflow_local.py"),
+            "--home",
+            str(tmp_path / "w"),
+            "--json",
+            "-c",
+            json.dumps(conf),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     summary = json.loads(proc.stdout)
     assert summary["state"] == "success"

@@ -23,8 +23,9 @@ SCHEMA = load_schema(REPO / "config" / "schema" / "phishing.yaml")
 
 def as_openml_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` as fetch_openml returns OpenML 4534: every column nominal, categories as text."""
-    return pd.DataFrame({c: frame[c].map(lambda v: None if pd.isna(v) else str(v)).astype("category")
-                         for c in frame.columns})
+    return pd.DataFrame(
+        {c: frame[c].map(lambda v: None if pd.isna(v) else str(v)).astype("category") for c in frame.columns}
+    )
 
 
 def arff_text(frame: pd.DataFrame, *, missing_at: tuple[int, str] | None = None) -> str:
@@ -85,25 +86,49 @@ class OpenMLStub:
         self.base_url = f"http://127.0.0.1:{self.port}"
         arff = arff if arff is not None else arff_text(frame).encode()
         arff_path = "/data/v1/download/1798106/PhishingWebsites.arff"
-        description = {"data_set_description": {
-            "id": "4534", "name": "PhishingWebsites", "version": "1", "status": "active",
-            "format": "ARFF", "description": "UCI Phishing Websites",
-            "url": self.base_url + arff_path,
-            "md5_checksum": md5 if md5 is not None else hashlib.md5(arff).hexdigest(),
-            "default_target_attribute": "Result"}}
+        description = {
+            "data_set_description": {
+                "id": "4534",
+                "name": "PhishingWebsites",
+                "version": "1",
+                "status": "active",
+                "format": "ARFF",
+                "description": "UCI Phishing Websites",
+                "url": self.base_url + arff_path,
+                "md5_checksum": md5 if md5 is not None else hashlib.md5(arff).hexdigest(),
+                "default_target_attribute": "Result",
+            }
+        }
         names = list(frame.columns)
-        feature_list = [{"index": str(i), "name": name, "data_type": "nominal",
-                         "nominal_value": sorted({str(v) for v in frame[name]}),
-                         "is_target": "true" if name == "Result" else "false",
-                         "is_ignore": "false", "is_row_identifier": "false",
-                         "number_of_missing_values": "0"} for i, name in enumerate(names)]
-        qualities = {"data_qualities": {"quality": [
-            {"name": "NumberOfInstances", "value": f"{len(frame)}.0"},
-            {"name": "NumberOfFeatures", "value": f"{len(names)}.0"}]}}
-        routes = {"/api/v1/json/data/4534": json.dumps(description).encode(),
-                  "/api/v1/json/data/features/4534": json.dumps({"data_features": {"feature": feature_list}}).encode(),
-                  "/api/v1/json/data/qualities/4534": json.dumps(qualities).encode(),
-                  arff_path: arff}
+        feature_list = [
+            {
+                "index": str(i),
+                "name": name,
+                "data_type": "nominal",
+                "nominal_value": sorted({str(v) for v in frame[name]}),
+                "is_target": "true" if name == "Result" else "false",
+                "is_ignore": "false",
+                "is_row_identifier": "false",
+                "number_of_missing_values": "0",
+            }
+            for i, name in enumerate(names)
+        ]
+        qualities = {
+            "data_qualities": {
+                "quality": [
+                    {"name": "NumberOfInstances", "value": f"{len(frame)}.0"},
+                    {"name": "NumberOfFeatures", "value": f"{len(names)}.0"},
+                ]
+            }
+        }
+        routes = {
+            "/api/v1/json/data/4534": json.dumps(description).encode(),
+            "/api/v1/json/data/features/4534": json.dumps(
+                {"data_features": {"feature": feature_list}}
+            ).encode(),
+            "/api/v1/json/data/qualities/4534": json.dumps(qualities).encode(),
+            arff_path: arff,
+        }
         no_such_data = json.dumps({"error": {"code": "111", "message": "Unknown dataset"}}).encode()
         self.requests: list[str] = []
         stub = self
@@ -112,7 +137,9 @@ class OpenMLStub:
             def do_GET(self):
                 stub.requests.append(self.path)
                 body = routes.get(self.path)
-                status = 200 if body is not None else 412 if self.path.startswith("/api/v1/json/data/") else 404
+                status = (
+                    200 if body is not None else 412 if self.path.startswith("/api/v1/json/data/") else 404
+                )
                 body = body if body is not None else no_such_data if status == 412 else b"not found"
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
@@ -150,8 +177,11 @@ def test_fetch_dataset_end_to_end_over_http_and_from_the_cache(tmp_path, monkeyp
     with OpenMLStub(frame) as stub:
         point_sklearn_at(monkeypatch, stub.base_url)
         dest = fetch(tmp_path)
-    assert {"/api/v1/json/data/4534", "/api/v1/json/data/features/4534",
-            "/data/v1/download/1798106/PhishingWebsites.arff"} <= set(stub.requests)
+    assert {
+        "/api/v1/json/data/4534",
+        "/api/v1/json/data/features/4534",
+        "/data/v1/download/1798106/PhishingWebsites.arff",
+    } <= set(stub.requests)
     pd.testing.assert_frame_equal(pd.read_csv(dest), frame)
     assert not list((tmp_path / "data").glob(".*tmp*"))
     dest.unlink()

@@ -8,13 +8,20 @@ import pytest
 import yaml
 
 from netsec_tasks.config import DriftConfig
-from netsec_tasks.drift import (adjust_pvalues, check_drift, chi_square_test, detect_drift,
-                                drift_between_files, jensen_shannon, load_reference)
+from netsec_tasks.drift import (
+    adjust_pvalues,
+    check_drift,
+    chi_square_test,
+    detect_drift,
+    drift_between_files,
+    jensen_shannon,
+    load_reference,
+)
 from netsec_tasks.errors import DataError, ValidationFailed
 from netsec_tasks.records import RunContext, ValidationRecord
 from netsec_tasks.sample import FEATURE_NAMES, make_sample
-from netsec_tasks.storage import file_uri_to_path
 from netsec_tasks.schema import DatasetSchema, load_schema
+from netsec_tasks.storage import file_uri_to_path
 
 SEEDS = range(100)
 
@@ -43,6 +50,7 @@ def halves(frame: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 # --------------------------------------------------------------------------- statistics
+
 
 def test_pvalue_corrections_match_textbook_values():
     p = [0.01, 0.04, 0.03, 0.005]
@@ -95,6 +103,7 @@ def test_sparse_categories_are_pooled_not_allowed_to_dominate():
 
 # --------------------------------------------------------------------------- calibration
 
+
 def _false_alarms(frames, schema, dcfg):
     alarms, raw_hits, tested = 0, 0, 0
     for ref, cur in frames:
@@ -126,7 +135,7 @@ def test_quiet_on_independent_samples_of_the_same_distribution(schema, dcfg):
 
 
 def test_fires_on_a_shifted_synthetic_copy(schema, dcfg):
-    shifted = set(FEATURE_NAMES[:10])   # make_sample shifts the first 10 columns
+    shifted = set(FEATURE_NAMES[:10])  # make_sample shifts the first 10 columns
     detected, false_columns, other_tests = 0, 0, 0
     for s in SEEDS:
         ref = make_sample(1500, seed=s)
@@ -169,29 +178,33 @@ def test_large_samples_need_an_effect_not_only_significance(schema):
 
 # --------------------------------------------------------------------------- test choice
 
-MIXED_SCHEMA = DatasetSchema.model_validate({
-    "name": "mixed",
-    "target": {"column": "y", "dtype": "int", "positive": 1, "labels": [0, 1]},
-    "columns": {
-        "latency_ms": {"dtype": "float"},
-        "ternary_int": {"dtype": "int"},            # no allowed list: discrete by its values
-        "ternary_float": {"dtype": "float"},        # -1.0/0.0/1.0 stored as float
-        "proto": {"dtype": "str"},
-    },
-})
+MIXED_SCHEMA = DatasetSchema.model_validate(
+    {
+        "name": "mixed",
+        "target": {"column": "y", "dtype": "int", "positive": 1, "labels": [0, 1]},
+        "columns": {
+            "latency_ms": {"dtype": "float"},
+            "ternary_int": {"dtype": "int"},  # no allowed list: discrete by its values
+            "ternary_float": {"dtype": "float"},  # -1.0/0.0/1.0 stored as float
+            "proto": {"dtype": "str"},
+        },
+    }
+)
 
 
 def mixed_frame(n: int, seed: int, *, latency_shift: float = 0.0, new_proto: float = 0.0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     proto = rng.choice(["tcp", "udp", "icmp"], n, p=[0.6, 0.3, 0.1]).astype(object)
     proto[rng.random(n) < new_proto] = "quic"
-    return pd.DataFrame({
-        "latency_ms": rng.lognormal(3.0 + latency_shift, 0.5, n),
-        "ternary_int": rng.choice([-1, 0, 1], n),
-        "ternary_float": rng.choice([-1.0, 0.0, 1.0], n),
-        "proto": proto,
-        "y": rng.integers(0, 2, n),
-    })
+    return pd.DataFrame(
+        {
+            "latency_ms": rng.lognormal(3.0 + latency_shift, 0.5, n),
+            "ternary_int": rng.choice([-1, 0, 1], n),
+            "ternary_float": rng.choice([-1.0, 0.0, 1.0], n),
+            "proto": proto,
+            "y": rng.integers(0, 2, n),
+        }
+    )
 
 
 def test_continuous_columns_use_ks_and_ternary_columns_chi_square(dcfg):
@@ -204,8 +217,9 @@ def test_continuous_columns_use_ks_and_ternary_columns_chi_square(dcfg):
     assert same.column("ternary_float").labels == ["-1", "0", "1"]
     assert not same.drifted_columns
 
-    moved = detect_drift(mixed_frame(800, 1), mixed_frame(800, 3, latency_shift=0.3, new_proto=0.15),
-                         MIXED_SCHEMA, dcfg)
+    moved = detect_drift(
+        mixed_frame(800, 1), mixed_frame(800, 3, latency_shift=0.3, new_proto=0.15), MIXED_SCHEMA, dcfg
+    )
     assert set(moved.drifted_columns) == {"latency_ms", "proto"}
     assert moved.dataset_drift  # 2 of 4 columns
     assert "quic" in moved.column("proto").labels
@@ -230,6 +244,7 @@ def test_null_share_change_is_part_of_a_discrete_test(schema, dcfg):
 
 # --------------------------------------------------------------------------- pipeline step
 
+
 @pytest.fixture()
 def cfg(make_cfg):
     return make_cfg()
@@ -239,10 +254,19 @@ def validation_record(tmp_path, batch: pd.DataFrame) -> ValidationRecord:
     path = tmp_path / "new_batch.parquet"
     batch.to_parquet(path, index=False)
     return ValidationRecord(
-        passed=True, report_uri="r.yaml", train_uri=str(path), test_uri=str(path),
-        new_batch_uri=str(path), rows_checked=len(batch), rows_invalid=0, invalid_share=0.0,
-        train_rows=len(batch), test_rows=0, dataset_digest="x",
-        train_row_hashes_uri=str(tmp_path / "hashes.parquet"))
+        passed=True,
+        report_uri="r.yaml",
+        train_uri=str(path),
+        test_uri=str(path),
+        new_batch_uri=str(path),
+        rows_checked=len(batch),
+        rows_invalid=0,
+        invalid_share=0.0,
+        train_rows=len(batch),
+        test_rows=0,
+        dataset_digest="x",
+        train_row_hashes_uri=str(tmp_path / "hashes.parquet"),
+    )
 
 
 def assert_self_contained(page: str) -> None:
@@ -310,8 +334,9 @@ def test_check_drift_reads_an_mlflow_artifact_reference(tmp_path, make_cfg, mlfl
 
     run = RunContext.create(cfg, run_id="test__mlflow")
     batch = make_sample(1500, seed=3)
-    rec = check_drift(cfg, run, validation_record(tmp_path, batch),
-                      reference_uri=f"runs:/{run_id}/reference/train.parquet")
+    rec = check_drift(
+        cfg, run, validation_record(tmp_path, batch), reference_uri=f"runs:/{run_id}/reference/train.parquet"
+    )
     assert rec.has_reference and not rec.drift_detected
     assert rec.reason.startswith("no data-set drift")
     assert len(load_reference(f"runs:/{run_id}/reference", tracking_uri=mlflow_uri)) == 1500
@@ -323,16 +348,21 @@ def test_empty_new_batch_is_no_drift(tmp_path, cfg):
     run = RunContext.create(cfg, run_id="test__empty")
     ref = tmp_path / "ref.parquet"
     make_sample(100, seed=1).to_parquet(ref, index=False)
-    rec = check_drift(cfg, run, validation_record(tmp_path, make_sample(10, seed=1).iloc[0:0]),
-                      reference_uri=str(ref))
+    rec = check_drift(
+        cfg, run, validation_record(tmp_path, make_sample(10, seed=1).iloc[0:0]), reference_uri=str(ref)
+    )
     assert rec.has_reference and not rec.drift_detected and "empty" in rec.reason
 
 
 def test_missing_reference_file_names_it(tmp_path, cfg):
     run = RunContext.create(cfg, run_id="test__missing")
     with pytest.raises(DataError, match="nope.parquet"):
-        check_drift(cfg, run, validation_record(tmp_path, make_sample(50, seed=1)),
-                    reference_uri=str(tmp_path / "nope.parquet"))
+        check_drift(
+            cfg,
+            run,
+            validation_record(tmp_path, make_sample(50, seed=1)),
+            reference_uri=str(tmp_path / "nope.parquet"),
+        )
 
 
 def test_drift_between_files(tmp_path, cfg, uci_csv):

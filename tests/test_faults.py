@@ -15,10 +15,15 @@ import time
 from pathlib import Path
 
 import pytest
+
 from netsec_testing import MlflowServerProcess, NetsecProcess, pid_running
 
-SMALL = ("training.candidates=[random_forest, logistic_regression]", "training.n_iter=2",
-         "training.cv_folds=3", "training.n_jobs=2")
+SMALL = (
+    "training.candidates=[random_forest, logistic_regression]",
+    "training.n_iter=2",
+    "training.cv_folds=3",
+    "training.n_jobs=2",
+)
 # A budget small enough that a frozen server fails the step in seconds:
 # (max_retries + 1) * request_timeout_seconds + back-off = 2 * 3 + 0.
 TIGHT = ("registry.request_timeout_seconds=3", "registry.max_retries=1", "registry.backoff_factor=0")
@@ -68,8 +73,14 @@ def test_registry_lost_mid_training_exits_3_and_the_run_ends(make_cfg, tmp_path,
 
     server = MlflowServerProcess(tmp_path / "mlflow").start()
     try:
-        run = NetsecProcess(tmp_path / "work", "run", "--source-path", str(data_csv),
-                            "--force-retrain", sets=(*SMALL, *TIGHT, f"registry.tracking_uri={server.uri}"))
+        run = NetsecProcess(
+            tmp_path / "work",
+            "run",
+            "--source-path",
+            str(data_csv),
+            "--force-retrain",
+            sets=(*SMALL, *TIGHT, f"registry.tracking_uri={server.uri}"),
+        )
         run.wait_for(r"tuning \d+ candidates")
         server.signal(signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
         assert run.wait(180) == 3, run.stderr[-4000:]
@@ -87,7 +98,8 @@ def test_registry_lost_mid_training_exits_3_and_the_run_ends(make_cfg, tmp_path,
         if parents[0].info.status == "RUNNING":  # the handler could not reach the store
             record = reconcile(make_cfg(**{"registry.tracking_uri": server.uri}), by="test")
             assert ("mlflow_run", parents[0].info.run_id, "KILLED") in {
-                (i.kind, i.id, i.action) for i in record.items}
+                (i.kind, i.id, i.action) for i in record.items
+            }
         statuses = {r.info.status for r in sum(runs_by_role(server.uri).values(), [])}
         assert "RUNNING" not in statuses, statuses
     finally:
@@ -115,8 +127,9 @@ def test_kill_after_register_then_the_next_run_decides_the_version(tmp_path, dat
     assert tags["netsec.promotion"] in ("promoted", "rejected", "abandoned")
     assert tags["netsec.decided_by"].startswith("pipeline run ")
     summary = json.loads(second.stdout.split("\n\n", 1)[0])  # the JSON before the text lines
-    assert [(i["id"], i["action"]) for i in summary["reconciled"] if i["kind"] == "model_version"] \
-        == [(f"netsec-phishing/{version}", tags["netsec.promotion"])]
+    assert [(i["id"], i["action"]) for i in summary["reconciled"] if i["kind"] == "model_version"] == [
+        (f"netsec-phishing/{version}", tags["netsec.promotion"])
+    ]
     storage = json.loads(second.stdout.split("\n\n", 1)[0])["storage"]
     outcome = json.loads(Path(storage.removeprefix("file://"), "outcome.json").read_text())
     assert outcome["reconciled"] == summary["reconciled"]
@@ -125,10 +138,21 @@ def test_kill_after_register_then_the_next_run_decides_the_version(tmp_path, dat
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 def test_killed_run_leaves_no_workers_and_no_running_run(tmp_path, data_csv, sig):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run = NetsecProcess(tmp_path / "work", "run", "--source-path", str(data_csv), "--force-retrain",
-                        sets=("training.candidates=[random_forest]", "training.n_iter=8",
-                              "training.search=random", "training.cv_folds=5", "training.n_jobs=2",
-                              f"registry.tracking_uri={uri}"))
+    run = NetsecProcess(
+        tmp_path / "work",
+        "run",
+        "--source-path",
+        str(data_csv),
+        "--force-retrain",
+        sets=(
+            "training.candidates=[random_forest]",
+            "training.n_iter=8",
+            "training.search=random",
+            "training.cv_folds=5",
+            "training.n_jobs=2",
+            f"registry.tracking_uri={uri}",
+        ),
+    )
     run.wait_for(r"tuning \d+ candidates")
     deadline = time.monotonic() + 120
     while len(run.worker_pids()) < 2 and time.monotonic() < deadline and run.proc.poll() is None:
@@ -154,13 +178,12 @@ def test_killed_run_leaves_no_workers_and_no_running_run(tmp_path, data_csv, sig
 
 
 @pytest.mark.slow
-def test_s3_down_at_sync_then_the_next_run_finishes_the_sync(make_cfg, tmp_path, data_csv, s3_server,
-                                                             s3_bucket):
+def test_s3_down_at_sync_then_the_next_run_finishes_the_sync(
+    make_cfg, tmp_path, data_csv, s3_server, s3_bucket
+):
     """moto's S3 behind a TCP gate: run 1 goes as far as register, S3 goes down, its sync fails
     (exit 3); a run while S3 is still down stops at reconcile with exit 3 and commits no
     watermark; once S3 is back, a run that skips training finishes run 1's sync first."""
-    from netsec_testing import TcpGate
-
     from netsec_tasks.drift import check_drift
     from netsec_tasks.errors import SourceUnavailable
     from netsec_tasks.ingest import ingest
@@ -172,13 +195,20 @@ def test_s3_down_at_sync_then_the_next_run_finishes_the_sync(make_cfg, tmp_path,
     from netsec_tasks.train import train
     from netsec_tasks.transform import transform
     from netsec_tasks.validate import validate
+    from netsec_testing import TcpGate
 
     gate = TcpGate(s3_server.port)
-    sets = {"storage.uri": f"s3://{s3_bucket}/netsec", "storage.endpoint_url": gate.url,
-            "storage.max_attempts": 2, "storage.connect_timeout_seconds": 2,
-            "storage.request_timeout_seconds": 5, "source.path": str(data_csv),
-            "registry.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "registry.artifact_location": str(tmp_path / "mlartifacts"), "training.n_jobs": 1}
+    sets = {
+        "storage.uri": f"s3://{s3_bucket}/netsec",
+        "storage.endpoint_url": gate.url,
+        "storage.max_attempts": 2,
+        "storage.connect_timeout_seconds": 2,
+        "storage.request_timeout_seconds": 5,
+        "source.path": str(data_csv),
+        "registry.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "registry.artifact_location": str(tmp_path / "mlartifacts"),
+        "training.n_jobs": 1,
+    }
     cfg = make_cfg(**sets)
     cli_sets = (*SMALL, *(f"{k}={v}" for k, v in sets.items()))
     try:
@@ -205,10 +235,10 @@ def test_s3_down_at_sync_then_the_next_run_finishes_the_sync(make_cfg, tmp_path,
         summary = json.loads(skip.stdout.split("\n\n", 1)[0])
         assert summary["outcome"] == "skipped_no_drift"
         assert [(i["kind"], i["id"], i["action"]) for i in summary["reconciled"]] == [
-            ("sync", "first", "synced")]
+            ("sync", "first", "synced")
+        ]
         assert is_synced(cfg, run1)
-        keys = {o.uri.rsplit("/netsec/runs/first/", 1)[1]
-                for o in storage_for(cfg).list(run1.storage_uri)}
+        keys = {o.uri.rsplit("/netsec/runs/first/", 1)[1] for o in storage_for(cfg).list(run1.storage_uri)}
         assert {"manifest.json", "model/MLmodel", "model/model.skops"} <= keys
         assert read_state(storage_for(cfg), ing.source).run_id == summary["run_id"]
     finally:

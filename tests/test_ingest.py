@@ -11,7 +11,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from netsec_testing import free_port
 from netsec_tasks.errors import ConfigError, DataError, SourceUnavailable
 from netsec_tasks.ingest import commit, ingest
 from netsec_tasks.records import IngestRecord, RunContext, sha256_file
@@ -20,6 +19,7 @@ from netsec_tasks.snapshot import TIME_COLUMN, snapshot_digest
 from netsec_tasks.sources.mongo import push_data
 from netsec_tasks.state import read_state, state_uri
 from netsec_tasks.storage import file_uri_to_path, storage_for
+from netsec_testing import free_port
 
 FEATURES_AND_TARGET = [c for c in make_sample(1).columns]
 
@@ -44,8 +44,14 @@ def mongo_cfg(make_cfg, mongo_server, mongo_db):
     _, db = mongo_db
 
     def _make(**overrides):
-        return make_cfg(**{"source.kind": "mongo", "source.mongo.uri": mongo_server.uri,
-                           "source.mongo.database": db, **overrides})
+        return make_cfg(
+            **{
+                "source.kind": "mongo",
+                "source.mongo.uri": mongo_server.uri,
+                "source.mongo.database": db,
+                **overrides,
+            }
+        )
 
     return _make
 
@@ -60,6 +66,7 @@ def threat_share(uri) -> float:
 
 
 # ----------------------------------------------------------------------------- file source
+
 
 def test_default_file_source_is_the_sample_written_once(make_cfg):
     cfg = make_cfg()
@@ -107,10 +114,11 @@ def test_uci_duplicate_aware_split_has_no_leak_and_plain_split_leaks(make_cfg, u
     frame = pd.read_csv(uci_csv)
     overall = float((frame["Result"] == -1).mean())
     aware = run_ingest(make_cfg(**{"source.path": str(uci_csv)}), "aware")
-    plain = run_ingest(make_cfg(**{"source.path": str(uci_csv), "split.duplicate_aware": False}),
-                       "plain")
-    print(f"UCI: duplicate rows {aware.duplicate_rows}; leak rows dup-aware "
-          f"{aware.duplicate_leak_rows}, plain {plain.duplicate_leak_rows} of {plain.test_rows}")
+    plain = run_ingest(make_cfg(**{"source.path": str(uci_csv), "split.duplicate_aware": False}), "plain")
+    print(
+        f"UCI: duplicate rows {aware.duplicate_rows}; leak rows dup-aware "
+        f"{aware.duplicate_leak_rows}, plain {plain.duplicate_leak_rows} of {plain.test_rows}"
+    )
     assert aware.duplicate_rows == plain.duplicate_rows == int(frame.duplicated().sum())
     assert aware.duplicate_leak_rows == 0
     assert plain.duplicate_leak_rows > 0
@@ -167,12 +175,11 @@ def test_file_read_in_chunks_equals_the_file_read_whole(make_cfg, tmp_path, monk
     (gaps make a column float in one chunk, int in another; text in one chunk), yet the snapshot's
     rows, its digest and the split are those of the file read whole (a number in a column that
     also holds text may be spelt "0" instead of "0.0": the content hash reads them alike)."""
+    import netsec_tasks.sources.file as file_source
     from netsec_tasks.split import row_hashes
 
-    import netsec_tasks.sources.file as file_source
-
     frame = make_sample(300, seed=6, missing=0.01).astype(object)
-    frame.loc[250, "SFH"] = "abc"                      # text in the last chunk only
+    frame.loc[250, "SFH"] = "abc"  # text in the last chunk only
     frame.loc[:99, "Favicon"] = frame.loc[:99, "Favicon"].fillna(1)  # no gap in the first chunk
     path = write_csv(frame, tmp_path / "gaps.csv")
     records = {}
@@ -199,6 +206,7 @@ def test_glob_source_concatenates_files(make_cfg, tmp_path):
 
 
 # ----------------------------------------------------------------------------- MongoDB source
+
 
 def test_mongo_ingest_of_uci_equals_the_file(mongo_cfg, make_cfg, uci_csv):
     cfg = mongo_cfg()
@@ -228,8 +236,10 @@ def test_two_nights_read_only_new_documents(mongo_cfg, uci_csv, tmp_path):
 
     push_data(write_csv(frame.iloc[8000:], tmp_path / "day2.csv"), cfg)
     night2 = run_ingest(cfg, "night2")
-    print(f"night 2 read {night2.documents_read} documents of a {len(frame)}-document collection "
-          f"({night2.rows_reused} rows reused from night 1's snapshot)")
+    print(
+        f"night 2 read {night2.documents_read} documents of a {len(frame)}-document collection "
+        f"({night2.rows_reused} rows reused from night 1's snapshot)"
+    )
     assert night2.documents_read == night2.new_rows == len(frame) - 8000
     assert (night2.rows, night2.rows_reused) == (len(frame), 8000)
     assert night2.previous_watermark == night1.watermark != night2.watermark
@@ -315,11 +325,13 @@ def _oid_at(when: dt.datetime, n: int):
 
 def test_window_days_trains_on_recent_rows_only(mongo_cfg, mongo_db):
     client, db = mongo_db
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     rows = make_sample(400, seed=3).to_dict("records")
     ages = [40] * 100 + [10] * 100 + [0] * 100  # days before now
-    docs = [{"_id": _oid_at(now - dt.timedelta(days=age), i), **row}
-            for i, (age, row) in enumerate(zip(ages, rows[:300]))]
+    docs = [
+        {"_id": _oid_at(now - dt.timedelta(days=age), i), **row}
+        for i, (age, row) in enumerate(zip(ages, rows[:300]))
+    ]
     client[db]["phishing"].insert_many(docs)
 
     cfg = mongo_cfg(**{"source.window_days": 15})
@@ -330,8 +342,9 @@ def test_window_days_trains_on_recent_rows_only(mongo_cfg, mongo_db):
 
     # The window moves with the data: 12 days later, the 10-day-old rows fall out of it.
     commit(cfg, windowed)
-    later = [{"_id": _oid_at(now + dt.timedelta(days=12), 1000 + i), **row}
-             for i, row in enumerate(rows[300:])]
+    later = [
+        {"_id": _oid_at(now + dt.timedelta(days=12), 1000 + i), **row} for i, row in enumerate(rows[300:])
+    ]
     client[db]["phishing"].insert_many(later)
     moved = run_ingest(cfg, "w2")
     assert (moved.documents_read, moved.new_rows) == (100, 100)
@@ -340,8 +353,9 @@ def test_window_days_trains_on_recent_rows_only(mongo_cfg, mongo_db):
 
 def test_window_days_needs_a_time_watermark(mongo_cfg, mongo_db):
     client, db = mongo_db
-    client[db]["phishing"].insert_many([{"seq": i, **r} for i, r in
-                                        enumerate(make_sample(50, seed=1).to_dict("records"))])
+    client[db]["phishing"].insert_many(
+        [{"seq": i, **r} for i, r in enumerate(make_sample(50, seed=1).to_dict("records"))]
+    )
     with pytest.raises(ConfigError, match="window_days"):
         run_ingest(mongo_cfg(**{"source.mongo.watermark_field": "seq", "source.window_days": 3}), "r")
     rec = run_ingest(mongo_cfg(**{"source.mongo.watermark_field": "seq"}), "ok")
@@ -384,7 +398,7 @@ def test_mongo_reads_in_batches_and_writes_in_chunks(mongo_cfg, mongo_server, sa
 def test_heterogeneous_documents_are_kept_for_validation(mongo_cfg, mongo_db):
     client, db = mongo_db
     rows = make_sample(60, seed=8).to_dict("records")
-    rows[5]["SFH"] = "n/a"                  # a bad value: validation's job, not a crash here
+    rows[5]["SFH"] = "n/a"  # a bad value: validation's job, not a crash here
     rows[50]["url"] = "http://example.test"  # a field only late documents have
     client[db]["phishing"].insert_many(rows)
     rec = run_ingest(mongo_cfg(**{"source.mongo.batch_size": 20}), "r")
@@ -409,17 +423,22 @@ def test_empty_collection_is_a_data_error(mongo_cfg):
 
 def test_non_objectid_ids_need_a_watermark_field(mongo_cfg, mongo_db):
     client, db = mongo_db
-    client[db]["phishing"].insert_many([{"_id": i, **r} for i, r in
-                                        enumerate(make_sample(20, seed=1).to_dict("records"))])
+    client[db]["phishing"].insert_many(
+        [{"_id": i, **r} for i, r in enumerate(make_sample(20, seed=1).to_dict("records"))]
+    )
     with pytest.raises(DataError, match="watermark_field"):
         run_ingest(mongo_cfg(), "r")
 
 
 def test_unreachable_mongo_names_the_uri_and_timeout(make_cfg):
     port = free_port()
-    cfg = make_cfg(**{"source.kind": "mongo",
-                      "source.mongo.uri": f"mongodb://netsec:hunter2@127.0.0.1:{port}/netsec",
-                      "source.mongo.server_selection_timeout_ms": 300})
+    cfg = make_cfg(
+        **{
+            "source.kind": "mongo",
+            "source.mongo.uri": f"mongodb://netsec:hunter2@127.0.0.1:{port}/netsec",
+            "source.mongo.server_selection_timeout_ms": 300,
+        }
+    )
     with pytest.raises(SourceUnavailable) as info:
         run_ingest(cfg, "r")
     msg = str(info.value)

@@ -8,23 +8,33 @@ import pandas as pd
 import pytest
 import yaml
 
-from netsec_testing import REPO
 from netsec_tasks.config import load_config, model_name_for
 from netsec_tasks.contract import Contract, ContractError
 from netsec_tasks.errors import ConfigError, DataError
-from netsec_tasks.intrusion_sample import (FILE_COLUMNS, KNOWN_ATTACKS, NOVEL_ATTACKS,
-                                           make_intrusion_sample, write_intrusion_sample)
+from netsec_tasks.intrusion_sample import (
+    FILE_COLUMNS,
+    KNOWN_ATTACKS,
+    NOVEL_ATTACKS,
+    make_intrusion_sample,
+    write_intrusion_sample,
+)
 from netsec_tasks.schema import DatasetSchema, load_schema
 from netsec_tasks.table_io import first_data_line, read_csv_bytes, read_table
 from netsec_tasks.validate import render_report, validate_frame
+from netsec_testing import REPO
 
 INTRUSION = load_schema(REPO / "config" / "schema" / "intrusion_demo.yaml")
 PHISHING = load_schema(REPO / "config" / "schema" / "phishing.yaml")
 
 
 def schema_with(target: dict) -> DatasetSchema:
-    return DatasetSchema.model_validate({"name": "t", "target": {"column": "label", "dtype": "str", **target},
-                                         "columns": {"x": {"dtype": "float"}}})
+    return DatasetSchema.model_validate(
+        {
+            "name": "t",
+            "target": {"column": "label", "dtype": "str", **target},
+            "columns": {"x": {"dtype": "float"}},
+        }
+    )
 
 
 def frame_with(labels: list) -> pd.DataFrame:
@@ -73,20 +83,30 @@ def test_positive_list_with_labels_and_with_negative():
     assert (single.positive_label, single.negative_label) == ("phish", "legit")
 
 
-@pytest.mark.parametrize("target, needle", [
-    ({"positive": "neptune"}, "no label is benign"),                       # the trap
-    ({"positive": ["a", "b"], "labels": ["a", "b"]}, "no label is benign"),
-    ({"positive": ["neptune", "satan"], "labels": ["normal", "neptune"]}, "'satan' is not in labels"),
-    ({"negative": ["normal"], "labels": ["neptune"]}, "target.negative 'normal' is not in labels"),
-    ({"positive": ["a"], "negative": ["a", "b"]}, "in both positive and negative"),
-    ({}, "target needs positive"),
-    ({"negative": []}, "must not be empty"),
-    ({"positive": ["a", "a"], "negative": ["b"]}, "more than once"),
-])
+@pytest.mark.parametrize(
+    "target, needle",
+    [
+        ({"positive": "neptune"}, "no label is benign"),  # the trap
+        ({"positive": ["a", "b"], "labels": ["a", "b"]}, "no label is benign"),
+        ({"positive": ["neptune", "satan"], "labels": ["normal", "neptune"]}, "'satan' is not in labels"),
+        ({"negative": ["normal"], "labels": ["neptune"]}, "target.negative 'normal' is not in labels"),
+        ({"positive": ["a"], "negative": ["a", "b"]}, "in both positive and negative"),
+        ({}, "target needs positive"),
+        ({"negative": []}, "must not be empty"),
+        ({"positive": ["a", "a"], "negative": ["b"]}, "more than once"),
+    ],
+)
 def test_mapping_errors_name_the_problem(tmp_path, target, needle):
     path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({"name": "t", "target": {"column": "label", "dtype": "str", **target},
-                                    "columns": {"x": {"dtype": "float"}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "t",
+                "target": {"column": "label", "dtype": "str", **target},
+                "columns": {"x": {"dtype": "float"}},
+            }
+        )
+    )
     with pytest.raises(ConfigError, match="invalid schema") as err:
         load_schema(path)
     assert needle in str(err.value)
@@ -121,8 +141,7 @@ def test_validation_report_counts_rows_per_label_and_new_threat_labels(vcfg):
     assert check.status == "warn" and check.count == int(counts[NOVEL_ATTACKS].sum())
     assert all(a in check.details for a in NOVEL_ATTACKS)
     report = yaml.safe_load(render_report(result))
-    assert report["sections"]["data"]["labels"]["normal"] == {"rows": int(counts["normal"]),
-                                                              "threat": False}
+    assert report["sections"]["data"]["labels"]["normal"] == {"rows": int(counts["normal"]), "threat": False}
     assert "threat" in result.check("target_classes").details
 
 
@@ -157,9 +176,9 @@ def test_headerless_reading_variants():
     with_header = frame.to_csv(index=False).encode()
     without = frame.to_csv(index=False, header=False).encode()
     unlabelled = frame.drop(columns=["label"]).to_csv(index=False, header=False).encode()
-    assert list(read_csv_bytes(with_header, **opts).columns) == FILE_COLUMNS   # a header still works
+    assert list(read_csv_bytes(with_header, **opts).columns) == FILE_COLUMNS  # a header still works
     assert list(read_csv_bytes(without, **opts).columns) == FILE_COLUMNS
-    assert len(read_csv_bytes(without, **opts)) == 5                           # no row lost
+    assert len(read_csv_bytes(without, **opts)) == 5  # no row lost
     no_label = read_csv_bytes(unlabelled, **opts)
     assert "label" not in no_label.columns and len(no_label.columns) == len(FILE_COLUMNS) - 1
     assert (first_data_line(without, **opts), first_data_line(with_header, **opts)) == (1, 2)
@@ -169,8 +188,11 @@ def test_headerless_reading_variants():
 
 
 def test_file_columns_must_name_known_columns():
-    base = {"name": "t", "target": {"column": "y", "negative": [0]},
-            "columns": {"a": {"dtype": "int"}, "b": {"dtype": "int"}}}
+    base = {
+        "name": "t",
+        "target": {"column": "y", "negative": [0]},
+        "columns": {"a": {"dtype": "int"}, "b": {"dtype": "int"}},
+    }
     with pytest.raises(ValueError, match="not features, the target"):
         DatasetSchema.model_validate({**base, "file_columns": ["a", "b", "y", "zzz"]})
     with pytest.raises(ValueError, match=r"every feature; missing \['b'\]"):
@@ -187,8 +209,10 @@ def test_model_name_derives_from_the_data_set_unless_set():
     assert other.registry.model_name == "netsec-intrusion_demo"
     # A per-run override of the data set derives the name again; an explicit name stays.
     assert cfg.with_overrides({"dataset": "intrusion_demo"}).registry.model_name == "netsec-intrusion_demo"
-    named = load_config(REPO / "config" / "pipeline.yaml",
-                        environ={"NETSEC_REGISTRY__MODEL_NAME": "mine", "NETSEC_DATASET": "intrusion_demo"})
+    named = load_config(
+        REPO / "config" / "pipeline.yaml",
+        environ={"NETSEC_REGISTRY__MODEL_NAME": "mine", "NETSEC_DATASET": "intrusion_demo"},
+    )
     assert named.registry.model_name == "mine"
     assert named.with_overrides({"dataset": "phishing"}).registry.model_name == "mine"
 
@@ -211,9 +235,13 @@ def test_drift_report_pools_many_categories_and_calls_out_new_and_vanished_ones(
     from netsec_tasks.drift.stats import detect_drift
 
     cfg = load_config(REPO / "config" / "pipeline.yaml", environ={})
-    schema = DatasetSchema.model_validate({
-        "name": "t", "target": {"column": "y", "negative": [0]},
-        "columns": {"service": {"dtype": "str"}, "bytes": {"dtype": "float"}}})
+    schema = DatasetSchema.model_validate(
+        {
+            "name": "t",
+            "target": {"column": "y", "negative": [0]},
+            "columns": {"service": {"dtype": "str"}, "bytes": {"dtype": "float"}},
+        }
+    )
     rng = np.random.default_rng(0)
     services = [f"svc_{i:02d}" for i in range(66)]
     ref = pd.DataFrame({"service": rng.choice(services[:60], 3000), "bytes": rng.normal(0, 1, 3000)})

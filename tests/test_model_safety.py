@@ -20,8 +20,12 @@ def test_skops_model_with_allowed_types_loads(tmp_path):
 
     X, y = _data()
     model = DecisionTreeClassifier(max_depth=3).fit(X, y)
-    mlflow.sklearn.save_model(model, tmp_path / "m", serialization_format="skops",
-                              skops_trusted_types=["sklearn.tree._tree.Tree", "numpy.dtype"])
+    mlflow.sklearn.save_model(
+        model,
+        tmp_path / "m",
+        serialization_format="skops",
+        skops_trusted_types=["sklearn.tree._tree.Tree", "numpy.dtype"],
+    )
     assert verify_model_dir(tmp_path / "m") == ["sklearn.tree._tree.Tree", "numpy.dtype"]
     loaded = load_verified_model(str(tmp_path / "m"))
     assert (loaded.predict(X) == model.predict(X)).all()
@@ -31,8 +35,9 @@ def test_pickle_model_is_refused(tmp_path):
     import mlflow.sklearn
 
     X, y = _data()
-    mlflow.sklearn.save_model(LogisticRegression().fit(X, y), tmp_path / "p",
-                              serialization_format="cloudpickle")
+    mlflow.sklearn.save_model(
+        LogisticRegression().fit(X, y), tmp_path / "p", serialization_format="cloudpickle"
+    )
     with pytest.raises(RegistryError, match="cloudpickle.*refused"):
         load_verified_model(str(tmp_path / "p"))
 
@@ -41,9 +46,12 @@ def test_model_trusting_a_foreign_type_is_refused(tmp_path):
     import mlflow.sklearn
 
     X, y = _data()
-    mlflow.sklearn.save_model(DecisionTreeClassifier().fit(X, y), tmp_path / "m",
-                              serialization_format="skops",
-                              skops_trusted_types=["sklearn.tree._tree.Tree", "numpy.dtype"])
+    mlflow.sklearn.save_model(
+        DecisionTreeClassifier().fit(X, y),
+        tmp_path / "m",
+        serialization_format="skops",
+        skops_trusted_types=["sklearn.tree._tree.Tree", "numpy.dtype"],
+    )
     mlmodel = tmp_path / "m" / "MLmodel"
     conf = yaml.safe_load(mlmodel.read_text())
     conf["flavors"]["sklearn"]["skops_trusted_types"].append("builtins.eval")

@@ -7,11 +7,10 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from netsec_testing import free_port
 from netsec_tasks.errors import DataError, SourceUnavailable
-from netsec_tasks.sources.mongo import (INGESTED_AT_FIELD, KEY_FIELD, LOAD_FIELD, connect,
-                                        mask_uri, push_data)
 from netsec_tasks.sample import make_sample
+from netsec_tasks.sources.mongo import INGESTED_AT_FIELD, KEY_FIELD, LOAD_FIELD, connect, mask_uri, push_data
+from netsec_testing import free_port
 
 
 @pytest.fixture()
@@ -19,15 +18,23 @@ def mongo_cfg(make_cfg, mongo_server, mongo_db):
     client, db = mongo_db
 
     def _make(**overrides):
-        return make_cfg(**{"source.kind": "mongo", "source.mongo.uri": mongo_server.uri,
-                           "source.mongo.database": db, **overrides})
+        return make_cfg(
+            **{
+                "source.kind": "mongo",
+                "source.mongo.uri": mongo_server.uri,
+                "source.mongo.database": db,
+                **overrides,
+            }
+        )
 
     return _make
 
 
 def test_mask_uri_hides_password_only():
-    assert mask_uri("mongodb://alice:s3cret@db:27017/netsec?authSource=admin") == \
-        "mongodb://alice:***@db:27017/netsec?authSource=admin"
+    assert (
+        mask_uri("mongodb://alice:s3cret@db:27017/netsec?authSource=admin")
+        == "mongodb://alice:***@db:27017/netsec?authSource=admin"
+    )
     assert mask_uri("mongodb://db:27017/netsec") == "mongodb://db:27017/netsec"
     assert "tok" not in mask_uri("mongodb+srv://u:p@c.example/?authMechanismProperties=AWS_SESSION_TOKEN:tok")
 
@@ -109,8 +116,7 @@ def test_push_bom_semicolon_csv(mongo_cfg, mongo_db, tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + frame.to_csv(index=False, sep=";").encode())
     result = push_data(path, mongo_cfg())
     assert result.inserted == 40
-    doc = client[db]["phishing"].find_one({}, {"_id": 0, KEY_FIELD: 0, LOAD_FIELD: 0,
-                                               INGESTED_AT_FIELD: 0})
+    doc = client[db]["phishing"].find_one({}, {"_id": 0, KEY_FIELD: 0, LOAD_FIELD: 0, INGESTED_AT_FIELD: 0})
     assert list(doc) == list(frame.columns)  # BOM not glued to the first column name
 
 
@@ -138,7 +144,11 @@ def test_connect_unreachable_names_uri_and_timeout_masks_password():
 
 def test_push_unreachable_raises_source_unavailable(make_cfg, sample_csv):
     port = free_port()
-    cfg = make_cfg(**{"source.mongo.uri": f"mongodb://127.0.0.1:{port}/netsec",
-                      "source.mongo.server_selection_timeout_ms": 200})
+    cfg = make_cfg(
+        **{
+            "source.mongo.uri": f"mongodb://127.0.0.1:{port}/netsec",
+            "source.mongo.server_selection_timeout_ms": 200,
+        }
+    )
     with pytest.raises(SourceUnavailable, match=f"127.0.0.1:{port}"):
         push_data(sample_csv, cfg)

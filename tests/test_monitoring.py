@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from netsec_testing import REPO
 
 from netsec_tasks.sample import FEATURE_NAMES, TARGET, make_sample
+from netsec_testing import REPO
 
 SHIFTED_COLUMNS = set(FEATURE_NAMES[:10])  # the columns make_sample(shift=...) moves
 
@@ -29,10 +29,20 @@ def trained(tmp_path_factory):
     from netsec_tasks.pipeline import run_pipeline
 
     root = tmp_path_factory.mktemp("monitoring")
-    cfg = load_config(REPO / "config" / "pipeline.yaml", environ={}, overrides={
-        "workdir": str(root / "work"), "training.candidates": ["logistic_regression", "decision_tree"],
-        "training.n_iter": 2, "training.cv_folds": 3, "training.n_jobs": 1,
-        "training.progress": False, "monitoring.min_labels": 30, "monitoring.bootstrap": 500})
+    cfg = load_config(
+        REPO / "config" / "pipeline.yaml",
+        environ={},
+        overrides={
+            "workdir": str(root / "work"),
+            "training.candidates": ["logistic_regression", "decision_tree"],
+            "training.n_iter": 2,
+            "training.cv_folds": 3,
+            "training.n_jobs": 1,
+            "training.progress": False,
+            "monitoring.min_labels": 30,
+            "monitoring.bootstrap": 500,
+        },
+    )
     result = run_pipeline(cfg, trigger="test")
     assert result.outcome.outcome == "promoted"
     return cfg
@@ -41,8 +51,9 @@ def trained(tmp_path_factory):
 @pytest.fixture()
 def cfg(trained, tmp_path):
     """The trained registry, with this test's own prediction log and storage (state, history)."""
-    return trained.with_overrides({"monitoring.log_dir": str(tmp_path / "predictions"),
-                                   "storage.uri": (tmp_path / "storage").as_uri()})
+    return trained.with_overrides(
+        {"monitoring.log_dir": str(tmp_path / "predictions"), "storage.uri": (tmp_path / "storage").as_uri()}
+    )
 
 
 @contextlib.contextmanager
@@ -56,9 +67,14 @@ def serving(cfg):
     from serving.app import create_app
     from serving.settings import Settings
 
-    settings = Settings(mlflow_tracking_uri=cfg.registry.tracking_uri,
-                        log_dir=cfg.monitoring.log_dir, poll_interval_seconds=60,
-                        retry_interval_seconds=0.5, log_flush_seconds=0.2, inference_threads=1)
+    settings = Settings(
+        mlflow_tracking_uri=cfg.registry.tracking_uri,
+        log_dir=cfg.monitoring.log_dir,
+        poll_interval_seconds=60,
+        retry_interval_seconds=0.5,
+        log_flush_seconds=0.2,
+        inference_threads=1,
+    )
     with TestClient(create_app(settings)) as client:
         deadline = time.monotonic() + 120
         while client.get("/ready").status_code != 200:
@@ -68,16 +84,16 @@ def serving(cfg):
 
 
 def score(client, frame: pd.DataFrame) -> list[dict]:
-    records = [{k: int(v) for k, v in r.items()}
-               for r in frame.drop(columns=[TARGET]).to_dict(orient="records")]
+    records = [
+        {k: int(v) for k, v in r.items()} for r in frame.drop(columns=[TARGET]).to_dict(orient="records")
+    ]
     resp = client.post("/predict", json={"records": records})
     assert resp.status_code == 200, resp.text
     return resp.json()["predictions"]
 
 
 def verdicts(client, preds: list[dict], labels, **extra) -> dict:
-    body = [{"prediction_id": p["prediction_id"], "label": int(y), **extra}
-            for p, y in zip(preds, labels)]
+    body = [{"prediction_id": p["prediction_id"], "label": int(y), **extra} for p, y in zip(preds, labels)]
     resp = client.post("/feedback", json=body)
     assert resp.status_code == 200, resp.text
     return resp.json()
@@ -155,8 +171,7 @@ def test_same_distribution_traffic_no_drift_good_live_f1_no_request(cfg):
     again = run_monitor(cfg, "unshifted-2")
     assert again.rows_read == 0 and not again.drift_tested and "no new traffic" in again.drift_reason
     assert again.labelled == 80  # the verdicts' window is not the watermark's
-    history = [json.loads(x) for x in read_uri(
-        cfg.storage.uri + "/monitoring/history.jsonl").splitlines()]
+    history = [json.loads(x) for x in read_uri(cfg.storage.uri + "/monitoring/history.jsonl").splitlines()]
     assert [h["run_id"] for h in history] == ["unshifted-1", "unshifted-2"]
 
 
@@ -232,11 +247,19 @@ def test_rows_breaking_the_contract_are_left_out_and_reported(cfg):
     # Another writer logged rows the schema refuses (an unknown code in SSLfinal_State).
     x = make_sample(7, seed=108).drop(columns=[TARGET]).to_numpy(float).copy()
     x[:, FEATURE_NAMES.index("SSLfinal_State")] = 7
-    now = dt.datetime.now(dt.timezone.utc)
-    docs = prediction_documents(time=now, model_name="netsec-phishing", model_version="0",
-                                route="/predict", features=FEATURE_NAMES, inputs=x,
-                                is_threat=np.zeros(7), probability=np.zeros(7), labels=[1] * 7,
-                                request_id=new_request_id(now))
+    now = dt.datetime.now(dt.UTC)
+    docs = prediction_documents(
+        time=now,
+        model_name="netsec-phishing",
+        model_version="0",
+        route="/predict",
+        features=FEATURE_NAMES,
+        inputs=x,
+        is_threat=np.zeros(7),
+        probability=np.zeros(7),
+        labels=[1] * 7,
+        request_id=new_request_id(now),
+    )
     log_file = Path(cfg.monitoring.log_dir) / f"predictions-{now:%Y-%m-%d}.jsonl"
     with open(log_file, "a") as fh:
         fh.write(json.dumps(docs[0], default=str) + "\n")
@@ -273,21 +296,28 @@ def test_false_alarm_rate_on_same_distribution_traffic_over_many_seeds(trained):
         result, _, reason = traffic_drift(reference, traffic, schema, cfg, source="seed")
         labelled = traffic.sample(60, random_state=seed)
         pred = model.predict(labelled[schema.features]).astype(bool)
-        live = live_metrics((labelled[TARGET] == -1).to_numpy(), pred, bootstrap=m.bootstrap,
-                            seed=seed)
+        live = live_metrics((labelled[TARGET] == -1).to_numpy(), pred, bootstrap=m.bootstrap, seed=seed)
         alarm, f1_reason = f1_below_floor(live, floor=m.f1_floor, min_labels=m.min_labels)
-        return decide(drift_detected=bool(result is not None and result.dataset_drift),
-                      drift_reason=reason, f1_alarm=alarm, f1_reason=f1_reason,
-                      production_version=prod.version, last_trigger=None,
-                      now=dt.datetime.now(dt.timezone.utc), cfg=cfg)[0]
+        return decide(
+            drift_detected=bool(result is not None and result.dataset_drift),
+            drift_reason=reason,
+            f1_alarm=alarm,
+            f1_reason=f1_reason,
+            production_version=prod.version,
+            last_trigger=None,
+            now=dt.datetime.now(dt.UTC),
+            cfg=cfg,
+        )[0]
 
     seeds = range(5000, 5150)
     false_alarms = sum(requested(s, 0.0) for s in seeds)
     upper = proportion_confint(false_alarms, len(seeds), alpha=0.05, method="wilson")[1]
     shifted = range(6000, 6020)
     detected = sum(requested(s, 0.8) for s in shifted)
-    print(f"false-alarm rate {false_alarms}/{len(seeds)} (95% upper bound {upper:.3f}); "
-          f"shifted traffic requested {detected}/{len(shifted)}")
+    print(
+        f"false-alarm rate {false_alarms}/{len(seeds)} (95% upper bound {upper:.3f}); "
+        f"shifted traffic requested {detected}/{len(shifted)}"
+    )
     assert false_alarms == 0
     assert detected >= 0.9 * len(shifted)
 
@@ -361,8 +391,7 @@ def test_verdicts_become_file_source_training_rows_once_and_reach_the_next_snaps
     assert held_id not in set(storage.read_frame(feedback_rows_uri(storage))[PREDICTION_ID_FIELD])
 
 
-def test_verdicts_become_mongo_documents_under_push_datas_key(cfg, mongo_server, mongo_db,
-                                                             tmp_path):
+def test_verdicts_become_mongo_documents_under_push_datas_key(cfg, mongo_server, mongo_db, tmp_path):
     from netsec_tasks.feedback import feedback_to_training
     from netsec_tasks.ingest import commit, ingest
     from netsec_tasks.monitoring.step import log_and_verdicts
@@ -370,8 +399,9 @@ def test_verdicts_become_mongo_documents_under_push_datas_key(cfg, mongo_server,
     from netsec_tasks.sources.mongo import KEY_FIELD, push_data
 
     mongo, db = mongo_db
-    mcfg = cfg.with_overrides({"source.kind": "mongo", "source.mongo.uri": mongo_server.uri,
-                               "source.mongo.database": db})
+    mcfg = cfg.with_overrides(
+        {"source.kind": "mongo", "source.mongo.uri": mongo_server.uri, "source.mongo.database": db}
+    )
     csv = tmp_path / "seed.csv"
     make_sample(400, seed=110).to_csv(csv, index=False)
     push_data(csv, mcfg)
@@ -407,8 +437,13 @@ def test_netsec_monitor_runs_the_steps_in_process(cfg):
     with serving(cfg) as client:
         score(client, make_sample(300, seed=112, shift=0.8))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NETSEC_", "MLFLOW_"))}
-    env.update({"NETSEC_HOME": cfg.workdir, "NETSEC_MONITORING__LOG_DIR": cfg.monitoring.log_dir,
-                "NETSEC_STORAGE__URI": cfg.storage.uri})
+    env.update(
+        {
+            "NETSEC_HOME": cfg.workdir,
+            "NETSEC_MONITORING__LOG_DIR": cfg.monitoring.log_dir,
+            "NETSEC_STORAGE__URI": cfg.storage.uri,
+        }
+    )
     netsec = [sys.executable, "-m", "netsec_tasks.cli", "--config", str(REPO / "config" / "pipeline.yaml")]
     out = subprocess.run([*netsec, "monitor"], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -451,10 +486,19 @@ def test_monitoring_reads_the_log_and_verdicts_from_mongodb(cfg, mongo_server, m
     from serving.settings import Settings
 
     mongo, db = mongo_db
-    mcfg = cfg.with_overrides({"monitoring.store": "mongo", "source.mongo.uri": mongo_server.uri,
-                               "source.mongo.database": db, "monitoring.min_labels": 20})
-    settings = Settings(mlflow_tracking_uri=cfg.registry.tracking_uri, log_flush_seconds=0.2,
-                        mongo_uri=mongo_server.uri.rsplit("/", 1)[0] + f"/{db}")
+    mcfg = cfg.with_overrides(
+        {
+            "monitoring.store": "mongo",
+            "source.mongo.uri": mongo_server.uri,
+            "source.mongo.database": db,
+            "monitoring.min_labels": 20,
+        }
+    )
+    settings = Settings(
+        mlflow_tracking_uri=cfg.registry.tracking_uri,
+        log_flush_seconds=0.2,
+        mongo_uri=mongo_server.uri.rsplit("/", 1)[0] + f"/{db}",
+    )
     traffic = make_sample(300, seed=113, shift=0.8)
     with TestClient(create_app(settings)) as client:
         while client.get("/ready").status_code != 200:

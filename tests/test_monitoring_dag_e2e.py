@@ -102,27 +102,39 @@ def loop(tmp_path_factory):
     root = tmp_path_factory.mktemp("monitoring_e2e")
     home, work = root / "airflow", root / "work"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("NETSEC_", "AIRFLOW", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("NETSEC_", "AIRFLOW", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"))
+    }
     netsec = {
         "NETSEC_HOME": str(work),
         "NETSEC_TRAINING__CANDIDATES": "[logistic_regression, decision_tree]",
-        "NETSEC_TRAINING__N_ITER": "2", "NETSEC_TRAINING__CV_FOLDS": "3",
-        "NETSEC_TRAINING__N_JOBS": "1", "NETSEC_TRAINING__PROGRESS": "false",
+        "NETSEC_TRAINING__N_ITER": "2",
+        "NETSEC_TRAINING__CV_FOLDS": "3",
+        "NETSEC_TRAINING__N_JOBS": "1",
+        "NETSEC_TRAINING__PROGRESS": "false",
         "NETSEC_MONITORING__MIN_LABELS": "30",
     }
     env.update(netsec)
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "GIT_PYTHON_REFRESH": "quiet",
-    })
-    migrate = subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-                             env=env, capture_output=True, text=True, timeout=600)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "GIT_PYTHON_REFRESH": "quiet",
+        }
+    )
+    migrate = subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
 
     from netsec_tasks.config import load_config
@@ -134,12 +146,17 @@ def loop(tmp_path_factory):
 
 
 def _run(env, mode: str) -> dict:
-    proc = subprocess.run([sys.executable, "-c", RUNNER, str(REPO / "dags"), mode], env=env,
-                          capture_output=True, text=True, timeout=1500)
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(REPO / "dags"), mode],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and lines, f"runner failed ({proc.returncode}):\n{out[-6000:]}"
-    return json.loads(lines[-1][len(MARK):])
+    return json.loads(lines[-1][len(MARK) :])
 
 
 def _serve(cfg, traffic, n_verdicts: int) -> None:
@@ -148,18 +165,26 @@ def _serve(cfg, traffic, n_verdicts: int) -> None:
     from serving.app import create_app
     from serving.settings import Settings
 
-    settings = Settings(mlflow_tracking_uri=cfg.registry.tracking_uri,
-                        log_dir=cfg.monitoring.log_dir, log_flush_seconds=0.2, inference_threads=1)
+    settings = Settings(
+        mlflow_tracking_uri=cfg.registry.tracking_uri,
+        log_dir=cfg.monitoring.log_dir,
+        log_flush_seconds=0.2,
+        inference_threads=1,
+    )
     with TestClient(create_app(settings)) as client:
         deadline = time.monotonic() + 120
         while client.get("/ready").status_code != 200:
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        records = [{k: int(v) for k, v in r.items()}
-                   for r in traffic.drop(columns=[TARGET]).to_dict(orient="records")]
+        records = [
+            {k: int(v) for k, v in r.items()}
+            for r in traffic.drop(columns=[TARGET]).to_dict(orient="records")
+        ]
         preds = client.post("/predict", json={"records": records}).json()["predictions"]
-        body = [{"prediction_id": p["prediction_id"], "label": int(y), "source": "soc"}
-                for p, y in zip(preds[:n_verdicts], traffic[TARGET][:n_verdicts])]
+        body = [
+            {"prediction_id": p["prediction_id"], "label": int(y), "source": "soc"}
+            for p, y in zip(preds[:n_verdicts], traffic[TARGET][:n_verdicts])
+        ]
         assert client.post("/feedback", json=body).status_code == 200
 
 
@@ -169,8 +194,12 @@ def test_same_distribution_traffic_emits_no_asset_event(loop):
     r = _run(env, "monitor")
     assert r["monitoring"]["state"] == "success", r
     tasks = r["monitoring"]["tasks"]
-    assert tasks == {"feedback_to_training": "success", "monitor": "success",
-                     "request_retraining": "skipped", "commit": "success"}
+    assert tasks == {
+        "feedback_to_training": "success",
+        "monitor": "success",
+        "request_retraining": "skipped",
+        "commit": "success",
+    }
     assert r["events"] == [] and r["queued_for"] == []
     monitor = r["monitoring"]["xcoms"]["monitor"]["return_value"]
     assert monitor["drift_tested"] and not monitor["trigger"]
@@ -209,7 +238,8 @@ def test_shifted_traffic_starts_training_by_asset_and_the_outcome_says_monitorin
     assert outcome["trigger_reason"].startswith(monitor["trigger_reason"])
     assert mon["run_id"] in outcome["trigger_reason"]
     assert outcome["branch_reason"].startswith(
-        "Retrained because monitoring requested it: traffic data-set drift")
+        "Retrained because monitoring requested it: traffic data-set drift"
+    )
     assert outcome["outcome"] in {"promoted", "kept_production"}
     assert training["xcoms"]["ingest"]["run"]["trigger"] == "monitoring"
 

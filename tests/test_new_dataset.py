@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from netsec_testing import REPO, SMALL_BUDGET, netsec
 from netsec_tasks.intrusion_sample import NOVEL_ATTACKS, make_intrusion_sample, write_intrusion_sample
+from netsec_testing import REPO, SMALL_BUDGET, netsec
 
 DATASET = "intrusion_demo"
 MODEL = "netsec-intrusion_demo"
@@ -36,8 +36,9 @@ class Trained:
         self.train = write_intrusion_sample(root / "kdd_train.csv", 1200, seed=1)
         self.holdout = write_intrusion_sample(root / "kdd_holdout.csv", 500, seed=2, holdout=True)
         self.env = {"NETSEC_DATASET": DATASET}
-        self.run = netsec("run", "--source-path", str(self.train), *SMALL_BUDGET, home=self.home,
-                          env=self.env)
+        self.run = netsec(
+            "run", "--source-path", str(self.train), *SMALL_BUDGET, home=self.home, env=self.env
+        )
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +79,8 @@ def test_evaluate_scores_the_holdout_file(trained, tmp_path):
     assert set(report["metrics"]) >= {"f1", "precision", "recall", "roc_auc", "pr_auc"}
 
     # The figures are the model's on this file: recompute them from the raw file.
-    from sklearn import metrics as skm
-
     import mlflow
+    from sklearn import metrics as skm
 
     from netsec_tasks.tracking import load_verified_model
 
@@ -113,12 +113,18 @@ def test_evaluate_scores_the_holdout_file(trained, tmp_path):
     page = (out / "evaluation_report.html").read_text()
     assert "data:image/png;base64," in page and "<script" not in page
     assert "http://" not in page and "https://" not in page
-    assert {p.name for p in (out / "plots").iterdir()} >= {"confusion_matrix.png", "roc_curve.png",
-                                                           "pr_curve.png", "per_label_recall.png"}
+    assert {p.name for p in (out / "plots").iterdir()} >= {
+        "confusion_matrix.png",
+        "roc_curve.png",
+        "pr_curve.png",
+        "per_label_recall.png",
+    }
 
     # Logged to MLflow: a run linked to the model version.
-    run_id = mv.tags.get("netsec.evaluation_run_id") or \
-        client.get_model_version(MODEL, mv.version).tags["netsec.evaluation_run_id"]
+    run_id = (
+        mv.tags.get("netsec.evaluation_run_id")
+        or client.get_model_version(MODEL, mv.version).tags["netsec.evaluation_run_id"]
+    )
     run = client.get_run(run_id)
     assert run.data.tags["netsec.role"] == "evaluation"
     assert run.data.metrics["eval_f1"] == pytest.approx(report["metrics"]["f1"], abs=1e-6)
@@ -154,8 +160,9 @@ def test_serving_answers_with_the_data_sets_model(trained, tmp_path, monkeypatch
 
     monkeypatch.setenv("NETSEC_HOME", str(trained.home))
     monkeypatch.setenv("NETSEC_DATASET", DATASET)
-    settings = Settings(log_dir=str(tmp_path / "predictions"), retry_interval_seconds=0.5,
-                        inference_threads=1)
+    settings = Settings(
+        log_dir=str(tmp_path / "predictions"), retry_interval_seconds=0.5, inference_threads=1
+    )
     assert settings.model_name == MODEL
     rows = make_intrusion_sample(30, seed=4, holdout=True)
     with TestClient(create_app(settings)) as client:
@@ -174,7 +181,9 @@ def test_serving_answers_with_the_data_sets_model(trained, tmp_path, monkeypatch
         refused = client.post("/predict", json={"records": [bad]})
         assert refused.status_code == 422 and "gopher2" in refused.text
         # A header-less CSV upload is read with the schema's file_columns.
-        upload = client.post("/predict/csv", files={"file": ("rows.csv", rows.to_csv(index=False, header=False))})
+        upload = client.post(
+            "/predict/csv", files={"file": ("rows.csv", rows.to_csv(index=False, header=False))}
+        )
         assert upload.status_code == 200, upload.text
         answer = upload.json()
         assert answer["n_rows"] == 30 and "label" in answer["columns"]
@@ -214,11 +223,17 @@ def test_evaluate_refuses_unlisted_labels_before_any_model_lookup(tmp_path):
     (config / "schema").mkdir(parents=True)
     (config / "pipeline.yaml").write_text((REPO / "config" / "pipeline.yaml").read_text())
     schema = yaml.safe_load((REPO / "config" / "schema" / "intrusion_demo.yaml").read_text())
-    schema["target"] = {"column": "label", "dtype": "str", "positive": ["neptune", "smurf"],
-                        "labels": ["normal", "neptune", "smurf"]}
+    schema["target"] = {
+        "column": "label",
+        "dtype": "str",
+        "positive": ["neptune", "smurf"],
+        "labels": ["normal", "neptune", "smurf"],
+    }
     (config / "schema" / "kdd_listed.yaml").write_text(yaml.safe_dump(schema))
-    cfg = load_config(config / "pipeline.yaml", environ={"NETSEC_DATASET": "kdd_listed",
-                                                         "NETSEC_HOME": str(tmp_path / "home")})
+    cfg = load_config(
+        config / "pipeline.yaml",
+        environ={"NETSEC_DATASET": "kdd_listed", "NETSEC_HOME": str(tmp_path / "home")},
+    )
     path = write_intrusion_sample(tmp_path / "holdout.csv", 300, seed=3, holdout=True)
     with pytest.raises(ContractError) as err:
         evaluate_file(cfg, path, track=False)

@@ -47,15 +47,26 @@ def test_connection_errors_of_every_client_are_unreachable(closed_port, tmp_path
     errors = {
         "requests": _raised(lambda: requests.get(f"http://127.0.0.1:{closed_port}/", timeout=2)),
         "mlflow": _raised(lambda: MlflowClient(f"http://127.0.0.1:{closed_port}").search_experiments()),
-        "pymongo": _raised(lambda: pymongo.MongoClient(
-            f"mongodb://127.0.0.1:{closed_port}/", serverSelectionTimeoutMS=300,
-            connectTimeoutMS=300).admin.command("ping")),
-        "botocore": _raised(lambda: boto3.client(
-            "s3", endpoint_url=f"http://127.0.0.1:{closed_port}", region_name="us-east-1",
-            aws_access_key_id="x", aws_secret_access_key="x",
-            config=Config(retries={"max_attempts": 1}, connect_timeout=1)).list_buckets()),
-        "sqlite": _raised(lambda: sqlite3.connect(f"file:{tmp_path}/no/such/dir/x.db?mode=rwc",
-                                                  uri=True).execute("select 1")),
+        "pymongo": _raised(
+            lambda: pymongo.MongoClient(
+                f"mongodb://127.0.0.1:{closed_port}/", serverSelectionTimeoutMS=300, connectTimeoutMS=300
+            ).admin.command("ping")
+        ),
+        "botocore": _raised(
+            lambda: boto3.client(
+                "s3",
+                endpoint_url=f"http://127.0.0.1:{closed_port}",
+                region_name="us-east-1",
+                aws_access_key_id="x",
+                aws_secret_access_key="x",
+                config=Config(retries={"max_attempts": 1}, connect_timeout=1),
+            ).list_buckets()
+        ),
+        "sqlite": _raised(
+            lambda: sqlite3.connect(f"file:{tmp_path}/no/such/dir/x.db?mode=rwc", uri=True).execute(
+                "select 1"
+            )
+        ),
     }
     for name, exc in errors.items():
         assert is_unreachable(exc), f"{name}: {type(exc).__name__}: {exc}"
@@ -76,13 +87,22 @@ def test_mlflow_budget_comes_from_config(make_cfg, closed_port):
     from netsec_tasks.registry import get_production
 
     uri = f"http://127.0.0.1:{closed_port}"
-    cfg = make_cfg(**{"registry.tracking_uri": uri, "registry.request_timeout_seconds": 4,
-                      "registry.max_retries": 1, "registry.backoff_factor": 0})
+    cfg = make_cfg(
+        **{
+            "registry.tracking_uri": uri,
+            "registry.request_timeout_seconds": 4,
+            "registry.max_retries": 1,
+            "registry.backoff_factor": 0,
+        }
+    )
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "7"  # MLflow's default: ~4 min of retries
     with pytest.raises(SourceUnavailable) as err:
         get_production(cfg)
-    assert (os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"], os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"],
-            os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"]) == ("4", "1", "0")
+    assert (
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"],
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"],
+        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"],
+    ) == ("4", "1", "0")
     message = str(err.value)
     assert uri in message and "\n" not in message
     assert "2 attempt(s) of at most 4 s" in message and "ConnectionRefusedError" in message
@@ -114,14 +134,22 @@ def registered_version(make_cfg, tmp_path):
     from netsec_tasks.storage import file_uri_to_path
     from netsec_tasks.tracking import configure_mlflow, log_pipeline_model, mlflow_client
 
-    cfg = make_cfg(**{"registry.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-                      "registry.artifact_location": str(tmp_path / "mlartifacts"),
-                      "registry.model_name": "load-errors"})
+    cfg = make_cfg(
+        **{
+            "registry.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "registry.artifact_location": str(tmp_path / "mlartifacts"),
+            "registry.model_name": "load-errors",
+        }
+    )
     schema = load_schema(cfg.schema_path)
     frame = make_sample(300, seed=3)
     y = schema.is_threat(frame[schema.target.column]).astype(int)
-    model = Pipeline([("preprocess", ColumnTransformer([("num", "passthrough", schema.features)])),
-                      ("model", DecisionTreeClassifier(max_depth=2, random_state=0))])
+    model = Pipeline(
+        [
+            ("preprocess", ColumnTransformer([("num", "passthrough", schema.features)])),
+            ("model", DecisionTreeClassifier(max_depth=2, random_state=0)),
+        ]
+    )
     model.fit(frame[schema.features], y)
     exp_id = configure_mlflow(cfg)
     with mlflow.start_run(experiment_id=exp_id) as run:
@@ -172,11 +200,24 @@ def test_cli_predict_names_the_broken_version(registered_version, tmp_path):
     csv = tmp_path / "rows.csv"
     make_sample(5, seed=1).to_csv(csv, index=False)
     out = subprocess.run(
-        [sys.executable, "-m", "netsec_tasks.cli", "--config", str(REPO / "config" / "pipeline.yaml"),
-         "--set", f"registry.tracking_uri={cfg.registry.tracking_uri}",
-         "--set", "registry.model_name=load-errors", "predict", str(csv)],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "NETSEC_HOME": cfg.workdir})
+        [
+            sys.executable,
+            "-m",
+            "netsec_tasks.cli",
+            "--config",
+            str(REPO / "config" / "pipeline.yaml"),
+            "--set",
+            f"registry.tracking_uri={cfg.registry.tracking_uri}",
+            "--set",
+            "registry.model_name=load-errors",
+            "predict",
+            str(csv),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NETSEC_HOME": cfg.workdir},
+    )
     assert out.returncode == 2, out.stderr[-2000:]
     errors = [line for line in out.stderr.splitlines() if line.startswith("netsec predict: error:")]
     assert len(errors) == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
@@ -188,14 +229,18 @@ def test_a_mongo_server_that_stops_answering_fails_within_the_socket_timeout(mak
     its reply for ever; with the configured budget the read fails and counts as unreachable."""
     import signal
 
-    from netsec_testing import MongoServer
-
     from netsec_tasks.sources.mongo import connect_source
+    from netsec_testing import MongoServer
 
     server = MongoServer(tmp_path / "mongo").start()
     try:
-        cfg = make_cfg(**{"source.mongo.uri": server.uri, "source.mongo.socket_timeout_ms": 1500,
-                          "source.mongo.server_selection_timeout_ms": 1500})
+        cfg = make_cfg(
+            **{
+                "source.mongo.uri": server.uri,
+                "source.mongo.socket_timeout_ms": 1500,
+                "source.mongo.server_selection_timeout_ms": 1500,
+            }
+        )
         client = connect_source(cfg.source.mongo)
         collection = client["netsec"]["frozen"]
         collection.insert_one({"x": 1})

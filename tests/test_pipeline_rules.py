@@ -16,9 +16,19 @@ from netsec_tasks.records import (
 
 
 def drift(**kw):
-    base = dict(drift_detected=False, has_reference=True, current_uri="x", drift_share=0.0,
-                drift_share_threshold=0.2, drifted_columns=[], columns_tested=30, current_rows=500,
-                reason="r", reference_version="3", html_uri="file:///s/runs/r/check_drift/drift_report.html")
+    base = dict(
+        drift_detected=False,
+        has_reference=True,
+        current_uri="x",
+        drift_share=0.0,
+        drift_share_threshold=0.2,
+        drifted_columns=[],
+        columns_tested=30,
+        current_rows=500,
+        reason="r",
+        reference_version="3",
+        html_uri="file:///s/runs/r/check_drift/drift_report.html",
+    )
     base.update(kw)
     return DriftRecord(**base)
 
@@ -34,7 +44,8 @@ def test_no_production_model_means_retrain():
 
 def test_drift_means_retrain_and_names_columns_and_threshold():
     retrain, reason = decide_retrain(
-        drift(drift_detected=True, drift_share=0.4, drifted_columns=["SFH", "Iframe"]), force_retrain=False)
+        drift(drift_detected=True, drift_share=0.4, drifted_columns=["SFH", "Iframe"]), force_retrain=False
+    )
     assert retrain and sentence(reason)
     assert "SFH, Iframe" in reason and "40%, above the 20% threshold" in reason
 
@@ -42,19 +53,27 @@ def test_drift_means_retrain_and_names_columns_and_threshold():
 def test_no_drift_means_skip_unless_forced():
     skip, reason = decide_retrain(drift(drift_share=1 / 30, drifted_columns=["SFH"]), force_retrain=False)
     assert skip is False and sentence(reason)
-    assert reason == ("Training skipped because the new batch did not drift: 1 of 30 columns "
-                      "drifted (3%, not above the 20% threshold): SFH.")
+    assert reason == (
+        "Training skipped because the new batch did not drift: 1 of 30 columns "
+        "drifted (3%, not above the 20% threshold): SFH."
+    )
     retrain, reason = decide_retrain(drift(drift_share=0.03), force_retrain=True)
-    assert retrain and reason.startswith("Retrained because force_retrain was set; the new batch did not drift")
+    assert retrain and reason.startswith(
+        "Retrained because force_retrain was set; the new batch did not drift"
+    )
 
 
 def test_monitoring_request_retrains_and_says_what_the_batch_showed():
     retrain, reason = decide_retrain(
-        drift(drift_share=0.0), force_retrain=False,
-        requested_by_monitoring="traffic data-set drift: 9 of 30 columns (run monitor_1).")
+        drift(drift_share=0.0),
+        force_retrain=False,
+        requested_by_monitoring="traffic data-set drift: 9 of 30 columns (run monitor_1).",
+    )
     assert retrain and sentence(reason) and ".." not in reason
-    assert reason.startswith("Retrained because monitoring requested it: traffic data-set drift: "
-                             "9 of 30 columns (run monitor_1). In this run, the new batch did not drift")
+    assert reason.startswith(
+        "Retrained because monitoring requested it: traffic data-set drift: "
+        "9 of 30 columns (run monitor_1). In this run, the new batch did not drift"
+    )
 
 
 @pytest.mark.parametrize("force", [False, True])
@@ -72,18 +91,54 @@ def records(make_cfg):
     cfg = make_cfg()
     run = RunContext.create(cfg, run_id="manual__2026-01-01T00:00:00+00:00", trigger="manual")
     ingest = IngestRecord(
-        run_id=run.run_id, source="mongo:netsec.phishing", snapshot_uri="s", snapshot_sha256="h",
-        rows=11055, new_rows=3055, documents_read=3055, rows_reused=8000, new_batch_uri="n",
-        train_uri="t", test_uri="u", train_rows=8840, test_rows=2215, row_hash="v1", split_seed=42,
-        test_size=0.2, duplicate_rows=0, duplicate_leak_rows=0, duplicate_aware=True)
+        run_id=run.run_id,
+        source="mongo:netsec.phishing",
+        snapshot_uri="s",
+        snapshot_sha256="h",
+        rows=11055,
+        new_rows=3055,
+        documents_read=3055,
+        rows_reused=8000,
+        new_batch_uri="n",
+        train_uri="t",
+        test_uri="u",
+        train_rows=8840,
+        test_rows=2215,
+        row_hash="v1",
+        split_seed=42,
+        test_size=0.2,
+        duplicate_rows=0,
+        duplicate_leak_rows=0,
+        duplicate_aware=True,
+    )
     validation = ValidationRecord(
-        passed=True, report_uri="r", train_uri="t", test_uri="u", new_batch_uri="n",
-        train_row_hashes_uri="h", rows_checked=11055, rows_invalid=5, invalid_share=5 / 11055,
-        train_rows=8836, test_rows=2214, dataset_digest="d")
+        passed=True,
+        report_uri="r",
+        train_uri="t",
+        test_uri="u",
+        new_batch_uri="n",
+        train_row_hashes_uri="h",
+        rows_checked=11055,
+        rows_invalid=5,
+        invalid_share=5 / 11055,
+        train_rows=8836,
+        test_rows=2214,
+        dataset_digest="d",
+    )
     train = TrainRecord(
-        model_uri="models:/m-1", mlflow_run_id="run123", experiment_id="7", winner="random_forest",
-        metric="f1", cv_score=0.95, test_metrics={"f1": 0.91, "roc_auc": 0.97}, confusion_matrix=[[1, 0], [0, 1]],
-        candidates=[], train_rows=8836, test_rows=2214, training_seconds=1.0)
+        model_uri="models:/m-1",
+        mlflow_run_id="run123",
+        experiment_id="7",
+        winner="random_forest",
+        metric="f1",
+        cv_score=0.95,
+        test_metrics={"f1": 0.91, "roc_auc": 0.97},
+        confusion_matrix=[[1, 0], [0, 1]],
+        candidates=[],
+        train_rows=8836,
+        test_rows=2214,
+        training_seconds=1.0,
+    )
     return cfg, run, ingest, validation, train
 
 
@@ -92,24 +147,47 @@ def test_kept_production_names_both_versions_each_with_its_own_metrics(records):
 
     cfg, run, ingest, validation, train = records
     register = RegisterRecord(
-        model_name="netsec-phishing", version="4", promoted=False, production_version="3",
-        previous_production_version="3", new_score=0.91, production_score=0.93,
-        production_rows_in_test=0, production_metrics={"f1": 0.93, "roc_auc": 0.98},
+        model_name="netsec-phishing",
+        version="4",
+        promoted=False,
+        production_version="3",
+        previous_production_version="3",
+        new_score=0.91,
+        production_score=0.93,
+        production_rows_in_test=0,
+        production_metrics={"f1": 0.93, "roc_auc": 0.98},
         reason="The candidate's f1 0.9100 does not beat Production v3's 0.9300 plus the promotion "
-               "margin 0.0000 (registry.promotion_margin).")
-    out = record_outcome(cfg, run, ingest=ingest, validation=validation, drift=drift(),
-                         train=train, register=register, branch_reason="Retrained because x.")
+        "margin 0.0000 (registry.promotion_margin).",
+    )
+    out = record_outcome(
+        cfg,
+        run,
+        ingest=ingest,
+        validation=validation,
+        drift=drift(),
+        train=train,
+        register=register,
+        branch_reason="Retrained because x.",
+    )
     assert out.outcome == "kept_production" and out.trigger == "manual" and out.trigger_reason is None
     assert out.production_before.version == "3" == out.production_after
     assert out.production_before.metrics == {"f1": 0.93, "roc_auc": 0.98}
     assert out.production_before.score == 0.93
     assert out.candidate.version == "4" and out.candidate.estimator == "random_forest"
     assert out.candidate.metrics == {"f1": 0.91, "roc_auc": 0.97} and out.candidate.score == 0.91
-    assert out.reason.startswith("Production v3 stays; candidate v4 (random_forest) was registered "
-                                 "but not promoted. The candidate's f1 0.9100 does not beat")
-    assert out.rows.model_dump() == {"documents_read": 3055, "new_batch": 3055, "snapshot": 11055,
-                                     "train": 8836, "test": 2214, "quarantined": 5,
-                                     "production_rows_in_test": 0}
+    assert out.reason.startswith(
+        "Production v3 stays; candidate v4 (random_forest) was registered "
+        "but not promoted. The candidate's f1 0.9100 does not beat"
+    )
+    assert out.rows.model_dump() == {
+        "documents_read": 3055,
+        "new_batch": 3055,
+        "snapshot": 11055,
+        "train": 8836,
+        "test": 2214,
+        "quarantined": 5,
+        "production_rows_in_test": 0,
+    }
     assert (out.mlflow_run_id, out.mlflow_experiment_id) == ("run123", "7")
     assert out.drift_report.endswith("drift_report.html") and out.model_name == "netsec-phishing"
     # outcome.json in the run's storage is the same record.
@@ -120,13 +198,33 @@ def test_kept_production_names_both_versions_each_with_its_own_metrics(records):
 def test_promoted_moves_production_to_the_candidate(records):
     cfg, run, ingest, validation, train = records
     register = RegisterRecord(
-        model_name="netsec-phishing", version="4", promoted=True, production_version="4",
-        previous_production_version="3", new_score=0.95, production_score=0.93,
-        production_rows_in_test=0, production_metrics={"f1": 0.93}, reason="The candidate's f1 ...")
-    out = record_outcome(cfg, run, ingest=ingest, validation=validation, drift=drift(), train=train,
-                         register=register, branch_reason="Retrained because x.")
+        model_name="netsec-phishing",
+        version="4",
+        promoted=True,
+        production_version="4",
+        previous_production_version="3",
+        new_score=0.95,
+        production_score=0.93,
+        production_rows_in_test=0,
+        production_metrics={"f1": 0.93},
+        reason="The candidate's f1 ...",
+    )
+    out = record_outcome(
+        cfg,
+        run,
+        ingest=ingest,
+        validation=validation,
+        drift=drift(),
+        train=train,
+        register=register,
+        branch_reason="Retrained because x.",
+    )
     assert (out.outcome, out.production_before.version, out.candidate.version, out.production_after) == (
-        "promoted", "3", "4", "4")
+        "promoted",
+        "3",
+        "4",
+        "4",
+    )
     assert out.reason.startswith("Candidate v4 (random_forest) is the new Production model.")
 
 
@@ -134,8 +232,14 @@ def test_skipped_run_keeps_production_and_says_why(records):
     cfg, run, ingest, validation, _ = records
     empty = drift(current_rows=0, columns_tested=0)
     retrain, why = decide_retrain(empty, force_retrain=False)
-    out = record_outcome(cfg, run, ingest=ingest.model_copy(update={"new_rows": 0, "documents_read": 0}),
-                         validation=validation, drift=empty, branch_reason=why)
+    out = record_outcome(
+        cfg,
+        run,
+        ingest=ingest.model_copy(update={"new_rows": 0, "documents_read": 0}),
+        validation=validation,
+        drift=empty,
+        branch_reason=why,
+    )
     assert not retrain and out.outcome == "skipped_no_drift" and out.candidate is None
     assert out.production_before.version == "3" == out.production_after
     assert out.production_before.metrics == {}  # not evaluated by a run that did not train

@@ -18,10 +18,15 @@ MODEL = "reconcile-model"
 
 @pytest.fixture()
 def cfg(make_cfg, tmp_path):
-    return make_cfg(**{"registry.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-                       "registry.artifact_location": str(tmp_path / "mlartifacts"),
-                       "registry.model_name": MODEL, "registry.min_score": 0.5,
-                       "dag.task_timeout_minutes": 5})
+    return make_cfg(
+        **{
+            "registry.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "registry.artifact_location": str(tmp_path / "mlartifacts"),
+            "registry.model_name": MODEL,
+            "registry.min_score": 0.5,
+            "dag.task_timeout_minutes": 5,
+        }
+    )
 
 
 @pytest.fixture()
@@ -39,8 +44,9 @@ def dead_owner() -> str:
     return owner
 
 
-def left_over_version(cfg, client, tmp_path, *, owner: str, depth: int = 2, with_test_split: bool = True,
-                      seed: int = 0) -> str:
+def left_over_version(
+    cfg, client, tmp_path, *, owner: str, depth: int = 2, with_test_split: bool = True, seed: int = 0
+) -> str:
     """What a run killed right after "registered vN" leaves: a finished training run with the
     model and its test split, and a version with the registration tags but no decision."""
     import mlflow
@@ -56,19 +62,26 @@ def left_over_version(cfg, client, tmp_path, *, owner: str, depth: int = 2, with
     frame = make_sample(900, seed=11)
     train, test = frame.iloc[:600], frame.iloc[600:]
     y = np.asarray(schema.is_threat(train[schema.target.column]), dtype=int)
-    model = Pipeline([("preprocess", ColumnTransformer([("num", "passthrough", schema.features)])),
-                      ("model", DecisionTreeClassifier(max_depth=depth, random_state=seed))])
+    model = Pipeline(
+        [
+            ("preprocess", ColumnTransformer([("num", "passthrough", schema.features)])),
+            ("model", DecisionTreeClassifier(max_depth=depth, random_state=seed)),
+        ]
+    )
     model.fit(train[schema.features], y)
     exp = client.get_experiment_by_name(cfg.registry.experiment)
-    with mlflow.start_run(experiment_id=exp.experiment_id, tags={"netsec.role": "pipeline"}) as run:
+    with mlflow.start_run(experiment_id=exp.experiment_id, tags={"netsec.role": "pipeline"}):
         if with_test_split:
             path = tmp_path / f"split-{seed}-{depth}" / "test.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             test.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), artifact_path="data")
         model_uri = log_pipeline_model(model, train[schema.features].head(5))
-    mv = mlflow.register_model(model_uri, MODEL, tags={
-        "netsec.pipeline_run_id": f"killed-{seed}-{depth}", "netsec.metric": "f1", OWNER_TAG: owner})
+    mv = mlflow.register_model(
+        model_uri,
+        MODEL,
+        tags={"netsec.pipeline_run_id": f"killed-{seed}-{depth}", "netsec.metric": "f1", OWNER_TAG: owner},
+    )
     return str(mv.version)
 
 
@@ -163,8 +176,7 @@ def test_stale_runs_end_killed_and_live_ones_stay(cfg, client):
     now = int(time.time() * 1000)
     old = now - (cfg.dag.task_timeout_minutes + 1) * 60_000
     dead = client.create_run(exp_id, tags={OWNER_TAG: dead_owner(), "netsec.role": "pipeline"})
-    live = client.create_run(exp_id, tags={OWNER_TAG: owner_id(), "netsec.role": "pipeline"},
-                             start_time=old)
+    live = client.create_run(exp_id, tags={OWNER_TAG: owner_id(), "netsec.role": "pipeline"}, start_time=old)
     remote_old = client.create_run(exp_id, tags={OWNER_TAG: "elsewhere|1|42|7"}, start_time=old)
     remote_young = client.create_run(exp_id, tags={OWNER_TAG: "elsewhere|1|43|7"})
     no_owner_old = client.create_run(exp_id, start_time=old)
@@ -174,11 +186,18 @@ def test_stale_runs_end_killed_and_live_ones_stay(cfg, client):
     record = reconcile(cfg, by="pipeline run test")
     killed = {i.id for i in record.items if i.kind == "mlflow_run"}
     assert killed == {dead.info.run_id, remote_old.info.run_id, no_owner_old.info.run_id}
-    status = {r.info.run_id: client.get_run(r.info.run_id).info.status
-              for r in (dead, live, remote_old, remote_young, no_owner_old, done)}
-    assert status == {dead.info.run_id: "KILLED", live.info.run_id: "RUNNING",
-                      remote_old.info.run_id: "KILLED", remote_young.info.run_id: "RUNNING",
-                      no_owner_old.info.run_id: "KILLED", done.info.run_id: "FINISHED"}
+    status = {
+        r.info.run_id: client.get_run(r.info.run_id).info.status
+        for r in (dead, live, remote_old, remote_young, no_owner_old, done)
+    }
+    assert status == {
+        dead.info.run_id: "KILLED",
+        live.info.run_id: "RUNNING",
+        remote_old.info.run_id: "KILLED",
+        remote_young.info.run_id: "RUNNING",
+        no_owner_old.info.run_id: "KILLED",
+        done.info.run_id: "FINISHED",
+    }
     why = client.get_run(dead.info.run_id).data.tags["netsec.reconcile"]
     assert why.startswith("ended KILLED by pipeline run test") and "is gone" in why
     why_old = client.get_run(remote_old.info.run_id).data.tags["netsec.reconcile"]
@@ -190,8 +209,9 @@ def test_reconcile_with_the_store_down_is_one_line_exit_3(make_cfg, tmp_path):
     from netsec_testing import NetsecProcess, free_port
 
     uri = f"http://127.0.0.1:{free_port()}"
-    proc = NetsecProcess(tmp_path / "work", "reconcile",
-                         sets=(f"registry.tracking_uri={uri}", "registry.max_retries=0"))
+    proc = NetsecProcess(
+        tmp_path / "work", "reconcile", sets=(f"registry.tracking_uri={uri}", "registry.max_retries=0")
+    )
     assert proc.wait(300) == 3
     errors = [line for line in proc.stderr.splitlines() if line.startswith("netsec reconcile: error:")]
     assert len(errors) == 1 and uri in errors[0] and "Traceback" not in proc.stderr, proc.stderr

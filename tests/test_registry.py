@@ -43,10 +43,12 @@ def registry_cfg(make_cfg, tmp_path, empty_mlflow_db):
     shutil.copyfile(empty_mlflow_db, db)
 
     def _make(**overrides):
-        base = {"registry.tracking_uri": f"sqlite:///{db}",
-                "registry.artifact_location": str(tmp_path / "mlartifacts"),
-                "registry.model_name": MODEL,
-                "registry.min_score": 0.5}
+        base = {
+            "registry.tracking_uri": f"sqlite:///{db}",
+            "registry.artifact_location": str(tmp_path / "mlartifacts"),
+            "registry.model_name": MODEL,
+            "registry.min_score": 0.5,
+        }
         base.update(overrides)
         return make_cfg(**base)
 
@@ -88,8 +90,9 @@ def fit_pipeline(cfg, train: pd.DataFrame, depth: int, shuffle_labels: bool = Fa
     if shuffle_labels:  # a model that learned nothing: a clearly worse candidate
         y = np.random.default_rng(seed).permutation(y)
     pre = ColumnTransformer([("num", "passthrough", schema.features)])
-    model = Pipeline([("preprocess", pre),
-                      ("model", DecisionTreeClassifier(max_depth=depth, random_state=seed))])
+    model = Pipeline(
+        [("preprocess", pre), ("model", DecisionTreeClassifier(max_depth=depth, random_state=seed))]
+    )
     return model.fit(X, y)
 
 
@@ -105,24 +108,43 @@ def log_training_run(cfg, run: RunContext, model, train: pd.DataFrame, test: pd.
     y_test = np.asarray(schema.is_threat(test[schema.target.column]), dtype=int)
     pred = model.predict(test[schema.features])
     f1 = float(skm.f1_score(y_test, pred, zero_division=0))
-    with mlflow.start_run(experiment_id=exp_id, run_name=run.run_id,
-                          tags={"netsec.pipeline_run_id": run.run_id}) as parent:
+    with mlflow.start_run(
+        experiment_id=exp_id, run_name=run.run_id, tags={"netsec.pipeline_run_id": run.run_id}
+    ) as parent:
         mlflow.log_metrics({"test_f1": f1, "cv_score": f1})
         model_uri = log_pipeline_model(model, train[schema.features].head(20), name="model")
     return TrainRecord(
-        model_uri=model_uri, mlflow_run_id=parent.info.run_id, experiment_id=exp_id,
-        winner="decision_tree", metric="f1", cv_score=f1, test_metrics={"f1": f1},
-        confusion_matrix=[[0, 0], [0, 0]], candidates=[], train_rows=len(train),
-        test_rows=len(test), training_seconds=0.1)
+        model_uri=model_uri,
+        mlflow_run_id=parent.info.run_id,
+        experiment_id=exp_id,
+        winner="decision_tree",
+        metric="f1",
+        cv_score=f1,
+        test_metrics={"f1": f1},
+        confusion_matrix=[[0, 0], [0, 0]],
+        candidates=[],
+        train_rows=len(train),
+        test_rows=len(test),
+        training_seconds=0.1,
+    )
 
 
 def validation_record(test_uri: str, digest: str = "d" * 64) -> ValidationRecord:
     base = test_uri.rsplit("/", 1)[0]
-    return ValidationRecord(passed=True, report_uri=f"{base}/report.yaml",
-                            train_uri=f"{base}/train.parquet", test_uri=test_uri,
-                            new_batch_uri=test_uri, train_row_hashes_uri=f"{base}/train_row_hashes.parquet",
-                            rows_checked=900, rows_invalid=0, invalid_share=0.0, train_rows=600,
-                            test_rows=300, dataset_digest=digest)
+    return ValidationRecord(
+        passed=True,
+        report_uri=f"{base}/report.yaml",
+        train_uri=f"{base}/train.parquet",
+        test_uri=test_uri,
+        new_batch_uri=test_uri,
+        train_row_hashes_uri=f"{base}/train_row_hashes.parquet",
+        rows_checked=900,
+        rows_invalid=0,
+        invalid_share=0.0,
+        train_rows=600,
+        test_rows=300,
+        dataset_digest=digest,
+    )
 
 
 def new_run(cfg, name: str) -> RunContext:
@@ -352,6 +374,7 @@ def test_failure_mid_registration_leaves_no_version(registry_cfg, splits):
     assert rec.model_uri in str(err.value)
     assert versions(cfg) == []
     from netsec_tasks.registry import get_production
+
     assert get_production(cfg) is None
 
 
@@ -369,13 +392,13 @@ def test_test_split_without_schema_columns_registers_nothing(registry_cfg, split
 
 
 def test_unreachable_tracking_server_names_the_uri(make_cfg):
+    from netsec_tasks.registry import get_production, load_production_model
     from netsec_testing import free_port
 
-    from netsec_tasks.registry import get_production, load_production_model
-
     uri = f"http://127.0.0.1:{free_port()}"
-    cfg = make_cfg(**{"registry.tracking_uri": uri, "registry.max_retries": 0,
-                      "registry.request_timeout_seconds": 5})
+    cfg = make_cfg(
+        **{"registry.tracking_uri": uri, "registry.max_retries": 0, "registry.request_timeout_seconds": 5}
+    )
     for call in (get_production, load_production_model):
         with pytest.raises(SourceUnavailable, match=uri.replace(".", r"\.")):
             call(cfg)
@@ -386,9 +409,19 @@ def test_untracked_training_record_is_refused(registry_cfg, splits):
 
     cfg = registry_cfg()
     run = new_run(cfg, "untracked")
-    rec = TrainRecord(model_uri="file:///tmp/model.skops", mlflow_run_id="", experiment_id="",
-                      winner="decision_tree", metric="f1", cv_score=0.9, test_metrics={"f1": 0.9},
-                      confusion_matrix=[[0, 0], [0, 0]], candidates=[], train_rows=1, test_rows=1,
-                      training_seconds=0.0)
+    rec = TrainRecord(
+        model_uri="file:///tmp/model.skops",
+        mlflow_run_id="",
+        experiment_id="",
+        winner="decision_tree",
+        metric="f1",
+        cv_score=0.9,
+        test_metrics={"f1": 0.9},
+        confusion_matrix=[[0, 0], [0, 0]],
+        candidates=[],
+        train_rows=1,
+        test_rows=1,
+        training_seconds=0.0,
+    )
     with pytest.raises(RegistryError, match="tracking off"):
         register(cfg, run, rec, validation_record(splits[2]))

@@ -8,7 +8,6 @@ from netsec_tasks.errors import DataError
 from netsec_tasks.sample import FEATURES, TARGET, make_sample
 from netsec_tasks.schema import load_schema
 from netsec_tasks.table_io import frame_digest, read_csv_bytes, read_table, write_parquet
-
 from netsec_testing import REPO
 
 
@@ -46,26 +45,32 @@ def test_shifted_sample_moves_frequencies():
     assert abs(base["SSLfinal_State"].mean() - shifted["SSLfinal_State"].mean()) > 0.3
 
 
-@pytest.mark.parametrize("payload", [
-    b"a,b,Result\n1,-1,1\n0,1,-1\n",
-    b"\xef\xbb\xbfa,b,Result\n1,-1,1\n0,1,-1\n",   # UTF-8 BOM
-    b"a;b;Result\n1;-1;1\n0;1;-1\n",               # semicolons (European Excel)
-    b"a\tb\tResult\n1\t-1\t1\n0\t1\t-1\n",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"a,b,Result\n1,-1,1\n0,1,-1\n",
+        b"\xef\xbb\xbfa,b,Result\n1,-1,1\n0,1,-1\n",  # UTF-8 BOM
+        b"a;b;Result\n1;-1;1\n0;1;-1\n",  # semicolons (European Excel)
+        b"a\tb\tResult\n1\t-1\t1\n0\t1\t-1\n",
+    ],
+)
 def test_csv_dialects_read_the_same(payload):
     frame = read_csv_bytes(payload, source="x.csv")
     assert list(frame.columns) == ["a", "b", "Result"]
     assert frame["a"].tolist() == [1, 0]
 
 
-@pytest.mark.parametrize("payload, message", [
-    (b"", "empty"),
-    (b"   \n", "empty"),
-    (b"\x00\x01\x02garbage\x00", "binary"),
-    (b"PAR1\x00\x00", "binary"),
-    (b"\xff\xfe\xfa bad", "not UTF-8"),
-    (b"justoneword\n1\n", "delimiter"),
-])
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (b"", "empty"),
+        (b"   \n", "empty"),
+        (b"\x00\x01\x02garbage\x00", "binary"),
+        (b"PAR1\x00\x00", "binary"),
+        (b"\xff\xfe\xfa bad", "not UTF-8"),
+        (b"justoneword\n1\n", "delimiter"),
+    ],
+)
 def test_bad_csv_is_a_named_data_error(payload, message):
     with pytest.raises(DataError, match=message) as err:
         read_csv_bytes(payload, source="upload.csv")

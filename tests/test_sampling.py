@@ -17,7 +17,7 @@ TARGET = "Result"
 def _data(n: int = 3000, seed: int = 3, copies: int = 600):
     """Sample rows with many exact copies (as the UCI file has), hashes and labels."""
     base = make_sample(n, seed=seed)
-    frame = pd.concat([base, base.iloc[:copies], base.iloc[:copies // 3]], ignore_index=True)
+    frame = pd.concat([base, base.iloc[:copies], base.iloc[: copies // 3]], ignore_index=True)
     return frame, row_hashes(frame, list(frame.columns)), frame[TARGET].to_numpy()
 
 
@@ -101,11 +101,13 @@ def test_bounded_imputer_votes_with_neighbours_and_keeps_every_category():
     from netsec_tasks.schema import DatasetSchema
     from netsec_tasks.transform import fit_preprocessor
 
-    schema = DatasetSchema.model_validate({
-        "name": "mixed",
-        "target": {"column": "label", "dtype": "str", "positive": "bad", "labels": ["bad", "good"]},
-        "columns": {"a": {"dtype": "float"}, "b": {"dtype": "float"}, "proto": {"dtype": "str"}},
-    })
+    schema = DatasetSchema.model_validate(
+        {
+            "name": "mixed",
+            "target": {"column": "label", "dtype": "str", "positive": "bad", "labels": ["bad", "good"]},
+            "columns": {"a": {"dtype": "float"}, "b": {"dtype": "float"}, "proto": {"dtype": "str"}},
+        }
+    )
     b = np.arange(200, dtype=float)
     frame = pd.DataFrame({"a": b.copy(), "b": b, "proto": ["tcp"] * 199 + ["icmp"]})
     donors = np.zeros(200, dtype=bool)
@@ -149,10 +151,19 @@ def _validated_splits(tmp_path, frame: pd.DataFrame, test_share: float = 0.2):
     write_parquet(train, tr)
     write_parquet(test, te)
     return ValidationRecord(
-        passed=True, report_uri=str(tmp_path / "report.yaml"), train_uri=str(tr), test_uri=str(te),
-        new_batch_uri=str(tr), rows_checked=len(frame), rows_invalid=0, invalid_share=0.0,
-        train_rows=len(train), test_rows=len(test), dataset_digest=frame_digest(train),
-        train_row_hashes_uri=str(tmp_path / "train_row_hashes.parquet"))
+        passed=True,
+        report_uri=str(tmp_path / "report.yaml"),
+        train_uri=str(tr),
+        test_uri=str(te),
+        new_batch_uri=str(tr),
+        rows_checked=len(frame),
+        rows_invalid=0,
+        invalid_share=0.0,
+        train_rows=len(train),
+        test_rows=len(test),
+        dataset_digest=frame_digest(train),
+        train_row_hashes_uri=str(tmp_path / "train_row_hashes.parquet"),
+    )
 
 
 def test_transform_step_stores_an_imputer_that_stops_growing_with_the_rows(make_cfg, tmp_path):
@@ -199,8 +210,14 @@ def test_the_model_pipeline_imputes_with_the_transform_steps_bounded_imputer(mak
     from netsec_tasks.train import train_model
     from netsec_tasks.transform import load_preprocessor, transform
 
-    cfg = make_cfg(**{"transform.imputer_max_rows": 100, "training.search_max_rows": 300,
-                      "training.candidates": ["decision_tree"], "training.n_iter": 2})
+    cfg = make_cfg(
+        **{
+            "transform.imputer_max_rows": 100,
+            "training.search_max_rows": 300,
+            "training.candidates": ["decision_tree"],
+            "training.n_iter": 2,
+        }
+    )
     schema = load_schema(cfg.schema_path)
     validation = _validated_splits(tmp_path, _with_gaps(1200, seed=21, share=0.03))
     run = RunContext.create(cfg, run_id="test__pipeline_imputes")
@@ -220,5 +237,4 @@ def test_the_model_pipeline_imputes_with_the_transform_steps_bounded_imputer(mak
     loaded = skops.io.loads(skops.io.dumps(model), trusted=trusted_types_for(model))
     proba = loaded.predict_proba(gappy)
     np.testing.assert_array_equal(proba, model.predict_proba(gappy))
-    np.testing.assert_array_equal(
-        proba, model.named_steps["model"].predict_proba(stored.transform(gappy)))
+    np.testing.assert_array_equal(proba, model.named_steps["model"].predict_proba(stored.transform(gappy)))

@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 
 from netsec_tasks.schema import load_schema
-from netsec_tasks.split import (lineage_hashes, occurrence_hashes, row_hashes, side_scores,
-                                split_rows)
+from netsec_tasks.split import lineage_hashes, occurrence_hashes, row_hashes, side_scores, split_rows
 
 
 def sides(frame: pd.DataFrame, columns, seed=42, test_size=0.2) -> pd.Series:
@@ -27,8 +26,10 @@ def test_growing_uci_file_no_row_changes_side(uci_csv):
     day1_train = set(row_hashes(frame.iloc[:8000][~day1.to_numpy()], columns).tolist())
     day2_test_hashes = row_hashes(frame[day2.to_numpy()], columns)
     seen = int(np.isin(day2_test_hashes, list(day1_train)).sum())
-    print(f"UCI day 1 -> day 2: {moved} rows changed side; {seen} of {int(day2.sum())} day-2 test "
-          "rows were day-1 training rows")
+    print(
+        f"UCI day 1 -> day 2: {moved} rows changed side; {seen} of {int(day2.sum())} day-2 test "
+        "rows were day-1 training rows"
+    )
     assert moved == 0 and seen == 0
 
 
@@ -96,8 +97,9 @@ def test_lineage_hashes_use_features_and_target(make_cfg):
 
     frame = make_sample(50, seed=1)
     frame["url"] = "http://x"  # not a feature: not part of the example's identity
-    np.testing.assert_array_equal(lineage_hashes(frame, schema),
-                                  row_hashes(frame.drop(columns=["url"]), list(frame.columns[:-1])))
+    np.testing.assert_array_equal(
+        lineage_hashes(frame, schema), row_hashes(frame.drop(columns=["url"]), list(frame.columns[:-1]))
+    )
 
 
 @pytest.mark.parametrize("rows", [1, 0])

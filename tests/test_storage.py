@@ -7,9 +7,9 @@ import time
 import pandas as pd
 import pytest
 
-from netsec_testing import free_port
 from netsec_tasks.errors import DataError, SourceUnavailable
 from netsec_tasks.storage import atomic_write, storage_for
+from netsec_testing import free_port
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -18,8 +18,9 @@ def storage(request, make_cfg, tmp_path):
         return storage_for(make_cfg(**{"storage.uri": (tmp_path / "store").as_uri()}))
     s3_server = request.getfixturevalue("s3_server")
     bucket = request.getfixturevalue("s3_bucket")
-    return storage_for(make_cfg(**{"storage.uri": f"s3://{bucket}/root",
-                                   "storage.endpoint_url": s3_server.endpoint_url}))
+    return storage_for(
+        make_cfg(**{"storage.uri": f"s3://{bucket}/root", "storage.endpoint_url": s3_server.endpoint_url})
+    )
 
 
 def test_round_trips_and_listing(storage):
@@ -41,10 +42,9 @@ def test_round_trips_and_listing(storage):
 
 def test_a_failed_write_leaves_nothing(storage):
     uri = storage.uri("runs", "r2", "half.parquet")
-    with pytest.raises(RuntimeError):
-        with storage.open_output(uri) as f:
-            f.write(b"PAR1 partial")
-            raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError), storage.open_output(uri) as f:
+        f.write(b"PAR1 partial")
+        raise RuntimeError("killed mid-write")
     assert not storage.exists(uri)
     assert storage.list(storage.uri("runs", "r2")) == []
 
@@ -65,8 +65,14 @@ def test_damaged_parquet_is_a_data_error(storage):
 
 def test_unreachable_s3_fails_within_the_budget(make_cfg):
     endpoint = f"http://127.0.0.1:{free_port()}"
-    cfg = make_cfg(**{"storage.uri": "s3://netsec", "storage.endpoint_url": endpoint,
-                      "storage.connect_timeout_seconds": 1, "storage.max_attempts": 2})
+    cfg = make_cfg(
+        **{
+            "storage.uri": "s3://netsec",
+            "storage.endpoint_url": endpoint,
+            "storage.connect_timeout_seconds": 1,
+            "storage.max_attempts": 2,
+        }
+    )
     start = time.monotonic()
     with pytest.raises(SourceUnavailable) as info:
         storage_for(cfg).write_text("s3://netsec/x.txt", "x")

@@ -8,13 +8,13 @@ import json
 import pytest
 import requests
 
+# Reuse the registry tests' MLflow helpers (one template store per session).
+from test_registry import empty_mlflow_db, registry_cfg, splits, train_and_register  # noqa: F401
+
 from netsec_tasks.catalog import RunCatalog
 from netsec_tasks.errors import SourceUnavailable
 from netsec_tasks.records import RunContext, safe_name
 from netsec_tasks.sync import MANIFEST, is_synced, sync
-
-# Reuse the registry tests' MLflow helpers (one template store per session).
-from test_registry import empty_mlflow_db, registry_cfg, splits, train_and_register  # noqa: F401
 
 RUN_ID = "scheduled__2026-01-01T02:00:00+00:00"
 
@@ -30,8 +30,9 @@ def with_artifacts(cfg) -> RunContext:
 
 
 def s3_cfg(make_cfg, s3_server, bucket, **extra):
-    return make_cfg(**{"storage.uri": f"s3://{bucket}/netsec",
-                       "storage.endpoint_url": s3_server.endpoint_url, **extra})
+    return make_cfg(
+        **{"storage.uri": f"s3://{bucket}/netsec", "storage.endpoint_url": s3_server.endpoint_url, **extra}
+    )
 
 
 def objects(client, bucket, prefix) -> dict[str, dict]:
@@ -48,9 +49,13 @@ def test_s3_manifest_lists_the_run_and_is_written_once(make_cfg, s3_server, s3_b
     first = sync(cfg, run)
     assert first.destination == f"s3://{s3_bucket}/{prefix}".rstrip("/")
     stored = objects(client, s3_bucket, prefix)
-    expected = {"validate/validation_report.yaml", "drift/drift_report.html",
-                "transform/preprocessor.skops", MANIFEST}
-    assert {k[len(prefix):] for k in stored} == expected
+    expected = {
+        "validate/validation_report.yaml",
+        "drift/drift_report.html",
+        "transform/preprocessor.skops",
+        MANIFEST,
+    }
+    assert {k[len(prefix) :] for k in stored} == expected
     assert (first.objects, first.uploaded, first.skipped) == (4, 1, 0)
     assert first.bytes == sum(o["Size"] for o in stored.values())
     assert is_synced(cfg, run)
@@ -58,20 +63,20 @@ def test_s3_manifest_lists_the_run_and_is_written_once(make_cfg, s3_server, s3_b
     manifest = json.loads(client.get_object(Bucket=s3_bucket, Key=prefix + MANIFEST)["Body"].read())
     assert manifest["run_id"] == RUN_ID and manifest["model"] is None
     assert {f["key"]: f["size"] for f in manifest["files"]} == {
-        k[len(prefix):]: o["Size"] for k, o in stored.items() if not k.endswith(MANIFEST)}
+        k[len(prefix) :]: o["Size"] for k, o in stored.items() if not k.endswith(MANIFEST)
+    }
 
     again = sync(cfg, run)
     assert (again.uploaded, again.skipped) == (0, 1)
 
 
 def test_the_registered_model_goes_beside_its_run(registry_cfg, splits, s3_server, s3_bucket):
-    cfg = registry_cfg(**{"storage.uri": f"s3://{s3_bucket}",
-                          "storage.endpoint_url": s3_server.endpoint_url})
+    cfg = registry_cfg(**{"storage.uri": f"s3://{s3_bucket}", "storage.endpoint_url": s3_server.endpoint_url})
     run, _, reg = train_and_register(cfg, "synced", splits, depth=2)
     rec = sync(cfg, run, register=reg)
     client = s3_server.client()
     prefix = f"runs/{safe_name(run.run_id)}/"
-    keys = {k[len(prefix):] for k in objects(client, s3_bucket, prefix)}
+    keys = {k[len(prefix) :] for k in objects(client, s3_bucket, prefix)}
     assert {"model/MLmodel", "model/model.skops", "register/register.json", MANIFEST} <= keys
     manifest = json.loads(client.get_object(Bucket=s3_bucket, Key=prefix + MANIFEST)["Body"].read())
     assert manifest["model"] == {"name": reg.model_name, "version": reg.version}

@@ -24,24 +24,39 @@ from netsec_tasks.transform import build_preprocessor, preprocessor_bytes
 TARGET = "Result"
 
 
-def _inputs(cfg, tmp_path, train: pd.DataFrame, test: pd.DataFrame) -> tuple[ValidationRecord, TransformRecord]:
+def _inputs(
+    cfg, tmp_path, train: pd.DataFrame, test: pd.DataFrame
+) -> tuple[ValidationRecord, TransformRecord]:
     """Validated splits as Parquet, and a preprocessor fitted on the training split."""
     d = tmp_path / "inputs"
     write_parquet(train, d / "train.parquet")
     write_parquet(test, d / "test.parquet")
     validation = ValidationRecord(
-        passed=True, report_uri=str(d / "report.yaml"), train_uri=str(d / "train.parquet"),
-        test_uri=str(d / "test.parquet"), new_batch_uri=str(d / "train.parquet"),
-        rows_checked=len(train) + len(test), rows_invalid=0, invalid_share=0.0,
-        train_rows=len(train), test_rows=len(test), dataset_digest=frame_digest(train),
-        train_row_hashes_uri=str(d / "train_row_hashes.parquet"))
+        passed=True,
+        report_uri=str(d / "report.yaml"),
+        train_uri=str(d / "train.parquet"),
+        test_uri=str(d / "test.parquet"),
+        new_batch_uri=str(d / "train.parquet"),
+        rows_checked=len(train) + len(test),
+        rows_invalid=0,
+        invalid_share=0.0,
+        train_rows=len(train),
+        test_rows=len(test),
+        dataset_digest=frame_digest(train),
+        train_row_hashes_uri=str(d / "train_row_hashes.parquet"),
+    )
     schema = load_schema(cfg.schema_path)
     pre = build_preprocessor(schema).fit(train[schema.features])
     path = d / "preprocessor.skops"
     path.write_bytes(preprocessor_bytes(pre))
-    record = TransformRecord(preprocessor_uri=str(path), numeric_features=schema.numeric_features,
-                             categorical_features=schema.categorical_features, features_out=30,
-                             missing_values_imputed=0, fitted_on_rows=len(train))
+    record = TransformRecord(
+        preprocessor_uri=str(path),
+        numeric_features=schema.numeric_features,
+        categorical_features=schema.categorical_features,
+        features_out=30,
+        missing_values_imputed=0,
+        fitted_on_rows=len(train),
+    )
     return validation, record
 
 
@@ -129,24 +144,29 @@ class SpyTree(DecisionTreeClassifier):
 
 @pytest.mark.parametrize("search", ["halving", "random"])
 def test_tuning_never_sees_test_rows_and_test_is_scored_once(make_cfg, tmp_path, monkeypatch, search):
-    spy = candidates.CandidateSpec("decision_tree", lambda seed: SpyTree(random_state=seed),
-                               lambda: {"max_depth": [2, 3, 4, 6, None], "min_samples_leaf": [1, 3]})
+    spy = candidates.CandidateSpec(
+        "decision_tree",
+        lambda seed: SpyTree(random_state=seed),
+        lambda: {"max_depth": [2, 3, 4, 6, None], "min_samples_leaf": [1, 3]},
+    )
     monkeypatch.setitem(candidates.CANDIDATES, "decision_tree", spy)
     EVENTS.clear()
-    cfg = make_cfg(**{"training.candidates": ["decision_tree"], "training.n_iter": 4,
-                      "training.search": search})
+    cfg = make_cfg(
+        **{"training.candidates": ["decision_tree"], "training.n_iter": 4, "training.search": search}
+    )
     train_df, test_df = _sample_splits(400, seed=8)
     test_df["web_traffic"] = SENTINEL
     validation, transform = _inputs(cfg, tmp_path, train_df, test_df)
 
-    record = train(cfg, RunContext.create(cfg, run_id=f"test__spy_{search}"), validation, transform,
-                   tracking=False)
+    record = train(
+        cfg, RunContext.create(cfg, run_id=f"test__spy_{search}"), validation, transform, tracking=False
+    )
 
     fits = [i for i, e in enumerate(EVENTS) if e[0] == "fit"]
     cv_fits = [EVENTS[i] for i in fits[:-1]]
     assert len(cv_fits) >= cfg.training.cv_folds  # cross-validation happened ...
     assert all(n < len(train_df) for _, n, _ in cv_fits)  # ... on folds of the training split
-    assert not any(e[2] for e in EVENTS[:fits[-1] + 1])  # no fit and no CV score saw a test row
+    assert not any(e[2] for e in EVENTS[: fits[-1] + 1])  # no fit and no CV score saw a test row
     assert EVENTS[fits[-1]] == ("fit", len(train_df), False)  # final refit: the whole train split
     test_calls = [e for e in EVENTS if e[2]]
     assert sorted(k for k, _, _ in test_calls) == ["predict", "predict_proba"]  # one evaluation
@@ -154,28 +174,39 @@ def test_tuning_never_sees_test_rows_and_test_is_scored_once(make_cfg, tmp_path,
     assert record.test_rows == len(test_df) and record.train_rows == len(train_df)
 
 
-def test_sampled_search_never_sees_test_rows_and_the_winner_is_refit_on_every_row(make_cfg, tmp_path,
-                                                                                  monkeypatch):
+def test_sampled_search_never_sees_test_rows_and_the_winner_is_refit_on_every_row(
+    make_cfg, tmp_path, monkeypatch
+):
     """Above training.search_max_rows the search tunes on a bounded sample; the winner is still
     refit on the whole split and the test split is scored once."""
-    spy = candidates.CandidateSpec("decision_tree", lambda seed: SpyTree(random_state=seed),
-                                   lambda: {"max_depth": [2, 3, 4, 6, None], "min_samples_leaf": [1, 3]})
+    spy = candidates.CandidateSpec(
+        "decision_tree",
+        lambda seed: SpyTree(random_state=seed),
+        lambda: {"max_depth": [2, 3, 4, 6, None], "min_samples_leaf": [1, 3]},
+    )
     monkeypatch.setitem(candidates.CANDIDATES, "decision_tree", spy)
     EVENTS.clear()
-    cfg = make_cfg(**{"training.candidates": ["decision_tree"], "training.n_iter": 4,
-                      "training.search_max_rows": 150, "transform.imputer_max_rows": 60})
+    cfg = make_cfg(
+        **{
+            "training.candidates": ["decision_tree"],
+            "training.n_iter": 4,
+            "training.search_max_rows": 150,
+            "transform.imputer_max_rows": 60,
+        }
+    )
     frame = make_sample(500, seed=8, missing=0.03)
     train_df, test_df = frame.iloc[:400].reset_index(drop=True), frame.iloc[400:].reset_index(drop=True)
     test_df["web_traffic"] = SENTINEL
     validation, transform = _inputs(cfg, tmp_path, train_df, test_df)
 
-    record = train(cfg, RunContext.create(cfg, run_id="test__spy_sampled"), validation, transform,
-                   tracking=False)
+    record = train(
+        cfg, RunContext.create(cfg, run_id="test__spy_sampled"), validation, transform, tracking=False
+    )
 
     fits = [i for i, e in enumerate(EVENTS) if e[0] == "fit"]
     assert len(fits) > cfg.training.cv_folds
     assert all(n <= 150 for _, n, _ in (EVENTS[i] for i in fits[:-1]))  # CV on the sample
-    assert not any(e[2] for e in EVENTS[:fits[-1] + 1])
+    assert not any(e[2] for e in EVENTS[: fits[-1] + 1])
     assert EVENTS[fits[-1]] == ("fit", len(train_df), False)  # refit: every training row
     test_calls = [e for e in EVENTS if e[2]]
     assert sorted(k for k, _, _ in test_calls) == ["predict", "predict_proba"]
@@ -210,14 +241,22 @@ def test_sampled_search_imputes_with_donors_outside_the_sample(make_cfg):
 
 
 def test_boosted_candidates_stop_early_on_a_sampled_search(make_cfg, tmp_path):
-    cfg = make_cfg(**{"training.candidates": ["xgboost"], "training.n_iter": 2,
-                      "training.search_max_rows": 200, "transform.imputer_max_rows": 80})
+    cfg = make_cfg(
+        **{
+            "training.candidates": ["xgboost"],
+            "training.n_iter": 2,
+            "training.search_max_rows": 200,
+            "transform.imputer_max_rows": 80,
+        }
+    )
     frame = make_sample(700, seed=14, missing=0.02)
-    validation, transform = _inputs(cfg, tmp_path, frame.iloc[:560].reset_index(drop=True),
-                                    frame.iloc[560:].reset_index(drop=True))
+    validation, transform = _inputs(
+        cfg, tmp_path, frame.iloc[:560].reset_index(drop=True), frame.iloc[560:].reset_index(drop=True)
+    )
     with threadpool_limits(1):
-        record, model = train_model(cfg, RunContext.create(cfg, run_id="test__early"), validation,
-                                    transform, tracking=False)
+        record, model = train_model(
+            cfg, RunContext.create(cfg, run_id="test__early"), validation, transform, tracking=False
+        )
     booster = model[-1]
     assert booster.get_params()["early_stopping_rounds"] is not None
     assert booster.best_iteration < record.candidates[0].best_params["n_estimators"]
@@ -237,15 +276,18 @@ def test_metrics_are_those_of_the_threat_label(make_cfg, tmp_path, flip):
     assert n_threat != len(test_df) - n_threat  # otherwise a swapped class could pass unnoticed
     validation, transform = _inputs(cfg, tmp_path, train_df, test_df)
 
-    record, model = train_model(cfg, RunContext.create(cfg, run_id=f"test__flip_{flip}"),
-                                validation, transform, tracking=False)
+    record, model = train_model(
+        cfg, RunContext.create(cfg, run_id=f"test__flip_{flip}"), validation, transform, tracking=False
+    )
 
     cm = np.array(record.confusion_matrix)
     assert cm[1].sum() == n_threat  # row 1 = truth "threat" = label -1
     labels_pred = np.where(model.predict(test_df.drop(columns=[TARGET])) == 1, -1, 1)
     truth = test_df[TARGET].to_numpy()
     assert record.test_metrics["recall"] == pytest.approx(skm.recall_score(truth, labels_pred, pos_label=-1))
-    assert record.test_metrics["precision"] == pytest.approx(skm.precision_score(truth, labels_pred, pos_label=-1))
+    assert record.test_metrics["precision"] == pytest.approx(
+        skm.precision_score(truth, labels_pred, pos_label=-1)
+    )
     assert record.test_metrics["f1"] == pytest.approx(skm.f1_score(truth, labels_pred, pos_label=-1))
     # The threat probability ranks threats first.
     assert record.test_metrics["roc_auc"] > 0.7
@@ -264,9 +306,13 @@ def shared_mlflow_uri(tmp_path_factory):
 def tracked_cfg(make_cfg, shared_mlflow_uri, tmp_path, monkeypatch):
     # Loading a logged model deserialises it; MLflow requires this opt-in (even for skops).
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
-    return make_cfg(**{"registry.tracking_uri": shared_mlflow_uri,
-                       "registry.artifact_location": str(tmp_path / "artifacts"),
-                       "training.candidates": ["logistic_regression", "decision_tree"]})
+    return make_cfg(
+        **{
+            "registry.tracking_uri": shared_mlflow_uri,
+            "registry.artifact_location": str(tmp_path / "artifacts"),
+            "training.candidates": ["logistic_regression", "decision_tree"],
+        }
+    )
 
 
 def test_train_tracks_runs_and_logs_a_loadable_model(tracked_cfg, tmp_path):
@@ -290,8 +336,9 @@ def test_train_tracks_runs_and_logs_a_loadable_model(tracked_cfg, tmp_path):
         assert parent.data.metrics[f"test_{key}"] == pytest.approx(record.test_metrics[key])
     assert parent.data.metrics["cv_score"] == pytest.approx(record.cv_score)
 
-    children = client.search_runs([record.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [record.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
     assert sorted(c.info.run_name for c in children) == ["decision_tree", "logistic_regression"]
     by_name = {c.name: c for c in record.candidates}
     for child in children:
@@ -301,19 +348,23 @@ def test_train_tracks_runs_and_logs_a_loadable_model(tracked_cfg, tmp_path):
         assert set(child.data.metrics) >= {"cv_mean", "cv_std", "fit_seconds"}
         assert child.data.params == {k: str(v) for k, v in result.best_params.items()}
 
-    (inp,) = [d for d in parent.inputs.dataset_inputs
-              if any(t.key == "mlflow.data.context" and t.value == "training" for t in d.tags)]
+    (inp,) = [
+        d
+        for d in parent.inputs.dataset_inputs
+        if any(t.key == "mlflow.data.context" and t.value == "training" for t in d.tags)
+    ]
     assert inp.dataset.digest == validation.dataset_digest[:32]
     # The data is stored once, in storage: MLflow's dataset input points at it, no copy.
     assert validation.train_uri in inp.dataset.source
-    assert [a.path for a in client.list_artifacts(parent.info.run_id)
-            if a.path.startswith("data")] == []
+    assert [a.path for a in client.list_artifacts(parent.info.run_id) if a.path.startswith("data")] == []
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert plots == {"plots/confusion_matrix.png", "plots/roc_curve.png", "plots/pr_curve.png"}
-    assert record.plots == [run.step_uri("train", f"plots/{p.split('/')[-1]}")
-                            for p in sorted(plots, key=["plots/confusion_matrix.png",
-                                                        "plots/roc_curve.png",
-                                                        "plots/pr_curve.png"].index)]
+    assert record.plots == [
+        run.step_uri("train", f"plots/{p.split('/')[-1]}")
+        for p in sorted(
+            plots, key=["plots/confusion_matrix.png", "plots/roc_curve.png", "plots/pr_curve.png"].index
+        )
+    ]
 
     loaded = mlflow.sklearn.load_model(record.model_uri)
     X_test = test_df.drop(columns=[TARGET])
@@ -329,8 +380,9 @@ def test_failing_candidate_fails_the_parent_run_and_a_retry_reuses_it(tracked_cf
     cfg = tracked_cfg
     validation, transform = _inputs(cfg, tmp_path, *_sample_splits(300, seed=17))
     run = RunContext.create(cfg, run_id="manual__retry")
-    broken = candidates.CandidateSpec("decision_tree", candidates.CANDIDATES["decision_tree"].build,
-                                  lambda: {"max_depth": [-3]})  # every fit raises
+    broken = candidates.CandidateSpec(
+        "decision_tree", candidates.CANDIDATES["decision_tree"].build, lambda: {"max_depth": [-3]}
+    )  # every fit raises
     monkeypatch.setitem(candidates.CANDIDATES, "decision_tree", broken)
 
     with pytest.raises(NetsecError, match="decision_tree"):
@@ -340,12 +392,16 @@ def test_failing_candidate_fails_the_parent_run_and_a_retry_reuses_it(tracked_cf
     exp = client.get_experiment_by_name(cfg.registry.experiment)
 
     def parents():
-        return client.search_runs([exp.experiment_id],
-                                  filter_string=f"tags.`{PIPELINE_RUN_TAG}` = '{run.run_id}'")
+        return client.search_runs(
+            [exp.experiment_id], filter_string=f"tags.`{PIPELINE_RUN_TAG}` = '{run.run_id}'"
+        )
 
     def models_of(run_id):
-        return mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list",
-                                           filter_string=f"source_run_id = '{run_id}'")
+        return mlflow.search_logged_models(
+            experiment_ids=[exp.experiment_id],
+            output_format="list",
+            filter_string=f"source_run_id = '{run_id}'",
+        )
 
     (failed,) = parents()
     assert failed.info.status == "FAILED"
@@ -359,8 +415,9 @@ def test_failing_candidate_fails_the_parent_run_and_a_retry_reuses_it(tracked_cf
     (parent,) = parents()  # the retry reused the parent run instead of adding one
     assert parent.info.run_id == failed.info.run_id == record.mlflow_run_id
     assert parent.info.status == "FINISHED"
-    children = client.search_runs([exp.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
     assert sorted(c.info.run_name for c in children) == ["decision_tree", "logistic_regression"]
     (logged,) = models_of(parent.info.run_id)
     assert record.model_uri == f"models:/{logged.model_id}"

@@ -10,18 +10,25 @@ from netsec_tasks.errors import DataError
 from netsec_tasks.records import RunContext, ValidationRecord
 from netsec_tasks.sample import make_sample
 from netsec_tasks.schema import DatasetSchema, load_schema
-from netsec_tasks.table_io import frame_digest, write_parquet
 from netsec_tasks.storage import file_uri_to_path
-from netsec_tasks.transform import (build_preprocessor, features_and_target, load_preprocessor,
-                                    preprocessor_bytes, transform)
+from netsec_tasks.table_io import frame_digest, write_parquet
+from netsec_tasks.transform import (
+    build_preprocessor,
+    features_and_target,
+    load_preprocessor,
+    preprocessor_bytes,
+    transform,
+)
 
 
 def _mixed_schema() -> DatasetSchema:
-    return DatasetSchema.model_validate({
-        "name": "mixed",
-        "target": {"column": "label", "dtype": "str", "positive": "bad", "labels": ["bad", "good"]},
-        "columns": {"a": {"dtype": "float"}, "b": {"dtype": "float"}, "proto": {"dtype": "str"}},
-    })
+    return DatasetSchema.model_validate(
+        {
+            "name": "mixed",
+            "target": {"column": "label", "dtype": "str", "positive": "bad", "labels": ["bad", "good"]},
+            "columns": {"a": {"dtype": "float"}, "b": {"dtype": "float"}, "proto": {"dtype": "str"}},
+        }
+    )
 
 
 def _mixed_frame() -> pd.DataFrame:
@@ -63,10 +70,19 @@ def _write_splits(tmp_path, train: pd.DataFrame, test: pd.DataFrame) -> Validati
     write_parquet(train, tr)
     write_parquet(test, te)
     return ValidationRecord(
-        passed=True, report_uri=str(tmp_path / "report.yaml"), train_uri=str(tr), test_uri=str(te),
-        new_batch_uri=str(tr), rows_checked=len(train) + len(test), rows_invalid=0, invalid_share=0.0,
-        train_rows=len(train), test_rows=len(test), dataset_digest=frame_digest(train),
-        train_row_hashes_uri=str(tmp_path / "train_row_hashes.parquet"))
+        passed=True,
+        report_uri=str(tmp_path / "report.yaml"),
+        train_uri=str(tr),
+        test_uri=str(te),
+        new_batch_uri=str(tr),
+        rows_checked=len(train) + len(test),
+        rows_invalid=0,
+        invalid_share=0.0,
+        train_rows=len(train),
+        test_rows=len(test),
+        dataset_digest=frame_digest(train),
+        train_row_hashes_uri=str(tmp_path / "train_row_hashes.parquet"),
+    )
 
 
 def test_transform_fits_on_the_training_split_only(make_cfg, tmp_path):

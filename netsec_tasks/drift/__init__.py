@@ -6,10 +6,27 @@
 """
 
 from netsec_tasks.drift.report import render_html, render_yaml
-from netsec_tasks.drift.stats import (ColumnDrift, DriftResult, adjust_pvalues, chi_square_test,
-                                      detect_drift, jensen_shannon)
+from netsec_tasks.drift.stats import (
+    ColumnDrift,
+    DriftResult,
+    adjust_pvalues,
+    chi_square_test,
+    detect_drift,
+    jensen_shannon,
+)
 from netsec_tasks.drift.step import check_drift, checked_rows, drift_between_files, load_reference
 
-__all__ = ["ColumnDrift", "DriftResult", "adjust_pvalues", "check_drift", "checked_rows",
-           "chi_square_test", "detect_drift", "drift_between_files", "jensen_shannon",
-           "load_reference", "render_html", "render_yaml"]
+__all__ = [
+    "ColumnDrift",
+    "DriftResult",
+    "adjust_pvalues",
+    "check_drift",
+    "checked_rows",
+    "chi_square_test",
+    "detect_drift",
+    "drift_between_files",
+    "jensen_shannon",
+    "load_reference",
+    "render_html",
+    "render_yaml",
+]

@@ -15,7 +15,7 @@ from netsec_tasks.plain import plain
 
 def render_yaml(result: DriftResult | None, *, extra: dict[str, Any] | None = None) -> str:
     """The YAML report: the generation time, ``extra`` and every column's test."""
-    doc: dict[str, Any] = {"generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    doc: dict[str, Any] = {"generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     doc.update(extra or {})
     if result is not None:
         doc.update(result.to_dict())
@@ -48,8 +48,8 @@ svg text{font-size:10px;fill:#3a404c}
 _REF_COLOUR, _CUR_COLOUR = "#5b7db1", "#e8833a"
 
 
-TOP_K = 8            # categories drawn per discrete column; the rest are pooled as "other"
-_LABEL_CHARS = 18    # longer category names are shortened (the full name is in the tooltip)
+TOP_K = 8  # categories drawn per discrete column; the rest are pooled as "other"
+_LABEL_CHARS = 18  # longer category names are shortened (the full name is in the tooltip)
 
 
 def top_categories(col: ColumnDrift, k: int = TOP_K) -> tuple[list[str], np.ndarray, np.ndarray, int]:
@@ -61,12 +61,11 @@ def top_categories(col: ColumnDrift, k: int = TOP_K) -> tuple[list[str], np.ndar
         return [col.labels[i] for i in order], ref[order], cur[order], 0
     top, rest = order[:k], order[k:]
     labels = [col.labels[i] for i in top] + [f"other ({len(rest)})"]
-    return (labels, np.append(ref[top], ref[rest].sum()), np.append(cur[top], cur[rest].sum()),
-            len(rest))
+    return (labels, np.append(ref[top], ref[rest].sum()), np.append(cur[top], cur[rest].sum()), len(rest))
 
 
 def _short(text: str, limit: int = _LABEL_CHARS) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _category_svg(col: ColumnDrift, width: int = 300) -> str:
@@ -80,19 +79,25 @@ def _category_svg(col: ColumnDrift, width: int = 300) -> str:
     bar_w = width - label_w - text_w
     top = max(float(ref.max(initial=0)), float(cur.max(initial=0)), 1e-9)
     height = row_h * len(labels) + 2
-    parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-             f'aria-label="categories of {e(col.column)}">']
+    parts = [
+        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="categories of {e(col.column)}">'
+    ]
     for i, (lbl, r, c) in enumerate(zip(labels, ref, cur)):
         y = i * row_h + 1
         mark = " (new)" if lbl in new else " (vanished)" if lbl in vanished else ""
         weight = ' font-weight="700"' if mark else ""
-        parts.append(f'<text x="{label_w - 4}" y="{y + 11}" text-anchor="end"{weight}>'
-                     f'<title>{e(lbl + mark)}</title>{e(_short(lbl))}</text>')
+        parts.append(
+            f'<text x="{label_w - 4}" y="{y + 11}" text-anchor="end"{weight}>'
+            f"<title>{e(lbl + mark)}</title>{e(_short(lbl))}</text>"
+        )
         for j, (share, colour) in enumerate(((r, _REF_COLOUR), (c, _CUR_COLOUR))):
             w = bar_w * share / top
-            parts.append(f'<rect x="{label_w}" y="{y + 1 + j * 7}" width="{max(w, 0.0):.1f}" '
-                         f'height="6" fill="{colour}"><title>{e(lbl)}: '
-                         f'{"reference" if j == 0 else "current"} {share:.1%}</title></rect>')
+            parts.append(
+                f'<rect x="{label_w}" y="{y + 1 + j * 7}" width="{max(w, 0.0):.1f}" '
+                f'height="6" fill="{colour}"><title>{e(lbl)}: '
+                f"{'reference' if j == 0 else 'current'} {share:.1%}</title></rect>"
+            )
         parts.append(f'<text x="{width}" y="{y + 11}" text-anchor="end">{r:.0%} → {c:.0%}</text>')
     parts.append("</svg>")
     return "".join(parts)
@@ -109,16 +114,20 @@ def _bars_svg(col: ColumnDrift, width: int = 300, height: int = 60) -> str:
     top = max(float(ref.max()), float(cur.max()), 1e-9)
     plot_h, base = height - 16, height - 14
     slot = width / k
-    parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-             f'aria-label="distribution of {html.escape(col.column)}">']
+    parts = [
+        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="distribution of {html.escape(col.column)}">'
+    ]
     for i in range(k):
         bar_w = slot / 2
         for j, (share, colour) in enumerate(((ref[i], _REF_COLOUR), (cur[i], _CUR_COLOUR))):
             h = plot_h * share / top
             x = i * slot + j * bar_w
-            parts.append(f'<rect x="{x:.1f}" y="{base - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
-                         f'fill="{colour}"><title>{html.escape(_bar_label(col, i))}: '
-                         f'{"reference" if j == 0 else "current"} {share:.1%}</title></rect>')
+            parts.append(
+                f'<rect x="{x:.1f}" y="{base - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
+                f'fill="{colour}"><title>{html.escape(_bar_label(col, i))}: '
+                f"{'reference' if j == 0 else 'current'} {share:.1%}</title></rect>"
+            )
     parts.append(f'<line x1="0" y1="{base}" x2="{width}" y2="{base}" stroke="#b8bec7"/>')
     parts.append(f'<text x="0" y="{height - 3}">{html.escape(col.labels[0])}</text>')
     parts.append(f'<text x="{width}" y="{height - 3}" text-anchor="end">{html.escape(col.labels[-1])}</text>')
@@ -130,8 +139,10 @@ def _category_changes(col: ColumnDrift, limit: int = 6) -> str:
     """One line per kind of change: categories new in the current data, and vanished ones."""
     e = html.escape
     out = []
-    for what, cats, shares in (("new", col.new_categories, col.current_share),
-                               ("vanished", col.vanished_categories, col.reference_share)):
+    for what, cats, shares in (
+        ("new", col.new_categories, col.current_share),
+        ("vanished", col.vanished_categories, col.reference_share),
+    ):
         if not cats:
             continue
         share = {lbl: s for lbl, s in zip(col.labels, shares)}
@@ -153,24 +164,33 @@ def _fmt(x: float | None, spec: str = ".3g") -> str:
     return format(x, spec)
 
 
-def render_html(result: DriftResult | None, *, reference: str | None, current: str,
-                reason: str, title: str = "netsec drift report",
-                excluded: dict[str, dict] | None = None) -> str:
+def render_html(
+    result: DriftResult | None,
+    *,
+    reference: str | None,
+    current: str,
+    reason: str,
+    title: str = "netsec drift report",
+    excluded: dict[str, dict] | None = None,
+) -> str:
     """A self-contained page: inline CSS and SVG only, no scripts, fonts or remote assets."""
     e = html.escape
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     if result is None:
         cls, verdict = "none", "No comparison"
     elif result.dataset_drift:
         cls, verdict = "drift", "Data-set drift detected"
     else:
         cls, verdict = "", "No data-set drift"
-    out = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
-           '<meta name="viewport" content="width=device-width,initial-scale=1">',
-           f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
-           f"<h1>{e(title)}</h1>", f'<section class="summary {cls}"><div class="verdict">{e(verdict)}</div>',
-           f"<div>{e(reason)}</div><dl>",
-           f"<dt>Reference</dt><dd>{e(reference or 'none')}</dd><dt>Current</dt><dd>{e(current)}</dd>"]
+    out = [
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width,initial-scale=1">',
+        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        f'<section class="summary {cls}"><div class="verdict">{e(verdict)}</div>',
+        f"<div>{e(reason)}</div><dl>",
+        f"<dt>Reference</dt><dd>{e(reference or 'none')}</dd><dt>Current</dt><dd>{e(current)}</dd>",
+    ]
     if result is not None:
         out += [
             f"<dt>Rows</dt><dd>reference {result.n_reference:,} · current {result.n_current:,}</dd>",
@@ -181,31 +201,52 @@ def render_html(result: DriftResult | None, *, reference: str | None, current: s
         ]
         if result.target:
             t = result.target
-            shares = " · ".join(f"{e(str(k))}: {t['reference'].get(k, 0):.1%} → {t['current'].get(k, 0):.1%}"
-                                for k in t["current"] | t["reference"])
+            shares = " · ".join(
+                f"{e(str(k))}: {t['reference'].get(k, 0):.1%} → {t['current'].get(k, 0):.1%}"
+                for k in t["current"] | t["reference"]
+            )
             change = t.get("positive_share_change")
-            out.append(f"<dt>Target {e(t['column'])} (info)</dt><dd>{shares}"
-                       + (f"; threat share change {change:+.1%}" if change is not None else "") + "</dd>")
+            out.append(
+                f"<dt>Target {e(t['column'])} (info)</dt><dd>{shares}"
+                + (f"; threat share change {change:+.1%}" if change is not None else "")
+                + "</dd>"
+            )
     if result is not None:
         changed = [c for c in result.columns if c.new_categories or c.vanished_categories]
         if changed:
-            out.append("<dt>Categories</dt><dd>" + "; ".join(
-                f"{e(c.column)}: " + ", ".join(
-                    ([f"{len(c.new_categories)} new ({e(', '.join(c.new_categories[:3]))}"
-                      + (" ..." if len(c.new_categories) > 3 else "") + ")"] if c.new_categories else [])
-                    + ([f"{len(c.vanished_categories)} vanished"] if c.vanished_categories else []))
-                for c in changed) + "</dd>")
+            out.append(
+                "<dt>Categories</dt><dd>"
+                + "; ".join(
+                    f"{e(c.column)}: "
+                    + ", ".join(
+                        (
+                            [
+                                f"{len(c.new_categories)} new ({e(', '.join(c.new_categories[:3]))}"
+                                + (" ..." if len(c.new_categories) > 3 else "")
+                                + ")"
+                            ]
+                            if c.new_categories
+                            else []
+                        )
+                        + ([f"{len(c.vanished_categories)} vanished"] if c.vanished_categories else [])
+                    )
+                    for c in changed
+                )
+                + "</dd>"
+            )
     out.append(f"<dt>Generated</dt><dd>{now}</dd></dl></section>")
     if result is not None and result.columns:
-        out += ["<h2>Columns</h2>",
-                f'<p class="legend">Distribution:<span style="background:{_REF_COLOUR}"></span>reference'
-                f'<span style="background:{_CUR_COLOUR}"></span>current</p>',
-                f'<p class="note">Drifted columns first, then every column by effect size, largest first. Categorical columns show '
-                f"their {TOP_K} most common categories and pool the rest as \"other\"; categories "
-                "only the current data has are marked new, those it lost vanished.</p>",
-                "<table><thead><tr><th>Column</th><th>Type</th><th>Test</th><th>Statistic</th>"
-                "<th>p</th><th>Adjusted p</th><th>Effect</th><th>Drifted</th><th>Distribution</th>"
-                "</tr></thead><tbody>"]
+        out += [
+            "<h2>Columns</h2>",
+            f'<p class="legend">Distribution:<span style="background:{_REF_COLOUR}"></span>reference'
+            f'<span style="background:{_CUR_COLOUR}"></span>current</p>',
+            f'<p class="note">Drifted columns first, then every column by effect size, largest first. Categorical columns show '
+            f'their {TOP_K} most common categories and pool the rest as "other"; categories '
+            "only the current data has are marked new, those it lost vanished.</p>",
+            "<table><thead><tr><th>Column</th><th>Type</th><th>Test</th><th>Statistic</th>"
+            "<th>p</th><th>Adjusted p</th><th>Effect</th><th>Drifted</th><th>Distribution</th>"
+            "</tr></thead><tbody>",
+        ]
         order = result.by_effect()
         for c in order:
             tag = '<span class="tag yes">drift</span>' if c.drifted else '<span class="tag no">no</span>'
@@ -216,7 +257,8 @@ def render_html(result: DriftResult | None, *, reference: str | None, current: s
                 f'<td class="num">{_fmt(c.statistic)}</td><td class="num">{_fmt(c.p_value)}</td>'
                 f'<td class="num">{_fmt(c.p_adjusted)}</td>'
                 f'<td class="num">{_fmt(c.effect)}<div class="note">{e(c.effect_name)}</div></td>'
-                f"<td>{tag}</td><td>{_bars_svg(c)}</td></tr>")
+                f"<td>{tag}</td><td>{_bars_svg(c)}</td></tr>"
+            )
         out.append("</tbody></table>")
     if excluded:
         out += _excluded_html(excluded)
@@ -227,23 +269,30 @@ def render_html(result: DriftResult | None, *, reference: str | None, current: s
 def _excluded_html(excluded: dict[str, dict]) -> list[str]:
     """The rows left out of the comparison, per file, with the reasons and the first few."""
     e = html.escape
-    out = ["<h2>Excluded rows</h2>",
-           '<p class="note">Rows that break the data set\'s input contract are not compared; '
-           "row numbers are 0-based positions in the file or the prediction log.</p>"]
+    out = [
+        "<h2>Excluded rows</h2>",
+        '<p class="note">Rows that break the data set\'s input contract are not compared; '
+        "row numbers are 0-based positions in the file or the prediction log.</p>",
+    ]
     for what, info in excluded.items():
         n, k = info.get("rows_checked", 0), info.get("rows_excluded", 0)
         out.append(f"<h3>{e(what)}: {k:,} of {n:,} rows excluded</h3>")
         if not k:
             continue
         out.append("<table><thead><tr><th>Reason</th><th>Rows</th></tr></thead><tbody>")
-        out += [f'<tr><td>{e(r)}</td><td class="num">{c:,}</td></tr>'
-                for r, c in info.get("reasons", {}).items()]
+        out += [
+            f'<tr><td>{e(r)}</td><td class="num">{c:,}</td></tr>' for r, c in info.get("reasons", {}).items()
+        ]
         out.append("</tbody></table>")
         if info.get("examples"):
-            out.append('<table><thead><tr><th>Row</th><th>Column</th><th>Value</th><th>Reason</th>'
-                       "</tr></thead><tbody>")
-            out += [f'<tr><td class="num">{x["row"]}</td><td>{e(x["column"])}</td>'
-                    f'<td>{e(x["value"])}</td><td>{e(x["reason"])}</td></tr>'
-                    for x in info["examples"]]
+            out.append(
+                "<table><thead><tr><th>Row</th><th>Column</th><th>Value</th><th>Reason</th>"
+                "</tr></thead><tbody>"
+            )
+            out += [
+                f'<tr><td class="num">{x["row"]}</td><td>{e(x["column"])}</td>'
+                f"<td>{e(x['value'])}</td><td>{e(x['reason'])}</td></tr>"
+                for x in info["examples"]
+            ]
             out.append("</tbody></table>")
     return out

@@ -40,6 +40,7 @@ HIST_BINS = 20
 
 # --------------------------------------------------------------------------- results
 
+
 @dataclass
 class ColumnDrift:
     column: str
@@ -71,8 +72,14 @@ class ColumnDrift:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("statistic", "p_value", "p_adjusted", "effect", "null_share_reference",
-                  "null_share_current"):
+        for k in (
+            "statistic",
+            "p_value",
+            "p_adjusted",
+            "effect",
+            "null_share_reference",
+            "null_share_current",
+        ):
             d[k] = _round(d[k])
         d["reference_share"] = [_round(x) for x in self.reference_share]
         d["current_share"] = [_round(x) for x in self.current_share]
@@ -88,7 +95,7 @@ class DriftResult:
     drift_share_threshold: float
     n_reference: int
     n_current: int
-    target: dict[str, Any] | None = None   # label shares, info only
+    target: dict[str, Any] | None = None  # label shares, info only
 
     @property
     def tested(self) -> list[ColumnDrift]:
@@ -116,8 +123,10 @@ class DriftResult:
     def by_effect(self) -> list[ColumnDrift]:
         """Drifted columns first, each group by effect size, largest first (the report order;
         effects of different tests are on different scales, the drift decision is not)."""
+
         def effect(c: ColumnDrift) -> float:
             return float(c.effect) if c.effect is not None and np.isfinite(c.effect) else 0.0
+
         return sorted(self.columns, key=lambda c: (not c.drifted, -effect(c)))
 
     def reason(self) -> str:
@@ -126,11 +135,15 @@ class DriftResult:
             return "no columns could be tested"
         listed = ", ".join(self.drifted_columns[:8]) + (" ..." if k > 8 else "")
         if self.dataset_drift:
-            return (f"data-set drift: {k} of {n} columns drifted ({self.drift_share:.0%} > "
-                    f"{self.drift_share_threshold:.0%}): {listed}")
+            return (
+                f"data-set drift: {k} of {n} columns drifted ({self.drift_share:.0%} > "
+                f"{self.drift_share_threshold:.0%}): {listed}"
+            )
         tail = f": {listed}" if k else ""
-        return (f"no data-set drift: {k} of {n} columns drifted ({self.drift_share:.0%} <= "
-                f"{self.drift_share_threshold:.0%}){tail}")
+        return (
+            f"no data-set drift: {k} of {n} columns drifted ({self.drift_share:.0%} <= "
+            f"{self.drift_share_threshold:.0%}){tail}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -158,6 +171,7 @@ def _round(x: float | None, digits: int = 6) -> float | None:
 
 
 # --------------------------------------------------------------------------- statistics
+
 
 def adjust_pvalues(p_values: Any, method: Correction = "holm") -> np.ndarray:
     """Family-wise (bonferroni, holm) or false-discovery (fdr_bh) adjusted p-values."""
@@ -250,13 +264,16 @@ def _category_counts(ref: np.ndarray, cur: np.ndarray) -> tuple[list[Any], np.nd
             codes = (both - lo).astype(np.int64)
             size = int(hi - lo) + 1
             r = np.bincount(codes[: len(ref)], minlength=size)
-            c = np.bincount(codes[len(ref):], minlength=size)
+            c = np.bincount(codes[len(ref) :], minlength=size)
             keep = (r + c) > 0
             return list(np.arange(size)[keep] + lo), r[keep], c[keep]
     cats, inverse = np.unique(both, return_inverse=True)
     k = len(cats)
-    return (list(cats), np.bincount(inverse[: len(ref)], minlength=k),
-            np.bincount(inverse[len(ref):], minlength=k))
+    return (
+        list(cats),
+        np.bincount(inverse[: len(ref)], minlength=k),
+        np.bincount(inverse[len(ref) :], minlength=k),
+    )
 
 
 def _discrete_keys(ref: pd.Series, cur: pd.Series) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -289,12 +306,23 @@ def _test_discrete(name: str, ref: pd.Series, cur: pd.Series) -> ColumnDrift:
     new = [lbl for lbl, r, c in zip(labels, r_counts, c_counts) if r == 0 and c > 0]
     vanished = [lbl for lbl, r, c in zip(labels, r_counts, c_counts) if r > 0 and c == 0]
     return ColumnDrift(
-        column=name, kind="discrete", test="chi_square", statistic=stat, p_value=p,
-        effect=jensen_shannon(r_counts, c_counts), effect_name="jensen_shannon",
-        n_reference=int(r_counts.sum()), n_current=int(c_counts.sum()), dof=dof, note=note,
-        labels=labels, reference_share=list(r_counts / r_counts.sum()),
-        current_share=list(c_counts / c_counts.sum()), new_categories=new,
-        vanished_categories=vanished)
+        column=name,
+        kind="discrete",
+        test="chi_square",
+        statistic=stat,
+        p_value=p,
+        effect=jensen_shannon(r_counts, c_counts),
+        effect_name="jensen_shannon",
+        n_reference=int(r_counts.sum()),
+        n_current=int(c_counts.sum()),
+        dof=dof,
+        note=note,
+        labels=labels,
+        reference_share=list(r_counts / r_counts.sum()),
+        current_share=list(c_counts / c_counts.sum()),
+        new_categories=new,
+        vanished_categories=vanished,
+    )
 
 
 def _test_continuous(name: str, ref: pd.Series, cur: pd.Series) -> ColumnDrift:
@@ -314,11 +342,19 @@ def _test_continuous(name: str, ref: pd.Series, cur: pd.Series) -> ColumnDrift:
     r_hist = np.histogram(np.clip(r, lo, hi), edges)[0]
     c_hist = np.histogram(np.clip(c, lo, hi), edges)[0]
     return ColumnDrift(
-        column=name, kind="continuous", test="ks", statistic=float(ks.statistic),
-        p_value=float(ks.pvalue), effect=float(effect), effect_name="wasserstein_iqr",
-        n_reference=len(r), n_current=len(c), labels=[f"{e:.4g}" for e in edges],
+        column=name,
+        kind="continuous",
+        test="ks",
+        statistic=float(ks.statistic),
+        p_value=float(ks.pvalue),
+        effect=float(effect),
+        effect_name="wasserstein_iqr",
+        n_reference=len(r),
+        n_current=len(c),
+        labels=[f"{e:.4g}" for e in edges],
         reference_share=list(r_hist / max(r_hist.sum(), 1)),
-        current_share=list(c_hist / max(c_hist.sum(), 1)))
+        current_share=list(c_hist / max(c_hist.sum(), 1)),
+    )
 
 
 def _is_discrete(spec: ColumnSpec | None, ref: pd.Series, cur: pd.Series, max_values: int) -> bool:
@@ -331,23 +367,41 @@ def _is_discrete(spec: ColumnSpec | None, ref: pd.Series, cur: pd.Series, max_va
     return both.nunique() <= max_values
 
 
-def _test_column(name: str, spec: ColumnSpec | None, reference: pd.DataFrame,
-                 current: pd.DataFrame, dcfg: DriftConfig) -> ColumnDrift:
+def _test_column(
+    name: str, spec: ColumnSpec | None, reference: pd.DataFrame, current: pd.DataFrame, dcfg: DriftConfig
+) -> ColumnDrift:
     in_ref, in_cur = name in reference.columns, name in current.columns
     if not (in_ref and in_cur):
         where = "reference" if not in_ref else "current data"
         # A feature the reference never had (or the batch lost) is a change of the data itself.
-        return ColumnDrift(column=name, kind="missing", test="presence", statistic=1.0, p_value=0.0,
-                           effect=1.0, effect_name="presence", n_reference=len(reference) if in_ref else 0,
-                           n_current=len(current) if in_cur else 0, note=f"column absent from the {where}")
+        return ColumnDrift(
+            column=name,
+            kind="missing",
+            test="presence",
+            statistic=1.0,
+            p_value=0.0,
+            effect=1.0,
+            effect_name="presence",
+            n_reference=len(reference) if in_ref else 0,
+            n_current=len(current) if in_cur else 0,
+            note=f"column absent from the {where}",
+        )
     ref, cur = reference[name], current[name]
     r_nulls, c_nulls = int(ref.isna().sum()), int(cur.isna().sum())
     r_valid, c_valid = len(ref) - r_nulls, len(cur) - c_nulls
     if r_valid == 0 or c_valid == 0:
-        result = ColumnDrift(column=name, kind="discrete", test="none", statistic=float("nan"),
-                             p_value=1.0, effect=0.0, effect_name="none",
-                             n_reference=r_valid, n_current=c_valid,
-                             note="no values to compare in one of the samples")
+        result = ColumnDrift(
+            column=name,
+            kind="discrete",
+            test="none",
+            statistic=float("nan"),
+            p_value=1.0,
+            effect=0.0,
+            effect_name="none",
+            n_reference=r_valid,
+            n_current=c_valid,
+            note="no values to compare in one of the samples",
+        )
     elif _is_discrete(spec, ref, cur, dcfg.max_discrete_values):
         result = _test_discrete(name, ref, cur)
     else:
@@ -380,11 +434,11 @@ def _target_shift(reference: pd.DataFrame, current: pd.DataFrame, schema: Datase
     }
 
 
-def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, schema: DatasetSchema,
-                 dcfg: DriftConfig) -> DriftResult:
+def detect_drift(
+    reference: pd.DataFrame, current: pd.DataFrame, schema: DatasetSchema, dcfg: DriftConfig
+) -> DriftResult:
     """Test every schema feature, correct the p-values, decide per column and for the data set."""
-    columns = [_test_column(name, spec, reference, current, dcfg)
-               for name, spec in schema.columns.items()]
+    columns = [_test_column(name, spec, reference, current, dcfg) for name, spec in schema.columns.items()]
     tested = [c for c in columns if c.tested]
     adjusted = adjust_pvalues([c.p_value for c in tested], dcfg.correction)
     for col, p_adj in zip(tested, adjusted):
@@ -393,7 +447,13 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, schema: Dataset
     for col in columns:
         if not col.tested:
             col.p_adjusted = 1.0
-    return DriftResult(columns=columns, alpha=dcfg.alpha, correction=dcfg.correction,
-                       min_effect=dcfg.min_effect, drift_share_threshold=dcfg.drift_share,
-                       n_reference=len(reference), n_current=len(current),
-                       target=_target_shift(reference, current, schema))
+    return DriftResult(
+        columns=columns,
+        alpha=dcfg.alpha,
+        correction=dcfg.correction,
+        min_effect=dcfg.min_effect,
+        drift_share_threshold=dcfg.drift_share,
+        n_reference=len(reference),
+        n_current=len(current),
+        target=_target_shift(reference, current, schema),
+    )

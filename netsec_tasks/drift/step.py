@@ -31,7 +31,7 @@ from netsec_tasks.storage import Storage, atomic_write, is_local, is_s3
 from netsec_tasks.table_io import read_table
 
 
-def _read_local(path: str | Path, what: str, schema: DatasetSchema | None = None) -> pd.DataFrame:
+def _read_local(path: str | os.PathLike, what: str, schema: DatasetSchema | None = None) -> pd.DataFrame:
     """A file, a glob, or a directory holding the data (train.parquet preferred), or serving's
     prediction log (its directory or ``.jsonl`` files: the served features, one row each).
     ``schema``: CSV files without a header row are read with its ``file_columns``."""
@@ -39,7 +39,7 @@ def _read_local(path: str | Path, what: str, schema: DatasetSchema | None = None
 
     path = str(path)
     if path.startswith("file://"):
-        path = path[len("file://"):]
+        path = path[len("file://") :]
     p = Path(path)
     if is_prediction_log(p):
         try:
@@ -94,13 +94,18 @@ def _is_parquet(uri: str) -> bool:
     return uri.lower().endswith((".parquet", ".pq"))
 
 
-def load_reference(uri: str, *, tracking_uri: str | None = None,
-                   storage: Storage | None = None) -> pd.DataFrame | ParquetColumns:
+def load_reference(
+    uri: str, *, tracking_uri: str | None = None, storage: Storage | None = None
+) -> pd.DataFrame | ParquetColumns:
     """Reference data from a local path, a ``file://`` or ``s3://`` URI in storage, or an MLflow
     artifact URI (``runs:/...``: models registered before the storage hand-off). A Parquet
     object in storage comes as :class:`ParquetColumns` (read one column at a time)."""
-    if storage is not None and _is_parquet(uri) and (is_s3(uri) or uri.startswith("file://")) \
-            and storage.exists(uri):
+    if (
+        storage is not None
+        and _is_parquet(uri)
+        and (is_s3(uri) or uri.startswith("file://"))
+        and storage.exists(uri)
+    ):
         return ParquetColumns(storage, uri)
     if is_s3(uri) and storage is not None:
         return storage.read_frame(uri)
@@ -115,16 +120,21 @@ def load_reference(uri: str, *, tracking_uri: str | None = None,
     tmp = tempfile.mkdtemp(prefix="netsec-reference-")
     try:
         try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,
-                                                        tracking_uri=tracking_uri)
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri
+            )
         except Exception as exc:
             # MLflow wraps a refused connection in MlflowException too: decide by the chain.
             if is_unreachable(exc):
-                raise SourceUnavailable(f"{uri}: cannot reach the artifact store ({tracking_uri}): "
-                                        f"{unreachable_reason(exc)}") from None
+                raise SourceUnavailable(
+                    f"{uri}: cannot reach the artifact store ({tracking_uri}): {unreachable_reason(exc)}"
+                ) from None
             if isinstance(exc, (MlflowException, OSError)):
-                raise DataError(f"cannot download the Production model's reference data: {exc}; "
-                                f"check the model version tag netsec.reference_uri", source=uri) from None
+                raise DataError(
+                    f"cannot download the Production model's reference data: {exc}; "
+                    f"check the model version tag netsec.reference_uri",
+                    source=uri,
+                ) from None
             raise
         return _read_local(local, f"reference data {uri}")
     finally:
@@ -133,15 +143,27 @@ def load_reference(uri: str, *, tracking_uri: str | None = None,
 
 # --------------------------------------------------------------------------- pipeline step
 
-def _report_texts(result: DriftResult | None, *, reference: str | None, current: str,
-                  reason: str, extra: dict[str, Any],
-                  excluded: dict[str, dict] | None = None) -> tuple[str, str]:
+
+def _report_texts(
+    result: DriftResult | None,
+    *,
+    reference: str | None,
+    current: str,
+    reason: str,
+    extra: dict[str, Any],
+    excluded: dict[str, dict] | None = None,
+) -> tuple[str, str]:
     """(YAML, HTML) of one comparison; ``excluded``: rows left out, per input, with reasons."""
-    doc_extra = {"reference_uri": reference, "current_uri": current,
-                 **({"reason": reason} if result is None else {}), **extra}
-    return (render_yaml(result, extra=doc_extra),
-            render_html(result, reference=reference, current=current, reason=reason,
-                        excluded=excluded))
+    doc_extra = {
+        "reference_uri": reference,
+        "current_uri": current,
+        **({"reason": reason} if result is None else {}),
+        **extra,
+    }
+    return (
+        render_yaml(result, extra=doc_extra),
+        render_html(result, reference=reference, current=current, reason=reason, excluded=excluded),
+    )
 
 
 def _write_reports(catalog: RunCatalog, result: DriftResult | None, **kw: Any) -> tuple[str, str]:
@@ -152,27 +174,48 @@ def _write_reports(catalog: RunCatalog, result: DriftResult | None, **kw: Any) -
 def _write_local_reports(out_dir: Path, result: DriftResult | None, **kw: Any) -> tuple[Path, Path]:
     yaml_text, html_text = _report_texts(result, **kw)
     return atomic_write(out_dir / "drift_report.yaml", yaml_text), atomic_write(
-        out_dir / "drift_report.html", html_text)
+        out_dir / "drift_report.html", html_text
+    )
 
 
-def _record(result: DriftResult | None, *, reference: str | None, current: str, reason: str,
-            paths: tuple[Any, Any], has_reference: bool, reference_version: str | None = None,
-            current_rows: int | None = None, threshold: float | None = None) -> DriftRecord:
+def _record(
+    result: DriftResult | None,
+    *,
+    reference: str | None,
+    current: str,
+    reason: str,
+    paths: tuple[Any, Any],
+    has_reference: bool,
+    reference_version: str | None = None,
+    current_rows: int | None = None,
+    threshold: float | None = None,
+) -> DriftRecord:
     return DriftRecord(
         drift_detected=bool(result is not None and result.dataset_drift),
-        has_reference=has_reference, reference_uri=reference, current_uri=current,
+        has_reference=has_reference,
+        reference_uri=reference,
+        current_uri=current,
         reference_version=reference_version,
         current_rows=result.n_current if result else current_rows,
         drift_share=float(result.drift_share) if result else 0.0,
         drift_share_threshold=result.drift_share_threshold if result else threshold,
         drifted_columns=result.drifted_columns if result else [],
         columns_tested=result.columns_tested if result else 0,
-        report_uri=str(paths[0]), html_uri=str(paths[1]), reason=reason)
+        report_uri=str(paths[0]),
+        html_uri=str(paths[1]),
+        reason=reason,
+    )
 
 
-def check_drift(cfg: PipelineConfig, run: RunContext, validation: ValidationRecord, *,
-                reference_uri: str | None, schema: DatasetSchema | None = None,
-                reference_version: str | None = None) -> DriftRecord:
+def check_drift(
+    cfg: PipelineConfig,
+    run: RunContext,
+    validation: ValidationRecord,
+    *,
+    reference_uri: str | None,
+    schema: DatasetSchema | None = None,
+    reference_version: str | None = None,
+) -> DriftRecord:
     """Compare the validated new batch with the Production model's training data
     (``reference_uri``; ``reference_version`` names that model version in the record)."""
     schema = schema or load_schema(cfg.schema_path)
@@ -183,69 +226,116 @@ def check_drift(cfg: PipelineConfig, run: RunContext, validation: ValidationReco
     if reference_uri is None:
         reason = "no production model: nothing to compare against (first run)"
         paths = _write_reports(catalog, None, reference=None, current=current_uri, reason=reason, extra=extra)
-        return _record(None, reference=None, current=current_uri, reason=reason, paths=paths,
-                       has_reference=False, threshold=threshold)
-    current = (ParquetColumns(catalog.storage, current_uri) if _is_parquet(current_uri)
-               else catalog.load_frame(current_uri))
+        return _record(
+            None,
+            reference=None,
+            current=current_uri,
+            reason=reason,
+            paths=paths,
+            has_reference=False,
+            threshold=threshold,
+        )
+    current = (
+        ParquetColumns(catalog.storage, current_uri)
+        if _is_parquet(current_uri)
+        else catalog.load_frame(current_uri)
+    )
     if current.empty:
         reason = "new batch is empty: no new rows to compare"
-        paths = _write_reports(catalog, None, reference=reference_uri, current=current_uri, reason=reason,
-                               extra=extra)
-        return _record(None, reference=reference_uri, current=current_uri, reason=reason, paths=paths,
-                       has_reference=True, reference_version=reference_version, current_rows=0,
-                       threshold=threshold)
-    reference = load_reference(reference_uri, tracking_uri=cfg.registry.tracking_uri,
-                               storage=catalog.storage)
+        paths = _write_reports(
+            catalog, None, reference=reference_uri, current=current_uri, reason=reason, extra=extra
+        )
+        return _record(
+            None,
+            reference=reference_uri,
+            current=current_uri,
+            reason=reason,
+            paths=paths,
+            has_reference=True,
+            reference_version=reference_version,
+            current_rows=0,
+            threshold=threshold,
+        )
+    reference = load_reference(reference_uri, tracking_uri=cfg.registry.tracking_uri, storage=catalog.storage)
     result = detect_drift(reference, current, schema, cfg.drift)
     reason = result.reason()
-    paths = _write_reports(catalog, result, reference=reference_uri, current=current_uri, reason=reason,
-                           extra=extra)
-    return _record(result, reference=reference_uri, current=current_uri, reason=reason, paths=paths,
-                   has_reference=True, reference_version=reference_version)
+    paths = _write_reports(
+        catalog, result, reference=reference_uri, current=current_uri, reason=reason, extra=extra
+    )
+    return _record(
+        result,
+        reference=reference_uri,
+        current=current_uri,
+        reason=reason,
+        paths=paths,
+        has_reference=True,
+        reference_version=reference_version,
+    )
 
 
 # Checks that say something about the rows, not about whether two files can be compared: for
 # drift they are reported (the excluded rows), never a reason to refuse.
-_ROW_LEVEL_CHECKS = {"invalid_share", "column_null_share", "min_rows", "not_empty",
-                     "target_classes", "target_labels"}
+_ROW_LEVEL_CHECKS = {
+    "invalid_share",
+    "column_null_share",
+    "min_rows",
+    "not_empty",
+    "target_classes",
+    "target_labels",
+}
 MAX_EXCLUDED_EXAMPLES = 20
 
 
-def checked_rows(raw: pd.DataFrame, schema: DatasetSchema, cfg: PipelineConfig, *, source: str,
-                 what: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+def checked_rows(
+    raw: pd.DataFrame, schema: DatasetSchema, cfg: PipelineConfig, *, source: str, what: str
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The rows of ``raw`` that pass the input contract (``validate_frame``), and a summary of
     the excluded ones: how many, how many per reason, the first few problems (row = 0-based
     position in the file or in the prediction log). Raises ValidationFailed when the frame
     cannot be compared at all."""
     from netsec_tasks.validate import validate_frame
 
-    checked = validate_frame(raw, schema, cfg.validation, source=source, split=what,
-                             role="batch", require_target=False)
+    checked = validate_frame(
+        raw, schema, cfg.validation, source=source, split=what, role="batch", require_target=False
+    )
     fatal = [c for c in checked.failures if c.name not in _ROW_LEVEL_CHECKS]
     if fatal:
-        raise ValidationFailed(f"{what} file cannot be compared: "
-                               + "; ".join(c.details for c in fatal), source=source)
+        raise ValidationFailed(
+            f"{what} file cannot be compared: " + "; ".join(c.details for c in fatal), source=source
+        )
     invalid = checked.invalid
-    per_reason = (invalid.drop_duplicates(["row", "reason"])["reason"].value_counts()
-                  if len(invalid) else pd.Series(dtype=int))
-    summary = {
+    per_reason = (
+        invalid.drop_duplicates(["row", "reason"])["reason"].value_counts()
+        if len(invalid)
+        else pd.Series(dtype=int)
+    )
+    summary: dict[str, Any] = {
         "rows_checked": int(checked.rows_checked),
         "rows_excluded": int(checked.rows_invalid),
         "reasons": {str(k): int(v) for k, v in per_reason.items()},
-        "examples": [{"row": int(r.row), "column": str(r.column), "value": str(r.value),
-                      "reason": str(r.reason)}
-                     for r in invalid.head(MAX_EXCLUDED_EXAMPLES).itertuples(index=False)],
+        "examples": [
+            {"row": int(r.row), "column": str(r.column), "value": str(r.value), "reason": str(r.reason)}
+            for r in invalid.head(MAX_EXCLUDED_EXAMPLES).itertuples(index=False)
+        ],
     }
     if checked.rows_checked and checked.clean.empty:
-        raise ValidationFailed(f"{what} file: all {checked.rows_checked} rows break the input "
-                               "contract, nothing left to compare: "
-                               + "; ".join(f"{k} ({v} rows)" for k, v in summary["reasons"].items()),
-                               source=source)
+        raise ValidationFailed(
+            f"{what} file: all {checked.rows_checked} rows break the input "
+            "contract, nothing left to compare: "
+            + "; ".join(f"{k} ({v} rows)" for k, v in summary["reasons"].items()),
+            source=source,
+        )
     return checked.clean, summary
 
 
-def drift_between_files(ref_path: str | os.PathLike, cur_path: str | os.PathLike, cfg: PipelineConfig,
-                        out_dir: str | os.PathLike, *, schema: DatasetSchema | None = None) -> DriftRecord:
+def drift_between_files(
+    ref_path: str | os.PathLike,
+    cur_path: str | os.PathLike,
+    cfg: PipelineConfig,
+    out_dir: str | os.PathLike,
+    *,
+    schema: DatasetSchema | None = None,
+) -> DriftRecord:
     """``netsec drift REF CUR``: validate both files against the schema, then compare them.
 
     Rows that break the input contract are left out of the comparison (a broken row says
@@ -257,12 +347,20 @@ def drift_between_files(ref_path: str | os.PathLike, cur_path: str | os.PathLike
     schema = schema or load_schema(cfg.schema_path)
     frames, excluded = {}, {}
     for what, path in (("reference", ref_path), ("current", cur_path)):
-        frames[what], excluded[what] = checked_rows(_read_local(path, f"{what} file", schema), schema, cfg,
-                                                    source=str(path), what=what)
+        frames[what], excluded[what] = checked_rows(
+            _read_local(path, f"{what} file", schema), schema, cfg, source=str(path), what=what
+        )
     result = detect_drift(frames["reference"], frames["current"], schema, cfg.drift)
     reason = result.reason()
-    paths = _write_local_reports(Path(out_dir), result, reference=str(ref_path),
-                                 current=str(cur_path), reason=reason,
-                                 extra={"excluded": excluded}, excluded=excluded)
-    return _record(result, reference=str(ref_path), current=str(cur_path), reason=reason,
-                   paths=paths, has_reference=True)
+    paths = _write_local_reports(
+        Path(out_dir),
+        result,
+        reference=str(ref_path),
+        current=str(cur_path),
+        reason=reason,
+        extra={"excluded": excluded},
+        excluded=excluded,
+    )
+    return _record(
+        result, reference=str(ref_path), current=str(cur_path), reason=reason, paths=paths, has_reference=True
+    )

@@ -36,8 +36,9 @@ def _f1(tp, fp, fn):
         return np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), np.nan)
 
 
-def live_metrics(y_true: Any, y_pred: Any, *, confidence: float = 0.95, bootstrap: int = 1000,
-                 seed: int = 0) -> dict[str, Any]:
+def live_metrics(
+    y_true: Any, y_pred: Any, *, confidence: float = 0.95, bootstrap: int = 1000, seed: int = 0
+) -> dict[str, Any]:
     """Threat-class metrics of predictions ``y_pred`` (0/1) against verdicts ``y_true`` (0/1).
 
     Returns ``labelled``, ``tp``, ``fp``, ``fn``, ``tn``, ``precision``, ``recall``, ``f1``
@@ -51,8 +52,7 @@ def live_metrics(y_true: Any, y_pred: Any, *, confidence: float = 0.95, bootstra
     tp, fp = int((t & p).sum()), int((~t & p).sum())
     fn, tn = int((t & ~p).sum()), int((~t & ~p).sum())
     n = len(t)
-    out: dict[str, Any] = {"labelled": n, "tp": tp, "fp": fp, "fn": fn, "tn": tn,
-                           "confidence": confidence}
+    out: dict[str, Any] = {"labelled": n, "tp": tp, "fp": fp, "fn": fn, "tn": tn, "confidence": confidence}
     out["precision"] = round(tp / (tp + fp), 6) if tp + fp else None
     out["recall"] = round(tp / (tp + fn), 6) if tp + fn else None
     f1 = float(_f1(tp, fp, fn))

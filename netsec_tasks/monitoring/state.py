@@ -53,12 +53,14 @@ def read_state(storage: Storage, log_name: str) -> MonitoringState | None:
     try:
         return MonitoringState.model_validate(json.loads(storage.read_text(uri)))
     except ValueError as exc:
-        raise DataError(f"monitoring state is unreadable ({exc}); delete it to read the whole "
-                        "prediction log again", source=uri) from None
+        raise DataError(
+            f"monitoring state is unreadable ({exc}); delete it to read the whole prediction log again",
+            source=uri,
+        ) from None
 
 
 def write_state(storage: Storage, state: MonitoringState) -> str:
-    state = state.model_copy(update={"committed_at": dt.datetime.now(dt.timezone.utc)})
+    state = state.model_copy(update={"committed_at": dt.datetime.now(dt.UTC)})
     return storage.write_text(state_uri(storage, state.log), state.model_dump_json(indent=2))
 
 
@@ -84,6 +86,5 @@ def append_history(storage: Storage, entry: dict[str, Any], keep: int) -> list[d
     """The history with ``entry`` last (replacing an earlier line of the same run), trimmed."""
     history = [h for h in read_history(storage) if h.get("run_id") != entry["run_id"]]
     history = (history + [entry])[-keep:]
-    storage.write_text(history_uri(storage),
-                       "".join(json.dumps(h, default=str) + "\n" for h in history))
+    storage.write_text(history_uri(storage), "".join(json.dumps(h, default=str) + "\n" for h in history))
     return history

@@ -27,8 +27,14 @@ from netsec_tasks.errors import ValidationFailed
 from netsec_tasks.schema import DatasetSchema
 
 
-def traffic_drift(reference: pd.DataFrame | None, traffic: pd.DataFrame, schema: DatasetSchema,
-                  cfg: PipelineConfig, *, source: str) -> tuple[DriftResult | None, dict[str, Any], str]:
+def traffic_drift(
+    reference: pd.DataFrame | None,
+    traffic: pd.DataFrame,
+    schema: DatasetSchema,
+    cfg: PipelineConfig,
+    *,
+    source: str,
+) -> tuple[DriftResult | None, dict[str, Any], str]:
     """(the drift result or None when not tested, the excluded rows' summary, one-line reason).
 
     ``traffic``: logged rows (``prediction_frame``), of which the schema's features are tested.
@@ -42,17 +48,29 @@ def traffic_drift(reference: pd.DataFrame | None, traffic: pd.DataFrame, schema:
         return None, empty, "no new traffic since the last run"
     features = [c for c in schema.features if c in traffic.columns]
     if not features:
-        return None, empty, ("the logged rows hold none of the schema's features (a model "
-                             "of another data set?)")
+        return (
+            None,
+            empty,
+            ("the logged rows hold none of the schema's features (a model of another data set?)"),
+        )
     try:
         clean, excluded = checked_rows(traffic[features], schema, cfg, source=source, what="traffic")
     except ValidationFailed as exc:
-        return None, {**empty, "rows_excluded": len(traffic), "reasons": {str(exc): len(traffic)}}, (
-            f"traffic cannot be compared: {exc}")
+        return (
+            None,
+            {**empty, "rows_excluded": len(traffic), "reasons": {str(exc): len(traffic)}},
+            (f"traffic cannot be compared: {exc}"),
+        )
     n = len(clean)
     if n < cfg.monitoring.min_rows:
-        return None, excluded, (f"{n} valid new row(s), fewer than monitoring.min_rows="
-                                f"{cfg.monitoring.min_rows}: they are tested with the next run's")
+        return (
+            None,
+            excluded,
+            (
+                f"{n} valid new row(s), fewer than monitoring.min_rows="
+                f"{cfg.monitoring.min_rows}: they are tested with the next run's"
+            ),
+        )
     result = detect_drift(reference, clean, schema, cfg.drift)
     return result, excluded, result.reason()
 
@@ -64,9 +82,16 @@ def threat_scores(model: Any, test: pd.DataFrame, schema: DatasetSchema) -> np.n
     return np.asarray(proba[:, classes.index(1) if 1 in classes else -1], dtype=float)
 
 
-def traffic_figures(traffic: pd.DataFrame, *, production_version: str | None,
-                    test_scores: np.ndarray | None, cfg: PipelineConfig, documents: int,
-                    since: dt.datetime | None, until: dt.datetime) -> dict[str, Any]:
+def traffic_figures(
+    traffic: pd.DataFrame,
+    *,
+    production_version: str | None,
+    test_scores: np.ndarray | None,
+    cfg: PipelineConfig,
+    documents: int,
+    since: dt.datetime | None,
+    until: dt.datetime,
+) -> dict[str, Any]:
     """Volume (rows, requests, rows per hour from ``since``, the previous run, to ``until``;
     from the first logged row on a first run), threat rate and score distribution of the
     Production version's rows against its test split."""
@@ -78,9 +103,12 @@ def traffic_figures(traffic: pd.DataFrame, *, production_version: str | None,
     first, last = times.min(), times.max()
     start = pd.Timestamp(since) if since is not None else first
     hours = max((pd.Timestamp(until) - start).total_seconds() / 3600.0, 1.0 / 60)
-    out.update(first_time=first.isoformat(), last_time=last.isoformat(),
-               rows_per_hour=round(len(traffic) / hours, 3),
-               by_version={str(k): int(v) for k, v in traffic["model_version"].value_counts().items()})
+    out.update(
+        first_time=first.isoformat(),
+        last_time=last.isoformat(),
+        rows_per_hour=round(len(traffic) / hours, 3),
+        by_version={str(k): int(v) for k, v in traffic["model_version"].value_counts().items()},
+    )
     mine = traffic[traffic["model_version"] == str(production_version)]
     out["production_rows"] = int(len(mine))
     if mine.empty:
@@ -93,8 +121,9 @@ def traffic_figures(traffic: pd.DataFrame, *, production_version: str | None,
         return out
     test_threats = int((test_scores > 0.5).sum())
     test_rate = test_threats / len(test_scores)
-    stat, p, _, _ = chi_square_test(np.array([test_threats, len(test_scores) - test_threats]),
-                                    np.array([threats, len(mine) - threats]))
+    stat, p, _, _ = chi_square_test(
+        np.array([test_threats, len(test_scores) - test_threats]), np.array([threats, len(mine) - threats])
+    )
     out["threat_rate_test"] = round(test_rate, 6)
     out["threat_rate_p"] = round(p, 6)
     out["threat_rate_shifted"] = bool(p < alpha and abs(rate - test_rate) >= min_effect)
@@ -102,10 +131,14 @@ def traffic_figures(traffic: pd.DataFrame, *, production_version: str | None,
     if len(scores):
         col = _test_continuous("threat_probability", pd.Series(test_scores), scores)
         out["score"] = {
-            "mean": round(float(scores.mean()), 6), "mean_test": round(float(np.mean(test_scores)), 6),
-            "ks": round(col.statistic, 6), "p": round(col.p_value, 6),
+            "mean": round(float(scores.mean()), 6),
+            "mean_test": round(float(np.mean(test_scores)), 6),
+            "ks": round(col.statistic, 6),
+            "p": round(col.p_value, 6),
             "wasserstein_iqr": round(col.effect, 6),
             "shifted": bool(col.p_value < alpha and col.effect >= min_effect),
-            "edges": col.labels, "test_share": [round(x, 6) for x in col.reference_share],
-            "traffic_share": [round(x, 6) for x in col.current_share]}
+            "edges": col.labels,
+            "test_share": [round(x, 6) for x in col.reference_share],
+            "traffic_share": [round(x, 6) for x in col.current_share],
+        }
     return out

@@ -25,7 +25,7 @@ class SourceRead:
     schema: pa.Schema
     previous_watermark: str | None
     watermark: str | None
-    watermark_type: str | None = None          # objectid | datetime | int | float | str | file
+    watermark_type: str | None = None  # objectid | datetime | int | float | str | file
     documents_read: int = 0
     # None: the chunks are the whole data; else the committed snapshot the chunks extend.
     base_snapshot_uri: str | None = None
@@ -41,5 +41,5 @@ class SourceRead:
             table = pq.read_table(part) if isinstance(part, Path) else part
             table = conform(table, self.schema)
             n = table.num_rows
-            yield (table, self.new_mask[offset:offset + n], self.times[offset:offset + n])
+            yield (table, self.new_mask[offset : offset + n], self.times[offset : offset + n])
             offset += n

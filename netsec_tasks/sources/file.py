@@ -46,7 +46,8 @@ def ensure_sample(cfg: PipelineConfig) -> Path:
         raise ConfigError(
             f"source.path is not set and the built-in synthetic sample has the phishing schema, "
             f"not the '{cfg.dataset}' one: set source.path (NETSEC_SOURCE__PATH or "
-            f"--source-path) to the data set's file")
+            f"--source-path) to the data set's file"
+        )
     path = sample_path(cfg)
     if not path.is_file():
         with atomic_path(path) as tmp:
@@ -63,7 +64,7 @@ def file_location(cfg: PipelineConfig) -> str:
     if is_s3(path):
         return path
     if path.startswith("file://"):
-        path = path[len("file://"):]
+        path = path[len("file://") :]
     return path if any(ch in path for ch in "*?[") else str(Path(path).resolve())
 
 
@@ -100,8 +101,9 @@ def frame_table(frame: pd.DataFrame) -> pa.Table:
     return table.replace_schema_metadata(None)
 
 
-def read_file(cfg: PipelineConfig, storage: Storage, previous: SourceState | None,
-              scratch: Path | None = None) -> SourceRead:
+def read_file(
+    cfg: PipelineConfig, storage: Storage, previous: SourceState | None, scratch: Path | None = None
+) -> SourceRead:
     """Read the whole file (it is also the new batch). A CSV file without a header row is read
     with the schema's ``file_columns``.
 
@@ -121,8 +123,11 @@ def read_file(cfg: PipelineConfig, storage: Storage, previous: SourceState | Non
     location = file_location(cfg)
     options = load_schema(cfg.schema_path).read_options()
     if cfg.source.window_days is not None:
-        log.warning("source.window_days applies to MongoDB sources only (rows have no time in a "
-                    "file); %s is used whole", location)
+        log.warning(
+            "source.window_days applies to MongoDB sources only (rows have no time in a "
+            "file); %s is used whole",
+            location,
+        )
     parts: list[pa.Table | Path] = []
     schemas: list[pa.Schema] = []
     n = 0
@@ -136,28 +141,41 @@ def read_file(cfg: PipelineConfig, storage: Storage, previous: SourceState | Non
             n += table.num_rows
     else:
         if is_s3(location):
-            frame = (read_csv_bytes(storage.read_bytes(location), source=location, **options)
-                     if options and location.lower().endswith(".csv") else storage.read_frame(location))
+            frame = (
+                read_csv_bytes(storage.read_bytes(location), source=location, **options)
+                if options and location.lower().endswith(".csv")
+                else storage.read_frame(location)
+            )
         else:
             frame = read_table(location, **options)
         table = frame_table(frame.drop(columns=[c for c in BOOKKEEPING_FIELDS if c in frame.columns]))
-        parts = [pa.Table.from_batches([b], schema=table.schema)
-                 for b in table.to_batches(max_chunksize=CHUNK_ROWS)]
+        parts = [
+            pa.Table.from_batches([b], schema=table.schema)
+            for b in table.to_batches(max_chunksize=CHUNK_ROWS)
+        ]
         schemas, n = [table.schema], table.num_rows
     watermark = _content_hash(location, storage)
     feedback = _feedback_rows(cfg, storage)
     if feedback is not None:
         table, digest = feedback
-        parts.extend(pa.Table.from_batches([b], schema=table.schema)
-                     for b in table.to_batches(max_chunksize=CHUNK_ROWS))
+        parts.extend(
+            pa.Table.from_batches([b], schema=table.schema)
+            for b in table.to_batches(max_chunksize=CHUNK_ROWS)
+        )
         schemas.append(table.schema)
         n += table.num_rows
         watermark = hashlib.sha256(f"{watermark}+feedback:{digest}".encode()).hexdigest()
     return SourceRead(
-        source=f"file:{location}", schema=unify_schemas(schemas),
+        source=f"file:{location}",
+        schema=unify_schemas(schemas),
         previous_watermark=previous.watermark if previous else None,
-        watermark=watermark, watermark_type="file", documents_read=n,
-        parts=list(parts), new_mask=np.ones(n, bool), times=np.full(n, np.nan))
+        watermark=watermark,
+        watermark_type="file",
+        documents_read=n,
+        parts=list(parts),
+        new_mask=np.ones(n, bool),
+        times=np.full(n, np.nan),
+    )
 
 
 def _feedback_rows(cfg: PipelineConfig, storage: Storage) -> tuple[pa.Table, str] | None:

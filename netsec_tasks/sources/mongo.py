@@ -76,7 +76,7 @@ def mask_uri(uri: str) -> str:
     return _SECRET_PARAM.sub(r"\1***", masked)
 
 
-def describe_client(client: "pymongo.MongoClient") -> str:
+def describe_client(client: pymongo.MongoClient) -> str:
     """``host:port[,host:port]`` of a client we did not build (e.g. from Airflow's MongoHook)."""
     try:
         seeds = client.topology_description.server_descriptions().keys()
@@ -95,8 +95,10 @@ def unavailable(exc: Exception, where: str, timeout_ms: int | None = None) -> So
         hint = "check the user, password and authSource in the URI / Airflow connection netsec_mongo"
     elif isinstance(exc, (errors.ConnectionFailure, errors.ServerSelectionTimeoutError)):
         what = f"cannot reach MongoDB at {where}{within}: {_short(exc)}"
-        hint = ("is the server running and reachable? Set NETSEC_SOURCE__MONGO__URI or the "
-                "Airflow connection netsec_mongo")
+        hint = (
+            "is the server running and reachable? Set NETSEC_SOURCE__MONGO__URI or the "
+            "Airflow connection netsec_mongo"
+        )
     else:
         what = f"MongoDB at {where} failed: {type(exc).__name__}: {_short(exc)}"
         hint = "see the server log"
@@ -112,19 +114,30 @@ def client_options(mcfg: Any) -> dict[str, int]:
     """The per-call budget of ``source.mongo`` as MongoClient options: choosing a server,
     opening a connection, and waiting for a reply on an open one (pymongo's default for the
     last is to wait for ever, so a server that stops answering would hang the step)."""
-    return {"serverSelectionTimeoutMS": mcfg.server_selection_timeout_ms,
-            "connectTimeoutMS": mcfg.connect_timeout_ms,
-            "socketTimeoutMS": mcfg.socket_timeout_ms}
+    return {
+        "serverSelectionTimeoutMS": mcfg.server_selection_timeout_ms,
+        "connectTimeoutMS": mcfg.connect_timeout_ms,
+        "socketTimeoutMS": mcfg.socket_timeout_ms,
+    }
 
 
-def connect_source(mcfg: Any) -> "pymongo.MongoClient":
+def connect_source(mcfg: Any) -> pymongo.MongoClient:
     """:func:`connect` to ``source.mongo.uri`` with its configured budget."""
-    return connect(mcfg.uri, mcfg.server_selection_timeout_ms,
-                   connect_timeout_ms=mcfg.connect_timeout_ms, socket_timeout_ms=mcfg.socket_timeout_ms)
+    return connect(
+        mcfg.uri,
+        mcfg.server_selection_timeout_ms,
+        connect_timeout_ms=mcfg.connect_timeout_ms,
+        socket_timeout_ms=mcfg.socket_timeout_ms,
+    )
 
 
-def connect(uri: str, timeout_ms: int = 5000, *, connect_timeout_ms: int | None = None,
-            socket_timeout_ms: int | None = None) -> "pymongo.MongoClient":
+def connect(
+    uri: str,
+    timeout_ms: int = 5000,
+    *,
+    connect_timeout_ms: int | None = None,
+    socket_timeout_ms: int | None = None,
+) -> pymongo.MongoClient:
     """A client whose server answered ``ping``; SourceUnavailable (password masked) otherwise.
 
     ``timeout_ms`` bounds server selection (and, unless given, connecting); ``socket_timeout_ms``
@@ -134,11 +147,15 @@ def connect(uri: str, timeout_ms: int = 5000, *, connect_timeout_ms: int | None 
     from pymongo import errors
 
     if uri.startswith("mongo://"):  # Airflow's connection form
-        uri = "mongodb://" + uri[len("mongo://"):]
+        uri = "mongodb://" + uri[len("mongo://") :]
     try:
-        client: pymongo.MongoClient = pymongo.MongoClient(uri, serverSelectionTimeoutMS=timeout_ms,
-                                     connectTimeoutMS=connect_timeout_ms or timeout_ms,
-                                     socketTimeoutMS=socket_timeout_ms, appname="netsec")
+        client: pymongo.MongoClient = pymongo.MongoClient(
+            uri,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=connect_timeout_ms or timeout_ms,
+            socketTimeoutMS=socket_timeout_ms,
+            appname="netsec",
+        )
     except errors.ConfigurationError as exc:
         raise SourceUnavailable(f"invalid MongoDB URI {mask_uri(uri)}: {exc}") from None
     try:
@@ -151,12 +168,12 @@ def connect(uri: str, timeout_ms: int = 5000, *, connect_timeout_ms: int | None 
 
 class PushResult(BaseModel):
     source: str
-    load_id: str             # the idempotency key of this load (file content hash by default)
-    collection: str          # <database>.<collection>
-    read: int                # rows in the file
-    inserted: int            # documents inserted by this call
-    skipped: int             # rows of this load already in the collection (a re-run)
-    collection_count: int    # documents in the collection afterwards
+    load_id: str  # the idempotency key of this load (file content hash by default)
+    collection: str  # <database>.<collection>
+    read: int  # rows in the file
+    inserted: int  # documents inserted by this call
+    skipped: int  # rows of this load already in the collection (a re-run)
+    collection_count: int  # documents in the collection afterwards
 
 
 def _native(value: Any, as_int: bool) -> Any:
@@ -182,7 +199,7 @@ def load_keys(load_id: str, start: int, count: int) -> list[str]:
     return [f"{load_id}:{i}" for i in range(start, start + count)]
 
 
-def ensure_indexes(collection: "pymongo.collection.Collection", watermark_field: str | None) -> None:
+def ensure_indexes(collection: pymongo.collection.Collection, watermark_field: str | None) -> None:
     """The unique idempotency key (sparse: foreign documents without it coexist) and an index on
     the watermark field, so the reader's range queries are answered from an index."""
     collection.create_index([(KEY_FIELD, 1)], unique=True, sparse=True, name=KEY_INDEX_NAME)
@@ -202,15 +219,22 @@ def _insert_batch(collection, docs: list[dict]) -> tuple[int, int]:
         other = [e for e in write_errors if e.get("code") != DUPLICATE_KEY]
         if other:
             first = other[0]
-            raise DataError(f"MongoDB rejected {len(other)} document(s); first: code "
-                            f"{first.get('code')}: {first.get('errmsg')}",
-                            source=collection.full_name) from None
+            raise DataError(
+                f"MongoDB rejected {len(other)} document(s); first: code "
+                f"{first.get('code')}: {first.get('errmsg')}",
+                source=collection.full_name,
+            ) from None
         return int(exc.details.get("nInserted", 0)), dup
 
 
-def push_data(csv_path: str | os.PathLike, cfg: PipelineConfig, *,
-              client: "pymongo.MongoClient | None" = None, batch_size: int | None = None,
-              load_id: str | None = None) -> PushResult:
+def push_data(
+    csv_path: str | os.PathLike,
+    cfg: PipelineConfig,
+    *,
+    client: pymongo.MongoClient | None = None,
+    batch_size: int | None = None,
+    load_id: str | None = None,
+) -> PushResult:
     """Load a CSV (or Parquet) file into ``cfg.source.mongo``'s collection, idempotently per load.
 
     ``load_id`` defaults to the file's content hash (see the module doc). The header is checked
@@ -230,8 +254,12 @@ def push_data(csv_path: str | os.PathLike, cfg: PipelineConfig, *,
     required = schema.features + [schema.target.column]
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise DataError(f"missing column(s) {', '.join(missing)} required by schema "
-                        f"{schema.name!r}; nothing was inserted", source=source, columns=missing)
+        raise DataError(
+            f"missing column(s) {', '.join(missing)} required by schema "
+            f"{schema.name!r}; nothing was inserted",
+            source=source,
+            columns=missing,
+        )
     frame = frame.drop(columns=[c for c in BOOKKEEPING_FIELDS if c in frame.columns])
     int_cols = {c for c, spec in schema.columns.items() if spec.dtype == "int"}
     if schema.target.dtype == "int":
@@ -255,10 +283,12 @@ def push_data(csv_path: str | os.PathLike, cfg: PipelineConfig, *,
         collection = client[mcfg.database][mcfg.collection]
         ensure_indexes(collection, mcfg.watermark_field)
         for start in range(0, len(docs), batch):
-            now = dt.datetime.now(dt.timezone.utc)
-            chunk = docs[start:start + batch]
-            chunk = [{**doc, KEY_FIELD: key, LOAD_FIELD: load_id, INGESTED_AT_FIELD: now}
-                     for doc, key in zip(chunk, load_keys(load_id, start, len(chunk)))]
+            now = dt.datetime.now(dt.UTC)
+            chunk = docs[start : start + batch]
+            chunk = [
+                {**doc, KEY_FIELD: key, LOAD_FIELD: load_id, INGESTED_AT_FIELD: now}
+                for doc, key in zip(chunk, load_keys(load_id, start, len(chunk)))
+            ]
             ins, dup = _insert_batch(collection, chunk)
             inserted += ins
             skipped += dup
@@ -268,12 +298,27 @@ def push_data(csv_path: str | os.PathLike, cfg: PipelineConfig, *,
     finally:
         if own:
             client.close()
-    log.info("push-data %s (load %s) -> %s.%s: %d read, %d inserted, %d skipped (already "
-             "loaded), %d in collection", source, load_id, mcfg.database, mcfg.collection,
-             len(docs), inserted, skipped, count)
-    return PushResult(source=source, load_id=load_id,
-                      collection=f"{mcfg.database}.{mcfg.collection}", read=len(docs),
-                      inserted=inserted, skipped=skipped, collection_count=count)
+    log.info(
+        "push-data %s (load %s) -> %s.%s: %d read, %d inserted, %d skipped (already "
+        "loaded), %d in collection",
+        source,
+        load_id,
+        mcfg.database,
+        mcfg.collection,
+        len(docs),
+        inserted,
+        skipped,
+        count,
+    )
+    return PushResult(
+        source=source,
+        load_id=load_id,
+        collection=f"{mcfg.database}.{mcfg.collection}",
+        read=len(docs),
+        inserted=inserted,
+        skipped=skipped,
+        collection_count=count,
+    )
 
 
 # --------------------------------------------------------------------------- reading
@@ -281,7 +326,7 @@ def push_data(csv_path: str | os.PathLike, cfg: PipelineConfig, *,
 
 def _utc(value: dt.datetime) -> dt.datetime:
     # pymongo returns naive UTC datetimes unless the client is tz_aware.
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def watermark_type(value: Any) -> str:
@@ -293,8 +338,10 @@ def watermark_type(value: Any) -> str:
     if isinstance(value, dt.datetime):
         return "datetime"
     if isinstance(value, bool):
-        raise DataError("a boolean cannot be a watermark; set source.mongo.watermark_field to a "
-                        "field that increases with inserts (e.g. ingested_at)")
+        raise DataError(
+            "a boolean cannot be a watermark; set source.mongo.watermark_field to a "
+            "field that increases with inserts (e.g. ingested_at)"
+        )
     if isinstance(value, int):
         return "int"
     if isinstance(value, float):
@@ -322,9 +369,11 @@ def parse_watermark(text: str, kind: str | None, source: str) -> Any:
             return float(text)
         return text
     except (InvalidId, ValueError, TypeError) as exc:
-        raise DataError(f"committed watermark {text!r} is not a valid {kind or 'objectid'} ({exc});"
-                        " delete the source state under <storage>/state/ to re-ingest everything",
-                        source=source) from None
+        raise DataError(
+            f"committed watermark {text!r} is not a valid {kind or 'objectid'} ({exc});"
+            " delete the source state under <storage>/state/ to re-ingest everything",
+            source=source,
+        ) from None
 
 
 def _key_time(key: Any) -> float:
@@ -337,7 +386,7 @@ def _key_time(key: Any) -> float:
     return np.nan
 
 
-def docs_table(docs: list[dict]) -> "pa.Table":
+def docs_table(docs: list[dict]) -> pa.Table:
     """One batch of documents as an Arrow table (columns in first-seen order)."""
     names: dict[str, None] = {}
     for doc in docs:
@@ -346,7 +395,7 @@ def docs_table(docs: list[dict]) -> "pa.Table":
     return pa.table({name: _arrow_column([d.get(name) for d in docs]) for name in names})
 
 
-def _arrow_column(values: list) -> "pa.Array":
+def _arrow_column(values: list) -> pa.Array:
     """Typed when the values allow it; nested documents, ObjectIds and mixed types become text."""
     try:
         arr = pa.array(values)
@@ -354,9 +403,17 @@ def _arrow_column(values: list) -> "pa.Array":
             return arr
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
         pass
-    return pa.array([None if v is None else
-                     json.dumps(v, default=str, sort_keys=True) if isinstance(v, (dict, list))
-                     else str(v) for v in values], type=pa.string())
+    return pa.array(
+        [
+            None
+            if v is None
+            else json.dumps(v, default=str, sort_keys=True)
+            if isinstance(v, (dict, list))
+            else str(v)
+            for v in values
+        ],
+        type=pa.string(),
+    )
 
 
 def _batched(cursor, size: int) -> Iterator[list[dict]]:
@@ -370,8 +427,14 @@ def _batched(cursor, size: int) -> Iterator[list[dict]]:
         yield batch
 
 
-def read_documents(cfg: PipelineConfig, *, previous: "SourceState | None", base_snapshot: str | None,
-                   scratch: Path, client: "pymongo.MongoClient | None" = None) -> "SourceRead":
+def read_documents(
+    cfg: PipelineConfig,
+    *,
+    previous: SourceState | None,
+    base_snapshot: str | None,
+    scratch: Path,
+    client: pymongo.MongoClient | None = None,
+) -> SourceRead:
     """Read this run's documents: only those after the committed watermark when ``base_snapshot``
     (the committed snapshot) is given, else the training window. Staged as Parquet parts in
     ``scratch`` (this task's private temp dir), one per batch, so memory holds one batch.
@@ -384,8 +447,11 @@ def read_documents(cfg: PipelineConfig, *, previous: "SourceState | None", base_
     mcfg = cfg.source.mongo
     source = f"mongo:{mcfg.database}.{mcfg.collection}"
     field = mcfg.watermark_field or "_id"
-    prev_value = (parse_watermark(previous.watermark, previous.watermark_type, source)
-                  if previous is not None and previous.watermark is not None else None)
+    prev_value = (
+        parse_watermark(previous.watermark, previous.watermark_type, source)
+        if previous is not None and previous.watermark is not None
+        else None
+    )
     own = client is None
     if client is None:
         client, where = connect_source(mcfg), mask_uri(mcfg.uri)
@@ -405,14 +471,14 @@ def read_documents(cfg: PipelineConfig, *, previous: "SourceState | None", base_
         mode = "every document (no committed snapshot to extend)"
         if cfg.source.window_days is not None:
             try:
-                newest = collection.find_one({} if field == "_id" else {field: {"$exists": True}},
-                                             sort=[(field, -1)])
+                newest = collection.find_one(
+                    {} if field == "_id" else {field: {"$exists": True}}, sort=[(field, -1)]
+                )
             except errors.PyMongoError as exc:
                 raise unavailable(exc, where, mcfg.server_selection_timeout_ms if own else None) from None
             newest_time = _key_time(newest[field]) if newest else np.nan
             if np.isfinite(newest_time):
-                cutoff = dt.datetime.fromtimestamp(newest_time - cfg.source.window_days * 86_400,
-                                                   tz=dt.timezone.utc)
+                cutoff = dt.datetime.fromtimestamp(newest_time - cfg.source.window_days * 86_400, tz=dt.UTC)
                 if field == "_id":
                     from bson import ObjectId
 
@@ -425,8 +491,9 @@ def read_documents(cfg: PipelineConfig, *, previous: "SourceState | None", base_
     new_masks, times_list = [], []
     max_key, kind, missing, fetched = None, None, 0, 0
     try:
-        cursor = collection.find(query, projection={KEY_FIELD: 0, LOAD_FIELD: 0}, sort=sort,
-                                 batch_size=mcfg.batch_size)
+        cursor = collection.find(
+            query, projection={KEY_FIELD: 0, LOAD_FIELD: 0}, sort=sort, batch_size=mcfg.batch_size
+        )
         with cursor:
             for docs in _batched(cursor, mcfg.batch_size):
                 keys = [d.get(field) for d in docs]
@@ -443,16 +510,21 @@ def read_documents(cfg: PipelineConfig, *, previous: "SourceState | None", base_
                         raise DataError(
                             f"document _id {key!r} is not an ObjectId, so it cannot order the "
                             "rows; set source.mongo.watermark_field to a field that increases "
-                            "with inserts (e.g. ingested_at)", source=source)
+                            "with inserts (e.g. ingested_at)",
+                            source=source,
+                        )
                     try:
                         new[i] = prev_value is None or key > prev_value
                         if max_key is None or key > max_key:
                             max_key = key
                     except TypeError:
-                        raise DataError(f"{field} value {key!r} cannot be compared with the "
-                                        f"committed watermark {format_watermark(prev_value)!r}; "
-                                        "delete the source state under <storage>/state/ to "
-                                        "re-ingest everything", source=source) from None
+                        raise DataError(
+                            f"{field} value {key!r} cannot be compared with the "
+                            f"committed watermark {format_watermark(prev_value)!r}; "
+                            "delete the source state under <storage>/state/ to "
+                            "re-ingest everything",
+                            source=source,
+                        ) from None
                     times[i] = _key_time(key)
                 fetched += len(docs)
                 if incremental:  # only documents after the watermark extend the snapshot
@@ -461,8 +533,9 @@ def read_documents(cfg: PipelineConfig, *, previous: "SourceState | None", base_
                     new, times = new[keep], times[keep]
                     if not docs:
                         continue
-                table = docs_table([{k: v for k, v in d.items() if k not in BOOKKEEPING_FIELDS}
-                                    for d in docs])
+                table = docs_table(
+                    [{k: v for k, v in d.items() if k not in BOOKKEEPING_FIELDS} for d in docs]
+                )
                 part = scratch / f"part-{len(parts):06d}.parquet"
                 pq.write_table(table, part)
                 parts.append(part)
@@ -476,18 +549,28 @@ def read_documents(cfg: PipelineConfig, *, previous: "SourceState | None", base_
             client.close()  # ours: opened above
     read = sum(len(m) for m in new_masks)
     if missing:
-        log.warning("%d document(s) of %s have no %s: they are never new, and read only by a full "
-                    "read", missing, source, field)
+        log.warning(
+            "%d document(s) of %s have no %s: they are never new, and read only by a full read",
+            missing,
+            source,
+            field,
+        )
     log.info("read %d documents of %s from %s (%s; %d fetched)", read, source, where, mode, fetched)
     if not parts and base_snapshot is None:
-        raise DataError("the collection is empty; load data first (netsec push-data <csv>)",
-                        source=f"{source} at {where}")
+        raise DataError(
+            "the collection is empty; load data first (netsec push-data <csv>)", source=f"{source} at {where}"
+        )
     return SourceRead(
-        source=source, schema=unify_schemas(schemas) if schemas else pa.schema([]),
+        source=source,
+        schema=unify_schemas(schemas) if schemas else pa.schema([]),
         previous_watermark=previous.watermark if previous else None,
-        watermark=format_watermark(max_key) if max_key is not None else (
-            previous.watermark if previous else None),
+        watermark=format_watermark(max_key)
+        if max_key is not None
+        else (previous.watermark if previous else None),
         watermark_type=kind or (previous.watermark_type if previous else None),
-        documents_read=read, base_snapshot_uri=base_snapshot, parts=list(parts),
+        documents_read=read,
+        base_snapshot_uri=base_snapshot,
+        parts=list(parts),
         new_mask=np.concatenate(new_masks) if new_masks else np.zeros(0, bool),
-        times=np.concatenate(times_list) if times_list else np.zeros(0, float))
+        times=np.concatenate(times_list) if times_list else np.zeros(0, float),
+    )

@@ -31,8 +31,9 @@ class FeedbackItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prediction_id: str = Field(..., max_length=40, description="the prediction_id /predict or "
-                                                               "/predict/csv returned for the row")
+    prediction_id: str = Field(
+        ..., max_length=40, description="the prediction_id /predict or /predict/csv returned for the row"
+    )
     label: Label = Field(..., description="threat, benign, or one of the data set's target labels")
     source: str | None = Field(None, max_length=200, description="who or what gave the verdict")
     note: str | None = Field(None, max_length=2000)
@@ -41,9 +42,12 @@ class FeedbackItem(BaseModel):
 class FeedbackResult(BaseModel):
     prediction_id: str
     label: Label = Field(..., description="the label stored, in the data set's vocabulary")
-    status: str = Field(..., description="recorded (first verdict), changed (a new verdict "
-                                         "replaces the standing one) or unchanged (the same "
-                                         "verdict again: nothing stored)")
+    status: str = Field(
+        ...,
+        description="recorded (first verdict), changed (a new verdict "
+        "replaces the standing one) or unchanged (the same "
+        "verdict again: nothing stored)",
+    )
     at: str = Field(..., description="when the standing verdict was given (UTC)")
     previous_label: Label = None
     previous_at: str | None = None
@@ -59,18 +63,15 @@ class FeedbackResponse(BaseModel):
 def _items(body: bytes, content_type: str, max_items: int) -> list[FeedbackItem]:
     media = content_type.split(";", 1)[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
-        raise InputError("send the verdicts as JSON (Content-Type: application/json)",
-                         status_code=415)
+        raise InputError("send the verdicts as JSON (Content-Type: application/json)", status_code=415)
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise InputError(f"body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(payload, list) or not payload:
-        raise InputError('send a non-empty JSON array: [{"prediction_id": "...", "label": '
-                         '"threat"}, ...]')
+        raise InputError('send a non-empty JSON array: [{"prediction_id": "...", "label": "threat"}, ...]')
     if len(payload) > max_items:
-        raise InputError(f"{len(payload)} verdicts in one request; at most {max_items}",
-                         status_code=413)
+        raise InputError(f"{len(payload)} verdicts in one request; at most {max_items}", status_code=413)
     items = []
     for row, raw in enumerate(payload):
         try:
@@ -78,44 +79,85 @@ def _items(body: bytes, content_type: str, max_items: int) -> list[FeedbackItem]
         except ValidationError as exc:
             err = exc.errors()[0]
             column = ".".join(str(p) for p in err["loc"]) or None
-            raise InputError(f"verdict {row}: {column or 'item'}: {err['msg']}", row=row,
-                             column=column, value=err.get("input") if column else None) from None
+            raise InputError(
+                f"verdict {row}: {column or 'item'}: {err['msg']}",
+                row=row,
+                column=column,
+                value=err.get("input") if column else None,
+            ) from None
     return items
 
 
 @router.post(
-    "/feedback", response_model=FeedbackResponse,
-    responses={401: ERRORS[401], 413: ERRORS[413], 415: ERRORS[415], 422: ERRORS[422],
-               404: {"model": ErrorResponse, "description": "a prediction id this service never "
-                                                           "logged (problems lists each)"},
-               503: {"model": ErrorResponse, "description": "the prediction log is off"}},
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"type": "array", "minItems": 1, "items": FeedbackItem.model_json_schema()},
-        "example": [{"prediction_id": "0192f3a4b5c6d7e8f9a0b1-0", "label": "threat",
-                     "source": "soc-triage"}]}}}},
+    "/feedback",
+    response_model=FeedbackResponse,
+    responses={
+        401: ERRORS[401],
+        413: ERRORS[413],
+        415: ERRORS[415],
+        422: ERRORS[422],
+        404: {
+            "model": ErrorResponse,
+            "description": "a prediction id this service never logged (problems lists each)",
+        },
+        503: {"model": ErrorResponse, "description": "the prediction log is off"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "array", "minItems": 1, "items": FeedbackItem.model_json_schema()},
+                    "example": [
+                        {
+                            "prediction_id": "0192f3a4b5c6d7e8f9a0b1-0",
+                            "label": "threat",
+                            "source": "soc-triage",
+                        }
+                    ],
+                }
+            },
+        }
+    },
     summary="Analysts' verdicts on predictions: recorded, changed or unchanged",
 )
 async def feedback(request: Request, state: StateDep) -> JSONResponse:
     if state.prediction_log is None or state.feedback is None:
-        return JSONResponse({"detail": "feedback needs the prediction log, which is off "
-                                       "(NETSEC_SERVING_LOG_ENABLED=false)"}, status_code=503)
-    items = _items(await request.body(), request.headers.get("content-type", ""),
-                   state.settings.max_feedback_items)
+        return JSONResponse(
+            {"detail": "feedback needs the prediction log, which is off (NETSEC_SERVING_LOG_ENABLED=false)"},
+            status_code=503,
+        )
+    items = _items(
+        await request.body(), request.headers.get("content-type", ""), state.settings.max_feedback_items
+    )
     schema = state.contract.schema
     verdicts: list[dict[str, Any]] = []
     for row, item in enumerate(items):
         try:
             parse_prediction_id(item.prediction_id)
         except ValueError as exc:
-            raise InputError(f"verdict {row}: {exc}", row=row, column="prediction_id",
-                             value=item.prediction_id) from None
+            raise InputError(
+                f"verdict {row}: {exc}", row=row, column="prediction_id", value=item.prediction_id
+            ) from None
         try:
             label, is_threat = feedback_label(schema, item.label)
         except ValueError as exc:
-            raise InputError(f"verdict {row}: {exc}", row=row, column="label", value=item.label,
-                             allowed=", ".join(map(str, label_vocabulary(schema)))) from None
-        verdicts.append({"prediction_id": item.prediction_id, "label": label,
-                         "is_threat": is_threat, "source": item.source, "note": item.note})
+            raise InputError(
+                f"verdict {row}: {exc}",
+                row=row,
+                column="label",
+                value=item.label,
+                allowed=", ".join(map(str, label_vocabulary(schema))),
+            ) from None
+        verdicts.append(
+            {
+                "prediction_id": item.prediction_id,
+                "label": label,
+                "is_threat": is_threat,
+                "source": item.source,
+                "note": item.note,
+            }
+        )
     ids = [v["prediction_id"] for v in verdicts]
     known = await _store_call(state.prediction_log.sink.describe(), state.prediction_log.known, ids)
     unknown = [(row, pid) for row, pid in enumerate(ids) if pid not in known]
@@ -123,10 +165,16 @@ async def feedback(request: Request, state: StateDep) -> JSONResponse:
         names = ", ".join(pid for _, pid in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
         raise InputError(
             f"unknown prediction id(s): {names}; nothing was stored (ids come from /predict "
-            "or /predict/csv of this service, and are known once logged)", status_code=404,
-            row=unknown[0][0], column="prediction_id", value=unknown[0][1],
-            problems=[{"row": row, "column": "prediction_id", "value": pid,
-                       "reason": "unknown prediction id"} for row, pid in unknown])
+            "or /predict/csv of this service, and are known once logged)",
+            status_code=404,
+            row=unknown[0][0],
+            column="prediction_id",
+            value=unknown[0][1],
+            problems=[
+                {"row": row, "column": "prediction_id", "value": pid, "reason": "unknown prediction id"}
+                for row, pid in unknown
+            ],
+        )
     results = await _store_call(state.feedback.describe(), state.feedback.record, verdicts)
     counts = {k: sum(r["status"] == k for r in results) for k in ("recorded", "changed", "unchanged")}
     for outcome, n in counts.items():
@@ -142,9 +190,11 @@ async def _store_call(where: str, fn, *args):
     try:
         return await asyncio.to_thread(fn, *args)
     except (PyMongoError, OSError) as exc:
-        raise InputError(f"{where} is unavailable ({type(exc).__name__}: {str(exc)[:200]}); "
-                         "nothing was stored, send the verdicts again later",
-                         status_code=503) from None
+        raise InputError(
+            f"{where} is unavailable ({type(exc).__name__}: {str(exc)[:200]}); "
+            "nothing was stored, send the verdicts again later",
+            status_code=503,
+        ) from None
 
 
 def make_feedback_store(settings, prediction_log):

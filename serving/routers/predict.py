@@ -31,11 +31,17 @@ try:
 
     _encode = msgspec.json.Encoder(enc_hook=str).encode
 except ImportError:  # pragma: no cover - msgspec is in the serving extra
+
     def _encode(obj) -> bytes:
         return json.dumps(obj, default=str).encode()
 
-EchoQuery = Annotated[bool, Query(description="also return every input column (features "
-                                              "included); passthrough columns always come back")]
+
+EchoQuery = Annotated[
+    bool,
+    Query(
+        description="also return every input column (features included); passthrough columns always come back"
+    ),
+]
 
 
 def _is_json(content_type: str) -> bool:
@@ -48,19 +54,24 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
     router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key)])
 
     @router.post(
-        "/predict", response_model=PredictResponse,
+        "/predict",
+        response_model=PredictResponse,
         responses={k: ERRORS[k] for k in (401, 413, 415, 422, 503)},
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-            "schema": predict_request_schema(contract, max_rows)}}}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": predict_request_schema(contract, max_rows)}},
+            }
+        },
         summary="Score rows sent as JSON records",
     )
-    async def predict(request: Request, model: ModelDep, state: StateDep,
-                      echo: EchoQuery = False) -> Response:
+    async def predict(
+        request: Request, model: ModelDep, state: StateDep, echo: EchoQuery = False
+    ) -> Response:
         # The body is parsed by hand: FastAPI's body parameter would answer a wrong content
         # type with 422 (we owe 415) and validate every cell twice.
         if not _is_json(request.headers.get("content-type", "")):
-            raise InputError("send the records as JSON (Content-Type: application/json)",
-                             status_code=415)
+            raise InputError("send the records as JSON (Content-Type: application/json)", status_code=415)
         body = await request.body()
         if not body.strip():
             raise InputError('empty body; send {"records": [{feature: value, ...}]}')
@@ -70,44 +81,73 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
     @router.post(
         "/predict/csv",
         response_model=CsvPredictResponse,
-        responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV (streamed) "
-                                                                     "when Accept: text/csv or "
-                                                                     "?format=csv"},
-                   400: ERRORS[422] | {"description": "malformed multipart body"},
-                   **{k: ERRORS[k] for k in (401, 413, 415, 422, 503)}},
-        openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
-            "schema": {"type": "object", "required": ["file"], "properties": {
-                "file": {"type": "string", "format": "binary",
-                         "description": "CSV with a header row: the feature columns of the "
-                                        f"'{contract.name}' schema; "
-                                        f"{', '.join(contract.passthrough)} may be present and "
-                                        "are echoed back"}}}}}}},
+        responses={
+            200: {
+                "content": {"text/csv": {}},
+                "description": "JSON, or CSV (streamed) when Accept: text/csv or ?format=csv",
+            },
+            400: ERRORS[422] | {"description": "malformed multipart body"},
+            **{k: ERRORS[k] for k in (401, 413, 415, 422, 503)},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["file"],
+                            "properties": {
+                                "file": {
+                                    "type": "string",
+                                    "format": "binary",
+                                    "description": "CSV with a header row: the feature columns of the "
+                                    f"'{contract.name}' schema; "
+                                    f"{', '.join(contract.passthrough)} may be present and "
+                                    "are echoed back",
+                                }
+                            },
+                        }
+                    }
+                },
+            }
+        },
         summary="Score an uploaded CSV; answers JSON or CSV (Accept: text/csv)",
     )
     async def predict_csv(
-        request: Request, model: ModelDep, state: StateDep, contract: ContractDep,
-        format: Annotated[Literal["json", "csv"] | None, Query(
-            description="csv: answer CSV (streamed), as Accept: text/csv does")] = None,
-        invalid: Annotated[Literal["refuse", "flag"], Query(
-            description="refuse (default): a row that breaks the contract makes the request "
-                        "422. flag: valid rows are scored, invalid ones come back unscored with "
-                        "status=invalid and the reason")] = "refuse",
+        request: Request,
+        model: ModelDep,
+        state: StateDep,
+        contract: ContractDep,
+        format: Annotated[
+            Literal["json", "csv"] | None,
+            Query(description="csv: answer CSV (streamed), as Accept: text/csv does"),
+        ] = None,
+        invalid: Annotated[
+            Literal["refuse", "flag"],
+            Query(
+                description="refuse (default): a row that breaks the contract makes the request "
+                "422. flag: valid rows are scored, invalid ones come back unscored with "
+                "status=invalid and the reason"
+            ),
+        ] = "refuse",
         echo: EchoQuery = False,
     ) -> Response:
         if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-            raise InputError("upload the CSV as multipart/form-data with the field 'file'",
-                             status_code=415)
+            raise InputError("upload the CSV as multipart/form-data with the field 'file'", status_code=415)
         name, data = await _read_upload(request)
-        want_csv = format == "csv" or (format is None and
-                                       "text/csv" in request.headers.get("accept", ""))
-        out, summary = await state.run(_score_csv, state, model, contract, data, name, invalid,
-                                       echo or want_csv)
+        want_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
+        out, summary = await state.run(
+            _score_csv, state, model, contract, data, name, invalid, echo or want_csv
+        )
         del data
         if want_csv:
             # Streamed: the body is encoded chunk by chunk as the client reads it.
             return StreamingResponse(
-                _streamed(out), media_type="text/csv",
-                headers={"Content-Disposition": 'attachment; filename="predictions.csv"'})
+                _streamed(out),
+                media_type="text/csv",
+                headers={"Content-Disposition": 'attachment; filename="predictions.csv"'},
+            )
         content = await state.run(_csv_json, model, out, summary)
         return Response(content, media_type="application/json")
 
@@ -136,11 +176,23 @@ def _score_json(state: ServingState, model: LoadedModel, body: bytes, echo: bool
     request_id = log_predictions(state, model, inp.x, is_threat, proba, labels, "/predict")
     count_inputs(state, "/predict", null_cells=inp.null_cells)
     version = model.version
-    preds = [{"predicted_label": lbl, "is_threat": t, "threat_probability": p,
-              "imputed_cells": k, "model_version": version, "prediction_id": pid}
-             for lbl, t, p, k, pid in zip(labels, is_threat.tolist(), proba.tolist(),
-                                          inp.null_cells.tolist(),
-                                          prediction_ids(request_id, len(labels)))]
+    preds = [
+        {
+            "predicted_label": lbl,
+            "is_threat": t,
+            "threat_probability": p,
+            "imputed_cells": k,
+            "model_version": version,
+            "prediction_id": pid,
+        }
+        for lbl, t, p, k, pid in zip(
+            labels,
+            is_threat.tolist(),
+            proba.tolist(),
+            inp.null_cells.tolist(),
+            prediction_ids(request_id, len(labels)),
+        )
+    ]
     for name, values in _json_echo(inp, contract, echo).items():
         for pred, v in zip(preds, values):
             pred[name] = v
@@ -170,8 +222,15 @@ async def _read_upload(request: Request) -> tuple[str, bytes]:
     return upload.filename or "upload.csv", data
 
 
-def _score_csv(state: ServingState, model: LoadedModel, contract: Contract, data: bytes,
-               name: str, policy: InvalidPolicy, echo_all: bool) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _score_csv(
+    state: ServingState,
+    model: LoadedModel,
+    contract: Contract,
+    data: bytes,
+    name: str,
+    policy: InvalidPolicy,
+    echo_all: bool,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     try:
         inp = csv_input(data, name, contract, model, state.settings.max_rows, policy=policy)
     except InputError as exc:
@@ -183,17 +242,25 @@ def _score_csv(state: ServingState, model: LoadedModel, contract: Contract, data
         is_threat, proba = np.zeros(0, dtype=np.int8), np.zeros(0)
     labels = [model.label_for(t) for t in is_threat.tolist()]
     request_id = log_predictions(state, model, inp.x, is_threat, proba, labels, "/predict/csv")
-    count_inputs(state, "/predict/csv", flagged=inp.n_invalid,
-                 null_cells=inp.null_cells[inp.valid])
+    count_inputs(state, "/predict/csv", flagged=inp.n_invalid, null_cells=inp.null_cells[inp.valid])
     frame = inp.frame
     assert frame is not None and inp.check is not None  # the CSV door always runs the contract
     keep = [c for c in frame.columns if echo_all or c not in set(contract.features)]
-    out = scored_frame(frame[keep], inp.check, is_threat=is_threat, probability=proba,
-                       labels=labels, model_version=model.version,
-                       prediction_ids=prediction_ids(request_id, len(labels)))
-    summary = {"n_rows": inp.n_rows, "n_threats": int(is_threat.sum()),
-               "n_invalid": inp.n_invalid,
-               "n_imputed_rows": int(np.count_nonzero(inp.null_cells[inp.valid]))}
+    out = scored_frame(
+        frame[keep],
+        inp.check,
+        is_threat=is_threat,
+        probability=proba,
+        labels=labels,
+        model_version=model.version,
+        prediction_ids=prediction_ids(request_id, len(labels)),
+    )
+    summary = {
+        "n_rows": inp.n_rows,
+        "n_threats": int(is_threat.sum()),
+        "n_invalid": inp.n_invalid,
+        "n_imputed_rows": int(np.count_nonzero(inp.null_cells[inp.valid])),
+    }
     return out, summary
 
 
@@ -201,11 +268,10 @@ def _csv_json(model: LoadedModel, out: pd.DataFrame, summary: dict[str, Any]) ->
     """The JSON answer, encoded a few thousand records at a time: a 100k-row answer never
     exists as 100k Python dicts at once."""
     columns = [str(c) for c in out.columns]
-    head = _encode({"model_name": model.name, "model_version": model.version,
-                    "columns": columns, **summary})
+    head = _encode({"model_name": model.name, "model_version": model.version, "columns": columns, **summary})
     parts = [head[:-1], b',"records":[']
     for start in range(0, len(out), 5000):
-        part = out.iloc[start:start + 5000]
+        part = out.iloc[start : start + 5000]
         values = [[_jsonable(v) for v in part[c].tolist()] for c in out.columns]
         chunk = _encode([dict(zip(columns, row)) for row in zip(*values)])
         parts.append((b"," if start else b"") + chunk[1:-1])

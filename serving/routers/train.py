@@ -13,10 +13,12 @@ from serving.deps import StateDep, require_api_key
 from serving.inputs import InputError
 from serving.schemas import ERRORS, ErrorResponse, TrainRequest, TrainResponse
 
-TRAIN_OFF = ("POST /train is off: it starts a training run in Airflow with this service's "
-             "Airflow credentials, so it needs an API key. To enable it, set "
-             "NETSEC_SERVING_API_KEY on the serving service and send that key in the X-API-Key "
-             "header.")
+TRAIN_OFF = (
+    "POST /train is off: it starts a training run in Airflow with this service's "
+    "Airflow credentials, so it needs an API key. To enable it, set "
+    "NETSEC_SERVING_API_KEY on the serving service and send that key in the X-API-Key "
+    "header."
+)
 
 
 async def require_train_enabled(state: StateDep) -> None:
@@ -25,19 +27,26 @@ async def require_train_enabled(state: StateDep) -> None:
         raise HTTPException(403, TRAIN_OFF)
 
 
-router = APIRouter(tags=["train"],
-                   dependencies=[Depends(require_train_enabled), Depends(require_api_key)])
+router = APIRouter(tags=["train"], dependencies=[Depends(require_train_enabled), Depends(require_api_key)])
 
 
 @router.post(
-    "/train", response_model=TrainResponse,
-    responses={401: ERRORS[401],
-               403: {"model": ErrorResponse, "description": "/train is off: no API key is configured"},
-               415: ERRORS[415], 422: ERRORS[422],
-               502: {"model": ErrorResponse, "description": "Airflow answered with an error"},
-               503: {"model": ErrorResponse, "description": "Airflow is unreachable"}},
-    openapi_extra={"requestBody": {"required": False, "content": {"application/json": {
-        "schema": TrainRequest.model_json_schema()}}}},
+    "/train",
+    response_model=TrainResponse,
+    responses={
+        401: ERRORS[401],
+        403: {"model": ErrorResponse, "description": "/train is off: no API key is configured"},
+        415: ERRORS[415],
+        422: ERRORS[422],
+        502: {"model": ErrorResponse, "description": "Airflow answered with an error"},
+        503: {"model": ErrorResponse, "description": "Airflow is unreachable"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": TrainRequest.model_json_schema()}},
+        }
+    },
     summary="Trigger the netsec_training DAG; extra body keys become the run's conf",
 )
 async def train(request: Request, state: StateDep) -> JSONResponse:
@@ -49,8 +58,11 @@ async def train(request: Request, state: StateDep) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503)
     except AirflowRefused as exc:
         return JSONResponse({"detail": str(exc)}, status_code=502)
-    return JSONResponse(TrainResponse(dag_id=settings.airflow_dag_id, dag_run_id=run["dag_run_id"],
-                                      state=run.get("state"), conf=conf).model_dump())
+    return JSONResponse(
+        TrainResponse(
+            dag_id=settings.airflow_dag_id, dag_run_id=run["dag_run_id"], state=run.get("state"), conf=conf
+        ).model_dump()
+    )
 
 
 def _conf_from(body: bytes, content_type: str) -> dict:

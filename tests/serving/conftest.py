@@ -4,8 +4,9 @@ in-process (TestClient) and as a real uvicorn subprocess on a loopback port."""
 from __future__ import annotations
 
 import pytest
-from netsec_testing import environ_restored
 from serving_helpers import Registered, UvicornServer, fit, register, serving_settings, wait_ready
+
+from netsec_testing import environ_restored
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +47,11 @@ def uvicorn_server(tmp_path):
     started = []
 
     def _start(tracking_uri: str, **env) -> UvicornServer:
-        full = {"MLFLOW_TRACKING_URI": tracking_uri,
-                "NETSEC_SERVING_LOG_DIR": str(tmp_path / "predictions"),
-                "NETSEC_SERVING_INFERENCE_THREADS": "1"}
+        full = {
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "NETSEC_SERVING_LOG_DIR": str(tmp_path / "predictions"),
+            "NETSEC_SERVING_INFERENCE_THREADS": "1",
+        }
         full.update({f"NETSEC_SERVING_{k.upper()}": str(v) for k, v in env.items()})
         srv = UvicornServer(full, tmp_path / f"uvicorn-{len(started)}.log").start()
         started.append(srv)

@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
-import pytest
 
 # Paths and loopback helpers are shared with the rest of the suite.
 from netsec_testing import REPO, free_port, stop_process, wait_for_port  # noqa: E402,F401
@@ -25,8 +24,12 @@ TARGET = "Result"
 
 def build_pipeline(kind: str = "random_forest", seed: int = 0):
     from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import (AdaBoostClassifier, ExtraTreesClassifier, HistGradientBoostingClassifier,
-                                  RandomForestClassifier)
+    from sklearn.ensemble import (
+        AdaBoostClassifier,
+        ExtraTreesClassifier,
+        HistGradientBoostingClassifier,
+        RandomForestClassifier,
+    )
     from sklearn.impute import KNNImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
@@ -42,10 +45,12 @@ def build_pipeline(kind: str = "random_forest", seed: int = 0):
         "decision_tree": lambda: DecisionTreeClassifier(random_state=seed, max_depth=8),
         "hist_gradient_boosting": lambda: HistGradientBoostingClassifier(max_iter=20, random_state=seed),
         "logistic_regression": lambda: LogisticRegression(max_iter=500),
-        "adaboost": lambda: AdaBoostClassifier(DecisionTreeClassifier(max_depth=2), n_estimators=10,
-                                               random_state=seed),
-        "xgboost": lambda: XGBClassifier(n_estimators=20, max_depth=4, n_jobs=1, random_state=seed,
-                                         tree_method="hist", verbosity=0),
+        "adaboost": lambda: AdaBoostClassifier(
+            DecisionTreeClassifier(max_depth=2), n_estimators=10, random_state=seed
+        ),
+        "xgboost": lambda: XGBClassifier(
+            n_estimators=20, max_depth=4, n_jobs=1, random_state=seed, tree_method="hist", verbosity=0
+        ),
     }
     numeric = Pipeline([("impute", KNNImputer(n_neighbors=3)), ("scale", StandardScaler())])
     pre = ColumnTransformer([("numeric", numeric, list(FEATURE_NAMES))])
@@ -65,9 +70,17 @@ def fit(kind: str = "random_forest", seed: int = 0, n_rows: int = 600):
     return build_pipeline(kind, seed).fit(x, y), frame
 
 
-def register(tracking_uri: str, pipeline, frame: pd.DataFrame, *, promote: bool = True,
-             name: str = MODEL_NAME, artifact_root: Path | None = None,
-             test_frame: pd.DataFrame | None = None, test_split: str | None = "tag") -> str:
+def register(
+    tracking_uri: str,
+    pipeline,
+    frame: pd.DataFrame,
+    *,
+    promote: bool = True,
+    name: str = MODEL_NAME,
+    artifact_root: Path | None = None,
+    test_frame: pd.DataFrame | None = None,
+    test_split: str | None = "tag",
+) -> str:
     """Log with skops, register, tag and (optionally) promote, following the netsec conventions.
 
     The test split (the rows serving verifies its fast path on: ``test_frame``, else 200 rows the
@@ -85,17 +98,22 @@ def register(tracking_uri: str, pipeline, frame: pd.DataFrame, *, promote: bool 
     exp_name = "netsec"
     client = MlflowClient(tracking_uri)
     if client.get_experiment_by_name(exp_name) is None:
-        client.create_experiment(exp_name, artifact_location=(artifact_root.as_uri()
-                                                              if artifact_root else None))
+        client.create_experiment(
+            exp_name, artifact_location=(artifact_root.as_uri() if artifact_root else None)
+        )
     mlflow.set_experiment(exp_name)
     x = frame.drop(columns=[TARGET])
     trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
     with mlflow.start_run(run_name="test-run") as run:
         mlflow.log_metrics({"test_f1": 0.9, "test_accuracy": 0.91, "cv_score": 0.89})
         info = mlflow.sklearn.log_model(
-            pipeline, name="model", serialization_format="skops", skops_trusted_types=trusted,
+            pipeline,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=trusted,
             signature=infer_signature(x.head(20), pipeline.predict(x.head(20))),
-            input_example=x.head(5))
+            input_example=x.head(5),
+        )
         test = test_frame if test_frame is not None else training_frame(200, seed=77)
         if test_split == "artifact":
             with tempfile.TemporaryDirectory() as tmp:
@@ -109,10 +127,15 @@ def register(tracking_uri: str, pipeline, frame: pd.DataFrame, *, promote: bool 
         test.to_parquet(path, index=False)
         client.set_model_version_tag(name, mv.version, "netsec.test_uri", path.as_uri())
     tags = {
-        "netsec.pipeline_run_id": "test-run", "netsec.dataset_digest": "sha256:test-" + run.info.run_id[:8],
-        "netsec.features": json.dumps(list(x.columns)), "netsec.target": TARGET,
-        "netsec.positive_label": "-1", "netsec.negative_label": "1", "netsec.metric": "f1",
-        "netsec.test_score": "0.9", "netsec.dataset": "phishing",
+        "netsec.pipeline_run_id": "test-run",
+        "netsec.dataset_digest": "sha256:test-" + run.info.run_id[:8],
+        "netsec.features": json.dumps(list(x.columns)),
+        "netsec.target": TARGET,
+        "netsec.positive_label": "-1",
+        "netsec.negative_label": "1",
+        "netsec.metric": "f1",
+        "netsec.test_score": "0.9",
+        "netsec.dataset": "phishing",
     }
     for k, v in tags.items():
         client.set_model_version_tag(name, mv.version, k, v)
@@ -145,9 +168,14 @@ class Registered:
 def serving_settings(tracking_uri: str, tmp: Path, **kw):
     from serving.settings import Settings
 
-    base = dict(mlflow_tracking_uri=tracking_uri, log_dir=str(tmp / "predictions"),
-                poll_interval_seconds=60, retry_interval_seconds=0.5, log_flush_seconds=0.2,
-                inference_threads=1)
+    base = dict(
+        mlflow_tracking_uri=tracking_uri,
+        log_dir=str(tmp / "predictions"),
+        poll_interval_seconds=60,
+        retry_interval_seconds=0.5,
+        log_flush_seconds=0.2,
+        inference_threads=1,
+    )
     base.update(kw)
     return Settings(**base)
 
@@ -160,8 +188,9 @@ def wait_ready(client, timeout: float = 180.0) -> None:
         if last.status_code == 200:
             return
         time.sleep(0.1)
-    raise TimeoutError(f"/ready never became 200: {last.status_code if last else None} "
-                       f"{last.text if last else ''}")
+    raise TimeoutError(
+        f"/ready never became 200: {last.status_code if last else None} {last.text if last else ''}"
+    )
 
 
 class UvicornServer:
@@ -169,8 +198,14 @@ class UvicornServer:
 
     def __init__(self, env: dict[str, str], log_path: Path):
         self.port = free_port()
-        self.env = {**{k: v for k, v in os.environ.items()
-                       if not k.startswith("NETSEC_") and k != "MLFLOW_TRACKING_URI"}, **env}
+        self.env = {
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith("NETSEC_") and k != "MLFLOW_TRACKING_URI"
+            },
+            **env,
+        }
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
@@ -178,12 +213,25 @@ class UvicornServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "UvicornServer":
+    def start(self) -> UvicornServer:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
-             "--port", str(self.port), "--no-access-log"],
-            cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "serving.app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+            ],
+            cwd=REPO,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         wait_for_port(self.port, timeout=60, proc=self.proc)
         return self
 
@@ -203,5 +251,7 @@ def wait_ready_http(url: str, timeout: float = 90.0) -> None:
 
 def records_of(frame: pd.DataFrame) -> list[dict]:
     x = frame.drop(columns=[TARGET], errors="ignore")
-    return [{k: int(v) if isinstance(v, (np.integer,)) else v for k, v in row.items()}
-            for row in x.to_dict(orient="records")]
+    return [
+        {k: int(v) if isinstance(v, (np.integer,)) else v for k, v in row.items()}
+        for row in x.to_dict(orient="records")
+    ]

@@ -22,17 +22,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from netsec_testing import REPO
 from serving_helpers import TARGET, records_of, training_frame
 
 from netsec_tasks.contract import OUTPUT_COLUMNS, Contract
 from netsec_tasks.schema import load_schema
+from netsec_testing import REPO
+
 # The forest is served through onnxruntime: within ATOL of the Pipeline (serving/fastpath.py).
 from serving.fastpath import ATOL
 
 SCHEMA_PATH = REPO / "config" / "schema" / "phishing.yaml"
-FORMULAS = ['=HYPERLINK("http://evil.example","x")', "@SUM(1+1)", "+1+cmd", "-2+3", "\tTAB",
-            "\rCR"]
+FORMULAS = ['=HYPERLINK("http://evil.example","x")', "@SUM(1+1)", "+1+cmd", "-2+3", "\tTAB", "\rCR"]
 # (name, column, value, words the refusal must contain)
 DOMAIN_CASES = [
     ("outside allowed", "having_IP_Address", 5, ["having_IP_Address", "5", "[-1, 1]"]),
@@ -65,6 +65,7 @@ def client(registered, make_client):
 
 # --------------------------------------------------------------------------- JSON door
 
+
 def test_json_nulls_are_imputed_by_the_model_and_counted(client, registered):
     rows = _features(4, seed=40)
     records = records_of(rows)
@@ -82,15 +83,15 @@ def test_json_nulls_are_imputed_by_the_model_and_counted(client, registered):
     frame.loc[1, ["SFH", "Favicon"]] = np.nan
     frame.loc[2, "Iframe"] = np.nan
     frame.loc[3, "port"] = np.nan
-    np.testing.assert_allclose([p["threat_probability"] for p in got],
-                               _expected_proba(registered.pipeline, frame), rtol=0, atol=ATOL)
+    np.testing.assert_allclose(
+        [p["threat_probability"] for p in got], _expected_proba(registered.pipeline, frame), rtol=0, atol=ATOL
+    )
     metrics = client.get("/metrics").text
     assert _metric(metrics, "netsec_input_rows_total", outcome="imputed", route="/predict") == 3
     assert _metric(metrics, "netsec_imputed_cells_total", route="/predict") == 4
 
 
-@pytest.mark.parametrize("n_null,words", [(16, ["more than 50%", "16/30"]),
-                                          (30, ["every feature is blank"])])
+@pytest.mark.parametrize("n_null,words", [(16, ["more than 50%", "16/30"]), (30, ["every feature is blank"])])
 def test_json_over_null_and_all_blank_rows_are_refused(client, n_null, words):
     records = records_of(_features(3, seed=41))
     for f in list(records[2])[:n_null]:
@@ -111,8 +112,7 @@ def test_json_over_null_and_all_blank_rows_are_refused(client, n_null, words):
 
 
 @pytest.mark.parametrize("name,column,value,words", DOMAIN_CASES, ids=[c[0] for c in DOMAIN_CASES])
-def test_json_domain_violations_are_refused_naming_row_column_value(client, name, column, value,
-                                                                     words):
+def test_json_domain_violations_are_refused_naming_row_column_value(client, name, column, value, words):
     records = records_of(_features(3, seed=42))
     records[1][column] = value
     resp = client.post("/predict", json={"records": records})
@@ -143,8 +143,7 @@ def test_json_non_nullable_null_is_refused(registered, make_client, tmp_path):
 def test_json_passthrough_columns_are_echoed_unknown_ones_refused(client):
     records = records_of(_features(3, seed=44))
     for i, r in enumerate(records):
-        r.update({"id": FORMULAS[i], "url": f"http://site{i}.example/", TARGET: -1,
-                  "ingested_at": None})
+        r.update({"id": FORMULAS[i], "url": f"http://site{i}.example/", TARGET: -1, "ingested_at": None})
     got = client.post("/predict", json={"records": records})
     assert got.status_code == 200, got.text
     preds = got.json()["predictions"]
@@ -197,11 +196,13 @@ def test_fast_decode_and_contract_path_agree(registered):
 
 # --------------------------------------------------------------------------- CSV door
 
+
 def _upload(client, frame: pd.DataFrame, query: str = "", accept: str = "application/json"):
     # CRLF: pandas quotes a cell holding a bare CR only when CR is part of the line end.
     data = frame.to_csv(index=False, lineterminator="\r\n").encode()
-    return client.post(f"/predict/csv{query}", headers={"Accept": accept},
-                       files={"file": ("rows.csv", data, "text/csv")})
+    return client.post(
+        f"/predict/csv{query}", headers={"Accept": accept}, files={"file": ("rows.csv", data, "text/csv")}
+    )
 
 
 def test_csv_blank_cells_are_imputed_and_counted(client, registered):
@@ -213,8 +214,12 @@ def test_csv_blank_cells_are_imputed_and_counted(client, registered):
     body = resp.json()
     assert [r["imputed_cells"] for r in body["records"]] == [0, 1, 0, 3, 0]
     assert body["n_imputed_rows"] == 2 and body["n_invalid"] == 0
-    np.testing.assert_allclose([r["threat_probability"] for r in body["records"]],
-                               _expected_proba(registered.pipeline, rows), rtol=0, atol=ATOL)
+    np.testing.assert_allclose(
+        [r["threat_probability"] for r in body["records"]],
+        _expected_proba(registered.pipeline, rows),
+        rtol=0,
+        atol=ATOL,
+    )
     metrics = client.get("/metrics").text
     assert _metric(metrics, "netsec_input_rows_total", outcome="imputed", route="/predict/csv") == 2
 
@@ -225,8 +230,8 @@ def _bad_rows() -> pd.DataFrame:
     rows.loc[1, "having_IP_Address"] = 5
     rows.loc[2, "URL_Length"] = 0.5
     rows.loc[3, "Shortining_Service"] = -7
-    rows.loc[4, rows.columns[1:17]] = None      # 16 of 30 features null
-    rows.loc[5, rows.columns[1:]] = None        # all blank
+    rows.loc[4, rows.columns[1:17]] = None  # 16 of 30 features null
+    rows.loc[5, rows.columns[1:]] = None  # all blank
     return rows
 
 
@@ -238,7 +243,12 @@ def test_csv_refuses_invalid_rows_by_default_and_flags_them_on_request(client, r
     assert (body["row"], body["column"], body["value"]) == (1, "having_IP_Address", "5")
     assert "line 3" in body["detail"]
     assert [(p["row"], p["column"]) for p in body["problems"]] == [
-        (1, "having_IP_Address"), (2, "URL_Length"), (3, "Shortining_Service"), (4, "*"), (5, "*")]
+        (1, "having_IP_Address"),
+        (2, "URL_Length"),
+        (3, "Shortining_Service"),
+        (4, "*"),
+        (5, "*"),
+    ]
 
     flagged = _upload(client, rows, "?invalid=flag")
     assert flagged.status_code == 200, flagged.text
@@ -252,8 +262,12 @@ def test_csv_refuses_invalid_rows_by_default_and_flags_them_on_request(client, r
     assert all(r["threat_probability"] is None and r["predicted_label"] is None for r in recs[1:6])
     assert [r["id"] for r in recs] == list(rows["id"])
     valid = rows.iloc[[0, 6, 7]]
-    np.testing.assert_allclose([recs[i]["threat_probability"] for i in (0, 6, 7)],
-                               _expected_proba(registered.pipeline, valid), rtol=0, atol=ATOL)
+    np.testing.assert_allclose(
+        [recs[i]["threat_probability"] for i in (0, 6, 7)],
+        _expected_proba(registered.pipeline, valid),
+        rtol=0,
+        atol=ATOL,
+    )
     metrics = client.get("/metrics").text
     assert _metric(metrics, "netsec_input_rows_total", outcome="refused", route="/predict/csv") == 5
     assert _metric(metrics, "netsec_input_rows_total", outcome="flagged", route="/predict/csv") == 5
@@ -287,31 +301,43 @@ def test_csv_passthrough_echoed_and_formula_cells_neutralised(client):
 
 # --------------------------------------------------------------------------- CLI door
 
+
 def _netsec(*args, registered, home: Path):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("NETSEC_") and k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("NETSEC_") and k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    }
     env.update({"NETSEC_HOME": str(home), "MLFLOW_TRACKING_URI": registered.tracking_uri})
-    return subprocess.run([sys.executable, "-m", "netsec_tasks.cli", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "netsec_tasks.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cli_predict_applies_the_same_contract_and_columns(registered, client, tmp_path):
     rows = _bad_rows()
-    rows.loc[0, "SFH"] = None          # imputed
+    rows.loc[0, "SFH"] = None  # imputed
     rows.loc[6, "id"] = FORMULAS[0]
     rows["url"] = "http://x.example/"
     src = tmp_path / "rows.csv"
     rows.to_csv(src, index=False)
 
-    refused = _netsec("predict", str(src), "--out", str(tmp_path / "out.csv"),
-                      registered=registered, home=tmp_path)
+    refused = _netsec(
+        "predict", str(src), "--out", str(tmp_path / "out.csv"), registered=registered, home=tmp_path
+    )
     assert refused.returncode == 2, refused.stderr
     assert "line 3" in refused.stderr and "having_IP_Address" in refused.stderr
     assert "Traceback" not in refused.stderr and not (tmp_path / "out.csv").exists()
 
     out_path = tmp_path / "out.csv"
-    flagged = _netsec("predict", str(src), "--out", str(out_path), "--invalid", "flag",
-                      registered=registered, home=tmp_path)
+    flagged = _netsec(
+        "predict", str(src), "--out", str(out_path), "--invalid", "flag", registered=registered, home=tmp_path
+    )
     assert flagged.returncode == 0, flagged.stderr
     assert "5 invalid" in flagged.stdout and "1 with imputed" in flagged.stdout
     out = pd.read_csv(out_path, dtype={"id": str})
@@ -326,11 +352,14 @@ def test_cli_predict_applies_the_same_contract_and_columns(registered, client, t
     # Only the API's rows are logged, so only they have prediction ids.
     assert out["prediction_id"].isna().all()
     assert api_out["prediction_id"].notna().tolist() == (api_out["status"] == "ok").tolist()
-    pd.testing.assert_frame_equal(out.drop(columns=["model_version", "prediction_id"]),
-                                  api_out.drop(columns=["model_version", "prediction_id"]))
+    pd.testing.assert_frame_equal(
+        out.drop(columns=["model_version", "prediction_id"]),
+        api_out.drop(columns=["model_version", "prediction_id"]),
+    )
 
 
 # --------------------------------------------------------------------------- traffic drift
+
 
 def test_traffic_drift_reports_excluded_rows_and_why(registered, tmp_path):
     """Rows in the prediction log that break the contract (written under an older schema, or
@@ -343,25 +372,32 @@ def test_traffic_drift_reports_excluded_rows_and_why(registered, tmp_path):
 
     features = registered.features
     served = _features(300, seed=60).astype("float64").reset_index(drop=True)
-    served.loc[0, "SFH"] = np.nan                  # imputed when served: kept
-    served.loc[1, "having_IP_Address"] = 5         # outside allowed
-    served.loc[2, "URL_Length"] = 0.5              # not an integer
-    served.loc[3, features[:16]] = np.nan          # over the null share
-    served.loc[4, features] = np.nan               # all blank
-    served.loc[5:120, "Favicon"] = 7               # many rows: still compared, not refused
+    served.loc[0, "SFH"] = np.nan  # imputed when served: kept
+    served.loc[1, "having_IP_Address"] = 5  # outside allowed
+    served.loc[2, "URL_Length"] = 0.5  # not an integer
+    served.loc[3, features[:16]] = np.nan  # over the null share
+    served.loc[4, features] = np.nan  # all blank
+    served.loc[5:120, "Favicon"] = 7  # many rows: still compared, not refused
     log_dir = tmp_path / "log"
     log_dir.mkdir()
     docs = prediction_documents(
-        time=dt.datetime(2026, 11, 29, tzinfo=dt.timezone.utc), model_name="netsec-phishing",
-        model_version="1", route="/predict", features=features, inputs=served[features].to_numpy(),
-        is_threat=np.zeros(len(served), dtype=int), probability=np.zeros(len(served)),
-        labels=[1] * len(served), max_rows=100)
+        time=dt.datetime(2026, 11, 29, tzinfo=dt.UTC),
+        model_name="netsec-phishing",
+        model_version="1",
+        route="/predict",
+        features=features,
+        inputs=served[features].to_numpy(),
+        is_threat=np.zeros(len(served), dtype=int),
+        probability=np.zeros(len(served)),
+        labels=[1] * len(served),
+        max_rows=100,
+    )
     with open(log_dir / "predictions-2026-11-29.jsonl", "w") as fh:
         for d in docs:
             fh.write(json.dumps({**d, "time": d["time"].isoformat()}) + "\n")
     reference = tmp_path / "train.csv"
     ref = registered.frame.copy()
-    ref.insert(0, "id", range(len(ref)))           # an id column: accepted, not compared
+    ref.insert(0, "id", range(len(ref)))  # an id column: accepted, not compared
     ref.to_csv(reference, index=False)
     cfg = load_config(REPO / "config" / "pipeline.yaml", environ={"NETSEC_HOME": str(tmp_path)})
 
@@ -374,7 +410,10 @@ def test_traffic_drift_reports_excluded_rows_and_why(registered, tmp_path):
     assert reasons["not an integer"] == 1 and reasons["every feature is blank"] == 1
     assert any(k.startswith("more than 50%") for k in reasons)
     assert [(x["row"], x["column"]) for x in current["examples"][:3]] == [
-        (1, "having_IP_Address"), (2, "URL_Length"), (3, "*")]
+        (1, "having_IP_Address"),
+        (2, "URL_Length"),
+        (3, "*"),
+    ]
     assert report["excluded"]["reference"]["rows_excluded"] == 0
     assert report["n_current"] == 180  # row 0 (one imputed null) is compared
     html = Path(record.html_uri).read_text()
@@ -383,6 +422,7 @@ def test_traffic_drift_reports_excluded_rows_and_why(registered, tmp_path):
 
 
 # --------------------------------------------------------------------------- large batches
+
 
 def _settled_rss(proc, before: int, within: int = 100 * 1024 * 1024, timeout: float = 20.0) -> int:
     """RSS once the answer is out: the prediction log writes the rows off the request (within
@@ -406,8 +446,7 @@ def test_large_upload_is_streamed_and_memory_comes_back(registered, uvicorn_serv
     import psutil
     from serving_helpers import wait_ready_http
 
-    server = uvicorn_server(registered.tracking_uri, max_rows=100_000,
-                            max_body_bytes=50 * 1024 * 1024)
+    server = uvicorn_server(registered.tracking_uri, max_rows=100_000, max_body_bytes=50 * 1024 * 1024)
     wait_ready_http(server.url)
     proc = psutil.Process(server.proc.pid)
     rows = training_frame(100_000, seed=70)
@@ -417,11 +456,14 @@ def test_large_upload_is_streamed_and_memory_comes_back(registered, uvicorn_serv
         # Warm: the first requests load code paths and pools that stay; measure after them.
         small = rows.head(2000).to_csv(index=False).encode()
         for fmt in ("csv", "json"):
-            assert c.post(f"/predict/csv?format={fmt}",
-                          files={"file": ("s.csv", small, "text/csv")}).status_code == 200
+            assert (
+                c.post(f"/predict/csv?format={fmt}", files={"file": ("s.csv", small, "text/csv")}).status_code
+                == 200
+            )
         before = proc.memory_info().rss
-        with c.stream("POST", "/predict/csv?format=csv",
-                      files={"file": ("big.csv", data, "text/csv")}) as resp:
+        with c.stream(
+            "POST", "/predict/csv?format=csv", files={"file": ("big.csv", data, "text/csv")}
+        ) as resp:
             assert resp.status_code == 200
             assert "content-length" not in resp.headers  # streamed (chunked)
             chunks = [len(b) for b in resp.iter_bytes()]
@@ -433,8 +475,10 @@ def test_large_upload_is_streamed_and_memory_comes_back(registered, uvicorn_serv
         assert body["n_rows"] == 100_000 and body["columns"] == ["id", TARGET, *OUTPUT_COLUMNS]
         after_json = _settled_rss(proc, before)
     mb = 1024 * 1024
-    print(f"server RSS: before {before / mb:.0f} MB, after CSV answer {after_csv / mb:.0f} MB, "
-          f"after JSON answer {after_json / mb:.0f} MB")
+    print(
+        f"server RSS: before {before / mb:.0f} MB, after CSV answer {after_csv / mb:.0f} MB, "
+        f"after JSON answer {after_json / mb:.0f} MB"
+    )
     assert after_csv - before < 100 * mb
     assert after_json - before < 100 * mb
 
@@ -444,8 +488,7 @@ def test_openapi_request_schema_is_the_contract_and_model_names_the_data_set(cli
     body = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     row = body["properties"]["records"]["items"]
     assert row["required"] == load_schema(SCHEMA_PATH).features
-    assert row["properties"]["having_IP_Address"] == {"type": ["integer", "null"],
-                                                      "enum": [-1, 1, None]}
+    assert row["properties"]["having_IP_Address"] == {"type": ["integer", "null"], "enum": [-1, 1, None]}
     assert {"id", "url", TARGET} <= set(row["properties"]) and row["additionalProperties"] is False
     assert body["properties"]["records"]["maxItems"] == 1000
     info = client.get("/model").json()

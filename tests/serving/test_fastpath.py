@@ -26,10 +26,12 @@ SMALL = {
 }
 # What each type must be served by (the table in serving/fastpath.py).
 PREDICTOR = {
-    "random_forest": "onnxruntime float32", "decision_tree": "onnxruntime float32",
+    "random_forest": "onnxruntime float32",
+    "decision_tree": "onnxruntime float32",
     "hist_gradient_boosting": "treelite GTIL up to 128 rows, scikit-learn predict_proba (1 OpenMP "
-                              "thread) above",
-    "logistic_regression": "onnxruntime float64", "adaboost": "onnxruntime float32",
+    "thread) above",
+    "logistic_regression": "onnxruntime float64",
+    "adaboost": "onnxruntime float32",
     "xgboost": "treelite GTIL up to 4 rows, xgboost inplace_predict above",
 }
 
@@ -70,8 +72,10 @@ def test_every_candidate_compiles_and_agrees_with_and_without_nan(kind, schema):
 
     fast, why = fast_path_for(pipe, features, rows, rows_source="test", batch_threads=2)
     assert fast is not None, why
-    assert why.startswith(f"compiled: {PREDICTOR[kind]}; preprocessing: identity on rows without "
-                          "NaN, fitted steps otherwise; verified on 600 rows of test"), why
+    assert why.startswith(
+        f"compiled: {PREDICTOR[kind]}; preprocessing: identity on rows without "
+        "NaN, fitted steps otherwise; verified on 600 rows of test"
+    ), why
 
     # Rows it was not verified on: clean, with NaN, mixed in one batch and one at a time.
     fresh = verification_rows(training_frame(400, seed=21), features, types, seed=5)
@@ -79,8 +83,9 @@ def test_every_candidate_compiles_and_agrees_with_and_without_nan(kind, schema):
     for part in (fresh, fresh[:1], with_nan[:1], with_nan[:7], fresh[:3]):
         _assert_agrees(fast, pipe, part, features)
     # NaN rows go through the fitted imputer itself: the same matrix as the pipeline's step.
-    np.testing.assert_array_equal(fast.preprocess(with_nan),
-                                  pipe[:-1].transform(pd.DataFrame(with_nan, columns=features)))
+    np.testing.assert_array_equal(
+        fast.preprocess(with_nan), pipe[:-1].transform(pd.DataFrame(with_nan, columns=features))
+    )
 
 
 def test_ties_get_the_pipelines_class():
@@ -129,14 +134,30 @@ def test_mixed_type_model_uses_the_fitted_preprocessing_and_a_fast_estimator():
 
     rng = np.random.default_rng(2)
     n = 600
-    frame = pd.DataFrame({"duration": rng.exponential(10, n), "src_bytes": rng.integers(0, 10**6, n),
-                          "protocol_type": rng.choice(["tcp", "udp", "icmp"], n)})
+    frame = pd.DataFrame(
+        {
+            "duration": rng.exponential(10, n),
+            "src_bytes": rng.integers(0, 10**6, n),
+            "protocol_type": rng.choice(["tcp", "udp", "icmp"], n),
+        }
+    )
     y = ((frame["protocol_type"] == "icmp") | (frame["src_bytes"] > 8 * 10**5)).astype(int)
-    pre = ColumnTransformer([
-        ("numeric", KNNImputer(keep_empty_features=True), ["duration", "src_bytes"]),
-        ("categorical", Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
-                                  ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))]),
-         ["protocol_type"])], sparse_threshold=0.0)
+    pre = ColumnTransformer(
+        [
+            ("numeric", KNNImputer(keep_empty_features=True), ["duration", "src_bytes"]),
+            (
+                "categorical",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="most_frequent")),
+                        ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+                    ]
+                ),
+                ["protocol_type"],
+            ),
+        ],
+        sparse_threshold=0.0,
+    )
     pipe = Pipeline([("preprocess", pre), ("model", HistGradientBoostingClassifier(max_iter=10))])
     pipe.fit(frame, y)
     features, types = list(frame.columns), ["double", "long", "string"]
@@ -149,6 +170,7 @@ def test_mixed_type_model_uses_the_fitted_preprocessing_and_a_fast_estimator():
 
 # --- at load time, through the service ----------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One registry, one XGBoost pipeline registered three times: its test split in storage
@@ -157,10 +179,8 @@ def store(tmp_path_factory):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     pipe, frame = fit("xgboost", n_rows=400)
     register(uri, pipe, frame, name="netsec-xgb", artifact_root=root / "artifacts")
-    register(uri, pipe, frame, name="netsec-legacy", artifact_root=root / "artifacts",
-             test_split="artifact")
-    register(uri, pipe, frame, name="netsec-no-test", artifact_root=root / "artifacts",
-             test_split=None)
+    register(uri, pipe, frame, name="netsec-legacy", artifact_root=root / "artifacts", test_split="artifact")
+    register(uri, pipe, frame, name="netsec-no-test", artifact_root=root / "artifacts", test_split=None)
     return uri, pipe
 
 
@@ -169,8 +189,9 @@ def test_loaded_model_is_verified_on_its_test_split_and_scores_nan_rows(store, m
     client = make_client(uri, model_name="netsec-xgb")
     info = client.get("/model").json()
     assert info["model_class"] == "XGBClassifier"
-    assert info["inference_path"].startswith("compiled: treelite GTIL up to 4 rows, xgboost "
-                                             "inplace_predict above"), info["inference_path"]
+    assert info["inference_path"].startswith(
+        "compiled: treelite GTIL up to 4 rows, xgboost inplace_predict above"
+    ), info["inference_path"]
     assert "-test.parquet: max |dp|" in info["inference_path"]  # netsec.test_uri, read from storage
     model = client.app.state.serving.manager.current
     assert model.fast is not None
@@ -183,7 +204,7 @@ def test_loaded_model_is_verified_on_its_test_split_and_scores_nan_rows(store, m
     np.testing.assert_array_equal(proba, expected)  # 60 rows: inplace_predict, exact
     np.testing.assert_array_equal(is_threat, (expected > 0.5).astype(np.int8))
     for i in (0, 1, 2):  # one row: treelite, within ATOL
-        _is_threat, p = model.predict(x[i:i + 1])
+        _is_threat, p = model.predict(x[i : i + 1])
         assert abs(p[0] - expected[i]) <= ATOL
 
 
@@ -215,6 +236,7 @@ def test_wrong_fast_path_is_dropped_at_load(store, make_client, monkeypatch, cap
         plan = real_plan(est, n)
         wrong = fastpath.Predictor("wrong", lambda z: np.clip(plan.small.fn(z) + 1e-3, 0, 1), exact=True)
         return fastpath.Plan(wrong, wrong, 0, False)
+
     monkeypatch.setattr(fastpath, "plan_for", off_by_a_bit)
     uri, pipe = store
     with caplog.at_level("WARNING", logger="netsec.serving"):

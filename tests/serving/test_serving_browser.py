@@ -23,6 +23,7 @@ from netsec_testing import devtools_url as _devtools_url
 
 pytestmark = pytest.mark.slow  # real servers and processes, ~15-30 s each
 
+
 async def _drive(ws_browser: str, page_url: str, csv_path: Path, shot: Path) -> dict:
     import websockets
 
@@ -61,11 +62,14 @@ async def _drive(ws_browser: str, page_url: str, csv_path: Path, shot: Path) -> 
         marks = []
         for row, verdict in ((1, "threat"), (1, "benign"), (2, "benign"), (2, "benign")):
             before = await cdp.js("document.getElementById('status').textContent")
-            await cdp.js(f"document.querySelector('#table tbody tr:nth-child({row}) "
-                         f"button.mark.{verdict}').click()")
+            await cdp.js(
+                f"document.querySelector('#table tbody tr:nth-child({row}) button.mark.{verdict}').click()"
+            )
             status = await cdp.wait_for(
                 f"(s => s !== {json.dumps(before)} && s.startsWith('Verdict') && s)"
-                "(document.getElementById('status').textContent)", 30)
+                "(document.getElementById('status').textContent)",
+                30,
+            )
             marks.append(status)
         result["marks"] = marks
         result["pressed"] = await cdp.js("""[...document.querySelectorAll('#table tbody tr')]
@@ -90,8 +94,11 @@ def test_upload_page_renders_results(registered, uvicorn_server, tmp_path):
     expected = registered.pipeline.predict(rows.drop(columns=[TARGET, "id"]))
 
     profile = tmp_path / "chromium-profile"
-    proc = subprocess.Popen([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     shot = tmp_path / "ui.png"
     try:
         result = asyncio.run(_drive(_devtools_url(proc), f"{server.url}/", csv_path, shot))
@@ -101,8 +108,14 @@ def test_upload_page_renders_results(registered, uvicorn_server, tmp_path):
     assert result["rows"] == 40
     assert result["threats"] == int(expected.sum()) > 0
     assert result["threatBg"] != result["benignBg"]  # threats are highlighted
-    assert result["header"][:6] == ["#", "verdict", "analyst", "P(threat)", "predicted_label",
-                                    "imputed_cells"]
+    assert result["header"][:6] == [
+        "#",
+        "verdict",
+        "analyst",
+        "P(threat)",
+        "predicted_label",
+        "imputed_cells",
+    ]
     assert "Scored 40 rows" in result["status"]
     assert result["download"].startswith("blob:")
     csv_lines = result["csv"].strip().splitlines()
@@ -113,13 +126,20 @@ def test_upload_page_renders_results(registered, uvicorn_server, tmp_path):
     assert shot.stat().st_size > 10_000
     # The verdicts went to POST /feedback with the rows' prediction ids, and were stored.
     assert [m.split('"')[1] for m in result["marks"]] == ["threat", "benign", "benign", "benign"]
-    assert ["recorded" in result["marks"][0], "changed" in result["marks"][1],
-            "recorded" in result["marks"][2], "unchanged" in result["marks"][3]] == [True] * 4
+    assert [
+        "recorded" in result["marks"][0],
+        "changed" in result["marks"][1],
+        "recorded" in result["marks"][2],
+        "unchanged" in result["marks"][3],
+    ] == [True] * 4
     (first,), (second,) = result["pressed"]
     assert first.startswith("benign:") and second.startswith("benign:")
     events = JsonlFeedbackStore(tmp_path / "predictions" / "feedback.jsonl").events()
     assert [(e["prediction_id"], e["verdict"], e["source"]) for e in events] == [
-        (first[7:], "threat", "page"), (first[7:], "benign", "page"), (second[7:], "benign", "page")]
+        (first[7:], "threat", "page"),
+        (first[7:], "benign", "page"),
+        (second[7:], "benign", "page"),
+    ]
     if os.environ.get("SERVING_TEST_ARTIFACTS"):
         dest = Path(os.environ["SERVING_TEST_ARTIFACTS"])
         dest.mkdir(parents=True, exist_ok=True)

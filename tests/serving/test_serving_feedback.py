@@ -30,8 +30,9 @@ def _wait_logged(log_dir, ids: list[str], timeout: float = 20.0) -> pd.DataFrame
     raise TimeoutError(f"{ids} never reached the log in {log_dir}")
 
 
-def test_every_scored_row_has_a_stable_prediction_id_in_the_api_csv_and_log(registered,
-                                                                             make_client, tmp_path):
+def test_every_scored_row_has_a_stable_prediction_id_in_the_api_csv_and_log(
+    registered, make_client, tmp_path
+):
     client = make_client(registered.tracking_uri)
     preds = _score(client, 5)
     ids = [p["prediction_id"] for p in preds]
@@ -58,14 +59,18 @@ def test_every_scored_row_has_a_stable_prediction_id_in_the_api_csv_and_log(regi
     assert logged.loc[ids, "threat_probability"].tolist() == [p["threat_probability"] for p in preds]
 
 
-def test_feedback_is_validated_idempotent_and_keeps_changed_verdicts(registered, make_client,
-                                                                    tmp_path):
+def test_feedback_is_validated_idempotent_and_keeps_changed_verdicts(registered, make_client, tmp_path):
     client = make_client(registered.tracking_uri)
     preds = _score(client, 4)
     a, b = preds[0]["prediction_id"], preds[1]["prediction_id"]
 
-    first = client.post("/feedback", json=[{"prediction_id": a, "label": "threat", "source": "soc"},
-                                           {"prediction_id": b, "label": 1, "note": "known host"}])
+    first = client.post(
+        "/feedback",
+        json=[
+            {"prediction_id": a, "label": "threat", "source": "soc"},
+            {"prediction_id": b, "label": 1, "note": "known host"},
+        ],
+    )
     assert first.status_code == 200, first.text
     body = first.json()
     assert (body["recorded"], body["changed"], body["unchanged"]) == (2, 0, 0)
@@ -93,17 +98,21 @@ def test_feedback_is_validated_idempotent_and_keeps_changed_verdicts(registered,
     assert 'netsec_feedback_verdicts_total{outcome="changed"} 1.0' in metrics
 
 
-def test_feedback_refuses_unknown_ids_and_labels_outside_the_vocabulary(registered, make_client,
-                                                                        tmp_path):
+def test_feedback_refuses_unknown_ids_and_labels_outside_the_vocabulary(registered, make_client, tmp_path):
     client = make_client(registered.tracking_uri)
     known = _score(client, 2)[0]["prediction_id"]
     rid, _ = parse_prediction_id(known)
     never = "0123456789ab0123456789-0"
     out_of_range = f"{rid}-99"  # a real request, a row it never had
 
-    resp = client.post("/feedback", json=[{"prediction_id": known, "label": "threat"},
-                                          {"prediction_id": never, "label": "threat"},
-                                          {"prediction_id": out_of_range, "label": "benign"}])
+    resp = client.post(
+        "/feedback",
+        json=[
+            {"prediction_id": known, "label": "threat"},
+            {"prediction_id": never, "label": "threat"},
+            {"prediction_id": out_of_range, "label": "benign"},
+        ],
+    )
     assert resp.status_code == 404
     err = resp.json()
     assert never in err["detail"] and out_of_range in err["detail"] and known not in err["detail"]
@@ -116,33 +125,34 @@ def test_feedback_refuses_unknown_ids_and_labels_outside_the_vocabulary(register
     assert '"malicious"' in bad.json()["detail"] and "phishing" in bad.json()["detail"]
     assert bad.json()["column"] == "label" and "threat" in bad.json()["allowed"]
     for label in (0, True, -2, None):  # not labels of the phishing data set
-        assert client.post("/feedback", json=[{"prediction_id": known, "label": label}]
-                           ).status_code == 422, label
+        assert client.post("/feedback", json=[{"prediction_id": known, "label": label}]).status_code == 422, (
+            label
+        )
     malformed = client.post("/feedback", json=[{"prediction_id": "row-1", "label": "threat"}])
     assert malformed.status_code == 422 and malformed.json()["column"] == "prediction_id"
     assert client.post("/feedback", json=[]).status_code == 422
-    assert client.post("/feedback", json={"prediction_id": known, "label": "threat"}
-                       ).status_code == 422  # an array, not one object
+    assert (
+        client.post("/feedback", json={"prediction_id": known, "label": "threat"}).status_code == 422
+    )  # an array, not one object
     extra = client.post("/feedback", json=[{"prediction_id": known, "label": "threat", "x": 1}])
     assert extra.status_code == 422 and extra.json()["column"] == "x"
-    assert client.post("/feedback", content=b"[]", headers={"content-type": "text/plain"}
-                       ).status_code == 415
+    assert client.post("/feedback", content=b"[]", headers={"content-type": "text/plain"}).status_code == 415
     assert store.events() == []
 
 
 def test_feedback_requires_the_api_key_when_set(registered, make_client):
     client = make_client(registered.tracking_uri, api_key="s3cret")
     key = {"X-API-Key": "s3cret"}
-    pid = client.post("/predict", json={"records": records_of(training_frame(1, seed=3))},
-                      headers=key).json()["predictions"][0]["prediction_id"]
+    pid = client.post(
+        "/predict", json={"records": records_of(training_frame(1, seed=3))}, headers=key
+    ).json()["predictions"][0]["prediction_id"]
     verdict = [{"prediction_id": pid, "label": "benign"}]
     assert client.post("/feedback", json=verdict).status_code == 401
     assert client.post("/feedback", json=verdict, headers={"X-API-Key": "wrong"}).status_code == 401
     assert client.post("/feedback", json=verdict, headers=key).status_code == 200
 
 
-def test_feedback_in_mongodb_beside_the_prediction_log(registered, make_client, mongo_server,
-                                                       mongo_db):
+def test_feedback_in_mongodb_beside_the_prediction_log(registered, make_client, mongo_server, mongo_db):
     mongo, db = mongo_db
     uri = mongo_server.uri.rsplit("/", 1)[0] + f"/{db}"
     first = make_client(registered.tracking_uri, mongo_uri=uri, log_batch_rows=1)
@@ -154,17 +164,19 @@ def test_feedback_in_mongodb_beside_the_prediction_log(registered, make_client, 
     second = make_client(registered.tracking_uri, mongo_uri=uri)
     resp = second.post("/feedback", json=[{"prediction_id": pid, "label": "threat"}])
     assert resp.status_code == 200, resp.text
-    assert second.post("/feedback", json=[{"prediction_id": pid, "label": "threat"}]
-                       ).json()["unchanged"] == 1
-    assert first.post("/feedback", json=[{"prediction_id": pid, "label": "benign"}]
-                      ).json()["changed"] == 1
+    assert second.post("/feedback", json=[{"prediction_id": pid, "label": "threat"}]).json()["unchanged"] == 1
+    assert first.post("/feedback", json=[{"prediction_id": pid, "label": "benign"}]).json()["changed"] == 1
     docs = list(mongo[db]["feedback"].find({}, sort=[("seq", 1)]))
     assert [(d["_id"], d["label"], d["verdict"]) for d in docs] == [
-        (f"{pid}#0", -1, "threat"), (f"{pid}#1", 1, "benign")]
+        (f"{pid}#0", -1, "threat"),
+        (f"{pid}#1", 1, "benign"),
+    ]
     indexes = mongo[db]["predictions"].index_information().values()
     assert [("request_id", 1)] in [i["key"] for i in indexes]  # the lookups' index
-    assert second.post("/feedback", json=[{"prediction_id": pid[:-1] + "9", "label": "threat"}]
-                       ).status_code == 404
+    assert (
+        second.post("/feedback", json=[{"prediction_id": pid[:-1] + "9", "label": "threat"}]).status_code
+        == 404
+    )
 
 
 def test_metrics_expose_the_served_versions_monitoring_figures(make_client, tmp_path):
@@ -177,17 +189,25 @@ def test_metrics_expose_the_served_versions_monitoring_figures(make_client, tmp_
     text = client.get("/metrics").text
     assert "netsec_monitoring_live_f1 NaN" in text  # no monitoring run yet
 
-    tags = {"netsec.monitoring.drift_share": "0.3", "netsec.monitoring.drift_detected": "1",
-            "netsec.monitoring.live_f1": "0.71", "netsec.monitoring.labelled": "120",
-            "netsec.monitoring.at": "2026-01-02T03:04:05+00:00"}
+    tags = {
+        "netsec.monitoring.drift_share": "0.3",
+        "netsec.monitoring.drift_detected": "1",
+        "netsec.monitoring.live_f1": "0.71",
+        "netsec.monitoring.labelled": "120",
+        "netsec.monitoring.at": "2026-01-02T03:04:05+00:00",
+    }
     for k, v in tags.items():
         MlflowClient(uri).set_model_version_tag("netsec-phishing", version, k, v)
     manager = client.app.state.serving.manager
     client.portal.call(manager.refresh)  # the poll loop's next check, now
     text = client.get("/metrics").text
-    for line in ("netsec_monitoring_drift_share 0.3", "netsec_monitoring_drift_detected 1.0",
-                 "netsec_monitoring_live_f1 0.71", "netsec_monitoring_labelled 120.0",
-                 "netsec_monitoring_last_run_timestamp_seconds 1.767323045e+09"):
+    for line in (
+        "netsec_monitoring_drift_share 0.3",
+        "netsec_monitoring_drift_detected 1.0",
+        "netsec_monitoring_live_f1 0.71",
+        "netsec_monitoring_labelled 120.0",
+        "netsec_monitoring_last_run_timestamp_seconds 1.767323045e+09",
+    ):
         assert line in text, line
 
 

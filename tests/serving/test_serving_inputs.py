@@ -57,16 +57,19 @@ def test_non_finite_numbers(client, raw):
     assert resp.status_code == 422 and resp.json()["column"] == "SFH", resp.text
 
 
-@pytest.mark.parametrize("body,ctype,status", [
-    (b"", "application/json", 422),
-    (b"   ", "application/json", 422),
-    (b"{not json", "application/json", 422),
-    (b"[1,2,3]", "application/json", 422),
-    (b'{"records": [{}]}', "text/plain", 415),
-    (b'{"records": [{}]}', "", 415),
-    (b"a,b\n1,2\n", "text/csv", 415),
-    (b"[" * 100_000, "application/json", 422),
-])
+@pytest.mark.parametrize(
+    "body,ctype,status",
+    [
+        (b"", "application/json", 422),
+        (b"   ", "application/json", 422),
+        (b"{not json", "application/json", 422),
+        (b"[1,2,3]", "application/json", 422),
+        (b'{"records": [{}]}', "text/plain", 415),
+        (b'{"records": [{}]}', "", 415),
+        (b"a,b\n1,2\n", "text/csv", 415),
+        (b"[" * 100_000, "application/json", 422),
+    ],
+)
 def test_bad_bodies(client, body, ctype, status):
     headers = {"Content-Type": ctype} if ctype else {}
     resp = client.post("/predict", content=body, headers=headers)
@@ -75,11 +78,14 @@ def test_bad_bodies(client, body, ctype, status):
 
 def test_body_over_limit_is_413(client):
     big = b'{"records": [' + b" " * 300_000 + b"]}"
-    assert client.post("/predict", content=big, headers={"Content-Type": "application/json"}).status_code == 413
+    assert (
+        client.post("/predict", content=big, headers={"Content-Type": "application/json"}).status_code == 413
+    )
 
     def chunks():  # no Content-Length: the cap is enforced while streaming
         for _ in range(30):
             yield b" " * 10_000
+
     resp = client.post("/predict", content=chunks(), headers={"Content-Type": "application/json"})
     assert resp.status_code == 413
 
@@ -108,8 +114,13 @@ def _broken_csvs():
         ("parquet magic", b"PAR1" + b"\x01" * 100, 422, None),
         ("latin-1 text", "caf\xe9,b\n1,2\n".encode("latin-1"), 422, None),
         ("no delimiter", b"justoneword\nvalue\n", 422, None),
-        ("ragged rows", _csv(feats) + b"1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,"
-                                      b"24,25,26,27,28,29,30,31,32,33\n", 422, None),
+        (
+            "ragged rows",
+            _csv(feats) + b"1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,"
+            b"24,25,26,27,28,29,30,31,32,33\n",
+            422,
+            None,
+        ),
         ("duplicate header", _csv(feats.assign(port2=1).rename(columns={"port2": "port"})), 422, "port"),
         ("too many rows", _csv(training_frame(101, seed=9).drop(columns=[TARGET])), 413, None),
         ("huge", b"a" * 300_000, 413, None),
@@ -144,8 +155,11 @@ def test_csv_endpoint_content_types(client):
     assert resp.status_code == 415
     resp = client.post("/predict/csv", data={"other": "x"}, files={"nofile": ("a.csv", b"a\n1\n")})
     assert resp.status_code == 422 and resp.json()["column"] == "file"
-    resp = client.post("/predict/csv", content=b"--xx\r\ngarbage",
-                       headers={"Content-Type": "multipart/form-data; boundary=xx"})
+    resp = client.post(
+        "/predict/csv",
+        content=b"--xx\r\ngarbage",
+        headers={"Content-Type": "multipart/form-data; boundary=xx"},
+    )
     assert 400 <= resp.status_code < 500
 
 

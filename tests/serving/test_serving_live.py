@@ -14,8 +14,17 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from serving_helpers import (TARGET, fit, free_port, promote_version, records_of, register,
-                             training_frame, wait_for_port, wait_ready_http)
+from serving_helpers import (
+    TARGET,
+    fit,
+    free_port,
+    promote_version,
+    records_of,
+    register,
+    training_frame,
+    wait_for_port,
+    wait_ready_http,
+)
 
 from serving.fastpath import ATOL
 
@@ -47,9 +56,14 @@ def test_hot_swap_under_load_loses_no_request(tmp_path, uvicorn_server):
                     errors.append(f"{r.status_code}: {r.text[:200]}")
                     continue
                 body = r.json()
-                answers.append((len(batch), body["model_version"],
-                                [p["threat_probability"] for p in body["predictions"]],
-                                {p["model_version"] for p in body["predictions"]}))
+                answers.append(
+                    (
+                        len(batch),
+                        body["model_version"],
+                        [p["threat_probability"] for p in body["predictions"]],
+                        {p["model_version"] for p in body["predictions"]},
+                    )
+                )
 
     threads = [threading.Thread(target=load_loop, args=(b,)) for b in (records[:1], records)]
     for t in threads:
@@ -90,10 +104,22 @@ def test_hot_swap_under_load_loses_no_request(tmp_path, uvicorn_server):
 def _mlflow_server(store_uri: str, port: int, log: Path) -> subprocess.Popen:
     exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
     return subprocess.Popen(
-        [exe, "server", "--backend-store-uri", store_uri, "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+        [
+            exe,
+            "server",
+            "--backend-store-uri",
+            store_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
 
 
 def test_registry_down_at_start_then_ready(registered, uvicorn_server, tmp_path):
@@ -140,10 +166,27 @@ def test_schemathesis_finds_no_server_error(registered, uvicorn_server, tmp_path
     server = uvicorn_server(registered.tracking_uri, max_rows=50, max_body_bytes=1_000_000)
     wait_ready_http(server.url)
     proc = subprocess.run(
-        [st, "run", f"{server.url}/openapi.json", "--checks", "not_a_server_error",
-         "--max-examples", "40", "--seed", "1", "--no-color", "--request-timeout", "30",
-         "--exclude-path", "/train"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"})
+        [
+            st,
+            "run",
+            f"{server.url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "40",
+            "--seed",
+            "1",
+            "--no-color",
+            "--request-timeout",
+            "30",
+            "--exclude-path",
+            "/train",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "/predict" in out

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import io
-import json
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
-from netsec_testing import REPO
 from serving_helpers import TARGET, fit, records_of, register, training_frame
 
 from netsec_tasks.contract import OUTPUT_COLUMNS
 from netsec_tasks.prediction_log import read_prediction_log
+from netsec_testing import REPO
 from serving.fastpath import ATOL
 
 
@@ -66,8 +65,9 @@ def test_predict_csv_json_and_csv_answers(registered, make_client):
     # Passthrough cells come back as written in the file (text), so "007" stays "007".
     assert [r[TARGET] for r in body["records"]] == rows[TARGET].astype(str).tolist()
 
-    resp = client.post("/predict/csv", files={"file": ("x.csv", data, "text/csv")},
-                       headers={"Accept": "text/csv"})
+    resp = client.post(
+        "/predict/csv", files={"file": ("x.csv", data, "text/csv")}, headers={"Accept": "text/csv"}
+    )
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/csv")
     out = pd.read_csv(io.BytesIO(resp.content))
     # The CSV answer is the uploaded table with the same output columns as `netsec predict`.
@@ -77,12 +77,22 @@ def test_predict_csv_json_and_csv_answers(registered, make_client):
     np.testing.assert_allclose(out["threat_probability"], proba, rtol=0, atol=ATOL)
 
 
-OTHER_KINDS = ["extra_trees", "decision_tree", "hist_gradient_boosting", "logistic_regression",
-               "adaboost", "xgboost"]
-MODEL_CLASS = {"extra_trees": "ExtraTreesClassifier", "decision_tree": "DecisionTreeClassifier",
-               "hist_gradient_boosting": "HistGradientBoostingClassifier",
-               "logistic_regression": "LogisticRegression", "adaboost": "AdaBoostClassifier",
-               "xgboost": "XGBClassifier"}
+OTHER_KINDS = [
+    "extra_trees",
+    "decision_tree",
+    "hist_gradient_boosting",
+    "logistic_regression",
+    "adaboost",
+    "xgboost",
+]
+MODEL_CLASS = {
+    "extra_trees": "ExtraTreesClassifier",
+    "decision_tree": "DecisionTreeClassifier",
+    "hist_gradient_boosting": "HistGradientBoostingClassifier",
+    "logistic_regression": "LogisticRegression",
+    "adaboost": "AdaBoostClassifier",
+    "xgboost": "XGBClassifier",
+}
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +151,13 @@ def test_model_health_ready_metrics(registered, make_client):
     answers = client.post("/predict", json={"records": rows}).json()["predictions"]
     threats = sum(p["is_threat"] for p in answers)
     text = client.get("/metrics").text
-    assert f'netsec_predictions_total{{class_="threat"}} {float(2 * threats + answers[0]["is_threat"])}' in text
-    assert f'netsec_predictions_total{{class_="benign"}} {float(21 - 2 * threats - answers[0]["is_threat"])}' in text
+    assert (
+        f'netsec_predictions_total{{class_="threat"}} {float(2 * threats + answers[0]["is_threat"])}' in text
+    )
+    assert (
+        f'netsec_predictions_total{{class_="benign"}} {float(21 - 2 * threats - answers[0]["is_threat"])}'
+        in text
+    )
     assert f'netsec_model_version{{name="netsec-phishing"}} {float(registered.version)}' in text
     assert f'version="{registered.version}"' in text  # netsec_model_info
 
@@ -164,7 +179,8 @@ def test_prediction_log_jsonl(registered, make_client, tmp_path):
     body = client.post("/predict", json={"records": rows}).json()
     logged = _wait_logged(tmp_path / "predictions", 7)
     assert logged[list(rows[0])].to_dict(orient="records") == [
-        {k: float(v) for k, v in r.items()} for r in rows]
+        {k: float(v) for k, v in r.items()} for r in rows
+    ]
     assert logged["is_threat"].tolist() == [p["is_threat"] for p in body["predictions"]]
     assert logged["threat_probability"].tolist() == [p["threat_probability"] for p in body["predictions"]]
     assert set(logged["model_version"]) == {registered.version}
@@ -186,11 +202,9 @@ def test_served_traffic_drift_is_detected_from_the_log(registered, make_client, 
         client = make_client(registered.tracking_uri, log_dir=str(log_dir), log_flush_seconds=0.1)
         served = make_sample(600, seed=11, shift=shift).drop(columns=[TARGET])
         for start in range(0, 600, 200):  # a few requests, like real traffic
-            part = served.iloc[start:start + 200]
+            part = served.iloc[start : start + 200]
             assert client.post("/predict", json={"records": records_of(part)}).status_code == 200
         _wait_logged(log_dir, 600)
         record = drift_between_files(reference, log_dir, cfg, tmp_path / f"drift-{shift}")
         detected[shift] = record.drift_detected
     assert detected == {0.0: False, 0.8: True}
-
-

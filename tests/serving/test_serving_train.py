@@ -15,12 +15,14 @@ KEY = "train-key"
 @pytest.fixture()
 def client(registered, make_client):
     """A serving app with /train enabled (an API key), sending that key unless told otherwise."""
+
     def _make(**kw):
         kw.setdefault("api_key", KEY)
         c = make_client(registered.tracking_uri, **kw)
         if kw["api_key"]:
             c.headers["X-API-Key"] = kw["api_key"]
         return c
+
     return _make
 
 
@@ -49,22 +51,29 @@ def test_serving_refuses_to_start_with_the_default_airflow_password(tmp_path):
     from serving.app import create_app
     from serving.settings import Settings
 
-    remote = dict(mlflow_tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", log_dir=str(tmp_path / "p"),
-                  airflow_url="http://airflow-apiserver:8080")
+    remote = dict(
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+        log_dir=str(tmp_path / "p"),
+        airflow_url="http://airflow-apiserver:8080",
+    )
     with pytest.raises(ConfigError, match="NETSEC_SERVING_AIRFLOW_PASSWORD is Airflow's default"):
         create_app(Settings(api_key=KEY, **remote))
     Settings(api_key=KEY, airflow_password="s3cret-pw", **remote).check_train_settings()
     Settings(**remote).check_train_settings()  # /train off: nothing to protect
     Settings(api_key=KEY, **{**remote, "airflow_url": "http://localhost:8080"}).check_train_settings()
 
-    env = {**os.environ, "NETSEC_SERVING_API_KEY": KEY,
-           "NETSEC_SERVING_AIRFLOW_URL": "http://airflow.example.org:8080",
-           "NETSEC_SERVING_MLFLOW_TRACKING_URI": remote["mlflow_tracking_uri"],
-           "NETSEC_HOME": str(tmp_path)}
+    env = {
+        **os.environ,
+        "NETSEC_SERVING_API_KEY": KEY,
+        "NETSEC_SERVING_AIRFLOW_URL": "http://airflow.example.org:8080",
+        "NETSEC_SERVING_MLFLOW_TRACKING_URI": remote["mlflow_tracking_uri"],
+        "NETSEC_HOME": str(tmp_path),
+    }
     env.pop("NETSEC_SERVING_AIRFLOW_PASSWORD", None)
     netsec = Path(sys.executable).parent / "netsec"
-    proc = subprocess.run([str(netsec), "serve", "--port", "9"], env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [str(netsec), "serve", "--port", "9"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "NETSEC_SERVING_AIRFLOW_PASSWORD" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -117,14 +126,20 @@ class FakeAirflow:
             self.calls.append(raw)
             if dag_id != known_dag:
                 return JSONResponse({"detail": f"Dag with dag_id: '{dag_id}' not found"}, 404)
-            return {"dag_run_id": "manual__2026-01-01T00:00:00+00:00", "dag_id": dag_id,
-                    "state": "queued", "conf": body.conf, "logical_date": None}
+            return {
+                "dag_run_id": "manual__2026-01-01T00:00:00+00:00",
+                "dag_id": dag_id,
+                "state": "queued",
+                "conf": body.conf,
+                "logical_date": None,
+            }
 
         import uvicorn
 
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):
@@ -141,21 +156,22 @@ class FakeAirflow:
 def test_train_triggers_dag_run(client):
     pytest.importorskip("airflow")
     with FakeAirflow() as airflow:
-        c = client(airflow_url=f"http://127.0.0.1:{airflow.port}", airflow_username="admin",
-                   airflow_password="pw")
+        c = client(
+            airflow_url=f"http://127.0.0.1:{airflow.port}", airflow_username="admin", airflow_password="pw"
+        )
         resp = c.post("/train", json={"force_retrain": True, "note": "from test"})
         assert resp.status_code == 200, resp.text
         body = resp.json()
         assert body["dag_id"] == "netsec_training" and body["dag_run_id"].startswith("manual__")
-        assert airflow.calls == [{"logical_date": None,
-                                  "conf": {"force_retrain": True, "note": "from test"}}]
+        assert airflow.calls == [{"logical_date": None, "conf": {"force_retrain": True, "note": "from test"}}]
         assert c.post("/train").json()["conf"] == {"force_retrain": False}
 
         wrong_pw = client(airflow_url=f"http://127.0.0.1:{airflow.port}", airflow_password="nope")
         resp = wrong_pw.post("/train")
         assert resp.status_code == 502 and "401" in resp.json()["detail"]
 
-        wrong_dag = client(airflow_url=f"http://127.0.0.1:{airflow.port}", airflow_password="pw",
-                           airflow_dag_id="nope")
+        wrong_dag = client(
+            airflow_url=f"http://127.0.0.1:{airflow.port}", airflow_password="pw", airflow_dag_id="nope"
+        )
         resp = wrong_dag.post("/train")
         assert resp.status_code == 502 and "not found" in resp.json()["detail"]

@@ -10,30 +10,43 @@ import threading
 import time
 
 import numpy as np
-from serving_helpers import REPO
-
 import pandas as pd
 import pytest
+from serving_helpers import REPO
 
 from netsec_tasks.errors import DataError
-from netsec_tasks.prediction_log import (new_request_id, prediction_documents, prediction_frame,
-                                         read_prediction_log, request_time)
+from netsec_tasks.prediction_log import (
+    new_request_id,
+    prediction_documents,
+    prediction_frame,
+    read_prediction_log,
+    request_time,
+)
 from serving.prediction_writer import JsonlSink, LogEntry, MongoSink, PredictionLog
 
 FEATURES = ("a", "b")
 
 
 def _entry(n: int = 3) -> LogEntry:
-    return LogEntry(time=dt.datetime.now(dt.timezone.utc), model_name="m", model_version="7",
-                    features=FEATURES, inputs=np.arange(2 * n, dtype=float).reshape(n, 2),
-                    is_threat=np.array([1, 0, 1][:n] * (n // 3 + 1))[:n].astype(np.int8),
-                    probability=np.linspace(0, 1, n), labels=[-1] * n, route="/predict")
+    return LogEntry(
+        time=dt.datetime.now(dt.UTC),
+        model_name="m",
+        model_version="7",
+        features=FEATURES,
+        inputs=np.arange(2 * n, dtype=float).reshape(n, 2),
+        is_threat=np.array([1, 0, 1][:n] * (n // 3 + 1))[:n].astype(np.int8),
+        probability=np.linspace(0, 1, n),
+        labels=[-1] * n,
+        route="/predict",
+    )
 
 
 def test_serving_never_imports_airflow():
-    code = ("import sys, serving.app, serving.cli; "
-            "bad = [m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, serving.app, serving.cli; "
+        "bad = [m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
 
 
@@ -59,8 +72,7 @@ class BlockingSink:
 def test_full_queue_drops_and_counts_instead_of_blocking():
     sink = BlockingSink()
     dropped = []
-    plog = PredictionLog(sink, batch_rows=1, flush_seconds=0.05, max_queued=2,
-                         on_drop=dropped.append).start()
+    plog = PredictionLog(sink, batch_rows=1, flush_seconds=0.05, max_queued=2, on_drop=dropped.append).start()
     start = time.perf_counter()
     accepted = sum(plog.submit(_entry()) for _ in range(50))
     assert time.perf_counter() - start < 5  # generous: submit never waits for the sink
@@ -101,8 +113,9 @@ def test_log_writes_when_a_batch_is_due_not_per_request():
 
 def test_mongo_sink_writes_documents(mongo_server, mongo_db):
     client, name = mongo_db
-    plog = PredictionLog(MongoSink(mongo_server.uri, name, "predictions"), batch_rows=100,
-                         flush_seconds=0.1, max_queued=100).start()
+    plog = PredictionLog(
+        MongoSink(mongo_server.uri, name, "predictions"), batch_rows=100, flush_seconds=0.1, max_queued=100
+    ).start()
     entry = _entry(3)
     plog.submit(entry)
     plog.close()
@@ -117,17 +130,27 @@ def test_mongo_sink_writes_documents(mongo_server, mongo_db):
 
 
 def test_jsonl_log_reads_back_row_for_row(tmp_path):
-    now = dt.datetime(2026, 11, 21, 23, 59, 59, 123456, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 11, 21, 23, 59, 59, 123456, tzinfo=dt.UTC)
     rng = np.random.default_rng(0)
     whole = rng.integers(-1, 2, size=(25, 2)).astype(float)
     fractional = np.column_stack([whole[:, 0], rng.random(25)])
     fractional[3, 1] = np.nan  # a missing value the imputer would fill
     plog = PredictionLog(JsonlSink(tmp_path), batch_rows=10_000, flush_seconds=60, max_queued=10).start()
-    entries = [LogEntry(time=now, model_name="m", model_version=v, features=FEATURES, inputs=x,
-                        is_threat=(x[:, 0] > 0).astype(np.int8), probability=np.linspace(0, 1, 25),
-                        labels=["phish" if t else "ok" for t in (x[:, 0] > 0)], route="/predict",
-                        request_id=new_request_id(now))
-               for v, x in (("1", whole), ("2", fractional))]
+    entries = [
+        LogEntry(
+            time=now,
+            model_name="m",
+            model_version=v,
+            features=FEATURES,
+            inputs=x,
+            is_threat=(x[:, 0] > 0).astype(np.int8),
+            probability=np.linspace(0, 1, 25),
+            labels=["phish" if t else "ok" for t in (x[:, 0] > 0)],
+            route="/predict",
+            request_id=new_request_id(now),
+        )
+        for v, x in (("1", whole), ("2", fractional))
+    ]
     for e in entries:
         plog.submit(e)
     plog.close()
@@ -135,13 +158,23 @@ def test_jsonl_log_reads_back_row_for_row(tmp_path):
     assert [f.name for f in tmp_path.iterdir()] == ["predictions-2026-11-21.jsonl"]
     assert len((tmp_path / "predictions-2026-11-21.jsonl").read_text().splitlines()) == 2
     frame = read_prediction_log(tmp_path)
-    assert list(frame.columns) == ["a", "b", "is_threat", "threat_probability", "label",
-                                   "time", "model_name", "model_version", "route", "prediction_id"]
-    assert frame["prediction_id"].tolist() == [f"{e.request_id}-{k}" for e in entries
-                                               for k in range(25)]
+    assert list(frame.columns) == [
+        "a",
+        "b",
+        "is_threat",
+        "threat_probability",
+        "label",
+        "time",
+        "model_name",
+        "model_version",
+        "route",
+        "prediction_id",
+    ]
+    assert frame["prediction_id"].tolist() == [f"{e.request_id}-{k}" for e in entries for k in range(25)]
     assert request_time(entries[0].request_id) == now.replace(microsecond=123000)
-    np.testing.assert_array_equal(frame[["a", "b"]].to_numpy(float),
-                                  np.vstack([whole, fractional]))  # NaN included
+    np.testing.assert_array_equal(
+        frame[["a", "b"]].to_numpy(float), np.vstack([whole, fractional])
+    )  # NaN included
     assert frame["is_threat"].tolist() == [int(t) for e in entries for t in e.is_threat]
     assert frame["threat_probability"].tolist() == np.linspace(0, 1, 25).tolist() * 2
     assert frame["label"].tolist() == entries[0].labels + entries[1].labels
@@ -152,11 +185,19 @@ def test_jsonl_log_reads_back_row_for_row(tmp_path):
 
 def test_log_documents_split_large_requests_and_keep_text_columns():
     frame = pd.DataFrame({"a": [1.5, 2.0, np.nan, 4.0, 5.0], "b": ["x", "y", "z", None, "w"]})
-    docs = prediction_documents(time=dt.datetime.now(dt.timezone.utc), model_name="m",
-                                model_version="1", route="/predict/csv", features=("a", "b"),
-                                inputs=frame, is_threat=np.array([0, 1, 0, 1, 0]),
-                                probability=np.full(5, 0.25), labels=[1, -1, 1, -1, 1], max_rows=2,
-                                request_id="0" * 22)
+    docs = prediction_documents(
+        time=dt.datetime.now(dt.UTC),
+        model_name="m",
+        model_version="1",
+        route="/predict/csv",
+        features=("a", "b"),
+        inputs=frame,
+        is_threat=np.array([0, 1, 0, 1, 0]),
+        probability=np.full(5, 0.25),
+        labels=[1, -1, 1, -1, 1],
+        max_rows=2,
+        request_id="0" * 22,
+    )
     assert [d["n_rows"] for d in docs] == [2, 2, 1]
     back = prediction_frame(docs)
     # One request id across the documents of a split request: ids number its rows.
@@ -166,16 +207,26 @@ def test_log_documents_split_large_requests_and_keep_text_columns():
 
 
 def test_log_of_models_with_other_features_keeps_log_order():
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
 
     def docs(features, x, version):
-        return prediction_documents(time=now, model_name="m", model_version=version, route="/predict",
-                                    features=features, inputs=np.asarray(x, dtype=float),
-                                    is_threat=np.zeros(len(x)), probability=np.zeros(len(x)),
-                                    labels=[1] * len(x))
+        return prediction_documents(
+            time=now,
+            model_name="m",
+            model_version=version,
+            route="/predict",
+            features=features,
+            inputs=np.asarray(x, dtype=float),
+            is_threat=np.zeros(len(x)),
+            probability=np.zeros(len(x)),
+            labels=[1] * len(x),
+        )
 
-    log = (docs(("a", "b"), [[1, 2]], "1") + docs(("a", "c"), [[3, 4], [5, 6]], "2")
-           + docs(("a", "b"), [[7, 8]], "1"))
+    log = (
+        docs(("a", "b"), [[1, 2]], "1")
+        + docs(("a", "c"), [[3, 4], [5, 6]], "2")
+        + docs(("a", "b"), [[7, 8]], "1")
+    )
     frame = prediction_frame(log)
     assert frame["a"].tolist() == [1, 3, 5, 7]
     assert frame["model_version"].tolist() == ["1", "2", "2", "1"]
@@ -227,6 +278,7 @@ def test_fast_path_calls_unknown_preprocessing_steps_and_refuses_disagreement(mo
         plan = real_plan(est, n)
         wrong = fastpath.Predictor("wrong", lambda z: plan.small.fn(z) * 0.5, exact=False)
         return fastpath.Plan(wrong, wrong, 0, False)
+
     monkeypatch.setattr(fastpath, "plan_for", half)
     fast, why = fastpath.fast_path_for(plain, feats, x)
     assert fast is None and "disagreed" in why and "differs by" in why, why
