@@ -45,10 +45,10 @@ from netsec_tasks.errors import ConfigError, DataError, NetsecError, RegistryErr
 from netsec_tasks.plain import plain
 from netsec_tasks.records import EvaluationRecord, safe_name, sha256_file
 from netsec_tasks.storage import atomic_write
+from netsec_tasks.tracking import TAG_PREFIX
 
 log = logging.getLogger("netsec.evaluate")
 
-TAG = "netsec."
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w.-]+))$")
 METRIC_ORDER = ("f1", "precision", "recall", "roc_auc", "pr_auc", "accuracy")
 
@@ -100,7 +100,7 @@ def _training_labels(cfg: PipelineConfig, tags: dict[str, str], target: str) -> 
     when it cannot be read (then "in training" is left out of the report)."""
     from netsec_tasks.storage import storage_for
 
-    uri = tags.get(TAG + "train_uri")
+    uri = tags.get(TAG_PREFIX + "train_uri")
     if not uri:
         return None
     try:
@@ -186,7 +186,7 @@ def evaluate_file(
     diff = _differences(tags, schema)
     if diff:
         raise ConfigError(
-            f"models:/{name}/{version} (data set '{tags.get(TAG + 'dataset', '?')}') is not a model "
+            f"models:/{name}/{version} (data set '{tags.get(TAG_PREFIX + 'dataset', '?')}') is not a model "
             f"of the '{schema.name}' data set: "
             + "; ".join(diff)
             + ". Set NETSEC_DATASET to the model's data set, or evaluate a model of this one"
@@ -225,10 +225,10 @@ def evaluate_file(
             "name": name,
             "version": version,
             "uri": f"models:/{name}/{version}",
-            "data_set": tags.get(TAG + "dataset"),
-            "schema_version": tags.get(TAG + "schema_version") or None,
-            "test_split_score": _float(tags.get(TAG + "test_score")),
-            "metric": tags.get(TAG + "metric"),
+            "data_set": tags.get(TAG_PREFIX + "dataset"),
+            "schema_version": tags.get(TAG_PREFIX + "schema_version") or None,
+            "test_split_score": _float(tags.get(TAG_PREFIX + "test_score")),
+            "metric": tags.get(TAG_PREFIX + "metric"),
         },
         "label_mapping": schema.target.mapping(),
         "rows": {
@@ -404,8 +404,8 @@ def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
             "rows": doc["rows"]["scored"],
             **{k: round(v, 4) for k, v in doc["metrics"].items()},
         }
-        client.set_model_version_tag(name, version, TAG + "evaluation_run_id", run_id)
-        client.set_model_version_tag(name, version, TAG + "evaluation", json.dumps(summary)[:5000])
+        client.set_model_version_tag(name, version, TAG_PREFIX + "evaluation_run_id", run_id)
+        client.set_model_version_tag(name, version, TAG_PREFIX + "evaluation", json.dumps(summary)[:5000])
     return run_id
 
 

@@ -38,7 +38,7 @@ from netsec_tasks.outages import mlflow_errors, owner_alive
 from netsec_tasks.records import ReconciledItem, ReconcileRecord
 from netsec_tasks.registry import (
     PROMOTION_TAG,
-    TAG,
+    TAG_PREFIX,
     Decision,
     _all_versions,
     _differences,
@@ -54,8 +54,8 @@ from netsec_tasks.tracking import OWNER_TAG, mlflow_client
 
 log = logging.getLogger("netsec.reconcile")
 
-RECONCILE_TAG = TAG + "reconcile"
-DECIDED_BY_TAG = TAG + "decided_by"
+RECONCILE_TAG = TAG_PREFIX + "reconcile"
+DECIDED_BY_TAG = TAG_PREFIX + "decided_by"
 
 
 def reconcile(cfg: PipelineConfig, *, by: str = "netsec reconcile") -> ReconcileRecord:
@@ -118,7 +118,7 @@ def end_stale_runs(client, cfg: PipelineConfig, experiment_id: str, *, by: str) 
                 continue
             client.set_tag(run.info.run_id, RECONCILE_TAG, f"ended KILLED by {by}: {why}"[:5000])
             client.set_terminated(run.info.run_id, "KILLED")
-            role = run.data.tags.get(TAG + "role", "run")
+            role = run.data.tags.get(TAG_PREFIX + "role", "run")
             out.append(
                 ReconciledItem(
                     kind="mlflow_run",
@@ -201,8 +201,10 @@ def _decide_left_over(client, cfg: PipelineConfig, mv, *, by: str) -> Decision:
     version = str(mv.version)
     tags = dict(mv.tags or {})
     extra = {DECIDED_BY_TAG: by}
-    metric = tags.get(TAG + "metric") or cfg.training.metric
-    test_uri = tags.get(TAG + "test_uri") or (f"runs:/{mv.run_id}/data/test.parquet" if mv.run_id else None)
+    metric = tags.get(TAG_PREFIX + "metric") or cfg.training.metric
+    test_uri = tags.get(TAG_PREFIX + "test_uri") or (
+        f"runs:/{mv.run_id}/data/test.parquet" if mv.run_id else None
+    )
     try:
         if not mv.run_id:
             raise RegistryError("it has no source run")
@@ -263,8 +265,8 @@ def sync_unsynced_runs(client, cfg: PipelineConfig) -> list[ReconciledItem]:
     out: list[ReconciledItem] = []
     for mv in sorted(_all_versions(client, name), key=lambda v: int(v.version)):
         tags = dict(mv.tags or {})
-        pipeline_run = tags.get(TAG + "pipeline_run_id")
-        if not pipeline_run or not (tags.get(TAG + "train_uri") or "").startswith(runs_root):
+        pipeline_run = tags.get(TAG_PREFIX + "pipeline_run_id")
+        if not pipeline_run or not (tags.get(TAG_PREFIX + "train_uri") or "").startswith(runs_root):
             continue
         if tags.get(PROMOTION_TAG) is None:
             continue  # still being registered (reconcile left it alone above): its run syncs it

@@ -30,15 +30,15 @@ from netsec_tasks.outages import is_unreachable as _is_unreachable
 from netsec_tasks.outages import mlflow_errors, owner_id, quick_mlflow
 from netsec_tasks.records import RegisterRecord, RollbackRecord, RunContext, TrainRecord, ValidationRecord
 from netsec_tasks.schema import DatasetSchema, load_schema
-from netsec_tasks.tracking import OWNER_TAG, mlflow_client, version_label
+from netsec_tasks.tracking import OWNER_TAG, TAG_PREFIX, mlflow_client, version_label
 
 log = logging.getLogger(__name__)
 
 PRODUCTION_STAGE = "Production"
-TAG = "netsec."
-PROMOTION_TAG = TAG + "promotion"  # promoted | rejected | abandoned | rolled_back: the version's decision
+PROMOTION_TAG = (
+    TAG_PREFIX + "promotion"
+)  # promoted | rejected | abandoned | rolled_back: the version's decision
 # Metrics that need a threat probability rather than a hard 0/1 prediction.
-_PROBA_METRICS = {"roc_auc", "average_precision", "pr_auc"}
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class ProductionModel:
     @property
     def reference_uri(self) -> str | None:
         """The training split: the drift reference (storage URI; runs:/ for older versions)."""
-        return self.tags.get(TAG + "train_uri") or self.tags.get(TAG + "reference_uri")
+        return self.tags.get(TAG_PREFIX + "train_uri") or self.tags.get(TAG_PREFIX + "reference_uri")
 
 
 # --------------------------------------------------------------------------- MLflow access
@@ -218,32 +218,30 @@ def check_test_columns(frame, schema: DatasetSchema, source: str) -> None:
 
 
 def score_model(model: Any, frame, schema: DatasetSchema, metric: str, source: str = "test split") -> float:
-    """``metric`` of the threat class (y = label == positive -> 1) for a 0/1 model on ``frame``."""
+    """``metric`` (``training.metric``, a scikit-learn scorer name) of the threat class
+    (y = label is a threat -> 1) for a 0/1 model on ``frame``: the same scorer the search
+    selected with (``sklearn.metrics.get_scorer``), so promotion compares what selection chose.
+
+    Raises DataError when ``frame`` lacks a feature or the target, RegistryError for a metric
+    scikit-learn has no scorer for.
+    """
     import numpy as np
-    from sklearn import metrics as skm
+    from sklearn.metrics import get_scorer
 
     from netsec_tasks.transform import compute_limits
 
     check_test_columns(frame, schema, source)
-    X = frame[schema.features]
-    y = np.asarray(schema.is_threat(frame[schema.target.column]), dtype=int)
-    if metric in _PROBA_METRICS:
-        with compute_limits():  # bounded imputation memory, one thread (netsec_tasks.transform)
-            proba = model.predict_proba(X)[:, 1]
-        if metric == "roc_auc":
-            return float(skm.roc_auc_score(y, proba))
-        return float(skm.average_precision_score(y, proba))
-    with compute_limits():
-        pred = np.asarray(model.predict(X)).astype(int)
-    if metric == "accuracy":
-        return float(skm.accuracy_score(y, pred))
-    fn = {"f1": skm.f1_score, "precision": skm.precision_score, "recall": skm.recall_score}.get(metric)
-    if fn is None:
+    try:
+        scorer = get_scorer(metric)
+    except ValueError:
         raise RegistryError(
             f"unknown promotion metric {metric!r}; expected f1, precision, recall, "
             "roc_auc, average_precision or accuracy (training.metric)"
-        )
-    return float(fn(y, pred, pos_label=1, zero_division=0))
+        ) from None
+    X = frame[schema.features]
+    y = np.asarray(schema.is_threat(frame[schema.target.column]), dtype=int)
+    with compute_limits():  # bounded imputation memory, one thread (netsec_tasks.transform)
+        return float(scorer(model, X, y))
 
 
 # --------------------------------------------------------------------------- registration
@@ -259,17 +257,17 @@ def _version_tags(
     from netsec_tasks.split import ROW_HASH
 
     return {
-        TAG + "pipeline_run_id": run.run_id,
-        TAG + "model_uri": train.model_uri,
-        TAG + "dataset": schema.name,
-        TAG + "dataset_digest": validation.dataset_digest,
+        TAG_PREFIX + "pipeline_run_id": run.run_id,
+        TAG_PREFIX + "model_uri": train.model_uri,
+        TAG_PREFIX + "dataset": schema.name,
+        TAG_PREFIX + "dataset_digest": validation.dataset_digest,
         # Lineage, all in storage: the training split (drift reference), the test split (serving
         # verifies its fast path on it) and the training rows' hashes (register checks them).
-        TAG + "train_uri": validation.train_uri,
-        TAG + "reference_uri": validation.train_uri,
-        TAG + "test_uri": validation.test_uri,
-        TAG + "train_hashes_uri": validation.train_row_hashes_uri,
-        TAG + "split": json.dumps(
+        TAG_PREFIX + "train_uri": validation.train_uri,
+        TAG_PREFIX + "reference_uri": validation.train_uri,
+        TAG_PREFIX + "test_uri": validation.test_uri,
+        TAG_PREFIX + "train_hashes_uri": validation.train_row_hashes_uri,
+        TAG_PREFIX + "split": json.dumps(
             {
                 "seed": cfg.split.seed,
                 "test_size": cfg.split.test_size,
@@ -277,17 +275,17 @@ def _version_tags(
                 "duplicate_aware": cfg.split.duplicate_aware,
             }
         ),
-        TAG + "features": json.dumps(schema.features),
-        TAG + "target": schema.target.column,
+        TAG_PREFIX + "features": json.dumps(schema.features),
+        TAG_PREFIX + "target": schema.target.column,
         # What serving calls a threat / benign prediction (predicted_label), and the mapping
         # of raw labels to the threat class the model was trained with.
-        TAG + "positive_label": json.dumps(schema.positive_label),
-        TAG + "negative_label": json.dumps(schema.negative_label),
-        TAG + "label_mapping": json.dumps(schema.target.mapping()),
-        TAG + "schema_version": schema.version or "",
-        TAG + "metric": train.metric,
-        TAG + "test_score": repr(_test_score(train)),
-        TAG + "winner": train.winner,
+        TAG_PREFIX + "positive_label": json.dumps(schema.positive_label),
+        TAG_PREFIX + "negative_label": json.dumps(schema.negative_label),
+        TAG_PREFIX + "label_mapping": json.dumps(schema.target.mapping()),
+        TAG_PREFIX + "schema_version": schema.version or "",
+        TAG_PREFIX + "metric": train.metric,
+        TAG_PREFIX + "test_score": repr(_test_score(train)),
+        TAG_PREFIX + "winner": train.winner,
         # The process registering it: reconcile leaves an undecided version alone while it lives.
         OWNER_TAG: owner_id(),
     }
@@ -318,7 +316,9 @@ def _ensure_registered_model(client, cfg: PipelineConfig, schema: DatasetSchema)
         f"'{PRODUCTION_STAGE}' mark the serving model; versions are promoted only when they beat it."
     )
     try:
-        client.create_registered_model(name, tags={TAG + "dataset": schema.name}, description=description)
+        client.create_registered_model(
+            name, tags={TAG_PREFIX + "dataset": schema.name}, description=description
+        )
     except MlflowException as exc:  # created concurrently by another run: fine
         if _error_code(exc) not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
@@ -336,7 +336,7 @@ def _differences(tags: dict[str, str], schema: DatasetSchema) -> list[str]:
     other features, another target column, another label mapping. Empty when comparable."""
     out = []
     try:
-        theirs = json.loads(tags[TAG + "features"]) if tags.get(TAG + "features") else None
+        theirs = json.loads(tags[TAG_PREFIX + "features"]) if tags.get(TAG_PREFIX + "features") else None
     except ValueError:
         theirs = None
     if theirs is not None:
@@ -347,12 +347,12 @@ def _differences(tags: dict[str, str], schema: DatasetSchema) -> list[str]:
             out.append(f"features it has and the candidate lacks: {_short(gone)}")
         if new:
             out.append(f"features only the candidate has: {_short(new)}")
-    target = tags.get(TAG + "target")
+    target = tags.get(TAG_PREFIX + "target")
     if target and target != schema.target.column:
         out.append(f"target column {target!r}, the candidate's is {schema.target.column!r}")
-    if tags.get(TAG + "label_mapping"):
+    if tags.get(TAG_PREFIX + "label_mapping"):
         try:
-            theirs_map = json.loads(tags[TAG + "label_mapping"])
+            theirs_map = json.loads(tags[TAG_PREFIX + "label_mapping"])
         except ValueError:
             theirs_map = None
         ours_map = schema.target.mapping()
@@ -384,7 +384,7 @@ def check_comparable(cfg: PipelineConfig, prod, schema: DatasetSchema) -> None:
     if not diff:
         return
     name = cfg.registry.model_name
-    theirs = tags.get(TAG + "dataset") or "?"
+    theirs = tags.get(TAG_PREFIX + "dataset") or "?"
     how = (
         "set registry.model_name (NETSEC_REGISTRY__MODEL_NAME) to a new name"
         if not cfg.model_name_derived
@@ -403,9 +403,9 @@ def check_comparable(cfg: PipelineConfig, prod, schema: DatasetSchema) -> None:
 def _find_version(client, cfg: PipelineConfig, run: RunContext, train: TrainRecord):
     """The version a previous attempt of this pipeline run registered for this model, if any."""
     found = _all_versions(
-        client, cfg.registry.model_name, f"tags.`{TAG}pipeline_run_id` = '{_quote(run.run_id)}'"
+        client, cfg.registry.model_name, f"tags.`{TAG_PREFIX}pipeline_run_id` = '{_quote(run.run_id)}'"
     )
-    same = [mv for mv in found if (mv.tags or {}).get(TAG + "model_uri") == train.model_uri]
+    same = [mv for mv in found if (mv.tags or {}).get(TAG_PREFIX + "model_uri") == train.model_uri]
     return max(same, key=lambda mv: int(mv.version)) if same else None
 
 
@@ -575,7 +575,7 @@ def production_rows_in(cfg: PipelineConfig, version: str, tags: dict[str, str], 
     from netsec_tasks.split import lineage_hashes, rows_in
     from netsec_tasks.storage import storage_for
 
-    uri = tags.get(TAG + "train_hashes_uri")
+    uri = tags.get(TAG_PREFIX + "train_hashes_uri")
     if not uri:
         log.warning(
             "Production v%s has no training lineage (it was registered before netsec "
@@ -630,7 +630,7 @@ def rollback(cfg: PipelineConfig, *, to_version: str | None = None, reason: str 
                 f"{name} has no Production model (alias '{cfg.registry.alias}'): nothing to roll back"
             )
         current = str(prod.version)
-        target = to_version or (prod.tags or {}).get(TAG + "previous_production_version")
+        target = to_version or (prod.tags or {}).get(TAG_PREFIX + "previous_production_version")
         if not target or target == "None":
             raise ConfigError(
                 f"{name} v{current} records no previous Production version: "
@@ -653,8 +653,8 @@ def rollback(cfg: PipelineConfig, *, to_version: str | None = None, reason: str 
         ]
         for version in sorted(set(undone) | {current}, key=int):
             client.set_model_version_tag(name, version, PROMOTION_TAG, "rolled_back")
-            client.set_model_version_tag(name, version, TAG + "rolled_back_to", target)
-            client.set_model_version_tag(name, version, TAG + "rollback_reason", why)
+            client.set_model_version_tag(name, version, TAG_PREFIX + "rolled_back_to", target)
+            client.set_model_version_tag(name, version, TAG_PREFIX + "rollback_reason", why)
         _promote(client, cfg, target)
     log.info("%s: Production rolled back from v%s to v%s (%s)", name, current, target, why)
     return RollbackRecord(
@@ -688,12 +688,14 @@ class Decision:
     def tags(self) -> dict[str, str]:
         return {
             PROMOTION_TAG: self.label,
-            TAG + "promotion_reason": self.reason,
-            TAG + "production_score": repr(self.production_score),
-            TAG + "new_score": repr(self.new_score),
-            TAG + "previous_production_version": self.previous or "",
-            TAG + "production_rows_in_test": "" if self.rows_in_test is None else str(self.rows_in_test),
-            TAG + "production_metrics": json.dumps(self.production_metrics, sort_keys=True),
+            TAG_PREFIX + "promotion_reason": self.reason,
+            TAG_PREFIX + "production_score": repr(self.production_score),
+            TAG_PREFIX + "new_score": repr(self.new_score),
+            TAG_PREFIX + "previous_production_version": self.previous or "",
+            TAG_PREFIX + "production_rows_in_test": ""
+            if self.rows_in_test is None
+            else str(self.rows_in_test),
+            TAG_PREFIX + "production_metrics": json.dumps(self.production_metrics, sort_keys=True),
         }
 
 
@@ -716,17 +718,17 @@ def decide_version(
     prod = _production_version(client, cfg)
     if prod is not None and str(prod.version) == version:
         # An earlier attempt already promoted it; finish the stage move in case it crashed.
-        prev_score = tags.get(TAG + "production_score")
-        seen = tags.get(TAG + "production_rows_in_test")
+        prev_score = tags.get(TAG_PREFIX + "production_score")
+        seen = tags.get(TAG_PREFIX + "production_rows_in_test")
         return Decision(
             version,
             True,
-            tags.get(TAG + "promotion_reason") or "already Production",
+            tags.get(TAG_PREFIX + "promotion_reason") or "already Production",
             new_score,
             float(prev_score) if prev_score not in (None, "", "None") else None,
-            tags.get(TAG + "previous_production_version") or None,
+            tags.get(TAG_PREFIX + "previous_production_version") or None,
             int(seen) if seen not in (None, "", "None") else None,
-            production_metrics=_json_dict(tags.get(TAG + "production_metrics")),
+            production_metrics=_json_dict(tags.get(TAG_PREFIX + "production_metrics")),
         )
     previous = str(prod.version) if prod is not None else None
     production_score = rows_in_test = None
@@ -783,7 +785,8 @@ def _record_decision(
         client.set_model_version_tag(cfg.registry.model_name, version, key, value)
     if run_id:
         client.log_batch(
-            run_id, tags=[RunTag(k, v) for k, v in tags.items()] + [RunTag(TAG + "model_version", version)]
+            run_id,
+            tags=[RunTag(k, v) for k, v in tags.items()] + [RunTag(TAG_PREFIX + "model_version", version)],
         )
 
 
@@ -839,7 +842,7 @@ def register(
         # Before anything is registered: a candidate of another data set never replaces (or
         # is compared with) this name's Production model.
         existing = _production_version(client, cfg)
-        if existing is not None and (existing.tags or {}).get(TAG + "pipeline_run_id") != run.run_id:
+        if existing is not None and (existing.tags or {}).get(TAG_PREFIX + "pipeline_run_id") != run.run_id:
             check_comparable(cfg, existing, schema)
         _ensure_registered_model(client, cfg, schema)
         mv, model, new_score = _register_version(client, cfg, run, train, validation, schema, frame)

@@ -29,10 +29,12 @@ ALLOWED_TRUSTED_TYPES = frozenset(
     }
 )
 
-PIPELINE_RUN_TAG = "netsec.pipeline_run_id"
+# Every MLflow tag netsec writes on runs and model versions starts with this.
+TAG_PREFIX = "netsec."
+PIPELINE_RUN_TAG = TAG_PREFIX + "pipeline_run_id"
 # The process that owns a run (netsec_tasks.outages.owner_id), and why a run ended early.
-OWNER_TAG = "netsec.owner"
-END_REASON_TAG = "netsec.end_reason"
+OWNER_TAG = TAG_PREFIX + "owner"
+END_REASON_TAG = TAG_PREFIX + "end_reason"
 
 
 def _is_local_store(uri: str) -> bool:

@@ -46,10 +46,11 @@ from netsec_tasks.monitoring.state import (
 )
 from netsec_tasks.monitoring.traffic import threat_scores, traffic_drift, traffic_figures
 from netsec_tasks.records import FeedbackRecord, MonitoringRecord, safe_name
+from netsec_tasks.tracking import TAG_PREFIX
 
 log = logging.getLogger(__name__)
 
-TAG = "netsec.monitoring."
+MONITORING_TAG_PREFIX = TAG_PREFIX + "monitoring."
 
 
 def utcnow() -> dt.datetime:
@@ -257,7 +258,7 @@ def served_tags(record: MonitoringRecord) -> dict[str, str]:
         "at": utcnow().isoformat(timespec="seconds"),
         "run_id": record.run_id,
     }
-    return {TAG + k: "" if v is None else str(v) for k, v in values.items()}
+    return {MONITORING_TAG_PREFIX + k: "" if v is None else str(v) for k, v in values.items()}
 
 
 # --------------------------------------------------------------------------- the step
