@@ -56,6 +56,10 @@ CODE_IN = {
 OPTIONAL_ENV: dict[tuple[str, str], str] = {
     ("*", "AIRFLOW__API__BASE_URL"): "unset, the plugin's drift links stay relative to the page",
     ("mongo-seed", "MLFLOW_TRACKING_URI"): "push-data, make-sample and fetch-dataset never use MLflow",
+    (
+        "*",
+        "XDG_CACHE_HOME",
+    ): "unset, fetch-dataset caches under ~/.cache of the image's user (a created home)",
 }
 
 
@@ -506,6 +510,9 @@ def test_serving_settings_resolve_to_the_stack(monkeypatch):
         monkeypatch.delenv(var)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
+    # The image's NETSEC_CONFIG is its copy of config/ (Dockerfile.serving: COPY config).
+    assert env["NETSEC_CONFIG"].endswith("/config/pipeline.yaml")
+    monkeypatch.setenv("NETSEC_CONFIG", str(REPO / "config" / "pipeline.yaml"))
     settings = Settings()
     pipeline = pipeline_config(AIRFLOW[0])
     assert settings.tracking_uri == pipeline.registry.tracking_uri
