@@ -26,10 +26,10 @@ import logging
 import typing
 
 from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import DAG, ExceptionRetryPolicy, RetryAction, RetryRule, TriggerRule
+from airflow.sdk import DAG, TriggerRule
 from airflow.sdk.exceptions import AirflowSkipException
 
-from netsec_airflow import MONGO_CONN_ID, retrain_asset
+from netsec_airflow import MONGO_CONN_ID, default_args, retrain_asset, retries
 from netsec_tasks.config import load_config
 
 log = logging.getLogger("netsec.dag")
@@ -156,29 +156,6 @@ def commit_task(ti, **_):
     return {"state_uri": uri, "requested": requested, "advanced": record.advance}
 
 
-def log_task_failure(context):
-    ti = context.get("ti")
-    exc = context.get("exception")
-    log.error(
-        "%s: task %s failed in run %s: %s: %s",
-        DAG_ID,
-        getattr(ti, "task_id", "?"),
-        getattr(ti, "run_id", "?"),
-        type(exc).__name__ if exc else "unknown error",
-        exc,
-    )
-
-
-NO_RETRY_ON_BAD_INPUT = ExceptionRetryPolicy(
-    rules=[
-        RetryRule(
-            exception=["netsec_tasks.errors.DataError", "netsec_tasks.errors.ConfigError"],
-            action=RetryAction.FAIL,
-            reason="bad input or config: retrying cannot help",
-        ),
-    ]
-)
-
 DOC_MD = f"""
 ### netsec_monitoring
 
@@ -198,13 +175,7 @@ about it; asks `netsec_training` to retrain when the evidence says so.
   MLflow experiment `{CFG.monitoring.experiment}`, serving's `/metrics` (`netsec_monitoring_*`).
 """
 
-IO_RETRIES = {
-    "retries": CFG.dag.retries,
-    "retry_delay": dt.timedelta(seconds=CFG.dag.retry_delay_seconds),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": dt.timedelta(seconds=CFG.dag.max_retry_delay_seconds),
-    "retry_policy": NO_RETRY_ON_BAD_INPUT,
-}
+IO_RETRIES = retries(CFG)
 
 with DAG(
     dag_id=DAG_ID,
@@ -215,12 +186,7 @@ with DAG(
     max_active_runs=1,
     tags=["netsec", "mlops", "monitoring"],
     doc_md=DOC_MD,
-    default_args={
-        "owner": "netsec",
-        "retries": 0,
-        "execution_timeout": dt.timedelta(minutes=CFG.dag.task_timeout_minutes),
-        "on_failure_callback": log_task_failure,
-    },
+    default_args=default_args(CFG),
 ) as dag:
     feedback = PythonOperator(
         task_id="feedback_to_training",

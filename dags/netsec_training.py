@@ -21,14 +21,11 @@ from airflow.sdk import (
     DAG,
     AssetOrTimeSchedule,
     CronTriggerTimetable,
-    ExceptionRetryPolicy,
     Param,
-    RetryAction,
-    RetryRule,
     TriggerRule,
 )
 
-from netsec_airflow import MONGO_CONN_ID, S3_CONN_ID, retrain_asset
+from netsec_airflow import MONGO_CONN_ID, S3_CONN_ID, default_args, retrain_asset, retries
 from netsec_tasks.config import Candidate, load_config
 
 log = logging.getLogger("netsec.dag")
@@ -276,57 +273,10 @@ def record_outcome_task(ti, params, **_):
     return outcome.to_xcom()
 
 
-def log_task_failure(context):
-    """on_failure_callback: one log line saying which task of which run failed, and why."""
-    ti = context.get("ti")
-    exc = context.get("exception")
-    log.error(
-        "%s: task %s failed in run %s (try %s of %s): %s: %s",
-        DAG_ID,
-        getattr(ti, "task_id", "?"),
-        getattr(ti, "run_id", "?"),
-        getattr(ti, "try_number", "?"),
-        getattr(ti, "max_tries", "?"),
-        type(exc).__name__ if exc else "unknown error",
-        exc,
-    )
-
-
 # --------------------------------------------------------------------------- the DAG
 
-# Bad data or a bad key will not fix itself: fail at once. Anything else (a network error) retries.
-NO_RETRY_ON_BAD_INPUT = ExceptionRetryPolicy(
-    rules=[
-        RetryRule(
-            exception=["netsec_tasks.errors.DataError", "netsec_tasks.errors.ConfigError"],
-            action=RetryAction.FAIL,
-            reason="bad input or config: retrying cannot help",
-        ),
-    ]
-)
-
-# Training and registering retry only when a service was unreachable (SourceUnavailable: the
-# per-call budgets make that a short failure); any other error would repeat itself.
-ONLY_OUTAGES_RETRY = ExceptionRetryPolicy(
-    rules=[
-        RetryRule(
-            exception="netsec_tasks.errors.SourceUnavailable",
-            action=RetryAction.RETRY,
-            reason="a service was unreachable: retry later",
-        ),
-    ],
-    default=RetryAction.FAIL,
-)
-
-IO_RETRIES = {
-    "retries": CFG.dag.retries,
-    "retry_delay": dt.timedelta(seconds=CFG.dag.retry_delay_seconds),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": dt.timedelta(seconds=CFG.dag.max_retry_delay_seconds),
-    "retry_policy": NO_RETRY_ON_BAD_INPUT,
-}
-
-OUTAGE_RETRIES = {**IO_RETRIES, "retry_policy": ONLY_OUTAGES_RETRY}
+IO_RETRIES = retries(CFG)
+OUTAGE_RETRIES = retries(CFG, only_outages=True)
 
 CANDIDATES = list(typing.get_args(Candidate))
 
@@ -451,12 +401,7 @@ with DAG(
     tags=["netsec", "mlops", "training"],
     params=PARAMS,
     doc_md=DOC_MD,
-    default_args={
-        "owner": "netsec",
-        "retries": 0,
-        "execution_timeout": dt.timedelta(minutes=CFG.dag.task_timeout_minutes),
-        "on_failure_callback": log_task_failure,
-    },
+    default_args=default_args(CFG),
 ) as dag:
     reconcile = PythonOperator(
         task_id="reconcile",

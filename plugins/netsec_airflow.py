@@ -1,4 +1,5 @@
-"""Airflow-side wiring shared by the netsec DAG and plugin: connections to the services.
+"""Airflow-side wiring shared by the netsec DAGs and plugin: connections to the services, and
+the task policies both DAGs use (retries, failure logging, default_args).
 
 Airflow puts its plugins folder on ``sys.path`` in every component (scheduler, workers, API
 server), so the DAG file and the plugin both import this module; ``netsec_tasks`` itself never
@@ -7,6 +8,7 @@ imports Airflow. Heavy imports (providers, pymongo, boto) happen inside the func
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import typing
 
@@ -14,6 +16,80 @@ log = logging.getLogger("netsec.airflow")
 
 MONGO_CONN_ID = "netsec_mongo"
 S3_CONN_ID = "netsec_s3"
+
+
+# --------------------------------------------------------------------------- task policies
+
+
+def log_task_failure(context: dict) -> None:
+    """on_failure_callback: one log line saying which task of which run failed, and why."""
+    ti = context.get("ti")
+    exc = context.get("exception")
+    log.error(
+        "%s: task %s failed in run %s (try %s of %s): %s: %s",
+        getattr(ti, "dag_id", "?"),
+        getattr(ti, "task_id", "?"),
+        getattr(ti, "run_id", "?"),
+        getattr(ti, "try_number", "?"),
+        getattr(ti, "max_tries", "?"),
+        type(exc).__name__ if exc else "unknown error",
+        exc,
+    )
+
+
+def default_args(cfg: typing.Any) -> dict[str, typing.Any]:
+    """Both DAGs' default_args: no retries unless a task asks (:func:`retries`), the task
+    timeout from ``dag.task_timeout_minutes``, failures logged in one line."""
+    return {
+        "owner": "netsec",
+        "retries": 0,
+        "execution_timeout": dt.timedelta(minutes=cfg.dag.task_timeout_minutes),
+        "on_failure_callback": log_task_failure,
+    }
+
+
+def retries(cfg: typing.Any, *, only_outages: bool = False) -> dict[str, typing.Any]:
+    """Operator kwargs for a task that talks to a service: ``dag.retries`` with exponential
+    back-off from ``dag.retry_delay_seconds`` up to ``dag.max_retry_delay_seconds``.
+
+    Bad data or a bad key will not fix itself: DataError and ConfigError fail at once and
+    anything else (a network error) retries. With ``only_outages`` (training, registering) only
+    SourceUnavailable retries: the per-call budgets make an outage a short failure, and any other
+    error would repeat itself.
+    """
+    from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule
+
+    if only_outages:
+        policy = ExceptionRetryPolicy(
+            rules=[
+                RetryRule(
+                    exception="netsec_tasks.errors.SourceUnavailable",
+                    action=RetryAction.RETRY,
+                    reason="a service was unreachable: retry later",
+                ),
+            ],
+            default=RetryAction.FAIL,
+        )
+    else:
+        policy = ExceptionRetryPolicy(
+            rules=[
+                RetryRule(
+                    exception=["netsec_tasks.errors.DataError", "netsec_tasks.errors.ConfigError"],
+                    action=RetryAction.FAIL,
+                    reason="bad input or config: retrying cannot help",
+                ),
+            ]
+        )
+    return {
+        "retries": cfg.dag.retries,
+        "retry_delay": dt.timedelta(seconds=cfg.dag.retry_delay_seconds),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": dt.timedelta(seconds=cfg.dag.max_retry_delay_seconds),
+        "retry_policy": policy,
+    }
+
+
+# --------------------------------------------------------------------------- connections
 
 
 def retrain_asset(cfg: typing.Any) -> typing.Any:
