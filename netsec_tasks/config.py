@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -139,14 +139,7 @@ Candidate = Literal[
 
 class TrainingConfig(_Section):
     candidates: list[Candidate] = Field(
-        [
-            "random_forest",
-            "decision_tree",
-            "hist_gradient_boosting",
-            "logistic_regression",
-            "adaboost",
-            "xgboost",
-        ],
+        default_factory=lambda: list(get_args(Candidate)),
         description="The models tuned and compared by cross-validation; the best one is "
         "evaluated on the test split and registered.",
     )

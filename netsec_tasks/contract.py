@@ -151,6 +151,20 @@ def allowed_text(spec: ColumnSpec) -> str:
     return " ".join(parts)
 
 
+def _uncoercible(rows: np.ndarray, column: str, values: Any, reason: str, spec: ColumnSpec) -> pd.DataFrame:
+    """Problem rows (PROBLEM_COLUMNS) for cells of ``column`` that cannot be read as its type."""
+    return pd.DataFrame(
+        {
+            "row": rows,
+            "column": column,
+            "value": [show(v) for v in values],
+            "reason": reason,
+            "allowed": allowed_text(spec),
+            "kind": "uncoercible",
+        }
+    )
+
+
 def allowed_values(allowed: Sequence[Any], dtype: str) -> list[Any]:
     """The schema's ``allowed`` list as typed values (what :func:`coerce` produces)."""
     if dtype in ("int", "float"):
@@ -484,18 +498,7 @@ class Contract:
                 ):
                     if mask.any():
                         rows = np.flatnonzero(mask)
-                        parts.append(
-                            pd.DataFrame(
-                                {
-                                    "row": rows,
-                                    "column": col,
-                                    "value": [show(v) for v in arr[rows, j]],
-                                    "reason": reason,
-                                    "allowed": allowed_text(self.schema.columns[col]),
-                                    "kind": "uncoercible",
-                                }
-                            )
-                        )
+                        parts.append(_uncoercible(rows, col, arr[rows, j], reason, self.schema.columns[col]))
         for col in features:
             if col in typed:
                 continue
@@ -508,18 +511,7 @@ class Contract:
                 mask = mask.fillna(False).to_numpy(dtype=bool)
                 if mask.any():
                     rows = np.flatnonzero(mask)
-                    parts.append(
-                        pd.DataFrame(
-                            {
-                                "row": rows,
-                                "column": col,
-                                "value": [show(v) for v in raw.iloc[rows]],
-                                "reason": reason,
-                                "allowed": allowed_text(spec),
-                                "kind": "uncoercible",
-                            }
-                        )
-                    )
+                    parts.append(_uncoercible(rows, col, raw.iloc[rows], reason, spec))
         null_frame = pd.DataFrame(nulls, index=pd.RangeIndex(n), columns=features, dtype=bool)
         null_cells = null_frame.sum(axis=1).to_numpy(dtype=np.int64)
         checked = pd.DataFrame(typed, index=pd.RangeIndex(n), columns=features)
