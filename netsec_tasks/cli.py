@@ -246,14 +246,15 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
     cfg = _cfg(args)
     reader, store = log_and_verdicts(cfg)
-    feedback = feedback_to_training(cfg, store=store, log_reader=reader)
+    # A dry run changes neither the training source nor the state: it only reports.
+    feedback = None if args.dry_run else feedback_to_training(cfg, store=store, log_reader=reader)
     record = monitor(cfg, args.run_id or new_run_id("monitor"), reader=reader, store=store, feedback=feedback)
     if not args.dry_run:
         commit(cfg, record, requested=False)
     live = record.live
     print(f"traffic: {record.rows_read} new rows; {record.drift_reason}")
     print(f"live:    {live.get('decision')}")
-    print(f"verdicts into training data: {feedback.reason}")
+    print(f"verdicts into training data: {feedback.reason if feedback else 'not appended (--dry-run)'}")
     print(
         f"{'WOULD REQUEST' if record.trigger else 'no'} retraining: {record.trigger_reason}"
         + (" (the netsec_monitoring DAG emits the request)" if record.trigger else "")
@@ -473,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument(
         "--dry-run",
         action="store_true",
-        help="do not move the prediction log's watermark (the next run reads the same rows)",
+        help="report only: append no verdict rows to the training source and do not move the "
+        "prediction log's watermark (the next run reads the same rows)",
     )
     mo.set_defaults(func=cmd_monitor)
 

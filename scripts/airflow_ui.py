@@ -40,6 +40,9 @@ def local_environment() -> dict[str, str]:
     port = env.setdefault("AIRFLOW__API__PORT", "8080")
     # Tasks reach the Execution API on this machine whatever address the server binds.
     env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://{LOOPBACK}:{port}/execution/")
+    # The LocalExecutor starts `parallelism` worker processes (Airflow's default 32): one per
+    # core is what a laptop can run at once anyway.
+    env.setdefault("AIRFLOW__CORE__PARALLELISM", str(os.cpu_count() or 2))
     # `standalone` starts its components as `airflow ...`: this interpreter's one.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env

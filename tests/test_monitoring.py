@@ -434,8 +434,10 @@ def test_netsec_monitor_runs_the_steps_in_process(cfg):
     import subprocess
     import sys
 
+    shifted = make_sample(300, seed=112, shift=0.8)
     with serving(cfg) as client:
-        score(client, make_sample(300, seed=112, shift=0.8))
+        preds = score(client, shifted)
+        verdicts(client, preds[:5], shifted[TARGET][:5])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NETSEC_", "MLFLOW_"))}
     env.update(
         {
@@ -445,9 +447,21 @@ def test_netsec_monitor_runs_the_steps_in_process(cfg):
         }
     )
     netsec = [sys.executable, "-m", "netsec_tasks.cli", "--config", str(REPO / "config" / "pipeline.yaml")]
+    from netsec_tasks.feedback import feedback_rows_uri
+    from netsec_tasks.storage import storage_for
+
+    storage = storage_for(cfg)
+    # A dry run reports and changes nothing: no verdict rows, no watermark.
+    dry = subprocess.run(
+        [*netsec, "monitor", "--dry-run"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "traffic: 300 new rows" in dry.stdout and "not appended (--dry-run)" in dry.stdout
+    assert not storage.exists(feedback_rows_uri(storage))
     out = subprocess.run([*netsec, "monitor"], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "traffic: 300 new rows; data-set drift" in out.stdout
+    assert len(storage.read_frame(feedback_rows_uri(storage))) == 5
     assert "WOULD REQUEST retraining" in out.stdout and "monitoring_report.html" in out.stdout
     again = subprocess.run([*netsec, "monitor"], env=env, capture_output=True, text=True, timeout=300)
     assert "traffic: 0 new rows" in again.stdout  # the first run committed its watermark
