@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -71,6 +72,19 @@ def stop_process(proc: subprocess.Popen | None, timeout: float = 15.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+def stop_session(proc: subprocess.Popen | None, timeout: float = 30.0) -> None:
+    """Stop a process started with ``start_new_session=True`` and every process in its session
+    (``airflow standalone`` and the components it started): SIGTERM, then SIGKILL."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
 
 def free_port() -> int:

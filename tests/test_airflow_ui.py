@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from netsec_testing import CHROMIUM_FLAGS, REPO, Cdp, chromium, devtools_url, free_port, stop_process
+from netsec_testing import (
+    CHROMIUM_FLAGS,
+    REPO,
+    Cdp,
+    chromium,
+    devtools_url,
+    free_port,
+    stop_process,
+    stop_session,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]
 
@@ -26,18 +34,6 @@ BIN = Path(sys.executable).parent
 PASSWORD = "operator-ui-password"
 DAG_ID = "netsec_training"
 LOOPBACK = {"127.0.0.1", "::1"}
-
-
-def _stop_group(proc: subprocess.Popen | None) -> None:
-    """Stop the launcher this test started and the components in its session."""
-    if proc is None or proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +96,7 @@ def airflow_ui(tmp_path_factory):
             time.sleep(2)
         yield {"proc": proc, "base": base, "port": port, "token": token, "log": log_path}
     finally:
-        _stop_group(proc)
+        stop_session(proc)
 
 
 def _listening(pid: int) -> tuple[list[tuple[str, str, int]], list[str]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,24 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from netsec_testing import REPO, free_port, wait_for_port
+from netsec_testing import REPO, free_port, stop_session, wait_for_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]
 
 BIN = Path(sys.executable).parent
 PASSWORD = "loop-check-password"
-
-
-def _stop(proc: subprocess.Popen | None) -> None:
-    """Stop a process this test started, and the children in its session."""
-    if proc is None or proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +109,7 @@ def stack(tmp_path_factory):
         }
     finally:
         for proc in procs:
-            _stop(proc)
+            stop_session(proc)
 
 
 def test_loop_check_drives_drift_to_a_promoted_version_served(stack):
