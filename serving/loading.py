@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from netsec_tasks.candidates import single_threaded
 from netsec_tasks.errors import DataError, RegistryError, SourceUnavailable
 from netsec_tasks.tracking import version_label
 from serving.model import NUMERIC_TYPES, LoadedModel, tag_value
@@ -114,17 +115,6 @@ def download_verified(settings, model_uri: str, label: str | None = None) -> tup
         pipeline = load_model_dir(local, label or model_uri)  # verifies first
         meta = Model.load(os.path.join(local, "MLmodel"))
     return pipeline, meta
-
-
-def single_threaded(pipeline) -> None:
-    """n_jobs=1 everywhere: joblib start-up costs more than a one-row prediction."""
-    try:
-        params = pipeline.get_params(deep=True)
-    except Exception:
-        return
-    ones = {k: 1 for k, v in params.items() if k.endswith("n_jobs") and v not in (None, 1)}
-    if ones:
-        pipeline.set_params(**ones)
 
 
 def feature_schema(tags: dict, meta, pipeline) -> tuple[list[str], list[str]]:
@@ -249,7 +239,7 @@ def load_version(settings, client, mv) -> LoadedModel:
     configure_mlflow_client(settings)
     uri = f"models:/{mv.name}/{mv.version}"
     pipeline, meta = download_verified(settings, uri, version_label(mv.name, mv.version, mv.run_id))
-    single_threaded(pipeline)
+    single_threaded(pipeline)  # joblib start-up costs more than a one-row prediction
     tags = dict(mv.tags or {})
     features, types = feature_schema(tags, meta, pipeline)
     classes = list(getattr(pipeline, "classes_", [0, 1]))

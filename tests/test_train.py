@@ -421,3 +421,18 @@ def test_failing_candidate_fails_the_parent_run_and_a_retry_reuses_it(tracked_cf
     assert sorted(c.info.run_name for c in children) == ["decision_tree", "logistic_regression"]
     (logged,) = models_of(parent.info.run_id)
     assert record.model_uri == f"models:/{logged.model_id}"
+
+
+def test_single_threaded_sets_every_explicit_n_jobs_to_one():
+    """What training's final fit and serving's model load both apply (candidates.single_threaded):
+    nested n_jobs become 1, None stays None (LogisticRegression deprecates setting it)."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from netsec_tasks.candidates import single_threaded
+
+    forest = single_threaded(Pipeline([("model", RandomForestClassifier(n_jobs=-1))]))
+    assert forest.get_params()["model__n_jobs"] == 1
+    logistic = single_threaded(Pipeline([("model", LogisticRegression())]))
+    assert logistic.get_params()["model__n_jobs"] is None
