@@ -288,8 +288,7 @@ def with_fast_path(model: LoadedModel, settings, mv) -> LoadedModel:
         rows,
         threat_column=model.threat_column,
         batch_threads=settings.batch_threads,
-        # The rows are the test split's plus copies of them with cells blanked (NaN paths).
-        rows_source=f"{source} (with {min(len(frame), VERIFY_ROWS, VERIFY_NAN_ROWS)} NaN-blanked copies)",
+        rows_source=source,
     )
     model = replace(model, fast=fast, inference_path=why)
     model.predict(rows[:1])  # warm-up: first-call allocations happen here, not in a request
