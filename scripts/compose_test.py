@@ -1148,8 +1148,12 @@ class Scenario:
         }
 
     def production_version(self) -> str:
+        from netsec_tasks.config import model_name_for
+
         env = self.services["serving"]["environment"]
-        name, alias = env["NETSEC_SERVING_MODEL_NAME"], env["NETSEC_SERVING_MODEL_ALIAS"]
+        # Serving serves netsec-<data set> unless a model name is set for it (serving/settings.py).
+        name = env.get("NETSEC_SERVING_MODEL_NAME") or model_name_for(env["NETSEC_DATASET"])
+        alias = env["NETSEC_SERVING_MODEL_ALIAS"]
         status, body = http(
             "GET",
             f"{self.url('MLFLOW_PORT')}/api/2.0/mlflow/registered-models/alias?"
