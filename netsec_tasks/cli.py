@@ -30,19 +30,36 @@ from typing import Any
 
 from netsec_tasks.errors import ConfigError, NetsecError, Terminated
 
+# The command-line option behind a config key (for messages that blame the value's origin).
+_OPTION_OF = {
+    "source.kind": "--source",
+    "source.path": "--source-path",
+    "source.mongo.uri": "--uri",
+    "source.mongo.collection": "--collection",
+}
+
 
 def _cfg(args: argparse.Namespace, **overrides: Any):
     from netsec_tasks.config import load_config
 
     dotted = {k: v for k, v in overrides.items() if v is not None}
+    origins = {k: f"{_OPTION_OF.get(k, k)} {v}" for k, v in dotted.items()}
     for item in [*(getattr(args, "set", None) or []), *(getattr(args, "set_after", None) or [])]:
         key, sep, value = item.partition("=")
         if not sep:
             raise NetsecError(f"--set takes KEY=VALUE, got {item!r}")
         import yaml
 
-        dotted[key.strip()] = yaml.safe_load(value)
-    return load_config(getattr(args, "config_after", None) or args.config, overrides=dotted)
+        try:
+            dotted[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(
+                f"--set {item}: the value is not valid YAML ({exc.__class__.__name__})"
+            ) from None
+        origins[key.strip()] = f"--set {item}"
+    return load_config(
+        getattr(args, "config_after", None) or args.config, overrides=dotted, override_origins=origins
+    )
 
 
 def _output_file(path: str | Path) -> Path:
@@ -141,17 +158,24 @@ def cmd_push_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reader_notes(notes: Sequence[str]) -> None:
+    """What the CSV reader did that the user should know (a dropped trailing delimiter...)."""
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from netsec_tasks.schema import load_schema
-    from netsec_tasks.table_io import read_table
+    from netsec_tasks.table_io import load_table
     from netsec_tasks.validate import validate_frame, write_report
 
     cfg = _cfg(args)
     schema = load_schema(args.schema or cfg.schema_path)
-    frame = read_table(args.file, **schema.read_options())
-    result = validate_frame(frame, schema, cfg.validation, source=str(args.file))
+    table = load_table(args.file, **schema.read_options(labelled=True))
+    _reader_notes(table.notes)
+    result = validate_frame(table.frame, schema, cfg.validation, source=str(args.file))
     out = _output_dir(args.out or Path(cfg.workdir) / "validate")
-    report = write_report(result, out)
+    report = write_report(result, out, where=table.where)
     print(
         f"{'PASSED' if result.passed else 'FAILED'}: {len(result.clean)} valid rows, "
         f"{result.rows_invalid} quarantined; report: {report}"
@@ -182,25 +206,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rules and output columns as serving's /predict/csv (netsec_tasks.contract)."""
     import numpy as np
 
-    from netsec_tasks.contract import Contract, scored_frame, write_csv
+    from netsec_tasks.contract import Contract, scored_frame
     from netsec_tasks.registry import load_production_model
-    from netsec_tasks.table_io import read_table
+    from netsec_tasks.sinks import write_csv
+    from netsec_tasks.table_io import load_table
 
     cfg = _cfg(args)
     contract = Contract.from_config(cfg)
     source = str(args.csv)
-    from netsec_tasks.table_io import first_data_line
-
     options = contract.schema.read_options()  # a header-less file: the schema's file_columns
     out_path = _output_file(args.out) if args.out else None
-    frame = read_table(args.csv, text_columns=contract.passthrough, **options)
+    table = load_table(args.csv, text_columns=contract.passthrough, **options)
+    _reader_notes(table.notes)
+    frame = table.frame
     contract.check_columns(frame, source=source)
     check = contract.check_rows(frame)
-    is_csv = not source.lower().endswith((".parquet", ".pq"))
-    first = first_data_line(args.csv, **options) if is_csv else 0
-    where = (lambda r: f"line {r + first}") if is_csv else (lambda r: f"row {r}")
     if check.n_invalid and args.invalid == "refuse":
-        raise check.refusal(where, source=source)
+        raise check.refusal(table.where, source=source)
     model, version = load_production_model(cfg)
     rows = np.flatnonzero(check.valid)
     if len(rows):

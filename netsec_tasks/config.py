@@ -342,7 +342,7 @@ class PipelineConfig(_Section):
         data = _dump(self)
         for dotted, value in overrides.items():
             _set_dotted(data, dotted.split("."), value, origin=dotted)
-        return _validate(data, origin_of={})
+        return _validate(data, origin_of={k: f"override {k}={v!r}" for k, v in overrides.items()})
 
 
 def _set_dotted(data: dict, keys: list[str], value: Any, origin: str) -> None:
@@ -388,7 +388,7 @@ def _env_overrides(environ: dict[str, str]) -> tuple[dict, dict[str, str]]:
         except yaml.YAMLError:
             value = raw
         _set_dotted(tree, keys, value, origin=name)
-        origin[".".join(keys)] = name
+        origin[".".join(keys)] = f"${name}"
     return tree, origin
 
 
@@ -403,19 +403,31 @@ def _deep_merge(base: dict, over: dict) -> dict:
 
 
 def _validate(data: dict, origin_of: dict[str, str], source: str = "config") -> PipelineConfig:
+    """Validate; a bad key is blamed on where its value came from: the file ``source``, or the
+    override in ``origin_of`` (an environment variable, ``--set``, a command-line option)."""
     try:
         cfg = PipelineConfig.model_validate(data)
     except ValidationError as exc:
         problems = []
+        from_file = False
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
-            where = f" (from ${origin_of[key]})" if key in origin_of else ""
+            origin = next((origin_of[k] for k in _prefixes(key) if k in origin_of), None)
+            from_file = from_file or origin is None
+            where = f" (from {origin})" if origin else ""
             if err["type"] == "extra_forbidden":
                 problems.append(f"unknown key '{key}'{where}")
             else:
                 problems.append(f"'{key}'{where}: {err['msg']} (got {err.get('input')!r})")
-        raise ConfigError(f"{source}: invalid configuration: " + "; ".join(problems)) from None
+        prefix = f"{source}: " if from_file else ""
+        raise ConfigError(f"{prefix}invalid configuration: " + "; ".join(problems)) from None
     return _expand(cfg)
+
+
+def _prefixes(key: str) -> list[str]:
+    """``a.b.c`` -> ``a.b.c``, ``a.b``, ``a``: an override of a section blames its keys too."""
+    parts = key.split(".")
+    return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
 
 
 def _expand(cfg: PipelineConfig) -> PipelineConfig:
@@ -456,8 +468,11 @@ def load_config(
     *,
     environ: dict[str, str] | None = None,
     overrides: dict[str, Any] | None = None,
+    override_origins: dict[str, str] | None = None,
 ) -> PipelineConfig:
-    """Load, merge and validate the configuration. Raises ConfigError naming any bad key."""
+    """Load, merge and validate the configuration. Raises ConfigError naming any bad key and
+    where its value came from. ``override_origins``: dotted key -> how the user set it, for
+    messages (``--set training.n_iter=0``)."""
     environ = dict(os.environ if environ is None else environ)
     file = find_config_file(path)
     try:
@@ -471,10 +486,11 @@ def load_config(
     data = _deep_merge(raw, env_tree)
     if environ.get("NETSEC_HOME"):
         data["workdir"] = environ["NETSEC_HOME"]
-        origin["workdir"] = "NETSEC_HOME"
+        origin["workdir"] = "$NETSEC_HOME"
     if environ.get("MLFLOW_TRACKING_URI") and "registry.tracking_uri" not in origin:
         data.setdefault("registry", {})["tracking_uri"] = environ["MLFLOW_TRACKING_URI"]
-        origin["registry.tracking_uri"] = "MLFLOW_TRACKING_URI"
+        origin["registry.tracking_uri"] = "$MLFLOW_TRACKING_URI"
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted.split("."), value, origin=dotted)
+        origin[dotted] = (override_origins or {}).get(dotted) or f"override {dotted}={value!r}"
     return _validate(data, origin, source=str(file))

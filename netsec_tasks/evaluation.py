@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
+from netsec_tasks.sinks import plot_text
 from netsec_tasks.storage import atomic_path
 
 SCORERS = {
@@ -80,6 +81,7 @@ def save_plots(
     out_dir.mkdir(parents=True, exist_ok=True)
     y_true = np.asarray(y_true).astype(int)
     paths: list[str] = []
+    labels = (plot_text(labels[0]), plot_text(labels[1]))  # class names come from the schema
 
     def _save(fig, name: str) -> None:
         path = out_dir / name

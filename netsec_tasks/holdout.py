@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import html
-import json
 import logging
 import os
 import re
@@ -37,13 +35,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.contract import Contract, show
 from netsec_tasks.errors import ConfigError, DataError, NetsecError, RegistryError
-from netsec_tasks.plain import plain
-from netsec_tasks.records import EvaluationRecord, safe_name, sha256_file
+from netsec_tasks.records import EvaluationRecord, sha256_file
+from netsec_tasks.sinks import (
+    MLFLOW_TAG_CHARS,
+    file_name,
+    html_text,
+    json_text,
+    mlflow_key,
+    mlflow_value,
+    plot_text,
+    yaml_text,
+)
 from netsec_tasks.storage import atomic_write
 from netsec_tasks.tracking import TAG_PREFIX
 
@@ -134,13 +140,16 @@ def evaluate_file(
     """
     from netsec_tasks.evaluation import evaluate_predictions
     from netsec_tasks.registry import _differences, _load_version
-    from netsec_tasks.table_io import first_data_line, read_table
+    from netsec_tasks.table_io import load_table
 
     contract = Contract.from_config(cfg)
     schema = contract.schema
     source = str(path)
     target = schema.target.column
-    frame = read_table(path, text_columns=contract.passthrough, **schema.read_options())
+    table = load_table(path, text_columns=contract.passthrough, **schema.read_options(labelled=True))
+    for note in table.notes:
+        log.warning("%s: %s", source, note)
+    frame = table.frame
     if target not in frame.columns:
         raise DataError(
             f"no label column '{target}': evaluate needs a labelled file (the "
@@ -149,9 +158,7 @@ def evaluate_file(
             columns=[target],
         )
     contract.check_columns(frame, source=source)
-    is_csv = not source.lower().endswith((".parquet", ".pq"))
-    first = first_data_line(path, **schema.read_options()) if is_csv else 0
-    where = (lambda r: f"line {r + first}") if is_csv else (lambda r: f"row {r}")
+    where = table.where
     labels = contract.check_labels(frame[target])
     if labels.refused.any():
         raise labels.error(source=source, where=where)  # unlisted labels: always an error
@@ -205,9 +212,11 @@ def evaluate_file(
     trained_on = _training_labels(cfg, tags, target) if multi else None
     per_label = _per_label(raw_labels, y, pred, trained_on) if multi else None
 
-    stem = safe_name(Path(source).name)
+    stem = file_name(Path(source).name, unique=True)
     out = (
-        Path(out_dir) if out_dir else Path(cfg.workdir) / "evaluate" / f"{safe_name(name)}-v{version}-{stem}"
+        Path(out_dir)
+        if out_dir
+        else Path(cfg.workdir) / "evaluate" / f"{file_name(name, unique=True)}-v{file_name(version)}-{stem}"
     )
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -245,10 +254,7 @@ def evaluate_file(
         },
         **({"per_label": per_label} if per_label is not None else {}),
     }
-    report = atomic_write(
-        out / "evaluation_report.yaml",
-        yaml.safe_dump(plain(doc), sort_keys=False, allow_unicode=True, width=120),
-    )
+    report = atomic_write(out / "evaluation_report.yaml", yaml_text(doc))
     page = atomic_write(out / "evaluation_report.html", render_html(doc, plots))
     run_id = _track(cfg, mv, doc, out) if track else None
     log.info(
@@ -323,7 +329,7 @@ def _per_label_plot(per_label: dict[str, dict[str, Any]], path: Path) -> str:
     from netsec_tasks.storage import atomic_path
 
     items = sorted(per_label.items(), key=lambda kv: kv[1]["recall"])
-    names = [k if len(k) <= 24 else k[:23] + "…" for k, _ in items]
+    names = [plot_text(k, limit=24) for k, _ in items]
     values = [v["recall"] for _, v in items]
     colours = ["#c62828" if v["threat"] else "#5b7db1" for _, v in items]
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(items) + 1.2))
@@ -343,11 +349,6 @@ def _per_label_plot(per_label: dict[str, dict[str, Any]], path: Path) -> str:
 
 
 # --------------------------------------------------------------------------- MLflow
-
-
-def _metric_key(text: str) -> str:
-    """MLflow metric names allow letters, digits, ``_ - . / space``."""
-    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", text)[:200]
 
 
 def logged_model_id(mv) -> str | None:
@@ -372,22 +373,21 @@ def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
         client = mlflow_client(cfg)
         metrics = {f"eval_{k}": float(v) for k, v in doc["metrics"].items()}
         for label, entry in (doc.get("per_label") or {}).items():
-            metrics[_metric_key(f"eval_recall.{label}")] = float(entry["recall"])
+            metrics[mlflow_key(label, prefix="eval_recall.")] = float(entry["recall"])
         if mlflow.active_run() is not None:  # a run left open by an earlier failure here
             mlflow.end_run(status="FAILED")
         tags = {
             "netsec.role": "evaluation",
             "netsec.model_name": name,
             "netsec.model_version": version,
-            "netsec.evaluated_file": doc["file"],
+            "netsec.evaluated_file": mlflow_value(doc["file"], limit=MLFLOW_TAG_CHARS),
             "netsec.dataset": doc["data_set"],
         }
-        with mlflow.start_run(
-            experiment_id=exp_id, tags=tags, run_name=f"evaluate {Path(doc['file']).name} - {name} v{version}"
-        ) as run:
+        run_name = mlflow_value(f"evaluate {Path(doc['file']).name} - {name} v{version}", limit=250)
+        with mlflow.start_run(experiment_id=exp_id, tags=tags, run_name=run_name) as run:
             mlflow.log_params(
                 {
-                    "file": doc["file"][:500],
+                    "file": mlflow_value(doc["file"], limit=500),
                     "file_sha256": doc["file_sha256"] or "",
                     "model_uri": doc["model"]["uri"],
                     "rows_scored": doc["rows"]["scored"],
@@ -405,7 +405,9 @@ def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
             **{k: round(v, 4) for k, v in doc["metrics"].items()},
         }
         client.set_model_version_tag(name, version, TAG_PREFIX + "evaluation_run_id", run_id)
-        client.set_model_version_tag(name, version, TAG_PREFIX + "evaluation", json.dumps(summary)[:5000])
+        client.set_model_version_tag(
+            name, version, TAG_PREFIX + "evaluation", mlflow_value(json_text(summary), limit=5000)
+        )
     return run_id
 
 
@@ -432,7 +434,7 @@ img{max-width:100%;background:#fff;margin:.3rem .6rem .3rem 0;box-shadow:0 1px 3
 
 def render_html(doc: dict[str, Any], plots: list[str]) -> str:
     """One self-contained page: inline CSS, plots embedded as data URIs, no scripts."""
-    e = html.escape
+    e = html_text
     m, rows, model = doc["metrics"], doc["rows"], doc["model"]
     out = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
@@ -450,7 +452,7 @@ def render_html(doc: dict[str, Any], plots: list[str]) -> str:
             else ""
         )
         + "</dd>",
-        f"<dt>Label mapping</dt><dd>{e(json.dumps(doc['label_mapping']))}</dd>",
+        f"<dt>Label mapping</dt><dd>{e(json_text(doc['label_mapping']))}</dd>",
         f"<dt>Rows</dt><dd>{rows['scored']:,} scored of {rows['read']:,}"
         + (
             f"; left out: {e(', '.join(f'{v} {k}' for k, v in rows['excluded_because'].items()))}"

@@ -11,7 +11,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import re
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,8 +35,12 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def safe_name(text: str) -> str:
-    """A file-system- and S3-key-safe form of a run id (Airflow run ids contain ':' and '+')."""
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_") or "run"
+    """A file-system- and S3-key-safe form of a run id (Airflow run ids contain ':' and '+'):
+    the file-name sink's encoder (:func:`netsec_tasks.sinks.file_name`), so a run id of ``..``
+    or ``../x`` never leaves its folder."""
+    from netsec_tasks.sinks import file_name
+
+    return file_name(text)
 
 
 class Record(BaseModel):

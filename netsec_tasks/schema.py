@@ -7,7 +7,10 @@ allowed values or a ``min``/``max`` range, nullability and encoding; the columns
 scoring door, like the ignored columns and the target); and the target column with its label
 mapping (:class:`TargetSpec`: which raw labels are the threat class; the model itself is always
 binary, threat or benign). ``file_columns`` names the columns of a header-less file in file
-order. ``version`` is the schema's own version (free text, e.g. ``"2"`` or a date), shown by
+order. ``rename`` maps a file's column name to the schema's (``rename: {status: label}``),
+at every door that reads rows (CSV and Parquet files, JSON records, MongoDB documents): files may
+use any names, including those of the scoring outputs (:data:`RESERVED_COLUMNS`), which the
+schema's own names may not take. ``version`` is the schema's own version (free text, e.g. ``"2"`` or a date), shown by
 serving's ``/model`` and recorded on the model version (``netsec.schema_version``) so a model can
 be matched with the contract it was trained under.
 
@@ -241,6 +244,8 @@ class DatasetSchema(BaseModel):
     id_columns: list[str] = []
     # The column names of a header-less file, in file order (e.g. the KDD/NSL-KDD files).
     file_columns: list[str] | None = None
+    # A file's column name -> this schema's name for it (applied at every door that reads rows).
+    rename: dict[str, str] = {}
 
     @field_validator("version", mode="before")
     @classmethod
@@ -269,10 +274,29 @@ class DatasetSchema(BaseModel):
             if c in RESERVED_COLUMNS
         ]
         if reserved:
+            first = reserved[0]
             raise ValueError(
-                f"{reserved}: reserved for the scoring outputs "
-                f"({', '.join(RESERVED_COLUMNS)}); rename the column"
+                f"{reserved}: reserved for the scoring outputs ({', '.join(RESERVED_COLUMNS)}). "
+                f"Give the column another name in this schema and map the files' name to it "
+                f"with rename (e.g. rename: {{{first}: source_{first}}}, then use source_{first} "
+                "here); the files keep their names"
             )
+        known = {*self.columns, *self.ignore, *self.id_columns, self.target.column}
+        for old, new in self.rename.items():
+            if new not in known:
+                raise ValueError(
+                    f"rename maps {old!r} to {new!r}, which is not a feature, the target, "
+                    "ignore or id_columns; add it to one of those"
+                )
+            if old in known:
+                raise ValueError(
+                    f"rename maps {old!r}, which is itself a column of this schema; rename maps "
+                    "a file's name to a schema name that differs from it"
+                )
+        targets = list(self.rename.values())
+        dup = sorted({c for c in targets if targets.count(c) > 1})
+        if dup:
+            raise ValueError(f"rename maps several file names to {dup}; map one name to each column")
         both = sorted(set(self.ignore) & set(self.id_columns))
         if both:
             raise ValueError(f"{both} are in both ignore and id_columns; list each column once")
@@ -377,15 +401,52 @@ class DatasetSchema(BaseModel):
                 seen[key] = value
         return list(seen.values())
 
-    def read_options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`netsec_tasks.table_io.read_table` (and
-        ``read_csv_bytes``) for this data set's files: with ``file_columns``, a CSV file without
-        a header row gets those names (without the target column when its field count says so:
-        a file to score); a file that starts with a header row naming the features is read by
-        its header. Empty without ``file_columns``."""
-        if not self.file_columns:
-            return {}
-        return {"names": list(self.file_columns), "required": self.features, "optional": [self.target.column]}
+    def read_options(self, *, labelled: bool = False) -> dict[str, Any]:
+        """Keyword arguments of :func:`netsec_tasks.table_io.read_csv` (and ``load_table``,
+        ``read_table``, ``iter_table_chunks``) for this data set's files: the features (a first
+        line naming them all is a header row), ``rename``, and with ``file_columns`` the layouts
+        a header-less file may have (:meth:`file_layouts`). ``labelled``: the door needs the
+        target (training, validate, evaluate, push-data), so layouts without it are not offered."""
+        out: dict[str, Any] = {"required": self.features}
+        if self.rename:
+            out["rename"] = dict(self.rename)
+        if self.file_columns:
+            out["names"] = list(self.file_columns)
+            out["layouts"] = self.file_layouts(labelled=labelled)
+        return out
+
+    def file_layouts(self, *, labelled: bool = False) -> list[Any]:
+        """The column layouts a header-less file may have, preferred first: all of
+        ``file_columns``; without the ignored and id columns; and (unless ``labelled``) without
+        the target, and without both. A file's field count picks one; a count two layouts share
+        goes to the first whose target column holds known labels in most of the first lines (a
+        labelled file without its trailing ``difficulty`` column keeps its label; a file without
+        the label keeps its ``difficulty``), and the reader notes the other."""
+        from netsec_tasks.table_io import Layout
+
+        cols = list(self.file_columns or [])
+        extra = [c for c in cols if c in set(self.ignore) | set(self.id_columns)]
+        target = self.target.column
+
+        def without(drop: list[str]) -> tuple[str, ...]:
+            return tuple(c for c in cols if c not in drop)
+
+        candidates = [(f"all {len(cols)} file_columns", tuple(cols))]
+        if extra:
+            candidates.append((f"without {', '.join(extra)}", without(extra)))
+        if not labelled and target in cols:
+            candidates.append((f"without {target}", without([target])))
+            if extra:
+                candidates.append((f"without {target}, {', '.join(extra)}", without([target, *extra])))
+        known = frozenset(_key(v) for v in self.target.known_labels)
+        seen: set[tuple[str, ...]] = set()
+        out = []
+        for label, columns in candidates:
+            if columns not in seen:
+                seen.add(columns)
+                probe = (target, known) if target in columns and known else None
+                out.append(Layout(label, columns, probe))
+        return out
 
 
 def label_keys(series) -> Any:

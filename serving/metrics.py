@@ -13,6 +13,11 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from netsec_tasks.sinks import prom_label
+
+# The request methods counted by name; any other (a client may send any token) counts as "other".
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
 # Gauge name (netsec_monitoring_<name>) -> help; the value is the served version's tag
 # netsec.monitoring.<name> written by the monitoring step (netsec_tasks/monitoring/step.py).
 MONITORING_GAUGES = {
@@ -188,4 +193,5 @@ class ObserveMiddleware:
         route = scope.get("route")
         label = getattr(route, "path", None) or "<unmatched>"
         self.metrics.latency.labels(label).observe(time.perf_counter() - start)
-        self.metrics.requests.labels(label, scope.get("method", ""), str(code)).inc()
+        method = prom_label(scope.get("method", ""), allowed=HTTP_METHODS)  # a client's text
+        self.metrics.requests.labels(label, method, str(code)).inc()

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 
 from netsec_tasks.prediction_log import (
@@ -34,6 +33,7 @@ from netsec_tasks.prediction_log import (
     parse_prediction_id,
     prediction_documents,
 )
+from netsec_tasks.sinks import bson_document, json_bytes
 
 log = logging.getLogger("netsec.serving")
 
@@ -76,11 +76,11 @@ class JsonlSink:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
         self.reader = JsonlLogReader(self.directory)
-        # Times as RFC 3339; anything else JSON lacks (a Timestamp in a text column) as its str().
-        self._encoder = msgspec.json.Encoder(enc_hook=str)
 
     def convert(self, entry: LogEntry) -> list[tuple[int, bytes]]:
-        return [(doc["n_rows"], self._encoder.encode(doc)) for doc in entry.documents()]
+        # The JSON sink's encoder: times as RFC 3339, anything else JSON lacks (a Timestamp in a
+        # text column) as its str(), text from data made valid UTF-8.
+        return [(doc["n_rows"], json_bytes(doc)) for doc in entry.documents()]
 
     def write(self, items: list[tuple[str, bytes]]) -> None:
         """``items``: (day, JSON line) pairs."""
@@ -114,7 +114,7 @@ class MongoSink:
         self._indexed = False
 
     def convert(self, entry: LogEntry) -> list[tuple[int, dict]]:
-        return [(doc["n_rows"], doc) for doc in entry.documents()]
+        return [(doc["n_rows"], bson_document(doc)) for doc in entry.documents()]  # the BSON sink
 
     def write(self, items: list[tuple[str, dict]]) -> None:
         if not self._indexed:  # here, not at start-up: the service starts with MongoDB down

@@ -77,6 +77,11 @@ class CsvPredictResponse(BaseModel):
     n_threats: int
     n_invalid: int = Field(..., description="rows returned unscored with status=invalid (invalid=flag)")
     n_imputed_rows: int
+    notes: list[str] = Field(
+        [],
+        description="what the CSV reader did that you should know: a trailing delimiter dropped, "
+        "Excel's sep= line, a file decoded from UTF-16, records spanning lines",
+    )
 
 
 class FeatureSpec(BaseModel):
@@ -135,7 +140,11 @@ class TrainResponse(BaseModel):
 
 
 class Problem(BaseModel):
-    row: int | None = Field(None, description="0-based: records[row], or CSV line row + 2")
+    row: int | None = Field(None, description="0-based position among the rows sent")
+    where: str | None = Field(
+        None,
+        description="the row as you find it: records[3], or the CSV's physical line: line 12, lines 12-14",
+    )
     column: str | None
     value: Any = None
     reason: str
@@ -146,6 +155,7 @@ class ErrorResponse(BaseModel):
     detail: str
     column: str | None = None
     row: int | None = None
+    where: str | None = Field(None, description="the first problem's row as you find it (see Problem)")
     value: Any = Field(None, description="the offending value, as sent")
     allowed: str | None = Field(None, description="what the column accepts")
     problems: list[Problem] | None = Field(None, description="every row problem found")

@@ -70,7 +70,7 @@ def test_mixed_types_nulls_and_domains(mixed):
             "proto": ["tcp", "icmp", None, "udp", "", "tcp"],
             "bytes": ["10", "-5", "7", "1.5", "", "20"],
             "rate": [0.5, 0.1, np.nan, 0.2, None, 0.3],
-            "tls": ["yes", "no", "maybe", "true", "", "0"],
+            "tls": ["TRUE", "false", "maybe", "true", "", "0"],
         }
     )
     rows = mixed.check_rows(frame)
@@ -79,7 +79,7 @@ def test_mixed_types_nulls_and_domains(mixed):
         (1, "proto"): "outside allowed values ['tcp', 'udp']",  # an unseen category
         (1, "bytes"): "below the minimum 0",
         (2, "rate"): "null in a non-nullable column",
-        (2, "tls"): "not a boolean (true/false, yes/no, 1/0)",
+        (2, "tls"): "not a boolean (true/false or 1/0)",
         (3, "bytes"): "not an integer",
         (4, "*"): "every feature is blank",
         (4, "rate"): "null in a non-nullable column",
@@ -98,7 +98,9 @@ def test_strict_types_refuse_what_text_would_allow(mixed):
     rows = mixed.check_rows(frame, strict_types=True)
     assert rows.valid.tolist() == [False, False]
     reasons = set(rows.problems["reason"])
-    assert "must be a number (int column)" in reasons and "must be true or false (bool column)" in reasons
+    assert "must be a JSON number (int column), not text" in reasons
+    assert "a boolean, not a number (int column)" in reasons
+    assert "must be JSON true or false (bool column), not text" in reasons
 
 
 def test_unknown_columns_message_says_how_to_allow_and_spots_an_index(phishing):

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import html
 from typing import Any
 
 import numpy as np
-import yaml
 
 from netsec_tasks.drift.stats import ColumnDrift, DriftResult
-from netsec_tasks.plain import plain
+from netsec_tasks.sinks import html_text, yaml_text
 
 
 def render_yaml(result: DriftResult | None, *, extra: dict[str, Any] | None = None) -> str:
@@ -19,7 +17,7 @@ def render_yaml(result: DriftResult | None, *, extra: dict[str, Any] | None = No
     doc.update(extra or {})
     if result is not None:
         doc.update(result.to_dict())
-    return yaml.safe_dump(plain(doc), sort_keys=False, allow_unicode=True, width=120)
+    return yaml_text(doc)
 
 
 _CSS = """
@@ -72,7 +70,7 @@ def _category_svg(col: ColumnDrift, width: int = 300) -> str:
     """Horizontal bars, one row per category (top-k + "other"): the name on the left, the
     reference and current share as two bars, the shares as text. Rows never overlap, however
     many categories the column has."""
-    e = html.escape
+    e = html_text
     labels, ref, cur, _ = top_categories(col)
     new, vanished = set(col.new_categories), set(col.vanished_categories)
     row_h, label_w, text_w = 16, 112, 74
@@ -116,7 +114,7 @@ def _bars_svg(col: ColumnDrift, width: int = 300, height: int = 60) -> str:
     slot = width / k
     parts = [
         f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="distribution of {html.escape(col.column)}">'
+        f'aria-label="distribution of {html_text(col.column)}">'
     ]
     for i in range(k):
         bar_w = slot / 2
@@ -125,19 +123,19 @@ def _bars_svg(col: ColumnDrift, width: int = 300, height: int = 60) -> str:
             x = i * slot + j * bar_w
             parts.append(
                 f'<rect x="{x:.1f}" y="{base - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
-                f'fill="{colour}"><title>{html.escape(_bar_label(col, i))}: '
+                f'fill="{colour}"><title>{html_text(_bar_label(col, i))}: '
                 f"{'reference' if j == 0 else 'current'} {share:.1%}</title></rect>"
             )
     parts.append(f'<line x1="0" y1="{base}" x2="{width}" y2="{base}" stroke="#b8bec7"/>')
-    parts.append(f'<text x="0" y="{height - 3}">{html.escape(col.labels[0])}</text>')
-    parts.append(f'<text x="{width}" y="{height - 3}" text-anchor="end">{html.escape(col.labels[-1])}</text>')
+    parts.append(f'<text x="0" y="{height - 3}">{html_text(col.labels[0])}</text>')
+    parts.append(f'<text x="{width}" y="{height - 3}" text-anchor="end">{html_text(col.labels[-1])}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
 def _category_changes(col: ColumnDrift, limit: int = 6) -> str:
     """One line per kind of change: categories new in the current data, and vanished ones."""
-    e = html.escape
+    e = html_text
     out = []
     for what, cats, shares in (
         ("new", col.new_categories, col.current_share),
@@ -174,7 +172,7 @@ def render_html(
     excluded: dict[str, dict] | None = None,
 ) -> str:
     """A self-contained page: inline CSS and SVG only, no scripts, fonts or remote assets."""
-    e = html.escape
+    e = html_text
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     if result is None:
         cls, verdict = "none", "No comparison"
@@ -268,7 +266,7 @@ def render_html(
 
 def _excluded_html(excluded: dict[str, dict]) -> list[str]:
     """The rows left out of the comparison, per file, with the reasons and the first few."""
-    e = html.escape
+    e = html_text
     out = [
         "<h2>Excluded rows</h2>",
         '<p class="note">Rows that break the data set\'s input contract are not compared; '

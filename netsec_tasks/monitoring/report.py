@@ -4,14 +4,11 @@ scripts or remote assets) with the run's figures and their trend over past runs.
 from __future__ import annotations
 
 import datetime as dt
-import html
 import math
 from typing import Any
 
-import yaml
-
 from netsec_tasks.drift.report import _CSS as DRIFT_CSS
-from netsec_tasks.plain import plain
+from netsec_tasks.sinks import html_text, yaml_text
 
 _CSS = (
     DRIFT_CSS
@@ -26,7 +23,7 @@ _LINE, _BAND, _REF, _MARK = "#2457c5", "#c9d6f3", "#8a8f98", "#c62828"
 
 
 def render_yaml(doc: dict[str, Any]) -> str:
-    return yaml.safe_dump(plain(doc), sort_keys=False, allow_unicode=True, width=120)
+    return yaml_text(doc)
 
 
 def _num(x: Any) -> float | None:
@@ -94,7 +91,7 @@ def line_svg(
     if ref is not None:
         out.append(
             f'<line x1="{left}" y1="{y(ref):.1f}" x2="{left + w}" y2="{y(ref):.1f}" '
-            f'stroke="{_REF}" stroke-dasharray="4 3"><title>{html.escape(ref_label)}</title></line>'
+            f'stroke="{_REF}" stroke-dasharray="4 3"><title>{html_text(ref_label)}</title></line>'
         )
     segment: list[str] = []
     for i, v in enumerate(pts):
@@ -121,12 +118,12 @@ def line_svg(
         )
         out.append(
             f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="{3.5 if marked else 2}" '
-            f'fill="{_MARK if marked else _LINE}"><title>{html.escape(tip)}</title></circle>'
+            f'fill="{_MARK if marked else _LINE}"><title>{html_text(tip)}</title></circle>'
         )
     if labels:
-        out.append(f'<text x="{left}" y="{height - 3}">{html.escape(labels[0][:16])}</text>')
+        out.append(f'<text x="{left}" y="{height - 3}">{html_text(labels[0][:16])}</text>')
         out.append(
-            f'<text x="{left + w}" y="{height - 3}" text-anchor="end">{html.escape(labels[-1][:16])}</text>'
+            f'<text x="{left + w}" y="{height - 3}" text-anchor="end">{html_text(labels[-1][:16])}</text>'
         )
     out.append("</svg>")
     return "".join(out)
@@ -144,13 +141,13 @@ def _bars(edges: list[str], a: list[float], b: list[float], width: int = 380, he
             hh = plot_h * share / top
             out.append(
                 f'<rect x="{i * slot + j * slot / 2:.1f}" y="{base - hh:.1f}" width="{slot / 2:.1f}" '
-                f'height="{hh:.1f}" fill="{colour}"><title>[{html.escape(edges[i])}, '
-                f"{html.escape(edges[i + 1])}): {'test split' if j == 0 else 'traffic'} "
+                f'height="{hh:.1f}" fill="{colour}"><title>[{html_text(edges[i])}, '
+                f"{html_text(edges[i + 1])}): {'test split' if j == 0 else 'traffic'} "
                 f"{share:.1%}</title></rect>"
             )
     out.append(
-        f'<text x="0" y="{height - 2}">{html.escape(edges[0])}</text>'
-        f'<text x="{width}" y="{height - 2}" text-anchor="end">{html.escape(edges[-1])}</text></svg>'
+        f'<text x="0" y="{height - 2}">{html_text(edges[0])}</text>'
+        f'<text x="{width}" y="{height - 2}" text-anchor="end">{html_text(edges[-1])}</text></svg>'
     )
     return "".join(out)
 
@@ -166,7 +163,7 @@ def _ci(ci: Any) -> str:
 
 def render_html(doc: dict[str, Any], history: list[dict[str, Any]], *, drift_page: str | None = None) -> str:
     """The page: decision, figures, live metrics, traffic, drift, verdicts, trend."""
-    e = html.escape
+    e = html_text
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     trig = bool(doc.get("trigger"))
     live = doc.get("live") or {}

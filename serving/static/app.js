@@ -45,7 +45,8 @@
       render();
       setStatus(`Scored ${data.n_rows - data.n_invalid} rows with model v${data.model_version}` +
         (data.n_invalid ? `; ${data.n_invalid} invalid rows not scored (see their reason).` : ".") +
-        (data.n_imputed_rows ? ` ${data.n_imputed_rows} rows had empty cells, imputed by the model.` : ""));
+        (data.n_imputed_rows ? ` ${data.n_imputed_rows} rows had empty cells, imputed by the model.` : "") +
+        (data.notes && data.notes.length ? ` Reading the file: ${data.notes.join("; ")}.` : ""));
     } catch (err) {
       setStatus(`Request failed: ${err}`, true);
     } finally {
