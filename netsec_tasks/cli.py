@@ -214,9 +214,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
     contract = Contract.from_config(cfg)
     source = str(args.csv)
-    options = contract.schema.read_options()  # a header-less file: the schema's file_columns
+    options = contract.schema.read_options(echo=True)  # header-less files: the file_columns
     out_path = _output_file(args.out) if args.out else None
-    table = load_table(args.csv, text_columns=contract.passthrough, **options)
+    table = load_table(args.csv, **options)
     _reader_notes(table.notes)
     frame = table.frame
     contract.check_columns(frame, source=source)

@@ -151,10 +151,21 @@ def show(value: Any) -> str:
 
 
 def _as_text(raw: pd.Series) -> pd.Series:
-    """Values as strings; integral floats print as integers (a str column read as 1.0 means '1')."""
+    """Values as strings: text trimmed, a JSON number as its shortest text (``1.0`` is ``"1"``),
+    a boolean as JSON spells it (``true``), so a value reads alike at the CSV and JSON doors."""
     if pd.api.types.is_float_dtype(raw):
         return raw.map(lambda v: str(int(v)) if np.isfinite(v) and float(v).is_integer() else str(v))
-    return raw.map(lambda v: v.strip() if isinstance(v, str) else str(v))
+
+    def one(v: Any) -> str:
+        if isinstance(v, str):
+            return v.strip()
+        if _is_bool(v):
+            return "true" if v else "false"
+        if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
+            return str(int(v))
+        return str(v)
+
+    return raw.map(one)
 
 
 def _is_number(v: Any) -> bool:
@@ -201,6 +212,29 @@ def to_numbers(values: pd.Series) -> pd.Series:
         return pd.to_numeric(cleaned, errors="coerce").astype(float)
     except (OverflowError, TypeError, ValueError):
         return pd.Series([_to_float(v) for v in values.tolist()], index=values.index, dtype=float)
+
+
+_INTEGER_TEXT = re.compile(r"^[+-]?\d{19,}$")  # digits enough to leave int64
+
+
+def _beyond_int64(value: Any) -> bool:
+    """An integer (a Python int, or integer text) outside int64, checked exactly: float64 cannot
+    tell -2**63-1 from -2**63."""
+    if isinstance(value, str):
+        value = value.strip()
+        if not _INTEGER_TEXT.match(value):
+            return False
+        value = int(value)
+    elif not isinstance(value, int) or isinstance(value, bool):
+        return False
+    return not -(2**63) <= value < 2**63
+
+
+def _exact_int64_overflow(raw: pd.Series, dtype: str) -> pd.Series:
+    """For an int column of text or Python ints: the cells beyond int64, exactly."""
+    if dtype != "int" or not (raw.dtype == object or pd.api.types.is_string_dtype(raw)):
+        return pd.Series(False, index=raw.index)
+    return raw.map(_beyond_int64).astype(bool)
 
 
 def machine_bad(numbers: np.ndarray, dtype: str) -> np.ndarray:
@@ -292,7 +326,7 @@ def coerce(raw: pd.Series, spec: ColumnSpec, null: pd.Series, *, strict: bool = 
             else pd.Series(False, index=raw.index)
         )
         wrong_type = pd.Series(False, index=raw.index)
-        if strict and raw.dtype == object:
+        if strict and (raw.dtype == object or pd.api.types.is_string_dtype(raw)):
             wrong_type = present & ~is_bool & raw.map(lambda v: not isinstance(v, (int, float, np.number)))
         numbers = to_numbers(raw.where(present & ~wrong_type & ~is_bool))
         values = numbers.to_numpy(dtype=np.float64)
@@ -303,7 +337,11 @@ def coerce(raw: pd.Series, spec: ColumnSpec, null: pd.Series, *, strict: bool = 
             (wrong_type, f"must be a JSON number ({spec.dtype} column), not text"),
             (not_number, _not_a_number(spec.dtype)),
             (present & numbers.notna() & ~finite, _NOT_FINITE),
-            (pd.Series(machine_bad(values, spec.dtype), index=raw.index), MACHINE_BOUNDS[spec.dtype]),
+            (
+                pd.Series(machine_bad(values, spec.dtype), index=raw.index)
+                | (present & numbers.notna() & _exact_int64_overflow(raw, spec.dtype)),
+                MACHINE_BOUNDS[spec.dtype],
+            ),
         ]
         if spec.dtype == "int":
             with np.errstate(invalid="ignore"):

@@ -146,7 +146,7 @@ def evaluate_file(
     schema = contract.schema
     source = str(path)
     target = schema.target.column
-    table = load_table(path, text_columns=contract.passthrough, **schema.read_options(labelled=True))
+    table = load_table(path, **schema.read_options(labelled=True, echo=True))
     for note in table.notes:
         log.warning("%s: %s", source, note)
     frame = table.frame

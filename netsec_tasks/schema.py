@@ -401,13 +401,21 @@ class DatasetSchema(BaseModel):
                 seen[key] = value
         return list(seen.values())
 
-    def read_options(self, *, labelled: bool = False) -> dict[str, Any]:
+    def read_options(self, *, labelled: bool = False, echo: bool = False) -> dict[str, Any]:
         """Keyword arguments of :func:`netsec_tasks.table_io.read_csv` (and ``load_table``,
         ``read_table``, ``iter_table_chunks``) for this data set's files: the features (a first
-        line naming them all is a header row), ``rename``, and with ``file_columns`` the layouts
-        a header-less file may have (:meth:`file_layouts`). ``labelled``: the door needs the
-        target (training, validate, evaluate, push-data), so layouts without it are not offered."""
-        out: dict[str, Any] = {"required": self.features}
+        line naming them all is a header row), the ``str`` features read as text (``007`` stays
+        ``007`` at every door, as a JSON ``"007"`` does), ``rename``, and with ``file_columns``
+        the layouts a header-less file may have (:meth:`file_layouts`). ``labelled``: the door
+        needs the target (training, validate, evaluate, push-data), so layouts without it are
+        not offered. ``echo``: the passthrough columns are read exactly as written, to be echoed
+        back (the scoring doors)."""
+        out: dict[str, Any] = {
+            "required": self.features,
+            "str_columns": [c for c, spec in self.columns.items() if spec.dtype == "str"],
+        }
+        if echo:
+            out["text_columns"] = self.passthrough
         if self.rename:
             out["rename"] = dict(self.rename)
         if self.file_columns:

@@ -464,6 +464,8 @@ class _Scan:
     n: int = 0
     starts: list[np.ndarray] = field(default_factory=list)
     ends: dict[int, int] = field(default_factory=dict)
+    span_starts: dict[int, int] = field(default_factory=dict)  # row -> first line, spanning rows
+    last: int = 0  # the first line of the last record
     bad: list[tuple[int, int, int, str]] = field(default_factory=list)  # (line, end, fields, kind)
     n_bad: int = 0
     n_more: int = 0  # lines with more fields than expected
@@ -515,6 +517,8 @@ def _scan_lines(
                 if ln.startswith(head.fields[0]) and [f.strip() for f in ln.split(sep)] == head.fields:
                     scan.repeats.append(int(numbers[k]))
         kept = numbers[~blank]
+        if len(kept):
+            scan.last = int(kept[-1])
         if max_rows is not None and scan.n + len(kept) > max_rows:
             kept = kept[: max_rows - scan.n]
             scan.n += len(kept)
@@ -553,8 +557,10 @@ def _scan_csv(
             if max_rows is not None and scan.n >= max_rows:
                 break
             k = len(row)
+            scan.last = start
             if end > start:
                 scan.ends[scan.n] = end
+                scan.span_starts[scan.n] = start
             if k != head.expected or (head.trailing and row[-1].strip()):
                 kind = (
                     f"a quoted field runs from line {start} to line {end}: a stray '\"'?"
@@ -678,7 +684,7 @@ def _plan(
     source: str,
     *,
     max_rows: int | None,
-    text_columns: Iterable[str],
+    text_columns: Mapping[str, bool],
     names: Sequence[str] | None,
     layouts: Sequence[Layout] | None,
     required: Iterable[str],
@@ -711,10 +717,10 @@ def _plan(
         raise DataError("no data rows (only a header?)", source=source)
     if scan.ends:
         spans = sorted(scan.ends.items())
-        shown = ", ".join(f"lines {_start_of(scan, r)}-{e}" for r, e in spans[:3] if keep_lines) or ""
+        shown = ", ".join(f"lines {scan.span_starts[r]}-{e}" for r, e in spans[:3])
         head.notes.append(
             f"{len(spans)} record{'s' if len(spans) != 1 else ''} span{'s' if len(spans) == 1 else ''} "
-            f"several lines (a quoted field holds line breaks){': ' + shown if shown else ''}"
+            f"several lines (a quoted field holds line breaks): {shown}" + (" ..." if len(spans) > 3 else "")
         )
     columns = [*head.names, _TRAILING] if head.trailing else list(head.names)
     options: dict = {
@@ -726,22 +732,18 @@ def _plan(
     }
     if head.skip:
         options["skiprows"] = head.skip
-    text_columns = set(text_columns)
     as_text = [c for c in head.names if c in text_columns]
+    exact = [c for c in as_text if text_columns[c]]
     if as_text:
+        options["dtype"] = {c: str for c in as_text}
+    if exact:
         from pandas._libs.parsers import STR_NA_VALUES
 
         options.update(
-            dtype={c: str for c in as_text},
             keep_default_na=False,
-            na_values={c: list(STR_NA_VALUES) for c in columns if c not in as_text},
+            na_values={c: list(STR_NA_VALUES) for c in columns if c not in exact},
         )
     return _Plan(head=head, scan=scan, options=options, columns=columns)
-
-
-def _start_of(scan: _Scan, row: int) -> int:
-    starts = np.concatenate(scan.starts) if scan.starts else np.zeros(0, dtype=np.int64)
-    return int(starts[row]) if row < len(starts) else 0
 
 
 def _frame_of(chunk: pd.DataFrame, plan: _Plan) -> pd.DataFrame:
@@ -762,8 +764,8 @@ def _parse(reader_input, plan: _Plan, source: str, **extra) -> pd.DataFrame | It
 def _parser_error(exc: Exception, plan: _Plan, source: str) -> DataError:
     text = str(exc)
     if "EOF inside string" in text:
-        start = _start_of(plan.scan, max(plan.scan.ends)) if plan.scan.ends else None
-        where = f"line {start}" if start else "a line"
+        # The quote is on the last record's first line (the csv module read it to the end).
+        where = f"line {plan.scan.last}" if plan.scan.last else "a line"
         return DataError(
             f"a quote opened on {where} never closes, so the rest of the file would be one "
             "value (a stray '\"'?): remove it, or close the quoted field",
@@ -788,6 +790,7 @@ def read_csv(
     *,
     max_rows: int | None = None,
     text_columns: Iterable[str] = (),
+    str_columns: Iterable[str] = (),
     names: Sequence[str] | None = None,
     layouts: Sequence[Layout] | None = None,
     required: Iterable[str] = (),
@@ -797,12 +800,14 @@ def read_csv(
     (default: the path, or ``<upload>``), the line and the cause (see the module doc).
 
     ``max_rows``: read at most this many rows. ``text_columns`` (e.g. ids to echo back) are read
-    as text exactly as written (``007`` stays ``007``, ``NA`` stays ``NA``); other columns are
-    typed by pandas. ``names``/``layouts``/``required``: a header-less file (the schema's
+    as text exactly as written (``007`` stays ``007``, ``NA`` stays ``NA``); ``str_columns`` (the
+    schema's text features) as text too, with the null words (``NA``, empty) null; other columns
+    are typed by pandas. ``names``/``layouts``/``required``: a header-less file (the schema's
     ``file_columns`` and the layouts it allows, :meth:`DatasetSchema.read_options`); a first line
     naming every ``required`` column is a header row. ``rename``: the schema's file name ->
     column name map."""
     required = list(required)
+    spec = _text_spec(text_columns, str_columns)
     if isinstance(data, (bytes, bytearray)):
         source = source or "<upload>"
         text, notes = decode_csv(bytes(data), source)
@@ -810,7 +815,7 @@ def read_csv(
             _blocks_of(text),
             source,
             max_rows=max_rows,
-            text_columns=text_columns,
+            text_columns=spec,
             names=names,
             layouts=layouts,
             required=required,
@@ -825,7 +830,7 @@ def read_csv(
         with open(path, "rb") as fh:
             head = fh.read(1 << 16)
         plan, notes, decoded = _plan_file(
-            path, head, source, max_rows, text_columns, names, layouts, required, rename, True
+            path, head, source, max_rows, spec, names, layouts, required, rename, True
         )
         with io.StringIO(decoded) if decoded is not None else _text_handle(path) as handle:
             frame = _parse(handle, plan, source, nrows=max_rows)
@@ -852,7 +857,7 @@ def _plan_file(
     head: bytes,
     source: str,
     max_rows: int | None,
-    text_columns: Iterable[str],
+    text_columns: Mapping[str, bool],
     names: Sequence[str] | None,
     layouts: Sequence[Layout] | None,
     required: list[str],
@@ -879,6 +884,12 @@ def _plan_file(
     if why:
         raise DataError(f"file is {why}", source=source)
     return _plan(_file_blocks(path, source), source, **options), [], None
+
+
+def _text_spec(text_columns: Iterable[str], str_columns: Iterable[str]) -> dict[str, bool]:
+    """Column -> read exactly as written (True: null words stay text) or as text with the null
+    words null (False)."""
+    return {**{c: False for c in str_columns}, **{c: True for c in text_columns}}
 
 
 def read_csv_bytes(data: bytes, source: str = "<upload>", **options) -> pd.DataFrame:
@@ -927,6 +938,7 @@ def load_table(
     path: str | os.PathLike,
     *,
     text_columns: Iterable[str] = (),
+    str_columns: Iterable[str] = (),
     names: Sequence[str] | None = None,
     layouts: Sequence[Layout] | None = None,
     required: Iterable[str] = (),
@@ -947,6 +959,7 @@ def load_table(
                     p,
                     str(p),
                     text_columns=text_columns,
+                    str_columns=str_columns,
                     names=names,
                     layouts=layouts,
                     required=required,
@@ -999,7 +1012,7 @@ def _file_chunks(
     layouts: Sequence[Layout] | None,
     required: Iterable[str],
     rename: Mapping[str, str] | None,
-    text_columns: Iterable[str],
+    text_columns: Mapping[str, bool],
 ) -> Iterator[pd.DataFrame]:
     """One CSV or Parquet file, ``chunk_rows`` rows at a time (each chunk's dtypes inferred on
     its own rows; the caller unifies them). A CSV file's layout is checked in a first pass
@@ -1047,6 +1060,7 @@ def iter_table_chunks(
     required: Iterable[str] = (),
     rename: Mapping[str, str] | None = None,
     text_columns: Iterable[str] = (),
+    str_columns: Iterable[str] = (),
 ) -> Iterator[pd.DataFrame]:
     """:func:`read_table` in chunks of at most ``chunk_rows`` rows, so a large file is never
     held whole: the same files (path or glob), options, checks and errors. Each chunk's dtypes
@@ -1055,7 +1069,8 @@ def iter_table_chunks(
     columns: list[str] | None = None
     rows = 0
     for p in expand_paths(path):
-        for chunk in _file_chunks(p, chunk_rows, names, layouts, required, rename, text_columns):
+        spec = _text_spec(text_columns, str_columns)
+        for chunk in _file_chunks(p, chunk_rows, names, layouts, required, rename, spec):
             if columns is None:
                 columns = list(chunk.columns)
             elif list(chunk.columns) != columns:

@@ -347,8 +347,7 @@ def csv_table(data: bytes, name: str, contract: Contract, max_rows: int) -> Tabl
             data,
             name,
             max_rows=max_rows + 1,
-            text_columns=contract.passthrough,
-            **contract.schema.read_options(),
+            **contract.schema.read_options(echo=True),
         )
     except DataError as exc:
         raise InputError(str(exc), column=exc.columns[0] if exc.columns else None) from None
