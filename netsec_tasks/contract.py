@@ -339,7 +339,7 @@ def coerce(raw: pd.Series, spec: ColumnSpec, null: pd.Series, *, strict: bool = 
             (present & numbers.notna() & ~finite, _NOT_FINITE),
             (
                 pd.Series(machine_bad(values, spec.dtype), index=raw.index)
-                | (present & numbers.notna() & _exact_int64_overflow(raw, spec.dtype)),
+                | (present & finite & _exact_int64_overflow(raw, spec.dtype)),
                 MACHINE_BOUNDS[spec.dtype],
             ),
         ]
