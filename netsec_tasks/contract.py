@@ -69,6 +69,7 @@ OUTPUT_COLUMNS = RESERVED_COLUMNS
 NULL_WORDS = frozenset({"", "na", "n/a", "nan", "null", "none", "<na>"})
 _TRUE = {"true", "1", "1.0"}
 _FALSE = {"false", "0", "0.0"}
+_BOOL_WORDS = {"true", "false"}
 _MAX_VALUE_CHARS = 80
 # What the data path can hold, on top of the schema's min/max. int: int64 (Parquet, MongoDB's
 # 8-byte integers), checked in float64 as the contract types numbers, so the top is 2**63
@@ -318,13 +319,18 @@ def coerce(raw: pd.Series, spec: ColumnSpec, null: pd.Series, *, strict: bool = 
     """
     present = ~null
     if spec.dtype in ("int", "float"):
-        is_bool = present & (
-            pd.Series(True, index=raw.index)
-            if pd.api.types.is_bool_dtype(raw)
-            else raw.map(_is_bool).astype(bool)
-            if raw.dtype == object
-            else pd.Series(False, index=raw.index)
-        )
+        # A boolean is never a number: a bool column, a Python bool (JSON), or, in a CSV's
+        # text, TRUE/false (a spreadsheet's booleans).
+        if pd.api.types.is_bool_dtype(raw):
+            is_bool = present.copy()
+        elif raw.dtype == object or pd.api.types.is_string_dtype(raw):
+            is_bool = present & raw.map(
+                lambda v: (
+                    _is_bool(v) or (not strict and isinstance(v, str) and v.strip().lower() in _BOOL_WORDS)
+                )
+            ).astype(bool)
+        else:
+            is_bool = pd.Series(False, index=raw.index)
         wrong_type = pd.Series(False, index=raw.index)
         if strict and (raw.dtype == object or pd.api.types.is_string_dtype(raw)):
             wrong_type = present & ~is_bool & raw.map(lambda v: not isinstance(v, (int, float, np.number)))
