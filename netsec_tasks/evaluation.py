@@ -82,6 +82,7 @@ def save_plots(
     y_true = np.asarray(y_true).astype(int)
     paths: list[str] = []
     labels = (plot_text(labels[0]), plot_text(labels[1]))  # class names come from the schema
+    title = plot_text(title)
 
     def _save(fig, name: str) -> None:
         path = out_dir / name

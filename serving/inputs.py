@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -169,7 +170,31 @@ def records_from_body(body: bytes, max_rows: int) -> list[dict]:
     if not isinstance(records, list):
         raise InputError("'records' must be a list of objects", column="records")
     check_row_count(len(records), max_rows, "'records'")
+    if _ESCAPED_SURROGATE.search(body):
+        _refuse_lone_surrogates(records)
     return records
+
+
+# A JSON escape of a UTF-16 surrogate; paired ones decode to one character, a lone one is not
+# Unicode text (no table, log or answer can hold it).
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(records: list) -> None:
+    from netsec_tasks.sinks import text
+
+    for i, row in enumerate(records):
+        if not isinstance(row, dict):
+            continue
+        for key, value in row.items():
+            for part, what in ((key, "a column name"), (value, f"column '{text(key)}'")):
+                if isinstance(part, str) and text(part) != part:
+                    raise InputError(
+                        f"records[{i}]: {what} holds a lone UTF-16 surrogate (a \\ud800-\\udfff "
+                        "escape without its pair), which is not Unicode text; send valid text",
+                        column=text(key),
+                        row=i,
+                    )
 
 
 def records_frame(records: list, contract: Contract) -> pd.DataFrame:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from netsec_tasks.errors import DataError
 from netsec_tasks.records import safe_name
+from netsec_tasks.sinks import json_text
 from netsec_tasks.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -86,5 +87,5 @@ def append_history(storage: Storage, entry: dict[str, Any], keep: int) -> list[d
     """The history with ``entry`` last (replacing an earlier line of the same run), trimmed."""
     history = [h for h in read_history(storage) if h.get("run_id") != entry["run_id"]]
     history = (history + [entry])[-keep:]
-    storage.write_text(history_uri(storage), "".join(json.dumps(h, default=str) + "\n" for h in history))
+    storage.write_text(history_uri(storage), "".join(json_text(h) + "\n" for h in history))
     return history

@@ -281,3 +281,23 @@ def test_cli_validate_drift_and_push_data_refuse_a_broken_layout_and_quarantine_
     assert invalid["value"].iloc[1] == str(2**64)
     assert _main("push-data", str(values)) == 0  # an integer beyond 8 bytes goes in as text
     capsys.readouterr()
+
+
+# --------------------------------------------------------------------------- 3. text at the doors
+
+
+def test_json_text_that_is_not_unicode_is_refused_and_a_clients_method_is_no_label(client):
+    record = records_of(training_frame(1, seed=95))[0]
+    body = json.dumps({"records": [{**record, "id": "@@"}]})
+    resp = client.post(
+        "/predict", content=body.replace("@@", "\\ud800"), headers={"Content-Type": "application/json"}
+    )
+    assert resp.status_code == 422 and resp.json()["column"] == "id", resp.text
+    assert "lone UTF-16 surrogate" in resp.json()["detail"]
+    resp = client.post(
+        "/predict", content=body.replace("@@", "\\ud83d\\udea8"), headers={"Content-Type": "application/json"}
+    )
+    assert resp.status_code == 200 and resp.json()["predictions"][0]["id"] == "\U0001f6a8"
+    assert client.request("PROPFIND", "/health").status_code == 405
+    metrics = client.get("/metrics").text
+    assert 'method="other"' in metrics and "PROPFIND" not in metrics
