@@ -338,14 +338,15 @@ def coerce(raw: pd.Series, spec: ColumnSpec, null: pd.Series, *, strict: bool = 
         values = numbers.to_numpy(dtype=np.float64)
         finite = np.isfinite(values)
         not_number = present & ~wrong_type & ~is_bool & numbers.isna()
+        # An integer beyond int64 is named so even when it also overflows float64 (400 digits).
+        int_over = present & ~wrong_type & _exact_int64_overflow(raw, spec.dtype)
         bad: list[tuple[pd.Series, str | Callable[[Any], str]]] = [
             (is_bool, f"a boolean, not a number ({spec.dtype} column)"),
             (wrong_type, f"must be a JSON number ({spec.dtype} column), not text"),
             (not_number, _not_a_number(spec.dtype)),
-            (present & numbers.notna() & ~finite, _NOT_FINITE),
+            (present & numbers.notna() & ~finite & ~int_over, _NOT_FINITE),
             (
-                pd.Series(machine_bad(values, spec.dtype), index=raw.index)
-                | (present & finite & _exact_int64_overflow(raw, spec.dtype)),
+                pd.Series(machine_bad(values, spec.dtype), index=raw.index) | int_over,
                 MACHINE_BOUNDS[spec.dtype],
             ),
         ]
@@ -573,8 +574,17 @@ class Contract:
             )
         if near:
             msg += ". " + "; ".join(f"'{visible(c)}' {why}" for c, why in near.items())
+        empty = [c for c in unknown if re.fullmatch(r"Unnamed: [1-9]\d*", str(c))]
+        if empty:
+            msg += ". " + "; ".join(
+                f"'{c}' is field {int(str(c).split()[1]) + 1} of the header, which is empty: name the "
+                "column or remove it"
+                for c in empty
+            )
         index_like = [
-            c for c in unknown if looks_like_index(c, None if frame is None or c not in frame else frame[c])
+            c
+            for c in unknown
+            if c not in empty and looks_like_index(c, None if frame is None or c not in frame else frame[c])
         ]
         if index_like:
             msg += (

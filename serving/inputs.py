@@ -159,8 +159,15 @@ def checked_input(
 def records_from_body(body: bytes, max_rows: int) -> list[dict]:
     try:
         payload = json.loads(body)
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
+        if "Exceeds the limit" in str(exc):  # Python's int_max_str_digits: valid JSON, no column holds it
+            raise InputError(
+                "a number in the body has more digits than any column holds (over 4300); send values "
+                "within the columns' ranges"
+            ) from None
         raise InputError(f"body is not valid JSON: {str(exc)[:200]}") from None
+    except RecursionError:
+        raise InputError("body is not valid JSON: nested too deeply") from None
     if not isinstance(payload, dict) or "records" not in payload:
         raise InputError('body must be a JSON object {"records": [{feature: value, ...}, ...]}')
     extra = set(payload) - {"records"}

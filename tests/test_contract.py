@@ -195,7 +195,7 @@ TYPING = [
     ("i", "1.5", "1.5", "not an integer"),
     ("i", str(2**64), str(2**64), "outside int64"),
     ("i", str(-(2**63) - 1), str(-(2**63) - 1), "outside int64"),
-    ("i", "9" * 400, "9" * 400, "not a finite number"),
+    ("i", "9" * 400, "9" * 400, "outside int64"),
     ("i", "1e400", "1e400", "not a finite number"),
     ("f", "0.25", "0.25", 0.25),
     ("f", "3e38", "3e38", 3e38),
@@ -294,3 +294,22 @@ def test_values_the_machine_cannot_hold_never_reach_numpy(types_contract):
         pd.DataFrame({"i": np.array([2**64 - 1, 1], dtype=np.uint64), "f": 1.0, "b": True, "s": "x"})
     )
     assert check.valid.tolist() == [False, True]
+
+
+def test_column_messages_name_the_cause(phishing):
+    """An invisible character, another case, an empty header field, an output's name: each
+    message says what it is and what to do, never "missing Favicon" alone."""
+    frame = make_sample(3, seed=1).rename(columns={"Favicon": "Fav\u200bicon", "port": "Port"})
+    with pytest.raises(DataError) as err:
+        phishing.check_columns(frame)
+    msg = str(err.value)
+    assert (
+        "found 'Fav\\u200bicon': it holds the invisible character U+200B; retype the name as 'Favicon'" in msg
+    )
+    assert "found 'Port': names are case-sensitive" in msg
+    frame = make_sample(3, seed=1).assign(**{"Unnamed: 31": 1, "status": 1})
+    with pytest.raises(DataError) as err:
+        phishing.check_columns(frame)
+    msg = str(err.value)
+    assert "field 32 of the header, which is empty" in msg and "row index" not in msg
+    assert "'status' is also the name of an output column" in msg and "rename" in msg
