@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,7 +22,7 @@ from hostile_inputs import BAD_NUMBERS, BROKEN_LAYOUTS, GOOD_LAYOUTS, GOOD_NUMBE
 from serving_helpers import TARGET, records_of, training_frame
 
 from netsec_tasks.contract import OUTPUT_COLUMNS, Contract
-from netsec_testing import REPO
+from netsec_testing import REPO, netsec
 
 SCHEMA_PATH = REPO / "config" / "schema" / "phishing.yaml"
 CONFIG = str(REPO / "config" / "pipeline.yaml")
@@ -206,14 +204,12 @@ def test_a_schema_naming_an_output_column_is_told_to_rename_not_sent_in_a_circle
 
 
 def _netsec(*args: str, registered, home: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NETSEC_", "MLFLOW_"))}
-    env.update({"NETSEC_HOME": str(home), "MLFLOW_TRACKING_URI": registered.tracking_uri})
-    return subprocess.run(
-        [sys.executable, "-m", "netsec_tasks.cli", "--config", CONFIG, *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
+    return netsec(
+        "--config",
+        CONFIG,
+        *args,
+        home=home,
+        env={"MLFLOW_TRACKING_URI": registered.tracking_uri},
         timeout=300,
     )
 
