@@ -38,7 +38,7 @@ import io
 import itertools
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -483,7 +483,7 @@ def _scan_lines(
     blocks: Iterator[str], head: _Head, first_line: int, *, max_rows: int | None, keep: bool, source: str
 ) -> _Scan:
     """Check every data line's field count (``head.expected``), starting at physical line
-    ``first_line``; quote-free blocks are checked line by line with ``str.count``, the rest with
+    ``first_line``; quote-free blocks are counted in NumPy (:func:`_line_counts`), the rest with
     the csv module (quoted fields, line breaks inside them)."""
     scan = _Scan()
     sep, expected = head.sep, head.expected
@@ -494,27 +494,28 @@ def _scan_lines(
         if '"' in block:
             _scan_csv(itertools.chain([block], pending), head, line_no, scan, max_rows, keep, source)
             return scan
-        lines = _LINE_END.split(block)
-        if lines and lines[-1] == "":
-            lines.pop()
-        counts = np.fromiter((ln.count(sep) + 1 for ln in lines), dtype=np.int64, count=len(lines))
-        numbers = np.arange(line_no + 1, line_no + 1 + len(lines), dtype=np.int64)
-        line_no += len(lines)
+        counts, line = _line_counts(block, sep)
+        numbers = np.arange(line_no + 1, line_no + 1 + len(counts), dtype=np.int64)
+        line_no += len(counts)
         ones = np.flatnonzero(counts == 1)
-        blank = np.zeros(len(lines), dtype=bool)
+        blank = np.zeros(len(counts), dtype=bool)
         if len(ones):
-            blank[ones] = [not lines[i].strip() for i in ones]
+            blank[ones] = [not line(i).strip() for i in ones.tolist()]
         wrong = np.flatnonzero((counts != expected) & ~blank)
-        if head.trailing:
-            last_empty = [not ln[ln.rfind(sep) + 1 :].strip() for ln in lines]
+        if head.trailing:  # every line's last field must be empty (rare files: line by line)
+            last_empty = [not (ln := line(i))[ln.rfind(sep) + 1 :].strip() for i in range(len(counts))]
             wrong = np.union1d(wrong, np.flatnonzero(~np.asarray(last_empty, dtype=bool) & ~blank))
         for w in wrong.tolist():
-            kind = _kind(lines[w], sep, int(counts[w]), expected, head.trailing)
+            kind = _kind(line(w), sep, int(counts[w]), expected, head.trailing)
             scan.fault(int(numbers[w]), int(numbers[w]), int(counts[w]), kind)
             _count_kind(scan, int(counts[w]), expected, kind)
         if header_text is not None and head.fields[0] and head.fields[0] in block:
-            for k, ln in enumerate(lines):
-                if ln.startswith(head.fields[0]) and [f.strip() for f in ln.split(sep)] == head.fields:
+            first = re.compile(
+                rf"(?:^|(?<=\r))[ \t]*{re.escape(head.fields[0])}[ \t]*{re.escape(sep)}", re.MULTILINE
+            )
+            for m in first.finditer(block):
+                k = len(_LINE_END.findall(block, 0, m.start()))
+                if [f.strip() for f in line(k).split(sep)] == head.fields:
                     scan.repeats.append(int(numbers[k]))
         kept = numbers[~blank]
         if len(kept):
@@ -529,6 +530,31 @@ def _scan_lines(
         if keep:
             scan.starts.append(kept)
     return scan
+
+
+def _line_counts(block: str, sep: str) -> tuple[np.ndarray, Callable[[int], str]]:
+    """Fields per line of a quote-free ``block`` (ending at a line end) and a function giving
+    line ``i``'s text. Counted in NumPy over the UTF-8 bytes (a multi-byte character never holds
+    an ASCII byte); a block with bare CR line ends is split in Python."""
+    if "\r" in block and block.count("\r") != block.count("\r\n"):
+        lines = _LINE_END.split(block)
+        if lines and lines[-1] == "":
+            lines.pop()
+        counts = np.fromiter((ln.count(sep) + 1 for ln in lines), dtype=np.int64, count=len(lines))
+        return counts, lines.__getitem__
+    data = block.encode("utf-8")
+    arr = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(arr == 10)
+    if data and data[-1:] != b"\n":
+        ends = np.append(ends, len(data))
+    starts = np.concatenate(([0], ends[:-1] + 1)) if len(ends) else ends
+    seps = np.flatnonzero(arr == ord(sep))
+    counts = np.diff(np.searchsorted(seps, ends), prepend=0) + 1
+
+    def line(i: int) -> str:
+        return data[starts[i] : ends[i]].decode("utf-8").rstrip("\r")
+
+    return counts.astype(np.int64), line
 
 
 def _scan_csv(
