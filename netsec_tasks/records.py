@@ -292,6 +292,7 @@ class FeedbackRecord(Record):
     conflicts_checked_against: str | None = None  # Production version whose data was compared
     changed_after_append: int = 0  # verdicts changed after their row was appended (not applied)
     changed_examples: list[str] = []
+    malformed_ids: int = 0  # stored verdicts whose id is not canonical (never used)
     threat_verdicts: int = 0
     reason: str = ""
 

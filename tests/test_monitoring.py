@@ -171,7 +171,10 @@ def test_same_distribution_traffic_no_drift_good_live_f1_no_request(cfg):
     again = run_monitor(cfg, "unshifted-2")
     assert again.rows_read == 0 and not again.drift_tested and "no new traffic" in again.drift_reason
     assert again.labelled == 80  # the verdicts' window is not the watermark's
-    history = [json.loads(x) for x in read_uri(cfg.storage.uri + "/monitoring/history.jsonl").splitlines()]
+    history = [
+        json.loads(x)
+        for x in read_uri(cfg.storage.uri + "/monitoring/netsec-phishing/history.jsonl").splitlines()
+    ]
     assert [h["run_id"] for h in history] == ["unshifted-1", "unshifted-2"]
 
 
@@ -260,7 +263,7 @@ def test_rows_breaking_the_contract_are_left_out_and_reported(cfg):
         labels=[1] * 7,
         request_id=new_request_id(now),
     )
-    log_file = Path(cfg.monitoring.log_dir) / f"predictions-{now:%Y-%m-%d}.jsonl"
+    log_file = Path(cfg.monitoring.log_dir) / "netsec-phishing" / f"predictions-{now:%Y-%m-%d}.jsonl"
     with open(log_file, "a") as fh:
         fh.write(json.dumps(docs[0], default=str) + "\n")
     rec = run_monitor(cfg, "excluded-1")
@@ -359,7 +362,7 @@ def test_verdicts_become_file_source_training_rows_once_and_reach_the_next_snaps
     assert first.conflicts == 1 and first.conflicts_held == 0
     assert first.conflict_examples[0]["prediction_id"] == ids[20]
     assert first.conflict_examples[0]["training_labels"] == [str(int(twin[TARGET].iloc[0]))]
-    rows = storage.read_frame(feedback_rows_uri(storage))
+    rows = storage.read_frame(feedback_rows_uri(storage, cfg.registry.model_name))
     assert sorted(rows[PREDICTION_ID_FIELD]) == sorted(ids)
     assert set(rows["_netsec_source"]) == {"feedback"} and rows["_netsec_feedback_at"].notna().all()
     assert rows.set_index(PREDICTION_ID_FIELD).loc[ids, TARGET].tolist() == labels
@@ -370,7 +373,7 @@ def test_verdicts_become_file_source_training_rows_once_and_reach_the_next_snaps
     again = feedback_to_training(cfg, store=store, log_reader=reader)
     assert (again.appended, again.already_present) == (0, 21)
     assert again.changed_after_append == 1 and again.changed_examples == [ids[0]]
-    assert len(storage.read_frame(feedback_rows_uri(storage))) == 21
+    assert len(storage.read_frame(feedback_rows_uri(storage, cfg.registry.model_name))) == 21
 
     # The next training snapshot holds them (without their provenance fields).
     after = ingest(cfg, RunContext.create(cfg, run_id="after-feedback"))
@@ -388,7 +391,9 @@ def test_verdicts_become_file_source_training_rows_once_and_reach_the_next_snaps
         held = feedback_to_training(hold, store=store, log_reader=reader)
         assert (held.conflicts, held.conflicts_held, held.appended) == (1, 1, 0)
         assert held.conflict_examples[0]["prediction_id"] == held_id
-    assert held_id not in set(storage.read_frame(feedback_rows_uri(storage))[PREDICTION_ID_FIELD])
+    assert held_id not in set(
+        storage.read_frame(feedback_rows_uri(storage, cfg.registry.model_name))[PREDICTION_ID_FIELD]
+    )
 
 
 def test_verdicts_become_mongo_documents_under_push_datas_key(cfg, mongo_server, mongo_db, tmp_path):
@@ -457,11 +462,11 @@ def test_netsec_monitor_runs_the_steps_in_process(cfg):
     )
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert "traffic: 300 new rows" in dry.stdout and "not appended (--dry-run)" in dry.stdout
-    assert not storage.exists(feedback_rows_uri(storage))
+    assert not storage.exists(feedback_rows_uri(storage, cfg.registry.model_name))
     out = subprocess.run([*netsec, "monitor"], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "traffic: 300 new rows; data-set drift" in out.stdout
-    assert len(storage.read_frame(feedback_rows_uri(storage))) == 5
+    assert len(storage.read_frame(feedback_rows_uri(storage, cfg.registry.model_name))) == 5
     assert "WOULD REQUEST retraining" in out.stdout and "monitoring_report.html" in out.stdout
     again = subprocess.run([*netsec, "monitor"], env=env, capture_output=True, text=True, timeout=300)
     assert "traffic: 0 new rows" in again.stdout  # the first run committed its watermark
@@ -522,7 +527,7 @@ def test_monitoring_reads_the_log_and_verdicts_from_mongodb(cfg, mongo_server, m
     assert mongo[db]["predictions"].count_documents({}) == 2
     assert mongo[db]["feedback"].count_documents({}) == 30
     rec = run_monitor(mcfg, "mongo-log-1")
-    assert rec.log == f"mongo:{db}.predictions" and rec.documents_read == 2
+    assert rec.log == f"mongo:{db}.predictions[model_name=netsec-phishing]" and rec.documents_read == 2
     assert rec.rows_read == rec.rows_tested == 300 and rec.drift_detected
     assert rec.labelled == 30 and rec.trigger
     assert set(rec.watermark) == {"last_id"}

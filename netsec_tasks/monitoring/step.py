@@ -1,9 +1,11 @@
 """The monitoring step (``monitor``) and its commit (``commit``): what the ``netsec_monitoring``
 DAG runs every hour, also callable in process (``netsec monitor``).
 
-One run:
+One run, for one registered model (``registry.model_name``; every piece of state below is that
+model's own, so two data sets monitored from one home never read each other's traffic, verdicts,
+watermark or trend):
 
-1. reads serving's prediction log after its own watermark (``monitoring/state.py``);
+1. reads the model's prediction log after its own watermark (``monitoring/state.py``);
 2. tests the new rows for drift against Production's training data (``netsec.train_uri``),
    after the input contract, reporting the rows it left out (``monitoring/traffic.py``);
 3. joins the analysts' standing verdicts with the logged predictions they judge: live
@@ -13,12 +15,12 @@ One run:
 5. decides whether to request a retraining (:func:`decide`): traffic drift, or live F1
    confidently below ``monitoring.f1_floor`` with at least ``monitoring.min_labels`` verdicts,
    and not within ``monitoring.cooldown_hours`` of a request for the same Production version;
-6. writes ``<storage>/monitoring/runs/<run>/monitoring_report.yaml`` and ``.html`` (with the
-   trend of past runs from ``<storage>/monitoring/history.jsonl``) and the per-column
-   ``traffic_drift.html``; logs the figures to MLflow (experiment ``monitoring.experiment``, one
-   run per monitoring run, metrics linked to Production's logged model) and sets them as tags
-   ``netsec.monitoring.*`` on the Production model version, where serving's ``/metrics`` reads
-   them.
+6. writes ``<storage>/monitoring/<model>/runs/<run>/monitoring_report.yaml`` and ``.html``
+   (with the trend of past runs from ``<storage>/monitoring/<model>/history.jsonl``) and the
+   per-column ``traffic_drift.html``; logs the figures to MLflow (experiment
+   ``monitoring.experiment``, one run per model and monitoring run, tagged with the model, metrics
+   linked to Production's logged model) and sets them as tags ``netsec.monitoring.*`` on the
+   Production model version, where serving's ``/metrics`` reads them.
 
 The request itself is an Airflow asset event, emitted by the DAG's ``request_retraining``
 task; this module never imports Airflow. :func:`commit` then records the watermark (and the
@@ -31,7 +33,6 @@ import datetime as dt
 import logging
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from netsec_tasks.config import PipelineConfig
@@ -41,6 +42,7 @@ from netsec_tasks.monitoring.state import (
     LastTrigger,
     MonitoringState,
     append_history,
+    model_dir,
     read_state,
     write_state,
 )
@@ -57,29 +59,43 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def run_dir(storage, run_id: str) -> str:
-    return storage.uri("monitoring", "runs", safe_name(run_id))
+def run_dir(storage, model_name: str, run_id: str) -> str:
+    return model_dir(storage, model_name, "runs", safe_name(run_id))
 
 
 def log_and_verdicts(cfg: PipelineConfig, mongo_client=None) -> tuple[Any, Any]:
-    """(prediction-log reader, verdict store) where serving writes them: JSONL files in
-    ``monitoring.log_dir`` (``feedback.jsonl`` beside the day files), or the collections
-    ``monitoring.predictions_collection`` / ``feedback_collection`` of ``source.mongo.database``
-    (``mongo_client``: e.g. from the netsec_mongo connection; None: ``source.mongo.uri``)."""
+    """(prediction-log reader, verdict store) of ``registry.model_name``, where serving writes
+    them: JSONL files in ``<monitoring.log_dir>/<model>/`` (``feedback.jsonl`` beside the day
+    files), or that model's documents in the collections ``monitoring.predictions_collection`` /
+    ``feedback_collection`` of ``source.mongo.database`` (``mongo_client``: e.g. from the
+    netsec_mongo connection; None: ``source.mongo.uri``)."""
     from pathlib import Path
 
-    from netsec_tasks.feedback import FILE_NAME, JsonlFeedbackStore, MongoFeedbackStore
-    from netsec_tasks.prediction_log import JsonlLogReader, MongoLogReader
+    from netsec_tasks.feedback import JsonlFeedbackStore, MongoFeedbackStore, verdict_file
+    from netsec_tasks.prediction_log import FILE_GLOB, JsonlLogReader, MongoLogReader
 
-    m = cfg.monitoring
+    m, model = cfg.monitoring, cfg.registry.model_name
     if m.store == "file":
-        return (JsonlLogReader(m.log_dir), JsonlFeedbackStore(Path(m.log_dir) / FILE_NAME))
+        legacy = sorted(Path(m.log_dir).glob(FILE_GLOB)) if Path(m.log_dir).is_dir() else []
+        if legacy:  # written before logs were kept per model: whose rows they are is unknown
+            log.warning(
+                "%s holds %d day file(s) of a log written before logs were kept per registered "
+                "model; they are not read. Move them into %s/ if they are %s's traffic",
+                m.log_dir,
+                len(legacy),
+                Path(m.log_dir) / safe_name(model),
+                model,
+            )
+        return (JsonlLogReader(m.log_dir, model), JsonlFeedbackStore(verdict_file(m.log_dir, model), model))
     if mongo_client is None:
         from netsec_tasks.sources.mongo import connect
 
         mongo_client = connect(cfg.source.mongo.uri, cfg.source.mongo.server_selection_timeout_ms)
     db = mongo_client[cfg.source.mongo.database]
-    return MongoLogReader(db[m.predictions_collection]), MongoFeedbackStore(db[m.feedback_collection])
+    return (
+        MongoLogReader(db[m.predictions_collection], model),
+        MongoFeedbackStore(db[m.feedback_collection], model),
+    )
 
 
 # --------------------------------------------------------------------------- decision
@@ -128,19 +144,20 @@ def decide(
 
 def labelled_predictions(verdicts: pd.DataFrame, reader, *, since: dt.datetime) -> pd.DataFrame:
     """The standing verdicts on predictions made since ``since``, joined with the logged
-    prediction they judge (``is_threat`` of the model as ``predicted``, ``model_version``)."""
-    from netsec_tasks.prediction_log import parse_prediction_id, request_time, rows_of
+    prediction they judge (``is_threat`` of the model as ``predicted``, ``model_version``).
+    Verdicts whose id is not canonical (stored before ids were checked exactly) are left out
+    (``monitor`` counts them in the report)."""
+    from netsec_tasks.prediction_log import canonical_ids, request_time, rows_of
 
+    empty = pd.DataFrame(columns=["prediction_id", "verdict", "predicted", "model_version"])
     if verdicts.empty:
-        return pd.DataFrame(columns=["prediction_id", "verdict", "predicted", "model_version"])
-    parsed = [parse_prediction_id(p) for p in verdicts["prediction_id"]]
-    recent = np.array([request_time(rid) >= since for rid, _ in parsed], dtype=bool)
-    verdicts = verdicts[recent]
-    logged = rows_of(
-        reader.find_requests({rid for (rid, _), r in zip(parsed, recent) if r}), verdicts["prediction_id"]
-    )
+        return empty
+    good, _ = canonical_ids(verdicts["prediction_id"])
+    recent = {pid: rid for pid, rid, _ in good if request_time(rid) >= since}
+    verdicts = verdicts[verdicts["prediction_id"].isin(set(recent))]
+    logged = rows_of(reader.find_requests(set(recent.values())), verdicts["prediction_id"])
     if logged.empty:
-        return pd.DataFrame(columns=["prediction_id", "verdict", "predicted", "model_version"])
+        return empty
     joined = verdicts.merge(
         logged[["prediction_id", "is_threat", "model_version"]],
         on="prediction_id",
@@ -155,6 +172,21 @@ def labelled_predictions(verdicts: pd.DataFrame, reader, *, since: dt.datetime) 
             "model_version": joined["model_version"].astype(str),
         }
     )
+
+
+def _unused_verdicts(verdicts: pd.DataFrame, labelled: pd.DataFrame, since: dt.datetime) -> dict[str, int]:
+    """What the live figures could not use, so the report says it: verdicts on predictions of the
+    window whose prediction this model's log does not hold, and verdicts whose id is not
+    canonical."""
+    from netsec_tasks.prediction_log import canonical_ids, request_time
+
+    good, malformed = canonical_ids(verdicts["prediction_id"]) if len(verdicts) else ([], [])
+    in_window = sum(request_time(rid) >= since for _, rid, _ in good)
+    return {
+        "verdicts_in_window": int(in_window),
+        "without_logged_prediction": int(in_window - len(labelled)),
+        "malformed_ids": len(malformed),
+    }
 
 
 # --------------------------------------------------------------------------- MLflow
@@ -206,17 +238,22 @@ def log_to_mlflow(cfg: PipelineConfig, record: MonitoringRecord, texts: dict[str
         # The version's logged model (MLflow 3), so the figures show on the model's page; the
         # SQLite store leaves model_id empty, its source models:/m-<id> names it.
         model_id = getattr(mv, "model_id", None) or _parse_model_id_if_present(mv.source)
+        # A retried task finds its MLflow run again; two models' monitoring DAGs share run ids
+        # (scheduled__<time>), so the run is found by the model too.
         found = client.search_runs(
             [exp_id],
-            filter_string=f"tags.`netsec.monitoring_run_id` = '{record.run_id.replace(chr(39), '')}'",
+            filter_string=(
+                f"tags.`netsec.monitoring_run_id` = '{record.run_id.replace(chr(39), '')}' and "
+                f"tags.`netsec.model_name` = '{record.model_name.replace(chr(39), '')}'"
+            ),
             max_results=1,
         )
-        if found:  # a retried task: the same MLflow run
+        if found:
             run_id = found[0].info.run_id
         else:
             run_id = client.create_run(
                 exp_id,
-                run_name=f"monitoring {record.run_id}",
+                run_name=f"monitoring {record.model_name} {record.run_id}",
                 tags={
                     "netsec.monitoring_run_id": record.run_id,
                     "netsec.model_name": record.model_name,
@@ -287,10 +324,17 @@ def monitor(
     from netsec_tasks.storage import storage_for
 
     now = now or utcnow()
-    m = cfg.monitoring
+    m, model_name = cfg.monitoring, cfg.registry.model_name
+    for what, part in (("prediction log", reader), ("verdict store", store)):
+        if getattr(part, "model_name", None) != model_name:
+            raise ValueError(
+                f"the {what} {part.describe()} belongs to {getattr(part, 'model_name', None)!r}, "
+                f"not to {model_name!r} (registry.model_name): monitoring never reads another "
+                "model's state"
+            )
     schema = load_schema(cfg.schema_path)
     storage = storage_for(cfg)
-    state = read_state(storage, reader.describe())
+    state = read_state(storage, model_name, reader.describe())
     prod = get_production(cfg)
     version = prod.version if prod else None
 
@@ -325,7 +369,8 @@ def monitor(
 
     # Live metrics from the verdicts.
     since = now - dt.timedelta(hours=m.window_hours)
-    labelled = labelled_predictions(store.current(), reader, since=since)
+    verdicts = store.current()
+    labelled = labelled_predictions(verdicts, reader, since=since)
     mine = labelled[labelled["model_version"] == str(version)] if version else labelled.iloc[0:0]
     live = live_metrics(
         mine["verdict"].to_numpy(bool),
@@ -335,7 +380,11 @@ def monitor(
         seed=m.seed,
     )
     f1_alarm, f1_reason = f1_below_floor(live, floor=m.f1_floor, min_labels=m.min_labels)
-    live.update(other_versions=int(len(labelled) - len(mine)), decision=f1_reason)
+    live.update(
+        other_versions=int(len(labelled) - len(mine)),
+        decision=f1_reason,
+        **_unused_verdicts(verdicts, labelled, since),
+    )
 
     # Volume, threat rate and scores against the test split.
     test_scores = None
@@ -372,7 +421,7 @@ def monitor(
 
     record = MonitoringRecord(
         run_id=run_id,
-        model_name=cfg.registry.model_name,
+        model_name=model_name,
         model_version=version,
         log=reader.describe(),
         documents_read=len(docs),
@@ -394,7 +443,7 @@ def monitor(
     )
 
     # Reports, history, MLflow.
-    base = run_dir(storage, run_id)
+    base = run_dir(storage, model_name, run_id)
     entry = {
         "run_id": run_id,
         "at": now.isoformat(timespec="seconds"),
@@ -409,7 +458,7 @@ def monitor(
         "threat_rate": figures.get("threat_rate"),
         "trigger": trigger,
     }
-    history = append_history(storage, entry, m.trend_runs)
+    history = append_history(storage, model_name, entry, m.trend_runs)
     doc: dict[str, Any] = {
         "generated_at": now.isoformat(timespec="seconds"),
         "run_id": run_id,
@@ -456,7 +505,7 @@ def monitor(
     html_text = render_html(doc, history, drift_page=drift_page)
     record.report_uri = storage.write_text(f"{base}/monitoring_report.yaml", yaml_text)
     record.html_uri = storage.write_text(f"{base}/monitoring_report.html", html_text)
-    storage.write_text(storage.uri("monitoring", "latest.html"), html_text)
+    storage.write_text(model_dir(storage, model_name, "latest.html"), html_text)
     if mlflow:
         record.mlflow_run_id = log_to_mlflow(
             cfg, record, {"monitoring_report.yaml": yaml_text, "monitoring_report.html": html_text}
@@ -472,7 +521,9 @@ def commit(
     from netsec_tasks.storage import storage_for
 
     storage = storage_for(cfg)
-    state = read_state(storage, record.log) or MonitoringState(log=record.log)
+    state = read_state(storage, record.model_name, record.log) or MonitoringState(
+        model_name=record.model_name, log=record.log
+    )
     update: dict[str, Any] = {"run_id": record.run_id}
     if record.advance:
         update["watermark"] = record.watermark

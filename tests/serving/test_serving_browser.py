@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving_helpers import TARGET, training_frame, wait_ready_http
+from serving_helpers import MODEL_NAME, TARGET, training_frame, wait_ready_http
 
 from netsec_tasks.contract import OUTPUT_COLUMNS
-from netsec_tasks.feedback import JsonlFeedbackStore
+from netsec_tasks.feedback import JsonlFeedbackStore, verdict_file
 from netsec_testing import CHROMIUM_FLAGS, Cdp, stop_process
 from netsec_testing import chromium as _chromium
 from netsec_testing import devtools_url as _devtools_url
@@ -134,7 +134,7 @@ def test_upload_page_renders_results(registered, uvicorn_server, tmp_path):
     ] == [True] * 4
     (first,), (second,) = result["pressed"]
     assert first.startswith("benign:") and second.startswith("benign:")
-    events = JsonlFeedbackStore(tmp_path / "predictions" / "feedback.jsonl").events()
+    events = JsonlFeedbackStore(verdict_file(tmp_path / "predictions", MODEL_NAME), MODEL_NAME).events()
     assert [(e["prediction_id"], e["verdict"], e["source"]) for e in events] == [
         (first[7:], "threat", "page"),
         (first[7:], "benign", "page"),

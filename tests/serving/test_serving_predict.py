@@ -166,7 +166,7 @@ def _wait_logged(log_dir, rows: int, timeout: float = 10.0) -> pd.DataFrame:
     """The log as read back, once it holds ``rows`` predictions (it is written off the request)."""
     deadline = time.monotonic() + timeout
     while True:
-        frame = read_prediction_log(log_dir) if list(log_dir.glob("*.jsonl")) else pd.DataFrame()
+        frame = read_prediction_log(log_dir) if list(log_dir.rglob("*.jsonl")) else pd.DataFrame()
         if len(frame) >= rows or time.monotonic() > deadline:
             assert len(frame) == rows
             return frame
