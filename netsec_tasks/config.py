@@ -89,6 +89,10 @@ class SourceConfig(_Section):
         "worker; not set: the synthetic sample (made on demand).",
     )
     mongo: MongoSourceConfig = MongoSourceConfig()
+    # Where a run triggered from outside (the DAG's form, serving's POST /train) may point
+    # source.path: absolute folders (or s3://bucket/prefix) the deployment keeps training data
+    # in. The configured source.path itself is not limited (netsec_tasks/run_params.py).
+    path_roots: list[str] = Field(default_factory=lambda: ["{workdir}/data"])
     # Train on the rows of the last N days only (by watermark time); None: all rows.
     window_days: float | None = Field(None, gt=0)
     # kind=file: also train on analysts' verdicts (<storage>/feedback/training_rows.parquet,

@@ -182,7 +182,7 @@ async def feedback(request: Request, state: StateDep) -> JSONResponse:
     counts = {k: sum(r["status"] == k for r in results) for k in ("recorded", "changed", "unchanged")}
     for outcome, n in counts.items():
         if n:
-            state.metrics.feedback.labels(outcome).inc(n)
+            state.metrics.count_verdicts(outcome, n)
     return JSONResponse(FeedbackResponse(**counts, results=results).model_dump(mode="json"))
 
 

@@ -95,7 +95,7 @@ def test_feedback_is_validated_idempotent_and_keeps_changed_verdicts(registered,
     assert current.loc[a, "label"] == 1 and not current.loc[a, "is_threat"]
     assert current.loc[a, "changes"] == 1 and current.loc[b, "note"] == "known host"
     metrics = client.get("/metrics").text
-    assert 'netsec_feedback_verdicts_total{outcome="changed"} 1.0' in metrics
+    assert 'netsec_feedback_verdicts_total{model="netsec-phishing",outcome="changed"} 1.0' in metrics
 
 
 def test_feedback_refuses_unknown_ids_and_labels_outside_the_vocabulary(registered, make_client, tmp_path):
@@ -205,7 +205,7 @@ def test_metrics_expose_the_served_versions_monitoring_figures(make_client, tmp_
     version = register(uri, pipe, frame, artifact_root=tmp_path / "artifacts")
     client = make_client(uri)
     text = client.get("/metrics").text
-    assert "netsec_monitoring_live_f1 NaN" in text  # no monitoring run yet
+    assert 'netsec_monitoring_live_f1{model="netsec-phishing"} NaN' in text  # no monitoring run yet
 
     tags = {
         "netsec.monitoring.drift_share": "0.3",
@@ -220,11 +220,11 @@ def test_metrics_expose_the_served_versions_monitoring_figures(make_client, tmp_
     client.portal.call(manager.refresh)  # the poll loop's next check, now
     text = client.get("/metrics").text
     for line in (
-        "netsec_monitoring_drift_share 0.3",
-        "netsec_monitoring_drift_detected 1.0",
-        "netsec_monitoring_live_f1 0.71",
-        "netsec_monitoring_labelled 120.0",
-        "netsec_monitoring_last_run_timestamp_seconds 1.767323045e+09",
+        'netsec_monitoring_drift_share{model="netsec-phishing"} 0.3',
+        'netsec_monitoring_drift_detected{model="netsec-phishing"} 1.0',
+        'netsec_monitoring_live_f1{model="netsec-phishing"} 0.71',
+        'netsec_monitoring_labelled{model="netsec-phishing"} 120.0',
+        'netsec_monitoring_last_run_timestamp_seconds{model="netsec-phishing"} 1.767323045e+09',
     ):
         assert line in text, line
 
