@@ -286,6 +286,12 @@ class MonitoringConfig(_Section):
     f1_floor: float = Field(0.8, ge=0, le=1)
     min_labels: int = Field(50, ge=1)
     retrain_on_drift: bool = True
+    # A surge of contract violations in served traffic (more than validation.max_invalid_share of
+    # the new rows break the input contract: an upstream encoding change, another writer) is
+    # reported as its own finding. It is a fault of the sender or the schema, which a model
+    # retrained on the rows that still pass cannot fix: false (default) reports it without a
+    # request; true requests a retraining too.
+    retrain_on_contract_violations: bool = False
     # After requesting a retraining, no new request for the same Production version for this
     # long (a retraining that could not fix the drift must not run every hour).
     cooldown_hours: float = Field(24.0, ge=0)

@@ -24,6 +24,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 MONITORING_GAUGES = {
     "drift_share": "Share of feature columns drifted in served traffic (last monitoring run)",
     "drift_detected": "1 when the last monitoring run found data-set drift in served traffic",
+    "contract_violation_share": "Share of the new served rows that broke the input contract (last run)",
+    "contract_violations": "1 when that share was over validation.max_invalid_share (a surge)",
     "live_f1": "Threat-class F1 from analysts' verdicts (last monitoring run)",
     "live_f1_low": "Lower end of live F1's confidence interval",
     "live_f1_high": "Upper end of live F1's confidence interval",

@@ -269,9 +269,66 @@ def test_rows_breaking_the_contract_are_left_out_and_reported(cfg):
     rec = run_monitor(cfg, "excluded-1")
     assert (rec.rows_read, rec.rows_tested, rec.rows_excluded) == (307, 300, 7)
     assert rec.drift_tested and not rec.drift_detected
+    assert rec.contract["share"] == pytest.approx(7 / 307, abs=1e-5) and not rec.contract["surge"]
     excluded = yaml.safe_load(read_uri(rec.report_uri))["drift"]["excluded"]
     assert excluded["rows_excluded"] == 7 and excluded["examples"][0]["column"] == "SSLfinal_State"
     assert "7 of 307 logged rows break the input contract" in read_uri(rec.html_uri).replace(",", "")
+
+
+def _log_rows(cfg, frame: pd.DataFrame, model_name: str = "netsec-phishing") -> None:
+    """Rows another writer logged under the model (as serving's log format)."""
+    from netsec_tasks.prediction_log import new_request_id, prediction_documents
+
+    now = dt.datetime.now(dt.UTC)
+    n = len(frame)
+    (doc,) = prediction_documents(
+        time=now,
+        model_name=model_name,
+        model_version="1",
+        route="/predict",
+        features=FEATURE_NAMES,
+        inputs=frame[FEATURE_NAMES].to_numpy(float),
+        is_threat=np.zeros(n),
+        probability=np.zeros(n),
+        labels=[1] * n,
+        request_id=new_request_id(now),
+    )
+    folder = Path(cfg.monitoring.log_dir) / model_name
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"predictions-{now:%Y-%m-%d}.jsonl", "a") as fh:
+        fh.write(json.dumps(doc, default=str) + "\n")
+
+
+def test_a_surge_of_contract_violations_is_its_own_finding(cfg):
+    """An upstream encoding change (Favicon=0) breaks the contract for most served rows: the
+    drift on the rows left is not judged, the surge is reported on its own (report, MLflow tags
+    that /metrics reads), and the decision says whether it requests a retraining."""
+    from mlflow import MlflowClient
+
+    traffic = make_sample(400, seed=114)
+    traffic.loc[:379, "Favicon"] = 0
+    _log_rows(cfg, traffic)
+    rec = run_monitor(cfg, "surge-1")
+    assert rec.contract["surge"] and (rec.contract["rows_checked"], rec.contract["rows_excluded"]) == (
+        400,
+        380,
+    )
+    assert not rec.drift_tested and not rec.drift_detected
+    assert rec.drift_reason.startswith(
+        "not judged: 380 of 400 served rows (95%) break the input contract in Favicon"
+    )
+    assert not rec.trigger
+    assert rec.trigger_reason.startswith("contract violations: 380 of 400 served rows")
+    assert "retrain_on_contract_violations: false" in rec.trigger_reason
+    page = read_uri(rec.html_uri)
+    assert page.index("Contract violations") < page.index("Traffic drift")
+    assert yaml.safe_load(read_uri(rec.report_uri))["contract_violations"]["surge"] is True
+    tags = MlflowClient(cfg.registry.tracking_uri).get_model_version(rec.model_name, rec.model_version).tags
+    assert tags["netsec.monitoring.contract_violations"] == "1"
+    assert float(tags["netsec.monitoring.contract_violation_share"]) == pytest.approx(0.95)
+    # Decided explicitly by configuration: with it on, the surge is the request's evidence.
+    on = run_monitor(cfg.with_overrides({"monitoring.retrain_on_contract_violations": True}), "surge-2")
+    assert on.trigger and on.trigger_reason.startswith("contract violations: 380 of 400")
 
 
 @pytest.mark.slow

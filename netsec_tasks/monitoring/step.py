@@ -14,7 +14,11 @@ watermark or trend):
 4. compares volume, threat rate and score distribution with Production on its test split;
 5. decides whether to request a retraining (:func:`decide`): traffic drift, or live F1
    confidently below ``monitoring.f1_floor`` with at least ``monitoring.min_labels`` verdicts,
-   and not within ``monitoring.cooldown_hours`` of a request for the same Production version;
+   and not within ``monitoring.cooldown_hours`` of a request for the same Production version.
+   A surge of contract violations (more than ``validation.max_invalid_share`` of the new rows
+   break the input contract) is its own finding: the drift test is then not judged (the rows
+   left are not the traffic that arrived), and the decision says explicitly whether the surge
+   requests a retraining (``monitoring.retrain_on_contract_violations``, default no);
 6. writes ``<storage>/monitoring/<model>/runs/<run>/monitoring_report.yaml`` and ``.html``
    (with the trend of past runs from ``<storage>/monitoring/<model>/history.jsonl``) and the
    per-column ``traffic_drift.html``; logs the figures to MLflow (experiment
@@ -111,19 +115,31 @@ def decide(
     last_trigger: LastTrigger | None,
     now: dt.datetime,
     cfg: PipelineConfig,
+    contract_surge: str | None = None,
 ) -> tuple[bool, str]:
     """(request a retraining?, why). Evidence: traffic drift (``monitoring.retrain_on_drift``)
-    or live F1 confidently below the floor; a request for the same Production version within
-    ``monitoring.cooldown_hours`` is not repeated."""
+    or live F1 confidently below the floor, and a surge of contract violations
+    (``contract_surge``: what it is) only with ``monitoring.retrain_on_contract_violations``;
+    the reason always says what was decided about a surge. A request for the same Production
+    version within ``monitoring.cooldown_hours`` is not repeated."""
     m = cfg.monitoring
-    evidence = []
+    evidence, notes = [], []
+    if contract_surge:
+        if m.retrain_on_contract_violations:
+            evidence.append(f"contract violations: {contract_surge}")
+        else:
+            notes.append(
+                f"contract violations: {contract_surge}; not a reason to retrain "
+                "(monitoring.retrain_on_contract_violations: false): a model retrained on the "
+                "rows that still pass cannot fix an upstream change; fix the sender or the schema"
+            )
     if drift_detected and m.retrain_on_drift:
         evidence.append(f"traffic {drift_reason}")
     if f1_alarm:
         evidence.append(f1_reason)
     if not evidence:
-        return False, f"no evidence for retraining: {drift_reason}; {f1_reason}"
-    why = "; ".join(evidence)
+        return False, "; ".join(notes + [f"no evidence for retraining: {drift_reason}; {f1_reason}"])
+    why = "; ".join(notes + evidence)
     if production_version is None:
         return False, f"{why}; but there is no Production model to replace"
     if (
@@ -174,6 +190,31 @@ def labelled_predictions(verdicts: pd.DataFrame, reader, *, since: dt.datetime) 
     )
 
 
+def contract_violations(excluded: dict[str, Any], cfg: PipelineConfig) -> dict[str, Any]:
+    """The served rows that break the input contract, as a finding: checked, excluded, their
+    share and whether it is a surge (over ``validation.max_invalid_share``, with at least
+    ``monitoring.min_rows`` rows checked, so a handful of rows never raises it), with a reason."""
+    from netsec_tasks.drift.step import excluded_verdict
+
+    n, k = int(excluded.get("rows_checked") or 0), int(excluded.get("rows_excluded") or 0)
+    share = round(k / n, 6) if n else None
+    limit = cfg.validation.max_invalid_share
+    surge = bool(n >= cfg.monitoring.min_rows and share is not None and share > limit)
+    reason = (
+        excluded_verdict({"served": excluded}, limit)
+        if surge
+        else f"{k:,} of {n:,} new rows break the input contract (at most {limit:.0%} expected)"
+    )
+    return {
+        "rows_checked": n,
+        "rows_excluded": k,
+        "share": share,
+        "max_share": limit,
+        "surge": surge,
+        "reason": reason,
+    }
+
+
 def _unused_verdicts(verdicts: pd.DataFrame, labelled: pd.DataFrame, since: dt.datetime) -> dict[str, int]:
     """What the live figures could not use, so the report says it: verdicts on predictions of the
     window whose prediction this model's log does not hold, and verdicts whose id is not
@@ -203,6 +244,11 @@ def _figures(record: MonitoringRecord) -> dict[str, float]:
     }
     if record.drift_tested:
         out.update(drift_share=record.drift_share or 0.0, drift_detected=float(record.drift_detected))
+    if record.contract.get("share") is not None:
+        out.update(
+            contract_violation_share=record.contract["share"],
+            contract_violations=float(bool(record.contract.get("surge"))),
+        )
     for key in ("precision", "recall", "f1"):
         if live.get(key) is not None:
             out[f"live_{key}"] = live[key]
@@ -285,6 +331,8 @@ def served_tags(record: MonitoringRecord) -> dict[str, str]:
     values = {
         "drift_share": record.drift_share if record.drift_tested else None,
         "drift_detected": int(record.drift_detected) if record.drift_tested else None,
+        "contract_violation_share": record.contract.get("share"),
+        "contract_violations": int(bool(record.contract.get("surge"))) if record.contract else None,
         "live_f1": record.live.get("f1"),
         "live_f1_low": ci[0],
         "live_f1_high": ci[1],
@@ -366,6 +414,12 @@ def monitor(
         and len(traffic) > 0
         and len(traffic) - excluded.get("rows_excluded", 0) < m.min_rows
     )
+    contract = contract_violations(excluded, cfg)
+    if contract["surge"]:  # the rows left are not the traffic: no drift verdict on them
+        wait = False
+        drift_reason = f"not judged: {contract['reason']}" + (
+            f"; on the rows left: {drift_reason}" if result is not None else ""
+        )
 
     # Live metrics from the verdicts.
     since = now - dt.timedelta(hours=m.window_hours)
@@ -407,9 +461,11 @@ def monitor(
         until=now,
     )
 
+    drift_detected = bool(result is not None and result.dataset_drift and not contract["surge"])
     trigger, reason = decide(
-        drift_detected=bool(result is not None and result.dataset_drift),
+        drift_detected=drift_detected,
         drift_reason=drift_reason,
+        contract_surge=contract["reason"] if contract["surge"] else None,
         f1_alarm=f1_alarm,
         f1_reason=f1_reason,
         production_version=version,
@@ -428,8 +484,9 @@ def monitor(
         rows_read=int(len(traffic)),
         rows_tested=result.n_current if result is not None else 0,
         rows_excluded=int(excluded.get("rows_excluded", 0)),
-        drift_tested=result is not None,
-        drift_detected=bool(result is not None and result.dataset_drift),
+        drift_tested=result is not None and not contract["surge"],
+        drift_detected=drift_detected,
+        contract=contract,
         drift_share=float(result.drift_share) if result is not None else None,
         drifted_columns=result.drifted_columns if result is not None else [],
         drift_reason=drift_reason,
@@ -452,6 +509,7 @@ def monitor(
         "rows_per_hour": figures.get("rows_per_hour"),
         "drift_share": record.drift_share,
         "drift_detected": record.drift_detected,
+        "contract_violation_share": contract["share"],
         "live_f1": live.get("f1"),
         "live_f1_ci": live.get("f1_ci"),
         "labelled": record.labelled,
@@ -467,6 +525,7 @@ def monitor(
         "log": record.log,
         "trigger": trigger,
         "trigger_reason": reason,
+        "contract_violations": contract,
         "drift": {
             "tested": record.drift_tested,
             "detected": record.drift_detected,
