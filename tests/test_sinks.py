@@ -234,7 +234,7 @@ def _prometheus(text, tmp, schema):
 
     from serving.metrics import HTTP_METHODS, Metrics
 
-    metrics = Metrics()
+    metrics = Metrics("netsec-test")
     metrics.requests.labels("/predict", sinks.prom_label(text, allowed=HTTP_METHODS), "200").inc()
     metrics.requests.labels("/predict", sinks.prom_label(text), "200").inc()
     return generate_latest(metrics.registry)
