@@ -190,7 +190,7 @@ def _prediction_log_jsonl(text, tmp, schema):
         route="/predict",
         request_id="r1",
     )
-    return b"".join(line for _, line in JsonlSink(tmp).convert(entry))
+    return b"".join(line for _, line in JsonlSink(tmp, text or "model").convert(entry))
 
 
 def _verdict_log_json(text, tmp, schema):
