@@ -62,7 +62,8 @@ def resolve_model(cfg: PipelineConfig, model_uri: str | None):
     Raises ConfigError (a malformed URI), RegistryError (no such version, no Production)."""
     from mlflow.exceptions import MlflowException
 
-    from netsec_tasks.registry import find_production_version, mlflow_errors
+    from netsec_tasks.outages import mlflow_errors
+    from netsec_tasks.registry import find_production_version
     from netsec_tasks.tracking import mlflow_client
 
     what = model_uri or f"the Production version of {cfg.registry.model_name!r}"
@@ -133,7 +134,7 @@ def evaluate_file(
     RegistryError (no model), SourceUnavailable (registry unreachable).
     """
     from netsec_tasks.evaluation import evaluate_predictions
-    from netsec_tasks.registry import _differences, _load_version
+    from netsec_tasks.registry import differences, load_version
     from netsec_tasks.table_io import first_data_line, read_table
 
     contract = Contract.from_config(cfg)
@@ -183,7 +184,7 @@ def evaluate_file(
 
     mv = resolve_model(cfg, model_uri)
     name, version, tags = mv.name, str(mv.version), dict(mv.tags or {})
-    diff = _differences(tags, schema)
+    diff = differences(tags, schema)
     if diff:
         raise ConfigError(
             f"models:/{name}/{version} (data set '{tags.get(TAG_PREFIX + 'dataset', '?')}') is not a model "
@@ -191,7 +192,7 @@ def evaluate_file(
             + "; ".join(diff)
             + ". Set NETSEC_DATASET to the model's data set, or evaluate a model of this one"
         )
-    model = _load_version(cfg, name, version)
+    model = load_version(cfg, name, version)
     x = contract.model_input(check, rows)[contract.features]
     classes = list(getattr(model, "classes_", [0, 1]))
     proba = np.asarray(model.predict_proba(x))[:, classes.index(1)]
@@ -350,21 +351,13 @@ def _metric_key(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", text)[:200]
 
 
-def logged_model_id(mv) -> str | None:
-    """The MLflow 3 logged model behind a model version (``m-...``): the version's ``model_id``,
-    else parsed from its ``models:/m-...`` source (the SQL store leaves ``model_id`` empty)."""
-    from mlflow.store.artifact.utils.models import _parse_model_id_if_present
-
-    return getattr(mv, "model_id", None) or _parse_model_id_if_present(mv.source or "")
-
-
 def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
     """A run linked to the model version (metrics on its logged model), reports as artifacts,
     and the headline figures as tags on the version. Returns the run id."""
     import mlflow
 
-    from netsec_tasks.registry import mlflow_errors
-    from netsec_tasks.tracking import configure_mlflow, mlflow_client
+    from netsec_tasks.outages import mlflow_errors
+    from netsec_tasks.tracking import configure_mlflow, logged_model_id, mlflow_client
 
     name, version = mv.name, str(mv.version)
     with mlflow_errors(cfg, f"log the evaluation of {name} v{version}"):

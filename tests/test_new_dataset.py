@@ -128,7 +128,7 @@ def test_evaluate_scores_the_holdout_file(trained, tmp_path):
     run = client.get_run(run_id)
     assert run.data.tags["netsec.role"] == "evaluation"
     assert run.data.metrics["eval_f1"] == pytest.approx(report["metrics"]["f1"], abs=1e-6)
-    from netsec_tasks.holdout import logged_model_id
+    from netsec_tasks.tracking import logged_model_id
 
     assert logged_model_id(mv) and [m.model_id for m in run.inputs.model_inputs] == [logged_model_id(mv)]
     names = {f.path for f in client.list_artifacts(run_id, "evaluation")}
