@@ -610,7 +610,9 @@ def train(
     ``tracking=False`` skips MLflow (benchmarks): the record's model URI is then the local skops
     file and its run/experiment ids are empty.
     """
-    return train_model(cfg, run, validation, transform, tracking=tracking)[0]
+    record = train_model(cfg, run, validation, transform, tracking=tracking)[0]
+    log.info("winner %s: %s", record.winner, record.test_metrics)
+    return record
 
 
 def train_model(
