@@ -253,7 +253,7 @@ def record_outcome_task(ti, params, **_):
         train=_pull(ti, TrainRecord, "train"),
         register=_pull(ti, RegisterRecord, "register"),
         evaluation=_pull(ti, EvaluationRecord, "register", key="evaluation"),
-        sync=_pull(ti, SyncRecord, "sync_s3"),
+        sync=_pull(ti, SyncRecord, "sync"),
     )
     ti.xcom_push(key="branch_reason", value=reason)
     return result.outcome.to_xcom()
@@ -349,7 +349,7 @@ DOC_MD = f"""
 Trains the threat classifier for **{CFG.dataset}** and promotes it only when it beats Production.
 
 `reconcile` (ends stale MLflow runs, decides model versions earlier runs left undecided) →
-`ingest` → `validate` → `check_drift` → either `transform` → `train` → `register` → `sync_s3`
+`ingest` → `validate` → `check_drift` → either `transform` → `train` → `register` → `sync`
 (drift, no Production model, *force_retrain*, or a request of `netsec_monitoring`) or
 `skip_training`, then `record_outcome` (commits the ingest watermark and writes `outcome.json`
 in the run directory).
@@ -424,11 +424,12 @@ with DAG(
         **OUTAGE_RETRIES,
         doc_md="Register the winner; promote only if it beats Production.",
     )
-    sync_s3 = PythonOperator(
-        task_id="sync_s3",
+    sync = PythonOperator(
+        task_id="sync",
         python_callable=sync_task,
         **IO_RETRIES,
-        doc_md="Upload the run's artifacts (retries with back-off).",
+        doc_md="Copy the registered model beside the run in storage (S3 or file://) and write the "
+        "manifest, last (retries with back-off). Named sync_s3 before.",
     )
     skip_training = EmptyOperator(task_id="skip_training")
     outcome = PythonOperator(
@@ -439,5 +440,5 @@ with DAG(
     )
 
     reconcile >> ingest >> validate >> check_drift
-    check_drift >> transform >> train >> register >> sync_s3 >> outcome
+    check_drift >> transform >> train >> register >> sync >> outcome
     check_drift >> skip_training >> outcome

@@ -142,7 +142,7 @@ def cmd_push_data(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from netsec_tasks.schema import load_schema
+    from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.table_io import read_table
     from netsec_tasks.validate import validate_frame, write_report
 
@@ -306,7 +306,7 @@ def cmd_make_sample(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a labelled file with the Production model (or --model) and write the reports."""
-    from netsec_tasks.holdout import evaluate_file
+    from netsec_tasks.file_evaluation import evaluate_file
 
     cfg = _cfg(args)
     out = _output_dir(args.out) if args.out else None

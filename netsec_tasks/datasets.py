@@ -20,8 +20,8 @@ from urllib.error import HTTPError, URLError
 
 import pandas as pd
 
+from netsec_tasks.dataset_schema import DatasetSchema
 from netsec_tasks.errors import DataError, SourceUnavailable
-from netsec_tasks.schema import DatasetSchema
 from netsec_tasks.storage import atomic_path
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def fetch_dataset(
 
     if schema is None:
         from netsec_tasks.config import PACKAGE_CONFIG_DIR
-        from netsec_tasks.schema import load_schema
+        from netsec_tasks.dataset_schema import load_schema
 
         schema = load_schema(PACKAGE_CONFIG_DIR / "schema" / "phishing.yaml")
     home = Path(data_home) if data_home is not None else default_data_home()

@@ -10,7 +10,7 @@ check_drift        :func:`choose_branch`                                  drift/
 transform          :func:`netsec_tasks.transform.transform`               transform/*
 train              :func:`netsec_tasks.train.train`                       train/*
 register           :func:`register_and_evaluate`                          register/*, evaluate/*
-sync_s3            :func:`netsec_tasks.sync.sync`                         model/*, manifest.json
+sync               :func:`netsec_tasks.sync.sync`                         model/*, manifest.json
 record_outcome     :func:`finish_run`                                     outcome.json, summary.json
 =================  =====================================================  ======================
 
@@ -235,9 +235,9 @@ def register_and_evaluate(
 ) -> tuple[RegisterRecord, EvaluationRecord | None]:
     """The ``register`` step: register the winner and promote it only when it beats Production
     (:func:`netsec_tasks.registry.register`), then, when ``evaluation.holdout_path`` is set, score
-    the new version on that labelled file (:func:`netsec_tasks.holdout.evaluate_holdout`,
+    the new version on that labelled file (:func:`netsec_tasks.file_evaluation.evaluate_holdout`,
     reports under ``evaluate/``). Returns both records (the second None when off)."""
-    from netsec_tasks.holdout import evaluate_holdout
+    from netsec_tasks.file_evaluation import evaluate_holdout
     from netsec_tasks.registry import register
 
     record = register(cfg, run, train, validation)

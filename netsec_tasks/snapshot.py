@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from netsec_tasks.dataset_schema import DatasetSchema
 from netsec_tasks.errors import DataError
-from netsec_tasks.schema import DatasetSchema
 from netsec_tasks.sources import SourceRead
 from netsec_tasks.split import row_hashes
 from netsec_tasks.storage import Storage

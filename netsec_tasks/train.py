@@ -46,15 +46,15 @@ import pandas as pd
 from netsec_tasks.candidates import get_candidate, prefixed, single_threaded, unprefixed
 from netsec_tasks.catalog import RunCatalog
 from netsec_tasks.config import PipelineConfig
+from netsec_tasks.dataset_schema import DatasetSchema, load_schema
 from netsec_tasks.errors import DataError, NetsecError
-from netsec_tasks.evaluation import evaluate, save_plots
 from netsec_tasks.outages import mlflow_errors, owner_id, quick_mlflow
 from netsec_tasks.processes import sigterm_raises, workers_exit_with_parent
 from netsec_tasks.records import CandidateResult, RunContext, TrainRecord, TransformRecord, ValidationRecord
 from netsec_tasks.sampling import EARLY_STOPPING_SALT, IMPUTER_SALT, SEARCH_SALT, bounded_sample
-from netsec_tasks.schema import DatasetSchema, load_schema
 from netsec_tasks.split import lineage_hashes
 from netsec_tasks.storage import scratch_dir
+from netsec_tasks.threat_metrics import evaluate, save_plots
 from netsec_tasks.tracking import (
     END_REASON_TAG,
     OWNER_TAG,

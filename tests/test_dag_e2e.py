@@ -254,7 +254,7 @@ def _outcome(result: dict) -> dict:
     return result["xcoms"]["record_outcome"]["return_value"]
 
 
-TRAIN_PATH = {"transform", "train", "register", "sync_s3"}
+TRAIN_PATH = {"transform", "train", "register", "sync"}
 
 
 def test_run1_no_production_model_trains_registers_promotes_and_syncs(stack):
@@ -289,7 +289,7 @@ def test_run1_no_production_model_trains_registers_promotes_and_syncs(stack):
     mv = stack.mlflow().get_model_version(MODEL, "1")
     assert mv.tags["netsec.pipeline_run_id"] == r["run_id"]
     # Sync went to moto's S3 through the netsec_s3 connection.
-    sync = r["xcoms"]["sync_s3"]["return_value"]
+    sync = r["xcoms"]["sync"]["return_value"]
     assert sync["destination"].startswith(f"s3://{BUCKET}/netsec/runs/")
     run_prefix = sync["destination"][len(f"s3://{BUCKET}/") :] + "/"
     keys = [k for k in stack.bucket_keys() if k.startswith(run_prefix)]

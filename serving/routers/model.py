@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.deps import ContractDep, ModelDep, StateDep
-from serving.schemas import ERRORS, Health, ModelInfo, Readiness
+from serving.http_models import ERRORS, Health, ModelInfo, Readiness
 
 router = APIRouter(tags=["model"])
 

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from serving.airflow_client import AirflowRefused, AirflowUnavailable, trigger_dag_run
 from serving.deps import StateDep, require_api_key
+from serving.http_models import ERRORS, ErrorResponse, TrainRequest, TrainResponse
 from serving.inputs import InputError
-from serving.schemas import ERRORS, ErrorResponse, TrainRequest, TrainResponse
 
 TRAIN_OFF = (
     "POST /train is off: it starts a training run in Airflow with this service's "

@@ -131,7 +131,7 @@ def test_model_health_ready_metrics(registered, make_client):
     assert info["metrics"]["test_f1"] == pytest.approx(0.9)
     assert info["dataset_digest"].startswith("sha256:test-")
     # netsec.dataset from the version's tags; no netsec.schema_version tag: the schema's own.
-    from netsec_tasks.schema import load_schema
+    from netsec_tasks.dataset_schema import load_schema
 
     assert info["dataset"] == "phishing"
     assert info["schema_version"] == load_schema(REPO / "config" / "schema" / "phishing.yaml").version

@@ -1,4 +1,5 @@
-"""``netsec evaluate FILE``: score a labelled file with a registered model and report how it did.
+"""``netsec evaluate FILE``: score a labelled file with a registered model and report how it did;
+also the pipeline's hold-out file (``evaluation.holdout_path``, :func:`evaluate_holdout`).
 
 Intrusion data sets ship a separate, harder test file (other proportions, attack types the
 training file never has). The internal test split says how well the model fits its own data;
@@ -133,9 +134,9 @@ def evaluate_file(
     Raises DataError/ContractError (the file), ConfigError (a model of another data set),
     RegistryError (no model), SourceUnavailable (registry unreachable).
     """
-    from netsec_tasks.evaluation import evaluate_predictions
     from netsec_tasks.registry import differences, load_version
     from netsec_tasks.table_io import first_data_line, read_table
+    from netsec_tasks.threat_metrics import evaluate_predictions
 
     contract = Contract.from_config(cfg)
     schema = contract.schema
@@ -307,7 +308,7 @@ def _per_label(
 
 
 def _plots(y, pred, proba, per_label, out: Path, schema) -> list[str]:
-    from netsec_tasks.evaluation import save_plots
+    from netsec_tasks.threat_metrics import save_plots
 
     paths = save_plots(y, pred, proba, out, labels=schema.class_names, title="- evaluation")
     if per_label:
