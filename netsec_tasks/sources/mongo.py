@@ -441,8 +441,7 @@ def read_documents(
     """
     from pymongo import errors
 
-    from netsec_tasks.snapshot import unify_schemas
-    from netsec_tasks.sources import SourceRead
+    from netsec_tasks.sources import SourceRead, unify_schemas
 
     mcfg = cfg.source.mongo
     source = f"mongo:{mcfg.database}.{mcfg.collection}"
