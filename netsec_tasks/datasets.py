@@ -102,6 +102,9 @@ def default_data_home() -> Path:
 
 def description_url(data_id: int) -> str:
     """The first URL fetch_openml requests for ``data_id`` (OpenML's data description)."""
+    # scikit-learn keeps the URL (and the errors fetch_dataset catches) in private modules: it has
+    # no public name for them and fetch_openml takes no base URL. Read from there, a test can
+    # point fetch_openml at a loopback stub and our messages name the URL it really asked.
     from sklearn.datasets import _openml
 
     return _openml._DATA_INFO.format(data_id)

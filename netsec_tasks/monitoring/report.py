@@ -63,46 +63,38 @@ def render_html(doc: dict[str, Any], history: list[dict[str, Any]], *, drift_pag
     labels = [str(h.get("at", ""))[:16].replace("T", " ") for h in hist]
     marks = [bool(h.get("trigger")) for h in hist]
     out.append('<h2>Trend</h2><div class="trend">')
+
+    def trend(key: str, **kw: Any) -> str:
+        """The line chart of figure ``key`` over the past runs, their retraining requests marked."""
+        return line_chart([h.get(key) for h in hist], marks=marks, labels=labels, **kw)
+
     charts = [
         (
             "Traffic drift share (columns drifted)",
-            line_chart(
-                [h.get("drift_share") for h in hist],
+            trend(
+                "drift_share",
                 lo=0,
                 hi=1,
-                marks=marks,
-                labels=labels,
                 ref=doc.get("drift_share_threshold"),
                 ref_label="data-set drift above this",
             ),
         ),
         (
             "Live F1 of the threat class (with its interval)",
-            line_chart(
-                [h.get("live_f1") for h in hist],
+            trend(
+                "live_f1",
                 lo=0,
                 hi=1,
-                marks=marks,
-                labels=labels,
                 band=[tuple(h.get("live_f1_ci") or (None, None)) for h in hist],
                 ref=doc.get("f1_floor"),
                 ref_label="F1 floor",
             ),
         ),
-        (
-            "Volume (rows per hour)",
-            line_chart([h.get("rows_per_hour") for h in hist], lo=0, marks=marks, labels=labels, fmt=".0f"),
-        ),
+        ("Volume (rows per hour)", trend("rows_per_hour", lo=0, fmt=".0f")),
         (
             "Threat rate (Production's predictions)",
-            line_chart(
-                [h.get("threat_rate") for h in hist],
-                lo=0,
-                hi=1,
-                marks=marks,
-                labels=labels,
-                ref=traffic.get("threat_rate_test"),
-                ref_label="on the test split",
+            trend(
+                "threat_rate", lo=0, hi=1, ref=traffic.get("threat_rate_test"), ref_label="on the test split"
             ),
         ),
     ]
