@@ -53,8 +53,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from netsec_tasks.dataset_schema import RESERVED_COLUMNS, ColumnSpec, DatasetSchema
 from netsec_tasks.errors import DataError
-from netsec_tasks.schema import RESERVED_COLUMNS, ColumnSpec, DatasetSchema
 
 # The CSV sink's encoder lives with the other sinks' (netsec_tasks.sinks); kept importable here.
 from netsec_tasks.sinks import csv_chunks, neutralise, write_csv  # noqa: F401
@@ -466,10 +466,12 @@ class RowCheck(RowValidity):
 def _normalised(name: str) -> str:
     import unicodedata
 
-    from netsec_tasks.table_io import _INVISIBLE
+    from netsec_tasks.table_io import INVISIBLE_CATEGORIES
 
     folded = unicodedata.normalize("NFKC", str(name))
-    return "".join(c for c in folded if unicodedata.category(c) not in _INVISIBLE and not c.isspace()).lower()
+    return "".join(
+        c for c in folded if unicodedata.category(c) not in INVISIBLE_CATEGORIES and not c.isspace()
+    ).lower()
 
 
 def near_match(name: str, candidates: Iterable[str], *, reverse: bool = False) -> str | None:
@@ -517,7 +519,7 @@ class Contract:
 
     @classmethod
     def from_config(cls, cfg, schema: DatasetSchema | None = None) -> Contract:
-        from netsec_tasks.schema import load_schema
+        from netsec_tasks.dataset_schema import load_schema
 
         return cls(
             schema or load_schema(cfg.schema_path), max_row_null_share=cfg.validation.max_row_null_share
@@ -836,7 +838,7 @@ class Contract:
         unlisted_values = self.schema.unlisted_labels(u_typed[u_ok])
         u_unlisted = np.zeros(len(distinct), dtype=bool)
         if unlisted_values:
-            from netsec_tasks.schema import label_keys
+            from netsec_tasks.dataset_schema import label_keys
 
             listed_keys = set(label_keys(pd.Series(self.schema.target.vocabulary, dtype=object)))
             u_unlisted = u_ok & ~label_keys(u_typed).isin(listed_keys).to_numpy(dtype=bool)

@@ -55,8 +55,8 @@ from netsec_tasks.sinks import json_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from netsec_tasks.config import PipelineConfig
+    from netsec_tasks.dataset_schema import DatasetSchema
     from netsec_tasks.records import FeedbackRecord
-    from netsec_tasks.schema import DatasetSchema
     from netsec_tasks.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def feedback_label(schema: DatasetSchema, value: Any) -> tuple[Any, bool]:
     when there is exactly one of each; a target label is taken as it is (labels compare by
     value: ``"-1"`` is ``-1``). Raises ValueError naming the value and the vocabulary.
     """
-    from netsec_tasks.schema import THREAT_NAME, _key
+    from netsec_tasks.dataset_schema import THREAT_NAME, label_key
 
     target = schema.target
     allowed = ", ".join(json.dumps(v, default=str) for v in label_vocabulary(schema))
@@ -110,7 +110,7 @@ def feedback_label(schema: DatasetSchema, value: Any) -> tuple[Any, bool]:
         is_threat = VERDICT_WORDS[value.strip().lower()]
         label = target.threat_label if is_threat else target.benign_label
         if label == (THREAT_NAME if is_threat else "benign") and not any(
-            _key(v) == _key(label) for v in target.known_labels
+            label_key(v) == label_key(label) for v in target.known_labels
         ):
             kind = "threat" if is_threat else "benign"
             raise ValueError(
@@ -124,7 +124,7 @@ def feedback_label(schema: DatasetSchema, value: Any) -> tuple[Any, bool]:
             f"'{schema.name}' data set ({allowed})"
         )
     for label in target.known_labels:
-        if _key(label) == _key(value):
+        if label_key(label) == label_key(value):
             return label, bool(schema.is_threat(label))
     if target.everything_but and isinstance(value, (str, int)) and str(value).strip():
         # Any label but the benign ones is a threat in this form (a new attack type).
@@ -408,7 +408,7 @@ def training_rows(
 def find_conflicts(rows: pd.DataFrame, known: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
     """The rows of ``rows`` whose features equal a row of ``known`` (training data) that has a
     different label: prediction id, the verdict's label, the labels of the identical rows."""
-    from netsec_tasks.schema import _key
+    from netsec_tasks.dataset_schema import label_key
     from netsec_tasks.split import row_hashes
 
     cols = ["prediction_id", "label", "training_labels", "identical_rows"]
@@ -418,14 +418,14 @@ def find_conflicts(rows: pd.DataFrame, known: pd.DataFrame, schema: DatasetSchem
         return pd.DataFrame(columns=cols)
     mine = row_hashes(rows, schema.features)
     theirs = pd.DataFrame(
-        {"h": row_hashes(known, schema.features), "label": known[target].map(_key).to_numpy()}
+        {"h": row_hashes(known, schema.features), "label": known[target].map(label_key).to_numpy()}
     )
     seen = theirs[theirs["h"].isin(set(mine.tolist()))].groupby("h")["label"].agg(lambda s: sorted(set(s)))
     counts = theirs["h"].value_counts()
     out = []
     for h, pid, label in zip(mine.tolist(), rows[PREDICTION_ID_FIELD], rows[target]):
         labels = seen.get(h)
-        if labels is not None and any(lbl != _key(label) for lbl in labels):
+        if labels is not None and any(lbl != label_key(label) for lbl in labels):
             out.append(
                 {
                     "prediction_id": pid,
@@ -488,8 +488,8 @@ class _MongoRows:
             INGESTED_AT_FIELD,
             KEY_FIELD,
             LOAD_FIELD,
-            _insert_batch,
             frame_documents,
+            insert_batch,
         )
 
         if rows.empty:
@@ -509,7 +509,7 @@ class _MongoRows:
             docs.append(doc)
         inserted = 0
         for start in range(0, len(docs), mcfg.batch_size):
-            inserted += _insert_batch(self.collection, docs[start : start + mcfg.batch_size])[0]
+            inserted += insert_batch(self.collection, docs[start : start + mcfg.batch_size])[0]
         return inserted
 
 
@@ -552,9 +552,9 @@ def feedback_to_training(cfg: PipelineConfig, *, store, log_reader, mongo_client
     up in the log and checked against Production's data, so a run with nothing new reads
     neither.
     """
+    from netsec_tasks.dataset_schema import label_key, load_schema
     from netsec_tasks.prediction_log import canonical_ids, rows_of
     from netsec_tasks.records import FeedbackRecord
-    from netsec_tasks.schema import _key, load_schema
     from netsec_tasks.storage import storage_for
 
     model = cfg.registry.model_name
@@ -596,7 +596,9 @@ def feedback_to_training(cfg: PipelineConfig, *, store, log_reader, mongo_client
         ids = verdicts["prediction_id"].astype(str).tolist()
         present = target_rows.present(ids)
         standing = dict(zip(ids, verdicts["label"]))
-        changed = sorted(pid for pid, stored in present.items() if _key(stored) != _key(standing[pid]))
+        changed = sorted(
+            pid for pid, stored in present.items() if label_key(stored) != label_key(standing[pid])
+        )
         pending = verdicts[~verdicts["prediction_id"].isin(set(present))]
 
         rows = training_rows(pending, pd.DataFrame(columns=["prediction_id"]), schema, model)

@@ -94,7 +94,7 @@ class Layout:
 
 
 def _label_key(text: str) -> str:
-    """A field as a label's comparison key (as :func:`netsec_tasks.schema._key`: ``-1.0`` is
+    """A field as a label's comparison key (as :func:`netsec_tasks.dataset_schema.label_key`: ``-1.0`` is
     ``-1``)."""
     text = text.strip()
     try:
@@ -322,14 +322,17 @@ def _looks_like_data(fields: Sequence[str]) -> bool:
     return seen
 
 
-_INVISIBLE = {"Cf", "Cc", "Zl", "Zp"}
+# Unicode categories a reader does not see in a name: format (zero-width, BOM), control, separators.
+INVISIBLE_CATEGORIES = {"Cf", "Cc", "Zl", "Zp"}
 
 
 def visible(name: str) -> str:
     """A name with invisible characters (zero-width, BOM, controls) shown as ``\\u200b``."""
     import unicodedata
 
-    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in _INVISIBLE else c for c in str(name))
+    return "".join(
+        f"\\u{ord(c):04x}" if unicodedata.category(c) in INVISIBLE_CATEGORIES else c for c in str(name)
+    )
 
 
 def _head(
@@ -1115,7 +1118,7 @@ def iter_table_chunks(
     """:func:`read_table` in chunks of at most ``chunk_rows`` rows, so a large file is never
     held whole: the same files (path or glob), options, checks and errors. Each chunk's dtypes
     are inferred on its own rows: a column may be int64 in one chunk and float64 (gaps) or text
-    in another; the caller unifies them (:func:`netsec_tasks.snapshot.unify_schemas`)."""
+    in another; the caller unifies them (:func:`netsec_tasks.sources.unify_schemas`)."""
     columns: list[str] | None = None
     rows = 0
     for p in expand_paths(path):

@@ -11,8 +11,8 @@ import pytest
 from hostile_inputs import BROKEN_LAYOUTS, GOOD_LAYOUTS
 
 import netsec_tasks.table_io as table_io
+from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.errors import DataError
-from netsec_tasks.schema import load_schema
 from netsec_tasks.table_io import iter_table_chunks, load_table, read_csv
 from netsec_testing import REPO, UCI_CSV
 

@@ -128,7 +128,7 @@ def test_evaluate_scores_the_holdout_file(trained, tmp_path):
     run = client.get_run(run_id)
     assert run.data.tags["netsec.role"] == "evaluation"
     assert run.data.metrics["eval_f1"] == pytest.approx(report["metrics"]["f1"], abs=1e-6)
-    from netsec_tasks.holdout import logged_model_id
+    from netsec_tasks.tracking import logged_model_id
 
     assert logged_model_id(mv) and [m.model_id for m in run.inputs.model_inputs] == [logged_model_id(mv)]
     names = {f.path for f in client.list_artifacts(run_id, "evaluation")}
@@ -217,7 +217,7 @@ def test_evaluate_refuses_unlisted_labels_before_any_model_lookup(tmp_path):
     """A ``positive`` schema lists its labels: a hold-out file with other ones is refused."""
     from netsec_tasks.config import load_config
     from netsec_tasks.contract import ContractError
-    from netsec_tasks.holdout import evaluate_file
+    from netsec_tasks.file_evaluation import evaluate_file
 
     config = tmp_path / "config"
     (config / "schema").mkdir(parents=True)

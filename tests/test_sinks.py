@@ -24,7 +24,7 @@ import yaml
 from hostile_inputs import HOSTILE_TEXTS, runs_as_formula
 
 from netsec_tasks import sinks
-from netsec_tasks.schema import load_schema
+from netsec_tasks.dataset_schema import load_schema
 
 HOSTILE_IDS = [repr(t[:16]) for t in HOSTILE_TEXTS]
 SCHEMA = """
@@ -142,15 +142,15 @@ def _evaluation_yaml(text, tmp, schema):
 
 
 def _evaluation_html(text, tmp, schema):
-    from netsec_tasks.holdout import render_html
+    from netsec_tasks.file_evaluation import render_html
 
     return render_html(_evaluation_doc(text), [])
 
 
 def _evaluation_plots(text, tmp, schema):
     """evaluate's PNGs: the per-label recall plot (labels from data) and the class names."""
-    from netsec_tasks.evaluation import save_plots
-    from netsec_tasks.holdout import _per_label_plot
+    from netsec_tasks.file_evaluation import _per_label_plot
+    from netsec_tasks.threat_metrics import save_plots
 
     paths = [_per_label_plot(_evaluation_doc(text)["per_label"], tmp / "per_label.png")]
     paths += save_plots([0, 1, 1], [0, 1, 0], [0.1, 0.9, 0.4], tmp, labels=(text, text + "!"), title=text)

@@ -270,20 +270,18 @@ def log_to_mlflow(cfg: PipelineConfig, record: MonitoringRecord, texts: dict[str
     ``netsec.monitoring.*`` of the Production model version. Returns the MLflow run id."""
     from mlflow.entities import Metric, RunTag
 
-    from netsec_tasks.registry import mlflow_errors
-    from netsec_tasks.tracking import configure_mlflow, mlflow_client
+    from netsec_tasks.outages import mlflow_errors
+    from netsec_tasks.tracking import configure_mlflow, logged_model_id, mlflow_client
 
     if record.model_version is None:
         return None
     with mlflow_errors(cfg, "log the monitoring figures"):
         exp_id = configure_mlflow(cfg.with_overrides({"registry.experiment": cfg.monitoring.experiment}))
         client = mlflow_client(cfg)
-        from mlflow.store.artifact.utils.models import _parse_model_id_if_present
-
         mv = client.get_model_version(record.model_name, record.model_version)
         # The version's logged model (MLflow 3), so the figures show on the model's page; the
         # SQLite store leaves model_id empty, its source models:/m-<id> names it.
-        model_id = getattr(mv, "model_id", None) or _parse_model_id_if_present(mv.source)
+        model_id = logged_model_id(mv)
         # A retried task finds its MLflow run again; two models' monitoring DAGs share run ids
         # (scheduled__<time>), so the run is found by the model too.
         found = client.search_runs(
@@ -364,11 +362,11 @@ def monitor(
     ``feedback``: what ``feedback_to_training`` did this run, for the report. Raises
     SourceUnavailable when storage, the log, MongoDB or MLflow cannot be reached.
     """
+    from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.drift import load_reference
     from netsec_tasks.drift.report import render_html as drift_html
     from netsec_tasks.prediction_log import prediction_frame
-    from netsec_tasks.registry import _load_version, get_production
-    from netsec_tasks.schema import load_schema
+    from netsec_tasks.registry import get_production, load_version
     from netsec_tasks.storage import storage_for
 
     now = now or utcnow()
@@ -449,7 +447,7 @@ def monitor(
         and not traffic.empty
         and (traffic["model_version"] == str(version)).any()
     ):
-        model = _load_version(cfg, prod.name, prod.version)
+        model = load_version(cfg, prod.name, prod.version)
         test_scores = threat_scores(model, storage.read_frame(test_uri), schema)
     figures = traffic_figures(
         traffic,

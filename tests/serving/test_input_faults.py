@@ -115,7 +115,7 @@ def test_numbers_as_spreadsheets_write_them_are_read(client, lines, text, value)
 def test_fast_decode_declines_what_the_contract_refuses_near_the_machine_bounds(tmp_path):
     """The msgspec decoder's bounds are the contract's: a value near int64's or float32's edge
     is either decoded alike by both paths or declined by the fast one and judged by the other."""
-    from netsec_tasks.schema import load_schema
+    from netsec_tasks.dataset_schema import load_schema
     from serving.inputs import InputError, fast_json_input, json_input
 
     path = tmp_path / "numbers.yaml"
@@ -185,8 +185,8 @@ def test_a_file_may_use_the_output_names_through_the_schemas_rename(registered, 
 
 
 def test_a_schema_naming_an_output_column_is_told_to_rename_not_sent_in_a_circle(tmp_path):
+    from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.errors import ConfigError
-    from netsec_tasks.schema import load_schema
 
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     schema["target"]["column"] = "status"

@@ -1,4 +1,5 @@
-"""``netsec evaluate FILE``: score a labelled file with a registered model and report how it did.
+"""``netsec evaluate FILE``: score a labelled file with a registered model and report how it did;
+also the pipeline's hold-out file (``evaluation.holdout_path``, :func:`evaluate_holdout`).
 
 Intrusion data sets ship a separate, harder test file (other proportions, attack types the
 training file never has). The internal test split says how well the model fits its own data;
@@ -32,7 +33,6 @@ this says how it does on that file:
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import logging
 import os
@@ -46,11 +46,11 @@ import pandas as pd
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.contract import Contract, show
 from netsec_tasks.errors import ConfigError, DataError, NetsecError, RegistryError
+from netsec_tasks.html_report import escape, page, png_image
 from netsec_tasks.records import EvaluationRecord, sha256_file
 from netsec_tasks.sinks import (
     MLFLOW_TAG_CHARS,
     file_name,
-    html_text,
     json_text,
     mlflow_key,
     mlflow_value,
@@ -75,7 +75,8 @@ def resolve_model(cfg: PipelineConfig, model_uri: str | None):
     Raises ConfigError (a malformed URI), RegistryError (no such version, no Production)."""
     from mlflow.exceptions import MlflowException
 
-    from netsec_tasks.registry import find_production_version, mlflow_errors
+    from netsec_tasks.outages import mlflow_errors
+    from netsec_tasks.registry import find_production_version
     from netsec_tasks.tracking import mlflow_client
 
     what = model_uri or f"the Production version of {cfg.registry.model_name!r}"
@@ -145,9 +146,9 @@ def evaluate_file(
     Raises DataError/ContractError (the file), ConfigError (a model of another data set),
     RegistryError (no model), SourceUnavailable (registry unreachable).
     """
-    from netsec_tasks.evaluation import evaluate_predictions
-    from netsec_tasks.registry import _differences, _load_version
+    from netsec_tasks.registry import differences, load_version
     from netsec_tasks.table_io import load_table
+    from netsec_tasks.threat_metrics import evaluate_predictions
 
     contract = Contract.from_config(cfg)
     schema = contract.schema
@@ -197,7 +198,7 @@ def evaluate_file(
 
     mv = resolve_model(cfg, model_uri)
     name, version, tags = mv.name, str(mv.version), dict(mv.tags or {})
-    diff = _differences(tags, schema)
+    diff = differences(tags, schema)
     if diff:
         raise ConfigError(
             f"models:/{name}/{version} (data set '{tags.get(TAG_PREFIX + 'dataset', '?')}') is not a model "
@@ -205,7 +206,7 @@ def evaluate_file(
             + "; ".join(diff)
             + ". Set NETSEC_DATASET to the model's data set, or evaluate a model of this one"
         )
-    model = _load_version(cfg, name, version)
+    model = load_version(cfg, name, version)
     x = contract.model_input(check, rows)[contract.features]
     classes = list(getattr(model, "classes_", [0, 1]))
     proba_all = np.asarray(model.predict_proba(x))[:, classes.index(1)]
@@ -384,7 +385,7 @@ def _per_label(
 
 
 def _plots(y, pred, proba, per_label, out: Path, schema) -> list[str]:
-    from netsec_tasks.evaluation import save_plots
+    from netsec_tasks.threat_metrics import save_plots
 
     paths = save_plots(y, pred, proba, out, labels=schema.class_names, title="- evaluation")
     if per_label:
@@ -423,21 +424,13 @@ def _per_label_plot(per_label: dict[str, dict[str, Any]], path: Path) -> str:
 # --------------------------------------------------------------------------- MLflow
 
 
-def logged_model_id(mv) -> str | None:
-    """The MLflow 3 logged model behind a model version (``m-...``): the version's ``model_id``,
-    else parsed from its ``models:/m-...`` source (the SQL store leaves ``model_id`` empty)."""
-    from mlflow.store.artifact.utils.models import _parse_model_id_if_present
-
-    return getattr(mv, "model_id", None) or _parse_model_id_if_present(mv.source or "")
-
-
 def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
     """A run linked to the model version (metrics on its logged model), reports as artifacts,
     and the headline figures as tags on the version. Returns the run id."""
     import mlflow
 
-    from netsec_tasks.registry import mlflow_errors
-    from netsec_tasks.tracking import configure_mlflow, mlflow_client
+    from netsec_tasks.outages import mlflow_errors
+    from netsec_tasks.tracking import configure_mlflow, logged_model_id, mlflow_client
 
     name, version = mv.name, str(mv.version)
     with mlflow_errors(cfg, f"log the evaluation of {name} v{version}"):
@@ -487,37 +480,14 @@ def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
 
 # --------------------------------------------------------------------------- HTML
 
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;padding:1.5rem;
- color:#1d2330;background:#f6f7f9;max-width:1100px}
-h1{font-size:1.4rem;margin:0 0 .8rem} h2{font-size:1.1rem;margin:1.5rem 0 .5rem}
-section.summary{border-radius:8px;padding:1rem 1.2rem;background:#fff;border-left:6px solid #5b7db1;
- box-shadow:0 1px 3px rgba(0,0,0,.08)}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:.6rem 0 0}
-dt{color:#5b6270} dd{margin:0}
-table{border-collapse:collapse;background:#fff;box-shadow:0 1px 3px rgba(0,0,0,.08)}
-th,td{padding:.3rem .6rem;border-bottom:1px solid #e3e6ea;text-align:left;font-size:.9rem}
-th{background:#eef0f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.low td{background:#fdecea}
-.bar{display:inline-block;height:.7rem;background:#c62828;vertical-align:middle}
-.bar.benign{background:#5b7db1}
-.note{color:#5b6270;font-size:.8rem}
-.warning{background:#fdecea;border-left:6px solid #c62828;padding:.6rem 1rem;border-radius:6px}
-img{max-width:100%;background:#fff;margin:.3rem .6rem .3rem 0;box-shadow:0 1px 3px rgba(0,0,0,.08)}
-"""
-
 
 def render_html(doc: dict[str, Any], plots: list[str]) -> str:
-    """One self-contained page: inline CSS, plots embedded as data URIs, no scripts."""
-    e = html_text
+    """One self-contained page (:mod:`netsec_tasks.html_report`): plots embedded as data URIs."""
+    e = escape
     m, rows, model = doc["metrics"], doc["rows"], doc["model"]
     out = [
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width,initial-scale=1">',
-        f"<title>netsec evaluation: {e(Path(doc['file']).name)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>Evaluation of {e(model['name'])} v{e(model['version'])} on {e(Path(doc['file']).name)}</h1>",
         *(f'<p class="warning"><strong>Warning:</strong> {e(w)}</p>' for w in doc.get("warnings", [])),
-        '<section class="summary"><dl>',
+        '<section class="summary info"><dl>',
         f"<dt>File</dt><dd>{e(doc['file'])}</dd>",
         f"<dt>Data set</dt><dd>{e(str(doc['data_set']))} (schema version "
         f"{e(str(doc['schema_version']))})</dd>",
@@ -602,12 +572,14 @@ def render_html(doc: dict[str, Any], plots: list[str]) -> str:
         out.append("</tbody></table>")
     if plots:
         out.append("<h2>Plots</h2><div>")
-        for p in plots:
-            data = base64.b64encode(Path(p).read_bytes()).decode("ascii")
-            out.append(f'<img alt="{e(Path(p).stem)}" src="data:image/png;base64,{data}">')
+        out += [png_image(p, Path(p).stem) for p in plots]
         out.append("</div>")
-    out.append("</body></html>")
-    return "\n".join(out)
+    name = Path(doc["file"]).name
+    return page(
+        f"netsec evaluation: {name}",
+        out,
+        heading=f"Evaluation of {model['name']} v{model['version']} on {name}",
+    )
 
 
 # --------------------------------------------------------------------------- after training
