@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from netsec_tasks.errors import ConfigError
+from netsec_tasks.schema import Objective
 
 ENV_PREFIX = "NETSEC_"
 # Environment variables with the prefix that are not config keys.
@@ -188,15 +189,24 @@ class RegistryConfig(_Section):
         ge=-1,
         le=1,
         description=(
-            "Promote the new model only if its test score (training.metric) beats Production's on "
-            "the same test rows by more than this."
+            "Promote the new model only if its test score (its recall at its operating point; "
+            "training.metric with decision.objective=f1) beats Production's on the same test rows "
+            "by more than this."
         ),
     )
+    # The per-label guard (a multi-class raw label: NSL-KDD attack types): a candidate whose recall
+    # on any threat label with at least min_label_rows compared test rows is more than
+    # max_label_recall_drop below Production's is not promoted.
+    max_label_recall_drop: float = Field(0.05, ge=0, le=1)
+    min_label_rows: int = Field(30, ge=1)
     min_score: float = Field(
         0.8,
         ge=0,
         le=1,
-        description=("Never promote a model whose test score (training.metric) is below this."),
+        description=(
+            "Never promote a model whose test score (recall at its operating point; "
+            "training.metric with decision.objective=f1) is below this."
+        ),
     )
     # The per-call budget against an MLflow server (MLflow's MLFLOW_HTTP_REQUEST_TIMEOUT,
     # _MAX_RETRIES and _BACKOFF_FACTOR are set from these): one call during an outage fails after
@@ -210,6 +220,30 @@ class RegistryConfig(_Section):
     @classmethod
     def _unset_name(cls, v: Any) -> Any:
         return "" if v is None else v  # null in YAML or the environment: derive it
+
+
+class DecisionConfig(_Section):
+    """Overrides of the data set's operating point (``decision`` in its schema file,
+    :class:`netsec_tasks.schema.DecisionSpec`); a null key keeps the data set's value. Resolved by
+    :func:`netsec_tasks.operating_point.decision_policy`."""
+
+    max_false_positive_rate: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="The false-positive budget: the share of benign rows that may raise an alert "
+        "(0.01 = 100 false alerts per 10,000 benign rows). Empty: the data set's (its schema file).",
+    )
+    expected_threat_rate: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="The share of threats in deployed traffic, for precision and alert load.",
+    )
+    objective: Objective | None = None  # recall_at_budget | f1; null: the data set's
+    # Confidence of every interval of a rate at the operating point (Clopper-Pearson): the margin
+    # the threshold keeps from the budget, the promotion's budget check, monitoring's live FPR.
+    confidence: float = Field(0.95, gt=0.5, lt=1)
 
 
 class EvaluationConfig(_Section):
@@ -303,6 +337,7 @@ class PipelineConfig(_Section):
     transform: TransformConfig = TransformConfig()
     training: TrainingConfig = TrainingConfig()
     registry: RegistryConfig = RegistryConfig()
+    decision: DecisionConfig = DecisionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     storage: StorageConfig = StorageConfig()
     dag: DagConfig = DagConfig()
