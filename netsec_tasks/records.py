@@ -173,6 +173,16 @@ class TrainRecord(Record):
     test_rows: int
     training_seconds: float
     search_rows: int | None = None  # rows the search tuned on (training.search_max_rows)
+    # The operating point (netsec_tasks.operating_point): the threshold the registered model's
+    # predict() applies, why, the policy it was chosen for, and what it does on the out-of-fold
+    # rows it was chosen on and on the test split (OperatingPoint.to_dict()).
+    threshold: float | None = None
+    threshold_basis: str | None = None
+    objective: str | None = None  # recall_at_budget | f1
+    max_false_positive_rate: float | None = None
+    expected_threat_rate: float | None = None
+    operating_point: dict[str, Any] = {}
+    oof_operating_point: dict[str, Any] = {}
 
 
 class RegisterRecord(Record):

@@ -21,7 +21,7 @@ from netsec_tasks.registry.lookup import PRODUCTION_STAGE, all_versions, load_ve
 from netsec_tasks.registry.promotion import apply_decision, decide_version
 from netsec_tasks.registry.scoring import check_test_columns, score_model
 from netsec_tasks.schema import DatasetSchema, load_schema
-from netsec_tasks.tracking import OWNER_TAG, TAG_PREFIX, mlflow_client, model_id_in
+from netsec_tasks.tracking import OWNER_TAG, TAG_PREFIX, THRESHOLD_TAG, mlflow_client, model_id_in
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,26 @@ def _version_tags(
         TAG_PREFIX + "metric": train.metric,
         TAG_PREFIX + "test_score": repr(_test_score(train)),
         TAG_PREFIX + "winner": train.winner,
+        # The operating point: the threshold the artifact's predict() applies (the model's own;
+        # this tag is for reading), the policy it was chosen for, and its test figures.
+        **(operating_point_tags(train) if train.threshold is not None else {}),
         # The process registering it: reconcile leaves an undecided version alone while it lives.
         OWNER_TAG: owner_id(),
+    }
+
+
+def operating_point_tags(train: TrainRecord) -> dict[str, str]:
+    """The version tags of a training record's operating point (``netsec.threshold``,
+    ``netsec.max_false_positive_rate``, ``netsec.expected_threat_rate``, ``netsec.objective``,
+    ``netsec.operating_point``: the test point as JSON, ``netsec.oof_operating_point``)."""
+    return {
+        THRESHOLD_TAG: repr(train.threshold),
+        TAG_PREFIX + "threshold_basis": train.threshold_basis or "",
+        TAG_PREFIX + "max_false_positive_rate": repr(train.max_false_positive_rate),
+        TAG_PREFIX + "expected_threat_rate": repr(train.expected_threat_rate),
+        TAG_PREFIX + "objective": train.objective or "",
+        TAG_PREFIX + "operating_point": json.dumps(train.operating_point, sort_keys=True),
+        TAG_PREFIX + "oof_operating_point": json.dumps(train.oof_operating_point, sort_keys=True),
     }
 
 
@@ -90,8 +108,9 @@ def _ensure_registered_model(client, cfg: PipelineConfig, schema: DatasetSchema)
     description = (
         f"netsec threat classifier for the '{schema.name}' data set: one sklearn Pipeline "
         f"(preprocess + model) over the schema's {len(schema.features)} feature columns; "
-        f"predict() returns 1 for threat ({_mapping_text(schema)}), "
-        f"predict_proba[:, 1] is the threat probability. Alias '{cfg.registry.alias}' and stage "
+        f"wrapped in a FixedThresholdClassifier whose predict() returns 1 for threat "
+        f"({_mapping_text(schema)}) when the threat probability predict_proba[:, 1] reaches the "
+        f"version's threshold (tag {THRESHOLD_TAG}, chosen for a false-positive budget). Alias '{cfg.registry.alias}' and stage "
         f"'{PRODUCTION_STAGE}' mark the serving model; versions are promoted only when they beat it."
     )
     try:

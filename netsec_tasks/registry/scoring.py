@@ -75,12 +75,13 @@ def production_score(
     import numpy as np
 
     from netsec_tasks.evaluation import evaluate
+    from netsec_tasks.operating_point import model_threshold
 
     try:
         model = load_version(cfg, prod.name, str(prod.version), prod.run_id)
         score = score_model(model, frame, schema, metric, source=source)
         y = np.asarray(schema.is_threat(frame[schema.target.column]), dtype=int)
-        metrics = evaluate(model, frame[schema.features], y)[0]
+        metrics = evaluate(model, frame[schema.features], y, model_threshold(model).value)[0]
         return score, metrics
     except (RegistryError, ValueError, KeyError, TypeError) as exc:
         log.warning("Production v%s cannot be scored on %s: %s", prod.version, source, first_line(exc))
