@@ -261,8 +261,11 @@ class OperatingPoint:
         return self.recall * r + self.fpr * (1 - r)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, rates rounded to 6 digits."""
-        return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        """JSON-ready, rates rounded to 6 digits (the threshold exact: it is what decides)."""
+        return {
+            k: round(v, 6) if isinstance(v, float) and k != "threshold" else v
+            for k, v in asdict(self).items()
+        }
 
     def summary(self) -> str:
         """One line: ``threshold 0.73: FPR 0.84% (95% CI 0.55-1.2%), recall 0.912, precision at a

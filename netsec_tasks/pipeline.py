@@ -146,6 +146,7 @@ def record_outcome(
             estimator=train.winner,
             metrics=dict(train.test_metrics),
             score=register.new_score if register else None,
+            operating_point=dict(register.operating_point if register else train.operating_point),
         )
     if register is not None:
         outcome = "promoted" if register.promoted else "kept_production"
@@ -155,6 +156,7 @@ def record_outcome(
             version=register.previous_production_version,
             metrics=dict(register.production_metrics),
             score=register.production_score,
+            operating_point=dict(register.production_operating_point),
         )
         after = register.production_version
     else:
@@ -172,7 +174,7 @@ def record_outcome(
         reason=reason,
         branch_reason=branch_reason,
         model_name=cfg.registry.model_name,
-        metric=cfg.training.metric if train is not None else None,
+        metric=train.metric if train is not None else None,
         production_before=before,
         candidate=candidate,
         production_after=after,

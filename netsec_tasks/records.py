@@ -198,6 +198,13 @@ class RegisterRecord(Record):
     production_rows_in_test: int | None = None
     # The compared Production model's threat-class metrics on the same test rows ({}: none).
     production_metrics: dict[str, float] = {}
+    # Both models at their own operating points on the compared test rows (OperatingPoint as a
+    # dict: threshold, FPR with its interval, recall, precision at the expected threat rate,
+    # alerts per 10,000 benign rows); {} when not scored. label_recall: multi-class labels only,
+    # per threat label {"rows", "candidate", "production"} (the per-label guard).
+    operating_point: dict[str, Any] = {}
+    production_operating_point: dict[str, Any] = {}
+    label_recall: dict[str, dict[str, Any]] = {}
     reason: str
 
 
@@ -247,6 +254,9 @@ class ModelOutcome(Record):
     metrics: dict[str, float] = {}
     # The promotion metric as compared: on the test rows Production was never trained on.
     score: float | None = None
+    # At its own operating point on those rows: threshold, FPR with its interval, recall,
+    # precision at the expected threat rate, alerts per 10,000 benign rows ({}: not compared).
+    operating_point: dict[str, Any] = {}
 
 
 class RowCounts(Record):
@@ -273,7 +283,7 @@ class OutcomeRecord(Record):
     reason: str  # plain sentences: what happened and why
     branch_reason: str | None = None  # why the drift branch retrained or skipped
     model_name: str | None = None  # the registered model (netsec-<dataset>)
-    metric: str | None = None  # the promotion metric (training.metric)
+    metric: str | None = None  # the promotion metric (recall_at_budget, or training.metric)
     # Production when the run started: the model the candidate was compared with.
     production_before: ModelOutcome = ModelOutcome()
     # The version this run trained and registered; None when training was skipped.

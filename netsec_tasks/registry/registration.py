@@ -14,12 +14,13 @@ from typing import Any
 
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import NetsecError, RegistryError, first_line
+from netsec_tasks.operating_point import DecisionPolicy, decision_policy
 from netsec_tasks.outages import is_unreachable, mlflow_errors, owner_id, quick_mlflow
 from netsec_tasks.records import RegisterRecord, RunContext, TrainRecord, ValidationRecord
 from netsec_tasks.registry.comparable import check_comparable
 from netsec_tasks.registry.lookup import PRODUCTION_STAGE, all_versions, load_version, production_version
 from netsec_tasks.registry.promotion import apply_decision, decide_version
-from netsec_tasks.registry.scoring import check_test_columns, score_model
+from netsec_tasks.registry.scoring import VersionScore, check_test_columns, score_version
 from netsec_tasks.schema import DatasetSchema, load_schema
 from netsec_tasks.tracking import OWNER_TAG, TAG_PREFIX, THRESHOLD_TAG, mlflow_client, model_id_in
 
@@ -187,9 +188,11 @@ def _register_version(
     validation: ValidationRecord,
     schema: DatasetSchema,
     frame,
-) -> tuple[Any, Any, float]:
+    policy: DecisionPolicy,
+    metric: str,
+) -> tuple[Any, Any, VersionScore]:
     """Register (or reuse) the version and score it as loaded *from the registry*:
-    ``(model version, loaded model, score on frame)``.
+    ``(model version, loaded model, its score on frame at its own operating point)``.
 
     Loading through ``models:/<name>/<version>`` proves the registered version is servable; when
     any step after creation fails, the new version is deleted so no partial model stays.
@@ -206,7 +209,7 @@ def _register_version(
     try:
         client.update_model_version(name, version, description=_describe(run, train, validation))
         model = load_version(cfg, name, version, train.mlflow_run_id)
-        new_score = score_model(model, frame, schema, train.metric, source=validation.test_uri)
+        scored = score_version(model, frame, schema, policy, metric, source=validation.test_uri)
     except Exception as exc:
         if created:
             _delete_quietly(client, name, version)
@@ -218,7 +221,7 @@ def _register_version(
             f"registering {train.model_uri} as {name} failed ({first_line(exc)}); "
             f"{'version ' + version + ' was removed again' if created else 'kept version ' + version}"
         ) from exc
-    return mv, model, new_score
+    return mv, model, scored
 
 
 def register(
@@ -251,9 +254,13 @@ def register(
         if existing is not None and (existing.tags or {}).get(TAG_PREFIX + "pipeline_run_id") != run.run_id:
             check_comparable(cfg, existing, schema)
         _ensure_registered_model(client, cfg, schema)
-        mv, model, new_score = _register_version(client, cfg, run, train, validation, schema, frame)
+        policy = decision_policy(cfg, schema)
+        metric = "recall_at_budget" if policy.objective == "recall_at_budget" else train.metric
+        mv, model, scored = _register_version(
+            client, cfg, run, train, validation, schema, frame, policy, metric
+        )
         decision = decide_version(
-            client, cfg, mv, model, new_score, frame, schema, train.metric, validation.test_uri
+            client, cfg, mv, model, frame, schema, metric, validation.test_uri, scored=scored
         )
         apply_decision(client, cfg, train.mlflow_run_id, decision)
         log.info("%s v%s %s: %s", name, decision.version, decision.label, decision.reason)
@@ -267,6 +274,9 @@ def register(
         production_score=decision.production_score,
         production_rows_in_test=decision.rows_in_test,
         production_metrics=decision.production_metrics,
+        operating_point=decision.operating_point,
+        production_operating_point=decision.production_operating_point,
+        label_recall=decision.label_recall,
         reason=decision.reason,
     )
     catalog.save_record("register", record)
