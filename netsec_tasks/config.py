@@ -208,8 +208,8 @@ class RegistryConfig(_Section):
         ge=0,
         le=1,
         description=(
-            "Never promote a model whose test score (recall at its operating point; "
-            "training.metric with decision.objective=f1) is below this."
+            "With decision.objective=f1: never promote a model whose test score "
+            "(training.metric) is below this (the budget's floor is decision.min_recall)."
         ),
     )
     # The per-call budget against an MLflow server (MLflow's MLFLOW_HTTP_REQUEST_TIMEOUT,
@@ -245,6 +245,9 @@ class DecisionConfig(_Section):
         description="The share of threats in deployed traffic, for precision and alert load.",
     )
     objective: Objective | None = None  # recall_at_budget | f1; null: the data set's
+    # recall_at_budget: the floor of the test recall at the operating point (registry.min_score
+    # is the floor of objective f1's training.metric); null: the data set's.
+    min_recall: float | None = Field(None, ge=0, le=1)
     # Confidence of every interval of a rate at the operating point (Clopper-Pearson): the margin
     # the threshold keeps from the budget, the promotion's budget check, monitoring's live FPR.
     confidence: float = Field(0.95, gt=0.5, lt=1)

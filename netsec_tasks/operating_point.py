@@ -71,15 +71,11 @@ class DecisionPolicy:
     expected_threat_rate: float
     objective: str  # recall_at_budget | f1
     confidence: float
+    min_recall: float = 0.5  # recall_at_budget: the promotion floor of the test recall
 
     @property
     def budget(self) -> float:
         return self.max_false_positive_rate
-
-    @property
-    def metric(self) -> str:
-        """The name the selection and promotion score is recorded under."""
-        return "recall_at_budget" if self.objective == "recall_at_budget" else "f1"
 
     def describe(self) -> str:
         return (
@@ -107,6 +103,7 @@ def decision_policy(cfg: PipelineConfig, schema: DatasetSchema | None = None) ->
         ),
         objective=over.objective or spec.objective,
         confidence=over.confidence,
+        min_recall=over.min_recall if over.min_recall is not None else spec.min_recall,
     )
 
 

@@ -97,6 +97,8 @@ class DecisionSpec(BaseModel):
     - ``objective``: ``recall_at_budget`` (candidates are selected, and the threshold chosen, for
       the highest recall whose false-positive rate is within the budget) or ``f1`` (the rule
       before the budget existed: selection by ``training.metric`` at P(threat) > 0.5).
+    - ``min_recall``: with ``recall_at_budget``, no model whose test recall at its operating
+      point is below this is promoted (``registry.min_score`` is the floor of ``f1``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -104,6 +106,7 @@ class DecisionSpec(BaseModel):
     max_false_positive_rate: float = Field(0.01, gt=0, lt=1)
     expected_threat_rate: float = Field(0.01, gt=0, lt=1)
     objective: Objective = "recall_at_budget"
+    min_recall: float = Field(0.5, ge=0, le=1)
 
 
 def _as_list(value: Any) -> list[Any] | None:

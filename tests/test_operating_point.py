@@ -161,7 +161,7 @@ def test_policy_from_the_data_set_with_overrides(make_cfg, tmp_path):
     assert (policy.budget, policy.expected_threat_rate, policy.objective) == (0.01, 0.01, "recall_at_budget")
     cfg = make_cfg(**{"decision.max_false_positive_rate": 0.005, "decision.objective": "f1"})
     policy = decision_policy(cfg)
-    assert (policy.budget, policy.objective, policy.metric) == (0.005, "f1", "f1")
+    assert (policy.budget, policy.objective, policy.min_recall) == (0.005, "f1", 0.5)
     env = load_config(
         REPO / "config" / "pipeline.yaml",
         environ={"NETSEC_DECISION__EXPECTED_THREAT_RATE": "0.001", "NETSEC_HOME": str(tmp_path)},

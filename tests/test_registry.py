@@ -499,7 +499,7 @@ def test_a_candidate_over_budget_is_not_promoted_even_with_a_higher_f1(registry_
 
     from netsec_tasks.operating_point import threat_probability, with_threshold
 
-    cfg = registry_cfg(**{"decision.objective": "recall_at_budget", "registry.min_score": 0.3})
+    cfg = registry_cfg(**{"decision.objective": "recall_at_budget", "decision.min_recall": 0.3})
     train, test, test_uri = splits
     schema = load_schema(cfg.schema_path)
     forest = fit_forest(cfg, train)
@@ -525,6 +525,12 @@ def test_a_candidate_over_budget_is_not_promoted_even_with_a_higher_f1(registry_
     tags = client_for(cfg).get_model_version(MODEL, second.version).tags
     assert json.loads(tags["netsec.promotion_operating_point"])["fpr"] == cand["fpr"]
     assert json.loads(tags["netsec.production_operating_point"])["threshold"] == pytest.approx(0.7)
+    # The budget's floor is decision.min_recall (registry.min_score is objective f1's).
+    floor = cfg.with_overrides({"decision.min_recall": 0.99, "registry.promotion_margin": -1})
+    third = register_model(
+        floor, "floor", with_threshold(forest, 0.6), train, test, test_uri, "recall_at_budget"
+    )
+    assert not third.promoted and "below the floor of 0.9900 (decision.min_recall)" in third.reason
 
 
 def test_a_version_without_a_threshold_is_compared_at_half(registry_cfg, splits, caplog):
@@ -533,7 +539,9 @@ def test_a_version_without_a_threshold_is_compared_at_half(registry_cfg, splits,
     own threshold."""
     from netsec_tasks.operating_point import LEGACY_THRESHOLD, with_threshold
 
-    before = registry_cfg(**{"decision.objective": "f1", "registry.min_score": 0.3})
+    before = registry_cfg(
+        **{"decision.objective": "f1", "registry.min_score": 0.3, "decision.min_recall": 0.3}
+    )
     cfg = before.with_overrides({"decision.objective": "recall_at_budget"})
     train, test, test_uri = splits
     old = register_model(before, "old", fit_forest(cfg, train), train, test, test_uri, "f1")

@@ -132,7 +132,7 @@ def _decide(
 
     The rules: the candidate's test FPR is not over the budget (objective ``recall_at_budget``:
     the lower end of its interval is not above ``decision.max_false_positive_rate``); its score
-    clears ``registry.min_score``; it beats Production's score by ``registry.promotion_margin``,
+    clears the floor (``decision.min_recall``; ``registry.min_score`` with objective ``f1``); it beats Production's score by ``registry.promotion_margin``,
     each at its own operating point (a Production model whose own FPR is over the budget sets no
     bar); no threat label loses more than ``registry.max_label_recall_drop`` recall."""
     reg = cfg.registry
@@ -146,8 +146,12 @@ def _decide(
             failed.append(f"its test {_rate(cand.point)} is over {budget}")
         else:
             passed.append(f"its test {_rate(cand.point)} is within {budget}")
-    floor = f"the floor of {reg.min_score:.4f} (registry.min_score)"
-    if cand.score >= reg.min_score:
+    if policy.objective == "recall_at_budget":
+        minimum, key = policy.min_recall, "decision.min_recall"
+    else:
+        minimum, key = reg.min_score, "registry.min_score"
+    floor = f"the floor of {minimum:.4f} ({key})"
+    if cand.score >= minimum:
         passed.append(f"{cand_text} clears {floor}")
     else:
         failed.append(f"{cand_text} is below {floor}")
