@@ -68,30 +68,10 @@ def split(frame: pd.DataFrame, schema) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame[~test].reset_index(drop=True), frame[test].reset_index(drop=True)
 
 
-def _validation(tmp: Path, train: pd.DataFrame, test: pd.DataFrame):
-    from netsec_tasks.records import ValidationRecord
-    from netsec_tasks.table_io import frame_digest, write_parquet
-
-    write_parquet(train, tmp / "train.parquet")
-    write_parquet(test, tmp / "test.parquet")
-    return ValidationRecord(
-        passed=True,
-        report_uri=str(tmp / "report.yaml"),
-        train_uri=str(tmp / "train.parquet"),
-        test_uri=str(tmp / "test.parquet"),
-        new_batch_uri=str(tmp / "train.parquet"),
-        train_row_hashes_uri=str(tmp / "train_row_hashes.parquet"),
-        rows_checked=len(train) + len(test),
-        rows_invalid=0,
-        invalid_share=0.0,
-        train_rows=len(train),
-        test_rows=len(test),
-        dataset_digest=frame_digest(train),
-    )
-
-
 def train_once(dataset: str, train: pd.DataFrame, test: pd.DataFrame, overrides: dict, args):
     """(TrainRecord, registered artifact, seconds) of transform + train without MLflow."""
+    from bench_training import validation_record
+
     from netsec_tasks.config import load_config
     from netsec_tasks.records import RunContext
     from netsec_tasks.train import train_model
@@ -111,7 +91,7 @@ def train_once(dataset: str, train: pd.DataFrame, test: pd.DataFrame, overrides:
                 **overrides,
             },
         )
-        validation = _validation(tmp_path, train, test)
+        validation = validation_record(tmp_path, train, test)
         run = RunContext.create(cfg, run_id="bench__operating_point")
         start = time.perf_counter()
         record, model = train_model(cfg, run, validation, transform(cfg, run, validation), tracking=False)
@@ -152,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", help="data sets whose label contains one of these words")
     args = ap.parse_args(argv)
 
-    sys.path.insert(0, str(REPO))
+    sys.path[:0] = [str(REPO), str(REPO / "bench")]  # netsec_tasks, and bench_training's helper
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
