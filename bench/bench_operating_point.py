@@ -117,7 +117,7 @@ def fmt(point) -> str:
 
 
 HEADER = (
-    f"{'data set':<28} {'rule':<40} {'threshold':>9}  {'test FPR [95% CI]':>24}  {'FP/benign':>11}"
+    f"{'data set':<28} {'rule':<50} {'threshold':>9}  {'test FPR [95% CI]':>24}  {'FP/benign':>11}"
     f"  {'recall':>6}  {'prec@1%':>6}  {'alerts/10k':>8}"
 )
 
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if holdout is not None:
             rows.append(("  hold-out file, 0.5 rule", point_at(model, holdout, schema, rec.threshold)))
-        lines += [f"{label if i == 0 else '':<28} {name:<40} {fmt(p)}" for i, (name, p) in enumerate(rows)]
+        lines += [f"{label if i == 0 else '':<28} {name:<50} {fmt(p)}" for i, (name, p) in enumerate(rows)]
 
     print()
     print(f"precision at a {pct(RATE)} threat rate; intervals: Clopper-Pearson 95%")
