@@ -136,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
+    from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.intrusion_sample import make_intrusion_sample
     from netsec_tasks.operating_point import LEGACY_THRESHOLD, pct
-    from netsec_tasks.schema import load_schema
 
     lines, goals = [], []
     for label, dataset, frame in datasets(args):

@@ -32,8 +32,8 @@ from pydantic import (
     model_validator,
 )
 
+from netsec_tasks.dataset_schema import Objective
 from netsec_tasks.errors import ConfigError
-from netsec_tasks.schema import Objective
 
 ENV_PREFIX = "NETSEC_"
 # Environment variables with the prefix that are not config keys.
@@ -228,7 +228,7 @@ class RegistryConfig(_Section):
 
 class DecisionConfig(_Section):
     """Overrides of the data set's operating point (``decision`` in its schema file,
-    :class:`netsec_tasks.schema.DecisionSpec`); a null key keeps the data set's value. Resolved by
+    :class:`netsec_tasks.dataset_schema.DecisionSpec`); a null key keeps the data set's value. Resolved by
     :func:`netsec_tasks.operating_point.decision_policy`."""
 
     max_false_positive_rate: float | None = Field(

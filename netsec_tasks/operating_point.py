@@ -46,7 +46,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from netsec_tasks.config import PipelineConfig
-    from netsec_tasks.schema import DatasetSchema
+    from netsec_tasks.dataset_schema import DatasetSchema
 
 # The rule of the versions registered before thresholds existed (their own predict(): threat
 # when P(threat) > 0.5; a tie is benign): the smallest float64 above 0.5, so that
@@ -86,9 +86,9 @@ class DecisionPolicy:
 
 def decision_policy(cfg: PipelineConfig, schema: DatasetSchema | None = None) -> DecisionPolicy:
     """The data set's ``decision`` (its schema file, else the defaults of
-    :class:`netsec_tasks.schema.DecisionSpec`) with the config's non-null ``decision`` keys over it
+    :class:`netsec_tasks.dataset_schema.DecisionSpec`) with the config's non-null ``decision`` keys over it
     (``NETSEC_DECISION__MAX_FALSE_POSITIVE_RATE=0.005`` overrides like any key)."""
-    from netsec_tasks.schema import load_schema
+    from netsec_tasks.dataset_schema import load_schema
 
     spec = (schema or load_schema(cfg.schema_path)).decision
     over = cfg.decision

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netsec_tasks.config import PipelineConfig
+from netsec_tasks.dataset_schema import DatasetSchema
 from netsec_tasks.errors import RegistryError, first_line
 from netsec_tasks.operating_point import DecisionPolicy, OperatingPoint, decision_policy, pct
 from netsec_tasks.outages import is_unreachable
 from netsec_tasks.registry.lookup import PRODUCTION_STAGE, production_version
 from netsec_tasks.registry.scoring import VersionScore, production_rows_in, production_score, score_version
-from netsec_tasks.schema import DatasetSchema
 from netsec_tasks.tracking import TAG_PREFIX
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netsec_tasks.config import PipelineConfig
+from netsec_tasks.dataset_schema import DatasetSchema
 from netsec_tasks.errors import DataError, RegistryError, first_line
 from netsec_tasks.operating_point import (
     DecisionPolicy,
@@ -24,7 +25,6 @@ from netsec_tasks.operating_point import (
     threat_probability,
 )
 from netsec_tasks.registry.lookup import load_version
-from netsec_tasks.schema import DatasetSchema
 from netsec_tasks.tracking import TAG_PREFIX
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def score_version(
     """
     import numpy as np
 
-    from netsec_tasks.evaluation import SCORERS, evaluate_predictions
+    from netsec_tasks.threat_metrics import SCORERS, evaluate_predictions
     from netsec_tasks.transform import compute_limits
 
     check_test_columns(frame, schema, source)
@@ -113,11 +113,11 @@ def score_version(
 
 def label_recall(raw, y, pred) -> dict[str, dict[str, Any]]:
     """Per raw threat label (``-1``, ``neptune``...): its rows and the share of them decided a
-    threat, most rows first. Labels compare by :func:`netsec_tasks.schema.label_key`."""
+    threat, most rows first. Labels compare by :func:`netsec_tasks.dataset_schema.label_key`."""
     import numpy as np
     import pandas as pd
 
-    from netsec_tasks.schema import label_keys
+    from netsec_tasks.dataset_schema import label_keys
 
     keys = label_keys(pd.Series(raw).reset_index(drop=True)).to_numpy(dtype=object)
     threat = np.asarray(y) == 1

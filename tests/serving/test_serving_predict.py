@@ -136,7 +136,7 @@ def test_model_health_ready_metrics(registered, make_client):
     assert public["run_id"] is public["dataset_digest"] is public["inference_path"] is None
     assert public["name"] == info["name"] and public["features"] == info["features"]
     # netsec.dataset from the version's tags; no netsec.schema_version tag: the schema's own.
-    from netsec_tasks.schema import load_schema
+    from netsec_tasks.dataset_schema import load_schema
 
     assert info["dataset"] == "phishing"
     assert info["schema_version"] == load_schema(REPO / "config" / "schema" / "phishing.yaml").version
@@ -230,7 +230,7 @@ def test_every_door_gives_the_same_decision(make_client, tmp_path, monkeypatch):
     and its budget. Rows scored between 0.5 and 0.7 make the threshold matter."""
     from netsec_tasks.cli import main
     from netsec_tasks.config import load_config
-    from netsec_tasks.holdout import evaluate_file
+    from netsec_tasks.file_evaluation import evaluate_file
     from netsec_tasks.operating_point import decide, with_threshold
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
