@@ -48,7 +48,7 @@ import yaml
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.contract import Contract, show
 from netsec_tasks.errors import ConfigError, DataError, NetsecError, RegistryError
-from netsec_tasks.html_report import escape, page, png_image
+from netsec_tasks.html_report import escape, number, page, png_image
 from netsec_tasks.plain import plain
 from netsec_tasks.records import EvaluationRecord, safe_name, sha256_file
 from netsec_tasks.storage import atomic_write
@@ -519,6 +519,63 @@ def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
 # --------------------------------------------------------------------------- HTML
 
 
+def _operating_point_html(doc: dict[str, Any]) -> list[str]:
+    """The report's operating-point section: what the model's threshold does on these rows (FPR
+    with its interval against the budget, recall, precision at the expected threat rate, false
+    alerts per 10,000 benign rows), and the table of other budgets."""
+    from netsec_tasks.operating_point import pct
+
+    e = escape
+    op = doc.get("operating_point")
+    if not op:
+        return []
+    rule = (
+        f"is_threat when P(threat) &ge; {number(op['threshold'], '.4g')}"
+        if doc.get("threshold_recorded")
+        else "is_threat when P(threat) &gt; 0.5 (the version records no threshold: registered before "
+        "operating points)"
+    )
+    verdict = (
+        f'<span class="tag yes">over the budget of {e(pct(op["budget"]))}</span>'
+        if op.get("over_budget")
+        else f'<span class="tag no">within the budget of {e(pct(op["budget"]))}</span>'
+    )
+    level = f"{op.get('confidence', 0.95):.0%}"
+    out = [
+        "<h2>Operating point</h2>",
+        f'<p class="note">{rule}; the FPR interval is Clopper-Pearson at {level}; precision is at '
+        f"a {e(pct(op['expected_threat_rate']))} threat rate (decision.expected_threat_rate), not the "
+        "file's.</p>",
+        "<table><thead><tr><th>threshold</th><th>FPR</th><th>FPR interval</th><th>false alerts / benign"
+        "</th><th>recall</th><th>precision at the expected rate</th><th>false alerts per 10,000 benign"
+        "</th><th>budget</th></tr></thead><tbody><tr>",
+        f'<td class="num">{number(op["threshold"], ".4g")}</td><td class="num">{e(pct(op["fpr"]))}</td>',
+        f'<td class="num">{e(pct(op["fpr_low"]))} - {e(pct(op["fpr_high"]))}</td>',
+        f'<td class="num">{op["fp"]:,} / {op["benign"]:,}</td><td class="num">{number(op["recall"], ".3f")}</td>',
+        f'<td class="num">{e(pct(op["precision_at_rate"]))}</td>',
+        f'<td class="num">{number(op["alerts_per_10k_benign"], ".1f")}</td><td>{verdict}</td>',
+        "</tr></tbody></table>",
+    ]
+    table = doc.get("budget_table") or []
+    if table:
+        out += [
+            "<h3>Other budgets, on these rows</h3>",
+            '<p class="note">The threshold each false-positive budget would need on these rows (the '
+            "highest recall with FPR at most the budget; a description of the file, not a choice: "
+            "the model's threshold comes from its training rows).</p>",
+            "<table><thead><tr><th>budget</th><th>threshold</th><th>FPR</th><th>recall</th>"
+            "<th>precision at the expected rate</th></tr></thead><tbody>",
+            *(
+                f'<tr><td class="num">{e(pct(r["budget"]))}</td><td class="num">{number(r["threshold"], ".4g")}</td>'
+                f'<td class="num">{e(pct(r["fpr"]))}</td><td class="num">{number(r["recall"], ".3f")}</td>'
+                f'<td class="num">{e(pct(r["precision_at_rate"]))}</td></tr>'
+                for r in table
+            ),
+            "</tbody></table>",
+        ]
+    return out
+
+
 def render_html(doc: dict[str, Any], plots: list[str]) -> str:
     """One self-contained page (:mod:`netsec_tasks.html_report`): plots embedded as data URIs."""
     e = escape
@@ -552,6 +609,7 @@ def render_html(doc: dict[str, Any], plots: list[str]) -> str:
         )
         + "</dd>",
         f"<dt>Generated</dt><dd>{e(doc['generated_at'])}</dd></dl></section>",
+        *_operating_point_html(doc),
         "<h2>Threat class</h2><table><thead><tr><th>rows</th>"
         + "".join(f"<th>{e(k)}</th>" for k in m)
         + "</tr></thead><tbody><tr><th>"

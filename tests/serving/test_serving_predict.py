@@ -284,3 +284,9 @@ def test_every_door_gives_the_same_decision(make_client, tmp_path, monkeypatch):
     assert point["alerts_per_10k_benign"] == pytest.approx(10_000 * fp / int((~y).sum()), abs=0.01)
     assert [r["budget"] for r in rec.budget_table] == [0.001, 0.005, 0.01, 0.05]
     assert all(r["fpr"] <= r["budget"] for r in rec.budget_table)
+    from netsec_tasks.storage import file_uri_to_path
+
+    page = file_uri_to_path(rec.html_uri).read_text()
+    assert "<h2>Operating point</h2>" in page and "Other budgets, on these rows" in page
+    assert "P(threat) &ge; 0.7" in page and "false alerts per 10,000 benign" in page
+    assert {"roc_curve.png", "pr_curve.png", "reliability.png"} <= {u.rsplit("/", 1)[-1] for u in rec.plots}
