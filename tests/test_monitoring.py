@@ -171,7 +171,8 @@ def test_same_distribution_traffic_no_drift_good_live_f1_no_request(cfg):
     assert doc["trigger"] is False and doc["model_version"] == rec.model_version
     page = read_uri(rec.html_uri)
     assert "<script" not in page and 'src="http' not in page and 'href="http' not in page
-    assert "Trend" in page and page.count("<svg") >= 4
+    assert "Trend" in page and page.count("<svg") >= 5  # the live FPR's trend among them
+    assert "<dt>Alert rate</dt>" in page and "<strong>above</strong>" in page and "<dt>Live FPR</dt>" in page
 
     # Figures in MLflow against the Production version, and as its tags (serving's /metrics).
     client = MlflowClient(cfg.registry.tracking_uri)
@@ -252,6 +253,8 @@ def test_live_f1_alarm_needs_enough_verdicts_and_a_confident_interval(cfg):
     assert live["fp"] + live["tn"] >= cfg.monitoring.min_labels and live["fpr"] == 1.0
     assert live["fpr_ci"][0] > live["max_false_positive_rate"] == 0.01
     assert "over the false-positive budget 1% (decision.max_false_positive_rate)" in enough.trigger_reason
+    page = read_uri(enough.html_uri)
+    assert "<td>False-positive rate</td>" in page and "Clopper-Pearson (FPR)" in page
     assert float(enough_tags(cfg, enough)["netsec.monitoring.live_fpr_low"]) == pytest.approx(
         live["fpr_ci"][0]
     )
