@@ -146,7 +146,6 @@ def evaluate_file(
         decide,
         decision_policy,
         model_threshold,
-        operating_point,
         threat_probability,
     )
     from netsec_tasks.registry import differences, load_version
@@ -250,14 +249,7 @@ def evaluate_file(
     # At the operating point, for the deployment's threat rate (not the file's), and the
     # threshold other budgets would need on these rows.
     policy = decision_policy(cfg, schema)
-    point = operating_point(
-        y,
-        proba,
-        threshold,
-        expected_threat_rate=policy.expected_threat_rate,
-        confidence=policy.confidence,
-        decisions=pred,
-    )
+    point = policy.point(y, proba, threshold, decisions=pred)
     budgets = sorted({*TABLE_BUDGETS, policy.budget})
     table = budget_table(y, proba, tuple(budgets), expected_threat_rate=policy.expected_threat_rate)
     metrics = _ordered(result["metrics"])

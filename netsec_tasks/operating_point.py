@@ -77,6 +77,17 @@ class DecisionPolicy:
     def budget(self) -> float:
         return self.max_false_positive_rate
 
+    def point(self, y_true: Any, scores: Any, threshold: float | Threshold, *, decisions: Any = None):
+        """:func:`operating_point` at this policy's expected threat rate and confidence."""
+        return operating_point(
+            y_true,
+            scores,
+            threshold,
+            expected_threat_rate=self.expected_threat_rate,
+            confidence=self.confidence,
+            decisions=decisions,
+        )
+
     def describe(self) -> str:
         return (
             f"budget FPR {pct(self.budget)} (decision.max_false_positive_rate), expected threat "
@@ -378,13 +389,10 @@ def choose_threshold(
     if len(np.unique(y)) < 2:
         raise ValueError("choosing a threshold needs benign and threat rows")
 
-    def point(t: float) -> OperatingPoint:
-        return operating_point(
-            y, s, t, expected_threat_rate=policy.expected_threat_rate, confidence=policy.confidence
-        )
-
     if policy.objective == "f1":
-        return ThresholdChoice(HALF_THRESHOLD, point(HALF_THRESHOLD), "objective f1: the 0.5 rule")
+        return ThresholdChoice(
+            HALF_THRESHOLD, policy.point(y, s, HALF_THRESHOLD), "objective f1: the 0.5 rule"
+        )
     from statsmodels.stats.proportion import proportion_confint
 
     fp, tp, thr = _curve(y, s)
@@ -412,7 +420,7 @@ def choose_threshold(
     else:
         lower = thr[i + 1] if i + 1 < len(thr) else -1.0
         t = _float32_between(lower, float(thr[i]))
-    return ThresholdChoice(t, point(t), basis)
+    return ThresholdChoice(t, policy.point(y, s, t), basis)
 
 
 def _float32_between(low: float, high: float) -> float:

@@ -56,7 +56,6 @@ from netsec_tasks.operating_point import (
     choose_threshold,
     decision_policy,
     objective_scorer,
-    operating_point,
     with_threshold,
 )
 from netsec_tasks.outages import mlflow_errors, owner_id, quick_mlflow
@@ -611,14 +610,7 @@ def _train_and_evaluate(
     with compute_limits():
         test_features = model[:-1].transform(test_split.X)
         metrics, cm, y_pred, scores = evaluate(model[-1], test_features, test_split.y, choice.threshold)
-    test_point = operating_point(
-        test_split.y,
-        scores,
-        choice.threshold,
-        expected_threat_rate=policy.expected_threat_rate,
-        confidence=policy.confidence,
-        decisions=y_pred,
-    )
+    test_point = policy.point(test_split.y, scores, choice.threshold, decisions=y_pred)
     if policy.objective == "recall_at_budget":
         metrics["recall_at_budget"] = float(test_point.recall or 0.0)
     plot_dir = Path(tempfile.mkdtemp(prefix="netsec-plots-", dir=scratch_dir(cfg)))

@@ -21,7 +21,6 @@ from netsec_tasks.operating_point import (
     Threshold,
     decide,
     model_threshold,
-    operating_point,
     threat_probability,
 )
 from netsec_tasks.registry.lookup import load_version
@@ -95,14 +94,7 @@ def score_version(
     with compute_limits():  # bounded imputation memory, one thread (netsec_tasks.transform)
         scores = threat_probability(model, frame[schema.features])
     pred = decide(scores, threshold)
-    point = operating_point(
-        y,
-        scores,
-        threshold,
-        expected_threat_rate=policy.expected_threat_rate,
-        confidence=policy.confidence,
-        decisions=pred,
-    )
+    point = policy.point(y, scores, threshold, decisions=pred)
     metrics = evaluate_predictions(y, pred, scores)["metrics"]
     if metric == "recall_at_budget":
         score = float(point.recall or 0.0)
