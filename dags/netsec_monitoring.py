@@ -136,6 +136,8 @@ def request_retraining_task(ti, outlet_events, **_):
         "drift_detected": record.drift_detected,
         "live_f1": record.live.get("f1"),
         "live_f1_ci": record.live.get("f1_ci"),
+        "live_fpr": record.live.get("fpr"),
+        "live_fpr_ci": record.live.get("fpr_ci"),
         "labelled": record.labelled,
         "report": record.html_uri,
     }
@@ -170,8 +172,10 @@ the same stores is never read.
 * **Reads** serving's prediction log and verdicts: `{CFG.monitoring.store}`
   (`monitoring.store`; `mongo` reads through the `{MONGO_CONN_ID}` connection).
 * **Requests a retraining** by updating the asset `{RETRAIN_REQUESTED.name}` when traffic drift
-  is detected (`drift.*`, at least `monitoring.min_rows` new rows) or live F1's upper confidence
-  bound is below `monitoring.f1_floor` with `monitoring.min_labels` verdicts; not twice for the
+  is detected (`drift.*`, at least `monitoring.min_rows` new rows), live F1's upper confidence
+  bound is below `monitoring.f1_floor` with `monitoring.min_labels` verdicts, or the live
+  false-positive rate's lower bound is above the budget (`decision.max_false_positive_rate`) with
+  `monitoring.min_labels` benign verdicts; not twice for the
   same Production version within `monitoring.cooldown_hours`. A surge of contract violations
   (over `validation.max_invalid_share` of the new rows) is reported on its own and requests a
   retraining only with `monitoring.retrain_on_contract_violations`.

@@ -111,6 +111,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"winner: {result.train.winner}  test F1 (threat class) {m.get('f1', float('nan')):.4f}"
             f"  ROC AUC {m.get('roc_auc', float('nan')):.4f}"
         )
+        if result.train.operating_point:
+            from netsec_tasks.operating_point import OperatingPoint
+
+            point = OperatingPoint(**result.train.operating_point)
+            print(f"operating point (test split): {point.summary()}")
     if result.register is not None:
         print(
             f"registry: {result.register.model_name} production version = "
@@ -218,6 +223,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from netsec_tasks.contract import Contract, scored_frame
+    from netsec_tasks.operating_point import decide, model_threshold, threat_probability
     from netsec_tasks.registry import load_production_model
     from netsec_tasks.sinks import write_csv
     from netsec_tasks.table_io import load_table
@@ -235,15 +241,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if check.n_invalid and args.invalid == "refuse":
         raise check.refusal(table.where, source=source)
     model, version = load_production_model(cfg)
+    threshold = model_threshold(model)
+    if not threshold.recorded:
+        print(
+            f"warning: {cfg.registry.model_name} v{version} has no decision threshold (registered "
+            "before operating points): decided at the 0.5 rule",
+            file=sys.stderr,
+        )
     rows = np.flatnonzero(check.valid)
     if len(rows):
         x = contract.model_input(check, rows)[contract.features]
-        proba = model.predict_proba(x)[:, list(model.classes_).index(1)]
+        proba = threat_probability(model, x)
     else:
         proba = np.zeros(0)
-    # Class 1 (threat) when it is the more probable one; a tie goes to class 0, as in the
-    # pipeline's own predict() and in serving.
-    is_threat = (proba > 1.0 - proba).astype(np.int8)
+    # The model's operating point, by the one rule every door uses (serving too).
+    is_threat = decide(proba, threshold)
     schema = contract.schema
     labels = [schema.positive_label if t else schema.negative_label for t in is_threat.tolist()]
     out = scored_frame(
@@ -253,7 +265,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     summary = (
         f"{len(rows)} rows scored, {int(is_threat.sum())} threats, {imputed} with imputed "
         f"cells, {check.n_invalid} invalid (status=invalid, not scored); "
-        f"model {cfg.registry.model_name} v{version}"
+        f"model {cfg.registry.model_name} v{version} at threshold {threshold.describe()}"
     )
     if out_path is not None:
         from netsec_tasks.storage import atomic_path
@@ -360,6 +372,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("all rows:     " + "  ".join(f"{k} {v:.4f}" for k, v in rec.metrics_all_rows.items()))
     (tn, fp), (fn, tp) = rec.confusion_matrix
     print(f"confusion matrix (truth x predicted, benign/threat): TN {tn}  FP {fp}  FN {fn}  TP {tp}")
+    if rec.operating_point:
+        from netsec_tasks.operating_point import OperatingPoint, pct
+
+        op = rec.operating_point
+        fields = {k: v for k, v in op.items() if k in OperatingPoint.__dataclass_fields__}
+        print(
+            f"operating point: {OperatingPoint(**fields).summary()}"
+            + (f"; OVER the budget of {pct(op['budget'])}" if op.get("over_budget") else "")
+        )
+        print("other budgets (on these rows): budget  threshold  FPR  recall  precision at the expected rate")
+        for row in rec.budget_table:
+            prec = pct(row["precision_at_rate"]) if row["precision_at_rate"] is not None else "n/a"
+            print(
+                f"  {pct(row['budget']):>6}  {row['threshold']:.4f}  {pct(row['fpr']):>6}  "
+                f"{row['recall']:.3f}  {prec}"
+            )
     if rec.per_label:
         print("per label (recall = share put in the right class):")
         for label, v in sorted(rec.per_label.items(), key=lambda kv: kv[1]["recall"]):

@@ -4,7 +4,8 @@
 A new data set is a new schema file, not new code (worked example: ``docs/new-dataset.md``).
 A schema lists the feature columns with their dtype (``int``, ``float``, ``str``, ``bool``),
 allowed values or a ``min``/``max`` range, nullability and encoding; the columns to ignore
-(identifiers, raw URLs); the identifier columns (``id_columns``: accepted and echoed back by every
+(identifiers, raw URLs); the data set's operating point (``decision``: the false-positive
+budget, the expected threat rate and the objective, :class:`DecisionSpec`); the identifier columns (``id_columns``: accepted and echoed back by every
 scoring door, like the ignored columns and the target); and the target column with its label
 mapping (:class:`TargetSpec`: which raw labels are the threat class; the model itself is always
 binary, threat or benign). ``file_columns`` names the columns of a header-less file in file
@@ -83,6 +84,33 @@ class ColumnSpec(BaseModel):
 
 THREAT_NAME = "threat"
 BENIGN_NAME = "benign"
+
+# How a model's operating point is chosen (netsec_tasks.operating_point); the pipeline config's
+# ``decision`` section overrides any of these keys.
+Objective = Literal["recall_at_budget", "f1"]
+
+
+class DecisionSpec(BaseModel):
+    """The data set's operating point: where it is deployed decides how many false alerts its
+    analysts can take and how rare threats are there, so these live with the data set.
+
+    - ``max_false_positive_rate``: the budget, the share of benign rows that may raise an alert
+      (0.01: 100 false alerts per 10,000 benign rows).
+    - ``expected_threat_rate``: the share of threats in deployed traffic (the base rate), for
+      the precision and alert load reported at that rate; test splits are far richer in threats.
+    - ``objective``: ``recall_at_budget`` (candidates are selected, and the threshold chosen, for
+      the highest recall whose false-positive rate is within the budget) or ``f1`` (the rule
+      before the budget existed: selection by ``training.metric`` at P(threat) > 0.5).
+    - ``min_recall``: with ``recall_at_budget``, no model whose test recall at its operating
+      point is below this is promoted (``registry.min_score`` is the floor of ``f1``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_false_positive_rate: float = Field(0.01, gt=0, lt=1)
+    expected_threat_rate: float = Field(0.01, gt=0, lt=1)
+    objective: Objective = "recall_at_budget"
+    min_recall: float = Field(0.5, ge=0, le=1)
 
 
 def _as_list(value: Any) -> list[Any] | None:
@@ -247,6 +275,8 @@ class DatasetSchema(BaseModel):
     file_columns: list[str] | None = None
     # A file's column name -> this schema's name for it (applied at every door that reads rows).
     rename: dict[str, str] = {}
+    # The operating point's defaults for this data set (DecisionSpec); config `decision` overrides.
+    decision: DecisionSpec = DecisionSpec()
 
     @field_validator("version", mode="before")
     @classmethod

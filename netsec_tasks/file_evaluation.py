@@ -46,7 +46,7 @@ import pandas as pd
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.contract import Contract, show
 from netsec_tasks.errors import ConfigError, DataError, NetsecError, RegistryError
-from netsec_tasks.html_report import escape, page, png_image
+from netsec_tasks.html_report import escape, number, page, png_image
 from netsec_tasks.records import EvaluationRecord, sha256_file
 from netsec_tasks.sinks import (
     MLFLOW_TAG_CHARS,
@@ -146,6 +146,14 @@ def evaluate_file(
     Raises DataError/ContractError (the file), ConfigError (a model of another data set),
     RegistryError (no model), SourceUnavailable (registry unreachable).
     """
+    from netsec_tasks.operating_point import (
+        TABLE_BUDGETS,
+        budget_table,
+        decide,
+        decision_policy,
+        model_threshold,
+        threat_probability,
+    )
     from netsec_tasks.registry import differences, load_version
     from netsec_tasks.table_io import load_table
     from netsec_tasks.threat_metrics import evaluate_predictions
@@ -208,10 +216,10 @@ def evaluate_file(
         )
     model = load_version(cfg, name, version)
     x = contract.model_input(check, rows)[contract.features]
-    classes = list(getattr(model, "classes_", [0, 1]))
-    proba_all = np.asarray(model.predict_proba(x))[:, classes.index(1)]
-    # Class 1 when it is the more probable one (ties: 0), as predict() and serving decide.
-    pred_all = (proba_all > 1.0 - proba_all).astype(int)
+    threshold = model_threshold(model)
+    proba_all = threat_probability(model, x)
+    # At the model's own operating point, by the rule every door uses (serving, netsec predict).
+    pred_all = decide(proba_all, threshold).astype(int)
     y_all = labels.is_threat[rows].astype(int)
     metrics_all = _ordered(evaluate_predictions(y_all, pred_all, proba_all)["metrics"])
     seen_mask = _trained_on(cfg, name, version, tags, x, labels.typed.iloc[rows], schema)
@@ -245,6 +253,12 @@ def evaluate_file(
         )
     proba, pred, y = proba_all[unseen], pred_all[unseen], y_all[unseen]
     result = evaluate_predictions(y, pred, proba)
+    # At the operating point, for the deployment's threat rate (not the file's), and the
+    # threshold other budgets would need on these rows.
+    policy = decision_policy(cfg, schema)
+    point = policy.point(y, proba, threshold, decisions=pred)
+    budgets = sorted({*TABLE_BUDGETS, policy.budget})
+    budgets_table = budget_table(y, proba, tuple(budgets), expected_threat_rate=policy.expected_threat_rate)
     metrics = _ordered(result["metrics"])
     if n_seen and unseen.sum() < len(rows):
         warnings[-1] += (
@@ -273,7 +287,7 @@ def evaluate_file(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create the output folder: {exc.strerror}", source=str(out)) from None
-    plots = _plots(y, pred, proba, per_label, out / "plots", schema)
+    plots = _plots(y, pred, proba, per_label, out / "plots", schema, threshold.value)
     sha = sha256_file(path) if Path(path).is_file() else None
     doc = {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -300,7 +314,17 @@ def evaluate_file(
             "trained_on": n_seen,
             "headline": int(unseen.sum()),
         },
-        "threshold": "threat when P(threat) > 0.5",
+        "threshold": threshold.value,
+        "threshold_recorded": threshold.recorded,
+        # What the threshold does on the headline rows: FPR with its interval, recall, precision
+        # at the expected threat rate, false alerts per 10,000 benign rows; and other budgets.
+        "operating_point": {
+            **point.to_dict(),
+            "max_false_positive_rate": _float(tags.get(TAG_PREFIX + "max_false_positive_rate")),
+            "over_budget": point.over_budget(policy.budget),
+            "budget": policy.budget,
+        },
+        "budget_table": budgets_table,
         "metrics": {k: round(v, 6) for k, v in metrics.items()},
         "metrics_all_rows": {k: round(v, 6) for k, v in metrics_all.items()},
         "confusion_matrix": {
@@ -334,6 +358,8 @@ def evaluate_file(
         judged=not any(w.startswith("not judged") for w in warnings),
         confusion_matrix=result["confusion_matrix"],
         per_label=per_label,
+        operating_point=doc["operating_point"],
+        budget_table=budgets_table,
         report_uri=report.resolve().as_uri(),
         html_uri=page.resolve().as_uri(),
         plots=[Path(p).resolve().as_uri() for p in plots],
@@ -384,10 +410,12 @@ def _per_label(
     return out
 
 
-def _plots(y, pred, proba, per_label, out: Path, schema) -> list[str]:
+def _plots(y, pred, proba, per_label, out: Path, schema, threshold: float) -> list[str]:
     from netsec_tasks.threat_metrics import save_plots
 
-    paths = save_plots(y, pred, proba, out, labels=schema.class_names, title="- evaluation")
+    paths = save_plots(
+        y, pred, proba, out, labels=schema.class_names, title="- evaluation", threshold=threshold
+    )
     if per_label:
         paths.append(_per_label_plot(per_label, out / "per_label_recall.png"))
     return paths
@@ -437,6 +465,10 @@ def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
         exp_id = configure_mlflow(cfg)
         client = mlflow_client(cfg)
         metrics = {f"eval_{k}": float(v) for k, v in doc["metrics"].items()}
+        point = doc["operating_point"]
+        for key in ("threshold", "fpr", "fpr_low", "fpr_high", "precision_at_rate", "alerts_per_10k_benign"):
+            if point.get(key) is not None:
+                metrics[f"eval_{key}"] = float(point[key])
         metrics.update({f"eval_all_rows_{k}": float(v) for k, v in doc.get("metrics_all_rows", {}).items()})
         for label, entry in (doc.get("per_label") or {}).items():
             metrics[mlflow_key(label, prefix="eval_recall.")] = float(entry["recall"])
@@ -481,6 +513,63 @@ def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
 # --------------------------------------------------------------------------- HTML
 
 
+def _operating_point_html(doc: dict[str, Any]) -> list[str]:
+    """The report's operating-point section: what the model's threshold does on these rows (FPR
+    with its interval against the budget, recall, precision at the expected threat rate, false
+    alerts per 10,000 benign rows), and the table of other budgets."""
+    from netsec_tasks.operating_point import pct
+
+    e = escape
+    op = doc.get("operating_point")
+    if not op:
+        return []
+    rule = (
+        f"is_threat when P(threat) &ge; {number(op['threshold'], '.4g')}"
+        if doc.get("threshold_recorded")
+        else "is_threat when P(threat) &gt; 0.5 (the version records no threshold: registered before "
+        "operating points)"
+    )
+    verdict = (
+        f'<span class="tag yes">over the budget of {e(pct(op["budget"]))}</span>'
+        if op.get("over_budget")
+        else f'<span class="tag no">within the budget of {e(pct(op["budget"]))}</span>'
+    )
+    level = f"{op.get('confidence', 0.95):.0%}"
+    out = [
+        "<h2>Operating point</h2>",
+        f'<p class="note">{rule}; the FPR interval is Clopper-Pearson at {level}; precision is at '
+        f"a {e(pct(op['expected_threat_rate']))} threat rate (decision.expected_threat_rate), not the "
+        "file's.</p>",
+        "<table><thead><tr><th>threshold</th><th>FPR</th><th>FPR interval</th><th>false alerts / benign"
+        "</th><th>recall</th><th>precision at the expected rate</th><th>false alerts per 10,000 benign"
+        "</th><th>budget</th></tr></thead><tbody><tr>",
+        f'<td class="num">{number(op["threshold"], ".4g")}</td><td class="num">{e(pct(op["fpr"]))}</td>',
+        f'<td class="num">{e(pct(op["fpr_low"]))} - {e(pct(op["fpr_high"]))}</td>',
+        f'<td class="num">{op["fp"]:,} / {op["benign"]:,}</td><td class="num">{number(op["recall"], ".3f")}</td>',
+        f'<td class="num">{e(pct(op["precision_at_rate"]))}</td>',
+        f'<td class="num">{number(op["alerts_per_10k_benign"], ".1f")}</td><td>{verdict}</td>',
+        "</tr></tbody></table>",
+    ]
+    table = doc.get("budget_table") or []
+    if table:
+        out += [
+            "<h3>Other budgets, on these rows</h3>",
+            '<p class="note">The threshold each false-positive budget would need on these rows (the '
+            "highest recall with FPR at most the budget; a description of the file, not a choice: "
+            "the model's threshold comes from its training rows).</p>",
+            "<table><thead><tr><th>budget</th><th>threshold</th><th>FPR</th><th>recall</th>"
+            "<th>precision at the expected rate</th></tr></thead><tbody>",
+            *(
+                f'<tr><td class="num">{e(pct(r["budget"]))}</td><td class="num">{number(r["threshold"], ".4g")}</td>'
+                f'<td class="num">{e(pct(r["fpr"]))}</td><td class="num">{number(r["recall"], ".3f")}</td>'
+                f'<td class="num">{e(pct(r["precision_at_rate"]))}</td></tr>'
+                for r in table
+            ),
+            "</tbody></table>",
+        ]
+    return out
+
+
 def render_html(doc: dict[str, Any], plots: list[str]) -> str:
     """One self-contained page (:mod:`netsec_tasks.html_report`): plots embedded as data URIs."""
     e = escape
@@ -514,6 +603,7 @@ def render_html(doc: dict[str, Any], plots: list[str]) -> str:
         )
         + "</dd>",
         f"<dt>Generated</dt><dd>{e(doc['generated_at'])}</dd></dl></section>",
+        *_operating_point_html(doc),
         "<h2>Threat class</h2><table><thead><tr><th>rows</th>"
         + "".join(f"<th>{e(k)}</th>" for k in m)
         + "</tr></thead><tbody><tr><th>"

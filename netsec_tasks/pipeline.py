@@ -161,6 +161,7 @@ def record_outcome(
             estimator=train.winner,
             metrics=dict(train.test_metrics),
             score=register.new_score if register else None,
+            operating_point=dict(register.operating_point if register else train.operating_point),
         )
     if register is not None:
         outcome = "promoted" if register.promoted else "kept_production"
@@ -170,6 +171,7 @@ def record_outcome(
             version=register.previous_production_version,
             metrics=dict(register.production_metrics),
             score=register.production_score,
+            operating_point=dict(register.production_operating_point),
         )
         after = register.production_version
     else:
@@ -187,7 +189,7 @@ def record_outcome(
         reason=reason,
         branch_reason=branch_reason,
         model_name=cfg.registry.model_name,
-        metric=cfg.training.metric if train is not None else None,
+        metric=train.metric if train is not None else None,
         production_before=before,
         candidate=candidate,
         production_after=after,
@@ -286,6 +288,8 @@ class PipelineResult:
                 "winner": self.train.winner,
                 "cv_score": round(self.train.cv_score, 4),
                 "test_metrics": {k: round(v, 4) for k, v in self.train.test_metrics.items()},
+                "threshold": self.train.threshold,
+                "operating_point": self.train.operating_point,
                 "mlflow_run_id": self.train.mlflow_run_id,
             }
         if self.register is not None:

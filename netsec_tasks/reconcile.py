@@ -34,6 +34,7 @@ from typing import Any
 
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import DataError, RegistryError
+from netsec_tasks.operating_point import decision_policy
 from netsec_tasks.outages import mlflow_errors, owner_alive
 from netsec_tasks.records import ReconciledItem, ReconcileRecord
 from netsec_tasks.registry import (
@@ -47,7 +48,7 @@ from netsec_tasks.registry import (
     load_version,
     production_version,
     promote,
-    score_model,
+    score_version,
 )
 from netsec_tasks.tracking import OWNER_TAG, TAG_PREFIX, mlflow_client
 
@@ -223,7 +224,9 @@ def _decide_left_over(client, cfg: PipelineConfig, mv, *, by: str) -> Decision:
         frame = _read_split(cfg, test_uri)
         check_test_columns(frame, schema, test_uri)
         model = load_version(cfg, mv.name, version, mv.run_id)
-        new_score = score_model(model, frame, schema, metric, source=test_uri)
+        policy = decision_policy(cfg, schema)
+        metric = "recall_at_budget" if policy.objective == "recall_at_budget" else metric
+        scored = score_version(model, frame, schema, policy, metric, source=test_uri)
     except (RegistryError, DataError) as exc:
         decision = Decision(
             version,
@@ -236,7 +239,7 @@ def _decide_left_over(client, cfg: PipelineConfig, mv, *, by: str) -> Decision:
         )
         apply_decision(client, cfg, mv.run_id, decision, extra)
         return decision
-    decision = decide_version(client, cfg, mv, model, new_score, frame, schema, metric, test_uri)
+    decision = decide_version(client, cfg, mv, model, frame, schema, metric, test_uri, scored=scored)
     decision = dataclasses.replace(
         decision, reason=f"decided late (its run ended before the decision): {decision.reason}"
     )

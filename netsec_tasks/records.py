@@ -188,6 +188,16 @@ class TrainRecord(Record):
     test_rows: int
     training_seconds: float
     search_rows: int | None = None  # rows the search tuned on (training.search_max_rows)
+    # The operating point (netsec_tasks.operating_point): the threshold the registered model's
+    # predict() applies, why, the policy it was chosen for, and what it does on the out-of-fold
+    # rows it was chosen on and on the test split (OperatingPoint.to_dict()).
+    threshold: float | None = None
+    threshold_basis: str | None = None
+    objective: str | None = None  # recall_at_budget | f1
+    max_false_positive_rate: float | None = None
+    expected_threat_rate: float | None = None
+    operating_point: dict[str, Any] = {}
+    oof_operating_point: dict[str, Any] = {}
 
 
 class RegisterRecord(Record):
@@ -203,6 +213,13 @@ class RegisterRecord(Record):
     production_rows_in_test: int | None = None
     # The compared Production model's threat-class metrics on the same test rows ({}: none).
     production_metrics: dict[str, float] = {}
+    # Both models at their own operating points on the compared test rows (OperatingPoint as a
+    # dict: threshold, FPR with its interval, recall, precision at the expected threat rate,
+    # alerts per 10,000 benign rows); {} when not scored. label_recall: multi-class labels only,
+    # per threat label {"rows", "candidate", "production"} (the per-label guard).
+    operating_point: dict[str, Any] = {}
+    production_operating_point: dict[str, Any] = {}
+    label_recall: dict[str, dict[str, Any]] = {}
     reason: str
 
 
@@ -252,6 +269,9 @@ class ModelOutcome(Record):
     metrics: dict[str, float] = {}
     # The promotion metric as compared: on the test rows Production was never trained on.
     score: float | None = None
+    # At its own operating point on those rows: threshold, FPR with its interval, recall,
+    # precision at the expected threat rate, alerts per 10,000 benign rows ({}: not compared).
+    operating_point: dict[str, Any] = {}
 
 
 class RowCounts(Record):
@@ -278,7 +298,7 @@ class OutcomeRecord(Record):
     reason: str  # plain sentences: what happened and why
     branch_reason: str | None = None  # why the drift branch retrained or skipped
     model_name: str | None = None  # the registered model (netsec-<dataset>)
-    metric: str | None = None  # the promotion metric (training.metric)
+    metric: str | None = None  # the promotion metric (recall_at_budget, or training.metric)
     # Production when the run started: the model the candidate was compared with.
     production_before: ModelOutcome = ModelOutcome()
     # The version this run trained and registered; None when training was skipped.
@@ -363,6 +383,10 @@ class EvaluationRecord(Record):
     confusion_matrix: list[list[int]]  # [[TN, FP], [FN, TP]], rows = truth
     # Per raw label (multi-class labels only): rows, threat?, rows in the right class, recall.
     per_label: dict[str, dict[str, Any]] | None = None
+    # At the model's threshold on the headline rows (OperatingPoint.to_dict(), plus the budget
+    # and over_budget), and per budget the threshold/FPR/recall/precision these rows would give.
+    operating_point: dict[str, Any] = {}
+    budget_table: list[dict[str, Any]] = []
     report_uri: str  # YAML
     html_uri: str  # self-contained HTML
     plots: list[str] = []

@@ -53,6 +53,15 @@ def render_html(doc: dict[str, Any], history: list[dict[str, Any]], *, drift_pag
         ),
         f"<dt>Traffic drift</dt><dd>{e(str(drift.get('reason', '')))}</dd>",
         f'<dt>Live F1</dt><dd class="kv">{e(str(live.get("decision", "")))}</dd>',
+        f'<dt>Live FPR</dt><dd class="kv">{e(str(live.get("fpr_decision", "")))}</dd>',
+        (
+            f'<dt>Alert rate</dt><dd class="kv">{number(traffic.get("alert_rate"), ".2%")} of served rows '
+            f"({_ci(traffic.get('alert_rate_ci'))}); its operating point expects "
+            f"{number(traffic.get('expected_alert_rate'), '.2%')} at the expected threat rate: "
+            f"<strong>{e(str(traffic.get('alert_rate_vs_expected')))}</strong></dd>"
+            if traffic.get("expected_alert_rate") is not None
+            else ""
+        ),
         f"<dt>Generated</dt><dd>{now}</dd></dl></section>",
     ]
 
@@ -95,12 +104,23 @@ def render_html(doc: dict[str, Any], history: list[dict[str, Any]], *, drift_pag
                 "threat_rate", lo=0, hi=1, ref=traffic.get("threat_rate_test"), ref_label="on the test split"
             ),
         ),
+        (
+            "Live false-positive rate (with its interval)",
+            trend(
+                "live_fpr",
+                lo=0,
+                band=[tuple(h.get("live_fpr_ci") or (None, None)) for h in hist],
+                ref=doc.get("max_false_positive_rate"),
+                ref_label="the false-positive budget",
+                fmt=".2%",
+            ),
+        ),
     ]
     for name, svg in charts:
         out.append(f'<div class="chart"><h3>{e(name)}</h3>{svg}</div>')
     out.append(
         '</div><p class="note">Red points: runs that requested a retraining. Dashed lines: '
-        "the drift threshold, the F1 floor, the test split's threat rate.</p>"
+        "the drift threshold, the F1 floor, the test split's threat rate, the false-positive budget.</p>"
     )
 
     # Live metrics.
@@ -112,7 +132,8 @@ def render_html(doc: dict[str, Any], history: list[dict[str, Any]], *, drift_pag
         f"{live.get('without_logged_prediction', 0)} verdicts of the window have no prediction in "
         f"this model's log and {live.get('malformed_ids', 0)} an id that is not canonical (not "
         "counted). Intervals: Wilson (precision, recall), "
-        "bootstrap (F1). Analysts mostly triage flagged rows, so recall rests on fewer verdicts.</p>",
+        "bootstrap (F1), Clopper-Pearson (FPR). Analysts mostly triage flagged rows, so recall rests "
+        "on fewer verdicts and the FPR leans high.</p>",
         "<table><thead><tr><th>Figure</th><th>Value</th><th>Interval</th><th>From</th></tr></thead><tbody>",
         f'<tr><td>Precision</td><td class="num">{number(live.get("precision"), FIG)}</td><td class="num">'
         f"{_ci(live.get('precision_ci'))}</td><td>TP {live.get('tp', 0)} / predicted threats "
@@ -123,6 +144,10 @@ def render_html(doc: dict[str, Any], history: list[dict[str, Any]], *, drift_pag
         f'<tr><td>F1</td><td class="num">{number(live.get("f1"), FIG)}</td><td class="num">'
         f"{_ci(live.get('f1_ci'))}</td><td>{live.get('labelled', 0)} verdicts (TN {live.get('tn', 0)}, "
         f"FP {live.get('fp', 0)}, FN {live.get('fn', 0)})</td></tr>",
+        f'<tr><td>False-positive rate</td><td class="num">{number(live.get("fpr"), ".2%")}</td>'
+        f'<td class="num">{_ci(live.get("fpr_ci"))}</td><td>FP {live.get("fp", 0)} / benign verdicts '
+        f"{live.get('fp', 0) + live.get('tn', 0)}; budget "
+        f"{number(live.get('max_false_positive_rate'), '.2%')}</td></tr>",
         "</tbody></table>",
     ]
 

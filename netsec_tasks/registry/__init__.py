@@ -7,8 +7,10 @@ module                 concern
 =====================  ===========================================================================
 ``lookup``             which version is Production (alias, else stage); every version; loading one
 ``comparable``         whether a version is a model of this data set (features, target, labels)
-``scoring``            a model's score on a test split; which test rows Production trained on
-``promotion``          the decision (does a version beat Production?), recording it, promoting
+``scoring``            a model's figures on a test split at its own operating point (its threshold);
+                       which test rows Production trained on
+``promotion``          the decision (within the false-positive budget, beats Production's recall,
+                       no threat label loses recall?), recording it, promoting
 ``registration``       the ``register`` step: register the winner (idempotent), then decide
 ``revert``             ``netsec rollback``: move Production back to an earlier version
 =====================  ===========================================================================
@@ -37,10 +39,12 @@ from netsec_tasks.registry.promotion import PROMOTION_TAG, Decision, apply_decis
 from netsec_tasks.registry.registration import register
 from netsec_tasks.registry.revert import rollback
 from netsec_tasks.registry.scoring import (
+    VersionScore,
     check_test_columns,
+    label_recall,
     production_rows_in,
     production_score,
-    score_model,
+    score_version,
 )
 
 __all__ = [
@@ -48,6 +52,7 @@ __all__ = [
     "PROMOTION_TAG",
     "Decision",
     "ProductionModel",
+    "VersionScore",
     "all_versions",
     "apply_decision",
     "check_comparable",
@@ -56,6 +61,7 @@ __all__ = [
     "differences",
     "find_production_version",
     "get_production",
+    "label_recall",
     "load_production_model",
     "load_version",
     "production_reference",
@@ -66,5 +72,5 @@ __all__ = [
     "promote",
     "register",
     "rollback",
-    "score_model",
+    "score_version",
 ]

@@ -107,6 +107,32 @@ def test_ties_get_the_pipelines_class():
     np.testing.assert_array_equal(got[ref[:, 1] == 0.5], ref[ref[:, 1] == 0.5])
 
 
+@pytest.mark.parametrize("threshold", [1 / 3, 2 / 3, 5 / 6])
+def test_rows_on_the_models_threshold_get_its_decision(threshold):
+    """A registered model decides at its own threshold: P(threat) of a 6-tree forest is k/6, and
+    float32 sums land on either side of k/6, so rows within ATOL of the threshold are scored by
+    the estimator itself, and the fast path's decisions equal the artifact's own predict()."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from netsec_tasks.operating_point import as_threshold, decide, with_threshold
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1600, 5))
+    y = (x[:, 0] + x[:, 1] + rng.normal(0, 1.0, 1600) > 0).astype(int)
+    model = with_threshold(RandomForestClassifier(6, random_state=0).fit(x[:800], y[:800]), threshold)
+    t = as_threshold(threshold)
+    x = x[800:]
+    ref = model.predict_proba(x)[:, 1]
+    assert (np.abs(ref - t) < 1e-6).sum() > 10  # rows sit on the threshold
+    fast, why = fast_path_for(model, list("abcde"), x, threshold=t)
+    assert fast is not None, why
+    np.testing.assert_array_equal(decide(fast.predict_proba(x)[:, 1], t), model.predict(x))
+    # Verification checks decisions against the model's predict(): a fast path told another
+    # threshold than the model's is dropped.
+    wrong, why = fast_path_for(model, list("abcde"), x, threshold=0.99)
+    assert wrong is None and "decides otherwise than the model's predict()" in why
+
+
 def test_thresholds_that_round_up_in_float32_route_like_scikit_learn():
     """Large integer counts (bytes on an intrusion data set) are not all float32 values: a
     midpoint threshold can round up to a value the data holds, which ONNX then sends left."""
