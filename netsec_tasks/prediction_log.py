@@ -140,6 +140,19 @@ def _column_values(values: np.ndarray) -> list:
     return values.tolist()
 
 
+def _matrix_columns(block: np.ndarray, features: Sequence[str]) -> dict[str, list]:
+    """:func:`_column_values` of every column of a float matrix, decided in one numpy pass for
+    all columns: per column it costs ~4 us, which for a one-row request was most of the log's
+    CPU (30 columns: ~120 us; this: ~15 us)."""
+    if block.dtype.kind != "f" or not block.size:
+        return {name: _column_values(block[:, j]) for j, name in enumerate(features)}
+    with np.errstate(invalid="ignore"):
+        whole = ((np.abs(block) < _EXACT_INT) & (block == np.rint(block))).all(axis=0)
+    ints = iter(block[:, whole].astype(np.int64).T.tolist())
+    floats = iter(block[:, ~whole].T.tolist())
+    return {name: next(ints) if w else next(floats) for name, w in zip(features, whole.tolist())}
+
+
 def prediction_documents(
     *,
     time: dt.datetime,
@@ -162,8 +175,7 @@ def prediction_documents(
     for start in range(0, n, max_rows):
         part = slice(start, min(n, start + max_rows))
         if isinstance(inputs, np.ndarray):
-            block = inputs[part]
-            cols = {name: _column_values(block[:, j]) for j, name in enumerate(features)}
+            cols = _matrix_columns(inputs[part], features)
         else:
             block = inputs.iloc[part]
             cols = {
