@@ -94,6 +94,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"winner: {result.train.winner}  test F1 (threat class) {m.get('f1', float('nan')):.4f}"
             f"  ROC AUC {m.get('roc_auc', float('nan')):.4f}"
         )
+        if result.train.operating_point:
+            from netsec_tasks.operating_point import OperatingPoint
+
+            point = OperatingPoint(**result.train.operating_point)
+            print(f"operating point (test split): {point.summary()}")
     if result.register is not None:
         print(
             f"registry: {result.register.model_name} production version = "
@@ -194,6 +199,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from netsec_tasks.contract import Contract, scored_frame, write_csv
+    from netsec_tasks.operating_point import decide, model_threshold, threat_probability
     from netsec_tasks.registry import load_production_model
     from netsec_tasks.table_io import read_table
 
@@ -213,15 +219,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if check.n_invalid and args.invalid == "refuse":
         raise check.refusal(where, source=source)
     model, version = load_production_model(cfg)
+    threshold = model_threshold(model)
+    if not threshold.recorded:
+        print(
+            f"warning: {cfg.registry.model_name} v{version} has no decision threshold (registered "
+            "before operating points): decided at the 0.5 rule",
+            file=sys.stderr,
+        )
     rows = np.flatnonzero(check.valid)
     if len(rows):
         x = contract.model_input(check, rows)[contract.features]
-        proba = model.predict_proba(x)[:, list(model.classes_).index(1)]
+        proba = threat_probability(model, x)
     else:
         proba = np.zeros(0)
-    # Class 1 (threat) when it is the more probable one; a tie goes to class 0, as in the
-    # pipeline's own predict() and in serving.
-    is_threat = (proba > 1.0 - proba).astype(np.int8)
+    # The model's operating point, by the one rule every door uses (serving too).
+    is_threat = decide(proba, threshold)
     schema = contract.schema
     labels = [schema.positive_label if t else schema.negative_label for t in is_threat.tolist()]
     out = scored_frame(
@@ -231,7 +243,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     summary = (
         f"{len(rows)} rows scored, {int(is_threat.sum())} threats, {imputed} with imputed "
         f"cells, {check.n_invalid} invalid (status=invalid, not scored); "
-        f"model {cfg.registry.model_name} v{version}"
+        f"model {cfg.registry.model_name} v{version} at threshold {threshold.describe()}"
     )
     if out_path is not None:
         from netsec_tasks.storage import atomic_path

@@ -141,6 +141,7 @@ def evaluate_file(
     RegistryError (no model), SourceUnavailable (registry unreachable).
     """
     from netsec_tasks.evaluation import evaluate_predictions
+    from netsec_tasks.operating_point import decide, model_threshold, threat_probability
     from netsec_tasks.registry import differences, load_version
     from netsec_tasks.table_io import first_data_line, read_table
 
@@ -201,10 +202,10 @@ def evaluate_file(
         )
     model = load_version(cfg, name, version)
     x = contract.model_input(check, rows)[contract.features]
-    classes = list(getattr(model, "classes_", [0, 1]))
-    proba_all = np.asarray(model.predict_proba(x))[:, classes.index(1)]
-    # Class 1 when it is the more probable one (ties: 0), as predict() and serving decide.
-    pred_all = (proba_all > 1.0 - proba_all).astype(int)
+    threshold = model_threshold(model)
+    proba_all = threat_probability(model, x)
+    # At the model's own operating point, by the rule every door uses (serving, netsec predict).
+    pred_all = decide(proba_all, threshold).astype(int)
     y_all = labels.is_threat[rows].astype(int)
     metrics_all = _ordered(evaluate_predictions(y_all, pred_all, proba_all)["metrics"])
     seen_mask = _trained_on(cfg, name, version, tags, x, labels.typed.iloc[rows], schema)
@@ -291,7 +292,8 @@ def evaluate_file(
             "trained_on": n_seen,
             "headline": int(unseen.sum()),
         },
-        "threshold": "threat when P(threat) > 0.5",
+        "threshold": threshold.value,
+        "threshold_recorded": threshold.recorded,
         "metrics": {k: round(v, 6) for k, v in metrics.items()},
         "metrics_all_rows": {k: round(v, 6) for k, v in metrics_all.items()},
         "confusion_matrix": {

@@ -229,6 +229,8 @@ class PipelineResult:
                 "winner": self.train.winner,
                 "cv_score": round(self.train.cv_score, 4),
                 "test_metrics": {k: round(v, 4) for k, v in self.train.test_metrics.items()},
+                "threshold": self.train.threshold,
+                "operating_point": self.train.operating_point,
                 "mlflow_run_id": self.train.mlflow_run_id,
             }
         if self.register is not None:

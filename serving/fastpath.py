@@ -40,9 +40,10 @@ across ``batch_threads`` threads (:class:`RowSplitter`; all release the GIL).
 *exact*: bit-identical probabilities. onnxruntime and treelite are *within* :data:`ATOL`
 (``|p_fast - p_pipeline| <= 1e-5`` on P(threat); measured 1e-6 or less), because they sum leaf
 values in float32 in another order (onnxruntime) or apply the sigmoid with another libm call
-(treelite on HistGradientBoosting). The class is always the
-Pipeline's: a row whose fast P(threat) is within ATOL of 0.5 is re-scored by the estimator itself
-(on the same, exact, preprocessed row), so ties break as scikit-learn breaks them. ONNX stores split
+(treelite on HistGradientBoosting). The decision is always the model's: a row whose fast
+P(threat) is within ATOL of the model's threshold is re-scored by the estimator itself (on the
+same, exact, preprocessed row), so :func:`netsec_tasks.operating_point.decide` sees the
+Pipeline's own probability where it matters. ONNX stores split
 thresholds in float32 while scikit-learn compares float32 features with float64 thresholds, so
 before conversion each threshold is lowered to the largest float32 not above it
 (:func:`_float32_thresholds`): routing is then identical for every float32 input, not just for
@@ -50,7 +51,8 @@ the rows we happen to test.
 
 Nothing is trusted blindly: :func:`verify` runs the fast path and the Pipeline on real rows (the
 model's own test split plus copies with cells set to NaN) through both the small-batch and the
-large-batch predictor, and :func:`fast_path_for` keeps the fast path only when it agrees.
+large-batch predictor, checks every row's decision against the registered model's own
+``predict`` (its threshold), and :func:`fast_path_for` keeps the fast path only when it agrees.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from netsec_tasks.operating_point import LEGACY_THRESHOLD
 
 log = logging.getLogger("netsec.serving")
 
@@ -221,7 +225,7 @@ def _final_estimator(est: Any) -> Any:
 
     from netsec_tasks.operating_point import inner_pipeline
 
-    est = inner_pipeline(est)  # a registered model: the Pipeline in its FixedThresholdClassifier
+    est = inner_pipeline(est)  # a registered model: the Pipeline inside its threshold wrapper
     while isinstance(est, Pipeline):
         est = est.steps[-1][1]
     return est
@@ -461,10 +465,18 @@ class FastPipeline:
     """``predict_proba`` like the Pipeline's, on a float feature matrix (NaN allowed) or a
     DataFrame (models with non-numeric features)."""
 
-    def __init__(self, preprocess: Preprocess, plan: Plan, estimator: Any, batch_threads: int = 1):
+    def __init__(
+        self,
+        preprocess: Preprocess,
+        plan: Plan,
+        estimator: Any,
+        batch_threads: int = 1,
+        threshold: float = LEGACY_THRESHOLD,
+    ):
         self.preprocess = preprocess
         self.plan = plan
         self.estimator = estimator
+        self.threshold = threshold  # the model's decision threshold on P(threat)
         self._large = RowSplitter(plan.large.fn, batch_threads) if plan.split_large else plan.large.fn
 
     @property
@@ -496,21 +508,29 @@ class FastPipeline:
         small = z.shape[0] <= self.plan.small_max_rows
         proba = self.plan.small.fn(z) if small else self._large(z)
         if not (self.plan.small if small else self.plan.large).exact and proba.shape[1] == 2:
-            # Within ATOL of a tie the class could differ from the Pipeline's (a forest with an
-            # even number of trees gives exactly 0.5 often): the estimator itself decides those.
-            near = np.flatnonzero(np.abs(proba[:, 1] - proba[:, 0]) <= 2 * ATOL)
+            # Within ATOL of the threshold the decision could differ from the Pipeline's (a
+            # forest's P(threat) is k / n_trees, exactly on a threshold often): the estimator
+            # itself scores those rows, so decide() sees the Pipeline's own probability.
+            near = np.flatnonzero(np.abs(proba[:, 1] - self.threshold) <= ATOL)
             if near.size:
                 proba[near] = self.estimator.predict_proba(z[near])
         return proba
 
 
 def compile_pipeline(
-    pipeline: Any, features: list[str], *, batch_threads: int = 1, frames: bool = False
+    pipeline: Any,
+    features: list[str],
+    *,
+    batch_threads: int = 1,
+    frames: bool = False,
+    threshold: float = LEGACY_THRESHOLD,
 ) -> FastPipeline:
-    """A fast path for a fitted ``Pipeline`` (or bare estimator). Raises NotCompilable.
+    """A fast path for a fitted ``Pipeline`` (or bare estimator, or a registered model: the
+    Pipeline inside its threshold wrapper). Raises NotCompilable.
 
     ``frames``: requests arrive as DataFrames (non-numeric features), so every row goes through
-    the fitted preprocessing steps.
+    the fitted preprocessing steps. ``threshold``: the model's decision threshold (rows whose
+    fast P(threat) is within :data:`ATOL` of it are scored by the estimator itself).
     """
     from sklearn.pipeline import Pipeline
 
@@ -546,7 +566,7 @@ def compile_pipeline(
     n_in = getattr(est, "n_features_in_", None)
     if n_in is None:
         raise NotCompilable(f"{type(est).__name__} without n_features_in_")
-    return FastPipeline(pre, plan_for(est, int(n_in)), est, batch_threads)
+    return FastPipeline(pre, plan_for(est, int(n_in)), est, batch_threads, threshold)
 
 
 class _Identity:
@@ -569,24 +589,36 @@ SINGLE_ROWS = 32  # rows also checked one request at a time (half clean, half wi
 
 
 def verify(fast: FastPipeline, pipeline: Any, rows: Any, threat_column: int = 1) -> Verdict:
-    """Compare ``fast`` with ``pipeline.predict_proba`` on ``rows`` (float matrix or DataFrame).
+    """Compare ``fast`` with ``pipeline.predict_proba`` on ``rows`` (float matrix or DataFrame),
+    and its decisions with the registered model's own ``predict``.
 
     All rows go through the whole fast path at once (large-batch predictor); their preprocessed
     matrix goes through the small-batch predictor in chunks of its size (imputing a row does not
     depend on the batch, so the costly KNN imputation runs once); :data:`SINGLE_ROWS` rows, with
     and without NaN, go through the whole fast path one at a time. Exact predictors must give
     identical probabilities; the others must stay within :data:`ATOL` on P(threat). Every row
-    must get the Pipeline's class.
+    must get the decision ``pipeline.predict`` gives it (the artifact's FixedThresholdClassifier
+    at its threshold, or a bare Pipeline's 0.5 rule), through
+    :func:`netsec_tasks.operating_point.decide` at ``fast.threshold``, as serving decides.
     """
     import pandas as pd
 
-    from netsec_tasks.operating_point import inner_pipeline
+    from netsec_tasks.operating_point import decide, inner_pipeline
 
     is_frame = isinstance(rows, pd.DataFrame)
     # A FixedThresholdClassifier does not expose the names its Pipeline was fitted with.
     named = is_frame or not hasattr(inner_pipeline(pipeline), "feature_names_in_")
     frame = rows if named else pd.DataFrame(rows, columns=fast.preprocess.features)
     expected = np.asarray(pipeline.predict_proba(frame))
+    decided = np.asarray(pipeline.predict(frame)).astype(np.int8)
+    if not np.array_equal(decide(expected[:, threat_column], fast.threshold), decided):
+        bad = int(np.flatnonzero(decide(expected[:, threat_column], fast.threshold) != decided)[0])
+        return Verdict(
+            False,
+            f"row {bad}: threshold {fast.threshold:.6g} decides otherwise than the model's predict()",
+            0,
+            np.inf,
+        )
     n = len(expected)
     take = (lambda idx: rows.iloc[idx]) if is_frame else (lambda idx: rows[idx])
     z = fast.preprocess(rows)
@@ -626,10 +658,10 @@ def verify(fast: FastPipeline, pipeline: Any, rows: Any, threat_column: int = 1)
             return Verdict(
                 False, f"{label}: row {int(idx[bad])} differs by {diff[bad]:.3g} > {ATOL:g}", n, worst
             )
-        flipped = got.argmax(axis=1) != ref.argmax(axis=1)
+        flipped = decide(got[:, threat_column], fast.threshold) != decided[idx]
         if flipped.any():
             bad = int(idx[np.flatnonzero(flipped)[0]])
-            return Verdict(False, f"{label}: row {bad} gets another class", n, worst)
+            return Verdict(False, f"{label}: row {bad} gets another decision", n, worst)
     return Verdict(True, "exact" if fast.exact else f"max |dp| {worst:.1e} <= {ATOL:g}", n, worst)
 
 
@@ -639,16 +671,23 @@ def fast_path_for(
     rows: Any,
     *,
     threat_column: int = 1,
+    threshold: float = LEGACY_THRESHOLD,
     batch_threads: int = 1,
     rows_source: str = "",
 ) -> tuple[FastPipeline | None, str]:
-    """A verified fast path, or (None, why not). ``rows``: real rows to verify on (float matrix
-    for numeric models, DataFrame otherwise), including rows with NaN."""
+    """A verified fast path, or (None, why not). ``pipeline``: the registered model (its
+    ``predict`` is the decision the fast path must reproduce at ``threshold``, the model's);
+    ``rows``: real rows to verify on (float matrix for numeric models, DataFrame otherwise),
+    including rows with NaN."""
     import pandas as pd
 
     try:
         fast = compile_pipeline(
-            pipeline, features, batch_threads=batch_threads, frames=isinstance(rows, pd.DataFrame)
+            pipeline,
+            features,
+            batch_threads=batch_threads,
+            frames=isinstance(rows, pd.DataFrame),
+            threshold=threshold,
         )
     except NotCompilable as exc:
         return None, f"scikit-learn ({exc} has no fast path)"

@@ -248,8 +248,21 @@ def load_version(settings, client, mv) -> LoadedModel:
             f"{uri}: the model's classes are {classes}; the netsec convention is "
             "is_threat 0/1 (retrain with the current pipeline)"
         )
+    from netsec_tasks.operating_point import model_threshold
     from serving.fastpath import estimator_name
 
+    try:
+        threshold = model_threshold(pipeline)
+    except ValueError as exc:
+        raise RegistryError(f"{uri}: {exc}") from None
+    if not threshold.recorded:
+        log.warning(
+            "model %s v%s has no decision threshold (registered before operating points): it is "
+            "served at the 0.5 rule its own predict() applies; retrain to decide at a "
+            "false-positive budget",
+            mv.name,
+            mv.version,
+        )
     model = LoadedModel(
         name=mv.name,
         version=str(mv.version),
@@ -267,6 +280,7 @@ def load_version(settings, client, mv) -> LoadedModel:
         inference_path="scikit-learn",
         loaded_at=dt.datetime.now(dt.UTC),
         threat_column=classes.index(1),
+        threshold=threshold,
     )
     return with_fast_path(model, settings, mv)
 
@@ -287,6 +301,7 @@ def with_fast_path(model: LoadedModel, settings, mv) -> LoadedModel:
         list(model.features),
         rows,
         threat_column=model.threat_column,
+        threshold=model.threshold.value,
         batch_threads=settings.batch_threads,
         rows_source=source,
     )

@@ -84,6 +84,56 @@ class FeatureSpec(BaseModel):
     type: str = Field(..., description="MLflow signature type: long, double, string...")
 
 
+class OperatingPointInfo(BaseModel):
+    """What the threshold does on labelled test rows (netsec_tasks.operating_point)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    threshold: float
+    rows: int
+    benign: int
+    threats: int
+    fpr: float | None = Field(None, description="false-positive rate: false alerts / benign rows")
+    fpr_low: float | None = Field(None, description="lower end of its Clopper-Pearson interval")
+    fpr_high: float | None = Field(None, description="upper end of its Clopper-Pearson interval")
+    recall: float | None = None
+    precision_at_rate: float | None = Field(None, description="precision at the expected threat rate")
+    expected_threat_rate: float | None = None
+    alerts_per_10k_benign: float | None = Field(None, description="false alerts per 10,000 benign rows")
+    confidence: float | None = None
+
+
+class PromotionPoints(BaseModel):
+    production_version: str | None = Field(None, description="the Production version compared with")
+    candidate: OperatingPointInfo | None = Field(None, description="this version, on the compared rows")
+    production: OperatingPointInfo | None = Field(
+        None, description="that Production version at its own threshold, on the same rows"
+    )
+
+
+class DecisionInfo(BaseModel):
+    """The served model's operating point: ``is_threat`` is 1 when ``threat_probability`` reaches
+    ``threshold``."""
+
+    threshold: float = Field(..., description="is_threat = threat_probability >= threshold")
+    threshold_recorded: bool = Field(
+        ..., description="false: a version registered before thresholds, decided at 0.5"
+    )
+    rule: str
+    max_false_positive_rate: float | None = Field(
+        None, description="the false-positive budget it was chosen for"
+    )
+    expected_threat_rate: float | None = Field(None, description="the deployment's threat rate it assumes")
+    objective: str | None = None
+    expected_precision: float | None = Field(
+        None, description="precision expected at that threat rate (its test figures)"
+    )
+    test: OperatingPointInfo | None = Field(None, description="its test split's figures at the threshold")
+    promotion: PromotionPoints | None = Field(
+        None, description="the promotion's comparison with the Production version it replaced"
+    )
+
+
 class ModelInfo(BaseModel):
     name: str
     version: str
@@ -111,6 +161,7 @@ class ModelInfo(BaseModel):
     schema_version: str | None = Field(
         None, description="that schema's version (tag netsec.schema_version, else the schema's)"
     )
+    decision: DecisionInfo
 
 
 class Health(BaseModel):

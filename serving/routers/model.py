@@ -25,7 +25,8 @@ router = APIRouter(tags=["model"])
     "/model",
     response_model=ModelInfo,
     responses={503: ERRORS[503]},
-    summary="The served model: version, test metrics, features, data set and schema version "
+    summary="The served model: version, test metrics, its operating point (threshold, "
+    "false-positive budget, expected precision), features, data set and schema version "
     "(run id, training-data digest and inference path with X-API-Key)",
 )
 async def model_info(model: ModelDep, contract: ContractDep, details: DetailsDep) -> ModelInfo:

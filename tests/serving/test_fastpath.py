@@ -59,7 +59,10 @@ def _assert_agrees(fast, pipe, rows, features):
         np.testing.assert_array_equal(got, ref)
     else:
         np.testing.assert_allclose(got[:, 1], ref[:, 1], rtol=0, atol=ATOL)
-    np.testing.assert_array_equal(got.argmax(axis=1), ref.argmax(axis=1))
+    # The decision is the model's own predict() (its threshold; a bare Pipeline's 0.5 rule).
+    from netsec_tasks.operating_point import decide, model_threshold
+
+    np.testing.assert_array_equal(decide(got[:, 1], model_threshold(pipe)), pipe.predict(frame))
 
 
 @pytest.mark.parametrize("kind", sorted(SMALL))
@@ -73,7 +76,7 @@ def test_every_candidate_compiles_and_agrees_with_and_without_nan(kind, schema):
     rows = verification_rows(training_frame(300, seed=8), features, types)
     assert np.isnan(rows).any(axis=1).sum() == 300 and not np.isnan(rows[:300]).any()
 
-    fast, why = fast_path_for(pipe, features, rows, rows_source="test", batch_threads=2)
+    fast, why = fast_path_for(pipe, features, rows, rows_source="test", batch_threads=2, threshold=0.3)
     assert fast is not None, why
     assert why.startswith(
         f"compiled: {PREDICTOR[kind]}; preprocessing: identity on rows without "
@@ -108,6 +111,32 @@ def test_ties_get_the_pipelines_class():
     got = fast.predict_proba(x)
     np.testing.assert_array_equal(got.argmax(axis=1), ref.argmax(axis=1))
     np.testing.assert_array_equal(got[ref[:, 1] == 0.5], ref[ref[:, 1] == 0.5])
+
+
+@pytest.mark.parametrize("threshold", [1 / 3, 2 / 3, 5 / 6])
+def test_rows_on_the_models_threshold_get_its_decision(threshold):
+    """A registered model decides at its own threshold: P(threat) of a 6-tree forest is k/6, and
+    float32 sums land on either side of k/6, so rows within ATOL of the threshold are scored by
+    the estimator itself, and the fast path's decisions equal the artifact's own predict()."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from netsec_tasks.operating_point import as_threshold, decide, with_threshold
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1600, 5))
+    y = (x[:, 0] + x[:, 1] + rng.normal(0, 1.0, 1600) > 0).astype(int)
+    model = with_threshold(RandomForestClassifier(6, random_state=0).fit(x[:800], y[:800]), threshold)
+    t = as_threshold(threshold)
+    x = x[800:]
+    ref = model.predict_proba(x)[:, 1]
+    assert (np.abs(ref - t) < 1e-6).sum() > 10  # rows sit on the threshold
+    fast, why = fast_path_for(model, list("abcde"), x, threshold=t)
+    assert fast is not None, why
+    np.testing.assert_array_equal(decide(fast.predict_proba(x)[:, 1], t), model.predict(x))
+    # Verification checks decisions against the model's predict(): a fast path told another
+    # threshold than the model's is dropped.
+    wrong, why = fast_path_for(model, list("abcde"), x, threshold=0.99)
+    assert wrong is None and "decides otherwise than the model's predict()" in why
 
 
 def test_thresholds_that_round_up_in_float32_route_like_scikit_learn():

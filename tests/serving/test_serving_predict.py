@@ -142,6 +142,10 @@ def test_model_health_ready_metrics(registered, make_client):
     assert info["schema_version"] == load_schema(REPO / "config" / "schema" / "phishing.yaml").version
     assert [f["name"] for f in info["features"]] == registered.features
     assert info["positive_label"] == -1 and info["negative_label"] == 1
+    # A version registered before operating points (a bare Pipeline) is served at the 0.5 rule.
+    decision = public["decision"]
+    assert decision["threshold_recorded"] is False and "> 0.5" in decision["rule"]
+    assert decision["max_false_positive_rate"] is None and decision["expected_precision"] is None
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready")
     assert ready.status_code == 200 and ready.json()["model_version"] == registered.version
@@ -217,3 +221,60 @@ def test_served_traffic_drift_is_detected_from_the_log(registered, make_client, 
         record = drift_between_files(reference, log_dir, cfg, tmp_path / f"drift-{shift}")
         detected[shift] = record.drift_detected
     assert detected == {0.0: False, 0.8: True}
+
+
+def test_every_door_gives_the_same_decision(make_client, tmp_path, monkeypatch):
+    """A model registered with a threshold far from 0.5 (0.7): the JSON and CSV doors (the page
+    posts to the CSV door), ``netsec predict`` and ``netsec evaluate`` decide every row as the
+    artifact's own predict() does, i.e. decide(P(threat), 0.7), and /model shows the threshold
+    and its budget. Rows scored between 0.5 and 0.7 make the threshold matter."""
+    from netsec_tasks.cli import main
+    from netsec_tasks.config import load_config
+    from netsec_tasks.holdout import evaluate_file
+    from netsec_tasks.operating_point import decide, with_threshold
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    pipe, frame = fit("random_forest", seed=4)
+    version = register(uri, pipe, frame, artifact_root=tmp_path / "artifacts", threshold=0.7)
+    rows = training_frame(300, seed=123)
+    x = rows.drop(columns=[TARGET])
+    proba = pipe.predict_proba(x)[:, 1]
+    expected = decide(proba, 0.7)
+    assert ((proba >= 0.5) & (proba < 0.7)).sum() >= 5, "precondition: the threshold matters"
+    np.testing.assert_array_equal(expected, with_threshold(pipe, 0.7).predict(x))
+
+    client = make_client(uri)
+    info = client.get("/model").json()
+    assert info["version"] == version and info["decision"]["threshold"] == pytest.approx(0.7)
+    assert info["decision"]["threshold_recorded"] and info["decision"]["max_false_positive_rate"] == 0.01
+    doors = {}
+    doors["/predict"] = [
+        p["is_threat"]
+        for p in client.post("/predict", json={"records": records_of(rows)}).json()["predictions"]
+    ]
+    csv = client.post(
+        "/predict/csv", files={"file": ("x.csv", rows.to_csv(index=False).encode(), "text/csv")}
+    )
+    doors["/predict/csv"] = [r["is_threat"] for r in csv.json()["records"]]
+    one = [
+        client.post("/predict", json={"records": [r]}).json()["predictions"][0]["is_threat"]
+        for r in records_of(rows.head(40))
+    ]
+
+    src, out = tmp_path / "rows.csv", tmp_path / "scored.csv"
+    rows.to_csv(src, index=False)
+    monkeypatch.setenv("NETSEC_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert main(["predict", str(src), "--out", str(out)]) == 0
+    doors["netsec predict"] = pd.read_csv(out)["is_threat"].tolist()
+    for door, got in doors.items():
+        assert got == expected.tolist(), door
+    assert one == expected[:40].tolist()  # one row at a time: the compiled small-batch path
+
+    cfg = load_config(REPO / "config" / "pipeline.yaml")
+    rec = evaluate_file(
+        cfg, src, model_uri=f"models:/netsec-phishing/{version}", out_dir=tmp_path / "ev", track=False
+    )
+    y = (rows[TARGET] == -1).to_numpy()
+    tp, fp = int((y & (expected == 1)).sum()), int((~y & (expected == 1)).sum())
+    assert rec.confusion_matrix[0][1] == fp and rec.confusion_matrix[1][1] == tp
