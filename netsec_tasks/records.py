@@ -209,7 +209,24 @@ class RegisterRecord(Record):
     operating_point: dict[str, Any] = {}
     production_operating_point: dict[str, Any] = {}
     label_recall: dict[str, dict[str, Any]] = {}
+    # registry.shadow: the challenger after this step (this version when it passed the gate
+    # while a Production model existed; else the one before, if any), and the challenger it
+    # replaced.
+    challenger_version: str | None = None
+    replaced_challenger: str | None = None
     reason: str
+
+
+class ChallengerRecord(Record):
+    """The end of a challenger's shadow (netsec_tasks.registry.challenger)."""
+
+    model_name: str
+    version: str  # the challenger
+    action: str  # promoted | rejected (by hand) | retired (by monitoring)
+    production_before: str | None
+    production_after: str | None
+    reason: str
+    decided_by: str
 
 
 class SyncRecord(Record):
@@ -283,7 +300,7 @@ class OutcomeRecord(Record):
     run_id: str
     trigger: str | None = None  # who started the run: manual | scheduled | monitoring | cli
     trigger_reason: str | None = None  # monitoring: the evidence (drift, live F1) it acted on
-    outcome: str  # promoted | kept_production | skipped_no_drift
+    outcome: str  # promoted | challenger | kept_production | skipped_no_drift
     reason: str  # plain sentences: what happened and why
     branch_reason: str | None = None  # why the drift branch retrained or skipped
     model_name: str | None = None  # the registered model (netsec-<dataset>)
@@ -293,6 +310,8 @@ class OutcomeRecord(Record):
     # The version this run trained and registered; None when training was skipped.
     candidate: ModelOutcome | None = None
     production_after: str | None = None  # Production when the run ended: what serving loads
+    # The challenger when the run ended (registry.shadow): serving scores it in shadow.
+    challenger_after: str | None = None
     rows: RowCounts | None = None
     drift_report: str | None = None  # the drift report (HTML) of this run
     mlflow_run_id: str | None = None  # the pipeline run's parent MLflow run (training only)
