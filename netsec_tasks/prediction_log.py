@@ -56,6 +56,9 @@ from netsec_tasks.errors import DataError
 MAX_ROWS_PER_DOCUMENT = 10_000
 OUTPUT_COLUMNS = ("is_threat", "threat_probability", "label")
 META_COLUMNS = ("time", "model_name", "model_version", "route")
+# The challenger's decision on the same rows, scored in shadow (issue 25): present in documents
+# of requests served while a challenger was loaded; None in the frame for rows without.
+CHALLENGER_COLUMNS = ("challenger_version", "challenger_is_threat", "challenger_threat_probability")
 FILE_GLOB = "predictions-*.jsonl"
 FILE_PREFIX = "predictions-"
 
@@ -166,10 +169,14 @@ def prediction_documents(
     labels: Sequence[Any],
     request_id: str | None = None,
     max_rows: int = MAX_ROWS_PER_DOCUMENT,
+    challenger_version: str | None = None,
+    challenger_is_threat: np.ndarray | None = None,
+    challenger_probability: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """The log documents of one request. ``inputs`` is the model input: a float matrix in
     ``features`` order, or a DataFrame (models with non-numeric features). ``request_id``
-    (:func:`new_request_id`) makes the rows' prediction ids."""
+    (:func:`new_request_id`) makes the rows' prediction ids. ``challenger_*``: the challenger's
+    version, decisions and P(threat) on the same rows (scored in shadow), beside Production's."""
     n = len(is_threat)
     docs = []
     for start in range(0, n, max_rows):
@@ -201,6 +208,15 @@ def prediction_documents(
                 "label": list(labels[part]),
             }
         )
+        if challenger_version is not None and challenger_is_threat is not None:
+            assert challenger_probability is not None
+            docs[-1].update(
+                challenger_version=challenger_version,
+                challenger_is_threat=np.asarray(challenger_is_threat[part]).astype(np.int64).tolist(),
+                challenger_threat_probability=np.asarray(
+                    challenger_probability[part], dtype=np.float64
+                ).tolist(),
+            )
     return docs
 
 
@@ -208,7 +224,9 @@ def prediction_frame(documents: Iterable[Mapping[str, Any]], *, outputs: bool = 
     """One row per prediction from log documents (parsed JSONL lines or MongoDB documents).
 
     Columns: the features, then (``outputs=True``) ``is_threat``, ``threat_probability``,
-    ``label`` and ``time``, ``model_name``, ``model_version``, ``route``, ``prediction_id``.
+    ``label`` and ``time``, ``model_name``, ``model_version``, ``route``, ``prediction_id``, and
+    the challenger's ``challenger_version``, ``challenger_is_threat``,
+    ``challenger_threat_probability`` (None on rows no challenger scored).
     """
     # Columns grow by list.extend and become one frame per feature set at the end: a frame per
     # document took 41 s for 20,000 one-row requests, this takes 0.65 s.
@@ -231,6 +249,12 @@ def prediction_frame(documents: Iterable[Mapping[str, Any]], *, outputs: bool = 
                 values["prediction_id"] = (
                     prediction_ids(rid, n, int(doc.get("row_offset") or 0)) if rid else [None] * n
                 )
+                shadow = doc.get("challenger_version")
+                values["challenger_version"] = [shadow] * n
+                for k in CHALLENGER_COLUMNS[1:]:
+                    values[k] = doc[k] if shadow is not None else [None] * n
+                    if len(values[k]) != n:
+                        raise ValueError(f"{len(values[k])} values of {k} for n_rows={n}")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DataError(
                 f"document {i + 1} is not a prediction-log record ({type(exc).__name__}: {exc})"

@@ -13,16 +13,8 @@ from netsec_tasks.registry import (
     challenger_version,
     production_version,
 )
-from netsec_testing import MlflowServerProcess
 
 MODEL = "netsec-shadow-model"
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    server = MlflowServerProcess(tmp_path_factory.mktemp("mlflow-server")).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture()

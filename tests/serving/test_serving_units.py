@@ -182,6 +182,9 @@ def test_jsonl_log_reads_back_row_for_row(tmp_path):
         "model_version",
         "route",
         "prediction_id",
+        "challenger_version",
+        "challenger_is_threat",
+        "challenger_threat_probability",
     ]
     assert frame["prediction_id"].tolist() == [f"{e.request_id}-{k}" for e in entries for k in range(25)]
     assert request_time(entries[0].request_id) == now.replace(microsecond=123000)
