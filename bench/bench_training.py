@@ -138,7 +138,9 @@ def run_baseline(train: pd.DataFrame, test: pd.DataFrame, quick: bool, n_jobs: i
     return {"seconds": seconds, "cpu": cpu, "f1": scores[best], "winner": best}
 
 
-def _validation_record(tmp: Path, train: pd.DataFrame, test: pd.DataFrame):
+def validation_record(tmp: Path, train: pd.DataFrame, test: pd.DataFrame):
+    """What validation hands training: both splits as Parquet in ``tmp`` (bench_operating_point
+    uses it too)."""
     from netsec_tasks.records import ValidationRecord
     from netsec_tasks.table_io import frame_digest, write_parquet
 
@@ -186,7 +188,7 @@ def run_ours(
             **(overrides or {}),
         }
         cfg = load_config(REPO / "config" / "pipeline.yaml", environ={}, overrides=overrides)
-        validation = _validation_record(tmp, train, test)
+        validation = validation_record(tmp, train, test)
         run = RunContext.create(cfg, run_id=f"bench__{label}")
         clock = Clock()
         tr = transform(cfg, run, validation)

@@ -381,6 +381,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("all rows:     " + "  ".join(f"{k} {v:.4f}" for k, v in rec.metrics_all_rows.items()))
     (tn, fp), (fn, tp) = rec.confusion_matrix
     print(f"confusion matrix (truth x predicted, benign/threat): TN {tn}  FP {fp}  FN {fn}  TP {tp}")
+    if rec.operating_point:
+        from netsec_tasks.operating_point import OperatingPoint, pct
+
+        op = rec.operating_point
+        fields = {k: v for k, v in op.items() if k in OperatingPoint.__dataclass_fields__}
+        print(
+            f"operating point: {OperatingPoint(**fields).summary()}"
+            + (f"; OVER the budget of {pct(op['budget'])}" if op.get("over_budget") else "")
+        )
+        print("other budgets (on these rows): budget  threshold  FPR  recall  precision at the expected rate")
+        for row in rec.budget_table:
+            prec = pct(row["precision_at_rate"]) if row["precision_at_rate"] is not None else "n/a"
+            print(
+                f"  {pct(row['budget']):>6}  {row['threshold']:.4f}  {pct(row['fpr']):>6}  "
+                f"{row['recall']:.3f}  {prec}"
+            )
     if rec.per_label:
         print("per label (recall = share put in the right class):")
         for label, v in sorted(rec.per_label.items(), key=lambda kv: kv[1]["recall"]):

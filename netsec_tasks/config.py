@@ -347,7 +347,11 @@ class MonitoringConfig(_Section):
     bootstrap: int = Field(1000, ge=100, le=100_000)
     # Retrain when live F1 is below the floor with confidence: at least min_labels verdicts and
     # the upper end of F1's confidence interval below f1_floor (few labels never raise it).
-    f1_floor: float = Field(0.8, ge=0, le=1)
+    # 0.7, not 0.8: at a 1% false-positive budget the model gives up recall for precision, so its
+    # F1 on threat-rich traffic sits near 0.85 (0.89-0.95 at the old 0.5 rule), and 60 verdicts'
+    # interval reaches below 0.8 by chance (2 of 150 same-distribution seeds in
+    # tests/test_monitoring.py). The budget itself is watched by the live FPR (decision section).
+    f1_floor: float = Field(0.7, ge=0, le=1)
     min_labels: int = Field(50, ge=1)
     retrain_on_drift: bool = True
     # A surge of contract violations in served traffic (more than validation.max_invalid_share of

@@ -141,7 +141,15 @@ def evaluate_file(
     RegistryError (no model), SourceUnavailable (registry unreachable).
     """
     from netsec_tasks.evaluation import evaluate_predictions
-    from netsec_tasks.operating_point import decide, model_threshold, threat_probability
+    from netsec_tasks.operating_point import (
+        TABLE_BUDGETS,
+        budget_table,
+        decide,
+        decision_policy,
+        model_threshold,
+        operating_point,
+        threat_probability,
+    )
     from netsec_tasks.registry import differences, load_version
     from netsec_tasks.table_io import first_data_line, read_table
 
@@ -239,6 +247,19 @@ def evaluate_file(
         )
     proba, pred, y = proba_all[unseen], pred_all[unseen], y_all[unseen]
     result = evaluate_predictions(y, pred, proba)
+    # At the operating point, for the deployment's threat rate (not the file's), and the
+    # threshold other budgets would need on these rows.
+    policy = decision_policy(cfg, schema)
+    point = operating_point(
+        y,
+        proba,
+        threshold,
+        expected_threat_rate=policy.expected_threat_rate,
+        confidence=policy.confidence,
+        decisions=pred,
+    )
+    budgets = sorted({*TABLE_BUDGETS, policy.budget})
+    table = budget_table(y, proba, tuple(budgets), expected_threat_rate=policy.expected_threat_rate)
     metrics = _ordered(result["metrics"])
     if n_seen and unseen.sum() < len(rows):
         warnings[-1] += (
@@ -265,7 +286,7 @@ def evaluate_file(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create the output folder: {exc.strerror}", source=str(out)) from None
-    plots = _plots(y, pred, proba, per_label, out / "plots", schema)
+    plots = _plots(y, pred, proba, per_label, out / "plots", schema, threshold.value)
     sha = sha256_file(path) if Path(path).is_file() else None
     doc = {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -294,6 +315,15 @@ def evaluate_file(
         },
         "threshold": threshold.value,
         "threshold_recorded": threshold.recorded,
+        # What the threshold does on the headline rows: FPR with its interval, recall, precision
+        # at the expected threat rate, false alerts per 10,000 benign rows; and other budgets.
+        "operating_point": {
+            **point.to_dict(),
+            "max_false_positive_rate": _float(tags.get(TAG_PREFIX + "max_false_positive_rate")),
+            "over_budget": point.over_budget(policy.budget),
+            "budget": policy.budget,
+        },
+        "budget_table": table,
         "metrics": {k: round(v, 6) for k, v in metrics.items()},
         "metrics_all_rows": {k: round(v, 6) for k, v in metrics_all.items()},
         "confusion_matrix": {
@@ -330,6 +360,8 @@ def evaluate_file(
         judged=not any(w.startswith("not judged") for w in warnings),
         confusion_matrix=result["confusion_matrix"],
         per_label=per_label,
+        operating_point=doc["operating_point"],
+        budget_table=table,
         report_uri=report.resolve().as_uri(),
         html_uri=page.resolve().as_uri(),
         plots=[Path(p).resolve().as_uri() for p in plots],
@@ -380,10 +412,12 @@ def _per_label(
     return out
 
 
-def _plots(y, pred, proba, per_label, out: Path, schema) -> list[str]:
+def _plots(y, pred, proba, per_label, out: Path, schema, threshold: float) -> list[str]:
     from netsec_tasks.evaluation import save_plots
 
-    paths = save_plots(y, pred, proba, out, labels=schema.class_names, title="- evaluation")
+    paths = save_plots(
+        y, pred, proba, out, labels=schema.class_names, title="- evaluation", threshold=threshold
+    )
     if per_label:
         paths.append(_per_label_plot(per_label, out / "per_label_recall.png"))
     return paths
@@ -438,6 +472,10 @@ def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
         exp_id = configure_mlflow(cfg)
         client = mlflow_client(cfg)
         metrics = {f"eval_{k}": float(v) for k, v in doc["metrics"].items()}
+        point = doc["operating_point"]
+        for key in ("threshold", "fpr", "fpr_low", "fpr_high", "precision_at_rate", "alerts_per_10k_benign"):
+            if point.get(key) is not None:
+                metrics[f"eval_{key}"] = float(point[key])
         metrics.update({f"eval_all_rows_{k}": float(v) for k, v in doc.get("metrics_all_rows", {}).items()})
         for label, entry in (doc.get("per_label") or {}).items():
             metrics[_metric_key(f"eval_recall.{label}")] = float(entry["recall"])

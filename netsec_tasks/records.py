@@ -391,6 +391,10 @@ class EvaluationRecord(Record):
     confusion_matrix: list[list[int]]  # [[TN, FP], [FN, TP]], rows = truth
     # Per raw label (multi-class labels only): rows, threat?, rows in the right class, recall.
     per_label: dict[str, dict[str, Any]] | None = None
+    # At the model's threshold on the headline rows (OperatingPoint.to_dict(), plus the budget
+    # and over_budget), and per budget the threshold/FPR/recall/precision these rows would give.
+    operating_point: dict[str, Any] = {}
+    budget_table: list[dict[str, Any]] = []
     report_uri: str  # YAML
     html_uri: str  # self-contained HTML
     plots: list[str] = []

@@ -31,6 +31,11 @@ MONITORING_GAUGES = {
     "live_f1_high": "Upper end of live F1's confidence interval",
     "labelled": "Verdicts on the served version's predictions in the monitoring window",
     "threat_rate": "Share of the served version's predictions that were threats (last run)",
+    "alert_rate": "Share of the served version's rows that raised an alert (last run; = threat_rate)",
+    "expected_alert_rate": "The alert rate its operating point expects at the expected threat rate",
+    "live_fpr": "False-positive rate among analysts' benign verdicts (last monitoring run)",
+    "live_fpr_low": "Lower end of live FPR's interval (over the budget: a retraining reason)",
+    "live_fpr_high": "Upper end of live FPR's interval",
     "trigger": "1 when the last monitoring run requested a retraining",
     "last_run_timestamp_seconds": "When the last monitoring run looked (Unix time)",
 }
@@ -112,6 +117,12 @@ class Metrics:
         self.model_version = Gauge(
             "netsec_model_version", "Version number of the served model", ["name"], registry=r
         )
+        self.model_threshold = Gauge(
+            "netsec_model_threshold",
+            "The served model's decision threshold on P(threat) (is_threat = P >= it)",
+            ["name"],
+            registry=r,
+        )
         self.model_loaded = Gauge("netsec_model_loaded", "1 when a model is loaded (ready)", registry=r)
         self.log_dropped = Counter(
             "netsec_prediction_log_dropped_rows",
@@ -171,6 +182,9 @@ class Metrics:
             self.model_version.labels(model.name).set(float(model.version))
         except ValueError:
             pass
+        threshold = getattr(model, "threshold", None)
+        if threshold is not None:
+            self.model_threshold.labels(model.name).set(threshold.value)
         self.model_loaded.set(1)
 
     def monitoring_figures(self, tags: dict[str, str] | None) -> None:

@@ -44,17 +44,6 @@ def check_test_columns(frame, schema: DatasetSchema, source: str) -> None:
         )
 
 
-# training.metric -> its key among evaluation.evaluate_predictions' metrics
-_METRIC_KEYS = {
-    "f1": "f1",
-    "precision": "precision",
-    "recall": "recall",
-    "roc_auc": "roc_auc",
-    "average_precision": "pr_auc",
-    "accuracy": "accuracy",
-}
-
-
 @dataclass(frozen=True)
 class VersionScore:
     """A model's figures on test rows, decided at its own operating point.
@@ -91,11 +80,11 @@ def score_version(
     """
     import numpy as np
 
-    from netsec_tasks.evaluation import evaluate_predictions
+    from netsec_tasks.evaluation import SCORERS, evaluate_predictions
     from netsec_tasks.transform import compute_limits
 
     check_test_columns(frame, schema, source)
-    if metric != "recall_at_budget" and metric not in _METRIC_KEYS:
+    if metric != "recall_at_budget" and metric not in SCORERS:
         raise RegistryError(
             f"unknown promotion metric {metric!r}; expected recall_at_budget (decision.objective) "
             "or f1, precision, recall, roc_auc, average_precision, accuracy (training.metric)"
@@ -118,7 +107,7 @@ def score_version(
     if metric == "recall_at_budget":
         score = float(point.recall or 0.0)
     else:
-        score = float(metrics.get(_METRIC_KEYS[metric], float("nan")))
+        score = float(metrics.get(SCORERS[metric], float("nan")))
     return VersionScore(score, point, metrics, label_recall(raw, y, pred), threshold)
 
 

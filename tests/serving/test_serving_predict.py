@@ -278,3 +278,9 @@ def test_every_door_gives_the_same_decision(make_client, tmp_path, monkeypatch):
     y = (rows[TARGET] == -1).to_numpy()
     tp, fp = int((y & (expected == 1)).sum()), int((~y & (expected == 1)).sum())
     assert rec.confusion_matrix[0][1] == fp and rec.confusion_matrix[1][1] == tp
+    # netsec evaluate reports at the operating point, and what other budgets would need.
+    point = rec.operating_point
+    assert point["threshold"] == pytest.approx(0.7) and (point["fp"], point["tp"]) == (fp, tp)
+    assert point["alerts_per_10k_benign"] == pytest.approx(10_000 * fp / int((~y).sum()), abs=0.01)
+    assert [r["budget"] for r in rec.budget_table] == [0.001, 0.005, 0.01, 0.05]
+    assert all(r["fpr"] <= r["budget"] for r in rec.budget_table)
