@@ -291,8 +291,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     """The netsec_monitoring DAG's steps in process: verdicts into training data, then the
-    monitoring run and its commit. Only the DAG emits the retraining request (an Airflow asset
-    event); this command says whether it would."""
+    monitoring run and its commit, then ``decide_challenger`` (registry.shadow). Only the DAG
+    emits the retraining request (an Airflow asset event); this command says whether it would."""
     from netsec_tasks.feedback import feedback_to_training
     from netsec_tasks.monitoring import commit, monitor
     from netsec_tasks.monitoring.step import log_and_verdicts
@@ -314,6 +314,16 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         + (" (the netsec_monitoring DAG emits the request)" if record.trigger else "")
     )
     print(f"report:  {record.html_uri}")
+    from netsec_tasks.monitoring.shadow import decide_challenger
+
+    shadow = decide_challenger(cfg, record.run_id, reader=reader, store=store, apply=not args.dry_run)
+    if shadow.action != "none":
+        print(
+            f"challenger v{shadow.challenger_version}: {shadow.action}"
+            + (" (--dry-run: not applied)" if args.dry_run and shadow.action in ("promote", "retire") else "")
+            + f": {shadow.reason}"
+        )
+        print(f"         {shadow.html_uri}")
     return 0
 
 
@@ -578,8 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument(
         "--dry-run",
         action="store_true",
-        help="report only: append no verdict rows to the training source and do not move the "
-        "prediction log's watermark (the next run reads the same rows)",
+        help="report only: append no verdict rows to the training source, do not move the "
+        "prediction log's watermark (the next run reads the same rows), and neither promote nor "
+        "retire a challenger",
     )
     mo.set_defaults(func=cmd_monitor)
 

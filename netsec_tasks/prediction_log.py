@@ -374,6 +374,12 @@ class JsonlLogReader:
     def files(self) -> list[Path]:
         return sorted(self.directory.glob(FILE_GLOB)) if self.directory.is_dir() else []
 
+    def watermark_at(self, time: dt.datetime) -> dict[str, Any]:
+        """A watermark before every document logged at or after ``time``: the day files of
+        earlier days are skipped whole (a reader from it still sees earlier rows of that day)."""
+        day = f"{FILE_PREFIX}{time.astimezone(dt.UTC):%Y-%m-%d}.jsonl"
+        return {"offsets": {f.name: f.stat().st_size for f in self.files() if f.name < day}}
+
     def read_since(
         self, watermark: Mapping[str, Any] | None, max_documents: int | None = None
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -443,6 +449,13 @@ class MongoLogReader:
 
     def describe(self) -> str:
         return f"mongo:{self.collection.full_name}[{MODEL_FIELD}={self.model_name}]"
+
+    def watermark_at(self, time: dt.datetime) -> dict[str, Any]:
+        """A watermark before every document inserted at or after ``time`` (an ObjectId holds its
+        insert time in seconds; the log writer inserts after the request, never before)."""
+        from bson import ObjectId
+
+        return {"last_id": str(ObjectId.from_datetime(time - dt.timedelta(seconds=1)))}
 
     def read_since(
         self, watermark: Mapping[str, Any] | None, max_documents: int | None = None

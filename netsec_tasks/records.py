@@ -371,6 +371,37 @@ class MonitoringRecord(Record):
     advance: bool = True  # False: too few rows, the same rows are read again next run
 
 
+class ShadowRecord(Record):
+    """One ``decide_challenger`` run (netsec_tasks.monitoring.shadow): the two models on the
+    traffic both scored since the challenger was set, and what was decided."""
+
+    run_id: str
+    model_name: str
+    production_version: str | None
+    challenger_version: str | None = None
+    since: dt.datetime | None = None  # when it became the challenger
+    hours: float = 0.0  # in shadow so far
+    rows: int = 0  # rows both models scored
+    unscored_rows: int = 0  # rows logged since without the challenger's decision
+    # Per model: alerts, rows, alert_rate with its interval, the budget's ceiling, the rate its
+    # operating point expects, over_budget.
+    production: dict[str, Any] = {}
+    challenger: dict[str, Any] = {}
+    agreement: float | None = None  # share of rows both decided alike
+    disagreements: int = 0
+    # The latest rows where they disagree that no analyst has judged yet (prediction_id, time,
+    # both decisions and probabilities, the features), newest first: label them.
+    listed_disagreements: list[dict[str, Any]] = []
+    # On the labelled rows both scored: live metrics of each, the paired test.
+    verdicts: dict[str, Any] = {}
+    live_fpr: str = ""  # the challenger's live FPR against the budget, in words
+    action: str  # none | wait | promoted | retired (promote | retire when not applied)
+    reason: str
+    applied: bool = False  # the registry was changed (not a dry run)
+    report_uri: str | None = None
+    html_uri: str | None = None
+
+
 class EvaluationRecord(Record):
     """``netsec evaluate FILE``: one model version scored on one labelled file."""
 

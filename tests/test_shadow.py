@@ -123,3 +123,113 @@ def test_reconcile_finishes_a_challenger_left_half_set(shadow_cfg, splits):  # n
     assert (f"{name}/{second.version}", "challenger alias removed") in items
     assert challenger_version(client, cfg) is None
     assert production_version(client, cfg).version == first.version
+
+
+# --------------------------------------------------------------------------- monitoring decides
+
+
+def _serve(cfg, prod_version: str, chal_version: str, prod: list[int], chal: list[int]) -> list[str]:
+    """What serving logs for one request: Production's decisions ``prod`` beside the challenger's
+    ``chal`` on the same rows (serving's own JsonlSink); returns the prediction ids."""
+    import datetime as dt
+
+    import numpy as np
+
+    from netsec_tasks.prediction_log import new_request_id, prediction_ids
+    from netsec_tasks.schema import load_schema
+    from serving.prediction_writer import JsonlSink, LogEntry
+
+    features = tuple(load_schema(cfg.schema_path).features)
+    now = dt.datetime.now(dt.UTC)
+    n = len(prod)
+    rid = new_request_id(now)
+    entry = LogEntry(
+        time=now,
+        model_name=cfg.registry.model_name,
+        model_version=prod_version,
+        features=features,
+        inputs=np.tile(np.arange(len(features), dtype=float), (n, 1)),
+        is_threat=np.asarray(prod, dtype=np.int8),
+        probability=np.where(np.asarray(prod) == 1, 0.9, 0.1),
+        labels=[-1 if t else 1 for t in prod],
+        route="/predict",
+        request_id=rid,
+        challenger_version=chal_version,
+        challenger_is_threat=np.asarray(chal, dtype=np.int8),
+        challenger_probability=np.where(np.asarray(chal) == 1, 0.8, 0.2),
+    )
+    sink = JsonlSink(cfg.monitoring.log_dir, cfg.registry.model_name)
+    sink.write([(now.strftime("%Y-%m-%d"), line) for _, line in sink.convert(entry)])
+    return prediction_ids(rid, n)
+
+
+def test_monitoring_retires_a_challenger_over_budget_and_promotes_one_within(shadow_cfg, splits):  # noqa: F811
+    """A challenger that raises alerts over the budget is never promoted, even when verdicts
+    favour it; one within the budget and not worse on verdicts is promoted; neither is decided
+    before shadow.min_hours and shadow.min_rows."""
+    import datetime as dt
+
+    from netsec_tasks.monitoring.shadow import decide_challenger
+    from netsec_tasks.monitoring.step import log_and_verdicts
+
+    cfg = shadow_cfg(
+        **{
+            "shadow.min_hours": 1.0,
+            "shadow.min_rows": 400,
+            "decision.max_false_positive_rate": 0.01,
+            "decision.expected_threat_rate": 0.01,  # the ceiling: 1% + 1% x 99% = 1.99% alerts
+            "registry.promotion_margin": -1.0,  # every candidate passes the offline gate
+        }
+    )
+    _, _, first = train_and_register(cfg, "first", splits, depth=3)
+    _, _, second = train_and_register(cfg, "second", splits, depth=4)
+    prod, chal = first.version, second.version
+    assert second.challenger_version == chal
+    reader, store = log_and_verdicts(cfg)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+
+    # 300 rows: the challenger alerts on 30% (Production on 1%); too few rows to decide.
+    ids = _serve(cfg, prod, chal, [1] * 3 + [0] * 297, [1] * 90 + [0] * 210)
+    early = decide_challenger(cfg, "m1", reader=reader, store=store, now=later)
+    assert early.action == "wait" and "shadow.min_rows=400" in early.reason
+    assert (early.rows, early.challenger["alerts"], early.production["alerts"]) == (300, 90, 3)
+    assert early.challenger["over_budget"] and not early.production["over_budget"]
+    assert early.agreement == pytest.approx(1 - 87 / 300)
+    # The rows where they disagree are listed for analysts, with both decisions.
+    listed = early.listed_disagreements
+    assert len(listed) == 50 and listed[0]["production"] == 0 and listed[0]["challenger"] == 1
+    assert {d["prediction_id"] for d in listed} <= set(ids[3:90])
+    assert challenger_version(client_for(cfg), cfg).version == chal  # nothing moved
+
+    # Analysts confirm the challenger's extra alerts are threats: it is better on verdicts,
+    # and still never promoted, because its alert rate is over the budget.
+    store.record(
+        [{"prediction_id": p, "label": "-1", "is_threat": True, "source": "test"} for p in ids[3:60]]
+    )
+    more = _serve(cfg, prod, chal, [0] * 200, [1] * 10 + [0] * 190)
+    decided = decide_challenger(cfg, "m2", reader=reader, store=store, now=later)
+    # The latest 50 disagreements, less the ones analysts have labelled since.
+    assert [d["prediction_id"] for d in decided.listed_disagreements] == (ids[60:90] + more[:10])[::-1]
+    assert decided.rows == 500 and decided.verdicts["challenger_only_right"] == 57
+    assert decided.action == "retired" and decided.applied
+    assert "is over 1.99%" in decided.reason and "not worse on verdicts" in decided.reason
+    client = client_for(cfg)
+    assert challenger_version(client, cfg) is None and production_version(client, cfg).version == prod
+    tags = _tags(cfg, chal)
+    assert tags[SHADOW_OUTCOME_TAG] == "retired" and tags[SHADOW_REASON_TAG] == decided.reason
+    assert tags["netsec.shadow.decision"] == "retired" and tags["netsec.shadow.rows"] == "500"
+    from netsec_tasks.storage import file_uri_to_path
+
+    page = file_uri_to_path(decided.html_uri).read_text()
+    assert "Challenger retired" in page and more[9] in page and ids[55] not in page
+
+    # A new challenger within the budget (1% alerts, as Production) and not worse: promoted.
+    _, _, third = train_and_register(cfg, "third", splits, depth=5)
+    assert third.challenger_version == third.version
+    _serve(cfg, prod, third.version, [1] * 4 + [0] * 396, [1] * 3 + [0] * 397)
+    promoted = decide_challenger(cfg, "m3", reader=reader, store=store, now=later)
+    assert promoted.rows == 400 and promoted.unscored_rows == 0  # only rows since it was set
+    assert promoted.action == "promoted", promoted.reason
+    assert production_version(client, cfg).version == third.version
+    assert challenger_version(client, cfg) is None
+    assert decide_challenger(cfg, "m4", reader=reader, store=store).action == "none"
