@@ -483,6 +483,15 @@ class FastPipeline:
     def exact(self) -> bool:
         return self.plan.small.exact and self.plan.large.exact
 
+    def with_threads(self, batch_threads: int) -> FastPipeline:
+        """The same compiled predictors, large batches split across ``batch_threads`` threads
+        (a challenger scores in shadow on one: it must not take cores from Production)."""
+        out = copy.copy(self)
+        out._large = (
+            RowSplitter(self.plan.large.fn, batch_threads) if self.plan.split_large else self.plan.large.fn
+        )
+        return out
+
     # Rows with NaN go through the fitted imputer here (verified at load on rows with NaN), so
     # serving.inference hands them to the fast path rather than to the Pipeline.
     supports_nan = True

@@ -10,7 +10,9 @@ looked up and loaded after Production, and a challenger that cannot be loaded is
 (``challenger_error``, /model) while Production serves on.
 
 When the challenger is promoted, the version Production moves to is the challenger already
-loaded: it is swapped in without a second download.
+loaded: it is swapped in without a second download (its large batches split across
+``batch_threads`` again; in shadow it scores on one thread, so it never takes cores from
+Production).
 """
 
 from __future__ import annotations
@@ -85,8 +87,10 @@ class ModelManager:
             # Load beside the old one; requests keep using the old object until the assignment.
             challenger = self.challenger
             promoted = challenger is not None and challenger.version == str(mv.version)
-            loaded = challenger if promoted else load_version(self.settings, client, mv)
-            assert loaded is not None
+            if challenger is not None and promoted:
+                loaded = _with_threads(challenger, self.settings.batch_threads)
+            else:
+                loaded = load_version(self.settings, client, mv)
             self.current = loaded
             swapped = True
             log.info(
@@ -115,7 +119,8 @@ class ModelManager:
             elif old is not None and old.version == str(mv.version):
                 new = old
             else:
-                new = load_version(self.settings, client, mv)
+                # One thread for its large batches: the shadow never takes cores from Production.
+                new = _with_threads(load_version(self.settings, client, mv), 1)
                 _check_like_production(new, production)
             self.challenger_error = None
         except Exception as exc:  # Production serves on; the challenger is only reported
@@ -150,6 +155,12 @@ class ModelManager:
                 else self.settings.retry_interval_seconds
             )
             await asyncio.sleep(wait)
+
+
+def _with_threads(model: LoadedModel, batch_threads: int) -> LoadedModel:
+    from dataclasses import replace
+
+    return replace(model, fast=model.fast.with_threads(batch_threads)) if model.fast is not None else model
 
 
 def _check_like_production(challenger: LoadedModel, production: LoadedModel | None) -> None:

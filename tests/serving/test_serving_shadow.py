@@ -163,7 +163,9 @@ def test_production_answers_the_challenger_scores_in_shadow_and_each_swaps(store
     client.set_registered_model_alias(name, "production", third)
     client.delete_registered_model_alias(name, "challenger")
     assert app.portal.call(state.manager.refresh) is True
-    assert state.manager.current is loaded and state.manager.challenger is None
+    current = state.manager.current
+    assert current.version == third and current.loaded_at == loaded.loaded_at  # not loaded again
+    assert current.fast.plan is loaded.fast.plan and state.manager.challenger is None
     assert app.get("/model").json()["challenger"] is None
     assert f'netsec_challenger_version{{name="{name}"}} NaN' in app.get("/metrics").text
     answer = app.post("/predict", json={"records": records_of(rows)}).json()
