@@ -1,6 +1,7 @@
 """Benchmark: the netsec serving service vs ``mlflow models serve``, same model version, same machine.
 
     .venv/bin/python bench/bench_serving.py [--model random_forest,xgboost,hist_gradient_boosting]
+    .venv/bin/python bench/bench_serving.py --model all --shadow   # also with a challenger in shadow
     .venv/bin/python bench/bench_serving.py --registry sqlite:///.netsec/mlflow.db \
         --model-name netsec-phishing [--version 3]      # the version `netsec run` promoted
 
@@ -20,6 +21,13 @@ each level bounded by time and request count. Prints requests/s, rows/s, p50/p99
 the p50 server time of a one-row request (our ``Server-Timing`` header), the ratios, and the
 goals of issue 11: one-row p50 server time < 1 ms, one-row throughput >= 20x, 1000-row batches
 >= 3x ``mlflow models serve``.
+
+``--shadow`` (issue 25) also registers a challenger of the same type (trained on another split,
+alias ``challenger``) and starts a second netsec server that loads it and scores every row with it
+in shadow; both netsec servers and ``mlflow models serve`` are driven in turn at each level. It
+prints both netsec servers' ratios against MLflow, the p50 (client and server) with and without the
+challenger, the rows the challenger scored (its /metrics), and the goal: with a challenger,
+the one-row p50 rises by at most 10%.
 
 The load client runs on the same (small) machine, so absolute figures include its CPU use; the
 ratios are the point.
