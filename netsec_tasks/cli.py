@@ -3,6 +3,8 @@
     netsec run [--source file|mongo] [--source-path P] [--force-retrain]   all steps, in process
     netsec reconcile                      end stale runs, decide left-over model versions
     netsec rollback [--to VERSION]        Production back to an earlier version (alias + tags)
+    netsec promote --challenger [--reason R]   the challenger (registry.shadow) becomes Production
+    netsec reject --challenger [--reason R]    the challenger's shadow ends; Production stays
     netsec push-data CSV                  load a CSV into the Mongo collection (idempotent)
     netsec validate FILE                  schema + data-quality checks, report and quarantine
     netsec drift REF CUR                  drift report between two files
@@ -120,6 +122,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(
             f"registry: {result.register.model_name} production version = "
             f"{result.register.production_version}"
+            + (
+                f", challenger (in shadow) = {result.register.challenger_version}"
+                if result.register.challenger_version
+                else ""
+            )
         )
     if result.reconciled is not None and result.reconciled.items:
         print(f"reconciled:    {result.reconciled.summary()}")
@@ -155,6 +162,30 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         f"{record.model_name}: Production is v{record.to_version} again (was v{record.from_version}); "
         f"tagged rolled_back: {', '.join('v' + v for v in record.rolled_back)}. Serving follows "
         "at its next registry poll."
+    )
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from netsec_tasks.registry import promote_challenger
+
+    record = promote_challenger(_cfg(args), reason=args.reason or "", expected=args.version)
+    _print(record.to_xcom())
+    print(
+        f"{record.model_name}: challenger v{record.version} is Production (was "
+        f"v{record.production_before}); no challenger now. Serving follows at its next registry poll."
+    )
+    return 0
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    from netsec_tasks.registry import retire_challenger
+
+    record = retire_challenger(_cfg(args), reason=args.reason, expected=args.version)
+    _print(record.to_xcom())
+    print(
+        f"{record.model_name}: challenger v{record.version} rejected ({record.reason}); Production "
+        f"stays v{record.production_after}. Serving drops it at its next registry poll."
     )
     return 0
 
@@ -282,8 +313,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     """The netsec_monitoring DAG's steps in process: verdicts into training data, then the
-    monitoring run and its commit. Only the DAG emits the retraining request (an Airflow asset
-    event); this command says whether it would."""
+    monitoring run and its commit, then ``decide_challenger`` (registry.shadow). Only the DAG
+    emits the retraining request (an Airflow asset event); this command says whether it would."""
     from netsec_tasks.feedback import feedback_to_training
     from netsec_tasks.monitoring import commit, monitor
     from netsec_tasks.monitoring.step import log_and_verdicts
@@ -305,6 +336,16 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         + (" (the netsec_monitoring DAG emits the request)" if record.trigger else "")
     )
     print(f"report:  {record.html_uri}")
+    from netsec_tasks.monitoring.shadow import decide_challenger
+
+    shadow = decide_challenger(cfg, record.run_id, reader=reader, store=store, apply=not args.dry_run)
+    if shadow.action != "none":
+        print(
+            f"challenger v{shadow.challenger_version}: {shadow.action}"
+            + (" (--dry-run: not applied)" if args.dry_run and shadow.action in ("promote", "retire") else "")
+            + f": {shadow.reason}"
+        )
+        print(f"         {shadow.html_uri}")
     return 0
 
 
@@ -481,6 +522,29 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--reason", help="kept on the rolled-back versions (netsec.rollback_reason)")
     rb.set_defaults(func=cmd_rollback)
 
+    pm = add(
+        "promote",
+        help="make the challenger (registry.shadow: the version scored in shadow) Production now",
+    )
+    pm.add_argument(
+        "--challenger", action="store_true", required=True, help="promote the challenger (the only form)"
+    )
+    pm.add_argument("--version", help="refuse unless this version is the challenger")
+    pm.add_argument("--reason", help="kept on the version (netsec.shadow_reason)")
+    pm.set_defaults(func=cmd_promote)
+
+    rj = add("reject", help="end the challenger's shadow without promoting it; Production stays")
+    rj.add_argument(
+        "--challenger", action="store_true", required=True, help="reject the challenger (the only form)"
+    )
+    rj.add_argument("--version", help="refuse unless this version is the challenger")
+    rj.add_argument(
+        "--reason",
+        default="rejected by an operator (netsec reject --challenger)",
+        help="kept on the version (netsec.shadow_reason)",
+    )
+    rj.set_defaults(func=cmd_reject)
+
     pd_ = add("push-data", help="load a CSV into the Mongo collection, idempotently")
     pd_.add_argument("csv")
     pd_.add_argument("--uri", help="MongoDB URI (default: source.mongo.uri)")
@@ -539,8 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument(
         "--dry-run",
         action="store_true",
-        help="report only: append no verdict rows to the training source and do not move the "
-        "prediction log's watermark (the next run reads the same rows)",
+        help="report only: append no verdict rows to the training source, do not move the "
+        "prediction log's watermark (the next run reads the same rows), and neither promote nor "
+        "retire a challenger",
     )
     mo.set_defaults(func=cmd_monitor)
 

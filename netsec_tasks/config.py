@@ -187,6 +187,11 @@ class RegistryConfig(_Section):
     model_name: str = ""
     _derived: bool = PrivateAttr(False)
     alias: str = "production"
+    # Shadow (issue 25): a candidate that passes the promotion gate becomes the challenger (this
+    # alias) instead of Production; serving scores it beside Production without answering with
+    # it, and the netsec_monitoring DAG promotes or retires it on the traffic (section shadow).
+    shadow: bool = False
+    challenger_alias: str = "challenger"
     # Promote when new_score > production_score + margin (strictly beats) and new_score >= min_score.
     promotion_margin: float = Field(
         0.0,
@@ -224,6 +229,28 @@ class RegistryConfig(_Section):
     @classmethod
     def _unset_name(cls, v: Any) -> Any:
         return "" if v is None else v  # null in YAML or the environment: derive it
+
+    @model_validator(mode="after")
+    def _two_aliases(self) -> RegistryConfig:
+        if not self.challenger_alias.strip() or self.challenger_alias == self.alias:
+            raise ValueError(
+                f"registry.challenger_alias ({self.challenger_alias!r}) must be a name other than "
+                f"registry.alias ({self.alias!r}): the challenger never holds Production's alias"
+            )
+        return self
+
+
+class ShadowConfig(_Section):
+    """When the monitoring DAG decides a challenger (``registry.shadow``): it waits until the
+    challenger has been scored in shadow for ``min_hours`` *and* on ``min_rows`` served rows, then
+    promotes it only if its alert rate is within the budget and it is not worse than Production
+    on analysts' verdicts at ``confidence`` (one-sided); otherwise it retires it."""
+
+    min_hours: float = Field(24.0, ge=0)
+    min_rows: int = Field(1000, ge=1)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    # Rows where the two models disagree, listed in the report for analysts to label.
+    max_listed_disagreements: int = Field(50, ge=0, le=10_000)
 
 
 class DecisionConfig(_Section):
@@ -359,6 +386,7 @@ class PipelineConfig(_Section):
     storage: StorageConfig = StorageConfig()
     dag: DagConfig = DagConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    shadow: ShadowConfig = ShadowConfig()
     # Where this config was loaded from (set by load_config, not by the file).
     config_dir: str = Field(str(PACKAGE_CONFIG_DIR), exclude=True)
 

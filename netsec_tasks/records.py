@@ -220,7 +220,24 @@ class RegisterRecord(Record):
     operating_point: dict[str, Any] = {}
     production_operating_point: dict[str, Any] = {}
     label_recall: dict[str, dict[str, Any]] = {}
+    # registry.shadow: the challenger after this step (this version when it passed the gate
+    # while a Production model existed; else the one before, if any), and the challenger it
+    # replaced.
+    challenger_version: str | None = None
+    replaced_challenger: str | None = None
     reason: str
+
+
+class ChallengerRecord(Record):
+    """The end of a challenger's shadow (netsec_tasks.registry.challenger)."""
+
+    model_name: str
+    version: str  # the challenger
+    action: str  # promoted | rejected (by hand) | retired (by monitoring)
+    production_before: str | None
+    production_after: str | None
+    reason: str
+    decided_by: str
 
 
 class SyncRecord(Record):
@@ -294,7 +311,7 @@ class OutcomeRecord(Record):
     run_id: str
     trigger: str | None = None  # who started the run: manual | scheduled | monitoring | cli
     trigger_reason: str | None = None  # monitoring: the evidence (drift, live F1) it acted on
-    outcome: str  # promoted | kept_production | skipped_no_drift
+    outcome: str  # promoted | challenger | kept_production | skipped_no_drift
     reason: str  # plain sentences: what happened and why
     branch_reason: str | None = None  # why the drift branch retrained or skipped
     model_name: str | None = None  # the registered model (netsec-<dataset>)
@@ -304,6 +321,8 @@ class OutcomeRecord(Record):
     # The version this run trained and registered; None when training was skipped.
     candidate: ModelOutcome | None = None
     production_after: str | None = None  # Production when the run ended: what serving loads
+    # The challenger when the run ended (registry.shadow): serving scores it in shadow.
+    challenger_after: str | None = None
     rows: RowCounts | None = None
     drift_report: str | None = None  # the drift report (HTML) of this run
     mlflow_run_id: str | None = None  # the pipeline run's parent MLflow run (training only)
@@ -361,6 +380,37 @@ class MonitoringRecord(Record):
     mlflow_run_id: str | None = None
     watermark: dict[str, Any] = {}  # what the commit step records as read
     advance: bool = True  # False: too few rows, the same rows are read again next run
+
+
+class ShadowRecord(Record):
+    """One ``decide_challenger`` run (netsec_tasks.monitoring.shadow): the two models on the
+    traffic both scored since the challenger was set, and what was decided."""
+
+    run_id: str
+    model_name: str
+    production_version: str | None
+    challenger_version: str | None = None
+    since: dt.datetime | None = None  # when it became the challenger
+    hours: float = 0.0  # in shadow so far
+    rows: int = 0  # rows both models scored
+    unscored_rows: int = 0  # rows logged since without the challenger's decision
+    # Per model: alerts, rows, alert_rate with its interval, the budget's ceiling, the rate its
+    # operating point expects, over_budget.
+    production: dict[str, Any] = {}
+    challenger: dict[str, Any] = {}
+    agreement: float | None = None  # share of rows both decided alike
+    disagreements: int = 0
+    # The latest rows where they disagree that no analyst has judged yet (prediction_id, time,
+    # both decisions and probabilities, the features), newest first: label them.
+    listed_disagreements: list[dict[str, Any]] = []
+    # On the labelled rows both scored: live metrics of each, the paired test.
+    verdicts: dict[str, Any] = {}
+    live_fpr: str = ""  # the challenger's live FPR against the budget, in words
+    action: str  # none | wait | promoted | retired (promote | retire when not applied)
+    reason: str
+    applied: bool = False  # the registry was changed (not a dry run)
+    report_uri: str | None = None
+    html_uri: str | None = None
 
 
 class EvaluationRecord(Record):

@@ -140,6 +140,21 @@ class DecisionInfo(BaseModel):
     )
 
 
+class ChallengerInfo(BaseModel):
+    """The challenger (registry.shadow): scored in shadow on every logged row; its decisions go
+    to the prediction log and /metrics, never into a response."""
+
+    version: str
+    model_class: str
+    since: str | None = Field(None, description="when it became the challenger (tag netsec.challenger_since)")
+    threshold: float = Field(..., description="its own decision threshold on P(threat)")
+    metrics: dict[str, float] = Field(..., description="test_* metrics of its training run")
+    promotion_reason: str | None = Field(None, description="why it passed the promotion gate")
+    run_id: str | None = Field(None, description="its MLflow run (with X-API-Key only)")
+    inference_path: str | None = Field(None, description="how it scores rows (with X-API-Key only)")
+    loaded_at: str
+
+
 class ModelInfo(BaseModel):
     name: str
     version: str
@@ -168,6 +183,15 @@ class ModelInfo(BaseModel):
         None, description="that schema's version (tag netsec.schema_version, else the schema's)"
     )
     decision: DecisionInfo
+    role: Literal["production"] = Field(
+        "production", description="this version decides: every answer is its decision"
+    )
+    challenger: ChallengerInfo | None = Field(
+        None, description="the version scored in shadow beside it (registry.shadow), if any"
+    )
+    challenger_error: str | None = Field(
+        None, description="why the registry's challenger is not loaded (with X-API-Key only)"
+    )
 
 
 class Health(BaseModel):

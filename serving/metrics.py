@@ -91,9 +91,28 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # Per version: Production's decisions (role production, the answers) and the
+        # challenger's on the same rows (role challenger, scored in shadow, never answered).
         self.predictions = Counter(
-            "netsec_predictions", "Predicted rows by model and class", ["model", "class_"], registry=r
+            "netsec_predictions",
+            "Predicted rows by model, version, role (production: answered; challenger: in shadow) and class",
+            ["model", "version", "role", "class_"],
+            registry=r,
         )
+        self.shadow_rows = Counter(
+            "netsec_shadow_rows",
+            "Logged rows the challenger scored in shadow, by outcome: scored, failed, disagreed "
+            "(scored with another decision than Production's)",
+            ["model", "version", "outcome"],
+            registry=r,
+        )
+        self.challenger_version = Gauge(
+            "netsec_challenger_version",
+            "Version number of the challenger scored in shadow (NaN: none loaded)",
+            ["name"],
+            registry=r,
+        ).labels(model_name)
+        self.challenger_version.set(float("nan"))
         self.model_info = Info("netsec_model", "The model being served", registry=r)
         self.model_details = Info(
             "netsec_model_details",
@@ -193,11 +212,23 @@ class Metrics:
                     value = float("nan")
             gauge.set(value)
 
-    def count_predictions(self, n_threat: int, n_rows: int) -> None:
+    def count_predictions(
+        self, n_threat: int, n_rows: int, *, version: str, role: str = "production"
+    ) -> None:
         if n_threat:
-            self.predictions.labels(self.model, "threat").inc(n_threat)
+            self.predictions.labels(self.model, version, role, "threat").inc(n_threat)
         if n_rows - n_threat:
-            self.predictions.labels(self.model, "benign").inc(n_rows - n_threat)
+            self.predictions.labels(self.model, version, role, "benign").inc(n_rows - n_threat)
+
+    def count_shadow(self, version: str, outcome: str, n_rows: int) -> None:
+        self.shadow_rows.labels(self.model, version, outcome).inc(n_rows)
+
+    def challenger_swapped(self, model) -> None:
+        """The challenger gauge follows the manager (None: no challenger)."""
+        try:
+            self.challenger_version.set(float(model.version) if model is not None else float("nan"))
+        except ValueError:
+            self.challenger_version.set(float("nan"))
 
     @staticmethod
     def rows_bucket(n: int) -> str:

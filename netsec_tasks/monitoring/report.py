@@ -232,3 +232,98 @@ def render_html(doc: dict[str, Any], history: list[dict[str, Any]], *, drift_pag
                 + "</p>"
             )
     return page(title, out)
+
+
+def render_challenger_html(doc: dict[str, Any]) -> str:
+    """The challenger's page (``decide_challenger``, netsec_tasks.monitoring.shadow): the
+    decision, both models' alert rates against the budget's ceiling, agreement, verdict figures,
+    and the rows where they disagree for analysts to label. ``doc``: a ShadowRecord as JSON."""
+    from netsec_tasks.operating_point import pct
+
+    e = escape
+    v = doc.get("verdicts") or {}
+    action = str(doc.get("action"))
+    heading = {
+        "promoted": "Challenger promoted",
+        "retired": "Challenger retired",
+        "promote": "Would promote (dry run)",
+        "retire": "Would retire (dry run)",
+        "wait": "In shadow",
+    }.get(action, "No challenger")
+    title = (
+        f"netsec challenger: {doc.get('model_name')} v{doc.get('challenger_version') or '–'} "
+        f"beside Production v{doc.get('production_version') or '–'}"
+    )
+
+    def rate(m: dict[str, Any]) -> str:
+        ci = m.get("alert_rate_ci")
+        span = f" ({pct(ci[0])}–{pct(ci[1])})" if ci else ""
+        over = " <strong>over the budget</strong>" if m.get("over_budget") else ""
+        return f"{pct(m.get('alert_rate'))}{span}{over}"
+
+    def live(m: dict[str, Any], key: str) -> str:
+        ci = m.get(f"{key}_ci")
+        return f"{number(m.get(key), FIG)} ({_ci(ci)})" if m.get(key) is not None else "–"
+
+    prod, chal = doc.get("production") or {}, doc.get("challenger") or {}
+    lp, lc = v.get("production") or {}, v.get("challenger") or {}
+    rows = [
+        ("Alert rate (interval)", rate(prod), rate(chal)),
+        ("Alerts", f"{prod.get('alerts', 0):,}", f"{chal.get('alerts', 0):,}"),
+        (
+            "Alert rate its operating point expects",
+            pct(prod.get("expected_alert_rate")),
+            pct(chal.get("expected_alert_rate")),
+        ),
+        ("Live precision", live(lp, "precision"), live(lc, "precision")),
+        ("Live recall", live(lp, "recall"), live(lc, "recall")),
+        ("Live F1", live(lp, "f1"), live(lc, "f1")),
+        ("Live FPR", live(lp, "fpr"), live(lc, "fpr")),
+        (
+            "Labelled rows it alone got right",
+            str(v.get("production_only_right", 0)),
+            str(v.get("challenger_only_right", 0)),
+        ),
+    ]
+    out = [
+        f'<section class="summary {"trigger" if action in ("retired", "retire") else ""}">'
+        f'<div class="verdict">{e(heading)}</div><div>{e(str(doc.get("reason") or ""))}</div><dl>',
+        f"<dt>Run</dt><dd>{e(str(doc.get('run_id')))}</dd>",
+        f"<dt>Challenger since</dt><dd>{e(str(doc.get('since') or '–'))} ({number(doc.get('hours'), '.1f')} h)</dd>",
+        f'<dt>Rows both scored</dt><dd class="kv">{int(doc.get("rows") or 0):,}'
+        f" ({int(doc.get('unscored_rows') or 0):,} logged without the challenger's decision)</dd>",
+        f'<dt>Agreement</dt><dd class="kv">{pct(doc.get("agreement"))} '
+        f"({int(doc.get('disagreements') or 0):,} rows decided differently)</dd>",
+        f"<dt>Budget's ceiling</dt><dd>{pct(chal.get('ceiling'))} of rows may alert</dd>",
+        f"<dt>Verdicts</dt><dd>{int(v.get('labelled') or 0):,} labelled rows both scored; "
+        f"paired test p = {number(v.get('p_value'), '.3g')}</dd>",
+        f"<dt>Challenger's live FPR</dt><dd>{e(str(doc.get('live_fpr') or ''))}</dd></dl></section>",
+        "<h2>The two models on the same traffic</h2><table><tr><th></th>"
+        f"<th>Production v{e(str(doc.get('production_version') or '–'))}</th>"
+        f"<th>Challenger v{e(str(doc.get('challenger_version') or '–'))}</th></tr>",
+    ]
+    out += [f"<tr><td>{e(a)}</td><td>{b}</td><td>{c}</td></tr>" for a, b, c in rows]
+    out.append("</table>")
+    listed = doc.get("listed_disagreements") or []
+    out.append(
+        f"<h2>Rows where they disagree ({len(listed)} not yet labelled)</h2>"
+        "<p>Label these (POST /feedback with the prediction id, or the serving page): verdicts on "
+        "them are what tell the two models apart.</p>"
+    )
+    if listed:
+        names = list((listed[0].get("features") or {}).keys())
+        out.append(
+            "<table><tr><th>prediction id</th><th>time</th><th>Production</th><th>P</th>"
+            "<th>Challenger</th><th>P</th>" + "".join(f"<th>{e(str(n))}</th>" for n in names) + "</tr>"
+        )
+        for d in listed:
+            feats = d.get("features") or {}
+            out.append(
+                f"<tr><td><code>{e(str(d.get('prediction_id')))}</code></td><td>{e(str(d.get('time')))}</td>"
+                f"<td>{'threat' if d.get('production') else 'benign'}</td><td>{number(d.get('production_probability'), FIG)}</td>"
+                f"<td>{'threat' if d.get('challenger') else 'benign'}</td><td>{number(d.get('challenger_probability'), FIG)}</td>"
+                + "".join(f"<td>{e(str(feats.get(n)))}</td>" for n in names)
+                + "</tr>"
+            )
+        out.append("</table>")
+    return page(title, out)

@@ -167,14 +167,19 @@ def decide(
 # --------------------------------------------------------------------------- live metrics
 
 
-def labelled_predictions(verdicts: pd.DataFrame, reader, *, since: dt.datetime) -> pd.DataFrame:
+def labelled_predictions(
+    verdicts: pd.DataFrame, reader, *, since: dt.datetime, challenger: bool = False
+) -> pd.DataFrame:
     """The standing verdicts on predictions made since ``since``, joined with the logged
-    prediction they judge (``is_threat`` of the model as ``predicted``, ``model_version``).
-    Verdicts whose id is not canonical (stored before ids were checked exactly) are left out
-    (``monitor`` counts them in the report)."""
+    prediction they judge (``is_threat`` of the model as ``predicted``, ``model_version``; with
+    ``challenger``, also ``challenger_version`` and ``challenger_predicted``, the challenger's
+    decision on the row in shadow, None where none scored it). Verdicts whose id is not
+    canonical (stored before ids were checked exactly) are left out (``monitor`` counts them in
+    the report)."""
     from netsec_tasks.prediction_log import canonical_ids, request_time, rows_of
 
-    empty = pd.DataFrame(columns=["prediction_id", "verdict", "predicted", "model_version"])
+    shadow = ["challenger_version", "challenger_predicted"] if challenger else []
+    empty = pd.DataFrame(columns=["prediction_id", "verdict", "predicted", "model_version", *shadow])
     if verdicts.empty:
         return empty
     good, _ = canonical_ids(verdicts["prediction_id"])
@@ -183,13 +188,14 @@ def labelled_predictions(verdicts: pd.DataFrame, reader, *, since: dt.datetime) 
     logged = rows_of(reader.find_requests(set(recent.values())), verdicts["prediction_id"])
     if logged.empty:
         return empty
+    extra = ["challenger_version", "challenger_is_threat"] if challenger else []
     joined = verdicts.merge(
-        logged[["prediction_id", "is_threat", "model_version"]],
+        logged[["prediction_id", "is_threat", "model_version", *extra]],
         on="prediction_id",
         how="inner",
         suffixes=("", "_logged"),
     )
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "prediction_id": joined["prediction_id"],
             "verdict": joined["is_threat"].astype(bool),
@@ -197,6 +203,10 @@ def labelled_predictions(verdicts: pd.DataFrame, reader, *, since: dt.datetime) 
             "model_version": joined["model_version"].astype(str),
         }
     )
+    if challenger:
+        out["challenger_version"] = joined["challenger_version"]
+        out["challenger_predicted"] = joined["challenger_is_threat"]
+    return out
 
 
 def contract_violations(excluded: dict[str, Any], cfg: PipelineConfig) -> dict[str, Any]:

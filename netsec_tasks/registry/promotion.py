@@ -6,6 +6,14 @@ its reason in plain sentences are :func:`_decide`'s. :func:`apply_decision` reco
 as tags on the model version and on the pipeline's MLflow run, *then* moves Production
 (:func:`promote`), so a crash in between leaves a version tagged promoted that
 :mod:`netsec_tasks.reconcile` finishes. Both outcomes (promoted or rejected) are recorded.
+
+**Shadow** (``registry.shadow``). A version that passes the gate while a Production model exists
+becomes the *challenger* instead (outcome ``challenger``; :func:`set_challenger` moves alias
+``registry.challenger_alias`` to it, after the tags, as above). Serving scores it beside
+Production without answering with it; :mod:`netsec_tasks.registry.challenger` ends its shadow
+(promoted, rejected by hand, retired by monitoring). A challenger it replaces is tagged
+``netsec.shadow_outcome=replaced`` with the reason. With no Production model there is nothing to
+shadow: the version is promoted, and the reason says so.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from netsec_tasks.config import PipelineConfig
@@ -32,6 +40,11 @@ PROMOTION_TAG = TAG_PREFIX + "promotion"
 # Both models' operating points on the rows the decision compared (JSON, OperatingPoint.to_dict()).
 CANDIDATE_POINT_TAG = TAG_PREFIX + "promotion_operating_point"
 PRODUCTION_POINT_TAG = TAG_PREFIX + "production_operating_point"
+# Shadow: when a version became the challenger (ISO 8601, UTC; monitoring counts min_hours and
+# the traffic from it), how its shadow ended (promoted | rejected | retired | replaced) and why.
+CHALLENGER_SINCE_TAG = TAG_PREFIX + "challenger_since"
+SHADOW_OUTCOME_TAG = TAG_PREFIX + "shadow_outcome"
+SHADOW_REASON_TAG = TAG_PREFIX + "shadow_reason"
 
 
 @dataclass(frozen=True)
@@ -53,9 +66,15 @@ class Decision:
     operating_point: dict[str, Any] = field(default_factory=dict)
     production_operating_point: dict[str, Any] = field(default_factory=dict)
     label_recall: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Shadow: it passed the gate and becomes the challenger (promoted stays False: Production
+    # does not move); replaced: the challenger it replaces, if any.
+    challenger: bool = False
+    replaced: str | None = None
 
     @property
     def label(self) -> str:
+        if self.challenger:
+            return "challenger"
         return self.outcome or ("promoted" if self.promoted else "rejected")
 
     def tags(self) -> dict[str, str]:
@@ -202,6 +221,86 @@ def promote(client, cfg: PipelineConfig, version: str) -> None:
         client.transition_model_version_stage(name, version, PRODUCTION_STAGE, archive_existing_versions=True)
 
 
+def set_challenger(client, cfg: PipelineConfig, version: str, reason: str) -> str | None:
+    """Make ``version`` the challenger (alias ``registry.challenger_alias``), tagging when (its
+    ``netsec.challenger_since``) and the challenger it replaces (``netsec.shadow_outcome=replaced``
+    with ``reason``'s context) before the alias moves. Returns the replaced version, or None."""
+    from netsec_tasks.registry.lookup import challenger_version
+
+    name = cfg.registry.model_name
+    old = challenger_version(client, cfg)
+    if old is not None and str(old.version) == version:
+        return None  # a retry: already the challenger
+    client.set_model_version_tag(name, version, CHALLENGER_SINCE_TAG, _now())
+    replaced = None
+    if old is not None:
+        replaced = str(old.version)
+        for key, value in {
+            SHADOW_OUTCOME_TAG: "replaced",
+            SHADOW_REASON_TAG: f"replaced by v{version}, which passed the promotion gate later: {reason}"[
+                :5000
+            ],
+            PROMOTION_TAG: "retired",
+        }.items():
+            client.set_model_version_tag(name, replaced, key, value)
+    client.set_registered_model_alias(name, cfg.registry.challenger_alias, version)
+    return replaced
+
+
+def _retire_outrun_challenger(client, cfg: PipelineConfig, version: str) -> None:
+    """A version promoted straight to Production (``registry.shadow`` off, or no Production
+    before) ends a challenger's shadow: it was being compared with a Production that is gone."""
+    from netsec_tasks.registry.lookup import challenger_version
+
+    old = challenger_version(client, cfg)
+    if old is None or str(old.version) == version:
+        return
+    name = cfg.registry.model_name
+    for key, value in {
+        SHADOW_OUTCOME_TAG: "replaced",
+        SHADOW_REASON_TAG: f"v{version} was promoted to Production directly (registry.shadow off), "
+        "so the Production this challenger was compared with is gone",
+        PROMOTION_TAG: "retired",
+    }.items():
+        client.set_model_version_tag(name, str(old.version), key, value)
+    client.delete_registered_model_alias(name, cfg.registry.challenger_alias)
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _in_shadow(cfg: PipelineConfig, decision: Decision, client) -> Decision:
+    """With ``registry.shadow`` and a Production model, a version that passed the gate becomes
+    the challenger instead of Production; the reason says so and names the challenger it
+    replaces."""
+    from netsec_tasks.registry.lookup import challenger_version
+
+    if not (cfg.registry.shadow and decision.promoted and decision.previous is not None):
+        if cfg.registry.shadow and decision.promoted:
+            return replace(
+                decision,
+                reason=decision.reason + " registry.shadow is on, but there is no Production model to "
+                "run a challenger beside: it is Production at once.",
+            )
+        return decision
+    old = challenger_version(client, cfg)
+    replaces = f" It replaces challenger v{old.version}." if old is not None else ""
+    return replace(
+        decision,
+        promoted=False,
+        challenger=True,
+        replaced=str(old.version) if old is not None else None,
+        reason=decision.reason
+        + f" registry.shadow is on: it becomes the challenger (alias '{cfg.registry.challenger_alias}'), "
+        f"scored in shadow beside Production v{decision.previous}, which keeps answering; the "
+        "netsec_monitoring DAG promotes or retires it on served traffic (shadow.min_hours, "
+        f"shadow.min_rows), or netsec promote/reject --challenger decides by hand.{replaces}",
+    )
+
+
 def decide_version(
     client,
     cfg: PipelineConfig,
@@ -227,6 +326,19 @@ def decide_version(
     version = str(mv.version)
     tags = mv.tags or {}
     prod = production_version(client, cfg)
+    if tags.get(PROMOTION_TAG) == "challenger":
+        # An earlier attempt made it the challenger; finish the alias move in case it crashed.
+        return Decision(
+            version,
+            False,
+            tags.get(TAG_PREFIX + "promotion_reason") or "already the challenger",
+            scored.score,
+            None,
+            str(prod.version) if prod is not None else None,
+            operating_point=_json_dict(tags.get(CANDIDATE_POINT_TAG)) or scored.point.to_dict(),
+            production_operating_point=_json_dict(tags.get(PRODUCTION_POINT_TAG)),
+            challenger=True,
+        )
     if prod is not None and str(prod.version) == version:
         # An earlier attempt already promoted it; finish the stage move in case it crashed.
         prev_score = tags.get(TAG_PREFIX + "production_score")
@@ -274,7 +386,7 @@ def decide_version(
             prod_scored = production_score(cfg, prod, compared, schema, policy, metric, source)
     drops, labels = _label_drops(cfg, scored, prod_scored)
     promoted, reason = _decide(cfg, policy, metric, scored, previous, prod_scored, drops)
-    return Decision(
+    decision = Decision(
         version,
         promoted,
         reason + note,
@@ -287,6 +399,7 @@ def decide_version(
         production_operating_point=prod_scored.point.to_dict() if prod_scored is not None else {},
         label_recall=labels,
     )
+    return _in_shadow(cfg, decision, client)
 
 
 def _record_decision(
@@ -320,6 +433,9 @@ def apply_decision(
         _record_decision(client, cfg, run_id, decision.version, {**decision.tags(), **(extra_tags or {})})
         if decision.promoted:
             promote(client, cfg, decision.version)
+            _retire_outrun_challenger(client, cfg, decision.version)
+        elif decision.challenger:
+            set_challenger(client, cfg, decision.version, decision.reason)
     except Exception as exc:
         if is_unreachable(exc):
             raise

@@ -19,7 +19,13 @@ from netsec_tasks.operating_point import DecisionPolicy, decision_policy
 from netsec_tasks.outages import is_unreachable, mlflow_errors, owner_id, quick_mlflow
 from netsec_tasks.records import RegisterRecord, RunContext, TrainRecord, ValidationRecord
 from netsec_tasks.registry.comparable import check_comparable
-from netsec_tasks.registry.lookup import PRODUCTION_STAGE, all_versions, load_version, production_version
+from netsec_tasks.registry.lookup import (
+    PRODUCTION_STAGE,
+    all_versions,
+    challenger_version,
+    load_version,
+    production_version,
+)
 from netsec_tasks.registry.promotion import apply_decision, decide_version
 from netsec_tasks.registry.scoring import VersionScore, check_test_columns, score_version
 from netsec_tasks.tracking import OWNER_TAG, TAG_PREFIX, THRESHOLD_TAG, mlflow_client, model_id_in
@@ -264,6 +270,7 @@ def register(
         )
         apply_decision(client, cfg, train.mlflow_run_id, decision)
         log.info("%s v%s %s: %s", name, decision.version, decision.label, decision.reason)
+        challenger = challenger_version(client, cfg)
     record = RegisterRecord(
         model_name=name,
         version=decision.version,
@@ -277,6 +284,8 @@ def register(
         operating_point=decision.operating_point,
         production_operating_point=decision.production_operating_point,
         label_recall=decision.label_recall,
+        challenger_version=str(challenger.version) if challenger is not None else None,
+        replaced_challenger=decision.replaced,
         reason=decision.reason,
     )
     catalog.save_record("register", record)

@@ -66,7 +66,7 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
         body = await request.body()
         if not body.strip():
             raise InputError('empty body; send {"records": [{feature: value, ...}]}')
-        content = await state.run(_score_json, state, model, body, echo)
+        content = await state.run_small(len(body), model, _score_json, state, model, body, echo)
         return Response(content, media_type="application/json")
 
     @router.post(

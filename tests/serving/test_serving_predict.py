@@ -161,12 +161,12 @@ def test_model_health_ready_metrics(registered, make_client):
     threats = sum(p["is_threat"] for p in answers)
     text = client.get("/metrics").text
     assert (
-        f'netsec_predictions_total{{class_="threat",model="netsec-phishing"}} {float(2 * threats + answers[0]["is_threat"])}'
-        in text
+        f'netsec_predictions_total{{class_="threat",model="netsec-phishing",role="production",'
+        f'version="{registered.version}"}} {float(2 * threats + answers[0]["is_threat"])}' in text
     )
     assert (
-        f'netsec_predictions_total{{class_="benign",model="netsec-phishing"}} {float(21 - 2 * threats - answers[0]["is_threat"])}'
-        in text
+        f'netsec_predictions_total{{class_="benign",model="netsec-phishing",role="production",'
+        f'version="{registered.version}"}} {float(21 - 2 * threats - answers[0]["is_threat"])}' in text
     )
     assert f'netsec_model_version{{name="netsec-phishing"}} {float(registered.version)}' in text
     assert f'version="{registered.version}"' in text  # netsec_model_info
