@@ -39,6 +39,25 @@ def test_env_overrides_are_typed_and_nested():
     assert cfg.split.duplicate_aware is False
 
 
+def test_each_data_set_has_its_own_source_collection_unless_set(tmp_path):
+    """Two data sets on one MongoDB never share a training collection by default (a shared one
+    mixed their rows); an explicit collection wins, and a change of data set derives it again."""
+    home = {"NETSEC_HOME": str(tmp_path)}
+    phishing = load_config(CONFIG, environ=home)
+    other = load_config(CONFIG, environ={**home, "NETSEC_DATASET": "intrusion_demo"})
+    assert phishing.source.mongo.collection == "phishing"
+    assert other.source.mongo.collection == "intrusion_demo"
+    assert phishing.with_overrides({"dataset": "intrusion_demo"}).source.mongo.collection == "intrusion_demo"
+    # The other shared resources of the two data sets stay apart too.
+    assert phishing.registry.model_name != other.registry.model_name
+    set_ = load_config(
+        CONFIG,
+        environ={**home, "NETSEC_DATASET": "intrusion_demo", "NETSEC_SOURCE__MONGO__COLLECTION": "kdd"},
+    )
+    assert set_.source.mongo.collection == "kdd"
+    assert set_.with_overrides({"dataset": "phishing"}).source.mongo.collection == "kdd"
+
+
 def test_mlflow_tracking_uri_env_is_honoured_unless_overridden():
     cfg = load_config(CONFIG, environ={"MLFLOW_TRACKING_URI": "http://mlflow:5000"})
     assert cfg.registry.tracking_uri == "http://mlflow:5000"
