@@ -10,6 +10,8 @@ import time
 from typing import Any
 
 import numpy as np
+from fastapi.responses import Response
+from starlette.background import BackgroundTask
 
 from netsec_tasks.prediction_log import new_request_id
 from serving.metrics import Metrics
@@ -20,6 +22,8 @@ log = logging.getLogger("netsec.serving")
 
 # After a request this large, freed memory is handed back to the OS (see release_memory).
 RELEASE_AFTER_ROWS = 10_000
+# An answer body this large is handed back once it is sent (see json_answer).
+RELEASE_AFTER_BYTES = 4 * 1024 * 1024
 
 
 def infer(state, model: LoadedModel, x) -> tuple[np.ndarray, np.ndarray]:
@@ -113,3 +117,14 @@ def release_memory(n_rows: int) -> None:
     """
     if _TRIM is not None and n_rows >= RELEASE_AFTER_ROWS:
         _TRIM(0)
+
+
+def json_answer(content: bytes) -> Response:
+    """The JSON response for an encoded answer. A large answer (a 100k-row upload's is tens of
+    MB) is freed only after the last byte is sent, after the request's own release_memory: the
+    trim then runs as the response's background task, so RSS comes back after every large
+    answer, not only after those whose frames were freed last."""
+    background = None
+    if _TRIM is not None and len(content) >= RELEASE_AFTER_BYTES:
+        background = BackgroundTask(release_memory, RELEASE_AFTER_ROWS)
+    return Response(content, media_type="application/json", background=background)

@@ -22,7 +22,7 @@ from netsec_tasks.sinks import csv_chunks
 from netsec_tasks.sinks import json_bytes as _encode  # the JSON sink: text from data stays valid
 from serving.deps import ContractDep, ModelDep, ServingState, StateDep, require_api_key
 from serving.http_models import ERRORS, CsvPredictResponse, PredictResponse, predict_request_schema
-from serving.inference import count_inputs, infer, log_predictions, release_memory
+from serving.inference import count_inputs, infer, json_answer, log_predictions, release_memory
 from serving.inputs import InputError, InvalidPolicy, ModelInput, csv_input, fast_json_input, json_input
 from serving.limits import BodyTooLarge
 from serving.model import LoadedModel
@@ -67,7 +67,7 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
         if not body.strip():
             raise InputError('empty body; send {"records": [{feature: value, ...}]}')
         content = await state.run_small(len(body), model, _score_json, state, model, body, echo)
-        return Response(content, media_type="application/json")
+        return json_answer(content)
 
     @router.post(
         "/predict/csv",
@@ -140,7 +140,7 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
                 headers={"Content-Disposition": 'attachment; filename="predictions.csv"'},
             )
         content = await state.run(_csv_json, model, out, summary)
-        return Response(content, media_type="application/json")
+        return json_answer(content)
 
     return router
 
