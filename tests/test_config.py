@@ -134,3 +134,24 @@ def test_schema_errors_name_the_field(tmp_path):
     bad.write_text("name: x\ntarget: {column: y, positive: 1}\ncolumns: {a: {dtype: integer}}\n")
     with pytest.raises(ConfigError, match="columns.a.dtype"):
         load_schema(bad)
+
+
+def test_serving_writes_its_log_where_monitoring_reads_it(tmp_path, monkeypatch):
+    """The prediction log's and the verdicts' place is one setting, the pipeline config's:
+    serving's unset keys follow it (here set through the config's own environment keys), and a
+    serving key set explicitly still wins."""
+    from serving.settings import Settings
+
+    monkeypatch.setenv("NETSEC_HOME", str(tmp_path))
+    monkeypatch.setenv("NETSEC_MONITORING__LOG_DIR", str(tmp_path / "traffic"))
+    monkeypatch.setenv("NETSEC_MONITORING__PREDICTIONS_COLLECTION", "served")
+    monkeypatch.setenv("NETSEC_MONITORING__FEEDBACK_COLLECTION", "verdicts")
+    monkeypatch.setenv("NETSEC_SOURCE__MONGO__DATABASE", "threats")
+    cfg = load_config(CONFIG)
+    settings = Settings()
+    assert settings.log_path == Path(cfg.monitoring.log_dir) == tmp_path / "traffic"
+    assert (settings.mongo_collection, settings.feedback_collection) == ("served", "verdicts")
+    assert settings.mongo_database == cfg.source.mongo.database == "threats"
+    # A URI that names its database keeps it; an explicit serving key wins over the config.
+    assert Settings(mongo_uri="mongodb://127.0.0.1:1/other").mongo_database is None
+    assert Settings(mongo_collection="mine").mongo_collection == "mine"
