@@ -13,7 +13,7 @@
     netsec make-sample [--rows N] [--dataset D] [--missing 0.02]   a deterministic synthetic data set
     netsec fetch-dataset [--out P]        the real UCI data from OpenML (needs internet)
     netsec serve                          the FastAPI serving service (added by the serving package)
-    netsec config                         the effective configuration (file + env)
+    netsec config [--describe]            the effective configuration (file + env), with each key's doc
 
 Global options (``--config``, ``--set KEY=VALUE``, ``-v``) go before or after the command.
 Errors in the input or the environment print one line naming the problem and exit non-zero
@@ -455,8 +455,45 @@ def cmd_config(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
     import yaml
 
-    print(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
+    data = json.loads(cfg.model_dump_json())
+    if args.describe:
+        print("\n".join(_described(type(cfg), data)))
+    else:
+        print(yaml.safe_dump(data, sort_keys=False))
     return 0
+
+
+def _described(model: Any, data: dict, indent: str = "") -> list[str]:
+    """``data`` (the values of config model ``model``) as YAML lines, each key preceded by its
+    description as comment lines: the field's ``description``, or a section's docstring. The
+    same YAML as ``netsec config`` prints, only annotated."""
+    import inspect
+    import textwrap
+
+    import yaml
+    from pydantic import BaseModel
+
+    lines: list[str] = []
+    for name, value in data.items():
+        field = model.model_fields[name]
+        sub = field.annotation
+        section = isinstance(sub, type) and issubclass(sub, BaseModel)
+        doc = field.description or (inspect.cleandoc(sub.__doc__ or "") if section else "")
+        if section and lines:
+            lines.append("")
+        lines += [f"{indent}# {t}" for t in textwrap.wrap(" ".join(doc.split()), 98 - len(indent))]
+        if section:
+            lines.append(f"{indent}{name}:")
+            lines += _described(sub, value, indent + "  ")
+        elif isinstance(value, list):  # flow style, as in config/pipeline.yaml
+            lines.append(
+                f"{indent}{name}: " + yaml.safe_dump(value, default_flow_style=True, width=1 << 20).strip()
+            )
+        else:
+            lines.append(
+                indent + yaml.safe_dump({name: value}, default_flow_style=False, width=1 << 20).rstrip()
+            )
+    return lines
 
 
 def _global_options(p: argparse.ArgumentParser, *, after: bool) -> None:
@@ -668,6 +705,9 @@ def build_parser() -> argparse.ArgumentParser:
     fd.set_defaults(func=cmd_fetch_dataset)
 
     c = add("config", help="print the effective configuration")
+    c.add_argument(
+        "--describe", action="store_true", help="precede each key with its description (YAML comments)"
+    )
     c.set_defaults(func=cmd_config)
     plugin_commands(add)
     return p

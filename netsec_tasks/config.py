@@ -50,8 +50,11 @@ class _Section(BaseModel):
 
 
 class MongoSourceConfig(_Section):
-    # Same URI form as Airflow's ``netsec_mongo`` connection (``mongo://`` is accepted too).
-    uri: str = "mongodb://localhost:27017/netsec"
+    uri: str = Field(
+        "mongodb://localhost:27017/netsec",
+        description="MongoDB URI: the same form as Airflow's netsec_mongo connection "
+        "(mongodb://, mongodb+srv://; mongo:// is accepted too).",
+    )
     database: str = "netsec"
     collection: str = Field(
         "",
@@ -62,15 +65,23 @@ class MongoSourceConfig(_Section):
     _derived: bool = PrivateAttr(False)
     batch_size: int = Field(5000, ge=1, le=100_000)
     server_selection_timeout_ms: int = Field(5000, ge=100)
-    # Per-call budget: opening a connection, and waiting for a reply on an open one.
-    connect_timeout_ms: int = Field(5000, ge=100)
-    socket_timeout_ms: int = Field(30000, ge=100)
-    # None: the watermark is the document ObjectId; otherwise a field that increases with inserts.
-    watermark_field: str | None = None
-    # true: a run reads only documents after the committed watermark and appends them to the last
-    # committed snapshot (in storage). false: every run re-reads the training window (use when
-    # documents are deleted or corrected in place).
-    incremental: bool = True
+    connect_timeout_ms: int = Field(
+        5000, ge=100, description="Per-call budget for opening a connection, in milliseconds."
+    )
+    socket_timeout_ms: int = Field(
+        30000, ge=100, description="Per-call budget for a reply on an open connection, in milliseconds."
+    )
+    watermark_field: str | None = Field(
+        None,
+        description="The field that orders documents for incremental reads: it must increase with "
+        "inserts. Unset (null): the document's ObjectId (its insertion time).",
+    )
+    incremental: bool = Field(
+        True,
+        description="true: a run reads only documents after the committed watermark and appends "
+        "them to the last committed snapshot (in storage). false: every run re-reads the training "
+        "window (use when documents are deleted or corrected in place).",
+    )
 
     @field_validator("collection", mode="before")
     @classmethod
@@ -101,46 +112,68 @@ class SourceConfig(_Section):
         "worker; not set: the synthetic sample (made on demand).",
     )
     mongo: MongoSourceConfig = MongoSourceConfig()
-    # Where a run triggered from outside (the DAG's form, serving's POST /train) may point
-    # source.path: absolute folders (or s3://bucket/prefix) the deployment keeps training data
-    # in. The configured source.path itself is not limited (netsec_tasks/run_params.py).
-    path_roots: list[str] = Field(default_factory=lambda: ["{workdir}/data"])
-    # Train on the rows of the last N days only (by watermark time); None: all rows.
-    window_days: float | None = Field(None, gt=0)
-    # kind=file: also train on analysts' verdicts (<storage>/feedback/training_rows.parquet,
-    # written by the netsec_monitoring DAG). A MongoDB source gets them as documents instead.
-    include_feedback: bool = True
+    path_roots: list[str] = Field(
+        default_factory=lambda: ["{workdir}/data"],
+        description="Where a run triggered from outside (the DAG's form, serving's POST /train) "
+        "may point source.path: absolute folders (or s3://bucket/prefix) the deployment keeps "
+        "training data in. The configured source.path itself is not limited.",
+    )
+    window_days: float | None = Field(
+        None,
+        gt=0,
+        description="Train on the rows of the last N days only (by watermark time). Unset (null): all rows.",
+    )
+    include_feedback: bool = Field(
+        True,
+        description="source.kind=file: also train on analysts' verdicts "
+        "(<storage>/feedback/training_rows.parquet, written by the netsec_monitoring DAG). "
+        "A MongoDB source gets them as documents instead.",
+    )
 
 
 class SplitConfig(_Section):
     test_size: float = Field(0.2, gt=0, lt=1)
     seed: int = 42
-    # Identical rows never straddle train and test (the UCI file is ~half duplicates).
-    duplicate_aware: bool = True
+    duplicate_aware: bool = Field(
+        True,
+        description="Identical rows never straddle train and test (the UCI phishing file is about "
+        "half duplicates).",
+    )
 
 
 class ValidationConfig(_Section):
-    # The run fails when more than this share of rows is quarantined.
-    max_invalid_share: float = Field(0.05, ge=0, le=1)
-    # A row with more than this share of null features is quarantined.
-    max_row_null_share: float = Field(0.5, ge=0, le=1)
-    # A column with more than this share of nulls fails validation.
-    max_column_null_share: float = Field(0.2, ge=0, le=1)
+    max_invalid_share: float = Field(
+        0.05, ge=0, le=1, description="The run fails when more than this share of rows is quarantined."
+    )
+    max_row_null_share: float = Field(
+        0.5, ge=0, le=1, description="A row with more than this share of null features is quarantined."
+    )
+    max_column_null_share: float = Field(
+        0.2, ge=0, le=1, description="A column with more than this share of nulls fails validation."
+    )
     min_rows: int = Field(20, ge=1)
 
 
 class DriftConfig(_Section):
     alpha: float = Field(0.05, gt=0, lt=1)
     correction: Literal["bonferroni", "holm", "fdr_bh", "none"] = "holm"
-    # Data-set drift when more than this share of columns drifts.
-    drift_share: float = Field(0.2, ge=0, le=1)
-    # A column is tested as discrete (chi-square) when it is categorical, has an `allowed` list
-    # of at most this many values, holds at most this many distinct values in the compared
-    # data, or holds text; otherwise as continuous (Kolmogorov-Smirnov). See drift/stats.py.
-    max_discrete_values: int = Field(20, ge=2)
-    # With very large samples every tiny difference is "significant": also require an effect of
-    # at least this size (Jensen-Shannon distance for discrete, Wasserstein/IQR for continuous).
-    min_effect: float = Field(0.05, ge=0)
+    drift_share: float = Field(
+        0.2, ge=0, le=1, description="Data-set drift when more than this share of columns drifts."
+    )
+    max_discrete_values: int = Field(
+        20,
+        ge=2,
+        description="A column is tested as discrete (chi-square) when it is categorical, has an "
+        "`allowed` list of at most this many values, holds at most this many distinct values in "
+        "the compared data, or holds text; otherwise as continuous (Kolmogorov-Smirnov).",
+    )
+    # With very large samples every tiny difference is "significant", hence a minimum effect.
+    min_effect: float = Field(
+        0.05,
+        ge=0,
+        description="A column drifts only with an effect of at least this size, besides a "
+        "significant test (Jensen-Shannon distance for discrete, Wasserstein/IQR for continuous).",
+    )
 
 
 Candidate = Literal[
@@ -159,9 +192,11 @@ class TrainingConfig(_Section):
         description="The models tuned and compared by cross-validation; the best one is "
         "evaluated on the test split and registered.",
     )
-    # Selection metric, computed for the threat class: f1, precision, recall, roc_auc,
-    # average_precision, accuracy.
-    metric: Literal["f1", "precision", "recall", "roc_auc", "average_precision", "accuracy"] = "f1"
+    metric: Literal["f1", "precision", "recall", "roc_auc", "average_precision", "accuracy"] = Field(
+        "f1",
+        description="Selection metric, computed for the threat class: f1, precision, recall, "
+        "roc_auc, average_precision or accuracy.",
+    )
     cv_folds: int = Field(5, ge=2, le=20, description="Cross-validation folds of the search.")
     search: Literal["halving", "random"] = "halving"
     n_iter: int = Field(
@@ -176,34 +211,52 @@ class TrainingConfig(_Section):
     n_jobs: int = Field(2, ge=-1)
     seed: int = 42
     progress: bool = True
-    # The search tunes on a bounded, grouped, stratified sample of the training split this big
-    # (netsec_tasks.sampling); the winner is refit on the whole split. None: the whole split.
-    search_max_rows: int | None = Field(20_000, ge=100)
+    search_max_rows: int | None = Field(
+        20_000,
+        ge=100,
+        description="Rows of the bounded, grouped, stratified sample of the training split the "
+        "search tunes on; the winner is refit on the whole split. Unset (null): the whole split.",
+    )
 
 
 class TransformConfig(_Section):
-    # The KNN imputer keeps this many training rows as its donors (a bounded sample): the model's
-    # size and the cost of imputing a row stop growing with the data. None: every training row.
-    imputer_max_rows: int | None = Field(2_000, ge=10)
+    imputer_max_rows: int | None = Field(
+        2_000,
+        ge=10,
+        description="Training rows the KNN imputer keeps as its donors (a bounded sample), so the "
+        "model's size and the cost of imputing a row stop growing with the data. Unset (null): "
+        "every training row.",
+    )
 
 
 class RegistryConfig(_Section):
     tracking_uri: str = "sqlite:///{workdir}/mlflow.db"
-    # Artifact root for a new experiment on a local tracking store (ignored by a server).
-    artifact_location: str | None = "{workdir}/mlartifacts"
+    artifact_location: str | None = Field(
+        "{workdir}/mlartifacts",
+        description="Artifact root for a new experiment on a local tracking store (ignored by a "
+        "tracking server).",
+    )
     experiment: str = "netsec"
-    # Unset (null): one registered model per data set, netsec-<dataset> (model_name_for), filled
-    # in after validation, so it is always a name once loaded. Set it to register a data set
-    # under another name (serving: NETSEC_SERVING_MODEL_NAME).
-    model_name: str = ""
+    # "" stands for unset: filled in after validation, so it is always a name once loaded.
+    model_name: str = Field(
+        "",
+        description="The registered model. Unset (null): netsec-<dataset>, one registered model "
+        "per data set. Set it to register a data set under another name (serving: "
+        "NETSEC_SERVING_MODEL_NAME).",
+    )
     _derived: bool = PrivateAttr(False)
     alias: str = "production"
-    # Shadow (issue 25): a candidate that passes the promotion gate becomes the challenger (this
-    # alias) instead of Production; serving scores it beside Production without answering with
-    # it, and the netsec_monitoring DAG promotes or retires it on the traffic (section shadow).
-    shadow: bool = False
-    challenger_alias: str = "challenger"
-    # Promote when new_score > production_score + margin (strictly beats) and new_score >= min_score.
+    shadow: bool = Field(
+        False,
+        description="true: a candidate that passes the promotion gate becomes the challenger "
+        "(registry.challenger_alias) instead of Production; serving scores it beside Production "
+        "without answering with it, and the netsec_monitoring DAG promotes or retires it on the "
+        "traffic (section shadow).",
+    )
+    challenger_alias: str = Field(
+        "challenger",
+        description="The alias of the challenger (registry.shadow); never registry.alias.",
+    )
     promotion_margin: float = Field(
         0.0,
         ge=-1,
@@ -214,11 +267,20 @@ class RegistryConfig(_Section):
             "by more than this."
         ),
     )
-    # The per-label guard (a multi-class raw label: NSL-KDD attack types): a candidate whose recall
-    # on any threat label with at least min_label_rows compared test rows is more than
-    # max_label_recall_drop below Production's is not promoted.
-    max_label_recall_drop: float = Field(0.05, ge=0, le=1)
-    min_label_rows: int = Field(30, ge=1)
+    max_label_recall_drop: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Per-label guard (a multi-class raw label, e.g. NSL-KDD attack types): a "
+        "candidate whose recall on any threat label with at least registry.min_label_rows "
+        "compared test rows is more than this below Production's is not promoted.",
+    )
+    min_label_rows: int = Field(
+        30,
+        ge=1,
+        description="The per-label guard (registry.max_label_recall_drop) checks only threat "
+        "labels with at least this many compared test rows.",
+    )
     min_score: float = Field(
         0.8,
         ge=0,
@@ -228,13 +290,29 @@ class RegistryConfig(_Section):
             "(training.metric) is below this (the budget's floor is decision.min_recall)."
         ),
     )
-    # The per-call budget against an MLflow server (MLflow's MLFLOW_HTTP_REQUEST_TIMEOUT,
-    # _MAX_RETRIES and _BACKOFF_FACTOR are set from these): one call during an outage fails after
-    # at most (max_retries + 1) * request_timeout_seconds plus back-off (~33 s with these values).
+    # The per-call budget against an MLflow server: one call during an outage fails after at most
+    # (max_retries + 1) * request_timeout_seconds plus back-off (~33 s with these values).
     # Airflow's task retries are the long-term retry.
-    request_timeout_seconds: int = Field(10, ge=1, le=600)
-    max_retries: int = Field(2, ge=0, le=10)
-    backoff_factor: int = Field(1, ge=0, le=60)
+    request_timeout_seconds: int = Field(
+        10,
+        ge=1,
+        le=600,
+        description="Timeout of one HTTP request to an MLflow server, in seconds "
+        "(MLFLOW_HTTP_REQUEST_TIMEOUT).",
+    )
+    max_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Retries of a failed request to an MLflow server "
+        "(MLFLOW_HTTP_REQUEST_MAX_RETRIES); Airflow's task retries are the long-term retry.",
+    )
+    backoff_factor: int = Field(
+        1,
+        ge=0,
+        le=60,
+        description="Back-off factor between those retries, in seconds (MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR).",
+    )
 
     @field_validator("model_name", mode="before")
     @classmethod
@@ -260,8 +338,12 @@ class ShadowConfig(_Section):
     min_hours: float = Field(24.0, ge=0)
     min_rows: int = Field(1000, ge=1)
     confidence: float = Field(0.95, gt=0.5, lt=1)
-    # Rows where the two models disagree, listed in the report for analysts to label.
-    max_listed_disagreements: int = Field(50, ge=0, le=10_000)
+    max_listed_disagreements: int = Field(
+        50,
+        ge=0,
+        le=10_000,
+        description="Rows where the two models disagree, listed in the report for analysts to label.",
+    )
 
 
 class DecisionConfig(_Section):
@@ -282,36 +364,66 @@ class DecisionConfig(_Section):
         lt=1,
         description="The share of threats in deployed traffic, for precision and alert load.",
     )
-    objective: Objective | None = None  # recall_at_budget | f1; null: the data set's
-    # recall_at_budget: the floor of the test recall at the operating point (registry.min_score
-    # is the floor of objective f1's training.metric); null: the data set's.
-    min_recall: float | None = Field(None, ge=0, le=1)
-    # Confidence of every interval of a rate at the operating point (Clopper-Pearson): the margin
-    # the threshold keeps from the budget, the promotion's budget check, monitoring's live FPR.
-    confidence: float = Field(0.95, gt=0.5, lt=1)
+    objective: Objective | None = Field(
+        None, description="recall_at_budget or f1. Empty: the data set's (its schema file)."
+    )
+    min_recall: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="With decision.objective=recall_at_budget: the floor of the test recall at the "
+        "operating point (registry.min_score is the floor for objective f1). Empty: the data set's.",
+    )
+    confidence: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1,
+        description="Confidence of every interval of a rate at the operating point "
+        "(Clopper-Pearson): the margin the threshold keeps from the budget, the promotion's "
+        "budget check, monitoring's live false-positive rate.",
+    )
 
 
 class EvaluationConfig(_Section):
-    # A labelled hold-out file (CSV/Parquet path or s3:// URI) that every newly registered
-    # version is evaluated on after training (netsec evaluate; reports beside the run and on
-    # the version in MLflow). None: off.
-    holdout_path: str | None = None
+    holdout_path: str | None = Field(
+        None,
+        description="A labelled hold-out file (CSV/Parquet path or s3:// URI) that every newly "
+        "registered version is evaluated on after training (netsec evaluate; reports beside the "
+        "run and on the version in MLflow). Unset (null): off.",
+    )
 
 
 class StorageConfig(_Section):
-    # Root of everything tasks hand to each other and keep across runs: runs/<run id>/<step>/,
-    # snapshots/, state/. s3://bucket[/prefix] (MinIO: endpoint_url) or file:///dir (embedded).
-    uri: str = "file://{workdir}/storage"
+    uri: str = Field(
+        "file://{workdir}/storage",
+        description="Root of everything tasks hand to each other and keep across runs: "
+        "runs/<run id>/<step>/, snapshots/, state/. s3://bucket[/prefix] (MinIO: "
+        "storage.endpoint_url) or file:///dir (embedded).",
+    )
     endpoint_url: str | None = None
     region: str = "us-east-1"
     # One S3 outage costs at most about attempts x (connect + request timeout) before the step
-    # fails with exit 3; Airflow's task retries are the long-term retry. The request timeout is
-    # how long a request may stall without a byte (curl's low-speed limit in the AWS SDK, also on
-    # Linux, whatever pyarrow's docstring says), not a cap on a large upload: 15 s keeps a frozen
-    # server to ~50 s (measured: 30 s gave 100 s, bench/bench_faults.py s3_hung).
-    connect_timeout_seconds: float = Field(5.0, gt=0, le=300)
-    request_timeout_seconds: float = Field(15.0, gt=0, le=3600)
-    max_attempts: int = Field(3, ge=1, le=10)
+    # fails with exit 3; Airflow's task retries are the long-term retry. The request timeout is a
+    # stall limit (curl's low-speed limit in the AWS SDK, also on Linux, whatever pyarrow's
+    # docstring says): 15 s keeps a frozen server to ~50 s (measured: 30 s gave 100 s,
+    # bench/bench_faults.py s3_hung).
+    connect_timeout_seconds: float = Field(
+        5.0, gt=0, le=300, description="Time to open a connection to S3, in seconds, per attempt."
+    )
+    request_timeout_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="How long an S3 request may stall without a byte, in seconds, per attempt; "
+        "not a cap on a large upload.",
+    )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="Attempts of one S3 call: an outage fails the step (exit 3) after about "
+        "max_attempts x (connect + request timeout).",
+    )
 
     @field_validator("uri")
     @classmethod
@@ -338,46 +450,75 @@ def model_name_for(dataset: str) -> str:
 class MonitoringConfig(_Section):
     """The netsec_monitoring DAG: served traffic and analysts' verdicts (netsec_tasks.monitoring)."""
 
-    # Cron expression (or an Airflow preset such as @hourly); None: manual runs only.
-    schedule: str | None = "0 * * * *"
-    # Where serving writes its prediction log and takes verdicts: file (JSONL in log_dir, the
-    # embedded default) or mongo (collections of source.mongo.database, through netsec_mongo).
-    store: Literal["file", "mongo"] = "file"
+    schedule: str | None = Field(
+        "0 * * * *",
+        description="Cron expression (or an Airflow preset such as @hourly). Unset (null): manual runs only.",
+    )
+    store: Literal["file", "mongo"] = Field(
+        "file",
+        description="Where serving writes its prediction log and takes verdicts: file (JSONL in "
+        "monitoring.log_dir, the embedded default) or mongo (collections of "
+        "source.mongo.database, through netsec_mongo).",
+    )
     log_dir: str = "{workdir}/predictions"
     predictions_collection: str = "predictions"
     feedback_collection: str = "feedback"
-    # Log documents (requests) read per run at most; the rest are read by the next run.
-    max_documents: int = Field(100_000, ge=1)
-    # Traffic drift is tested once this many new rows are logged; fewer wait for the next run
-    # (the watermark stays), so an hour of thin traffic never decides anything.
-    min_rows: int = Field(200, ge=1)
-    # Live precision/recall/F1 of the threat class over the verdicts on predictions of the
-    # Production version made in the last window_hours.
-    window_hours: float = Field(168.0, gt=0)
+    max_documents: int = Field(
+        100_000,
+        ge=1,
+        description="Log documents (requests) read per run at most; the rest are read by the next run.",
+    )
+    # Fewer rows wait for the next run (the watermark stays): thin traffic never decides anything.
+    min_rows: int = Field(
+        200, ge=1, description="Traffic drift is tested once this many new rows are logged."
+    )
+    window_hours: float = Field(
+        168.0,
+        gt=0,
+        description="Live precision/recall/F1 of the threat class are computed over the verdicts on "
+        "predictions of the Production version made in the last this many hours.",
+    )
     confidence: float = Field(0.95, gt=0.5, lt=1)
     bootstrap: int = Field(1000, ge=100, le=100_000)
-    # Retrain when live F1 is below the floor with confidence: at least min_labels verdicts and
-    # the upper end of F1's confidence interval below f1_floor (few labels never raise it).
     # 0.7, not 0.8: at a 1% false-positive budget the model gives up recall for precision, so its
     # F1 on threat-rich traffic sits near 0.85 (0.89-0.95 at the old 0.5 rule), and 60 verdicts'
     # interval reaches below 0.8 by chance (2 of 150 same-distribution seeds in
     # tests/test_monitoring.py). The budget itself is watched by the live FPR (decision section).
-    f1_floor: float = Field(0.7, ge=0, le=1)
-    min_labels: int = Field(50, ge=1)
+    f1_floor: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="Retrain when live F1 is below this with confidence: the upper end of F1's "
+        "confidence interval is below it, with at least monitoring.min_labels verdicts.",
+    )
+    min_labels: int = Field(
+        50,
+        ge=1,
+        description="Verdicts needed before live F1 can request a retraining (few labels never do).",
+    )
     retrain_on_drift: bool = True
-    # A surge of contract violations in served traffic (more than validation.max_invalid_share of
-    # the new rows break the input contract: an upstream encoding change, another writer) is
-    # reported as its own finding. It is a fault of the sender or the schema, which a model
-    # retrained on the rows that still pass cannot fix: false (default) reports it without a
-    # request; true requests a retraining too.
-    retrain_on_contract_violations: bool = False
-    # After requesting a retraining, no new request for the same Production version for this
-    # long (a retraining that could not fix the drift must not run every hour).
-    cooldown_hours: float = Field(24.0, ge=0)
+    # A contract-violation surge is a fault of the sender or the schema, which a model retrained
+    # on the rows that still pass cannot fix: hence false by default.
+    retrain_on_contract_violations: bool = Field(
+        False,
+        description="A surge of contract violations in served traffic (more than "
+        "validation.max_invalid_share of the new rows break the input contract: an upstream "
+        "encoding change, another writer) is reported as its own finding. false: reported without "
+        "a request; true: it requests a retraining too.",
+    )
+    # A retraining that could not fix the drift must not run every hour.
+    cooldown_hours: float = Field(
+        24.0,
+        ge=0,
+        description="After requesting a retraining, no new request for the same Production version "
+        "for this many hours.",
+    )
     trend_runs: int = Field(168, ge=2, le=10_000)
-    # A verdict contradicting an identical training row: append it anyway, or hold it back;
-    # either way it is counted and listed in the report.
-    on_conflict: Literal["append", "hold"] = "append"
+    on_conflict: Literal["append", "hold"] = Field(
+        "append",
+        description="A verdict contradicting an identical training row: append it anyway, or hold "
+        "it back; either way it is counted and listed in the report.",
+    )
     experiment: str = "netsec-monitoring"
     seed: int = 0
 
@@ -398,8 +539,11 @@ class PipelineConfig(_Section):
     dag: DagConfig = DagConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     shadow: ShadowConfig = ShadowConfig()
-    # Where this config was loaded from (set by load_config, not by the file).
-    config_dir: str = Field(str(PACKAGE_CONFIG_DIR), exclude=True)
+    config_dir: str = Field(
+        str(PACKAGE_CONFIG_DIR),
+        exclude=True,
+        description="Where this config was loaded from (set by load_config, not by the file).",
+    )
 
     @model_validator(mode="after")
     def _no_empty_candidates(self) -> PipelineConfig:

@@ -155,3 +155,30 @@ def test_serving_writes_its_log_where_monitoring_reads_it(tmp_path, monkeypatch)
     # A URI that names its database keeps it; an explicit serving key wins over the config.
     assert Settings(mongo_uri="mongodb://127.0.0.1:1/other").mongo_database is None
     assert Settings(mongo_collection="mine").mongo_collection == "mine"
+
+
+def test_field_descriptions_are_in_the_schema_and_netsec_config(capsys):
+    """A config key's doc is its ``Field(description=...)``: the JSON schema carries it, and
+    ``netsec config --describe`` prints it as a comment above the key, in YAML that loads to the
+    same values as plain ``netsec config``."""
+    import yaml
+
+    from netsec_tasks.cli import main
+    from netsec_tasks.config import MonitoringConfig, PipelineConfig
+
+    defs = PipelineConfig.model_json_schema()["$defs"]
+    f1_floor = defs["MonitoringConfig"]["properties"]["f1_floor"]
+    assert "upper end of F1's confidence interval" in f1_floor["description"], f1_floor
+    assert "Kolmogorov-Smirnov" in defs["DriftConfig"]["properties"]["max_discrete_values"]["description"]
+    assert defs["ShadowConfig"]["description"].startswith("When the monitoring DAG decides")  # docstring
+
+    assert main(["--config", str(CONFIG), "config"]) == 0
+    plain = capsys.readouterr().out
+    assert main(["--config", str(CONFIG), "config", "--describe"]) == 0
+    described = capsys.readouterr().out
+    assert yaml.safe_load(described) == yaml.safe_load(plain)
+    lines = described.splitlines()
+    at = lines.index("  cv_folds: 3")  # config/pipeline.yaml's value
+    assert lines[at - 1] == "  # Cross-validation folds of the search.", lines[at - 2 : at + 1]
+    at = lines.index("monitoring:")
+    assert lines[at - 1].startswith("# ") and lines[at - 1][2:] in " ".join(MonitoringConfig.__doc__.split())

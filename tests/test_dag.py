@@ -223,7 +223,7 @@ def _load_dag_module(name: str = "netsec_training_dag"):
 def test_the_trigger_form_follows_the_config(dag, monkeypatch):
     """Each field's type, range, allowed values and help text come from the config key it
     overrides, with the value this deployment configured; a change of config shows in the form."""
-    from netsec_tasks.config import TrainingConfig, load_config
+    from netsec_tasks.config import RegistryConfig, TrainingConfig, load_config
 
     cfg = load_config()
     params = dag.params
@@ -238,6 +238,13 @@ def test_the_trigger_form_follows_the_config(dag, monkeypatch):
     assert (n_iter.schema["minimum"], n_iter.schema["maximum"]) == (1, 500)  # TrainingConfig's
     assert f"training.n_iter ({cfg.training.n_iter};" in n_iter.description
     assert ", ".join(cfg.training.candidates) in params.get_param("candidates").description
+    # The help text begins with the config field's description (Field(description=...)).
+    for name, section, key in (
+        ("cv_folds", TrainingConfig, "cv_folds"),
+        ("promotion_margin", RegistryConfig, "promotion_margin"),
+    ):
+        described = section.model_json_schema()["properties"][key]["description"]
+        assert len(described) > 20 and params.get_param(name).description.startswith(described), name
     # Another configuration, another form.
     monkeypatch.setenv("NETSEC_TRAINING__N_ITER", "9")
     monkeypatch.setenv("NETSEC_SOURCE__KIND", "mongo")
