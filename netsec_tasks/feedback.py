@@ -17,7 +17,7 @@ prediction.
 
 **Training data** (:func:`feedback_to_training`, a task of the ``netsec_monitoring`` DAG). Each
 verdict becomes a training row: the features as logged for that prediction, the analyst's label
-as the target, and provenance fields (:data:`PROVENANCE_FIELDS`: ``_netsec_source=feedback``,
+as the target, and provenance fields (:data:`netsec_tasks.sources.verdict_rows.PROVENANCE_FIELDS`: ``_netsec_source=feedback``,
 the prediction id, the verdict's time, the registered model and version that scored it). Readers of the source
 drop the provenance fields like the other bookkeeping fields, so they never become features.
 
@@ -52,6 +52,16 @@ import pandas as pd
 
 from netsec_tasks.errors import DataError
 from netsec_tasks.sinks import json_text
+from netsec_tasks.sources.verdict_rows import (
+    FEEDBACK_AT_FIELD,
+    KEY_PREFIX,
+    MODEL_NAME_FIELD,
+    MODEL_VERSION_FIELD,
+    PREDICTION_ID_FIELD,
+    SOURCE,
+    SOURCE_FIELD,
+    feedback_rows_uri,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from netsec_tasks.config import PipelineConfig
@@ -62,21 +72,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 VERDICT_WORDS = {"threat": True, "benign": False}
-SOURCE = "feedback"
-KEY_PREFIX = "feedback:"
-# Provenance of a training row that came from a verdict (dropped by every source reader).
-SOURCE_FIELD = "_netsec_source"
-PREDICTION_ID_FIELD = "_netsec_prediction_id"
-FEEDBACK_AT_FIELD = "_netsec_feedback_at"
-MODEL_VERSION_FIELD = "_netsec_model_version"
-MODEL_NAME_FIELD = "_netsec_model_name"
-PROVENANCE_FIELDS = (
-    SOURCE_FIELD,
-    PREDICTION_ID_FIELD,
-    FEEDBACK_AT_FIELD,
-    MODEL_VERSION_FIELD,
-    MODEL_NAME_FIELD,
-)
 FILE_NAME = "feedback.jsonl"
 MAX_EXAMPLES = 20
 VERDICT_COLUMNS = ["prediction_id", "label", "is_threat", "source", "note", "at", "first_at", "changes"]
@@ -363,16 +358,6 @@ class MongoFeedbackStore:
 
 
 # --------------------------------------------------------------------------- training rows
-
-
-def feedback_rows_uri(storage: Storage, model_name: str) -> str:
-    """Where registered model ``model_name``'s verdict rows live for a file source:
-    ``<storage>/feedback/<model>/training_rows.parquet`` (only that model's runs read them)."""
-    from netsec_tasks.records import safe_name
-
-    if not model_name:
-        raise ValueError("verdict rows belong to a registered model: model_name is empty")
-    return storage.uri("feedback", safe_name(model_name)[:120], "training_rows.parquet")
 
 
 def training_rows(

@@ -3,11 +3,9 @@ contract's counters. Blocking; called on the inference pool (``ServingState.run`
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import logging
 import time
-from typing import Any
 
 import numpy as np
 
@@ -17,9 +15,6 @@ from serving.model import LoadedModel
 from serving.prediction_writer import LogEntry
 
 log = logging.getLogger("netsec.serving")
-
-# After a request this large, freed memory is handed back to the OS (see release_memory).
-RELEASE_AFTER_ROWS = 10_000
 
 
 def infer(state, model: LoadedModel, x) -> tuple[np.ndarray, np.ndarray]:
@@ -92,24 +87,3 @@ def count_inputs(
         if imputed:
             m.input_rows.labels("imputed", route).inc(imputed)
             m.imputed_cells.labels(route).inc(int(null_cells.sum()))
-
-
-def _malloc_trim() -> Any:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
-        return None
-
-
-_TRIM = _malloc_trim()
-
-
-def release_memory(n_rows: int) -> None:
-    """After a large request, return freed heap pages to the OS.
-
-    A 100k-row upload allocates a few hundred MB of short-lived frames; glibc keeps the freed
-    pages in its arenas, so the process RSS stays up although nothing holds them.
-    ``malloc_trim(0)`` releases them (a few ms, only after requests of RELEASE_AFTER_ROWS rows).
-    """
-    if _TRIM is not None and n_rows >= RELEASE_AFTER_ROWS:
-        _TRIM(0)
