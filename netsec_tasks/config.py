@@ -53,7 +53,13 @@ class MongoSourceConfig(_Section):
     # Same URI form as Airflow's ``netsec_mongo`` connection (``mongo://`` is accepted too).
     uri: str = "mongodb://localhost:27017/netsec"
     database: str = "netsec"
-    collection: str = "phishing"
+    collection: str = Field(
+        "",
+        description="The collection of the data set's training rows. Unset (null): the data set's "
+        "name (`dataset`), so two data sets on one MongoDB never share (and mix) training rows; "
+        "a value set here wins.",
+    )
+    _derived: bool = PrivateAttr(False)
     batch_size: int = Field(5000, ge=1, le=100_000)
     server_selection_timeout_ms: int = Field(5000, ge=100)
     # Per-call budget: opening a connection, and waiting for a reply on an open one.
@@ -65,6 +71,11 @@ class MongoSourceConfig(_Section):
     # committed snapshot (in storage). false: every run re-reads the training window (use when
     # documents are deleted or corrected in place).
     incremental: bool = True
+
+    @field_validator("collection", mode="before")
+    @classmethod
+    def _unset_collection(cls, v: Any) -> Any:
+        return "" if v is None else v  # null in YAML or the environment: derive it
 
     @field_validator("uri")
     @classmethod
@@ -402,6 +413,10 @@ class PipelineConfig(_Section):
         if not self.registry.model_name:
             self.registry.model_name = model_name_for(self.dataset)
             self.registry._derived = True
+        # The same for the data set's source collection: one per data set unless set.
+        if not self.source.mongo.collection:
+            self.source.mongo.collection = self.dataset
+            self.source.mongo._derived = True
         return self
 
     @property
@@ -540,6 +555,8 @@ def _dump(cfg: PipelineConfig) -> dict:
     data["config_dir"] = cfg.config_dir
     if cfg.model_name_derived:
         data["registry"]["model_name"] = None
+    if cfg.source.mongo._derived:
+        data["source"]["mongo"]["collection"] = None
     return data
 
 

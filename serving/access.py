@@ -9,9 +9,10 @@ Keys (``X-API-Key: <key>``, or ``Authorization: Bearer <key>`` for scrapers such
   the registry need it, and only it (the scoring key gets a 403). Unset, those routes are off.
   It must differ from the scoring key: a client allowed to score is not thereby allowed to train.
 - Details (run ids, the training data's digest, the inference path with its storage URIs, load
-  errors): ``/model``, ``/metrics`` and ``/ready`` show them only to a request with a configured
-  key; anonymous clients get what they need to call the service (the model's name, version,
-  input contract and labels; counters and figures; ready or not).
+  errors' full text): ``/model``, ``/metrics`` and ``/ready`` show them only to a request with a
+  configured key; anonymous clients get what they need to call the service (the model's name,
+  version, input contract and labels; counters and figures; ready or not, and a load error's
+  kind: ``serving.manager.public_cause``).
 
 Cross-site writes. A page on another site, opened in a browser on this machine, can send
 "simple" POSTs (a multipart upload, ``no-cors``) to a service on loopback: CORS only hides the

@@ -190,7 +190,8 @@ class ModelInfo(BaseModel):
         None, description="the version scored in shadow beside it (registry.shadow), if any"
     )
     challenger_error: str | None = Field(
-        None, description="why the registry's challenger is not loaded (with X-API-Key only)"
+        None,
+        description="why the registry's challenger is not loaded: the full error with X-API-Key, its kind without",
     )
 
 

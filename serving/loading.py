@@ -74,7 +74,7 @@ def resolve_production_version(settings):
     with _registry_errors(settings):
         mv = find_production_version(client, settings.model_name, settings.model_alias, settings.model_stage)
     if mv is None:
-        raise RegistryError(
+        raise NoProductionVersion(
             f"registered model '{settings.model_name}' has no version with alias "
             f"'{settings.model_alias}' or stage '{settings.model_stage}' at "
             f"{settings.tracking_uri}; run the training pipeline first"
@@ -92,6 +92,10 @@ def resolve_challenger_version(settings, client):
         return None
     with _registry_errors(settings):
         return find_alias_version(client, settings.model_name, settings.challenger_alias)
+
+
+class NoProductionVersion(RegistryError):
+    """The registered model has no version holding the Production alias (or stage) yet."""
 
 
 @contextmanager

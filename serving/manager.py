@@ -46,8 +46,13 @@ class ModelManager:
         self.challenger: LoadedModel | None = None
         # Called with the Production version's tags on every check (monitoring figures).
         self.on_check = on_check
+        # Why the last load failed: the full text (registry and artifact URIs, paths) for key
+        # holders and the log, and its cause's kind without them (public_cause) for anyone.
         self.last_error: str | None = None
+        self.last_error_kind: str | None = None
         self.challenger_error: str | None = None  # why the challenger is not loaded
+        self.challenger_error_kind: str | None = None
+        self._loading: str | None = None  # the version being loaded (None: looking it up)
         self.last_check: dt.datetime | None = None
         self.on_swap = on_swap
         self.on_challenger = on_challenger
@@ -74,12 +79,14 @@ class ModelManager:
             return await asyncio.to_thread(self._refresh_blocking)
         except Exception as exc:  # any failure keeps the last good model serving
             self.last_error = f"{type(exc).__name__}: {exc}"[:1000]
+            self.last_error_kind = public_cause(exc, self.settings.model_name, self._loading)
             log.warning("model refresh failed: %s", self.last_error)
             return False
         finally:
             self.last_check = dt.datetime.now(dt.UTC)
 
     def _refresh_blocking(self) -> bool:
+        self._loading = None
         client, mv = resolve_production_version(self.settings)
         current = self.current
         swapped = False
@@ -90,6 +97,7 @@ class ModelManager:
             if challenger is not None and promoted:
                 loaded = _with_threads(challenger, self.settings.batch_threads)
             else:
+                self._loading = str(mv.version)
                 loaded = load_version(self.settings, client, mv)
             self.current = loaded
             swapped = True
@@ -102,7 +110,7 @@ class ModelManager:
             )
             if self.on_swap:
                 self.on_swap(loaded)
-        self.last_error = None
+        self.last_error = self.last_error_kind = None
         self._refresh_challenger(client)
         self._checked(mv)
         return swapped
@@ -111,8 +119,10 @@ class ModelManager:
         """Follow the challenger alias: load a new challenger, drop one whose alias is gone (or
         that became Production). A failure only sets ``challenger_error``."""
         old = self.challenger
+        version = None
         try:
             mv = resolve_challenger_version(self.settings, client)
+            version = str(mv.version) if mv is not None else None
             production = self.current
             if mv is None or (production is not None and str(mv.version) == production.version):
                 new = None
@@ -122,9 +132,10 @@ class ModelManager:
                 # One thread for its large batches: the shadow never takes cores from Production.
                 new = _with_threads(load_version(self.settings, client, mv), 1)
                 _check_like_production(new, production)
-            self.challenger_error = None
+            self.challenger_error = self.challenger_error_kind = None
         except Exception as exc:  # Production serves on; the challenger is only reported
             self.challenger_error = f"{type(exc).__name__}: {exc}"[:1000]
+            self.challenger_error_kind = public_cause(exc, self.settings.model_name, version)
             log.warning("challenger not loaded: %s", self.challenger_error)
             new = None
         if new is old:
@@ -155,6 +166,30 @@ class ModelManager:
                 else self.settings.retry_interval_seconds
             )
             await asyncio.sleep(wait)
+
+
+def public_cause(exc: BaseException, model_name: str, version: str | None) -> str:
+    """The kind of a load failure in one sentence an anonymous client may see: no URI, host,
+    path or run id (those stay in the exception's text, for key holders and the log).
+
+    ``version``: the version being loaded when ``exc`` was raised; None while looking it up.
+    Kinds: ``registry unavailable`` (an outage: the registry did not answer), ``no Production
+    version``, ``registry error`` (the registry refused the lookup), ``verification failed``
+    (the version could not be downloaded, verified or prepared)."""
+    from netsec_tasks.errors import SourceUnavailable
+    from serving.loading import NoProductionVersion
+
+    more = "; the server log has the full error (or send X-API-Key)"
+    if isinstance(exc, NoProductionVersion):
+        return (
+            f"no Production version: registered model '{model_name}' has none yet; run the training pipeline"
+        )
+    what = f"version {version} of '{model_name}'" if version else f"the lookup of '{model_name}'"
+    if isinstance(exc, SourceUnavailable):
+        return f"registry unavailable: the model registry did not answer during {what}; retrying{more}"
+    if version is None:
+        return f"registry error: the model registry refused {what}{more}"
+    return f"verification failed: {what} could not be downloaded, verified or prepared{more}"
 
 
 def _with_threads(model: LoadedModel, batch_threads: int) -> LoadedModel:

@@ -1,7 +1,8 @@
 """Handing freed heap memory back to the OS after a large request (glibc's ``malloc_trim``).
 
-Called after a large upload is scored (:mod:`serving.routers.predict`) and after its rows leave
-the prediction log's queue (:mod:`serving.prediction_writer`), whichever lets go last.
+Called after a large upload is scored (:mod:`serving.routers.predict`), after its rows leave
+the prediction log's queue (:mod:`serving.prediction_writer`), whichever lets go last, and after
+a large JSON answer is sent (:func:`json_answer`).
 """
 
 from __future__ import annotations
@@ -9,8 +10,13 @@ from __future__ import annotations
 import ctypes
 from typing import Any
 
+from fastapi.responses import Response
+from starlette.background import BackgroundTask
+
 # After a request this large, freed memory is handed back to the OS (see release_memory).
 RELEASE_AFTER_ROWS = 10_000
+# An answer body this large is handed back once it is sent (see json_answer).
+RELEASE_AFTER_BYTES = 4 * 1024 * 1024
 
 
 def _malloc_trim() -> Any:
@@ -32,3 +38,14 @@ def release_memory(n_rows: int) -> None:
     """
     if _TRIM is not None and n_rows >= RELEASE_AFTER_ROWS:
         _TRIM(0)
+
+
+def json_answer(content: bytes) -> Response:
+    """The JSON response for an encoded answer. A large answer (a 100k-row upload's is tens of
+    MB) is freed only after the last byte is sent, after the request's own release_memory: the
+    trim then runs as the response's background task, so RSS comes back after every large
+    answer, not only after those whose frames were freed last."""
+    background = None
+    if _TRIM is not None and len(content) >= RELEASE_AFTER_BYTES:
+        background = BackgroundTask(release_memory, RELEASE_AFTER_ROWS)
+    return Response(content, media_type="application/json", background=background)

@@ -6,9 +6,12 @@ byte the app saw to the response start, which is what the benchmark reports as s
 Routes are labelled by their template (``/predict``), unmatched paths as ``<unmatched>``, so a
 scanner cannot blow up label cardinality.
 
-Series about the served model's traffic, verdicts and monitoring figures carry the label
-``model`` (the registered model), so two services of two data sets scraped by one Prometheus
-never mix. :attr:`Metrics.registry` is what anyone may scrape; :attr:`Metrics.details` (the
+Series about the served model's traffic (predictions, input-contract counters, model time,
+the log), verdicts, readiness and monitoring figures carry the label ``model`` (the registered
+model), so two services of two data sets scraped by one Prometheus never mix; a labelled series
+binds it with :class:`ModelSeries`, so no caller can leave it out. The HTTP series (requests,
+latency, cross-site refusals) describe the service, not a model, and are told apart by the
+scrape's own ``instance`` label. :attr:`Metrics.registry` is what anyone may scrape; :attr:`Metrics.details` (the
 served version's run id and inference path, which names storage URIs) is added to ``/metrics``
 only for a request with a configured key (``serving/access.py``).
 """
@@ -65,6 +68,18 @@ LATENCY_BUCKETS = (
 )
 
 
+class ModelSeries:
+    """A labelled metric with its first label, ``model``, bound to the served model:
+    ``.labels(*rest)`` is ``metric.labels(model, *rest)``, so a caller cannot leave it out."""
+
+    def __init__(self, metric, model_name: str):
+        self.metric = metric
+        self.model = model_name
+
+    def labels(self, *rest: str):
+        return self.metric.labels(self.model, *rest)
+
+
 class Metrics:
     def __init__(self, model_name: str):
         self.model = model_name
@@ -84,12 +99,15 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.inference = Histogram(
-            "netsec_inference_seconds",
-            "Model time per request (validation excluded), by request size",
-            ["rows"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.inference = ModelSeries(
+            Histogram(
+                "netsec_inference_seconds",
+                "Model time per request (validation excluded), by model and request size",
+                ["model", "rows"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            ),
+            model_name,
         )
         # Per version: Production's decisions (role production, the answers) and the
         # challenger's on the same rows (role challenger, scored in shadow, never answered).
@@ -128,7 +146,9 @@ class Metrics:
             ["name"],
             registry=r,
         )
-        self.model_loaded = Gauge("netsec_model_loaded", "1 when a model is loaded (ready)", registry=r)
+        self.model_loaded = Gauge(
+            "netsec_model_loaded", "1 when a model is loaded (ready)", ["model"], registry=r
+        ).labels(model_name)
         self.log_dropped = Counter(
             "netsec_prediction_log_dropped_rows",
             "Prediction-log rows dropped because the queue was full",
@@ -148,14 +168,24 @@ class Metrics:
         )
         # The input contract at the scoring doors: rows refused (the request was answered
         # 422), flagged (returned unscored with status=invalid), scored with imputed cells.
-        self.input_rows = Counter(
-            "netsec_input_rows",
-            "Rows checked by the input contract, by outcome: refused, flagged, imputed",
-            ["outcome", "route"],
-            registry=r,
+        # Labelled by model like every series about its traffic; callers give the other labels.
+        self.input_rows = ModelSeries(
+            Counter(
+                "netsec_input_rows",
+                "Rows checked by the input contract, by model, outcome (refused, flagged, imputed) and route",
+                ["model", "outcome", "route"],
+                registry=r,
+            ),
+            model_name,
         )
-        self.imputed_cells = Counter(
-            "netsec_imputed_cells", "Null feature cells sent to the model's imputer", ["route"], registry=r
+        self.imputed_cells = ModelSeries(
+            Counter(
+                "netsec_imputed_cells",
+                "Null feature cells sent to the model's imputer, by model and route",
+                ["model", "route"],
+                registry=r,
+            ),
+            model_name,
         )
         # Analysts' verdicts (POST /feedback), and the latest figures of the netsec_monitoring
         # DAG for the served version (its model version tags netsec.monitoring.*; NaN: none yet).

@@ -86,10 +86,20 @@ class Settings(BaseSettings):
     batch_threads: int = Field(0, ge=0, le=64, validate_default=True)
 
     # --- prediction log -------------------------------------------------------------------
+    # Where the log and the verdicts live is one setting, the pipeline config's (monitoring
+    # reads them there): each of the four below left unset takes it from config/pipeline.yaml
+    # (NETSEC_CONFIG; NETSEC_MONITORING__..., NETSEC_SOURCE__MONGO__DATABASE override it for
+    # both). The URI is this service's own (its credentials); set, the log goes to MongoDB.
     mongo_uri: str | None = None
-    mongo_database: str | None = None  # default: the database named in the URI, else "netsec"
-    mongo_collection: str = "predictions"
-    log_dir: str | None = None  # default: <NETSEC_HOME>/predictions; the log is <log dir>/<model>/
+    mongo_database: str | None = Field(
+        None, description="default: the database the URI names, else the config's source.mongo.database"
+    )
+    mongo_collection: str | None = Field(
+        None, description="default: the config's monitoring.predictions_collection"
+    )
+    log_dir: str | None = Field(
+        None, description="default: the config's monitoring.log_dir; the log is <log dir>/<model>/"
+    )
     log_enabled: bool = True
     log_batch_rows: int = Field(1000, ge=1)
     log_flush_seconds: float = Field(2.0, gt=0)
@@ -99,7 +109,9 @@ class Settings(BaseSettings):
     # --- analysts' verdicts (POST /feedback) ---------------------------------------------
     # Stored beside the prediction log, keyed by the served model like it: this collection of
     # the log's MongoDB database (a model_name field), or <log dir>/<model>/feedback.jsonl.
-    feedback_collection: str = "feedback"
+    feedback_collection: str | None = Field(
+        None, description="default: the config's monitoring.feedback_collection"
+    )
     max_feedback_items: int = Field(10_000, ge=1)
 
     # --- Airflow (POST /train, only with control_key) ----------------------------------------
@@ -187,11 +199,25 @@ class Settings(BaseSettings):
             )
 
     @model_validator(mode="after")
-    def _derived_model_name(self) -> Settings:
-        if self.model_name is None:
+    def _from_pipeline_config(self) -> Settings:
+        """Unset shared keys take the pipeline config's value: the model (registry.model_name)
+        and the prediction log's and verdicts' place (monitoring.*, source.mongo.database), so
+        serving writes where monitoring reads."""
+        shared = (self.model_name, self.mongo_database, self.mongo_collection, self.log_dir)
+        if None in shared or self.feedback_collection is None:
             from netsec_tasks.config import load_config
 
-            self.model_name = load_config().registry.model_name
+            cfg = load_config()
+            if self.model_name is None:
+                self.model_name = cfg.registry.model_name
+            if self.mongo_database is None and not _uri_database(self.mongo_uri):
+                self.mongo_database = cfg.source.mongo.database
+            if self.mongo_collection is None:
+                self.mongo_collection = cfg.monitoring.predictions_collection
+            if self.feedback_collection is None:
+                self.feedback_collection = cfg.monitoring.feedback_collection
+            if self.log_dir is None:
+                self.log_dir = cfg.monitoring.log_dir
         return self
 
     @field_validator("batch_threads")
@@ -205,7 +231,8 @@ class Settings(BaseSettings):
 
     @cached_property
     def log_path(self) -> Path:
-        return Path(self.log_dir).expanduser() if self.log_dir else netsec_home() / "predictions"
+        assert self.log_dir  # derived from the pipeline config when not set
+        return Path(self.log_dir).expanduser()
 
     @cached_property
     def feedback_file(self) -> Path:
@@ -215,6 +242,13 @@ class Settings(BaseSettings):
 
         assert self.model_name  # derived from the pipeline config when not set
         return verdict_file(self.log_path, self.model_name)
+
+
+def _uri_database(uri: str | None) -> str | None:
+    """The database a MongoDB URI names (``mongodb://host/<db>``), if any."""
+    # Not pymongo's parse_uri: for mongodb+srv it resolves DNS, and settings load offline.
+    rest = (uri or "").split("://", 1)[-1].split("?", 1)[0]
+    return (rest.split("/", 1)[1] or None) if "/" in rest else None
 
 
 def get_settings() -> Settings:

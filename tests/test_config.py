@@ -39,6 +39,25 @@ def test_env_overrides_are_typed_and_nested():
     assert cfg.split.duplicate_aware is False
 
 
+def test_each_data_set_has_its_own_source_collection_unless_set(tmp_path):
+    """Two data sets on one MongoDB never share a training collection by default (a shared one
+    mixed their rows); an explicit collection wins, and a change of data set derives it again."""
+    home = {"NETSEC_HOME": str(tmp_path)}
+    phishing = load_config(CONFIG, environ=home)
+    other = load_config(CONFIG, environ={**home, "NETSEC_DATASET": "intrusion_demo"})
+    assert phishing.source.mongo.collection == "phishing"
+    assert other.source.mongo.collection == "intrusion_demo"
+    assert phishing.with_overrides({"dataset": "intrusion_demo"}).source.mongo.collection == "intrusion_demo"
+    # The other shared resources of the two data sets stay apart too.
+    assert phishing.registry.model_name != other.registry.model_name
+    set_ = load_config(
+        CONFIG,
+        environ={**home, "NETSEC_DATASET": "intrusion_demo", "NETSEC_SOURCE__MONGO__COLLECTION": "kdd"},
+    )
+    assert set_.source.mongo.collection == "kdd"
+    assert set_.with_overrides({"dataset": "phishing"}).source.mongo.collection == "kdd"
+
+
 def test_mlflow_tracking_uri_env_is_honoured_unless_overridden():
     cfg = load_config(CONFIG, environ={"MLFLOW_TRACKING_URI": "http://mlflow:5000"})
     assert cfg.registry.tracking_uri == "http://mlflow:5000"
@@ -115,3 +134,24 @@ def test_schema_errors_name_the_field(tmp_path):
     bad.write_text("name: x\ntarget: {column: y, positive: 1}\ncolumns: {a: {dtype: integer}}\n")
     with pytest.raises(ConfigError, match="columns.a.dtype"):
         load_schema(bad)
+
+
+def test_serving_writes_its_log_where_monitoring_reads_it(tmp_path, monkeypatch):
+    """The prediction log's and the verdicts' place is one setting, the pipeline config's:
+    serving's unset keys follow it (here set through the config's own environment keys), and a
+    serving key set explicitly still wins."""
+    from serving.settings import Settings
+
+    monkeypatch.setenv("NETSEC_HOME", str(tmp_path))
+    monkeypatch.setenv("NETSEC_MONITORING__LOG_DIR", str(tmp_path / "traffic"))
+    monkeypatch.setenv("NETSEC_MONITORING__PREDICTIONS_COLLECTION", "served")
+    monkeypatch.setenv("NETSEC_MONITORING__FEEDBACK_COLLECTION", "verdicts")
+    monkeypatch.setenv("NETSEC_SOURCE__MONGO__DATABASE", "threats")
+    cfg = load_config(CONFIG)
+    settings = Settings()
+    assert settings.log_path == Path(cfg.monitoring.log_dir) == tmp_path / "traffic"
+    assert (settings.mongo_collection, settings.feedback_collection) == ("served", "verdicts")
+    assert settings.mongo_database == cfg.source.mongo.database == "threats"
+    # A URI that names its database keeps it; an explicit serving key wins over the config.
+    assert Settings(mongo_uri="mongodb://127.0.0.1:1/other").mongo_database is None
+    assert Settings(mongo_collection="mine").mongo_collection == "mine"

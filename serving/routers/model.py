@@ -3,9 +3,11 @@
 An anonymous client sees what it needs to call the service: the model's name, version, class,
 test metrics, data set, input features and labels (``/model``), ready or not (``/ready``), the
 counters and figures (``/metrics``). The served version's run id, the training data's digest, the
-inference path (which names the storage URI of the rows it was verified on) and the last load
-error (registry and artifact URIs) are details, shown only to a request with a configured key
-(``serving/access.py``); the server log always has them.
+inference path (which names the storage URI of the rows it was verified on) and the full text
+of the last load error (registry and artifact URIs) are details, shown only to a request with a
+configured key (``serving/access.py``); the server log always has them. Anyone sees a load error's
+kind (``serving.manager.public_cause``: registry unavailable, no Production version, registry
+error, verification failed), so an operator without the key still knows where to look.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ async def model_info(
             "dataset": info["dataset"] or contract.name,
             "schema_version": info["schema_version"] or contract.version,
             "challenger": _challenger(challenger, details) if challenger is not None else None,
-            "challenger_error": state.manager.challenger_error if details else None,
+            "challenger_error": (
+                state.manager.challenger_error if details else state.manager.challenger_error_kind
+            ),
         }
     )
 
@@ -79,9 +83,9 @@ async def health() -> Health:
 )
 async def ready(state: StateDep, details: DetailsDep):
     model = state.manager.current
-    why = state.manager.last_error
-    if why and not details:  # registry and artifact URIs, paths: for key holders and the log
-        why = "the last load failed; the server log has the error (or send X-API-Key)"
+    # The full error names registry and artifact URIs and paths: for key holders and the log;
+    # anyone sees its kind (registry unavailable, no Production version, verification failed).
+    why = state.manager.last_error if details else state.manager.last_error_kind
     body = Readiness(
         ready=model is not None,
         model_name=state.settings.model_name,

@@ -25,7 +25,7 @@ from serving.http_models import ERRORS, CsvPredictResponse, PredictResponse, pre
 from serving.inference import count_inputs, infer, log_predictions
 from serving.inputs import InputError, InvalidPolicy, ModelInput, csv_input, fast_json_input, json_input
 from serving.limits import BodyTooLarge
-from serving.memory import release_memory
+from serving.memory import json_answer, release_memory
 from serving.model import LoadedModel
 
 EchoQuery = Annotated[
@@ -68,7 +68,7 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
         if not body.strip():
             raise InputError('empty body; send {"records": [{feature: value, ...}]}')
         content = await state.run_small(len(body), model, _score_json, state, model, body, echo)
-        return Response(content, media_type="application/json")
+        return json_answer(content)
 
     @router.post(
         "/predict/csv",
@@ -141,7 +141,7 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
                 headers={"Content-Disposition": 'attachment; filename="predictions.csv"'},
             )
         content = await state.run(_csv_json, model, out, summary)
-        return Response(content, media_type="application/json")
+        return json_answer(content)
 
     return router
 

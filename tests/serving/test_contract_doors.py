@@ -32,6 +32,7 @@ from netsec_testing import REPO
 from serving.fastpath import ATOL
 
 SCHEMA_PATH = REPO / "config" / "schema" / "phishing.yaml"
+MODEL = "netsec-phishing"  # the served registered model (the label every traffic series carries)
 FORMULAS = ['=HYPERLINK("http://evil.example","x")', "@SUM(1+1)", "+1+cmd", "-2+3", "\tTAB", "\rCR"]
 # (name, column, value, words the refusal must contain)
 DOMAIN_CASES = [
@@ -87,8 +88,11 @@ def test_json_nulls_are_imputed_by_the_model_and_counted(client, registered):
         [p["threat_probability"] for p in got], _expected_proba(registered.pipeline, frame), rtol=0, atol=ATOL
     )
     metrics = client.get("/metrics").text
-    assert _metric(metrics, "netsec_input_rows_total", outcome="imputed", route="/predict") == 3
-    assert _metric(metrics, "netsec_imputed_cells_total", route="/predict") == 4
+    assert _metric(metrics, "netsec_input_rows_total", model=MODEL, outcome="imputed", route="/predict") == 3
+    assert _metric(metrics, "netsec_imputed_cells_total", model=MODEL, route="/predict") == 4
+    # Issue 21's key: every series about the model's traffic names the model.
+    assert _metric(metrics, "netsec_inference_seconds_count", model=MODEL, rows="2-64") >= 1
+    assert _metric(metrics, "netsec_model_loaded", model=MODEL) == 1
 
 
 @pytest.mark.parametrize("n_null,words", [(16, ["more than 50%", "16/30"]), (30, ["every feature is blank"])])
@@ -123,7 +127,7 @@ def test_json_domain_violations_are_refused_naming_row_column_value(client, name
     for w in words + ["records[1]"]:
         assert w in body["detail"], body["detail"]
     metrics = client.get("/metrics").text
-    assert _metric(metrics, "netsec_input_rows_total", outcome="refused", route="/predict") == 1
+    assert _metric(metrics, "netsec_input_rows_total", model=MODEL, outcome="refused", route="/predict") == 1
 
 
 def test_json_non_nullable_null_is_refused(registered, make_client, tmp_path):
@@ -221,7 +225,9 @@ def test_csv_blank_cells_are_imputed_and_counted(client, registered):
         atol=ATOL,
     )
     metrics = client.get("/metrics").text
-    assert _metric(metrics, "netsec_input_rows_total", outcome="imputed", route="/predict/csv") == 2
+    assert (
+        _metric(metrics, "netsec_input_rows_total", model=MODEL, outcome="imputed", route="/predict/csv") == 2
+    )
 
 
 def _bad_rows() -> pd.DataFrame:
@@ -269,8 +275,12 @@ def test_csv_refuses_invalid_rows_by_default_and_flags_them_on_request(client, r
         atol=ATOL,
     )
     metrics = client.get("/metrics").text
-    assert _metric(metrics, "netsec_input_rows_total", outcome="refused", route="/predict/csv") == 5
-    assert _metric(metrics, "netsec_input_rows_total", outcome="flagged", route="/predict/csv") == 5
+    assert (
+        _metric(metrics, "netsec_input_rows_total", model=MODEL, outcome="refused", route="/predict/csv") == 5
+    )
+    assert (
+        _metric(metrics, "netsec_input_rows_total", model=MODEL, outcome="flagged", route="/predict/csv") == 5
+    )
 
 
 def test_csv_passthrough_echoed_and_formula_cells_neutralised(client):

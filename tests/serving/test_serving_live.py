@@ -139,6 +139,10 @@ def test_registry_down_at_start_then_ready(registered, uvicorn_server, tmp_path)
         assert ready.status_code == 503
         assert "unreachable" in ready.json()["detail"], ready.json()
         assert "unreachable" not in c.get("/ready").json()["detail"]  # not without a key
+        # Anonymous: the cause's kind, never the registry's host or port.
+        anonymous = c.get("/ready").json()["detail"]
+        assert anonymous.startswith("registry unavailable:"), anonymous
+        assert "127.0.0.1" not in anonymous and str(port) not in anonymous, anonymous
         assert c.post("/predict", json={"records": [{}]}).status_code == 503
 
         mlflow_proc = _mlflow_server(registered.tracking_uri, port, tmp_path / "mlflow-server.log")

@@ -41,3 +41,7 @@ def test_ready_names_the_version_that_failed_to_load(tmp_path, make_client, dama
     assert f"models:/netsec-phishing/{version} (run {mv.run_id})" in detail, detail
     assert expected in detail, detail
     assert "netsec-serving-" not in detail and "/tmp/" not in detail, detail
+    # Anonymous: the cause's kind and the version, no artifact URI, run id or path.
+    anonymous = app.get("/ready").json()["detail"]
+    assert anonymous.startswith(f"verification failed: version {version} of 'netsec-phishing'"), anonymous
+    assert "models:/" not in anonymous and mv.run_id not in anonymous and "/tmp/" not in anonymous
