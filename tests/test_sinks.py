@@ -170,6 +170,17 @@ def _monitoring_html(text, tmp, schema):
     return render_html(doc, [{"at": text, "trigger": True}])
 
 
+def _challenger_html(text, tmp, schema):
+    """decide_challenger's page: the disagreeing rows' feature values come from served traffic."""
+    from netsec_tasks.monitoring.report import render_challenger_html
+
+    side = {"alert_rate": 0.1, "alerts": 1, "over_budget": True}
+    row = {"prediction_id": text, "time": text, "production": 1, "challenger": 0, "features": {text: text}}
+    doc = {"model_name": text, "action": "wait", "reason": text, "run_id": text, "live_fpr": text}
+    doc |= {"production": side, "challenger": side, "listed_disagreements": [row], "since": text}
+    return render_challenger_html(doc)
+
+
 def _api_json(text, tmp, schema):
     """/predict and /predict/csv's JSON answers (the echoed columns hold the caller's text)."""
     return sinks.json_bytes({"predictions": [{"id": text, "threat_probability": float("nan")}]})
@@ -263,6 +274,7 @@ WRITERS = [
     ("evaluation plots", "png", _evaluation_plots),
     ("monitoring report", "yaml", _monitoring_yaml),
     ("monitoring report", "html", _monitoring_html),
+    ("challenger report", "html", _challenger_html),
     ("API answers", "json", _api_json),
     ("prediction log (JSONL)", "jsonl", _prediction_log_jsonl),
     ("verdicts, listener, state", "json", _verdict_log_json),
