@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", help="data sets whose label contains one of these words")
     args = ap.parse_args(argv)
 
-    sys.path[:0] = [str(REPO), str(REPO / "bench")]  # netsec_tasks, and bench_training's helper
+    # netsec_tasks, bench_training's helper, and the tests' helper that it calls
+    sys.path[:0] = [str(REPO), str(REPO / "bench"), str(REPO / "tests")]
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 

@@ -60,29 +60,12 @@ MB = 1024 * 1024
 # --------------------------------------------------------------------------- child side
 
 
-def _cpu_seconds() -> float:
-    """CPU seconds of this process, its reaped children and its live descendants."""
-    import resource
-
-    import psutil
-
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        ru = resource.getrusage(who)
-        total += ru.ru_utime + ru.ru_stime
-    for child in psutil.Process().children(recursive=True):
-        try:
-            t = child.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass  # exited between listing and reading; counted in RUSAGE_CHILDREN once reaped
-    return total
-
-
 def run_step(step: str, state_file: Path) -> int:
     """Run one pipeline step with the records in ``state_file``; add its record there."""
     import logging
     import resource
+
+    from bench_training import Clock  # the bench/ folder is the script's: on sys.path
 
     from netsec_tasks import records as R
     from netsec_tasks.pipeline import load_pipeline_config
@@ -97,7 +80,7 @@ def run_step(step: str, state_file: Path) -> int:
     run = R.RunContext.from_xcom(state["run"])
     get = lambda name, cls: cls.from_xcom(state[name]) if state.get(name) else None  # noqa: E731
     ing, val = get("ingest", R.IngestRecord), get("validate", R.ValidationRecord)
-    wall0, cpu0 = time.perf_counter(), _cpu_seconds()
+    clock = Clock()  # wall and CPU seconds, this process and its workers
     if step == "ingest":
         from netsec_tasks.ingest import ingest
 
@@ -147,7 +130,7 @@ def run_step(step: str, state_file: Path) -> int:
         )
     else:
         raise SystemExit(f"unknown step {step}")
-    wall, cpu = time.perf_counter() - wall0, _cpu_seconds() - cpu0
+    wall, cpu = clock.stop()
     state[step] = out.to_xcom()
     state.setdefault("_measured", {})[step] = {
         "wall": wall,

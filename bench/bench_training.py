@@ -141,26 +141,10 @@ def run_baseline(train: pd.DataFrame, test: pd.DataFrame, quick: bool, n_jobs: i
 
 def validation_record(tmp: Path, train: pd.DataFrame, test: pd.DataFrame):
     """What validation hands training: both splits as Parquet in ``tmp`` (bench_operating_point
-    uses it too)."""
-    from netsec_tasks.records import ValidationRecord
-    from netsec_tasks.table_io import frame_digest, write_parquet
+    uses it too); the tests' helper (tests/netsec_testing.py)."""
+    from netsec_testing import validated_splits
 
-    write_parquet(train, tmp / "train.parquet")
-    write_parquet(test, tmp / "test.parquet")
-    return ValidationRecord(
-        passed=True,
-        report_uri=str(tmp / "report.yaml"),
-        train_uri=str(tmp / "train.parquet"),
-        test_uri=str(tmp / "test.parquet"),
-        new_batch_uri=str(tmp / "train.parquet"),
-        train_row_hashes_uri=str(tmp / "train_row_hashes.parquet"),
-        rows_checked=len(train) + len(test),
-        rows_invalid=0,
-        invalid_share=0.0,
-        train_rows=len(train),
-        test_rows=len(test),
-        dataset_digest=frame_digest(train),
-    )
+    return validated_splits(tmp, train, test)
 
 
 def run_ours(
@@ -221,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
-    sys.path.insert(0, str(REPO))
+    sys.path[:0] = [str(REPO), str(REPO / "tests")]  # netsec_tasks, and the tests' helpers
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("netsec.train").setLevel(logging.INFO)

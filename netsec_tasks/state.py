@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -23,6 +23,20 @@ from netsec_tasks.records import safe_name
 from netsec_tasks.storage import Storage
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_json_model(storage: Storage, uri: str, model: type[M], *, what: str, remedy: str) -> M | None:
+    """The ``model`` stored as JSON at ``uri`` in ``storage``; None when nothing is there (the
+    state of every step kept across runs is read this way). Raises DataError naming the URI,
+    ``"<what> is unreadable (<why>); <remedy>"``, when the file is not a valid ``model``."""
+    if not storage.exists(uri):
+        return None
+    try:
+        return model.model_validate(json.loads(storage.read_text(uri)))
+    except ValueError as exc:
+        raise DataError(f"{what} is unreadable ({exc}); {remedy}", source=uri) from None
 
 
 class SourceState(BaseModel):
@@ -51,15 +65,13 @@ def state_uri(storage: Storage, source: str) -> str:
 
 def read_state(storage: Storage, source: str) -> SourceState | None:
     """The committed state of ``source``; None before its first successful run."""
-    uri = state_uri(storage, source)
-    if not storage.exists(uri):
-        return None
-    try:
-        return SourceState.model_validate(json.loads(storage.read_text(uri)))
-    except ValueError as exc:
-        raise DataError(
-            f"source state is unreadable ({exc}); delete it to re-ingest everything", source=uri
-        ) from None
+    return read_json_model(
+        storage,
+        state_uri(storage, source),
+        SourceState,
+        what="source state",
+        remedy="delete it to re-ingest everything",
+    )
 
 
 def commit(storage: Storage, state: SourceState) -> str:

@@ -17,8 +17,9 @@ Amazon provider pins):
   ``storage.request_timeout_seconds``, ``storage.max_attempts``): an outage fails the step within
   that budget, and Airflow's task retries are the long-term retry.
 
-:func:`atomic_path` / :func:`atomic_write` are the one temp-file-then-rename helper for local
-files (reports written for a user, the CLI's outputs, state files under a work dir).
+:func:`atomic_path` / :func:`atomic_write` (from :mod:`netsec_tasks.atomic_files`, re-exported
+here) are the one temp-file-then-rename helper for local files (reports written for a user, the
+CLI's outputs, state files under a work dir).
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ import contextlib
 import os
 import tempfile
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
+from netsec_tasks.atomic_files import atomic_path, atomic_write, is_temp_name
 from netsec_tasks.errors import ConfigError, DataError, SourceUnavailable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,38 +45,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import pyarrow.parquet as pq
 
     from netsec_tasks.config import PipelineConfig
-
-
-# --------------------------------------------------------------------------- local atomic writes
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temp path beside ``path``; renamed onto ``path`` when the block succeeds, removed if not.
-
-    For writers that want a file name (``skops.io.dump``, ``DataFrame.to_csv``, matplotlib).
-    Creates the parent directory.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write(path: str | os.PathLike, data: bytes | str, encoding: str = "utf-8") -> Path:
-    """Write ``data`` to the local file ``path`` atomically; returns the path."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data.encode(encoding) if isinstance(data, str) else data)
-    return Path(path)
-
-
-def is_temp_name(name: str) -> bool:
-    """True for an in-flight :func:`atomic_path` temp file (never a finished artifact)."""
-    return name.startswith(".") and ".tmp-" in name
 
 
 def scratch_dir(cfg: PipelineConfig) -> Path:

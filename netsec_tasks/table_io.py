@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from netsec_tasks.atomic_files import atomic_path
 from netsec_tasks.errors import DataError
 
 PARQUET_MAGIC = b"PAR1"
@@ -1140,8 +1141,6 @@ def iter_table_chunks(
 
 def write_parquet(frame: pd.DataFrame, path: str | os.PathLike, *, index: bool = False) -> Path:
     """A local Parquet file, written atomically."""
-    from netsec_tasks.storage import atomic_path
-
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=index)
     return Path(path)

@@ -3,15 +3,11 @@ contract's counters. Blocking; called on the inference pool (``ServingState.run`
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import logging
 import time
-from typing import Any
 
 import numpy as np
-from fastapi.responses import Response
-from starlette.background import BackgroundTask
 
 from netsec_tasks.prediction_log import new_request_id
 from serving.metrics import Metrics
@@ -19,11 +15,6 @@ from serving.model import LoadedModel
 from serving.prediction_writer import LogEntry
 
 log = logging.getLogger("netsec.serving")
-
-# After a request this large, freed memory is handed back to the OS (see release_memory).
-RELEASE_AFTER_ROWS = 10_000
-# An answer body this large is handed back once it is sent (see json_answer).
-RELEASE_AFTER_BYTES = 4 * 1024 * 1024
 
 
 def infer(state, model: LoadedModel, x) -> tuple[np.ndarray, np.ndarray]:
@@ -96,35 +87,3 @@ def count_inputs(
         if imputed:
             m.input_rows.labels("imputed", route).inc(imputed)
             m.imputed_cells.labels(route).inc(int(null_cells.sum()))
-
-
-def _malloc_trim() -> Any:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
-        return None
-
-
-_TRIM = _malloc_trim()
-
-
-def release_memory(n_rows: int) -> None:
-    """After a large request, return freed heap pages to the OS.
-
-    A 100k-row upload allocates a few hundred MB of short-lived frames; glibc keeps the freed
-    pages in its arenas, so the process RSS stays up although nothing holds them.
-    ``malloc_trim(0)`` releases them (a few ms, only after requests of RELEASE_AFTER_ROWS rows).
-    """
-    if _TRIM is not None and n_rows >= RELEASE_AFTER_ROWS:
-        _TRIM(0)
-
-
-def json_answer(content: bytes) -> Response:
-    """The JSON response for an encoded answer. A large answer (a 100k-row upload's is tens of
-    MB) is freed only after the last byte is sent, after the request's own release_memory: the
-    trim then runs as the response's background task, so RSS comes back after every large
-    answer, not only after those whose frames were freed last."""
-    background = None
-    if _TRIM is not None and len(content) >= RELEASE_AFTER_BYTES:
-        background = BackgroundTask(release_memory, RELEASE_AFTER_ROWS)
-    return Response(content, media_type="application/json", background=background)

@@ -38,6 +38,7 @@ from netsec_tasks.prediction_log import (
     prediction_documents,
 )
 from netsec_tasks.sinks import bson_document, json_bytes
+from serving.memory import release_memory
 
 log = logging.getLogger("netsec.serving")
 
@@ -289,8 +290,6 @@ class PredictionLog:
         finally:
             del items[:]
             # A large upload's rows were held until now: hand their memory back to the OS.
-            from serving.inference import release_memory
-
             release_memory(rows)
 
     def _failed(self, rows: int, exc: Exception) -> None:

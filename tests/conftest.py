@@ -115,6 +115,24 @@ def make_cfg(tmp_path):
     return _make
 
 
+@pytest.fixture()
+def mongo_cfg(make_cfg, mongo_server, mongo_db):
+    """Like make_cfg, with the MongoDB source on the test server's fresh database."""
+    _, db = mongo_db
+
+    def _make(**overrides):
+        return make_cfg(
+            **{
+                "source.kind": "mongo",
+                "source.mongo.uri": mongo_server.uri,
+                "source.mongo.database": db,
+                **overrides,
+            }
+        )
+
+    return _make
+
+
 @pytest.fixture(scope="session")
 def uci_csv() -> Path:
     if not UCI_CSV.is_file():

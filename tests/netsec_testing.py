@@ -478,6 +478,69 @@ def pid_running(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+# --------------------------------------------------------------------------- services run by tests
+
+
+def serving_command(port: int, *options: str) -> list[str]:
+    """The command that serves ``serving.app:app`` under uvicorn on 127.0.0.1:``port`` (run it
+    with the repo as its working folder); ``options``: more uvicorn options."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "serving.app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *options,
+    ]
+
+
+def airflow_db_migrate(env: dict[str, str]) -> None:
+    """``airflow db migrate`` (the venv's Airflow) under ``env``, whose ``AIRFLOW_HOME`` and
+    ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` say where; fails the test with the tail of its output
+    when it exits non-zero (10 minutes at most)."""
+    migrate = subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
+
+
+# --------------------------------------------------------------------------- step inputs
+
+
+def validated_splits(folder: Path, train, test):
+    """What validation hands the later steps (a ``ValidationRecord``): the ``train`` and ``test``
+    frames written as ``train.parquet`` and ``test.parquet`` in ``folder`` (made if missing), every
+    row valid, the data set's digest that of ``train``. For tests and benchmarks of transform and
+    train that start after validation."""
+    from netsec_tasks.records import ValidationRecord
+    from netsec_tasks.table_io import frame_digest, write_parquet
+
+    tr, te = folder / "train.parquet", folder / "test.parquet"
+    write_parquet(train, tr)
+    write_parquet(test, te)
+    return ValidationRecord(
+        passed=True,
+        report_uri=str(folder / "report.yaml"),
+        train_uri=str(tr),
+        test_uri=str(te),
+        new_batch_uri=str(tr),
+        rows_checked=len(train) + len(test),
+        rows_invalid=0,
+        invalid_share=0.0,
+        train_rows=len(train),
+        test_rows=len(test),
+        dataset_digest=frame_digest(train),
+        train_row_hashes_uri=str(folder / "train_row_hashes.parquet"),
+    )
+
+
 # --------------------------------------------------------------------------- the netsec CLI
 
 NETSEC = [sys.executable, "-m", "netsec_tasks.cli"]

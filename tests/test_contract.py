@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from netsec_tasks.contract import Contract, csv_chunks, looks_like_index, neutralise
+from netsec_tasks.contract import Contract, looks_like_index
 from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.errors import ConfigError, DataError
 from netsec_tasks.sample import make_sample
+from netsec_tasks.sinks import csv_chunks, neutralise
 
 MIXED = """
 name: mixed

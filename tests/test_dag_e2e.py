@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from netsec_testing import free_port
+from netsec_testing import airflow_db_migrate, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]
 
@@ -237,14 +237,7 @@ def stack(tmp_path_factory, mongo_server, s3_server):
     )
     (root / "passwords.json").write_text(json.dumps({"admin": API_PASSWORD}))
     (root / "mlflow").mkdir()
-    migrate = subprocess.run(
-        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
+    airflow_db_migrate(env)
     s3_server.client().create_bucket(Bucket=BUCKET)
     yield Stack(home, work, env, mongo_server.uri.rsplit("/", 1)[0] + f"/{db}", s3_server)
     pymongo.MongoClient(mongo_server.uri).drop_database(db)

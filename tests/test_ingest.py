@@ -40,23 +40,6 @@ def run_ingest(cfg, run_id, **kw) -> IngestRecord:
     return IngestRecord.from_xcom(record.to_xcom())  # what the next Airflow task would get
 
 
-@pytest.fixture()
-def mongo_cfg(make_cfg, mongo_server, mongo_db):
-    _, db = mongo_db
-
-    def _make(**overrides):
-        return make_cfg(
-            **{
-                "source.kind": "mongo",
-                "source.mongo.uri": mongo_server.uri,
-                "source.mongo.database": db,
-                **overrides,
-            }
-        )
-
-    return _make
-
-
 def write_csv(frame: pd.DataFrame, path) -> str:
     frame.to_csv(path, index=False)
     return str(path)

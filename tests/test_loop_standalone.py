@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from netsec_testing import REPO, free_port, stop_session, wait_for_port
+from netsec_testing import REPO, free_port, serving_command, stop_session, wait_for_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]
 
@@ -76,19 +76,7 @@ def stack(tmp_path_factory):
     try:
         for name, cmd in (
             ("airflow", [str(BIN / "airflow"), "standalone"]),
-            (
-                "serving",
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "serving.app:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(serving_port),
-                ],
-            ),
+            ("serving", serving_command(serving_port)),
         ):
             log = open(root / f"{name}.log", "wb")
             procs.append(

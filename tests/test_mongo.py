@@ -13,23 +13,6 @@ from netsec_tasks.sources.mongo import INGESTED_AT_FIELD, KEY_FIELD, LOAD_FIELD,
 from netsec_testing import free_port
 
 
-@pytest.fixture()
-def mongo_cfg(make_cfg, mongo_server, mongo_db):
-    client, db = mongo_db
-
-    def _make(**overrides):
-        return make_cfg(
-            **{
-                "source.kind": "mongo",
-                "source.mongo.uri": mongo_server.uri,
-                "source.mongo.database": db,
-                **overrides,
-            }
-        )
-
-    return _make
-
-
 def test_mask_uri_hides_password_only():
     assert (
         mask_uri("mongodb://alice:s3cret@db:27017/netsec?authSource=admin")

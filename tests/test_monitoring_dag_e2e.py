@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from netsec_tasks.sample import TARGET, make_sample
+from netsec_testing import airflow_db_migrate
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]
 
@@ -128,14 +129,7 @@ def loop(tmp_path_factory):
             "GIT_PYTHON_REFRESH": "quiet",
         }
     )
-    migrate = subprocess.run(
-        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
+    airflow_db_migrate(env)
 
     from netsec_tasks.config import load_config
     from netsec_tasks.pipeline import run_pipeline

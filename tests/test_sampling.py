@@ -10,6 +10,7 @@ from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.sample import make_sample
 from netsec_tasks.sampling import IMPUTER_SALT, SEARCH_SALT, bounded_sample
 from netsec_tasks.split import row_hashes
+from netsec_testing import validated_splits
 
 TARGET = "Result"
 
@@ -142,28 +143,9 @@ def test_preprocessor_with_frozen_parts_is_plain_sklearn_for_skops():
 
 def _validated_splits(tmp_path, frame: pd.DataFrame, test_share: float = 0.2):
     """The frame's rows as validated train/test splits in Parquet (what validate hands over)."""
-    from netsec_tasks.records import ValidationRecord
-    from netsec_tasks.table_io import frame_digest, write_parquet
-
     cut = int(len(frame) * (1 - test_share))
     train, test = frame.iloc[:cut].reset_index(drop=True), frame.iloc[cut:].reset_index(drop=True)
-    tr, te = tmp_path / "train.parquet", tmp_path / "test.parquet"
-    write_parquet(train, tr)
-    write_parquet(test, te)
-    return ValidationRecord(
-        passed=True,
-        report_uri=str(tmp_path / "report.yaml"),
-        train_uri=str(tr),
-        test_uri=str(te),
-        new_batch_uri=str(tr),
-        rows_checked=len(frame),
-        rows_invalid=0,
-        invalid_share=0.0,
-        train_rows=len(train),
-        test_rows=len(test),
-        dataset_digest=frame_digest(train),
-        train_row_hashes_uri=str(tmp_path / "train_row_hashes.parquet"),
-    )
+    return validated_splits(tmp_path, train, test)
 
 
 def test_transform_step_stores_an_imputer_that_stops_growing_with_the_rows(make_cfg, tmp_path):

@@ -94,3 +94,39 @@ def test_atomic_write_replaces_whole_files(tmp_path):
     atomic_write(path, b"two")
     assert path.read_text() == "two"
     assert [p.name for p in path.parent.iterdir()] == ["state.json"]
+
+
+def test_state_kept_across_runs_reads_back_or_names_the_broken_file(make_cfg, tmp_path):
+    """The three states kept across runs (a source's watermark, monitoring's place in the log, a
+    challenger's shadow count) are read one way: nothing there is None, a valid file is its
+    record, a broken one is a DataError naming the file and saying what deleting it does."""
+    from netsec_tasks.monitoring.shadow import read_shadow_state
+    from netsec_tasks.monitoring.shadow import state_uri as shadow_uri
+    from netsec_tasks.monitoring.state import read_state as read_monitoring_state
+    from netsec_tasks.monitoring.state import state_uri as monitoring_uri
+    from netsec_tasks.state import SourceState, commit, read_state, state_uri
+
+    storage = storage_for(make_cfg(**{"storage.uri": (tmp_path / "store").as_uri()}))
+    readers = [
+        (lambda: read_state(storage, "src"), state_uri(storage, "src"), "source state", "re-ingest"),
+        (
+            lambda: read_monitoring_state(storage, "m", "log"),
+            monitoring_uri(storage, "m", "log"),
+            "monitoring state",
+            "read the whole prediction log again",
+        ),
+        (
+            lambda: read_shadow_state(storage, "m", "3"),
+            shadow_uri(storage, "m", "3"),
+            "shadow state",
+            "count the challenger's rows again",
+        ),
+    ]
+    for read, uri, what, remedy in readers:
+        assert read() is None
+        storage.write_text(uri, '{"rows": "not json')
+        with pytest.raises(DataError, match=f"{what} is unreadable .*; delete it to .*{remedy}") as err:
+            read()
+        assert err.value.source == uri
+    commit(storage, SourceState(source="src", watermark="w1"))
+    assert read_state(storage, "src").watermark == "w1"

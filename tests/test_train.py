@@ -17,10 +17,10 @@ from netsec_tasks.errors import NetsecError
 from netsec_tasks.operating_point import decide, inner_pipeline, model_threshold, threat_probability
 from netsec_tasks.records import RunContext, TrainRecord, TransformRecord, ValidationRecord
 from netsec_tasks.sample import make_sample
-from netsec_tasks.table_io import frame_digest, write_parquet
 from netsec_tasks.tracking import PIPELINE_RUN_TAG, trusted_types_for
 from netsec_tasks.train import make_cv, row_groups, train, train_model
 from netsec_tasks.transform import build_preprocessor, preprocessor_bytes
+from netsec_testing import validated_splits
 
 TARGET = "Result"
 
@@ -30,22 +30,7 @@ def _inputs(
 ) -> tuple[ValidationRecord, TransformRecord]:
     """Validated splits as Parquet, and a preprocessor fitted on the training split."""
     d = tmp_path / "inputs"
-    write_parquet(train, d / "train.parquet")
-    write_parquet(test, d / "test.parquet")
-    validation = ValidationRecord(
-        passed=True,
-        report_uri=str(d / "report.yaml"),
-        train_uri=str(d / "train.parquet"),
-        test_uri=str(d / "test.parquet"),
-        new_batch_uri=str(d / "train.parquet"),
-        rows_checked=len(train) + len(test),
-        rows_invalid=0,
-        invalid_share=0.0,
-        train_rows=len(train),
-        test_rows=len(test),
-        dataset_digest=frame_digest(train),
-        train_row_hashes_uri=str(d / "train_row_hashes.parquet"),
-    )
+    validation = validated_splits(d, train, test)
     schema = load_schema(cfg.schema_path)
     pre = build_preprocessor(schema).fit(train[schema.features])
     path = d / "preprocessor.skops"

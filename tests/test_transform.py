@@ -8,10 +8,9 @@ import pytest
 
 from netsec_tasks.dataset_schema import DatasetSchema, load_schema
 from netsec_tasks.errors import DataError
-from netsec_tasks.records import RunContext, ValidationRecord
+from netsec_tasks.records import RunContext
 from netsec_tasks.sample import make_sample
 from netsec_tasks.storage import file_uri_to_path
-from netsec_tasks.table_io import frame_digest, write_parquet
 from netsec_tasks.transform import (
     build_preprocessor,
     features_and_target,
@@ -19,6 +18,7 @@ from netsec_tasks.transform import (
     preprocessor_bytes,
     transform,
 )
+from netsec_testing import validated_splits
 
 
 def _mixed_schema() -> DatasetSchema:
@@ -65,26 +65,6 @@ def test_preprocessor_knn_imputes_numbers_and_one_hot_encodes_strings(tmp_path):
     np.testing.assert_array_equal(loaded.transform(frame[schema.features]), out)
 
 
-def _write_splits(tmp_path, train: pd.DataFrame, test: pd.DataFrame) -> ValidationRecord:
-    tr, te = tmp_path / "train.parquet", tmp_path / "test.parquet"
-    write_parquet(train, tr)
-    write_parquet(test, te)
-    return ValidationRecord(
-        passed=True,
-        report_uri=str(tmp_path / "report.yaml"),
-        train_uri=str(tr),
-        test_uri=str(te),
-        new_batch_uri=str(tr),
-        rows_checked=len(train) + len(test),
-        rows_invalid=0,
-        invalid_share=0.0,
-        train_rows=len(train),
-        test_rows=len(test),
-        dataset_digest=frame_digest(train),
-        train_row_hashes_uri=str(tmp_path / "train_row_hashes.parquet"),
-    )
-
-
 def test_transform_fits_on_the_training_split_only(make_cfg, tmp_path):
     cfg = make_cfg()
     frame = make_sample(300, seed=3)
@@ -94,7 +74,7 @@ def test_transform_fits_on_the_training_split_only(make_cfg, tmp_path):
     # Sentinel values only the test rows carry: if the preprocessor saw them, they would be in
     # its stored neighbour table.
     test["web_traffic"] = 99
-    validation = _write_splits(tmp_path, train, test)
+    validation = validated_splits(tmp_path, train, test)
     run = RunContext.create(cfg, run_id="test__transform")
 
     record = transform(cfg, run, validation)
@@ -117,7 +97,7 @@ def test_transform_fits_on_the_training_split_only(make_cfg, tmp_path):
 def test_transform_names_a_missing_feature_column(make_cfg, tmp_path):
     cfg = make_cfg()
     frame = make_sample(60, seed=4).drop(columns=["SFH"])
-    validation = _write_splits(tmp_path, frame.iloc[:40], frame.iloc[40:])
+    validation = validated_splits(tmp_path, frame.iloc[:40], frame.iloc[40:])
     with pytest.raises(DataError, match="SFH") as err:
         transform(cfg, RunContext.create(cfg, run_id="test__missing"), validation)
     assert err.value.columns == ["SFH"]

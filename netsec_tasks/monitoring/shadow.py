@@ -42,7 +42,6 @@ version as tags ``netsec.shadow.*`` (the MLflow UI shows them).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from typing import Any
 
@@ -50,11 +49,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from netsec_tasks.config import PipelineConfig
-from netsec_tasks.errors import DataError
 from netsec_tasks.monitoring.live import fpr_over_budget, live_metrics
 from netsec_tasks.monitoring.state import model_dir
 from netsec_tasks.operating_point import DecisionPolicy, decision_policy, pct, rate_interval
 from netsec_tasks.records import ShadowRecord
+from netsec_tasks.state import read_json_model
 from netsec_tasks.tracking import TAG_PREFIX
 
 log = logging.getLogger(__name__)
@@ -92,16 +91,13 @@ def state_uri(storage, model_name: str, version: str) -> str:
 
 
 def read_shadow_state(storage, model_name: str, version: str) -> ShadowState | None:
-    uri = state_uri(storage, model_name, version)
-    if not storage.exists(uri):
-        return None
-    try:
-        return ShadowState.model_validate(json.loads(storage.read_text(uri)))
-    except ValueError as exc:
-        raise DataError(
-            f"shadow state is unreadable ({exc}); delete it to count the challenger's rows again",
-            source=uri,
-        ) from None
+    return read_json_model(
+        storage,
+        state_uri(storage, model_name, version),
+        ShadowState,
+        what="shadow state",
+        remedy="delete it to count the challenger's rows again",
+    )
 
 
 def alert_ceiling(policy: DecisionPolicy) -> float:

@@ -17,9 +17,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from netsec_tasks.errors import DataError
 from netsec_tasks.records import safe_name
 from netsec_tasks.sinks import json_text
+from netsec_tasks.state import read_json_model
 from netsec_tasks.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -55,16 +55,13 @@ def state_uri(storage: Storage, model_name: str, log_name: str) -> str:
 
 
 def read_state(storage: Storage, model_name: str, log_name: str) -> MonitoringState | None:
-    uri = state_uri(storage, model_name, log_name)
-    if not storage.exists(uri):
-        return None
-    try:
-        return MonitoringState.model_validate(json.loads(storage.read_text(uri)))
-    except ValueError as exc:
-        raise DataError(
-            f"monitoring state is unreadable ({exc}); delete it to read the whole prediction log again",
-            source=uri,
-        ) from None
+    return read_json_model(
+        storage,
+        state_uri(storage, model_name, log_name),
+        MonitoringState,
+        what="monitoring state",
+        remedy="delete it to read the whole prediction log again",
+    )
 
 
 def write_state(storage: Storage, state: MonitoringState) -> str:

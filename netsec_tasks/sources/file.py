@@ -21,6 +21,7 @@ import pyarrow as pa
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.records import sha256_file
 from netsec_tasks.sources import SourceRead
+from netsec_tasks.sources.verdict_rows import feedback_rows_uri
 from netsec_tasks.state import SourceState
 from netsec_tasks.storage import Storage, atomic_path, is_s3
 
@@ -180,7 +181,6 @@ def read_file(
 
 def _feedback_rows(cfg: PipelineConfig, storage: Storage) -> tuple[pa.Table, str] | None:
     """(the verdicts' training rows without their provenance, their content hash), or None."""
-    from netsec_tasks.feedback import feedback_rows_uri
     from netsec_tasks.sources.mongo import BOOKKEEPING_FIELDS
 
     uri = feedback_rows_uri(storage, cfg.registry.model_name)

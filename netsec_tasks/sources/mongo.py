@@ -23,7 +23,7 @@ server-side increasing ``watermark_field`` instead. Documents without the waterm
 match a range query: they are read only by a full read.
 
 Bookkeeping fields (``_id``, ``_netsec_key``, ``_netsec_load``, ``ingested_at``, and the
-provenance of rows that came from analysts' verdicts, ``netsec_tasks.feedback.PROVENANCE_FIELDS``)
+provenance of rows that came from analysts' verdicts, ``netsec_tasks.sources.verdict_rows.PROVENANCE_FIELDS``)
 are never data: the reader drops them (:data:`BOOKKEEPING_FIELDS`).
 """
 
@@ -47,8 +47,8 @@ from pydantic import BaseModel
 
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import DataError, SourceUnavailable
-from netsec_tasks.feedback import PROVENANCE_FIELDS
 from netsec_tasks.sinks import bson_key, bson_value
+from netsec_tasks.sources.verdict_rows import PROVENANCE_FIELDS
 
 if TYPE_CHECKING:
     import pymongo

@@ -22,9 +22,10 @@ from netsec_tasks.sinks import csv_chunks
 from netsec_tasks.sinks import json_bytes as _encode  # the JSON sink: text from data stays valid
 from serving.deps import ContractDep, ModelDep, ServingState, StateDep, require_api_key
 from serving.http_models import ERRORS, CsvPredictResponse, PredictResponse, predict_request_schema
-from serving.inference import count_inputs, infer, json_answer, log_predictions, release_memory
+from serving.inference import count_inputs, infer, log_predictions
 from serving.inputs import InputError, InvalidPolicy, ModelInput, csv_input, fast_json_input, json_input
 from serving.limits import BodyTooLarge
+from serving.memory import json_answer, release_memory
 from serving.model import LoadedModel
 
 EchoQuery = Annotated[

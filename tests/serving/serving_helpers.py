@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 # Paths and loopback helpers are shared with the rest of the suite.
-from netsec_testing import REPO, free_port, stop_process, wait_for_port  # noqa: E402,F401
+from netsec_testing import REPO, free_port, serving_command, stop_process, wait_for_port  # noqa: E402,F401
 
 MODEL_NAME = "netsec-phishing"
 TARGET = "Result"
@@ -239,17 +238,7 @@ class UvicornServer:
     def start(self) -> UvicornServer:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "serving.app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--no-access-log",
-            ],
+            serving_command(self.port, "--no-access-log"),
             cwd=REPO,
             env=self.env,
             stdout=self._log,
