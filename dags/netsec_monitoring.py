@@ -30,11 +30,10 @@ import datetime as dt
 import logging
 import typing
 
-from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, TriggerRule
 from airflow.sdk.exceptions import AirflowSkipException
 
-from netsec_airflow import MONGO_CONN_ID, default_args, retrain_asset, retries
+from netsec_airflow import MONGO_CONN_ID, default_args, python_task, retrain_asset, retries
 from netsec_tasks.config import load_config
 
 log = logging.getLogger("netsec.dag")
@@ -229,36 +228,33 @@ with DAG(
     doc_md=DOC_MD,
     default_args=default_args(CFG),
 ) as dag:
-    feedback = PythonOperator(
-        task_id="feedback_to_training",
-        python_callable=feedback_task,
+    feedback = python_task(
+        "feedback_to_training",
+        feedback_task,
+        "Analysts' verdicts become training rows (once each).",
         **IO_RETRIES,
-        doc_md="Analysts' verdicts become training rows (once each).",
     )
-    monitor = PythonOperator(
-        task_id="monitor",
-        python_callable=monitor_task,
-        **IO_RETRIES,
-        doc_md="Traffic drift, live metrics, report, MLflow.",
+    monitor = python_task(
+        "monitor", monitor_task, "Traffic drift, live metrics, report, MLflow.", **IO_RETRIES
     )
-    request = PythonOperator(
-        task_id="request_retraining",
-        python_callable=request_retraining_task,
+    request = python_task(
+        "request_retraining",
+        request_retraining_task,
+        "Asset event for netsec_training, or skipped.",
         outlets=[RETRAIN_REQUESTED],
-        doc_md="Asset event for netsec_training, or skipped.",
     )
-    commit = PythonOperator(
-        task_id="commit",
-        python_callable=commit_task,
+    commit = python_task(
+        "commit",
+        commit_task,
+        "Record the log watermark (and the request) after success.",
         trigger_rule=TriggerRule.NONE_FAILED,
-        doc_md="Record the log watermark (and the request) after success.",
     )
 
-    decide = PythonOperator(
-        task_id="decide_challenger",
-        python_callable=decide_challenger_task,
+    decide = python_task(
+        "decide_challenger",
+        decide_challenger_task,
+        "Challenger vs Production on the traffic both scored: promote, retire, or wait.",
         **IO_RETRIES,
-        doc_md="Challenger vs Production on the traffic both scored: promote, retire, or wait.",
     )
 
     feedback >> monitor >> request >> commit

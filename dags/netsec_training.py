@@ -17,7 +17,6 @@ import logging
 import typing
 
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
 from airflow.sdk import (
     DAG,
     AssetOrTimeSchedule,
@@ -26,7 +25,7 @@ from airflow.sdk import (
     TriggerRule,
 )
 
-from netsec_airflow import MONGO_CONN_ID, S3_CONN_ID, default_args, retrain_asset, retries
+from netsec_airflow import MONGO_CONN_ID, S3_CONN_ID, default_args, python_task, retrain_asset, retries
 from netsec_tasks.config import Candidate, load_config
 from netsec_tasks.run_params import RUN_PARAMS, param_bounds
 
@@ -396,54 +395,42 @@ with DAG(
     doc_md=DOC_MD,
     default_args=default_args(CFG),
 ) as dag:
-    reconcile = PythonOperator(
-        task_id="reconcile",
-        python_callable=reconcile_task,
+    reconcile = python_task(
+        "reconcile", reconcile_task, "End stale MLflow runs; decide versions left undecided.", **IO_RETRIES
+    )
+    ingest = python_task(
+        "ingest",
+        ingest_task,
+        "Snapshot the source and split train/test (retries with back-off).",
         **IO_RETRIES,
-        doc_md="End stale MLflow runs; decide versions left undecided.",
     )
-    ingest = PythonOperator(
-        task_id="ingest",
-        python_callable=ingest_task,
-        **IO_RETRIES,
-        doc_md="Snapshot the source and split train/test (retries with back-off).",
+    validate = python_task("validate", validate_task, "Schema and data-quality checks; quarantines bad rows.")
+    check_drift = python_task(
+        "check_drift", check_drift_task, "Drift vs Production's training data; picks the branch.", branch=True
     )
-    validate = PythonOperator(
-        task_id="validate",
-        python_callable=validate_task,
-        doc_md="Schema and data-quality checks; quarantines bad rows.",
+    transform = python_task("transform", transform_task)
+    train = python_task(
+        "train", train_task, "Tune every candidate by CV, evaluate the winner once.", **OUTAGE_RETRIES
     )
-    check_drift = BranchPythonOperator(
-        task_id="check_drift",
-        python_callable=check_drift_task,
-        doc_md="Drift vs Production's training data; picks the branch.",
-    )
-    transform = PythonOperator(task_id="transform", python_callable=transform_task)
-    train = PythonOperator(
-        task_id="train",
-        python_callable=train_task,
+    register = python_task(
+        "register",
+        register_task,
+        "Register the winner; promote only if it beats Production.",
         **OUTAGE_RETRIES,
-        doc_md="Tune every candidate by CV, evaluate the winner once.",
     )
-    register = PythonOperator(
-        task_id="register",
-        python_callable=register_task,
-        **OUTAGE_RETRIES,
-        doc_md="Register the winner; promote only if it beats Production.",
-    )
-    sync = PythonOperator(
-        task_id="sync",
-        python_callable=sync_task,
-        **IO_RETRIES,
-        doc_md="Copy the registered model beside the run in storage (S3 or file://) and write the "
+    sync = python_task(
+        "sync",
+        sync_task,
+        "Copy the registered model beside the run in storage (S3 or file://) and write the "
         "manifest, last (retries with back-off). Named sync_s3 before.",
+        **IO_RETRIES,
     )
     skip_training = EmptyOperator(task_id="skip_training")
-    outcome = PythonOperator(
-        task_id="record_outcome",
-        python_callable=record_outcome_task,
+    outcome = python_task(
+        "record_outcome",
+        record_outcome_task,
+        "Runs after either branch, never after a failure.",
         trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
-        doc_md="Runs after either branch, never after a failure.",
     )
 
     reconcile >> ingest >> validate >> check_drift

@@ -89,6 +89,24 @@ def retries(cfg: typing.Any, *, only_outages: bool = False) -> dict[str, typing.
     }
 
 
+def python_task(
+    task_id: str,
+    python_callable: typing.Callable[..., typing.Any],
+    doc_md: str | None = None,
+    *,
+    branch: bool = False,
+    **kwargs: typing.Any,
+) -> typing.Any:
+    """One task of a netsec DAG: a ``PythonOperator`` (``BranchPythonOperator`` with ``branch``)
+    running ``python_callable`` as ``task_id``, documented by ``doc_md``; ``kwargs`` (retries from
+    :func:`retries`, ``trigger_rule``, ``outlets``) go to the operator as they are. Must be called
+    inside a ``with DAG(...)`` block, like the operator itself."""
+    from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
+
+    operator = BranchPythonOperator if branch else PythonOperator
+    return operator(task_id=task_id, python_callable=python_callable, doc_md=doc_md, **kwargs)
+
+
 # --------------------------------------------------------------------------- connections
 
 
