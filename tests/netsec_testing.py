@@ -519,26 +519,87 @@ def validated_splits(folder: Path, train, test):
     frames written as ``train.parquet`` and ``test.parquet`` in ``folder`` (made if missing), every
     row valid, the data set's digest that of ``train``. For tests and benchmarks of transform and
     train that start after validation."""
-    from netsec_tasks.records import ValidationRecord
     from netsec_tasks.table_io import frame_digest, write_parquet
 
     tr, te = folder / "train.parquet", folder / "test.parquet"
     write_parquet(train, tr)
     write_parquet(test, te)
-    return ValidationRecord(
-        passed=True,
+    return validation_record(
         report_uri=str(folder / "report.yaml"),
         train_uri=str(tr),
         test_uri=str(te),
         new_batch_uri=str(tr),
         rows_checked=len(train) + len(test),
-        rows_invalid=0,
-        invalid_share=0.0,
         train_rows=len(train),
         test_rows=len(test),
         dataset_digest=frame_digest(train),
         train_row_hashes_uri=str(folder / "train_row_hashes.parquet"),
     )
+
+
+def validation_record(**fields):
+    """A ``ValidationRecord`` of a batch that passed: ``fields`` as given, the rest no invalid
+    row and placeholder URIs and digest."""
+    from netsec_tasks.records import ValidationRecord
+
+    base = dict(
+        passed=True,
+        report_uri="r",
+        train_uri="t",
+        test_uri="u",
+        new_batch_uri="n",
+        train_row_hashes_uri="h",
+        rows_invalid=0,
+        invalid_share=0.0,
+        dataset_digest="d" * 64,
+    )
+    return ValidationRecord(**(base | fields))
+
+
+def ingest_record(**fields):
+    """An ``IngestRecord`` for tests of the steps after ingest: ``fields`` as given, the rest a
+    plain split (seed 42, test share 0.2, the v1 row hash, no duplicate rows) of a file source
+    whose URIs are placeholders."""
+    from netsec_tasks.records import IngestRecord
+
+    base = dict(
+        run_id="test",
+        source="file:test",
+        snapshot_uri="s",
+        snapshot_sha256="0" * 64,
+        new_batch_uri="n",
+        train_uri="t",
+        test_uri="u",
+        row_hash="netsec-row-v1",
+        split_seed=42,
+        test_size=0.2,
+        duplicate_rows=0,
+        duplicate_leak_rows=0,
+        duplicate_aware=True,
+    )
+    return IngestRecord(**(base | fields))
+
+
+def train_record(**fields):
+    """A ``TrainRecord`` for tests of the steps after training: ``fields`` as given, the rest a
+    decision tree scored by f1 0.9 on one train and one test row, no candidates listed."""
+    from netsec_tasks.records import TrainRecord
+
+    base = dict(
+        model_uri="models:/m-1",
+        mlflow_run_id="run123",
+        experiment_id="7",
+        winner="decision_tree",
+        metric="f1",
+        cv_score=0.9,
+        test_metrics={"f1": 0.9},
+        confusion_matrix=[[0, 0], [0, 0]],
+        candidates=[],
+        train_rows=1,
+        test_rows=1,
+        training_seconds=0.0,
+    )
+    return TrainRecord(**(base | fields))
 
 
 # --------------------------------------------------------------------------- the netsec CLI

@@ -63,6 +63,14 @@ def assert_no_workers_left(pids: list[int], guard: float = 60.0) -> None:
     assert not [p for p in pids if pid_running(p)], "joblib workers outlived their parent"
 
 
+def forced_training_run(tmp_path, data_csv, *sets: str) -> NetsecProcess:
+    """``netsec run --force-retrain`` on ``data_csv`` started in ``tmp_path/work`` with ``sets``
+    (``key=value`` config overrides), left running for the test to interrupt."""
+    return NetsecProcess(
+        tmp_path / "work", "run", "--source-path", str(data_csv), "--force-retrain", sets=sets
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["kill", "freeze"])
 def test_registry_lost_mid_training_exits_3_and_the_run_ends(make_cfg, tmp_path, data_csv, fault):
@@ -73,14 +81,7 @@ def test_registry_lost_mid_training_exits_3_and_the_run_ends(make_cfg, tmp_path,
 
     server = MlflowServerProcess(tmp_path / "mlflow").start()
     try:
-        run = NetsecProcess(
-            tmp_path / "work",
-            "run",
-            "--source-path",
-            str(data_csv),
-            "--force-retrain",
-            sets=(*SMALL, *TIGHT, f"registry.tracking_uri={server.uri}"),
-        )
+        run = forced_training_run(tmp_path, data_csv, *SMALL, *TIGHT, f"registry.tracking_uri={server.uri}")
         run.wait_for(r"tuning \d+ candidates")
         server.signal(signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
         assert run.wait(180) == 3, run.stderr[-4000:]
@@ -138,20 +139,15 @@ def test_kill_after_register_then_the_next_run_decides_the_version(tmp_path, dat
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 def test_killed_run_leaves_no_workers_and_no_running_run(tmp_path, data_csv, sig):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run = NetsecProcess(
-        tmp_path / "work",
-        "run",
-        "--source-path",
-        str(data_csv),
-        "--force-retrain",
-        sets=(
-            "training.candidates=[random_forest]",
-            "training.n_iter=8",
-            "training.search=random",
-            "training.cv_folds=5",
-            "training.n_jobs=2",
-            f"registry.tracking_uri={uri}",
-        ),
+    run = forced_training_run(
+        tmp_path,
+        data_csv,
+        "training.candidates=[random_forest]",
+        "training.n_iter=8",
+        "training.search=random",
+        "training.cv_folds=5",
+        "training.n_jobs=2",
+        f"registry.tracking_uri={uri}",
     )
     run.wait_for(r"tuning \d+ candidates")
     deadline = time.monotonic() + 120

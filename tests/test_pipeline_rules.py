@@ -7,12 +7,10 @@ import pytest
 from netsec_tasks.pipeline import decide_retrain, record_outcome
 from netsec_tasks.records import (
     DriftRecord,
-    IngestRecord,
     RegisterRecord,
     RunContext,
-    TrainRecord,
-    ValidationRecord,
 )
+from netsec_testing import ingest_record, train_record, validation_record
 
 
 def drift(**kw):
@@ -90,51 +88,29 @@ def test_an_empty_new_batch_says_so(force):
 def records(make_cfg):
     cfg = make_cfg()
     run = RunContext.create(cfg, run_id="manual__2026-01-01T00:00:00+00:00", trigger="manual")
-    ingest = IngestRecord(
+    ingest = ingest_record(
         run_id=run.run_id,
-        source="mongo:netsec.phishing",
-        snapshot_uri="s",
-        snapshot_sha256="h",
         rows=11055,
         new_rows=3055,
         documents_read=3055,
         rows_reused=8000,
-        new_batch_uri="n",
-        train_uri="t",
-        test_uri="u",
         train_rows=8840,
         test_rows=2215,
-        row_hash="v1",
-        split_seed=42,
-        test_size=0.2,
-        duplicate_rows=0,
-        duplicate_leak_rows=0,
-        duplicate_aware=True,
     )
-    validation = ValidationRecord(
-        passed=True,
-        report_uri="r",
-        train_uri="t",
-        test_uri="u",
-        new_batch_uri="n",
-        train_row_hashes_uri="h",
+    validation = validation_record(
         rows_checked=11055,
         rows_invalid=5,
         invalid_share=5 / 11055,
         train_rows=8836,
         test_rows=2214,
-        dataset_digest="d",
     )
-    train = TrainRecord(
-        model_uri="models:/m-1",
+    train = train_record(
         mlflow_run_id="run123",
         experiment_id="7",
         winner="random_forest",
-        metric="f1",
         cv_score=0.95,
         test_metrics={"f1": 0.91, "roc_auc": 0.97},
         confusion_matrix=[[1, 0], [0, 1]],
-        candidates=[],
         train_rows=8836,
         test_rows=2214,
         training_seconds=1.0,
@@ -142,32 +118,41 @@ def records(make_cfg):
     return cfg, run, ingest, validation, train
 
 
-def test_kept_production_names_both_versions_each_with_its_own_metrics(records):
-    from netsec_tasks.catalog import RunCatalog
-
+def trained_outcome(records, **register):
+    """record_outcome of a run that retrained and registered candidate v4 while v3 (f1 0.93) was
+    Production; ``register`` gives the rest of its RegisterRecord (promoted, scores, reason)."""
     cfg, run, ingest, validation, train = records
-    register = RegisterRecord(
+    base = dict(
         model_name="netsec-phishing",
         version="4",
-        promoted=False,
-        production_version="3",
         previous_production_version="3",
-        new_score=0.91,
         production_score=0.93,
         production_rows_in_test=0,
-        production_metrics={"f1": 0.93, "roc_auc": 0.98},
-        reason="The candidate's f1 0.9100 does not beat Production v3's 0.9300 plus the promotion "
-        "margin 0.0000 (registry.promotion_margin).",
     )
-    out = record_outcome(
+    return record_outcome(
         cfg,
         run,
         ingest=ingest,
         validation=validation,
         drift=drift(),
         train=train,
-        register=register,
+        register=RegisterRecord(**(base | register)),
         branch_reason="Retrained because x.",
+    )
+
+
+def test_kept_production_names_both_versions_each_with_its_own_metrics(records):
+    from netsec_tasks.catalog import RunCatalog
+
+    cfg, run, _, _, _ = records
+    out = trained_outcome(
+        records,
+        promoted=False,
+        production_version="3",
+        new_score=0.91,
+        production_metrics={"f1": 0.93, "roc_auc": 0.98},
+        reason="The candidate's f1 0.9100 does not beat Production v3's 0.9300 plus the promotion "
+        "margin 0.0000 (registry.promotion_margin).",
     )
     assert out.outcome == "kept_production" and out.trigger == "manual" and out.trigger_reason is None
     assert out.production_before.version == "3" == out.production_after
@@ -196,28 +181,13 @@ def test_kept_production_names_both_versions_each_with_its_own_metrics(records):
 
 
 def test_promoted_moves_production_to_the_candidate(records):
-    cfg, run, ingest, validation, train = records
-    register = RegisterRecord(
-        model_name="netsec-phishing",
-        version="4",
+    out = trained_outcome(
+        records,
         promoted=True,
         production_version="4",
-        previous_production_version="3",
         new_score=0.95,
-        production_score=0.93,
-        production_rows_in_test=0,
         production_metrics={"f1": 0.93},
         reason="The candidate's f1 ...",
-    )
-    out = record_outcome(
-        cfg,
-        run,
-        ingest=ingest,
-        validation=validation,
-        drift=drift(),
-        train=train,
-        register=register,
-        branch_reason="Retrained because x.",
     )
     assert (out.outcome, out.production_before.version, out.candidate.version, out.production_after) == (
         "promoted",

@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import netsec_testing
 from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.errors import DataError, RegistryError, SourceUnavailable
 from netsec_tasks.records import RunContext, TrainRecord, ValidationRecord
 from netsec_tasks.storage import file_uri_to_path
+from netsec_testing import train_record
 
 MODEL = "netsec-test-model"
 REPO_SCHEMA = Path(__file__).resolve().parent.parent / "config" / "schema" / "phishing.yaml"
@@ -119,16 +121,12 @@ def log_training_run(cfg, run: RunContext, model, train: pd.DataFrame, test: pd.
     ) as parent:
         mlflow.log_metrics({"test_f1": f1, "cv_score": f1})
         model_uri = log_pipeline_model(model, train[schema.features].head(20), name="model")
-    return TrainRecord(
+    return train_record(
         model_uri=model_uri,
         mlflow_run_id=parent.info.run_id,
         experiment_id=exp_id,
-        winner="decision_tree",
-        metric="f1",
         cv_score=f1,
         test_metrics={"f1": f1},
-        confusion_matrix=[[0, 0], [0, 0]],
-        candidates=[],
         train_rows=len(train),
         test_rows=len(test),
         training_seconds=0.1,
@@ -137,16 +135,13 @@ def log_training_run(cfg, run: RunContext, model, train: pd.DataFrame, test: pd.
 
 def validation_record(test_uri: str, digest: str = "d" * 64) -> ValidationRecord:
     base = test_uri.rsplit("/", 1)[0]
-    return ValidationRecord(
-        passed=True,
+    return netsec_testing.validation_record(
         report_uri=f"{base}/report.yaml",
         train_uri=f"{base}/train.parquet",
         test_uri=test_uri,
         new_batch_uri=test_uri,
         train_row_hashes_uri=f"{base}/train_row_hashes.parquet",
         rows_checked=900,
-        rows_invalid=0,
-        invalid_share=0.0,
         train_rows=600,
         test_rows=300,
         dataset_digest=digest,
@@ -420,20 +415,7 @@ def test_untracked_training_record_is_refused(registry_cfg, splits):
 
     cfg = registry_cfg()
     run = new_run(cfg, "untracked")
-    rec = TrainRecord(
-        model_uri="file:///tmp/model.skops",
-        mlflow_run_id="",
-        experiment_id="",
-        winner="decision_tree",
-        metric="f1",
-        cv_score=0.9,
-        test_metrics={"f1": 0.9},
-        confusion_matrix=[[0, 0], [0, 0]],
-        candidates=[],
-        train_rows=1,
-        test_rows=1,
-        training_seconds=0.0,
-    )
+    rec = train_record(model_uri="file:///tmp/model.skops", mlflow_run_id="", experiment_id="")
     with pytest.raises(RegistryError, match="tracking off"):
         register(cfg, run, rec, validation_record(splits[2]))
 

@@ -17,6 +17,7 @@ from netsec_tasks.sample import make_sample
 from netsec_tasks.storage import file_uri_to_path
 from netsec_tasks.table_io import frame_digest, read_table
 from netsec_tasks.validate import validate, validate_frame
+from netsec_testing import ingest_record
 
 ALL_CHECKS = {
     "columns_missing",
@@ -47,11 +48,8 @@ def make_ingest(
     for name, frame in (("train", train), ("test", test), ("new_batch", batch)):
         paths[name] = d / f"{name}.parquet"
         _storable(frame).to_parquet(paths[name], index=False)
-    return IngestRecord(
-        run_id="test",
-        source="file:test",
+    return ingest_record(
         snapshot_uri=paths["new_batch"].as_uri(),
-        snapshot_sha256="0" * 64,
         rows=len(train) + len(test),
         new_rows=len(batch),
         documents_read=len(batch),
@@ -60,12 +58,6 @@ def make_ingest(
         test_uri=paths["test"].as_uri(),
         train_rows=len(train),
         test_rows=len(test),
-        row_hash="netsec-row-v1",
-        split_seed=42,
-        test_size=0.2,
-        duplicate_rows=0,
-        duplicate_leak_rows=0,
-        duplicate_aware=True,
     )
 
 
