@@ -46,10 +46,23 @@ def _inputs(
     return validation, record
 
 
-def _sample_splits(n: int = 400, seed: int = 11, test_share: float = 0.25):
-    frame = make_sample(n, seed=seed)
+def _sample_splits(n: int = 400, seed: int = 11, test_share: float = 0.25, missing: float = 0.0):
+    frame = make_sample(n, seed=seed, missing=missing)
     cut = int(n * (1 - test_share))
     return frame.iloc[:cut].reset_index(drop=True), frame.iloc[cut:].reset_index(drop=True)
+
+
+def _sampled_search_cfg(make_cfg, candidate: str, n_iter: int, search_max_rows: int, imputer_max_rows: int):
+    """Config tuning only ``candidate`` (``n_iter`` draws) on a sample of at most
+    ``search_max_rows`` rows, its imputer fitted on at most ``imputer_max_rows`` others."""
+    return make_cfg(
+        **{
+            "training.candidates": [candidate],
+            "training.n_iter": n_iter,
+            "training.search_max_rows": search_max_rows,
+            "transform.imputer_max_rows": imputer_max_rows,
+        }
+    )
 
 
 # --- candidates --------------------------------------------------------------------------------
@@ -128,8 +141,9 @@ class SpyTree(DecisionTreeClassifier):
         return super().predict_proba(X, *args, **kwargs)
 
 
-@pytest.mark.parametrize("search", ["halving", "random"])
-def test_tuning_never_sees_test_rows_and_test_is_scored_once(make_cfg, tmp_path, monkeypatch, search):
+@pytest.fixture()
+def spy_tree(monkeypatch):
+    """The decision_tree candidate replaced by SpyTree for this test, EVENTS emptied."""
     spy = candidates.CandidateSpec(
         "decision_tree",
         lambda seed: SpyTree(random_state=seed),
@@ -137,6 +151,10 @@ def test_tuning_never_sees_test_rows_and_test_is_scored_once(make_cfg, tmp_path,
     )
     monkeypatch.setitem(candidates.CANDIDATES, "decision_tree", spy)
     EVENTS.clear()
+
+
+@pytest.mark.parametrize("search", ["halving", "random"])
+def test_tuning_never_sees_test_rows_and_test_is_scored_once(make_cfg, tmp_path, spy_tree, search):
     cfg = make_cfg(
         **{"training.candidates": ["decision_tree"], "training.n_iter": 4, "training.search": search}
     )
@@ -189,27 +207,12 @@ def test_the_threshold_comes_from_training_rows_only(make_cfg, tmp_path):
 
 
 def test_sampled_search_never_sees_test_rows_and_the_winner_is_refit_on_every_row(
-    make_cfg, tmp_path, monkeypatch
+    make_cfg, tmp_path, spy_tree
 ):
     """Above training.search_max_rows the search tunes on a bounded sample; the winner is still
     refit on the whole split and the test split is scored once."""
-    spy = candidates.CandidateSpec(
-        "decision_tree",
-        lambda seed: SpyTree(random_state=seed),
-        lambda: {"max_depth": [2, 3, 4, 6, None], "min_samples_leaf": [1, 3]},
-    )
-    monkeypatch.setitem(candidates.CANDIDATES, "decision_tree", spy)
-    EVENTS.clear()
-    cfg = make_cfg(
-        **{
-            "training.candidates": ["decision_tree"],
-            "training.n_iter": 4,
-            "training.search_max_rows": 150,
-            "transform.imputer_max_rows": 60,
-        }
-    )
-    frame = make_sample(500, seed=8, missing=0.03)
-    train_df, test_df = frame.iloc[:400].reset_index(drop=True), frame.iloc[400:].reset_index(drop=True)
+    cfg = _sampled_search_cfg(make_cfg, "decision_tree", n_iter=4, search_max_rows=150, imputer_max_rows=60)
+    train_df, test_df = _sample_splits(500, seed=8, test_share=0.2, missing=0.03)
     test_df["web_traffic"] = SENTINEL
     validation, transform = _inputs(cfg, tmp_path, train_df, test_df)
 
@@ -257,17 +260,9 @@ def test_sampled_search_imputes_with_donors_outside_the_sample(make_cfg):
 
 
 def test_boosted_candidates_stop_early_on_a_sampled_search(make_cfg, tmp_path):
-    cfg = make_cfg(
-        **{
-            "training.candidates": ["xgboost"],
-            "training.n_iter": 2,
-            "training.search_max_rows": 200,
-            "transform.imputer_max_rows": 80,
-        }
-    )
-    frame = make_sample(700, seed=14, missing=0.02)
+    cfg = _sampled_search_cfg(make_cfg, "xgboost", n_iter=2, search_max_rows=200, imputer_max_rows=80)
     validation, transform = _inputs(
-        cfg, tmp_path, frame.iloc[:560].reset_index(drop=True), frame.iloc[560:].reset_index(drop=True)
+        cfg, tmp_path, *_sample_splits(700, seed=14, test_share=0.2, missing=0.02)
     )
     with threadpool_limits(1):
         record, model = train_model(
