@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from netsec_testing import UCI_CSV, MlflowServerProcess, MotoServerProcess, TcpGate  # noqa: E402
+from netsec_testing import UCI_CSV, MlflowServerProcess, MotoServerProcess, TcpGate, netsec_launch  # noqa: E402
 
 SMALL = [
     "training.candidates=[random_forest, logistic_regression]",
@@ -63,22 +63,9 @@ class NetsecRun:
         self.lines: list[tuple[float, str]] = []
         self.cond = threading.Condition()
         self.capped = False
-        full_env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("NETSEC_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY"))
-        }
-        full_env.update(
-            {
-                "NETSEC_HOME": str(home),
-                "PYTHONPATH": str(code),
-                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-                **(env or {}),
-            }
+        cmd, full_env = netsec_launch(
+            home, sets, code=code, env=env, dropped=("NETSEC_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY")
         )
-        cmd = [sys.executable, "-m", "netsec_tasks.cli", "--config", str(code / "config" / "pipeline.yaml")]
-        for s in sets:
-            cmd += ["--set", s]
         cmd += [command, *(["--source-path", str(UCI_CSV)] if command == "run" else []), *args]
         self.proc = subprocess.Popen(
             cmd, cwd=home.parent, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 import pytest
@@ -350,6 +351,34 @@ class MotoServerProcess:
         stop_process(self.proc, 10)
 
 
+def netsec_launch(
+    home: Path,
+    sets: typing.Iterable[str] = (),
+    *,
+    code: Path = REPO,
+    env: dict | None = None,
+    dropped: tuple[str, ...] = ("NETSEC_", "MLFLOW_"),
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that run the netsec CLI of the source tree ``code``
+    (``PYTHONPATH``, its ``config/pipeline.yaml``) with work directory ``home``
+    (``NETSEC_HOME``), each of ``sets`` (``key=value``) as a ``--set``; the sub-command and its
+    arguments go after. The environment is this process's without the variables starting with
+    one of ``dropped``, plus ``env``; MLflow's progress bars are off."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
+    full_env.update(
+        {
+            "NETSEC_HOME": str(home),
+            "PYTHONPATH": str(code),
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            **(env or {}),
+        }
+    )
+    cmd = [sys.executable, "-m", "netsec_tasks.cli", "--config", str(code / "config" / "pipeline.yaml")]
+    for s in sets:
+        cmd += ["--set", s]
+    return cmd, full_env
+
+
 class NetsecProcess:
     """``netsec <args>`` as a subprocess whose stderr lines are kept with their arrival time.
 
@@ -364,18 +393,7 @@ class NetsecProcess:
 
         self.lines: list[tuple[float, str]] = []
         self._cond = threading.Condition()
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NETSEC_", "MLFLOW_"))}
-        full_env.update(
-            {
-                "NETSEC_HOME": str(home),
-                "PYTHONPATH": str(code),
-                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-                **(env or {}),
-            }
-        )
-        cmd = [sys.executable, "-m", "netsec_tasks.cli", "--config", str(code / "config" / "pipeline.yaml")]
-        for s in sets:
-            cmd += ["--set", s]
+        cmd, full_env = netsec_launch(home, sets, code=code, env=env)
         self.proc = subprocess.Popen(
             [*cmd, *args],
             cwd=Path(home).parent,
