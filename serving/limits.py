@@ -1,4 +1,5 @@
-"""The request-body size cap, as plain ASGI middleware.
+"""The request-body size cap, as plain ASGI middleware, and :func:`json_body`, the JSON decoding
+of a (capped) body that the JSON-only endpoints share.
 
 A declared ``Content-Length`` over the limit is answered 413 before the body is read; a body
 without one (chunked) is counted while it streams and cut off with :class:`BodyTooLarge` at
@@ -80,3 +81,19 @@ async def send_413(send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def json_body(body: bytes, content_type: str, what: str) -> object:
+    """The decoded JSON of a request ``body`` sent as ``Content-Type: application/json`` (or any
+    ``+json`` type; parameters such as ``charset`` ignored). Raises ``InputError`` 415 naming
+    ``what`` ("the verdicts", "the options") for another media type, and 400 with the decoder's
+    message (at most 200 characters) for text that is not JSON."""
+    from serving.inputs import InputError
+
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise InputError(f"send {what} as JSON (Content-Type: application/json)", status_code=415)
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"body is not valid JSON: {str(exc)[:200]}") from None

@@ -12,7 +12,6 @@ with its time and the earlier one stays in the history.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -24,6 +23,7 @@ from netsec_tasks.prediction_log import parse_prediction_id
 from serving.deps import StateDep, require_api_key
 from serving.http_models import ERRORS, ErrorResponse, Label
 from serving.inputs import InputError
+from serving.limits import json_body
 
 router = APIRouter(tags=["feedback"], dependencies=[Depends(require_api_key)])
 
@@ -63,13 +63,7 @@ class FeedbackResponse(BaseModel):
 
 
 def _items(body: bytes, content_type: str, max_items: int) -> list[FeedbackItem]:
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media != "application/json" and not media.endswith("+json"):
-        raise InputError("send the verdicts as JSON (Content-Type: application/json)", status_code=415)
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise InputError(f"body is not valid JSON: {str(exc)[:200]}") from None
+    payload = json_body(body, content_type, "the verdicts")
     if not isinstance(payload, list) or not payload:
         raise InputError('send a non-empty JSON array: [{"prediction_id": "...", "label": "threat"}, ...]')
     if len(payload) > max_items:

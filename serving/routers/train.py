@@ -10,8 +10,6 @@ each task before it reads its config).
 
 from __future__ import annotations
 
-import json
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -21,6 +19,7 @@ from serving.airflow_client import AirflowRefused, AirflowUnavailable, trigger_d
 from serving.deps import StateDep
 from serving.http_models import ERRORS, ErrorResponse, TrainRequest, TrainResponse
 from serving.inputs import InputError
+from serving.limits import json_body
 
 router = APIRouter(tags=["train"], dependencies=[Depends(require_control_key)])
 
@@ -67,13 +66,7 @@ async def train(request: Request, state: StateDep) -> JSONResponse:
 def _conf_from(body: bytes, content_type: str) -> dict:
     if not body.strip():
         return {"force_retrain": False}
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media != "application/json" and not media.endswith("+json"):
-        raise InputError("send the options as JSON (Content-Type: application/json)", status_code=415)
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise InputError(f"body is not valid JSON: {str(exc)[:200]}") from None
+    payload = json_body(body, content_type, "the options")
     try:
         req = TrainRequest.model_validate(payload)
     except ValidationError as exc:
