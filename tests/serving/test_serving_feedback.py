@@ -98,6 +98,11 @@ def test_feedback_is_validated_idempotent_and_keeps_changed_verdicts(registered,
     assert 'netsec_feedback_verdicts_total{model="netsec-phishing",outcome="changed"} 1.0' in metrics
 
 
+def post_verdicts(client, *verdicts: tuple[str, object]):
+    """POST /feedback with one verdict per ``(prediction_id, label)``, in that order."""
+    return client.post("/feedback", json=[{"prediction_id": pid, "label": label} for pid, label in verdicts])
+
+
 def test_feedback_refuses_unknown_ids_and_labels_outside_the_vocabulary(registered, make_client, tmp_path):
     client = make_client(registered.tracking_uri)
     known = _score(client, 2)[0]["prediction_id"]
@@ -105,14 +110,7 @@ def test_feedback_refuses_unknown_ids_and_labels_outside_the_vocabulary(register
     never = "0123456789ab0123456789-0"
     out_of_range = f"{rid}-99"  # a real request, a row it never had
 
-    resp = client.post(
-        "/feedback",
-        json=[
-            {"prediction_id": known, "label": "threat"},
-            {"prediction_id": never, "label": "threat"},
-            {"prediction_id": out_of_range, "label": "benign"},
-        ],
-    )
+    resp = post_verdicts(client, (known, "threat"), (never, "threat"), (out_of_range, "benign"))
     assert resp.status_code == 404
     err = resp.json()
     assert never in err["detail"] and out_of_range in err["detail"] and known not in err["detail"]
@@ -137,14 +135,7 @@ def test_feedback_refuses_unknown_ids_and_labels_outside_the_vocabulary(register
         assert resp.status_code == 422, other
         assert resp.json()["value"] == other and "exactly as it was returned" in resp.json()["detail"]
     # One request gives one prediction one verdict.
-    twice = client.post(
-        "/feedback",
-        json=[
-            {"prediction_id": known, "label": "threat"},
-            {"prediction_id": row1, "label": "benign"},
-            {"prediction_id": known, "label": "benign"},
-        ],
-    )
+    twice = post_verdicts(client, (known, "threat"), (row1, "benign"), (known, "benign"))
     assert twice.status_code == 422 and twice.json()["value"] == known
     assert f"{known} in verdicts 0, 2" in twice.json()["detail"]
     assert [(p["row"], p["value"]) for p in twice.json()["problems"]] == [(2, known)]
