@@ -41,7 +41,6 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -709,19 +708,25 @@ class _Plan:
 _TRAILING = "__netsec_trailing_delimiter__"
 
 
-def _plan(
-    blocks: Iterator[str],
-    source: str,
-    *,
-    max_rows: int | None,
-    text_columns: Mapping[str, bool],
-    names: Sequence[str] | None,
-    layouts: Sequence[Layout] | None,
-    required: Iterable[str],
-    rename: Mapping[str, str] | None,
-    keep_lines: bool,
-) -> _Plan:
+@dataclass(frozen=True)
+class _CsvOptions:
+    """How to read one CSV (see :func:`read_table`): at most ``max_rows`` rows; ``text_columns``
+    read as text (True: exactly as written, null words included); a header-less file's ``names``
+    and the ``layouts`` it allows; the ``required`` columns a header row names; the file name ->
+    column name ``rename``; ``keep_lines``: keep every record's first line number."""
+
+    max_rows: int | None
+    text_columns: Mapping[str, bool]
+    names: Sequence[str] | None
+    layouts: Sequence[Layout] | None
+    required: list[str]
+    rename: Mapping[str, str] | None
+    keep_lines: bool
+
+
+def _plan(blocks: Iterator[str], source: str, opts: _CsvOptions) -> _Plan:
     taken, rest, next_line, sample = _first_lines(blocks, source)
+    names, layouts = opts.names, opts.layouts
     if names and not layouts:
         layouts = [Layout(f"all {len(names)} file_columns", tuple(names))]
     head = _head(
@@ -730,15 +735,15 @@ def _plan(
         sample=[taken[-1][1], *sample],
         names=names,
         layouts=layouts or [],
-        required=required,
-        rename=rename or {},
+        required=opts.required,
+        rename=opts.rename or {},
     )
     if head.header:
         body, first = rest, next_line
     else:  # the first data line is the header candidate itself
         first, first_text = taken[-1]
         body = itertools.chain([first_text + "\n"], rest)
-    scan = _scan_lines(body, head, first, max_rows=max_rows, keep=keep_lines, source=source)
+    scan = _scan_lines(body, head, first, max_rows=opts.max_rows, keep=opts.keep_lines, source=source)
     if scan.n_bad:
         raise _layout_error(scan, head, source)
     if scan.repeats:
@@ -762,8 +767,8 @@ def _plan(
     }
     if head.skip:
         options["skiprows"] = head.skip
-    as_text = [c for c in head.names if c in text_columns]
-    exact = [c for c in as_text if text_columns[c]]
+    as_text = [c for c in head.names if c in opts.text_columns]
+    exact = [c for c in as_text if opts.text_columns[c]]
     if as_text:
         options["dtype"] = {c: str for c in as_text}
     if exact:
@@ -836,22 +841,19 @@ def read_csv(
     ``file_columns`` and the layouts it allows, :meth:`DatasetSchema.read_options`); a first line
     naming every ``required`` column is a header row. ``rename``: the schema's file name ->
     column name map."""
-    required = list(required)
-    spec = _text_spec(text_columns, str_columns)
+    opts = _CsvOptions(
+        max_rows,
+        _text_spec(text_columns, str_columns),
+        names,
+        layouts,
+        list(required),
+        rename,
+        keep_lines=True,
+    )
     if isinstance(data, (bytes, bytearray)):
         source = source or "<upload>"
         text, notes = decode_csv(bytes(data), source)
-        plan = _plan(
-            _blocks_of(text),
-            source,
-            max_rows=max_rows,
-            text_columns=spec,
-            names=names,
-            layouts=layouts,
-            required=required,
-            rename=rename,
-            keep_lines=True,
-        )
+        plan = _plan(_blocks_of(text), source, opts)
         frame = _parse(io.StringIO(text), plan, source, nrows=max_rows)
         assert isinstance(frame, pd.DataFrame)
     else:
@@ -859,9 +861,7 @@ def read_csv(
         source = source or str(path)
         with open(path, "rb") as fh:
             head = fh.read(1 << 16)
-        plan, notes, decoded = _plan_file(
-            path, head, source, max_rows, spec, names, layouts, required, rename, True
-        )
+        plan, notes, decoded = _plan_file(path, head, source, opts)
         with io.StringIO(decoded) if decoded is not None else _text_handle(path) as handle:
             frame = _parse(handle, plan, source, nrows=max_rows)
         assert isinstance(frame, pd.DataFrame)
@@ -886,37 +886,19 @@ def _text_handle(path: Path):
 
 
 def _plan_file(
-    path: Path,
-    head: bytes,
-    source: str,
-    max_rows: int | None,
-    text_columns: Mapping[str, bool],
-    names: Sequence[str] | None,
-    layouts: Sequence[Layout] | None,
-    required: list[str],
-    rename: Mapping[str, str] | None,
-    keep_lines: bool,
+    path: Path, head: bytes, source: str, opts: _CsvOptions
 ) -> tuple[_Plan, list[str], str | None]:
     """Scan a local CSV file. UTF-8 streams from disk (``text`` None); UTF-16/32 is decoded in
     memory and its text returned."""
-    options: dict[str, Any] = dict(
-        max_rows=max_rows,
-        text_columns=text_columns,
-        names=names,
-        layouts=layouts,
-        required=required,
-        rename=rename,
-        keep_lines=keep_lines,
-    )
     if not head.strip():
         raise DataError("file is empty; expected a CSV with a header row", source=source)
     if _bom_encoding(head[:4]) or _utf16_without_bom(head[:4096]):
         text, notes = decode_csv(path.read_bytes(), source)
-        return _plan(_blocks_of(text), source, **options), notes, text
+        return _plan(_blocks_of(text), source, opts), notes, text
     why = _not_text(head)
     if why:
         raise DataError(f"file is {why}", source=source)
-    return _plan(_file_blocks(path, source), source, **options), [], None
+    return _plan(_file_blocks(path, source), source, opts), [], None
 
 
 def _infinities_as_written(frame: pd.DataFrame, plan: _Plan, data: bytes | None, source: str) -> pd.DataFrame:
@@ -1088,9 +1070,8 @@ def _file_chunks(
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise DataError(f"cannot read Parquet: {exc}", source=source) from None
         return
-    plan, _, text = _plan_file(
-        path, head, source, None, text_columns, names, layouts, list(required), rename, False
-    )
+    opts = _CsvOptions(None, text_columns, names, layouts, list(required), rename, keep_lines=False)
+    plan, _, text = _plan_file(path, head, source, opts)
     rows = 0
     handle = io.StringIO(text) if text is not None else _text_handle(path)
     with handle:
