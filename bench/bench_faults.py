@@ -116,6 +116,17 @@ class NetsecRun:
         return [line for t, line in self.lines if t >= after and "netsec run:" in line]
 
 
+def _runs_left(code: Path, tmp: Path, uri: str) -> dict:
+    """The row's fields on the MLflow parent runs at ``uri`` the fault left (``_parent_runs``):
+    ``mlflow_runs_after`` as they are now, ``after_netsec_reconcile`` once the next run's
+    ``netsec reconcile`` went over them (the code under test may predate that command)."""
+    runs_after = _parent_runs(uri)
+    rec = NetsecRun(code, tmp / "work", [f"registry.tracking_uri={uri}"], command="reconcile")
+    rec.wait(300)
+    after_reconcile = _parent_runs(uri) if rec.proc.returncode == 0 else "no reconcile command"
+    return {"mlflow_runs_after": runs_after, "after_netsec_reconcile": after_reconcile}
+
+
 def _row(
     name: str,
     seconds: float | None,
@@ -179,20 +190,8 @@ def _registry_fault(code: Path, tmp: Path, cap: float, sig: int, name: str) -> d
         server.signal(signal.SIGCONT)
         server.stop()
         server.start()
-        runs_after = _parent_runs(server.uri)
-        # What the next run's reconciliation makes of it (the code under test may predate it).
-        rec = NetsecRun(code, tmp / "work", [f"registry.tracking_uri={server.uri}"], command="reconcile")
-        rec.wait(300)
-        after_reconcile = _parent_runs(server.uri) if rec.proc.returncode == 0 else "no reconcile command"
         return _row(
-            name,
-            seconds,
-            cap,
-            run.proc.returncode,
-            run,
-            t_fault,
-            mlflow_runs_after=runs_after,
-            after_netsec_reconcile=after_reconcile,
+            name, seconds, cap, run.proc.returncode, run, t_fault, **_runs_left(code, tmp, server.uri)
         )
     finally:
         server.stop()
@@ -352,9 +351,7 @@ def _signal_during_tuning(code: Path, tmp: Path, cap: float, sig: int, name: str
     run.proc.send_signal(sig)
     seconds = run.wait(cap)
     lifetime, n = _orphan_lifetime([c.pid for c in children], cap)
-    runs_after = _parent_runs(uri)
-    rec = NetsecRun(code, tmp / "work", [f"registry.tracking_uri={uri}"], command="reconcile")
-    rec.wait(300)
+    left = _runs_left(code, tmp, uri)
     return _row(
         name,
         seconds,
@@ -364,8 +361,7 @@ def _signal_during_tuning(code: Path, tmp: Path, cap: float, sig: int, name: str
         t_fault,
         child_processes=n,
         orphans_gone_after_s=(round(lifetime, 1) if lifetime is not None else f">{cap:.0f}"),
-        mlflow_runs_after=runs_after,
-        after_netsec_reconcile=(_parent_runs(uri) if rec.proc.returncode == 0 else "no reconcile command"),
+        **left,
     )
 
 
