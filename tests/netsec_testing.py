@@ -107,13 +107,27 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | Non
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
-class MongoServer:
-    """A running nx-27017 process; ``uri`` is what pymongo and Airflow's MongoHook get."""
+class ServerProcess:
+    """A server run as a local process on a loopback ``port`` (a free one unless given), its
+    files in ``workdir``; subclasses say how to start it (:meth:`_spawn`) and stop it."""
 
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        self.port = free_port()
+    def __init__(self, workdir: Path, port: int | None = None):
+        self.workdir = Path(workdir)
+        self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
+
+    def _spawn(self, cmd: list[str], *, log: str | None = None, timeout: float = 30.0, **popen) -> None:
+        """Run ``cmd`` with stdout and stderr appended to ``workdir/log`` (discarded without
+        one) and wait up to ``timeout`` seconds for the port to accept connections (fails the
+        test if the process exits first). ``popen``: more ``subprocess.Popen`` arguments."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        out = open(self.workdir / log, "ab") if log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, **popen)
+        wait_for_port(self.port, timeout=timeout, proc=self.proc)
+
+
+class MongoServer(ServerProcess):
+    """A running nx-27017 process; ``uri`` is what pymongo and Airflow's MongoHook get."""
 
     @property
     def uri(self) -> str:
@@ -123,8 +137,7 @@ class MongoServer:
         exe = shutil.which("nx-27017", path=str(Path(sys.executable).parent)) or shutil.which("nx-27017")
         if exe is None:
             pytest.fail("nx-27017 is not installed: run the README's test command (it installs .[test])")
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
+        self._spawn(
             [
                 exe,
                 "--db",
@@ -137,11 +150,8 @@ class MongoServer:
                 str(self.workdir / "nx.log"),
                 "--pid-file",
                 str(self.workdir / "nx.pid"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
+            ]
         )
-        wait_for_port(self.port, proc=self.proc)
         return self
 
     def stop(self) -> None:
@@ -265,23 +275,17 @@ def bin_path(name: str) -> str:
     return exe
 
 
-class MlflowServerProcess:
+class MlflowServerProcess(ServerProcess):
     """A real ``mlflow server`` (SQLite backend, artifacts served by the server) in its own
     process group, so a test can kill it (and its uvicorn workers) or freeze it with SIGSTOP."""
-
-    def __init__(self, workdir: Path, port: int | None = None):
-        self.workdir = Path(workdir)
-        self.port = port or free_port()
-        self.proc: subprocess.Popen | None = None
 
     @property
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 180.0) -> MlflowServerProcess:
-        self.workdir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        self.proc = subprocess.Popen(
+        self._spawn(
             [
                 bin_path("mlflow"),
                 "server",
@@ -296,13 +300,12 @@ class MlflowServerProcess:
                 "--workers",
                 "1",
             ],
+            log="server.log",
+            timeout=timeout,
             cwd=self.workdir,
-            stdout=open(self.workdir / "server.log", "ab"),
-            stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
         )
-        wait_for_port(self.port, timeout=timeout, proc=self.proc)
         return self
 
     def signal(self, sig: int) -> None:
@@ -324,27 +327,20 @@ class MlflowServerProcess:
             self.signal(_signal.SIGKILL)
 
 
-class MotoServerProcess:
+class MotoServerProcess(ServerProcess):
     """moto's standalone S3 server as a process (state in memory: see :class:`TcpGate`)."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = Path(workdir)
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
 
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> MotoServerProcess:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
+        self._spawn(
             [bin_path("moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=open(self.workdir / "moto.log", "ab"),
-            stderr=subprocess.STDOUT,
+            log="moto.log",
+            timeout=60,
             start_new_session=True,
         )
-        wait_for_port(self.port, timeout=60, proc=self.proc)
         return self
 
     def stop(self) -> None:
@@ -555,69 +551,70 @@ def validated_splits(folder: Path, train, test):
     )
 
 
-def validation_record(**fields):
-    """A ``ValidationRecord`` of a batch that passed: ``fields`` as given, the rest no invalid
-    row and placeholder URIs and digest."""
-    from netsec_tasks.records import ValidationRecord
+# A placeholder for each field of the step records that tests of later steps leave alone: a
+# plain split (seed 42, test share 0.2, the v1 row hash, no duplicate rows) of a file source,
+# validated with no invalid row, trained as a decision tree scored by f1 0.9; URIs and digests
+# are placeholders.
+PLACEHOLDERS: dict[str, object] = {
+    "run_id": "test",
+    "source": "file:test",
+    "snapshot_uri": "s",
+    "snapshot_sha256": "0" * 64,
+    "new_batch_uri": "n",
+    "train_uri": "t",
+    "test_uri": "u",
+    "row_hash": "netsec-row-v1",
+    "split_seed": 42,
+    "test_size": 0.2,
+    "duplicate_rows": 0,
+    "duplicate_leak_rows": 0,
+    "duplicate_aware": True,
+    "passed": True,
+    "report_uri": "r",
+    "train_row_hashes_uri": "h",
+    "rows_invalid": 0,
+    "invalid_share": 0.0,
+    "dataset_digest": "d" * 64,
+    "model_uri": "models:/m-1",
+    "mlflow_run_id": "run123",
+    "experiment_id": "7",
+    "winner": "decision_tree",
+    "metric": "f1",
+    "cv_score": 0.9,
+    "test_metrics": {"f1": 0.9},
+    "confusion_matrix": [[0, 0], [0, 0]],
+    "candidates": [],
+    "train_rows": 1,
+    "test_rows": 1,
+    "training_seconds": 0.0,
+}
 
-    base = dict(
-        passed=True,
-        report_uri="r",
-        train_uri="t",
-        test_uri="u",
-        new_batch_uri="n",
-        train_row_hashes_uri="h",
-        rows_invalid=0,
-        invalid_share=0.0,
-        dataset_digest="d" * 64,
-    )
-    return ValidationRecord(**(base | fields))
+
+def step_record(cls, **fields):
+    """A ``cls`` step record (``IngestRecord``, ``ValidationRecord``, ``TrainRecord``): ``fields``
+    as given, every other field of ``cls`` that :data:`PLACEHOLDERS` names from there (a copy)."""
+    import copy
+
+    base = {k: copy.deepcopy(PLACEHOLDERS[k]) for k in cls.model_fields if k in PLACEHOLDERS}
+    return cls(**(base | fields))
 
 
 def ingest_record(**fields):
-    """An ``IngestRecord`` for tests of the steps after ingest: ``fields`` as given, the rest a
-    plain split (seed 42, test share 0.2, the v1 row hash, no duplicate rows) of a file source
-    whose URIs are placeholders."""
     from netsec_tasks.records import IngestRecord
 
-    base = dict(
-        run_id="test",
-        source="file:test",
-        snapshot_uri="s",
-        snapshot_sha256="0" * 64,
-        new_batch_uri="n",
-        train_uri="t",
-        test_uri="u",
-        row_hash="netsec-row-v1",
-        split_seed=42,
-        test_size=0.2,
-        duplicate_rows=0,
-        duplicate_leak_rows=0,
-        duplicate_aware=True,
-    )
-    return IngestRecord(**(base | fields))
+    return step_record(IngestRecord, **fields)
+
+
+def validation_record(**fields):
+    from netsec_tasks.records import ValidationRecord
+
+    return step_record(ValidationRecord, **fields)
 
 
 def train_record(**fields):
-    """A ``TrainRecord`` for tests of the steps after training: ``fields`` as given, the rest a
-    decision tree scored by f1 0.9 on one train and one test row, no candidates listed."""
     from netsec_tasks.records import TrainRecord
 
-    base = dict(
-        model_uri="models:/m-1",
-        mlflow_run_id="run123",
-        experiment_id="7",
-        winner="decision_tree",
-        metric="f1",
-        cv_score=0.9,
-        test_metrics={"f1": 0.9},
-        confusion_matrix=[[0, 0], [0, 0]],
-        candidates=[],
-        train_rows=1,
-        test_rows=1,
-        training_seconds=0.0,
-    )
-    return TrainRecord(**(base | fields))
+    return step_record(TrainRecord, **fields)
 
 
 # --------------------------------------------------------------------------- the netsec CLI
