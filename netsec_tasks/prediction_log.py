@@ -116,14 +116,23 @@ def canonical_ids(ids: Iterable[Any]) -> tuple[list[tuple[str, str, int]], list[
     return good, bad
 
 
+def require_model_name(model_name: str, owner: str) -> str:
+    """``model_name`` itself; raises ValueError when it is empty, naming ``owner`` ("a prediction
+    log", "a verdict store"): every log, store and folder belongs to one registered model."""
+    if not model_name:
+        raise ValueError(f"{owner} belongs to a registered model: model_name is empty")
+    return model_name
+
+
 def model_log_dir(root: str | os.PathLike, model_name: str) -> Path:
     """The folder of registered model ``model_name``'s JSONL log (and its verdicts) under the
     log directory ``root``: ``<root>/<model name as a file name>``."""
     from netsec_tasks.records import safe_name
 
-    if not model_name:
-        raise ValueError("a prediction log belongs to a registered model: model_name is empty")
-    return Path(str(root).removeprefix("file://")) / safe_name(model_name)[:120]
+    return (
+        Path(str(root).removeprefix("file://"))
+        / safe_name(require_model_name(model_name, "a prediction log"))[:120]
+    )
 
 
 _EXACT_INT = 2.0**53  # beyond it float64 no longer holds every integer
@@ -442,10 +451,8 @@ class MongoLogReader:
     kind = "mongo"
 
     def __init__(self, collection, model_name: str):
-        if not model_name:
-            raise ValueError("a prediction log belongs to a registered model: model_name is empty")
         self.collection = collection
-        self.model_name = model_name
+        self.model_name = require_model_name(model_name, "a prediction log")
 
     def describe(self) -> str:
         return f"mongo:{self.collection.full_name}[{MODEL_FIELD}={self.model_name}]"

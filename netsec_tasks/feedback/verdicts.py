@@ -22,7 +22,7 @@ import pandas as pd
 
 from netsec_tasks.dataset_schema import THREAT_NAME, label_key
 from netsec_tasks.errors import DataError
-from netsec_tasks.prediction_log import model_log_dir
+from netsec_tasks.prediction_log import model_log_dir, require_model_name
 from netsec_tasks.sinks import json_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -190,10 +190,8 @@ class JsonlFeedbackStore:
     kind = "file"
 
     def __init__(self, path: str | os.PathLike, model_name: str):
-        if not model_name:
-            raise ValueError("a verdict store belongs to a registered model: model_name is empty")
         self.path = Path(str(path).removeprefix("file://"))
-        self.model_name = model_name
+        self.model_name = require_model_name(model_name, "a verdict store")
 
     def describe(self) -> str:
         return f"jsonl:{self.path}"
@@ -264,10 +262,8 @@ class MongoFeedbackStore:
     kind = "mongo"
 
     def __init__(self, collection, model_name: str):
-        if not model_name:
-            raise ValueError("a verdict store belongs to a registered model: model_name is empty")
         self.collection = collection
-        self.model_name = model_name
+        self.model_name = require_model_name(model_name, "a verdict store")
         self._indexed = False
 
     def describe(self) -> str:
