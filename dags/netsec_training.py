@@ -27,21 +27,15 @@ from airflow.sdk import (
 
 from netsec_airflow import MONGO_CONN_ID, S3_CONN_ID, default_args, retrain_asset, retries
 from netsec_tasks.config import Candidate, load_config
+from netsec_tasks.run_params import RUN_PARAMS, param_bounds
 
 log = logging.getLogger("netsec.dag")
 
 DAG_ID = "netsec_training"
 
-# DAG-run param -> dotted config key. A param left at None keeps the configured value.
-PARAM_TO_CONFIG = {
-    "source": "source.kind",
-    "source_path": "source.path",
-    "n_iter": "training.n_iter",
-    "cv_folds": "training.cv_folds",
-    "candidates": "training.candidates",
-    "promotion_margin": "registry.promotion_margin",
-    "min_score": "registry.min_score",
-}
+# DAG-run param -> dotted config key (netsec_tasks.run_params, shared with serving's /train).
+# A param left at None keeps the configured value.
+PARAM_TO_CONFIG = RUN_PARAMS
 
 # Read once at parse time for the schedule, retry budget and the defaults shown in the UI.
 # A broken config shows up as an import error of this DAG, naming the bad key.
@@ -56,11 +50,16 @@ RETRAIN_REQUESTED = retrain_asset(CFG)
 def _config(params: dict) -> typing.Any:
     """Config file + NETSEC_* env + this run's params, validated (ConfigError names the key).
 
-    Also points the storage layer at the ``netsec_s3`` connection's credentials when storage is
-    ``s3://``: every task reads its inputs from and writes its outputs to storage.
+    The params are checked against the bounds of a triggered run first (margin >= 0, a score
+    floor no lower than the configured one, a source path under ``source.path_roots`` as this
+    worker resolves it: ``netsec_tasks.run_params``), whatever the form allowed when the DAG
+    file was parsed. Also points the storage layer at the ``netsec_s3`` connection's credentials
+    when storage is ``s3://``: every task reads its inputs from and writes its outputs to storage.
     """
     from netsec_tasks.pipeline import load_pipeline_config
+    from netsec_tasks.run_params import check_run_params
 
+    check_run_params(load_pipeline_config(), params)
     overrides = {}
     for name, dotted in PARAM_TO_CONFIG.items():
         value = params.get(name)
@@ -303,7 +302,8 @@ def config_param(
     """The trigger-form field of param ``name``, derived from the config key it overrides
     (``PARAM_TO_CONFIG``): the JSON schema (type, range, allowed values) and the help text are
     the config field's, plus the value this deployment configured, so the form and the config
-    cannot disagree. Empty (null) keeps the configured value.
+    cannot disagree, narrowed by a triggered run's bounds (``run_params.param_bounds``).
+    Empty (null) keeps the configured value.
 
     A list of known names (``training.candidates``) becomes a multi-select: Airflow's form draws
     one for an array whose schema lists ``examples`` (its ``example_params_ui_tutorial``);
@@ -329,6 +329,7 @@ def config_param(
         schema["uniqueItems"] = True
     if values_display:
         schema["values_display"] = values_display
+    schema.update(param_bounds(CFG).get(name, {}))  # a triggered run's own bounds
     env = "NETSEC_" + dotted.upper().replace(".", "__")
     description = (
         f"{help_text}{note} Empty: the configured {dotted} ({_shown(value)}; config/pipeline.yaml or {env})."
@@ -349,12 +350,18 @@ PARAMS = {
         f" Here 'mongo' reads through the Airflow connection '{MONGO_CONN_ID}'.",
         values_display={"file": "file", "mongo": f"mongo (connection {MONGO_CONN_ID})"},
     ),
-    "source_path": config_param("source_path", "Source file"),
+    "source_path": config_param(
+        "source_path",
+        "Source file",
+        f" Only under source.path_roots ({', '.join(CFG.source.path_roots) or 'none configured'}).",
+    ),
     "n_iter": config_param("n_iter", "Search budget"),
     "cv_folds": config_param("cv_folds", "CV folds"),
     "candidates": config_param("candidates", "Candidate models"),
-    "promotion_margin": config_param("promotion_margin", "Promotion margin"),
-    "min_score": config_param("min_score", "Minimum score"),
+    "promotion_margin": config_param("promotion_margin", "Promotion margin", " At least 0 here."),
+    "min_score": config_param(
+        "min_score", "Minimum score", f" At least the configured {CFG.registry.min_score:g} here."
+    ),
 }
 
 DOC_MD = f"""

@@ -15,7 +15,10 @@
 
 Global options (``--config``, ``--set KEY=VALUE``, ``-v``) go before or after the command.
 Errors in the input or the environment print one line naming the problem and exit non-zero
-(2 bad input/config, 3 service unavailable, 143 SIGTERM), with no traceback.
+(2 bad input/config, 3 service unavailable, 143 SIGTERM), with no traceback. Exit 1: ``validate``
+failed, or ``drift --fail-on-drift`` found drift. Exit 4 (:data:`NOT_JUDGED`): ``drift`` or
+``evaluate`` left out more than ``validation.max_invalid_share`` of a file's rows as breaking the
+input contract, so its figures describe the rows left, not the file: the first line says so.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from netsec_tasks.errors import ConfigError, NetsecError, Terminated
+
+# The exit code of a comparison or evaluation that ran but cannot be judged (see the docstring).
+NOT_JUDGED = 4
 
 
 def _cfg(args: argparse.Namespace, **overrides: Any):
@@ -168,12 +174,17 @@ def cmd_drift(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
     out = _output_dir(args.out or Path(cfg.workdir) / "drift")
     record = drift_between_files(args.reference, args.current, cfg, out)
-    print(
-        f"drift {'DETECTED' if record.drift_detected else 'not detected'}: "
-        f"{record.drift_share:.0%} of {record.columns_tested} columns drifted"
-        + (f" ({', '.join(record.drifted_columns)})" if record.drifted_columns else "")
+    figures = f"{record.drift_share:.0%} of {record.columns_tested} columns drifted" + (
+        f" ({', '.join(record.drifted_columns)})" if record.drifted_columns else ""
     )
+    if not record.judged:
+        print(f"drift NOT JUDGED: {record.not_judged}")
+        print(f"(on the {record.current_rows} current rows left: {figures})")
+    else:
+        print(f"drift {'DETECTED' if record.drift_detected else 'not detected'}: {figures}")
     print(f"report: {record.report_uri}\nhtml:   {record.html_uri}")
+    if not record.judged:
+        return NOT_JUDGED
     return 1 if record.drift_detected and args.fail_on_drift else 0
 
 
@@ -314,11 +325,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         cfg, args.file, model_uri=args.model, out_dir=out, invalid=args.invalid, track=not args.no_mlflow
     )
     m = rec.metrics
+    for warning in rec.warnings:  # before any figure
+        print(f"WARNING: {warning}")
     print(
         f"{rec.model_name} v{rec.model_version} on {rec.source}: {rec.rows_scored} rows scored"
         + (f", {rec.rows_excluded} left out" if rec.rows_excluded else "")
+        + (f", {rec.rows_trained_on} of them rows it was trained on" if rec.rows_trained_on else "")
     )
-    print("threat class: " + "  ".join(f"{k} {v:.4f}" for k, v in m.items()))
+    unseen = " (rows it never saw)" if rec.rows_trained_on else ""
+    print(f"threat class{unseen}: " + "  ".join(f"{k} {v:.4f}" for k, v in m.items()))
+    if rec.rows_trained_on:
+        print("all rows:     " + "  ".join(f"{k} {v:.4f}" for k, v in rec.metrics_all_rows.items()))
     (tn, fp), (fn, tp) = rec.confusion_matrix
     print(f"confusion matrix (truth x predicted, benign/threat): TN {tn}  FP {fp}  FN {fn}  TP {tp}")
     if rec.per_label:
@@ -332,7 +349,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"report: {rec.report_uri}\nhtml:   {rec.html_uri}")
     if rec.mlflow_run_id:
         print(f"MLflow run: {rec.mlflow_run_id} (linked to {rec.model_name} v{rec.model_version})")
-    return 0
+    return 0 if rec.judged else NOT_JUDGED
 
 
 def cmd_fetch_dataset(args: argparse.Namespace) -> int:
@@ -449,6 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--out")
     d.add_argument("--fail-on-drift", action="store_true", help="exit 1 when drift is detected")
+    d.epilog = (
+        "Exit 4 when either file leaves out more than validation.max_invalid_share of its rows as "
+        "breaking the input contract: the comparison is then not judged (first line), whatever "
+        "the rows left show."
+    )
     d.set_defaults(func=cmd_drift)
 
     pr = add("predict", help="predict a CSV with the Production model")

@@ -12,7 +12,14 @@ this says how it does on that file:
 2. The model is the configured data set's Production version, or ``models:/<name>/<version>``
    (or ``models:/<name>@<alias>``). A model trained on other features, another target or another
    label mapping is refused (it is not a model of this data set).
-3. The report: the threat class's F1, precision, recall, ROC AUC, PR AUC and accuracy; the
+3. Rows the version was trained on. The version records the hashes of its training rows
+   (``netsec.train_hashes_uri``); scored rows identical to one of them are counted, and the
+   headline figures are those of the rows it never saw, with the figures on every row beside
+   them and a warning naming the overlap (a model graded on its own training rows looks better
+   than it is). Without recorded hashes the report says the overlap is unknown. When
+   ``invalid="flag"`` left out more than ``validation.max_invalid_share`` of the rows, a warning
+   says the figures describe the rows left, not the file (``netsec evaluate`` exits 4).
+4. The report: the threat class's F1, precision, recall, ROC AUC, PR AUC and accuracy; the
    confusion matrix ``[[TN, FP], [FN, TP]]``; per raw label (when the label is multi-class) the
    rows, whether it is a threat, the rows put in the right class and that share (for an attack
    type: the share detected; for a benign label: the share not flagged), and whether the label
@@ -195,13 +202,56 @@ def evaluate_file(
     model = load_version(cfg, name, version)
     x = contract.model_input(check, rows)[contract.features]
     classes = list(getattr(model, "classes_", [0, 1]))
-    proba = np.asarray(model.predict_proba(x))[:, classes.index(1)]
+    proba_all = np.asarray(model.predict_proba(x))[:, classes.index(1)]
     # Class 1 when it is the more probable one (ties: 0), as predict() and serving decide.
-    pred = (proba > 1.0 - proba).astype(int)
-    y = labels.is_threat[rows].astype(int)
+    pred_all = (proba_all > 1.0 - proba_all).astype(int)
+    y_all = labels.is_threat[rows].astype(int)
+    metrics_all = _ordered(evaluate_predictions(y_all, pred_all, proba_all)["metrics"])
+    seen_mask = _trained_on(cfg, name, version, tags, x, labels.typed.iloc[rows], schema)
+    warnings = []
+    dropped = len(frame) - len(rows)
+    if dropped and dropped / len(frame) > cfg.validation.max_invalid_share:
+        warnings.append(
+            f"not judged: {dropped:,} of {len(frame):,} rows ({dropped / len(frame):.0%}) were left out "
+            f"({', '.join(f'{v:,} {k}' for k, v in excluded.items())}), more than "
+            f"validation.max_invalid_share={cfg.validation.max_invalid_share:.0%}: the figures describe "
+            "the rows left, not the file"
+        )
+    unseen = np.ones(len(rows), bool) if seen_mask is None else ~seen_mask
+    n_seen = None if seen_mask is None else int(seen_mask.sum())
+    if n_seen is None:
+        warnings.append(
+            f"models:/{name}/{version} records no training-row hashes (netsec.train_hashes_uri): "
+            "whether it was trained on some of these rows is unknown"
+        )
+    elif n_seen and unseen.any():
+        warnings.append(
+            f"{n_seen:,} of {len(rows):,} scored rows ({n_seen / len(rows):.0%}) are rows "
+            f"models:/{name}/{version} was trained on: the headline figures are on the "
+            f"{int(unseen.sum()):,} rows it never saw"
+        )
+    elif n_seen:
+        unseen = np.ones(len(rows), bool)
+        warnings.append(
+            f"all {len(rows):,} scored rows are rows models:/{name}/{version} was trained on: the "
+            "figures say how it fits its own training data, not how it does on new rows"
+        )
+    proba, pred, y = proba_all[unseen], pred_all[unseen], y_all[unseen]
     result = evaluate_predictions(y, pred, proba)
-    metrics = {k: result["metrics"][k] for k in METRIC_ORDER if k in result["metrics"]}
-    raw_labels = labels.typed.iloc[rows].map(show).to_numpy(dtype=object)
+    metrics = _ordered(result["metrics"])
+    if n_seen and unseen.sum() < len(rows):
+        warnings[-1] += (
+            "; on all rows "
+            + ", ".join(
+                f"{k} {metrics_all[k]:.3f}" for k in ("f1", "precision", "recall") if k in metrics_all
+            )
+            + " against "
+            + ", ".join(f"{k} {metrics[k]:.3f}" for k in ("f1", "precision", "recall") if k in metrics)
+            + " on the unseen ones"
+        )
+    for w in warnings:
+        log.warning("evaluate %s: %s", source, w)
+    raw_labels = labels.typed.iloc[rows].map(show).to_numpy(dtype=object)[unseen]
     multi = len(set(raw_labels)) > 2 or schema.target.vocabulary is None or len(schema.target.vocabulary) > 2
     trained_on = _training_labels(cfg, tags, target) if multi else None
     per_label = _per_label(raw_labels, y, pred, trained_on) if multi else None
@@ -232,14 +282,18 @@ def evaluate_file(
             "metric": tags.get(TAG_PREFIX + "metric"),
         },
         "label_mapping": schema.target.mapping(),
+        "warnings": warnings,
         "rows": {
             "read": len(frame),
             "scored": int(len(rows)),
             "excluded": int(len(frame) - len(rows)),
             **({"excluded_because": excluded} if excluded else {}),
+            "trained_on": n_seen,
+            "headline": int(unseen.sum()),
         },
         "threshold": "threat when P(threat) > 0.5",
         "metrics": {k: round(v, 6) for k, v in metrics.items()},
+        "metrics_all_rows": {k: round(v, 6) for k, v in metrics_all.items()},
         "confusion_matrix": {
             "order": ["benign", "threat"],
             "rows_truth_cols_predicted": result["confusion_matrix"],
@@ -267,7 +321,11 @@ def evaluate_file(
         rows_read=len(frame),
         rows_scored=int(len(rows)),
         rows_excluded=int(len(frame) - len(rows)),
+        rows_trained_on=n_seen,
         metrics=metrics,
+        metrics_all_rows=metrics_all,
+        warnings=warnings,
+        judged=not any(w.startswith("not judged") for w in warnings),
         confusion_matrix=result["confusion_matrix"],
         per_label=per_label,
         report_uri=report.resolve().as_uri(),
@@ -275,6 +333,20 @@ def evaluate_file(
         plots=[Path(p).resolve().as_uri() for p in plots],
         mlflow_run_id=run_id,
     )
+
+
+def _ordered(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: metrics[k] for k in METRIC_ORDER if k in metrics}
+
+
+def _trained_on(cfg: PipelineConfig, name: str, version: str, tags: dict[str, str], x, target, schema):
+    """Mask of the scored rows (features ``x``, raw labels ``target``) identical to a row the
+    version was trained on, from its recorded training-row hashes; None without them."""
+    from netsec_tasks.registry import production_rows_in
+
+    rows = x.reset_index(drop=True).copy()
+    rows[schema.target.column] = target.reset_index(drop=True).to_numpy()
+    return production_rows_in(cfg, version, tags, rows, schema)
 
 
 def _float(text: str | None) -> float | None:
@@ -364,6 +436,7 @@ def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
         exp_id = configure_mlflow(cfg)
         client = mlflow_client(cfg)
         metrics = {f"eval_{k}": float(v) for k, v in doc["metrics"].items()}
+        metrics.update({f"eval_all_rows_{k}": float(v) for k, v in doc.get("metrics_all_rows", {}).items()})
         for label, entry in (doc.get("per_label") or {}).items():
             metrics[_metric_key(f"eval_recall.{label}")] = float(entry["recall"])
         if mlflow.active_run() is not None:  # a run left open by an earlier failure here
@@ -385,6 +458,7 @@ def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
                     "model_uri": doc["model"]["uri"],
                     "rows_scored": doc["rows"]["scored"],
                     "rows_excluded": doc["rows"]["excluded"],
+                    "rows_trained_on": doc["rows"].get("trained_on"),
                 }
             )
             # model_id links the metrics (and the run) to the logged model behind the version.
@@ -419,6 +493,7 @@ tr.low td{background:#fdecea}
 .bar{display:inline-block;height:.7rem;background:#c62828;vertical-align:middle}
 .bar.benign{background:#5b7db1}
 .note{color:#5b6270;font-size:.8rem}
+.warning{background:#fdecea;border-left:6px solid #c62828;padding:.6rem 1rem;border-radius:6px}
 img{max-width:100%;background:#fff;margin:.3rem .6rem .3rem 0;box-shadow:0 1px 3px rgba(0,0,0,.08)}
 """
 
@@ -432,6 +507,7 @@ def render_html(doc: dict[str, Any], plots: list[str]) -> str:
         '<meta name="viewport" content="width=device-width,initial-scale=1">',
         f"<title>netsec evaluation: {e(Path(doc['file']).name)}</title><style>{_CSS}</style></head><body>",
         f"<h1>Evaluation of {e(model['name'])} v{e(model['version'])} on {e(Path(doc['file']).name)}</h1>",
+        *(f'<p class="warning"><strong>Warning:</strong> {e(w)}</p>' for w in doc.get("warnings", [])),
         '<section class="summary"><dl>',
         f"<dt>File</dt><dd>{e(doc['file'])}</dd>",
         f"<dt>Data set</dt><dd>{e(str(doc['data_set']))} (schema version "
@@ -451,12 +527,29 @@ def render_html(doc: dict[str, Any], plots: list[str]) -> str:
             else ""
         )
         + "</dd>",
+        "<dt>Rows it was trained on</dt><dd>"
+        + (
+            "unknown (the version records no training-row hashes)"
+            if rows.get("trained_on") is None
+            else f"{rows['trained_on']:,}; the figures below are on {rows.get('headline', 0):,} rows"
+        )
+        + "</dd>",
         f"<dt>Generated</dt><dd>{e(doc['generated_at'])}</dd></dl></section>",
-        "<h2>Threat class</h2><table><thead><tr>"
+        "<h2>Threat class</h2><table><thead><tr><th>rows</th>"
         + "".join(f"<th>{e(k)}</th>" for k in m)
-        + "</tr></thead><tbody><tr>"
+        + "</tr></thead><tbody><tr><th>"
+        + ("never trained on" if rows.get("trained_on") else "scored")
+        + "</th>"
         + "".join(f'<td class="num">{v:.4f}</td>' for v in m.values())
-        + "</tr></tbody></table>",
+        + "</tr>"
+        + (
+            "<tr><th>all, trained-on included</th>"
+            + "".join(f'<td class="num">{doc["metrics_all_rows"].get(k, float("nan")):.4f}</td>' for k in m)
+            + "</tr>"
+            if rows.get("trained_on")
+            else ""
+        )
+        + "</tbody></table>",
     ]
     cm = doc["confusion_matrix"]["rows_truth_cols_predicted"]
     out += [

@@ -91,10 +91,13 @@ CI_ENV = {
     # still importing at start-up (its 5 s ping), again and again.
     "MLFLOW_WORKERS": "1",
     "NETSEC_SERVING_WORKERS": "1",
-    # POST /train is off without a key; the scenario triggers a run through it.
+    # The scoring key; POST /train is off without the control key, and the scenario triggers a
+    # run through it.
     "NETSEC_SERVING_API_KEY": "ci-serving-key",
+    "NETSEC_SERVING_CONTROL_KEY": "ci-control-key",
 }
 SERVING_KEY = {"X-API-Key": CI_ENV["NETSEC_SERVING_API_KEY"]}
+CONTROL_KEY = {"X-API-Key": CI_ENV["NETSEC_SERVING_CONTROL_KEY"]}
 PORT_VARS = (
     "AIRFLOW_PORT",
     "MLFLOW_PORT",
@@ -1228,7 +1231,7 @@ class Scenario:
 
     def trigger_via_serving(self) -> str:
         status, body = http(
-            "POST", f"{self.url('SERVING_PORT')}/train", RUN_CONF, headers=SERVING_KEY, timeout=60
+            "POST", f"{self.url('SERVING_PORT')}/train", RUN_CONF, headers=CONTROL_KEY, timeout=60
         )
         if status != 200 or "dag_run_id" not in body:
             raise StepFailed(f"serving POST /train: HTTP {status} {str(body)[:500]}", services=("serving",))

@@ -172,11 +172,16 @@ def render_html(
     reason: str,
     title: str = "netsec drift report",
     excluded: dict[str, dict] | None = None,
+    not_judged: str | None = None,
 ) -> str:
-    """A self-contained page: inline CSS and SVG only, no scripts, fonts or remote assets."""
+    """A self-contained page: inline CSS and SVG only, no scripts, fonts or remote assets.
+    ``not_judged``: why the comparison gives no verdict (too many rows excluded); it is then the
+    headline, before any figure."""
     e = html.escape
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    if result is None:
+    if not_judged:
+        cls, verdict = "drift", "Not judged: too many rows break the input contract"
+    elif result is None:
         cls, verdict = "none", "No comparison"
     elif result.dataset_drift:
         cls, verdict = "drift", "Data-set drift detected"

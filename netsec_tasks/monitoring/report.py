@@ -172,6 +172,7 @@ def render_html(doc: dict[str, Any], history: list[dict[str, Any]], *, drift_pag
     live = doc.get("live") or {}
     traffic = doc.get("traffic") or {}
     drift = doc.get("drift") or {}
+    contract = doc.get("contract_violations") or {}
     feedback = doc.get("feedback") or {}
     title = f"netsec monitoring: {doc.get('model_name')} v{doc.get('model_version') or '–'}"
     out = [
@@ -188,6 +189,11 @@ def render_html(doc: dict[str, Any], history: list[dict[str, Any]], *, drift_pag
         f"requests"
         + (f" ({_fmt(traffic.get('rows_per_hour'), '.1f')} per hour)" if traffic.get("rows_per_hour") else "")
         + "</dd>",
+        (
+            f"<dt>Contract violations</dt><dd><strong>surge:</strong> {e(str(contract.get('reason')))}</dd>"
+            if contract.get("surge")
+            else f"<dt>Contract violations</dt><dd>{e(str(contract.get('reason', '')))}</dd>"
+        ),
         f"<dt>Traffic drift</dt><dd>{e(str(drift.get('reason', '')))}</dd>",
         f'<dt>Live F1</dt><dd class="kv">{e(str(live.get("decision", "")))}</dd>',
         f"<dt>Generated</dt><dd>{now}</dd></dl></section>",
@@ -253,7 +259,10 @@ def render_html(doc: dict[str, Any], history: list[dict[str, Any]], *, drift_pag
         "<h2>Live metrics (analysts' verdicts)</h2>",
         f'<p class="note">Verdicts on predictions of v{e(str(doc.get("model_version")))} made in '
         f"the last {_fmt(doc.get('window_hours'), 'g')} hours; {live.get('other_versions', 0)} "
-        "verdicts on other versions are not counted. Intervals: Wilson (precision, recall), "
+        "verdicts on other versions are not counted; "
+        f"{live.get('without_logged_prediction', 0)} verdicts of the window have no prediction in "
+        f"this model's log and {live.get('malformed_ids', 0)} an id that is not canonical (not "
+        "counted). Intervals: Wilson (precision, recall), "
         "bootstrap (F1). Analysts mostly triage flagged rows, so recall rests on fewer verdicts.</p>",
         "<table><thead><tr><th>Figure</th><th>Value</th><th>Interval</th><th>From</th></tr></thead><tbody>",
         f'<tr><td>Precision</td><td class="num">{_fmt(live.get("precision"))}</td><td class="num">'

@@ -183,7 +183,7 @@ def _feedback_rows(cfg: PipelineConfig, storage: Storage) -> tuple[pa.Table, str
     from netsec_tasks.feedback import feedback_rows_uri
     from netsec_tasks.sources.mongo import BOOKKEEPING_FIELDS
 
-    uri = feedback_rows_uri(storage)
+    uri = feedback_rows_uri(storage, cfg.registry.model_name)
     if not cfg.source.include_feedback or not storage.exists(uri):
         return None
     import io
