@@ -214,9 +214,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise check.refusal(where, source=source)
     model, version = load_production_model(cfg)
     rows = np.flatnonzero(check.valid)
+    threat_column = list(model.classes_).index(1)
     if len(rows):
         x = contract.model_input(check, rows)[contract.features]
-        proba = model.predict_proba(x)[:, list(model.classes_).index(1)]
+        proba = model.predict_proba(x)[:, threat_column]
     else:
         proba = np.zeros(0)
     # Class 1 (threat) when it is the more probable one; a tie goes to class 0, as in the
@@ -233,6 +234,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         f"cells, {check.n_invalid} invalid (status=invalid, not scored); "
         f"model {cfg.registry.model_name} v{version}"
     )
+    if args.explain:
+        summary += "; " + _add_reasons(
+            out, model, contract.features, x if len(rows) else None, rows, args.explain
+        )
     if out_path is not None:
         from netsec_tasks.storage import atomic_path
 
@@ -244,6 +249,42 @@ def cmd_predict(args: argparse.Namespace) -> int:
         write_csv(out, sys.stdout.buffer)
         print(summary, file=sys.stderr)
     return 0
+
+
+def _non_negative_int(text: str) -> int:
+    """A whole number >= 0 (argparse turns the ValueError into "invalid non-negative int
+    value", exit 2)."""
+    k = int(text)
+    if k < 0:
+        raise ValueError(text)
+    return k
+
+
+_non_negative_int.__name__ = "non-negative int"
+
+
+def _add_reasons(out, model, features: list[str], x, rows, k: int) -> str:
+    """Put each scored row's ``k`` strongest reasons in ``out``'s ``reasons`` column (text, as
+    serving's CSV answer; empty for invalid rows); the summary's words about them. The
+    explainer's additivity is checked first on the scored rows (netsec_tasks.explain)."""
+    import numpy as np
+
+    from netsec_tasks.explain import reasons_text, verified_explainer
+    from netsec_tasks.schema import REASONS_COLUMN
+
+    cells = np.full(len(out), "", dtype=object)
+    if x is None:
+        out[REASONS_COLUMN] = cells
+        return "no row to explain"
+    explainer, status = verified_explainer(
+        model, features, x, threat_column=list(model.classes_).index(1), rows_source="the scored rows"
+    )
+    if explainer is None:
+        out[REASONS_COLUMN] = cells
+        return f"no reasons for this version ({status})"
+    cells[rows] = [reasons_text(r) for r in explainer.reasons(x, k)]
+    out[REASONS_COLUMN] = cells
+    return f"reasons: {k} per row, contributions in {explainer.unit} (base value {explainer.base_value:.4g})"
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -484,6 +525,15 @@ def build_parser() -> argparse.ArgumentParser:
         "run (exit 2) naming its line, column, value and what is allowed; flag: "
         "score the valid rows, write invalid ones unscored with status=invalid "
         "and the reason",
+    )
+    pr.add_argument(
+        "--explain",
+        type=_non_negative_int,
+        default=0,
+        metavar="K",
+        help="add a 'reasons' column: each scored row's K strongest reasons, "
+        "'column=value (+contribution)' (in the model's unit, log-odds or probability: see "
+        "the summary line)",
     )
     pr.set_defaults(func=cmd_predict)
 

@@ -43,6 +43,8 @@ RESERVED_COLUMNS = (
     "model_version",
     "prediction_id",
 )
+# The column the scoring doors add when asked for reasons (explain=K, netsec_tasks.explain).
+REASONS_COLUMN = "reasons"
 
 
 class ColumnSpec(BaseModel):
@@ -266,12 +268,12 @@ class DatasetSchema(BaseModel):
         reserved = [
             c
             for c in [*self.columns, *self.ignore, *self.id_columns, self.target.column]
-            if c in RESERVED_COLUMNS
+            if c in RESERVED_COLUMNS or c == REASONS_COLUMN
         ]
         if reserved:
             raise ValueError(
                 f"{reserved}: reserved for the scoring outputs "
-                f"({', '.join(RESERVED_COLUMNS)}); rename the column"
+                f"({', '.join((*RESERVED_COLUMNS, REASONS_COLUMN))}); rename the column"
             )
         both = sorted(set(self.ignore) & set(self.id_columns))
         if both:

@@ -11,7 +11,9 @@ One place each:
   the rows the fast path must agree on), and :func:`verification_rows`: those rows plus copies
   with cells set to NaN;
 - :func:`load_version`: all of the above into one immutable :class:`LoadedModel`, with the fast
-  path from :mod:`serving.fastpath` when it agrees with the Pipeline.
+  path from :mod:`serving.fastpath` when it agrees with the Pipeline, and the per-row reasons of
+  :mod:`netsec_tasks.explain` when their additivity holds on the same rows
+  (:func:`with_verified_paths`).
 """
 
 from __future__ import annotations
@@ -268,11 +270,13 @@ def load_version(settings, client, mv) -> LoadedModel:
         loaded_at=dt.datetime.now(dt.UTC),
         threat_column=classes.index(1),
     )
-    return with_fast_path(model, settings, mv)
+    return with_verified_paths(model, settings, mv)
 
 
-def with_fast_path(model: LoadedModel, settings, mv) -> LoadedModel:
-    """``model`` with a fast path verified on its test split, or with why it has none."""
+def with_verified_paths(model: LoadedModel, settings, mv) -> LoadedModel:
+    """``model`` with a fast path and per-row reasons, each verified on its test split, or with
+    why it has none."""
+    from netsec_tasks.explain import verified_explainer
     from serving.fastpath import fast_path_for
 
     try:
@@ -280,8 +284,12 @@ def with_fast_path(model: LoadedModel, settings, mv) -> LoadedModel:
         rows = verification_rows(frame, model.features, model.feature_types)
     except DataError as exc:
         why = f"scikit-learn (no test split to verify a fast path on: {exc})"
-        log.warning("model %s v%s: %s", model.name, model.version, why)
-        return replace(model, inference_path=why)
+        log.warning("model %s v%s: %s; reasons off", model.name, model.version, why)
+        return replace(
+            model,
+            inference_path=why,
+            reasons_status="off: no test split to verify reasons on (the server log has why)",
+        )
     fast, why = fast_path_for(
         model.pipeline,
         list(model.features),
@@ -291,6 +299,26 @@ def with_fast_path(model: LoadedModel, settings, mv) -> LoadedModel:
         rows_source=source,
     )
     model = replace(model, fast=fast, inference_path=why)
+    # Reasons through the same preprocessing as the requests (the fast path's, when it has one).
+    explainer, reasons = verified_explainer(
+        model.pipeline,
+        model.features,
+        rows,
+        threat_column=model.threat_column,
+        rows_source="the version's test split",
+        preprocess=fast.preprocess if fast is not None else None,
+    )
+    model = replace(model, explainer=explainer, reasons_status=reasons)
     model.predict(rows[:1])  # warm-up: first-call allocations happen here, not in a request
-    log.info("model %s v%s (%s) ready; inference path: %s", model.name, model.version, model.model_class, why)
+    if explainer is not None:
+        model.explain(rows[:1], 1)
+    log.info(
+        "model %s v%s (%s) ready; inference path: %s; reasons (verified on %s): %s",
+        model.name,
+        model.version,
+        model.model_class,
+        why,
+        source,
+        reasons,
+    )
     return model

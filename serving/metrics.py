@@ -81,6 +81,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.explanation = Histogram(
+            "netsec_explanation_seconds",
+            "Time to compute per-row reasons (explain=K) per request, by request size",
+            ["rows"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.predictions = Counter(
             "netsec_predictions", "Predicted rows by model and class", ["model", "class_"], registry=r
         )

@@ -11,7 +11,9 @@ them: serving's fast path), never a copy.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -116,15 +118,26 @@ class Explainer:
 
     ``features``: the schema's feature columns, in the order the model takes them.
     ``threat_column``: the index of the threat class in ``predict_proba``.
+    ``preprocess``: a callable giving, for model input rows, exactly what the Pipeline's own
+    fitted steps give, faster (serving's fast path, itself verified against the Pipeline); the
+    additivity check then runs through it too. Default: the fitted steps.
     Raises NotExplainable when a step or the estimator has no exact method.
     """
 
-    def __init__(self, model: Any, features: list[str] | tuple[str, ...], threat_column: int = 1):
+    def __init__(
+        self,
+        model: Any,
+        features: list[str] | tuple[str, ...],
+        threat_column: int = 1,
+        *,
+        preprocess: Callable[[Any], np.ndarray] | None = None,
+    ):
         from sklearn.pipeline import Pipeline
 
         pipeline = inner_pipeline(model)
         self.features = tuple(features)
         self.threat_column = int(threat_column)
+        self._preprocess_fn = preprocess
         if isinstance(pipeline, Pipeline) and len(pipeline.steps) > 1:
             self.preprocess, estimator = pipeline[:-1], pipeline.steps[-1][1]
         else:
@@ -143,6 +156,13 @@ class Explainer:
     def unit(self) -> str:
         return self.method.unit
 
+    @cached_property
+    def base_value(self) -> float:
+        """The base value every row's contributions add to (the model's expected margin over
+        its training data, as TreeSHAP's covers or the linear model's training mean see it).
+        The same for all rows: computed once, on any row."""
+        return float(self.method.contributions(np.zeros((1, self.folding.n_out)))[1])
+
     def describe(self) -> str:
         return f"{self.method.name}, contributions in {self.unit}"
 
@@ -156,7 +176,10 @@ class Explainer:
         return pd.DataFrame(np.asarray(x), columns=list(self.features))
 
     def preprocessed(self, x: Any) -> np.ndarray:
-        """The rows as the estimator sees them, through the Pipeline's own fitted steps."""
+        """The rows as the estimator sees them, through the Pipeline's own fitted steps (or the
+        equivalent ``preprocess`` callable given at construction)."""
+        if self._preprocess_fn is not None:
+            return np.asarray(self._preprocess_fn(x))
         if self.preprocess is None:
             return np.asarray(self.frame(x), dtype=np.float64)
         return np.asarray(self.preprocess.transform(self.frame(x)))
@@ -177,18 +200,20 @@ class Explainer:
         """The ``k`` strongest reasons of each row (largest |contribution| first; a column that
         contributed exactly 0 is never a reason), with the row's value of each column."""
         c = contributions if contributions is not None else self.contributions(x, z)
-        frame = self.frame(x)
         k = max(0, min(int(k), len(self.features)))
-        missing = frame.isna().to_numpy()
-        filled = self.folding.imputed_values(frame, missing) if missing.any() else None
+        if isinstance(x, np.ndarray) and x.dtype.kind == "f":  # numeric models: no DataFrame
+            cells, missing = x, np.isnan(x)
+        else:
+            frame = self.frame(x)
+            cells, missing = frame.to_numpy(dtype=object), frame.isna().to_numpy()
+        filled = self.folding.imputed_values(self.frame(x), missing) if missing.any() else None
         strength = np.abs(c.values)
         if k < len(self.features):
-            top = np.argpartition(-strength, k - 1, axis=1)[:, :k] if k else np.zeros((len(frame), 0), int)
+            top = np.argpartition(-strength, k - 1, axis=1)[:, :k] if k else np.zeros((len(cells), 0), int)
         else:
-            top = np.tile(np.arange(len(self.features)), (len(frame), 1))
-        cells = frame.to_numpy(dtype=object)
+            top = np.tile(np.arange(len(self.features)), (len(cells), 1))
         out: list[list[Reason]] = []
-        for i in range(len(frame)):
+        for i in range(len(cells)):
             cols = sorted(top[i], key=lambda j: (-strength[i, j], j))
             row = []
             for j in cols:
@@ -223,11 +248,14 @@ class Explainer:
             rest = np.setdiff1d(np.arange(len(frame)), picks)[: max_rows - len(picks)]
             picks = np.sort(np.concatenate([picks, rest]))
         sample = frame.iloc[picks]
+        # Rows in the caller's form (a float matrix for numeric models), so that the check runs
+        # through the same preprocessing route as the requests will.
+        given = np.asarray(rows)[picks] if isinstance(rows, np.ndarray) else sample
         n = len(sample)
         if not n:
             return Verdict(False, "no rows to verify on", 0, math.inf)
-        z = self.preprocessed(sample)
-        c = self.contributions(sample, z)
+        z = self.preprocessed(given)
+        c = self.contributions(given, z)
         margin = self.method.margin(z)
         diff = np.abs(c.margin - margin)
         worst = float(np.nanmax(diff)) if diff.size else 0.0
@@ -265,26 +293,28 @@ def verified_explainer(
     threat_column: int = 1,
     rows_source: str = "",
     max_rows: int = VERIFY_ROWS,
+    preprocess: Callable[[Any], np.ndarray] | None = None,
 ) -> tuple[Explainer | None, str]:
     """An explainer whose additivity held on ``rows`` (the version's own test rows), or
-    (None, why the version has no reasons). The text says the method, unit and check."""
+    (None, why the version has no reasons). The text says the method, unit and check (and
+    names ``rows_source``: keep it out of public answers when it is a storage URI)."""
     import logging
 
     log = logging.getLogger("netsec.explain")
     try:
-        explainer = Explainer(model, features, threat_column)
+        explainer = Explainer(model, features, threat_column, preprocess=preprocess)
     except NotExplainable as exc:
         return None, f"off: {exc}"
     except Exception as exc:  # an unexpected fitted layout: no reasons rather than no model
         log.warning("explainer failed to build: %s: %s", type(exc).__name__, exc)
-        return None, f"off: the explainer failed to build ({type(exc).__name__}: {str(exc)[:200]})"
+        return None, f"off: the explainer failed to build ({type(exc).__name__}; the log has the error)"
     try:
         verdict = explainer.verify(model, rows, max_rows=max_rows)
     except Exception as exc:
         log.warning("explainer failed on the verification rows: %s: %s", type(exc).__name__, exc)
         return (
             None,
-            f"off: the explainer failed on the verification rows ({type(exc).__name__}: {str(exc)[:200]})",
+            f"off: the explainer failed on the verification rows ({type(exc).__name__}; the log has the error)",
         )
     where = f" on {verdict.rows} rows{' of ' + rows_source if rows_source else ''}"
     if not verdict.ok:
@@ -293,14 +323,29 @@ def verified_explainer(
     return explainer, f"exact: {explainer.describe()}; additivity verified{where}: {verdict.why}"
 
 
+def _text(value: Any) -> str:
+    """A value as JSON shows it (``true``, not ``True``; nothing for a missing one), so the text
+    is the same whether Python or the page's script writes it."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def reasons_text(reasons: list[Reason] | list[dict[str, Any]] | None) -> str:
     """One row's reasons as one line of text (the CSV ``reasons`` cell):
-    ``column=value (+0.412); column=(missing, imputed -1) (-0.05)``. Empty for no reasons."""
+    ``column=value (+0.412); column=(missing, imputed -1) (-0.05)``; empty for no reasons.
+    The page's download writes the same text (serving/static/app.js ``reasonsText``)."""
     if not reasons:
         return ""
     parts = []
     for r in reasons:
         d = r.as_dict() if isinstance(r, Reason) else r
-        value = f"(missing, imputed {d['imputed_value']})" if d["imputed"] else str(d["value"])
+        if d["imputed"]:
+            filled = d["imputed_value"]
+            value = "(missing, imputed" + ("" if filled is None else f" {_text(filled)}") + ")"
+        else:
+            value = _text(d["value"])
         parts.append(f"{d['column']}={value} ({d['contribution']:+.4g})")
     return "; ".join(parts)

@@ -4,6 +4,11 @@ Both apply the data set's input contract (serving.inputs, netsec_tasks.contract)
 the same output columns as ``netsec predict``: the echoed input columns, then
 ``predicted_label, is_threat, threat_probability, imputed_cells, status, reason, model_version,
 prediction_id``; the prediction id is what ``POST /feedback`` takes back.
+
+``explain=K`` (both routes, default 0) adds each scored row's K strongest reasons
+(:mod:`netsec_tasks.explain`, through :meth:`serving.model.LoadedModel.explain`): a ``reasons``
+list per prediction in JSON, one ``reasons`` text cell per row in CSV, and the answer's
+``reasons_unit`` and ``reasons_base_value``. Without it the answer is byte for byte what it was.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from netsec_tasks.contract import Contract, csv_chunks, scored_frame
+from netsec_tasks.explain import reasons_text
 from netsec_tasks.prediction_log import prediction_ids
+from netsec_tasks.schema import REASONS_COLUMN
 from serving.deps import ContractDep, ModelDep, ServingState, StateDep, require_api_key
-from serving.inference import count_inputs, infer, log_predictions, release_memory
+from serving.inference import count_inputs, explain, infer, log_predictions, release_memory
 from serving.inputs import InputError, InvalidPolicy, ModelInput, csv_input, fast_json_input, json_input
 from serving.limits import BodyTooLarge
 from serving.model import LoadedModel
@@ -40,6 +47,18 @@ EchoQuery = Annotated[
     bool,
     Query(
         description="also return every input column (features included); passthrough columns always come back"
+    ),
+]
+
+
+ExplainQuery = Annotated[
+    int,
+    Query(
+        ge=0,
+        le=1000,
+        description="the K strongest reasons of each scored row: column, value, contribution "
+        "and direction (capped at the number of features); 0 (default): none, and the answer "
+        "is unchanged",
     ),
 ]
 
@@ -66,7 +85,7 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
         summary="Score rows sent as JSON records",
     )
     async def predict(
-        request: Request, model: ModelDep, state: StateDep, echo: EchoQuery = False
+        request: Request, model: ModelDep, state: StateDep, echo: EchoQuery = False, explain: ExplainQuery = 0
     ) -> Response:
         # The body is parsed by hand: FastAPI's body parameter would answer a wrong content
         # type with 422 (we owe 415) and validate every cell twice.
@@ -75,7 +94,7 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
         body = await request.body()
         if not body.strip():
             raise InputError('empty body; send {"records": [{feature: value, ...}]}')
-        content = await state.run(_score_json, state, model, body, echo)
+        content = await state.run(_score_json, state, model, body, echo, explain)
         return Response(content, media_type="application/json")
 
     @router.post(
@@ -132,13 +151,14 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
             ),
         ] = "refuse",
         echo: EchoQuery = False,
+        explain: ExplainQuery = 0,
     ) -> Response:
         if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             raise InputError("upload the CSV as multipart/form-data with the field 'file'", status_code=415)
         name, data = await _read_upload(request)
         want_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
         out, summary = await state.run(
-            _score_csv, state, model, contract, data, name, invalid, echo or want_csv
+            _score_csv, state, model, contract, data, name, invalid, echo or want_csv, explain
         )
         del data
         if want_csv:
@@ -156,12 +176,14 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
 
 def _streamed(out: pd.DataFrame):
     n = len(out)
+    if REASONS_COLUMN in out.columns:  # one text cell per row (the CSV encoder neutralises it)
+        out[REASONS_COLUMN] = [reasons_text(r) for r in out[REASONS_COLUMN]]
     yield from csv_chunks(out)
     del out
     release_memory(n)
 
 
-def _score_json(state: ServingState, model: LoadedModel, body: bytes, echo: bool) -> bytes:
+def _score_json(state: ServingState, model: LoadedModel, body: bytes, echo: bool, k: int = 0) -> bytes:
     contract = state.contract
     max_rows = state.settings.max_rows
     inp = None if echo else fast_json_input(body, contract, model, max_rows)
@@ -196,7 +218,14 @@ def _score_json(state: ServingState, model: LoadedModel, body: bytes, echo: bool
     for name, values in _json_echo(inp, contract, echo).items():
         for pred, v in zip(preds, values):
             pred[name] = v
-    return _encode({"model_name": model.name, "model_version": version, "predictions": preds})
+    answer: dict[str, Any] = {"model_name": model.name, "model_version": version}
+    if k:
+        reasons, fields = explain(state, model, inp.x, k)
+        answer.update(fields)
+        for i, pred in enumerate(preds):
+            pred["reasons"] = reasons[i] if reasons is not None else None
+    answer["predictions"] = preds
+    return _encode(answer)
 
 
 def _json_echo(inp: ModelInput, contract: Contract, echo: bool) -> dict[str, list]:
@@ -230,6 +259,7 @@ def _score_csv(
     name: str,
     policy: InvalidPolicy,
     echo_all: bool,
+    k: int = 0,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     try:
         inp = csv_input(data, name, contract, model, state.settings.max_rows, policy=policy)
@@ -261,6 +291,14 @@ def _score_csv(
         "n_invalid": inp.n_invalid,
         "n_imputed_rows": int(np.count_nonzero(inp.null_cells[inp.valid])),
     }
+    if k:
+        scored = len(is_threat) > 0
+        reasons, fields = explain(state, model, inp.x, k) if scored else (None, {})
+        cells = np.full(len(out), None, dtype=object)
+        if reasons is not None:
+            cells[np.flatnonzero(inp.valid)] = reasons
+        out[REASONS_COLUMN] = cells
+        summary.update(fields or model.reasons_fields())
     return out, summary
 
 
