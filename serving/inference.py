@@ -38,15 +38,9 @@ def explain(state, model: LoadedModel, x, k: int) -> tuple[list[list[dict[str, A
     the time it took (``netsec_explanation_seconds``)."""
     start = time.perf_counter()
     rows = model.explain(x, k)
-    if rows is None:
-        return None, {
-            "reasons_unit": None,
-            "reasons_base_value": None,
-            "reasons_status": model.reasons_status,
-        }
-    state.metrics.explanation.labels(Metrics.rows_bucket(len(rows))).observe(time.perf_counter() - start)
-    ex = model.explainer
-    return rows, {"reasons_unit": ex.unit, "reasons_base_value": ex.base_value}
+    if rows is not None:
+        state.metrics.explanation.labels(Metrics.rows_bucket(len(rows))).observe(time.perf_counter() - start)
+    return rows, model.reasons_fields()
 
 
 def _imputable(model: LoadedModel, x):

@@ -244,3 +244,42 @@ def test_big_forests_are_explained_in_bounded_calls(phishing, monkeypatch):
     values, base = shap_values(z)
     np.testing.assert_allclose(values, expected, atol=1e-12)
     assert base == pytest.approx(whole.expected_value[1], abs=1e-12)
+
+
+def test_report_summaries_are_means_of_the_same_contributions(phishing):
+    """Global importance, the reasons behind a set of rows (the false positives) and the change
+    of mean contributions between two sets of rows, from the one explainer."""
+    from netsec_tasks.explain import contribution_shift, explain_sample, global_importance, top_reasons
+
+    schema, _pre, _x, _y, test = phishing
+    pipe = _fit(phishing, "hist_gradient_boosting")
+    explainer = Explainer(pipe, schema.features)
+    alerts = pipe.predict(test) == 1
+    everything = explain_sample(explainer, test)
+    assert not everything.sampled and everything.describe().startswith(
+        f"mean contributions over {len(test)} rows"
+    )
+    values = everything.contributions.values
+
+    table = global_importance(everything, {"alerts": alerts, "none": np.zeros(len(test), bool)})
+    np.testing.assert_allclose(
+        table["overall"], np.abs(values).mean(axis=0)[[schema.features.index(c) for c in table.index]]
+    )
+    np.testing.assert_allclose(table.loc[schema.features[0], "alerts"], np.abs(values[alerts, 0]).mean())
+    assert table["none"].isna().all() and list(table["overall"]) == sorted(table["overall"], reverse=True)
+
+    why = top_reasons(everything, alerts, k=3, top=None)
+    assert why["rows"].max() <= alerts.sum() and (why["rows"] > 0).all()
+    towards = np.where(values[alerts] > 0, values[alerts], 0)
+    strongest = np.argmax(towards, axis=1)
+    assert why.index[0] in {schema.features[j] for j in np.bincount(strongest).argsort()[-3:]}
+
+    # A sample keeps the rows asked for first and says it is a sample.
+    sample = explain_sample(explainer, test, max_rows=40, seed=3, keep=alerts)
+    assert sample.sampled and len(sample.rows) == 40 and "40 of 300 rows" in sample.describe()
+    assert alerts[sample.rows].sum() == min(40, alerts.sum())
+
+    shift = contribution_shift(everything, explain_sample(explainer, test[alerts]), top=None)
+    mean_margin_change = values[alerts].sum(axis=1).mean() - values.sum(axis=1).mean()
+    assert shift["change"].sum() == pytest.approx(mean_margin_change)
+    assert abs(shift["change"].iloc[0]) == shift["change"].abs().max()

@@ -5,7 +5,9 @@
 - :mod:`netsec_tasks.explain.folding`: preprocessed columns (one-hot, imputed) back to the
   schema column they came from;
 - :mod:`netsec_tasks.explain.explainer`: :class:`Explainer` (contributions, the K strongest
-  reasons of a row) and the load-time additivity check (:func:`verified_explainer`).
+  reasons of a row) and the load-time additivity check (:func:`verified_explainer`);
+- :mod:`netsec_tasks.explain.importance`: the reports' summaries (global importance, the reasons
+  behind false positives, the change of mean contributions between two sets of rows).
 
 **Unit.** Contributions are in the model's own margin: **log-odds** of P(threat) for XGBoost,
 HistGradientBoosting, AdaBoost and logistic regression; **probability** (P(threat) points) for
@@ -25,22 +27,36 @@ from netsec_tasks.explain.explainer import (
     verified_explainer,
 )
 from netsec_tasks.explain.folding import Folding, NotExplainable, folding_for
+from netsec_tasks.explain.importance import (
+    REPORT_ROWS,
+    Explained,
+    contribution_shift,
+    explain_sample,
+    global_importance,
+    top_reasons,
+)
 from netsec_tasks.explain.methods import LOG_ODDS, PROBABILITY, Method, method_for
 
 __all__ = [
     "ADDITIVITY_TOL",
     "LOG_ODDS",
     "PROBABILITY",
+    "REPORT_ROWS",
     "Contributions",
+    "Explained",
     "Explainer",
     "Folding",
     "Method",
     "NotExplainable",
     "Reason",
+    "contribution_shift",
+    "explain_sample",
     "folding_for",
+    "global_importance",
     "inner_pipeline",
     "method_for",
     "plain_value",
     "reasons_text",
+    "top_reasons",
     "verified_explainer",
 ]

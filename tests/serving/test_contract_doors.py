@@ -429,7 +429,11 @@ def test_every_door_gives_the_same_reasons_for_the_same_row(registered, client, 
     assert [r["reasons"] is None for r in flagged["records"]] == [
         r["status"] == "invalid" for r in flagged["records"]
     ]
-    assert client.post("/predict?explain=-1", json={"records": records[:1]}).status_code == 422
+    for bad in ("-1", "x", "1001"):
+        refused = client.post(f"/predict?explain={bad}", json={"records": records[:1]})
+        assert refused.status_code == 422 and f"explain='{bad}'" in refused.json()["detail"]
+    upload = _upload(client, rows, "?explain=3.5")
+    assert upload.status_code == 422 and "whole number from 0 to 1000" in upload.json()["detail"]
     bad = _netsec("predict", str(src), "--explain", "-2", registered=registered, home=tmp_path)
     assert bad.returncode == 2 and "--explain: invalid non-negative int value: '-2'" in bad.stderr
 
@@ -455,6 +459,12 @@ def test_explain_off_leaves_the_answers_as_they_were(client):
     assert strip == [{k: v for k, v in p.items() if k != "prediction_id"} for p in zero["predictions"]]
     csv_body = _upload(client, rows).json()
     assert "reasons" not in csv_body["columns"] and not any(k.startswith("reasons") for k in csv_body)
+    # Read by hand (a declared parameter costs every request), documented all the same.
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/predict", "/predict/csv"):
+        params = {p["name"]: p for p in paths[path]["post"]["parameters"]}
+        assert params["explain"]["schema"] == {"type": "integer", "minimum": 0, "maximum": 1000, "default": 0}
+        assert "echo" in params
 
 
 # --------------------------------------------------------------------------- traffic drift
