@@ -10,7 +10,7 @@
     netsec evaluate FILE [--model models:/NAME/VERSION] [--out DIR]   metrics on a labelled file
     netsec make-sample [--rows N] [--dataset D] [--missing 0.02]   a deterministic synthetic data set
     netsec fetch-dataset [--out P]        the real UCI data from OpenML (needs internet)
-    netsec serve                          the FastAPI serving service
+    netsec serve                          the FastAPI serving service (added by the serving package)
     netsec config                         the effective configuration (file + env)
 
 Global options (``--config``, ``--set KEY=VALUE``, ``-v``) go before or after the command.
@@ -148,7 +148,7 @@ def cmd_push_data(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from netsec_tasks.schema import load_schema
+    from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.table_io import read_table
     from netsec_tasks.validate import validate_frame, write_report
 
@@ -270,7 +270,7 @@ def _add_reasons(out, model, features: list[str], x, rows, k: int) -> str:
     import numpy as np
 
     from netsec_tasks.explain import reasons_text, verified_explainer
-    from netsec_tasks.schema import REASONS_COLUMN
+    from netsec_tasks.dataset_schema import REASONS_COLUMN
 
     cells = np.full(len(out), "", dtype=object)
     if x is None:
@@ -358,7 +358,7 @@ def cmd_make_sample(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a labelled file with the Production model (or --model) and write the reports."""
-    from netsec_tasks.holdout import evaluate_file
+    from netsec_tasks.file_evaluation import evaluate_file
 
     cfg = _cfg(args)
     out = _output_dir(args.out) if args.out else None
@@ -398,13 +398,6 @@ def cmd_fetch_dataset(args: argparse.Namespace) -> int:
 
     path = fetch_dataset(_output_file(args.out), data_id=args.data_id)
     print(f"written to {path}")
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from serving.cli import serve
-
-    serve(host=args.host, port=args.port, workers=args.workers)
     return 0
 
 
@@ -609,15 +602,30 @@ def build_parser() -> argparse.ArgumentParser:
     fd.add_argument("--data-id", type=int, default=4534)
     fd.set_defaults(func=cmd_fetch_dataset)
 
-    sv = add("serve", help="start the FastAPI serving service")
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--workers", type=int, default=1)
-    sv.set_defaults(func=cmd_serve)
-
     c = add("config", help="print the effective configuration")
     c.set_defaults(func=cmd_config)
+    plugin_commands(add)
     return p
+
+
+def plugin_commands(add: Any) -> list[str]:
+    """Add the subcommands other installed packages offer (entry points of group
+    ``netsec.commands``, each a function taking ``add(name, **kw) -> argparse parser``); returns
+    their names. ``netsec serve`` comes from the serving package this way (``pyproject.toml``),
+    so this library never imports the service. A plugin that cannot be imported (its extra is
+    not installed) is left out with one line on stderr; the other commands still work."""
+    from importlib.metadata import entry_points
+
+    names = []
+    for ep in sorted(entry_points(group="netsec.commands"), key=lambda e: e.name):
+        try:
+            register = ep.load()
+        except ImportError as exc:
+            print(f"netsec: command {ep.name!r} unavailable ({ep.value}: {exc})", file=sys.stderr)
+            continue
+        register(add)
+        names.append(ep.name)
+    return names
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -54,8 +54,8 @@ from netsec_tasks.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     from netsec_tasks.config import PipelineConfig
+    from netsec_tasks.dataset_schema import DatasetSchema
     from netsec_tasks.records import FeedbackRecord
-    from netsec_tasks.schema import DatasetSchema
     from netsec_tasks.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def feedback_label(schema: DatasetSchema, value: Any) -> tuple[Any, bool]:
     when there is exactly one of each; a target label is taken as it is (labels compare by
     value: ``"-1"`` is ``-1``). Raises ValueError naming the value and the vocabulary.
     """
-    from netsec_tasks.schema import THREAT_NAME, label_key
+    from netsec_tasks.dataset_schema import THREAT_NAME, label_key
 
     target = schema.target
     allowed = ", ".join(json.dumps(v, default=str) for v in label_vocabulary(schema))
@@ -407,7 +407,7 @@ def training_rows(
 def find_conflicts(rows: pd.DataFrame, known: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
     """The rows of ``rows`` whose features equal a row of ``known`` (training data) that has a
     different label: prediction id, the verdict's label, the labels of the identical rows."""
-    from netsec_tasks.schema import label_key
+    from netsec_tasks.dataset_schema import label_key
     from netsec_tasks.split import row_hashes
 
     cols = ["prediction_id", "label", "training_labels", "identical_rows"]
@@ -551,9 +551,9 @@ def feedback_to_training(cfg: PipelineConfig, *, store, log_reader, mongo_client
     up in the log and checked against Production's data, so a run with nothing new reads
     neither.
     """
+    from netsec_tasks.dataset_schema import label_key, load_schema
     from netsec_tasks.prediction_log import canonical_ids, rows_of
     from netsec_tasks.records import FeedbackRecord
-    from netsec_tasks.schema import label_key, load_schema
     from netsec_tasks.storage import storage_for
 
     model = cfg.registry.model_name

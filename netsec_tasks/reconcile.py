@@ -195,7 +195,7 @@ def _finish_promotion(client, cfg: PipelineConfig, mv) -> ReconciledItem | None:
 
 def _decide_left_over(client, cfg: PipelineConfig, mv, *, by: str) -> Decision:
     """Decide ``mv`` against current Production on its own test split, or abandon it."""
-    from netsec_tasks.schema import load_schema
+    from netsec_tasks.dataset_schema import load_schema
 
     version = str(mv.version)
     tags = dict(mv.tags or {})

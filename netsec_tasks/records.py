@@ -143,6 +143,14 @@ class DriftRecord(Record):
     not_judged: str | None = None
 
 
+class BranchRecord(Record):
+    """The ``check_drift`` step: the drift found, and the branch chosen from it."""
+
+    drift: DriftRecord
+    retrain: bool  # True: transform -> train -> register -> sync; False: skip training
+    reason: str  # the branch rule's sentence (:func:`netsec_tasks.pipeline.decide_retrain`)
+
+
 class TransformRecord(Record):
     preprocessor_uri: str  # fitted ColumnTransformer (skops), in storage
     numeric_features: list[str]

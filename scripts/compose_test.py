@@ -1080,10 +1080,10 @@ class Scenario:
 
     def check_bucket(self, run_id: str) -> None:
         s3 = self.s3()
-        sync = self.airflow.xcom(run_id, "sync_s3")
+        sync = self.airflow.xcom(run_id, "sync")
         dest = urllib.parse.urlparse(sync["destination"])
         if dest.scheme != "s3":
-            raise StepFailed(f"sync_s3 wrote to {sync['destination']}, not to S3")
+            raise StepFailed(f"sync wrote to {sync['destination']}, not to S3")
         prefix = dest.path.strip("/") + "/"
         keys = {
             o["Key"]: o["Size"]
@@ -1120,7 +1120,7 @@ class Scenario:
         # Beside the runs: what runs share (the committed watermark and the snapshot it names).
         parts = prefix.rstrip("/").split("/")
         if parts[-2:-1] != ["runs"]:
-            raise StepFailed(f"sync_s3 wrote to {sync['destination']}, not <storage root>/runs/<run id>")
+            raise StepFailed(f"sync wrote to {sync['destination']}, not <storage root>/runs/<run id>")
         root = "".join(p + "/" for p in parts[:-2])
         shared = {
             top: sum(

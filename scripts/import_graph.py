@@ -8,6 +8,8 @@ Reads every ``*.py`` under ``netsec_tasks``, ``serving``, ``dags`` and ``plugins
 
 - **private-name imports**: ``from m import _x`` and ``import m._x`` (any module, ours or a
   library's): a name another module keeps private, which may change under us without notice;
+- **library -> service imports**: a ``netsec_tasks`` module importing ``serving`` (the library must
+  not know the service; ``netsec serve`` reaches it through an entry point);
 - **import circles**: the strongly connected groups of our own modules in the graph of "module A
   imports module B", counting imports inside functions too (a function-local import hides a
   circle from Python's import machinery but not from the reader). ``from pkg import name`` is an
@@ -143,10 +145,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"private-name imports: {len(private)}")
     for line in private:
         print(f"  {line}")
+    upward = sorted(
+        f"{mod} -> {dep}"
+        for mod, deps in graph.items()
+        if mod.split(".")[0] == "netsec_tasks"
+        for dep in deps
+        if dep.split(".")[0] == "serving"
+    )
+    print(f"library -> service imports: {len(upward)}")
+    for line in upward:
+        print(f"  {line}")
     print(f"import circles: {len(groups)}")
     for group in groups:
         print("  " + " <-> ".join(group))
-    return 1 if args.check and (private or groups) else 0
+    return 1 if args.check and (private or upward or groups) else 0
 
 
 if __name__ == "__main__":

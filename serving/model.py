@@ -75,7 +75,7 @@ class LoadedModel:
 
     def reasons_fields(self) -> dict[str, Any]:
         """The fields of an answer with reasons (explain=K): unit and base value, or why the
-        version has none (:class:`serving.schemas.ReasonsAnswer`)."""
+        version has none (:class:`serving.http_models.ReasonsAnswer`)."""
         ex = self.explainer
         if ex is None:
             return {"reasons_unit": None, "reasons_base_value": None, "reasons_status": self.reasons_status}

@@ -222,7 +222,7 @@ def load_contract(settings: Settings):
     limit (see ``netsec_tasks.contract``). Raises ConfigError naming a missing or bad file."""
     from netsec_tasks.config import load_config
     from netsec_tasks.contract import Contract
-    from netsec_tasks.schema import load_schema
+    from netsec_tasks.dataset_schema import load_schema
 
     cfg = load_config()
     schema = load_schema(settings.schema_path or cfg.schema_path)

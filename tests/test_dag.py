@@ -29,8 +29,8 @@ EXPECTED_EDGES = {
     "check_drift": {"transform", "skip_training"},
     "transform": {"train"},
     "train": {"register"},
-    "register": {"sync_s3"},
-    "sync_s3": {"record_outcome"},
+    "register": {"sync"},
+    "sync": {"record_outcome"},
     "skip_training": {"record_outcome"},
     "record_outcome": set(),
 }
@@ -121,7 +121,7 @@ def test_io_tasks_retry_with_exponential_backoff_and_everything_has_a_timeout(da
     for task in dag.tasks:
         assert task.execution_timeout == dt.timedelta(minutes=cfg.task_timeout_minutes), task.task_id
         assert task.on_failure_callback, task.task_id
-    for task_id in ("reconcile", "ingest", "sync_s3", "train", "register"):
+    for task_id in ("reconcile", "ingest", "sync", "train", "register"):
         task = dag.get_task(task_id)
         assert task.retries == cfg.retries
         assert task.retry_delay == dt.timedelta(seconds=cfg.retry_delay_seconds)

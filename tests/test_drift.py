@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from netsec_tasks.config import DriftConfig
+from netsec_tasks.dataset_schema import DatasetSchema, load_schema
 from netsec_tasks.drift import (
     adjust_pvalues,
     check_drift,
@@ -20,7 +21,6 @@ from netsec_tasks.drift import (
 from netsec_tasks.errors import DataError, ValidationFailed
 from netsec_tasks.records import RunContext, ValidationRecord
 from netsec_tasks.sample import FEATURE_NAMES, make_sample
-from netsec_tasks.schema import DatasetSchema, load_schema
 from netsec_tasks.storage import file_uri_to_path
 
 SEEDS = range(100)

@@ -20,7 +20,7 @@ from netsec_tasks.explain import (
 )
 from netsec_tasks.intrusion_sample import make_intrusion_sample
 from netsec_tasks.sample import make_sample
-from netsec_tasks.schema import load_schema
+from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.transform import fit_preprocessor
 
 # Small but real versions of every candidate (the search's spaces are larger).

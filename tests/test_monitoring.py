@@ -337,11 +337,11 @@ def test_false_alarm_rate_on_same_distribution_traffic_over_many_seeds(trained):
     from the true labels): never a request. And on shifted traffic: nearly always one."""
     from statsmodels.stats.proportion import proportion_confint
 
+    from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.drift import load_reference
     from netsec_tasks.monitoring import decide, f1_below_floor, live_metrics
     from netsec_tasks.monitoring.traffic import traffic_drift
     from netsec_tasks.registry import get_production, load_production_model
-    from netsec_tasks.schema import load_schema
     from netsec_tasks.storage import storage_for
 
     cfg = trained
@@ -530,8 +530,8 @@ def test_netsec_monitor_runs_the_steps_in_process(cfg):
 
 
 def test_verdict_labels_follow_the_schemas_label_mapping():
+    from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.feedback import feedback_label, label_vocabulary
-    from netsec_tasks.schema import load_schema
 
     phishing = load_schema(REPO / "config" / "schema" / "phishing.yaml")
     assert feedback_label(phishing, "threat") == (-1, True)

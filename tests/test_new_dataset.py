@@ -217,7 +217,7 @@ def test_evaluate_refuses_unlisted_labels_before_any_model_lookup(tmp_path):
     """A ``positive`` schema lists its labels: a hold-out file with other ones is refused."""
     from netsec_tasks.config import load_config
     from netsec_tasks.contract import ContractError
-    from netsec_tasks.holdout import evaluate_file
+    from netsec_tasks.file_evaluation import evaluate_file
 
     config = tmp_path / "config"
     (config / "schema").mkdir(parents=True)

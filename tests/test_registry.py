@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.errors import DataError, RegistryError, SourceUnavailable
 from netsec_tasks.records import RunContext, TrainRecord, ValidationRecord
-from netsec_tasks.schema import load_schema
 from netsec_tasks.storage import file_uri_to_path
 
 MODEL = "netsec-test-model"

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from netsec_tasks.config import DriftConfig
-from netsec_tasks.schema import ColumnSpec, DatasetSchema
+from netsec_tasks.dataset_schema import ColumnSpec, DatasetSchema
 
 Correction = Literal["bonferroni", "holm", "fdr_bh", "none"]
 NULL_CATEGORY = "<null>"

@@ -22,11 +22,11 @@ import pandas as pd
 
 from netsec_tasks.catalog import RunCatalog
 from netsec_tasks.config import PipelineConfig
+from netsec_tasks.dataset_schema import DatasetSchema, load_schema
 from netsec_tasks.drift.report import render_html, render_yaml
 from netsec_tasks.drift.stats import DriftResult, detect_drift
 from netsec_tasks.errors import DataError, SourceUnavailable, ValidationFailed
 from netsec_tasks.records import DriftRecord, RunContext, ValidationRecord
-from netsec_tasks.schema import DatasetSchema, load_schema
 from netsec_tasks.storage import Storage, atomic_write, is_local, is_s3
 from netsec_tasks.table_io import read_table
 

@@ -362,11 +362,11 @@ def monitor(
     ``feedback``: what ``feedback_to_training`` did this run, for the report. Raises
     SourceUnavailable when storage, the log, MongoDB or MLflow cannot be reached.
     """
+    from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.drift import load_reference
     from netsec_tasks.drift.report import render_html as drift_html
     from netsec_tasks.prediction_log import prediction_frame
     from netsec_tasks.registry import get_production, load_version
-    from netsec_tasks.schema import load_schema
     from netsec_tasks.storage import storage_for
 
     now = now or utcnow()

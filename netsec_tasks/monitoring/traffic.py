@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from netsec_tasks.config import PipelineConfig
+from netsec_tasks.dataset_schema import DatasetSchema
 from netsec_tasks.drift.stats import DriftResult, chi_square_test, continuous_test, detect_drift
 from netsec_tasks.errors import ValidationFailed
-from netsec_tasks.schema import DatasetSchema
 
 
 def traffic_drift(

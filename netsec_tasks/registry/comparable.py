@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 
 from netsec_tasks.config import PipelineConfig
+from netsec_tasks.dataset_schema import DatasetSchema
 from netsec_tasks.errors import ConfigError
-from netsec_tasks.schema import DatasetSchema
 from netsec_tasks.tracking import TAG_PREFIX
 
 

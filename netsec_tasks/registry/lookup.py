@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netsec_tasks.config import PipelineConfig
+from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.errors import NetsecError, RegistryError, first_line
 from netsec_tasks.outages import is_unreachable, mlflow_errors
 from netsec_tasks.registry.comparable import check_comparable
-from netsec_tasks.schema import load_schema
 from netsec_tasks.tracking import TAG_PREFIX, mlflow_client, version_label
 
 log = logging.getLogger(__name__)

@@ -16,11 +16,11 @@ import warnings
 from dataclasses import dataclass, field
 
 from netsec_tasks.config import PipelineConfig
+from netsec_tasks.dataset_schema import DatasetSchema
 from netsec_tasks.errors import RegistryError, first_line
 from netsec_tasks.outages import is_unreachable
 from netsec_tasks.registry.lookup import PRODUCTION_STAGE, production_version
 from netsec_tasks.registry.scoring import production_rows_in, production_score, score_model
-from netsec_tasks.schema import DatasetSchema
 from netsec_tasks.tracking import TAG_PREFIX
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from netsec_tasks.config import PipelineConfig
+from netsec_tasks.dataset_schema import DatasetSchema, load_schema
 from netsec_tasks.errors import NetsecError, RegistryError, first_line
 from netsec_tasks.outages import is_unreachable, mlflow_errors, owner_id, quick_mlflow
 from netsec_tasks.records import RegisterRecord, RunContext, TrainRecord, ValidationRecord
@@ -20,7 +21,6 @@ from netsec_tasks.registry.comparable import check_comparable
 from netsec_tasks.registry.lookup import PRODUCTION_STAGE, all_versions, load_version, production_version
 from netsec_tasks.registry.promotion import apply_decision, decide_version
 from netsec_tasks.registry.scoring import check_test_columns, score_model
-from netsec_tasks.schema import DatasetSchema, load_schema
 from netsec_tasks.tracking import OWNER_TAG, TAG_PREFIX, mlflow_client, model_id_in
 
 log = logging.getLogger(__name__)

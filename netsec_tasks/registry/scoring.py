@@ -12,9 +12,9 @@ import logging
 from typing import Any
 
 from netsec_tasks.config import PipelineConfig
+from netsec_tasks.dataset_schema import DatasetSchema
 from netsec_tasks.errors import DataError, RegistryError, first_line
 from netsec_tasks.registry.lookup import load_version
-from netsec_tasks.schema import DatasetSchema
 from netsec_tasks.tracking import TAG_PREFIX
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def production_score(
     cfg: PipelineConfig, prod, frame, schema: DatasetSchema, metric: str, source: str
 ) -> tuple[float | None, dict[str, float]]:
     """The Production model's (ModelVersion ``prod``) score on the same split and its
-    threat-class metrics there (:func:`netsec_tasks.evaluation.evaluate`); (None, {}) when it
+    threat-class metrics there (:func:`netsec_tasks.threat_metrics.evaluate`); (None, {}) when it
     cannot be scored on it.
 
     An unreachable store raises (transient: the task retries). A Production model that cannot be
@@ -74,7 +74,7 @@ def production_score(
     """
     import numpy as np
 
-    from netsec_tasks.evaluation import evaluate
+    from netsec_tasks.threat_metrics import evaluate
 
     try:
         model = load_version(cfg, prod.name, str(prod.version), prod.run_id)

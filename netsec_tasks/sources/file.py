@@ -113,8 +113,8 @@ def read_file(
     """
     import pyarrow.parquet as pq
 
-    from netsec_tasks.schema import load_schema
-    from netsec_tasks.snapshot import unify_schemas
+    from netsec_tasks.dataset_schema import load_schema
+    from netsec_tasks.sources import unify_schemas
     from netsec_tasks.sources.mongo import BOOKKEEPING_FIELDS
     from netsec_tasks.table_io import iter_table_chunks, read_csv_bytes, read_table
 

@@ -243,8 +243,8 @@ def push_data(
     """
     from pymongo import errors
 
+    from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.records import sha256_file
-    from netsec_tasks.schema import load_schema
     from netsec_tasks.table_io import expand_paths, read_table
 
     mcfg = cfg.source.mongo
@@ -441,8 +441,7 @@ def read_documents(
     """
     from pymongo import errors
 
-    from netsec_tasks.snapshot import unify_schemas
-    from netsec_tasks.sources import SourceRead
+    from netsec_tasks.sources import SourceRead, unify_schemas
 
     mcfg = cfg.source.mongo
     source = f"mongo:{mcfg.database}.{mcfg.collection}"

@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from netsec_tasks.feedback import feedback_label, label_vocabulary
 from netsec_tasks.prediction_log import parse_prediction_id
 from serving.deps import StateDep, require_api_key
+from serving.http_models import ERRORS, ErrorResponse, Label
 from serving.inputs import InputError
-from serving.schemas import ERRORS, ErrorResponse, Label
 
 router = APIRouter(tags=["feedback"], dependencies=[Depends(require_api_key)])
 

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.access import DetailsDep
 from serving.deps import ContractDep, ModelDep, StateDep
-from serving.schemas import ERRORS, Health, ModelInfo, Readiness
+from serving.http_models import ERRORS, Health, ModelInfo, Readiness
 
 router = APIRouter(tags=["model"])
 

@@ -25,13 +25,13 @@ from fastapi.responses import Response, StreamingResponse
 from netsec_tasks.contract import Contract, csv_chunks, scored_frame
 from netsec_tasks.explain import reasons_text
 from netsec_tasks.prediction_log import prediction_ids
-from netsec_tasks.schema import REASONS_COLUMN
+from netsec_tasks.dataset_schema import REASONS_COLUMN
 from serving.deps import ContractDep, ModelDep, ServingState, StateDep, require_api_key
+from serving.http_models import ERRORS, CsvPredictResponse, PredictResponse, predict_request_schema
 from serving.inference import count_inputs, explain, infer, log_predictions, release_memory
 from serving.inputs import InputError, InvalidPolicy, ModelInput, csv_input, fast_json_input, json_input
 from serving.limits import BodyTooLarge
 from serving.model import LoadedModel
-from serving.schemas import ERRORS, CsvPredictResponse, PredictResponse, predict_request_schema
 
 try:
     import msgspec

@@ -19,8 +19,8 @@ from pydantic import ValidationError
 from serving.access import require_control_key
 from serving.airflow_client import AirflowRefused, AirflowUnavailable, trigger_dag_run
 from serving.deps import StateDep
+from serving.http_models import ERRORS, ErrorResponse, TrainRequest, TrainResponse
 from serving.inputs import InputError
-from serving.schemas import ERRORS, ErrorResponse, TrainRequest, TrainResponse
 
 router = APIRouter(tags=["train"], dependencies=[Depends(require_control_key)])
 

@@ -9,7 +9,7 @@ import pytest
 from serving_helpers import DETAILS, TARGET, fit, register, training_frame
 
 from netsec_tasks.candidates import get_candidate
-from netsec_tasks.schema import load_schema
+from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.transform import build_preprocessor
 from netsec_testing import REPO
 from serving.fastpath import ATOL, fast_path_for

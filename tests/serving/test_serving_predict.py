@@ -171,7 +171,7 @@ def test_model_health_ready_metrics(registered, make_client):
     assert public["run_id"] is public["dataset_digest"] is public["inference_path"] is None
     assert public["name"] == info["name"] and public["features"] == info["features"]
     # netsec.dataset from the version's tags; no netsec.schema_version tag: the schema's own.
-    from netsec_tasks.schema import load_schema
+    from netsec_tasks.dataset_schema import load_schema
 
     assert info["dataset"] == "phishing"
     assert info["schema_version"] == load_schema(REPO / "config" / "schema" / "phishing.yaml").version

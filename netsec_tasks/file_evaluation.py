@@ -1,4 +1,5 @@
-"""``netsec evaluate FILE``: score a labelled file with a registered model and report how it did.
+"""``netsec evaluate FILE``: score a labelled file with a registered model and report how it did;
+also the pipeline's hold-out file (``evaluation.holdout_path``, :func:`evaluate_holdout`).
 
 Intrusion data sets ship a separate, harder test file (other proportions, attack types the
 training file never has). The internal test split says how well the model fits its own data;
@@ -32,9 +33,7 @@ this says how it does on that file:
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import html
 import json
 import logging
 import os
@@ -49,6 +48,7 @@ import yaml
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.contract import Contract, show
 from netsec_tasks.errors import ConfigError, DataError, NetsecError, RegistryError
+from netsec_tasks.html_report import escape, page, png_image
 from netsec_tasks.plain import plain
 from netsec_tasks.records import EvaluationRecord, safe_name, sha256_file
 from netsec_tasks.storage import atomic_write
@@ -140,9 +140,9 @@ def evaluate_file(
     Raises DataError/ContractError (the file), ConfigError (a model of another data set),
     RegistryError (no model), SourceUnavailable (registry unreachable).
     """
-    from netsec_tasks.evaluation import evaluate_predictions
     from netsec_tasks.registry import differences, load_version
     from netsec_tasks.table_io import first_data_line, read_table
+    from netsec_tasks.threat_metrics import evaluate_predictions
 
     contract = Contract.from_config(cfg)
     schema = contract.schema
@@ -379,7 +379,7 @@ def _per_label(
 
 
 def _plots(y, pred, proba, per_label, out: Path, schema) -> list[str]:
-    from netsec_tasks.evaluation import save_plots
+    from netsec_tasks.threat_metrics import save_plots
 
     paths = save_plots(y, pred, proba, out, labels=schema.class_names, title="- evaluation")
     if per_label:
@@ -478,37 +478,14 @@ def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
 
 # --------------------------------------------------------------------------- HTML
 
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;padding:1.5rem;
- color:#1d2330;background:#f6f7f9;max-width:1100px}
-h1{font-size:1.4rem;margin:0 0 .8rem} h2{font-size:1.1rem;margin:1.5rem 0 .5rem}
-section.summary{border-radius:8px;padding:1rem 1.2rem;background:#fff;border-left:6px solid #5b7db1;
- box-shadow:0 1px 3px rgba(0,0,0,.08)}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:.6rem 0 0}
-dt{color:#5b6270} dd{margin:0}
-table{border-collapse:collapse;background:#fff;box-shadow:0 1px 3px rgba(0,0,0,.08)}
-th,td{padding:.3rem .6rem;border-bottom:1px solid #e3e6ea;text-align:left;font-size:.9rem}
-th{background:#eef0f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.low td{background:#fdecea}
-.bar{display:inline-block;height:.7rem;background:#c62828;vertical-align:middle}
-.bar.benign{background:#5b7db1}
-.note{color:#5b6270;font-size:.8rem}
-.warning{background:#fdecea;border-left:6px solid #c62828;padding:.6rem 1rem;border-radius:6px}
-img{max-width:100%;background:#fff;margin:.3rem .6rem .3rem 0;box-shadow:0 1px 3px rgba(0,0,0,.08)}
-"""
-
 
 def render_html(doc: dict[str, Any], plots: list[str]) -> str:
-    """One self-contained page: inline CSS, plots embedded as data URIs, no scripts."""
-    e = html.escape
+    """One self-contained page (:mod:`netsec_tasks.html_report`): plots embedded as data URIs."""
+    e = escape
     m, rows, model = doc["metrics"], doc["rows"], doc["model"]
     out = [
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width,initial-scale=1">',
-        f"<title>netsec evaluation: {e(Path(doc['file']).name)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>Evaluation of {e(model['name'])} v{e(model['version'])} on {e(Path(doc['file']).name)}</h1>",
         *(f'<p class="warning"><strong>Warning:</strong> {e(w)}</p>' for w in doc.get("warnings", [])),
-        '<section class="summary"><dl>',
+        '<section class="summary info"><dl>',
         f"<dt>File</dt><dd>{e(doc['file'])}</dd>",
         f"<dt>Data set</dt><dd>{e(str(doc['data_set']))} (schema version "
         f"{e(str(doc['schema_version']))})</dd>",
@@ -593,12 +570,14 @@ def render_html(doc: dict[str, Any], plots: list[str]) -> str:
         out.append("</tbody></table>")
     if plots:
         out.append("<h2>Plots</h2><div>")
-        for p in plots:
-            data = base64.b64encode(Path(p).read_bytes()).decode("ascii")
-            out.append(f'<img alt="{e(Path(p).stem)}" src="data:image/png;base64,{data}">')
+        out += [png_image(p, Path(p).stem) for p in plots]
         out.append("</div>")
-    out.append("</body></html>")
-    return "\n".join(out)
+    name = Path(doc["file"]).name
+    return page(
+        f"netsec evaluation: {name}",
+        out,
+        heading=f"Evaluation of {model['name']} v{model['version']} on {name}",
+    )
 
 
 # --------------------------------------------------------------------------- after training

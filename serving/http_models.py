@@ -1,4 +1,5 @@
-"""Request and response models: what the OpenAPI document shows and clients can rely on."""
+"""The HTTP API's request and response models (pydantic): what the OpenAPI document shows and
+clients can rely on. The data set's own schema is :mod:`netsec_tasks.dataset_schema`."""
 
 from __future__ import annotations
 

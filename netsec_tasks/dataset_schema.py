@@ -1,4 +1,5 @@
-"""Data-set schema: ``config/schema/<dataset>.yaml``.
+"""The data set's schema: ``config/schema/<dataset>.yaml`` (the HTTP API's models are
+:mod:`serving.http_models`).
 
 A new data set is a new schema file, not new code (worked example: ``docs/new-dataset.md``).
 A schema lists the feature columns with their dtype (``int``, ``float``, ``str``, ``bool``),
