@@ -269,8 +269,8 @@ def _add_reasons(out, model, features: list[str], x, rows, k: int) -> str:
     explainer's additivity is checked first on the scored rows (netsec_tasks.explain)."""
     import numpy as np
 
-    from netsec_tasks.explain import reasons_text, verified_explainer
     from netsec_tasks.dataset_schema import REASONS_COLUMN
+    from netsec_tasks.explain import reasons_text, verified_explainer
 
     cells = np.full(len(out), "", dtype=object)
     if x is None:

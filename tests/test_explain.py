@@ -9,6 +9,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from netsec_tasks.candidates import CANDIDATES, get_candidate
+from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.explain import (
     ADDITIVITY_TOL,
     LOG_ODDS,
@@ -20,7 +21,6 @@ from netsec_tasks.explain import (
 )
 from netsec_tasks.intrusion_sample import make_intrusion_sample
 from netsec_tasks.sample import make_sample
-from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.transform import fit_preprocessor
 
 # Small but real versions of every candidate (the search's spaces are larger).

@@ -23,9 +23,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from netsec_tasks.contract import Contract, csv_chunks, scored_frame
+from netsec_tasks.dataset_schema import REASONS_COLUMN
 from netsec_tasks.explain import reasons_text
 from netsec_tasks.prediction_log import prediction_ids
-from netsec_tasks.dataset_schema import REASONS_COLUMN
 from serving.deps import ContractDep, ModelDep, ServingState, StateDep, require_api_key
 from serving.http_models import ERRORS, CsvPredictResponse, PredictResponse, predict_request_schema
 from serving.inference import count_inputs, explain, infer, log_predictions, release_memory
