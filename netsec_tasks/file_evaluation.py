@@ -24,7 +24,9 @@ this says how it does on that file:
    confusion matrix ``[[TN, FP], [FN, TP]]``; per raw label (when the label is multi-class) the
    rows, whether it is a threat, the rows put in the right class and that share (for an attack
    type: the share detected; for a benign label: the share not flagged), and whether the label
-   occurs in the model's training data; the plots. Written as YAML and as one self-contained HTML
+   occurs in the model's training data; the reasons (:mod:`netsec_tasks.explain.reports`: mean
+   |contribution| per column overall and per raw label, and the columns behind the false
+   positives at the operating point); the plots. Written as YAML and as one self-contained HTML
    page (inline CSS, images embedded), and logged to MLflow: a run (tag ``netsec.role =
    evaluation``) whose metrics are linked to the model version's logged model, with the reports
    as artifacts; the model version gets the tags ``netsec.evaluation_run_id`` and
@@ -140,6 +142,7 @@ def evaluate_file(
     Raises DataError/ContractError (the file), ConfigError (a model of another data set),
     RegistryError (no model), SourceUnavailable (registry unreachable).
     """
+    from netsec_tasks.explain.reports import evaluation_reasons
     from netsec_tasks.registry import differences, load_version
     from netsec_tasks.table_io import first_data_line, read_table
     from netsec_tasks.threat_metrics import evaluate_predictions
@@ -300,6 +303,18 @@ def evaluate_file(
         },
         **({"per_label": per_label} if per_label is not None else {}),
     }
+    # Reasons (issue 24): importance overall and per raw label, and what the false positives at
+    # the operating point above had in common, on the headline rows.
+    doc["reasons"] = evaluation_reasons(
+        model,
+        contract.features,
+        x[unseen],
+        raw_labels,
+        y,
+        pred,
+        operating_point=str(doc["threshold"]),
+        seed=cfg.training.seed,
+    )
     report = atomic_write(
         out / "evaluation_report.yaml",
         yaml.safe_dump(plain(doc), sort_keys=False, allow_unicode=True, width=120),
@@ -481,6 +496,8 @@ def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
 
 def render_html(doc: dict[str, Any], plots: list[str]) -> str:
     """One self-contained page (:mod:`netsec_tasks.html_report`): plots embedded as data URIs."""
+    from netsec_tasks.explain.reports import evaluation_html
+
     e = escape
     m, rows, model = doc["metrics"], doc["rows"], doc["model"]
     out = [
@@ -568,6 +585,7 @@ def render_html(doc: dict[str, Any], plots: list[str]) -> str:
                 f'style="width:{120 * v["recall"]:.0f}px"></span></td>{seen}</tr>'
             )
         out.append("</tbody></table>")
+    out += evaluation_html(doc.get("reasons"))
     if plots:
         out.append("<h2>Plots</h2><div>")
         out += [png_image(p, Path(p).stem) for p in plots]
