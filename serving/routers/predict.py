@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -52,27 +53,46 @@ EchoQuery = Annotated[
 
 
 MAX_EXPLAIN = 1000
-# explain=K is read from the query string by hand (explain_count), not declared as a Query
-# parameter: FastAPI's validation of one more declared parameter costs every request ~35 us
-# (measured), explain or not, and the one-row answer is under 1 ms. It is documented here.
-EXPLAIN_PARAMETER = {
-    "name": "explain",
-    "in": "query",
-    "required": False,
-    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_EXPLAIN, "default": 0},
-    "description": "the K strongest reasons of each scored row: column, value, contribution and "
-    "direction (capped at the number of features), with reasons_unit (log-odds or probability) "
-    "and reasons_base_value in the answer; 0 (default): none, and the answer is unchanged",
-}
+# explain=K and explain_rows are read from the query string by hand (explain_ask), not declared
+# as Query parameters: FastAPI's validation of one more declared parameter costs every request
+# ~20-35 us (measured), explain or not, and a one-row answer takes under 1 ms. Documented here.
+EXPLAIN_PARAMETERS = [
+    {
+        "name": "explain",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_EXPLAIN, "default": 0},
+        "description": "the K strongest reasons of each scored row: column, value, contribution and "
+        "direction (capped at the number of features), with reasons_unit (log-odds or probability) "
+        "and reasons_base_value in the answer; 0 (default): none, and the answer is unchanged",
+    },
+    {
+        "name": "explain_rows",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "enum": ["all", "alerts"], "default": "all"},
+        "description": "with explain=K: reasons for every scored row (all), or for the rows "
+        "predicted a threat only (alerts; the others get null): reasons cost time per row "
+        "(TreeSHAP), and an analyst triages alerts",
+    },
+]
 
 
-def explain_count(request: Request) -> int:
-    """``explain=K`` of the request (0 when absent). Raises InputError (422) naming the value."""
+@dataclass(frozen=True)
+class ExplainAsk:
+    """What a request asks of the reasons: the K strongest per row, for all rows or alerts only."""
+
+    k: int
+    alerts_only: bool = False
+
+
+def explain_ask(request: Request) -> ExplainAsk | None:
+    """The request's ``explain`` / ``explain_rows`` (None: no reasons asked, the common case,
+    decided without parsing the query string). Raises InputError (422) naming the value."""
     if b"explain" not in request.scope.get("query_string", b""):
-        return 0  # the common case, without parsing the query string
-    raw = request.query_params.get("explain")
-    if raw is None:
-        return 0
+        return None
+    params = request.query_params
+    raw = params.get("explain", "0")
     try:
         k = int(raw)
     except ValueError:
@@ -84,7 +104,14 @@ def explain_count(request: Request) -> int:
             value=raw[:80],
             allowed=f"0..{MAX_EXPLAIN}",
         )
-    return k
+    rows = params.get("explain_rows", "all")
+    if rows not in ("all", "alerts"):
+        raise InputError(
+            f"query parameter explain_rows={rows[:40]!r}: expected all or alerts",
+            value=rows[:80],
+            allowed="all, alerts",
+        )
+    return ExplainAsk(k, rows == "alerts") if k else None
 
 
 def _is_json(content_type: str) -> bool:
@@ -101,7 +128,7 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
         response_model=PredictResponse,
         responses={k: ERRORS[k] for k in (401, 413, 415, 422, 503)},
         openapi_extra={
-            "parameters": [EXPLAIN_PARAMETER],
+            "parameters": EXPLAIN_PARAMETERS,
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": predict_request_schema(contract, max_rows)}},
@@ -114,13 +141,13 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
     ) -> Response:
         # The body is parsed by hand: FastAPI's body parameter would answer a wrong content
         # type with 422 (we owe 415) and validate every cell twice.
-        k = explain_count(request)
+        ask = explain_ask(request)
         if not _is_json(request.headers.get("content-type", "")):
             raise InputError("send the records as JSON (Content-Type: application/json)", status_code=415)
         body = await request.body()
         if not body.strip():
             raise InputError('empty body; send {"records": [{feature: value, ...}]}')
-        content = await state.run(_score_json, state, model, body, echo, k)
+        content = await state.run(_score_json, state, model, body, echo, ask)
         return Response(content, media_type="application/json")
 
     @router.post(
@@ -135,7 +162,7 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
             **{k: ERRORS[k] for k in (401, 413, 415, 422, 503)},
         },
         openapi_extra={
-            "parameters": [EXPLAIN_PARAMETER],
+            "parameters": EXPLAIN_PARAMETERS,
             "requestBody": {
                 "required": True,
                 "content": {
@@ -179,7 +206,7 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
         ] = "refuse",
         echo: EchoQuery = False,
     ) -> Response:
-        k = explain_count(request)
+        ask = explain_ask(request)
         if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             raise InputError("upload the CSV as multipart/form-data with the field 'file'", status_code=415)
         name, data = await _read_upload(request)
@@ -193,7 +220,7 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
             name,
             invalid,
             echo or want_csv,
-            k,
+            ask,
         )
         del data
         if want_csv:
@@ -218,7 +245,9 @@ def _streamed(out: pd.DataFrame):
     release_memory(n)
 
 
-def _score_json(state: ServingState, model: LoadedModel, body: bytes, echo: bool, k: int = 0) -> bytes:
+def _score_json(
+    state: ServingState, model: LoadedModel, body: bytes, echo: bool, ask: ExplainAsk | None = None
+) -> bytes:
     contract = state.contract
     max_rows = state.settings.max_rows
     inp = None if echo else fast_json_input(body, contract, model, max_rows)
@@ -254,8 +283,10 @@ def _score_json(state: ServingState, model: LoadedModel, body: bytes, echo: bool
         for pred, v in zip(preds, values):
             pred[name] = v
     answer: dict[str, Any] = {"model_name": model.name, "model_version": version}
-    if k:
-        reasons, fields = explain(state, model, inp.x, k)
+    if ask is not None:
+        reasons, fields = explain(
+            state, model, inp.x, ask.k, only=is_threat == 1 if ask.alerts_only else None
+        )
         answer.update(fields)
         for i, pred in enumerate(preds):
             pred["reasons"] = reasons[i] if reasons is not None else None
@@ -294,7 +325,7 @@ def _score_csv(
     name: str,
     policy: InvalidPolicy,
     echo_all: bool,
-    k: int = 0,
+    ask: ExplainAsk | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     try:
         inp = csv_input(data, name, contract, model, state.settings.max_rows, policy=policy)
@@ -326,12 +357,14 @@ def _score_csv(
         "n_invalid": inp.n_invalid,
         "n_imputed_rows": int(np.count_nonzero(inp.null_cells[inp.valid])),
     }
-    if k:
+    if ask is not None:
+        only = is_threat == 1 if ask.alerts_only else None
         scored = len(is_threat) > 0
-        reasons, fields = explain(state, model, inp.x, k) if scored else (None, {})
+        reasons, fields = explain(state, model, inp.x, ask.k, only=only) if scored else (None, {})
         cells = np.full(len(out), None, dtype=object)
         if reasons is not None:
-            cells[np.flatnonzero(inp.valid)] = reasons
+            for i, row in zip(np.flatnonzero(inp.valid).tolist(), reasons):
+                cells[i] = row  # one by one: numpy would read equal-length lists as a 2-D block
         out[REASONS_COLUMN] = cells
         summary.update(fields or model.reasons_fields())
     return out, summary

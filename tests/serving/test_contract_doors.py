@@ -424,6 +424,15 @@ def test_every_door_gives_the_same_reasons_for_the_same_row(registered, client, 
     assert out["reasons"].tolist() == texts
     assert out.loc[6, "id"] == "'" + FORMULAS[0]
 
+    # explain_rows=alerts: reasons for the rows predicted a threat only (what the page asks).
+    alerts = client.post("/predict?explain=3&explain_rows=alerts", json={"records": records}).json()
+    for got, want in zip(alerts["predictions"], library):
+        if got["is_threat"]:
+            same(got["reasons"], want)
+        else:
+            assert got["reasons"] is None
+    assert {p["is_threat"] for p in alerts["predictions"]} == {0, 1}
+
     # Invalid rows (flagged) are not explained; a bad K is refused in one line.
     flagged = _upload(client, _bad_rows(), "?explain=2&invalid=flag").json()
     assert [r["reasons"] is None for r in flagged["records"]] == [
@@ -432,6 +441,8 @@ def test_every_door_gives_the_same_reasons_for_the_same_row(registered, client, 
     for bad in ("-1", "x", "1001"):
         refused = client.post(f"/predict?explain={bad}", json={"records": records[:1]})
         assert refused.status_code == 422 and f"explain='{bad}'" in refused.json()["detail"]
+    refused = client.post("/predict?explain=2&explain_rows=some", json={"records": records[:1]})
+    assert refused.status_code == 422 and "explain_rows='some'" in refused.json()["detail"]
     upload = _upload(client, rows, "?explain=3.5")
     assert upload.status_code == 422 and "whole number from 0 to 1000" in upload.json()["detail"]
     bad = _netsec("predict", str(src), "--explain", "-2", registered=registered, home=tmp_path)
@@ -464,6 +475,7 @@ def test_explain_off_leaves_the_answers_as_they_were(client):
     for path in ("/predict", "/predict/csv"):
         params = {p["name"]: p for p in paths[path]["post"]["parameters"]}
         assert params["explain"]["schema"] == {"type": "integer", "minimum": 0, "maximum": 1000, "default": 0}
+        assert params["explain_rows"]["schema"]["enum"] == ["all", "alerts"]
         assert "echo" in params
 
 
