@@ -35,7 +35,12 @@ LABEL = "label "  # prefix of a raw label's importance column
 
 
 def _records(table, value_names: list[str]) -> list[dict[str, Any]]:
-    return [{"column": str(col), **{k: _round(row[k]) for k in value_names}} for col, row in table.iterrows()]
+    """One dict per row of ``table`` (index: the column names), each value with its own
+    column's type (iterrows would make a count a float beside a float column)."""
+    rows = table[value_names].to_dict("records")
+    return [
+        {"column": str(col), **{k: _round(v) for k, v in row.items()}} for col, row in zip(table.index, rows)
+    ]
 
 
 def _round(v: Any) -> Any:
@@ -71,9 +76,11 @@ def evaluation_reasons(
     fp = (np.asarray(pred) == 1) & (np.asarray(y) == 0)
     explained = explain_sample(explainer, x, max_rows=max_rows, seed=seed, keep=fp)
     labels = np.asarray(labels, dtype=object)
-    values, counts = np.unique(labels.astype(str), return_counts=True)
+    text = labels.astype(str)
+    values, counts = np.unique(text, return_counts=True)
     order = sorted(zip(values.tolist(), counts.tolist()), key=lambda vc: (-vc[1], vc[0]))
-    groups = {f"{LABEL}{label}": labels.astype(str) == label for label, _n in order}
+    groups = {f"{LABEL}{label}": text == label for label, _n in order}
+    threat = {label: bool(np.asarray(y)[text == label].max()) for label, _n in order}
     importance = global_importance(explained, groups)
     fooled = top_reasons(explained, fp, k=3, top=TOP_COLUMNS)
     return {
@@ -82,6 +89,7 @@ def evaluation_reasons(
         "method": explainer.method.name,
         "check": status,
         "rows": explained.describe(),
+        "labels": [{"label": label, "rows": n, "threat": threat[label]} for label, n in order],
         "importance": _records(importance, list(importance.columns)),
         "false_positives": {
             "operating_point": operating_point,
@@ -163,6 +171,7 @@ def evaluation_html(part: dict[str, Any] | None) -> list[str]:
     rows = part["importance"][:TOP_COLUMNS]
     labels = [k for k in (rows[0] if rows else {}) if k.startswith(LABEL)]  # most rows first
     shown = labels[:TOP_LABELS]
+    threats = {LABEL + str(x["label"]): x["threat"] for x in part.get("labels", [])}
     scale = max((r["overall"] or 0 for r in rows), default=0)
     more = f" ({len(labels) - len(shown)} more labels in the YAML report)" if len(labels) > len(shown) else ""
     out = [
@@ -171,7 +180,7 @@ def evaluation_html(part: dict[str, Any] | None) -> list[str]:
         f"overall and over the rows of each raw label{escape(more)}; {escape(part['rows'])}. "
         f"{escape(part['check'])}.</p>",
         "<table><thead><tr><th>Column</th><th>overall</th><th></th>"
-        + "".join(f"<th>{escape(g[len(LABEL) :])}</th>" for g in shown)
+        + "".join(f"<th>{escape(g[len(LABEL) :])}{' (threat)' if threats.get(g) else ''}</th>" for g in shown)
         + "</tr></thead><tbody>",
     ]
     for r in rows:
