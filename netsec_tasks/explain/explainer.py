@@ -33,21 +33,6 @@ PROBABILITY_TOL = 1e-6
 VERIFY_ROWS = 64
 
 
-def inner_pipeline(model: Any) -> Any:
-    """The fitted ``Pipeline(preprocess, model)`` inside a decision wrapper (scikit-learn's
-    ``FixedThresholdClassifier`` / ``TunedThresholdClassifierCV``, ``FrozenEstimator``), or
-    ``model`` itself."""
-    seen = 0
-    while seen < 5 and type(model).__name__ in (
-        "FixedThresholdClassifier",
-        "TunedThresholdClassifierCV",
-        "FrozenEstimator",
-    ):
-        model = getattr(model, "estimator_", None) or model.estimator
-        seen += 1
-    return model
-
-
 def plain_value(v: Any) -> Any:
     """A cell as plain data: numpy scalars as Python ones, an integral float as an int (a CSV
     column with gaps is read as floats, so -1 arrives as -1.0), NaN/NA as None."""
@@ -134,7 +119,12 @@ class Explainer:
     ):
         from sklearn.pipeline import Pipeline
 
-        pipeline = inner_pipeline(model)
+        from netsec_tasks.explain.folding import unfrozen
+        from netsec_tasks.operating_point import inner_pipeline
+
+        # The registered artifact is the Pipeline inside its threshold wrapper (issue 23); a
+        # FrozenEstimator around it (a wrapper fitted on a frozen Pipeline) is the same Pipeline.
+        pipeline = unfrozen(inner_pipeline(model))
         self.features = tuple(features)
         self.threat_column = int(threat_column)
         self._preprocess_fn = preprocess
@@ -269,7 +259,10 @@ class Explainer:
                 n,
                 worst,
             )
-        proba = np.asarray(model.predict_proba(sample), dtype=np.float64)[:, self.threat_column]
+        from netsec_tasks.operating_point import threat_probability
+
+        # P(threat) as the doors read it from the artifact (wrapped in its threshold or bare).
+        proba = np.asarray(threat_probability(model, sample), dtype=np.float64)
         link = np.abs(self.method.probability(margin) - proba)
         if not np.all(link <= PROBABILITY_TOL):
             bad = int(np.argmax(link))

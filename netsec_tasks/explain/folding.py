@@ -40,7 +40,7 @@ class NotExplainable(Exception):
 _IMPUTERS = ("SimpleImputer", "KNNImputer", "IterativeImputer")
 
 
-def _unfrozen(step: Any) -> Any:
+def unfrozen(step: Any) -> Any:
     """The fitted step inside scikit-learn's ``FrozenEstimator`` (netsec freezes the
     preprocessor's parts: :func:`netsec_tasks.transform.fit_preprocessor`)."""
     while type(step).__name__ == "FrozenEstimator":
@@ -49,7 +49,7 @@ def _unfrozen(step: Any) -> Any:
 
 
 def _is_imputer(step: Any) -> bool:
-    return type(_unfrozen(step)).__name__ in _IMPUTERS
+    return type(unfrozen(step)).__name__ in _IMPUTERS
 
 
 def _one_to_one(step: Any) -> bool:
@@ -84,7 +84,7 @@ def _step_sources(step: Any, sources: np.ndarray, names: list[str]) -> np.ndarra
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
 
-    step = _unfrozen(step)
+    step = unfrozen(step)
     if step is None or (isinstance(step, str) and step == "passthrough"):
         return sources
     if isinstance(step, Pipeline):
@@ -204,8 +204,8 @@ def folding_for(preprocess: Any, features: list[str]) -> Folding:
             if not idx:
                 continue
             parts[name] = _step_sources(trans, identity[idx], [features[i] for i in idx])
-            trans = _unfrozen(trans)
-            head = _unfrozen(trans.steps[0][1]) if isinstance(trans, Pipeline) else trans
+            trans = unfrozen(trans)
+            head = unfrozen(trans.steps[0][1]) if isinstance(trans, Pipeline) else trans
             blocks.append(_Block(idx, head if _is_imputer(head) else None))
         order = sorted(parts, key=lambda n: first.output_indices_[n].start)
         for name in order:

@@ -13,7 +13,6 @@ list per prediction in JSON, one ``reasons`` text cell per row in CSV, and the a
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -23,26 +22,18 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from netsec_tasks.contract import Contract, csv_chunks, scored_frame
+from netsec_tasks.contract import Contract, scored_frame
 from netsec_tasks.dataset_schema import REASONS_COLUMN
 from netsec_tasks.explain import reasons_text
 from netsec_tasks.prediction_log import prediction_ids
+from netsec_tasks.sinks import csv_chunks
+from netsec_tasks.sinks import json_bytes as _encode  # the JSON sink: text from data stays valid
 from serving.deps import ContractDep, ModelDep, ServingState, StateDep, require_api_key
 from serving.http_models import ERRORS, CsvPredictResponse, PredictResponse, predict_request_schema
 from serving.inference import count_inputs, explain, infer, log_predictions, release_memory
 from serving.inputs import InputError, InvalidPolicy, ModelInput, csv_input, fast_json_input, json_input
 from serving.limits import BodyTooLarge
 from serving.model import LoadedModel
-
-try:
-    import msgspec
-
-    _encode = msgspec.json.Encoder(enc_hook=str).encode
-except ImportError:  # pragma: no cover - msgspec is in the serving extra
-
-    def _encode(obj) -> bytes:
-        return json.dumps(obj, default=str).encode()
-
 
 EchoQuery = Annotated[
     bool,
@@ -147,7 +138,11 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
         body = await request.body()
         if not body.strip():
             raise InputError('empty body; send {"records": [{feature: value, ...}]}')
-        content = await state.run(_score_json, state, model, body, echo, ask)
+        if ask is None:
+            content = await state.run_small(len(body), model, _score_json, state, model, body, echo, ask)
+        else:
+            # Reasons can cost a forest's TreeSHAP time per row: never on the event loop.
+            content = await state.run(_score_json, state, model, body, echo, ask)
         return Response(content, media_type="application/json")
 
     @router.post(
@@ -356,6 +351,7 @@ def _score_csv(
         "n_threats": int(is_threat.sum()),
         "n_invalid": inp.n_invalid,
         "n_imputed_rows": int(np.count_nonzero(inp.null_cells[inp.valid])),
+        "notes": inp.notes,
     }
     if ask is not None:
         only = is_threat == 1 if ask.alerts_only else None
