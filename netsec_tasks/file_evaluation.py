@@ -346,6 +346,7 @@ def evaluate_file(
         y,
         pred,
         operating_point=f"is_threat when P(threat) >= {threshold.describe()}",
+        threshold=threshold.value,
         seed=cfg.training.seed,
     )
     report = atomic_write(out / "evaluation_report.yaml", yaml_text(doc))

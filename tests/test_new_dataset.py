@@ -136,7 +136,8 @@ def test_evaluate_scores_the_holdout_file(trained, tmp_path):
     )
     fp = reasons["false_positives"]
     assert fp["rows"] == fp["explained"] == int(((pred == 1) & (y == 0)).sum())
-    assert fp["operating_point"] == report["threshold"]
+    assert fp["threshold"] == report["threshold"]
+    assert fp["operating_point"] == f"is_threat when P(threat) >= {report['threshold']:.6g}"
     assert all(r["rows"] <= fp["rows"] and r["column"] in features for r in fp["top_reasons"])
 
     page = (out / "evaluation_report.html").read_text()

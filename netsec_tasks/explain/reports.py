@@ -60,13 +60,16 @@ def evaluation_reasons(
     pred: np.ndarray,
     *,
     operating_point: str,
+    threshold: float | None = None,
     seed: int = 0,
     max_rows: int = REPORT_ROWS,
 ) -> dict[str, Any]:
     """The ``reasons`` part of an evaluation report for the rows ``x`` (model input, n rows),
     their raw ``labels`` (n, text), truth ``y`` and decisions ``pred`` (0/1, n): importance
     overall and per raw label, and the reasons behind ``pred == 1 & y == 0`` (all false
-    positives are explained when there are at most ``max_rows``)."""
+    positives are explained when there are at most ``max_rows``). ``operating_point`` is the
+    decision rule as text (the report's heading), ``threshold`` its P(threat) threshold (a number
+    in [0, 1], kept beside the text for readers of the YAML)."""
     threat_column = list(getattr(model, "classes_", [0, 1])).index(1)
     explainer, status = verified_explainer(
         model, features, x, threat_column=threat_column, rows_source="the evaluated rows"
@@ -93,6 +96,7 @@ def evaluation_reasons(
         "importance": _records(importance, list(importance.columns)),
         "false_positives": {
             "operating_point": operating_point,
+            "threshold": threshold,
             "rows": int(fp.sum()),
             "explained": int(fp[explained.rows].sum()),
             "top_reasons": _records(fooled, ["rows", "share", "mean_contribution"]),
