@@ -477,10 +477,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 f"  {label:<24} {'threat' if v['threat'] else 'benign':<7} {v['rows']:>7} rows  "
                 f"recall {v['recall']:.3f}{new}"
             )
+    _print_reasons(rec.reasons)
     print(f"report: {rec.report_uri}\nhtml:   {rec.html_uri}")
     if rec.mlflow_run_id:
         print(f"MLflow run: {rec.mlflow_run_id} (linked to {rec.model_name} v{rec.model_version})")
     return 0 if rec.judged else NOT_JUDGED
+
+
+def _print_reasons(reasons: dict) -> None:
+    """``netsec evaluate``'s reasons lines: the columns that matter most overall, and those
+    most often among the false positives' 3 strongest reasons towards threat."""
+    if not reasons:
+        return
+    if not reasons.get("available"):
+        print(f"reasons: {reasons.get('why')}")
+        return
+    print(
+        f"columns that matter most (mean |contribution|, {reasons['unit']}; {reasons['rows']}): "
+        + ", ".join(f"{r['column']} {r['overall']:.3g}" for r in reasons["importance"])
+    )
+    fp = reasons["false_positives"]
+    if not fp["top_reasons"]:
+        print(f"false positives at the operating point ({fp['operating_point']}): none to explain")
+        return
+    print(
+        f"false positives at the operating point ({fp['operating_point']}; {fp['explained']} of "
+        f"{fp['rows']} explained), columns most often among their 3 strongest reasons: "
+        + ", ".join(f"{r['column']} {r['rows']}/{fp['explained']}" for r in fp["top_reasons"])
+    )
 
 
 def cmd_fetch_dataset(args: argparse.Namespace) -> int:

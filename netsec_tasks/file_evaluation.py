@@ -338,7 +338,7 @@ def evaluate_file(
     }
     # Reasons (issue 24): importance overall and per raw label, and what the false positives at
     # the operating point above had in common, on the headline rows.
-    doc["reasons"] = evaluation_reasons(
+    doc["reasons"] = reasons = evaluation_reasons(
         model,
         contract.features,
         x[unseen],
@@ -376,11 +376,36 @@ def evaluate_file(
         per_label=per_label,
         operating_point=doc["operating_point"],
         budget_table=budgets_table,
+        reasons=_reasons_summary(reasons),
         report_uri=report.resolve().as_uri(),
         html_uri=page.resolve().as_uri(),
         plots=[Path(p).resolve().as_uri() for p in plots],
         mlflow_run_id=run_id,
     )
+
+
+def _reasons_summary(part: dict[str, Any], top: int = 5) -> dict[str, Any]:
+    """The few figures of the report's ``reasons`` part that ``netsec evaluate`` prints: the
+    ``top`` columns by mean |contribution| overall, and those most often behind the false
+    positives (see :class:`netsec_tasks.records.EvaluationRecord`)."""
+    if not part.get("available"):
+        return {"available": False, "why": part.get("why")}
+    fp = part["false_positives"]
+    return {
+        "available": True,
+        "unit": part["unit"],
+        "rows": part["rows"],
+        "importance": [{"column": r["column"], "overall": r["overall"]} for r in part["importance"][:top]],
+        "false_positives": {
+            "operating_point": fp["operating_point"],
+            "rows": fp["rows"],
+            "explained": fp["explained"],
+            "top_reasons": [
+                {"column": r["column"], "rows": r["rows"], "share": r["share"]}
+                for r in fp["top_reasons"][:top]
+            ],
+        },
+    }
 
 
 def _ordered(metrics: dict[str, float]) -> dict[str, float]:

@@ -139,6 +139,13 @@ def test_evaluate_scores_the_holdout_file(trained, tmp_path):
     assert fp["threshold"] == report["threshold"]
     assert fp["operating_point"] == f"is_threat when P(threat) >= {report['threshold']:.6g}"
     assert all(r["rows"] <= fp["rows"] and r["column"] in features for r in fp["top_reasons"])
+    # The command prints the five columns that matter most, and those behind the false positives.
+    top5 = ", ".join(f"{r['column']} {r['overall']:.3g}" for r in reasons["importance"][:5])
+    assert f"columns that matter most (mean |contribution|, {reasons['unit']}; " in res.stdout
+    assert top5 in res.stdout, res.stdout
+    behind = ", ".join(f"{r['column']} {r['rows']}/{fp['explained']}" for r in fp["top_reasons"][:5])
+    assert f"false positives at the operating point ({fp['operating_point']}" in res.stdout
+    assert (behind if fp["top_reasons"] else "none to explain") in res.stdout, res.stdout
 
     page = (out / "evaluation_report.html").read_text()
     assert "Reasons: what the model leans on, and what fools it" in page
