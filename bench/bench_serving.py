@@ -31,6 +31,15 @@ the one-row p50 rises by at most 10%.
 
 The load client runs on the same (small) machine, so absolute figures include its CPU use; the
 ratios are the point.
+
+``--explain K`` (issue 24) also drives the same netsec server with ``/predict?explain=K`` (each
+row's K strongest reasons, netsec_tasks.explain): one-row requests at every level, 1000-row
+batches at the first level only (a batch of a 300-tree forest takes minutes), and prints where
+the time of one explained row goes, stage by stage, measured in process on the model the server
+loaded (fast-path preprocessing, prediction, contributions, folding, reasons). Goal: one-row
+server p50 with explain=K <= 3 ms; explain off unchanged. ``--baseline REV`` serves the same
+version from the code at git revision REV as a third server (same venv, same run), so "explain
+off is unchanged" is measured against the code before the change, not remembered.
 """
 
 from __future__ import annotations
@@ -69,6 +78,7 @@ SIZES = {
     "xgboost": {"n_estimators": 300, "max_depth": 6},
 }
 GOAL_SERVER_MS, GOAL_ONE_ROW, GOAL_BATCH = 1.0, 20.0, 3.0
+GOAL_EXPLAIN_MS = 3.0  # issue 24: one-row server p50 with explain=K
 # Issue 25: with a challenger in shadow, Production's one-row p50 rises by at most this much.
 GOAL_SHADOW_RISE = 0.10
 CHALLENGER = "challenger"  # the registry alias serving scores in shadow
@@ -183,8 +193,24 @@ def request_rows(tracking_uri: str, mv) -> pd.DataFrame:
     return frame[features].dropna().reset_index(drop=True)
 
 
-def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+def start(cmd: list[str], env: dict, log: Path, cwd: Path = REPO) -> subprocess.Popen:
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+
+
+def uvicorn_cmd(port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "serving.app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
 
 
 def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
@@ -353,6 +379,15 @@ def main() -> None:
     ap.add_argument("--max-requests", type=int, default=20_000, help="per level and server")
     ap.add_argument("--levels", default="1,8,32")
     ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument(
+        "--explain", type=int, default=0, metavar="K", help="also drive /predict?explain=K (issue 24)"
+    )
+    ap.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also serve the version from the code at this git revision (e.g. the commit before a "
+        "change), in the same run",
+    )
     args = ap.parse_args()
     levels = [int(v) for v in args.levels.split(",")]
     kinds = list(CANDIDATES) if args.model == "all" else [k.strip() for k in args.model.split(",")]
@@ -368,6 +403,8 @@ def main() -> None:
     )
 
     tmp = Path(tempfile.mkdtemp(prefix="netsec-bench-"))
+    if args.baseline:
+        args.baseline_dir = baseline_tree(args.baseline, tmp / "baseline")
     summary = []
     try:
         if args.registry:
@@ -382,6 +419,22 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print_summary(summary, args.batch)
+    if args.explain:
+        print_explain_summary(summary, args.explain, args.batch)
+
+
+def baseline_tree(rev: str, dest: Path) -> Path:
+    """The repository at ``rev`` (``git archive``), to serve from: the same venv imports its
+    ``serving`` and ``netsec_tasks`` because the server's working directory comes first on
+    ``sys.path``."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", rev], cwd=REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    print(f"baseline: the code at {rev} ({commit}) in {dest}", flush=True)
+    return dest
 
 
 def bench_version(uri: str, name: str, version: str | None, tmp: Path, args, levels) -> dict:
@@ -427,11 +480,30 @@ def bench_version(uri: str, name: str, version: str | None, tmp: Path, args, lev
                 "NETSEC_SERVING_CHALLENGER_ALIAS": alias,
                 **ours_env,
             }
-            cmd = [sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1"]
-            cmd += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
-            procs.append(start(cmd, env, log))
+            procs.append(start(uvicorn_cmd(port), env, log))
             ready.append((f"http://127.0.0.1:{port}/ready", procs[-1], log))
             servers[server] = (f"http://127.0.0.1:{port}/predict", key, "netsec")
+            if server == "netsec" and args.explain:
+                # The same server, asked for each row's reasons.
+                servers["reasons"] = (
+                    f"http://127.0.0.1:{port}/predict?explain={args.explain}",
+                    key,
+                    "netsec",
+                )
+        baseline = getattr(args, "baseline_dir", None)
+        if baseline is not None:
+            # The same version served by the code at --baseline REV (same venv, same run).
+            port, log = free_port(), tmp / f"baseline-{name}.log"
+            env = {
+                **base_env,
+                "NETSEC_SERVING_LOG_DIR": str(tmp / "predictions-baseline"),
+                "NETSEC_SERVING_MODEL_NAME": name,
+                "NETSEC_SERVING_API_KEY": BENCH_KEY,
+                **ours_env,
+            }
+            procs.append(start(uvicorn_cmd(port), env, log, cwd=baseline))
+            ready.append((f"http://127.0.0.1:{port}/ready", procs[-1], log))
+            servers["baseline"] = (f"http://127.0.0.1:{port}/predict", key, "netsec")
         mlflow_port, mlflow_log = free_port(), tmp / f"mlflow-{name}.log"
         mlflow_exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
         cmd = [mlflow_exe, "models", "serve", "-m", f"models:/{name}/{mv.version}"]
@@ -447,6 +519,8 @@ def bench_version(uri: str, name: str, version: str | None, tmp: Path, args, lev
             f"{info.get('inference_path')}",
             flush=True,
         )
+        if args.explain:
+            print(f"reasons: {info['reasons']['detail']}", flush=True)
         challenger = None
         if args.shadow:
             challenger = _challenger_info(servers[SHADOWED][0], key)
@@ -461,6 +535,8 @@ def bench_version(uri: str, name: str, version: str | None, tmp: Path, args, lev
             bodies = {kind: payloads(kind, x, rows) for kind in ("netsec", "mlflow")}
             for c in levels:
                 for server, (url, headers, kind) in servers.items():
+                    if server == "reasons" and rows > 1 and c != levels[0]:
+                        continue  # explained batches of a big forest take minutes: one level
                     r = asyncio.run(load(url, bodies[kind], c, args.seconds, args.max_requests, headers))
                     r["rows_per_s"] = r["rps"] * rows
                     results[(mode, server, c)] = r
@@ -473,17 +549,21 @@ def bench_version(uri: str, name: str, version: str | None, tmp: Path, args, lev
                         flush=True,
                     )
         shadowed = _shadow_counts(servers[SHADOWED][0], key) if args.shadow else None
-        return report(
+        about = report(
             results,
             levels,
             args.batch,
-            list(servers),
+            [s for s in servers if s != "reasons"],  # reasons: explain_report
             name=name,
             model_class=info["model_class"],
             path=info.get("inference_path"),
             challenger=challenger,
             shadowed=shadowed,
         )
+        if args.explain:
+            about.update(explain_report(results, levels, args.batch, args.explain, baseline is not None))
+            about["breakdown"] = time_breakdown(uri, name, x, args.explain, tmp)
+        return about
     finally:
         for p in procs:
             if p.poll() is None:
@@ -589,6 +669,132 @@ def report(results: dict, levels: list[int], batch: int, servers: list[str], **a
 
 def _ms(v: float | None) -> str:
     return f"{v:.3f}" if v is not None else "-"
+
+
+def explain_report(results: dict, levels: list[int], batch: int, k: int, baseline: bool) -> dict:
+    """With and without reasons on the same server (and the code before, with --baseline)."""
+    one, many, c0 = "1 row", f"{batch} rows", levels[0]
+    off, on = results[(one, "netsec", c0)], results[(one, "reasons", c0)]
+    print(f"\nreasons (explain={k}) vs none, same server:")
+    for c in levels:
+        a, b = results[(one, "netsec", c)], results[(one, "reasons", c)]
+        print(
+            f"  1 row c={c:<3} req/s {a['rps']:8.1f} -> {b['rps']:8.1f} ({b['rps'] / a['rps']:.2f}x); "
+            f"p50 {a['p50']:.2f} -> {b['p50']:.2f} ms; server p50 {a['server_p50']:.3f} -> "
+            f"{b['server_p50']:.3f} ms"
+        )
+    a, b = results[(many, "netsec", c0)], results[(many, "reasons", c0)]
+    print(
+        f"  {many} c={c0:<3} rows/s {a['rows_per_s']:8.0f} -> {b['rows_per_s']:8.0f} "
+        f"({b['rows_per_s'] / a['rows_per_s']:.3f}x); p50 {a['p50']:.1f} -> {b['p50']:.1f} ms"
+    )
+    out = {
+        "explain_server_p50": on["server_p50"],
+        "explain_p50": on["p50"],
+        "off_server_p50": off["server_p50"],
+        "off_p50": off["p50"],
+        "explain_one_row_rps": max(results[(one, "reasons", c)]["rps"] for c in levels),
+        "off_one_row_rps": max(results[(one, "netsec", c)]["rps"] for c in levels),
+        "explain_batch_rows_s": b["rows_per_s"],
+        "off_batch_rows_s": a["rows_per_s"],
+        "explain_batch_p50": b["p50"],
+        "off_batch_p50": a["p50"],
+    }
+    print(
+        f"goal: one-row server p50 with explain={k} <= {GOAL_EXPLAIN_MS:g} ms: "
+        f"{on['server_p50']:.3f} ms, {_met(on['server_p50'] <= GOAL_EXPLAIN_MS)}"
+    )
+    if baseline:
+        base = results[(one, "baseline", c0)]
+        out["baseline_server_p50"] = base["server_p50"]
+        out["baseline_one_row_rps"] = max(results[(one, "baseline", c)]["rps"] for c in levels)
+        out["baseline_batch_rows_s"] = results[(many, "baseline", c0)]["rows_per_s"]
+        print(
+            f"explain off vs the code before (--baseline), same run: one-row server p50 "
+            f"{off['server_p50']:.3f} vs {base['server_p50']:.3f} ms; best one-row req/s "
+            f"{out['off_one_row_rps']:.0f} vs {out['baseline_one_row_rps']:.0f}; {many} rows/s "
+            f"{a['rows_per_s']:.0f} vs {out['baseline_batch_rows_s']:.0f}"
+        )
+    return out
+
+
+def time_breakdown(uri: str, name: str, x: pd.DataFrame, k: int, tmp: Path, budget_s: float = 5.0) -> dict:
+    """Where the time of one explained row goes: the version loaded in this process as the
+    server loads it (serving.loading), each stage timed on rows of its test split, one at a
+    time (median over as many rows as fit in ``budget_s``, at least 5; microseconds)."""
+    import msgspec
+
+    from netsec_tasks.explain import Contributions
+    from serving.loading import load_version, resolve_production_version
+    from serving.settings import Settings
+
+    settings = Settings(mlflow_tracking_uri=uri, model_name=name, log_dir=str(tmp / "in-process"))
+    client, mv = resolve_production_version(settings)
+    model = load_version(settings, client, mv)
+    ex, fast = model.explainer, model.fast
+    if ex is None:
+        print(f"no reasons for {name}: {model.reasons_status}")
+        return {}
+    rows = x.to_numpy(dtype=np.float64)
+    stages: dict[str, list[float]] = {
+        k_: []
+        for k_ in ("preprocess", "predict", "contributions", "fold", f"top {k} reasons", "JSON", "total")
+    }
+    start = time.perf_counter()
+    i = 0
+    while i < len(rows) and (i < 5 or time.perf_counter() - start < budget_s):
+        row = rows[i : i + 1]
+        t0 = time.perf_counter()
+        z = fast.preprocess(row) if fast is not None else ex.preprocessed(row)
+        t1 = time.perf_counter()
+        model.predict(row)
+        t2 = time.perf_counter()
+        values, base = ex.method.contributions(z)
+        t3 = time.perf_counter()
+        folded = ex.folding.fold(values)
+        t4 = time.perf_counter()
+        reasons = ex.reasons(row, k, z=z, contributions=Contributions(ex.features, folded, base, ex.unit))
+        t5 = time.perf_counter()
+        msgspec.json.encode([[r.as_dict() for r in reasons[0]]])
+        t6 = time.perf_counter()
+        for key, dt_ in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5, t6 - t0)):
+            stages[key].append(dt_ * 1e6)
+        i += 1
+    med = {key: float(np.median(v)) for key, v in stages.items()}
+    print(
+        f"where one explained row's time goes, in process ({i} rows, median us; the prediction "
+        f"is the served fast path, the rest is explain=K): "
+        + ", ".join(f"{key} {v:.0f}" for key, v in med.items()),
+        flush=True,
+    )
+    return med
+
+
+def print_explain_summary(summary: list[dict], k: int, batch: int) -> None:
+    print(
+        f"\n| model | one-row server p50 ms: off / explain={k} (goal <= {GOAL_EXPLAIN_MS:g}) | one-row "
+        f"client p50 ms off / on | best one-row req/s off / on | {batch}-row rows/s off / on | "
+        f"{batch}-row p50 s off / on | off vs code before: server p50 ms, req/s |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in summary:
+        before = (
+            f"{r['off_server_p50']:.3f} vs {r['baseline_server_p50']:.3f}, {r['off_one_row_rps']:.0f} vs "
+            f"{r['baseline_one_row_rps']:.0f}"
+            if "baseline_server_p50" in r
+            else "-"
+        )
+        print(
+            f"| {r['name']} | {r['off_server_p50']:.3f} / {r['explain_server_p50']:.3f} "
+            f"({_met(r['explain_server_p50'] <= GOAL_EXPLAIN_MS)}) | {r['off_p50']:.2f} / "
+            f"{r['explain_p50']:.2f} | {r['off_one_row_rps']:.0f} / {r['explain_one_row_rps']:.0f} | "
+            f"{r['off_batch_rows_s']:.0f} / {r['explain_batch_rows_s']:.0f} | "
+            f"{r['off_batch_p50'] / 1000:.2f} / {r['explain_batch_p50'] / 1000:.2f} | {before} |"
+        )
+    print("\nwhere one explained row's time goes (in process, median us):")
+    for r in summary:
+        if r.get("breakdown"):
+            print(f"  {r['name']}: " + ", ".join(f"{key} {v:.0f}" for key, v in r["breakdown"].items()))
 
 
 def _met(ok: bool) -> str:

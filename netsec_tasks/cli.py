@@ -298,6 +298,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         f"cells, {check.n_invalid} invalid (status=invalid, not scored); "
         f"model {cfg.registry.model_name} v{version} at threshold {threshold.describe()}"
     )
+    if args.explain:
+        summary += "; " + _add_reasons(
+            out, model, contract.features, x if len(rows) else None, rows, args.explain
+        )
     if out_path is not None:
         from netsec_tasks.storage import atomic_path
 
@@ -309,6 +313,42 @@ def cmd_predict(args: argparse.Namespace) -> int:
         write_csv(out, sys.stdout.buffer)
         print(summary, file=sys.stderr)
     return 0
+
+
+def _non_negative_int(text: str) -> int:
+    """A whole number >= 0 (argparse turns the ValueError into "invalid non-negative int
+    value", exit 2)."""
+    k = int(text)
+    if k < 0:
+        raise ValueError(text)
+    return k
+
+
+_non_negative_int.__name__ = "non-negative int"
+
+
+def _add_reasons(out, model, features: list[str], x, rows, k: int) -> str:
+    """Put each scored row's ``k`` strongest reasons in ``out``'s ``reasons`` column (text, as
+    serving's CSV answer; empty for invalid rows); the summary's words about them. The
+    explainer's additivity is checked first on the scored rows (netsec_tasks.explain)."""
+    import numpy as np
+
+    from netsec_tasks.dataset_schema import REASONS_COLUMN
+    from netsec_tasks.explain import reasons_text, verified_explainer
+
+    cells = np.full(len(out), "", dtype=object)
+    if x is None:
+        out[REASONS_COLUMN] = cells
+        return "no row to explain"
+    explainer, status = verified_explainer(
+        model, features, x, threat_column=list(model.classes_).index(1), rows_source="the scored rows"
+    )
+    if explainer is None:
+        out[REASONS_COLUMN] = cells
+        return f"no reasons for this version ({status})"
+    cells[rows] = [reasons_text(r) for r in explainer.reasons(x, k)]
+    out[REASONS_COLUMN] = cells
+    return f"reasons: {k} per row, contributions in {explainer.unit} (base value {explainer.base_value:.4g})"
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -437,10 +477,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 f"  {label:<24} {'threat' if v['threat'] else 'benign':<7} {v['rows']:>7} rows  "
                 f"recall {v['recall']:.3f}{new}"
             )
+    _print_reasons(rec.reasons)
     print(f"report: {rec.report_uri}\nhtml:   {rec.html_uri}")
     if rec.mlflow_run_id:
         print(f"MLflow run: {rec.mlflow_run_id} (linked to {rec.model_name} v{rec.model_version})")
     return 0 if rec.judged else NOT_JUDGED
+
+
+def _print_reasons(reasons: dict) -> None:
+    """``netsec evaluate``'s reasons lines: the columns that matter most overall, and those
+    most often among the false positives' 3 strongest reasons towards threat."""
+    if not reasons:
+        return
+    if not reasons.get("available"):
+        print(f"reasons: {reasons.get('why')}")
+        return
+    print(
+        f"columns that matter most (mean |contribution|, {reasons['unit']}; {reasons['rows']}): "
+        + ", ".join(f"{r['column']} {r['overall']:.3g}" for r in reasons["importance"])
+    )
+    fp = reasons["false_positives"]
+    if not fp["top_reasons"]:
+        print(f"false positives at the operating point ({fp['operating_point']}): none to explain")
+        return
+    print(
+        f"false positives at the operating point ({fp['operating_point']}; {fp['explained']} of "
+        f"{fp['rows']} explained), columns most often among their 3 strongest reasons: "
+        + ", ".join(f"{r['column']} {r['rows']}/{fp['explained']}" for r in fp["top_reasons"])
+    )
 
 
 def cmd_fetch_dataset(args: argparse.Namespace) -> int:
@@ -628,6 +692,15 @@ def build_parser() -> argparse.ArgumentParser:
         "run (exit 2) naming its line, column, value and what is allowed; flag: "
         "score the valid rows, write invalid ones unscored with status=invalid "
         "and the reason",
+    )
+    pr.add_argument(
+        "--explain",
+        type=_non_negative_int,
+        default=0,
+        metavar="K",
+        help="add a 'reasons' column: each scored row's K strongest reasons, "
+        "'column=value (+contribution)' (in the model's unit, log-odds or probability: see "
+        "the summary line)",
     )
     pr.set_defaults(func=cmd_predict)
 

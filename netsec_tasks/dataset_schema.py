@@ -48,6 +48,8 @@ RESERVED_COLUMNS = (
     "model_version",
     "prediction_id",
 )
+# The column the scoring doors add when asked for reasons (explain=K, netsec_tasks.explain).
+REASONS_COLUMN = "reasons"
 
 
 class ColumnSpec(BaseModel):
@@ -302,12 +304,13 @@ class DatasetSchema(BaseModel):
         reserved = [
             c
             for c in [*self.columns, *self.ignore, *self.id_columns, self.target.column]
-            if c in RESERVED_COLUMNS
+            if c in RESERVED_COLUMNS or c == REASONS_COLUMN
         ]
         if reserved:
             first = reserved[0]
             raise ValueError(
-                f"{reserved}: reserved for the scoring outputs ({', '.join(RESERVED_COLUMNS)}). "
+                f"{reserved}: reserved for the scoring outputs "
+                f"({', '.join((*RESERVED_COLUMNS, REASONS_COLUMN))}). "
                 f"Give the column another name in this schema and map the files' name to it "
                 f"with rename (e.g. rename: {{{first}: source_{first}}}, then use source_{first} "
                 "here); the files keep their names"

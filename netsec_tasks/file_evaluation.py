@@ -24,7 +24,9 @@ this says how it does on that file:
    confusion matrix ``[[TN, FP], [FN, TP]]``; per raw label (when the label is multi-class) the
    rows, whether it is a threat, the rows put in the right class and that share (for an attack
    type: the share detected; for a benign label: the share not flagged), and whether the label
-   occurs in the model's training data; the plots. Written as YAML and as one self-contained HTML
+   occurs in the model's training data; the reasons (:mod:`netsec_tasks.explain.reports`: mean
+   |contribution| per column overall and per raw label, and the columns behind the false
+   positives at the operating point); the plots. Written as YAML and as one self-contained HTML
    page (inline CSS, images embedded), and logged to MLflow: a run (tag ``netsec.role =
    evaluation``) whose metrics are linked to the model version's logged model, with the reports
    as artifacts; the model version gets the tags ``netsec.evaluation_run_id`` and
@@ -146,6 +148,7 @@ def evaluate_file(
     Raises DataError/ContractError (the file), ConfigError (a model of another data set),
     RegistryError (no model), SourceUnavailable (registry unreachable).
     """
+    from netsec_tasks.explain.reports import evaluation_reasons
     from netsec_tasks.operating_point import (
         TABLE_BUDGETS,
         budget_table,
@@ -333,6 +336,19 @@ def evaluate_file(
         },
         **({"per_label": per_label} if per_label is not None else {}),
     }
+    # Reasons (issue 24): importance overall and per raw label, and what the false positives at
+    # the operating point above had in common, on the headline rows.
+    doc["reasons"] = reasons = evaluation_reasons(
+        model,
+        contract.features,
+        x[unseen],
+        raw_labels,
+        y,
+        pred,
+        operating_point=f"is_threat when P(threat) >= {threshold.describe()}",
+        threshold=threshold.value,
+        seed=cfg.training.seed,
+    )
     report = atomic_write(out / "evaluation_report.yaml", yaml_text(doc))
     page = atomic_write(out / "evaluation_report.html", render_html(doc, plots))
     run_id = _track(cfg, mv, doc, out) if track else None
@@ -360,11 +376,36 @@ def evaluate_file(
         per_label=per_label,
         operating_point=doc["operating_point"],
         budget_table=budgets_table,
+        reasons=_reasons_summary(reasons),
         report_uri=report.resolve().as_uri(),
         html_uri=page.resolve().as_uri(),
         plots=[Path(p).resolve().as_uri() for p in plots],
         mlflow_run_id=run_id,
     )
+
+
+def _reasons_summary(part: dict[str, Any], top: int = 5) -> dict[str, Any]:
+    """The few figures of the report's ``reasons`` part that ``netsec evaluate`` prints: the
+    ``top`` columns by mean |contribution| overall, and those most often behind the false
+    positives (see :class:`netsec_tasks.records.EvaluationRecord`)."""
+    if not part.get("available"):
+        return {"available": False, "why": part.get("why")}
+    fp = part["false_positives"]
+    return {
+        "available": True,
+        "unit": part["unit"],
+        "rows": part["rows"],
+        "importance": [{"column": r["column"], "overall": r["overall"]} for r in part["importance"][:top]],
+        "false_positives": {
+            "operating_point": fp["operating_point"],
+            "rows": fp["rows"],
+            "explained": fp["explained"],
+            "top_reasons": [
+                {"column": r["column"], "rows": r["rows"], "share": r["share"]}
+                for r in fp["top_reasons"][:top]
+            ],
+        },
+    }
 
 
 def _ordered(metrics: dict[str, float]) -> dict[str, float]:
@@ -572,6 +613,8 @@ def _operating_point_html(doc: dict[str, Any]) -> list[str]:
 
 def render_html(doc: dict[str, Any], plots: list[str]) -> str:
     """One self-contained page (:mod:`netsec_tasks.html_report`): plots embedded as data URIs."""
+    from netsec_tasks.explain.reports import evaluation_html
+
     e = escape
     m, rows, model = doc["metrics"], doc["rows"], doc["model"]
     out = [
@@ -660,6 +703,7 @@ def render_html(doc: dict[str, Any], plots: list[str]) -> str:
                 f'style="width:{120 * v["recall"]:.0f}px"></span></td>{seen}</tr>'
             )
         out.append("</tbody></table>")
+    out += evaluation_html(doc.get("reasons"))
     if plots:
         out.append("<h2>Plots</h2><div>")
         out += [png_image(p, Path(p).stem) for p in plots]

@@ -437,6 +437,11 @@ class EvaluationRecord(Record):
     # and over_budget), and per budget the threshold/FPR/recall/precision these rows would give.
     operating_point: dict[str, Any] = {}
     budget_table: list[dict[str, Any]] = []
+    # Reasons (issue 24), the summary the command prints: {"unit", "rows" (what was explained),
+    # "importance": the 5 columns of largest mean |contribution| [{column, overall}],
+    # "false_positives": {rows, explained, top_reasons: 5 x {column, rows, share}}}, or
+    # {"available": False, "why": ...}; the report's YAML has every column and label.
+    reasons: dict[str, Any] = {}
     report_uri: str  # YAML
     html_uri: str  # self-contained HTML
     plots: list[str] = []

@@ -40,6 +40,44 @@ def predict_request_schema(contract, max_rows: int) -> dict[str, Any]:
     }
 
 
+ReasonsUnit = Literal["log-odds", "probability"]
+UNIT_DOC = (
+    "the unit of every contribution: log-odds of P(threat) (XGBoost, HistGradientBoosting, "
+    "AdaBoost, logistic regression) or probability, i.e. P(threat) points (random forest, "
+    "extra trees, decision tree); per model, also in GET /model"
+)
+
+
+class Reason(BaseModel):
+    """One reason of one row: a column of the data set's schema, the value the row had, and how
+    much it moved the model's margin (netsec_tasks.explain: exact TreeSHAP or linear values)."""
+
+    column: str = Field(..., description="a feature column of the schema")
+    value: Any = Field(..., description="the row's value in that column; null when it was missing")
+    imputed: bool = Field(..., description="the cell was missing and the model's imputer filled it")
+    imputed_value: Any = Field(None, description="the value the imputer put there (imputed cells)")
+    contribution: float = Field(
+        ...,
+        description="signed contribution to the margin, in reasons_unit; base value + the "
+        "contributions of all columns = the margin",
+    )
+    direction: Literal["threat", "benign"] = Field(
+        ..., description="threat: pushed the row towards an alert; benign: away from one"
+    )
+
+
+class ReasonsAnswer(BaseModel):
+    """Fields added to an answer when reasons were asked for (explain=K > 0)."""
+
+    reasons_unit: ReasonsUnit | None = Field(None, description=UNIT_DOC + "; null without reasons")
+    reasons_base_value: float | None = Field(
+        None, description="the model's base value (expected margin) the contributions add to"
+    )
+    reasons_status: str | None = Field(
+        None, description="why the model version has no reasons (then every row's reasons is null)"
+    )
+
+
 class Prediction(BaseModel):
     """One scored row. Passthrough columns sent with the row (ids, ignored columns, the
     target) follow, and with ``echo=true`` every input column."""
@@ -54,15 +92,20 @@ class Prediction(BaseModel):
     prediction_id: str = Field(
         ..., description="this prediction's id: send it to POST /feedback with the analyst's verdict"
     )
+    reasons: list[Reason] | None = Field(
+        None,
+        description="with explain=K only: the K strongest reasons (largest |contribution| "
+        "first); null when the model version has no reasons",
+    )
 
 
-class PredictResponse(BaseModel):
+class PredictResponse(ReasonsAnswer):
     model_name: str
     model_version: str
     predictions: list[Prediction]
 
 
-class CsvPredictResponse(BaseModel):
+class CsvPredictResponse(ReasonsAnswer):
     model_name: str
     model_version: str
     columns: list[str] = Field(
@@ -71,7 +114,8 @@ class CsvPredictResponse(BaseModel):
         "of them with echo=true), then predicted_label, "
         "is_threat, threat_probability, imputed_cells, "
         "status, reason, model_version, prediction_id "
-        "(null for invalid rows)",
+        "(null for invalid rows), then with explain=K: reasons (a list of Reason objects "
+        "here; in CSV one text cell 'column=value (+contribution); ...')",
     )
     records: list[dict[str, Any]]
     n_rows: int
@@ -88,6 +132,18 @@ class CsvPredictResponse(BaseModel):
 class FeatureSpec(BaseModel):
     name: str
     type: str = Field(..., description="MLflow signature type: long, double, string...")
+
+
+class ReasonsInfo(BaseModel):
+    available: bool = Field(..., description="the version's per-row reasons passed the load-time check")
+    unit: ReasonsUnit | None = Field(None, description=UNIT_DOC)
+    base_value: float | None = Field(None, description="the base value contributions add to")
+    method: str | None = Field(None, description="how contributions are computed")
+    detail: str = Field(
+        ...,
+        description="exact: the method and the additivity check (base + contributions = the "
+        "model's margin on the version's test rows); off: why this version has no reasons",
+    )
 
 
 class OperatingPointInfo(BaseModel):
@@ -172,6 +228,7 @@ class ModelInfo(BaseModel):
         None,
         description="how rows are scored and where the fast path was verified (with X-API-Key only)",
     )
+    reasons: ReasonsInfo
     loaded_at: str
     dataset: str | None = Field(
         None,

@@ -27,6 +27,28 @@ def infer(state, model: LoadedModel, x) -> tuple[np.ndarray, np.ndarray]:
     return is_threat, proba
 
 
+def explain(
+    state, model: LoadedModel, x, k: int, *, only: np.ndarray | None = None
+) -> tuple[list | None, dict]:
+    """(the ``k`` strongest reasons of each row of ``x`` as plain dicts, None for a row outside
+    ``only`` (a bool mask: e.g. the alerts); None instead of the list when the version has no
+    reasons; the fields an answer with reasons carries: unit, base value, or why there are
+    none). Records the time it took (``netsec_explanation_seconds``)."""
+    if model.explainer is None:
+        return None, model.reasons_fields()
+    start = time.perf_counter()
+    if only is None:
+        rows: list = model.explain(x, k) or []
+    else:
+        picked = np.flatnonzero(only)
+        part = x[picked] if isinstance(x, np.ndarray) else x.iloc[picked]
+        rows = [None] * len(only)
+        for i, reasons in zip(picked.tolist(), (model.explain(part, k) or []) if len(picked) else []):
+            rows[i] = reasons
+    state.metrics.explanation.labels(Metrics.rows_bucket(len(rows))).observe(time.perf_counter() - start)
+    return rows, model.reasons_fields()
+
+
 def imputable(model: LoadedModel, x):
     """Rows holding NaN (nullable cells sent as null) go through the Pipeline, whose imputer
     fills them, unless the compiled fast path says it reproduces the imputer

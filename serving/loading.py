@@ -12,7 +12,9 @@ One place each:
   the rows the fast path must agree on), and :func:`verification_rows`: those rows plus copies
   with cells set to NaN;
 - :func:`load_version`: all of the above into one immutable :class:`LoadedModel`, with the fast
-  path from :mod:`serving.fastpath` when it agrees with the Pipeline.
+  path from :mod:`serving.fastpath` when it agrees with the Pipeline, and the per-row reasons of
+  :mod:`netsec_tasks.explain` when their additivity holds on the same rows
+  (:func:`with_verified_paths`).
 """
 
 from __future__ import annotations
@@ -261,8 +263,10 @@ def verification_rows(frame, features, feature_types, *, seed: int = 0):
 # --- the whole load -----------------------------------------------------------------------------
 
 
-def load_version(settings, client, mv) -> LoadedModel:
-    """Download, verify, deserialize and prepare (n_jobs=1, fast path, warm-up) one version."""
+def load_version(settings, client, mv, *, reasons: bool = True) -> LoadedModel:
+    """Download, verify, deserialize and prepare (n_jobs=1, fast path, warm-up) one version.
+    ``reasons=False`` (a challenger in shadow: scored, never explained) skips the explainer and
+    its check; :func:`with_reasons` adds them when it is promoted."""
     configure_mlflow_client(settings)
     uri = f"models:/{mv.name}/{mv.version}"
     pipeline, meta = download_verified(settings, uri, version_label(mv.name, mv.version, mv.run_id))
@@ -309,11 +313,15 @@ def load_version(settings, client, mv) -> LoadedModel:
         threat_column=classes.index(1),
         threshold=threshold,
     )
-    return with_fast_path(model, settings, mv)
+    return with_verified_paths(model, settings, mv, reasons=reasons)
 
 
-def with_fast_path(model: LoadedModel, settings, mv) -> LoadedModel:
-    """``model`` with a fast path verified on its test split, or with why it has none."""
+NOT_EXPLAINED = "off: a challenger in shadow is scored, not explained (reasons come when it is promoted)"
+
+
+def with_verified_paths(model: LoadedModel, settings, mv, *, reasons: bool = True) -> LoadedModel:
+    """``model`` with a fast path and (``reasons``) per-row reasons, each verified on its test
+    split, or with why it has none."""
     from serving.fastpath import fast_path_for
 
     try:
@@ -321,8 +329,12 @@ def with_fast_path(model: LoadedModel, settings, mv) -> LoadedModel:
         rows = verification_rows(frame, model.features, model.feature_types)
     except DataError as exc:
         why = f"scikit-learn (no test split to verify a fast path on: {exc})"
-        log.warning("model %s v%s: %s", model.name, model.version, why)
-        return replace(model, inference_path=why)
+        log.warning("model %s v%s: %s; reasons off", model.name, model.version, why)
+        return replace(
+            model,
+            inference_path=why,
+            reasons_status="off: no test split to verify reasons on (the server log has why)",
+        )
     fast, why = fast_path_for(
         model.pipeline,
         list(model.features),
@@ -334,5 +346,56 @@ def with_fast_path(model: LoadedModel, settings, mv) -> LoadedModel:
     )
     model = replace(model, fast=fast, inference_path=why)
     model.predict(rows[:1])  # warm-up: first-call allocations happen here, not in a request
-    log.info("model %s v%s (%s) ready; inference path: %s", model.name, model.version, model.model_class, why)
+    model = _explained(model, rows) if reasons else replace(model, reasons_status=NOT_EXPLAINED)
+    log.info(
+        "model %s v%s (%s) ready; inference path: %s; reasons (verified on %s): %s",
+        model.name,
+        model.version,
+        model.model_class,
+        why,
+        source,
+        model.reasons_status,
+    )
+    return model
+
+
+def with_reasons(model: LoadedModel, settings, mv) -> LoadedModel:
+    """``model`` (loaded without reasons: a challenger being promoted) with its reasons verified
+    on its test split, or with why it has none. Blocking (reads the test split): call it where
+    the load runs, never on a request."""
+    if model.explainer is not None or model.reasons_status != NOT_EXPLAINED:
+        return model
+    try:
+        frame, source = test_split(settings, mv)
+        rows = verification_rows(frame, model.features, model.feature_types)
+    except DataError as exc:
+        log.warning("model %s v%s: no test split to verify reasons on: %s", model.name, model.version, exc)
+        return replace(
+            model, reasons_status="off: no test split to verify reasons on (the server log has why)"
+        )
+    model = _explained(model, rows)
+    log.info(
+        "model %s v%s: reasons (verified on %s): %s", model.name, model.version, source, model.reasons_status
+    )
+    return model
+
+
+def _explained(model: LoadedModel, rows) -> LoadedModel:
+    """``model`` with its verified explainer (or why it has none), warmed up on one row. The
+    check runs through the same preprocessing as the requests (the fast path's, when it has
+    one)."""
+    from netsec_tasks.explain import verified_explainer
+
+    fast = model.fast
+    explainer, status = verified_explainer(
+        model.pipeline,
+        model.features,
+        rows,
+        threat_column=model.threat_column,
+        rows_source="the version's test split",
+        preprocess=fast.preprocess if fast is not None else None,
+    )
+    model = replace(model, explainer=explainer, reasons_status=status)
+    if explainer is not None:
+        model.explain(rows[:1], 1)
     return model

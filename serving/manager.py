@@ -27,6 +27,7 @@ from serving.loading import (
     load_version,
     resolve_challenger_version,
     resolve_production_version,
+    with_reasons,
 )
 from serving.model import LoadedModel
 
@@ -95,7 +96,10 @@ class ModelManager:
             challenger = self.challenger
             promoted = challenger is not None and challenger.version == str(mv.version)
             if challenger is not None and promoted:
-                loaded = _with_threads(challenger, self.settings.batch_threads)
+                # The shadow never explained it: its reasons are verified now, before the swap.
+                loaded = with_reasons(
+                    _with_threads(challenger, self.settings.batch_threads), self.settings, mv
+                )
             else:
                 self._loading = str(mv.version)
                 loaded = load_version(self.settings, client, mv)
@@ -130,7 +134,7 @@ class ModelManager:
                 new = old
             else:
                 # One thread for its large batches: the shadow never takes cores from Production.
-                new = _with_threads(load_version(self.settings, client, mv), 1)
+                new = _with_threads(load_version(self.settings, client, mv, reasons=False), 1)
                 _check_like_production(new, production)
             self.challenger_error = self.challenger_error_kind = None
         except Exception as exc:  # Production serves on; the challenger is only reported

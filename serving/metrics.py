@@ -109,6 +109,13 @@ class Metrics:
             ),
             model_name,
         )
+        self.explanation = Histogram(
+            "netsec_explanation_seconds",
+            "Time to compute per-row reasons (explain=K) per request, by request size",
+            ["rows"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         # Per version: Production's decisions (role production, the answers) and the
         # challenger's on the same rows (role challenger, scored in shadow, never answered).
         self.predictions = Counter(

@@ -41,6 +41,10 @@ class LoadedModel:
     loaded_at: dt.datetime
     fast: Any = field(default=None, repr=False)
     threat_column: int = 1  # index of class 1 (is_threat) in predict_proba
+    # The verified netsec_tasks.explain.Explainer (None: no reasons) and what was checked, or
+    # why the version has no reasons ("exact: ..." / "off: ...").
+    explainer: Any = field(default=None, repr=False)
+    reasons_status: str = "off: not checked"
     # The model's own decision threshold (netsec_tasks.operating_point.model_threshold): the
     # artifact's FixedThresholdClassifier's, or the 0.5 rule of a version registered before.
     threshold: Threshold = field(default_factory=lambda: Threshold(LEGACY_THRESHOLD, recorded=False))
@@ -64,6 +68,34 @@ class LoadedModel:
         the artifact's own ``predict``, verified at load)."""
         p = self.threat_probability(x)
         return decide(p, self.threshold), p
+
+    def explain(self, x: Any, k: int) -> list[list[dict[str, Any]]] | None:
+        """The ``k`` strongest reasons of each row of ``x`` (as :meth:`threat_probability`
+        takes it), as plain dicts (:meth:`netsec_tasks.explain.Reason.as_dict`); None when the
+        version has no reasons. The explainer preprocesses through the fast path when there is
+        one (it was verified that way at load)."""
+        if self.explainer is None:
+            return None
+        return [[r.as_dict() for r in row] for row in self.explainer.reasons(x, k)]
+
+    def reasons_fields(self) -> dict[str, Any]:
+        """The fields of an answer with reasons (explain=K): unit and base value, or why the
+        version has none (:class:`serving.http_models.ReasonsAnswer`)."""
+        ex = self.explainer
+        if ex is None:
+            return {"reasons_unit": None, "reasons_base_value": None, "reasons_status": self.reasons_status}
+        return {"reasons_unit": ex.unit, "reasons_base_value": ex.base_value}
+
+    def reasons_info(self) -> dict[str, Any]:
+        """What ``/model`` says about reasons: available, unit, method, what was checked."""
+        ex = self.explainer
+        return {
+            "available": ex is not None,
+            "unit": ex.unit if ex is not None else None,
+            "base_value": ex.base_value if ex is not None else None,
+            "method": ex.method.name if ex is not None else None,
+            "detail": self.reasons_status,
+        }
 
     def label_for(self, is_threat: int) -> Any:
         return self.positive_label if is_threat else self.negative_label
@@ -91,6 +123,7 @@ class LoadedModel:
             "positive_label": self.positive_label,
             "negative_label": self.negative_label,
             "inference_path": self.inference_path,
+            "reasons": self.reasons_info(),
             "loaded_at": self.loaded_at.isoformat(),
             "decision": self.decision(),
         }

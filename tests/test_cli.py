@@ -57,6 +57,19 @@ def test_run_then_predict_on_the_embedded_defaults(tmp_path):
     assert (frame["predicted_label"] == frame["Result"]).mean() > 0.85
     assert (frame["status"] == "ok").all() and (frame["imputed_cells"] == 0).all()
 
+    # With reasons: the same predictions, plus each row's 3 strongest reasons from the model the
+    # pipeline trained (whichever candidate won), its additivity checked on the scored rows.
+    explained_out = tmp_path / "pred-reasons.csv"
+    explained = netsec("predict", str(sample), "--explain", "3", "--out", str(explained_out), home=home)
+    assert explained.returncode == 0, explained.stderr
+    assert "reasons: 3 per row, contributions in " in explained.stdout
+    with_reasons = pd.read_csv(explained_out)
+    pd.testing.assert_frame_equal(with_reasons.drop(columns=["reasons"]), frame)
+    cells = with_reasons["reasons"].str.split("; ")
+    assert (cells.str.len() == 3).all()
+    schema_columns = set(frame.columns)
+    assert all(part.split("=", 1)[0] in schema_columns for parts in cells for part in parts)
+
 
 def test_bad_configuration_is_named_with_exit_2(tmp_path):
     res = netsec("run", home=tmp_path, env={"NETSEC_TRAINING__CV_FOLDS": "lots"})

@@ -173,6 +173,15 @@ def test_same_distribution_traffic_no_drift_good_live_f1_no_request(cfg):
     assert "<script" not in page and 'src="http' not in page and 'href="http' not in page
     assert "Trend" in page and page.count("<svg") >= 5  # the live FPR's trend among them
     assert "<dt>Alert rate</dt>" in page and "<strong>above</strong>" in page and "<dt>Live FPR</dt>" in page
+    # Mean contributions on this traffic against the test split: same distribution, small change.
+    reasons = doc["reasons"]
+    assert reasons["available"] is True and reasons["traffic_rows"].startswith(
+        "mean contributions over 500 rows"
+    )
+    assert sum(c["change"] for c in reasons["columns"]) == pytest.approx(
+        reasons["mean_margin"]["change"], abs=1e-4
+    )
+    assert "Why the alert rate moved" in page
 
     # Figures in MLflow against the Production version, and as its tags (serving's /metrics).
     client = MlflowClient(cfg.registry.tracking_uri)
@@ -212,6 +221,17 @@ def test_shifted_traffic_requests_retraining_once_per_version(cfg):
     assert rec.drifted_columns[0] in rec.trigger_reason
     drift_page = read_uri(rec.report_uri.rsplit("/", 1)[0] + "/traffic_drift.html")
     assert "Data-set drift detected" in drift_page
+    # Why the alert rate moved: the shifted columns' contributions moved most (a tree also moves
+    # the columns it splits on below them a little), and the changes of all columns add up to
+    # the change of the mean margin (additivity).
+    reasons = yaml.safe_load(read_uri(rec.report_uri))["reasons"]
+    assert reasons["available"] is True
+    columns = reasons["columns"]
+    assert {c["column"] for c in columns[:2]} <= SHIFTED_COLUMNS, columns[:5]
+    moved = sum(abs(c["change"]) for c in columns)
+    assert sum(abs(c["change"]) for c in columns if c["column"] in SHIFTED_COLUMNS) > 0.7 * moved
+    change = reasons["mean_margin"]["change"]
+    assert sum(c["change"] for c in columns) == pytest.approx(change, abs=1e-4)
     commit(cfg, rec, requested=True)
 
     # More shifted traffic: the same evidence for the same version is not requested again.

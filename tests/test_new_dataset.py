@@ -11,6 +11,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -113,7 +114,41 @@ def test_evaluate_scores_the_holdout_file(trained, tmp_path):
     assert min(per_label[a]["recall"] for a in NOVEL_ATTACKS) < 1.0
     assert "per label" in res.stdout and "not in the training data" in res.stdout
 
+    # Reasons: mean |contribution| per schema column (the categorical ones folded back from
+    # their one-hot columns), overall and per raw label; what the false positives had in common.
+    from netsec_tasks.explain import Explainer
+
+    reasons = report["reasons"]
+    assert reasons["available"] is True and reasons["check"].startswith("exact: ")
+    assert report["rows"]["headline"] == len(raw) and reasons["rows"].startswith(
+        "mean contributions over 500 rows"
+    )
+    importance = {r["column"]: r for r in reasons["importance"]}
+    assert set(importance) == set(features)
+    assert set(reasons["importance"][0]) == {"column", "overall", *(f"label {x}" for x in set(raw["label"]))}
+    values = Explainer(model, features).contributions(raw[features]).values
+    for j, column in enumerate(features):
+        assert importance[column]["overall"] == pytest.approx(np.abs(values[:, j]).mean(), abs=1e-6)
+    normal = (raw["label"] == "normal").to_numpy()
+    top = reasons["importance"][0]["column"]
+    assert importance[top]["label normal"] == pytest.approx(
+        np.abs(values[normal, features.index(top)]).mean(), abs=1e-6
+    )
+    fp = reasons["false_positives"]
+    assert fp["rows"] == fp["explained"] == int(((pred == 1) & (y == 0)).sum())
+    assert fp["threshold"] == report["threshold"]
+    assert fp["operating_point"] == f"is_threat when P(threat) >= {report['threshold']:.6g}"
+    assert all(r["rows"] <= fp["rows"] and r["column"] in features for r in fp["top_reasons"])
+    # The command prints the five columns that matter most, and those behind the false positives.
+    top5 = ", ".join(f"{r['column']} {r['overall']:.3g}" for r in reasons["importance"][:5])
+    assert f"columns that matter most (mean |contribution|, {reasons['unit']}; " in res.stdout
+    assert top5 in res.stdout, res.stdout
+    behind = ", ".join(f"{r['column']} {r['rows']}/{fp['explained']}" for r in fp["top_reasons"][:5])
+    assert f"false positives at the operating point ({fp['operating_point']}" in res.stdout
+    assert (behind if fp["top_reasons"] else "none to explain") in res.stdout, res.stdout
+
     page = (out / "evaluation_report.html").read_text()
+    assert "Reasons: what the model leans on, and what fools it" in page
     assert "data:image/png;base64," in page and "<script" not in page
     assert "http://" not in page and "https://" not in page
     assert {p.name for p in (out / "plots").iterdir()} >= {

@@ -22,7 +22,10 @@ def _ci(ci: Any) -> str:
 
 
 def render_html(doc: dict[str, Any], history: list[dict[str, Any]], *, drift_page: str | None = None) -> str:
-    """The page: decision, figures, live metrics, traffic, drift, verdicts, trend."""
+    """The page: decision, figures, live metrics, traffic, why the alert rate moved (mean
+    contributions), drift, verdicts, trend."""
+    from netsec_tasks.explain.reports import traffic_html
+
     e = escape
     now = generated_now()
     trig = bool(doc.get("trigger"))
@@ -187,6 +190,8 @@ def render_html(doc: dict[str, Any], history: list[dict[str, Any]], *, drift_pag
                 height=90,
             )
         )
+
+    out += traffic_html(doc.get("reasons"))
 
     # Drift.
     out.append("<h2>Traffic drift</h2>")

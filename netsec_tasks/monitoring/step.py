@@ -11,7 +11,9 @@ watermark or trend):
 3. joins the analysts' standing verdicts with the logged predictions they judge: live
    precision, recall and F1 of the threat class, with counts and intervals, over the
    Production version's predictions of the last ``monitoring.window_hours`` (``live.py``);
-4. compares volume, threat rate and score distribution with Production on its test split;
+4. compares volume, threat rate and score distribution with Production on its test split, and
+   the mean contribution of each column (``netsec_tasks.explain.reports.traffic_reasons``: why
+   the alert rate moved);
 5. decides whether to request a retraining (:func:`decide`): traffic drift, live F1
    confidently below ``monitoring.f1_floor`` with at least ``monitoring.min_labels`` verdicts, or
    a live false-positive rate confidently over the budget (``decision.max_false_positive_rate``:
@@ -390,6 +392,7 @@ def monitor(
     from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.drift import load_reference
     from netsec_tasks.drift.report import render_html as drift_html
+    from netsec_tasks.explain.reports import traffic_reasons
     from netsec_tasks.prediction_log import prediction_frame
     from netsec_tasks.registry import get_production, load_version
     from netsec_tasks.storage import storage_for
@@ -469,6 +472,7 @@ def monitor(
 
     # Volume, threat rate and scores against the test split; the alert rate against expected.
     test_scores, threshold = None, None
+    reasons = None
     test_uri = prod.tags.get("netsec.test_uri") if prod else None
     if (
         prod is not None
@@ -477,8 +481,16 @@ def monitor(
         and (traffic["model_version"] == str(version)).any()
     ):
         model = load_version(cfg, prod.name, prod.version)
-        test_scores = threat_scores(model, storage.read_frame(test_uri), schema)
+        test = storage.read_frame(test_uri)
+        test_scores = threat_scores(model, test, schema)
         threshold = model_threshold(model).value
+        served = traffic[traffic["model_version"] == str(version)]
+        if all(c in served.columns for c in schema.features):
+            # Why the alert rate moved: mean contributions on this traffic against the test
+            # split (issue 24). The logged rows are the ones this version scored.
+            reasons = traffic_reasons(
+                model, schema.features, test[schema.features], served[schema.features], seed=m.seed
+            )
     figures = traffic_figures(
         traffic,
         production_version=version,
@@ -580,6 +592,7 @@ def monitor(
         "min_labels": m.min_labels,
         "drift_share_threshold": cfg.drift.drift_share,
         "feedback": feedback.to_xcom() if feedback else None,
+        "reasons": reasons,
         "config": m.model_dump(),
     }
     drift_page = None

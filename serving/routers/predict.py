@@ -4,11 +4,17 @@ Both apply the data set's input contract (serving.inputs, netsec_tasks.contract)
 the same output columns as ``netsec predict``: the echoed input columns, then
 ``predicted_label, is_threat, threat_probability, imputed_cells, status, reason, model_version,
 prediction_id``; the prediction id is what ``POST /feedback`` takes back.
+
+``explain=K`` (both routes, default 0) adds each scored row's K strongest reasons
+(:mod:`netsec_tasks.explain`, through :meth:`serving.model.LoadedModel.explain`): a ``reasons``
+list per prediction in JSON, one ``reasons`` text cell per row in CSV, and the answer's
+``reasons_unit`` and ``reasons_base_value``. Without it the answer is byte for byte what it was.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -17,12 +23,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from netsec_tasks.contract import Contract, scored_frame
+from netsec_tasks.dataset_schema import REASONS_COLUMN
+from netsec_tasks.explain import reasons_text
 from netsec_tasks.prediction_log import prediction_ids
 from netsec_tasks.sinks import csv_chunks
 from netsec_tasks.sinks import json_bytes as _encode  # the JSON sink: text from data stays valid
 from serving.deps import ContractDep, ModelDep, ServingState, StateDep, require_api_key
 from serving.http_models import ERRORS, CsvPredictResponse, PredictResponse, predict_request_schema
-from serving.inference import count_inputs, infer, log_predictions
+from serving.inference import count_inputs, explain, infer, log_predictions
 from serving.inputs import InputError, InvalidPolicy, ModelInput, csv_input, fast_json_input, json_input
 from serving.limits import BodyTooLarge
 from serving.memory import json_answer, release_memory
@@ -34,6 +42,68 @@ EchoQuery = Annotated[
         description="also return every input column (features included); passthrough columns always come back"
     ),
 ]
+
+
+MAX_EXPLAIN = 1000
+# explain=K and explain_rows are read from the query string by hand (explain_ask), not declared
+# as Query parameters: FastAPI's validation of one more declared parameter costs every request
+# ~20-35 us (measured), explain or not, and a one-row answer takes under 1 ms. Documented here.
+EXPLAIN_PARAMETERS = [
+    {
+        "name": "explain",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_EXPLAIN, "default": 0},
+        "description": "the K strongest reasons of each scored row: column, value, contribution and "
+        "direction (capped at the number of features), with reasons_unit (log-odds or probability) "
+        "and reasons_base_value in the answer; 0 (default): none, and the answer is unchanged",
+    },
+    {
+        "name": "explain_rows",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "enum": ["all", "alerts"], "default": "all"},
+        "description": "with explain=K: reasons for every scored row (all), or for the rows "
+        "predicted a threat only (alerts; the others get null): reasons cost time per row "
+        "(TreeSHAP), and an analyst triages alerts",
+    },
+]
+
+
+@dataclass(frozen=True)
+class ExplainAsk:
+    """What a request asks of the reasons: the K strongest per row, for all rows or alerts only."""
+
+    k: int
+    alerts_only: bool = False
+
+
+def explain_ask(request: Request) -> ExplainAsk | None:
+    """The request's ``explain`` / ``explain_rows`` (None: no reasons asked, the common case,
+    decided without parsing the query string). Raises InputError (422) naming the value."""
+    if b"explain" not in request.scope.get("query_string", b""):
+        return None
+    params = request.query_params
+    raw = params.get("explain", "0")
+    try:
+        k = int(raw)
+    except ValueError:
+        k = -1
+    if not 0 <= k <= MAX_EXPLAIN:
+        raise InputError(
+            f"query parameter explain={raw[:40]!r}: expected a whole number from 0 to {MAX_EXPLAIN} "
+            "(the K strongest reasons of each row)",
+            value=raw[:80],
+            allowed=f"0..{MAX_EXPLAIN}",
+        )
+    rows = params.get("explain_rows", "all")
+    if rows not in ("all", "alerts"):
+        raise InputError(
+            f"query parameter explain_rows={rows[:40]!r}: expected all or alerts",
+            value=rows[:80],
+            allowed="all, alerts",
+        )
+    return ExplainAsk(k, rows == "alerts") if k else None
 
 
 def _is_json(content_type: str) -> bool:
@@ -50,10 +120,11 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
         response_model=PredictResponse,
         responses={k: ERRORS[k] for k in (401, 413, 415, 422, 503)},
         openapi_extra={
+            "parameters": EXPLAIN_PARAMETERS,
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": predict_request_schema(contract, max_rows)}},
-            }
+            },
         },
         summary="Score rows sent as JSON records",
     )
@@ -62,12 +133,17 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
     ) -> Response:
         # The body is parsed by hand: FastAPI's body parameter would answer a wrong content
         # type with 422 (we owe 415) and validate every cell twice.
+        ask = explain_ask(request)
         if not _is_json(request.headers.get("content-type", "")):
             raise InputError("send the records as JSON (Content-Type: application/json)", status_code=415)
         body = await request.body()
         if not body.strip():
             raise InputError('empty body; send {"records": [{feature: value, ...}]}')
-        content = await state.run_small(len(body), model, _score_json, state, model, body, echo)
+        if ask is None:
+            content = await state.run_small(len(body), model, _score_json, state, model, body, echo, ask)
+        else:
+            # Reasons can cost a forest's TreeSHAP time per row: never on the event loop.
+            content = await state.run(_score_json, state, model, body, echo, ask)
         return json_answer(content)
 
     @router.post(
@@ -82,6 +158,7 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
             **{k: ERRORS[k] for k in (401, 413, 415, 422, 503)},
         },
         openapi_extra={
+            "parameters": EXPLAIN_PARAMETERS,
             "requestBody": {
                 "required": True,
                 "content": {
@@ -102,7 +179,7 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
                         }
                     }
                 },
-            }
+            },
         },
         summary="Score an uploaded CSV; answers JSON or CSV (Accept: text/csv)",
     )
@@ -125,12 +202,21 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
         ] = "refuse",
         echo: EchoQuery = False,
     ) -> Response:
+        ask = explain_ask(request)
         if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             raise InputError("upload the CSV as multipart/form-data with the field 'file'", status_code=415)
         name, data = await _read_upload(request)
         want_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
         out, summary = await state.run(
-            _score_csv, state, model, contract, data, name, invalid, echo or want_csv
+            _score_csv,
+            state,
+            model,
+            contract,
+            data,
+            name,
+            invalid,
+            echo or want_csv,
+            ask,
         )
         del data
         if want_csv:
@@ -148,12 +234,16 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
 
 def _streamed(out: pd.DataFrame):
     n = len(out)
+    if REASONS_COLUMN in out.columns:  # one text cell per row (the CSV encoder neutralises it)
+        out[REASONS_COLUMN] = [reasons_text(r) for r in out[REASONS_COLUMN]]
     yield from csv_chunks(out)
     del out
     release_memory(n)
 
 
-def _score_json(state: ServingState, model: LoadedModel, body: bytes, echo: bool) -> bytes:
+def _score_json(
+    state: ServingState, model: LoadedModel, body: bytes, echo: bool, ask: ExplainAsk | None = None
+) -> bytes:
     contract = state.contract
     max_rows = state.settings.max_rows
     inp = None if echo else fast_json_input(body, contract, model, max_rows)
@@ -188,7 +278,16 @@ def _score_json(state: ServingState, model: LoadedModel, body: bytes, echo: bool
     for name, values in _json_echo(inp, contract, echo).items():
         for pred, v in zip(preds, values):
             pred[name] = v
-    return _encode({"model_name": model.name, "model_version": version, "predictions": preds})
+    answer: dict[str, Any] = {"model_name": model.name, "model_version": version}
+    if ask is not None:
+        reasons, fields = explain(
+            state, model, inp.x, ask.k, only=is_threat == 1 if ask.alerts_only else None
+        )
+        answer.update(fields)
+        for i, pred in enumerate(preds):
+            pred["reasons"] = reasons[i] if reasons is not None else None
+    answer["predictions"] = preds
+    return _encode(answer)
 
 
 def _json_echo(inp: ModelInput, contract: Contract, echo: bool) -> dict[str, list]:
@@ -222,6 +321,7 @@ def _score_csv(
     name: str,
     policy: InvalidPolicy,
     echo_all: bool,
+    ask: ExplainAsk | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     try:
         inp = csv_input(data, name, contract, model, state.settings.max_rows, policy=policy)
@@ -254,6 +354,16 @@ def _score_csv(
         "n_imputed_rows": int(np.count_nonzero(inp.null_cells[inp.valid])),
         "notes": inp.notes,
     }
+    if ask is not None:
+        only = is_threat == 1 if ask.alerts_only else None
+        scored = len(is_threat) > 0
+        reasons, fields = explain(state, model, inp.x, ask.k, only=only) if scored else (None, {})
+        cells = np.full(len(out), None, dtype=object)
+        if reasons is not None:
+            for i, row in zip(np.flatnonzero(inp.valid).tolist(), reasons):
+                cells[i] = row  # one by one: numpy would read equal-length lists as a 2-D block
+        out[REASONS_COLUMN] = cells
+        summary.update(fields or model.reasons_fields())
     return out, summary
 
 

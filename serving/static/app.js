@@ -1,13 +1,17 @@
-// Upload a CSV to /predict/csv, show the scored rows (threats highlighted), offer a CSV download,
-// and let an analyst mark each scored row "threat" or "benign" (POST /feedback with its
-// prediction_id); the verdicts feed the monitoring DAG's live metrics and the next training.
+// Upload a CSV to /predict/csv, show the scored rows (threats highlighted) with the reasons of
+// each alert, offer a CSV download, and let an analyst mark each scored row "threat" or "benign"
+// (POST /feedback with its prediction_id); the verdicts feed the monitoring DAG's live metrics
+// and the next training.
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
   const MAX_SHOWN = 2000;  // the download has every row; the table stays responsive
+  // The K strongest reasons of each alert (explain=K; explain_rows=alerts: reasons cost TreeSHAP
+  // time per row, and only alerts show them).
+  const REASONS = 3;
   // The output columns every door adds (netsec_tasks.contract.OUTPUT_COLUMNS).
   const PRED = ["predicted_label", "is_threat", "threat_probability", "imputed_cells", "status",
-                "reason", "model_version", "prediction_id"];
+                "reason", "model_version", "prediction_id", "reasons"];
   let last = null;
   const verdicts = new Map();  // prediction_id -> "threat" | "benign", as the server stored it
 
@@ -40,7 +44,7 @@
     try {
       // echo=true: the table shows the uploaded columns; invalid=flag: bad rows are listed
       // with their reason instead of failing the whole file.
-      const resp = await fetch("predict/csv?echo=true&invalid=flag", { method: "POST", body,
+      const resp = await fetch(`predict/csv?echo=true&invalid=flag&explain=${REASONS}&explain_rows=alerts`, { method: "POST", body,
         headers: { Accept: "application/json", ...keyHeaders() } });
       const data = await resp.json().catch(() => ({ detail: resp.statusText }));
       if (!resp.ok) { setStatus(`Error ${resp.status}: ${data.detail}`, true); return; }
@@ -50,7 +54,9 @@
       setStatus(`Scored ${data.n_rows - data.n_invalid} rows; decided by Production model v${data.model_version}` +
         (data.n_invalid ? `; ${data.n_invalid} invalid rows not scored (see their reason).` : ".") +
         (data.n_imputed_rows ? ` ${data.n_imputed_rows} rows had empty cells, imputed by the model.` : "") +
-        (data.notes && data.notes.length ? ` Reading the file: ${data.notes.join("; ")}.` : ""));
+        (data.notes && data.notes.length ? ` Reading the file: ${data.notes.join("; ")}.` : "") +
+        (data.reasons_unit ? ` Reasons: contributions in ${data.reasons_unit}.`
+                           : data.reasons_status ? ` No reasons for this model version (${data.reasons_status}).` : ""));
     } catch (err) {
       setStatus(`Request failed: ${err}`, true);
     } finally {
@@ -62,7 +68,8 @@
     const data = last;
     const inputs = data.columns.filter((c) => !PRED.includes(c));
     const cols = ["#", "verdict", "analyst", "threat_probability", "predicted_label",
-                  "imputed_cells", ...(data.n_invalid ? ["reason"] : []), ...inputs];
+                  "imputed_cells", ...(data.reasons_unit ? ["reasons"] : []),
+                  ...(data.n_invalid ? ["reason"] : []), ...inputs];
     const rows = $("onlythreats").checked ? data.records.filter((r) => r.is_threat === 1)
                                           : data.records;
     const table = $("table");
@@ -72,6 +79,8 @@
       const th = document.createElement("th");
       th.textContent = c === "threat_probability" ? "P(threat)" : c;
       if (["verdict", "threat_probability", "label"].includes(c)) th.className = "pred";
+      if (c === "reasons") th.title = `the ${REASONS} strongest reasons of each alert: column = ` +
+        `value, contribution in ${data.reasons_unit} (▲ towards threat, ▼ towards benign)`;
       head.appendChild(th);
     }
     const tbody = table.createTBody();
@@ -92,6 +101,10 @@
         }
         else if (c === "threat_probability") { td.textContent = r[c] === null ? "" : r[c].toFixed(3);
                                                td.className = "pred"; }
+        else if (c === "reasons") {
+          td.className = "reasons";
+          if (r.is_threat === 1 && r.reasons) td.append(...r.reasons.map(reasonChip));
+        }
         else { td.textContent = r[c] === null ? "" : r[c];
                if (c === "predicted_label" || c === "imputed_cells") td.className = "pred"; }
       }
@@ -103,12 +116,45 @@
     const t = document.createElement("span");
     t.className = "count-threat";
     t.textContent = `${data.n_threats} threats`;
-    s.append(t, ` · showing ${shown}`);
+    s.append(t, ` · showing ${shown}` +
+      (data.reasons_unit ? ` · reasons of alerts in ${data.reasons_unit} (▲ towards threat)` : ""));
     const a = $("download");
     if (a.href.startsWith("blob:")) URL.revokeObjectURL(a.href);
     a.href = URL.createObjectURL(new Blob([toCsv(data)], { type: "text/csv" }));
     $("results").hidden = false;
   }
+
+  // One reason of an alert: "column = value ▲0.41"; text only (values come from the file).
+  function reasonChip(x) {
+    const span = document.createElement("span");
+    span.className = `why ${x.direction}`;
+    const value = x.imputed ? `(empty, imputed ${x.imputed_value ?? "?"})` : String(x.value);
+    span.textContent = `${x.column} = ${value} ${x.direction === "threat" ? "▲" : "▼"}` +
+      Math.abs(x.contribution).toPrecision(3);
+    span.title = `contribution ${x.contribution} (${last.reasons_unit})`;
+    return span;
+  }
+
+  // A number as Python's format(x, "+.4g") writes it (the server's CSV reasons cells).
+  function g4(x) {
+    if (x === 0) return "+0";
+    const sign = x < 0 ? "-" : "+";
+    const a = Math.abs(x);
+    const exp = Math.floor(Math.log10(Number(a.toPrecision(4))));
+    const strip = (m) => m.includes(".") ? m.replace(/0+$/, "").replace(/\.$/, "") : m;
+    if (exp < -4 || exp >= 4) {
+      const [m, e] = a.toExponential(3).split("e");
+      const n = Number(e);
+      return `${sign}${strip(m)}e${n < 0 ? "-" : "+"}${String(Math.abs(n)).padStart(2, "0")}`;
+    }
+    return sign + strip(a.toFixed(Math.max(0, 3 - exp)));
+  }
+
+  // A row's reasons as one CSV cell, as the server writes it (netsec_tasks.explain.reasons_text).
+  const plainText = (v) => v === null || v === undefined ? "" : String(v);
+  const reasonsText = (rs) => (rs || []).map((x) => `${x.column}=` +
+    (x.imputed ? `(missing, imputed${x.imputed_value === null ? "" : " " + plainText(x.imputed_value)})`
+               : plainText(x.value)) + ` (${g4(x.contribution)})`).join("; ");
 
   // One button of a row's verdict pair; pressed when that verdict stands.
   function verdictButton(r, verdict) {
@@ -154,6 +200,7 @@
 
   function toCsv(data) {
     const esc = (v) => {
+      if (Array.isArray(v)) v = reasonsText(v);
       const s = v === null || v === undefined ? "" :
         typeof v === "number" ? String(v) : neutralise(String(v));
       return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;

@@ -368,6 +368,127 @@ def test_cli_predict_applies_the_same_contract_and_columns(registered, client, t
     )
 
 
+# --------------------------------------------------------------------------- reasons at every door
+
+
+def test_every_door_gives_the_same_reasons_for_the_same_row(registered, client, tmp_path):
+    """explain=K / --explain K: the library, /predict, /predict/csv (JSON and CSV) and netsec
+    predict give each row the same K reasons (the page: test_serving_browser), imputed cells
+    say so, and invalid rows have none."""
+    from netsec_tasks.explain import Explainer, reasons_text
+
+    rows = _bad_rows().drop(index=[1, 2, 3, 4, 5]).reset_index(drop=True)  # valid rows
+    extra = _features(6, seed=52).astype(object)
+    extra.insert(0, "id", [f"s{i}" for i in range(6)])
+    rows = pd.concat([rows, extra], ignore_index=True)
+    rows.loc[1, "SFH"] = None
+    rows.loc[4, ["Favicon", "port"]] = None
+    rows.loc[6, "id"] = FORMULAS[0]  # echoed; the reasons cell is ours
+    features = registered.features
+    x = rows[features].astype("float64")
+    explainer = Explainer(registered.pipeline, features)
+    library = explainer.reasons(x, 3)
+    texts = [reasons_text(r) for r in library]
+    assert all(len(r) == 3 for r in library)
+    every = explainer.reasons(x.iloc[[1, 4]], len(features))
+    imputed = sorted(r.column for row in every for r in row if r.imputed)
+    assert imputed == ["Favicon", "SFH", "port"]
+    assert all(r.value is None and -1 <= r.imputed_value <= 1 for row in every for r in row if r.imputed)
+
+    def same(got: list[dict], want) -> None:
+        assert [{k: v for k, v in g.items() if k != "contribution"} for g in got] == [
+            {k: v for k, v in w.as_dict().items() if k != "contribution"} for w in want
+        ]
+        np.testing.assert_allclose(
+            [g["contribution"] for g in got], [w.contribution for w in want], atol=1e-9
+        )
+
+    records = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in rows.to_dict("records")]
+    api = client.post("/predict?explain=3", json={"records": records})
+    assert api.status_code == 200, api.text
+    body = api.json()
+    assert body["reasons_unit"] == explainer.unit == "probability"
+    assert body["reasons_base_value"] == pytest.approx(explainer.base_value)
+    for got, want in zip(body["predictions"], library):
+        same(got["reasons"], want)
+
+    as_json = _upload(client, rows, "?explain=3").json()
+    assert as_json["columns"][-1] == "reasons" and as_json["reasons_unit"] == "probability"
+    for got, want in zip(as_json["records"], library):
+        same(got["reasons"], want)
+
+    as_csv = _upload(client, rows, "?explain=3&format=csv")
+    api_out = pd.read_csv(io.StringIO(as_csv.text), dtype={"id": str}, keep_default_na=False)
+    assert list(api_out.columns) == list(rows.columns) + list(OUTPUT_COLUMNS) + ["reasons"]
+    assert api_out["reasons"].tolist() == texts
+
+    src = tmp_path / "rows.csv"
+    rows.to_csv(src, index=False)
+    out_path = tmp_path / "out.csv"
+    cli = _netsec(
+        "predict", str(src), "--out", str(out_path), "--explain", "3", registered=registered, home=tmp_path
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert "reasons: 3 per row, contributions in probability" in cli.stdout
+    out = pd.read_csv(out_path, dtype={"id": str}, keep_default_na=False)
+    assert out["reasons"].tolist() == texts
+    assert out.loc[6, "id"] == "'" + FORMULAS[0]
+
+    # explain_rows=alerts: reasons for the rows predicted a threat only (what the page asks).
+    alerts = client.post("/predict?explain=3&explain_rows=alerts", json={"records": records}).json()
+    for got, want in zip(alerts["predictions"], library):
+        if got["is_threat"]:
+            same(got["reasons"], want)
+        else:
+            assert got["reasons"] is None
+    assert {p["is_threat"] for p in alerts["predictions"]} == {0, 1}
+
+    # Invalid rows (flagged) are not explained; a bad K is refused in one line.
+    flagged = _upload(client, _bad_rows(), "?explain=2&invalid=flag").json()
+    assert [r["reasons"] is None for r in flagged["records"]] == [
+        r["status"] == "invalid" for r in flagged["records"]
+    ]
+    for bad in ("-1", "x", "1001"):
+        refused = client.post(f"/predict?explain={bad}", json={"records": records[:1]})
+        assert refused.status_code == 422 and f"explain='{bad}'" in refused.json()["detail"]
+    refused = client.post("/predict?explain=2&explain_rows=some", json={"records": records[:1]})
+    assert refused.status_code == 422 and "explain_rows='some'" in refused.json()["detail"]
+    upload = _upload(client, rows, "?explain=3.5")
+    assert upload.status_code == 422 and "whole number from 0 to 1000" in upload.json()["detail"]
+    bad = _netsec("predict", str(src), "--explain", "-2", registered=registered, home=tmp_path)
+    assert bad.returncode == 2 and "--explain: invalid non-negative int value: '-2'" in bad.stderr
+
+
+def test_explain_off_leaves_the_answers_as_they_were(client):
+    """Without explain (or explain=0) the answers carry no reasons field at all."""
+    rows = _features(3, seed=53)
+    records = records_of(rows)
+    plain = client.post("/predict", json={"records": records}).json()
+    zero = client.post("/predict?explain=0", json={"records": records}).json()
+    keys = {
+        "predicted_label",
+        "is_threat",
+        "threat_probability",
+        "imputed_cells",
+        "model_version",
+        "prediction_id",
+    }
+    for body in (plain, zero):
+        assert set(body) == {"model_name", "model_version", "predictions"}
+        assert all(set(p) == keys for p in body["predictions"])
+    strip = [{k: v for k, v in p.items() if k != "prediction_id"} for p in plain["predictions"]]
+    assert strip == [{k: v for k, v in p.items() if k != "prediction_id"} for p in zero["predictions"]]
+    csv_body = _upload(client, rows).json()
+    assert "reasons" not in csv_body["columns"] and not any(k.startswith("reasons") for k in csv_body)
+    # Read by hand (a declared parameter costs every request), documented all the same.
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/predict", "/predict/csv"):
+        params = {p["name"]: p for p in paths[path]["post"]["parameters"]}
+        assert params["explain"]["schema"] == {"type": "integer", "minimum": 0, "maximum": 1000, "default": 0}
+        assert params["explain_rows"]["schema"]["enum"] == ["all", "alerts"]
+        assert "echo" in params
+
+
 # --------------------------------------------------------------------------- traffic drift
 
 

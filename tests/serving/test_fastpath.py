@@ -252,6 +252,14 @@ def test_version_without_test_split_keeps_the_pipeline(store, make_client):
     client = make_client(uri, model_name="netsec-no-test")
     info = client.get("/model", headers=DETAILS).json()
     assert info["inference_path"].startswith("scikit-learn (no test split to verify a fast path on"), info
+    # Nor reasons: their additivity is checked on the same rows.
+    assert info["reasons"] == {
+        "available": False,
+        "unit": None,
+        "base_value": None,
+        "method": None,
+        "detail": "off: no test split to verify reasons on (the server log has why)",
+    }
     rows = training_frame(20, seed=2).drop(columns=[TARGET])
     got = client.post("/predict", json={"records": rows.to_dict(orient="records")}).json()["predictions"]
     np.testing.assert_array_equal([p["threat_probability"] for p in got], pipe.predict_proba(rows)[:, 1])

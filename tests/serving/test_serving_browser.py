@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import os
 import re
@@ -15,10 +16,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 from serving_helpers import MODEL_NAME, TARGET, training_frame, wait_ready_http
 
 from netsec_tasks.contract import OUTPUT_COLUMNS
+from netsec_tasks.explain import Explainer, reasons_text
 from netsec_tasks.feedback import JsonlFeedbackStore, verdict_file
 from netsec_tasks.prediction_log import read_prediction_log
 from netsec_testing import CHROMIUM_FLAGS, Cdp, stop_process
@@ -89,6 +92,8 @@ async def _drive(ws_browser: str, page_url: str, csv_path: Path, shot: Path, evi
             threatBg: getComputedStyle(document.querySelector('#table tbody tr.threat td')).backgroundColor,
             benignBg: getComputedStyle(document.querySelector('#table tbody tr.benign td')).backgroundColor,
             header: [...document.querySelectorAll('#table th')].map(th => th.textContent),
+            reasons: [...document.querySelectorAll('#table tbody tr')]
+                .map(tr => [...tr.querySelectorAll('td.reasons span.why')].map(s => s.textContent)),
             status: document.getElementById('status').textContent,
             download: document.getElementById('download').href,
             csv: await (await fetch(document.getElementById('download').href)).text(),
@@ -171,18 +176,33 @@ def test_upload_page_renders_results(registered, uvicorn_server, tmp_path):
     assert result["rows"] == 40
     assert result["threats"] == int(expected.sum()) > 0
     assert result["threatBg"] != result["benignBg"]  # threats are highlighted
-    assert result["header"][:6] == [
+    assert result["header"][:7] == [
         "#",
         "verdict",
         "analyst",
         "P(threat)",
         "predicted_label",
         "imputed_cells",
+        "reasons",
     ]
-    assert "Scored 40 rows" in result["status"]
+    assert (
+        "Scored 40 rows" in result["status"] and "Reasons: contributions in probability" in result["status"]
+    )
+    # Each alert shows its 3 reasons (the library's, as every door gives them); other rows none.
+    x = rows.drop(columns=[TARGET, "id"]).astype("float64")
+    library = Explainer(registered.pipeline, list(x.columns)).reasons(x, 3)
+    for alert, chips, want in zip(expected, result["reasons"], library):
+        if not alert:
+            assert chips == []
+            continue
+        assert [c.split(" ", 1)[0] for c in chips] == [r.column for r in want]
+        assert [("▲" if r.contribution > 0 else "▼") in c for c, r in zip(chips, want)] == [True] * len(want)
     assert result["download"].startswith("blob:")
     csv_lines = result["csv"].strip().splitlines()
-    assert len(csv_lines) == 41 and csv_lines[0].endswith(",".join(OUTPUT_COLUMNS))
+    assert len(csv_lines) == 41 and csv_lines[0].endswith(",".join(OUTPUT_COLUMNS) + ",reasons")
+    download = pd.read_csv(io.StringIO(result["csv"]), dtype={"id": str}, keep_default_na=False)
+    # The page asks reasons for its alerts only (explain_rows=alerts): the other rows have none.
+    assert download["reasons"].tolist() == [reasons_text(r) if a else "" for r, a in zip(library, expected)]
     assert csv_lines[1].startswith('"\'=HYPERLINK(""http://evil.example"",""x"")"')
     assert csv_lines[2].startswith("'@SUM(1+1),") and csv_lines[3].startswith("-1,")
     assert result["external"] == []  # no CDN: every asset comes from the service

@@ -108,6 +108,17 @@ def zoo(tmp_path_factory):
     return uri, pipes
 
 
+# The unit of each kind's reasons; the test zoo's logistic regression has no scaler of its own
+# (its scaler is in the preprocessing), so it has no training mean to measure from: no reasons.
+REASONS_UNIT = {
+    "extra_trees": "probability",
+    "decision_tree": "probability",
+    "hist_gradient_boosting": "log-odds",
+    "adaboost": "log-odds",
+    "xgboost": "log-odds",
+}
+
+
 @pytest.mark.parametrize("kind", OTHER_KINDS)
 def test_other_estimators_agree(kind, zoo, make_client):
     uri, pipes = zoo
@@ -122,6 +133,30 @@ def test_other_estimators_agree(kind, zoo, make_client):
         got = client.post("/predict", json={"records": records_of(part)}).json()["predictions"]
         assert [p["is_threat"] for p in got] == pred.tolist()
         np.testing.assert_allclose([p["threat_probability"] for p in got], proba, rtol=0, atol=ATOL)
+
+    # Reasons: verified at load on the version's test split (additivity), or off and /model
+    # says why; with reasons, base + contributions of every column = the model's margin.
+    reasons = client.get("/model").json()["reasons"]  # public: no storage URI in it
+    if kind not in REASONS_UNIT:
+        assert reasons["available"] is False and reasons["unit"] is None
+        assert reasons["detail"].startswith("off: LogisticRegression without its StandardScaler")
+        body = client.post("/predict?explain=3", json={"records": records_of(rows.head(2))}).json()
+        assert body["reasons_unit"] is None and body["reasons_status"] == reasons["detail"]
+        assert [p["reasons"] for p in body["predictions"]] == [None, None]
+        return
+    assert reasons["available"] is True and reasons["unit"] == REASONS_UNIT[kind]
+    assert reasons["detail"].startswith("exact: ") and "additivity verified on 64 rows" in reasons["detail"]
+    body = client.post("/predict?explain=30", json={"records": records_of(rows)}).json()
+    assert body["reasons_unit"] == REASONS_UNIT[kind] and "reasons_status" not in body
+    margin = np.array(
+        [
+            body["reasons_base_value"] + sum(r["contribution"] for r in p["reasons"])
+            for p in body["predictions"]
+        ]
+    )
+    _pred, proba = _expected(pipe, rows)
+    scores = margin if reasons["unit"] == "probability" else 1 / (1 + np.exp(-margin))
+    np.testing.assert_allclose(scores, proba, rtol=0, atol=1e-4)
 
 
 def test_model_health_ready_metrics(registered, make_client):

@@ -157,6 +157,9 @@ def test_production_answers_the_challenger_scores_in_shadow_and_each_swaps(store
     production = state.manager.current
     app.portal.call(state.manager.refresh)
     assert state.manager.challenger.version == third and state.manager.current is production
+    # The challenger is scored, never explained (no reasons' check at its load)...
+    assert state.manager.challenger.explainer is None
+    assert state.manager.challenger.reasons_status.startswith("off: a challenger in shadow")
     # Promoted: Production becomes the challenger already loaded (no second download), and the
     # challenger slot empties when its alias is gone.
     loaded = state.manager.challenger
@@ -166,6 +169,11 @@ def test_production_answers_the_challenger_scores_in_shadow_and_each_swaps(store
     current = state.manager.current
     assert current.version == third and current.loaded_at == loaded.loaded_at  # not loaded again
     assert current.fast.plan is loaded.fast.plan and state.manager.challenger is None
+    # ...and gets its reasons, verified on its test split, when it is promoted.
+    reasons = app.get("/model").json()["reasons"]
+    assert reasons["available"] is True and reasons["unit"] == "log-odds", reasons
+    explained = app.post("/predict?explain=2", json={"records": records_of(rows.head(2))}).json()
+    assert [len(p["reasons"]) for p in explained["predictions"]] == [2, 2]
     assert app.get("/model").json()["challenger"] is None
     assert f'netsec_challenger_version{{name="{name}"}} NaN' in app.get("/metrics").text
     answer = app.post("/predict", json={"records": records_of(rows)}).json()
