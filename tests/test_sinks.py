@@ -170,6 +170,21 @@ def _monitoring_html(text, tmp, schema):
     return render_html(doc, [{"at": text, "trigger": True}])
 
 
+def _reasons_csv(text, tmp, schema):
+    """/predict/csv?explain=K and netsec predict --explain: the ``reasons`` cell quotes the
+    column's name and the row's value, both from data."""
+    from netsec_tasks.explain import reasons_text
+
+    valid = sinks.text(text)
+    reason = {"column": valid, "value": valid, "contribution": 0.5, "imputed": False, "imputed_value": None}
+    imputed = {**reason, "imputed": True, "imputed_value": valid}
+    buf = io.BytesIO()
+    sinks.write_csv(
+        pd.DataFrame({"reasons": [reasons_text([reason, imputed]), reasons_text([imputed])]}), buf
+    )
+    return buf.getvalue()
+
+
 def _challenger_html(text, tmp, schema):
     """decide_challenger's page: the disagreeing rows' feature values come from served traffic."""
     from netsec_tasks.monitoring.report import render_challenger_html
@@ -265,6 +280,7 @@ def _file_names(text, tmp, schema):
 # (writer, sink, function). The sink names the check.
 WRITERS = [
     ("scored rows (netsec predict, /predict/csv)", "csv", _scored_csv),
+    ("reasons cell (explain=K)", "csv", _reasons_csv),
     ("quarantine (invalid.csv)", "csv", _invalid_csv),
     ("validation report", "yaml", _validation_yaml),
     ("drift report", "yaml", _drift_yaml),
