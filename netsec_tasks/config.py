@@ -163,12 +163,50 @@ class TrainingConfig(_Section):
     # The search tunes on a bounded, grouped, stratified sample of the training split this big
     # (netsec_tasks.sampling); the winner is refit on the whole split. None: the whole split.
     search_max_rows: int | None = Field(20_000, ge=100)
+    # Where the data steps and the refit run: local (this process, as always) or dask (the
+    # cluster at dask.scheduler, or a LocalCluster started by the task when it is not set).
+    engine: Literal["local", "dask"] = Field(
+        "local",
+        description="local: every step in the task's own process. dask: validate, drift and "
+        "transform run partition by partition on Dask workers, and the winner is refit across "
+        "them (xgboost.dask); see dask.scheduler.",
+    )
+    # engine=dask: a winner that cannot train data-parallel (random forest, AdaBoost, decision
+    # tree, HistGradientBoosting, logistic regression) is refit on a bounded, grouped, stratified
+    # sample of the training split this big, on one worker. None: such a winner is skipped when
+    # the split is larger than one partition, and the best data-parallel candidate wins instead.
+    refit_max_rows: int | None = Field(1_000_000, ge=100)
 
 
 class TransformConfig(_Section):
     # The KNN imputer keeps this many training rows as its donors (a bounded sample): the model's
     # size and the cost of imputing a row stop growing with the data. None: every training row.
     imputer_max_rows: int | None = Field(2_000, ge=10)
+
+
+class DaskConfig(_Section):
+    """The Dask cluster of ``training.engine: dask`` (netsec_tasks.engine)."""
+
+    # tcp://host:8786 of a running scheduler (compose: tcp://dask-scheduler:8786; any hosted
+    # Dask or dask-kubernetes gives one). None: the task starts a LocalCluster on loopback with
+    # the settings below, for tests and for one large machine.
+    scheduler: str | None = None
+    # Budget for reaching the scheduler (and for the workers to show up): exit 3 after it.
+    connect_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    # LocalCluster only (a remote cluster's workers are configured where they run): worker
+    # processes, each with one thread, so a worker holds one partition at a time.
+    workers: int = Field(2, ge=1, le=256)
+    # LocalCluster only: memory per worker process; Dask's nanny restarts a worker above it.
+    memory_limit: str = "4GiB"
+
+    @field_validator("scheduler")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        if "://" not in v:
+            raise ValueError("must be a scheduler address such as tcp://dask-scheduler:8786")
+        return v
 
 
 class RegistryConfig(_Section):
@@ -233,6 +271,11 @@ class StorageConfig(_Section):
     connect_timeout_seconds: float = Field(5.0, gt=0, le=300)
     request_timeout_seconds: float = Field(15.0, gt=0, le=3600)
     max_attempts: int = Field(3, ge=1, le=10)
+    # A data set (snapshot, splits, validated splits, new batch) of more rows than this is a
+    # partitioned Parquet data set of partitions this big (netsec_tasks.partitions): a directory
+    # <name>.parquet/ of part-NNNNN.parquet files and a _manifest.json written last. Up to it,
+    # a data set is one Parquet file, as before.
+    partition_rows: int = Field(1_000_000, ge=100)
 
     @field_validator("uri")
     @classmethod
@@ -305,6 +348,7 @@ class PipelineConfig(_Section):
     registry: RegistryConfig = RegistryConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     storage: StorageConfig = StorageConfig()
+    dask: DaskConfig = DaskConfig()
     dag: DagConfig = DagConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     # Where this config was loaded from (set by load_config, not by the file).
