@@ -47,6 +47,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("netsec.engine")
 
+# Seconds between two progress lines of one step.
+PROGRESS_SECONDS = 10.0
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -58,20 +61,22 @@ def duration(seconds: float) -> str:
 
 
 class Progress:
-    """Logs ``<what>: k/n <unit> done in <elapsed>, about <eta> left`` as items complete (every
-    item up to 20, then every 5%), so the task log shows a long step moving."""
+    """Logs ``<what>: k/n <unit> done in <elapsed>, about <eta> left`` as items complete (at
+    most every :data:`PROGRESS_SECONDS`, and when the last one is done), so the task log shows a
+    long step moving without a line per item of a short one."""
 
     def __init__(self, what: str, total: int, unit: str = "partitions"):
         self.what, self.total, self.unit = what, total, unit
         self.done = 0
-        self.started = time.perf_counter()
-        self._every = 1 if total <= 20 else max(1, total // 20)
+        self.started = self._said = time.perf_counter()
 
     def step(self) -> None:
         self.done += 1
-        if self.done % self._every and self.done != self.total:
+        now = time.perf_counter()
+        if now - self._said < PROGRESS_SECONDS and self.done != self.total:
             return
-        elapsed = time.perf_counter() - self.started
+        self._said = now
+        elapsed = now - self.started
         left = self.total - self.done
         eta = f", about {duration(elapsed / self.done * left)} left" if left else ""
         log.info(
@@ -93,13 +98,20 @@ class Engine:
         return "the local engine (this process)"
 
     def map(
-        self, fn: Callable[[T], R], items: Sequence[T], *, what: str, unit: str = "partitions"
+        self,
+        fn: Callable[..., R],
+        items: Sequence[T],
+        *,
+        what: str,
+        unit: str = "partitions",
+        shared: dict[str, Any] | None = None,
     ) -> list[R]:
-        """``[fn(item) for item in items]``, in order, with progress in the log."""
+        """``[fn(item, **shared) for item in items]``, in order, with progress in the log.
+        ``shared``: large arguments every call takes (a model): sent to each worker once."""
         progress = Progress(what, len(items), unit)
         out = []
         for item in items:
-            out.append(fn(item))
+            out.append(fn(item, **(shared or {})))
             progress.step()
         return out
 
@@ -125,7 +137,13 @@ class DaskEngine(Engine):
         return f"the Dask cluster at {self.where} ({self.workers} workers)"
 
     def map(
-        self, fn: Callable[[T], R], items: Sequence[T], *, what: str, unit: str = "partitions"
+        self,
+        fn: Callable[..., R],
+        items: Sequence[T],
+        *,
+        what: str,
+        unit: str = "partitions",
+        shared: dict[str, Any] | None = None,
     ) -> list[R]:
         from distributed import as_completed
 
@@ -134,7 +152,8 @@ class DaskEngine(Engine):
             return []
         log.info("%s: %d %s on %s", what, len(items), unit, self.describe())
         progress = Progress(what, len(items), unit)
-        futures = self.client.map(fn, list(items), pure=False)
+        scattered = {k: self.client.scatter(v, broadcast=True, hash=False) for k, v in (shared or {}).items()}
+        futures = self.client.map(fn, list(items), pure=False, **scattered)
         index = {f.key: i for i, f in enumerate(futures)}
         results: list[Any] = [None] * len(items)
         try:
@@ -142,7 +161,7 @@ class DaskEngine(Engine):
                 results[index[future.key]] = _result(future, what, items[index[future.key]])
                 progress.step()
         finally:
-            for f in futures:
+            for f in [*futures, *scattered.values()]:
                 f.release()
         return results
 

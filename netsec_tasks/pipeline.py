@@ -146,6 +146,7 @@ def record_outcome(
             estimator=train.winner,
             metrics=dict(train.test_metrics),
             score=register.new_score if register else None,
+            refit=train.refit,
         )
     if register is not None:
         outcome = "promoted" if register.promoted else "kept_production"

@@ -173,6 +173,9 @@ class TrainRecord(Record):
     test_rows: int
     training_seconds: float
     search_rows: int | None = None  # rows the search tuned on (training.search_max_rows)
+    # training.engine=dask: how the winner was refit (xgboost.dask across N workers, or a
+    # bounded sample on one worker) and which candidates were skipped, why; None: in process.
+    refit: str | None = None
 
 
 class RegisterRecord(Record):
@@ -237,6 +240,8 @@ class ModelOutcome(Record):
     metrics: dict[str, float] = {}
     # The promotion metric as compared: on the test rows Production was never trained on.
     score: float | None = None
+    # candidate, training.engine=dask: how it was refit (TrainRecord.refit); None otherwise.
+    refit: str | None = None
 
 
 class RowCounts(Record):

@@ -125,8 +125,9 @@ def categorical_frame(
 class StoredSplit:
     """A validated split in storage, indexed partition by partition (see the module doc).
 
-    ``y``/``hashes``: per row, in split order; ``rows``; ``missing``: empty feature cells;
-    ``categories``: merged category counts; ``partitions``: the data set's."""
+    ``y``/``row_hashes``: per row, in split order; ``rows``; ``missing``: empty feature cells;
+    ``categories``: merged category counts; ``partitions``: the data set's. Offers what the
+    search asks of a training split (:func:`netsec_tasks.train.search_data`)."""
 
     frame = None  # never in memory as a whole
 
@@ -138,7 +139,7 @@ class StoredSplit:
         keys = engine.map(
             functools.partial(partition_keys, cfg, schema), list(self.data.partitions), what=what
         )
-        self.hashes = (
+        self.row_hashes = (
             np.concatenate([k.hashes for k in keys]) if keys else np.zeros(0, dtype=np.uint64)
         ).astype(np.uint64)
         self.y = (np.concatenate([k.y for k in keys]) if keys else np.zeros(0, dtype=np.int8)).astype(
@@ -169,6 +170,29 @@ class StoredSplit:
             first = read_partition(_storage(self.cfg), self.partitions[0], columns=columns)
             return first.iloc[:0]
         return pd.concat(pieces, ignore_index=True)
+
+    def lineage(self, schema: DatasetSchema) -> np.ndarray:
+        return self.row_hashes
+
+    def features(self, mask: np.ndarray) -> pd.DataFrame:
+        return self.take(mask, self.schema.features, what="collect sampled rows")
+
+    def preprocessor_outside(
+        self, schema: DatasetSchema, sample: pd.DataFrame, donors: np.ndarray, outside: np.ndarray
+    ):
+        """The preprocessor fitted on rows outside ``sample`` (the rows where ``outside``): the
+        KNN imputer on the ``donors``, the categorical part on the counts of every such row."""
+        from netsec_tasks.transform import fit_preprocessor_on
+
+        donor_rows = self.features(donors)
+        cats = schema.categorical_features
+        counts = subtract_counts(self.categories, category_counts(sample, cats))
+        return fit_preprocessor_on(
+            schema,
+            donor_rows[schema.numeric_features],
+            categorical_frame(counts, cats, self.dtypes),
+            donor_rows.iloc[:1],
+        )
 
     def example(self, rows: int = 50) -> pd.DataFrame:
         """The first rows' features (an input example for the logged model)."""

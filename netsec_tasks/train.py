@@ -46,6 +46,7 @@ import pandas as pd
 from netsec_tasks.candidates import get_candidate, prefixed, single_threaded, unprefixed
 from netsec_tasks.catalog import RunCatalog
 from netsec_tasks.config import PipelineConfig
+from netsec_tasks.engine import duration
 from netsec_tasks.errors import DataError, NetsecError
 from netsec_tasks.evaluation import evaluate, save_plots
 from netsec_tasks.outages import mlflow_errors, owner_id, quick_mlflow
@@ -88,13 +89,31 @@ EARLY_STOPPING_MAX_ROWS = 10_000
 
 
 class _Split:
-    """A validated split: the raw frame (for MLflow), features and the 0/1 threat target."""
+    """A validated split: the raw frame (for MLflow), features and the 0/1 threat target.
+
+    What the search needs of a training split (:func:`search_data`) is asked through
+    :meth:`lineage`, :meth:`features` and :meth:`preprocessor_outside`, which
+    :class:`netsec_tasks.stored_split.StoredSplit` also offers for a split left in storage."""
 
     def __init__(self, catalog: RunCatalog, uri: str, schema: DatasetSchema):
         self.uri = uri
         self.frame = catalog.load_frame(uri)
         self.X = feature_frame(self.frame, schema, uri)
         self.y = threat_target(self.frame, schema, uri)
+
+    def lineage(self, schema: DatasetSchema) -> np.ndarray:
+        return lineage_hashes(self.frame, schema)
+
+    def features(self, mask: np.ndarray) -> pd.DataFrame:
+        return self.X if mask.all() else self.X[mask]
+
+    def preprocessor_outside(
+        self, schema: DatasetSchema, sample: pd.DataFrame, donors: np.ndarray, outside: np.ndarray
+    ):
+        return fit_preprocessor(schema, self.X, imputer_rows=donors, rows=outside)
+
+    def example(self, rows: int = 50) -> pd.DataFrame:
+        return self.X.head(rows)
 
 
 def row_groups(X: pd.DataFrame) -> np.ndarray:
@@ -134,17 +153,19 @@ class SearchData:
         return self.preprocess is None
 
 
-def search_data(cfg: PipelineConfig, schema: DatasetSchema, train: _Split) -> SearchData:
+def search_data(cfg: PipelineConfig, schema: DatasetSchema, train: Any) -> SearchData:
     """The rows the search tunes on (see the module doc): the whole split when it has at most
     ``training.search_max_rows`` rows, else a bounded, grouped, stratified sample of it, imputed
-    by a KNN imputer whose donors are training rows outside the sample."""
+    by a KNN imputer whose donors are training rows outside the sample. ``train``: a
+    :class:`_Split`, or a :class:`~netsec_tasks.stored_split.StoredSplit` (only the sample, the
+    donors and the early-stopping rows are read)."""
     t = cfg.training
-    hashes = lineage_hashes(train.frame, schema)
-    chosen = bounded_sample(hashes, train.y, t.search_max_rows, seed=t.seed, salt=SEARCH_SALT)
+    chosen, donors, held = search_masks(cfg, train.lineage(schema), train.y)
     if chosen.all():
-        cv, groups = make_cv(cfg, train.X, train.y)
+        X = train.features(chosen)
+        cv, groups = make_cv(cfg, X, train.y)
         return SearchData(
-            X=train.X,
+            X=X,
             y=train.y,
             groups=groups,
             cv=cv,
@@ -154,33 +175,19 @@ def search_data(cfg: PipelineConfig, schema: DatasetSchema, train: _Split) -> Se
             sample_rows=chosen,
             description="the whole training split (the imputer is fitted inside each CV fold)",
         )
-    outside = ~chosen
-    donors = np.zeros_like(chosen)
-    donors[outside] = bounded_sample(
-        hashes[outside], train.y[outside], cfg.transform.imputer_max_rows, seed=t.seed, salt=IMPUTER_SALT
-    )
-    spare = outside & ~donors
-    held = np.zeros_like(chosen)
-    if spare.any():
-        held[spare] = bounded_sample(
-            hashes[spare],
-            train.y[spare],
-            min(EARLY_STOPPING_MAX_ROWS, int(chosen.sum()) // 4 or 1),
-            seed=t.seed,
-            salt=EARLY_STOPPING_SALT,
-        )
+    sample = train.features(chosen)
     # Fitted on rows outside the sample only: the categorical parts on all of them, the KNN
     # imputer on its bounded donors. No CV row (training or validation) shaped it.
-    preprocess = fit_preprocessor(schema, train.X, imputer_rows=donors, rows=outside)
+    preprocess = train.preprocessor_outside(schema, sample, donors, ~chosen)
     with compute_limits():
-        X = preprocess.transform(train.X[chosen])
+        X = preprocess.transform(sample)
         eval_set = (
-            (preprocess.transform(train.X[held]), train.y[held])
+            (preprocess.transform(train.features(held)), train.y[held])
             if held.any() and len(np.unique(train.y[held])) == 2
             else None
         )
     y = train.y[chosen]
-    cv, groups = make_cv(cfg, train.X[chosen], y)
+    cv, groups = make_cv(cfg, sample, y)
     return SearchData(
         X=X,
         y=y,
@@ -199,6 +206,34 @@ def search_data(cfg: PipelineConfig, schema: DatasetSchema, train: _Split) -> Se
             + (f"; {int(held.sum())} other rows held out for early stopping" if eval_set is not None else "")
         ),
     )
+
+
+def search_masks(
+    cfg: PipelineConfig, hashes: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Masks over the training split (its rows' lineage hashes and 0/1 target): the search's
+    bounded sample; the KNN imputer's donors outside it; rows outside both held out for early
+    stopping. When the sample is the whole split, the other two select nothing."""
+    t = cfg.training
+    chosen = bounded_sample(hashes, y, t.search_max_rows, seed=t.seed, salt=SEARCH_SALT)
+    donors = np.zeros_like(chosen)
+    held = np.zeros_like(chosen)
+    if chosen.all():
+        return chosen, donors, held
+    outside = ~chosen
+    donors[outside] = bounded_sample(
+        hashes[outside], y[outside], cfg.transform.imputer_max_rows, seed=t.seed, salt=IMPUTER_SALT
+    )
+    spare = outside & ~donors
+    if spare.any():
+        held[spare] = bounded_sample(
+            hashes[spare],
+            y[spare],
+            min(EARLY_STOPPING_MAX_ROWS, int(chosen.sum()) // 4 or 1),
+            seed=t.seed,
+            salt=EARLY_STOPPING_SALT,
+        )
+    return chosen, donors, held
 
 
 def make_cv(cfg: PipelineConfig, X: pd.DataFrame, y: np.ndarray) -> tuple[Any, np.ndarray | None]:
@@ -393,11 +428,14 @@ def _log_candidate_run(
 
 
 def _log_data(
-    cfg: PipelineConfig, schema: DatasetSchema, validation: ValidationRecord, train: _Split, test: _Split
+    cfg: PipelineConfig, schema: DatasetSchema, validation: ValidationRecord, train: Any, test: Any
 ) -> None:
     """Both splits as MLflow dataset inputs that point at their copy in storage (the data itself
-    is stored once, in storage; the registry's ``netsec.train_uri`` tag is the drift reference)."""
+    is stored once, in storage; the registry's ``netsec.train_uri`` tag is the drift reference).
+    A split not in memory (the Dask engine) is logged by its URI and digest alone."""
     import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.pandas_dataset import from_pandas
 
     target = schema.target.column
@@ -411,9 +449,14 @@ def _log_data(
             # Schema-inference hints about int columns and source-type guessing: not actionable.
             warnings.simplefilter("ignore", category=UserWarning)
             # MLflow stores at most 36 characters of a dataset digest.
-            dataset = from_pandas(
-                split.frame[columns], source=uri, targets=target, name=f"{cfg.dataset}-{part}", digest=digest
-            )
+            name = f"{cfg.dataset}-{part}"
+            dataset: Any
+            if split.frame is None:
+                dataset = MetaDataset(resolve_dataset_source(uri), name=name, digest=digest or uri[-32:])  # type: ignore[abstract]
+            else:
+                dataset = from_pandas(
+                    split.frame[columns], source=uri, targets=target, name=name, digest=digest
+                )
             mlflow.log_input(dataset, context=context)
 
 
@@ -427,11 +470,6 @@ class _Progress:
 
     def __call__(self, msg: str, *args: Any) -> None:
         log.log(self.level, msg, *args)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def _tune_all(cfg: PipelineConfig, data: SearchData, on_result=None) -> list[CandidateResult]:
@@ -464,7 +502,7 @@ def _tune_all(cfg: PipelineConfig, data: SearchData, on_result=None) -> list[Can
         elapsed = time.perf_counter() - started
         left = len(t.candidates) - i
         # A rough estimate: the candidates so far took this long on average.
-        eta = f", about {_duration(elapsed / i * left)} left" if left else ""
+        eta = f", about {duration(elapsed / i * left)} left" if left else ""
         say(
             "[%d/%d] %-22s cv %s %.4f ± %.4f  %.1f s (search %s so far%s)",
             i,
@@ -474,7 +512,7 @@ def _tune_all(cfg: PipelineConfig, data: SearchData, on_result=None) -> list[Can
             result.cv_score,
             result.cv_std,
             result.fit_seconds,
-            _duration(elapsed),
+            duration(elapsed),
             eta,
         )
     if t.n_jobs != 1 and data.sampled:
@@ -496,9 +534,22 @@ def _train_and_evaluate(
     transform: TransformRecord,
     on_result=None,
 ):
+    from netsec_tasks.engine import engine_for, on_workers_or_here
+
     start = time.perf_counter()
     catalog = RunCatalog.of(cfg, run)
-    train_split = _Split(catalog, validation.train_uri, schema)
+    engine = engine_for(cfg)
+    # With the Dask engine the splits stay in storage: the search reads its sample of the
+    # training split, the refit and the test evaluation run on the workers (netsec_tasks.refit).
+    scaled = engine.client is not None
+    if scaled:
+        from netsec_tasks.stored_split import StoredSplit
+
+        train_split: Any = StoredSplit(
+            cfg, engine, schema, validation.train_uri, what="train: index the training split"
+        )
+    else:
+        train_split = _Split(catalog, validation.train_uri, schema)
     if len(np.unique(train_split.y)) < 2:
         raise DataError(
             f"the training split has only one class; both threat and benign rows are "
@@ -509,31 +560,64 @@ def _train_and_evaluate(
         catalog.storage.read_bytes(transform.preprocessor_uri), transform.preprocessor_uri
     )
     data = search_data(cfg, schema, train_split)
-    candidates = _tune_all(cfg, data, on_result)
-    winner = max(candidates, key=lambda c: c.cv_score)  # first listed wins a tie
+    with on_workers_or_here(engine):  # the CV fits on the workers with the Dask engine
+        candidates = _tune_all(cfg, data, on_result)
+    skipped: list[str] = []
+    choices = candidates
+    if scaled:
+        from netsec_tasks.refit import eligible
+
+        choices, skipped = eligible(cfg, candidates, train_split)
+        for line in skipped:
+            log.warning("%s", line)
+    winner = max(choices, key=lambda c: c.cv_score)  # first listed wins a tie
     say = _Progress(cfg.training.progress)
     say("refitting %s on the %d training rows", winner.name, len(train_split.y))
     refit_start = time.perf_counter()
-    model = fit_final(
-        cfg,
-        winner,
-        preprocessor,
-        train_split.X,
-        train_split.y,
-        # Rows per fit in the search: what a budgeted refit keeps per tree.
-        search_rows=(
-            data.rows * (cfg.training.cv_folds - 1) // cfg.training.cv_folds if data.sampled else None
-        ),
-        early_stopping_rows=data.early_stopping_rows,
-    )
+    # Rows per fit in the search: what a budgeted refit keeps per tree.
+    search_rows = data.rows * (cfg.training.cv_folds - 1) // cfg.training.cv_folds if data.sampled else None
+    refit_note = None
+    if scaled:
+        from netsec_tasks.refit import refit
+
+        done = refit(
+            cfg,
+            engine,
+            schema,
+            train_split,
+            winner,
+            preprocessor,
+            search_rows=search_rows,
+            early_stopping_rows=data.early_stopping_rows,
+        )
+        model, refit_note = done.model, "; ".join([done.note, *skipped])
+    else:
+        model = fit_final(
+            cfg,
+            winner,
+            preprocessor,
+            train_split.X,
+            train_split.y,
+            search_rows=search_rows,
+            early_stopping_rows=data.early_stopping_rows,
+        )
     say("refit in %.1f s", time.perf_counter() - refit_start)
     training_seconds = time.perf_counter() - start
 
     # The one and only look at the test split: imputed once, then scored by the refit model.
-    test_split = _Split(catalog, validation.test_uri, schema)
-    with compute_limits():
-        test_features = model[:-1].transform(test_split.X)
-        metrics, cm, y_pred, scores = evaluate(model[-1], test_features, test_split.y)
+    if scaled:
+        from netsec_tasks.evaluation import evaluate_predictions
+        from netsec_tasks.refit import score_split
+
+        test_split: Any = score_split(cfg, engine, schema, model, validation.test_uri)
+        y_pred, scores = test_split.y_pred, test_split.scores
+        scored = evaluate_predictions(test_split.y, y_pred, scores)
+        metrics, cm = scored["metrics"], scored["confusion_matrix"]
+    else:
+        test_split = _Split(catalog, validation.test_uri, schema)
+        with compute_limits():
+            test_features = model[:-1].transform(test_split.X)
+            metrics, cm, y_pred, scores = evaluate(model[-1], test_features, test_split.y)
     plot_dir = Path(tempfile.mkdtemp(prefix="netsec-plots-", dir=scratch_dir(cfg)))
     plot_files = save_plots(
         test_split.y, y_pred, scores, plot_dir, labels=schema.class_names, title=f"- {winner.name}"
@@ -559,6 +643,8 @@ def _train_and_evaluate(
         plot_dir=plot_dir,
         training_seconds=training_seconds,
         search_rows=data.rows,
+        refit=refit_note,
+        engine=engine.name,
     )
 
 
@@ -567,8 +653,8 @@ class _Trained:
     """What tuning, refitting and the one test evaluation produced, before tracking."""
 
     model: Any
-    train: _Split
-    test: _Split
+    train: Any  # _Split, or a StoredSplit (Dask engine)
+    test: Any  # _Split, or a ScoredSplit (Dask engine)
     candidates: list[CandidateResult]
     winner: CandidateResult
     metrics: dict[str, float]
@@ -577,6 +663,8 @@ class _Trained:
     plot_dir: Path  # this task's local copies (logged to MLflow, then removed)
     training_seconds: float
     search_rows: int
+    refit: str | None = None  # how the Dask engine refit the winner (None: in this process)
+    engine: str = "local"
 
     def record(self, cfg: PipelineConfig, *, model_uri: str, run_id: str, experiment_id: str) -> TrainRecord:
         return TrainRecord(
@@ -594,6 +682,7 @@ class _Trained:
             test_rows=len(self.test.y),
             training_seconds=round(self.training_seconds, 3),
             search_rows=self.search_rows,
+            refit=self.refit,
         )
 
 
@@ -755,6 +844,8 @@ def _log_parent(
             "search_rows": out.search_rows,
             "search_max_rows": t.search_max_rows,
             "imputer_max_rows": cfg.transform.imputer_max_rows,
+            "engine": out.engine,
+            **({"refit": out.refit} if out.refit else {}),
             "target": schema.target.column,
             "positive_label": schema.positive_label,
             "label_mapping": schema.target.mapping(),
@@ -774,4 +865,4 @@ def _log_parent(
     _log_data(cfg, schema, validation, out.train, out.test)
     mlflow.log_artifacts(str(out.plot_dir), artifact_path="plots")
     # Logged last: a model in the run means everything before it succeeded.
-    return log_pipeline_model(out.model, out.train.X.head(50), name="model")
+    return log_pipeline_model(out.model, out.train.example(), name="model")

@@ -261,7 +261,7 @@ def _fit_stored(
     if not split.rows:
         raise DataError("training split has no rows", source=uri)
     donors = bounded_sample(
-        split.hashes, split.y, cfg.transform.imputer_max_rows, seed=cfg.training.seed, salt=IMPUTER_SALT
+        split.row_hashes, split.y, cfg.transform.imputer_max_rows, seed=cfg.training.seed, salt=IMPUTER_SALT
     )
     X = split.take(donors, schema.features, what="transform: collect the imputer's donors")
     categorical = categorical_frame(split.categories, schema.categorical_features, split.dtypes)

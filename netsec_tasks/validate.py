@@ -846,7 +846,7 @@ def _scan_split(
 
     data = open_dataset(storage_for(cfg), uri)
     scan = functools.partial(scan_partition, cfg, schema, split, stage, BATCH_ROWS)
-    scans = engine.map(scan, list(data.partitions), what=f"validate {split}")
+    scans = engine.map(scan, list(data.partitions), what=f"validate: check {split}")
     total = _SplitScan(_Tally(), [], [], [], [])
     for one in scans:
         total = total + one
@@ -856,6 +856,7 @@ def _scan_split(
 def _write_split(
     engine: Engine,
     cfg: PipelineConfig,
+    name: str,
     uri: str,
     source: Dataset,
     scan: _SplitScan,
@@ -871,9 +872,7 @@ def _write_split(
 
     targets = [join_uri(uri, part_name(i)) for i in range(len(scan.pieces))] if source.partitioned else [uri]
     write = functools.partial(write_partition, cfg, dtypes, digest is not None)
-    results = engine.map(
-        write, list(zip(scan.pieces, targets)), what=f"write validated {uri.rsplit('/', 2)[-2]}"
-    )
+    results = engine.map(write, list(zip(scan.pieces, targets)), what=f"validate: write {name}")
     if digest is not None:
         for _, values, header in results:
             digest.add(header, values)
@@ -995,6 +994,7 @@ def validate(
             k: _write_split(
                 engine,
                 cfg,
+                k,
                 catalog.uri(f"validated_{k}"),
                 sources[k],
                 scan,
