@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -121,6 +123,34 @@ class Engine:
         return fn(*args)
 
 
+_USERINFO = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:@/]*):[^@/]*@")
+
+
+def redacted(cfg: PipelineConfig) -> PipelineConfig:
+    """``cfg`` without the secrets workers never need (the passwords in ``source.mongo.uri`` and
+    ``registry.tracking_uri``): what a step's function receives on a Dask worker, so they never
+    travel through the scheduler."""
+    mask = functools.partial(_USERINFO.sub, r"\g<head>:***@")
+    return cfg.with_overrides(
+        {
+            "source.mongo.uri": mask(cfg.source.mongo.uri),
+            "registry.tracking_uri": mask(cfg.registry.tracking_uri),
+        }
+    )
+
+
+def _for_workers(fn: Callable[..., R], args: tuple = ()) -> tuple[Callable[..., R], tuple]:
+    """``fn`` (a function or a ``functools.partial``) and ``args`` with every config redacted."""
+    from netsec_tasks.config import PipelineConfig
+
+    def clean(values: tuple) -> tuple:
+        return tuple(redacted(v) if isinstance(v, PipelineConfig) else v for v in values)
+
+    if isinstance(fn, functools.partial):
+        fn = functools.partial(fn.func, *clean(fn.args), **fn.keywords)
+    return fn, clean(args)
+
+
 class DaskEngine(Engine):
     name = "dask"
 
@@ -152,6 +182,7 @@ class DaskEngine(Engine):
             return []
         log.info("%s: %d %s on %s", what, len(items), unit, self.describe())
         progress = Progress(what, len(items), unit)
+        fn, _ = _for_workers(fn)
         scattered = {k: self.client.scatter(v, broadcast=True, hash=False) for k, v in (shared or {}).items()}
         futures = self.client.map(fn, list(items), pure=False, **scattered)
         index = {f.key: i for i, f in enumerate(futures)}
@@ -168,6 +199,7 @@ class DaskEngine(Engine):
     def submit(self, fn: Callable[..., R], *args: Any, what: str) -> R:
         assert self.client is not None
         log.info("%s: on one worker of %s", what, self.describe())
+        fn, args = _for_workers(fn, args)
         future = self.client.submit(fn, *args, pure=False)
         try:
             return _result(future, what, None)

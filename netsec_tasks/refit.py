@@ -161,7 +161,9 @@ def _refit_xgboost(
     local = spec.build(cfg.training.seed).set_params(**winner.best_params)
     held = early_stopping_rows if early_stopping_rows is not None else np.zeros(split.rows, dtype=bool)
     fit_rows = ~held
-    load = functools.partial(transformed_partition, cfg, schema, preprocessor)
+    from netsec_tasks.engine import redacted
+
+    load = functools.partial(transformed_partition, redacted(cfg), schema, preprocessor)
     width = len(preprocessor.get_feature_names_out())
     meta = pd.DataFrame(
         {**{f"f{i}": pd.Series(dtype=np.float32) for i in range(width)}, _LABEL: pd.Series(dtype=np.int64)}
