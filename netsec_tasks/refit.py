@@ -154,6 +154,7 @@ def _refit_xgboost(
     from xgboost import dask as dxgb
 
     from netsec_tasks.candidates import get_candidate, single_threaded
+    from netsec_tasks.engine import redacted
     from netsec_tasks.train import EARLY_STOPPING_ROUNDS
 
     assert engine.client is not None
@@ -161,21 +162,31 @@ def _refit_xgboost(
     local = spec.build(cfg.training.seed).set_params(**winner.best_params)
     held = early_stopping_rows if early_stopping_rows is not None else np.zeros(split.rows, dtype=bool)
     fit_rows = ~held
-    from netsec_tasks.engine import redacted
-
     load = functools.partial(transformed_partition, redacted(cfg), schema, preprocessor)
     width = len(preprocessor.get_feature_names_out())
     meta = pd.DataFrame(
         {**{f"f{i}": pd.Series(dtype=np.float32) for i in range(width)}, _LABEL: pd.Series(dtype=np.int64)}
     )
-    train = dd.from_map(load, _jobs(split, fit_rows), meta=meta, enforce_metadata=False)
+    client = engine.client
+    # Persisted once: the features and the label are columns of the same partitions (each
+    # loaded and transformed on a worker once, and kept there while the DMatrix is built).
+    train = client.persist(dd.from_map(load, _jobs(split, fit_rows), meta=meta, enforce_metadata=False))
     features = [f"f{i}" for i in range(width)]
-    params = local.get_params()
-    eval_set = None
+    # xgboost.dask.train on quantile DMatrices rather than DaskXGBClassifier.fit: the same
+    # booster, without the classifier's pass over every label to find the classes (a shuffle).
+    dtrain = dxgb.DaskQuantileDMatrix(client, train[features], train[_LABEL])
+    evals = []
     if held.any():
-        params["early_stopping_rounds"] = EARLY_STOPPING_ROUNDS
-        evaluation = dd.from_map(load, _jobs(split, held), meta=meta, enforce_metadata=False)
-        eval_set = [(evaluation[features], evaluation[_LABEL])]
+        local.set_params(early_stopping_rounds=EARLY_STOPPING_ROUNDS)
+        evaluation = client.persist(dd.from_map(load, _jobs(split, held), meta=meta, enforce_metadata=False))
+        evals = [
+            (
+                dxgb.DaskQuantileDMatrix(client, evaluation[features], evaluation[_LABEL], ref=dtrain),
+                "held_out",
+            )
+        ]
+    params = {k: v for k, v in local.get_xgb_params().items() if v is not None}
+    params["objective"] = "binary:logistic"
     started = time.perf_counter()
     workers = engine.workers
     log.info(
@@ -185,13 +196,19 @@ def _refit_xgboost(
         len(split.partitions),
         f" ({int(held.sum())} held out for early stopping)" if held.any() else "",
     )
-    distributed = dxgb.DaskXGBClassifier(**params)
-    distributed.client = engine.client
-    distributed.fit(train[features], train[_LABEL], eval_set=eval_set, verbose=False)
-    # The registered model is a plain XGBClassifier holding the distributed booster: the
-    # Pipeline serving loads, with nothing of Dask in it.
-    model = xgboost.XGBClassifier(**params)
-    model.load_model(bytearray(distributed.get_booster().save_raw("ubj")))
+    trained = dxgb.train(
+        client,
+        params,
+        dtrain,
+        num_boost_round=local.get_num_boosting_rounds(),
+        evals=evals,
+        early_stopping_rounds=EARLY_STOPPING_ROUNDS if evals else None,
+        verbose_eval=False,
+    )
+    # The registered model is a plain XGBClassifier with the winner's parameters holding the
+    # distributed booster: the Pipeline serving loads, with nothing of Dask in it.
+    model = xgboost.XGBClassifier(**local.get_params())
+    model.load_model(bytearray(trained["booster"].save_raw("ubj")))
     model = single_threaded(model)
     rounds = model.get_booster().num_boosted_rounds()
     note = (
