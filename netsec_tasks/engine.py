@@ -37,7 +37,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from netsec_tasks.errors import NetsecError, SourceUnavailable
@@ -346,16 +346,3 @@ def engine_for(cfg: PipelineConfig) -> Engine:
         return DaskEngine(_connect(cfg), cfg.dask.scheduler)
     _, client = _local_cluster(cfg)
     return DaskEngine(client, f"a LocalCluster ({client.scheduler_info().get('address', 'loopback')})")
-
-
-@contextlib.contextmanager
-def on_workers_or_here(engine: Engine) -> Iterator[None]:
-    """joblib's parallel work (the search's CV fits) on the Dask workers when ``engine`` is one
-    (joblib's ``dask`` backend), here otherwise."""
-    if engine.client is None:
-        yield
-        return
-    import joblib
-
-    with joblib.parallel_config(backend="dask", wait_for_workers_timeout=60):
-        yield
