@@ -524,8 +524,9 @@ def _tune_all(
         results.append(result)
         elapsed = time.perf_counter() - started
         left = len(t.candidates) - i
-        # A rough estimate: the candidates so far took this long on average.
-        eta = f", about {duration(elapsed / i * left)} left" if left else ""
+        # A rough estimate: the candidates so far took this long on average (the Dask engine
+        # logged its own while the candidates ran side by side).
+        eta = f", about {duration(elapsed / i * left)} left" if left and done is None else ""
         say(
             "[%d/%d] %-22s cv %s %.4f ± %.4f  %.1f s (search %s so far%s)",
             i,
