@@ -130,15 +130,6 @@ def transformed_partition(
     return out
 
 
-def _jobs(split: StoredSplit, mask: np.ndarray) -> list[tuple[Partition, np.ndarray]]:
-    jobs = []
-    for part in split.partitions:
-        positions = np.flatnonzero(mask[part.offset : part.offset + part.rows])
-        if len(positions):
-            jobs.append((part, positions))
-    return jobs
-
-
 def _refit_xgboost(
     cfg: PipelineConfig,
     engine: Engine,
@@ -170,7 +161,7 @@ def _refit_xgboost(
     client = engine.client
     # Persisted once: the features and the label are columns of the same partitions (each
     # loaded and transformed on a worker once, and kept there while the DMatrix is built).
-    train = client.persist(dd.from_map(load, _jobs(split, fit_rows), meta=meta, enforce_metadata=False))
+    train = client.persist(dd.from_map(load, split.jobs(fit_rows), meta=meta, enforce_metadata=False))
     features = [f"f{i}" for i in range(width)]
     # xgboost.dask.train on quantile DMatrices rather than DaskXGBClassifier.fit: the same
     # booster, without the classifier's pass over every label to find the classes (a shuffle).
@@ -178,7 +169,7 @@ def _refit_xgboost(
     evals = []
     if held.any():
         local.set_params(early_stopping_rounds=EARLY_STOPPING_ROUNDS)
-        evaluation = client.persist(dd.from_map(load, _jobs(split, held), meta=meta, enforce_metadata=False))
+        evaluation = client.persist(dd.from_map(load, split.jobs(held), meta=meta, enforce_metadata=False))
         evals = [
             (
                 dxgb.DaskQuantileDMatrix(client, evaluation[features], evaluation[_LABEL], ref=dtrain),
@@ -275,7 +266,7 @@ def _refit_on_sample(
         winner,
         preprocessor,
         search_rows,
-        _jobs(split, chosen),
+        split.jobs(chosen),
         what=f"refit {winner.name} on {rows} rows",
     )
     whole = rows == split.rows

@@ -154,18 +154,25 @@ class StoredSplit:
     def partitions(self) -> tuple[Partition, ...]:
         return self.data.partitions
 
+    def jobs(self, mask: np.ndarray) -> list[tuple[Partition, np.ndarray]]:
+        """(partition, positions in it) of the rows where ``mask`` (over the split) is True,
+        for the partitions that hold any."""
+        mask = np.asarray(mask, dtype=bool)
+        out = []
+        for part in self.partitions:
+            positions = np.flatnonzero(mask[part.offset : part.offset + part.rows])
+            if len(positions):
+                out.append((part, positions))
+        return out
+
     def take(
         self, mask: np.ndarray, columns: list[str] | None = None, *, what: str = "collect rows"
     ) -> pd.DataFrame:
         """The rows where ``mask`` (over the split) is True, in split order, as one frame: only
         for bounded samples. Partitions without a selected row are not read."""
-        mask = np.asarray(mask, dtype=bool)
-        jobs = []
-        for part in self.partitions:
-            positions = np.flatnonzero(mask[part.offset : part.offset + part.rows])
-            if len(positions):
-                jobs.append((part, positions))
-        pieces = self.engine.map(functools.partial(partition_take, self.cfg, columns), jobs, what=what)
+        pieces = self.engine.map(
+            functools.partial(partition_take, self.cfg, columns), self.jobs(mask), what=what
+        )
         if not pieces:
             first = read_partition(_storage(self.cfg), self.partitions[0], columns=columns)
             return first.iloc[:0]
