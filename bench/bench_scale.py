@@ -235,8 +235,11 @@ class Cluster:
             port = sock.getsockname()[1]
         self.address = f"tcp://127.0.0.1:{port}"
         self.log = open(log_file, "a")  # noqa: SIM115 (open for the cluster's life)
+        from netsec_tasks.engine import runtime_environment
+
         dask = str(Path(PY).with_name("dask"))
-        common = dict(stdout=self.log, stderr=subprocess.STDOUT, cwd=work)
+        env = {**os.environ, **runtime_environment()}
+        common = dict(stdout=self.log, stderr=subprocess.STDOUT, cwd=work, env=env)
         self.procs = [
             subprocess.Popen(
                 [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], **common

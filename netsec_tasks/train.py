@@ -495,21 +495,22 @@ def _tune_all(
         if groups is not None
         else "StratifiedKFold"
     )
+    on_workers = engine is not None and engine.client is not None
     say(
-        "tuning %d candidates on %s: %s search, n_iter=%d, %d-fold %s, n_jobs=%d, metric=%s",
+        "tuning %d candidates on %s: %s search, n_iter=%d, %d-fold %s, %s, metric=%s",
         len(t.candidates),
         data.description,
         t.search,
         t.n_iter,
         t.cv_folds,
         fold_kind,
-        t.n_jobs,
+        "one candidate per task on the Dask workers" if on_workers else f"n_jobs={t.n_jobs}",
         t.metric,
     )
     results: list[CandidateResult] = []
     started = time.perf_counter()
     done = None
-    if engine is not None and engine.client is not None:
+    if on_workers:
         done = engine.map(
             functools.partial(tune_on_worker, cfg),
             list(t.candidates),

@@ -409,6 +409,10 @@ def test_the_dask_cluster_is_the_one_the_tasks_use_and_its_workers_scale():
     ]
     assert secrets == [], "workers get no Airflow settings or secrets"
     assert SERVICES["airflow-worker"]["depends_on"]["dask-scheduler"]["condition"] == "service_healthy"
+    from netsec_tasks.engine import runtime_environment
+
+    for name in DASK:  # the runtime settings the engine's LocalCluster uses
+        assert runtime_environment().items() <= env_of(name).items(), name
 
 
 def test_airflow_services_share_one_configuration_and_no_disk():
