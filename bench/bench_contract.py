@@ -16,8 +16,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from netsec_tasks.contract import Contract
+from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.sample import make_sample
-from netsec_tasks.schema import load_schema
 from serving.inputs import fast_json_input, json_input
 
 REPO = Path(__file__).resolve().parent.parent

@@ -79,7 +79,7 @@ def train_and_register(tracking_uri: str, artifacts: Path, kind: str) -> str:
     from sklearn.pipeline import Pipeline
 
     from netsec_tasks.candidates import get_candidate
-    from netsec_tasks.schema import load_schema
+    from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.transform import build_preprocessor
 
     schema = load_schema(REPO / "config" / "schema" / "phishing.yaml")

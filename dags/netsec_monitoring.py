@@ -160,7 +160,9 @@ DOC_MD = f"""
 ### netsec_monitoring
 
 Watches what the **{CFG.registry.model_name}** Production model serves and what analysts say
-about it; asks `netsec_training` to retrain when the evidence says so.
+about it; asks `netsec_training` to retrain when the evidence says so. Reads and keeps only that
+registered model's state (its log and verdicts, watermark, trend, reports): another data set in
+the same stores is never read.
 
 `feedback_to_training` → `monitor` → `request_retraining` → `commit`
 
@@ -170,8 +172,11 @@ about it; asks `netsec_training` to retrain when the evidence says so.
 * **Requests a retraining** by updating the asset `{RETRAIN_REQUESTED.name}` when traffic drift
   is detected (`drift.*`, at least `monitoring.min_rows` new rows) or live F1's upper confidence
   bound is below `monitoring.f1_floor` with `monitoring.min_labels` verdicts; not twice for the
-  same Production version within `monitoring.cooldown_hours`.
-* **Report**: `<storage>/monitoring/runs/<run>/monitoring_report.html` (and `latest.html`), the
+  same Production version within `monitoring.cooldown_hours`. A surge of contract violations
+  (over `validation.max_invalid_share` of the new rows) is reported on its own and requests a
+  retraining only with `monitoring.retrain_on_contract_violations`.
+* **Report**: `<storage>/monitoring/{CFG.registry.model_name}/runs/<run>/monitoring_report.html`
+  (and `latest.html` there), the
   MLflow experiment `{CFG.monitoring.experiment}`, serving's `/metrics` (`netsec_monitoring_*`).
 """
 

@@ -1,8 +1,9 @@
 """Airflow 3 DAG ``netsec_training``: reconcile -> ingest -> validate -> drift branch -> train ->
 register -> sync.
 
-Every task is a thin wrapper over one step function in ``netsec_tasks`` (the same functions
-``netsec run`` calls in process). Parsing this file imports only the Airflow SDK, the standard
+Every task calls one step function of ``netsec_tasks`` with the records earlier tasks pushed,
+and nothing more: the same functions, in the same order, as ``netsec run`` calls in process (the
+table in ``netsec_tasks/pipeline.py``). Parsing this file imports only the Airflow SDK, the standard
 operators and ``netsec_tasks.config`` (pydantic + yaml, to read the schedule): the step modules,
 pandas, scikit-learn, MLflow, pymongo and boto3 are imported inside the task callables.
 
@@ -27,21 +28,15 @@ from airflow.sdk import (
 
 from netsec_airflow import MONGO_CONN_ID, S3_CONN_ID, default_args, retrain_asset, retries
 from netsec_tasks.config import Candidate, load_config
+from netsec_tasks.run_params import RUN_PARAMS, param_bounds
 
 log = logging.getLogger("netsec.dag")
 
 DAG_ID = "netsec_training"
 
-# DAG-run param -> dotted config key. A param left at None keeps the configured value.
-PARAM_TO_CONFIG = {
-    "source": "source.kind",
-    "source_path": "source.path",
-    "n_iter": "training.n_iter",
-    "cv_folds": "training.cv_folds",
-    "candidates": "training.candidates",
-    "promotion_margin": "registry.promotion_margin",
-    "min_score": "registry.min_score",
-}
+# DAG-run param -> dotted config key (netsec_tasks.run_params, shared with serving's /train).
+# A param left at None keeps the configured value.
+PARAM_TO_CONFIG = RUN_PARAMS
 
 # Read once at parse time for the schedule, retry budget and the defaults shown in the UI.
 # A broken config shows up as an import error of this DAG, naming the bad key.
@@ -56,11 +51,16 @@ RETRAIN_REQUESTED = retrain_asset(CFG)
 def _config(params: dict) -> typing.Any:
     """Config file + NETSEC_* env + this run's params, validated (ConfigError names the key).
 
-    Also points the storage layer at the ``netsec_s3`` connection's credentials when storage is
-    ``s3://``: every task reads its inputs from and writes its outputs to storage.
+    The params are checked against the bounds of a triggered run first (margin >= 0, a score
+    floor no lower than the configured one, a source path under ``source.path_roots`` as this
+    worker resolves it: ``netsec_tasks.run_params``), whatever the form allowed when the DAG
+    file was parsed. Also points the storage layer at the ``netsec_s3`` connection's credentials
+    when storage is ``s3://``: every task reads its inputs from and writes its outputs to storage.
     """
     from netsec_tasks.pipeline import load_pipeline_config
+    from netsec_tasks.run_params import check_run_params
 
+    check_run_params(load_pipeline_config(), params)
     overrides = {}
     for name, dotted in PARAM_TO_CONFIG.items():
         value = params.get(name)
@@ -115,13 +115,12 @@ def reconcile_task(dag_run, params, **_):
     """First: end what earlier runs left (stale MLflow runs, undecided model versions)."""
     from netsec_tasks.reconcile import reconcile
 
-    record = reconcile(_config(params), by=f"pipeline run {dag_run.run_id}")
-    log.info("reconcile: %s", record.summary())
-    return record.to_xcom()
+    return reconcile(_config(params), by=f"pipeline run {dag_run.run_id}").to_xcom()
 
 
 def ingest_task(ti, dag_run, params, triggering_asset_events=None, **_):
-    """Snapshot the source (file, or MongoDB through the netsec_mongo connection), split."""
+    """Start the run (id, trigger, storage root: XCom ``run``) and snapshot the source: a file,
+    or MongoDB through the netsec_mongo connection."""
     from netsec_tasks.errors import SourceUnavailable
     from netsec_tasks.ingest import ingest
     from netsec_tasks.records import RunContext
@@ -167,34 +166,20 @@ def validate_task(ti, params, **_):
     from netsec_tasks.records import IngestRecord
     from netsec_tasks.validate import validate
 
-    record = validate(_config(params), _run_context(ti), _pull(ti, IngestRecord, "ingest"))
-    return record.to_xcom()
+    return validate(_config(params), _run_context(ti), _pull(ti, IngestRecord, "ingest")).to_xcom()
 
 
 def check_drift_task(ti, params, **_):
-    """Compare the new batch with Production's training data and choose the branch."""
-    from netsec_tasks.catalog import RunCatalog
-    from netsec_tasks.drift import check_drift
-    from netsec_tasks.pipeline import decide_retrain
+    """Compare the new batch with Production's training data and choose the branch
+    (XComs ``drift``, ``branch_reason`` and ``retrain``; the return value is the task to follow)."""
+    from netsec_tasks.pipeline import choose_branch
     from netsec_tasks.records import ValidationRecord
-    from netsec_tasks.registry import production_reference
 
-    cfg, run = _config(params), _run_context(ti)
-    validation = _pull(ti, ValidationRecord, "validate")
-    reference_uri, reference_version = production_reference(cfg)
-    drift = check_drift(
-        cfg, run, validation, reference_uri=reference_uri, reference_version=reference_version
-    )
-    retrain, reason = decide_retrain(
-        drift,
-        force_retrain=run.force_retrain,
-        requested_by_monitoring=run.trigger_reason if run.trigger == "monitoring" else None,
-    )
-    log.info("branch: %s because %s (report: %s)", "retrain" if retrain else "skip", reason, drift.html_uri)
-    ti.xcom_push(key="drift", value=drift.to_xcom())
-    ti.xcom_push(key="branch_reason", value=reason)
-    RunCatalog.of(cfg, run).save_text("branch", ("retrain" if retrain else "skip") + f": {reason}\n")
-    return "transform" if retrain else "skip_training"
+    branch = choose_branch(_config(params), _run_context(ti), _pull(ti, ValidationRecord, "validate"))
+    ti.xcom_push(key="drift", value=branch.drift.to_xcom())
+    ti.xcom_push(key="branch_reason", value=branch.reason)
+    ti.xcom_push(key="retrain", value=branch.retrain)
+    return "transform" if branch.retrain else "skip_training"
 
 
 def transform_task(ti, params, **_):
@@ -208,31 +193,20 @@ def train_task(ti, params, **_):
     from netsec_tasks.records import TransformRecord, ValidationRecord
     from netsec_tasks.train import train
 
-    record = train(
-        _config(params),
-        _run_context(ti),
-        _pull(ti, ValidationRecord, "validate"),
-        _pull(ti, TransformRecord, "transform"),
-    )
-    log.info("winner %s: %s", record.winner, record.test_metrics)
-    return record.to_xcom()
+    validation, transform = _pull(ti, ValidationRecord, "validate"), _pull(ti, TransformRecord, "transform")
+    return train(_config(params), _run_context(ti), validation, transform).to_xcom()
 
 
 def register_task(ti, params, **_):
+    """Register the winner, promote it only when it beats Production; then the hold-out file
+    (``evaluation.holdout_path``, off by default; its record in XCom ``evaluation``)."""
+    from netsec_tasks.pipeline import register_and_evaluate
     from netsec_tasks.records import TrainRecord, ValidationRecord
-    from netsec_tasks.registry import register
 
-    cfg, run = _config(params), _run_context(ti)
-    record = register(cfg, run, _pull(ti, TrainRecord, "train"), _pull(ti, ValidationRecord, "validate"))
-    log.info("registry: %s", record.reason)
-    if cfg.evaluation.holdout_path:  # off by default: the new version on a labelled hold-out file
-        from netsec_tasks.holdout import evaluate_holdout
-
-        evaluation = evaluate_holdout(cfg, run, record)
-        if evaluation is not None:
-            log.info(
-                "hold-out %s: %s (report: %s)", evaluation.source, evaluation.metrics, evaluation.html_uri
-            )
+    train, validation = _pull(ti, TrainRecord, "train"), _pull(ti, ValidationRecord, "validate")
+    record, evaluation = register_and_evaluate(_config(params), _run_context(ti), train, validation)
+    if evaluation is not None:
+        ti.xcom_push(key="evaluation", value=evaluation.to_xcom())
     return record.to_xcom()
 
 
@@ -241,36 +215,47 @@ def sync_task(ti, params, **_):
     from netsec_tasks.records import RegisterRecord
     from netsec_tasks.sync import sync
 
-    record = sync(_config(params), _run_context(ti), register=_pull(ti, RegisterRecord, "register"))
-    return record.to_xcom()
+    return sync(_config(params), _run_context(ti), register=_pull(ti, RegisterRecord, "register")).to_xcom()
 
 
 def record_outcome_task(ti, params, **_):
-    """Close the run after either branch: commit the watermark, write outcome.json."""
-    from netsec_tasks.pipeline import record_outcome
+    """Close the run after either branch: commit the watermark, write outcome.json and
+    summary.json. The records of a skipped branch are None."""
+    from netsec_tasks.pipeline import finish_run
     from netsec_tasks.records import (
+        BranchRecord,
         DriftRecord,
+        EvaluationRecord,
         IngestRecord,
         ReconcileRecord,
         RegisterRecord,
+        SyncRecord,
         TrainRecord,
+        TransformRecord,
         ValidationRecord,
     )
 
     reason = ti.xcom_pull(task_ids="check_drift", key="branch_reason")
-    outcome = record_outcome(
+    branch = BranchRecord(
+        drift=_pull(ti, DriftRecord, "check_drift", key="drift"),
+        retrain=bool(ti.xcom_pull(task_ids="check_drift", key="retrain")),
+        reason=reason,
+    )
+    result = finish_run(
         _config(params),
         _run_context(ti),
         ingest=_pull(ti, IngestRecord, "ingest"),
         validation=_pull(ti, ValidationRecord, "validate"),
-        drift=_pull(ti, DriftRecord, "check_drift", key="drift"),
+        branch=branch,
+        reconciled=_pull(ti, ReconcileRecord, "reconcile"),
+        transform=_pull(ti, TransformRecord, "transform"),
         train=_pull(ti, TrainRecord, "train"),
         register=_pull(ti, RegisterRecord, "register"),
-        branch_reason=reason,
-        reconciled=_pull(ti, ReconcileRecord, "reconcile"),
+        evaluation=_pull(ti, EvaluationRecord, "register", key="evaluation"),
+        sync=_pull(ti, SyncRecord, "sync"),
     )
     ti.xcom_push(key="branch_reason", value=reason)
-    return outcome.to_xcom()
+    return result.outcome.to_xcom()
 
 
 # --------------------------------------------------------------------------- the DAG
@@ -303,7 +288,8 @@ def config_param(
     """The trigger-form field of param ``name``, derived from the config key it overrides
     (``PARAM_TO_CONFIG``): the JSON schema (type, range, allowed values) and the help text are
     the config field's, plus the value this deployment configured, so the form and the config
-    cannot disagree. Empty (null) keeps the configured value.
+    cannot disagree, narrowed by a triggered run's bounds (``run_params.param_bounds``).
+    Empty (null) keeps the configured value.
 
     A list of known names (``training.candidates``) becomes a multi-select: Airflow's form draws
     one for an array whose schema lists ``examples`` (its ``example_params_ui_tutorial``);
@@ -329,6 +315,7 @@ def config_param(
         schema["uniqueItems"] = True
     if values_display:
         schema["values_display"] = values_display
+    schema.update(param_bounds(CFG).get(name, {}))  # a triggered run's own bounds
     env = "NETSEC_" + dotted.upper().replace(".", "__")
     description = (
         f"{help_text}{note} Empty: the configured {dotted} ({_shown(value)}; config/pipeline.yaml or {env})."
@@ -349,12 +336,18 @@ PARAMS = {
         f" Here 'mongo' reads through the Airflow connection '{MONGO_CONN_ID}'.",
         values_display={"file": "file", "mongo": f"mongo (connection {MONGO_CONN_ID})"},
     ),
-    "source_path": config_param("source_path", "Source file"),
+    "source_path": config_param(
+        "source_path",
+        "Source file",
+        f" Only under source.path_roots ({', '.join(CFG.source.path_roots) or 'none configured'}).",
+    ),
     "n_iter": config_param("n_iter", "Search budget"),
     "cv_folds": config_param("cv_folds", "CV folds"),
     "candidates": config_param("candidates", "Candidate models"),
-    "promotion_margin": config_param("promotion_margin", "Promotion margin"),
-    "min_score": config_param("min_score", "Minimum score"),
+    "promotion_margin": config_param("promotion_margin", "Promotion margin", " At least 0 here."),
+    "min_score": config_param(
+        "min_score", "Minimum score", f" At least the configured {CFG.registry.min_score:g} here."
+    ),
 }
 
 DOC_MD = f"""
@@ -363,7 +356,7 @@ DOC_MD = f"""
 Trains the threat classifier for **{CFG.dataset}** and promotes it only when it beats Production.
 
 `reconcile` (ends stale MLflow runs, decides model versions earlier runs left undecided) →
-`ingest` → `validate` → `check_drift` → either `transform` → `train` → `register` → `sync_s3`
+`ingest` → `validate` → `check_drift` → either `transform` → `train` → `register` → `sync`
 (drift, no Production model, *force_retrain*, or a request of `netsec_monitoring`) or
 `skip_training`, then `record_outcome` (commits the ingest watermark and writes `outcome.json`
 in the run directory).
@@ -438,11 +431,12 @@ with DAG(
         **OUTAGE_RETRIES,
         doc_md="Register the winner; promote only if it beats Production.",
     )
-    sync_s3 = PythonOperator(
-        task_id="sync_s3",
+    sync = PythonOperator(
+        task_id="sync",
         python_callable=sync_task,
         **IO_RETRIES,
-        doc_md="Upload the run's artifacts (retries with back-off).",
+        doc_md="Copy the registered model beside the run in storage (S3 or file://) and write the "
+        "manifest, last (retries with back-off). Named sync_s3 before.",
     )
     skip_training = EmptyOperator(task_id="skip_training")
     outcome = PythonOperator(
@@ -453,5 +447,5 @@ with DAG(
     )
 
     reconcile >> ingest >> validate >> check_drift
-    check_drift >> transform >> train >> register >> sync_s3 >> outcome
+    check_drift >> transform >> train >> register >> sync >> outcome
     check_drift >> skip_training >> outcome

@@ -21,7 +21,7 @@ register               register/register.json                      register
 evaluation             evaluate/                                   register (evaluation.holdout_path)
 model                  model/                                      sync (the registered model)
 manifest               manifest.json                               sync (written last)
-outcome, summary       outcome.json, summary.json                  record_outcome / netsec run
+outcome, summary       outcome.json, summary.json                  record_outcome
 =====================  ==========================================  ============================
 
 Records carry the URIs (``file://`` or ``s3://``); :meth:`RunCatalog.load_frame` reads any of

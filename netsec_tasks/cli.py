@@ -10,12 +10,15 @@
     netsec evaluate FILE [--model models:/NAME/VERSION] [--out DIR]   metrics on a labelled file
     netsec make-sample [--rows N] [--dataset D] [--missing 0.02]   a deterministic synthetic data set
     netsec fetch-dataset [--out P]        the real UCI data from OpenML (needs internet)
-    netsec serve                          the FastAPI serving service
+    netsec serve                          the FastAPI serving service (added by the serving package)
     netsec config                         the effective configuration (file + env)
 
 Global options (``--config``, ``--set KEY=VALUE``, ``-v``) go before or after the command.
 Errors in the input or the environment print one line naming the problem and exit non-zero
-(2 bad input/config, 3 service unavailable, 143 SIGTERM), with no traceback.
+(2 bad input/config, 3 service unavailable, 143 SIGTERM), with no traceback. Exit 1: ``validate``
+failed, or ``drift --fail-on-drift`` found drift. Exit 4 (:data:`NOT_JUDGED`): ``drift`` or
+``evaluate`` left out more than ``validation.max_invalid_share`` of a file's rows as breaking the
+input contract, so its figures describe the rows left, not the file: the first line says so.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from netsec_tasks.errors import ConfigError, NetsecError, Terminated
+
+# The exit code of a comparison or evaluation that ran but cannot be judged (see the docstring).
+NOT_JUDGED = 4
 
 
 def _cfg(args: argparse.Namespace, **overrides: Any):
@@ -142,7 +148,7 @@ def cmd_push_data(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from netsec_tasks.schema import load_schema
+    from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.table_io import read_table
     from netsec_tasks.validate import validate_frame, write_report
 
@@ -168,12 +174,17 @@ def cmd_drift(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
     out = _output_dir(args.out or Path(cfg.workdir) / "drift")
     record = drift_between_files(args.reference, args.current, cfg, out)
-    print(
-        f"drift {'DETECTED' if record.drift_detected else 'not detected'}: "
-        f"{record.drift_share:.0%} of {record.columns_tested} columns drifted"
-        + (f" ({', '.join(record.drifted_columns)})" if record.drifted_columns else "")
+    figures = f"{record.drift_share:.0%} of {record.columns_tested} columns drifted" + (
+        f" ({', '.join(record.drifted_columns)})" if record.drifted_columns else ""
     )
+    if not record.judged:
+        print(f"drift NOT JUDGED: {record.not_judged}")
+        print(f"(on the {record.current_rows} current rows left: {figures})")
+    else:
+        print(f"drift {'DETECTED' if record.drift_detected else 'not detected'}: {figures}")
     print(f"report: {record.report_uri}\nhtml:   {record.html_uri}")
+    if not record.judged:
+        return NOT_JUDGED
     return 1 if record.drift_detected and args.fail_on_drift else 0
 
 
@@ -306,7 +317,7 @@ def cmd_make_sample(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a labelled file with the Production model (or --model) and write the reports."""
-    from netsec_tasks.holdout import evaluate_file
+    from netsec_tasks.file_evaluation import evaluate_file
 
     cfg = _cfg(args)
     out = _output_dir(args.out) if args.out else None
@@ -314,11 +325,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         cfg, args.file, model_uri=args.model, out_dir=out, invalid=args.invalid, track=not args.no_mlflow
     )
     m = rec.metrics
+    for warning in rec.warnings:  # before any figure
+        print(f"WARNING: {warning}")
     print(
         f"{rec.model_name} v{rec.model_version} on {rec.source}: {rec.rows_scored} rows scored"
         + (f", {rec.rows_excluded} left out" if rec.rows_excluded else "")
+        + (f", {rec.rows_trained_on} of them rows it was trained on" if rec.rows_trained_on else "")
     )
-    print("threat class: " + "  ".join(f"{k} {v:.4f}" for k, v in m.items()))
+    unseen = " (rows it never saw)" if rec.rows_trained_on else ""
+    print(f"threat class{unseen}: " + "  ".join(f"{k} {v:.4f}" for k, v in m.items()))
+    if rec.rows_trained_on:
+        print("all rows:     " + "  ".join(f"{k} {v:.4f}" for k, v in rec.metrics_all_rows.items()))
     (tn, fp), (fn, tp) = rec.confusion_matrix
     print(f"confusion matrix (truth x predicted, benign/threat): TN {tn}  FP {fp}  FN {fn}  TP {tp}")
     if rec.per_label:
@@ -332,7 +349,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"report: {rec.report_uri}\nhtml:   {rec.html_uri}")
     if rec.mlflow_run_id:
         print(f"MLflow run: {rec.mlflow_run_id} (linked to {rec.model_name} v{rec.model_version})")
-    return 0
+    return 0 if rec.judged else NOT_JUDGED
 
 
 def cmd_fetch_dataset(args: argparse.Namespace) -> int:
@@ -340,13 +357,6 @@ def cmd_fetch_dataset(args: argparse.Namespace) -> int:
 
     path = fetch_dataset(_output_file(args.out), data_id=args.data_id)
     print(f"written to {path}")
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from serving.cli import serve
-
-    serve(host=args.host, port=args.port, workers=args.workers)
     return 0
 
 
@@ -449,6 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--out")
     d.add_argument("--fail-on-drift", action="store_true", help="exit 1 when drift is detected")
+    d.epilog = (
+        "Exit 4 when either file leaves out more than validation.max_invalid_share of its rows as "
+        "breaking the input contract: the comparison is then not judged (first line), whatever "
+        "the rows left show."
+    )
     d.set_defaults(func=cmd_drift)
 
     pr = add("predict", help="predict a CSV with the Production model")
@@ -537,15 +552,30 @@ def build_parser() -> argparse.ArgumentParser:
     fd.add_argument("--data-id", type=int, default=4534)
     fd.set_defaults(func=cmd_fetch_dataset)
 
-    sv = add("serve", help="start the FastAPI serving service")
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--workers", type=int, default=1)
-    sv.set_defaults(func=cmd_serve)
-
     c = add("config", help="print the effective configuration")
     c.set_defaults(func=cmd_config)
+    plugin_commands(add)
     return p
+
+
+def plugin_commands(add: Any) -> list[str]:
+    """Add the subcommands other installed packages offer (entry points of group
+    ``netsec.commands``, each a function taking ``add(name, **kw) -> argparse parser``); returns
+    their names. ``netsec serve`` comes from the serving package this way (``pyproject.toml``),
+    so this library never imports the service. A plugin that cannot be imported (its extra is
+    not installed) is left out with one line on stderr; the other commands still work."""
+    from importlib.metadata import entry_points
+
+    names = []
+    for ep in sorted(entry_points(group="netsec.commands"), key=lambda e: e.name):
+        try:
+            register = ep.load()
+        except ImportError as exc:
+            print(f"netsec: command {ep.name!r} unavailable ({ep.value}: {exc})", file=sys.stderr)
+            continue
+        register(add)
+        names.append(ep.name)
+    return names
 
 
 def main(argv: Sequence[str] | None = None) -> int:

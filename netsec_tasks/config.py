@@ -89,6 +89,10 @@ class SourceConfig(_Section):
         "worker; not set: the synthetic sample (made on demand).",
     )
     mongo: MongoSourceConfig = MongoSourceConfig()
+    # Where a run triggered from outside (the DAG's form, serving's POST /train) may point
+    # source.path: absolute folders (or s3://bucket/prefix) the deployment keeps training data
+    # in. The configured source.path itself is not limited (netsec_tasks/run_params.py).
+    path_roots: list[str] = Field(default_factory=lambda: ["{workdir}/data"])
     # Train on the rows of the last N days only (by watermark time); None: all rows.
     window_days: float | None = Field(None, gt=0)
     # kind=file: also train on analysts' verdicts (<storage>/feedback/training_rows.parquet,
@@ -325,6 +329,12 @@ class MonitoringConfig(_Section):
     f1_floor: float = Field(0.8, ge=0, le=1)
     min_labels: int = Field(50, ge=1)
     retrain_on_drift: bool = True
+    # A surge of contract violations in served traffic (more than validation.max_invalid_share of
+    # the new rows break the input contract: an upstream encoding change, another writer) is
+    # reported as its own finding. It is a fault of the sender or the schema, which a model
+    # retrained on the rows that still pass cannot fix: false (default) reports it without a
+    # request; true requests a retraining too.
+    retrain_on_contract_violations: bool = False
     # After requesting a retraining, no new request for the same Production version for this
     # long (a retraining that could not fix the drift must not run every hour).
     cooldown_hours: float = Field(24.0, ge=0)

@@ -46,8 +46,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from netsec_tasks.dataset_schema import RESERVED_COLUMNS, ColumnSpec, DatasetSchema
 from netsec_tasks.errors import DataError
-from netsec_tasks.schema import RESERVED_COLUMNS, ColumnSpec, DatasetSchema
 
 Kind = Literal["uncoercible", "domain", "non_nullable", "row_null"]
 
@@ -339,7 +339,7 @@ class Contract:
 
     @classmethod
     def from_config(cls, cfg, schema: DatasetSchema | None = None) -> Contract:
-        from netsec_tasks.schema import load_schema
+        from netsec_tasks.dataset_schema import load_schema
 
         return cls(
             schema or load_schema(cfg.schema_path), max_row_null_share=cfg.validation.max_row_null_share
@@ -631,7 +631,7 @@ class Contract:
         unlisted_values = self.schema.unlisted_labels(u_typed[u_ok])
         u_unlisted = np.zeros(len(distinct), dtype=bool)
         if unlisted_values:
-            from netsec_tasks.schema import label_keys
+            from netsec_tasks.dataset_schema import label_keys
 
             listed_keys = set(label_keys(pd.Series(self.schema.target.vocabulary, dtype=object)))
             u_unlisted = u_ok & ~label_keys(u_typed).isin(listed_keys).to_numpy(dtype=bool)

@@ -20,8 +20,8 @@ from urllib.error import HTTPError, URLError
 
 import pandas as pd
 
+from netsec_tasks.dataset_schema import DatasetSchema
 from netsec_tasks.errors import DataError, SourceUnavailable
-from netsec_tasks.schema import DatasetSchema
 from netsec_tasks.storage import atomic_path
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,9 @@ def default_data_home() -> Path:
 
 def description_url(data_id: int) -> str:
     """The first URL fetch_openml requests for ``data_id`` (OpenML's data description)."""
+    # scikit-learn keeps the URL (and the errors fetch_dataset catches) in private modules: it has
+    # no public name for them and fetch_openml takes no base URL. Read from there, a test can
+    # point fetch_openml at a loopback stub and our messages name the URL it really asked.
     from sklearn.datasets import _openml
 
     return _openml._DATA_INFO.format(data_id)
@@ -142,7 +145,7 @@ def fetch_dataset(
 
     if schema is None:
         from netsec_tasks.config import PACKAGE_CONFIG_DIR
-        from netsec_tasks.schema import load_schema
+        from netsec_tasks.dataset_schema import load_schema
 
         schema = load_schema(PACKAGE_CONFIG_DIR / "schema" / "phishing.yaml")
     home = Path(data_home) if data_home is not None else default_data_home()

@@ -51,6 +51,13 @@ class RegistryError(NetsecError):
     """The MLflow registry refused an operation or has no model where one is needed."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (at most 300 characters), else its type's name: what a
+    one-line log or error message quotes of an error raised by a library."""
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
 class Terminated(BaseException):
     """The process was asked to stop (SIGTERM). A BaseException, like KeyboardInterrupt, so no
     ``except Exception`` on the way up swallows it; clean-up in ``finally``/``except BaseException``

@@ -6,24 +6,28 @@ schema names (``-1``/``1`` for the UCI phishing data; any attack name in the "ev
 ``normal``" form), or ``"threat"``/``"benign"`` where the schema has exactly one such label. A
 verdict store keeps every verdict as an event (prediction id, sequence number, label, time,
 source, note): re-sending the verdict that stands changes nothing (idempotent); a different one
-is appended with its time, and the latest is the one that counts (:meth:`current`). Stores:
-:class:`JsonlFeedbackStore` (``<log dir>/feedback.jsonl``, beside serving's JSONL prediction
-log; a file lock serialises writers) and :class:`MongoFeedbackStore` (collection ``feedback``
-beside ``predictions``; ``_id = <prediction id>#<seq>`` makes two racing writers of the same
-change collide instead of both writing).
+is appended with its time, and the latest is the one that counts (:meth:`current`). Stores, one
+per registered model like the prediction log they sit beside: :class:`JsonlFeedbackStore`
+(``<log dir>/<model>/feedback.jsonl``, :func:`verdict_file`; a file lock serialises writers) and
+:class:`MongoFeedbackStore` (collection ``feedback`` beside ``predictions``, every event with
+``model_name``, every query filtered on it; ``_id = <prediction id>#<seq>`` makes two racing
+writers of the same change collide instead of both writing). A store never returns another
+model's verdicts, so a verdict becomes a training row only for the model that made the
+prediction.
 
 **Training data** (:func:`feedback_to_training`, a task of the ``netsec_monitoring`` DAG). Each
 verdict becomes a training row: the features as logged for that prediction, the analyst's label
 as the target, and provenance fields (:data:`PROVENANCE_FIELDS`: ``_netsec_source=feedback``,
-the prediction id, the verdict's time, the model version that scored it). Readers of the source
+the prediction id, the verdict's time, the registered model and version that scored it). Readers of the source
 drop the provenance fields like the other bookkeeping fields, so they never become features.
 
 - MongoDB source: inserted into the source collection with ``_netsec_key = feedback:<prediction
   id>`` under push-data's unique index, so a re-run inserts nothing; the next training run reads
   them as new documents after its watermark.
-- File source: the user's file is never edited. The rows go to ``<storage>/feedback/
-  training_rows.parquet`` (rewritten atomically, one row per prediction id), which the file source
-  reads after ``source.path`` (``source.include_feedback``, default true).
+- File source: the user's file is never edited. The rows go to ``<storage>/feedback/<model>/
+  training_rows.parquet`` (:func:`feedback_rows_uri`; rewritten atomically, one row per
+  prediction id), which the file source of that model's runs reads after ``source.path``
+  (``source.include_feedback``, default true).
 
 A prediction becomes a training row once, with the verdict standing at that time; a later change
 of verdict is counted and listed (``changed_after_append``), not applied. A verdict whose
@@ -50,8 +54,8 @@ from netsec_tasks.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     from netsec_tasks.config import PipelineConfig
+    from netsec_tasks.dataset_schema import DatasetSchema
     from netsec_tasks.records import FeedbackRecord
-    from netsec_tasks.schema import DatasetSchema
     from netsec_tasks.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -64,7 +68,14 @@ SOURCE_FIELD = "_netsec_source"
 PREDICTION_ID_FIELD = "_netsec_prediction_id"
 FEEDBACK_AT_FIELD = "_netsec_feedback_at"
 MODEL_VERSION_FIELD = "_netsec_model_version"
-PROVENANCE_FIELDS = (SOURCE_FIELD, PREDICTION_ID_FIELD, FEEDBACK_AT_FIELD, MODEL_VERSION_FIELD)
+MODEL_NAME_FIELD = "_netsec_model_name"
+PROVENANCE_FIELDS = (
+    SOURCE_FIELD,
+    PREDICTION_ID_FIELD,
+    FEEDBACK_AT_FIELD,
+    MODEL_VERSION_FIELD,
+    MODEL_NAME_FIELD,
+)
 FILE_NAME = "feedback.jsonl"
 MAX_EXAMPLES = 20
 VERDICT_COLUMNS = ["prediction_id", "label", "is_threat", "source", "note", "at", "first_at", "changes"]
@@ -90,7 +101,7 @@ def feedback_label(schema: DatasetSchema, value: Any) -> tuple[Any, bool]:
     when there is exactly one of each; a target label is taken as it is (labels compare by
     value: ``"-1"`` is ``-1``). Raises ValueError naming the value and the vocabulary.
     """
-    from netsec_tasks.schema import THREAT_NAME, _key
+    from netsec_tasks.dataset_schema import THREAT_NAME, label_key
 
     target = schema.target
     allowed = ", ".join(json.dumps(v, default=str) for v in label_vocabulary(schema))
@@ -98,7 +109,7 @@ def feedback_label(schema: DatasetSchema, value: Any) -> tuple[Any, bool]:
         is_threat = VERDICT_WORDS[value.strip().lower()]
         label = target.threat_label if is_threat else target.benign_label
         if label == (THREAT_NAME if is_threat else "benign") and not any(
-            _key(v) == _key(label) for v in target.known_labels
+            label_key(v) == label_key(label) for v in target.known_labels
         ):
             kind = "threat" if is_threat else "benign"
             raise ValueError(
@@ -112,7 +123,7 @@ def feedback_label(schema: DatasetSchema, value: Any) -> tuple[Any, bool]:
             f"'{schema.name}' data set ({allowed})"
         )
     for label in target.known_labels:
-        if _key(label) == _key(value):
+        if label_key(label) == label_key(value):
             return label, bool(schema.is_threat(label))
     if target.everything_but and isinstance(value, (str, int)) and str(value).strip():
         # Any label but the benign ones is a threat in this form (a new attack type).
@@ -128,6 +139,7 @@ def feedback_label(schema: DatasetSchema, value: Any) -> tuple[Any, bool]:
 
 
 def _event(
+    model_name: str,
     prediction_id: str,
     seq: int,
     label: Any,
@@ -137,6 +149,7 @@ def _event(
     at: dt.datetime,
 ) -> dict[str, Any]:
     return {
+        "model_name": model_name,
         "prediction_id": prediction_id,
         "seq": seq,
         "label": label,
@@ -148,7 +161,7 @@ def _event(
 
 
 def _decide(
-    last: Mapping[str, Any] | None, verdict: Mapping[str, Any], now: dt.datetime
+    model_name: str, last: Mapping[str, Any] | None, verdict: Mapping[str, Any], now: dt.datetime
 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """(the event to append or None, the result to answer) for one verdict."""
     pid = verdict["prediction_id"]
@@ -156,6 +169,7 @@ def _decide(
     if last is not None and last["label"] == verdict["label"]:
         return None, {**result, "status": "unchanged", "at": _iso(last["at"])}
     event = _event(
+        model_name,
         pid,
         0 if last is None else int(last["seq"]) + 1,
         verdict["label"],
@@ -208,14 +222,27 @@ def current_verdicts(events: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return frame
 
 
+def verdict_file(root: str | os.PathLike, model_name: str) -> Path:
+    """Registered model ``model_name``'s verdict file: ``<root>/<model>/feedback.jsonl``, in the
+    folder of its JSONL prediction log (:func:`netsec_tasks.prediction_log.model_log_dir`)."""
+    from netsec_tasks.prediction_log import model_log_dir
+
+    return model_log_dir(root, model_name) / FILE_NAME
+
+
 class JsonlFeedbackStore:
-    """Verdict events as JSON lines in one file; a lock file serialises concurrent writers
-    (several serving workers on one machine)."""
+    """Registered model ``model_name``'s verdict events as JSON lines in one file
+    (:func:`verdict_file`); a lock file serialises concurrent writers (several serving workers
+    on one machine). Events of another model (written there by a misconfigured writer) are
+    never returned."""
 
     kind = "file"
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, model_name: str):
+        if not model_name:
+            raise ValueError("a verdict store belongs to a registered model: model_name is empty")
         self.path = Path(str(path).removeprefix("file://"))
+        self.model_name = model_name
 
     def describe(self) -> str:
         return f"jsonl:{self.path}"
@@ -243,9 +270,11 @@ class JsonlFeedbackStore:
                 if not line.endswith("\n"):  # a write cut short: never acknowledged
                     break
                 try:
-                    out.append(json.loads(line))
+                    event = json.loads(line)
                 except ValueError as exc:
                     raise DataError(f"line {lineno} is not JSON ({exc})", source=str(self.path)) from None
+                if event.get("model_name") == self.model_name:
+                    out.append(event)
         return out
 
     def record(self, verdicts: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -258,7 +287,7 @@ class JsonlFeedbackStore:
                 last[e["prediction_id"]] = e
             new, results = [], []
             for v in verdicts:
-                event, result = _decide(last.get(v["prediction_id"]), v, now)
+                event, result = _decide(self.model_name, last.get(v["prediction_id"]), v, now)
                 if event is not None:
                     event = {**event, "at": _iso(now)}
                     last[v["prediction_id"]] = event
@@ -277,27 +306,32 @@ class JsonlFeedbackStore:
 
 
 class MongoFeedbackStore:
-    """Verdict events as documents ``{_id: "<prediction id>#<seq>", prediction_id, seq, label,
-    verdict, source, note, at}``."""
+    """Registered model ``model_name``'s verdict events in the (shared) verdict collection, as
+    documents ``{_id: "<prediction id>#<seq>", model_name, prediction_id, seq, label, verdict,
+    source, note, at}``; every query filters on ``model_name`` (an index starts with it)."""
 
     kind = "mongo"
 
-    def __init__(self, collection):
+    def __init__(self, collection, model_name: str):
+        if not model_name:
+            raise ValueError("a verdict store belongs to a registered model: model_name is empty")
         self.collection = collection
+        self.model_name = model_name
         self._indexed = False
 
     def describe(self) -> str:
-        return f"mongo:{self.collection.full_name}"
+        return f"mongo:{self.collection.full_name}[model_name={self.model_name}]"
 
     def _index(self) -> None:
         if not self._indexed:
             self.collection.create_index(
-                [("prediction_id", 1), ("seq", -1)], name="netsec_feedback_prediction"
+                [("model_name", 1), ("prediction_id", 1), ("seq", -1)],
+                name="netsec_feedback_model_prediction",
             )
             self._indexed = True
 
     def events(self) -> list[dict[str, Any]]:
-        return list(self.collection.find({}, projection={"_id": 0}))
+        return list(self.collection.find({"model_name": self.model_name}, projection={"_id": 0}))
 
     def record(self, verdicts: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
         from pymongo.errors import DuplicateKeyError
@@ -308,9 +342,11 @@ class MongoFeedbackStore:
         for v in verdicts:
             for _ in range(5):  # another writer took this sequence number: read and decide again
                 last = self.collection.find_one(
-                    {"prediction_id": v["prediction_id"]}, sort=[("seq", -1)], projection={"_id": 0}
+                    {"model_name": self.model_name, "prediction_id": v["prediction_id"]},
+                    sort=[("seq", -1)],
+                    projection={"_id": 0},
                 )
-                event, result = _decide(last, v, now)
+                event, result = _decide(self.model_name, last, v, now)
                 if event is None:
                     break
                 try:
@@ -328,14 +364,24 @@ class MongoFeedbackStore:
 # --------------------------------------------------------------------------- training rows
 
 
-def feedback_rows_uri(storage: Storage) -> str:
-    """Where a file source's feedback rows live: ``<storage>/feedback/training_rows.parquet``."""
-    return storage.uri("feedback", "training_rows.parquet")
+def feedback_rows_uri(storage: Storage, model_name: str) -> str:
+    """Where registered model ``model_name``'s verdict rows live for a file source:
+    ``<storage>/feedback/<model>/training_rows.parquet`` (only that model's runs read them)."""
+    from netsec_tasks.records import safe_name
+
+    if not model_name:
+        raise ValueError("verdict rows belong to a registered model: model_name is empty")
+    return storage.uri("feedback", safe_name(model_name)[:120], "training_rows.parquet")
 
 
-def training_rows(verdicts: pd.DataFrame, logged: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
-    """Training rows for the verdicts whose prediction is in ``logged`` (prediction-log rows):
-    the schema's features as logged, the verdict's label as the target, provenance fields."""
+def training_rows(
+    verdicts: pd.DataFrame, logged: pd.DataFrame, schema: DatasetSchema, model_name: str
+) -> pd.DataFrame:
+    """Training rows for the verdicts whose prediction registered model ``model_name`` logged
+    (``logged``: prediction-log rows; rows another model logged are never used): the schema's
+    features as logged, the verdict's label as the target, provenance fields."""
+    if "model_name" in logged.columns:
+        logged = logged[logged["model_name"] == model_name]
     joined = verdicts.merge(logged, on="prediction_id", how="inner", suffixes=("", "_logged"))
     out = pd.DataFrame(index=joined.index)
     for name, spec in schema.columns.items():
@@ -354,13 +400,14 @@ def training_rows(verdicts: pd.DataFrame, logged: pd.DataFrame, schema: DatasetS
     out[MODEL_VERSION_FIELD] = (
         joined["model_version"].astype(str) if "model_version" in joined.columns else None
     )
+    out[MODEL_NAME_FIELD] = model_name
     return out.reset_index(drop=True)
 
 
 def find_conflicts(rows: pd.DataFrame, known: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
     """The rows of ``rows`` whose features equal a row of ``known`` (training data) that has a
     different label: prediction id, the verdict's label, the labels of the identical rows."""
-    from netsec_tasks.schema import _key
+    from netsec_tasks.dataset_schema import label_key
     from netsec_tasks.split import row_hashes
 
     cols = ["prediction_id", "label", "training_labels", "identical_rows"]
@@ -370,14 +417,14 @@ def find_conflicts(rows: pd.DataFrame, known: pd.DataFrame, schema: DatasetSchem
         return pd.DataFrame(columns=cols)
     mine = row_hashes(rows, schema.features)
     theirs = pd.DataFrame(
-        {"h": row_hashes(known, schema.features), "label": known[target].map(_key).to_numpy()}
+        {"h": row_hashes(known, schema.features), "label": known[target].map(label_key).to_numpy()}
     )
     seen = theirs[theirs["h"].isin(set(mine.tolist()))].groupby("h")["label"].agg(lambda s: sorted(set(s)))
     counts = theirs["h"].value_counts()
     out = []
     for h, pid, label in zip(mine.tolist(), rows[PREDICTION_ID_FIELD], rows[target]):
         labels = seen.get(h)
-        if labels is not None and any(lbl != _key(label) for lbl in labels):
+        if labels is not None and any(lbl != label_key(label) for lbl in labels):
             out.append(
                 {
                     "prediction_id": pid,
@@ -440,8 +487,8 @@ class _MongoRows:
             INGESTED_AT_FIELD,
             KEY_FIELD,
             LOAD_FIELD,
-            _insert_batch,
             frame_documents,
+            insert_batch,
         )
 
         if rows.empty:
@@ -461,16 +508,16 @@ class _MongoRows:
             docs.append(doc)
         inserted = 0
         for start in range(0, len(docs), mcfg.batch_size):
-            inserted += _insert_batch(self.collection, docs[start : start + mcfg.batch_size])[0]
+            inserted += insert_batch(self.collection, docs[start : start + mcfg.batch_size])[0]
         return inserted
 
 
 class _FileRows:
-    """The verdict rows of a file source: ``<storage>/feedback/training_rows.parquet``."""
+    """The verdict rows of a file source: ``<storage>/feedback/<model>/training_rows.parquet``."""
 
-    def __init__(self, storage: Storage, schema: DatasetSchema):
+    def __init__(self, storage: Storage, schema: DatasetSchema, model_name: str):
         self.storage, self.schema = storage, schema
-        self.uri = feedback_rows_uri(storage)
+        self.uri = feedback_rows_uri(storage, model_name)
         self.frame = storage.read_frame(self.uri) if storage.exists(self.uri) else None
 
     def present(self, ids: list[str]) -> dict[str, Any]:
@@ -496,26 +543,44 @@ def feedback_to_training(cfg: PipelineConfig, *, store, log_reader, mongo_client
 
     ``store``: the verdict store (:class:`JsonlFeedbackStore` / :class:`MongoFeedbackStore`);
     ``log_reader``: the prediction log (``netsec_tasks.prediction_log`` readers), for the
-    features; ``mongo_client``: for a MongoDB source (None: ``source.mongo.uri``).
+    features; both must be ``registry.model_name``'s (ValueError otherwise: one model's verdicts
+    never become another's training rows). ``mongo_client``: for a MongoDB source (None:
+    ``source.mongo.uri``). Verdicts whose id is not canonical (stored before ids were checked
+    exactly) are counted, never used.
     Idempotent: a prediction id is appended once. Only the verdicts not yet appended are looked
     up in the log and checked against Production's data, so a run with nothing new reads
     neither.
     """
-    from netsec_tasks.prediction_log import parse_prediction_id, rows_of
+    from netsec_tasks.dataset_schema import label_key, load_schema
+    from netsec_tasks.prediction_log import canonical_ids, rows_of
     from netsec_tasks.records import FeedbackRecord
-    from netsec_tasks.schema import _key, load_schema
     from netsec_tasks.storage import storage_for
 
+    model = cfg.registry.model_name
+    for what, part in (("verdict store", store), ("prediction log", log_reader)):
+        if getattr(part, "model_name", None) != model:
+            raise ValueError(
+                f"the {what} {part.describe()} belongs to {getattr(part, 'model_name', None)!r}, "
+                f"not to {model!r} (registry.model_name)"
+            )
     schema = load_schema(cfg.schema_path)
     storage = storage_for(cfg)
     verdicts = store.current()
+    good, malformed = canonical_ids(verdicts["prediction_id"])
+    verdicts = verdicts[verdicts["prediction_id"].isin({pid for pid, _, _ in good})]
     destination = (
         f"mongo:{cfg.source.mongo.database}.{cfg.source.mongo.collection}"
         if cfg.source.kind == "mongo"
-        else feedback_rows_uri(storage)
+        else feedback_rows_uri(storage, model)
     )
     if verdicts.empty:
-        return FeedbackRecord(verdicts=0, destination=destination, reason="no verdicts yet")
+        return FeedbackRecord(
+            verdicts=0,
+            destination=destination,
+            malformed_ids=len(malformed),
+            reason="no verdicts yet"
+            + (f" ({len(malformed)} with an id that is not canonical, not used)" if malformed else ""),
+        )
     own = cfg.source.kind == "mongo" and mongo_client is None
     if own:
         from netsec_tasks.sources.mongo import connect
@@ -525,21 +590,23 @@ def feedback_to_training(cfg: PipelineConfig, *, store, log_reader, mongo_client
         target_rows = (
             _MongoRows(cfg, mongo_client, schema)
             if cfg.source.kind == "mongo"
-            else _FileRows(storage, schema)
+            else _FileRows(storage, schema, model)
         )
         ids = verdicts["prediction_id"].astype(str).tolist()
         present = target_rows.present(ids)
         standing = dict(zip(ids, verdicts["label"]))
-        changed = sorted(pid for pid, stored in present.items() if _key(stored) != _key(standing[pid]))
+        changed = sorted(
+            pid for pid, stored in present.items() if label_key(stored) != label_key(standing[pid])
+        )
         pending = verdicts[~verdicts["prediction_id"].isin(set(present))]
 
-        rows = training_rows(pending, pd.DataFrame(columns=["prediction_id"]), schema)
+        rows = training_rows(pending, pd.DataFrame(columns=["prediction_id"]), schema, model)
         conflicts = find_conflicts(rows, pd.DataFrame(), schema)
         prod_version, held, appended = None, set(), 0
         if not pending.empty:
-            rids = {parse_prediction_id(p)[0] for p in pending["prediction_id"]}
+            rids = {rid for pid, rid, _ in good if pid in set(pending["prediction_id"])}
             rows = training_rows(
-                pending, rows_of(log_reader.find_requests(rids), pending["prediction_id"]), schema
+                pending, rows_of(log_reader.find_requests(rids), pending["prediction_id"]), schema, model
             )
             if not rows.empty:
                 known, prod_version = _production_rows(cfg, storage, schema)
@@ -573,11 +640,14 @@ def feedback_to_training(cfg: PipelineConfig, *, store, log_reader, mongo_client
         conflicts_checked_against=prod_version,
         changed_after_append=len(changed),
         changed_examples=changed[:MAX_EXAMPLES],
+        malformed_ids=len(malformed),
         threat_verdicts=int(verdicts["is_threat"].sum()),
         reason=(
-            f"{appended} verdict row(s) appended to {destination}, {len(present)} already "
-            f"there, {len(missing)} without a logged prediction, {len(conflicts)} "
-            f"contradicting identical training rows" + (f" ({len(held)} held back)" if held else "")
+            f"{appended} verdict row(s) of {model} appended to {destination}, {len(present)} already "
+            f"there, {len(missing)} without a prediction logged by {model}, {len(conflicts)} "
+            f"contradicting identical training rows"
+            + (f" ({len(held)} held back)" if held else "")
+            + (f", {len(malformed)} with an id that is not canonical (not used)" if malformed else "")
         ),
     )
     log.info("feedback: %s", record.reason)

@@ -27,8 +27,8 @@ import numpy as np
 from netsec_tasks import split as splitting
 from netsec_tasks.catalog import RunCatalog
 from netsec_tasks.config import PipelineConfig
+from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.records import IngestRecord, RunContext, safe_name
-from netsec_tasks.schema import load_schema
 from netsec_tasks.snapshot import build, write_splits
 from netsec_tasks.state import SourceState, read_state
 from netsec_tasks.state import commit as commit_state

@@ -1,9 +1,23 @@
-"""The pipeline in process: the same steps, in the same order, as the Airflow DAG.
+"""The training pipeline's steps, in order: one function per task of the DAG ``netsec_training``.
 
-``run_pipeline`` is the quick path without Airflow (``netsec run``); the DAG in
-``dags/netsec_training.py`` calls the same step functions one task at a time and uses
-:func:`decide_retrain` and :func:`record_outcome` from here, so the branch rule and the outcome
-record have one definition.
+=================  =====================================================  ======================
+DAG task           step function (records in -> record out)               catalog artifacts
+=================  =====================================================  ======================
+reconcile          :func:`netsec_tasks.reconcile.reconcile`               (MLflow tags)
+ingest             :func:`netsec_tasks.ingest.ingest`                     ingest/*
+validate           :func:`netsec_tasks.validate.validate`                 validate/*
+check_drift        :func:`choose_branch`                                  drift/*, drift/branch.txt
+transform          :func:`netsec_tasks.transform.transform`               transform/*
+train              :func:`netsec_tasks.train.train`                       train/*
+register           :func:`register_and_evaluate`                          register/*, evaluate/*
+sync               :func:`netsec_tasks.sync.sync`                         model/*, manifest.json
+record_outcome     :func:`finish_run`                                     outcome.json, summary.json
+=================  =====================================================  ======================
+
+:func:`run_pipeline` (``netsec run``) calls these functions in process, in this order; the DAG in
+``dags/netsec_training.py`` calls each one from its task with the records the earlier tasks
+pushed to XCom, and nothing more. So the branch rule, the outcome record and every artifact have
+one definition, whichever way the pipeline runs.
 """
 
 from __future__ import annotations
@@ -15,6 +29,7 @@ from typing import Any
 
 from netsec_tasks.config import PipelineConfig, load_config
 from netsec_tasks.records import (
+    BranchRecord,
     DriftRecord,
     EvaluationRecord,
     IngestRecord,
@@ -189,6 +204,50 @@ def record_outcome(
     return record
 
 
+def choose_branch(cfg: PipelineConfig, run: RunContext, validation: ValidationRecord) -> BranchRecord:
+    """The ``check_drift`` step: compare the new batch with Production's training data
+    (:func:`netsec_tasks.drift.check_drift`, reports under ``drift/``), choose the branch with
+    :func:`decide_retrain` (forced by ``run.force_retrain``, or requested when ``run.trigger`` is
+    ``monitoring``) and write the decision to the catalog's ``branch`` (``drift/branch.txt``).
+
+    Raises ConfigError when Production is another data set's model
+    (:func:`netsec_tasks.registry.production_reference`), SourceUnavailable when MLflow or
+    storage is down."""
+    from netsec_tasks.catalog import RunCatalog
+    from netsec_tasks.drift import check_drift
+    from netsec_tasks.registry import production_reference
+
+    reference_uri, reference_version = production_reference(cfg)
+    drift = check_drift(
+        cfg, run, validation, reference_uri=reference_uri, reference_version=reference_version
+    )
+    retrain, reason = decide_retrain(
+        drift,
+        force_retrain=run.force_retrain,
+        requested_by_monitoring=run.trigger_reason if run.trigger == "monitoring" else None,
+    )
+    log.info("branch: %s because %s (report: %s)", "retrain" if retrain else "skip", reason, drift.html_uri)
+    RunCatalog.of(cfg, run).save_text("branch", ("retrain" if retrain else "skip") + f": {reason}\n")
+    return BranchRecord(drift=drift, retrain=retrain, reason=reason)
+
+
+def register_and_evaluate(
+    cfg: PipelineConfig, run: RunContext, train: TrainRecord, validation: ValidationRecord
+) -> tuple[RegisterRecord, EvaluationRecord | None]:
+    """The ``register`` step: register the winner and promote it only when it beats Production
+    (:func:`netsec_tasks.registry.register`), then, when ``evaluation.holdout_path`` is set, score
+    the new version on that labelled file (:func:`netsec_tasks.file_evaluation.evaluate_holdout`,
+    reports under ``evaluate/``). Returns both records (the second None when off)."""
+    from netsec_tasks.file_evaluation import evaluate_holdout
+    from netsec_tasks.registry import register
+
+    record = register(cfg, run, train, validation)
+    evaluation = evaluate_holdout(cfg, run, record)  # None unless evaluation.holdout_path
+    if evaluation is not None:
+        log.info("hold-out %s: %s (report: %s)", evaluation.source, evaluation.metrics, evaluation.html_uri)
+    return record, evaluation
+
+
 @dataclass
 class PipelineResult:
     run: RunContext
@@ -244,6 +303,55 @@ class PipelineResult:
         return out
 
 
+def finish_run(
+    cfg: PipelineConfig,
+    run: RunContext,
+    *,
+    ingest: IngestRecord,
+    validation: ValidationRecord,
+    branch: BranchRecord,
+    reconciled: ReconcileRecord | None = None,
+    transform: TransformRecord | None = None,
+    train: TrainRecord | None = None,
+    register: RegisterRecord | None = None,
+    evaluation: EvaluationRecord | None = None,
+    sync: SyncRecord | None = None,
+) -> PipelineResult:
+    """The ``record_outcome`` step, after either branch: :func:`record_outcome` (commits the
+    ingest watermark, writes ``outcome.json``), then ``summary.json`` (:meth:`PipelineResult.summary`).
+    The records of the training branch are None when it was skipped."""
+    from netsec_tasks.catalog import RunCatalog
+
+    outcome = record_outcome(
+        cfg,
+        run,
+        ingest=ingest,
+        drift=branch.drift,
+        train=train,
+        register=register,
+        branch_reason=branch.reason,
+        reconciled=reconciled,
+        validation=validation,
+    )
+    result = PipelineResult(
+        run=run,
+        ingest=ingest,
+        validation=validation,
+        drift=branch.drift,
+        retrain=branch.retrain,
+        branch_reason=branch.reason,
+        outcome=outcome,
+        transform=transform,
+        train=train,
+        register=register,
+        sync=sync,
+        reconciled=reconciled,
+        evaluation=evaluation,
+    )
+    RunCatalog.of(cfg, run).save_text("summary", json.dumps(result.summary(), indent=2, default=str))
+    return result
+
+
 def run_pipeline(
     cfg: PipelineConfig,
     *,
@@ -252,15 +360,12 @@ def run_pipeline(
     trigger: str = "cli",
     mongo_client: Any | None = None,
 ) -> PipelineResult:
-    """Run every step in process. Raises the first step's NetsecError; the watermark then stays.
+    """Run every step in process, in the DAG's order (the table above). Raises the first step's
+    NetsecError; the watermark then stays.
 
     The first action reconciles what earlier runs left (:mod:`netsec_tasks.reconcile`)."""
-    from netsec_tasks.catalog import RunCatalog
-    from netsec_tasks.drift import check_drift
-    from netsec_tasks.holdout import evaluate_holdout
     from netsec_tasks.ingest import ingest
     from netsec_tasks.reconcile import reconcile
-    from netsec_tasks.registry import production_reference, register
     from netsec_tasks.sync import sync
     from netsec_tasks.train import train
     from netsec_tasks.transform import transform
@@ -271,42 +376,23 @@ def run_pipeline(
     rec = reconcile(cfg, by=f"pipeline run {run.run_id}")
     ing = ingest(cfg, run, mongo_client=mongo_client)
     val = validate(cfg, run, ing)
-    reference_uri, reference_version = production_reference(cfg)
-    drift = check_drift(cfg, run, val, reference_uri=reference_uri, reference_version=reference_version)
-    retrain, reason = decide_retrain(drift, force_retrain=force_retrain)
-    log.info("branch: %s (%s)", "retrain" if retrain else "skip", reason)
-    tr = trn = reg = syn = evaluation = None
-    if retrain:
+    branch = choose_branch(cfg, run, val)
+    tr = trn = reg = evaluation = syn = None
+    if branch.retrain:
         tr = transform(cfg, run, val)
         trn = train(cfg, run, val, tr)
-        reg = register(cfg, run, trn, val)
-        evaluation = evaluate_holdout(cfg, run, reg)  # only with evaluation.holdout_path
+        reg, evaluation = register_and_evaluate(cfg, run, trn, val)
         syn = sync(cfg, run, register=reg)
-    outcome = record_outcome(
+    return finish_run(
         cfg,
         run,
         ingest=ing,
-        drift=drift,
-        train=trn,
-        register=reg,
-        branch_reason=reason,
+        validation=val,
+        branch=branch,
         reconciled=rec,
-        validation=val,
-    )
-    result = PipelineResult(
-        run=run,
-        ingest=ing,
-        validation=val,
-        drift=drift,
-        retrain=retrain,
-        branch_reason=reason,
-        outcome=outcome,
         transform=tr,
         train=trn,
         register=reg,
-        sync=syn,
-        reconciled=rec,
         evaluation=evaluation,
+        sync=syn,
     )
-    RunCatalog.of(cfg, run).save_text("summary", json.dumps(result.summary(), indent=2, default=str))
-    return result

@@ -12,15 +12,23 @@ API returns it with every scored row and ``POST /feedback`` takes it back. A req
 digits of the log time in milliseconds, then 10 random hex digits (:func:`new_request_id`): ids
 sort by time, and the id alone says which day file holds the request. A request split into
 several documents keeps one request id; ``row_offset`` is the first row of each document.
-Documents written before ids existed read back with ``prediction_id`` None.
+Documents written before ids existed read back with ``prediction_id`` None. An id is taken back
+only in its canonical form, the one :func:`prediction_ids` writes (lower-case hex, the row in
+ASCII digits without leading zeros): ``<rid>-05`` or ``<rid>-٥`` are not ids of row 5.
+
+**One log per registered model.** Every piece of served state belongs to the registered model
+that served it (``model_name``), so two data sets served from one home never meet: the JSONL log
+of model ``M`` is the folder ``<log dir>/<M>/`` (:func:`model_log_dir`), and in MongoDB the
+documents of the shared collection carry ``model_name``, which every reader filters on (the
+request-id lookups through an index that starts with it). A reader is made for one model and never returns another model's documents.
 
 Columnar per request, like the payload logs of KServe or Databricks inference tables, because a
 row-per-document log costs more CPU to format than the forest spends predicting: formatting 1000
 rows one JSON line each took ~6 ms under the GIL beside ~27 ms of inference, while encoding the
 columns takes ~0.5 ms. ``read_prediction_log`` and ``prediction_frame`` turn documents back into
 one row per prediction, so ``netsec drift TRAIN <log dir>`` compares served traffic with the
-training data. Files are ``<log dir>/predictions-YYYY-MM-DD.jsonl`` (UTC days); MongoDB holds the
-same documents, with ``time`` a BSON date.
+training data. Files are ``<log dir>/<model>/predictions-YYYY-MM-DD.jsonl`` (UTC days); MongoDB
+holds the same documents, with ``time`` a BSON date.
 
 Readers for the monitoring step and the feedback route: :class:`JsonlLogReader` (a directory of
 day files; its watermark is the byte offset read in each file, so a line still being written is
@@ -52,7 +60,9 @@ FILE_GLOB = "predictions-*.jsonl"
 FILE_PREFIX = "predictions-"
 
 _REQUEST_ID = re.compile(r"[0-9a-f]{22}")
-_PREDICTION_ID = re.compile(r"([0-9a-f]{22})-(\d{1,9})")
+# Canonical only: ASCII digits ([0-9], never \d, which takes any Unicode digit), no leading zero.
+_PREDICTION_ID = re.compile(r"([0-9a-f]{22})-(0|[1-9][0-9]{0,8})")
+MODEL_FIELD = "model_name"
 _REQUEST_ID_FIELD = re.compile(rb'"request_id"\s*:\s*"([0-9a-f]{22})"')
 
 
@@ -76,14 +86,41 @@ def prediction_ids(request_id: str, n: int, offset: int = 0) -> list[str]:
 
 
 def parse_prediction_id(prediction_id: Any) -> tuple[str, int]:
-    """(request id, row) of a prediction id; ValueError saying what a valid one looks like."""
+    """(request id, row) of a prediction id in its canonical form (the form
+    :func:`prediction_ids` writes); ValueError saying what a valid one looks like otherwise
+    (``<rid>-05`` is not row 5: one row has one id)."""
     m = _PREDICTION_ID.fullmatch(prediction_id) if isinstance(prediction_id, str) else None
     if m is None:
         raise ValueError(
-            f"{prediction_id!r} is not a prediction id (22 hex digits, '-', the row "
-            "number, as returned by /predict)"
+            f"{prediction_id!r} is not a prediction id as /predict returns them (22 lower-case "
+            "hex digits, '-', the row number without leading zeros); send the id exactly as "
+            "it was returned"
         )
     return m.group(1), int(m.group(2))
+
+
+def canonical_ids(ids: Iterable[Any]) -> tuple[list[tuple[str, str, int]], list[Any]]:
+    """([(id, request id, row)] of the canonical ids, [the others]): stores written before ids
+    were checked exactly may hold ``<rid>-05``; readers count those instead of failing on them."""
+    good, bad = [], []
+    for pid in ids:
+        try:
+            rid, row = parse_prediction_id(pid)
+        except ValueError:
+            bad.append(pid)
+            continue
+        good.append((pid, rid, row))
+    return good, bad
+
+
+def model_log_dir(root: str | os.PathLike, model_name: str) -> Path:
+    """The folder of registered model ``model_name``'s JSONL log (and its verdicts) under the
+    log directory ``root``: ``<root>/<model name as a file name>``."""
+    from netsec_tasks.records import safe_name
+
+    if not model_name:
+        raise ValueError("a prediction log belongs to a registered model: model_name is empty")
+    return Path(str(root).removeprefix("file://")) / safe_name(model_name)[:120]
 
 
 _EXACT_INT = 2.0**53  # beyond it float64 no longer holds every integer
@@ -205,24 +242,42 @@ def prediction_frame(documents: Iterable[Mapping[str, Any]], *, outputs: bool = 
     return frame
 
 
+def _model_folders(p: Path) -> list[Path]:
+    """The per-model folders of a log root (sub-folders holding day files)."""
+    return sorted(d for d in p.iterdir() if d.is_dir() and any(d.glob(FILE_GLOB)))
+
+
 def log_files(path: str | os.PathLike) -> list[Path]:
-    """The JSONL files of a log directory (``predictions-*.jsonl``), one file, or a glob."""
+    """The JSONL files of one model's log folder (``predictions-*.jsonl``), one file, or a glob.
+    A log root (``<log dir>``) holding one model's folder reads that folder; holding several, it
+    is refused, naming them: their rows have other features and never belong in one comparison."""
     from netsec_tasks.table_io import expand_paths
 
     p = Path(str(path).removeprefix("file://"))
     if p.is_dir():
         files = sorted(p.glob(FILE_GLOB))
         if not files:
+            models = _model_folders(p)
+            if len(models) == 1:  # one model's log under the root: unambiguous
+                return sorted(models[0].glob(FILE_GLOB))
+            if models:
+                raise DataError(
+                    f"this is a log root with the logs of {len(models)} registered model(s) "
+                    f"({', '.join(d.name for d in models)}); give one model's folder, e.g. "
+                    f"{models[0]}",
+                    source=str(p),
+                )
             raise DataError(f"no prediction log files ({FILE_GLOB}) in this directory", source=str(p))
         return files
     return expand_paths(p)
 
 
 def is_prediction_log(path: str | os.PathLike) -> bool:
-    """A directory of log files or a ``.jsonl`` file (what ``netsec drift`` should read as a log)."""
+    """A directory of log files (or a log root of per-model folders) or a ``.jsonl`` file: what
+    ``netsec drift`` should read as a log."""
     p = Path(str(path).removeprefix("file://"))
     if p.is_dir():
-        return any(p.glob(FILE_GLOB))
+        return any(p.glob(FILE_GLOB)) or bool(_model_folders(p))
     return p.suffix.lower() == ".jsonl"
 
 
@@ -257,8 +312,14 @@ def _parse_line(line: bytes, source: str, lineno: int | None = None) -> dict[str
         raise DataError(f"{where}is not JSON ({exc})", source=source) from None
 
 
+def _mine(doc: Mapping[str, Any], model_name: str) -> bool:
+    return doc.get(MODEL_FIELD) == model_name
+
+
 class JsonlLogReader:
-    """Serving's JSONL log directory (``predictions-YYYY-MM-DD.jsonl``).
+    """Registered model ``model_name``'s JSONL log: ``<root>/<model>/predictions-YYYY-MM-DD.jsonl``
+    (:func:`model_log_dir`). Documents of another model (a writer pointed at the wrong folder)
+    are skipped: a reader never returns them.
 
     The watermark is ``{"offsets": {file name: bytes read}}``: files are only appended to, so a
     read continues where the last one ended, and a line not yet ended by its newline (being
@@ -267,8 +328,9 @@ class JsonlLogReader:
 
     kind = "file"
 
-    def __init__(self, directory: str | os.PathLike):
-        self.directory = Path(str(directory).removeprefix("file://"))
+    def __init__(self, root: str | os.PathLike, model_name: str):
+        self.model_name = model_name
+        self.directory = model_log_dir(root, model_name)
 
     def describe(self) -> str:
         return f"jsonl:{self.directory}"
@@ -279,7 +341,7 @@ class JsonlLogReader:
     def read_since(
         self, watermark: Mapping[str, Any] | None, max_documents: int | None = None
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """(documents after ``watermark``, the watermark after them)."""
+        """(this model's documents after ``watermark``, the watermark after them)."""
         offsets = dict((watermark or {}).get("offsets") or {})
         docs: list[dict[str, Any]] = []
         for f in self.files():
@@ -299,15 +361,17 @@ class JsonlLogReader:
                     break
                 pos += len(line)
                 if line.strip():
-                    docs.append(_parse_line(line, str(f)))
+                    doc = _parse_line(line, str(f))
+                    if _mine(doc, self.model_name):
+                        docs.append(doc)
             offsets[f.name] = pos
             if max_documents is not None and len(docs) >= max_documents:
                 break
         return docs, {"offsets": offsets}
 
     def find_requests(self, request_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
-        """The documents of each request id found, by id (a request may span documents). Only
-        the day files the ids' times point at are read."""
+        """This model's documents of each request id found, by id (a request may span
+        documents). Only the day files the ids' times point at are read."""
         wanted: dict[str, set[str]] = {}
         for rid in request_ids:
             if _REQUEST_ID.fullmatch(rid or ""):
@@ -323,20 +387,26 @@ class JsonlLogReader:
                     if m is None or m.group(1).decode() not in rids or not line.endswith(b"\n"):
                         continue
                     doc = _parse_line(line, str(path), lineno)
-                    found.setdefault(doc["request_id"], []).append(doc)
+                    if _mine(doc, self.model_name):
+                        found.setdefault(doc["request_id"], []).append(doc)
         return found
 
 
 class MongoLogReader:
-    """Serving's log in a MongoDB collection; the watermark is ``{"last_id": <ObjectId hex>}``."""
+    """Registered model ``model_name``'s documents in the (shared) prediction-log collection:
+    every query filters on ``model_name``, through indexes that start with it. The watermark is
+    ``{"last_id": <ObjectId hex>}``."""
 
     kind = "mongo"
 
-    def __init__(self, collection):
+    def __init__(self, collection, model_name: str):
+        if not model_name:
+            raise ValueError("a prediction log belongs to a registered model: model_name is empty")
         self.collection = collection
+        self.model_name = model_name
 
     def describe(self) -> str:
-        return f"mongo:{self.collection.full_name}"
+        return f"mongo:{self.collection.full_name}[{MODEL_FIELD}={self.model_name}]"
 
     def read_since(
         self, watermark: Mapping[str, Any] | None, max_documents: int | None = None
@@ -344,7 +414,9 @@ class MongoLogReader:
         from bson import ObjectId
 
         last = (watermark or {}).get("last_id")
-        query = {"_id": {"$gt": ObjectId(last)}} if last else {}
+        query: dict[str, Any] = {MODEL_FIELD: self.model_name}
+        if last:
+            query["_id"] = {"$gt": ObjectId(last)}
         cursor = self.collection.find(query, sort=[("_id", 1)])
         if max_documents is not None:
             cursor = cursor.limit(max_documents)
@@ -362,7 +434,8 @@ class MongoLogReader:
         found: dict[str, list[dict[str, Any]]] = {}
         for start in range(0, len(ids), 1000):
             for doc in self.collection.find(
-                {"request_id": {"$in": ids[start : start + 1000]}}, projection={"_id": 0}
+                {MODEL_FIELD: self.model_name, "request_id": {"$in": ids[start : start + 1000]}},
+                projection={"_id": 0},
             ):
                 if isinstance(doc.get("time"), dt.datetime) and doc["time"].tzinfo is None:
                     doc["time"] = doc["time"].replace(tzinfo=dt.UTC)
@@ -370,8 +443,10 @@ class MongoLogReader:
         return found
 
     def ensure_indexes(self) -> None:
-        """The index ``find_requests`` (the feedback route, the monitoring join) reads through."""
-        self.collection.create_index([("request_id", 1)], name="netsec_request_id")
+        """The index ``find_requests`` (the feedback route, the monitoring join) reads through:
+        (model, request id). ``read_since`` walks the ``_id`` index from the watermark and skips
+        other models' documents: it reads only what was logged since its last run."""
+        self.collection.create_index([(MODEL_FIELD, 1), ("request_id", 1)], name="netsec_model_request")
 
 
 def rows_of(docs_by_request: Mapping[str, list[dict[str, Any]]], wanted: Iterable[str]) -> pd.DataFrame:

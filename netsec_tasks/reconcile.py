@@ -38,19 +38,18 @@ from netsec_tasks.outages import mlflow_errors, owner_alive
 from netsec_tasks.records import ReconciledItem, ReconcileRecord
 from netsec_tasks.registry import (
     PROMOTION_TAG,
-    TAG_PREFIX,
     Decision,
-    _all_versions,
-    _differences,
-    _load_version,
-    _production_version,
-    _promote,
+    all_versions,
     apply_decision,
     check_test_columns,
     decide_version,
+    differences,
+    load_version,
+    production_version,
+    promote,
     score_model,
 )
-from netsec_tasks.tracking import OWNER_TAG, mlflow_client
+from netsec_tasks.tracking import OWNER_TAG, TAG_PREFIX, mlflow_client
 
 log = logging.getLogger("netsec.reconcile")
 
@@ -146,7 +145,7 @@ def decide_undecided_versions(client, cfg: PipelineConfig, *, by: str) -> list[R
     now = time.time() * 1000
     timeout_ms = cfg.dag.task_timeout_minutes * 60_000
     out: list[ReconciledItem] = []
-    for mv in sorted(_all_versions(client, name), key=lambda v: int(v.version)):
+    for mv in sorted(all_versions(client, name), key=lambda v: int(v.version)):
         tags = dict(mv.tags or {})
         version = str(mv.version)
         decision = tags.get(PROMOTION_TAG)
@@ -180,11 +179,11 @@ def decide_undecided_versions(client, cfg: PipelineConfig, *, by: str) -> list[R
 def _finish_promotion(client, cfg: PipelineConfig, mv) -> ReconciledItem | None:
     """A version tagged promoted but not holding the alias, with no later promoted version:
     the run died between recording the decision and moving the alias."""
-    prod = _production_version(client, cfg)
+    prod = production_version(client, cfg)
     version = str(mv.version)
     if prod is not None and int(prod.version) >= int(version):
         return None  # it is Production, or a later version was promoted since
-    _promote(client, cfg, version)
+    promote(client, cfg, version)
     return ReconciledItem(
         kind="model_version",
         id=f"{cfg.registry.model_name}/{version}",
@@ -196,7 +195,7 @@ def _finish_promotion(client, cfg: PipelineConfig, mv) -> ReconciledItem | None:
 
 def _decide_left_over(client, cfg: PipelineConfig, mv, *, by: str) -> Decision:
     """Decide ``mv`` against current Production on its own test split, or abandon it."""
-    from netsec_tasks.schema import load_schema
+    from netsec_tasks.dataset_schema import load_schema
 
     version = str(mv.version)
     tags = dict(mv.tags or {})
@@ -213,9 +212,9 @@ def _decide_left_over(client, cfg: PipelineConfig, mv, *, by: str) -> Decision:
         schema = load_schema(cfg.schema_path)
         # Another data set's model under this name (see registry.check_comparable) is not ours
         # to compare; neither is one when Production is another data set's.
-        prod = _production_version(client, cfg)
-        differs = _differences(tags, schema) or (
-            _differences(dict(prod.tags or {}), schema) if prod is not None else []
+        prod = production_version(client, cfg)
+        differs = differences(tags, schema) or (
+            differences(dict(prod.tags or {}), schema) if prod is not None else []
         )
         if differs:
             raise RegistryError(
@@ -223,7 +222,7 @@ def _decide_left_over(client, cfg: PipelineConfig, mv, *, by: str) -> Decision:
             )
         frame = _read_split(cfg, test_uri)
         check_test_columns(frame, schema, test_uri)
-        model = _load_version(cfg, mv.name, version, mv.run_id)
+        model = load_version(cfg, mv.name, version, mv.run_id)
         new_score = score_model(model, frame, schema, metric, source=test_uri)
     except (RegistryError, DataError) as exc:
         decision = Decision(
@@ -263,7 +262,7 @@ def sync_unsynced_runs(client, cfg: PipelineConfig) -> list[ReconciledItem]:
     runs_root = join_uri(root, "runs") + "/"
     name = cfg.registry.model_name
     out: list[ReconciledItem] = []
-    for mv in sorted(_all_versions(client, name), key=lambda v: int(v.version)):
+    for mv in sorted(all_versions(client, name), key=lambda v: int(v.version)):
         tags = dict(mv.tags or {})
         pipeline_run = tags.get(TAG_PREFIX + "pipeline_run_id")
         if not pipeline_run or not (tags.get(TAG_PREFIX + "train_uri") or "").startswith(runs_root):
@@ -298,7 +297,7 @@ def sync_unsynced_runs(client, cfg: PipelineConfig) -> list[ReconciledItem]:
 
 
 def _production_label(client, cfg: PipelineConfig) -> str | None:
-    prod = _production_version(client, cfg)
+    prod = production_version(client, cfg)
     return str(prod.version) if prod is not None else None
 
 

@@ -137,6 +137,18 @@ class DriftRecord(Record):
     report_uri: str | None = None  # YAML
     html_uri: str | None = None  # self-contained HTML page
     reason: str  # one line: why retrain or skip
+    # False when too many rows broke the input contract for the comparison to mean anything
+    # (over validation.max_invalid_share); not_judged says why.
+    judged: bool = True
+    not_judged: str | None = None
+
+
+class BranchRecord(Record):
+    """The ``check_drift`` step: the drift found, and the branch chosen from it."""
+
+    drift: DriftRecord
+    retrain: bool  # True: transform -> train -> register -> sync; False: skip training
+    reason: str  # the branch rule's sentence (:func:`netsec_tasks.pipeline.decide_retrain`)
 
 
 class TransformRecord(Record):
@@ -297,6 +309,7 @@ class FeedbackRecord(Record):
     conflicts_checked_against: str | None = None  # Production version whose data was compared
     changed_after_append: int = 0  # verdicts changed after their row was appended (not applied)
     changed_examples: list[str] = []
+    malformed_ids: int = 0  # stored verdicts whose id is not canonical (never used)
     threat_verdicts: int = 0
     reason: str = ""
 
@@ -317,6 +330,9 @@ class MonitoringRecord(Record):
     drift_share: float | None = None
     drifted_columns: list[str] = []
     drift_reason: str = ""
+    # The new rows that break the input contract, as a finding: rows_checked, rows_excluded,
+    # share, max_share, surge (share over validation.max_invalid_share), reason.
+    contract: dict[str, Any] = {}
     labelled: int = 0  # verdicts on the Production version's predictions in window
     live: dict[str, Any] = {}  # precision/recall/F1 with intervals and counts
     traffic: dict[str, Any] = {}  # volume, threat rate, score distribution vs the test split
@@ -339,7 +355,13 @@ class EvaluationRecord(Record):
     rows_read: int
     rows_scored: int
     rows_excluded: int = 0  # invalid rows or missing labels (--invalid flag)
+    # Scored rows identical to a row the version was trained on (its netsec.train_hashes_uri);
+    # None when the version records no training rows. The headline figures leave them out.
+    rows_trained_on: int | None = None
     metrics: dict[str, float]  # threat class: f1, precision, recall, roc_auc, pr_auc, accuracy
+    metrics_all_rows: dict[str, float] = {}  # the same on every scored row, trained-on ones too
+    warnings: list[str] = []  # what the figures cannot be trusted for, said before them
+    judged: bool = True  # False: more than validation.max_invalid_share of the rows left out
     confusion_matrix: list[list[int]]  # [[TN, FP], [FN, TP]], rows = truth
     # Per raw label (multi-class labels only): rows, threat?, rows in the right class, recall.
     per_label: dict[str, dict[str, Any]] | None = None

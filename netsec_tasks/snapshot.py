@@ -22,13 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from netsec_tasks.dataset_schema import DatasetSchema
 from netsec_tasks.errors import DataError
 from netsec_tasks.partitions import DatasetWriter, iter_batches, open_dataset, partitions_digest
-from netsec_tasks.schema import DatasetSchema
-from netsec_tasks.sources import SourceRead
+from netsec_tasks.sources import SourceRead, conform, unify_schemas
 from netsec_tasks.split import row_hashes
 from netsec_tasks.storage import Storage
 
@@ -37,49 +36,6 @@ log = logging.getLogger(__name__)
 TIME_COLUMN = "_netsec_time"  # watermark time of the row, epoch seconds (NaN: none)
 BATCH_ROWS = 65_536
 _DAY_SECONDS = 86_400.0
-
-
-# --------------------------------------------------------------------------- schema unification
-
-
-def unify_type(types: list[pa.DataType]) -> pa.DataType:
-    """One column type for all chunks: widen ints to float, anything else mixed becomes text."""
-    seen = [pa.string() if pa.types.is_large_string(t) else t for t in types if not pa.types.is_null(t)]
-    if not seen:
-        return pa.null()
-    if len(set(seen)) == 1:
-        return seen[0]
-    if all(pa.types.is_integer(t) for t in seen):
-        return pa.int64()
-    if all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in seen):
-        return pa.float64()
-    return pa.string()
-
-
-def unify_schemas(schemas: list[pa.Schema]) -> pa.Schema:
-    """Every column of every chunk (first-seen order), each with one unified type."""
-    types: dict[str, list[pa.DataType]] = {}
-    for schema in schemas:
-        for f in schema:
-            types.setdefault(f.name, []).append(f.type)
-    return pa.schema([pa.field(name, unify_type(ts)) for name, ts in types.items()])
-
-
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` with exactly ``schema``'s columns and types (missing columns as nulls)."""
-    cols = []
-    for f in schema:
-        if f.name in table.column_names:
-            col = table.column(f.name)
-            if col.type != f.type:
-                try:
-                    col = pc.cast(col, f.type)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                    col = pc.cast(pc.cast(col, pa.string()), f.type)
-            cols.append(col)
-        else:
-            cols.append(pa.nulls(table.num_rows, f.type))
-    return pa.table(cols, schema=schema)
 
 
 # --------------------------------------------------------------------------- digest

@@ -41,7 +41,7 @@ def _download_model(cfg: PipelineConfig, register: RegisterRecord, dst: Path) ->
     """The registered version's files, from the MLflow registry into ``dst``."""
     import mlflow.artifacts
 
-    from netsec_tasks.registry import mlflow_errors
+    from netsec_tasks.outages import mlflow_errors
     from netsec_tasks.tracking import mlflow_client
 
     uri = f"models:/{register.model_name}/{register.version}"

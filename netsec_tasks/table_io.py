@@ -251,7 +251,7 @@ def iter_table_chunks(
     """:func:`read_table` in chunks of at most ``chunk_rows`` rows, so a large file is never
     held whole: the same files (path or glob), options, checks and errors. Each chunk's dtypes
     are inferred on its own rows: a column may be int64 in one chunk and float64 (gaps) or text
-    in another; the caller unifies them (:func:`netsec_tasks.snapshot.unify_schemas`)."""
+    in another; the caller unifies them (:func:`netsec_tasks.sources.unify_schemas`)."""
     columns: list[str] | None = None
     rows = 0
     for p in expand_paths(path):

@@ -193,6 +193,26 @@ def version_label(name: str, version: str | int, run_id: str | None = None) -> s
     return f"models:/{name}/{version}" + (f" (run {run_id})" if run_id else "")
 
 
+def model_id_in(uri: str | None) -> str | None:
+    """The logged-model id in an MLflow 3 ``models:/<model_id>`` URI (what ``log_model`` returns
+    and what a version registered from it has as its ``source``, e.g. ``models:/m-1a2b...``);
+    None for every other form (``models:/<name>/<version>``, ``models:/<name>@<alias>``,
+    ``runs:/...``, a path). The URI forms are MLflow's documented ones; parsing them here keeps
+    us off MLflow's private ``_parse_model_id_if_present``, which also calls a registry of its
+    own choosing for the ``<name>/<version>`` form."""
+    if not uri or not uri.startswith("models:/"):
+        return None
+    rest = uri[len("models:/") :].strip("/")
+    return rest if rest and "/" not in rest and "@" not in rest else None
+
+
+def logged_model_id(mv) -> str | None:
+    """The MLflow 3 logged model behind a model version ``mv`` (``m-...``): its ``model_id``,
+    else read from its ``models:/<model_id>`` source (the SQL store leaves ``model_id`` empty);
+    None for a version registered from a run or a path."""
+    return getattr(mv, "model_id", None) or model_id_in(mv.source)
+
+
 def verify_model_dir(model_dir: str | Path, *, label: str | None = None) -> list[str]:
     """Refuse to deserialize a model that is not ours to trust; returns its trusted types.
 

@@ -47,16 +47,16 @@ import pandas as pd
 from netsec_tasks.candidates import get_candidate, prefixed, single_threaded, unprefixed
 from netsec_tasks.catalog import RunCatalog
 from netsec_tasks.config import PipelineConfig
+from netsec_tasks.dataset_schema import DatasetSchema, load_schema
 from netsec_tasks.engine import duration
 from netsec_tasks.errors import DataError, NetsecError
-from netsec_tasks.evaluation import evaluate, save_plots
 from netsec_tasks.outages import mlflow_errors, owner_id, quick_mlflow
 from netsec_tasks.processes import sigterm_raises, workers_exit_with_parent
 from netsec_tasks.records import CandidateResult, RunContext, TrainRecord, TransformRecord, ValidationRecord
 from netsec_tasks.sampling import EARLY_STOPPING_SALT, IMPUTER_SALT, SEARCH_SALT, bounded_sample
-from netsec_tasks.schema import DatasetSchema, load_schema
 from netsec_tasks.split import lineage_hashes
 from netsec_tasks.storage import scratch_dir
+from netsec_tasks.threat_metrics import evaluate, save_plots
 from netsec_tasks.tracking import (
     END_REASON_TAG,
     OWNER_TAG,
@@ -630,7 +630,7 @@ def _train_and_evaluate(
 
     # The one and only look at the test split: imputed once, then scored by the refit model.
     if scaled:
-        from netsec_tasks.evaluation import evaluate_predictions
+        from netsec_tasks.threat_metrics import evaluate_predictions
         from netsec_tasks.refit import score_split
 
         test_split: Any = score_split(cfg, engine, schema, model, validation.test_uri)
@@ -723,7 +723,9 @@ def train(
     ``tracking=False`` skips MLflow (benchmarks): the record's model URI is then the local skops
     file and its run/experiment ids are empty.
     """
-    return train_model(cfg, run, validation, transform, tracking=tracking)[0]
+    record = train_model(cfg, run, validation, transform, tracking=tracking)[0]
+    log.info("winner %s: %s", record.winner, record.test_metrics)
+    return record
 
 
 def train_model(

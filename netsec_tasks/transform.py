@@ -43,10 +43,10 @@ from sklearn.preprocessing import OneHotEncoder
 
 from netsec_tasks.catalog import RunCatalog
 from netsec_tasks.config import PipelineConfig
+from netsec_tasks.dataset_schema import DatasetSchema, load_schema
 from netsec_tasks.errors import DataError
 from netsec_tasks.records import RunContext, TransformRecord, ValidationRecord
 from netsec_tasks.sampling import IMPUTER_SALT, bounded_sample
-from netsec_tasks.schema import DatasetSchema, load_schema
 from netsec_tasks.split import lineage_hashes
 
 log = logging.getLogger("netsec.transform")

@@ -34,10 +34,10 @@ import yaml
 from netsec_tasks.catalog import RunCatalog
 from netsec_tasks.config import PipelineConfig, ValidationConfig
 from netsec_tasks.contract import UNLISTED_HINT, Contract, listed, null_mask, show
+from netsec_tasks.dataset_schema import ColumnSpec, DatasetSchema, load_schema
 from netsec_tasks.errors import ValidationFailed
 from netsec_tasks.plain import plain
 from netsec_tasks.records import IngestRecord, RunContext, ValidationRecord
-from netsec_tasks.schema import ColumnSpec, DatasetSchema, load_schema
 from netsec_tasks.split import lineage_frame, lineage_hashes, row_hashes
 from netsec_tasks.storage import atomic_write, storage_for
 

@@ -93,10 +93,13 @@ CI_ENV = {
     # still importing at start-up (its 5 s ping), again and again.
     "MLFLOW_WORKERS": "1",
     "NETSEC_SERVING_WORKERS": "1",
-    # POST /train is off without a key; the scenario triggers a run through it.
+    # The scoring key; POST /train is off without the control key, and the scenario triggers a
+    # run through it.
     "NETSEC_SERVING_API_KEY": "ci-serving-key",
+    "NETSEC_SERVING_CONTROL_KEY": "ci-control-key",
 }
 SERVING_KEY = {"X-API-Key": CI_ENV["NETSEC_SERVING_API_KEY"]}
+CONTROL_KEY = {"X-API-Key": CI_ENV["NETSEC_SERVING_CONTROL_KEY"]}
 PORT_VARS = (
     "AIRFLOW_PORT",
     "MLFLOW_PORT",
@@ -1097,10 +1100,10 @@ class Scenario:
 
     def check_bucket(self, run_id: str) -> None:
         s3 = self.s3()
-        sync = self.airflow.xcom(run_id, "sync_s3")
+        sync = self.airflow.xcom(run_id, "sync")
         dest = urllib.parse.urlparse(sync["destination"])
         if dest.scheme != "s3":
-            raise StepFailed(f"sync_s3 wrote to {sync['destination']}, not to S3")
+            raise StepFailed(f"sync wrote to {sync['destination']}, not to S3")
         prefix = dest.path.strip("/") + "/"
         keys = {
             o["Key"]: o["Size"]
@@ -1137,7 +1140,7 @@ class Scenario:
         # Beside the runs: what runs share (the committed watermark and the snapshot it names).
         parts = prefix.rstrip("/").split("/")
         if parts[-2:-1] != ["runs"]:
-            raise StepFailed(f"sync_s3 wrote to {sync['destination']}, not <storage root>/runs/<run id>")
+            raise StepFailed(f"sync wrote to {sync['destination']}, not <storage root>/runs/<run id>")
         root = "".join(p + "/" for p in parts[:-2])
         shared = {
             top: sum(
@@ -1248,7 +1251,7 @@ class Scenario:
 
     def trigger_via_serving(self) -> str:
         status, body = http(
-            "POST", f"{self.url('SERVING_PORT')}/train", RUN_CONF, headers=SERVING_KEY, timeout=60
+            "POST", f"{self.url('SERVING_PORT')}/train", RUN_CONF, headers=CONTROL_KEY, timeout=60
         )
         if status != 200 or "dag_run_id" not in body:
             raise StepFailed(f"serving POST /train: HTTP {status} {str(body)[:500]}", services=("serving",))

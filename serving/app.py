@@ -3,6 +3,12 @@
 ``create_app(settings)`` builds an app (tests build several); the module-level ``app`` reads the
 environment (``NETSEC_SERVING_*``, ``MLFLOW_TRACKING_URI``). Start-up never waits for the model
 registry: the model loads in the background and /ready says when it is there.
+
+Closed by default (``serving/access.py``): every state-changing request a browser sends from
+another origin is refused (an app-wide dependency, so no route can miss it); CORS is off unless
+``NETSEC_SERVING_CORS_ORIGINS`` lists origins; ``/docs`` and ``/redoc`` load Swagger UI and ReDoc
+from the pinned ``fastapi-offline`` package's assets, served here (``/static-offline-docs``), so
+they work on a network without internet and never fetch code from a CDN.
 """
 
 from __future__ import annotations
@@ -11,11 +17,13 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
+from serving.access import refuse_cross_site
 from serving.deps import ServingState
 from serving.inputs import InputError
 from serving.limits import BodySizeLimitMiddleware, BodyTooLarge, too_large_body
@@ -36,7 +44,8 @@ log = logging.getLogger("netsec.serving")
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.check_train_settings()  # ConfigError: refuse to start, naming the settings
-    metrics = Metrics()
+    assert settings.model_name  # derived from the pipeline config when not set
+    metrics = Metrics(settings.model_name)
     contract = load_contract(settings)  # a bad schema stops the start, naming the file
 
     @asynccontextmanager
@@ -64,11 +73,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 state.prediction_log.close()
             state.executor.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="netsec serving",
         description="Scores rows with the Production model of the MLflow registry.",
         version="0.1.0",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_cross_site)],
     )
     app.include_router(ui_router.router)
     app.include_router(predict_router.make_router(contract, settings.max_rows))
@@ -77,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(train_router.router)
     app.mount("/static", StaticFiles(directory=ASSETS / "static"), name="static")
     _install_error_handlers(app)
-    if settings.cors_origins:
+    if settings.cors_origins:  # closed unless configured: only the listed origins
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,

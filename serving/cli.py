@@ -1,6 +1,27 @@
-"""``netsec serve``: the entry point the netsec CLI calls (no Airflow import here)."""
+"""``netsec serve``: a subcommand the serving package adds to the ``netsec`` CLI (no Airflow import).
+
+It is registered as the entry point ``serve`` of group ``netsec.commands`` (``pyproject.toml``);
+``netsec_tasks.cli.plugin_commands`` loads it, so the library never imports the service.
+"""
 
 from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+
+def add_command(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add ``netsec serve [--host H] [--port P] [--workers N]`` through ``add(name, **kw)``."""
+    sv = add("serve", help="start the FastAPI serving service")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--workers", type=int, default=1)
+    sv.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    serve(host=args.host, port=args.port, workers=args.workers)
+    return 0
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:

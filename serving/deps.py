@@ -1,18 +1,17 @@
-"""Shared state and FastAPI dependencies (state, model, contract, API key), with ``Annotated``
+"""Shared state and FastAPI dependencies (state, model, contract, scoring key), with ``Annotated``
 aliases as in FastAPI's full-stack template: a route says ``model: ModelDep``."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
-from fastapi.security import APIKeyHeader
 
 from netsec_tasks.contract import Contract
+from serving.access import require_scoring_key
 from serving.manager import ModelManager
 from serving.metrics import Metrics
 from serving.model import LoadedModel
@@ -79,18 +78,5 @@ async def get_contract(state: StateDep) -> Contract:
 
 ContractDep = Annotated[Contract, Depends(get_contract)]
 
-api_key_header = APIKeyHeader(
-    name="X-API-Key",
-    auto_error=False,
-    description="required on /predict*, /feedback and /train when the server sets NETSEC_SERVING_API_KEY",
-)
-
-
-async def require_api_key(key: Annotated[str | None, Depends(api_key_header)], state: StateDep) -> None:
-    expected = state.settings.api_key
-    if expected is None:
-        return
-    if key is None or not hmac.compare_digest(key.encode(), expected.get_secret_value().encode()):
-        raise HTTPException(
-            401, "missing or wrong X-API-Key header", headers={"WWW-Authenticate": "X-API-Key"}
-        )
+# The scoring key's dependency (serving.access holds every access rule).
+require_api_key = require_scoring_key

@@ -5,6 +5,12 @@ request). It adds ``Server-Timing: app;dur=<ms>`` to every response: the time fr
 byte the app saw to the response start, which is what the benchmark reports as server time.
 Routes are labelled by their template (``/predict``), unmatched paths as ``<unmatched>``, so a
 scanner cannot blow up label cardinality.
+
+Series about the served model's traffic, verdicts and monitoring figures carry the label
+``model`` (the registered model), so two services of two data sets scraped by one Prometheus
+never mix. :attr:`Metrics.registry` is what anyone may scrape; :attr:`Metrics.details` (the
+served version's run id and inference path, which names storage URIs) is added to ``/metrics``
+only for a request with a configured key (``serving/access.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 MONITORING_GAUGES = {
     "drift_share": "Share of feature columns drifted in served traffic (last monitoring run)",
     "drift_detected": "1 when the last monitoring run found data-set drift in served traffic",
+    "contract_violation_share": "Share of the new served rows that broke the input contract (last run)",
+    "contract_violations": "1 when that share was over validation.max_invalid_share (a surge)",
     "live_f1": "Threat-class F1 from analysts' verdicts (last monitoring run)",
     "live_f1_low": "Lower end of live F1's confidence interval",
     "live_f1_high": "Upper end of live F1's confidence interval",
@@ -48,8 +56,10 @@ LATENCY_BUCKETS = (
 
 
 class Metrics:
-    def __init__(self):
+    def __init__(self, model_name: str):
+        self.model = model_name
         self.registry = CollectorRegistry(auto_describe=True)
+        self.details = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
             "netsec_http_requests",
@@ -71,8 +81,15 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.predictions = Counter("netsec_predictions", "Predicted rows by class", ["class_"], registry=r)
+        self.predictions = Counter(
+            "netsec_predictions", "Predicted rows by model and class", ["model", "class_"], registry=r
+        )
         self.model_info = Info("netsec_model", "The model being served", registry=r)
+        self.model_details = Info(
+            "netsec_model_details",
+            "The served version's run and inference path (with a key only)",
+            registry=self.details,
+        )
         self.model_version = Gauge(
             "netsec_model_version", "Version number of the served model", ["name"], registry=r
         )
@@ -80,10 +97,19 @@ class Metrics:
         self.log_dropped = Counter(
             "netsec_prediction_log_dropped_rows",
             "Prediction-log rows dropped because the queue was full",
+            ["model"],
             registry=r,
-        )
+        ).labels(model_name)
         self.log_written = Counter(
-            "netsec_prediction_log_written_rows", "Prediction-log rows written to the sink", registry=r
+            "netsec_prediction_log_written_rows",
+            "Prediction-log rows written to the sink",
+            ["model"],
+            registry=r,
+        ).labels(model_name)
+        self.cross_site_refused = Counter(
+            "netsec_cross_site_refused",
+            "State-changing requests a browser sent from another origin, refused (403)",
+            registry=r,
         )
         # The input contract at the scoring doors: rows refused (the request was answered
         # 422), flagged (returned unscored with status=invalid), scored with imputed cells.
@@ -100,22 +126,25 @@ class Metrics:
         # DAG for the served version (its model version tags netsec.monitoring.*; NaN: none yet).
         self.feedback = Counter(
             "netsec_feedback_verdicts",
-            "Verdicts received, by outcome: recorded, changed, unchanged",
-            ["outcome"],
+            "Verdicts received, by model and outcome: recorded, changed, unchanged",
+            ["model", "outcome"],
             registry=r,
         )
         self.monitoring = {
-            name: Gauge(f"netsec_monitoring_{name}", doc, registry=r)
+            name: Gauge(f"netsec_monitoring_{name}", doc, ["model"], registry=r).labels(model_name)
             for name, doc in MONITORING_GAUGES.items()
         }
 
+    def count_verdicts(self, outcome: str, n: int) -> None:
+        self.feedback.labels(self.model, outcome).inc(n)
+
     def model_swapped(self, model) -> None:
-        self.model_info.info(
+        self.model_info.info({"name": model.name, "version": model.version, "model_class": model.model_class})
+        self.model_details.info(
             {
                 "name": model.name,
                 "version": model.version,
                 "run_id": model.run_id or "",
-                "model_class": model.model_class,
                 "inference_path": model.inference_path,
             }
         )
@@ -147,9 +176,9 @@ class Metrics:
 
     def count_predictions(self, n_threat: int, n_rows: int) -> None:
         if n_threat:
-            self.predictions.labels("threat").inc(n_threat)
+            self.predictions.labels(self.model, "threat").inc(n_threat)
         if n_rows - n_threat:
-            self.predictions.labels("benign").inc(n_rows - n_threat)
+            self.predictions.labels(self.model, "benign").inc(n_rows - n_threat)
 
     @staticmethod
     def rows_bucket(n: int) -> str:

@@ -7,6 +7,10 @@ buffer; a daemon thread turns them into columnar documents, one per request (the
 bounded: when the sink is slower than the traffic, new entries are dropped and counted
 (``netsec_prediction_log_dropped_rows_total``) instead of slowing requests down or growing memory.
 
+The log is the served registered model's own (``NETSEC_SERVING_MODEL_NAME``): the day files go
+to ``<log dir>/<model>/``, MongoDB documents carry ``model_name`` and the sink's reader only
+finds that model's requests, so a verdict is accepted only for a prediction this model made.
+
 Every request has a request id (``netsec_tasks.prediction_log.new_request_id``); its rows' ids are
 the prediction ids ``POST /feedback`` takes back. :meth:`PredictionLog.known` says which ids the
 log holds: the ids of recent requests are remembered here (so feedback on rows still waiting in
@@ -71,11 +75,12 @@ class LogEntry:
 
 
 class JsonlSink:
-    """``<dir>/predictions-YYYY-MM-DD.jsonl``, appended; one JSON document (request) per line."""
+    """``<root>/<model>/predictions-YYYY-MM-DD.jsonl``, appended; one JSON document (request) per
+    line."""
 
-    def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
-        self.reader = JsonlLogReader(self.directory)
+    def __init__(self, root: str | Path, model_name: str):
+        self.reader = JsonlLogReader(root, model_name)
+        self.directory = self.reader.directory
         # Times as RFC 3339; anything else JSON lacks (a Timestamp in a text column) as its str().
         self._encoder = msgspec.json.Encoder(enc_hook=str)
 
@@ -101,7 +106,9 @@ class JsonlSink:
 
 
 class MongoSink:
-    def __init__(self, uri: str, database: str | None, collection: str):
+    """The shared collection; the documents carry ``model_name`` (the reader filters on it)."""
+
+    def __init__(self, uri: str, database: str | None, collection: str, model_name: str):
         import pymongo
 
         self.client: pymongo.MongoClient = pymongo.MongoClient(
@@ -110,7 +117,7 @@ class MongoSink:
         db = database or (pymongo.uri_parser.parse_uri(uri).get("database") or "netsec")
         self.collection = self.client[db][collection]
         self.name = f"mongo:{db}.{collection}"
-        self.reader = MongoLogReader(self.collection)
+        self.reader = MongoLogReader(self.collection, model_name)
         self._indexed = False
 
     def convert(self, entry: LogEntry) -> list[tuple[int, dict]]:
@@ -272,9 +279,11 @@ def make_prediction_log(settings, on_drop=None, on_write=None) -> PredictionLog 
         return None
     sink: MongoSink | JsonlSink
     if settings.mongo_uri:
-        sink = MongoSink(settings.mongo_uri, settings.mongo_database, settings.mongo_collection)
+        sink = MongoSink(
+            settings.mongo_uri, settings.mongo_database, settings.mongo_collection, settings.model_name
+        )
     else:
-        sink = JsonlSink(settings.log_path)
+        sink = JsonlSink(settings.log_path, settings.model_name)
     return PredictionLog(
         sink,
         batch_rows=settings.log_batch_rows,

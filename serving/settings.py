@@ -2,8 +2,10 @@
 
 Examples: ``NETSEC_SERVING_MODEL_NAME=netsec-phishing`` (default: the pipeline config's
 ``registry.model_name``, which is ``netsec-<dataset>`` unless set, so ``NETSEC_DATASET=x`` serves
-``netsec-x`` with the ``x`` schema), ``NETSEC_SERVING_API_KEY=s3cret``,
-``NETSEC_SERVING_CORS_ORIGINS='["http://localhost:3000"]'``,
+``netsec-x`` with the ``x`` schema), ``NETSEC_SERVING_API_KEY=s3cret`` (scoring),
+``NETSEC_SERVING_CONTROL_KEY=an0ther`` (``/train``; see ``serving/access.py``),
+``NETSEC_SERVING_CORS_ORIGINS='["http://localhost:3000"]'`` (browser apps on other origins that
+may call the service; none by default),
 ``NETSEC_SERVING_MONGO_URI=mongodb://mongo:27017/netsec`` (prediction log and analysts' verdicts
 in MongoDB instead of the local JSONL files), ``NETSEC_SERVING_AIRFLOW_URL=http://airflow-apiserver:8080``.
 
@@ -63,10 +65,14 @@ class Settings(BaseSettings):
     schema_path: str | None = None
 
     # --- HTTP -----------------------------------------------------------------------------
-    # When set, /predict*, /feedback and /train require the header X-API-Key with this value.
-    # Unset (or empty), inference stays open and POST /train is off (403): a control-plane
-    # action that starts a DAG run with serving's Airflow credentials needs a key.
+    # The scoring key: when set, /predict* and /feedback require the header X-API-Key with this
+    # value (or the control key). Unset (or empty), they stay open.
     api_key: SecretStr | None = None
+    # The control-plane key: POST /train (and any route that changes the registry) requires it,
+    # and only it. Unset, those routes are off (403). Must differ from api_key.
+    control_key: SecretStr | None = None
+    # Origins (scheme://host[:port]) of browser apps allowed to call the service across
+    # origins (CORS, and the cross-site write check). Empty: none; "*" is refused.
     cors_origins: Annotated[list[str], NoDecode] = []
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_rows: int = Field(100_000, ge=1)
@@ -79,7 +85,7 @@ class Settings(BaseSettings):
     mongo_uri: str | None = None
     mongo_database: str | None = None  # default: the database named in the URI, else "netsec"
     mongo_collection: str = "predictions"
-    log_dir: str | None = None  # default: <NETSEC_HOME>/predictions
+    log_dir: str | None = None  # default: <NETSEC_HOME>/predictions; the log is <log dir>/<model>/
     log_enabled: bool = True
     log_batch_rows: int = Field(1000, ge=1)
     log_flush_seconds: float = Field(2.0, gt=0)
@@ -87,13 +93,12 @@ class Settings(BaseSettings):
     log_queue_requests: int = Field(10_000, ge=1)
 
     # --- analysts' verdicts (POST /feedback) ---------------------------------------------
-    # Stored beside the prediction log: this collection of the log's MongoDB database, or
-    # feedback.jsonl in the log directory (feedback_path overrides the file).
+    # Stored beside the prediction log, keyed by the served model like it: this collection of
+    # the log's MongoDB database (a model_name field), or <log dir>/<model>/feedback.jsonl.
     feedback_collection: str = "feedback"
-    feedback_path: str | None = None
     max_feedback_items: int = Field(10_000, ge=1)
 
-    # --- Airflow (POST /train, only with api_key) -------------------------------------------
+    # --- Airflow (POST /train, only with control_key) ----------------------------------------
     airflow_url: str | None = None  # e.g. http://airflow-apiserver:8080
     airflow_username: str = "admin"
     # The default is only good for an Airflow on this machine: with /train enabled and an
@@ -114,7 +119,24 @@ class Settings(BaseSettings):
             return [s.strip() for s in v.split(",") if s.strip()]
         return v
 
-    @field_validator("api_key", mode="before")
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        from urllib.parse import urlsplit
+
+        for origin in v:
+            parts = urlsplit(origin)
+            if origin == "*" or parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    f"{origin!r} is not an origin: list each browser app's origin as "
+                    "scheme://host[:port] (e.g. https://soc.example.org); '*' would let every "
+                    "web page write into the prediction log"
+                )
+            if parts.path not in ("", "/") or parts.query or parts.fragment:
+                raise ValueError(f"{origin!r}: an origin has no path; write {parts.scheme}://{parts.netloc}")
+        return [o.rstrip("/") for o in v]
+
+    @field_validator("api_key", "control_key", mode="before")
     @classmethod
     def _empty_key_is_none(cls, v):
         # docker compose passes an unset variable as "" (NETSEC_SERVING_API_KEY: ${...:-}).
@@ -124,12 +146,13 @@ class Settings(BaseSettings):
 
     @property
     def train_enabled(self) -> bool:
-        """POST /train is on only with an API key (it starts a DAG run as the Airflow user)."""
-        return self.api_key is not None
+        """POST /train is on only with a control key (it starts a DAG run as the Airflow user)."""
+        return self.control_key is not None
 
     def check_train_settings(self) -> None:
-        """Refuse a set-up where anyone who learns Airflow's default password could drive it:
-        /train enabled (an API key is set) against an Airflow that is not on this machine
+        """Refuse a set-up where the scoring key would also open the control plane (both keys
+        equal), or where anyone who learns Airflow's default password could drive it: /train
+        enabled (a control key is set) against an Airflow that is not on this machine
         (``airflow_url``'s host is not loopback) with ``airflow_password`` still ``admin``.
 
         Raises ConfigError naming the settings to change."""
@@ -137,6 +160,15 @@ class Settings(BaseSettings):
 
         from netsec_tasks.errors import ConfigError
 
+        if (
+            self.control_key is not None
+            and self.api_key is not None
+            and self.control_key.get_secret_value() == self.api_key.get_secret_value()
+        ):
+            raise ConfigError(
+                "NETSEC_SERVING_CONTROL_KEY equals NETSEC_SERVING_API_KEY: every client allowed to "
+                "score could also start training; give the control plane a key of its own"
+            )
         if not self.train_enabled or not self.airflow_url:
             return
         host = (urlsplit(self.airflow_url).hostname or "").lower()
@@ -144,10 +176,10 @@ class Settings(BaseSettings):
             return
         if self.airflow_password.get_secret_value() == DEFAULT_AIRFLOW_PASSWORD:
             raise ConfigError(
-                f"POST /train is enabled (NETSEC_SERVING_API_KEY is set) against the Airflow at "
+                f"POST /train is enabled (NETSEC_SERVING_CONTROL_KEY is set) against the Airflow at "
                 f"{self.airflow_url}, but NETSEC_SERVING_AIRFLOW_PASSWORD is Airflow's default "
                 f"'{DEFAULT_AIRFLOW_PASSWORD}': set it to that Airflow user's real password, or "
-                "unset NETSEC_SERVING_API_KEY to turn /train off"
+                "unset NETSEC_SERVING_CONTROL_KEY to turn /train off"
             )
 
     @model_validator(mode="after")
@@ -173,9 +205,12 @@ class Settings(BaseSettings):
 
     @cached_property
     def feedback_file(self) -> Path:
-        from netsec_tasks.feedback import FILE_NAME
+        """The served model's verdict file: ``<log dir>/<model>/feedback.jsonl``, where the
+        monitoring step of that model reads it."""
+        from netsec_tasks.feedback import verdict_file
 
-        return Path(self.feedback_path).expanduser() if self.feedback_path else self.log_path / FILE_NAME
+        assert self.model_name  # derived from the pipeline config when not set
+        return verdict_file(self.log_path, self.model_name)
 
 
 def get_settings() -> Settings:
@@ -187,7 +222,7 @@ def load_contract(settings: Settings):
     limit (see ``netsec_tasks.contract``). Raises ConfigError naming a missing or bad file."""
     from netsec_tasks.config import load_config
     from netsec_tasks.contract import Contract
-    from netsec_tasks.schema import load_schema
+    from netsec_tasks.dataset_schema import load_schema
 
     cfg = load_config()
     schema = load_schema(settings.schema_path or cfg.schema_path)

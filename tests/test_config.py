@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from netsec_tasks.config import load_config
+from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.errors import ConfigError
-from netsec_tasks.schema import load_schema
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config" / "pipeline.yaml"

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from netsec_tasks.contract import Contract, csv_chunks, looks_like_index, neutralise
+from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.errors import ConfigError, DataError
 from netsec_tasks.sample import make_sample
-from netsec_tasks.schema import load_schema
 
 MIXED = """
 name: mixed

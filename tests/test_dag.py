@@ -29,8 +29,8 @@ EXPECTED_EDGES = {
     "check_drift": {"transform", "skip_training"},
     "transform": {"train"},
     "train": {"register"},
-    "register": {"sync_s3"},
-    "sync_s3": {"record_outcome"},
+    "register": {"sync"},
+    "sync": {"record_outcome"},
     "skip_training": {"record_outcome"},
     "record_outcome": set(),
 }
@@ -121,7 +121,7 @@ def test_io_tasks_retry_with_exponential_backoff_and_everything_has_a_timeout(da
     for task in dag.tasks:
         assert task.execution_timeout == dt.timedelta(minutes=cfg.task_timeout_minutes), task.task_id
         assert task.on_failure_callback, task.task_id
-    for task_id in ("reconcile", "ingest", "sync_s3", "train", "register"):
+    for task_id in ("reconcile", "ingest", "sync", "train", "register"):
         task = dag.get_task(task_id)
         assert task.retries == cfg.retries
         assert task.retry_delay == dt.timedelta(seconds=cfg.retry_delay_seconds)
@@ -164,6 +164,9 @@ def test_retry_settings_follow_the_config(tmp_path):
 
 
 def test_params_are_typed_documented_and_validated(dag):
+    from netsec_tasks.config import load_config
+
+    root = load_config().source.path_roots[0]
     params = dag.params
     expected_types = {
         "force_retrain": "boolean",
@@ -194,10 +197,18 @@ def test_params_are_typed_documented_and_validated(dag):
         ("candidates", ["svm"]),
         ("force_retrain", "yes"),
         ("promotion_margin", 2),
+        # A triggered run's own bounds (netsec_tasks.run_params), narrower than the config's.
+        ("promotion_margin", -0.5),
+        ("min_score", 0.0),
+        ("source_path", "/etc/passwd"),
+        ("source_path", f"{root}/../../etc/passwd"),
+        ("source_path", f"{root}-other/x.csv"),
     ):
         with pytest.raises(ParamValidationError):
             copy.deepcopy(params.get_param(name)).resolve(value=bad)
     assert copy.deepcopy(params.get_param("candidates")).resolve(value=["xgboost"]) == ["xgboost"]
+    for name, good in (("promotion_margin", 0.0), ("min_score", 0.95), ("source_path", f"{root}/a/b.csv")):
+        assert copy.deepcopy(params.get_param(name)).resolve(value=good) == good
 
 
 def _load_dag_module(name: str = "netsec_training_dag"):
@@ -269,6 +280,29 @@ def test_params_map_to_config_overrides(dag):
     assert cfg.source.path is None  # "" from the UI form means "not set"
     default = mod._config({})
     assert default.training.cv_folds == cfg.training.cv_folds
+
+
+def test_each_task_checks_the_run_params_bounds_again(tmp_path, monkeypatch):
+    """Whatever the form allowed when the file was parsed, a task refuses params outside a
+    triggered run's bounds before it reads its config, following links as the worker sees them."""
+    from netsec_tasks.errors import ConfigError
+
+    mod = _load_dag_module()
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "train.csv").write_text("a\n1\n")
+    (root / "escape.csv").symlink_to("/etc/passwd")
+    monkeypatch.setenv("NETSEC_SOURCE__PATH_ROOTS", f"[{root}]")
+    assert mod._config({"source_path": str(root / "train.csv")}).source.path == str(root / "train.csv")
+    for params, words in (
+        ({"promotion_margin": -1}, "promotion_margin -1 is below 0"),
+        ({"min_score": 0}, "min_score 0 is below the configured registry.min_score"),
+        ({"source_path": "/etc/passwd"}, "outside source.path_roots"),
+        ({"source_path": str(root / "escape.csv")}, "/etc/passwd after following links"),
+        ({"source_path": str(root / "*.csv")}, "/etc/passwd after following links"),
+    ):
+        with pytest.raises(ConfigError, match=words):
+            mod._config(params)
 
 
 def test_parsing_the_dag_imports_nothing_heavy(tmp_path):

@@ -254,7 +254,7 @@ def _outcome(result: dict) -> dict:
     return result["xcoms"]["record_outcome"]["return_value"]
 
 
-TRAIN_PATH = {"transform", "train", "register", "sync_s3"}
+TRAIN_PATH = {"transform", "train", "register", "sync"}
 
 
 def test_run1_no_production_model_trains_registers_promotes_and_syncs(stack):
@@ -268,6 +268,7 @@ def test_run1_no_production_model_trains_registers_promotes_and_syncs(stack):
     )
     assert r["tasks"]["skip_training"] == "skipped"
     assert r["xcoms"]["check_drift"]["branch_reason"] == "Retrained because there is no Production model yet."
+    assert r["xcoms"]["check_drift"]["retrain"] is True  # the branch, as record_outcome reads it
     outcome = _outcome(r)
     assert outcome["outcome"] == "promoted" and outcome["production_after"] == "1"
     assert outcome["production_before"]["version"] is None and outcome["candidate"]["version"] == "1"
@@ -288,12 +289,14 @@ def test_run1_no_production_model_trains_registers_promotes_and_syncs(stack):
     mv = stack.mlflow().get_model_version(MODEL, "1")
     assert mv.tags["netsec.pipeline_run_id"] == r["run_id"]
     # Sync went to moto's S3 through the netsec_s3 connection.
-    sync = r["xcoms"]["sync_s3"]["return_value"]
+    sync = r["xcoms"]["sync"]["return_value"]
     assert sync["destination"].startswith(f"s3://{BUCKET}/netsec/runs/")
     run_prefix = sync["destination"][len(f"s3://{BUCKET}/") :] + "/"
     keys = [k for k in stack.bucket_keys() if k.startswith(run_prefix)]
-    # Every object of the run is in the manifest, but outcome.json, written after the sync.
-    assert len(set(keys) - {run_prefix + "outcome.json"}) == sync["objects"] > 0
+    # Every object of the run is in the manifest, but outcome.json and summary.json, written by
+    # record_outcome after the sync.
+    assert len(set(keys) - {run_prefix + "outcome.json", run_prefix + "summary.json"}) == sync["objects"] > 0
+    assert {run_prefix + "outcome.json", run_prefix + "summary.json"} <= set(keys)
     assert {
         run_prefix + k
         for k in ("manifest.json", "model/model.skops", "validate/train.parquet", "ingest/new_batch.parquet")
@@ -346,6 +349,7 @@ def test_run2_same_data_no_drift_skips_training(stack):
     assert r["tasks"]["record_outcome"] == "success"
     drift = r["xcoms"]["check_drift"]["drift"]
     assert drift["has_reference"] and not drift["drift_detected"]
+    assert r["xcoms"]["check_drift"]["retrain"] is False
     outcome = _outcome(r)
     assert outcome["outcome"] == "skipped_no_drift" and outcome["candidate"] is None
     # Nothing new since run 1: the reason says the batch is empty, not "0% of 0 columns".
@@ -453,23 +457,17 @@ def test_local_runner_script_on_the_embedded_defaults(tmp_path):
     }
     env["NETSEC_TRAINING__N_JOBS"] = "1"
     conf = {"n_iter": 2, "cv_folds": 3, "candidates": ["logistic_regression", "decision_tree"]}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "airflow_local.py"),
-            "--home",
-            str(tmp_path / "w"),
-            "--json",
-            "-c",
-            json.dumps(conf),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=tmp_path,
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+        return proc
+
+    proc = run(
+        sys.executable,
+        str(REPO / "scripts" / "airflow_local.py"),
+        *("--home", str(tmp_path / "w"), "--json", "-c", json.dumps(conf)),
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     summary = json.loads(proc.stdout)
     assert summary["state"] == "success"
     assert summary["outcome"]["outcome"] == "promoted"
@@ -484,3 +482,29 @@ def test_local_runner_script_on_the_embedded_defaults(tmp_path):
     assert f"dags_folder = {REPO / 'dags'}\n" in cfg_text
     assert "load_examples = False\n" in cfg_text
     assert list((tmp_path / "w" / "storage").rglob("*")), "file:// storage is empty"
+
+    # The in-process run (`netsec run`) calls the same step functions as the DAG's tasks: on the
+    # same data (the synthetic sample) with the same settings, in a home of its own, it writes
+    # the same artifacts, and the same branch decision (netsec_tasks/pipeline.py's table).
+    env.update(
+        NETSEC_HOME=str(tmp_path / "w2"),
+        NETSEC_TRAINING__N_ITER="2",
+        NETSEC_TRAINING__CV_FOLDS="3",
+        NETSEC_TRAINING__CANDIDATES="[logistic_regression, decision_tree]",
+    )
+    run(str(Path(sys.executable).parent / "netsec"), "run")
+
+    def run_artifacts(home: Path) -> tuple[Path, list[str]]:
+        (run_dir,) = (home / "storage" / "runs").iterdir()
+        return run_dir, sorted(f.relative_to(run_dir).as_posix() for f in run_dir.rglob("*") if f.is_file())
+
+    dag_dir, by_dag = run_artifacts(tmp_path / "w")
+    cli_dir, by_cli = run_artifacts(tmp_path / "w2")
+    assert by_dag == by_cli
+    assert {"drift/branch.txt", "summary.json", "outcome.json", "manifest.json"} <= set(by_dag)
+    branch = (dag_dir / "drift" / "branch.txt").read_text()
+    assert branch == (cli_dir / "drift" / "branch.txt").read_text()
+    assert branch == "retrain: Retrained because there is no Production model yet.\n"
+    dag_summary, cli_summary = (json.loads((d / "summary.json").read_text()) for d in (dag_dir, cli_dir))
+    assert dag_summary.keys() == cli_summary.keys()
+    assert (dag_summary["outcome"], dag_summary["branch"]) == (cli_summary["outcome"], cli_summary["branch"])

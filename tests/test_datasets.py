@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from sklearn.datasets import _openml
 
+from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.datasets import fetch_dataset, to_schema_frame
 from netsec_tasks.errors import DataError, NetsecError, SourceUnavailable
 from netsec_tasks.sample import make_sample
-from netsec_tasks.schema import load_schema
 from netsec_testing import REPO, free_port
 
 SCHEMA = load_schema(REPO / "config" / "schema" / "phishing.yaml")

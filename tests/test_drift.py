@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from netsec_tasks.config import DriftConfig
+from netsec_tasks.dataset_schema import DatasetSchema, load_schema
 from netsec_tasks.drift import (
     adjust_pvalues,
     check_drift,
@@ -20,7 +21,6 @@ from netsec_tasks.drift import (
 from netsec_tasks.errors import DataError, ValidationFailed
 from netsec_tasks.records import RunContext, ValidationRecord
 from netsec_tasks.sample import FEATURE_NAMES, make_sample
-from netsec_tasks.schema import DatasetSchema, load_schema
 from netsec_tasks.storage import file_uri_to_path
 
 SEEDS = range(100)
@@ -380,3 +380,45 @@ def test_drift_between_files(tmp_path, cfg, uci_csv):
     make_sample(50, seed=7).drop(columns=["SFH"]).to_csv(broken, index=False)
     with pytest.raises(ValidationFailed, match="SFH"):
         drift_between_files(uci_csv, broken, cfg, tmp_path / "out3")
+
+
+@pytest.mark.parametrize("column, value, broken", [("Favicon", 0, 1470), ("SSLfinal_State", 7, 100)])
+def test_a_comparison_of_too_few_valid_rows_is_not_judged(tmp_path, cfg, capsys, column, value, broken):
+    """An upstream encoding change breaks the contract for most rows: the rows left are compared,
+    but the verdict, the exit code and the report's headline say it cannot be judged, first."""
+    from netsec_tasks.cli import NOT_JUDGED, main
+
+    reference = tmp_path / "reference.csv"
+    make_sample(1500, seed=8).to_csv(reference, index=False)
+    current = make_sample(1500, seed=9)
+    current.loc[: broken - 1, column] = value
+    path = tmp_path / "current.csv"
+    current.to_csv(path, index=False)
+    rec = drift_between_files(reference, path, cfg, tmp_path / "out")
+    assert not rec.judged and not rec.drift_detected
+    assert f"{broken:,} of 1,500 current rows" in rec.not_judged and "max_invalid_share=5%" in rec.not_judged
+    page = (tmp_path / "out" / "drift_report.html").read_text()
+    headline = page.index("Not judged")
+    assert "No data-set drift" not in page and headline < page.index("Drifted columns")
+    report = (tmp_path / "out" / "drift_report.yaml").read_text()
+    assert report.index("verdict: not judged") < report.index("drift_share")
+
+    code = main(
+        [
+            "drift",
+            str(reference),
+            str(path),
+            "--out",
+            str(tmp_path / "cli"),
+            "--set",
+            f"workdir={cfg.workdir}",
+        ]
+    )
+    first = capsys.readouterr().out.splitlines()[0]
+    assert code == NOT_JUDGED == 4
+    assert first.startswith(f"drift NOT JUDGED: {broken:,} of 1,500 current rows") and column in first
+    # Under the share, the same change is reported and the verdict stands.
+    few = make_sample(1500, seed=9)
+    few.loc[:9, column] = value
+    few.to_csv(path, index=False)
+    assert drift_between_files(reference, path, cfg, tmp_path / "out2").judged

@@ -10,6 +10,7 @@ import yaml
 
 from netsec_tasks.config import load_config, model_name_for
 from netsec_tasks.contract import Contract, ContractError
+from netsec_tasks.dataset_schema import DatasetSchema, load_schema
 from netsec_tasks.errors import ConfigError, DataError
 from netsec_tasks.intrusion_sample import (
     FILE_COLUMNS,
@@ -18,7 +19,6 @@ from netsec_tasks.intrusion_sample import (
     make_intrusion_sample,
     write_intrusion_sample,
 )
-from netsec_tasks.schema import DatasetSchema, load_schema
 from netsec_tasks.table_io import first_data_line, read_csv_bytes, read_table
 from netsec_tasks.validate import render_report, validate_frame
 from netsec_testing import REPO

@@ -171,7 +171,10 @@ def test_same_distribution_traffic_no_drift_good_live_f1_no_request(cfg):
     again = run_monitor(cfg, "unshifted-2")
     assert again.rows_read == 0 and not again.drift_tested and "no new traffic" in again.drift_reason
     assert again.labelled == 80  # the verdicts' window is not the watermark's
-    history = [json.loads(x) for x in read_uri(cfg.storage.uri + "/monitoring/history.jsonl").splitlines()]
+    history = [
+        json.loads(x)
+        for x in read_uri(cfg.storage.uri + "/monitoring/netsec-phishing/history.jsonl").splitlines()
+    ]
     assert [h["run_id"] for h in history] == ["unshifted-1", "unshifted-2"]
 
 
@@ -260,15 +263,72 @@ def test_rows_breaking_the_contract_are_left_out_and_reported(cfg):
         labels=[1] * 7,
         request_id=new_request_id(now),
     )
-    log_file = Path(cfg.monitoring.log_dir) / f"predictions-{now:%Y-%m-%d}.jsonl"
+    log_file = Path(cfg.monitoring.log_dir) / "netsec-phishing" / f"predictions-{now:%Y-%m-%d}.jsonl"
     with open(log_file, "a") as fh:
         fh.write(json.dumps(docs[0], default=str) + "\n")
     rec = run_monitor(cfg, "excluded-1")
     assert (rec.rows_read, rec.rows_tested, rec.rows_excluded) == (307, 300, 7)
     assert rec.drift_tested and not rec.drift_detected
+    assert rec.contract["share"] == pytest.approx(7 / 307, abs=1e-5) and not rec.contract["surge"]
     excluded = yaml.safe_load(read_uri(rec.report_uri))["drift"]["excluded"]
     assert excluded["rows_excluded"] == 7 and excluded["examples"][0]["column"] == "SSLfinal_State"
     assert "7 of 307 logged rows break the input contract" in read_uri(rec.html_uri).replace(",", "")
+
+
+def _log_rows(cfg, frame: pd.DataFrame, model_name: str = "netsec-phishing") -> None:
+    """Rows another writer logged under the model (as serving's log format)."""
+    from netsec_tasks.prediction_log import new_request_id, prediction_documents
+
+    now = dt.datetime.now(dt.UTC)
+    n = len(frame)
+    (doc,) = prediction_documents(
+        time=now,
+        model_name=model_name,
+        model_version="1",
+        route="/predict",
+        features=FEATURE_NAMES,
+        inputs=frame[FEATURE_NAMES].to_numpy(float),
+        is_threat=np.zeros(n),
+        probability=np.zeros(n),
+        labels=[1] * n,
+        request_id=new_request_id(now),
+    )
+    folder = Path(cfg.monitoring.log_dir) / model_name
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"predictions-{now:%Y-%m-%d}.jsonl", "a") as fh:
+        fh.write(json.dumps(doc, default=str) + "\n")
+
+
+def test_a_surge_of_contract_violations_is_its_own_finding(cfg):
+    """An upstream encoding change (Favicon=0) breaks the contract for most served rows: the
+    drift on the rows left is not judged, the surge is reported on its own (report, MLflow tags
+    that /metrics reads), and the decision says whether it requests a retraining."""
+    from mlflow import MlflowClient
+
+    traffic = make_sample(400, seed=114)
+    traffic.loc[:379, "Favicon"] = 0
+    _log_rows(cfg, traffic)
+    rec = run_monitor(cfg, "surge-1")
+    assert rec.contract["surge"] and (rec.contract["rows_checked"], rec.contract["rows_excluded"]) == (
+        400,
+        380,
+    )
+    assert not rec.drift_tested and not rec.drift_detected
+    assert rec.drift_reason.startswith(
+        "not judged: 380 of 400 served rows (95%) break the input contract in Favicon"
+    )
+    assert not rec.trigger
+    assert rec.trigger_reason.startswith("contract violations: 380 of 400 served rows")
+    assert "retrain_on_contract_violations: false" in rec.trigger_reason
+    page = read_uri(rec.html_uri)
+    assert page.index("Contract violations") < page.index("Traffic drift")
+    assert yaml.safe_load(read_uri(rec.report_uri))["contract_violations"]["surge"] is True
+    tags = MlflowClient(cfg.registry.tracking_uri).get_model_version(rec.model_name, rec.model_version).tags
+    assert tags["netsec.monitoring.contract_violations"] == "1"
+    assert float(tags["netsec.monitoring.contract_violation_share"]) == pytest.approx(0.95)
+    # Decided explicitly by configuration: with it on, the surge is the request's evidence.
+    on = run_monitor(cfg.with_overrides({"monitoring.retrain_on_contract_violations": True}), "surge-2")
+    assert on.trigger and on.trigger_reason.startswith("contract violations: 380 of 400")
 
 
 @pytest.mark.slow
@@ -277,11 +337,11 @@ def test_false_alarm_rate_on_same_distribution_traffic_over_many_seeds(trained):
     from the true labels): never a request. And on shifted traffic: nearly always one."""
     from statsmodels.stats.proportion import proportion_confint
 
+    from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.drift import load_reference
     from netsec_tasks.monitoring import decide, f1_below_floor, live_metrics
     from netsec_tasks.monitoring.traffic import traffic_drift
     from netsec_tasks.registry import get_production, load_production_model
-    from netsec_tasks.schema import load_schema
     from netsec_tasks.storage import storage_for
 
     cfg = trained
@@ -359,7 +419,7 @@ def test_verdicts_become_file_source_training_rows_once_and_reach_the_next_snaps
     assert first.conflicts == 1 and first.conflicts_held == 0
     assert first.conflict_examples[0]["prediction_id"] == ids[20]
     assert first.conflict_examples[0]["training_labels"] == [str(int(twin[TARGET].iloc[0]))]
-    rows = storage.read_frame(feedback_rows_uri(storage))
+    rows = storage.read_frame(feedback_rows_uri(storage, cfg.registry.model_name))
     assert sorted(rows[PREDICTION_ID_FIELD]) == sorted(ids)
     assert set(rows["_netsec_source"]) == {"feedback"} and rows["_netsec_feedback_at"].notna().all()
     assert rows.set_index(PREDICTION_ID_FIELD).loc[ids, TARGET].tolist() == labels
@@ -370,7 +430,7 @@ def test_verdicts_become_file_source_training_rows_once_and_reach_the_next_snaps
     again = feedback_to_training(cfg, store=store, log_reader=reader)
     assert (again.appended, again.already_present) == (0, 21)
     assert again.changed_after_append == 1 and again.changed_examples == [ids[0]]
-    assert len(storage.read_frame(feedback_rows_uri(storage))) == 21
+    assert len(storage.read_frame(feedback_rows_uri(storage, cfg.registry.model_name))) == 21
 
     # The next training snapshot holds them (without their provenance fields).
     after = ingest(cfg, RunContext.create(cfg, run_id="after-feedback"))
@@ -388,7 +448,9 @@ def test_verdicts_become_file_source_training_rows_once_and_reach_the_next_snaps
         held = feedback_to_training(hold, store=store, log_reader=reader)
         assert (held.conflicts, held.conflicts_held, held.appended) == (1, 1, 0)
         assert held.conflict_examples[0]["prediction_id"] == held_id
-    assert held_id not in set(storage.read_frame(feedback_rows_uri(storage))[PREDICTION_ID_FIELD])
+    assert held_id not in set(
+        storage.read_frame(feedback_rows_uri(storage, cfg.registry.model_name))[PREDICTION_ID_FIELD]
+    )
 
 
 def test_verdicts_become_mongo_documents_under_push_datas_key(cfg, mongo_server, mongo_db, tmp_path):
@@ -457,19 +519,19 @@ def test_netsec_monitor_runs_the_steps_in_process(cfg):
     )
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert "traffic: 300 new rows" in dry.stdout and "not appended (--dry-run)" in dry.stdout
-    assert not storage.exists(feedback_rows_uri(storage))
+    assert not storage.exists(feedback_rows_uri(storage, cfg.registry.model_name))
     out = subprocess.run([*netsec, "monitor"], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "traffic: 300 new rows; data-set drift" in out.stdout
-    assert len(storage.read_frame(feedback_rows_uri(storage))) == 5
+    assert len(storage.read_frame(feedback_rows_uri(storage, cfg.registry.model_name))) == 5
     assert "WOULD REQUEST retraining" in out.stdout and "monitoring_report.html" in out.stdout
     again = subprocess.run([*netsec, "monitor"], env=env, capture_output=True, text=True, timeout=300)
     assert "traffic: 0 new rows" in again.stdout  # the first run committed its watermark
 
 
 def test_verdict_labels_follow_the_schemas_label_mapping():
+    from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.feedback import feedback_label, label_vocabulary
-    from netsec_tasks.schema import load_schema
 
     phishing = load_schema(REPO / "config" / "schema" / "phishing.yaml")
     assert feedback_label(phishing, "threat") == (-1, True)
@@ -522,7 +584,7 @@ def test_monitoring_reads_the_log_and_verdicts_from_mongodb(cfg, mongo_server, m
     assert mongo[db]["predictions"].count_documents({}) == 2
     assert mongo[db]["feedback"].count_documents({}) == 30
     rec = run_monitor(mcfg, "mongo-log-1")
-    assert rec.log == f"mongo:{db}.predictions" and rec.documents_read == 2
+    assert rec.log == f"mongo:{db}.predictions[model_name=netsec-phishing]" and rec.documents_read == 2
     assert rec.rows_read == rec.rows_tested == 300 and rec.drift_detected
     assert rec.labelled == 30 and rec.trigger
     assert set(rec.watermark) == {"last_id"}

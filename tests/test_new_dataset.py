@@ -128,7 +128,7 @@ def test_evaluate_scores_the_holdout_file(trained, tmp_path):
     run = client.get_run(run_id)
     assert run.data.tags["netsec.role"] == "evaluation"
     assert run.data.metrics["eval_f1"] == pytest.approx(report["metrics"]["f1"], abs=1e-6)
-    from netsec_tasks.holdout import logged_model_id
+    from netsec_tasks.tracking import logged_model_id
 
     assert logged_model_id(mv) and [m.model_id for m in run.inputs.model_inputs] == [logged_model_id(mv)]
     names = {f.path for f in client.list_artifacts(run_id, "evaluation")}
@@ -217,7 +217,7 @@ def test_evaluate_refuses_unlisted_labels_before_any_model_lookup(tmp_path):
     """A ``positive`` schema lists its labels: a hold-out file with other ones is refused."""
     from netsec_tasks.config import load_config
     from netsec_tasks.contract import ContractError
-    from netsec_tasks.holdout import evaluate_file
+    from netsec_tasks.file_evaluation import evaluate_file
 
     config = tmp_path / "config"
     (config / "schema").mkdir(parents=True)
@@ -243,3 +243,126 @@ def test_evaluate_refuses_unlisted_labels_before_any_model_lookup(tmp_path):
     assert "target.negative" in text and str(path) in text
     assert not (tmp_path / "home" / "mlflow.db").exists()  # refused before the registry
     assert err.value.problems[0]["where"].startswith("line ")
+
+
+def test_evaluate_counts_the_rows_the_version_was_trained_on(trained, tmp_path):
+    """The training file itself: most of its rows are the version's training rows. The headline
+    figures are on the rows it never saw, beside those on every row, after a warning."""
+    out = tmp_path / "eval-train"
+    res = netsec(
+        "evaluate", str(trained.train), "--out", str(out), "--no-mlflow", home=trained.home, env=trained.env
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = yaml.safe_load((out / "evaluation_report.yaml").read_text())
+    rows = report["rows"]
+    assert 0 < rows["trained_on"] < rows["scored"] and rows["headline"] == rows["scored"] - rows["trained_on"]
+    assert rows["trained_on"] > 0.6 * rows["scored"]  # the training split is ~80% of the file
+    warning = report["warnings"][0]
+    assert f"{rows['trained_on']:,} of {rows['scored']:,} scored rows" in warning
+    assert "headline figures are on the" in warning and "on all rows f1" in warning
+    assert set(report["metrics_all_rows"]) == set(report["metrics"])
+    first = res.stdout.splitlines()[0]
+    assert first.startswith("WARNING: ") and "was trained on" in first
+    assert "(rows it never saw)" in res.stdout and "all rows:" in res.stdout
+    page = (out / "evaluation_report.html").read_text()
+    assert page.index("Warning") < page.index("Threat class") and "never trained on" in page
+
+
+def _serve_and_judge(home: Path, dataset: str, frame: pd.DataFrame, target: str, foreign, monkeypatch, **kw):
+    """Serve ``dataset``'s model in ``home``, score ``frame``, send the true labels of its first
+    20 rows as verdicts; a verdict on another model's prediction (``foreign`` ids) is a 404.
+    Returns the prediction ids."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.settings import Settings
+
+    monkeypatch.setenv("NETSEC_HOME", str(home))
+    monkeypatch.setenv("NETSEC_DATASET", dataset)
+    app = create_app(Settings(retry_interval_seconds=0.5, log_flush_seconds=0.2, inference_threads=1, **kw))
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 180
+        while client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/ready").text
+            time.sleep(0.2)
+        records = json.loads(frame.drop(columns=[target]).to_json(orient="records"))
+        resp = client.post("/predict", json={"records": records})
+        assert resp.status_code == 200, resp.text
+        ids = [p["prediction_id"] for p in resp.json()["predictions"]]
+        verdicts = [{"prediction_id": i, "label": y} for i, y in zip(ids, frame[target].tolist()[:20])]
+        assert client.post("/feedback", json=verdicts).json()["recorded"] == 20
+        for pid in foreign[:1]:
+            other = client.post("/feedback", json=[{"prediction_id": pid, "label": "benign"}])
+            assert other.status_code == 404 and pid in other.json()["detail"]
+    return ids
+
+
+def test_two_data_sets_in_one_home_never_share_served_state(trained, mongo_server, mongo_db, monkeypatch):
+    """Issue 21: one home, two registered models (intrusion_demo and phishing), each served,
+    judged and monitored, with the log and verdicts in files and then in MongoDB: each model's
+    monitoring reads only its own traffic and verdicts, turns only its own verdicts into training
+    rows, and both retrain green afterwards (the order that used to break the second run)."""
+    from netsec_tasks.config import load_config
+    from netsec_tasks.feedback import feedback_rows_uri
+    from netsec_tasks.sample import make_sample
+    from netsec_tasks.storage import storage_for
+
+    home, (mongo, db) = trained.home, mongo_db
+    if not client_for(home).search_model_versions("name='netsec-phishing'"):  # run alone (-k)
+        assert netsec("run", *SMALL_BUDGET, home=home).returncode == 0
+    sets = {
+        # Rows without gaps: nx-27017 keeps documents as JSON, which has no NaN (MongoDB has).
+        MODEL: (
+            DATASET,
+            make_intrusion_sample(120, seed=21, holdout=True).dropna().head(70).reset_index(drop=True),
+            "label",
+            trained.env,
+        ),
+        "netsec-phishing": ("phishing", make_sample(90, seed=22), "Result", {}),
+    }
+    stores = {
+        "file": ({}, {}),
+        "mongo": (
+            {"mongo_uri": mongo_server.uri.rsplit("/", 1)[0] + f"/{db}"},
+            {
+                "NETSEC_MONITORING__STORE": "mongo",
+                "NETSEC_SOURCE__MONGO__URI": mongo_server.uri,
+                "NETSEC_SOURCE__MONGO__DATABASE": db,
+            },
+        ),
+    }
+    figures: dict[str, object] = {}
+    for store, (serving_kw, monitor_env) in stores.items():
+        ids: list[str] = []
+        for dataset, frame, target, _ in sets.values():
+            with monkeypatch.context() as m:
+                ids = _serve_and_judge(home, dataset, frame, target, ids, m, **serving_kw)
+        # Monitor one data set, then the other: each reads its own rows and verdicts only.
+        for model, (_, frame, _, env) in sets.items():
+            res = netsec("monitor", home=home, env={**env, **monitor_env})
+            assert res.returncode == 0, res.stderr[-3000:]
+            rows = int(res.stdout.split("traffic: ", 1)[1].split(" new rows", 1)[0])
+            appended = int(res.stdout.split("verdicts into training data: ", 1)[1].split(" ", 1)[0])
+            assert (rows, appended) == (len(frame), 20), res.stdout
+            assert f"of {model} appended" in res.stdout and "0 without a prediction" in res.stdout
+            figures[f"{store} {model}"] = f"rows read {rows}, verdict rows appended {appended}"
+        if store == "mongo":
+            assert set(mongo[db]["predictions"].distinct("model_name")) == set(sets)
+            assert mongo[db]["feedback"].count_documents({"model_name": MODEL}) == 20
+    # Each model's verdict rows are its own, with its own features, never the other's.
+    storage = storage_for(load_config(environ={"NETSEC_HOME": str(home)}))
+    for model, (_, frame, target, _) in sets.items():
+        rows = storage.read_frame(feedback_rows_uri(storage, model))
+        features = [c for c in frame.columns if c not in (target, "difficulty")]  # difficulty: ignored
+        assert len(rows) == 40 and set(rows["_netsec_model_name"]) == {model}
+        assert rows[features].notna().any(axis=1).all() and target in rows.columns
+        other = next(f for m, (_, f, _, _) in sets.items() if m != model)
+        assert not set(other.columns) - {"label", "Result"} & set(rows.columns)
+    # Both retrain green, each reading its own verdict rows.
+    for model, (dataset, _, _, env) in sets.items():
+        args = ["--source-path", str(trained.train)] if dataset == DATASET else []
+        res = netsec("run", "--force-retrain", *args, *SMALL_BUDGET, home=home, env=env)
+        assert res.returncode == 0, res.stderr[-3000:]
+        outcome = next(line for line in res.stdout.splitlines() if line.startswith("outcome:"))
+        figures[f"retrain {model}"] = f"exit 0, {outcome}"
+    print("\ntwo data sets in one home:\n" + "\n".join(f"  {k}: {v}" for k, v in figures.items()))

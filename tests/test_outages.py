@@ -129,8 +129,8 @@ def registered_version(make_cfg, tmp_path):
     from sklearn.pipeline import Pipeline
     from sklearn.tree import DecisionTreeClassifier
 
+    from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.sample import make_sample
-    from netsec_tasks.schema import load_schema
     from netsec_tasks.storage import file_uri_to_path
     from netsec_tasks.tracking import configure_mlflow, log_pipeline_model, mlflow_client
 

@@ -54,8 +54,8 @@ def left_over_version(
     from sklearn.pipeline import Pipeline
     from sklearn.tree import DecisionTreeClassifier
 
+    from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.sample import make_sample
-    from netsec_tasks.schema import load_schema
     from netsec_tasks.tracking import OWNER_TAG, log_pipeline_model
 
     schema = load_schema(cfg.schema_path)

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.errors import DataError, RegistryError, SourceUnavailable
 from netsec_tasks.records import RunContext, TrainRecord, ValidationRecord
-from netsec_tasks.schema import load_schema
 from netsec_tasks.storage import file_uri_to_path
 
 MODEL = "netsec-test-model"
@@ -202,6 +202,10 @@ def test_promotes_first_rejects_worse_promotes_better(registry_cfg, splits):
     assert mv1.tags["netsec.metric"] == "f1"
     assert float(mv1.tags["netsec.test_score"]) == pytest.approx(tr1.test_metrics["f1"])
     assert mv1.tags["netsec.promotion"] == "promoted" and mv1.description
+    # The version is linked to its logged model (MLflow 3): our parse of its models:/<id> source.
+    from netsec_tasks.tracking import logged_model_id
+
+    assert mv1.source.startswith("models:/m-") and logged_model_id(mv1) == mv1.source[len("models:/") :]
     assert client.get_registered_model(MODEL).description
     run_tags = client.get_run(tr1.mlflow_run_id).data.tags
     assert run_tags["netsec.promotion"] == "promoted" and run_tags["netsec.model_version"] == "1"
@@ -425,3 +429,23 @@ def test_untracked_training_record_is_refused(registry_cfg, splits):
     )
     with pytest.raises(RegistryError, match="tracking off"):
         register(cfg, run, rec, validation_record(splits[2]))
+
+
+@pytest.mark.parametrize(
+    ("uri", "model_id"),
+    [
+        ("models:/m-0123abcd", "m-0123abcd"),
+        ("models:/m-0123abcd/", "m-0123abcd"),
+        ("models:/netsec-phishing/3", None),
+        ("models:/netsec-phishing@production", None),
+        ("runs:/0123/model", None),
+        ("/tmp/model", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_logged_model_id_only_from_a_models_id_uri(uri, model_id):
+    """MLflow 3's documented models:/ forms: only models:/<model_id> names a logged model."""
+    from netsec_tasks.tracking import model_id_in
+
+    assert model_id_in(uri) == model_id

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.errors import DataError
 from netsec_tasks.sample import FEATURES, TARGET, make_sample
-from netsec_tasks.schema import load_schema
 from netsec_tasks.table_io import frame_digest, read_csv_bytes, read_table, write_parquet
 from netsec_testing import REPO
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.sample import make_sample
 from netsec_tasks.sampling import IMPUTER_SALT, SEARCH_SALT, bounded_sample
-from netsec_tasks.schema import load_schema
 from netsec_tasks.split import row_hashes
 
 TARGET = "Result"
@@ -98,7 +98,7 @@ def test_bounded_imputer_keeps_its_donors_only_and_fills_every_gap():
 def test_bounded_imputer_votes_with_neighbours_and_keeps_every_category():
     """Donors are a sample, yet KNN still imputes from neighbours (not a column mean), and the
     categorical parts are fitted on every row: a category outside the donors stays known."""
-    from netsec_tasks.schema import DatasetSchema
+    from netsec_tasks.dataset_schema import DatasetSchema
     from netsec_tasks.transform import fit_preprocessor
 
     schema = DatasetSchema.model_validate(

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from netsec_tasks.schema import load_schema
+from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.split import lineage_hashes, occurrence_hashes, row_hashes, side_scores, split_rows
 
 

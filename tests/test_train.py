@@ -12,10 +12,10 @@ from sklearn.tree import DecisionTreeClassifier
 from threadpoolctl import threadpool_limits
 
 from netsec_tasks import candidates
+from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.errors import NetsecError
 from netsec_tasks.records import RunContext, TrainRecord, TransformRecord, ValidationRecord
 from netsec_tasks.sample import make_sample
-from netsec_tasks.schema import load_schema
 from netsec_tasks.table_io import frame_digest, write_parquet
 from netsec_tasks.tracking import PIPELINE_RUN_TAG, trusted_types_for
 from netsec_tasks.train import make_cv, row_groups, train, train_model

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from netsec_tasks.dataset_schema import DatasetSchema, load_schema
 from netsec_tasks.errors import DataError
 from netsec_tasks.records import RunContext, ValidationRecord
 from netsec_tasks.sample import make_sample
-from netsec_tasks.schema import DatasetSchema, load_schema
 from netsec_tasks.storage import file_uri_to_path
 from netsec_tasks.table_io import frame_digest, write_parquet
 from netsec_tasks.transform import (

@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from netsec_tasks.catalog import RunCatalog
+from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.errors import DataError, ValidationFailed
 from netsec_tasks.records import IngestRecord, RunContext
 from netsec_tasks.sample import make_sample
-from netsec_tasks.schema import load_schema
 from netsec_tasks.storage import file_uri_to_path
 from netsec_tasks.table_io import frame_digest, read_table
 from netsec_tasks.validate import validate, validate_frame

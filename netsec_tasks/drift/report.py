@@ -1,15 +1,26 @@
-"""Drift reports: the YAML record and a self-contained HTML page (inline CSS and SVG only)."""
+"""Drift reports: the YAML record and a self-contained HTML page (inline CSS and SVG only, built
+with :mod:`netsec_tasks.html_report`)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import html
 from typing import Any
 
 import numpy as np
 import yaml
 
 from netsec_tasks.drift.stats import ColumnDrift, DriftResult
+from netsec_tasks.html_report import (
+    FIRST_COLOUR,
+    SECOND_COLOUR,
+    escape,
+    generated_now,
+    legend,
+    number,
+    page,
+    paired_histogram,
+    svg_open,
+)
 from netsec_tasks.plain import plain
 
 
@@ -20,32 +31,6 @@ def render_yaml(result: DriftResult | None, *, extra: dict[str, Any] | None = No
     if result is not None:
         doc.update(result.to_dict())
     return yaml.safe_dump(plain(doc), sort_keys=False, allow_unicode=True, width=120)
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;padding:1.5rem;
- color:#1d2330;background:#f6f7f9;max-width:1200px}
-h1{font-size:1.4rem;margin:0 0 .8rem} h2{font-size:1.1rem;margin:1.5rem 0 .5rem}
-.summary{border-radius:8px;padding:1rem 1.2rem;background:#fff;border-left:6px solid #2e8540;
- box-shadow:0 1px 3px rgba(0,0,0,.08)}
-.summary.drift{border-left-color:#c62828} .summary.none{border-left-color:#8a8f98}
-.verdict{font-size:1.15rem;font-weight:600;margin-bottom:.4rem}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:.6rem 0 0}
-dt{color:#5b6270} dd{margin:0}
-table{border-collapse:collapse;width:100%;background:#fff;box-shadow:0 1px 3px rgba(0,0,0,.08)}
-th,td{padding:.3rem .5rem;border-bottom:1px solid #e3e6ea;text-align:left;vertical-align:middle;
- font-size:.9rem} th{background:#eef0f3;position:sticky;top:0}
-td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap} td.nw{white-space:nowrap}
-tr.drifted td{background:#fdecea} tr.drifted td:first-child{border-left:4px solid #c62828}
-.tag{display:inline-block;padding:0 .45rem;border-radius:4px;font-size:.8rem;font-weight:600}
-.tag.yes{background:#c62828;color:#fff} .tag.no{background:#e3e6ea;color:#3a404c}
-.legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 .8rem;
- vertical-align:middle;border-radius:2px}
-.note{color:#5b6270;font-size:.8rem}
-.cat{font-size:.8rem;margin-top:.15rem} .cat.new strong{color:#c62828} .cat.vanished strong{color:#5b6270}
-svg text{font-size:10px;fill:#3a404c}
-"""
-_REF_COLOUR, _CUR_COLOUR = "#5b7db1", "#e8833a"
 
 
 TOP_K = 8  # categories drawn per discrete column; the rest are pooled as "other"
@@ -72,17 +57,14 @@ def _category_svg(col: ColumnDrift, width: int = 300) -> str:
     """Horizontal bars, one row per category (top-k + "other"): the name on the left, the
     reference and current share as two bars, the shares as text. Rows never overlap, however
     many categories the column has."""
-    e = html.escape
+    e = escape
     labels, ref, cur, _ = top_categories(col)
     new, vanished = set(col.new_categories), set(col.vanished_categories)
     row_h, label_w, text_w = 16, 112, 74
     bar_w = width - label_w - text_w
     top = max(float(ref.max(initial=0)), float(cur.max(initial=0)), 1e-9)
     height = row_h * len(labels) + 2
-    parts = [
-        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="categories of {e(col.column)}">'
-    ]
+    parts = [svg_open(width, height, f"categories of {col.column}")]
     for i, (lbl, r, c) in enumerate(zip(labels, ref, cur)):
         y = i * row_h + 1
         mark = " (new)" if lbl in new else " (vanished)" if lbl in vanished else ""
@@ -91,7 +73,7 @@ def _category_svg(col: ColumnDrift, width: int = 300) -> str:
             f'<text x="{label_w - 4}" y="{y + 11}" text-anchor="end"{weight}>'
             f"<title>{e(lbl + mark)}</title>{e(_short(lbl))}</text>"
         )
-        for j, (share, colour) in enumerate(((r, _REF_COLOUR), (c, _CUR_COLOUR))):
+        for j, (share, colour) in enumerate(((r, FIRST_COLOUR), (c, SECOND_COLOUR))):
             w = bar_w * share / top
             parts.append(
                 f'<rect x="{label_w}" y="{y + 1 + j * 7}" width="{max(w, 0.0):.1f}" '
@@ -109,35 +91,19 @@ def _bars_svg(col: ColumnDrift, width: int = 300, height: int = 60) -> str:
         return '<span class="note">no distribution</span>'
     if col.kind == "discrete":
         return _category_svg(col, width)
-    ref, cur = np.asarray(col.reference_share), np.asarray(col.current_share)
-    k = len(ref)
-    top = max(float(ref.max()), float(cur.max()), 1e-9)
-    plot_h, base = height - 16, height - 14
-    slot = width / k
-    parts = [
-        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="distribution of {html.escape(col.column)}">'
-    ]
-    for i in range(k):
-        bar_w = slot / 2
-        for j, (share, colour) in enumerate(((ref[i], _REF_COLOUR), (cur[i], _CUR_COLOUR))):
-            h = plot_h * share / top
-            x = i * slot + j * bar_w
-            parts.append(
-                f'<rect x="{x:.1f}" y="{base - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
-                f'fill="{colour}"><title>{html.escape(_bar_label(col, i))}: '
-                f"{'reference' if j == 0 else 'current'} {share:.1%}</title></rect>"
-            )
-    parts.append(f'<line x1="0" y1="{base}" x2="{width}" y2="{base}" stroke="#b8bec7"/>')
-    parts.append(f'<text x="0" y="{height - 3}">{html.escape(col.labels[0])}</text>')
-    parts.append(f'<text x="{width}" y="{height - 3}" text-anchor="end">{html.escape(col.labels[-1])}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    return paired_histogram(
+        col.labels,
+        col.reference_share,
+        col.current_share,
+        width=width,
+        height=height,
+        label=f"distribution of {col.column}",
+    )
 
 
 def _category_changes(col: ColumnDrift, limit: int = 6) -> str:
     """One line per kind of change: categories new in the current data, and vanished ones."""
-    e = html.escape
+    e = escape
     out = []
     for what, cats, shares in (
         ("new", col.new_categories, col.current_share),
@@ -152,18 +118,6 @@ def _category_changes(col: ColumnDrift, limit: int = 6) -> str:
     return "".join(out)
 
 
-def _bar_label(col: ColumnDrift, i: int) -> str:
-    if col.kind == "discrete":
-        return col.labels[i]
-    return f"[{col.labels[i]}, {col.labels[i + 1]})"
-
-
-def _fmt(x: float | None, spec: str = ".3g") -> str:
-    if x is None or (isinstance(x, float) and not np.isfinite(x)):
-        return "–"
-    return format(x, spec)
-
-
 def render_html(
     result: DriftResult | None,
     *,
@@ -172,21 +126,22 @@ def render_html(
     reason: str,
     title: str = "netsec drift report",
     excluded: dict[str, dict] | None = None,
+    not_judged: str | None = None,
 ) -> str:
-    """A self-contained page: inline CSS and SVG only, no scripts, fonts or remote assets."""
-    e = html.escape
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    if result is None:
+    """A self-contained page: inline CSS and SVG only, no scripts, fonts or remote assets.
+    ``not_judged``: why the comparison gives no verdict (too many rows excluded); it is then the
+    headline, before any figure."""
+    e = escape
+    now = generated_now()
+    if not_judged:
+        cls, verdict = "drift", "Not judged: too many rows break the input contract"
+    elif result is None:
         cls, verdict = "none", "No comparison"
     elif result.dataset_drift:
         cls, verdict = "drift", "Data-set drift detected"
     else:
         cls, verdict = "", "No data-set drift"
     out = [
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width,initial-scale=1">',
-        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{e(title)}</h1>",
         f'<section class="summary {cls}"><div class="verdict">{e(verdict)}</div>',
         f"<div>{e(reason)}</div><dl>",
         f"<dt>Reference</dt><dd>{e(reference or 'none')}</dd><dt>Current</dt><dd>{e(current)}</dd>",
@@ -238,8 +193,7 @@ def render_html(
     if result is not None and result.columns:
         out += [
             "<h2>Columns</h2>",
-            f'<p class="legend">Distribution:<span style="background:{_REF_COLOUR}"></span>reference'
-            f'<span style="background:{_CUR_COLOUR}"></span>current</p>',
+            legend("Distribution"),
             f'<p class="note">Drifted columns first, then every column by effect size, largest first. Categorical columns show '
             f'their {TOP_K} most common categories and pool the rest as "other"; categories '
             "only the current data has are marked new, those it lost vanished.</p>",
@@ -254,21 +208,20 @@ def render_html(
             out.append(
                 f'<tr class="{"drifted" if c.drifted else ""}"><td><strong>{e(c.column)}</strong>{note}</td>'
                 f'<td>{e(c.kind)}</td><td class="nw">{e(c.test)}{f" (dof {c.dof})" if c.dof else ""}</td>'
-                f'<td class="num">{_fmt(c.statistic)}</td><td class="num">{_fmt(c.p_value)}</td>'
-                f'<td class="num">{_fmt(c.p_adjusted)}</td>'
-                f'<td class="num">{_fmt(c.effect)}<div class="note">{e(c.effect_name)}</div></td>'
+                f'<td class="num">{number(c.statistic)}</td><td class="num">{number(c.p_value)}</td>'
+                f'<td class="num">{number(c.p_adjusted)}</td>'
+                f'<td class="num">{number(c.effect)}<div class="note">{e(c.effect_name)}</div></td>'
                 f"<td>{tag}</td><td>{_bars_svg(c)}</td></tr>"
             )
         out.append("</tbody></table>")
     if excluded:
         out += _excluded_html(excluded)
-    out.append("</body></html>")
-    return "\n".join(out)
+    return page(title, out)
 
 
 def _excluded_html(excluded: dict[str, dict]) -> list[str]:
     """The rows left out of the comparison, per file, with the reasons and the first few."""
-    e = html.escape
+    e = escape
     out = [
         "<h2>Excluded rows</h2>",
         '<p class="note">Rows that break the data set\'s input contract are not compared; '

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from netsec_tasks.config import DriftConfig
-from netsec_tasks.schema import ColumnSpec, DatasetSchema
+from netsec_tasks.dataset_schema import ColumnSpec, DatasetSchema
 
 Correction = Literal["bonferroni", "holm", "fdr_bh", "none"]
 NULL_CATEGORY = "<null>"
@@ -325,7 +325,10 @@ def _test_discrete(name: str, ref: pd.Series, cur: pd.Series) -> ColumnDrift:
     )
 
 
-def _test_continuous(name: str, ref: pd.Series, cur: pd.Series) -> ColumnDrift:
+def continuous_test(name: str, ref: pd.Series, cur: pd.Series) -> ColumnDrift:
+    """Drift of numeric column ``name``: the two-sample Kolmogorov-Smirnov test of ``ref``
+    against ``cur`` (non-numeric and non-finite values left out), the Wasserstein distance
+    scaled by the pooled IQR as the effect size, and both samples' histograms for the report."""
     from scipy.stats import ks_2samp, wasserstein_distance
 
     r = pd.to_numeric(ref, errors="coerce").dropna().to_numpy(float)
@@ -407,7 +410,7 @@ def column_drift(
     elif _is_discrete(spec, ref, cur, dcfg.max_discrete_values):
         result = _test_discrete(name, ref, cur)
     else:
-        result = _test_continuous(name, ref, cur)
+        result = continuous_test(name, ref, cur)
     result.null_share_reference = r_nulls / len(ref) if len(ref) else 0.0
     result.null_share_current = c_nulls / len(cur) if len(cur) else 0.0
     return result

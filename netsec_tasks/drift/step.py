@@ -23,11 +23,11 @@ import pandas as pd
 
 from netsec_tasks.catalog import RunCatalog
 from netsec_tasks.config import PipelineConfig
+from netsec_tasks.dataset_schema import ColumnSpec, DatasetSchema, load_schema
 from netsec_tasks.drift.report import render_html, render_yaml
 from netsec_tasks.drift.stats import ColumnDrift, DriftResult, column_drift, detect_drift
 from netsec_tasks.errors import DataError, SourceUnavailable, ValidationFailed
 from netsec_tasks.records import DriftRecord, RunContext, ValidationRecord
-from netsec_tasks.schema import ColumnSpec, DatasetSchema, load_schema
 from netsec_tasks.storage import Storage, atomic_write, is_local, is_s3
 from netsec_tasks.table_io import read_table
 
@@ -173,17 +173,27 @@ def _report_texts(
     reason: str,
     extra: dict[str, Any],
     excluded: dict[str, dict] | None = None,
+    not_judged: str | None = None,
 ) -> tuple[str, str]:
-    """(YAML, HTML) of one comparison; ``excluded``: rows left out, per input, with reasons."""
-    doc_extra = {
+    """(YAML, HTML) of one comparison; ``excluded``: rows left out, per input, with reasons;
+    ``not_judged``: why no verdict can be given (the headline of both, before any figure)."""
+    doc_extra: dict[str, Any] = {
+        **{k: extra[k] for k in ("verdict", "not_judged") if k in extra},  # before any figure
         "reference_uri": reference,
         "current_uri": current,
-        **({"reason": reason} if result is None else {}),
+        **({"reason": reason} if result is None or not_judged else {}),
         **extra,
     }
     return (
         render_yaml(result, extra=doc_extra),
-        render_html(result, reference=reference, current=current, reason=reason, excluded=excluded),
+        render_html(
+            result,
+            reference=reference,
+            current=current,
+            reason=reason,
+            excluded=excluded,
+            not_judged=not_judged,
+        ),
     )
 
 
@@ -373,9 +383,13 @@ def drift_between_files(
 
     Rows that break the input contract are left out of the comparison (a broken row says
     nothing about the distribution) and reported, with their reasons, under ``excluded`` in the
-    YAML and in the HTML report; however many there are, the rest is still compared. A file
-    that cannot be compared at all (a missing feature column, an unknown column, no valid row
-    left) raises ValidationFailed.
+    YAML and in the HTML report. When a side leaves out more than
+    ``validation.max_invalid_share`` of its rows, the rest is still compared but the comparison
+    is **not judged**: the rows left are not the data that arrived, so neither "drift" nor "no
+    drift" can be said. The record's ``judged`` is False and ``not_judged`` says why, and the
+    YAML's and the HTML report's headline say it before any drift figure (``netsec drift`` prints
+    it first and exits 4). A file that cannot be compared at all (a missing feature column, an
+    unknown column, no valid row left) raises ValidationFailed.
     """
     schema = schema or load_schema(cfg.schema_path)
     frames, excluded = {}, {}
@@ -383,17 +397,50 @@ def drift_between_files(
         frames[what], excluded[what] = checked_rows(
             _read_local(path, f"{what} file", schema), schema, cfg, source=str(path), what=what
         )
+    not_judged = excluded_verdict(excluded, cfg.validation.max_invalid_share)
     result = detect_drift(frames["reference"], frames["current"], schema, cfg.drift)
-    reason = result.reason()
+    reason = (
+        result.reason()
+        if not_judged is None
+        else f"not judged: {not_judged}; on the rows left: {result.reason()}"
+    )
     paths = _write_local_reports(
         Path(out_dir),
         result,
         reference=str(ref_path),
         current=str(cur_path),
         reason=reason,
-        extra={"excluded": excluded},
+        extra={
+            **({"verdict": "not judged", "not_judged": not_judged} if not_judged else {"verdict": "judged"}),
+            "excluded": excluded,
+        },
         excluded=excluded,
+        not_judged=not_judged,
     )
-    return _record(
+    record = _record(
         result, reference=str(ref_path), current=str(cur_path), reason=reason, paths=paths, has_reference=True
+    )
+    return record.model_copy(update={"judged": not_judged is None, "not_judged": not_judged})
+
+
+def excluded_verdict(excluded: dict[str, dict[str, Any]], max_share: float) -> str | None:
+    """Why a comparison cannot be judged (a side left out more than ``max_share`` of its rows
+    as breaking the input contract), or None. ``excluded``: ``checked_rows`` summaries by side."""
+    over = []
+    for what, info in excluded.items():
+        n, k = int(info.get("rows_checked") or 0), int(info.get("rows_excluded") or 0)
+        if n and k / n > max_share:
+            top = max(info.get("reasons", {}).items(), key=lambda kv: kv[1], default=None)
+            columns = list(dict.fromkeys(x["column"] for x in info.get("examples", [])))[:3]
+            over.append(
+                f"{k:,} of {n:,} {what} rows ({k / n:.0%}) break the input contract"
+                + (f" in {', '.join(columns)}" if columns else "")
+                + (f" (most: {top[0]})" if top else "")
+            )
+    if not over:
+        return None
+    return (
+        "; ".join(over)
+        + f", more than validation.max_invalid_share={max_share:.0%}: the rows left are not the data "
+        "that arrived"
     )

@@ -1,10 +1,11 @@
-"""What the monitoring DAG keeps across runs, in storage (like ingest's watermark):
+"""What the monitoring DAG keeps across runs, in storage (like ingest's watermark), one set per
+registered model (two data sets monitored from one home never share a watermark or a trend):
 
-- ``<storage>/state/monitoring-<log>.json``: the prediction log's watermark (what was read up
-  to), written by the last successful run's commit task only, so a failed run reads the same
-  rows again; and the last retraining request (version, time, reason), for the cooldown.
-- ``<storage>/monitoring/history.jsonl``: one line of figures per run, for the report's trend
-  (rewritten whole: a run's line replaces an earlier attempt's, at most ``keep`` lines stay).
+- ``<storage>/state/monitoring-<model>-<log>.json``: the model's prediction-log watermark (what
+  was read up to), written by the last successful run's commit task only, so a failed run reads
+  the same rows again; and the last retraining request (version, time, reason), for the cooldown.
+- ``<storage>/monitoring/<model>/history.jsonl``: one line of figures per run, for the report's
+  trend (rewritten whole: a run's line replaces an earlier attempt's, at most ``keep`` lines stay).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class LastTrigger(BaseModel):
 class MonitoringState(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
+    model_name: str
     log: str
     watermark: dict[str, Any] = {}
     run_id: str | None = None
@@ -42,12 +44,17 @@ class MonitoringState(BaseModel):
     last_trigger: LastTrigger | None = None
 
 
-def state_uri(storage: Storage, log_name: str) -> str:
-    return storage.uri("state", f"monitoring-{safe_name(log_name)[:100]}.json")
+def model_dir(storage: Storage, model_name: str, *parts: str) -> str:
+    """``<storage>/monitoring/<model>/<parts>``: where a model's reports and trend live."""
+    return storage.uri("monitoring", safe_name(model_name)[:120], *parts)
 
 
-def read_state(storage: Storage, log_name: str) -> MonitoringState | None:
-    uri = state_uri(storage, log_name)
+def state_uri(storage: Storage, model_name: str, log_name: str) -> str:
+    return storage.uri("state", f"monitoring-{safe_name(model_name)[:80]}-{safe_name(log_name)[:100]}.json")
+
+
+def read_state(storage: Storage, model_name: str, log_name: str) -> MonitoringState | None:
+    uri = state_uri(storage, model_name, log_name)
     if not storage.exists(uri):
         return None
     try:
@@ -61,15 +68,17 @@ def read_state(storage: Storage, log_name: str) -> MonitoringState | None:
 
 def write_state(storage: Storage, state: MonitoringState) -> str:
     state = state.model_copy(update={"committed_at": dt.datetime.now(dt.UTC)})
-    return storage.write_text(state_uri(storage, state.log), state.model_dump_json(indent=2))
+    return storage.write_text(
+        state_uri(storage, state.model_name, state.log), state.model_dump_json(indent=2)
+    )
 
 
-def history_uri(storage: Storage) -> str:
-    return storage.uri("monitoring", "history.jsonl")
+def history_uri(storage: Storage, model_name: str) -> str:
+    return model_dir(storage, model_name, "history.jsonl")
 
 
-def read_history(storage: Storage) -> list[dict[str, Any]]:
-    uri = history_uri(storage)
+def read_history(storage: Storage, model_name: str) -> list[dict[str, Any]]:
+    uri = history_uri(storage, model_name)
     if not storage.exists(uri):
         return []
     out = []
@@ -82,9 +91,14 @@ def read_history(storage: Storage) -> list[dict[str, Any]]:
     return out
 
 
-def append_history(storage: Storage, entry: dict[str, Any], keep: int) -> list[dict[str, Any]]:
-    """The history with ``entry`` last (replacing an earlier line of the same run), trimmed."""
-    history = [h for h in read_history(storage) if h.get("run_id") != entry["run_id"]]
+def append_history(
+    storage: Storage, model_name: str, entry: dict[str, Any], keep: int
+) -> list[dict[str, Any]]:
+    """Model ``model_name``'s history with ``entry`` last (replacing an earlier line of the same
+    run), trimmed."""
+    history = [h for h in read_history(storage, model_name) if h.get("run_id") != entry["run_id"]]
     history = (history + [entry])[-keep:]
-    storage.write_text(history_uri(storage), "".join(json.dumps(h, default=str) + "\n" for h in history))
+    storage.write_text(
+        history_uri(storage, model_name), "".join(json.dumps(h, default=str) + "\n" for h in history)
+    )
     return history

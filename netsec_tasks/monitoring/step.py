@@ -1,9 +1,11 @@
 """The monitoring step (``monitor``) and its commit (``commit``): what the ``netsec_monitoring``
 DAG runs every hour, also callable in process (``netsec monitor``).
 
-One run:
+One run, for one registered model (``registry.model_name``; every piece of state below is that
+model's own, so two data sets monitored from one home never read each other's traffic, verdicts,
+watermark or trend):
 
-1. reads serving's prediction log after its own watermark (``monitoring/state.py``);
+1. reads the model's prediction log after its own watermark (``monitoring/state.py``);
 2. tests the new rows for drift against Production's training data (``netsec.train_uri``),
    after the input contract, reporting the rows it left out (``monitoring/traffic.py``);
 3. joins the analysts' standing verdicts with the logged predictions they judge: live
@@ -12,13 +14,17 @@ One run:
 4. compares volume, threat rate and score distribution with Production on its test split;
 5. decides whether to request a retraining (:func:`decide`): traffic drift, or live F1
    confidently below ``monitoring.f1_floor`` with at least ``monitoring.min_labels`` verdicts,
-   and not within ``monitoring.cooldown_hours`` of a request for the same Production version;
-6. writes ``<storage>/monitoring/runs/<run>/monitoring_report.yaml`` and ``.html`` (with the
-   trend of past runs from ``<storage>/monitoring/history.jsonl``) and the per-column
-   ``traffic_drift.html``; logs the figures to MLflow (experiment ``monitoring.experiment``, one
-   run per monitoring run, metrics linked to Production's logged model) and sets them as tags
-   ``netsec.monitoring.*`` on the Production model version, where serving's ``/metrics`` reads
-   them.
+   and not within ``monitoring.cooldown_hours`` of a request for the same Production version.
+   A surge of contract violations (more than ``validation.max_invalid_share`` of the new rows
+   break the input contract) is its own finding: the drift test is then not judged (the rows
+   left are not the traffic that arrived), and the decision says explicitly whether the surge
+   requests a retraining (``monitoring.retrain_on_contract_violations``, default no);
+6. writes ``<storage>/monitoring/<model>/runs/<run>/monitoring_report.yaml`` and ``.html``
+   (with the trend of past runs from ``<storage>/monitoring/<model>/history.jsonl``) and the
+   per-column ``traffic_drift.html``; logs the figures to MLflow (experiment
+   ``monitoring.experiment``, one run per model and monitoring run, tagged with the model, metrics
+   linked to Production's logged model) and sets them as tags ``netsec.monitoring.*`` on the
+   Production model version, where serving's ``/metrics`` reads them.
 
 The request itself is an Airflow asset event, emitted by the DAG's ``request_retraining``
 task; this module never imports Airflow. :func:`commit` then records the watermark (and the
@@ -31,7 +37,6 @@ import datetime as dt
 import logging
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from netsec_tasks.config import PipelineConfig
@@ -41,6 +46,7 @@ from netsec_tasks.monitoring.state import (
     LastTrigger,
     MonitoringState,
     append_history,
+    model_dir,
     read_state,
     write_state,
 )
@@ -57,29 +63,43 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def run_dir(storage, run_id: str) -> str:
-    return storage.uri("monitoring", "runs", safe_name(run_id))
+def run_dir(storage, model_name: str, run_id: str) -> str:
+    return model_dir(storage, model_name, "runs", safe_name(run_id))
 
 
 def log_and_verdicts(cfg: PipelineConfig, mongo_client=None) -> tuple[Any, Any]:
-    """(prediction-log reader, verdict store) where serving writes them: JSONL files in
-    ``monitoring.log_dir`` (``feedback.jsonl`` beside the day files), or the collections
-    ``monitoring.predictions_collection`` / ``feedback_collection`` of ``source.mongo.database``
-    (``mongo_client``: e.g. from the netsec_mongo connection; None: ``source.mongo.uri``)."""
+    """(prediction-log reader, verdict store) of ``registry.model_name``, where serving writes
+    them: JSONL files in ``<monitoring.log_dir>/<model>/`` (``feedback.jsonl`` beside the day
+    files), or that model's documents in the collections ``monitoring.predictions_collection`` /
+    ``feedback_collection`` of ``source.mongo.database`` (``mongo_client``: e.g. from the
+    netsec_mongo connection; None: ``source.mongo.uri``)."""
     from pathlib import Path
 
-    from netsec_tasks.feedback import FILE_NAME, JsonlFeedbackStore, MongoFeedbackStore
-    from netsec_tasks.prediction_log import JsonlLogReader, MongoLogReader
+    from netsec_tasks.feedback import JsonlFeedbackStore, MongoFeedbackStore, verdict_file
+    from netsec_tasks.prediction_log import FILE_GLOB, JsonlLogReader, MongoLogReader
 
-    m = cfg.monitoring
+    m, model = cfg.monitoring, cfg.registry.model_name
     if m.store == "file":
-        return (JsonlLogReader(m.log_dir), JsonlFeedbackStore(Path(m.log_dir) / FILE_NAME))
+        legacy = sorted(Path(m.log_dir).glob(FILE_GLOB)) if Path(m.log_dir).is_dir() else []
+        if legacy:  # written before logs were kept per model: whose rows they are is unknown
+            log.warning(
+                "%s holds %d day file(s) of a log written before logs were kept per registered "
+                "model; they are not read. Move them into %s/ if they are %s's traffic",
+                m.log_dir,
+                len(legacy),
+                Path(m.log_dir) / safe_name(model),
+                model,
+            )
+        return (JsonlLogReader(m.log_dir, model), JsonlFeedbackStore(verdict_file(m.log_dir, model), model))
     if mongo_client is None:
         from netsec_tasks.sources.mongo import connect
 
         mongo_client = connect(cfg.source.mongo.uri, cfg.source.mongo.server_selection_timeout_ms)
     db = mongo_client[cfg.source.mongo.database]
-    return MongoLogReader(db[m.predictions_collection]), MongoFeedbackStore(db[m.feedback_collection])
+    return (
+        MongoLogReader(db[m.predictions_collection], model),
+        MongoFeedbackStore(db[m.feedback_collection], model),
+    )
 
 
 # --------------------------------------------------------------------------- decision
@@ -95,19 +115,31 @@ def decide(
     last_trigger: LastTrigger | None,
     now: dt.datetime,
     cfg: PipelineConfig,
+    contract_surge: str | None = None,
 ) -> tuple[bool, str]:
     """(request a retraining?, why). Evidence: traffic drift (``monitoring.retrain_on_drift``)
-    or live F1 confidently below the floor; a request for the same Production version within
-    ``monitoring.cooldown_hours`` is not repeated."""
+    or live F1 confidently below the floor, and a surge of contract violations
+    (``contract_surge``: what it is) only with ``monitoring.retrain_on_contract_violations``;
+    the reason always says what was decided about a surge. A request for the same Production
+    version within ``monitoring.cooldown_hours`` is not repeated."""
     m = cfg.monitoring
-    evidence = []
+    evidence, notes = [], []
+    if contract_surge:
+        if m.retrain_on_contract_violations:
+            evidence.append(f"contract violations: {contract_surge}")
+        else:
+            notes.append(
+                f"contract violations: {contract_surge}; not a reason to retrain "
+                "(monitoring.retrain_on_contract_violations: false): a model retrained on the "
+                "rows that still pass cannot fix an upstream change; fix the sender or the schema"
+            )
     if drift_detected and m.retrain_on_drift:
         evidence.append(f"traffic {drift_reason}")
     if f1_alarm:
         evidence.append(f1_reason)
     if not evidence:
-        return False, f"no evidence for retraining: {drift_reason}; {f1_reason}"
-    why = "; ".join(evidence)
+        return False, "; ".join(notes + [f"no evidence for retraining: {drift_reason}; {f1_reason}"])
+    why = "; ".join(notes + evidence)
     if production_version is None:
         return False, f"{why}; but there is no Production model to replace"
     if (
@@ -128,19 +160,20 @@ def decide(
 
 def labelled_predictions(verdicts: pd.DataFrame, reader, *, since: dt.datetime) -> pd.DataFrame:
     """The standing verdicts on predictions made since ``since``, joined with the logged
-    prediction they judge (``is_threat`` of the model as ``predicted``, ``model_version``)."""
-    from netsec_tasks.prediction_log import parse_prediction_id, request_time, rows_of
+    prediction they judge (``is_threat`` of the model as ``predicted``, ``model_version``).
+    Verdicts whose id is not canonical (stored before ids were checked exactly) are left out
+    (``monitor`` counts them in the report)."""
+    from netsec_tasks.prediction_log import canonical_ids, request_time, rows_of
 
+    empty = pd.DataFrame(columns=["prediction_id", "verdict", "predicted", "model_version"])
     if verdicts.empty:
-        return pd.DataFrame(columns=["prediction_id", "verdict", "predicted", "model_version"])
-    parsed = [parse_prediction_id(p) for p in verdicts["prediction_id"]]
-    recent = np.array([request_time(rid) >= since for rid, _ in parsed], dtype=bool)
-    verdicts = verdicts[recent]
-    logged = rows_of(
-        reader.find_requests({rid for (rid, _), r in zip(parsed, recent) if r}), verdicts["prediction_id"]
-    )
+        return empty
+    good, _ = canonical_ids(verdicts["prediction_id"])
+    recent = {pid: rid for pid, rid, _ in good if request_time(rid) >= since}
+    verdicts = verdicts[verdicts["prediction_id"].isin(set(recent))]
+    logged = rows_of(reader.find_requests(set(recent.values())), verdicts["prediction_id"])
     if logged.empty:
-        return pd.DataFrame(columns=["prediction_id", "verdict", "predicted", "model_version"])
+        return empty
     joined = verdicts.merge(
         logged[["prediction_id", "is_threat", "model_version"]],
         on="prediction_id",
@@ -157,6 +190,46 @@ def labelled_predictions(verdicts: pd.DataFrame, reader, *, since: dt.datetime) 
     )
 
 
+def contract_violations(excluded: dict[str, Any], cfg: PipelineConfig) -> dict[str, Any]:
+    """The served rows that break the input contract, as a finding: checked, excluded, their
+    share and whether it is a surge (over ``validation.max_invalid_share``, with at least
+    ``monitoring.min_rows`` rows checked, so a handful of rows never raises it), with a reason."""
+    from netsec_tasks.drift.step import excluded_verdict
+
+    n, k = int(excluded.get("rows_checked") or 0), int(excluded.get("rows_excluded") or 0)
+    share = round(k / n, 6) if n else None
+    limit = cfg.validation.max_invalid_share
+    surge = bool(n >= cfg.monitoring.min_rows and share is not None and share > limit)
+    reason = (
+        excluded_verdict({"served": excluded}, limit)
+        if surge
+        else f"{k:,} of {n:,} new rows break the input contract (at most {limit:.0%} expected)"
+    )
+    return {
+        "rows_checked": n,
+        "rows_excluded": k,
+        "share": share,
+        "max_share": limit,
+        "surge": surge,
+        "reason": reason,
+    }
+
+
+def _unused_verdicts(verdicts: pd.DataFrame, labelled: pd.DataFrame, since: dt.datetime) -> dict[str, int]:
+    """What the live figures could not use, so the report says it: verdicts on predictions of the
+    window whose prediction this model's log does not hold, and verdicts whose id is not
+    canonical."""
+    from netsec_tasks.prediction_log import canonical_ids, request_time
+
+    good, malformed = canonical_ids(verdicts["prediction_id"]) if len(verdicts) else ([], [])
+    in_window = sum(request_time(rid) >= since for _, rid, _ in good)
+    return {
+        "verdicts_in_window": int(in_window),
+        "without_logged_prediction": int(in_window - len(labelled)),
+        "malformed_ids": len(malformed),
+    }
+
+
 # --------------------------------------------------------------------------- MLflow
 
 
@@ -171,6 +244,11 @@ def _figures(record: MonitoringRecord) -> dict[str, float]:
     }
     if record.drift_tested:
         out.update(drift_share=record.drift_share or 0.0, drift_detected=float(record.drift_detected))
+    if record.contract.get("share") is not None:
+        out.update(
+            contract_violation_share=record.contract["share"],
+            contract_violations=float(bool(record.contract.get("surge"))),
+        )
     for key in ("precision", "recall", "f1"):
         if live.get(key) is not None:
             out[f"live_{key}"] = live[key]
@@ -192,31 +270,34 @@ def log_to_mlflow(cfg: PipelineConfig, record: MonitoringRecord, texts: dict[str
     ``netsec.monitoring.*`` of the Production model version. Returns the MLflow run id."""
     from mlflow.entities import Metric, RunTag
 
-    from netsec_tasks.registry import mlflow_errors
-    from netsec_tasks.tracking import configure_mlflow, mlflow_client
+    from netsec_tasks.outages import mlflow_errors
+    from netsec_tasks.tracking import configure_mlflow, logged_model_id, mlflow_client
 
     if record.model_version is None:
         return None
     with mlflow_errors(cfg, "log the monitoring figures"):
         exp_id = configure_mlflow(cfg.with_overrides({"registry.experiment": cfg.monitoring.experiment}))
         client = mlflow_client(cfg)
-        from mlflow.store.artifact.utils.models import _parse_model_id_if_present
-
         mv = client.get_model_version(record.model_name, record.model_version)
         # The version's logged model (MLflow 3), so the figures show on the model's page; the
         # SQLite store leaves model_id empty, its source models:/m-<id> names it.
-        model_id = getattr(mv, "model_id", None) or _parse_model_id_if_present(mv.source)
+        model_id = logged_model_id(mv)
+        # A retried task finds its MLflow run again; two models' monitoring DAGs share run ids
+        # (scheduled__<time>), so the run is found by the model too.
         found = client.search_runs(
             [exp_id],
-            filter_string=f"tags.`netsec.monitoring_run_id` = '{record.run_id.replace(chr(39), '')}'",
+            filter_string=(
+                f"tags.`netsec.monitoring_run_id` = '{record.run_id.replace(chr(39), '')}' and "
+                f"tags.`netsec.model_name` = '{record.model_name.replace(chr(39), '')}'"
+            ),
             max_results=1,
         )
-        if found:  # a retried task: the same MLflow run
+        if found:
             run_id = found[0].info.run_id
         else:
             run_id = client.create_run(
                 exp_id,
-                run_name=f"monitoring {record.run_id}",
+                run_name=f"monitoring {record.model_name} {record.run_id}",
                 tags={
                     "netsec.monitoring_run_id": record.run_id,
                     "netsec.model_name": record.model_name,
@@ -248,6 +329,8 @@ def served_tags(record: MonitoringRecord) -> dict[str, str]:
     values = {
         "drift_share": record.drift_share if record.drift_tested else None,
         "drift_detected": int(record.drift_detected) if record.drift_tested else None,
+        "contract_violation_share": record.contract.get("share"),
+        "contract_violations": int(bool(record.contract.get("surge"))) if record.contract else None,
         "live_f1": record.live.get("f1"),
         "live_f1_low": ci[0],
         "live_f1_high": ci[1],
@@ -279,18 +362,25 @@ def monitor(
     ``feedback``: what ``feedback_to_training`` did this run, for the report. Raises
     SourceUnavailable when storage, the log, MongoDB or MLflow cannot be reached.
     """
+    from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.drift import load_reference
     from netsec_tasks.drift.report import render_html as drift_html
     from netsec_tasks.prediction_log import prediction_frame
-    from netsec_tasks.registry import _load_version, get_production
-    from netsec_tasks.schema import load_schema
+    from netsec_tasks.registry import get_production, load_version
     from netsec_tasks.storage import storage_for
 
     now = now or utcnow()
-    m = cfg.monitoring
+    m, model_name = cfg.monitoring, cfg.registry.model_name
+    for what, part in (("prediction log", reader), ("verdict store", store)):
+        if getattr(part, "model_name", None) != model_name:
+            raise ValueError(
+                f"the {what} {part.describe()} belongs to {getattr(part, 'model_name', None)!r}, "
+                f"not to {model_name!r} (registry.model_name): monitoring never reads another "
+                "model's state"
+            )
     schema = load_schema(cfg.schema_path)
     storage = storage_for(cfg)
-    state = read_state(storage, reader.describe())
+    state = read_state(storage, model_name, reader.describe())
     prod = get_production(cfg)
     version = prod.version if prod else None
 
@@ -322,10 +412,17 @@ def monitor(
         and len(traffic) > 0
         and len(traffic) - excluded.get("rows_excluded", 0) < m.min_rows
     )
+    contract = contract_violations(excluded, cfg)
+    if contract["surge"]:  # the rows left are not the traffic: no drift verdict on them
+        wait = False
+        drift_reason = f"not judged: {contract['reason']}" + (
+            f"; on the rows left: {drift_reason}" if result is not None else ""
+        )
 
     # Live metrics from the verdicts.
     since = now - dt.timedelta(hours=m.window_hours)
-    labelled = labelled_predictions(store.current(), reader, since=since)
+    verdicts = store.current()
+    labelled = labelled_predictions(verdicts, reader, since=since)
     mine = labelled[labelled["model_version"] == str(version)] if version else labelled.iloc[0:0]
     live = live_metrics(
         mine["verdict"].to_numpy(bool),
@@ -335,7 +432,11 @@ def monitor(
         seed=m.seed,
     )
     f1_alarm, f1_reason = f1_below_floor(live, floor=m.f1_floor, min_labels=m.min_labels)
-    live.update(other_versions=int(len(labelled) - len(mine)), decision=f1_reason)
+    live.update(
+        other_versions=int(len(labelled) - len(mine)),
+        decision=f1_reason,
+        **_unused_verdicts(verdicts, labelled, since),
+    )
 
     # Volume, threat rate and scores against the test split.
     test_scores = None
@@ -346,7 +447,7 @@ def monitor(
         and not traffic.empty
         and (traffic["model_version"] == str(version)).any()
     ):
-        model = _load_version(cfg, prod.name, prod.version)
+        model = load_version(cfg, prod.name, prod.version)
         test_scores = threat_scores(model, storage.read_frame(test_uri), schema)
     figures = traffic_figures(
         traffic,
@@ -358,9 +459,11 @@ def monitor(
         until=now,
     )
 
+    drift_detected = bool(result is not None and result.dataset_drift and not contract["surge"])
     trigger, reason = decide(
-        drift_detected=bool(result is not None and result.dataset_drift),
+        drift_detected=drift_detected,
         drift_reason=drift_reason,
+        contract_surge=contract["reason"] if contract["surge"] else None,
         f1_alarm=f1_alarm,
         f1_reason=f1_reason,
         production_version=version,
@@ -372,15 +475,16 @@ def monitor(
 
     record = MonitoringRecord(
         run_id=run_id,
-        model_name=cfg.registry.model_name,
+        model_name=model_name,
         model_version=version,
         log=reader.describe(),
         documents_read=len(docs),
         rows_read=int(len(traffic)),
         rows_tested=result.n_current if result is not None else 0,
         rows_excluded=int(excluded.get("rows_excluded", 0)),
-        drift_tested=result is not None,
-        drift_detected=bool(result is not None and result.dataset_drift),
+        drift_tested=result is not None and not contract["surge"],
+        drift_detected=drift_detected,
+        contract=contract,
         drift_share=float(result.drift_share) if result is not None else None,
         drifted_columns=result.drifted_columns if result is not None else [],
         drift_reason=drift_reason,
@@ -394,7 +498,7 @@ def monitor(
     )
 
     # Reports, history, MLflow.
-    base = run_dir(storage, run_id)
+    base = run_dir(storage, model_name, run_id)
     entry = {
         "run_id": run_id,
         "at": now.isoformat(timespec="seconds"),
@@ -403,13 +507,14 @@ def monitor(
         "rows_per_hour": figures.get("rows_per_hour"),
         "drift_share": record.drift_share,
         "drift_detected": record.drift_detected,
+        "contract_violation_share": contract["share"],
         "live_f1": live.get("f1"),
         "live_f1_ci": live.get("f1_ci"),
         "labelled": record.labelled,
         "threat_rate": figures.get("threat_rate"),
         "trigger": trigger,
     }
-    history = append_history(storage, entry, m.trend_runs)
+    history = append_history(storage, model_name, entry, m.trend_runs)
     doc: dict[str, Any] = {
         "generated_at": now.isoformat(timespec="seconds"),
         "run_id": run_id,
@@ -418,6 +523,7 @@ def monitor(
         "log": record.log,
         "trigger": trigger,
         "trigger_reason": reason,
+        "contract_violations": contract,
         "drift": {
             "tested": record.drift_tested,
             "detected": record.drift_detected,
@@ -456,7 +562,7 @@ def monitor(
     html_text = render_html(doc, history, drift_page=drift_page)
     record.report_uri = storage.write_text(f"{base}/monitoring_report.yaml", yaml_text)
     record.html_uri = storage.write_text(f"{base}/monitoring_report.html", html_text)
-    storage.write_text(storage.uri("monitoring", "latest.html"), html_text)
+    storage.write_text(model_dir(storage, model_name, "latest.html"), html_text)
     if mlflow:
         record.mlflow_run_id = log_to_mlflow(
             cfg, record, {"monitoring_report.yaml": yaml_text, "monitoring_report.html": html_text}
@@ -472,7 +578,9 @@ def commit(
     from netsec_tasks.storage import storage_for
 
     storage = storage_for(cfg)
-    state = read_state(storage, record.log) or MonitoringState(log=record.log)
+    state = read_state(storage, record.model_name, record.log) or MonitoringState(
+        model_name=record.model_name, log=record.log
+    )
     update: dict[str, Any] = {"run_id": record.run_id}
     if record.advance:
         update["watermark"] = record.watermark

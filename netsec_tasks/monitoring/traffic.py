@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from netsec_tasks.config import PipelineConfig
-from netsec_tasks.drift.stats import DriftResult, _test_continuous, chi_square_test, detect_drift
+from netsec_tasks.dataset_schema import DatasetSchema
+from netsec_tasks.drift.stats import DriftResult, chi_square_test, continuous_test, detect_drift
 from netsec_tasks.errors import ValidationFailed
-from netsec_tasks.schema import DatasetSchema
 
 
 def traffic_drift(
@@ -129,7 +129,7 @@ def traffic_figures(
     out["threat_rate_shifted"] = bool(p < alpha and abs(rate - test_rate) >= min_effect)
     scores = pd.to_numeric(mine["threat_probability"], errors="coerce").dropna()
     if len(scores):
-        col = _test_continuous("threat_probability", pd.Series(test_scores), scores)
+        col = continuous_test("threat_probability", pd.Series(test_scores), scores)
         out["score"] = {
             "mean": round(float(scores.mean()), 6),
             "mean_test": round(float(np.mean(test_scores)), 6),

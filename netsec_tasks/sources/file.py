@@ -113,8 +113,8 @@ def read_file(
     """
     import pyarrow.parquet as pq
 
-    from netsec_tasks.schema import load_schema
-    from netsec_tasks.snapshot import unify_schemas
+    from netsec_tasks.dataset_schema import load_schema
+    from netsec_tasks.sources import unify_schemas
     from netsec_tasks.sources.mongo import BOOKKEEPING_FIELDS
     from netsec_tasks.table_io import iter_table_chunks, read_csv_bytes, read_table
 
@@ -183,7 +183,7 @@ def _feedback_rows(cfg: PipelineConfig, storage: Storage) -> tuple[pa.Table, str
     from netsec_tasks.feedback import feedback_rows_uri
     from netsec_tasks.sources.mongo import BOOKKEEPING_FIELDS
 
-    uri = feedback_rows_uri(storage)
+    uri = feedback_rows_uri(storage, cfg.registry.model_name)
     if not cfg.source.include_feedback or not storage.exists(uri):
         return None
     import io

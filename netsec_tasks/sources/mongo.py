@@ -206,7 +206,7 @@ def ensure_indexes(collection: pymongo.collection.Collection, watermark_field: s
     collection.create_index([(watermark_field or INGESTED_AT_FIELD, 1)])
 
 
-def _insert_batch(collection, docs: list[dict]) -> tuple[int, int]:
+def insert_batch(collection, docs: list[dict]) -> tuple[int, int]:
     """Insert unordered; returns (inserted, already_present). Other write errors raise."""
     from pymongo import errors
 
@@ -243,8 +243,8 @@ def push_data(
     """
     from pymongo import errors
 
+    from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.records import sha256_file
-    from netsec_tasks.schema import load_schema
     from netsec_tasks.table_io import expand_paths, read_table
 
     mcfg = cfg.source.mongo
@@ -289,7 +289,7 @@ def push_data(
                 {**doc, KEY_FIELD: key, LOAD_FIELD: load_id, INGESTED_AT_FIELD: now}
                 for doc, key in zip(chunk, load_keys(load_id, start, len(chunk)))
             ]
-            ins, dup = _insert_batch(collection, chunk)
+            ins, dup = insert_batch(collection, chunk)
             inserted += ins
             skipped += dup
         count = collection.count_documents({})
@@ -441,8 +441,7 @@ def read_documents(
     """
     from pymongo import errors
 
-    from netsec_tasks.snapshot import unify_schemas
-    from netsec_tasks.sources import SourceRead
+    from netsec_tasks.sources import SourceRead, unify_schemas
 
     mcfg = cfg.source.mongo
     source = f"mongo:{mcfg.database}.{mcfg.collection}"

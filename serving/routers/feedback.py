@@ -2,9 +2,11 @@
 
 Body: ``[{"prediction_id": "...", "label": "threat", "source": "soc-triage", "note": "..."}]``.
 The label is in the data set's label vocabulary (``threat``, ``benign`` or a target label of the
-schema); every prediction id must be one this service logged, else the request is a 404 naming
-the unknown ids and nothing is stored. Re-sending the verdict that stands changes nothing; a
-different verdict is stored with its time and the earlier one stays in the history.
+schema); every prediction id must be one this service's model logged, exactly as /predict
+returned it (``<rid>-05`` is not row 5: a 422), else the request is a 404 naming the unknown ids
+and nothing is stored. One request gives one prediction one verdict: an id twice is a 422 naming
+both verdicts. Re-sending the verdict that stands changes nothing; a different verdict is stored
+with its time and the earlier one stays in the history.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from netsec_tasks.feedback import feedback_label, label_vocabulary
 from netsec_tasks.prediction_log import parse_prediction_id
 from serving.deps import StateDep, require_api_key
+from serving.http_models import ERRORS, ErrorResponse, Label
 from serving.inputs import InputError
-from serving.schemas import ERRORS, ErrorResponse, Label
 
 router = APIRouter(tags=["feedback"], dependencies=[Depends(require_api_key)])
 
@@ -130,6 +132,7 @@ async def feedback(request: Request, state: StateDep) -> JSONResponse:
     items = _items(
         await request.body(), request.headers.get("content-type", ""), state.settings.max_feedback_items
     )
+    _refuse_repeated_ids(items)
     schema = state.contract.schema
     verdicts: list[dict[str, Any]] = []
     for row, item in enumerate(items):
@@ -179,8 +182,33 @@ async def feedback(request: Request, state: StateDep) -> JSONResponse:
     counts = {k: sum(r["status"] == k for r in results) for k in ("recorded", "changed", "unchanged")}
     for outcome, n in counts.items():
         if n:
-            state.metrics.feedback.labels(outcome).inc(n)
+            state.metrics.count_verdicts(outcome, n)
     return JSONResponse(FeedbackResponse(**counts, results=results).model_dump(mode="json"))
+
+
+def _refuse_repeated_ids(items: list[FeedbackItem]) -> None:
+    """One verdict per prediction id and request: which of two would stand is not the
+    client's to leave to us. 422 naming every repeated id and the verdicts that give it."""
+    rows: dict[str, list[int]] = {}
+    for row, item in enumerate(items):
+        rows.setdefault(item.prediction_id, []).append(row)
+    repeated = {pid: r for pid, r in rows.items() if len(r) > 1}
+    if not repeated:
+        return
+    first_pid, first_rows = next(iter(repeated.items()))
+    names = "; ".join(f"{pid} in verdicts {', '.join(map(str, r))}" for pid, r in list(repeated.items())[:10])
+    raise InputError(
+        f"a prediction id is given more than one verdict: {names}; send one verdict per "
+        "prediction id (nothing was stored)",
+        row=first_rows[1],
+        column="prediction_id",
+        value=first_pid,
+        problems=[
+            {"row": row, "column": "prediction_id", "value": pid, "reason": "repeated prediction id"}
+            for pid, r in repeated.items()
+            for row in r[1:]
+        ],
+    )
 
 
 async def _store_call(where: str, fn, *args):
@@ -206,5 +234,5 @@ def make_feedback_store(settings, prediction_log):
         return None
     if isinstance(prediction_log.sink, MongoSink):
         db = prediction_log.sink.collection.database
-        return MongoFeedbackStore(db[settings.feedback_collection])
-    return JsonlFeedbackStore(settings.feedback_file)
+        return MongoFeedbackStore(db[settings.feedback_collection], settings.model_name)
+    return JsonlFeedbackStore(settings.feedback_file, settings.model_name)

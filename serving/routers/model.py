@@ -1,4 +1,12 @@
-"""GET /model, /health, /ready, /metrics."""
+"""GET /model, /health, /ready, /metrics.
+
+An anonymous client sees what it needs to call the service: the model's name, version, class,
+test metrics, data set, input features and labels (``/model``), ready or not (``/ready``), the
+counters and figures (``/metrics``). The served version's run id, the training data's digest, the
+inference path (which names the storage URI of the rows it was verified on) and the last load
+error (registry and artifact URIs) are details, shown only to a request with a configured key
+(``serving/access.py``); the server log always has them.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +14,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from serving.access import DetailsDep
 from serving.deps import ContractDep, ModelDep, StateDep
-from serving.schemas import ERRORS, Health, ModelInfo, Readiness
+from serving.http_models import ERRORS, Health, ModelInfo, Readiness
 
 router = APIRouter(tags=["model"])
 
@@ -16,10 +25,13 @@ router = APIRouter(tags=["model"])
     "/model",
     response_model=ModelInfo,
     responses={503: ERRORS[503]},
-    summary="The served model: version, test metrics, training-data digest, features, data set and schema version",
+    summary="The served model: version, test metrics, features, data set and schema version "
+    "(run id, training-data digest and inference path with X-API-Key)",
 )
-async def model_info(model: ModelDep, contract: ContractDep) -> ModelInfo:
+async def model_info(model: ModelDep, contract: ContractDep, details: DetailsDep) -> ModelInfo:
     info = model.describe()
+    if not details:
+        info.update(run_id=None, dataset_digest=None, inference_path=None)
     # What the version's tags say it was trained on; the schema checking the inputs otherwise.
     return ModelInfo.model_validate(
         {
@@ -41,13 +53,16 @@ async def health() -> Health:
     responses={503: {"model": Readiness}},
     summary="Readiness: a model is loaded",
 )
-async def ready(state: StateDep):
+async def ready(state: StateDep, details: DetailsDep):
     model = state.manager.current
+    why = state.manager.last_error
+    if why and not details:  # registry and artifact URIs, paths: for key holders and the log
+        why = "the last load failed; the server log has the error (or send X-API-Key)"
     body = Readiness(
         ready=model is not None,
         model_name=state.settings.model_name,
         model_version=model.version if model else None,
-        detail=None if model else (state.manager.last_error or "loading"),
+        detail=None if model else (why or "loading"),
     )
     return JSONResponse(body.model_dump(), status_code=200 if model else 503)
 
@@ -55,8 +70,11 @@ async def ready(state: StateDep):
 @router.get(
     "/metrics",
     response_class=Response,
-    summary="Prometheus metrics (text format)",
+    summary="Prometheus metrics (text format); the served version's run and inference path with a key",
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
-async def metrics(state: StateDep) -> Response:
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+async def metrics(state: StateDep, details: DetailsDep) -> Response:
+    text = generate_latest(state.metrics.registry)
+    if details:
+        text += generate_latest(state.metrics.details)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)

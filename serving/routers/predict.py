@@ -20,11 +20,11 @@ from fastapi.responses import Response, StreamingResponse
 from netsec_tasks.contract import Contract, csv_chunks, scored_frame
 from netsec_tasks.prediction_log import prediction_ids
 from serving.deps import ContractDep, ModelDep, ServingState, StateDep, require_api_key
+from serving.http_models import ERRORS, CsvPredictResponse, PredictResponse, predict_request_schema
 from serving.inference import count_inputs, infer, log_predictions, release_memory
 from serving.inputs import InputError, InvalidPolicy, ModelInput, csv_input, fast_json_input, json_input
 from serving.limits import BodyTooLarge
 from serving.model import LoadedModel
-from serving.schemas import ERRORS, CsvPredictResponse, PredictResponse, predict_request_schema
 
 try:
     import msgspec

@@ -1,33 +1,28 @@
-"""POST /train: trigger the training DAG in Airflow."""
+"""POST /train: trigger the training DAG in Airflow (the control plane).
+
+It needs the control-plane key (``NETSEC_SERVING_CONTROL_KEY``, never the scoring key;
+``serving/access.py``) and is off without one. The body is the run's params, each checked here
+before anything reaches Airflow: a known param (an unknown key is a 422 naming it), within the
+config field's range and the bounds of a triggered run (``netsec_tasks.run_params``), else a 422
+naming the param, its value and the bound. The DAG checks the same bounds again (its Params, and
+each task before it reads its config).
+"""
 
 from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from serving.access import require_control_key
 from serving.airflow_client import AirflowRefused, AirflowUnavailable, trigger_dag_run
-from serving.deps import StateDep, require_api_key
+from serving.deps import StateDep
+from serving.http_models import ERRORS, ErrorResponse, TrainRequest, TrainResponse
 from serving.inputs import InputError
-from serving.schemas import ERRORS, ErrorResponse, TrainRequest, TrainResponse
 
-TRAIN_OFF = (
-    "POST /train is off: it starts a training run in Airflow with this service's "
-    "Airflow credentials, so it needs an API key. To enable it, set "
-    "NETSEC_SERVING_API_KEY on the serving service and send that key in the X-API-Key "
-    "header."
-)
-
-
-async def require_train_enabled(state: StateDep) -> None:
-    """403 unless an API key is configured (checked before the key itself)."""
-    if not state.settings.train_enabled:
-        raise HTTPException(403, TRAIN_OFF)
-
-
-router = APIRouter(tags=["train"], dependencies=[Depends(require_train_enabled), Depends(require_api_key)])
+router = APIRouter(tags=["train"], dependencies=[Depends(require_control_key)])
 
 
 @router.post(
@@ -35,7 +30,10 @@ router = APIRouter(tags=["train"], dependencies=[Depends(require_train_enabled),
     response_model=TrainResponse,
     responses={
         401: ERRORS[401],
-        403: {"model": ErrorResponse, "description": "/train is off: no API key is configured"},
+        403: {
+            "model": ErrorResponse,
+            "description": "/train is off (no control key configured), or the key sent is not the control key",
+        },
         415: ERRORS[415],
         422: ERRORS[422],
         502: {"model": ErrorResponse, "description": "Airflow answered with an error"},
@@ -47,10 +45,11 @@ router = APIRouter(tags=["train"], dependencies=[Depends(require_train_enabled),
             "content": {"application/json": {"schema": TrainRequest.model_json_schema()}},
         }
     },
-    summary="Trigger the netsec_training DAG; extra body keys become the run's conf",
+    summary="Trigger the netsec_training DAG with the run's params (bounded: see TrainRequest)",
 )
 async def train(request: Request, state: StateDep) -> JSONResponse:
     conf = _conf_from(await request.body(), request.headers.get("content-type", ""))
+    _check_bounds(conf)
     settings = state.settings
     try:
         run = await trigger_dag_run(settings, conf)
@@ -80,5 +79,21 @@ def _conf_from(body: bytes, content_type: str) -> dict:
     except ValidationError as exc:
         err = exc.errors()[0]
         col = ".".join(str(p) for p in err["loc"]) or None
-        raise InputError(f"{col or 'body'}: {err['msg']}", column=col) from None
-    return req.model_dump()
+        raise InputError(f"{col or 'body'}: {err['msg']}", column=col, value=err.get("input")) from None
+    return req.model_dump(exclude_none=True)
+
+
+def _check_bounds(conf: dict) -> None:
+    """The params applied to this deployment's config: the config's own ranges (n_iter,
+    cv_folds, candidates...) and a triggered run's bounds; a 422 naming the param otherwise.
+    Paths are checked lexically (the worker resolves links when it reads them)."""
+    from netsec_tasks.config import load_config
+    from netsec_tasks.errors import ConfigError
+    from netsec_tasks.run_params import check_run_params, run_overrides
+
+    cfg = load_config()
+    try:
+        check_run_params(cfg, conf, resolve=False)
+        cfg.with_overrides(run_overrides(conf))
+    except ConfigError as exc:
+        raise InputError(str(exc)) from None

@@ -20,6 +20,10 @@ from netsec_testing import REPO, free_port, stop_process, wait_for_port  # noqa:
 
 MODEL_NAME = "netsec-phishing"
 TARGET = "Result"
+# The control-plane key every test app is given (serving_settings): it opens /model's, /ready's
+# and /metrics' details, which anonymous clients do not see.
+CONTROL_KEY = "test-control-key"
+DETAILS = {"X-API-Key": CONTROL_KEY}
 
 
 def build_pipeline(kind: str = "random_forest", seed: int = 0):
@@ -175,6 +179,7 @@ def serving_settings(tracking_uri: str, tmp: Path, **kw):
         retry_interval_seconds=0.5,
         log_flush_seconds=0.2,
         inference_threads=1,
+        control_key=CONTROL_KEY,
     )
     base.update(kw)
     return Settings(**base)

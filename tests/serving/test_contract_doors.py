@@ -25,7 +25,7 @@ import yaml
 from serving_helpers import TARGET, records_of, training_frame
 
 from netsec_tasks.contract import OUTPUT_COLUMNS, Contract
-from netsec_tasks.schema import load_schema
+from netsec_tasks.dataset_schema import load_schema
 from netsec_testing import REPO
 
 # The forest is served through onnxruntime: within ATOL of the Pipeline (serving/fastpath.py).

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from serving_helpers import TARGET, fit, register, training_frame
+from serving_helpers import DETAILS, TARGET, fit, register, training_frame
 
 from netsec_tasks.candidates import get_candidate
-from netsec_tasks.schema import load_schema
+from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.transform import build_preprocessor
 from netsec_testing import REPO
 from serving.fastpath import ATOL, fast_path_for
@@ -187,7 +187,7 @@ def store(tmp_path_factory):
 def test_loaded_model_is_verified_on_its_test_split_and_scores_nan_rows(store, make_client):
     uri, pipe = store
     client = make_client(uri, model_name="netsec-xgb")
-    info = client.get("/model").json()
+    info = client.get("/model", headers=DETAILS).json()
     assert info["model_class"] == "XGBClassifier"
     assert info["inference_path"].startswith(
         "compiled: treelite GTIL up to 4 rows, xgboost inplace_predict above"
@@ -210,7 +210,7 @@ def test_loaded_model_is_verified_on_its_test_split_and_scores_nan_rows(store, m
 
 def test_version_from_before_the_storage_hand_off_is_verified_on_its_logged_split(store, make_client):
     uri, _pipe = store
-    info = make_client(uri, model_name="netsec-legacy").get("/model").json()
+    info = make_client(uri, model_name="netsec-legacy").get("/model", headers=DETAILS).json()
     assert info["inference_path"].startswith("compiled: "), info["inference_path"]
     assert "data/test.parquet: max |dp|" in info["inference_path"]
 
@@ -218,7 +218,7 @@ def test_version_from_before_the_storage_hand_off_is_verified_on_its_logged_spli
 def test_version_without_test_split_keeps_the_pipeline(store, make_client):
     uri, pipe = store
     client = make_client(uri, model_name="netsec-no-test")
-    info = client.get("/model").json()
+    info = client.get("/model", headers=DETAILS).json()
     assert info["inference_path"].startswith("scikit-learn (no test split to verify a fast path on"), info
     rows = training_frame(20, seed=2).drop(columns=[TARGET])
     got = client.post("/predict", json={"records": rows.to_dict(orient="records")}).json()["predictions"]
@@ -241,7 +241,7 @@ def test_wrong_fast_path_is_dropped_at_load(store, make_client, monkeypatch, cap
     uri, pipe = store
     with caplog.at_level("WARNING", logger="netsec.serving"):
         client = make_client(uri, model_name="netsec-xgb")
-    info = client.get("/model").json()
+    info = client.get("/model", headers=DETAILS).json()
     assert info["inference_path"].startswith("scikit-learn (fast path disagreed on "), info
     assert "differs (exact predictor)" in info["inference_path"], info["inference_path"]
     assert any("fast path dropped" in r.getMessage() for r in caplog.records)

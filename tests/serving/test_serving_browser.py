@@ -1,4 +1,6 @@
-"""The upload page in headless Chromium, driven over the DevTools protocol (websockets)."""
+"""The upload page in headless Chromium, driven over the DevTools protocol (websockets): the page
+scores, shows and takes verdicts; a page on another site, in the same browser, cannot write
+into the prediction log or the verdicts; /docs renders from the service's own assets."""
 
 from __future__ import annotations
 
@@ -9,14 +11,16 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
 import pytest
-from serving_helpers import TARGET, training_frame, wait_ready_http
+from serving_helpers import MODEL_NAME, TARGET, training_frame, wait_ready_http
 
 from netsec_tasks.contract import OUTPUT_COLUMNS
-from netsec_tasks.feedback import JsonlFeedbackStore
+from netsec_tasks.feedback import JsonlFeedbackStore, verdict_file
+from netsec_tasks.prediction_log import read_prediction_log
 from netsec_testing import CHROMIUM_FLAGS, Cdp, stop_process
 from netsec_testing import chromium as _chromium
 from netsec_testing import devtools_url as _devtools_url
@@ -24,7 +28,41 @@ from netsec_testing import devtools_url as _devtools_url
 pytestmark = pytest.mark.slow  # real servers and processes, ~15-30 s each
 
 
-async def _drive(ws_browser: str, page_url: str, csv_path: Path, shot: Path) -> dict:
+EVIL_PAGE = """<!doctype html><title>loading</title><script>
+(async () => {
+  const target = %s, csv = %s, out = [];
+  for (let i = 0; i < 3; i++) {
+    const body = new FormData();
+    body.append("file", new Blob([csv], {type: "text/csv"}), "traffic.csv");
+    try { await fetch(target + "/predict/csv", {method: "POST", mode: "no-cors", body}); out.push("ok"); }
+    catch (e) { out.push(String(e)); }
+  }
+  try {
+    await fetch(target + "/feedback", {method: "POST", mode: "no-cors",
+      headers: {"Content-Type": "text/plain"}, body: JSON.stringify([{prediction_id: %s, label: "benign"}])});
+    out.push("ok");
+  } catch (e) { out.push(String(e)); }
+  document.title = "sent " + out.join(",");
+})();
+</script>"""
+
+
+def _serve_dir(directory: Path):
+    """A static file server on localhost (another site than 127.0.0.1), in a thread."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+async def _drive(ws_browser: str, page_url: str, csv_path: Path, shot: Path, evil_url: str) -> dict:
     import websockets
 
     port = re.search(r":(\d+)/", ws_browser).group(1)
@@ -77,6 +115,20 @@ async def _drive(ws_browser: str, page_url: str, csv_path: Path, shot: Path) -> 
             .map(b => b.textContent + ':' + b.dataset.id))""")
         shot_data = await cdp.call("Page.captureScreenshot", format="png")
         shot.write_bytes(base64.b64decode(shot_data["data"]))
+
+        # The API docs, offline: Swagger UI renders from the service's own assets.
+        await cdp.call("Page.navigate", url=page_url + "docs")
+        result["docs"] = await cdp.wait_for(
+            "(document.querySelector('.swagger-ui .info .title') || {}).textContent", 60
+        )
+        result["docs_assets"] = await cdp.js(
+            "performance.getEntriesByType('resource').map(e => e.name)"
+            ".filter(u => !u.startsWith(location.origin))"
+        )
+
+        # A page of another site, in the same browser: three no-cors CSV uploads and a verdict.
+        await cdp.call("Page.navigate", url=evil_url)
+        result["evil"] = await cdp.wait_for("document.title.startsWith('sent') && document.title", 60)
         return result
 
 
@@ -93,6 +145,16 @@ def test_upload_page_renders_results(registered, uvicorn_server, tmp_path):
     rows.to_csv(csv_path, index=False)
     expected = registered.pipeline.predict(rows.drop(columns=[TARGET, "id"]))
 
+    # The other site: http://localhost:<port> is another site than http://127.0.0.1:<port>.
+    evil_dir = tmp_path / "evil"
+    evil_dir.mkdir()
+    evil = _serve_dir(evil_dir)
+    (evil_dir / "index.html").write_text(
+        EVIL_PAGE
+        % (json.dumps(server.url), json.dumps(rows.to_csv(index=False)), json.dumps("0" * 22 + "-0"))
+    )
+    evil_url = f"http://localhost:{evil.server_address[1]}/index.html"
+
     profile = tmp_path / "chromium-profile"
     proc = subprocess.Popen(
         [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
@@ -101,9 +163,10 @@ def test_upload_page_renders_results(registered, uvicorn_server, tmp_path):
     )
     shot = tmp_path / "ui.png"
     try:
-        result = asyncio.run(_drive(_devtools_url(proc), f"{server.url}/", csv_path, shot))
+        result = asyncio.run(_drive(_devtools_url(proc), f"{server.url}/", csv_path, shot, evil_url))
     finally:
         stop_process(proc, 15)
+        evil.shutdown()
 
     assert result["rows"] == 40
     assert result["threats"] == int(expected.sum()) > 0
@@ -134,12 +197,28 @@ def test_upload_page_renders_results(registered, uvicorn_server, tmp_path):
     ] == [True] * 4
     (first,), (second,) = result["pressed"]
     assert first.startswith("benign:") and second.startswith("benign:")
-    events = JsonlFeedbackStore(tmp_path / "predictions" / "feedback.jsonl").events()
+    events = JsonlFeedbackStore(verdict_file(tmp_path / "predictions", MODEL_NAME), MODEL_NAME).events()
     assert [(e["prediction_id"], e["verdict"], e["source"]) for e in events] == [
         (first[7:], "threat", "page"),
         (first[7:], "benign", "page"),
         (second[7:], "benign", "page"),
     ]
+    # /docs rendered offline, from the service's own copy of Swagger UI (fastapi-offline).
+    assert result["docs"].startswith("netsec serving") and result["docs_assets"] == []
+
+    # The other site's requests reached the service (the browser sent them: no-cors hides only
+    # the answer) and were refused: nothing of theirs is in the log or the verdicts.
+    assert result["evil"] == "sent ok,ok,ok,ok", result["evil"]
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert "netsec_cross_site_refused_total 4.0" in metrics, metrics
+    logged = httpx.get(f"{server.url}/metrics").text  # the page's own upload: 40 rows, no more
+    deadline = time.monotonic() + 30
+    while 'netsec_prediction_log_written_rows_total{model="netsec-phishing"} 40.0' not in logged:
+        assert time.monotonic() < deadline, logged
+        time.sleep(0.2)
+        logged = httpx.get(f"{server.url}/metrics").text
+    assert len(read_prediction_log(tmp_path / "predictions")) == 40
+    assert len(events) == 3  # the page's verdicts only
     if os.environ.get("SERVING_TEST_ARTIFACTS"):
         dest = Path(os.environ["SERVING_TEST_ARTIFACTS"])
         dest.mkdir(parents=True, exist_ok=True)

@@ -7,9 +7,9 @@ import io
 import time
 
 import pandas as pd
-from serving_helpers import fit, records_of, register, training_frame
+from serving_helpers import MODEL_NAME, fit, records_of, register, training_frame
 
-from netsec_tasks.feedback import JsonlFeedbackStore
+from netsec_tasks.feedback import JsonlFeedbackStore, verdict_file
 from netsec_tasks.prediction_log import parse_prediction_id, read_prediction_log, request_time
 
 
@@ -22,7 +22,7 @@ def _score(client, n: int = 6, seed: int = 40) -> list[dict]:
 def _wait_logged(log_dir, ids: list[str], timeout: float = 20.0) -> pd.DataFrame:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if list(log_dir.glob("predictions-*.jsonl")):
+        if list(log_dir.rglob("predictions-*.jsonl")):
             frame = read_prediction_log(log_dir)
             if set(ids) <= set(frame["prediction_id"]):
                 return frame
@@ -81,7 +81,7 @@ def test_feedback_is_validated_idempotent_and_keeps_changed_verdicts(registered,
     again = client.post("/feedback", json=[{"prediction_id": a, "label": -1}]).json()
     assert again["unchanged"] == 1 and again["results"][0]["status"] == "unchanged"
     assert again["results"][0]["at"] == body["results"][0]["at"]
-    store = JsonlFeedbackStore(tmp_path / "predictions" / "feedback.jsonl")
+    store = JsonlFeedbackStore(verdict_file(tmp_path / "predictions", MODEL_NAME), MODEL_NAME)
     assert len(store.events()) == 2
 
     # A changed verdict is kept with its time; the earlier one stays in the history.
@@ -95,7 +95,7 @@ def test_feedback_is_validated_idempotent_and_keeps_changed_verdicts(registered,
     assert current.loc[a, "label"] == 1 and not current.loc[a, "is_threat"]
     assert current.loc[a, "changes"] == 1 and current.loc[b, "note"] == "known host"
     metrics = client.get("/metrics").text
-    assert 'netsec_feedback_verdicts_total{outcome="changed"} 1.0' in metrics
+    assert 'netsec_feedback_verdicts_total{model="netsec-phishing",outcome="changed"} 1.0' in metrics
 
 
 def test_feedback_refuses_unknown_ids_and_labels_outside_the_vocabulary(registered, make_client, tmp_path):
@@ -117,7 +117,7 @@ def test_feedback_refuses_unknown_ids_and_labels_outside_the_vocabulary(register
     err = resp.json()
     assert never in err["detail"] and out_of_range in err["detail"] and known not in err["detail"]
     assert [(p["row"], p["value"]) for p in err["problems"]] == [(1, never), (2, out_of_range)]
-    store = JsonlFeedbackStore(tmp_path / "predictions" / "feedback.jsonl")
+    store = JsonlFeedbackStore(verdict_file(tmp_path / "predictions", MODEL_NAME), MODEL_NAME)
     assert store.events() == []  # nothing stored, not even the known one
 
     bad = client.post("/feedback", json=[{"prediction_id": known, "label": "malicious"}])
@@ -130,6 +130,24 @@ def test_feedback_refuses_unknown_ids_and_labels_outside_the_vocabulary(register
         )
     malformed = client.post("/feedback", json=[{"prediction_id": "row-1", "label": "threat"}])
     assert malformed.status_code == 422 and malformed.json()["column"] == "prediction_id"
+    # Only the canonical form /predict returned: one row has one id (<rid>-05 is not row 5).
+    row1 = f"{rid}-1"
+    for other in (f"{rid}-01", f"{rid}-001", f"{rid}-0001", f"{rid}-\u0661", rid.upper() + "-1", f" {row1}"):
+        resp = client.post("/feedback", json=[{"prediction_id": other, "label": "threat"}])
+        assert resp.status_code == 422, other
+        assert resp.json()["value"] == other and "exactly as it was returned" in resp.json()["detail"]
+    # One request gives one prediction one verdict.
+    twice = client.post(
+        "/feedback",
+        json=[
+            {"prediction_id": known, "label": "threat"},
+            {"prediction_id": row1, "label": "benign"},
+            {"prediction_id": known, "label": "benign"},
+        ],
+    )
+    assert twice.status_code == 422 and twice.json()["value"] == known
+    assert f"{known} in verdicts 0, 2" in twice.json()["detail"]
+    assert [(p["row"], p["value"]) for p in twice.json()["problems"]] == [(2, known)]
     assert client.post("/feedback", json=[]).status_code == 422
     assert (
         client.post("/feedback", json={"prediction_id": known, "label": "threat"}).status_code == 422
@@ -172,7 +190,7 @@ def test_feedback_in_mongodb_beside_the_prediction_log(registered, make_client, 
         (f"{pid}#1", 1, "benign"),
     ]
     indexes = mongo[db]["predictions"].index_information().values()
-    assert [("request_id", 1)] in [i["key"] for i in indexes]  # the lookups' index
+    assert [("model_name", 1), ("request_id", 1)] in [i["key"] for i in indexes]  # the lookups' index
     assert (
         second.post("/feedback", json=[{"prediction_id": pid[:-1] + "9", "label": "threat"}]).status_code
         == 404
@@ -187,7 +205,7 @@ def test_metrics_expose_the_served_versions_monitoring_figures(make_client, tmp_
     version = register(uri, pipe, frame, artifact_root=tmp_path / "artifacts")
     client = make_client(uri)
     text = client.get("/metrics").text
-    assert "netsec_monitoring_live_f1 NaN" in text  # no monitoring run yet
+    assert 'netsec_monitoring_live_f1{model="netsec-phishing"} NaN' in text  # no monitoring run yet
 
     tags = {
         "netsec.monitoring.drift_share": "0.3",
@@ -202,11 +220,11 @@ def test_metrics_expose_the_served_versions_monitoring_figures(make_client, tmp_
     client.portal.call(manager.refresh)  # the poll loop's next check, now
     text = client.get("/metrics").text
     for line in (
-        "netsec_monitoring_drift_share 0.3",
-        "netsec_monitoring_drift_detected 1.0",
-        "netsec_monitoring_live_f1 0.71",
-        "netsec_monitoring_labelled 120.0",
-        "netsec_monitoring_last_run_timestamp_seconds 1.767323045e+09",
+        'netsec_monitoring_drift_share{model="netsec-phishing"} 0.3',
+        'netsec_monitoring_drift_detected{model="netsec-phishing"} 1.0',
+        'netsec_monitoring_live_f1{model="netsec-phishing"} 0.71',
+        'netsec_monitoring_labelled{model="netsec-phishing"} 120.0',
+        'netsec_monitoring_last_run_timestamp_seconds{model="netsec-phishing"} 1.767323045e+09',
     ):
         assert line in text, line
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from serving_helpers import fit, register
+from serving_helpers import DETAILS, fit, register
 
 
 @pytest.mark.parametrize("damage", ["garbage", "pickle"])
@@ -32,10 +32,10 @@ def test_ready_names_the_version_that_failed_to_load(tmp_path, make_client, dama
 
     app = make_client(uri, ready=False, retry_interval_seconds=0.5)
     deadline = time.monotonic() + 60
-    ready = app.get("/ready")
+    ready = app.get("/ready", headers=DETAILS)
     while ready.json().get("detail") in (None, "loading") and time.monotonic() < deadline:
         time.sleep(0.2)
-        ready = app.get("/ready")
+        ready = app.get("/ready", headers=DETAILS)
     detail = ready.json()["detail"]
     assert ready.status_code == 503
     assert f"models:/netsec-phishing/{version} (run {mv.run_id})" in detail, detail

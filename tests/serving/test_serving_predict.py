@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from serving_helpers import TARGET, fit, records_of, register, training_frame
+from serving_helpers import DETAILS, TARGET, fit, records_of, register, training_frame
 
 from netsec_tasks.contract import OUTPUT_COLUMNS
 from netsec_tasks.prediction_log import read_prediction_log
@@ -39,7 +39,7 @@ def test_predict_json_equals_pipeline(registered, make_client):
 
 def test_single_row_uses_compiled_path_and_agrees(registered, make_client):
     client = make_client(registered.tracking_uri)
-    info = client.get("/model").json()
+    info = client.get("/model", headers=DETAILS).json()
     assert info["inference_path"].startswith("compiled: onnxruntime"), info["inference_path"]
     assert info["model_class"] == "RandomForestClassifier"
     rows = training_frame(40, seed=5)
@@ -113,7 +113,7 @@ def test_other_estimators_agree(kind, zoo, make_client):
     uri, pipes = zoo
     pipe = pipes[kind]
     client = make_client(uri, model_name=f"netsec-{kind}")
-    info = client.get("/model").json()
+    info = client.get("/model", headers=DETAILS).json()
     assert info["inference_path"].startswith("compiled: "), info["inference_path"]
     assert info["model_class"] == MODEL_CLASS[kind]
     rows = training_frame(150, seed=21)
@@ -126,12 +126,17 @@ def test_other_estimators_agree(kind, zoo, make_client):
 
 def test_model_health_ready_metrics(registered, make_client):
     client = make_client(registered.tracking_uri)
-    info = client.get("/model").json()
+    info = client.get("/model", headers=DETAILS).json()
     assert info["name"] == "netsec-phishing" and info["version"] == registered.version
     assert info["metrics"]["test_f1"] == pytest.approx(0.9)
     assert info["dataset_digest"].startswith("sha256:test-")
+    # An anonymous client sees what it needs to call the service, not the run, digest or
+    # inference path (which names the storage URI of its verification rows).
+    public = client.get("/model").json()
+    assert public["run_id"] is public["dataset_digest"] is public["inference_path"] is None
+    assert public["name"] == info["name"] and public["features"] == info["features"]
     # netsec.dataset from the version's tags; no netsec.schema_version tag: the schema's own.
-    from netsec_tasks.schema import load_schema
+    from netsec_tasks.dataset_schema import load_schema
 
     assert info["dataset"] == "phishing"
     assert info["schema_version"] == load_schema(REPO / "config" / "schema" / "phishing.yaml").version
@@ -152,21 +157,25 @@ def test_model_health_ready_metrics(registered, make_client):
     threats = sum(p["is_threat"] for p in answers)
     text = client.get("/metrics").text
     assert (
-        f'netsec_predictions_total{{class_="threat"}} {float(2 * threats + answers[0]["is_threat"])}' in text
+        f'netsec_predictions_total{{class_="threat",model="netsec-phishing"}} {float(2 * threats + answers[0]["is_threat"])}'
+        in text
     )
     assert (
-        f'netsec_predictions_total{{class_="benign"}} {float(21 - 2 * threats - answers[0]["is_threat"])}'
+        f'netsec_predictions_total{{class_="benign",model="netsec-phishing"}} {float(21 - 2 * threats - answers[0]["is_threat"])}'
         in text
     )
     assert f'netsec_model_version{{name="netsec-phishing"}} {float(registered.version)}' in text
     assert f'version="{registered.version}"' in text  # netsec_model_info
+    assert "netsec_model_details_info" not in text and "run_id" not in text
+    detailed = client.get("/metrics", headers={"Authorization": f"Bearer {DETAILS['X-API-Key']}"}).text
+    assert f'run_id="{info["run_id"]}"' in detailed and "inference_path=" in detailed
 
 
 def _wait_logged(log_dir, rows: int, timeout: float = 10.0) -> pd.DataFrame:
     """The log as read back, once it holds ``rows`` predictions (it is written off the request)."""
     deadline = time.monotonic() + timeout
     while True:
-        frame = read_prediction_log(log_dir) if list(log_dir.glob("*.jsonl")) else pd.DataFrame()
+        frame = read_prediction_log(log_dir) if list(log_dir.rglob("*.jsonl")) else pd.DataFrame()
         if len(frame) >= rows or time.monotonic() > deadline:
             assert len(frame) == rows
             return frame

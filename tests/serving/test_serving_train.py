@@ -1,4 +1,5 @@
-"""POST /train: the Airflow 3 REST contract, and clear errors when Airflow is down or refuses."""
+"""POST /train: the control plane's own key, the bounds of a triggered run, the Airflow 3 REST
+contract, and clear errors when Airflow is down or refuses."""
 
 from __future__ import annotations
 
@@ -10,33 +11,76 @@ from fastapi.responses import JSONResponse
 from serving_helpers import free_port, wait_for_port
 
 KEY = "train-key"
+SCORING_KEY = "scoring-key"
 
 
 @pytest.fixture()
 def client(registered, make_client):
-    """A serving app with /train enabled (an API key), sending that key unless told otherwise."""
+    """A serving app with /train enabled (a control key), sending that key unless told otherwise."""
 
     def _make(**kw):
-        kw.setdefault("api_key", KEY)
+        kw.setdefault("control_key", KEY)
         c = make_client(registered.tracking_uri, **kw)
-        if kw["api_key"]:
-            c.headers["X-API-Key"] = kw["api_key"]
+        if kw["control_key"]:
+            c.headers["X-API-Key"] = kw["control_key"]
         return c
 
     return _make
 
 
-def test_train_is_off_without_an_api_key_and_says_how_to_enable_it(client, registered):
-    c = client(api_key=None, airflow_url="http://127.0.0.1:9")
-    resp = c.post("/train", json={"force_retrain": True})
+def test_train_is_off_without_a_control_key_and_the_scoring_key_never_opens_it(client, registered):
+    c = client(control_key=None, api_key=SCORING_KEY, airflow_url="http://127.0.0.1:9")
+    resp = c.post("/train", json={"force_retrain": True}, headers={"X-API-Key": SCORING_KEY})
     assert resp.status_code == 403
     detail = resp.json()["detail"]
-    assert "off" in detail and "NETSEC_SERVING_API_KEY" in detail and "X-API-Key" in detail
-    # Inference stays open without a key.
+    assert "off" in detail and "NETSEC_SERVING_CONTROL_KEY" in detail and "X-API-Key" in detail
+    # Inference stays open without a scoring key.
     rows = registered.frame.drop(columns=["Result"]).head(3).to_dict(orient="records")
-    assert c.post("/predict", json={"records": rows}).status_code == 200
+    assert client(control_key=None).post("/predict", json={"records": rows}).status_code == 200
     # An empty key (compose passes an unset variable as "") is no key.
-    assert client(api_key="", airflow_url="http://127.0.0.1:9").post("/train").status_code == 403
+    assert client(control_key="", airflow_url="http://127.0.0.1:9").post("/train").status_code == 403
+    # With both keys set, a client that may score may not train; the control key may do both.
+    both = client(api_key=SCORING_KEY, airflow_url="http://127.0.0.1:9")
+    refused = both.post("/train", headers={"X-API-Key": SCORING_KEY})
+    assert refused.status_code == 403 and "control-plane key" in refused.json()["detail"]
+    assert both.post("/train", headers={"X-API-Key": "wrong"}).status_code == 401
+    assert both.post("/train", headers={"X-API-Key": ""}).status_code == 401
+    assert (
+        both.post("/predict", json={"records": rows}, headers={"X-API-Key": SCORING_KEY}).status_code == 200
+    )
+
+
+def test_train_params_are_bounded_before_anything_reaches_airflow(client):
+    """A triggered run may not lower the promotion bar or point the source anywhere: each
+    refusal is a 422 naming the param, its value and the bound (Airflow is never called)."""
+    from netsec_tasks.config import load_config
+
+    cfg = load_config()
+    c = client(airflow_url="http://127.0.0.1:9")  # nothing listens: a 503 would mean "forwarded"
+    for body, words in (
+        ({"promotion_margin": -1}, ["promotion_margin", "greater than or equal to 0"]),
+        ({"min_score": 0}, ["min_score 0", f"registry.min_score {cfg.registry.min_score:g}"]),
+        ({"source_path": "/etc/passwd"}, ["source_path '/etc/passwd'", "source.path_roots"]),
+        ({"source_path": f"{cfg.source.path_roots[0]}/../../etc/passwd"}, ["'..' segment"]),
+        ({"source_path": "data/x.csv"}, ["not an absolute path"]),
+        ({"n_iter": 0}, ["training.n_iter"]),
+        ({"candidates": ["svm"]}, ["training.candidates"]),
+        ({"note": "x"}, ["note", "Extra inputs are not permitted"]),
+    ):
+        resp = c.post("/train", json=body)
+        assert resp.status_code == 422, (body, resp.text)
+        assert all(w in resp.json()["detail"] for w in words), (body, resp.json())
+    # Within bounds it is forwarded (and Airflow, not listening here, is a 503).
+    ok = {"promotion_margin": 0.02, "min_score": 0.9, "source_path": f"{cfg.source.path_roots[0]}/x.csv"}
+    assert c.post("/train", json=ok).status_code == 503
+
+
+def test_the_control_key_must_differ_from_the_scoring_key(tmp_path):
+    from netsec_tasks.errors import ConfigError
+    from serving.settings import Settings
+
+    with pytest.raises(ConfigError, match="NETSEC_SERVING_CONTROL_KEY equals NETSEC_SERVING_API_KEY"):
+        Settings(api_key="same", control_key="same", log_dir=str(tmp_path)).check_train_settings()
 
 
 def test_serving_refuses_to_start_with_the_default_airflow_password(tmp_path):
@@ -57,14 +101,14 @@ def test_serving_refuses_to_start_with_the_default_airflow_password(tmp_path):
         airflow_url="http://airflow-apiserver:8080",
     )
     with pytest.raises(ConfigError, match="NETSEC_SERVING_AIRFLOW_PASSWORD is Airflow's default"):
-        create_app(Settings(api_key=KEY, **remote))
-    Settings(api_key=KEY, airflow_password="s3cret-pw", **remote).check_train_settings()
+        create_app(Settings(control_key=KEY, **remote))
+    Settings(control_key=KEY, airflow_password="s3cret-pw", **remote).check_train_settings()
     Settings(**remote).check_train_settings()  # /train off: nothing to protect
-    Settings(api_key=KEY, **{**remote, "airflow_url": "http://localhost:8080"}).check_train_settings()
+    Settings(control_key=KEY, **{**remote, "airflow_url": "http://localhost:8080"}).check_train_settings()
 
     env = {
         **os.environ,
-        "NETSEC_SERVING_API_KEY": KEY,
+        "NETSEC_SERVING_CONTROL_KEY": KEY,
         "NETSEC_SERVING_AIRFLOW_URL": "http://airflow.example.org:8080",
         "NETSEC_SERVING_MLFLOW_TRACKING_URI": remote["mlflow_tracking_uri"],
         "NETSEC_HOME": str(tmp_path),
@@ -159,11 +203,13 @@ def test_train_triggers_dag_run(client):
         c = client(
             airflow_url=f"http://127.0.0.1:{airflow.port}", airflow_username="admin", airflow_password="pw"
         )
-        resp = c.post("/train", json={"force_retrain": True, "note": "from test"})
+        resp = c.post("/train", json={"force_retrain": True, "promotion_margin": 0.01})
         assert resp.status_code == 200, resp.text
         body = resp.json()
         assert body["dag_id"] == "netsec_training" and body["dag_run_id"].startswith("manual__")
-        assert airflow.calls == [{"logical_date": None, "conf": {"force_retrain": True, "note": "from test"}}]
+        assert airflow.calls == [
+            {"logical_date": None, "conf": {"force_retrain": True, "promotion_margin": 0.01}}
+        ]
         assert c.post("/train").json()["conf"] == {"force_retrain": False}
 
         wrong_pw = client(airflow_url=f"http://127.0.0.1:{airflow.port}", airflow_password="nope")

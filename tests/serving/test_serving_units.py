@@ -114,7 +114,10 @@ def test_log_writes_when_a_batch_is_due_not_per_request():
 def test_mongo_sink_writes_documents(mongo_server, mongo_db):
     client, name = mongo_db
     plog = PredictionLog(
-        MongoSink(mongo_server.uri, name, "predictions"), batch_rows=100, flush_seconds=0.1, max_queued=100
+        MongoSink(mongo_server.uri, name, "predictions", "m"),
+        batch_rows=100,
+        flush_seconds=0.1,
+        max_queued=100,
     ).start()
     entry = _entry(3)
     plog.submit(entry)
@@ -135,7 +138,7 @@ def test_jsonl_log_reads_back_row_for_row(tmp_path):
     whole = rng.integers(-1, 2, size=(25, 2)).astype(float)
     fractional = np.column_stack([whole[:, 0], rng.random(25)])
     fractional[3, 1] = np.nan  # a missing value the imputer would fill
-    plog = PredictionLog(JsonlSink(tmp_path), batch_rows=10_000, flush_seconds=60, max_queued=10).start()
+    plog = PredictionLog(JsonlSink(tmp_path, "m"), batch_rows=10_000, flush_seconds=60, max_queued=10).start()
     entries = [
         LogEntry(
             time=now,
@@ -155,9 +158,12 @@ def test_jsonl_log_reads_back_row_for_row(tmp_path):
         plog.submit(e)
     plog.close()
     assert plog.written_rows == 50
-    assert [f.name for f in tmp_path.iterdir()] == ["predictions-2026-11-21.jsonl"]
-    assert len((tmp_path / "predictions-2026-11-21.jsonl").read_text().splitlines()) == 2
-    frame = read_prediction_log(tmp_path)
+    # The log is the model's own folder under the log root.
+    assert [f.relative_to(tmp_path).as_posix() for f in tmp_path.rglob("*.jsonl")] == [
+        "m/predictions-2026-11-21.jsonl"
+    ]
+    assert len((tmp_path / "m" / "predictions-2026-11-21.jsonl").read_text().splitlines()) == 2
+    frame = read_prediction_log(tmp_path)  # a root with one model's folder reads that folder
     assert list(frame.columns) == [
         "a",
         "b",

@@ -1,4 +1,5 @@
-"""Request and response models: what the OpenAPI document shows and clients can rely on."""
+"""The HTTP API's request and response models (pydantic): what the OpenAPI document shows and
+clients can rely on. The data set's own schema is :mod:`netsec_tasks.dataset_schema`."""
 
 from __future__ import annotations
 
@@ -87,15 +88,20 @@ class FeatureSpec(BaseModel):
 class ModelInfo(BaseModel):
     name: str
     version: str
-    run_id: str | None
+    run_id: str | None = Field(None, description="the version's MLflow run (with X-API-Key only)")
     model_class: str
     metrics: dict[str, float] = Field(..., description="test_* metrics of the training run")
-    dataset_digest: str | None = Field(..., description="netsec.dataset_digest of the training data")
+    dataset_digest: str | None = Field(
+        None, description="netsec.dataset_digest of the training data (with X-API-Key only)"
+    )
     features: list[FeatureSpec]
     target: str | None
     positive_label: Label
     negative_label: Label
-    inference_path: str
+    inference_path: str | None = Field(
+        None,
+        description="how rows are scored and where the fast path was verified (with X-API-Key only)",
+    )
     loaded_at: str
     dataset: str | None = Field(
         None,
@@ -120,11 +126,27 @@ class Readiness(BaseModel):
 
 
 class TrainRequest(BaseModel):
-    """Optional: any extra keys are passed to the DAG run's conf."""
+    """The training run's params (the netsec_training DAG's; each None keeps the configured
+    value). Any other key is refused; the bounds of a triggered run apply (netsec_tasks.run_params:
+    promotion_margin >= 0, min_score >= the configured floor, source_path under
+    source.path_roots)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     force_retrain: bool = Field(False, description="train even when no drift was detected")
+    source: Literal["file", "mongo"] | None = Field(None, description="source.kind for this run")
+    source_path: str | None = Field(
+        None, max_length=4096, description="source.path for this run: only under source.path_roots"
+    )
+    n_iter: int | None = Field(None, description="training.n_iter for this run")
+    cv_folds: int | None = Field(None, description="training.cv_folds for this run")
+    candidates: list[str] | None = Field(None, description="training.candidates for this run")
+    promotion_margin: float | None = Field(
+        None, ge=0, le=1, description="registry.promotion_margin for this run: at least 0"
+    )
+    min_score: float | None = Field(
+        None, ge=0, le=1, description="registry.min_score for this run: at least the configured one"
+    )
 
 
 class TrainResponse(BaseModel):

@@ -1,4 +1,5 @@
-"""Test-split metrics and plots for the threat class (y = 1 is the threat).
+"""Threat-class metrics and plots of a model's predictions on labelled rows (y = 1 is the threat):
+the test split in training, the compared rows in promotion, a labelled file in ``netsec evaluate``.
 
 Metrics are computed with ``pos_label=1`` on the 0/1 threat target, so precision/recall/F1 are
 those of the threat class whatever its raw label is (``-1`` for UCI phishing). The confusion

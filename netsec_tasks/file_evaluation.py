@@ -1,4 +1,5 @@
-"""``netsec evaluate FILE``: score a labelled file with a registered model and report how it did.
+"""``netsec evaluate FILE``: score a labelled file with a registered model and report how it did;
+also the pipeline's hold-out file (``evaluation.holdout_path``, :func:`evaluate_holdout`).
 
 Intrusion data sets ship a separate, harder test file (other proportions, attack types the
 training file never has). The internal test split says how well the model fits its own data;
@@ -12,7 +13,14 @@ this says how it does on that file:
 2. The model is the configured data set's Production version, or ``models:/<name>/<version>``
    (or ``models:/<name>@<alias>``). A model trained on other features, another target or another
    label mapping is refused (it is not a model of this data set).
-3. The report: the threat class's F1, precision, recall, ROC AUC, PR AUC and accuracy; the
+3. Rows the version was trained on. The version records the hashes of its training rows
+   (``netsec.train_hashes_uri``); scored rows identical to one of them are counted, and the
+   headline figures are those of the rows it never saw, with the figures on every row beside
+   them and a warning naming the overlap (a model graded on its own training rows looks better
+   than it is). Without recorded hashes the report says the overlap is unknown. When
+   ``invalid="flag"`` left out more than ``validation.max_invalid_share`` of the rows, a warning
+   says the figures describe the rows left, not the file (``netsec evaluate`` exits 4).
+4. The report: the threat class's F1, precision, recall, ROC AUC, PR AUC and accuracy; the
    confusion matrix ``[[TN, FP], [FN, TP]]``; per raw label (when the label is multi-class) the
    rows, whether it is a threat, the rows put in the right class and that share (for an attack
    type: the share detected; for a benign label: the share not flagged), and whether the label
@@ -25,9 +33,7 @@ this says how it does on that file:
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import html
 import json
 import logging
 import os
@@ -42,6 +48,7 @@ import yaml
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.contract import Contract, show
 from netsec_tasks.errors import ConfigError, DataError, NetsecError, RegistryError
+from netsec_tasks.html_report import escape, page, png_image
 from netsec_tasks.plain import plain
 from netsec_tasks.records import EvaluationRecord, safe_name, sha256_file
 from netsec_tasks.storage import atomic_write
@@ -62,7 +69,8 @@ def resolve_model(cfg: PipelineConfig, model_uri: str | None):
     Raises ConfigError (a malformed URI), RegistryError (no such version, no Production)."""
     from mlflow.exceptions import MlflowException
 
-    from netsec_tasks.registry import find_production_version, mlflow_errors
+    from netsec_tasks.outages import mlflow_errors
+    from netsec_tasks.registry import find_production_version
     from netsec_tasks.tracking import mlflow_client
 
     what = model_uri or f"the Production version of {cfg.registry.model_name!r}"
@@ -132,9 +140,9 @@ def evaluate_file(
     Raises DataError/ContractError (the file), ConfigError (a model of another data set),
     RegistryError (no model), SourceUnavailable (registry unreachable).
     """
-    from netsec_tasks.evaluation import evaluate_predictions
-    from netsec_tasks.registry import _differences, _load_version
+    from netsec_tasks.registry import differences, load_version
     from netsec_tasks.table_io import first_data_line, read_table
+    from netsec_tasks.threat_metrics import evaluate_predictions
 
     contract = Contract.from_config(cfg)
     schema = contract.schema
@@ -183,7 +191,7 @@ def evaluate_file(
 
     mv = resolve_model(cfg, model_uri)
     name, version, tags = mv.name, str(mv.version), dict(mv.tags or {})
-    diff = _differences(tags, schema)
+    diff = differences(tags, schema)
     if diff:
         raise ConfigError(
             f"models:/{name}/{version} (data set '{tags.get(TAG_PREFIX + 'dataset', '?')}') is not a model "
@@ -191,16 +199,59 @@ def evaluate_file(
             + "; ".join(diff)
             + ". Set NETSEC_DATASET to the model's data set, or evaluate a model of this one"
         )
-    model = _load_version(cfg, name, version)
+    model = load_version(cfg, name, version)
     x = contract.model_input(check, rows)[contract.features]
     classes = list(getattr(model, "classes_", [0, 1]))
-    proba = np.asarray(model.predict_proba(x))[:, classes.index(1)]
+    proba_all = np.asarray(model.predict_proba(x))[:, classes.index(1)]
     # Class 1 when it is the more probable one (ties: 0), as predict() and serving decide.
-    pred = (proba > 1.0 - proba).astype(int)
-    y = labels.is_threat[rows].astype(int)
+    pred_all = (proba_all > 1.0 - proba_all).astype(int)
+    y_all = labels.is_threat[rows].astype(int)
+    metrics_all = _ordered(evaluate_predictions(y_all, pred_all, proba_all)["metrics"])
+    seen_mask = _trained_on(cfg, name, version, tags, x, labels.typed.iloc[rows], schema)
+    warnings = []
+    dropped = len(frame) - len(rows)
+    if dropped and dropped / len(frame) > cfg.validation.max_invalid_share:
+        warnings.append(
+            f"not judged: {dropped:,} of {len(frame):,} rows ({dropped / len(frame):.0%}) were left out "
+            f"({', '.join(f'{v:,} {k}' for k, v in excluded.items())}), more than "
+            f"validation.max_invalid_share={cfg.validation.max_invalid_share:.0%}: the figures describe "
+            "the rows left, not the file"
+        )
+    unseen = np.ones(len(rows), bool) if seen_mask is None else ~seen_mask
+    n_seen = None if seen_mask is None else int(seen_mask.sum())
+    if n_seen is None:
+        warnings.append(
+            f"models:/{name}/{version} records no training-row hashes (netsec.train_hashes_uri): "
+            "whether it was trained on some of these rows is unknown"
+        )
+    elif n_seen and unseen.any():
+        warnings.append(
+            f"{n_seen:,} of {len(rows):,} scored rows ({n_seen / len(rows):.0%}) are rows "
+            f"models:/{name}/{version} was trained on: the headline figures are on the "
+            f"{int(unseen.sum()):,} rows it never saw"
+        )
+    elif n_seen:
+        unseen = np.ones(len(rows), bool)
+        warnings.append(
+            f"all {len(rows):,} scored rows are rows models:/{name}/{version} was trained on: the "
+            "figures say how it fits its own training data, not how it does on new rows"
+        )
+    proba, pred, y = proba_all[unseen], pred_all[unseen], y_all[unseen]
     result = evaluate_predictions(y, pred, proba)
-    metrics = {k: result["metrics"][k] for k in METRIC_ORDER if k in result["metrics"]}
-    raw_labels = labels.typed.iloc[rows].map(show).to_numpy(dtype=object)
+    metrics = _ordered(result["metrics"])
+    if n_seen and unseen.sum() < len(rows):
+        warnings[-1] += (
+            "; on all rows "
+            + ", ".join(
+                f"{k} {metrics_all[k]:.3f}" for k in ("f1", "precision", "recall") if k in metrics_all
+            )
+            + " against "
+            + ", ".join(f"{k} {metrics[k]:.3f}" for k in ("f1", "precision", "recall") if k in metrics)
+            + " on the unseen ones"
+        )
+    for w in warnings:
+        log.warning("evaluate %s: %s", source, w)
+    raw_labels = labels.typed.iloc[rows].map(show).to_numpy(dtype=object)[unseen]
     multi = len(set(raw_labels)) > 2 or schema.target.vocabulary is None or len(schema.target.vocabulary) > 2
     trained_on = _training_labels(cfg, tags, target) if multi else None
     per_label = _per_label(raw_labels, y, pred, trained_on) if multi else None
@@ -231,14 +282,18 @@ def evaluate_file(
             "metric": tags.get(TAG_PREFIX + "metric"),
         },
         "label_mapping": schema.target.mapping(),
+        "warnings": warnings,
         "rows": {
             "read": len(frame),
             "scored": int(len(rows)),
             "excluded": int(len(frame) - len(rows)),
             **({"excluded_because": excluded} if excluded else {}),
+            "trained_on": n_seen,
+            "headline": int(unseen.sum()),
         },
         "threshold": "threat when P(threat) > 0.5",
         "metrics": {k: round(v, 6) for k, v in metrics.items()},
+        "metrics_all_rows": {k: round(v, 6) for k, v in metrics_all.items()},
         "confusion_matrix": {
             "order": ["benign", "threat"],
             "rows_truth_cols_predicted": result["confusion_matrix"],
@@ -266,7 +321,11 @@ def evaluate_file(
         rows_read=len(frame),
         rows_scored=int(len(rows)),
         rows_excluded=int(len(frame) - len(rows)),
+        rows_trained_on=n_seen,
         metrics=metrics,
+        metrics_all_rows=metrics_all,
+        warnings=warnings,
+        judged=not any(w.startswith("not judged") for w in warnings),
         confusion_matrix=result["confusion_matrix"],
         per_label=per_label,
         report_uri=report.resolve().as_uri(),
@@ -274,6 +333,20 @@ def evaluate_file(
         plots=[Path(p).resolve().as_uri() for p in plots],
         mlflow_run_id=run_id,
     )
+
+
+def _ordered(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: metrics[k] for k in METRIC_ORDER if k in metrics}
+
+
+def _trained_on(cfg: PipelineConfig, name: str, version: str, tags: dict[str, str], x, target, schema):
+    """Mask of the scored rows (features ``x``, raw labels ``target``) identical to a row the
+    version was trained on, from its recorded training-row hashes; None without them."""
+    from netsec_tasks.registry import production_rows_in
+
+    rows = x.reset_index(drop=True).copy()
+    rows[schema.target.column] = target.reset_index(drop=True).to_numpy()
+    return production_rows_in(cfg, version, tags, rows, schema)
 
 
 def _float(text: str | None) -> float | None:
@@ -306,7 +379,7 @@ def _per_label(
 
 
 def _plots(y, pred, proba, per_label, out: Path, schema) -> list[str]:
-    from netsec_tasks.evaluation import save_plots
+    from netsec_tasks.threat_metrics import save_plots
 
     paths = save_plots(y, pred, proba, out, labels=schema.class_names, title="- evaluation")
     if per_label:
@@ -350,27 +423,20 @@ def _metric_key(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", text)[:200]
 
 
-def logged_model_id(mv) -> str | None:
-    """The MLflow 3 logged model behind a model version (``m-...``): the version's ``model_id``,
-    else parsed from its ``models:/m-...`` source (the SQL store leaves ``model_id`` empty)."""
-    from mlflow.store.artifact.utils.models import _parse_model_id_if_present
-
-    return getattr(mv, "model_id", None) or _parse_model_id_if_present(mv.source or "")
-
-
 def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
     """A run linked to the model version (metrics on its logged model), reports as artifacts,
     and the headline figures as tags on the version. Returns the run id."""
     import mlflow
 
-    from netsec_tasks.registry import mlflow_errors
-    from netsec_tasks.tracking import configure_mlflow, mlflow_client
+    from netsec_tasks.outages import mlflow_errors
+    from netsec_tasks.tracking import configure_mlflow, logged_model_id, mlflow_client
 
     name, version = mv.name, str(mv.version)
     with mlflow_errors(cfg, f"log the evaluation of {name} v{version}"):
         exp_id = configure_mlflow(cfg)
         client = mlflow_client(cfg)
         metrics = {f"eval_{k}": float(v) for k, v in doc["metrics"].items()}
+        metrics.update({f"eval_all_rows_{k}": float(v) for k, v in doc.get("metrics_all_rows", {}).items()})
         for label, entry in (doc.get("per_label") or {}).items():
             metrics[_metric_key(f"eval_recall.{label}")] = float(entry["recall"])
         if mlflow.active_run() is not None:  # a run left open by an earlier failure here
@@ -392,6 +458,7 @@ def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
                     "model_uri": doc["model"]["uri"],
                     "rows_scored": doc["rows"]["scored"],
                     "rows_excluded": doc["rows"]["excluded"],
+                    "rows_trained_on": doc["rows"].get("trained_on"),
                 }
             )
             # model_id links the metrics (and the run) to the logged model behind the version.
@@ -411,35 +478,14 @@ def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
 
 # --------------------------------------------------------------------------- HTML
 
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;padding:1.5rem;
- color:#1d2330;background:#f6f7f9;max-width:1100px}
-h1{font-size:1.4rem;margin:0 0 .8rem} h2{font-size:1.1rem;margin:1.5rem 0 .5rem}
-section.summary{border-radius:8px;padding:1rem 1.2rem;background:#fff;border-left:6px solid #5b7db1;
- box-shadow:0 1px 3px rgba(0,0,0,.08)}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:.6rem 0 0}
-dt{color:#5b6270} dd{margin:0}
-table{border-collapse:collapse;background:#fff;box-shadow:0 1px 3px rgba(0,0,0,.08)}
-th,td{padding:.3rem .6rem;border-bottom:1px solid #e3e6ea;text-align:left;font-size:.9rem}
-th{background:#eef0f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.low td{background:#fdecea}
-.bar{display:inline-block;height:.7rem;background:#c62828;vertical-align:middle}
-.bar.benign{background:#5b7db1}
-.note{color:#5b6270;font-size:.8rem}
-img{max-width:100%;background:#fff;margin:.3rem .6rem .3rem 0;box-shadow:0 1px 3px rgba(0,0,0,.08)}
-"""
-
 
 def render_html(doc: dict[str, Any], plots: list[str]) -> str:
-    """One self-contained page: inline CSS, plots embedded as data URIs, no scripts."""
-    e = html.escape
+    """One self-contained page (:mod:`netsec_tasks.html_report`): plots embedded as data URIs."""
+    e = escape
     m, rows, model = doc["metrics"], doc["rows"], doc["model"]
     out = [
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width,initial-scale=1">',
-        f"<title>netsec evaluation: {e(Path(doc['file']).name)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>Evaluation of {e(model['name'])} v{e(model['version'])} on {e(Path(doc['file']).name)}</h1>",
-        '<section class="summary"><dl>',
+        *(f'<p class="warning"><strong>Warning:</strong> {e(w)}</p>' for w in doc.get("warnings", [])),
+        '<section class="summary info"><dl>',
         f"<dt>File</dt><dd>{e(doc['file'])}</dd>",
         f"<dt>Data set</dt><dd>{e(str(doc['data_set']))} (schema version "
         f"{e(str(doc['schema_version']))})</dd>",
@@ -458,12 +504,29 @@ def render_html(doc: dict[str, Any], plots: list[str]) -> str:
             else ""
         )
         + "</dd>",
+        "<dt>Rows it was trained on</dt><dd>"
+        + (
+            "unknown (the version records no training-row hashes)"
+            if rows.get("trained_on") is None
+            else f"{rows['trained_on']:,}; the figures below are on {rows.get('headline', 0):,} rows"
+        )
+        + "</dd>",
         f"<dt>Generated</dt><dd>{e(doc['generated_at'])}</dd></dl></section>",
-        "<h2>Threat class</h2><table><thead><tr>"
+        "<h2>Threat class</h2><table><thead><tr><th>rows</th>"
         + "".join(f"<th>{e(k)}</th>" for k in m)
-        + "</tr></thead><tbody><tr>"
+        + "</tr></thead><tbody><tr><th>"
+        + ("never trained on" if rows.get("trained_on") else "scored")
+        + "</th>"
         + "".join(f'<td class="num">{v:.4f}</td>' for v in m.values())
-        + "</tr></tbody></table>",
+        + "</tr>"
+        + (
+            "<tr><th>all, trained-on included</th>"
+            + "".join(f'<td class="num">{doc["metrics_all_rows"].get(k, float("nan")):.4f}</td>' for k in m)
+            + "</tr>"
+            if rows.get("trained_on")
+            else ""
+        )
+        + "</tbody></table>",
     ]
     cm = doc["confusion_matrix"]["rows_truth_cols_predicted"]
     out += [
@@ -507,12 +570,14 @@ def render_html(doc: dict[str, Any], plots: list[str]) -> str:
         out.append("</tbody></table>")
     if plots:
         out.append("<h2>Plots</h2><div>")
-        for p in plots:
-            data = base64.b64encode(Path(p).read_bytes()).decode("ascii")
-            out.append(f'<img alt="{e(Path(p).stem)}" src="data:image/png;base64,{data}">')
+        out += [png_image(p, Path(p).stem) for p in plots]
         out.append("</div>")
-    out.append("</body></html>")
-    return "\n".join(out)
+    name = Path(doc["file"]).name
+    return page(
+        f"netsec evaluation: {name}",
+        out,
+        heading=f"Evaluation of {model['name']} v{model['version']} on {name}",
+    )
 
 
 # --------------------------------------------------------------------------- after training

@@ -1,4 +1,5 @@
-"""Data-set schema: ``config/schema/<dataset>.yaml``.
+"""The data set's schema: ``config/schema/<dataset>.yaml`` (the HTTP API's models are
+:mod:`serving.http_models`).
 
 A new data set is a new schema file, not new code (worked example: ``docs/new-dataset.md``).
 A schema lists the feature columns with their dtype (``int``, ``float``, ``str``, ``bool``),
@@ -117,7 +118,7 @@ class TargetSpec(BaseModel):
             if values is not None and not values:
                 raise ValueError(f"target.{what} must not be empty")
             if values is not None:
-                keys = [_key(v) for v in values]
+                keys = [label_key(v) for v in values]
                 dup = sorted({str(v) for v, k in zip(values, keys) if keys.count(k) > 1})
                 if dup:
                     raise ValueError(f"target.{what} lists {dup} more than once")
@@ -127,13 +128,13 @@ class TargetSpec(BaseModel):
                 "labels: every other label is then a threat)"
             )
         if pos is not None and neg is not None:
-            both = [v for v in pos if _key(v) in {_key(n) for n in neg}]
+            both = [v for v in pos if label_key(v) in {label_key(n) for n in neg}]
             if both:
                 raise ValueError(f"target labels {both} are in both positive and negative")
         if labels is not None:
-            known = {_key(v) for v in labels}
+            known = {label_key(v) for v in labels}
             for what, values in (("positive", pos), ("negative", neg)):
-                missing = [v for v in values or [] if _key(v) not in known]
+                missing = [v for v in values or [] if label_key(v) not in known]
                 if missing:
                     shown = repr(missing[0]) if len(missing) == 1 else str(missing)
                     raise ValueError(
@@ -166,8 +167,8 @@ class TargetSpec(BaseModel):
         neg = _as_list(self.negative)
         if neg is not None:
             return neg
-        threats = {_key(v) for v in _as_list(self.positive) or []}
-        return [v for v in self.labels or [] if _key(v) not in threats]
+        threats = {label_key(v) for v in _as_list(self.positive) or []}
+        return [v for v in self.labels or [] if label_key(v) not in threats]
 
     @property
     def vocabulary(self) -> list[Any] | None:
@@ -175,11 +176,11 @@ class TargetSpec(BaseModel):
         if self.everything_but:
             return None
         out = list(self.labels) if self.labels is not None else []
-        keys = {_key(v) for v in out}
+        keys = {label_key(v) for v in out}
         for v in [*(self.threat_labels or []), *self.benign_labels]:
-            if _key(v) not in keys:
+            if label_key(v) not in keys:
                 out.append(v)
-                keys.add(_key(v))
+                keys.add(label_key(v))
         return out
 
     @property
@@ -187,7 +188,7 @@ class TargetSpec(BaseModel):
         """The labels the schema names (``labels``, ``positive``, ``negative``)."""
         out: list[Any] = []
         for v in [*(self.labels or []), *(self.threat_labels or []), *self.benign_labels]:
-            if _key(v) not in {_key(x) for x in out}:
+            if label_key(v) not in {label_key(x) for x in out}:
                 out.append(v)
         return out
 
@@ -218,14 +219,14 @@ class TargetSpec(BaseModel):
         return out
 
 
-def _key(value: Any) -> str:
+def label_key(value: Any) -> str:
     """Comparison key of a label: ``-1``, ``-1.0`` and ``"-1"`` are the same label."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, (int, float)) and float(value).is_integer():
         return str(int(value))
     if hasattr(value, "item") and not isinstance(value, str):
-        return _key(value.item())
+        return label_key(value.item())
     return str(value).strip()
 
 
@@ -352,9 +353,9 @@ class DatasetSchema(BaseModel):
         keys = label_keys(series)
         t = self.target
         if t.everything_but:
-            out = ~keys.isin([_key(v) for v in t.benign_labels]) & series.notna()
+            out = ~keys.isin([label_key(v) for v in t.benign_labels]) & series.notna()
         else:
-            out = keys.isin([_key(v) for v in t.threat_labels or []])  # listed unless everything_but
+            out = keys.isin([label_key(v) for v in t.threat_labels or []])  # listed unless everything_but
         if scalar:
             return bool(out.iloc[0])
         return out if isinstance(labels, pd.Series) else out.to_numpy(dtype=bool)
@@ -370,7 +371,7 @@ class DatasetSchema(BaseModel):
         series = labels if isinstance(labels, pd.Series) else pd.Series(list(labels), dtype=object)
         series = series[series.notna()]
         keys = label_keys(series)
-        known = {_key(v) for v in vocab}
+        known = {label_key(v) for v in vocab}
         seen: dict[str, Any] = {}
         for key, value in zip(keys, series):
             if key not in known and key not in seen:
@@ -389,13 +390,13 @@ class DatasetSchema(BaseModel):
 
 
 def label_keys(series) -> Any:
-    """The comparison key (:func:`_key`) of every label of a Series; None where null. Computed
+    """The comparison key (:func:`label_key`) of every label of a Series; None where null. Computed
     once per distinct label (``pd.factorize``), not per row."""
     import numpy as np
     import pandas as pd
 
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    keys = np.array([_key(u) for u in uniques] + [None], dtype=object)  # code -1 (null) -> None
+    keys = np.array([label_key(u) for u in uniques] + [None], dtype=object)  # code -1 (null) -> None
     return pd.Series(keys[codes], index=series.index, dtype=object)
 
 
