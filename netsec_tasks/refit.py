@@ -39,9 +39,9 @@ from netsec_tasks.sampling import bounded_sample
 
 if TYPE_CHECKING:  # pragma: no cover
     from netsec_tasks.config import PipelineConfig
+    from netsec_tasks.dataset_schema import DatasetSchema
     from netsec_tasks.engine import Engine
     from netsec_tasks.records import CandidateResult
-    from netsec_tasks.dataset_schema import DatasetSchema
     from netsec_tasks.stored_split import StoredSplit
 
 log = logging.getLogger("netsec.train")
@@ -291,8 +291,8 @@ def predict_partition(
     cfg: PipelineConfig, schema: DatasetSchema, part: Partition, model: Any = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(0/1 target, predictions, threat scores) of one partition of a validated split."""
-    from netsec_tasks.threat_metrics import threat_scores
     from netsec_tasks.storage import storage_for
+    from netsec_tasks.threat_metrics import threat_scores
     from netsec_tasks.transform import compute_limits, features_and_target
 
     X, y = features_and_target(read_partition(storage_for(cfg), part), schema, part.uri)

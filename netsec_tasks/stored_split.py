@@ -28,8 +28,8 @@ from netsec_tasks.split import lineage_hashes
 
 if TYPE_CHECKING:  # pragma: no cover
     from netsec_tasks.config import PipelineConfig
-    from netsec_tasks.engine import Engine
     from netsec_tasks.dataset_schema import DatasetSchema
+    from netsec_tasks.engine import Engine
 
 
 @dataclass

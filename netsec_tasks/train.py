@@ -630,8 +630,8 @@ def _train_and_evaluate(
 
     # The one and only look at the test split: imputed once, then scored by the refit model.
     if scaled:
-        from netsec_tasks.threat_metrics import evaluate_predictions
         from netsec_tasks.refit import score_split
+        from netsec_tasks.threat_metrics import evaluate_predictions
 
         test_split: Any = score_split(cfg, engine, schema, model, validation.test_uri)
         y_pred, scores = test_split.y_pred, test_split.scores

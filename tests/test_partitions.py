@@ -199,11 +199,11 @@ def test_categories_counted_per_partition_fit_what_every_row_would():
 
 
 def test_a_winner_that_cannot_train_data_parallel_is_refit_on_a_bounded_sample_or_skipped(runs):
+    from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.engine import Engine
     from netsec_tasks.errors import ConfigError
     from netsec_tasks.records import CandidateResult
     from netsec_tasks.refit import eligible, refit
-    from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.storage import storage_for
     from netsec_tasks.stored_split import StoredSplit
     from netsec_tasks.transform import load_preprocessor
