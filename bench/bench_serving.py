@@ -1,6 +1,7 @@
 """Benchmark: the netsec serving service vs ``mlflow models serve``, same model version, same machine.
 
     .venv/bin/python bench/bench_serving.py [--model random_forest,xgboost,hist_gradient_boosting]
+    .venv/bin/python bench/bench_serving.py --model all --shadow   # also with a challenger in shadow
     .venv/bin/python bench/bench_serving.py --registry sqlite:///.netsec/mlflow.db \
         --model-name netsec-phishing [--version 3]      # the version `netsec run` promoted
 
@@ -20,6 +21,13 @@ each level bounded by time and request count. Prints requests/s, rows/s, p50/p99
 the p50 server time of a one-row request (our ``Server-Timing`` header), the ratios, and the
 goals of issue 11: one-row p50 server time < 1 ms, one-row throughput >= 20x, 1000-row batches
 >= 3x ``mlflow models serve``.
+
+``--shadow`` (issue 25) also registers a challenger of the same type (trained on another split,
+alias ``challenger``) and starts a second netsec server that loads it and scores every row with it
+in shadow; both netsec servers and ``mlflow models serve`` are driven in turn at each level. It
+prints both netsec servers' ratios against MLflow, the p50 (client and server) with and without the
+challenger, the rows the challenger scored (its /metrics), and the goal: with a challenger,
+the one-row p50 rises by at most 10%.
 
 The load client runs on the same (small) machine, so absolute figures include its CPU use; the
 ratios are the point.
@@ -61,6 +69,11 @@ SIZES = {
     "xgboost": {"n_estimators": 300, "max_depth": 6},
 }
 GOAL_SERVER_MS, GOAL_ONE_ROW, GOAL_BATCH = 1.0, 20.0, 3.0
+# Issue 25: with a challenger in shadow, Production's one-row p50 rises by at most this much.
+GOAL_SHADOW_RISE = 0.10
+CHALLENGER = "challenger"  # the registry alias serving scores in shadow
+SHADOWED = "netsec+challenger"
+BENCH_KEY = "bench-scoring-key"
 
 
 def free_port() -> int:
@@ -69,8 +82,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train_and_register(tracking_uri: str, artifacts: Path, kind: str) -> str:
-    """Train ``kind`` as the netsec Pipeline, log it the netsec way, promote it; its name."""
+def train_and_register(
+    tracking_uri: str, artifacts: Path, kind: str, *, seed: int = 0, alias: str = "production"
+) -> str:
+    """Train ``kind`` as the netsec Pipeline, log it the netsec way, give it ``alias``; its name.
+
+    ``seed`` picks the 80/20 split and the estimator's seed: a challenger (``seed=1``,
+    ``alias="challenger"``) is the same type trained on other rows, as a nightly retrain is."""
     import mlflow
     import skops.io
     from mlflow import MlflowClient
@@ -80,18 +98,25 @@ def train_and_register(tracking_uri: str, artifacts: Path, kind: str) -> str:
 
     from netsec_tasks.candidates import get_candidate
     from netsec_tasks.dataset_schema import load_schema
+    from netsec_tasks.operating_point import DecisionPolicy, choose_threshold, with_threshold
     from netsec_tasks.transform import build_preprocessor
 
     schema = load_schema(REPO / "config" / "schema" / "phishing.yaml")
     frame = pd.read_csv(UCI)
-    train, test = train_test_split(frame, test_size=0.2, random_state=0)
+    train, test = train_test_split(frame, test_size=0.2, random_state=seed)
     x = train[schema.features]
     y = (train[TARGET] == -1).astype(int)  # is_threat: -1 = phishing
-    est = get_candidate(kind).build(0).set_params(**SIZES[kind])
+    est = get_candidate(kind).build(seed).set_params(**SIZES[kind])
     pipe = Pipeline([("preprocess", build_preprocessor(schema)), ("model", est)])
     t0 = time.perf_counter()
     pipe.fit(x, y)
     print(f"trained {kind} {SIZES[kind]} on {len(x)} rows in {time.perf_counter() - t0:.1f}s", flush=True)
+    # The registered artifact, as netsec_tasks.train makes it: the Pipeline in a
+    # FixedThresholdClassifier. The threshold is chosen for the schema's budget on the training
+    # rows' scores (the pipeline uses out-of-fold scores; only the artifact's form matters here).
+    spec = schema.decision
+    policy = DecisionPolicy(spec.max_false_positive_rate, spec.expected_threat_rate, spec.objective, 0.95)
+    model = with_threshold(pipe, choose_threshold(y, pipe.predict_proba(x)[:, 1], policy).threshold)
 
     name = f"{MODEL}-{kind}"
     mlflow.set_tracking_uri(tracking_uri)
@@ -100,19 +125,19 @@ def train_and_register(tracking_uri: str, artifacts: Path, kind: str) -> str:
     if client.get_experiment_by_name("netsec-bench") is None:
         client.create_experiment("netsec-bench", artifact_location=artifacts.as_uri())
     mlflow.set_experiment("netsec-bench")
-    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipe))
-    with mlflow.start_run(run_name=f"bench-{kind}"):
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    with mlflow.start_run(run_name=f"bench-{kind}-{alias}"):
         info = mlflow.sklearn.log_model(
-            pipe,
+            model,
             name="model",
             serialization_format="skops",
             skops_trusted_types=trusted,
-            signature=infer_signature(x.head(50), pipe.predict(x.head(50))),
+            signature=infer_signature(x.head(50), model.predict(x.head(50))),
             input_example=x.head(5),
         )
     mv = mlflow.register_model(info.model_uri, name)
     # The test split in storage, named by the version's netsec.test_uri (as netsec_tasks.registry).
-    test_path = artifacts / f"{name}-test.parquet"
+    test_path = artifacts / f"{name}-{mv.version}-test.parquet"
     test_path.parent.mkdir(parents=True, exist_ok=True)
     test.to_parquet(test_path, index=False)
     for k, v in {
@@ -124,7 +149,7 @@ def train_and_register(tracking_uri: str, artifacts: Path, kind: str) -> str:
         "netsec.test_uri": test_path.as_uri(),
     }.items():
         client.set_model_version_tag(name, mv.version, k, v)
-    client.set_registered_model_alias(name, "production", mv.version)
+    client.set_registered_model_alias(name, alias, mv.version)
     return name
 
 
@@ -199,7 +224,8 @@ class Connection:
     of CPU on each, which capped both servers at the client's speed rather than theirs.
     """
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, headers: dict[str, str] | None = None):
+        self.headers = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         parsed = httpx.URL(url)
         self.host, self.port, self.path = parsed.host, parsed.port, parsed.raw_path.decode()
         self.reader = self.writer = None
@@ -211,7 +237,7 @@ class Connection:
     def request(self, body: bytes) -> bytes:
         return (
             f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{self.headers}\r\n"
         ).encode() + body
 
     async def post(self, request: bytes) -> tuple[int, dict[str, str]]:
@@ -248,12 +274,19 @@ class Connection:
             pass
 
 
-async def load(url: str, bodies: list[bytes], concurrency: int, seconds: float, max_requests: int) -> dict:
+async def load(
+    url: str,
+    bodies: list[bytes],
+    concurrency: int,
+    seconds: float,
+    max_requests: int,
+    headers: dict[str, str] | None = None,
+) -> dict:
     latencies: list[float] = []
     server_ms: list[float] = []
     errors = 0
     sent = 0
-    conns = [await Connection(url).open() for _ in range(concurrency)]
+    conns = [await Connection(url, headers).open() for _ in range(concurrency)]
     requests = [conns[0].request(b) for b in bodies]
     for conn in conns[:3]:  # warm-up (first-call allocations)
         await conn.post(requests[0])
@@ -310,6 +343,12 @@ def main() -> None:
     )
     ap.add_argument("--model-name", default=MODEL, help="with --registry")
     ap.add_argument("--version", help="with --registry: must be the Production version")
+    ap.add_argument(
+        "--shadow",
+        action="store_true",
+        help="also serve a challenger (alias 'challenger': a second model of the same type, or "
+        "the registry's with --registry) and measure netsec with and without it",
+    )
     ap.add_argument("--seconds", type=float, default=5.0, help="per level and server")
     ap.add_argument("--max-requests", type=int, default=20_000, help="per level and server")
     ap.add_argument("--levels", default="1,8,32")
@@ -337,6 +376,8 @@ def main() -> None:
             uri = f"sqlite:///{tmp / 'mlflow.db'}"
             for kind in kinds:
                 name = train_and_register(uri, tmp / "artifacts", kind)
+                if args.shadow:
+                    train_and_register(uri, tmp / "artifacts", kind, seed=1, alias=CHALLENGER)
                 summary.append(bench_version(uri, name, None, tmp, args, levels))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -344,7 +385,8 @@ def main() -> None:
 
 
 def bench_version(uri: str, name: str, version: str | None, tmp: Path, args, levels) -> dict:
-    """Serve the Production version of ``name`` with both servers and drive them."""
+    """Serve the Production version of ``name`` with netsec (and, with ``--shadow``, netsec with
+    the challenger beside it) and with ``mlflow models serve``, and drive them in turn."""
     _client, mv = production_version(uri, name, version)
     x = request_rows(uri, mv)
     procs: list[subprocess.Popen] = []
@@ -369,90 +411,78 @@ def bench_version(uri: str, name: str, version: str | None, tmp: Path, args, lev
             # mlflow models serve execs `uvicorn` by name: the venv must be on PATH.
             PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         )
-        ours_port, mlflow_port = free_port(), free_port()
-        ours_log, mlflow_log = tmp / f"netsec-{name}.log", tmp / f"mlflow-{name}.log"
-        procs.append(
-            start(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "serving.app:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(ours_port),
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ],
-                {
-                    **base_env,
-                    "NETSEC_SERVING_LOG_DIR": str(tmp / "predictions"),
-                    "NETSEC_SERVING_MODEL_NAME": name,
-                    **ours_env,
-                },
-                ours_log,
-            )
-        )
+        # With a scoring key, as deployed (compose sets one): it also opens /model's details.
+        key = {"X-API-Key": BENCH_KEY}
+        # "netsec" never loads a challenger; "netsec+challenger" loads the registry's.
+        variants = {"netsec": ""} | ({SHADOWED: CHALLENGER} if args.shadow else {})
+        servers: dict[str, tuple[str, dict[str, str] | None, str]] = {}
+        ready: list[tuple[str, subprocess.Popen, Path]] = []
+        for server, alias in variants.items():
+            port, log = free_port(), tmp / f"{server}-{name}.log"
+            env = {
+                **base_env,
+                "NETSEC_SERVING_LOG_DIR": str(tmp / f"predictions-{server}"),
+                "NETSEC_SERVING_MODEL_NAME": name,
+                "NETSEC_SERVING_API_KEY": BENCH_KEY,
+                "NETSEC_SERVING_CHALLENGER_ALIAS": alias,
+                **ours_env,
+            }
+            cmd = [sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1"]
+            cmd += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
+            procs.append(start(cmd, env, log))
+            ready.append((f"http://127.0.0.1:{port}/ready", procs[-1], log))
+            servers[server] = (f"http://127.0.0.1:{port}/predict", key, "netsec")
+        mlflow_port, mlflow_log = free_port(), tmp / f"mlflow-{name}.log"
         mlflow_exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
-        procs.append(
-            start(
-                [
-                    mlflow_exe,
-                    "models",
-                    "serve",
-                    "-m",
-                    f"models:/{name}/{mv.version}",
-                    "--env-manager",
-                    "local",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(mlflow_port),
-                    "-w",
-                    "1",
-                ],
-                base_env,
-                mlflow_log,
-            )
-        )
-        wait_http(f"http://127.0.0.1:{ours_port}/ready", procs[0], ours_log)
-        wait_http(f"http://127.0.0.1:{mlflow_port}/ping", procs[1], mlflow_log)
-        info = httpx.get(f"http://127.0.0.1:{ours_port}/model").json()
+        cmd = [mlflow_exe, "models", "serve", "-m", f"models:/{name}/{mv.version}"]
+        cmd += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(mlflow_port), "-w", "1"]
+        procs.append(start(cmd, base_env, mlflow_log))
+        ready.append((f"http://127.0.0.1:{mlflow_port}/ping", procs[-1], mlflow_log))
+        servers["mlflow"] = (f"http://127.0.0.1:{mlflow_port}/invocations", None, "mlflow")
+        for url, proc, log in ready:
+            wait_http(url, proc, log)
+        info = _model_info(servers["netsec"][0], key)
         print(
             f"\n== {name} v{mv.version}: {info['model_class']}; netsec inference path: "
-            f"{info['inference_path']}",
+            f"{info.get('inference_path')}",
             flush=True,
         )
+        challenger = None
+        if args.shadow:
+            challenger = _challenger_info(servers[SHADOWED][0], key)
+            print(
+                f"   challenger v{challenger['version']}: {challenger['model_class']}; inference path: "
+                f"{challenger.get('inference_path')}",
+                flush=True,
+            )
 
-        servers = {
-            "netsec": f"http://127.0.0.1:{ours_port}/predict",
-            "mlflow": f"http://127.0.0.1:{mlflow_port}/invocations",
-        }
         results: dict[tuple[str, str, int], dict] = {}
         for mode, rows in (("1 row", 1), (f"{args.batch} rows", args.batch)):
-            bodies = {server: payloads(server, x, rows) for server in servers}
+            bodies = {kind: payloads(kind, x, rows) for kind in ("netsec", "mlflow")}
             for c in levels:
-                for server, url in servers.items():
-                    r = asyncio.run(load(url, bodies[server], c, args.seconds, args.max_requests))
+                for server, (url, headers, kind) in servers.items():
+                    r = asyncio.run(load(url, bodies[kind], c, args.seconds, args.max_requests, headers))
                     r["rows_per_s"] = r["rps"] * rows
                     results[(mode, server, c)] = r
                     st = f"{r['server_p50']:.3f}" if r["server_p50"] is not None else "-"
                     print(
-                        f"{mode:>10} {server:>7} c={c:<3} {r['requests']:>6} req "
+                        f"{mode:>10} {server:>17} c={c:<3} {r['requests']:>6} req "
                         f"{r['rps']:>8.1f} req/s {r['rows_per_s']:>10.0f} rows/s "
                         f"p50 {r['p50']:>8.2f} ms p99 {r['p99']:>8.2f} ms "
                         f"server p50 {st} ms errors {r['errors']}",
                         flush=True,
                     )
+        shadowed = _shadow_counts(servers[SHADOWED][0], key) if args.shadow else None
         return report(
             results,
             levels,
             args.batch,
+            list(servers),
             name=name,
             model_class=info["model_class"],
-            path=info["inference_path"],
+            path=info.get("inference_path"),
+            challenger=challenger,
+            shadowed=shadowed,
         )
     finally:
         for p in procs:
@@ -464,7 +494,33 @@ def bench_version(uri: str, name: str, version: str | None, tmp: Path, args, lev
                     p.kill()
 
 
-def report(results: dict, levels: list[int], batch: int, **about) -> dict:
+def _model_info(predict_url: str, key: dict[str, str]) -> dict:
+    return httpx.get(predict_url.replace("/predict", "/model"), headers=key).json()
+
+
+def _challenger_info(predict_url: str, key: dict[str, str]) -> dict:
+    """The challenger /model names; waits for its load (it loads after Production)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        challenger = _model_info(predict_url, key).get("challenger")
+        if challenger:
+            return challenger
+        time.sleep(0.5)
+    sys.exit(f"{predict_url}: no challenger loaded after 300 s; see its log")
+
+
+def _shadow_counts(predict_url: str, key: dict[str, str]) -> dict[str, float]:
+    """Rows the challenger scored, and rows it could not (/metrics, netsec_shadow_rows_total)."""
+    text = httpx.get(predict_url.replace("/predict", "/metrics"), headers=key).text
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("netsec_shadow_rows_total{"):
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            counts[outcome] = counts.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def report(results: dict, levels: list[int], batch: int, servers: list[str], **about) -> dict:
     print("\n| mode | conc | server | req/s | rows/s | p50 ms | p99 ms | server p50 ms | errors |")
     print("|---|---|---|---|---|---|---|---|---|")
     for (mode, name, c), r in results.items():
@@ -474,41 +530,65 @@ def report(results: dict, levels: list[int], batch: int, **about) -> dict:
             f"{r['p99']:.2f} | {st} | {r['errors']} |"
         )
     print()
-    best = {}
-    for mode in ("1 row", f"{batch} rows"):
-        for name in ("netsec", "mlflow"):
-            best[(mode, name)] = max(results[(mode, name, c)]["rows_per_s"] for c in levels)
+    modes = ("1 row", f"{batch} rows")
+    best = {(m, s): max(results[(m, s, c)]["rows_per_s"] for c in levels) for m in modes for s in servers}
+    ours = [s for s in servers if s != "mlflow"]
+    out: dict = {**about}
+    for server in ours:
+        for mode in modes:
+            print(
+                f"{mode:>10}: best rows/s {server} {best[(mode, server)]:.0f} vs mlflow "
+                f"{best[(mode, 'mlflow')]:.0f} -> {best[(mode, server)] / best[(mode, 'mlflow')]:.1f}x"
+            )
+        for c in levels:
+            one = results[("1 row", server, c)]["rps"] / results[("1 row", "mlflow", c)]["rps"]
+            many = (
+                results[(modes[1], server, c)]["rows_per_s"] / results[(modes[1], "mlflow", c)]["rows_per_s"]
+            )
+            print(f"  {server} c={c:<3} one-row throughput {one:.1f}x, batch rows/s {many:.1f}x")
+        server_p50 = results[("1 row", server, levels[0])]["server_p50"]
+        one_row = best[("1 row", server)] / best[("1 row", "mlflow")]
+        batch_x = best[(modes[1], server)] / best[(modes[1], "mlflow")]
         print(
-            f"{mode:>10}: best rows/s netsec {best[(mode, 'netsec')]:.0f} vs mlflow "
-            f"{best[(mode, 'mlflow')]:.0f} -> {best[(mode, 'netsec')] / best[(mode, 'mlflow')]:.1f}x"
+            f"goals ({server}): server p50 < {GOAL_SERVER_MS:g} ms: {_met(server_p50 < GOAL_SERVER_MS)} "
+            f"({server_p50:.3f} ms, one row, c={levels[0]}); one-row >= {GOAL_ONE_ROW:g}x: "
+            f"{_met(one_row >= GOAL_ONE_ROW)} ({one_row:.1f}x); {batch}-row batches >= {GOAL_BATCH:g}x: "
+            f"{_met(batch_x >= GOAL_BATCH)} ({batch_x:.1f}x)",
+            flush=True,
         )
-    for c in levels:
-        one = results[("1 row", "netsec", c)]["rps"] / results[("1 row", "mlflow", c)]["rps"]
-        many = (
-            results[(f"{batch} rows", "netsec", c)]["rows_per_s"]
-            / results[(f"{batch} rows", "mlflow", c)]["rows_per_s"]
+        out[server] = {
+            "server_p50": server_p50,
+            "one_row_x": one_row,
+            "batch_x": batch_x,
+            "one_row_rps": best[("1 row", server)],
+            "batch_rows_s": best[(modes[1], server)],
+        }
+    out["mlflow"] = {"one_row_rps": best[("1 row", "mlflow")], "batch_rows_s": best[(modes[1], "mlflow")]}
+    if SHADOWED in servers:
+        rises = {}
+        for mode in modes:
+            for c in levels:
+                alone, both = results[(mode, "netsec", c)], results[(mode, SHADOWED, c)]
+                rises[(mode, c)] = both["p50"] / alone["p50"] - 1
+                print(
+                    f"  with the challenger, {mode} c={c}: p50 {alone['p50']:.2f} -> {both['p50']:.2f} ms "
+                    f"({rises[(mode, c)]:+.0%}); server p50 {_ms(alone['server_p50'])} -> "
+                    f"{_ms(both['server_p50'])} ms; rows/s {alone['rows_per_s']:.0f} -> {both['rows_per_s']:.0f}"
+                )
+        rise = rises[("1 row", levels[0])]
+        print(
+            f"goal: with a challenger, one-row p50 (c={levels[0]}) rises by at most "
+            f"{GOAL_SHADOW_RISE:.0%}: {_met(rise <= GOAL_SHADOW_RISE)} ({rise:+.0%}); rows the "
+            f"challenger scored: {about.get('shadowed')}",
+            flush=True,
         )
-        print(f"  c={c:<3} one-row throughput {one:.1f}x, batch rows/s {many:.1f}x")
-    server = results[("1 row", "netsec", levels[0])]["server_p50"]
-    one_row = best[("1 row", "netsec")] / best[("1 row", "mlflow")]
-    batch_x = best[(f"{batch} rows", "netsec")] / best[(f"{batch} rows", "mlflow")]
-    print(f"netsec p50 server time, one row, c={levels[0]}: {server:.3f} ms")
-    print(
-        f"goals: server p50 < {GOAL_SERVER_MS:g} ms: {_met(server < GOAL_SERVER_MS)}; one-row >= "
-        f"{GOAL_ONE_ROW:g}x: {_met(one_row >= GOAL_ONE_ROW)}; {batch}-row batches >= {GOAL_BATCH:g}x: "
-        f"{_met(batch_x >= GOAL_BATCH)}",
-        flush=True,
-    )
-    return {
-        **about,
-        "server_p50": server,
-        "one_row_x": one_row,
-        "batch_x": batch_x,
-        "one_row_rps": best[("1 row", "netsec")],
-        "mlflow_one_row_rps": best[("1 row", "mlflow")],
-        "batch_rows_s": best[(f"{batch} rows", "netsec")],
-        "mlflow_batch_rows_s": best[(f"{batch} rows", "mlflow")],
-    }
+        out["p50_rise"] = rise
+        out["p50_rise_batch"] = rises[(modes[1], levels[0])]
+    return out
+
+
+def _ms(v: float | None) -> str:
+    return f"{v:.3f}" if v is not None else "-"
 
 
 def _met(ok: bool) -> str:
@@ -516,19 +596,49 @@ def _met(ok: bool) -> str:
 
 
 def print_summary(summary: list[dict], batch: int) -> None:
-    print(
-        f"\n| model | estimator | server p50 ms (< {GOAL_SERVER_MS:g}) | one-row req/s netsec / mlflow "
-        f"| x (>= {GOAL_ONE_ROW:g}) | {batch}-row rows/s netsec / mlflow | x (>= {GOAL_BATCH:g}) |"
-    )
-    print("|---|---|---|---|---|---|---|")
+    shadow = any(SHADOWED in r for r in summary)
+    cols = [
+        "model",
+        "estimator",
+        f"server p50 ms (< {GOAL_SERVER_MS:g})",
+        "one-row req/s netsec / mlflow",
+        f"x (>= {GOAL_ONE_ROW:g})",
+        f"{batch}-row rows/s netsec / mlflow",
+        f"x (>= {GOAL_BATCH:g})",
+    ]
+    if shadow:
+        cols += [
+            "with challenger: one-row x",
+            f"{batch}-row x",
+            f"one-row p50 rise (<= {GOAL_SHADOW_RISE:.0%})",
+            f"{batch}-row p50 rise",
+        ]
+    print("\n| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
     for r in summary:
-        print(
-            f"| {r['name']} | {r['model_class']} | {r['server_p50']:.3f} | {r['one_row_rps']:.0f} / "
-            f"{r['mlflow_one_row_rps']:.0f} | {r['one_row_x']:.1f} | {r['batch_rows_s']:.0f} / "
-            f"{r['mlflow_batch_rows_s']:.0f} | {r['batch_x']:.1f} |"
-        )
+        ours, ml = r["netsec"], r["mlflow"]
+        cells = [
+            r["name"],
+            r["model_class"],
+            f"{ours['server_p50']:.3f}",
+            f"{ours['one_row_rps']:.0f} / {ml['one_row_rps']:.0f}",
+            f"{ours['one_row_x']:.1f}",
+            f"{ours['batch_rows_s']:.0f} / {ml['batch_rows_s']:.0f}",
+            f"{ours['batch_x']:.1f}",
+        ]
+        if shadow:
+            both = r[SHADOWED]
+            cells += [
+                f"{both['one_row_x']:.1f}",
+                f"{both['batch_x']:.1f}",
+                f"{r['p50_rise']:+.0%}",
+                f"{r['p50_rise_batch']:+.0%}",
+            ]
+        print("| " + " | ".join(cells) + " |")
     for r in summary:
         print(f"{r['name']}: {r['path']}")
+        if r.get("challenger"):
+            print(f"  challenger v{r['challenger']['version']}: {r['challenger'].get('inference_path')}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Airflow 3 DAG ``netsec_monitoring``: served traffic and analysts' verdicts, and retraining on
 evidence.
 
-``feedback_to_training`` → ``monitor`` → ``request_retraining`` → ``commit``
+``feedback_to_training`` → ``monitor`` → ``request_retraining`` → ``commit``, and
+``feedback_to_training`` → ``decide_challenger``
 
 * ``feedback_to_training``: the analysts' standing verdicts become training rows of the source
   (``netsec_tasks.feedback``), once each, so the next training run learns from them.
@@ -13,6 +14,10 @@ evidence.
   on, with the evidence in its extra; otherwise the task is skipped and emits nothing.
 * ``commit``: records the log watermark (and the request, for the cooldown), only after the run
   got this far: a failed run reads the same rows again.
+* ``decide_challenger`` (``registry.shadow``): the challenger against Production on the traffic
+  both scored (alert rates against the budget, agreement, verdicts); promotes or retires it after
+  ``shadow.min_hours`` and ``shadow.min_rows`` (``netsec_tasks.monitoring.shadow``); skipped
+  when there is no challenger.
 
 Like ``netsec_training``, every task is a thin wrapper over ``netsec_tasks`` functions; parsing
 imports only the Airflow SDK and the config.
@@ -136,6 +141,8 @@ def request_retraining_task(ti, outlet_events, **_):
         "drift_detected": record.drift_detected,
         "live_f1": record.live.get("f1"),
         "live_f1_ci": record.live.get("f1_ci"),
+        "live_fpr": record.live.get("fpr"),
+        "live_fpr_ci": record.live.get("fpr_ci"),
         "labelled": record.labelled,
         "report": record.html_uri,
     }
@@ -144,6 +151,26 @@ def request_retraining_task(ti, outlet_events, **_):
         "retraining requested for %s v%s: %s", record.model_name, record.model_version, record.trigger_reason
     )
     return extra
+
+
+def decide_challenger_task(dag_run, **_):
+    """Compare the challenger with Production on the traffic both scored; promote or retire it
+    once the evidence is in (netsec_tasks.monitoring.shadow). Skipped without a challenger."""
+    from netsec_tasks.monitoring.shadow import decide_challenger
+
+    cfg = _config()
+    with _services(cfg) as (reader, store, _client):
+        record = decide_challenger(cfg, dag_run.run_id, reader=reader, store=store)
+    if record.action == "none":
+        raise AirflowSkipException(record.reason)
+    log.info(
+        "challenger v%s %s: %s (report: %s)",
+        record.challenger_version,
+        record.action,
+        record.reason,
+        record.html_uri,
+    )
+    return record.to_xcom()
 
 
 def commit_task(ti, **_):
@@ -164,17 +191,26 @@ about it; asks `netsec_training` to retrain when the evidence says so. Reads and
 registered model's state (its log and verdicts, watermark, trend, reports): another data set in
 the same stores is never read.
 
-`feedback_to_training` → `monitor` → `request_retraining` → `commit`
+`feedback_to_training` → `monitor` → `request_retraining` → `commit`, and
+`feedback_to_training` → `decide_challenger`
 
 * **Schedule**: `{CFG.monitoring.schedule or "manual only"}` (`monitoring.schedule`), or Trigger.
 * **Reads** serving's prediction log and verdicts: `{CFG.monitoring.store}`
   (`monitoring.store`; `mongo` reads through the `{MONGO_CONN_ID}` connection).
 * **Requests a retraining** by updating the asset `{RETRAIN_REQUESTED.name}` when traffic drift
-  is detected (`drift.*`, at least `monitoring.min_rows` new rows) or live F1's upper confidence
-  bound is below `monitoring.f1_floor` with `monitoring.min_labels` verdicts; not twice for the
+  is detected (`drift.*`, at least `monitoring.min_rows` new rows), live F1's upper confidence
+  bound is below `monitoring.f1_floor` with `monitoring.min_labels` verdicts, or the live
+  false-positive rate's lower bound is above the budget (`decision.max_false_positive_rate`) with
+  `monitoring.min_labels` benign verdicts; not twice for the
   same Production version within `monitoring.cooldown_hours`. A surge of contract violations
   (over `validation.max_invalid_share` of the new rows) is reported on its own and requests a
   retraining only with `monitoring.retrain_on_contract_violations`.
+* **Decides the challenger** (`registry.shadow`: a candidate that passed the gate, scored in
+  shadow by serving): after `shadow.min_hours` and `shadow.min_rows`, promotes it only if its
+  alert rate is within the budget's ceiling and it is not worse than Production on verdicts at
+  `shadow.confidence`; else retires it with the reason. Its report,
+  `<storage>/monitoring/{CFG.registry.model_name}/challenger_latest.html`, lists the rows where the
+  two disagree, for analysts to label. Skipped without a challenger.
 * **Report**: `<storage>/monitoring/{CFG.registry.model_name}/runs/<run>/monitoring_report.html`
   (and `latest.html` there), the
   MLflow experiment `{CFG.monitoring.experiment}`, serving's `/metrics` (`netsec_monitoring_*`).
@@ -218,4 +254,12 @@ with DAG(
         doc_md="Record the log watermark (and the request) after success.",
     )
 
+    decide = PythonOperator(
+        task_id="decide_challenger",
+        python_callable=decide_challenger_task,
+        **IO_RETRIES,
+        doc_md="Challenger vs Production on the traffic both scored: promote, retire, or wait.",
+    )
+
     feedback >> monitor >> request >> commit
+    feedback >> decide

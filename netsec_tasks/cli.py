@@ -3,6 +3,8 @@
     netsec run [--source file|mongo] [--source-path P] [--force-retrain]   all steps, in process
     netsec reconcile                      end stale runs, decide left-over model versions
     netsec rollback [--to VERSION]        Production back to an earlier version (alias + tags)
+    netsec promote --challenger [--reason R]   the challenger (registry.shadow) becomes Production
+    netsec reject --challenger [--reason R]    the challenger's shadow ends; Production stays
     netsec push-data CSV                  load a CSV into the Mongo collection (idempotent)
     netsec validate FILE                  schema + data-quality checks, report and quarantine
     netsec drift REF CUR                  drift report between two files
@@ -33,6 +35,14 @@ from typing import Any
 
 from netsec_tasks.errors import ConfigError, NetsecError, Terminated
 
+# The command-line option behind a config key (for messages that blame the value's origin).
+_OPTION_OF = {
+    "source.kind": "--source",
+    "source.path": "--source-path",
+    "source.mongo.uri": "--uri",
+    "source.mongo.collection": "--collection",
+}
+
 # The exit code of a comparison or evaluation that ran but cannot be judged (see the docstring).
 NOT_JUDGED = 4
 
@@ -41,14 +51,23 @@ def _cfg(args: argparse.Namespace, **overrides: Any):
     from netsec_tasks.config import load_config
 
     dotted = {k: v for k, v in overrides.items() if v is not None}
+    origins = {k: f"{_OPTION_OF.get(k, k)} {v}" for k, v in dotted.items()}
     for item in [*(getattr(args, "set", None) or []), *(getattr(args, "set_after", None) or [])]:
         key, sep, value = item.partition("=")
         if not sep:
             raise NetsecError(f"--set takes KEY=VALUE, got {item!r}")
         import yaml
 
-        dotted[key.strip()] = yaml.safe_load(value)
-    return load_config(getattr(args, "config_after", None) or args.config, overrides=dotted)
+        try:
+            dotted[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(
+                f"--set {item}: the value is not valid YAML ({exc.__class__.__name__})"
+            ) from None
+        origins[key.strip()] = f"--set {item}"
+    return load_config(
+        getattr(args, "config_after", None) or args.config, overrides=dotted, override_origins=origins
+    )
 
 
 def _output_file(path: str | Path) -> Path:
@@ -94,10 +113,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"winner: {result.train.winner}  test F1 (threat class) {m.get('f1', float('nan')):.4f}"
             f"  ROC AUC {m.get('roc_auc', float('nan')):.4f}"
         )
+        if result.train.operating_point:
+            from netsec_tasks.operating_point import OperatingPoint
+
+            point = OperatingPoint(**result.train.operating_point)
+            print(f"operating point (test split): {point.summary()}")
     if result.register is not None:
         print(
             f"registry: {result.register.model_name} production version = "
             f"{result.register.production_version}"
+            + (
+                f", challenger (in shadow) = {result.register.challenger_version}"
+                if result.register.challenger_version
+                else ""
+            )
         )
     if result.reconciled is not None and result.reconciled.items:
         print(f"reconciled:    {result.reconciled.summary()}")
@@ -137,6 +166,30 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    from netsec_tasks.registry import promote_challenger
+
+    record = promote_challenger(_cfg(args), reason=args.reason or "", expected=args.version)
+    _print(record.to_xcom())
+    print(
+        f"{record.model_name}: challenger v{record.version} is Production (was "
+        f"v{record.production_before}); no challenger now. Serving follows at its next registry poll."
+    )
+    return 0
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    from netsec_tasks.registry import retire_challenger
+
+    record = retire_challenger(_cfg(args), reason=args.reason, expected=args.version)
+    _print(record.to_xcom())
+    print(
+        f"{record.model_name}: challenger v{record.version} rejected ({record.reason}); Production "
+        f"stays v{record.production_after}. Serving drops it at its next registry poll."
+    )
+    return 0
+
+
 def cmd_push_data(args: argparse.Namespace) -> int:
     from netsec_tasks.sources.mongo import push_data
 
@@ -147,17 +200,24 @@ def cmd_push_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reader_notes(notes: Sequence[str]) -> None:
+    """What the CSV reader did that the user should know (a dropped trailing delimiter...)."""
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from netsec_tasks.dataset_schema import load_schema
-    from netsec_tasks.table_io import read_table
+    from netsec_tasks.table_io import load_table
     from netsec_tasks.validate import validate_frame, write_report
 
     cfg = _cfg(args)
     schema = load_schema(args.schema or cfg.schema_path)
-    frame = read_table(args.file, **schema.read_options())
-    result = validate_frame(frame, schema, cfg.validation, source=str(args.file))
+    table = load_table(args.file, **schema.read_options(labelled=True))
+    _reader_notes(table.notes)
+    result = validate_frame(table.frame, schema, cfg.validation, source=str(args.file))
     out = _output_dir(args.out or Path(cfg.workdir) / "validate")
-    report = write_report(result, out)
+    report = write_report(result, out, where=table.where)
     print(
         f"{'PASSED' if result.passed else 'FAILED'}: {len(result.clean)} valid rows, "
         f"{result.rows_invalid} quarantined; report: {report}"
@@ -193,35 +253,40 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rules and output columns as serving's /predict/csv (netsec_tasks.contract)."""
     import numpy as np
 
-    from netsec_tasks.contract import Contract, scored_frame, write_csv
+    from netsec_tasks.contract import Contract, scored_frame
+    from netsec_tasks.operating_point import decide, model_threshold, threat_probability
     from netsec_tasks.registry import load_production_model
-    from netsec_tasks.table_io import read_table
+    from netsec_tasks.sinks import write_csv
+    from netsec_tasks.table_io import load_table
 
     cfg = _cfg(args)
     contract = Contract.from_config(cfg)
     source = str(args.csv)
-    from netsec_tasks.table_io import first_data_line
-
-    options = contract.schema.read_options()  # a header-less file: the schema's file_columns
+    options = contract.schema.read_options(echo=True)  # header-less files: the file_columns
     out_path = _output_file(args.out) if args.out else None
-    frame = read_table(args.csv, text_columns=contract.passthrough, **options)
+    table = load_table(args.csv, **options)
+    _reader_notes(table.notes)
+    frame = table.frame
     contract.check_columns(frame, source=source)
     check = contract.check_rows(frame)
-    is_csv = not source.lower().endswith((".parquet", ".pq"))
-    first = first_data_line(args.csv, **options) if is_csv else 0
-    where = (lambda r: f"line {r + first}") if is_csv else (lambda r: f"row {r}")
     if check.n_invalid and args.invalid == "refuse":
-        raise check.refusal(where, source=source)
+        raise check.refusal(table.where, source=source)
     model, version = load_production_model(cfg)
+    threshold = model_threshold(model)
+    if not threshold.recorded:
+        print(
+            f"warning: {cfg.registry.model_name} v{version} has no decision threshold (registered "
+            "before operating points): decided at the 0.5 rule",
+            file=sys.stderr,
+        )
     rows = np.flatnonzero(check.valid)
     if len(rows):
         x = contract.model_input(check, rows)[contract.features]
-        proba = model.predict_proba(x)[:, list(model.classes_).index(1)]
+        proba = threat_probability(model, x)
     else:
         proba = np.zeros(0)
-    # Class 1 (threat) when it is the more probable one; a tie goes to class 0, as in the
-    # pipeline's own predict() and in serving.
-    is_threat = (proba > 1.0 - proba).astype(np.int8)
+    # The model's operating point, by the one rule every door uses (serving too).
+    is_threat = decide(proba, threshold)
     schema = contract.schema
     labels = [schema.positive_label if t else schema.negative_label for t in is_threat.tolist()]
     out = scored_frame(
@@ -231,7 +296,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     summary = (
         f"{len(rows)} rows scored, {int(is_threat.sum())} threats, {imputed} with imputed "
         f"cells, {check.n_invalid} invalid (status=invalid, not scored); "
-        f"model {cfg.registry.model_name} v{version}"
+        f"model {cfg.registry.model_name} v{version} at threshold {threshold.describe()}"
     )
     if out_path is not None:
         from netsec_tasks.storage import atomic_path
@@ -248,8 +313,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     """The netsec_monitoring DAG's steps in process: verdicts into training data, then the
-    monitoring run and its commit. Only the DAG emits the retraining request (an Airflow asset
-    event); this command says whether it would."""
+    monitoring run and its commit, then ``decide_challenger`` (registry.shadow). Only the DAG
+    emits the retraining request (an Airflow asset event); this command says whether it would."""
     from netsec_tasks.feedback import feedback_to_training
     from netsec_tasks.monitoring import commit, monitor
     from netsec_tasks.monitoring.step import log_and_verdicts
@@ -271,6 +336,16 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         + (" (the netsec_monitoring DAG emits the request)" if record.trigger else "")
     )
     print(f"report:  {record.html_uri}")
+    from netsec_tasks.monitoring.shadow import decide_challenger
+
+    shadow = decide_challenger(cfg, record.run_id, reader=reader, store=store, apply=not args.dry_run)
+    if shadow.action != "none":
+        print(
+            f"challenger v{shadow.challenger_version}: {shadow.action}"
+            + (" (--dry-run: not applied)" if args.dry_run and shadow.action in ("promote", "retire") else "")
+            + f": {shadow.reason}"
+        )
+        print(f"         {shadow.html_uri}")
     return 0
 
 
@@ -338,6 +413,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("all rows:     " + "  ".join(f"{k} {v:.4f}" for k, v in rec.metrics_all_rows.items()))
     (tn, fp), (fn, tp) = rec.confusion_matrix
     print(f"confusion matrix (truth x predicted, benign/threat): TN {tn}  FP {fp}  FN {fn}  TP {tp}")
+    if rec.operating_point:
+        from netsec_tasks.operating_point import OperatingPoint, pct
+
+        op = rec.operating_point
+        fields = {k: v for k, v in op.items() if k in OperatingPoint.__dataclass_fields__}
+        print(
+            f"operating point: {OperatingPoint(**fields).summary()}"
+            + (f"; OVER the budget of {pct(op['budget'])}" if op.get("over_budget") else "")
+        )
+        print("other budgets (on these rows): budget  threshold  FPR  recall  precision at the expected rate")
+        for row in rec.budget_table:
+            prec = pct(row["precision_at_rate"]) if row["precision_at_rate"] is not None else "n/a"
+            print(
+                f"  {pct(row['budget']):>6}  {row['threshold']:.4f}  {pct(row['fpr']):>6}  "
+                f"{row['recall']:.3f}  {prec}"
+            )
     if rec.per_label:
         print("per label (recall = share put in the right class):")
         for label, v in sorted(rec.per_label.items(), key=lambda kv: kv[1]["recall"]):
@@ -431,6 +522,29 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--reason", help="kept on the rolled-back versions (netsec.rollback_reason)")
     rb.set_defaults(func=cmd_rollback)
 
+    pm = add(
+        "promote",
+        help="make the challenger (registry.shadow: the version scored in shadow) Production now",
+    )
+    pm.add_argument(
+        "--challenger", action="store_true", required=True, help="promote the challenger (the only form)"
+    )
+    pm.add_argument("--version", help="refuse unless this version is the challenger")
+    pm.add_argument("--reason", help="kept on the version (netsec.shadow_reason)")
+    pm.set_defaults(func=cmd_promote)
+
+    rj = add("reject", help="end the challenger's shadow without promoting it; Production stays")
+    rj.add_argument(
+        "--challenger", action="store_true", required=True, help="reject the challenger (the only form)"
+    )
+    rj.add_argument("--version", help="refuse unless this version is the challenger")
+    rj.add_argument(
+        "--reason",
+        default="rejected by an operator (netsec reject --challenger)",
+        help="kept on the version (netsec.shadow_reason)",
+    )
+    rj.set_defaults(func=cmd_reject)
+
     pd_ = add("push-data", help="load a CSV into the Mongo collection, idempotently")
     pd_.add_argument("csv")
     pd_.add_argument("--uri", help="MongoDB URI (default: source.mongo.uri)")
@@ -489,8 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument(
         "--dry-run",
         action="store_true",
-        help="report only: append no verdict rows to the training source and do not move the "
-        "prediction log's watermark (the next run reads the same rows)",
+        help="report only: append no verdict rows to the training source, do not move the "
+        "prediction log's watermark (the next run reads the same rows), and neither promote nor "
+        "retire a challenger",
     )
     mo.set_defaults(func=cmd_monitor)
 

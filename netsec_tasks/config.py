@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from netsec_tasks.dataset_schema import Objective
 from netsec_tasks.errors import ConfigError
 
 ENV_PREFIX = "NETSEC_"
@@ -224,21 +225,35 @@ class RegistryConfig(_Section):
     model_name: str = ""
     _derived: bool = PrivateAttr(False)
     alias: str = "production"
+    # Shadow (issue 25): a candidate that passes the promotion gate becomes the challenger (this
+    # alias) instead of Production; serving scores it beside Production without answering with
+    # it, and the netsec_monitoring DAG promotes or retires it on the traffic (section shadow).
+    shadow: bool = False
+    challenger_alias: str = "challenger"
     # Promote when new_score > production_score + margin (strictly beats) and new_score >= min_score.
     promotion_margin: float = Field(
         0.0,
         ge=-1,
         le=1,
         description=(
-            "Promote the new model only if its test score (training.metric) beats Production's on "
-            "the same test rows by more than this."
+            "Promote the new model only if its test score (its recall at its operating point; "
+            "training.metric with decision.objective=f1) beats Production's on the same test rows "
+            "by more than this."
         ),
     )
+    # The per-label guard (a multi-class raw label: NSL-KDD attack types): a candidate whose recall
+    # on any threat label with at least min_label_rows compared test rows is more than
+    # max_label_recall_drop below Production's is not promoted.
+    max_label_recall_drop: float = Field(0.05, ge=0, le=1)
+    min_label_rows: int = Field(30, ge=1)
     min_score: float = Field(
         0.8,
         ge=0,
         le=1,
-        description=("Never promote a model whose test score (training.metric) is below this."),
+        description=(
+            "With decision.objective=f1: never promote a model whose test score "
+            "(training.metric) is below this (the budget's floor is decision.min_recall)."
+        ),
     )
     # The per-call budget against an MLflow server (MLflow's MLFLOW_HTTP_REQUEST_TIMEOUT,
     # _MAX_RETRIES and _BACKOFF_FACTOR are set from these): one call during an outage fails after
@@ -252,6 +267,55 @@ class RegistryConfig(_Section):
     @classmethod
     def _unset_name(cls, v: Any) -> Any:
         return "" if v is None else v  # null in YAML or the environment: derive it
+
+    @model_validator(mode="after")
+    def _two_aliases(self) -> RegistryConfig:
+        if not self.challenger_alias.strip() or self.challenger_alias == self.alias:
+            raise ValueError(
+                f"registry.challenger_alias ({self.challenger_alias!r}) must be a name other than "
+                f"registry.alias ({self.alias!r}): the challenger never holds Production's alias"
+            )
+        return self
+
+
+class ShadowConfig(_Section):
+    """When the monitoring DAG decides a challenger (``registry.shadow``): it waits until the
+    challenger has been scored in shadow for ``min_hours`` *and* on ``min_rows`` served rows, then
+    promotes it only if its alert rate is within the budget and it is not worse than Production
+    on analysts' verdicts at ``confidence`` (one-sided); otherwise it retires it."""
+
+    min_hours: float = Field(24.0, ge=0)
+    min_rows: int = Field(1000, ge=1)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    # Rows where the two models disagree, listed in the report for analysts to label.
+    max_listed_disagreements: int = Field(50, ge=0, le=10_000)
+
+
+class DecisionConfig(_Section):
+    """Overrides of the data set's operating point (``decision`` in its schema file,
+    :class:`netsec_tasks.dataset_schema.DecisionSpec`); a null key keeps the data set's value. Resolved by
+    :func:`netsec_tasks.operating_point.decision_policy`."""
+
+    max_false_positive_rate: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="The false-positive budget: the share of benign rows that may raise an alert "
+        "(0.01 = 100 false alerts per 10,000 benign rows). Empty: the data set's (its schema file).",
+    )
+    expected_threat_rate: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="The share of threats in deployed traffic, for precision and alert load.",
+    )
+    objective: Objective | None = None  # recall_at_budget | f1; null: the data set's
+    # recall_at_budget: the floor of the test recall at the operating point (registry.min_score
+    # is the floor of objective f1's training.metric); null: the data set's.
+    min_recall: float | None = Field(None, ge=0, le=1)
+    # Confidence of every interval of a rate at the operating point (Clopper-Pearson): the margin
+    # the threshold keeps from the budget, the promotion's budget check, monitoring's live FPR.
+    confidence: float = Field(0.95, gt=0.5, lt=1)
 
 
 class EvaluationConfig(_Section):
@@ -326,7 +390,11 @@ class MonitoringConfig(_Section):
     bootstrap: int = Field(1000, ge=100, le=100_000)
     # Retrain when live F1 is below the floor with confidence: at least min_labels verdicts and
     # the upper end of F1's confidence interval below f1_floor (few labels never raise it).
-    f1_floor: float = Field(0.8, ge=0, le=1)
+    # 0.7, not 0.8: at a 1% false-positive budget the model gives up recall for precision, so its
+    # F1 on threat-rich traffic sits near 0.85 (0.89-0.95 at the old 0.5 rule), and 60 verdicts'
+    # interval reaches below 0.8 by chance (2 of 150 same-distribution seeds in
+    # tests/test_monitoring.py). The budget itself is watched by the live FPR (decision section).
+    f1_floor: float = Field(0.7, ge=0, le=1)
     min_labels: int = Field(50, ge=1)
     retrain_on_drift: bool = True
     # A surge of contract violations in served traffic (more than validation.max_invalid_share of
@@ -356,11 +424,13 @@ class PipelineConfig(_Section):
     transform: TransformConfig = TransformConfig()
     training: TrainingConfig = TrainingConfig()
     registry: RegistryConfig = RegistryConfig()
+    decision: DecisionConfig = DecisionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     storage: StorageConfig = StorageConfig()
     dask: DaskConfig = DaskConfig()
     dag: DagConfig = DagConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    shadow: ShadowConfig = ShadowConfig()
     # Where this config was loaded from (set by load_config, not by the file).
     config_dir: str = Field(str(PACKAGE_CONFIG_DIR), exclude=True)
 
@@ -396,7 +466,7 @@ class PipelineConfig(_Section):
         data = _dump(self)
         for dotted, value in overrides.items():
             _set_dotted(data, dotted.split("."), value, origin=dotted)
-        return _validate(data, origin_of={})
+        return _validate(data, origin_of={k: f"override {k}={v!r}" for k, v in overrides.items()})
 
 
 def _set_dotted(data: dict, keys: list[str], value: Any, origin: str) -> None:
@@ -442,7 +512,7 @@ def _env_overrides(environ: dict[str, str]) -> tuple[dict, dict[str, str]]:
         except yaml.YAMLError:
             value = raw
         _set_dotted(tree, keys, value, origin=name)
-        origin[".".join(keys)] = name
+        origin[".".join(keys)] = f"${name}"
     return tree, origin
 
 
@@ -457,19 +527,31 @@ def _deep_merge(base: dict, over: dict) -> dict:
 
 
 def _validate(data: dict, origin_of: dict[str, str], source: str = "config") -> PipelineConfig:
+    """Validate; a bad key is blamed on where its value came from: the file ``source``, or the
+    override in ``origin_of`` (an environment variable, ``--set``, a command-line option)."""
     try:
         cfg = PipelineConfig.model_validate(data)
     except ValidationError as exc:
         problems = []
+        from_file = False
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
-            where = f" (from ${origin_of[key]})" if key in origin_of else ""
+            origin = next((origin_of[k] for k in _prefixes(key) if k in origin_of), None)
+            from_file = from_file or origin is None
+            where = f" (from {origin})" if origin else ""
             if err["type"] == "extra_forbidden":
                 problems.append(f"unknown key '{key}'{where}")
             else:
                 problems.append(f"'{key}'{where}: {err['msg']} (got {err.get('input')!r})")
-        raise ConfigError(f"{source}: invalid configuration: " + "; ".join(problems)) from None
+        prefix = f"{source}: " if from_file else ""
+        raise ConfigError(f"{prefix}invalid configuration: " + "; ".join(problems)) from None
     return _expand(cfg)
+
+
+def _prefixes(key: str) -> list[str]:
+    """``a.b.c`` -> ``a.b.c``, ``a.b``, ``a``: an override of a section blames its keys too."""
+    parts = key.split(".")
+    return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
 
 
 def _expand(cfg: PipelineConfig) -> PipelineConfig:
@@ -510,8 +592,11 @@ def load_config(
     *,
     environ: dict[str, str] | None = None,
     overrides: dict[str, Any] | None = None,
+    override_origins: dict[str, str] | None = None,
 ) -> PipelineConfig:
-    """Load, merge and validate the configuration. Raises ConfigError naming any bad key."""
+    """Load, merge and validate the configuration. Raises ConfigError naming any bad key and
+    where its value came from. ``override_origins``: dotted key -> how the user set it, for
+    messages (``--set training.n_iter=0``)."""
     environ = dict(os.environ if environ is None else environ)
     file = find_config_file(path)
     try:
@@ -525,10 +610,11 @@ def load_config(
     data = _deep_merge(raw, env_tree)
     if environ.get("NETSEC_HOME"):
         data["workdir"] = environ["NETSEC_HOME"]
-        origin["workdir"] = "NETSEC_HOME"
+        origin["workdir"] = "$NETSEC_HOME"
     if environ.get("MLFLOW_TRACKING_URI") and "registry.tracking_uri" not in origin:
         data.setdefault("registry", {})["tracking_uri"] = environ["MLFLOW_TRACKING_URI"]
-        origin["registry.tracking_uri"] = "MLFLOW_TRACKING_URI"
+        origin["registry.tracking_uri"] = "$MLFLOW_TRACKING_URI"
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted.split("."), value, origin=dotted)
+        origin[dotted] = (override_origins or {}).get(dotted) or f"override {dotted}={value!r}"
     return _validate(data, origin, source=str(file))

@@ -9,9 +9,16 @@ apply. The rules:
   ``ignore`` columns are accepted and echoed back unchanged (:attr:`Contract.passthrough`). Any
   other column is refused, naming it, saying how to allow it, and hinting when it looks like a
   written-out row index.
-- **Typing.** Text cells are parsed per the column's dtype (``" 1 "`` is 1, ``"yes"`` is True);
-  a cell that cannot be typed is a problem of kind ``uncoercible``. Under ``strict_types`` (JSON)
-  a cell must already have the JSON type of its column: no ``"1"`` for a number, no ``true``.
+- **Typing** (one rule per dtype for every door; the README's contract section has the table).
+  ``int``/``float``: a number (CSV text such as ``" 1 "``, ``1.0``, ``-1e3``; a JSON number);
+  ``int`` also whole. A boolean is never a number (CSV ``TRUE``, JSON ``false``). ``bool``:
+  ``true``/``false`` (any case in CSV) or the numbers 1/0. ``str``: any text (a JSON number or
+  boolean is taken as its text). The machine's types bound every number on top of the schema's
+  ``min``/``max`` (:data:`MACHINE_BOUNDS`): an ``int`` fits int64 (storage, MongoDB's 8-byte
+  integers), a ``float`` fits float32 (tree models, XGBoost and the ONNX fast path compute in
+  float32), and nothing is infinite. A cell that cannot be typed is a problem of kind
+  ``uncoercible``. Under ``strict_types`` (JSON) a number or boolean must also arrive with its
+  JSON type: ``"1"`` for a number is refused, as text cannot tell a client's bug from a value.
 - **Nulls.** ``None``, NaN, an empty or blank cell and the usual null words (``NA``, ``null``...)
   are null. A nullable column's null is kept (NaN) for the model's own imputer and counted per
   row (:attr:`RowCheck.null_cells`). A null in a non-nullable column, a row with more than
@@ -31,15 +38,15 @@ quarantines the rows, JSON answers 422, CSV and the CLI refuse by default or fla
 Outputs are the same at every door (:data:`OUTPUT_COLUMNS`): the echoed input columns, then
 ``predicted_label``, ``is_threat``, ``threat_probability``, ``imputed_cells``, ``status``,
 ``reason``, ``model_version``, ``prediction_id`` (the id ``POST /feedback`` takes; empty where the
-prediction is not logged: ``netsec predict``, invalid rows). CSV outputs go through :func:`csv_chunks`, which neutralises
-cells a spreadsheet would run as a formula.
+prediction is not logged: ``netsec predict``, invalid rows). CSV outputs go through
+:func:`netsec_tasks.sinks.csv_chunks`, which neutralises cells a spreadsheet would run as a
+formula.
 """
 
 from __future__ import annotations
 
-import io
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -49,6 +56,10 @@ import pandas as pd
 from netsec_tasks.dataset_schema import RESERVED_COLUMNS, ColumnSpec, DatasetSchema
 from netsec_tasks.errors import DataError
 
+# The CSV sink's encoder lives with the other sinks' (netsec_tasks.sinks); kept importable here.
+from netsec_tasks.sinks import csv_chunks, neutralise, write_csv  # noqa: F401
+from netsec_tasks.table_io import visible
+
 Kind = Literal["uncoercible", "domain", "non_nullable", "row_null"]
 
 ROW_SCOPE = "*"  # the "column" of a problem that concerns the whole row
@@ -56,12 +67,24 @@ PROBLEM_COLUMNS = ["row", "column", "value", "reason", "allowed", "kind"]
 # What every scoring door adds after the echoed input columns, in this order.
 OUTPUT_COLUMNS = RESERVED_COLUMNS
 NULL_WORDS = frozenset({"", "na", "n/a", "nan", "null", "none", "<na>"})
-_TRUE = {"true", "t", "yes", "y", "1", "1.0"}
-_FALSE = {"false", "f", "no", "n", "0", "0.0"}
+_TRUE = {"true", "1", "1.0"}
+_FALSE = {"false", "0", "0.0"}
+_BOOL_WORDS = {"true", "false"}
 _MAX_VALUE_CHARS = 80
+# What the data path can hold, on top of the schema's min/max. int: int64 (Parquet, MongoDB's
+# 8-byte integers), checked in float64 as the contract types numbers, so the top is 2**63
+# exclusive. float: float32's largest finite value (tree models, XGBoost and the ONNX fast path
+# compute in float32, where a larger value is infinite).
+INT64_LOW, INT64_HIGH = -(2.0**63), 2.0**63
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+MACHINE_BOUNDS = {
+    "int": "outside int64 (-9223372036854775808 .. 9223372036854775807), the integers storage "
+    "and MongoDB hold",
+    "float": "beyond float32 (±3.4e38), the range the models compute in",
+}
+_NOT_FINITE = "not a finite number (infinite, or beyond float64's ±1.8e308)"
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")
 _MAX_LISTED = 10
-# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, "CSV injection").
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -111,25 +134,128 @@ def null_mask(raw: pd.Series) -> pd.Series:
 
 def show(value: Any) -> str:
     """A value for a message, as the user wrote it: a CSV column with blanks is read as floats,
-    so 5 arrives as 5.0 and is shown as 5."""
-    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
+    so 5 arrives as 5.0 and is shown as 5. A long value is cut, saying how long it was."""
+    if (
+        isinstance(value, (float, np.floating))
+        and np.isfinite(value)
+        and float(value).is_integer()
+        and abs(float(value)) < 2.0**63
+    ):
         value = int(value)
-    return str(value)[:_MAX_VALUE_CHARS]
+    try:
+        text = str(value)
+    except ValueError:  # an int too long for str() (Python's 4300-digit limit)
+        return f"<an integer of about {int(value.bit_length() * 0.30103)} digits>"
+    if len(text) > _MAX_VALUE_CHARS:
+        return f"{text[:_MAX_VALUE_CHARS]}... ({len(text)} characters)"
+    return text
 
 
 def _as_text(raw: pd.Series) -> pd.Series:
-    """Values as strings; integral floats print as integers (a str column read as 1.0 means '1')."""
+    """Values as strings: text trimmed, a JSON number as its shortest text (``1.0`` is ``"1"``),
+    a boolean as JSON spells it (``true``), so a value reads alike at the CSV and JSON doors."""
     if pd.api.types.is_float_dtype(raw):
-        return raw.map(lambda v: str(int(v)) if float(v).is_integer() else str(v))
-    return raw.map(lambda v: v.strip() if isinstance(v, str) else str(v))
+        return raw.map(lambda v: str(int(v)) if np.isfinite(v) and float(v).is_integer() else str(v))
+
+    def one(v: Any) -> str:
+        if isinstance(v, str):
+            return v.strip()
+        if _is_bool(v):
+            return "true" if v else "false"
+        if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
+            return str(int(v))
+        return str(v)
+
+    return raw.map(one)
 
 
 def _is_number(v: Any) -> bool:
     try:
         float(v)
         return True
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return False
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, (bool, np.bool_))
+
+
+def _to_float(v: Any) -> float:
+    """One cell as float64: NaN when it is not a number, ±inf when it overflows float64 (a
+    400-digit integer). Never raises."""
+    if v is None or _is_bool(v):
+        return np.nan
+    if isinstance(v, str):
+        v = v.strip()
+        if not _NUMBER.match(v) and v.lower() not in ("inf", "+inf", "-inf", "infinity", "-infinity", "nan"):
+            return np.nan
+        return float(v)  # a decimal text beyond float64 is inf, not an error
+    if isinstance(v, (int, np.integer)):
+        try:
+            return float(v)
+        except OverflowError:
+            return np.inf if v > 0 else -np.inf
+    if isinstance(v, (float, np.floating)):
+        return float(v)
+    return np.nan
+
+
+def to_numbers(values: pd.Series) -> pd.Series:
+    """Cells as float64 (NaN where not a number; see :func:`_to_float`) in one vectorised pass
+    when pandas can, cell by cell when a value overflows its parser. Booleans are not numbers."""
+    if pd.api.types.is_bool_dtype(values):
+        return pd.Series(np.nan, index=values.index)
+    if pd.api.types.is_numeric_dtype(values):
+        return values.astype(float)
+    cleaned = values.map(lambda v: np.nan if _is_bool(v) else v.strip() if isinstance(v, str) else v)
+    try:
+        return pd.to_numeric(cleaned, errors="coerce").astype(float)
+    except (OverflowError, TypeError, ValueError):
+        return pd.Series([_to_float(v) for v in values.tolist()], index=values.index, dtype=float)
+
+
+_INTEGER_TEXT = re.compile(r"^[+-]?\d{19,}$")  # digits enough to leave int64
+
+
+def _beyond_int64(value: Any) -> bool:
+    """An integer (a Python int, or integer text) outside int64, checked exactly: float64 cannot
+    tell -2**63-1 from -2**63."""
+    if isinstance(value, str):
+        value = value.strip()
+        if not _INTEGER_TEXT.match(value):
+            return False
+        value = int(value)
+    elif not isinstance(value, int) or isinstance(value, bool):
+        return False
+    return not -(2**63) <= value < 2**63
+
+
+def _exact_int64_overflow(raw: pd.Series, dtype: str) -> pd.Series:
+    """For an int column of text or Python ints: the cells beyond int64, exactly."""
+    if dtype != "int" or not (raw.dtype == object or pd.api.types.is_string_dtype(raw)):
+        return pd.Series(False, index=raw.index)
+    return raw.map(_beyond_int64).astype(bool)
+
+
+def machine_bad(numbers: np.ndarray, dtype: str) -> np.ndarray:
+    """Finite values the data path cannot hold for a column of ``dtype`` (:data:`MACHINE_BOUNDS`)."""
+    with np.errstate(invalid="ignore"):
+        if dtype == "int":
+            return np.isfinite(numbers) & ((numbers < INT64_LOW) | (numbers >= INT64_HIGH))
+        if dtype == "float":
+            return np.isfinite(numbers) & (np.abs(numbers) > FLOAT32_MAX)
+    return np.zeros(len(numbers), dtype=bool)
+
+
+def _not_a_number(spec_dtype: str) -> Callable[[Any], str]:
+    def reason(value: Any) -> str:
+        text = value.strip() if isinstance(value, str) else ""
+        if _DECIMAL_COMMA.match(text):
+            return f"not a number ({spec_dtype} column): a decimal comma? write {text.replace(',', '.')}"
+        return f"not a number ({spec_dtype} column)"
+
+    return reason
 
 
 def allowed_text(spec: ColumnSpec) -> str:
@@ -151,14 +277,18 @@ def allowed_text(spec: ColumnSpec) -> str:
     return " ".join(parts)
 
 
-def _uncoercible(rows: np.ndarray, column: str, values: Any, reason: str, spec: ColumnSpec) -> pd.DataFrame:
-    """Problem rows (PROBLEM_COLUMNS) for cells of ``column`` that cannot be read as its type."""
+def _uncoercible(
+    rows: np.ndarray, column: str, values: Any, reason: str | Callable[[Any], str], spec: ColumnSpec
+) -> pd.DataFrame:
+    """Problem rows (PROBLEM_COLUMNS) for cells of ``column`` that cannot be read as its type;
+    ``reason`` is text, or a function of the value."""
+    values = list(values)
     return pd.DataFrame(
         {
             "row": rows,
             "column": column,
             "value": [show(v) for v in values],
-            "reason": reason,
+            "reason": [reason(v) for v in values] if callable(reason) else reason,
             "allowed": allowed_text(spec),
             "kind": "uncoercible",
         }
@@ -170,76 +300,89 @@ def allowed_values(allowed: Sequence[Any], dtype: str) -> list[Any]:
     if dtype in ("int", "float"):
         return [float(a) for a in allowed if _is_number(a)]
     if dtype == "bool":
-        return sorted({str(a).strip().lower() in _TRUE for a in allowed})
+        return sorted({a if _is_bool(a) else str(a).strip().lower() in _TRUE for a in allowed})
     return [str(a) for a in allowed]
 
 
 @dataclass
 class Coerced:
     typed: pd.Series  # typed values, NaN/None where null or unusable
-    bad: list[tuple[pd.Series, str]]  # (mask, reason): value present but not of the column type
+    bad: list[tuple[pd.Series, str | Callable[[Any], str]]]  # (mask, reason or reason of a value)
 
 
 def coerce(raw: pd.Series, spec: ColumnSpec, null: pd.Series, *, strict: bool = False) -> Coerced:
-    """Type one column per its spec; flag values that cannot be typed (domains are checked later).
+    """Type one column per its spec (the typing rule in the module doc); flag values that cannot
+    be typed or held (:data:`MACHINE_BOUNDS`). Domains are checked later.
 
-    ``strict``: cells must already be of the column's JSON type (number, bool or text); used for
-    JSON requests, where ``"1"`` for a number or ``true`` for an integer is a client bug.
+    ``strict`` (JSON requests): a number or boolean must arrive with its JSON type; ``"1"`` for
+    a number is a client bug there, while a CSV cell is always text.
     """
     present = ~null
     if spec.dtype in ("int", "float"):
-        wrong_type = pd.Series(False, index=raw.index)
+        # A boolean is never a number: a bool column, a Python bool (JSON), or, in a CSV's
+        # text, TRUE/false (a spreadsheet's booleans).
         if pd.api.types.is_bool_dtype(raw):
-            numbers = raw.astype(float)
-            if strict:
-                wrong_type = present.copy()
-        elif pd.api.types.is_numeric_dtype(raw):
-            numbers = raw.astype(float)
+            is_bool = present.copy()
+        elif raw.dtype == object or pd.api.types.is_string_dtype(raw):
+            is_bool = present & raw.map(
+                lambda v: (
+                    _is_bool(v) or (not strict and isinstance(v, str) and v.strip().lower() in _BOOL_WORDS)
+                )
+            ).astype(bool)
         else:
-            if strict:
-                wrong_type = present & raw.map(lambda v: type(v) is bool or not isinstance(v, (int, float)))
-            numbers = pd.to_numeric(
-                raw.where(present & ~wrong_type).map(lambda v: v.strip() if isinstance(v, str) else v),
-                errors="coerce",
-            ).astype(float)
-        finite = np.isfinite(numbers)
-        not_number = present & ~wrong_type & numbers.isna()
-        bad = [
-            (wrong_type, f"must be a number ({spec.dtype} column)"),
-            (not_number, f"not a number ({spec.dtype} column)"),
-            (present & numbers.notna() & ~finite, "not a finite number"),
+            is_bool = pd.Series(False, index=raw.index)
+        wrong_type = pd.Series(False, index=raw.index)
+        if strict and (raw.dtype == object or pd.api.types.is_string_dtype(raw)):
+            wrong_type = present & ~is_bool & raw.map(lambda v: not isinstance(v, (int, float, np.number)))
+        numbers = to_numbers(raw.where(present & ~wrong_type & ~is_bool))
+        values = numbers.to_numpy(dtype=np.float64)
+        finite = np.isfinite(values)
+        not_number = present & ~wrong_type & ~is_bool & numbers.isna()
+        # An integer beyond int64 is named so even when it also overflows float64 (400 digits).
+        int_over = present & ~wrong_type & _exact_int64_overflow(raw, spec.dtype)
+        bad: list[tuple[pd.Series, str | Callable[[Any], str]]] = [
+            (is_bool, f"a boolean, not a number ({spec.dtype} column)"),
+            (wrong_type, f"must be a JSON number ({spec.dtype} column), not text"),
+            (not_number, _not_a_number(spec.dtype)),
+            (present & numbers.notna() & ~finite & ~int_over, _NOT_FINITE),
+            (
+                pd.Series(machine_bad(values, spec.dtype), index=raw.index) | int_over,
+                MACHINE_BOUNDS[spec.dtype],
+            ),
         ]
         if spec.dtype == "int":
-            bad.append((present & finite & (numbers % 1 != 0), "not an integer"))
+            with np.errstate(invalid="ignore"):
+                fraction = finite & (np.where(finite, values, 0.0) % 1 != 0)
+            bad.append((pd.Series(fraction, index=raw.index), "not an integer"))
         any_bad = bad[0][0].copy()
         for mask, _ in bad[1:]:
             any_bad |= mask
         return Coerced(numbers.where(present & ~any_bad), bad)
     if spec.dtype == "bool":
-        if strict:
-            wrong_type = present & raw.map(lambda v: type(v) is not bool and not isinstance(v, np.bool_))
-            text = raw.where(present & ~wrong_type).map(
-                lambda v: str(v).strip().lower() if v is not None and v == v else v
-            )
-        else:
-            wrong_type = pd.Series(False, index=raw.index)
-            text = raw.where(present).map(lambda v: str(v).strip().lower() if v is not None else v)
-        truthy, falsy = text.isin(_TRUE), text.isin(_FALSE)
+        values = raw.where(present)
+        is_bool = values.map(_is_bool).astype(bool)
+        is_text = values.map(lambda v: isinstance(v, str)).astype(bool)
+        wrong_type = (present & is_text) if strict else pd.Series(False, index=raw.index)
+        text = values.where(~wrong_type).map(
+            lambda v: str(v).strip().lower() if v is not None and not _is_bool(v) and v == v else v
+        )
+        truthy = (is_bool & values.map(lambda v: v is True or v is np.True_)) | text.isin(_TRUE)
+        falsy = (is_bool & values.map(lambda v: v is False or v is np.False_)) | text.isin(_FALSE)
         bad_value = present & ~wrong_type & ~truthy & ~falsy
         typed = pd.Series(None, index=raw.index, dtype=object)
-        typed[truthy.to_numpy()] = True
-        typed[falsy.to_numpy()] = False
+        typed[truthy.to_numpy(dtype=bool)] = True
+        typed[falsy.to_numpy(dtype=bool)] = False
         return Coerced(
             typed,
             [
-                (wrong_type, "must be true or false (bool column)"),
-                (bad_value, "not a boolean (true/false, yes/no, 1/0)"),
+                (wrong_type, "must be JSON true or false (bool column), not text"),
+                (bad_value, "not a boolean (true/false or 1/0)"),
             ],
         )
-    # str
+    # str: any text; a number or a boolean is taken as its text.
     wrong_type = pd.Series(False, index=raw.index)
     if strict and (raw.dtype == object):
-        wrong_type = present & raw.map(lambda v: not isinstance(v, (str, int, float)) or type(v) is bool)
+        wrong_type = present & raw.map(lambda v: not isinstance(v, (str, int, float, bool, np.generic)))
     text = _as_text(raw.where(present & ~wrong_type).dropna())
     typed = pd.Series(np.nan, index=raw.index, dtype=object)
     typed.loc[text.index] = text
@@ -320,6 +463,43 @@ class RowCheck(RowValidity):
         return ContractError(msg, problems=problems, source=source)
 
 
+def _normalised(name: str) -> str:
+    import unicodedata
+
+    from netsec_tasks.table_io import INVISIBLE_CATEGORIES
+
+    folded = unicodedata.normalize("NFKC", str(name))
+    return "".join(
+        c for c in folded if unicodedata.category(c) not in INVISIBLE_CATEGORIES and not c.isspace()
+    ).lower()
+
+
+def near_match(name: str, candidates: Iterable[str], *, reverse: bool = False) -> str | None:
+    """How ``name`` nearly matches one of ``candidates``, in words, or None. ``reverse``: the
+    candidates are what the file has (``found '...'``), else what the schema has."""
+    import difflib
+
+    candidates = [str(c) for c in candidates if str(c) != str(name)]
+    key = _normalised(name)
+    for c in candidates:
+        if _normalised(c) == key:
+            found, wanted = (c, name) if reverse else (name, c)
+            invisible = [ch for ch in found if visible(ch) != ch]
+            if invisible:
+                what = ", ".join(f"U+{ord(ch):04X}" for ch in dict.fromkeys(invisible))
+                return (
+                    f"found '{visible(found)}': it holds the invisible character{'s' if len(invisible) > 1 else ''} "
+                    f"{what}; retype the name as '{wanted}'"
+                )
+            if found.lower() == wanted.lower():
+                return f"found '{found}': names are case-sensitive; write '{wanted}'"
+            return f"found '{visible(found)}': write '{wanted}' exactly"
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.85)
+    if close:
+        return f"found '{visible(close[0])}'" if reverse else f"did you mean '{close[0]}'?"
+    return None
+
+
 def describe(column: str, value: Any, reason: str) -> str:
     if column == ROW_SCOPE:
         return f"{reason} ({value})"
@@ -377,15 +557,36 @@ class Contract:
         return [str(c) for c in columns if str(c) not in known]
 
     def unknown_columns_message(self, unknown: Sequence[str], frame: pd.DataFrame | None = None) -> str:
-        """Names the columns, says how to allow them, and hints at a written-out index."""
+        """Names the columns, says how to allow them (a name the outputs use needs a ``rename``
+        first: listing it alone would be refused), and hints at a written-out index or a near
+        match of a feature's name."""
+        outputs = [c for c in unknown if c in OUTPUT_COLUMNS]
+        near = {c: m for c in unknown if (m := near_match(c, self.features))}
         msg = (
-            f"unknown column{'s' if len(unknown) != 1 else ''} {listed(repr(c) for c in unknown)}: "
+            f"unknown column{'s' if len(unknown) != 1 else ''} {listed(repr(visible(c)) for c in unknown)}: "
             f"not a feature of the '{self.name}' schema. To send a column through and get it "
             f"back unchanged, list it under id_columns (or ignore) in the schema "
             f"(config/schema/{self.name}.yaml); otherwise drop it"
         )
+        if outputs:
+            msg += (
+                f". {listed(repr(c) for c in outputs)} is also the name of an output column: "
+                f"map it to a name of your own with the schema's rename (rename: "
+                f"{{{outputs[0]}: source_{outputs[0]}}}) and list that name under id_columns"
+            )
+        if near:
+            msg += ". " + "; ".join(f"'{visible(c)}' {why}" for c, why in near.items())
+        empty = [c for c in unknown if re.fullmatch(r"Unnamed: [1-9]\d*", str(c))]
+        if empty:
+            msg += ". " + "; ".join(
+                f"'{c}' is field {int(str(c).split()[1]) + 1} of the header, which is empty: name the "
+                "column or remove it"
+                for c in empty
+            )
         index_like = [
-            c for c in unknown if looks_like_index(c, None if frame is None or c not in frame else frame[c])
+            c
+            for c in unknown
+            if c not in empty and looks_like_index(c, None if frame is None or c not in frame else frame[c])
         ]
         if index_like:
             msg += (
@@ -396,11 +597,13 @@ class Contract:
         return msg
 
     def missing_columns_message(self, missing: Sequence[str], present: Iterable[Any]) -> str:
-        lower = {str(c).lower(): str(c) for c in present}
-        hints = [
-            f"{m} (found '{lower[m.lower()]}': names are case-sensitive)" if m.lower() in lower else m
-            for m in missing
-        ]
+        """Names the missing columns and, for each, a present column that nearly matches it
+        (another case, an invisible character, a typo) and what differs."""
+        present = [str(c) for c in present]
+        hints = []
+        for m in missing:
+            near = near_match(m, present, reverse=True)
+            hints.append(f"{m} ({near})" if near else m)
         return f"missing columns required by the schema: {listed(hints)}"
 
     def check_columns(self, frame: pd.DataFrame, *, source: str | None = None) -> None:
@@ -489,16 +692,20 @@ class Contract:
             finite = np.isfinite(arr)
             is_int = np.array([self.schema.columns[c].dtype == "int" for c in block])
             not_int = finite & is_int & (np.where(finite, arr, 0.0) % 1 != 0)
-            bad = (~isnull & ~finite, not_int)
             for j, col in enumerate(block):
+                spec = self.schema.columns[col]
+                held = machine_bad(arr[:, j], spec.dtype)
                 nulls[col] = pd.Series(isnull[:, j])
-                typed[col] = pd.Series(np.where(finite[:, j] & ~not_int[:, j], arr[:, j], np.nan))
-                for mask, reason in zip(
-                    (bad[0][:, j], bad[1][:, j]), ("not a finite number", "not an integer")
+                typed[col] = pd.Series(np.where(finite[:, j] & ~not_int[:, j] & ~held, arr[:, j], np.nan))
+                for mask, reason in (
+                    (~isnull[:, j] & ~finite[:, j], _NOT_FINITE),
+                    (held, MACHINE_BOUNDS[spec.dtype]),
+                    (not_int[:, j] & ~held, "not an integer"),
                 ):
                     if mask.any():
                         rows = np.flatnonzero(mask)
-                        parts.append(_uncoercible(rows, col, arr[rows, j], reason, self.schema.columns[col]))
+                        raw_values = frame[col].iloc[rows]
+                        parts.append(_uncoercible(rows, col, raw_values, reason, spec))
         for col in features:
             if col in typed:
                 continue
@@ -507,11 +714,11 @@ class Contract:
             nulls[col] = null_mask(raw)
             co = coerce(raw, spec, nulls[col], strict=strict_types)
             typed[col] = co.typed
-            for mask, reason in co.bad:
-                mask = mask.fillna(False).to_numpy(dtype=bool)
-                if mask.any():
-                    rows = np.flatnonzero(mask)
-                    parts.append(_uncoercible(rows, col, raw.iloc[rows], reason, spec))
+            for bad_mask, why in co.bad:
+                hit = pd.Series(bad_mask).fillna(False).to_numpy(dtype=bool)
+                if hit.any():
+                    rows = np.flatnonzero(hit)
+                    parts.append(_uncoercible(rows, col, raw.iloc[rows], why, spec))
         null_frame = pd.DataFrame(nulls, index=pd.RangeIndex(n), columns=features, dtype=bool)
         null_cells = null_frame.sum(axis=1).to_numpy(dtype=np.int64)
         checked = pd.DataFrame(typed, index=pd.RangeIndex(n), columns=features)
@@ -545,7 +752,7 @@ class Contract:
             if col not in frame.columns or self.schema.columns[col].dtype not in ("int", "float"):
                 continue
             dtype = frame[col].dtype
-            if dtype.kind in "iuf":
+            if dtype.kind in "if" or (dtype.kind == "u" and dtype.itemsize < 8):
                 out.append(col)
         return out
 
@@ -822,45 +1029,3 @@ def scored_frame(
         ids[np.asarray(valid, dtype=bool)] = prediction_ids
     out["prediction_id"] = pd.Series(ids, dtype=object)
     return out
-
-
-# --------------------------------------------------------------------------- safe CSV
-
-
-def neutralise(value: Any) -> Any:
-    """A text cell a spreadsheet would run as a formula, made inert with a leading ``'``
-    (OWASP's advice for CSV injection). Numbers, and text that is a plain number such as
-    ``-1``, stay as they are."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NUMBER.match(value):
-        return "'" + value
-    return value
-
-
-def safe_for_csv(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy whose text cells are :func:`neutralise`-d; numeric columns are untouched."""
-    out = frame.copy(deep=False)
-    for col in out.columns:
-        s = out[col]
-        if s.dtype == object or pd.api.types.is_string_dtype(s):
-            # A list, not Series.map: map re-infers the dtype and would print -1 as -1.0.
-            out[col] = pd.Series([neutralise(v) for v in s], index=s.index, dtype=object)
-    out.columns = [neutralise(str(c)) for c in out.columns]
-    return out
-
-
-def csv_chunks(frame: pd.DataFrame, *, chunk_rows: int = 5000) -> Iterator[bytes]:
-    """``frame`` as UTF-8 CSV (header first), neutralised, ``chunk_rows`` rows per chunk, so a
-    large result is streamed instead of built as one string."""
-    for start in range(0, max(len(frame), 1), chunk_rows):
-        part = safe_for_csv(frame.iloc[start : start + chunk_rows])
-        buf = io.StringIO()
-        # CRLF (RFC 4180): the csv module then quotes any cell holding a CR or LF; with "\n"
-        # alone a bare CR inside a cell would be written unquoted and split the row on reading.
-        part.to_csv(buf, index=False, header=start == 0, lineterminator="\r\n")
-        yield buf.getvalue().encode("utf-8")
-
-
-def write_csv(frame: pd.DataFrame, fh) -> None:
-    """Write ``frame`` as neutralised CSV to a binary or text file object."""
-    for chunk in csv_chunks(frame):
-        fh.write(chunk if "b" in getattr(fh, "mode", "b") else chunk.decode("utf-8"))

@@ -4,11 +4,15 @@
 A new data set is a new schema file, not new code (worked example: ``docs/new-dataset.md``).
 A schema lists the feature columns with their dtype (``int``, ``float``, ``str``, ``bool``),
 allowed values or a ``min``/``max`` range, nullability and encoding; the columns to ignore
-(identifiers, raw URLs); the identifier columns (``id_columns``: accepted and echoed back by every
+(identifiers, raw URLs); the data set's operating point (``decision``: the false-positive
+budget, the expected threat rate and the objective, :class:`DecisionSpec`); the identifier columns (``id_columns``: accepted and echoed back by every
 scoring door, like the ignored columns and the target); and the target column with its label
 mapping (:class:`TargetSpec`: which raw labels are the threat class; the model itself is always
 binary, threat or benign). ``file_columns`` names the columns of a header-less file in file
-order. ``version`` is the schema's own version (free text, e.g. ``"2"`` or a date), shown by
+order. ``rename`` maps a file's column name to the schema's (``rename: {status: label}``),
+at every door that reads rows (CSV and Parquet files, JSON records, MongoDB documents): files may
+use any names, including those of the scoring outputs (:data:`RESERVED_COLUMNS`), which the
+schema's own names may not take. ``version`` is the schema's own version (free text, e.g. ``"2"`` or a date), shown by
 serving's ``/model`` and recorded on the model version (``netsec.schema_version``) so a model can
 be matched with the contract it was trained under.
 
@@ -80,6 +84,33 @@ class ColumnSpec(BaseModel):
 
 THREAT_NAME = "threat"
 BENIGN_NAME = "benign"
+
+# How a model's operating point is chosen (netsec_tasks.operating_point); the pipeline config's
+# ``decision`` section overrides any of these keys.
+Objective = Literal["recall_at_budget", "f1"]
+
+
+class DecisionSpec(BaseModel):
+    """The data set's operating point: where it is deployed decides how many false alerts its
+    analysts can take and how rare threats are there, so these live with the data set.
+
+    - ``max_false_positive_rate``: the budget, the share of benign rows that may raise an alert
+      (0.01: 100 false alerts per 10,000 benign rows).
+    - ``expected_threat_rate``: the share of threats in deployed traffic (the base rate), for
+      the precision and alert load reported at that rate; test splits are far richer in threats.
+    - ``objective``: ``recall_at_budget`` (candidates are selected, and the threshold chosen, for
+      the highest recall whose false-positive rate is within the budget) or ``f1`` (the rule
+      before the budget existed: selection by ``training.metric`` at P(threat) > 0.5).
+    - ``min_recall``: with ``recall_at_budget``, no model whose test recall at its operating
+      point is below this is promoted (``registry.min_score`` is the floor of ``f1``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_false_positive_rate: float = Field(0.01, gt=0, lt=1)
+    expected_threat_rate: float = Field(0.01, gt=0, lt=1)
+    objective: Objective = "recall_at_budget"
+    min_recall: float = Field(0.5, ge=0, le=1)
 
 
 def _as_list(value: Any) -> list[Any] | None:
@@ -242,6 +273,10 @@ class DatasetSchema(BaseModel):
     id_columns: list[str] = []
     # The column names of a header-less file, in file order (e.g. the KDD/NSL-KDD files).
     file_columns: list[str] | None = None
+    # A file's column name -> this schema's name for it (applied at every door that reads rows).
+    rename: dict[str, str] = {}
+    # The operating point's defaults for this data set (DecisionSpec); config `decision` overrides.
+    decision: DecisionSpec = DecisionSpec()
 
     @field_validator("version", mode="before")
     @classmethod
@@ -270,10 +305,29 @@ class DatasetSchema(BaseModel):
             if c in RESERVED_COLUMNS
         ]
         if reserved:
+            first = reserved[0]
             raise ValueError(
-                f"{reserved}: reserved for the scoring outputs "
-                f"({', '.join(RESERVED_COLUMNS)}); rename the column"
+                f"{reserved}: reserved for the scoring outputs ({', '.join(RESERVED_COLUMNS)}). "
+                f"Give the column another name in this schema and map the files' name to it "
+                f"with rename (e.g. rename: {{{first}: source_{first}}}, then use source_{first} "
+                "here); the files keep their names"
             )
+        known = {*self.columns, *self.ignore, *self.id_columns, self.target.column}
+        for old, new in self.rename.items():
+            if new not in known:
+                raise ValueError(
+                    f"rename maps {old!r} to {new!r}, which is not a feature, the target, "
+                    "ignore or id_columns; add it to one of those"
+                )
+            if old in known:
+                raise ValueError(
+                    f"rename maps {old!r}, which is itself a column of this schema; rename maps "
+                    "a file's name to a schema name that differs from it"
+                )
+        targets = list(self.rename.values())
+        dup = sorted({c for c in targets if targets.count(c) > 1})
+        if dup:
+            raise ValueError(f"rename maps several file names to {dup}; map one name to each column")
         both = sorted(set(self.ignore) & set(self.id_columns))
         if both:
             raise ValueError(f"{both} are in both ignore and id_columns; list each column once")
@@ -378,15 +432,60 @@ class DatasetSchema(BaseModel):
                 seen[key] = value
         return list(seen.values())
 
-    def read_options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`netsec_tasks.table_io.read_table` (and
-        ``read_csv_bytes``) for this data set's files: with ``file_columns``, a CSV file without
-        a header row gets those names (without the target column when its field count says so:
-        a file to score); a file that starts with a header row naming the features is read by
-        its header. Empty without ``file_columns``."""
-        if not self.file_columns:
-            return {}
-        return {"names": list(self.file_columns), "required": self.features, "optional": [self.target.column]}
+    def read_options(self, *, labelled: bool = False, echo: bool = False) -> dict[str, Any]:
+        """Keyword arguments of :func:`netsec_tasks.table_io.read_csv` (and ``load_table``,
+        ``read_table``, ``iter_table_chunks``) for this data set's files: the features (a first
+        line naming them all is a header row), the ``str`` features read as text (``007`` stays
+        ``007`` at every door, as a JSON ``"007"`` does), ``rename``, and with ``file_columns``
+        the layouts a header-less file may have (:meth:`file_layouts`). ``labelled``: the door
+        needs the target (training, validate, evaluate, push-data), so layouts without it are
+        not offered. ``echo``: the passthrough columns are read exactly as written, to be echoed
+        back (the scoring doors)."""
+        out: dict[str, Any] = {
+            "required": self.features,
+            "str_columns": [c for c, spec in self.columns.items() if spec.dtype == "str"],
+        }
+        if echo:
+            out["text_columns"] = self.passthrough
+        if self.rename:
+            out["rename"] = dict(self.rename)
+        if self.file_columns:
+            out["names"] = list(self.file_columns)
+            out["layouts"] = self.file_layouts(labelled=labelled)
+        return out
+
+    def file_layouts(self, *, labelled: bool = False) -> list[Any]:
+        """The column layouts a header-less file may have, preferred first: all of
+        ``file_columns``; without the ignored and id columns; and (unless ``labelled``) without
+        the target, and without both. A file's field count picks one; a count two layouts share
+        goes to the first whose target column holds known labels in most of the first lines (a
+        labelled file without its trailing ``difficulty`` column keeps its label; a file without
+        the label keeps its ``difficulty``), and the reader notes the other."""
+        from netsec_tasks.table_io import Layout
+
+        cols = list(self.file_columns or [])
+        extra = [c for c in cols if c in set(self.ignore) | set(self.id_columns)]
+        target = self.target.column
+
+        def without(drop: list[str]) -> tuple[str, ...]:
+            return tuple(c for c in cols if c not in drop)
+
+        candidates = [(f"all {len(cols)} file_columns", tuple(cols))]
+        if extra:
+            candidates.append((f"without {', '.join(extra)}", without(extra)))
+        if not labelled and target in cols:
+            candidates.append((f"without {target}", without([target])))
+            if extra:
+                candidates.append((f"without {target}, {', '.join(extra)}", without([target, *extra])))
+        known = frozenset(label_key(v) for v in self.target.known_labels)
+        seen: set[tuple[str, ...]] = set()
+        out = []
+        for label, columns in candidates:
+            if columns not in seen:
+                seen.add(columns)
+                probe = (target, known) if target in columns and known else None
+                out.append(Layout(label, columns, probe))
+        return out
 
 
 def label_keys(series) -> Any:

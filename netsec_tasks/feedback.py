@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from netsec_tasks.errors import DataError
+from netsec_tasks.sinks import json_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from netsec_tasks.config import PipelineConfig
@@ -294,7 +295,7 @@ class JsonlFeedbackStore:
                     new.append(event)
                 results.append(result)
             if new:
-                data = "".join(json.dumps(e, default=str) + "\n" for e in new)
+                data = "".join(json_text(e) + "\n" for e in new)  # the JSON sink's encoder
                 with open(self.path, "a", encoding="utf-8") as fh:
                     fh.write(data)
                     fh.flush()

@@ -34,7 +34,6 @@ this says how it does on that file:
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import re
@@ -43,14 +42,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.contract import Contract, show
 from netsec_tasks.errors import ConfigError, DataError, NetsecError, RegistryError
-from netsec_tasks.html_report import escape, page, png_image
-from netsec_tasks.plain import plain
-from netsec_tasks.records import EvaluationRecord, safe_name, sha256_file
+from netsec_tasks.html_report import escape, number, page, png_image
+from netsec_tasks.records import EvaluationRecord, sha256_file
+from netsec_tasks.sinks import (
+    MLFLOW_TAG_CHARS,
+    file_name,
+    json_text,
+    mlflow_key,
+    mlflow_value,
+    plot_text,
+    yaml_text,
+)
 from netsec_tasks.storage import atomic_write
 from netsec_tasks.tracking import TAG_PREFIX
 
@@ -140,15 +146,26 @@ def evaluate_file(
     Raises DataError/ContractError (the file), ConfigError (a model of another data set),
     RegistryError (no model), SourceUnavailable (registry unreachable).
     """
+    from netsec_tasks.operating_point import (
+        TABLE_BUDGETS,
+        budget_table,
+        decide,
+        decision_policy,
+        model_threshold,
+        threat_probability,
+    )
     from netsec_tasks.registry import differences, load_version
-    from netsec_tasks.table_io import first_data_line, read_table
+    from netsec_tasks.table_io import load_table
     from netsec_tasks.threat_metrics import evaluate_predictions
 
     contract = Contract.from_config(cfg)
     schema = contract.schema
     source = str(path)
     target = schema.target.column
-    frame = read_table(path, text_columns=contract.passthrough, **schema.read_options())
+    table = load_table(path, **schema.read_options(labelled=True, echo=True))
+    for note in table.notes:
+        log.warning("%s: %s", source, note)
+    frame = table.frame
     if target not in frame.columns:
         raise DataError(
             f"no label column '{target}': evaluate needs a labelled file (the "
@@ -157,9 +174,7 @@ def evaluate_file(
             columns=[target],
         )
     contract.check_columns(frame, source=source)
-    is_csv = not source.lower().endswith((".parquet", ".pq"))
-    first = first_data_line(path, **schema.read_options()) if is_csv else 0
-    where = (lambda r: f"line {r + first}") if is_csv else (lambda r: f"row {r}")
+    where = table.where
     labels = contract.check_labels(frame[target])
     if labels.refused.any():
         raise labels.error(source=source, where=where)  # unlisted labels: always an error
@@ -201,10 +216,10 @@ def evaluate_file(
         )
     model = load_version(cfg, name, version)
     x = contract.model_input(check, rows)[contract.features]
-    classes = list(getattr(model, "classes_", [0, 1]))
-    proba_all = np.asarray(model.predict_proba(x))[:, classes.index(1)]
-    # Class 1 when it is the more probable one (ties: 0), as predict() and serving decide.
-    pred_all = (proba_all > 1.0 - proba_all).astype(int)
+    threshold = model_threshold(model)
+    proba_all = threat_probability(model, x)
+    # At the model's own operating point, by the rule every door uses (serving, netsec predict).
+    pred_all = decide(proba_all, threshold).astype(int)
     y_all = labels.is_threat[rows].astype(int)
     metrics_all = _ordered(evaluate_predictions(y_all, pred_all, proba_all)["metrics"])
     seen_mask = _trained_on(cfg, name, version, tags, x, labels.typed.iloc[rows], schema)
@@ -238,6 +253,12 @@ def evaluate_file(
         )
     proba, pred, y = proba_all[unseen], pred_all[unseen], y_all[unseen]
     result = evaluate_predictions(y, pred, proba)
+    # At the operating point, for the deployment's threat rate (not the file's), and the
+    # threshold other budgets would need on these rows.
+    policy = decision_policy(cfg, schema)
+    point = policy.point(y, proba, threshold, decisions=pred)
+    budgets = sorted({*TABLE_BUDGETS, policy.budget})
+    budgets_table = budget_table(y, proba, tuple(budgets), expected_threat_rate=policy.expected_threat_rate)
     metrics = _ordered(result["metrics"])
     if n_seen and unseen.sum() < len(rows):
         warnings[-1] += (
@@ -256,15 +277,17 @@ def evaluate_file(
     trained_on = _training_labels(cfg, tags, target) if multi else None
     per_label = _per_label(raw_labels, y, pred, trained_on) if multi else None
 
-    stem = safe_name(Path(source).name)
+    stem = file_name(Path(source).name, unique=True)
     out = (
-        Path(out_dir) if out_dir else Path(cfg.workdir) / "evaluate" / f"{safe_name(name)}-v{version}-{stem}"
+        Path(out_dir)
+        if out_dir
+        else Path(cfg.workdir) / "evaluate" / f"{file_name(name, unique=True)}-v{file_name(version)}-{stem}"
     )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create the output folder: {exc.strerror}", source=str(out)) from None
-    plots = _plots(y, pred, proba, per_label, out / "plots", schema)
+    plots = _plots(y, pred, proba, per_label, out / "plots", schema, threshold.value)
     sha = sha256_file(path) if Path(path).is_file() else None
     doc = {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -291,7 +314,17 @@ def evaluate_file(
             "trained_on": n_seen,
             "headline": int(unseen.sum()),
         },
-        "threshold": "threat when P(threat) > 0.5",
+        "threshold": threshold.value,
+        "threshold_recorded": threshold.recorded,
+        # What the threshold does on the headline rows: FPR with its interval, recall, precision
+        # at the expected threat rate, false alerts per 10,000 benign rows; and other budgets.
+        "operating_point": {
+            **point.to_dict(),
+            "max_false_positive_rate": _float(tags.get(TAG_PREFIX + "max_false_positive_rate")),
+            "over_budget": point.over_budget(policy.budget),
+            "budget": policy.budget,
+        },
+        "budget_table": budgets_table,
         "metrics": {k: round(v, 6) for k, v in metrics.items()},
         "metrics_all_rows": {k: round(v, 6) for k, v in metrics_all.items()},
         "confusion_matrix": {
@@ -300,10 +333,7 @@ def evaluate_file(
         },
         **({"per_label": per_label} if per_label is not None else {}),
     }
-    report = atomic_write(
-        out / "evaluation_report.yaml",
-        yaml.safe_dump(plain(doc), sort_keys=False, allow_unicode=True, width=120),
-    )
+    report = atomic_write(out / "evaluation_report.yaml", yaml_text(doc))
     page = atomic_write(out / "evaluation_report.html", render_html(doc, plots))
     run_id = _track(cfg, mv, doc, out) if track else None
     log.info(
@@ -328,6 +358,8 @@ def evaluate_file(
         judged=not any(w.startswith("not judged") for w in warnings),
         confusion_matrix=result["confusion_matrix"],
         per_label=per_label,
+        operating_point=doc["operating_point"],
+        budget_table=budgets_table,
         report_uri=report.resolve().as_uri(),
         html_uri=page.resolve().as_uri(),
         plots=[Path(p).resolve().as_uri() for p in plots],
@@ -378,10 +410,12 @@ def _per_label(
     return out
 
 
-def _plots(y, pred, proba, per_label, out: Path, schema) -> list[str]:
+def _plots(y, pred, proba, per_label, out: Path, schema, threshold: float) -> list[str]:
     from netsec_tasks.threat_metrics import save_plots
 
-    paths = save_plots(y, pred, proba, out, labels=schema.class_names, title="- evaluation")
+    paths = save_plots(
+        y, pred, proba, out, labels=schema.class_names, title="- evaluation", threshold=threshold
+    )
     if per_label:
         paths.append(_per_label_plot(per_label, out / "per_label_recall.png"))
     return paths
@@ -396,7 +430,7 @@ def _per_label_plot(per_label: dict[str, dict[str, Any]], path: Path) -> str:
     from netsec_tasks.storage import atomic_path
 
     items = sorted(per_label.items(), key=lambda kv: kv[1]["recall"])
-    names = [k if len(k) <= 24 else k[:23] + "…" for k, _ in items]
+    names = [plot_text(k, limit=24) for k, _ in items]
     values = [v["recall"] for _, v in items]
     colours = ["#c62828" if v["threat"] else "#5b7db1" for _, v in items]
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(items) + 1.2))
@@ -418,11 +452,6 @@ def _per_label_plot(per_label: dict[str, dict[str, Any]], path: Path) -> str:
 # --------------------------------------------------------------------------- MLflow
 
 
-def _metric_key(text: str) -> str:
-    """MLflow metric names allow letters, digits, ``_ - . / space``."""
-    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", text)[:200]
-
-
 def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
     """A run linked to the model version (metrics on its logged model), reports as artifacts,
     and the headline figures as tags on the version. Returns the run id."""
@@ -436,24 +465,27 @@ def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
         exp_id = configure_mlflow(cfg)
         client = mlflow_client(cfg)
         metrics = {f"eval_{k}": float(v) for k, v in doc["metrics"].items()}
+        point = doc["operating_point"]
+        for key in ("threshold", "fpr", "fpr_low", "fpr_high", "precision_at_rate", "alerts_per_10k_benign"):
+            if point.get(key) is not None:
+                metrics[f"eval_{key}"] = float(point[key])
         metrics.update({f"eval_all_rows_{k}": float(v) for k, v in doc.get("metrics_all_rows", {}).items()})
         for label, entry in (doc.get("per_label") or {}).items():
-            metrics[_metric_key(f"eval_recall.{label}")] = float(entry["recall"])
+            metrics[mlflow_key(label, prefix="eval_recall.")] = float(entry["recall"])
         if mlflow.active_run() is not None:  # a run left open by an earlier failure here
             mlflow.end_run(status="FAILED")
         tags = {
             "netsec.role": "evaluation",
             "netsec.model_name": name,
             "netsec.model_version": version,
-            "netsec.evaluated_file": doc["file"],
+            "netsec.evaluated_file": mlflow_value(doc["file"], limit=MLFLOW_TAG_CHARS),
             "netsec.dataset": doc["data_set"],
         }
-        with mlflow.start_run(
-            experiment_id=exp_id, tags=tags, run_name=f"evaluate {Path(doc['file']).name} - {name} v{version}"
-        ) as run:
+        run_name = mlflow_value(f"evaluate {Path(doc['file']).name} - {name} v{version}", limit=250)
+        with mlflow.start_run(experiment_id=exp_id, tags=tags, run_name=run_name) as run:
             mlflow.log_params(
                 {
-                    "file": doc["file"][:500],
+                    "file": mlflow_value(doc["file"], limit=500),
                     "file_sha256": doc["file_sha256"] or "",
                     "model_uri": doc["model"]["uri"],
                     "rows_scored": doc["rows"]["scored"],
@@ -472,11 +504,70 @@ def _track(cfg: PipelineConfig, mv, doc: dict[str, Any], out: Path) -> str:
             **{k: round(v, 4) for k, v in doc["metrics"].items()},
         }
         client.set_model_version_tag(name, version, TAG_PREFIX + "evaluation_run_id", run_id)
-        client.set_model_version_tag(name, version, TAG_PREFIX + "evaluation", json.dumps(summary)[:5000])
+        client.set_model_version_tag(
+            name, version, TAG_PREFIX + "evaluation", mlflow_value(json_text(summary), limit=5000)
+        )
     return run_id
 
 
 # --------------------------------------------------------------------------- HTML
+
+
+def _operating_point_html(doc: dict[str, Any]) -> list[str]:
+    """The report's operating-point section: what the model's threshold does on these rows (FPR
+    with its interval against the budget, recall, precision at the expected threat rate, false
+    alerts per 10,000 benign rows), and the table of other budgets."""
+    from netsec_tasks.operating_point import pct
+
+    e = escape
+    op = doc.get("operating_point")
+    if not op:
+        return []
+    rule = (
+        f"is_threat when P(threat) &ge; {number(op['threshold'], '.4g')}"
+        if doc.get("threshold_recorded")
+        else "is_threat when P(threat) &gt; 0.5 (the version records no threshold: registered before "
+        "operating points)"
+    )
+    verdict = (
+        f'<span class="tag yes">over the budget of {e(pct(op["budget"]))}</span>'
+        if op.get("over_budget")
+        else f'<span class="tag no">within the budget of {e(pct(op["budget"]))}</span>'
+    )
+    level = f"{op.get('confidence', 0.95):.0%}"
+    out = [
+        "<h2>Operating point</h2>",
+        f'<p class="note">{rule}; the FPR interval is Clopper-Pearson at {level}; precision is at '
+        f"a {e(pct(op['expected_threat_rate']))} threat rate (decision.expected_threat_rate), not the "
+        "file's.</p>",
+        "<table><thead><tr><th>threshold</th><th>FPR</th><th>FPR interval</th><th>false alerts / benign"
+        "</th><th>recall</th><th>precision at the expected rate</th><th>false alerts per 10,000 benign"
+        "</th><th>budget</th></tr></thead><tbody><tr>",
+        f'<td class="num">{number(op["threshold"], ".4g")}</td><td class="num">{e(pct(op["fpr"]))}</td>',
+        f'<td class="num">{e(pct(op["fpr_low"]))} - {e(pct(op["fpr_high"]))}</td>',
+        f'<td class="num">{op["fp"]:,} / {op["benign"]:,}</td><td class="num">{number(op["recall"], ".3f")}</td>',
+        f'<td class="num">{e(pct(op["precision_at_rate"]))}</td>',
+        f'<td class="num">{number(op["alerts_per_10k_benign"], ".1f")}</td><td>{verdict}</td>',
+        "</tr></tbody></table>",
+    ]
+    table = doc.get("budget_table") or []
+    if table:
+        out += [
+            "<h3>Other budgets, on these rows</h3>",
+            '<p class="note">The threshold each false-positive budget would need on these rows (the '
+            "highest recall with FPR at most the budget; a description of the file, not a choice: "
+            "the model's threshold comes from its training rows).</p>",
+            "<table><thead><tr><th>budget</th><th>threshold</th><th>FPR</th><th>recall</th>"
+            "<th>precision at the expected rate</th></tr></thead><tbody>",
+            *(
+                f'<tr><td class="num">{e(pct(r["budget"]))}</td><td class="num">{number(r["threshold"], ".4g")}</td>'
+                f'<td class="num">{e(pct(r["fpr"]))}</td><td class="num">{number(r["recall"], ".3f")}</td>'
+                f'<td class="num">{e(pct(r["precision_at_rate"]))}</td></tr>'
+                for r in table
+            ),
+            "</tbody></table>",
+        ]
+    return out
 
 
 def render_html(doc: dict[str, Any], plots: list[str]) -> str:
@@ -496,7 +587,7 @@ def render_html(doc: dict[str, Any], plots: list[str]) -> str:
             else ""
         )
         + "</dd>",
-        f"<dt>Label mapping</dt><dd>{e(json.dumps(doc['label_mapping']))}</dd>",
+        f"<dt>Label mapping</dt><dd>{e(json_text(doc['label_mapping']))}</dd>",
         f"<dt>Rows</dt><dd>{rows['scored']:,} scored of {rows['read']:,}"
         + (
             f"; left out: {e(', '.join(f'{v} {k}' for k, v in rows['excluded_because'].items()))}"
@@ -512,6 +603,7 @@ def render_html(doc: dict[str, Any], plots: list[str]) -> str:
         )
         + "</dd>",
         f"<dt>Generated</dt><dd>{e(doc['generated_at'])}</dd></dl></section>",
+        *_operating_point_html(doc),
         "<h2>Threat class</h2><table><thead><tr><th>rows</th>"
         + "".join(f"<th>{e(k)}</th>" for k in m)
         + "</tr></thead><tbody><tr><th>"

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import html
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from netsec_tasks.sinks import html_text
 
 # Colours of the two samples a report compares (reference / current, test split / traffic).
 FIRST_COLOUR, SECOND_COLOUR = "#5b7db1", "#e8833a"
@@ -69,8 +70,9 @@ svg text{font-size:10px;fill:#3a404c}
 def escape(value: Any) -> str:
     """``value`` as HTML text, safe in element content and in quoted attribute values
     (``& < > " '`` escaped). The one encoding of data text for every report (see the module
-    docstring); ``str(value)`` first, so labels and numbers of any type can be passed."""
-    return html.escape(value if isinstance(value, str) else str(value), quote=True)
+    docstring); ``str(value)`` first, so labels and numbers of any type can be passed. It is
+    the HTML sink's encoder of :mod:`netsec_tasks.sinks` (text made valid UTF-8 first)."""
+    return html_text(value)
 
 
 def finite(x: Any) -> float | None:

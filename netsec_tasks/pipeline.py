@@ -124,12 +124,31 @@ def _outcome_reason(register: RegisterRecord, candidate: ModelOutcome) -> str:
     what = f"v{candidate.version}" + (f" ({candidate.estimator})" if candidate.estimator else "")
     if register.promoted:
         return f"Candidate {what} is the new Production model. {register.reason}"
+    if register.challenger_version is not None and register.challenger_version == register.version:
+        return (
+            f"Candidate {what} is the challenger, scored in shadow beside Production "
+            f"v{register.previous_production_version}, which keeps answering. {register.reason}"
+        )
     if register.previous_production_version:
         return (
             f"Production v{register.previous_production_version} stays; candidate {what} was "
             f"registered but not promoted. {register.reason}"
         )
     return f"Candidate {what} was registered but not promoted, and there is no Production model. {register.reason}"
+
+
+def _current_challenger(cfg: PipelineConfig) -> str | None:
+    """The challenger's version when a run skipped training (the register step names it
+    otherwise). Best effort: the outcome is written even when the registry cannot say."""
+    from netsec_tasks.registry import challenger_version
+    from netsec_tasks.tracking import mlflow_client
+
+    try:
+        mv = challenger_version(mlflow_client(cfg), cfg)
+    except Exception as exc:  # the run itself succeeded; its outcome must still be recorded
+        log.warning("could not look up the challenger of %s: %s", cfg.registry.model_name, exc)
+        return None
+    return str(mv.version) if mv is not None else None
 
 
 def record_outcome(
@@ -161,22 +180,35 @@ def record_outcome(
             estimator=train.winner,
             metrics=dict(train.test_metrics),
             score=register.new_score if register else None,
+            operating_point=dict(register.operating_point if register else train.operating_point),
             refit=train.refit,
         )
+    challenger = None
     if register is not None:
-        outcome = "promoted" if register.promoted else "kept_production"
+        challenger = register.challenger_version
+        outcome = (
+            "promoted"
+            if register.promoted
+            else "challenger"
+            if challenger is not None and challenger == register.version
+            else "kept_production"
+        )
         assert candidate is not None  # a version is registered only after training
         reason = _outcome_reason(register, candidate)
         before = ModelOutcome(
             version=register.previous_production_version,
             metrics=dict(register.production_metrics),
             score=register.production_score,
+            operating_point=dict(register.production_operating_point),
         )
         after = register.production_version
     else:
         outcome = "skipped_no_drift"
         version = drift.reference_version if drift else None
+        challenger = _current_challenger(cfg)
         stays = f" Production v{version} stays." if version else ""
+        if challenger:
+            stays += f" Challenger v{challenger} stays in shadow."
         reason = (branch_reason or (drift.reason if drift else "Training skipped.")) + stays
         before = ModelOutcome(version=version)
         after = version
@@ -188,10 +220,11 @@ def record_outcome(
         reason=reason,
         branch_reason=branch_reason,
         model_name=cfg.registry.model_name,
-        metric=cfg.training.metric if train is not None else None,
+        metric=train.metric if train is not None else None,
         production_before=before,
         candidate=candidate,
         production_after=after,
+        challenger_after=challenger,
         rows=_rows(ingest, validation, register),
         drift_report=drift.html_uri if drift else None,
         mlflow_run_id=train.mlflow_run_id if train else None,
@@ -287,6 +320,8 @@ class PipelineResult:
                 "winner": self.train.winner,
                 "cv_score": round(self.train.cv_score, 4),
                 "test_metrics": {k: round(v, 4) for k, v in self.train.test_metrics.items()},
+                "threshold": self.train.threshold,
+                "operating_point": self.train.operating_point,
                 "mlflow_run_id": self.train.mlflow_run_id,
             }
         if self.register is not None:

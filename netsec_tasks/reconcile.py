@@ -34,20 +34,24 @@ from typing import Any
 
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import DataError, RegistryError
+from netsec_tasks.operating_point import decision_policy
 from netsec_tasks.outages import mlflow_errors, owner_alive
 from netsec_tasks.records import ReconciledItem, ReconcileRecord
 from netsec_tasks.registry import (
     PROMOTION_TAG,
+    SHADOW_OUTCOME_TAG,
     Decision,
     all_versions,
     apply_decision,
+    challenger_version,
     check_test_columns,
     decide_version,
     differences,
     load_version,
     production_version,
     promote,
-    score_model,
+    score_version,
+    set_challenger,
 )
 from netsec_tasks.tracking import OWNER_TAG, TAG_PREFIX, mlflow_client
 
@@ -173,6 +177,43 @@ def decide_undecided_versions(client, cfg: PipelineConfig, *, by: str) -> list[R
                 kind="model_version", id=f"{name}/{version}", action=result.label, reason=result.reason
             )
         )
+    return out + _finish_challenger(client, cfg)
+
+
+def _finish_challenger(client, cfg: PipelineConfig) -> list[ReconciledItem]:
+    """The challenger alias after a crash (registry.shadow): removed from a version whose shadow
+    ended (promoted or retired, the alias not yet cleared); moved to the newest version tagged
+    ``challenger`` that does not hold it yet (the decision was recorded, the alias not moved)."""
+    name, alias = cfg.registry.model_name, cfg.registry.challenger_alias
+    out: list[ReconciledItem] = []
+    holder = challenger_version(client, cfg)
+    if holder is not None and (holder.tags or {}).get(PROMOTION_TAG) != "challenger":
+        ended = (holder.tags or {}).get(SHADOW_OUTCOME_TAG) or (holder.tags or {}).get(PROMOTION_TAG)
+        client.delete_registered_model_alias(name, alias)
+        out.append(
+            ReconciledItem(
+                kind="model_version",
+                id=f"{name}/{holder.version}",
+                action="challenger alias removed",
+                reason=f"its shadow had ended ({ended}) but alias '{alias}' still pointed at it",
+            )
+        )
+        holder = None
+    tagged = all_versions(client, name, tags={PROMOTION_TAG: "challenger"})
+    newest = max(tagged, key=lambda mv: int(mv.version), default=None)
+    if newest is not None and (holder is None or int(newest.version) > int(holder.version)):
+        replaced = set_challenger(
+            client, cfg, str(newest.version), "its alias move was finished by reconcile"
+        )
+        out.append(
+            ReconciledItem(
+                kind="model_version",
+                id=f"{name}/{newest.version}",
+                action="challenger set",
+                reason=f"tagged challenger, but alias '{alias}' was on "
+                f"{'v' + replaced if replaced else 'no version'}",
+            )
+        )
     return out
 
 
@@ -223,7 +264,9 @@ def _decide_left_over(client, cfg: PipelineConfig, mv, *, by: str) -> Decision:
         frame = _read_split(cfg, test_uri)
         check_test_columns(frame, schema, test_uri)
         model = load_version(cfg, mv.name, version, mv.run_id)
-        new_score = score_model(model, frame, schema, metric, source=test_uri)
+        policy = decision_policy(cfg, schema)
+        metric = "recall_at_budget" if policy.objective == "recall_at_budget" else metric
+        scored = score_version(model, frame, schema, policy, metric, source=test_uri)
     except (RegistryError, DataError) as exc:
         decision = Decision(
             version,
@@ -236,7 +279,7 @@ def _decide_left_over(client, cfg: PipelineConfig, mv, *, by: str) -> Decision:
         )
         apply_decision(client, cfg, mv.run_id, decision, extra)
         return decision
-    decision = decide_version(client, cfg, mv, model, new_score, frame, schema, metric, test_uri)
+    decision = decide_version(client, cfg, mv, model, frame, schema, metric, test_uri, scored=scored)
     decision = dataclasses.replace(
         decision, reason=f"decided late (its run ended before the decision): {decision.reason}"
     )

@@ -11,7 +11,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import re
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,8 +35,12 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def safe_name(text: str) -> str:
-    """A file-system- and S3-key-safe form of a run id (Airflow run ids contain ':' and '+')."""
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_") or "run"
+    """A file-system- and S3-key-safe form of a run id (Airflow run ids contain ':' and '+'):
+    the file-name sink's encoder (:func:`netsec_tasks.sinks.file_name`), so a run id of ``..``
+    or ``../x`` never leaves its folder."""
+    from netsec_tasks.sinks import file_name
+
+    return file_name(text)
 
 
 class Record(BaseModel):
@@ -185,6 +188,16 @@ class TrainRecord(Record):
     test_rows: int
     training_seconds: float
     search_rows: int | None = None  # rows the search tuned on (training.search_max_rows)
+    # The operating point (netsec_tasks.operating_point): the threshold the registered model's
+    # predict() applies, why, the policy it was chosen for, and what it does on the out-of-fold
+    # rows it was chosen on and on the test split (OperatingPoint.to_dict()).
+    threshold: float | None = None
+    threshold_basis: str | None = None
+    objective: str | None = None  # recall_at_budget | f1
+    max_false_positive_rate: float | None = None
+    expected_threat_rate: float | None = None
+    operating_point: dict[str, Any] = {}
+    oof_operating_point: dict[str, Any] = {}
     # training.engine=dask: how the winner was refit (xgboost.dask across N workers, or a
     # bounded sample on one worker) and which candidates were skipped, why; None: in process.
     refit: str | None = None
@@ -203,7 +216,31 @@ class RegisterRecord(Record):
     production_rows_in_test: int | None = None
     # The compared Production model's threat-class metrics on the same test rows ({}: none).
     production_metrics: dict[str, float] = {}
+    # Both models at their own operating points on the compared test rows (OperatingPoint as a
+    # dict: threshold, FPR with its interval, recall, precision at the expected threat rate,
+    # alerts per 10,000 benign rows); {} when not scored. label_recall: multi-class labels only,
+    # per threat label {"rows", "candidate", "production"} (the per-label guard).
+    operating_point: dict[str, Any] = {}
+    production_operating_point: dict[str, Any] = {}
+    label_recall: dict[str, dict[str, Any]] = {}
+    # registry.shadow: the challenger after this step (this version when it passed the gate
+    # while a Production model existed; else the one before, if any), and the challenger it
+    # replaced.
+    challenger_version: str | None = None
+    replaced_challenger: str | None = None
     reason: str
+
+
+class ChallengerRecord(Record):
+    """The end of a challenger's shadow (netsec_tasks.registry.challenger)."""
+
+    model_name: str
+    version: str  # the challenger
+    action: str  # promoted | rejected (by hand) | retired (by monitoring)
+    production_before: str | None
+    production_after: str | None
+    reason: str
+    decided_by: str
 
 
 class SyncRecord(Record):
@@ -252,6 +289,9 @@ class ModelOutcome(Record):
     metrics: dict[str, float] = {}
     # The promotion metric as compared: on the test rows Production was never trained on.
     score: float | None = None
+    # At its own operating point on those rows: threshold, FPR with its interval, recall,
+    # precision at the expected threat rate, alerts per 10,000 benign rows ({}: not compared).
+    operating_point: dict[str, Any] = {}
     # candidate, training.engine=dask: how it was refit (TrainRecord.refit); None otherwise.
     refit: str | None = None
 
@@ -276,16 +316,18 @@ class OutcomeRecord(Record):
     run_id: str
     trigger: str | None = None  # who started the run: manual | scheduled | monitoring | cli
     trigger_reason: str | None = None  # monitoring: the evidence (drift, live F1) it acted on
-    outcome: str  # promoted | kept_production | skipped_no_drift
+    outcome: str  # promoted | challenger | kept_production | skipped_no_drift
     reason: str  # plain sentences: what happened and why
     branch_reason: str | None = None  # why the drift branch retrained or skipped
     model_name: str | None = None  # the registered model (netsec-<dataset>)
-    metric: str | None = None  # the promotion metric (training.metric)
+    metric: str | None = None  # the promotion metric (recall_at_budget, or training.metric)
     # Production when the run started: the model the candidate was compared with.
     production_before: ModelOutcome = ModelOutcome()
     # The version this run trained and registered; None when training was skipped.
     candidate: ModelOutcome | None = None
     production_after: str | None = None  # Production when the run ended: what serving loads
+    # The challenger when the run ended (registry.shadow): serving scores it in shadow.
+    challenger_after: str | None = None
     rows: RowCounts | None = None
     drift_report: str | None = None  # the drift report (HTML) of this run
     mlflow_run_id: str | None = None  # the pipeline run's parent MLflow run (training only)
@@ -345,6 +387,37 @@ class MonitoringRecord(Record):
     advance: bool = True  # False: too few rows, the same rows are read again next run
 
 
+class ShadowRecord(Record):
+    """One ``decide_challenger`` run (netsec_tasks.monitoring.shadow): the two models on the
+    traffic both scored since the challenger was set, and what was decided."""
+
+    run_id: str
+    model_name: str
+    production_version: str | None
+    challenger_version: str | None = None
+    since: dt.datetime | None = None  # when it became the challenger
+    hours: float = 0.0  # in shadow so far
+    rows: int = 0  # rows both models scored
+    unscored_rows: int = 0  # rows logged since without the challenger's decision
+    # Per model: alerts, rows, alert_rate with its interval, the budget's ceiling, the rate its
+    # operating point expects, over_budget.
+    production: dict[str, Any] = {}
+    challenger: dict[str, Any] = {}
+    agreement: float | None = None  # share of rows both decided alike
+    disagreements: int = 0
+    # The latest rows where they disagree that no analyst has judged yet (prediction_id, time,
+    # both decisions and probabilities, the features), newest first: label them.
+    listed_disagreements: list[dict[str, Any]] = []
+    # On the labelled rows both scored: live metrics of each, the paired test.
+    verdicts: dict[str, Any] = {}
+    live_fpr: str = ""  # the challenger's live FPR against the budget, in words
+    action: str  # none | wait | promoted | retired (promote | retire when not applied)
+    reason: str
+    applied: bool = False  # the registry was changed (not a dry run)
+    report_uri: str | None = None
+    html_uri: str | None = None
+
+
 class EvaluationRecord(Record):
     """``netsec evaluate FILE``: one model version scored on one labelled file."""
 
@@ -365,6 +438,10 @@ class EvaluationRecord(Record):
     confusion_matrix: list[list[int]]  # [[TN, FP], [FN, TP]], rows = truth
     # Per raw label (multi-class labels only): rows, threat?, rows in the right class, recall.
     per_label: dict[str, dict[str, Any]] | None = None
+    # At the model's threshold on the headline rows (OperatingPoint.to_dict(), plus the budget
+    # and over_budget), and per budget the threshold/FPR/recall/precision these rows would give.
+    operating_point: dict[str, Any] = {}
+    budget_table: list[dict[str, Any]] = []
     report_uri: str  # YAML
     html_uri: str  # self-contained HTML
     plots: list[str] = []

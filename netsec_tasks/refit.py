@@ -289,8 +289,9 @@ def _refit_on_sample(
 
 def predict_partition(
     cfg: PipelineConfig, schema: DatasetSchema, part: Partition, model: Any = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(0/1 target, predictions, threat scores) of one partition of a validated split."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(0/1 target, P(threat)) of one partition of a validated split, scored by the fitted
+    ``Pipeline`` ``model``."""
     from netsec_tasks.storage import storage_for
     from netsec_tasks.threat_metrics import threat_scores
     from netsec_tasks.transform import compute_limits, features_and_target
@@ -299,7 +300,7 @@ def predict_partition(
     with compute_limits():
         Xt = model[:-1].transform(X)
         del X
-        return y, np.asarray(model[-1].predict(Xt)), np.asarray(threat_scores(model[-1], Xt))
+        return y, np.asarray(threat_scores(model[-1], Xt))
 
 
 @dataclass
@@ -308,15 +309,18 @@ class ScoredSplit:
 
     uri: str
     y: np.ndarray
-    y_pred: np.ndarray
-    scores: np.ndarray
+    y_pred: np.ndarray  # decided at the operating point (operating_point.decide), int8
+    scores: np.ndarray  # P(threat)
     frame: None = None  # never in memory as a whole
 
 
 def score_split(
-    cfg: PipelineConfig, engine: Engine, schema: DatasetSchema, model: Any, uri: str
+    cfg: PipelineConfig, engine: Engine, schema: DatasetSchema, model: Any, uri: str, threshold: float
 ) -> ScoredSplit:
-    """Score every partition of the split ``uri`` with ``model`` (sent to each worker once)."""
+    """Score every partition of the split ``uri`` with the fitted ``Pipeline`` ``model`` (sent to
+    each worker once) and decide at ``threshold`` (the operating point) in this process, as
+    :func:`netsec_tasks.threat_metrics.evaluate` does for a split in memory."""
+    from netsec_tasks.operating_point import decide
     from netsec_tasks.storage import storage_for
 
     data = open_dataset(storage_for(cfg), uri)
@@ -328,6 +332,6 @@ def score_split(
     )
     if not results:
         empty = np.zeros(0)
-        return ScoredSplit(uri, empty.astype(int), empty.astype(int), empty)
-    y, pred, scores = (np.concatenate(parts) for parts in zip(*results))
-    return ScoredSplit(uri, y, pred, scores)
+        return ScoredSplit(uri, empty.astype(int), empty.astype(np.int8), empty)
+    y, scores = (np.concatenate(parts) for parts in zip(*results))
+    return ScoredSplit(uri, y, decide(scores, threshold), scores)

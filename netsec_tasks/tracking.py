@@ -35,6 +35,9 @@ PIPELINE_RUN_TAG = TAG_PREFIX + "pipeline_run_id"
 # The process that owns a run (netsec_tasks.outages.owner_id), and why a run ended early.
 OWNER_TAG = TAG_PREFIX + "owner"
 END_REASON_TAG = TAG_PREFIX + "end_reason"
+# A model version's decision threshold on P(threat) (netsec_tasks.operating_point); versions
+# registered before thresholds existed have none and decide at 0.5.
+THRESHOLD_TAG = TAG_PREFIX + "threshold"
 
 
 def _is_local_store(uri: str) -> bool:

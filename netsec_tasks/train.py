@@ -30,6 +30,7 @@ half-trained can be registered.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -50,6 +51,15 @@ from netsec_tasks.config import PipelineConfig
 from netsec_tasks.dataset_schema import DatasetSchema, load_schema
 from netsec_tasks.engine import duration
 from netsec_tasks.errors import DataError, NetsecError
+from netsec_tasks.operating_point import (
+    DecisionPolicy,
+    OperatingPoint,
+    ThresholdChoice,
+    choose_threshold,
+    decision_policy,
+    objective_scorer,
+    with_threshold,
+)
 from netsec_tasks.outages import mlflow_errors, owner_id, quick_mlflow
 from netsec_tasks.processes import sigterm_raises, workers_exit_with_parent
 from netsec_tasks.records import CandidateResult, RunContext, TrainRecord, TransformRecord, ValidationRecord
@@ -253,13 +263,20 @@ def make_cv(cfg: PipelineConfig, X: pd.DataFrame, y: np.ndarray) -> tuple[Any, n
     return StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed), None
 
 
-def _make_search(cfg: PipelineConfig, pipeline, space: dict[str, Any], cv):
+def _make_search(cfg: PipelineConfig, pipeline, space: dict[str, Any], cv, policy: DecisionPolicy):
     from sklearn.experimental import enable_halving_search_cv  # noqa: F401  (registers the class)
     from sklearn.model_selection import HalvingRandomSearchCV, RandomizedSearchCV
 
     t = cfg.training
     common = dict(
-        scoring=t.metric, cv=cv, n_jobs=t.n_jobs, refit=False, random_state=t.seed, error_score=np.nan
+        # The objective (decision.objective): recall at the false-positive budget, per CV fold;
+        # or training.metric (objective f1).
+        scoring=objective_scorer(policy, t.metric),
+        cv=cv,
+        n_jobs=t.n_jobs,
+        refit=False,
+        random_state=t.seed,
+        error_score=np.nan,
     )
     if t.search == "halving":
         # n_iter first-round candidates on a small subsample; the best third go on with 3x the rows.
@@ -277,18 +294,32 @@ def _with_early_stopping(spec, estimator, eval_set, prefix: str = "") -> tuple[A
     return estimator, {f"{prefix}{spec.eval_set_param}": [eval_set], f"{prefix}verbose": False}
 
 
-def tune_candidate(cfg: PipelineConfig, name: str, data: SearchData) -> CandidateResult:
-    """Search one candidate's space by CV on ``data``; best params and mean CV score."""
+def _search_pipeline(spec, estimator, data: SearchData, prefix: str = "model__"):
+    """(Pipeline as the search fits it, fit params): the unfitted preprocessor first when ``data``
+    is not imputed yet; early stopping on ``data.eval_set`` for a candidate that takes one."""
     from sklearn.base import clone
     from sklearn.pipeline import Pipeline
 
-    spec = get_candidate(name)
-    estimator, fit_params = _with_early_stopping(
-        spec, spec.build(cfg.training.seed), data.eval_set, prefix="model__"
-    )
+    estimator, fit_params = _with_early_stopping(spec, estimator, data.eval_set, prefix=prefix)
     steps = [("preprocess", clone(data.preprocess))] if data.preprocess is not None else []
-    pipeline = Pipeline([*steps, ("model", estimator)])
-    search = _make_search(cfg, pipeline, prefixed(spec.space()), data.cv)
+    return Pipeline([*steps, ("model", estimator)]), fit_params
+
+
+def selection_metric(cfg: PipelineConfig, policy: DecisionPolicy) -> str:
+    """The name of what candidates are selected and promoted by: ``recall_at_budget``, or
+    ``training.metric`` (objective f1)."""
+    return "recall_at_budget" if policy.objective == "recall_at_budget" else cfg.training.metric
+
+
+def tune_candidate(
+    cfg: PipelineConfig, name: str, data: SearchData, policy: DecisionPolicy | None = None
+) -> CandidateResult:
+    """Search one candidate's space by CV on ``data``; best params and mean CV score (of the
+    objective, ``policy``: the data set's decision policy, resolved when None)."""
+    policy = policy or decision_policy(cfg)
+    spec = get_candidate(name)
+    pipeline, fit_params = _search_pipeline(spec, spec.build(cfg.training.seed), data)
+    search = _make_search(cfg, pipeline, prefixed(spec.space()), data.cv, policy)
     start = time.perf_counter()
     try:
         with warnings.catch_warnings(), compute_limits():
@@ -304,7 +335,7 @@ def tune_candidate(cfg: PipelineConfig, name: str, data: SearchData) -> Candidat
     score = float(search.cv_results_["mean_test_score"][i])
     if not math.isfinite(score):
         raise NetsecError(
-            f"training candidate '{name}' has no finite CV {cfg.training.metric} score "
+            f"training candidate '{name}' has no finite CV {selection_metric(cfg, policy)} score "
             "(its fits failed); check its search space in netsec_tasks/candidates.py"
         )
     return CandidateResult(
@@ -322,6 +353,44 @@ def _plain(params: dict[str, Any]) -> dict[str, Any]:
     for k, v in params.items():
         out[k] = v.item() if isinstance(v, np.generic) else v
     return out
+
+
+def choose_operating_point(
+    cfg: PipelineConfig, winner: CandidateResult, data: SearchData, policy: DecisionPolicy
+) -> tuple[ThresholdChoice, np.ndarray]:
+    """The winner's decision threshold, from out-of-fold predictions on the search rows only.
+
+    ``cross_val_predict`` fits the winner (its best parameters) once per fold of the search's own
+    CV (the same folds and groups: identical rows stay on one side, and on a sampled search the
+    imputer never saw a fold row) and keeps every row's P(threat) from the fold that left it out.
+    :func:`netsec_tasks.operating_point.choose_threshold` picks the highest-recall threshold whose
+    out-of-fold FPR is within the budget with its interval. The test split is not read.
+    Returns (the choice, the out-of-fold scores).
+
+    Why not ``TunedThresholdClassifierCV``: it maximizes the mean over folds of a score at each
+    candidate threshold, whereas the rule here constrains one rate pooled over all folds (with its
+    interval), and it refits the estimator on all rows itself, where our refit is bounded and
+    early-stopped (:func:`fit_final`).
+    """
+    from sklearn.model_selection import cross_val_predict
+
+    spec = get_candidate(winner.name)
+    estimator = spec.build(cfg.training.seed).set_params(**winner.best_params)
+    pipeline, fit_params = _search_pipeline(spec, estimator, data)
+    with warnings.catch_warnings(), compute_limits():
+        warnings.simplefilter("ignore", category=UserWarning)
+        proba = cross_val_predict(
+            pipeline,
+            data.X,
+            data.y,
+            groups=data.groups,
+            cv=data.cv,
+            method="predict_proba",
+            n_jobs=cfg.training.n_jobs,
+            params=fit_params,
+        )
+    oof = np.asarray(proba)[:, 1]
+    return choose_threshold(data.y, oof, policy), oof
 
 
 def fit_final(
@@ -473,21 +542,24 @@ class _Progress:
         log.log(self.level, msg, *args)
 
 
-def tune_on_worker(cfg: PipelineConfig, name: str, data: SearchData | None = None) -> CandidateResult:
+def tune_on_worker(
+    cfg: PipelineConfig, name: str, data: SearchData | None = None, *, policy: DecisionPolicy
+) -> CandidateResult:
     """:func:`tune_candidate` on a Dask worker: one process of one thread, so the search's own
     parallelism is off (``n_jobs=1``); the candidates run side by side on the workers instead.
     (Dispatching each CV fit to the workers through joblib's dask backend cost 2.4x the CPU
     seconds of the same fits in loky's processes: measured, see docs/scale.md.)"""
     assert data is not None
-    return tune_candidate(cfg.with_overrides({"training.n_jobs": 1}), name, data)
+    return tune_candidate(cfg.with_overrides({"training.n_jobs": 1}), name, data, policy)
 
 
 def _tune_all(
-    cfg: PipelineConfig, data: SearchData, on_result=None, engine: Any = None
+    cfg: PipelineConfig, data: SearchData, policy: DecisionPolicy, on_result=None, engine: Any = None
 ) -> list[CandidateResult]:
-    """Tune every candidate, in turn here (``n_jobs`` processes each) or, with a Dask
-    ``engine``, one candidate per worker task at a time."""
+    """Tune every candidate for ``policy``'s selection metric, in turn here (``n_jobs``
+    processes each) or, with a Dask ``engine``, one candidate per worker task at a time."""
     t = cfg.training
+    metric = selection_metric(cfg, policy)
     say = _Progress(t.progress)
     groups = data.groups
     fold_kind = (
@@ -505,21 +577,21 @@ def _tune_all(
         t.cv_folds,
         fold_kind,
         "one candidate per task on the Dask workers" if on_workers else f"n_jobs={t.n_jobs}",
-        t.metric,
+        metric + (f" (FPR <= {policy.budget:g})" if policy.objective == "recall_at_budget" else ""),
     )
     results: list[CandidateResult] = []
     started = time.perf_counter()
     done = None
     if on_workers:
         done = engine.map(
-            functools.partial(tune_on_worker, cfg),
+            functools.partial(tune_on_worker, cfg, policy=policy),
             list(t.candidates),
             what="search",
             unit="candidates",
             shared={"data": data},
         )
     for i, name in enumerate(t.candidates, 1):
-        result = done[i - 1] if done is not None else tune_candidate(cfg, name, data)
+        result = done[i - 1] if done is not None else tune_candidate(cfg, name, data, policy)
         if on_result is not None:
             result = result.model_copy(update={"mlflow_run_id": on_result(result)})
         results.append(result)
@@ -533,7 +605,7 @@ def _tune_all(
             i,
             len(t.candidates),
             name,
-            t.metric,
+            metric,
             result.cv_score,
             result.cv_std,
             result.fit_seconds,
@@ -585,7 +657,8 @@ def _train_and_evaluate(
         catalog.storage.read_bytes(transform.preprocessor_uri), transform.preprocessor_uri
     )
     data = search_data(cfg, schema, train_split)
-    candidates = _tune_all(cfg, data, on_result, engine)  # on the workers with the Dask engine
+    policy = decision_policy(cfg, schema)
+    candidates = _tune_all(cfg, data, policy, on_result, engine)  # on the workers with Dask
     skipped: list[str] = []
     choices = candidates
     if scaled:
@@ -596,6 +669,8 @@ def _train_and_evaluate(
             log.warning("%s", line)
     winner = max(choices, key=lambda c: c.cv_score)  # first listed wins a tie
     say = _Progress(cfg.training.progress)
+    choice, oof = choose_operating_point(cfg, winner, data, policy)
+    say("operating point of %s: %s (%s)", winner.name, choice.point.summary(), choice.basis)
     say("refitting %s on the %d training rows", winner.name, len(train_split.y))
     refit_start = time.perf_counter()
     # Rows per fit in the search: what a budgeted refit keeps per tree.
@@ -628,12 +703,14 @@ def _train_and_evaluate(
     say("refit in %.1f s", time.perf_counter() - refit_start)
     training_seconds = time.perf_counter() - start
 
-    # The one and only look at the test split: imputed once, then scored by the refit model.
+    # The one and only look at the test split: imputed once, then scored by the refit model and
+    # decided at the operating point chosen above (with Dask: partition by partition on the
+    # workers, decided here).
     if scaled:
         from netsec_tasks.refit import score_split
         from netsec_tasks.threat_metrics import evaluate_predictions
 
-        test_split: Any = score_split(cfg, engine, schema, model, validation.test_uri)
+        test_split: Any = score_split(cfg, engine, schema, model, validation.test_uri, choice.threshold)
         y_pred, scores = test_split.y_pred, test_split.scores
         scored = evaluate_predictions(test_split.y, y_pred, scores)
         metrics, cm = scored["metrics"], scored["confusion_matrix"]
@@ -641,22 +718,40 @@ def _train_and_evaluate(
         test_split = _Split(catalog, validation.test_uri, schema)
         with compute_limits():
             test_features = model[:-1].transform(test_split.X)
-            metrics, cm, y_pred, scores = evaluate(model[-1], test_features, test_split.y)
+            metrics, cm, y_pred, scores = evaluate(model[-1], test_features, test_split.y, choice.threshold)
+    test_point = policy.point(test_split.y, scores, choice.threshold, decisions=y_pred)
+    if policy.objective == "recall_at_budget":
+        metrics["recall_at_budget"] = float(test_point.recall or 0.0)
     plot_dir = Path(tempfile.mkdtemp(prefix="netsec-plots-", dir=scratch_dir(cfg)))
     plot_files = save_plots(
-        test_split.y, y_pred, scores, plot_dir, labels=schema.class_names, title=f"- {winner.name}"
+        test_split.y,
+        y_pred,
+        scores,
+        plot_dir,
+        labels=schema.class_names,
+        title=f"- {winner.name}",
+        threshold=choice.threshold,
     )
     plots = [catalog.save_file("plots", path, Path(path).name) for path in plot_files]
     _Progress(cfg.training.progress)(
-        "winner %s (cv %s %.4f); test: %s; trained in %.1f s",
+        "winner %s (cv %s %.4f); test at the operating point: %s; %s; trained in %.1f s",
         winner.name,
-        cfg.training.metric,
+        selection_metric(cfg, policy),
         winner.cv_score,
+        test_point.summary(),
         ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
         training_seconds,
     )
+    from sklearn.metrics import brier_score_loss
+
     return _Trained(
-        model=model,
+        # The registered artifact: the Pipeline wrapped so that its own predict() applies the
+        # threshold (FixedThresholdClassifier, no refit).
+        model=with_threshold(model, choice.threshold),
+        policy=policy,
+        choice=choice,
+        test_point=test_point,
+        oof_brier=float(brier_score_loss(data.y, oof, pos_label=1)),
         train=train_split,
         test=test_split,
         candidates=candidates,
@@ -676,7 +771,11 @@ def _train_and_evaluate(
 class _Trained:
     """What tuning, refitting and the one test evaluation produced, before tracking."""
 
-    model: Any
+    model: Any  # the registered artifact: FixedThresholdClassifier(Pipeline, threshold)
+    policy: DecisionPolicy
+    choice: ThresholdChoice  # the threshold and its out-of-fold operating point
+    test_point: OperatingPoint
+    oof_brier: float  # of the out-of-fold P(threat) the threshold was chosen on
     train: Any  # _Split, or a StoredSplit (Dask engine)
     test: Any  # _Split, or a ScoredSplit (Dask engine)
     candidates: list[CandidateResult]
@@ -696,8 +795,15 @@ class _Trained:
             mlflow_run_id=run_id,
             experiment_id=experiment_id,
             winner=self.winner.name,
-            metric=cfg.training.metric,
+            metric=selection_metric(cfg, self.policy),
             cv_score=self.winner.cv_score,
+            threshold=self.choice.threshold,
+            threshold_basis=self.choice.basis,
+            objective=self.policy.objective,
+            max_false_positive_rate=self.policy.budget,
+            expected_threat_rate=self.policy.expected_threat_rate,
+            operating_point=self.test_point.to_dict(),
+            oof_operating_point=self.choice.point.to_dict(),
             test_metrics=self.metrics,
             confusion_matrix=self.cm,
             candidates=self.candidates,
@@ -846,6 +952,21 @@ def _end_runs_quietly(status: str, reason: str) -> None:
                 reachable = False
 
 
+def _point_metrics(prefix: str, point: OperatingPoint) -> dict[str, float]:
+    """An operating point's figures as MLflow metrics (``test_fpr``, ``test_fpr_high``,
+    ``oof_recall_at_op``...; undefined figures left out)."""
+    figures = {
+        "threshold": point.threshold,
+        "fpr": point.fpr,
+        "fpr_low": point.fpr_low,
+        "fpr_high": point.fpr_high,
+        "recall_at_op": point.recall,
+        "precision_at_expected_rate": point.precision_at_rate,
+        "alerts_per_10k_benign": point.alerts_per_10k_benign,
+    }
+    return {f"{prefix}_{k}": float(v) for k, v in figures.items() if v is not None}
+
+
 def _log_parent(
     cfg: PipelineConfig, schema: DatasetSchema, validation: ValidationRecord, out: _Trained
 ) -> str:
@@ -854,10 +975,17 @@ def _log_parent(
 
     t = cfg.training
     winner = out.winner
+    policy, oof, test = out.policy, out.choice.point, out.test_point
     _log_params(
         {
             "winner": winner.name,
-            "metric": t.metric,
+            "metric": selection_metric(cfg, policy),
+            "objective": policy.objective,
+            "max_false_positive_rate": policy.budget,
+            "expected_threat_rate": policy.expected_threat_rate,
+            "confidence": policy.confidence,
+            "threshold": out.choice.threshold,
+            "threshold_basis": out.choice.basis,
             "cv_folds": t.cv_folds,
             "search": t.search,
             "n_iter": t.n_iter,
@@ -884,7 +1012,20 @@ def _log_parent(
             "cv_score": winner.cv_score,
             "cv_std": winner.cv_std,
             "training_seconds": out.training_seconds,
+            **_point_metrics("oof", oof),
+            **_point_metrics("test", test),
+            "oof_brier": out.oof_brier,
         }
+    )
+    mlflow.log_dict(
+        {
+            "policy": dataclasses.asdict(policy),
+            "threshold": out.choice.threshold,
+            "basis": out.choice.basis,
+            "out_of_fold": oof.to_dict(),
+            "test": test.to_dict(),
+        },
+        "operating_point.json",
     )
     cm = out.cm
     mlflow.log_dict({"labels": ["benign", "threat"], "rows_truth_cols_pred": cm}, "confusion_matrix.json")

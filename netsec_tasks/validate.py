@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from netsec_tasks.catalog import RunCatalog
 from netsec_tasks.config import PipelineConfig, ValidationConfig
@@ -38,6 +37,7 @@ from netsec_tasks.dataset_schema import ColumnSpec, DatasetSchema, load_schema
 from netsec_tasks.errors import ValidationFailed
 from netsec_tasks.plain import plain
 from netsec_tasks.records import IngestRecord, RunContext, ValidationRecord
+from netsec_tasks.sinks import csv_text, yaml_text
 from netsec_tasks.split import lineage_frame, lineage_hashes, row_hashes
 from netsec_tasks.storage import atomic_write, storage_for
 
@@ -382,7 +382,7 @@ def _checks(
             "columns_missing",
             _status(bool(missing), True),
             len(missing),
-            _missing_details(missing, tally.present),
+            _missing_details(missing, tally.present, schema),
             missing,
         ),
         Check(
@@ -481,15 +481,10 @@ def _checks(
     return checks
 
 
-def _missing_details(missing: list[str], present: Iterable[str]) -> str:
+def _missing_details(missing: list[str], present: Iterable[str], schema: DatasetSchema) -> str:
     if not missing:
         return "all schema columns present"
-    lower = {str(c).lower(): c for c in present}
-    hints = [
-        f"{m} (found '{lower[m.lower()]}': names are case-sensitive)" if m.lower() in lower else m
-        for m in missing
-    ]
-    return f"missing columns required by the schema: {_listed(hints)}"
+    return Contract(schema).missing_columns_message(missing, present)
 
 
 def _row_check(name: str, count: int, columns: list[str], what: str) -> Check:
@@ -661,12 +656,17 @@ def render_report(
     }
     doc.update(plain(extra or {}))
     doc["sections"] = {name: s.summary() for name, s in sections.items()}
-    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120)
+    return yaml_text(doc)
 
 
-def invalid_csv(invalid: pd.DataFrame) -> str:
-    """The quarantined rows as CSV text (split, row, column, value, reason)."""
-    return invalid.reindex(columns=INVALID_COLUMNS).to_csv(index=False)
+def invalid_csv(invalid: pd.DataFrame, where: Callable[[int], str] | None = None) -> str:
+    """The quarantined rows as CSV text (split, row, column, value, reason; with ``where``, the
+    row as the user finds it in the file, e.g. ``line 12``, after ``row``), through the CSV
+    sink's encoder: a value such as ``=1+1`` is written inert (``'=1+1``)."""
+    frame = invalid.reindex(columns=INVALID_COLUMNS)
+    if where is not None:
+        frame.insert(2, "line", [where(int(r)) for r in frame["row"]])
+    return csv_text(frame)
 
 
 def write_report(
@@ -675,11 +675,13 @@ def write_report(
     *,
     passed: bool | None = None,
     extra: dict[str, Any] | None = None,
+    where: Callable[[int], str] | None = None,
 ) -> Path:
     """Write the YAML report to a local file (atomic).
 
     ``path`` is the report file, or a directory: then ``validation_report.yaml`` and the
     quarantined rows (``invalid.csv``) are written into it (what ``netsec validate`` wants).
+    ``where``: a row's place in the file it was read from (``Table.where``), for invalid.csv.
     """
     if isinstance(sections, FrameValidation):
         sections = {"data": sections}
@@ -687,14 +689,18 @@ def write_report(
     if path.is_dir() or not path.suffix:
         path.mkdir(parents=True, exist_ok=True)
         write_invalid(
-            path / "invalid.csv", pd.concat([s.invalid for s in sections.values()], ignore_index=True)
+            path / "invalid.csv",
+            pd.concat([s.invalid for s in sections.values()], ignore_index=True),
+            where=where,
         )
         path = path / "validation_report.yaml"
     return atomic_write(path, render_report(sections, passed=passed, extra=extra))
 
 
-def write_invalid(path: str | os.PathLike, invalid: pd.DataFrame) -> Path:
-    return atomic_write(path, invalid_csv(invalid))
+def write_invalid(
+    path: str | os.PathLike, invalid: pd.DataFrame, where: Callable[[int], str] | None = None
+) -> Path:
+    return atomic_write(path, invalid_csv(invalid, where))
 
 
 # --------------------------------------------------------------------------- pipeline step

@@ -256,7 +256,9 @@ class DagRunOutcomeListener:
             # One write() with O_APPEND: concurrent writers never interleave within a line.
             fd = os.open(workdir / RUNS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                os.write(fd, (json.dumps(line, default=str) + "\n").encode("utf-8"))
+                from netsec_tasks.sinks import json_text  # the JSON sink's encoder
+
+                os.write(fd, (json_text(line) + "\n").encode("utf-8"))
             finally:
                 os.close(fd)
         except Exception:

@@ -167,10 +167,14 @@ def production_model(cfg: Any) -> dict[str, Any] | None:
     except MlflowException:
         return None
     metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+    tags = mv.tags or {}
     return {
         "name": cfg.registry.model_name,
         "version": str(mv.version),
         "run_id": mv.run_id,
+        # The operating point serving decides at (None: a version from before thresholds).
+        "threshold": tags.get("netsec.threshold"),
+        "max_false_positive_rate": tags.get("netsec.max_false_positive_rate"),
         "metrics": {k: round(v, 4) for k, v in sorted(metrics.items()) if k.startswith("test_")},
     }
 
@@ -242,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
             f"Production model: {prod['name']} version {prod['version']}"
             + (" (promoted by this run)" if outcome.get("outcome") == "promoted" else "")
         )
+        if prod["threshold"]:
+            print(
+                f"  decides: threat when P(threat) >= {float(prod['threshold']):.4g} "
+                f"(false-positive budget {prod['max_false_positive_rate']})"
+            )
         for name, value in prod["metrics"].items():
             print(f"  {name:<16} {value}")
     else:

@@ -25,7 +25,11 @@ What it does, in order, each step timed (summary.json):
    holds the run and MLflow's model; serving picks up the Production version and answers
    /predict; serving's POST /train triggers a second run, which succeeds too. The tasks use the
    Dask cluster (training.engine=dask): the first run's XGBoost winner was refit by
-   xgboost.dask across both dask-worker containers (each took a rank; the outcome says so).
+   xgboost.dask across both dask-worker containers (each took a rank; the outcome says so). With
+   ``registry.shadow`` (on in compose) the second run's candidate is the challenger: serving
+   loads it beside Production and scores every row with it in shadow (/metrics), and a
+   ``netsec_monitoring`` run triggered through the API promotes or retires it
+   (``decide_challenger``); registry and serving follow.
 6. Screenshots of the Airflow DAG page (after the FAB login form) and serving's page (a CSV
    scored through its form) in headless Debian Chromium.
 7. ``down -v``; the engine is stopped if this script started it.
@@ -511,17 +515,17 @@ class Airflow:
             )
         return data
 
-    def task_instances(self, run_id: str) -> list[dict]:
+    def task_instances(self, run_id: str, dag_id: str = DAG_ID) -> list[dict]:
         q = urllib.parse.quote(run_id, safe="")
-        return self.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{q}/taskInstances?limit=100")[
+        return self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{q}/taskInstances?limit=100")[
             "task_instances"
         ]
 
-    def task_log(self, run_id: str, task_id: str, try_number: int) -> str:
+    def task_log(self, run_id: str, task_id: str, try_number: int, dag_id: str = DAG_ID) -> str:
         q = urllib.parse.quote(run_id, safe="")
         status, data = http(
             "GET",
-            f"{self.base}/api/v2/dags/{DAG_ID}/dagRuns/{q}/taskInstances/{task_id}"
+            f"{self.base}/api/v2/dags/{dag_id}/dagRuns/{q}/taskInstances/{task_id}"
             f"/logs/{max(try_number, 1)}?full_content=true",
             headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json"},
         )
@@ -537,24 +541,26 @@ class Airflow:
                 lines.append(str(entry))
         return "\n".join(lines)
 
-    def xcom(self, run_id: str, task_id: str, key: str = "return_value") -> Any:
+    def xcom(self, run_id: str, task_id: str, key: str = "return_value", dag_id: str = DAG_ID) -> Any:
         q = urllib.parse.quote(run_id, safe="")
         data = self.call(
             "GET",
-            f"/api/v2/dags/{DAG_ID}/dagRuns/{q}/taskInstances/{task_id}/xcomEntries/{key}?deserialize=true",
+            f"/api/v2/dags/{dag_id}/dagRuns/{q}/taskInstances/{task_id}/xcomEntries/{key}?deserialize=true",
         )
         value = data.get("value")
         return json.loads(value) if isinstance(value, str) else value
 
-    def wait_run(self, run_id: str, timeout: float, alive: Callable[[], None]) -> list[dict]:
+    def wait_run(
+        self, run_id: str, timeout: float, alive: Callable[[], None], dag_id: str = DAG_ID
+    ) -> list[dict]:
         """Poll the run; print task transitions; on failure the failed tasks' logs."""
         deadline = time.monotonic() + timeout
         q = urllib.parse.quote(run_id, safe="")
         seen: dict[str, str] = {}
         while True:
             alive()
-            run_ = self.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{q}")
-            tis = self.task_instances(run_id)
+            run_ = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{q}")
+            tis = self.task_instances(run_id, dag_id)
             for ti in sorted(tis, key=lambda t: t.get("start_date") or "~"):
                 state = str(ti.get("state"))
                 if seen.get(ti["task_id"]) != state and state not in ("None", "scheduled"):
@@ -569,7 +575,9 @@ class Airflow:
                     if ti.get("state") in ("failed", "up_for_retry", "running", "queued"):
                         detail.append(
                             f"--- log of {ti['task_id']} ({ti['state']}, try {ti.get('try_number')}):\n"
-                            + tail_text(self.task_log(run_id, ti["task_id"], ti.get("try_number") or 1), 60)
+                            + tail_text(
+                                self.task_log(run_id, ti["task_id"], ti.get("try_number") or 1, dag_id), 60
+                            )
                         )
                 what = "failed" if run_["state"] == "failed" else f"not finished after {timeout:.0f} s"
                 failed = [ti["task_id"] for ti in tis if ti.get("state") == "failed"]
@@ -806,6 +814,10 @@ class Scenario:
             f"the training task trained on the Dask cluster, across {a.dask_workers} worker containers"
         ):
             self.check_dask(run1)
+        with self.step("shadow: serving scores the challenger beside Production"):
+            challenger = self.check_shadow_serving()
+        with self.step("netsec_monitoring decides the challenger"):
+            self.check_challenger_decided(challenger)
         if not a.no_screenshots:
             with self.step("screenshots in headless Chromium (Airflow DAG page, serving page)"):
                 self.screenshots()
@@ -1225,6 +1237,111 @@ class Scenario:
         )
         self.summary["production_version"] = version
 
+    # ----------------------------------------------------------------------- shadow (issue 25)
+
+    def alias_version(self, alias: str) -> str | None:
+        """The version of serving's registered model holding ``alias`` in MLflow, or None."""
+        from netsec_tasks.config import model_name_for
+
+        env = self.services["serving"]["environment"]
+        name = env.get("NETSEC_SERVING_MODEL_NAME") or model_name_for(env["NETSEC_DATASET"])
+        status, body = http(
+            "GET",
+            f"{self.url('MLFLOW_PORT')}/api/2.0/mlflow/registered-models/alias?"
+            + urllib.parse.urlencode({"name": name, "alias": alias}),
+        )
+        return str(body["model_version"]["version"]) if status == 200 else None
+
+    def check_shadow_serving(self) -> str:
+        """registry.shadow is on in compose: the second run's candidate passed the gate and is the
+        challenger; serving loads it beside Production, answers with Production only, and the
+        challenger scores every row in shadow (counted in /metrics per version)."""
+        production, challenger = self.alias_version("production"), self.alias_version("challenger")
+        if challenger is None:
+            raise StepFailed(
+                f"no challenger after the runs (Production v{production}); outcomes: "
+                f"{self.summary.get('outcomes')}",
+                services=("airflow-worker",),
+            )
+        say(f"   registry: Production v{production}, challenger v{challenger}")
+        serving = self.url("SERVING_PORT")
+
+        def loaded() -> dict | None:
+            status, body = http("GET", f"{serving}/model", headers=SERVING_KEY, timeout=10)
+            ok = status == 200 and (body.get("challenger") or {}).get("version") == challenger
+            return body if ok else None
+
+        info = wait_until(f"serving to load challenger v{challenger}", loaded, 180, 2, services=("serving",))
+        features = [f["name"] for f in info["features"]]
+        rows = self.sample_rows(features, 200)
+        for start in range(0, 200, 50):
+            status, body = http(
+                "POST", f"{serving}/predict", {"records": rows[start : start + 50]}, headers=SERVING_KEY
+            )
+            if status != 200 or body.get("model_version") != production:
+                raise StepFailed(f"/predict: HTTP {status} {str(body)[:300]}", services=("serving",))
+            if any(k.startswith("challenger") for p in body["predictions"] for k in p):
+                raise StepFailed("a /predict answer carries the challenger's decision", services=("serving",))
+        for row in rows[:50]:
+            http("POST", f"{serving}/predict", {"records": [row]}, headers=SERVING_KEY)
+        scored = f'netsec_shadow_rows_total{{model="{info["name"]}",outcome="scored",version="{challenger}"}}'
+
+        def counted() -> float | None:
+            _status, text = http("GET", f"{serving}/metrics", timeout=10)
+            line = next((x for x in str(text).splitlines() if x.startswith(scored)), None)
+            n = float(line.rsplit(" ", 1)[1]) if line else 0.0
+            return n if n >= 250 else None
+
+        n = wait_until("the challenger's 250 shadow rows in /metrics", counted, 120, 2, services=("serving",))
+        say(
+            f"   serving: Production v{info['version']} answers, challenger v{challenger} "
+            f"({info['challenger']['model_class']}) scored {n:.0f} rows in shadow"
+        )
+        self.summary["shadow"] = {"production": production, "challenger": challenger, "rows": n}
+        return challenger
+
+    def check_challenger_decided(self, challenger: str) -> None:
+        """A netsec_monitoring run (triggered through the API) reads the logged rows of both
+        models, and its decide_challenger task promotes or retires the challenger (compose's CI
+        override decides after shadow.min_rows=200 rows and no minimum time)."""
+        dag = "netsec_monitoring"
+        af = self.airflow
+        info = af.call("GET", f"/api/v2/dags/{dag}")
+        if info.get("is_paused"):
+            af.call("PATCH", f"/api/v2/dags/{dag}", {"is_paused": False})
+        run_id = af.call("POST", f"/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": {}})[
+            "dag_run_id"
+        ]
+        say(f"   triggered {dag} run {run_id}")
+        af.wait_run(run_id, self.args.run_timeout, self.assert_alive, dag_id=dag)
+        record = af.xcom(run_id, "decide_challenger", dag_id=dag) or {}
+        action = record.get("action")
+        say(f"   decide_challenger: {action} v{record.get('challenger_version')}: {record.get('reason')}")
+        if action not in ("promoted", "retired") or record.get("challenger_version") != challenger:
+            raise StepFailed(
+                f"decide_challenger did not decide challenger v{challenger}: {str(record)[:800]}",
+                services=("airflow-worker",),
+            )
+        production, left = self.alias_version("production"), self.alias_version("challenger")
+        expected = challenger if action == "promoted" else self.summary["shadow"]["production"]
+        if left is not None or production != expected:
+            raise StepFailed(
+                f"after '{action}' the registry has Production v{production} and challenger v{left}",
+                services=("mlflow",),
+            )
+        serving = self.url("SERVING_PORT")
+
+        def follows() -> dict | None:
+            status, body = http("GET", f"{serving}/model", timeout=10)
+            ok = status == 200 and body.get("version") == production and body.get("challenger") is None
+            return body if ok else None
+
+        wait_until(
+            f"serving to serve v{production} with no challenger", follows, 180, 2, services=("serving",)
+        )
+        say(f"   registry and serving: Production v{production}, no challenger")
+        self.summary["shadow"].update(decision=action, production_after=production)
+
     def sample_csv(self) -> Path:
         """Rows like the seed job's: the same synthetic generator (netsec make-sample), on the host."""
         path = self.out / "sample.csv"
@@ -1236,7 +1353,7 @@ class Scenario:
                     "netsec_tasks.cli",
                     "make-sample",
                     "--rows",
-                    "200",
+                    "400",
                     "--out",
                     str(path),
                 ],

@@ -37,6 +37,7 @@ from serving.routers import train as train_router
 from serving.routers import ui as ui_router
 from serving.routers.ui import ASSETS
 from serving.settings import Settings, load_contract
+from serving.shadow import ShadowScorer
 
 log = logging.getLogger("netsec.serving")
 
@@ -54,12 +55,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings,
             metrics=metrics,
             manager=ModelManager(
-                settings, on_swap=metrics.model_swapped, on_check=metrics.monitoring_figures
+                settings,
+                on_swap=metrics.model_swapped,
+                on_check=metrics.monitoring_figures,
+                on_challenger=metrics.challenger_swapped,
             ),
             executor=ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="netsec-infer"),
             contract=contract,
+            # The challenger scores the logged rows in the log's writer thread (serving.shadow).
             prediction_log=make_prediction_log(
-                settings, on_drop=metrics.log_dropped.inc, on_write=metrics.log_written.inc
+                settings,
+                on_drop=metrics.log_dropped.inc,
+                on_write=metrics.log_written.inc,
+                shadow=ShadowScorer(metrics),
             ),
         )
         state.feedback = feedback_router.make_feedback_store(settings, state.prediction_log)

@@ -34,6 +34,24 @@ class ServingState:
         """Run blocking work (parsing, validation, inference) on the small inference pool."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    async def run_small(self, size: int, model: LoadedModel, fn, *args):
+        """``fn(*args)`` on the event loop itself when the request is small (``size`` bytes up to
+        :data:`INLINE_BYTES`) and ``model`` has a verified fast path; else on the pool.
+
+        A few rows on the fast path cost ~50-100 us of CPU, while the hop to the pool and back
+        (a queue put, a GIL hand-over each way, the loop's self-pipe wake-up) cost ~200-300 us of
+        CPU on a busy 2-core host (measured in process: 776 -> 446 us per one-row request); the
+        loop is held no longer than the hop would have taken.
+        """
+        if size <= INLINE_BYTES and model.fast is not None:
+            return fn(*args)
+        return await self.run(fn, *args)
+
+
+# /predict bodies up to this size (a few rows of 30 features; one row is ~0.7 kB) are scored on
+# the event loop (ServingState.run_small).
+INLINE_BYTES = 4096
+
 
 # The dependencies are ``async def`` although they never await: FastAPI runs a plain ``def``
 # dependency in its thread pool, and three thread hops per request cost more than a one-row

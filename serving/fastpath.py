@@ -23,8 +23,9 @@ sizes (300 trees...), as "one row; per row in a 1000-row batch"; the machine was
   float32. Forest: 13 us; 25-45 us/row (Pipeline 15.7 ms; 47 us/row. The former hand-written
   walker: 190 us; 30-40 us/row with its threaded batch path, so it no longer earned its place
   and is gone). AdaBoost: 240 us; 5 us/row (Pipeline 10.6 ms; 15 us/row).
-- XGBClassifier: treelite GTIL up to 4 rows (56 us: ``Booster.inplace_predict`` costs ~190 us
-  even for one row), ``inplace_predict`` above (exact, 3 us/row; Pipeline 4.3 ms; 11 us/row).
+- XGBClassifier: onnxruntime on the onnxmltools conversion, float32, up to 32 rows (10 us CPU
+  for one row: ``Booster.inplace_predict`` costs ~240 us even for one row, treelite GTIL ~56 us),
+  ``inplace_predict`` above (exact, 3.4 us/row; Pipeline 4.3 ms; 11 us/row).
 - HistGradientBoosting: treelite GTIL up to 128 rows (55 us; GTIL 27 us/row), above them
   scikit-learn's own predictor on one OpenMP thread, split over our threads (exact; 19 us/row.
   Pipeline 4.4 ms; 15 us/row on idle cores but up to 800 us/row when its per-tree OpenMP
@@ -32,16 +33,17 @@ sizes (300 trees...), as "one row; per row in a 1000-row batch"; the machine was
 - LogisticRegression (with its StandardScaler): onnxruntime, float64: 10 us; 0.1 us/row.
 - anything else: the estimator's own ``predict_proba`` (exact; skips the ColumnTransformer).
 
-Large batches of the onnxruntime and HistGradientBoosting predictors are split by rows across
-``batch_threads`` threads (:class:`RowSplitter`; both release the GIL).
+Large batches of the onnxruntime, XGBoost and HistGradientBoosting predictors are split by rows
+across ``batch_threads`` threads (:class:`RowSplitter`; all release the GIL).
 
 **Exactness.** Preprocessing, ``inplace_predict`` and the estimator's own ``predict_proba`` are
 *exact*: bit-identical probabilities. onnxruntime and treelite are *within* :data:`ATOL`
 (``|p_fast - p_pipeline| <= 1e-5`` on P(threat); measured 1e-6 or less), because they sum leaf
-values in float32 in another order (onnxruntime, treelite on XGBoost) or apply the sigmoid with
-another libm call (treelite on HistGradientBoosting). The class is always the
-Pipeline's: a row whose fast P(threat) is within ATOL of 0.5 is re-scored by the estimator itself
-(on the same, exact, preprocessed row), so ties break as scikit-learn breaks them. ONNX stores split
+values in float32 in another order (onnxruntime) or apply the sigmoid with another libm call
+(treelite on HistGradientBoosting). The decision is always the model's: a row whose fast
+P(threat) is within ATOL of the model's threshold is re-scored by the estimator itself (on the
+same, exact, preprocessed row), so :func:`netsec_tasks.operating_point.decide` sees the
+Pipeline's own probability where it matters. ONNX stores split
 thresholds in float32 while scikit-learn compares float32 features with float64 thresholds, so
 before conversion each threshold is lowered to the largest float32 not above it
 (:func:`_float32_thresholds`): routing is then identical for every float32 input, not just for
@@ -49,7 +51,8 @@ the rows we happen to test.
 
 Nothing is trusted blindly: :func:`verify` runs the fast path and the Pipeline on real rows (the
 model's own test split plus copies with cells set to NaN) through both the small-batch and the
-large-batch predictor, and :func:`fast_path_for` keeps the fast path only when it agrees.
+large-batch predictor, checks every row's decision against the registered model's own
+``predict`` (its threshold), and :func:`fast_path_for` keeps the fast path only when it agrees.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from netsec_tasks.operating_point import LEGACY_THRESHOLD
 
 log = logging.getLogger("netsec.serving")
 
@@ -144,6 +149,10 @@ def _clean_preprocess(pre: Any, features: list[str]) -> Transform:
         if idx.size == 0:
             continue
         blocks.append((idx, _clean_step(trans)))
+    if len(blocks) == 1 and np.array_equal(blocks[0][0], np.arange(len(features))):
+        # One block over every column in order (the netsec numeric preprocessor): no column
+        # gather, which cost more than the rest of a one-row preprocessing.
+        return blocks[0][1]
 
     def transform(x: np.ndarray) -> np.ndarray:
         parts = [fn(x[:, idx]) for idx, fn in blocks]
@@ -218,6 +227,9 @@ class Predictor:
 def _final_estimator(est: Any) -> Any:
     from sklearn.pipeline import Pipeline
 
+    from netsec_tasks.operating_point import inner_pipeline
+
+    est = inner_pipeline(est)  # a registered model: the Pipeline inside its threshold wrapper
     while isinstance(est, Pipeline):
         est = est.steps[-1][1]
     return est
@@ -283,17 +295,6 @@ def _hgb_one_thread(est: Any) -> Predictor:
     return Predictor("scikit-learn predict_proba (1 OpenMP thread)", proba, exact=True)
 
 
-def _treelite_xgb(est: Any) -> Predictor:
-    import treelite
-
-    booster = est.get_booster()
-    begin, end = est._get_iteration_range(None) if hasattr(est, "_get_iteration_range") else (0, 0)
-    if (begin, end) != (0, 0):
-        booster = booster[begin:end]  # the trees predict_proba uses (early stopping)
-    # XGBoost itself compares float32 features with float32 thresholds.
-    return Predictor("treelite GTIL", _gtil(treelite.frontend.from_xgboost(booster), np.float32), exact=False)
-
-
 def _float32_thresholds(est: Any) -> Any:
     """A copy of ``est`` whose tree thresholds are float32 values that route like the originals.
 
@@ -317,18 +318,46 @@ def _float32_thresholds(est: Any) -> Any:
 
 
 def _onnx(est: Any, n_features: int, *, double: bool) -> Predictor:
-    import onnxruntime as ort
+    """A scikit-learn estimator (or Pipeline of them) converted by skl2onnx."""
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
 
     if not double:
         est = _float32_thresholds(est)
-    dtype = np.float64 if double else np.float32
     tensor = DoubleTensorType if double else FloatTensorType
     final = _final_estimator(est)
     onx = to_onnx(
         est, initial_types=[("x", tensor([None, n_features]))], options={id(final): {"zipmap": False}}
     )
+    return _onnx_session(onx, type(final).__name__, double=double)
+
+
+def _onnx_xgboost(est: Any, n_features: int) -> Predictor:
+    """A binary ``XGBClassifier`` converted by onnxmltools (the ONNX project's converter for
+    XGBoost; it keeps the trees ``predict_proba`` uses after early stopping, ``best_iteration``).
+
+    XGBoost compares float32 features with float32 split values, and so does ONNX on float32
+    input, so routing is the same; the leaf sum differs from XGBoost's by float32 rounding
+    (measured <= 3e-7 on the UCI file, 300 trees). One row: ~15-50 us against ~190 us for
+    ``Booster.inplace_predict`` and ~60-200 us for treelite GTIL, whose Python wrapper builds a
+    JSON configuration on every call; 1000 rows: on a par with ``inplace_predict``, and it
+    releases the GIL, so large batches are split across threads.
+    """
+    from onnxmltools.convert import convert_xgboost
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    if getattr(est, "n_classes_", 2) != 2:
+        raise NotCompilable("multi-class XGBClassifier")
+    onx = convert_xgboost(est, initial_types=[("x", FloatTensorType([None, n_features]))])
+    return _onnx_session(onx, type(est).__name__, double=False)
+
+
+def _onnx_session(onx: Any, what: str, *, double: bool) -> Predictor:
+    """An onnxruntime session on one thread for the ONNX model ``onx`` of a classifier whose
+    second output is the (rows, classes) probabilities."""
+    import onnxruntime as ort
+
+    dtype = np.float64 if double else np.float32
     opts = ort.SessionOptions()
     # One thread per call: concurrency comes from requests (and from splitting large batches).
     opts.intra_op_num_threads = 1
@@ -338,7 +367,7 @@ def _onnx(est: Any, n_features: int, *, double: bool) -> Predictor:
     session = ort.InferenceSession(onx.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     outputs = [o.name for o in session.get_outputs()]
     if len(outputs) != 2:
-        raise NotCompilable(f"ONNX graph of {type(final).__name__} has outputs {outputs}")
+        raise NotCompilable(f"ONNX graph of {what} has outputs {outputs}")
     prob_name = outputs[1]
 
     def proba(z: np.ndarray) -> np.ndarray:
@@ -371,9 +400,10 @@ def plan_for(est: Any, n_features: int) -> Plan:
 
     final = _final_estimator(est)
     if type(final).__name__ == "XGBClassifier":
-        # inplace_predict costs ~190 us even for one row; GTIL 56 us + 26 us/row: it wins up to
-        # 4 rows (measured: 1 row 56/201 us, 4 rows 134/248, 8 rows 231/263).
-        return Plan(_treelite_xgb(final), _xgboost(final), small_max_rows=4, split_large=False)
+        # onnxruntime costs ~10 us + ~9 us/row (CPU time), inplace_predict ~240 us + ~3.4 us/row:
+        # ONNX up to 32 rows (measured at 1/4/32/1000 rows: 10/26/300/8600 us against
+        # 245/288/402/3600 us). Both release the GIL; XGBoost's predictions are thread-safe.
+        return Plan(_onnx_xgboost(final, n_features), _xgboost(final), small_max_rows=32, split_large=True)
     if isinstance(final, HistGradientBoostingClassifier):
         # Small batches: GTIL, 55 us for one row against 2 ms. Large batches: scikit-learn's
         # own predictor (exact; 1.5-2x faster than GTIL per row) on ONE OpenMP thread, split
@@ -439,15 +469,32 @@ class FastPipeline:
     """``predict_proba`` like the Pipeline's, on a float feature matrix (NaN allowed) or a
     DataFrame (models with non-numeric features)."""
 
-    def __init__(self, preprocess: Preprocess, plan: Plan, estimator: Any, batch_threads: int = 1):
+    def __init__(
+        self,
+        preprocess: Preprocess,
+        plan: Plan,
+        estimator: Any,
+        batch_threads: int = 1,
+        threshold: float = LEGACY_THRESHOLD,
+    ):
         self.preprocess = preprocess
         self.plan = plan
         self.estimator = estimator
+        self.threshold = threshold  # the model's decision threshold on P(threat)
         self._large = RowSplitter(plan.large.fn, batch_threads) if plan.split_large else plan.large.fn
 
     @property
     def exact(self) -> bool:
         return self.plan.small.exact and self.plan.large.exact
+
+    def with_threads(self, batch_threads: int) -> FastPipeline:
+        """The same compiled predictors, large batches split across ``batch_threads`` threads
+        (a challenger scores in shadow on one: it must not take cores from Production)."""
+        out = copy.copy(self)
+        out._large = (
+            RowSplitter(self.plan.large.fn, batch_threads) if self.plan.split_large else self.plan.large.fn
+        )
+        return out
 
     # Rows with NaN go through the fitted imputer here (verified at load on rows with NaN), so
     # serving.inference hands them to the fast path rather than to the Pipeline.
@@ -474,24 +521,37 @@ class FastPipeline:
         small = z.shape[0] <= self.plan.small_max_rows
         proba = self.plan.small.fn(z) if small else self._large(z)
         if not (self.plan.small if small else self.plan.large).exact and proba.shape[1] == 2:
-            # Within ATOL of a tie the class could differ from the Pipeline's (a forest with an
-            # even number of trees gives exactly 0.5 often): the estimator itself decides those.
-            near = np.flatnonzero(np.abs(proba[:, 1] - proba[:, 0]) <= 2 * ATOL)
+            # Within ATOL of the threshold the decision could differ from the Pipeline's (a
+            # forest's P(threat) is k / n_trees, exactly on a threshold often): the estimator
+            # itself scores those rows, so decide() sees the Pipeline's own probability.
+            near = np.flatnonzero(np.abs(proba[:, 1] - self.threshold) <= ATOL)
             if near.size:
                 proba[near] = self.estimator.predict_proba(z[near])
         return proba
 
 
 def compile_pipeline(
-    pipeline: Any, features: list[str], *, batch_threads: int = 1, frames: bool = False
+    pipeline: Any,
+    features: list[str],
+    *,
+    batch_threads: int = 1,
+    frames: bool = False,
+    threshold: float = LEGACY_THRESHOLD,
 ) -> FastPipeline:
-    """A fast path for a fitted ``Pipeline`` (or bare estimator). Raises NotCompilable.
+    """A fast path for a fitted ``Pipeline`` (or bare estimator, or a registered model: the
+    Pipeline inside its threshold wrapper). Raises NotCompilable.
 
     ``frames``: requests arrive as DataFrames (non-numeric features), so every row goes through
-    the fitted preprocessing steps.
+    the fitted preprocessing steps. ``threshold``: the model's decision threshold (rows whose
+    fast P(threat) is within :data:`ATOL` of it are scored by the estimator itself).
     """
     from sklearn.pipeline import Pipeline
 
+    from netsec_tasks.operating_point import inner_pipeline
+
+    # A registered model is the Pipeline inside a FixedThresholdClassifier, whose predict_proba
+    # is the Pipeline's: the fast path reproduces the Pipeline; the threshold is applied after.
+    pipeline = inner_pipeline(pipeline)
     if isinstance(pipeline, Pipeline) and len(pipeline.steps) > 1:
         steps, est = pipeline[:-1], pipeline.steps[-1][1]
         clean: Transform | None
@@ -519,7 +579,7 @@ def compile_pipeline(
     n_in = getattr(est, "n_features_in_", None)
     if n_in is None:
         raise NotCompilable(f"{type(est).__name__} without n_features_in_")
-    return FastPipeline(pre, plan_for(est, int(n_in)), est, batch_threads)
+    return FastPipeline(pre, plan_for(est, int(n_in)), est, batch_threads, threshold)
 
 
 class _Identity:
@@ -542,21 +602,36 @@ SINGLE_ROWS = 32  # rows also checked one request at a time (half clean, half wi
 
 
 def verify(fast: FastPipeline, pipeline: Any, rows: Any, threat_column: int = 1) -> Verdict:
-    """Compare ``fast`` with ``pipeline.predict_proba`` on ``rows`` (float matrix or DataFrame).
+    """Compare ``fast`` with ``pipeline.predict_proba`` on ``rows`` (float matrix or DataFrame),
+    and its decisions with the registered model's own ``predict``.
 
     All rows go through the whole fast path at once (large-batch predictor); their preprocessed
     matrix goes through the small-batch predictor in chunks of its size (imputing a row does not
     depend on the batch, so the costly KNN imputation runs once); :data:`SINGLE_ROWS` rows, with
     and without NaN, go through the whole fast path one at a time. Exact predictors must give
     identical probabilities; the others must stay within :data:`ATOL` on P(threat). Every row
-    must get the Pipeline's class.
+    must get the decision ``pipeline.predict`` gives it (the artifact's FixedThresholdClassifier
+    at its threshold, or a bare Pipeline's 0.5 rule), through
+    :func:`netsec_tasks.operating_point.decide` at ``fast.threshold``, as serving decides.
     """
     import pandas as pd
 
+    from netsec_tasks.operating_point import decide, inner_pipeline
+
     is_frame = isinstance(rows, pd.DataFrame)
-    named = is_frame or not hasattr(pipeline, "feature_names_in_")
+    # A FixedThresholdClassifier does not expose the names its Pipeline was fitted with.
+    named = is_frame or not hasattr(inner_pipeline(pipeline), "feature_names_in_")
     frame = rows if named else pd.DataFrame(rows, columns=fast.preprocess.features)
     expected = np.asarray(pipeline.predict_proba(frame))
+    decided = np.asarray(pipeline.predict(frame)).astype(np.int8)
+    if not np.array_equal(decide(expected[:, threat_column], fast.threshold), decided):
+        bad = int(np.flatnonzero(decide(expected[:, threat_column], fast.threshold) != decided)[0])
+        return Verdict(
+            False,
+            f"row {bad}: threshold {fast.threshold:.6g} decides otherwise than the model's predict()",
+            0,
+            np.inf,
+        )
     n = len(expected)
     take = (lambda idx: rows.iloc[idx]) if is_frame else (lambda idx: rows[idx])
     z = fast.preprocess(rows)
@@ -596,10 +671,10 @@ def verify(fast: FastPipeline, pipeline: Any, rows: Any, threat_column: int = 1)
             return Verdict(
                 False, f"{label}: row {int(idx[bad])} differs by {diff[bad]:.3g} > {ATOL:g}", n, worst
             )
-        flipped = got.argmax(axis=1) != ref.argmax(axis=1)
+        flipped = decide(got[:, threat_column], fast.threshold) != decided[idx]
         if flipped.any():
             bad = int(idx[np.flatnonzero(flipped)[0]])
-            return Verdict(False, f"{label}: row {bad} gets another class", n, worst)
+            return Verdict(False, f"{label}: row {bad} gets another decision", n, worst)
     return Verdict(True, "exact" if fast.exact else f"max |dp| {worst:.1e} <= {ATOL:g}", n, worst)
 
 
@@ -609,16 +684,23 @@ def fast_path_for(
     rows: Any,
     *,
     threat_column: int = 1,
+    threshold: float = LEGACY_THRESHOLD,
     batch_threads: int = 1,
     rows_source: str = "",
 ) -> tuple[FastPipeline | None, str]:
-    """A verified fast path, or (None, why not). ``rows``: real rows to verify on (float matrix
-    for numeric models, DataFrame otherwise), including rows with NaN."""
+    """A verified fast path, or (None, why not). ``pipeline``: the registered model (its
+    ``predict`` is the decision the fast path must reproduce at ``threshold``, the model's);
+    ``rows``: real rows to verify on (float matrix for numeric models, DataFrame otherwise),
+    including rows with NaN."""
     import pandas as pd
 
     try:
         fast = compile_pipeline(
-            pipeline, features, batch_threads=batch_threads, frames=isinstance(rows, pd.DataFrame)
+            pipeline,
+            features,
+            batch_threads=batch_threads,
+            frames=isinstance(rows, pd.DataFrame),
+            threshold=threshold,
         )
     except NotCompilable as exc:
         return None, f"scikit-learn ({exc} has no fast path)"

@@ -78,11 +78,81 @@ class CsvPredictResponse(BaseModel):
     n_threats: int
     n_invalid: int = Field(..., description="rows returned unscored with status=invalid (invalid=flag)")
     n_imputed_rows: int
+    notes: list[str] = Field(
+        [],
+        description="what the CSV reader did that you should know: a trailing delimiter dropped, "
+        "Excel's sep= line, a file decoded from UTF-16, records spanning lines",
+    )
 
 
 class FeatureSpec(BaseModel):
     name: str
     type: str = Field(..., description="MLflow signature type: long, double, string...")
+
+
+class OperatingPointInfo(BaseModel):
+    """What the threshold does on labelled test rows (netsec_tasks.operating_point)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    threshold: float
+    rows: int
+    benign: int
+    threats: int
+    fpr: float | None = Field(None, description="false-positive rate: false alerts / benign rows")
+    fpr_low: float | None = Field(None, description="lower end of its Clopper-Pearson interval")
+    fpr_high: float | None = Field(None, description="upper end of its Clopper-Pearson interval")
+    recall: float | None = None
+    precision_at_rate: float | None = Field(None, description="precision at the expected threat rate")
+    expected_threat_rate: float | None = None
+    alerts_per_10k_benign: float | None = Field(None, description="false alerts per 10,000 benign rows")
+    confidence: float | None = None
+
+
+class PromotionPoints(BaseModel):
+    production_version: str | None = Field(None, description="the Production version compared with")
+    candidate: OperatingPointInfo | None = Field(None, description="this version, on the compared rows")
+    production: OperatingPointInfo | None = Field(
+        None, description="that Production version at its own threshold, on the same rows"
+    )
+
+
+class DecisionInfo(BaseModel):
+    """The served model's operating point: ``is_threat`` is 1 when ``threat_probability`` reaches
+    ``threshold``."""
+
+    threshold: float = Field(..., description="is_threat = threat_probability >= threshold")
+    threshold_recorded: bool = Field(
+        ..., description="false: a version registered before thresholds, decided at 0.5"
+    )
+    rule: str
+    max_false_positive_rate: float | None = Field(
+        None, description="the false-positive budget it was chosen for"
+    )
+    expected_threat_rate: float | None = Field(None, description="the deployment's threat rate it assumes")
+    objective: str | None = None
+    expected_precision: float | None = Field(
+        None, description="precision expected at that threat rate (its test figures)"
+    )
+    test: OperatingPointInfo | None = Field(None, description="its test split's figures at the threshold")
+    promotion: PromotionPoints | None = Field(
+        None, description="the promotion's comparison with the Production version it replaced"
+    )
+
+
+class ChallengerInfo(BaseModel):
+    """The challenger (registry.shadow): scored in shadow on every logged row; its decisions go
+    to the prediction log and /metrics, never into a response."""
+
+    version: str
+    model_class: str
+    since: str | None = Field(None, description="when it became the challenger (tag netsec.challenger_since)")
+    threshold: float = Field(..., description="its own decision threshold on P(threat)")
+    metrics: dict[str, float] = Field(..., description="test_* metrics of its training run")
+    promotion_reason: str | None = Field(None, description="why it passed the promotion gate")
+    run_id: str | None = Field(None, description="its MLflow run (with X-API-Key only)")
+    inference_path: str | None = Field(None, description="how it scores rows (with X-API-Key only)")
+    loaded_at: str
 
 
 class ModelInfo(BaseModel):
@@ -111,6 +181,16 @@ class ModelInfo(BaseModel):
     )
     schema_version: str | None = Field(
         None, description="that schema's version (tag netsec.schema_version, else the schema's)"
+    )
+    decision: DecisionInfo
+    role: Literal["production"] = Field(
+        "production", description="this version decides: every answer is its decision"
+    )
+    challenger: ChallengerInfo | None = Field(
+        None, description="the version scored in shadow beside it (registry.shadow), if any"
+    )
+    challenger_error: str | None = Field(
+        None, description="why the registry's challenger is not loaded (with X-API-Key only)"
     )
 
 
@@ -157,7 +237,11 @@ class TrainResponse(BaseModel):
 
 
 class Problem(BaseModel):
-    row: int | None = Field(None, description="0-based: records[row], or CSV line row + 2")
+    row: int | None = Field(None, description="0-based position among the rows sent")
+    where: str | None = Field(
+        None,
+        description="the row as you find it: records[3], or the CSV's physical line: line 12, lines 12-14",
+    )
     column: str | None
     value: Any = None
     reason: str
@@ -168,6 +252,7 @@ class ErrorResponse(BaseModel):
     detail: str
     column: str | None = None
     row: int | None = None
+    where: str | None = Field(None, description="the first problem's row as you find it (see Problem)")
     value: Any = Field(None, description="the offending value, as sent")
     allowed: str | None = Field(None, description="what the column accepts")
     problems: list[Problem] | None = Field(None, description="every row problem found")

@@ -25,14 +25,14 @@ RELEASE_AFTER_ROWS = 10_000
 def infer(state, model: LoadedModel, x) -> tuple[np.ndarray, np.ndarray]:
     """(is_threat 0/1, threat probability) for ``x``; records model time and class counts."""
     start = time.perf_counter()
-    is_threat, proba = model.predict(_imputable(model, x))
+    is_threat, proba = model.predict(imputable(model, x))
     n = len(is_threat)
     state.metrics.inference.labels(Metrics.rows_bucket(n)).observe(time.perf_counter() - start)
-    state.metrics.count_predictions(int(is_threat.sum()), n)
+    state.metrics.count_predictions(int(is_threat.sum()), n, version=model.version)
     return is_threat, proba
 
 
-def _imputable(model: LoadedModel, x):
+def imputable(model: LoadedModel, x):
     """Rows holding NaN (nullable cells sent as null) go through the Pipeline, whose imputer
     fills them, unless the compiled fast path says it reproduces the imputer
     (``fast.supports_nan``, verified at load on rows with NaN cells)."""
@@ -50,12 +50,16 @@ def _imputable(model: LoadedModel, x):
 
 
 def log_predictions(state, model: LoadedModel, x, is_threat, proba, labels, route: str) -> str:
-    """Hand the request's rows to the prediction log (never blocks; see serving.prediction_writer).
+    """Hand the request's rows to the prediction log (never blocks; see serving.prediction_writer),
+    with the challenger loaded now, which scores them there in shadow (serving.shadow).
     Returns the request id: row ``k`` is prediction ``<request id>-<k>``."""
     now = dt.datetime.now(dt.UTC)
     request_id = new_request_id(now)
     if state.prediction_log is None or len(is_threat) == 0:
         return request_id
+    challenger = state.manager.challenger
+    if challenger is not None and challenger.version == model.version:
+        challenger = None  # just promoted: the model that answered
     state.prediction_log.submit(
         LogEntry(
             time=now,
@@ -68,6 +72,7 @@ def log_predictions(state, model: LoadedModel, x, is_threat, proba, labels, rout
             labels=labels,
             route=route,
             request_id=request_id,
+            challenger=challenger,
         )
     )
     return request_id

@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -31,8 +32,9 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import pandas as pd
 
-from netsec_tasks.contract import ROW_SCOPE, Contract, ContractError, RowCheck, RowValidity
+from netsec_tasks.contract import FLOAT32_MAX, ROW_SCOPE, Contract, ContractError, RowCheck, RowValidity
 from netsec_tasks.errors import DataError
+from netsec_tasks.table_io import Table
 from serving.model import LoadedModel
 
 InvalidPolicy = Literal["refuse", "flag"]
@@ -65,6 +67,8 @@ class InputError(Exception):
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"detail": self.message, "column": self.column, "row": self.row}
+        if self.problems and self.problems[0].get("where"):
+            out["where"] = self.problems[0]["where"]
         if self.value is not None:
             out["value"] = self.value
         if self.allowed is not None:
@@ -84,7 +88,8 @@ class InputError(Exception):
             value=first.get("value"),
             allowed=first.get("allowed") or None,
             problems=[
-                {k: p.get(k) for k in ("row", "column", "value", "reason", "allowed")} for p in exc.problems
+                {k: p.get(k) for k in ("row", "where", "column", "value", "reason", "allowed")}
+                for p in exc.problems
             ],
         )
 
@@ -115,6 +120,7 @@ class ModelInput(RowValidity):
     check: RowCheck | None = None
     frame: pd.DataFrame | None = None
     echo: dict[str, list] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the CSV reader did (see Table.notes)
 
 
 def _model_x(contract: Contract, model: LoadedModel, check: RowCheck) -> Any:
@@ -153,8 +159,15 @@ def checked_input(
 def records_from_body(body: bytes, max_rows: int) -> list[dict]:
     try:
         payload = json.loads(body)
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
+        if "Exceeds the limit" in str(exc):  # Python's int_max_str_digits: valid JSON, no column holds it
+            raise InputError(
+                "a number in the body has more digits than any column holds (over 4300); send values "
+                "within the columns' ranges"
+            ) from None
         raise InputError(f"body is not valid JSON: {str(exc)[:200]}") from None
+    except RecursionError:
+        raise InputError("body is not valid JSON: nested too deeply") from None
     if not isinstance(payload, dict) or "records" not in payload:
         raise InputError('body must be a JSON object {"records": [{feature: value, ...}, ...]}')
     extra = set(payload) - {"records"}
@@ -164,7 +177,31 @@ def records_from_body(body: bytes, max_rows: int) -> list[dict]:
     if not isinstance(records, list):
         raise InputError("'records' must be a list of objects", column="records")
     check_row_count(len(records), max_rows, "'records'")
+    if _ESCAPED_SURROGATE.search(body):
+        _refuse_lone_surrogates(records)
     return records
+
+
+# A JSON escape of a UTF-16 surrogate; paired ones decode to one character, a lone one is not
+# Unicode text (no table, log or answer can hold it).
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(records: list) -> None:
+    from netsec_tasks.sinks import text
+
+    for i, row in enumerate(records):
+        if not isinstance(row, dict):
+            continue
+        for key, value in row.items():
+            for part, what in ((key, "a column name"), (value, f"column '{text(key)}'")):
+                if isinstance(part, str) and text(part) != part:
+                    raise InputError(
+                        f"records[{i}]: {what} holds a lone UTF-16 surrogate (a \\ud800-\\udfff "
+                        "escape without its pair), which is not Unicode text; send valid text",
+                        column=text(key),
+                        row=i,
+                    )
 
 
 def records_frame(records: list, contract: Contract) -> pd.DataFrame:
@@ -173,10 +210,21 @@ def records_frame(records: list, contract: Contract) -> pd.DataFrame:
     features = contract.features
     wanted = set(features)
     allowed = wanted | set(contract.passthrough)
+    rename = contract.schema.rename
     seen_passthrough: dict[str, None] = {}
     for i, row in enumerate(records):
         if not isinstance(row, dict):
             raise InputError(f"records[{i}] must be an object of column: value", row=i)
+        if rename and not rename.keys().isdisjoint(row):
+            clash = [k for k in row if k in rename and rename[k] in row]
+            if clash:
+                raise InputError(
+                    f"records[{i}] has both '{clash[0]}' and '{rename[clash[0]]}', which the schema's "
+                    f"rename maps '{clash[0]}' to; send one of them",
+                    column=clash[0],
+                    row=i,
+                )
+            row = records[i] = {rename.get(k, k): v for k, v in row.items()}
         keys = row.keys()
         if keys == wanted:
             continue
@@ -211,6 +259,8 @@ except ImportError:  # pragma: no cover - msgspec is in the serving extra
     msgspec = None  # type: ignore[assignment]  # the contract path still works
 
 _decoders: dict[tuple, Any] = {}
+# The ints the fast decode accepts: int64 as far as float64 holds it exactly below 2**63.
+FAST_INT_RANGE = (-(2**63), 2**63 - 1024)
 
 
 def _fast_type(spec) -> Any:
@@ -223,21 +273,23 @@ def _fast_type(spec) -> Any:
                 return None
             typ: Any = Literal[values]
         else:
-            meta = {}
+            # The contract's int64 bound, where float64 is exact: a few integers just below
+            # 2**63 round up to it and take the contract path, which refuses them.
+            low, high = FAST_INT_RANGE
             if spec.min is not None:
-                meta["ge"] = math.ceil(spec.min)
+                low = max(low, math.ceil(spec.min))
             if spec.max is not None:
-                meta["le"] = math.floor(spec.max)
-            typ = Annotated[int, msgspec.Meta(**meta)] if meta else int
+                high = min(high, math.floor(spec.max))
+            typ = Annotated[int, msgspec.Meta(ge=low, le=high)]
     elif spec.dtype == "float":
         if spec.allowed is not None:
             return None
-        meta = {}
+        low_f, high_f = -FLOAT32_MAX, FLOAT32_MAX  # the contract's float32 bound
         if spec.min is not None:
-            meta["ge"] = float(spec.min)
+            low_f = max(low_f, float(spec.min))
         if spec.max is not None:
-            meta["le"] = float(spec.max)
-        typ = Annotated[float, msgspec.Meta(**meta)] if meta else float
+            high_f = min(high_f, float(spec.max))
+        typ = Annotated[float, msgspec.Meta(ge=low_f, le=high_f)]
     else:
         return None
     return typ | None if spec.nullable else typ
@@ -253,11 +305,13 @@ def fast_decoder(contract: Contract, features: tuple[str, ...]):
     dec = None
     types = [_fast_type(contract.schema.columns[f]) for f in features]
     if msgspec is not None and all(t is not None for t in types):
+        # JSON keys are the files' names: the schema's rename maps them to its columns.
+        key_of = {new: old for old, new in contract.schema.rename.items()}
         fields: list[tuple] = [(f"f{i}", t) for i, t in enumerate(types)]
-        rename = {f"f{i}": name for i, name in enumerate(features)}
+        rename = {f"f{i}": key_of.get(name, name) for i, name in enumerate(features)}
         for j, name in enumerate(contract.passthrough):
             fields.append((f"p{j}", Any, msgspec.UNSET))
-            rename[f"p{j}"] = name
+            rename[f"p{j}"] = key_of.get(name, name)
         row = msgspec.defstruct("Row", fields, rename=rename, forbid_unknown_fields=True)
         records = list[row]  # type: ignore[valid-type]  # a struct built at run time
         payload = msgspec.defstruct("Payload", [("records", records)], forbid_unknown_fields=True)
@@ -314,28 +368,27 @@ def fast_json_input(body: bytes, contract: Contract, model: LoadedModel, max_row
 # --- CSV tables ---------------------------------------------------------------------------------
 
 
-def csv_frame(data: bytes, name: str, contract: Contract, max_rows: int) -> pd.DataFrame:
-    """An uploaded CSV as a table after the column rules; passthrough columns are read as text,
-    so an id such as 007 comes back as 007."""
-    from netsec_tasks.table_io import read_csv_bytes
+def csv_table(data: bytes, name: str, contract: Contract, max_rows: int) -> Table:
+    """An uploaded CSV as a :class:`~netsec_tasks.table_io.Table` after the column rules, read by
+    the one CSV reader every door uses (layout checked, rows keep their physical lines);
+    passthrough columns are read as text, so an id such as 007 comes back as 007."""
+    from netsec_tasks.table_io import read_csv
 
     try:
-        # A header-less upload is read with the schema's file_columns.
-        frame = read_csv_bytes(
+        table = read_csv(
             data,
-            source=name,
+            name,
             max_rows=max_rows + 1,
-            text_columns=contract.passthrough,
-            **contract.schema.read_options(),
+            **contract.schema.read_options(echo=True),
         )
     except DataError as exc:
         raise InputError(str(exc), column=exc.columns[0] if exc.columns else None) from None
-    check_row_count(len(frame), max_rows, "the CSV")
+    check_row_count(len(table.frame), max_rows, "the CSV")
     try:
-        contract.check_columns(frame, source=f"{name} header")
+        contract.check_columns(table.frame, source=f"{name} header")
     except ContractError as exc:
         raise InputError.from_contract(exc) from None
-    return frame
+    return table
 
 
 def csv_input(
@@ -347,9 +400,8 @@ def csv_input(
     *,
     policy: InvalidPolicy = "refuse",
 ) -> ModelInput:
-    """Rows are reported as CSV line numbers (the header, if any, is line 1)."""
-    from netsec_tasks.table_io import first_data_line
-
-    frame = csv_frame(data, name, contract, max_rows)
-    first = first_data_line(data, **contract.schema.read_options())
-    return checked_input(frame, contract, model, where=lambda r: f"line {r + first}", policy=policy)
+    """Rows are reported by their physical CSV lines (the header, if any, is line 1)."""
+    table = csv_table(data, name, contract, max_rows)
+    inp = checked_input(table.frame, contract, model, where=table.where, policy=policy)
+    inp.notes = list(table.notes)
+    return inp

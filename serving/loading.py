@@ -3,7 +3,8 @@ signature, the rows its fast path is verified on, and the assembled :class:`Load
 
 One place each:
 
-- :func:`resolve_production_version`: the "which version is Production" lookup;
+- :func:`resolve_production_version`: the "which version is Production" lookup, and
+  :func:`resolve_challenger_version`: which version is the challenger (issue 25);
 - :func:`download_verified`: download, check (sklearn flavour, skops only, trusted types within
   netsec's allow-list) and deserialize;
 - :func:`feature_schema`: feature names and MLflow types from tags / signature;
@@ -22,6 +23,7 @@ import logging
 import os
 import tempfile
 import threading
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -65,14 +67,42 @@ def resolve_production_version(settings):
     Raises SourceUnavailable (registry unreachable) / RegistryError (no such version).
     """
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
-    from netsec_tasks.outages import is_unreachable
     from netsec_tasks.registry import find_production_version
 
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-    try:
+    with _registry_errors(settings):
         mv = find_production_version(client, settings.model_name, settings.model_alias, settings.model_stage)
+    if mv is None:
+        raise RegistryError(
+            f"registered model '{settings.model_name}' has no version with alias "
+            f"'{settings.model_alias}' or stage '{settings.model_stage}' at "
+            f"{settings.tracking_uri}; run the training pipeline first"
+        )
+    return client, mv
+
+
+def resolve_challenger_version(settings, client):
+    """The ModelVersion holding ``settings.challenger_alias`` (the challenger scored in shadow),
+    or None (no alias configured, or no version holds it). Raises as
+    :func:`resolve_production_version`."""
+    from netsec_tasks.registry import find_alias_version
+
+    if not settings.challenger_alias:
+        return None
+    with _registry_errors(settings):
+        return find_alias_version(client, settings.model_name, settings.challenger_alias)
+
+
+@contextmanager
+def _registry_errors(settings):
+    """MLflow's errors as ours: RegistryError for a refusal, SourceUnavailable for an outage."""
+    from mlflow.exceptions import MlflowException
+
+    from netsec_tasks.outages import is_unreachable
+
+    try:
+        yield
     except Exception as exc:
         # By exception type along the chain (MLflow wraps the requests error it gave up on,
         # a 5xx included: its retries end in requests' RetryError), as the pipeline decides it.
@@ -82,13 +112,6 @@ def resolve_production_version(settings):
             f"MLflow registry at {settings.tracking_uri} is unreachable: "
             f"{type(exc).__name__}: {str(exc)[:300]}"
         ) from None
-    if mv is None:
-        raise RegistryError(
-            f"registered model '{settings.model_name}' has no version with alias "
-            f"'{settings.model_alias}' or stage '{settings.model_stage}' at "
-            f"{settings.tracking_uri}; run the training pipeline first"
-        )
-    return client, mv
 
 
 # --- download and verification ------------------------------------------------------------------
@@ -248,8 +271,21 @@ def load_version(settings, client, mv) -> LoadedModel:
             f"{uri}: the model's classes are {classes}; the netsec convention is "
             "is_threat 0/1 (retrain with the current pipeline)"
         )
+    from netsec_tasks.operating_point import model_threshold
     from serving.fastpath import estimator_name
 
+    try:
+        threshold = model_threshold(pipeline)
+    except ValueError as exc:
+        raise RegistryError(f"{uri}: {exc}") from None
+    if not threshold.recorded:
+        log.warning(
+            "model %s v%s has no decision threshold (registered before operating points): it is "
+            "served at the 0.5 rule its own predict() applies; retrain to decide at a "
+            "false-positive budget",
+            mv.name,
+            mv.version,
+        )
     model = LoadedModel(
         name=mv.name,
         version=str(mv.version),
@@ -267,6 +303,7 @@ def load_version(settings, client, mv) -> LoadedModel:
         inference_path="scikit-learn",
         loaded_at=dt.datetime.now(dt.UTC),
         threat_column=classes.index(1),
+        threshold=threshold,
     )
     return with_fast_path(model, settings, mv)
 
@@ -287,6 +324,7 @@ def with_fast_path(model: LoadedModel, settings, mv) -> LoadedModel:
         list(model.features),
         rows,
         threat_column=model.threat_column,
+        threshold=model.threshold.value,
         batch_threads=settings.batch_threads,
         rows_source=source,
     )

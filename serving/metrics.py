@@ -19,6 +19,11 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from netsec_tasks.sinks import prom_label
+
+# The request methods counted by name; any other (a client may send any token) counts as "other".
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
 # Gauge name (netsec_monitoring_<name>) -> help; the value is the served version's tag
 # netsec.monitoring.<name> written by the monitoring step (netsec_tasks/monitoring/step.py).
 MONITORING_GAUGES = {
@@ -31,6 +36,11 @@ MONITORING_GAUGES = {
     "live_f1_high": "Upper end of live F1's confidence interval",
     "labelled": "Verdicts on the served version's predictions in the monitoring window",
     "threat_rate": "Share of the served version's predictions that were threats (last run)",
+    "alert_rate": "Share of the served version's rows that raised an alert (last run; = threat_rate)",
+    "expected_alert_rate": "The alert rate its operating point expects at the expected threat rate",
+    "live_fpr": "False-positive rate among analysts' benign verdicts (last monitoring run)",
+    "live_fpr_low": "Lower end of live FPR's interval (over the budget: a retraining reason)",
+    "live_fpr_high": "Upper end of live FPR's interval",
     "trigger": "1 when the last monitoring run requested a retraining",
     "last_run_timestamp_seconds": "When the last monitoring run looked (Unix time)",
 }
@@ -81,9 +91,28 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # Per version: Production's decisions (role production, the answers) and the
+        # challenger's on the same rows (role challenger, scored in shadow, never answered).
         self.predictions = Counter(
-            "netsec_predictions", "Predicted rows by model and class", ["model", "class_"], registry=r
+            "netsec_predictions",
+            "Predicted rows by model, version, role (production: answered; challenger: in shadow) and class",
+            ["model", "version", "role", "class_"],
+            registry=r,
         )
+        self.shadow_rows = Counter(
+            "netsec_shadow_rows",
+            "Logged rows the challenger scored in shadow, by outcome: scored, failed, disagreed "
+            "(scored with another decision than Production's)",
+            ["model", "version", "outcome"],
+            registry=r,
+        )
+        self.challenger_version = Gauge(
+            "netsec_challenger_version",
+            "Version number of the challenger scored in shadow (NaN: none loaded)",
+            ["name"],
+            registry=r,
+        ).labels(model_name)
+        self.challenger_version.set(float("nan"))
         self.model_info = Info("netsec_model", "The model being served", registry=r)
         self.model_details = Info(
             "netsec_model_details",
@@ -92,6 +121,12 @@ class Metrics:
         )
         self.model_version = Gauge(
             "netsec_model_version", "Version number of the served model", ["name"], registry=r
+        )
+        self.model_threshold = Gauge(
+            "netsec_model_threshold",
+            "The served model's decision threshold on P(threat) (is_threat = P >= it)",
+            ["name"],
+            registry=r,
         )
         self.model_loaded = Gauge("netsec_model_loaded", "1 when a model is loaded (ready)", registry=r)
         self.log_dropped = Counter(
@@ -152,6 +187,9 @@ class Metrics:
             self.model_version.labels(model.name).set(float(model.version))
         except ValueError:
             pass
+        threshold = getattr(model, "threshold", None)
+        if threshold is not None:
+            self.model_threshold.labels(model.name).set(threshold.value)
         self.model_loaded.set(1)
 
     def monitoring_figures(self, tags: dict[str, str] | None) -> None:
@@ -174,11 +212,23 @@ class Metrics:
                     value = float("nan")
             gauge.set(value)
 
-    def count_predictions(self, n_threat: int, n_rows: int) -> None:
+    def count_predictions(
+        self, n_threat: int, n_rows: int, *, version: str, role: str = "production"
+    ) -> None:
         if n_threat:
-            self.predictions.labels(self.model, "threat").inc(n_threat)
+            self.predictions.labels(self.model, version, role, "threat").inc(n_threat)
         if n_rows - n_threat:
-            self.predictions.labels(self.model, "benign").inc(n_rows - n_threat)
+            self.predictions.labels(self.model, version, role, "benign").inc(n_rows - n_threat)
+
+    def count_shadow(self, version: str, outcome: str, n_rows: int) -> None:
+        self.shadow_rows.labels(self.model, version, outcome).inc(n_rows)
+
+    def challenger_swapped(self, model) -> None:
+        """The challenger gauge follows the manager (None: no challenger)."""
+        try:
+            self.challenger_version.set(float(model.version) if model is not None else float("nan"))
+        except ValueError:
+            self.challenger_version.set(float("nan"))
 
     @staticmethod
     def rows_bucket(n: int) -> str:
@@ -217,4 +267,5 @@ class ObserveMiddleware:
         route = scope.get("route")
         label = getattr(route, "path", None) or "<unmatched>"
         self.metrics.latency.labels(label).observe(time.perf_counter() - start)
-        self.metrics.requests.labels(label, scope.get("method", ""), str(code)).inc()
+        method = prom_label(scope.get("method", ""), allowed=HTTP_METHODS)  # a client's text
+        self.metrics.requests.labels(label, method, str(code)).inc()

@@ -15,6 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from netsec_tasks.operating_point import LEGACY_THRESHOLD, Threshold, decide
+from netsec_tasks.tracking import TAG_PREFIX
+
 # MLflow type names that carry numbers; anything else ("string", "boolean"...) is passed as is.
 NUMERIC_TYPES = {"double", "float", "long", "integer"}
 
@@ -38,6 +41,9 @@ class LoadedModel:
     loaded_at: dt.datetime
     fast: Any = field(default=None, repr=False)
     threat_column: int = 1  # index of class 1 (is_threat) in predict_proba
+    # The model's own decision threshold (netsec_tasks.operating_point.model_threshold): the
+    # artifact's FixedThresholdClassifier's, or the 0.5 rule of a version registered before.
+    threshold: Threshold = field(default_factory=lambda: Threshold(LEGACY_THRESHOLD, recorded=False))
 
     @property
     def numeric_only(self) -> bool:
@@ -53,12 +59,11 @@ class LoadedModel:
         return proba[:, self.threat_column]
 
     def predict(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
-        """(is_threat 0/1, threat probability). One predict_proba pass; the class is its argmax,
-        which is how the pipeline's own ``predict`` decides for every netsec candidate."""
+        """(is_threat 0/1, threat probability): one predict_proba pass, decided at the model's
+        threshold by :func:`netsec_tasks.operating_point.decide`, the rule of every door (and of
+        the artifact's own ``predict``, verified at load)."""
         p = self.threat_probability(x)
-        other = 1.0 - p
-        # Ties (p == 0.5) go to class 0, as np.argmax over [p0, p1] does in predict().
-        return (p > other).astype(np.int8), p
+        return decide(p, self.threshold), p
 
     def label_for(self, is_threat: int) -> Any:
         return self.positive_label if is_threat else self.negative_label
@@ -87,6 +92,56 @@ class LoadedModel:
             "negative_label": self.negative_label,
             "inference_path": self.inference_path,
             "loaded_at": self.loaded_at.isoformat(),
+            "decision": self.decision(),
+        }
+
+    def decision(self) -> dict[str, Any]:
+        """The operating point as ``/model`` shows it: the threshold ``is_threat`` uses, the
+        false-positive budget and expected threat rate it was chosen for, the precision expected
+        at that rate and the test split's figures (version tags written at registration), and
+        the promotion's comparison of this version with the Production model it replaced.
+        A version registered before thresholds: the 0.5 rule, no budget."""
+        tags = self.tags
+
+        def number(key: str) -> float | None:
+            try:
+                value = float(tags.get(TAG_PREFIX + key) or "nan")
+            except ValueError:
+                return None
+            return None if value != value else value
+
+        def point(key: str) -> dict[str, Any] | None:
+            try:
+                value = json.loads(tags.get(TAG_PREFIX + key) or "null")
+            except ValueError:
+                return None
+            return value if isinstance(value, dict) and value else None
+
+        test = point("operating_point") if self.threshold.recorded else None
+        compared = point("promotion_operating_point")
+        return {
+            "threshold": self.threshold.value,
+            "threshold_recorded": self.threshold.recorded,
+            "rule": (
+                f"threat when P(threat) >= {self.threshold.value:.6g}"
+                if self.threshold.recorded
+                else "threat when P(threat) > 0.5 (no threshold recorded: a version registered "
+                "before operating points)"
+            ),
+            "max_false_positive_rate": number("max_false_positive_rate") if self.threshold.recorded else None,
+            "expected_threat_rate": number("expected_threat_rate") if self.threshold.recorded else None,
+            "objective": tags.get(TAG_PREFIX + "objective") or None,
+            "expected_precision": (test or {}).get("precision_at_rate"),
+            "test": test,
+            "promotion": (
+                {
+                    "production_version": tags.get(TAG_PREFIX + "previous_production_version") or None,
+                    "candidate": compared,
+                    "production": point("production_operating_point"),
+                }
+                if compared
+                else None
+            ),
         }
 
 

@@ -24,11 +24,10 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 
 from netsec_tasks.prediction_log import (
@@ -38,6 +37,7 @@ from netsec_tasks.prediction_log import (
     parse_prediction_id,
     prediction_documents,
 )
+from netsec_tasks.sinks import bson_document, json_bytes
 
 log = logging.getLogger("netsec.serving")
 
@@ -54,6 +54,12 @@ class LogEntry:
     labels: list
     route: str
     request_id: str | None = None
+    # The challenger loaded when the request was served (serving.shadow scores the rows with it
+    # in the writer's thread, off the request path), then its version, decisions and P(threat).
+    challenger: Any = field(default=None, repr=False, compare=False)
+    challenger_version: str | None = None
+    challenger_is_threat: np.ndarray | None = None
+    challenger_probability: np.ndarray | None = None
 
     @property
     def n_rows(self) -> int:
@@ -71,6 +77,9 @@ class LogEntry:
             probability=self.probability,
             labels=self.labels,
             request_id=self.request_id,
+            challenger_version=self.challenger_version,
+            challenger_is_threat=self.challenger_is_threat,
+            challenger_probability=self.challenger_probability,
         )
 
 
@@ -81,11 +90,11 @@ class JsonlSink:
     def __init__(self, root: str | Path, model_name: str):
         self.reader = JsonlLogReader(root, model_name)
         self.directory = self.reader.directory
-        # Times as RFC 3339; anything else JSON lacks (a Timestamp in a text column) as its str().
-        self._encoder = msgspec.json.Encoder(enc_hook=str)
 
     def convert(self, entry: LogEntry) -> list[tuple[int, bytes]]:
-        return [(doc["n_rows"], self._encoder.encode(doc)) for doc in entry.documents()]
+        # The JSON sink's encoder: times as RFC 3339, anything else JSON lacks (a Timestamp in a
+        # text column) as its str(), text from data made valid UTF-8.
+        return [(doc["n_rows"], json_bytes(doc)) for doc in entry.documents()]
 
     def write(self, items: list[tuple[str, bytes]]) -> None:
         """``items``: (day, JSON line) pairs."""
@@ -121,7 +130,7 @@ class MongoSink:
         self._indexed = False
 
     def convert(self, entry: LogEntry) -> list[tuple[int, dict]]:
-        return [(doc["n_rows"], doc) for doc in entry.documents()]
+        return [(doc["n_rows"], bson_document(doc)) for doc in entry.documents()]  # the BSON sink
 
     def write(self, items: list[tuple[str, dict]]) -> None:
         if not self._indexed:  # here, not at start-up: the service starts with MongoDB down
@@ -143,15 +152,28 @@ class PredictionLog:
     A request only appends to the buffer: the writer is not woken per request (with one-row
     traffic, waking it on every request cost ~0.4 ms of GIL hand-overs, a third of the
     request), only when a batch is due.
+
+    ``shadow`` (:class:`serving.shadow.ShadowScorer`): called on each batch before it is
+    encoded, it adds the challenger's decisions to the entries, so the challenger scores the
+    batch's rows in one call each, in this thread, never in a request's.
     """
 
     # Request ids remembered for feedback lookups, newest last (~100 bytes each).
     RECENT_REQUESTS = 100_000
 
     def __init__(
-        self, sink, *, batch_rows: int, flush_seconds: float, max_queued: int, on_drop=None, on_write=None
+        self,
+        sink,
+        *,
+        batch_rows: int,
+        flush_seconds: float,
+        max_queued: int,
+        on_drop=None,
+        on_write=None,
+        shadow=None,
     ):
         self.sink = sink
+        self.shadow = shadow
         self.batch_rows = batch_rows
         self.flush_seconds = flush_seconds
         self.max_queued = max_queued  # requests waiting; beyond it new ones are dropped
@@ -236,6 +258,8 @@ class PredictionLog:
         while True:
             self._due.wait(self.flush_seconds)
             entries, closing = self._take()
+            if self.shadow is not None and entries:
+                entries = self.shadow(entries)
             items: list[tuple[str, Any]] = []  # (day, sink item)
             rows = 0
             for entry in entries:
@@ -274,7 +298,7 @@ class PredictionLog:
         log.warning("prediction log: could not write %d rows to %s: %s", rows, self.sink.describe(), exc)
 
 
-def make_prediction_log(settings, on_drop=None, on_write=None) -> PredictionLog | None:
+def make_prediction_log(settings, on_drop=None, on_write=None, shadow=None) -> PredictionLog | None:
     if not settings.log_enabled:
         return None
     sink: MongoSink | JsonlSink
@@ -291,4 +315,5 @@ def make_prediction_log(settings, on_drop=None, on_write=None) -> PredictionLog 
         max_queued=settings.log_queue_requests,
         on_drop=on_drop,
         on_write=on_write,
+        shadow=shadow,
     ).start()

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     model_alias: str = "production"
     # Fall back to the (deprecated) stage when no version carries the alias.
     model_stage: str = "Production"
+    # The challenger (registry.challenger_alias; issue 25): when a version holds this alias it is
+    # loaded beside Production and scores every logged row in shadow, off the request path; its
+    # decisions go to the prediction log and /metrics, never into a response. "" = never load one.
+    challenger_alias: str = "challenger"
     poll_interval_seconds: float = Field(30.0, gt=0)
     # How often to retry while no model could be loaded yet (registry down at start-up).
     retry_interval_seconds: float = Field(5.0, gt=0)

@@ -3,6 +3,8 @@
 - ``mongo_server``: the ``nx-27017`` MongoDB-wire server (SQLite underneath) as a subprocess.
 - ``s3_server``: moto's standalone S3 server (ThreadedMotoServer); boto3 talks HTTP to it.
 - ``mlflow_uri``: an MLflow SQLite tracking store in a temp dir.
+- ``mlflow_server``: a real ``mlflow server`` (SQLite backend, served artifacts) shared by the
+  session; tests keep apart by registered-model name.
 - ``make_cfg``: a PipelineConfig with its work dir in a temp dir and a small training budget.
 The helpers behind them live in ``netsec_testing.py``.
 """
@@ -56,6 +58,15 @@ def mongo_db(mongo_server, request):
     yield client, name
     client.drop_database(name)
     client.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    from netsec_testing import MlflowServerProcess
+
+    server = MlflowServerProcess(tmp_path_factory.mktemp("mlflow-server")).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

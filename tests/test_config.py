@@ -75,6 +75,24 @@ def test_bad_file_key_is_named(tmp_path):
         load_config(tmp_path / "pipeline.yaml", environ={})
 
 
+def test_a_bad_override_is_blamed_on_the_override_not_the_file(tmp_path, capsys):
+    """``--set training.n_iter=0`` was blamed on config/pipeline.yaml."""
+    from netsec_tasks.cli import main
+
+    code = main(["--config", str(CONFIG), "config", "--set", "training.n_iter=0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "(from --set training.n_iter=0)" in err, err
+    assert str(CONFIG) not in err  # the file is fine
+    with pytest.raises(ConfigError) as exc:
+        load_config(CONFIG, environ={"NETSEC_TRAINING__N_ITER": "0"})
+    assert "(from $NETSEC_TRAINING__N_ITER)" in str(exc.value) and str(CONFIG) not in str(exc.value)
+    (tmp_path / "pipeline.yaml").write_text("training:\n  n_iter: 0\n")
+    with pytest.raises(ConfigError, match=r"pipeline.yaml: invalid configuration: 'training.n_iter':"):
+        load_config(tmp_path / "pipeline.yaml", environ={})
+    assert main(["--config", str(CONFIG), "config", "--set", "training.candidates=[a"]) == 2
+    assert "--set training.candidates=[a: the value is not valid YAML" in capsys.readouterr().err
+
+
 def test_missing_config_file_says_what_to_do(tmp_path):
     with pytest.raises(ConfigError, match="NETSEC_CONFIG"):
         load_config(tmp_path / "nope.yaml", environ={})

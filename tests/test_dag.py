@@ -420,10 +420,11 @@ def test_monitoring_dag_tasks_schedule_and_asset(monitoring_dag, dag):
 
     m = monitoring_dag
     assert {t.task_id: set(t.downstream_task_ids) for t in m.tasks} == {
-        "feedback_to_training": {"monitor"},
+        "feedback_to_training": {"monitor", "decide_challenger"},
         "monitor": {"request_retraining"},
         "request_retraining": {"commit"},
         "commit": set(),
+        "decide_challenger": set(),
     }
     assert m.schedule == load_config().monitoring.schedule == "0 * * * *"  # hourly, from config
     assert m.catchup is False and m.max_active_runs == 1
@@ -435,9 +436,10 @@ def test_monitoring_dag_tasks_schedule_and_asset(monitoring_dag, dag):
         "feedback_to_training": [],
         "monitor": [],
         "commit": [],
+        "decide_challenger": [],
         "request_retraining": training_assets,
     }
-    for task_id in ("feedback_to_training", "monitor"):
+    for task_id in ("feedback_to_training", "monitor", "decide_challenger"):
         assert m.get_task(task_id).retries == load_config().dag.retries
 
 

@@ -272,7 +272,11 @@ def test_run1_no_production_model_trains_registers_promotes_and_syncs(stack):
     outcome = _outcome(r)
     assert outcome["outcome"] == "promoted" and outcome["production_after"] == "1"
     assert outcome["production_before"]["version"] is None and outcome["candidate"]["version"] == "1"
-    assert outcome["candidate"]["metrics"]["f1"] > 0.8
+    # Decided at an operating point chosen for the 1% budget on training rows: the test FPR is not
+    # over it, and recall clears decision.min_recall; the threshold is on the version too.
+    candidate = outcome["candidate"]
+    point = candidate["operating_point"]
+    assert point["fpr_low"] <= 0.01 and point["recall"] >= 0.5 and candidate["metrics"]["roc_auc"] > 0.9
     rows = outcome["rows"]
     assert rows["documents_read"] == rows["new_batch"] == rows["snapshot"] > 900
     assert rows["train"] + rows["test"] + rows["quarantined"] <= rows["snapshot"]
@@ -288,6 +292,10 @@ def test_run1_no_production_model_trains_registers_promotes_and_syncs(stack):
     # The Production version carries the run's lineage.
     mv = stack.mlflow().get_model_version(MODEL, "1")
     assert mv.tags["netsec.pipeline_run_id"] == r["run_id"]
+    assert (
+        float(mv.tags["netsec.threshold"]) == point["threshold"]
+        and mv.tags["netsec.objective"] == "recall_at_budget"
+    )
     # Sync went to moto's S3 through the netsec_s3 connection.
     sync = r["xcoms"]["sync"]["return_value"]
     assert sync["destination"].startswith(f"s3://{BUCKET}/netsec/runs/")
@@ -399,7 +407,11 @@ def test_run5_worse_than_production_by_the_margin_keeps_production(stack):
     # Production and the rejected candidate each with their own version and metrics.
     assert outcome["production_before"]["version"] == outcome["production_after"] == production
     assert outcome["candidate"]["version"] == register["version"] != production
-    assert outcome["production_before"]["metrics"]["f1"] == pytest.approx(register["production_score"])
+    # The promotion score is each model's recall at its own operating point on the same rows.
+    assert outcome["production_before"]["metrics"]["recall"] == pytest.approx(register["production_score"])
+    assert outcome["production_before"]["operating_point"]["recall"] == pytest.approx(
+        register["production_score"]
+    )
     assert outcome["candidate"]["score"] == pytest.approx(register["new_score"])
     assert outcome["rows"]["production_rows_in_test"] == 0
     last = stack.dag_runs()[-1]

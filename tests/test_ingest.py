@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import struct
 
 import numpy as np
@@ -208,7 +209,9 @@ def test_glob_source_concatenates_files(make_cfg, tmp_path):
 # ----------------------------------------------------------------------------- MongoDB source
 
 
-def test_mongo_ingest_of_uci_equals_the_file(mongo_cfg, make_cfg, uci_csv):
+def test_mongo_ingest_of_uci_equals_the_file_and_a_night_of_bad_values_is_quarantined(
+    mongo_cfg, make_cfg, uci_csv, tmp_path
+):
     cfg = mongo_cfg()
     push_data(uci_csv, cfg)
     from_mongo = run_ingest(cfg, "mongo")
@@ -222,6 +225,36 @@ def test_mongo_ingest_of_uci_equals_the_file(mongo_cfg, make_cfg, uci_csv):
     assert from_mongo.source == f"mongo:{cfg.source.mongo.database}.phishing"
     # Same rows, same sides, whichever source they came from.
     pd.testing.assert_frame_equal(read(from_mongo.test_uri), read(from_file.test_uri))
+
+    # The next night brings values no machine type holds, booleans and text in a number column,
+    # by both sources (push-data stores an integer beyond 8 bytes as text). Each is quarantined
+    # by validation with its reason; neither night fails.
+    from hostile_inputs import BAD_NUMBERS, with_cell
+
+    from netsec_tasks.validate import validate
+
+    lines = uci_csv.read_text().splitlines()
+    cells = [cell for _, cell, _ in BAD_NUMBERS] + ["=1+1", "@SUM(1+1)"]
+    night = tmp_path / "night2.csv"
+    night.write_bytes(with_cell(lines[:201], "Favicon", cells, first_row=1))
+    assert push_data(night, cfg).inserted == 200
+    grown = tmp_path / "uci-and-night2.csv"
+    grown.write_bytes(
+        uci_csv.read_bytes() + b"".join(ln.encode() + b"\n" for ln in night.read_text().splitlines()[1:])
+    )
+    for night_cfg, run_id in ((cfg, "mongo-2"), (make_cfg(**{"source.path": str(grown)}), "file-2")):
+        rec = run_ingest(night_cfg, run_id)
+        assert rec.rows == 11055 + 200
+        checked = validate(night_cfg, RunContext.create(night_cfg, run_id, trigger="test"), rec)
+        assert checked.passed and checked.rows_invalid == len(cells), run_id
+        invalid = pd.read_csv(local(checked.invalid_uri), dtype=str, keep_default_na=False)
+        invalid = invalid[invalid["split"] != "new_batch"]  # the new batch (every row, here) too
+        assert set(invalid["column"]) == {"Favicon"} and len(invalid) == len(cells)
+        values = set(invalid["value"])
+        assert str(2**64) in values and str(-(2**63) - 1) in values and "'=1+1" in values, values
+        reasons = " ".join(invalid["reason"])
+        for _, _, reason in BAD_NUMBERS:
+            assert re.search(reason, reasons), (reason, reasons)
 
 
 @pytest.mark.parametrize("partition_rows", [None, 1500])

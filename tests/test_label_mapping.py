@@ -19,7 +19,7 @@ from netsec_tasks.intrusion_sample import (
     make_intrusion_sample,
     write_intrusion_sample,
 )
-from netsec_tasks.table_io import first_data_line, read_csv_bytes, read_table
+from netsec_tasks.table_io import read_csv, read_csv_bytes, read_table
 from netsec_tasks.validate import render_report, validate_frame
 from netsec_testing import REPO
 
@@ -181,10 +181,35 @@ def test_headerless_reading_variants():
     assert len(read_csv_bytes(without, **opts)) == 5  # no row lost
     no_label = read_csv_bytes(unlabelled, **opts)
     assert "label" not in no_label.columns and len(no_label.columns) == len(FILE_COLUMNS) - 1
-    assert (first_data_line(without, **opts), first_data_line(with_header, **opts)) == (1, 2)
+    assert (read_csv(without, **opts).where(0), read_csv(with_header, **opts).where(0)) == (
+        "line 1",
+        "line 2",
+    )
     short = frame.iloc[:, :5].to_csv(index=False, header=False).encode()
-    with pytest.raises(DataError, match=r"first line has 5 fields.*file_columns lists 16"):
+    with pytest.raises(
+        DataError, match=r"line 1 has 5 fields.*16 \(all 16 file_columns\); 15 \(without difficulty\)"
+    ):
         read_csv_bytes(short, source="short.csv", **opts)
+
+
+def test_headerless_layouts_are_chosen_by_field_count_and_the_label_is_never_shifted():
+    """NSL-KDD's test files come with the label but without the trailing difficulty column:
+    that layout keeps the label in its column; a count no layout allows names the layouts."""
+    frame = make_intrusion_sample(6, seed=2)
+    no_difficulty = frame.drop(columns=["difficulty"]).to_csv(index=False, header=False).encode()
+    for labelled in (True, False):
+        table = read_csv(no_difficulty, "KDDTest.txt", **INTRUSION.read_options(labelled=labelled))
+        assert list(table.frame.columns) == [c for c in FILE_COLUMNS if c != "difficulty"]
+        assert table.frame["label"].tolist() == frame["label"].tolist()
+    scoring = read_csv(no_difficulty, "KDDTest.txt", **INTRUSION.read_options())
+    assert any("without label" in n and "header row" in n for n in scoring.notes)
+    features_only = frame[INTRUSION.features].to_csv(index=False, header=False).encode()
+    assert list(read_csv(features_only, **INTRUSION.read_options()).frame.columns) == INTRUSION.features
+    with pytest.raises(DataError, match=r"16 \(all 16 file_columns\); 15 \(without difficulty\)\. Add"):
+        read_csv(features_only, **INTRUSION.read_options(labelled=True))
+    ragged = no_difficulty.replace(b"\n", b",x\n", 1)  # line 1 has 16 fields, the rest 15
+    with pytest.raises(DataError, match=r"line 2 has 15 fields, line 1 has 16"):
+        read_csv(ragged, **INTRUSION.read_options())
 
 
 def test_file_columns_must_name_known_columns():

@@ -143,6 +143,27 @@ def test_same_distribution_traffic_no_drift_good_live_f1_no_request(cfg):
     assert traffic_figs["rows"] == traffic_figs["production_rows"] == 500
     assert traffic_figs["threat_rate"] == pytest.approx(np.mean([p["is_threat"] for p in preds]))
     assert 0 < traffic_figs["threat_rate_test"] < 1 and "ks" in traffic_figs["score"]
+    # The served alert rate against what the operating point expects at a 1% threat rate: the
+    # synthetic traffic is ~44% threats, so alerts are far above it, and the report says so.
+    low, high = traffic_figs["alert_rate_ci"]
+    assert low <= traffic_figs["alert_rate"] == traffic_figs["threat_rate"] <= high
+    assert 0 < traffic_figs["expected_alert_rate"] < 0.05 < low
+    assert traffic_figs["alert_rate_vs_expected"] == "above"
+    # The test split decided at the model's threshold, as serving decides.
+    from netsec_tasks.operating_point import decide, model_threshold
+    from netsec_tasks.registry import get_production, load_version
+    from netsec_tasks.storage import storage_for
+
+    prod = get_production(cfg)
+    model = load_version(cfg, prod.name, prod.version)
+    test = storage_for(cfg).read_frame(prod.tags["netsec.test_uri"])
+    from netsec_tasks.operating_point import threat_probability
+
+    expected = decide(threat_probability(model, test[list(FEATURE_NAMES)]), model_threshold(model)).mean()
+    assert model_threshold(model).recorded and traffic_figs["threat_rate_test"] == pytest.approx(
+        expected, abs=1e-6
+    )
+    assert live["fpr_ci"][0] <= live["fpr"] <= live["fpr_ci"][1]
 
     # The YAML says what the record says; the HTML is self-contained and has the trend.
     doc = yaml.safe_load(read_uri(rec.report_uri))
@@ -150,7 +171,8 @@ def test_same_distribution_traffic_no_drift_good_live_f1_no_request(cfg):
     assert doc["trigger"] is False and doc["model_version"] == rec.model_version
     page = read_uri(rec.html_uri)
     assert "<script" not in page and 'src="http' not in page and 'href="http' not in page
-    assert "Trend" in page and page.count("<svg") >= 4
+    assert "Trend" in page and page.count("<svg") >= 5  # the live FPR's trend among them
+    assert "<dt>Alert rate</dt>" in page and "<strong>above</strong>" in page and "<dt>Live FPR</dt>" in page
 
     # Figures in MLflow against the Production version, and as its tags (serving's /metrics).
     client = MlflowClient(cfg.registry.tracking_uri)
@@ -220,11 +242,49 @@ def test_live_f1_alarm_needs_enough_verdicts_and_a_confident_interval(cfg):
     commit(cfg, few, requested=False)
 
     with serving(cfg) as client:
-        verdicts(client, preds[20:60], flipped[20:60])
+        verdicts(client, preds[20:100], flipped[20:100])
     enough = run_monitor(cfg, "live-2")
-    assert enough.rows_read == 0 and enough.live["labelled"] == 60
+    assert enough.rows_read == 0 and enough.live["labelled"] == 100
     assert enough.live["f1_ci"][1] < cfg.monitoring.f1_floor
     assert enough.trigger and "below the floor" in enough.trigger_reason
+    # Every alert the analysts judged was benign: the live FPR's interval is over the budget, a
+    # retraining reason of its own, named in the outcome.
+    live = enough.live
+    assert live["fp"] + live["tn"] >= cfg.monitoring.min_labels and live["fpr"] == 1.0
+    assert live["fpr_ci"][0] > live["max_false_positive_rate"] == 0.01
+    assert "over the false-positive budget 1% (decision.max_false_positive_rate)" in enough.trigger_reason
+    page = read_uri(enough.html_uri)
+    assert "<td>False-positive rate</td>" in page and "Clopper-Pearson (FPR)" in page
+    assert float(enough_tags(cfg, enough)["netsec.monitoring.live_fpr_low"]) == pytest.approx(
+        live["fpr_ci"][0]
+    )
+
+
+def enough_tags(cfg, rec) -> dict:
+    from mlflow import MlflowClient
+
+    return MlflowClient(cfg.registry.tracking_uri).get_model_version(rec.model_name, rec.model_version).tags
+
+
+def test_live_fpr_alarm_needs_benign_verdicts_and_a_confident_interval():
+    from netsec_tasks.monitoring import fpr_over_budget, live_metrics
+
+    # 3 false alerts among 200 benign verdicts: 1.5%, but its interval reaches below 1%.
+    truth = np.r_[np.zeros(200), np.ones(50)].astype(bool)
+    pred = np.r_[np.ones(3), np.zeros(197), np.ones(50)].astype(bool)
+    live = live_metrics(truth, pred, bootstrap=100)
+    assert live["fpr"] == pytest.approx(0.015) and live["fpr_ci"][0] < 0.01 < live["fpr_ci"][1]
+    alarm, why = fpr_over_budget(live, budget=0.01, min_labels=50)
+    assert not alarm and "not over the false-positive budget" in why
+    # 20 of 200: the whole interval is above 1%.
+    pred[:20] = True
+    alarm, why = fpr_over_budget(live_metrics(truth, pred, bootstrap=100), budget=0.01, min_labels=50)
+    assert alarm and "live FPR 10%" in why
+    # Too few benign verdicts never raise it.
+    alarm, why = fpr_over_budget(
+        live_metrics(truth[150:], pred[150:], bootstrap=100), budget=0.01, min_labels=80
+    )
+    assert not alarm and "fewer than min_labels=80" in why
 
 
 def test_thin_traffic_waits_for_enough_rows(cfg):
@@ -333,14 +393,16 @@ def test_a_surge_of_contract_violations_is_its_own_finding(cfg):
 
 @pytest.mark.slow
 def test_false_alarm_rate_on_same_distribution_traffic_over_many_seeds(trained):
-    """The decision monitor() makes, on 150 seeds of same-distribution traffic (with verdicts
-    from the true labels): never a request. And on shifted traffic: nearly always one."""
+    """The decision monitor() makes (drift, live F1, live FPR against the budget), on 150 seeds of
+    same-distribution traffic (with verdicts from the true labels): never a request. And on
+    shifted traffic: nearly always one."""
     from statsmodels.stats.proportion import proportion_confint
 
     from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.drift import load_reference
-    from netsec_tasks.monitoring import decide, f1_below_floor, live_metrics
+    from netsec_tasks.monitoring import decide, f1_below_floor, fpr_over_budget, live_metrics
     from netsec_tasks.monitoring.traffic import traffic_drift
+    from netsec_tasks.operating_point import decision_policy
     from netsec_tasks.registry import get_production, load_production_model
     from netsec_tasks.storage import storage_for
 
@@ -350,6 +412,7 @@ def test_false_alarm_rate_on_same_distribution_traffic_over_many_seeds(trained):
     reference = load_reference(prod.reference_uri, storage=storage_for(cfg))
     model, _ = load_production_model(cfg)
     m = cfg.monitoring
+    budget = decision_policy(cfg).budget
 
     def requested(seed: int, shift: float) -> bool:
         traffic = make_sample(400, seed=seed, shift=shift)
@@ -358,11 +421,14 @@ def test_false_alarm_rate_on_same_distribution_traffic_over_many_seeds(trained):
         pred = model.predict(labelled[schema.features]).astype(bool)
         live = live_metrics((labelled[TARGET] == -1).to_numpy(), pred, bootstrap=m.bootstrap, seed=seed)
         alarm, f1_reason = f1_below_floor(live, floor=m.f1_floor, min_labels=m.min_labels)
+        fpr_alarm, fpr_reason = fpr_over_budget(live, budget=budget, min_labels=m.min_labels)
         return decide(
             drift_detected=bool(result is not None and result.dataset_drift),
             drift_reason=reason,
             f1_alarm=alarm,
             f1_reason=f1_reason,
+            fpr_alarm=fpr_alarm,
+            fpr_reason=fpr_reason,
             production_version=prod.version,
             last_trigger=None,
             now=dt.datetime.now(dt.UTC),

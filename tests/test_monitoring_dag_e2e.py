@@ -199,6 +199,7 @@ def test_same_distribution_traffic_emits_no_asset_event(loop):
         "monitor": "success",
         "request_retraining": "skipped",
         "commit": "success",
+        "decide_challenger": "skipped",  # no challenger: registry.shadow is off
     }
     assert r["events"] == [] and r["queued_for"] == []
     monitor = r["monitoring"]["xcoms"]["monitor"]["return_value"]

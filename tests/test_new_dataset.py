@@ -93,7 +93,10 @@ def test_evaluate_scores_the_holdout_file(trained, tmp_path):
     y = (raw["label"] != "normal").astype(int).to_numpy()
     features = json.loads(mv.tags["netsec.features"])
     proba = model.predict_proba(raw[features])[:, 1]
-    pred = (proba > 0.5).astype(int)
+    pred = model.predict(raw[features])  # the model's own decision: at its threshold
+    assert (
+        report["threshold"] == model.threshold and report["operating_point"]["threshold"] == model.threshold
+    )
     assert report["metrics"]["f1"] == pytest.approx(skm.f1_score(y, pred), abs=1e-6)
     assert report["metrics"]["roc_auc"] == pytest.approx(skm.roc_auc_score(y, proba), abs=1e-6)
     assert report["confusion_matrix"]["rows_truth_cols_predicted"] == skm.confusion_matrix(y, pred).tolist()

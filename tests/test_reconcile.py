@@ -24,6 +24,7 @@ def cfg(make_cfg, tmp_path):
             "registry.artifact_location": str(tmp_path / "mlartifacts"),
             "registry.model_name": MODEL,
             "registry.min_score": 0.5,
+            "decision.objective": "f1",  # bare Pipelines selected by F1, as before thresholds
             "dag.task_timeout_minutes": 5,
         }
     )

@@ -48,6 +48,10 @@ def registry_cfg(make_cfg, tmp_path, empty_mlflow_db):
             "registry.artifact_location": str(tmp_path / "mlartifacts"),
             "registry.model_name": MODEL,
             "registry.min_score": 0.5,
+            # These tests register bare Pipelines selected by F1 (versions from before
+            # operating points): the objective they were made under. The budget's rules have
+            # their own tests below.
+            "decision.objective": "f1",
         }
         base.update(overrides)
         return make_cfg(**base)
@@ -55,12 +59,14 @@ def registry_cfg(make_cfg, tmp_path, empty_mlflow_db):
     return _make
 
 
-def write_splits(directory: Path, train: pd.DataFrame, test: pd.DataFrame) -> str:
+def write_splits(
+    directory: Path, train: pd.DataFrame, test: pd.DataFrame, schema_path: Path = REPO_SCHEMA
+) -> str:
     """What validation leaves in storage: both splits and the training rows' hashes; returns
     the test split's URI (the others sit beside it, see validation_record)."""
     from netsec_tasks.split import lineage_frame, lineage_hashes
 
-    schema = load_schema(REPO_SCHEMA)
+    schema = load_schema(schema_path)
     directory.mkdir(parents=True, exist_ok=True)
     train.to_parquet(directory / "train.parquet", index=False)
     test.to_parquet(directory / "test.parquet", index=False)
@@ -307,7 +313,8 @@ def test_margin_requires_a_real_improvement(registry_cfg, splits):
     assert second.production_version == "1"
     # The reason is a sentence naming both models; Production's own metrics on the same test
     # rows are recorded beside the candidate's score (the outcome shows them side by side).
-    assert second.reason.startswith("The candidate's f1 ") and second.reason.endswith(".")
+    assert second.reason.startswith("Compared with Production v1") and second.reason.endswith(".")
+    assert "not promoted because the candidate's f1 " in second.reason
     assert "does not beat Production v1's" in second.reason
     assert first.production_metrics == {}  # nothing to compare with
     assert second.production_metrics["f1"] == pytest.approx(second.production_score)
@@ -449,3 +456,150 @@ def test_logged_model_id_only_from_a_models_id_uri(uri, model_id):
     from netsec_tasks.tracking import model_id_in
 
     assert model_id_in(uri) == model_id
+
+
+# --------------------------------------------------------------------------- operating points
+
+
+def fit_forest(cfg, train: pd.DataFrame, *, seed: int = 0, relabel: dict | None = None):
+    """Pipeline(preprocess, 60-tree forest) on the data set's threat target; ``relabel`` maps raw
+    labels to others before fitting (a model that never learned an attack type)."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+
+    from netsec_tasks.transform import build_preprocessor
+
+    schema = load_schema(cfg.schema_path)
+    labels = train[schema.target.column].replace(relabel or {})
+    y = np.asarray(schema.is_threat(labels), dtype=int)
+    model = Pipeline(
+        [
+            ("preprocess", build_preprocessor(schema)),
+            ("model", RandomForestClassifier(n_estimators=60, min_samples_leaf=2, random_state=seed)),
+        ]
+    )
+    return model.fit(train[schema.features], y)
+
+
+def register_model(
+    cfg, name: str, model, train: pd.DataFrame, test: pd.DataFrame, test_uri: str, metric: str
+):
+    from netsec_tasks.registry import register
+
+    run = new_run(cfg, name)
+    rec = log_training_run(cfg, run, model, train, test).model_copy(update={"metric": metric})
+    return register(cfg, run, rec, validation_record(test_uri))
+
+
+def test_a_candidate_over_budget_is_not_promoted_even_with_a_higher_f1(registry_cfg, splits):
+    """Objective recall_at_budget: Production decides at a threshold within the budget; a
+    candidate, the same forest at 0.5, has the higher F1 and recall, but its test FPR is over the
+    budget: it is not promoted, and the outcome shows both operating points."""
+    from sklearn import metrics as skm
+
+    from netsec_tasks.operating_point import threat_probability, with_threshold
+
+    cfg = registry_cfg(**{"decision.objective": "recall_at_budget", "decision.min_recall": 0.3})
+    train, test, test_uri = splits
+    schema = load_schema(cfg.schema_path)
+    forest = fit_forest(cfg, train)
+    first = register_model(
+        cfg, "strict", with_threshold(forest, 0.7), train, test, test_uri, "recall_at_budget"
+    )
+    assert first.promoted and first.operating_point["threshold"] == pytest.approx(0.7)
+    second = register_model(
+        cfg, "half", with_threshold(forest, 0.5), train, test, test_uri, "recall_at_budget"
+    )
+
+    y = np.asarray(schema.is_threat(test[schema.target.column]), dtype=int)
+    f1 = {t: skm.f1_score(y, threat_probability(forest, test[schema.features]) >= t) for t in (0.7, 0.5)}
+    assert f1[0.5] > f1[0.7], "precondition: the candidate has the higher F1"
+    cand, prod = second.operating_point, second.production_operating_point
+    assert cand["recall"] > prod["recall"] and cand["fpr_low"] > 0.01 >= prod["fpr_low"]
+    assert not second.promoted and second.production_version == first.version
+    assert "over the budget of 1% (decision.max_false_positive_rate)" in second.reason
+    for point in (cand, prod):  # what the outcome, MLflow and /model show for both
+        assert {"fpr", "fpr_low", "fpr_high", "recall", "precision_at_rate", "alerts_per_10k_benign"} <= set(
+            point
+        )
+    tags = client_for(cfg).get_model_version(MODEL, second.version).tags
+    assert json.loads(tags["netsec.promotion_operating_point"])["fpr"] == cand["fpr"]
+    assert json.loads(tags["netsec.production_operating_point"])["threshold"] == pytest.approx(0.7)
+    # The budget's floor is decision.min_recall (registry.min_score is objective f1's).
+    floor = cfg.with_overrides({"decision.min_recall": 0.99, "registry.promotion_margin": -1})
+    third = register_model(
+        floor, "floor", with_threshold(forest, 0.6), train, test, test_uri, "recall_at_budget"
+    )
+    assert not third.promoted and "below the floor of 0.9900 (decision.min_recall)" in third.reason
+
+
+def test_a_version_without_a_threshold_is_compared_at_half(registry_cfg, splits, caplog):
+    """Production registered before thresholds (a bare Pipeline, no threshold tag) is loaded and
+    compared at the 0.5 rule its predict() applies, with a warning; the candidate decides at its
+    own threshold."""
+    from netsec_tasks.operating_point import LEGACY_THRESHOLD, with_threshold
+
+    before = registry_cfg(
+        **{"decision.objective": "f1", "registry.min_score": 0.3, "decision.min_recall": 0.3}
+    )
+    cfg = before.with_overrides({"decision.objective": "recall_at_budget"})
+    train, test, test_uri = splits
+    old = register_model(before, "old", fit_forest(cfg, train), train, test, test_uri, "f1")
+    assert old.promoted and old.operating_point["threshold"] == LEGACY_THRESHOLD
+    assert "netsec.threshold" not in client_for(cfg).get_model_version(MODEL, old.version).tags
+    new = register_model(
+        cfg,
+        "new",
+        with_threshold(fit_forest(cfg, train, seed=1), 0.8),
+        train,
+        test,
+        test_uri,
+        "recall_at_budget",
+    )
+    assert new.production_operating_point["threshold"] == LEGACY_THRESHOLD
+    assert new.operating_point["threshold"] == pytest.approx(0.8)
+    assert "no recorded threshold" in caplog.text and "at the 0.5 rule" in new.reason
+    # At 0.5 the old model's own test FPR is over the budget, so its recall sets no bar.
+    assert new.production_operating_point["fpr_low"] > 0.01 and new.promoted
+    assert "sets no bar" in new.reason
+
+
+@pytest.fixture()
+def intrusion(registry_cfg, tmp_path):
+    """The intrusion_demo data set (a multi-class raw label) and its splits in storage."""
+    from netsec_tasks.intrusion_sample import make_intrusion_sample
+
+    cfg = registry_cfg(
+        **{
+            "dataset": "intrusion_demo",
+            "decision.objective": "recall_at_budget",
+            "registry.promotion_margin": -0.5,
+        }
+    )
+    frame = make_intrusion_sample(3000, seed=5)
+    train, test = frame.iloc[:2000].reset_index(drop=True), frame.iloc[2000:].reset_index(drop=True)
+    return cfg, train, test, write_splits(tmp_path / "intrusion", train, test, cfg.schema_path)
+
+
+def test_the_per_label_guard_names_the_label_a_candidate_loses(intrusion, registry_cfg):
+    """A candidate that never learned 'smurf' loses that label's recall against Production: with
+    the overall recall bar out of the way (promotion_margin -0.5) the guard alone refuses it and
+    names the label; below min_label_rows the same candidate is promoted."""
+    from netsec_tasks.operating_point import with_threshold
+
+    cfg, train, test, test_uri = intrusion
+    first = register_model(
+        cfg, "all", with_threshold(fit_forest(cfg, train), 0.5), train, test, test_uri, "recall_at_budget"
+    )
+    assert first.promoted
+    blind = with_threshold(fit_forest(cfg, train, relabel={"smurf": "normal"}), 0.5)
+    second = register_model(cfg, "blind", blind, train, test, test_uri, "recall_at_budget")
+    smurf = second.label_recall["smurf"]
+    assert smurf["rows"] >= cfg.registry.min_label_rows and smurf["production"] - smurf["candidate"] > 0.05
+    assert not second.promoted
+    assert "'smurf'" in second.reason and "registry.max_label_recall_drop" in second.reason
+    assert "does not beat" not in second.reason  # the guard alone refused it
+    assert {"neptune", "portsweep"} <= set(second.label_recall)
+    lenient = cfg.with_overrides({"registry.min_label_rows": 100_000})
+    third = register_model(lenient, "blind-again", blind, train, test, test_uri, "recall_at_budget")
+    assert third.promoted and "max_label_recall_drop" not in third.reason

@@ -52,6 +52,11 @@ def test_shifted_sample_moves_frequencies():
         b"\xef\xbb\xbfa,b,Result\n1,-1,1\n0,1,-1\n",  # UTF-8 BOM
         b"a;b;Result\n1;-1;1\n0;1;-1\n",  # semicolons (European Excel)
         b"a\tb\tResult\n1\t-1\t1\n0\t1\t-1\n",
+        "a\tb\tResult\r\n1\t-1\t1\r\n0\t1\t-1\r\n".encode("utf-16"),  # Excel's "Unicode text"
+        "a,b,Result\n1,-1,1\n0,1,-1\n".encode("utf-16-le"),  # UTF-16 without a BOM
+        b"sep=;\na;b;Result\n1;-1;1\n0;1;-1\n",  # Excel's delimiter line
+        b"a,b,Result,\n1,-1,1,\n0,1,-1,\n",  # a trailing delimiter on every line, header included
+        b"a,b,Result\r1,-1,1\r0,1,-1\r",  # CR line ends
     ],
 )
 def test_csv_dialects_read_the_same(payload):
@@ -66,9 +71,12 @@ def test_csv_dialects_read_the_same(payload):
         (b"", "empty"),
         (b"   \n", "empty"),
         (b"\x00\x01\x02garbage\x00", "binary"),
-        (b"PAR1\x00\x00", "binary"),
-        (b"\xff\xfe\xfa bad", "not UTF-8"),
+        (b"PAR1\x00\x00", "Parquet"),
+        (b"a,b\ncaf\xe9,1\n", "line 2 is not UTF-8 text .*'CSV UTF-8'"),
         (b"justoneword\n1\n", "delimiter"),
+        (b"\x1f\x8b\x08\x00rest", "gzip-compressed"),
+        (b"PK\x03\x04rest", "xlsx workbook"),
+        (b"\xd0\xcf\x11\xe0rest", "Excel 97-2003"),
     ],
 )
 def test_bad_csv_is_a_named_data_error(payload, message):

@@ -223,7 +223,9 @@ def test_the_model_pipeline_imputes_with_the_transform_steps_bounded_imputer(mak
     run = RunContext.create(cfg, run_id="test__pipeline_imputes")
     transformed = transform(cfg, run, validation)
     record, model = train_model(cfg, run, validation, transformed, tracking=False)
+    from netsec_tasks.operating_point import inner_pipeline
 
+    model = inner_pipeline(model)  # the registered artifact wraps the Pipeline with its threshold
     assert [name for name, _ in model.steps] == ["preprocess", "model"]
     assert record.search_rows <= 300  # the sampled search ran
     stored = load_preprocessor(file_uri_to_path(transformed.preprocessor_uri).read_bytes())

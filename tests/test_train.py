@@ -14,6 +14,7 @@ from threadpoolctl import threadpool_limits
 from netsec_tasks import candidates
 from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.errors import NetsecError
+from netsec_tasks.operating_point import decide, inner_pipeline, model_threshold, threat_probability
 from netsec_tasks.records import RunContext, TrainRecord, TransformRecord, ValidationRecord
 from netsec_tasks.sample import make_sample
 from netsec_tasks.table_io import frame_digest, write_parquet
@@ -169,9 +170,37 @@ def test_tuning_never_sees_test_rows_and_test_is_scored_once(make_cfg, tmp_path,
     assert not any(e[2] for e in EVENTS[: fits[-1] + 1])  # no fit and no CV score saw a test row
     assert EVENTS[fits[-1]] == ("fit", len(train_df), False)  # final refit: the whole train split
     test_calls = [e for e in EVENTS if e[2]]
-    assert sorted(k for k, _, _ in test_calls) == ["predict", "predict_proba"]  # one evaluation
+    # One evaluation: P(threat) once, decided at the threshold (no second predict pass).
+    assert [k for k, _, _ in test_calls] == ["predict_proba"]
     assert all(n == len(test_df) for _, n, _ in test_calls)
     assert record.test_rows == len(test_df) and record.train_rows == len(train_df)
+
+
+def test_the_threshold_comes_from_training_rows_only(make_cfg, tmp_path):
+    """The threshold is chosen on out-of-fold predictions of the training split: the same
+    training split with a test split whose labels are all flipped gives the same threshold and
+    the same out-of-fold point (while the test figures change, so the test was read), and the
+    out-of-fold point counts exactly the training rows."""
+    cfg = make_cfg(**{"training.candidates": ["logistic_regression"], "training.n_iter": 2})
+    train_df, test_df = _sample_splits(1200, seed=31)  # >= 367 benign rows: the bound can hold
+    flipped = test_df.assign(**{TARGET: -test_df[TARGET]})
+    records = []
+    for name, test in (("as is", test_df), ("flipped", flipped)):
+        validation, transform = _inputs(cfg, tmp_path / name.replace(" ", "_"), train_df, test)
+        records.append(
+            train(
+                cfg, RunContext.create(cfg, run_id=f"test__oof_{name}"), validation, transform, tracking=False
+            )
+        )
+    a, b = records
+    assert a.threshold == b.threshold and a.oof_operating_point == b.oof_operating_point
+    assert a.operating_point != b.operating_point
+    oof = a.oof_operating_point
+    assert oof["rows"] == len(train_df) and oof["benign"] == int((train_df[TARGET] == 1).sum())
+    # Within the budget with its interval (the margin), on the rows it was chosen on.
+    assert oof["fpr_high"] <= a.max_false_positive_rate == 0.01
+    assert a.objective == "recall_at_budget" and a.metric == "recall_at_budget"
+    assert a.test_metrics["recall_at_budget"] == pytest.approx(a.operating_point["recall"])
 
 
 def test_sampled_search_never_sees_test_rows_and_the_winner_is_refit_on_every_row(
@@ -205,11 +234,13 @@ def test_sampled_search_never_sees_test_rows_and_the_winner_is_refit_on_every_ro
 
     fits = [i for i, e in enumerate(EVENTS) if e[0] == "fit"]
     assert len(fits) > cfg.training.cv_folds
-    assert all(n <= 150 for _, n, _ in (EVENTS[i] for i in fits[:-1]))  # CV on the sample
+    # CV on the sample: the search's fits and the out-of-fold fits the threshold comes from.
+    assert all(n <= 150 for _, n, _ in (EVENTS[i] for i in fits[:-1]))
+    assert record.oof_operating_point["rows"] == record.search_rows
     assert not any(e[2] for e in EVENTS[: fits[-1] + 1])
     assert EVENTS[fits[-1]] == ("fit", len(train_df), False)  # refit: every training row
     test_calls = [e for e in EVENTS if e[2]]
-    assert sorted(k for k, _, _ in test_calls) == ["predict", "predict_proba"]
+    assert [k for k, _, _ in test_calls] == ["predict_proba"]
     assert record.search_rows <= 150 and record.train_rows == len(train_df)
 
 
@@ -257,7 +288,7 @@ def test_boosted_candidates_stop_early_on_a_sampled_search(make_cfg, tmp_path):
         record, model = train_model(
             cfg, RunContext.create(cfg, run_id="test__early"), validation, transform, tracking=False
         )
-    booster = model[-1]
+    booster = inner_pipeline(model)[-1]
     assert booster.get_params()["early_stopping_rounds"] is not None
     assert booster.best_iteration < record.candidates[0].best_params["n_estimators"]
 
@@ -358,16 +389,33 @@ def test_train_tracks_runs_and_logs_a_loadable_model(tracked_cfg, tmp_path):
     assert validation.train_uri in inp.dataset.source
     assert [a.path for a in client.list_artifacts(parent.info.run_id) if a.path.startswith("data")] == []
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
-    assert plots == {"plots/confusion_matrix.png", "plots/roc_curve.png", "plots/pr_curve.png"}
-    assert record.plots == [
-        run.step_uri("train", f"plots/{p.split('/')[-1]}")
-        for p in sorted(
-            plots, key=["plots/confusion_matrix.png", "plots/roc_curve.png", "plots/pr_curve.png"].index
-        )
+    order = [
+        "plots/confusion_matrix.png",
+        "plots/roc_curve.png",
+        "plots/pr_curve.png",
+        "plots/reliability.png",
     ]
+    assert plots == set(order)
+    assert record.plots == [
+        run.step_uri("train", f"plots/{p.split('/')[-1]}") for p in sorted(plots, key=order.index)
+    ]
+    # The operating point is on the run: the threshold and budget as params, its figures as metrics.
+    assert float(parent.data.params["threshold"]) == record.threshold
+    assert float(parent.data.params["max_false_positive_rate"]) == record.max_false_positive_rate
+    assert parent.data.metrics["test_fpr"] == pytest.approx(record.operating_point["fpr"], abs=1e-6)
+    assert {"oof_fpr_high", "test_precision_at_expected_rate", "test_brier", "oof_brier"} <= set(
+        parent.data.metrics
+    )
+    point = mlflow.artifacts.load_dict(f"runs:/{parent.info.run_id}/operating_point.json")
+    assert point["threshold"] == record.threshold and point["policy"]["objective"] == "recall_at_budget"
 
     loaded = mlflow.sklearn.load_model(record.model_uri)
     X_test = test_df.drop(columns=[TARGET])
+    # One artifact: the Pipeline and its threshold; its own predict() decides as decide() does.
+    assert model_threshold(loaded).value == record.threshold
+    np.testing.assert_array_equal(
+        loaded.predict(X_test), decide(threat_probability(loaded, X_test), record.threshold)
+    )
     np.testing.assert_array_equal(loaded.predict(X_test), model.predict(X_test))
     np.testing.assert_allclose(loaded.predict_proba(X_test), model.predict_proba(X_test))
     threat_pred = loaded.predict(X_test) == 1

@@ -404,7 +404,7 @@ def string_frame(n: int, seed: int) -> pd.DataFrame:
             "agent": rng.choice(["curl", "firefox", "chrome"], n),
             "length": rng.integers(5, 300, n),
             "score": rng.random(n).round(3),
-            "https": rng.choice(["yes", "no", "true", "0"], n),
+            "https": rng.choice(["TRUE", "false", "true", "0"], n),
             "label": label,
         }
     )

@@ -7,7 +7,6 @@ import datetime as dt
 from typing import Any
 
 import numpy as np
-import yaml
 
 from netsec_tasks.drift.stats import ColumnDrift, DriftResult
 from netsec_tasks.html_report import (
@@ -21,7 +20,7 @@ from netsec_tasks.html_report import (
     paired_histogram,
     svg_open,
 )
-from netsec_tasks.plain import plain
+from netsec_tasks.sinks import yaml_text
 
 
 def render_yaml(result: DriftResult | None, *, extra: dict[str, Any] | None = None) -> str:
@@ -30,7 +29,7 @@ def render_yaml(result: DriftResult | None, *, extra: dict[str, Any] | None = No
     doc.update(extra or {})
     if result is not None:
         doc.update(result.to_dict())
-    return yaml.safe_dump(plain(doc), sort_keys=False, allow_unicode=True, width=120)
+    return yaml_text(doc)
 
 
 TOP_K = 8  # categories drawn per discrete column; the rest are pooled as "other"

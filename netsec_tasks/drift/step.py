@@ -53,12 +53,7 @@ def _read_local(path: str | os.PathLike, what: str, schema: DatasetSchema | None
         if not files:
             raise DataError(f"{what}: directory holds no Parquet or CSV file", source=path)
         return pd.concat([_read_local(f, what, schema) for f in files], ignore_index=True)
-    if p.is_file() and p.suffix.lower() in (".parquet", ".pq"):
-        try:
-            return pd.read_parquet(p)
-        except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise DataError(f"{what}: cannot read Parquet: {exc}", source=path) from None
-    try:
+    try:  # the one reader for CSV and Parquet (layout checked, rename, machine-safe columns)
         return read_table(path, **(schema.read_options() if schema is not None else {}))
     except DataError as exc:
         raise DataError(f"{what}: {exc}", source=None) from None

@@ -12,7 +12,7 @@ Verdicts themselves (the stores, and their way into the training data) are
 :mod:`netsec_tasks.feedback`.
 """
 
-from netsec_tasks.monitoring.live import f1_below_floor, live_metrics
+from netsec_tasks.monitoring.live import f1_below_floor, fpr_over_budget, live_metrics
 from netsec_tasks.monitoring.step import commit, decide, monitor, served_tags
 
-__all__ = ["commit", "decide", "f1_below_floor", "live_metrics", "monitor", "served_tags"]
+__all__ = ["commit", "decide", "f1_below_floor", "fpr_over_budget", "live_metrics", "monitor", "served_tags"]

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from netsec_tasks.operating_point import pct, rate_interval
+
 
 def _wilson(successes: int, trials: int, confidence: float) -> list[float] | None:
     if trials == 0:
@@ -41,9 +43,10 @@ def live_metrics(
 ) -> dict[str, Any]:
     """Threat-class metrics of predictions ``y_pred`` (0/1) against verdicts ``y_true`` (0/1).
 
-    Returns ``labelled``, ``tp``, ``fp``, ``fn``, ``tn``, ``precision``, ``recall``, ``f1``
-    (None when undefined: no predicted or no real threats) and ``precision_ci``, ``recall_ci``,
-    ``f1_ci`` ([low, high] at ``confidence``, None when undefined), ``confidence``.
+    Returns ``labelled``, ``tp``, ``fp``, ``fn``, ``tn``, ``precision``, ``recall``, ``f1``,
+    ``fpr`` (None when undefined: no predicted, no real threats, no benign verdicts) and
+    ``precision_ci``, ``recall_ci``, ``f1_ci``, ``fpr_ci`` ([low, high] at ``confidence``, None
+    when undefined), ``confidence``.
     """
     t = np.asarray(y_true, dtype=bool)
     p = np.asarray(y_pred, dtype=bool)
@@ -59,6 +62,11 @@ def live_metrics(
     out["f1"] = None if np.isnan(f1) else round(f1, 6)
     out["precision_ci"] = _wilson(tp, tp + fp, confidence)
     out["recall_ci"] = _wilson(tp, tp + fn, confidence)
+    # The false-positive rate among benign verdicts, with the Clopper-Pearson interval every
+    # rate at the operating point gets (netsec_tasks.operating_point.rate_interval).
+    out["fpr"] = round(fp / (fp + tn), 6) if fp + tn else None
+    low, high = rate_interval(fp, fp + tn, confidence)
+    out["fpr_ci"] = None if low is None or high is None else [round(low, 6), round(high, 6)]
     out["f1_ci"] = None
     if out["f1"] is not None:
         rng = np.random.default_rng(seed)
@@ -87,3 +95,24 @@ def f1_below_floor(live: dict[str, Any], *, floor: float, min_labels: int) -> tu
     if ci[1] < floor:
         return True, f"{text} is below the floor {floor:.3f}"
     return False, f"{text}: not confidently below the floor {floor:.3f}"
+
+
+def fpr_over_budget(live: dict[str, Any], *, budget: float, min_labels: int) -> tuple[bool, str]:
+    """(alarm?, why): the live false-positive rate is over the budget
+    (``decision.max_false_positive_rate``) only when at least ``min_labels`` verdicts judged rows
+    benign *and* the lower end of its interval is above the budget: the verdicts show the model
+    raises more false alerts than the analysts are staffed for.
+
+    Verdicts come from triage, which looks at alerts first, so benign verdicts over-represent
+    alerted rows and the live FPR leans high; the report shows the counts behind it."""
+    fp, tn = int(live.get("fp") or 0), int(live.get("tn") or 0)
+    fpr, ci = live.get("fpr"), live.get("fpr_ci")
+    if fp + tn < min_labels:
+        return False, f"{fp + tn} benign verdict(s), fewer than min_labels={min_labels} for a live FPR"
+    assert fpr is not None and ci is not None  # defined once there are benign verdicts
+    level = f"{live.get('confidence', 0.95):.0%}"
+    text = f"live FPR {pct(fpr)} ({level} CI {pct(ci[0])}-{pct(ci[1])}) on {fp + tn} benign verdicts"
+    budget_text = f"the false-positive budget {pct(budget)} (decision.max_false_positive_rate)"
+    if ci[0] > budget:
+        return True, f"{text} is over {budget_text}"
+    return False, f"{text}: not over {budget_text}"

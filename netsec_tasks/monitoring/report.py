@@ -6,17 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from netsec_tasks.html_report import escape, generated_now, legend, line_chart, number, page, paired_histogram
-from netsec_tasks.plain import plain
+from netsec_tasks.sinks import yaml_text
 
 # Monitoring's figures (rates, F1, KS, shares) print with three decimals.
 FIG = ".3f"
 
 
 def render_yaml(doc: dict[str, Any]) -> str:
-    return yaml.safe_dump(plain(doc), sort_keys=False, allow_unicode=True, width=120)
+    return yaml_text(doc)
 
 
 def _ci(ci: Any) -> str:
@@ -55,6 +53,15 @@ def render_html(doc: dict[str, Any], history: list[dict[str, Any]], *, drift_pag
         ),
         f"<dt>Traffic drift</dt><dd>{e(str(drift.get('reason', '')))}</dd>",
         f'<dt>Live F1</dt><dd class="kv">{e(str(live.get("decision", "")))}</dd>',
+        f'<dt>Live FPR</dt><dd class="kv">{e(str(live.get("fpr_decision", "")))}</dd>',
+        (
+            f'<dt>Alert rate</dt><dd class="kv">{number(traffic.get("alert_rate"), ".2%")} of served rows '
+            f"({_ci(traffic.get('alert_rate_ci'))}); its operating point expects "
+            f"{number(traffic.get('expected_alert_rate'), '.2%')} at the expected threat rate: "
+            f"<strong>{e(str(traffic.get('alert_rate_vs_expected')))}</strong></dd>"
+            if traffic.get("expected_alert_rate") is not None
+            else ""
+        ),
         f"<dt>Generated</dt><dd>{now}</dd></dl></section>",
     ]
 
@@ -97,12 +104,23 @@ def render_html(doc: dict[str, Any], history: list[dict[str, Any]], *, drift_pag
                 "threat_rate", lo=0, hi=1, ref=traffic.get("threat_rate_test"), ref_label="on the test split"
             ),
         ),
+        (
+            "Live false-positive rate (with its interval)",
+            trend(
+                "live_fpr",
+                lo=0,
+                band=[tuple(h.get("live_fpr_ci") or (None, None)) for h in hist],
+                ref=doc.get("max_false_positive_rate"),
+                ref_label="the false-positive budget",
+                fmt=".2%",
+            ),
+        ),
     ]
     for name, svg in charts:
         out.append(f'<div class="chart"><h3>{e(name)}</h3>{svg}</div>')
     out.append(
         '</div><p class="note">Red points: runs that requested a retraining. Dashed lines: '
-        "the drift threshold, the F1 floor, the test split's threat rate.</p>"
+        "the drift threshold, the F1 floor, the test split's threat rate, the false-positive budget.</p>"
     )
 
     # Live metrics.
@@ -114,7 +132,8 @@ def render_html(doc: dict[str, Any], history: list[dict[str, Any]], *, drift_pag
         f"{live.get('without_logged_prediction', 0)} verdicts of the window have no prediction in "
         f"this model's log and {live.get('malformed_ids', 0)} an id that is not canonical (not "
         "counted). Intervals: Wilson (precision, recall), "
-        "bootstrap (F1). Analysts mostly triage flagged rows, so recall rests on fewer verdicts.</p>",
+        "bootstrap (F1), Clopper-Pearson (FPR). Analysts mostly triage flagged rows, so recall rests "
+        "on fewer verdicts and the FPR leans high.</p>",
         "<table><thead><tr><th>Figure</th><th>Value</th><th>Interval</th><th>From</th></tr></thead><tbody>",
         f'<tr><td>Precision</td><td class="num">{number(live.get("precision"), FIG)}</td><td class="num">'
         f"{_ci(live.get('precision_ci'))}</td><td>TP {live.get('tp', 0)} / predicted threats "
@@ -125,6 +144,10 @@ def render_html(doc: dict[str, Any], history: list[dict[str, Any]], *, drift_pag
         f'<tr><td>F1</td><td class="num">{number(live.get("f1"), FIG)}</td><td class="num">'
         f"{_ci(live.get('f1_ci'))}</td><td>{live.get('labelled', 0)} verdicts (TN {live.get('tn', 0)}, "
         f"FP {live.get('fp', 0)}, FN {live.get('fn', 0)})</td></tr>",
+        f'<tr><td>False-positive rate</td><td class="num">{number(live.get("fpr"), ".2%")}</td>'
+        f'<td class="num">{_ci(live.get("fpr_ci"))}</td><td>FP {live.get("fp", 0)} / benign verdicts '
+        f"{live.get('fp', 0) + live.get('tn', 0)}; budget "
+        f"{number(live.get('max_false_positive_rate'), '.2%')}</td></tr>",
         "</tbody></table>",
     ]
 
@@ -208,4 +231,99 @@ def render_html(doc: dict[str, Any], history: list[dict[str, Any]], *, drift_pag
                 + ", ".join(e(p) for p in feedback.get("changed_examples", []))
                 + "</p>"
             )
+    return page(title, out)
+
+
+def render_challenger_html(doc: dict[str, Any]) -> str:
+    """The challenger's page (``decide_challenger``, netsec_tasks.monitoring.shadow): the
+    decision, both models' alert rates against the budget's ceiling, agreement, verdict figures,
+    and the rows where they disagree for analysts to label. ``doc``: a ShadowRecord as JSON."""
+    from netsec_tasks.operating_point import pct
+
+    e = escape
+    v = doc.get("verdicts") or {}
+    action = str(doc.get("action"))
+    heading = {
+        "promoted": "Challenger promoted",
+        "retired": "Challenger retired",
+        "promote": "Would promote (dry run)",
+        "retire": "Would retire (dry run)",
+        "wait": "In shadow",
+    }.get(action, "No challenger")
+    title = (
+        f"netsec challenger: {doc.get('model_name')} v{doc.get('challenger_version') or '–'} "
+        f"beside Production v{doc.get('production_version') or '–'}"
+    )
+
+    def rate(m: dict[str, Any]) -> str:
+        ci = m.get("alert_rate_ci")
+        span = f" ({pct(ci[0])}–{pct(ci[1])})" if ci else ""
+        over = " <strong>over the budget</strong>" if m.get("over_budget") else ""
+        return f"{pct(m.get('alert_rate'))}{span}{over}"
+
+    def live(m: dict[str, Any], key: str) -> str:
+        ci = m.get(f"{key}_ci")
+        return f"{number(m.get(key), FIG)} ({_ci(ci)})" if m.get(key) is not None else "–"
+
+    prod, chal = doc.get("production") or {}, doc.get("challenger") or {}
+    lp, lc = v.get("production") or {}, v.get("challenger") or {}
+    rows = [
+        ("Alert rate (interval)", rate(prod), rate(chal)),
+        ("Alerts", f"{prod.get('alerts', 0):,}", f"{chal.get('alerts', 0):,}"),
+        (
+            "Alert rate its operating point expects",
+            pct(prod.get("expected_alert_rate")),
+            pct(chal.get("expected_alert_rate")),
+        ),
+        ("Live precision", live(lp, "precision"), live(lc, "precision")),
+        ("Live recall", live(lp, "recall"), live(lc, "recall")),
+        ("Live F1", live(lp, "f1"), live(lc, "f1")),
+        ("Live FPR", live(lp, "fpr"), live(lc, "fpr")),
+        (
+            "Labelled rows it alone got right",
+            str(v.get("production_only_right", 0)),
+            str(v.get("challenger_only_right", 0)),
+        ),
+    ]
+    out = [
+        f'<section class="summary {"trigger" if action in ("retired", "retire") else ""}">'
+        f'<div class="verdict">{e(heading)}</div><div>{e(str(doc.get("reason") or ""))}</div><dl>',
+        f"<dt>Run</dt><dd>{e(str(doc.get('run_id')))}</dd>",
+        f"<dt>Challenger since</dt><dd>{e(str(doc.get('since') or '–'))} ({number(doc.get('hours'), '.1f')} h)</dd>",
+        f'<dt>Rows both scored</dt><dd class="kv">{int(doc.get("rows") or 0):,}'
+        f" ({int(doc.get('unscored_rows') or 0):,} logged without the challenger's decision)</dd>",
+        f'<dt>Agreement</dt><dd class="kv">{pct(doc.get("agreement"))} '
+        f"({int(doc.get('disagreements') or 0):,} rows decided differently)</dd>",
+        f"<dt>Budget's ceiling</dt><dd>{pct(chal.get('ceiling'))} of rows may alert</dd>",
+        f"<dt>Verdicts</dt><dd>{int(v.get('labelled') or 0):,} labelled rows both scored; "
+        f"paired test p = {number(v.get('p_value'), '.3g')}</dd>",
+        f"<dt>Challenger's live FPR</dt><dd>{e(str(doc.get('live_fpr') or ''))}</dd></dl></section>",
+        "<h2>The two models on the same traffic</h2><table><tr><th></th>"
+        f"<th>Production v{e(str(doc.get('production_version') or '–'))}</th>"
+        f"<th>Challenger v{e(str(doc.get('challenger_version') or '–'))}</th></tr>",
+    ]
+    out += [f"<tr><td>{e(a)}</td><td>{b}</td><td>{c}</td></tr>" for a, b, c in rows]
+    out.append("</table>")
+    listed = doc.get("listed_disagreements") or []
+    out.append(
+        f"<h2>Rows where they disagree ({len(listed)} not yet labelled)</h2>"
+        "<p>Label these (POST /feedback with the prediction id, or the serving page): verdicts on "
+        "them are what tell the two models apart.</p>"
+    )
+    if listed:
+        names = list((listed[0].get("features") or {}).keys())
+        out.append(
+            "<table><tr><th>prediction id</th><th>time</th><th>Production</th><th>P</th>"
+            "<th>Challenger</th><th>P</th>" + "".join(f"<th>{e(str(n))}</th>" for n in names) + "</tr>"
+        )
+        for d in listed:
+            feats = d.get("features") or {}
+            out.append(
+                f"<tr><td><code>{e(str(d.get('prediction_id')))}</code></td><td>{e(str(d.get('time')))}</td>"
+                f"<td>{'threat' if d.get('production') else 'benign'}</td><td>{number(d.get('production_probability'), FIG)}</td>"
+                f"<td>{'threat' if d.get('challenger') else 'benign'}</td><td>{number(d.get('challenger_probability'), FIG)}</td>"
+                + "".join(f"<td>{e(str(feats.get(n)))}</td>" for n in names)
+                + "</tr>"
+            )
+        out.append("</table>")
     return page(title, out)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from netsec_tasks.errors import DataError
 from netsec_tasks.records import safe_name
+from netsec_tasks.sinks import json_text
 from netsec_tasks.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,5 @@ def append_history(
     run), trimmed."""
     history = [h for h in read_history(storage, model_name) if h.get("run_id") != entry["run_id"]]
     history = (history + [entry])[-keep:]
-    storage.write_text(
-        history_uri(storage, model_name), "".join(json.dumps(h, default=str) + "\n" for h in history)
-    )
+    storage.write_text(history_uri(storage, model_name), "".join(json_text(h) + "\n" for h in history))
     return history

@@ -12,8 +12,10 @@ watermark or trend):
    precision, recall and F1 of the threat class, with counts and intervals, over the
    Production version's predictions of the last ``monitoring.window_hours`` (``live.py``);
 4. compares volume, threat rate and score distribution with Production on its test split;
-5. decides whether to request a retraining (:func:`decide`): traffic drift, or live F1
-   confidently below ``monitoring.f1_floor`` with at least ``monitoring.min_labels`` verdicts,
+5. decides whether to request a retraining (:func:`decide`): traffic drift, live F1
+   confidently below ``monitoring.f1_floor`` with at least ``monitoring.min_labels`` verdicts, or
+   a live false-positive rate confidently over the budget (``decision.max_false_positive_rate``:
+   the lower end of its interval above it, on at least ``min_labels`` benign verdicts),
    and not within ``monitoring.cooldown_hours`` of a request for the same Production version.
    A surge of contract violations (more than ``validation.max_invalid_share`` of the new rows
    break the input contract) is its own finding: the drift test is then not judged (the rows
@@ -40,7 +42,7 @@ from typing import Any
 import pandas as pd
 
 from netsec_tasks.config import PipelineConfig
-from netsec_tasks.monitoring.live import f1_below_floor, live_metrics
+from netsec_tasks.monitoring.live import f1_below_floor, fpr_over_budget, live_metrics
 from netsec_tasks.monitoring.report import render_html, render_yaml
 from netsec_tasks.monitoring.state import (
     LastTrigger,
@@ -50,7 +52,8 @@ from netsec_tasks.monitoring.state import (
     read_state,
     write_state,
 )
-from netsec_tasks.monitoring.traffic import threat_scores, traffic_drift, traffic_figures
+from netsec_tasks.monitoring.traffic import expected_alert_rate, threat_scores, traffic_drift, traffic_figures
+from netsec_tasks.operating_point import decision_policy, model_threshold
 from netsec_tasks.records import FeedbackRecord, MonitoringRecord, safe_name
 from netsec_tasks.tracking import TAG_PREFIX
 
@@ -116,9 +119,12 @@ def decide(
     now: dt.datetime,
     cfg: PipelineConfig,
     contract_surge: str | None = None,
+    fpr_alarm: bool = False,
+    fpr_reason: str = "",
 ) -> tuple[bool, str]:
-    """(request a retraining?, why). Evidence: traffic drift (``monitoring.retrain_on_drift``)
-    or live F1 confidently below the floor, and a surge of contract violations
+    """(request a retraining?, why). Evidence: traffic drift (``monitoring.retrain_on_drift``),
+    live F1 confidently below the floor, or a live FPR confidently over the false-positive
+    budget (the lower end of its interval above it), and a surge of contract violations
     (``contract_surge``: what it is) only with ``monitoring.retrain_on_contract_violations``;
     the reason always says what was decided about a surge. A request for the same Production
     version within ``monitoring.cooldown_hours`` is not repeated."""
@@ -137,8 +143,11 @@ def decide(
         evidence.append(f"traffic {drift_reason}")
     if f1_alarm:
         evidence.append(f1_reason)
+    if fpr_alarm:
+        evidence.append(fpr_reason)
     if not evidence:
-        return False, "; ".join(notes + [f"no evidence for retraining: {drift_reason}; {f1_reason}"])
+        found = "; ".join(x for x in (drift_reason, f1_reason, fpr_reason) if x)
+        return False, "; ".join(notes + [f"no evidence for retraining: {found}"])
     why = "; ".join(notes + evidence)
     if production_version is None:
         return False, f"{why}; but there is no Production model to replace"
@@ -158,14 +167,19 @@ def decide(
 # --------------------------------------------------------------------------- live metrics
 
 
-def labelled_predictions(verdicts: pd.DataFrame, reader, *, since: dt.datetime) -> pd.DataFrame:
+def labelled_predictions(
+    verdicts: pd.DataFrame, reader, *, since: dt.datetime, challenger: bool = False
+) -> pd.DataFrame:
     """The standing verdicts on predictions made since ``since``, joined with the logged
-    prediction they judge (``is_threat`` of the model as ``predicted``, ``model_version``).
-    Verdicts whose id is not canonical (stored before ids were checked exactly) are left out
-    (``monitor`` counts them in the report)."""
+    prediction they judge (``is_threat`` of the model as ``predicted``, ``model_version``; with
+    ``challenger``, also ``challenger_version`` and ``challenger_predicted``, the challenger's
+    decision on the row in shadow, None where none scored it). Verdicts whose id is not
+    canonical (stored before ids were checked exactly) are left out (``monitor`` counts them in
+    the report)."""
     from netsec_tasks.prediction_log import canonical_ids, request_time, rows_of
 
-    empty = pd.DataFrame(columns=["prediction_id", "verdict", "predicted", "model_version"])
+    shadow = ["challenger_version", "challenger_predicted"] if challenger else []
+    empty = pd.DataFrame(columns=["prediction_id", "verdict", "predicted", "model_version", *shadow])
     if verdicts.empty:
         return empty
     good, _ = canonical_ids(verdicts["prediction_id"])
@@ -174,13 +188,14 @@ def labelled_predictions(verdicts: pd.DataFrame, reader, *, since: dt.datetime) 
     logged = rows_of(reader.find_requests(set(recent.values())), verdicts["prediction_id"])
     if logged.empty:
         return empty
+    extra = ["challenger_version", "challenger_is_threat"] if challenger else []
     joined = verdicts.merge(
-        logged[["prediction_id", "is_threat", "model_version"]],
+        logged[["prediction_id", "is_threat", "model_version", *extra]],
         on="prediction_id",
         how="inner",
         suffixes=("", "_logged"),
     )
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "prediction_id": joined["prediction_id"],
             "verdict": joined["is_threat"].astype(bool),
@@ -188,6 +203,10 @@ def labelled_predictions(verdicts: pd.DataFrame, reader, *, since: dt.datetime) 
             "model_version": joined["model_version"].astype(str),
         }
     )
+    if challenger:
+        out["challenger_version"] = joined["challenger_version"]
+        out["challenger_predicted"] = joined["challenger_is_threat"]
+    return out
 
 
 def contract_violations(excluded: dict[str, Any], cfg: PipelineConfig) -> dict[str, Any]:
@@ -249,13 +268,13 @@ def _figures(record: MonitoringRecord) -> dict[str, float]:
             contract_violation_share=record.contract["share"],
             contract_violations=float(bool(record.contract.get("surge"))),
         )
-    for key in ("precision", "recall", "f1"):
+    for key in ("precision", "recall", "f1", "fpr"):
         if live.get(key) is not None:
             out[f"live_{key}"] = live[key]
             ci = live.get(f"{key}_ci")
             if ci:
                 out[f"live_{key}_low"], out[f"live_{key}_high"] = ci
-    for key in ("threat_rate", "threat_rate_test", "rows_per_hour"):
+    for key in ("threat_rate", "threat_rate_test", "rows_per_hour", "alert_rate", "expected_alert_rate"):
         if record.traffic.get(key) is not None:
             out[key] = record.traffic[key]
     score = record.traffic.get("score")
@@ -326,6 +345,7 @@ def log_to_mlflow(cfg: PipelineConfig, record: MonitoringRecord, texts: dict[str
 def served_tags(record: MonitoringRecord) -> dict[str, str]:
     """The model version tags serving reads (``netsec.monitoring.<figure>``; empty: unknown)."""
     ci = record.live.get("f1_ci") or [None, None]
+    fpr_ci = record.live.get("fpr_ci") or [None, None]
     values = {
         "drift_share": record.drift_share if record.drift_tested else None,
         "drift_detected": int(record.drift_detected) if record.drift_tested else None,
@@ -334,8 +354,13 @@ def served_tags(record: MonitoringRecord) -> dict[str, str]:
         "live_f1": record.live.get("f1"),
         "live_f1_low": ci[0],
         "live_f1_high": ci[1],
+        "live_fpr": record.live.get("fpr"),
+        "live_fpr_low": fpr_ci[0],
+        "live_fpr_high": fpr_ci[1],
         "labelled": record.labelled,
         "threat_rate": record.traffic.get("threat_rate"),
+        "alert_rate": record.traffic.get("alert_rate"),
+        "expected_alert_rate": record.traffic.get("expected_alert_rate"),
         "rows": record.rows_read,
         "trigger": int(record.trigger),
         "at": utcnow().isoformat(timespec="seconds"),
@@ -432,14 +457,18 @@ def monitor(
         seed=m.seed,
     )
     f1_alarm, f1_reason = f1_below_floor(live, floor=m.f1_floor, min_labels=m.min_labels)
+    budget = decision_policy(cfg, schema).budget
+    fpr_alarm, fpr_reason = fpr_over_budget(live, budget=budget, min_labels=m.min_labels)
     live.update(
         other_versions=int(len(labelled) - len(mine)),
         decision=f1_reason,
+        fpr_decision=fpr_reason,
+        max_false_positive_rate=budget,
         **_unused_verdicts(verdicts, labelled, since),
     )
 
-    # Volume, threat rate and scores against the test split.
-    test_scores = None
+    # Volume, threat rate and scores against the test split; the alert rate against expected.
+    test_scores, threshold = None, None
     test_uri = prod.tags.get("netsec.test_uri") if prod else None
     if (
         prod is not None
@@ -449,11 +478,14 @@ def monitor(
     ):
         model = load_version(cfg, prod.name, prod.version)
         test_scores = threat_scores(model, storage.read_frame(test_uri), schema)
+        threshold = model_threshold(model).value
     figures = traffic_figures(
         traffic,
         production_version=version,
         test_scores=test_scores,
         cfg=cfg,
+        threshold=threshold,
+        expected_rate=expected_alert_rate(prod.tags) if prod else None,
         documents=len(docs),
         since=state.committed_at if state else None,
         until=now,
@@ -466,6 +498,8 @@ def monitor(
         contract_surge=contract["reason"] if contract["surge"] else None,
         f1_alarm=f1_alarm,
         f1_reason=f1_reason,
+        fpr_alarm=fpr_alarm,
+        fpr_reason=fpr_reason,
         production_version=version,
         last_trigger=state.last_trigger if state else None,
         now=now,
@@ -510,8 +544,11 @@ def monitor(
         "contract_violation_share": contract["share"],
         "live_f1": live.get("f1"),
         "live_f1_ci": live.get("f1_ci"),
+        "live_fpr": live.get("fpr"),
+        "live_fpr_ci": live.get("fpr_ci"),
         "labelled": record.labelled,
         "threat_rate": figures.get("threat_rate"),
+        "expected_alert_rate": figures.get("expected_alert_rate"),
         "trigger": trigger,
     }
     history = append_history(storage, model_name, entry, m.trend_runs)
@@ -539,6 +576,7 @@ def monitor(
         "traffic": figures,
         "window_hours": m.window_hours,
         "f1_floor": m.f1_floor,
+        "max_false_positive_rate": budget,
         "min_labels": m.min_labels,
         "drift_share_threshold": cfg.drift.drift_share,
         "feedback": feedback.to_xcom() if feedback else None,

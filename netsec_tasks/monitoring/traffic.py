@@ -7,8 +7,10 @@ since the last run, after the input contract: rows that break it (logged under a
 or by another writer) are left out and reported, never compared. Fewer than
 ``monitoring.min_rows`` valid rows are not tested at all: the rows wait for the next run.
 
-The threat rate and the score distribution are compared with the Production model's own
-predictions on its test split (a two-sample chi-square on the counts, and KS with the
+The served alert rate is compared with the rate Production's operating point expects in
+deployment (recall x the expected threat rate + FPR x the rest), with its interval. The threat
+rate and the score distribution are compared with the Production model's own decisions (at its
+threshold) on its test split (a two-sample chi-square on the counts, and KS with the
 Wasserstein distance in IQRs on the probabilities). They are reported, not acted on: a change
 in the share of threats is what a threat detector exists to see.
 """
@@ -25,6 +27,7 @@ from netsec_tasks.config import PipelineConfig
 from netsec_tasks.dataset_schema import DatasetSchema
 from netsec_tasks.drift.stats import DriftResult, chi_square_test, continuous_test, detect_drift
 from netsec_tasks.errors import ValidationFailed
+from netsec_tasks.operating_point import LEGACY_THRESHOLD, decide, rate_interval
 
 
 def traffic_drift(
@@ -77,9 +80,25 @@ def traffic_drift(
 
 def threat_scores(model: Any, test: pd.DataFrame, schema: DatasetSchema) -> np.ndarray:
     """Production's threat probability for each row of its test split."""
-    proba = model.predict_proba(test[schema.features])
-    classes = list(getattr(model, "classes_", [0, 1]))
-    return np.asarray(proba[:, classes.index(1) if 1 in classes else -1], dtype=float)
+    from netsec_tasks.operating_point import threat_probability
+
+    return np.asarray(threat_probability(model, test[schema.features]), dtype=float)
+
+
+def expected_alert_rate(tags: dict[str, str]) -> float | None:
+    """The share of served rows Production is expected to alert on in deployment: recall x rate +
+    FPR x (1 - rate), from its test operating point and the expected threat rate it was chosen
+    for (version tags ``netsec.operating_point``, written at registration); None for a version
+    without them (registered before operating points)."""
+    import json
+
+    from netsec_tasks.operating_point import OperatingPoint
+
+    try:
+        point = json.loads(tags.get("netsec.operating_point") or "null")
+        return OperatingPoint(**point).expected_alert_rate if point else None
+    except (TypeError, ValueError):
+        return None
 
 
 def traffic_figures(
@@ -88,13 +107,17 @@ def traffic_figures(
     production_version: str | None,
     test_scores: np.ndarray | None,
     cfg: PipelineConfig,
+    threshold: float | None = None,
+    expected_rate: float | None = None,
     documents: int,
     since: dt.datetime | None,
     until: dt.datetime,
 ) -> dict[str, Any]:
     """Volume (rows, requests, rows per hour from ``since``, the previous run, to ``until``;
     from the first logged row on a first run), threat rate and score distribution of the
-    Production version's rows against its test split."""
+    Production version's rows against its test split (decided at ``threshold``, the model's),
+    and the served alert rate with its interval against ``expected_rate``, the rate its
+    operating point expects in deployment (:func:`expected_alert_rate`)."""
     out: dict[str, Any] = {"rows": int(len(traffic)), "requests": int(documents)}
     if traffic.empty:
         out["rows_per_hour"] = 0.0 if since is not None else None
@@ -117,9 +140,24 @@ def traffic_figures(
     threats = int(pd.to_numeric(mine["is_threat"]).sum())
     rate = threats / len(mine)
     out["threat_rate"] = round(rate, 6)
+    # The served alert rate (the same share: the served decisions) against what the operating
+    # point expects at the deployment's threat rate: above it when the interval's lower end is.
+    low, high = rate_interval(threats, len(mine), cfg.monitoring.confidence)
+    out["alert_rate"] = round(rate, 6)
+    out["alert_rate_ci"] = [round(low or 0.0, 6), round(high or 0.0, 6)]
+    if expected_rate is not None:
+        out["expected_alert_rate"] = round(expected_rate, 6)
+        out["alert_rate_vs_expected"] = (
+            "above"
+            if (low or 0.0) > expected_rate
+            else "below"
+            if (high or 1.0) < expected_rate
+            else "within"
+        )
     if test_scores is None or not len(test_scores):
         return out
-    test_threats = int((test_scores > 0.5).sum())
+    # The test split decided as serving decides (the model's threshold; 0.5 without one).
+    test_threats = int(decide(test_scores, LEGACY_THRESHOLD if threshold is None else threshold).sum())
     test_rate = test_threats / len(test_scores)
     stat, p, _, _ = chi_square_test(
         np.array([test_threats, len(test_scores) - test_threats]), np.array([threats, len(mine) - threats])

@@ -54,6 +54,21 @@ def find_production_version(client, name: str, alias: str, stage: str = PRODUCTI
 
     The one "which version is Production" lookup: the pipeline and serving both use it.
     """
+    mv = find_alias_version(client, name, alias)
+    if mv is not None:
+        return mv
+    in_stage = [mv for mv in all_versions(client, name) if mv.current_stage == stage]
+    return max(in_stage, key=lambda mv: int(mv.version)) if in_stage else None
+
+
+def production_version(client, cfg: PipelineConfig):
+    """:func:`find_production_version` of the configured model (``registry.model_name`` and
+    ``registry.alias``): its ModelVersion, or None."""
+    return find_production_version(client, cfg.registry.model_name, cfg.registry.alias)
+
+
+def find_alias_version(client, name: str, alias: str):
+    """The ModelVersion of ``name`` holding ``alias``, or None (no such model or alias)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -63,16 +78,14 @@ def find_production_version(client, name: str, alias: str, stage: str = PRODUCTI
             return None
         raise
     version = (registered.aliases or {}).get(alias)
-    if version is not None:
-        return client.get_model_version(name, str(version))
-    in_stage = [mv for mv in all_versions(client, name) if mv.current_stage == stage]
-    return max(in_stage, key=lambda mv: int(mv.version)) if in_stage else None
+    return client.get_model_version(name, str(version)) if version is not None else None
 
 
-def production_version(client, cfg: PipelineConfig):
-    """:func:`find_production_version` of the configured model (``registry.model_name`` and
-    ``registry.alias``): its ModelVersion, or None."""
-    return find_production_version(client, cfg.registry.model_name, cfg.registry.alias)
+def challenger_version(client, cfg: PipelineConfig):
+    """The challenger: the ModelVersion holding ``registry.challenger_alias`` (a candidate that
+    passed the promotion gate with ``registry.shadow`` on and is scored in shadow beside
+    Production), or None."""
+    return find_alias_version(client, cfg.registry.model_name, cfg.registry.challenger_alias)
 
 
 def all_versions(client, name: str, *, tags: dict[str, str] | None = None) -> list:

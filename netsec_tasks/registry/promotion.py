@@ -6,6 +6,14 @@ its reason in plain sentences are :func:`_decide`'s. :func:`apply_decision` reco
 as tags on the model version and on the pipeline's MLflow run, *then* moves Production
 (:func:`promote`), so a crash in between leaves a version tagged promoted that
 :mod:`netsec_tasks.reconcile` finishes. Both outcomes (promoted or rejected) are recorded.
+
+**Shadow** (``registry.shadow``). A version that passes the gate while a Production model exists
+becomes the *challenger* instead (outcome ``challenger``; :func:`set_challenger` moves alias
+``registry.challenger_alias`` to it, after the tags, as above). Serving scores it beside
+Production without answering with it; :mod:`netsec_tasks.registry.challenger` ends its shadow
+(promoted, rejected by hand, retired by monitoring). A challenger it replaces is tagged
+``netsec.shadow_outcome=replaced`` with the reason. With no Production model there is nothing to
+shadow: the version is promoted, and the reason says so.
 """
 
 from __future__ import annotations
@@ -13,20 +21,30 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.dataset_schema import DatasetSchema
 from netsec_tasks.errors import RegistryError, first_line
+from netsec_tasks.operating_point import DecisionPolicy, OperatingPoint, decision_policy, pct
 from netsec_tasks.outages import is_unreachable
 from netsec_tasks.registry.lookup import PRODUCTION_STAGE, production_version
-from netsec_tasks.registry.scoring import production_rows_in, production_score, score_model
+from netsec_tasks.registry.scoring import VersionScore, production_rows_in, production_score, score_version
 from netsec_tasks.tracking import TAG_PREFIX
 
 log = logging.getLogger(__name__)
 
 # promoted | rejected | abandoned | rolled_back: the version's decision
 PROMOTION_TAG = TAG_PREFIX + "promotion"
+# Both models' operating points on the rows the decision compared (JSON, OperatingPoint.to_dict()).
+CANDIDATE_POINT_TAG = TAG_PREFIX + "promotion_operating_point"
+PRODUCTION_POINT_TAG = TAG_PREFIX + "production_operating_point"
+# Shadow: when a version became the challenger (ISO 8601, UTC; monitoring counts min_hours and
+# the traffic from it), how its shadow ended (promoted | rejected | retired | replaced) and why.
+CHALLENGER_SINCE_TAG = TAG_PREFIX + "challenger_since"
+SHADOW_OUTCOME_TAG = TAG_PREFIX + "shadow_outcome"
+SHADOW_REASON_TAG = TAG_PREFIX + "shadow_reason"
 
 
 @dataclass(frozen=True)
@@ -43,9 +61,20 @@ class Decision:
     outcome: str = ""  # promoted | rejected | abandoned (default: from ``promoted``)
     # The previous Production's metrics on the compared rows ({}: not compared, or a retry).
     production_metrics: dict[str, float] = field(default_factory=dict)
+    # Both models at their own operating points on the compared rows (OperatingPoint.to_dict();
+    # {}: not scored), and per raw threat label {"rows", "candidate", "production"} recalls.
+    operating_point: dict[str, Any] = field(default_factory=dict)
+    production_operating_point: dict[str, Any] = field(default_factory=dict)
+    label_recall: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Shadow: it passed the gate and becomes the challenger (promoted stays False: Production
+    # does not move); replaced: the challenger it replaces, if any.
+    challenger: bool = False
+    replaced: str | None = None
 
     @property
     def label(self) -> str:
+        if self.challenger:
+            return "challenger"
         return self.outcome or ("promoted" if self.promoted else "rejected")
 
     def tags(self) -> dict[str, str]:
@@ -59,10 +88,13 @@ class Decision:
             if self.rows_in_test is None
             else str(self.rows_in_test),
             TAG_PREFIX + "production_metrics": json.dumps(self.production_metrics, sort_keys=True),
+            CANDIDATE_POINT_TAG: json.dumps(self.operating_point, sort_keys=True),
+            PRODUCTION_POINT_TAG: json.dumps(self.production_operating_point, sort_keys=True),
+            TAG_PREFIX + "label_recall": json.dumps(self.label_recall, sort_keys=True)[:5000],
         }
 
 
-def _json_dict(text: str | None) -> dict[str, float]:
+def _json_dict(text: str | None) -> dict[str, Any]:
     """A metrics tag back as a dict; {} when absent or not JSON (tags written before it existed)."""
     try:
         value = json.loads(text or "{}")
@@ -71,40 +103,112 @@ def _json_dict(text: str | None) -> dict[str, float]:
     return value if isinstance(value, dict) else {}
 
 
+def _rate(point: OperatingPoint) -> str:
+    level = f"{point.confidence:.0%}"
+    return f"FPR {pct(point.fpr)} ({level} CI {pct(point.fpr_low)}-{pct(point.fpr_high)})"
+
+
+def _label_drops(
+    cfg: PipelineConfig, cand: VersionScore, prod: VersionScore | None
+) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """The per-label guard (TFX-style slices) for a multi-class raw label: (one phrase per threat
+    label with at least ``registry.min_label_rows`` compared rows on which the candidate's recall
+    is more than ``registry.max_label_recall_drop`` below Production's, both recalls per label).
+    Nothing to guard with one threat label (a binary label: overall recall is the label's)."""
+    reg = cfg.registry
+    if prod is None or len(cand.label_recall) < 2:
+        return [], {}
+    table = {
+        label: {
+            "rows": c["rows"],
+            "candidate": c["recall"],
+            "production": prod.label_recall.get(label, {}).get("recall"),
+        }
+        for label, c in cand.label_recall.items()
+    }
+    drops = [
+        f"'{label}' ({v['rows']} rows): recall {v['candidate']:.3f} against Production's "
+        f"{v['production']:.3f}"
+        for label, v in table.items()
+        if v["production"] is not None
+        and v["rows"] >= reg.min_label_rows
+        and v["production"] - v["candidate"] > reg.max_label_recall_drop
+    ]
+    return drops, table
+
+
 def _decide(
-    cfg: PipelineConfig, metric: str, new_score: float, prod_version: str | None, prod_score: float | None
+    cfg: PipelineConfig,
+    policy: DecisionPolicy,
+    metric: str,
+    cand: VersionScore,
+    prod_version: str | None,
+    prod: VersionScore | None,
+    label_drops: list[str],
 ) -> tuple[bool, str]:
     """(promote?, the reason in plain sentences). A rejection names every rule the new model
-    failed; the settings are named by their config keys."""
+    failed; the settings are named by their config keys.
+
+    The rules: the candidate's test FPR is not over the budget (objective ``recall_at_budget``:
+    the lower end of its interval is not above ``decision.max_false_positive_rate``); its score
+    clears the floor (``decision.min_recall``; ``registry.min_score`` with objective ``f1``); it beats Production's score by ``registry.promotion_margin``,
+    each at its own operating point (a Production model whose own FPR is over the budget sets no
+    bar); no threat label loses more than ``registry.max_label_recall_drop`` recall."""
     reg = cfg.registry
-    cand = f"The candidate's {metric} {new_score:.4f}"
-    floor_ok = new_score >= reg.min_score
-    floor = f"the floor of {reg.min_score:.4f} (registry.min_score)"
-    clears = f"clears {floor}" if floor_ok else f"is below {floor}"
+    name = "recall at its operating point" if metric == "recall_at_budget" else metric
+    cand_text = f"the candidate's {name} {cand.score:.4f}"
+    passed: list[str] = []
+    failed: list[str] = []
+    if policy.objective == "recall_at_budget":
+        budget = f"the budget of {pct(policy.budget)} (decision.max_false_positive_rate)"
+        if cand.point.over_budget(policy.budget):
+            failed.append(f"its test {_rate(cand.point)} is over {budget}")
+        else:
+            passed.append(f"its test {_rate(cand.point)} is within {budget}")
+    if policy.objective == "recall_at_budget":
+        minimum, key = policy.min_recall, "decision.min_recall"
+    else:
+        minimum, key = reg.min_score, "registry.min_score"
+    floor = f"the floor of {minimum:.4f} ({key})"
+    if cand.score >= minimum:
+        passed.append(f"{cand_text} clears {floor}")
+    else:
+        failed.append(f"{cand_text} is below {floor}")
     if prod_version is None:
-        if floor_ok:
-            return True, f"There was no Production model, and {cand[0].lower() + cand[1:]} {clears}."
-        return False, f"There is no Production model, but {cand[0].lower() + cand[1:]} {clears}."
-    if prod_score is None:
+        head = "There was no Production model"
+    elif prod is None:
         head = (
             f"Production v{prod_version} could not be loaded or scored on this test split (see the task log)"
         )
-        joint = "and" if floor_ok else "but"
-        return floor_ok, f"{head}, {joint} {cand[0].lower() + cand[1:]} {clears}."
-    # "Beats" is strict: a retrained model that only ties Production does not replace it
-    # (a tie would churn versions and restart serving for no gain).
-    bar = prod_score + reg.promotion_margin
-    beats = new_score > bar
-    compared = (
-        f"{cand} {'beats' if beats else 'does not beat'} Production v{prod_version}'s "
-        f"{prod_score:.4f} plus the promotion margin {reg.promotion_margin:.4f} "
-        "(registry.promotion_margin)"
-    )
-    if beats and floor_ok:
-        return True, f"{compared}, and {clears}."
-    if beats:
-        return False, f"{compared}, but {clears}."
-    return False, f"{compared}" + ("." if floor_ok else f", and {clears}.")
+    else:
+        head = f"Compared with Production v{prod_version}" + (
+            " (no recorded threshold: at the 0.5 rule)" if not prod.threshold.recorded else ""
+        )
+        if policy.objective == "recall_at_budget" and prod.point.over_budget(policy.budget):
+            passed.append(
+                f"Production's own test {_rate(prod.point)} is over the budget, so its recall "
+                f"{prod.score:.4f} sets no bar"
+            )
+        else:
+            # "Beats" is strict: a retrained model that only ties Production does not replace it
+            # (a tie would churn versions and restart serving for no gain).
+            bar = prod.score + reg.promotion_margin
+            text = (
+                f"{cand_text} {{}} Production v{prod_version}'s {prod.score:.4f} plus the promotion "
+                f"margin {reg.promotion_margin:.4f} (registry.promotion_margin)"
+            )
+            (passed if cand.score > bar else failed).append(
+                text.format("beats" if cand.score > bar else "does not beat")
+            )
+    if label_drops:
+        failed.append(
+            f"it loses more than {reg.max_label_recall_drop:.3f} recall (registry.max_label_recall_drop) "
+            f"on threat label {'; '.join(label_drops)}"
+        )
+    if not failed:
+        return True, f"{head}: " + "; ".join(passed) + "."
+    tail = f" (it did pass: {'; '.join(passed)})" if passed else ""
+    return False, f"{head}: not promoted because " + "; ".join(failed) + tail + "."
 
 
 def promote(client, cfg: PipelineConfig, version: str) -> None:
@@ -117,23 +221,124 @@ def promote(client, cfg: PipelineConfig, version: str) -> None:
         client.transition_model_version_stage(name, version, PRODUCTION_STAGE, archive_existing_versions=True)
 
 
+def set_challenger(client, cfg: PipelineConfig, version: str, reason: str) -> str | None:
+    """Make ``version`` the challenger (alias ``registry.challenger_alias``), tagging when (its
+    ``netsec.challenger_since``) and the challenger it replaces (``netsec.shadow_outcome=replaced``
+    with ``reason``'s context) before the alias moves. Returns the replaced version, or None."""
+    from netsec_tasks.registry.lookup import challenger_version
+
+    name = cfg.registry.model_name
+    old = challenger_version(client, cfg)
+    if old is not None and str(old.version) == version:
+        return None  # a retry: already the challenger
+    client.set_model_version_tag(name, version, CHALLENGER_SINCE_TAG, _now())
+    replaced = None
+    if old is not None:
+        replaced = str(old.version)
+        for key, value in {
+            SHADOW_OUTCOME_TAG: "replaced",
+            SHADOW_REASON_TAG: f"replaced by v{version}, which passed the promotion gate later: {reason}"[
+                :5000
+            ],
+            PROMOTION_TAG: "retired",
+        }.items():
+            client.set_model_version_tag(name, replaced, key, value)
+    client.set_registered_model_alias(name, cfg.registry.challenger_alias, version)
+    return replaced
+
+
+def _retire_outrun_challenger(client, cfg: PipelineConfig, version: str) -> None:
+    """A version promoted straight to Production (``registry.shadow`` off, or no Production
+    before) ends a challenger's shadow: it was being compared with a Production that is gone."""
+    from netsec_tasks.registry.lookup import challenger_version
+
+    old = challenger_version(client, cfg)
+    if old is None or str(old.version) == version:
+        return
+    name = cfg.registry.model_name
+    for key, value in {
+        SHADOW_OUTCOME_TAG: "replaced",
+        SHADOW_REASON_TAG: f"v{version} was promoted to Production directly (registry.shadow off), "
+        "so the Production this challenger was compared with is gone",
+        PROMOTION_TAG: "retired",
+    }.items():
+        client.set_model_version_tag(name, str(old.version), key, value)
+    client.delete_registered_model_alias(name, cfg.registry.challenger_alias)
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _in_shadow(cfg: PipelineConfig, decision: Decision, client) -> Decision:
+    """With ``registry.shadow`` and a Production model, a version that passed the gate becomes
+    the challenger instead of Production; the reason says so and names the challenger it
+    replaces."""
+    from netsec_tasks.registry.lookup import challenger_version
+
+    if not (cfg.registry.shadow and decision.promoted and decision.previous is not None):
+        if cfg.registry.shadow and decision.promoted:
+            return replace(
+                decision,
+                reason=decision.reason + " registry.shadow is on, but there is no Production model to "
+                "run a challenger beside: it is Production at once.",
+            )
+        return decision
+    old = challenger_version(client, cfg)
+    replaces = f" It replaces challenger v{old.version}." if old is not None else ""
+    return replace(
+        decision,
+        promoted=False,
+        challenger=True,
+        replaced=str(old.version) if old is not None else None,
+        reason=decision.reason
+        + f" registry.shadow is on: it becomes the challenger (alias '{cfg.registry.challenger_alias}'), "
+        f"scored in shadow beside Production v{decision.previous}, which keeps answering; the "
+        "netsec_monitoring DAG promotes or retires it on served traffic (shadow.min_hours, "
+        f"shadow.min_rows), or netsec promote/reject --challenger decides by hand.{replaces}",
+    )
+
+
 def decide_version(
     client,
     cfg: PipelineConfig,
     mv,
     model,
-    new_score: float,
     frame,
     schema: DatasetSchema,
     metric: str,
     source: str,
+    scored: VersionScore | None = None,
 ) -> Decision:
-    """Compare version ``mv`` (the loaded ``model``, scored ``new_score`` on ``frame``) with the
-    current Production model on the same rows, leaving out test rows Production was trained on.
-    A version that already is Production keeps its earlier decision (a retry finishes it)."""
+    """Compare version ``mv`` (the loaded ``model``; ``scored``: its :func:`score_version` on
+    ``frame`` when already computed) with the current Production model on the same rows, leaving
+    out test rows Production was trained on, each at its own operating point. A version that
+    already is Production keeps its earlier decision (a retry finishes it).
+
+    ``metric``: what training selected by; with objective ``recall_at_budget`` both models are
+    compared by their recall at their operating points whatever it says."""
+    policy = decision_policy(cfg, schema)
+    metric = "recall_at_budget" if policy.objective == "recall_at_budget" else metric
+    if scored is None:
+        scored = score_version(model, frame, schema, policy, metric, source=source)
     version = str(mv.version)
     tags = mv.tags or {}
     prod = production_version(client, cfg)
+    if tags.get(PROMOTION_TAG) == "challenger":
+        # An earlier attempt made it the challenger; finish the alias move in case it crashed.
+        return Decision(
+            version,
+            False,
+            tags.get(TAG_PREFIX + "promotion_reason") or "already the challenger",
+            scored.score,
+            None,
+            str(prod.version) if prod is not None else None,
+            operating_point=_json_dict(tags.get(CANDIDATE_POINT_TAG)) or scored.point.to_dict(),
+            production_operating_point=_json_dict(tags.get(PRODUCTION_POINT_TAG)),
+            challenger=True,
+        )
     if prod is not None and str(prod.version) == version:
         # An earlier attempt already promoted it; finish the stage move in case it crashed.
         prev_score = tags.get(TAG_PREFIX + "production_score")
@@ -142,15 +347,18 @@ def decide_version(
             version,
             True,
             tags.get(TAG_PREFIX + "promotion_reason") or "already Production",
-            new_score,
+            scored.score,
             float(prev_score) if prev_score not in (None, "", "None") else None,
             tags.get(TAG_PREFIX + "previous_production_version") or None,
             int(seen) if seen not in (None, "", "None") else None,
             production_metrics=_json_dict(tags.get(TAG_PREFIX + "production_metrics")),
+            operating_point=_json_dict(tags.get(CANDIDATE_POINT_TAG)) or scored.point.to_dict(),
+            production_operating_point=_json_dict(tags.get(PRODUCTION_POINT_TAG)),
+            label_recall=_json_dict(tags.get(TAG_PREFIX + "label_recall")),
         )
     previous = str(prod.version) if prod is not None else None
-    prod_score = rows_in_test = None
-    production_metrics: dict[str, float] = {}
+    rows_in_test = None
+    prod_scored: VersionScore | None = None
     note = ""
     if prod is not None:
         seen_mask = production_rows_in(cfg, str(prod.version), dict(prod.tags or {}), frame, schema)
@@ -172,24 +380,26 @@ def decide_version(
                     len(frame),
                     len(compared),
                 )
-                new_score = (
-                    score_model(model, compared, schema, metric, source=source)
-                    if len(compared)
-                    else new_score
-                )
+                if len(compared):
+                    scored = score_version(model, compared, schema, policy, metric, source=source)
         if len(compared):
-            prod_score, production_metrics = production_score(cfg, prod, compared, schema, metric, source)
-    promoted, reason = _decide(cfg, metric, new_score, previous, prod_score)
-    return Decision(
+            prod_scored = production_score(cfg, prod, compared, schema, policy, metric, source)
+    drops, labels = _label_drops(cfg, scored, prod_scored)
+    promoted, reason = _decide(cfg, policy, metric, scored, previous, prod_scored, drops)
+    decision = Decision(
         version,
         promoted,
         reason + note,
-        new_score,
-        prod_score,
+        scored.score,
+        prod_scored.score if prod_scored is not None else None,
         previous,
         rows_in_test,
-        production_metrics=production_metrics,
+        production_metrics=prod_scored.metrics if prod_scored is not None else {},
+        operating_point=scored.point.to_dict(),
+        production_operating_point=prod_scored.point.to_dict() if prod_scored is not None else {},
+        label_recall=labels,
     )
+    return _in_shadow(cfg, decision, client)
 
 
 def _record_decision(
@@ -223,6 +433,9 @@ def apply_decision(
         _record_decision(client, cfg, run_id, decision.version, {**decision.tags(), **(extra_tags or {})})
         if decision.promoted:
             promote(client, cfg, decision.version)
+            _retire_outrun_challenger(client, cfg, decision.version)
+        elif decision.challenger:
+            set_challenger(client, cfg, decision.version, decision.reason)
     except Exception as exc:
         if is_unreachable(exc):
             raise

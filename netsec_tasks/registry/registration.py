@@ -15,13 +15,20 @@ from typing import Any
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.dataset_schema import DatasetSchema, load_schema
 from netsec_tasks.errors import NetsecError, RegistryError, first_line
+from netsec_tasks.operating_point import DecisionPolicy, decision_policy
 from netsec_tasks.outages import is_unreachable, mlflow_errors, owner_id, quick_mlflow
 from netsec_tasks.records import RegisterRecord, RunContext, TrainRecord, ValidationRecord
 from netsec_tasks.registry.comparable import check_comparable
-from netsec_tasks.registry.lookup import PRODUCTION_STAGE, all_versions, load_version, production_version
+from netsec_tasks.registry.lookup import (
+    PRODUCTION_STAGE,
+    all_versions,
+    challenger_version,
+    load_version,
+    production_version,
+)
 from netsec_tasks.registry.promotion import apply_decision, decide_version
-from netsec_tasks.registry.scoring import check_test_columns, score_model
-from netsec_tasks.tracking import OWNER_TAG, TAG_PREFIX, mlflow_client, model_id_in
+from netsec_tasks.registry.scoring import VersionScore, check_test_columns, score_version
+from netsec_tasks.tracking import OWNER_TAG, TAG_PREFIX, THRESHOLD_TAG, mlflow_client, model_id_in
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +72,26 @@ def _version_tags(
         TAG_PREFIX + "metric": train.metric,
         TAG_PREFIX + "test_score": repr(_test_score(train)),
         TAG_PREFIX + "winner": train.winner,
+        # The operating point: the threshold the artifact's predict() applies (the model's own;
+        # this tag is for reading), the policy it was chosen for, and its test figures.
+        **(operating_point_tags(train) if train.threshold is not None else {}),
         # The process registering it: reconcile leaves an undecided version alone while it lives.
         OWNER_TAG: owner_id(),
+    }
+
+
+def operating_point_tags(train: TrainRecord) -> dict[str, str]:
+    """The version tags of a training record's operating point (``netsec.threshold``,
+    ``netsec.max_false_positive_rate``, ``netsec.expected_threat_rate``, ``netsec.objective``,
+    ``netsec.operating_point``: the test point as JSON, ``netsec.oof_operating_point``)."""
+    return {
+        THRESHOLD_TAG: repr(train.threshold),
+        TAG_PREFIX + "threshold_basis": train.threshold_basis or "",
+        TAG_PREFIX + "max_false_positive_rate": repr(train.max_false_positive_rate),
+        TAG_PREFIX + "expected_threat_rate": repr(train.expected_threat_rate),
+        TAG_PREFIX + "objective": train.objective or "",
+        TAG_PREFIX + "operating_point": json.dumps(train.operating_point, sort_keys=True),
+        TAG_PREFIX + "oof_operating_point": json.dumps(train.oof_operating_point, sort_keys=True),
     }
 
 
@@ -90,8 +115,9 @@ def _ensure_registered_model(client, cfg: PipelineConfig, schema: DatasetSchema)
     description = (
         f"netsec threat classifier for the '{schema.name}' data set: one sklearn Pipeline "
         f"(preprocess + model) over the schema's {len(schema.features)} feature columns; "
-        f"predict() returns 1 for threat ({_mapping_text(schema)}), "
-        f"predict_proba[:, 1] is the threat probability. Alias '{cfg.registry.alias}' and stage "
+        f"wrapped in a FixedThresholdClassifier whose predict() returns 1 for threat "
+        f"({_mapping_text(schema)}) when the threat probability predict_proba[:, 1] reaches the "
+        f"version's threshold (tag {THRESHOLD_TAG}, chosen for a false-positive budget). Alias '{cfg.registry.alias}' and stage "
         f"'{PRODUCTION_STAGE}' mark the serving model; versions are promoted only when they beat it."
     )
     try:
@@ -168,9 +194,11 @@ def _register_version(
     validation: ValidationRecord,
     schema: DatasetSchema,
     frame,
-) -> tuple[Any, Any, float]:
+    policy: DecisionPolicy,
+    metric: str,
+) -> tuple[Any, Any, VersionScore]:
     """Register (or reuse) the version and score it as loaded *from the registry*:
-    ``(model version, loaded model, score on frame)``.
+    ``(model version, loaded model, its score on frame at its own operating point)``.
 
     Loading through ``models:/<name>/<version>`` proves the registered version is servable; when
     any step after creation fails, the new version is deleted so no partial model stays.
@@ -187,7 +215,7 @@ def _register_version(
     try:
         client.update_model_version(name, version, description=_describe(run, train, validation))
         model = load_version(cfg, name, version, train.mlflow_run_id)
-        new_score = score_model(model, frame, schema, train.metric, source=validation.test_uri)
+        scored = score_version(model, frame, schema, policy, metric, source=validation.test_uri)
     except Exception as exc:
         if created:
             _delete_quietly(client, name, version)
@@ -199,7 +227,7 @@ def _register_version(
             f"registering {train.model_uri} as {name} failed ({first_line(exc)}); "
             f"{'version ' + version + ' was removed again' if created else 'kept version ' + version}"
         ) from exc
-    return mv, model, new_score
+    return mv, model, scored
 
 
 def register(
@@ -232,12 +260,17 @@ def register(
         if existing is not None and (existing.tags or {}).get(TAG_PREFIX + "pipeline_run_id") != run.run_id:
             check_comparable(cfg, existing, schema)
         _ensure_registered_model(client, cfg, schema)
-        mv, model, new_score = _register_version(client, cfg, run, train, validation, schema, frame)
+        policy = decision_policy(cfg, schema)
+        metric = "recall_at_budget" if policy.objective == "recall_at_budget" else train.metric
+        mv, model, scored = _register_version(
+            client, cfg, run, train, validation, schema, frame, policy, metric
+        )
         decision = decide_version(
-            client, cfg, mv, model, new_score, frame, schema, train.metric, validation.test_uri
+            client, cfg, mv, model, frame, schema, metric, validation.test_uri, scored=scored
         )
         apply_decision(client, cfg, train.mlflow_run_id, decision)
         log.info("%s v%s %s: %s", name, decision.version, decision.label, decision.reason)
+        challenger = challenger_version(client, cfg)
     record = RegisterRecord(
         model_name=name,
         version=decision.version,
@@ -248,6 +281,11 @@ def register(
         production_score=decision.production_score,
         production_rows_in_test=decision.rows_in_test,
         production_metrics=decision.production_metrics,
+        operating_point=decision.operating_point,
+        production_operating_point=decision.production_operating_point,
+        label_recall=decision.label_recall,
+        challenger_version=str(challenger.version) if challenger is not None else None,
+        replaced_challenger=decision.replaced,
         reason=decision.reason,
     )
     catalog.save_record("register", record)

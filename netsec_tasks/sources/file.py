@@ -88,11 +88,11 @@ def _content_hash(location: str, storage: Storage) -> str:
 
 
 def frame_table(frame: pd.DataFrame) -> pa.Table:
-    """A DataFrame as Arrow; an object column mixing numbers and text is kept as text
-    (validation judges its values)."""
+    """A DataFrame as Arrow; an object column mixing numbers and text, or holding an integer
+    beyond int64, is kept as text (validation judges its values)."""
     try:
         table = pa.Table.from_pandas(frame, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         fixed = frame.copy()
         for c in fixed.columns:
             if fixed[c].dtype == object:
@@ -121,7 +121,7 @@ def read_file(
     if cfg.source.path is None:
         ensure_sample(cfg)
     location = file_location(cfg)
-    options = load_schema(cfg.schema_path).read_options()
+    options = load_schema(cfg.schema_path).read_options(labelled=True)
     if cfg.source.window_days is not None:
         log.warning(
             "source.window_days applies to MongoDB sources only (rows have no time in a "

@@ -33,7 +33,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 from collections.abc import Iterator, Set
@@ -49,6 +48,7 @@ from pydantic import BaseModel
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import DataError, SourceUnavailable
 from netsec_tasks.feedback import PROVENANCE_FIELDS
+from netsec_tasks.sinks import bson_key, bson_value
 
 if TYPE_CHECKING:
     import pymongo
@@ -177,21 +177,22 @@ class PushResult(BaseModel):
 
 
 def _native(value: Any, as_int: bool) -> Any:
-    """A BSON-friendly Python value: NaN -> None, numpy scalars -> Python, 1.0 -> 1 for int columns."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if hasattr(value, "item"):
-        value = value.item()
+    """A value BSON holds (the BSON sink's :func:`~netsec_tasks.sinks.bson_value`: NaN -> None,
+    numpy scalars -> Python, an integer beyond 8 bytes -> its text, which validation refuses by
+    value), with 1.0 -> 1 for int columns."""
+    value = bson_value(value)
     if as_int and isinstance(value, float) and value.is_integer():
-        return int(value)
+        return bson_value(int(value))
     return value
 
 
 def frame_documents(frame: pd.DataFrame, int_columns: Set[str] = frozenset()) -> list[dict]:
-    """Rows as dicts of native values, in column order (nulls as None)."""
+    """Rows as dicts of native values, in column order (nulls as None); field names as MongoDB
+    stores them (:func:`~netsec_tasks.sinks.bson_key`)."""
     cols = list(frame.columns)
     values = [[_native(v, c in int_columns) for v in frame[c].tolist()] for c in cols]
-    return [dict(zip(cols, row)) for row in zip(*values)] if cols else []
+    keys = [bson_key(c) for c in cols]
+    return [dict(zip(keys, row)) for row in zip(*values)] if cols else []
 
 
 def load_keys(load_id: str, start: int, count: int) -> list[str]:
@@ -250,7 +251,8 @@ def push_data(
     mcfg = cfg.source.mongo
     schema = load_schema(cfg.schema_path)
     source = str(csv_path)
-    frame = read_table(csv_path, **schema.read_options())  # header-less: the schema's file_columns
+    # The one CSV reader (layout checked; header-less: the schema's file_columns; rename).
+    frame = read_table(csv_path, **schema.read_options(labelled=True))
     required = schema.features + [schema.target.column]
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -386,6 +388,16 @@ def _key_time(key: Any) -> float:
     return np.nan
 
 
+def _data_fields(doc: dict, rename: dict[str, str]) -> dict:
+    """A document's data fields (bookkeeping dropped), under the schema's names (``rename``; a
+    document that has both names keeps the schema's)."""
+    return {
+        rename.get(k, k): v
+        for k, v in doc.items()
+        if k not in BOOKKEEPING_FIELDS and not (k in rename and rename[k] in doc)
+    }
+
+
 def docs_table(docs: list[dict]) -> pa.Table:
     """One batch of documents as an Arrow table (columns in first-seen order)."""
     names: dict[str, None] = {}
@@ -441,11 +453,13 @@ def read_documents(
     """
     from pymongo import errors
 
+    from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.sources import SourceRead, unify_schemas
 
     mcfg = cfg.source.mongo
     source = f"mongo:{mcfg.database}.{mcfg.collection}"
     field = mcfg.watermark_field or "_id"
+    rename = load_schema(cfg.schema_path).rename
     prev_value = (
         parse_watermark(previous.watermark, previous.watermark_type, source)
         if previous is not None and previous.watermark is not None
@@ -532,9 +546,7 @@ def read_documents(
                     new, times = new[keep], times[keep]
                     if not docs:
                         continue
-                table = docs_table(
-                    [{k: v for k, v in d.items() if k not in BOOKKEEPING_FIELDS} for d in docs]
-                )
+                table = docs_table([_data_fields(d, rename) for d in docs])
                 part = scratch / f"part-{len(parts):06d}.parquet"
                 pq.write_table(table, part)
                 parts.append(part)

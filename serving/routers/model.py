@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from serving.access import DetailsDep
 from serving.deps import ContractDep, ModelDep, StateDep
 from serving.http_models import ERRORS, Health, ModelInfo, Readiness
+from serving.model import LoadedModel
 
 router = APIRouter(tags=["model"])
 
@@ -25,21 +26,44 @@ router = APIRouter(tags=["model"])
     "/model",
     response_model=ModelInfo,
     responses={503: ERRORS[503]},
-    summary="The served model: version, test metrics, features, data set and schema version "
-    "(run id, training-data digest and inference path with X-API-Key)",
+    summary="The served model: version, test metrics, its operating point (threshold, "
+    "false-positive budget, expected precision), features, data set and schema version, and the "
+    "challenger scored in shadow beside it (run id, training-data digest and inference path with "
+    "X-API-Key)",
 )
-async def model_info(model: ModelDep, contract: ContractDep, details: DetailsDep) -> ModelInfo:
+async def model_info(
+    model: ModelDep, contract: ContractDep, details: DetailsDep, state: StateDep
+) -> ModelInfo:
     info = model.describe()
     if not details:
         info.update(run_id=None, dataset_digest=None, inference_path=None)
+    challenger = state.manager.challenger
     # What the version's tags say it was trained on; the schema checking the inputs otherwise.
     return ModelInfo.model_validate(
         {
             **info,
             "dataset": info["dataset"] or contract.name,
             "schema_version": info["schema_version"] or contract.version,
+            "challenger": _challenger(challenger, details) if challenger is not None else None,
+            "challenger_error": state.manager.challenger_error if details else None,
         }
     )
+
+
+def _challenger(model: LoadedModel, details: bool) -> dict:
+    from netsec_tasks.registry import CHALLENGER_SINCE_TAG
+
+    return {
+        "version": model.version,
+        "model_class": model.model_class,
+        "since": model.tags.get(CHALLENGER_SINCE_TAG),
+        "threshold": model.threshold.value,
+        "metrics": model.metrics,
+        "promotion_reason": model.tags.get("netsec.promotion_reason"),
+        "run_id": model.run_id if details else None,
+        "inference_path": model.inference_path if details else None,
+        "loaded_at": model.loaded_at.isoformat(),
+    }
 
 
 @router.get("/health", response_model=Health, summary="Liveness: the process answers")

@@ -8,7 +8,6 @@ prediction_id``; the prediction id is what ``POST /feedback`` takes back.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Annotated, Any, Literal
 
@@ -17,24 +16,16 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from netsec_tasks.contract import Contract, csv_chunks, scored_frame
+from netsec_tasks.contract import Contract, scored_frame
 from netsec_tasks.prediction_log import prediction_ids
+from netsec_tasks.sinks import csv_chunks
+from netsec_tasks.sinks import json_bytes as _encode  # the JSON sink: text from data stays valid
 from serving.deps import ContractDep, ModelDep, ServingState, StateDep, require_api_key
 from serving.http_models import ERRORS, CsvPredictResponse, PredictResponse, predict_request_schema
 from serving.inference import count_inputs, infer, log_predictions, release_memory
 from serving.inputs import InputError, InvalidPolicy, ModelInput, csv_input, fast_json_input, json_input
 from serving.limits import BodyTooLarge
 from serving.model import LoadedModel
-
-try:
-    import msgspec
-
-    _encode = msgspec.json.Encoder(enc_hook=str).encode
-except ImportError:  # pragma: no cover - msgspec is in the serving extra
-
-    def _encode(obj) -> bytes:
-        return json.dumps(obj, default=str).encode()
-
 
 EchoQuery = Annotated[
     bool,
@@ -75,7 +66,7 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
         body = await request.body()
         if not body.strip():
             raise InputError('empty body; send {"records": [{feature: value, ...}]}')
-        content = await state.run(_score_json, state, model, body, echo)
+        content = await state.run_small(len(body), model, _score_json, state, model, body, echo)
         return Response(content, media_type="application/json")
 
     @router.post(
@@ -260,6 +251,7 @@ def _score_csv(
         "n_threats": int(is_threat.sum()),
         "n_invalid": inp.n_invalid,
         "n_imputed_rows": int(np.count_nonzero(inp.null_cells[inp.valid])),
+        "notes": inp.notes,
     }
     return out, summary
 

@@ -16,9 +16,13 @@
     return k ? { "X-API-Key": k } : {};
   };
 
+  // Which version decides: Production answers; a challenger (registry.shadow) only scores the
+  // same rows in shadow, and its decisions never reach this page.
   fetch("model").then((r) => r.ok ? r.json() : Promise.reject(r))
-    .then((m) => { $("model").textContent = `model ${m.name} v${m.version} · ${m.model_class}` +
-      (m.metrics.test_f1 !== undefined ? ` · test F1 ${m.metrics.test_f1.toFixed(3)}` : ""); })
+    .then((m) => { $("model").textContent = `model ${m.name} v${m.version} decides · ${m.model_class}` +
+      (m.metrics.test_f1 !== undefined ? ` · test F1 ${m.metrics.test_f1.toFixed(3)}` : "") +
+      (m.challenger ? ` · challenger v${m.challenger.version} (${m.challenger.model_class}) ` +
+        "scores in shadow, not shown" : ""); })
     .catch(() => { $("model").textContent = "no model loaded yet"; });
 
   function setStatus(text, isError) {
@@ -43,9 +47,10 @@
       last = data;
       verdicts.clear();
       render();
-      setStatus(`Scored ${data.n_rows - data.n_invalid} rows with model v${data.model_version}` +
+      setStatus(`Scored ${data.n_rows - data.n_invalid} rows; decided by Production model v${data.model_version}` +
         (data.n_invalid ? `; ${data.n_invalid} invalid rows not scored (see their reason).` : ".") +
-        (data.n_imputed_rows ? ` ${data.n_imputed_rows} rows had empty cells, imputed by the model.` : ""));
+        (data.n_imputed_rows ? ` ${data.n_imputed_rows} rows had empty cells, imputed by the model.` : "") +
+        (data.notes && data.notes.length ? ` Reading the file: ${data.notes.join("; ")}.` : ""));
     } catch (err) {
       setStatus(`Request failed: ${err}`, true);
     } finally {

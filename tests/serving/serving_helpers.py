@@ -84,8 +84,13 @@ def register(
     artifact_root: Path | None = None,
     test_frame: pd.DataFrame | None = None,
     test_split: str | None = "tag",
+    threshold: float | None = None,
 ) -> str:
     """Log with skops, register, tag and (optionally) promote, following the netsec conventions.
+
+    ``threshold``: register the pipeline wrapped with that decision threshold, as training does
+    (netsec_tasks.operating_point.with_threshold, tags netsec.threshold and the budget); None: the
+    bare Pipeline, as versions registered before operating points are.
 
     The test split (the rows serving verifies its fast path on: ``test_frame``, else 200 rows the
     model has not seen) is a Parquet file named by the version's ``netsec.test_uri`` tag, as
@@ -97,6 +102,10 @@ def register(
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
+    if threshold is not None:
+        from netsec_tasks.operating_point import with_threshold
+
+        pipeline = with_threshold(pipeline, threshold)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     exp_name = "netsec"
@@ -141,6 +150,15 @@ def register(
         "netsec.test_score": "0.9",
         "netsec.dataset": "phishing",
     }
+    if threshold is not None:
+        tags.update(
+            {
+                "netsec.threshold": repr(threshold),
+                "netsec.max_false_positive_rate": "0.01",
+                "netsec.expected_threat_rate": "0.01",
+                "netsec.objective": "recall_at_budget",
+            }
+        )
     for k, v in tags.items():
         client.set_model_version_tag(name, mv.version, k, v)
     if promote:

@@ -32,7 +32,7 @@ PREDICTOR = {
     "thread) above",
     "logistic_regression": "onnxruntime float64",
     "adaboost": "onnxruntime float32",
-    "xgboost": "treelite GTIL up to 4 rows, xgboost inplace_predict above",
+    "xgboost": "onnxruntime float32 up to 32 rows, xgboost inplace_predict above",
 }
 
 
@@ -59,18 +59,24 @@ def _assert_agrees(fast, pipe, rows, features):
         np.testing.assert_array_equal(got, ref)
     else:
         np.testing.assert_allclose(got[:, 1], ref[:, 1], rtol=0, atol=ATOL)
-    np.testing.assert_array_equal(got.argmax(axis=1), ref.argmax(axis=1))
+    # The decision is the model's own predict() (its threshold; a bare Pipeline's 0.5 rule).
+    from netsec_tasks.operating_point import decide, model_threshold
+
+    np.testing.assert_array_equal(decide(got[:, 1], model_threshold(pipe)), pipe.predict(frame))
 
 
 @pytest.mark.parametrize("kind", sorted(SMALL))
 def test_every_candidate_compiles_and_agrees_with_and_without_nan(kind, schema):
+    from netsec_tasks.operating_point import with_threshold
+
     train = training_frame(500, seed=3)
-    pipe = _netsec_pipeline(kind, schema, train)
+    # The registered form: the Pipeline inside a FixedThresholdClassifier.
+    pipe = with_threshold(_netsec_pipeline(kind, schema, train), 0.3)
     features, types = schema.features, ["double"] * len(schema.features)
     rows = verification_rows(training_frame(300, seed=8), features, types)
     assert np.isnan(rows).any(axis=1).sum() == 300 and not np.isnan(rows[:300]).any()
 
-    fast, why = fast_path_for(pipe, features, rows, rows_source="test", batch_threads=2)
+    fast, why = fast_path_for(pipe, features, rows, rows_source="test", batch_threads=2, threshold=0.3)
     assert fast is not None, why
     assert why.startswith(
         f"compiled: {PREDICTOR[kind]}; preprocessing: identity on rows without "
@@ -84,7 +90,7 @@ def test_every_candidate_compiles_and_agrees_with_and_without_nan(kind, schema):
         _assert_agrees(fast, pipe, part, features)
     # NaN rows go through the fitted imputer itself: the same matrix as the pipeline's step.
     np.testing.assert_array_equal(
-        fast.preprocess(with_nan), pipe[:-1].transform(pd.DataFrame(with_nan, columns=features))
+        fast.preprocess(with_nan), pipe.estimator[:-1].transform(pd.DataFrame(with_nan, columns=features))
     )
 
 
@@ -105,6 +111,32 @@ def test_ties_get_the_pipelines_class():
     got = fast.predict_proba(x)
     np.testing.assert_array_equal(got.argmax(axis=1), ref.argmax(axis=1))
     np.testing.assert_array_equal(got[ref[:, 1] == 0.5], ref[ref[:, 1] == 0.5])
+
+
+@pytest.mark.parametrize("threshold", [1 / 3, 2 / 3, 5 / 6])
+def test_rows_on_the_models_threshold_get_its_decision(threshold):
+    """A registered model decides at its own threshold: P(threat) of a 6-tree forest is k/6, and
+    float32 sums land on either side of k/6, so rows within ATOL of the threshold are scored by
+    the estimator itself, and the fast path's decisions equal the artifact's own predict()."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from netsec_tasks.operating_point import as_threshold, decide, with_threshold
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1600, 5))
+    y = (x[:, 0] + x[:, 1] + rng.normal(0, 1.0, 1600) > 0).astype(int)
+    model = with_threshold(RandomForestClassifier(6, random_state=0).fit(x[:800], y[:800]), threshold)
+    t = as_threshold(threshold)
+    x = x[800:]
+    ref = model.predict_proba(x)[:, 1]
+    assert (np.abs(ref - t) < 1e-6).sum() > 10  # rows sit on the threshold
+    fast, why = fast_path_for(model, list("abcde"), x, threshold=t)
+    assert fast is not None, why
+    np.testing.assert_array_equal(decide(fast.predict_proba(x)[:, 1], t), model.predict(x))
+    # Verification checks decisions against the model's predict(): a fast path told another
+    # threshold than the model's is dropped.
+    wrong, why = fast_path_for(model, list("abcde"), x, threshold=0.99)
+    assert wrong is None and "decides otherwise than the model's predict()" in why
 
 
 def test_thresholds_that_round_up_in_float32_route_like_scikit_learn():
@@ -190,7 +222,7 @@ def test_loaded_model_is_verified_on_its_test_split_and_scores_nan_rows(store, m
     info = client.get("/model", headers=DETAILS).json()
     assert info["model_class"] == "XGBClassifier"
     assert info["inference_path"].startswith(
-        "compiled: treelite GTIL up to 4 rows, xgboost inplace_predict above"
+        "compiled: onnxruntime float32 up to 32 rows, xgboost inplace_predict above"
     ), info["inference_path"]
     assert "-test.parquet: max |dp|" in info["inference_path"]  # netsec.test_uri, read from storage
     model = client.app.state.serving.manager.current
@@ -203,7 +235,7 @@ def test_loaded_model_is_verified_on_its_test_split_and_scores_nan_rows(store, m
     expected = pipe.predict_proba(pd.DataFrame(x, columns=rows.columns))[:, 1]
     np.testing.assert_array_equal(proba, expected)  # 60 rows: inplace_predict, exact
     np.testing.assert_array_equal(is_threat, (expected > 0.5).astype(np.int8))
-    for i in (0, 1, 2):  # one row: treelite, within ATOL
+    for i in (0, 1, 2):  # one row: onnxruntime, within ATOL
         _is_threat, p = model.predict(x[i : i + 1])
         assert abs(p[0] - expected[i]) <= ATOL
 

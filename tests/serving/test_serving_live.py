@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 from serving_helpers import (
+    DETAILS,
     TARGET,
     fit,
     free_port,
@@ -124,16 +125,20 @@ def _mlflow_server(store_uri: str, port: int, log: Path) -> subprocess.Popen:
 
 def test_registry_down_at_start_then_ready(registered, uvicorn_server, tmp_path):
     port = free_port()  # nothing listens here yet
-    server = uvicorn_server(f"http://127.0.0.1:{port}", retry_interval_seconds=0.5)
+    # With a key, /ready names the load error (issue 21: details for key holders only).
+    server = uvicorn_server(
+        f"http://127.0.0.1:{port}", retry_interval_seconds=0.5, control_key=DETAILS["X-API-Key"]
+    )
     with httpx.Client(base_url=server.url, timeout=10) as c:
         assert c.get("/health").status_code == 200
         deadline = time.monotonic() + 60
-        ready = c.get("/ready")
+        ready = c.get("/ready", headers=DETAILS)
         while ready.json()["detail"] in (None, "loading") and time.monotonic() < deadline:
             time.sleep(0.2)
-            ready = c.get("/ready")
+            ready = c.get("/ready", headers=DETAILS)
         assert ready.status_code == 503
         assert "unreachable" in ready.json()["detail"], ready.json()
+        assert "unreachable" not in c.get("/ready").json()["detail"]  # not without a key
         assert c.post("/predict", json={"records": [{}]}).status_code == 503
 
         mlflow_proc = _mlflow_server(registered.tracking_uri, port, tmp_path / "mlflow-server.log")

@@ -142,6 +142,10 @@ def test_model_health_ready_metrics(registered, make_client):
     assert info["schema_version"] == load_schema(REPO / "config" / "schema" / "phishing.yaml").version
     assert [f["name"] for f in info["features"]] == registered.features
     assert info["positive_label"] == -1 and info["negative_label"] == 1
+    # A version registered before operating points (a bare Pipeline) is served at the 0.5 rule.
+    decision = public["decision"]
+    assert decision["threshold_recorded"] is False and "> 0.5" in decision["rule"]
+    assert decision["max_false_positive_rate"] is None and decision["expected_precision"] is None
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready")
     assert ready.status_code == 200 and ready.json()["model_version"] == registered.version
@@ -157,12 +161,12 @@ def test_model_health_ready_metrics(registered, make_client):
     threats = sum(p["is_threat"] for p in answers)
     text = client.get("/metrics").text
     assert (
-        f'netsec_predictions_total{{class_="threat",model="netsec-phishing"}} {float(2 * threats + answers[0]["is_threat"])}'
-        in text
+        f'netsec_predictions_total{{class_="threat",model="netsec-phishing",role="production",'
+        f'version="{registered.version}"}} {float(2 * threats + answers[0]["is_threat"])}' in text
     )
     assert (
-        f'netsec_predictions_total{{class_="benign",model="netsec-phishing"}} {float(21 - 2 * threats - answers[0]["is_threat"])}'
-        in text
+        f'netsec_predictions_total{{class_="benign",model="netsec-phishing",role="production",'
+        f'version="{registered.version}"}} {float(21 - 2 * threats - answers[0]["is_threat"])}' in text
     )
     assert f'netsec_model_version{{name="netsec-phishing"}} {float(registered.version)}' in text
     assert f'version="{registered.version}"' in text  # netsec_model_info
@@ -217,3 +221,72 @@ def test_served_traffic_drift_is_detected_from_the_log(registered, make_client, 
         record = drift_between_files(reference, log_dir, cfg, tmp_path / f"drift-{shift}")
         detected[shift] = record.drift_detected
     assert detected == {0.0: False, 0.8: True}
+
+
+def test_every_door_gives_the_same_decision(make_client, tmp_path, monkeypatch):
+    """A model registered with a threshold far from 0.5 (0.7): the JSON and CSV doors (the page
+    posts to the CSV door), ``netsec predict`` and ``netsec evaluate`` decide every row as the
+    artifact's own predict() does, i.e. decide(P(threat), 0.7), and /model shows the threshold
+    and its budget. Rows scored between 0.5 and 0.7 make the threshold matter."""
+    from netsec_tasks.cli import main
+    from netsec_tasks.config import load_config
+    from netsec_tasks.file_evaluation import evaluate_file
+    from netsec_tasks.operating_point import decide, with_threshold
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    pipe, frame = fit("random_forest", seed=4)
+    version = register(uri, pipe, frame, artifact_root=tmp_path / "artifacts", threshold=0.7)
+    rows = training_frame(300, seed=123)
+    x = rows.drop(columns=[TARGET])
+    proba = pipe.predict_proba(x)[:, 1]
+    expected = decide(proba, 0.7)
+    assert ((proba >= 0.5) & (proba < 0.7)).sum() >= 5, "precondition: the threshold matters"
+    np.testing.assert_array_equal(expected, with_threshold(pipe, 0.7).predict(x))
+
+    client = make_client(uri)
+    info = client.get("/model").json()
+    assert info["version"] == version and info["decision"]["threshold"] == pytest.approx(0.7)
+    assert info["decision"]["threshold_recorded"] and info["decision"]["max_false_positive_rate"] == 0.01
+    doors = {}
+    doors["/predict"] = [
+        p["is_threat"]
+        for p in client.post("/predict", json={"records": records_of(rows)}).json()["predictions"]
+    ]
+    csv = client.post(
+        "/predict/csv", files={"file": ("x.csv", rows.to_csv(index=False).encode(), "text/csv")}
+    )
+    doors["/predict/csv"] = [r["is_threat"] for r in csv.json()["records"]]
+    one = [
+        client.post("/predict", json={"records": [r]}).json()["predictions"][0]["is_threat"]
+        for r in records_of(rows.head(40))
+    ]
+
+    src, out = tmp_path / "rows.csv", tmp_path / "scored.csv"
+    rows.to_csv(src, index=False)
+    monkeypatch.setenv("NETSEC_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert main(["predict", str(src), "--out", str(out)]) == 0
+    doors["netsec predict"] = pd.read_csv(out)["is_threat"].tolist()
+    for door, got in doors.items():
+        assert got == expected.tolist(), door
+    assert one == expected[:40].tolist()  # one row at a time: the compiled small-batch path
+
+    cfg = load_config(REPO / "config" / "pipeline.yaml")
+    rec = evaluate_file(
+        cfg, src, model_uri=f"models:/netsec-phishing/{version}", out_dir=tmp_path / "ev", track=False
+    )
+    y = (rows[TARGET] == -1).to_numpy()
+    tp, fp = int((y & (expected == 1)).sum()), int((~y & (expected == 1)).sum())
+    assert rec.confusion_matrix[0][1] == fp and rec.confusion_matrix[1][1] == tp
+    # netsec evaluate reports at the operating point, and what other budgets would need.
+    point = rec.operating_point
+    assert point["threshold"] == pytest.approx(0.7) and (point["fp"], point["tp"]) == (fp, tp)
+    assert point["alerts_per_10k_benign"] == pytest.approx(10_000 * fp / int((~y).sum()), abs=0.01)
+    assert [r["budget"] for r in rec.budget_table] == [0.001, 0.005, 0.01, 0.05]
+    assert all(r["fpr"] <= r["budget"] for r in rec.budget_table)
+    from netsec_tasks.storage import file_uri_to_path
+
+    page = file_uri_to_path(rec.html_uri).read_text()
+    assert "<h2>Operating point</h2>" in page and "Other budgets, on these rows" in page
+    assert "P(threat) &ge; 0.7" in page and "false alerts per 10,000 benign" in page
+    assert {"roc_curve.png", "pr_curve.png", "reliability.png"} <= {u.rsplit("/", 1)[-1] for u in rec.plots}

@@ -4,6 +4,7 @@ MongoDB sink, the compiled fast path's refusal of what it cannot reproduce."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 import threading
@@ -162,7 +163,13 @@ def test_jsonl_log_reads_back_row_for_row(tmp_path):
     assert [f.relative_to(tmp_path).as_posix() for f in tmp_path.rglob("*.jsonl")] == [
         "m/predictions-2026-11-21.jsonl"
     ]
-    assert len((tmp_path / "m" / "predictions-2026-11-21.jsonl").read_text().splitlines()) == 2
+    lines = (tmp_path / "m" / "predictions-2026-11-21.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    # Whole-number columns are written as integers (cheaper to encode), others as floats.
+    first, second = (json.loads(line)["features"] for line in lines)
+    assert all(type(v) is int for col in ("a", "b") for v in first[col])
+    assert all(type(v) is int for v in second["a"])
+    assert all(type(v) is float for i, v in enumerate(second["b"]) if i != 3)
     frame = read_prediction_log(tmp_path)  # a root with one model's folder reads that folder
     assert list(frame.columns) == [
         "a",
@@ -175,6 +182,9 @@ def test_jsonl_log_reads_back_row_for_row(tmp_path):
         "model_version",
         "route",
         "prediction_id",
+        "challenger_version",
+        "challenger_is_threat",
+        "challenger_threat_probability",
     ]
     assert frame["prediction_id"].tolist() == [f"{e.request_id}-{k}" for e in entries for k in range(25)]
     assert request_time(entries[0].request_id) == now.replace(microsecond=123000)
