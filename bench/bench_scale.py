@@ -606,7 +606,9 @@ def _totals(r: dict[str, Any]) -> dict[str, Any]:
         "cpu": sum(v["cpu"] for v in steps),
         "task_peak": max(v["peak_mb"] for v in steps),
         "worker_peak": max((max(v.get("worker_peak_mb") or [0]) for v in steps), default=0),
-        "f1": (train.get("test_metrics") or {}).get("f1"),
+        "f1": (train.get("test_metrics") or {}).get("f1"),  # at the operating point
+        "pr_auc": (train.get("test_metrics") or {}).get("pr_auc"),  # threshold-free
+        "threshold": train.get("threshold"),
         "winner": train.get("winner"),
         "refit": train.get("refit"),
         "model_mb": (r.get("artifacts") or {}).get("model_mb"),
@@ -641,7 +643,10 @@ def print_comparison(local: dict[int, dict[str, Any]], dask: dict[int, dict[str,
         if a["f1"] is not None and b["f1"] is not None:
             print(
                 f"  {_label(n)}: |F1 dask - F1 local| = {abs(b['f1'] - a['f1']):.4f} (goal at 1M: <= 0.005)"
+                f" at thresholds {a['threshold']} / {b['threshold']}"
             )
+        if a["pr_auc"] is not None and b["pr_auc"] is not None:
+            print(f"  {_label(n)}: |PR AUC dask - PR AUC local| = {abs(b['pr_auc'] - a['pr_auc']):.4f}")
         print(f"  {_label(n)}: cpu s per row, dask / local = {b['cpu'] / a['cpu']:.2f} (goal: <= 1.3)")
     for n in sorted(dask):
         print(

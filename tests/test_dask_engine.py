@@ -67,6 +67,10 @@ def test_dask_engine_trains_the_local_engines_model_across_two_workers(both_engi
     assert local.train.winner == dask.train.winner == "xgboost"
     f1_local, f1_dask = local.train.test_metrics["f1"], dask.train.test_metrics["f1"]
     assert abs(f1_local - f1_dask) <= F1_TOLERANCE, (f1_local, f1_dask)
+    # The same operating point: chosen in the task's process on the same out-of-fold rows of the
+    # same search sample, whichever engine ran the search.
+    assert dask.train.threshold == pytest.approx(local.train.threshold), (local.train, dask.train)
+    assert dask.train.threshold_basis == local.train.threshold_basis
     assert local.train.refit is None
     assert dask.train.refit.startswith("xgboost.dask across 2 workers on ")
     assert "early stopping on" in dask.train.refit
@@ -80,6 +84,7 @@ def test_the_dask_engine_registers_the_pipeline_serving_loads(both_engines):
     import mlflow
     from xgboost import XGBClassifier
 
+    from netsec_tasks.operating_point import decide, inner_pipeline
     from netsec_tasks.storage import storage_for
     from serving.loading import load_version
     from serving.settings import Settings
@@ -89,11 +94,17 @@ def test_the_dask_engine_registers_the_pipeline_serving_loads(both_engines):
     client = mlflow.MlflowClient(cfg.registry.tracking_uri)
     mv = client.get_model_version(cfg.registry.model_name, dask.register.version)
     loaded = load_version(settings, client, mv)  # downloads, verifies the skops types, checks
-    assert [name for name, _ in loaded.pipeline.steps] == ["preprocess", "model"]
-    assert type(loaded.pipeline[-1]) is XGBClassifier
+    # The registered artifact as on the local engine: the Pipeline inside the operating point's
+    # FixedThresholdClassifier, at the threshold the train step chose.
+    pipeline = inner_pipeline(loaded.pipeline)
+    assert [name for name, _ in pipeline.steps] == ["preprocess", "model"]
+    assert type(pipeline[-1]) is XGBClassifier
+    assert dask.train.threshold is not None
+    assert loaded.threshold.value == pytest.approx(dask.train.threshold)
     test = storage_for(cfg).read_frame(dask.validation.test_uri)
-    scores = loaded.pipeline.predict_proba(test[list(loaded.features)])[:, 1]
-    assert ((scores >= 0.5).astype(int) == loaded.pipeline.predict(test[list(loaded.features)])).all()
+    X = test[list(loaded.features)]
+    scores = loaded.pipeline.predict_proba(X)[:, 1]
+    assert (decide(scores, loaded.threshold) == loaded.pipeline.predict(X)).all()
 
 
 def test_no_step_holds_more_than_one_partition_in_a_workers_process(both_engines):
