@@ -4,8 +4,11 @@ registered as the Pipeline serving loads, and never more than one partition of t
 worker's process at a time.
 
 Tolerance: XGBoost's distributed refit sketches its histogram bins across workers instead of
-over every row at once, so the two boosters differ slightly; on these 4,800 training rows the
-two test F1 scores are within 0.01 of each other (measured: 0.9509 vs 0.9511 on 30k rows).
+over every row at once (and which worker holds which partition varies from run to run), so the
+two boosters differ slightly. Both models decide at the same threshold, chosen for a low false
+positive budget where the precision-recall curve is steep, so on these 1,200 test rows a few
+rows that cross it move F1 by 0.002 each: F1 at the operating point is held to 0.02 (measured up
+to 0.0104 apart in three runs), the threshold-free PR AUC to 0.01. (At 1M rows: docs/scale.md.)
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import pytest
 
 from netsec_testing import REPO, free_port, netsec
 
-F1_TOLERANCE = 0.01
+F1_TOLERANCE = 0.02  # at the operating point
+PR_AUC_TOLERANCE = 0.01
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +71,8 @@ def test_dask_engine_trains_the_local_engines_model_across_two_workers(both_engi
     assert local.train.winner == dask.train.winner == "xgboost"
     f1_local, f1_dask = local.train.test_metrics["f1"], dask.train.test_metrics["f1"]
     assert abs(f1_local - f1_dask) <= F1_TOLERANCE, (f1_local, f1_dask)
+    auc_local, auc_dask = local.train.test_metrics["pr_auc"], dask.train.test_metrics["pr_auc"]
+    assert abs(auc_local - auc_dask) <= PR_AUC_TOLERANCE, (auc_local, auc_dask)
     # The same operating point: chosen in the task's process on the same out-of-fold rows of the
     # same search sample, whichever engine ran the search.
     assert dask.train.threshold == pytest.approx(local.train.threshold), (local.train, dask.train)
