@@ -703,6 +703,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("alembic", "urllib3", "botocore", "matplotlib", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        # A LocalCluster's start and close are 30 INFO lines of distributed in this process (the
+        # scheduler and nannies live here), the last ones after the run's summary. Its warnings
+        # (a worker killed above its memory limit) still show; netsec.engine logs the progress.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     # Each retry of an unreachable service is a warning from urllib3; our one error line says
     # what failed and after how many attempts.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
