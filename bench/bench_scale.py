@@ -34,12 +34,29 @@ Prints figures, asserts nothing. For each size:
   same way (what a user sees: one process holding every step);
 - at the end: the growth factor of every figure from the smallest to the largest size.
 
+``--engine dask`` runs the same steps with ``training.engine=dask`` against a Dask cluster of
+``--dask-workers`` worker processes (one thread each) that this script starts on loopback for
+the size (``dask scheduler`` and ``dask worker`` processes, as compose runs them), with the data
+sets in partitions of ``--partition-rows`` rows. Per step it adds:
+
+- ``cpu s``: the step's process tree **plus** every cluster process (scheduler, nannies,
+  workers) over the step (psutil ``cpu_times`` before and after);
+- ``peak RSS per worker``: each worker process's own peak over the step, sampled every 0.1 s
+  (the task's process tree is the ``peak RSS`` column, as for the local engine).
+
+``--engine both`` runs the local engine first (for sizes up to ``--local-max-rows``, where one
+process can still run it) and prints the comparison the scale issue asks for: threat F1 of both,
+CPU seconds per row of both and their ratio, and every worker's peak.
+
+    .venv/bin/python bench/bench_scale.py --engine both --sizes 1M,3M,10M   # issue 26's table
+
 The machine is shared: wall seconds move with other people's load, CPU seconds much less.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -189,6 +206,133 @@ class TreeSampler:
         return sum(self.cpu.values())
 
 
+class Cluster:
+    """A Dask cluster on loopback: ``dask scheduler`` and ``dask worker --nworkers N`` processes
+    (children of this script, so their CPU and memory are measured apart from the steps')."""
+
+    def __init__(self, workers: int, memory_limit: str, work: Path, log_file: Path):
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.address = f"tcp://127.0.0.1:{port}"
+        self.log = open(log_file, "a")  # noqa: SIM115 (open for the cluster's life)
+        from netsec_tasks.engine import runtime_environment
+
+        dask = str(Path(PY).with_name("dask"))
+        env = {**os.environ, **runtime_environment()}
+        common = dict(stdout=self.log, stderr=subprocess.STDOUT, cwd=work, env=env)
+        self.procs = [
+            subprocess.Popen(
+                [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], **common
+            )
+        ]
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    dask,
+                    "worker",
+                    self.address,
+                    f"--nworkers={workers}",
+                    "--nthreads=1",
+                    f"--memory-limit={memory_limit}",
+                    "--no-dashboard",
+                    f"--local-directory={work / 'dask-worker'}",
+                ],
+                **common,
+            )
+        )
+        from distributed import Client
+
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                self.client = Client(self.address, timeout=10)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        self.client.wait_for_workers(workers, timeout=120)
+        self.worker_pids = dict(self.client.run(os.getpid))  # address -> pid
+
+    def processes(self) -> list[Any]:
+        """Every process of the cluster (scheduler, worker CLI, nannies, workers)."""
+        import psutil
+
+        out = []
+        for proc in self.procs:
+            try:
+                root = psutil.Process(proc.pid)
+                out += [root, *root.children(recursive=True)]
+            except psutil.Error:
+                pass
+        return out
+
+    def cpu(self) -> float:
+        import psutil
+
+        total = 0.0
+        for p in self.processes():
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+            except psutil.Error:
+                pass
+        return total
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
+        for proc in reversed(self.procs):
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.log.close()
+
+
+class WorkerSampler:
+    """Each Dask worker process's peak RSS, sampled every ``interval`` s until :meth:`stop`;
+    a worker that is gone (restarted by its nanny above its memory limit) is reported."""
+
+    def __init__(self, cluster: Cluster, interval: float = 0.1):
+        import psutil
+
+        self.procs = {addr: psutil.Process(pid) for addr, pid in cluster.worker_pids.items()}
+        self.peak = dict.fromkeys(self.procs, 0)
+        self.lost: set[str] = set()
+        self.cpu0 = cluster.cpu()
+        self.cluster = cluster
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            for addr, p in self.procs.items():
+                try:
+                    self.peak[addr] = max(self.peak[addr], p.memory_info().rss)
+                except psutil.Error:
+                    self.lost.add(addr)
+            self._stop.wait(self.interval)
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join()
+        return {
+            "worker_peak_mb": [self.peak[a] / MB for a in sorted(self.peak)],
+            "cluster_cpu": self.cluster.cpu() - self.cpu0,
+            "workers_lost": sorted(self.lost),
+        }
+
+
 def _env(home: Path, sets: list[str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETSEC_") and k != "MLFLOW_TRACKING_URI"}
     env.update(
@@ -230,8 +374,12 @@ def make_data(rows: int, missing: float, data_dir: Path) -> Path:
     return path
 
 
-def run_steps(data: Path, home: Path, sets: list[str], until: str | None, log_file: Path) -> dict[str, Any]:
-    """Every step in a child process; returns per-step figures and the records."""
+def run_steps(
+    data: Path, home: Path, sets: list[str], until: str | None, log_file: Path, cluster: Cluster | None = None
+) -> dict[str, Any]:
+    """Every step in a child process; returns per-step figures and the records. With a
+    ``cluster``, the cluster's CPU seconds over each step are added to the step's, and each
+    worker's peak RSS is recorded."""
     from netsec_tasks.config import load_config
     from netsec_tasks.records import RunContext
 
@@ -256,15 +404,27 @@ def run_steps(data: Path, home: Path, sets: list[str], until: str | None, log_fi
                 stderr=subprocess.STDOUT,
             )
             sampler = TreeSampler(proc.pid)
+            workers = WorkerSampler(cluster) if cluster is not None else None
             rc = proc.wait()
             sampler.stop()
+            on_workers = workers.stop() if workers is not None else {}
             if rc != 0:
                 raise SystemExit(f"step {step} failed (exit {rc}); see {log_file}")
             measured = json.loads(state_file.read_text())["_measured"][step]
             figures[step] = {**measured, "peak_mb": sampler.peak / MB, "procs": sampler.peak_procs}
+            extra = ""
+            if on_workers:
+                figures[step].update(on_workers, task_cpu=measured["cpu"])
+                figures[step]["cpu"] = measured["cpu"] + on_workers["cluster_cpu"]
+                extra = (
+                    f" (task {measured['cpu']:.1f} + cluster {on_workers['cluster_cpu']:.1f}); workers "
+                    + " / ".join(f"{mb:.0f}" for mb in on_workers["worker_peak_mb"])
+                    + " MB peak"
+                    + (f"; LOST {on_workers['workers_lost']}" if on_workers["workers_lost"] else "")
+                )
             print(
-                f"    {step:<11} {measured['wall']:8.1f} s {measured['cpu']:8.1f} cpu-s "
-                f"{sampler.peak / MB:8.0f} MB peak ({sampler.peak_procs} proc)",
+                f"    {step:<11} {measured['wall']:8.1f} s {figures[step]['cpu']:8.1f} cpu-s "
+                f"{sampler.peak / MB:8.0f} MB peak ({sampler.peak_procs} proc){extra}",
                 flush=True,
             )
     return {"steps": figures, "state": json.loads(state_file.read_text())}
@@ -401,6 +561,82 @@ def print_tables(results: dict[int, dict[str, Any]]) -> None:
         )
 
 
+def print_dask(results: dict[int, dict[str, Any]]) -> None:
+    """Per step and size: each Dask worker's peak RSS (MB) and the cluster's CPU seconds."""
+    sizes = sorted(results)
+    print("\nDask workers per step (peak RSS MB of each worker / cluster cpu s, task cpu s):")
+    print("| step | " + " | ".join(_label(n) for n in sizes) + " |")
+    print("|---" * (len(sizes) + 1) + "|")
+    for step in [s for s in STEPS if any(s in results[n]["steps"] for n in sizes)]:
+        cells = []
+        for n in sizes:
+            f = results[n]["steps"].get(step)
+            cells.append(
+                "-"
+                if not f or "worker_peak_mb" not in f
+                else " / ".join(f"{mb:.0f}" for mb in f["worker_peak_mb"])
+                + f"; {f['cluster_cpu']:.1f}, {f['task_cpu']:.1f}"
+                + (" LOST" if f.get("workers_lost") else "")
+            )
+        print(f"| {step} | " + " | ".join(cells) + " |")
+
+
+def _totals(r: dict[str, Any]) -> dict[str, Any]:
+    steps = r["steps"].values()
+    train = r["state"].get("train") or {}
+    return {
+        "wall": sum(v["wall"] for v in steps),
+        "cpu": sum(v["cpu"] for v in steps),
+        "task_peak": max(v["peak_mb"] for v in steps),
+        "worker_peak": max((max(v.get("worker_peak_mb") or [0]) for v in steps), default=0),
+        "f1": (train.get("test_metrics") or {}).get("f1"),  # at the operating point
+        "pr_auc": (train.get("test_metrics") or {}).get("pr_auc"),  # threshold-free
+        "threshold": train.get("threshold"),
+        "winner": train.get("winner"),
+        "refit": train.get("refit"),
+        "model_mb": (r.get("artifacts") or {}).get("model_mb"),
+    }
+
+
+def print_comparison(local: dict[int, dict[str, Any]], dask: dict[int, dict[str, Any]]) -> None:
+    """The scale issue's table: per size, both engines side by side, and the goals."""
+    print("\nlocal engine vs Dask engine (end to end, every step):")
+    print(
+        "| rows | engine | wall s | cpu s | cpu s per 1k rows | peak RSS MB task | peak RSS MB per worker "
+        "(max) | model MB | threat F1 | winner |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for n in sorted(set(local) | set(dask)):
+        for name, results in (("local", local), ("dask", dask)):
+            if n not in results:
+                print(f"| {_label(n)} | {name} | not run (one process cannot hold it) | | | | | | | |")
+                continue
+            t = _totals(results[n])
+            f1 = "-" if t["f1"] is None else f"{t['f1']:.4f}"
+            print(
+                f"| {_label(n)} | {name} | {t['wall']:.0f} | {t['cpu']:.0f} | {t['cpu'] / n * 1000:.3f} | "
+                f"{t['task_peak']:.0f} | {t['worker_peak']:.0f} | {t['model_mb'] or 0:.1f} | {f1} | "
+                f"{t['winner']} |"
+            )
+        if n in dask and _totals(dask[n])["refit"]:
+            print(f"|   | dask refit | {_totals(dask[n])['refit']} | | | | | | | |")
+    print("\ngoals:")
+    for n in sorted(set(local) & set(dask)):
+        a, b = _totals(local[n]), _totals(dask[n])
+        if a["f1"] is not None and b["f1"] is not None:
+            print(
+                f"  {_label(n)}: |F1 dask - F1 local| = {abs(b['f1'] - a['f1']):.4f} (goal at 1M: <= 0.005)"
+                f" at thresholds {a['threshold']} / {b['threshold']}"
+            )
+        if a["pr_auc"] is not None and b["pr_auc"] is not None:
+            print(f"  {_label(n)}: |PR AUC dask - PR AUC local| = {abs(b['pr_auc'] - a['pr_auc']):.4f}")
+        print(f"  {_label(n)}: cpu s per row, dask / local = {b['cpu'] / a['cpu']:.2f} (goal: <= 1.3)")
+    for n in sorted(dask):
+        print(
+            f"  {_label(n)}: largest worker peak {_totals(dask[n])['worker_peak']:.0f} MB (goal at 10M: <= 3000)"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100k,300k,1M", help="comma-separated row counts")
@@ -421,6 +657,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--until", choices=STEPS, help="stop after this step (e.g. validate)")
     ap.add_argument("--whole", action="store_true", help="also time `netsec run` in one process")
     ap.add_argument("--json", help="write every figure to this JSON file")
+    ap.add_argument(
+        "--engine",
+        choices=("local", "dask", "both"),
+        default="local",
+        help="training.engine of the runs; both: local, then dask, compared (default local)",
+    )
+    ap.add_argument("--dask-workers", type=int, default=2, help="Dask worker processes (default 2)")
+    ap.add_argument(
+        "--dask-memory-limit",
+        default="8GiB",
+        help="each worker's Dask memory limit (default 8GiB: above the 3 GB goal, so a miss is "
+        "measured, not a worker restarted)",
+    )
+    ap.add_argument(
+        "--partition-rows", default="250k", help="storage.partition_rows of the Dask runs (default 250k)"
+    )
+    ap.add_argument(
+        "--local-max-rows", default="3M", help="with --engine both: the largest size the local engine runs"
+    )
     ap.add_argument("--step", help=argparse.SUPPRESS)
     ap.add_argument("--state", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -431,50 +686,86 @@ def main(argv: list[str] | None = None) -> int:
     import psutil
 
     sizes = [_rows(s) for s in args.sizes.split(",")]
+    engines = ["local", "dask"] if args.engine == "both" else [args.engine]
     load = os.getloadavg()
     print(
         f"cores: {os.cpu_count()} (psutil: {psutil.cpu_count()}), load average {load[0]:.1f} "
-        f"{load[1]:.1f} {load[2]:.1f}; missing cells {args.missing:.0%}; overrides "
-        f"{args.set or 'none'}",
+        f"{load[1]:.1f} {load[2]:.1f}; missing cells {args.missing:.0%}; engine(s) {', '.join(engines)}; "
+        f"overrides {args.set or 'none'}"
+        + (
+            f"; Dask: {args.dask_workers} workers x 1 thread, limit {args.dask_memory_limit}, partitions of "
+            f"{_rows(args.partition_rows)} rows"
+            if "dask" in engines
+            else ""
+        ),
         flush=True,
     )
-    results: dict[int, dict[str, Any]] = {}
+    results: dict[str, dict[int, dict[str, Any]]] = {e: {} for e in engines}
     for n in sizes:
         data = make_data(n, args.missing, Path(args.data_dir))
-        home = Path(args.work_dir) / _label(n)
-        shutil.rmtree(home, ignore_errors=True)
-        home.mkdir(parents=True)
-        log_file = home / "bench.log"
-        print(f"{_label(n)} rows ({data.name}); log {log_file}", flush=True)
-        started = time.perf_counter()
-        results[n] = run_steps(data, home, args.set, args.until, log_file)
-        results[n]["artifacts"] = artifacts(home)
-        a = results[n]["artifacts"]
-        print(
-            f"    model {a['model_mb'] or 0:.1f} MB, copies: {a['model_copies']}; "
-            f"stored MB: {json.dumps({k: round(v, 1) for k, v in a['areas_mb'].items()})}; "
-            f"{time.perf_counter() - started:.0f} s for the size",
-            flush=True,
-        )
-        if args.whole:
-            whole_home = Path(args.work_dir) / f"{_label(n)}-whole"
-            shutil.rmtree(whole_home, ignore_errors=True)
-            whole_home.mkdir(parents=True)
-            results[n]["whole"] = run_whole(data, whole_home, args.set, whole_home / "bench.log")
-            w = results[n]["whole"]
+        for engine in engines:
+            if engine == "local" and args.engine == "both" and n > _rows(args.local_max_rows):
+                print(f"{_label(n)} rows, local engine: skipped (--local-max-rows {args.local_max_rows})")
+                continue
+            name = _label(n) + ("" if engine == "local" else "-dask")
+            home = Path(args.work_dir) / name
+            shutil.rmtree(home, ignore_errors=True)
+            home.mkdir(parents=True)
+            log_file = home / "bench.log"
+            print(f"{_label(n)} rows ({data.name}), {engine} engine; log {log_file}", flush=True)
+            started = time.perf_counter()
+            sets, cluster = list(args.set), None
+            if engine == "dask":
+                cluster = Cluster(args.dask_workers, args.dask_memory_limit, home, home / "dask.log")
+                sets += [
+                    "training.engine=dask",
+                    f"dask.scheduler={cluster.address}",
+                    f"storage.partition_rows={_rows(args.partition_rows)}",
+                ]
+            try:
+                result = run_steps(data, home, sets, args.until, log_file, cluster)
+            finally:
+                if cluster is not None:
+                    cluster.stop()
+            results[engine][n] = result
+            result["artifacts"] = artifacts(home)
+            a = result["artifacts"]
             print(
-                f"    netsec run in one process: {w['wall']:.1f} s, {w['cpu']:.1f} cpu-s, "
-                f"{w['peak_mb']:.0f} MB peak",
+                f"    model {a['model_mb'] or 0:.1f} MB, copies: {a['model_copies']}; "
+                f"stored MB: {json.dumps({k: round(v, 1) for k, v in a['areas_mb'].items()})}; "
+                f"{time.perf_counter() - started:.0f} s for the size",
                 flush=True,
             )
+            if args.whole and engine == "local":
+                whole_home = Path(args.work_dir) / f"{_label(n)}-whole"
+                shutil.rmtree(whole_home, ignore_errors=True)
+                whole_home.mkdir(parents=True)
+                result["whole"] = run_whole(data, whole_home, args.set, whole_home / "bench.log")
+                w = result["whole"]
+                print(
+                    f"    netsec run in one process: {w['wall']:.1f} s, {w['cpu']:.1f} cpu-s, "
+                    f"{w['peak_mb']:.0f} MB peak",
+                    flush=True,
+                )
     load = os.getloadavg()
     print(
         f"\nload average at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} (2 shared cores: "
         "wall seconds include other people's work)"
     )
-    print_tables(results)
+    for engine in engines:
+        if results[engine]:
+            print(f"\n## {engine} engine")
+            print_tables(results[engine])
+    if results.get("dask"):
+        print_dask(results["dask"])
+    if args.engine == "both":
+        print_comparison(results["local"], results["dask"])
     if args.json:
-        Path(args.json).write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1, default=str))
+        Path(args.json).write_text(
+            json.dumps(
+                {e: {str(k): v for k, v in r.items()} for e, r in results.items()}, indent=1, default=str
+            )
+        )
     return 0
 
 

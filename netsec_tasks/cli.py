@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -816,6 +817,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("alembic", "urllib3", "botocore", "matplotlib", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        # A LocalCluster's start and close are 30 INFO lines of distributed in this process (the
+        # scheduler and nannies live here), the last ones after the run's summary. distributed
+        # sets its loggers' levels from dask's config when imported (later, by the engine), so
+        # through dask's config; its warnings (a worker killed above its memory limit) still
+        # show, netsec.engine logs the progress, and a DASK_LOGGING__DISTRIBUTED set wins.
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     # Each retry of an unreachable service is a warning from urllib3; our one error line says
     # what failed and after how many attempts.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)

@@ -217,6 +217,21 @@ class TrainingConfig(_Section):
         description="Rows of the bounded, grouped, stratified sample of the training split the "
         "search tunes on; the winner is refit on the whole split. Unset (null): the whole split.",
     )
+    engine: Literal["local", "dask"] = Field(
+        "local",
+        description="local: every step in the task's own process. dask: validate, drift and "
+        "transform run partition by partition on Dask workers, and the winner is refit across "
+        "them (xgboost.dask); see dask.scheduler.",
+    )
+    refit_max_rows: int | None = Field(
+        1_000_000,
+        ge=100,
+        description="engine=dask: a winner that cannot train data-parallel (random forest, "
+        "AdaBoost, decision tree, HistGradientBoosting, logistic regression) is refit on a bounded, "
+        "grouped, stratified sample of the training split this big, on one worker. Unset (null): "
+        "such a winner is skipped when the split is larger than one partition, and the best "
+        "data-parallel candidate wins instead.",
+    )
 
 
 class TransformConfig(_Section):
@@ -227,6 +242,44 @@ class TransformConfig(_Section):
         "model's size and the cost of imputing a row stop growing with the data. Unset (null): "
         "every training row.",
     )
+
+
+class DaskConfig(_Section):
+    """The Dask cluster of ``training.engine: dask`` (netsec_tasks.engine)."""
+
+    scheduler: str | None = Field(
+        None,
+        description="tcp://host:8786 of a running scheduler (compose: tcp://dask-scheduler:8786; "
+        "any hosted Dask or dask-kubernetes gives one). Unset (null): the task starts a "
+        "LocalCluster on loopback with the settings below, for tests and for one large machine.",
+    )
+    connect_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="Budget for reaching the scheduler (and for the workers to show up), in "
+        "seconds: exit 3 after it.",
+    )
+    workers: int = Field(
+        2,
+        ge=1,
+        le=256,
+        description="LocalCluster only (a remote cluster's workers are configured where they "
+        "run): worker processes, each with one thread, so a worker holds one partition at a time.",
+    )
+    memory_limit: str = Field(
+        "4GiB",
+        description="LocalCluster only: memory per worker process; Dask's nanny restarts a worker above it.",
+    )
+
+    @field_validator("scheduler")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        if "://" not in v:
+            raise ValueError("must be a scheduler address such as tcp://dask-scheduler:8786")
+        return v
 
 
 class RegistryConfig(_Section):
@@ -424,6 +477,14 @@ class StorageConfig(_Section):
         description="Attempts of one S3 call: an outage fails the step (exit 3) after about "
         "max_attempts x (connect + request timeout).",
     )
+    partition_rows: int = Field(
+        1_000_000,
+        ge=100,
+        description="A data set (snapshot, splits, validated splits, new batch) of more rows than "
+        "this is a partitioned Parquet data set of partitions this big (netsec_tasks.partitions): "
+        "a directory <name>.parquet/ of part-NNNNN.parquet files and a _manifest.json written "
+        "last. Up to it, a data set is one Parquet file, as before.",
+    )
 
     @field_validator("uri")
     @classmethod
@@ -536,6 +597,7 @@ class PipelineConfig(_Section):
     decision: DecisionConfig = DecisionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     storage: StorageConfig = StorageConfig()
+    dask: DaskConfig = DaskConfig()
     dag: DagConfig = DagConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     shadow: ShadowConfig = ShadowConfig()

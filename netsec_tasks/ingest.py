@@ -109,7 +109,10 @@ def ingest(
             read = read_file(cfg, storage, state, scratch=scratch)
         base_schema = None
         if read.base_snapshot_uri is not None:
-            with storage.parquet_file(read.base_snapshot_uri) as pf:
+            from netsec_tasks.partitions import open_dataset
+
+            first = open_dataset(storage, read.base_snapshot_uri).partitions[0]
+            with storage.parquet_file(first.uri) as pf:
                 base_schema = pf.schema_arrow
         window = cfg.source.window_days if cfg.source.kind == "mongo" else None
         snap = build(
@@ -120,6 +123,7 @@ def ingest(
             new_batch_uri=catalog.uri("new_batch"),
             window_days=window,
             base_schema=base_schema,
+            partition_rows=cfg.storage.partition_rows,
         )
         if cfg.split.duplicate_aware:
             side_hashes = snap.content_hashes
@@ -135,7 +139,13 @@ def ingest(
         for note in notes:
             log.warning("split: %s", note)
         train_rows, test_rows = write_splits(
-            storage, snap, test_mask, train_uri=catalog.uri("raw_train"), test_uri=catalog.uri("raw_test")
+            storage,
+            snap,
+            test_mask,
+            train_uri=catalog.uri("raw_train"),
+            test_uri=catalog.uri("raw_test"),
+            partition_rows=cfg.storage.partition_rows,
+            scratch=scratch / "splits",
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

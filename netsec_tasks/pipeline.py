@@ -181,6 +181,7 @@ def record_outcome(
             metrics=dict(train.test_metrics),
             score=register.new_score if register else None,
             operating_point=dict(register.operating_point if register else train.operating_point),
+            refit=train.refit,
         )
     challenger = None
     if register is not None:

@@ -198,6 +198,9 @@ class TrainRecord(Record):
     expected_threat_rate: float | None = None
     operating_point: dict[str, Any] = {}
     oof_operating_point: dict[str, Any] = {}
+    # training.engine=dask: how the winner was refit (xgboost.dask across N workers, or a
+    # bounded sample on one worker) and which candidates were skipped, why; None: in process.
+    refit: str | None = None
 
 
 class RegisterRecord(Record):
@@ -289,6 +292,8 @@ class ModelOutcome(Record):
     # At its own operating point on those rows: threshold, FPR with its interval, recall,
     # precision at the expected threat rate, alerts per 10,000 benign rows ({}: not compared).
     operating_point: dict[str, Any] = {}
+    # candidate, training.engine=dask: how it was refit (TrainRecord.refit); None otherwise.
+    refit: str | None = None
 
 
 class RowCounts(Record):

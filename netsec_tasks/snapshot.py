@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from netsec_tasks.dataset_schema import DatasetSchema
 from netsec_tasks.errors import DataError
+from netsec_tasks.partitions import DatasetWriter, iter_batches, open_dataset, partitions_digest
 from netsec_tasks.sources import SourceRead, conform, unify_schemas
 from netsec_tasks.split import row_hashes
 from netsec_tasks.storage import Storage
@@ -54,14 +55,21 @@ def data_columns(schema: pa.Schema) -> list[str]:
 
 
 def snapshot_digest(storage: Storage, uri: str) -> str:
-    """Recompute a stored snapshot's digest from its content (streamed), to verify its name."""
-    hashes = []
-    with storage.parquet_file(uri) as pf:
-        schema = pf.schema_arrow
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS):
-            frame = pa.Table.from_batches([batch]).drop_columns([TIME_COLUMN]).to_pandas()
+    """Recompute a stored snapshot's digest from its content (streamed), to verify its name:
+    a partitioned snapshot's is the hash of its partitions' digests
+    (:func:`netsec_tasks.partitions.partitions_digest`)."""
+    data = open_dataset(storage, uri)
+    digests = []
+    for part in data.partitions:
+        hashes = []
+        schema = None
+        for table in iter_batches(storage, part, BATCH_ROWS):
+            schema = table.schema
+            frame = table.drop_columns([TIME_COLUMN]).to_pandas()
             hashes.append(row_hashes(frame, list(frame.columns)))
-    return content_digest(schema, hashes)
+        assert schema is not None
+        digests.append(content_digest(schema, hashes))
+    return digests[0] if not data.partitioned else partitions_digest(digests)
 
 
 # --------------------------------------------------------------------------- build
@@ -72,7 +80,7 @@ class Snapshot:
     """A written snapshot and the per-row arrays the split needs."""
 
     uri: str
-    local_path: Path  # the task's private copy, for the split pass
+    local_parts: list[Path]  # the task's private copy (its partitions in order), for the split pass
     sha256: str
     schema: pa.Schema
     rows: int
@@ -95,7 +103,8 @@ class _Collector:
         self.codes: list[np.ndarray] = []
         self.labels: dict = {}
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, table: pa.Table) -> np.ndarray:
+        """Collect ``table``'s rows; returns their all-column hashes (the snapshot's digest)."""
         frame = table.drop_columns([TIME_COLUMN]).to_pandas()
         self.all_columns.append(row_hashes(frame, list(frame.columns)))
         self.content.append(row_hashes(frame, [c for c in self.hash_columns if c in frame.columns]))
@@ -105,6 +114,7 @@ class _Collector:
             key = None if v is None or (isinstance(v, float) and np.isnan(v)) else v
             codes[i] = self.labels.setdefault(key, len(self.labels))
         self.codes.append(codes)
+        return self.all_columns[-1]
 
 
 def _window_cutoff(
@@ -134,10 +144,14 @@ def build(
     new_batch_uri: str,
     window_days: float | None,
     base_schema: pa.Schema | None = None,
+    partition_rows: int | None = None,
 ) -> Snapshot:
     """Write the snapshot (base rows in the window + the source's rows) and the new batch.
 
-    Raises DataError when no row is left (an empty source, or nothing within the window).
+    Both stream into partitions of ``partition_rows`` rows (:mod:`netsec_tasks.partitions`;
+    None: never partitioned): a snapshot of more rows is a partitioned data set named by the hash
+    of its partitions' digests. Raises DataError when no row is left (an empty source, or
+    nothing within the window).
     """
     started = time.perf_counter()
     base_uri = read.base_snapshot_uri
@@ -158,23 +172,35 @@ def build(
     hash_columns = [c for c in schema.features + [target] if c in out_schema.names]
     collect = _Collector(hash_columns, target)
 
+    base = open_dataset(storage, base_uri) if base_uri is not None else None
     base_times = []
-    if base_uri is not None:
-        with storage.parquet_file(base_uri) as pf:
-            base_times = [pf.read(columns=[TIME_COLUMN]).column(0).to_numpy(zero_copy_only=False)]
+    if base is not None:
+        for part in base.partitions:
+            with storage.parquet_file(part.uri) as pf:
+                base_times.append(pf.read(columns=[TIME_COLUMN]).column(0).to_numpy(zero_copy_only=False))
     cutoff = _window_cutoff(
         base_times + [read.times],
         window_days,
         read.source,
         None if read.watermark_type == "objectid" else read.watermark_type,
     )
+    del base_times
 
-    local = scratch / "snapshot.parquet"
+    size = partition_rows or (1 << 62)
     rows = new_rows = reused = 0
-    with (
-        pq.ParquetWriter(local, out_schema) as snap_w,
-        storage.parquet_writer(new_batch_uri, batch_schema) as new_w,
-    ):
+    snap_w = DatasetWriter(
+        storage,
+        None,
+        out_schema,
+        partition_rows=size,
+        scratch=scratch / "snapshot",
+        digest=content_digest,
+        keep_local=True,
+    )
+    new_w = DatasetWriter(
+        storage, new_batch_uri, batch_schema, partition_rows=size, scratch=scratch / "new_batch"
+    )
+    with snap_w, new_w:
 
         def keep(table: pa.Table, times: np.ndarray) -> pa.Table:
             if cutoff is None:
@@ -183,16 +209,14 @@ def build(
                 mask = times >= cutoff
             return table if mask.all() else table.filter(pa.array(mask))
 
-        if base_uri is not None:
-            with storage.parquet_file(base_uri) as pf:
-                for batch in pf.iter_batches(batch_size=BATCH_ROWS):
-                    table = conform(pa.Table.from_batches([batch]), out_schema)
-                    table = keep(table, table.column(TIME_COLUMN).to_numpy(zero_copy_only=False))
-                    if table.num_rows:
-                        snap_w.write_table(table)
-                        collect.add(table)
-                        rows += table.num_rows
-                        reused += table.num_rows
+        for part in base.partitions if base is not None else ():
+            for table in iter_batches(storage, part, BATCH_ROWS):
+                table = conform(table, out_schema)
+                table = keep(table, table.column(TIME_COLUMN).to_numpy(zero_copy_only=False))
+                if table.num_rows:
+                    snap_w.write_table(table, collect.add(table))
+                    rows += table.num_rows
+                    reused += table.num_rows
         for table, new, times in read.chunks():
             table = table.append_column(TIME_COLUMN, pa.array(times, type=pa.float64()))
             table = conform(table, out_schema)
@@ -202,30 +226,33 @@ def build(
                 new_rows += fresh.num_rows
             table = keep(table, times)
             if table.num_rows:
-                snap_w.write_table(table)
-                collect.add(table)
+                snap_w.write_table(table, collect.add(table))
                 rows += table.num_rows
-    if rows == 0:
-        where = f" within source.window_days={window_days}" if window_days is not None else ""
-        raise DataError(
-            f"no rows{where}: the source is empty; load data first (netsec push-data <csv>)",
-            source=read.source,
-        )
-    sha = content_digest(out_schema, collect.all_columns)
-    uri = storage.uri("snapshots", f"{sha}.parquet")
-    if not storage.exists(uri):  # immutable: the same content is already there otherwise
-        storage.upload(local, uri)
+        if rows == 0:
+            where = f" within source.window_days={window_days}" if window_days is not None else ""
+            raise DataError(
+                f"no rows{where}: the source is empty; load data first (netsec push-data <csv>)",
+                source=read.source,
+            )
+        new_w.close()
+        snap_w.finish()
+        sha = snap_w.digest
+        assert sha is not None
+        uri = storage.uri("snapshots", f"{sha}.parquet")
+        # Immutable: the same content is already there otherwise (partitioned: its manifest).
+        snapshot = snap_w.close(uri, upload=not storage.exists(uri))
     log.info(
-        "snapshot %s: %d rows (%d reused from the committed snapshot, %d new) in %.1f s",
+        "snapshot %s: %d rows (%d reused from the committed snapshot, %d new) in %d partition(s), %.1f s",
         sha[:12],
         rows,
         reused,
         new_rows,
+        len(snapshot.partitions),
         time.perf_counter() - started,
     )
     return Snapshot(
         uri=uri,
-        local_path=local,
+        local_parts=list(snap_w.local_parts),
         sha256=sha,
         schema=out_schema,
         rows=rows,
@@ -238,23 +265,37 @@ def build(
 
 
 def write_splits(
-    storage: Storage, snap: Snapshot, test_mask: np.ndarray, *, train_uri: str, test_uri: str
+    storage: Storage,
+    snap: Snapshot,
+    test_mask: np.ndarray,
+    *,
+    train_uri: str,
+    test_uri: str,
+    partition_rows: int | None = None,
+    scratch: Path | None = None,
 ) -> tuple[int, int]:
-    """Stream the snapshot into the train and test splits (data columns only)."""
+    """Stream the snapshot into the train and test splits (data columns only), each written in
+    partitions of ``partition_rows`` rows (None: one file) staged in ``scratch``."""
+    import tempfile
+
     data_schema = pa.schema([f for f in snap.schema if f.name != TIME_COLUMN])
-    counts = {"train": 0, "test": 0}
-    pf = pq.ParquetFile(snap.local_path)
+    size = partition_rows or (1 << 62)
+    stage = Path(scratch) if scratch is not None else Path(tempfile.mkdtemp(prefix="netsec-splits-"))
     offset = 0
     with (
-        storage.parquet_writer(train_uri, data_schema) as train_w,
-        storage.parquet_writer(test_uri, data_schema) as test_w,
+        DatasetWriter(
+            storage, train_uri, data_schema, partition_rows=size, scratch=stage / "train"
+        ) as train_w,
+        DatasetWriter(storage, test_uri, data_schema, partition_rows=size, scratch=stage / "test") as test_w,
     ):
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS):
-            table = pa.Table.from_batches([batch]).drop_columns([TIME_COLUMN])
-            mask = test_mask[offset : offset + table.num_rows]
-            offset += table.num_rows
-            test_w.write_table(table.filter(pa.array(mask)))
-            train_w.write_table(table.filter(pa.array(~mask)))
-            counts["test"] += int(mask.sum())
-            counts["train"] += int((~mask).sum())
-    return counts["train"], counts["test"]
+        for local in snap.local_parts:
+            pf = pq.ParquetFile(local)
+            for batch in pf.iter_batches(batch_size=BATCH_ROWS):
+                table = pa.Table.from_batches([batch]).drop_columns([TIME_COLUMN])
+                mask = test_mask[offset : offset + table.num_rows]
+                offset += table.num_rows
+                test_w.write_table(table.filter(pa.array(mask)))
+                train_w.write_table(table.filter(pa.array(~mask)))
+        train_w.close()
+        test_w.close()
+    return train_w.rows, test_w.rows

@@ -141,6 +141,12 @@ def use_s3_credentials(credentials: S3Credentials | None) -> None:
         _CACHE.clear()
 
 
+def current_s3_credentials() -> S3Credentials | None:
+    """The credentials :func:`use_s3_credentials` set in this process (None: the SDK's chain)."""
+    with _LOCK:
+        return _CREDENTIALS
+
+
 # --------------------------------------------------------------------------- Storage
 
 
@@ -222,6 +228,14 @@ class Storage:
     # -- queries ------------------------------------------------------------------------
 
     def exists(self, uri: str) -> bool:
+        """True for an object at ``uri``, or a partitioned data set there (its manifest,
+        :mod:`netsec_tasks.partitions`)."""
+        if self.is_file(uri):
+            return True
+        return _is_dataset_name(uri) and self.exists(join_uri(uri, DATASET_MANIFEST))
+
+    def is_file(self, uri: str) -> bool:
+        """True for an object (not a partitioned data set) at ``uri``."""
         import pyarrow.fs as pafs
 
         fs, path = self._fs(uri)
@@ -286,6 +300,10 @@ class Storage:
             from netsec_tasks.table_io import read_csv_bytes
 
             return read_csv_bytes(self.read_bytes(uri), source=uri)
+        if _is_dataset_name(uri) and not self.is_file(uri) and self.exists(uri):
+            from netsec_tasks.partitions import read_dataset
+
+            return read_dataset(self, uri, columns=columns)  # a partitioned data set, whole
         with self.open_input(uri) as f:
             try:
                 frame = pq.read_table(f, columns=columns).to_pandas()
@@ -375,8 +393,16 @@ class Storage:
     def delete(self, uri: str) -> None:
         """Remove one object; a missing one is fine."""
         fs, path = self._fs(uri)
-        with contextlib.suppress(FileNotFoundError), self._errors("delete", uri):
+        with self._errors("delete", uri), contextlib.suppress(FileNotFoundError):
             fs.delete_file(path)
+
+
+# A partitioned data set keeps its .parquet name (a directory of parts and this manifest).
+DATASET_MANIFEST = "_manifest.json"
+
+
+def _is_dataset_name(uri: str) -> bool:
+    return uri.lower().rstrip("/").endswith((".parquet", ".pq"))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -437,6 +463,7 @@ __all__ = [
     "ObjectInfo",
     "S3Credentials",
     "Storage",
+    "current_s3_credentials",
     "atomic_path",
     "atomic_write",
     "file_uri_to_path",

@@ -31,6 +31,7 @@ half-trained can be registered.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import shutil
@@ -48,6 +49,7 @@ from netsec_tasks.candidates import get_candidate, prefixed, single_threaded, un
 from netsec_tasks.catalog import RunCatalog
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.dataset_schema import DatasetSchema, load_schema
+from netsec_tasks.engine import duration
 from netsec_tasks.errors import DataError, NetsecError
 from netsec_tasks.operating_point import (
     DecisionPolicy,
@@ -98,13 +100,31 @@ EARLY_STOPPING_MAX_ROWS = 10_000
 
 
 class _Split:
-    """A validated split: the raw frame (for MLflow), features and the 0/1 threat target."""
+    """A validated split: the raw frame (for MLflow), features and the 0/1 threat target.
+
+    What the search needs of a training split (:func:`search_data`) is asked through
+    :meth:`lineage`, :meth:`features` and :meth:`preprocessor_outside`, which
+    :class:`netsec_tasks.stored_split.StoredSplit` also offers for a split left in storage."""
 
     def __init__(self, catalog: RunCatalog, uri: str, schema: DatasetSchema):
         self.uri = uri
         self.frame = catalog.load_frame(uri)
         self.X = feature_frame(self.frame, schema, uri)
         self.y = threat_target(self.frame, schema, uri)
+
+    def lineage(self, schema: DatasetSchema) -> np.ndarray:
+        return lineage_hashes(self.frame, schema)
+
+    def features(self, mask: np.ndarray) -> pd.DataFrame:
+        return self.X if mask.all() else self.X[mask]
+
+    def preprocessor_outside(
+        self, schema: DatasetSchema, sample: pd.DataFrame, donors: np.ndarray, outside: np.ndarray
+    ):
+        return fit_preprocessor(schema, self.X, imputer_rows=donors, rows=outside)
+
+    def example(self, rows: int = 50) -> pd.DataFrame:
+        return self.X.head(rows)
 
 
 def row_groups(X: pd.DataFrame) -> np.ndarray:
@@ -144,17 +164,19 @@ class SearchData:
         return self.preprocess is None
 
 
-def search_data(cfg: PipelineConfig, schema: DatasetSchema, train: _Split) -> SearchData:
+def search_data(cfg: PipelineConfig, schema: DatasetSchema, train: Any) -> SearchData:
     """The rows the search tunes on (see the module doc): the whole split when it has at most
     ``training.search_max_rows`` rows, else a bounded, grouped, stratified sample of it, imputed
-    by a KNN imputer whose donors are training rows outside the sample."""
+    by a KNN imputer whose donors are training rows outside the sample. ``train``: a
+    :class:`_Split`, or a :class:`~netsec_tasks.stored_split.StoredSplit` (only the sample, the
+    donors and the early-stopping rows are read)."""
     t = cfg.training
-    hashes = lineage_hashes(train.frame, schema)
-    chosen = bounded_sample(hashes, train.y, t.search_max_rows, seed=t.seed, salt=SEARCH_SALT)
+    chosen, donors, held = search_masks(cfg, train.lineage(schema), train.y)
     if chosen.all():
-        cv, groups = make_cv(cfg, train.X, train.y)
+        X = train.features(chosen)
+        cv, groups = make_cv(cfg, X, train.y)
         return SearchData(
-            X=train.X,
+            X=X,
             y=train.y,
             groups=groups,
             cv=cv,
@@ -164,33 +186,19 @@ def search_data(cfg: PipelineConfig, schema: DatasetSchema, train: _Split) -> Se
             sample_rows=chosen,
             description="the whole training split (the imputer is fitted inside each CV fold)",
         )
-    outside = ~chosen
-    donors = np.zeros_like(chosen)
-    donors[outside] = bounded_sample(
-        hashes[outside], train.y[outside], cfg.transform.imputer_max_rows, seed=t.seed, salt=IMPUTER_SALT
-    )
-    spare = outside & ~donors
-    held = np.zeros_like(chosen)
-    if spare.any():
-        held[spare] = bounded_sample(
-            hashes[spare],
-            train.y[spare],
-            min(EARLY_STOPPING_MAX_ROWS, int(chosen.sum()) // 4 or 1),
-            seed=t.seed,
-            salt=EARLY_STOPPING_SALT,
-        )
+    sample = train.features(chosen)
     # Fitted on rows outside the sample only: the categorical parts on all of them, the KNN
     # imputer on its bounded donors. No CV row (training or validation) shaped it.
-    preprocess = fit_preprocessor(schema, train.X, imputer_rows=donors, rows=outside)
+    preprocess = train.preprocessor_outside(schema, sample, donors, ~chosen)
     with compute_limits():
-        X = preprocess.transform(train.X[chosen])
+        X = preprocess.transform(sample)
         eval_set = (
-            (preprocess.transform(train.X[held]), train.y[held])
+            (preprocess.transform(train.features(held)), train.y[held])
             if held.any() and len(np.unique(train.y[held])) == 2
             else None
         )
     y = train.y[chosen]
-    cv, groups = make_cv(cfg, train.X[chosen], y)
+    cv, groups = make_cv(cfg, sample, y)
     return SearchData(
         X=X,
         y=y,
@@ -209,6 +217,34 @@ def search_data(cfg: PipelineConfig, schema: DatasetSchema, train: _Split) -> Se
             + (f"; {int(held.sum())} other rows held out for early stopping" if eval_set is not None else "")
         ),
     )
+
+
+def search_masks(
+    cfg: PipelineConfig, hashes: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Masks over the training split (its rows' lineage hashes and 0/1 target): the search's
+    bounded sample; the KNN imputer's donors outside it; rows outside both held out for early
+    stopping. When the sample is the whole split, the other two select nothing."""
+    t = cfg.training
+    chosen = bounded_sample(hashes, y, t.search_max_rows, seed=t.seed, salt=SEARCH_SALT)
+    donors = np.zeros_like(chosen)
+    held = np.zeros_like(chosen)
+    if chosen.all():
+        return chosen, donors, held
+    outside = ~chosen
+    donors[outside] = bounded_sample(
+        hashes[outside], y[outside], cfg.transform.imputer_max_rows, seed=t.seed, salt=IMPUTER_SALT
+    )
+    spare = outside & ~donors
+    if spare.any():
+        held[spare] = bounded_sample(
+            hashes[spare],
+            y[spare],
+            min(EARLY_STOPPING_MAX_ROWS, int(chosen.sum()) // 4 or 1),
+            seed=t.seed,
+            salt=EARLY_STOPPING_SALT,
+        )
+    return chosen, donors, held
 
 
 def make_cv(cfg: PipelineConfig, X: pd.DataFrame, y: np.ndarray) -> tuple[Any, np.ndarray | None]:
@@ -462,11 +498,14 @@ def _log_candidate_run(
 
 
 def _log_data(
-    cfg: PipelineConfig, schema: DatasetSchema, validation: ValidationRecord, train: _Split, test: _Split
+    cfg: PipelineConfig, schema: DatasetSchema, validation: ValidationRecord, train: Any, test: Any
 ) -> None:
     """Both splits as MLflow dataset inputs that point at their copy in storage (the data itself
-    is stored once, in storage; the registry's ``netsec.train_uri`` tag is the drift reference)."""
+    is stored once, in storage; the registry's ``netsec.train_uri`` tag is the drift reference).
+    A split not in memory (the Dask engine) is logged by its URI and digest alone."""
     import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.pandas_dataset import from_pandas
 
     target = schema.target.column
@@ -480,9 +519,14 @@ def _log_data(
             # Schema-inference hints about int columns and source-type guessing: not actionable.
             warnings.simplefilter("ignore", category=UserWarning)
             # MLflow stores at most 36 characters of a dataset digest.
-            dataset = from_pandas(
-                split.frame[columns], source=uri, targets=target, name=f"{cfg.dataset}-{part}", digest=digest
-            )
+            name = f"{cfg.dataset}-{part}"
+            dataset: Any
+            if split.frame is None:
+                dataset = MetaDataset(resolve_dataset_source(uri), name=name, digest=digest or uri[-32:])  # type: ignore[abstract]
+            else:
+                dataset = from_pandas(
+                    split.frame[columns], source=uri, targets=target, name=name, digest=digest
+                )
             mlflow.log_input(dataset, context=context)
 
 
@@ -498,14 +542,22 @@ class _Progress:
         log.log(self.level, msg, *args)
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+def tune_on_worker(
+    cfg: PipelineConfig, name: str, data: SearchData | None = None, *, policy: DecisionPolicy
+) -> CandidateResult:
+    """:func:`tune_candidate` on a Dask worker: one process of one thread, so the search's own
+    parallelism is off (``n_jobs=1``); the candidates run side by side on the workers instead.
+    (Dispatching each CV fit to the workers through joblib's dask backend cost 2.4x the CPU
+    seconds of the same fits in loky's processes: measured, see docs/scale.md.)"""
+    assert data is not None
+    return tune_candidate(cfg.with_overrides({"training.n_jobs": 1}), name, data, policy)
 
 
 def _tune_all(
-    cfg: PipelineConfig, data: SearchData, policy: DecisionPolicy, on_result=None
+    cfg: PipelineConfig, data: SearchData, policy: DecisionPolicy, on_result=None, engine: Any = None
 ) -> list[CandidateResult]:
+    """Tune every candidate for ``policy``'s selection metric, in turn here (``n_jobs``
+    processes each) or, with a Dask ``engine``, one candidate per worker task at a time."""
     t = cfg.training
     metric = selection_metric(cfg, policy)
     say = _Progress(t.progress)
@@ -515,28 +567,39 @@ def _tune_all(
         if groups is not None
         else "StratifiedKFold"
     )
+    on_workers = engine is not None and engine.client is not None
     say(
-        "tuning %d candidates on %s: %s search, n_iter=%d, %d-fold %s, n_jobs=%d, metric=%s",
+        "tuning %d candidates on %s: %s search, n_iter=%d, %d-fold %s, %s, metric=%s",
         len(t.candidates),
         data.description,
         t.search,
         t.n_iter,
         t.cv_folds,
         fold_kind,
-        t.n_jobs,
+        "one candidate per task on the Dask workers" if on_workers else f"n_jobs={t.n_jobs}",
         metric + (f" (FPR <= {policy.budget:g})" if policy.objective == "recall_at_budget" else ""),
     )
     results: list[CandidateResult] = []
     started = time.perf_counter()
+    done = None
+    if on_workers:
+        done = engine.map(
+            functools.partial(tune_on_worker, cfg, policy=policy),
+            list(t.candidates),
+            what="search",
+            unit="candidates",
+            shared={"data": data},
+        )
     for i, name in enumerate(t.candidates, 1):
-        result = tune_candidate(cfg, name, data, policy)
+        result = done[i - 1] if done is not None else tune_candidate(cfg, name, data, policy)
         if on_result is not None:
             result = result.model_copy(update={"mlflow_run_id": on_result(result)})
         results.append(result)
         elapsed = time.perf_counter() - started
         left = len(t.candidates) - i
-        # A rough estimate: the candidates so far took this long on average.
-        eta = f", about {_duration(elapsed / i * left)} left" if left else ""
+        # A rough estimate: the candidates so far took this long on average (the Dask engine
+        # logged its own while the candidates ran side by side).
+        eta = f", about {duration(elapsed / i * left)} left" if left and done is None else ""
         say(
             "[%d/%d] %-22s cv %s %.4f ± %.4f  %.1f s (search %s so far%s)",
             i,
@@ -546,10 +609,10 @@ def _tune_all(
             result.cv_score,
             result.cv_std,
             result.fit_seconds,
-            _duration(elapsed),
+            duration(elapsed),
             eta,
         )
-    if t.n_jobs != 1 and data.sampled:
+    if t.n_jobs != 1 and data.sampled and done is None:
         # The search's worker processes idle from here on, holding ~250 MB each: stop them
         # before the refit of a split larger than the sample, the step's largest allocation
         # (joblib starts new ones when needed). Below the bound the refit is small, and a
@@ -568,9 +631,22 @@ def _train_and_evaluate(
     transform: TransformRecord,
     on_result=None,
 ):
+    from netsec_tasks.engine import engine_for
+
     start = time.perf_counter()
     catalog = RunCatalog.of(cfg, run)
-    train_split = _Split(catalog, validation.train_uri, schema)
+    engine = engine_for(cfg)
+    # With the Dask engine the splits stay in storage: the search reads its sample of the
+    # training split, the refit and the test evaluation run on the workers (netsec_tasks.refit).
+    scaled = engine.client is not None
+    if scaled:
+        from netsec_tasks.stored_split import StoredSplit
+
+        train_split: Any = StoredSplit(
+            cfg, engine, schema, validation.train_uri, what="train: index the training split"
+        )
+    else:
+        train_split = _Split(catalog, validation.train_uri, schema)
     if len(np.unique(train_split.y)) < 2:
         raise DataError(
             f"the training split has only one class; both threat and benign rows are "
@@ -582,34 +658,67 @@ def _train_and_evaluate(
     )
     data = search_data(cfg, schema, train_split)
     policy = decision_policy(cfg, schema)
-    candidates = _tune_all(cfg, data, policy, on_result)
-    winner = max(candidates, key=lambda c: c.cv_score)  # first listed wins a tie
+    candidates = _tune_all(cfg, data, policy, on_result, engine)  # on the workers with Dask
+    skipped: list[str] = []
+    choices = candidates
+    if scaled:
+        from netsec_tasks.refit import eligible
+
+        choices, skipped = eligible(cfg, candidates, train_split)
+        for line in skipped:
+            log.warning("%s", line)
+    winner = max(choices, key=lambda c: c.cv_score)  # first listed wins a tie
     say = _Progress(cfg.training.progress)
     choice, oof = choose_operating_point(cfg, winner, data, policy)
     say("operating point of %s: %s (%s)", winner.name, choice.point.summary(), choice.basis)
     say("refitting %s on the %d training rows", winner.name, len(train_split.y))
     refit_start = time.perf_counter()
-    model = fit_final(
-        cfg,
-        winner,
-        preprocessor,
-        train_split.X,
-        train_split.y,
-        # Rows per fit in the search: what a budgeted refit keeps per tree.
-        search_rows=(
-            data.rows * (cfg.training.cv_folds - 1) // cfg.training.cv_folds if data.sampled else None
-        ),
-        early_stopping_rows=data.early_stopping_rows,
-    )
+    # Rows per fit in the search: what a budgeted refit keeps per tree.
+    search_rows = data.rows * (cfg.training.cv_folds - 1) // cfg.training.cv_folds if data.sampled else None
+    refit_note = None
+    if scaled:
+        from netsec_tasks.refit import refit
+
+        done = refit(
+            cfg,
+            engine,
+            schema,
+            train_split,
+            winner,
+            preprocessor,
+            search_rows=search_rows,
+            early_stopping_rows=data.early_stopping_rows,
+        )
+        model, refit_note = done.model, "; ".join([done.note, *skipped])
+    else:
+        model = fit_final(
+            cfg,
+            winner,
+            preprocessor,
+            train_split.X,
+            train_split.y,
+            search_rows=search_rows,
+            early_stopping_rows=data.early_stopping_rows,
+        )
     say("refit in %.1f s", time.perf_counter() - refit_start)
     training_seconds = time.perf_counter() - start
 
     # The one and only look at the test split: imputed once, then scored by the refit model and
-    # decided at the operating point chosen above.
-    test_split = _Split(catalog, validation.test_uri, schema)
-    with compute_limits():
-        test_features = model[:-1].transform(test_split.X)
-        metrics, cm, y_pred, scores = evaluate(model[-1], test_features, test_split.y, choice.threshold)
+    # decided at the operating point chosen above (with Dask: partition by partition on the
+    # workers, decided here).
+    if scaled:
+        from netsec_tasks.refit import score_split
+        from netsec_tasks.threat_metrics import evaluate_predictions
+
+        test_split: Any = score_split(cfg, engine, schema, model, validation.test_uri, choice.threshold)
+        y_pred, scores = test_split.y_pred, test_split.scores
+        scored = evaluate_predictions(test_split.y, y_pred, scores)
+        metrics, cm = scored["metrics"], scored["confusion_matrix"]
+    else:
+        test_split = _Split(catalog, validation.test_uri, schema)
+        with compute_limits():
+            test_features = model[:-1].transform(test_split.X)
+            metrics, cm, y_pred, scores = evaluate(model[-1], test_features, test_split.y, choice.threshold)
     test_point = policy.point(test_split.y, scores, choice.threshold, decisions=y_pred)
     if policy.objective == "recall_at_budget":
         metrics["recall_at_budget"] = float(test_point.recall or 0.0)
@@ -653,6 +762,8 @@ def _train_and_evaluate(
         plot_dir=plot_dir,
         training_seconds=training_seconds,
         search_rows=data.rows,
+        refit=refit_note,
+        engine=engine.name,
     )
 
 
@@ -665,8 +776,8 @@ class _Trained:
     choice: ThresholdChoice  # the threshold and its out-of-fold operating point
     test_point: OperatingPoint
     oof_brier: float  # of the out-of-fold P(threat) the threshold was chosen on
-    train: _Split
-    test: _Split
+    train: Any  # _Split, or a StoredSplit (Dask engine)
+    test: Any  # _Split, or a ScoredSplit (Dask engine)
     candidates: list[CandidateResult]
     winner: CandidateResult
     metrics: dict[str, float]
@@ -675,6 +786,8 @@ class _Trained:
     plot_dir: Path  # this task's local copies (logged to MLflow, then removed)
     training_seconds: float
     search_rows: int
+    refit: str | None = None  # how the Dask engine refit the winner (None: in this process)
+    engine: str = "local"
 
     def record(self, cfg: PipelineConfig, *, model_uri: str, run_id: str, experiment_id: str) -> TrainRecord:
         return TrainRecord(
@@ -699,6 +812,7 @@ class _Trained:
             test_rows=len(self.test.y),
             training_seconds=round(self.training_seconds, 3),
             search_rows=self.search_rows,
+            refit=self.refit,
         )
 
 
@@ -884,6 +998,8 @@ def _log_parent(
             "search_rows": out.search_rows,
             "search_max_rows": t.search_max_rows,
             "imputer_max_rows": cfg.transform.imputer_max_rows,
+            "engine": out.engine,
+            **({"refit": out.refit} if out.refit else {}),
             "target": schema.target.column,
             "positive_label": schema.positive_label,
             "label_mapping": schema.target.mapping(),
@@ -916,4 +1032,4 @@ def _log_parent(
     _log_data(cfg, schema, validation, out.train, out.test)
     mlflow.log_artifacts(str(out.plot_dir), artifact_path="plots")
     # Logged last: a model in the run means everything before it succeeded.
-    return log_pipeline_model(out.model, out.train.X.head(50), name="model")
+    return log_pipeline_model(out.model, out.train.example(), name="model")

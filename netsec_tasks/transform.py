@@ -112,15 +112,26 @@ def fit_preprocessor(
     masks = {"numeric": imputer_rows, "other": rows}
     if X.empty or any(m is not None and not np.any(m) for m in masks.values()):
         raise DataError("cannot fit the preprocessor on no rows")
+    # Columns first, then rows: only each part's columns are copied.
+    numeric = X[schema.numeric_features] if imputer_rows is None else X[schema.numeric_features][imputer_rows]
+    other = X[schema.categorical_features] if rows is None else X[schema.categorical_features][rows]
+    return fit_preprocessor_on(schema, numeric, other, X.iloc[:1])
+
+
+def fit_preprocessor_on(
+    schema: DatasetSchema, numeric: pd.DataFrame, categorical: pd.DataFrame, one_row: pd.DataFrame
+) -> ColumnTransformer:
+    """The preprocessor with its numeric part (the KNN imputer) fitted on ``numeric`` (its donor
+    rows) and its categorical part on ``categorical`` (rows, or the frame
+    :func:`netsec_tasks.stored_split.categorical_frame` makes from counts), wired on
+    ``one_row`` (one row of every feature)."""
     template = build_preprocessor(schema)
     parts = []
     for name, part, columns in template.transformers:
-        mask = masks["numeric" if name == "numeric" else "other"]
-        # Columns first, then rows: only this part's columns are copied.
-        data = X[columns] if mask is None else X[columns][np.asarray(mask, dtype=bool)]
-        parts.append((name, FrozenEstimator(clone(part).fit(data)), columns))
+        data = numeric if name == "numeric" else categorical
+        parts.append((name, FrozenEstimator(clone(part).fit(data[columns])), columns))
     wired = clone(template).set_params(transformers=parts)
-    return wired.fit(X.iloc[:1])
+    return wired.fit(one_row)
 
 
 def imputer_sample(
@@ -189,32 +200,46 @@ def load_preprocessor(data: bytes, source: str = "preprocessor") -> ColumnTransf
 
 
 def transform(cfg: PipelineConfig, run: RunContext, validation: ValidationRecord) -> TransformRecord:
-    """Fit the preprocessor on the validated training split and save it with skops."""
+    """Fit the preprocessor on the validated training split and save it with skops.
+
+    A partitioned split, or any split with ``training.engine: dask``, is never loaded whole:
+    its rows' hashes, labels and category counts come from each partition
+    (:class:`netsec_tasks.stored_split.StoredSplit`), then only the imputer's bounded donor
+    sample is read; the preprocessor is the same as from the whole frame.
+    """
+    from netsec_tasks.engine import engine_for
+    from netsec_tasks.partitions import is_partitioned
+
     started = time.perf_counter()
     schema = load_schema(cfg.schema_path)
     catalog = RunCatalog.of(cfg, run)
-    frame = catalog.load_frame(validation.train_uri)
-    X_train, y = features_and_target(frame, schema, validation.train_uri)
-    if X_train.empty:
-        raise DataError("training split has no rows", source=validation.train_uri)
-    donors = imputer_sample(cfg, frame, schema, y)
-    preprocessor = fit_preprocessor(schema, X_train, donors)
+    engine = engine_for(cfg)
+    if engine.client is not None or is_partitioned(catalog.storage, validation.train_uri):
+        preprocessor, rows, donors_n, missing = _fit_stored(cfg, engine, schema, validation.train_uri)
+    else:
+        frame = catalog.load_frame(validation.train_uri)
+        X_train, y = features_and_target(frame, schema, validation.train_uri)
+        if X_train.empty:
+            raise DataError("training split has no rows", source=validation.train_uri)
+        donors = imputer_sample(cfg, frame, schema, y)
+        preprocessor = fit_preprocessor(schema, X_train, donors)
+        rows, donors_n = len(X_train), int(donors.sum())
+        missing = int(X_train.isna().to_numpy().sum())
     uri = catalog.save_bytes("preprocessor", preprocessor_bytes(preprocessor))
-    missing = int(X_train.isna().to_numpy().sum())
     record = TransformRecord(
         preprocessor_uri=uri,
         numeric_features=schema.numeric_features,
         categorical_features=schema.categorical_features,
         features_out=len(preprocessor.get_feature_names_out()),
         missing_values_imputed=missing,
-        fitted_on_rows=len(X_train),
-        imputer_rows=int(donors.sum()),
+        fitted_on_rows=rows,
+        imputer_rows=donors_n,
     )
     log.info(
         "preprocessor fitted on %d training rows (the KNN imputer on %d of them, "
         "transform.imputer_max_rows=%s): %d features in, %d out, %d missing values in the "
         "split; %.1f s -> %s",
-        len(X_train),
+        rows,
         record.imputer_rows,
         cfg.transform.imputer_max_rows,
         len(schema.features),
@@ -224,3 +249,21 @@ def transform(cfg: PipelineConfig, run: RunContext, validation: ValidationRecord
         uri,
     )
     return record
+
+
+def _fit_stored(
+    cfg: PipelineConfig, engine, schema: DatasetSchema, uri: str
+) -> tuple[ColumnTransformer, int, int, int]:
+    """(preprocessor, rows, imputer donors, missing cells) of a split left in storage."""
+    from netsec_tasks.stored_split import StoredSplit, categorical_frame
+
+    split = StoredSplit(cfg, engine, schema, uri, what="transform: index the training split")
+    if not split.rows:
+        raise DataError("training split has no rows", source=uri)
+    donors = bounded_sample(
+        split.row_hashes, split.y, cfg.transform.imputer_max_rows, seed=cfg.training.seed, salt=IMPUTER_SALT
+    )
+    X = split.take(donors, schema.features, what="transform: collect the imputer's donors")
+    categorical = categorical_frame(split.categories, schema.categorical_features, split.dtypes)
+    preprocessor = fit_preprocessor_on(schema, X[schema.numeric_features], categorical, X.iloc[:1])
+    return preprocessor, split.rows, int(donors.sum()), split.missing

@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -39,7 +39,11 @@ from netsec_tasks.plain import plain
 from netsec_tasks.records import IngestRecord, RunContext, ValidationRecord
 from netsec_tasks.sinks import csv_text, yaml_text
 from netsec_tasks.split import lineage_frame, lineage_hashes, row_hashes
-from netsec_tasks.storage import atomic_write
+from netsec_tasks.storage import atomic_write, storage_for
+
+if TYPE_CHECKING:  # pragma: no cover
+    from netsec_tasks.engine import Engine
+    from netsec_tasks.partitions import Dataset, Partition
 
 Status = Literal["pass", "warn", "fail"]
 # How strict the size/class-balance checks are: training data must be usable on its own; a test
@@ -709,46 +713,58 @@ BATCH_ROWS = 100_000
 @dataclass
 class _SplitScan:
     """One split validated batch by batch: its tally, quarantined problems, and its clean rows
-    as local Parquet pieces (one per batch) with each piece's dtypes."""
+    as staged Parquet pieces (one per batch, per partition) with each piece's dtypes."""
 
     tally: _Tally
     invalid: list[pd.DataFrame]
-    pieces: list[Path]
-    dtypes: list[dict[str, str]]
+    pieces: list[list[str]]  # per partition: the URIs of its staged batches, in order
+    dtypes: list[dict[str, str]]  # per staged batch
     row_hashes: list[np.ndarray]  # lineage hashes of the clean rows (features + target)
 
-
-def _scan_split(
-    catalog: RunCatalog, uri: str, split: str, schema: DatasetSchema, vcfg: ValidationConfig, scratch: Path
-) -> _SplitScan:
-    import pyarrow as pa
-
-    out = _SplitScan(_Tally(), [], [], [], [])
-    with catalog.storage.parquet_file(uri) as pf:
-        arrow_schema = pf.schema_arrow
-        batches = (
-            pf.iter_batches(batch_size=BATCH_ROWS)
-            if pf.metadata.num_rows
-            else iter([arrow_schema.empty_table()])
+    def __add__(self, other: _SplitScan) -> _SplitScan:
+        return _SplitScan(
+            self.tally + other.tally,
+            self.invalid + other.invalid,
+            self.pieces + other.pieces,
+            self.dtypes + other.dtypes,
+            self.row_hashes + other.row_hashes,
         )
-        offset = 0
-        for i, batch in enumerate(batches):
-            table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch], arrow_schema)
-            frame = table.to_pandas()
-            frame.index = pd.RangeIndex(offset, offset + len(frame))  # rows keep their file position
-            offset += len(frame)
-            tally, clean, invalid = _scan(frame, schema, vcfg, split=split)
-            del frame, table
-            out.tally = out.tally + tally
-            if len(invalid):
-                out.invalid.append(invalid)
-            clean = clean.reset_index(drop=True)
-            piece = scratch / f"{split}-{i:05d}.parquet"
-            clean.to_parquet(piece, index=False)
-            out.pieces.append(piece)
-            out.dtypes.append({c: str(t) for c, t in clean.dtypes.items()})
-            if split == "train" and len(clean):
-                out.row_hashes.append(lineage_hashes(clean, schema))
+
+
+def scan_partition(
+    cfg: PipelineConfig,
+    schema: DatasetSchema,
+    split: str,
+    stage: str,
+    batch_rows: int,
+    part: Partition,
+) -> _SplitScan:
+    """Validate one partition of a split, :data:`BATCH_ROWS` rows at a time (the per-partition
+    step, run here or on a Dask worker): its tally and problems (rows numbered by their position
+    in the split), and its clean rows staged under ``stage`` (a URI: this task's scratch, or
+    storage when the partition runs on a worker), one object per batch."""
+    from netsec_tasks.partitions import iter_batches
+    from netsec_tasks.storage import join_uri
+
+    storage = storage_for(cfg)
+    out = _SplitScan(_Tally(), [], [[]], [], [])
+    offset = part.offset
+    for i, table in enumerate(iter_batches(storage, part, batch_rows)):
+        frame = table.to_pandas()
+        frame.index = pd.RangeIndex(offset, offset + len(frame))  # rows keep their split position
+        offset += len(frame)
+        tally, clean, invalid = _scan(frame, schema, cfg.validation, split=split)
+        del frame, table
+        out.tally = out.tally + tally
+        if len(invalid):
+            out.invalid.append(invalid)
+        clean = clean.reset_index(drop=True)
+        piece = join_uri(stage, split, f"p{part.index:05d}-b{i:05d}.parquet")
+        storage.write_frame(piece, clean)
+        out.pieces[0].append(piece)
+        out.dtypes.append({c: str(t) for c, t in clean.dtypes.items()})
+        if split == "train" and len(clean):
+            out.row_hashes.append(lineage_hashes(clean, schema))
     return out
 
 
@@ -767,29 +783,42 @@ def _harmonised(scans: Iterable[_SplitScan], schema: DatasetSchema) -> dict[str,
     return out
 
 
-def _write_split(
-    catalog: RunCatalog, name: str, scan: _SplitScan, dtypes: dict[str, str], digest: _Digest | None = None
-) -> str:
-    """Stream the split's clean pieces, in their harmonised dtypes, to artifact ``name``."""
+def write_partition(
+    cfg: PipelineConfig, dtypes: dict[str, str], digest: bool, job: tuple[list[str], str]
+) -> tuple[int, np.ndarray | None, str | None]:
+    """Write one validated partition (the per-partition step's second half): its staged pieces,
+    in the harmonised ``dtypes``, streamed to ``target``; the pieces are removed. Returns (rows,
+    the rows' ``hash_pandas_object`` values when ``digest`` (the data set digest is computed from
+    them in order, as one frame's would be), the digest header: columns and dtypes)."""
     import contextlib
 
     import pyarrow as pa
 
-    uri = catalog.uri(name)
+    from netsec_tasks.partitions import Partition, loading
+
+    pieces, target = job
+    storage = storage_for(cfg)
+    rows, hashes, header = 0, [], None
     with contextlib.ExitStack() as stack:
+        stack.enter_context(loading(Partition(target, 0, 0, 0)))
         writer = arrow_schema = None
-        for piece in scan.pieces:
-            frame = pd.read_parquet(piece)
+        for piece in pieces:
+            frame = storage.read_frame(piece)
             cast = {c: t for c, t in dtypes.items() if c in frame.columns and str(frame[c].dtype) != t}
             if cast:
                 frame = frame.astype(cast)
-            if digest is not None:
-                digest.add(frame)
+            if digest:
+                header = header or ",".join(f"{c}:{frame[c].dtype}" for c in frame.columns)
+                hashes.append(pd.util.hash_pandas_object(frame, index=False).to_numpy())
             if writer is None:  # the first piece fixes the schema (every piece has its dtypes now)
                 arrow_schema = pa.Schema.from_pandas(frame, preserve_index=False)
-                writer = stack.enter_context(catalog.storage.parquet_writer(uri, arrow_schema))
+                writer = stack.enter_context(storage.parquet_writer(target, arrow_schema))
             writer.write_table(pa.Table.from_pandas(frame, schema=arrow_schema, preserve_index=False))
-    return uri
+            rows += len(frame)
+    for piece in pieces:
+        storage.delete(piece)
+    values = np.concatenate(hashes) if hashes else (np.zeros(0, np.uint64) if digest else None)
+    return rows, values, header
 
 
 class _Digest:
@@ -801,14 +830,67 @@ class _Digest:
         self.h = hashlib.sha256()
         self.started = False
 
-    def add(self, frame: pd.DataFrame) -> None:
+    def add(self, header: str | None, values: np.ndarray | None) -> None:
+        if header is None or values is None:
+            return
         if not self.started:
-            self.h.update(",".join(f"{c}:{frame[c].dtype}" for c in frame.columns).encode())
+            self.h.update(header.encode())
             self.started = True
-        self.h.update(pd.util.hash_pandas_object(frame, index=False).values.tobytes())
+        self.h.update(np.ascontiguousarray(values).tobytes())
 
     def hexdigest(self) -> str:
         return self.h.hexdigest()
+
+
+def _scan_split(
+    engine: Engine, cfg: PipelineConfig, uri: str, split: str, schema: DatasetSchema, stage: str
+) -> tuple[Dataset, _SplitScan]:
+    """Every partition of the split ``uri`` validated by :func:`scan_partition` on ``engine``."""
+    import functools
+
+    from netsec_tasks.partitions import open_dataset
+
+    data = open_dataset(storage_for(cfg), uri)
+    scan = functools.partial(scan_partition, cfg, schema, split, stage, BATCH_ROWS)
+    scans = engine.map(scan, list(data.partitions), what=f"validate: check {split}")
+    total = _SplitScan(_Tally(), [], [], [], [])
+    for one in scans:
+        total = total + one
+    return data, total
+
+
+def _write_split(
+    engine: Engine,
+    cfg: PipelineConfig,
+    name: str,
+    uri: str,
+    source: Dataset,
+    scan: _SplitScan,
+    dtypes: dict[str, str],
+    digest: _Digest | None = None,
+) -> str:
+    """Write the split's validated partitions (one per source partition) to ``uri``: one file,
+    as before, when the source was one; else a partitioned data set, manifest last."""
+    import functools
+
+    from netsec_tasks.partitions import part_name, write_manifest
+    from netsec_tasks.storage import join_uri
+
+    targets = [join_uri(uri, part_name(i)) for i in range(len(scan.pieces))] if source.partitioned else [uri]
+    write = functools.partial(write_partition, cfg, dtypes, digest is not None)
+    results = engine.map(write, list(zip(scan.pieces, targets)), what=f"validate: write {name}")
+    if digest is not None:
+        for _, values, header in results:
+            digest.add(header, values)
+    if source.partitioned:
+        columns = list(scan.dtypes[0]) if scan.dtypes else []
+        write_manifest(
+            storage_for(cfg),
+            uri,
+            [{"name": part_name(i), "rows": rows, "digest": None} for i, (rows, _, _) in enumerate(results)],
+            columns,
+        )
+    return uri
 
 
 def validate(
@@ -821,29 +903,36 @@ def validate(
     both classes after quarantine. Raises ValidationFailed (after writing the report and
     invalid.csv) when a data-set level check fails.
 
-    Memory stays flat with the data: each split is read and checked in batches of
+    Memory stays flat with the data: each split is read and checked partition by partition
+    (:func:`scan_partition`; on Dask workers with ``training.engine: dask``) in batches of
     :data:`BATCH_ROWS` rows, the checks are computed from the batches' tallies together, and the
-    clean rows go to this task's scratch directory, then (once every check passed and the
-    dtypes are harmonised across splits) to storage, batch by batch.
+    clean rows are staged (this task's scratch directory; storage when workers write them), then,
+    once every check passed and the dtypes are harmonised across splits, written to storage one
+    partition per input partition (:func:`write_partition`): a split that was one file stays one.
     """
     import shutil
     import tempfile
 
-    from netsec_tasks.storage import scratch_dir
+    from netsec_tasks.engine import engine_for
+    from netsec_tasks.storage import path_to_uri, scratch_dir
 
     schema = schema or load_schema(cfg.schema_path)
     vcfg = cfg.validation
     catalog = RunCatalog.of(cfg, run)
+    engine = engine_for(cfg)
     scratch = Path(tempfile.mkdtemp(prefix="netsec-validate-", dir=scratch_dir(cfg)))
+    # Clean rows wait here until every check passed: this task's scratch, or storage (under the
+    # run) when workers, who share no disk with the task, write them.
+    stage = path_to_uri(scratch) if engine.client is None else catalog.run.step_uri("validate", "_staging")
+    sources: dict[str, Dataset] = {}
+    scans: dict[str, _SplitScan] = {}
     try:
-        scans = {
-            split: _scan_split(catalog, uri, split, schema, vcfg, scratch)
-            for split, uri in (
-                ("train", ingest.train_uri),
-                ("test", ingest.test_uri),
-                ("new_batch", ingest.new_batch_uri),
-            )
-        }
+        for split, uri in (
+            ("train", ingest.train_uri),
+            ("test", ingest.test_uri),
+            ("new_batch", ingest.new_batch_uri),
+        ):
+            sources[split], scans[split] = _scan_split(engine, cfg, uri, split, schema, stage)
         data_tally = scans["train"].tally + scans["test"].tally
         data = _section(
             data_tally,
@@ -908,7 +997,16 @@ def validate(
         dtypes = _harmonised(scans.values(), schema)
         digest = _Digest()
         uris = {
-            k: _write_split(catalog, f"validated_{k}", scan, dtypes, digest=digest if k == "train" else None)
+            k: _write_split(
+                engine,
+                cfg,
+                k,
+                catalog.uri(f"validated_{k}"),
+                sources[k],
+                scan,
+                dtypes,
+                digest=digest if k == "train" else None,
+            )
             for k, scan in scans.items()
         }
         train_hashes = (
@@ -917,6 +1015,10 @@ def validate(
             else np.zeros(0, dtype=np.uint64)
         )
         hashes_uri = catalog.save_frame("train_row_hashes", lineage_frame(train_hashes))
+    except BaseException:
+        if engine.client is not None:  # storage holds what the workers staged
+            _remove_staged(catalog, scans.values())
+        raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return ValidationRecord(
@@ -934,6 +1036,14 @@ def validate(
         test_rows=valid["test"],
         dataset_digest=digest.hexdigest(),
     )
+
+
+def _remove_staged(catalog: RunCatalog, scans: Iterable[_SplitScan]) -> None:
+    """Remove staged pieces a failed run left (a written partition removed its own)."""
+    for scan in scans:
+        for pieces in scan.pieces:
+            for piece in pieces:
+                catalog.storage.delete(piece)
 
 
 def _section(

@@ -17,17 +17,19 @@ What it does, in order, each step timed (summary.json):
    pip is configured with, when there is one).
 3. ``docker compose -f docker-compose.yaml -f docker-compose.ci.yaml build``: both project
    Dockerfiles on that base, and the stand-ins for the images CI cannot pull (see the override).
-4. ``up -d --scale airflow-worker=2``, then every container healthy and every one-shot job
+4. ``up -d --scale airflow-worker=2 --scale dask-worker=2``, then every container healthy and every one-shot job
    exited 0. Published ports bind to 127.0.0.1 on free ports (an env file written under the
    output dir from .env.example); the scenario talks to the stack only through them.
 5. The seed job's rows are in MongoDB; ``netsec_training`` is triggered through the Airflow 3
    REST API with params and succeeds; its tasks ran in both worker containers; the bucket
    holds the run and MLflow's model; serving picks up the Production version and answers
-   /predict; serving's POST /train triggers a second run, which succeeds too. With
-   ``registry.shadow`` (on in compose) its candidate is the challenger: serving loads it beside
-   Production and scores every row with it in shadow (/metrics), and a ``netsec_monitoring`` run
-   triggered through the API promotes or retires it (``decide_challenger``); registry and serving
-   follow.
+   /predict; serving's POST /train triggers a second run, which succeeds too. The tasks use the
+   Dask cluster (training.engine=dask): the first run's XGBoost winner was refit by
+   xgboost.dask across both dask-worker containers (each took a rank; the outcome says so). With
+   ``registry.shadow`` (on in compose) the second run's candidate is the challenger: serving
+   loads it beside Production and scores every row with it in shadow (/metrics), and a
+   ``netsec_monitoring`` run triggered through the API promotes or retires it
+   (``decide_challenger``); registry and serving follow.
 6. Screenshots of the Airflow DAG page (after the FAB login form) and serving's page (a CSV
    scored through its form) in headless Debian Chromium.
 7. ``down -v``; the engine is stopped if this script started it.
@@ -117,7 +119,10 @@ RUN_CONF = {
     "force_retrain": True,
     "n_iter": 2,
     "cv_folds": 3,
-    "candidates": ["random_forest", "logistic_regression"],
+    # XGBoost: the candidate the Dask engine refits across the workers (xgboost.dask). The run
+    # Airflow schedules itself trains the config's candidates (docker-compose.ci.yaml), which
+    # one worker refits on a bounded sample.
+    "candidates": ["xgboost"],
 }
 
 
@@ -754,13 +759,18 @@ class Scenario:
                 "build", timeout=a.build_timeout, log=self.out / "logs" / "build.log", what="compose build"
             )
             self.summary["images"] = self.image_sizes()
-        with self.step(f"compose up -d --scale airflow-worker={a.workers}; every service healthy"):
+        with self.step(
+            f"compose up -d --scale airflow-worker={a.workers} --scale dask-worker={a.dask_workers}; "
+            "every service healthy"
+        ):
             self.stack_up = True
             up = self.compose(
                 "up",
                 "-d",
                 "--scale",
                 f"airflow-worker={a.workers}",
+                "--scale",
+                f"dask-worker={a.dask_workers}",
                 timeout=a.start_timeout,
                 log=self.out / "logs" / "up.log",
                 what="compose up",
@@ -800,6 +810,10 @@ class Scenario:
             self.report_outcome(run2)
         with self.step(f"every DAG run succeeded; tasks ran in all {a.workers} worker containers"):
             self.check_all_runs()
+        with self.step(
+            f"the training task trained on the Dask cluster, across {a.dask_workers} worker containers"
+        ):
+            self.check_dask(run1)
         with self.step("shadow: serving scores the challenger beside Production"):
             challenger = self.check_shadow_serving()
         with self.step("netsec_monitoring decides the challenger"):
@@ -960,7 +974,13 @@ class Scenario:
             if failed:
                 raise StepFailed("; ".join(m for _, m in failed), services=tuple(s for s, _ in failed))
             workers = [c for c in cs if self.service_of(c) == "airflow-worker"]
-            if not pending and not missing and len(workers) == self.args.workers:
+            dask = [c for c in cs if self.service_of(c) == "dask-worker"]
+            if (
+                not pending
+                and not missing
+                and len(workers) == self.args.workers
+                and len(dask) == self.args.dask_workers
+            ):
                 say(
                     f"   {len(cs)} containers: "
                     + ", ".join(
@@ -1440,6 +1460,45 @@ class Scenario:
                 f"   log of {ti['task_id']} from {workers[host]} through the API: {len(log.splitlines())} lines"
             )
 
+    def check_dask(self, run_id: str) -> None:
+        """The run's winner was refit by xgboost.dask across every dask-worker container (each
+        took a rank in XGBoost's collective), and the outcome says so."""
+        train = self.airflow.xcom(run_id, "train") or {}
+        refit = str(train.get("refit") or "")
+        want = f"xgboost.dask across {self.args.dask_workers} workers"
+        if not refit.startswith(want):
+            raise StepFailed(
+                f"the train task's refit is {refit!r}, not {want} ...",
+                services=("airflow-worker", "dask-scheduler", "dask-worker"),
+            )
+        outcome = self.airflow.xcom(run_id, "record_outcome") or {}
+        if (outcome.get("candidate") or {}).get("refit") != refit:
+            raise StepFailed(
+                f"the outcome does not say how the candidate was refit: {outcome.get('candidate')}"
+            )
+        ranks = {}
+        for c in self.containers():
+            if self.service_of(c) != "dask-worker":
+                continue
+            name = c["Name"].lstrip("/")
+            logs = self.engine.cli("logs", name, check=False)
+            text = logs.stdout + logs.stderr
+            ranks[name] = sorted(
+                {line.split("got rank", 1)[1].strip() for line in text.splitlines() if "got rank" in line}
+            )
+        idle = [n for n, r in ranks.items() if not r]
+        if len(ranks) != self.args.dask_workers or idle:
+            raise StepFailed(
+                f"dask-worker containers {idle or list(ranks)} took no part in XGBoost's training ({ranks})",
+                services=("dask-worker",),
+            )
+        say(f"   refit: {refit}")
+        say(
+            "   XGBoost ranks per dask-worker container: "
+            + ", ".join(f"{n} {r}" for n, r in sorted(ranks.items()))
+        )
+        self.summary["dask"] = {"refit": refit, "ranks": ranks}
+
     def screenshots(self) -> None:
         shots = {"airflow": self.out / "airflow_dag.png", "serving": self.out / "serving.png"}
         with Browser(self.out / "chromium-profile", self.out / "logs" / "chromium.log") as b:
@@ -1572,6 +1631,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="data root of the dockerd started here when none answers (default: .netsec/docker)",
     )
     p.add_argument("--workers", type=int, default=2, help="Celery worker containers (default 2)")
+    p.add_argument("--dask-workers", type=int, default=2, help="Dask worker containers (default 2)")
     p.add_argument("--build-timeout", type=float, default=3600)
     p.add_argument("--start-timeout", type=float, default=900)
     p.add_argument("--run-timeout", type=float, default=1200, help="seconds per DAG run")

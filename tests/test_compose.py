@@ -60,6 +60,11 @@ OPTIONAL_ENV: dict[tuple[str, str], str] = {
         "*",
         "XDG_CACHE_HOME",
     ): "unset, fetch-dataset caches under ~/.cache of the image's user (a created home)",
+    **{
+        (dask, var): "a Dask service runs step functions with the config each task sends, no plugin"
+        for dask in ("dask-scheduler", "dask-worker")
+        for var in ("AIRFLOW__NETSEC__MLFLOW_UI_URL", "MLFLOW_TRACKING_URI")
+    },
 }
 
 
@@ -93,7 +98,14 @@ def services_built_from(dockerfile: str) -> list[str]:
     return [n for n in SERVICES if built_from(n) == dockerfile]
 
 
-AIRFLOW = services_built_from("Dockerfile.airflow")
+# The Dask cluster (training.engine=dask) runs the Airflow image with the `dask` CLI; the other
+# services built from it are Airflow's components.
+DASK = [
+    n
+    for n in services_built_from("Dockerfile.airflow")
+    if (SERVICES[n].get("entrypoint") or [""])[-1] == "dask"
+]
+AIRFLOW = [n for n in services_built_from("Dockerfile.airflow") if n not in DASK]
 SERVING_IMAGE = services_built_from("Dockerfile.serving")
 
 
@@ -373,6 +385,34 @@ def test_the_celery_worker_scales():
         assert key not in svc, f"{worker[0]} sets {key}: --scale {worker[0]}=N would clash"
     assert [n for n, s in SERVICES.items() if "container_name" in s] == []
     assert env_of(worker[0])["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+
+
+def test_the_dask_cluster_is_the_one_the_tasks_use_and_its_workers_scale():
+    """Scheduler and workers from the Airflow image; workers of one thread, scalable, with no
+    disk in common and their own S3 keys; the Airflow tasks use that scheduler."""
+    assert sorted(DASK) == ["dask-scheduler", "dask-worker"]
+    scheduler, worker = SERVICES["dask-scheduler"], SERVICES["dask-worker"]
+    port = int(flag("dask-scheduler", "--port"))
+    for name in AIRFLOW:
+        cfg = pipeline_config(name)
+        assert cfg.training.engine == "dask"
+        assert host_port(cfg.dask.scheduler) == ("dask-scheduler", port)
+    assert worker["command"][:2] == ["worker", f"tcp://dask-scheduler:{port}"]
+    assert "--nthreads=1" in worker["command"] and "--nworkers=1" in worker["command"]
+    for key in ("container_name", "ports", "hostname", "volumes"):
+        assert key not in worker, f"dask-worker sets {key}"
+    assert "ports" not in scheduler and not scheduler.get("volumes")
+    env = env_of("dask-worker")
+    assert env["AWS_ACCESS_KEY_ID"] == env_of(AIRFLOW[0])["AWS_ACCESS_KEY_ID"]
+    secrets = [
+        k for k in SERVICES["dask-worker"]["environment"] if k.startswith(("AIRFLOW", "NETSEC_SOURCE"))
+    ]
+    assert secrets == [], "workers get no Airflow settings or secrets"
+    assert SERVICES["airflow-worker"]["depends_on"]["dask-scheduler"]["condition"] == "service_healthy"
+    from netsec_tasks.engine import runtime_environment
+
+    for name in DASK:  # the runtime settings the engine's LocalCluster uses
+        assert runtime_environment().items() <= env_of(name).items(), name
 
 
 def test_airflow_services_share_one_configuration_and_no_disk():

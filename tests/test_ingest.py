@@ -240,10 +240,13 @@ def test_mongo_ingest_of_uci_equals_the_file_and_a_night_of_bad_values_is_quaran
             assert re.search(reason, reasons), (reason, reasons)
 
 
-def test_two_nights_read_only_new_documents(mongo_cfg, uci_csv, tmp_path):
+@pytest.mark.parametrize("partition_rows", [None, 1500])
+def test_two_nights_read_only_new_documents(mongo_cfg, uci_csv, tmp_path, partition_rows):
     """Night 1 trains on UCI rows 1-8,000; rows 8,001-11,055 arrive; night 2 reads only them
-    from MongoDB (the rest comes from night 1's snapshot in storage) and no row changes side."""
-    cfg = mongo_cfg()
+    from MongoDB (the rest comes from night 1's snapshot in storage) and no row changes side.
+    With partitions of 1,500 rows the snapshots are partitioned data sets (issue 26), night 2
+    extends night 1's partitions, and every row keeps its side all the same."""
+    cfg = mongo_cfg(**({"storage.partition_rows": partition_rows} if partition_rows else {}))
     frame = pd.read_csv(uci_csv)
     push_data(write_csv(frame.iloc[:8000], tmp_path / "day1.csv"), cfg)
     night1 = run_ingest(cfg, "night1")
@@ -261,6 +264,12 @@ def test_two_nights_read_only_new_documents(mongo_cfg, uci_csv, tmp_path):
     assert night2.previous_watermark == night1.watermark != night2.watermark
     pd.testing.assert_frame_equal(read(night2.new_batch_uri), frame.iloc[8000:].reset_index(drop=True))
     pd.testing.assert_frame_equal(read(night2.snapshot_uri), frame)
+    if partition_rows:
+        from netsec_tasks.partitions import open_dataset
+
+        snap = open_dataset(storage_for(cfg), night2.snapshot_uri)
+        assert snap.partitioned and len(snap) == 8
+        assert snapshot_digest(storage_for(cfg), night2.snapshot_uri) == night2.snapshot_sha256
     # Training sees the whole window; nothing of night 1's training rows is in night 2's test.
     key = list(frame.columns)
     train1 = read(night1.train_uri).drop_duplicates()

@@ -370,9 +370,11 @@ def _is_discrete(spec: ColumnSpec | None, ref: pd.Series, cur: pd.Series, max_va
     return both.nunique() <= max_values
 
 
-def _test_column(
+def column_drift(
     name: str, spec: ColumnSpec | None, reference: pd.DataFrame, current: pd.DataFrame, dcfg: DriftConfig
 ) -> ColumnDrift:
+    """One feature's test (before the correction for testing many): ``reference`` and
+    ``current`` are frames, or anything indexable by column name that has ``columns``."""
     in_ref, in_cur = name in reference.columns, name in current.columns
     if not (in_ref and in_cur):
         where = "reference" if not in_ref else "current data"
@@ -438,10 +440,21 @@ def _target_shift(reference: pd.DataFrame, current: pd.DataFrame, schema: Datase
 
 
 def detect_drift(
-    reference: pd.DataFrame, current: pd.DataFrame, schema: DatasetSchema, dcfg: DriftConfig
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    schema: DatasetSchema,
+    dcfg: DriftConfig,
+    *,
+    columns: list[ColumnDrift] | None = None,
 ) -> DriftResult:
-    """Test every schema feature, correct the p-values, decide per column and for the data set."""
-    columns = [_test_column(name, spec, reference, current, dcfg) for name, spec in schema.columns.items()]
+    """Test every schema feature, correct the p-values, decide per column and for the data set.
+
+    ``columns``: the features' :func:`column_drift` results, in schema order, when they were
+    computed elsewhere (one task per column on Dask workers); else they are computed here."""
+    if columns is None:
+        columns = [
+            column_drift(name, spec, reference, current, dcfg) for name, spec in schema.columns.items()
+        ]
     tested = [c for c in columns if c.tested]
     adjusted = adjust_pvalues([c.p_value for c in tested], dcfg.correction)
     for col, p_adj in zip(tested, adjusted):

@@ -12,6 +12,7 @@ reference and the batch whole (about 1 GB at 1M rows, measured by bench/bench_sc
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -22,9 +23,9 @@ import pandas as pd
 
 from netsec_tasks.catalog import RunCatalog
 from netsec_tasks.config import PipelineConfig
-from netsec_tasks.dataset_schema import DatasetSchema, load_schema
+from netsec_tasks.dataset_schema import ColumnSpec, DatasetSchema, load_schema
 from netsec_tasks.drift.report import render_html, render_yaml
-from netsec_tasks.drift.stats import DriftResult, detect_drift
+from netsec_tasks.drift.stats import ColumnDrift, DriftResult, column_drift, detect_drift
 from netsec_tasks.errors import DataError, SourceUnavailable, ValidationFailed
 from netsec_tasks.records import DriftRecord, RunContext, ValidationRecord
 from netsec_tasks.storage import Storage, atomic_write, is_local, is_s3
@@ -59,17 +60,22 @@ def _read_local(path: str | os.PathLike, what: str, schema: DatasetSchema | None
 
 
 class ParquetColumns:
-    """A Parquet object in storage, seen as a frame whose columns are read when indexed.
+    """A Parquet object or partitioned data set in storage (:mod:`netsec_tasks.partitions`),
+    seen as a frame whose columns are read when indexed.
 
     Offers what :func:`netsec_tasks.drift.stats.detect_drift` uses of a frame: ``columns``,
-    ``len()``, ``frame[name]`` (one column as a Series, read then), and ``empty``.
+    ``len()``, ``frame[name]`` (one column of every partition as a Series, read then), and
+    ``empty``.
     """
 
     def __init__(self, storage: Storage, uri: str):
+        from netsec_tasks.partitions import open_dataset
+
         self.storage, self.uri = storage, uri
-        with storage.parquet_file(uri) as pf:
+        self.data = open_dataset(storage, uri)
+        with storage.parquet_file(self.data.partitions[0].uri) as pf:
             self.columns = list(pf.schema_arrow.names)
-            self._rows = pf.metadata.num_rows
+        self._rows = self.data.rows
 
     def __len__(self) -> int:
         return self._rows
@@ -79,10 +85,25 @@ class ParquetColumns:
         return self._rows == 0 or not self.columns
 
     def __getitem__(self, name: str) -> pd.Series:
+        from netsec_tasks.partitions import read_column
+
         if name not in self.columns:
             raise KeyError(name)
-        with self.storage.parquet_file(self.uri) as pf:
-            return pf.read(columns=[name]).to_pandas()[name]
+        return read_column(self.storage, self.data, name)
+
+
+def stored_column_drift(
+    cfg: PipelineConfig, reference_uri: str, current_uri: str, item: tuple[str, ColumnSpec]
+) -> ColumnDrift:
+    """One column's drift test between two data sets in storage (run here or on a Dask worker:
+    it reads that one column of each, whatever their partitions)."""
+    from netsec_tasks.storage import storage_for
+
+    storage = storage_for(cfg)
+    name, spec = item
+    return column_drift(
+        name, spec, ParquetColumns(storage, reference_uri), ParquetColumns(storage, current_uri), cfg.drift
+    )
 
 
 def _is_parquet(uri: str) -> bool:
@@ -262,7 +283,19 @@ def check_drift(
             threshold=threshold,
         )
     reference = load_reference(reference_uri, tracking_uri=cfg.registry.tracking_uri, storage=catalog.storage)
-    result = detect_drift(reference, current, schema, cfg.drift)
+    columns = None
+    if isinstance(reference, ParquetColumns) and isinstance(current, ParquetColumns):
+        # One task per column (a column of each side in memory at a time); on the workers with
+        # training.engine=dask, here otherwise.
+        from netsec_tasks.engine import engine_for
+
+        columns = engine_for(cfg).map(
+            functools.partial(stored_column_drift, cfg, reference_uri, current_uri),
+            list(schema.columns.items()),
+            what="drift",
+            unit="columns",
+        )
+    result = detect_drift(reference, current, schema, cfg.drift, columns=columns)
     reason = result.reason()
     paths = _write_reports(
         catalog, result, reference=reference_uri, current=current_uri, reason=reason, extra=extra
