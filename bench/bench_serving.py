@@ -109,7 +109,7 @@ def train_and_register(
     from netsec_tasks.candidates import get_candidate
     from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.operating_point import DecisionPolicy, choose_threshold, with_threshold
-    from netsec_tasks.transform import build_preprocessor
+    from netsec_tasks.preprocessing import build_preprocessor
 
     schema = load_schema(REPO / "config" / "schema" / "phishing.yaml")
     frame = pd.read_csv(UCI)

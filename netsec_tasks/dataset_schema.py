@@ -19,7 +19,7 @@ be matched with the contract it was trained under.
 Encoding: a ``categorical`` column (default for ``str`` and ``bool``) is one-hot encoded after
 imputing its most frequent value, and an unseen category scores as all zeros; a ``numeric``
 column (default for ``int`` and ``float``) is KNN-imputed and used as a number
-(:func:`netsec_tasks.transform.build_preprocessor`). Drift testing (``netsec_tasks.drift.stats``)
+(:func:`netsec_tasks.preprocessing.build_preprocessor`). Drift testing (``netsec_tasks.drift.stats``)
 treats a column as discrete (chi-square) when it is categorical, when it has an ``allowed`` list
 of at most ``drift.max_discrete_values`` values, when the compared data hold at most that many
 distinct values, or when its values are text; otherwise continuous (Kolmogorov-Smirnov).

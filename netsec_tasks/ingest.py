@@ -109,7 +109,7 @@ def ingest(
             read = read_file(cfg, storage, state, scratch=scratch)
         base_schema = None
         if read.base_snapshot_uri is not None:
-            from netsec_tasks.partitions import open_dataset
+            from netsec_tasks.storage import open_dataset
 
             first = open_dataset(storage, read.base_snapshot_uri).partitions[0]
             with storage.parquet_file(first.uri) as pf:

@@ -13,10 +13,10 @@ the writer had one), so a reader knows every partition's rows and offset without
 a data set exists only once its manifest does: a writer that fails part-way leaves no data set
 behind (its orphan partitions are overwritten by the next attempt).
 
-:func:`open_dataset` describes either layout as a :class:`Dataset` of one or more
+:func:`netsec_tasks.storage.open_dataset` describes either layout as a :class:`Dataset` of one or more
 :class:`Partition` s, so a step processes any data set partition by partition
 (:mod:`netsec_tasks.engine` maps the partitions onto Dask workers or loops over them locally);
-:func:`read_dataset` is for the consumers that need a whole (small) data set in one frame.
+:func:`netsec_tasks.storage.read_dataset` is for the consumers that need a whole (small) data set in one frame.
 
 Every partition a step loads into pandas goes through :func:`read_partition` or
 :func:`loading`, which count the partitions alive in this process (:func:`load_stats`): the test
@@ -33,12 +33,19 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netsec_tasks.errors import DataError
-from netsec_tasks.storage import DATASET_MANIFEST, join_uri
+from netsec_tasks.storage import (  # the layout's reading side lives with the storage that reads it
+    DATASET_FORMAT,
+    DATASET_MANIFEST,
+    Dataset,
+    Partition,
+    describe_partitions,
+    join_uri,
+    manifest_uri,
+    partitions_digest,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -48,81 +55,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from netsec_tasks.storage import Storage
 
 MANIFEST = DATASET_MANIFEST
-FORMAT = "netsec-dataset-v1"
-# Prefix of a partitioned data set's digest: never equal to a single file's digest.
-DIGEST_SCHEME = "netsec-partitions-v1"
-
-
-@dataclass(frozen=True)
-class Partition:
-    """One Parquet object of a data set: its URI, position, rows and the rows before it."""
-
-    uri: str
-    index: int
-    rows: int
-    offset: int
-    digest: str | None = None
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A data set in storage: one Parquet object (``partitioned=False``, one partition) or a
-    partitioned data set (its manifest's partitions, in row order)."""
-
-    uri: str
-    rows: int
-    partitions: tuple[Partition, ...]
-    partitioned: bool
-    columns: tuple[str, ...] = ()
-    digest: str | None = None
-
-    def __len__(self) -> int:
-        return len(self.partitions)
 
 
 def part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
-def manifest_uri(uri: str) -> str:
-    return join_uri(uri, MANIFEST)
-
-
-def partitions_digest(digests: list[str]) -> str:
-    """The digest of a partitioned data set: sha256 over its partitions' digests, in order."""
-    h = hashlib.sha256(DIGEST_SCHEME.encode())
-    for d in digests:
-        h.update(b"\n" + d.encode())
-    return h.hexdigest()
-
-
 def is_partitioned(storage: Storage, uri: str) -> bool:
     """True when ``uri`` is a partitioned data set (its manifest exists)."""
     return storage.exists(manifest_uri(uri))
-
-
-def open_dataset(storage: Storage, uri: str) -> Dataset:
-    """The data set at ``uri``, in either layout. DataError when there is neither a Parquet
-    object nor a manifest there (names the URI), or the manifest is not ours."""
-    if storage.is_file(uri):
-        with storage.parquet_file(uri) as pf:
-            rows = int(pf.metadata.num_rows)
-            columns = tuple(pf.schema_arrow.names)
-        return Dataset(uri, rows, (Partition(uri, 0, rows, 0),), False, columns)
-    where = manifest_uri(uri)
-    if not storage.exists(where):
-        raise DataError(
-            "not found: neither a Parquet object nor a partitioned data set (_manifest.json); "
-            "did the step that writes it finish, and do all tasks use the same storage.uri?",
-            source=uri,
-        )
-    try:
-        doc = json.loads(storage.read_text(where))
-        if doc.get("format") != FORMAT:
-            raise ValueError(f"format {doc.get('format')!r}, expected {FORMAT!r}")
-        return _described(uri, list(doc["partitions"]), list(doc.get("columns") or ()))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"unreadable data set manifest: {exc}", source=where) from None
 
 
 # --------------------------------------------------------------------------- loading, counted
@@ -192,27 +133,6 @@ def iter_batches(
             return
         for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
             yield pa.Table.from_batches([batch], schema)
-
-
-def read_dataset(storage: Storage, uri: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """The whole data set in one frame (only for data sets known to be small, or the local
-    engine's refit, which holds the training split in one process by design)."""
-    import pandas as pd
-    import pyarrow as pa
-
-    data = open_dataset(storage, uri)
-    if not data.partitioned:
-        return storage.read_frame(uri, columns=columns)
-    tables = []
-    for part in data.partitions:
-        with storage.open_input(part.uri) as f:
-            import pyarrow.parquet as pq
-
-            tables.append(pq.read_table(f, columns=columns))
-    frame = pa.concat_tables(tables, promote_options="permissive").to_pandas() if tables else pd.DataFrame()
-    del tables
-    pa.default_memory_pool().release_unused()
-    return frame
 
 
 def read_column(storage: Storage, data: Dataset, name: str) -> pd.Series:
@@ -373,7 +293,7 @@ class DatasetWriter:
             return Dataset(uri, done["rows"], (part,), False, columns, done["digest"])
         parts = [{k: d[k] for k in ("name", "rows", "digest")} for d in self._done]
         if not upload:
-            return _described(uri, parts, list(columns))
+            return describe_partitions(uri, parts, list(columns))
         for done in self._done:
             self._upload(done, join_uri(uri, done["name"]))
         return write_manifest(self.storage, uri, parts, list(columns))
@@ -396,22 +316,12 @@ class DatasetWriter:
             self.abort()
 
 
-def _described(uri: str, parts: list[dict[str, Any]], columns: list[str]) -> Dataset:
-    digests = [p.get("digest") for p in parts]
-    digest = partitions_digest(digests) if parts and all(d is not None for d in digests) else None  # type: ignore[arg-type]
-    out, offset = [], 0
-    for i, p in enumerate(parts):
-        out.append(Partition(join_uri(uri, p["name"]), i, int(p["rows"]), offset, p.get("digest")))
-        offset += int(p["rows"])
-    return Dataset(uri, offset, tuple(out), True, tuple(columns), digest)
-
-
 def write_manifest(storage: Storage, uri: str, parts: list[dict[str, Any]], columns: list[str]) -> Dataset:
     """Write the manifest of partitions already under ``uri`` (last: the data set then exists).
     ``parts``: dicts of ``name`` (under ``uri``), ``rows`` and ``digest`` (or None), in row order."""
-    data = _described(uri, parts, columns)
+    data = describe_partitions(uri, parts, columns)
     doc = {
-        "format": FORMAT,
+        "format": DATASET_FORMAT,
         "rows": data.rows,
         "columns": list(columns),
         "digest": data.digest,

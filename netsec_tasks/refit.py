@@ -34,8 +34,9 @@ import numpy as np
 import pandas as pd
 
 from netsec_tasks.errors import ConfigError
-from netsec_tasks.partitions import Partition, open_dataset, read_partition
+from netsec_tasks.partitions import read_partition
 from netsec_tasks.sampling import bounded_sample
+from netsec_tasks.storage import Partition, open_dataset
 
 if TYPE_CHECKING:  # pragma: no cover
     from netsec_tasks.config import PipelineConfig
@@ -114,8 +115,8 @@ def transformed_partition(
 ) -> pd.DataFrame:
     """One partition's rows at positions ``job[1]``, transformed (float32 features) with their
     0/1 target in column ``__netsec_y__`` (a worker builds its part of the DMatrix from these)."""
+    from netsec_tasks.preprocessing import compute_limits, features_and_target
     from netsec_tasks.storage import storage_for
-    from netsec_tasks.transform import compute_limits, features_and_target
 
     part, positions = job
     frame = read_partition(storage_for(cfg), part)
@@ -146,7 +147,7 @@ def _refit_xgboost(
 
     from netsec_tasks.candidates import get_candidate, single_threaded
     from netsec_tasks.engine import redacted
-    from netsec_tasks.train import EARLY_STOPPING_ROUNDS
+    from netsec_tasks.fitting import EARLY_STOPPING_ROUNDS
 
     assert engine.client is not None
     spec = get_candidate(winner.name)
@@ -228,10 +229,10 @@ def fit_on_rows(
     jobs: list[tuple[Partition, np.ndarray]],
 ) -> Any:
     """On one worker: the sampled rows, read one partition at a time, then the local refit
-    (:func:`netsec_tasks.train.fit_final`) on them."""
+    (:func:`netsec_tasks.fitting.fit_final`) on them."""
+    from netsec_tasks.fitting import fit_final
+    from netsec_tasks.preprocessing import features_and_target
     from netsec_tasks.storage import storage_for
-    from netsec_tasks.train import fit_final
-    from netsec_tasks.transform import features_and_target
 
     storage = storage_for(cfg)
     pieces = []
@@ -292,9 +293,9 @@ def predict_partition(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(0/1 target, P(threat)) of one partition of a validated split, scored by the fitted
     ``Pipeline`` ``model``."""
+    from netsec_tasks.preprocessing import compute_limits, features_and_target
     from netsec_tasks.storage import storage_for
     from netsec_tasks.threat_metrics import threat_scores
-    from netsec_tasks.transform import compute_limits, features_and_target
 
     X, y = features_and_target(read_partition(storage_for(cfg), part), schema, part.uri)
     with compute_limits():

@@ -26,10 +26,10 @@ import pyarrow.parquet as pq
 
 from netsec_tasks.dataset_schema import DatasetSchema
 from netsec_tasks.errors import DataError
-from netsec_tasks.partitions import DatasetWriter, iter_batches, open_dataset, partitions_digest
+from netsec_tasks.partitions import DatasetWriter, iter_batches
 from netsec_tasks.sources import SourceRead, conform, unify_schemas
 from netsec_tasks.split import row_hashes
-from netsec_tasks.storage import Storage
+from netsec_tasks.storage import Storage, open_dataset, partitions_digest
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import hashlib
+import json
 import os
 import tempfile
 import threading
@@ -301,8 +303,6 @@ class Storage:
 
             return read_csv_bytes(self.read_bytes(uri), source=uri)
         if _is_dataset_name(uri) and not self.is_file(uri) and self.exists(uri):
-            from netsec_tasks.partitions import read_dataset
-
             return read_dataset(self, uri, columns=columns)  # a partitioned data set, whole
         with self.open_input(uri) as f:
             try:
@@ -397,8 +397,110 @@ class Storage:
             fs.delete_file(path)
 
 
+# --------------------------------------------------------------------------- data sets, read
+# The reading side of a partitioned data set (layout: netsec_tasks.partitions, which also has the
+# writer and the counted loads). Storage.read_frame reads either layout, so this lives here,
+# below the partitions module that builds on it.
+
 # A partitioned data set keeps its .parquet name (a directory of parts and this manifest).
 DATASET_MANIFEST = "_manifest.json"
+DATASET_FORMAT = "netsec-dataset-v1"
+# Prefix of a partitioned data set's digest: never equal to a single file's digest.
+DIGEST_SCHEME = "netsec-partitions-v1"
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One Parquet object of a data set: its URI, position, rows and the rows before it."""
+
+    uri: str
+    index: int
+    rows: int
+    offset: int
+    digest: str | None = None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A data set in storage: one Parquet object (``partitioned=False``, one partition) or a
+    partitioned data set (its manifest's partitions, in row order)."""
+
+    uri: str
+    rows: int
+    partitions: tuple[Partition, ...]
+    partitioned: bool
+    columns: tuple[str, ...] = ()
+    digest: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.partitions)
+
+
+def manifest_uri(uri: str) -> str:
+    return join_uri(uri, DATASET_MANIFEST)
+
+
+def partitions_digest(digests: list[str]) -> str:
+    """The digest of a partitioned data set: sha256 over its partitions' digests, in order."""
+    h = hashlib.sha256(DIGEST_SCHEME.encode())
+    for d in digests:
+        h.update(b"\n" + d.encode())
+    return h.hexdigest()
+
+
+def open_dataset(storage: Storage, uri: str) -> Dataset:
+    """The data set at ``uri``, in either layout. DataError when there is neither a Parquet
+    object nor a manifest there (names the URI), or the manifest is not ours."""
+    if storage.is_file(uri):
+        with storage.parquet_file(uri) as pf:
+            rows = int(pf.metadata.num_rows)
+            columns = tuple(pf.schema_arrow.names)
+        return Dataset(uri, rows, (Partition(uri, 0, rows, 0),), False, columns)
+    where = manifest_uri(uri)
+    if not storage.exists(where):
+        raise DataError(
+            "not found: neither a Parquet object nor a partitioned data set (_manifest.json); "
+            "did the step that writes it finish, and do all tasks use the same storage.uri?",
+            source=uri,
+        )
+    try:
+        doc = json.loads(storage.read_text(where))
+        if doc.get("format") != DATASET_FORMAT:
+            raise ValueError(f"format {doc.get('format')!r}, expected {DATASET_FORMAT!r}")
+        return describe_partitions(uri, list(doc["partitions"]), list(doc.get("columns") or ()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"unreadable data set manifest: {exc}", source=where) from None
+
+
+def read_dataset(storage: Storage, uri: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """The whole data set in one frame (only for data sets known to be small, or the local
+    engine's refit, which holds the training split in one process by design)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    data = open_dataset(storage, uri)
+    if not data.partitioned:
+        return storage.read_frame(uri, columns=columns)
+    tables = []
+    for part in data.partitions:
+        with storage.open_input(part.uri) as f:
+            import pyarrow.parquet as pq
+
+            tables.append(pq.read_table(f, columns=columns))
+    frame = pa.concat_tables(tables, promote_options="permissive").to_pandas() if tables else pd.DataFrame()
+    del tables
+    pa.default_memory_pool().release_unused()
+    return frame
+
+
+def describe_partitions(uri: str, parts: list[dict[str, Any]], columns: list[str]) -> Dataset:
+    digests = [p.get("digest") for p in parts]
+    digest = partitions_digest(digests) if parts and all(d is not None for d in digests) else None  # type: ignore[arg-type]
+    out, offset = [], 0
+    for i, p in enumerate(parts):
+        out.append(Partition(join_uri(uri, p["name"]), i, int(p["rows"]), offset, p.get("digest")))
+        offset += int(p["rows"])
+    return Dataset(uri, offset, tuple(out), True, tuple(columns), digest)
 
 
 def _is_dataset_name(uri: str) -> bool:

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from netsec_tasks.partitions import Partition, open_dataset, read_partition
+from netsec_tasks.partitions import read_partition
 from netsec_tasks.split import lineage_hashes
+from netsec_tasks.storage import Partition, open_dataset
 
 if TYPE_CHECKING:  # pragma: no cover
     from netsec_tasks.config import PipelineConfig
@@ -45,8 +46,8 @@ class PartitionKeys:
 
 def partition_keys(cfg: PipelineConfig, schema: DatasetSchema, part: Partition) -> PartitionKeys:
     """Keys of one partition of a validated split (here or on a worker)."""
+    from netsec_tasks.preprocessing import features_and_target
     from netsec_tasks.storage import storage_for
-    from netsec_tasks.transform import features_and_target
 
     frame = read_partition(storage_for(cfg), part)
     X, y = features_and_target(frame, schema, part.uri)
@@ -189,7 +190,7 @@ class StoredSplit:
     ):
         """The preprocessor fitted on rows outside ``sample`` (the rows where ``outside``): the
         KNN imputer on the ``donors``, the categorical part on the counts of every such row."""
-        from netsec_tasks.transform import fit_preprocessor_on
+        from netsec_tasks.preprocessing import fit_preprocessor_on
 
         donor_rows = self.features(donors)
         cats = schema.categorical_features

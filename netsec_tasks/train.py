@@ -45,12 +45,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from netsec_tasks.candidates import get_candidate, prefixed, single_threaded, unprefixed
+from netsec_tasks.candidates import get_candidate, prefixed, unprefixed
 from netsec_tasks.catalog import RunCatalog
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.dataset_schema import DatasetSchema, load_schema
 from netsec_tasks.engine import duration
 from netsec_tasks.errors import DataError, NetsecError
+from netsec_tasks.fitting import fit_final, with_early_stopping
 from netsec_tasks.operating_point import (
     DecisionPolicy,
     OperatingPoint,
@@ -61,6 +62,14 @@ from netsec_tasks.operating_point import (
     with_threshold,
 )
 from netsec_tasks.outages import mlflow_errors, owner_id, quick_mlflow
+from netsec_tasks.preprocessing import (
+    build_preprocessor,
+    compute_limits,
+    feature_frame,
+    fit_preprocessor,
+    load_preprocessor,
+    threat_target,
+)
 from netsec_tasks.processes import sigterm_raises, workers_exit_with_parent
 from netsec_tasks.records import CandidateResult, RunContext, TrainRecord, TransformRecord, ValidationRecord
 from netsec_tasks.sampling import EARLY_STOPPING_SALT, IMPUTER_SALT, SEARCH_SALT, bounded_sample
@@ -74,14 +83,6 @@ from netsec_tasks.tracking import (
     configure_mlflow,
     log_pipeline_model,
 )
-from netsec_tasks.transform import (
-    build_preprocessor,
-    compute_limits,
-    feature_frame,
-    fit_preprocessor,
-    load_preprocessor,
-    threat_target,
-)
 
 log = logging.getLogger("netsec.train")
 
@@ -89,9 +90,8 @@ ROLE_TAG = "netsec.role"
 CANDIDATE_TAG = "netsec.candidate"
 MODEL_FILE = "model.skops"
 
-# Early stopping of candidates that take an eval set (XGBoost): rounds without improvement, and
-# the most rows held out for it (a bounded, grouped, stratified sample, as the search's).
-EARLY_STOPPING_ROUNDS = 20
+# The most rows held out for early stopping (a bounded, grouped, stratified sample, as the
+# search's); the rounds without improvement: netsec_tasks.fitting.EARLY_STOPPING_ROUNDS.
 EARLY_STOPPING_MAX_ROWS = 10_000
 
 
@@ -286,21 +286,13 @@ def _make_search(cfg: PipelineConfig, pipeline, space: dict[str, Any], cv, polic
     return RandomizedSearchCV(pipeline, space, n_iter=t.n_iter, **common)
 
 
-def _with_early_stopping(spec, estimator, eval_set, prefix: str = "") -> tuple[Any, dict[str, Any]]:
-    """(estimator, fit params): early stopping on ``eval_set`` for a candidate that takes one."""
-    if eval_set is None or spec.eval_set_param is None:
-        return estimator, {}
-    estimator = estimator.set_params(early_stopping_rounds=EARLY_STOPPING_ROUNDS)
-    return estimator, {f"{prefix}{spec.eval_set_param}": [eval_set], f"{prefix}verbose": False}
-
-
 def _search_pipeline(spec, estimator, data: SearchData, prefix: str = "model__"):
     """(Pipeline as the search fits it, fit params): the unfitted preprocessor first when ``data``
     is not imputed yet; early stopping on ``data.eval_set`` for a candidate that takes one."""
     from sklearn.base import clone
     from sklearn.pipeline import Pipeline
 
-    estimator, fit_params = _with_early_stopping(spec, estimator, data.eval_set, prefix=prefix)
+    estimator, fit_params = with_early_stopping(spec, estimator, data.eval_set, prefix=prefix)
     steps = [("preprocess", clone(data.preprocess))] if data.preprocess is not None else []
     return Pipeline([*steps, ("model", estimator)]), fit_params
 
@@ -370,7 +362,7 @@ def choose_operating_point(
     Why not ``TunedThresholdClassifierCV``: it maximizes the mean over folds of a score at each
     candidate threshold, whereas the rule here constrains one rate pooled over all folds (with its
     interval), and it refits the estimator on all rows itself, where our refit is bounded and
-    early-stopped (:func:`fit_final`).
+    early-stopped (:func:`netsec_tasks.fitting.fit_final`).
     """
     from sklearn.model_selection import cross_val_predict
 
@@ -391,42 +383,6 @@ def choose_operating_point(
         )
     oof = np.asarray(proba)[:, 1]
     return choose_threshold(data.y, oof, policy), oof
-
-
-def fit_final(
-    cfg: PipelineConfig,
-    winner: CandidateResult,
-    preprocessor,
-    X: pd.DataFrame,
-    y: np.ndarray,
-    *,
-    search_rows: int | None = None,
-    early_stopping_rows: np.ndarray | None = None,
-):
-    """The served model: fitted preprocessor + winner refit on the transformed training split.
-
-    ``search_rows``: rows the search fitted on, for the candidate's refit budget;
-    ``early_stopping_rows``: mask of rows held out of the refit for early stopping (candidates
-    that take an eval set; the others are fitted on every row).
-    """
-    from sklearn.pipeline import Pipeline
-
-    spec = get_candidate(winner.name)
-    estimator = spec.build(cfg.training.seed).set_params(**winner.best_params)
-    if spec.refit_budget is not None and search_rows:
-        estimator.set_params(**spec.refit_budget(search_rows, len(y)))
-    estimator = single_threaded(estimator)
-    held = early_stopping_rows if spec.eval_set_param is not None else None
-    with compute_limits():
-        Xt = preprocessor.transform(X)
-        if held is not None and held.any():
-            fit_rows, eval_set = Xt[~held], (Xt[held], y[held])
-            del Xt  # one copy of the transformed split at a time
-            estimator, fit_params = _with_early_stopping(spec, estimator, eval_set)
-            estimator.fit(fit_rows, y[~held], **fit_params)
-        else:
-            estimator.fit(Xt, y)
-    return Pipeline([("preprocess", preprocessor), ("model", estimator)])
 
 
 # ---------------------------------------------------------------------------------------------

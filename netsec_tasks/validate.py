@@ -43,7 +43,7 @@ from netsec_tasks.storage import atomic_write, storage_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from netsec_tasks.engine import Engine
-    from netsec_tasks.partitions import Dataset, Partition
+    from netsec_tasks.storage import Dataset, Partition
 
 Status = Literal["pass", "warn", "fail"]
 # How strict the size/class-balance checks are: training data must be usable on its own; a test
@@ -794,7 +794,8 @@ def write_partition(
 
     import pyarrow as pa
 
-    from netsec_tasks.partitions import Partition, loading
+    from netsec_tasks.partitions import loading
+    from netsec_tasks.storage import Partition
 
     pieces, target = job
     storage = storage_for(cfg)
@@ -848,7 +849,7 @@ def _scan_split(
     """Every partition of the split ``uri`` validated by :func:`scan_partition` on ``engine``."""
     import functools
 
-    from netsec_tasks.partitions import open_dataset
+    from netsec_tasks.storage import open_dataset
 
     data = open_dataset(storage_for(cfg), uri)
     scan = functools.partial(scan_partition, cfg, schema, split, stage, BATCH_ROWS)

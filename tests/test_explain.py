@@ -20,8 +20,8 @@ from netsec_tasks.explain import (
     verified_explainer,
 )
 from netsec_tasks.intrusion_sample import make_intrusion_sample
+from netsec_tasks.preprocessing import fit_preprocessor
 from netsec_tasks.sample import make_sample
-from netsec_tasks.transform import fit_preprocessor
 
 # Small but real versions of every candidate (the search's spaces are larger).
 SMALL = {

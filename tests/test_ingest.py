@@ -265,7 +265,7 @@ def test_two_nights_read_only_new_documents(mongo_cfg, uci_csv, tmp_path, partit
     pd.testing.assert_frame_equal(read(night2.new_batch_uri), frame.iloc[8000:].reset_index(drop=True))
     pd.testing.assert_frame_equal(read(night2.snapshot_uri), frame)
     if partition_rows:
-        from netsec_tasks.partitions import open_dataset
+        from netsec_tasks.storage import open_dataset
 
         snap = open_dataset(storage_for(cfg), night2.snapshot_uri)
         assert snap.partitioned and len(snap) == 8

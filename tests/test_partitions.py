@@ -12,15 +12,9 @@ import pyarrow as pa
 import pytest
 
 from netsec_tasks.errors import DataError
-from netsec_tasks.partitions import (
-    MANIFEST,
-    DatasetWriter,
-    open_dataset,
-    partitions_digest,
-    read_dataset,
-)
+from netsec_tasks.partitions import MANIFEST, DatasetWriter
 from netsec_tasks.records import RunContext
-from netsec_tasks.storage import Storage, join_uri, path_to_uri
+from netsec_tasks.storage import Storage, join_uri, open_dataset, partitions_digest, path_to_uri, read_dataset
 
 ROWS = 2600
 
@@ -148,8 +142,8 @@ def test_partitioned_validation_reports_and_writes_what_the_single_file_does(run
 
 
 def test_a_partitioned_split_gives_the_same_preprocessor(runs):
+    from netsec_tasks.preprocessing import load_preprocessor
     from netsec_tasks.storage import storage_for
-    from netsec_tasks.transform import load_preprocessor
 
     (cfg1, _, val, one), (cfg2, _, _, many) = runs["file"], runs["parts"]
     assert one.model_dump(exclude={"preprocessor_uri"}) == many.model_dump(exclude={"preprocessor_uri"})
@@ -202,11 +196,11 @@ def test_a_winner_that_cannot_train_data_parallel_is_refit_on_a_bounded_sample_o
     from netsec_tasks.dataset_schema import load_schema
     from netsec_tasks.engine import Engine
     from netsec_tasks.errors import ConfigError
+    from netsec_tasks.preprocessing import load_preprocessor
     from netsec_tasks.records import CandidateResult
     from netsec_tasks.refit import eligible, refit
     from netsec_tasks.storage import storage_for
     from netsec_tasks.stored_split import StoredSplit
-    from netsec_tasks.transform import load_preprocessor
 
     cfg, _, val, tr = runs["parts"]
     cfg = cfg.with_overrides({"training.refit_max_rows": 700})

@@ -449,7 +449,7 @@ def fit_forest(cfg, train: pd.DataFrame, *, seed: int = 0, relabel: dict | None 
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.pipeline import Pipeline
 
-    from netsec_tasks.transform import build_preprocessor
+    from netsec_tasks.preprocessing import build_preprocessor
 
     schema = load_schema(cfg.schema_path)
     labels = train[schema.target.column].replace(relabel or {})

@@ -72,7 +72,7 @@ def _with_gaps(n: int, seed: int, share: float = 0.05) -> pd.DataFrame:
 
 def test_bounded_imputer_keeps_its_donors_only_and_fills_every_gap():
     from netsec_tasks.config import PipelineConfig
-    from netsec_tasks.transform import compute_limits, fit_preprocessor, imputer_sample, threat_target
+    from netsec_tasks.preprocessing import compute_limits, fit_preprocessor, imputer_sample, threat_target
 
     cfg = PipelineConfig().with_overrides({"transform.imputer_max_rows": 300})
     schema = load_schema(cfg.schema_path)
@@ -100,7 +100,7 @@ def test_bounded_imputer_votes_with_neighbours_and_keeps_every_category():
     """Donors are a sample, yet KNN still imputes from neighbours (not a column mean), and the
     categorical parts are fitted on every row: a category outside the donors stays known."""
     from netsec_tasks.dataset_schema import DatasetSchema
-    from netsec_tasks.transform import fit_preprocessor
+    from netsec_tasks.preprocessing import fit_preprocessor
 
     schema = DatasetSchema.model_validate(
         {
@@ -128,7 +128,7 @@ def test_preprocessor_with_frozen_parts_is_plain_sklearn_for_skops():
     import skops.io
 
     from netsec_tasks.config import PipelineConfig
-    from netsec_tasks.transform import fit_preprocessor, load_preprocessor, preprocessor_bytes
+    from netsec_tasks.preprocessing import fit_preprocessor, load_preprocessor, preprocessor_bytes
 
     schema = load_schema(PipelineConfig().schema_path)
     X = _with_gaps(300, seed=1)[schema.features]
@@ -152,9 +152,10 @@ def test_transform_step_stores_an_imputer_that_stops_growing_with_the_rows(make_
     """The transform step on data with gaps: the KNN imputer keeps at most
     transform.imputer_max_rows training rows, so the stored preprocessor has the same size
     whatever the split's size, and it still fills every gap of the split."""
+    from netsec_tasks.preprocessing import load_preprocessor
     from netsec_tasks.records import RunContext
     from netsec_tasks.storage import file_uri_to_path
-    from netsec_tasks.transform import load_preprocessor, transform
+    from netsec_tasks.transform import transform
 
     cfg = make_cfg(**{"transform.imputer_max_rows": 150})
     schema = load_schema(cfg.schema_path)
@@ -186,11 +187,12 @@ def test_the_model_pipeline_imputes_with_the_transform_steps_bounded_imputer(mak
     stores and serving loads) scores raw rows with gaps exactly as training scored them."""
     import skops.io
 
+    from netsec_tasks.preprocessing import load_preprocessor
     from netsec_tasks.records import RunContext
     from netsec_tasks.storage import file_uri_to_path
     from netsec_tasks.tracking import trusted_types_for
     from netsec_tasks.train import train_model
-    from netsec_tasks.transform import load_preprocessor, transform
+    from netsec_tasks.transform import transform
 
     cfg = make_cfg(
         **{

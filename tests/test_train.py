@@ -15,11 +15,11 @@ from netsec_tasks import candidates
 from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.errors import NetsecError
 from netsec_tasks.operating_point import decide, inner_pipeline, model_threshold, threat_probability
+from netsec_tasks.preprocessing import build_preprocessor, preprocessor_bytes
 from netsec_tasks.records import RunContext, TrainRecord, TransformRecord, ValidationRecord
 from netsec_tasks.sample import make_sample
 from netsec_tasks.tracking import PIPELINE_RUN_TAG, trusted_types_for
 from netsec_tasks.train import make_cv, row_groups, train, train_model
-from netsec_tasks.transform import build_preprocessor, preprocessor_bytes
 from netsec_testing import validated_splits
 
 TARGET = "Result"

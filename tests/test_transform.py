@@ -8,16 +8,16 @@ import pytest
 
 from netsec_tasks.dataset_schema import DatasetSchema, load_schema
 from netsec_tasks.errors import DataError
-from netsec_tasks.records import RunContext
-from netsec_tasks.sample import make_sample
-from netsec_tasks.storage import file_uri_to_path
-from netsec_tasks.transform import (
+from netsec_tasks.preprocessing import (
     build_preprocessor,
     features_and_target,
     load_preprocessor,
     preprocessor_bytes,
-    transform,
 )
+from netsec_tasks.records import RunContext
+from netsec_tasks.sample import make_sample
+from netsec_tasks.storage import file_uri_to_path
+from netsec_tasks.transform import transform
 from netsec_testing import validated_splits
 
 

@@ -69,7 +69,7 @@ class ParquetColumns:
     """
 
     def __init__(self, storage: Storage, uri: str):
-        from netsec_tasks.partitions import open_dataset
+        from netsec_tasks.storage import open_dataset
 
         self.storage, self.uri = storage, uri
         self.data = open_dataset(storage, uri)

@@ -42,7 +42,7 @@ _IMPUTERS = ("SimpleImputer", "KNNImputer", "IterativeImputer")
 
 def unfrozen(step: Any) -> Any:
     """The fitted step inside scikit-learn's ``FrozenEstimator`` (netsec freezes the
-    preprocessor's parts: :func:`netsec_tasks.transform.fit_preprocessor`)."""
+    preprocessor's parts: :func:`netsec_tasks.preprocessing.fit_preprocessor`)."""
     while type(step).__name__ == "FrozenEstimator":
         step = step.estimator
     return step

@@ -79,8 +79,8 @@ def score_version(
     """
     import numpy as np
 
+    from netsec_tasks.preprocessing import compute_limits
     from netsec_tasks.threat_metrics import SCORERS, evaluate_predictions
-    from netsec_tasks.transform import compute_limits
 
     check_test_columns(frame, schema, source)
     if metric != "recall_at_budget" and metric not in SCORERS:

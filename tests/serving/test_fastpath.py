@@ -10,7 +10,7 @@ from serving_helpers import DETAILS, TARGET, fit, register, training_frame
 
 from netsec_tasks.candidates import get_candidate
 from netsec_tasks.dataset_schema import load_schema
-from netsec_tasks.transform import build_preprocessor
+from netsec_tasks.preprocessing import build_preprocessor
 from netsec_testing import REPO
 from serving.fastpath import ATOL, fast_path_for
 from serving.loading import verification_rows
