@@ -555,12 +555,24 @@ def test_traffic_drift_reports_excluded_rows_and_why(registered, tmp_path):
 # --------------------------------------------------------------------------- large batches
 
 
-def _settled_rss(proc, before: int, within: int = 100 * 1024 * 1024, timeout: float = 20.0) -> int:
-    """RSS once the answer is out: the prediction log writes the rows off the request (within
-    log_flush_seconds), so give it that long before reading the final figure."""
+def _settled_rss(
+    proc, client, before: int, logged: int, within: int = 100 * 1024 * 1024, timeout: float = 180.0
+) -> int:
+    """RSS once the answer is out and the prediction log has written its ``logged`` rows: the
+    log holds a request's rows until its writer flushes them (off the request, a few seconds; far
+    longer on a loaded machine) and hands their memory back right after (release_memory)."""
     import time
 
     deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = client.get("/metrics").text
+        if _metric(text, "netsec_prediction_log_written_rows_total", model=MODEL) >= logged:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"the prediction log did not write {logged} rows in {timeout:.0f} s")
+    # Then the trims (the log writer's, the answer's background task) run; give them 20 s.
+    deadline = time.monotonic() + 20
     rss = proc.memory_info().rss
     while rss - before >= within and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -599,12 +611,12 @@ def test_large_upload_is_streamed_and_memory_comes_back(registered, uvicorn_serv
             assert "content-length" not in resp.headers  # streamed (chunked)
             chunks = [len(b) for b in resp.iter_bytes()]
         assert len(chunks) > 1 and sum(chunks) > len(data)
-        after_csv = _settled_rss(proc, before)
+        after_csv = _settled_rss(proc, c, before, logged=2 * 2000 + 100_000)
         resp = c.post("/predict/csv", files={"file": ("big.csv", data, "text/csv")})
         assert resp.status_code == 200
         body = resp.json()
         assert body["n_rows"] == 100_000 and body["columns"] == ["id", TARGET, *OUTPUT_COLUMNS]
-        after_json = _settled_rss(proc, before)
+        after_json = _settled_rss(proc, c, before, logged=2 * 2000 + 2 * 100_000)
     mb = 1024 * 1024
     print(
         f"server RSS: before {before / mb:.0f} MB, after CSV answer {after_csv / mb:.0f} MB, "
