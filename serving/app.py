@@ -28,6 +28,7 @@ from serving.deps import ServingState
 from serving.inputs import InputError
 from serving.limits import BodySizeLimitMiddleware, BodyTooLarge, too_large_body
 from serving.manager import ModelManager
+from serving.memory import fixed_mmap_threshold
 from serving.metrics import Metrics, ObserveMiddleware
 from serving.prediction_writer import make_prediction_log
 from serving.routers import feedback as feedback_router
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        fixed_mmap_threshold()  # large request buffers go back to the OS when freed
         state = ServingState(
             settings=settings,
             metrics=metrics,

@@ -19,14 +19,32 @@ RELEASE_AFTER_ROWS = 10_000
 RELEASE_AFTER_BYTES = 4 * 1024 * 1024
 
 
-def _malloc_trim() -> Any:
+# Allocations this large get their own mapping, unmapped when freed (see fixed_mmap_threshold).
+MMAP_THRESHOLD_BYTES = 256 * 1024
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number in glibc's <malloc.h>
+
+
+def _glibc(name: str) -> Any:
     try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
+        return getattr(ctypes.CDLL("libc.so.6"), name)
     except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
         return None
 
 
-_TRIM = _malloc_trim()
+_TRIM = _glibc("malloc_trim")
+_MALLOPT = _glibc("mallopt")
+
+
+def fixed_mmap_threshold() -> bool:
+    """Fix glibc's mmap threshold at MMAP_THRESHOLD_BYTES (``mallopt(M_MMAP_THRESHOLD)``).
+
+    By default glibc raises the threshold (up to 32 MB) each time a large mapped block is freed,
+    so the next large buffers (a 100k-row answer's body, its frames' columns) come from the heap,
+    and one freed after the last trim stays in the process's RSS. With the threshold fixed, a
+    buffer above it is a mapping of its own that goes back to the OS the moment it is freed.
+    Called once at the app's start; returns False where it does not apply (not glibc).
+    """
+    return _MALLOPT is not None and _MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
 
 
 def release_memory(n_rows: int) -> None:

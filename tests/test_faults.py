@@ -204,6 +204,9 @@ def test_s3_down_at_sync_then_the_next_run_finishes_the_sync(
         "registry.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "registry.artifact_location": str(tmp_path / "mlartifacts"),
         "training.n_jobs": 1,
+        # What is under test is the sync, not the promotion floor: this 1,200-row sample's forest
+        # reaches only 17% recall at the 1% budget (threshold 0.996 from out-of-fold scores).
+        "decision.min_recall": 0.1,
     }
     cfg = make_cfg(**sets)
     cli_sets = (*SMALL, *(f"{k}={v}" for k, v in sets.items()))
