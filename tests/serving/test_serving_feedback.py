@@ -229,3 +229,15 @@ def test_feedback_store_down_is_a_503_naming_it(registered, make_client):
     resp = client.post("/feedback", json=[{"prediction_id": never_logged, "label": "threat"}])
     assert resp.status_code == 503
     assert resp.json()["detail"].startswith("mongo:netsec.predictions is unavailable")
+
+
+def test_feedback_is_a_503_naming_the_setting_when_the_prediction_log_is_off(registered, make_client):
+    """Verdicts are matched against logged predictions: with the log off there is no store, and
+    POST /feedback says which setting turned it off (predictions still work)."""
+    client = make_client(registered.tracking_uri, log_enabled=False)
+    assert client.post("/predict", json={"records": records_of(training_frame(1, seed=4))}).status_code == 200
+    resp = client.post("/feedback", json=[{"prediction_id": "0192f3a4b5c6d7e8f9a0b1-0", "label": "threat"}])
+    assert resp.status_code == 503
+    assert resp.json() == {
+        "detail": "feedback needs the prediction log, which is off (NETSEC_SERVING_LOG_ENABLED=false)"
+    }
