@@ -16,14 +16,14 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from netsec_tasks.feedback import feedback_label, label_vocabulary
 from netsec_tasks.prediction_log import parse_prediction_id
 from serving.deps import StateDep, VerdictsDep, require_api_key
 from serving.http_models import ERRORS, ErrorResponse, Label
 from serving.inputs import InputError
-from serving.limits import json_body
+from serving.limits import json_body, validated
 
 router = APIRouter(tags=["feedback"], dependencies=[Depends(require_api_key)])
 
@@ -62,26 +62,17 @@ class FeedbackResponse(BaseModel):
     results: list[FeedbackResult]
 
 
+# The body of POST /feedback: a JSON array of verdicts.
+VERDICTS = TypeAdapter(list[FeedbackItem])
+
+
 def _items(body: bytes, content_type: str, max_items: int) -> list[FeedbackItem]:
     payload = json_body(body, content_type, "the verdicts")
     if not isinstance(payload, list) or not payload:
         raise InputError('send a non-empty JSON array: [{"prediction_id": "...", "label": "threat"}, ...]')
-    if len(payload) > max_items:
+    if len(payload) > max_items:  # before validating each one
         raise InputError(f"{len(payload)} verdicts in one request; at most {max_items}", status_code=413)
-    items = []
-    for row, raw in enumerate(payload):
-        try:
-            items.append(FeedbackItem.model_validate(raw))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            column = ".".join(str(p) for p in err["loc"]) or None
-            raise InputError(
-                f"verdict {row}: {column or 'item'}: {err['msg']}",
-                row=row,
-                column=column,
-                value=err.get("input") if column else None,
-            ) from None
-    return items
+    return validated(VERDICTS, payload, item="verdict")
 
 
 @router.post(

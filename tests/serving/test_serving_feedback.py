@@ -143,8 +143,15 @@ def test_feedback_refuses_unknown_ids_and_labels_outside_the_vocabulary(register
     assert (
         client.post("/feedback", json={"prediction_id": known, "label": "threat"}).status_code == 422
     )  # an array, not one object
-    extra = client.post("/feedback", json=[{"prediction_id": known, "label": "threat", "x": 1}])
-    assert extra.status_code == 422 and extra.json()["column"] == "x"
+    extra = client.post(
+        "/feedback",
+        json=[
+            {"prediction_id": known, "label": "threat"},
+            {"prediction_id": known, "label": "threat", "x": 1},
+        ],
+    )
+    assert extra.status_code == 422 and (extra.json()["row"], extra.json()["column"]) == (1, "x")
+    assert extra.json()["detail"].startswith("verdict 1: x: Extra inputs are not permitted")
     assert client.post("/feedback", content=b"[]", headers={"content-type": "text/plain"}).status_code == 415
     assert store.events() == []
 
