@@ -262,7 +262,7 @@ def check_drift(
             reason=reason,
             paths=paths,
             has_reference=reference_uri is not None,
-            reference_version=reference_version,
+            reference_version=reference_version if reference_uri is not None else None,
             **record,
         )
 
