@@ -64,6 +64,10 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from netsec_testing import serving_command  # noqa: E402
+
 UCI = REPO.parent / "shared" / "data" / "phishing_websites.csv"
 MODEL = "netsec-phishing"
 TARGET = "Result"
@@ -198,19 +202,7 @@ def start(cmd: list[str], env: dict, log: Path, cwd: Path = REPO) -> subprocess.
 
 
 def uvicorn_cmd(port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "serving.app:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+    return serving_command(port, "--no-access-log", "--log-level", "warning")
 
 
 def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:

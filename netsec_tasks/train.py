@@ -392,21 +392,23 @@ def choose_operating_point(
 def _find_parent_run(client, experiment_id: str, pipeline_run_id: str):
     """The parent run of this pipeline run from an earlier attempt, if any (oldest first)."""
     quoted = pipeline_run_id.replace("'", "\\'")
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{PIPELINE_RUN_TAG}` = '{quoted}' and tags.`{ROLE_TAG}` = 'pipeline'",
-        order_by=["attributes.start_time ASC"],
-        max_results=1,
+    return _oldest_run(
+        client, experiment_id, f"tags.`{PIPELINE_RUN_TAG}` = '{quoted}' and tags.`{ROLE_TAG}` = 'pipeline'"
     )
-    return runs[0] if runs else None
 
 
 def _find_child_run(client, experiment_id: str, parent_id: str, candidate: str):
+    return _oldest_run(
+        client,
+        experiment_id,
+        f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`{CANDIDATE_TAG}` = '{candidate}'",
+    )
+
+
+def _oldest_run(client, experiment_id: str, filter_string: str):
+    """The oldest MLflow run of the experiment that ``filter_string`` matches, or None."""
     runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`{CANDIDATE_TAG}` = '{candidate}'",
-        order_by=["attributes.start_time ASC"],
-        max_results=1,
+        [experiment_id], filter_string=filter_string, order_by=["attributes.start_time ASC"], max_results=1
     )
     return runs[0] if runs else None
 

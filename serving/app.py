@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from serving.access import refuse_cross_site
-from serving.deps import ServingState
+from serving.deps import ServingState, make_feedback_store
 from serving.inputs import InputError
 from serving.limits import BodySizeLimitMiddleware, BodyTooLarge, too_large_body
 from serving.manager import ModelManager
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 shadow=ShadowScorer(metrics),
             ),
         )
-        state.feedback = feedback_router.make_feedback_store(settings, state.prediction_log)
+        state.feedback = make_feedback_store(settings, state.prediction_log)
         app.state.serving = state
         await state.manager.start()
         try:

@@ -11,12 +11,16 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 
 from netsec_tasks.contract import Contract
+from netsec_tasks.feedback import JsonlFeedbackStore, MongoFeedbackStore
 from serving.access import require_scoring_key
 from serving.manager import ModelManager
 from serving.metrics import Metrics
 from serving.model import LoadedModel
-from serving.prediction_writer import PredictionLog
+from serving.prediction_writer import MongoSink, PredictionLog
 from serving.settings import Settings
+
+# Where analysts' verdicts are kept: beside the prediction log (make_feedback_store).
+VerdictStore = JsonlFeedbackStore | MongoFeedbackStore
 
 
 @dataclass
@@ -27,7 +31,7 @@ class ServingState:
     executor: ThreadPoolExecutor
     contract: Contract
     prediction_log: PredictionLog | None = None
-    feedback: Any = None  # the verdict store (netsec_tasks.feedback), beside the prediction log
+    feedback: VerdictStore | None = None  # None when the prediction log is off
     extra: dict[str, Any] = field(default_factory=dict)
 
     async def run(self, fn, *args):
@@ -46,6 +50,20 @@ class ServingState:
         if size <= INLINE_BYTES and model.fast is not None:
             return fn(*args)
         return await self.run(fn, *args)
+
+
+def make_feedback_store(settings: Settings, prediction_log: PredictionLog | None) -> VerdictStore | None:
+    """The verdict store beside the prediction log: a collection of the log's MongoDB database
+    (``settings.feedback_collection``), or the JSONL file ``settings.feedback_file``; None when
+    the log is off (verdicts are matched against logged predictions)."""
+    if prediction_log is None:
+        return None
+    # Both are filled in from the pipeline config when Settings is built.
+    assert settings.model_name and settings.feedback_collection
+    if isinstance(prediction_log.sink, MongoSink):
+        db = prediction_log.sink.collection.database
+        return MongoFeedbackStore(db[settings.feedback_collection], settings.model_name)
+    return JsonlFeedbackStore(settings.feedback_file, settings.model_name)
 
 
 # /predict bodies up to this size (a few rows of 30 features; one row is ~0.7 kB) are scored on
@@ -95,6 +113,25 @@ async def get_contract(state: StateDep) -> Contract:
 
 
 ContractDep = Annotated[Contract, Depends(get_contract)]
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """What POST /feedback needs: the store verdicts go to and the log whose ids they name."""
+
+    store: VerdictStore
+    log: PredictionLog
+
+
+async def get_verdicts(state: StateDep) -> Verdicts:
+    if state.prediction_log is None or state.feedback is None:
+        raise HTTPException(
+            503, "feedback needs the prediction log, which is off (NETSEC_SERVING_LOG_ENABLED=false)"
+        )
+    return Verdicts(state.feedback, state.prediction_log)
+
+
+VerdictsDep = Annotated[Verdicts, Depends(get_verdicts)]
 
 # The scoring key's dependency (serving.access holds every access rule).
 require_api_key = require_scoring_key

@@ -201,7 +201,7 @@ def test_bad_rows_are_quarantined_with_split_row_column_and_reason(tmp_path, cfg
 def test_batches_give_the_same_result_as_one_pass(tmp_path, cfg, monkeypatch, case):
     """The step validates each split in batches (bounded memory); every output is the same as
     when a split is one batch: record, report, quarantine file, typed splits and their dtypes."""
-    import netsec_tasks.validate as validate_module
+    import netsec_tasks.validate.step as validate_module
 
     train, test = split(make_sample(400, seed=2))
     train, test = train.astype(object), test.astype(object)

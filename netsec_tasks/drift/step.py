@@ -249,17 +249,26 @@ def check_drift(
     current_uri = validation.new_batch_uri
     extra = {"run_id": run.run_id}
     threshold = cfg.drift.drift_share
-    if reference_uri is None:
-        reason = "no production model: nothing to compare against (first run)"
-        paths = _write_reports(catalog, None, reference=None, current=current_uri, reason=reason, extra=extra)
+
+    def reported(result: DriftResult | None, reason: str, **record: Any) -> DriftRecord:
+        """Write the run's reports for this outcome; its record points at them."""
+        paths = _write_reports(
+            catalog, result, reference=reference_uri, current=current_uri, reason=reason, extra=extra
+        )
         return _record(
-            None,
-            reference=None,
+            result,
+            reference=reference_uri,
             current=current_uri,
             reason=reason,
             paths=paths,
-            has_reference=False,
-            threshold=threshold,
+            has_reference=reference_uri is not None,
+            reference_version=reference_version if reference_uri is not None else None,
+            **record,
+        )
+
+    if reference_uri is None:
+        return reported(
+            None, "no production model: nothing to compare against (first run)", threshold=threshold
         )
     current = (
         ParquetColumns(catalog.storage, current_uri)
@@ -267,20 +276,8 @@ def check_drift(
         else catalog.load_frame(current_uri)
     )
     if current.empty:
-        reason = "new batch is empty: no new rows to compare"
-        paths = _write_reports(
-            catalog, None, reference=reference_uri, current=current_uri, reason=reason, extra=extra
-        )
-        return _record(
-            None,
-            reference=reference_uri,
-            current=current_uri,
-            reason=reason,
-            paths=paths,
-            has_reference=True,
-            reference_version=reference_version,
-            current_rows=0,
-            threshold=threshold,
+        return reported(
+            None, "new batch is empty: no new rows to compare", current_rows=0, threshold=threshold
         )
     reference = load_reference(reference_uri, tracking_uri=cfg.registry.tracking_uri, storage=catalog.storage)
     columns = None
@@ -296,19 +293,7 @@ def check_drift(
             unit="columns",
         )
     result = detect_drift(reference, current, schema, cfg.drift, columns=columns)
-    reason = result.reason()
-    paths = _write_reports(
-        catalog, result, reference=reference_uri, current=current_uri, reason=reason, extra=extra
-    )
-    return _record(
-        result,
-        reference=reference_uri,
-        current=current_uri,
-        reason=reason,
-        paths=paths,
-        has_reference=True,
-        reference_version=reference_version,
-    )
+    return reported(result, result.reason())
 
 
 # Checks that say something about the rows, not about whether two files can be compared: for

@@ -16,14 +16,14 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from netsec_tasks.feedback import feedback_label, label_vocabulary
 from netsec_tasks.prediction_log import parse_prediction_id
-from serving.deps import StateDep, require_api_key
+from serving.deps import StateDep, VerdictsDep, require_api_key
 from serving.http_models import ERRORS, ErrorResponse, Label
 from serving.inputs import InputError
-from serving.limits import json_body
+from serving.limits import json_body, validated
 
 router = APIRouter(tags=["feedback"], dependencies=[Depends(require_api_key)])
 
@@ -62,26 +62,17 @@ class FeedbackResponse(BaseModel):
     results: list[FeedbackResult]
 
 
+# The body of POST /feedback: a JSON array of verdicts.
+VERDICTS = TypeAdapter(list[FeedbackItem])
+
+
 def _items(body: bytes, content_type: str, max_items: int) -> list[FeedbackItem]:
     payload = json_body(body, content_type, "the verdicts")
     if not isinstance(payload, list) or not payload:
         raise InputError('send a non-empty JSON array: [{"prediction_id": "...", "label": "threat"}, ...]')
-    if len(payload) > max_items:
+    if len(payload) > max_items:  # before validating each one
         raise InputError(f"{len(payload)} verdicts in one request; at most {max_items}", status_code=413)
-    items = []
-    for row, raw in enumerate(payload):
-        try:
-            items.append(FeedbackItem.model_validate(raw))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            column = ".".join(str(p) for p in err["loc"]) or None
-            raise InputError(
-                f"verdict {row}: {column or 'item'}: {err['msg']}",
-                row=row,
-                column=column,
-                value=err.get("input") if column else None,
-            ) from None
-    return items
+    return validated(VERDICTS, payload, item="verdict")
 
 
 @router.post(
@@ -117,12 +108,7 @@ def _items(body: bytes, content_type: str, max_items: int) -> list[FeedbackItem]
     },
     summary="Analysts' verdicts on predictions: recorded, changed or unchanged",
 )
-async def feedback(request: Request, state: StateDep) -> JSONResponse:
-    if state.prediction_log is None or state.feedback is None:
-        return JSONResponse(
-            {"detail": "feedback needs the prediction log, which is off (NETSEC_SERVING_LOG_ENABLED=false)"},
-            status_code=503,
-        )
+async def feedback(request: Request, state: StateDep, verdict_place: VerdictsDep) -> JSONResponse:
     items = _items(
         await request.body(), request.headers.get("content-type", ""), state.settings.max_feedback_items
     )
@@ -156,7 +142,8 @@ async def feedback(request: Request, state: StateDep) -> JSONResponse:
             }
         )
     ids = [v["prediction_id"] for v in verdicts]
-    known = await _store_call(state.prediction_log.sink.describe(), state.prediction_log.known, ids)
+    log = verdict_place.log
+    known = await _store_call(log.sink.describe(), log.known, ids)
     unknown = [(row, pid) for row, pid in enumerate(ids) if pid not in known]
     if unknown:
         names = ", ".join(pid for _, pid in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
@@ -172,7 +159,8 @@ async def feedback(request: Request, state: StateDep) -> JSONResponse:
                 for row, pid in unknown
             ],
         )
-    results = await _store_call(state.feedback.describe(), state.feedback.record, verdicts)
+    store = verdict_place.store
+    results = await _store_call(store.describe(), store.record, verdicts)
     counts = {k: sum(r["status"] == k for r in results) for k in ("recorded", "changed", "unchanged")}
     for outcome, n in counts.items():
         if n:
@@ -217,16 +205,3 @@ async def _store_call(where: str, fn, *args):
             "nothing was stored, send the verdicts again later",
             status_code=503,
         ) from None
-
-
-def make_feedback_store(settings, prediction_log):
-    """The verdict store beside the prediction log: the log's MongoDB database, or JSONL."""
-    from netsec_tasks.feedback import JsonlFeedbackStore, MongoFeedbackStore
-    from serving.prediction_writer import MongoSink
-
-    if prediction_log is None:
-        return None
-    if isinstance(prediction_log.sink, MongoSink):
-        db = prediction_log.sink.collection.database
-        return MongoFeedbackStore(db[settings.feedback_collection], settings.model_name)
-    return JsonlFeedbackStore(settings.feedback_file, settings.model_name)

@@ -32,7 +32,7 @@ from serving.deps import ContractDep, ModelDep, ServingState, StateDep, require_
 from serving.http_models import ERRORS, CsvPredictResponse, PredictResponse, predict_request_schema
 from serving.inference import count_inputs, explain, infer, log_predictions
 from serving.inputs import InputError, InvalidPolicy, ModelInput, csv_input, fast_json_input, json_input
-from serving.limits import BodyTooLarge
+from serving.limits import BodyTooLarge, is_json
 from serving.memory import json_answer, release_memory
 from serving.model import LoadedModel
 
@@ -106,11 +106,6 @@ def explain_ask(request: Request) -> ExplainAsk | None:
     return ExplainAsk(k, rows == "alerts") if k else None
 
 
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
-
-
 def make_router(contract: Contract, max_rows: int) -> APIRouter:
     """The predict routes; the JSON request schema is generated from ``contract``."""
     router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key)])
@@ -134,7 +129,7 @@ def make_router(contract: Contract, max_rows: int) -> APIRouter:
         # The body is parsed by hand: FastAPI's body parameter would answer a wrong content
         # type with 422 (we owe 415) and validate every cell twice.
         ask = explain_ask(request)
-        if not _is_json(request.headers.get("content-type", "")):
+        if not is_json(request.headers.get("content-type", "")):
             raise InputError("send the records as JSON (Content-Type: application/json)", status_code=415)
         body = await request.body()
         if not body.strip():

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import TypeAdapter
 
 from serving.access import require_control_key
 from serving.airflow_client import AirflowRefused, AirflowUnavailable, trigger_dag_run
 from serving.deps import StateDep
 from serving.http_models import ERRORS, ErrorResponse, TrainRequest, TrainResponse
 from serving.inputs import InputError
-from serving.limits import json_body
+from serving.limits import json_body, validated
 
 router = APIRouter(tags=["train"], dependencies=[Depends(require_control_key)])
 
@@ -66,14 +66,12 @@ async def train(request: Request, state: StateDep) -> JSONResponse:
 def _conf_from(body: bytes, content_type: str) -> dict:
     if not body.strip():
         return {"force_retrain": False}
-    payload = json_body(body, content_type, "the options")
-    try:
-        req = TrainRequest.model_validate(payload)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        col = ".".join(str(p) for p in err["loc"]) or None
-        raise InputError(f"{col or 'body'}: {err['msg']}", column=col, value=err.get("input")) from None
+    req = validated(TRAIN_REQUEST, json_body(body, content_type, "the options"))
     return req.model_dump(exclude_none=True)
+
+
+# The body of POST /train (optional): the run's params.
+TRAIN_REQUEST = TypeAdapter(TrainRequest)
 
 
 def _check_bounds(conf: dict) -> None:

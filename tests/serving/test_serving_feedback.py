@@ -143,8 +143,15 @@ def test_feedback_refuses_unknown_ids_and_labels_outside_the_vocabulary(register
     assert (
         client.post("/feedback", json={"prediction_id": known, "label": "threat"}).status_code == 422
     )  # an array, not one object
-    extra = client.post("/feedback", json=[{"prediction_id": known, "label": "threat", "x": 1}])
-    assert extra.status_code == 422 and extra.json()["column"] == "x"
+    extra = client.post(
+        "/feedback",
+        json=[
+            {"prediction_id": known, "label": "threat"},
+            {"prediction_id": known, "label": "threat", "x": 1},
+        ],
+    )
+    assert extra.status_code == 422 and (extra.json()["row"], extra.json()["column"]) == (1, "x")
+    assert extra.json()["detail"].startswith("verdict 1: x: Extra inputs are not permitted")
     assert client.post("/feedback", content=b"[]", headers={"content-type": "text/plain"}).status_code == 415
     assert store.events() == []
 
@@ -229,3 +236,15 @@ def test_feedback_store_down_is_a_503_naming_it(registered, make_client):
     resp = client.post("/feedback", json=[{"prediction_id": never_logged, "label": "threat"}])
     assert resp.status_code == 503
     assert resp.json()["detail"].startswith("mongo:netsec.predictions is unavailable")
+
+
+def test_feedback_is_a_503_naming_the_setting_when_the_prediction_log_is_off(registered, make_client):
+    """Verdicts are matched against logged predictions: with the log off there is no store, and
+    POST /feedback says which setting turned it off (predictions still work)."""
+    client = make_client(registered.tracking_uri, log_enabled=False)
+    assert client.post("/predict", json={"records": records_of(training_frame(1, seed=4))}).status_code == 200
+    resp = client.post("/feedback", json=[{"prediction_id": "0192f3a4b5c6d7e8f9a0b1-0", "label": "threat"}])
+    assert resp.status_code == 503
+    assert resp.json() == {
+        "detail": "feedback needs the prediction log, which is off (NETSEC_SERVING_LOG_ENABLED=false)"
+    }

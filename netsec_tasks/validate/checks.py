@@ -1,49 +1,27 @@
-"""Step 2, validation: schema and data-quality checks, row quarantine, YAML report.
+"""Validation's checks: the pure core (``validate_frame``) and what it returns.
 
-Two levels of problems:
-
-- *Data-set* problems make the data unusable as a whole (missing or unexpected columns, no rows,
-  one class only, a column that is mostly null, unknown target labels, too few rows, too many
-  invalid rows). They fail the run with :class:`ValidationFailed` after the report is written,
-  so the operator has the full picture, not only the first problem.
-- *Row* problems (a value that is not a number, a value outside the allowed set or range, a null
-  where none is allowed, a row that is mostly null, a missing label) quarantine the row: it goes
-  to ``invalid.csv`` with its split, original row index, column and reason. Rows are never
-  dropped silently.
-
-Clean rows are typed per the schema (int columns holding nulls become float64 so the imputer
-can fill them; str columns are strings) and written as Parquet for the next steps.
-
-``validate_frame`` is the pure core (also used by ``netsec validate FILE``); ``validate`` is the
-pipeline step built on it.
+A frame is typed and checked per the data set's schema by the contract's rules
+(:mod:`netsec_tasks.contract`); problems are quarantined row by row (``invalid``, one line per
+problem) or counted as data-set checks (:class:`Check`). Nothing here reads or writes storage.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from netsec_tasks.catalog import RunCatalog
-from netsec_tasks.config import PipelineConfig, ValidationConfig
+from netsec_tasks.config import ValidationConfig
 from netsec_tasks.contract import UNLISTED_HINT, Contract, listed, null_mask, show
-from netsec_tasks.dataset_schema import ColumnSpec, DatasetSchema, load_schema
-from netsec_tasks.errors import ValidationFailed
-from netsec_tasks.plain import plain
-from netsec_tasks.records import IngestRecord, RunContext, ValidationRecord
-from netsec_tasks.sinks import csv_text, yaml_text
-from netsec_tasks.split import lineage_frame, lineage_hashes, row_hashes
-from netsec_tasks.storage import atomic_write, storage_for
+from netsec_tasks.dataset_schema import ColumnSpec, DatasetSchema
+from netsec_tasks.split import row_hashes
 
 if TYPE_CHECKING:  # pragma: no cover
-    from netsec_tasks.engine import Engine
-    from netsec_tasks.storage import Dataset, Partition
+    pass
+
 
 Status = Literal["pass", "warn", "fail"]
 # How strict the size/class-balance checks are: training data must be usable on its own; a test
@@ -126,8 +104,6 @@ class FrameValidation:
         return "; ".join(f"{prefix}{c.details}" for c in self.failures)
 
 
-# --------------------------------------------------------------------------- helpers
-
 # Typing, null detection and the row checks are the contract's (netsec_tasks.contract): the
 # same rules serving and `netsec predict` apply to the rows they score.
 _listed = listed
@@ -198,7 +174,7 @@ class _Quarantine:
         return out.sort_values(["split", "row", "column"], kind="stable", ignore_index=True)
 
 
-def _status(bad: bool, fatal: bool) -> Status:
+def status_of(bad: bool, fatal: bool) -> Status:
     if not bad:
         return "pass"
     return "fail" if fatal else "warn"
@@ -209,7 +185,7 @@ def _union(a: list[str], b: list[str]) -> list[str]:
 
 
 @dataclass
-class _Tally:
+class Tally:
     """What validating rows found, as counts: the tallies of a data set's batches add up (``+``)
     to the tally of the whole, so a split can be validated batch by batch in bounded memory."""
 
@@ -230,14 +206,14 @@ class _Tally:
     classes: dict[Any, int] = field(default_factory=dict)  # label -> valid rows
     clean_hashes: list[np.ndarray] = field(default_factory=list)  # content hash per valid row
 
-    def __add__(self, other: _Tally) -> _Tally:
+    def __add__(self, other: Tally) -> Tally:
         def counts(a: dict, b: dict) -> dict:
             out = dict(a)
             for k, v in b.items():
                 out[k] = out.get(k, 0) + v
             return out
 
-        return _Tally(
+        return Tally(
             rows=self.rows + other.rows,
             present=_union(self.present, other.present),
             unexpected=_union(self.unexpected, other.unexpected),
@@ -301,8 +277,8 @@ def validate_frame(
     class-balance checks are fatal (see :data:`Role`). With ``require_target=False`` a frame
     without the target column (unlabelled traffic) is accepted.
     """
-    tally, clean, invalid = _scan(frame, schema, vcfg, split=split)
-    checks = _checks(tally, schema, vcfg, role=role, require_target=require_target)
+    tally, clean, invalid = scan_rows(frame, schema, vcfg, split=split)
+    checks = data_set_checks(tally, schema, vcfg, role=role, require_target=require_target)
     return FrameValidation(
         source=source,
         clean=clean,
@@ -314,11 +290,11 @@ def validate_frame(
     )
 
 
-def _scan(
+def scan_rows(
     frame: pd.DataFrame, schema: DatasetSchema, vcfg: ValidationConfig, *, split: str
-) -> tuple[_Tally, pd.DataFrame, pd.DataFrame]:
+) -> tuple[Tally, pd.DataFrame, pd.DataFrame]:
     """Check the rows of ``frame``: (tally, typed clean rows, quarantined problems)."""
-    tally = _Tally()
+    tally = Tally()
     target = schema.target.column
     features = schema.features
 
@@ -367,8 +343,8 @@ def _scan(
     return tally, clean, quarantine.frame()
 
 
-def _checks(
-    tally: _Tally, schema: DatasetSchema, vcfg: ValidationConfig, *, role: Role, require_target: bool
+def data_set_checks(
+    tally: Tally, schema: DatasetSchema, vcfg: ValidationConfig, *, role: Role, require_target: bool
 ) -> list[Check]:
     """Every check of a data set, from the tally of its rows (see the module doc)."""
     fatal_size = role in ("data", "train")
@@ -380,20 +356,20 @@ def _checks(
     checks = [
         Check(
             "columns_missing",
-            _status(bool(missing), True),
+            status_of(bool(missing), True),
             len(missing),
             _missing_details(missing, tally.present, schema),
             missing,
         ),
         Check(
             "columns_unexpected",
-            _status(bool(tally.unexpected), True),
+            status_of(bool(tally.unexpected), True),
             len(tally.unexpected),
             tally.unexpected_details,
             list(tally.unexpected),
         ),
         Check(
-            "not_empty", _status(n == 0, fatal_empty), n, "data set has no rows" if n == 0 else f"{n} rows"
+            "not_empty", status_of(n == 0, fatal_empty), n, "data set has no rows" if n == 0 else f"{n} rows"
         ),
     ]
     kind_checks = (
@@ -421,7 +397,7 @@ def _checks(
     checks.append(
         Check(
             "column_null_share",
-            _status(bool(heavy), True),
+            status_of(bool(heavy), True),
             len(heavy),
             (
                 f"columns with more than {vcfg.max_column_null_share:.0%} nulls: "
@@ -448,7 +424,7 @@ def _checks(
     checks.append(
         Check(
             "invalid_share",
-            _status(share > vcfg.max_invalid_share, True),
+            status_of(share > vcfg.max_invalid_share, True),
             rows_invalid,
             f"{rows_invalid} of {n} rows invalid ({share:.2%}), above the limit "
             f"validation.max_invalid_share={vcfg.max_invalid_share:.2%}; see invalid.csv for the rows"
@@ -460,7 +436,7 @@ def _checks(
     checks.append(
         Check(
             "min_rows",
-            _status(valid < vcfg.min_rows, fatal_size and n > 0),
+            status_of(valid < vcfg.min_rows, fatal_size and n > 0),
             valid,
             f"only {valid} valid rows, fewer than validation.min_rows={vcfg.min_rows}"
             if valid < vcfg.min_rows
@@ -468,7 +444,7 @@ def _checks(
         )
     )
     if tally.has_target:
-        checks.append(_class_check(tally.classes, schema, fatal_size and n > 0))
+        checks.append(class_check(tally.classes, schema, fatal_size and n > 0))
     dups = tally.duplicates
     checks.append(
         Check(
@@ -494,7 +470,7 @@ def _row_check(name: str, count: int, columns: list[str], what: str) -> Check:
     return Check(name, "warn", count, f"{what}: {count}{where}; those rows are quarantined", columns)
 
 
-def _check_target(raw: pd.Series, schema: DatasetSchema, quarantine: _Quarantine, tally: _Tally) -> pd.Series:
+def _check_target(raw: pd.Series, schema: DatasetSchema, quarantine: _Quarantine, tally: Tally) -> pd.Series:
     """Quarantine rows with no label or a label the schema does not list (the contract's label
     check); count them, and the rows per usable label, in ``tally``."""
     spec = schema.target
@@ -510,7 +486,7 @@ def _check_target(raw: pd.Series, schema: DatasetSchema, quarantine: _Quarantine
     return check.typed.set_axis(raw.index)
 
 
-def _target_checks(tally: _Tally, schema: DatasetSchema) -> list[Check]:
+def _target_checks(tally: Tally, schema: DatasetSchema) -> list[Check]:
     """``target_missing`` and ``target_labels`` from the tally (see :func:`_check_target`)."""
     spec = schema.target
     k = tally.target_missing
@@ -552,7 +528,7 @@ def _target_checks(tally: _Tally, schema: DatasetSchema) -> list[Check]:
     return checks
 
 
-def _class_check(
+def class_check(
     counts: dict[Any, int],
     schema: DatasetSchema,
     fatal: bool,
@@ -567,7 +543,7 @@ def _class_check(
     ordered = sorted(((v, c) for v, c in counts.items() if c), key=lambda kv: -kv[1])
     raw = ", ".join(f"{_label(v)}={c}" for v, c in ordered)
     if not ordered:
-        return Check(name, _status(True, fatal), 0, f"{where}no valid target labels")
+        return Check(name, status_of(True, fatal), 0, f"{where}no valid target labels")
     threat = np.asarray(schema.is_threat(pd.Series([v for v, _ in ordered], dtype=object)), dtype=bool)
     rows = np.array([c for _, c in ordered])
     n_threat, n_benign = int(rows[threat].sum()), int(rows[~threat].sum())
@@ -578,7 +554,7 @@ def _class_check(
         only = _label(ordered[0][0])
         return Check(
             name,
-            _status(True, fatal),
+            status_of(True, fatal),
             1,
             f"{where}target {column} has a single class ({only!r} x{int(ordered[0][1])});"
             f" a classifier needs both classes",
@@ -587,7 +563,7 @@ def _class_check(
     side, other = ("threat", "benign") if n_threat else ("benign", "threat")
     return Check(
         name,
-        _status(True, fatal),
+        status_of(True, fatal),
         len(ordered),
         f"{where}target {column} has {side} labels only ({raw}); the model needs "
         f"{other} rows too (label mapping: {schema.target.mapping()})",
@@ -632,445 +608,3 @@ def harmonise_dtypes(frames: dict[str, pd.DataFrame], schema: DatasetSchema) -> 
                 if col in f.columns:
                     f[col] = f[col].astype("float64" if spec.dtype == "int" else object)
     return out
-
-
-# --------------------------------------------------------------------------- report
-
-
-def render_report(
-    sections: dict[str, FrameValidation] | FrameValidation,
-    *,
-    passed: bool | None = None,
-    extra: dict[str, Any] | None = None,
-) -> str:
-    """The YAML report: overall verdict, then every check per section."""
-    if isinstance(sections, FrameValidation):
-        sections = {"data": sections}
-    if passed is None:
-        passed = all(s.passed for s in sections.values())
-    failures = [f"{name}: {c.details}" for name, s in sections.items() for c in s.failures]
-    doc: dict[str, Any] = {
-        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "passed": bool(passed),
-        "failures": failures,
-    }
-    doc.update(plain(extra or {}))
-    doc["sections"] = {name: s.summary() for name, s in sections.items()}
-    return yaml_text(doc)
-
-
-def invalid_csv(invalid: pd.DataFrame, where: Callable[[int], str] | None = None) -> str:
-    """The quarantined rows as CSV text (split, row, column, value, reason; with ``where``, the
-    row as the user finds it in the file, e.g. ``line 12``, after ``row``), through the CSV
-    sink's encoder: a value such as ``=1+1`` is written inert (``'=1+1``)."""
-    frame = invalid.reindex(columns=INVALID_COLUMNS)
-    if where is not None:
-        frame.insert(2, "line", [where(int(r)) for r in frame["row"]])
-    return csv_text(frame)
-
-
-def write_report(
-    sections: dict[str, FrameValidation] | FrameValidation,
-    path: str | os.PathLike,
-    *,
-    passed: bool | None = None,
-    extra: dict[str, Any] | None = None,
-    where: Callable[[int], str] | None = None,
-) -> Path:
-    """Write the YAML report to a local file (atomic).
-
-    ``path`` is the report file, or a directory: then ``validation_report.yaml`` and the
-    quarantined rows (``invalid.csv``) are written into it (what ``netsec validate`` wants).
-    ``where``: a row's place in the file it was read from (``Table.where``), for invalid.csv.
-    """
-    if isinstance(sections, FrameValidation):
-        sections = {"data": sections}
-    path = Path(path)
-    if path.is_dir() or not path.suffix:
-        path.mkdir(parents=True, exist_ok=True)
-        write_invalid(
-            path / "invalid.csv",
-            pd.concat([s.invalid for s in sections.values()], ignore_index=True),
-            where=where,
-        )
-        path = path / "validation_report.yaml"
-    return atomic_write(path, render_report(sections, passed=passed, extra=extra))
-
-
-def write_invalid(
-    path: str | os.PathLike, invalid: pd.DataFrame, where: Callable[[int], str] | None = None
-) -> Path:
-    return atomic_write(path, invalid_csv(invalid, where))
-
-
-# --------------------------------------------------------------------------- pipeline step
-
-# Rows per batch when the step validates a split: a batch's copies (raw, typed, clean) stay near
-# 100 MB whatever the split's size. Every check is computed from the batches' tallies together.
-BATCH_ROWS = 100_000
-
-
-@dataclass
-class _SplitScan:
-    """One split validated batch by batch: its tally, quarantined problems, and its clean rows
-    as staged Parquet pieces (one per batch, per partition) with each piece's dtypes."""
-
-    tally: _Tally
-    invalid: list[pd.DataFrame]
-    pieces: list[list[str]]  # per partition: the URIs of its staged batches, in order
-    dtypes: list[dict[str, str]]  # per staged batch
-    row_hashes: list[np.ndarray]  # lineage hashes of the clean rows (features + target)
-
-    def __add__(self, other: _SplitScan) -> _SplitScan:
-        return _SplitScan(
-            self.tally + other.tally,
-            self.invalid + other.invalid,
-            self.pieces + other.pieces,
-            self.dtypes + other.dtypes,
-            self.row_hashes + other.row_hashes,
-        )
-
-
-def scan_partition(
-    cfg: PipelineConfig,
-    schema: DatasetSchema,
-    split: str,
-    stage: str,
-    batch_rows: int,
-    part: Partition,
-) -> _SplitScan:
-    """Validate one partition of a split, :data:`BATCH_ROWS` rows at a time (the per-partition
-    step, run here or on a Dask worker): its tally and problems (rows numbered by their position
-    in the split), and its clean rows staged under ``stage`` (a URI: this task's scratch, or
-    storage when the partition runs on a worker), one object per batch."""
-    from netsec_tasks.partitions import iter_batches
-    from netsec_tasks.storage import join_uri
-
-    storage = storage_for(cfg)
-    out = _SplitScan(_Tally(), [], [[]], [], [])
-    offset = part.offset
-    for i, table in enumerate(iter_batches(storage, part, batch_rows)):
-        frame = table.to_pandas()
-        frame.index = pd.RangeIndex(offset, offset + len(frame))  # rows keep their split position
-        offset += len(frame)
-        tally, clean, invalid = _scan(frame, schema, cfg.validation, split=split)
-        del frame, table
-        out.tally = out.tally + tally
-        if len(invalid):
-            out.invalid.append(invalid)
-        clean = clean.reset_index(drop=True)
-        piece = join_uri(stage, split, f"p{part.index:05d}-b{i:05d}.parquet")
-        storage.write_frame(piece, clean)
-        out.pieces[0].append(piece)
-        out.dtypes.append({c: str(t) for c, t in clean.dtypes.items()})
-        if split == "train" and len(clean):
-            out.row_hashes.append(lineage_hashes(clean, schema))
-    return out
-
-
-def _harmonised(scans: Iterable[_SplitScan], schema: DatasetSchema) -> dict[str, str]:
-    """One dtype per int/bool column for every split and batch (:func:`harmonise_dtypes`'s rule:
-    float64, or object for bool, when any batch needed NaN)."""
-    kinds: dict[str, set[str]] = {}
-    for scan in scans:
-        for dtypes in scan.dtypes:
-            for col, kind in dtypes.items():
-                kinds.setdefault(col, set()).add(kind)
-    out = {}
-    for col, spec in schema.columns.items():
-        if spec.dtype in ("int", "bool") and len(kinds.get(col, ())) > 1:
-            out[col] = "float64" if spec.dtype == "int" else "object"
-    return out
-
-
-def write_partition(
-    cfg: PipelineConfig, dtypes: dict[str, str], digest: bool, job: tuple[list[str], str]
-) -> tuple[int, np.ndarray | None, str | None]:
-    """Write one validated partition (the per-partition step's second half): its staged pieces,
-    in the harmonised ``dtypes``, streamed to ``target``; the pieces are removed. Returns (rows,
-    the rows' ``hash_pandas_object`` values when ``digest`` (the data set digest is computed from
-    them in order, as one frame's would be), the digest header: columns and dtypes)."""
-    import contextlib
-
-    import pyarrow as pa
-
-    from netsec_tasks.partitions import loading
-    from netsec_tasks.storage import Partition
-
-    pieces, target = job
-    storage = storage_for(cfg)
-    rows, hashes, header = 0, [], None
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(loading(Partition(target, 0, 0, 0)))
-        writer = arrow_schema = None
-        for piece in pieces:
-            frame = storage.read_frame(piece)
-            cast = {c: t for c, t in dtypes.items() if c in frame.columns and str(frame[c].dtype) != t}
-            if cast:
-                frame = frame.astype(cast)
-            if digest:
-                header = header or ",".join(f"{c}:{frame[c].dtype}" for c in frame.columns)
-                hashes.append(pd.util.hash_pandas_object(frame, index=False).to_numpy())
-            if writer is None:  # the first piece fixes the schema (every piece has its dtypes now)
-                arrow_schema = pa.Schema.from_pandas(frame, preserve_index=False)
-                writer = stack.enter_context(storage.parquet_writer(target, arrow_schema))
-            writer.write_table(pa.Table.from_pandas(frame, schema=arrow_schema, preserve_index=False))
-            rows += len(frame)
-    for piece in pieces:
-        storage.delete(piece)
-    values = np.concatenate(hashes) if hashes else (np.zeros(0, np.uint64) if digest else None)
-    return rows, values, header
-
-
-class _Digest:
-    """:func:`netsec_tasks.table_io.frame_digest` of the concatenated batches, batch by batch."""
-
-    def __init__(self):
-        import hashlib
-
-        self.h = hashlib.sha256()
-        self.started = False
-
-    def add(self, header: str | None, values: np.ndarray | None) -> None:
-        if header is None or values is None:
-            return
-        if not self.started:
-            self.h.update(header.encode())
-            self.started = True
-        self.h.update(np.ascontiguousarray(values).tobytes())
-
-    def hexdigest(self) -> str:
-        return self.h.hexdigest()
-
-
-def _scan_split(
-    engine: Engine, cfg: PipelineConfig, uri: str, split: str, schema: DatasetSchema, stage: str
-) -> tuple[Dataset, _SplitScan]:
-    """Every partition of the split ``uri`` validated by :func:`scan_partition` on ``engine``."""
-    import functools
-
-    from netsec_tasks.storage import open_dataset
-
-    data = open_dataset(storage_for(cfg), uri)
-    scan = functools.partial(scan_partition, cfg, schema, split, stage, BATCH_ROWS)
-    scans = engine.map(scan, list(data.partitions), what=f"validate: check {split}")
-    total = _SplitScan(_Tally(), [], [], [], [])
-    for one in scans:
-        total = total + one
-    return data, total
-
-
-def _write_split(
-    engine: Engine,
-    cfg: PipelineConfig,
-    name: str,
-    uri: str,
-    source: Dataset,
-    scan: _SplitScan,
-    dtypes: dict[str, str],
-    digest: _Digest | None = None,
-) -> str:
-    """Write the split's validated partitions (one per source partition) to ``uri``: one file,
-    as before, when the source was one; else a partitioned data set, manifest last."""
-    import functools
-
-    from netsec_tasks.partitions import part_name, write_manifest
-    from netsec_tasks.storage import join_uri
-
-    targets = [join_uri(uri, part_name(i)) for i in range(len(scan.pieces))] if source.partitioned else [uri]
-    write = functools.partial(write_partition, cfg, dtypes, digest is not None)
-    results = engine.map(write, list(zip(scan.pieces, targets)), what=f"validate: write {name}")
-    if digest is not None:
-        for _, values, header in results:
-            digest.add(header, values)
-    if source.partitioned:
-        columns = list(scan.dtypes[0]) if scan.dtypes else []
-        write_manifest(
-            storage_for(cfg),
-            uri,
-            [{"name": part_name(i), "rows": rows, "digest": None} for i, (rows, _, _) in enumerate(results)],
-            columns,
-        )
-    return uri
-
-
-def validate(
-    cfg: PipelineConfig, run: RunContext, ingest: IngestRecord, *, schema: DatasetSchema | None = None
-) -> ValidationRecord:
-    """Validate train+test as one data set and the new batch on its own; write typed Parquet.
-
-    Train and test are checked together (one invalid share, one duplicate count, one column
-    null share) so a small test split cannot fail on its own; the train split must still hold
-    both classes after quarantine. Raises ValidationFailed (after writing the report and
-    invalid.csv) when a data-set level check fails.
-
-    Memory stays flat with the data: each split is read and checked partition by partition
-    (:func:`scan_partition`; on Dask workers with ``training.engine: dask``) in batches of
-    :data:`BATCH_ROWS` rows, the checks are computed from the batches' tallies together, and the
-    clean rows are staged (this task's scratch directory; storage when workers write them), then,
-    once every check passed and the dtypes are harmonised across splits, written to storage one
-    partition per input partition (:func:`write_partition`): a split that was one file stays one.
-    """
-    import shutil
-    import tempfile
-
-    from netsec_tasks.engine import engine_for
-    from netsec_tasks.storage import path_to_uri, scratch_dir
-
-    schema = schema or load_schema(cfg.schema_path)
-    vcfg = cfg.validation
-    catalog = RunCatalog.of(cfg, run)
-    engine = engine_for(cfg)
-    scratch = Path(tempfile.mkdtemp(prefix="netsec-validate-", dir=scratch_dir(cfg)))
-    # Clean rows wait here until every check passed: this task's scratch, or storage (under the
-    # run) when workers, who share no disk with the task, write them.
-    stage = path_to_uri(scratch) if engine.client is None else catalog.run.step_uri("validate", "_staging")
-    sources: dict[str, Dataset] = {}
-    scans: dict[str, _SplitScan] = {}
-    try:
-        for split, uri in (
-            ("train", ingest.train_uri),
-            ("test", ingest.test_uri),
-            ("new_batch", ingest.new_batch_uri),
-        ):
-            sources[split], scans[split] = _scan_split(engine, cfg, uri, split, schema, stage)
-        data_tally = scans["train"].tally + scans["test"].tally
-        data = _section(
-            data_tally,
-            scans["train"].invalid + scans["test"].invalid,
-            schema,
-            vcfg,
-            source=f"{ingest.train_uri} + {ingest.test_uri}",
-            role="data",
-        )
-        batch = _section(
-            scans["new_batch"].tally,
-            scans["new_batch"].invalid,
-            schema,
-            vcfg,
-            source=ingest.new_batch_uri,
-            role="batch",
-        )
-        valid = {k: v.tally.rows_valid for k, v in scans.items()}
-        if data.passed:
-            # Training needs both classes in train itself, and a test split to score on.
-            data.checks.append(
-                _class_check(
-                    scans["train"].tally.classes,
-                    schema,
-                    True,
-                    name="train_target_classes",
-                    where="train split: ",
-                )
-            )
-            n_test = valid["test"]
-            data.checks.append(
-                Check(
-                    "test_not_empty",
-                    _status(n_test == 0, True),
-                    n_test,
-                    "test split has no valid rows" if n_test == 0 else f"{n_test} valid test rows",
-                )
-            )
-
-        sections = {"train+test": data, "new_batch": batch}
-        passed = data.passed and batch.passed
-        invalid = pd.concat([data.invalid, batch.invalid], ignore_index=True)
-        invalid_uri = catalog.save_text("invalid_rows", invalid_csv(invalid))
-        report_uri = catalog.uri("validation_report")
-        extra = {
-            "run_id": run.run_id,
-            "schema": schema.name,
-            "limits": vcfg.model_dump(),
-            "splits": {k: {"rows_valid": int(v)} for k, v in valid.items()},
-        }
-        catalog.save_text("validation_report", render_report(sections, passed=passed, extra=extra))
-        if not passed:
-            problems = "; ".join(
-                filter(None, (data.failure_message("train+test"), batch.failure_message("new batch")))
-            )
-            raise ValidationFailed(
-                f"validation failed: {problems} (report: {report_uri})",
-                source=ingest.snapshot_uri,
-                columns=sorted({c for s in sections.values() for f in s.failures for c in f.columns}),
-            )
-
-        dtypes = _harmonised(scans.values(), schema)
-        digest = _Digest()
-        uris = {
-            k: _write_split(
-                engine,
-                cfg,
-                k,
-                catalog.uri(f"validated_{k}"),
-                sources[k],
-                scan,
-                dtypes,
-                digest=digest if k == "train" else None,
-            )
-            for k, scan in scans.items()
-        }
-        train_hashes = (
-            np.concatenate(scans["train"].row_hashes)
-            if scans["train"].row_hashes
-            else np.zeros(0, dtype=np.uint64)
-        )
-        hashes_uri = catalog.save_frame("train_row_hashes", lineage_frame(train_hashes))
-    except BaseException:
-        if engine.client is not None:  # storage holds what the workers staged
-            _remove_staged(catalog, scans.values())
-        raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return ValidationRecord(
-        passed=True,
-        report_uri=report_uri,
-        invalid_uri=invalid_uri,
-        train_uri=uris["train"],
-        test_uri=uris["test"],
-        new_batch_uri=uris["new_batch"],
-        train_row_hashes_uri=hashes_uri,
-        rows_checked=data.rows_checked,
-        rows_invalid=data.rows_invalid,
-        invalid_share=data.invalid_share,
-        train_rows=valid["train"],
-        test_rows=valid["test"],
-        dataset_digest=digest.hexdigest(),
-    )
-
-
-def _remove_staged(catalog: RunCatalog, scans: Iterable[_SplitScan]) -> None:
-    """Remove staged pieces a failed run left (a written partition removed its own)."""
-    for scan in scans:
-        for pieces in scan.pieces:
-            for piece in pieces:
-                catalog.storage.delete(piece)
-
-
-def _section(
-    tally: _Tally,
-    invalid: list[pd.DataFrame],
-    schema: DatasetSchema,
-    vcfg: ValidationConfig,
-    *,
-    source: str,
-    role: Role,
-) -> FrameValidation:
-    """The FrameValidation of a data set validated in batches (its clean rows are not kept)."""
-    problems = (
-        pd.concat(invalid, ignore_index=True).sort_values(
-            ["split", "row", "column"], kind="stable", ignore_index=True
-        )
-        if invalid
-        else pd.DataFrame({c: pd.Series(dtype=object) for c in INVALID_COLUMNS})
-    )
-    return FrameValidation(
-        source=source,
-        clean=pd.DataFrame(),
-        invalid=problems,
-        checks=_checks(tally, schema, vcfg, role=role, require_target=True),
-        rows_checked=tally.rows,
-        rows_invalid=tally.rows_invalid,
-        labels=tally.label_counts,
-        valid_rows=tally.rows_valid,
-    )
