@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from hostile_inputs import BROKEN_LAYOUTS, GOOD_LAYOUTS
 
-import netsec_tasks.table_io as table_io
+import netsec_tasks.table_io.text as table_text
 from netsec_tasks.dataset_schema import load_schema
 from netsec_tasks.errors import DataError
 from netsec_tasks.table_io import iter_table_chunks, load_table, read_csv
@@ -81,7 +81,7 @@ def test_pandas_never_infers_an_index_and_the_header_names_are_checked():
 
 
 def test_a_large_file_is_scanned_in_blocks_and_switches_to_the_csv_module_for_quotes(tmp_path, monkeypatch):
-    monkeypatch.setattr(table_io, "_BLOCK_CHARS", 64)  # many blocks, the quote in a later one
+    monkeypatch.setattr(table_text, "_BLOCK_CHARS", 64)  # many blocks, the quote in a later one
     lines = ["a,b,c"] + [f"{i},{i + 1},{i + 2}" for i in range(60)]
     lines[45] = '45,"4\n6",47'
     lines[50] = "50,51"

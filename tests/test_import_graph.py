@@ -16,7 +16,7 @@ ALLOWED_PRIVATE = {
     "netsec_tasks/datasets.py: from sklearn.datasets import _openml",
     "netsec_tasks/datasets.py: from sklearn.datasets._openml import OpenMLError",
     "netsec_tasks/datasets.py: from sklearn.externals._arff import ArffException",
-    "netsec_tasks/table_io.py: from pandas._libs.parsers import STR_NA_VALUES",
+    "netsec_tasks/table_io/csv_reader.py: from pandas._libs.parsers import STR_NA_VALUES",
 }
 
 
