@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -151,6 +152,18 @@ def check_row_count(n: int, plan: CsvPlan, source: str, max_rows: int | None) ->
             "construct the reader does not handle consistently (please report it with the file)",
             source=source,
         )
+
+
+class ReadOptions(TypedDict, total=False):
+    """The keyword options of :func:`read_csv` (its docstring says what each does) that
+    :func:`~netsec_tasks.table_io.tables.load_table` hands on to it for every file."""
+
+    text_columns: Iterable[str]
+    str_columns: Iterable[str]
+    names: Sequence[str] | None
+    layouts: Sequence[Layout] | None
+    required: Iterable[str]
+    rename: Mapping[str, str] | None
 
 
 def read_csv(

@@ -8,6 +8,7 @@ import io
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ import pandas as pd
 from netsec_tasks.errors import DataError
 from netsec_tasks.table_io.csv_reader import (
     CsvOptions,
+    ReadOptions,
     check_row_count,
     parse_planned,
     parser_error,
@@ -56,38 +58,20 @@ def _read_parquet(path: Path, rename: Mapping[str, str] | None) -> pd.DataFrame:
     return machine_safe(frame)
 
 
-def load_table(
-    path: str | os.PathLike,
-    *,
-    text_columns: Iterable[str] = (),
-    str_columns: Iterable[str] = (),
-    names: Sequence[str] | None = None,
-    layouts: Sequence[Layout] | None = None,
-    required: Iterable[str] = (),
-    rename: Mapping[str, str] | None = None,
-) -> Table:
+def load_table(path: str | os.PathLike, **options: Unpack[ReadOptions]) -> Table:
     """One CSV/Parquet file, or all files matching a glob concatenated (same columns), as a
     :class:`Table` (rows keep their file and line). Options: :func:`read_csv`."""
     tables = []
-    required = list(required)
+    # A list, not an iterator: every file of a glob is checked against all of it.
+    options["required"] = list(options.get("required", ()))
     for p in expand_paths(path):
         with open(p, "rb") as fh:
             head = fh.read(4)
         if is_parquet(p, head):
-            tables.append(Table(frame=_read_parquet(p, rename), source=str(p), files=[(0, str(p))]))
+            frame = _read_parquet(p, options.get("rename"))
+            tables.append(Table(frame=frame, source=str(p), files=[(0, str(p))]))
         else:
-            tables.append(
-                read_csv(
-                    p,
-                    str(p),
-                    text_columns=text_columns,
-                    str_columns=str_columns,
-                    names=names,
-                    layouts=layouts,
-                    required=required,
-                    rename=rename,
-                )
-            )
+            tables.append(read_csv(p, str(p), **options))
     if len(tables) == 1:
         table = tables[0]
         if table.frame.empty:
