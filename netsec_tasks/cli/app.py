@@ -7,7 +7,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from netsec_tasks.cli.config_command import cmd_config
@@ -72,6 +72,14 @@ def _global_options(p: argparse.ArgumentParser, *, after: bool) -> None:
     )
 
 
+def _challenger_options(p: argparse.ArgumentParser, verb: str) -> None:
+    """``--challenger`` (required: the only form of ``promote`` and ``reject``) and ``--version``."""
+    p.add_argument(
+        "--challenger", action="store_true", required=True, help=f"{verb} the challenger (the only form)"
+    )
+    p.add_argument("--version", help="refuse unless this version is the challenger")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="netsec", description="Network-threat detection MLOps pipeline.")
     _global_options(p, after=False)
@@ -82,53 +90,53 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, **kw: Any) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], **kw)
 
-    r = add("run", help="run all steps in process (the quick path without Airflow)")
+    def command(name: str, func: Callable[[argparse.Namespace], int], **kw: Any) -> argparse.ArgumentParser:
+        """A subcommand that runs ``func(args)`` (its exit code)."""
+        parser = add(name, **kw)
+        parser.set_defaults(func=func)
+        return parser
+
+    r = command("run", cmd_run, help="run all steps in process (the quick path without Airflow)")
     r.add_argument("--source", choices=["file", "mongo"])
     r.add_argument("--source-path", help="CSV/Parquet path or glob for the file source")
     r.add_argument("--force-retrain", action="store_true")
     r.add_argument("--run-id")
-    r.set_defaults(func=cmd_run)
 
-    rc = add(
+    command(
         "reconcile",
+        cmd_reconcile,
         help="end stale MLflow runs and decide model versions that earlier "
         "(failed or killed) runs left without a decision",
     )
-    rc.set_defaults(func=cmd_reconcile)
 
-    rb = add(
+    rb = command(
         "rollback",
+        cmd_rollback,
         help="move Production (the registry alias) back to an earlier version "
         "and mark the newer ones rolled_back, so nothing promotes them again",
     )
     rb.add_argument("--to", help="version to restore (default: the one the current Production replaced)")
     rb.add_argument("--reason", help="kept on the rolled-back versions (netsec.rollback_reason)")
-    rb.set_defaults(func=cmd_rollback)
 
-    pm = add(
+    pm = command(
         "promote",
+        cmd_promote,
         help="make the challenger (registry.shadow: the version scored in shadow) Production now",
     )
-    pm.add_argument(
-        "--challenger", action="store_true", required=True, help="promote the challenger (the only form)"
-    )
-    pm.add_argument("--version", help="refuse unless this version is the challenger")
+    _challenger_options(pm, "promote")
     pm.add_argument("--reason", help="kept on the version (netsec.shadow_reason)")
-    pm.set_defaults(func=cmd_promote)
 
-    rj = add("reject", help="end the challenger's shadow without promoting it; Production stays")
-    rj.add_argument(
-        "--challenger", action="store_true", required=True, help="reject the challenger (the only form)"
+    rj = command(
+        "reject", cmd_reject, help="end the challenger's shadow without promoting it; Production stays"
     )
-    rj.add_argument("--version", help="refuse unless this version is the challenger")
+    _challenger_options(rj, "reject")
     rj.add_argument(
         "--reason",
         default="rejected by an operator (netsec reject --challenger)",
         help="kept on the version (netsec.shadow_reason)",
     )
-    rj.set_defaults(func=cmd_reject)
 
-    pd_ = add("push-data", help="load a CSV into the Mongo collection, idempotently")
+    pd_ = command("push-data", cmd_push_data, help="load a CSV into the Mongo collection, idempotently")
     pd_.add_argument("csv")
     pd_.add_argument("--uri", help="MongoDB URI (default: source.mongo.uri)")
     pd_.add_argument("--collection")
@@ -139,15 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
         "hash); reuse it to push a file that grew, inserting only "
         "its new rows",
     )
-    pd_.set_defaults(func=cmd_push_data)
 
-    v = add("validate", help="validate a CSV/Parquet file against the schema")
+    v = command("validate", cmd_validate, help="validate a CSV/Parquet file against the schema")
     v.add_argument("file")
     v.add_argument("--schema", help="schema YAML (default: the configured data set's)")
     v.add_argument("--out", help="directory for the report and invalid rows")
-    v.set_defaults(func=cmd_validate)
 
-    d = add("drift", help="drift report between a reference and a current file")
+    d = command("drift", cmd_drift, help="drift report between a reference and a current file")
     d.add_argument("reference")
     d.add_argument(
         "current",
@@ -161,9 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         "breaking the input contract: the comparison is then not judged (first line), whatever "
         "the rows left show."
     )
-    d.set_defaults(func=cmd_drift)
 
-    pr = add("predict", help="predict a CSV with the Production model")
+    pr = command("predict", cmd_predict, help="predict a CSV with the Production model")
     pr.add_argument("csv")
     pr.add_argument("--out", help="output CSV (default: stdout)")
     pr.add_argument(
@@ -184,10 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
         "'column=value (+contribution)' (in the model's unit, log-odds or probability: see "
         "the summary line)",
     )
-    pr.set_defaults(func=cmd_predict)
 
-    mo = add(
+    mo = command(
         "monitor",
+        cmd_monitor,
         help="served traffic and verdicts: drift, live F1, report "
         "(the netsec_monitoring DAG's steps, in process)",
     )
@@ -199,10 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
         "prediction log's watermark (the next run reads the same rows), and neither promote nor "
         "retire a challenger",
     )
-    mo.set_defaults(func=cmd_monitor)
 
-    ev = add(
+    ev = command(
         "evaluate",
+        cmd_evaluate,
         help="score a labelled file with the Production model: metrics, "
         "confusion matrix, per-label recall, plots, YAML + HTML report",
     )
@@ -227,9 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not log the evaluation to MLflow (reports are still written)",
     )
-    ev.set_defaults(func=cmd_evaluate)
 
-    ms = add("make-sample", help="write a deterministic synthetic data set")
+    ms = command("make-sample", cmd_make_sample, help="write a deterministic synthetic data set")
     ms.add_argument("--dataset", help="phishing or intrusion_demo (default: the configured one)")
     ms.add_argument("--rows", type=int, default=5000)
     ms.add_argument("--seed", type=int, default=0)
@@ -252,18 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="intrusion_demo: write a header row (its files have none by default)",
     )
     ms.add_argument("--out", help="output CSV (default: data/<dataset>_sample.csv)")
-    ms.set_defaults(func=cmd_make_sample)
 
-    fd = add("fetch-dataset", help="download the UCI phishing data from OpenML")
+    fd = command("fetch-dataset", cmd_fetch_dataset, help="download the UCI phishing data from OpenML")
     fd.add_argument("--out", default="data/phishing_websites.csv")
     fd.add_argument("--data-id", type=int, default=4534)
-    fd.set_defaults(func=cmd_fetch_dataset)
 
-    c = add("config", help="print the effective configuration")
+    c = command("config", cmd_config, help="print the effective configuration")
     c.add_argument(
         "--describe", action="store_true", help="precede each key with its description (YAML comments)"
     )
-    c.set_defaults(func=cmd_config)
     plugin_commands(add)
     return p
 

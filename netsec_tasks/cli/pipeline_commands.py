@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from netsec_tasks.cli.common import config_from_args, print_json
 
@@ -54,50 +55,53 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reported(record: Any, summary: str) -> int:
+    """A registry command's answer (exit 0): its record as JSON (the same fields the DAG's task
+    returns), then ``summary``, one line for the operator."""
+    print_json(record.to_xcom())
+    print(summary)
+    return 0
+
+
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from netsec_tasks.reconcile import reconcile
 
     record = reconcile(config_from_args(args))
-    print_json(record.to_xcom())
-    print(f"reconciled: {record.summary()}")
-    return 0
+    return _reported(record, f"reconciled: {record.summary()}")
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from netsec_tasks.registry import rollback
 
     record = rollback(config_from_args(args), to_version=args.to, reason=args.reason or "")
-    print_json(record.to_xcom())
-    print(
+    return _reported(
+        record,
         f"{record.model_name}: Production is v{record.to_version} again (was v{record.from_version}); "
         f"tagged rolled_back: {', '.join('v' + v for v in record.rolled_back)}. Serving follows "
-        "at its next registry poll."
+        "at its next registry poll.",
     )
-    return 0
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
     from netsec_tasks.registry import promote_challenger
 
     record = promote_challenger(config_from_args(args), reason=args.reason or "", expected=args.version)
-    print_json(record.to_xcom())
-    print(
+    return _reported(
+        record,
         f"{record.model_name}: challenger v{record.version} is Production (was "
-        f"v{record.production_before}); no challenger now. Serving follows at its next registry poll."
+        f"v{record.production_before}); no challenger now. Serving follows at its next registry poll.",
     )
-    return 0
 
 
 def cmd_reject(args: argparse.Namespace) -> int:
     from netsec_tasks.registry import retire_challenger
 
     record = retire_challenger(config_from_args(args), reason=args.reason, expected=args.version)
-    print_json(record.to_xcom())
-    print(
+    return _reported(
+        record,
         f"{record.model_name}: challenger v{record.version} rejected ({record.reason}); Production "
-        f"stays v{record.production_after}. Serving drops it at its next registry poll."
+        f"stays v{record.production_after}. Serving drops it at its next registry poll.",
     )
-    return 0
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
