@@ -149,10 +149,10 @@ def _evaluation_html(text, tmp, schema):
 
 def _evaluation_plots(text, tmp, schema):
     """evaluate's PNGs: the per-label recall plot (labels from data) and the class names."""
-    from netsec_tasks.file_evaluation import _per_label_plot
+    from netsec_tasks.file_evaluation.figures import per_label_plot
     from netsec_tasks.threat_metrics import save_plots
 
-    paths = [_per_label_plot(_evaluation_doc(text)["per_label"], tmp / "per_label.png")]
+    paths = [per_label_plot(_evaluation_doc(text)["per_label"], tmp / "per_label.png")]
     paths += save_plots([0, 1, 1], [0, 1, 0], [0.1, 0.9, 0.4], tmp, labels=(text, text + "!"), title=text)
     return b"".join(Path(p).read_bytes()[:8] for p in paths)
 
