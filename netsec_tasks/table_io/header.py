@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from netsec_tasks.errors import DataError
 
-DELIMITERS = ",;\t|"
+_DELIMITERS = ",;\t|"
 LINE_END = re.compile(r"\r\n|\r|\n")
-SEP_DIRECTIVE = re.compile(r"^sep=(.)\s*$", re.IGNORECASE)
+_SEP_DIRECTIVE = re.compile(r"^sep=(.)\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,9 @@ def _label_key(text: str) -> str:
 
 def _sniff_delimiter(line: str, source: str) -> str:
     try:
-        return csv.Sniffer().sniff(line, delimiters=DELIMITERS).delimiter
+        return csv.Sniffer().sniff(line, delimiters=_DELIMITERS).delimiter
     except csv.Error:
-        counts = {d: len(_fields(line, d)) for d in DELIMITERS}
+        counts = {d: len(_fields(line, d)) for d in _DELIMITERS}
         best = max(counts, key=lambda d: counts[d])
         if counts[best] <= 1:
             raise DataError(
@@ -128,8 +128,8 @@ def read_head(
     sep = None
     it = iter(first_lines)
     line_no, line = next(it)
-    directive = SEP_DIRECTIVE.match(line.strip())
-    if directive and directive.group(1) in DELIMITERS:
+    directive = _SEP_DIRECTIVE.match(line.strip())
+    if directive and directive.group(1) in _DELIMITERS:
         sep = directive.group(1)
         notes.append(f"line {line_no} is Excel's '{line.strip()}' line: the delimiter is {sep!r}")
         try:
@@ -252,7 +252,7 @@ def first_lines(
             line = raw.rstrip("\r\n")
             if line.strip():
                 taken.append((line_no, line))
-                if len(taken) == 2 or not SEP_DIRECTIVE.match(line.strip()):
+                if len(taken) == 2 or not _SEP_DIRECTIVE.match(line.strip()):
                     rest = block[consumed:]
                     sample = [s for s in LINE_END.split(rest[:65536])[:100] if s.strip()]
                     return taken, itertools.chain([rest] if rest else [], blocks), line_no + 1, sample
