@@ -24,7 +24,7 @@ SMALL = {
     "adaboost": {"n_estimators": 8},
     "xgboost": {"n_estimators": 20, "max_depth": 4},
 }
-# What each type must be served by (the table in serving/fastpath.py).
+# What each type must be served by (the table in the serving.fastpath package doc).
 PREDICTOR = {
     "random_forest": "onnxruntime float32",
     "decision_tree": "onnxruntime float32",
