@@ -8,9 +8,7 @@ import datetime as dt
 from typing import Any
 
 from netsec_tasks.config import PipelineConfig
-from netsec_tasks.monitoring.state import (
-    LastTrigger,
-)
+from netsec_tasks.monitoring.state import LastTrigger
 
 
 def decide(
