@@ -28,7 +28,7 @@ from netsec_tasks.sinks import prom_label
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 # Gauge name (netsec_monitoring_<name>) -> help; the value is the served version's tag
-# netsec.monitoring.<name> written by the monitoring step (netsec_tasks/monitoring/step.py).
+# netsec.monitoring.<name> written by the monitoring step (netsec_tasks/monitoring/publish.py).
 MONITORING_GAUGES = {
     "drift_share": "Share of feature columns drifted in served traffic (last monitoring run)",
     "drift_detected": "1 when the last monitoring run found data-set drift in served traffic",

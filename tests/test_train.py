@@ -235,12 +235,12 @@ def test_sampled_search_never_sees_test_rows_and_the_winner_is_refit_on_every_ro
 def test_sampled_search_imputes_with_donors_outside_the_sample(make_cfg):
     """Honest CV on a sample: the search's imputer is fitted on training rows outside it (no CV
     row, training or validation, shaped it); early-stopping rows are apart from both."""
-    from netsec_tasks.train import _Split, search_data
+    from netsec_tasks.train import LoadedSplit, search_data
 
     cfg = make_cfg(**{"training.search_max_rows": 300, "transform.imputer_max_rows": 100})
     schema = load_schema(cfg.schema_path)
     frame = make_sample(1000, seed=12, missing=0.03)
-    split = _Split.__new__(_Split)
+    split = LoadedSplit.__new__(LoadedSplit)
     split.uri, split.frame = "mem", frame
     split.X, split.y = frame[schema.features], (frame[TARGET] == -1).astype(int).to_numpy()
 

@@ -49,8 +49,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from netsec_tasks.config import PipelineConfig
+from netsec_tasks.monitoring.labelled import labelled_predictions
 from netsec_tasks.monitoring.live import fpr_over_budget, live_metrics
-from netsec_tasks.monitoring.state import model_dir
+from netsec_tasks.monitoring.state import model_dir, run_dir
 from netsec_tasks.operating_point import DecisionPolicy, decision_policy, pct, rate_interval
 from netsec_tasks.records import ShadowRecord
 from netsec_tasks.state import read_json_model
@@ -283,7 +284,6 @@ def decide_challenger(
     moving any alias (``netsec monitor --dry-run``). Returns a record with ``action`` ``none``
     (no challenger), ``wait``, ``promoted`` or ``retired``. Raises SourceUnavailable when the
     registry, storage or the log cannot be reached."""
-    from netsec_tasks.monitoring.step import labelled_predictions
     from netsec_tasks.monitoring.traffic import expected_alert_rate
     from netsec_tasks.outages import mlflow_errors
     from netsec_tasks.registry import (
@@ -443,7 +443,6 @@ def _tag_figures(client, cfg: PipelineConfig, record: ShadowRecord) -> None:
 
 def _write_reports(storage, record: ShadowRecord) -> ShadowRecord:
     from netsec_tasks.monitoring.report import render_challenger_html, render_yaml
-    from netsec_tasks.monitoring.step import run_dir
 
     base = run_dir(storage, record.model_name, record.run_id)
     record = record.model_copy(

@@ -50,6 +50,11 @@ def model_dir(storage: Storage, model_name: str, *parts: str) -> str:
     return storage.uri("monitoring", safe_name(model_name)[:120], *parts)
 
 
+def run_dir(storage: Storage, model_name: str, run_id: str) -> str:
+    """``<storage>/monitoring/<model>/runs/<run>``: where one monitoring run's reports go."""
+    return model_dir(storage, model_name, "runs", safe_name(run_id))
+
+
 def state_uri(storage: Storage, model_name: str, log_name: str) -> str:
     return storage.uri("state", f"monitoring-{safe_name(model_name)[:80]}-{safe_name(log_name)[:100]}.json")
 

@@ -44,7 +44,10 @@ from typing import Any
 import pandas as pd
 
 from netsec_tasks.config import PipelineConfig
+from netsec_tasks.monitoring.decision import contract_violations, decide
+from netsec_tasks.monitoring.labelled import labelled_predictions, unused_verdicts
 from netsec_tasks.monitoring.live import f1_below_floor, fpr_over_budget, live_metrics
+from netsec_tasks.monitoring.publish import log_to_mlflow
 from netsec_tasks.monitoring.report import render_html, render_yaml
 from netsec_tasks.monitoring.state import (
     LastTrigger,
@@ -52,24 +55,14 @@ from netsec_tasks.monitoring.state import (
     append_history,
     model_dir,
     read_state,
+    run_dir,
     write_state,
 )
 from netsec_tasks.monitoring.traffic import expected_alert_rate, threat_scores, traffic_drift, traffic_figures
 from netsec_tasks.operating_point import decision_policy, model_threshold
-from netsec_tasks.records import FeedbackRecord, MonitoringRecord, safe_name
-from netsec_tasks.tracking import TAG_PREFIX
+from netsec_tasks.records import FeedbackRecord, MonitoringRecord, safe_name, utcnow
 
 log = logging.getLogger(__name__)
-
-MONITORING_TAG_PREFIX = TAG_PREFIX + "monitoring."
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def run_dir(storage, model_name: str, run_id: str) -> str:
-    return model_dir(storage, model_name, "runs", safe_name(run_id))
 
 
 def log_and_verdicts(cfg: PipelineConfig, mongo_client=None) -> tuple[Any, Any]:
@@ -105,273 +98,6 @@ def log_and_verdicts(cfg: PipelineConfig, mongo_client=None) -> tuple[Any, Any]:
         MongoLogReader(db[m.predictions_collection], model),
         MongoFeedbackStore(db[m.feedback_collection], model),
     )
-
-
-# --------------------------------------------------------------------------- decision
-
-
-def decide(
-    *,
-    drift_detected: bool,
-    drift_reason: str,
-    f1_alarm: bool,
-    f1_reason: str,
-    production_version: str | None,
-    last_trigger: LastTrigger | None,
-    now: dt.datetime,
-    cfg: PipelineConfig,
-    contract_surge: str | None = None,
-    fpr_alarm: bool = False,
-    fpr_reason: str = "",
-) -> tuple[bool, str]:
-    """(request a retraining?, why). Evidence: traffic drift (``monitoring.retrain_on_drift``),
-    live F1 confidently below the floor, or a live FPR confidently over the false-positive
-    budget (the lower end of its interval above it), and a surge of contract violations
-    (``contract_surge``: what it is) only with ``monitoring.retrain_on_contract_violations``;
-    the reason always says what was decided about a surge. A request for the same Production
-    version within ``monitoring.cooldown_hours`` is not repeated."""
-    m = cfg.monitoring
-    evidence, notes = [], []
-    if contract_surge:
-        if m.retrain_on_contract_violations:
-            evidence.append(f"contract violations: {contract_surge}")
-        else:
-            notes.append(
-                f"contract violations: {contract_surge}; not a reason to retrain "
-                "(monitoring.retrain_on_contract_violations: false): a model retrained on the "
-                "rows that still pass cannot fix an upstream change; fix the sender or the schema"
-            )
-    if drift_detected and m.retrain_on_drift:
-        evidence.append(f"traffic {drift_reason}")
-    if f1_alarm:
-        evidence.append(f1_reason)
-    if fpr_alarm:
-        evidence.append(fpr_reason)
-    if not evidence:
-        found = "; ".join(x for x in (drift_reason, f1_reason, fpr_reason) if x)
-        return False, "; ".join(notes + [f"no evidence for retraining: {found}"])
-    why = "; ".join(notes + evidence)
-    if production_version is None:
-        return False, f"{why}; but there is no Production model to replace"
-    if (
-        last_trigger is not None
-        and last_trigger.model_version == production_version
-        and now - last_trigger.at < dt.timedelta(hours=m.cooldown_hours)
-    ):
-        return False, (
-            f"{why}; not requested again: a retraining was requested for "
-            f"v{production_version} at {last_trigger.at.isoformat(timespec='minutes')} "
-            f"(cooldown {m.cooldown_hours:g} h)"
-        )
-    return True, why
-
-
-# --------------------------------------------------------------------------- live metrics
-
-
-def labelled_predictions(
-    verdicts: pd.DataFrame, reader, *, since: dt.datetime, challenger: bool = False
-) -> pd.DataFrame:
-    """The standing verdicts on predictions made since ``since``, joined with the logged
-    prediction they judge (``is_threat`` of the model as ``predicted``, ``model_version``; with
-    ``challenger``, also ``challenger_version`` and ``challenger_predicted``, the challenger's
-    decision on the row in shadow, None where none scored it). Verdicts whose id is not
-    canonical (stored before ids were checked exactly) are left out (``monitor`` counts them in
-    the report)."""
-    from netsec_tasks.prediction_log import canonical_ids, request_time, rows_of
-
-    shadow = ["challenger_version", "challenger_predicted"] if challenger else []
-    empty = pd.DataFrame(columns=["prediction_id", "verdict", "predicted", "model_version", *shadow])
-    if verdicts.empty:
-        return empty
-    good, _ = canonical_ids(verdicts["prediction_id"])
-    recent = {pid: rid for pid, rid, _ in good if request_time(rid) >= since}
-    verdicts = verdicts[verdicts["prediction_id"].isin(set(recent))]
-    logged = rows_of(reader.find_requests(set(recent.values())), verdicts["prediction_id"])
-    if logged.empty:
-        return empty
-    extra = ["challenger_version", "challenger_is_threat"] if challenger else []
-    joined = verdicts.merge(
-        logged[["prediction_id", "is_threat", "model_version", *extra]],
-        on="prediction_id",
-        how="inner",
-        suffixes=("", "_logged"),
-    )
-    out = pd.DataFrame(
-        {
-            "prediction_id": joined["prediction_id"],
-            "verdict": joined["is_threat"].astype(bool),
-            "predicted": joined["is_threat_logged"].astype(int).astype(bool),
-            "model_version": joined["model_version"].astype(str),
-        }
-    )
-    if challenger:
-        out["challenger_version"] = joined["challenger_version"]
-        out["challenger_predicted"] = joined["challenger_is_threat"]
-    return out
-
-
-def contract_violations(excluded: dict[str, Any], cfg: PipelineConfig) -> dict[str, Any]:
-    """The served rows that break the input contract, as a finding: checked, excluded, their
-    share and whether it is a surge (over ``validation.max_invalid_share``, with at least
-    ``monitoring.min_rows`` rows checked, so a handful of rows never raises it), with a reason."""
-    from netsec_tasks.drift.step import excluded_verdict
-
-    n, k = int(excluded.get("rows_checked") or 0), int(excluded.get("rows_excluded") or 0)
-    share = round(k / n, 6) if n else None
-    limit = cfg.validation.max_invalid_share
-    surge = bool(n >= cfg.monitoring.min_rows and share is not None and share > limit)
-    reason = (
-        excluded_verdict({"served": excluded}, limit)
-        if surge
-        else f"{k:,} of {n:,} new rows break the input contract (at most {limit:.0%} expected)"
-    )
-    return {
-        "rows_checked": n,
-        "rows_excluded": k,
-        "share": share,
-        "max_share": limit,
-        "surge": surge,
-        "reason": reason,
-    }
-
-
-def _unused_verdicts(verdicts: pd.DataFrame, labelled: pd.DataFrame, since: dt.datetime) -> dict[str, int]:
-    """What the live figures could not use, so the report says it: verdicts on predictions of the
-    window whose prediction this model's log does not hold, and verdicts whose id is not
-    canonical."""
-    from netsec_tasks.prediction_log import canonical_ids, request_time
-
-    good, malformed = canonical_ids(verdicts["prediction_id"]) if len(verdicts) else ([], [])
-    in_window = sum(request_time(rid) >= since for _, rid, _ in good)
-    return {
-        "verdicts_in_window": int(in_window),
-        "without_logged_prediction": int(in_window - len(labelled)),
-        "malformed_ids": len(malformed),
-    }
-
-
-# --------------------------------------------------------------------------- MLflow
-
-
-def _figures(record: MonitoringRecord) -> dict[str, float]:
-    live = record.live
-    out = {
-        "rows": record.rows_read,
-        "rows_tested": record.rows_tested,
-        "rows_excluded": record.rows_excluded,
-        "labelled": record.labelled,
-        "trigger": float(record.trigger),
-    }
-    if record.drift_tested:
-        out.update(drift_share=record.drift_share or 0.0, drift_detected=float(record.drift_detected))
-    if record.contract.get("share") is not None:
-        out.update(
-            contract_violation_share=record.contract["share"],
-            contract_violations=float(bool(record.contract.get("surge"))),
-        )
-    for key in ("precision", "recall", "f1", "fpr"):
-        if live.get(key) is not None:
-            out[f"live_{key}"] = live[key]
-            ci = live.get(f"{key}_ci")
-            if ci:
-                out[f"live_{key}_low"], out[f"live_{key}_high"] = ci
-    for key in ("threat_rate", "threat_rate_test", "rows_per_hour", "alert_rate", "expected_alert_rate"):
-        if record.traffic.get(key) is not None:
-            out[key] = record.traffic[key]
-    score = record.traffic.get("score")
-    if score:
-        out.update(score_mean=score["mean"], score_ks=score["ks"])
-    return {k: float(v) for k, v in out.items()}
-
-
-def log_to_mlflow(cfg: PipelineConfig, record: MonitoringRecord, texts: dict[str, str]) -> str | None:
-    """One MLflow run per monitoring run (experiment ``monitoring.experiment``) holding the
-    figures, linked to Production's logged model, and the reports; the figures also become tags
-    ``netsec.monitoring.*`` of the Production model version. Returns the MLflow run id."""
-    from mlflow.entities import Metric, RunTag
-
-    from netsec_tasks.outages import mlflow_errors
-    from netsec_tasks.tracking import configure_mlflow, logged_model_id, mlflow_client
-
-    if record.model_version is None:
-        return None
-    with mlflow_errors(cfg, "log the monitoring figures"):
-        exp_id = configure_mlflow(cfg.with_overrides({"registry.experiment": cfg.monitoring.experiment}))
-        client = mlflow_client(cfg)
-        mv = client.get_model_version(record.model_name, record.model_version)
-        # The version's logged model (MLflow 3), so the figures show on the model's page; the
-        # SQLite store leaves model_id empty, its source models:/m-<id> names it.
-        model_id = logged_model_id(mv)
-        # A retried task finds its MLflow run again; two models' monitoring DAGs share run ids
-        # (scheduled__<time>), so the run is found by the model too.
-        found = client.search_runs(
-            [exp_id],
-            filter_string=(
-                f"tags.`netsec.monitoring_run_id` = '{record.run_id.replace(chr(39), '')}' and "
-                f"tags.`netsec.model_name` = '{record.model_name.replace(chr(39), '')}'"
-            ),
-            max_results=1,
-        )
-        if found:
-            run_id = found[0].info.run_id
-        else:
-            run_id = client.create_run(
-                exp_id,
-                run_name=f"monitoring {record.model_name} {record.run_id}",
-                tags={
-                    "netsec.monitoring_run_id": record.run_id,
-                    "netsec.model_name": record.model_name,
-                    "netsec.model_version": record.model_version,
-                    "mlflow.note.content": record.trigger_reason,
-                },
-            ).info.run_id
-        ts = int(utcnow().timestamp() * 1000)
-        client.log_batch(
-            run_id,
-            metrics=[Metric(k, v, ts, 0, model_id=model_id) for k, v in _figures(record).items()],
-            tags=[
-                RunTag("netsec.trigger", str(record.trigger).lower()),
-                RunTag("netsec.trigger_reason", record.trigger_reason[:5000]),
-            ],
-        )
-        for name, text in texts.items():
-            client.log_text(run_id, text, name)
-        client.set_terminated(run_id)
-        tags = served_tags(record)
-        for key, value in tags.items():
-            client.set_model_version_tag(record.model_name, record.model_version, key, value)
-    return run_id
-
-
-def served_tags(record: MonitoringRecord) -> dict[str, str]:
-    """The model version tags serving reads (``netsec.monitoring.<figure>``; empty: unknown)."""
-    ci = record.live.get("f1_ci") or [None, None]
-    fpr_ci = record.live.get("fpr_ci") or [None, None]
-    values = {
-        "drift_share": record.drift_share if record.drift_tested else None,
-        "drift_detected": int(record.drift_detected) if record.drift_tested else None,
-        "contract_violation_share": record.contract.get("share"),
-        "contract_violations": int(bool(record.contract.get("surge"))) if record.contract else None,
-        "live_f1": record.live.get("f1"),
-        "live_f1_low": ci[0],
-        "live_f1_high": ci[1],
-        "live_fpr": record.live.get("fpr"),
-        "live_fpr_low": fpr_ci[0],
-        "live_fpr_high": fpr_ci[1],
-        "labelled": record.labelled,
-        "threat_rate": record.traffic.get("threat_rate"),
-        "alert_rate": record.traffic.get("alert_rate"),
-        "expected_alert_rate": record.traffic.get("expected_alert_rate"),
-        "rows": record.rows_read,
-        "trigger": int(record.trigger),
-        "at": utcnow().isoformat(timespec="seconds"),
-        "run_id": record.run_id,
-    }
-    return {MONITORING_TAG_PREFIX + k: "" if v is None else str(v) for k, v in values.items()}
-
-
-# --------------------------------------------------------------------------- the step
 
 
 def monitor(
@@ -467,7 +193,7 @@ def monitor(
         decision=f1_reason,
         fpr_decision=fpr_reason,
         max_false_positive_rate=budget,
-        **_unused_verdicts(verdicts, labelled, since),
+        **unused_verdicts(verdicts, labelled, since),
     )
 
     # Volume, threat rate and scores against the test split; the alert rate against expected.

@@ -17,17 +17,13 @@ can fill them; str columns are strings) and written as Parquet for the next step
 ``validate_frame`` is the pure core (also used by ``netsec validate FILE``); ``validate`` is the
 pipeline step built on it.
 
-Three modules: :mod:`.checks` (the pure core and its records), :mod:`.report` (the YAML report
-and ``invalid.csv``), :mod:`.step` (the pipeline step over a run's partitions).
+Four modules: :mod:`.checks` (the pure core), :mod:`.outcome` (what it returns: Check and
+FrameValidation), :mod:`.report` (the YAML report and ``invalid.csv``), :mod:`.step` (the
+pipeline step over a run's partitions).
 """
 
-from netsec_tasks.validate.checks import (
-    INVALID_COLUMNS,
-    Check,
-    FrameValidation,
-    harmonise_dtypes,
-    validate_frame,
-)
+from netsec_tasks.validate.checks import INVALID_COLUMNS, harmonise_dtypes, validate_frame
+from netsec_tasks.validate.outcome import Check, FrameValidation
 from netsec_tasks.validate.report import invalid_csv, render_report, write_invalid, write_report
 from netsec_tasks.validate.step import validate
 

@@ -14,7 +14,8 @@ import pandas as pd
 from netsec_tasks.plain import plain
 from netsec_tasks.sinks import csv_text, yaml_text
 from netsec_tasks.storage import atomic_write
-from netsec_tasks.validate.checks import INVALID_COLUMNS, FrameValidation
+from netsec_tasks.validate.checks import INVALID_COLUMNS
+from netsec_tasks.validate.outcome import FrameValidation
 
 if TYPE_CHECKING:  # pragma: no cover
     pass

@@ -21,8 +21,6 @@ from netsec_tasks.split import lineage_frame, lineage_hashes
 from netsec_tasks.storage import storage_for
 from netsec_tasks.validate.checks import (
     INVALID_COLUMNS,
-    Check,
-    FrameValidation,
     Role,
     Tally,
     class_check,
@@ -30,6 +28,7 @@ from netsec_tasks.validate.checks import (
     scan_rows,
     status_of,
 )
+from netsec_tasks.validate.outcome import Check, FrameValidation
 from netsec_tasks.validate.report import invalid_csv, render_report
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -24,7 +24,7 @@ SMALL = {
     "adaboost": {"n_estimators": 8},
     "xgboost": {"n_estimators": 20, "max_depth": 4},
 }
-# What each type must be served by (the table in serving/fastpath.py).
+# What each type must be served by (the table in the serving.fastpath package doc).
 PREDICTOR = {
     "random_forest": "onnxruntime float32",
     "decision_tree": "onnxruntime float32",
@@ -277,7 +277,8 @@ def test_wrong_fast_path_is_dropped_at_load(store, make_client, monkeypatch, cap
         wrong = fastpath.Predictor("wrong", lambda z: np.clip(plan.small.fn(z) + 1e-3, 0, 1), exact=True)
         return fastpath.Plan(wrong, wrong, 0, False)
 
-    monkeypatch.setattr(fastpath, "plan_for", off_by_a_bit)
+    # compile_pipeline looks plan_for up in its own module.
+    monkeypatch.setattr(fastpath.compiled, "plan_for", off_by_a_bit)
     uri, pipe = store
     with caplog.at_level("WARNING", logger="netsec.serving"):
         client = make_client(uri, model_name="netsec-xgb")

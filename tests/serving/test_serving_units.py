@@ -295,7 +295,8 @@ def test_fast_path_calls_unknown_preprocessing_steps_and_refuses_disagreement(mo
         wrong = fastpath.Predictor("wrong", lambda z: plan.small.fn(z) * 0.5, exact=False)
         return fastpath.Plan(wrong, wrong, 0, False)
 
-    monkeypatch.setattr(fastpath, "plan_for", half)
+    # compile_pipeline looks plan_for up in its own module.
+    monkeypatch.setattr(fastpath.compiled, "plan_for", half)
     fast, why = fastpath.fast_path_for(plain, feats, x)
     assert fast is None and "disagreed" in why and "differs by" in why, why
 
