@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from netsec_tasks.storage import (  # the layout's reading side lives with the storage that reads it
     DATASET_FORMAT,
     DATASET_MANIFEST,
@@ -135,17 +137,32 @@ def iter_batches(
             yield pa.Table.from_batches([batch], schema)
 
 
-def read_column(storage: Storage, data: Dataset, name: str) -> pd.Series:
-    """One column of every partition, concatenated (8 bytes a row for a number)."""
+def read_column(storage: Storage, data: Dataset, name: str, rows: np.ndarray | None = None) -> pd.Series:
+    """One column of every partition, concatenated (8 bytes a row for a number); with ``rows``
+    (sorted row numbers of the whole data set, e.g. :func:`sample_rows`) only those rows, read
+    one partition at a time."""
     import pandas as pd
     import pyarrow as pa
 
     pieces = []
     for part in data.partitions:
+        if rows is not None:
+            lo, hi = np.searchsorted(rows, [part.offset, part.offset + part.rows])
+            if lo == hi:
+                continue
         with storage.parquet_file(part.uri) as pf:
-            pieces.append(pf.read(columns=[name]).column(0))
+            column = pf.read(columns=[name]).column(0)
+        if rows is not None:
+            column = column.take(pa.array(rows[lo:hi] - part.offset))
+        pieces.append(column)
     values = pa.chunked_array([c for p in pieces for c in p.chunks], type=pieces[0].type) if pieces else []
     return pd.Series(values.to_pandas() if pieces else [], name=name)  # type: ignore[union-attr]
+
+
+def sample_rows(total: int, size: int, seed: int = 0) -> np.ndarray:
+    """``size`` distinct row numbers of ``range(total)``, sorted, drawn uniformly with a fixed
+    ``seed`` (the same rows on every call, for every column); int64 (size,)."""
+    return np.sort(np.random.default_rng(seed).choice(total, size=size, replace=False))
 
 
 # --------------------------------------------------------------------------- writing

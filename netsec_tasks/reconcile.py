@@ -30,7 +30,6 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from netsec_tasks.config import PipelineConfig
 from netsec_tasks.errors import DataError, RegistryError
@@ -41,10 +40,10 @@ from netsec_tasks.registry import (
     PROMOTION_TAG,
     SHADOW_OUTCOME_TAG,
     Decision,
+    TestSplit,
     all_versions,
     apply_decision,
     challenger_version,
-    check_test_columns,
     decide_version,
     differences,
     load_version,
@@ -261,12 +260,13 @@ def _decide_left_over(client, cfg: PipelineConfig, mv, *, by: str) -> Decision:
             raise RegistryError(
                 f"it is not comparable with this data set's ('{schema.name}') models: " + "; ".join(differs)
             )
-        frame = _read_split(cfg, test_uri)
-        check_test_columns(frame, schema, test_uri)
+        split = _test_split(cfg, schema, test_uri)
+        split.check_columns()
         model = load_version(cfg, mv.name, version, mv.run_id)
         policy = decision_policy(cfg, schema)
         metric = "recall_at_budget" if policy.objective == "recall_at_budget" else metric
-        scored = score_version(model, frame, schema, policy, metric, source=test_uri)
+        scores = split.scores(model)
+        scored = score_version(model, split, policy, metric, scores=scores)
     except (RegistryError, DataError) as exc:
         decision = Decision(
             version,
@@ -279,7 +279,7 @@ def _decide_left_over(client, cfg: PipelineConfig, mv, *, by: str) -> Decision:
         )
         apply_decision(client, cfg, mv.run_id, decision, extra)
         return decision
-    decision = decide_version(client, cfg, mv, model, frame, schema, metric, test_uri, scored=scored)
+    decision = decide_version(client, cfg, mv, model, split, metric, scored=scored, scores=scores)
     decision = dataclasses.replace(
         decision, reason=f"decided late (its run ended before the decision): {decision.reason}"
     )
@@ -344,13 +344,15 @@ def _production_label(client, cfg: PipelineConfig) -> str | None:
     return str(prod.version) if prod is not None else None
 
 
-def _read_split(cfg: PipelineConfig, uri: str) -> Any:
-    """A split from storage (``file://``/``s3://``, a path) or an MLflow artifact URI
-    (``runs:/...``: versions registered before the storage hand-off)."""
-    from netsec_tasks.storage import is_local, is_s3, storage_for
+def _test_split(cfg: PipelineConfig, schema, uri: str) -> TestSplit:
+    """A version's test split: in storage (``file://``/``s3://``, a path; scored partition by
+    partition on the engine) or an MLflow artifact URI (``runs:/...``: versions registered
+    before the storage hand-off, small, read into memory)."""
+    from netsec_tasks.engine import engine_for
+    from netsec_tasks.storage import is_local, is_s3
 
     if is_s3(uri) or is_local(uri):
-        return storage_for(cfg).read_frame(uri)
+        return TestSplit(cfg, engine_for(cfg), schema, uri)
     import mlflow.artifacts
 
     from netsec_tasks.outages import is_unreachable
@@ -365,4 +367,4 @@ def _read_split(cfg: PipelineConfig, uri: str) -> Any:
             if is_unreachable(exc):
                 raise
             raise DataError(f"its test split is missing ({type(exc).__name__})", source=uri) from None
-        return read_table(Path(local))
+        return TestSplit.of_frame(read_table(Path(local)), schema, uri)

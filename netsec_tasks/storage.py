@@ -28,6 +28,7 @@ import builtins
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -39,6 +40,8 @@ from urllib.parse import unquote, urlparse
 
 from netsec_tasks.atomic_files import atomic_path, atomic_write, is_temp_name
 from netsec_tasks.errors import ConfigError, DataError, SourceUnavailable
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -481,6 +484,11 @@ def read_dataset(storage: Storage, uri: str, columns: list[str] | None = None) -
     data = open_dataset(storage, uri)
     if not data.partitioned:
         return storage.read_frame(uri, columns=columns)
+    # Said in the log so that a step holding a large data set in one process shows which one
+    # (tests/test_dask_engine.py checks that no step does, with the Dask engine).
+    log.info(
+        "reading %s whole: %d rows from %d partitions into one frame", uri, data.rows, len(data.partitions)
+    )
     tables = []
     for part in data.partitions:
         with storage.open_input(part.uri) as f:

@@ -1,7 +1,7 @@
 """training.engine=dask on a real Dask LocalCluster (started by the engine, as ``netsec --set
 training.engine=dask run`` does): the same model family and F1 as the local engine, the model
 registered as the Pipeline serving loads, and never more than one partition of the data in a
-worker's process at a time.
+worker's process at a time, nor the whole of a partitioned data set in the task's.
 
 Tolerance: XGBoost's distributed refit sketches its histogram bins across workers instead of
 over every row at once (and which worker holds which partition varies from run to run), so the
@@ -13,12 +13,27 @@ to 0.0104 apart in three runs), the threshold-free PR AUC to 0.01. (At 1M rows: 
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from netsec_testing import REPO, free_port, netsec
 
 F1_TOLERANCE = 0.02  # at the operating point
 PR_AUC_TOLERANCE = 0.01
+
+
+class _WholeReads(logging.Handler):
+    """The task process's reads of a whole partitioned data set into one frame
+    (``netsec_tasks.storage.read_dataset`` says each in the log)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.uris: list[str] = []
+
+    def emit(self, record):
+        if record.getMessage().startswith("reading ") and " whole: " in record.getMessage():
+            self.uris.append(str(record.args[0]))
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +68,18 @@ def both_engines(tmp_path_factory):
             client = engine_for(cfg).client
             assert client is not None
             client.run(_reset)
-        result = run_pipeline(cfg, trigger="test")
+        whole = _WholeReads()
+        storage_log = logging.getLogger("netsec_tasks.storage")
+        level = storage_log.level
+        storage_log.addHandler(whole)
+        storage_log.setLevel(logging.INFO)
+        try:
+            result = run_pipeline(cfg, trigger="test")
+        finally:
+            storage_log.removeHandler(whole)
+            storage_log.setLevel(level)
         stats = client.run(load_stats) if engine == "dask" else None
-        out[engine] = (cfg, result, stats)
+        out[engine] = (cfg, result, stats, whole.uris)
     yield out
     close_clusters()
 
@@ -67,7 +91,7 @@ def _reset():
 
 
 def test_dask_engine_trains_the_local_engines_model_across_two_workers(both_engines):
-    (_, local, _), (_, dask, _) = both_engines["local"], both_engines["dask"]
+    (_, local, _, _), (_, dask, _, _) = both_engines["local"], both_engines["dask"]
     assert local.train.winner == dask.train.winner == "xgboost"
     f1_local, f1_dask = local.train.test_metrics["f1"], dask.train.test_metrics["f1"]
     assert abs(f1_local - f1_dask) <= F1_TOLERANCE, (f1_local, f1_dask)
@@ -95,7 +119,7 @@ def test_the_dask_engine_registers_the_pipeline_serving_loads(both_engines):
     from serving.loading import load_version
     from serving.settings import Settings
 
-    cfg, dask, _ = both_engines["dask"]
+    cfg, dask, _, _ = both_engines["dask"]
     settings = Settings(mlflow_tracking_uri=cfg.registry.tracking_uri, inference_threads=1)
     client = mlflow.MlflowClient(cfg.registry.tracking_uri)
     mv = client.get_model_version(cfg.registry.model_name, dask.register.version)
@@ -107,6 +131,12 @@ def test_the_dask_engine_registers_the_pipeline_serving_loads(both_engines):
     assert type(pipeline[-1]) is XGBClassifier
     assert dask.train.threshold is not None
     assert loaded.threshold.value == pytest.approx(dask.train.threshold)
+    # The register step graded the version as loaded from the registry, partition by partition
+    # on the workers, and found what training found on the same test rows.
+    assert dask.register.new_score == pytest.approx(dask.train.test_metrics["recall_at_budget"])
+    assert dask.register.operating_point["recall"] == pytest.approx(
+        dask.train.test_metrics["recall"], abs=1e-6
+    )
     test = storage_for(cfg).read_frame(dask.validation.test_uri)
     X = test[list(loaded.features)]
     scores = loaded.pipeline.predict_proba(X)[:, 1]
@@ -114,7 +144,10 @@ def test_the_dask_engine_registers_the_pipeline_serving_loads(both_engines):
 
 
 def test_no_step_holds_more_than_one_partition_in_a_workers_process(both_engines):
-    _, dask, stats = both_engines["dask"]
+    _, dask, stats, whole = both_engines["dask"]
+    # The task's process never held a partitioned data set whole: the register step scores the
+    # test split partition by partition on the workers, as training does (issue 26).
+    assert whole == [], whole
     assert len(stats) == 2
     for worker, s in stats.items():
         # Every worker ran partition tasks, and never held two partitions at once.

@@ -222,3 +222,45 @@ def test_a_winner_that_cannot_train_data_parallel_is_refit_on_a_bounded_sample_o
     )
     with pytest.raises(ConfigError, match="Add xgboost to training.candidates"):
         eligible(unbounded, [tree], split)
+
+
+def _numbers(tmp_path, storage, name: str, values: np.ndarray, shift: float = 0.0) -> str:
+    uri = storage.uri(name)
+    schema = pa.schema([("a", pa.int64()), ("b", pa.float64())])
+    writer = DatasetWriter(storage, uri, schema, partition_rows=1000, scratch=tmp_path / "s", digest=_digest)
+    for start in range(0, len(values), 700):  # tables that straddle partition boundaries
+        chunk = values[start : start + 700]
+        writer.write_table(
+            pa.table({"a": chunk, "b": chunk * 0.5 + shift}, schema=schema), chunk.astype(np.uint64)
+        )
+    writer.close()
+    return uri
+
+
+def test_drift_reads_a_fixed_sample_of_the_same_rows_for_every_column(tmp_path):
+    from netsec_tasks.config import DriftConfig
+    from netsec_tasks.drift.stats import column_drift
+    from netsec_tasks.drift.step import ParquetColumns
+
+    storage = Storage(path_to_uri(tmp_path / "store"))
+    rows = np.random.default_rng(3).permutation(10_000)
+    ref = _numbers(tmp_path, storage, "ref.parquet", rows)
+    cur = _numbers(tmp_path, storage, "cur.parquet", rows, shift=400.0)
+    whole = ParquetColumns(storage, ref)
+    assert not whole.sampled and len(whole["a"]) == 10_000
+    sample = ParquetColumns(storage, ref, max_rows=2500)
+    a, b = sample["a"], sample["b"]
+    assert sample.sampled and len(sample) == 10_000  # len() is the data set's, for the record
+    assert len(a) == len(b) == 2500 and a.is_unique
+    assert (b == a * 0.5).all()  # the same rows in every column
+    assert a.tolist() == ParquetColumns(storage, ref, max_rows=2500)["a"].tolist()  # every run
+    position = pd.Series(rows).reset_index().set_index(0)["index"]  # value -> row number
+    assert np.bincount(position[a].to_numpy() // 1000, minlength=10).min() > 150  # every partition
+    # The sample's verdict and effect are the whole column's.
+    dcfg = DriftConfig()
+    full = column_drift("b", None, whole, ParquetColumns(storage, cur), dcfg)
+    sampled = column_drift("b", None, sample, ParquetColumns(storage, cur, max_rows=2500), dcfg)
+    assert (full.test, sampled.test) == ("ks", "ks")
+    assert (full.n_reference, sampled.n_reference) == (10_000, 2500)
+    assert full.p_value < 1e-6 and sampled.p_value < 1e-6
+    assert sampled.effect == pytest.approx(full.effect, rel=0.1)

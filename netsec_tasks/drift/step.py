@@ -13,6 +13,7 @@ reference and the batch whole (about 1 GB at 1M rows, measured by bench/bench_sc
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import shutil
 import tempfile
@@ -30,6 +31,8 @@ from netsec_tasks.errors import DataError, SourceUnavailable, ValidationFailed
 from netsec_tasks.records import DriftRecord, RunContext, ValidationRecord
 from netsec_tasks.storage import Storage, atomic_write, is_local, is_s3
 from netsec_tasks.table_io import read_table
+
+log = logging.getLogger(__name__)
 
 
 def _read_local(path: str | os.PathLike, what: str, schema: DatasetSchema | None = None) -> pd.DataFrame:
@@ -64,11 +67,15 @@ class ParquetColumns:
     seen as a frame whose columns are read when indexed.
 
     Offers what :func:`netsec_tasks.drift.stats.detect_drift` uses of a frame: ``columns``,
-    ``len()``, ``frame[name]`` (one column of every partition as a Series, read then), and
-    ``empty``.
+    ``len()`` (every row of the data set), ``frame[name]`` (one column as a Series, read then,
+    one partition at a time), and ``empty``. With ``max_rows`` and more rows than that, a column
+    is the same uniform sample of ``max_rows`` rows whichever column is read
+    (:func:`~netsec_tasks.partitions.sample_rows`), so a test's memory stays bounded whatever the
+    data set's size.
     """
 
-    def __init__(self, storage: Storage, uri: str):
+    def __init__(self, storage: Storage, uri: str, max_rows: int | None = None):
+        from netsec_tasks.partitions import sample_rows
         from netsec_tasks.storage import open_dataset
 
         self.storage, self.uri = storage, uri
@@ -76,6 +83,8 @@ class ParquetColumns:
         with storage.parquet_file(self.data.partitions[0].uri) as pf:
             self.columns = list(pf.schema_arrow.names)
         self._rows = self.data.rows
+        self.sampled = max_rows is not None and self._rows > max_rows
+        self._keep = sample_rows(self._rows, max_rows) if max_rows is not None and self.sampled else None
 
     def __len__(self) -> int:
         return self._rows
@@ -89,20 +98,26 @@ class ParquetColumns:
 
         if name not in self.columns:
             raise KeyError(name)
-        return read_column(self.storage, self.data, name)
+        return read_column(self.storage, self.data, name, rows=self._keep)
 
 
 def stored_column_drift(
     cfg: PipelineConfig, reference_uri: str, current_uri: str, item: tuple[str, ColumnSpec]
 ) -> ColumnDrift:
     """One column's drift test between two data sets in storage (run here or on a Dask worker:
-    it reads that one column of each, whatever their partitions)."""
+    it reads that one column of each, or of its sample of ``drift.max_rows`` rows, whatever
+    their partitions)."""
     from netsec_tasks.storage import storage_for
 
     storage = storage_for(cfg)
     name, spec = item
+    most = cfg.drift.max_rows
     return column_drift(
-        name, spec, ParquetColumns(storage, reference_uri), ParquetColumns(storage, current_uri), cfg.drift
+        name,
+        spec,
+        ParquetColumns(storage, reference_uri, most),
+        ParquetColumns(storage, current_uri, most),
+        cfg.drift,
     )
 
 
@@ -111,18 +126,19 @@ def _is_parquet(uri: str) -> bool:
 
 
 def load_reference(
-    uri: str, *, tracking_uri: str | None = None, storage: Storage | None = None
+    uri: str, *, tracking_uri: str | None = None, storage: Storage | None = None, max_rows: int | None = None
 ) -> pd.DataFrame | ParquetColumns:
     """Reference data from a local path, a ``file://`` or ``s3://`` URI in storage, or an MLflow
     artifact URI (``runs:/...``: models registered before the storage hand-off). A Parquet
-    object in storage comes as :class:`ParquetColumns` (read one column at a time)."""
+    object in storage comes as :class:`ParquetColumns` (read one column, or its sample of
+    ``max_rows`` rows, at a time)."""
     if (
         storage is not None
         and _is_parquet(uri)
         and (is_s3(uri) or uri.startswith("file://"))
         and storage.exists(uri)
     ):
-        return ParquetColumns(storage, uri)
+        return ParquetColumns(storage, uri, max_rows)
     if is_s3(uri) and storage is not None:
         return storage.read_frame(uri)
     if is_local(uri):
@@ -270,8 +286,9 @@ def check_drift(
         return reported(
             None, "no production model: nothing to compare against (first run)", threshold=threshold
         )
+    most = cfg.drift.max_rows
     current = (
-        ParquetColumns(catalog.storage, current_uri)
+        ParquetColumns(catalog.storage, current_uri, most)
         if _is_parquet(current_uri)
         else catalog.load_frame(current_uri)
     )
@@ -279,7 +296,17 @@ def check_drift(
         return reported(
             None, "new batch is empty: no new rows to compare", current_rows=0, threshold=threshold
         )
-    reference = load_reference(reference_uri, tracking_uri=cfg.registry.tracking_uri, storage=catalog.storage)
+    reference = load_reference(
+        reference_uri, tracking_uri=cfg.registry.tracking_uri, storage=catalog.storage, max_rows=most
+    )
+    for side, data in (("reference", reference), ("new batch", current)):
+        if isinstance(data, ParquetColumns) and data.sampled:
+            log.info(
+                "drift: the %s's %d rows are compared by a uniform sample of %d (drift.max_rows)",
+                side,
+                len(data),
+                most,
+            )
     columns = None
     if isinstance(reference, ParquetColumns) and isinstance(current, ParquetColumns):
         # One task per column (a column of each side in memory at a time); on the workers with

@@ -59,6 +59,8 @@ from netsec_tasks.registry.promotion import (
 from netsec_tasks.registry.registration import register
 from netsec_tasks.registry.revert import rollback
 from netsec_tasks.registry.scoring import (
+    TestRows,
+    TestSplit,
     VersionScore,
     check_test_columns,
     label_recall,
@@ -75,6 +77,8 @@ __all__ = [
     "SHADOW_REASON_TAG",
     "Decision",
     "ProductionModel",
+    "TestRows",
+    "TestSplit",
     "VersionScore",
     "all_versions",
     "apply_decision",

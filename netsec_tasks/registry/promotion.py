@@ -25,12 +25,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from netsec_tasks.config import PipelineConfig
-from netsec_tasks.dataset_schema import DatasetSchema
 from netsec_tasks.errors import RegistryError, first_line
 from netsec_tasks.operating_point import DecisionPolicy, OperatingPoint, decision_policy, pct
 from netsec_tasks.outages import is_unreachable
 from netsec_tasks.registry.lookup import PRODUCTION_STAGE, production_version
-from netsec_tasks.registry.scoring import VersionScore, production_rows_in, production_score, score_version
+from netsec_tasks.registry.scoring import (
+    TestSplit,
+    VersionScore,
+    production_score,
+    production_trained_hashes,
+    score_version,
+)
+from netsec_tasks.split import rows_in
 from netsec_tasks.tracking import TAG_PREFIX
 
 log = logging.getLogger(__name__)
@@ -306,23 +312,25 @@ def decide_version(
     cfg: PipelineConfig,
     mv,
     model,
-    frame,
-    schema: DatasetSchema,
+    split: TestSplit,
     metric: str,
-    source: str,
     scored: VersionScore | None = None,
+    scores=None,
 ) -> Decision:
-    """Compare version ``mv`` (the loaded ``model``; ``scored``: its :func:`score_version` on
-    ``frame`` when already computed) with the current Production model on the same rows, leaving
-    out test rows Production was trained on, each at its own operating point. A version that
-    already is Production keeps its earlier decision (a retry finishes it).
+    """Compare version ``mv`` (the loaded ``model``; ``scored``: its :func:`score_version` on the
+    test ``split`` and ``scores`` its P(threat) there, when already computed) with the current
+    Production model on the same rows, leaving out test rows Production was trained on, each at
+    its own operating point. A version that already is Production keeps its earlier decision (a
+    retry finishes it).
 
     ``metric``: what training selected by; with objective ``recall_at_budget`` both models are
     compared by their recall at their operating points whatever it says."""
-    policy = decision_policy(cfg, schema)
+    policy = decision_policy(cfg, split.schema)
     metric = "recall_at_budget" if policy.objective == "recall_at_budget" else metric
+    if scores is None:
+        scores = split.scores(model)
     if scored is None:
-        scored = score_version(model, frame, schema, policy, metric, source=source)
+        scored = score_version(model, split, policy, metric, scores=scores)
     version = str(mv.version)
     tags = mv.tags or {}
     prod = production_version(client, cfg)
@@ -361,14 +369,19 @@ def decide_version(
     prod_scored: VersionScore | None = None
     note = ""
     if prod is not None:
-        seen_mask = production_rows_in(cfg, str(prod.version), dict(prod.tags or {}), frame, schema)
-        compared = frame
-        if seen_mask is not None:
+        trained = production_trained_hashes(cfg, str(prod.version), dict(prod.tags or {}))
+        keep = None
+        compared = total = len(scores)
+        if trained is not None:
+            assert split.rows is not None  # set by split.scores
+            seen_mask = rows_in(split.rows.hashes, trained)
+            del trained
             rows_in_test = int(seen_mask.sum())
             if rows_in_test:
-                compared = frame[~seen_mask]
+                keep = ~seen_mask
+                compared = int(keep.sum())
                 note = (
-                    f" Both were compared on the {len(compared)} test rows Production "
+                    f" Both were compared on the {compared} test rows Production "
                     f"v{previous} never saw (it was trained on {rows_in_test} of them)."
                 )
                 log.warning(
@@ -377,13 +390,13 @@ def decide_version(
                     "compared on the other %d",
                     previous,
                     rows_in_test,
-                    len(frame),
-                    len(compared),
+                    total,
+                    compared,
                 )
-                if len(compared):
-                    scored = score_version(model, compared, schema, policy, metric, source=source)
-        if len(compared):
-            prod_scored = production_score(cfg, prod, compared, schema, policy, metric, source)
+                if compared:
+                    scored = score_version(model, split, policy, metric, keep=keep, scores=scores)
+        if compared:
+            prod_scored = production_score(cfg, prod, split, policy, metric, keep=keep)
     drops, labels = _label_drops(cfg, scored, prod_scored)
     promoted, reason = _decide(cfg, policy, metric, scored, previous, prod_scored, drops)
     decision = Decision(

@@ -27,7 +27,7 @@ from netsec_tasks.registry.lookup import (
     production_version,
 )
 from netsec_tasks.registry.promotion import apply_decision, decide_version
-from netsec_tasks.registry.scoring import VersionScore, check_test_columns, score_version
+from netsec_tasks.registry.scoring import TestSplit, VersionScore, score_version
 from netsec_tasks.tracking import OWNER_TAG, TAG_PREFIX, THRESHOLD_TAG, mlflow_client, model_id_in
 
 log = logging.getLogger(__name__)
@@ -193,12 +193,13 @@ def _register_version(
     train: TrainRecord,
     validation: ValidationRecord,
     schema: DatasetSchema,
-    frame,
+    split: TestSplit,
     policy: DecisionPolicy,
     metric: str,
-) -> tuple[Any, Any, VersionScore]:
+) -> tuple[Any, Any, Any, VersionScore]:
     """Register (or reuse) the version and score it as loaded *from the registry*:
-    ``(model version, loaded model, its score on frame at its own operating point)``.
+    ``(model version, loaded model, its P(threat) on the test split, its score there at its own
+    operating point)``.
 
     Loading through ``models:/<name>/<version>`` proves the registered version is servable; when
     any step after creation fails, the new version is deleted so no partial model stays.
@@ -215,7 +216,8 @@ def _register_version(
     try:
         client.update_model_version(name, version, description=_describe(run, train, validation))
         model = load_version(cfg, name, version, train.mlflow_run_id)
-        scored = score_version(model, frame, schema, policy, metric, source=validation.test_uri)
+        scores = split.scores(model)
+        scored = score_version(model, split, policy, metric, scores=scores)
     except Exception as exc:
         if created:
             _delete_quietly(client, name, version)
@@ -227,7 +229,7 @@ def _register_version(
             f"registering {train.model_uri} as {name} failed ({first_line(exc)}); "
             f"{'version ' + version + ' was removed again' if created else 'kept version ' + version}"
         ) from exc
-    return mv, model, scored
+    return mv, model, scores, scored
 
 
 def register(
@@ -241,6 +243,7 @@ def register(
     on the remaining rows. The count is in the record and on the MLflow run.
     """
     from netsec_tasks.catalog import RunCatalog
+    from netsec_tasks.engine import engine_for
 
     if not train.mlflow_run_id:
         raise RegistryError(
@@ -249,8 +252,9 @@ def register(
         )
     schema = load_schema(cfg.schema_path)
     catalog = RunCatalog.of(cfg, run)
-    frame = catalog.load_frame(validation.test_uri)
-    check_test_columns(frame, schema, validation.test_uri)  # before anything is registered
+    # Scored partition by partition on the engine, never read into this process whole.
+    split = TestSplit(cfg, engine_for(cfg), schema, validation.test_uri)
+    split.check_columns()  # before anything is registered
     name = cfg.registry.model_name
     with mlflow_errors(cfg, f"register {train.model_uri} as {name!r}"):
         client = mlflow_client(cfg)
@@ -262,12 +266,10 @@ def register(
         _ensure_registered_model(client, cfg, schema)
         policy = decision_policy(cfg, schema)
         metric = "recall_at_budget" if policy.objective == "recall_at_budget" else train.metric
-        mv, model, scored = _register_version(
-            client, cfg, run, train, validation, schema, frame, policy, metric
+        mv, model, scores, scored = _register_version(
+            client, cfg, run, train, validation, schema, split, policy, metric
         )
-        decision = decide_version(
-            client, cfg, mv, model, frame, schema, metric, validation.test_uri, scored=scored
-        )
+        decision = decide_version(client, cfg, mv, model, split, metric, scored=scored, scores=scores)
         apply_decision(client, cfg, train.mlflow_run_id, decision)
         log.info("%s v%s %s: %s", name, decision.version, decision.label, decision.reason)
         challenger = challenger_version(client, cfg)
