@@ -110,10 +110,17 @@ class Engine:
     ) -> list[R]:
         """``[fn(item, **shared) for item in items]``, in order, with progress in the log.
         ``shared``: large arguments every call takes (a model): sent to each worker once."""
-        progress = Progress(what, len(items), unit)
+        if not items:
+            return []
+        return self._run(fn, items, what, Progress(what, len(items), unit), shared or {})
+
+    def _run(
+        self, fn: Callable[..., R], items: Sequence[T], what: str, progress: Progress, shared: dict[str, Any]
+    ) -> list[R]:
+        """:meth:`map` for a non-empty ``items``: here, one item after the other."""
         out = []
         for item in items:
-            out.append(fn(item, **(shared or {})))
+            out.append(fn(item, **shared))
             progress.step()
         return out
 
@@ -166,24 +173,17 @@ class DaskEngine(Engine):
     def describe(self) -> str:
         return f"the Dask cluster at {self.where} ({self.workers} workers)"
 
-    def map(
-        self,
-        fn: Callable[..., R],
-        items: Sequence[T],
-        *,
-        what: str,
-        unit: str = "partitions",
-        shared: dict[str, Any] | None = None,
+    def _run(
+        self, fn: Callable[..., R], items: Sequence[T], what: str, progress: Progress, shared: dict[str, Any]
     ) -> list[R]:
+        """:meth:`map` for a non-empty ``items``: one task per item on the workers, ``shared``
+        scattered to every worker once, results in the items' order."""
         from distributed import as_completed
 
         assert self.client is not None
-        if not items:
-            return []
-        log.info("%s: %d %s on %s", what, len(items), unit, self.describe())
-        progress = Progress(what, len(items), unit)
+        log.info("%s: %d %s on %s", what, len(items), progress.unit, self.describe())
         fn, _ = _for_workers(fn)
-        scattered = {k: self.client.scatter(v, broadcast=True, hash=False) for k, v in (shared or {}).items()}
+        scattered = {k: self.client.scatter(v, broadcast=True, hash=False) for k, v in shared.items()}
         futures = self.client.map(fn, list(items), pure=False, **scattered)
         index = {f.key: i for i, f in enumerate(futures)}
         results: list[Any] = [None] * len(items)

@@ -90,21 +90,24 @@ class Refit:
     note: str  # how it was refit, for the record and the outcome
 
 
-def refit(
-    cfg: PipelineConfig,
-    engine: Engine,
-    schema: DatasetSchema,
-    split: StoredSplit,
-    winner: CandidateResult,
-    preprocessor: Any,
-    *,
-    search_rows: int | None,
-    early_stopping_rows: np.ndarray | None,
-) -> Refit:
+@dataclass(frozen=True)
+class RefitJob:
+    """The winner to refit and on what: ``split`` the training split in storage (one partition
+    at a time), ``preprocessor`` fitted on the search sample, ``engine`` where it runs."""
+
+    cfg: PipelineConfig
+    engine: Engine
+    schema: DatasetSchema
+    split: StoredSplit
+    winner: CandidateResult
+    preprocessor: Any
+
+
+def refit(job: RefitJob, *, search_rows: int | None, early_stopping_rows: np.ndarray | None) -> Refit:
     """The winner refit on the training split left in storage (see the module doc)."""
-    if winner.name in DATA_PARALLEL:
-        return _refit_xgboost(cfg, engine, schema, split, winner, preprocessor, early_stopping_rows)
-    return _refit_on_sample(cfg, engine, schema, split, winner, preprocessor, search_rows)
+    if job.winner.name in DATA_PARALLEL:
+        return _refit_xgboost(job, early_stopping_rows)
+    return _refit_on_sample(job, search_rows)
 
 
 # --------------------------------------------------------------------------- XGBoost, data-parallel
@@ -131,15 +134,7 @@ def transformed_partition(
     return out
 
 
-def _refit_xgboost(
-    cfg: PipelineConfig,
-    engine: Engine,
-    schema: DatasetSchema,
-    split: StoredSplit,
-    winner: CandidateResult,
-    preprocessor: Any,
-    early_stopping_rows: np.ndarray | None,
-) -> Refit:
+def _refit_xgboost(job: RefitJob, early_stopping_rows: np.ndarray | None) -> Refit:
     import dask.dataframe as dd
     import xgboost
     from sklearn.pipeline import Pipeline
@@ -148,6 +143,15 @@ def _refit_xgboost(
     from netsec_tasks.candidates import get_candidate, single_threaded
     from netsec_tasks.engine import redacted
     from netsec_tasks.fitting import EARLY_STOPPING_ROUNDS
+
+    cfg, engine, schema, split, winner, preprocessor = (
+        job.cfg,
+        job.engine,
+        job.schema,
+        job.split,
+        job.winner,
+        job.preprocessor,
+    )
 
     assert engine.client is not None
     spec = get_candidate(winner.name)
@@ -247,25 +251,18 @@ def fit_on_rows(
     return fit_final(cfg, winner, preprocessor, X, y, search_rows=search_rows)
 
 
-def _refit_on_sample(
-    cfg: PipelineConfig,
-    engine: Engine,
-    schema: DatasetSchema,
-    split: StoredSplit,
-    winner: CandidateResult,
-    preprocessor: Any,
-    search_rows: int | None,
-) -> Refit:
+def _refit_on_sample(job: RefitJob, search_rows: int | None) -> Refit:
+    cfg, split, winner = job.cfg, job.split, job.winner
     t = cfg.training
     chosen = bounded_sample(split.row_hashes, split.y, t.refit_max_rows, seed=t.seed, salt=REFIT_SALT)
     rows = int(chosen.sum())
     started = time.perf_counter()
-    model = engine.submit(
+    model = job.engine.submit(
         fit_on_rows,
         cfg,
-        schema,
+        job.schema,
         winner,
-        preprocessor,
+        job.preprocessor,
         search_rows,
         split.jobs(chosen),
         what=f"refit {winner.name} on {rows} rows",

@@ -198,7 +198,7 @@ def test_a_winner_that_cannot_train_data_parallel_is_refit_on_a_bounded_sample_o
     from netsec_tasks.errors import ConfigError
     from netsec_tasks.preprocessing import load_preprocessor
     from netsec_tasks.records import CandidateResult
-    from netsec_tasks.refit import eligible, refit
+    from netsec_tasks.refit import RefitJob, eligible, refit
     from netsec_tasks.storage import storage_for
     from netsec_tasks.stored_split import StoredSplit
 
@@ -211,7 +211,9 @@ def test_a_winner_that_cannot_train_data_parallel_is_refit_on_a_bounded_sample_o
     )
     boost = CandidateResult(name="xgboost", cv_score=0.8, cv_std=0.0, best_params={}, fit_seconds=0)
     pre = load_preprocessor(storage_for(cfg).read_bytes(tr.preprocessor_uri))
-    done = refit(cfg, Engine(), schema, split, tree, pre, search_rows=None, early_stopping_rows=None)
+    done = refit(
+        RefitJob(cfg, Engine(), schema, split, tree, pre), search_rows=None, early_stopping_rows=None
+    )
     assert "a bounded sample of" in done.note and "it cannot train data-parallel" in done.note
     assert 600 <= done.model[-1].tree_.n_node_samples[0] <= 700
     assert eligible(cfg, [tree, boost], split) == ([tree, boost], [])

@@ -135,3 +135,11 @@ class DriftConfig(Section):
         description="A column drifts only with an effect of at least this size, besides a "
         "significant test (Jensen-Shannon distance for discrete, Wasserstein/IQR for continuous).",
     )
+    max_rows: int | None = Field(
+        1_000_000,
+        ge=1000,
+        description="The most rows of each side (reference, new batch) a column's test reads from "
+        "a data set in storage: beyond it, a uniform sample of this many rows, the same rows for "
+        "every column and every run, so memory stays bounded as the data grows (a KS test on 10^6 "
+        "rows a side already detects a CDF shift of about 0.002). null: every row.",
+    )

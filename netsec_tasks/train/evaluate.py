@@ -84,15 +84,10 @@ def train_and_evaluate(
     search_rows = data.rows * (cfg.training.cv_folds - 1) // cfg.training.cv_folds if data.sampled else None
     refit_note = None
     if scaled:
-        from netsec_tasks.refit import refit
+        from netsec_tasks.refit import RefitJob, refit
 
         done = refit(
-            cfg,
-            engine,
-            schema,
-            train_split,
-            winner,
-            preprocessor,
+            RefitJob(cfg, engine, schema, train_split, winner, preprocessor),
             search_rows=search_rows,
             early_stopping_rows=data.early_stopping_rows,
         )
