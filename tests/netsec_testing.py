@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import importlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import typing
 from pathlib import Path
 
@@ -26,6 +28,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 UCI_CSV = REPO.parent / "shared" / "data" / "phishing_websites.csv"
+# The repo's scripts import their sibling modules as `python scripts/x.py` finds them (scripts/
+# on sys.path): tests load them the same way (load_script), and share chromium_flags with them.
+SCRIPTS = REPO / "scripts"
+sys.path.append(str(SCRIPTS))
+
+from chromium_flags import HEADLESS_CHROMIUM  # noqa: E402
 
 # Never let a developer's environment leak into tests.
 _LEAKY = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
@@ -48,6 +56,11 @@ os.environ.update(
 )
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def load_script(name: str) -> types.ModuleType:
+    """``scripts/<name>.py`` as the module ``name``, imported once a session."""
+    return importlib.import_module(name)
 
 
 @contextlib.contextmanager
@@ -651,17 +664,7 @@ def netsec(*args: str, home: Path, env: dict | None = None, timeout: int = 600):
 # --------------------------------------------------------------------------- headless Chromium
 
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-    "--window-size=1366,860",
-    "--remote-debugging-port=0",
-]
+CHROMIUM_FLAGS = [*HEADLESS_CHROMIUM, "--disable-dev-shm-usage", "--window-size=1366,860"]
 
 
 def chromium() -> str:

@@ -11,7 +11,6 @@ workers scale. The lists of variables, connections and settings come from the co
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import re
@@ -25,12 +24,11 @@ from urllib.parse import urlparse
 
 import pytest
 
+from netsec_testing import load_script
+
 REPO = Path(__file__).resolve().parent.parent
 
-_spec = importlib.util.spec_from_file_location("check_compose", REPO / "scripts" / "check_compose.py")
-cc = importlib.util.module_from_spec(_spec)
-sys.modules["check_compose"] = cc  # dataclasses look their module up there
-_spec.loader.exec_module(cc)
+cc = load_script("check_compose")
 
 COMPOSE_TEXT = cc.COMPOSE_FILE.read_text(encoding="utf-8")
 ENV = cc.parse_env_file(cc.ENV_EXAMPLE)
@@ -799,9 +797,7 @@ def _compose_config(kind: str, files: tuple[str, ...], tmp_path: Path) -> dict:
     files, in one shape: per service the keys whose meaning matters here."""
     import yaml
 
-    _ct = importlib.util.spec_from_file_location("compose_test", REPO / "scripts" / "compose_test.py")
-    ct = importlib.util.module_from_spec(_ct)
-    _ct.loader.exec_module(ct)
+    ct = load_script("compose_test")
     if kind == "v2":
         ct.ensure_compose_v2(tmp_path / "download.log")
         docker = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else shutil.which("docker")
