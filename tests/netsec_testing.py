@@ -538,6 +538,30 @@ def airflow_db_migrate(env: dict[str, str]) -> None:
     assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
 
 
+# --------------------------------------------------------------------------- models in MLflow
+
+
+def log_skops_model(model, x, signature_rows: int):
+    """Log the fitted sklearn ``model`` into the active MLflow run as ``model``, in skops format
+    trusting exactly the types it needs, as training logs a pipeline: the signature from the
+    first ``signature_rows`` rows of the feature frame ``x`` (and ``model.predict`` on them), the
+    first 5 rows as input example. MLflow's ``ModelInfo``."""
+    import mlflow
+    import skops.io
+    from mlflow.models import infer_signature
+
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    head = x.head(signature_rows)
+    return mlflow.sklearn.log_model(
+        model,
+        name="model",
+        serialization_format="skops",
+        skops_trusted_types=trusted,
+        signature=infer_signature(head, model.predict(head)),
+        input_example=x.head(5),
+    )
+
+
 # --------------------------------------------------------------------------- step inputs
 
 
