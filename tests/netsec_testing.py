@@ -392,17 +392,24 @@ class NetsecProcess:
     """``netsec <args>`` as a subprocess whose stderr lines are kept with their arrival time.
 
     ``code`` is the source tree to run (PYTHONPATH; default this checkout) and ``home`` its work
-    directory (NETSEC_HOME). The environment is cleaned of NETSEC_*/MLFLOW_* settings.
+    directory (NETSEC_HOME). The environment is cleaned of the settings starting with one of
+    ``dropped`` (NETSEC_*/MLFLOW_*), plus ``env``.
     """
 
     def __init__(
-        self, home: Path, *args: str, sets: tuple[str, ...] = (), code: Path = REPO, env: dict | None = None
+        self,
+        home: Path,
+        *args: str,
+        sets: tuple[str, ...] = (),
+        code: Path = REPO,
+        env: dict | None = None,
+        dropped: tuple[str, ...] = ("NETSEC_", "MLFLOW_"),
     ):
         import threading
 
         self.lines: list[tuple[float, str]] = []
         self._cond = threading.Condition()
-        cmd, full_env = netsec_launch(home, sets, code=code, env=env)
+        cmd, full_env = netsec_launch(home, sets, code=code, env=env, dropped=dropped)
         self.proc = subprocess.Popen(
             [*cmd, *args],
             cwd=Path(home).parent,
@@ -652,6 +659,26 @@ def train_record(**fields):
     from netsec_tasks.records import TrainRecord
 
     return step_record(TrainRecord, **fields)
+
+
+# --------------------------------------------------------------------------- pipeline configs
+
+# A small training budget (dotted config keys): few search iterations and folds, one process,
+# no progress bars.
+SMALL_TRAINING = {
+    "training.n_iter": 2,
+    "training.cv_folds": 3,
+    "training.n_jobs": 1,
+    "training.progress": False,
+}
+
+
+def pipeline_config(overrides: dict[str, typing.Any]):
+    """``config/pipeline.yaml`` as a test runs it: no environment variables, ``overrides``
+    (dotted keys -> values) over it. The ``PipelineConfig``."""
+    from netsec_tasks.config import load_config
+
+    return load_config(REPO / "config" / "pipeline.yaml", environ={}, overrides=overrides)
 
 
 # --------------------------------------------------------------------------- the netsec CLI
