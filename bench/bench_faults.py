@@ -28,17 +28,15 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from netsec_testing import UCI_CSV, MlflowServerProcess, MotoServerProcess, TcpGate, netsec_launch  # noqa: E402
+from netsec_testing import UCI_CSV, MlflowServerProcess, MotoServerProcess, NetsecProcess, TcpGate  # noqa: E402
 
 SMALL = [
     "training.candidates=[random_forest, logistic_regression]",
@@ -48,8 +46,9 @@ SMALL = [
 ]
 
 
-class NetsecRun:
-    """``netsec run`` as a subprocess whose stderr lines are collected with their arrival time."""
+class NetsecRun(NetsecProcess):
+    """``netsec <command>`` (``run`` reads the UCI file) as the test kit's NetsecProcess runs it,
+    timed: :meth:`seconds_to_exit` under a cap."""
 
     def __init__(
         self,
@@ -60,57 +59,26 @@ class NetsecRun:
         env: dict | None = None,
         command: str = "run",
     ):
-        self.lines: list[tuple[float, str]] = []
-        self.cond = threading.Condition()
+        source = ["--source-path", str(UCI_CSV)] if command == "run" else []
+        super().__init__(
+            home,
+            command,
+            *source,
+            *args,
+            sets=tuple(sets),
+            code=code,
+            env=env,
+            dropped=("NETSEC_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY"),
+        )
         self.capped = False
-        cmd, full_env = netsec_launch(
-            home, sets, code=code, env=env, dropped=("NETSEC_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY")
-        )
-        cmd += [command, *(["--source-path", str(UCI_CSV)] if command == "run" else []), *args]
-        self.proc = subprocess.Popen(
-            cmd, cwd=home.parent, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
-        self.start = time.monotonic()
-        threading.Thread(target=self._read, daemon=True).start()
 
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            with self.cond:
-                self.lines.append((time.monotonic(), line.rstrip("\n")))
-                self.cond.notify_all()
-
-    def wait_for(self, pattern: str, timeout: float = 600) -> str:
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for _, line in self.lines:
-                    if rx.search(line):
-                        return line
-                if self.proc.poll() is not None:
-                    raise RuntimeError(
-                        f"netsec exited ({self.proc.returncode}) before {pattern!r}:\n" + self.text()[-3000:]
-                    )
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no {pattern!r} within {timeout}s")
-                self.cond.wait(min(left, 1.0))
-
-    def wait(self, cap: float) -> float | None:
+    def seconds_to_exit(self, cap: float) -> float | None:
         """Seconds until exit, or None when still running after ``cap`` (then it is killed)."""
         t0 = time.monotonic()
-        try:
-            self.proc.wait(cap)
-        except subprocess.TimeoutExpired:
+        if self.wait(cap) is None:
             self.capped = True
-            self.proc.kill()
-            self.proc.wait()
             return None
-        time.sleep(0.2)  # let the reader thread take the last lines
         return time.monotonic() - t0
-
-    def text(self) -> str:
-        return "\n".join(line for _, line in self.lines)
 
     def error_lines(self, after: float = 0.0) -> list[str]:
         return [line for t, line in self.lines if t >= after and "netsec run:" in line]
@@ -122,7 +90,7 @@ def _runs_left(code: Path, tmp: Path, uri: str) -> dict:
     ``netsec reconcile`` went over them (the code under test may predate that command)."""
     runs_after = _parent_runs(uri)
     rec = NetsecRun(code, tmp / "work", [f"registry.tracking_uri={uri}"], command="reconcile")
-    rec.wait(300)
+    rec.seconds_to_exit(300)
     after_reconcile = _parent_runs(uri) if rec.proc.returncode == 0 else "no reconcile command"
     return {"mlflow_runs_after": runs_after, "after_netsec_reconcile": after_reconcile}
 
@@ -186,7 +154,7 @@ def _registry_fault(code: Path, tmp: Path, cap: float, sig: int, name: str) -> d
         run.wait_for(r"tuning \d+ candidates")
         t_fault = time.monotonic()
         server.signal(sig)
-        seconds = run.wait(cap)
+        seconds = run.seconds_to_exit(cap)
         server.signal(signal.SIGCONT)
         server.stop()
         server.start()
@@ -236,14 +204,14 @@ def _s3_fault(code: Path, tmp: Path, cap: float, mode: str) -> dict:
             gate.close()
         else:
             os.kill(moto.proc.pid, signal.SIGSTOP)
-        seconds = first.wait(cap)
+        seconds = first.seconds_to_exit(cap)
         rc1 = first.proc.returncode
         if mode == "down":
             gate.open()
         else:
             os.kill(moto.proc.pid, signal.SIGCONT)
         second = NetsecRun(code, tmp / "work", sets, "--run-id", "second", env=creds)
-        second.wait(900)
+        second.seconds_to_exit(900)
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket="netsec").get("Contents", [])]
         first_keys = [k for k in keys if "/first/" in k or k.startswith("runs/first")]
         return _row(
@@ -254,7 +222,7 @@ def _s3_fault(code: Path, tmp: Path, cap: float, mode: str) -> dict:
             first,
             t_fault,
             second_rc=second.proc.returncode,
-            second_says=(second.text().splitlines() or [""])[-1][:200],
+            second_says=(second.stderr.splitlines() or [""])[-1][:200],
             first_run_objects_in_storage=len(first_keys),
             first_run_manifest=any(k.endswith("manifest.json") for k in first_keys),
         )
@@ -279,11 +247,11 @@ def kill_after_register(code: Path, tmp: Path, cap: float) -> dict:
     first = NetsecRun(code, tmp / "work", sets, "--run-id", "killed")
     line = first.wait_for(r"registered \S+ v\d+")
     first.proc.kill()
-    first.wait(60)
+    first.seconds_to_exit(60)
     killed_version = re.search(r" v(\d+)", line).group(1)
     before = _versions(uri).get(killed_version)
     second = NetsecRun(code, tmp / "work", sets, "--run-id", "next")
-    seconds = second.wait(cap)
+    seconds = second.seconds_to_exit(cap)
     after = _versions(uri)
     return _row(
         "kill_after_register",
@@ -349,7 +317,7 @@ def _signal_during_tuning(code: Path, tmp: Path, cap: float, sig: int, name: str
     children = psutil.Process(run.proc.pid).children(recursive=True)
     t_fault = time.monotonic()
     run.proc.send_signal(sig)
-    seconds = run.wait(cap)
+    seconds = run.seconds_to_exit(cap)
     lifetime, n = _orphan_lifetime([c.pid for c in children], cap)
     left = _runs_left(code, tmp, uri)
     return _row(

@@ -66,7 +66,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from netsec_testing import serving_command  # noqa: E402
+from netsec_testing import log_skops_model, serving_command  # noqa: E402
 
 UCI = REPO.parent / "shared" / "data" / "phishing_websites.csv"
 MODEL = "netsec-phishing"
@@ -104,9 +104,7 @@ def train_and_register(
     ``seed`` picks the 80/20 split and the estimator's seed: a challenger (``seed=1``,
     ``alias="challenger"``) is the same type trained on other rows, as a nightly retrain is."""
     import mlflow
-    import skops.io
     from mlflow import MlflowClient
-    from mlflow.models import infer_signature
     from sklearn.model_selection import train_test_split
     from sklearn.pipeline import Pipeline
 
@@ -139,16 +137,8 @@ def train_and_register(
     if client.get_experiment_by_name("netsec-bench") is None:
         client.create_experiment("netsec-bench", artifact_location=artifacts.as_uri())
     mlflow.set_experiment("netsec-bench")
-    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
     with mlflow.start_run(run_name=f"bench-{kind}-{alias}"):
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            serialization_format="skops",
-            skops_trusted_types=trusted,
-            signature=infer_signature(x.head(50), model.predict(x.head(50))),
-            input_example=x.head(5),
-        )
+        info = log_skops_model(model, x, signature_rows=50)
     mv = mlflow.register_model(info.model_uri, name)
     # The test split in storage, named by the version's netsec.test_uri (as netsec_tasks.registry).
     test_path = artifacts / f"{name}-{mv.version}-test.parquet"

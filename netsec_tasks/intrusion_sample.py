@@ -152,6 +152,15 @@ NOVEL_ATTACKS = [k for k in HOLDOUT_MIX if k not in TRAIN_MIX]
 NULL_SHARE = 0.01  # of `duration`, in both files
 
 
+# A column drawn for ``n`` rows of one label: ``(rng, n) -> array of n values``.
+Draw = Callable[[np.random.Generator, int], np.ndarray]
+# A column of a traffic signature: the same value on every row, or a draw.
+Column = str | int | float | Draw
+# Generates the feature columns (FILE_COLUMNS without label and difficulty) of ``n`` rows.
+RowGenerator = Callable[[np.random.Generator, int], dict[str, np.ndarray]]
+FEATURES = FILE_COLUMNS[: FILE_COLUMNS.index(TARGET)]
+
+
 def _pick(
     rng: np.random.Generator,
     values: list[str],
@@ -181,6 +190,53 @@ def _rate(rng, n, a, b) -> np.ndarray:
 
 def _counts(rng, n, lo, hi) -> np.ndarray:
     return rng.integers(lo, hi + 1, n).astype(np.int64)
+
+
+def pick(values: list[str], weights: dict[str, float] | None = None, tail: float = 0.0) -> Draw:
+    """Draw of :func:`_pick`: ``weights`` for the named values, ``tail`` spread over the rest."""
+    return lambda rng, n: _pick(rng, values, n, weights, tail)
+
+
+def lognormal(mean: float, sd: float, hi: float | None = None) -> Draw:
+    """Draw of whole numbers from a log-normal, at most ``hi``."""
+    return lambda rng, n: _lognormal(rng, n, mean, sd, hi=hi)
+
+
+def rate(a: float, b: float) -> Draw:
+    """Draw of a share in [0, 1] (two decimals), Beta(a, b)."""
+    return lambda rng, n: _rate(rng, n, a, b)
+
+
+def counts(lo: int, hi: int) -> Draw:
+    """Draw of whole numbers from ``lo`` to ``hi``, uniform."""
+    return lambda rng, n: _counts(rng, n, lo, hi)
+
+
+def exponential(mean: float, zero_share: float = 0.0) -> Draw:
+    """Draw of durations in seconds (one decimal): exponential with ``mean``; a ``zero_share``
+    of the rows 0."""
+
+    def draw(rng: np.random.Generator, n: int) -> np.ndarray:
+        if not zero_share:
+            return np.round(rng.exponential(mean, n), 1)
+        return np.where(rng.random(n) < zero_share, 0.0, np.round(rng.exponential(mean, n), 1))
+
+    return draw
+
+
+def _columns(rng: np.random.Generator, n: int, signature: dict[str, Column]) -> dict[str, np.ndarray]:
+    """The signature's columns for ``n`` rows, drawn in FILE_COLUMNS order (the order fixes what
+    a seed gives); a constant is repeated (a string as an object array)."""
+    out = {}
+    for name in FEATURES:
+        if name not in signature:
+            continue
+        column = signature[name]
+        if callable(column):
+            out[name] = column(rng, n)
+        else:
+            out[name] = np.full(n, column, dtype=object if isinstance(column, str) else None)
+    return out
 
 
 def _normal(rng, n):
@@ -227,219 +283,159 @@ def _normal(rng, n):
     )
 
 
-def _neptune(rng, n):  # SYN flood
-    return dict(
-        duration=np.zeros(n),
-        protocol_type=np.full(n, "tcp", dtype=object),
-        service=_pick(rng, SERVICES, n, {"private": 0.5}, tail=0.5),
-        flag=_pick(rng, FLAGS, n, {"S0": 0.9, "REJ": 0.1}),
-        src_bytes=np.zeros(n, np.int64),
-        dst_bytes=np.zeros(n, np.int64),
-        logged_in=np.zeros(n, np.int64),
-        count=_counts(rng, n, 100, 511),
-        srv_count=_counts(rng, n, 1, 30),
-        serror_rate=_rate(rng, n, 30, 1),
-        rerror_rate=_rate(rng, n, 1, 15),
-        same_srv_rate=_rate(rng, n, 1, 15),
-        dst_host_count=np.full(n, 255, np.int64),
-        dst_host_srv_count=_counts(rng, n, 1, 30),
-    )
+# An attack's connections unless its signature says otherwise: TCP, instant, empty, not logged
+# in, no errors, every one to the same service.
+ATTACK_DEFAULTS: dict[str, Column] = {
+    "duration": 0.0,
+    "protocol_type": "tcp",
+    "src_bytes": 0,
+    "dst_bytes": 0,
+    "logged_in": 0,
+    "serror_rate": 0.0,
+    "rerror_rate": 0.0,
+    "same_srv_rate": 1.0,
+}
 
 
-def _smurf(rng, n):  # ICMP echo-reply flood
-    return dict(
-        duration=np.zeros(n),
-        protocol_type=np.full(n, "icmp", dtype=object),
-        service=np.full(n, "ecr_i", dtype=object),
-        flag=np.full(n, "SF", dtype=object),
-        src_bytes=rng.choice([520, 1032], n).astype(np.int64),
-        dst_bytes=np.zeros(n, np.int64),
-        logged_in=np.zeros(n, np.int64),
-        count=_counts(rng, n, 300, 511),
-        srv_count=_counts(rng, n, 300, 511),
-        serror_rate=np.zeros(n),
-        rerror_rate=np.zeros(n),
-        same_srv_rate=np.ones(n),
-        dst_host_count=np.full(n, 255, np.int64),
-        dst_host_srv_count=np.full(n, 255, np.int64),
-    )
+def attack(**signature: Column) -> RowGenerator:
+    """The generator of an attack's rows: :data:`ATTACK_DEFAULTS` with ``signature`` over them."""
+    columns = {**ATTACK_DEFAULTS, **signature}
+    return lambda rng, n: _columns(rng, n, columns)
 
 
-def _portsweep(rng, n):
-    return dict(
-        duration=np.where(rng.random(n) < 0.7, 0.0, np.round(rng.exponential(2000, n), 1)),
-        protocol_type=np.full(n, "tcp", dtype=object),
-        service=_pick(rng, SERVICES, n, {"private": 0.6, "other": 0.1}, tail=0.3),
-        flag=_pick(rng, FLAGS, n, {"REJ": 0.4, "RSTR": 0.4, "RSTOS0": 0.1, "SH": 0.1}),
-        src_bytes=np.zeros(n, np.int64),
-        dst_bytes=np.zeros(n, np.int64),
-        logged_in=np.zeros(n, np.int64),
-        count=_counts(rng, n, 1, 5),
-        srv_count=_counts(rng, n, 1, 5),
-        serror_rate=_rate(rng, n, 1, 10),
-        rerror_rate=_rate(rng, n, 10, 2),
-        same_srv_rate=_rate(rng, n, 3, 3),
-        dst_host_count=_counts(rng, n, 1, 255),
-        dst_host_srv_count=_counts(rng, n, 1, 10),
-    )
+def disguised(**signature: Column) -> RowGenerator:
+    """The generator of an attack that looks like normal traffic: normal rows with ``signature``
+    over them (drawn after the normal rows)."""
+    return lambda rng, n: {**_normal(rng, n), **_columns(rng, n, signature)}
 
 
-def _satan(rng, n):  # probes every service
-    proto = _pick(rng, PROTOCOLS, n, {"tcp": 0.85, "udp": 0.15})
-    return dict(
-        duration=np.zeros(n),
-        protocol_type=proto,
-        service=_pick(rng, SERVICES, n, tail=1.0),
-        flag=_pick(rng, FLAGS, n, {"REJ": 0.6, "S0": 0.2, "SF": 0.1, "RSTO": 0.1}),
-        src_bytes=_lognormal(rng, n, 1.0, 1.0, hi=200),
-        dst_bytes=np.zeros(n, np.int64),
-        logged_in=np.zeros(n, np.int64),
-        count=_counts(rng, n, 1, 200),
-        srv_count=_counts(rng, n, 1, 5),
-        serror_rate=_rate(rng, n, 2, 6),
-        rerror_rate=_rate(rng, n, 8, 2),
-        same_srv_rate=_rate(rng, n, 1, 12),
-        dst_host_count=_counts(rng, n, 100, 255),
-        dst_host_srv_count=_counts(rng, n, 1, 20),
-    )
-
-
-def _back(rng, n):  # web server DoS with long URLs
-    return dict(
-        duration=np.where(rng.random(n) < 0.9, 0.0, 1.0),
-        protocol_type=np.full(n, "tcp", dtype=object),
-        service=np.full(n, "http", dtype=object),
-        flag=_pick(rng, FLAGS, n, {"SF": 0.8, "RSTR": 0.2}),
-        src_bytes=_counts(rng, n, 54000, 54600),
-        dst_bytes=_counts(rng, n, 7000, 8400),
-        logged_in=np.ones(n, np.int64),
-        count=_counts(rng, n, 1, 20),
-        srv_count=_counts(rng, n, 1, 20),
-        serror_rate=_rate(rng, n, 1, 20),
-        rerror_rate=_rate(rng, n, 1, 20),
-        same_srv_rate=np.ones(n),
-        dst_host_count=_counts(rng, n, 50, 255),
-        dst_host_srv_count=_counts(rng, n, 50, 255),
-    )
-
-
-def _guess_passwd(rng, n):
-    return dict(
-        duration=np.round(rng.exponential(3, n), 1),
-        protocol_type=np.full(n, "tcp", dtype=object),
-        service=_pick(rng, SERVICES, n, {"telnet": 0.8, "pop_3": 0.1, "imap4": 0.1}),
-        flag=_pick(rng, FLAGS, n, {"RSTO": 0.6, "SF": 0.4}),
-        src_bytes=_counts(rng, n, 100, 150),
-        dst_bytes=_counts(rng, n, 150, 200),
-        logged_in=np.zeros(n, np.int64),
-        count=_counts(rng, n, 1, 3),
-        srv_count=_counts(rng, n, 1, 3),
-        serror_rate=np.zeros(n),
-        rerror_rate=_rate(rng, n, 2, 8),
-        same_srv_rate=np.ones(n),
-        dst_host_count=_counts(rng, n, 1, 30),
-        dst_host_srv_count=_counts(rng, n, 1, 30),
-    )
-
-
-def _ipsweep(rng, n):
-    return dict(
-        duration=np.zeros(n),
-        protocol_type=np.full(n, "icmp", dtype=object),
-        service=_pick(rng, SERVICES, n, {"eco_i": 0.9, "ecr_i": 0.1}),
-        flag=np.full(n, "SF", dtype=object),
-        src_bytes=_counts(rng, n, 8, 18),
-        dst_bytes=np.zeros(n, np.int64),
-        logged_in=np.zeros(n, np.int64),
-        count=_counts(rng, n, 1, 2),
-        srv_count=_counts(rng, n, 1, 40),
-        serror_rate=np.zeros(n),
-        rerror_rate=np.zeros(n),
-        same_srv_rate=np.ones(n),
-        dst_host_count=_counts(rng, n, 1, 100),
-        dst_host_srv_count=_counts(rng, n, 1, 10),
-    )
-
-
-# Attacks only the hold-out file has.
-def _mailbomb(rng, n):  # looks like ordinary mail: mostly missed
-    base = _normal(rng, n)
-    base.update(
-        protocol_type=np.full(n, "tcp", dtype=object),
-        service=np.full(n, "smtp", dtype=object),
-        flag=np.full(n, "SF", dtype=object),
-        src_bytes=_counts(rng, n, 2500, 2700),
-        dst_bytes=_counts(rng, n, 250, 330),
-        logged_in=np.ones(n, np.int64),
-        count=_counts(rng, n, 1, 60),
-    )
-    return base
-
-
-def _processtable(rng, n):  # holds connections open: long, empty
-    return dict(
-        duration=np.round(rng.uniform(1500, 3000, n), 1),
-        protocol_type=np.full(n, "tcp", dtype=object),
-        service=_pick(rng, SERVICES, n, {"finger": 0.5, "http": 0.3}, tail=0.2),
-        flag=_pick(rng, FLAGS, n, {"SF": 0.6, "S0": 0.2, "RSTO": 0.2}),
-        src_bytes=np.zeros(n, np.int64),
-        dst_bytes=np.zeros(n, np.int64),
-        logged_in=np.zeros(n, np.int64),
-        count=_counts(rng, n, 1, 10),
-        srv_count=_counts(rng, n, 1, 10),
-        serror_rate=_rate(rng, n, 2, 5),
-        rerror_rate=_rate(rng, n, 1, 10),
-        same_srv_rate=_rate(rng, n, 5, 2),
-        dst_host_count=_counts(rng, n, 1, 255),
-        dst_host_srv_count=_counts(rng, n, 1, 100),
-    )
-
-
-def _apache2(rng, n):
-    return dict(
-        duration=np.zeros(n),
-        protocol_type=np.full(n, "tcp", dtype=object),
-        service=np.full(n, "http", dtype=object),
-        flag=_pick(rng, FLAGS, n, {"RSTR": 0.4, "S3": 0.3, "SF": 0.3}),
-        src_bytes=_lognormal(rng, n, 4.0, 1.0),
-        dst_bytes=np.zeros(n, np.int64),
-        logged_in=np.zeros(n, np.int64),
-        count=_counts(rng, n, 50, 300),
-        srv_count=_counts(rng, n, 50, 300),
-        serror_rate=_rate(rng, n, 3, 3),
-        rerror_rate=_rate(rng, n, 3, 3),
-        same_srv_rate=np.ones(n),
-        dst_host_count=_counts(rng, n, 100, 255),
-        dst_host_srv_count=_counts(rng, n, 100, 255),
-    )
-
-
-def _snmpguess(rng, n):  # small UDP requests to 'private': looks normal
-    base = _normal(rng, n)
-    base.update(
-        protocol_type=np.full(n, "udp", dtype=object),
-        service=np.full(n, "private", dtype=object),
-        flag=np.full(n, "SF", dtype=object),
-        src_bytes=_counts(rng, n, 30, 45),
-        dst_bytes=np.zeros(n, np.int64),
-        logged_in=np.zeros(n, np.int64),
-    )
-    return base
-
-
-GENERATORS: dict[str, Callable[[np.random.Generator, int], dict]] = {
+# Label -> its rows' generator, in the order a sample draws them (the order fixes what a seed
+# gives). Every attack type has its own signature.
+GENERATORS: dict[str, RowGenerator] = {
     "normal": _normal,
-    "neptune": _neptune,
-    "smurf": _smurf,
-    "portsweep": _portsweep,
-    "satan": _satan,
-    "back": _back,
-    "guess_passwd": _guess_passwd,
-    "ipsweep": _ipsweep,
-    "mailbomb": _mailbomb,
-    "processtable": _processtable,
-    "apache2": _apache2,
-    "snmpguess": _snmpguess,
+    "neptune": attack(  # SYN flood
+        service=pick(SERVICES, {"private": 0.5}, tail=0.5),
+        flag=pick(FLAGS, {"S0": 0.9, "REJ": 0.1}),
+        count=counts(100, 511),
+        srv_count=counts(1, 30),
+        serror_rate=rate(30, 1),
+        rerror_rate=rate(1, 15),
+        same_srv_rate=rate(1, 15),
+        dst_host_count=255,
+        dst_host_srv_count=counts(1, 30),
+    ),
+    "smurf": attack(  # ICMP echo-reply flood
+        protocol_type="icmp",
+        service="ecr_i",
+        flag="SF",
+        src_bytes=lambda rng, n: rng.choice([520, 1032], n).astype(np.int64),
+        count=counts(300, 511),
+        srv_count=counts(300, 511),
+        dst_host_count=255,
+        dst_host_srv_count=255,
+    ),
+    "portsweep": attack(
+        duration=exponential(2000, zero_share=0.7),
+        service=pick(SERVICES, {"private": 0.6, "other": 0.1}, tail=0.3),
+        flag=pick(FLAGS, {"REJ": 0.4, "RSTR": 0.4, "RSTOS0": 0.1, "SH": 0.1}),
+        count=counts(1, 5),
+        srv_count=counts(1, 5),
+        serror_rate=rate(1, 10),
+        rerror_rate=rate(10, 2),
+        same_srv_rate=rate(3, 3),
+        dst_host_count=counts(1, 255),
+        dst_host_srv_count=counts(1, 10),
+    ),
+    "satan": attack(  # probes every service
+        protocol_type=pick(PROTOCOLS, {"tcp": 0.85, "udp": 0.15}),
+        service=pick(SERVICES, tail=1.0),
+        flag=pick(FLAGS, {"REJ": 0.6, "S0": 0.2, "SF": 0.1, "RSTO": 0.1}),
+        src_bytes=lognormal(1.0, 1.0, hi=200),
+        count=counts(1, 200),
+        srv_count=counts(1, 5),
+        serror_rate=rate(2, 6),
+        rerror_rate=rate(8, 2),
+        same_srv_rate=rate(1, 12),
+        dst_host_count=counts(100, 255),
+        dst_host_srv_count=counts(1, 20),
+    ),
+    "back": attack(  # web server DoS with long URLs
+        duration=lambda rng, n: np.where(rng.random(n) < 0.9, 0.0, 1.0),
+        service="http",
+        flag=pick(FLAGS, {"SF": 0.8, "RSTR": 0.2}),
+        src_bytes=counts(54000, 54600),
+        dst_bytes=counts(7000, 8400),
+        logged_in=1,
+        count=counts(1, 20),
+        srv_count=counts(1, 20),
+        serror_rate=rate(1, 20),
+        rerror_rate=rate(1, 20),
+        dst_host_count=counts(50, 255),
+        dst_host_srv_count=counts(50, 255),
+    ),
+    "guess_passwd": attack(
+        duration=exponential(3),
+        service=pick(SERVICES, {"telnet": 0.8, "pop_3": 0.1, "imap4": 0.1}),
+        flag=pick(FLAGS, {"RSTO": 0.6, "SF": 0.4}),
+        src_bytes=counts(100, 150),
+        dst_bytes=counts(150, 200),
+        count=counts(1, 3),
+        srv_count=counts(1, 3),
+        rerror_rate=rate(2, 8),
+        dst_host_count=counts(1, 30),
+        dst_host_srv_count=counts(1, 30),
+    ),
+    "ipsweep": attack(
+        protocol_type="icmp",
+        service=pick(SERVICES, {"eco_i": 0.9, "ecr_i": 0.1}),
+        flag="SF",
+        src_bytes=counts(8, 18),
+        count=counts(1, 2),
+        srv_count=counts(1, 40),
+        dst_host_count=counts(1, 100),
+        dst_host_srv_count=counts(1, 10),
+    ),
+    # Attacks only the hold-out file has.
+    "mailbomb": disguised(  # looks like ordinary mail: mostly missed
+        protocol_type="tcp",
+        service="smtp",
+        flag="SF",
+        src_bytes=counts(2500, 2700),
+        dst_bytes=counts(250, 330),
+        logged_in=1,
+        count=counts(1, 60),
+    ),
+    "processtable": attack(  # holds connections open: long, empty
+        duration=lambda rng, n: np.round(rng.uniform(1500, 3000, n), 1),
+        service=pick(SERVICES, {"finger": 0.5, "http": 0.3}, tail=0.2),
+        flag=pick(FLAGS, {"SF": 0.6, "S0": 0.2, "RSTO": 0.2}),
+        count=counts(1, 10),
+        srv_count=counts(1, 10),
+        serror_rate=rate(2, 5),
+        rerror_rate=rate(1, 10),
+        same_srv_rate=rate(5, 2),
+        dst_host_count=counts(1, 255),
+        dst_host_srv_count=counts(1, 100),
+    ),
+    "apache2": attack(
+        service="http",
+        flag=pick(FLAGS, {"RSTR": 0.4, "S3": 0.3, "SF": 0.3}),
+        src_bytes=lognormal(4.0, 1.0),
+        count=counts(50, 300),
+        srv_count=counts(50, 300),
+        serror_rate=rate(3, 3),
+        rerror_rate=rate(3, 3),
+        dst_host_count=counts(100, 255),
+        dst_host_srv_count=counts(100, 255),
+    ),
+    "snmpguess": disguised(  # small UDP requests to 'private': looks normal
+        protocol_type="udp",
+        service="private",
+        flag="SF",
+        src_bytes=counts(30, 45),
+        dst_bytes=0,
+        logged_in=0,
+    ),
 }
 
 

@@ -56,12 +56,13 @@ import sys
 import tarfile
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from chromium_flags import HEADLESS_CHROMIUM
+from stack_http import AirflowRest, http
 
 REPO = Path(__file__).resolve().parent.parent
 DAG_ID = "netsec_training"
@@ -150,30 +151,6 @@ def free_port(taken: set[int]) -> int:
         if port not in taken:
             taken.add(port)
             return port
-
-
-def http(
-    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 30
-) -> tuple[int, Any]:
-    """(status, JSON or text body). Never raises for HTTP errors; connection errors -> status 0."""
-    data = None
-    hdrs = dict(headers or {})
-    if body is not None:
-        data = json.dumps(body).encode()
-        hdrs.setdefault("Content-Type", "application/json")
-    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    except (urllib.error.URLError, OSError) as exc:
-        return 0, str(exc)
-    text = raw.decode("utf-8", "replace")
-    try:
-        return status, json.loads(text)
-    except ValueError:
-        return status, text
 
 
 def wait_until(
@@ -486,40 +463,12 @@ def ensure_compose_v2(log: Path) -> Path:
 # =========================================================================== Airflow's REST API
 
 
-class Airflow:
-    """The Airflow 3 REST API as a client uses it (token from /auth/token)."""
+class Airflow(AirflowRest):
+    """The Airflow 3 REST API as the scenario uses it: a failed request names the
+    airflow-apiserver service."""
 
-    def __init__(self, base: str, username: str, password: str):
-        self.base, self.username, self.password = base.rstrip("/"), username, password
-        self.token: str | None = None
-
-    def login(self) -> None:
-        status, body = http(
-            "POST", f"{self.base}/auth/token", {"username": self.username, "password": self.password}
-        )
-        if status not in (200, 201) or not isinstance(body, dict) or "access_token" not in body:
-            raise StepFailed(
-                f"POST /auth/token: HTTP {status}: {str(body)[:500]}", services=("airflow-apiserver",)
-            )
-        self.token = body["access_token"]
-
-    def call(
-        self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,), timeout: float = 30
-    ) -> Any:
-        status, data = http(
-            method, f"{self.base}{path}", body, {"Authorization": f"Bearer {self.token}"}, timeout=timeout
-        )
-        if status not in ok:
-            raise StepFailed(
-                f"{method} {path}: HTTP {status}: {str(data)[:800]}", services=("airflow-apiserver",)
-            )
-        return data
-
-    def task_instances(self, run_id: str, dag_id: str = DAG_ID) -> list[dict]:
-        q = urllib.parse.quote(run_id, safe="")
-        return self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{q}/taskInstances?limit=100")[
-            "task_instances"
-        ]
+    def failure(self, message: str) -> Exception:
+        return StepFailed(message, services=("airflow-apiserver",))
 
     def task_log(self, run_id: str, task_id: str, try_number: int, dag_id: str = DAG_ID) -> str:
         q = urllib.parse.quote(run_id, safe="")
@@ -541,15 +490,6 @@ class Airflow:
                 lines.append(str(entry))
         return "\n".join(lines)
 
-    def xcom(self, run_id: str, task_id: str, key: str = "return_value", dag_id: str = DAG_ID) -> Any:
-        q = urllib.parse.quote(run_id, safe="")
-        data = self.call(
-            "GET",
-            f"/api/v2/dags/{dag_id}/dagRuns/{q}/taskInstances/{task_id}/xcomEntries/{key}?deserialize=true",
-        )
-        value = data.get("value")
-        return json.loads(value) if isinstance(value, str) else value
-
     def wait_run(
         self, run_id: str, timeout: float, alive: Callable[[], None], dag_id: str = DAG_ID
     ) -> list[dict]:
@@ -560,7 +500,7 @@ class Airflow:
         while True:
             alive()
             run_ = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{q}")
-            tis = self.task_instances(run_id, dag_id)
+            tis = self.task_instances(dag_id, run_id)
             for ti in sorted(tis, key=lambda t: t.get("start_date") or "~"):
                 state = str(ti.get("state"))
                 if seen.get(ti["task_id"]) != state and state not in ("None", "scheduled"):
@@ -596,16 +536,10 @@ class Browser:
     """Headless Debian Chromium driven over the DevTools protocol (a websocket), one page."""
 
     FLAGS = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
+        *HEADLESS_CHROMIUM,
         "--disable-sync",
         "--disable-quic",
         "--window-size=1440,1000",
-        "--remote-debugging-port=0",
         "--remote-allow-origins=*",
     ]
 
@@ -794,20 +728,12 @@ class Scenario:
         )
         with self.step("the seed job loaded MongoDB"):
             self.check_seed()
-        with self.step("trigger netsec_training through the Airflow REST API"):
-            run1 = self.trigger_via_api()
-        with self.step(f"wait for DAG run {run1}"):
-            self.airflow.wait_run(run1, a.run_timeout, self.assert_alive)
-            self.report_outcome(run1)
+        run1 = self.train("trigger netsec_training through the Airflow REST API", self.trigger_via_api)
         with self.step("the bucket holds the run and the model"):
             self.check_bucket(run1)
         with self.step("serving picks up the new Production version and answers /predict"):
             self.check_serving()
-        with self.step("trigger again through serving's POST /train"):
-            run2 = self.trigger_via_serving()
-        with self.step(f"wait for DAG run {run2}"):
-            self.airflow.wait_run(run2, a.run_timeout, self.assert_alive)
-            self.report_outcome(run2)
+        run2 = self.train("trigger again through serving's POST /train", self.trigger_via_serving)
         with self.step(f"every DAG run succeeded; tasks ran in all {a.workers} worker containers"):
             self.check_all_runs()
         with self.step(
@@ -1057,6 +983,17 @@ class Scenario:
         say(f"   {db.name} on 127.0.0.1:{self.env['MONGO_PORT']}: {counts}")
         self.summary["mongo_documents"] = counts
 
+    def train(self, trigger_step: str, trigger: Callable[[], str]) -> str:
+        """Two steps: ``trigger_step`` starts a netsec_training run (``trigger`` returns its
+        run id), then that run is waited for until it succeeds and its outcome is reported.
+        The run id."""
+        with self.step(trigger_step):
+            run_id = trigger()
+        with self.step(f"wait for DAG run {run_id}"):
+            self.airflow.wait_run(run_id, self.args.run_timeout, self.assert_alive)
+            self.report_outcome(run_id)
+        return run_id
+
     def trigger_via_api(self) -> str:
         af = self.airflow
         af.login()
@@ -1091,7 +1028,7 @@ class Scenario:
         return None
 
     def report_outcome(self, run_id: str) -> None:
-        outcome = self.airflow.xcom(run_id, "record_outcome") or {}
+        outcome = self.airflow.xcom(DAG_ID, run_id, "record_outcome") or {}
         say(
             f"   outcome: {outcome.get('outcome')} (Production v{outcome.get('production_after')}): "
             f"{outcome.get('reason')}"
@@ -1112,7 +1049,7 @@ class Scenario:
 
     def check_bucket(self, run_id: str) -> None:
         s3 = self.s3()
-        sync = self.airflow.xcom(run_id, "sync")
+        sync = self.airflow.xcom(DAG_ID, run_id, "sync")
         dest = urllib.parse.urlparse(sync["destination"])
         if dest.scheme != "s3":
             raise StepFailed(f"sync wrote to {sync['destination']}, not to S3")
@@ -1314,7 +1251,7 @@ class Scenario:
         ]
         say(f"   triggered {dag} run {run_id}")
         af.wait_run(run_id, self.args.run_timeout, self.assert_alive, dag_id=dag)
-        record = af.xcom(run_id, "decide_challenger", dag_id=dag) or {}
+        record = af.xcom(dag, run_id, "decide_challenger") or {}
         action = record.get("action")
         say(f"   decide_challenger: {action} v{record.get('challenger_version')}: {record.get('reason')}")
         if action not in ("promoted", "retired") or record.get("challenger_version") != challenger:
@@ -1385,7 +1322,7 @@ class Scenario:
                 raise StepFailed(
                     f"DAG run {r['dag_run_id']} is {r['state']}", services=("airflow-scheduler",)
                 )
-            tis += self.airflow.task_instances(r["dag_run_id"])
+            tis += self.airflow.task_instances(DAG_ID, r["dag_run_id"])
         self.summary["dag_runs"] = {r["dag_run_id"]: r["state"] for r in runs}
         workers = {
             c["Config"]["Hostname"]: c["Name"].lstrip("/")
@@ -1463,7 +1400,7 @@ class Scenario:
     def check_dask(self, run_id: str) -> None:
         """The run's winner was refit by xgboost.dask across every dask-worker container (each
         took a rank in XGBoost's collective), and the outcome says so."""
-        train = self.airflow.xcom(run_id, "train") or {}
+        train = self.airflow.xcom(DAG_ID, run_id, "train") or {}
         refit = str(train.get("refit") or "")
         want = f"xgboost.dask across {self.args.dask_workers} workers"
         if not refit.startswith(want):
@@ -1471,7 +1408,7 @@ class Scenario:
                 f"the train task's refit is {refit!r}, not {want} ...",
                 services=("airflow-worker", "dask-scheduler", "dask-worker"),
             )
-        outcome = self.airflow.xcom(run_id, "record_outcome") or {}
+        outcome = self.airflow.xcom(DAG_ID, run_id, "record_outcome") or {}
         if (outcome.get("candidate") or {}).get("refit") != refit:
             raise StepFailed(
                 f"the outcome does not say how the candidate was refit: {outcome.get('candidate')}"

@@ -30,12 +30,13 @@ import argparse
 import json
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import stack_http
+from stack_http import AirflowRest
 
 REPO = Path(__file__).resolve().parent.parent
 MONITORING, TRAINING = "netsec_monitoring", "netsec_training"
@@ -48,28 +49,8 @@ class LoopFailed(RuntimeError):
 def http(
     method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 60
 ) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        url,
-        data=data,
-        method=method,
-        headers={
-            "Accept": "application/json",
-            **({"Content-Type": "application/json"} if data else {}),
-            **(headers or {}),
-        },
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw, status = resp.read(), resp.status
-    except urllib.error.HTTPError as exc:
-        raw, status = exc.read(), exc.code
-    except (urllib.error.URLError, OSError) as exc:
-        return 0, str(exc)
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode(errors="replace")
+    """``stack_http.http`` asking for JSON, with the loop's longer timeout (seconds)."""
+    return stack_http.http(method, url, body, {"Accept": "application/json", **(headers or {})}, timeout)
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float, interval: float = 2.0) -> Any:
@@ -83,45 +64,20 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float, interval: fl
     raise LoopFailed(f"{what}: not after {timeout:.0f} s (last: {str(last)[:300]})")
 
 
-class Airflow:
+class Airflow(AirflowRest):
+    """The Airflow 3 REST API as the loop uses it: a failed request raises LoopFailed."""
+
     def __init__(self, base: str, username: str, password: str):
-        self.base, self.username, self.password = base.rstrip("/"), username, password
-        self.token: str | None = None
+        super().__init__(base, username, password, timeout=60)
 
-    def login(self) -> None:
-        status, body = http(
-            "POST", f"{self.base}/auth/token", {"username": self.username, "password": self.password}
-        )
-        if status not in (200, 201) or not isinstance(body, dict) or "access_token" not in body:
-            raise LoopFailed(f"Airflow login: POST /auth/token: HTTP {status}: {str(body)[:300]}")
-        self.token = body["access_token"]
-
-    def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
-        status, data = http(method, self.base + path, body, {"Authorization": f"Bearer {self.token}"})
-        if status == 401:  # the token expired during a long wait
-            self.login()
-            status, data = http(method, self.base + path, body, {"Authorization": f"Bearer {self.token}"})
-        if status not in ok:
-            raise LoopFailed(f"Airflow {method} {path}: HTTP {status}: {str(data)[:500]}")
-        return data
+    def failure(self, message: str) -> Exception:
+        return LoopFailed(f"Airflow {message}")
 
     def runs(self, dag_id: str) -> list[dict]:
         return self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-run_after&limit=50")["dag_runs"]
 
     def tasks(self, dag_id: str, run_id: str) -> dict[str, str]:
-        q = urllib.parse.quote(run_id, safe="")
-        tis = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{q}/taskInstances?limit=100")
-        return {t["task_id"]: str(t.get("state")) for t in tis["task_instances"]}
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
-        q = urllib.parse.quote(run_id, safe="")
-        data = self.call(
-            "GET",
-            f"/api/v2/dags/{dag_id}/dagRuns/{q}/taskInstances/{task_id}"
-            "/xcomEntries/return_value?deserialize=true",
-        )
-        value = data.get("value")
-        return json.loads(value) if isinstance(value, str) else value
+        return {t["task_id"]: str(t.get("state")) for t in self.task_instances(dag_id, run_id)}
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float) -> dict[str, str]:
         q = urllib.parse.quote(run_id, safe="")

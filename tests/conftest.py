@@ -16,7 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from netsec_testing import REPO, UCI_CSV, MongoServer, S3Server, free_port, wait_for_port  # noqa: F401
+from netsec_testing import (  # noqa: F401
+    REPO,
+    SMALL_TRAINING,
+    UCI_CSV,
+    MongoServer,
+    S3Server,
+    free_port,
+    pipeline_config,
+    wait_for_port,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -98,19 +107,15 @@ def mlflow_uri(tmp_path):
 @pytest.fixture()
 def make_cfg(tmp_path):
     """Build a PipelineConfig rooted in tmp_path, with dotted-key overrides."""
-    from netsec_tasks.config import load_config
 
     def _make(**overrides):
         base = {
             "workdir": str(tmp_path / "work"),
             "training.candidates": ["random_forest", "logistic_regression"],
-            "training.n_iter": 2,
-            "training.cv_folds": 3,
-            "training.n_jobs": 1,
-            "training.progress": False,
+            **SMALL_TRAINING,
         }
         base.update({k.replace("__", "."): v for k, v in overrides.items()})
-        return load_config(REPO / "config" / "pipeline.yaml", environ={}, overrides=base)
+        return pipeline_config(base)
 
     return _make
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import importlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import typing
 from pathlib import Path
 
@@ -26,6 +28,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 UCI_CSV = REPO.parent / "shared" / "data" / "phishing_websites.csv"
+# The repo's scripts import their sibling modules as `python scripts/x.py` finds them (scripts/
+# on sys.path): tests load them the same way (load_script), and share chromium_flags with them.
+SCRIPTS = REPO / "scripts"
+sys.path.append(str(SCRIPTS))
+
+from chromium_flags import HEADLESS_CHROMIUM  # noqa: E402
 
 # Never let a developer's environment leak into tests.
 _LEAKY = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
@@ -48,6 +56,11 @@ os.environ.update(
 )
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def load_script(name: str) -> types.ModuleType:
+    """``scripts/<name>.py`` as the module ``name``, imported once a session."""
+    return importlib.import_module(name)
 
 
 @contextlib.contextmanager
@@ -379,17 +392,24 @@ class NetsecProcess:
     """``netsec <args>`` as a subprocess whose stderr lines are kept with their arrival time.
 
     ``code`` is the source tree to run (PYTHONPATH; default this checkout) and ``home`` its work
-    directory (NETSEC_HOME). The environment is cleaned of NETSEC_*/MLFLOW_* settings.
+    directory (NETSEC_HOME). The environment is cleaned of the settings starting with one of
+    ``dropped`` (NETSEC_*/MLFLOW_*), plus ``env``.
     """
 
     def __init__(
-        self, home: Path, *args: str, sets: tuple[str, ...] = (), code: Path = REPO, env: dict | None = None
+        self,
+        home: Path,
+        *args: str,
+        sets: tuple[str, ...] = (),
+        code: Path = REPO,
+        env: dict | None = None,
+        dropped: tuple[str, ...] = ("NETSEC_", "MLFLOW_"),
     ):
         import threading
 
         self.lines: list[tuple[float, str]] = []
         self._cond = threading.Condition()
-        cmd, full_env = netsec_launch(home, sets, code=code, env=env)
+        cmd, full_env = netsec_launch(home, sets, code=code, env=env, dropped=dropped)
         self.proc = subprocess.Popen(
             [*cmd, *args],
             cwd=Path(home).parent,
@@ -525,6 +545,30 @@ def airflow_db_migrate(env: dict[str, str]) -> None:
     assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
 
 
+# --------------------------------------------------------------------------- models in MLflow
+
+
+def log_skops_model(model, x, signature_rows: int):
+    """Log the fitted sklearn ``model`` into the active MLflow run as ``model``, in skops format
+    trusting exactly the types it needs, as training logs a pipeline: the signature from the
+    first ``signature_rows`` rows of the feature frame ``x`` (and ``model.predict`` on them), the
+    first 5 rows as input example. MLflow's ``ModelInfo``."""
+    import mlflow
+    import skops.io
+    from mlflow.models import infer_signature
+
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    head = x.head(signature_rows)
+    return mlflow.sklearn.log_model(
+        model,
+        name="model",
+        serialization_format="skops",
+        skops_trusted_types=trusted,
+        signature=infer_signature(head, model.predict(head)),
+        input_example=x.head(5),
+    )
+
+
 # --------------------------------------------------------------------------- step inputs
 
 
@@ -617,6 +661,26 @@ def train_record(**fields):
     return step_record(TrainRecord, **fields)
 
 
+# --------------------------------------------------------------------------- pipeline configs
+
+# A small training budget (dotted config keys): few search iterations and folds, one process,
+# no progress bars.
+SMALL_TRAINING = {
+    "training.n_iter": 2,
+    "training.cv_folds": 3,
+    "training.n_jobs": 1,
+    "training.progress": False,
+}
+
+
+def pipeline_config(overrides: dict[str, typing.Any]):
+    """``config/pipeline.yaml`` as a test runs it: no environment variables, ``overrides``
+    (dotted keys -> values) over it. The ``PipelineConfig``."""
+    from netsec_tasks.config import load_config
+
+    return load_config(REPO / "config" / "pipeline.yaml", environ={}, overrides=overrides)
+
+
 # --------------------------------------------------------------------------- the netsec CLI
 
 NETSEC = [sys.executable, "-m", "netsec_tasks.cli"]
@@ -651,17 +715,7 @@ def netsec(*args: str, home: Path, env: dict | None = None, timeout: int = 600):
 # --------------------------------------------------------------------------- headless Chromium
 
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-    "--window-size=1366,860",
-    "--remote-debugging-port=0",
-]
+CHROMIUM_FLAGS = [*HEADLESS_CHROMIUM, "--disable-dev-shm-usage", "--window-size=1366,860"]
 
 
 def chromium() -> str:

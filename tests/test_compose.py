@@ -11,7 +11,6 @@ workers scale. The lists of variables, connections and settings come from the co
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import re
@@ -25,12 +24,11 @@ from urllib.parse import urlparse
 
 import pytest
 
+from netsec_testing import load_script
+
 REPO = Path(__file__).resolve().parent.parent
 
-_spec = importlib.util.spec_from_file_location("check_compose", REPO / "scripts" / "check_compose.py")
-cc = importlib.util.module_from_spec(_spec)
-sys.modules["check_compose"] = cc  # dataclasses look their module up there
-_spec.loader.exec_module(cc)
+cc = load_script("check_compose")
 
 COMPOSE_TEXT = cc.COMPOSE_FILE.read_text(encoding="utf-8")
 ENV = cc.parse_env_file(cc.ENV_EXAMPLE)
@@ -471,6 +469,20 @@ def test_every_env_var_the_code_reads_is_set_where_it_runs():
     )
 
 
+def _airflow_probe(
+    probe: str, airflow_home: Path, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess:
+    """``python -c probe *args`` (this venv, its Airflow) in a fresh ``AIRFLOW_HOME``, with only
+    PATH and ``env`` in its environment; text output, 5 minutes at most."""
+    return subprocess.run(
+        [sys.executable, "-c", probe, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": os.environ.get("PATH", ""), "AIRFLOW_HOME": str(airflow_home), **env},
+    )
+
+
 def test_airflow_connections_resolve_to_the_stack(tmp_path):
     """Airflow itself parses AIRFLOW_CONN_* of each Airflow service into the DAG's hooks."""
     conn_ids = dag_connection_ids()
@@ -489,18 +501,8 @@ print(json.dumps({"mongo_uri": mongo.uri, "endpoint_url": s3.endpoint_url,
         env = env_of(name)
         for conn_id in conn_ids:
             assert f"AIRFLOW_CONN_{conn_id.upper()}" in env, f"{name}: no connection {conn_id}"
-        out = subprocess.run(
-            [sys.executable, "-c", probe],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            # Only the connections: the metadata DB (PostgreSQL) is not here.
-            env={
-                "PATH": os.environ.get("PATH", ""),
-                "AIRFLOW_HOME": str(tmp_path),
-                **{k: v for k, v in env.items() if k.startswith("AIRFLOW_CONN_")},
-            },
-        )
+        # Only the connections: the metadata DB (PostgreSQL) is not here.
+        out = _airflow_probe(probe, tmp_path, {k: v for k, v in env.items() if k.startswith("AIRFLOW_CONN_")})
         assert out.returncode == 0, out.stderr[-3000:]
         got = json.loads(out.stdout.strip().splitlines()[-1])
         # The DAG reads Mongo through the connection, the seed job through the config: same DB.
@@ -520,17 +522,7 @@ def test_airflow_commands_exist_in_the_pinned_airflow(tmp_path):
         "import json, sys\nfrom airflow.cli.cli_parser import get_parser\np = get_parser()\n"
         "for cmd in json.loads(sys.argv[1]).values():\n    p.parse_args(cmd)\nprint('ok')"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe, json.dumps(commands)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={
-            "PATH": os.environ.get("PATH", ""),
-            "AIRFLOW_HOME": str(tmp_path),
-            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-        },
-    )
+    out = _airflow_probe(probe, tmp_path, {"AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"}, json.dumps(commands))
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
 
 
@@ -799,9 +791,7 @@ def _compose_config(kind: str, files: tuple[str, ...], tmp_path: Path) -> dict:
     files, in one shape: per service the keys whose meaning matters here."""
     import yaml
 
-    _ct = importlib.util.spec_from_file_location("compose_test", REPO / "scripts" / "compose_test.py")
-    ct = importlib.util.module_from_spec(_ct)
-    _ct.loader.exec_module(ct)
+    ct = load_script("compose_test")
     if kind == "v2":
         ct.ensure_compose_v2(tmp_path / "download.log")
         docker = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else shutil.which("docker")

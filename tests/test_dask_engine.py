@@ -17,7 +17,7 @@ import logging
 
 import pytest
 
-from netsec_testing import REPO, free_port, netsec
+from netsec_testing import free_port, netsec, pipeline_config
 
 F1_TOLERANCE = 0.02  # at the operating point
 PR_AUC_TOLERANCE = 0.01
@@ -38,7 +38,6 @@ class _WholeReads(logging.Handler):
 
 @pytest.fixture(scope="module")
 def both_engines(tmp_path_factory):
-    from netsec_tasks.config import load_config
     from netsec_tasks.engine import close_clusters, engine_for
     from netsec_tasks.partitions import load_stats
     from netsec_tasks.pipeline import run_pipeline
@@ -49,10 +48,8 @@ def both_engines(tmp_path_factory):
     make_sample(6000, seed=5, missing=0.02).to_csv(path, index=False)
     out = {}
     for engine in ("local", "dask"):
-        cfg = load_config(
-            REPO / "config" / "pipeline.yaml",
-            environ={},
-            overrides={
+        cfg = pipeline_config(
+            {
                 "workdir": str(root / engine),
                 "source.path": str(path),
                 "training.engine": engine,

@@ -7,7 +7,6 @@ netsec_training by itself -> it promotes a new version -> serving swaps to it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from netsec_testing import REPO, free_port, serving_command, stop_session, wait_for_port
+from netsec_testing import REPO, free_port, load_script, serving_command, stop_session, wait_for_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]
 
@@ -101,9 +100,7 @@ def stack(tmp_path_factory):
 
 
 def test_loop_check_drives_drift_to_a_promoted_version_served(stack):
-    spec = importlib.util.spec_from_file_location("loop_check", REPO / "scripts" / "loop_check.py")
-    loop_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loop_check)
+    loop_check = load_script("loop_check")
     lines: list[str] = []
     try:
         summary = loop_check.run_loop(

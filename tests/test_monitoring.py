@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from netsec_tasks.sample import FEATURE_NAMES, TARGET, make_sample
-from netsec_testing import REPO
+from netsec_testing import REPO, SMALL_TRAINING
 
 SHIFTED_COLUMNS = set(FEATURE_NAMES[:10])  # the columns make_sample(shift=...) moves
 
@@ -35,10 +35,7 @@ def trained(tmp_path_factory):
         overrides={
             "workdir": str(root / "work"),
             "training.candidates": ["logistic_regression", "decision_tree"],
-            "training.n_iter": 2,
-            "training.cv_folds": 3,
-            "training.n_jobs": 1,
-            "training.progress": False,
+            **SMALL_TRAINING,
             "monitoring.min_labels": 30,
             "monitoring.bootstrap": 500,
         },

@@ -75,12 +75,11 @@ def test_a_data_set_exists_only_once_its_manifest_is_written(tmp_path):
 def runs(tmp_path_factory):
     """ingest -> validate -> transform on the same file twice: one file per data set, and
     partitions of 500 rows (local engine). Rows with gaps, so the imputer has work."""
-    from netsec_tasks.config import load_config
     from netsec_tasks.ingest import ingest
     from netsec_tasks.sample import make_sample
     from netsec_tasks.transform import transform
     from netsec_tasks.validate import validate
-    from netsec_testing import REPO
+    from netsec_testing import pipeline_config
 
     root = tmp_path_factory.mktemp("partitions")
     frame = make_sample(ROWS, seed=11, missing=0.03)
@@ -90,10 +89,8 @@ def runs(tmp_path_factory):
     frame.to_csv(path, index=False)
     out = {}
     for name, rows in (("file", 1_000_000), ("parts", 500)):
-        cfg = load_config(
-            REPO / "config" / "pipeline.yaml",
-            environ={},
-            overrides={
+        cfg = pipeline_config(
+            {
                 "workdir": str(root / name),
                 "source.path": str(path),
                 "storage.partition_rows": rows,

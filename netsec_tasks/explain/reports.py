@@ -16,6 +16,7 @@ the section says so.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -147,14 +148,19 @@ def traffic_reasons(
 # --------------------------------------------------------------------------- HTML
 
 
-def _unavailable(title: str, part: dict[str, Any] | None) -> list[str] | None:
+def _section(
+    title: str, part: dict[str, Any] | None, body: Callable[[dict[str, Any]], list[str]]
+) -> list[str]:
+    """A report section's HTML lines: none without ``part``; the ``title`` heading, then a note
+    when the part's reasons are not available, else ``body(part)``."""
     from netsec_tasks.html_report import escape
 
     if not part:
         return []
+    heading = f"<h2>{escape(title)}</h2>"
     if not part.get("available"):
-        return [f"<h2>{escape(title)}</h2>", f'<p class="note">No reasons: {escape(part.get("why", ""))}</p>']
-    return None
+        return [heading, f'<p class="note">No reasons: {escape(part.get("why", ""))}</p>']
+    return [heading, *body(part)]
 
 
 def _bar(value: float, scale: float, threat: bool = True) -> str:
@@ -164,13 +170,12 @@ def _bar(value: float, scale: float, threat: bool = True) -> str:
 
 def evaluation_html(part: dict[str, Any] | None) -> list[str]:
     """The evaluation report's reasons section (empty without a ``reasons`` part)."""
+    return _section("Reasons: what the model leans on, and what fools it", part, _evaluation_body)
+
+
+def _evaluation_body(part: dict[str, Any]) -> list[str]:
     from netsec_tasks.html_report import escape, number
 
-    title = "Reasons: what the model leans on, and what fools it"
-    off = _unavailable(title, part)
-    if off is not None:
-        return off
-    assert part is not None
     unit = part["unit"]
     rows = part["importance"][:TOP_COLUMNS]
     labels = [k for k in (rows[0] if rows else {}) if k.startswith(LABEL)]  # most rows first
@@ -179,7 +184,6 @@ def evaluation_html(part: dict[str, Any] | None) -> list[str]:
     scale = max((r["overall"] or 0 for r in rows), default=0)
     more = f" ({len(labels) - len(shown)} more labels in the YAML report)" if len(labels) > len(shown) else ""
     out = [
-        f"<h2>{escape(title)}</h2>",
         f'<p class="note">Global importance: the mean |contribution| of each column ({escape(unit)}), '
         f"overall and over the rows of each raw label{escape(more)}; {escape(part['rows'])}. "
         f"{escape(part['check'])}.</p>",
@@ -222,18 +226,18 @@ def evaluation_html(part: dict[str, Any] | None) -> list[str]:
 
 def traffic_html(part: dict[str, Any] | None) -> list[str]:
     """The monitoring report's "why alerts rose" section (empty without a ``reasons`` part)."""
+    return _section(
+        "Why the alert rate moved: mean contributions, traffic against the test split", part, _traffic_body
+    )
+
+
+def _traffic_body(part: dict[str, Any]) -> list[str]:
     from netsec_tasks.html_report import escape, number
 
-    title = "Why the alert rate moved: mean contributions, traffic against the test split"
-    off = _unavailable(title, part)
-    if off is not None:
-        return off
-    assert part is not None
     unit, margin = part["unit"], part["mean_margin"]
     rows = part["columns"][:TOP_COLUMNS]
     scale = max((abs(r["change"] or 0) for r in rows), default=0)
     out = [
-        f"<h2>{escape(title)}</h2>",
         f'<p class="note">Per column, its mean contribution ({escape(unit)}) on the test split '
         f"({escape(part['test_rows'])}) and on the new traffic ({escape(part['traffic_rows'])}); "
         "a positive change pushes traffic further towards alerts. The changes of all columns add "

@@ -15,7 +15,14 @@ import numpy as np
 import pandas as pd
 
 # Paths and loopback helpers are shared with the rest of the suite.
-from netsec_testing import REPO, free_port, serving_command, stop_process, wait_for_port  # noqa: E402,F401
+from netsec_testing import (  # noqa: E402,F401
+    REPO,
+    free_port,
+    log_skops_model,
+    serving_command,
+    stop_process,
+    wait_for_port,
+)
 
 MODEL_NAME = "netsec-phishing"
 TARGET = "Result"
@@ -97,9 +104,7 @@ def register(
     runs logged it before the storage hand-off (``"artifact"``), or absent (None).
     """
     import mlflow
-    import skops.io
     from mlflow import MlflowClient
-    from mlflow.models import infer_signature
 
     if threshold is not None:
         from netsec_tasks.operating_point import with_threshold
@@ -115,17 +120,9 @@ def register(
         )
     mlflow.set_experiment(exp_name)
     x = frame.drop(columns=[TARGET])
-    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
     with mlflow.start_run(run_name="test-run") as run:
         mlflow.log_metrics({"test_f1": 0.9, "test_accuracy": 0.91, "cv_score": 0.89})
-        info = mlflow.sklearn.log_model(
-            pipeline,
-            name="model",
-            serialization_format="skops",
-            skops_trusted_types=trusted,
-            signature=infer_signature(x.head(20), pipeline.predict(x.head(20))),
-            input_example=x.head(5),
-        )
+        info = log_skops_model(pipeline, x, signature_rows=20)
         test = test_frame if test_frame is not None else training_frame(200, seed=77)
         if test_split == "artifact":
             with tempfile.TemporaryDirectory() as tmp:

@@ -59,6 +59,18 @@ def _metric(text: str, name: str, **labels) -> float:
     return 0.0
 
 
+def _rows_counted(client, outcome: str, route: str) -> float:
+    """``netsec_input_rows_total`` of the model's rows with ``outcome`` on ``route``, as
+    /metrics says now."""
+    metrics = client.get("/metrics").text
+    return _metric(metrics, "netsec_input_rows_total", model=MODEL, outcome=outcome, route=route)
+
+
+def _assert_pipeline_scores(got: list, pipeline, rows: pd.DataFrame) -> None:
+    """The served threat probabilities ``got`` are the pipeline's own on ``rows`` (to ATOL)."""
+    np.testing.assert_allclose(got, _expected_proba(pipeline, rows), rtol=0, atol=ATOL)
+
+
 @pytest.fixture()
 def client(registered, make_client):
     return make_client(registered.tracking_uri, max_rows=1000)
@@ -84,9 +96,7 @@ def test_json_nulls_are_imputed_by_the_model_and_counted(client, registered):
     frame.loc[1, ["SFH", "Favicon"]] = np.nan
     frame.loc[2, "Iframe"] = np.nan
     frame.loc[3, "port"] = np.nan
-    np.testing.assert_allclose(
-        [p["threat_probability"] for p in got], _expected_proba(registered.pipeline, frame), rtol=0, atol=ATOL
-    )
+    _assert_pipeline_scores([p["threat_probability"] for p in got], registered.pipeline, frame)
     metrics = client.get("/metrics").text
     assert _metric(metrics, "netsec_input_rows_total", model=MODEL, outcome="imputed", route="/predict") == 3
     assert _metric(metrics, "netsec_imputed_cells_total", model=MODEL, route="/predict") == 4
@@ -126,8 +136,7 @@ def test_json_domain_violations_are_refused_naming_row_column_value(client, name
     assert body["allowed"] and "one of" in body["allowed"]
     for w in words + ["records[1]"]:
         assert w in body["detail"], body["detail"]
-    metrics = client.get("/metrics").text
-    assert _metric(metrics, "netsec_input_rows_total", model=MODEL, outcome="refused", route="/predict") == 1
+    assert _rows_counted(client, "refused", "/predict") == 1
 
 
 def test_json_non_nullable_null_is_refused(registered, make_client, tmp_path):
@@ -218,16 +227,8 @@ def test_csv_blank_cells_are_imputed_and_counted(client, registered):
     body = resp.json()
     assert [r["imputed_cells"] for r in body["records"]] == [0, 1, 0, 3, 0]
     assert body["n_imputed_rows"] == 2 and body["n_invalid"] == 0
-    np.testing.assert_allclose(
-        [r["threat_probability"] for r in body["records"]],
-        _expected_proba(registered.pipeline, rows),
-        rtol=0,
-        atol=ATOL,
-    )
-    metrics = client.get("/metrics").text
-    assert (
-        _metric(metrics, "netsec_input_rows_total", model=MODEL, outcome="imputed", route="/predict/csv") == 2
-    )
+    _assert_pipeline_scores([r["threat_probability"] for r in body["records"]], registered.pipeline, rows)
+    assert _rows_counted(client, "imputed", "/predict/csv") == 2
 
 
 def _bad_rows() -> pd.DataFrame:
@@ -268,19 +269,9 @@ def test_csv_refuses_invalid_rows_by_default_and_flags_them_on_request(client, r
     assert all(r["threat_probability"] is None and r["predicted_label"] is None for r in recs[1:6])
     assert [r["id"] for r in recs] == list(rows["id"])
     valid = rows.iloc[[0, 6, 7]]
-    np.testing.assert_allclose(
-        [recs[i]["threat_probability"] for i in (0, 6, 7)],
-        _expected_proba(registered.pipeline, valid),
-        rtol=0,
-        atol=ATOL,
-    )
-    metrics = client.get("/metrics").text
-    assert (
-        _metric(metrics, "netsec_input_rows_total", model=MODEL, outcome="refused", route="/predict/csv") == 5
-    )
-    assert (
-        _metric(metrics, "netsec_input_rows_total", model=MODEL, outcome="flagged", route="/predict/csv") == 5
-    )
+    _assert_pipeline_scores([recs[i]["threat_probability"] for i in (0, 6, 7)], registered.pipeline, valid)
+    assert _rows_counted(client, "refused", "/predict/csv") == 5
+    assert _rows_counted(client, "flagged", "/predict/csv") == 5
 
 
 def test_csv_passthrough_echoed_and_formula_cells_neutralised(client):
